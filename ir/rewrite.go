@@ -1,0 +1,64 @@
+package ir
+
+import "maps"
+
+// Rewrite copies g node by node through a fresh builder, so passes can
+// replace nodes without mutating the input graph. For each node, edit may
+// build replacement nodes with b (in terms of in, the node's already-mapped
+// operands) and return the values that stand for the node's outputs; when it
+// returns nil the node is copied unchanged. Source nodes reach edit too: a
+// pass can retype a parameter by declaring a new one. Graph tables (outputs,
+// aux losses, layers, regions, constants, training mode) follow the mapping.
+func Rewrite(g *Graph, edit func(b *Builder, n *Node, in []*Value) []*Value) (*Graph, error) {
+	b := NewBuilder(g.Name)
+	ng := b.G
+	ng.Layers = append([]Layer(nil), g.Layers...)
+	ng.Regions = append([]Region(nil), g.Regions...)
+	ng.Consts = maps.Clone(g.Consts)
+	ng.Train = g.Train
+	vmap := map[*Value]*Value{}
+	params := map[*Value]*Param{}
+	for _, p := range g.Params {
+		params[p.Value] = p
+	}
+	for _, n := range g.Nodes {
+		b.Pos, b.Scope, b.Region = n.Pos, n.Scope, n.Region
+		in := make([]*Value, len(n.Inputs))
+		for i, v := range n.Inputs {
+			in[i] = vmap[v]
+		}
+		var out []*Value
+		if edit != nil {
+			out = edit(b, n, in)
+		}
+		if out == nil {
+			out = copyNode(b, n, in, params[n.Out()])
+		}
+		if b.Err() != nil {
+			return nil, b.Err()
+		}
+		for i, v := range n.Outputs {
+			vmap[v] = out[i]
+		}
+	}
+	for _, o := range g.Outputs {
+		b.Output(o.Name, vmap[o.Value])
+	}
+	for _, v := range g.AuxLosses {
+		ng.AuxLosses = append(ng.AuxLosses, vmap[v])
+	}
+	return b.Finish()
+}
+
+// copyNode re-creates n in b with operands in.
+func copyNode(b *Builder, n *Node, in []*Value, p *Param) []*Value {
+	switch n.Op {
+	case OpInput:
+		return []*Value{b.Input(n.Attrs.String("name"), n.Out().Type)}
+	case OpParam:
+		return []*Value{b.Param(*p, n.Out().Type)}
+	case OpConst:
+		return []*Value{b.Const(n.Attrs.Float("value"), n.Out().Type)}
+	}
+	return b.Apply(n.Op, n.Attrs, in...)
+}
