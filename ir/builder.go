@@ -20,6 +20,10 @@ func NewBuilder(name string) *Builder {
 	return &Builder{G: &Graph{Name: name, Consts: map[string]int{}}}
 }
 
+// Extend returns a builder that appends to g in place (passes copy g with
+// Rewrite first when the input must stay untouched).
+func Extend(g *Graph) *Builder { return &Builder{G: g} }
+
 // Err is the first error met, if any.
 func (b *Builder) Err() error { return b.err }
 

@@ -126,6 +126,13 @@ type Output struct {
 	Value *Value
 }
 
+// Update writes a new value into a parameter at the end of a step (a
+// training step's updated weights and optimizer moments).
+type Update struct {
+	Param string
+	Value *Value
+}
+
 // Layer records one instance of a layer function (a Mamba or MoE block).
 type Layer struct {
 	Kind  string
@@ -155,8 +162,10 @@ type Graph struct {
 	Outputs []*Output
 	// AuxLosses are scalar losses the model adds to its main loss (MoE load balancing).
 	AuxLosses []*Value
-	Layers    []Layer
-	Regions   []Region
+	// Updates are the parameter writes of a training step.
+	Updates []*Update
+	Layers  []Layer
+	Regions []Region
 	// Consts are the model file's named integer settings (d_model, vocab, ...).
 	Consts map[string]int
 	Train  TrainSpec

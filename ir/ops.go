@@ -91,6 +91,12 @@ const (
 	OpScanBwd      Op = "selective_scan_bwd"
 	OpTopK         Op = "topk"
 	OpMoERoute     Op = "moe_route"
+
+	// Ops the training passes emit.
+	OpGE              Op = "ge"
+	OpRMSNormBwd      Op = "rmsnorm_bwd"
+	OpCrossEntropyBwd Op = "cross_entropy_bwd"
+	OpAdamW           Op = "adamw"
 )
 
 var catalogue = map[Op]*OpDef{}
@@ -203,6 +209,58 @@ func init() {
 
 // NumResults is the number of outputs of the op.
 func (d *OpDef) NumResults() int { return max(d.Results, 1) }
+
+func init() {
+	def(OpDef{Op: OpGE, Doc: "1 where x ≥ y, else 0 (masks for max/min gradients)", Category: Elementwise, Inputs: 2,
+		Infer: inferBinary})
+	def(OpDef{Op: OpRMSNormBwd, Doc: "rmsnorm's (dx, dgamma) from (x, gamma, dy)", Category: Reduction, Inputs: 3,
+		Results: 2, Attrs: []AttrDef{{Name: "eps", Kind: AttrFloat}}, Infer: inferRMSNormBwd})
+	def(OpDef{Op: OpCrossEntropyBwd, Doc: "cross_entropy's dlogits = (softmax(z) − onehot(y))·dloss/count from (z, y, dloss)",
+		Category: Reduction, Inputs: 3, Infer: inferCrossEntropyBwd,
+		Attrs: []AttrDef{{Name: "ignore_index", Kind: AttrInt, Optional: true, Default: -100}}})
+	def(OpDef{Op: OpAdamW, Doc: "decoupled AdamW step on (θ, g, m, v, lr, step) → (θ', m', v'); lr and step are f32 scalars",
+		Category: Elementwise, Inputs: 6, Results: 3, Infer: inferAdamW,
+		Attrs: []AttrDef{{Name: "beta1", Kind: AttrFloat}, {Name: "beta2", Kind: AttrFloat}, {Name: "eps", Kind: AttrFloat},
+			{Name: "weight_decay", Kind: AttrFloat}}})
+}
+
+func inferRMSNormBwd(in []Type, a Attrs) ([]Type, error) {
+	if _, err := inferRMSNorm(in[:2], a); err != nil {
+		return nil, err
+	}
+	if !in[2].Equal(in[0]) {
+		return nil, fmt.Errorf("rmsnorm gradient %v must match input %v", in[2], in[0])
+	}
+	return []Type{in[0], in[1]}, nil
+}
+
+func inferCrossEntropyBwd(in []Type, a Attrs) ([]Type, error) {
+	if _, err := inferCrossEntropy(in[:2], a); err != nil {
+		return nil, err
+	}
+	if !in[2].Equal(T(F32)) {
+		return nil, fmt.Errorf("loss gradient must be an f32 scalar, got %v", in[2])
+	}
+	return one(in[0]), nil
+}
+
+func inferAdamW(in []Type, _ Attrs) ([]Type, error) {
+	p := in[0]
+	if p.DType != F32 {
+		return nil, fmt.Errorf("adamw updates f32 parameters, got %v", p)
+	}
+	for i, name := range []string{"gradient", "first moment", "second moment"} {
+		if !in[i+1].Equal(p) {
+			return nil, fmt.Errorf("adamw %s %v must match the parameter %v", name, in[i+1], p)
+		}
+	}
+	for i, name := range []string{"lr", "step"} {
+		if !in[i+4].Equal(T(F32)) {
+			return nil, fmt.Errorf("adamw %s must be an f32 scalar, got %v", name, in[i+4])
+		}
+	}
+	return []Type{p, p, p}, nil
+}
 
 func one(t Type) []Type { return []Type{t} }
 

@@ -44,6 +44,9 @@ func Print(w io.Writer, g *Graph) error {
 	for _, v := range g.AuxLosses {
 		p.printf("  aux_loss %v\n", v)
 	}
+	for _, u := range g.Updates {
+		p.printf("  update %s = %v\n", u.Param, u.Value)
+	}
 	p.printf("}\n")
 	return p.err
 }

@@ -47,6 +47,9 @@ func Rewrite(g *Graph, edit func(b *Builder, n *Node, in []*Value) []*Value) (*G
 	for _, v := range g.AuxLosses {
 		ng.AuxLosses = append(ng.AuxLosses, vmap[v])
 	}
+	for _, u := range g.Updates {
+		ng.Updates = append(ng.Updates, &Update{Param: u.Param, Value: vmap[u.Value]})
+	}
 	return b.Finish()
 }
 

@@ -52,6 +52,18 @@ func Verify(g *Graph) error {
 			return err
 		}
 	}
+	for _, u := range g.Updates {
+		p := g.Param(u.Param)
+		if p == nil {
+			return fmt.Errorf("update of unknown parameter %q", u.Param)
+		}
+		if err := check("update", u.Param, u.Value, ""); err != nil {
+			return err
+		}
+		if !u.Value.Type.Equal(p.Value.Type) {
+			return fmt.Errorf("update of %q has type %v, the parameter is %v", u.Param, u.Value.Type, p.Value.Type)
+		}
+	}
 	for i, v := range g.AuxLosses {
 		if err := check("aux loss", fmt.Sprint(i), v, ""); err != nil {
 			return err

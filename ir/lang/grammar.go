@@ -62,7 +62,7 @@ type Stmt struct {
 	Param      *Param    `parser:"| 'param' @@"`
 	Output     *Output   `parser:"| 'output' @@"`
 	Repeat     *Repeat   `parser:"| 'repeat' @@"`
-	Checkpoint []*Stmt   `parser:"| 'checkpoint' '{' @@* '}'"`
+	Checkpoint *Block    `parser:"| 'checkpoint' @@"`
 	Return     []*Expr   `parser:"| 'return' @@ ( ',' @@ )*"`
 	Assign     *Assign   `parser:"| @@"`
 	Call       *CallExpr `parser:"| @@"`
@@ -92,6 +92,11 @@ type Param struct {
 type Output struct {
 	Name  string `parser:"@Ident '='"`
 	Value *Expr  `parser:"@@"`
+}
+
+// Block is { statements }.
+type Block struct {
+	Stmts []*Stmt `parser:"'{' @@* '}'"`
 }
 
 // Repeat runs its body Count times.

@@ -231,7 +231,7 @@ func (e *evaluator) checkpoint(s *Stmt, fr *frame) ([]val, error) {
 	g.Regions = append(g.Regions, ir.Region{ID: id, Name: fmt.Sprintf("checkpoint.%d", id-1)})
 	e.b.Region = id
 	defer func() { e.b.Region = 0 }()
-	return e.block(s.Checkpoint, fr)
+	return e.block(s.Checkpoint.Stmts, fr)
 }
 
 func (e *evaluator) block(body []*Stmt, fr *frame) ([]val, error) {

@@ -1,0 +1,88 @@
+// Command magc compiles .graph models into Metal kernels and a static plan,
+// and trains them.
+//
+//	magc compile models/scm3b.graph --report r.json
+//	magc eval models/tiny.graph --inputs in.safetensors --out out.safetensors
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime/debug"
+
+	"github.com/alecthomas/kong"
+)
+
+// Exit codes.
+const (
+	exitOK       = 0
+	exitUser     = 1 // bad input: a message says what and where
+	exitInternal = 2 // a bug in magc
+)
+
+type cli struct {
+	Compile compileCmd `cmd:"" help:"Parse, verify and compile a .graph model; print a summary."`
+	Eval    evalCmd    `cmd:"" help:"Evaluate a model's outputs with the float64 reference interpreter."`
+}
+
+// env is what commands write to; tests substitute buffers.
+type env struct {
+	stdout, stderr io.Writer
+}
+
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+
+// run executes one magc command line and returns its exit code.
+func run(args []string, stdout, stderr io.Writer) (code int) {
+	defer func() {
+		if r := recover(); r != nil {
+			fmt.Fprintf(stderr, "magc: internal error: %v\n%s\nPlease report this with the command line and model file.\n", r, debug.Stack())
+			code = exitInternal
+		}
+	}()
+	var c cli
+	exit := -1
+	parser, err := kong.New(&c,
+		kong.Name("magc"),
+		kong.Description("magc compiles dataflow-graph models (Mamba, mixture of experts, QLoRA) into fused Metal kernels and trains them."),
+		kong.Writers(stdout, stderr),
+		kong.Exit(func(code int) { exit = code }),
+		kong.UsageOnError(),
+	)
+	if err != nil {
+		fmt.Fprintf(stderr, "magc: internal error: %v\n", err)
+		return exitInternal
+	}
+	ctx, err := parser.Parse(args)
+	if exit >= 0 { // --help
+		return exit
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "magc: %v\n", err)
+		return exitUser
+	}
+	if err := ctx.Run(&env{stdout: stdout, stderr: stderr}); err != nil {
+		var ie *internalError
+		if errors.As(err, &ie) {
+			fmt.Fprintf(stderr, "magc: internal error: %v\n", ie.err)
+			return exitInternal
+		}
+		fmt.Fprintf(stderr, "magc: %v\n", err)
+		return exitUser
+	}
+	return exitOK
+}
+
+// internalError marks a failure that is magc's fault, not the input's.
+type internalError struct{ err error }
+
+func (e *internalError) Error() string { return e.err.Error() }
+
+func internal(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &internalError{err}
+}
