@@ -1,6 +1,7 @@
 package passes
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 
@@ -15,13 +16,8 @@ func QLoRA(g *ir.Graph, cfg *Config) (*ir.Graph, error) {
 	if cfg.mode(g) != "qlora" {
 		return g, nil
 	}
-	rank, alpha := g.Train.Rank, g.Train.Alpha
-	if cfg.LoRARank > 0 {
-		rank = cfg.LoRARank
-	}
-	if rank < 1 || alpha <= 0 {
-		return nil, fmt.Errorf("qlora needs a LoRA rank ≥ 1 and alpha > 0 (got r=%d, alpha=%g): set them with train qlora(rank = ..., alpha = ...)", rank, alpha)
-	}
+	// A model written for full training falls back to the QLoRA recipe (r 64, α 16).
+	rank, alpha := cmp.Or(cfg.LoRARank, g.Train.Rank, 64), cmp.Or(g.Train.Alpha, 16)
 	scale := alpha / float64(rank)
 	type adapter struct{ a, b *ir.Value }
 	adapters := map[*ir.Value]adapter{} // dequantised weight → its LoRA factors

@@ -1,5 +1,121 @@
 package main
 
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/scm-magellano/magc/ir"
+	"github.com/scm-magellano/magc/ir/ref"
+	"github.com/scm-magellano/magc/passes"
+	"github.com/scm-magellano/magc/runtime"
+	"github.com/scm-magellano/magc/runtime/safetensors"
+)
+
 type evalCmd struct {
 	modelFlags
+	Inputs string `required:"" help:"safetensors file with one tensor per model input." placeholder:"FILE"`
+	Out    string `required:"" help:"Write the outputs (and aux losses as aux_loss.N) here, as safetensors." placeholder:"FILE"`
+	Params string `help:"safetensors file of parameters; any it lacks are initialised from the model's init rules." placeholder:"FILE"`
+	Seed   uint64 `default:"0" help:"Seed for initialising parameters not in --params."`
+}
+
+func (c *evalCmd) Run(e *env) error {
+	g, err := c.load()
+	if err != nil {
+		return err
+	}
+	g, _, err = passes.Run(g, c.config())
+	if err != nil {
+		return err
+	}
+	inputs, err := readTensors(c.Inputs, "input", inputTypes(g), true)
+	if err != nil {
+		return err
+	}
+	params, err := ref.InitParams(g, c.Seed)
+	if err != nil {
+		return internal(err)
+	}
+	if c.Params != "" {
+		loaded, err := readTensors(c.Params, "parameter", paramTypes(g), false)
+		if err != nil {
+			return err
+		}
+		for name, t := range loaded {
+			params[name] = t
+		}
+	}
+	res, err := ref.Eval(g, inputs, params)
+	if err != nil {
+		return err
+	}
+	out := map[string]safetensors.Tensor{}
+	for name, t := range res.Outputs {
+		if out[name], err = runtime.ToSafetensors(t); err != nil {
+			return internal(err)
+		}
+	}
+	for i, t := range res.AuxLosses {
+		if out[fmt.Sprintf("aux_loss.%d", i)], err = runtime.ToSafetensors(t); err != nil {
+			return internal(err)
+		}
+	}
+	if err := safetensors.WriteFile(c.Out, out, map[string]string{"model": g.Name, "magc": "eval"}); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "wrote %d tensors to %s\n", len(out), c.Out)
+	return nil
+}
+
+func inputTypes(g *ir.Graph) map[string]ir.Type {
+	m := map[string]ir.Type{}
+	for _, in := range g.Inputs {
+		m[in.Name] = in.Value.Type
+	}
+	return m
+}
+
+func paramTypes(g *ir.Graph) map[string]ir.Type {
+	m := map[string]ir.Type{}
+	for _, p := range g.Params {
+		m[p.Name] = p.Value.Type
+	}
+	return m
+}
+
+// readTensors loads a safetensors file whose tensors must each be one of
+// want (by name and type); with all, every entry of want must be present.
+func readTensors(path, what string, want map[string]ir.Type, all bool) (map[string]*ref.Tensor, error) {
+	f, err := safetensors.Read(path)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]*ref.Tensor{}
+	for _, name := range f.Names() {
+		t, ok := want[name]
+		if !ok {
+			return nil, fmt.Errorf("%s: %q is not a %s of the model (%ss: %s)", path, name, what, what, strings.Join(sortedNames(want), ", "))
+		}
+		if out[name], err = runtime.FromSafetensors(name, f.Tensors[name], t); err != nil {
+			return nil, fmt.Errorf("%s: %v", path, err)
+		}
+	}
+	if all {
+		for _, name := range sortedNames(want) {
+			if _, ok := out[name]; !ok {
+				return nil, fmt.Errorf("%s: missing %s %q (%v)", path, what, name, want[name])
+			}
+		}
+	}
+	return out, nil
+}
+
+func sortedNames(m map[string]ir.Type) []string {
+	names := make([]string, 0, len(m))
+	for k := range m {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	return names
 }

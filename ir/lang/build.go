@@ -28,7 +28,8 @@ const (
 	maxSourceBytes = 4 << 20
 	maxNesting     = 64
 	maxCallDepth   = 64
-	maxNodes       = 4_000_000
+	maxNodes       = 1_000_000
+	maxSteps       = 1_000_000 // statements executed, so empty nested loops end too
 	maxRepeat      = 100_000
 )
 
@@ -83,6 +84,7 @@ type evaluator struct {
 	counts  map[string]int // calls of each function per scope, for scope names
 	loaded  map[string]bool
 	imports []string // imports in progress, for cycle errors
+	steps   int
 }
 
 // frame holds the variables of the top level or of one call.

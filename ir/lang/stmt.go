@@ -214,6 +214,9 @@ func (e *evaluator) repeat(s *Stmt, fr *frame) ([]val, error) {
 		return nil, errAt(s.Repeat.Count.Pos, "repeat count must be an integer from 0 to %d, got %s", maxRepeat, n.describe())
 	}
 	for i := int64(0); i < n.i; i++ {
+		if e.steps++; e.steps > maxSteps {
+			return nil, errAt(s.Pos, "the model executes more than %d statements", maxSteps)
+		}
 		ret, err := e.block(s.Repeat.Body, fr)
 		if err != nil || ret != nil {
 			return ret, err
@@ -236,6 +239,9 @@ func (e *evaluator) checkpoint(s *Stmt, fr *frame) ([]val, error) {
 
 func (e *evaluator) block(body []*Stmt, fr *frame) ([]val, error) {
 	for _, s := range body {
+		if e.steps++; e.steps > maxSteps {
+			return nil, errAt(s.Pos, "the model executes more than %d statements", maxSteps)
+		}
 		ret, err := e.stmt(s, fr)
 		if err != nil || ret != nil {
 			return ret, err
