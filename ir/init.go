@@ -7,7 +7,8 @@ import (
 )
 
 // Init kinds understood by the reference initialiser (ir/ref) and the
-// runtime. fan_in is the last axis of the parameter's shape.
+// runtime. fan_in is the last axis of the parameter's shape: weights are
+// stored (out, in) as nn.Linear stores them, experts (E, out, in).
 //
 //	zeros, ones              constant fill
 //	const(value)             constant fill

@@ -140,7 +140,7 @@ func init() {
 	}
 	def(OpDef{Op: OpScale, Doc: "x·factor", Category: Elementwise, Inputs: 1, Differentiable: true,
 		Attrs: []AttrDef{{Name: "factor", Kind: AttrFloat}}, Infer: inferUnary})
-	def(OpDef{Op: OpCast, Doc: "convert the element type", Category: Elementwise, Inputs: 1, Differentiable: true,
+	def(OpDef{Op: OpCast, Doc: "convert the element type (to integers: truncate toward zero, saturate, NaN → 0)", Category: Elementwise, Inputs: 1, Differentiable: true,
 		Attrs: []AttrDef{{Name: "to", Kind: AttrDType}}, Infer: inferCast})
 	for _, b := range []struct {
 		op  Op
@@ -172,21 +172,21 @@ func init() {
 		Inputs: 2, Differentiable: true, Infer: inferGather})
 	def(OpDef{Op: OpScatter, Doc: "out[idx[i…]] += src[i…], out has `rows` rows (gather's adjoint)", Category: Layout,
 		Inputs: 2, Differentiable: true, Attrs: []AttrDef{{Name: "rows", Kind: AttrInt}}, Infer: inferScatter})
-	def(OpDef{Op: OpOneHot, Doc: "1.0 at idx along a new last axis of size depth", Category: Layout, Inputs: 1,
+	def(OpDef{Op: OpOneHot, Doc: "1.0 at idx along a new last axis of size depth (an index outside [0, depth) gives a zero row)", Category: Layout, Inputs: 1,
 		Attrs: []AttrDef{{Name: "depth", Kind: AttrInt}}, Infer: inferOneHot})
 
 	def(OpDef{Op: OpMatmul, Doc: "batched a·b over the last two axes (ta, tb transpose them)", Category: Contraction,
 		Inputs: 2, Differentiable: true, Infer: inferMatmul,
 		Attrs: []AttrDef{{Name: "ta", Kind: AttrBool, Optional: true, Default: false}, {Name: "tb", Kind: AttrBool, Optional: true, Default: false}}})
-	def(OpDef{Op: OpGroupedMM, Doc: "rows offsets[e] ≤ r < offsets[e+1] of x times w[e] (dropless MoE experts)",
+	def(OpDef{Op: OpGroupedMM, Doc: "rows offsets[e] ≤ r < offsets[e+1] of x times w[e] (dropless MoE experts); offsets non-decreasing in [0, R], rows outside give 0",
 		Category: Contraction, Inputs: 3, Differentiable: true, Infer: inferGroupedMM,
 		Attrs: []AttrDef{{Name: "tb", Kind: AttrBool, Optional: true, Default: false}}})
-	def(OpDef{Op: OpGroupedMMW, Doc: "per-expert dy[rows e]ᵀ·x[rows e]: grouped_matmul's weight gradient",
+	def(OpDef{Op: OpGroupedMMW, Doc: "per-expert dy[rows e]ᵀ·x[rows e] → (E,N,K): the weight gradient of grouped_matmul with tb (transpose it for tb=false)",
 		Category: Contraction, Inputs: 3, Infer: inferGroupedMMW})
 	def(OpDef{Op: OpDequant, Doc: "NF4 codes × double-quantised block absmax → f32 (frozen: no gradient)",
 		Category: Elementwise, Inputs: 1, Infer: inferDequant})
 	def(OpDef{Op: OpSoftmax, Doc: "softmax over the last axis", Category: Reduction, Inputs: 1, Differentiable: true,
-		Infer: inferUnary})
+		Infer: inferSoftmax})
 	def(OpDef{Op: OpRMSNorm, Doc: "x/√(mean(x²)+eps)·gamma over the last axis", Category: Reduction, Inputs: 2,
 		Differentiable: true, Attrs: []AttrDef{{Name: "eps", Kind: AttrFloat}}, Infer: inferRMSNorm})
 	def(OpDef{Op: OpCrossEntropy, Doc: "mean over non-ignored targets of logsumexp(z) − z[target]", Category: Reduction,
@@ -218,7 +218,7 @@ func init() {
 	def(OpDef{Op: OpCrossEntropyBwd, Doc: "cross_entropy's dlogits = (softmax(z) − onehot(y))·dloss/count from (z, y, dloss)",
 		Category: Reduction, Inputs: 3, Infer: inferCrossEntropyBwd,
 		Attrs: []AttrDef{{Name: "ignore_index", Kind: AttrInt, Optional: true, Default: -100}}})
-	def(OpDef{Op: OpAdamW, Doc: "decoupled AdamW step on (θ, g, m, v, lr, step) → (θ', m', v'); lr and step are f32 scalars",
+	def(OpDef{Op: OpAdamW, Doc: "decoupled AdamW step on (θ, g, m, v, lr, step) → (θ', m', v'); lr and step (counting from 1) are f32 scalars",
 		Category: Elementwise, Inputs: 6, Results: 3, Infer: inferAdamW,
 		Attrs: []AttrDef{{Name: "beta1", Kind: AttrFloat}, {Name: "beta2", Kind: AttrFloat}, {Name: "eps", Kind: AttrFloat},
 			{Name: "weight_decay", Kind: AttrFloat}}})
@@ -292,6 +292,22 @@ func inferUnary(in []Type, _ Attrs) ([]Type, error) {
 	return one(in[0]), nil
 }
 
+func inferSoftmax(in []Type, _ Attrs) ([]Type, error) {
+	if len(in[0].Shape) < 1 {
+		return nil, fmt.Errorf("softmax needs an axis, got a scalar")
+	}
+	return inferUnary(in, nil)
+}
+
+// noNF4 rejects NF4 operands of layout ops: quantisation blocks are flat, so
+// only reshape keeps them meaningful.
+func noNF4(t Type) error {
+	if t.DType == NF4 {
+		return fmt.Errorf("nf4 weights are read through dequant, not %v", t)
+	}
+	return nil
+}
+
 func inferCast(in []Type, a Attrs) ([]Type, error) {
 	to := a.DType("to")
 	if in[0].DType == NF4 || to == NF4 || to == Invalid {
@@ -361,6 +377,9 @@ func inferReshape(in []Type, a Attrs) ([]Type, error) {
 }
 
 func inferTranspose(in []Type, a Attrs) ([]Type, error) {
+	if err := noNF4(in[0]); err != nil {
+		return nil, err
+	}
 	perm := a.Ints("perm")
 	r := len(in[0].Shape)
 	if len(perm) != r {
@@ -398,6 +417,9 @@ func BroadcastShapes(x, y Shape) (Shape, error) {
 }
 
 func inferBroadcast(in []Type, a Attrs) ([]Type, error) {
+	if err := noNF4(in[0]); err != nil {
+		return nil, err
+	}
 	s := Shape(a.Ints("shape"))
 	if err := checkShape(s); err != nil {
 		return nil, err
@@ -409,6 +431,9 @@ func inferBroadcast(in []Type, a Attrs) ([]Type, error) {
 }
 
 func inferSlice(in []Type, a Attrs) ([]Type, error) {
+	if err := noNF4(in[0]); err != nil {
+		return nil, err
+	}
 	ax, start, end := a.Int("axis"), a.Int("start"), a.Int("end")
 	s := in[0].Shape
 	if ax < 0 || ax >= len(s) {
@@ -423,6 +448,9 @@ func inferSlice(in []Type, a Attrs) ([]Type, error) {
 }
 
 func inferConcat(in []Type, a Attrs) ([]Type, error) {
+	if err := noNF4(in[0]); err != nil {
+		return nil, err
+	}
 	ax := a.Int("axis")
 	first := in[0]
 	if ax < 0 || ax >= len(first.Shape) {

@@ -34,6 +34,19 @@ func Verify(g *Graph) error {
 		}
 		return nil
 	}
+	// Every source node must be in its table, and tables must not repeat.
+	declared := map[*Value]int{}
+	for _, in := range g.Inputs {
+		declared[in.Value]++
+	}
+	for _, p := range g.Params {
+		declared[p.Value]++
+	}
+	for _, n := range g.Nodes {
+		if (n.Op == OpInput || n.Op == OpParam) && declared[n.Out()] != 1 {
+			return &Error{Pos: n.Pos, Msg: fmt.Sprintf("%s node %s appears %d times in the graph's tables", n.Op, n.Attrs.String("name"), declared[n.Out()])}
+		}
+	}
 	for _, in := range g.Inputs {
 		if err := check("input", in.Name, in.Value, OpInput); err != nil {
 			return err
