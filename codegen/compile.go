@@ -1,0 +1,160 @@
+package codegen
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/scm-magellano/magc/codegen/kir"
+	"github.com/scm-magellano/magc/ir"
+	"github.com/scm-magellano/magc/passes"
+)
+
+// Dispatch is one kernel launch of the plan.
+type Dispatch struct {
+	Kernel          string
+	Groups, Threads [3]int
+	Bindings        []Binding
+	// Writes are the values the launch leaves in memory.
+	Writes []*ir.Value
+	Fuses  []*ir.Node
+}
+
+// Program is a compiled graph: the kernels (one module, one .metal file) and
+// the launches of one step in order.
+type Program struct {
+	Module     *kir.Module
+	Dispatches []Dispatch
+	Alias      map[*ir.Value]*ir.Value
+}
+
+// A template lowers one group of a kind into the emitter's kernel, setting
+// its threadgroup and grid sizes.
+type template func(e *Emitter, grp *passes.Group) error
+
+var templates = map[string]template{
+	"pointwise": pointwise,
+}
+
+// Templates lists the kernel kinds codegen can lower, sorted.
+func Templates() []string {
+	var out []string
+	for k := range templates {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Compile lowers every group of the schedule. Kernels with identical code
+// are emitted once and launched wherever they apply.
+func Compile(g *ir.Graph, s *passes.Schedule) (*Program, error) {
+	p := &Program{Module: &kir.Module{Tables: Tables()}, Alias: s.Alias}
+	byBody := map[string]string{} // rendered body → kernel name
+	names := map[string]int{}
+	for _, grp := range s.Groups {
+		t, ok := templates[grp.Kind]
+		if !ok {
+			return nil, fmt.Errorf("codegen: no kernel template for %s (%s)", grp.Kind, grp.Root.Pos)
+		}
+		e := NewEmitter("", describe(grp), grp.Nodes)
+		if err := t(e, grp); err != nil {
+			return nil, fmt.Errorf("codegen: %s at %s: %w", grp.Kind, grp.Root.Pos, err)
+		}
+		e.K.Body = kir.Prune(e.K.Body)
+		key, err := bodyKey(e.K)
+		if err != nil {
+			return nil, err
+		}
+		name, seen := byBody[key]
+		if !seen {
+			base := kernelBase(grp)
+			name = fmt.Sprintf("%s_%d", base, names[base])
+			names[base]++
+			byBody[key] = name
+			e.K.Name = name
+			p.Module.Kernels = append(p.Module.Kernels, e.K)
+		}
+		p.Dispatches = append(p.Dispatches, Dispatch{Kernel: name, Groups: e.K.Groups, Threads: e.K.Threads,
+			Bindings: e.Bindings, Writes: grp.Outputs, Fuses: grp.Nodes})
+	}
+	return p, nil
+}
+
+// bodyKey identifies a kernel's code independently of its name and comment.
+func bodyKey(k *kir.Kernel) (string, error) {
+	c := *k
+	c.Name, c.Doc = "k", ""
+	return fmt.Sprintf("%v|%v|%v|%#v", c.Params, c.Threads, c.Groups, c.Body), nil
+}
+
+// kernelBase names a kernel after what it does: its anchor op, or for
+// element-wise kernels the first ops it fuses.
+func kernelBase(grp *passes.Group) string {
+	if grp.Kind != "pointwise" {
+		return grp.Kind
+	}
+	var ops []string
+	seen := map[ir.Op]bool{}
+	for i := len(grp.Nodes) - 1; i >= 0 && len(ops) < 3; i-- {
+		op := grp.Nodes[i].Op
+		if !seen[op] && op != ir.OpBroadcast && op != ir.OpReshape && op != ir.OpConst {
+			seen[op] = true
+			ops = append(ops, string(op))
+		}
+	}
+	if len(ops) == 0 {
+		ops = []string{string(grp.Root.Op)}
+	}
+	return strings.Join(ops, "_")
+}
+
+// describe lists the IR ops a kernel computes, for its comment.
+func describe(grp *passes.Group) string {
+	var parts []string
+	for _, n := range grp.Nodes {
+		parts = append(parts, fmt.Sprintf("%s %v", n.Op, n.Outputs[0]))
+	}
+	doc := "fuses " + strings.Join(parts, ", ")
+	if sc := grp.Root.Scope; sc != "" {
+		doc += " (" + sc + ")"
+	}
+	return wrap(doc, 96)
+}
+
+func wrap(s string, width int) string {
+	var lines []string
+	for len(s) > width {
+		cut := strings.LastIndex(s[:width], ", ")
+		if cut < 0 {
+			break
+		}
+		lines = append(lines, s[:cut+1])
+		s = "  " + s[cut+2:]
+	}
+	return strings.Join(append(lines, s), "\n")
+}
+
+// pointwise computes a group of element-wise and layout ops: one thread per
+// element of the outputs (all of one shape).
+func pointwise(e *Emitter, grp *passes.Group) error {
+	shape := grp.Outputs[0].Type.Shape
+	for _, v := range grp.Outputs[1:] {
+		if !v.Type.Shape.Equal(shape) {
+			return fmt.Errorf("outputs of different shapes: %v and %v", grp.Outputs[0].Type, v.Type)
+		}
+	}
+	n := int(shape.Elems())
+	const threads = 256
+	e.K.Threads = [3]int{threads, 1, 1}
+	e.K.Groups = [3]int{(n + threads - 1) / threads, 1, 1}
+	e.Emit(kir.Decl{Name: "i", Type: kir.I32, Init: kir.Thread(0)})
+	if n%threads != 0 {
+		e.Emit(kir.If{Cond: kir.Op(">=", kir.V("i"), kir.I(n)), Then: []kir.Stmt{kir.Return{}}})
+	}
+	c := e.Split(shape, kir.V("i"))
+	for _, v := range grp.Outputs {
+		e.Store(v, c, e.At(v, c))
+	}
+	return nil
+}

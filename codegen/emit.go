@@ -1,0 +1,415 @@
+// Package codegen lowers fused kernel groups of a graph to kernel IR
+// (codegen/kir), which a renderer (codegen/msl) prints as a .metal file.
+package codegen
+
+import (
+	"fmt"
+
+	"github.com/scm-magellano/magc/codegen/kir"
+	"github.com/scm-magellano/magc/ir"
+	"github.com/scm-magellano/magc/ir/nf4"
+)
+
+// Binding says what a kernel parameter is bound to: a value's memory, at a
+// byte offset into it (NF4 weights bind one parameter per section).
+type Binding struct {
+	Value  *ir.Value
+	Offset int64
+}
+
+// Emitter builds one kernel: it declares a buffer parameter for each value
+// the kernel reads or writes in memory, and computes values of the graph at
+// given coordinates as kernel expressions, fusing the chain of element-wise
+// and layout ops that leads to them. Each (value, coordinates) pair is
+// computed once per block and kept in a local.
+type Emitter struct {
+	K        *kir.Kernel
+	Bindings []Binding
+	// inside holds the nodes computed in this kernel; any other value is read from memory.
+	inside map[*ir.Node]bool
+	params map[string]string // value key → parameter name
+	out    *[]kir.Stmt
+	memo   map[string]kir.Expr
+	split  map[string]kir.Expr // coordinates → the offset they were split from
+	tmp    int
+}
+
+// NewEmitter starts a kernel that computes the given nodes.
+func NewEmitter(name, doc string, inside []*ir.Node) *Emitter {
+	e := &Emitter{K: &kir.Kernel{Name: name, Doc: doc}, inside: map[*ir.Node]bool{}, params: map[string]string{}, memo: map[string]kir.Expr{}, split: map[string]kir.Expr{}}
+	for _, n := range inside {
+		e.inside[n] = true
+	}
+	e.out = &e.K.Body
+	return e
+}
+
+// Emit appends statements to the current block.
+func (e *Emitter) Emit(s ...kir.Stmt) { *e.out = append(*e.out, s...) }
+
+// Block runs fn with statements going to a fresh block, returned; values
+// computed inside are not reused outside.
+func (e *Emitter) Block(fn func()) []kir.Stmt {
+	var body []kir.Stmt
+	savedOut, savedMemo := e.out, e.memo
+	e.out, e.memo = &body, map[string]kir.Expr{}
+	for k, v := range savedMemo {
+		e.memo[k] = v // outer values stay visible inside
+	}
+	fn()
+	e.out, e.memo = savedOut, savedMemo
+	return body
+}
+
+// Temp returns a fresh local name with the given prefix.
+func (e *Emitter) Temp(prefix string) string {
+	e.tmp++
+	return fmt.Sprintf("%s%d", prefix, e.tmp)
+}
+
+// Let declares a local holding x and returns it.
+func (e *Emitter) Let(prefix string, t kir.Type, x kir.Expr) kir.Expr {
+	name := e.Temp(prefix)
+	e.Emit(kir.Decl{Name: name, Type: t, Init: x})
+	return kir.V(name)
+}
+
+// elemType is how a dtype is stored in a buffer.
+func elemType(d ir.DType) kir.Type {
+	switch d {
+	case ir.F16:
+		return kir.F16
+	case ir.BF16:
+		return kir.BF16
+	case ir.I32:
+		return kir.I32
+	case ir.U8, ir.NF4:
+		return kir.U8
+	}
+	return kir.F32
+}
+
+// computeType is the type arithmetic on a dtype uses: f32 for floats.
+func computeType(d ir.DType) kir.Type {
+	if d == ir.I32 {
+		return kir.I32
+	}
+	return kir.F32
+}
+
+// Buffer declares (once) a parameter bound to v's memory at offset and returns its name.
+func (e *Emitter) Buffer(v *ir.Value, suffix string, elem kir.Type, offset int64, readOnly bool) string {
+	key := fmt.Sprintf("%d%s", v.ID, suffix)
+	if name, ok := e.params[key]; ok {
+		if !readOnly {
+			e.markWritten(name)
+		}
+		return name
+	}
+	// Names are positional, so kernels that differ only in which values they
+	// bind have identical code and are emitted once.
+	name := fmt.Sprintf("p%d%s", len(e.K.Params), suffix)
+	e.params[key] = name
+	e.K.Params = append(e.K.Params, kir.Param{Name: name, Elem: elem, ReadOnly: readOnly})
+	e.Bindings = append(e.Bindings, Binding{Value: v, Offset: offset})
+	return name
+}
+
+func (e *Emitter) markWritten(name string) {
+	for i := range e.K.Params {
+		if e.K.Params[i].Name == name {
+			e.K.Params[i].ReadOnly = false
+		}
+	}
+}
+
+// In reports whether v is computed by this kernel rather than read from memory.
+func (e *Emitter) In(v *ir.Value) bool { return e.inside[v.Node] }
+
+// Linear is the row-major offset of coords in shape: the emitter's own
+// offset when coords were split from it (see Split), else the sum of strides.
+func (e *Emitter) Linear(shape ir.Shape, coords []kir.Expr) kir.Expr {
+	if x, ok := e.split[fmt.Sprint(shape, coords)]; ok {
+		return x
+	}
+	return Linear(shape, coords)
+}
+
+// Split declares the coordinates of a row-major offset in shape as locals,
+// remembering the offset so reads at the same coordinates index by it directly.
+func (e *Emitter) Split(shape ir.Shape, linear kir.Expr) []kir.Expr {
+	c := Coords(shape, linear)
+	for k := range c {
+		if _, simple := c[k].(kir.Var); !simple {
+			c[k] = e.Let("c", kir.I32, c[k])
+		}
+	}
+	e.split[fmt.Sprint(shape, c)] = linear
+	return c
+}
+
+// Linear is the row-major offset of coords in shape.
+func Linear(shape ir.Shape, coords []kir.Expr) kir.Expr {
+	if len(shape) == 0 {
+		return kir.I(0)
+	}
+	idx := coords[0]
+	for i := 1; i < len(shape); i++ {
+		idx = kir.Add(kir.Mul(idx, kir.I(shape[i])), coords[i])
+	}
+	return idx
+}
+
+// Coords splits a row-major offset into coordinates of shape.
+func Coords(shape ir.Shape, linear kir.Expr) []kir.Expr {
+	out := make([]kir.Expr, len(shape))
+	stride := 1
+	for i := len(shape) - 1; i >= 0; i-- {
+		c := linear
+		if stride > 1 {
+			c = kir.Div(c, kir.I(stride))
+		}
+		if i > 0 {
+			c = kir.Mod(c, kir.I(shape[i]))
+		}
+		out[i] = c
+		stride *= shape[i]
+	}
+	return out
+}
+
+// Load reads v from memory at coords, converted to its compute type.
+func (e *Emitter) Load(v *ir.Value, coords []kir.Expr) kir.Expr {
+	elem := elemType(v.Type.DType)
+	buf := e.Buffer(v, "", elem, 0, true)
+	x := kir.At(buf, e.Linear(v.Type.Shape, coords))
+	if ct := computeType(v.Type.DType); ct != elem {
+		return kir.Convert{Type: ct, X: x}
+	}
+	return x
+}
+
+// Store writes x (in v's compute type) to v's memory at coords.
+func (e *Emitter) Store(v *ir.Value, coords []kir.Expr, x kir.Expr) {
+	elem := elemType(v.Type.DType)
+	buf := e.Buffer(v, "", elem, 0, false)
+	if elem != computeType(v.Type.DType) {
+		x = kir.Convert{Type: elem, X: x}
+	}
+	e.Emit(kir.Set(kir.At(buf, e.Linear(v.Type.Shape, coords)), x))
+}
+
+// At is the value of v at coords: loaded when v lives in memory, else
+// computed from its operands.
+func (e *Emitter) At(v *ir.Value, coords []kir.Expr) kir.Expr {
+	key := fmt.Sprint(v.ID, coords)
+	if x, ok := e.memo[key]; ok {
+		return x
+	}
+	var x kir.Expr
+	if e.In(v) {
+		x = e.compute(v, coords)
+	} else {
+		x = e.Load(v, coords)
+	}
+	switch x.(type) {
+	case kir.Lit, kir.Var:
+	default:
+		x = e.Let("t", computeType(v.Type.DType), x)
+	}
+	e.memo[key] = x
+	return x
+}
+
+// Pointwise reports whether an op can be computed element by element from
+// its operands at mapped coordinates, and so fused into any kernel.
+func Pointwise(op ir.Op) bool {
+	d, _ := ir.Lookup(op)
+	switch op {
+	case ir.OpScatter, ir.OpInput, ir.OpParam:
+		return false
+	case ir.OpConst, ir.OpDequant, ir.OpGE, ir.OpAdamW:
+		return true
+	}
+	return d.Category == ir.Elementwise || d.Category == ir.Layout
+}
+
+func (e *Emitter) compute(v *ir.Value, c []kir.Expr) kir.Expr {
+	n := v.Node
+	in := func(i int) kir.Expr { return e.At(n.Inputs[i], c) }
+	switch n.Op {
+	case ir.OpConst:
+		return kir.Lit{Type: computeType(v.Type.DType), V: n.Attrs.Float("value")}
+	case ir.OpNeg:
+		return kir.Neg{X: in(0)}
+	case ir.OpExp:
+		return kir.Fn("exp", in(0))
+	case ir.OpLog:
+		return kir.Fn("log", in(0))
+	case ir.OpSqrt:
+		return kir.Fn("sqrt", in(0))
+	case ir.OpRsqrt:
+		return kir.Fn("rsqrt", in(0))
+	case ir.OpSquare:
+		x := in(0)
+		return kir.Mul(x, x)
+	case ir.OpSigmoid:
+		return kir.Div(kir.F(1), kir.Add(kir.F(1), kir.Fn("exp", kir.Neg{X: in(0)})))
+	case ir.OpSiLU:
+		x := in(0)
+		return kir.Div(x, kir.Add(kir.F(1), kir.Fn("exp", kir.Neg{X: x})))
+	case ir.OpSoftplus:
+		// max(x, 0) + log(1 + e^-|x|): no overflow for large |x|.
+		x := in(0)
+		return kir.Add(kir.Max(x, kir.F(0)), kir.Fn("log", kir.Add(kir.F(1), kir.Fn("exp", kir.Neg{X: kir.Fn("abs", x)}))))
+	case ir.OpScale:
+		return kir.Mul(in(0), kir.F(n.Attrs.Float("factor")))
+	case ir.OpCast:
+		return castExpr(in(0), n.Inputs[0].Type.DType, n.Attrs.DType("to"))
+	case ir.OpAdd, ir.OpSub, ir.OpMul, ir.OpDiv, ir.OpMax, ir.OpMin:
+		op := map[ir.Op]string{ir.OpAdd: "+", ir.OpSub: "-", ir.OpMul: "*", ir.OpDiv: "/", ir.OpMax: "max", ir.OpMin: "min"}[n.Op]
+		return kir.Op(op, in(0), in(1))
+	case ir.OpGE:
+		return kir.Select{Cond: kir.Op(">=", in(0), in(1)), A: kir.F(1), B: kir.F(0)}
+	case ir.OpReshape:
+		src := n.Inputs[0]
+		return e.At(src, Coords(src.Type.Shape, e.Linear(v.Type.Shape, c)))
+	case ir.OpTranspose:
+		perm := n.Attrs.Ints("perm")
+		src := make([]kir.Expr, len(c))
+		for i, p := range perm {
+			src[p] = c[i]
+		}
+		return e.At(n.Inputs[0], src)
+	case ir.OpBroadcast:
+		s := n.Inputs[0].Type.Shape
+		off := len(c) - len(s)
+		src := make([]kir.Expr, len(s))
+		for i, d := range s {
+			src[i] = c[off+i]
+			if d == 1 && v.Type.Shape[off+i] != 1 {
+				src[i] = kir.I(0)
+			}
+		}
+		return e.At(n.Inputs[0], src)
+	case ir.OpSlice:
+		src := append([]kir.Expr(nil), c...)
+		ax := n.Attrs.Int("axis")
+		if start := n.Attrs.Int("start"); start != 0 {
+			src[ax] = kir.Add(c[ax], kir.I(start))
+		}
+		return e.At(n.Inputs[0], src)
+	case ir.OpConcat:
+		return e.concat(n, c)
+	case ir.OpGather:
+		idx := n.Inputs[1]
+		k := len(idx.Type.Shape)
+		row := e.At(idx, c[:k])
+		src := append([]kir.Expr{row}, c[k:]...)
+		return e.At(n.Inputs[0], src)
+	case ir.OpOneHot:
+		last := len(c) - 1
+		return kir.Select{Cond: kir.Op("==", c[last], e.At(n.Inputs[0], c[:last])), A: kir.F(1), B: kir.F(0)}
+	case ir.OpDequant:
+		return e.dequant(n.Inputs[0], e.Linear(v.Type.Shape, c))
+	case ir.OpAdamW:
+		return e.adamw(n, v.Index, c)
+	}
+	panic(fmt.Sprintf("codegen: %s is not element-wise", n.Op))
+}
+
+func castExpr(x kir.Expr, from, to ir.DType) kir.Expr {
+	switch to {
+	case ir.F16, ir.BF16:
+		// Round through the narrow type, as storing it would.
+		return kir.Convert{Type: kir.F32, X: kir.Convert{Type: elemType(to), X: x}}
+	case ir.I32:
+		return kir.Convert{Type: kir.I32, X: x}
+	case ir.F32:
+		if from == ir.I32 {
+			return kir.Convert{Type: kir.F32, X: x}
+		}
+	}
+	return x
+}
+
+func (e *Emitter) concat(n *ir.Node, c []kir.Expr) kir.Expr {
+	ax := n.Attrs.Int("axis")
+	// Nested selects, last operand innermost; each branch reads its operand at a shifted coordinate.
+	starts := make([]int, len(n.Inputs))
+	for i := 1; i < len(n.Inputs); i++ {
+		starts[i] = starts[i-1] + n.Inputs[i-1].Type.Shape[ax]
+	}
+	var x kir.Expr
+	for i := len(n.Inputs) - 1; i >= 0; i-- {
+		src := append([]kir.Expr(nil), c...)
+		src[ax] = kir.Sub(c[ax], kir.I(starts[i]))
+		part := e.At(n.Inputs[i], src)
+		if x == nil {
+			x = part
+			continue
+		}
+		x = kir.Select{Cond: kir.Lt(c[ax], kir.I(starts[i+1])), A: part, B: x}
+	}
+	return x
+}
+
+// NF4 tables shared by every kernel that dequantises.
+const (
+	nf4CodeTable = "NF4_CODE"
+	nf4MapTable  = "NF4_ABSMAX_MAP"
+)
+
+// Tables returns the constant tables kernels may read.
+func Tables() []kir.Table {
+	code := make([]float64, 16)
+	for i, v := range nf4.Code {
+		code[i] = float64(v)
+	}
+	dm := nf4.DynamicMap()
+	dyn := make([]float64, 256)
+	for i, v := range dm {
+		dyn[i] = float64(v)
+	}
+	return []kir.Table{{Name: nf4CodeTable, Type: kir.F32, Values: code}, {Name: nf4MapTable, Type: kir.F32, Values: dyn}}
+}
+
+// dequant reads element i of an NF4 weight: code nibble × decoded block absmax.
+func (e *Emitter) dequant(w *ir.Value, i kir.Expr) kir.Expr {
+	l, err := nf4.NewLayout(int(w.Type.Shape.Elems()), nf4.DefaultBlockSize, true)
+	if err != nil {
+		panic(err)
+	}
+	codes := e.Buffer(w, "_codes", kir.U8, l.Codes.Off, true)
+	qabs := e.Buffer(w, "_qabsmax", kir.U8, l.QAbsmax.Off, true)
+	scales := e.Buffer(w, "_scales", kir.F32, l.Scales.Off, true)
+	offset := e.Buffer(w, "_offset", kir.F32, l.Offset.Off, true)
+	// Element 2k is the high nibble of byte k.
+	b := kir.Convert{Type: kir.I32, X: kir.At(codes, kir.Div(i, kir.I(2)))}
+	code := kir.Op("&", kir.Op(">>", b, kir.Select{Cond: kir.Op("==", kir.Mod(i, kir.I(2)), kir.I(0)), A: kir.I(4), B: kir.I(0)}), kir.I(15))
+	block := kir.Div(i, kir.I(nf4.DefaultBlockSize))
+	q := kir.Convert{Type: kir.I32, X: kir.At(qabs, block)}
+	absmax := kir.Add(kir.Mul(kir.At(nf4MapTable, q), kir.At(scales, kir.Div(block, kir.I(nf4.DoubleBlockSize)))), kir.At(offset, kir.I(0)))
+	return kir.Mul(kir.At(nf4CodeTable, code), absmax)
+}
+
+// adamw computes output k (θ', m' or v') of a decoupled AdamW step; θ'
+// reads m' and v' through At so each is computed once.
+func (e *Emitter) adamw(n *ir.Node, k int, c []kir.Expr) kir.Expr {
+	a := n.Attrs
+	b1, b2, eps, wd := a.Float("beta1"), a.Float("beta2"), a.Float("eps"), a.Float("weight_decay")
+	g := e.At(n.Inputs[1], c)
+	switch k {
+	case 1:
+		return kir.Add(kir.Mul(kir.F(b1), e.At(n.Inputs[2], c)), kir.Mul(kir.F(1-b1), g))
+	case 2:
+		return kir.Add(kir.Mul(kir.F(b2), e.At(n.Inputs[3], c)), kir.Mul(kir.Mul(kir.F(1-b2), g), g))
+	}
+	m, v := e.At(n.Outputs[1], c), e.At(n.Outputs[2], c)
+	lr, t := e.At(n.Inputs[4], nil), e.At(n.Inputs[5], nil)
+	c1 := kir.Sub(kir.F(1), kir.Fn("pow", kir.F(b1), t))
+	c2 := kir.Sub(kir.F(1), kir.Fn("pow", kir.F(b2), t))
+	p := e.At(n.Inputs[0], c)
+	p = kir.Sub(p, kir.Mul(kir.Mul(lr, kir.F(wd)), p))
+	return kir.Sub(p, kir.Div(kir.Mul(lr, kir.Div(m, c1)), kir.Add(kir.Fn("sqrt", kir.Div(v, c2)), kir.F(eps))))
+}
