@@ -18,6 +18,9 @@ type Dispatch struct {
 	// Writes are the values the launch leaves in memory.
 	Writes []*ir.Value
 	Fuses  []*ir.Node
+	Kind   string
+	// Exact are the values this launch reads only at the elements it writes.
+	Exact map[*ir.Value]bool
 }
 
 // Program is a compiled graph: the kernels (one module, one .metal file) and
@@ -75,8 +78,14 @@ func Compile(g *ir.Graph, s *passes.Schedule) (*Program, error) {
 			e.K.Name = name
 			p.Module.Kernels = append(p.Module.Kernels, e.K)
 		}
+		exact := map[*ir.Value]bool{}
+		for _, b := range e.Bindings {
+			if e.ReadExactly(b.Value) {
+				exact[b.Value] = true
+			}
+		}
 		p.Dispatches = append(p.Dispatches, Dispatch{Kernel: name, Groups: e.K.Groups, Threads: e.K.Threads,
-			Bindings: e.Bindings, Writes: grp.Outputs, Fuses: grp.Nodes})
+			Bindings: e.Bindings, Writes: grp.Outputs, Fuses: grp.Nodes, Kind: grp.Kind, Exact: exact})
 	}
 	return p, nil
 }

@@ -31,12 +31,15 @@ type Emitter struct {
 	out    *[]kir.Stmt
 	memo   map[string]kir.Expr
 	split  map[string]kir.Expr // coordinates → the offset they were split from
-	tmp    int
+	// exact records values read only at the offset they were split from: a
+	// kernel may overwrite such a value with an output of the same layout.
+	exact map[*ir.Value]bool
+	tmp   int
 }
 
 // NewEmitter starts a kernel that computes the given nodes.
 func NewEmitter(name, doc string, inside []*ir.Node) *Emitter {
-	e := &Emitter{K: &kir.Kernel{Name: name, Doc: doc}, inside: map[*ir.Node]bool{}, params: map[string]string{}, memo: map[string]kir.Expr{}, split: map[string]kir.Expr{}}
+	e := &Emitter{K: &kir.Kernel{Name: name, Doc: doc}, inside: map[*ir.Node]bool{}, params: map[string]string{}, memo: map[string]kir.Expr{}, split: map[string]kir.Expr{}, exact: map[*ir.Value]bool{}}
 	for _, n := range inside {
 		e.inside[n] = true
 	}
@@ -123,6 +126,10 @@ func (e *Emitter) markWritten(name string) {
 	}
 }
 
+// ReadExactly reports whether every read of v was at the offset being
+// written (so an output of v's layout may overwrite it in place).
+func (e *Emitter) ReadExactly(v *ir.Value) bool { return e.exact[v] }
+
 // In reports whether v is computed by this kernel rather than read from memory.
 func (e *Emitter) In(v *ir.Value) bool { return e.inside[v.Node] }
 
@@ -182,7 +189,11 @@ func Coords(shape ir.Shape, linear kir.Expr) []kir.Expr {
 func (e *Emitter) Load(v *ir.Value, coords []kir.Expr) kir.Expr {
 	elem := elemType(v.Type.DType)
 	buf := e.Buffer(v, "", elem, 0, true)
-	x := kir.At(buf, e.Linear(v.Type.Shape, coords))
+	idx := e.Linear(v.Type.Shape, coords)
+	_, split := e.split[fmt.Sprint(v.Type.Shape, coords)]
+	prev, seen := e.exact[v]
+	e.exact[v] = split && (prev || !seen)
+	x := kir.At(buf, idx)
 	if ct := computeType(v.Type.DType); ct != elem {
 		return kir.Convert{Type: ct, X: x}
 	}

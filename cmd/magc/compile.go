@@ -11,12 +11,13 @@ import (
 
 	"github.com/scm-magellano/magc/ir"
 	"github.com/scm-magellano/magc/ir/lang"
+	"github.com/scm-magellano/magc/models"
 	"github.com/scm-magellano/magc/passes"
 )
 
 // modelFlags select and adjust the model, shared by every command that loads one.
 type modelFlags struct {
-	Model    string `arg:"" help:"The .graph model file."`
+	Model    string `arg:"" help:"The .graph model file, or the name of a built-in model (tiny, phase1, phase2, phase3, scm3b)."`
 	Mode     string `help:"Training mode: full (all weights trainable) or qlora (frozen NF4 + LoRA). Default: the model's train line." enum:"full,qlora," default:""`
 	Batch    int    `help:"Override the model's batch size (its 'batch' constant)."`
 	Seq      int    `help:"Override the context length (the model's 'context' constant)."`
@@ -25,25 +26,33 @@ type modelFlags struct {
 
 // load parses the model file, applying overrides.
 func (m *modelFlags) load() (*ir.Graph, error) {
-	over := map[string]int{}
-	for name, v := range map[string]int{"batch": m.Batch, "context": m.Seq} {
-		if v < 0 {
-			return nil, fmt.Errorf("--%s must be positive, got %d", map[string]string{"batch": "batch", "context": "seq"}[name], v)
-		}
-		if v > 0 {
-			over[name] = v
-		}
-	}
 	if m.LoRARank < 0 {
 		return nil, fmt.Errorf("--lora-rank must be positive, got %d", m.LoRARank)
 	}
-	g, err := lang.Load(m.Model, lang.Options{Overrides: over})
+	return loadModel(m.Model, m.Batch, m.Seq)
+}
+
+// loadModel parses a model (a file or a built-in name) with the batch and
+// context constants overridden when positive.
+func loadModel(model string, batch, seq int) (*ir.Graph, error) {
+	if batch < 0 || seq < 0 {
+		return nil, fmt.Errorf("--batch and --seq must be positive, got %d and %d", batch, seq)
+	}
+	over := map[string]int{}
+	if batch > 0 {
+		over["batch"] = batch
+	}
+	if seq > 0 {
+		over["context"] = seq
+	}
+	path, read := models.Resolve(model)
+	g, err := lang.Load(path, lang.Options{Overrides: over, ReadFile: read})
 	if err != nil {
 		return nil, err
 	}
 	for name := range over {
 		if _, ok := g.Consts[name]; !ok {
-			return nil, fmt.Errorf("%s has no %q constant to override", m.Model, name)
+			return nil, fmt.Errorf("%s has no %q constant to override", model, name)
 		}
 	}
 	return g, nil

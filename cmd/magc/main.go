@@ -25,6 +25,7 @@ const (
 type cli struct {
 	Compile compileCmd `cmd:"" help:"Parse, verify and compile a .graph model; print a summary."`
 	Eval    evalCmd    `cmd:"" help:"Evaluate a model's outputs with the float64 reference interpreter."`
+	Run     runCmd     `cmd:"" help:"Train a model (--train) or evaluate it, on the sim, Metal or the reference interpreter."`
 }
 
 // env is what commands write to; tests substitute buffers.

@@ -1,0 +1,182 @@
+package main
+
+import (
+	"fmt"
+	goruntime "runtime"
+	"strings"
+
+	"github.com/scm-magellano/magc/ir"
+	"github.com/scm-magellano/magc/ir/ref"
+	"github.com/scm-magellano/magc/passes"
+	"github.com/scm-magellano/magc/runtime"
+	"github.com/scm-magellano/magc/runtime/data"
+	"github.com/scm-magellano/magc/runtime/safetensors"
+	"github.com/scm-magellano/magc/runtime/sim"
+)
+
+type runCmd struct {
+	Train    bool    `help:"Train the model (without it, evaluate it)."`
+	Model    string  `default:"tiny" help:"Model file or built-in name (tiny, phase1, phase2, phase3, scm3b)."`
+	Data     string  `default:"selective-copying" help:"Training data: selective-copying or induction-heads (built-in synthetic tasks), a .txt file, or a directory with train.jsonl (and valid.jsonl)."`
+	Steps    int     `default:"600" help:"Training steps."`
+	Batch    int     `help:"Sequences per batch (default: the model's)."`
+	Seq      int     `help:"Tokens per sequence (default: the model's context)."`
+	LR       float64 `name:"lr" default:"3e-3" help:"Peak learning rate."`
+	MinLR    float64 `name:"min-lr" default:"1e-4" help:"Final learning rate of the cosine schedule."`
+	Warmup   int     `default:"30" help:"Linear warm-up steps."`
+	Schedule string  `default:"cosine" enum:"cosine,constant" help:"Learning-rate schedule after warm-up: cosine or constant."`
+	Seed     uint64  `default:"1" help:"Seed for initialisation and data."`
+	Copy     int     `default:"4" help:"Data tokens to copy in the selective-copying task."`
+
+	EvalEvery   int    `default:"100" help:"Evaluate every N steps (0: only at the end)."`
+	EvalBatches int    `default:"8" help:"Held-out batches per evaluation."`
+	SaveEvery   int    `default:"200" help:"Checkpoint every N steps (0: only at the end)."`
+	Out         string `default:"out" help:"Output directory: checkpoint, summary.json, loss.png."`
+	Resume      string `help:"Continue from this checkpoint (its step, weights and optimizer state)." placeholder:"FILE"`
+	Base        string `help:"Initial weights (safetensors, named as the model's parameters; f32 weights of QLoRA targets are quantised to NF4 at load)." placeholder:"FILE"`
+
+	Device   string `default:"" enum:"sim,metal,ref," help:"Where kernels run: sim (the emitted Metal on the CPU), metal (macOS), ref (the float64 interpreter). Default: metal on macOS, else sim."`
+	Mode     string `enum:"full,qlora," default:"" help:"Training mode (default: the model's train line)."`
+	LoRARank int    `name:"lora-rank" help:"Override the LoRA rank of qlora mode."`
+	NoFuse   bool   `help:"One kernel per op (the unfused baseline)."`
+	Remat    string `default:"none" enum:"none,layer,auto" help:"Activation checkpointing policy."`
+	Quiet    bool   `help:"No progress bar."`
+}
+
+func (c *runCmd) Run(e *env) error {
+	if c.Steps < 1 || c.EvalBatches < 1 || c.EvalEvery < 0 || c.SaveEvery < 0 || c.Warmup < 0 || c.LR <= 0 {
+		return fmt.Errorf("--steps, --eval-batches and --lr must be positive, --eval-every, --save-every and --warmup not negative")
+	}
+	g, err := loadModel(c.Model, c.Batch, c.Seq)
+	if err != nil {
+		return err
+	}
+	batch, seq := g.Consts["batch"], g.Consts["context"]
+	src, synth, err := c.source(g, batch, seq)
+	if err != nil {
+		return err
+	}
+	if v := g.Consts["vocab"]; v < src.Vocab() {
+		return fmt.Errorf("%s has a vocabulary of %d, but %s needs %d token ids", c.Model, v, src.Name(), src.Vocab())
+	}
+	graphs, err := c.compile(g)
+	if err != nil {
+		return err
+	}
+	params, err := c.initParams(graphs.Train)
+	if err != nil {
+		return err
+	}
+	device := c.Device
+	if device == "" {
+		device = "sim"
+		if goruntime.GOOS == "darwin" {
+			device = "metal"
+		}
+	}
+	var step runtime.Stepper
+	switch device {
+	case "ref":
+		step = runtime.NewRefStepper(graphs, params)
+	case "sim":
+		mem := passes.DefaultMemOptions()
+		mem.Budget = 0 // the CPU is not bound by the M4's working set
+		step, err = runtime.NewDeviceStepper(sim.New(), graphs, params, !c.NoFuse, mem)
+	case "metal":
+		return fmt.Errorf("--device metal: the Metal device is not available in this build")
+	}
+	if err != nil {
+		return err
+	}
+	defer step.Close()
+	t := &runtime.Trainer{Src: src, Step: step, Graphs: graphs, Device: device, Synth: synth, Opt: runtime.TrainOptions{
+		Steps: c.Steps, LR: c.LR, MinLR: c.MinLR, Warmup: c.Warmup, Schedule: c.Schedule, EvalEvery: c.EvalEvery,
+		EvalBatches: c.EvalBatches, SaveEvery: c.SaveEvery, Out: c.Out, Seed: c.Seed, Log: e.stderr, Progress: !c.Quiet,
+	}}
+	if c.Resume != "" {
+		if err := t.Resume(c.Resume); err != nil {
+			return err
+		}
+	}
+	if !c.Train {
+		loss, acc, err := t.Evaluate()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "%s on %s: eval loss %.4f", graphs.Forward.Name, src.Name(), loss)
+		if synth {
+			fmt.Fprintf(e.stdout, ", accuracy %.1f%%", 100*acc)
+		}
+		fmt.Fprintln(e.stdout)
+		return nil
+	}
+	fmt.Fprintf(e.stderr, "training %s (%s, %s) on %s, batch %d × %d tokens, %d steps, device %s\n",
+		graphs.Train.Name, graphs.Train.Train.Mode, millions(graphs.Train.ParamCount(ir.Trainable))+" trainable", src.Name(), batch, seq, c.Steps, device)
+	_, err = t.Run()
+	return err
+}
+
+// source picks the training data.
+func (c *runCmd) source(g *ir.Graph, batch, seq int) (data.Source, bool, error) {
+	switch c.Data {
+	case "selective-copying":
+		if c.Copy < 1 || c.Copy*2 > seq {
+			return nil, false, fmt.Errorf("--copy %d does not fit a sequence of %d tokens (at most half of it)", c.Copy, seq)
+		}
+		return &data.SelectiveCopying{Seed: c.Seed, BatchSize: batch, Len: seq, M: c.Copy}, true, nil
+	case "induction-heads":
+		if seq < 4 {
+			return nil, false, fmt.Errorf("induction heads needs sequences of at least 4 tokens")
+		}
+		return &data.InductionHeads{Seed: c.Seed, BatchSize: batch, Len: seq}, true, nil
+	}
+	t, err := data.LoadText(c.Data, c.Seed, batch, seq)
+	return t, false, err
+}
+
+// compile builds the train step and the forward graph.
+func (c *runCmd) compile(g *ir.Graph) (runtime.Graphs, error) {
+	cfg := &passes.Config{Mode: c.Mode, LoRARank: c.LoRARank, Remat: c.Remat}
+	fwd, _, err := passes.Run(g, cfg)
+	if err != nil {
+		return runtime.Graphs{}, err
+	}
+	tcfg := *cfg
+	tcfg.Train = true
+	train, _, err := passes.Run(g, &tcfg)
+	if err != nil {
+		return runtime.Graphs{}, err
+	}
+	return runtime.Graphs{Train: train, Forward: fwd}, nil
+}
+
+// initParams initialises every parameter by the model's rules, then
+// overrides the ones --base provides.
+func (c *runCmd) initParams(g *ir.Graph) (map[string]*ref.Tensor, error) {
+	params, err := ref.InitParams(g, c.Seed)
+	if err != nil {
+		return nil, internal(err)
+	}
+	if c.Base == "" {
+		return params, nil
+	}
+	f, err := safetensors.Read(c.Base)
+	if err != nil {
+		return nil, err
+	}
+	var unknown []string
+	for _, name := range f.Names() {
+		p := g.Param(name)
+		if p == nil || p.Role == ir.OptState {
+			unknown = append(unknown, name)
+			continue
+		}
+		if params[name], err = runtime.FromSafetensors(name, f.Tensors[name], p.Value.Type); err != nil {
+			return nil, fmt.Errorf("%s: %v", c.Base, err)
+		}
+	}
+	if len(unknown) > 0 {
+		return nil, fmt.Errorf("%s: tensors %s are not parameters of %s", c.Base, strings.Join(unknown, ", "), g.Name)
+	}
+	return params, nil
+}

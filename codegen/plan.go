@@ -1,0 +1,245 @@
+package codegen
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/scm-magellano/magc/ir"
+	"github.com/scm-magellano/magc/passes"
+)
+
+// PlanVersion is the version of plan.json's format.
+const PlanVersion = 1
+
+// Plan is plan.json: where every tensor of a step lives in the arena, the
+// kernels and the order of their launches, and what the host does.
+type Plan struct {
+	Version    int            `json:"version"`
+	Model      string         `json:"model"`
+	Segments   []int64        `json:"segments"`
+	Align      int64          `json:"align"`
+	Buffers    []PlanBuffer   `json:"buffers"`
+	Kernels    []PlanKernel   `json:"kernels"`
+	Dispatches []PlanDispatch `json:"dispatches"`
+	Host       PlanHost       `json:"host"`
+}
+
+// PlanBuffer is one tensor's place in the arena.
+type PlanBuffer struct {
+	Name    string `json:"name"`
+	Segment int    `json:"segment"`
+	Offset  int64  `json:"offset"`
+	Bytes   int64  `json:"bytes"`
+	DType   string `json:"dtype"`
+	Shape   []int  `json:"shape"`
+	Role    string `json:"role"`
+	// Live is the first and last dispatch that touch the buffer.
+	Live [2]int `json:"live"`
+}
+
+// PlanKernel describes a kernel of kernels.metal.
+type PlanKernel struct {
+	Name    string   `json:"name"`
+	Threads [3]int   `json:"threads"`
+	Params  []string `json:"params"`
+}
+
+// PlanDispatch is one launch: threadgroups, and the buffer bound to each parameter.
+type PlanDispatch struct {
+	Kernel  string    `json:"kernel"`
+	Groups  [3]int    `json:"groups"`
+	Threads [3]int    `json:"threads"`
+	Args    []PlanArg `json:"args"`
+}
+
+// PlanArg binds a kernel parameter to a buffer at a byte offset into it.
+type PlanArg struct {
+	Buffer string `json:"buffer"`
+	Offset int64  `json:"offset,omitempty"`
+}
+
+// PlanHost lists the host's steps around a launch sequence: buffers it
+// fills before (the batch, the learning rate), buffers it reads after (the
+// loss), and parameters that the step updates in place.
+type PlanHost struct {
+	Feed    []string          `json:"feed"`
+	Read    map[string]string `json:"read"`
+	Updates map[string]string `json:"updates"`
+}
+
+// Memory is a placed program: the arena plan and each value's buffer.
+type Memory struct {
+	Plan   *passes.MemPlan
+	Buffer map[*ir.Value]string // value → buffer name (aliases resolved)
+	Place  map[string]passes.Placed
+}
+
+// BufferName names the memory of a value: a parameter or input by its name,
+// anything else by its scope, op and value id ("mamba.3/selective_scan%120").
+func BufferName(v *ir.Value) string {
+	n := v.Node
+	if n.Op == ir.OpParam || n.Op == ir.OpInput {
+		return n.Attrs.String("name")
+	}
+	name := fmt.Sprintf("%s%%%d", n.Op, v.ID)
+	if n.Scope != "" {
+		name = n.Scope + "/" + name
+	}
+	return name
+}
+
+func role(g *ir.Graph, v *ir.Value) string {
+	switch v.Node.Op {
+	case ir.OpInput:
+		return "input"
+	case ir.OpParam:
+		p := g.Param(v.Node.Attrs.String("name"))
+		return map[ir.Role]string{ir.Trainable: "trainable", ir.Frozen: "weight", ir.FrozenNF4: "nf4", ir.OptState: "opt_state"}[p.Role]
+	}
+	if strings.HasPrefix(v.Node.Scope, "grad") {
+		return "gradient"
+	}
+	return "activation"
+}
+
+// PlaceMemory plans the arena for a program: every value a launch touches
+// gets a buffer; reshapes share their operand's buffer; an update shares its
+// parameter's buffer when the launch that writes it is the parameter's last
+// reader (AdamW writes θ', m', v' over θ, m, v element by element).
+func PlaceMemory(g *ir.Graph, p *Program, opt passes.MemOptions) (*Memory, error) {
+	owner := func(v *ir.Value) *ir.Value {
+		if a, ok := p.Alias[v]; ok {
+			return a
+		}
+		return v
+	}
+	aliasUpdates(g, p)
+	info := map[string]passes.BufferInfo{}
+	names := map[*ir.Value]string{}
+	declare := func(v *ir.Value) string {
+		o := owner(v)
+		name := BufferName(o)
+		names[v], names[o] = name, name
+		if _, ok := info[name]; !ok {
+			info[name] = passes.BufferInfo{Bytes: o.Type.Bytes(), Role: role(g, o),
+				Persistent: o.Node.Op == ir.OpParam || o.Node.Op == ir.OpInput}
+		}
+		return name
+	}
+	var steps []passes.MemStep
+	var kernelNames []string
+	for _, d := range p.Dispatches {
+		written := map[*ir.Value]bool{}
+		st := passes.MemStep{Name: d.Kernel}
+		for _, v := range d.Writes {
+			written[v] = true
+			st.Writes = append(st.Writes, declare(v))
+		}
+		for _, b := range d.Bindings {
+			if !written[b.Value] {
+				st.Reads = append(st.Reads, declare(b.Value))
+			}
+		}
+		steps = append(steps, st)
+		kernelNames = append(kernelNames, d.Kernel)
+	}
+	for _, o := range g.Outputs {
+		bi := info[declare(o.Value)]
+		bi.Output = true
+		info[names[o.Value]] = bi
+	}
+	for _, v := range g.AuxLosses {
+		bi := info[declare(v)]
+		bi.Output = true
+		info[names[v]] = bi
+	}
+	for _, prm := range g.Params {
+		declare(prm.Value)
+	}
+	for _, in := range g.Inputs {
+		declare(in.Value)
+	}
+	bufs, err := passes.Lifetimes(steps, info)
+	if err != nil {
+		return nil, err
+	}
+	opt.KernelNames = kernelNames
+	plan, err := passes.PlanMemory(bufs, max(len(steps), 1), opt)
+	m := &Memory{Plan: plan, Buffer: names, Place: map[string]passes.Placed{}}
+	if plan != nil {
+		for _, b := range plan.Buffers {
+			m.Place[b.Name] = b
+		}
+	}
+	return m, err
+}
+
+// aliasUpdates makes each update value share its parameter's memory when
+// that is safe: the launch that writes the update is the last to read the
+// parameter, and reads it at the same element it writes (an element-wise
+// kernel).
+func aliasUpdates(g *ir.Graph, p *Program) {
+	lastRead := map[*ir.Value]int{}
+	writer := map[*ir.Value]int{}
+	for i, d := range p.Dispatches {
+		for _, b := range d.Bindings {
+			lastRead[b.Value] = i
+		}
+		for _, v := range d.Writes {
+			writer[v] = i
+		}
+	}
+	for _, u := range g.Updates {
+		prm := g.Param(u.Param).Value
+		w, ok := writer[u.Value]
+		d := p.Dispatches[w]
+		if !ok || lastRead[prm] != w || !d.Exact[prm] || !u.Value.Type.Equal(prm.Type) {
+			continue
+		}
+		p.Alias[u.Value] = prm
+	}
+}
+
+// BuildPlan assembles plan.json from a program and its memory.
+func BuildPlan(g *ir.Graph, p *Program, m *Memory) *Plan {
+	out := &Plan{Version: PlanVersion, Model: g.Name, Segments: m.Plan.Segments, Align: m.Plan.Align,
+		Host: PlanHost{Read: map[string]string{}, Updates: map[string]string{}}}
+	values := map[string]*ir.Value{}
+	for v, name := range m.Buffer {
+		if _, ok := values[name]; !ok || v.ID < values[name].ID {
+			values[name] = v
+		}
+	}
+	for _, b := range m.Plan.Buffers {
+		v := values[b.Name]
+		pb := PlanBuffer{Name: b.Name, Segment: b.Segment, Offset: b.Offset, Bytes: b.Bytes, Role: b.Role, Live: [2]int{b.Start, b.End}}
+		if v != nil {
+			pb.DType, pb.Shape = v.Type.DType.String(), []int(v.Type.Shape)
+		}
+		out.Buffers = append(out.Buffers, pb)
+	}
+	for _, k := range p.Module.Kernels {
+		pk := PlanKernel{Name: k.Name, Threads: k.Threads}
+		for _, prm := range k.Params {
+			pk.Params = append(pk.Params, prm.Name)
+		}
+		out.Kernels = append(out.Kernels, pk)
+	}
+	for _, d := range p.Dispatches {
+		pd := PlanDispatch{Kernel: d.Kernel, Groups: d.Groups, Threads: d.Threads}
+		for _, b := range d.Bindings {
+			pd.Args = append(pd.Args, PlanArg{Buffer: m.Buffer[b.Value], Offset: b.Offset})
+		}
+		out.Dispatches = append(out.Dispatches, pd)
+	}
+	for _, in := range g.Inputs {
+		out.Host.Feed = append(out.Host.Feed, in.Name)
+	}
+	for _, o := range g.Outputs {
+		out.Host.Read[o.Name] = m.Buffer[o.Value]
+	}
+	for _, u := range g.Updates {
+		out.Host.Updates[u.Param] = m.Buffer[u.Value]
+	}
+	return out
+}

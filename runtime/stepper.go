@@ -1,0 +1,348 @@
+package runtime
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/scm-magellano/magc/codegen"
+	"github.com/scm-magellano/magc/codegen/msl"
+	"github.com/scm-magellano/magc/ir"
+	"github.com/scm-magellano/magc/ir/ref"
+	"github.com/scm-magellano/magc/passes"
+	"github.com/scm-magellano/magc/runtime/data"
+)
+
+// Stepper runs a compiled training step and the matching forward pass on
+// one executor: the reference interpreter or a device.
+type Stepper interface {
+	// Step trains on one batch and returns the step's scalar outputs (loss,
+	// loss_main, loss_aux, grad_norm).
+	Step(b data.Batch, lr float64, step int) (map[string]float64, error)
+	// Logits runs the forward pass on a batch without training.
+	Logits(b data.Batch) (*ref.Tensor, error)
+	// Get reads parameters (weights and optimizer state) by name; Set writes them.
+	Get(names []string) (map[string]*ref.Tensor, error)
+	Set(params map[string]*ref.Tensor) error
+	Close() error
+}
+
+// Graphs is a model compiled for training: the train step and the forward
+// graph that shares its parameters.
+type Graphs struct {
+	Train, Forward *ir.Graph
+}
+
+// batchInputs are a step's graph inputs.
+func batchInputs(g *ir.Graph, b data.Batch, lr float64, step int) (map[string]*ref.Tensor, error) {
+	out := map[string]*ref.Tensor{}
+	for _, in := range g.Inputs {
+		t := in.Value.Type
+		switch in.Name {
+		case "tokens", "targets":
+			src := b.Tokens
+			if in.Name == "targets" {
+				src = b.Targets
+			}
+			if int64(len(src)) != t.Shape.Elems() {
+				return nil, fmt.Errorf("the batch has %d %s, the model takes %v", len(src), in.Name, t.Shape)
+			}
+			v := ref.New(t)
+			for i, x := range src {
+				v.Data[i] = float64(x)
+			}
+			out[in.Name] = v
+		case "lr":
+			out[in.Name] = ref.Scalar(lr)
+		case "step":
+			out[in.Name] = ref.Scalar(float64(step))
+		default:
+			return nil, fmt.Errorf("the model has an input %q that training does not know how to feed", in.Name)
+		}
+	}
+	return out, nil
+}
+
+// RefStepper trains with the float64 reference interpreter.
+type RefStepper struct {
+	g      Graphs
+	params map[string]*ref.Tensor
+}
+
+// NewRefStepper holds params (initialised weights and zero moments).
+func NewRefStepper(g Graphs, params map[string]*ref.Tensor) *RefStepper {
+	return &RefStepper{g: g, params: params}
+}
+
+func (r *RefStepper) Step(b data.Batch, lr float64, step int) (map[string]float64, error) {
+	in, err := batchInputs(r.g.Train, b, lr, step)
+	if err != nil {
+		return nil, err
+	}
+	res, err := ref.Eval(r.g.Train, in, r.params)
+	if err != nil {
+		return nil, err
+	}
+	for _, u := range r.g.Train.Updates {
+		r.params[u.Param] = res.Values[u.Value]
+	}
+	return scalars(res.Outputs), nil
+}
+
+func scalars(out map[string]*ref.Tensor) map[string]float64 {
+	s := map[string]float64{}
+	for name, t := range out {
+		if len(t.Data) == 1 {
+			s[name] = t.Data[0]
+		}
+	}
+	return s
+}
+
+func (r *RefStepper) Logits(b data.Batch) (*ref.Tensor, error) {
+	in, err := batchInputs(r.g.Forward, b, 0, 1)
+	if err != nil {
+		return nil, err
+	}
+	params := map[string]*ref.Tensor{}
+	for _, p := range r.g.Forward.Params {
+		params[p.Name] = r.params[p.Name]
+	}
+	res, err := ref.Eval(r.g.Forward, in, params)
+	if err != nil {
+		return nil, err
+	}
+	return res.Outputs["logits"], nil
+}
+
+func (r *RefStepper) Get(names []string) (map[string]*ref.Tensor, error) {
+	out := map[string]*ref.Tensor{}
+	for _, n := range names {
+		t, ok := r.params[n]
+		if !ok {
+			return nil, fmt.Errorf("no parameter %q", n)
+		}
+		out[n] = t.Clone()
+	}
+	return out, nil
+}
+
+func (r *RefStepper) Set(params map[string]*ref.Tensor) error {
+	for n, t := range params {
+		r.params[n] = t.Clone()
+	}
+	return nil
+}
+
+func (r *RefStepper) Close() error { return nil }
+
+// Compiled is a graph lowered for a device: kernels, their source, and the
+// memory plan of its arena.
+type Compiled struct {
+	Graph  *ir.Graph
+	Prog   *codegen.Program
+	Source string
+	Memory *codegen.Memory
+}
+
+// Compile fuses (unless fuse is false), lowers and plans a graph.
+func Compile(g *ir.Graph, fuse bool, mem passes.MemOptions) (*Compiled, error) {
+	prog, err := codegen.Compile(g, passes.Fuse(g, fuse))
+	if err != nil {
+		return nil, err
+	}
+	src, err := msl.Render(prog.Module)
+	if err != nil {
+		return nil, err
+	}
+	m, err := codegen.PlaceMemory(g, prog, mem)
+	if err != nil {
+		return nil, err
+	}
+	return &Compiled{Graph: g, Prog: prog, Source: src, Memory: m}, nil
+}
+
+// arena is a compiled graph's memory on a device.
+type arena struct {
+	c        *Compiled
+	segments []Buffer
+	x        *Executor
+}
+
+func newArena(dev Device, c *Compiled) (*arena, error) {
+	a := &arena{c: c}
+	for _, size := range c.Memory.Plan.Segments {
+		b, err := dev.Alloc(max(size, 16))
+		if err != nil {
+			return nil, fmt.Errorf("allocating a %d-byte arena segment: %w", size, err)
+		}
+		a.segments = append(a.segments, b)
+	}
+	place := func(v *ir.Value) (Buffer, int64, error) {
+		name, ok := c.Memory.Buffer[v]
+		if !ok {
+			return nil, 0, fmt.Errorf("value %v has no buffer in the plan", v)
+		}
+		p := c.Memory.Place[name]
+		return a.segments[p.Segment], p.Offset, nil
+	}
+	x, err := NewExecutor(dev, c.Prog, c.Source, place)
+	if err != nil {
+		return nil, err
+	}
+	a.x = x
+	return a, nil
+}
+
+func (a *arena) run(inputs map[string]*ref.Tensor) error {
+	for _, in := range a.c.Graph.Inputs {
+		if err := a.x.Write(in.Value, inputs[in.Name]); err != nil {
+			return err
+		}
+	}
+	for i := range a.c.Prog.Dispatches {
+		if err := a.x.Run(i); err != nil {
+			return err
+		}
+	}
+	return a.x.Dev.Sync()
+}
+
+// DeviceStepper trains on a Device through compiled kernels: one arena for
+// the train step, one for the forward pass (weights copied across for evaluation).
+type DeviceStepper struct {
+	dev            Device
+	train, forward *arena
+	stale          bool // forward weights lag behind training
+}
+
+// NewDeviceStepper compiles both graphs for dev and writes params into the arenas.
+func NewDeviceStepper(dev Device, g Graphs, params map[string]*ref.Tensor, fuse bool, mem passes.MemOptions) (*DeviceStepper, error) {
+	s := &DeviceStepper{dev: dev}
+	for _, side := range []struct {
+		g   *ir.Graph
+		dst **arena
+	}{{g.Train, &s.train}, {g.Forward, &s.forward}} {
+		c, err := Compile(side.g, fuse, mem)
+		if err != nil {
+			return nil, err
+		}
+		if *side.dst, err = newArena(dev, c); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.Set(params); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *DeviceStepper) Step(b data.Batch, lr float64, step int) (map[string]float64, error) {
+	in, err := batchInputs(s.train.c.Graph, b, lr, step)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.train.run(in); err != nil {
+		return nil, err
+	}
+	out := map[string]float64{}
+	for _, o := range s.train.c.Graph.Outputs {
+		if o.Value.Type.Shape.Elems() != 1 {
+			continue
+		}
+		t, err := s.train.x.Read(o.Value)
+		if err != nil {
+			return nil, err
+		}
+		out[o.Name] = t.Data[0]
+	}
+	// Updates that could not share their parameter's memory are copied back.
+	for _, u := range s.train.c.Graph.Updates {
+		prm := s.train.c.Graph.Param(u.Param).Value
+		if s.train.c.Memory.Buffer[u.Value] == s.train.c.Memory.Buffer[prm] {
+			continue
+		}
+		t, err := s.train.x.Read(u.Value)
+		if err != nil {
+			return nil, err
+		}
+		if err := s.train.x.Write(prm, t); err != nil {
+			return nil, err
+		}
+	}
+	s.stale = true
+	return out, nil
+}
+
+func (s *DeviceStepper) Logits(b data.Batch) (*ref.Tensor, error) {
+	if s.stale {
+		var names []string
+		for _, p := range s.forward.c.Graph.Params {
+			names = append(names, p.Name)
+		}
+		params, err := s.Get(names)
+		if err != nil {
+			return nil, err
+		}
+		if err := s.setArena(s.forward, params); err != nil {
+			return nil, err
+		}
+		s.stale = false
+	}
+	in, err := batchInputs(s.forward.c.Graph, b, 0, 1)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.forward.run(in); err != nil {
+		return nil, err
+	}
+	return s.forward.x.Read(s.forward.c.Graph.Output("logits").Value)
+}
+
+func (s *DeviceStepper) Get(names []string) (map[string]*ref.Tensor, error) {
+	out := map[string]*ref.Tensor{}
+	for _, n := range names {
+		p := s.train.c.Graph.Param(n)
+		if p == nil {
+			return nil, fmt.Errorf("no parameter %q", n)
+		}
+		t, err := s.train.x.Read(p.Value)
+		if err != nil {
+			return nil, err
+		}
+		out[n] = t
+	}
+	return out, nil
+}
+
+func (s *DeviceStepper) Set(params map[string]*ref.Tensor) error {
+	if err := s.setArena(s.train, params); err != nil {
+		return err
+	}
+	s.stale = true
+	return nil
+}
+
+func (s *DeviceStepper) setArena(a *arena, params map[string]*ref.Tensor) error {
+	for _, p := range a.c.Graph.Params {
+		t, ok := params[p.Name]
+		if !ok {
+			continue
+		}
+		if err := a.x.Write(p.Value, t); err != nil {
+			return fmt.Errorf("writing %s: %w", p.Name, err)
+		}
+	}
+	return nil
+}
+
+func (s *DeviceStepper) Close() error { return nil }
+
+// finite reports whether every step output is a finite number.
+func finite(out map[string]float64) bool {
+	for _, x := range out {
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			return false
+		}
+	}
+	return true
+}
