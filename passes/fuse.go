@@ -181,3 +181,32 @@ func usedOutside(v *ir.Value, grp *Group, uses map[*ir.Value][]*ir.Node, group m
 	}
 	return false
 }
+
+// GlobalBytes estimates the device-memory traffic of one pass over the
+// schedule: every kernel reads each value it takes from memory once and
+// writes each output once.
+func (s *Schedule) GlobalBytes() int64 {
+	var total int64
+	for _, grp := range s.Groups {
+		inside := map[*ir.Node]bool{}
+		for _, n := range grp.Nodes {
+			inside[n] = true
+		}
+		read := map[*ir.Value]bool{}
+		for _, n := range grp.Nodes {
+			for _, v := range n.Inputs {
+				if src, ok := s.Alias[v]; ok {
+					v = src
+				}
+				if !inside[v.Node] && !read[v] {
+					read[v] = true
+					total += v.Type.Bytes()
+				}
+			}
+		}
+		for _, v := range grp.Outputs {
+			total += v.Type.Bytes()
+		}
+	}
+	return total
+}

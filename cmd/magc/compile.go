@@ -5,9 +5,14 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
+
+	"github.com/scm-magellano/magc/codegen"
+	"github.com/scm-magellano/magc/codegen/msl"
 
 	"github.com/scm-magellano/magc/ir"
 	"github.com/scm-magellano/magc/ir/lang"
@@ -64,29 +69,50 @@ func (m *modelFlags) config() *passes.Config {
 
 type compileCmd struct {
 	modelFlags
-	Report string `help:"Write report.json (stable keys for tools) to this file." placeholder:"FILE"`
-	Dump   string `help:"Print the IR after this pass ('parse' for the graph as written)." placeholder:"PASS"`
+	Out        string `short:"o" help:"Write kernels.metal, plan.json and report.json into this directory." placeholder:"DIR"`
+	Report     string `help:"Write report.json (stable keys for tools) to this file." placeholder:"FILE"`
+	Dump       string `help:"Print the IR after this pass ('parse' for the graph as written)." placeholder:"PASS"`
+	Forward    bool   `help:"Compile only the forward pass (default: the whole training step)."`
+	NoFuse     bool   `help:"One kernel per op: the unfused baseline."`
+	Remat      string `default:"none" enum:"none,layer,auto" help:"Activation checkpointing: none, layer (recompute each checkpoint region) or auto (fit --arena)."`
+	Arena      string `default:"10.6GB" help:"Arena budget (the M4 16 GB working set)."`
+	MaxBuffer  string `default:"8GiB" help:"Largest arena segment (Metal's maxBufferLength)."`
+	Dot        string `help:"Draw the graph with fused kernels as clusters (Graphviz DOT) to this file." placeholder:"FILE"`
+	PlotMemory string `help:"Draw the memory plan to this PNG." placeholder:"FILE"`
 }
 
 // report is report.json: keys are stable, tools read them.
 type report struct {
-	Model               string             `json:"model"`
-	Mode                string             `json:"mode"`
-	LoRARank            int                `json:"lora_rank,omitempty"`
-	ParamsTotal         int64              `json:"params_total"`
-	ParamsTrainable     int64              `json:"params_trainable"`
-	ParamsFrozenNF4     int64              `json:"params_frozen_nf4"`
-	ParamsFrozen        int64              `json:"params_frozen"`
-	LayersMamba         int                `json:"layers_mamba"`
-	LayersMoE           int                `json:"layers_moe"`
-	Vocab               int                `json:"vocab"`
-	Context             int                `json:"context"`
-	Batch               int                `json:"batch"`
-	WeightBytes         int64              `json:"weight_bytes"`
-	WeightBytesNF4      int64              `json:"weight_bytes_nf4"`
-	TrainableStateBytes int64              `json:"trainable_state_bytes"`
-	Nodes               int                `json:"nodes"`
-	PassMS              map[string]float64 `json:"pass_ms"`
+	Model                string             `json:"model"`
+	Mode                 string             `json:"mode"`
+	LoRARank             int                `json:"lora_rank,omitempty"`
+	ParamsTotal          int64              `json:"params_total"`
+	ParamsTrainable      int64              `json:"params_trainable"`
+	ParamsFrozenNF4      int64              `json:"params_frozen_nf4"`
+	ParamsFrozen         int64              `json:"params_frozen"`
+	LayersMamba          int                `json:"layers_mamba"`
+	LayersMoE            int                `json:"layers_moe"`
+	Vocab                int                `json:"vocab"`
+	Context              int                `json:"context"`
+	Batch                int                `json:"batch"`
+	WeightBytes          int64              `json:"weight_bytes"`
+	WeightBytesNF4       int64              `json:"weight_bytes_nf4"`
+	TrainableStateBytes  int64              `json:"trainable_state_bytes"`
+	Nodes                int                `json:"nodes"`
+	FlopsPerStep         int64              `json:"flops_per_step"`
+	RecomputeFlops       int64              `json:"recompute_flops"`
+	ActivationBytesSaved int64              `json:"activation_bytes_saved"`
+	Kernels              int                `json:"kernels,omitempty"`
+	Dispatches           int                `json:"dispatches_per_step,omitempty"`
+	DispatchesUnfused    int                `json:"dispatches_per_step_unfused,omitempty"`
+	GlobalBytes          int64              `json:"global_bytes_per_step,omitempty"`
+	GlobalBytesUnfused   int64              `json:"global_bytes_per_step_unfused,omitempty"`
+	ArenaBytes           int64              `json:"arena_bytes,omitempty"`
+	LiveLowerBound       int64              `json:"live_lower_bound_bytes,omitempty"`
+	ArenaBudget          int64              `json:"arena_budget_bytes,omitempty"`
+	ArenaSegments        int                `json:"arena_segments,omitempty"`
+	PlanMS               float64            `json:"plan_ms,omitempty"`
+	PassMS               map[string]float64 `json:"pass_ms"`
 }
 
 func (c *compileCmd) Run(e *env) error {
@@ -97,6 +123,7 @@ func (c *compileCmd) Run(e *env) error {
 	}
 	parseMS := time.Since(start)
 	cfg := c.config()
+	cfg.Train, cfg.Remat = !c.Forward, c.Remat
 	if c.Dump != "" && c.Dump != "parse" && !slices.Contains(passes.Names(), c.Dump) {
 		return fmt.Errorf("--dump %s: no such pass (passes: parse, %s)", c.Dump, strings.Join(passes.Names(), ", "))
 	}
@@ -117,13 +144,112 @@ func (c *compileCmd) Run(e *env) error {
 	for _, t := range times {
 		r.PassMS[t.Pass] = ms(t.Dur)
 	}
-	if c.Dump == "" {
-		printSummary(e.stdout, c.Model, r)
+	r.RecomputeFlops, r.ActivationBytesSaved = cfg.Stats.RecomputeFLOPs, cfg.Stats.ActivationBytesSaved
+	if c.Dump != "" {
+		return nil
 	}
+	if c.Out != "" || c.Dot != "" || c.PlotMemory != "" {
+		if err := c.emit(out, r); err != nil {
+			return err
+		}
+	}
+	printSummary(e.stdout, c.Model, r)
 	if c.Report != "" {
 		return writeJSON(c.Report, r)
 	}
 	return nil
+}
+
+// emit fuses, lowers and places the graph, and writes what was asked for.
+func (c *compileCmd) emit(g *ir.Graph, r *report) error {
+	arena, err := parseBytes(c.Arena)
+	if err != nil {
+		return fmt.Errorf("--arena: %v", err)
+	}
+	maxBuf, err := parseBytes(c.MaxBuffer)
+	if err != nil {
+		return fmt.Errorf("--max-buffer: %v", err)
+	}
+	t0 := time.Now()
+	sched := passes.Fuse(g, !c.NoFuse)
+	unfused := passes.Fuse(g, false)
+	r.PassMS["fuse"] = ms(time.Since(t0))
+	r.Dispatches, r.DispatchesUnfused = len(sched.Groups), len(unfused.Groups)
+	r.GlobalBytes, r.GlobalBytesUnfused = sched.GlobalBytes(), unfused.GlobalBytes()
+	t0 = time.Now()
+	prog, err := codegen.Compile(g, sched)
+	if err != nil {
+		return internal(err)
+	}
+	src, err := msl.Render(prog.Module)
+	if err != nil {
+		return internal(err)
+	}
+	r.PassMS["codegen"] = ms(time.Since(t0))
+	r.Kernels = len(prog.Module.Kernels)
+	t0 = time.Now()
+	mem, planErr := codegen.PlaceMemory(g, prog, passes.MemOptions{Align: passes.DefaultMemAlign, MaxSegment: maxBuf, Budget: arena})
+	r.PlanMS = ms(time.Since(t0))
+	if mem != nil && mem.Plan != nil {
+		r.ArenaBytes, r.LiveLowerBound, r.ArenaBudget, r.ArenaSegments = mem.Plan.ArenaBytes, mem.Plan.LowerBound, arena, len(mem.Plan.Segments)
+		if c.PlotMemory != "" {
+			if err := passes.PlotMemory(mem.Plan, c.PlotMemory, g.Name+" memory plan"); err != nil {
+				return err
+			}
+		}
+	}
+	if planErr != nil {
+		return planErr
+	}
+	if c.Dot != "" {
+		names := make([]string, len(prog.Dispatches))
+		for i, d := range prog.Dispatches {
+			names[i] = d.Kernel
+		}
+		f, err := os.Create(c.Dot)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := codegen.WriteDot(f, g, sched, names); err != nil {
+			return err
+		}
+	}
+	if c.Out == "" {
+		return nil
+	}
+	if err := os.MkdirAll(c.Out, 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(c.Out, "kernels.metal"), []byte(src), 0o644); err != nil {
+		return err
+	}
+	if err := writeJSON(filepath.Join(c.Out, "plan.json"), codegen.BuildPlan(g, prog, mem)); err != nil {
+		return err
+	}
+	return writeJSON(filepath.Join(c.Out, "report.json"), r)
+}
+
+// parseBytes reads a size such as 10.6GB, 8GiB, 512MB or a plain byte count.
+func parseBytes(s string) (int64, error) {
+	units := []struct {
+		suffix string
+		scale  float64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3}, {"B", 1}}
+	for _, u := range units {
+		if num, ok := strings.CutSuffix(s, u.suffix); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(num), 64)
+			if err != nil || f < 0 {
+				return 0, fmt.Errorf("cannot read %q as a size (like 10.6GB or 8GiB)", s)
+			}
+			return int64(f * u.scale), nil
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("cannot read %q as a size (like 10.6GB or 8GiB)", s)
+	}
+	return n, nil
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
@@ -148,6 +274,7 @@ func buildReport(src, g *ir.Graph) *report {
 		WeightBytesNF4:      g.ParamBytes(ir.FrozenNF4),
 		TrainableStateBytes: 3 * g.ParamBytes(ir.Trainable), // weights + AdamW m and v, f32
 		Nodes:               len(g.Nodes),
+		FlopsPerStep:        passes.FlopsPerStep(g),
 		PassMS:              map[string]float64{},
 	}
 }
