@@ -19,10 +19,22 @@ type Config struct {
 	Mode string
 	// LoRARank overrides the model's LoRA rank when positive.
 	LoRARank int
+	// Train builds the training step (loss, backward, clipping, AdamW);
+	// off, the graph stays forward-only (eval).
+	Train bool
+	// Optimizer replaces the mode's defaults (DefaultOptimizer) when set.
+	Optimizer *Optimizer
+	// Remat is the activation checkpointing policy: "none" (the default),
+	// "layer" or "auto" (see Remat).
+	Remat string
+	// MemoryBudget is the bytes of kept activations Remat "auto" must fit.
+	MemoryBudget int64
 	// Verify runs ir.Verify after every pass.
 	Verify bool
 	// Dump, when set, receives the graph after each pass.
 	Dump func(pass string, g *ir.Graph)
+	// Stats receives what the passes measured (set by Run's passes).
+	Stats Stats
 }
 
 func (c *Config) mode(g *ir.Graph) string {
@@ -42,6 +54,8 @@ type Pass struct {
 // List is the pipeline, in order.
 var List = []Pass{
 	{Name: "qlora", Fn: QLoRA, Required: true},
+	{Name: "trainstep", Fn: TrainStep, Required: true}, // autodiff inside
+	{Name: "remat", Fn: Remat},
 }
 
 // Timing is how long one pass took.

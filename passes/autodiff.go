@@ -1,0 +1,387 @@
+package passes
+
+import (
+	"fmt"
+	"slices"
+
+	"github.com/scm-magellano/magc/ir"
+)
+
+// VJP is the reverse-mode rule of one op: from the gradients dy of a node's
+// outputs (nil for an output that gets none) it builds, with b, the
+// gradients of the operands for which need is set, returning one value per
+// operand (nil where not needed). A rule builds only what it returns, so the
+// backward has no dead nodes.
+type VJP func(b *ir.Builder, n *ir.Node, dy []*ir.Value, need []bool) []*ir.Value
+
+// VJPs is the rule registry: every differentiable op of the catalogue has
+// one (a test walks ir.Ops()).
+var VJPs = map[ir.Op]VJP{}
+
+// Gradients appends to b's graph the backward pass of the scalar loss and
+// returns the gradient of each value of wrt (nil where the loss does not
+// depend on it). As in GoMLX, nodes are already in topological order, so the
+// backward walks them in reverse from the loss; contributions to a value
+// used several times are summed with add, in that reverse order.
+// Gradients flow only into values that depend on wrt through differentiable
+// ops: frozen and NF4 branches, integer values and non-differentiable ops
+// (one_hot, moe_route, dequant) get none, so none of their work is built.
+func Gradients(b *ir.Builder, loss *ir.Value, wrt []*ir.Value) ([]*ir.Value, error) {
+	g := b.G
+	if !loss.Type.Equal(ir.T(ir.F32)) {
+		return nil, fmt.Errorf("autodiff: the loss must be an f32 scalar, got %v", loss.Type)
+	}
+	dep := map[*ir.Value]bool{}
+	for _, v := range wrt {
+		dep[v] = true
+	}
+	last := loss.Node.ID
+	for _, n := range g.Nodes[:last+1] {
+		d, _ := ir.Lookup(n.Op)
+		if d.Differentiable && slices.ContainsFunc(n.Inputs, func(v *ir.Value) bool { return dep[v] }) {
+			for _, v := range n.Outputs {
+				dep[v] = v.Type.DType.IsFloat()
+			}
+		}
+	}
+	grad := map[*ir.Value]*ir.Value{}
+	if dep[loss] {
+		b.Pos, b.Scope, b.Region = loss.Node.Pos, "", 0
+		grad[loss] = b.Const(1, loss.Type)
+	}
+	for i := last; i >= 0; i-- {
+		n := g.Nodes[i]
+		dy := make([]*ir.Value, len(n.Outputs))
+		for j, v := range n.Outputs {
+			dy[j] = grad[v]
+		}
+		need := make([]bool, len(n.Inputs))
+		for j, v := range n.Inputs {
+			need[j] = dep[v]
+		}
+		if !slices.ContainsFunc(dy, func(v *ir.Value) bool { return v != nil }) || !slices.Contains(need, true) {
+			continue
+		}
+		rule := VJPs[n.Op]
+		if rule == nil {
+			return nil, ir.Errorf(n.Pos, "autodiff: op %s has no VJP rule", n.Op)
+		}
+		// Backward nodes keep the forward node's position and scope (for
+		// errors and dumps) but belong to no checkpoint region.
+		b.Pos, b.Scope, b.Region = n.Pos, n.Scope, 0
+		dx := rule(b, n, dy, need)
+		if err := b.Err(); err != nil {
+			return nil, fmt.Errorf("autodiff: gradient of node %d (%s): %w", n.ID, n.Op, err)
+		}
+		if len(dx) != len(n.Inputs) {
+			return nil, ir.Errorf(n.Pos, "autodiff: the %s rule gives %d gradients for %d operands", n.Op, len(dx), len(n.Inputs))
+		}
+		for j, v := range n.Inputs {
+			if !need[j] || dx[j] == nil {
+				continue
+			}
+			if !dx[j].Type.Equal(v.Type) {
+				return nil, ir.Errorf(n.Pos, "autodiff: the %s rule gives operand %d a gradient of type %v, the operand is %v", n.Op, j, dx[j].Type, v.Type)
+			}
+			if prev := grad[v]; prev != nil {
+				grad[v] = b.Add(prev, dx[j])
+			} else {
+				grad[v] = dx[j]
+			}
+		}
+	}
+	out := make([]*ir.Value, len(wrt))
+	for i, v := range wrt {
+		out[i] = grad[v]
+	}
+	return out, b.Err()
+}
+
+func init() {
+	unary := map[ir.Op]func(b *ir.Builder, n *ir.Node, x, y, dy *ir.Value) *ir.Value{
+		ir.OpNeg:  func(b *ir.Builder, _ *ir.Node, x, y, dy *ir.Value) *ir.Value { return b.Unary(ir.OpNeg, dy) },
+		ir.OpExp:  func(b *ir.Builder, _ *ir.Node, x, y, dy *ir.Value) *ir.Value { return b.Mul(dy, y) },
+		ir.OpLog:  func(b *ir.Builder, _ *ir.Node, x, y, dy *ir.Value) *ir.Value { return b.Div(dy, x) },
+		ir.OpSqrt: func(b *ir.Builder, _ *ir.Node, x, y, dy *ir.Value) *ir.Value { return b.Scale(b.Div(dy, y), 0.5) },
+		// d x^(-1/2) = −½·x^(-3/2) = −½·y/x
+		ir.OpRsqrt: func(b *ir.Builder, _ *ir.Node, x, y, dy *ir.Value) *ir.Value {
+			return b.Scale(b.Mul(dy, b.Div(y, x)), -0.5)
+		},
+		ir.OpSquare: func(b *ir.Builder, _ *ir.Node, x, y, dy *ir.Value) *ir.Value { return b.Scale(b.Mul(dy, x), 2) },
+		ir.OpSigmoid: func(b *ir.Builder, _ *ir.Node, x, y, dy *ir.Value) *ir.Value {
+			return b.Mul(dy, b.Mul(y, b.Sub(b.Const(1, y.Type), y)))
+		},
+		// d/dx x·σ(x) = σ(1 + x(1−σ)) = σ + y(1−σ), reusing the output y.
+		ir.OpSiLU: func(b *ir.Builder, _ *ir.Node, x, y, dy *ir.Value) *ir.Value {
+			s := b.Unary(ir.OpSigmoid, x)
+			return b.Mul(dy, b.Add(s, b.Mul(y, b.Sub(b.Const(1, x.Type), s))))
+		},
+		ir.OpSoftplus: func(b *ir.Builder, _ *ir.Node, x, y, dy *ir.Value) *ir.Value {
+			return b.Mul(dy, b.Unary(ir.OpSigmoid, x))
+		},
+		ir.OpScale: func(b *ir.Builder, n *ir.Node, x, y, dy *ir.Value) *ir.Value {
+			return b.Scale(dy, n.Attrs.Float("factor"))
+		},
+		ir.OpCast: func(b *ir.Builder, _ *ir.Node, x, y, dy *ir.Value) *ir.Value {
+			return b.Op(ir.OpCast, ir.Attrs{"to": x.Type.DType}, dy)
+		},
+		ir.OpSoftmax: func(b *ir.Builder, _ *ir.Node, x, y, dy *ir.Value) *ir.Value {
+			s := b.Reduce(ir.OpReduceSum, b.Mul(dy, y), true, len(x.Type.Shape)-1)
+			return b.Mul(y, b.Sub(dy, b.BroadcastTo(s, x.Type.Shape)))
+		},
+	}
+	for op, f := range unary {
+		VJPs[op] = func(b *ir.Builder, n *ir.Node, dy []*ir.Value, need []bool) []*ir.Value {
+			return []*ir.Value{f(b, n, n.Inputs[0], n.Out(), dy[0])}
+		}
+	}
+
+	VJPs[ir.OpAdd] = func(b *ir.Builder, n *ir.Node, dy []*ir.Value, need []bool) []*ir.Value {
+		return []*ir.Value{dy[0], dy[0]}
+	}
+	VJPs[ir.OpSub] = func(b *ir.Builder, n *ir.Node, dy []*ir.Value, need []bool) []*ir.Value {
+		return lazy(need, func() *ir.Value { return dy[0] }, func() *ir.Value { return b.Unary(ir.OpNeg, dy[0]) })
+	}
+	VJPs[ir.OpMul] = func(b *ir.Builder, n *ir.Node, dy []*ir.Value, need []bool) []*ir.Value {
+		x, y := n.Inputs[0], n.Inputs[1]
+		return lazy(need, func() *ir.Value { return b.Mul(dy[0], y) }, func() *ir.Value { return b.Mul(dy[0], x) })
+	}
+	// d(x/y)/dy = −x/y² = −out/y
+	VJPs[ir.OpDiv] = func(b *ir.Builder, n *ir.Node, dy []*ir.Value, need []bool) []*ir.Value {
+		y := n.Inputs[1]
+		return lazy(need, func() *ir.Value { return b.Div(dy[0], y) },
+			func() *ir.Value { return b.Unary(ir.OpNeg, b.Div(b.Mul(dy[0], n.Out()), y)) })
+	}
+	// max and min route the gradient through a ge mask; at a tie the first
+	// operand takes it all, the second gets dy − (its share) = 0.
+	minMax := func(first, second int) VJP {
+		return func(b *ir.Builder, n *ir.Node, dy []*ir.Value, need []bool) []*ir.Value {
+			mask := b.Op(ir.OpGE, nil, n.Inputs[first], n.Inputs[second])
+			d0 := b.Mul(dy[0], mask)
+			out := []*ir.Value{d0, nil}
+			if need[1] {
+				out[1] = b.Sub(dy[0], d0)
+			}
+			return out
+		}
+	}
+	VJPs[ir.OpMax] = minMax(0, 1)
+	VJPs[ir.OpMin] = minMax(1, 0)
+
+	VJPs[ir.OpReduceSum] = func(b *ir.Builder, n *ir.Node, dy []*ir.Value, need []bool) []*ir.Value {
+		return []*ir.Value{unreduce(b, n, dy[0])}
+	}
+	VJPs[ir.OpReduceMean] = func(b *ir.Builder, n *ir.Node, dy []*ir.Value, need []bool) []*ir.Value {
+		cnt := n.Inputs[0].Type.Shape.Elems() / n.Out().Type.Shape.Elems()
+		return []*ir.Value{b.Scale(unreduce(b, n, dy[0]), 1/float64(cnt))}
+	}
+	// reduce_max: the gradient goes to the maxima, split evenly between ties.
+	VJPs[ir.OpReduceMax] = func(b *ir.Builder, n *ir.Node, dy []*ir.Value, need []bool) []*ir.Value {
+		x := n.Inputs[0]
+		mask := b.Op(ir.OpGE, nil, x, unreduce(b, n, n.Out()))
+		cnt := b.Reduce(ir.OpReduceSum, mask, true, n.Attrs.Ints("axes")...)
+		share := b.Div(mask, b.BroadcastTo(cnt, x.Type.Shape))
+		return []*ir.Value{b.Mul(unreduce(b, n, dy[0]), share)}
+	}
+
+	VJPs[ir.OpReshape] = func(b *ir.Builder, n *ir.Node, dy []*ir.Value, need []bool) []*ir.Value {
+		return []*ir.Value{b.Reshape(dy[0], n.Inputs[0].Type.Shape...)}
+	}
+	VJPs[ir.OpTranspose] = func(b *ir.Builder, n *ir.Node, dy []*ir.Value, need []bool) []*ir.Value {
+		perm := n.Attrs.Ints("perm")
+		inv := make([]int, len(perm))
+		for i, p := range perm {
+			inv[p] = i
+		}
+		return []*ir.Value{b.Op(ir.OpTranspose, ir.Attrs{"perm": inv}, dy[0])}
+	}
+	// broadcast: sum over the new leading axes and the stretched size-1 axes.
+	VJPs[ir.OpBroadcast] = func(b *ir.Builder, n *ir.Node, dy []*ir.Value, need []bool) []*ir.Value {
+		in, out := n.Inputs[0].Type.Shape, n.Out().Type.Shape
+		off := len(out) - len(in)
+		var axes []int
+		for i := range out {
+			if i < off || in[i-off] == 1 && out[i] != 1 {
+				axes = append(axes, i)
+			}
+		}
+		d := dy[0]
+		if len(axes) > 0 {
+			d = b.Reduce(ir.OpReduceSum, d, false, axes...)
+		}
+		if !d.Type.Shape.Equal(in) {
+			d = b.Reshape(d, in...)
+		}
+		return []*ir.Value{d}
+	}
+	// slice: the gradient padded with zeros to the operand's extent.
+	VJPs[ir.OpSlice] = func(b *ir.Builder, n *ir.Node, dy []*ir.Value, need []bool) []*ir.Value {
+		x := n.Inputs[0].Type
+		ax, start, end := n.Attrs.Int("axis"), n.Attrs.Int("start"), n.Attrs.Int("end")
+		zeros := func(size int) *ir.Value {
+			s := x.Shape.Clone()
+			s[ax] = size
+			return b.Const(0, ir.Type{DType: x.DType, Shape: s})
+		}
+		parts := []*ir.Value{dy[0]}
+		if start > 0 {
+			parts = append([]*ir.Value{zeros(start)}, parts...)
+		}
+		if end < x.Shape[ax] {
+			parts = append(parts, zeros(x.Shape[ax]-end))
+		}
+		if len(parts) == 1 {
+			return parts
+		}
+		return []*ir.Value{b.Op(ir.OpConcat, ir.Attrs{"axis": ax}, parts...)}
+	}
+	VJPs[ir.OpConcat] = func(b *ir.Builder, n *ir.Node, dy []*ir.Value, need []bool) []*ir.Value {
+		ax := n.Attrs.Int("axis")
+		out := make([]*ir.Value, len(n.Inputs))
+		at := 0
+		for i, v := range n.Inputs {
+			size := v.Type.Shape[ax]
+			if need[i] {
+				out[i] = b.Slice(dy[0], ax, at, at+size)
+			}
+			at += size
+		}
+		return out
+	}
+	VJPs[ir.OpGather] = func(b *ir.Builder, n *ir.Node, dy []*ir.Value, need []bool) []*ir.Value {
+		rows := n.Inputs[0].Type.Shape[0]
+		return []*ir.Value{b.Op(ir.OpScatter, ir.Attrs{"rows": rows}, n.Inputs[1], dy[0]), nil}
+	}
+	VJPs[ir.OpScatter] = func(b *ir.Builder, n *ir.Node, dy []*ir.Value, need []bool) []*ir.Value {
+		return []*ir.Value{nil, b.Op(ir.OpGather, nil, dy[0], n.Inputs[0])}
+	}
+
+	VJPs[ir.OpMatmul] = matmulVJP
+	// grouped_matmul: dx is the grouped product with the weights read the
+	// other way round; dw comes from grouped_matmul_wgrad, which gives the
+	// tb=true layout (E,N,K), so the operands swap for tb=false.
+	VJPs[ir.OpGroupedMM] = func(b *ir.Builder, n *ir.Node, dy []*ir.Value, need []bool) []*ir.Value {
+		x, w, off := n.Inputs[0], n.Inputs[1], n.Inputs[2]
+		tb := n.Attrs.Bool("tb")
+		return lazy(need,
+			func() *ir.Value { return b.Op(ir.OpGroupedMM, ir.Attrs{"tb": !tb}, dy[0], w, off) },
+			func() *ir.Value {
+				if tb {
+					return b.Op(ir.OpGroupedMMW, nil, dy[0], x, off)
+				}
+				return b.Op(ir.OpGroupedMMW, nil, x, dy[0], off)
+			},
+			nil) // the integer offsets
+	}
+
+	VJPs[ir.OpRMSNorm] = func(b *ir.Builder, n *ir.Node, dy []*ir.Value, need []bool) []*ir.Value {
+		return b.Apply(ir.OpRMSNormBwd, ir.Attrs{"eps": n.Attrs.Float("eps")}, n.Inputs[0], n.Inputs[1], dy[0])
+	}
+	VJPs[ir.OpCrossEntropy] = func(b *ir.Builder, n *ir.Node, dy []*ir.Value, need []bool) []*ir.Value {
+		a := ir.Attrs{"ignore_index": n.Attrs.Int("ignore_index")}
+		return []*ir.Value{b.Op(ir.OpCrossEntropyBwd, a, n.Inputs[0], n.Inputs[1], dy[0]), nil}
+	}
+	VJPs[ir.OpConv] = func(b *ir.Builder, n *ir.Node, dy []*ir.Value, need []bool) []*ir.Value {
+		return b.Apply(ir.OpConvBwd, nil, n.Inputs[0], n.Inputs[1], dy[0])
+	}
+	// selective_scan: selective_scan_bwd recomputes the states chunk by chunk
+	// from the forward's start-of-chunk states (its second output), so the
+	// B·L·E·N state tensor is never stored.
+	VJPs[ir.OpScan] = func(b *ir.Builder, n *ir.Node, dy []*ir.Value, need []bool) []*ir.Value {
+		if dy[1] != nil {
+			b.Fail(fmt.Errorf("the scan's chunk states have no gradient (they feed only its backward)"))
+			return make([]*ir.Value, 6)
+		}
+		in := append(append([]*ir.Value(nil), n.Inputs...), n.Outputs[1], dy[0])
+		return b.Apply(ir.OpScanBwd, ir.Attrs{"chunk": n.Attrs.Int("chunk")}, in...)
+	}
+	// topk: each chosen value's gradient lands on its index, spread with a
+	// one_hot of the indices: dx[…, w] = Σ_j dvalues[…, j]·[idx[…, j] = w].
+	VJPs[ir.OpTopK] = func(b *ir.Builder, n *ir.Node, dy []*ir.Value, need []bool) []*ir.Value {
+		x := n.Inputs[0].Type
+		r, w, k := len(x.Shape), x.Shape[len(x.Shape)-1], n.Attrs.Int("k")
+		oh := b.Op(ir.OpOneHot, ir.Attrs{"depth": w}, n.Outputs[1]) // (…, k, W)
+		if x.DType != ir.F32 {
+			oh = b.Op(ir.OpCast, ir.Attrs{"to": x.DType}, oh)
+		}
+		col := append(x.Shape[:r-1].Clone(), k, 1)
+		d := b.BroadcastTo(b.Reshape(dy[0], col...), oh.Type.Shape)
+		return []*ir.Value{b.Reduce(ir.OpReduceSum, b.Mul(d, oh), false, r-1)}
+	}
+}
+
+// lazy builds the gradient of operand i only when need[i] is set (fs[i] is
+// nil for operands that never have one).
+func lazy(need []bool, fs ...func() *ir.Value) []*ir.Value {
+	out := make([]*ir.Value, len(fs))
+	for i, f := range fs {
+		if need[i] && f != nil {
+			out[i] = f()
+		}
+	}
+	return out
+}
+
+// unreduce broadcasts v, shaped like the output of reduction n, back to the
+// shape of n's operand.
+func unreduce(b *ir.Builder, n *ir.Node, v *ir.Value) *ir.Value {
+	x := n.Inputs[0].Type.Shape
+	keep := x.Clone()
+	for _, a := range n.Attrs.Ints("axes") {
+		keep[a] = 1
+	}
+	if !v.Type.Shape.Equal(keep) {
+		v = b.Reshape(v, keep...)
+	}
+	return b.BroadcastTo(v, x)
+}
+
+// matmulVJP: with C = op(A)·op(B), op(A) (M,K) and op(B) (K,N),
+// d op(A) = dC·op(B)ᵀ and d op(B) = op(A)ᵀ·dC, written as matmuls whose
+// ta/tb flags absorb the transposes. A weight B without batch axes is
+// shared by every batch entry of A, so its gradient sums over the batch: A
+// and dC are flattened to (batch·M, ·) and one matmul contracts over both.
+func matmulVJP(b *ir.Builder, n *ir.Node, dy []*ir.Value, need []bool) []*ir.Value {
+	a, w, d := n.Inputs[0], n.Inputs[1], dy[0]
+	ta, tb := n.Attrs.Bool("ta"), n.Attrs.Bool("tb")
+	shared := len(w.Type.Shape) == 2 && len(a.Type.Shape) > 2
+	var da, dw *ir.Value
+	if need[0] {
+		switch {
+		case !ta:
+			da = b.Matmul(d, w, false, !tb)
+		case shared: // (dC·op(B)ᵀ)ᵀ; a batched rhs cannot follow an unbatched lhs
+			da = transposeLast(b, b.Matmul(d, w, false, !tb))
+		default:
+			da = b.Matmul(w, d, tb, true)
+		}
+	}
+	if need[1] {
+		if shared {
+			if ta {
+				a, ta = transposeLast(b, a), false
+			}
+			s := a.Type.Shape
+			a = b.Reshape(a, int(s[:len(s)-1].Elems()), s[len(s)-1])
+			ds := d.Type.Shape
+			d = b.Reshape(d, int(ds[:len(ds)-1].Elems()), ds[len(ds)-1])
+		}
+		if tb {
+			dw = b.Matmul(d, a, true, ta)
+		} else {
+			dw = b.Matmul(a, d, !ta, false)
+		}
+	}
+	return []*ir.Value{da, dw}
+}
+
+// transposeLast swaps the last two axes.
+func transposeLast(b *ir.Builder, v *ir.Value) *ir.Value {
+	r := len(v.Type.Shape)
+	perm := make([]int, r)
+	for i := range perm {
+		perm[i] = i
+	}
+	perm[r-2], perm[r-1] = perm[r-1], perm[r-2]
+	return b.Op(ir.OpTranspose, ir.Attrs{"perm": perm}, v)
+}

@@ -1,0 +1,149 @@
+package passes
+
+import (
+	"fmt"
+
+	"github.com/scm-magellano/magc/ir"
+)
+
+// Optimizer holds the AdamW and clipping hyper-parameters baked into the
+// train step. The learning rate is not here: it is the graph input "lr", so
+// the host can run any schedule.
+type Optimizer struct {
+	Beta1, Beta2, Eps float64
+	// WeightDecay is λ of decoupled decay; parameters marked NoDecay get 0.
+	WeightDecay float64
+	// Clip is the global gradient-norm bound c; 0 turns clipping off.
+	Clip float64
+}
+
+// DefaultOptimizer is the recipe of a training mode (MATH.md §3–4): full
+// training follows the Mamba LM recipe, QLoRA the QLoRA paper's.
+func DefaultOptimizer(mode string) Optimizer {
+	if mode == "qlora" {
+		return Optimizer{Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0, Clip: 0.3}
+	}
+	return Optimizer{Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, WeightDecay: 0.1, Clip: 1.0}
+}
+
+// TrainStep turns a forward graph into one training step:
+//
+//	loss = output "loss" + Σ aux losses        (outputs loss, loss_main, loss_aux)
+//	grads = ∂loss/∂θ for every trainable θ      (Gradients)
+//	grads ·= min(1, c/‖grads‖₂)                 (output grad_norm, before clipping)
+//	θ, m, v = adamw(θ, grad, m, v, lr, step)    (graph Updates)
+//
+// The moments are new OptState parameters "<θ>.adam_m" and "<θ>.adam_v",
+// zero-initialised; "lr" and "step" (counting from 1) are f32 scalar inputs.
+// With cfg.Train off the graph is returned unchanged (forward-only use).
+func TrainStep(g *ir.Graph, cfg *Config) (*ir.Graph, error) {
+	if !cfg.Train {
+		return g, nil
+	}
+	opt := DefaultOptimizer(cfg.mode(g))
+	if cfg.Optimizer != nil {
+		opt = *cfg.Optimizer
+	}
+	g, err := ir.Rewrite(g, nil) // a copy: the caller's graph stays as it was
+	if err != nil {
+		return nil, err
+	}
+	main := g.Output("loss")
+	if main == nil || !main.Value.Type.Equal(ir.T(ir.F32)) {
+		return nil, fmt.Errorf("trainstep: the model needs an f32 scalar output named loss")
+	}
+	b := ir.Extend(g)
+	lossMain := main.Value
+	var aux *ir.Value
+	for _, v := range g.AuxLosses {
+		if aux == nil {
+			aux = v
+		} else {
+			aux = b.Add(aux, v)
+		}
+	}
+	total := lossMain
+	if aux != nil {
+		total = b.Add(lossMain, aux)
+	} else {
+		aux = b.Const(0, ir.T(ir.F32))
+	}
+	main.Value = total
+	b.Output("loss_main", lossMain)
+	b.Output("loss_aux", aux)
+
+	var params []*ir.Param
+	var wrt []*ir.Value
+	for _, p := range g.Params {
+		if p.Role == ir.Trainable {
+			params = append(params, p)
+			wrt = append(wrt, p.Value)
+		}
+	}
+	grads, err := Gradients(b, total, wrt)
+	if err != nil {
+		return nil, err
+	}
+	b.Pos, b.Scope = ir.Pos{}, "optimizer"
+	for i, gr := range grads {
+		if gr == nil { // the loss does not depend on it: decay still applies
+			grads[i] = b.Const(0, wrt[i].Type)
+		}
+	}
+	b.Output("grad_norm", clipGrads(b, grads, opt.Clip))
+
+	lr := b.Input("lr", ir.T(ir.F32))
+	step := b.Input("step", ir.T(ir.F32))
+	zeros := ir.Init{Kind: "zeros"}
+	for i, p := range params {
+		m := b.Param(ir.Param{Name: p.Name + ".adam_m", Role: ir.OptState, Init: zeros}, p.Value.Type)
+		v := b.Param(ir.Param{Name: p.Name + ".adam_v", Role: ir.OptState, Init: zeros}, p.Value.Type)
+		wd := opt.WeightDecay
+		if p.NoDecay {
+			wd = 0
+		}
+		a := ir.Attrs{"beta1": opt.Beta1, "beta2": opt.Beta2, "eps": opt.Eps, "weight_decay": wd}
+		out := b.Apply(ir.OpAdamW, a, p.Value, grads[i], m, v, lr, step)
+		g.Updates = append(g.Updates,
+			&ir.Update{Param: p.Name, Value: out[0]},
+			&ir.Update{Param: p.Name + ".adam_m", Value: out[1]},
+			&ir.Update{Param: p.Name + ".adam_v", Value: out[2]})
+	}
+	if err := b.Err(); err != nil {
+		return nil, fmt.Errorf("trainstep: %w", err)
+	}
+	return g, nil
+}
+
+// clipGrads scales every gradient in place (grads[i] is replaced) by
+// min(1, c/‖g‖₂), ‖g‖ taken over all of them, and returns ‖g‖ before
+// clipping. When ‖g‖ = 0, c/‖g‖ = +Inf and the factor is 1. With c ≤ 0
+// only the norm is computed.
+func clipGrads(b *ir.Builder, grads []*ir.Value, c float64) *ir.Value {
+	scalar := ir.T(ir.F32)
+	var sumsq *ir.Value
+	for _, gr := range grads {
+		all := make([]int, len(gr.Type.Shape))
+		for i := range all {
+			all[i] = i
+		}
+		s := b.Reduce(ir.OpReduceSum, b.Unary(ir.OpSquare, gr), false, all...)
+		if sumsq == nil {
+			sumsq = s
+		} else {
+			sumsq = b.Add(sumsq, s)
+		}
+	}
+	if sumsq == nil {
+		return b.Const(0, scalar)
+	}
+	norm := b.Unary(ir.OpSqrt, sumsq)
+	if c <= 0 {
+		return norm
+	}
+	factor := b.Op(ir.OpMin, nil, b.Const(1, scalar), b.Div(b.Const(c, scalar), norm))
+	for i, gr := range grads {
+		grads[i] = b.Mul(gr, b.BroadcastTo(factor, gr.Type.Shape))
+	}
+	return norm
+}
