@@ -1,0 +1,419 @@
+package codegen
+
+import (
+	"fmt"
+
+	"github.com/scm-magellano/magc/codegen/kir"
+	"github.com/scm-magellano/magc/ir"
+	"github.com/scm-magellano/magc/passes"
+)
+
+// Contraction templates: matmul, grouped_matmul (MoE experts) and
+// grouped_matmul_wgrad share one tiled kernel in the manner of llama.cpp's
+// kernel_mul_mm and MLX's steel GEMM. A threadgroup of 128 threads (4
+// simdgroups in a 2×2 grid) owns a BM×BN output tile. For each K step the
+// threads stage a BM×BK slice of the lhs and a BN×BK slice of the rhs into
+// threadgroup memory, reading every element through Emitter.At so fused
+// producers (NF4 dequant, transposes, slices) are computed while staging;
+// then each simdgroup multiplies 8×8 tiles out of threadgroup memory into
+// fp32 accumulators. The output tile goes back through threadgroup memory so
+// that rows and columns past the edges are masked.
+
+func init() {
+	templates["matmul"] = matmul
+	templates["grouped_matmul"] = groupedMatmul
+	templates["grouped_matmul_wgrad"] = groupedMatmulWgrad
+}
+
+const (
+	mmThreads = 128 // 4 simdgroups, 2×2 over the output tile
+	// mmPad spreads the rows of staged tiles over threadgroup memory banks
+	// (MLX pads by 16 bytes).
+	mmPad = 4
+)
+
+// mmBound is a limit along one axis of a contraction: indices ≥ X are outside.
+// Exact means no tile crosses it, so no guard is emitted.
+type mmBound struct {
+	X     kir.Expr
+	Exact bool
+}
+
+// mmOperand is one side of a contraction seen as rows × inner: the lhs has M
+// rows, the rhs N rows, both K inner elements.
+type mmOperand struct {
+	v *ir.Value
+	// at maps (row, inner) to coordinates of v.
+	at func(row, k kir.Expr) []kir.Expr
+	// kMajor: consecutive inner indices are adjacent in memory, so threads
+	// stage along the inner axis (coalesced reads); else along rows.
+	kMajor bool
+}
+
+// mmContraction is one threadgroup's share of out[i, j] = Σ_k a[i, k]·b[j, k]
+// over a bm×bn tile at (m0, n0), with k running over [kFrom, kEnd.X).
+type mmContraction struct {
+	bm, bn, bk int
+	a, b       mmOperand
+	m0, n0     kir.Expr
+	mEnd, nEnd mmBound
+	kFrom      kir.Expr
+	kEnd       mmBound
+	// store writes the finished element (i, j) of the output.
+	store func(i, j, x kir.Expr)
+	tid   kir.Expr // thread index in the threadgroup
+}
+
+// mmTileSize picks the tile extent for an axis of the given (typical) size:
+// 64 where there is enough work, 32 for small axes so fewer lanes idle.
+func mmTileSize(n int) int {
+	if n >= 64 {
+		return 64
+	}
+	return 32
+}
+
+// newMMContraction sizes the tile: K step 16 for 64×64 tiles (as MLX does, to
+// keep threadgroup memory at about 17 KB), else 32.
+func newMMContraction(m, n int) *mmContraction {
+	c := &mmContraction{bm: mmTileSize(m), bn: mmTileSize(n), bk: 32}
+	if c.bm == 64 && c.bn == 64 {
+		c.bk = 16
+	}
+	return c
+}
+
+func mmCeil(a, b int) int { return (a + b - 1) / b }
+
+// mmPlus is x + n, or x itself for n = 0 (tidier kernels).
+func mmPlus(x kir.Expr, n int) kir.Expr {
+	if n == 0 {
+		return x
+	}
+	return kir.Add(x, kir.I(n))
+}
+
+// stagedLen is the threadgroup floats a staged rows×bk slice takes.
+func (c *mmContraction) stagedLen(op mmOperand, rows int) int {
+	if op.kMajor {
+		return rows * (c.bk + mmPad)
+	}
+	return c.bk * (rows + mmPad)
+}
+
+// emit writes the kernel body: staging loop, simdgroup MMAs, masked store.
+func (c *mmContraction) emit(e *Emitter) {
+	aLen, bLen := c.stagedLen(c.a, c.bm), c.stagedLen(c.b, c.bn)
+	cStride := c.bn + mmPad
+	e.Emit(kir.Shared{Name: "sh", Type: kir.F32, Len: max(aLen+bLen, c.bm*cStride)})
+	// Fresh names: the MSL renderer's builtin parameters are tid, lid, gid, lane, sg.
+	c.tid = e.Let("ti", kir.I32, kir.Local(0))
+	sg := e.Let("sgi", kir.I32, kir.Builtin{Kind: "simdgroup"})
+	// Each simdgroup owns a (bm/2)×(bn/2) quarter of the tile: fm×fn 8×8 tiles.
+	fm, fn := c.bm/16, c.bn/16
+	sgRow := e.Let("sr", kir.I32, kir.Mul(kir.Div(sg, kir.I(2)), kir.I(c.bm/2)))
+	sgCol := e.Let("sc", kir.I32, kir.Mul(kir.Mod(sg, kir.I(2)), kir.I(c.bn/2)))
+	acc := func(i, j int) string { return fmt.Sprintf("acc%d_%d", i, j) }
+	for i := 0; i < fm; i++ {
+		for j := 0; j < fn; j++ {
+			e.Emit(kir.Tile{Name: acc(i, j), Type: kir.F32})
+		}
+	}
+
+	k0 := kir.V("k0")
+	body := e.Block(func() {
+		c.stage(e, c.a, c.bm, c.m0, c.mEnd, k0, 0)
+		c.stage(e, c.b, c.bn, c.n0, c.nEnd, k0, aLen)
+		e.Emit(kir.Barrier{})
+		inner := e.Block(func() {
+			kk := kir.V("kk")
+			for i := 0; i < fm; i++ {
+				row := mmPlus(sgRow, 8*i)
+				e.Emit(kir.Tile{Name: fmt.Sprintf("fa%d", i), Type: kir.F32})
+				e.Emit(c.fragLoad(fmt.Sprintf("fa%d", i), c.a, c.bm, 0, row, kk, false))
+			}
+			for j := 0; j < fn; j++ {
+				col := mmPlus(sgCol, 8*j)
+				e.Emit(kir.Tile{Name: fmt.Sprintf("fb%d", j), Type: kir.F32})
+				e.Emit(c.fragLoad(fmt.Sprintf("fb%d", j), c.b, c.bn, aLen, col, kk, true))
+			}
+			for i := 0; i < fm; i++ {
+				for j := 0; j < fn; j++ {
+					e.Emit(kir.TileMMA{D: acc(i, j), A: fmt.Sprintf("fa%d", i), B: fmt.Sprintf("fb%d", j), C: acc(i, j)})
+				}
+			}
+		})
+		e.Emit(kir.Loop("kk", kir.I(0), kir.I(c.bk), kir.I(8), inner...))
+		// Nobody restages until every simdgroup has read this step's tiles.
+		e.Emit(kir.Barrier{})
+	})
+	e.Emit(kir.Loop("k0", c.kFrom, c.kEnd.X, kir.I(c.bk), body...))
+
+	// The accumulators go to threadgroup memory (the staging area is free
+	// after the loop's last barrier), then out with edges masked.
+	for i := 0; i < fm; i++ {
+		for j := 0; j < fn; j++ {
+			off := kir.Add(kir.Mul(mmPlus(sgRow, 8*i), kir.I(cStride)), mmPlus(sgCol, 8*j))
+			e.Emit(kir.TileStore{Tile: acc(i, j), Dst: "sh", Off: off, Stride: kir.I(cStride)})
+		}
+	}
+	e.Emit(kir.Barrier{})
+	s := e.Temp("s")
+	out := e.Block(func() {
+		l := e.Let("l", kir.I32, kir.Add(kir.Mul(kir.V(s), kir.I(mmThreads)), c.tid))
+		i := e.Let("i", kir.I32, kir.Div(l, kir.I(c.bn)))
+		j := e.Let("j", kir.I32, kir.Mod(l, kir.I(c.bn)))
+		gi := e.Let("gi", kir.I32, kir.Add(c.m0, i))
+		gj := e.Let("gj", kir.I32, kir.Add(c.n0, j))
+		x := kir.At("sh", kir.Add(kir.Mul(i, kir.I(cStride)), j))
+		e.mmGuarded(append(mmWithin(gi, c.mEnd), mmWithin(gj, c.nEnd)...), func() { c.store(gi, gj, x) }, nil)
+	})
+	e.Emit(kir.Loop(s, kir.I(0), kir.I(c.bm*c.bn/mmThreads), kir.I(1), out...))
+}
+
+// mmWithin is the run-time check x < b, none when no tile crosses b.
+func mmWithin(x kir.Expr, b mmBound) []kir.Expr {
+	if b.Exact {
+		return nil
+	}
+	return []kir.Expr{kir.Lt(x, b.X)}
+}
+
+// mmGuarded emits then() under the conjunction of conds (directly when there
+// are none), and otherwise() in the else branch.
+func (e *Emitter) mmGuarded(conds []kir.Expr, then, otherwise func()) {
+	if len(conds) == 0 {
+		then()
+		return
+	}
+	cond := conds[0]
+	for _, x := range conds[1:] {
+		cond = kir.Op("&&", cond, x)
+	}
+	var els []kir.Stmt
+	if otherwise != nil {
+		els = e.Block(otherwise)
+	}
+	e.Emit(kir.If{Cond: cond, Then: e.Block(then), Else: els})
+}
+
+// stage copies the rows×bk slice of op at (r0, k0) into threadgroup memory
+// at base, zero outside the bounds (a zero K tail keeps the sums exact).
+// Element reads sit under the guard, so nothing outside an operand (or a
+// fused producer's operands) is touched.
+func (c *mmContraction) stage(e *Emitter, op mmOperand, rows int, r0 kir.Expr, rEnd mmBound, k0 kir.Expr, base int) {
+	s := e.Temp("s")
+	body := e.Block(func() {
+		l := e.Let("l", kir.I32, kir.Add(kir.Mul(kir.V(s), kir.I(mmThreads)), c.tid))
+		var i, k, at kir.Expr
+		if op.kMajor {
+			i = e.Let("i", kir.I32, kir.Div(l, kir.I(c.bk)))
+			k = e.Let("k", kir.I32, kir.Mod(l, kir.I(c.bk)))
+			at = kir.Add(kir.Mul(i, kir.I(c.bk+mmPad)), k)
+		} else {
+			k = e.Let("k", kir.I32, kir.Div(l, kir.I(rows)))
+			i = e.Let("i", kir.I32, kir.Mod(l, kir.I(rows)))
+			at = kir.Add(kir.Mul(k, kir.I(rows+mmPad)), i)
+		}
+		at = mmPlus(at, base)
+		gi := e.Let("gi", kir.I32, kir.Add(r0, i))
+		gk := e.Let("gk", kir.I32, kir.Add(k0, k))
+		dst := kir.Index{Buf: "sh", I: at}
+		e.mmGuarded(append(mmWithin(gi, rEnd), mmWithin(gk, c.kEnd)...),
+			func() { e.Emit(kir.Set(dst, e.At(op.v, op.at(gi, gk)))) },
+			func() { e.Emit(kir.Set(dst, kir.F(0))) })
+	})
+	e.Emit(kir.Loop(s, kir.I(0), kir.I(rows*c.bk/mmThreads), kir.I(1), body...))
+}
+
+// fragLoad loads the 8×8 tile of a staged operand at (row, kk). The lhs
+// tile is (rows, inner); the rhs tile the MMA needs is (inner, rows), so its
+// transposition is the opposite.
+func (c *mmContraction) fragLoad(tile string, op mmOperand, rows, base int, row, kk kir.Expr, rhs bool) kir.Stmt {
+	var off kir.Expr
+	var stride int
+	transpose := !op.kMajor
+	if op.kMajor {
+		stride = c.bk + mmPad
+		off = kir.Add(kir.Mul(row, kir.I(stride)), kk)
+	} else {
+		stride = rows + mmPad
+		off = kir.Add(kir.Mul(kk, kir.I(stride)), row)
+	}
+	if rhs {
+		transpose = !transpose
+	}
+	off = mmPlus(off, base)
+	return kir.TileLoad{Tile: tile, Src: "sh", Off: off, Stride: kir.I(stride), Transpose: transpose}
+}
+
+// mmOnlyOutput checks that a contraction group writes just its anchor's result.
+func mmOnlyOutput(grp *passes.Group) (*ir.Value, error) {
+	out := grp.Root.Out()
+	if len(grp.Outputs) != 1 || grp.Outputs[0] != out {
+		return nil, fmt.Errorf("a %s kernel writes only its result, not %v", grp.Kind, grp.Outputs)
+	}
+	return out, nil
+}
+
+// mmInnerContiguous reports whether v's axis ax is adjacent in memory,
+// looking through the transposes fused into the kernel (reads of a
+// transposed operand are coalesced along the other axis). Only speed
+// depends on it.
+func (e *Emitter) mmInnerContiguous(v *ir.Value, ax int) bool {
+	for e.In(v) && v.Node.Op == ir.OpTranspose {
+		ax = v.Node.Attrs.Ints("perm")[ax]
+		v = v.Node.Inputs[0]
+	}
+	return ax == len(v.Type.Shape)-1
+}
+
+// matmul: grid (N tiles, M tiles, batch entries); the rhs is shared by the
+// batch when it has no batch axes.
+func matmul(e *Emitter, grp *passes.Group) error {
+	n := grp.Root
+	out, err := mmOnlyOutput(grp)
+	if err != nil {
+		return err
+	}
+	a, b := n.Inputs[0], n.Inputs[1]
+	ta, tb := n.Attrs.Bool("ta"), n.Attrs.Bool("tb")
+	shape := out.Type.Shape
+	r := len(shape)
+	M, N := shape[r-2], shape[r-1]
+	K := a.Type.Shape[r-1]
+	if ta {
+		K = a.Type.Shape[r-2]
+	}
+	batchShape := shape[:r-2]
+	batch := int(batchShape.Elems())
+
+	c := newMMContraction(M, N)
+	e.K.Threads = [3]int{mmThreads, 1, 1}
+	e.K.Groups = [3]int{mmCeil(N, c.bn), mmCeil(M, c.bm), batch}
+	var bc []kir.Expr
+	if len(batchShape) > 0 {
+		bc = e.Split(batchShape, kir.Group(2))
+	}
+	withBatch := func(v *ir.Value, x, y kir.Expr) []kir.Expr {
+		if len(v.Type.Shape) == 2 {
+			return []kir.Expr{x, y}
+		}
+		return append(append([]kir.Expr(nil), bc...), x, y)
+	}
+	c.a = mmOperand{v: a, at: func(i, k kir.Expr) []kir.Expr {
+		if ta {
+			return withBatch(a, k, i)
+		}
+		return withBatch(a, i, k)
+	}}
+	c.b = mmOperand{v: b, at: func(j, k kir.Expr) []kir.Expr {
+		if tb {
+			return withBatch(b, j, k)
+		}
+		return withBatch(b, k, j)
+	}}
+	// The inner axis of a is its last unless ta; of b, its last only with tb.
+	ra, rb := len(a.Type.Shape), len(b.Type.Shape)
+	c.a.kMajor = e.mmInnerContiguous(a, map[bool]int{false: ra - 1, true: ra - 2}[ta])
+	c.b.kMajor = e.mmInnerContiguous(b, map[bool]int{false: rb - 2, true: rb - 1}[tb])
+	c.m0 = e.Let("m0", kir.I32, kir.Mul(kir.Group(1), kir.I(c.bm)))
+	c.n0 = e.Let("n0", kir.I32, kir.Mul(kir.Group(0), kir.I(c.bn)))
+	c.mEnd = mmBound{kir.I(M), M%c.bm == 0}
+	c.nEnd = mmBound{kir.I(N), N%c.bn == 0}
+	c.kFrom, c.kEnd = kir.I(0), mmBound{kir.I(K), K%c.bk == 0}
+	c.store = func(i, j, x kir.Expr) { e.Store(out, withBatch(out, i, j), x) }
+	c.emit(e)
+	return nil
+}
+
+// groupedMatmul: grid (N tiles, row tiles, experts + 1). Expert e's rows
+// start at offsets[e], known only at run time, so every expert gets enough
+// row tiles for all R rows and a threadgroup past its expert's rows exits
+// at once (llama.cpp's mul_mat_id). The extra last slice of the grid zeroes
+// the rows outside every expert's range. Both exits are uniform over the
+// threadgroup and come before any barrier.
+func groupedMatmul(e *Emitter, grp *passes.Group) error {
+	n := grp.Root
+	out, err := mmOnlyOutput(grp)
+	if err != nil {
+		return err
+	}
+	x, w, offsets := n.Inputs[0], n.Inputs[1], n.Inputs[2]
+	tb := n.Attrs.Bool("tb")
+	R, K := x.Type.Shape[0], x.Type.Shape[1]
+	N := out.Type.Shape[1]
+	E := w.Type.Shape[0]
+
+	c := newMMContraction(R/E, N)
+	e.K.Threads = [3]int{mmThreads, 1, 1}
+	e.K.Groups = [3]int{mmCeil(N, c.bn), mmCeil(R, c.bm), E + 1}
+	ex := e.Let("ex", kir.I32, kir.Group(2))
+	c.n0 = e.Let("n0", kir.I32, kir.Mul(kir.Group(0), kir.I(c.bn)))
+	c.nEnd = mmBound{kir.I(N), N%c.bn == 0}
+
+	zero := e.Block(func() {
+		first, last := e.At(offsets, []kir.Expr{kir.I(0)}), e.At(offsets, []kir.Expr{kir.I(E)})
+		s := e.Temp("s")
+		body := e.Block(func() {
+			l := e.Let("l", kir.I32, kir.Add(kir.Mul(kir.V(s), kir.I(mmThreads)), kir.Local(0)))
+			r := e.Let("r", kir.I32, kir.Add(kir.Mul(kir.Group(1), kir.I(c.bm)), kir.Div(l, kir.I(c.bn))))
+			j := e.Let("j", kir.I32, kir.Add(c.n0, kir.Mod(l, kir.I(c.bn))))
+			conds := append(append(mmWithin(r, mmBound{kir.I(R), R%c.bm == 0}), mmWithin(j, c.nEnd)...),
+				kir.Op("||", kir.Lt(r, first), kir.Op(">=", r, last)))
+			e.mmGuarded(conds, func() { e.Store(out, []kir.Expr{r, j}, kir.F(0)) }, nil)
+		})
+		e.Emit(kir.Loop(s, kir.I(0), kir.I(c.bm*c.bn/mmThreads), kir.I(1), body...))
+		e.Emit(kir.Return{})
+	})
+	e.Emit(kir.If{Cond: kir.Op("==", ex, kir.I(E)), Then: zero})
+
+	lo := e.At(offsets, []kir.Expr{ex})
+	hi := e.At(offsets, []kir.Expr{kir.Add(ex, kir.I(1))})
+	c.m0 = e.Let("m0", kir.I32, kir.Add(lo, kir.Mul(kir.Group(1), kir.I(c.bm))))
+	e.Emit(kir.If{Cond: kir.Op(">=", c.m0, hi), Then: []kir.Stmt{kir.Return{}}})
+	c.mEnd = mmBound{hi, false}
+	c.kFrom, c.kEnd = kir.I(0), mmBound{kir.I(K), K%c.bk == 0}
+	c.a = mmOperand{v: x, at: func(i, k kir.Expr) []kir.Expr { return []kir.Expr{i, k} }, kMajor: e.mmInnerContiguous(x, 1)}
+	c.b = mmOperand{v: w, at: func(j, k kir.Expr) []kir.Expr {
+		if tb {
+			return []kir.Expr{ex, j, k}
+		}
+		return []kir.Expr{ex, k, j}
+	}, kMajor: e.mmInnerContiguous(w, map[bool]int{false: 1, true: 2}[tb])}
+	c.store = func(i, j, v kir.Expr) { e.Store(out, []kir.Expr{i, j}, v) }
+	c.emit(e)
+	return nil
+}
+
+// groupedMatmulWgrad: dw[e] = dy[rows of e]ᵀ·x[rows of e], an (N×K) tile
+// per threadgroup, grid (K tiles, N tiles, experts); the contraction runs
+// over the expert's rows [offsets[e], offsets[e+1]), read at run time, so an
+// expert without rows writes zeros.
+func groupedMatmulWgrad(e *Emitter, grp *passes.Group) error {
+	n := grp.Root
+	out, err := mmOnlyOutput(grp)
+	if err != nil {
+		return err
+	}
+	dy, x, offsets := n.Inputs[0], n.Inputs[1], n.Inputs[2]
+	N, K := dy.Type.Shape[1], x.Type.Shape[1]
+	E := out.Type.Shape[0]
+
+	c := newMMContraction(N, K)
+	e.K.Threads = [3]int{mmThreads, 1, 1}
+	e.K.Groups = [3]int{mmCeil(K, c.bn), mmCeil(N, c.bm), E}
+	ex := e.Let("ex", kir.I32, kir.Group(2))
+	c.m0 = e.Let("m0", kir.I32, kir.Mul(kir.Group(1), kir.I(c.bm)))
+	c.n0 = e.Let("n0", kir.I32, kir.Mul(kir.Group(0), kir.I(c.bn)))
+	c.mEnd = mmBound{kir.I(N), N%c.bm == 0}
+	c.nEnd = mmBound{kir.I(K), K%c.bn == 0}
+	c.kFrom = e.At(offsets, []kir.Expr{ex})
+	c.kEnd = mmBound{e.At(offsets, []kir.Expr{kir.Add(ex, kir.I(1))}), false}
+	// Both operands are read row by row (r is the contraction index).
+	c.a = mmOperand{v: dy, at: func(i, r kir.Expr) []kir.Expr { return []kir.Expr{r, i} }, kMajor: e.mmInnerContiguous(dy, 0)}
+	c.b = mmOperand{v: x, at: func(j, r kir.Expr) []kir.Expr { return []kir.Expr{r, j} }, kMajor: e.mmInnerContiguous(x, 0)}
+	c.store = func(i, j, v kir.Expr) { e.Store(out, []kir.Expr{ex, i, j}, v) }
+	c.emit(e)
+	return nil
+}

@@ -1,0 +1,11 @@
+// Package metal is the Metal device: the small cgo runtime that runs magc's
+// kernels on an Apple GPU. It implements runtime.Device with one
+// MTLBuffer per arena segment (shared storage), libraries compiled from
+// source once and cached by content hash, compute pipeline states, and one
+// command buffer per Sync with a compute encoder, each inside an autorelease
+// pool on a locked OS thread.
+//
+// Everything above the Device interface is shared with the sim device and
+// tested on Linux; this package builds only on macOS with cgo. Elsewhere New
+// returns an error that says so.
+package metal
