@@ -215,9 +215,24 @@ type DeviceStepper struct {
 	stale          bool // forward weights lag behind training
 }
 
-// NewDeviceStepper compiles both graphs for dev and writes params into the arenas.
+// Limiter is a device with memory limits (Metal's recommendedMaxWorkingSetSize
+// and maxBufferLength).
+type Limiter interface {
+	Limits() (workingSet, maxBuffer int64)
+}
+
+// NewDeviceStepper compiles both graphs for dev and writes params into the
+// arenas. On a device with limits, segments stay under its largest buffer
+// and a plan that would not fit its working set is refused before any work.
 func NewDeviceStepper(dev Device, g Graphs, params map[string]*ref.Tensor, fuse bool, mem passes.MemOptions) (*DeviceStepper, error) {
 	s := &DeviceStepper{dev: dev}
+	if l, ok := dev.(Limiter); ok {
+		ws, mb := l.Limits()
+		mem.MaxSegment = min(mem.MaxSegment, mb)
+		if mem.Budget == 0 || mem.Budget > ws {
+			mem.Budget = ws
+		}
+	}
 	for _, side := range []struct {
 		g   *ir.Graph
 		dst **arena

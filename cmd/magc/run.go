@@ -10,6 +10,7 @@ import (
 	"github.com/scm-magellano/magc/passes"
 	"github.com/scm-magellano/magc/runtime"
 	"github.com/scm-magellano/magc/runtime/data"
+	"github.com/scm-magellano/magc/runtime/metal"
 	"github.com/scm-magellano/magc/runtime/safetensors"
 	"github.com/scm-magellano/magc/runtime/sim"
 )
@@ -83,7 +84,11 @@ func (c *runCmd) Run(e *env) error {
 		mem.Budget = 0 // the CPU is not bound by the M4's working set
 		step, err = runtime.NewDeviceStepper(sim.New(), graphs, params, !c.NoFuse, mem)
 	case "metal":
-		return fmt.Errorf("--device metal: the Metal device is not available in this build")
+		dev, derr := metal.New()
+		if derr != nil {
+			return derr
+		}
+		step, err = runtime.NewDeviceStepper(dev, graphs, params, !c.NoFuse, passes.DefaultMemOptions())
 	}
 	if err != nil {
 		return err
