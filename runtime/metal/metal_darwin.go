@@ -41,6 +41,7 @@ void *magc_library(void *device, const char *src, char **err) {
     NSAutoreleasePool *pool = [[NSAutoreleasePool alloc] init];
     NSError *e = nil;
     MTLCompileOptions *opts = [[[MTLCompileOptions alloc] init] autorelease];
+    opts.fastMathEnabled = NO; // IEEE semantics: NaN and infinity handling must match the sim and the reference
     id<MTLLibrary> lib = [(id<MTLDevice>)device newLibraryWithSource:[NSString stringWithUTF8String:src] options:opts error:&e];
     if (!lib) *err = copy_error(e);
     [pool drain];
