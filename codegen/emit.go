@@ -8,6 +8,7 @@ import (
 	"github.com/scm-magellano/magc/codegen/kir"
 	"github.com/scm-magellano/magc/ir"
 	"github.com/scm-magellano/magc/ir/nf4"
+	"github.com/scm-magellano/magc/passes"
 )
 
 // Binding says what a kernel parameter is bound to: a value's memory, at a
@@ -208,6 +209,23 @@ func (e *Emitter) Store(v *ir.Value, coords []kir.Expr, x kir.Expr) {
 		x = kir.Convert{Type: elem, X: x}
 	}
 	e.Emit(kir.Set(kir.At(buf, e.Linear(v.Type.Shape, coords)), x))
+}
+
+// StoreThrough writes element coords of a kernel's anchor result x: to
+// memory, or, when the group has an epilogue, through it (the epilogue reads
+// the anchor's result at the same elements, so it sees x) to the epilogue's output.
+func (e *Emitter) StoreThrough(grp *passes.Group, anchor *ir.Value, coords []kir.Expr, x kir.Expr) {
+	if grp.Root == grp.Anchor {
+		e.Store(anchor, coords, x)
+		return
+	}
+	if _, simple := x.(kir.Var); !simple {
+		x = e.Let("acc", computeType(anchor.Type.DType), x)
+	}
+	e.memo[fmt.Sprint(anchor.ID, coords)] = x
+	for _, v := range grp.Outputs {
+		e.Store(v, coords, e.At(v, coords))
+	}
 }
 
 // At is the value of v at coords: loaded when v lives in memory, else

@@ -204,7 +204,7 @@ func scanStepExprs(e *Emitter, tk scanToken, a kir.Expr) (at, in kir.Expr) {
 // tokens in a register, writing the state at each chunk start and, from the
 // channel's first lane, y_t[e].
 func scanForward(e *Emitter, grp *passes.Group) error {
-	root := grp.Root
+	root := grp.Anchor
 	s, err := newScanShape(root)
 	if err != nil {
 		return err
@@ -300,7 +300,7 @@ func (w *bwdScan) reverseStep(e *Emitter, b, i, t0, t1, ch, n, a, carry kir.Expr
 // several passes over the sequence, so they should start first), then
 // channel threadgroups.
 func scanBackward(e *Emitter, grp *passes.Group) error {
-	root := grp.Root
+	root := grp.Anchor
 	s, err := newScanShape(root)
 	if err != nil {
 		return err
@@ -369,7 +369,7 @@ func scanBackward(e *Emitter, grp *passes.Group) error {
 // add them to memory, so each element has one writer and a fixed order.
 func (w *bwdScan) rowGroup(e *Emitter, grp *passes.Group, threads int, r kir.Expr, red string) {
 	s := w.s
-	root := grp.Root
+	root := grp.Anchor
 	var sums []*ir.Value // dB and/or dC
 	for _, v := range root.Outputs[3:5] {
 		if mbWrites(grp, v) {
@@ -479,7 +479,7 @@ func (w *bwdScan) accumulate(e *Emitter, v *ir.Value, coords []kir.Expr, x, blk 
 // dA and dD stay in registers until the end.
 func (w *bwdScan) channelGroup(e *Emitter, grp *passes.Group, threads int, blkIdx kir.Expr) {
 	s := w.s
-	root := grp.Root
+	root := grp.Anchor
 	duOut, dtOut, daOut, ddOut := root.Outputs[0], root.Outputs[1], root.Outputs[2], root.Outputs[5]
 	p := s.lanes
 	cpg := threads / p
@@ -538,7 +538,7 @@ func (w *bwdScan) channelGroup(e *Emitter, grp *passes.Group, threads int, blkId
 // convForward: one thread per output element (b, t, c), K taps read through
 // e.At (fused slices of in_proj's output compute inline), zero before t=0.
 func convForward(e *Emitter, grp *passes.Group) error {
-	root := grp.Root
+	root := grp.Anchor
 	x, w, bias := root.Inputs[0], root.Inputs[1], root.Inputs[2]
 	out := root.Out()
 	k := w.Type.Shape[1]
@@ -586,7 +586,7 @@ func convTap(e *Emitter, x, w *ir.Value, c []kir.Expr, j, k int) kir.Expr {
 // (C·(K+1)) and each reads B·L values of dy and x, coalesced across c; the
 // sums have one writer each and a fixed order.
 func convBackward(e *Emitter, grp *passes.Group) error {
-	root := grp.Root
+	root := grp.Anchor
 	x, w, dy := root.Inputs[0], root.Inputs[1], root.Inputs[2]
 	dx, dw, db := root.Outputs[0], root.Outputs[1], root.Outputs[2]
 	s := x.Type.Shape

@@ -247,11 +247,12 @@ func (c *mmContraction) fragLoad(tile string, op mmOperand, rows, base int, row,
 	return kir.TileLoad{Tile: tile, Src: "sh", Off: off, Stride: kir.I(stride), Transpose: transpose}
 }
 
-// mmOnlyOutput checks that a contraction group writes just its anchor's result.
+// mmOnlyOutput returns a contraction's result; the kernel writes it, or the
+// one result of its fused epilogue (see StoreThrough).
 func mmOnlyOutput(grp *passes.Group) (*ir.Value, error) {
-	out := grp.Root.Out()
-	if len(grp.Outputs) != 1 || grp.Outputs[0] != out {
-		return nil, fmt.Errorf("a %s kernel writes only its result, not %v", grp.Kind, grp.Outputs)
+	out := grp.Anchor.Out()
+	if len(grp.Outputs) != 1 || (grp.Root == grp.Anchor && grp.Outputs[0] != out) {
+		return nil, fmt.Errorf("a %s kernel writes one result, not %v", grp.Kind, grp.Outputs)
 	}
 	return out, nil
 }
@@ -271,7 +272,7 @@ func (e *Emitter) mmInnerContiguous(v *ir.Value, ax int) bool {
 // matmul: grid (N tiles, M tiles, batch entries); the rhs is shared by the
 // batch when it has no batch axes.
 func matmul(e *Emitter, grp *passes.Group) error {
-	n := grp.Root
+	n := grp.Anchor
 	out, err := mmOnlyOutput(grp)
 	if err != nil {
 		return err
@@ -322,7 +323,7 @@ func matmul(e *Emitter, grp *passes.Group) error {
 	c.mEnd = mmBound{kir.I(M), M%c.bm == 0}
 	c.nEnd = mmBound{kir.I(N), N%c.bn == 0}
 	c.kFrom, c.kEnd = kir.I(0), mmBound{kir.I(K), K%c.bk == 0}
-	c.store = func(i, j, x kir.Expr) { e.Store(out, withBatch(out, i, j), x) }
+	c.store = func(i, j, x kir.Expr) { e.StoreThrough(grp, out, withBatch(out, i, j), x) }
 	c.emit(e)
 	return nil
 }
@@ -334,7 +335,7 @@ func matmul(e *Emitter, grp *passes.Group) error {
 // the rows outside every expert's range. Both exits are uniform over the
 // threadgroup and come before any barrier.
 func groupedMatmul(e *Emitter, grp *passes.Group) error {
-	n := grp.Root
+	n := grp.Anchor
 	out, err := mmOnlyOutput(grp)
 	if err != nil {
 		return err
@@ -361,7 +362,7 @@ func groupedMatmul(e *Emitter, grp *passes.Group) error {
 			j := e.Let("j", kir.I32, kir.Add(c.n0, kir.Mod(l, kir.I(c.bn))))
 			conds := append(append(mmWithin(r, mmBound{kir.I(R), R%c.bm == 0}), mmWithin(j, c.nEnd)...),
 				kir.Op("||", kir.Lt(r, first), kir.Op(">=", r, last)))
-			e.mmGuarded(conds, func() { e.Store(out, []kir.Expr{r, j}, kir.F(0)) }, nil)
+			e.mmGuarded(conds, func() { e.StoreThrough(grp, out, []kir.Expr{r, j}, kir.F(0)) }, nil)
 		})
 		e.Emit(kir.Loop(s, kir.I(0), kir.I(c.bm*c.bn/mmThreads), kir.I(1), body...))
 		e.Emit(kir.Return{})
@@ -381,7 +382,7 @@ func groupedMatmul(e *Emitter, grp *passes.Group) error {
 		}
 		return []kir.Expr{ex, k, j}
 	}, kMajor: e.mmInnerContiguous(w, map[bool]int{false: 1, true: 2}[tb])}
-	c.store = func(i, j, v kir.Expr) { e.Store(out, []kir.Expr{i, j}, v) }
+	c.store = func(i, j, v kir.Expr) { e.StoreThrough(grp, out, []kir.Expr{i, j}, v) }
 	c.emit(e)
 	return nil
 }
@@ -391,7 +392,7 @@ func groupedMatmul(e *Emitter, grp *passes.Group) error {
 // over the expert's rows [offsets[e], offsets[e+1]), read at run time, so an
 // expert without rows writes zeros.
 func groupedMatmulWgrad(e *Emitter, grp *passes.Group) error {
-	n := grp.Root
+	n := grp.Anchor
 	out, err := mmOnlyOutput(grp)
 	if err != nil {
 		return err

@@ -339,7 +339,7 @@ func (t *redTeam) onlineLSE(z *ir.Value, rc []kir.Expr, w int, s *redSlots) (kir
 // write exp(x − max)/Σ. Memory: x read once when a lane's elements fit its
 // registers, else twice.
 func softmax(e *Emitter, grp *passes.Group) error {
-	x, y := grp.Root.Inputs[0], grp.Root.Out()
+	x, y := grp.Anchor.Inputs[0], grp.Anchor.Out()
 	lead, w := rowAxes(x.Type.Shape)
 	r := newRowKernel(e, lead, w)
 	r.start()
@@ -357,7 +357,7 @@ func softmax(e *Emitter, grp *passes.Group) error {
 
 // rmsnorm: y = x·r·γ with r = 1/√(mean(x²) + eps); x read once when cached.
 func rmsnorm(e *Emitter, grp *passes.Group) error {
-	n := grp.Root
+	n := grp.Anchor
 	x, g, y := n.Inputs[0], n.Inputs[1], n.Out()
 	lead, w := rowAxes(x.Type.Shape)
 	r := newRowKernel(e, lead, w)
@@ -390,7 +390,7 @@ func rmsnorm(e *Emitter, grp *passes.Group) error {
 // one core's bandwidth (a two-launch split would spread it; the fusion pass
 // decides launches).
 func rmsnormBwd(e *Emitter, grp *passes.Group) error {
-	n := grp.Root
+	n := grp.Anchor
 	x, g, dy := n.Inputs[0], n.Inputs[1], n.Inputs[2]
 	dx, dg := n.Outputs[0], n.Outputs[1]
 	needDX, needDG := groupWrites(grp, dx), groupWrites(grp, dg)
@@ -475,7 +475,7 @@ func ceCounts(t kir.Expr, ignore, v int) kir.Expr {
 // totals are summed in threadgroup order at the end, so the result is
 // deterministic. Cost: the logits are read once, by one GPU core.
 func crossEntropy(e *Emitter, grp *passes.Group) error {
-	n := grp.Root
+	n := grp.Anchor
 	z, y, out := n.Inputs[0], n.Inputs[1], n.Out()
 	ignore := n.Attrs.Int("ignore_index")
 	lead, v := rowAxes(z.Type.Shape)
@@ -537,7 +537,7 @@ func crossEntropy(e *Emitter, grp *passes.Group) error {
 // threadgroup, small next to a row of logits; no second launch). Memory: z
 // read once when cached in registers, else twice.
 func crossEntropyBwd(e *Emitter, grp *passes.Group) error {
-	n := grp.Root
+	n := grp.Anchor
 	z, y, dl, dz := n.Inputs[0], n.Inputs[1], n.Inputs[2], n.Out()
 	ignore := n.Attrs.Int("ignore_index")
 	lead, v := rowAxes(z.Type.Shape)
@@ -581,7 +581,7 @@ func crossEntropyBwd(e *Emitter, grp *passes.Group) error {
 // in order.
 func reduceKernel(op ir.Op) template {
 	return func(e *Emitter, grp *passes.Group) error {
-		n := grp.Root
+		n := grp.Anchor
 		x, out := n.Inputs[0], n.Out()
 		axes := n.Attrs.Ints("axes")
 		shape := x.Type.Shape

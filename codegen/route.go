@@ -28,7 +28,7 @@ func ranksAbove(a, b kir.Expr) kir.Expr {
 // ties), which is exactly the reference's stable sort. Reads k·width
 // elements per row.
 func topk(e *Emitter, grp *passes.Group) error {
-	n := grp.Root
+	n := grp.Anchor
 	x := n.Inputs[0]
 	vals, idxs := n.Outputs[0], n.Outputs[1]
 	k := n.Attrs.Int("k")
@@ -84,7 +84,7 @@ func topk(e *Emitter, grp *passes.Group) error {
 // expert. Expert ids outside [0, experts) (an error in the reference) are
 // left out: offsets[experts] counts the pairs placed.
 func moeRoute(e *Emitter, grp *passes.Group) error {
-	n := grp.Root
+	n := grp.Anchor
 	idx := n.Inputs[0]
 	rowsV, slotsV, offV := n.Outputs[0], n.Outputs[1], n.Outputs[2]
 	experts := n.Attrs.Int("experts")
@@ -172,7 +172,7 @@ const scatterTarget = 8192
 // once in total; with one row per block (always for f16/bf16 outputs) the
 // sum stays in a register, otherwise it accumulates in the f32 output.
 func scatterAdd(e *Emitter, grp *passes.Group) error {
-	n := grp.Root
+	n := grp.Anchor
 	idx, src, out := n.Inputs[0], n.Inputs[1], n.Out()
 	rows := out.Type.Shape[0]
 	rowShape := out.Type.Shape[1:]

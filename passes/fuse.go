@@ -12,8 +12,11 @@ type Group struct {
 	Kind    string
 	Nodes   []*ir.Node
 	Outputs []*ir.Value
-	// Root is the node the group is named after and scheduled by: its last.
+	// Root is the group's last node: the group runs where it stands.
 	Root *ir.Node
+	// Anchor is the op the kernel template is chosen by (the matmul of a
+	// matmul with an epilogue); for other groups it is Root.
+	Anchor *ir.Node
 }
 
 // Schedule is the fused kernel order of a graph.
@@ -82,6 +85,15 @@ func accepts(kind string, p *ir.Node) bool {
 // Fuse groups the nodes of g into kernels. With fuse false every op is its
 // own kernel (the baseline that --no-fuse reports). Reshapes of values in
 // memory become aliases in both modes.
+//
+// The rules, applied from the last node back:
+//   - a producer whose every reader is in one group that accepts it joins
+//     that group (a prologue, or part of an element-wise chain);
+//   - an index map (slice, broadcast, transpose, dequant...) read by several
+//     groups that all accept it is copied into each: recomputing an address
+//     is cheaper than a round trip through memory;
+//   - an element-wise chain that reads a matmul's result at the same
+//     elements, and is its only reader, becomes the matmul's epilogue.
 func Fuse(g *ir.Graph, fuse bool) *Schedule {
 	uses := g.Uses()
 	kept := map[*ir.Value]bool{} // values a graph table needs in memory
@@ -94,7 +106,7 @@ func Fuse(g *ir.Graph, fuse bool) *Schedule {
 	for _, u := range g.Updates {
 		kept[u.Value] = true
 	}
-	group := map[*ir.Node]*Group{}
+	member := map[*ir.Node][]*Group{} // the groups computing each node
 	var groups []*Group
 	for i := len(g.Nodes) - 1; i >= 0; i-- {
 		n := g.Nodes[i]
@@ -102,15 +114,21 @@ func Fuse(g *ir.Graph, fuse bool) *Schedule {
 			continue
 		}
 		if fuse && !anyKept(n, kept) {
-			if target := soleConsumerGroup(n, uses, group); target != nil && accepts(target.Kind, n) {
-				target.Nodes = append(target.Nodes, n)
-				group[n] = target
+			if targets := consumerGroups(n, uses, member); len(targets) > 0 && allAccept(targets, n) &&
+				(len(targets) == 1 || indexMap(n.Op)) {
+				for _, t := range targets {
+					t.Nodes = append(t.Nodes, n)
+					member[n] = append(member[n], t)
+				}
 				continue
 			}
 		}
-		grp := &Group{Kind: kindOf(n.Op), Nodes: []*ir.Node{n}, Root: n}
-		group[n] = grp
+		grp := &Group{Kind: kindOf(n.Op), Nodes: []*ir.Node{n}, Root: n, Anchor: n}
+		member[n] = []*Group{grp}
 		groups = append(groups, grp)
+	}
+	if fuse {
+		groups = mergeEpilogues(groups, uses, member)
 	}
 	s := &Schedule{Alias: map[*ir.Value]*ir.Value{}}
 	for _, grp := range groups {
@@ -121,7 +139,7 @@ func Fuse(g *ir.Graph, fuse bool) *Schedule {
 		}
 		for _, n := range grp.Nodes {
 			for _, v := range n.Outputs {
-				if kept[v] || usedOutside(v, grp, uses, group) {
+				if kept[v] || usedOutside(v, grp, uses, member) {
 					grp.Outputs = append(grp.Outputs, v)
 				}
 			}
@@ -137,6 +155,96 @@ func Fuse(g *ir.Graph, fuse bool) *Schedule {
 		s.Alias[v] = src
 	}
 	return s
+}
+
+// mergeEpilogues folds element-wise groups into the contraction whose
+// result they alone read, at the same elements: the contraction then
+// writes the chain's result instead of its own.
+func mergeEpilogues(groups []*Group, uses map[*ir.Value][]*ir.Node, member map[*ir.Node][]*Group) []*Group {
+	merged := map[*Group]bool{}
+	for _, p := range groups {
+		if p.Kind != "pointwise" {
+			continue
+		}
+		shape := p.Root.Outputs[0].Type.Shape
+		for _, n := range p.Nodes {
+			for _, v := range n.Inputs {
+				src := member[v.Node]
+				if len(src) != 1 || merged[src[0]] {
+					continue
+				}
+				m := src[0]
+				if (m.Kind != string(ir.OpMatmul) && m.Kind != string(ir.OpGroupedMM)) || m.Anchor.Out() != v || m == p ||
+					m.Root != m.Anchor || !v.Type.Shape.Equal(shape) || !readsElementwise(p, v, uses, member) {
+					continue
+				}
+				m.Nodes = append(m.Nodes, p.Nodes...)
+				m.Root = p.Root
+				for _, q := range p.Nodes {
+					member[q] = replaceGroup(member[q], p, m)
+				}
+				merged[p] = true
+				break
+			}
+			if merged[p] {
+				break
+			}
+		}
+	}
+	out := groups[:0]
+	for _, grp := range groups {
+		if !merged[grp] {
+			out = append(out, grp)
+		}
+	}
+	return out
+}
+
+// readsElementwise reports whether every reader of v is in p, and every node
+// of p downstream of v is element-wise with p's output shape: then p reads v
+// exactly at the elements it writes, and p may be v's producer's epilogue.
+func readsElementwise(p *Group, v *ir.Value, uses map[*ir.Value][]*ir.Node, member map[*ir.Node][]*Group) bool {
+	in := map[*ir.Node]bool{}
+	for _, n := range p.Nodes {
+		in[n] = true
+	}
+	if len(p.Root.Outputs) != 1 {
+		return false
+	}
+	shape := p.Root.Out().Type.Shape
+	down := map[*ir.Value]bool{v: true}
+	for _, u := range uses[v] {
+		if !in[u] || len(member[u]) != 1 {
+			return false
+		}
+	}
+	// Nodes of p are in graph order once sorted; walk them in ID order.
+	nodes := append([]*ir.Node(nil), p.Nodes...)
+	sort.Slice(nodes, func(i, j int) bool { return nodes[i].ID < nodes[j].ID })
+	for _, n := range nodes {
+		reads := false
+		for _, x := range n.Inputs {
+			reads = reads || down[x]
+		}
+		if !reads {
+			continue
+		}
+		d, _ := ir.Lookup(n.Op)
+		if d.Category != ir.Elementwise || n.Op == ir.OpAdamW || len(n.Outputs) != 1 || !n.Out().Type.Shape.Equal(shape) {
+			return false
+		}
+		down[n.Out()] = true
+	}
+	return true
+}
+
+func replaceGroup(gs []*Group, from, to *Group) []*Group {
+	for i, g := range gs {
+		if g == from {
+			gs[i] = to
+		}
+	}
+	return gs
 }
 
 // dead reports whether no output of n is read or kept.
@@ -158,25 +266,49 @@ func anyKept(n *ir.Node, kept map[*ir.Value]bool) bool {
 	return false
 }
 
-// soleConsumerGroup is the one group that reads every output of n, or nil.
-func soleConsumerGroup(n *ir.Node, uses map[*ir.Value][]*ir.Node, group map[*ir.Node]*Group) *Group {
-	var target *Group
+// consumerGroups lists the groups that read an output of n, in first-seen
+// order, or nil when some reader belongs to no group yet.
+func consumerGroups(n *ir.Node, uses map[*ir.Value][]*ir.Node, member map[*ir.Node][]*Group) []*Group {
+	var out []*Group
+	seen := map[*Group]bool{}
 	for _, v := range n.Outputs {
 		for _, u := range uses[v] {
-			gu := group[u]
-			if gu == nil || (target != nil && gu != target) {
+			gs := member[u]
+			if len(gs) == 0 {
 				return nil
 			}
-			target = gu
+			for _, g := range gs {
+				if !seen[g] {
+					seen[g] = true
+					out = append(out, g)
+				}
+			}
 		}
 	}
-	return target
+	return out
 }
 
-func usedOutside(v *ir.Value, grp *Group, uses map[*ir.Value][]*ir.Node, group map[*ir.Node]*Group) bool {
+func allAccept(gs []*Group, n *ir.Node) bool {
+	for _, g := range gs {
+		if !accepts(g.Kind, n) {
+			return false
+		}
+	}
+	return true
+}
+
+// usedOutside reports whether some reader of v runs in a group that does
+// not compute v itself (copies of a duplicated index map compute it in each).
+func usedOutside(v *ir.Value, grp *Group, uses map[*ir.Value][]*ir.Node, member map[*ir.Node][]*Group) bool {
+	has := map[*Group]bool{}
+	for _, g := range member[v.Node] {
+		has[g] = true
+	}
 	for _, u := range uses[v] {
-		if group[u] != grp {
-			return true
+		for _, g := range member[u] {
+			if !has[g] {
+				return true
+			}
 		}
 	}
 	return false
