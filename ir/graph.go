@@ -151,6 +151,7 @@ type TrainSpec struct {
 	Mode  string // "full" or "qlora"
 	Rank  int    // LoRA rank r
 	Alpha float64
+	LR    float64 // the peak learning rate the model was tuned with (0: the mode's default)
 }
 
 // Graph is a dataflow graph of ops on statically shaped tensors.

@@ -24,12 +24,15 @@ func Print(w io.Writer, g *Graph) error {
 		}
 		p.printf("  consts %s\n", strings.Join(parts, " "))
 	}
-	switch g.Train.Mode {
-	case "qlora":
-		p.printf("  train qlora rank=%d alpha=%g\n", g.Train.Rank, g.Train.Alpha)
-	case "":
-	default:
-		p.printf("  train %s\n", g.Train.Mode)
+	if t := g.Train; t.Mode != "" {
+		line := "  train " + t.Mode
+		if t.Mode == "qlora" {
+			line += fmt.Sprintf(" rank=%d alpha=%g", t.Rank, t.Alpha)
+		}
+		if t.LR != 0 {
+			line += fmt.Sprintf(" lr=%g", t.LR)
+		}
+		p.printf("%s\n", line)
 	}
 	params := map[*Value]*Param{}
 	for _, pr := range g.Params {

@@ -76,6 +76,6 @@ func QLoRA(g *ir.Graph, cfg *Config) (*ir.Graph, error) {
 	if err != nil {
 		return nil, err
 	}
-	out.Train = ir.TrainSpec{Mode: "qlora", Rank: rank, Alpha: alpha}
+	out.Train = ir.TrainSpec{Mode: "qlora", Rank: rank, Alpha: alpha, LR: g.Train.LR}
 	return out, nil
 }

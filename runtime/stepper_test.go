@@ -67,7 +67,7 @@ func TestTrainStepOnSimMatchesReference(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			src := &data.SelectiveCopying{Seed: 2, BatchSize: 4, Len: 32, M: 4}
+			src := &data.SelectiveCopying{Seed: 2, BatchSize: 16, Len: 16, M: 2}
 			for step := 1; step <= 2; step++ {
 				b := src.Batch(step)
 				w, err := want.Step(b, 1e-2, step)

@@ -110,11 +110,11 @@ func TestEvalRoundTrip(t *testing.T) {
 	dir := t.TempDir()
 	in := filepath.Join(dir, "in.safetensors")
 	out := filepath.Join(dir, "out.safetensors")
-	tokens := make([]int32, 4*32)
+	tokens := make([]int32, 16*16)
 	for i := range tokens {
 		tokens[i] = int32(i*7) % 16
 	}
-	tt, _ := safetensors.FromInt32([]int{4, 32}, tokens)
+	tt, _ := safetensors.FromInt32([]int{16, 16}, tokens)
 	if err := safetensors.WriteFile(in, map[string]safetensors.Tensor{"tokens": tt, "targets": tt}, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +133,7 @@ func TestEvalRoundTrip(t *testing.T) {
 	}
 	g, _, _ = passes.Run(g, &passes.Config{})
 	params, _ := ref.InitParams(g, 3)
-	tok, _ := ref.FromInts([]int{4, 32}, toInts(tokens))
+	tok, _ := ref.FromInts([]int{16, 16}, toInts(tokens))
 	res, err := ref.Eval(g, map[string]*ref.Tensor{"tokens": tok, "targets": tok}, params)
 	if err != nil {
 		t.Fatal(err)
@@ -162,7 +162,7 @@ func toInts(v []int32) []int {
 func TestEvalRefusesBadInputs(t *testing.T) {
 	dir := t.TempDir()
 	good := filepath.Join(dir, "good.safetensors")
-	tt, _ := safetensors.FromInt32([]int{4, 32}, make([]int32, 128))
+	tt, _ := safetensors.FromInt32([]int{16, 16}, make([]int32, 256))
 	safetensors.WriteFile(good, map[string]safetensors.Tensor{"tokens": tt, "targets": tt}, nil)
 	data, _ := os.ReadFile(good)
 
@@ -176,10 +176,10 @@ func TestEvalRefusesBadInputs(t *testing.T) {
 		b[0] = byte(len(h))
 		return append(append(b, h...), make([]byte, 16)...)
 	}
-	ft, _ := safetensors.FromFloat32("F32", []int{4, 32}, make([]float32, 128))
+	ft, _ := safetensors.FromFloat32("F32", []int{16, 16}, make([]float32, 256))
 	wrongDType := filepath.Join(dir, "float.safetensors")
 	safetensors.WriteFile(wrongDType, map[string]safetensors.Tensor{"tokens": ft, "targets": tt}, nil)
-	shape, _ := safetensors.FromInt32([]int{2, 64}, make([]int32, 128))
+	shape, _ := safetensors.FromInt32([]int{2, 128}, make([]int32, 256))
 	wrongShape := filepath.Join(dir, "shape.safetensors")
 	safetensors.WriteFile(wrongShape, map[string]safetensors.Tensor{"tokens": shape, "targets": tt}, nil)
 	missing := filepath.Join(dir, "missing.safetensors")
@@ -189,7 +189,7 @@ func TestEvalRefusesBadInputs(t *testing.T) {
 		"truncated":     {write("trunc.safetensors", data[:len(data)-10]), "trunc.safetensors"},
 		"offsets":       {write("off.safetensors", header(`{"tokens":{"dtype":"I32","shape":[4],"data_offsets":[0,999]}}`)), "off.safetensors"},
 		"wrong dtype":   {wrongDType, "tokens: the model needs integers"},
-		"wrong shape":   {wrongShape, "shape [2,64], the model needs [4,32]"},
+		"wrong shape":   {wrongShape, "shape [2,128], the model needs [16,16]"},
 		"missing input": {missing, `missing input "targets"`},
 	}
 	for name, c := range cases {

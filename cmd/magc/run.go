@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	goruntime "runtime"
 	"strings"
@@ -19,19 +20,19 @@ type runCmd struct {
 	Train    bool    `help:"Train the model (without it, evaluate it)."`
 	Model    string  `default:"tiny" help:"Model file or built-in name (tiny, phase1, phase2, phase3, scm3b)."`
 	Data     string  `default:"selective-copying" help:"Training data: selective-copying or induction-heads (built-in synthetic tasks), a .txt file, or a directory with train.jsonl (and valid.jsonl)."`
-	Steps    int     `default:"600" help:"Training steps."`
+	Steps    int     `default:"300" help:"Training steps."`
 	Batch    int     `help:"Sequences per batch (default: the model's)."`
 	Seq      int     `help:"Tokens per sequence (default: the model's context)."`
-	LR       float64 `name:"lr" default:"3e-3" help:"Peak learning rate."`
+	LR       float64 `name:"lr" help:"Peak learning rate (default: the model's train line, else 1e-3 full, 2e-4 QLoRA)."`
 	MinLR    float64 `name:"min-lr" default:"1e-4" help:"Final learning rate of the cosine schedule."`
 	Warmup   int     `default:"30" help:"Linear warm-up steps."`
 	Schedule string  `default:"cosine" enum:"cosine,constant" help:"Learning-rate schedule after warm-up: cosine or constant."`
 	Seed     uint64  `default:"1" help:"Seed for initialisation and data."`
-	Copy     int     `default:"4" help:"Data tokens to copy in the selective-copying task."`
+	Copy     int     `default:"2" help:"Data tokens to copy in the selective-copying task."`
 
-	EvalEvery   int    `default:"100" help:"Evaluate every N steps (0: only at the end)."`
+	EvalEvery   int    `default:"50" help:"Evaluate every N steps (0: only at the end)."`
 	EvalBatches int    `default:"8" help:"Held-out batches per evaluation."`
-	SaveEvery   int    `default:"200" help:"Checkpoint every N steps (0: only at the end)."`
+	SaveEvery   int    `default:"100" help:"Checkpoint every N steps (0: only at the end)."`
 	Out         string `default:"out" help:"Output directory: checkpoint, summary.json, loss.png."`
 	Resume      string `help:"Continue from this checkpoint (its step, weights and optimizer state)." placeholder:"FILE"`
 	Base        string `help:"Initial weights (safetensors, named as the model's parameters; f32 weights of QLoRA targets are quantised to NF4 at load)." placeholder:"FILE"`
@@ -45,8 +46,8 @@ type runCmd struct {
 }
 
 func (c *runCmd) Run(e *env) error {
-	if c.Steps < 1 || c.EvalBatches < 1 || c.EvalEvery < 0 || c.SaveEvery < 0 || c.Warmup < 0 || c.LR <= 0 {
-		return fmt.Errorf("--steps, --eval-batches and --lr must be positive, --eval-every, --save-every and --warmup not negative")
+	if c.Steps < 1 || c.EvalBatches < 1 || c.EvalEvery < 0 || c.SaveEvery < 0 || c.Warmup < 0 || c.LR < 0 {
+		return fmt.Errorf("--steps and --eval-batches must be positive; --lr, --eval-every, --save-every and --warmup not negative")
 	}
 	g, err := loadModel(c.Model, c.Batch, c.Seq)
 	if err != nil {
@@ -94,8 +95,9 @@ func (c *runCmd) Run(e *env) error {
 		return err
 	}
 	defer step.Close()
+	lr := cmp.Or(c.LR, graphs.Train.Train.LR, map[string]float64{"full": 1e-3, "qlora": 2e-4}[graphs.Train.Train.Mode])
 	t := &runtime.Trainer{Src: src, Step: step, Graphs: graphs, Device: device, Synth: synth, Opt: runtime.TrainOptions{
-		Steps: c.Steps, LR: c.LR, MinLR: c.MinLR, Warmup: c.Warmup, Schedule: c.Schedule, EvalEvery: c.EvalEvery,
+		Steps: c.Steps, LR: lr, MinLR: c.MinLR, Warmup: c.Warmup, Schedule: c.Schedule, EvalEvery: c.EvalEvery,
 		EvalBatches: c.EvalBatches, SaveEvery: c.SaveEvery, Out: c.Out, Seed: c.Seed, Log: e.stderr, Progress: !c.Quiet,
 	}}
 	if c.Resume != "" {
@@ -115,8 +117,8 @@ func (c *runCmd) Run(e *env) error {
 		fmt.Fprintln(e.stdout)
 		return nil
 	}
-	fmt.Fprintf(e.stderr, "training %s (%s, %s) on %s, batch %d × %d tokens, %d steps, device %s\n",
-		graphs.Train.Name, graphs.Train.Train.Mode, millions(graphs.Train.ParamCount(ir.Trainable))+" trainable", src.Name(), batch, seq, c.Steps, device)
+	fmt.Fprintf(e.stderr, "training %s (%s, %s) on %s, batch %d × %d tokens, %d steps, lr %g, device %s\n",
+		graphs.Train.Name, graphs.Train.Train.Mode, millions(graphs.Train.ParamCount(ir.Trainable))+" trainable", src.Name(), batch, seq, c.Steps, lr, device)
 	_, err = t.Run()
 	return err
 }

@@ -265,17 +265,20 @@ func (e *evaluator) train(t *Train) error {
 	if err != nil {
 		return err
 	}
+	for k := range kw {
+		if k != "lr" && (t.Mode != "qlora" || (k != "rank" && k != "alpha")) {
+			return errAt(t.Pos, "train %s takes %s, not %q", t.Mode, map[string]string{"full": "lr", "qlora": "rank, alpha and lr"}[t.Mode], k)
+		}
+	}
+	if lr, ok := kw["lr"]; ok {
+		if lr.f <= 0 {
+			return errAt(t.Pos, "the learning rate must be positive")
+		}
+		spec.LR = lr.f
+	}
 	switch t.Mode {
 	case "full":
-		if len(kw) > 0 {
-			return errAt(t.Pos, "train full takes no arguments")
-		}
 	case "qlora":
-		for k := range kw {
-			if k != "rank" && k != "alpha" {
-				return errAt(t.Pos, "train qlora takes rank and alpha, not %q", k)
-			}
-		}
 		r, ok := kw["rank"]
 		if !ok || !r.isInt || r.i < 1 {
 			return errAt(t.Pos, "train qlora needs a positive integer rank")
