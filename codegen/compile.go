@@ -10,6 +10,9 @@ import (
 	"github.com/scm-magellano/magc/passes"
 )
 
+// maxParams is Metal's limit on buffer arguments of a kernel.
+const maxParams = 31
+
 // Dispatch is one kernel launch of the plan.
 type Dispatch struct {
 	Kernel          string
@@ -65,6 +68,9 @@ func Compile(g *ir.Graph, s *passes.Schedule) (*Program, error) {
 			return nil, fmt.Errorf("codegen: %s at %s: %w", grp.Kind, grp.Root.Pos, err)
 		}
 		e.K.Body = kir.Prune(e.K.Body)
+		if len(e.K.Params) > maxParams {
+			return nil, fmt.Errorf("codegen: a %s kernel at %s binds %d buffers, more than Metal's %d", grp.Kind, grp.Root.Pos, len(e.K.Params), maxParams)
+		}
 		key, err := bodyKey(e.K)
 		if err != nil {
 			return nil, err

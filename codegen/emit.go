@@ -362,25 +362,38 @@ func castExpr(x kir.Expr, from, to ir.DType) kir.Expr {
 	return x
 }
 
+// concat reads the operand that holds element c: an if/else chain, so that
+// only that operand is loaded (a hoisted load of another would read outside it).
 func (e *Emitter) concat(n *ir.Node, c []kir.Expr) kir.Expr {
 	ax := n.Attrs.Int("axis")
-	// Nested selects, last operand innermost; each branch reads its operand at a shifted coordinate.
-	starts := make([]int, len(n.Inputs))
-	for i := 1; i < len(n.Inputs); i++ {
-		starts[i] = starts[i-1] + n.Inputs[i-1].Type.Shape[ax]
-	}
-	var x kir.Expr
-	for i := len(n.Inputs) - 1; i >= 0; i-- {
+	r := e.Temp("cat")
+	e.Emit(kir.Decl{Name: r, Type: computeType(n.Out().Type.DType), Init: kir.Lit{Type: computeType(n.Out().Type.DType)}, Mutable: true})
+	var chain []kir.Stmt
+	start := 0
+	for i, in := range n.Inputs {
 		src := append([]kir.Expr(nil), c...)
-		src[ax] = kir.Sub(c[ax], kir.I(starts[i]))
-		part := e.At(n.Inputs[i], src)
-		if x == nil {
-			x = part
-			continue
+		src[ax] = kir.Sub(c[ax], kir.I(start))
+		body := e.Block(func() { e.Emit(kir.Set(kir.V(r), e.At(in, src))) })
+		start += in.Type.Shape[ax]
+		if i == len(n.Inputs)-1 {
+			chain = append(chain, kir.If{Cond: kir.Lit{Type: kir.Bool, V: 1}, Then: body})
+			break
 		}
-		x = kir.Select{Cond: kir.Lt(c[ax], kir.I(starts[i+1])), A: part, B: x}
+		chain = append(chain, kir.If{Cond: kir.Lt(c[ax], kir.I(start)), Then: body})
 	}
-	return x
+	// Nest: if (c < s1) {...} else if (c < s2) {...} else {...}
+	for i := len(chain) - 2; i >= 0; i-- {
+		st := chain[i].(kir.If)
+		last := chain[i+1].(kir.If)
+		if i == len(chain)-2 {
+			st.Else = last.Then
+		} else {
+			st.Else = []kir.Stmt{last}
+		}
+		chain[i] = st
+	}
+	e.Emit(chain[0])
+	return kir.V(r)
 }
 
 // NF4 tables shared by every kernel that dequantises.

@@ -115,7 +115,7 @@ func Fuse(g *ir.Graph, fuse bool) *Schedule {
 		}
 		if fuse && !anyKept(n, kept) {
 			if targets := consumerGroups(n, uses, member); len(targets) > 0 && allAccept(targets, n) &&
-				(len(targets) == 1 || indexMap(n.Op)) {
+				(len(targets) == 1 || indexMap(n.Op)) && allFit(targets, n, member) {
 				for _, t := range targets {
 					t.Nodes = append(t.Nodes, n)
 					member[n] = append(member[n], t)
@@ -286,6 +286,45 @@ func consumerGroups(n *ir.Node, uses map[*ir.Value][]*ir.Node, member map[*ir.No
 		}
 	}
 	return out
+}
+
+// MaxBuffers bounds the buffers one kernel binds, well under Metal's 31.
+const MaxBuffers = 24
+
+// allFit reports whether every group can take n without binding more than
+// MaxBuffers buffers (an NF4 weight binds one per section: four).
+func allFit(gs []*Group, n *ir.Node, member map[*ir.Node][]*Group) bool {
+	for _, g := range gs {
+		if buffersWith(g, n, member) > MaxBuffers {
+			return false
+		}
+	}
+	return true
+}
+
+// buffersWith counts the buffers g would bind with n added: values its
+// nodes read that no node of it computes, plus its results (approximated by
+// the root's outputs).
+func buffersWith(g *Group, n *ir.Node, member map[*ir.Node][]*Group) int {
+	in := map[*ir.Node]bool{n: true}
+	for _, x := range g.Nodes {
+		in[x] = true
+	}
+	seen := map[*ir.Value]bool{}
+	count := len(g.Root.Outputs)
+	for x := range in {
+		for _, v := range x.Inputs {
+			if in[v.Node] || seen[v] {
+				continue
+			}
+			seen[v] = true
+			count++
+			if v.Type.DType == ir.NF4 {
+				count += 3
+			}
+		}
+	}
+	return count
 }
 
 func allAccept(gs []*Group, n *ir.Node) bool {
