@@ -153,6 +153,13 @@ func PlaceMemory(g *ir.Graph, p *Program, opt passes.MemOptions) (*Memory, error
 		bi.Output = true
 		info[names[v]] = bi
 	}
+	// An update that could not take its parameter's memory is copied back by
+	// the host after the last launch, so it must live to the end.
+	for _, u := range g.Updates {
+		bi := info[declare(u.Value)]
+		bi.Output = true
+		info[names[u.Value]] = bi
+	}
 	for _, prm := range g.Params {
 		declare(prm.Value)
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -79,6 +80,8 @@ type compileCmd struct {
 	MaxBuffer  string `default:"8GiB" help:"Largest arena segment (Metal's maxBufferLength)."`
 	Dot        string `help:"Draw the graph with fused kernels as clusters (Graphviz DOT) to this file." placeholder:"FILE"`
 	PlotMemory string `help:"Draw the memory plan to this PNG." placeholder:"FILE"`
+	EmitGo     string `name:"emit-go" help:"Write a Go package that embeds the kernels and plan and runs them without magc's compiler." placeholder:"DIR"`
+	GoPackage  string `name:"go-package" help:"The package name of --emit-go (default: the model name)." placeholder:"NAME"`
 }
 
 // report is report.json: keys are stable, tools read them.
@@ -148,7 +151,7 @@ func (c *compileCmd) Run(e *env) error {
 	if c.Dump != "" {
 		return nil
 	}
-	if c.Out != "" || c.Dot != "" || c.PlotMemory != "" {
+	if c.Out != "" || c.Dot != "" || c.PlotMemory != "" || c.EmitGo != "" {
 		if err := c.emit(out, r); err != nil {
 			return err
 		}
@@ -213,6 +216,12 @@ func (c *compileCmd) emit(g *ir.Graph, r *report) error {
 		defer f.Close()
 		if err := codegen.WriteDot(f, g, sched, names); err != nil {
 			return err
+		}
+	}
+	if c.EmitGo != "" {
+		pkg := cmp.Or(c.GoPackage, codegen.GoPackageName(g.Name))
+		if err := codegen.EmitGo(c.EmitGo, pkg, codegen.BuildPlan(g, prog, mem), src); err != nil {
+			return fmt.Errorf("--emit-go: %w", err)
 		}
 	}
 	if c.Out == "" {
