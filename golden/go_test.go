@@ -6,7 +6,6 @@ import (
 	"github.com/scm-magellano/magc/codegen"
 	"github.com/scm-magellano/magc/ir/lang"
 	"github.com/scm-magellano/magc/passes"
-	"github.com/scm-magellano/magc/runtime"
 )
 
 // TestGoPackage pins the Go package that `magc compile --emit-go` writes for
@@ -22,7 +21,7 @@ func TestGoPackage(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c, err := runtime.Compile(g, true, passes.DefaultMemOptions())
+		c, err := codegen.Lower(g, true, passes.DefaultMemOptions())
 		if err != nil {
 			t.Fatal(err)
 		}

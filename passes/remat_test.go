@@ -186,10 +186,22 @@ func TestRematErrors(t *testing.T) {
 	}{
 		{Config{Train: true, Remat: "lazy"}, "unknown remat policy"},
 		{Config{Train: true, Remat: "auto"}, "positive memory budget"},
-		{Config{Train: true, Remat: "auto", MemoryBudget: 1}, "do not fit"},
 	} {
 		if _, _, err := Run(g, &c.cfg); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%+v: error %v, want %q", c.cfg, err, c.want)
 		}
+	}
+	// A budget nothing can meet makes auto recompute all it can: at most
+	// what layer keeps; the planner then judges the whole arena.
+	least := Config{Train: true, Remat: "auto", MemoryBudget: 1}
+	layer := Config{Train: true, Remat: "layer"}
+	if _, _, err := Run(g, &least); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := Run(g, &layer); err != nil {
+		t.Fatal(err)
+	}
+	if least.Stats.ActivationBytes > layer.Stats.ActivationBytes {
+		t.Errorf("auto at its least keeps %d bytes, more than layer's %d", least.Stats.ActivationBytes, layer.Stats.ActivationBytes)
 	}
 }

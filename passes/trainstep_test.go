@@ -47,10 +47,13 @@ func TestTrainStepGraph(t *testing.T) {
 			g.Train.Mode = mode
 			out, _ := run(t, g, Config{Train: true})
 			noDeadNodes(t, out)
-			for _, name := range []string{"loss", "loss_main", "loss_aux", "grad_norm", "logits"} {
-				if o := out.Output(name); o == nil || name != "logits" && !o.Value.Type.Equal(ir.T(ir.F32)) {
+			for _, name := range []string{"loss", "loss_main", "loss_aux", "grad_norm"} {
+				if o := out.Output(name); o == nil || !o.Value.Type.Equal(ir.T(ir.F32)) {
 					t.Errorf("output %s missing or not an f32 scalar", name)
 				}
+			}
+			if out.Output("logits") != nil {
+				t.Error("the train step keeps logits, a tensor output nothing reads")
 			}
 			if l := out.Output("loss").Value.Node; l.Op != ir.OpAdd || l.Inputs[0] != out.Output("loss_main").Value || l.Inputs[1] != out.Output("loss_aux").Value {
 				t.Errorf("loss is not loss_main + loss_aux")

@@ -445,6 +445,3 @@ func (r *PlanRunner) tensor(name string) (*ref.Tensor, error) {
 	}
 	return ref.New(t), nil
 }
-
-// Plan is plan.json for a compiled graph.
-func (c *Compiled) Plan() *codegen.Plan { return codegen.BuildPlan(c.Graph, c.Prog, c.Memory) }

@@ -40,7 +40,7 @@ func TestPlanRunnerMatchesReference(t *testing.T) {
 	for _, mode := range []string{"full", "qlora"} {
 		t.Run(mode, func(t *testing.T) {
 			gs := graphs(t, mode)
-			c, err := runtime.Compile(gs.Train, true, passes.MemOptions{})
+			c, err := codegen.Lower(gs.Train, true, passes.MemOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}

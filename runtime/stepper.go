@@ -5,7 +5,6 @@ import (
 	"math"
 
 	"github.com/scm-magellano/magc/codegen"
-	"github.com/scm-magellano/magc/codegen/msl"
 	"github.com/scm-magellano/magc/ir"
 	"github.com/scm-magellano/magc/ir/ref"
 	"github.com/scm-magellano/magc/passes"
@@ -135,40 +134,14 @@ func (r *RefStepper) Set(params map[string]*ref.Tensor) error {
 
 func (r *RefStepper) Close() error { return nil }
 
-// Compiled is a graph lowered for a device: kernels, their source, and the
-// memory plan of its arena.
-type Compiled struct {
-	Graph  *ir.Graph
-	Prog   *codegen.Program
-	Source string
-	Memory *codegen.Memory
-}
-
-// Compile fuses (unless fuse is false), lowers and plans a graph.
-func Compile(g *ir.Graph, fuse bool, mem passes.MemOptions) (*Compiled, error) {
-	prog, err := codegen.Compile(g, passes.Fuse(g, fuse))
-	if err != nil {
-		return nil, err
-	}
-	src, err := msl.Render(prog.Module)
-	if err != nil {
-		return nil, err
-	}
-	m, err := codegen.PlaceMemory(g, prog, mem)
-	if err != nil {
-		return nil, err
-	}
-	return &Compiled{Graph: g, Prog: prog, Source: src, Memory: m}, nil
-}
-
 // arena is a compiled graph's memory on a device.
 type arena struct {
-	c        *Compiled
+	c        *codegen.Lowered
 	segments []Buffer
 	x        *Executor
 }
 
-func newArena(dev Device, c *Compiled) (*arena, error) {
+func newArena(dev Device, c *codegen.Lowered) (*arena, error) {
 	a := &arena{c: c}
 	for _, size := range c.Memory.Plan.Segments {
 		b, err := dev.Alloc(max(size, 16))
@@ -237,7 +210,7 @@ func NewDeviceStepper(dev Device, g Graphs, params map[string]*ref.Tensor, fuse 
 		g   *ir.Graph
 		dst **arena
 	}{{g.Train, &s.train}, {g.Forward, &s.forward}} {
-		c, err := Compile(side.g, fuse, mem)
+		c, err := codegen.Lower(side.g, fuse, mem)
 		if err != nil {
 			return nil, err
 		}

@@ -3,6 +3,7 @@ package main
 import (
 	"cmp"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -13,7 +14,6 @@ import (
 	"time"
 
 	"github.com/scm-magellano/magc/codegen"
-	"github.com/scm-magellano/magc/codegen/msl"
 
 	"github.com/scm-magellano/magc/ir"
 	"github.com/scm-magellano/magc/ir/lang"
@@ -25,7 +25,7 @@ import (
 type modelFlags struct {
 	Model    string `arg:"" help:"The .graph model file, or the name of a built-in model (tiny, phase1, phase2, phase3, scm3b)."`
 	Mode     string `help:"Training mode: full (all weights trainable) or qlora (frozen NF4 + LoRA). Default: the model's train line." enum:"full,qlora," default:""`
-	Batch    int    `help:"Override the model's batch size (its 'batch' constant)."`
+	Batch    string `help:"Override the model's batch size (its 'batch' constant); 'max' (compile) finds the largest that fits the arena."`
 	Seq      int    `help:"Override the context length (the model's 'context' constant)."`
 	LoRARank int    `name:"lora-rank" help:"Override the LoRA rank r of qlora mode."`
 }
@@ -39,14 +39,18 @@ func (m *modelFlags) load() (*ir.Graph, error) {
 }
 
 // loadModel parses a model (a file or a built-in name) with the batch and
-// context constants overridden when positive.
-func loadModel(model string, batch, seq int) (*ir.Graph, error) {
-	if batch < 0 || seq < 0 {
-		return nil, fmt.Errorf("--batch and --seq must be positive, got %d and %d", batch, seq)
-	}
+// context constants overridden when given.
+func loadModel(model, batch string, seq int) (*ir.Graph, error) {
 	over := map[string]int{}
-	if batch > 0 {
-		over["batch"] = batch
+	if batch != "" && batch != "max" {
+		b, err := strconv.Atoi(batch)
+		if err != nil || b < 1 {
+			return nil, fmt.Errorf("--batch must be a positive number (or max), got %q", batch)
+		}
+		over["batch"] = b
+	}
+	if seq < 0 {
+		return nil, fmt.Errorf("--seq must be positive, got %d", seq)
 	}
 	if seq > 0 {
 		over["context"] = seq
@@ -127,34 +131,36 @@ func (c *compileCmd) Run(e *env) error {
 	parseMS := time.Since(start)
 	cfg := c.config()
 	cfg.Train, cfg.Remat = !c.Forward, c.Remat
-	if c.Dump != "" && c.Dump != "parse" && !slices.Contains(passes.Names(), c.Dump) {
-		return fmt.Errorf("--dump %s: no such pass (passes: parse, %s)", c.Dump, strings.Join(passes.Names(), ", "))
+	if c.Dump != "" {
+		return c.dump(e, g, cfg)
 	}
-	if c.Dump == "parse" {
-		return ir.Print(e.stdout, g)
-	}
-	cfg.Dump = func(pass string, g *ir.Graph) {
-		if pass == c.Dump {
-			ir.Print(e.stdout, g)
-		}
-	}
-	out, times, err := passes.Run(g, cfg)
+	mem, err := c.memOptions()
 	if err != nil {
 		return err
 	}
-	r := buildReport(g, out)
-	r.PassMS["parse"] = ms(parseMS)
-	for _, t := range times {
-		r.PassMS[t.Pass] = ms(t.Dur)
-	}
-	r.RecomputeFlops, r.ActivationBytesSaved = cfg.Stats.RecomputeFLOPs, cfg.Stats.ActivationBytesSaved
-	if c.Dump != "" {
-		return nil
-	}
-	if c.Out != "" || c.Dot != "" || c.PlotMemory != "" || c.EmitGo != "" {
-		if err := c.emit(out, r); err != nil {
+	if c.Batch == "max" {
+		if g, err = c.maxBatch(e, cfg, mem); err != nil {
 			return err
 		}
+	}
+	b, err := codegen.Build(g, *cfg, !c.NoFuse, mem)
+	if err != nil {
+		return c.explain(err, cfg, mem)
+	}
+	r := buildReport(g, b.Graph)
+	r.PassMS["parse"] = ms(parseMS)
+	for _, t := range b.Times {
+		r.PassMS[t.Pass] = ms(t.Dur)
+	}
+	r.PassMS["fuse"], r.PassMS["codegen"] = ms(b.FuseTime), ms(b.LowerTime)
+	r.RecomputeFlops, r.ActivationBytesSaved = b.Stats.RecomputeFLOPs, b.Stats.ActivationBytesSaved
+	unfused := passes.Fuse(b.Graph, false)
+	r.Kernels, r.Dispatches, r.DispatchesUnfused = len(b.Prog.Module.Kernels), len(b.Sched.Groups), len(unfused.Groups)
+	r.GlobalBytes, r.GlobalBytesUnfused = b.Sched.GlobalBytes(), unfused.GlobalBytes()
+	p := b.Memory.Plan
+	r.ArenaBytes, r.LiveLowerBound, r.ArenaBudget, r.ArenaSegments, r.PlanMS = p.ArenaBytes, p.LowerBound, mem.Budget, len(p.Segments), ms(b.PlanTime)
+	if err := c.write(b, r); err != nil {
+		return err
 	}
 	printSummary(e.stdout, c.Model, r)
 	if c.Report != "" {
@@ -163,46 +169,118 @@ func (c *compileCmd) Run(e *env) error {
 	return nil
 }
 
-// emit fuses, lowers and places the graph, and writes what was asked for.
-func (c *compileCmd) emit(g *ir.Graph, r *report) error {
+// dump prints the IR after the pass --dump names.
+func (c *compileCmd) dump(e *env, g *ir.Graph, cfg *passes.Config) error {
+	if c.Dump == "parse" {
+		return ir.Print(e.stdout, g)
+	}
+	if !slices.Contains(passes.Names(), c.Dump) {
+		return fmt.Errorf("--dump %s: no such pass (passes: parse, %s)", c.Dump, strings.Join(passes.Names(), ", "))
+	}
+	cfg.Dump = func(pass string, g *ir.Graph) {
+		if pass == c.Dump {
+			ir.Print(e.stdout, g)
+		}
+	}
+	_, _, err := passes.Run(g, cfg)
+	return err
+}
+
+func (c *compileCmd) memOptions() (passes.MemOptions, error) {
 	arena, err := parseBytes(c.Arena)
 	if err != nil {
-		return fmt.Errorf("--arena: %v", err)
+		return passes.MemOptions{}, fmt.Errorf("--arena: %v", err)
 	}
 	maxBuf, err := parseBytes(c.MaxBuffer)
 	if err != nil {
-		return fmt.Errorf("--max-buffer: %v", err)
+		return passes.MemOptions{}, fmt.Errorf("--max-buffer: %v", err)
 	}
-	t0 := time.Now()
-	sched := passes.Fuse(g, !c.NoFuse)
-	unfused := passes.Fuse(g, false)
-	r.PassMS["fuse"] = ms(time.Since(t0))
-	r.Dispatches, r.DispatchesUnfused = len(sched.Groups), len(unfused.Groups)
-	r.GlobalBytes, r.GlobalBytesUnfused = sched.GlobalBytes(), unfused.GlobalBytes()
-	t0 = time.Now()
-	prog, err := codegen.Compile(g, sched)
+	return passes.MemOptions{Align: passes.DefaultMemAlign, MaxSegment: maxBuf, Budget: arena}, nil
+}
+
+// fits reports whether the model at a batch size has a plan within the
+// budget; with remat auto it asks for the least memory the policy can reach.
+func (c *compileCmd) fits(batch int, cfg *passes.Config, mem passes.MemOptions) (bool, *ir.Graph, error) {
+	g, err := loadModel(c.Model, fmt.Sprint(batch), c.Seq)
 	if err != nil {
-		return internal(err)
+		return false, nil, err
 	}
-	src, err := msl.Render(prog.Module)
+	probe := *cfg
+	if probe.Remat == "auto" {
+		probe.MemoryBudget = 1
+	}
+	_, err = codegen.Build(g, probe, !c.NoFuse, mem)
+	var be *passes.BudgetError
+	if errors.As(err, &be) {
+		return false, g, nil
+	}
+	return err == nil, g, err
+}
+
+// maxBatch finds the largest batch whose plan fits the budget: doubling,
+// then bisecting.
+func (c *compileCmd) maxBatch(e *env, cfg *passes.Config, mem passes.MemOptions) (*ir.Graph, error) {
+	ok, g, err := c.fits(1, cfg, mem)
 	if err != nil {
-		return internal(err)
+		return nil, err
 	}
-	r.PassMS["codegen"] = ms(time.Since(t0))
-	r.Kernels = len(prog.Module.Kernels)
-	t0 = time.Now()
-	mem, planErr := codegen.PlaceMemory(g, prog, passes.MemOptions{Align: passes.DefaultMemAlign, MaxSegment: maxBuf, Budget: arena})
-	r.PlanMS = ms(time.Since(t0))
-	if mem != nil && mem.Plan != nil {
-		r.ArenaBytes, r.LiveLowerBound, r.ArenaBudget, r.ArenaSegments = mem.Plan.ArenaBytes, mem.Plan.LowerBound, arena, len(mem.Plan.Segments)
-		if c.PlotMemory != "" {
-			if err := passes.PlotMemory(mem.Plan, c.PlotMemory, g.Name+" memory plan"); err != nil {
-				return err
-			}
+	if !ok {
+		return nil, fmt.Errorf("not even batch 1 fits the %s arena budget (try --remat auto, or a shorter --seq)", gigabytes(mem.Budget))
+	}
+	lo, hi := 1, 0 // lo fits; hi, once found, does not
+	for b := 2; hi == 0 && b <= 1<<14; b *= 2 {
+		fit, gb, err := c.fits(b, cfg, mem)
+		if err != nil {
+			return nil, err
+		}
+		if fit {
+			lo, g = b, gb
+		} else {
+			hi = b
 		}
 	}
-	if planErr != nil {
-		return planErr
+	for hi > lo+1 {
+		mid := (lo + hi) / 2
+		fit, gb, err := c.fits(mid, cfg, mem)
+		if err != nil {
+			return nil, err
+		}
+		if fit {
+			lo, g = mid, gb
+		} else {
+			hi = mid
+		}
+	}
+	fmt.Fprintf(e.stderr, "the largest batch that fits %s is %d\n", gigabytes(mem.Budget), lo)
+	return g, nil
+}
+
+// explain adds to an over-budget error what would fit.
+func (c *compileCmd) explain(err error, cfg *passes.Config, mem passes.MemOptions) error {
+	var be *passes.BudgetError
+	if !errors.As(err, &be) {
+		return err
+	}
+	var advice []string
+	if cfg.Remat != "auto" {
+		advice = append(advice, "--remat auto recomputes activations to fit the budget")
+	}
+	if ok, _, ferr := c.fits(1, cfg, mem); ferr == nil && ok {
+		advice = append(advice, "--batch max finds the largest batch that fits")
+	}
+	if len(advice) == 0 {
+		return err
+	}
+	return fmt.Errorf("%w\nwhat would fit: %s", err, strings.Join(advice, "; "))
+}
+
+// write emits what the flags ask for: -o DIR, --dot, --plot-memory, --emit-go.
+func (c *compileCmd) write(b *codegen.Built, r *report) error {
+	g, prog := b.Graph, b.Prog
+	if c.PlotMemory != "" {
+		if err := passes.PlotMemory(b.Memory.Plan, c.PlotMemory, g.Name+" memory plan"); err != nil {
+			return err
+		}
 	}
 	if c.Dot != "" {
 		names := make([]string, len(prog.Dispatches))
@@ -214,14 +292,14 @@ func (c *compileCmd) emit(g *ir.Graph, r *report) error {
 			return err
 		}
 		defer f.Close()
-		if err := codegen.WriteDot(f, g, sched, names); err != nil {
+		if err := codegen.WriteDot(f, g, b.Sched, names); err != nil {
 			return err
 		}
 	}
 	if c.EmitGo != "" {
 		pkg := cmp.Or(c.GoPackage, codegen.GoPackageName(g.Name))
-		if err := codegen.EmitGo(c.EmitGo, pkg, codegen.BuildPlan(g, prog, mem), src); err != nil {
-			return fmt.Errorf("--emit-go: %w", err)
+		if err := codegen.EmitGo(c.EmitGo, pkg, b.Plan(), b.Source); err != nil {
+			return err
 		}
 	}
 	if c.Out == "" {
@@ -230,10 +308,10 @@ func (c *compileCmd) emit(g *ir.Graph, r *report) error {
 	if err := os.MkdirAll(c.Out, 0o755); err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(c.Out, "kernels.metal"), []byte(src), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(c.Out, "kernels.metal"), []byte(b.Source), 0o644); err != nil {
 		return err
 	}
-	if err := writeJSON(filepath.Join(c.Out, "plan.json"), codegen.BuildPlan(g, prog, mem)); err != nil {
+	if err := writeJSON(filepath.Join(c.Out, "plan.json"), b.Plan()); err != nil {
 		return err
 	}
 	return writeJSON(filepath.Join(c.Out, "report.json"), r)

@@ -6,6 +6,7 @@ import (
 	goruntime "runtime"
 	"strings"
 
+	"github.com/scm-magellano/magc/codegen"
 	"github.com/scm-magellano/magc/ir"
 	"github.com/scm-magellano/magc/ir/ref"
 	"github.com/scm-magellano/magc/passes"
@@ -49,7 +50,7 @@ func (c *runCmd) Run(e *env) error {
 	if c.Steps < 1 || c.EvalBatches < 1 || c.EvalEvery < 0 || c.SaveEvery < 0 || c.Warmup < 0 || c.LR < 0 {
 		return fmt.Errorf("--steps and --eval-batches must be positive; --lr, --eval-every, --save-every and --warmup not negative")
 	}
-	g, err := loadModel(c.Model, c.Batch, c.Seq)
+	g, err := loadModel(c.Model, batchFlag(c.Batch), c.Seq)
 	if err != nil {
 		return err
 	}
@@ -123,6 +124,14 @@ func (c *runCmd) Run(e *env) error {
 	return err
 }
 
+// batchFlag spells an optional batch size as loadModel takes it.
+func batchFlag(b int) string {
+	if b == 0 {
+		return ""
+	}
+	return fmt.Sprint(b)
+}
+
 // source picks the training data.
 func (c *runCmd) source(g *ir.Graph, batch, seq int) (data.Source, bool, error) {
 	switch c.Data {
@@ -150,6 +159,14 @@ func (c *runCmd) compile(g *ir.Graph) (runtime.Graphs, error) {
 	}
 	tcfg := *cfg
 	tcfg.Train = true
+	if c.Remat == "auto" {
+		// Let the planner pick the activation budget (the M4's arena) once.
+		b, err := codegen.Build(g, tcfg, !c.NoFuse, passes.DefaultMemOptions())
+		if err != nil {
+			return runtime.Graphs{}, err
+		}
+		tcfg.MemoryBudget = max(b.ActivationBudget, 1)
+	}
 	train, _, err := passes.Run(g, &tcfg)
 	if err != nil {
 		return runtime.Graphs{}, err

@@ -1,0 +1,106 @@
+package codegen_test
+
+import (
+	"sync"
+	"testing"
+
+	"github.com/scm-magellano/magc/codegen"
+	"github.com/scm-magellano/magc/codegen/msl"
+	"github.com/scm-magellano/magc/ir"
+	"github.com/scm-magellano/magc/ir/lang"
+	"github.com/scm-magellano/magc/ir/ref"
+	"github.com/scm-magellano/magc/passes"
+	"github.com/scm-magellano/magc/runtime"
+	"github.com/scm-magellano/magc/runtime/sim"
+)
+
+var (
+	devOnce sync.Once
+	dev     *sim.Device
+)
+
+func simDevice() *sim.Device {
+	devOnce.Do(func() { dev = sim.New() })
+	return dev
+}
+
+// model loads a model file at a small size and runs the passes.
+func model(t *testing.T, name string, cfg *passes.Config, over map[string]int) *ir.Graph {
+	t.Helper()
+	g, err := lang.Load("../models/"+name+".graph", lang.Options{Overrides: over})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, _, err = passes.Run(g, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+// reference evaluates g on deterministic inputs and returns every value.
+func reference(t *testing.T, g *ir.Graph) map[*ir.Value]*ref.Tensor {
+	t.Helper()
+	params, err := ref.InitParams(g, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inputs := map[string]*ref.Tensor{}
+	for _, in := range g.Inputs {
+		tt := ref.New(in.Value.Type)
+		for i := range tt.Data {
+			tt.Data[i] = float64((i*7 + 3) % 16)
+		}
+		inputs[in.Name] = tt
+	}
+	res, err := ref.Eval(g, inputs, params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.Values
+}
+
+// checkOnSim compiles the groups of s that pick, runs each kernel on the sim
+// and compares it with the reference.
+func checkOnSim(t *testing.T, g *ir.Graph, s *passes.Schedule, pick func(*passes.Group) bool) int {
+	t.Helper()
+	var groups []*passes.Group
+	for _, grp := range s.Groups {
+		if pick(grp) {
+			groups = append(groups, grp)
+		}
+	}
+	prog, err := codegen.Compile(g, &passes.Schedule{Groups: groups, Alias: s.Alias})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := msl.Render(prog.Module)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := simDevice()
+	x, err := runtime.NewExecutor(d, prog, src, runtime.SeparateBuffers(d))
+	if err != nil {
+		t.Fatalf("%v\n%s", err, src)
+	}
+	bad, err := runtime.CheckKernels(x, reference(t, g))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range bad {
+		t.Error(m)
+	}
+	return len(prog.Dispatches)
+}
+
+func TestPointwiseKernelsOnSim(t *testing.T) {
+	for _, mode := range []string{"full", "qlora"} {
+		g := model(t, "tiny", &passes.Config{Mode: mode}, nil)
+		for _, fuse := range []bool{false, true} {
+			n := checkOnSim(t, g, passes.Fuse(g, fuse), func(grp *passes.Group) bool { return grp.Kind == "pointwise" })
+			if n == 0 {
+				t.Fatal("no pointwise kernels")
+			}
+		}
+	}
+}
