@@ -334,3 +334,47 @@ func finite(out map[string]float64) bool {
 	}
 	return true
 }
+
+// RunGraph evaluates a lowered graph once on dev: it places params and
+// inputs in a fresh arena, launches every kernel and reads back the outputs
+// (aux losses as "aux_loss.N").
+func RunGraph(dev Device, l *codegen.Lowered, inputs, params map[string]*ref.Tensor) (map[string]*ref.Tensor, error) {
+	a, err := newArena(dev, l)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range l.Graph.Params {
+		t, ok := params[p.Name]
+		if !ok {
+			return nil, fmt.Errorf("no value for parameter %s", p.Name)
+		}
+		if err := a.x.Write(p.Value, t); err != nil {
+			return nil, err
+		}
+	}
+	for _, in := range l.Graph.Inputs {
+		if _, ok := inputs[in.Name]; !ok {
+			return nil, fmt.Errorf("no value for input %s", in.Name)
+		}
+	}
+	if err := a.run(inputs); err != nil {
+		return nil, err
+	}
+	out := map[string]*ref.Tensor{}
+	read := func(name string, v *ir.Value) error {
+		t, err := a.x.Read(v)
+		out[name] = t
+		return err
+	}
+	for _, o := range l.Graph.Outputs {
+		if err := read(o.Name, o.Value); err != nil {
+			return nil, err
+		}
+	}
+	for i, v := range l.Graph.AuxLosses {
+		if err := read(fmt.Sprintf("aux_loss.%d", i), v); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}

@@ -5,11 +5,13 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/scm-magellano/magc/codegen"
 	"github.com/scm-magellano/magc/ir"
 	"github.com/scm-magellano/magc/ir/ref"
 	"github.com/scm-magellano/magc/passes"
 	"github.com/scm-magellano/magc/runtime"
 	"github.com/scm-magellano/magc/runtime/safetensors"
+	"github.com/scm-magellano/magc/runtime/sim"
 )
 
 type evalCmd struct {
@@ -18,6 +20,7 @@ type evalCmd struct {
 	Out    string `required:"" help:"Write the outputs (and aux losses as aux_loss.N) here, as safetensors." placeholder:"FILE"`
 	Params string `help:"safetensors file of parameters; any it lacks are initialised from the model's init rules." placeholder:"FILE"`
 	Seed   uint64 `default:"0" help:"Seed for initialising parameters not in --params."`
+	Device string `default:"ref" enum:"ref,sim" help:"ref: the float64 reference interpreter; sim: the emitted kernels on the CPU."`
 }
 
 func (c *evalCmd) Run(e *env) error {
@@ -46,18 +49,13 @@ func (c *evalCmd) Run(e *env) error {
 			params[name] = t
 		}
 	}
-	res, err := ref.Eval(g, inputs, params)
+	results, err := c.evaluate(g, inputs, params)
 	if err != nil {
 		return err
 	}
 	out := map[string]safetensors.Tensor{}
-	for name, t := range res.Outputs {
+	for name, t := range results {
 		if out[name], err = runtime.ToSafetensors(t); err != nil {
-			return internal(err)
-		}
-	}
-	for i, t := range res.AuxLosses {
-		if out[fmt.Sprintf("aux_loss.%d", i)], err = runtime.ToSafetensors(t); err != nil {
 			return internal(err)
 		}
 	}
@@ -118,4 +116,24 @@ func sortedNames(m map[string]ir.Type) []string {
 	}
 	slices.Sort(names)
 	return names
+}
+
+// evaluate computes the outputs and aux losses ("aux_loss.N") on the chosen device.
+func (c *evalCmd) evaluate(g *ir.Graph, inputs, params map[string]*ref.Tensor) (map[string]*ref.Tensor, error) {
+	if c.Device == "sim" {
+		l, err := codegen.Lower(g, true, passes.MemOptions{})
+		if err != nil {
+			return nil, err
+		}
+		return runtime.RunGraph(sim.New(), l, inputs, params)
+	}
+	res, err := ref.Eval(g, inputs, params)
+	if err != nil {
+		return nil, err
+	}
+	out := res.Outputs
+	for i, t := range res.AuxLosses {
+		out[fmt.Sprintf("aux_loss.%d", i)] = t
+	}
+	return out, nil
 }

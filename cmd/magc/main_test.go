@@ -148,6 +148,18 @@ func TestEvalRoundTrip(t *testing.T) {
 	if _, ok := f.Tensors["aux_loss.0"]; !ok {
 		t.Fatal("aux loss missing")
 	}
+	// The same through the emitted kernels on the sim.
+	if code, _, stderr := magc(t, "eval", "../../models/tiny.graph", "--inputs", in, "--out", out, "--seed", "3", "--device", "sim"); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	f, err = safetensors.Read(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ = f.Tensors["loss"].Float64s()
+	if math.Abs(got[0]-want) > 1e-5*math.Abs(want) {
+		t.Fatalf("eval --device sim wrote loss %v, reference gives %v", got[0], want)
+	}
 }
 
 func toInts(v []int32) []int {
