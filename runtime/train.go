@@ -29,7 +29,7 @@ type TrainOptions struct {
 	Out         string
 	Seed        uint64
 	Log         io.Writer // progress and summary
-	Progress    bool      // draw a progress bar
+	Progress    bool      // draw a progress bar (else print a line every 5% of the steps)
 }
 
 // LearningRate is the schedule's rate at step (counting from 1): linear
@@ -115,10 +115,14 @@ func (t *Trainer) Run() (*Summary, error) {
 		}
 		t.Losses = append(t.Losses, out["loss"])
 		tokens += int64(b.B * b.L)
-		if bar != nil {
-			rate := float64(tokens) / time.Since(start).Seconds()
-			bar.Describe(fmt.Sprintf("step %d loss %.4f lr %.2e %.0f tok/s", step, out["loss"], lr, rate))
+		rate := float64(tokens) / time.Since(start).Seconds()
+		status := fmt.Sprintf("step %d loss %.4f lr %.2e %.0f tok/s", step, out["loss"], lr, rate)
+		switch {
+		case bar != nil:
+			bar.Describe(status)
 			bar.Add(1)
+		case step%max(1, o.Steps/20) == 0:
+			fmt.Fprintln(o.Log, status) // a log, not a terminal: a line now and then
 		}
 		if o.EvalEvery > 0 && step%o.EvalEvery == 0 && step < o.Steps {
 			loss, acc, err := t.evaluate()

@@ -3,6 +3,8 @@ package main
 import (
 	"cmp"
 	"fmt"
+	"io"
+	"os"
 	goruntime "runtime"
 	"strings"
 
@@ -15,6 +17,7 @@ import (
 	"github.com/scm-magellano/magc/runtime/metal"
 	"github.com/scm-magellano/magc/runtime/safetensors"
 	"github.com/scm-magellano/magc/runtime/sim"
+	"golang.org/x/term"
 )
 
 type runCmd struct {
@@ -99,7 +102,7 @@ func (c *runCmd) Run(e *env) error {
 	lr := cmp.Or(c.LR, graphs.Train.Train.LR, map[string]float64{"full": 1e-3, "qlora": 2e-4}[graphs.Train.Train.Mode])
 	t := &runtime.Trainer{Src: src, Step: step, Graphs: graphs, Device: device, Synth: synth, Opt: runtime.TrainOptions{
 		Steps: c.Steps, LR: lr, MinLR: c.MinLR, Warmup: c.Warmup, Schedule: c.Schedule, EvalEvery: c.EvalEvery,
-		EvalBatches: c.EvalBatches, SaveEvery: c.SaveEvery, Out: c.Out, Seed: c.Seed, Log: e.stderr, Progress: !c.Quiet,
+		EvalBatches: c.EvalBatches, SaveEvery: c.SaveEvery, Out: c.Out, Seed: c.Seed, Log: e.stderr, Progress: !c.Quiet && isTerminal(e.stderr),
 	}}
 	if c.Resume != "" {
 		if err := t.Resume(c.Resume); err != nil {
@@ -203,4 +206,10 @@ func (c *runCmd) initParams(g *ir.Graph) (map[string]*ref.Tensor, error) {
 		return nil, fmt.Errorf("%s: tensors %s are not parameters of %s", c.Base, strings.Join(unknown, ", "), g.Name)
 	}
 	return params, nil
+}
+
+// isTerminal reports whether w is a terminal, where a progress bar can redraw itself.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
 }
