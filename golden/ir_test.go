@@ -8,7 +8,7 @@ import (
 )
 
 // Models whose printed IR is pinned.
-var models = []string{"tiny", "phase1", "phase2", "phase3", "scm3b"}
+var models = []string{"tiny", "tinytext", "phase1", "phase2", "phase3", "scm3b"}
 
 func TestGrammar(t *testing.T) {
 	check(t, "grammar.ebnf", []byte(lang.Grammar()+"\n"))
