@@ -2,7 +2,6 @@ package codegen_test
 
 import (
 	"fmt"
-	"math"
 	"testing"
 
 	"github.com/scm-magellano/magc/codegen"
@@ -48,66 +47,10 @@ func mmFinish(t testing.TB, b *ir.Builder, outs ...*ir.Value) *ir.Graph {
 	return g
 }
 
-// mmCheckWith is checkOnSim with the given graph inputs (expert offsets must
-// be valid, which the generic filler of checkOnSim does not ensure) and
-// with output memory poisoned first.
-func mmCheckWith(t *testing.T, g *ir.Graph, s *passes.Schedule, pick func(*passes.Group) bool, inputs map[string]*ref.Tensor) int {
-	t.Helper()
-	var groups []*passes.Group
-	for _, grp := range s.Groups {
-		if pick(grp) {
-			groups = append(groups, grp)
-		}
-	}
-	prog, err := codegen.Compile(g, &passes.Schedule{Groups: groups, Alias: s.Alias})
-	if err != nil {
-		t.Fatal(err)
-	}
-	src, err := msl.Render(prog.Module)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := simDevice()
-	x, err := runtime.NewExecutor(d, prog, src, runtime.SeparateBuffers(d))
-	if err != nil {
-		t.Fatalf("%v\n%s", err, src)
-	}
-	// Outputs start as NaN, so an element a kernel fails to write shows.
-	for _, d := range prog.Dispatches {
-		for _, v := range d.Writes {
-			nan := ref.New(v.Type)
-			for i := range nan.Data {
-				nan.Data[i] = math.NaN()
-			}
-			if err := x.Write(v, nan); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	params, err := ref.InitParams(g, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := ref.Eval(g, inputs, params)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bad, err := runtime.CheckKernels(x, res.Values)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, m := range bad {
-		t.Error(m)
-	}
-	return len(prog.Dispatches)
-}
-
-// mmCheck runs g's contraction kernels, fused and unfused, and wants n
-// contraction kernels in each schedule.
 func mmCheck(t *testing.T, g *ir.Graph, inputs map[string]*ref.Tensor, n int) {
 	t.Helper()
 	for _, fuse := range []bool{false, true} {
-		if got := mmCheckWith(t, g, passes.Fuse(g, fuse), mmKinds, inputs); got != n {
+		if got := checkOnSimWith(t, g, passes.Fuse(g, fuse), mmKinds, inputs); got != n {
 			t.Errorf("fuse=%v: %d contraction kernels, want %d", fuse, got, n)
 		}
 	}
@@ -181,7 +124,7 @@ func TestMatmulFusedPrologues(t *testing.T) {
 			t.Errorf("group %d: %s of %d nodes, want the matmul and its %d producers", i, grp.Kind, len(grp.Nodes), want-1)
 		}
 	}
-	if n := mmCheckWith(t, g, s, mmKinds, nil); n != len(outs) {
+	if n := checkOnSimWith(t, g, s, mmKinds, nil); n != len(outs) {
 		t.Errorf("%d kernels, want %d", n, len(outs))
 	}
 }

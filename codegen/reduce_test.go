@@ -467,7 +467,7 @@ func TestReductionKernelsTinyModel(t *testing.T) {
 	pick := redKinds(append(kinds, "reduce_max")...)
 	for _, mode := range []string{"full", "qlora"} {
 		g := model(t, "tiny", &passes.Config{Mode: mode, Train: true}, nil)
-		p := redCompile(g, pick, reference(t, g))
+		p := redCompile(g, pick, reference(t, g, nil))
 		if p.err != nil {
 			t.Fatalf("%s: %v\n%s", mode, p.err, p.src)
 		}

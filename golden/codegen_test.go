@@ -152,11 +152,7 @@ func execute(t *testing.T, c *compiled, seed uint64) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	x, err := runtime.NewExecutor(simDev, c.prog, c.msl, runtime.SeparateBuffers(simDev))
-	if err != nil {
-		t.Fatal(err)
-	}
-	bad, err := runtime.CheckKernels(x, res.Values)
+	bad, err := runtime.CheckProgram(simDev, c.prog, c.msl, res.Values)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/scm-magellano/magc/codegen"
 	"github.com/scm-magellano/magc/ir"
 	"github.com/scm-magellano/magc/ir/ref"
 )
@@ -77,6 +78,22 @@ func CheckKernels(x *Executor, want map[*ir.Value]*ref.Tensor) ([]Mismatch, erro
 				return nil, err
 			}
 		}
+		// Outputs start as NaN (or an unlikely integer), so an element the
+		// kernel fails to write shows; not those updated in place.
+		read := map[*ir.Value]bool{}
+		for _, b := range d.Bindings {
+			if !written[b.Value] {
+				read[x.resolve(b.Value)] = true
+			}
+		}
+		for _, v := range d.Writes {
+			if read[x.resolve(v)] {
+				continue
+			}
+			if err := x.Write(v, poison(v.Type)); err != nil {
+				return nil, err
+			}
+		}
 		if err := x.Run(i); err != nil {
 			return nil, err
 		}
@@ -91,6 +108,27 @@ func CheckKernels(x *Executor, want map[*ir.Value]*ref.Tensor) ([]Mismatch, erro
 		}
 	}
 	return bad, nil
+}
+
+func poison(t ir.Type) *ref.Tensor {
+	p := ref.New(t)
+	for i := range p.Data {
+		p.Data[i] = math.NaN()
+		if t.DType == ir.I32 {
+			p.Data[i] = -123456789
+		}
+	}
+	return p
+}
+
+// CheckProgram compiles a program's source on dev with a buffer per value
+// and checks every kernel against the reference values (CheckKernels).
+func CheckProgram(dev Device, prog *codegen.Program, src string, want map[*ir.Value]*ref.Tensor) ([]Mismatch, error) {
+	x, err := NewExecutor(dev, prog, src, SeparateBuffers(dev))
+	if err != nil {
+		return nil, err
+	}
+	return CheckKernels(x, want)
 }
 
 // SeparateBuffers places every value in its own buffer, allocated on first
