@@ -151,25 +151,59 @@ func wrap(s string, width int) string {
 }
 
 // pointwise computes a group of element-wise and layout ops: one thread per
-// element of the outputs (all of one shape).
+// element of the outputs (all of one shape). A horizontal group runs each
+// part on its own range of threadgroups.
 func pointwise(e *Emitter, grp *passes.Group) error {
+	const threads = pointwiseThreads
+	e.K.Threads = [3]int{threads, 1, 1}
+	if len(grp.Parts) == 0 {
+		n, err := pointwisePart(e, grp, kir.Thread(0))
+		e.K.Groups = [3]int{(n + threads - 1) / threads, 1, 1}
+		return err
+	}
+	// if (group < end0) { part 0 } else if (group < end1) { part 1 } ...
+	var chain []kir.If
+	start := 0
+	for _, p := range grp.Parts {
+		n := int(p.Outputs[0].Type.Shape.Elems())
+		groups := (n + threads - 1) / threads
+		local := kir.Add(kir.Mul(kir.Sub(kir.Group(0), kir.I(start)), kir.I(threads)), kir.Local(0))
+		var err error
+		body := e.Block(func() { _, err = pointwisePart(e, p, local) })
+		if err != nil {
+			return err
+		}
+		start += groups
+		chain = append(chain, kir.If{Cond: kir.Lt(kir.Group(0), kir.I(start)), Then: body})
+	}
+	for i := len(chain) - 2; i >= 0; i-- {
+		chain[i].Else = []kir.Stmt{chain[i+1]}
+	}
+	e.Emit(chain[0])
+	e.K.Groups = [3]int{start, 1, 1}
+	return nil
+}
+
+// pointwiseThreads is the threadgroup size of element-wise kernels.
+const pointwiseThreads = 256
+
+// pointwisePart emits one element-wise group for thread index i and
+// returns its element count.
+func pointwisePart(e *Emitter, grp *passes.Group, i kir.Expr) (int, error) {
 	shape := grp.Outputs[0].Type.Shape
 	for _, v := range grp.Outputs[1:] {
 		if !v.Type.Shape.Equal(shape) {
-			return fmt.Errorf("outputs of different shapes: %v and %v", grp.Outputs[0].Type, v.Type)
+			return 0, fmt.Errorf("outputs of different shapes: %v and %v", grp.Outputs[0].Type, v.Type)
 		}
 	}
 	n := int(shape.Elems())
-	const threads = 256
-	e.K.Threads = [3]int{threads, 1, 1}
-	e.K.Groups = [3]int{(n + threads - 1) / threads, 1, 1}
-	e.Emit(kir.Decl{Name: "i", Type: kir.I32, Init: kir.Thread(0)})
-	if n%threads != 0 {
-		e.Emit(kir.If{Cond: kir.Op(">=", kir.V("i"), kir.I(n)), Then: []kir.Stmt{kir.Return{}}})
+	idx := e.Let("i", kir.I32, i)
+	if n%pointwiseThreads != 0 {
+		e.Emit(kir.If{Cond: kir.Op(">=", idx, kir.I(n)), Then: []kir.Stmt{kir.Return{}}})
 	}
-	c := e.Split(shape, kir.V("i"))
+	c := e.Split(shape, idx)
 	for _, v := range grp.Outputs {
 		e.Store(v, c, e.At(v, c))
 	}
-	return nil
+	return n, nil
 }

@@ -17,6 +17,9 @@ type Group struct {
 	// Anchor is the op the kernel template is chosen by (the matmul of a
 	// matmul with an epilogue); for other groups it is Root.
 	Anchor *ir.Node
+	// Parts are independent element-wise groups launched together (one
+	// dispatch, each part its own range of threadgroups); empty otherwise.
+	Parts []*Group
 }
 
 // Schedule is the fused kernel order of a graph.
@@ -40,12 +43,12 @@ func Pointwise(op ir.Op) bool {
 	return d.Category == ir.Elementwise || d.Category == ir.Layout
 }
 
-// indexMap reports whether a pointwise op only moves or converts elements
-// (no arithmetic worth recomputing): safe to inline into a kernel that reads
-// each operand element many times, like a matmul.
+// indexMap reports whether a pointwise op only moves or converts elements,
+// or does one trivial operation (scale, negate): cheap enough to recompute
+// in a kernel that reads each operand element many times, like a matmul.
 func indexMap(op ir.Op) bool {
 	switch op {
-	case ir.OpReshape, ir.OpTranspose, ir.OpBroadcast, ir.OpSlice, ir.OpCast, ir.OpDequant, ir.OpConst:
+	case ir.OpReshape, ir.OpTranspose, ir.OpBroadcast, ir.OpSlice, ir.OpCast, ir.OpDequant, ir.OpConst, ir.OpScale, ir.OpNeg:
 		return true
 	}
 	return false
@@ -147,6 +150,9 @@ func Fuse(g *ir.Graph, fuse bool) *Schedule {
 		s.Groups = append(s.Groups, grp)
 	}
 	sort.Slice(s.Groups, func(i, j int) bool { return s.Groups[i].Root.ID < s.Groups[j].Root.ID })
+	if fuse {
+		s.Groups = mergeHorizontal(s.Groups)
+	}
 	// Chains of aliases resolve to the first value in memory.
 	for v, src := range s.Alias {
 		for s.Alias[src] != nil {
@@ -155,6 +161,79 @@ func Fuse(g *ir.Graph, fuse bool) *Schedule {
 		s.Alias[v] = src
 	}
 	return s
+}
+
+// mergeHorizontal launches runs of consecutive element-wise kernels that do
+// not read each other's results as one dispatch (XLA's horizontal fusion):
+// the per-parameter AdamW updates at the end of a step, for one. Moving a
+// kernel to its successor's place is safe when nothing runs in between.
+func mergeHorizontal(groups []*Group) []*Group {
+	var out []*Group
+	for _, g := range groups {
+		last := len(out) - 1
+		if last >= 0 && g.Kind == "pointwise" && out[last].Kind == "pointwise" && !readsAny(g, out[last]) &&
+			horizontalBuffers(out[last], g) <= MaxBuffers {
+			out[last] = joinParts(out[last], g)
+			continue
+		}
+		out = append(out, g)
+	}
+	return out
+}
+
+func parts(g *Group) []*Group {
+	if len(g.Parts) > 0 {
+		return g.Parts
+	}
+	return []*Group{g}
+}
+
+func joinParts(a, b *Group) *Group {
+	ps := append(append([]*Group(nil), parts(a)...), parts(b)...)
+	j := &Group{Kind: "pointwise", Root: b.Root, Anchor: b.Root, Parts: ps}
+	for _, p := range ps {
+		j.Nodes = append(j.Nodes, p.Nodes...)
+		j.Outputs = append(j.Outputs, p.Outputs...)
+	}
+	return j
+}
+
+// readsAny reports whether b reads a result of a.
+func readsAny(b, a *Group) bool {
+	out := map[*ir.Value]bool{}
+	for _, v := range a.Outputs {
+		out[v] = true
+	}
+	for _, n := range b.Nodes {
+		for _, v := range n.Inputs {
+			if out[v] {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// horizontalBuffers counts the distinct values the joined kernel binds.
+func horizontalBuffers(a, b *Group) int {
+	seen := map[*ir.Value]bool{}
+	for _, g := range []*Group{a, b} {
+		in := map[*ir.Node]bool{}
+		for _, n := range g.Nodes {
+			in[n] = true
+		}
+		for _, n := range g.Nodes {
+			for _, v := range n.Inputs {
+				if !in[v.Node] {
+					seen[v] = true
+				}
+			}
+		}
+		for _, v := range g.Outputs {
+			seen[v] = true
+		}
+	}
+	return len(seen)
 }
 
 // mergeEpilogues folds element-wise groups into the contraction whose

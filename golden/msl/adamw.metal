@@ -13,15 +13,15 @@ kernel void add_0(
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    if ((i >= 231)) {
+    const int i1 = int(tid.x);
+    if ((i1 >= 231)) {
         return;
     }
-    const int c2 = (i % 7);
-    const float t3 = p0[i];
-    const float t4 = p1[c2];
-    const float t5 = (t3 + t4);
-    p2[i] = t5;
+    const int c3 = (i1 % 7);
+    const float t4 = p0[i1];
+    const float t5 = p1[c3];
+    const float t6 = (t4 + t5);
+    p2[i1] = t6;
 }
 
 // fuses square %4, reduce_mean %5
@@ -48,43 +48,42 @@ kernel void reduce_mean_0(
     }
 }
 
-// fuses const %6
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void const_0(
+// fuses const %6, const %7, reshape %8, broadcast %9, scale %10, mul %11
+// threadgroup 256×1×1, grid 2×1×1 threadgroups
+kernel void mul_scale_0(
         device float* p0 [[buffer(0)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    if ((i >= 1)) {
-        return;
+        const device float* p1 [[buffer(1)]],
+        device float* p2 [[buffer(2)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if ((int(gid.x) < 1)) {
+        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        if ((i1 >= 1)) {
+            return;
+        }
+        p0[i1] = 0.0f;
+    } else {
+        if ((int(gid.x) < 2)) {
+            const int i2 = (((int(gid.x) - 1) * 256) + int(lid.x));
+            if ((i2 >= 231)) {
+                return;
+            }
+            const float t5 = (1.0f * 0.0043290043f);
+            const float t6 = p1[i2];
+            const float t7 = (t5 * t6);
+            p2[i2] = t7;
+        }
     }
-    p0[i] = 0.0f;
 }
 
-// fuses const %7, reshape %8, broadcast %9, scale %10, mul %11, scale %12
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void scale_mul_0(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    if ((i >= 231)) {
-        return;
-    }
-    const float t3 = (1.0f * 0.0043290043f);
-    const float t4 = p0[i];
-    const float t5 = (t3 * t4);
-    const float t6 = (t5 * 2.0f);
-    p1[i] = t6;
-}
-
-// fuses reduce_sum %13
+// fuses scale %12, reduce_sum %13
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
 kernel void reduce_sum_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    threadgroup float sh8[256];
+    threadgroup float sh9[256];
     const int lid1 = int(lid.x);
     const int col2 = (lid1 % 8);
     const int part3 = (lid1 / 8);
@@ -93,20 +92,21 @@ kernel void reduce_sum_0(
     if ((o4 < 7)) {
         for (int k6 = part3; k6 < 33; k6 += 32) {
             const float t7 = p0[((k6 * 7) + o4)];
-            acc5 += t7;
+            const float t8 = (t7 * 2.0f);
+            acc5 += t8;
         }
     }
-    sh8[lid1] = acc5;
+    sh9[lid1] = acc5;
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
     if (((part3 == 0) && (o4 < 7))) {
-        for (int p9 = 1; p9 < 32; p9 += 1) {
-            acc5 += sh8[((p9 * 8) + col2)];
+        for (int p10 = 1; p10 < 32; p10 += 1) {
+            acc5 += sh9[((p10 * 8) + col2)];
         }
         p1[o4] = acc5;
     }
 }
 
-// fuses square %14, reduce_sum %15 (optimizer)
+// fuses scale %12, square %14, reduce_sum %15 (optimizer)
 // threadgroup 32×1×1, grid 1×1×1 threadgroups
 kernel void reduce_sum_1(
         const device float* p0 [[buffer(0)]],
@@ -120,13 +120,14 @@ kernel void reduce_sum_1(
         const int j7 = (lid1 + (k6 * 32));
         if ((j7 < 231)) {
             const float t8 = p0[(((j7 / 7) * 7) + (j7 % 7))];
-            const float t9 = (t8 * t8);
-            acc5 += t9;
+            const float t9 = (t8 * 2.0f);
+            const float t10 = (t9 * t9);
+            acc5 += t10;
         }
     }
-    const float s10 = simd_sum(acc5);
+    const float s11 = simd_sum(acc5);
     if ((lid1 == 0)) {
-        p1[row4] = s10;
+        p1[row4] = s11;
     }
 }
 
@@ -158,15 +159,15 @@ kernel void sqrt_add_0(
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    if ((i >= 1)) {
+    const int i1 = int(tid.x);
+    if ((i1 >= 1)) {
         return;
     }
-    const float t1 = p0[i];
-    const float t2 = p1[i];
-    const float t3 = (t1 + t2);
-    const float t4 = sqrt(t3);
-    p2[i] = t4;
+    const float t2 = p0[i1];
+    const float t3 = p1[i1];
+    const float t4 = (t2 + t3);
+    const float t5 = sqrt(t4);
+    p2[i1] = t5;
 }
 
 // fuses const %20, const %21, div %22, min %23 (optimizer)
@@ -175,19 +176,20 @@ kernel void min_div_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    if ((i >= 1)) {
+    const int i1 = int(tid.x);
+    if ((i1 >= 1)) {
         return;
     }
-    const float t1 = p0[i];
-    const float t2 = (1.0f / t1);
-    const float t3 = min(1.0f, t2);
-    p1[i] = t3;
+    const float t2 = p0[i1];
+    const float t3 = (1.0f / t2);
+    const float t4 = min(1.0f, t3);
+    p1[i1] = t4;
 }
 
-// fuses broadcast %24, mul %25, adamw %32 (optimizer)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void adamw_mul_0(
+// fuses scale %12, broadcast %24, mul %25, adamw %32, broadcast %26, mul %27,
+//   adamw %37 (optimizer)
+// threadgroup 256×1×1, grid 2×1×1 threadgroups
+kernel void adamw_mul_scale_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -198,57 +200,55 @@ kernel void adamw_mul_0(
         device float* p7 [[buffer(7)]],
         device float* p8 [[buffer(8)]],
         device float* p9 [[buffer(9)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    if ((i >= 231)) {
-        return;
+        const device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
+        const device float* p12 [[buffer(12)]],
+        const device float* p13 [[buffer(13)]],
+        device float* p14 [[buffer(14)]],
+        device float* p15 [[buffer(15)]],
+        device float* p16 [[buffer(16)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if ((int(gid.x) < 1)) {
+        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        if ((i1 >= 231)) {
+            return;
+        }
+        const float t4 = p0[i1];
+        const float t5 = (t4 * 2.0f);
+        const float t6 = p1[0];
+        const float t7 = (t5 * t6);
+        const float t8 = p2[i1];
+        const float t9 = ((0.9f * t8) + (0.1f * t7));
+        const float t10 = p3[i1];
+        const float t11 = ((0.95f * t10) + ((0.05f * t7) * t7));
+        const float t12 = p4[0];
+        const float t13 = p5[0];
+        const float t14 = p6[i1];
+        const float t15 = ((t14 - ((t12 * 0.1f) * t14)) - ((t12 * (t9 / (1.0f - pow(0.9f, t13)))) / (sqrt((t11 / (1.0f - pow(0.95f, t13)))) + 1e-08f)));
+        p7[i1] = t15;
+        p8[i1] = t9;
+        p9[i1] = t11;
+    } else {
+        if ((int(gid.x) < 2)) {
+            const int i16 = (((int(gid.x) - 1) * 256) + int(lid.x));
+            if ((i16 >= 7)) {
+                return;
+            }
+            const float t17 = p10[i16];
+            const float t18 = p1[0];
+            const float t19 = (t17 * t18);
+            const float t20 = p11[i16];
+            const float t21 = ((0.9f * t20) + (0.1f * t19));
+            const float t22 = p12[i16];
+            const float t23 = ((0.95f * t22) + ((0.05f * t19) * t19));
+            const float t24 = p4[0];
+            const float t25 = p5[0];
+            const float t26 = p13[i16];
+            const float t27 = ((t26 - ((t24 * 0.0f) * t26)) - ((t24 * (t21 / (1.0f - pow(0.9f, t25)))) / (sqrt((t23 / (1.0f - pow(0.95f, t25)))) + 1e-08f)));
+            p14[i16] = t27;
+            p15[i16] = t21;
+            p16[i16] = t23;
+        }
     }
-    const float t3 = p0[i];
-    const float t4 = p1[0];
-    const float t5 = (t3 * t4);
-    const float t6 = p2[i];
-    const float t7 = ((0.9f * t6) + (0.1f * t5));
-    const float t8 = p3[i];
-    const float t9 = ((0.95f * t8) + ((0.05f * t5) * t5));
-    const float t10 = p4[0];
-    const float t11 = p5[0];
-    const float t12 = p6[i];
-    const float t13 = ((t12 - ((t10 * 0.1f) * t12)) - ((t10 * (t7 / (1.0f - pow(0.9f, t11)))) / (sqrt((t9 / (1.0f - pow(0.95f, t11)))) + 1e-08f)));
-    p7[i] = t13;
-    p8[i] = t7;
-    p9[i] = t9;
-}
-
-// fuses broadcast %26, mul %27, adamw %37 (optimizer)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void adamw_mul_1(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        const device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
-        device float* p7 [[buffer(7)]],
-        device float* p8 [[buffer(8)]],
-        device float* p9 [[buffer(9)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    if ((i >= 7)) {
-        return;
-    }
-    const float t1 = p0[i];
-    const float t2 = p1[0];
-    const float t3 = (t1 * t2);
-    const float t4 = p2[i];
-    const float t5 = ((0.9f * t4) + (0.1f * t3));
-    const float t6 = p3[i];
-    const float t7 = ((0.95f * t6) + ((0.05f * t3) * t3));
-    const float t8 = p4[0];
-    const float t9 = p5[0];
-    const float t10 = p6[i];
-    const float t11 = ((t10 - ((t8 * 0.0f) * t10)) - ((t8 * (t5 / (1.0f - pow(0.9f, t9)))) / (sqrt((t7 / (1.0f - pow(0.95f, t9)))) + 1e-08f)));
-    p7[i] = t11;
-    p8[i] = t5;
-    p9[i] = t7;
 }

@@ -156,11 +156,11 @@ kernel void cross_entropy_0(
 kernel void const_0(
         device float* p0 [[buffer(0)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    if ((i >= 1)) {
+    const int i1 = int(tid.x);
+    if ((i1 >= 1)) {
         return;
     }
-    p0[i] = 0.0f;
+    p0[i1] = 0.0f;
 }
 
 // fuses const %6, cross_entropy_bwd %7
@@ -355,13 +355,13 @@ kernel void sqrt_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    if ((i >= 1)) {
+    const int i1 = int(tid.x);
+    if ((i1 >= 1)) {
         return;
     }
-    const float t1 = p0[i];
-    const float t2 = sqrt(t1);
-    p1[i] = t2;
+    const float t2 = p0[i1];
+    const float t3 = sqrt(t2);
+    p1[i1] = t3;
 }
 
 // fuses const %12, const %13, div %14, min %15, broadcast %16, mul %17, adamw %22 (optimizer)
@@ -378,24 +378,24 @@ kernel void adamw_mul_min_0(
         device float* p8 [[buffer(8)]],
         device float* p9 [[buffer(9)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    if ((i >= 800)) {
+    const int i1 = int(tid.x);
+    if ((i1 >= 800)) {
         return;
     }
-    const float t3 = p0[i];
-    const float t4 = p1[0];
-    const float t5 = (1.0f / t4);
-    const float t6 = min(1.0f, t5);
-    const float t7 = (t3 * t6);
-    const float t8 = p2[i];
-    const float t9 = ((0.9f * t8) + (0.1f * t7));
-    const float t10 = p3[i];
-    const float t11 = ((0.95f * t10) + ((0.05f * t7) * t7));
-    const float t12 = p4[0];
-    const float t13 = p5[0];
-    const float t14 = p6[i];
-    const float t15 = ((t14 - ((t12 * 0.1f) * t14)) - ((t12 * (t9 / (1.0f - pow(0.9f, t13)))) / (sqrt((t11 / (1.0f - pow(0.95f, t13)))) + 1e-08f)));
-    p7[i] = t15;
-    p8[i] = t9;
-    p9[i] = t11;
+    const float t4 = p0[i1];
+    const float t5 = p1[0];
+    const float t6 = (1.0f / t5);
+    const float t7 = min(1.0f, t6);
+    const float t8 = (t4 * t7);
+    const float t9 = p2[i1];
+    const float t10 = ((0.9f * t9) + (0.1f * t8));
+    const float t11 = p3[i1];
+    const float t12 = ((0.95f * t11) + ((0.05f * t8) * t8));
+    const float t13 = p4[0];
+    const float t14 = p5[0];
+    const float t15 = p6[i1];
+    const float t16 = ((t15 - ((t13 * 0.1f) * t15)) - ((t13 * (t10 / (1.0f - pow(0.9f, t14)))) / (sqrt((t12 / (1.0f - pow(0.95f, t14)))) + 1e-08f)));
+    p7[i1] = t16;
+    p8[i1] = t10;
+    p9[i1] = t12;
 }

@@ -204,15 +204,15 @@ kernel void div_0(
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    if ((i >= 32)) {
+    const int i1 = int(tid.x);
+    if ((i1 >= 32)) {
         return;
     }
-    const int c1 = (i / 2);
-    const float t3 = p0[i];
-    const float t4 = p1[((c1 * 1) + 0)];
-    const float t5 = (t3 / t4);
-    p2[i] = t5;
+    const int c2 = (i1 / 2);
+    const float t4 = p0[i1];
+    const float t5 = p1[((c2 * 1) + 0)];
+    const float t6 = (t4 / t5);
+    p2[i1] = t6;
 }
 
 // fuses moe_route %14 (moe.0)
@@ -263,12 +263,12 @@ kernel void gather_0(
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const int c1 = (i / 16);
-    const int c2 = (i % 16);
-    const int t3 = p0[c1];
-    const float t4 = p1[(((((((t3 * 16) + c2) / 128) * 8) + ((((t3 * 16) + c2) / 16) % 8)) * 16) + (((t3 * 16) + c2) % 16))];
-    p2[i] = t4;
+    const int i1 = int(tid.x);
+    const int c2 = (i1 / 16);
+    const int c3 = (i1 % 16);
+    const int t4 = p0[c2];
+    const float t5 = p1[(((((((t4 * 16) + c3) / 128) * 8) + ((((t4 * 16) + c3) / 16) % 8)) * 16) + (((t4 * 16) + c3) % 16))];
+    p2[i1] = t5;
 }
 
 // fuses grouped_matmul %18 (moe.0)
@@ -378,12 +378,12 @@ kernel void silu_slice_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const int c1 = (i / 24);
-    const int c2 = (i % 24);
-    const float t3 = p0[((c1 * 48) + c2)];
-    const float t4 = (t3 / (1.0f + exp((-t3))));
-    p1[i] = t4;
+    const int i1 = int(tid.x);
+    const int c2 = (i1 / 24);
+    const int c3 = (i1 % 24);
+    const float t4 = p0[((c2 * 48) + c3)];
+    const float t5 = (t4 / (1.0f + exp((-t4))));
+    p1[i1] = t5;
 }
 
 // fuses slice %20, mul %22 (moe.0)
@@ -393,13 +393,13 @@ kernel void mul_slice_0(
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const int c1 = (i / 24);
-    const int c2 = (i % 24);
-    const float t3 = p0[i];
-    const float t4 = p1[((c1 * 48) + (c2 + 24))];
-    const float t5 = (t3 * t4);
-    p2[i] = t5;
+    const int i1 = int(tid.x);
+    const int c2 = (i1 / 24);
+    const int c3 = (i1 % 24);
+    const float t4 = p0[i1];
+    const float t5 = p1[((c2 * 48) + (c3 + 24))];
+    const float t6 = (t4 * t5);
+    p2[i1] = t6;
 }
 
 // fuses grouped_matmul %23 (moe.0)
@@ -510,13 +510,13 @@ kernel void gather_1(
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    if ((i >= 32)) {
+    const int i1 = int(tid.x);
+    if ((i1 >= 32)) {
         return;
     }
-    const int t1 = p0[i];
-    const float t2 = p1[(((t1 / 2) * 2) + (t1 % 2))];
-    p2[i] = t2;
+    const int t2 = p0[i1];
+    const float t3 = p1[(((t2 / 2) * 2) + (t2 % 2))];
+    p2[i1] = t3;
 }
 
 // fuses reshape %26, broadcast %27, mul %28 (moe.0)
@@ -526,12 +526,12 @@ kernel void mul_0(
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const int c1 = (i / 16);
-    const float t3 = p0[i];
-    const float t4 = p1[((c1 * 1) + 0)];
-    const float t5 = (t3 * t4);
-    p2[i] = t5;
+    const int i1 = int(tid.x);
+    const int c2 = (i1 / 16);
+    const float t4 = p0[i1];
+    const float t5 = p1[((c2 * 1) + 0)];
+    const float t6 = (t4 * t5);
+    p2[i1] = t6;
 }
 
 // fuses scatter_add %29 (moe.0)
@@ -633,33 +633,33 @@ kernel void reduce_sum_1(
     p2[row4] = acc5;
 }
 
-// fuses scale %36 (moe.0)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void scale_0(
+// fuses scale %36, reshape %37, add %38 (moe.0)
+// threadgroup 256×1×1, grid 2×1×1 threadgroups
+kernel void add_scale_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    if ((i >= 1)) {
-        return;
+        const device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        device float* p4 [[buffer(4)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if ((int(gid.x) < 1)) {
+        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        if ((i1 >= 1)) {
+            return;
+        }
+        const float t2 = p0[i1];
+        const float t3 = (t2 * 0.04f);
+        p1[i1] = t3;
+    } else {
+        if ((int(gid.x) < 2)) {
+            const int i4 = (((int(gid.x) - 1) * 256) + int(lid.x));
+            const float t8 = p2[i4];
+            const float t9 = p3[(((i4 / 16) * 16) + (i4 % 16))];
+            const float t10 = (t8 + t9);
+            p4[i4] = t10;
+        }
     }
-    const float t1 = p0[i];
-    const float t2 = (t1 * 0.04f);
-    p1[i] = t2;
-}
-
-// fuses reshape %37, add %38 (moe.0)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void add_0(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const float t4 = p0[i];
-    const float t5 = p1[(((i / 16) * 16) + (i % 16))];
-    const float t6 = (t4 + t5);
-    p2[i] = t6;
 }
 
 // fuses square %39, reduce_mean %40
@@ -684,40 +684,40 @@ kernel void reduce_mean_2(
     }
 }
 
-// fuses add %41
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void add_1(
+// fuses add %41, const %42, reshape %43, broadcast %44, scale %45, mul %46, scale %47,
+//   reshape %48, gather %56 (moe.0)
+// threadgroup 256×1×1, grid 3×1×1 threadgroups
+kernel void gather_scale_mul_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    if ((i >= 1)) {
-        return;
+        const device int* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        device float* p5 [[buffer(5)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if ((int(gid.x) < 1)) {
+        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        if ((i1 >= 1)) {
+            return;
+        }
+        const float t2 = p0[i1];
+        const float t3 = p1[i1];
+        const float t4 = (t2 + t3);
+        p2[i1] = t4;
+    } else {
+        if ((int(gid.x) < 3)) {
+            const int i5 = (((int(gid.x) - 1) * 256) + int(lid.x));
+            const int c6 = (i5 / 16);
+            const int c7 = (i5 % 16);
+            const int t8 = p3[c6];
+            const float t9 = (1.0f * 0.00390625f);
+            const float t10 = p4[(((((((t8 * 16) + c7) / 128) * 8) + ((((t8 * 16) + c7) / 16) % 8)) * 16) + (((t8 * 16) + c7) % 16))];
+            const float t11 = (t9 * t10);
+            const float t12 = (t11 * 2.0f);
+            p5[i5] = t12;
+        }
     }
-    const float t1 = p0[i];
-    const float t2 = p1[i];
-    const float t3 = (t1 + t2);
-    p2[i] = t3;
-}
-
-// fuses const %42, reshape %43, broadcast %44, scale %45, mul %46, scale %47, reshape %48,
-//   gather %56 (moe.0)
-// threadgroup 256×1×1, grid 2×1×1 threadgroups
-kernel void gather_scale_mul_0(
-        const device int* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const int c1 = (i / 16);
-    const int c2 = (i % 16);
-    const int t3 = p0[c1];
-    const float t4 = (1.0f * 0.00390625f);
-    const float t5 = p1[(((((((t3 * 16) + c2) / 128) * 8) + ((((t3 * 16) + c2) / 16) % 8)) * 16) + (((t3 * 16) + c2) % 16))];
-    const float t6 = (t4 * t5);
-    const float t7 = (t6 * 2.0f);
-    p2[i] = t7;
 }
 
 // fuses mul %58, reduce_sum %59 (moe.0)
@@ -955,36 +955,36 @@ kernel void add_concat_mul_0(
         const device float* p2 [[buffer(2)]],
         device float* p3 [[buffer(3)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const int c1 = (i / 48);
-    const int c2 = (i % 48);
-    float cat3 = 0.0f;
-    if ((c2 < 24)) {
-        cat3 = 0.0f;
+    const int i1 = int(tid.x);
+    const int c2 = (i1 / 48);
+    const int c3 = (i1 % 48);
+    float cat4 = 0.0f;
+    if ((c3 < 24)) {
+        cat4 = 0.0f;
     } else {
-        const float t4 = p0[((c1 * 24) + (c2 - 24))];
-        const float t5 = p1[((c1 * 24) + (c2 - 24))];
-        const float t6 = (t4 * t5);
-        cat3 = t6;
+        const float t5 = p0[((c2 * 24) + (c3 - 24))];
+        const float t6 = p1[((c2 * 24) + (c3 - 24))];
+        const float t7 = (t5 * t6);
+        cat4 = t7;
     }
-    float cat7 = 0.0f;
-    if ((c2 < 24)) {
-        const float t8 = p0[((c1 * 24) + (c2 - 0))];
-        const float t9 = p2[((c1 * 48) + ((c2 - 0) + 24))];
-        const float t10 = (t8 * t9);
-        const float t11 = p2[((c1 * 48) + (c2 - 0))];
-        const float t12 = (1.0f / (1.0f + exp((-t11))));
-        const float t13 = p1[((c1 * 24) + (c2 - 0))];
-        const float t14 = (1.0f - t12);
-        const float t15 = (t13 * t14);
-        const float t16 = (t12 + t15);
-        const float t17 = (t10 * t16);
-        cat7 = t17;
+    float cat8 = 0.0f;
+    if ((c3 < 24)) {
+        const float t9 = p0[((c2 * 24) + (c3 - 0))];
+        const float t10 = p2[((c2 * 48) + ((c3 - 0) + 24))];
+        const float t11 = (t9 * t10);
+        const float t12 = p2[((c2 * 48) + (c3 - 0))];
+        const float t13 = (1.0f / (1.0f + exp((-t12))));
+        const float t14 = p1[((c2 * 24) + (c3 - 0))];
+        const float t15 = (1.0f - t13);
+        const float t16 = (t14 * t15);
+        const float t17 = (t13 + t16);
+        const float t18 = (t11 * t17);
+        cat8 = t18;
     } else {
-        cat7 = 0.0f;
+        cat8 = 0.0f;
     }
-    const float t18 = (cat3 + cat7);
-    p3[i] = t18;
+    const float t19 = (cat4 + cat8);
+    p3[i1] = t19;
 }
 
 // fuses grouped_matmul %79 (moe.0)
@@ -1248,18 +1248,18 @@ kernel void add_scale_mul_0(
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    if ((i >= 64)) {
+    const int i1 = int(tid.x);
+    if ((i1 >= 64)) {
         return;
     }
-    const int c2 = (i % 4);
-    const float t3 = (1.0f * 0.04f);
-    const float t4 = p0[((0 * 4) + c2)];
-    const float t5 = (t3 * t4);
-    const float t6 = (t5 * 0.0625f);
-    const float t7 = p1[i];
-    const float t8 = (t6 + t7);
-    p2[i] = t8;
+    const int c3 = (i1 % 4);
+    const float t4 = (1.0f * 0.04f);
+    const float t5 = p0[((0 * 4) + c3)];
+    const float t6 = (t4 * t5);
+    const float t7 = (t6 * 0.0625f);
+    const float t8 = p1[i1];
+    const float t9 = (t7 + t8);
+    p2[i1] = t9;
 }
 
 // fuses mul %96, reduce_sum %97 (moe.0)
@@ -1293,17 +1293,17 @@ kernel void mul_sub_0(
         const device float* p2 [[buffer(2)]],
         device float* p3 [[buffer(3)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    if ((i >= 64)) {
+    const int i1 = int(tid.x);
+    if ((i1 >= 64)) {
         return;
     }
-    const int c1 = (i / 4);
-    const float t3 = p0[i];
-    const float t4 = p1[i];
-    const float t5 = p2[((c1 * 1) + 0)];
-    const float t6 = (t4 - t5);
-    const float t7 = (t3 * t6);
-    p3[i] = t7;
+    const int c2 = (i1 / 4);
+    const float t4 = p0[i1];
+    const float t5 = p1[i1];
+    const float t6 = p2[((c2 * 1) + 0)];
+    const float t7 = (t5 - t6);
+    const float t8 = (t4 * t7);
+    p3[i1] = t8;
 }
 
 // fuses matmul %101 (moe.0)
@@ -1641,19 +1641,19 @@ kernel void sqrt_add_0(
         const device float* p3 [[buffer(3)]],
         device float* p4 [[buffer(4)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    if ((i >= 1)) {
+    const int i1 = int(tid.x);
+    if ((i1 >= 1)) {
         return;
     }
-    const float t1 = p0[i];
-    const float t2 = p1[i];
-    const float t3 = (t1 + t2);
-    const float t4 = p2[i];
-    const float t5 = (t3 + t4);
-    const float t6 = p3[i];
-    const float t7 = (t5 + t6);
-    const float t8 = sqrt(t7);
-    p4[i] = t8;
+    const float t2 = p0[i1];
+    const float t3 = p1[i1];
+    const float t4 = (t2 + t3);
+    const float t5 = p2[i1];
+    const float t6 = (t4 + t5);
+    const float t7 = p3[i1];
+    const float t8 = (t6 + t7);
+    const float t9 = sqrt(t8);
+    p4[i1] = t9;
 }
 
 // fuses const %119, const %120, div %121, min %122 (optimizer)
@@ -1662,18 +1662,19 @@ kernel void min_div_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    if ((i >= 1)) {
+    const int i1 = int(tid.x);
+    if ((i1 >= 1)) {
         return;
     }
-    const float t1 = p0[i];
-    const float t2 = (1.0f / t1);
-    const float t3 = min(1.0f, t2);
-    p1[i] = t3;
+    const float t2 = p0[i1];
+    const float t3 = (1.0f / t2);
+    const float t4 = min(1.0f, t3);
+    p1[i1] = t4;
 }
 
-// fuses broadcast %123, mul %124, adamw %135 (optimizer)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
+// fuses broadcast %123, mul %124, adamw %135, broadcast %125, mul %126, adamw %140,
+//   broadcast %127, mul %128, adamw %145 (optimizer)
+// threadgroup 256×1×1, grid 14×1×1 threadgroups
 kernel void adamw_mul_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -1685,29 +1686,85 @@ kernel void adamw_mul_0(
         device float* p7 [[buffer(7)]],
         device float* p8 [[buffer(8)]],
         device float* p9 [[buffer(9)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    if ((i >= 16)) {
-        return;
+        const device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
+        const device float* p12 [[buffer(12)]],
+        const device float* p13 [[buffer(13)]],
+        device float* p14 [[buffer(14)]],
+        device float* p15 [[buffer(15)]],
+        device float* p16 [[buffer(16)]],
+        const device float* p17 [[buffer(17)]],
+        const device float* p18 [[buffer(18)]],
+        const device float* p19 [[buffer(19)]],
+        const device float* p20 [[buffer(20)]],
+        device float* p21 [[buffer(21)]],
+        device float* p22 [[buffer(22)]],
+        device float* p23 [[buffer(23)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if ((int(gid.x) < 1)) {
+        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        if ((i1 >= 16)) {
+            return;
+        }
+        const float t2 = p0[i1];
+        const float t3 = p1[0];
+        const float t4 = (t2 * t3);
+        const float t5 = p2[i1];
+        const float t6 = ((0.9f * t5) + (0.1f * t4));
+        const float t7 = p3[i1];
+        const float t8 = ((0.95f * t7) + ((0.05f * t4) * t4));
+        const float t9 = p4[0];
+        const float t10 = p5[0];
+        const float t11 = p6[i1];
+        const float t12 = ((t11 - ((t9 * 0.0f) * t11)) - ((t9 * (t6 / (1.0f - pow(0.9f, t10)))) / (sqrt((t8 / (1.0f - pow(0.95f, t10)))) + 1e-08f)));
+        p7[i1] = t12;
+        p8[i1] = t6;
+        p9[i1] = t8;
+    } else {
+        if ((int(gid.x) < 2)) {
+            const int i13 = (((int(gid.x) - 1) * 256) + int(lid.x));
+            if ((i13 >= 64)) {
+                return;
+            }
+            const float t16 = p10[i13];
+            const float t17 = p1[0];
+            const float t18 = (t16 * t17);
+            const float t19 = p11[i13];
+            const float t20 = ((0.9f * t19) + (0.1f * t18));
+            const float t21 = p12[i13];
+            const float t22 = ((0.95f * t21) + ((0.05f * t18) * t18));
+            const float t23 = p4[0];
+            const float t24 = p5[0];
+            const float t25 = p13[i13];
+            const float t26 = ((t25 - ((t23 * 0.1f) * t25)) - ((t23 * (t20 / (1.0f - pow(0.9f, t24)))) / (sqrt((t22 / (1.0f - pow(0.95f, t24)))) + 1e-08f)));
+            p14[i13] = t26;
+            p15[i13] = t20;
+            p16[i13] = t22;
+        } else {
+            if ((int(gid.x) < 14)) {
+                const int i27 = (((int(gid.x) - 2) * 256) + int(lid.x));
+                const float t31 = p17[i27];
+                const float t32 = p1[0];
+                const float t33 = (t31 * t32);
+                const float t34 = p18[i27];
+                const float t35 = ((0.9f * t34) + (0.1f * t33));
+                const float t36 = p19[i27];
+                const float t37 = ((0.95f * t36) + ((0.05f * t33) * t33));
+                const float t38 = p4[0];
+                const float t39 = p5[0];
+                const float t40 = p20[i27];
+                const float t41 = ((t40 - ((t38 * 0.1f) * t40)) - ((t38 * (t35 / (1.0f - pow(0.9f, t39)))) / (sqrt((t37 / (1.0f - pow(0.95f, t39)))) + 1e-08f)));
+                p21[i27] = t41;
+                p22[i27] = t35;
+                p23[i27] = t37;
+            }
+        }
     }
-    const float t1 = p0[i];
-    const float t2 = p1[0];
-    const float t3 = (t1 * t2);
-    const float t4 = p2[i];
-    const float t5 = ((0.9f * t4) + (0.1f * t3));
-    const float t6 = p3[i];
-    const float t7 = ((0.95f * t6) + ((0.05f * t3) * t3));
-    const float t8 = p4[0];
-    const float t9 = p5[0];
-    const float t10 = p6[i];
-    const float t11 = ((t10 - ((t8 * 0.0f) * t10)) - ((t8 * (t5 / (1.0f - pow(0.9f, t9)))) / (sqrt((t7 / (1.0f - pow(0.95f, t9)))) + 1e-08f)));
-    p7[i] = t11;
-    p8[i] = t5;
-    p9[i] = t7;
 }
 
-// fuses broadcast %125, mul %126, adamw %140 (optimizer)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
+// fuses broadcast %129, mul %130, adamw %150 (optimizer)
+// threadgroup 256×1×1, grid 6×1×1 threadgroups
 kernel void adamw_mul_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -1720,84 +1777,19 @@ kernel void adamw_mul_1(
         device float* p8 [[buffer(8)]],
         device float* p9 [[buffer(9)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    if ((i >= 64)) {
-        return;
-    }
-    const float t3 = p0[i];
-    const float t4 = p1[0];
-    const float t5 = (t3 * t4);
-    const float t6 = p2[i];
-    const float t7 = ((0.9f * t6) + (0.1f * t5));
-    const float t8 = p3[i];
-    const float t9 = ((0.95f * t8) + ((0.05f * t5) * t5));
-    const float t10 = p4[0];
-    const float t11 = p5[0];
-    const float t12 = p6[i];
-    const float t13 = ((t12 - ((t10 * 0.1f) * t12)) - ((t10 * (t7 / (1.0f - pow(0.9f, t11)))) / (sqrt((t9 / (1.0f - pow(0.95f, t11)))) + 1e-08f)));
-    p7[i] = t13;
-    p8[i] = t7;
-    p9[i] = t9;
-}
-
-// fuses broadcast %127, mul %128, adamw %145 (optimizer)
-// threadgroup 256×1×1, grid 12×1×1 threadgroups
-kernel void adamw_mul_2(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        const device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
-        device float* p7 [[buffer(7)]],
-        device float* p8 [[buffer(8)]],
-        device float* p9 [[buffer(9)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const float t4 = p0[i];
-    const float t5 = p1[0];
-    const float t6 = (t4 * t5);
-    const float t7 = p2[i];
-    const float t8 = ((0.9f * t7) + (0.1f * t6));
-    const float t9 = p3[i];
-    const float t10 = ((0.95f * t9) + ((0.05f * t6) * t6));
-    const float t11 = p4[0];
-    const float t12 = p5[0];
-    const float t13 = p6[i];
-    const float t14 = ((t13 - ((t11 * 0.1f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.95f, t12)))) + 1e-08f)));
-    p7[i] = t14;
-    p8[i] = t8;
-    p9[i] = t10;
-}
-
-// fuses broadcast %129, mul %130, adamw %150 (optimizer)
-// threadgroup 256×1×1, grid 6×1×1 threadgroups
-kernel void adamw_mul_3(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        const device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
-        device float* p7 [[buffer(7)]],
-        device float* p8 [[buffer(8)]],
-        device float* p9 [[buffer(9)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const float t4 = p0[i];
-    const float t5 = p1[0];
-    const float t6 = (t4 * t5);
-    const float t7 = p2[i];
-    const float t8 = ((0.9f * t7) + (0.1f * t6));
-    const float t9 = p3[i];
-    const float t10 = ((0.95f * t9) + ((0.05f * t6) * t6));
-    const float t11 = p4[0];
-    const float t12 = p5[0];
-    const float t13 = p6[i];
-    const float t14 = ((t13 - ((t11 * 0.1f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.95f, t12)))) + 1e-08f)));
-    p7[i] = t14;
-    p8[i] = t8;
-    p9[i] = t10;
+    const int i1 = int(tid.x);
+    const float t5 = p0[i1];
+    const float t6 = p1[0];
+    const float t7 = (t5 * t6);
+    const float t8 = p2[i1];
+    const float t9 = ((0.9f * t8) + (0.1f * t7));
+    const float t10 = p3[i1];
+    const float t11 = ((0.95f * t10) + ((0.05f * t7) * t7));
+    const float t12 = p4[0];
+    const float t13 = p5[0];
+    const float t14 = p6[i1];
+    const float t15 = ((t14 - ((t12 * 0.1f) * t14)) - ((t12 * (t9 / (1.0f - pow(0.9f, t13)))) / (sqrt((t11 / (1.0f - pow(0.95f, t13)))) + 1e-08f)));
+    p7[i1] = t15;
+    p8[i1] = t9;
+    p9[i1] = t11;
 }

@@ -299,10 +299,10 @@ kernel void silu_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const float t3 = p0[i];
-    const float t4 = (t3 / (1.0f + exp((-t3))));
-    p1[i] = t4;
+    const int i1 = int(tid.x);
+    const float t4 = p0[i1];
+    const float t5 = (t4 / (1.0f + exp((-t4))));
+    p1[i1] = t5;
 }
 
 // fuses matmul %17
@@ -501,45 +501,32 @@ kernel void reduce_mean_0(
     }
 }
 
-// fuses const %22
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void const_0(
+// fuses const %22, const %23, reshape %24, broadcast %25, scale %26, mul %27
+// threadgroup 256×1×1, grid 4×1×1 threadgroups
+kernel void mul_scale_0(
         device float* p0 [[buffer(0)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    if ((i >= 1)) {
-        return;
+        const device float* p1 [[buffer(1)]],
+        device float* p2 [[buffer(2)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if ((int(gid.x) < 1)) {
+        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        if ((i1 >= 1)) {
+            return;
+        }
+        p0[i1] = 0.0f;
+    } else {
+        if ((int(gid.x) < 4)) {
+            const int i2 = (((int(gid.x) - 1) * 256) + int(lid.x));
+            const float t5 = (1.0f * 0.0013020834f);
+            const float t6 = p1[i2];
+            const float t7 = (t5 * t6);
+            p2[i2] = t7;
+        }
     }
-    p0[i] = 0.0f;
 }
 
-// fuses const %23, reshape %24, broadcast %25, scale %26, mul %27, scale %28
-// threadgroup 256×1×1, grid 3×1×1 threadgroups
-kernel void scale_mul_0(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const float t3 = (1.0f * 0.0013020834f);
-    const float t4 = p0[i];
-    const float t5 = (t3 * t4);
-    const float t6 = (t5 * 2.0f);
-    p1[i] = t6;
-}
-
-// fuses scale %29
-// threadgroup 256×1×1, grid 3×1×1 threadgroups
-kernel void scale_0(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const float t3 = p0[i];
-    const float t4 = (t3 * 0.25f);
-    p1[i] = t4;
-}
-
-// fuses matmul %30
+// fuses scale %28, scale %29, matmul %30
 // threadgroup 128×1×1, grid 1×1×1 threadgroups
 kernel void matmul_5(
         const device float* p0 [[buffer(0)]],
@@ -572,19 +559,21 @@ kernel void matmul_5(
             const int gk12 = (k0 + k10);
             if ((gi11 < 24)) {
                 const float t13 = p0[((gi11 * 32) + gk12)];
-                sh[((i9 * 36) + k10)] = t13;
+                const float t14 = (t13 * 2.0f);
+                const float t15 = (t14 * 0.25f);
+                sh[((i9 * 36) + k10)] = t15;
             } else {
                 sh[((i9 * 36) + k10)] = 0.0f;
             }
         }
-        for (int s14 = 0; s14 < 16; s14 += 1) {
-            const int l15 = ((s14 * 128) + ti3);
-            const int k16 = (l15 / 64);
-            const int i17 = (l15 % 64);
-            const int gi18 = (n02 + i17);
-            const int gk19 = (k0 + k16);
-            const float t20 = p1[((gk19 * 64) + gi18)];
-            sh[(((k16 * 68) + i17) + 1152)] = t20;
+        for (int s16 = 0; s16 < 16; s16 += 1) {
+            const int l17 = ((s16 * 128) + ti3);
+            const int k18 = (l17 / 64);
+            const int i19 = (l17 % 64);
+            const int gi20 = (n02 + i19);
+            const int gk21 = (k0 + k18);
+            const float t22 = p1[((gk21 * 64) + gi20)];
+            sh[(((k18 * 68) + i19) + 1152)] = t22;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         for (int kk = 0; kk < 32; kk += 8) {
@@ -620,19 +609,19 @@ kernel void matmul_5(
     simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
     simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s21 = 0; s21 < 16; s21 += 1) {
-        const int l22 = ((s21 * 128) + ti3);
-        const int i23 = (l22 / 64);
-        const int j24 = (l22 % 64);
-        const int gi25 = (m01 + i23);
-        const int gj26 = (n02 + j24);
-        if ((gi25 < 24)) {
-            p2[((gi25 * 64) + gj26)] = sh[((i23 * 68) + j24)];
+    for (int s23 = 0; s23 < 16; s23 += 1) {
+        const int l24 = ((s23 * 128) + ti3);
+        const int i25 = (l24 / 64);
+        const int j26 = (l24 % 64);
+        const int gi27 = (m01 + i25);
+        const int gj28 = (n02 + j26);
+        if ((gi27 < 24)) {
+            p2[((gi27 * 64) + gj28)] = sh[((i25 * 68) + j26)];
         }
     }
 }
 
-// fuses matmul %31
+// fuses scale %28, scale %29, matmul %31
 // threadgroup 128×1×1, grid 1×1×1 threadgroups
 kernel void matmul_6(
         const device float* p0 [[buffer(0)]],
@@ -665,22 +654,24 @@ kernel void matmul_6(
             const int gk12 = (k0 + k9);
             if ((gk12 < 24)) {
                 const float t13 = p0[((gk12 * 32) + gi11)];
-                sh[((k9 * 36) + i10)] = t13;
+                const float t14 = (t13 * 2.0f);
+                const float t15 = (t14 * 0.25f);
+                sh[((k9 * 36) + i10)] = t15;
             } else {
                 sh[((k9 * 36) + i10)] = 0.0f;
             }
         }
-        for (int s14 = 0; s14 < 16; s14 += 1) {
-            const int l15 = ((s14 * 128) + ti3);
-            const int k16 = (l15 / 64);
-            const int i17 = (l15 % 64);
-            const int gi18 = (n02 + i17);
-            const int gk19 = (k0 + k16);
-            if ((gk19 < 24)) {
-                const float t20 = p1[((gk19 * 64) + gi18)];
-                sh[(((k16 * 68) + i17) + 1152)] = t20;
+        for (int s16 = 0; s16 < 16; s16 += 1) {
+            const int l17 = ((s16 * 128) + ti3);
+            const int k18 = (l17 / 64);
+            const int i19 = (l17 % 64);
+            const int gi20 = (n02 + i19);
+            const int gk21 = (k0 + k18);
+            if ((gk21 < 24)) {
+                const float t22 = p1[((gk21 * 64) + gi20)];
+                sh[(((k18 * 68) + i19) + 1152)] = t22;
             } else {
-                sh[(((k16 * 68) + i17) + 1152)] = 0.0f;
+                sh[(((k18 * 68) + i19) + 1152)] = 0.0f;
             }
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -717,13 +708,13 @@ kernel void matmul_6(
     simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
     simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s21 = 0; s21 < 16; s21 += 1) {
-        const int l22 = ((s21 * 128) + ti3);
-        const int i23 = (l22 / 64);
-        const int j24 = (l22 % 64);
-        const int gi25 = (m01 + i23);
-        const int gj26 = (n02 + j24);
-        p2[((gi25 * 64) + gj26)] = sh[((i23 * 68) + j24)];
+    for (int s23 = 0; s23 < 16; s23 += 1) {
+        const int l24 = ((s23 * 128) + ti3);
+        const int i25 = (l24 / 64);
+        const int j26 = (l24 % 64);
+        const int gi27 = (m01 + i25);
+        const int gj28 = (n02 + j26);
+        p2[((gi27 * 64) + gj28)] = sh[((i25 * 68) + j26)];
     }
 }
 
@@ -850,7 +841,7 @@ kernel void matmul_7(
     }
 }
 
-// fuses dequant %34, matmul %35
+// fuses scale %28, dequant %34, matmul %35
 // threadgroup 128×1×1, grid 1×1×1 threadgroups
 kernel void matmul_8(
         const device float* p0 [[buffer(0)]],
@@ -886,19 +877,20 @@ kernel void matmul_8(
             const int gk12 = (k0 + k10);
             if ((gi11 < 24)) {
                 const float t13 = p0[((gi11 * 32) + gk12)];
-                sh[((i9 * 36) + k10)] = t13;
+                const float t14 = (t13 * 2.0f);
+                sh[((i9 * 36) + k10)] = t14;
             } else {
                 sh[((i9 * 36) + k10)] = 0.0f;
             }
         }
-        for (int s14 = 0; s14 < 16; s14 += 1) {
-            const int l15 = ((s14 * 128) + ti3);
-            const int k16 = (l15 / 64);
-            const int i17 = (l15 % 64);
-            const int gi18 = (n02 + i17);
-            const int gk19 = (k0 + k16);
-            const float t20 = (NF4_CODE[((int(p1_codes[(((gk19 * 64) + gi18) / 2)]) >> (((((gk19 * 64) + gi18) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p2_qabsmax[(((gk19 * 64) + gi18) / 64)])] * p3_scales[((((gk19 * 64) + gi18) / 64) / 256)]) + p4_offset[0]));
-            sh[(((k16 * 68) + i17) + 1152)] = t20;
+        for (int s15 = 0; s15 < 16; s15 += 1) {
+            const int l16 = ((s15 * 128) + ti3);
+            const int k17 = (l16 / 64);
+            const int i18 = (l16 % 64);
+            const int gi19 = (n02 + i18);
+            const int gk20 = (k0 + k17);
+            const float t21 = (NF4_CODE[((int(p1_codes[(((gk20 * 64) + gi19) / 2)]) >> (((((gk20 * 64) + gi19) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p2_qabsmax[(((gk20 * 64) + gi19) / 64)])] * p3_scales[((((gk20 * 64) + gi19) / 64) / 256)]) + p4_offset[0]));
+            sh[(((k17 * 68) + i18) + 1152)] = t21;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         for (int kk = 0; kk < 32; kk += 8) {
@@ -934,19 +926,19 @@ kernel void matmul_8(
     simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
     simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s21 = 0; s21 < 16; s21 += 1) {
-        const int l22 = ((s21 * 128) + ti3);
-        const int i23 = (l22 / 64);
-        const int j24 = (l22 % 64);
-        const int gi25 = (m01 + i23);
-        const int gj26 = (n02 + j24);
-        if ((gi25 < 24)) {
-            p5[((gi25 * 64) + gj26)] = sh[((i23 * 68) + j24)];
+    for (int s22 = 0; s22 < 16; s22 += 1) {
+        const int l23 = ((s22 * 128) + ti3);
+        const int i24 = (l23 / 64);
+        const int j25 = (l23 % 64);
+        const int gi26 = (m01 + i24);
+        const int gj27 = (n02 + j25);
+        if ((gi26 < 24)) {
+            p5[((gi26 * 64) + gj27)] = sh[((i24 * 68) + j25)];
         }
     }
 }
 
-// fuses matmul %32, add %36, sigmoid %37, const %38, sub %39, mul %40, add %41, mul %42, scale %43
+// fuses matmul %32, add %36, sigmoid %37, const %38, sub %39, mul %40, add %41, mul %42
 // threadgroup 128×1×1, grid 1×1×1 threadgroups
 kernel void matmul_9(
         const device float* p0 [[buffer(0)]],
@@ -1047,13 +1039,12 @@ kernel void matmul_9(
             const float t34 = (t32 * t33);
             const float t35 = (t31 + t34);
             const float t36 = (t29 * t35);
-            const float t37 = (t36 * 0.25f);
-            p5[((gi25 * 64) + gj26)] = t37;
+            p5[((gi25 * 64) + gj26)] = t36;
         }
     }
 }
 
-// fuses matmul %44
+// fuses scale %43, matmul %44
 // threadgroup 128×1×1, grid 1×1×1 threadgroups
 kernel void matmul_10(
         const device float* p0 [[buffer(0)]],
@@ -1086,19 +1077,20 @@ kernel void matmul_10(
             const int gk12 = (k0 + k10);
             if ((gi11 < 24)) {
                 const float t13 = p0[((gi11 * 64) + gk12)];
-                sh[((i9 * 36) + k10)] = t13;
+                const float t14 = (t13 * 0.25f);
+                sh[((i9 * 36) + k10)] = t14;
             } else {
                 sh[((i9 * 36) + k10)] = 0.0f;
             }
         }
-        for (int s14 = 0; s14 < 16; s14 += 1) {
-            const int l15 = ((s14 * 128) + ti3);
-            const int k16 = (l15 / 64);
-            const int i17 = (l15 % 64);
-            const int gi18 = (n02 + i17);
-            const int gk19 = (k0 + k16);
-            const float t20 = p1[((gk19 * 64) + gi18)];
-            sh[(((k16 * 68) + i17) + 1152)] = t20;
+        for (int s15 = 0; s15 < 16; s15 += 1) {
+            const int l16 = ((s15 * 128) + ti3);
+            const int k17 = (l16 / 64);
+            const int i18 = (l16 % 64);
+            const int gi19 = (n02 + i18);
+            const int gk20 = (k0 + k17);
+            const float t21 = p1[((gk20 * 64) + gi19)];
+            sh[(((k17 * 68) + i18) + 1152)] = t21;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         for (int kk = 0; kk < 32; kk += 8) {
@@ -1134,21 +1126,145 @@ kernel void matmul_10(
     simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
     simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s21 = 0; s21 < 16; s21 += 1) {
-        const int l22 = ((s21 * 128) + ti3);
-        const int i23 = (l22 / 64);
-        const int j24 = (l22 % 64);
-        const int gi25 = (m01 + i23);
-        const int gj26 = (n02 + j24);
-        if ((gi25 < 24)) {
-            p2[((gi25 * 64) + gj26)] = sh[((i23 * 68) + j24)];
+    for (int s22 = 0; s22 < 16; s22 += 1) {
+        const int l23 = ((s22 * 128) + ti3);
+        const int i24 = (l23 / 64);
+        const int j25 = (l23 % 64);
+        const int gi26 = (m01 + i24);
+        const int gj27 = (n02 + j25);
+        if ((gi26 < 24)) {
+            p2[((gi26 * 64) + gj27)] = sh[((i24 * 68) + j25)];
         }
+    }
+}
+
+// fuses scale %43, matmul %45
+// threadgroup 128×1×1, grid 1×1×1 threadgroups
+kernel void matmul_11(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        device float* p2 [[buffer(2)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
+    const int m01 = (int(gid.y) * 64);
+    const int n02 = (int(gid.x) * 64);
+    threadgroup float sh[4352];
+    const int ti3 = int(lid.x);
+    const int sgi4 = int(sg);
+    const int sr5 = ((sgi4 / 2) * 32);
+    const int sc6 = ((sgi4 % 2) * 32);
+    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    for (int k0 = 0; k0 < 24; k0 += 16) {
+        for (int s7 = 0; s7 < 8; s7 += 1) {
+            const int l8 = ((s7 * 128) + ti3);
+            const int k9 = (l8 / 64);
+            const int i10 = (l8 % 64);
+            const int gi11 = (m01 + i10);
+            const int gk12 = (k0 + k9);
+            if ((gk12 < 24)) {
+                const float t13 = p0[((gk12 * 64) + gi11)];
+                const float t14 = (t13 * 0.25f);
+                sh[((k9 * 68) + i10)] = t14;
+            } else {
+                sh[((k9 * 68) + i10)] = 0.0f;
+            }
+        }
+        for (int s15 = 0; s15 < 8; s15 += 1) {
+            const int l16 = ((s15 * 128) + ti3);
+            const int k17 = (l16 / 64);
+            const int i18 = (l16 % 64);
+            const int gi19 = (n02 + i18);
+            const int gk20 = (k0 + k17);
+            if ((gk20 < 24)) {
+                const float t21 = p1[((gk20 * 64) + gi19)];
+                sh[(((k17 * 68) + i18) + 1088)] = t21;
+            } else {
+                sh[(((k17 * 68) + i18) + 1088)] = 0.0f;
+            }
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int kk = 0; kk < 16; kk += 8) {
+            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
+            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa1, sh + ((kk * 68) + (sr5 + 8)), 68, ulong2(0, 0), true);
+            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa2, sh + ((kk * 68) + (sr5 + 16)), 68, ulong2(0, 0), true);
+            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa3, sh + ((kk * 68) + (sr5 + 24)), 68, ulong2(0, 0), true);
+            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb0, sh + (((kk * 68) + sc6) + 1088), 68);
+            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb1, sh + (((kk * 68) + (sc6 + 8)) + 1088), 68);
+            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb2, sh + (((kk * 68) + (sc6 + 16)) + 1088), 68);
+            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb3, sh + (((kk * 68) + (sc6 + 24)) + 1088), 68);
+            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    }
+    simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
+    simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
+    simdgroup_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
+    simdgroup_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
+    simdgroup_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
+    simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
+    simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
+    simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
+    simdgroup_store(acc2_0, sh + (((sr5 + 16) * 68) + sc6), 68);
+    simdgroup_store(acc2_1, sh + (((sr5 + 16) * 68) + (sc6 + 8)), 68);
+    simdgroup_store(acc2_2, sh + (((sr5 + 16) * 68) + (sc6 + 16)), 68);
+    simdgroup_store(acc2_3, sh + (((sr5 + 16) * 68) + (sc6 + 24)), 68);
+    simdgroup_store(acc3_0, sh + (((sr5 + 24) * 68) + sc6), 68);
+    simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
+    simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
+    simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
+    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    for (int s22 = 0; s22 < 32; s22 += 1) {
+        const int l23 = ((s22 * 128) + ti3);
+        const int i24 = (l23 / 64);
+        const int j25 = (l23 % 64);
+        const int gi26 = (m01 + i24);
+        const int gj27 = (n02 + j25);
+        p2[((gi26 * 64) + gj27)] = sh[((i24 * 68) + j25)];
     }
 }
 
 // fuses matmul %46
 // threadgroup 128×1×1, grid 1×1×1 threadgroups
-kernel void matmul_11(
+kernel void matmul_12(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -1352,19 +1468,19 @@ kernel void sqrt_add_0(
         const device float* p3 [[buffer(3)]],
         device float* p4 [[buffer(4)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    if ((i >= 1)) {
+    const int i1 = int(tid.x);
+    if ((i1 >= 1)) {
         return;
     }
-    const float t1 = p0[i];
-    const float t2 = p1[i];
-    const float t3 = (t1 + t2);
-    const float t4 = p2[i];
-    const float t5 = (t3 + t4);
-    const float t6 = p3[i];
-    const float t7 = (t5 + t6);
-    const float t8 = sqrt(t7);
-    p4[i] = t8;
+    const float t2 = p0[i1];
+    const float t3 = p1[i1];
+    const float t4 = (t2 + t3);
+    const float t5 = p2[i1];
+    const float t6 = (t4 + t5);
+    const float t7 = p3[i1];
+    const float t8 = (t6 + t7);
+    const float t9 = sqrt(t8);
+    p4[i1] = t9;
 }
 
 // fuses const %59, const %60, div %61, min %62 (optimizer)
@@ -1373,18 +1489,19 @@ kernel void min_div_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    if ((i >= 1)) {
+    const int i1 = int(tid.x);
+    if ((i1 >= 1)) {
         return;
     }
-    const float t1 = p0[i];
-    const float t2 = (0.3f / t1);
-    const float t3 = min(1.0f, t2);
-    p1[i] = t3;
+    const float t2 = p0[i1];
+    const float t3 = (0.3f / t2);
+    const float t4 = min(1.0f, t3);
+    p1[i1] = t4;
 }
 
-// fuses broadcast %63, mul %64, adamw %75 (optimizer)
-// threadgroup 256×1×1, grid 8×1×1 threadgroups
+// fuses broadcast %63, mul %64, adamw %75, broadcast %65, mul %66, adamw %80, broadcast %67,
+//   mul %68, adamw %85 (optimizer)
+// threadgroup 256×1×1, grid 40×1×1 threadgroups
 kernel void adamw_mul_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -1396,26 +1513,79 @@ kernel void adamw_mul_0(
         device float* p7 [[buffer(7)]],
         device float* p8 [[buffer(8)]],
         device float* p9 [[buffer(9)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const float t3 = p0[i];
-    const float t4 = p1[0];
-    const float t5 = (t3 * t4);
-    const float t6 = p2[i];
-    const float t7 = ((0.9f * t6) + (0.1f * t5));
-    const float t8 = p3[i];
-    const float t9 = ((0.999f * t8) + ((0.001f * t5) * t5));
-    const float t10 = p4[0];
-    const float t11 = p5[0];
-    const float t12 = p6[i];
-    const float t13 = ((t12 - ((t10 * 0.0f) * t12)) - ((t10 * (t7 / (1.0f - pow(0.9f, t11)))) / (sqrt((t9 / (1.0f - pow(0.999f, t11)))) + 1e-08f)));
-    p7[i] = t13;
-    p8[i] = t7;
-    p9[i] = t9;
+        const device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
+        const device float* p12 [[buffer(12)]],
+        const device float* p13 [[buffer(13)]],
+        device float* p14 [[buffer(14)]],
+        device float* p15 [[buffer(15)]],
+        device float* p16 [[buffer(16)]],
+        const device float* p17 [[buffer(17)]],
+        const device float* p18 [[buffer(18)]],
+        const device float* p19 [[buffer(19)]],
+        const device float* p20 [[buffer(20)]],
+        device float* p21 [[buffer(21)]],
+        device float* p22 [[buffer(22)]],
+        device float* p23 [[buffer(23)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if ((int(gid.x) < 8)) {
+        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        const float t4 = p0[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p2[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p3[i1];
+        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p6[i1];
+        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
+        p7[i1] = t14;
+        p8[i1] = t8;
+        p9[i1] = t10;
+    } else {
+        if ((int(gid.x) < 24)) {
+            const int i15 = (((int(gid.x) - 8) * 256) + int(lid.x));
+            const float t18 = p10[i15];
+            const float t19 = p1[0];
+            const float t20 = (t18 * t19);
+            const float t21 = p11[i15];
+            const float t22 = ((0.9f * t21) + (0.1f * t20));
+            const float t23 = p12[i15];
+            const float t24 = ((0.999f * t23) + ((0.001f * t20) * t20));
+            const float t25 = p4[0];
+            const float t26 = p5[0];
+            const float t27 = p13[i15];
+            const float t28 = ((t27 - ((t25 * 0.0f) * t27)) - ((t25 * (t22 / (1.0f - pow(0.9f, t26)))) / (sqrt((t24 / (1.0f - pow(0.999f, t26)))) + 1e-08f)));
+            p14[i15] = t28;
+            p15[i15] = t22;
+            p16[i15] = t24;
+        } else {
+            if ((int(gid.x) < 40)) {
+                const int i29 = (((int(gid.x) - 24) * 256) + int(lid.x));
+                const float t32 = p17[i29];
+                const float t33 = p1[0];
+                const float t34 = (t32 * t33);
+                const float t35 = p18[i29];
+                const float t36 = ((0.9f * t35) + (0.1f * t34));
+                const float t37 = p19[i29];
+                const float t38 = ((0.999f * t37) + ((0.001f * t34) * t34));
+                const float t39 = p4[0];
+                const float t40 = p5[0];
+                const float t41 = p20[i29];
+                const float t42 = ((t41 - ((t39 * 0.0f) * t41)) - ((t39 * (t36 / (1.0f - pow(0.9f, t40)))) / (sqrt((t38 / (1.0f - pow(0.999f, t40)))) + 1e-08f)));
+                p21[i29] = t42;
+                p22[i29] = t36;
+                p23[i29] = t38;
+            }
+        }
+    }
 }
 
-// fuses broadcast %65, mul %66, adamw %80 (optimizer)
-// threadgroup 256×1×1, grid 16×1×1 threadgroups
+// fuses broadcast %69, mul %70, adamw %90 (optimizer)
+// threadgroup 256×1×1, grid 8×1×1 threadgroups
 kernel void adamw_mul_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -1428,19 +1598,19 @@ kernel void adamw_mul_1(
         device float* p8 [[buffer(8)]],
         device float* p9 [[buffer(9)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const float t3 = p0[i];
-    const float t4 = p1[0];
-    const float t5 = (t3 * t4);
-    const float t6 = p2[i];
-    const float t7 = ((0.9f * t6) + (0.1f * t5));
-    const float t8 = p3[i];
-    const float t9 = ((0.999f * t8) + ((0.001f * t5) * t5));
-    const float t10 = p4[0];
-    const float t11 = p5[0];
-    const float t12 = p6[i];
-    const float t13 = ((t12 - ((t10 * 0.0f) * t12)) - ((t10 * (t7 / (1.0f - pow(0.9f, t11)))) / (sqrt((t9 / (1.0f - pow(0.999f, t11)))) + 1e-08f)));
-    p7[i] = t13;
-    p8[i] = t7;
-    p9[i] = t9;
+    const int i1 = int(tid.x);
+    const float t4 = p0[i1];
+    const float t5 = p1[0];
+    const float t6 = (t4 * t5);
+    const float t7 = p2[i1];
+    const float t8 = ((0.9f * t7) + (0.1f * t6));
+    const float t9 = p3[i1];
+    const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
+    const float t11 = p4[0];
+    const float t12 = p5[0];
+    const float t13 = p6[i1];
+    const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
+    p7[i1] = t14;
+    p8[i1] = t8;
+    p9[i1] = t10;
 }

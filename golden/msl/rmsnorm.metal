@@ -69,32 +69,18 @@ kernel void reduce_mean_0(
 kernel void const_0(
         device float* p0 [[buffer(0)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    if ((i >= 1)) {
+    const int i1 = int(tid.x);
+    if ((i1 >= 1)) {
         return;
     }
-    p0[i] = 0.0f;
+    p0[i1] = 0.0f;
 }
 
-// fuses const %8, reshape %9, broadcast %10, scale %11
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void scale_0(
-        device float* p0 [[buffer(0)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    if ((i >= 240)) {
-        return;
-    }
-    const float t3 = (1.0f * 0.004166667f);
-    p0[i] = t3;
-}
-
-// fuses mul %13, reduce_sum %14
+// fuses const %8, reshape %9, broadcast %10, scale %11, mul %13, reduce_sum %14
 // threadgroup 256×1×1, grid 2×1×1 threadgroups
 kernel void reduce_sum_0(
         const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
+        device float* p1 [[buffer(1)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     threadgroup float sh10[256];
@@ -105,8 +91,8 @@ kernel void reduce_sum_0(
     float acc5 = 0.0f;
     if ((o4 < 40)) {
         for (int k6 = part3; k6 < 6; k6 += 8) {
-            const float t7 = p0[((k6 * 40) + o4)];
-            const float t8 = p1[((k6 * 40) + o4)];
+            const float t7 = (1.0f * 0.004166667f);
+            const float t8 = p0[((k6 * 40) + o4)];
             const float t9 = (t7 * t8);
             acc5 += t9;
         }
@@ -117,18 +103,17 @@ kernel void reduce_sum_0(
         for (int p11 = 1; p11 < 8; p11 += 1) {
             acc5 += sh10[((p11 * 32) + col2)];
         }
-        p2[o4] = acc5;
+        p1[o4] = acc5;
     }
 }
 
-// fuses broadcast %4, mul %12, rmsnorm_bwd %15
+// fuses broadcast %4, const %8, reshape %9, broadcast %10, scale %11, mul %12, rmsnorm_bwd %15
 // threadgroup 64×1×1, grid 1×1×1 threadgroups
 kernel void rmsnorm_bwd_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        device float* p4 [[buffer(4)]],
+        device float* p3 [[buffer(3)]],
         uint3 lid [[thread_position_in_threadgroup]]) {
     threadgroup float sh20[2];
     threadgroup float sh21[2];
@@ -149,11 +134,11 @@ kernel void rmsnorm_bwd_0(
             if ((j12 < 40)) {
                 const float t13 = p0[((row6 * 40) + j12)];
                 reg7[k11] = t13;
-                const float t14 = p1[((row6 * 40) + j12)];
-                const float t15 = p2[j12];
+                const float t14 = (1.0f * 0.004166667f);
+                const float t15 = p1[j12];
                 const float t16 = (t14 * t15);
                 reg8[k11] = t16;
-                const float t17 = p3[j12];
+                const float t17 = p2[j12];
                 ss9 += (t13 * t13);
                 dot10 += ((t16 * t17) * t13);
             }
@@ -186,7 +171,7 @@ kernel void rmsnorm_bwd_0(
     for (int k31 = 0; k31 < 1; k31 += 1) {
         const int j32 = (lid1 + (k31 * 64));
         if ((j32 < 40)) {
-            p4[j32] = dg4[k31];
+            p3[j32] = dg4[k31];
         }
     }
 }
@@ -222,15 +207,15 @@ kernel void sqrt_add_0(
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    if ((i >= 1)) {
+    const int i1 = int(tid.x);
+    if ((i1 >= 1)) {
         return;
     }
-    const float t1 = p0[i];
-    const float t2 = p1[i];
-    const float t3 = (t1 + t2);
-    const float t4 = sqrt(t3);
-    p2[i] = t4;
+    const float t2 = p0[i1];
+    const float t3 = p1[i1];
+    const float t4 = (t2 + t3);
+    const float t5 = sqrt(t4);
+    p2[i1] = t5;
 }
 
 // fuses const %23, const %24, div %25, min %26 (optimizer)
@@ -239,18 +224,18 @@ kernel void min_div_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    if ((i >= 1)) {
+    const int i1 = int(tid.x);
+    if ((i1 >= 1)) {
         return;
     }
-    const float t1 = p0[i];
-    const float t2 = (1.0f / t1);
-    const float t3 = min(1.0f, t2);
-    p1[i] = t3;
+    const float t2 = p0[i1];
+    const float t3 = (1.0f / t2);
+    const float t4 = min(1.0f, t3);
+    p1[i1] = t4;
 }
 
-// fuses broadcast %27, mul %28, adamw %35 (optimizer)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
+// fuses broadcast %27, mul %28, adamw %35, broadcast %29, mul %30, adamw %40 (optimizer)
+// threadgroup 256×1×1, grid 2×1×1 threadgroups
 kernel void adamw_mul_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -262,57 +247,54 @@ kernel void adamw_mul_0(
         device float* p7 [[buffer(7)]],
         device float* p8 [[buffer(8)]],
         device float* p9 [[buffer(9)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    if ((i >= 40)) {
-        return;
+        const device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
+        const device float* p12 [[buffer(12)]],
+        const device float* p13 [[buffer(13)]],
+        device float* p14 [[buffer(14)]],
+        device float* p15 [[buffer(15)]],
+        device float* p16 [[buffer(16)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if ((int(gid.x) < 1)) {
+        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        if ((i1 >= 40)) {
+            return;
+        }
+        const float t2 = p0[i1];
+        const float t3 = p1[0];
+        const float t4 = (t2 * t3);
+        const float t5 = p2[i1];
+        const float t6 = ((0.9f * t5) + (0.1f * t4));
+        const float t7 = p3[i1];
+        const float t8 = ((0.95f * t7) + ((0.05f * t4) * t4));
+        const float t9 = p4[0];
+        const float t10 = p5[0];
+        const float t11 = p6[i1];
+        const float t12 = ((t11 - ((t9 * 0.0f) * t11)) - ((t9 * (t6 / (1.0f - pow(0.9f, t10)))) / (sqrt((t8 / (1.0f - pow(0.95f, t10)))) + 1e-08f)));
+        p7[i1] = t12;
+        p8[i1] = t6;
+        p9[i1] = t8;
+    } else {
+        if ((int(gid.x) < 2)) {
+            const int i13 = (((int(gid.x) - 1) * 256) + int(lid.x));
+            if ((i13 >= 40)) {
+                return;
+            }
+            const float t14 = p10[i13];
+            const float t15 = p1[0];
+            const float t16 = (t14 * t15);
+            const float t17 = p11[i13];
+            const float t18 = ((0.9f * t17) + (0.1f * t16));
+            const float t19 = p12[i13];
+            const float t20 = ((0.95f * t19) + ((0.05f * t16) * t16));
+            const float t21 = p4[0];
+            const float t22 = p5[0];
+            const float t23 = p13[i13];
+            const float t24 = ((t23 - ((t21 * 0.1f) * t23)) - ((t21 * (t18 / (1.0f - pow(0.9f, t22)))) / (sqrt((t20 / (1.0f - pow(0.95f, t22)))) + 1e-08f)));
+            p14[i13] = t24;
+            p15[i13] = t18;
+            p16[i13] = t20;
+        }
     }
-    const float t1 = p0[i];
-    const float t2 = p1[0];
-    const float t3 = (t1 * t2);
-    const float t4 = p2[i];
-    const float t5 = ((0.9f * t4) + (0.1f * t3));
-    const float t6 = p3[i];
-    const float t7 = ((0.95f * t6) + ((0.05f * t3) * t3));
-    const float t8 = p4[0];
-    const float t9 = p5[0];
-    const float t10 = p6[i];
-    const float t11 = ((t10 - ((t8 * 0.0f) * t10)) - ((t8 * (t5 / (1.0f - pow(0.9f, t9)))) / (sqrt((t7 / (1.0f - pow(0.95f, t9)))) + 1e-08f)));
-    p7[i] = t11;
-    p8[i] = t5;
-    p9[i] = t7;
-}
-
-// fuses broadcast %29, mul %30, adamw %40 (optimizer)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void adamw_mul_1(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        const device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
-        device float* p7 [[buffer(7)]],
-        device float* p8 [[buffer(8)]],
-        device float* p9 [[buffer(9)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    if ((i >= 40)) {
-        return;
-    }
-    const float t1 = p0[i];
-    const float t2 = p1[0];
-    const float t3 = (t1 * t2);
-    const float t4 = p2[i];
-    const float t5 = ((0.9f * t4) + (0.1f * t3));
-    const float t6 = p3[i];
-    const float t7 = ((0.95f * t6) + ((0.05f * t3) * t3));
-    const float t8 = p4[0];
-    const float t9 = p5[0];
-    const float t10 = p6[i];
-    const float t11 = ((t10 - ((t8 * 0.1f) * t10)) - ((t8 * (t5 / (1.0f - pow(0.9f, t9)))) / (sqrt((t7 / (1.0f - pow(0.95f, t9)))) + 1e-08f)));
-    p7[i] = t11;
-    p8[i] = t5;
-    p9[i] = t7;
 }

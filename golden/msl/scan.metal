@@ -13,63 +13,48 @@ kernel void add_0(
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    if ((i >= 192)) {
+    const int i1 = int(tid.x);
+    if ((i1 >= 192)) {
         return;
     }
-    const int c3 = (i % 8);
-    const float t4 = p0[i];
-    const float t5 = p1[c3];
-    const float t6 = (t4 + t5);
-    p2[i] = t6;
+    const int c4 = (i1 % 8);
+    const float t5 = p0[i1];
+    const float t6 = p1[c4];
+    const float t7 = (t5 + t6);
+    p2[i1] = t7;
 }
 
-// fuses softplus %10
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void softplus_0(
+// fuses softplus %10, exp %11
+// threadgroup 256×1×1, grid 2×1×1 threadgroups
+kernel void exp_softplus_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    if ((i >= 192)) {
-        return;
+        const device float* p2 [[buffer(2)]],
+        device float* p3 [[buffer(3)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if ((int(gid.x) < 1)) {
+        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        if ((i1 >= 192)) {
+            return;
+        }
+        const float t5 = p0[i1];
+        const float t6 = (max(t5, 0.0f) + log((1.0f + exp((-fabs(t5))))));
+        p1[i1] = t6;
+    } else {
+        if ((int(gid.x) < 2)) {
+            const int i7 = (((int(gid.x) - 1) * 256) + int(lid.x));
+            if ((i7 >= 32)) {
+                return;
+            }
+            const float t10 = p2[i7];
+            const float t11 = exp(t10);
+            p3[i7] = t11;
+        }
     }
-    const float t4 = p0[i];
-    const float t5 = (max(t4, 0.0f) + log((1.0f + exp((-fabs(t4))))));
-    p1[i] = t5;
 }
 
-// fuses exp %11
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void exp_0(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    if ((i >= 32)) {
-        return;
-    }
-    const float t3 = p0[i];
-    const float t4 = exp(t3);
-    p1[i] = t4;
-}
-
-// fuses neg %12
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void neg_0(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    if ((i >= 32)) {
-        return;
-    }
-    const float t3 = p0[i];
-    const float t4 = (-t3);
-    p1[i] = t4;
-}
-
-// fuses selective_scan %13
+// fuses neg %12, selective_scan %13
 // threadgroup 32×1×1, grid 1×2×1 threadgroups
 kernel void selective_scan_0(
         const device float* p0 [[buffer(0)]],
@@ -86,21 +71,22 @@ kernel void selective_scan_0(
     const int ch2 = ((int(gid.x) * 8) + (int(lid.x) / 4));
     const int n3 = (int(lid.x) % 4);
     const float t4 = p0[((ch2 * 4) + n3)];
-    const float t5 = p1[ch2];
-    float s6 = 0.0f;
-    for (int c7 = 0; c7 < 3; c7 += 1) {
-        p2[((((((b1 * 3) + c7) * 8) + ch2) * 4) + n3)] = s6;
-        for (int t8 = (c7 * 5); t8 < min(((c7 * 5) + 5), 12); t8 += 1) {
-            const float t9 = p3[((((b1 * 12) + t8) * 8) + ch2)];
-            const float t10 = p4[((((b1 * 12) + t8) * 8) + ch2)];
-            const float t11 = p5[((((b1 * 12) + t8) * 4) + n3)];
-            const float t12 = p6[((((b1 * 12) + t8) * 4) + n3)];
-            const float a13 = exp((t9 * t4));
-            s6 = ((a13 * s6) + ((t9 * t11) * t10));
-            const float r14 = ((s6 * t12) + simd_shuffle_xor((s6 * t12), ushort(2)));
-            const float r15 = (r14 + simd_shuffle_xor(r14, ushort(1)));
+    const float t5 = (-t4);
+    const float t6 = p1[ch2];
+    float s7 = 0.0f;
+    for (int c8 = 0; c8 < 3; c8 += 1) {
+        p2[((((((b1 * 3) + c8) * 8) + ch2) * 4) + n3)] = s7;
+        for (int t9 = (c8 * 5); t9 < min(((c8 * 5) + 5), 12); t9 += 1) {
+            const float t10 = p3[((((b1 * 12) + t9) * 8) + ch2)];
+            const float t11 = p4[((((b1 * 12) + t9) * 8) + ch2)];
+            const float t12 = p5[((((b1 * 12) + t9) * 4) + n3)];
+            const float t13 = p6[((((b1 * 12) + t9) * 4) + n3)];
+            const float a14 = exp((t10 * t5));
+            s7 = ((a14 * s7) + ((t10 * t12) * t11));
+            const float r15 = ((s7 * t13) + simd_shuffle_xor((s7 * t13), ushort(2)));
+            const float r16 = (r15 + simd_shuffle_xor(r15, ushort(1)));
             if ((n3 == 0)) {
-                p7[((((b1 * 12) + t8) * 8) + ch2)] = (r15 + (t5 * t10));
+                p7[((((b1 * 12) + t9) * 8) + ch2)] = (r16 + (t6 * t11));
             }
         }
     }
@@ -135,32 +121,18 @@ kernel void reduce_mean_0(
 kernel void const_0(
         device float* p0 [[buffer(0)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    if ((i >= 1)) {
+    const int i1 = int(tid.x);
+    if ((i1 >= 1)) {
         return;
     }
-    p0[i] = 0.0f;
+    p0[i1] = 0.0f;
 }
 
-// fuses const %19, reshape %20, broadcast %21, scale %22
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void scale_0(
-        device float* p0 [[buffer(0)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    if ((i >= 192)) {
-        return;
-    }
-    const float t4 = (1.0f * 0.0052083335f);
-    p0[i] = t4;
-}
-
-// fuses mul %24, reduce_sum %25
+// fuses const %19, reshape %20, broadcast %21, scale %22, mul %24, reduce_sum %25
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
 kernel void reduce_sum_0(
         const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
+        device float* p1 [[buffer(1)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     threadgroup float sh10[256];
@@ -170,8 +142,8 @@ kernel void reduce_sum_0(
     const int o4 = ((int(gid.x) * 8) + col2);
     float acc5 = 0.0f;
     for (int k6 = part3; k6 < 24; k6 += 32) {
-        const float t7 = p0[(((((k6 / 12) * 12) + (k6 % 12)) * 8) + o4)];
-        const float t8 = p1[(((((k6 / 12) * 12) + (k6 % 12)) * 8) + o4)];
+        const float t7 = (1.0f * 0.0052083335f);
+        const float t8 = p0[(((((k6 / 12) * 12) + (k6 % 12)) * 8) + o4)];
         const float t9 = (t7 * t8);
         acc5 += t9;
     }
@@ -181,11 +153,12 @@ kernel void reduce_sum_0(
         for (int p11 = 1; p11 < 32; p11 += 1) {
             acc5 += sh10[((p11 * 8) + col2)];
         }
-        p2[o4] = acc5;
+        p1[o4] = acc5;
     }
 }
 
-// fuses broadcast %15, mul %23, selective_scan_bwd %26
+// fuses neg %12, broadcast %15, const %19, reshape %20, broadcast %21, scale %22, mul %23,
+//   selective_scan_bwd %26
 // threadgroup 128×1×1, grid 1×1×1 threadgroups
 kernel void selective_scan_bwd_0(
         const device float* p0 [[buffer(0)]],
@@ -195,64 +168,64 @@ kernel void selective_scan_bwd_0(
         const device float* p4 [[buffer(4)]],
         const device float* p5 [[buffer(5)]],
         const device float* p6 [[buffer(6)]],
-        const device float* p7 [[buffer(7)]],
+        device float* p7 [[buffer(7)]],
         device float* p8 [[buffer(8)]],
         device float* p9 [[buffer(9)]],
-        device float* p10 [[buffer(10)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     float seq1[5];
     const int gid2 = int(gid.x);
-    const int ch50 = (((gid2 - 0) * 32) + (int(lid.x) / 4));
-    const int chc51 = min(ch50, 7);
-    const int n52 = (int(lid.x) % 4);
-    const float t53 = p0[((chc51 * 4) + n52)];
-    float dA54 = 0.0f;
-    float dD55 = 0.0f;
-    for (int b56 = 0; b56 < 2; b56 += 1) {
-        float carry57 = 0.0f;
-        for (int cc58 = 0; cc58 < 3; cc58 += 1) {
-            const int c59 = (2 - cc58);
-            const int t060 = (c59 * 5);
-            const int t161 = min((t060 + 5), 12);
-            const float t62 = p1[((((((b56 * 3) + c59) * 8) + chc51) * 4) + n52)];
-            float s63 = t62;
-            for (int t64 = t060; t64 < t161; t64 += 1) {
-                seq1[(t64 - t060)] = s63;
-                const float t65 = p2[((((b56 * 12) + t64) * 8) + chc51)];
-                const float t66 = p3[((((b56 * 12) + t64) * 8) + chc51)];
-                const float t67 = p4[((((b56 * 12) + t64) * 4) + n52)];
-                const float a69 = exp((t65 * t53));
-                s63 = ((a69 * s63) + ((t65 * t67) * t66));
+    const int ch51 = (((gid2 - 0) * 32) + (int(lid.x) / 4));
+    const int chc52 = min(ch51, 7);
+    const int n53 = (int(lid.x) % 4);
+    const float t54 = p0[((chc52 * 4) + n53)];
+    const float t55 = (-t54);
+    float dA56 = 0.0f;
+    float dD57 = 0.0f;
+    for (int b58 = 0; b58 < 2; b58 += 1) {
+        float carry59 = 0.0f;
+        for (int cc60 = 0; cc60 < 3; cc60 += 1) {
+            const int c61 = (2 - cc60);
+            const int t062 = (c61 * 5);
+            const int t163 = min((t062 + 5), 12);
+            const float t64 = p1[((((((b58 * 3) + c61) * 8) + chc52) * 4) + n53)];
+            float s65 = t64;
+            for (int t66 = t062; t66 < t163; t66 += 1) {
+                seq1[(t66 - t062)] = s65;
+                const float t67 = p2[((((b58 * 12) + t66) * 8) + chc52)];
+                const float t68 = p3[((((b58 * 12) + t66) * 8) + chc52)];
+                const float t69 = p4[((((b58 * 12) + t66) * 4) + n53)];
+                const float a71 = exp((t67 * t55));
+                s65 = ((a71 * s65) + ((t67 * t69) * t68));
             }
-            for (int i70 = 0; i70 < (t161 - t060); i70 += 1) {
-                const int t71 = ((t161 - 1) - i70);
-                const float t72 = p2[((((b56 * 12) + t71) * 8) + chc51)];
-                const float t73 = p3[((((b56 * 12) + t71) * 8) + chc51)];
-                const float t74 = p4[((((b56 * 12) + t71) * 4) + n52)];
-                const float t75 = p5[((((b56 * 12) + t71) * 4) + n52)];
-                const float t76 = p6[((((b56 * 12) + t71) * 8) + chc51)];
-                const float t77 = p7[chc51];
-                const float t78 = (t76 * t77);
-                const float sp79 = seq1[(t71 - t060)];
-                const float a80 = exp((t72 * t53));
-                const float g81 = ((t75 * t78) + carry57);
-                carry57 = (a80 * g81);
-                dA54 += (((g81 * t72) * a80) * sp79);
-                dD55 += (t73 * t78);
-                const float r82 = ((g81 * (((t53 * a80) * sp79) + (t74 * t73))) + simd_shuffle_xor((g81 * (((t53 * a80) * sp79) + (t74 * t73))), ushort(2)));
-                const float r83 = (r82 + simd_shuffle_xor(r82, ushort(1)));
-                if (((n52 == 0) && (ch50 < 8))) {
-                    p8[((((b56 * 12) + t71) * 8) + ch50)] = r83;
+            for (int i72 = 0; i72 < (t163 - t062); i72 += 1) {
+                const int t73 = ((t163 - 1) - i72);
+                const float t74 = p2[((((b58 * 12) + t73) * 8) + chc52)];
+                const float t75 = p3[((((b58 * 12) + t73) * 8) + chc52)];
+                const float t76 = p4[((((b58 * 12) + t73) * 4) + n53)];
+                const float t77 = p5[((((b58 * 12) + t73) * 4) + n53)];
+                const float t78 = (1.0f * 0.0052083335f);
+                const float t79 = p6[chc52];
+                const float t80 = (t78 * t79);
+                const float sp81 = seq1[(t73 - t062)];
+                const float a82 = exp((t74 * t55));
+                const float g83 = ((t77 * t80) + carry59);
+                carry59 = (a82 * g83);
+                dA56 += (((g83 * t74) * a82) * sp81);
+                dD57 += (t75 * t80);
+                const float r84 = ((g83 * (((t55 * a82) * sp81) + (t76 * t75))) + simd_shuffle_xor((g83 * (((t55 * a82) * sp81) + (t76 * t75))), ushort(2)));
+                const float r85 = (r84 + simd_shuffle_xor(r84, ushort(1)));
+                if (((n53 == 0) && (ch51 < 8))) {
+                    p7[((((b58 * 12) + t73) * 8) + ch51)] = r85;
                 }
             }
         }
     }
-    if ((ch50 < 8)) {
-        p9[((ch50 * 4) + n52)] = dA54;
+    if ((ch51 < 8)) {
+        p8[((ch51 * 4) + n53)] = dA56;
     }
-    if (((n52 == 0) && (ch50 < 8))) {
-        p10[ch50] = dD55;
+    if (((n53 == 0) && (ch51 < 8))) {
+        p9[ch51] = dD57;
     }
 }
 
@@ -263,15 +236,15 @@ kernel void mul_neg_0(
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    if ((i >= 32)) {
+    const int i1 = int(tid.x);
+    if ((i1 >= 32)) {
         return;
     }
-    const float t3 = p0[i];
-    const float t4 = (-t3);
-    const float t5 = p1[i];
-    const float t6 = (t4 * t5);
-    p2[i] = t6;
+    const float t4 = p0[i1];
+    const float t5 = (-t4);
+    const float t6 = p1[i1];
+    const float t7 = (t5 * t6);
+    p2[i1] = t7;
 }
 
 // fuses sigmoid %34, mul %35, reduce_sum %36
@@ -357,19 +330,19 @@ kernel void sqrt_add_0(
         const device float* p3 [[buffer(3)]],
         device float* p4 [[buffer(4)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    if ((i >= 1)) {
+    const int i1 = int(tid.x);
+    if ((i1 >= 1)) {
         return;
     }
-    const float t1 = p0[i];
-    const float t2 = p1[i];
-    const float t3 = (t1 + t2);
-    const float t4 = p2[i];
-    const float t5 = (t3 + t4);
-    const float t6 = p3[i];
-    const float t7 = (t5 + t6);
-    const float t8 = sqrt(t7);
-    p4[i] = t8;
+    const float t2 = p0[i1];
+    const float t3 = p1[i1];
+    const float t4 = (t2 + t3);
+    const float t5 = p2[i1];
+    const float t6 = (t4 + t5);
+    const float t7 = p3[i1];
+    const float t8 = (t6 + t7);
+    const float t9 = sqrt(t8);
+    p4[i1] = t9;
 }
 
 // fuses const %49, const %50, div %51, min %52 (optimizer)
@@ -378,18 +351,19 @@ kernel void min_div_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    if ((i >= 1)) {
+    const int i1 = int(tid.x);
+    if ((i1 >= 1)) {
         return;
     }
-    const float t1 = p0[i];
-    const float t2 = (1.0f / t1);
-    const float t3 = min(1.0f, t2);
-    p1[i] = t3;
+    const float t2 = p0[i1];
+    const float t3 = (1.0f / t2);
+    const float t4 = min(1.0f, t3);
+    p1[i1] = t4;
 }
 
-// fuses broadcast %53, mul %54, adamw %65 (optimizer)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
+// fuses broadcast %53, mul %54, adamw %65, broadcast %55, mul %56, adamw %70, broadcast %57,
+//   mul %58, adamw %75 (optimizer)
+// threadgroup 256×1×1, grid 3×1×1 threadgroups
 kernel void adamw_mul_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -401,28 +375,87 @@ kernel void adamw_mul_0(
         device float* p7 [[buffer(7)]],
         device float* p8 [[buffer(8)]],
         device float* p9 [[buffer(9)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    if ((i >= 8)) {
-        return;
+        const device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
+        const device float* p12 [[buffer(12)]],
+        const device float* p13 [[buffer(13)]],
+        device float* p14 [[buffer(14)]],
+        device float* p15 [[buffer(15)]],
+        device float* p16 [[buffer(16)]],
+        const device float* p17 [[buffer(17)]],
+        const device float* p18 [[buffer(18)]],
+        const device float* p19 [[buffer(19)]],
+        const device float* p20 [[buffer(20)]],
+        device float* p21 [[buffer(21)]],
+        device float* p22 [[buffer(22)]],
+        device float* p23 [[buffer(23)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if ((int(gid.x) < 1)) {
+        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        if ((i1 >= 8)) {
+            return;
+        }
+        const float t2 = p0[i1];
+        const float t3 = p1[0];
+        const float t4 = (t2 * t3);
+        const float t5 = p2[i1];
+        const float t6 = ((0.9f * t5) + (0.1f * t4));
+        const float t7 = p3[i1];
+        const float t8 = ((0.95f * t7) + ((0.05f * t4) * t4));
+        const float t9 = p4[0];
+        const float t10 = p5[0];
+        const float t11 = p6[i1];
+        const float t12 = ((t11 - ((t9 * 0.0f) * t11)) - ((t9 * (t6 / (1.0f - pow(0.9f, t10)))) / (sqrt((t8 / (1.0f - pow(0.95f, t10)))) + 1e-08f)));
+        p7[i1] = t12;
+        p8[i1] = t6;
+        p9[i1] = t8;
+    } else {
+        if ((int(gid.x) < 2)) {
+            const int i13 = (((int(gid.x) - 1) * 256) + int(lid.x));
+            if ((i13 >= 32)) {
+                return;
+            }
+            const float t16 = p10[i13];
+            const float t17 = p1[0];
+            const float t18 = (t16 * t17);
+            const float t19 = p11[i13];
+            const float t20 = ((0.9f * t19) + (0.1f * t18));
+            const float t21 = p12[i13];
+            const float t22 = ((0.95f * t21) + ((0.05f * t18) * t18));
+            const float t23 = p4[0];
+            const float t24 = p5[0];
+            const float t25 = p13[i13];
+            const float t26 = ((t25 - ((t23 * 0.0f) * t25)) - ((t23 * (t20 / (1.0f - pow(0.9f, t24)))) / (sqrt((t22 / (1.0f - pow(0.95f, t24)))) + 1e-08f)));
+            p14[i13] = t26;
+            p15[i13] = t20;
+            p16[i13] = t22;
+        } else {
+            if ((int(gid.x) < 3)) {
+                const int i27 = (((int(gid.x) - 2) * 256) + int(lid.x));
+                if ((i27 >= 8)) {
+                    return;
+                }
+                const float t28 = p17[i27];
+                const float t29 = p1[0];
+                const float t30 = (t28 * t29);
+                const float t31 = p18[i27];
+                const float t32 = ((0.9f * t31) + (0.1f * t30));
+                const float t33 = p19[i27];
+                const float t34 = ((0.95f * t33) + ((0.05f * t30) * t30));
+                const float t35 = p4[0];
+                const float t36 = p5[0];
+                const float t37 = p20[i27];
+                const float t38 = ((t37 - ((t35 * 0.0f) * t37)) - ((t35 * (t32 / (1.0f - pow(0.9f, t36)))) / (sqrt((t34 / (1.0f - pow(0.95f, t36)))) + 1e-08f)));
+                p21[i27] = t38;
+                p22[i27] = t32;
+                p23[i27] = t34;
+            }
+        }
     }
-    const float t1 = p0[i];
-    const float t2 = p1[0];
-    const float t3 = (t1 * t2);
-    const float t4 = p2[i];
-    const float t5 = ((0.9f * t4) + (0.1f * t3));
-    const float t6 = p3[i];
-    const float t7 = ((0.95f * t6) + ((0.05f * t3) * t3));
-    const float t8 = p4[0];
-    const float t9 = p5[0];
-    const float t10 = p6[i];
-    const float t11 = ((t10 - ((t8 * 0.0f) * t10)) - ((t8 * (t5 / (1.0f - pow(0.9f, t9)))) / (sqrt((t7 / (1.0f - pow(0.95f, t9)))) + 1e-08f)));
-    p7[i] = t11;
-    p8[i] = t5;
-    p9[i] = t7;
 }
 
-// fuses broadcast %55, mul %56, adamw %70 (optimizer)
+// fuses broadcast %59, mul %60, adamw %80 (optimizer)
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
 kernel void adamw_mul_1(
         const device float* p0 [[buffer(0)]],
@@ -436,56 +469,22 @@ kernel void adamw_mul_1(
         device float* p8 [[buffer(8)]],
         device float* p9 [[buffer(9)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    if ((i >= 32)) {
+    const int i1 = int(tid.x);
+    if ((i1 >= 8)) {
         return;
     }
-    const float t3 = p0[i];
-    const float t4 = p1[0];
-    const float t5 = (t3 * t4);
-    const float t6 = p2[i];
-    const float t7 = ((0.9f * t6) + (0.1f * t5));
-    const float t8 = p3[i];
-    const float t9 = ((0.95f * t8) + ((0.05f * t5) * t5));
-    const float t10 = p4[0];
-    const float t11 = p5[0];
-    const float t12 = p6[i];
-    const float t13 = ((t12 - ((t10 * 0.0f) * t12)) - ((t10 * (t7 / (1.0f - pow(0.9f, t11)))) / (sqrt((t9 / (1.0f - pow(0.95f, t11)))) + 1e-08f)));
-    p7[i] = t13;
-    p8[i] = t7;
-    p9[i] = t9;
-}
-
-// fuses broadcast %59, mul %60, adamw %80 (optimizer)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void adamw_mul_2(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        const device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
-        device float* p7 [[buffer(7)]],
-        device float* p8 [[buffer(8)]],
-        device float* p9 [[buffer(9)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    if ((i >= 8)) {
-        return;
-    }
-    const float t1 = p0[i];
-    const float t2 = p1[0];
-    const float t3 = (t1 * t2);
-    const float t4 = p2[i];
-    const float t5 = ((0.9f * t4) + (0.1f * t3));
-    const float t6 = p3[i];
-    const float t7 = ((0.95f * t6) + ((0.05f * t3) * t3));
-    const float t8 = p4[0];
-    const float t9 = p5[0];
-    const float t10 = p6[i];
-    const float t11 = ((t10 - ((t8 * 0.1f) * t10)) - ((t8 * (t5 / (1.0f - pow(0.9f, t9)))) / (sqrt((t7 / (1.0f - pow(0.95f, t9)))) + 1e-08f)));
-    p7[i] = t11;
-    p8[i] = t5;
-    p9[i] = t7;
+    const float t2 = p0[i1];
+    const float t3 = p1[0];
+    const float t4 = (t2 * t3);
+    const float t5 = p2[i1];
+    const float t6 = ((0.9f * t5) + (0.1f * t4));
+    const float t7 = p3[i1];
+    const float t8 = ((0.95f * t7) + ((0.05f * t4) * t4));
+    const float t9 = p4[0];
+    const float t10 = p5[0];
+    const float t11 = p6[i1];
+    const float t12 = ((t11 - ((t9 * 0.1f) * t11)) - ((t9 * (t6 / (1.0f - pow(0.9f, t10)))) / (sqrt((t8 / (1.0f - pow(0.95f, t10)))) + 1e-08f)));
+    p7[i1] = t12;
+    p8[i1] = t6;
+    p9[i1] = t8;
 }

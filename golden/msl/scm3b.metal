@@ -13,13 +13,13 @@ kernel void gather_0(
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const int c1 = (i / 1048576);
-    const int c2 = ((i / 2048) % 512);
-    const int c3 = (i % 2048);
-    const int t4 = p0[((c1 * 512) + c2)];
-    const float t5 = p1[((t4 * 2048) + c3)];
-    p2[i] = t5;
+    const int i1 = int(tid.x);
+    const int c2 = (i1 / 1048576);
+    const int c3 = ((i1 / 2048) % 512);
+    const int c4 = (i1 % 2048);
+    const int t5 = p0[((c2 * 512) + c3)];
+    const float t6 = p1[((t5 * 2048) + c4)];
+    p2[i1] = t6;
 }
 
 // fuses rmsnorm %20 (mamba.0)
@@ -463,10 +463,10 @@ kernel void silu_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const float t4 = p0[i];
-    const float t5 = (t4 / (1.0f + exp((-t4))));
-    p1[i] = t5;
+    const int i1 = int(tid.x);
+    const float t5 = p0[i1];
+    const float t6 = (t5 / (1.0f + exp((-t5))));
+    p1[i1] = t6;
 }
 
 // fuses matmul %30 (mamba.0)
@@ -711,32 +711,31 @@ kernel void matmul_4(
     }
 }
 
-// fuses softplus %37 (mamba.0)
-// threadgroup 256×1×1, grid 8192×1×1 threadgroups
-kernel void softplus_0(
+// fuses softplus %37, exp %38 (mamba.0)
+// threadgroup 256×1×1, grid 8448×1×1 threadgroups
+kernel void exp_softplus_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const float t4 = p0[i];
-    const float t5 = (max(t4, 0.0f) + log((1.0f + exp((-fabs(t4))))));
-    p1[i] = t5;
+        const device float* p2 [[buffer(2)]],
+        device float* p3 [[buffer(3)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if ((int(gid.x) < 8192)) {
+        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        const float t5 = p0[i1];
+        const float t6 = (max(t5, 0.0f) + log((1.0f + exp((-fabs(t5))))));
+        p1[i1] = t6;
+    } else {
+        if ((int(gid.x) < 8448)) {
+            const int i7 = (((int(gid.x) - 8192) * 256) + int(lid.x));
+            const float t10 = p2[i7];
+            const float t11 = exp(t10);
+            p3[i7] = t11;
+        }
+    }
 }
 
-// fuses exp %38, neg %39 (mamba.0)
-// threadgroup 256×1×1, grid 256×1×1 threadgroups
-kernel void neg_exp_0(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const float t3 = p0[i];
-    const float t4 = exp(t3);
-    const float t5 = (-t4);
-    p1[i] = t5;
-}
-
-// fuses slice %32, slice %33, selective_scan %40 (mamba.0)
+// fuses slice %32, slice %33, neg %39, selective_scan %40 (mamba.0)
 // threadgroup 256×1×1, grid 256×1×1 threadgroups
 kernel void selective_scan_0(
         const device float* p0 [[buffer(0)]],
@@ -752,23 +751,24 @@ kernel void selective_scan_0(
     const int ch2 = ((int(gid.x) * 16) + (int(lid.x) / 16));
     const int n3 = (int(lid.x) % 16);
     const float t4 = p0[((ch2 * 16) + n3)];
-    const float t5 = p1[ch2];
-    float s6 = 0.0f;
-    for (int c7 = 0; c7 < 4; c7 += 1) {
-        p2[((((((b1 * 4) + c7) * 4096) + ch2) * 16) + n3)] = s6;
-        for (int t8 = (c7 * 128); t8 < min(((c7 * 128) + 128), 512); t8 += 1) {
-            const float t9 = p3[((((b1 * 512) + t8) * 4096) + ch2)];
-            const float t10 = p4[((((b1 * 512) + t8) * 4096) + ch2)];
-            const float t11 = p5[((((b1 * 512) + t8) * 160) + (n3 + 128))];
-            const float t12 = p5[((((b1 * 512) + t8) * 160) + (n3 + 144))];
-            const float a13 = exp((t9 * t4));
-            s6 = ((a13 * s6) + ((t9 * t11) * t10));
-            const float r14 = ((s6 * t12) + simd_shuffle_xor((s6 * t12), ushort(8)));
-            const float r15 = (r14 + simd_shuffle_xor(r14, ushort(4)));
-            const float r16 = (r15 + simd_shuffle_xor(r15, ushort(2)));
-            const float r17 = (r16 + simd_shuffle_xor(r16, ushort(1)));
+    const float t5 = (-t4);
+    const float t6 = p1[ch2];
+    float s7 = 0.0f;
+    for (int c8 = 0; c8 < 4; c8 += 1) {
+        p2[((((((b1 * 4) + c8) * 4096) + ch2) * 16) + n3)] = s7;
+        for (int t9 = (c8 * 128); t9 < min(((c8 * 128) + 128), 512); t9 += 1) {
+            const float t10 = p3[((((b1 * 512) + t9) * 4096) + ch2)];
+            const float t11 = p4[((((b1 * 512) + t9) * 4096) + ch2)];
+            const float t12 = p5[((((b1 * 512) + t9) * 160) + (n3 + 128))];
+            const float t13 = p5[((((b1 * 512) + t9) * 160) + (n3 + 144))];
+            const float a14 = exp((t10 * t5));
+            s7 = ((a14 * s7) + ((t10 * t12) * t11));
+            const float r15 = ((s7 * t13) + simd_shuffle_xor((s7 * t13), ushort(8)));
+            const float r16 = (r15 + simd_shuffle_xor(r15, ushort(4)));
+            const float r17 = (r16 + simd_shuffle_xor(r16, ushort(2)));
+            const float r18 = (r17 + simd_shuffle_xor(r17, ushort(1)));
             if ((n3 == 0)) {
-                p6[((((b1 * 512) + t8) * 4096) + ch2)] = (r17 + (t5 * t10));
+                p6[((((b1 * 512) + t9) * 4096) + ch2)] = (r18 + (t6 * t11));
             }
         }
     }
@@ -780,13 +780,13 @@ kernel void silu_slice_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const int c1 = (i / 2097152);
-    const int c2 = ((i / 4096) % 512);
-    const int c3 = (i % 4096);
-    const float t4 = p0[((((c1 * 512) + c2) * 8192) + (c3 + 4096))];
-    const float t5 = (t4 / (1.0f + exp((-t4))));
-    p1[i] = t5;
+    const int i1 = int(tid.x);
+    const int c2 = (i1 / 2097152);
+    const int c3 = ((i1 / 4096) % 512);
+    const int c4 = (i1 % 4096);
+    const float t5 = p0[((((c2 * 512) + c3) * 8192) + (c4 + 4096))];
+    const float t6 = (t5 / (1.0f + exp((-t5))));
+    p1[i1] = t6;
 }
 
 // fuses mul %43 (mamba.0)
@@ -796,11 +796,11 @@ kernel void mul_0(
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const float t4 = p0[i];
-    const float t5 = p1[i];
-    const float t6 = (t4 * t5);
-    p2[i] = t6;
+    const int i1 = int(tid.x);
+    const float t5 = p0[i1];
+    const float t6 = p1[i1];
+    const float t7 = (t5 * t6);
+    p2[i1] = t7;
 }
 
 // fuses matmul %45 (mamba.0)
@@ -1348,12 +1348,12 @@ kernel void div_0(
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const int c1 = (i / 2);
-    const float t3 = p0[i];
-    const float t4 = p1[((c1 * 1) + 0)];
-    const float t5 = (t3 / t4);
-    p2[i] = t5;
+    const int i1 = int(tid.x);
+    const int c2 = (i1 / 2);
+    const float t4 = p0[i1];
+    const float t5 = p1[((c2 * 1) + 0)];
+    const float t6 = (t4 / t5);
+    p2[i1] = t6;
 }
 
 // fuses moe_route %161 (moe.0)
@@ -1418,12 +1418,12 @@ kernel void gather_1(
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const int c1 = (i / 2048);
-    const int c2 = (i % 2048);
-    const int t3 = p0[c1];
-    const float t4 = p1[(((((((t3 * 2048) + c2) / 1048576) * 512) + ((((t3 * 2048) + c2) / 2048) % 512)) * 2048) + (((t3 * 2048) + c2) % 2048))];
-    p2[i] = t4;
+    const int i1 = int(tid.x);
+    const int c2 = (i1 / 2048);
+    const int c3 = (i1 % 2048);
+    const int t4 = p0[c2];
+    const float t5 = p1[(((((((t4 * 2048) + c3) / 1048576) * 512) + ((((t4 * 2048) + c3) / 2048) % 512)) * 2048) + (((t4 * 2048) + c3) % 2048))];
+    p2[i1] = t5;
 }
 
 // fuses grouped_matmul %166 (moe.0)
@@ -1875,12 +1875,12 @@ kernel void silu_slice_1(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const int c1 = (i / 5376);
-    const int c2 = (i % 5376);
-    const float t3 = p0[((c1 * 10752) + c2)];
-    const float t4 = (t3 / (1.0f + exp((-t3))));
-    p1[i] = t4;
+    const int i1 = int(tid.x);
+    const int c2 = (i1 / 5376);
+    const int c3 = (i1 % 5376);
+    const float t4 = p0[((c2 * 10752) + c3)];
+    const float t5 = (t4 / (1.0f + exp((-t4))));
+    p1[i1] = t5;
 }
 
 // fuses slice %171, mul %173 (moe.0)
@@ -1890,13 +1890,13 @@ kernel void mul_slice_0(
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const int c1 = (i / 5376);
-    const int c2 = (i % 5376);
-    const float t3 = p0[i];
-    const float t4 = p1[((c1 * 10752) + (c2 + 5376))];
-    const float t5 = (t3 * t4);
-    p2[i] = t5;
+    const int i1 = int(tid.x);
+    const int c2 = (i1 / 5376);
+    const int c3 = (i1 % 5376);
+    const float t4 = p0[i1];
+    const float t5 = p1[((c2 * 10752) + (c3 + 5376))];
+    const float t6 = (t4 * t5);
+    p2[i1] = t6;
 }
 
 // fuses grouped_matmul %175 (moe.0)
@@ -2349,10 +2349,10 @@ kernel void gather_2(
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const int t1 = p0[i];
-    const float t2 = p1[(((t1 / 2) * 2) + (t1 % 2))];
-    p2[i] = t2;
+    const int i1 = int(tid.x);
+    const int t2 = p0[i1];
+    const float t3 = p1[(((t2 / 2) * 2) + (t2 % 2))];
+    p2[i1] = t3;
 }
 
 // fuses reshape %181, broadcast %182, mul %183 (moe.0)
@@ -2362,12 +2362,12 @@ kernel void mul_1(
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const int c1 = (i / 2048);
-    const float t3 = p0[i];
-    const float t4 = p1[((c1 * 1) + 0)];
-    const float t5 = (t3 * t4);
-    p2[i] = t5;
+    const int i1 = int(tid.x);
+    const int c2 = (i1 / 2048);
+    const float t4 = p0[i1];
+    const float t5 = p1[((c2 * 1) + 0)];
+    const float t6 = (t4 * t5);
+    p2[i1] = t6;
 }
 
 // fuses scatter_add %184 (moe.0)
@@ -2471,33 +2471,33 @@ kernel void reduce_sum_1(
     p2[row4] = acc5;
 }
 
-// fuses scale %191 (moe.0)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void scale_0(
+// fuses scale %191, reshape %192, add %193 (moe.0)
+// threadgroup 256×1×1, grid 4097×1×1 threadgroups
+kernel void add_scale_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    if ((i >= 1)) {
-        return;
+        const device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        device float* p4 [[buffer(4)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if ((int(gid.x) < 1)) {
+        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        if ((i1 >= 1)) {
+            return;
+        }
+        const float t2 = p0[i1];
+        const float t3 = (t2 * 0.08f);
+        p1[i1] = t3;
+    } else {
+        if ((int(gid.x) < 4097)) {
+            const int i4 = (((int(gid.x) - 1) * 256) + int(lid.x));
+            const float t8 = p2[i4];
+            const float t9 = p3[(((i4 / 2048) * 2048) + (i4 % 2048))];
+            const float t10 = (t8 + t9);
+            p4[i4] = t10;
+        }
     }
-    const float t1 = p0[i];
-    const float t2 = (t1 * 0.08f);
-    p1[i] = t2;
-}
-
-// fuses reshape %192, add %193 (moe.0)
-// threadgroup 256×1×1, grid 4096×1×1 threadgroups
-kernel void add_0(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const float t4 = p0[i];
-    const float t5 = p1[(((i / 2048) * 2048) + (i % 2048))];
-    const float t6 = (t4 + t5);
-    p2[i] = t6;
 }
 
 // fuses matmul %1854
@@ -2683,7 +2683,7 @@ kernel void cross_entropy_0(
 
 // fuses add %1856, add %1857, add %1858, add %1859, add %1860, add %1861, add %1862, add %1863
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void add_1(
+kernel void add_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -2695,45 +2695,45 @@ kernel void add_1(
         const device float* p8 [[buffer(8)]],
         device float* p9 [[buffer(9)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    if ((i >= 1)) {
+    const int i1 = int(tid.x);
+    if ((i1 >= 1)) {
         return;
     }
-    const float t1 = p0[i];
-    const float t2 = p1[i];
-    const float t3 = (t1 + t2);
-    const float t4 = p2[i];
-    const float t5 = (t3 + t4);
-    const float t6 = p3[i];
-    const float t7 = (t5 + t6);
-    const float t8 = p4[i];
-    const float t9 = (t7 + t8);
-    const float t10 = p5[i];
-    const float t11 = (t9 + t10);
-    const float t12 = p6[i];
-    const float t13 = (t11 + t12);
-    const float t14 = p7[i];
-    const float t15 = (t13 + t14);
-    const float t16 = p8[i];
-    const float t17 = (t15 + t16);
-    p9[i] = t17;
+    const float t2 = p0[i1];
+    const float t3 = p1[i1];
+    const float t4 = (t2 + t3);
+    const float t5 = p2[i1];
+    const float t6 = (t4 + t5);
+    const float t7 = p3[i1];
+    const float t8 = (t6 + t7);
+    const float t9 = p4[i1];
+    const float t10 = (t8 + t9);
+    const float t11 = p5[i1];
+    const float t12 = (t10 + t11);
+    const float t13 = p6[i1];
+    const float t14 = (t12 + t13);
+    const float t15 = p7[i1];
+    const float t16 = (t14 + t15);
+    const float t17 = p8[i1];
+    const float t18 = (t16 + t17);
+    p9[i1] = t18;
 }
 
 // fuses add %1864
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void add_2(
+kernel void add_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    if ((i >= 1)) {
+    const int i1 = int(tid.x);
+    if ((i1 >= 1)) {
         return;
     }
-    const float t1 = p0[i];
-    const float t2 = p1[i];
-    const float t3 = (t1 + t2);
-    p2[i] = t3;
+    const float t2 = p0[i1];
+    const float t3 = p1[i1];
+    const float t4 = (t2 + t3);
+    p2[i1] = t4;
 }
 
 // fuses const %1865, cross_entropy_bwd %1866
@@ -3000,19 +3000,7 @@ kernel void rmsnorm_bwd_0(
     }
 }
 
-// fuses scale %1870 (mamba.29)
-// threadgroup 256×1×1, grid 4096×1×1 threadgroups
-kernel void scale_1(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const float t4 = p0[i];
-    const float t5 = (t4 * 0.1904762f);
-    p1[i] = t5;
-}
-
-// fuses matmul %1871 (mamba.29)
+// fuses scale %1870, matmul %1871 (mamba.29)
 // threadgroup 128×1×1, grid 2×8×1 threadgroups
 kernel void matmul_11(
         const device float* p0 [[buffer(0)]],
@@ -3053,19 +3041,20 @@ kernel void matmul_11(
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
             const float t14 = p0[((((c1 * 512) + gi12) * 2048) + gk13)];
-            sh[((i10 * 20) + k11)] = t14;
+            const float t15 = (t14 * 0.1904762f);
+            sh[((i10 * 20) + k11)] = t15;
         }
-        for (int s15 = 0; s15 < 8; s15 += 1) {
-            const int l16 = ((s15 * 128) + ti4);
-            const int k17 = (l16 / 64);
-            const int i18 = (l16 % 64);
-            const int gi19 = (n03 + i18);
-            const int gk20 = (k0 + k17);
-            if ((gi19 < 84)) {
-                const float t21 = p1[((gk20 * 84) + gi19)];
-                sh[(((k17 * 68) + i18) + 1280)] = t21;
+        for (int s16 = 0; s16 < 8; s16 += 1) {
+            const int l17 = ((s16 * 128) + ti4);
+            const int k18 = (l17 / 64);
+            const int i19 = (l17 % 64);
+            const int gi20 = (n03 + i19);
+            const int gk21 = (k0 + k18);
+            if ((gi20 < 84)) {
+                const float t22 = p1[((gk21 * 84) + gi20)];
+                sh[(((k18 * 68) + i19) + 1280)] = t22;
             } else {
-                sh[(((k17 * 68) + i18) + 1280)] = 0.0f;
+                sh[(((k18 * 68) + i19) + 1280)] = 0.0f;
             }
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -3122,19 +3111,19 @@ kernel void matmul_11(
     simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s22 = 0; s22 < 32; s22 += 1) {
-        const int l23 = ((s22 * 128) + ti4);
-        const int i24 = (l23 / 64);
-        const int j25 = (l23 % 64);
-        const int gi26 = (m02 + i24);
-        const int gj27 = (n03 + j25);
-        if ((gj27 < 84)) {
-            p2[((((c1 * 512) + gi26) * 84) + gj27)] = sh[((i24 * 68) + j25)];
+    for (int s23 = 0; s23 < 32; s23 += 1) {
+        const int l24 = ((s23 * 128) + ti4);
+        const int i25 = (l24 / 64);
+        const int j26 = (l24 % 64);
+        const int gi27 = (m02 + i25);
+        const int gj28 = (n03 + j26);
+        if ((gj28 < 84)) {
+            p2[((((c1 * 512) + gi27) * 84) + gj28)] = sh[((i25 * 68) + j26)];
         }
     }
 }
 
-// fuses reshape %1872, reshape %1873, matmul %1874 (mamba.29)
+// fuses scale %1870, reshape %1872, reshape %1873, matmul %1874 (mamba.29)
 // threadgroup 128×1×1, grid 2×32×1 threadgroups
 kernel void matmul_12(
         const device float* p0 [[buffer(0)]],
@@ -3174,19 +3163,20 @@ kernel void matmul_12(
             const int gi11 = (m01 + i10);
             const int gk12 = (k0 + k9);
             const float t13 = p0[(((((((gk12 * 2048) + gi11) / 1048576) * 512) + ((((gk12 * 2048) + gi11) / 2048) % 512)) * 2048) + (((gk12 * 2048) + gi11) % 2048))];
-            sh[((k9 * 68) + i10)] = t13;
+            const float t14 = (t13 * 0.1904762f);
+            sh[((k9 * 68) + i10)] = t14;
         }
-        for (int s14 = 0; s14 < 8; s14 += 1) {
-            const int l15 = ((s14 * 128) + ti3);
-            const int k16 = (l15 / 64);
-            const int i17 = (l15 % 64);
-            const int gi18 = (n02 + i17);
-            const int gk19 = (k0 + k16);
-            if ((gi18 < 84)) {
-                const float t20 = p1[(((((((gk19 * 84) + gi18) / 43008) * 512) + ((((gk19 * 84) + gi18) / 84) % 512)) * 84) + (((gk19 * 84) + gi18) % 84))];
-                sh[(((k16 * 68) + i17) + 1088)] = t20;
+        for (int s15 = 0; s15 < 8; s15 += 1) {
+            const int l16 = ((s15 * 128) + ti3);
+            const int k17 = (l16 / 64);
+            const int i18 = (l16 % 64);
+            const int gi19 = (n02 + i18);
+            const int gk20 = (k0 + k17);
+            if ((gi19 < 84)) {
+                const float t21 = p1[(((((((gk20 * 84) + gi19) / 43008) * 512) + ((((gk20 * 84) + gi19) / 84) % 512)) * 84) + (((gk20 * 84) + gi19) % 84))];
+                sh[(((k17 * 68) + i18) + 1088)] = t21;
             } else {
-                sh[(((k16 * 68) + i17) + 1088)] = 0.0f;
+                sh[(((k17 * 68) + i18) + 1088)] = 0.0f;
             }
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -3243,14 +3233,14 @@ kernel void matmul_12(
     simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s21 = 0; s21 < 32; s21 += 1) {
-        const int l22 = ((s21 * 128) + ti3);
-        const int i23 = (l22 / 64);
-        const int j24 = (l22 % 64);
-        const int gi25 = (m01 + i23);
-        const int gj26 = (n02 + j24);
-        if ((gj26 < 84)) {
-            p2[((gi25 * 84) + gj26)] = sh[((i23 * 68) + j24)];
+    for (int s22 = 0; s22 < 32; s22 += 1) {
+        const int l23 = ((s22 * 128) + ti3);
+        const int i24 = (l23 / 64);
+        const int j25 = (l23 % 64);
+        const int gi26 = (m01 + i24);
+        const int gj27 = (n02 + j25);
+        if ((gj27 < 84)) {
+            p2[((gi26 * 84) + gj27)] = sh[((i24 * 68) + j25)];
         }
     }
 }
@@ -3623,7 +3613,7 @@ kernel void matmul_15(
     }
 }
 
-// fuses slice %1834, slice %1835, mul %1882, selective_scan_bwd %1890 (mamba.29)
+// fuses slice %1834, slice %1835, neg %1841, mul %1882, selective_scan_bwd %1890 (mamba.29)
 // threadgroup 1024×1×1, grid 80×1×1 threadgroups
 kernel void selective_scan_bwd_0(
         const device float* p0 [[buffer(0)]],
@@ -3655,67 +3645,68 @@ kernel void selective_scan_bwd_0(
         for (int blk10 = 0; blk10 < 4; blk10 += 1) {
             const int ch11 = ((blk10 * 1024) + (int(lid.x) % 1024));
             const float t12 = p0[((ch11 * 16) + n6)];
-            float carry13 = 0.0f;
-            for (int cc14 = 0; cc14 < 4; cc14 += 1) {
-                const int c15 = (3 - cc14);
-                const int t016 = (c15 * 128);
-                const int t117 = min((t016 + 128), 512);
-                const float t18 = p1[((((((b4 * 4) + c15) * 4096) + ch11) * 16) + n6)];
-                float s19 = t18;
-                for (int t20 = t016; t20 < t117; t20 += 1) {
-                    seq1[(t20 - t016)] = s19;
-                    const float t21 = p2[((((b4 * 512) + t20) * 4096) + ch11)];
-                    const float t22 = p3[((((b4 * 512) + t20) * 4096) + ch11)];
-                    const float t23 = p4[((((b4 * 512) + t20) * 160) + (n6 + 128))];
-                    const float a25 = exp((t21 * t12));
-                    s19 = ((a25 * s19) + ((t21 * t23) * t22));
+            const float t13 = (-t12);
+            float carry14 = 0.0f;
+            for (int cc15 = 0; cc15 < 4; cc15 += 1) {
+                const int c16 = (3 - cc15);
+                const int t017 = (c16 * 128);
+                const int t118 = min((t017 + 128), 512);
+                const float t19 = p1[((((((b4 * 4) + c16) * 4096) + ch11) * 16) + n6)];
+                float s20 = t19;
+                for (int t21 = t017; t21 < t118; t21 += 1) {
+                    seq1[(t21 - t017)] = s20;
+                    const float t22 = p2[((((b4 * 512) + t21) * 4096) + ch11)];
+                    const float t23 = p3[((((b4 * 512) + t21) * 4096) + ch11)];
+                    const float t24 = p4[((((b4 * 512) + t21) * 160) + (n6 + 128))];
+                    const float a26 = exp((t22 * t13));
+                    s20 = ((a26 * s20) + ((t22 * t24) * t23));
                 }
-                const int len26 = (t117 - t016);
-                for (int i027 = 0; i027 < len26; i027 += 16) {
-                    const int cnt28 = min(16, (len26 - i027));
-                    const int rb29 = (buf9 * 1024);
-                    for (int j30 = 0; j30 < cnt28; j30 += 1) {
-                        const int t31 = ((t117 - 1) - (i027 + j30));
-                        const float t32 = p2[((((b4 * 512) + t31) * 4096) + ch11)];
-                        const float t33 = p3[((((b4 * 512) + t31) * 4096) + ch11)];
-                        const float t34 = p4[((((b4 * 512) + t31) * 160) + (n6 + 128))];
-                        const float t35 = p4[((((b4 * 512) + t31) * 160) + (n6 + 144))];
-                        const float t36 = p5[((((b4 * 512) + t31) * 4096) + ch11)];
-                        const float t37 = p6[((((b4 * 512) + t31) * 4096) + ch11)];
-                        const float t38 = (t36 * t37);
-                        const float sp39 = seq1[(t31 - t016)];
-                        const float a40 = exp((t32 * t12));
-                        const float g41 = ((t35 * t38) + carry13);
-                        carry13 = (a40 * g41);
-                        const float p42 = simd_sum(((g41 * t32) * t33));
-                        const float p43 = simd_sum((((a40 * sp39) + ((t32 * t34) * t33)) * t38));
+                const int len27 = (t118 - t017);
+                for (int i028 = 0; i028 < len27; i028 += 16) {
+                    const int cnt29 = min(16, (len27 - i028));
+                    const int rb30 = (buf9 * 1024);
+                    for (int j31 = 0; j31 < cnt29; j31 += 1) {
+                        const int t32 = ((t118 - 1) - (i028 + j31));
+                        const float t33 = p2[((((b4 * 512) + t32) * 4096) + ch11)];
+                        const float t34 = p3[((((b4 * 512) + t32) * 4096) + ch11)];
+                        const float t35 = p4[((((b4 * 512) + t32) * 160) + (n6 + 128))];
+                        const float t36 = p4[((((b4 * 512) + t32) * 160) + (n6 + 144))];
+                        const float t37 = p5[((((b4 * 512) + t32) * 4096) + ch11)];
+                        const float t38 = p6[((((b4 * 512) + t32) * 4096) + ch11)];
+                        const float t39 = (t37 * t38);
+                        const float sp40 = seq1[(t32 - t017)];
+                        const float a41 = exp((t33 * t13));
+                        const float g42 = ((t36 * t39) + carry14);
+                        carry14 = (a41 * g42);
+                        const float p43 = simd_sum(((g42 * t33) * t34));
+                        const float p44 = simd_sum((((a41 * sp40) + ((t33 * t35) * t34)) * t39));
                         if ((lane8 == 0)) {
-                            red2[(rb29 + ((((0 * 16) + j30) * 32) + sg7))] = p42;
-                            red2[(rb29 + ((((1 * 16) + j30) * 32) + sg7))] = p43;
+                            red2[(rb30 + ((((0 * 16) + j31) * 32) + sg7))] = p43;
+                            red2[(rb30 + ((((1 * 16) + j31) * 32) + sg7))] = p44;
                         }
                     }
                     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-                    const int per44 = (cnt28 * 1);
-                    for (int k45 = sg7; k45 < (2 * per44); k45 += 32) {
-                        const int q46 = (k45 / per44);
-                        const int j47 = ((k45 % per44) / 1);
-                        const int ns48 = (k45 % 1);
-                        const float tot49 = simd_sum(red2[(rb29 + ((((q46 * 16) + j47) * 32) + ((ns48 * 32) + lane8)))]);
-                        const int t50 = ((t117 - 1) - (i027 + j47));
-                        const int nn51 = (n05 + ns48);
+                    const int per45 = (cnt29 * 1);
+                    for (int k46 = sg7; k46 < (2 * per45); k46 += 32) {
+                        const int q47 = (k46 / per45);
+                        const int j48 = ((k46 % per45) / 1);
+                        const int ns49 = (k46 % 1);
+                        const float tot50 = simd_sum(red2[(rb30 + ((((q47 * 16) + j48) * 32) + ((ns49 * 32) + lane8)))]);
+                        const int t51 = ((t118 - 1) - (i028 + j48));
+                        const int nn52 = (n05 + ns49);
                         if ((lane8 == 0)) {
-                            if ((q46 == 0)) {
+                            if ((q47 == 0)) {
                                 if ((blk10 == 0)) {
-                                    p7[((((b4 * 512) + t50) * 16) + nn51)] = tot49;
+                                    p7[((((b4 * 512) + t51) * 16) + nn52)] = tot50;
                                 } else {
-                                    p7[((((b4 * 512) + t50) * 16) + nn51)] += tot49;
+                                    p7[((((b4 * 512) + t51) * 16) + nn52)] += tot50;
                                 }
                             }
-                            if ((q46 == 1)) {
+                            if ((q47 == 1)) {
                                 if ((blk10 == 0)) {
-                                    p8[((((b4 * 512) + t50) * 16) + nn51)] = tot49;
+                                    p8[((((b4 * 512) + t51) * 16) + nn52)] = tot50;
                                 } else {
-                                    p8[((((b4 * 512) + t50) * 16) + nn51)] += tot49;
+                                    p8[((((b4 * 512) + t51) * 16) + nn52)] += tot50;
                                 }
                             }
                         }
@@ -3725,52 +3716,53 @@ kernel void selective_scan_bwd_0(
             }
         }
     } else {
-        const int ch52 = (((gid3 - 16) * 64) + (int(lid.x) / 16));
-        const int n53 = (int(lid.x) % 16);
-        const float t54 = p0[((ch52 * 16) + n53)];
-        const float t55 = p9[ch52];
-        float dA56 = 0.0f;
-        float dD57 = 0.0f;
-        for (int b58 = 0; b58 < 1; b58 += 1) {
-            float carry59 = 0.0f;
-            for (int cc60 = 0; cc60 < 4; cc60 += 1) {
-                const int c61 = (3 - cc60);
-                const int t062 = (c61 * 128);
-                const int t163 = min((t062 + 128), 512);
-                const float t64 = p1[((((((b58 * 4) + c61) * 4096) + ch52) * 16) + n53)];
-                float s65 = t64;
-                for (int t66 = t062; t66 < t163; t66 += 1) {
-                    seq1[(t66 - t062)] = s65;
-                    const float t67 = p2[((((b58 * 512) + t66) * 4096) + ch52)];
-                    const float t68 = p3[((((b58 * 512) + t66) * 4096) + ch52)];
-                    const float t69 = p4[((((b58 * 512) + t66) * 160) + (n53 + 128))];
-                    const float a71 = exp((t67 * t54));
-                    s65 = ((a71 * s65) + ((t67 * t69) * t68));
+        const int ch53 = (((gid3 - 16) * 64) + (int(lid.x) / 16));
+        const int n54 = (int(lid.x) % 16);
+        const float t55 = p0[((ch53 * 16) + n54)];
+        const float t56 = (-t55);
+        const float t57 = p9[ch53];
+        float dA58 = 0.0f;
+        float dD59 = 0.0f;
+        for (int b60 = 0; b60 < 1; b60 += 1) {
+            float carry61 = 0.0f;
+            for (int cc62 = 0; cc62 < 4; cc62 += 1) {
+                const int c63 = (3 - cc62);
+                const int t064 = (c63 * 128);
+                const int t165 = min((t064 + 128), 512);
+                const float t66 = p1[((((((b60 * 4) + c63) * 4096) + ch53) * 16) + n54)];
+                float s67 = t66;
+                for (int t68 = t064; t68 < t165; t68 += 1) {
+                    seq1[(t68 - t064)] = s67;
+                    const float t69 = p2[((((b60 * 512) + t68) * 4096) + ch53)];
+                    const float t70 = p3[((((b60 * 512) + t68) * 4096) + ch53)];
+                    const float t71 = p4[((((b60 * 512) + t68) * 160) + (n54 + 128))];
+                    const float a73 = exp((t69 * t56));
+                    s67 = ((a73 * s67) + ((t69 * t71) * t70));
                 }
-                for (int i72 = 0; i72 < (t163 - t062); i72 += 1) {
-                    const int t73 = ((t163 - 1) - i72);
-                    const float t74 = p2[((((b58 * 512) + t73) * 4096) + ch52)];
-                    const float t75 = p3[((((b58 * 512) + t73) * 4096) + ch52)];
-                    const float t76 = p4[((((b58 * 512) + t73) * 160) + (n53 + 128))];
-                    const float t77 = p4[((((b58 * 512) + t73) * 160) + (n53 + 144))];
-                    const float t78 = p5[((((b58 * 512) + t73) * 4096) + ch52)];
-                    const float t79 = p6[((((b58 * 512) + t73) * 4096) + ch52)];
-                    const float t80 = (t78 * t79);
-                    const float sp81 = seq1[(t73 - t062)];
-                    const float a82 = exp((t74 * t54));
-                    const float g83 = ((t77 * t80) + carry59);
-                    carry59 = (a82 * g83);
-                    const float r84 = (((g83 * t74) * t76) + simd_shuffle_xor(((g83 * t74) * t76), ushort(8)));
-                    const float r85 = (r84 + simd_shuffle_xor(r84, ushort(4)));
-                    const float r86 = (r85 + simd_shuffle_xor(r85, ushort(2)));
-                    const float r87 = (r86 + simd_shuffle_xor(r86, ushort(1)));
-                    const float r88 = ((g83 * (((t54 * a82) * sp81) + (t76 * t75))) + simd_shuffle_xor((g83 * (((t54 * a82) * sp81) + (t76 * t75))), ushort(8)));
-                    const float r89 = (r88 + simd_shuffle_xor(r88, ushort(4)));
-                    const float r90 = (r89 + simd_shuffle_xor(r89, ushort(2)));
-                    const float r91 = (r90 + simd_shuffle_xor(r90, ushort(1)));
-                    if ((n53 == 0)) {
-                        p10[((((b58 * 512) + t73) * 4096) + ch52)] = (r87 + (t55 * t80));
-                        p11[((((b58 * 512) + t73) * 4096) + ch52)] = r91;
+                for (int i74 = 0; i74 < (t165 - t064); i74 += 1) {
+                    const int t75 = ((t165 - 1) - i74);
+                    const float t76 = p2[((((b60 * 512) + t75) * 4096) + ch53)];
+                    const float t77 = p3[((((b60 * 512) + t75) * 4096) + ch53)];
+                    const float t78 = p4[((((b60 * 512) + t75) * 160) + (n54 + 128))];
+                    const float t79 = p4[((((b60 * 512) + t75) * 160) + (n54 + 144))];
+                    const float t80 = p5[((((b60 * 512) + t75) * 4096) + ch53)];
+                    const float t81 = p6[((((b60 * 512) + t75) * 4096) + ch53)];
+                    const float t82 = (t80 * t81);
+                    const float sp83 = seq1[(t75 - t064)];
+                    const float a84 = exp((t76 * t56));
+                    const float g85 = ((t79 * t82) + carry61);
+                    carry61 = (a84 * g85);
+                    const float r86 = (((g85 * t76) * t78) + simd_shuffle_xor(((g85 * t76) * t78), ushort(8)));
+                    const float r87 = (r86 + simd_shuffle_xor(r86, ushort(4)));
+                    const float r88 = (r87 + simd_shuffle_xor(r87, ushort(2)));
+                    const float r89 = (r88 + simd_shuffle_xor(r88, ushort(1)));
+                    const float r90 = ((g85 * (((t56 * a84) * sp83) + (t78 * t77))) + simd_shuffle_xor((g85 * (((t56 * a84) * sp83) + (t78 * t77))), ushort(8)));
+                    const float r91 = (r90 + simd_shuffle_xor(r90, ushort(4)));
+                    const float r92 = (r91 + simd_shuffle_xor(r91, ushort(2)));
+                    const float r93 = (r92 + simd_shuffle_xor(r92, ushort(1)));
+                    if ((n54 == 0)) {
+                        p10[((((b60 * 512) + t75) * 4096) + ch53)] = (r89 + (t57 * t82));
+                        p11[((((b60 * 512) + t75) * 4096) + ch53)] = r93;
                     }
                 }
             }
@@ -3785,12 +3777,12 @@ kernel void mul_sigmoid_0(
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const float t4 = p0[i];
-    const float t5 = p1[i];
-    const float t6 = (1.0f / (1.0f + exp((-t5))));
-    const float t7 = (t4 * t6);
-    p2[i] = t7;
+    const int i1 = int(tid.x);
+    const float t5 = p0[i1];
+    const float t6 = p1[i1];
+    const float t7 = (1.0f / (1.0f + exp((-t6))));
+    const float t8 = (t5 * t7);
+    p2[i1] = t8;
 }
 
 // fuses matmul %1898 (mamba.29)
@@ -3918,38 +3910,38 @@ kernel void add_concat_0(
         const device float* p2 [[buffer(2)]],
         device float* p3 [[buffer(3)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const int c1 = (i / 81920);
-    const int c2 = ((i / 160) % 512);
-    const int c3 = (i % 160);
-    float cat4 = 0.0f;
-    if ((c3 < 144)) {
-        cat4 = 0.0f;
+    const int i1 = int(tid.x);
+    const int c2 = (i1 / 81920);
+    const int c3 = ((i1 / 160) % 512);
+    const int c4 = (i1 % 160);
+    float cat5 = 0.0f;
+    if ((c4 < 144)) {
+        cat5 = 0.0f;
     } else {
-        const float t5 = p0[((((c1 * 512) + c2) * 16) + (c3 - 144))];
-        cat4 = t5;
+        const float t6 = p0[((((c2 * 512) + c3) * 16) + (c4 - 144))];
+        cat5 = t6;
     }
-    float cat6 = 0.0f;
-    if ((c3 < 128)) {
-        cat6 = 0.0f;
+    float cat7 = 0.0f;
+    if ((c4 < 128)) {
+        cat7 = 0.0f;
     } else {
-        if ((c3 < 144)) {
-            const float t7 = p1[((((c1 * 512) + c2) * 16) + (c3 - 128))];
-            cat6 = t7;
+        if ((c4 < 144)) {
+            const float t8 = p1[((((c2 * 512) + c3) * 16) + (c4 - 128))];
+            cat7 = t8;
         } else {
-            cat6 = 0.0f;
+            cat7 = 0.0f;
         }
     }
-    const float t8 = (cat4 + cat6);
-    float cat9 = 0.0f;
-    if ((c3 < 128)) {
-        const float t10 = p2[((((c1 * 512) + c2) * 128) + (c3 - 0))];
-        cat9 = t10;
+    const float t9 = (cat5 + cat7);
+    float cat10 = 0.0f;
+    if ((c4 < 128)) {
+        const float t11 = p2[((((c2 * 512) + c3) * 128) + (c4 - 0))];
+        cat10 = t11;
     } else {
-        cat9 = 0.0f;
+        cat10 = 0.0f;
     }
-    const float t11 = (t8 + cat9);
-    p3[i] = t11;
+    const float t12 = (t9 + cat10);
+    p3[i1] = t12;
 }
 
 // fuses matmul %1908, add %1909, sigmoid %1910, const %1911, sub %1912, mul %1913, add %1914,
@@ -4115,50 +4107,38 @@ kernel void add_concat_mul_0(
         const device float* p4 [[buffer(4)]],
         device float* p5 [[buffer(5)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const int c1 = (i / 4194304);
-    const int c2 = ((i / 8192) % 512);
-    const int c3 = (i % 8192);
-    float cat4 = 0.0f;
-    if ((c3 < 4096)) {
-        cat4 = 0.0f;
+    const int i1 = int(tid.x);
+    const int c2 = (i1 / 4194304);
+    const int c3 = ((i1 / 8192) % 512);
+    const int c4 = (i1 % 8192);
+    float cat5 = 0.0f;
+    if ((c4 < 4096)) {
+        cat5 = 0.0f;
     } else {
-        const float t5 = p0[((((c1 * 512) + c2) * 4096) + (c3 - 4096))];
-        const float t6 = p1[((((c1 * 512) + c2) * 4096) + (c3 - 4096))];
-        const float t7 = (t5 * t6);
-        const float t8 = p2[((((c1 * 512) + c2) * 8192) + ((c3 - 4096) + 4096))];
-        const float t9 = (1.0f / (1.0f + exp((-t8))));
-        const float t10 = p3[((((c1 * 512) + c2) * 4096) + (c3 - 4096))];
-        const float t11 = (1.0f - t9);
-        const float t12 = (t10 * t11);
-        const float t13 = (t9 + t12);
-        const float t14 = (t7 * t13);
-        cat4 = t14;
+        const float t6 = p0[((((c2 * 512) + c3) * 4096) + (c4 - 4096))];
+        const float t7 = p1[((((c2 * 512) + c3) * 4096) + (c4 - 4096))];
+        const float t8 = (t6 * t7);
+        const float t9 = p2[((((c2 * 512) + c3) * 8192) + ((c4 - 4096) + 4096))];
+        const float t10 = (1.0f / (1.0f + exp((-t9))));
+        const float t11 = p3[((((c2 * 512) + c3) * 4096) + (c4 - 4096))];
+        const float t12 = (1.0f - t10);
+        const float t13 = (t11 * t12);
+        const float t14 = (t10 + t13);
+        const float t15 = (t8 * t14);
+        cat5 = t15;
     }
-    float cat15 = 0.0f;
-    if ((c3 < 4096)) {
-        const float t16 = p4[((((c1 * 512) + c2) * 4096) + (c3 - 0))];
-        cat15 = t16;
+    float cat16 = 0.0f;
+    if ((c4 < 4096)) {
+        const float t17 = p4[((((c2 * 512) + c3) * 4096) + (c4 - 0))];
+        cat16 = t17;
     } else {
-        cat15 = 0.0f;
+        cat16 = 0.0f;
     }
-    const float t17 = (cat4 + cat15);
-    p5[i] = t17;
+    const float t18 = (cat5 + cat16);
+    p5[i1] = t18;
 }
 
-// fuses scale %1924 (mamba.29)
-// threadgroup 256×1×1, grid 16384×1×1 threadgroups
-kernel void scale_2(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const float t4 = p0[i];
-    const float t5 = (t4 * 0.1904762f);
-    p1[i] = t5;
-}
-
-// fuses matmul %1925 (mamba.29)
+// fuses scale %1924, matmul %1925 (mamba.29)
 // threadgroup 128×1×1, grid 2×8×1 threadgroups
 kernel void matmul_18(
         const device float* p0 [[buffer(0)]],
@@ -4199,19 +4179,20 @@ kernel void matmul_18(
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
             const float t14 = p0[((((c1 * 512) + gi12) * 8192) + gk13)];
-            sh[((i10 * 20) + k11)] = t14;
+            const float t15 = (t14 * 0.1904762f);
+            sh[((i10 * 20) + k11)] = t15;
         }
-        for (int s15 = 0; s15 < 8; s15 += 1) {
-            const int l16 = ((s15 * 128) + ti4);
-            const int k17 = (l16 / 64);
-            const int i18 = (l16 % 64);
-            const int gi19 = (n03 + i18);
-            const int gk20 = (k0 + k17);
-            if ((gi19 < 84)) {
-                const float t21 = p1[((gk20 * 84) + gi19)];
-                sh[(((k17 * 68) + i18) + 1280)] = t21;
+        for (int s16 = 0; s16 < 8; s16 += 1) {
+            const int l17 = ((s16 * 128) + ti4);
+            const int k18 = (l17 / 64);
+            const int i19 = (l17 % 64);
+            const int gi20 = (n03 + i19);
+            const int gk21 = (k0 + k18);
+            if ((gi20 < 84)) {
+                const float t22 = p1[((gk21 * 84) + gi20)];
+                sh[(((k18 * 68) + i19) + 1280)] = t22;
             } else {
-                sh[(((k17 * 68) + i18) + 1280)] = 0.0f;
+                sh[(((k18 * 68) + i19) + 1280)] = 0.0f;
             }
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -4268,19 +4249,19 @@ kernel void matmul_18(
     simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s22 = 0; s22 < 32; s22 += 1) {
-        const int l23 = ((s22 * 128) + ti4);
-        const int i24 = (l23 / 64);
-        const int j25 = (l23 % 64);
-        const int gi26 = (m02 + i24);
-        const int gj27 = (n03 + j25);
-        if ((gj27 < 84)) {
-            p2[((((c1 * 512) + gi26) * 84) + gj27)] = sh[((i24 * 68) + j25)];
+    for (int s23 = 0; s23 < 32; s23 += 1) {
+        const int l24 = ((s23 * 128) + ti4);
+        const int i25 = (l24 / 64);
+        const int j26 = (l24 % 64);
+        const int gi27 = (m02 + i25);
+        const int gj28 = (n03 + j26);
+        if ((gj28 < 84)) {
+            p2[((((c1 * 512) + gi27) * 84) + gj28)] = sh[((i25 * 68) + j26)];
         }
     }
 }
 
-// fuses reshape %1926, reshape %1927, matmul %1928 (mamba.29)
+// fuses scale %1924, reshape %1926, reshape %1927, matmul %1928 (mamba.29)
 // threadgroup 128×1×1, grid 2×128×1 threadgroups
 kernel void matmul_19(
         const device float* p0 [[buffer(0)]],
@@ -4320,19 +4301,20 @@ kernel void matmul_19(
             const int gi11 = (m01 + i10);
             const int gk12 = (k0 + k9);
             const float t13 = p0[(((((((gk12 * 8192) + gi11) / 4194304) * 512) + ((((gk12 * 8192) + gi11) / 8192) % 512)) * 8192) + (((gk12 * 8192) + gi11) % 8192))];
-            sh[((k9 * 68) + i10)] = t13;
+            const float t14 = (t13 * 0.1904762f);
+            sh[((k9 * 68) + i10)] = t14;
         }
-        for (int s14 = 0; s14 < 8; s14 += 1) {
-            const int l15 = ((s14 * 128) + ti3);
-            const int k16 = (l15 / 64);
-            const int i17 = (l15 % 64);
-            const int gi18 = (n02 + i17);
-            const int gk19 = (k0 + k16);
-            if ((gi18 < 84)) {
-                const float t20 = p1[(((((((gk19 * 84) + gi18) / 43008) * 512) + ((((gk19 * 84) + gi18) / 84) % 512)) * 84) + (((gk19 * 84) + gi18) % 84))];
-                sh[(((k16 * 68) + i17) + 1088)] = t20;
+        for (int s15 = 0; s15 < 8; s15 += 1) {
+            const int l16 = ((s15 * 128) + ti3);
+            const int k17 = (l16 / 64);
+            const int i18 = (l16 % 64);
+            const int gi19 = (n02 + i18);
+            const int gk20 = (k0 + k17);
+            if ((gi19 < 84)) {
+                const float t21 = p1[(((((((gk20 * 84) + gi19) / 43008) * 512) + ((((gk20 * 84) + gi19) / 84) % 512)) * 84) + (((gk20 * 84) + gi19) % 84))];
+                sh[(((k17 * 68) + i18) + 1088)] = t21;
             } else {
-                sh[(((k16 * 68) + i17) + 1088)] = 0.0f;
+                sh[(((k17 * 68) + i18) + 1088)] = 0.0f;
             }
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -4389,14 +4371,14 @@ kernel void matmul_19(
     simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s21 = 0; s21 < 32; s21 += 1) {
-        const int l22 = ((s21 * 128) + ti3);
-        const int i23 = (l22 / 64);
-        const int j24 = (l22 % 64);
-        const int gi25 = (m01 + i23);
-        const int gj26 = (n02 + j24);
-        if ((gj26 < 84)) {
-            p2[((gi25 * 84) + gj26)] = sh[((i23 * 68) + j24)];
+    for (int s22 = 0; s22 < 32; s22 += 1) {
+        const int l23 = ((s22 * 128) + ti3);
+        const int i24 = (l23 / 64);
+        const int j25 = (l23 % 64);
+        const int gi26 = (m01 + i24);
+        const int gj27 = (n02 + j25);
+        if ((gj27 < 84)) {
+            p2[((gi26 * 84) + gj27)] = sh[((i24 * 68) + j25)];
         }
     }
 }
@@ -4827,16 +4809,16 @@ kernel void rmsnorm_bwd_1(
 
 // fuses add %1938 (mamba.29)
 // threadgroup 256×1×1, grid 4096×1×1 threadgroups
-kernel void add_3(
+kernel void add_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const float t4 = p0[i];
-    const float t5 = p1[i];
-    const float t6 = (t4 + t5);
-    p2[i] = t6;
+    const int i1 = int(tid.x);
+    const float t5 = p0[i1];
+    const float t6 = p1[i1];
+    const float t7 = (t5 + t6);
+    p2[i1] = t7;
 }
 
 // fuses mul %2087, reduce_sum %2088 (moe.8)
@@ -4895,19 +4877,7 @@ kernel void scatter_add_1(
     p2[lo2] = acc4;
 }
 
-// fuses scale %2093 (moe.8)
-// threadgroup 256×1×1, grid 8192×1×1 threadgroups
-kernel void scale_3(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const float t3 = p0[i];
-    const float t4 = (t3 * 0.1904762f);
-    p1[i] = t4;
-}
-
-// fuses grouped_matmul %2094 (moe.8)
+// fuses scale %2093, grouped_matmul %2094 (moe.8)
 // threadgroup 128×1×1, grid 2×16×9 threadgroups
 kernel void grouped_matmul_6(
         const device int* p0 [[buffer(0)]],
@@ -4968,22 +4938,23 @@ kernel void grouped_matmul_6(
             const int gk21 = (k0 + k19);
             if ((gi20 < t10)) {
                 const float t22 = p2[((gi20 * 2048) + gk21)];
-                sh[((i18 * 20) + k19)] = t22;
+                const float t23 = (t22 * 0.1904762f);
+                sh[((i18 * 20) + k19)] = t23;
             } else {
                 sh[((i18 * 20) + k19)] = 0.0f;
             }
         }
-        for (int s23 = 0; s23 < 8; s23 += 1) {
-            const int l24 = ((s23 * 128) + ti12);
-            const int k25 = (l24 / 64);
-            const int i26 = (l24 % 64);
-            const int gi27 = (n02 + i26);
-            const int gk28 = (k0 + k25);
-            if ((gi27 < 84)) {
-                const float t29 = p3[((((ex1 * 2048) + gk28) * 84) + gi27)];
-                sh[(((k25 * 68) + i26) + 1280)] = t29;
+        for (int s24 = 0; s24 < 8; s24 += 1) {
+            const int l25 = ((s24 * 128) + ti12);
+            const int k26 = (l25 / 64);
+            const int i27 = (l25 % 64);
+            const int gi28 = (n02 + i27);
+            const int gk29 = (k0 + k26);
+            if ((gi28 < 84)) {
+                const float t30 = p3[((((ex1 * 2048) + gk29) * 84) + gi28)];
+                sh[(((k26 * 68) + i27) + 1280)] = t30;
             } else {
-                sh[(((k25 * 68) + i26) + 1280)] = 0.0f;
+                sh[(((k26 * 68) + i27) + 1280)] = 0.0f;
             }
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -5040,19 +5011,19 @@ kernel void grouped_matmul_6(
     simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s30 = 0; s30 < 32; s30 += 1) {
-        const int l31 = ((s30 * 128) + ti12);
-        const int i32 = (l31 / 64);
-        const int j33 = (l31 % 64);
-        const int gi34 = (m011 + i32);
-        const int gj35 = (n02 + j33);
-        if (((gi34 < t10) && (gj35 < 84))) {
-            p1[((gi34 * 84) + gj35)] = sh[((i32 * 68) + j33)];
+    for (int s31 = 0; s31 < 32; s31 += 1) {
+        const int l32 = ((s31 * 128) + ti12);
+        const int i33 = (l32 / 64);
+        const int j34 = (l32 % 64);
+        const int gi35 = (m011 + i33);
+        const int gj36 = (n02 + j34);
+        if (((gi35 < t10) && (gj36 < 84))) {
+            p1[((gi35 * 84) + gj36)] = sh[((i33 * 68) + j34)];
         }
     }
 }
 
-// fuses grouped_matmul_wgrad %2095 (moe.8)
+// fuses scale %2093, grouped_matmul_wgrad %2095 (moe.8)
 // threadgroup 128×1×1, grid 2×32×8 threadgroups
 kernel void grouped_matmul_wgrad_0(
         const device int* p0 [[buffer(0)]],
@@ -5097,22 +5068,23 @@ kernel void grouped_matmul_wgrad_0(
             const int gk15 = (k0 + k12);
             if ((gk15 < t5)) {
                 const float t16 = p1[((gk15 * 2048) + gi14)];
-                sh[((k12 * 68) + i13)] = t16;
+                const float t17 = (t16 * 0.1904762f);
+                sh[((k12 * 68) + i13)] = t17;
             } else {
                 sh[((k12 * 68) + i13)] = 0.0f;
             }
         }
-        for (int s17 = 0; s17 < 8; s17 += 1) {
-            const int l18 = ((s17 * 128) + ti6);
-            const int k19 = (l18 / 64);
-            const int i20 = (l18 % 64);
-            const int gi21 = (n03 + i20);
-            const int gk22 = (k0 + k19);
-            if (((gi21 < 84) && (gk22 < t5))) {
-                const float t23 = p2[((gk22 * 84) + gi21)];
-                sh[(((k19 * 68) + i20) + 1088)] = t23;
+        for (int s18 = 0; s18 < 8; s18 += 1) {
+            const int l19 = ((s18 * 128) + ti6);
+            const int k20 = (l19 / 64);
+            const int i21 = (l19 % 64);
+            const int gi22 = (n03 + i21);
+            const int gk23 = (k0 + k20);
+            if (((gi22 < 84) && (gk23 < t5))) {
+                const float t24 = p2[((gk23 * 84) + gi22)];
+                sh[(((k20 * 68) + i21) + 1088)] = t24;
             } else {
-                sh[(((k19 * 68) + i20) + 1088)] = 0.0f;
+                sh[(((k20 * 68) + i21) + 1088)] = 0.0f;
             }
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -5169,14 +5141,14 @@ kernel void grouped_matmul_wgrad_0(
     simdgroup_store(acc3_2, sh + (((sr8 + 24) * 68) + (sc9 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr8 + 24) * 68) + (sc9 + 24)), 68);
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s24 = 0; s24 < 32; s24 += 1) {
-        const int l25 = ((s24 * 128) + ti6);
-        const int i26 = (l25 / 64);
-        const int j27 = (l25 % 64);
-        const int gi28 = (m02 + i26);
-        const int gj29 = (n03 + j27);
-        if ((gj29 < 84)) {
-            p3[((((ex1 * 2048) + gi28) * 84) + gj29)] = sh[((i26 * 68) + j27)];
+    for (int s25 = 0; s25 < 32; s25 += 1) {
+        const int l26 = ((s25 * 128) + ti6);
+        const int i27 = (l26 / 64);
+        const int j28 = (l26 % 64);
+        const int gi29 = (m02 + i27);
+        const int gj30 = (n03 + j28);
+        if ((gj30 < 84)) {
+            p3[((((ex1 * 2048) + gi29) * 84) + gj30)] = sh[((i27 * 68) + j28)];
         }
     }
 }
@@ -5610,55 +5582,43 @@ kernel void add_concat_mul_1(
         const device float* p3 [[buffer(3)]],
         device float* p4 [[buffer(4)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const int c1 = (i / 10752);
-    const int c2 = (i % 10752);
-    float cat3 = 0.0f;
-    if ((c2 < 5376)) {
-        cat3 = 0.0f;
+    const int i1 = int(tid.x);
+    const int c2 = (i1 / 10752);
+    const int c3 = (i1 % 10752);
+    float cat4 = 0.0f;
+    if ((c3 < 5376)) {
+        cat4 = 0.0f;
     } else {
-        const float t4 = p0[((c1 * 5376) + (c2 - 5376))];
-        const float t5 = p1[((c1 * 5376) + (c2 - 5376))];
-        const float t6 = (t4 + t5);
-        const float t7 = p2[((c1 * 5376) + (c2 - 5376))];
-        const float t8 = (t6 * t7);
-        cat3 = t8;
+        const float t5 = p0[((c2 * 5376) + (c3 - 5376))];
+        const float t6 = p1[((c2 * 5376) + (c3 - 5376))];
+        const float t7 = (t5 + t6);
+        const float t8 = p2[((c2 * 5376) + (c3 - 5376))];
+        const float t9 = (t7 * t8);
+        cat4 = t9;
     }
-    float cat9 = 0.0f;
-    if ((c2 < 5376)) {
-        const float t10 = p0[((c1 * 5376) + (c2 - 0))];
-        const float t11 = p1[((c1 * 5376) + (c2 - 0))];
-        const float t12 = (t10 + t11);
-        const float t13 = p3[((c1 * 10752) + ((c2 - 0) + 5376))];
-        const float t14 = (t12 * t13);
-        const float t15 = p3[((c1 * 10752) + (c2 - 0))];
-        const float t16 = (1.0f / (1.0f + exp((-t15))));
-        const float t17 = p2[((c1 * 5376) + (c2 - 0))];
-        const float t18 = (1.0f - t16);
-        const float t19 = (t17 * t18);
-        const float t20 = (t16 + t19);
-        const float t21 = (t14 * t20);
-        cat9 = t21;
+    float cat10 = 0.0f;
+    if ((c3 < 5376)) {
+        const float t11 = p0[((c2 * 5376) + (c3 - 0))];
+        const float t12 = p1[((c2 * 5376) + (c3 - 0))];
+        const float t13 = (t11 + t12);
+        const float t14 = p3[((c2 * 10752) + ((c3 - 0) + 5376))];
+        const float t15 = (t13 * t14);
+        const float t16 = p3[((c2 * 10752) + (c3 - 0))];
+        const float t17 = (1.0f / (1.0f + exp((-t16))));
+        const float t18 = p2[((c2 * 5376) + (c3 - 0))];
+        const float t19 = (1.0f - t17);
+        const float t20 = (t18 * t19);
+        const float t21 = (t17 + t20);
+        const float t22 = (t15 * t21);
+        cat10 = t22;
     } else {
-        cat9 = 0.0f;
+        cat10 = 0.0f;
     }
-    const float t22 = (cat3 + cat9);
-    p4[i] = t22;
+    const float t23 = (cat4 + cat10);
+    p4[i1] = t23;
 }
 
-// fuses scale %2114 (moe.8)
-// threadgroup 256×1×1, grid 43008×1×1 threadgroups
-kernel void scale_4(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const float t3 = p0[i];
-    const float t4 = (t3 * 0.1904762f);
-    p1[i] = t4;
-}
-
-// fuses grouped_matmul %2115 (moe.8)
+// fuses scale %2114, grouped_matmul %2115 (moe.8)
 // threadgroup 128×1×1, grid 2×16×9 threadgroups
 kernel void grouped_matmul_9(
         const device int* p0 [[buffer(0)]],
@@ -5719,22 +5679,23 @@ kernel void grouped_matmul_9(
             const int gk21 = (k0 + k19);
             if ((gi20 < t10)) {
                 const float t22 = p2[((gi20 * 10752) + gk21)];
-                sh[((i18 * 20) + k19)] = t22;
+                const float t23 = (t22 * 0.1904762f);
+                sh[((i18 * 20) + k19)] = t23;
             } else {
                 sh[((i18 * 20) + k19)] = 0.0f;
             }
         }
-        for (int s23 = 0; s23 < 8; s23 += 1) {
-            const int l24 = ((s23 * 128) + ti12);
-            const int k25 = (l24 / 64);
-            const int i26 = (l24 % 64);
-            const int gi27 = (n02 + i26);
-            const int gk28 = (k0 + k25);
-            if ((gi27 < 84)) {
-                const float t29 = p3[((((ex1 * 10752) + gk28) * 84) + gi27)];
-                sh[(((k25 * 68) + i26) + 1280)] = t29;
+        for (int s24 = 0; s24 < 8; s24 += 1) {
+            const int l25 = ((s24 * 128) + ti12);
+            const int k26 = (l25 / 64);
+            const int i27 = (l25 % 64);
+            const int gi28 = (n02 + i27);
+            const int gk29 = (k0 + k26);
+            if ((gi28 < 84)) {
+                const float t30 = p3[((((ex1 * 10752) + gk29) * 84) + gi28)];
+                sh[(((k26 * 68) + i27) + 1280)] = t30;
             } else {
-                sh[(((k25 * 68) + i26) + 1280)] = 0.0f;
+                sh[(((k26 * 68) + i27) + 1280)] = 0.0f;
             }
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -5791,19 +5752,19 @@ kernel void grouped_matmul_9(
     simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s30 = 0; s30 < 32; s30 += 1) {
-        const int l31 = ((s30 * 128) + ti12);
-        const int i32 = (l31 / 64);
-        const int j33 = (l31 % 64);
-        const int gi34 = (m011 + i32);
-        const int gj35 = (n02 + j33);
-        if (((gi34 < t10) && (gj35 < 84))) {
-            p1[((gi34 * 84) + gj35)] = sh[((i32 * 68) + j33)];
+    for (int s31 = 0; s31 < 32; s31 += 1) {
+        const int l32 = ((s31 * 128) + ti12);
+        const int i33 = (l32 / 64);
+        const int j34 = (l32 % 64);
+        const int gi35 = (m011 + i33);
+        const int gj36 = (n02 + j34);
+        if (((gi35 < t10) && (gj36 < 84))) {
+            p1[((gi35 * 84) + gj36)] = sh[((i33 * 68) + j34)];
         }
     }
 }
 
-// fuses grouped_matmul_wgrad %2116 (moe.8)
+// fuses scale %2114, grouped_matmul_wgrad %2116 (moe.8)
 // threadgroup 128×1×1, grid 2×168×8 threadgroups
 kernel void grouped_matmul_wgrad_2(
         const device int* p0 [[buffer(0)]],
@@ -5848,22 +5809,23 @@ kernel void grouped_matmul_wgrad_2(
             const int gk15 = (k0 + k12);
             if ((gk15 < t5)) {
                 const float t16 = p1[((gk15 * 10752) + gi14)];
-                sh[((k12 * 68) + i13)] = t16;
+                const float t17 = (t16 * 0.1904762f);
+                sh[((k12 * 68) + i13)] = t17;
             } else {
                 sh[((k12 * 68) + i13)] = 0.0f;
             }
         }
-        for (int s17 = 0; s17 < 8; s17 += 1) {
-            const int l18 = ((s17 * 128) + ti6);
-            const int k19 = (l18 / 64);
-            const int i20 = (l18 % 64);
-            const int gi21 = (n03 + i20);
-            const int gk22 = (k0 + k19);
-            if (((gi21 < 84) && (gk22 < t5))) {
-                const float t23 = p2[((gk22 * 84) + gi21)];
-                sh[(((k19 * 68) + i20) + 1088)] = t23;
+        for (int s18 = 0; s18 < 8; s18 += 1) {
+            const int l19 = ((s18 * 128) + ti6);
+            const int k20 = (l19 / 64);
+            const int i21 = (l19 % 64);
+            const int gi22 = (n03 + i21);
+            const int gk23 = (k0 + k20);
+            if (((gi22 < 84) && (gk23 < t5))) {
+                const float t24 = p2[((gk23 * 84) + gi22)];
+                sh[(((k20 * 68) + i21) + 1088)] = t24;
             } else {
-                sh[(((k19 * 68) + i20) + 1088)] = 0.0f;
+                sh[(((k20 * 68) + i21) + 1088)] = 0.0f;
             }
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -5920,14 +5882,14 @@ kernel void grouped_matmul_wgrad_2(
     simdgroup_store(acc3_2, sh + (((sr8 + 24) * 68) + (sc9 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr8 + 24) * 68) + (sc9 + 24)), 68);
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s24 = 0; s24 < 32; s24 += 1) {
-        const int l25 = ((s24 * 128) + ti6);
-        const int i26 = (l25 / 64);
-        const int j27 = (l25 % 64);
-        const int gi28 = (m02 + i26);
-        const int gj29 = (n03 + j27);
-        if ((gj29 < 84)) {
-            p3[((((ex1 * 10752) + gi28) * 84) + gj29)] = sh[((i26 * 68) + j27)];
+    for (int s25 = 0; s25 < 32; s25 += 1) {
+        const int l26 = ((s25 * 128) + ti6);
+        const int i27 = (l26 / 64);
+        const int j28 = (l26 % 64);
+        const int gi29 = (m02 + i27);
+        const int gj30 = (n03 + j28);
+        if ((gj30 < 84)) {
+            p3[((((ex1 * 10752) + gi29) * 84) + gj30)] = sh[((i27 * 68) + j28)];
         }
     }
 }
@@ -6429,15 +6391,15 @@ kernel void add_scale_mul_0(
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const int c2 = (i % 8);
-    const float t3 = (1.0f * 0.08f);
-    const float t4 = p0[((0 * 8) + c2)];
-    const float t5 = (t3 * t4);
-    const float t6 = (t5 * 0.001953125f);
-    const float t7 = p1[i];
-    const float t8 = (t6 + t7);
-    p2[i] = t8;
+    const int i1 = int(tid.x);
+    const int c3 = (i1 % 8);
+    const float t4 = (1.0f * 0.08f);
+    const float t5 = p0[((0 * 8) + c3)];
+    const float t6 = (t4 * t5);
+    const float t7 = (t6 * 0.001953125f);
+    const float t8 = p1[i1];
+    const float t9 = (t7 + t8);
+    p2[i1] = t9;
 }
 
 // fuses mul %2137, reduce_sum %2138 (moe.8)
@@ -6468,14 +6430,14 @@ kernel void mul_sub_0(
         const device float* p2 [[buffer(2)]],
         device float* p3 [[buffer(3)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const int c1 = (i / 8);
-    const float t3 = p0[i];
-    const float t4 = p1[i];
-    const float t5 = p2[((c1 * 1) + 0)];
-    const float t6 = (t4 - t5);
-    const float t7 = (t3 * t6);
-    p3[i] = t7;
+    const int i1 = int(tid.x);
+    const int c2 = (i1 / 8);
+    const float t4 = p0[i1];
+    const float t5 = p1[i1];
+    const float t6 = p2[((c2 * 1) + 0)];
+    const float t7 = (t5 - t6);
+    const float t8 = (t4 * t7);
+    p3[i1] = t8;
 }
 
 // fuses matmul %2142 (moe.8)
@@ -6659,50 +6621,6 @@ kernel void rmsnorm_bwd_2(
         const float t31 = p3[j29];
         p4[((((c5 * 512) + c6) * 2048) + j29)] = (r26 * ((reg8[k28] * t31) - (xh30 * mean27)));
     }
-}
-
-// fuses slice %27, mul %4523, sigmoid %4524, const %4525, sub %4526, mul %4527, add %4528,
-//   mul %4529, const %4559, concat %4560, const %4561, concat %4562, add %4563,
-//   scale %4564 (mamba.0)
-// threadgroup 256×1×1, grid 16384×1×1 threadgroups
-kernel void scale_add_concat_0(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        device float* p5 [[buffer(5)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const int c1 = (i / 4194304);
-    const int c2 = ((i / 8192) % 512);
-    const int c3 = (i % 8192);
-    float cat4 = 0.0f;
-    if ((c3 < 4096)) {
-        cat4 = 0.0f;
-    } else {
-        const float t5 = p0[((((c1 * 512) + c2) * 4096) + (c3 - 4096))];
-        const float t6 = p1[((((c1 * 512) + c2) * 4096) + (c3 - 4096))];
-        const float t7 = (t5 * t6);
-        const float t8 = p2[((((c1 * 512) + c2) * 8192) + ((c3 - 4096) + 4096))];
-        const float t9 = (1.0f / (1.0f + exp((-t8))));
-        const float t10 = p3[((((c1 * 512) + c2) * 4096) + (c3 - 4096))];
-        const float t11 = (1.0f - t9);
-        const float t12 = (t10 * t11);
-        const float t13 = (t9 + t12);
-        const float t14 = (t7 * t13);
-        cat4 = t14;
-    }
-    float cat15 = 0.0f;
-    if ((c3 < 4096)) {
-        const float t16 = p4[((((c1 * 512) + c2) * 4096) + (c3 - 0))];
-        cat15 = t16;
-    } else {
-        cat15 = 0.0f;
-    }
-    const float t17 = (cat4 + cat15);
-    const float t18 = (t17 * 0.1904762f);
-    p5[i] = t18;
 }
 
 // fuses square %4572, reduce_sum %4573 (optimizer)
@@ -6981,7 +6899,7 @@ kernel void reduce_sum_13(
 //   add %4603, add %4606, add %4609, add %4612, add %4615, add %4618, add %4621, add %4624,
 //   add %4627, add %4630, add %4633, add %4636, add %4639, add %4642 (optimizer)
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void add_4(
+kernel void add_3(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -7007,56 +6925,56 @@ kernel void add_4(
         const device float* p22 [[buffer(22)]],
         device float* p23 [[buffer(23)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    if ((i >= 1)) {
+    const int i1 = int(tid.x);
+    if ((i1 >= 1)) {
         return;
     }
-    const float t1 = p0[i];
-    const float t2 = p1[i];
-    const float t3 = (t1 + t2);
-    const float t4 = p2[i];
-    const float t5 = (t3 + t4);
-    const float t6 = p3[i];
-    const float t7 = (t5 + t6);
-    const float t8 = p4[i];
-    const float t9 = (t7 + t8);
-    const float t10 = p5[i];
-    const float t11 = (t9 + t10);
-    const float t12 = p6[i];
-    const float t13 = (t11 + t12);
-    const float t14 = p7[i];
-    const float t15 = (t13 + t14);
-    const float t16 = p8[i];
-    const float t17 = (t15 + t16);
-    const float t18 = p9[i];
-    const float t19 = (t17 + t18);
-    const float t20 = p10[i];
-    const float t21 = (t19 + t20);
-    const float t22 = p11[i];
-    const float t23 = (t21 + t22);
-    const float t24 = p12[i];
-    const float t25 = (t23 + t24);
-    const float t26 = p13[i];
-    const float t27 = (t25 + t26);
-    const float t28 = p14[i];
-    const float t29 = (t27 + t28);
-    const float t30 = p15[i];
-    const float t31 = (t29 + t30);
-    const float t32 = p16[i];
-    const float t33 = (t31 + t32);
-    const float t34 = p17[i];
-    const float t35 = (t33 + t34);
-    const float t36 = p18[i];
-    const float t37 = (t35 + t36);
-    const float t38 = p19[i];
-    const float t39 = (t37 + t38);
-    const float t40 = p20[i];
-    const float t41 = (t39 + t40);
-    const float t42 = p21[i];
-    const float t43 = (t41 + t42);
-    const float t44 = p22[i];
-    const float t45 = (t43 + t44);
-    p23[i] = t45;
+    const float t2 = p0[i1];
+    const float t3 = p1[i1];
+    const float t4 = (t2 + t3);
+    const float t5 = p2[i1];
+    const float t6 = (t4 + t5);
+    const float t7 = p3[i1];
+    const float t8 = (t6 + t7);
+    const float t9 = p4[i1];
+    const float t10 = (t8 + t9);
+    const float t11 = p5[i1];
+    const float t12 = (t10 + t11);
+    const float t13 = p6[i1];
+    const float t14 = (t12 + t13);
+    const float t15 = p7[i1];
+    const float t16 = (t14 + t15);
+    const float t17 = p8[i1];
+    const float t18 = (t16 + t17);
+    const float t19 = p9[i1];
+    const float t20 = (t18 + t19);
+    const float t21 = p10[i1];
+    const float t22 = (t20 + t21);
+    const float t23 = p11[i1];
+    const float t24 = (t22 + t23);
+    const float t25 = p12[i1];
+    const float t26 = (t24 + t25);
+    const float t27 = p13[i1];
+    const float t28 = (t26 + t27);
+    const float t29 = p14[i1];
+    const float t30 = (t28 + t29);
+    const float t31 = p15[i1];
+    const float t32 = (t30 + t31);
+    const float t33 = p16[i1];
+    const float t34 = (t32 + t33);
+    const float t35 = p17[i1];
+    const float t36 = (t34 + t35);
+    const float t37 = p18[i1];
+    const float t38 = (t36 + t37);
+    const float t39 = p19[i1];
+    const float t40 = (t38 + t39);
+    const float t41 = p20[i1];
+    const float t42 = (t40 + t41);
+    const float t43 = p21[i1];
+    const float t44 = (t42 + t43);
+    const float t45 = p22[i1];
+    const float t46 = (t44 + t45);
+    p23[i1] = t46;
 }
 
 // fuses add %4975, add %4978, add %4981, add %4984, add %4987, add %4990, add %4993, add %4996,
@@ -7089,57 +7007,57 @@ kernel void sqrt_add_0(
         const device float* p22 [[buffer(22)]],
         device float* p23 [[buffer(23)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    if ((i >= 1)) {
+    const int i1 = int(tid.x);
+    if ((i1 >= 1)) {
         return;
     }
-    const float t1 = p0[i];
-    const float t2 = p1[i];
-    const float t3 = (t1 + t2);
-    const float t4 = p2[i];
-    const float t5 = (t3 + t4);
-    const float t6 = p3[i];
-    const float t7 = (t5 + t6);
-    const float t8 = p4[i];
-    const float t9 = (t7 + t8);
-    const float t10 = p5[i];
-    const float t11 = (t9 + t10);
-    const float t12 = p6[i];
-    const float t13 = (t11 + t12);
-    const float t14 = p7[i];
-    const float t15 = (t13 + t14);
-    const float t16 = p8[i];
-    const float t17 = (t15 + t16);
-    const float t18 = p9[i];
-    const float t19 = (t17 + t18);
-    const float t20 = p10[i];
-    const float t21 = (t19 + t20);
-    const float t22 = p11[i];
-    const float t23 = (t21 + t22);
-    const float t24 = p12[i];
-    const float t25 = (t23 + t24);
-    const float t26 = p13[i];
-    const float t27 = (t25 + t26);
-    const float t28 = p14[i];
-    const float t29 = (t27 + t28);
-    const float t30 = p15[i];
-    const float t31 = (t29 + t30);
-    const float t32 = p16[i];
-    const float t33 = (t31 + t32);
-    const float t34 = p17[i];
-    const float t35 = (t33 + t34);
-    const float t36 = p18[i];
-    const float t37 = (t35 + t36);
-    const float t38 = p19[i];
-    const float t39 = (t37 + t38);
-    const float t40 = p20[i];
-    const float t41 = (t39 + t40);
-    const float t42 = p21[i];
-    const float t43 = (t41 + t42);
-    const float t44 = p22[i];
-    const float t45 = (t43 + t44);
-    const float t46 = sqrt(t45);
-    p23[i] = t46;
+    const float t2 = p0[i1];
+    const float t3 = p1[i1];
+    const float t4 = (t2 + t3);
+    const float t5 = p2[i1];
+    const float t6 = (t4 + t5);
+    const float t7 = p3[i1];
+    const float t8 = (t6 + t7);
+    const float t9 = p4[i1];
+    const float t10 = (t8 + t9);
+    const float t11 = p5[i1];
+    const float t12 = (t10 + t11);
+    const float t13 = p6[i1];
+    const float t14 = (t12 + t13);
+    const float t15 = p7[i1];
+    const float t16 = (t14 + t15);
+    const float t17 = p8[i1];
+    const float t18 = (t16 + t17);
+    const float t19 = p9[i1];
+    const float t20 = (t18 + t19);
+    const float t21 = p10[i1];
+    const float t22 = (t20 + t21);
+    const float t23 = p11[i1];
+    const float t24 = (t22 + t23);
+    const float t25 = p12[i1];
+    const float t26 = (t24 + t25);
+    const float t27 = p13[i1];
+    const float t28 = (t26 + t27);
+    const float t29 = p14[i1];
+    const float t30 = (t28 + t29);
+    const float t31 = p15[i1];
+    const float t32 = (t30 + t31);
+    const float t33 = p16[i1];
+    const float t34 = (t32 + t33);
+    const float t35 = p17[i1];
+    const float t36 = (t34 + t35);
+    const float t37 = p18[i1];
+    const float t38 = (t36 + t37);
+    const float t39 = p19[i1];
+    const float t40 = (t38 + t39);
+    const float t41 = p20[i1];
+    const float t42 = (t40 + t41);
+    const float t43 = p21[i1];
+    const float t44 = (t42 + t43);
+    const float t45 = p22[i1];
+    const float t46 = (t44 + t45);
+    const float t47 = sqrt(t46);
+    p23[i1] = t47;
 }
 
 // fuses const %5040, const %5041, div %5042, min %5043 (optimizer)
@@ -7148,18 +7066,19 @@ kernel void min_div_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    if ((i >= 1)) {
+    const int i1 = int(tid.x);
+    if ((i1 >= 1)) {
         return;
     }
-    const float t1 = p0[i];
-    const float t2 = (0.3f / t1);
-    const float t3 = min(1.0f, t2);
-    p1[i] = t3;
+    const float t2 = p0[i1];
+    const float t3 = (0.3f / t2);
+    const float t4 = min(1.0f, t3);
+    p1[i1] = t4;
 }
 
-// fuses broadcast %5044, mul %5045, adamw %5360 (optimizer)
-// threadgroup 256×1×1, grid 672×1×1 threadgroups
+// fuses broadcast %5044, mul %5045, adamw %5360, broadcast %5046, mul %5047, adamw %5365,
+//   broadcast %5048, mul %5049, adamw %5370 (optimizer)
+// threadgroup 256×1×1, grid 4704×1×1 threadgroups
 kernel void adamw_mul_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -7171,26 +7090,80 @@ kernel void adamw_mul_0(
         device float* p7 [[buffer(7)]],
         device float* p8 [[buffer(8)]],
         device float* p9 [[buffer(9)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const float t3 = p0[i];
-    const float t4 = p1[0];
-    const float t5 = (t3 * t4);
-    const float t6 = p2[i];
-    const float t7 = ((0.9f * t6) + (0.1f * t5));
-    const float t8 = p3[i];
-    const float t9 = ((0.999f * t8) + ((0.001f * t5) * t5));
-    const float t10 = p4[0];
-    const float t11 = p5[0];
-    const float t12 = p6[i];
-    const float t13 = ((t12 - ((t10 * 0.0f) * t12)) - ((t10 * (t7 / (1.0f - pow(0.9f, t11)))) / (sqrt((t9 / (1.0f - pow(0.999f, t11)))) + 1e-08f)));
-    p7[i] = t13;
-    p8[i] = t7;
-    p9[i] = t9;
+        const device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
+        const device float* p12 [[buffer(12)]],
+        const device float* p13 [[buffer(13)]],
+        device float* p14 [[buffer(14)]],
+        device float* p15 [[buffer(15)]],
+        device float* p16 [[buffer(16)]],
+        const device float* p17 [[buffer(17)]],
+        const device float* p18 [[buffer(18)]],
+        const device float* p19 [[buffer(19)]],
+        const device float* p20 [[buffer(20)]],
+        device float* p21 [[buffer(21)]],
+        device float* p22 [[buffer(22)]],
+        device float* p23 [[buffer(23)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if ((int(gid.x) < 672)) {
+        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        const float t4 = p0[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p2[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p3[i1];
+        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p6[i1];
+        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
+        p7[i1] = t14;
+        p8[i1] = t8;
+        p9[i1] = t10;
+    } else {
+        if ((int(gid.x) < 3360)) {
+            const int i15 = (((int(gid.x) - 672) * 256) + int(lid.x));
+            const float t18 = p10[i15];
+            const float t19 = p1[0];
+            const float t20 = (t18 * t19);
+            const float t21 = p11[i15];
+            const float t22 = ((0.9f * t21) + (0.1f * t20));
+            const float t23 = p12[i15];
+            const float t24 = ((0.999f * t23) + ((0.001f * t20) * t20));
+            const float t25 = p4[0];
+            const float t26 = p5[0];
+            const float t27 = p13[i15];
+            const float t28 = ((t27 - ((t25 * 0.0f) * t27)) - ((t25 * (t22 / (1.0f - pow(0.9f, t26)))) / (sqrt((t24 / (1.0f - pow(0.999f, t26)))) + 1e-08f)));
+            p14[i15] = t28;
+            p15[i15] = t22;
+            p16[i15] = t24;
+        } else {
+            if ((int(gid.x) < 4704)) {
+                const int i29 = (((int(gid.x) - 3360) * 256) + int(lid.x));
+                const float t32 = p17[i29];
+                const float t33 = p1[0];
+                const float t34 = (t32 * t33);
+                const float t35 = p18[i29];
+                const float t36 = ((0.9f * t35) + (0.1f * t34));
+                const float t37 = p19[i29];
+                const float t38 = ((0.999f * t37) + ((0.001f * t34) * t34));
+                const float t39 = p4[0];
+                const float t40 = p5[0];
+                const float t41 = p20[i29];
+                const float t42 = ((t41 - ((t39 * 0.0f) * t41)) - ((t39 * (t36 / (1.0f - pow(0.9f, t40)))) / (sqrt((t38 / (1.0f - pow(0.999f, t40)))) + 1e-08f)));
+                p21[i29] = t42;
+                p22[i29] = t36;
+                p23[i29] = t38;
+            }
+        }
+    }
 }
 
-// fuses broadcast %5046, mul %5047, adamw %5365 (optimizer)
-// threadgroup 256×1×1, grid 2688×1×1 threadgroups
+// fuses broadcast %5050, mul %5051, adamw %5375, broadcast %5052, mul %5053, adamw %5380,
+//   broadcast %5054, mul %5055, adamw %5385 (optimizer)
+// threadgroup 256×1×1, grid 4032×1×1 threadgroups
 kernel void adamw_mul_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -7202,26 +7175,80 @@ kernel void adamw_mul_1(
         device float* p7 [[buffer(7)]],
         device float* p8 [[buffer(8)]],
         device float* p9 [[buffer(9)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const float t3 = p0[i];
-    const float t4 = p1[0];
-    const float t5 = (t3 * t4);
-    const float t6 = p2[i];
-    const float t7 = ((0.9f * t6) + (0.1f * t5));
-    const float t8 = p3[i];
-    const float t9 = ((0.999f * t8) + ((0.001f * t5) * t5));
-    const float t10 = p4[0];
-    const float t11 = p5[0];
-    const float t12 = p6[i];
-    const float t13 = ((t12 - ((t10 * 0.0f) * t12)) - ((t10 * (t7 / (1.0f - pow(0.9f, t11)))) / (sqrt((t9 / (1.0f - pow(0.999f, t11)))) + 1e-08f)));
-    p7[i] = t13;
-    p8[i] = t7;
-    p9[i] = t9;
+        const device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
+        const device float* p12 [[buffer(12)]],
+        const device float* p13 [[buffer(13)]],
+        device float* p14 [[buffer(14)]],
+        device float* p15 [[buffer(15)]],
+        device float* p16 [[buffer(16)]],
+        const device float* p17 [[buffer(17)]],
+        const device float* p18 [[buffer(18)]],
+        const device float* p19 [[buffer(19)]],
+        const device float* p20 [[buffer(20)]],
+        device float* p21 [[buffer(21)]],
+        device float* p22 [[buffer(22)]],
+        device float* p23 [[buffer(23)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if ((int(gid.x) < 672)) {
+        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        const float t4 = p0[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p2[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p3[i1];
+        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p6[i1];
+        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
+        p7[i1] = t14;
+        p8[i1] = t8;
+        p9[i1] = t10;
+    } else {
+        if ((int(gid.x) < 1344)) {
+            const int i15 = (((int(gid.x) - 672) * 256) + int(lid.x));
+            const float t18 = p10[i15];
+            const float t19 = p1[0];
+            const float t20 = (t18 * t19);
+            const float t21 = p11[i15];
+            const float t22 = ((0.9f * t21) + (0.1f * t20));
+            const float t23 = p12[i15];
+            const float t24 = ((0.999f * t23) + ((0.001f * t20) * t20));
+            const float t25 = p4[0];
+            const float t26 = p5[0];
+            const float t27 = p13[i15];
+            const float t28 = ((t27 - ((t25 * 0.0f) * t27)) - ((t25 * (t22 / (1.0f - pow(0.9f, t26)))) / (sqrt((t24 / (1.0f - pow(0.999f, t26)))) + 1e-08f)));
+            p14[i15] = t28;
+            p15[i15] = t22;
+            p16[i15] = t24;
+        } else {
+            if ((int(gid.x) < 4032)) {
+                const int i29 = (((int(gid.x) - 1344) * 256) + int(lid.x));
+                const float t32 = p17[i29];
+                const float t33 = p1[0];
+                const float t34 = (t32 * t33);
+                const float t35 = p18[i29];
+                const float t36 = ((0.9f * t35) + (0.1f * t34));
+                const float t37 = p19[i29];
+                const float t38 = ((0.999f * t37) + ((0.001f * t34) * t34));
+                const float t39 = p4[0];
+                const float t40 = p5[0];
+                const float t41 = p20[i29];
+                const float t42 = ((t41 - ((t39 * 0.0f) * t41)) - ((t39 * (t36 / (1.0f - pow(0.9f, t40)))) / (sqrt((t38 / (1.0f - pow(0.999f, t40)))) + 1e-08f)));
+                p21[i29] = t42;
+                p22[i29] = t36;
+                p23[i29] = t38;
+            }
+        }
+    }
 }
 
-// fuses broadcast %5048, mul %5049, adamw %5370 (optimizer)
-// threadgroup 256×1×1, grid 1344×1×1 threadgroups
+// fuses broadcast %5056, mul %5057, adamw %5390, broadcast %5058, mul %5059, adamw %5395,
+//   broadcast %5060, mul %5061, adamw %5400 (optimizer)
+// threadgroup 256×1×1, grid 2688×1×1 threadgroups
 kernel void adamw_mul_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -7233,26 +7260,80 @@ kernel void adamw_mul_2(
         device float* p7 [[buffer(7)]],
         device float* p8 [[buffer(8)]],
         device float* p9 [[buffer(9)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const float t3 = p0[i];
-    const float t4 = p1[0];
-    const float t5 = (t3 * t4);
-    const float t6 = p2[i];
-    const float t7 = ((0.9f * t6) + (0.1f * t5));
-    const float t8 = p3[i];
-    const float t9 = ((0.999f * t8) + ((0.001f * t5) * t5));
-    const float t10 = p4[0];
-    const float t11 = p5[0];
-    const float t12 = p6[i];
-    const float t13 = ((t12 - ((t10 * 0.0f) * t12)) - ((t10 * (t7 / (1.0f - pow(0.9f, t11)))) / (sqrt((t9 / (1.0f - pow(0.999f, t11)))) + 1e-08f)));
-    p7[i] = t13;
-    p8[i] = t7;
-    p9[i] = t9;
+        const device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
+        const device float* p12 [[buffer(12)]],
+        const device float* p13 [[buffer(13)]],
+        device float* p14 [[buffer(14)]],
+        device float* p15 [[buffer(15)]],
+        device float* p16 [[buffer(16)]],
+        const device float* p17 [[buffer(17)]],
+        const device float* p18 [[buffer(18)]],
+        const device float* p19 [[buffer(19)]],
+        const device float* p20 [[buffer(20)]],
+        device float* p21 [[buffer(21)]],
+        device float* p22 [[buffer(22)]],
+        device float* p23 [[buffer(23)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if ((int(gid.x) < 1344)) {
+        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        const float t4 = p0[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p2[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p3[i1];
+        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p6[i1];
+        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
+        p7[i1] = t14;
+        p8[i1] = t8;
+        p9[i1] = t10;
+    } else {
+        if ((int(gid.x) < 2016)) {
+            const int i15 = (((int(gid.x) - 1344) * 256) + int(lid.x));
+            const float t18 = p10[i15];
+            const float t19 = p1[0];
+            const float t20 = (t18 * t19);
+            const float t21 = p11[i15];
+            const float t22 = ((0.9f * t21) + (0.1f * t20));
+            const float t23 = p12[i15];
+            const float t24 = ((0.999f * t23) + ((0.001f * t20) * t20));
+            const float t25 = p4[0];
+            const float t26 = p5[0];
+            const float t27 = p13[i15];
+            const float t28 = ((t27 - ((t25 * 0.0f) * t27)) - ((t25 * (t22 / (1.0f - pow(0.9f, t26)))) / (sqrt((t24 / (1.0f - pow(0.999f, t26)))) + 1e-08f)));
+            p14[i15] = t28;
+            p15[i15] = t22;
+            p16[i15] = t24;
+        } else {
+            if ((int(gid.x) < 2688)) {
+                const int i29 = (((int(gid.x) - 2016) * 256) + int(lid.x));
+                const float t32 = p17[i29];
+                const float t33 = p1[0];
+                const float t34 = (t32 * t33);
+                const float t35 = p18[i29];
+                const float t36 = ((0.9f * t35) + (0.1f * t34));
+                const float t37 = p19[i29];
+                const float t38 = ((0.999f * t37) + ((0.001f * t34) * t34));
+                const float t39 = p4[0];
+                const float t40 = p5[0];
+                const float t41 = p20[i29];
+                const float t42 = ((t41 - ((t39 * 0.0f) * t41)) - ((t39 * (t36 / (1.0f - pow(0.9f, t40)))) / (sqrt((t38 / (1.0f - pow(0.999f, t40)))) + 1e-08f)));
+                p21[i29] = t42;
+                p22[i29] = t36;
+                p23[i29] = t38;
+            }
+        }
+    }
 }
 
-// fuses broadcast %5068, mul %5069, adamw %5420 (optimizer)
-// threadgroup 256×1×1, grid 5376×1×1 threadgroups
+// fuses broadcast %5062, mul %5063, adamw %5405, broadcast %5064, mul %5065, adamw %5410,
+//   broadcast %5066, mul %5067, adamw %5415 (optimizer)
+// threadgroup 256×1×1, grid 4704×1×1 threadgroups
 kernel void adamw_mul_3(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -7264,26 +7345,80 @@ kernel void adamw_mul_3(
         device float* p7 [[buffer(7)]],
         device float* p8 [[buffer(8)]],
         device float* p9 [[buffer(9)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const float t4 = p0[i];
-    const float t5 = p1[0];
-    const float t6 = (t4 * t5);
-    const float t7 = p2[i];
-    const float t8 = ((0.9f * t7) + (0.1f * t6));
-    const float t9 = p3[i];
-    const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
-    const float t11 = p4[0];
-    const float t12 = p5[0];
-    const float t13 = p6[i];
-    const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
-    p7[i] = t14;
-    p8[i] = t8;
-    p9[i] = t10;
+        const device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
+        const device float* p12 [[buffer(12)]],
+        const device float* p13 [[buffer(13)]],
+        device float* p14 [[buffer(14)]],
+        device float* p15 [[buffer(15)]],
+        device float* p16 [[buffer(16)]],
+        const device float* p17 [[buffer(17)]],
+        const device float* p18 [[buffer(18)]],
+        const device float* p19 [[buffer(19)]],
+        const device float* p20 [[buffer(20)]],
+        device float* p21 [[buffer(21)]],
+        device float* p22 [[buffer(22)]],
+        device float* p23 [[buffer(23)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if ((int(gid.x) < 2688)) {
+        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        const float t4 = p0[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p2[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p3[i1];
+        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p6[i1];
+        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
+        p7[i1] = t14;
+        p8[i1] = t8;
+        p9[i1] = t10;
+    } else {
+        if ((int(gid.x) < 4032)) {
+            const int i15 = (((int(gid.x) - 2688) * 256) + int(lid.x));
+            const float t18 = p10[i15];
+            const float t19 = p1[0];
+            const float t20 = (t18 * t19);
+            const float t21 = p11[i15];
+            const float t22 = ((0.9f * t21) + (0.1f * t20));
+            const float t23 = p12[i15];
+            const float t24 = ((0.999f * t23) + ((0.001f * t20) * t20));
+            const float t25 = p4[0];
+            const float t26 = p5[0];
+            const float t27 = p13[i15];
+            const float t28 = ((t27 - ((t25 * 0.0f) * t27)) - ((t25 * (t22 / (1.0f - pow(0.9f, t26)))) / (sqrt((t24 / (1.0f - pow(0.999f, t26)))) + 1e-08f)));
+            p14[i15] = t28;
+            p15[i15] = t22;
+            p16[i15] = t24;
+        } else {
+            if ((int(gid.x) < 4704)) {
+                const int i29 = (((int(gid.x) - 4032) * 256) + int(lid.x));
+                const float t32 = p17[i29];
+                const float t33 = p1[0];
+                const float t34 = (t32 * t33);
+                const float t35 = p18[i29];
+                const float t36 = ((0.9f * t35) + (0.1f * t34));
+                const float t37 = p19[i29];
+                const float t38 = ((0.999f * t37) + ((0.001f * t34) * t34));
+                const float t39 = p4[0];
+                const float t40 = p5[0];
+                const float t41 = p20[i29];
+                const float t42 = ((t41 - ((t39 * 0.0f) * t41)) - ((t39 * (t36 / (1.0f - pow(0.9f, t40)))) / (sqrt((t38 / (1.0f - pow(0.999f, t40)))) + 1e-08f)));
+                p21[i29] = t42;
+                p22[i29] = t36;
+                p23[i29] = t38;
+            }
+        }
+    }
 }
 
-// fuses broadcast %5070, mul %5071, adamw %5425 (optimizer)
-// threadgroup 256×1×1, grid 28224×1×1 threadgroups
+// fuses broadcast %5068, mul %5069, adamw %5420, broadcast %5070, mul %5071, adamw %5425,
+//   broadcast %5072, mul %5073, adamw %5430 (optimizer)
+// threadgroup 256×1×1, grid 47712×1×1 threadgroups
 kernel void adamw_mul_4(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -7295,26 +7430,80 @@ kernel void adamw_mul_4(
         device float* p7 [[buffer(7)]],
         device float* p8 [[buffer(8)]],
         device float* p9 [[buffer(9)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const float t4 = p0[i];
-    const float t5 = p1[0];
-    const float t6 = (t4 * t5);
-    const float t7 = p2[i];
-    const float t8 = ((0.9f * t7) + (0.1f * t6));
-    const float t9 = p3[i];
-    const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
-    const float t11 = p4[0];
-    const float t12 = p5[0];
-    const float t13 = p6[i];
-    const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
-    p7[i] = t14;
-    p8[i] = t8;
-    p9[i] = t10;
+        const device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
+        const device float* p12 [[buffer(12)]],
+        const device float* p13 [[buffer(13)]],
+        device float* p14 [[buffer(14)]],
+        device float* p15 [[buffer(15)]],
+        device float* p16 [[buffer(16)]],
+        const device float* p17 [[buffer(17)]],
+        const device float* p18 [[buffer(18)]],
+        const device float* p19 [[buffer(19)]],
+        const device float* p20 [[buffer(20)]],
+        device float* p21 [[buffer(21)]],
+        device float* p22 [[buffer(22)]],
+        device float* p23 [[buffer(23)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if ((int(gid.x) < 5376)) {
+        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        const float t5 = p0[i1];
+        const float t6 = p1[0];
+        const float t7 = (t5 * t6);
+        const float t8 = p2[i1];
+        const float t9 = ((0.9f * t8) + (0.1f * t7));
+        const float t10 = p3[i1];
+        const float t11 = ((0.999f * t10) + ((0.001f * t7) * t7));
+        const float t12 = p4[0];
+        const float t13 = p5[0];
+        const float t14 = p6[i1];
+        const float t15 = ((t14 - ((t12 * 0.0f) * t14)) - ((t12 * (t9 / (1.0f - pow(0.9f, t13)))) / (sqrt((t11 / (1.0f - pow(0.999f, t13)))) + 1e-08f)));
+        p7[i1] = t15;
+        p8[i1] = t9;
+        p9[i1] = t11;
+    } else {
+        if ((int(gid.x) < 33600)) {
+            const int i16 = (((int(gid.x) - 5376) * 256) + int(lid.x));
+            const float t20 = p10[i16];
+            const float t21 = p1[0];
+            const float t22 = (t20 * t21);
+            const float t23 = p11[i16];
+            const float t24 = ((0.9f * t23) + (0.1f * t22));
+            const float t25 = p12[i16];
+            const float t26 = ((0.999f * t25) + ((0.001f * t22) * t22));
+            const float t27 = p4[0];
+            const float t28 = p5[0];
+            const float t29 = p13[i16];
+            const float t30 = ((t29 - ((t27 * 0.0f) * t29)) - ((t27 * (t24 / (1.0f - pow(0.9f, t28)))) / (sqrt((t26 / (1.0f - pow(0.999f, t28)))) + 1e-08f)));
+            p14[i16] = t30;
+            p15[i16] = t24;
+            p16[i16] = t26;
+        } else {
+            if ((int(gid.x) < 47712)) {
+                const int i31 = (((int(gid.x) - 33600) * 256) + int(lid.x));
+                const float t35 = p17[i31];
+                const float t36 = p1[0];
+                const float t37 = (t35 * t36);
+                const float t38 = p18[i31];
+                const float t39 = ((0.9f * t38) + (0.1f * t37));
+                const float t40 = p19[i31];
+                const float t41 = ((0.999f * t40) + ((0.001f * t37) * t37));
+                const float t42 = p4[0];
+                const float t43 = p5[0];
+                const float t44 = p20[i31];
+                const float t45 = ((t44 - ((t42 * 0.0f) * t44)) - ((t42 * (t39 / (1.0f - pow(0.9f, t43)))) / (sqrt((t41 / (1.0f - pow(0.999f, t43)))) + 1e-08f)));
+                p21[i31] = t45;
+                p22[i31] = t39;
+                p23[i31] = t41;
+            }
+        }
+    }
 }
 
-// fuses broadcast %5072, mul %5073, adamw %5430 (optimizer)
-// threadgroup 256×1×1, grid 14112×1×1 threadgroups
+// fuses broadcast %5074, mul %5075, adamw %5435, broadcast %5076, mul %5077, adamw %5440,
+//   broadcast %5078, mul %5079, adamw %5445 (optimizer)
+// threadgroup 256×1×1, grid 8736×1×1 threadgroups
 kernel void adamw_mul_5(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -7326,20 +7515,413 @@ kernel void adamw_mul_5(
         device float* p7 [[buffer(7)]],
         device float* p8 [[buffer(8)]],
         device float* p9 [[buffer(9)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const float t4 = p0[i];
-    const float t5 = p1[0];
-    const float t6 = (t4 * t5);
-    const float t7 = p2[i];
-    const float t8 = ((0.9f * t7) + (0.1f * t6));
-    const float t9 = p3[i];
-    const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
-    const float t11 = p4[0];
-    const float t12 = p5[0];
-    const float t13 = p6[i];
-    const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
-    p7[i] = t14;
-    p8[i] = t8;
-    p9[i] = t10;
+        const device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
+        const device float* p12 [[buffer(12)]],
+        const device float* p13 [[buffer(13)]],
+        device float* p14 [[buffer(14)]],
+        device float* p15 [[buffer(15)]],
+        device float* p16 [[buffer(16)]],
+        const device float* p17 [[buffer(17)]],
+        const device float* p18 [[buffer(18)]],
+        const device float* p19 [[buffer(19)]],
+        const device float* p20 [[buffer(20)]],
+        device float* p21 [[buffer(21)]],
+        device float* p22 [[buffer(22)]],
+        device float* p23 [[buffer(23)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if ((int(gid.x) < 5376)) {
+        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        const float t5 = p0[i1];
+        const float t6 = p1[0];
+        const float t7 = (t5 * t6);
+        const float t8 = p2[i1];
+        const float t9 = ((0.9f * t8) + (0.1f * t7));
+        const float t10 = p3[i1];
+        const float t11 = ((0.999f * t10) + ((0.001f * t7) * t7));
+        const float t12 = p4[0];
+        const float t13 = p5[0];
+        const float t14 = p6[i1];
+        const float t15 = ((t14 - ((t12 * 0.0f) * t14)) - ((t12 * (t9 / (1.0f - pow(0.9f, t13)))) / (sqrt((t11 / (1.0f - pow(0.999f, t13)))) + 1e-08f)));
+        p7[i1] = t15;
+        p8[i1] = t9;
+        p9[i1] = t11;
+    } else {
+        if ((int(gid.x) < 6048)) {
+            const int i16 = (((int(gid.x) - 5376) * 256) + int(lid.x));
+            const float t19 = p10[i16];
+            const float t20 = p1[0];
+            const float t21 = (t19 * t20);
+            const float t22 = p11[i16];
+            const float t23 = ((0.9f * t22) + (0.1f * t21));
+            const float t24 = p12[i16];
+            const float t25 = ((0.999f * t24) + ((0.001f * t21) * t21));
+            const float t26 = p4[0];
+            const float t27 = p5[0];
+            const float t28 = p13[i16];
+            const float t29 = ((t28 - ((t26 * 0.0f) * t28)) - ((t26 * (t23 / (1.0f - pow(0.9f, t27)))) / (sqrt((t25 / (1.0f - pow(0.999f, t27)))) + 1e-08f)));
+            p14[i16] = t29;
+            p15[i16] = t23;
+            p16[i16] = t25;
+        } else {
+            if ((int(gid.x) < 8736)) {
+                const int i30 = (((int(gid.x) - 6048) * 256) + int(lid.x));
+                const float t33 = p17[i30];
+                const float t34 = p1[0];
+                const float t35 = (t33 * t34);
+                const float t36 = p18[i30];
+                const float t37 = ((0.9f * t36) + (0.1f * t35));
+                const float t38 = p19[i30];
+                const float t39 = ((0.999f * t38) + ((0.001f * t35) * t35));
+                const float t40 = p4[0];
+                const float t41 = p5[0];
+                const float t42 = p20[i30];
+                const float t43 = ((t42 - ((t40 * 0.0f) * t42)) - ((t40 * (t37 / (1.0f - pow(0.9f, t41)))) / (sqrt((t39 / (1.0f - pow(0.999f, t41)))) + 1e-08f)));
+                p21[i30] = t43;
+                p22[i30] = t37;
+                p23[i30] = t39;
+            }
+        }
+    }
+}
+
+// fuses broadcast %5098, mul %5099, adamw %5495, broadcast %5100, mul %5101, adamw %5500,
+//   broadcast %5102, mul %5103, adamw %5505 (optimizer)
+// threadgroup 256×1×1, grid 34272×1×1 threadgroups
+kernel void adamw_mul_6(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        const device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        const device float* p6 [[buffer(6)]],
+        device float* p7 [[buffer(7)]],
+        device float* p8 [[buffer(8)]],
+        device float* p9 [[buffer(9)]],
+        const device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
+        const device float* p12 [[buffer(12)]],
+        const device float* p13 [[buffer(13)]],
+        device float* p14 [[buffer(14)]],
+        device float* p15 [[buffer(15)]],
+        device float* p16 [[buffer(16)]],
+        const device float* p17 [[buffer(17)]],
+        const device float* p18 [[buffer(18)]],
+        const device float* p19 [[buffer(19)]],
+        const device float* p20 [[buffer(20)]],
+        device float* p21 [[buffer(21)]],
+        device float* p22 [[buffer(22)]],
+        device float* p23 [[buffer(23)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if ((int(gid.x) < 672)) {
+        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        const float t4 = p0[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p2[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p3[i1];
+        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p6[i1];
+        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
+        p7[i1] = t14;
+        p8[i1] = t8;
+        p9[i1] = t10;
+    } else {
+        if ((int(gid.x) < 6048)) {
+            const int i15 = (((int(gid.x) - 672) * 256) + int(lid.x));
+            const float t19 = p10[i15];
+            const float t20 = p1[0];
+            const float t21 = (t19 * t20);
+            const float t22 = p11[i15];
+            const float t23 = ((0.9f * t22) + (0.1f * t21));
+            const float t24 = p12[i15];
+            const float t25 = ((0.999f * t24) + ((0.001f * t21) * t21));
+            const float t26 = p4[0];
+            const float t27 = p5[0];
+            const float t28 = p13[i15];
+            const float t29 = ((t28 - ((t26 * 0.0f) * t28)) - ((t26 * (t23 / (1.0f - pow(0.9f, t27)))) / (sqrt((t25 / (1.0f - pow(0.999f, t27)))) + 1e-08f)));
+            p14[i15] = t29;
+            p15[i15] = t23;
+            p16[i15] = t25;
+        } else {
+            if ((int(gid.x) < 34272)) {
+                const int i30 = (((int(gid.x) - 6048) * 256) + int(lid.x));
+                const float t34 = p17[i30];
+                const float t35 = p1[0];
+                const float t36 = (t34 * t35);
+                const float t37 = p18[i30];
+                const float t38 = ((0.9f * t37) + (0.1f * t36));
+                const float t39 = p19[i30];
+                const float t40 = ((0.999f * t39) + ((0.001f * t36) * t36));
+                const float t41 = p4[0];
+                const float t42 = p5[0];
+                const float t43 = p20[i30];
+                const float t44 = ((t43 - ((t41 * 0.0f) * t43)) - ((t41 * (t38 / (1.0f - pow(0.9f, t42)))) / (sqrt((t40 / (1.0f - pow(0.999f, t42)))) + 1e-08f)));
+                p21[i30] = t44;
+                p22[i30] = t38;
+                p23[i30] = t40;
+            }
+        }
+    }
+}
+
+// fuses broadcast %5104, mul %5105, adamw %5510, broadcast %5106, mul %5107, adamw %5515,
+//   broadcast %5108, mul %5109, adamw %5520 (optimizer)
+// threadgroup 256×1×1, grid 20160×1×1 threadgroups
+kernel void adamw_mul_7(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        const device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        const device float* p6 [[buffer(6)]],
+        device float* p7 [[buffer(7)]],
+        device float* p8 [[buffer(8)]],
+        device float* p9 [[buffer(9)]],
+        const device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
+        const device float* p12 [[buffer(12)]],
+        const device float* p13 [[buffer(13)]],
+        device float* p14 [[buffer(14)]],
+        device float* p15 [[buffer(15)]],
+        device float* p16 [[buffer(16)]],
+        const device float* p17 [[buffer(17)]],
+        const device float* p18 [[buffer(18)]],
+        const device float* p19 [[buffer(19)]],
+        const device float* p20 [[buffer(20)]],
+        device float* p21 [[buffer(21)]],
+        device float* p22 [[buffer(22)]],
+        device float* p23 [[buffer(23)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if ((int(gid.x) < 14112)) {
+        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        const float t5 = p0[i1];
+        const float t6 = p1[0];
+        const float t7 = (t5 * t6);
+        const float t8 = p2[i1];
+        const float t9 = ((0.9f * t8) + (0.1f * t7));
+        const float t10 = p3[i1];
+        const float t11 = ((0.999f * t10) + ((0.001f * t7) * t7));
+        const float t12 = p4[0];
+        const float t13 = p5[0];
+        const float t14 = p6[i1];
+        const float t15 = ((t14 - ((t12 * 0.0f) * t14)) - ((t12 * (t9 / (1.0f - pow(0.9f, t13)))) / (sqrt((t11 / (1.0f - pow(0.999f, t13)))) + 1e-08f)));
+        p7[i1] = t15;
+        p8[i1] = t9;
+        p9[i1] = t11;
+    } else {
+        if ((int(gid.x) < 19488)) {
+            const int i16 = (((int(gid.x) - 14112) * 256) + int(lid.x));
+            const float t20 = p10[i16];
+            const float t21 = p1[0];
+            const float t22 = (t20 * t21);
+            const float t23 = p11[i16];
+            const float t24 = ((0.9f * t23) + (0.1f * t22));
+            const float t25 = p12[i16];
+            const float t26 = ((0.999f * t25) + ((0.001f * t22) * t22));
+            const float t27 = p4[0];
+            const float t28 = p5[0];
+            const float t29 = p13[i16];
+            const float t30 = ((t29 - ((t27 * 0.0f) * t29)) - ((t27 * (t24 / (1.0f - pow(0.9f, t28)))) / (sqrt((t26 / (1.0f - pow(0.999f, t28)))) + 1e-08f)));
+            p14[i16] = t30;
+            p15[i16] = t24;
+            p16[i16] = t26;
+        } else {
+            if ((int(gid.x) < 20160)) {
+                const int i31 = (((int(gid.x) - 19488) * 256) + int(lid.x));
+                const float t34 = p17[i31];
+                const float t35 = p1[0];
+                const float t36 = (t34 * t35);
+                const float t37 = p18[i31];
+                const float t38 = ((0.9f * t37) + (0.1f * t36));
+                const float t39 = p19[i31];
+                const float t40 = ((0.999f * t39) + ((0.001f * t36) * t36));
+                const float t41 = p4[0];
+                const float t42 = p5[0];
+                const float t43 = p20[i31];
+                const float t44 = ((t43 - ((t41 * 0.0f) * t43)) - ((t41 * (t38 / (1.0f - pow(0.9f, t42)))) / (sqrt((t40 / (1.0f - pow(0.999f, t42)))) + 1e-08f)));
+                p21[i31] = t44;
+                p22[i31] = t38;
+                p23[i31] = t40;
+            }
+        }
+    }
+}
+
+// fuses broadcast %5128, mul %5129, adamw %5570, broadcast %5130, mul %5131, adamw %5575,
+//   broadcast %5132, mul %5133, adamw %5580 (optimizer)
+// threadgroup 256×1×1, grid 7392×1×1 threadgroups
+kernel void adamw_mul_8(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        const device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        const device float* p6 [[buffer(6)]],
+        device float* p7 [[buffer(7)]],
+        device float* p8 [[buffer(8)]],
+        device float* p9 [[buffer(9)]],
+        const device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
+        const device float* p12 [[buffer(12)]],
+        const device float* p13 [[buffer(13)]],
+        device float* p14 [[buffer(14)]],
+        device float* p15 [[buffer(15)]],
+        device float* p16 [[buffer(16)]],
+        const device float* p17 [[buffer(17)]],
+        const device float* p18 [[buffer(18)]],
+        const device float* p19 [[buffer(19)]],
+        const device float* p20 [[buffer(20)]],
+        device float* p21 [[buffer(21)]],
+        device float* p22 [[buffer(22)]],
+        device float* p23 [[buffer(23)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if ((int(gid.x) < 1344)) {
+        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        const float t4 = p0[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p2[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p3[i1];
+        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p6[i1];
+        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
+        p7[i1] = t14;
+        p8[i1] = t8;
+        p9[i1] = t10;
+    } else {
+        if ((int(gid.x) < 2016)) {
+            const int i15 = (((int(gid.x) - 1344) * 256) + int(lid.x));
+            const float t18 = p10[i15];
+            const float t19 = p1[0];
+            const float t20 = (t18 * t19);
+            const float t21 = p11[i15];
+            const float t22 = ((0.9f * t21) + (0.1f * t20));
+            const float t23 = p12[i15];
+            const float t24 = ((0.999f * t23) + ((0.001f * t20) * t20));
+            const float t25 = p4[0];
+            const float t26 = p5[0];
+            const float t27 = p13[i15];
+            const float t28 = ((t27 - ((t25 * 0.0f) * t27)) - ((t25 * (t22 / (1.0f - pow(0.9f, t26)))) / (sqrt((t24 / (1.0f - pow(0.999f, t26)))) + 1e-08f)));
+            p14[i15] = t28;
+            p15[i15] = t22;
+            p16[i15] = t24;
+        } else {
+            if ((int(gid.x) < 7392)) {
+                const int i29 = (((int(gid.x) - 2016) * 256) + int(lid.x));
+                const float t33 = p17[i29];
+                const float t34 = p1[0];
+                const float t35 = (t33 * t34);
+                const float t36 = p18[i29];
+                const float t37 = ((0.9f * t36) + (0.1f * t35));
+                const float t38 = p19[i29];
+                const float t39 = ((0.999f * t38) + ((0.001f * t35) * t35));
+                const float t40 = p4[0];
+                const float t41 = p5[0];
+                const float t42 = p20[i29];
+                const float t43 = ((t42 - ((t40 * 0.0f) * t42)) - ((t40 * (t37 / (1.0f - pow(0.9f, t41)))) / (sqrt((t39 / (1.0f - pow(0.999f, t41)))) + 1e-08f)));
+                p21[i29] = t43;
+                p22[i29] = t37;
+                p23[i29] = t39;
+            }
+        }
+    }
+}
+
+// fuses broadcast %5134, mul %5135, adamw %5585, broadcast %5136, mul %5137, adamw %5590,
+//   broadcast %5138, mul %5139, adamw %5595 (optimizer)
+// threadgroup 256×1×1, grid 47712×1×1 threadgroups
+kernel void adamw_mul_9(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        const device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        const device float* p6 [[buffer(6)]],
+        device float* p7 [[buffer(7)]],
+        device float* p8 [[buffer(8)]],
+        device float* p9 [[buffer(9)]],
+        const device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
+        const device float* p12 [[buffer(12)]],
+        const device float* p13 [[buffer(13)]],
+        device float* p14 [[buffer(14)]],
+        device float* p15 [[buffer(15)]],
+        device float* p16 [[buffer(16)]],
+        const device float* p17 [[buffer(17)]],
+        const device float* p18 [[buffer(18)]],
+        const device float* p19 [[buffer(19)]],
+        const device float* p20 [[buffer(20)]],
+        device float* p21 [[buffer(21)]],
+        device float* p22 [[buffer(22)]],
+        device float* p23 [[buffer(23)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if ((int(gid.x) < 28224)) {
+        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        const float t5 = p0[i1];
+        const float t6 = p1[0];
+        const float t7 = (t5 * t6);
+        const float t8 = p2[i1];
+        const float t9 = ((0.9f * t8) + (0.1f * t7));
+        const float t10 = p3[i1];
+        const float t11 = ((0.999f * t10) + ((0.001f * t7) * t7));
+        const float t12 = p4[0];
+        const float t13 = p5[0];
+        const float t14 = p6[i1];
+        const float t15 = ((t14 - ((t12 * 0.0f) * t14)) - ((t12 * (t9 / (1.0f - pow(0.9f, t13)))) / (sqrt((t11 / (1.0f - pow(0.999f, t13)))) + 1e-08f)));
+        p7[i1] = t15;
+        p8[i1] = t9;
+        p9[i1] = t11;
+    } else {
+        if ((int(gid.x) < 42336)) {
+            const int i16 = (((int(gid.x) - 28224) * 256) + int(lid.x));
+            const float t20 = p10[i16];
+            const float t21 = p1[0];
+            const float t22 = (t20 * t21);
+            const float t23 = p11[i16];
+            const float t24 = ((0.9f * t23) + (0.1f * t22));
+            const float t25 = p12[i16];
+            const float t26 = ((0.999f * t25) + ((0.001f * t22) * t22));
+            const float t27 = p4[0];
+            const float t28 = p5[0];
+            const float t29 = p13[i16];
+            const float t30 = ((t29 - ((t27 * 0.0f) * t29)) - ((t27 * (t24 / (1.0f - pow(0.9f, t28)))) / (sqrt((t26 / (1.0f - pow(0.999f, t28)))) + 1e-08f)));
+            p14[i16] = t30;
+            p15[i16] = t24;
+            p16[i16] = t26;
+        } else {
+            if ((int(gid.x) < 47712)) {
+                const int i31 = (((int(gid.x) - 42336) * 256) + int(lid.x));
+                const float t35 = p17[i31];
+                const float t36 = p1[0];
+                const float t37 = (t35 * t36);
+                const float t38 = p18[i31];
+                const float t39 = ((0.9f * t38) + (0.1f * t37));
+                const float t40 = p19[i31];
+                const float t41 = ((0.999f * t40) + ((0.001f * t37) * t37));
+                const float t42 = p4[0];
+                const float t43 = p5[0];
+                const float t44 = p20[i31];
+                const float t45 = ((t44 - ((t42 * 0.0f) * t44)) - ((t42 * (t39 / (1.0f - pow(0.9f, t43)))) / (sqrt((t41 / (1.0f - pow(0.999f, t43)))) + 1e-08f)));
+                p21[i31] = t45;
+                p22[i31] = t39;
+                p23[i31] = t41;
+            }
+        }
+    }
 }

@@ -13,13 +13,13 @@ kernel void gather_0(
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const int c1 = (i / 1024);
-    const int c2 = ((i / 64) % 16);
-    const int c3 = (i % 64);
-    const int t4 = p0[((c1 * 16) + c2)];
-    const float t5 = p1[((t4 * 64) + c3)];
-    p2[i] = t5;
+    const int i1 = int(tid.x);
+    const int c2 = (i1 / 1024);
+    const int c3 = ((i1 / 64) % 16);
+    const int c4 = (i1 % 64);
+    const int t5 = p0[((c2 * 16) + c3)];
+    const float t6 = p1[((t5 * 64) + c4)];
+    p2[i1] = t6;
 }
 
 // fuses rmsnorm %14 (mamba.0)
@@ -176,10 +176,10 @@ kernel void silu_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const float t4 = p0[i];
-    const float t5 = (t4 / (1.0f + exp((-t4))));
-    p1[i] = t5;
+    const int i1 = int(tid.x);
+    const float t5 = p0[i1];
+    const float t6 = (t5 / (1.0f + exp((-t5))));
+    p1[i1] = t6;
 }
 
 // fuses matmul %20 (mamba.0)
@@ -366,43 +366,31 @@ kernel void matmul_2(
     }
 }
 
-// fuses softplus %27 (mamba.0)
-// threadgroup 256×1×1, grid 128×1×1 threadgroups
-kernel void softplus_0(
+// fuses softplus %27, exp %28 (mamba.0)
+// threadgroup 256×1×1, grid 136×1×1 threadgroups
+kernel void exp_softplus_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const float t4 = p0[i];
-    const float t5 = (max(t4, 0.0f) + log((1.0f + exp((-fabs(t4))))));
-    p1[i] = t5;
+        const device float* p2 [[buffer(2)]],
+        device float* p3 [[buffer(3)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if ((int(gid.x) < 128)) {
+        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        const float t5 = p0[i1];
+        const float t6 = (max(t5, 0.0f) + log((1.0f + exp((-fabs(t5))))));
+        p1[i1] = t6;
+    } else {
+        if ((int(gid.x) < 136)) {
+            const int i7 = (((int(gid.x) - 128) * 256) + int(lid.x));
+            const float t10 = p2[i7];
+            const float t11 = exp(t10);
+            p3[i7] = t11;
+        }
+    }
 }
 
-// fuses exp %28 (mamba.0)
-// threadgroup 256×1×1, grid 8×1×1 threadgroups
-kernel void exp_0(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const float t3 = p0[i];
-    const float t4 = exp(t3);
-    p1[i] = t4;
-}
-
-// fuses neg %29 (mamba.0)
-// threadgroup 256×1×1, grid 8×1×1 threadgroups
-kernel void neg_0(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const float t3 = p0[i];
-    const float t4 = (-t3);
-    p1[i] = t4;
-}
-
-// fuses slice %22, slice %23, selective_scan %30 (mamba.0)
+// fuses slice %22, slice %23, neg %29, selective_scan %30 (mamba.0)
 // threadgroup 256×1×1, grid 8×16×1 threadgroups
 kernel void selective_scan_0(
         const device float* p0 [[buffer(0)]],
@@ -418,23 +406,24 @@ kernel void selective_scan_0(
     const int ch2 = ((int(gid.x) * 16) + (int(lid.x) / 16));
     const int n3 = (int(lid.x) % 16);
     const float t4 = p0[((ch2 * 16) + n3)];
-    const float t5 = p1[ch2];
-    float s6 = 0.0f;
-    for (int c7 = 0; c7 < 2; c7 += 1) {
-        p2[((((((b1 * 2) + c7) * 128) + ch2) * 16) + n3)] = s6;
-        for (int t8 = (c7 * 8); t8 < min(((c7 * 8) + 8), 16); t8 += 1) {
-            const float t9 = p3[((((b1 * 16) + t8) * 128) + ch2)];
-            const float t10 = p4[((((b1 * 16) + t8) * 128) + ch2)];
-            const float t11 = p5[((((b1 * 16) + t8) * 36) + (n3 + 4))];
-            const float t12 = p5[((((b1 * 16) + t8) * 36) + (n3 + 20))];
-            const float a13 = exp((t9 * t4));
-            s6 = ((a13 * s6) + ((t9 * t11) * t10));
-            const float r14 = ((s6 * t12) + simd_shuffle_xor((s6 * t12), ushort(8)));
-            const float r15 = (r14 + simd_shuffle_xor(r14, ushort(4)));
-            const float r16 = (r15 + simd_shuffle_xor(r15, ushort(2)));
-            const float r17 = (r16 + simd_shuffle_xor(r16, ushort(1)));
+    const float t5 = (-t4);
+    const float t6 = p1[ch2];
+    float s7 = 0.0f;
+    for (int c8 = 0; c8 < 2; c8 += 1) {
+        p2[((((((b1 * 2) + c8) * 128) + ch2) * 16) + n3)] = s7;
+        for (int t9 = (c8 * 8); t9 < min(((c8 * 8) + 8), 16); t9 += 1) {
+            const float t10 = p3[((((b1 * 16) + t9) * 128) + ch2)];
+            const float t11 = p4[((((b1 * 16) + t9) * 128) + ch2)];
+            const float t12 = p5[((((b1 * 16) + t9) * 36) + (n3 + 4))];
+            const float t13 = p5[((((b1 * 16) + t9) * 36) + (n3 + 20))];
+            const float a14 = exp((t10 * t5));
+            s7 = ((a14 * s7) + ((t10 * t12) * t11));
+            const float r15 = ((s7 * t13) + simd_shuffle_xor((s7 * t13), ushort(8)));
+            const float r16 = (r15 + simd_shuffle_xor(r15, ushort(4)));
+            const float r17 = (r16 + simd_shuffle_xor(r16, ushort(2)));
+            const float r18 = (r17 + simd_shuffle_xor(r17, ushort(1)));
             if ((n3 == 0)) {
-                p6[((((b1 * 16) + t8) * 128) + ch2)] = (r17 + (t5 * t10));
+                p6[((((b1 * 16) + t9) * 128) + ch2)] = (r18 + (t6 * t11));
             }
         }
     }
@@ -446,13 +435,13 @@ kernel void silu_slice_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const int c1 = (i / 2048);
-    const int c2 = ((i / 128) % 16);
-    const int c3 = (i % 128);
-    const float t4 = p0[((((c1 * 16) + c2) * 256) + (c3 + 128))];
-    const float t5 = (t4 / (1.0f + exp((-t4))));
-    p1[i] = t5;
+    const int i1 = int(tid.x);
+    const int c2 = (i1 / 2048);
+    const int c3 = ((i1 / 128) % 16);
+    const int c4 = (i1 % 128);
+    const float t5 = p0[((((c2 * 16) + c3) * 256) + (c4 + 128))];
+    const float t6 = (t5 / (1.0f + exp((-t5))));
+    p1[i1] = t6;
 }
 
 // fuses mul %33 (mamba.0)
@@ -462,11 +451,11 @@ kernel void mul_0(
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const float t4 = p0[i];
-    const float t5 = p1[i];
-    const float t6 = (t4 * t5);
-    p2[i] = t6;
+    const int i1 = int(tid.x);
+    const float t5 = p0[i1];
+    const float t6 = p1[i1];
+    const float t7 = (t5 * t6);
+    p2[i1] = t7;
 }
 
 // fuses matmul %34, add %35 (mamba.0)
@@ -739,12 +728,12 @@ kernel void div_0(
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const int c1 = (i / 2);
-    const float t3 = p0[i];
-    const float t4 = p1[((c1 * 1) + 0)];
-    const float t5 = (t3 / t4);
-    p2[i] = t5;
+    const int i1 = int(tid.x);
+    const int c2 = (i1 / 2);
+    const float t4 = p0[i1];
+    const float t5 = p1[((c2 * 1) + 0)];
+    const float t6 = (t4 / t5);
+    p2[i1] = t6;
 }
 
 // fuses moe_route %49 (moe.0)
@@ -809,12 +798,12 @@ kernel void gather_1(
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const int c1 = (i / 64);
-    const int c2 = (i % 64);
-    const int t3 = p0[c1];
-    const float t4 = p1[(((((((t3 * 64) + c2) / 1024) * 16) + ((((t3 * 64) + c2) / 64) % 16)) * 64) + (((t3 * 64) + c2) % 64))];
-    p2[i] = t4;
+    const int i1 = int(tid.x);
+    const int c2 = (i1 / 64);
+    const int c3 = (i1 % 64);
+    const int t4 = p0[c2];
+    const float t5 = p1[(((((((t4 * 64) + c3) / 1024) * 16) + ((((t4 * 64) + c3) / 64) % 16)) * 64) + (((t4 * 64) + c3) % 64))];
+    p2[i1] = t5;
 }
 
 // fuses grouped_matmul %53 (moe.0)
@@ -964,12 +953,12 @@ kernel void silu_slice_1(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const int c1 = (i / 64);
-    const int c2 = (i % 64);
-    const float t3 = p0[((c1 * 128) + c2)];
-    const float t4 = (t3 / (1.0f + exp((-t3))));
-    p1[i] = t4;
+    const int i1 = int(tid.x);
+    const int c2 = (i1 / 64);
+    const int c3 = (i1 % 64);
+    const float t4 = p0[((c2 * 128) + c3)];
+    const float t5 = (t4 / (1.0f + exp((-t4))));
+    p1[i1] = t5;
 }
 
 // fuses slice %55, mul %57 (moe.0)
@@ -979,13 +968,13 @@ kernel void mul_slice_0(
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const int c1 = (i / 64);
-    const int c2 = (i % 64);
-    const float t3 = p0[i];
-    const float t4 = p1[((c1 * 128) + (c2 + 64))];
-    const float t5 = (t3 * t4);
-    p2[i] = t5;
+    const int i1 = int(tid.x);
+    const int c2 = (i1 / 64);
+    const int c3 = (i1 % 64);
+    const float t4 = p0[i1];
+    const float t5 = p1[((c2 * 128) + (c3 + 64))];
+    const float t6 = (t4 * t5);
+    p2[i1] = t6;
 }
 
 // fuses grouped_matmul %58 (moe.0)
@@ -1136,10 +1125,10 @@ kernel void gather_2(
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const int t1 = p0[i];
-    const float t2 = p1[(((t1 / 2) * 2) + (t1 % 2))];
-    p2[i] = t2;
+    const int i1 = int(tid.x);
+    const int t2 = p0[i1];
+    const float t3 = p1[(((t2 / 2) * 2) + (t2 % 2))];
+    p2[i1] = t3;
 }
 
 // fuses reshape %61, broadcast %62, mul %63 (moe.0)
@@ -1149,12 +1138,12 @@ kernel void mul_1(
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const int c1 = (i / 64);
-    const float t3 = p0[i];
-    const float t4 = p1[((c1 * 1) + 0)];
-    const float t5 = (t3 * t4);
-    p2[i] = t5;
+    const int i1 = int(tid.x);
+    const int c2 = (i1 / 64);
+    const float t4 = p0[i1];
+    const float t5 = p1[((c2 * 1) + 0)];
+    const float t6 = (t4 * t5);
+    p2[i1] = t6;
 }
 
 // fuses scatter_add %64 (moe.0)
@@ -1258,33 +1247,33 @@ kernel void reduce_sum_1(
     p2[row4] = acc5;
 }
 
-// fuses scale %71 (moe.0)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void scale_0(
+// fuses scale %71, reshape %72, add %73 (moe.0)
+// threadgroup 256×1×1, grid 65×1×1 threadgroups
+kernel void add_scale_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    if ((i >= 1)) {
-        return;
+        const device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        device float* p4 [[buffer(4)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if ((int(gid.x) < 1)) {
+        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        if ((i1 >= 1)) {
+            return;
+        }
+        const float t2 = p0[i1];
+        const float t3 = (t2 * 0.04f);
+        p1[i1] = t3;
+    } else {
+        if ((int(gid.x) < 65)) {
+            const int i4 = (((int(gid.x) - 1) * 256) + int(lid.x));
+            const float t8 = p2[i4];
+            const float t9 = p3[(((i4 / 64) * 64) + (i4 % 64))];
+            const float t10 = (t8 + t9);
+            p4[i4] = t10;
+        }
     }
-    const float t1 = p0[i];
-    const float t2 = (t1 * 0.04f);
-    p1[i] = t2;
-}
-
-// fuses reshape %72, add %73 (moe.0)
-// threadgroup 256×1×1, grid 64×1×1 threadgroups
-kernel void add_0(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const float t4 = p0[i];
-    const float t5 = p1[(((i / 64) * 64) + (i % 64))];
-    const float t6 = (t4 + t5);
-    p2[i] = t6;
 }
 
 // fuses matmul %108
@@ -1431,19 +1420,19 @@ kernel void cross_entropy_0(
 
 // fuses add %110
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void add_1(
+kernel void add_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    if ((i >= 1)) {
+    const int i1 = int(tid.x);
+    if ((i1 >= 1)) {
         return;
     }
-    const float t1 = p0[i];
-    const float t2 = p1[i];
-    const float t3 = (t1 + t2);
-    p2[i] = t3;
+    const float t2 = p0[i1];
+    const float t3 = p1[i1];
+    const float t4 = (t2 + t3);
+    p2[i1] = t4;
 }
 
 // fuses const %111, cross_entropy_bwd %112
@@ -1877,7 +1866,7 @@ kernel void matmul_8(
     }
 }
 
-// fuses slice %92, slice %93, mul %123, selective_scan_bwd %131 (mamba.1)
+// fuses slice %92, slice %93, neg %99, mul %123, selective_scan_bwd %131 (mamba.1)
 // threadgroup 256×1×1, grid 136×1×1 threadgroups
 kernel void selective_scan_bwd_0(
         const device float* p0 [[buffer(0)]],
@@ -1911,60 +1900,61 @@ kernel void selective_scan_bwd_0(
         for (int blk10 = 0; blk10 < 1; blk10 += 1) {
             const int ch11 = ((blk10 * 128) + (int(lid.x) % 128));
             const float t12 = p0[((ch11 * 16) + n6)];
-            float carry13 = 0.0f;
-            for (int cc14 = 0; cc14 < 2; cc14 += 1) {
-                const int c15 = (1 - cc14);
-                const int t016 = (c15 * 8);
-                const int t117 = min((t016 + 8), 16);
-                const float t18 = p1[((((((b4 * 2) + c15) * 128) + ch11) * 16) + n6)];
-                float s19 = t18;
-                for (int t20 = t016; t20 < t117; t20 += 1) {
-                    seq1[(t20 - t016)] = s19;
-                    const float t21 = p2[((((b4 * 16) + t20) * 128) + ch11)];
-                    const float t22 = p3[((((b4 * 16) + t20) * 128) + ch11)];
-                    const float t23 = p4[((((b4 * 16) + t20) * 36) + (n6 + 4))];
-                    const float a25 = exp((t21 * t12));
-                    s19 = ((a25 * s19) + ((t21 * t23) * t22));
+            const float t13 = (-t12);
+            float carry14 = 0.0f;
+            for (int cc15 = 0; cc15 < 2; cc15 += 1) {
+                const int c16 = (1 - cc15);
+                const int t017 = (c16 * 8);
+                const int t118 = min((t017 + 8), 16);
+                const float t19 = p1[((((((b4 * 2) + c16) * 128) + ch11) * 16) + n6)];
+                float s20 = t19;
+                for (int t21 = t017; t21 < t118; t21 += 1) {
+                    seq1[(t21 - t017)] = s20;
+                    const float t22 = p2[((((b4 * 16) + t21) * 128) + ch11)];
+                    const float t23 = p3[((((b4 * 16) + t21) * 128) + ch11)];
+                    const float t24 = p4[((((b4 * 16) + t21) * 36) + (n6 + 4))];
+                    const float a26 = exp((t22 * t13));
+                    s20 = ((a26 * s20) + ((t22 * t24) * t23));
                 }
-                const int len26 = (t117 - t016);
-                for (int i027 = 0; i027 < len26; i027 += 16) {
-                    const int cnt28 = min(16, (len26 - i027));
-                    const int rb29 = (buf9 * 256);
-                    for (int j30 = 0; j30 < cnt28; j30 += 1) {
-                        const int t31 = ((t117 - 1) - (i027 + j30));
-                        const float t32 = p2[((((b4 * 16) + t31) * 128) + ch11)];
-                        const float t33 = p3[((((b4 * 16) + t31) * 128) + ch11)];
-                        const float t34 = p4[((((b4 * 16) + t31) * 36) + (n6 + 4))];
-                        const float t35 = p4[((((b4 * 16) + t31) * 36) + (n6 + 20))];
-                        const float t36 = p5[((((b4 * 16) + t31) * 128) + ch11)];
-                        const float t37 = p6[((((b4 * 16) + t31) * 128) + ch11)];
-                        const float t38 = (t36 * t37);
-                        const float sp39 = seq1[(t31 - t016)];
-                        const float a40 = exp((t32 * t12));
-                        const float g41 = ((t35 * t38) + carry13);
-                        carry13 = (a40 * g41);
-                        const float p42 = simd_sum(((g41 * t32) * t33));
-                        const float p43 = simd_sum((((a40 * sp39) + ((t32 * t34) * t33)) * t38));
+                const int len27 = (t118 - t017);
+                for (int i028 = 0; i028 < len27; i028 += 16) {
+                    const int cnt29 = min(16, (len27 - i028));
+                    const int rb30 = (buf9 * 256);
+                    for (int j31 = 0; j31 < cnt29; j31 += 1) {
+                        const int t32 = ((t118 - 1) - (i028 + j31));
+                        const float t33 = p2[((((b4 * 16) + t32) * 128) + ch11)];
+                        const float t34 = p3[((((b4 * 16) + t32) * 128) + ch11)];
+                        const float t35 = p4[((((b4 * 16) + t32) * 36) + (n6 + 4))];
+                        const float t36 = p4[((((b4 * 16) + t32) * 36) + (n6 + 20))];
+                        const float t37 = p5[((((b4 * 16) + t32) * 128) + ch11)];
+                        const float t38 = p6[((((b4 * 16) + t32) * 128) + ch11)];
+                        const float t39 = (t37 * t38);
+                        const float sp40 = seq1[(t32 - t017)];
+                        const float a41 = exp((t33 * t13));
+                        const float g42 = ((t36 * t39) + carry14);
+                        carry14 = (a41 * g42);
+                        const float p43 = simd_sum(((g42 * t33) * t34));
+                        const float p44 = simd_sum((((a41 * sp40) + ((t33 * t35) * t34)) * t39));
                         if ((lane8 == 0)) {
-                            red2[(rb29 + ((((0 * 16) + j30) * 8) + sg7))] = p42;
-                            red2[(rb29 + ((((1 * 16) + j30) * 8) + sg7))] = p43;
+                            red2[(rb30 + ((((0 * 16) + j31) * 8) + sg7))] = p43;
+                            red2[(rb30 + ((((1 * 16) + j31) * 8) + sg7))] = p44;
                         }
                     }
                     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-                    const int per44 = (cnt28 * 2);
-                    for (int k45 = sg7; k45 < (2 * per44); k45 += 8) {
-                        const int q46 = (k45 / per44);
-                        const int j47 = ((k45 % per44) / 2);
-                        const int ns48 = (k45 % 2);
-                        const float tot49 = simd_sum(((lane8 < 4) ? red2[(rb29 + ((((q46 * 16) + j47) * 8) + ((ns48 * 4) + min(lane8, 3))))] : 0.0f));
-                        const int t50 = ((t117 - 1) - (i027 + j47));
-                        const int nn51 = (n05 + ns48);
+                    const int per45 = (cnt29 * 2);
+                    for (int k46 = sg7; k46 < (2 * per45); k46 += 8) {
+                        const int q47 = (k46 / per45);
+                        const int j48 = ((k46 % per45) / 2);
+                        const int ns49 = (k46 % 2);
+                        const float tot50 = simd_sum(((lane8 < 4) ? red2[(rb30 + ((((q47 * 16) + j48) * 8) + ((ns49 * 4) + min(lane8, 3))))] : 0.0f));
+                        const int t51 = ((t118 - 1) - (i028 + j48));
+                        const int nn52 = (n05 + ns49);
                         if ((lane8 == 0)) {
-                            if ((q46 == 0)) {
-                                p7[((((b4 * 16) + t50) * 16) + nn51)] = tot49;
+                            if ((q47 == 0)) {
+                                p7[((((b4 * 16) + t51) * 16) + nn52)] = tot50;
                             }
-                            if ((q46 == 1)) {
-                                p8[((((b4 * 16) + t50) * 16) + nn51)] = tot49;
+                            if ((q47 == 1)) {
+                                p8[((((b4 * 16) + t51) * 16) + nn52)] = tot50;
                             }
                         }
                     }
@@ -1973,93 +1963,94 @@ kernel void selective_scan_bwd_0(
             }
         }
     } else {
-        const int ch52 = (((gid3 - 128) * 16) + (int(lid.x) / 16));
-        const int n53 = (int(lid.x) % 16);
-        const float t54 = p0[((ch52 * 16) + n53)];
-        const float t55 = p9[ch52];
-        float dA56 = 0.0f;
-        float dD57 = 0.0f;
-        for (int b58 = 0; b58 < 16; b58 += 1) {
-            float carry59 = 0.0f;
-            for (int cc60 = 0; cc60 < 2; cc60 += 1) {
-                const int c61 = (1 - cc60);
-                const int t062 = (c61 * 8);
-                const int t163 = min((t062 + 8), 16);
-                const float t64 = p1[((((((b58 * 2) + c61) * 128) + ch52) * 16) + n53)];
-                float s65 = t64;
-                for (int t66 = t062; t66 < t163; t66 += 1) {
-                    seq1[(t66 - t062)] = s65;
-                    const float t67 = p2[((((b58 * 16) + t66) * 128) + ch52)];
-                    const float t68 = p3[((((b58 * 16) + t66) * 128) + ch52)];
-                    const float t69 = p4[((((b58 * 16) + t66) * 36) + (n53 + 4))];
-                    const float a71 = exp((t67 * t54));
-                    s65 = ((a71 * s65) + ((t67 * t69) * t68));
+        const int ch53 = (((gid3 - 128) * 16) + (int(lid.x) / 16));
+        const int n54 = (int(lid.x) % 16);
+        const float t55 = p0[((ch53 * 16) + n54)];
+        const float t56 = (-t55);
+        const float t57 = p9[ch53];
+        float dA58 = 0.0f;
+        float dD59 = 0.0f;
+        for (int b60 = 0; b60 < 16; b60 += 1) {
+            float carry61 = 0.0f;
+            for (int cc62 = 0; cc62 < 2; cc62 += 1) {
+                const int c63 = (1 - cc62);
+                const int t064 = (c63 * 8);
+                const int t165 = min((t064 + 8), 16);
+                const float t66 = p1[((((((b60 * 2) + c63) * 128) + ch53) * 16) + n54)];
+                float s67 = t66;
+                for (int t68 = t064; t68 < t165; t68 += 1) {
+                    seq1[(t68 - t064)] = s67;
+                    const float t69 = p2[((((b60 * 16) + t68) * 128) + ch53)];
+                    const float t70 = p3[((((b60 * 16) + t68) * 128) + ch53)];
+                    const float t71 = p4[((((b60 * 16) + t68) * 36) + (n54 + 4))];
+                    const float a73 = exp((t69 * t56));
+                    s67 = ((a73 * s67) + ((t69 * t71) * t70));
                 }
-                for (int i72 = 0; i72 < (t163 - t062); i72 += 1) {
-                    const int t73 = ((t163 - 1) - i72);
-                    const float t74 = p2[((((b58 * 16) + t73) * 128) + ch52)];
-                    const float t75 = p3[((((b58 * 16) + t73) * 128) + ch52)];
-                    const float t76 = p4[((((b58 * 16) + t73) * 36) + (n53 + 4))];
-                    const float t77 = p4[((((b58 * 16) + t73) * 36) + (n53 + 20))];
-                    const float t78 = p5[((((b58 * 16) + t73) * 128) + ch52)];
-                    const float t79 = p6[((((b58 * 16) + t73) * 128) + ch52)];
-                    const float t80 = (t78 * t79);
-                    const float sp81 = seq1[(t73 - t062)];
-                    const float a82 = exp((t74 * t54));
-                    const float g83 = ((t77 * t80) + carry59);
-                    carry59 = (a82 * g83);
-                    dA56 += (((g83 * t74) * a82) * sp81);
-                    dD57 += (t75 * t80);
-                    const float r84 = (((g83 * t74) * t76) + simd_shuffle_xor(((g83 * t74) * t76), ushort(8)));
-                    const float r85 = (r84 + simd_shuffle_xor(r84, ushort(4)));
-                    const float r86 = (r85 + simd_shuffle_xor(r85, ushort(2)));
-                    const float r87 = (r86 + simd_shuffle_xor(r86, ushort(1)));
-                    const float r88 = ((g83 * (((t54 * a82) * sp81) + (t76 * t75))) + simd_shuffle_xor((g83 * (((t54 * a82) * sp81) + (t76 * t75))), ushort(8)));
-                    const float r89 = (r88 + simd_shuffle_xor(r88, ushort(4)));
-                    const float r90 = (r89 + simd_shuffle_xor(r89, ushort(2)));
-                    const float r91 = (r90 + simd_shuffle_xor(r90, ushort(1)));
-                    if ((n53 == 0)) {
-                        p10[((((b58 * 16) + t73) * 128) + ch52)] = (r87 + (t55 * t80));
-                        p11[((((b58 * 16) + t73) * 128) + ch52)] = r91;
+                for (int i74 = 0; i74 < (t165 - t064); i74 += 1) {
+                    const int t75 = ((t165 - 1) - i74);
+                    const float t76 = p2[((((b60 * 16) + t75) * 128) + ch53)];
+                    const float t77 = p3[((((b60 * 16) + t75) * 128) + ch53)];
+                    const float t78 = p4[((((b60 * 16) + t75) * 36) + (n54 + 4))];
+                    const float t79 = p4[((((b60 * 16) + t75) * 36) + (n54 + 20))];
+                    const float t80 = p5[((((b60 * 16) + t75) * 128) + ch53)];
+                    const float t81 = p6[((((b60 * 16) + t75) * 128) + ch53)];
+                    const float t82 = (t80 * t81);
+                    const float sp83 = seq1[(t75 - t064)];
+                    const float a84 = exp((t76 * t56));
+                    const float g85 = ((t79 * t82) + carry61);
+                    carry61 = (a84 * g85);
+                    dA58 += (((g85 * t76) * a84) * sp83);
+                    dD59 += (t77 * t82);
+                    const float r86 = (((g85 * t76) * t78) + simd_shuffle_xor(((g85 * t76) * t78), ushort(8)));
+                    const float r87 = (r86 + simd_shuffle_xor(r86, ushort(4)));
+                    const float r88 = (r87 + simd_shuffle_xor(r87, ushort(2)));
+                    const float r89 = (r88 + simd_shuffle_xor(r88, ushort(1)));
+                    const float r90 = ((g85 * (((t56 * a84) * sp83) + (t78 * t77))) + simd_shuffle_xor((g85 * (((t56 * a84) * sp83) + (t78 * t77))), ushort(8)));
+                    const float r91 = (r90 + simd_shuffle_xor(r90, ushort(4)));
+                    const float r92 = (r91 + simd_shuffle_xor(r91, ushort(2)));
+                    const float r93 = (r92 + simd_shuffle_xor(r92, ushort(1)));
+                    if ((n54 == 0)) {
+                        p10[((((b60 * 16) + t75) * 128) + ch53)] = (r89 + (t57 * t82));
+                        p11[((((b60 * 16) + t75) * 128) + ch53)] = r93;
                     }
                 }
             }
         }
-        p12[((ch52 * 16) + n53)] = dA56;
-        if ((n53 == 0)) {
-            p13[ch52] = dD57;
+        p12[((ch53 * 16) + n54)] = dA58;
+        if ((n54 == 0)) {
+            p13[ch53] = dD59;
         }
     }
 }
 
-// fuses neg %137, mul %138 (mamba.1)
-// threadgroup 256×1×1, grid 8×1×1 threadgroups
-kernel void mul_neg_0(
+// fuses neg %137, mul %138, sigmoid %139, mul %140 (mamba.1)
+// threadgroup 256×1×1, grid 136×1×1 threadgroups
+kernel void mul_sigmoid_neg_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const float t3 = p0[i];
-    const float t4 = (-t3);
-    const float t5 = p1[i];
-    const float t6 = (t4 * t5);
-    p2[i] = t6;
-}
-
-// fuses sigmoid %139, mul %140 (mamba.1)
-// threadgroup 256×1×1, grid 128×1×1 threadgroups
-kernel void mul_sigmoid_0(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const float t4 = p0[i];
-    const float t5 = p1[i];
-    const float t6 = (1.0f / (1.0f + exp((-t5))));
-    const float t7 = (t4 * t6);
-    p2[i] = t7;
+        const device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        device float* p5 [[buffer(5)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if ((int(gid.x) < 8)) {
+        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        const float t4 = p0[i1];
+        const float t5 = (-t4);
+        const float t6 = p1[i1];
+        const float t7 = (t5 * t6);
+        p2[i1] = t7;
+    } else {
+        if ((int(gid.x) < 136)) {
+            const int i8 = (((int(gid.x) - 8) * 256) + int(lid.x));
+            const float t12 = p3[i8];
+            const float t13 = p4[i8];
+            const float t14 = (1.0f / (1.0f + exp((-t13))));
+            const float t15 = (t12 * t14);
+            p5[i8] = t15;
+        }
+    }
 }
 
 // fuses reduce_sum %141 (mamba.1)
@@ -2273,38 +2264,38 @@ kernel void add_concat_0(
         const device float* p2 [[buffer(2)]],
         device float* p3 [[buffer(3)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const int c1 = (i / 576);
-    const int c2 = ((i / 36) % 16);
-    const int c3 = (i % 36);
-    float cat4 = 0.0f;
-    if ((c3 < 20)) {
-        cat4 = 0.0f;
+    const int i1 = int(tid.x);
+    const int c2 = (i1 / 576);
+    const int c3 = ((i1 / 36) % 16);
+    const int c4 = (i1 % 36);
+    float cat5 = 0.0f;
+    if ((c4 < 20)) {
+        cat5 = 0.0f;
     } else {
-        const float t5 = p0[((((c1 * 16) + c2) * 16) + (c3 - 20))];
-        cat4 = t5;
+        const float t6 = p0[((((c2 * 16) + c3) * 16) + (c4 - 20))];
+        cat5 = t6;
     }
-    float cat6 = 0.0f;
-    if ((c3 < 4)) {
-        cat6 = 0.0f;
+    float cat7 = 0.0f;
+    if ((c4 < 4)) {
+        cat7 = 0.0f;
     } else {
-        if ((c3 < 20)) {
-            const float t7 = p1[((((c1 * 16) + c2) * 16) + (c3 - 4))];
-            cat6 = t7;
+        if ((c4 < 20)) {
+            const float t8 = p1[((((c2 * 16) + c3) * 16) + (c4 - 4))];
+            cat7 = t8;
         } else {
-            cat6 = 0.0f;
+            cat7 = 0.0f;
         }
     }
-    const float t8 = (cat4 + cat6);
-    float cat9 = 0.0f;
-    if ((c3 < 4)) {
-        const float t10 = p2[((((c1 * 16) + c2) * 4) + (c3 - 0))];
-        cat9 = t10;
+    const float t9 = (cat5 + cat7);
+    float cat10 = 0.0f;
+    if ((c4 < 4)) {
+        const float t11 = p2[((((c2 * 16) + c3) * 4) + (c4 - 0))];
+        cat10 = t11;
     } else {
-        cat9 = 0.0f;
+        cat10 = 0.0f;
     }
-    const float t11 = (t8 + cat9);
-    p3[i] = t11;
+    const float t12 = (t9 + cat10);
+    p3[i1] = t12;
 }
 
 // fuses reshape %156, reshape %157, matmul %158 (mamba.1)
@@ -2578,35 +2569,35 @@ kernel void add_concat_mul_0(
         const device float* p4 [[buffer(4)]],
         device float* p5 [[buffer(5)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const int c1 = (i / 4096);
-    const int c2 = ((i / 256) % 16);
-    const int c3 = (i % 256);
-    float cat4 = 0.0f;
-    if ((c3 < 128)) {
-        cat4 = 0.0f;
+    const int i1 = int(tid.x);
+    const int c2 = (i1 / 4096);
+    const int c3 = ((i1 / 256) % 16);
+    const int c4 = (i1 % 256);
+    float cat5 = 0.0f;
+    if ((c4 < 128)) {
+        cat5 = 0.0f;
     } else {
-        const float t5 = p0[((((c1 * 16) + c2) * 128) + (c3 - 128))];
-        const float t6 = p1[((((c1 * 16) + c2) * 128) + (c3 - 128))];
-        const float t7 = (t5 * t6);
-        const float t8 = p2[((((c1 * 16) + c2) * 256) + ((c3 - 128) + 128))];
-        const float t9 = (1.0f / (1.0f + exp((-t8))));
-        const float t10 = p3[((((c1 * 16) + c2) * 128) + (c3 - 128))];
-        const float t11 = (1.0f - t9);
-        const float t12 = (t10 * t11);
-        const float t13 = (t9 + t12);
-        const float t14 = (t7 * t13);
-        cat4 = t14;
+        const float t6 = p0[((((c2 * 16) + c3) * 128) + (c4 - 128))];
+        const float t7 = p1[((((c2 * 16) + c3) * 128) + (c4 - 128))];
+        const float t8 = (t6 * t7);
+        const float t9 = p2[((((c2 * 16) + c3) * 256) + ((c4 - 128) + 128))];
+        const float t10 = (1.0f / (1.0f + exp((-t9))));
+        const float t11 = p3[((((c2 * 16) + c3) * 128) + (c4 - 128))];
+        const float t12 = (1.0f - t10);
+        const float t13 = (t11 * t12);
+        const float t14 = (t10 + t13);
+        const float t15 = (t8 * t14);
+        cat5 = t15;
     }
-    float cat15 = 0.0f;
-    if ((c3 < 128)) {
-        const float t16 = p4[((((c1 * 16) + c2) * 128) + (c3 - 0))];
-        cat15 = t16;
+    float cat16 = 0.0f;
+    if ((c4 < 128)) {
+        const float t17 = p4[((((c2 * 16) + c3) * 128) + (c4 - 0))];
+        cat16 = t17;
     } else {
-        cat15 = 0.0f;
+        cat16 = 0.0f;
     }
-    const float t17 = (cat4 + cat15);
-    p5[i] = t17;
+    const float t18 = (cat5 + cat16);
+    p5[i1] = t18;
 }
 
 // fuses matmul %174 (mamba.1)
@@ -2820,16 +2811,16 @@ kernel void matmul_14(
 
 // fuses add %180 (mamba.1)
 // threadgroup 256×1×1, grid 64×1×1 threadgroups
-kernel void add_2(
+kernel void add_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const float t4 = p0[i];
-    const float t5 = p1[i];
-    const float t6 = (t4 + t5);
-    p2[i] = t6;
+    const int i1 = int(tid.x);
+    const float t5 = p0[i1];
+    const float t6 = p1[i1];
+    const float t7 = (t5 + t6);
+    p2[i1] = t7;
 }
 
 // fuses mul %191, reduce_sum %192 (moe.0)
@@ -3154,36 +3145,36 @@ kernel void add_concat_mul_1(
         const device float* p2 [[buffer(2)]],
         device float* p3 [[buffer(3)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const int c1 = (i / 128);
-    const int c2 = (i % 128);
-    float cat3 = 0.0f;
-    if ((c2 < 64)) {
-        cat3 = 0.0f;
+    const int i1 = int(tid.x);
+    const int c2 = (i1 / 128);
+    const int c3 = (i1 % 128);
+    float cat4 = 0.0f;
+    if ((c3 < 64)) {
+        cat4 = 0.0f;
     } else {
-        const float t4 = p0[((c1 * 64) + (c2 - 64))];
-        const float t5 = p1[((c1 * 64) + (c2 - 64))];
-        const float t6 = (t4 * t5);
-        cat3 = t6;
+        const float t5 = p0[((c2 * 64) + (c3 - 64))];
+        const float t6 = p1[((c2 * 64) + (c3 - 64))];
+        const float t7 = (t5 * t6);
+        cat4 = t7;
     }
-    float cat7 = 0.0f;
-    if ((c2 < 64)) {
-        const float t8 = p0[((c1 * 64) + (c2 - 0))];
-        const float t9 = p2[((c1 * 128) + ((c2 - 0) + 64))];
-        const float t10 = (t8 * t9);
-        const float t11 = p2[((c1 * 128) + (c2 - 0))];
-        const float t12 = (1.0f / (1.0f + exp((-t11))));
-        const float t13 = p1[((c1 * 64) + (c2 - 0))];
-        const float t14 = (1.0f - t12);
-        const float t15 = (t13 * t14);
-        const float t16 = (t12 + t15);
-        const float t17 = (t10 * t16);
-        cat7 = t17;
+    float cat8 = 0.0f;
+    if ((c3 < 64)) {
+        const float t9 = p0[((c2 * 64) + (c3 - 0))];
+        const float t10 = p2[((c2 * 128) + ((c3 - 0) + 64))];
+        const float t11 = (t9 * t10);
+        const float t12 = p2[((c2 * 128) + (c3 - 0))];
+        const float t13 = (1.0f / (1.0f + exp((-t12))));
+        const float t14 = p1[((c2 * 64) + (c3 - 0))];
+        const float t15 = (1.0f - t13);
+        const float t16 = (t14 * t15);
+        const float t17 = (t13 + t16);
+        const float t18 = (t11 * t17);
+        cat8 = t18;
     } else {
-        cat7 = 0.0f;
+        cat8 = 0.0f;
     }
-    const float t18 = (cat3 + cat7);
-    p3[i] = t18;
+    const float t19 = (cat4 + cat8);
+    p3[i1] = t19;
 }
 
 // fuses grouped_matmul %212 (moe.0)
@@ -3526,15 +3517,15 @@ kernel void add_scale_mul_0(
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const int c2 = (i % 4);
-    const float t3 = (1.0f * 0.04f);
-    const float t4 = p0[((0 * 4) + c2)];
-    const float t5 = (t3 * t4);
-    const float t6 = (t5 * 0.00390625f);
-    const float t7 = p1[i];
-    const float t8 = (t6 + t7);
-    p2[i] = t8;
+    const int i1 = int(tid.x);
+    const int c3 = (i1 % 4);
+    const float t4 = (1.0f * 0.04f);
+    const float t5 = p0[((0 * 4) + c3)];
+    const float t6 = (t4 * t5);
+    const float t7 = (t6 * 0.00390625f);
+    const float t8 = p1[i1];
+    const float t9 = (t7 + t8);
+    p2[i1] = t9;
 }
 
 // fuses mul %229, reduce_sum %230 (moe.0)
@@ -3565,14 +3556,14 @@ kernel void mul_sub_0(
         const device float* p2 [[buffer(2)]],
         device float* p3 [[buffer(3)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const int c1 = (i / 4);
-    const float t3 = p0[i];
-    const float t4 = p1[i];
-    const float t5 = p2[((c1 * 1) + 0)];
-    const float t6 = (t4 - t5);
-    const float t7 = (t3 * t6);
-    p3[i] = t7;
+    const int i1 = int(tid.x);
+    const int c2 = (i1 / 4);
+    const float t4 = p0[i1];
+    const float t5 = p1[i1];
+    const float t6 = p2[((c2 * 1) + 0)];
+    const float t7 = (t5 - t6);
+    const float t8 = (t4 * t7);
+    p3[i1] = t8;
 }
 
 // fuses matmul %234 (moe.0)
@@ -4095,25 +4086,25 @@ kernel void reduce_sum_10(
 
 // fuses add %309, add %312, add %315 (optimizer)
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void add_3(
+kernel void add_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
         const device float* p3 [[buffer(3)]],
         device float* p4 [[buffer(4)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    if ((i >= 1)) {
+    const int i1 = int(tid.x);
+    if ((i1 >= 1)) {
         return;
     }
-    const float t1 = p0[i];
-    const float t2 = p1[i];
-    const float t3 = (t1 + t2);
-    const float t4 = p2[i];
-    const float t5 = (t3 + t4);
-    const float t6 = p3[i];
-    const float t7 = (t5 + t6);
-    p4[i] = t7;
+    const float t2 = p0[i1];
+    const float t3 = p1[i1];
+    const float t4 = (t2 + t3);
+    const float t5 = p2[i1];
+    const float t6 = (t4 + t5);
+    const float t7 = p3[i1];
+    const float t8 = (t6 + t7);
+    p4[i1] = t8;
 }
 
 // fuses square %316, reduce_sum %317 (optimizer)
@@ -4360,57 +4351,57 @@ kernel void sqrt_add_0(
         const device float* p22 [[buffer(22)]],
         device float* p23 [[buffer(23)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    if ((i >= 1)) {
+    const int i1 = int(tid.x);
+    if ((i1 >= 1)) {
         return;
     }
-    const float t1 = p0[i];
-    const float t2 = p1[i];
-    const float t3 = (t1 + t2);
-    const float t4 = p2[i];
-    const float t5 = (t3 + t4);
-    const float t6 = p3[i];
-    const float t7 = (t5 + t6);
-    const float t8 = p4[i];
-    const float t9 = (t7 + t8);
-    const float t10 = p5[i];
-    const float t11 = (t9 + t10);
-    const float t12 = p6[i];
-    const float t13 = (t11 + t12);
-    const float t14 = p7[i];
-    const float t15 = (t13 + t14);
-    const float t16 = p8[i];
-    const float t17 = (t15 + t16);
-    const float t18 = p9[i];
-    const float t19 = (t17 + t18);
-    const float t20 = p10[i];
-    const float t21 = (t19 + t20);
-    const float t22 = p11[i];
-    const float t23 = (t21 + t22);
-    const float t24 = p12[i];
-    const float t25 = (t23 + t24);
-    const float t26 = p13[i];
-    const float t27 = (t25 + t26);
-    const float t28 = p14[i];
-    const float t29 = (t27 + t28);
-    const float t30 = p15[i];
-    const float t31 = (t29 + t30);
-    const float t32 = p16[i];
-    const float t33 = (t31 + t32);
-    const float t34 = p17[i];
-    const float t35 = (t33 + t34);
-    const float t36 = p18[i];
-    const float t37 = (t35 + t36);
-    const float t38 = p19[i];
-    const float t39 = (t37 + t38);
-    const float t40 = p20[i];
-    const float t41 = (t39 + t40);
-    const float t42 = p21[i];
-    const float t43 = (t41 + t42);
-    const float t44 = p22[i];
-    const float t45 = (t43 + t44);
-    const float t46 = sqrt(t45);
-    p23[i] = t46;
+    const float t2 = p0[i1];
+    const float t3 = p1[i1];
+    const float t4 = (t2 + t3);
+    const float t5 = p2[i1];
+    const float t6 = (t4 + t5);
+    const float t7 = p3[i1];
+    const float t8 = (t6 + t7);
+    const float t9 = p4[i1];
+    const float t10 = (t8 + t9);
+    const float t11 = p5[i1];
+    const float t12 = (t10 + t11);
+    const float t13 = p6[i1];
+    const float t14 = (t12 + t13);
+    const float t15 = p7[i1];
+    const float t16 = (t14 + t15);
+    const float t17 = p8[i1];
+    const float t18 = (t16 + t17);
+    const float t19 = p9[i1];
+    const float t20 = (t18 + t19);
+    const float t21 = p10[i1];
+    const float t22 = (t20 + t21);
+    const float t23 = p11[i1];
+    const float t24 = (t22 + t23);
+    const float t25 = p12[i1];
+    const float t26 = (t24 + t25);
+    const float t27 = p13[i1];
+    const float t28 = (t26 + t27);
+    const float t29 = p14[i1];
+    const float t30 = (t28 + t29);
+    const float t31 = p15[i1];
+    const float t32 = (t30 + t31);
+    const float t33 = p16[i1];
+    const float t34 = (t32 + t33);
+    const float t35 = p17[i1];
+    const float t36 = (t34 + t35);
+    const float t37 = p18[i1];
+    const float t38 = (t36 + t37);
+    const float t39 = p19[i1];
+    const float t40 = (t38 + t39);
+    const float t41 = p20[i1];
+    const float t42 = (t40 + t41);
+    const float t43 = p21[i1];
+    const float t44 = (t42 + t43);
+    const float t45 = p22[i1];
+    const float t46 = (t44 + t45);
+    const float t47 = sqrt(t46);
+    p23[i1] = t47;
 }
 
 // fuses const %383, const %384, div %385, min %386 (optimizer)
@@ -4419,18 +4410,19 @@ kernel void min_div_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    if ((i >= 1)) {
+    const int i1 = int(tid.x);
+    if ((i1 >= 1)) {
         return;
     }
-    const float t1 = p0[i];
-    const float t2 = (1.0f / t1);
-    const float t3 = min(1.0f, t2);
-    p1[i] = t3;
+    const float t2 = p0[i1];
+    const float t3 = (1.0f / t2);
+    const float t4 = min(1.0f, t3);
+    p1[i1] = t4;
 }
 
-// fuses broadcast %387, mul %388, adamw %443 (optimizer)
-// threadgroup 256×1×1, grid 4×1×1 threadgroups
+// fuses broadcast %387, mul %388, adamw %443, broadcast %389, mul %390, adamw %448,
+//   broadcast %391, mul %392, adamw %453 (optimizer)
+// threadgroup 256×1×1, grid 69×1×1 threadgroups
 kernel void adamw_mul_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -4442,26 +4434,83 @@ kernel void adamw_mul_0(
         device float* p7 [[buffer(7)]],
         device float* p8 [[buffer(8)]],
         device float* p9 [[buffer(9)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const float t3 = p0[i];
-    const float t4 = p1[0];
-    const float t5 = (t3 * t4);
-    const float t6 = p2[i];
-    const float t7 = ((0.9f * t6) + (0.1f * t5));
-    const float t8 = p3[i];
-    const float t9 = ((0.95f * t8) + ((0.05f * t5) * t5));
-    const float t10 = p4[0];
-    const float t11 = p5[0];
-    const float t12 = p6[i];
-    const float t13 = ((t12 - ((t10 * 0.1f) * t12)) - ((t10 * (t7 / (1.0f - pow(0.9f, t11)))) / (sqrt((t9 / (1.0f - pow(0.95f, t11)))) + 1e-08f)));
-    p7[i] = t13;
-    p8[i] = t7;
-    p9[i] = t9;
+        const device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
+        const device float* p12 [[buffer(12)]],
+        const device float* p13 [[buffer(13)]],
+        device float* p14 [[buffer(14)]],
+        device float* p15 [[buffer(15)]],
+        device float* p16 [[buffer(16)]],
+        const device float* p17 [[buffer(17)]],
+        const device float* p18 [[buffer(18)]],
+        const device float* p19 [[buffer(19)]],
+        const device float* p20 [[buffer(20)]],
+        device float* p21 [[buffer(21)]],
+        device float* p22 [[buffer(22)]],
+        device float* p23 [[buffer(23)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if ((int(gid.x) < 4)) {
+        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        const float t4 = p0[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p2[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p3[i1];
+        const float t10 = ((0.95f * t9) + ((0.05f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p6[i1];
+        const float t14 = ((t13 - ((t11 * 0.1f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.95f, t12)))) + 1e-08f)));
+        p7[i1] = t14;
+        p8[i1] = t8;
+        p9[i1] = t10;
+    } else {
+        if ((int(gid.x) < 5)) {
+            const int i15 = (((int(gid.x) - 4) * 256) + int(lid.x));
+            if ((i15 >= 64)) {
+                return;
+            }
+            const float t16 = p10[i15];
+            const float t17 = p1[0];
+            const float t18 = (t16 * t17);
+            const float t19 = p11[i15];
+            const float t20 = ((0.9f * t19) + (0.1f * t18));
+            const float t21 = p12[i15];
+            const float t22 = ((0.95f * t21) + ((0.05f * t18) * t18));
+            const float t23 = p4[0];
+            const float t24 = p5[0];
+            const float t25 = p13[i15];
+            const float t26 = ((t25 - ((t23 * 0.0f) * t25)) - ((t23 * (t20 / (1.0f - pow(0.9f, t24)))) / (sqrt((t22 / (1.0f - pow(0.95f, t24)))) + 1e-08f)));
+            p14[i15] = t26;
+            p15[i15] = t20;
+            p16[i15] = t22;
+        } else {
+            if ((int(gid.x) < 69)) {
+                const int i27 = (((int(gid.x) - 5) * 256) + int(lid.x));
+                const float t30 = p17[i27];
+                const float t31 = p1[0];
+                const float t32 = (t30 * t31);
+                const float t33 = p18[i27];
+                const float t34 = ((0.9f * t33) + (0.1f * t32));
+                const float t35 = p19[i27];
+                const float t36 = ((0.95f * t35) + ((0.05f * t32) * t32));
+                const float t37 = p4[0];
+                const float t38 = p5[0];
+                const float t39 = p20[i27];
+                const float t40 = ((t39 - ((t37 * 0.1f) * t39)) - ((t37 * (t34 / (1.0f - pow(0.9f, t38)))) / (sqrt((t36 / (1.0f - pow(0.95f, t38)))) + 1e-08f)));
+                p21[i27] = t40;
+                p22[i27] = t34;
+                p23[i27] = t36;
+            }
+        }
+    }
 }
 
-// fuses broadcast %389, mul %390, adamw %448 (optimizer)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
+// fuses broadcast %393, mul %394, adamw %458, broadcast %395, mul %396, adamw %463,
+//   broadcast %397, mul %398, adamw %468 (optimizer)
+// threadgroup 256×1×1, grid 21×1×1 threadgroups
 kernel void adamw_mul_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -4473,29 +4522,83 @@ kernel void adamw_mul_1(
         device float* p7 [[buffer(7)]],
         device float* p8 [[buffer(8)]],
         device float* p9 [[buffer(9)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    if ((i >= 64)) {
-        return;
+        const device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
+        const device float* p12 [[buffer(12)]],
+        const device float* p13 [[buffer(13)]],
+        device float* p14 [[buffer(14)]],
+        device float* p15 [[buffer(15)]],
+        device float* p16 [[buffer(16)]],
+        const device float* p17 [[buffer(17)]],
+        const device float* p18 [[buffer(18)]],
+        const device float* p19 [[buffer(19)]],
+        const device float* p20 [[buffer(20)]],
+        device float* p21 [[buffer(21)]],
+        device float* p22 [[buffer(22)]],
+        device float* p23 [[buffer(23)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if ((int(gid.x) < 2)) {
+        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        const float t4 = p0[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p2[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p3[i1];
+        const float t10 = ((0.95f * t9) + ((0.05f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p6[i1];
+        const float t14 = ((t13 - ((t11 * 0.1f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.95f, t12)))) + 1e-08f)));
+        p7[i1] = t14;
+        p8[i1] = t8;
+        p9[i1] = t10;
+    } else {
+        if ((int(gid.x) < 3)) {
+            const int i15 = (((int(gid.x) - 2) * 256) + int(lid.x));
+            if ((i15 >= 128)) {
+                return;
+            }
+            const float t16 = p10[i15];
+            const float t17 = p1[0];
+            const float t18 = (t16 * t17);
+            const float t19 = p11[i15];
+            const float t20 = ((0.9f * t19) + (0.1f * t18));
+            const float t21 = p12[i15];
+            const float t22 = ((0.95f * t21) + ((0.05f * t18) * t18));
+            const float t23 = p4[0];
+            const float t24 = p5[0];
+            const float t25 = p13[i15];
+            const float t26 = ((t25 - ((t23 * 0.0f) * t25)) - ((t23 * (t20 / (1.0f - pow(0.9f, t24)))) / (sqrt((t22 / (1.0f - pow(0.95f, t24)))) + 1e-08f)));
+            p14[i15] = t26;
+            p15[i15] = t20;
+            p16[i15] = t22;
+        } else {
+            if ((int(gid.x) < 21)) {
+                const int i27 = (((int(gid.x) - 3) * 256) + int(lid.x));
+                const float t30 = p17[i27];
+                const float t31 = p1[0];
+                const float t32 = (t30 * t31);
+                const float t33 = p18[i27];
+                const float t34 = ((0.9f * t33) + (0.1f * t32));
+                const float t35 = p19[i27];
+                const float t36 = ((0.95f * t35) + ((0.05f * t32) * t32));
+                const float t37 = p4[0];
+                const float t38 = p5[0];
+                const float t39 = p20[i27];
+                const float t40 = ((t39 - ((t37 * 0.1f) * t39)) - ((t37 * (t34 / (1.0f - pow(0.9f, t38)))) / (sqrt((t36 / (1.0f - pow(0.95f, t38)))) + 1e-08f)));
+                p21[i27] = t40;
+                p22[i27] = t34;
+                p23[i27] = t36;
+            }
+        }
     }
-    const float t1 = p0[i];
-    const float t2 = p1[0];
-    const float t3 = (t1 * t2);
-    const float t4 = p2[i];
-    const float t5 = ((0.9f * t4) + (0.1f * t3));
-    const float t6 = p3[i];
-    const float t7 = ((0.95f * t6) + ((0.05f * t3) * t3));
-    const float t8 = p4[0];
-    const float t9 = p5[0];
-    const float t10 = p6[i];
-    const float t11 = ((t10 - ((t8 * 0.0f) * t10)) - ((t8 * (t5 / (1.0f - pow(0.9f, t9)))) / (sqrt((t7 / (1.0f - pow(0.95f, t9)))) + 1e-08f)));
-    p7[i] = t11;
-    p8[i] = t5;
-    p9[i] = t7;
 }
 
-// fuses broadcast %391, mul %392, adamw %453 (optimizer)
-// threadgroup 256×1×1, grid 64×1×1 threadgroups
+// fuses broadcast %399, mul %400, adamw %473, broadcast %401, mul %402, adamw %478,
+//   broadcast %403, mul %404, adamw %483 (optimizer)
+// threadgroup 256×1×1, grid 11×1×1 threadgroups
 kernel void adamw_mul_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -4507,26 +4610,83 @@ kernel void adamw_mul_2(
         device float* p7 [[buffer(7)]],
         device float* p8 [[buffer(8)]],
         device float* p9 [[buffer(9)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const float t3 = p0[i];
-    const float t4 = p1[0];
-    const float t5 = (t3 * t4);
-    const float t6 = p2[i];
-    const float t7 = ((0.9f * t6) + (0.1f * t5));
-    const float t8 = p3[i];
-    const float t9 = ((0.95f * t8) + ((0.05f * t5) * t5));
-    const float t10 = p4[0];
-    const float t11 = p5[0];
-    const float t12 = p6[i];
-    const float t13 = ((t12 - ((t10 * 0.1f) * t12)) - ((t10 * (t7 / (1.0f - pow(0.9f, t11)))) / (sqrt((t9 / (1.0f - pow(0.95f, t11)))) + 1e-08f)));
-    p7[i] = t13;
-    p8[i] = t7;
-    p9[i] = t9;
+        const device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
+        const device float* p12 [[buffer(12)]],
+        const device float* p13 [[buffer(13)]],
+        device float* p14 [[buffer(14)]],
+        device float* p15 [[buffer(15)]],
+        device float* p16 [[buffer(16)]],
+        const device float* p17 [[buffer(17)]],
+        const device float* p18 [[buffer(18)]],
+        const device float* p19 [[buffer(19)]],
+        const device float* p20 [[buffer(20)]],
+        device float* p21 [[buffer(21)]],
+        device float* p22 [[buffer(22)]],
+        device float* p23 [[buffer(23)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if ((int(gid.x) < 2)) {
+        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        const float t4 = p0[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p2[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p3[i1];
+        const float t10 = ((0.95f * t9) + ((0.05f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p6[i1];
+        const float t14 = ((t13 - ((t11 * 0.1f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.95f, t12)))) + 1e-08f)));
+        p7[i1] = t14;
+        p8[i1] = t8;
+        p9[i1] = t10;
+    } else {
+        if ((int(gid.x) < 3)) {
+            const int i15 = (((int(gid.x) - 2) * 256) + int(lid.x));
+            if ((i15 >= 128)) {
+                return;
+            }
+            const float t16 = p10[i15];
+            const float t17 = p1[0];
+            const float t18 = (t16 * t17);
+            const float t19 = p11[i15];
+            const float t20 = ((0.9f * t19) + (0.1f * t18));
+            const float t21 = p12[i15];
+            const float t22 = ((0.95f * t21) + ((0.05f * t18) * t18));
+            const float t23 = p4[0];
+            const float t24 = p5[0];
+            const float t25 = p13[i15];
+            const float t26 = ((t25 - ((t23 * 0.0f) * t25)) - ((t23 * (t20 / (1.0f - pow(0.9f, t24)))) / (sqrt((t22 / (1.0f - pow(0.95f, t24)))) + 1e-08f)));
+            p14[i15] = t26;
+            p15[i15] = t20;
+            p16[i15] = t22;
+        } else {
+            if ((int(gid.x) < 11)) {
+                const int i27 = (((int(gid.x) - 3) * 256) + int(lid.x));
+                const float t30 = p17[i27];
+                const float t31 = p1[0];
+                const float t32 = (t30 * t31);
+                const float t33 = p18[i27];
+                const float t34 = ((0.9f * t33) + (0.1f * t32));
+                const float t35 = p19[i27];
+                const float t36 = ((0.95f * t35) + ((0.05f * t32) * t32));
+                const float t37 = p4[0];
+                const float t38 = p5[0];
+                const float t39 = p20[i27];
+                const float t40 = ((t39 - ((t37 * 0.0f) * t39)) - ((t37 * (t34 / (1.0f - pow(0.9f, t38)))) / (sqrt((t36 / (1.0f - pow(0.95f, t38)))) + 1e-08f)));
+                p21[i27] = t40;
+                p22[i27] = t34;
+                p23[i27] = t36;
+            }
+        }
+    }
 }
 
-// fuses broadcast %393, mul %394, adamw %458 (optimizer)
-// threadgroup 256×1×1, grid 2×1×1 threadgroups
+// fuses broadcast %405, mul %406, adamw %488, broadcast %407, mul %408, adamw %493,
+//   broadcast %409, mul %410, adamw %498 (optimizer)
+// threadgroup 256×1×1, grid 34×1×1 threadgroups
 kernel void adamw_mul_3(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -4538,26 +4698,86 @@ kernel void adamw_mul_3(
         device float* p7 [[buffer(7)]],
         device float* p8 [[buffer(8)]],
         device float* p9 [[buffer(9)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const float t3 = p0[i];
-    const float t4 = p1[0];
-    const float t5 = (t3 * t4);
-    const float t6 = p2[i];
-    const float t7 = ((0.9f * t6) + (0.1f * t5));
-    const float t8 = p3[i];
-    const float t9 = ((0.95f * t8) + ((0.05f * t5) * t5));
-    const float t10 = p4[0];
-    const float t11 = p5[0];
-    const float t12 = p6[i];
-    const float t13 = ((t12 - ((t10 * 0.1f) * t12)) - ((t10 * (t7 / (1.0f - pow(0.9f, t11)))) / (sqrt((t9 / (1.0f - pow(0.95f, t11)))) + 1e-08f)));
-    p7[i] = t13;
-    p8[i] = t7;
-    p9[i] = t9;
+        const device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
+        const device float* p12 [[buffer(12)]],
+        const device float* p13 [[buffer(13)]],
+        device float* p14 [[buffer(14)]],
+        device float* p15 [[buffer(15)]],
+        device float* p16 [[buffer(16)]],
+        const device float* p17 [[buffer(17)]],
+        const device float* p18 [[buffer(18)]],
+        const device float* p19 [[buffer(19)]],
+        const device float* p20 [[buffer(20)]],
+        device float* p21 [[buffer(21)]],
+        device float* p22 [[buffer(22)]],
+        device float* p23 [[buffer(23)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if ((int(gid.x) < 1)) {
+        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        if ((i1 >= 128)) {
+            return;
+        }
+        const float t2 = p0[i1];
+        const float t3 = p1[0];
+        const float t4 = (t2 * t3);
+        const float t5 = p2[i1];
+        const float t6 = ((0.9f * t5) + (0.1f * t4));
+        const float t7 = p3[i1];
+        const float t8 = ((0.95f * t7) + ((0.05f * t4) * t4));
+        const float t9 = p4[0];
+        const float t10 = p5[0];
+        const float t11 = p6[i1];
+        const float t12 = ((t11 - ((t9 * 0.0f) * t11)) - ((t9 * (t6 / (1.0f - pow(0.9f, t10)))) / (sqrt((t8 / (1.0f - pow(0.95f, t10)))) + 1e-08f)));
+        p7[i1] = t12;
+        p8[i1] = t6;
+        p9[i1] = t8;
+    } else {
+        if ((int(gid.x) < 33)) {
+            const int i13 = (((int(gid.x) - 1) * 256) + int(lid.x));
+            const float t16 = p10[i13];
+            const float t17 = p1[0];
+            const float t18 = (t16 * t17);
+            const float t19 = p11[i13];
+            const float t20 = ((0.9f * t19) + (0.1f * t18));
+            const float t21 = p12[i13];
+            const float t22 = ((0.95f * t21) + ((0.05f * t18) * t18));
+            const float t23 = p4[0];
+            const float t24 = p5[0];
+            const float t25 = p13[i13];
+            const float t26 = ((t25 - ((t23 * 0.1f) * t25)) - ((t23 * (t20 / (1.0f - pow(0.9f, t24)))) / (sqrt((t22 / (1.0f - pow(0.95f, t24)))) + 1e-08f)));
+            p14[i13] = t26;
+            p15[i13] = t20;
+            p16[i13] = t22;
+        } else {
+            if ((int(gid.x) < 34)) {
+                const int i27 = (((int(gid.x) - 33) * 256) + int(lid.x));
+                if ((i27 >= 64)) {
+                    return;
+                }
+                const float t28 = p17[i27];
+                const float t29 = p1[0];
+                const float t30 = (t28 * t29);
+                const float t31 = p18[i27];
+                const float t32 = ((0.9f * t31) + (0.1f * t30));
+                const float t33 = p19[i27];
+                const float t34 = ((0.95f * t33) + ((0.05f * t30) * t30));
+                const float t35 = p4[0];
+                const float t36 = p5[0];
+                const float t37 = p20[i27];
+                const float t38 = ((t37 - ((t35 * 0.0f) * t37)) - ((t35 * (t32 / (1.0f - pow(0.9f, t36)))) / (sqrt((t34 / (1.0f - pow(0.95f, t36)))) + 1e-08f)));
+                p21[i27] = t38;
+                p22[i27] = t32;
+                p23[i27] = t34;
+            }
+        }
+    }
 }
 
-// fuses broadcast %395, mul %396, adamw %463 (optimizer)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
+// fuses broadcast %411, mul %412, adamw %503, broadcast %413, mul %414, adamw %508,
+//   broadcast %415, mul %416, adamw %513 (optimizer)
+// threadgroup 256×1×1, grid 193×1×1 threadgroups
 kernel void adamw_mul_4(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -4569,29 +4789,80 @@ kernel void adamw_mul_4(
         device float* p7 [[buffer(7)]],
         device float* p8 [[buffer(8)]],
         device float* p9 [[buffer(9)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    if ((i >= 128)) {
-        return;
+        const device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
+        const device float* p12 [[buffer(12)]],
+        const device float* p13 [[buffer(13)]],
+        device float* p14 [[buffer(14)]],
+        device float* p15 [[buffer(15)]],
+        device float* p16 [[buffer(16)]],
+        const device float* p17 [[buffer(17)]],
+        const device float* p18 [[buffer(18)]],
+        const device float* p19 [[buffer(19)]],
+        const device float* p20 [[buffer(20)]],
+        device float* p21 [[buffer(21)]],
+        device float* p22 [[buffer(22)]],
+        device float* p23 [[buffer(23)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if ((int(gid.x) < 1)) {
+        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        const float t4 = p0[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p2[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p3[i1];
+        const float t10 = ((0.95f * t9) + ((0.05f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p6[i1];
+        const float t14 = ((t13 - ((t11 * 0.1f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.95f, t12)))) + 1e-08f)));
+        p7[i1] = t14;
+        p8[i1] = t8;
+        p9[i1] = t10;
+    } else {
+        if ((int(gid.x) < 129)) {
+            const int i15 = (((int(gid.x) - 1) * 256) + int(lid.x));
+            const float t19 = p10[i15];
+            const float t20 = p1[0];
+            const float t21 = (t19 * t20);
+            const float t22 = p11[i15];
+            const float t23 = ((0.9f * t22) + (0.1f * t21));
+            const float t24 = p12[i15];
+            const float t25 = ((0.95f * t24) + ((0.05f * t21) * t21));
+            const float t26 = p4[0];
+            const float t27 = p5[0];
+            const float t28 = p13[i15];
+            const float t29 = ((t28 - ((t26 * 0.1f) * t28)) - ((t26 * (t23 / (1.0f - pow(0.9f, t27)))) / (sqrt((t25 / (1.0f - pow(0.95f, t27)))) + 1e-08f)));
+            p14[i15] = t29;
+            p15[i15] = t23;
+            p16[i15] = t25;
+        } else {
+            if ((int(gid.x) < 193)) {
+                const int i30 = (((int(gid.x) - 129) * 256) + int(lid.x));
+                const float t34 = p17[i30];
+                const float t35 = p1[0];
+                const float t36 = (t34 * t35);
+                const float t37 = p18[i30];
+                const float t38 = ((0.9f * t37) + (0.1f * t36));
+                const float t39 = p19[i30];
+                const float t40 = ((0.95f * t39) + ((0.05f * t36) * t36));
+                const float t41 = p4[0];
+                const float t42 = p5[0];
+                const float t43 = p20[i30];
+                const float t44 = ((t43 - ((t41 * 0.1f) * t43)) - ((t41 * (t38 / (1.0f - pow(0.9f, t42)))) / (sqrt((t40 / (1.0f - pow(0.95f, t42)))) + 1e-08f)));
+                p21[i30] = t44;
+                p22[i30] = t38;
+                p23[i30] = t40;
+            }
+        }
     }
-    const float t1 = p0[i];
-    const float t2 = p1[0];
-    const float t3 = (t1 * t2);
-    const float t4 = p2[i];
-    const float t5 = ((0.9f * t4) + (0.1f * t3));
-    const float t6 = p3[i];
-    const float t7 = ((0.95f * t6) + ((0.05f * t3) * t3));
-    const float t8 = p4[0];
-    const float t9 = p5[0];
-    const float t10 = p6[i];
-    const float t11 = ((t10 - ((t8 * 0.0f) * t10)) - ((t8 * (t5 / (1.0f - pow(0.9f, t9)))) / (sqrt((t7 / (1.0f - pow(0.95f, t9)))) + 1e-08f)));
-    p7[i] = t11;
-    p8[i] = t5;
-    p9[i] = t7;
 }
 
-// fuses broadcast %397, mul %398, adamw %468 (optimizer)
-// threadgroup 256×1×1, grid 18×1×1 threadgroups
+// fuses broadcast %417, mul %418, adamw %518, broadcast %419, mul %420, adamw %523,
+//   broadcast %421, mul %422, adamw %528 (optimizer)
+// threadgroup 256×1×1, grid 67×1×1 threadgroups
 kernel void adamw_mul_5(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -4603,26 +4874,83 @@ kernel void adamw_mul_5(
         device float* p7 [[buffer(7)]],
         device float* p8 [[buffer(8)]],
         device float* p9 [[buffer(9)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const float t3 = p0[i];
-    const float t4 = p1[0];
-    const float t5 = (t3 * t4);
-    const float t6 = p2[i];
-    const float t7 = ((0.9f * t6) + (0.1f * t5));
-    const float t8 = p3[i];
-    const float t9 = ((0.95f * t8) + ((0.05f * t5) * t5));
-    const float t10 = p4[0];
-    const float t11 = p5[0];
-    const float t12 = p6[i];
-    const float t13 = ((t12 - ((t10 * 0.1f) * t12)) - ((t10 * (t7 / (1.0f - pow(0.9f, t11)))) / (sqrt((t9 / (1.0f - pow(0.95f, t11)))) + 1e-08f)));
-    p7[i] = t13;
-    p8[i] = t7;
-    p9[i] = t9;
+        const device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
+        const device float* p12 [[buffer(12)]],
+        const device float* p13 [[buffer(13)]],
+        device float* p14 [[buffer(14)]],
+        device float* p15 [[buffer(15)]],
+        device float* p16 [[buffer(16)]],
+        const device float* p17 [[buffer(17)]],
+        const device float* p18 [[buffer(18)]],
+        const device float* p19 [[buffer(19)]],
+        const device float* p20 [[buffer(20)]],
+        device float* p21 [[buffer(21)]],
+        device float* p22 [[buffer(22)]],
+        device float* p23 [[buffer(23)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if ((int(gid.x) < 1)) {
+        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        if ((i1 >= 64)) {
+            return;
+        }
+        const float t2 = p0[i1];
+        const float t3 = p1[0];
+        const float t4 = (t2 * t3);
+        const float t5 = p2[i1];
+        const float t6 = ((0.9f * t5) + (0.1f * t4));
+        const float t7 = p3[i1];
+        const float t8 = ((0.95f * t7) + ((0.05f * t4) * t4));
+        const float t9 = p4[0];
+        const float t10 = p5[0];
+        const float t11 = p6[i1];
+        const float t12 = ((t11 - ((t9 * 0.0f) * t11)) - ((t9 * (t6 / (1.0f - pow(0.9f, t10)))) / (sqrt((t8 / (1.0f - pow(0.95f, t10)))) + 1e-08f)));
+        p7[i1] = t12;
+        p8[i1] = t6;
+        p9[i1] = t8;
+    } else {
+        if ((int(gid.x) < 65)) {
+            const int i13 = (((int(gid.x) - 1) * 256) + int(lid.x));
+            const float t16 = p10[i13];
+            const float t17 = p1[0];
+            const float t18 = (t16 * t17);
+            const float t19 = p11[i13];
+            const float t20 = ((0.9f * t19) + (0.1f * t18));
+            const float t21 = p12[i13];
+            const float t22 = ((0.95f * t21) + ((0.05f * t18) * t18));
+            const float t23 = p4[0];
+            const float t24 = p5[0];
+            const float t25 = p13[i13];
+            const float t26 = ((t25 - ((t23 * 0.1f) * t25)) - ((t23 * (t20 / (1.0f - pow(0.9f, t24)))) / (sqrt((t22 / (1.0f - pow(0.95f, t24)))) + 1e-08f)));
+            p14[i13] = t26;
+            p15[i13] = t20;
+            p16[i13] = t22;
+        } else {
+            if ((int(gid.x) < 67)) {
+                const int i27 = (((int(gid.x) - 65) * 256) + int(lid.x));
+                const float t30 = p17[i27];
+                const float t31 = p1[0];
+                const float t32 = (t30 * t31);
+                const float t33 = p18[i27];
+                const float t34 = ((0.9f * t33) + (0.1f * t32));
+                const float t35 = p19[i27];
+                const float t36 = ((0.95f * t35) + ((0.05f * t32) * t32));
+                const float t37 = p4[0];
+                const float t38 = p5[0];
+                const float t39 = p20[i27];
+                const float t40 = ((t39 - ((t37 * 0.1f) * t39)) - ((t37 * (t34 / (1.0f - pow(0.9f, t38)))) / (sqrt((t36 / (1.0f - pow(0.95f, t38)))) + 1e-08f)));
+                p21[i27] = t40;
+                p22[i27] = t34;
+                p23[i27] = t36;
+            }
+        }
+    }
 }
 
-// fuses broadcast %403, mul %404, adamw %483 (optimizer)
-// threadgroup 256×1×1, grid 8×1×1 threadgroups
+// fuses broadcast %423, mul %424, adamw %533, broadcast %425, mul %426, adamw %538,
+//   broadcast %427, mul %428, adamw %543 (optimizer)
+// threadgroup 256×1×1, grid 21×1×1 threadgroups
 kernel void adamw_mul_6(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -4634,26 +4962,83 @@ kernel void adamw_mul_6(
         device float* p7 [[buffer(7)]],
         device float* p8 [[buffer(8)]],
         device float* p9 [[buffer(9)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const float t3 = p0[i];
-    const float t4 = p1[0];
-    const float t5 = (t3 * t4);
-    const float t6 = p2[i];
-    const float t7 = ((0.9f * t6) + (0.1f * t5));
-    const float t8 = p3[i];
-    const float t9 = ((0.95f * t8) + ((0.05f * t5) * t5));
-    const float t10 = p4[0];
-    const float t11 = p5[0];
-    const float t12 = p6[i];
-    const float t13 = ((t12 - ((t10 * 0.0f) * t12)) - ((t10 * (t7 / (1.0f - pow(0.9f, t11)))) / (sqrt((t9 / (1.0f - pow(0.95f, t11)))) + 1e-08f)));
-    p7[i] = t13;
-    p8[i] = t7;
-    p9[i] = t9;
+        const device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
+        const device float* p12 [[buffer(12)]],
+        const device float* p13 [[buffer(13)]],
+        device float* p14 [[buffer(14)]],
+        device float* p15 [[buffer(15)]],
+        device float* p16 [[buffer(16)]],
+        const device float* p17 [[buffer(17)]],
+        const device float* p18 [[buffer(18)]],
+        const device float* p19 [[buffer(19)]],
+        const device float* p20 [[buffer(20)]],
+        device float* p21 [[buffer(21)]],
+        device float* p22 [[buffer(22)]],
+        device float* p23 [[buffer(23)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if ((int(gid.x) < 1)) {
+        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        if ((i1 >= 128)) {
+            return;
+        }
+        const float t2 = p0[i1];
+        const float t3 = p1[0];
+        const float t4 = (t2 * t3);
+        const float t5 = p2[i1];
+        const float t6 = ((0.9f * t5) + (0.1f * t4));
+        const float t7 = p3[i1];
+        const float t8 = ((0.95f * t7) + ((0.05f * t4) * t4));
+        const float t9 = p4[0];
+        const float t10 = p5[0];
+        const float t11 = p6[i1];
+        const float t12 = ((t11 - ((t9 * 0.0f) * t11)) - ((t9 * (t6 / (1.0f - pow(0.9f, t10)))) / (sqrt((t8 / (1.0f - pow(0.95f, t10)))) + 1e-08f)));
+        p7[i1] = t12;
+        p8[i1] = t6;
+        p9[i1] = t8;
+    } else {
+        if ((int(gid.x) < 19)) {
+            const int i13 = (((int(gid.x) - 1) * 256) + int(lid.x));
+            const float t16 = p10[i13];
+            const float t17 = p1[0];
+            const float t18 = (t16 * t17);
+            const float t19 = p11[i13];
+            const float t20 = ((0.9f * t19) + (0.1f * t18));
+            const float t21 = p12[i13];
+            const float t22 = ((0.95f * t21) + ((0.05f * t18) * t18));
+            const float t23 = p4[0];
+            const float t24 = p5[0];
+            const float t25 = p13[i13];
+            const float t26 = ((t25 - ((t23 * 0.1f) * t25)) - ((t23 * (t20 / (1.0f - pow(0.9f, t24)))) / (sqrt((t22 / (1.0f - pow(0.95f, t24)))) + 1e-08f)));
+            p14[i13] = t26;
+            p15[i13] = t20;
+            p16[i13] = t22;
+        } else {
+            if ((int(gid.x) < 21)) {
+                const int i27 = (((int(gid.x) - 19) * 256) + int(lid.x));
+                const float t30 = p17[i27];
+                const float t31 = p1[0];
+                const float t32 = (t30 * t31);
+                const float t33 = p18[i27];
+                const float t34 = ((0.9f * t33) + (0.1f * t32));
+                const float t35 = p19[i27];
+                const float t36 = ((0.95f * t35) + ((0.05f * t32) * t32));
+                const float t37 = p4[0];
+                const float t38 = p5[0];
+                const float t39 = p20[i27];
+                const float t40 = ((t39 - ((t37 * 0.1f) * t39)) - ((t37 * (t34 / (1.0f - pow(0.9f, t38)))) / (sqrt((t36 / (1.0f - pow(0.95f, t38)))) + 1e-08f)));
+                p21[i27] = t40;
+                p22[i27] = t34;
+                p23[i27] = t36;
+            }
+        }
+    }
 }
 
-// fuses broadcast %407, mul %408, adamw %493 (optimizer)
-// threadgroup 256×1×1, grid 32×1×1 threadgroups
+// fuses broadcast %429, mul %430, adamw %548, broadcast %431, mul %432, adamw %553,
+//   broadcast %433, mul %434, adamw %558 (optimizer)
+// threadgroup 256×1×1, grid 10×1×1 threadgroups
 kernel void adamw_mul_7(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -4665,26 +5050,85 @@ kernel void adamw_mul_7(
         device float* p7 [[buffer(7)]],
         device float* p8 [[buffer(8)]],
         device float* p9 [[buffer(9)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const float t3 = p0[i];
-    const float t4 = p1[0];
-    const float t5 = (t3 * t4);
-    const float t6 = p2[i];
-    const float t7 = ((0.9f * t6) + (0.1f * t5));
-    const float t8 = p3[i];
-    const float t9 = ((0.95f * t8) + ((0.05f * t5) * t5));
-    const float t10 = p4[0];
-    const float t11 = p5[0];
-    const float t12 = p6[i];
-    const float t13 = ((t12 - ((t10 * 0.1f) * t12)) - ((t10 * (t7 / (1.0f - pow(0.9f, t11)))) / (sqrt((t9 / (1.0f - pow(0.95f, t11)))) + 1e-08f)));
-    p7[i] = t13;
-    p8[i] = t7;
-    p9[i] = t9;
+        const device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
+        const device float* p12 [[buffer(12)]],
+        const device float* p13 [[buffer(13)]],
+        device float* p14 [[buffer(14)]],
+        device float* p15 [[buffer(15)]],
+        device float* p16 [[buffer(16)]],
+        const device float* p17 [[buffer(17)]],
+        const device float* p18 [[buffer(18)]],
+        const device float* p19 [[buffer(19)]],
+        const device float* p20 [[buffer(20)]],
+        device float* p21 [[buffer(21)]],
+        device float* p22 [[buffer(22)]],
+        device float* p23 [[buffer(23)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if ((int(gid.x) < 1)) {
+        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        if ((i1 >= 128)) {
+            return;
+        }
+        const float t2 = p0[i1];
+        const float t3 = p1[0];
+        const float t4 = (t2 * t3);
+        const float t5 = p2[i1];
+        const float t6 = ((0.9f * t5) + (0.1f * t4));
+        const float t7 = p3[i1];
+        const float t8 = ((0.95f * t7) + ((0.05f * t4) * t4));
+        const float t9 = p4[0];
+        const float t10 = p5[0];
+        const float t11 = p6[i1];
+        const float t12 = ((t11 - ((t9 * 0.0f) * t11)) - ((t9 * (t6 / (1.0f - pow(0.9f, t10)))) / (sqrt((t8 / (1.0f - pow(0.95f, t10)))) + 1e-08f)));
+        p7[i1] = t12;
+        p8[i1] = t6;
+        p9[i1] = t8;
+    } else {
+        if ((int(gid.x) < 9)) {
+            const int i13 = (((int(gid.x) - 1) * 256) + int(lid.x));
+            const float t16 = p10[i13];
+            const float t17 = p1[0];
+            const float t18 = (t16 * t17);
+            const float t19 = p11[i13];
+            const float t20 = ((0.9f * t19) + (0.1f * t18));
+            const float t21 = p12[i13];
+            const float t22 = ((0.95f * t21) + ((0.05f * t18) * t18));
+            const float t23 = p4[0];
+            const float t24 = p5[0];
+            const float t25 = p13[i13];
+            const float t26 = ((t25 - ((t23 * 0.0f) * t25)) - ((t23 * (t20 / (1.0f - pow(0.9f, t24)))) / (sqrt((t22 / (1.0f - pow(0.95f, t24)))) + 1e-08f)));
+            p14[i13] = t26;
+            p15[i13] = t20;
+            p16[i13] = t22;
+        } else {
+            if ((int(gid.x) < 10)) {
+                const int i27 = (((int(gid.x) - 9) * 256) + int(lid.x));
+                if ((i27 >= 128)) {
+                    return;
+                }
+                const float t28 = p17[i27];
+                const float t29 = p1[0];
+                const float t30 = (t28 * t29);
+                const float t31 = p18[i27];
+                const float t32 = ((0.9f * t31) + (0.1f * t30));
+                const float t33 = p19[i27];
+                const float t34 = ((0.95f * t33) + ((0.05f * t30) * t30));
+                const float t35 = p4[0];
+                const float t36 = p5[0];
+                const float t37 = p20[i27];
+                const float t38 = ((t37 - ((t35 * 0.0f) * t37)) - ((t35 * (t32 / (1.0f - pow(0.9f, t36)))) / (sqrt((t34 / (1.0f - pow(0.95f, t36)))) + 1e-08f)));
+                p21[i27] = t38;
+                p22[i27] = t32;
+                p23[i27] = t34;
+            }
+        }
+    }
 }
 
-// fuses broadcast %411, mul %412, adamw %503 (optimizer)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
+// fuses broadcast %435, mul %436, adamw %563, broadcast %437, mul %438, adamw %568 (optimizer)
+// threadgroup 256×1×1, grid 33×1×1 threadgroups
 kernel void adamw_mul_8(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -4696,82 +5140,51 @@ kernel void adamw_mul_8(
         device float* p7 [[buffer(7)]],
         device float* p8 [[buffer(8)]],
         device float* p9 [[buffer(9)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const float t3 = p0[i];
-    const float t4 = p1[0];
-    const float t5 = (t3 * t4);
-    const float t6 = p2[i];
-    const float t7 = ((0.9f * t6) + (0.1f * t5));
-    const float t8 = p3[i];
-    const float t9 = ((0.95f * t8) + ((0.05f * t5) * t5));
-    const float t10 = p4[0];
-    const float t11 = p5[0];
-    const float t12 = p6[i];
-    const float t13 = ((t12 - ((t10 * 0.1f) * t12)) - ((t10 * (t7 / (1.0f - pow(0.9f, t11)))) / (sqrt((t9 / (1.0f - pow(0.95f, t11)))) + 1e-08f)));
-    p7[i] = t13;
-    p8[i] = t7;
-    p9[i] = t9;
-}
-
-// fuses broadcast %413, mul %414, adamw %508 (optimizer)
-// threadgroup 256×1×1, grid 128×1×1 threadgroups
-kernel void adamw_mul_9(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        const device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
-        device float* p7 [[buffer(7)]],
-        device float* p8 [[buffer(8)]],
-        device float* p9 [[buffer(9)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const float t4 = p0[i];
-    const float t5 = p1[0];
-    const float t6 = (t4 * t5);
-    const float t7 = p2[i];
-    const float t8 = ((0.9f * t7) + (0.1f * t6));
-    const float t9 = p3[i];
-    const float t10 = ((0.95f * t9) + ((0.05f * t6) * t6));
-    const float t11 = p4[0];
-    const float t12 = p5[0];
-    const float t13 = p6[i];
-    const float t14 = ((t13 - ((t11 * 0.1f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.95f, t12)))) + 1e-08f)));
-    p7[i] = t14;
-    p8[i] = t8;
-    p9[i] = t10;
-}
-
-// fuses broadcast %415, mul %416, adamw %513 (optimizer)
-// threadgroup 256×1×1, grid 64×1×1 threadgroups
-kernel void adamw_mul_10(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        const device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
-        device float* p7 [[buffer(7)]],
-        device float* p8 [[buffer(8)]],
-        device float* p9 [[buffer(9)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const float t4 = p0[i];
-    const float t5 = p1[0];
-    const float t6 = (t4 * t5);
-    const float t7 = p2[i];
-    const float t8 = ((0.9f * t7) + (0.1f * t6));
-    const float t9 = p3[i];
-    const float t10 = ((0.95f * t9) + ((0.05f * t6) * t6));
-    const float t11 = p4[0];
-    const float t12 = p5[0];
-    const float t13 = p6[i];
-    const float t14 = ((t13 - ((t11 * 0.1f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.95f, t12)))) + 1e-08f)));
-    p7[i] = t14;
-    p8[i] = t8;
-    p9[i] = t10;
+        const device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
+        const device float* p12 [[buffer(12)]],
+        const device float* p13 [[buffer(13)]],
+        device float* p14 [[buffer(14)]],
+        device float* p15 [[buffer(15)]],
+        device float* p16 [[buffer(16)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if ((int(gid.x) < 32)) {
+        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        const float t4 = p0[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p2[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p3[i1];
+        const float t10 = ((0.95f * t9) + ((0.05f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p6[i1];
+        const float t14 = ((t13 - ((t11 * 0.1f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.95f, t12)))) + 1e-08f)));
+        p7[i1] = t14;
+        p8[i1] = t8;
+        p9[i1] = t10;
+    } else {
+        if ((int(gid.x) < 33)) {
+            const int i15 = (((int(gid.x) - 32) * 256) + int(lid.x));
+            if ((i15 >= 64)) {
+                return;
+            }
+            const float t16 = p10[i15];
+            const float t17 = p1[0];
+            const float t18 = (t16 * t17);
+            const float t19 = p11[i15];
+            const float t20 = ((0.9f * t19) + (0.1f * t18));
+            const float t21 = p12[i15];
+            const float t22 = ((0.95f * t21) + ((0.05f * t18) * t18));
+            const float t23 = p4[0];
+            const float t24 = p5[0];
+            const float t25 = p13[i15];
+            const float t26 = ((t25 - ((t23 * 0.0f) * t25)) - ((t23 * (t20 / (1.0f - pow(0.9f, t24)))) / (sqrt((t22 / (1.0f - pow(0.95f, t24)))) + 1e-08f)));
+            p14[i15] = t26;
+            p15[i15] = t20;
+            p16[i15] = t22;
+        }
+    }
 }

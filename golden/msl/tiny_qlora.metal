@@ -13,13 +13,13 @@ kernel void gather_0(
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const int c1 = (i / 1024);
-    const int c2 = ((i / 64) % 16);
-    const int c3 = (i % 64);
-    const int t4 = p0[((c1 * 16) + c2)];
-    const float t5 = p1[((t4 * 64) + c3)];
-    p2[i] = t5;
+    const int i1 = int(tid.x);
+    const int c2 = (i1 / 1024);
+    const int c3 = ((i1 / 64) % 16);
+    const int c4 = (i1 % 64);
+    const int t5 = p0[((c2 * 16) + c3)];
+    const float t6 = p1[((t5 * 64) + c4)];
+    p2[i1] = t6;
 }
 
 // fuses rmsnorm %20 (mamba.0)
@@ -372,10 +372,10 @@ kernel void silu_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const float t4 = p0[i];
-    const float t5 = (t4 / (1.0f + exp((-t4))));
-    p1[i] = t5;
+    const int i1 = int(tid.x);
+    const float t5 = p0[i1];
+    const float t6 = (t5 / (1.0f + exp((-t5))));
+    p1[i1] = t6;
 }
 
 // fuses matmul %30 (mamba.0)
@@ -562,32 +562,31 @@ kernel void matmul_4(
     }
 }
 
-// fuses softplus %37 (mamba.0)
-// threadgroup 256×1×1, grid 128×1×1 threadgroups
-kernel void softplus_0(
+// fuses softplus %37, exp %38 (mamba.0)
+// threadgroup 256×1×1, grid 136×1×1 threadgroups
+kernel void exp_softplus_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const float t4 = p0[i];
-    const float t5 = (max(t4, 0.0f) + log((1.0f + exp((-fabs(t4))))));
-    p1[i] = t5;
+        const device float* p2 [[buffer(2)]],
+        device float* p3 [[buffer(3)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if ((int(gid.x) < 128)) {
+        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        const float t5 = p0[i1];
+        const float t6 = (max(t5, 0.0f) + log((1.0f + exp((-fabs(t5))))));
+        p1[i1] = t6;
+    } else {
+        if ((int(gid.x) < 136)) {
+            const int i7 = (((int(gid.x) - 128) * 256) + int(lid.x));
+            const float t10 = p2[i7];
+            const float t11 = exp(t10);
+            p3[i7] = t11;
+        }
+    }
 }
 
-// fuses exp %38, neg %39 (mamba.0)
-// threadgroup 256×1×1, grid 8×1×1 threadgroups
-kernel void neg_exp_0(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const float t3 = p0[i];
-    const float t4 = exp(t3);
-    const float t5 = (-t4);
-    p1[i] = t5;
-}
-
-// fuses slice %32, slice %33, selective_scan %40 (mamba.0)
+// fuses slice %32, slice %33, neg %39, selective_scan %40 (mamba.0)
 // threadgroup 256×1×1, grid 8×16×1 threadgroups
 kernel void selective_scan_0(
         const device float* p0 [[buffer(0)]],
@@ -603,23 +602,24 @@ kernel void selective_scan_0(
     const int ch2 = ((int(gid.x) * 16) + (int(lid.x) / 16));
     const int n3 = (int(lid.x) % 16);
     const float t4 = p0[((ch2 * 16) + n3)];
-    const float t5 = p1[ch2];
-    float s6 = 0.0f;
-    for (int c7 = 0; c7 < 2; c7 += 1) {
-        p2[((((((b1 * 2) + c7) * 128) + ch2) * 16) + n3)] = s6;
-        for (int t8 = (c7 * 8); t8 < min(((c7 * 8) + 8), 16); t8 += 1) {
-            const float t9 = p3[((((b1 * 16) + t8) * 128) + ch2)];
-            const float t10 = p4[((((b1 * 16) + t8) * 128) + ch2)];
-            const float t11 = p5[((((b1 * 16) + t8) * 36) + (n3 + 4))];
-            const float t12 = p5[((((b1 * 16) + t8) * 36) + (n3 + 20))];
-            const float a13 = exp((t9 * t4));
-            s6 = ((a13 * s6) + ((t9 * t11) * t10));
-            const float r14 = ((s6 * t12) + simd_shuffle_xor((s6 * t12), ushort(8)));
-            const float r15 = (r14 + simd_shuffle_xor(r14, ushort(4)));
-            const float r16 = (r15 + simd_shuffle_xor(r15, ushort(2)));
-            const float r17 = (r16 + simd_shuffle_xor(r16, ushort(1)));
+    const float t5 = (-t4);
+    const float t6 = p1[ch2];
+    float s7 = 0.0f;
+    for (int c8 = 0; c8 < 2; c8 += 1) {
+        p2[((((((b1 * 2) + c8) * 128) + ch2) * 16) + n3)] = s7;
+        for (int t9 = (c8 * 8); t9 < min(((c8 * 8) + 8), 16); t9 += 1) {
+            const float t10 = p3[((((b1 * 16) + t9) * 128) + ch2)];
+            const float t11 = p4[((((b1 * 16) + t9) * 128) + ch2)];
+            const float t12 = p5[((((b1 * 16) + t9) * 36) + (n3 + 4))];
+            const float t13 = p5[((((b1 * 16) + t9) * 36) + (n3 + 20))];
+            const float a14 = exp((t10 * t5));
+            s7 = ((a14 * s7) + ((t10 * t12) * t11));
+            const float r15 = ((s7 * t13) + simd_shuffle_xor((s7 * t13), ushort(8)));
+            const float r16 = (r15 + simd_shuffle_xor(r15, ushort(4)));
+            const float r17 = (r16 + simd_shuffle_xor(r16, ushort(2)));
+            const float r18 = (r17 + simd_shuffle_xor(r17, ushort(1)));
             if ((n3 == 0)) {
-                p6[((((b1 * 16) + t8) * 128) + ch2)] = (r17 + (t5 * t10));
+                p6[((((b1 * 16) + t9) * 128) + ch2)] = (r18 + (t6 * t11));
             }
         }
     }
@@ -631,13 +631,13 @@ kernel void silu_slice_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const int c1 = (i / 2048);
-    const int c2 = ((i / 128) % 16);
-    const int c3 = (i % 128);
-    const float t4 = p0[((((c1 * 16) + c2) * 256) + (c3 + 128))];
-    const float t5 = (t4 / (1.0f + exp((-t4))));
-    p1[i] = t5;
+    const int i1 = int(tid.x);
+    const int c2 = (i1 / 2048);
+    const int c3 = ((i1 / 128) % 16);
+    const int c4 = (i1 % 128);
+    const float t5 = p0[((((c2 * 16) + c3) * 256) + (c4 + 128))];
+    const float t6 = (t5 / (1.0f + exp((-t5))));
+    p1[i1] = t6;
 }
 
 // fuses mul %43 (mamba.0)
@@ -647,11 +647,11 @@ kernel void mul_0(
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const float t4 = p0[i];
-    const float t5 = p1[i];
-    const float t6 = (t4 * t5);
-    p2[i] = t6;
+    const int i1 = int(tid.x);
+    const float t5 = p0[i1];
+    const float t6 = p1[i1];
+    const float t7 = (t5 * t6);
+    p2[i1] = t7;
 }
 
 // fuses matmul %45 (mamba.0)
@@ -1025,12 +1025,12 @@ kernel void div_0(
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const int c1 = (i / 2);
-    const float t3 = p0[i];
-    const float t4 = p1[((c1 * 1) + 0)];
-    const float t5 = (t3 / t4);
-    p2[i] = t5;
+    const int i1 = int(tid.x);
+    const int c2 = (i1 / 2);
+    const float t4 = p0[i1];
+    const float t5 = p1[((c2 * 1) + 0)];
+    const float t6 = (t4 / t5);
+    p2[i1] = t6;
 }
 
 // fuses moe_route %69 (moe.0)
@@ -1095,12 +1095,12 @@ kernel void gather_1(
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const int c1 = (i / 64);
-    const int c2 = (i % 64);
-    const int t3 = p0[c1];
-    const float t4 = p1[(((((((t3 * 64) + c2) / 1024) * 16) + ((((t3 * 64) + c2) / 64) % 16)) * 64) + (((t3 * 64) + c2) % 64))];
-    p2[i] = t4;
+    const int i1 = int(tid.x);
+    const int c2 = (i1 / 64);
+    const int c3 = (i1 % 64);
+    const int t4 = p0[c2];
+    const float t5 = p1[(((((((t4 * 64) + c3) / 1024) * 16) + ((((t4 * 64) + c3) / 64) % 16)) * 64) + (((t4 * 64) + c3) % 64))];
+    p2[i1] = t5;
 }
 
 // fuses grouped_matmul %74 (moe.0)
@@ -1544,12 +1544,12 @@ kernel void silu_slice_1(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const int c1 = (i / 64);
-    const int c2 = (i % 64);
-    const float t3 = p0[((c1 * 128) + c2)];
-    const float t4 = (t3 / (1.0f + exp((-t3))));
-    p1[i] = t4;
+    const int i1 = int(tid.x);
+    const int c2 = (i1 / 64);
+    const int c3 = (i1 % 64);
+    const float t4 = p0[((c2 * 128) + c3)];
+    const float t5 = (t4 / (1.0f + exp((-t4))));
+    p1[i1] = t5;
 }
 
 // fuses slice %79, mul %81 (moe.0)
@@ -1559,13 +1559,13 @@ kernel void mul_slice_0(
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const int c1 = (i / 64);
-    const int c2 = (i % 64);
-    const float t3 = p0[i];
-    const float t4 = p1[((c1 * 128) + (c2 + 64))];
-    const float t5 = (t3 * t4);
-    p2[i] = t5;
+    const int i1 = int(tid.x);
+    const int c2 = (i1 / 64);
+    const int c3 = (i1 % 64);
+    const float t4 = p0[i1];
+    const float t5 = p1[((c2 * 128) + (c3 + 64))];
+    const float t6 = (t4 * t5);
+    p2[i1] = t6;
 }
 
 // fuses dequant %59, grouped_matmul %82, scale %85, add %86 (moe.0)
@@ -1728,10 +1728,10 @@ kernel void gather_2(
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const int t1 = p0[i];
-    const float t2 = p1[(((t1 / 2) * 2) + (t1 % 2))];
-    p2[i] = t2;
+    const int i1 = int(tid.x);
+    const int t2 = p0[i1];
+    const float t3 = p1[(((t2 / 2) * 2) + (t2 % 2))];
+    p2[i1] = t3;
 }
 
 // fuses reshape %89, broadcast %90, mul %91 (moe.0)
@@ -1741,12 +1741,12 @@ kernel void mul_1(
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const int c1 = (i / 64);
-    const float t3 = p0[i];
-    const float t4 = p1[((c1 * 1) + 0)];
-    const float t5 = (t3 * t4);
-    p2[i] = t5;
+    const int i1 = int(tid.x);
+    const int c2 = (i1 / 64);
+    const float t4 = p0[i1];
+    const float t5 = p1[((c2 * 1) + 0)];
+    const float t6 = (t4 * t5);
+    p2[i1] = t6;
 }
 
 // fuses scatter_add %92 (moe.0)
@@ -1850,33 +1850,33 @@ kernel void reduce_sum_1(
     p2[row4] = acc5;
 }
 
-// fuses scale %99 (moe.0)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void scale_0(
+// fuses scale %99, reshape %100, add %101 (moe.0)
+// threadgroup 256×1×1, grid 65×1×1 threadgroups
+kernel void add_scale_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    if ((i >= 1)) {
-        return;
+        const device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        device float* p4 [[buffer(4)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if ((int(gid.x) < 1)) {
+        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        if ((i1 >= 1)) {
+            return;
+        }
+        const float t2 = p0[i1];
+        const float t3 = (t2 * 0.04f);
+        p1[i1] = t3;
+    } else {
+        if ((int(gid.x) < 65)) {
+            const int i4 = (((int(gid.x) - 1) * 256) + int(lid.x));
+            const float t8 = p2[i4];
+            const float t9 = p3[(((i4 / 64) * 64) + (i4 % 64))];
+            const float t10 = (t8 + t9);
+            p4[i4] = t10;
+        }
     }
-    const float t1 = p0[i];
-    const float t2 = (t1 * 0.04f);
-    p1[i] = t2;
-}
-
-// fuses reshape %100, add %101 (moe.0)
-// threadgroup 256×1×1, grid 64×1×1 threadgroups
-kernel void add_0(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const float t4 = p0[i];
-    const float t5 = p1[(((i / 64) * 64) + (i % 64))];
-    const float t6 = (t4 + t5);
-    p2[i] = t6;
 }
 
 // fuses matmul %150
@@ -2023,19 +2023,19 @@ kernel void cross_entropy_0(
 
 // fuses add %152
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void add_1(
+kernel void add_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    if ((i >= 1)) {
+    const int i1 = int(tid.x);
+    if ((i1 >= 1)) {
         return;
     }
-    const float t1 = p0[i];
-    const float t2 = p1[i];
-    const float t3 = (t1 + t2);
-    p2[i] = t3;
+    const float t2 = p0[i1];
+    const float t3 = p1[i1];
+    const float t4 = (t2 + t3);
+    p2[i1] = t4;
 }
 
 // fuses const %153, cross_entropy_bwd %154
@@ -2233,19 +2233,7 @@ kernel void rmsnorm_bwd_0(
     }
 }
 
-// fuses scale %158 (mamba.1)
-// threadgroup 256×1×1, grid 64×1×1 threadgroups
-kernel void scale_1(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const float t4 = p0[i];
-    const float t5 = (t4 * 0.25f);
-    p1[i] = t5;
-}
-
-// fuses matmul %159 (mamba.1)
+// fuses scale %158, matmul %159 (mamba.1)
 // threadgroup 128×1×1, grid 1×1×16 threadgroups
 kernel void matmul_10(
         const device float* p0 [[buffer(0)]],
@@ -2279,19 +2267,20 @@ kernel void matmul_10(
             const int gk13 = (k0 + k11);
             if ((gi12 < 16)) {
                 const float t14 = p0[((((c1 * 16) + gi12) * 64) + gk13)];
-                sh[((i10 * 36) + k11)] = t14;
+                const float t15 = (t14 * 0.25f);
+                sh[((i10 * 36) + k11)] = t15;
             } else {
                 sh[((i10 * 36) + k11)] = 0.0f;
             }
         }
-        for (int s15 = 0; s15 < 16; s15 += 1) {
-            const int l16 = ((s15 * 128) + ti4);
-            const int k17 = (l16 / 64);
-            const int i18 = (l16 % 64);
-            const int gi19 = (n03 + i18);
-            const int gk20 = (k0 + k17);
-            const float t21 = p1[((gk20 * 64) + gi19)];
-            sh[(((k17 * 68) + i18) + 1152)] = t21;
+        for (int s16 = 0; s16 < 16; s16 += 1) {
+            const int l17 = ((s16 * 128) + ti4);
+            const int k18 = (l17 / 64);
+            const int i19 = (l17 % 64);
+            const int gi20 = (n03 + i19);
+            const int gk21 = (k0 + k18);
+            const float t22 = p1[((gk21 * 64) + gi20)];
+            sh[(((k18 * 68) + i19) + 1152)] = t22;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         for (int kk = 0; kk < 32; kk += 8) {
@@ -2327,19 +2316,19 @@ kernel void matmul_10(
     simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
     simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s22 = 0; s22 < 16; s22 += 1) {
-        const int l23 = ((s22 * 128) + ti4);
-        const int i24 = (l23 / 64);
-        const int j25 = (l23 % 64);
-        const int gi26 = (m02 + i24);
-        const int gj27 = (n03 + j25);
-        if ((gi26 < 16)) {
-            p2[((((c1 * 16) + gi26) * 64) + gj27)] = sh[((i24 * 68) + j25)];
+    for (int s23 = 0; s23 < 16; s23 += 1) {
+        const int l24 = ((s23 * 128) + ti4);
+        const int i25 = (l24 / 64);
+        const int j26 = (l24 % 64);
+        const int gi27 = (m02 + i25);
+        const int gj28 = (n03 + j26);
+        if ((gi27 < 16)) {
+            p2[((((c1 * 16) + gi27) * 64) + gj28)] = sh[((i25 * 68) + j26)];
         }
     }
 }
 
-// fuses reshape %160, reshape %161, matmul %162 (mamba.1)
+// fuses scale %158, reshape %160, reshape %161, matmul %162 (mamba.1)
 // threadgroup 128×1×1, grid 1×1×1 threadgroups
 kernel void matmul_11(
         const device float* p0 [[buffer(0)]],
@@ -2379,16 +2368,17 @@ kernel void matmul_11(
             const int gi11 = (m01 + i10);
             const int gk12 = (k0 + k9);
             const float t13 = p0[(((((((gk12 * 64) + gi11) / 1024) * 16) + ((((gk12 * 64) + gi11) / 64) % 16)) * 64) + (((gk12 * 64) + gi11) % 64))];
-            sh[((k9 * 68) + i10)] = t13;
+            const float t14 = (t13 * 0.25f);
+            sh[((k9 * 68) + i10)] = t14;
         }
-        for (int s14 = 0; s14 < 8; s14 += 1) {
-            const int l15 = ((s14 * 128) + ti3);
-            const int k16 = (l15 / 64);
-            const int i17 = (l15 % 64);
-            const int gi18 = (n02 + i17);
-            const int gk19 = (k0 + k16);
-            const float t20 = p1[(((((((gk19 * 64) + gi18) / 1024) * 16) + ((((gk19 * 64) + gi18) / 64) % 16)) * 64) + (((gk19 * 64) + gi18) % 64))];
-            sh[(((k16 * 68) + i17) + 1088)] = t20;
+        for (int s15 = 0; s15 < 8; s15 += 1) {
+            const int l16 = ((s15 * 128) + ti3);
+            const int k17 = (l16 / 64);
+            const int i18 = (l16 % 64);
+            const int gi19 = (n02 + i18);
+            const int gk20 = (k0 + k17);
+            const float t21 = p1[(((((((gk20 * 64) + gi19) / 1024) * 16) + ((((gk20 * 64) + gi19) / 64) % 16)) * 64) + (((gk20 * 64) + gi19) % 64))];
+            sh[(((k17 * 68) + i18) + 1088)] = t21;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         for (int kk = 0; kk < 16; kk += 8) {
@@ -2444,13 +2434,13 @@ kernel void matmul_11(
     simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s21 = 0; s21 < 32; s21 += 1) {
-        const int l22 = ((s21 * 128) + ti3);
-        const int i23 = (l22 / 64);
-        const int j24 = (l22 % 64);
-        const int gi25 = (m01 + i23);
-        const int gj26 = (n02 + j24);
-        p2[((gi25 * 64) + gj26)] = sh[((i23 * 68) + j24)];
+    for (int s22 = 0; s22 < 32; s22 += 1) {
+        const int l23 = ((s22 * 128) + ti3);
+        const int i24 = (l23 / 64);
+        const int j25 = (l23 % 64);
+        const int gi26 = (m01 + i24);
+        const int gj27 = (n02 + j25);
+        p2[((gi26 * 64) + gj27)] = sh[((i24 * 68) + j25)];
     }
 }
 
@@ -2764,7 +2754,7 @@ kernel void matmul_14(
     }
 }
 
-// fuses slice %130, slice %131, mul %170, selective_scan_bwd %178 (mamba.1)
+// fuses slice %130, slice %131, neg %137, mul %170, selective_scan_bwd %178 (mamba.1)
 // threadgroup 256×1×1, grid 136×1×1 threadgroups
 kernel void selective_scan_bwd_0(
         const device float* p0 [[buffer(0)]],
@@ -2796,60 +2786,61 @@ kernel void selective_scan_bwd_0(
         for (int blk10 = 0; blk10 < 1; blk10 += 1) {
             const int ch11 = ((blk10 * 128) + (int(lid.x) % 128));
             const float t12 = p0[((ch11 * 16) + n6)];
-            float carry13 = 0.0f;
-            for (int cc14 = 0; cc14 < 2; cc14 += 1) {
-                const int c15 = (1 - cc14);
-                const int t016 = (c15 * 8);
-                const int t117 = min((t016 + 8), 16);
-                const float t18 = p1[((((((b4 * 2) + c15) * 128) + ch11) * 16) + n6)];
-                float s19 = t18;
-                for (int t20 = t016; t20 < t117; t20 += 1) {
-                    seq1[(t20 - t016)] = s19;
-                    const float t21 = p2[((((b4 * 16) + t20) * 128) + ch11)];
-                    const float t22 = p3[((((b4 * 16) + t20) * 128) + ch11)];
-                    const float t23 = p4[((((b4 * 16) + t20) * 36) + (n6 + 4))];
-                    const float a25 = exp((t21 * t12));
-                    s19 = ((a25 * s19) + ((t21 * t23) * t22));
+            const float t13 = (-t12);
+            float carry14 = 0.0f;
+            for (int cc15 = 0; cc15 < 2; cc15 += 1) {
+                const int c16 = (1 - cc15);
+                const int t017 = (c16 * 8);
+                const int t118 = min((t017 + 8), 16);
+                const float t19 = p1[((((((b4 * 2) + c16) * 128) + ch11) * 16) + n6)];
+                float s20 = t19;
+                for (int t21 = t017; t21 < t118; t21 += 1) {
+                    seq1[(t21 - t017)] = s20;
+                    const float t22 = p2[((((b4 * 16) + t21) * 128) + ch11)];
+                    const float t23 = p3[((((b4 * 16) + t21) * 128) + ch11)];
+                    const float t24 = p4[((((b4 * 16) + t21) * 36) + (n6 + 4))];
+                    const float a26 = exp((t22 * t13));
+                    s20 = ((a26 * s20) + ((t22 * t24) * t23));
                 }
-                const int len26 = (t117 - t016);
-                for (int i027 = 0; i027 < len26; i027 += 16) {
-                    const int cnt28 = min(16, (len26 - i027));
-                    const int rb29 = (buf9 * 256);
-                    for (int j30 = 0; j30 < cnt28; j30 += 1) {
-                        const int t31 = ((t117 - 1) - (i027 + j30));
-                        const float t32 = p2[((((b4 * 16) + t31) * 128) + ch11)];
-                        const float t33 = p3[((((b4 * 16) + t31) * 128) + ch11)];
-                        const float t34 = p4[((((b4 * 16) + t31) * 36) + (n6 + 4))];
-                        const float t35 = p4[((((b4 * 16) + t31) * 36) + (n6 + 20))];
-                        const float t36 = p5[((((b4 * 16) + t31) * 128) + ch11)];
-                        const float t37 = p6[((((b4 * 16) + t31) * 128) + ch11)];
-                        const float t38 = (t36 * t37);
-                        const float sp39 = seq1[(t31 - t016)];
-                        const float a40 = exp((t32 * t12));
-                        const float g41 = ((t35 * t38) + carry13);
-                        carry13 = (a40 * g41);
-                        const float p42 = simd_sum(((g41 * t32) * t33));
-                        const float p43 = simd_sum((((a40 * sp39) + ((t32 * t34) * t33)) * t38));
+                const int len27 = (t118 - t017);
+                for (int i028 = 0; i028 < len27; i028 += 16) {
+                    const int cnt29 = min(16, (len27 - i028));
+                    const int rb30 = (buf9 * 256);
+                    for (int j31 = 0; j31 < cnt29; j31 += 1) {
+                        const int t32 = ((t118 - 1) - (i028 + j31));
+                        const float t33 = p2[((((b4 * 16) + t32) * 128) + ch11)];
+                        const float t34 = p3[((((b4 * 16) + t32) * 128) + ch11)];
+                        const float t35 = p4[((((b4 * 16) + t32) * 36) + (n6 + 4))];
+                        const float t36 = p4[((((b4 * 16) + t32) * 36) + (n6 + 20))];
+                        const float t37 = p5[((((b4 * 16) + t32) * 128) + ch11)];
+                        const float t38 = p6[((((b4 * 16) + t32) * 128) + ch11)];
+                        const float t39 = (t37 * t38);
+                        const float sp40 = seq1[(t32 - t017)];
+                        const float a41 = exp((t33 * t13));
+                        const float g42 = ((t36 * t39) + carry14);
+                        carry14 = (a41 * g42);
+                        const float p43 = simd_sum(((g42 * t33) * t34));
+                        const float p44 = simd_sum((((a41 * sp40) + ((t33 * t35) * t34)) * t39));
                         if ((lane8 == 0)) {
-                            red2[(rb29 + ((((0 * 16) + j30) * 8) + sg7))] = p42;
-                            red2[(rb29 + ((((1 * 16) + j30) * 8) + sg7))] = p43;
+                            red2[(rb30 + ((((0 * 16) + j31) * 8) + sg7))] = p43;
+                            red2[(rb30 + ((((1 * 16) + j31) * 8) + sg7))] = p44;
                         }
                     }
                     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-                    const int per44 = (cnt28 * 2);
-                    for (int k45 = sg7; k45 < (2 * per44); k45 += 8) {
-                        const int q46 = (k45 / per44);
-                        const int j47 = ((k45 % per44) / 2);
-                        const int ns48 = (k45 % 2);
-                        const float tot49 = simd_sum(((lane8 < 4) ? red2[(rb29 + ((((q46 * 16) + j47) * 8) + ((ns48 * 4) + min(lane8, 3))))] : 0.0f));
-                        const int t50 = ((t117 - 1) - (i027 + j47));
-                        const int nn51 = (n05 + ns48);
+                    const int per45 = (cnt29 * 2);
+                    for (int k46 = sg7; k46 < (2 * per45); k46 += 8) {
+                        const int q47 = (k46 / per45);
+                        const int j48 = ((k46 % per45) / 2);
+                        const int ns49 = (k46 % 2);
+                        const float tot50 = simd_sum(((lane8 < 4) ? red2[(rb30 + ((((q47 * 16) + j48) * 8) + ((ns49 * 4) + min(lane8, 3))))] : 0.0f));
+                        const int t51 = ((t118 - 1) - (i028 + j48));
+                        const int nn52 = (n05 + ns49);
                         if ((lane8 == 0)) {
-                            if ((q46 == 0)) {
-                                p7[((((b4 * 16) + t50) * 16) + nn51)] = tot49;
+                            if ((q47 == 0)) {
+                                p7[((((b4 * 16) + t51) * 16) + nn52)] = tot50;
                             }
-                            if ((q46 == 1)) {
-                                p8[((((b4 * 16) + t50) * 16) + nn51)] = tot49;
+                            if ((q47 == 1)) {
+                                p8[((((b4 * 16) + t51) * 16) + nn52)] = tot50;
                             }
                         }
                     }
@@ -2858,52 +2849,53 @@ kernel void selective_scan_bwd_0(
             }
         }
     } else {
-        const int ch52 = (((gid3 - 128) * 16) + (int(lid.x) / 16));
-        const int n53 = (int(lid.x) % 16);
-        const float t54 = p0[((ch52 * 16) + n53)];
-        const float t55 = p9[ch52];
-        float dA56 = 0.0f;
-        float dD57 = 0.0f;
-        for (int b58 = 0; b58 < 16; b58 += 1) {
-            float carry59 = 0.0f;
-            for (int cc60 = 0; cc60 < 2; cc60 += 1) {
-                const int c61 = (1 - cc60);
-                const int t062 = (c61 * 8);
-                const int t163 = min((t062 + 8), 16);
-                const float t64 = p1[((((((b58 * 2) + c61) * 128) + ch52) * 16) + n53)];
-                float s65 = t64;
-                for (int t66 = t062; t66 < t163; t66 += 1) {
-                    seq1[(t66 - t062)] = s65;
-                    const float t67 = p2[((((b58 * 16) + t66) * 128) + ch52)];
-                    const float t68 = p3[((((b58 * 16) + t66) * 128) + ch52)];
-                    const float t69 = p4[((((b58 * 16) + t66) * 36) + (n53 + 4))];
-                    const float a71 = exp((t67 * t54));
-                    s65 = ((a71 * s65) + ((t67 * t69) * t68));
+        const int ch53 = (((gid3 - 128) * 16) + (int(lid.x) / 16));
+        const int n54 = (int(lid.x) % 16);
+        const float t55 = p0[((ch53 * 16) + n54)];
+        const float t56 = (-t55);
+        const float t57 = p9[ch53];
+        float dA58 = 0.0f;
+        float dD59 = 0.0f;
+        for (int b60 = 0; b60 < 16; b60 += 1) {
+            float carry61 = 0.0f;
+            for (int cc62 = 0; cc62 < 2; cc62 += 1) {
+                const int c63 = (1 - cc62);
+                const int t064 = (c63 * 8);
+                const int t165 = min((t064 + 8), 16);
+                const float t66 = p1[((((((b60 * 2) + c63) * 128) + ch53) * 16) + n54)];
+                float s67 = t66;
+                for (int t68 = t064; t68 < t165; t68 += 1) {
+                    seq1[(t68 - t064)] = s67;
+                    const float t69 = p2[((((b60 * 16) + t68) * 128) + ch53)];
+                    const float t70 = p3[((((b60 * 16) + t68) * 128) + ch53)];
+                    const float t71 = p4[((((b60 * 16) + t68) * 36) + (n54 + 4))];
+                    const float a73 = exp((t69 * t56));
+                    s67 = ((a73 * s67) + ((t69 * t71) * t70));
                 }
-                for (int i72 = 0; i72 < (t163 - t062); i72 += 1) {
-                    const int t73 = ((t163 - 1) - i72);
-                    const float t74 = p2[((((b58 * 16) + t73) * 128) + ch52)];
-                    const float t75 = p3[((((b58 * 16) + t73) * 128) + ch52)];
-                    const float t76 = p4[((((b58 * 16) + t73) * 36) + (n53 + 4))];
-                    const float t77 = p4[((((b58 * 16) + t73) * 36) + (n53 + 20))];
-                    const float t78 = p5[((((b58 * 16) + t73) * 128) + ch52)];
-                    const float t79 = p6[((((b58 * 16) + t73) * 128) + ch52)];
-                    const float t80 = (t78 * t79);
-                    const float sp81 = seq1[(t73 - t062)];
-                    const float a82 = exp((t74 * t54));
-                    const float g83 = ((t77 * t80) + carry59);
-                    carry59 = (a82 * g83);
-                    const float r84 = (((g83 * t74) * t76) + simd_shuffle_xor(((g83 * t74) * t76), ushort(8)));
-                    const float r85 = (r84 + simd_shuffle_xor(r84, ushort(4)));
-                    const float r86 = (r85 + simd_shuffle_xor(r85, ushort(2)));
-                    const float r87 = (r86 + simd_shuffle_xor(r86, ushort(1)));
-                    const float r88 = ((g83 * (((t54 * a82) * sp81) + (t76 * t75))) + simd_shuffle_xor((g83 * (((t54 * a82) * sp81) + (t76 * t75))), ushort(8)));
-                    const float r89 = (r88 + simd_shuffle_xor(r88, ushort(4)));
-                    const float r90 = (r89 + simd_shuffle_xor(r89, ushort(2)));
-                    const float r91 = (r90 + simd_shuffle_xor(r90, ushort(1)));
-                    if ((n53 == 0)) {
-                        p10[((((b58 * 16) + t73) * 128) + ch52)] = (r87 + (t55 * t80));
-                        p11[((((b58 * 16) + t73) * 128) + ch52)] = r91;
+                for (int i74 = 0; i74 < (t165 - t064); i74 += 1) {
+                    const int t75 = ((t165 - 1) - i74);
+                    const float t76 = p2[((((b60 * 16) + t75) * 128) + ch53)];
+                    const float t77 = p3[((((b60 * 16) + t75) * 128) + ch53)];
+                    const float t78 = p4[((((b60 * 16) + t75) * 36) + (n54 + 4))];
+                    const float t79 = p4[((((b60 * 16) + t75) * 36) + (n54 + 20))];
+                    const float t80 = p5[((((b60 * 16) + t75) * 128) + ch53)];
+                    const float t81 = p6[((((b60 * 16) + t75) * 128) + ch53)];
+                    const float t82 = (t80 * t81);
+                    const float sp83 = seq1[(t75 - t064)];
+                    const float a84 = exp((t76 * t56));
+                    const float g85 = ((t79 * t82) + carry61);
+                    carry61 = (a84 * g85);
+                    const float r86 = (((g85 * t76) * t78) + simd_shuffle_xor(((g85 * t76) * t78), ushort(8)));
+                    const float r87 = (r86 + simd_shuffle_xor(r86, ushort(4)));
+                    const float r88 = (r87 + simd_shuffle_xor(r87, ushort(2)));
+                    const float r89 = (r88 + simd_shuffle_xor(r88, ushort(1)));
+                    const float r90 = ((g85 * (((t56 * a84) * sp83) + (t78 * t77))) + simd_shuffle_xor((g85 * (((t56 * a84) * sp83) + (t78 * t77))), ushort(8)));
+                    const float r91 = (r90 + simd_shuffle_xor(r90, ushort(4)));
+                    const float r92 = (r91 + simd_shuffle_xor(r91, ushort(2)));
+                    const float r93 = (r92 + simd_shuffle_xor(r92, ushort(1)));
+                    if ((n54 == 0)) {
+                        p10[((((b60 * 16) + t75) * 128) + ch53)] = (r89 + (t57 * t82));
+                        p11[((((b60 * 16) + t75) * 128) + ch53)] = r93;
                     }
                 }
             }
@@ -2918,12 +2910,12 @@ kernel void mul_sigmoid_0(
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const float t4 = p0[i];
-    const float t5 = p1[i];
-    const float t6 = (1.0f / (1.0f + exp((-t5))));
-    const float t7 = (t4 * t6);
-    p2[i] = t7;
+    const int i1 = int(tid.x);
+    const float t5 = p0[i1];
+    const float t6 = p1[i1];
+    const float t7 = (1.0f / (1.0f + exp((-t6))));
+    const float t8 = (t5 * t7);
+    p2[i1] = t8;
 }
 
 // fuses matmul %186 (mamba.1)
@@ -3017,38 +3009,38 @@ kernel void add_concat_0(
         const device float* p2 [[buffer(2)]],
         device float* p3 [[buffer(3)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const int c1 = (i / 576);
-    const int c2 = ((i / 36) % 16);
-    const int c3 = (i % 36);
-    float cat4 = 0.0f;
-    if ((c3 < 20)) {
-        cat4 = 0.0f;
+    const int i1 = int(tid.x);
+    const int c2 = (i1 / 576);
+    const int c3 = ((i1 / 36) % 16);
+    const int c4 = (i1 % 36);
+    float cat5 = 0.0f;
+    if ((c4 < 20)) {
+        cat5 = 0.0f;
     } else {
-        const float t5 = p0[((((c1 * 16) + c2) * 16) + (c3 - 20))];
-        cat4 = t5;
+        const float t6 = p0[((((c2 * 16) + c3) * 16) + (c4 - 20))];
+        cat5 = t6;
     }
-    float cat6 = 0.0f;
-    if ((c3 < 4)) {
-        cat6 = 0.0f;
+    float cat7 = 0.0f;
+    if ((c4 < 4)) {
+        cat7 = 0.0f;
     } else {
-        if ((c3 < 20)) {
-            const float t7 = p1[((((c1 * 16) + c2) * 16) + (c3 - 4))];
-            cat6 = t7;
+        if ((c4 < 20)) {
+            const float t8 = p1[((((c2 * 16) + c3) * 16) + (c4 - 4))];
+            cat7 = t8;
         } else {
-            cat6 = 0.0f;
+            cat7 = 0.0f;
         }
     }
-    const float t8 = (cat4 + cat6);
-    float cat9 = 0.0f;
-    if ((c3 < 4)) {
-        const float t10 = p2[((((c1 * 16) + c2) * 4) + (c3 - 0))];
-        cat9 = t10;
+    const float t9 = (cat5 + cat7);
+    float cat10 = 0.0f;
+    if ((c4 < 4)) {
+        const float t11 = p2[((((c2 * 16) + c3) * 4) + (c4 - 0))];
+        cat10 = t11;
     } else {
-        cat9 = 0.0f;
+        cat10 = 0.0f;
     }
-    const float t11 = (t8 + cat9);
-    p3[i] = t11;
+    const float t12 = (t9 + cat10);
+    p3[i1] = t12;
 }
 
 // fuses matmul %196, add %197, sigmoid %198, const %199, sub %200, mul %201, add %202,
@@ -3196,50 +3188,38 @@ kernel void add_concat_mul_0(
         const device float* p4 [[buffer(4)]],
         device float* p5 [[buffer(5)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const int c1 = (i / 4096);
-    const int c2 = ((i / 256) % 16);
-    const int c3 = (i % 256);
-    float cat4 = 0.0f;
-    if ((c3 < 128)) {
-        cat4 = 0.0f;
+    const int i1 = int(tid.x);
+    const int c2 = (i1 / 4096);
+    const int c3 = ((i1 / 256) % 16);
+    const int c4 = (i1 % 256);
+    float cat5 = 0.0f;
+    if ((c4 < 128)) {
+        cat5 = 0.0f;
     } else {
-        const float t5 = p0[((((c1 * 16) + c2) * 128) + (c3 - 128))];
-        const float t6 = p1[((((c1 * 16) + c2) * 128) + (c3 - 128))];
-        const float t7 = (t5 * t6);
-        const float t8 = p2[((((c1 * 16) + c2) * 256) + ((c3 - 128) + 128))];
-        const float t9 = (1.0f / (1.0f + exp((-t8))));
-        const float t10 = p3[((((c1 * 16) + c2) * 128) + (c3 - 128))];
-        const float t11 = (1.0f - t9);
-        const float t12 = (t10 * t11);
-        const float t13 = (t9 + t12);
-        const float t14 = (t7 * t13);
-        cat4 = t14;
+        const float t6 = p0[((((c2 * 16) + c3) * 128) + (c4 - 128))];
+        const float t7 = p1[((((c2 * 16) + c3) * 128) + (c4 - 128))];
+        const float t8 = (t6 * t7);
+        const float t9 = p2[((((c2 * 16) + c3) * 256) + ((c4 - 128) + 128))];
+        const float t10 = (1.0f / (1.0f + exp((-t9))));
+        const float t11 = p3[((((c2 * 16) + c3) * 128) + (c4 - 128))];
+        const float t12 = (1.0f - t10);
+        const float t13 = (t11 * t12);
+        const float t14 = (t10 + t13);
+        const float t15 = (t8 * t14);
+        cat5 = t15;
     }
-    float cat15 = 0.0f;
-    if ((c3 < 128)) {
-        const float t16 = p4[((((c1 * 16) + c2) * 128) + (c3 - 0))];
-        cat15 = t16;
+    float cat16 = 0.0f;
+    if ((c4 < 128)) {
+        const float t17 = p4[((((c2 * 16) + c3) * 128) + (c4 - 0))];
+        cat16 = t17;
     } else {
-        cat15 = 0.0f;
+        cat16 = 0.0f;
     }
-    const float t17 = (cat4 + cat15);
-    p5[i] = t17;
+    const float t18 = (cat5 + cat16);
+    p5[i1] = t18;
 }
 
-// fuses scale %212 (mamba.1)
-// threadgroup 256×1×1, grid 256×1×1 threadgroups
-kernel void scale_2(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const float t4 = p0[i];
-    const float t5 = (t4 * 0.25f);
-    p1[i] = t5;
-}
-
-// fuses matmul %213 (mamba.1)
+// fuses scale %212, matmul %213 (mamba.1)
 // threadgroup 128×1×1, grid 1×1×16 threadgroups
 kernel void matmul_17(
         const device float* p0 [[buffer(0)]],
@@ -3273,6 +3253,217 @@ kernel void matmul_17(
             const int gk13 = (k0 + k11);
             if ((gi12 < 16)) {
                 const float t14 = p0[((((c1 * 16) + gi12) * 256) + gk13)];
+                const float t15 = (t14 * 0.25f);
+                sh[((i10 * 36) + k11)] = t15;
+            } else {
+                sh[((i10 * 36) + k11)] = 0.0f;
+            }
+        }
+        for (int s16 = 0; s16 < 16; s16 += 1) {
+            const int l17 = ((s16 * 128) + ti4);
+            const int k18 = (l17 / 64);
+            const int i19 = (l17 % 64);
+            const int gi20 = (n03 + i19);
+            const int gk21 = (k0 + k18);
+            const float t22 = p1[((gk21 * 64) + gi20)];
+            sh[(((k18 * 68) + i19) + 1152)] = t22;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int kk = 0; kk < 32; kk += 8) {
+            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
+            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa1, sh + (((sr6 + 8) * 36) + kk), 36);
+            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb0, sh + (((kk * 68) + sc7) + 1152), 68);
+            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb1, sh + (((kk * 68) + (sc7 + 8)) + 1152), 68);
+            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb2, sh + (((kk * 68) + (sc7 + 16)) + 1152), 68);
+            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb3, sh + (((kk * 68) + (sc7 + 24)) + 1152), 68);
+            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    }
+    simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
+    simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
+    simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
+    simdgroup_store(acc0_3, sh + ((sr6 * 68) + (sc7 + 24)), 68);
+    simdgroup_store(acc1_0, sh + (((sr6 + 8) * 68) + sc7), 68);
+    simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
+    simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
+    simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
+    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    for (int s23 = 0; s23 < 16; s23 += 1) {
+        const int l24 = ((s23 * 128) + ti4);
+        const int i25 = (l24 / 64);
+        const int j26 = (l24 % 64);
+        const int gi27 = (m02 + i25);
+        const int gj28 = (n03 + j26);
+        if ((gi27 < 16)) {
+            p2[((((c1 * 16) + gi27) * 64) + gj28)] = sh[((i25 * 68) + j26)];
+        }
+    }
+}
+
+// fuses scale %212, reshape %214, reshape %215, matmul %216 (mamba.1)
+// threadgroup 128×1×1, grid 1×4×1 threadgroups
+kernel void matmul_18(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        device float* p2 [[buffer(2)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
+    const int m01 = (int(gid.y) * 64);
+    const int n02 = (int(gid.x) * 64);
+    threadgroup float sh[4352];
+    const int ti3 = int(lid.x);
+    const int sgi4 = int(sg);
+    const int sr5 = ((sgi4 / 2) * 32);
+    const int sc6 = ((sgi4 % 2) * 32);
+    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    for (int k0 = 0; k0 < 256; k0 += 16) {
+        for (int s7 = 0; s7 < 8; s7 += 1) {
+            const int l8 = ((s7 * 128) + ti3);
+            const int k9 = (l8 / 64);
+            const int i10 = (l8 % 64);
+            const int gi11 = (m01 + i10);
+            const int gk12 = (k0 + k9);
+            const float t13 = p0[(((((((gk12 * 256) + gi11) / 4096) * 16) + ((((gk12 * 256) + gi11) / 256) % 16)) * 256) + (((gk12 * 256) + gi11) % 256))];
+            const float t14 = (t13 * 0.25f);
+            sh[((k9 * 68) + i10)] = t14;
+        }
+        for (int s15 = 0; s15 < 8; s15 += 1) {
+            const int l16 = ((s15 * 128) + ti3);
+            const int k17 = (l16 / 64);
+            const int i18 = (l16 % 64);
+            const int gi19 = (n02 + i18);
+            const int gk20 = (k0 + k17);
+            const float t21 = p1[(((((((gk20 * 64) + gi19) / 1024) * 16) + ((((gk20 * 64) + gi19) / 64) % 16)) * 64) + (((gk20 * 64) + gi19) % 64))];
+            sh[(((k17 * 68) + i18) + 1088)] = t21;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int kk = 0; kk < 16; kk += 8) {
+            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
+            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa1, sh + ((kk * 68) + (sr5 + 8)), 68, ulong2(0, 0), true);
+            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa2, sh + ((kk * 68) + (sr5 + 16)), 68, ulong2(0, 0), true);
+            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa3, sh + ((kk * 68) + (sr5 + 24)), 68, ulong2(0, 0), true);
+            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb0, sh + (((kk * 68) + sc6) + 1088), 68);
+            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb1, sh + (((kk * 68) + (sc6 + 8)) + 1088), 68);
+            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb2, sh + (((kk * 68) + (sc6 + 16)) + 1088), 68);
+            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb3, sh + (((kk * 68) + (sc6 + 24)) + 1088), 68);
+            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    }
+    simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
+    simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
+    simdgroup_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
+    simdgroup_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
+    simdgroup_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
+    simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
+    simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
+    simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
+    simdgroup_store(acc2_0, sh + (((sr5 + 16) * 68) + sc6), 68);
+    simdgroup_store(acc2_1, sh + (((sr5 + 16) * 68) + (sc6 + 8)), 68);
+    simdgroup_store(acc2_2, sh + (((sr5 + 16) * 68) + (sc6 + 16)), 68);
+    simdgroup_store(acc2_3, sh + (((sr5 + 16) * 68) + (sc6 + 24)), 68);
+    simdgroup_store(acc3_0, sh + (((sr5 + 24) * 68) + sc6), 68);
+    simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
+    simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
+    simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
+    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    for (int s22 = 0; s22 < 32; s22 += 1) {
+        const int l23 = ((s22 * 128) + ti3);
+        const int i24 = (l23 / 64);
+        const int j25 = (l23 % 64);
+        const int gi26 = (m01 + i24);
+        const int gj27 = (n02 + j25);
+        p2[((gi26 * 64) + gj27)] = sh[((i24 * 68) + j25)];
+    }
+}
+
+// fuses matmul %217 (mamba.1)
+// threadgroup 128×1×1, grid 1×1×16 threadgroups
+kernel void matmul_19(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        device float* p2 [[buffer(2)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
+    const int c1 = int(gid.z);
+    const int m02 = (int(gid.y) * 32);
+    const int n03 = (int(gid.x) * 64);
+    threadgroup float sh[3328];
+    const int ti4 = int(lid.x);
+    const int sgi5 = int(sg);
+    const int sr6 = ((sgi5 / 2) * 16);
+    const int sc7 = ((sgi5 % 2) * 32);
+    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    for (int k0 = 0; k0 < 64; k0 += 32) {
+        for (int s8 = 0; s8 < 8; s8 += 1) {
+            const int l9 = ((s8 * 128) + ti4);
+            const int i10 = (l9 / 32);
+            const int k11 = (l9 % 32);
+            const int gi12 = (m02 + i10);
+            const int gk13 = (k0 + k11);
+            if ((gi12 < 16)) {
+                const float t14 = p0[((((c1 * 16) + gi12) * 64) + gk13)];
                 sh[((i10 * 36) + k11)] = t14;
             } else {
                 sh[((i10 * 36) + k11)] = 0.0f;
@@ -3333,9 +3524,9 @@ kernel void matmul_17(
     }
 }
 
-// fuses reshape %214, reshape %215, matmul %216 (mamba.1)
-// threadgroup 128×1×1, grid 1×4×1 threadgroups
-kernel void matmul_18(
+// fuses reshape %218, reshape %219, matmul %220 (mamba.1)
+// threadgroup 128×1×1, grid 1×1×1 threadgroups
+kernel void matmul_20(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -3372,7 +3563,7 @@ kernel void matmul_18(
             const int i10 = (l8 % 64);
             const int gi11 = (m01 + i10);
             const int gk12 = (k0 + k9);
-            const float t13 = p0[(((((((gk12 * 256) + gi11) / 4096) * 16) + ((((gk12 * 256) + gi11) / 256) % 16)) * 256) + (((gk12 * 256) + gi11) % 256))];
+            const float t13 = p0[(((((((gk12 * 64) + gi11) / 1024) * 16) + ((((gk12 * 64) + gi11) / 64) % 16)) * 64) + (((gk12 * 64) + gi11) % 64))];
             sh[((k9 * 68) + i10)] = t13;
         }
         for (int s14 = 0; s14 < 8; s14 += 1) {
@@ -3450,7 +3641,7 @@ kernel void matmul_18(
 
 // fuses dequant %221, matmul %222 (mamba.1)
 // threadgroup 128×1×1, grid 1×1×16 threadgroups
-kernel void matmul_19(
+kernel void matmul_21(
         const device float* p0 [[buffer(0)]],
         const device uchar* p1_codes [[buffer(1)]],
         const device uchar* p2_qabsmax [[buffer(2)]],
@@ -3590,16 +3781,16 @@ kernel void rmsnorm_bwd_1(
 
 // fuses add %226 (mamba.1)
 // threadgroup 256×1×1, grid 64×1×1 threadgroups
-kernel void add_2(
+kernel void add_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const float t4 = p0[i];
-    const float t5 = p1[i];
-    const float t6 = (t4 + t5);
-    p2[i] = t6;
+    const int i1 = int(tid.x);
+    const float t5 = p0[i1];
+    const float t6 = p1[i1];
+    const float t7 = (t5 + t6);
+    p2[i1] = t7;
 }
 
 // fuses mul %237, reduce_sum %238 (moe.0)
@@ -3647,21 +3838,279 @@ kernel void scatter_add_1(
     p2[lo2] = acc4;
 }
 
-// fuses scale %243 (moe.0)
-// threadgroup 256×1×1, grid 128×1×1 threadgroups
-kernel void scale_3(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const float t3 = p0[i];
-    const float t4 = (t3 * 0.25f);
-    p1[i] = t4;
-}
-
-// fuses grouped_matmul %244 (moe.0)
+// fuses scale %243, grouped_matmul %244 (moe.0)
 // threadgroup 128×1×1, grid 1×8×5 threadgroups
 kernel void grouped_matmul_4(
+        const device int* p0 [[buffer(0)]],
+        device float* p1 [[buffer(1)]],
+        const device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
+    const int ex1 = int(gid.z);
+    const int n02 = (int(gid.x) * 64);
+    if ((ex1 == 4)) {
+        const int t3 = p0[0];
+        const int t4 = p0[4];
+        for (int s5 = 0; s5 < 32; s5 += 1) {
+            const int l6 = ((s5 * 128) + int(lid.x));
+            const int r7 = ((int(gid.y) * 64) + (l6 / 64));
+            const int j8 = (n02 + (l6 % 64));
+            if (((r7 < t3) || (r7 >= t4))) {
+                p1[((r7 * 64) + j8)] = 0.0f;
+            }
+        }
+        return;
+    }
+    const int t9 = p0[ex1];
+    const int t10 = p0[(ex1 + 1)];
+    const int m011 = (t9 + (int(gid.y) * 64));
+    if ((m011 >= t10)) {
+        return;
+    }
+    threadgroup float sh[4352];
+    const int ti12 = int(lid.x);
+    const int sgi13 = int(sg);
+    const int sr14 = ((sgi13 / 2) * 32);
+    const int sc15 = ((sgi13 % 2) * 32);
+    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    for (int k0 = 0; k0 < 64; k0 += 16) {
+        for (int s16 = 0; s16 < 8; s16 += 1) {
+            const int l17 = ((s16 * 128) + ti12);
+            const int i18 = (l17 / 16);
+            const int k19 = (l17 % 16);
+            const int gi20 = (m011 + i18);
+            const int gk21 = (k0 + k19);
+            if ((gi20 < t10)) {
+                const float t22 = p2[((gi20 * 64) + gk21)];
+                const float t23 = (t22 * 0.25f);
+                sh[((i18 * 20) + k19)] = t23;
+            } else {
+                sh[((i18 * 20) + k19)] = 0.0f;
+            }
+        }
+        for (int s24 = 0; s24 < 8; s24 += 1) {
+            const int l25 = ((s24 * 128) + ti12);
+            const int k26 = (l25 / 64);
+            const int i27 = (l25 % 64);
+            const int gi28 = (n02 + i27);
+            const int gk29 = (k0 + k26);
+            const float t30 = p3[((((ex1 * 64) + gk29) * 64) + gi28)];
+            sh[(((k26 * 68) + i27) + 1280)] = t30;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int kk = 0; kk < 16; kk += 8) {
+            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa0, sh + ((sr14 * 20) + kk), 20);
+            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa1, sh + (((sr14 + 8) * 20) + kk), 20);
+            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa2, sh + (((sr14 + 16) * 20) + kk), 20);
+            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa3, sh + (((sr14 + 24) * 20) + kk), 20);
+            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb0, sh + (((kk * 68) + sc15) + 1280), 68);
+            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb1, sh + (((kk * 68) + (sc15 + 8)) + 1280), 68);
+            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb2, sh + (((kk * 68) + (sc15 + 16)) + 1280), 68);
+            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb3, sh + (((kk * 68) + (sc15 + 24)) + 1280), 68);
+            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    }
+    simdgroup_store(acc0_0, sh + ((sr14 * 68) + sc15), 68);
+    simdgroup_store(acc0_1, sh + ((sr14 * 68) + (sc15 + 8)), 68);
+    simdgroup_store(acc0_2, sh + ((sr14 * 68) + (sc15 + 16)), 68);
+    simdgroup_store(acc0_3, sh + ((sr14 * 68) + (sc15 + 24)), 68);
+    simdgroup_store(acc1_0, sh + (((sr14 + 8) * 68) + sc15), 68);
+    simdgroup_store(acc1_1, sh + (((sr14 + 8) * 68) + (sc15 + 8)), 68);
+    simdgroup_store(acc1_2, sh + (((sr14 + 8) * 68) + (sc15 + 16)), 68);
+    simdgroup_store(acc1_3, sh + (((sr14 + 8) * 68) + (sc15 + 24)), 68);
+    simdgroup_store(acc2_0, sh + (((sr14 + 16) * 68) + sc15), 68);
+    simdgroup_store(acc2_1, sh + (((sr14 + 16) * 68) + (sc15 + 8)), 68);
+    simdgroup_store(acc2_2, sh + (((sr14 + 16) * 68) + (sc15 + 16)), 68);
+    simdgroup_store(acc2_3, sh + (((sr14 + 16) * 68) + (sc15 + 24)), 68);
+    simdgroup_store(acc3_0, sh + (((sr14 + 24) * 68) + sc15), 68);
+    simdgroup_store(acc3_1, sh + (((sr14 + 24) * 68) + (sc15 + 8)), 68);
+    simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
+    simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
+    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    for (int s31 = 0; s31 < 32; s31 += 1) {
+        const int l32 = ((s31 * 128) + ti12);
+        const int i33 = (l32 / 64);
+        const int j34 = (l32 % 64);
+        const int gi35 = (m011 + i33);
+        const int gj36 = (n02 + j34);
+        if ((gi35 < t10)) {
+            p1[((gi35 * 64) + gj36)] = sh[((i33 * 68) + j34)];
+        }
+    }
+}
+
+// fuses scale %243, grouped_matmul_wgrad %245 (moe.0)
+// threadgroup 128×1×1, grid 1×1×4 threadgroups
+kernel void grouped_matmul_wgrad_0(
+        const device int* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        const device float* p2 [[buffer(2)]],
+        device float* p3 [[buffer(3)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
+    const int ex1 = int(gid.z);
+    const int m02 = (int(gid.y) * 64);
+    const int n03 = (int(gid.x) * 64);
+    const int t4 = p0[ex1];
+    const int t5 = p0[(ex1 + 1)];
+    threadgroup float sh[4352];
+    const int ti6 = int(lid.x);
+    const int sgi7 = int(sg);
+    const int sr8 = ((sgi7 / 2) * 32);
+    const int sc9 = ((sgi7 % 2) * 32);
+    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    for (int k0 = t4; k0 < t5; k0 += 16) {
+        for (int s10 = 0; s10 < 8; s10 += 1) {
+            const int l11 = ((s10 * 128) + ti6);
+            const int k12 = (l11 / 64);
+            const int i13 = (l11 % 64);
+            const int gi14 = (m02 + i13);
+            const int gk15 = (k0 + k12);
+            if ((gk15 < t5)) {
+                const float t16 = p1[((gk15 * 64) + gi14)];
+                const float t17 = (t16 * 0.25f);
+                sh[((k12 * 68) + i13)] = t17;
+            } else {
+                sh[((k12 * 68) + i13)] = 0.0f;
+            }
+        }
+        for (int s18 = 0; s18 < 8; s18 += 1) {
+            const int l19 = ((s18 * 128) + ti6);
+            const int k20 = (l19 / 64);
+            const int i21 = (l19 % 64);
+            const int gi22 = (n03 + i21);
+            const int gk23 = (k0 + k20);
+            if ((gk23 < t5)) {
+                const float t24 = p2[((gk23 * 64) + gi22)];
+                sh[(((k20 * 68) + i21) + 1088)] = t24;
+            } else {
+                sh[(((k20 * 68) + i21) + 1088)] = 0.0f;
+            }
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int kk = 0; kk < 16; kk += 8) {
+            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa0, sh + ((kk * 68) + sr8), 68, ulong2(0, 0), true);
+            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa1, sh + ((kk * 68) + (sr8 + 8)), 68, ulong2(0, 0), true);
+            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa2, sh + ((kk * 68) + (sr8 + 16)), 68, ulong2(0, 0), true);
+            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa3, sh + ((kk * 68) + (sr8 + 24)), 68, ulong2(0, 0), true);
+            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb0, sh + (((kk * 68) + sc9) + 1088), 68);
+            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb1, sh + (((kk * 68) + (sc9 + 8)) + 1088), 68);
+            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb2, sh + (((kk * 68) + (sc9 + 16)) + 1088), 68);
+            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb3, sh + (((kk * 68) + (sc9 + 24)) + 1088), 68);
+            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    }
+    simdgroup_store(acc0_0, sh + ((sr8 * 68) + sc9), 68);
+    simdgroup_store(acc0_1, sh + ((sr8 * 68) + (sc9 + 8)), 68);
+    simdgroup_store(acc0_2, sh + ((sr8 * 68) + (sc9 + 16)), 68);
+    simdgroup_store(acc0_3, sh + ((sr8 * 68) + (sc9 + 24)), 68);
+    simdgroup_store(acc1_0, sh + (((sr8 + 8) * 68) + sc9), 68);
+    simdgroup_store(acc1_1, sh + (((sr8 + 8) * 68) + (sc9 + 8)), 68);
+    simdgroup_store(acc1_2, sh + (((sr8 + 8) * 68) + (sc9 + 16)), 68);
+    simdgroup_store(acc1_3, sh + (((sr8 + 8) * 68) + (sc9 + 24)), 68);
+    simdgroup_store(acc2_0, sh + (((sr8 + 16) * 68) + sc9), 68);
+    simdgroup_store(acc2_1, sh + (((sr8 + 16) * 68) + (sc9 + 8)), 68);
+    simdgroup_store(acc2_2, sh + (((sr8 + 16) * 68) + (sc9 + 16)), 68);
+    simdgroup_store(acc2_3, sh + (((sr8 + 16) * 68) + (sc9 + 24)), 68);
+    simdgroup_store(acc3_0, sh + (((sr8 + 24) * 68) + sc9), 68);
+    simdgroup_store(acc3_1, sh + (((sr8 + 24) * 68) + (sc9 + 8)), 68);
+    simdgroup_store(acc3_2, sh + (((sr8 + 24) * 68) + (sc9 + 16)), 68);
+    simdgroup_store(acc3_3, sh + (((sr8 + 24) * 68) + (sc9 + 24)), 68);
+    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    for (int s25 = 0; s25 < 32; s25 += 1) {
+        const int l26 = ((s25 * 128) + ti6);
+        const int i27 = (l26 / 64);
+        const int j28 = (l26 % 64);
+        const int gi29 = (m02 + i27);
+        const int gj30 = (n03 + j28);
+        p3[((((ex1 * 64) + gi29) * 64) + gj30)] = sh[((i27 * 68) + j28)];
+    }
+}
+
+// fuses grouped_matmul %246 (moe.0)
+// threadgroup 128×1×1, grid 1×8×5 threadgroups
+kernel void grouped_matmul_5(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -3800,9 +4249,9 @@ kernel void grouped_matmul_4(
     }
 }
 
-// fuses grouped_matmul_wgrad %245 (moe.0)
+// fuses grouped_matmul_wgrad %247 (moe.0)
 // threadgroup 128×1×1, grid 1×1×4 threadgroups
-kernel void grouped_matmul_wgrad_0(
+kernel void grouped_matmul_wgrad_1(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -3929,7 +4378,7 @@ kernel void grouped_matmul_wgrad_0(
 
 // fuses dequant %248, grouped_matmul %249 (moe.0)
 // threadgroup 128×1×1, grid 1×8×5 threadgroups
-kernel void grouped_matmul_5(
+kernel void grouped_matmul_6(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -4082,57 +4531,45 @@ kernel void add_concat_mul_1(
         const device float* p3 [[buffer(3)]],
         device float* p4 [[buffer(4)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const int c1 = (i / 128);
-    const int c2 = (i % 128);
-    float cat3 = 0.0f;
-    if ((c2 < 64)) {
-        cat3 = 0.0f;
+    const int i1 = int(tid.x);
+    const int c2 = (i1 / 128);
+    const int c3 = (i1 % 128);
+    float cat4 = 0.0f;
+    if ((c3 < 64)) {
+        cat4 = 0.0f;
     } else {
-        const float t4 = p0[((c1 * 64) + (c2 - 64))];
-        const float t5 = p1[((c1 * 64) + (c2 - 64))];
-        const float t6 = (t4 + t5);
-        const float t7 = p2[((c1 * 64) + (c2 - 64))];
-        const float t8 = (t6 * t7);
-        cat3 = t8;
+        const float t5 = p0[((c2 * 64) + (c3 - 64))];
+        const float t6 = p1[((c2 * 64) + (c3 - 64))];
+        const float t7 = (t5 + t6);
+        const float t8 = p2[((c2 * 64) + (c3 - 64))];
+        const float t9 = (t7 * t8);
+        cat4 = t9;
     }
-    float cat9 = 0.0f;
-    if ((c2 < 64)) {
-        const float t10 = p0[((c1 * 64) + (c2 - 0))];
-        const float t11 = p1[((c1 * 64) + (c2 - 0))];
-        const float t12 = (t10 + t11);
-        const float t13 = p3[((c1 * 128) + ((c2 - 0) + 64))];
-        const float t14 = (t12 * t13);
-        const float t15 = p3[((c1 * 128) + (c2 - 0))];
-        const float t16 = (1.0f / (1.0f + exp((-t15))));
-        const float t17 = p2[((c1 * 64) + (c2 - 0))];
-        const float t18 = (1.0f - t16);
-        const float t19 = (t17 * t18);
-        const float t20 = (t16 + t19);
-        const float t21 = (t14 * t20);
-        cat9 = t21;
+    float cat10 = 0.0f;
+    if ((c3 < 64)) {
+        const float t11 = p0[((c2 * 64) + (c3 - 0))];
+        const float t12 = p1[((c2 * 64) + (c3 - 0))];
+        const float t13 = (t11 + t12);
+        const float t14 = p3[((c2 * 128) + ((c3 - 0) + 64))];
+        const float t15 = (t13 * t14);
+        const float t16 = p3[((c2 * 128) + (c3 - 0))];
+        const float t17 = (1.0f / (1.0f + exp((-t16))));
+        const float t18 = p2[((c2 * 64) + (c3 - 0))];
+        const float t19 = (1.0f - t17);
+        const float t20 = (t18 * t19);
+        const float t21 = (t17 + t20);
+        const float t22 = (t15 * t21);
+        cat10 = t22;
     } else {
-        cat9 = 0.0f;
+        cat10 = 0.0f;
     }
-    const float t22 = (cat3 + cat9);
-    p4[i] = t22;
+    const float t23 = (cat4 + cat10);
+    p4[i1] = t23;
 }
 
-// fuses scale %264 (moe.0)
-// threadgroup 256×1×1, grid 256×1×1 threadgroups
-kernel void scale_4(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const float t3 = p0[i];
-    const float t4 = (t3 * 0.25f);
-    p1[i] = t4;
-}
-
-// fuses grouped_matmul %265 (moe.0)
+// fuses scale %264, grouped_matmul %265 (moe.0)
 // threadgroup 128×1×1, grid 1×8×5 threadgroups
-kernel void grouped_matmul_6(
+kernel void grouped_matmul_7(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -4191,19 +4628,20 @@ kernel void grouped_matmul_6(
             const int gk21 = (k0 + k19);
             if ((gi20 < t10)) {
                 const float t22 = p2[((gi20 * 128) + gk21)];
-                sh[((i18 * 20) + k19)] = t22;
+                const float t23 = (t22 * 0.25f);
+                sh[((i18 * 20) + k19)] = t23;
             } else {
                 sh[((i18 * 20) + k19)] = 0.0f;
             }
         }
-        for (int s23 = 0; s23 < 8; s23 += 1) {
-            const int l24 = ((s23 * 128) + ti12);
-            const int k25 = (l24 / 64);
-            const int i26 = (l24 % 64);
-            const int gi27 = (n02 + i26);
-            const int gk28 = (k0 + k25);
-            const float t29 = p3[((((ex1 * 128) + gk28) * 64) + gi27)];
-            sh[(((k25 * 68) + i26) + 1280)] = t29;
+        for (int s24 = 0; s24 < 8; s24 += 1) {
+            const int l25 = ((s24 * 128) + ti12);
+            const int k26 = (l25 / 64);
+            const int i27 = (l25 % 64);
+            const int gi28 = (n02 + i27);
+            const int gk29 = (k0 + k26);
+            const float t30 = p3[((((ex1 * 128) + gk29) * 64) + gi28)];
+            sh[(((k26 * 68) + i27) + 1280)] = t30;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         for (int kk = 0; kk < 16; kk += 8) {
@@ -4259,21 +4697,21 @@ kernel void grouped_matmul_6(
     simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s30 = 0; s30 < 32; s30 += 1) {
-        const int l31 = ((s30 * 128) + ti12);
-        const int i32 = (l31 / 64);
-        const int j33 = (l31 % 64);
-        const int gi34 = (m011 + i32);
-        const int gj35 = (n02 + j33);
-        if ((gi34 < t10)) {
-            p1[((gi34 * 64) + gj35)] = sh[((i32 * 68) + j33)];
+    for (int s31 = 0; s31 < 32; s31 += 1) {
+        const int l32 = ((s31 * 128) + ti12);
+        const int i33 = (l32 / 64);
+        const int j34 = (l32 % 64);
+        const int gi35 = (m011 + i33);
+        const int gj36 = (n02 + j34);
+        if ((gi35 < t10)) {
+            p1[((gi35 * 64) + gj36)] = sh[((i33 * 68) + j34)];
         }
     }
 }
 
-// fuses grouped_matmul_wgrad %266 (moe.0)
+// fuses scale %264, grouped_matmul_wgrad %266 (moe.0)
 // threadgroup 128×1×1, grid 1×2×4 threadgroups
-kernel void grouped_matmul_wgrad_1(
+kernel void grouped_matmul_wgrad_2(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -4316,22 +4754,23 @@ kernel void grouped_matmul_wgrad_1(
             const int gk15 = (k0 + k12);
             if ((gk15 < t5)) {
                 const float t16 = p1[((gk15 * 128) + gi14)];
-                sh[((k12 * 68) + i13)] = t16;
+                const float t17 = (t16 * 0.25f);
+                sh[((k12 * 68) + i13)] = t17;
             } else {
                 sh[((k12 * 68) + i13)] = 0.0f;
             }
         }
-        for (int s17 = 0; s17 < 8; s17 += 1) {
-            const int l18 = ((s17 * 128) + ti6);
-            const int k19 = (l18 / 64);
-            const int i20 = (l18 % 64);
-            const int gi21 = (n03 + i20);
-            const int gk22 = (k0 + k19);
-            if ((gk22 < t5)) {
-                const float t23 = p2[((gk22 * 64) + gi21)];
-                sh[(((k19 * 68) + i20) + 1088)] = t23;
+        for (int s18 = 0; s18 < 8; s18 += 1) {
+            const int l19 = ((s18 * 128) + ti6);
+            const int k20 = (l19 / 64);
+            const int i21 = (l19 % 64);
+            const int gi22 = (n03 + i21);
+            const int gk23 = (k0 + k20);
+            if ((gk23 < t5)) {
+                const float t24 = p2[((gk23 * 64) + gi22)];
+                sh[(((k20 * 68) + i21) + 1088)] = t24;
             } else {
-                sh[(((k19 * 68) + i20) + 1088)] = 0.0f;
+                sh[(((k20 * 68) + i21) + 1088)] = 0.0f;
             }
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -4388,19 +4827,19 @@ kernel void grouped_matmul_wgrad_1(
     simdgroup_store(acc3_2, sh + (((sr8 + 24) * 68) + (sc9 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr8 + 24) * 68) + (sc9 + 24)), 68);
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s24 = 0; s24 < 32; s24 += 1) {
-        const int l25 = ((s24 * 128) + ti6);
-        const int i26 = (l25 / 64);
-        const int j27 = (l25 % 64);
-        const int gi28 = (m02 + i26);
-        const int gj29 = (n03 + j27);
-        p3[((((ex1 * 128) + gi28) * 64) + gj29)] = sh[((i26 * 68) + j27)];
+    for (int s25 = 0; s25 < 32; s25 += 1) {
+        const int l26 = ((s25 * 128) + ti6);
+        const int i27 = (l26 / 64);
+        const int j28 = (l26 % 64);
+        const int gi29 = (m02 + i27);
+        const int gj30 = (n03 + j28);
+        p3[((((ex1 * 128) + gi29) * 64) + gj30)] = sh[((i27 * 68) + j28)];
     }
 }
 
 // fuses dequant %269, grouped_matmul %270 (moe.0)
 // threadgroup 128×1×1, grid 1×8×5 threadgroups
-kernel void grouped_matmul_7(
+kernel void grouped_matmul_8(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -4544,7 +4983,7 @@ kernel void grouped_matmul_7(
 
 // fuses grouped_matmul %267, add %271 (moe.0)
 // threadgroup 128×1×1, grid 1×8×5 threadgroups
-kernel void grouped_matmul_8(
+kernel void grouped_matmul_9(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -4762,15 +5201,15 @@ kernel void add_scale_mul_0(
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const int c2 = (i % 4);
-    const float t3 = (1.0f * 0.04f);
-    const float t4 = p0[((0 * 4) + c2)];
-    const float t5 = (t3 * t4);
-    const float t6 = (t5 * 0.00390625f);
-    const float t7 = p1[i];
-    const float t8 = (t6 + t7);
-    p2[i] = t8;
+    const int i1 = int(tid.x);
+    const int c3 = (i1 % 4);
+    const float t4 = (1.0f * 0.04f);
+    const float t5 = p0[((0 * 4) + c3)];
+    const float t6 = (t4 * t5);
+    const float t7 = (t6 * 0.00390625f);
+    const float t8 = p1[i1];
+    const float t9 = (t7 + t8);
+    p2[i1] = t9;
 }
 
 // fuses mul %287, reduce_sum %288 (moe.0)
@@ -4801,19 +5240,19 @@ kernel void mul_sub_0(
         const device float* p2 [[buffer(2)]],
         device float* p3 [[buffer(3)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const int c1 = (i / 4);
-    const float t3 = p0[i];
-    const float t4 = p1[i];
-    const float t5 = p2[((c1 * 1) + 0)];
-    const float t6 = (t4 - t5);
-    const float t7 = (t3 * t6);
-    p3[i] = t7;
+    const int i1 = int(tid.x);
+    const int c2 = (i1 / 4);
+    const float t4 = p0[i1];
+    const float t5 = p1[i1];
+    const float t6 = p2[((c2 * 1) + 0)];
+    const float t7 = (t5 - t6);
+    const float t8 = (t4 * t7);
+    p3[i1] = t8;
 }
 
 // fuses matmul %292 (moe.0)
 // threadgroup 128×1×1, grid 1×4×1 threadgroups
-kernel void matmul_20(
+kernel void matmul_22(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -4975,49 +5414,6 @@ kernel void rmsnorm_bwd_2(
         const float t25 = p3[j23];
         p4[((((c5 * 16) + c6) * 64) + j23)] = (r20 * ((reg8[k22] * t25) - (xh24 * mean21)));
     }
-}
-
-// fuses slice %27, mul %311, sigmoid %312, const %313, sub %314, mul %315, add %316, mul %317,
-//   const %347, concat %348, const %349, concat %350, add %351, scale %352 (mamba.0)
-// threadgroup 256×1×1, grid 256×1×1 threadgroups
-kernel void scale_add_concat_0(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        device float* p5 [[buffer(5)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const int c1 = (i / 4096);
-    const int c2 = ((i / 256) % 16);
-    const int c3 = (i % 256);
-    float cat4 = 0.0f;
-    if ((c3 < 128)) {
-        cat4 = 0.0f;
-    } else {
-        const float t5 = p0[((((c1 * 16) + c2) * 128) + (c3 - 128))];
-        const float t6 = p1[((((c1 * 16) + c2) * 128) + (c3 - 128))];
-        const float t7 = (t5 * t6);
-        const float t8 = p2[((((c1 * 16) + c2) * 256) + ((c3 - 128) + 128))];
-        const float t9 = (1.0f / (1.0f + exp((-t8))));
-        const float t10 = p3[((((c1 * 16) + c2) * 128) + (c3 - 128))];
-        const float t11 = (1.0f - t9);
-        const float t12 = (t10 * t11);
-        const float t13 = (t9 + t12);
-        const float t14 = (t7 * t13);
-        cat4 = t14;
-    }
-    float cat15 = 0.0f;
-    if ((c3 < 128)) {
-        const float t16 = p4[((((c1 * 16) + c2) * 128) + (c3 - 0))];
-        cat15 = t16;
-    } else {
-        cat15 = 0.0f;
-    }
-    const float t17 = (cat4 + cat15);
-    const float t18 = (t17 * 0.25f);
-    p5[i] = t18;
 }
 
 // fuses square %360, reduce_sum %361 (optimizer)
@@ -5208,35 +5604,35 @@ kernel void sqrt_add_0(
         const device float* p11 [[buffer(11)]],
         device float* p12 [[buffer(12)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    if ((i >= 1)) {
+    const int i1 = int(tid.x);
+    if ((i1 >= 1)) {
         return;
     }
-    const float t1 = p0[i];
-    const float t2 = p1[i];
-    const float t3 = (t1 + t2);
-    const float t4 = p2[i];
-    const float t5 = (t3 + t4);
-    const float t6 = p3[i];
-    const float t7 = (t5 + t6);
-    const float t8 = p4[i];
-    const float t9 = (t7 + t8);
-    const float t10 = p5[i];
-    const float t11 = (t9 + t10);
-    const float t12 = p6[i];
-    const float t13 = (t11 + t12);
-    const float t14 = p7[i];
-    const float t15 = (t13 + t14);
-    const float t16 = p8[i];
-    const float t17 = (t15 + t16);
-    const float t18 = p9[i];
-    const float t19 = (t17 + t18);
-    const float t20 = p10[i];
-    const float t21 = (t19 + t20);
-    const float t22 = p11[i];
-    const float t23 = (t21 + t22);
-    const float t24 = sqrt(t23);
-    p12[i] = t24;
+    const float t2 = p0[i1];
+    const float t3 = p1[i1];
+    const float t4 = (t2 + t3);
+    const float t5 = p2[i1];
+    const float t6 = (t4 + t5);
+    const float t7 = p3[i1];
+    const float t8 = (t6 + t7);
+    const float t9 = p4[i1];
+    const float t10 = (t8 + t9);
+    const float t11 = p5[i1];
+    const float t12 = (t10 + t11);
+    const float t13 = p6[i1];
+    const float t14 = (t12 + t13);
+    const float t15 = p7[i1];
+    const float t16 = (t14 + t15);
+    const float t17 = p8[i1];
+    const float t18 = (t16 + t17);
+    const float t19 = p9[i1];
+    const float t20 = (t18 + t19);
+    const float t21 = p10[i1];
+    const float t22 = (t20 + t21);
+    const float t23 = p11[i1];
+    const float t24 = (t22 + t23);
+    const float t25 = sqrt(t24);
+    p12[i1] = t25;
 }
 
 // fuses const %396, const %397, div %398, min %399 (optimizer)
@@ -5245,18 +5641,19 @@ kernel void min_div_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    if ((i >= 1)) {
+    const int i1 = int(tid.x);
+    if ((i1 >= 1)) {
         return;
     }
-    const float t1 = p0[i];
-    const float t2 = (0.3f / t1);
-    const float t3 = min(1.0f, t2);
-    p1[i] = t3;
+    const float t2 = p0[i1];
+    const float t3 = (0.3f / t2);
+    const float t4 = min(1.0f, t3);
+    p1[i1] = t4;
 }
 
-// fuses broadcast %400, mul %401, adamw %428 (optimizer)
-// threadgroup 256×1×1, grid 16×1×1 threadgroups
+// fuses broadcast %400, mul %401, adamw %428, broadcast %402, mul %403, adamw %433,
+//   broadcast %404, mul %405, adamw %438 (optimizer)
+// threadgroup 256×1×1, grid 112×1×1 threadgroups
 kernel void adamw_mul_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -5268,26 +5665,80 @@ kernel void adamw_mul_0(
         device float* p7 [[buffer(7)]],
         device float* p8 [[buffer(8)]],
         device float* p9 [[buffer(9)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const float t3 = p0[i];
-    const float t4 = p1[0];
-    const float t5 = (t3 * t4);
-    const float t6 = p2[i];
-    const float t7 = ((0.9f * t6) + (0.1f * t5));
-    const float t8 = p3[i];
-    const float t9 = ((0.999f * t8) + ((0.001f * t5) * t5));
-    const float t10 = p4[0];
-    const float t11 = p5[0];
-    const float t12 = p6[i];
-    const float t13 = ((t12 - ((t10 * 0.0f) * t12)) - ((t10 * (t7 / (1.0f - pow(0.9f, t11)))) / (sqrt((t9 / (1.0f - pow(0.999f, t11)))) + 1e-08f)));
-    p7[i] = t13;
-    p8[i] = t7;
-    p9[i] = t9;
+        const device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
+        const device float* p12 [[buffer(12)]],
+        const device float* p13 [[buffer(13)]],
+        device float* p14 [[buffer(14)]],
+        device float* p15 [[buffer(15)]],
+        device float* p16 [[buffer(16)]],
+        const device float* p17 [[buffer(17)]],
+        const device float* p18 [[buffer(18)]],
+        const device float* p19 [[buffer(19)]],
+        const device float* p20 [[buffer(20)]],
+        device float* p21 [[buffer(21)]],
+        device float* p22 [[buffer(22)]],
+        device float* p23 [[buffer(23)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if ((int(gid.x) < 16)) {
+        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        const float t4 = p0[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p2[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p3[i1];
+        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p6[i1];
+        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
+        p7[i1] = t14;
+        p8[i1] = t8;
+        p9[i1] = t10;
+    } else {
+        if ((int(gid.x) < 80)) {
+            const int i15 = (((int(gid.x) - 16) * 256) + int(lid.x));
+            const float t18 = p10[i15];
+            const float t19 = p1[0];
+            const float t20 = (t18 * t19);
+            const float t21 = p11[i15];
+            const float t22 = ((0.9f * t21) + (0.1f * t20));
+            const float t23 = p12[i15];
+            const float t24 = ((0.999f * t23) + ((0.001f * t20) * t20));
+            const float t25 = p4[0];
+            const float t26 = p5[0];
+            const float t27 = p13[i15];
+            const float t28 = ((t27 - ((t25 * 0.0f) * t27)) - ((t25 * (t22 / (1.0f - pow(0.9f, t26)))) / (sqrt((t24 / (1.0f - pow(0.999f, t26)))) + 1e-08f)));
+            p14[i15] = t28;
+            p15[i15] = t22;
+            p16[i15] = t24;
+        } else {
+            if ((int(gid.x) < 112)) {
+                const int i29 = (((int(gid.x) - 80) * 256) + int(lid.x));
+                const float t32 = p17[i29];
+                const float t33 = p1[0];
+                const float t34 = (t32 * t33);
+                const float t35 = p18[i29];
+                const float t36 = ((0.9f * t35) + (0.1f * t34));
+                const float t37 = p19[i29];
+                const float t38 = ((0.999f * t37) + ((0.001f * t34) * t34));
+                const float t39 = p4[0];
+                const float t40 = p5[0];
+                const float t41 = p20[i29];
+                const float t42 = ((t41 - ((t39 * 0.0f) * t41)) - ((t39 * (t36 / (1.0f - pow(0.9f, t40)))) / (sqrt((t38 / (1.0f - pow(0.999f, t40)))) + 1e-08f)));
+                p21[i29] = t42;
+                p22[i29] = t36;
+                p23[i29] = t38;
+            }
+        }
+    }
 }
 
-// fuses broadcast %402, mul %403, adamw %433 (optimizer)
-// threadgroup 256×1×1, grid 64×1×1 threadgroups
+// fuses broadcast %406, mul %407, adamw %443, broadcast %408, mul %409, adamw %448,
+//   broadcast %410, mul %411, adamw %453 (optimizer)
+// threadgroup 256×1×1, grid 208×1×1 threadgroups
 kernel void adamw_mul_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -5299,26 +5750,80 @@ kernel void adamw_mul_1(
         device float* p7 [[buffer(7)]],
         device float* p8 [[buffer(8)]],
         device float* p9 [[buffer(9)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const float t3 = p0[i];
-    const float t4 = p1[0];
-    const float t5 = (t3 * t4);
-    const float t6 = p2[i];
-    const float t7 = ((0.9f * t6) + (0.1f * t5));
-    const float t8 = p3[i];
-    const float t9 = ((0.999f * t8) + ((0.001f * t5) * t5));
-    const float t10 = p4[0];
-    const float t11 = p5[0];
-    const float t12 = p6[i];
-    const float t13 = ((t12 - ((t10 * 0.0f) * t12)) - ((t10 * (t7 / (1.0f - pow(0.9f, t11)))) / (sqrt((t9 / (1.0f - pow(0.999f, t11)))) + 1e-08f)));
-    p7[i] = t13;
-    p8[i] = t7;
-    p9[i] = t9;
+        const device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
+        const device float* p12 [[buffer(12)]],
+        const device float* p13 [[buffer(13)]],
+        device float* p14 [[buffer(14)]],
+        device float* p15 [[buffer(15)]],
+        device float* p16 [[buffer(16)]],
+        const device float* p17 [[buffer(17)]],
+        const device float* p18 [[buffer(18)]],
+        const device float* p19 [[buffer(19)]],
+        const device float* p20 [[buffer(20)]],
+        device float* p21 [[buffer(21)]],
+        device float* p22 [[buffer(22)]],
+        device float* p23 [[buffer(23)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if ((int(gid.x) < 16)) {
+        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        const float t4 = p0[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p2[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p3[i1];
+        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p6[i1];
+        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
+        p7[i1] = t14;
+        p8[i1] = t8;
+        p9[i1] = t10;
+    } else {
+        if ((int(gid.x) < 80)) {
+            const int i15 = (((int(gid.x) - 16) * 256) + int(lid.x));
+            const float t19 = p10[i15];
+            const float t20 = p1[0];
+            const float t21 = (t19 * t20);
+            const float t22 = p11[i15];
+            const float t23 = ((0.9f * t22) + (0.1f * t21));
+            const float t24 = p12[i15];
+            const float t25 = ((0.999f * t24) + ((0.001f * t21) * t21));
+            const float t26 = p4[0];
+            const float t27 = p5[0];
+            const float t28 = p13[i15];
+            const float t29 = ((t28 - ((t26 * 0.0f) * t28)) - ((t26 * (t23 / (1.0f - pow(0.9f, t27)))) / (sqrt((t25 / (1.0f - pow(0.999f, t27)))) + 1e-08f)));
+            p14[i15] = t29;
+            p15[i15] = t23;
+            p16[i15] = t25;
+        } else {
+            if ((int(gid.x) < 208)) {
+                const int i30 = (((int(gid.x) - 80) * 256) + int(lid.x));
+                const float t34 = p17[i30];
+                const float t35 = p1[0];
+                const float t36 = (t34 * t35);
+                const float t37 = p18[i30];
+                const float t38 = ((0.9f * t37) + (0.1f * t36));
+                const float t39 = p19[i30];
+                const float t40 = ((0.999f * t39) + ((0.001f * t36) * t36));
+                const float t41 = p4[0];
+                const float t42 = p5[0];
+                const float t43 = p20[i30];
+                const float t44 = ((t43 - ((t41 * 0.0f) * t43)) - ((t41 * (t38 / (1.0f - pow(0.9f, t42)))) / (sqrt((t40 / (1.0f - pow(0.999f, t42)))) + 1e-08f)));
+                p21[i30] = t44;
+                p22[i30] = t38;
+                p23[i30] = t40;
+            }
+        }
+    }
 }
 
-// fuses broadcast %404, mul %405, adamw %438 (optimizer)
-// threadgroup 256×1×1, grid 32×1×1 threadgroups
+// fuses broadcast %412, mul %413, adamw %458, broadcast %414, mul %415, adamw %463,
+//   broadcast %416, mul %417, adamw %468 (optimizer)
+// threadgroup 256×1×1, grid 144×1×1 threadgroups
 kernel void adamw_mul_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -5330,26 +5835,80 @@ kernel void adamw_mul_2(
         device float* p7 [[buffer(7)]],
         device float* p8 [[buffer(8)]],
         device float* p9 [[buffer(9)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const float t3 = p0[i];
-    const float t4 = p1[0];
-    const float t5 = (t3 * t4);
-    const float t6 = p2[i];
-    const float t7 = ((0.9f * t6) + (0.1f * t5));
-    const float t8 = p3[i];
-    const float t9 = ((0.999f * t8) + ((0.001f * t5) * t5));
-    const float t10 = p4[0];
-    const float t11 = p5[0];
-    const float t12 = p6[i];
-    const float t13 = ((t12 - ((t10 * 0.0f) * t12)) - ((t10 * (t7 / (1.0f - pow(0.9f, t11)))) / (sqrt((t9 / (1.0f - pow(0.999f, t11)))) + 1e-08f)));
-    p7[i] = t13;
-    p8[i] = t7;
-    p9[i] = t9;
+        const device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
+        const device float* p12 [[buffer(12)]],
+        const device float* p13 [[buffer(13)]],
+        device float* p14 [[buffer(14)]],
+        device float* p15 [[buffer(15)]],
+        device float* p16 [[buffer(16)]],
+        const device float* p17 [[buffer(17)]],
+        const device float* p18 [[buffer(18)]],
+        const device float* p19 [[buffer(19)]],
+        const device float* p20 [[buffer(20)]],
+        device float* p21 [[buffer(21)]],
+        device float* p22 [[buffer(22)]],
+        device float* p23 [[buffer(23)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if ((int(gid.x) < 64)) {
+        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        const float t5 = p0[i1];
+        const float t6 = p1[0];
+        const float t7 = (t5 * t6);
+        const float t8 = p2[i1];
+        const float t9 = ((0.9f * t8) + (0.1f * t7));
+        const float t10 = p3[i1];
+        const float t11 = ((0.999f * t10) + ((0.001f * t7) * t7));
+        const float t12 = p4[0];
+        const float t13 = p5[0];
+        const float t14 = p6[i1];
+        const float t15 = ((t14 - ((t12 * 0.0f) * t14)) - ((t12 * (t9 / (1.0f - pow(0.9f, t13)))) / (sqrt((t11 / (1.0f - pow(0.999f, t13)))) + 1e-08f)));
+        p7[i1] = t15;
+        p8[i1] = t9;
+        p9[i1] = t11;
+    } else {
+        if ((int(gid.x) < 128)) {
+            const int i16 = (((int(gid.x) - 64) * 256) + int(lid.x));
+            const float t20 = p10[i16];
+            const float t21 = p1[0];
+            const float t22 = (t20 * t21);
+            const float t23 = p11[i16];
+            const float t24 = ((0.9f * t23) + (0.1f * t22));
+            const float t25 = p12[i16];
+            const float t26 = ((0.999f * t25) + ((0.001f * t22) * t22));
+            const float t27 = p4[0];
+            const float t28 = p5[0];
+            const float t29 = p13[i16];
+            const float t30 = ((t29 - ((t27 * 0.0f) * t29)) - ((t27 * (t24 / (1.0f - pow(0.9f, t28)))) / (sqrt((t26 / (1.0f - pow(0.999f, t28)))) + 1e-08f)));
+            p14[i16] = t30;
+            p15[i16] = t24;
+            p16[i16] = t26;
+        } else {
+            if ((int(gid.x) < 144)) {
+                const int i31 = (((int(gid.x) - 128) * 256) + int(lid.x));
+                const float t34 = p17[i31];
+                const float t35 = p1[0];
+                const float t36 = (t34 * t35);
+                const float t37 = p18[i31];
+                const float t38 = ((0.9f * t37) + (0.1f * t36));
+                const float t39 = p19[i31];
+                const float t40 = ((0.999f * t39) + ((0.001f * t36) * t36));
+                const float t41 = p4[0];
+                const float t42 = p5[0];
+                const float t43 = p20[i31];
+                const float t44 = ((t43 - ((t41 * 0.0f) * t43)) - ((t41 * (t38 / (1.0f - pow(0.9f, t42)))) / (sqrt((t40 / (1.0f - pow(0.999f, t42)))) + 1e-08f)));
+                p21[i31] = t44;
+                p22[i31] = t38;
+                p23[i31] = t40;
+            }
+        }
+    }
 }
 
-// fuses broadcast %408, mul %409, adamw %448 (optimizer)
-// threadgroup 256×1×1, grid 64×1×1 threadgroups
+// fuses broadcast %418, mul %419, adamw %473, broadcast %420, mul %421, adamw %478,
+//   broadcast %422, mul %423, adamw %483 (optimizer)
+// threadgroup 256×1×1, grid 112×1×1 threadgroups
 kernel void adamw_mul_3(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -5361,51 +5920,73 @@ kernel void adamw_mul_3(
         device float* p7 [[buffer(7)]],
         device float* p8 [[buffer(8)]],
         device float* p9 [[buffer(9)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const float t4 = p0[i];
-    const float t5 = p1[0];
-    const float t6 = (t4 * t5);
-    const float t7 = p2[i];
-    const float t8 = ((0.9f * t7) + (0.1f * t6));
-    const float t9 = p3[i];
-    const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
-    const float t11 = p4[0];
-    const float t12 = p5[0];
-    const float t13 = p6[i];
-    const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
-    p7[i] = t14;
-    p8[i] = t8;
-    p9[i] = t10;
-}
-
-// fuses broadcast %410, mul %411, adamw %453 (optimizer)
-// threadgroup 256×1×1, grid 128×1×1 threadgroups
-kernel void adamw_mul_4(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        const device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
-        device float* p7 [[buffer(7)]],
-        device float* p8 [[buffer(8)]],
-        device float* p9 [[buffer(9)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i = int(tid.x);
-    const float t4 = p0[i];
-    const float t5 = p1[0];
-    const float t6 = (t4 * t5);
-    const float t7 = p2[i];
-    const float t8 = ((0.9f * t7) + (0.1f * t6));
-    const float t9 = p3[i];
-    const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
-    const float t11 = p4[0];
-    const float t12 = p5[0];
-    const float t13 = p6[i];
-    const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
-    p7[i] = t14;
-    p8[i] = t8;
-    p9[i] = t10;
+        const device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
+        const device float* p12 [[buffer(12)]],
+        const device float* p13 [[buffer(13)]],
+        device float* p14 [[buffer(14)]],
+        device float* p15 [[buffer(15)]],
+        device float* p16 [[buffer(16)]],
+        const device float* p17 [[buffer(17)]],
+        const device float* p18 [[buffer(18)]],
+        const device float* p19 [[buffer(19)]],
+        const device float* p20 [[buffer(20)]],
+        device float* p21 [[buffer(21)]],
+        device float* p22 [[buffer(22)]],
+        device float* p23 [[buffer(23)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if ((int(gid.x) < 64)) {
+        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        const float t4 = p0[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p2[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p3[i1];
+        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p6[i1];
+        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
+        p7[i1] = t14;
+        p8[i1] = t8;
+        p9[i1] = t10;
+    } else {
+        if ((int(gid.x) < 96)) {
+            const int i15 = (((int(gid.x) - 64) * 256) + int(lid.x));
+            const float t18 = p10[i15];
+            const float t19 = p1[0];
+            const float t20 = (t18 * t19);
+            const float t21 = p11[i15];
+            const float t22 = ((0.9f * t21) + (0.1f * t20));
+            const float t23 = p12[i15];
+            const float t24 = ((0.999f * t23) + ((0.001f * t20) * t20));
+            const float t25 = p4[0];
+            const float t26 = p5[0];
+            const float t27 = p13[i15];
+            const float t28 = ((t27 - ((t25 * 0.0f) * t27)) - ((t25 * (t22 / (1.0f - pow(0.9f, t26)))) / (sqrt((t24 / (1.0f - pow(0.999f, t26)))) + 1e-08f)));
+            p14[i15] = t28;
+            p15[i15] = t22;
+            p16[i15] = t24;
+        } else {
+            if ((int(gid.x) < 112)) {
+                const int i29 = (((int(gid.x) - 96) * 256) + int(lid.x));
+                const float t32 = p17[i29];
+                const float t33 = p1[0];
+                const float t34 = (t32 * t33);
+                const float t35 = p18[i29];
+                const float t36 = ((0.9f * t35) + (0.1f * t34));
+                const float t37 = p19[i29];
+                const float t38 = ((0.999f * t37) + ((0.001f * t34) * t34));
+                const float t39 = p4[0];
+                const float t40 = p5[0];
+                const float t41 = p20[i29];
+                const float t42 = ((t41 - ((t39 * 0.0f) * t41)) - ((t39 * (t36 / (1.0f - pow(0.9f, t40)))) / (sqrt((t38 / (1.0f - pow(0.999f, t40)))) + 1e-08f)));
+                p21[i29] = t42;
+                p22[i29] = t36;
+                p23[i29] = t38;
+            }
+        }
+    }
 }
