@@ -211,3 +211,43 @@ func TestEvalRefusesBadInputs(t *testing.T) {
 		}
 	}
 }
+
+// A plan over the arena budget fails with the peak kernel, the largest
+// tensors live there and what would fit.
+func TestCompileOverBudget(t *testing.T) {
+	code, _, stderr := magc(t, "compile", "../../models/scm3b.graph", "--batch", "16")
+	if code != 1 {
+		t.Fatalf("exit %d, want 1: %s", code, stderr)
+	}
+	for _, want := range []string{"over the budget of 10.60 GB", "at kernel", "largest of", "--remat auto", "--batch max"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("the error lacks %q:\n%s", want, stderr)
+		}
+	}
+}
+
+// --batch max with --remat auto finds scm3b's largest batch in 10.6 GB:
+// at least 16 at context 512.
+func TestCompileBatchMax(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a dozen scm3b compiles")
+	}
+	path := filepath.Join(t.TempDir(), "r.json")
+	code, _, stderr := magc(t, "compile", "../../models/scm3b.graph", "--batch", "max", "--remat", "auto", "--report", path)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var r struct {
+		Batch      int   `json:"batch"`
+		Arena      int64 `json:"arena_bytes"`
+		Budget     int64 `json:"arena_budget_bytes"`
+		LowerBound int64 `json:"live_lower_bound_bytes"`
+	}
+	data, _ := os.ReadFile(path)
+	if err := json.Unmarshal(data, &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.Batch < 16 || r.Arena > r.Budget || float64(r.Arena) > 1.02*float64(r.LowerBound) {
+		t.Fatalf("batch %d, arena %d (budget %d, lower bound %d)", r.Batch, r.Arena, r.Budget, r.LowerBound)
+	}
+}
