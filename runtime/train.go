@@ -157,7 +157,7 @@ func (t *Trainer) Run() (*Summary, error) {
 	if t.Synth {
 		s.EvalAccuracy = &acc
 	}
-	if err := writeJSONFile(filepath.Join(o.Out, "summary.json"), s); err != nil {
+	if err := WriteJSON(filepath.Join(o.Out, "summary.json"), s); err != nil {
 		return nil, err
 	}
 	if err := PlotLoss(t.Losses, t.Start, filepath.Join(o.Out, "loss.png"), t.Graphs.Train.Name+" on "+t.Src.Name()); err != nil {
@@ -229,7 +229,9 @@ func crossEntropySum(b data.Batch, logits []float32, vocab int) float64 {
 	return s
 }
 
-func writeJSONFile(path string, v any) error {
+// WriteJSON writes v as indented JSON, replacing path atomically (a temp
+// file, then a rename) so readers never see half a file.
+func WriteJSON(path string, v any) error {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err

@@ -2,7 +2,6 @@ package main
 
 import (
 	"cmp"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +18,7 @@ import (
 	"github.com/scm-magellano/magc/ir/lang"
 	"github.com/scm-magellano/magc/models"
 	"github.com/scm-magellano/magc/passes"
+	"github.com/scm-magellano/magc/runtime"
 )
 
 // modelFlags select and adjust the model, shared by every command that loads one.
@@ -164,7 +164,7 @@ func (c *compileCmd) Run(e *env) error {
 	}
 	printSummary(e.stdout, c.Model, r)
 	if c.Report != "" {
-		return writeJSON(c.Report, r)
+		return runtime.WriteJSON(c.Report, r)
 	}
 	return nil
 }
@@ -311,10 +311,10 @@ func (c *compileCmd) write(b *codegen.Built, r *report) error {
 	if err := os.WriteFile(filepath.Join(c.Out, "kernels.metal"), []byte(b.Source), 0o644); err != nil {
 		return err
 	}
-	if err := writeJSON(filepath.Join(c.Out, "plan.json"), b.Plan()); err != nil {
+	if err := runtime.WriteJSON(filepath.Join(c.Out, "plan.json"), b.Plan()); err != nil {
 		return err
 	}
-	return writeJSON(filepath.Join(c.Out, "report.json"), r)
+	return runtime.WriteJSON(filepath.Join(c.Out, "report.json"), r)
 }
 
 // parseBytes reads a size such as 10.6GB, 8GiB, 512MB or a plain byte count.
@@ -391,15 +391,3 @@ func gigabytes(n int64) string {
 	return fmt.Sprintf("%.3f GB", float64(n)/1e9)
 }
 
-// writeJSON writes v indented, replacing path atomically.
-func writeJSON(path string, v any) error {
-	data, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return internal(err)
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, append(data, '\n'), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
-}
