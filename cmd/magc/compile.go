@@ -390,4 +390,3 @@ func gigabytes(n int64) string {
 	}
 	return fmt.Sprintf("%.3f GB", float64(n)/1e9)
 }
-
