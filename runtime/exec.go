@@ -1,14 +1,13 @@
 package runtime
 
 import (
-	"encoding/binary"
 	"fmt"
-	"math"
 
 	"github.com/scm-magellano/magc/codegen"
 	"github.com/scm-magellano/magc/ir"
 	"github.com/scm-magellano/magc/ir/nf4"
 	"github.com/scm-magellano/magc/ir/ref"
+	"github.com/scm-magellano/magc/runtime/safetensors"
 )
 
 // Placement says where a value lives: a buffer and a byte offset in it.
@@ -88,6 +87,10 @@ func (x *Executor) Read(v *ir.Value) (*ref.Tensor, error) {
 	return Decode(v.Type, data)
 }
 
+// storage names the safetensors dtype of an IR dtype's bytes: tensors in
+// device memory use the same little-endian layouts as safetensors files.
+var storage = map[ir.DType]string{ir.F32: "F32", ir.F16: "F16", ir.BF16: "BF16", ir.I32: "I32", ir.U8: "U8"}
+
 // Encode lays a tensor out as the kernels read it: little-endian f32, f16,
 // bf16 or i32, and NF4 in package nf4's flat layout.
 func Encode(t *ref.Tensor) ([]byte, error) {
@@ -98,24 +101,21 @@ func Encode(t *ref.Tensor) ([]byte, error) {
 		}
 		return t.Q.Bytes(), nil
 	}
-	out := make([]byte, typ.Bytes())
-	for i, x := range t.Data {
-		switch typ.DType {
-		case ir.F32:
-			binary.LittleEndian.PutUint32(out[4*i:], math.Float32bits(float32(x)))
-		case ir.I32:
-			binary.LittleEndian.PutUint32(out[4*i:], uint32(int32(x)))
-		case ir.F16:
-			binary.LittleEndian.PutUint16(out[2*i:], f16Bits(x))
-		case ir.BF16:
-			binary.LittleEndian.PutUint16(out[2*i:], uint16(math.Float32bits(float32(ref.Convert(ir.BF16, x)))>>16))
-		case ir.U8:
-			out[i] = byte(x)
-		default:
-			return nil, fmt.Errorf("cannot encode %v", typ)
+	var st safetensors.Tensor
+	var err error
+	switch typ.DType {
+	case ir.I32:
+		v := make([]int32, len(t.Data))
+		for i, x := range t.Data {
+			v[i] = int32(x)
 		}
+		st, err = safetensors.FromInt32([]int(typ.Shape), v)
+	case ir.F32, ir.F16, ir.BF16:
+		st, err = safetensors.FromFloat32(storage[typ.DType], []int(typ.Shape), t.Float32())
+	default:
+		return nil, fmt.Errorf("cannot encode %v", typ)
 	}
-	return out, nil
+	return st.Data, err
 }
 
 // Decode is the inverse of Encode.
@@ -130,56 +130,13 @@ func Decode(typ ir.Type, data []byte) (*ref.Tensor, error) {
 		}
 		return &ref.Tensor{Type: typ, Q: &q}, nil
 	}
-	t := ref.New(typ)
-	for i := range t.Data {
-		switch typ.DType {
-		case ir.F32:
-			t.Data[i] = float64(math.Float32frombits(binary.LittleEndian.Uint32(data[4*i:])))
-		case ir.I32:
-			t.Data[i] = float64(int32(binary.LittleEndian.Uint32(data[4*i:])))
-		case ir.F16:
-			t.Data[i] = f16Value(binary.LittleEndian.Uint16(data[2*i:]))
-		case ir.BF16:
-			t.Data[i] = float64(math.Float32frombits(uint32(binary.LittleEndian.Uint16(data[2*i:])) << 16))
-		case ir.U8:
-			t.Data[i] = float64(data[i])
-		}
+	name, ok := storage[typ.DType]
+	if !ok {
+		return nil, fmt.Errorf("cannot decode %v", typ)
 	}
-	return t, nil
-}
-
-// f16Bits encodes x (already representable, or rounded by ref.Convert) as IEEE binary16.
-func f16Bits(x float64) uint16 {
-	x = ref.Convert(ir.F16, x)
-	bits := math.Float32bits(float32(x))
-	sign := uint16(bits>>16) & 0x8000
-	exp := int(bits>>23&0xff) - 127 + 15
-	mant := bits & 0x7fffff
-	switch {
-	case math.IsNaN(x):
-		return sign | 0x7e00
-	case exp >= 31:
-		return sign | 0x7c00
-	case exp <= 0: // subnormal: value = mant/2^24
-		return sign | uint16(math.Abs(x)*(1<<24))
+	v, err := safetensors.Tensor{DType: name, Shape: []int(typ.Shape), Data: data}.Float64s()
+	if err != nil {
+		return nil, err
 	}
-	return sign | uint16(exp)<<10 | uint16(mant>>13)
-}
-
-func f16Value(h uint16) float64 {
-	sign := 1.0
-	if h&0x8000 != 0 {
-		sign = -1
-	}
-	exp, mant := int(h>>10&0x1f), float64(h&0x3ff)
-	switch exp {
-	case 0:
-		return sign * mant / (1 << 24)
-	case 31:
-		if mant != 0 {
-			return math.NaN()
-		}
-		return sign * math.Inf(1)
-	}
-	return sign * (1 + mant/1024) * math.Pow(2, float64(exp-15))
+	return &ref.Tensor{Type: typ, Data: v}, nil
 }
