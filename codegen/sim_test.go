@@ -11,6 +11,7 @@ import (
 	"github.com/scm-magellano/magc/ir/ref"
 	"github.com/scm-magellano/magc/passes"
 	"github.com/scm-magellano/magc/runtime"
+	"github.com/scm-magellano/magc/runtime/metal"
 	"github.com/scm-magellano/magc/runtime/sim"
 )
 
@@ -22,6 +23,14 @@ var (
 func simDevice() *sim.Device {
 	devOnce.Do(func() { dev = sim.New() })
 	return dev
+}
+
+// devices are where kernels are checked: the sim, and on a Mac the GPU.
+func devices() []runtime.Device {
+	if m, ok := metal.Available(); ok {
+		return []runtime.Device{simDevice(), m}
+	}
+	return []runtime.Device{simDevice()}
 }
 
 // model loads a model file at a small size and runs the passes.
@@ -90,12 +99,15 @@ func checkOnSimWith(t *testing.T, g *ir.Graph, s *passes.Schedule, pick func(*pa
 	if err != nil {
 		t.Fatal(err)
 	}
-	bad, err := runtime.CheckProgram(simDevice(), prog, src, reference(t, g, inputs))
-	if err != nil {
-		t.Fatalf("%v\n%s", err, src)
-	}
-	for _, m := range bad {
-		t.Error(m)
+	want := reference(t, g, inputs)
+	for _, dev := range devices() {
+		bad, err := runtime.CheckProgram(dev, prog, src, want)
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", dev.Name(), err, src)
+		}
+		for _, m := range bad {
+			t.Errorf("%s: %v", dev.Name(), m)
+		}
 	}
 	return len(prog.Dispatches)
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/scm-magellano/magc/ir/ref"
 	"github.com/scm-magellano/magc/passes"
 	"github.com/scm-magellano/magc/runtime"
+	"github.com/scm-magellano/magc/runtime/metal"
 	"github.com/scm-magellano/magc/runtime/sim"
 )
 
@@ -152,12 +153,18 @@ func execute(t *testing.T, c *compiled, seed uint64) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bad, err := runtime.CheckProgram(simDev, c.prog, c.msl, res.Values)
-	if err != nil {
-		t.Fatal(err)
+	devs := []runtime.Device{simDev}
+	if m, ok := metal.Available(); ok {
+		devs = append(devs, m) // on a Mac, the GPU too
 	}
-	for _, m := range bad {
-		t.Error(m)
+	for _, dev := range devs {
+		bad, err := runtime.CheckProgram(dev, c.prog, c.msl, res.Values)
+		if err != nil {
+			t.Fatalf("%s: %v", dev.Name(), err)
+		}
+		for _, m := range bad {
+			t.Errorf("%s: %v", dev.Name(), m)
+		}
 	}
 }
 

@@ -9,3 +9,23 @@
 // tested on Linux; this package builds only on macOS with cgo. Elsewhere New
 // returns an error that says so.
 package metal
+
+import (
+	"sync"
+
+	"github.com/scm-magellano/magc/runtime"
+)
+
+// Available opens the Metal device once per process when this machine has
+// one, so tests can run the kernel-versus-reference checks on it as well as
+// on the sim; elsewhere it reports false.
+func Available() (runtime.Device, bool) {
+	once.Do(func() { shared, sharedErr = New() })
+	return shared, sharedErr == nil
+}
+
+var (
+	once      sync.Once
+	shared    runtime.Device
+	sharedErr error
+)
