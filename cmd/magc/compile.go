@@ -128,7 +128,7 @@ func (c *compileCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
-	parseMS := time.Since(start)
+	parseTime := time.Since(start)
 	cfg := c.config()
 	cfg.Train, cfg.Remat = !c.Forward, c.Remat
 	if c.Dump != "" {
@@ -148,7 +148,7 @@ func (c *compileCmd) Run(e *env) error {
 		return c.explain(err, cfg, mem)
 	}
 	r := buildReport(g, b.Graph)
-	r.PassMS["parse"] = ms(parseMS)
+	r.PassMS["parse"] = ms(parseTime)
 	for _, t := range b.Times {
 		r.PassMS[t.Pass] = ms(t.Dur)
 	}

@@ -330,7 +330,7 @@ func suggest(name string, candidates []string) string {
 // diagnose turns any build error into a Diagnostic with the source line.
 func (e *evaluator) diagnose(err error) error {
 	var pos ir.Pos
-	msg := err.Error()
+	var msg string
 	var pe *posError
 	var ie *ir.Error
 	var perr participle.Error

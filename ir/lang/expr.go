@@ -84,7 +84,7 @@ func (e *evaluator) unary(u *Unary, fr *frame) (val, error) {
 		return numOp("-", intVal(0), v)
 	case kTensor:
 		e.b.Pos = irPos(u.Pos)
-		return e.result(u.Pos, e.b.Unary(ir.OpNeg, v.t))
+		return e.result(e.b.Unary(ir.OpNeg, v.t))
 	}
 	return val{}, errAt(u.Pos, "cannot negate a %s", v.kind)
 }
@@ -125,7 +125,7 @@ func (e *evaluator) primary(p *Primary, fr *frame) (val, error) {
 }
 
 // result turns the builder's latest output into a value, or its error.
-func (e *evaluator) result(pos lexer.Position, v *ir.Value) (val, error) {
+func (e *evaluator) result(v *ir.Value) (val, error) {
 	if err := e.b.Err(); err != nil {
 		return val{}, err
 	}
@@ -153,17 +153,17 @@ func (e *evaluator) arith(pos lexer.Position, op string, a, b val) (val, error) 
 	e.b.Pos = irPos(pos)
 	switch {
 	case a.kind == kTensor && b.kind == kNum && op == "*":
-		return e.result(pos, e.b.Scale(a.t, b.f))
+		return e.result(e.b.Scale(a.t, b.f))
 	case a.kind == kNum && b.kind == kTensor && op == "*":
-		return e.result(pos, e.b.Scale(b.t, a.f))
+		return e.result(e.b.Scale(b.t, a.f))
 	case a.kind == kTensor && b.kind == kNum && op == "/":
 		if b.f == 0 {
 			return val{}, errAt(pos, "division by zero")
 		}
-		return e.result(pos, e.b.Scale(a.t, 1/b.f))
+		return e.result(e.b.Scale(a.t, 1/b.f))
 	}
 	x, y := e.asTensor(a, b), e.asTensor(b, a)
-	return e.result(pos, e.b.Binary(arithOps[op], x, y))
+	return e.result(e.b.Binary(arithOps[op], x, y))
 }
 
 // asTensor returns v as a tensor, making a scalar constant of like's dtype for a number.

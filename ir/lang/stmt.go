@@ -26,7 +26,7 @@ func (e *evaluator) stmt(s *Stmt, fr *frame) (ret []val, err error) {
 		}
 		e.b.Output(s.Output.Name, v)
 		fr.vars[s.Output.Name] = tensorVal(v) // later statements may use it (loss from logits)
-		return nil, e.check(s)
+		return nil, e.b.Err()
 	case s.Repeat != nil:
 		return e.repeat(s, fr)
 	case s.Checkpoint != nil:
@@ -54,9 +54,6 @@ func (e *evaluator) stmt(s *Stmt, fr *frame) (ret []val, err error) {
 	}
 	return nil, errAt(s.Pos, "empty statement")
 }
-
-// check surfaces the IR builder's first error, if any.
-func (e *evaluator) check(s *Stmt) error { return e.b.Err() }
 
 func (e *evaluator) constStmt(s *Stmt, fr *frame) error {
 	c := s.Const
@@ -120,7 +117,7 @@ func (e *evaluator) inputStmt(s *Stmt, fr *frame) error {
 	if err := e.define(fr, in.Name, s, tensorVal(e.b.Input(in.Name, t))); err != nil {
 		return err
 	}
-	return e.check(s)
+	return e.b.Err()
 }
 
 func (e *evaluator) paramStmt(s *Stmt, fr *frame) error {
@@ -150,7 +147,7 @@ func (e *evaluator) paramStmt(s *Stmt, fr *frame) error {
 	if err := e.define(fr, p.Name, s, tensorVal(e.b.Param(param, t))); err != nil {
 		return err
 	}
-	return e.check(s)
+	return e.b.Err()
 }
 
 func (e *evaluator) initExpr(c *CallExpr, fr *frame) (ir.Init, error) {

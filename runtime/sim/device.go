@@ -18,11 +18,10 @@ import (
 type Option func(*config)
 
 type config struct {
-	cxx      []string // compiler command: $CXX, else "c++"
-	extra    []string
-	cache    string
-	workers  int
-	cacheErr error
+	cxx     []string // compiler command: $CXX, else "c++"
+	extra   []string
+	cache   string
+	workers int
 }
 
 // WithCompiler sets the C++ compiler command (it may carry arguments, as
