@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -57,6 +58,9 @@ func loadModel(model, batch string, seq int) (*ir.Graph, error) {
 	}
 	path, read := models.Resolve(model)
 	g, err := lang.Load(path, lang.Options{Overrides: over, ReadFile: read})
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("no model file %s, and no built-in model of that name (built in: %s)", model, strings.Join(models.Names(), ", "))
+	}
 	if err != nil {
 		return nil, err
 	}
