@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -249,5 +250,38 @@ func TestCompileBatchMax(t *testing.T) {
 	}
 	if r.Batch < 16 || r.Arena > r.Budget || float64(r.Arena) > 1.02*float64(r.LowerBound) {
 		t.Fatalf("batch %d, arena %d (budget %d, lower bound %d)", r.Batch, r.Arena, r.Budget, r.LowerBound)
+	}
+}
+
+// magc run --train works through each path a user can pick, and every path
+// computes the same first steps.
+func TestRunTrainPaths(t *testing.T) {
+	var first string
+	for _, extra := range [][]string{nil, {"--remat", "auto"}, {"--no-fuse"}, {"--device", "ref"}} {
+		out := t.TempDir()
+		args := append([]string{"run", "--train", "--steps", "2", "--eval-every", "0", "--eval-batches", "1", "--out", out, "--quiet"}, extra...)
+		code, _, stderr := magc(t, args...)
+		if code != 0 {
+			t.Fatalf("%v: exit %d: %s", extra, code, stderr)
+		}
+		var s struct {
+			Steps     int       `json:"steps"`
+			Losses    []float64 `json:"losses"`
+			FinalLoss float64   `json:"final_loss"`
+		}
+		data, err := os.ReadFile(filepath.Join(out, "summary.json"))
+		if err != nil || json.Unmarshal(data, &s) != nil || s.Steps != 2 || len(s.Losses) != 2 {
+			t.Fatalf("%v: summary.json %s (%v)", extra, data, err)
+		}
+		got := fmt.Sprintf("%.4f %.4f", s.Losses[0], s.Losses[1])
+		if first == "" {
+			first = got
+		} else if got != first {
+			t.Errorf("%v: losses %s, the default path gives %s", extra, got, first)
+		}
+	}
+	code, _, stderr := magc(t, "run", "--train", "--data", filepath.Join(t.TempDir(), "missing.txt"))
+	if code != 1 || !strings.Contains(stderr, "missing.txt") {
+		t.Errorf("missing data: exit %d, %s", code, stderr)
 	}
 }

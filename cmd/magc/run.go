@@ -155,13 +155,13 @@ func (c *runCmd) source(g *ir.Graph, batch, seq int) (data.Source, bool, error) 
 
 // compile builds the train step and the forward graph.
 func (c *runCmd) compile(g *ir.Graph) (runtime.Graphs, error) {
-	cfg := &passes.Config{Mode: c.Mode, LoRARank: c.LoRARank, Remat: c.Remat}
-	fwd, _, err := passes.Run(g, cfg)
+	cfg := &passes.Config{Mode: c.Mode, LoRARank: c.LoRARank}
+	fwd, _, err := passes.Run(g, cfg) // no backward: nothing to recompute
 	if err != nil {
 		return runtime.Graphs{}, err
 	}
 	tcfg := *cfg
-	tcfg.Train = true
+	tcfg.Train, tcfg.Remat = true, c.Remat
 	if c.Remat == "auto" {
 		// Let the planner pick the activation budget (the M4's arena) once.
 		b, err := codegen.Build(g, tcfg, !c.NoFuse, passes.DefaultMemOptions())
