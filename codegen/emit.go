@@ -250,19 +250,6 @@ func (e *Emitter) At(v *ir.Value, coords []kir.Expr) kir.Expr {
 	return x
 }
 
-// Pointwise reports whether an op can be computed element by element from
-// its operands at mapped coordinates, and so fused into any kernel.
-func Pointwise(op ir.Op) bool {
-	d, _ := ir.Lookup(op)
-	switch op {
-	case ir.OpScatter, ir.OpInput, ir.OpParam:
-		return false
-	case ir.OpConst, ir.OpDequant, ir.OpGE, ir.OpAdamW:
-		return true
-	}
-	return d.Category == ir.Elementwise || d.Category == ir.Layout
-}
-
 func (e *Emitter) compute(v *ir.Value, c []kir.Expr) kir.Expr {
 	n := v.Node
 	in := func(i int) kir.Expr { return e.At(n.Inputs[i], c) }
