@@ -288,8 +288,12 @@ func (e *Emitter) compute(v *ir.Value, c []kir.Expr) kir.Expr {
 	case ir.OpGE:
 		return kir.Select{Cond: kir.Op(">=", in(0), in(1)), A: kir.F(1), B: kir.F(0)}
 	case ir.OpReshape:
+		// Same elements, same order: the operand's offset is ours.
 		src := n.Inputs[0]
-		return e.At(src, Coords(src.Type.Shape, e.Linear(v.Type.Shape, c)))
+		lin := e.Linear(v.Type.Shape, c)
+		sc := Coords(src.Type.Shape, lin)
+		e.split[fmt.Sprint(src.Type.Shape, sc)] = lin
+		return e.At(src, sc)
 	case ir.OpTranspose:
 		perm := n.Attrs.Ints("perm")
 		src := make([]kir.Expr, len(c))

@@ -125,6 +125,14 @@ func TrainStep(g *ir.Graph, cfg *Config) (*ir.Graph, error) {
 	return g, nil
 }
 
+// A norm reduction reads at most normChunk gradients (under the buffers a
+// kernel may bind) and, unless one gradient is larger, normChunkElems
+// elements, so fp32 sums stay as accurate as one parameter's.
+const (
+	normChunk      = 16
+	normChunkElems = 1 << 23
+)
+
 // clipGrads scales every gradient in place (grads[i] is replaced) by
 // min(1, c/‖g‖₂), ‖g‖ taken over all of them, and returns ‖g‖ before
 // clipping. When ‖g‖ = 0, c/‖g‖ = +Inf and the factor is 1. With c ≤ 0
@@ -132,12 +140,24 @@ func TrainStep(g *ir.Graph, cfg *Config) (*ir.Graph, error) {
 func clipGrads(b *ir.Builder, grads []*ir.Value, c float64) *ir.Value {
 	scalar := ir.T(ir.F32)
 	var sumsq *ir.Value
-	for _, gr := range grads {
-		all := make([]int, len(gr.Type.Shape))
-		for i := range all {
-			all[i] = i
+	// Sum squares over a flat concatenation of up to normChunk gradients at
+	// a time: one reduction kernel per chunk instead of one per parameter
+	// (fusion reads the concatenation in place, it is never stored).
+	for start := 0; start < len(grads); {
+		var flat []*ir.Value
+		var elems int64
+		for ; start < len(grads) && len(flat) < normChunk; start++ {
+			n := grads[start].Type.Shape.Elems()
+			if len(flat) > 0 && elems+n > normChunkElems {
+				break
+			}
+			flat, elems = append(flat, b.Reshape(grads[start], int(n))), elems+n
 		}
-		s := b.Reduce(ir.OpReduceSum, b.Unary(ir.OpSquare, gr), false, all...)
+		cat := flat[0]
+		if len(flat) > 1 {
+			cat = b.Op(ir.OpConcat, ir.Attrs{"axis": 0}, flat...)
+		}
+		s := b.Reduce(ir.OpReduceSum, b.Unary(ir.OpSquare, cat), false, 0)
 		if sumsq == nil {
 			sumsq = s
 		} else {

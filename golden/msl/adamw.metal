@@ -106,11 +106,12 @@ kernel void reduce_sum_0(
     }
 }
 
-// fuses scale %12, square %14, reduce_sum %15 (optimizer)
+// fuses scale %12, reshape %14, reshape %15, concat %16, square %17, reduce_sum %18 (optimizer)
 // threadgroup 32×1×1, grid 1×1×1 threadgroups
 kernel void reduce_sum_1(
         const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
+        const device float* p1 [[buffer(1)]],
+        device float* p2 [[buffer(2)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     const int lid1 = int(lid.x);
@@ -118,56 +119,39 @@ kernel void reduce_sum_1(
     float acc5 = 0.0f;
     for (int k6 = 0; k6 < 8; k6 += 1) {
         const int j7 = (lid1 + (k6 * 32));
-        if ((j7 < 231)) {
-            const float t8 = p0[(((j7 / 7) * 7) + (j7 % 7))];
-            const float t9 = (t8 * 2.0f);
-            const float t10 = (t9 * t9);
-            acc5 += t10;
+        if ((j7 < 238)) {
+            float cat8 = 0.0f;
+            if ((j7 < 231)) {
+                const float t9 = p0[(j7 - 0)];
+                const float t10 = (t9 * 2.0f);
+                cat8 = t10;
+            } else {
+                const float t11 = p1[(j7 - 231)];
+                cat8 = t11;
+            }
+            const float t12 = (cat8 * cat8);
+            acc5 += t12;
         }
     }
-    const float s11 = simd_sum(acc5);
+    const float s13 = simd_sum(acc5);
     if ((lid1 == 0)) {
-        p1[row4] = s11;
+        p2[row4] = s13;
     }
 }
 
-// fuses square %16, reduce_sum %17 (optimizer)
-// threadgroup 32×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_2(
+// fuses sqrt %19 (optimizer)
+// threadgroup 256×1×1, grid 1×1×1 threadgroups
+kernel void sqrt_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    const int lid1 = int(lid.x);
-    const int row4 = ((int(gid.x) * 32) + lid1);
-    if ((row4 >= 1)) {
-        return;
-    }
-    float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 7; k6 += 1) {
-        const float t7 = p0[k6];
-        const float t8 = (t7 * t7);
-        acc5 += t8;
-    }
-    p1[row4] = acc5;
-}
-
-// fuses add %18, sqrt %19 (optimizer)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void sqrt_add_0(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
         uint3 tid [[thread_position_in_grid]]) {
     const int i1 = int(tid.x);
     if ((i1 >= 1)) {
         return;
     }
     const float t2 = p0[i1];
-    const float t3 = p1[i1];
-    const float t4 = (t2 + t3);
-    const float t5 = sqrt(t4);
-    p2[i1] = t5;
+    const float t3 = sqrt(t2);
+    p1[i1] = t3;
 }
 
 // fuses const %20, const %21, div %22, min %23 (optimizer)

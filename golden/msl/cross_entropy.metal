@@ -313,7 +313,7 @@ kernel void matmul_1(
     }
 }
 
-// fuses square %9, reduce_sum %10 (optimizer)
+// fuses reshape %9, square %10, reduce_sum %11 (optimizer)
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
 kernel void reduce_sum_0(
         const device float* p0 [[buffer(0)]],
@@ -329,7 +329,7 @@ kernel void reduce_sum_0(
     for (int k6 = 0; k6 < 4; k6 += 1) {
         const int j7 = (lid1 + (k6 * 256));
         if ((j7 < 800)) {
-            const float t8 = p0[(((j7 / 16) * 16) + (j7 % 16))];
+            const float t8 = p0[j7];
             const float t9 = (t8 * t8);
             acc5 += t9;
         }
@@ -349,7 +349,7 @@ kernel void reduce_sum_0(
     }
 }
 
-// fuses sqrt %11 (optimizer)
+// fuses sqrt %12 (optimizer)
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
 kernel void sqrt_0(
         const device float* p0 [[buffer(0)]],
@@ -364,7 +364,7 @@ kernel void sqrt_0(
     p1[i1] = t3;
 }
 
-// fuses const %12, const %13, div %14, min %15, broadcast %16, mul %17, adamw %22 (optimizer)
+// fuses const %13, const %14, div %15, min %16, broadcast %17, mul %18, adamw %23 (optimizer)
 // threadgroup 256×1×1, grid 4×1×1 threadgroups
 kernel void adamw_mul_min_0(
         const device float* p0 [[buffer(0)]],

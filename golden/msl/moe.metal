@@ -63,7 +63,7 @@ kernel void matmul_0(
             const int gi11 = (m01 + i9);
             const int gk12 = (k0 + k10);
             if (((gi11 < 16) && (gk12 < 16))) {
-                const float t13 = p0[(((((((gi11 * 16) + gk12) / 128) * 8) + ((((gi11 * 16) + gk12) / 16) % 8)) * 16) + (((gi11 * 16) + gk12) % 16))];
+                const float t13 = p0[((gi11 * 16) + gk12)];
                 sh[((i9 * 36) + k10)] = t13;
             } else {
                 sh[((i9 * 36) + k10)] = 0.0f;
@@ -267,7 +267,7 @@ kernel void gather_0(
     const int c2 = (i1 / 16);
     const int c3 = (i1 % 16);
     const int t4 = p0[c2];
-    const float t5 = p1[(((((((t4 * 16) + c3) / 128) * 8) + ((((t4 * 16) + c3) / 16) % 8)) * 16) + (((t4 * 16) + c3) % 16))];
+    const float t5 = p1[((t4 * 16) + c3)];
     p2[i1] = t5;
 }
 
@@ -515,7 +515,7 @@ kernel void gather_1(
         return;
     }
     const int t2 = p0[i1];
-    const float t3 = p1[(((t2 / 2) * 2) + (t2 % 2))];
+    const float t3 = p1[t2];
     p2[i1] = t3;
 }
 
@@ -655,7 +655,7 @@ kernel void add_scale_0(
         if ((int(gid.x) < 2)) {
             const int i4 = (((int(gid.x) - 1) * 256) + int(lid.x));
             const float t8 = p2[i4];
-            const float t9 = p3[(((i4 / 16) * 16) + (i4 % 16))];
+            const float t9 = p3[i4];
             const float t10 = (t8 + t9);
             p4[i4] = t10;
         }
@@ -712,7 +712,7 @@ kernel void gather_scale_mul_0(
             const int c7 = (i5 % 16);
             const int t8 = p3[c6];
             const float t9 = (1.0f * 0.00390625f);
-            const float t10 = p4[(((((((t8 * 16) + c7) / 128) * 8) + ((((t8 * 16) + c7) / 16) % 8)) * 16) + (((t8 * 16) + c7) % 16))];
+            const float t10 = p4[((t8 * 16) + c7)];
             const float t11 = (t9 * t10);
             const float t12 = (t11 * 2.0f);
             p5[i5] = t12;
@@ -753,7 +753,7 @@ kernel void scatter_add_1(
     for (int i3 = 0; i3 < 32; i3 += 1) {
         const int t5 = p0[i3];
         if ((t5 == lo2)) {
-            const float t6 = p1[((i3 * 1) + (i3 % 1))];
+            const float t6 = p1[i3];
             acc4 += t6;
         }
     }
@@ -1220,7 +1220,7 @@ kernel void reduce_sum_4(
     const int c7 = (o4 / 4);
     const int c8 = (o4 % 4);
     for (int k6 = part3; k6 < 2; k6 += 2) {
-        const float t9 = p0[(((((((c7 * 2) + k6) * 1) + 0) / 2) * 2) + (((((c7 * 2) + k6) * 1) + 0) % 2))];
+        const float t9 = p0[((((c7 * 2) + k6) * 1) + 0)];
         const float t10 = p1[(((((((c7 * 2) + k6) * 1) + 0) / 2) * 1) + 0)];
         const float t11 = (t9 / t10);
         const float t12 = p2[(((((((c7 * 2) + k6) * 1) + 0) / 2) * 1) + 0)];
@@ -1428,7 +1428,7 @@ kernel void matmul_2(
             const int gi18 = (n02 + i17);
             const int gk19 = (k0 + k16);
             if (((gi18 < 16) && (gk19 < 16))) {
-                const float t20 = p1[(((((((gk19 * 16) + gi18) / 128) * 8) + ((((gk19 * 16) + gi18) / 16) % 8)) * 16) + (((gk19 * 16) + gi18) % 16))];
+                const float t20 = p1[((gk19 * 16) + gi18)];
                 sh[(((k16 * 36) + i17) + 1152)] = t20;
             } else {
                 sh[(((k16 * 36) + i17) + 1152)] = 0.0f;
@@ -1494,8 +1494,8 @@ kernel void rmsnorm_bwd_0(
             if ((j14 < 16)) {
                 const float t15 = p0[((((c7 * 8) + c8) * 16) + j14)];
                 reg9[k13] = t15;
-                const float t16 = p1[(((((((c7 * 8) + c8) * 16) + j14) / 16) * 16) + (((((c7 * 8) + c8) * 16) + j14) % 16))];
-                const float t17 = p2[(((((((c7 * 8) + c8) * 16) + j14) / 16) * 16) + (((((c7 * 8) + c8) * 16) + j14) % 16))];
+                const float t16 = p1[((((c7 * 8) + c8) * 16) + j14)];
+                const float t17 = p2[((((c7 * 8) + c8) * 16) + j14)];
                 const float t18 = (t16 + t17);
                 reg10[k13] = t18;
                 const float t19 = p3[j14];
@@ -1521,142 +1521,79 @@ kernel void rmsnorm_bwd_0(
     }
 }
 
-// fuses square %107, reduce_sum %108 (optimizer)
-// threadgroup 32×1×1, grid 1×1×1 threadgroups
+// fuses reshape %107, reshape %108, reshape %109, reshape %110, concat %111, square %112,
+//   reduce_sum %113 (optimizer)
+// threadgroup 256×1×1, grid 1×1×1 threadgroups
 kernel void reduce_sum_6(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    const int lid1 = int(lid.x);
-    const int row4 = ((int(gid.x) * 32) + lid1);
-    if ((row4 >= 1)) {
-        return;
-    }
-    float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 16; k6 += 1) {
-        const float t7 = p0[k6];
-        const float t8 = (t7 * t7);
-        acc5 += t8;
-    }
-    p1[row4] = acc5;
-}
-
-// fuses square %109, reduce_sum %110 (optimizer)
-// threadgroup 32×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_7(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    const int lid1 = int(lid.x);
-    const int row4 = int(gid.x);
-    float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 2; k6 += 1) {
-        const int j7 = (lid1 + (k6 * 32));
-        const float t8 = p0[(((j7 / 16) * 16) + (j7 % 16))];
-        const float t9 = (t8 * t8);
-        acc5 += t9;
-    }
-    const float s10 = simd_sum(acc5);
-    if ((lid1 == 0)) {
-        p1[row4] = s10;
-    }
-}
-
-// fuses square %112, reduce_sum %113 (optimizer)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_8(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    threadgroup float sh11[8];
-    const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
-    const int row4 = int(gid.x);
-    float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 12; k6 += 1) {
-        const int j7 = (lid1 + (k6 * 256));
-        const float t8 = p0[(((((j7 / 768) * 48) + ((j7 / 16) % 48)) * 16) + (j7 % 16))];
-        const float t9 = (t8 * t8);
-        acc5 += t9;
-    }
-    const float s10 = simd_sum(acc5);
-    if ((l32_2 == 0)) {
-        sh11[sg3] = s10;
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    float acc12 = sh11[0];
-    for (int s13 = 1; s13 < 8; s13 += 1) {
-        acc12 += sh11[s13];
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if ((lid1 == 0)) {
-        p1[row4] = acc12;
-    }
-}
-
-// fuses square %115, reduce_sum %116 (optimizer)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_9(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    threadgroup float sh11[8];
-    const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
-    const int row4 = int(gid.x);
-    float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 6; k6 += 1) {
-        const int j7 = (lid1 + (k6 * 256));
-        const float t8 = p0[(((((j7 / 384) * 16) + ((j7 / 24) % 16)) * 24) + (j7 % 24))];
-        const float t9 = (t8 * t8);
-        acc5 += t9;
-    }
-    const float s10 = simd_sum(acc5);
-    if ((l32_2 == 0)) {
-        sh11[sg3] = s10;
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    float acc12 = sh11[0];
-    for (int s13 = 1; s13 < 8; s13 += 1) {
-        acc12 += sh11[s13];
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if ((lid1 == 0)) {
-        p1[row4] = acc12;
-    }
-}
-
-// fuses add %111, add %114, add %117, sqrt %118 (optimizer)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void sqrt_add_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
         const device float* p3 [[buffer(3)]],
         device float* p4 [[buffer(4)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    threadgroup float sh15[8];
+    const int lid1 = int(lid.x);
+    const int l32_2 = (lid1 % 32);
+    const int sg3 = (lid1 / 32);
+    const int row4 = int(gid.x);
+    float acc5 = 0.0f;
+    for (int k6 = 0; k6 < 19; k6 += 1) {
+        const int j7 = (lid1 + (k6 * 256));
+        if ((j7 < 4688)) {
+            float cat8 = 0.0f;
+            if ((j7 < 16)) {
+                const float t9 = p0[(j7 - 0)];
+                cat8 = t9;
+            } else {
+                if ((j7 < 80)) {
+                    const float t10 = p1[(j7 - 16)];
+                    cat8 = t10;
+                } else {
+                    if ((j7 < 3152)) {
+                        const float t11 = p2[(j7 - 80)];
+                        cat8 = t11;
+                    } else {
+                        const float t12 = p3[(j7 - 3152)];
+                        cat8 = t12;
+                    }
+                }
+            }
+            const float t13 = (cat8 * cat8);
+            acc5 += t13;
+        }
+    }
+    const float s14 = simd_sum(acc5);
+    if ((l32_2 == 0)) {
+        sh15[sg3] = s14;
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    float acc16 = sh15[0];
+    for (int s17 = 1; s17 < 8; s17 += 1) {
+        acc16 += sh15[s17];
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    if ((lid1 == 0)) {
+        p4[row4] = acc16;
+    }
+}
+
+// fuses sqrt %114 (optimizer)
+// threadgroup 256×1×1, grid 1×1×1 threadgroups
+kernel void sqrt_0(
+        const device float* p0 [[buffer(0)]],
+        device float* p1 [[buffer(1)]],
         uint3 tid [[thread_position_in_grid]]) {
     const int i1 = int(tid.x);
     if ((i1 >= 1)) {
         return;
     }
     const float t2 = p0[i1];
-    const float t3 = p1[i1];
-    const float t4 = (t2 + t3);
-    const float t5 = p2[i1];
-    const float t6 = (t4 + t5);
-    const float t7 = p3[i1];
-    const float t8 = (t6 + t7);
-    const float t9 = sqrt(t8);
-    p4[i1] = t9;
+    const float t3 = sqrt(t2);
+    p1[i1] = t3;
 }
 
-// fuses const %119, const %120, div %121, min %122 (optimizer)
+// fuses const %115, const %116, div %117, min %118 (optimizer)
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
 kernel void min_div_0(
         const device float* p0 [[buffer(0)]],
@@ -1672,8 +1609,8 @@ kernel void min_div_0(
     p1[i1] = t4;
 }
 
-// fuses broadcast %123, mul %124, adamw %135, broadcast %125, mul %126, adamw %140,
-//   broadcast %127, mul %128, adamw %145 (optimizer)
+// fuses broadcast %119, mul %120, adamw %131, broadcast %121, mul %122, adamw %136,
+//   broadcast %123, mul %124, adamw %141 (optimizer)
 // threadgroup 256×1×1, grid 14×1×1 threadgroups
 kernel void adamw_mul_0(
         const device float* p0 [[buffer(0)]],
@@ -1763,7 +1700,7 @@ kernel void adamw_mul_0(
     }
 }
 
-// fuses broadcast %129, mul %130, adamw %150 (optimizer)
+// fuses broadcast %125, mul %126, adamw %146 (optimizer)
 // threadgroup 256×1×1, grid 6×1×1 threadgroups
 kernel void adamw_mul_1(
         const device float* p0 [[buffer(0)]],

@@ -1357,133 +1357,77 @@ kernel void matmul_12(
     }
 }
 
-// fuses square %47, reduce_sum %48 (optimizer)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
+// fuses reshape %47, reshape %48, reshape %49, reshape %50, concat %51, square %52,
+//   reduce_sum %53 (optimizer)
+// threadgroup 1024×1×1, grid 1×1×1 threadgroups
 kernel void reduce_sum_0(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    threadgroup float sh11[8];
-    const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
-    const int row4 = int(gid.x);
-    float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 8; k6 += 1) {
-        const int j7 = (lid1 + (k6 * 256));
-        const float t8 = p0[(((j7 / 32) * 32) + (j7 % 32))];
-        const float t9 = (t8 * t8);
-        acc5 += t9;
-    }
-    const float s10 = simd_sum(acc5);
-    if ((l32_2 == 0)) {
-        sh11[sg3] = s10;
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    float acc12 = sh11[0];
-    for (int s13 = 1; s13 < 8; s13 += 1) {
-        acc12 += sh11[s13];
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if ((lid1 == 0)) {
-        p1[row4] = acc12;
-    }
-}
-
-// fuses square %49, reduce_sum %50 (optimizer)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_1(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    threadgroup float sh11[8];
-    const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
-    const int row4 = int(gid.x);
-    float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 16; k6 += 1) {
-        const int j7 = (lid1 + (k6 * 256));
-        const float t8 = p0[(((j7 / 64) * 64) + (j7 % 64))];
-        const float t9 = (t8 * t8);
-        acc5 += t9;
-    }
-    const float s10 = simd_sum(acc5);
-    if ((l32_2 == 0)) {
-        sh11[sg3] = s10;
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    float acc12 = sh11[0];
-    for (int s13 = 1; s13 < 8; s13 += 1) {
-        acc12 += sh11[s13];
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if ((lid1 == 0)) {
-        p1[row4] = acc12;
-    }
-}
-
-// fuses square %55, reduce_sum %56 (optimizer)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_2(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    threadgroup float sh11[8];
-    const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
-    const int row4 = int(gid.x);
-    float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 8; k6 += 1) {
-        const int j7 = (lid1 + (k6 * 256));
-        const float t8 = p0[(((j7 / 64) * 64) + (j7 % 64))];
-        const float t9 = (t8 * t8);
-        acc5 += t9;
-    }
-    const float s10 = simd_sum(acc5);
-    if ((l32_2 == 0)) {
-        sh11[sg3] = s10;
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    float acc12 = sh11[0];
-    for (int s13 = 1; s13 < 8; s13 += 1) {
-        acc12 += sh11[s13];
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if ((lid1 == 0)) {
-        p1[row4] = acc12;
-    }
-}
-
-// fuses add %51, add %54, add %57, sqrt %58 (optimizer)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void sqrt_add_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
         const device float* p3 [[buffer(3)]],
         device float* p4 [[buffer(4)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    threadgroup float sh15[32];
+    const int lid1 = int(lid.x);
+    const int l32_2 = (lid1 % 32);
+    const int sg3 = (lid1 / 32);
+    const int row4 = int(gid.x);
+    float acc5 = 0.0f;
+    for (int k6 = 0; k6 < 12; k6 += 1) {
+        const int j7 = (lid1 + (k6 * 1024));
+        float cat8 = 0.0f;
+        if ((j7 < 2048)) {
+            const float t9 = p0[(j7 - 0)];
+            cat8 = t9;
+        } else {
+            if ((j7 < 6144)) {
+                const float t10 = p1[(j7 - 2048)];
+                cat8 = t10;
+            } else {
+                if ((j7 < 10240)) {
+                    const float t11 = p2[(j7 - 6144)];
+                    cat8 = t11;
+                } else {
+                    const float t12 = p3[(j7 - 10240)];
+                    cat8 = t12;
+                }
+            }
+        }
+        const float t13 = (cat8 * cat8);
+        acc5 += t13;
+    }
+    const float s14 = simd_sum(acc5);
+    if ((l32_2 == 0)) {
+        sh15[sg3] = s14;
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    float acc16 = sh15[0];
+    for (int s17 = 1; s17 < 32; s17 += 1) {
+        acc16 += sh15[s17];
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    if ((lid1 == 0)) {
+        p4[row4] = acc16;
+    }
+}
+
+// fuses sqrt %54 (optimizer)
+// threadgroup 256×1×1, grid 1×1×1 threadgroups
+kernel void sqrt_0(
+        const device float* p0 [[buffer(0)]],
+        device float* p1 [[buffer(1)]],
         uint3 tid [[thread_position_in_grid]]) {
     const int i1 = int(tid.x);
     if ((i1 >= 1)) {
         return;
     }
     const float t2 = p0[i1];
-    const float t3 = p1[i1];
-    const float t4 = (t2 + t3);
-    const float t5 = p2[i1];
-    const float t6 = (t4 + t5);
-    const float t7 = p3[i1];
-    const float t8 = (t6 + t7);
-    const float t9 = sqrt(t8);
-    p4[i1] = t9;
+    const float t3 = sqrt(t2);
+    p1[i1] = t3;
 }
 
-// fuses const %59, const %60, div %61, min %62 (optimizer)
+// fuses const %55, const %56, div %57, min %58 (optimizer)
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
 kernel void min_div_0(
         const device float* p0 [[buffer(0)]],
@@ -1499,8 +1443,8 @@ kernel void min_div_0(
     p1[i1] = t4;
 }
 
-// fuses broadcast %63, mul %64, adamw %75, broadcast %65, mul %66, adamw %80, broadcast %67,
-//   mul %68, adamw %85 (optimizer)
+// fuses broadcast %59, mul %60, adamw %71, broadcast %61, mul %62, adamw %76, broadcast %63,
+//   mul %64, adamw %81 (optimizer)
 // threadgroup 256×1×1, grid 40×1×1 threadgroups
 kernel void adamw_mul_0(
         const device float* p0 [[buffer(0)]],
@@ -1584,7 +1528,7 @@ kernel void adamw_mul_0(
     }
 }
 
-// fuses broadcast %69, mul %70, adamw %90 (optimizer)
+// fuses broadcast %65, mul %66, adamw %86 (optimizer)
 // threadgroup 256×1×1, grid 8×1×1 threadgroups
 kernel void adamw_mul_1(
         const device float* p0 [[buffer(0)]],

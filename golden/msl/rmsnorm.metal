@@ -176,46 +176,51 @@ kernel void rmsnorm_bwd_0(
     }
 }
 
-// fuses square %17, reduce_sum %18 (optimizer)
+// fuses reshape %17, reshape %18, concat %19, square %20, reduce_sum %21 (optimizer)
 // threadgroup 32×1×1, grid 1×1×1 threadgroups
 kernel void reduce_sum_1(
         const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
+        const device float* p1 [[buffer(1)]],
+        device float* p2 [[buffer(2)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     const int lid1 = int(lid.x);
     const int row4 = int(gid.x);
     float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 2; k6 += 1) {
+    for (int k6 = 0; k6 < 3; k6 += 1) {
         const int j7 = (lid1 + (k6 * 32));
-        if ((j7 < 40)) {
-            const float t8 = p0[j7];
-            const float t9 = (t8 * t8);
-            acc5 += t9;
+        if ((j7 < 80)) {
+            float cat8 = 0.0f;
+            if ((j7 < 40)) {
+                const float t9 = p0[(j7 - 0)];
+                cat8 = t9;
+            } else {
+                const float t10 = p1[(j7 - 40)];
+                cat8 = t10;
+            }
+            const float t11 = (cat8 * cat8);
+            acc5 += t11;
         }
     }
-    const float s10 = simd_sum(acc5);
+    const float s12 = simd_sum(acc5);
     if ((lid1 == 0)) {
-        p1[row4] = s10;
+        p2[row4] = s12;
     }
 }
 
-// fuses add %21, sqrt %22 (optimizer)
+// fuses sqrt %22 (optimizer)
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void sqrt_add_0(
+kernel void sqrt_0(
         const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
+        device float* p1 [[buffer(1)]],
         uint3 tid [[thread_position_in_grid]]) {
     const int i1 = int(tid.x);
     if ((i1 >= 1)) {
         return;
     }
     const float t2 = p0[i1];
-    const float t3 = p1[i1];
-    const float t4 = (t2 + t3);
-    const float t5 = sqrt(t4);
-    p2[i1] = t5;
+    const float t3 = sqrt(t2);
+    p1[i1] = t3;
 }
 
 // fuses const %23, const %24, div %25, min %26 (optimizer)

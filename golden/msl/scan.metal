@@ -278,74 +278,67 @@ kernel void reduce_sum_1(
     }
 }
 
-// fuses square %37, reduce_sum %38 (optimizer)
+// fuses reshape %37, reshape %38, reshape %39, reshape %40, concat %41, square %42,
+//   reduce_sum %43 (optimizer)
 // threadgroup 32×1×1, grid 1×1×1 threadgroups
 kernel void reduce_sum_2(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    const int lid1 = int(lid.x);
-    const int row4 = ((int(gid.x) * 32) + lid1);
-    if ((row4 >= 1)) {
-        return;
-    }
-    float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 8; k6 += 1) {
-        const float t7 = p0[k6];
-        const float t8 = (t7 * t7);
-        acc5 += t8;
-    }
-    p1[row4] = acc5;
-}
-
-// fuses square %39, reduce_sum %40 (optimizer)
-// threadgroup 32×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_3(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    const int lid1 = int(lid.x);
-    const int row4 = int(gid.x);
-    float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 1; k6 += 1) {
-        const int j7 = (lid1 + (k6 * 32));
-        const float t8 = p0[(((j7 / 4) * 4) + (j7 % 4))];
-        const float t9 = (t8 * t8);
-        acc5 += t9;
-    }
-    const float s10 = simd_sum(acc5);
-    if ((lid1 == 0)) {
-        p1[row4] = s10;
-    }
-}
-
-// fuses add %41, add %44, add %47, sqrt %48 (optimizer)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void sqrt_add_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
         const device float* p3 [[buffer(3)]],
         device float* p4 [[buffer(4)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    const int lid1 = int(lid.x);
+    const int row4 = int(gid.x);
+    float acc5 = 0.0f;
+    for (int k6 = 0; k6 < 2; k6 += 1) {
+        const int j7 = (lid1 + (k6 * 32));
+        if ((j7 < 56)) {
+            float cat8 = 0.0f;
+            if ((j7 < 8)) {
+                const float t9 = p0[(j7 - 0)];
+                cat8 = t9;
+            } else {
+                if ((j7 < 40)) {
+                    const float t10 = p1[(j7 - 8)];
+                    cat8 = t10;
+                } else {
+                    if ((j7 < 48)) {
+                        const float t11 = p2[(j7 - 40)];
+                        cat8 = t11;
+                    } else {
+                        const float t12 = p3[(j7 - 48)];
+                        cat8 = t12;
+                    }
+                }
+            }
+            const float t13 = (cat8 * cat8);
+            acc5 += t13;
+        }
+    }
+    const float s14 = simd_sum(acc5);
+    if ((lid1 == 0)) {
+        p4[row4] = s14;
+    }
+}
+
+// fuses sqrt %44 (optimizer)
+// threadgroup 256×1×1, grid 1×1×1 threadgroups
+kernel void sqrt_0(
+        const device float* p0 [[buffer(0)]],
+        device float* p1 [[buffer(1)]],
         uint3 tid [[thread_position_in_grid]]) {
     const int i1 = int(tid.x);
     if ((i1 >= 1)) {
         return;
     }
     const float t2 = p0[i1];
-    const float t3 = p1[i1];
-    const float t4 = (t2 + t3);
-    const float t5 = p2[i1];
-    const float t6 = (t4 + t5);
-    const float t7 = p3[i1];
-    const float t8 = (t6 + t7);
-    const float t9 = sqrt(t8);
-    p4[i1] = t9;
+    const float t3 = sqrt(t2);
+    p1[i1] = t3;
 }
 
-// fuses const %49, const %50, div %51, min %52 (optimizer)
+// fuses const %45, const %46, div %47, min %48 (optimizer)
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
 kernel void min_div_0(
         const device float* p0 [[buffer(0)]],
@@ -361,8 +354,8 @@ kernel void min_div_0(
     p1[i1] = t4;
 }
 
-// fuses broadcast %53, mul %54, adamw %65, broadcast %55, mul %56, adamw %70, broadcast %57,
-//   mul %58, adamw %75 (optimizer)
+// fuses broadcast %49, mul %50, adamw %61, broadcast %51, mul %52, adamw %66, broadcast %53,
+//   mul %54, adamw %71 (optimizer)
 // threadgroup 256×1×1, grid 3×1×1 threadgroups
 kernel void adamw_mul_0(
         const device float* p0 [[buffer(0)]],
@@ -455,7 +448,7 @@ kernel void adamw_mul_0(
     }
 }
 
-// fuses broadcast %59, mul %60, adamw %80 (optimizer)
+// fuses broadcast %55, mul %56, adamw %76 (optimizer)
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
 kernel void adamw_mul_1(
         const device float* p0 [[buffer(0)]],

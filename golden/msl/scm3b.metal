@@ -1207,7 +1207,7 @@ kernel void matmul_8(
             const int k10 = (l8 % 32);
             const int gi11 = (m01 + i9);
             const int gk12 = (k0 + k10);
-            const float t13 = p0[(((((((gi11 * 2048) + gk12) / 1048576) * 512) + ((((gi11 * 2048) + gk12) / 2048) % 512)) * 2048) + (((gi11 * 2048) + gk12) % 2048))];
+            const float t13 = p0[((gi11 * 2048) + gk12)];
             sh[((i9 * 36) + k10)] = t13;
         }
         for (int s14 = 0; s14 < 8; s14 += 1) {
@@ -1422,7 +1422,7 @@ kernel void gather_1(
     const int c2 = (i1 / 2048);
     const int c3 = (i1 % 2048);
     const int t4 = p0[c2];
-    const float t5 = p1[(((((((t4 * 2048) + c3) / 1048576) * 512) + ((((t4 * 2048) + c3) / 2048) % 512)) * 2048) + (((t4 * 2048) + c3) % 2048))];
+    const float t5 = p1[((t4 * 2048) + c3)];
     p2[i1] = t5;
 }
 
@@ -2351,7 +2351,7 @@ kernel void gather_2(
         uint3 tid [[thread_position_in_grid]]) {
     const int i1 = int(tid.x);
     const int t2 = p0[i1];
-    const float t3 = p1[(((t2 / 2) * 2) + (t2 % 2))];
+    const float t3 = p1[t2];
     p2[i1] = t3;
 }
 
@@ -2493,7 +2493,7 @@ kernel void add_scale_0(
         if ((int(gid.x) < 4097)) {
             const int i4 = (((int(gid.x) - 1) * 256) + int(lid.x));
             const float t8 = p2[i4];
-            const float t9 = p3[(((i4 / 2048) * 2048) + (i4 % 2048))];
+            const float t9 = p3[i4];
             const float t10 = (t8 + t9);
             p4[i4] = t10;
         }
@@ -3162,7 +3162,7 @@ kernel void matmul_12(
             const int i10 = (l8 % 64);
             const int gi11 = (m01 + i10);
             const int gk12 = (k0 + k9);
-            const float t13 = p0[(((((((gk12 * 2048) + gi11) / 1048576) * 512) + ((((gk12 * 2048) + gi11) / 2048) % 512)) * 2048) + (((gk12 * 2048) + gi11) % 2048))];
+            const float t13 = p0[((gk12 * 2048) + gi11)];
             const float t14 = (t13 * 0.1904762f);
             sh[((k9 * 68) + i10)] = t14;
         }
@@ -3173,7 +3173,7 @@ kernel void matmul_12(
             const int gi19 = (n02 + i18);
             const int gk20 = (k0 + k17);
             if ((gi19 < 84)) {
-                const float t21 = p1[(((((((gk20 * 84) + gi19) / 43008) * 512) + ((((gk20 * 84) + gi19) / 84) % 512)) * 84) + (((gk20 * 84) + gi19) % 84))];
+                const float t21 = p1[((gk20 * 84) + gi19)];
                 sh[(((k17 * 68) + i18) + 1088)] = t21;
             } else {
                 sh[(((k17 * 68) + i18) + 1088)] = 0.0f;
@@ -3285,7 +3285,7 @@ kernel void matmul_13(
             const int gi11 = (m01 + i10);
             const int gk12 = (k0 + k9);
             if ((gi11 < 84)) {
-                const float t13 = p0[(((((((gk12 * 84) + gi11) / 43008) * 512) + ((((gk12 * 84) + gi11) / 84) % 512)) * 84) + (((gk12 * 84) + gi11) % 84))];
+                const float t13 = p0[((gk12 * 84) + gi11)];
                 sh[((k9 * 68) + i10)] = t13;
             } else {
                 sh[((k9 * 68) + i10)] = 0.0f;
@@ -3297,7 +3297,7 @@ kernel void matmul_13(
             const int i17 = (l15 % 64);
             const int gi18 = (n02 + i17);
             const int gk19 = (k0 + k16);
-            const float t20 = p1[(((((((gk19 * 4096) + gi18) / 2097152) * 512) + ((((gk19 * 4096) + gi18) / 4096) % 512)) * 4096) + (((gk19 * 4096) + gi18) % 4096))];
+            const float t20 = p1[((gk19 * 4096) + gi18)];
             sh[(((k16 * 68) + i17) + 1088)] = t20;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -4300,7 +4300,7 @@ kernel void matmul_19(
             const int i10 = (l8 % 64);
             const int gi11 = (m01 + i10);
             const int gk12 = (k0 + k9);
-            const float t13 = p0[(((((((gk12 * 8192) + gi11) / 4194304) * 512) + ((((gk12 * 8192) + gi11) / 8192) % 512)) * 8192) + (((gk12 * 8192) + gi11) % 8192))];
+            const float t13 = p0[((gk12 * 8192) + gi11)];
             const float t14 = (t13 * 0.1904762f);
             sh[((k9 * 68) + i10)] = t14;
         }
@@ -4311,7 +4311,7 @@ kernel void matmul_19(
             const int gi19 = (n02 + i18);
             const int gk20 = (k0 + k17);
             if ((gi19 < 84)) {
-                const float t21 = p1[(((((((gk20 * 84) + gi19) / 43008) * 512) + ((((gk20 * 84) + gi19) / 84) % 512)) * 84) + (((gk20 * 84) + gi19) % 84))];
+                const float t21 = p1[((gk20 * 84) + gi19)];
                 sh[(((k17 * 68) + i18) + 1088)] = t21;
             } else {
                 sh[(((k17 * 68) + i18) + 1088)] = 0.0f;
@@ -4547,7 +4547,7 @@ kernel void matmul_21(
             const int gi11 = (m01 + i10);
             const int gk12 = (k0 + k9);
             if ((gi11 < 84)) {
-                const float t13 = p0[(((((((gk12 * 84) + gi11) / 43008) * 512) + ((((gk12 * 84) + gi11) / 84) % 512)) * 84) + (((gk12 * 84) + gi11) % 84))];
+                const float t13 = p0[((gk12 * 84) + gi11)];
                 sh[((k9 * 68) + i10)] = t13;
             } else {
                 sh[((k9 * 68) + i10)] = 0.0f;
@@ -4559,7 +4559,7 @@ kernel void matmul_21(
             const int i17 = (l15 % 64);
             const int gi18 = (n02 + i17);
             const int gk19 = (k0 + k16);
-            const float t20 = p1[(((((((gk19 * 2048) + gi18) / 1048576) * 512) + ((((gk19 * 2048) + gi18) / 2048) % 512)) * 2048) + (((gk19 * 2048) + gi18) % 2048))];
+            const float t20 = p1[((gk19 * 2048) + gi18)];
             sh[(((k16 * 68) + i17) + 1088)] = t20;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -4870,7 +4870,7 @@ kernel void scatter_add_1(
     for (int i3 = 0; i3 < 1024; i3 += 1) {
         const int t5 = p0[i3];
         if ((t5 == lo2)) {
-            const float t6 = p1[((i3 * 1) + (i3 % 1))];
+            const float t6 = p1[i3];
             acc4 += t6;
         }
     }
@@ -6363,7 +6363,7 @@ kernel void reduce_sum_4(
     const int c7 = (o4 / 8);
     const int c8 = (o4 % 8);
     for (int k6 = part3; k6 < 2; k6 += 2) {
-        const float t9 = p0[(((((((c7 * 2) + k6) * 1) + 0) / 2) * 2) + (((((c7 * 2) + k6) * 1) + 0) % 2))];
+        const float t9 = p0[((((c7 * 2) + k6) * 1) + 0)];
         const float t10 = p1[(((((((c7 * 2) + k6) * 1) + 0) / 2) * 1) + 0)];
         const float t11 = (t9 / t10);
         const float t12 = p2[(((((((c7 * 2) + k6) * 1) + 0) / 2) * 1) + 0)];
@@ -6563,343 +6563,11 @@ kernel void matmul_23(
     }
 }
 
-// fuses add %2143, reshape %2144, rmsnorm_bwd %2145 (moe.8)
-// threadgroup 256×1×1, grid 512×1×1 threadgroups
-kernel void rmsnorm_bwd_2(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        device float* p4 [[buffer(4)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    threadgroup float sh20[8];
-    threadgroup float sh21[8];
-    const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
-    const int row4 = int(gid.x);
-    const int c5 = (row4 / 512);
-    const int c6 = (row4 % 512);
-    float reg7[8];
-    float reg8[8];
-    float ss9 = 0.0f;
-    float dot10 = 0.0f;
-    for (int k11 = 0; k11 < 8; k11 += 1) {
-        const int j12 = (lid1 + (k11 * 256));
-        const float t13 = p0[((((c5 * 512) + c6) * 2048) + j12)];
-        reg7[k11] = t13;
-        const float t14 = p1[(((((((c5 * 512) + c6) * 2048) + j12) / 2048) * 2048) + (((((c5 * 512) + c6) * 2048) + j12) % 2048))];
-        const float t15 = p2[(((((((c5 * 512) + c6) * 2048) + j12) / 2048) * 2048) + (((((c5 * 512) + c6) * 2048) + j12) % 2048))];
-        const float t16 = (t14 + t15);
-        reg8[k11] = t16;
-        const float t17 = p3[j12];
-        ss9 += (t13 * t13);
-        dot10 += ((t16 * t17) * t13);
-    }
-    const float s18 = simd_sum(ss9);
-    const float s19 = simd_sum(dot10);
-    if ((l32_2 == 0)) {
-        sh20[sg3] = s18;
-        sh21[sg3] = s19;
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    float acc22 = sh20[0];
-    for (int s23 = 1; s23 < 8; s23 += 1) {
-        acc22 += sh20[s23];
-    }
-    float acc24 = sh21[0];
-    for (int s25 = 1; s25 < 8; s25 += 1) {
-        acc24 += sh21[s25];
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    const float r26 = rsqrt(((acc22 / 2048.0f) + 1e-05f));
-    const float mean27 = ((acc24 * r26) / 2048.0f);
-    for (int k28 = 0; k28 < 8; k28 += 1) {
-        const int j29 = (lid1 + (k28 * 256));
-        const float xh30 = (reg7[k28] * r26);
-        const float t31 = p3[j29];
-        p4[((((c5 * 512) + c6) * 2048) + j29)] = (r26 * ((reg8[k28] * t31) - (xh30 * mean27)));
-    }
-}
-
-// fuses square %4572, reduce_sum %4573 (optimizer)
+// fuses reshape %4572, reshape %4573, reshape %4574, reshape %4575, reshape %4576, reshape %4577,
+//   reshape %4578, reshape %4579, reshape %4580, reshape %4581, reshape %4582, reshape %4583,
+//   reshape %4584, concat %4585, square %4586, reduce_sum %4587 (optimizer)
 // threadgroup 1024×1×1, grid 1×1×1 threadgroups
 kernel void reduce_sum_6(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    threadgroup float sh11[32];
-    const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
-    const int row4 = int(gid.x);
-    float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 168; k6 += 1) {
-        const int j7 = (lid1 + (k6 * 1024));
-        const float t8 = p0[(((j7 / 2048) * 2048) + (j7 % 2048))];
-        const float t9 = (t8 * t8);
-        acc5 += t9;
-    }
-    const float s10 = simd_sum(acc5);
-    if ((l32_2 == 0)) {
-        sh11[sg3] = s10;
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    float acc12 = sh11[0];
-    for (int s13 = 1; s13 < 32; s13 += 1) {
-        acc12 += sh11[s13];
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if ((lid1 == 0)) {
-        p1[row4] = acc12;
-    }
-}
-
-// fuses square %4574, reduce_sum %4575 (optimizer)
-// threadgroup 1024×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_7(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    threadgroup float sh11[32];
-    const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
-    const int row4 = int(gid.x);
-    float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 672; k6 += 1) {
-        const int j7 = (lid1 + (k6 * 1024));
-        const float t8 = p0[(((j7 / 84) * 84) + (j7 % 84))];
-        const float t9 = (t8 * t8);
-        acc5 += t9;
-    }
-    const float s10 = simd_sum(acc5);
-    if ((l32_2 == 0)) {
-        sh11[sg3] = s10;
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    float acc12 = sh11[0];
-    for (int s13 = 1; s13 < 32; s13 += 1) {
-        acc12 += sh11[s13];
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if ((lid1 == 0)) {
-        p1[row4] = acc12;
-    }
-}
-
-// fuses square %4577, reduce_sum %4578 (optimizer)
-// threadgroup 1024×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_8(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    threadgroup float sh11[32];
-    const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
-    const int row4 = int(gid.x);
-    float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 336; k6 += 1) {
-        const int j7 = (lid1 + (k6 * 1024));
-        const float t8 = p0[(((j7 / 4096) * 4096) + (j7 % 4096))];
-        const float t9 = (t8 * t8);
-        acc5 += t9;
-    }
-    const float s10 = simd_sum(acc5);
-    if ((l32_2 == 0)) {
-        sh11[sg3] = s10;
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    float acc12 = sh11[0];
-    for (int s13 = 1; s13 < 32; s13 += 1) {
-        acc12 += sh11[s13];
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if ((lid1 == 0)) {
-        p1[row4] = acc12;
-    }
-}
-
-// fuses square %4580, reduce_sum %4581 (optimizer)
-// threadgroup 1024×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_9(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    threadgroup float sh11[32];
-    const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
-    const int row4 = int(gid.x);
-    float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 168; k6 += 1) {
-        const int j7 = (lid1 + (k6 * 1024));
-        const float t8 = p0[(((j7 / 84) * 84) + (j7 % 84))];
-        const float t9 = (t8 * t8);
-        acc5 += t9;
-    }
-    const float s10 = simd_sum(acc5);
-    if ((l32_2 == 0)) {
-        sh11[sg3] = s10;
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    float acc12 = sh11[0];
-    for (int s13 = 1; s13 < 32; s13 += 1) {
-        acc12 += sh11[s13];
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if ((lid1 == 0)) {
-        p1[row4] = acc12;
-    }
-}
-
-// fuses square %4607, reduce_sum %4608 (optimizer)
-// threadgroup 1024×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_10(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    threadgroup float sh11[32];
-    const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
-    const int row4 = int(gid.x);
-    float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 1344; k6 += 1) {
-        const int j7 = (lid1 + (k6 * 1024));
-        const float t8 = p0[(((((j7 / 172032) * 84) + ((j7 / 2048) % 84)) * 2048) + (j7 % 2048))];
-        const float t9 = (t8 * t8);
-        acc5 += t9;
-    }
-    const float s10 = simd_sum(acc5);
-    if ((l32_2 == 0)) {
-        sh11[sg3] = s10;
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    float acc12 = sh11[0];
-    for (int s13 = 1; s13 < 32; s13 += 1) {
-        acc12 += sh11[s13];
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if ((lid1 == 0)) {
-        p1[row4] = acc12;
-    }
-}
-
-// fuses square %4610, reduce_sum %4611 (optimizer)
-// threadgroup 1024×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_11(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    threadgroup float sh11[32];
-    const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
-    const int row4 = int(gid.x);
-    float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 7056; k6 += 1) {
-        const int j7 = (lid1 + (k6 * 1024));
-        const float t8 = p0[(((((j7 / 903168) * 10752) + ((j7 / 84) % 10752)) * 84) + (j7 % 84))];
-        const float t9 = (t8 * t8);
-        acc5 += t9;
-    }
-    const float s10 = simd_sum(acc5);
-    if ((l32_2 == 0)) {
-        sh11[sg3] = s10;
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    float acc12 = sh11[0];
-    for (int s13 = 1; s13 < 32; s13 += 1) {
-        acc12 += sh11[s13];
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if ((lid1 == 0)) {
-        p1[row4] = acc12;
-    }
-}
-
-// fuses square %4613, reduce_sum %4614 (optimizer)
-// threadgroup 1024×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_12(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    threadgroup float sh11[32];
-    const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
-    const int row4 = int(gid.x);
-    float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 3528; k6 += 1) {
-        const int j7 = (lid1 + (k6 * 1024));
-        const float t8 = p0[(((((j7 / 451584) * 84) + ((j7 / 5376) % 84)) * 5376) + (j7 % 5376))];
-        const float t9 = (t8 * t8);
-        acc5 += t9;
-    }
-    const float s10 = simd_sum(acc5);
-    if ((l32_2 == 0)) {
-        sh11[sg3] = s10;
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    float acc12 = sh11[0];
-    for (int s13 = 1; s13 < 32; s13 += 1) {
-        acc12 += sh11[s13];
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if ((lid1 == 0)) {
-        p1[row4] = acc12;
-    }
-}
-
-// fuses square %4616, reduce_sum %4617 (optimizer)
-// threadgroup 1024×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_13(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    threadgroup float sh11[32];
-    const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
-    const int row4 = int(gid.x);
-    float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 1344; k6 += 1) {
-        const int j7 = (lid1 + (k6 * 1024));
-        const float t8 = p0[(((((j7 / 172032) * 2048) + ((j7 / 84) % 2048)) * 84) + (j7 % 84))];
-        const float t9 = (t8 * t8);
-        acc5 += t9;
-    }
-    const float s10 = simd_sum(acc5);
-    if ((l32_2 == 0)) {
-        sh11[sg3] = s10;
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    float acc12 = sh11[0];
-    for (int s13 = 1; s13 < 32; s13 += 1) {
-        acc12 += sh11[s13];
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if ((lid1 == 0)) {
-        p1[row4] = acc12;
-    }
-}
-
-// fuses add %4579, add %4582, add %4585, add %4588, add %4591, add %4594, add %4597, add %4600,
-//   add %4603, add %4606, add %4609, add %4612, add %4615, add %4618, add %4621, add %4624,
-//   add %4627, add %4630, add %4633, add %4636, add %4639, add %4642 (optimizer)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void add_3(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -6913,17 +6581,295 @@ kernel void add_3(
         const device float* p10 [[buffer(10)]],
         const device float* p11 [[buffer(11)]],
         const device float* p12 [[buffer(12)]],
-        const device float* p13 [[buffer(13)]],
-        const device float* p14 [[buffer(14)]],
-        const device float* p15 [[buffer(15)]],
-        const device float* p16 [[buffer(16)]],
-        const device float* p17 [[buffer(17)]],
-        const device float* p18 [[buffer(18)]],
-        const device float* p19 [[buffer(19)]],
-        const device float* p20 [[buffer(20)]],
-        const device float* p21 [[buffer(21)]],
-        const device float* p22 [[buffer(22)]],
-        device float* p23 [[buffer(23)]],
+        device float* p13 [[buffer(13)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    threadgroup float sh24[32];
+    const int lid1 = int(lid.x);
+    const int l32_2 = (lid1 % 32);
+    const int sg3 = (lid1 / 32);
+    const int row4 = int(gid.x);
+    float acc5 = 0.0f;
+    for (int k6 = 0; k6 < 5376; k6 += 1) {
+        const int j7 = (lid1 + (k6 * 1024));
+        float cat8 = 0.0f;
+        if ((j7 < 172032)) {
+            const float t9 = p0[(j7 - 0)];
+            cat8 = t9;
+        } else {
+            if ((j7 < 860160)) {
+                const float t10 = p1[(j7 - 172032)];
+                cat8 = t10;
+            } else {
+                if ((j7 < 1204224)) {
+                    const float t11 = p2[(j7 - 860160)];
+                    cat8 = t11;
+                } else {
+                    if ((j7 < 1376256)) {
+                        const float t12 = p3[(j7 - 1204224)];
+                        cat8 = t12;
+                    } else {
+                        if ((j7 < 1548288)) {
+                            const float t13 = p4[(j7 - 1376256)];
+                            cat8 = t13;
+                        } else {
+                            if ((j7 < 2236416)) {
+                                const float t14 = p5[(j7 - 1548288)];
+                                cat8 = t14;
+                            } else {
+                                if ((j7 < 2580480)) {
+                                    const float t15 = p6[(j7 - 2236416)];
+                                    cat8 = t15;
+                                } else {
+                                    if ((j7 < 2752512)) {
+                                        const float t16 = p7[(j7 - 2580480)];
+                                        cat8 = t16;
+                                    } else {
+                                        if ((j7 < 2924544)) {
+                                            const float t17 = p8[(j7 - 2752512)];
+                                            cat8 = t17;
+                                        } else {
+                                            if ((j7 < 3612672)) {
+                                                const float t18 = p9[(j7 - 2924544)];
+                                                cat8 = t18;
+                                            } else {
+                                                if ((j7 < 3956736)) {
+                                                    const float t19 = p10[(j7 - 3612672)];
+                                                    cat8 = t19;
+                                                } else {
+                                                    if ((j7 < 4128768)) {
+                                                        const float t20 = p11[(j7 - 3956736)];
+                                                        cat8 = t20;
+                                                    } else {
+                                                        const float t21 = p12[(j7 - 4128768)];
+                                                        cat8 = t21;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        const float t22 = (cat8 * cat8);
+        acc5 += t22;
+    }
+    const float s23 = simd_sum(acc5);
+    if ((l32_2 == 0)) {
+        sh24[sg3] = s23;
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    float acc25 = sh24[0];
+    for (int s26 = 1; s26 < 32; s26 += 1) {
+        acc25 += sh24[s26];
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    if ((lid1 == 0)) {
+        p13[row4] = acc25;
+    }
+}
+
+// fuses reshape %4588, square %4589, reduce_sum %4590 (optimizer)
+// threadgroup 1024×1×1, grid 1×1×1 threadgroups
+kernel void reduce_sum_7(
+        const device float* p0 [[buffer(0)]],
+        device float* p1 [[buffer(1)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    threadgroup float sh11[32];
+    const int lid1 = int(lid.x);
+    const int l32_2 = (lid1 % 32);
+    const int sg3 = (lid1 / 32);
+    const int row4 = int(gid.x);
+    float acc5 = 0.0f;
+    for (int k6 = 0; k6 < 7056; k6 += 1) {
+        const int j7 = (lid1 + (k6 * 1024));
+        const float t8 = p0[j7];
+        const float t9 = (t8 * t8);
+        acc5 += t9;
+    }
+    const float s10 = simd_sum(acc5);
+    if ((l32_2 == 0)) {
+        sh11[sg3] = s10;
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    float acc12 = sh11[0];
+    for (int s13 = 1; s13 < 32; s13 += 1) {
+        acc12 += sh11[s13];
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    if ((lid1 == 0)) {
+        p1[row4] = acc12;
+    }
+}
+
+// fuses reshape %4592, reshape %4593, reshape %4594, reshape %4595, reshape %4596, reshape %4597,
+//   reshape %4598, reshape %4599, reshape %4600, reshape %4601, reshape %4602, concat %4603,
+//   square %4604, reduce_sum %4605 (optimizer)
+// threadgroup 1024×1×1, grid 1×1×1 threadgroups
+kernel void reduce_sum_8(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        const device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        const device float* p6 [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
+        const device float* p8 [[buffer(8)]],
+        const device float* p9 [[buffer(9)]],
+        const device float* p10 [[buffer(10)]],
+        device float* p11 [[buffer(11)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    threadgroup float sh22[32];
+    const int lid1 = int(lid.x);
+    const int l32_2 = (lid1 % 32);
+    const int sg3 = (lid1 / 32);
+    const int row4 = int(gid.x);
+    float acc5 = 0.0f;
+    for (int k6 = 0; k6 < 7728; k6 += 1) {
+        const int j7 = (lid1 + (k6 * 1024));
+        float cat8 = 0.0f;
+        if ((j7 < 3612672)) {
+            const float t9 = p0[(j7 - 0)];
+            cat8 = t9;
+        } else {
+            if ((j7 < 4988928)) {
+                const float t10 = p1[(j7 - 3612672)];
+                cat8 = t10;
+            } else {
+                if ((j7 < 5160960)) {
+                    const float t11 = p2[(j7 - 4988928)];
+                    cat8 = t11;
+                } else {
+                    if ((j7 < 5849088)) {
+                        const float t12 = p3[(j7 - 5160960)];
+                        cat8 = t12;
+                    } else {
+                        if ((j7 < 6193152)) {
+                            const float t13 = p4[(j7 - 5849088)];
+                            cat8 = t13;
+                        } else {
+                            if ((j7 < 6365184)) {
+                                const float t14 = p5[(j7 - 6193152)];
+                                cat8 = t14;
+                            } else {
+                                if ((j7 < 6537216)) {
+                                    const float t15 = p6[(j7 - 6365184)];
+                                    cat8 = t15;
+                                } else {
+                                    if ((j7 < 7225344)) {
+                                        const float t16 = p7[(j7 - 6537216)];
+                                        cat8 = t16;
+                                    } else {
+                                        if ((j7 < 7569408)) {
+                                            const float t17 = p8[(j7 - 7225344)];
+                                            cat8 = t17;
+                                        } else {
+                                            if ((j7 < 7741440)) {
+                                                const float t18 = p9[(j7 - 7569408)];
+                                                cat8 = t18;
+                                            } else {
+                                                const float t19 = p10[(j7 - 7741440)];
+                                                cat8 = t19;
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        const float t20 = (cat8 * cat8);
+        acc5 += t20;
+    }
+    const float s21 = simd_sum(acc5);
+    if ((l32_2 == 0)) {
+        sh22[sg3] = s21;
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    float acc23 = sh22[0];
+    for (int s24 = 1; s24 < 32; s24 += 1) {
+        acc23 += sh22[s24];
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    if ((lid1 == 0)) {
+        p11[row4] = acc23;
+    }
+}
+
+// fuses reshape %4607, reshape %4608, reshape %4609, reshape %4610, concat %4611, square %4612,
+//   reduce_sum %4613 (optimizer)
+// threadgroup 1024×1×1, grid 1×1×1 threadgroups
+kernel void reduce_sum_9(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        const device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        device float* p4 [[buffer(4)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    threadgroup float sh15[32];
+    const int lid1 = int(lid.x);
+    const int l32_2 = (lid1 % 32);
+    const int sg3 = (lid1 / 32);
+    const int row4 = int(gid.x);
+    float acc5 = 0.0f;
+    for (int k6 = 0; k6 < 2520; k6 += 1) {
+        const int j7 = (lid1 + (k6 * 1024));
+        float cat8 = 0.0f;
+        if ((j7 < 688128)) {
+            const float t9 = p0[(j7 - 0)];
+            cat8 = t9;
+        } else {
+            if ((j7 < 1032192)) {
+                const float t10 = p1[(j7 - 688128)];
+                cat8 = t10;
+            } else {
+                if ((j7 < 1204224)) {
+                    const float t11 = p2[(j7 - 1032192)];
+                    cat8 = t11;
+                } else {
+                    const float t12 = p3[(j7 - 1204224)];
+                    cat8 = t12;
+                }
+            }
+        }
+        const float t13 = (cat8 * cat8);
+        acc5 += t13;
+    }
+    const float s14 = simd_sum(acc5);
+    if ((l32_2 == 0)) {
+        sh15[sg3] = s14;
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    float acc16 = sh15[0];
+    for (int s17 = 1; s17 < 32; s17 += 1) {
+        acc16 += sh15[s17];
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    if ((lid1 == 0)) {
+        p4[row4] = acc16;
+    }
+}
+
+// fuses add %4591, add %4606, add %4614, add %4618, add %4633 (optimizer)
+// threadgroup 256×1×1, grid 1×1×1 threadgroups
+kernel void add_3(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        const device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        device float* p6 [[buffer(6)]],
         uint3 tid [[thread_position_in_grid]]) {
     const int i1 = int(tid.x);
     if ((i1 >= 1)) {
@@ -6940,46 +6886,61 @@ kernel void add_3(
     const float t10 = (t8 + t9);
     const float t11 = p5[i1];
     const float t12 = (t10 + t11);
-    const float t13 = p6[i1];
-    const float t14 = (t12 + t13);
-    const float t15 = p7[i1];
-    const float t16 = (t14 + t15);
-    const float t17 = p8[i1];
-    const float t18 = (t16 + t17);
-    const float t19 = p9[i1];
-    const float t20 = (t18 + t19);
-    const float t21 = p10[i1];
-    const float t22 = (t20 + t21);
-    const float t23 = p11[i1];
-    const float t24 = (t22 + t23);
-    const float t25 = p12[i1];
-    const float t26 = (t24 + t25);
-    const float t27 = p13[i1];
-    const float t28 = (t26 + t27);
-    const float t29 = p14[i1];
-    const float t30 = (t28 + t29);
-    const float t31 = p15[i1];
-    const float t32 = (t30 + t31);
-    const float t33 = p16[i1];
-    const float t34 = (t32 + t33);
-    const float t35 = p17[i1];
-    const float t36 = (t34 + t35);
-    const float t37 = p18[i1];
-    const float t38 = (t36 + t37);
-    const float t39 = p19[i1];
-    const float t40 = (t38 + t39);
-    const float t41 = p20[i1];
-    const float t42 = (t40 + t41);
-    const float t43 = p21[i1];
-    const float t44 = (t42 + t43);
-    const float t45 = p22[i1];
-    const float t46 = (t44 + t45);
-    p23[i1] = t46;
+    p6[i1] = t12;
 }
 
-// fuses add %4975, add %4978, add %4981, add %4984, add %4987, add %4990, add %4993, add %4996,
-//   add %4999, add %5002, add %5005, add %5008, add %5011, add %5014, add %5017, add %5020,
-//   add %5023, add %5026, add %5029, add %5032, add %5035, add %5038, sqrt %5039 (optimizer)
+// fuses reshape %4823, reshape %4824, reshape %4825, concat %4826, square %4827,
+//   reduce_sum %4828 (optimizer)
+// threadgroup 1024×1×1, grid 1×1×1 threadgroups
+kernel void reduce_sum_10(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        const device float* p2 [[buffer(2)]],
+        device float* p3 [[buffer(3)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    threadgroup float sh14[32];
+    const int lid1 = int(lid.x);
+    const int l32_2 = (lid1 % 32);
+    const int sg3 = (lid1 / 32);
+    const int row4 = int(gid.x);
+    float acc5 = 0.0f;
+    for (int k6 = 0; k6 < 1176; k6 += 1) {
+        const int j7 = (lid1 + (k6 * 1024));
+        float cat8 = 0.0f;
+        if ((j7 < 688128)) {
+            const float t9 = p0[(j7 - 0)];
+            cat8 = t9;
+        } else {
+            if ((j7 < 1032192)) {
+                const float t10 = p1[(j7 - 688128)];
+                cat8 = t10;
+            } else {
+                const float t11 = p2[(j7 - 1032192)];
+                cat8 = t11;
+            }
+        }
+        const float t12 = (cat8 * cat8);
+        acc5 += t12;
+    }
+    const float s13 = simd_sum(acc5);
+    if ((l32_2 == 0)) {
+        sh14[sg3] = s13;
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    float acc15 = sh14[0];
+    for (int s16 = 1; s16 < 32; s16 += 1) {
+        acc15 += sh14[s16];
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    if ((lid1 == 0)) {
+        p3[row4] = acc15;
+    }
+}
+
+// fuses add %4641, add %4645, add %4660, add %4668, add %4672, add %4687, add %4695, add %4699,
+//   add %4714, add %4722, add %4726, add %4741, add %4749, add %4753, add %4768, add %4776,
+//   add %4780, add %4795, add %4803, add %4807, add %4822, add %4829, sqrt %4830 (optimizer)
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
 kernel void sqrt_add_0(
         const device float* p0 [[buffer(0)]],
@@ -7060,7 +7021,7 @@ kernel void sqrt_add_0(
     p23[i1] = t47;
 }
 
-// fuses const %5040, const %5041, div %5042, min %5043 (optimizer)
+// fuses const %4831, const %4832, div %4833, min %4834 (optimizer)
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
 kernel void min_div_0(
         const device float* p0 [[buffer(0)]],
@@ -7076,8 +7037,8 @@ kernel void min_div_0(
     p1[i1] = t4;
 }
 
-// fuses broadcast %5044, mul %5045, adamw %5360, broadcast %5046, mul %5047, adamw %5365,
-//   broadcast %5048, mul %5049, adamw %5370 (optimizer)
+// fuses broadcast %4835, mul %4836, adamw %5151, broadcast %4837, mul %4838, adamw %5156,
+//   broadcast %4839, mul %4840, adamw %5161 (optimizer)
 // threadgroup 256×1×1, grid 4704×1×1 threadgroups
 kernel void adamw_mul_0(
         const device float* p0 [[buffer(0)]],
@@ -7161,8 +7122,8 @@ kernel void adamw_mul_0(
     }
 }
 
-// fuses broadcast %5050, mul %5051, adamw %5375, broadcast %5052, mul %5053, adamw %5380,
-//   broadcast %5054, mul %5055, adamw %5385 (optimizer)
+// fuses broadcast %4841, mul %4842, adamw %5166, broadcast %4843, mul %4844, adamw %5171,
+//   broadcast %4845, mul %4846, adamw %5176 (optimizer)
 // threadgroup 256×1×1, grid 4032×1×1 threadgroups
 kernel void adamw_mul_1(
         const device float* p0 [[buffer(0)]],
@@ -7246,8 +7207,8 @@ kernel void adamw_mul_1(
     }
 }
 
-// fuses broadcast %5056, mul %5057, adamw %5390, broadcast %5058, mul %5059, adamw %5395,
-//   broadcast %5060, mul %5061, adamw %5400 (optimizer)
+// fuses broadcast %4847, mul %4848, adamw %5181, broadcast %4849, mul %4850, adamw %5186,
+//   broadcast %4851, mul %4852, adamw %5191 (optimizer)
 // threadgroup 256×1×1, grid 2688×1×1 threadgroups
 kernel void adamw_mul_2(
         const device float* p0 [[buffer(0)]],
@@ -7331,8 +7292,8 @@ kernel void adamw_mul_2(
     }
 }
 
-// fuses broadcast %5062, mul %5063, adamw %5405, broadcast %5064, mul %5065, adamw %5410,
-//   broadcast %5066, mul %5067, adamw %5415 (optimizer)
+// fuses broadcast %4853, mul %4854, adamw %5196, broadcast %4855, mul %4856, adamw %5201,
+//   broadcast %4857, mul %4858, adamw %5206 (optimizer)
 // threadgroup 256×1×1, grid 4704×1×1 threadgroups
 kernel void adamw_mul_3(
         const device float* p0 [[buffer(0)]],
@@ -7416,8 +7377,8 @@ kernel void adamw_mul_3(
     }
 }
 
-// fuses broadcast %5068, mul %5069, adamw %5420, broadcast %5070, mul %5071, adamw %5425,
-//   broadcast %5072, mul %5073, adamw %5430 (optimizer)
+// fuses broadcast %4859, mul %4860, adamw %5211, broadcast %4861, mul %4862, adamw %5216,
+//   broadcast %4863, mul %4864, adamw %5221 (optimizer)
 // threadgroup 256×1×1, grid 47712×1×1 threadgroups
 kernel void adamw_mul_4(
         const device float* p0 [[buffer(0)]],
@@ -7501,8 +7462,8 @@ kernel void adamw_mul_4(
     }
 }
 
-// fuses broadcast %5074, mul %5075, adamw %5435, broadcast %5076, mul %5077, adamw %5440,
-//   broadcast %5078, mul %5079, adamw %5445 (optimizer)
+// fuses broadcast %4865, mul %4866, adamw %5226, broadcast %4867, mul %4868, adamw %5231,
+//   broadcast %4869, mul %4870, adamw %5236 (optimizer)
 // threadgroup 256×1×1, grid 8736×1×1 threadgroups
 kernel void adamw_mul_5(
         const device float* p0 [[buffer(0)]],
@@ -7586,8 +7547,8 @@ kernel void adamw_mul_5(
     }
 }
 
-// fuses broadcast %5098, mul %5099, adamw %5495, broadcast %5100, mul %5101, adamw %5500,
-//   broadcast %5102, mul %5103, adamw %5505 (optimizer)
+// fuses broadcast %4889, mul %4890, adamw %5286, broadcast %4891, mul %4892, adamw %5291,
+//   broadcast %4893, mul %4894, adamw %5296 (optimizer)
 // threadgroup 256×1×1, grid 34272×1×1 threadgroups
 kernel void adamw_mul_6(
         const device float* p0 [[buffer(0)]],
@@ -7671,8 +7632,8 @@ kernel void adamw_mul_6(
     }
 }
 
-// fuses broadcast %5104, mul %5105, adamw %5510, broadcast %5106, mul %5107, adamw %5515,
-//   broadcast %5108, mul %5109, adamw %5520 (optimizer)
+// fuses broadcast %4895, mul %4896, adamw %5301, broadcast %4897, mul %4898, adamw %5306,
+//   broadcast %4899, mul %4900, adamw %5311 (optimizer)
 // threadgroup 256×1×1, grid 20160×1×1 threadgroups
 kernel void adamw_mul_7(
         const device float* p0 [[buffer(0)]],
@@ -7756,8 +7717,8 @@ kernel void adamw_mul_7(
     }
 }
 
-// fuses broadcast %5128, mul %5129, adamw %5570, broadcast %5130, mul %5131, adamw %5575,
-//   broadcast %5132, mul %5133, adamw %5580 (optimizer)
+// fuses broadcast %4919, mul %4920, adamw %5361, broadcast %4921, mul %4922, adamw %5366,
+//   broadcast %4923, mul %4924, adamw %5371 (optimizer)
 // threadgroup 256×1×1, grid 7392×1×1 threadgroups
 kernel void adamw_mul_8(
         const device float* p0 [[buffer(0)]],
@@ -7841,8 +7802,8 @@ kernel void adamw_mul_8(
     }
 }
 
-// fuses broadcast %5134, mul %5135, adamw %5585, broadcast %5136, mul %5137, adamw %5590,
-//   broadcast %5138, mul %5139, adamw %5595 (optimizer)
+// fuses broadcast %4925, mul %4926, adamw %5376, broadcast %4927, mul %4928, adamw %5381,
+//   broadcast %4929, mul %4930, adamw %5386 (optimizer)
 // threadgroup 256×1×1, grid 47712×1×1 threadgroups
 kernel void adamw_mul_9(
         const device float* p0 [[buffer(0)]],

@@ -587,7 +587,7 @@ kernel void matmul_4(
             const int k10 = (l8 % 32);
             const int gi11 = (m01 + i9);
             const int gk12 = (k0 + k10);
-            const float t13 = p0[(((((((gi11 * 64) + gk12) / 1024) * 16) + ((((gi11 * 64) + gk12) / 64) % 16)) * 64) + (((gi11 * 64) + gk12) % 64))];
+            const float t13 = p0[((gi11 * 64) + gk12)];
             sh[((i9 * 36) + k10)] = t13;
         }
         for (int s14 = 0; s14 < 8; s14 += 1) {
@@ -802,7 +802,7 @@ kernel void gather_1(
     const int c2 = (i1 / 64);
     const int c3 = (i1 % 64);
     const int t4 = p0[c2];
-    const float t5 = p1[(((((((t4 * 64) + c3) / 1024) * 16) + ((((t4 * 64) + c3) / 64) % 16)) * 64) + (((t4 * 64) + c3) % 64))];
+    const float t5 = p1[((t4 * 64) + c3)];
     p2[i1] = t5;
 }
 
@@ -1127,7 +1127,7 @@ kernel void gather_2(
         uint3 tid [[thread_position_in_grid]]) {
     const int i1 = int(tid.x);
     const int t2 = p0[i1];
-    const float t3 = p1[(((t2 / 2) * 2) + (t2 % 2))];
+    const float t3 = p1[t2];
     p2[i1] = t3;
 }
 
@@ -1269,7 +1269,7 @@ kernel void add_scale_0(
         if ((int(gid.x) < 65)) {
             const int i4 = (((int(gid.x) - 1) * 256) + int(lid.x));
             const float t8 = p2[i4];
-            const float t9 = p3[(((i4 / 64) * 64) + (i4 % 64))];
+            const float t9 = p3[i4];
             const float t10 = (t8 + t9);
             p4[i4] = t10;
         }
@@ -1790,7 +1790,7 @@ kernel void matmul_8(
             const int i10 = (l8 % 64);
             const int gi11 = (m01 + i10);
             const int gk12 = (k0 + k9);
-            const float t13 = p0[(((((((gk12 * 64) + gi11) / 1024) * 16) + ((((gk12 * 64) + gi11) / 64) % 16)) * 64) + (((gk12 * 64) + gi11) % 64))];
+            const float t13 = p0[((gk12 * 64) + gi11)];
             sh[((k9 * 68) + i10)] = t13;
         }
         for (int s14 = 0; s14 < 8; s14 += 1) {
@@ -1799,7 +1799,7 @@ kernel void matmul_8(
             const int i17 = (l15 % 64);
             const int gi18 = (n02 + i17);
             const int gk19 = (k0 + k16);
-            const float t20 = p1[(((((((gk19 * 128) + gi18) / 2048) * 16) + ((((gk19 * 128) + gi18) / 128) % 16)) * 128) + (((gk19 * 128) + gi18) % 128))];
+            const float t20 = p1[((gk19 * 128) + gi18)];
             sh[(((k16 * 68) + i17) + 1088)] = t20;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -2193,7 +2193,7 @@ kernel void matmul_10(
             const int i10 = (l8 % 64);
             const int gi11 = (m01 + i10);
             const int gk12 = (k0 + k9);
-            const float t13 = p0[(((((((gk12 * 128) + gi11) / 2048) * 16) + ((((gk12 * 128) + gi11) / 128) % 16)) * 128) + (((gk12 * 128) + gi11) % 128))];
+            const float t13 = p0[((gk12 * 128) + gi11)];
             sh[((k9 * 68) + i10)] = t13;
         }
         for (int s14 = 0; s14 < 8; s14 += 1) {
@@ -2330,7 +2330,7 @@ kernel void matmul_11(
             const int gi11 = (m01 + i10);
             const int gk12 = (k0 + k9);
             if ((gi11 < 36)) {
-                const float t13 = p0[(((((((gk12 * 36) + gi11) / 576) * 16) + ((((gk12 * 36) + gi11) / 36) % 16)) * 36) + (((gk12 * 36) + gi11) % 36))];
+                const float t13 = p0[((gk12 * 36) + gi11)];
                 sh[((k9 * 36) + i10)] = t13;
             } else {
                 sh[((k9 * 36) + i10)] = 0.0f;
@@ -2342,7 +2342,7 @@ kernel void matmul_11(
             const int i17 = (l15 % 64);
             const int gi18 = (n02 + i17);
             const int gk19 = (k0 + k16);
-            const float t20 = p1[(((((((gk19 * 128) + gi18) / 2048) * 16) + ((((gk19 * 128) + gi18) / 128) % 16)) * 128) + (((gk19 * 128) + gi18) % 128))];
+            const float t20 = p1[((gk19 * 128) + gi18)];
             sh[(((k16 * 68) + i17) + 1152)] = t20;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -2733,7 +2733,7 @@ kernel void matmul_14(
             const int i10 = (l8 % 64);
             const int gi11 = (m01 + i10);
             const int gk12 = (k0 + k9);
-            const float t13 = p0[(((((((gk12 * 256) + gi11) / 4096) * 16) + ((((gk12 * 256) + gi11) / 256) % 16)) * 256) + (((gk12 * 256) + gi11) % 256))];
+            const float t13 = p0[((gk12 * 256) + gi11)];
             sh[((k9 * 68) + i10)] = t13;
         }
         for (int s14 = 0; s14 < 8; s14 += 1) {
@@ -2742,7 +2742,7 @@ kernel void matmul_14(
             const int i17 = (l15 % 64);
             const int gi18 = (n02 + i17);
             const int gk19 = (k0 + k16);
-            const float t20 = p1[(((((((gk19 * 64) + gi18) / 1024) * 16) + ((((gk19 * 64) + gi18) / 64) % 16)) * 64) + (((gk19 * 64) + gi18) % 64))];
+            const float t20 = p1[((gk19 * 64) + gi18)];
             sh[(((k16 * 68) + i17) + 1088)] = t20;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -2861,7 +2861,7 @@ kernel void scatter_add_1(
     for (int i3 = 0; i3 < 512; i3 += 1) {
         const int t5 = p0[i3];
         if ((t5 == lo2)) {
-            const float t6 = p1[((i3 * 1) + (i3 % 1))];
+            const float t6 = p1[i3];
             acc4 += t6;
         }
     }
@@ -3489,7 +3489,7 @@ kernel void reduce_sum_5(
     const int c7 = (o4 / 4);
     const int c8 = (o4 % 4);
     for (int k6 = part3; k6 < 2; k6 += 2) {
-        const float t9 = p0[(((((((c7 * 2) + k6) * 1) + 0) / 2) * 2) + (((((c7 * 2) + k6) * 1) + 0) % 2))];
+        const float t9 = p0[((((c7 * 2) + k6) * 1) + 0)];
         const float t10 = p1[(((((((c7 * 2) + k6) * 1) + 0) / 2) * 1) + 0)];
         const float t11 = (t9 / t10);
         const float t12 = p2[(((((((c7 * 2) + k6) * 1) + 0) / 2) * 1) + 0)];
@@ -3733,7 +3733,7 @@ kernel void matmul_16(
             const int i17 = (l15 % 64);
             const int gi18 = (n02 + i17);
             const int gk19 = (k0 + k16);
-            const float t20 = p1[(((((((gk19 * 64) + gi18) / 1024) * 16) + ((((gk19 * 64) + gi18) / 64) % 16)) * 64) + (((gk19 * 64) + gi18) % 64))];
+            const float t20 = p1[((gk19 * 64) + gi18)];
             sh[(((k16 * 68) + i17) + 1152)] = t20;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -3812,8 +3812,8 @@ kernel void rmsnorm_bwd_1(
             const int j14 = (lid1 + (k13 * 64));
             const float t15 = p0[((((c7 * 16) + c8) * 64) + j14)];
             reg9[k13] = t15;
-            const float t16 = p1[(((((((c7 * 16) + c8) * 64) + j14) / 64) * 64) + (((((c7 * 16) + c8) * 64) + j14) % 64))];
-            const float t17 = p2[(((((((c7 * 16) + c8) * 64) + j14) / 64) * 64) + (((((c7 * 16) + c8) * 64) + j14) % 64))];
+            const float t16 = p1[((((c7 * 16) + c8) * 64) + j14)];
+            const float t17 = p2[((((c7 * 16) + c8) * 64) + j14)];
             const float t18 = (t16 + t17);
             reg10[k13] = t18;
             const float t19 = p3[j14];
@@ -3908,7 +3908,7 @@ kernel void matmul_17(
             const int gi11 = (m01 + i10);
             const int gk12 = (k0 + k9);
             if ((gi11 < 16)) {
-                const float t13 = p0[(((((((gk12 * 16) + gi11) / 256) * 16) + ((((gk12 * 16) + gi11) / 16) % 16)) * 16) + (((gk12 * 16) + gi11) % 16))];
+                const float t13 = p0[((gk12 * 16) + gi11)];
                 sh[((k9 * 36) + i10)] = t13;
             } else {
                 sh[((k9 * 36) + i10)] = 0.0f;
@@ -3920,7 +3920,7 @@ kernel void matmul_17(
             const int i17 = (l15 % 64);
             const int gi18 = (n02 + i17);
             const int gk19 = (k0 + k16);
-            const float t20 = p1[(((((((gk19 * 64) + gi18) / 1024) * 16) + ((((gk19 * 64) + gi18) / 64) % 16)) * 64) + (((gk19 * 64) + gi18) % 64))];
+            const float t20 = p1[((gk19 * 64) + gi18)];
             sh[(((k16 * 68) + i17) + 1152)] = t20;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -3972,360 +3972,12 @@ kernel void matmul_17(
     }
 }
 
-// fuses square %305, reduce_sum %306 (optimizer)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
+// fuses reshape %305, reshape %306, reshape %307, reshape %308, reshape %309, reshape %310,
+//   reshape %311, reshape %312, reshape %313, reshape %314, reshape %315, reshape %316,
+//   reshape %317, reshape %318, reshape %319, reshape %320, concat %321, square %322,
+//   reduce_sum %323 (optimizer)
+// threadgroup 1024×1×1, grid 1×1×1 threadgroups
 kernel void reduce_sum_7(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    threadgroup float sh11[8];
-    const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
-    const int row4 = int(gid.x);
-    float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 4; k6 += 1) {
-        const int j7 = (lid1 + (k6 * 256));
-        const float t8 = p0[(((j7 / 64) * 64) + (j7 % 64))];
-        const float t9 = (t8 * t8);
-        acc5 += t9;
-    }
-    const float s10 = simd_sum(acc5);
-    if ((l32_2 == 0)) {
-        sh11[sg3] = s10;
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    float acc12 = sh11[0];
-    for (int s13 = 1; s13 < 8; s13 += 1) {
-        acc12 += sh11[s13];
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if ((lid1 == 0)) {
-        p1[row4] = acc12;
-    }
-}
-
-// fuses square %307, reduce_sum %308 (optimizer)
-// threadgroup 32×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_8(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    const int lid1 = int(lid.x);
-    const int row4 = int(gid.x);
-    float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 2; k6 += 1) {
-        const int j7 = (lid1 + (k6 * 32));
-        const float t8 = p0[j7];
-        const float t9 = (t8 * t8);
-        acc5 += t9;
-    }
-    const float s10 = simd_sum(acc5);
-    if ((lid1 == 0)) {
-        p1[row4] = s10;
-    }
-}
-
-// fuses square %310, reduce_sum %311 (optimizer)
-// threadgroup 1024×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_9(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    threadgroup float sh11[32];
-    const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
-    const int row4 = int(gid.x);
-    float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 16; k6 += 1) {
-        const int j7 = (lid1 + (k6 * 1024));
-        const float t8 = p0[(((j7 / 64) * 64) + (j7 % 64))];
-        const float t9 = (t8 * t8);
-        acc5 += t9;
-    }
-    const float s10 = simd_sum(acc5);
-    if ((l32_2 == 0)) {
-        sh11[sg3] = s10;
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    float acc12 = sh11[0];
-    for (int s13 = 1; s13 < 32; s13 += 1) {
-        acc12 += sh11[s13];
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if ((lid1 == 0)) {
-        p1[row4] = acc12;
-    }
-}
-
-// fuses square %313, reduce_sum %314 (optimizer)
-// threadgroup 32×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_10(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    const int lid1 = int(lid.x);
-    const int row4 = int(gid.x);
-    float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 16; k6 += 1) {
-        const int j7 = (lid1 + (k6 * 32));
-        const float t8 = p0[(((j7 / 4) * 4) + (j7 % 4))];
-        const float t9 = (t8 * t8);
-        acc5 += t9;
-    }
-    const float s10 = simd_sum(acc5);
-    if ((lid1 == 0)) {
-        p1[row4] = s10;
-    }
-}
-
-// fuses add %309, add %312, add %315 (optimizer)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void add_2(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        device float* p4 [[buffer(4)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    if ((i1 >= 1)) {
-        return;
-    }
-    const float t2 = p0[i1];
-    const float t3 = p1[i1];
-    const float t4 = (t2 + t3);
-    const float t5 = p2[i1];
-    const float t6 = (t4 + t5);
-    const float t7 = p3[i1];
-    const float t8 = (t6 + t7);
-    p4[i1] = t8;
-}
-
-// fuses square %316, reduce_sum %317 (optimizer)
-// threadgroup 32×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_11(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    const int lid1 = int(lid.x);
-    const int row4 = int(gid.x);
-    float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 4; k6 += 1) {
-        const int j7 = (lid1 + (k6 * 32));
-        const float t8 = p0[j7];
-        const float t9 = (t8 * t8);
-        acc5 += t9;
-    }
-    const float s10 = simd_sum(acc5);
-    if ((lid1 == 0)) {
-        p1[row4] = s10;
-    }
-}
-
-// fuses square %319, reduce_sum %320 (optimizer)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_12(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    threadgroup float sh11[8];
-    const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
-    const int row4 = int(gid.x);
-    float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 18; k6 += 1) {
-        const int j7 = (lid1 + (k6 * 256));
-        const float t8 = p0[(((j7 / 128) * 128) + (j7 % 128))];
-        const float t9 = (t8 * t8);
-        acc5 += t9;
-    }
-    const float s10 = simd_sum(acc5);
-    if ((l32_2 == 0)) {
-        sh11[sg3] = s10;
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    float acc12 = sh11[0];
-    for (int s13 = 1; s13 < 8; s13 += 1) {
-        acc12 += sh11[s13];
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if ((lid1 == 0)) {
-        p1[row4] = acc12;
-    }
-}
-
-// fuses square %328, reduce_sum %329 (optimizer)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_13(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    threadgroup float sh11[8];
-    const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
-    const int row4 = int(gid.x);
-    float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 8; k6 += 1) {
-        const int j7 = (lid1 + (k6 * 256));
-        const float t8 = p0[(((j7 / 16) * 16) + (j7 % 16))];
-        const float t9 = (t8 * t8);
-        acc5 += t9;
-    }
-    const float s10 = simd_sum(acc5);
-    if ((l32_2 == 0)) {
-        sh11[sg3] = s10;
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    float acc12 = sh11[0];
-    for (int s13 = 1; s13 < 8; s13 += 1) {
-        acc12 += sh11[s13];
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if ((lid1 == 0)) {
-        p1[row4] = acc12;
-    }
-}
-
-// fuses square %334, reduce_sum %335 (optimizer)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_14(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    threadgroup float sh11[8];
-    const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
-    const int row4 = int(gid.x);
-    float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 32; k6 += 1) {
-        const int j7 = (lid1 + (k6 * 256));
-        const float t8 = p0[(((j7 / 128) * 128) + (j7 % 128))];
-        const float t9 = (t8 * t8);
-        acc5 += t9;
-    }
-    const float s10 = simd_sum(acc5);
-    if ((l32_2 == 0)) {
-        sh11[sg3] = s10;
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    float acc12 = sh11[0];
-    for (int s13 = 1; s13 < 8; s13 += 1) {
-        acc12 += sh11[s13];
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if ((lid1 == 0)) {
-        p1[row4] = acc12;
-    }
-}
-
-// fuses square %340, reduce_sum %341 (optimizer)
-// threadgroup 32×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_15(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    const int lid1 = int(lid.x);
-    const int row4 = int(gid.x);
-    float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 8; k6 += 1) {
-        const int j7 = (lid1 + (k6 * 32));
-        const float t8 = p0[(((j7 / 64) * 64) + (j7 % 64))];
-        const float t9 = (t8 * t8);
-        acc5 += t9;
-    }
-    const float s10 = simd_sum(acc5);
-    if ((lid1 == 0)) {
-        p1[row4] = s10;
-    }
-}
-
-// fuses square %343, reduce_sum %344 (optimizer)
-// threadgroup 1024×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_16(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    threadgroup float sh11[32];
-    const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
-    const int row4 = int(gid.x);
-    float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 32; k6 += 1) {
-        const int j7 = (lid1 + (k6 * 1024));
-        const float t8 = p0[(((((j7 / 8192) * 128) + ((j7 / 64) % 128)) * 64) + (j7 % 64))];
-        const float t9 = (t8 * t8);
-        acc5 += t9;
-    }
-    const float s10 = simd_sum(acc5);
-    if ((l32_2 == 0)) {
-        sh11[sg3] = s10;
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    float acc12 = sh11[0];
-    for (int s13 = 1; s13 < 32; s13 += 1) {
-        acc12 += sh11[s13];
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if ((lid1 == 0)) {
-        p1[row4] = acc12;
-    }
-}
-
-// fuses square %346, reduce_sum %347 (optimizer)
-// threadgroup 1024×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_17(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    threadgroup float sh11[32];
-    const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
-    const int row4 = int(gid.x);
-    float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 16; k6 += 1) {
-        const int j7 = (lid1 + (k6 * 1024));
-        const float t8 = p0[(((((j7 / 4096) * 64) + ((j7 / 64) % 64)) * 64) + (j7 % 64))];
-        const float t9 = (t8 * t8);
-        acc5 += t9;
-    }
-    const float s10 = simd_sum(acc5);
-    if ((l32_2 == 0)) {
-        sh11[sg3] = s10;
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    float acc12 = sh11[0];
-    for (int s13 = 1; s13 < 32; s13 += 1) {
-        acc12 += sh11[s13];
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if ((lid1 == 0)) {
-        p1[row4] = acc12;
-    }
-}
-
-// fuses add %318, add %321, add %324, add %327, add %330, add %333, add %336, add %339, add %342,
-//   add %345, add %348, add %351, add %354, add %357, add %360, add %363, add %366, add %369,
-//   add %372, add %375, add %378, add %381, sqrt %382 (optimizer)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void sqrt_add_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -4342,14 +3994,215 @@ kernel void sqrt_add_0(
         const device float* p13 [[buffer(13)]],
         const device float* p14 [[buffer(14)]],
         const device float* p15 [[buffer(15)]],
-        const device float* p16 [[buffer(16)]],
-        const device float* p17 [[buffer(17)]],
-        const device float* p18 [[buffer(18)]],
-        const device float* p19 [[buffer(19)]],
-        const device float* p20 [[buffer(20)]],
-        const device float* p21 [[buffer(21)]],
-        const device float* p22 [[buffer(22)]],
-        device float* p23 [[buffer(23)]],
+        device float* p16 [[buffer(16)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    threadgroup float sh27[32];
+    const int lid1 = int(lid.x);
+    const int l32_2 = (lid1 % 32);
+    const int sg3 = (lid1 / 32);
+    const int row4 = int(gid.x);
+    float acc5 = 0.0f;
+    for (int k6 = 0; k6 < 82; k6 += 1) {
+        const int j7 = (lid1 + (k6 * 1024));
+        if ((j7 < 83264)) {
+            float cat8 = 0.0f;
+            if ((j7 < 1024)) {
+                const float t9 = p0[(j7 - 0)];
+                cat8 = t9;
+            } else {
+                if ((j7 < 1088)) {
+                    const float t10 = p1[(j7 - 1024)];
+                    cat8 = t10;
+                } else {
+                    if ((j7 < 17472)) {
+                        const float t11 = p2[(j7 - 1088)];
+                        cat8 = t11;
+                    } else {
+                        if ((j7 < 17984)) {
+                            const float t12 = p3[(j7 - 17472)];
+                            cat8 = t12;
+                        } else {
+                            if ((j7 < 18112)) {
+                                const float t13 = p4[(j7 - 17984)];
+                                cat8 = t13;
+                            } else {
+                                if ((j7 < 22720)) {
+                                    const float t14 = p5[(j7 - 18112)];
+                                    cat8 = t14;
+                                } else {
+                                    if ((j7 < 23232)) {
+                                        const float t15 = p6[(j7 - 22720)];
+                                        cat8 = t15;
+                                    } else {
+                                        if ((j7 < 23360)) {
+                                            const float t16 = p7[(j7 - 23232)];
+                                            cat8 = t16;
+                                        } else {
+                                            if ((j7 < 25408)) {
+                                                const float t17 = p8[(j7 - 23360)];
+                                                cat8 = t17;
+                                            } else {
+                                                if ((j7 < 25536)) {
+                                                    const float t18 = p9[(j7 - 25408)];
+                                                    cat8 = t18;
+                                                } else {
+                                                    if ((j7 < 33728)) {
+                                                        const float t19 = p10[(j7 - 25536)];
+                                                        cat8 = t19;
+                                                    } else {
+                                                        if ((j7 < 33792)) {
+                                                            const float t20 = p11[(j7 - 33728)];
+                                                            cat8 = t20;
+                                                        } else {
+                                                            if ((j7 < 34048)) {
+                                                                const float t21 = p12[(j7 - 33792)];
+                                                                cat8 = t21;
+                                                            } else {
+                                                                if ((j7 < 66816)) {
+                                                                    const float t22 = p13[(j7 - 34048)];
+                                                                    cat8 = t22;
+                                                                } else {
+                                                                    if ((j7 < 83200)) {
+                                                                        const float t23 = p14[(j7 - 66816)];
+                                                                        cat8 = t23;
+                                                                    } else {
+                                                                        const float t24 = p15[(j7 - 83200)];
+                                                                        cat8 = t24;
+                                                                    }
+                                                                }
+                                                            }
+                                                        }
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            const float t25 = (cat8 * cat8);
+            acc5 += t25;
+        }
+    }
+    const float s26 = simd_sum(acc5);
+    if ((l32_2 == 0)) {
+        sh27[sg3] = s26;
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    float acc28 = sh27[0];
+    for (int s29 = 1; s29 < 32; s29 += 1) {
+        acc28 += sh27[s29];
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    if ((lid1 == 0)) {
+        p16[row4] = acc28;
+    }
+}
+
+// fuses reshape %324, reshape %325, reshape %326, reshape %327, reshape %328, reshape %329,
+//   reshape %330, reshape %331, reshape %332, reshape %333, concat %334, square %335,
+//   reduce_sum %336 (optimizer)
+// threadgroup 1024×1×1, grid 1×1×1 threadgroups
+kernel void reduce_sum_8(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        const device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        const device float* p6 [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
+        const device float* p8 [[buffer(8)]],
+        const device float* p9 [[buffer(9)]],
+        device float* p10 [[buffer(10)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    threadgroup float sh21[32];
+    const int lid1 = int(lid.x);
+    const int l32_2 = (lid1 % 32);
+    const int sg3 = (lid1 / 32);
+    const int row4 = int(gid.x);
+    float acc5 = 0.0f;
+    for (int k6 = 0; k6 < 32; k6 += 1) {
+        const int j7 = (lid1 + (k6 * 1024));
+        if ((j7 < 32704)) {
+            float cat8 = 0.0f;
+            if ((j7 < 16384)) {
+                const float t9 = p0[(j7 - 0)];
+                cat8 = t9;
+            } else {
+                if ((j7 < 16896)) {
+                    const float t10 = p1[(j7 - 16384)];
+                    cat8 = t10;
+                } else {
+                    if ((j7 < 17024)) {
+                        const float t11 = p2[(j7 - 16896)];
+                        cat8 = t11;
+                    } else {
+                        if ((j7 < 21632)) {
+                            const float t12 = p3[(j7 - 17024)];
+                            cat8 = t12;
+                        } else {
+                            if ((j7 < 22144)) {
+                                const float t13 = p4[(j7 - 21632)];
+                                cat8 = t13;
+                            } else {
+                                if ((j7 < 22272)) {
+                                    const float t14 = p5[(j7 - 22144)];
+                                    cat8 = t14;
+                                } else {
+                                    if ((j7 < 24320)) {
+                                        const float t15 = p6[(j7 - 22272)];
+                                        cat8 = t15;
+                                    } else {
+                                        if ((j7 < 24448)) {
+                                            const float t16 = p7[(j7 - 24320)];
+                                            cat8 = t16;
+                                        } else {
+                                            if ((j7 < 32640)) {
+                                                const float t17 = p8[(j7 - 24448)];
+                                                cat8 = t17;
+                                            } else {
+                                                const float t18 = p9[(j7 - 32640)];
+                                                cat8 = t18;
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            const float t19 = (cat8 * cat8);
+            acc5 += t19;
+        }
+    }
+    const float s20 = simd_sum(acc5);
+    if ((l32_2 == 0)) {
+        sh21[sg3] = s20;
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    float acc22 = sh21[0];
+    for (int s23 = 1; s23 < 32; s23 += 1) {
+        acc22 += sh21[s23];
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    if ((lid1 == 0)) {
+        p10[row4] = acc22;
+    }
+}
+
+// fuses add %337, sqrt %338 (optimizer)
+// threadgroup 256×1×1, grid 1×1×1 threadgroups
+kernel void sqrt_add_0(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        device float* p2 [[buffer(2)]],
         uint3 tid [[thread_position_in_grid]]) {
     const int i1 = int(tid.x);
     if ((i1 >= 1)) {
@@ -4358,53 +4211,11 @@ kernel void sqrt_add_0(
     const float t2 = p0[i1];
     const float t3 = p1[i1];
     const float t4 = (t2 + t3);
-    const float t5 = p2[i1];
-    const float t6 = (t4 + t5);
-    const float t7 = p3[i1];
-    const float t8 = (t6 + t7);
-    const float t9 = p4[i1];
-    const float t10 = (t8 + t9);
-    const float t11 = p5[i1];
-    const float t12 = (t10 + t11);
-    const float t13 = p6[i1];
-    const float t14 = (t12 + t13);
-    const float t15 = p7[i1];
-    const float t16 = (t14 + t15);
-    const float t17 = p8[i1];
-    const float t18 = (t16 + t17);
-    const float t19 = p9[i1];
-    const float t20 = (t18 + t19);
-    const float t21 = p10[i1];
-    const float t22 = (t20 + t21);
-    const float t23 = p11[i1];
-    const float t24 = (t22 + t23);
-    const float t25 = p12[i1];
-    const float t26 = (t24 + t25);
-    const float t27 = p13[i1];
-    const float t28 = (t26 + t27);
-    const float t29 = p14[i1];
-    const float t30 = (t28 + t29);
-    const float t31 = p15[i1];
-    const float t32 = (t30 + t31);
-    const float t33 = p16[i1];
-    const float t34 = (t32 + t33);
-    const float t35 = p17[i1];
-    const float t36 = (t34 + t35);
-    const float t37 = p18[i1];
-    const float t38 = (t36 + t37);
-    const float t39 = p19[i1];
-    const float t40 = (t38 + t39);
-    const float t41 = p20[i1];
-    const float t42 = (t40 + t41);
-    const float t43 = p21[i1];
-    const float t44 = (t42 + t43);
-    const float t45 = p22[i1];
-    const float t46 = (t44 + t45);
-    const float t47 = sqrt(t46);
-    p23[i1] = t47;
+    const float t5 = sqrt(t4);
+    p2[i1] = t5;
 }
 
-// fuses const %383, const %384, div %385, min %386 (optimizer)
+// fuses const %339, const %340, div %341, min %342 (optimizer)
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
 kernel void min_div_0(
         const device float* p0 [[buffer(0)]],
@@ -4420,8 +4231,8 @@ kernel void min_div_0(
     p1[i1] = t4;
 }
 
-// fuses broadcast %387, mul %388, adamw %443, broadcast %389, mul %390, adamw %448,
-//   broadcast %391, mul %392, adamw %453 (optimizer)
+// fuses broadcast %343, mul %344, adamw %399, broadcast %345, mul %346, adamw %404,
+//   broadcast %347, mul %348, adamw %409 (optimizer)
 // threadgroup 256×1×1, grid 69×1×1 threadgroups
 kernel void adamw_mul_0(
         const device float* p0 [[buffer(0)]],
@@ -4508,8 +4319,8 @@ kernel void adamw_mul_0(
     }
 }
 
-// fuses broadcast %393, mul %394, adamw %458, broadcast %395, mul %396, adamw %463,
-//   broadcast %397, mul %398, adamw %468 (optimizer)
+// fuses broadcast %349, mul %350, adamw %414, broadcast %351, mul %352, adamw %419,
+//   broadcast %353, mul %354, adamw %424 (optimizer)
 // threadgroup 256×1×1, grid 21×1×1 threadgroups
 kernel void adamw_mul_1(
         const device float* p0 [[buffer(0)]],
@@ -4596,8 +4407,8 @@ kernel void adamw_mul_1(
     }
 }
 
-// fuses broadcast %399, mul %400, adamw %473, broadcast %401, mul %402, adamw %478,
-//   broadcast %403, mul %404, adamw %483 (optimizer)
+// fuses broadcast %355, mul %356, adamw %429, broadcast %357, mul %358, adamw %434,
+//   broadcast %359, mul %360, adamw %439 (optimizer)
 // threadgroup 256×1×1, grid 11×1×1 threadgroups
 kernel void adamw_mul_2(
         const device float* p0 [[buffer(0)]],
@@ -4684,8 +4495,8 @@ kernel void adamw_mul_2(
     }
 }
 
-// fuses broadcast %405, mul %406, adamw %488, broadcast %407, mul %408, adamw %493,
-//   broadcast %409, mul %410, adamw %498 (optimizer)
+// fuses broadcast %361, mul %362, adamw %444, broadcast %363, mul %364, adamw %449,
+//   broadcast %365, mul %366, adamw %454 (optimizer)
 // threadgroup 256×1×1, grid 34×1×1 threadgroups
 kernel void adamw_mul_3(
         const device float* p0 [[buffer(0)]],
@@ -4775,8 +4586,8 @@ kernel void adamw_mul_3(
     }
 }
 
-// fuses broadcast %411, mul %412, adamw %503, broadcast %413, mul %414, adamw %508,
-//   broadcast %415, mul %416, adamw %513 (optimizer)
+// fuses broadcast %367, mul %368, adamw %459, broadcast %369, mul %370, adamw %464,
+//   broadcast %371, mul %372, adamw %469 (optimizer)
 // threadgroup 256×1×1, grid 193×1×1 threadgroups
 kernel void adamw_mul_4(
         const device float* p0 [[buffer(0)]],
@@ -4860,8 +4671,8 @@ kernel void adamw_mul_4(
     }
 }
 
-// fuses broadcast %417, mul %418, adamw %518, broadcast %419, mul %420, adamw %523,
-//   broadcast %421, mul %422, adamw %528 (optimizer)
+// fuses broadcast %373, mul %374, adamw %474, broadcast %375, mul %376, adamw %479,
+//   broadcast %377, mul %378, adamw %484 (optimizer)
 // threadgroup 256×1×1, grid 67×1×1 threadgroups
 kernel void adamw_mul_5(
         const device float* p0 [[buffer(0)]],
@@ -4948,8 +4759,8 @@ kernel void adamw_mul_5(
     }
 }
 
-// fuses broadcast %423, mul %424, adamw %533, broadcast %425, mul %426, adamw %538,
-//   broadcast %427, mul %428, adamw %543 (optimizer)
+// fuses broadcast %379, mul %380, adamw %489, broadcast %381, mul %382, adamw %494,
+//   broadcast %383, mul %384, adamw %499 (optimizer)
 // threadgroup 256×1×1, grid 21×1×1 threadgroups
 kernel void adamw_mul_6(
         const device float* p0 [[buffer(0)]],
@@ -5036,8 +4847,8 @@ kernel void adamw_mul_6(
     }
 }
 
-// fuses broadcast %429, mul %430, adamw %548, broadcast %431, mul %432, adamw %553,
-//   broadcast %433, mul %434, adamw %558 (optimizer)
+// fuses broadcast %385, mul %386, adamw %504, broadcast %387, mul %388, adamw %509,
+//   broadcast %389, mul %390, adamw %514 (optimizer)
 // threadgroup 256×1×1, grid 10×1×1 threadgroups
 kernel void adamw_mul_7(
         const device float* p0 [[buffer(0)]],
@@ -5127,7 +4938,7 @@ kernel void adamw_mul_7(
     }
 }
 
-// fuses broadcast %435, mul %436, adamw %563, broadcast %437, mul %438, adamw %568 (optimizer)
+// fuses broadcast %391, mul %392, adamw %519, broadcast %393, mul %394, adamw %524 (optimizer)
 // threadgroup 256×1×1, grid 33×1×1 threadgroups
 kernel void adamw_mul_8(
         const device float* p0 [[buffer(0)]],

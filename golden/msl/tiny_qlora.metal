@@ -884,7 +884,7 @@ kernel void matmul_7(
             const int k10 = (l8 % 32);
             const int gi11 = (m01 + i9);
             const int gk12 = (k0 + k10);
-            const float t13 = p0[(((((((gi11 * 64) + gk12) / 1024) * 16) + ((((gi11 * 64) + gk12) / 64) % 16)) * 64) + (((gi11 * 64) + gk12) % 64))];
+            const float t13 = p0[((gi11 * 64) + gk12)];
             sh[((i9 * 36) + k10)] = t13;
         }
         for (int s14 = 0; s14 < 8; s14 += 1) {
@@ -1099,7 +1099,7 @@ kernel void gather_1(
     const int c2 = (i1 / 64);
     const int c3 = (i1 % 64);
     const int t4 = p0[c2];
-    const float t5 = p1[(((((((t4 * 64) + c3) / 1024) * 16) + ((((t4 * 64) + c3) / 64) % 16)) * 64) + (((t4 * 64) + c3) % 64))];
+    const float t5 = p1[((t4 * 64) + c3)];
     p2[i1] = t5;
 }
 
@@ -1730,7 +1730,7 @@ kernel void gather_2(
         uint3 tid [[thread_position_in_grid]]) {
     const int i1 = int(tid.x);
     const int t2 = p0[i1];
-    const float t3 = p1[(((t2 / 2) * 2) + (t2 % 2))];
+    const float t3 = p1[t2];
     p2[i1] = t3;
 }
 
@@ -1872,7 +1872,7 @@ kernel void add_scale_0(
         if ((int(gid.x) < 65)) {
             const int i4 = (((int(gid.x) - 1) * 256) + int(lid.x));
             const float t8 = p2[i4];
-            const float t9 = p3[(((i4 / 64) * 64) + (i4 % 64))];
+            const float t9 = p3[i4];
             const float t10 = (t8 + t9);
             p4[i4] = t10;
         }
@@ -2367,7 +2367,7 @@ kernel void matmul_11(
             const int i10 = (l8 % 64);
             const int gi11 = (m01 + i10);
             const int gk12 = (k0 + k9);
-            const float t13 = p0[(((((((gk12 * 64) + gi11) / 1024) * 16) + ((((gk12 * 64) + gi11) / 64) % 16)) * 64) + (((gk12 * 64) + gi11) % 64))];
+            const float t13 = p0[((gk12 * 64) + gi11)];
             const float t14 = (t13 * 0.25f);
             sh[((k9 * 68) + i10)] = t14;
         }
@@ -2377,7 +2377,7 @@ kernel void matmul_11(
             const int i18 = (l16 % 64);
             const int gi19 = (n02 + i18);
             const int gk20 = (k0 + k17);
-            const float t21 = p1[(((((((gk20 * 64) + gi19) / 1024) * 16) + ((((gk20 * 64) + gi19) / 64) % 16)) * 64) + (((gk20 * 64) + gi19) % 64))];
+            const float t21 = p1[((gk20 * 64) + gi19)];
             sh[(((k17 * 68) + i18) + 1088)] = t21;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -2483,7 +2483,7 @@ kernel void matmul_12(
             const int i10 = (l8 % 64);
             const int gi11 = (m01 + i10);
             const int gk12 = (k0 + k9);
-            const float t13 = p0[(((((((gk12 * 64) + gi11) / 1024) * 16) + ((((gk12 * 64) + gi11) / 64) % 16)) * 64) + (((gk12 * 64) + gi11) % 64))];
+            const float t13 = p0[((gk12 * 64) + gi11)];
             sh[((k9 * 68) + i10)] = t13;
         }
         for (int s14 = 0; s14 < 8; s14 += 1) {
@@ -2492,7 +2492,7 @@ kernel void matmul_12(
             const int i17 = (l15 % 64);
             const int gi18 = (n02 + i17);
             const int gk19 = (k0 + k16);
-            const float t20 = p1[(((((((gk19 * 128) + gi18) / 2048) * 16) + ((((gk19 * 128) + gi18) / 128) % 16)) * 128) + (((gk19 * 128) + gi18) % 128))];
+            const float t20 = p1[((gk19 * 128) + gi18)];
             sh[(((k16 * 68) + i17) + 1088)] = t20;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -3353,7 +3353,7 @@ kernel void matmul_18(
             const int i10 = (l8 % 64);
             const int gi11 = (m01 + i10);
             const int gk12 = (k0 + k9);
-            const float t13 = p0[(((((((gk12 * 256) + gi11) / 4096) * 16) + ((((gk12 * 256) + gi11) / 256) % 16)) * 256) + (((gk12 * 256) + gi11) % 256))];
+            const float t13 = p0[((gk12 * 256) + gi11)];
             const float t14 = (t13 * 0.25f);
             sh[((k9 * 68) + i10)] = t14;
         }
@@ -3363,7 +3363,7 @@ kernel void matmul_18(
             const int i18 = (l16 % 64);
             const int gi19 = (n02 + i18);
             const int gk20 = (k0 + k17);
-            const float t21 = p1[(((((((gk20 * 64) + gi19) / 1024) * 16) + ((((gk20 * 64) + gi19) / 64) % 16)) * 64) + (((gk20 * 64) + gi19) % 64))];
+            const float t21 = p1[((gk20 * 64) + gi19)];
             sh[(((k17 * 68) + i18) + 1088)] = t21;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -3563,7 +3563,7 @@ kernel void matmul_20(
             const int i10 = (l8 % 64);
             const int gi11 = (m01 + i10);
             const int gk12 = (k0 + k9);
-            const float t13 = p0[(((((((gk12 * 64) + gi11) / 1024) * 16) + ((((gk12 * 64) + gi11) / 64) % 16)) * 64) + (((gk12 * 64) + gi11) % 64))];
+            const float t13 = p0[((gk12 * 64) + gi11)];
             sh[((k9 * 68) + i10)] = t13;
         }
         for (int s14 = 0; s14 < 8; s14 += 1) {
@@ -3572,7 +3572,7 @@ kernel void matmul_20(
             const int i17 = (l15 % 64);
             const int gi18 = (n02 + i17);
             const int gk19 = (k0 + k16);
-            const float t20 = p1[(((((((gk19 * 64) + gi18) / 1024) * 16) + ((((gk19 * 64) + gi18) / 64) % 16)) * 64) + (((gk19 * 64) + gi18) % 64))];
+            const float t20 = p1[((gk19 * 64) + gi18)];
             sh[(((k16 * 68) + i17) + 1088)] = t20;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -3831,7 +3831,7 @@ kernel void scatter_add_1(
     for (int i3 = 0; i3 < 512; i3 += 1) {
         const int t5 = p0[i3];
         if ((t5 == lo2)) {
-            const float t6 = p1[((i3 * 1) + (i3 % 1))];
+            const float t6 = p1[i3];
             acc4 += t6;
         }
     }
@@ -5173,7 +5173,7 @@ kernel void reduce_sum_4(
     const int c7 = (o4 / 4);
     const int c8 = (o4 % 4);
     for (int k6 = part3; k6 < 2; k6 += 2) {
-        const float t9 = p0[(((((((c7 * 2) + k6) * 1) + 0) / 2) * 2) + (((((c7 * 2) + k6) * 1) + 0) % 2))];
+        const float t9 = p0[((((c7 * 2) + k6) * 1) + 0)];
         const float t10 = p1[(((((((c7 * 2) + k6) * 1) + 0) / 2) * 1) + 0)];
         const float t11 = (t9 / t10);
         const float t12 = p2[(((((((c7 * 2) + k6) * 1) + 0) / 2) * 1) + 0)];
@@ -5373,223 +5373,11 @@ kernel void matmul_22(
     }
 }
 
-// fuses add %293, reshape %294, rmsnorm_bwd %295 (moe.0)
-// threadgroup 256×1×1, grid 32×1×1 threadgroups
-kernel void rmsnorm_bwd_2(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        device float* p4 [[buffer(4)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int row4 = ((int(gid.x) * 8) + (lid1 / 32));
-    const int c5 = (row4 / 16);
-    const int c6 = (row4 % 16);
-    float reg7[2];
-    float reg8[2];
-    float ss9 = 0.0f;
-    float dot10 = 0.0f;
-    for (int k11 = 0; k11 < 2; k11 += 1) {
-        const int j12 = (l32_2 + (k11 * 32));
-        const float t13 = p0[((((c5 * 16) + c6) * 64) + j12)];
-        reg7[k11] = t13;
-        const float t14 = p1[(((((((c5 * 16) + c6) * 64) + j12) / 64) * 64) + (((((c5 * 16) + c6) * 64) + j12) % 64))];
-        const float t15 = p2[(((((((c5 * 16) + c6) * 64) + j12) / 64) * 64) + (((((c5 * 16) + c6) * 64) + j12) % 64))];
-        const float t16 = (t14 + t15);
-        reg8[k11] = t16;
-        const float t17 = p3[j12];
-        ss9 += (t13 * t13);
-        dot10 += ((t16 * t17) * t13);
-    }
-    const float s18 = simd_sum(ss9);
-    const float s19 = simd_sum(dot10);
-    const float r20 = rsqrt(((s18 / 64.0f) + 1e-05f));
-    const float mean21 = ((s19 * r20) / 64.0f);
-    for (int k22 = 0; k22 < 2; k22 += 1) {
-        const int j23 = (l32_2 + (k22 * 32));
-        const float xh24 = (reg7[k22] * r20);
-        const float t25 = p3[j23];
-        p4[((((c5 * 16) + c6) * 64) + j23)] = (r20 * ((reg8[k22] * t25) - (xh24 * mean21)));
-    }
-}
-
-// fuses square %360, reduce_sum %361 (optimizer)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
+// fuses reshape %360, reshape %361, reshape %362, reshape %363, reshape %364, reshape %365,
+//   reshape %366, reshape %367, reshape %368, reshape %369, reshape %370, reshape %371,
+//   concat %372, square %373, reduce_sum %374 (optimizer)
+// threadgroup 1024×1×1, grid 1×1×1 threadgroups
 kernel void reduce_sum_6(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    threadgroup float sh11[8];
-    const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
-    const int row4 = int(gid.x);
-    float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 16; k6 += 1) {
-        const int j7 = (lid1 + (k6 * 256));
-        const float t8 = p0[(((j7 / 64) * 64) + (j7 % 64))];
-        const float t9 = (t8 * t8);
-        acc5 += t9;
-    }
-    const float s10 = simd_sum(acc5);
-    if ((l32_2 == 0)) {
-        sh11[sg3] = s10;
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    float acc12 = sh11[0];
-    for (int s13 = 1; s13 < 8; s13 += 1) {
-        acc12 += sh11[s13];
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if ((lid1 == 0)) {
-        p1[row4] = acc12;
-    }
-}
-
-// fuses square %362, reduce_sum %363 (optimizer)
-// threadgroup 1024×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_7(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    threadgroup float sh11[32];
-    const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
-    const int row4 = int(gid.x);
-    float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 16; k6 += 1) {
-        const int j7 = (lid1 + (k6 * 1024));
-        const float t8 = p0[(((j7 / 64) * 64) + (j7 % 64))];
-        const float t9 = (t8 * t8);
-        acc5 += t9;
-    }
-    const float s10 = simd_sum(acc5);
-    if ((l32_2 == 0)) {
-        sh11[sg3] = s10;
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    float acc12 = sh11[0];
-    for (int s13 = 1; s13 < 32; s13 += 1) {
-        acc12 += sh11[s13];
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if ((lid1 == 0)) {
-        p1[row4] = acc12;
-    }
-}
-
-// fuses square %365, reduce_sum %366 (optimizer)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_8(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    threadgroup float sh11[8];
-    const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
-    const int row4 = int(gid.x);
-    float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 32; k6 += 1) {
-        const int j7 = (lid1 + (k6 * 256));
-        const float t8 = p0[(((j7 / 128) * 128) + (j7 % 128))];
-        const float t9 = (t8 * t8);
-        acc5 += t9;
-    }
-    const float s10 = simd_sum(acc5);
-    if ((l32_2 == 0)) {
-        sh11[sg3] = s10;
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    float acc12 = sh11[0];
-    for (int s13 = 1; s13 < 8; s13 += 1) {
-        acc12 += sh11[s13];
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if ((lid1 == 0)) {
-        p1[row4] = acc12;
-    }
-}
-
-// fuses square %371, reduce_sum %372 (optimizer)
-// threadgroup 1024×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_9(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    threadgroup float sh11[32];
-    const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
-    const int row4 = int(gid.x);
-    float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 16; k6 += 1) {
-        const int j7 = (lid1 + (k6 * 1024));
-        const float t8 = p0[(((((j7 / 4096) * 64) + ((j7 / 64) % 64)) * 64) + (j7 % 64))];
-        const float t9 = (t8 * t8);
-        acc5 += t9;
-    }
-    const float s10 = simd_sum(acc5);
-    if ((l32_2 == 0)) {
-        sh11[sg3] = s10;
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    float acc12 = sh11[0];
-    for (int s13 = 1; s13 < 32; s13 += 1) {
-        acc12 += sh11[s13];
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if ((lid1 == 0)) {
-        p1[row4] = acc12;
-    }
-}
-
-// fuses square %374, reduce_sum %375 (optimizer)
-// threadgroup 1024×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_10(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    threadgroup float sh11[32];
-    const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
-    const int row4 = int(gid.x);
-    float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 32; k6 += 1) {
-        const int j7 = (lid1 + (k6 * 1024));
-        const float t8 = p0[(((((j7 / 8192) * 128) + ((j7 / 64) % 128)) * 64) + (j7 % 64))];
-        const float t9 = (t8 * t8);
-        acc5 += t9;
-    }
-    const float s10 = simd_sum(acc5);
-    if ((l32_2 == 0)) {
-        sh11[sg3] = s10;
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    float acc12 = sh11[0];
-    for (int s13 = 1; s13 < 32; s13 += 1) {
-        acc12 += sh11[s13];
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if ((lid1 == 0)) {
-        p1[row4] = acc12;
-    }
-}
-
-// fuses add %364, add %367, add %370, add %373, add %376, add %379, add %382, add %385, add %388,
-//   add %391, add %394, sqrt %395 (optimizer)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void sqrt_add_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -5603,39 +5391,108 @@ kernel void sqrt_add_0(
         const device float* p10 [[buffer(10)]],
         const device float* p11 [[buffer(11)]],
         device float* p12 [[buffer(12)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    threadgroup float sh23[32];
+    const int lid1 = int(lid.x);
+    const int l32_2 = (lid1 % 32);
+    const int sg3 = (lid1 / 32);
+    const int row4 = int(gid.x);
+    float acc5 = 0.0f;
+    for (int k6 = 0; k6 < 144; k6 += 1) {
+        const int j7 = (lid1 + (k6 * 1024));
+        float cat8 = 0.0f;
+        if ((j7 < 4096)) {
+            const float t9 = p0[(j7 - 0)];
+            cat8 = t9;
+        } else {
+            if ((j7 < 20480)) {
+                const float t10 = p1[(j7 - 4096)];
+                cat8 = t10;
+            } else {
+                if ((j7 < 28672)) {
+                    const float t11 = p2[(j7 - 20480)];
+                    cat8 = t11;
+                } else {
+                    if ((j7 < 32768)) {
+                        const float t12 = p3[(j7 - 28672)];
+                        cat8 = t12;
+                    } else {
+                        if ((j7 < 49152)) {
+                            const float t13 = p4[(j7 - 32768)];
+                            cat8 = t13;
+                        } else {
+                            if ((j7 < 81920)) {
+                                const float t14 = p5[(j7 - 49152)];
+                                cat8 = t14;
+                            } else {
+                                if ((j7 < 98304)) {
+                                    const float t15 = p6[(j7 - 81920)];
+                                    cat8 = t15;
+                                } else {
+                                    if ((j7 < 114688)) {
+                                        const float t16 = p7[(j7 - 98304)];
+                                        cat8 = t16;
+                                    } else {
+                                        if ((j7 < 118784)) {
+                                            const float t17 = p8[(j7 - 114688)];
+                                            cat8 = t17;
+                                        } else {
+                                            if ((j7 < 135168)) {
+                                                const float t18 = p9[(j7 - 118784)];
+                                                cat8 = t18;
+                                            } else {
+                                                if ((j7 < 143360)) {
+                                                    const float t19 = p10[(j7 - 135168)];
+                                                    cat8 = t19;
+                                                } else {
+                                                    const float t20 = p11[(j7 - 143360)];
+                                                    cat8 = t20;
+                                                }
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        const float t21 = (cat8 * cat8);
+        acc5 += t21;
+    }
+    const float s22 = simd_sum(acc5);
+    if ((l32_2 == 0)) {
+        sh23[sg3] = s22;
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    float acc24 = sh23[0];
+    for (int s25 = 1; s25 < 32; s25 += 1) {
+        acc24 += sh23[s25];
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    if ((lid1 == 0)) {
+        p12[row4] = acc24;
+    }
+}
+
+// fuses sqrt %375 (optimizer)
+// threadgroup 256×1×1, grid 1×1×1 threadgroups
+kernel void sqrt_0(
+        const device float* p0 [[buffer(0)]],
+        device float* p1 [[buffer(1)]],
         uint3 tid [[thread_position_in_grid]]) {
     const int i1 = int(tid.x);
     if ((i1 >= 1)) {
         return;
     }
     const float t2 = p0[i1];
-    const float t3 = p1[i1];
-    const float t4 = (t2 + t3);
-    const float t5 = p2[i1];
-    const float t6 = (t4 + t5);
-    const float t7 = p3[i1];
-    const float t8 = (t6 + t7);
-    const float t9 = p4[i1];
-    const float t10 = (t8 + t9);
-    const float t11 = p5[i1];
-    const float t12 = (t10 + t11);
-    const float t13 = p6[i1];
-    const float t14 = (t12 + t13);
-    const float t15 = p7[i1];
-    const float t16 = (t14 + t15);
-    const float t17 = p8[i1];
-    const float t18 = (t16 + t17);
-    const float t19 = p9[i1];
-    const float t20 = (t18 + t19);
-    const float t21 = p10[i1];
-    const float t22 = (t20 + t21);
-    const float t23 = p11[i1];
-    const float t24 = (t22 + t23);
-    const float t25 = sqrt(t24);
-    p12[i1] = t25;
+    const float t3 = sqrt(t2);
+    p1[i1] = t3;
 }
 
-// fuses const %396, const %397, div %398, min %399 (optimizer)
+// fuses const %376, const %377, div %378, min %379 (optimizer)
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
 kernel void min_div_0(
         const device float* p0 [[buffer(0)]],
@@ -5651,8 +5508,8 @@ kernel void min_div_0(
     p1[i1] = t4;
 }
 
-// fuses broadcast %400, mul %401, adamw %428, broadcast %402, mul %403, adamw %433,
-//   broadcast %404, mul %405, adamw %438 (optimizer)
+// fuses broadcast %380, mul %381, adamw %408, broadcast %382, mul %383, adamw %413,
+//   broadcast %384, mul %385, adamw %418 (optimizer)
 // threadgroup 256×1×1, grid 112×1×1 threadgroups
 kernel void adamw_mul_0(
         const device float* p0 [[buffer(0)]],
@@ -5736,8 +5593,8 @@ kernel void adamw_mul_0(
     }
 }
 
-// fuses broadcast %406, mul %407, adamw %443, broadcast %408, mul %409, adamw %448,
-//   broadcast %410, mul %411, adamw %453 (optimizer)
+// fuses broadcast %386, mul %387, adamw %423, broadcast %388, mul %389, adamw %428,
+//   broadcast %390, mul %391, adamw %433 (optimizer)
 // threadgroup 256×1×1, grid 208×1×1 threadgroups
 kernel void adamw_mul_1(
         const device float* p0 [[buffer(0)]],
@@ -5821,8 +5678,8 @@ kernel void adamw_mul_1(
     }
 }
 
-// fuses broadcast %412, mul %413, adamw %458, broadcast %414, mul %415, adamw %463,
-//   broadcast %416, mul %417, adamw %468 (optimizer)
+// fuses broadcast %392, mul %393, adamw %438, broadcast %394, mul %395, adamw %443,
+//   broadcast %396, mul %397, adamw %448 (optimizer)
 // threadgroup 256×1×1, grid 144×1×1 threadgroups
 kernel void adamw_mul_2(
         const device float* p0 [[buffer(0)]],
@@ -5906,8 +5763,8 @@ kernel void adamw_mul_2(
     }
 }
 
-// fuses broadcast %418, mul %419, adamw %473, broadcast %420, mul %421, adamw %478,
-//   broadcast %422, mul %423, adamw %483 (optimizer)
+// fuses broadcast %398, mul %399, adamw %453, broadcast %400, mul %401, adamw %458,
+//   broadcast %402, mul %403, adamw %463 (optimizer)
 // threadgroup 256×1×1, grid 112×1×1 threadgroups
 kernel void adamw_mul_3(
         const device float* p0 [[buffer(0)]],
