@@ -90,6 +90,9 @@ func (t *Trainer) trainable() []string {
 // writing the summary, loss curve and final checkpoint into Opt.Out.
 func (t *Trainer) Run() (*Summary, error) {
 	o := &t.Opt
+	if t.Start >= o.Steps {
+		return nil, fmt.Errorf("the checkpoint is at step %d: nothing to train up to --steps %d", t.Start, o.Steps)
+	}
 	if err := os.MkdirAll(o.Out, 0o755); err != nil {
 		return nil, err
 	}
@@ -259,9 +262,6 @@ func (t *Trainer) Resume(path string) error {
 	}
 	if c.Seed != t.Opt.Seed {
 		return fmt.Errorf("%s was trained with --seed %d, this run has --seed %d: the data would differ", path, c.Seed, t.Opt.Seed)
-	}
-	if c.Step > t.Opt.Steps {
-		return fmt.Errorf("%s is at step %d, past --steps %d", path, c.Step, t.Opt.Steps)
 	}
 	t.Start = c.Step
 	return t.Step.Set(c.Params)
