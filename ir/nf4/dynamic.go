@@ -104,9 +104,10 @@ func quantize8(code *[256]float32, x float32) uint8 {
 	return uint8(pivot)
 }
 
-// quantizeBlockwise8 is bitsandbytes' quantize_blockwise with the dynamic
-// map: per block an fp32 absmax, v = x*(1/absmax), code = quantize8(v).
-func quantizeBlockwise8(x []float32, bs int) (q []uint8, absmax []float32) {
+// quantizeBlockwise is bitsandbytes' blockwise scheme, shared by the NF4
+// codes and the 8-bit absmax codes: per block of bs an fp32 absmax, and
+// code(x*(1/absmax)) for each element.
+func quantizeBlockwise(x []float32, bs int, code func(float32) uint8) (q []uint8, absmax []float32) {
 	n := len(x)
 	q = make([]uint8, n)
 	absmax = make([]float32, numBlocks(n, bs))
@@ -114,6 +115,7 @@ func quantizeBlockwise8(x []float32, bs int) (q []uint8, absmax []float32) {
 		blk := x[b*bs : min((b+1)*bs, n)]
 		var am float32
 		for _, v := range blk {
+			// ">" is false for NaN, so NaN is skipped like CUDA's fmaxf.
 			if a := abs32(v); a > am {
 				am = a
 			}
@@ -121,10 +123,15 @@ func quantizeBlockwise8(x []float32, bs int) (q []uint8, absmax []float32) {
 		absmax[b] = am
 		inv := 1 / am
 		for i, v := range blk {
-			q[b*bs+i] = quantize8(&dynMap, v*inv)
+			q[b*bs+i] = code(v * inv)
 		}
 	}
 	return q, absmax
+}
+
+// quantizeBlockwise8 is bitsandbytes' quantize_blockwise with the dynamic map.
+func quantizeBlockwise8(x []float32, bs int) (q []uint8, absmax []float32) {
+	return quantizeBlockwise(x, bs, func(v float32) uint8 { return quantize8(&dynMap, v) })
 }
 
 // dequantizeBlockwise8 returns DynamicMap[q]*absmax, rounded to fp32.

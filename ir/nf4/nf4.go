@@ -154,28 +154,13 @@ func Quantize(w []float32, opts Options) (Tensor, error) {
 		return Tensor{}, err
 	}
 	n := len(w)
-	nb := numBlocks(n, bs)
 	t := Tensor{N: n, BlockSize: bs, Double: opts.Double, Codes: make([]byte, (n+1)/2)}
-	absmax := make([]float32, nb)
-	for b := 0; b < nb; b++ {
-		blk := w[b*bs : min((b+1)*bs, n)]
-		var am float32
-		for _, x := range blk {
-			// ">" is false for NaN, so NaN is skipped like CUDA's fmaxf.
-			if a := abs32(x); a > am {
-				am = a
-			}
-		}
-		absmax[b] = am
-		inv := 1 / am
-		for i, x := range blk {
-			c := QuantizeValue(x * inv)
-			j := b*bs + i
-			if j%2 == 0 {
-				t.Codes[j/2] = c<<4 | 7 // low nibble: code of the 0.0 pad, overwritten unless N is odd
-			} else {
-				t.Codes[j/2] = t.Codes[j/2]&0xF0 | c
-			}
+	codes, absmax := quantizeBlockwise(w, bs, QuantizeValue)
+	for j, c := range codes {
+		if j%2 == 0 {
+			t.Codes[j/2] = c<<4 | 7 // low nibble: code of the 0.0 pad, overwritten unless N is odd
+		} else {
+			t.Codes[j/2] = t.Codes[j/2]&0xF0 | c
 		}
 	}
 	if !opts.Double {
@@ -183,7 +168,7 @@ func Quantize(w []float32, opts Options) (Tensor, error) {
 		return t, nil
 	}
 	t.Offset = mean32(absmax)
-	centred := make([]float32, nb)
+	centred := make([]float32, len(absmax))
 	for i, a := range absmax {
 		centred[i] = a - t.Offset
 	}
