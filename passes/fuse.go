@@ -118,7 +118,7 @@ func Fuse(g *ir.Graph, fuse bool) *Schedule {
 		}
 		if fuse && !anyKept(n, kept) {
 			if targets := consumerGroups(n, uses, member); len(targets) > 0 && allAccept(targets, n) &&
-				(len(targets) == 1 || indexMap(n.Op)) && allFit(targets, n, member) {
+				(len(targets) == 1 || indexMap(n.Op)) && allFit(targets, n) {
 				for _, t := range targets {
 					t.Nodes = append(t.Nodes, n)
 					member[n] = append(member[n], t)
@@ -171,10 +171,11 @@ func mergeHorizontal(groups []*Group) []*Group {
 	var out []*Group
 	for _, g := range groups {
 		last := len(out) - 1
-		if last >= 0 && g.Kind == "pointwise" && out[last].Kind == "pointwise" && !readsAny(g, out[last]) &&
-			horizontalBuffers(out[last], g) <= MaxBuffers {
-			out[last] = joinParts(out[last], g)
-			continue
+		if last >= 0 && g.Kind == "pointwise" && out[last].Kind == "pointwise" && !readsAny(g, out[last]) {
+			if j := joinParts(out[last], g); boundBuffers(j.Nodes, j.Outputs) <= MaxBuffers {
+				out[last] = j
+				continue
+			}
 		}
 		out = append(out, g)
 	}
@@ -212,28 +213,6 @@ func readsAny(b, a *Group) bool {
 		}
 	}
 	return false
-}
-
-// horizontalBuffers counts the distinct values the joined kernel binds.
-func horizontalBuffers(a, b *Group) int {
-	seen := map[*ir.Value]bool{}
-	for _, g := range []*Group{a, b} {
-		in := map[*ir.Node]bool{}
-		for _, n := range g.Nodes {
-			in[n] = true
-		}
-		for _, n := range g.Nodes {
-			for _, v := range n.Inputs {
-				if !in[v.Node] {
-					seen[v] = true
-				}
-			}
-		}
-		for _, v := range g.Outputs {
-			seen[v] = true
-		}
-	}
-	return len(seen)
 }
 
 // mergeEpilogues folds element-wise groups into the contraction whose
@@ -371,27 +350,27 @@ func consumerGroups(n *ir.Node, uses map[*ir.Value][]*ir.Node, member map[*ir.No
 const MaxBuffers = 24
 
 // allFit reports whether every group can take n without binding more than
-// MaxBuffers buffers (an NF4 weight binds one per section: four).
-func allFit(gs []*Group, n *ir.Node, member map[*ir.Node][]*Group) bool {
+// MaxBuffers buffers.
+func allFit(gs []*Group, n *ir.Node) bool {
 	for _, g := range gs {
-		if buffersWith(g, n, member) > MaxBuffers {
+		if boundBuffers(append([]*ir.Node{n}, g.Nodes...), g.Root.Outputs) > MaxBuffers {
 			return false
 		}
 	}
 	return true
 }
 
-// buffersWith counts the buffers g would bind with n added: values its
-// nodes read that no node of it computes, plus its results (approximated by
-// the root's outputs).
-func buffersWith(g *Group, n *ir.Node, member map[*ir.Node][]*Group) int {
-	in := map[*ir.Node]bool{n: true}
-	for _, x := range g.Nodes {
+// boundBuffers counts the buffers a kernel computing nodes binds: the values
+// they read that none of them computes (an NF4 weight binds one per section:
+// four), and the results it writes.
+func boundBuffers(nodes []*ir.Node, results []*ir.Value) int {
+	in := map[*ir.Node]bool{}
+	for _, x := range nodes {
 		in[x] = true
 	}
 	seen := map[*ir.Value]bool{}
-	count := len(g.Root.Outputs)
-	for x := range in {
+	count := 0
+	for _, x := range nodes {
 		for _, v := range x.Inputs {
 			if in[v.Node] || seen[v] {
 				continue
@@ -401,6 +380,12 @@ func buffersWith(g *Group, n *ir.Node, member map[*ir.Node][]*Group) int {
 			if v.Type.DType == ir.NF4 {
 				count += 3
 			}
+		}
+	}
+	for _, v := range results {
+		if !seen[v] {
+			seen[v] = true
+			count++
 		}
 	}
 	return count
