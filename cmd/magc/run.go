@@ -163,12 +163,12 @@ func (c *runCmd) compile(g *ir.Graph) (runtime.Graphs, error) {
 	tcfg := *cfg
 	tcfg.Train, tcfg.Remat = true, c.Remat
 	if c.Remat == "auto" {
-		// Let the planner pick the activation budget (the M4's arena) once.
+		// The planner picks how much to recompute, for the M4's arena.
 		b, err := codegen.Build(g, tcfg, !c.NoFuse, passes.DefaultMemOptions())
 		if err != nil {
 			return runtime.Graphs{}, err
 		}
-		tcfg.MemoryBudget = max(b.ActivationBudget, 1)
+		return runtime.Graphs{Train: b.Graph, Forward: fwd}, nil
 	}
 	train, _, err := passes.Run(g, &tcfg)
 	if err != nil {
