@@ -52,48 +52,66 @@ func Templates() []string {
 	return out
 }
 
-// Compile lowers every group of the schedule. Kernels with identical code
-// are emitted once and launched wherever they apply.
+// Compile lowers every group of the schedule, runs independent kernels of a
+// fused schedule as one launch (see horizontal.go), and names the kernels.
+// Kernels with identical code are emitted once and launched wherever they apply.
 func Compile(g *ir.Graph, s *passes.Schedule) (*Program, error) {
+	var ls []*launch
+	for _, grp := range s.Groups {
+		p, err := lowerGroup(grp)
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, &launch{parts: []*part{p}})
+	}
+	if s.Fused {
+		ls = mergeLaunches(ls, s.Alias)
+	}
 	p := &Program{Module: &kir.Module{Tables: Tables()}, Alias: s.Alias}
 	byBody := map[string]string{} // rendered body → kernel name
 	names := map[string]int{}
-	for _, grp := range s.Groups {
-		t, ok := templates[grp.Kind]
-		if !ok {
-			return nil, fmt.Errorf("codegen: no kernel template for %s (%s)", grp.Kind, grp.Root.Pos)
-		}
-		e := NewEmitter("", describe(grp), grp.Nodes)
-		if err := t(e, grp); err != nil {
-			return nil, fmt.Errorf("codegen: %s at %s: %w", grp.Kind, grp.Root.Pos, err)
-		}
-		e.K.Body = kir.Prune(e.K.Body)
-		if len(e.K.Params) > maxParams {
-			return nil, fmt.Errorf("codegen: a %s kernel at %s binds %d buffers, more than Metal's %d", grp.Kind, grp.Root.Pos, len(e.K.Params), maxParams)
-		}
-		key, err := bodyKey(e.K)
+	for _, l := range ls {
+		k, d, base := l.build()
+		key, err := bodyKey(k)
 		if err != nil {
 			return nil, err
 		}
 		name, seen := byBody[key]
 		if !seen {
-			base := kernelBase(grp)
 			name = fmt.Sprintf("%s_%d", base, names[base])
 			names[base]++
 			byBody[key] = name
-			e.K.Name = name
-			p.Module.Kernels = append(p.Module.Kernels, e.K)
+			k.Name = name
+			p.Module.Kernels = append(p.Module.Kernels, k)
 		}
-		exact := map[*ir.Value]bool{}
-		for _, b := range e.Bindings {
-			if e.ReadExactly(b.Value) {
-				exact[b.Value] = true
-			}
-		}
-		p.Dispatches = append(p.Dispatches, Dispatch{Kernel: name, Groups: e.K.Groups, Threads: e.K.Threads,
-			Bindings: e.Bindings, Writes: grp.Outputs, Fuses: grp.Nodes, Kind: grp.Kind, Exact: exact})
+		d.Kernel, d.Groups, d.Threads = name, k.Groups, k.Threads
+		p.Dispatches = append(p.Dispatches, d)
 	}
 	return p, nil
+}
+
+// lowerGroup lowers one group with its template into an unnamed kernel.
+func lowerGroup(grp *passes.Group) (*part, error) {
+	t, ok := templates[grp.Kind]
+	if !ok {
+		return nil, fmt.Errorf("codegen: no kernel template for %s (%s)", grp.Kind, grp.Root.Pos)
+	}
+	e := NewEmitter("", describe(grp), grp.Nodes)
+	if err := t(e, grp); err != nil {
+		return nil, fmt.Errorf("codegen: %s at %s: %w", grp.Kind, grp.Root.Pos, err)
+	}
+	e.K.Body = kir.Prune(e.K.Body)
+	if len(e.K.Params) > maxParams {
+		return nil, fmt.Errorf("codegen: a %s kernel at %s binds %d buffers, more than Metal's %d", grp.Kind, grp.Root.Pos, len(e.K.Params), maxParams)
+	}
+	exact := map[*ir.Value]bool{}
+	for _, b := range e.Bindings {
+		if e.ReadExactly(b.Value) {
+			exact[b.Value] = true
+		}
+	}
+	d := Dispatch{Bindings: e.Bindings, Writes: grp.Outputs, Fuses: grp.Nodes, Kind: grp.Kind, Exact: exact}
+	return &part{k: e.K, d: d, base: kernelBase(grp)}, nil
 }
 
 // bodyKey identifies a kernel's code independently of its name and comment.
@@ -151,37 +169,13 @@ func wrap(s string, width int) string {
 }
 
 // pointwise computes a group of element-wise and layout ops: one thread per
-// element of the outputs (all of one shape). A horizontal group runs each
-// part on its own range of threadgroups.
+// element of the outputs (all of one shape).
 func pointwise(e *Emitter, grp *passes.Group) error {
 	const threads = pointwiseThreads
 	e.K.Threads = [3]int{threads, 1, 1}
-	if len(grp.Parts) == 0 {
-		n, err := pointwisePart(e, grp, kir.Thread(0))
-		e.K.Groups = [3]int{(n + threads - 1) / threads, 1, 1}
-		return err
-	}
-	// if (group < end0) { part 0 } else if (group < end1) { part 1 } ...
-	var chain []kir.If
-	start := 0
-	for _, p := range grp.Parts {
-		n := int(p.Outputs[0].Type.Shape.Elems())
-		groups := (n + threads - 1) / threads
-		local := kir.Add(kir.Mul(kir.Sub(kir.Group(0), kir.I(start)), kir.I(threads)), kir.Local(0))
-		var err error
-		body := e.Block(func() { _, err = pointwisePart(e, p, local) })
-		if err != nil {
-			return err
-		}
-		start += groups
-		chain = append(chain, kir.If{Cond: kir.Lt(kir.Group(0), kir.I(start)), Then: body})
-	}
-	for i := len(chain) - 2; i >= 0; i-- {
-		chain[i].Else = []kir.Stmt{chain[i+1]}
-	}
-	e.Emit(chain[0])
-	e.K.Groups = [3]int{start, 1, 1}
-	return nil
+	n, err := pointwisePart(e, grp, kir.Thread(0))
+	e.K.Groups = [3]int{(n + threads - 1) / threads, 1, 1}
+	return err
 }
 
 // pointwiseThreads is the threadgroup size of element-wise kernels.

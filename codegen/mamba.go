@@ -414,7 +414,7 @@ func (w *bwdScan) rowGroup(e *Emitter, grp *passes.Group, threads int, r kir.Exp
 							cur := kir.Add(kir.Mul(st.at, st.prev), kir.Mul(kir.Mul(st.tk.dt, st.tk.bv), st.tk.u))
 							x = kir.Mul(cur, st.dy)
 						}
-						parts = append(parts, e.Let("p", kir.F32, kir.Simd{Op: "sum", X: mbMask(ch.valid, x)}))
+						parts = append(parts, e.Let("sp", kir.F32, kir.Simd{Op: "sum", X: mbMask(ch.valid, x)}))
 					}
 					e.Emit(kir.If{Cond: kir.Op("==", lane, kir.I(0)), Then: e.Block(func() {
 						for q, x := range parts {

@@ -50,18 +50,26 @@ type mmOperand struct {
 	kMajor bool
 }
 
-// mmContraction is one threadgroup's share of out[i, j] = Σ_k a[i, k]·b[j, k]
-// over a bm×bn tile at (m0, n0), with k running over [kFrom, kEnd.X).
+// mmContraction is one threadgroup's share of out[i, j] = Σ_t s_t·Σ_k
+// a_t[i, k]·b_t[j, k] over a bm×bn tile at (m0, n0): one term t usually,
+// two when a fused sum (LoRA) runs both K loops into one accumulator.
 type mmContraction struct {
 	bm, bn, bk int
-	a, b       mmOperand
+	terms      []mmTerm
 	m0, n0     kir.Expr
 	mEnd, nEnd mmBound
-	kFrom      kir.Expr
-	kEnd       mmBound
 	// store writes the finished element (i, j) of the output.
 	store func(i, j, x kir.Expr)
 	tid   kir.Expr // thread index in the threadgroup
+}
+
+// mmTerm is one product of a contraction: k runs over [kFrom, kEnd.X), and
+// the lhs is scaled by scale while staged.
+type mmTerm struct {
+	a, b  mmOperand
+	kFrom kir.Expr
+	kEnd  mmBound
+	scale float64
 }
 
 // mmTileSize picks the tile extent for an axis of the given (typical) size:
@@ -103,9 +111,12 @@ func (c *mmContraction) stagedLen(op mmOperand, rows int) int {
 
 // emit writes the kernel body: staging loop, simdgroup MMAs, masked store.
 func (c *mmContraction) emit(e *Emitter) {
-	aLen, bLen := c.stagedLen(c.a, c.bm), c.stagedLen(c.b, c.bn)
 	cStride := c.bn + mmPad
-	e.Emit(kir.Shared{Name: "sh", Type: kir.F32, Len: max(aLen+bLen, c.bm*cStride)})
+	size := c.bm * cStride
+	for _, t := range c.terms {
+		size = max(size, c.stagedLen(t.a, c.bm)+c.stagedLen(t.b, c.bn))
+	}
+	e.Emit(kir.Shared{Name: "sh", Type: kir.F32, Len: size})
 	// Fresh names: the MSL renderer's builtin parameters are tid, lid, gid, lane, sg.
 	c.tid = e.Let("ti", kir.I32, kir.Local(0))
 	sg := e.Let("sgi", kir.I32, kir.Builtin{Kind: "simdgroup"})
@@ -120,34 +131,9 @@ func (c *mmContraction) emit(e *Emitter) {
 		}
 	}
 
-	k0 := kir.V("k0")
-	body := e.Block(func() {
-		c.stage(e, c.a, c.bm, c.m0, c.mEnd, k0, 0)
-		c.stage(e, c.b, c.bn, c.n0, c.nEnd, k0, aLen)
-		e.Emit(kir.Barrier{})
-		inner := e.Block(func() {
-			kk := kir.V("kk")
-			for i := 0; i < fm; i++ {
-				row := mmPlus(sgRow, 8*i)
-				e.Emit(kir.Tile{Name: fmt.Sprintf("fa%d", i), Type: kir.F32})
-				e.Emit(c.fragLoad(fmt.Sprintf("fa%d", i), c.a, c.bm, 0, row, kk, false))
-			}
-			for j := 0; j < fn; j++ {
-				col := mmPlus(sgCol, 8*j)
-				e.Emit(kir.Tile{Name: fmt.Sprintf("fb%d", j), Type: kir.F32})
-				e.Emit(c.fragLoad(fmt.Sprintf("fb%d", j), c.b, c.bn, aLen, col, kk, true))
-			}
-			for i := 0; i < fm; i++ {
-				for j := 0; j < fn; j++ {
-					e.Emit(kir.TileMMA{D: acc(i, j), A: fmt.Sprintf("fa%d", i), B: fmt.Sprintf("fb%d", j), C: acc(i, j)})
-				}
-			}
-		})
-		e.Emit(kir.Loop("kk", kir.I(0), kir.I(c.bk), kir.I(8), inner...))
-		// Nobody restages until every simdgroup has read this step's tiles.
-		e.Emit(kir.Barrier{})
-	})
-	e.Emit(kir.Loop("k0", c.kFrom, c.kEnd.X, kir.I(c.bk), body...))
+	for _, t := range c.terms {
+		c.emitTerm(e, t, sgRow, sgCol, acc)
+	}
 
 	// The accumulators go to threadgroup memory (the staging area is free
 	// after the loop's last barrier), then out with edges masked.
@@ -169,6 +155,41 @@ func (c *mmContraction) emit(e *Emitter) {
 		e.mmGuarded(append(mmWithin(gi, c.mEnd), mmWithin(gj, c.nEnd)...), func() { c.store(gi, gj, x) }, nil)
 	})
 	e.Emit(kir.Loop(s, kir.I(0), kir.I(c.bm*c.bn/mmThreads), kir.I(1), out...))
+}
+
+// emitTerm runs one term's K loop: stage both slices, then each simdgroup
+// multiplies its 8×8 tiles into the accumulators.
+func (c *mmContraction) emitTerm(e *Emitter, t mmTerm, sgRow, sgCol kir.Expr, acc func(i, j int) string) {
+	fm, fn := c.bm/16, c.bn/16
+	aLen := c.stagedLen(t.a, c.bm)
+	k0 := kir.V("k0")
+	body := e.Block(func() {
+		c.stage(e, t.a, t.scale, c.bm, c.m0, c.mEnd, t.kEnd, k0, 0)
+		c.stage(e, t.b, 1, c.bn, c.n0, c.nEnd, t.kEnd, k0, aLen)
+		e.Emit(kir.Barrier{})
+		inner := e.Block(func() {
+			kk := kir.V("kk")
+			for i := 0; i < fm; i++ {
+				row := mmPlus(sgRow, 8*i)
+				e.Emit(kir.Tile{Name: fmt.Sprintf("fa%d", i), Type: kir.F32})
+				e.Emit(c.fragLoad(fmt.Sprintf("fa%d", i), t.a, c.bm, 0, row, kk, false))
+			}
+			for j := 0; j < fn; j++ {
+				col := mmPlus(sgCol, 8*j)
+				e.Emit(kir.Tile{Name: fmt.Sprintf("fb%d", j), Type: kir.F32})
+				e.Emit(c.fragLoad(fmt.Sprintf("fb%d", j), t.b, c.bn, aLen, col, kk, true))
+			}
+			for i := 0; i < fm; i++ {
+				for j := 0; j < fn; j++ {
+					e.Emit(kir.TileMMA{D: acc(i, j), A: fmt.Sprintf("fa%d", i), B: fmt.Sprintf("fb%d", j), C: acc(i, j)})
+				}
+			}
+		})
+		e.Emit(kir.Loop("kk", kir.I(0), kir.I(c.bk), kir.I(8), inner...))
+		// Nobody restages until every simdgroup has read this step's tiles.
+		e.Emit(kir.Barrier{})
+	})
+	e.Emit(kir.Loop("k0", t.kFrom, t.kEnd.X, kir.I(c.bk), body...))
 }
 
 // mmWithin is the run-time check x < b, none when no tile crosses b.
@@ -198,10 +219,10 @@ func (e *Emitter) mmGuarded(conds []kir.Expr, then, otherwise func()) {
 }
 
 // stage copies the rows×bk slice of op at (r0, k0) into threadgroup memory
-// at base, zero outside the bounds (a zero K tail keeps the sums exact).
+// at base, scaled, zero outside the bounds (a zero K tail keeps the sums exact).
 // Element reads sit under the guard, so nothing outside an operand (or a
 // fused producer's operands) is touched.
-func (c *mmContraction) stage(e *Emitter, op mmOperand, rows int, r0 kir.Expr, rEnd mmBound, k0 kir.Expr, base int) {
+func (c *mmContraction) stage(e *Emitter, op mmOperand, scale float64, rows int, r0 kir.Expr, rEnd mmBound, kEnd mmBound, k0 kir.Expr, base int) {
 	s := e.Temp("s")
 	body := e.Block(func() {
 		l := e.Let("l", kir.I32, kir.Add(kir.Mul(kir.V(s), kir.I(mmThreads)), c.tid))
@@ -219,8 +240,14 @@ func (c *mmContraction) stage(e *Emitter, op mmOperand, rows int, r0 kir.Expr, r
 		gi := e.Let("gi", kir.I32, kir.Add(r0, i))
 		gk := e.Let("gk", kir.I32, kir.Add(k0, k))
 		dst := kir.Index{Buf: "sh", I: at}
-		e.mmGuarded(append(mmWithin(gi, rEnd), mmWithin(gk, c.kEnd)...),
-			func() { e.Emit(kir.Set(dst, e.At(op.v, op.at(gi, gk)))) },
+		e.mmGuarded(append(mmWithin(gi, rEnd), mmWithin(gk, kEnd)...),
+			func() {
+				x := e.At(op.v, op.at(gi, gk))
+				if scale != 1 {
+					x = kir.Mul(x, kir.F(scale))
+				}
+				e.Emit(kir.Set(dst, x))
+			},
 			func() { e.Emit(kir.Set(dst, kir.F(0))) })
 	})
 	e.Emit(kir.Loop(s, kir.I(0), kir.I(rows*c.bk/mmThreads), kir.I(1), body...))
@@ -247,14 +274,27 @@ func (c *mmContraction) fragLoad(tile string, op mmOperand, rows, base int, row,
 	return kir.TileLoad{Tile: tile, Src: "sh", Off: off, Stride: kir.I(stride), Transpose: transpose}
 }
 
-// mmOnlyOutput returns a contraction's result; the kernel writes it, or the
+// mmOnlyOutput returns the value a contraction kernel's accumulator holds:
+// the anchor's result, or the sum of its terms. The kernel writes it, or the
 // one result of its fused epilogue (see StoreThrough).
 func mmOnlyOutput(grp *passes.Group) (*ir.Value, error) {
 	out := grp.Anchor.Out()
+	if grp.Sum != nil {
+		out = grp.Sum
+	}
 	if len(grp.Outputs) != 1 || (grp.Root == grp.Anchor && grp.Outputs[0] != out) {
 		return nil, fmt.Errorf("a %s kernel writes one result, not %v", grp.Kind, grp.Outputs)
 	}
 	return out, nil
+}
+
+// mmTerms lists the contractions a kernel sums: the anchor alone, or the
+// terms fusion found.
+func mmTerms(grp *passes.Group) []passes.Term {
+	if len(grp.Terms) > 0 {
+		return grp.Terms
+	}
+	return []passes.Term{{Node: grp.Anchor, Scale: 1}}
 }
 
 // mmInnerContiguous reports whether v's axis ax is adjacent in memory,
@@ -272,20 +312,13 @@ func (e *Emitter) mmInnerContiguous(v *ir.Value, ax int) bool {
 // matmul: grid (N tiles, M tiles, batch entries); the rhs is shared by the
 // batch when it has no batch axes.
 func matmul(e *Emitter, grp *passes.Group) error {
-	n := grp.Anchor
 	out, err := mmOnlyOutput(grp)
 	if err != nil {
 		return err
 	}
-	a, b := n.Inputs[0], n.Inputs[1]
-	ta, tb := n.Attrs.Bool("ta"), n.Attrs.Bool("tb")
 	shape := out.Type.Shape
 	r := len(shape)
 	M, N := shape[r-2], shape[r-1]
-	K := a.Type.Shape[r-1]
-	if ta {
-		K = a.Type.Shape[r-2]
-	}
 	batchShape := shape[:r-2]
 	batch := int(batchShape.Elems())
 
@@ -302,27 +335,36 @@ func matmul(e *Emitter, grp *passes.Group) error {
 		}
 		return append(append([]kir.Expr(nil), bc...), x, y)
 	}
-	c.a = mmOperand{v: a, at: func(i, k kir.Expr) []kir.Expr {
+	for _, t := range mmTerms(grp) {
+		n := t.Node
+		a, b := n.Inputs[0], n.Inputs[1]
+		ta, tb := n.Attrs.Bool("ta"), n.Attrs.Bool("tb")
+		K := a.Type.Shape[len(a.Type.Shape)-1]
 		if ta {
-			return withBatch(a, k, i)
+			K = a.Type.Shape[len(a.Type.Shape)-2]
 		}
-		return withBatch(a, i, k)
-	}}
-	c.b = mmOperand{v: b, at: func(j, k kir.Expr) []kir.Expr {
-		if tb {
-			return withBatch(b, j, k)
-		}
-		return withBatch(b, k, j)
-	}}
-	// The inner axis of a is its last unless ta; of b, its last only with tb.
-	ra, rb := len(a.Type.Shape), len(b.Type.Shape)
-	c.a.kMajor = e.mmInnerContiguous(a, map[bool]int{false: ra - 1, true: ra - 2}[ta])
-	c.b.kMajor = e.mmInnerContiguous(b, map[bool]int{false: rb - 2, true: rb - 1}[tb])
+		// The inner axis of a is its last unless ta; of b, its last only with tb.
+		ra, rb := len(a.Type.Shape), len(b.Type.Shape)
+		c.terms = append(c.terms, mmTerm{
+			a: mmOperand{v: a, at: func(i, k kir.Expr) []kir.Expr {
+				if ta {
+					return withBatch(a, k, i)
+				}
+				return withBatch(a, i, k)
+			}, kMajor: e.mmInnerContiguous(a, map[bool]int{false: ra - 1, true: ra - 2}[ta])},
+			b: mmOperand{v: b, at: func(j, k kir.Expr) []kir.Expr {
+				if tb {
+					return withBatch(b, j, k)
+				}
+				return withBatch(b, k, j)
+			}, kMajor: e.mmInnerContiguous(b, map[bool]int{false: rb - 2, true: rb - 1}[tb])},
+			kFrom: kir.I(0), kEnd: mmBound{kir.I(K), K%c.bk == 0}, scale: t.Scale,
+		})
+	}
 	c.m0 = e.Let("m0", kir.I32, kir.Mul(kir.Group(1), kir.I(c.bm)))
 	c.n0 = e.Let("n0", kir.I32, kir.Mul(kir.Group(0), kir.I(c.bn)))
 	c.mEnd = mmBound{kir.I(M), M%c.bm == 0}
 	c.nEnd = mmBound{kir.I(N), N%c.bn == 0}
-	c.kFrom, c.kEnd = kir.I(0), mmBound{kir.I(K), K%c.bk == 0}
 	c.store = func(i, j, x kir.Expr) { e.StoreThrough(grp, out, withBatch(out, i, j), x) }
 	c.emit(e)
 	return nil
@@ -341,8 +383,7 @@ func groupedMatmul(e *Emitter, grp *passes.Group) error {
 		return err
 	}
 	x, w, offsets := n.Inputs[0], n.Inputs[1], n.Inputs[2]
-	tb := n.Attrs.Bool("tb")
-	R, K := x.Type.Shape[0], x.Type.Shape[1]
+	R := x.Type.Shape[0]
 	N := out.Type.Shape[1]
 	E := w.Type.Shape[0]
 
@@ -374,14 +415,21 @@ func groupedMatmul(e *Emitter, grp *passes.Group) error {
 	c.m0 = e.Let("m0", kir.I32, kir.Add(lo, kir.Mul(kir.Group(1), kir.I(c.bm))))
 	e.Emit(kir.If{Cond: kir.Op(">=", c.m0, hi), Then: []kir.Stmt{kir.Return{}}})
 	c.mEnd = mmBound{hi, false}
-	c.kFrom, c.kEnd = kir.I(0), mmBound{kir.I(K), K%c.bk == 0}
-	c.a = mmOperand{v: x, at: func(i, k kir.Expr) []kir.Expr { return []kir.Expr{i, k} }, kMajor: e.mmInnerContiguous(x, 1)}
-	c.b = mmOperand{v: w, at: func(j, k kir.Expr) []kir.Expr {
-		if tb {
-			return []kir.Expr{ex, j, k}
-		}
-		return []kir.Expr{ex, k, j}
-	}, kMajor: e.mmInnerContiguous(w, map[bool]int{false: 1, true: 2}[tb])}
+	for _, t := range mmTerms(grp) {
+		x, w := t.Node.Inputs[0], t.Node.Inputs[1]
+		tb := t.Node.Attrs.Bool("tb")
+		K := x.Type.Shape[1]
+		c.terms = append(c.terms, mmTerm{
+			a: mmOperand{v: x, at: func(i, k kir.Expr) []kir.Expr { return []kir.Expr{i, k} }, kMajor: e.mmInnerContiguous(x, 1)},
+			b: mmOperand{v: w, at: func(j, k kir.Expr) []kir.Expr {
+				if tb {
+					return []kir.Expr{ex, j, k}
+				}
+				return []kir.Expr{ex, k, j}
+			}, kMajor: e.mmInnerContiguous(w, map[bool]int{false: 1, true: 2}[tb])},
+			kFrom: kir.I(0), kEnd: mmBound{kir.I(K), K%c.bk == 0}, scale: t.Scale,
+		})
+	}
 	c.store = func(i, j, v kir.Expr) { e.StoreThrough(grp, out, []kir.Expr{i, j}, v) }
 	c.emit(e)
 	return nil
@@ -409,11 +457,14 @@ func groupedMatmulWgrad(e *Emitter, grp *passes.Group) error {
 	c.n0 = e.Let("n0", kir.I32, kir.Mul(kir.Group(0), kir.I(c.bn)))
 	c.mEnd = mmBound{kir.I(N), N%c.bm == 0}
 	c.nEnd = mmBound{kir.I(K), K%c.bn == 0}
-	c.kFrom = e.At(offsets, []kir.Expr{ex})
-	c.kEnd = mmBound{e.At(offsets, []kir.Expr{kir.Add(ex, kir.I(1))}), false}
 	// Both operands are read row by row (r is the contraction index).
-	c.a = mmOperand{v: dy, at: func(i, r kir.Expr) []kir.Expr { return []kir.Expr{r, i} }, kMajor: e.mmInnerContiguous(dy, 0)}
-	c.b = mmOperand{v: x, at: func(j, r kir.Expr) []kir.Expr { return []kir.Expr{r, j} }, kMajor: e.mmInnerContiguous(x, 0)}
+	c.terms = []mmTerm{{
+		a:     mmOperand{v: dy, at: func(i, r kir.Expr) []kir.Expr { return []kir.Expr{r, i} }, kMajor: e.mmInnerContiguous(dy, 0)},
+		b:     mmOperand{v: x, at: func(j, r kir.Expr) []kir.Expr { return []kir.Expr{r, j} }, kMajor: e.mmInnerContiguous(x, 0)},
+		kFrom: e.At(offsets, []kir.Expr{ex}),
+		kEnd:  mmBound{e.At(offsets, []kir.Expr{kir.Add(ex, kir.I(1))}), false},
+		scale: 1,
+	}}
 	c.store = func(i, j, v kir.Expr) { e.Store(out, []kir.Expr{ex, i, j}, v) }
 	c.emit(e)
 	return nil

@@ -245,3 +245,31 @@ func BenchmarkMatmulSim(b *testing.B) {
 	}
 	b.ReportMetric(2*n*n*n*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 }
+
+// The LoRA sum x·Wᵀ + s·(x·A)·B is one kernel: both contractions run into
+// one accumulator (their K loops one after the other), with the scale
+// applied while staging and the epilogue after.
+func TestMatmulLoRASum(t *testing.T) {
+	b := ir.NewBuilder("mm")
+	x := mmParam(b, "x", ir.F32, 2, 37, 64)
+	w := b.Op(ir.OpDequant, nil, mmParam(b, "w", ir.NF4, 48, 64))
+	low := b.Matmul(b.Matmul(x, mmParam(b, "a", ir.F32, 64, 8), false, false), mmParam(b, "b", ir.F32, 8, 48), false, false)
+	y := b.Unary(ir.OpSiLU, b.Add(b.Matmul(x, w, false, true), b.Scale(low, 0.5)))
+	g := mmFinish(t, b, y)
+	s := passes.Fuse(g, true)
+	var sums int
+	for _, grp := range s.Groups {
+		if len(grp.Terms) == 2 {
+			sums++
+			if grp.Terms[1].Scale != 0.5 || grp.Sum == nil || grp.Root.Op != ir.OpSiLU {
+				t.Errorf("sum group: terms %v, sum %v, root %s", grp.Terms, grp.Sum, grp.Root.Op)
+			}
+		}
+	}
+	if sums != 1 || len(s.Groups) != 2 {
+		t.Fatalf("%d groups, %d sums: want x·A, then one kernel for the rest", len(s.Groups), sums)
+	}
+	if n := checkOnSimWith(t, g, s, mmKinds, nil); n != 2 {
+		t.Errorf("%d kernels, want 2", n)
+	}
+}

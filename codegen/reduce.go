@@ -691,7 +691,7 @@ func reduceKernel(op ir.Op) template {
 		}
 		e.Emit(kir.If{Cond: cond, Then: e.Block(func() {
 			if parts > 1 {
-				p := e.Temp("p")
+				p := e.Temp("pr")
 				e.Emit(kir.Loop(p, kir.I(1), kir.I(parts), kir.I(1), fold(kir.V(acc), kir.At(sh, kir.Add(kir.Mul(kir.V(p), kir.I(cols)), col)))))
 			}
 			e.Store(out, e.Split(out.Type.Shape, oi), finalize(kir.V(acc)))

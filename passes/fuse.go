@@ -17,9 +17,17 @@ type Group struct {
 	// Anchor is the op the kernel template is chosen by (the matmul of a
 	// matmul with an epilogue); for other groups it is Root.
 	Anchor *ir.Node
-	// Parts are independent element-wise groups launched together (one
-	// dispatch, each part its own range of threadgroups); empty otherwise.
-	Parts []*Group
+	// Terms, when set, are contractions whose scaled results one accumulator
+	// sums (x·W + s·(x·A)·B, LoRA in one kernel): Terms[0] is the Anchor,
+	// and Sum is the value of the sum, which the epilogue reads.
+	Terms []Term
+	Sum   *ir.Value
+}
+
+// Term is one contraction of a sum, and the factor its result is scaled by.
+type Term struct {
+	Node  *ir.Node
+	Scale float64
 }
 
 // Schedule is the fused kernel order of a graph.
@@ -28,6 +36,9 @@ type Schedule struct {
 	// Alias maps the output of a reshape that needs no kernel to its operand:
 	// both name the same memory.
 	Alias map[*ir.Value]*ir.Value
+	// Fused is set when fusion ran; codegen then also launches independent
+	// kernels together (horizontal fusion).
+	Fused bool
 }
 
 // Pointwise reports whether an op computes each output element from operand
@@ -132,8 +143,9 @@ func Fuse(g *ir.Graph, fuse bool) *Schedule {
 	}
 	if fuse {
 		groups = mergeEpilogues(groups, uses, member)
+		groups = mergeTerms(groups, uses, member)
 	}
-	s := &Schedule{Alias: map[*ir.Value]*ir.Value{}}
+	s := &Schedule{Alias: map[*ir.Value]*ir.Value{}, Fused: fuse}
 	for _, grp := range groups {
 		sort.Slice(grp.Nodes, func(i, j int) bool { return grp.Nodes[i].ID < grp.Nodes[j].ID })
 		if grp.Root.Op == ir.OpReshape && len(grp.Nodes) == 1 {
@@ -150,9 +162,6 @@ func Fuse(g *ir.Graph, fuse bool) *Schedule {
 		s.Groups = append(s.Groups, grp)
 	}
 	sort.Slice(s.Groups, func(i, j int) bool { return s.Groups[i].Root.ID < s.Groups[j].Root.ID })
-	if fuse {
-		s.Groups = mergeHorizontal(s.Groups)
-	}
 	// Chains of aliases resolve to the first value in memory.
 	for v, src := range s.Alias {
 		for s.Alias[src] != nil {
@@ -161,58 +170,6 @@ func Fuse(g *ir.Graph, fuse bool) *Schedule {
 		s.Alias[v] = src
 	}
 	return s
-}
-
-// mergeHorizontal launches runs of consecutive element-wise kernels that do
-// not read each other's results as one dispatch (XLA's horizontal fusion):
-// the per-parameter AdamW updates at the end of a step, for one. Moving a
-// kernel to its successor's place is safe when nothing runs in between.
-func mergeHorizontal(groups []*Group) []*Group {
-	var out []*Group
-	for _, g := range groups {
-		last := len(out) - 1
-		if last >= 0 && g.Kind == "pointwise" && out[last].Kind == "pointwise" && !readsAny(g, out[last]) {
-			if j := joinParts(out[last], g); boundBuffers(j.Nodes, j.Outputs) <= MaxBuffers {
-				out[last] = j
-				continue
-			}
-		}
-		out = append(out, g)
-	}
-	return out
-}
-
-func parts(g *Group) []*Group {
-	if len(g.Parts) > 0 {
-		return g.Parts
-	}
-	return []*Group{g}
-}
-
-func joinParts(a, b *Group) *Group {
-	ps := append(append([]*Group(nil), parts(a)...), parts(b)...)
-	j := &Group{Kind: "pointwise", Root: b.Root, Anchor: b.Root, Parts: ps}
-	for _, p := range ps {
-		j.Nodes = append(j.Nodes, p.Nodes...)
-		j.Outputs = append(j.Outputs, p.Outputs...)
-	}
-	return j
-}
-
-// readsAny reports whether b reads a result of a.
-func readsAny(b, a *Group) bool {
-	out := map[*ir.Value]bool{}
-	for _, v := range a.Outputs {
-		out[v] = true
-	}
-	for _, n := range b.Nodes {
-		for _, v := range n.Inputs {
-			if out[v] {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // mergeEpilogues folds element-wise groups into the contraction whose
@@ -256,6 +213,81 @@ func mergeEpilogues(groups []*Group, uses map[*ir.Value][]*ir.Node, member map[*
 		}
 	}
 	return out
+}
+
+// mergeTerms joins two contractions of one kind whose results, scaled or
+// not, are added and read nowhere else: one kernel runs both K loops into
+// the same accumulators (the K axes concatenated), so neither result goes
+// through memory. The LoRA forward x·W + s·(x·A)·B and the dx of its
+// backward are such sums.
+func mergeTerms(groups []*Group, uses map[*ir.Value][]*ir.Node, member map[*ir.Node][]*Group) []*Group {
+	merged := map[*Group]bool{}
+	for _, m := range groups {
+		if m.Root == m.Anchor || (m.Kind != string(ir.OpMatmul) && m.Kind != string(ir.OpGroupedMM)) || merged[m] {
+			continue
+		}
+		for _, add := range m.Nodes {
+			if add.Op != ir.OpAdd || len(m.Terms) > 0 {
+				continue
+			}
+			var terms []Term
+			var other *Group
+			for _, in := range add.Inputs {
+				c, scale := scaledContraction(in, uses)
+				if c == nil || len(member[c]) != 1 {
+					break
+				}
+				g := member[c][0]
+				switch {
+				case g == m && c == m.Anchor:
+					terms = append([]Term{{c, scale}}, terms...)
+				case g != m && g.Kind == m.Kind && g.Root == c && g.Anchor == c && !merged[g] && sameContraction(c, m.Anchor):
+					other = g
+					terms = append(terms, Term{c, scale})
+				}
+			}
+			if len(terms) != 2 || other == nil || terms[0].Node != m.Anchor ||
+				boundBuffers(append(append([]*ir.Node(nil), m.Nodes...), other.Nodes...), m.Outputs) > MaxBuffers {
+				continue
+			}
+			m.Terms, m.Sum = terms, add.Out()
+			m.Nodes = append(m.Nodes, other.Nodes...)
+			for _, q := range other.Nodes {
+				member[q] = replaceGroup(member[q], other, m)
+			}
+			merged[other] = true
+		}
+	}
+	out := groups[:0]
+	for _, grp := range groups {
+		if !merged[grp] {
+			out = append(out, grp)
+		}
+	}
+	return out
+}
+
+// scaledContraction finds the contraction behind v = c or v = scale(c)
+// when that chain is c's only reader: then c need not exist by itself.
+func scaledContraction(v *ir.Value, uses map[*ir.Value][]*ir.Node) (*ir.Node, float64) {
+	scale := 1.0
+	if v.Node.Op == ir.OpScale && len(uses[v]) == 1 {
+		scale = v.Node.Attrs.Float("factor")
+		v = v.Node.Inputs[0]
+	}
+	if (v.Node.Op != ir.OpMatmul && v.Node.Op != ir.OpGroupedMM) || len(uses[v]) != 1 {
+		return nil, 0
+	}
+	return v.Node, scale
+}
+
+// sameContraction reports whether a and b compute results of one shape
+// over the same rows: for grouped matmuls, the same expert offsets.
+func sameContraction(a, b *ir.Node) bool {
+	if a.Op != b.Op || !a.Out().Type.Equal(b.Out().Type) {
+		return false
+	}
+	return a.Op != ir.OpGroupedMM || a.Inputs[2] == b.Inputs[2]
 }
 
 // readsElementwise reports whether every reader of v is in p, and every node

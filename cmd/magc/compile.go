@@ -159,7 +159,7 @@ func (c *compileCmd) Run(e *env) error {
 	r.PassMS["fuse"], r.PassMS["codegen"] = ms(b.FuseTime), ms(b.LowerTime)
 	r.RecomputeFlops, r.ActivationBytesSaved = b.Stats.RecomputeFLOPs, b.Stats.ActivationBytesSaved
 	unfused := passes.Fuse(b.Graph, false)
-	r.Kernels, r.Dispatches, r.DispatchesUnfused = len(b.Prog.Module.Kernels), len(b.Sched.Groups), len(unfused.Groups)
+	r.Kernels, r.Dispatches, r.DispatchesUnfused = len(b.Prog.Module.Kernels), len(b.Prog.Dispatches), len(unfused.Groups)
 	r.GlobalBytes, r.GlobalBytesUnfused = b.Sched.GlobalBytes(), unfused.GlobalBytes()
 	p := b.Memory.Plan
 	r.ArenaBytes, r.LiveLowerBound, r.ArenaBudget, r.ArenaSegments, r.PlanMS = p.ArenaBytes, p.LowerBound, mem.Budget, len(p.Segments), ms(b.PlanTime)

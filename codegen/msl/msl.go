@@ -138,6 +138,16 @@ func (r *renderer) stmt(s kir.Stmt) {
 	case kir.If:
 		r.line("if (%s) {", r.expr(s.Cond))
 		r.block(s.Then)
+		// An else holding just another if reads as a chain: else if.
+		for len(s.Else) == 1 {
+			next, ok := s.Else[0].(kir.If)
+			if !ok {
+				break
+			}
+			r.line("} else if (%s) {", r.expr(next.Cond))
+			r.block(next.Then)
+			s = next
+		}
 		if len(s.Else) > 0 {
 			r.line("} else {")
 			r.block(s.Else)

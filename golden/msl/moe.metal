@@ -177,98 +177,101 @@ kernel void topk_0(
     }
 }
 
-// fuses reduce_sum %11 (moe.0)
-// threadgroup 32×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_0(
+// 2 independent kernels in one launch
+// part 0 (reduce_sum): fuses reduce_sum %11 (moe.0)
+// part 1 (moe_route): fuses moe_route %14 (moe.0)
+// threadgroup 32×1×1, grid 2×1×1 threadgroups
+kernel void reduce_sum_moe_route_x2_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
+        device int* p2 [[buffer(2)]],
+        const device int* p3 [[buffer(3)]],
+        device int* p4 [[buffer(4)]],
+        device int* p5 [[buffer(5)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    const int lid1 = int(lid.x);
-    const int row4 = ((int(gid.x) * 32) + lid1);
-    if ((row4 >= 16)) {
-        return;
+    if ((int(gid.x) < 1)) {
+        const int h0 = (int(gid.x) - 0);
+        const int lid1 = int(lid.x);
+        const int row4 = ((h0 * 32) + lid1);
+        if ((row4 >= 16)) {
+            return;
+        }
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 2; k6 += 1) {
+            const float t7 = p0[((row4 * 2) + k6)];
+            acc5 += t7;
+        }
+        p1[row4] = acc5;
+    } else if ((int(gid.x) < 2)) {
+        const int h1 = (int(gid.x) - 1);
+        const int lid1 = int(lid.x);
+        const int lo4 = (lid1 * 1);
+        const int hi5 = min((lo4 + 1), 32);
+        int off6 = 0;
+        for (int ex7 = 0; ex7 < 4; ex7 += 1) {
+            if ((lid1 == 0)) {
+                p2[ex7] = off6;
+            }
+            int c8 = 0;
+            for (int i9 = lo4; i9 < hi5; i9 += 1) {
+                const int t12 = p3[i9];
+                if ((t12 == ex7)) {
+                    c8 += 1;
+                }
+            }
+            const int pre13 = simd_prefix_exclusive_sum(c8);
+            const int sgt14 = simd_sum(c8);
+            int pos15 = (off6 + pre13);
+            for (int i16 = lo4; i16 < hi5; i16 += 1) {
+                const int t19 = p3[i16];
+                if ((t19 == ex7)) {
+                    p4[pos15] = (i16 / 2);
+                    p5[pos15] = i16;
+                    pos15 += 1;
+                }
+            }
+            off6 += sgt14;
+        }
+        if ((lid1 == 0)) {
+            p2[4] = off6;
+        }
     }
-    float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 2; k6 += 1) {
-        const float t7 = p0[((row4 * 2) + k6)];
-        acc5 += t7;
-    }
-    p1[row4] = acc5;
 }
 
-// fuses broadcast %12, div %13 (moe.0)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void div_0(
+// 2 independent kernels in one launch
+// part 0 (div): fuses broadcast %12, div %13 (moe.0)
+// part 1 (gather): fuses reshape %6, gather %17 (moe.0)
+// threadgroup 256×1×1, grid 3×1×1 threadgroups
+kernel void div_gather_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    if ((i1 >= 32)) {
-        return;
-    }
-    const int c2 = (i1 / 2);
-    const float t4 = p0[i1];
-    const float t5 = p1[((c2 * 1) + 0)];
-    const float t6 = (t4 / t5);
-    p2[i1] = t6;
-}
-
-// fuses moe_route %14 (moe.0)
-// threadgroup 32×1×1, grid 1×1×1 threadgroups
-kernel void moe_route_0(
-        device int* p0 [[buffer(0)]],
-        const device int* p1 [[buffer(1)]],
-        device int* p2 [[buffer(2)]],
-        device int* p3 [[buffer(3)]],
-        uint3 lid [[thread_position_in_threadgroup]]) {
-    const int lid1 = int(lid.x);
-    const int lo4 = (lid1 * 1);
-    const int hi5 = min((lo4 + 1), 32);
-    int off6 = 0;
-    for (int ex7 = 0; ex7 < 4; ex7 += 1) {
-        if ((lid1 == 0)) {
-            p0[ex7] = off6;
+        const device int* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        device float* p5 [[buffer(5)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if ((int(gid.x) < 1)) {
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 256) + int(lid.x));
+        if ((i1 >= 32)) {
+            return;
         }
-        int c8 = 0;
-        for (int i9 = lo4; i9 < hi5; i9 += 1) {
-            const int t12 = p1[i9];
-            if ((t12 == ex7)) {
-                c8 += 1;
-            }
-        }
-        const int pre13 = simd_prefix_exclusive_sum(c8);
-        const int sgt14 = simd_sum(c8);
-        int pos15 = (off6 + pre13);
-        for (int i16 = lo4; i16 < hi5; i16 += 1) {
-            const int t19 = p1[i16];
-            if ((t19 == ex7)) {
-                p2[pos15] = (i16 / 2);
-                p3[pos15] = i16;
-                pos15 += 1;
-            }
-        }
-        off6 += sgt14;
+        const int c2 = (i1 / 2);
+        const float t4 = p0[i1];
+        const float t5 = p1[((c2 * 1) + 0)];
+        const float t6 = (t4 / t5);
+        p2[i1] = t6;
+    } else if ((int(gid.x) < 3)) {
+        const int h1 = (int(gid.x) - 1);
+        const int i1 = ((h1 * 256) + int(lid.x));
+        const int c2 = (i1 / 16);
+        const int c3 = (i1 % 16);
+        const int t4 = p3[c2];
+        const float t5 = p4[((t4 * 16) + c3)];
+        p5[i1] = t5;
     }
-    if ((lid1 == 0)) {
-        p0[4] = off6;
-    }
-}
-
-// fuses reshape %6, gather %17 (moe.0)
-// threadgroup 256×1×1, grid 2×1×1 threadgroups
-kernel void gather_0(
-        const device int* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    const int c2 = (i1 / 16);
-    const int c3 = (i1 % 16);
-    const int t4 = p0[c2];
-    const float t5 = p1[((t4 * 16) + c3)];
-    p2[i1] = t5;
 }
 
 // fuses grouped_matmul %18 (moe.0)
@@ -386,20 +389,38 @@ kernel void silu_slice_0(
     p1[i1] = t5;
 }
 
-// fuses slice %20, mul %22 (moe.0)
-// threadgroup 256×1×1, grid 3×1×1 threadgroups
-kernel void mul_slice_0(
+// 2 independent kernels in one launch
+// part 0 (mul_slice): fuses slice %20, mul %22 (moe.0)
+// part 1 (gather): fuses reshape %24, gather %25 (moe.0)
+// threadgroup 256×1×1, grid 4×1×1 threadgroups
+kernel void mul_slice_gather_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    const int c2 = (i1 / 24);
-    const int c3 = (i1 % 24);
-    const float t4 = p0[i1];
-    const float t5 = p1[((c2 * 48) + (c3 + 24))];
-    const float t6 = (t4 * t5);
-    p2[i1] = t6;
+        const device int* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        device float* p5 [[buffer(5)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if ((int(gid.x) < 3)) {
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 256) + int(lid.x));
+        const int c2 = (i1 / 24);
+        const int c3 = (i1 % 24);
+        const float t4 = p0[i1];
+        const float t5 = p1[((c2 * 48) + (c3 + 24))];
+        const float t6 = (t4 * t5);
+        p2[i1] = t6;
+    } else if ((int(gid.x) < 4)) {
+        const int h1 = (int(gid.x) - 3);
+        const int i1 = ((h1 * 256) + int(lid.x));
+        if ((i1 >= 32)) {
+            return;
+        }
+        const int t2 = p3[i1];
+        const float t3 = p4[t2];
+        p5[i1] = t3;
+    }
 }
 
 // fuses grouped_matmul %23 (moe.0)
@@ -503,22 +524,6 @@ kernel void grouped_matmul_1(
     }
 }
 
-// fuses reshape %24, gather %25 (moe.0)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void gather_1(
-        const device int* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    if ((i1 >= 32)) {
-        return;
-    }
-    const int t2 = p0[i1];
-    const float t3 = p1[t2];
-    p2[i1] = t3;
-}
-
 // fuses reshape %26, broadcast %27, mul %28 (moe.0)
 // threadgroup 256×1×1, grid 2×1×1 threadgroups
 kernel void mul_0(
@@ -555,64 +560,64 @@ kernel void scatter_add_0(
     p2[((lo3 * 16) + c2)] = acc5;
 }
 
-// fuses slice %30, one_hot %31, reduce_mean %32 (moe.0)
-// threadgroup 64×1×1, grid 1×1×1 threadgroups
-kernel void reduce_mean_0(
+// 2 independent kernels in one launch
+// part 0 (reduce_mean): fuses slice %30, one_hot %31, reduce_mean %32 (moe.0)
+// part 1 (reduce_mean): fuses reduce_mean %33 (moe.0)
+// threadgroup 64×1×1, grid 2×1×1 threadgroups
+kernel void reduce_mean_x2_0(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
+        const device float* p2 [[buffer(2)]],
+        device float* p3 [[buffer(3)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     threadgroup float sh9[64];
-    const int lid1 = int(lid.x);
-    const int col2 = (lid1 % 4);
-    const int part3 = (lid1 / 4);
-    const int o4 = ((int(gid.x) * 4) + col2);
-    float acc5 = 0.0f;
-    for (int k6 = part3; k6 < 16; k6 += 16) {
-        const int t7 = p0[((k6 * 2) + (k6 % 1))];
-        const float t8 = ((o4 == t7) ? 1.0f : 0.0f);
-        acc5 += t8;
-    }
-    sh9[lid1] = acc5;
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if ((part3 == 0)) {
-        for (int p10 = 1; p10 < 16; p10 += 1) {
-            acc5 += sh9[((p10 * 4) + col2)];
-        }
-        p1[o4] = (acc5 / 16.0f);
-    }
-}
-
-// fuses reduce_mean %33 (moe.0)
-// threadgroup 64×1×1, grid 1×1×1 threadgroups
-kernel void reduce_mean_1(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
     threadgroup float sh8[64];
-    const int lid1 = int(lid.x);
-    const int col2 = (lid1 % 4);
-    const int part3 = (lid1 / 4);
-    const int o4 = ((int(gid.x) * 4) + col2);
-    float acc5 = 0.0f;
-    for (int k6 = part3; k6 < 16; k6 += 16) {
-        const float t7 = p0[((k6 * 4) + o4)];
-        acc5 += t7;
-    }
-    sh8[lid1] = acc5;
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if ((part3 == 0)) {
-        for (int p9 = 1; p9 < 16; p9 += 1) {
-            acc5 += sh8[((p9 * 4) + col2)];
+    if ((int(gid.x) < 1)) {
+        const int h0 = (int(gid.x) - 0);
+        const int lid1 = int(lid.x);
+        const int col2 = (lid1 % 4);
+        const int part3 = (lid1 / 4);
+        const int o4 = ((h0 * 4) + col2);
+        float acc5 = 0.0f;
+        for (int k6 = part3; k6 < 16; k6 += 16) {
+            const int t7 = p0[((k6 * 2) + (k6 % 1))];
+            const float t8 = ((o4 == t7) ? 1.0f : 0.0f);
+            acc5 += t8;
         }
-        p1[o4] = (acc5 / 16.0f);
+        sh9[lid1] = acc5;
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        if ((part3 == 0)) {
+            for (int pr10 = 1; pr10 < 16; pr10 += 1) {
+                acc5 += sh9[((pr10 * 4) + col2)];
+            }
+            p1[o4] = (acc5 / 16.0f);
+        }
+    } else if ((int(gid.x) < 2)) {
+        const int h1 = (int(gid.x) - 1);
+        const int lid1 = int(lid.x);
+        const int col2 = (lid1 % 4);
+        const int part3 = (lid1 / 4);
+        const int o4 = ((h1 * 4) + col2);
+        float acc5 = 0.0f;
+        for (int k6 = part3; k6 < 16; k6 += 16) {
+            const float t7 = p2[((k6 * 4) + o4)];
+            acc5 += t7;
+        }
+        sh8[lid1] = acc5;
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        if ((part3 == 0)) {
+            for (int pr9 = 1; pr9 < 16; pr9 += 1) {
+                acc5 += sh8[((pr9 * 4) + col2)];
+            }
+            p3[o4] = (acc5 / 16.0f);
+        }
     }
 }
 
 // fuses mul %34, reduce_sum %35 (moe.0)
 // threadgroup 32×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_1(
+kernel void reduce_sum_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -633,9 +638,11 @@ kernel void reduce_sum_1(
     p2[row4] = acc5;
 }
 
-// fuses scale %36, reshape %37, add %38 (moe.0)
+// 2 independent kernels in one launch
+// part 0 (scale): fuses scale %36 (moe.0)
+// part 1 (add): fuses reshape %37, add %38 (moe.0)
 // threadgroup 256×1×1, grid 2×1×1 threadgroups
-kernel void add_scale_0(
+kernel void scale_add_x2_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -644,27 +651,27 @@ kernel void add_scale_0(
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     if ((int(gid.x) < 1)) {
-        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 256) + int(lid.x));
         if ((i1 >= 1)) {
             return;
         }
         const float t2 = p0[i1];
         const float t3 = (t2 * 0.04f);
         p1[i1] = t3;
-    } else {
-        if ((int(gid.x) < 2)) {
-            const int i4 = (((int(gid.x) - 1) * 256) + int(lid.x));
-            const float t8 = p2[i4];
-            const float t9 = p3[i4];
-            const float t10 = (t8 + t9);
-            p4[i4] = t10;
-        }
+    } else if ((int(gid.x) < 2)) {
+        const int h1 = (int(gid.x) - 1);
+        const int i1 = ((h1 * 256) + int(lid.x));
+        const float t5 = p2[i1];
+        const float t6 = p3[i1];
+        const float t7 = (t5 + t6);
+        p4[i1] = t7;
     }
 }
 
 // fuses square %39, reduce_mean %40
 // threadgroup 32×1×1, grid 1×1×1 threadgroups
-kernel void reduce_mean_2(
+kernel void reduce_mean_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         uint3 lid [[thread_position_in_threadgroup]],
@@ -684,10 +691,12 @@ kernel void reduce_mean_2(
     }
 }
 
-// fuses add %41, const %42, reshape %43, broadcast %44, scale %45, mul %46, scale %47,
-//   reshape %48, gather %56 (moe.0)
+// 2 independent kernels in one launch
+// part 0 (add): fuses add %41
+// part 1 (gather_scale_mul): fuses const %42, reshape %43, broadcast %44, scale %45, mul %46, scale %47, reshape %48,
+//   gather %56 (moe.0)
 // threadgroup 256×1×1, grid 3×1×1 threadgroups
-kernel void gather_scale_mul_0(
+kernel void add_gather_scale_mul_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -697,7 +706,8 @@ kernel void gather_scale_mul_0(
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     if ((int(gid.x) < 1)) {
-        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 256) + int(lid.x));
         if ((i1 >= 1)) {
             return;
         }
@@ -705,24 +715,23 @@ kernel void gather_scale_mul_0(
         const float t3 = p1[i1];
         const float t4 = (t2 + t3);
         p2[i1] = t4;
-    } else {
-        if ((int(gid.x) < 3)) {
-            const int i5 = (((int(gid.x) - 1) * 256) + int(lid.x));
-            const int c6 = (i5 / 16);
-            const int c7 = (i5 % 16);
-            const int t8 = p3[c6];
-            const float t9 = (1.0f * 0.00390625f);
-            const float t10 = p4[((t8 * 16) + c7)];
-            const float t11 = (t9 * t10);
-            const float t12 = (t11 * 2.0f);
-            p5[i5] = t12;
-        }
+    } else if ((int(gid.x) < 3)) {
+        const int h1 = (int(gid.x) - 1);
+        const int i1 = ((h1 * 256) + int(lid.x));
+        const int c2 = (i1 / 16);
+        const int c3 = (i1 % 16);
+        const int t4 = p3[c2];
+        const float t5 = (1.0f * 0.00390625f);
+        const float t6 = p4[((t4 * 16) + c3)];
+        const float t7 = (t5 * t6);
+        const float t8 = (t7 * 2.0f);
+        p5[i1] = t8;
     }
 }
 
 // fuses mul %58, reduce_sum %59 (moe.0)
 // threadgroup 32×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_2(
+kernel void reduce_sum_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -760,188 +769,184 @@ kernel void scatter_add_1(
     p2[lo2] = acc4;
 }
 
-// fuses grouped_matmul %64 (moe.0)
-// threadgroup 128×1×1, grid 1×1×5 threadgroups
-kernel void grouped_matmul_2(
+// 2 independent kernels in one launch
+// part 0 (grouped_matmul): fuses grouped_matmul %64 (moe.0)
+// part 1 (grouped_matmul_wgrad): fuses grouped_matmul_wgrad %65 (moe.0)
+// threadgroup 128×1×1, grid 9×1×1 threadgroups
+kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
         const device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        device float* p5 [[buffer(5)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int ex1 = int(gid.z);
-    const int n02 = (int(gid.x) * 32);
-    if ((ex1 == 4)) {
-        const int t3 = p0[0];
-        const int t4 = p0[4];
-        for (int s5 = 0; s5 < 8; s5 += 1) {
-            const int l6 = ((s5 * 128) + int(lid.x));
-            const int r7 = ((int(gid.y) * 32) + (l6 / 32));
-            const int j8 = (n02 + (l6 % 32));
-            if (((j8 < 24) && ((r7 < t3) || (r7 >= t4)))) {
-                p1[((r7 * 24) + j8)] = 0.0f;
-            }
-        }
-        return;
-    }
-    const int t9 = p0[ex1];
-    const int t10 = p0[(ex1 + 1)];
-    const int m011 = (t9 + (int(gid.y) * 32));
-    if ((m011 >= t10)) {
-        return;
-    }
     threadgroup float sh[2304];
-    const int ti12 = int(lid.x);
-    const int sgi13 = int(sg);
-    const int sr14 = ((sgi13 / 2) * 16);
-    const int sc15 = ((sgi13 % 2) * 16);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 16; k0 += 32) {
-        for (int s16 = 0; s16 < 8; s16 += 1) {
-            const int l17 = ((s16 * 128) + ti12);
-            const int i18 = (l17 / 32);
-            const int k19 = (l17 % 32);
-            const int gi20 = (m011 + i18);
-            const int gk21 = (k0 + k19);
-            if (((gi20 < t10) && (gk21 < 16))) {
-                const float t22 = p2[((gi20 * 16) + gk21)];
-                sh[((i18 * 36) + k19)] = t22;
-            } else {
-                sh[((i18 * 36) + k19)] = 0.0f;
+    if ((int(gid.x) < 5)) {
+        const int h0 = (int(gid.x) - 0);
+        const int ex1 = h0;
+        const int n02 = ((h0 % 1) * 32);
+        if ((ex1 == 4)) {
+            const int t3 = p0[0];
+            const int t4 = p0[4];
+            for (int s5 = 0; s5 < 8; s5 += 1) {
+                const int l6 = ((s5 * 128) + int(lid.x));
+                const int r7 = (((h0 % 1) * 32) + (l6 / 32));
+                const int j8 = (n02 + (l6 % 32));
+                if (((j8 < 24) && ((r7 < t3) || (r7 >= t4)))) {
+                    p1[((r7 * 24) + j8)] = 0.0f;
+                }
+            }
+            return;
+        }
+        const int t9 = p0[ex1];
+        const int t10 = p0[(ex1 + 1)];
+        const int m011 = (t9 + ((h0 % 1) * 32));
+        if ((m011 >= t10)) {
+            return;
+        }
+        const int ti12 = int(lid.x);
+        const int sgi13 = int(sg);
+        const int sr14 = ((sgi13 / 2) * 16);
+        const int sc15 = ((sgi13 % 2) * 16);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 16; k0 += 32) {
+            for (int s16 = 0; s16 < 8; s16 += 1) {
+                const int l17 = ((s16 * 128) + ti12);
+                const int i18 = (l17 / 32);
+                const int k19 = (l17 % 32);
+                const int gi20 = (m011 + i18);
+                const int gk21 = (k0 + k19);
+                if (((gi20 < t10) && (gk21 < 16))) {
+                    const float t22 = p2[((gi20 * 16) + gk21)];
+                    sh[((i18 * 36) + k19)] = t22;
+                } else {
+                    sh[((i18 * 36) + k19)] = 0.0f;
+                }
+            }
+            for (int s23 = 0; s23 < 8; s23 += 1) {
+                const int l24 = ((s23 * 128) + ti12);
+                const int k25 = (l24 / 32);
+                const int i26 = (l24 % 32);
+                const int gi27 = (n02 + i26);
+                const int gk28 = (k0 + k25);
+                if (((gi27 < 24) && (gk28 < 16))) {
+                    const float t29 = p3[((((ex1 * 16) + gk28) * 24) + gi27)];
+                    sh[(((k25 * 36) + i26) + 1152)] = t29;
+                } else {
+                    sh[(((k25 * 36) + i26) + 1152)] = 0.0f;
+                }
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 32; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((sr14 * 36) + kk), 36);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + (((sr14 + 8) * 36) + kk), 36);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 36) + sc15) + 1152), 36);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 36) + (sc15 + 8)) + 1152), 36);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        }
+        simdgroup_store(acc0_0, sh + ((sr14 * 36) + sc15), 36);
+        simdgroup_store(acc0_1, sh + ((sr14 * 36) + (sc15 + 8)), 36);
+        simdgroup_store(acc1_0, sh + (((sr14 + 8) * 36) + sc15), 36);
+        simdgroup_store(acc1_1, sh + (((sr14 + 8) * 36) + (sc15 + 8)), 36);
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int s30 = 0; s30 < 8; s30 += 1) {
+            const int l31 = ((s30 * 128) + ti12);
+            const int i32 = (l31 / 32);
+            const int j33 = (l31 % 32);
+            const int gi34 = (m011 + i32);
+            const int gj35 = (n02 + j33);
+            if (((gi34 < t10) && (gj35 < 24))) {
+                p1[((gi34 * 24) + gj35)] = sh[((i32 * 36) + j33)];
             }
         }
-        for (int s23 = 0; s23 < 8; s23 += 1) {
-            const int l24 = ((s23 * 128) + ti12);
-            const int k25 = (l24 / 32);
-            const int i26 = (l24 % 32);
-            const int gi27 = (n02 + i26);
-            const int gk28 = (k0 + k25);
-            if (((gi27 < 24) && (gk28 < 16))) {
-                const float t29 = p3[((((ex1 * 16) + gk28) * 24) + gi27)];
-                sh[(((k25 * 36) + i26) + 1152)] = t29;
-            } else {
-                sh[(((k25 * 36) + i26) + 1152)] = 0.0f;
+    } else if ((int(gid.x) < 9)) {
+        const int h1 = (int(gid.x) - 5);
+        const int ex1 = h1;
+        const int m02 = ((h1 % 1) * 32);
+        const int n03 = ((h1 % 1) * 32);
+        const int t4 = p0[ex1];
+        const int t5 = p0[(ex1 + 1)];
+        const int ti6 = int(lid.x);
+        const int sgi7 = int(sg);
+        const int sr8 = ((sgi7 / 2) * 16);
+        const int sc9 = ((sgi7 % 2) * 16);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = t4; k0 < t5; k0 += 32) {
+            for (int s10 = 0; s10 < 8; s10 += 1) {
+                const int l11 = ((s10 * 128) + ti6);
+                const int k12 = (l11 / 32);
+                const int i13 = (l11 % 32);
+                const int gi14 = (m02 + i13);
+                const int gk15 = (k0 + k12);
+                if (((gi14 < 16) && (gk15 < t5))) {
+                    const float t16 = p2[((gk15 * 16) + gi14)];
+                    sh[((k12 * 36) + i13)] = t16;
+                } else {
+                    sh[((k12 * 36) + i13)] = 0.0f;
+                }
             }
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 32; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr14 * 36) + kk), 36);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr14 + 8) * 36) + kk), 36);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 36) + sc15) + 1152), 36);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 36) + (sc15 + 8)) + 1152), 36);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr14 * 36) + sc15), 36);
-    simdgroup_store(acc0_1, sh + ((sr14 * 36) + (sc15 + 8)), 36);
-    simdgroup_store(acc1_0, sh + (((sr14 + 8) * 36) + sc15), 36);
-    simdgroup_store(acc1_1, sh + (((sr14 + 8) * 36) + (sc15 + 8)), 36);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s30 = 0; s30 < 8; s30 += 1) {
-        const int l31 = ((s30 * 128) + ti12);
-        const int i32 = (l31 / 32);
-        const int j33 = (l31 % 32);
-        const int gi34 = (m011 + i32);
-        const int gj35 = (n02 + j33);
-        if (((gi34 < t10) && (gj35 < 24))) {
-            p1[((gi34 * 24) + gj35)] = sh[((i32 * 36) + j33)];
-        }
-    }
-}
-
-// fuses grouped_matmul_wgrad %65 (moe.0)
-// threadgroup 128×1×1, grid 1×1×4 threadgroups
-kernel void grouped_matmul_wgrad_0(
-        const device int* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        device float* p3 [[buffer(3)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]],
-        uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int ex1 = int(gid.z);
-    const int m02 = (int(gid.y) * 32);
-    const int n03 = (int(gid.x) * 32);
-    const int t4 = p0[ex1];
-    const int t5 = p0[(ex1 + 1)];
-    threadgroup float sh[2304];
-    const int ti6 = int(lid.x);
-    const int sgi7 = int(sg);
-    const int sr8 = ((sgi7 / 2) * 16);
-    const int sc9 = ((sgi7 % 2) * 16);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = t4; k0 < t5; k0 += 32) {
-        for (int s10 = 0; s10 < 8; s10 += 1) {
-            const int l11 = ((s10 * 128) + ti6);
-            const int k12 = (l11 / 32);
-            const int i13 = (l11 % 32);
-            const int gi14 = (m02 + i13);
-            const int gk15 = (k0 + k12);
-            if (((gi14 < 16) && (gk15 < t5))) {
-                const float t16 = p1[((gk15 * 16) + gi14)];
-                sh[((k12 * 36) + i13)] = t16;
-            } else {
-                sh[((k12 * 36) + i13)] = 0.0f;
+            for (int s17 = 0; s17 < 8; s17 += 1) {
+                const int l18 = ((s17 * 128) + ti6);
+                const int k19 = (l18 / 32);
+                const int i20 = (l18 % 32);
+                const int gi21 = (n03 + i20);
+                const int gk22 = (k0 + k19);
+                if (((gi21 < 24) && (gk22 < t5))) {
+                    const float t23 = p4[((gk22 * 24) + gi21)];
+                    sh[(((k19 * 36) + i20) + 1152)] = t23;
+                } else {
+                    sh[(((k19 * 36) + i20) + 1152)] = 0.0f;
+                }
             }
-        }
-        for (int s17 = 0; s17 < 8; s17 += 1) {
-            const int l18 = ((s17 * 128) + ti6);
-            const int k19 = (l18 / 32);
-            const int i20 = (l18 % 32);
-            const int gi21 = (n03 + i20);
-            const int gk22 = (k0 + k19);
-            if (((gi21 < 24) && (gk22 < t5))) {
-                const float t23 = p2[((gk22 * 24) + gi21)];
-                sh[(((k19 * 36) + i20) + 1152)] = t23;
-            } else {
-                sh[(((k19 * 36) + i20) + 1152)] = 0.0f;
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 32; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((kk * 36) + sr8), 36, ulong2(0, 0), true);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + ((kk * 36) + (sr8 + 8)), 36, ulong2(0, 0), true);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 36) + sc9) + 1152), 36);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 36) + (sc9 + 8)) + 1152), 36);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
             }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         }
+        simdgroup_store(acc0_0, sh + ((sr8 * 36) + sc9), 36);
+        simdgroup_store(acc0_1, sh + ((sr8 * 36) + (sc9 + 8)), 36);
+        simdgroup_store(acc1_0, sh + (((sr8 + 8) * 36) + sc9), 36);
+        simdgroup_store(acc1_1, sh + (((sr8 + 8) * 36) + (sc9 + 8)), 36);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 32; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((kk * 36) + sr8), 36, ulong2(0, 0), true);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + ((kk * 36) + (sr8 + 8)), 36, ulong2(0, 0), true);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 36) + sc9) + 1152), 36);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 36) + (sc9 + 8)) + 1152), 36);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr8 * 36) + sc9), 36);
-    simdgroup_store(acc0_1, sh + ((sr8 * 36) + (sc9 + 8)), 36);
-    simdgroup_store(acc1_0, sh + (((sr8 + 8) * 36) + sc9), 36);
-    simdgroup_store(acc1_1, sh + (((sr8 + 8) * 36) + (sc9 + 8)), 36);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s24 = 0; s24 < 8; s24 += 1) {
-        const int l25 = ((s24 * 128) + ti6);
-        const int i26 = (l25 / 32);
-        const int j27 = (l25 % 32);
-        const int gi28 = (m02 + i26);
-        const int gj29 = (n03 + j27);
-        if (((gi28 < 16) && (gj29 < 24))) {
-            p3[((((ex1 * 16) + gi28) * 24) + gj29)] = sh[((i26 * 36) + j27)];
+        for (int s24 = 0; s24 < 8; s24 += 1) {
+            const int l25 = ((s24 * 128) + ti6);
+            const int i26 = (l25 / 32);
+            const int j27 = (l25 % 32);
+            const int gi28 = (m02 + i26);
+            const int gj29 = (n03 + j27);
+            if (((gi28 < 16) && (gj29 < 24))) {
+                p5[((((ex1 * 16) + gi28) * 24) + gj29)] = sh[((i26 * 36) + j27)];
+            }
         }
     }
 }
@@ -987,195 +992,191 @@ kernel void add_concat_mul_0(
     p3[i1] = t19;
 }
 
-// fuses grouped_matmul %79 (moe.0)
-// threadgroup 128×1×1, grid 1×1×5 threadgroups
-kernel void grouped_matmul_3(
+// 2 independent kernels in one launch
+// part 0 (grouped_matmul): fuses grouped_matmul %79 (moe.0)
+// part 1 (grouped_matmul_wgrad): fuses grouped_matmul_wgrad %80 (moe.0)
+// threadgroup 128×1×1, grid 13×1×1 threadgroups
+kernel void grouped_matmul_grouped_matmul_wgrad_x2_1(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
         const device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        device float* p5 [[buffer(5)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int ex1 = int(gid.z);
-    const int n02 = (int(gid.x) * 32);
-    if ((ex1 == 4)) {
-        const int t3 = p0[0];
-        const int t4 = p0[4];
-        for (int s5 = 0; s5 < 8; s5 += 1) {
-            const int l6 = ((s5 * 128) + int(lid.x));
-            const int r7 = ((int(gid.y) * 32) + (l6 / 32));
-            const int j8 = (n02 + (l6 % 32));
-            if (((j8 < 16) && ((r7 < t3) || (r7 >= t4)))) {
-                p1[((r7 * 16) + j8)] = 0.0f;
-            }
-        }
-        return;
-    }
-    const int t9 = p0[ex1];
-    const int t10 = p0[(ex1 + 1)];
-    const int m011 = (t9 + (int(gid.y) * 32));
-    if ((m011 >= t10)) {
-        return;
-    }
     threadgroup float sh[2304];
-    const int ti12 = int(lid.x);
-    const int sgi13 = int(sg);
-    const int sr14 = ((sgi13 / 2) * 16);
-    const int sc15 = ((sgi13 % 2) * 16);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 48; k0 += 32) {
-        for (int s16 = 0; s16 < 8; s16 += 1) {
-            const int l17 = ((s16 * 128) + ti12);
-            const int i18 = (l17 / 32);
-            const int k19 = (l17 % 32);
-            const int gi20 = (m011 + i18);
-            const int gk21 = (k0 + k19);
-            if (((gi20 < t10) && (gk21 < 48))) {
-                const float t22 = p2[((gi20 * 48) + gk21)];
-                sh[((i18 * 36) + k19)] = t22;
-            } else {
-                sh[((i18 * 36) + k19)] = 0.0f;
+    if ((int(gid.x) < 5)) {
+        const int h0 = (int(gid.x) - 0);
+        const int ex1 = h0;
+        const int n02 = ((h0 % 1) * 32);
+        if ((ex1 == 4)) {
+            const int t3 = p0[0];
+            const int t4 = p0[4];
+            for (int s5 = 0; s5 < 8; s5 += 1) {
+                const int l6 = ((s5 * 128) + int(lid.x));
+                const int r7 = (((h0 % 1) * 32) + (l6 / 32));
+                const int j8 = (n02 + (l6 % 32));
+                if (((j8 < 16) && ((r7 < t3) || (r7 >= t4)))) {
+                    p1[((r7 * 16) + j8)] = 0.0f;
+                }
+            }
+            return;
+        }
+        const int t9 = p0[ex1];
+        const int t10 = p0[(ex1 + 1)];
+        const int m011 = (t9 + ((h0 % 1) * 32));
+        if ((m011 >= t10)) {
+            return;
+        }
+        const int ti12 = int(lid.x);
+        const int sgi13 = int(sg);
+        const int sr14 = ((sgi13 / 2) * 16);
+        const int sc15 = ((sgi13 % 2) * 16);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 48; k0 += 32) {
+            for (int s16 = 0; s16 < 8; s16 += 1) {
+                const int l17 = ((s16 * 128) + ti12);
+                const int i18 = (l17 / 32);
+                const int k19 = (l17 % 32);
+                const int gi20 = (m011 + i18);
+                const int gk21 = (k0 + k19);
+                if (((gi20 < t10) && (gk21 < 48))) {
+                    const float t22 = p2[((gi20 * 48) + gk21)];
+                    sh[((i18 * 36) + k19)] = t22;
+                } else {
+                    sh[((i18 * 36) + k19)] = 0.0f;
+                }
+            }
+            for (int s23 = 0; s23 < 8; s23 += 1) {
+                const int l24 = ((s23 * 128) + ti12);
+                const int k25 = (l24 / 32);
+                const int i26 = (l24 % 32);
+                const int gi27 = (n02 + i26);
+                const int gk28 = (k0 + k25);
+                if (((gi27 < 16) && (gk28 < 48))) {
+                    const float t29 = p3[((((ex1 * 48) + gk28) * 16) + gi27)];
+                    sh[(((k25 * 36) + i26) + 1152)] = t29;
+                } else {
+                    sh[(((k25 * 36) + i26) + 1152)] = 0.0f;
+                }
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 32; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((sr14 * 36) + kk), 36);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + (((sr14 + 8) * 36) + kk), 36);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 36) + sc15) + 1152), 36);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 36) + (sc15 + 8)) + 1152), 36);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        }
+        simdgroup_store(acc0_0, sh + ((sr14 * 36) + sc15), 36);
+        simdgroup_store(acc0_1, sh + ((sr14 * 36) + (sc15 + 8)), 36);
+        simdgroup_store(acc1_0, sh + (((sr14 + 8) * 36) + sc15), 36);
+        simdgroup_store(acc1_1, sh + (((sr14 + 8) * 36) + (sc15 + 8)), 36);
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int s30 = 0; s30 < 8; s30 += 1) {
+            const int l31 = ((s30 * 128) + ti12);
+            const int i32 = (l31 / 32);
+            const int j33 = (l31 % 32);
+            const int gi34 = (m011 + i32);
+            const int gj35 = (n02 + j33);
+            if (((gi34 < t10) && (gj35 < 16))) {
+                p1[((gi34 * 16) + gj35)] = sh[((i32 * 36) + j33)];
             }
         }
-        for (int s23 = 0; s23 < 8; s23 += 1) {
-            const int l24 = ((s23 * 128) + ti12);
-            const int k25 = (l24 / 32);
-            const int i26 = (l24 % 32);
-            const int gi27 = (n02 + i26);
-            const int gk28 = (k0 + k25);
-            if (((gi27 < 16) && (gk28 < 48))) {
-                const float t29 = p3[((((ex1 * 48) + gk28) * 16) + gi27)];
-                sh[(((k25 * 36) + i26) + 1152)] = t29;
-            } else {
-                sh[(((k25 * 36) + i26) + 1152)] = 0.0f;
+    } else if ((int(gid.x) < 13)) {
+        const int h1 = (int(gid.x) - 5);
+        const int ex1 = (h1 / 2);
+        const int m02 = ((h1 % 2) * 32);
+        const int n03 = ((h1 % 1) * 32);
+        const int t4 = p0[ex1];
+        const int t5 = p0[(ex1 + 1)];
+        const int ti6 = int(lid.x);
+        const int sgi7 = int(sg);
+        const int sr8 = ((sgi7 / 2) * 16);
+        const int sc9 = ((sgi7 % 2) * 16);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = t4; k0 < t5; k0 += 32) {
+            for (int s10 = 0; s10 < 8; s10 += 1) {
+                const int l11 = ((s10 * 128) + ti6);
+                const int k12 = (l11 / 32);
+                const int i13 = (l11 % 32);
+                const int gi14 = (m02 + i13);
+                const int gk15 = (k0 + k12);
+                if (((gi14 < 48) && (gk15 < t5))) {
+                    const float t16 = p2[((gk15 * 48) + gi14)];
+                    sh[((k12 * 36) + i13)] = t16;
+                } else {
+                    sh[((k12 * 36) + i13)] = 0.0f;
+                }
             }
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 32; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr14 * 36) + kk), 36);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr14 + 8) * 36) + kk), 36);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 36) + sc15) + 1152), 36);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 36) + (sc15 + 8)) + 1152), 36);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr14 * 36) + sc15), 36);
-    simdgroup_store(acc0_1, sh + ((sr14 * 36) + (sc15 + 8)), 36);
-    simdgroup_store(acc1_0, sh + (((sr14 + 8) * 36) + sc15), 36);
-    simdgroup_store(acc1_1, sh + (((sr14 + 8) * 36) + (sc15 + 8)), 36);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s30 = 0; s30 < 8; s30 += 1) {
-        const int l31 = ((s30 * 128) + ti12);
-        const int i32 = (l31 / 32);
-        const int j33 = (l31 % 32);
-        const int gi34 = (m011 + i32);
-        const int gj35 = (n02 + j33);
-        if (((gi34 < t10) && (gj35 < 16))) {
-            p1[((gi34 * 16) + gj35)] = sh[((i32 * 36) + j33)];
-        }
-    }
-}
-
-// fuses grouped_matmul_wgrad %80 (moe.0)
-// threadgroup 128×1×1, grid 1×2×4 threadgroups
-kernel void grouped_matmul_wgrad_1(
-        const device int* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        device float* p3 [[buffer(3)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]],
-        uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int ex1 = int(gid.z);
-    const int m02 = (int(gid.y) * 32);
-    const int n03 = (int(gid.x) * 32);
-    const int t4 = p0[ex1];
-    const int t5 = p0[(ex1 + 1)];
-    threadgroup float sh[2304];
-    const int ti6 = int(lid.x);
-    const int sgi7 = int(sg);
-    const int sr8 = ((sgi7 / 2) * 16);
-    const int sc9 = ((sgi7 % 2) * 16);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = t4; k0 < t5; k0 += 32) {
-        for (int s10 = 0; s10 < 8; s10 += 1) {
-            const int l11 = ((s10 * 128) + ti6);
-            const int k12 = (l11 / 32);
-            const int i13 = (l11 % 32);
-            const int gi14 = (m02 + i13);
-            const int gk15 = (k0 + k12);
-            if (((gi14 < 48) && (gk15 < t5))) {
-                const float t16 = p1[((gk15 * 48) + gi14)];
-                sh[((k12 * 36) + i13)] = t16;
-            } else {
-                sh[((k12 * 36) + i13)] = 0.0f;
+            for (int s17 = 0; s17 < 8; s17 += 1) {
+                const int l18 = ((s17 * 128) + ti6);
+                const int k19 = (l18 / 32);
+                const int i20 = (l18 % 32);
+                const int gi21 = (n03 + i20);
+                const int gk22 = (k0 + k19);
+                if (((gi21 < 16) && (gk22 < t5))) {
+                    const float t23 = p4[((gk22 * 16) + gi21)];
+                    sh[(((k19 * 36) + i20) + 1152)] = t23;
+                } else {
+                    sh[(((k19 * 36) + i20) + 1152)] = 0.0f;
+                }
             }
-        }
-        for (int s17 = 0; s17 < 8; s17 += 1) {
-            const int l18 = ((s17 * 128) + ti6);
-            const int k19 = (l18 / 32);
-            const int i20 = (l18 % 32);
-            const int gi21 = (n03 + i20);
-            const int gk22 = (k0 + k19);
-            if (((gi21 < 16) && (gk22 < t5))) {
-                const float t23 = p2[((gk22 * 16) + gi21)];
-                sh[(((k19 * 36) + i20) + 1152)] = t23;
-            } else {
-                sh[(((k19 * 36) + i20) + 1152)] = 0.0f;
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 32; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((kk * 36) + sr8), 36, ulong2(0, 0), true);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + ((kk * 36) + (sr8 + 8)), 36, ulong2(0, 0), true);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 36) + sc9) + 1152), 36);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 36) + (sc9 + 8)) + 1152), 36);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
             }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         }
+        simdgroup_store(acc0_0, sh + ((sr8 * 36) + sc9), 36);
+        simdgroup_store(acc0_1, sh + ((sr8 * 36) + (sc9 + 8)), 36);
+        simdgroup_store(acc1_0, sh + (((sr8 + 8) * 36) + sc9), 36);
+        simdgroup_store(acc1_1, sh + (((sr8 + 8) * 36) + (sc9 + 8)), 36);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 32; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((kk * 36) + sr8), 36, ulong2(0, 0), true);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + ((kk * 36) + (sr8 + 8)), 36, ulong2(0, 0), true);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 36) + sc9) + 1152), 36);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 36) + (sc9 + 8)) + 1152), 36);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr8 * 36) + sc9), 36);
-    simdgroup_store(acc0_1, sh + ((sr8 * 36) + (sc9 + 8)), 36);
-    simdgroup_store(acc1_0, sh + (((sr8 + 8) * 36) + sc9), 36);
-    simdgroup_store(acc1_1, sh + (((sr8 + 8) * 36) + (sc9 + 8)), 36);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s24 = 0; s24 < 8; s24 += 1) {
-        const int l25 = ((s24 * 128) + ti6);
-        const int i26 = (l25 / 32);
-        const int j27 = (l25 % 32);
-        const int gi28 = (m02 + i26);
-        const int gj29 = (n03 + j27);
-        if (((gi28 < 48) && (gj29 < 16))) {
-            p3[((((ex1 * 48) + gi28) * 16) + gj29)] = sh[((i26 * 36) + j27)];
+        for (int s24 = 0; s24 < 8; s24 += 1) {
+            const int l25 = ((s24 * 128) + ti6);
+            const int i26 = (l25 / 32);
+            const int j27 = (l25 % 32);
+            const int gi28 = (m02 + i26);
+            const int gj29 = (n03 + j27);
+            if (((gi28 < 48) && (gj29 < 16))) {
+                p5[((((ex1 * 48) + gi28) * 16) + gj29)] = sh[((i26 * 36) + j27)];
+            }
         }
     }
 }
 
 // fuses broadcast %12, reshape %63, mul %83, div %84, neg %85, reduce_sum %86 (moe.0)
 // threadgroup 32×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_3(
+kernel void reduce_sum_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -1203,7 +1204,7 @@ kernel void reduce_sum_3(
 // fuses broadcast %12, reshape %63, div %82, reshape %87, broadcast %88, add %89, one_hot %90,
 //   reshape %91, broadcast %92, mul %93, reduce_sum %94 (moe.0)
 // threadgroup 64×1×1, grid 2×1×1 threadgroups
-kernel void reduce_sum_4(
+kernel void reduce_sum_3(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -1233,8 +1234,8 @@ kernel void reduce_sum_4(
     sh17[lid1] = acc5;
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
     if ((part3 == 0)) {
-        for (int p18 = 1; p18 < 2; p18 += 1) {
-            acc5 += sh17[((p18 * 32) + col2)];
+        for (int pr18 = 1; pr18 < 2; pr18 += 1) {
+            acc5 += sh17[((pr18 * 32) + col2)];
         }
         p4[o4] = acc5;
     }
@@ -1264,7 +1265,7 @@ kernel void add_scale_mul_0(
 
 // fuses mul %96, reduce_sum %97 (moe.0)
 // threadgroup 32×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_5(
+kernel void reduce_sum_4(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -1306,164 +1307,161 @@ kernel void mul_sub_0(
     p3[i1] = t8;
 }
 
-// fuses matmul %101 (moe.0)
-// threadgroup 128×1×1, grid 1×1×1 threadgroups
-kernel void matmul_1(
+// 2 independent kernels in one launch
+// part 0 (matmul): fuses matmul %101 (moe.0)
+// part 1 (matmul): fuses reshape %6, matmul %102 (moe.0)
+// threadgroup 128×1×1, grid 2×1×1 threadgroups
+kernel void matmul_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        device float* p4 [[buffer(4)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int m01 = (int(gid.y) * 32);
-    const int n02 = (int(gid.x) * 32);
     threadgroup float sh[2304];
-    const int ti3 = int(lid.x);
-    const int sgi4 = int(sg);
-    const int sr5 = ((sgi4 / 2) * 16);
-    const int sc6 = ((sgi4 % 2) * 16);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 4; k0 += 32) {
-        for (int s7 = 0; s7 < 8; s7 += 1) {
-            const int l8 = ((s7 * 128) + ti3);
-            const int i9 = (l8 / 32);
-            const int k10 = (l8 % 32);
-            const int gi11 = (m01 + i9);
-            const int gk12 = (k0 + k10);
-            if (((gi11 < 16) && (gk12 < 4))) {
-                const float t13 = p0[((gi11 * 4) + gk12)];
-                sh[((i9 * 36) + k10)] = t13;
-            } else {
-                sh[((i9 * 36) + k10)] = 0.0f;
+    if ((int(gid.x) < 1)) {
+        const int h0 = (int(gid.x) - 0);
+        const int m01 = (h0 * 32);
+        const int n02 = (h0 * 32);
+        const int ti3 = int(lid.x);
+        const int sgi4 = int(sg);
+        const int sr5 = ((sgi4 / 2) * 16);
+        const int sc6 = ((sgi4 % 2) * 16);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 4; k0 += 32) {
+            for (int s7 = 0; s7 < 8; s7 += 1) {
+                const int l8 = ((s7 * 128) + ti3);
+                const int i9 = (l8 / 32);
+                const int k10 = (l8 % 32);
+                const int gi11 = (m01 + i9);
+                const int gk12 = (k0 + k10);
+                if (((gi11 < 16) && (gk12 < 4))) {
+                    const float t13 = p0[((gi11 * 4) + gk12)];
+                    sh[((i9 * 36) + k10)] = t13;
+                } else {
+                    sh[((i9 * 36) + k10)] = 0.0f;
+                }
+            }
+            for (int s14 = 0; s14 < 8; s14 += 1) {
+                const int l15 = ((s14 * 128) + ti3);
+                const int k16 = (l15 / 32);
+                const int i17 = (l15 % 32);
+                const int gi18 = (n02 + i17);
+                const int gk19 = (k0 + k16);
+                if (((gi18 < 16) && (gk19 < 4))) {
+                    const float t20 = p1[((gk19 * 16) + gi18)];
+                    sh[(((k16 * 36) + i17) + 1152)] = t20;
+                } else {
+                    sh[(((k16 * 36) + i17) + 1152)] = 0.0f;
+                }
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 32; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((sr5 * 36) + kk), 36);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + (((sr5 + 8) * 36) + kk), 36);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 36) + sc6) + 1152), 36);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 36) + (sc6 + 8)) + 1152), 36);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        }
+        simdgroup_store(acc0_0, sh + ((sr5 * 36) + sc6), 36);
+        simdgroup_store(acc0_1, sh + ((sr5 * 36) + (sc6 + 8)), 36);
+        simdgroup_store(acc1_0, sh + (((sr5 + 8) * 36) + sc6), 36);
+        simdgroup_store(acc1_1, sh + (((sr5 + 8) * 36) + (sc6 + 8)), 36);
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int s21 = 0; s21 < 8; s21 += 1) {
+            const int l22 = ((s21 * 128) + ti3);
+            const int i23 = (l22 / 32);
+            const int j24 = (l22 % 32);
+            const int gi25 = (m01 + i23);
+            const int gj26 = (n02 + j24);
+            if (((gi25 < 16) && (gj26 < 16))) {
+                p2[((gi25 * 16) + gj26)] = sh[((i23 * 36) + j24)];
             }
         }
-        for (int s14 = 0; s14 < 8; s14 += 1) {
-            const int l15 = ((s14 * 128) + ti3);
-            const int k16 = (l15 / 32);
-            const int i17 = (l15 % 32);
-            const int gi18 = (n02 + i17);
-            const int gk19 = (k0 + k16);
-            if (((gi18 < 16) && (gk19 < 4))) {
-                const float t20 = p1[((gk19 * 16) + gi18)];
-                sh[(((k16 * 36) + i17) + 1152)] = t20;
-            } else {
-                sh[(((k16 * 36) + i17) + 1152)] = 0.0f;
+    } else if ((int(gid.x) < 2)) {
+        const int h1 = (int(gid.x) - 1);
+        const int m01 = (h1 * 32);
+        const int n02 = (h1 * 32);
+        const int ti3 = int(lid.x);
+        const int sgi4 = int(sg);
+        const int sr5 = ((sgi4 / 2) * 16);
+        const int sc6 = ((sgi4 % 2) * 16);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 16; k0 += 32) {
+            for (int s7 = 0; s7 < 8; s7 += 1) {
+                const int l8 = ((s7 * 128) + ti3);
+                const int k9 = (l8 / 32);
+                const int i10 = (l8 % 32);
+                const int gi11 = (m01 + i10);
+                const int gk12 = (k0 + k9);
+                if (((gi11 < 4) && (gk12 < 16))) {
+                    const float t13 = p0[((gk12 * 4) + gi11)];
+                    sh[((k9 * 36) + i10)] = t13;
+                } else {
+                    sh[((k9 * 36) + i10)] = 0.0f;
+                }
             }
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 32; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr5 * 36) + kk), 36);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr5 + 8) * 36) + kk), 36);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 36) + sc6) + 1152), 36);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 36) + (sc6 + 8)) + 1152), 36);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr5 * 36) + sc6), 36);
-    simdgroup_store(acc0_1, sh + ((sr5 * 36) + (sc6 + 8)), 36);
-    simdgroup_store(acc1_0, sh + (((sr5 + 8) * 36) + sc6), 36);
-    simdgroup_store(acc1_1, sh + (((sr5 + 8) * 36) + (sc6 + 8)), 36);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s21 = 0; s21 < 8; s21 += 1) {
-        const int l22 = ((s21 * 128) + ti3);
-        const int i23 = (l22 / 32);
-        const int j24 = (l22 % 32);
-        const int gi25 = (m01 + i23);
-        const int gj26 = (n02 + j24);
-        if (((gi25 < 16) && (gj26 < 16))) {
-            p2[((gi25 * 16) + gj26)] = sh[((i23 * 36) + j24)];
-        }
-    }
-}
-
-// fuses reshape %6, matmul %102 (moe.0)
-// threadgroup 128×1×1, grid 1×1×1 threadgroups
-kernel void matmul_2(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]],
-        uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int m01 = (int(gid.y) * 32);
-    const int n02 = (int(gid.x) * 32);
-    threadgroup float sh[2304];
-    const int ti3 = int(lid.x);
-    const int sgi4 = int(sg);
-    const int sr5 = ((sgi4 / 2) * 16);
-    const int sc6 = ((sgi4 % 2) * 16);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 16; k0 += 32) {
-        for (int s7 = 0; s7 < 8; s7 += 1) {
-            const int l8 = ((s7 * 128) + ti3);
-            const int k9 = (l8 / 32);
-            const int i10 = (l8 % 32);
-            const int gi11 = (m01 + i10);
-            const int gk12 = (k0 + k9);
-            if (((gi11 < 4) && (gk12 < 16))) {
-                const float t13 = p0[((gk12 * 4) + gi11)];
-                sh[((k9 * 36) + i10)] = t13;
-            } else {
-                sh[((k9 * 36) + i10)] = 0.0f;
+            for (int s14 = 0; s14 < 8; s14 += 1) {
+                const int l15 = ((s14 * 128) + ti3);
+                const int k16 = (l15 / 32);
+                const int i17 = (l15 % 32);
+                const int gi18 = (n02 + i17);
+                const int gk19 = (k0 + k16);
+                if (((gi18 < 16) && (gk19 < 16))) {
+                    const float t20 = p3[((gk19 * 16) + gi18)];
+                    sh[(((k16 * 36) + i17) + 1152)] = t20;
+                } else {
+                    sh[(((k16 * 36) + i17) + 1152)] = 0.0f;
+                }
             }
-        }
-        for (int s14 = 0; s14 < 8; s14 += 1) {
-            const int l15 = ((s14 * 128) + ti3);
-            const int k16 = (l15 / 32);
-            const int i17 = (l15 % 32);
-            const int gi18 = (n02 + i17);
-            const int gk19 = (k0 + k16);
-            if (((gi18 < 16) && (gk19 < 16))) {
-                const float t20 = p1[((gk19 * 16) + gi18)];
-                sh[(((k16 * 36) + i17) + 1152)] = t20;
-            } else {
-                sh[(((k16 * 36) + i17) + 1152)] = 0.0f;
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 32; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((kk * 36) + sr5), 36, ulong2(0, 0), true);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + ((kk * 36) + (sr5 + 8)), 36, ulong2(0, 0), true);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 36) + sc6) + 1152), 36);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 36) + (sc6 + 8)) + 1152), 36);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
             }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         }
+        simdgroup_store(acc0_0, sh + ((sr5 * 36) + sc6), 36);
+        simdgroup_store(acc0_1, sh + ((sr5 * 36) + (sc6 + 8)), 36);
+        simdgroup_store(acc1_0, sh + (((sr5 + 8) * 36) + sc6), 36);
+        simdgroup_store(acc1_1, sh + (((sr5 + 8) * 36) + (sc6 + 8)), 36);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 32; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((kk * 36) + sr5), 36, ulong2(0, 0), true);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + ((kk * 36) + (sr5 + 8)), 36, ulong2(0, 0), true);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 36) + sc6) + 1152), 36);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 36) + (sc6 + 8)) + 1152), 36);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr5 * 36) + sc6), 36);
-    simdgroup_store(acc0_1, sh + ((sr5 * 36) + (sc6 + 8)), 36);
-    simdgroup_store(acc1_0, sh + (((sr5 + 8) * 36) + sc6), 36);
-    simdgroup_store(acc1_1, sh + (((sr5 + 8) * 36) + (sc6 + 8)), 36);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s21 = 0; s21 < 8; s21 += 1) {
-        const int l22 = ((s21 * 128) + ti3);
-        const int i23 = (l22 / 32);
-        const int j24 = (l22 % 32);
-        const int gi25 = (m01 + i23);
-        const int gj26 = (n02 + j24);
-        if (((gi25 < 4) && (gj26 < 16))) {
-            p2[((gi25 * 16) + gj26)] = sh[((i23 * 36) + j24)];
+        for (int s21 = 0; s21 < 8; s21 += 1) {
+            const int l22 = ((s21 * 128) + ti3);
+            const int i23 = (l22 / 32);
+            const int j24 = (l22 % 32);
+            const int gi25 = (m01 + i23);
+            const int gj26 = (n02 + j24);
+            if (((gi25 < 4) && (gj26 < 16))) {
+                p4[((gi25 * 16) + gj26)] = sh[((i23 * 36) + j24)];
+            }
         }
     }
 }
@@ -1524,7 +1522,7 @@ kernel void rmsnorm_bwd_0(
 // fuses reshape %107, reshape %108, reshape %109, reshape %110, concat %111, square %112,
 //   reduce_sum %113 (optimizer)
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_6(
+kernel void reduce_sum_5(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -1545,19 +1543,15 @@ kernel void reduce_sum_6(
             if ((j7 < 16)) {
                 const float t9 = p0[(j7 - 0)];
                 cat8 = t9;
+            } else if ((j7 < 80)) {
+                const float t10 = p1[(j7 - 16)];
+                cat8 = t10;
+            } else if ((j7 < 3152)) {
+                const float t11 = p2[(j7 - 80)];
+                cat8 = t11;
             } else {
-                if ((j7 < 80)) {
-                    const float t10 = p1[(j7 - 16)];
-                    cat8 = t10;
-                } else {
-                    if ((j7 < 3152)) {
-                        const float t11 = p2[(j7 - 80)];
-                        cat8 = t11;
-                    } else {
-                        const float t12 = p3[(j7 - 3152)];
-                        cat8 = t12;
-                    }
-                }
+                const float t12 = p3[(j7 - 3152)];
+                cat8 = t12;
             }
             const float t13 = (cat8 * cat8);
             acc5 += t13;
@@ -1609,10 +1603,12 @@ kernel void min_div_0(
     p1[i1] = t4;
 }
 
-// fuses broadcast %119, mul %120, adamw %131, broadcast %121, mul %122, adamw %136,
-//   broadcast %123, mul %124, adamw %141 (optimizer)
+// 3 independent kernels in one launch
+// part 0 (adamw_mul): fuses broadcast %119, mul %120, adamw %131 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %121, mul %122, adamw %136 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %123, mul %124, adamw %141 (optimizer)
 // threadgroup 256×1×1, grid 14×1×1 threadgroups
-kernel void adamw_mul_0(
+kernel void adamw_mul_x3_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -1640,7 +1636,8 @@ kernel void adamw_mul_0(
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     if ((int(gid.x) < 1)) {
-        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 256) + int(lid.x));
         if ((i1 >= 16)) {
             return;
         }
@@ -1658,51 +1655,49 @@ kernel void adamw_mul_0(
         p7[i1] = t12;
         p8[i1] = t6;
         p9[i1] = t8;
-    } else {
-        if ((int(gid.x) < 2)) {
-            const int i13 = (((int(gid.x) - 1) * 256) + int(lid.x));
-            if ((i13 >= 64)) {
-                return;
-            }
-            const float t16 = p10[i13];
-            const float t17 = p1[0];
-            const float t18 = (t16 * t17);
-            const float t19 = p11[i13];
-            const float t20 = ((0.9f * t19) + (0.1f * t18));
-            const float t21 = p12[i13];
-            const float t22 = ((0.95f * t21) + ((0.05f * t18) * t18));
-            const float t23 = p4[0];
-            const float t24 = p5[0];
-            const float t25 = p13[i13];
-            const float t26 = ((t25 - ((t23 * 0.1f) * t25)) - ((t23 * (t20 / (1.0f - pow(0.9f, t24)))) / (sqrt((t22 / (1.0f - pow(0.95f, t24)))) + 1e-08f)));
-            p14[i13] = t26;
-            p15[i13] = t20;
-            p16[i13] = t22;
-        } else {
-            if ((int(gid.x) < 14)) {
-                const int i27 = (((int(gid.x) - 2) * 256) + int(lid.x));
-                const float t31 = p17[i27];
-                const float t32 = p1[0];
-                const float t33 = (t31 * t32);
-                const float t34 = p18[i27];
-                const float t35 = ((0.9f * t34) + (0.1f * t33));
-                const float t36 = p19[i27];
-                const float t37 = ((0.95f * t36) + ((0.05f * t33) * t33));
-                const float t38 = p4[0];
-                const float t39 = p5[0];
-                const float t40 = p20[i27];
-                const float t41 = ((t40 - ((t38 * 0.1f) * t40)) - ((t38 * (t35 / (1.0f - pow(0.9f, t39)))) / (sqrt((t37 / (1.0f - pow(0.95f, t39)))) + 1e-08f)));
-                p21[i27] = t41;
-                p22[i27] = t35;
-                p23[i27] = t37;
-            }
+    } else if ((int(gid.x) < 2)) {
+        const int h1 = (int(gid.x) - 1);
+        const int i1 = ((h1 * 256) + int(lid.x));
+        if ((i1 >= 64)) {
+            return;
         }
+        const float t4 = p10[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p11[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p12[i1];
+        const float t10 = ((0.95f * t9) + ((0.05f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p13[i1];
+        const float t14 = ((t13 - ((t11 * 0.1f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.95f, t12)))) + 1e-08f)));
+        p14[i1] = t14;
+        p15[i1] = t8;
+        p16[i1] = t10;
+    } else if ((int(gid.x) < 14)) {
+        const int h2 = (int(gid.x) - 2);
+        const int i1 = ((h2 * 256) + int(lid.x));
+        const float t5 = p17[i1];
+        const float t6 = p1[0];
+        const float t7 = (t5 * t6);
+        const float t8 = p18[i1];
+        const float t9 = ((0.9f * t8) + (0.1f * t7));
+        const float t10 = p19[i1];
+        const float t11 = ((0.95f * t10) + ((0.05f * t7) * t7));
+        const float t12 = p4[0];
+        const float t13 = p5[0];
+        const float t14 = p20[i1];
+        const float t15 = ((t14 - ((t12 * 0.1f) * t14)) - ((t12 * (t9 / (1.0f - pow(0.9f, t13)))) / (sqrt((t11 / (1.0f - pow(0.95f, t13)))) + 1e-08f)));
+        p21[i1] = t15;
+        p22[i1] = t9;
+        p23[i1] = t11;
     }
 }
 
 // fuses broadcast %125, mul %126, adamw %146 (optimizer)
 // threadgroup 256×1×1, grid 6×1×1 threadgroups
-kernel void adamw_mul_1(
+kernel void adamw_mul_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],

@@ -64,46 +64,47 @@ kernel void reduce_mean_0(
     }
 }
 
-// fuses const %7
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void const_0(
+// 2 independent kernels in one launch
+// part 0 (const): fuses const %7
+// part 1 (reduce_sum): fuses const %8, reshape %9, broadcast %10, scale %11, mul %13, reduce_sum %14
+// threadgroup 256×1×1, grid 3×1×1 threadgroups
+kernel void const_reduce_sum_x2_0(
         device float* p0 [[buffer(0)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    if ((i1 >= 1)) {
-        return;
-    }
-    p0[i1] = 0.0f;
-}
-
-// fuses const %8, reshape %9, broadcast %10, scale %11, mul %13, reduce_sum %14
-// threadgroup 256×1×1, grid 2×1×1 threadgroups
-kernel void reduce_sum_0(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
+        const device float* p1 [[buffer(1)]],
+        device float* p2 [[buffer(2)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     threadgroup float sh10[256];
-    const int lid1 = int(lid.x);
-    const int col2 = (lid1 % 32);
-    const int part3 = (lid1 / 32);
-    const int o4 = ((int(gid.x) * 32) + col2);
-    float acc5 = 0.0f;
-    if ((o4 < 40)) {
-        for (int k6 = part3; k6 < 6; k6 += 8) {
-            const float t7 = (1.0f * 0.004166667f);
-            const float t8 = p0[((k6 * 40) + o4)];
-            const float t9 = (t7 * t8);
-            acc5 += t9;
+    if ((int(gid.x) < 1)) {
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 256) + int(lid.x));
+        if ((i1 >= 1)) {
+            return;
         }
-    }
-    sh10[lid1] = acc5;
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if (((part3 == 0) && (o4 < 40))) {
-        for (int p11 = 1; p11 < 8; p11 += 1) {
-            acc5 += sh10[((p11 * 32) + col2)];
+        p0[i1] = 0.0f;
+    } else if ((int(gid.x) < 3)) {
+        const int h1 = (int(gid.x) - 1);
+        const int lid1 = int(lid.x);
+        const int col2 = (lid1 % 32);
+        const int part3 = (lid1 / 32);
+        const int o4 = ((h1 * 32) + col2);
+        float acc5 = 0.0f;
+        if ((o4 < 40)) {
+            for (int k6 = part3; k6 < 6; k6 += 8) {
+                const float t7 = (1.0f * 0.004166667f);
+                const float t8 = p1[((k6 * 40) + o4)];
+                const float t9 = (t7 * t8);
+                acc5 += t9;
+            }
         }
-        p1[o4] = acc5;
+        sh10[lid1] = acc5;
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        if (((part3 == 0) && (o4 < 40))) {
+            for (int pr11 = 1; pr11 < 8; pr11 += 1) {
+                acc5 += sh10[((pr11 * 32) + col2)];
+            }
+            p2[o4] = acc5;
+        }
     }
 }
 
@@ -178,7 +179,7 @@ kernel void rmsnorm_bwd_0(
 
 // fuses reshape %17, reshape %18, concat %19, square %20, reduce_sum %21 (optimizer)
 // threadgroup 32×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_1(
+kernel void reduce_sum_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -239,9 +240,11 @@ kernel void min_div_0(
     p1[i1] = t4;
 }
 
-// fuses broadcast %27, mul %28, adamw %35, broadcast %29, mul %30, adamw %40 (optimizer)
+// 2 independent kernels in one launch
+// part 0 (adamw_mul): fuses broadcast %27, mul %28, adamw %35 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %29, mul %30, adamw %40 (optimizer)
 // threadgroup 256×1×1, grid 2×1×1 threadgroups
-kernel void adamw_mul_0(
+kernel void adamw_mul_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -262,7 +265,8 @@ kernel void adamw_mul_0(
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     if ((int(gid.x) < 1)) {
-        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 256) + int(lid.x));
         if ((i1 >= 40)) {
             return;
         }
@@ -280,26 +284,25 @@ kernel void adamw_mul_0(
         p7[i1] = t12;
         p8[i1] = t6;
         p9[i1] = t8;
-    } else {
-        if ((int(gid.x) < 2)) {
-            const int i13 = (((int(gid.x) - 1) * 256) + int(lid.x));
-            if ((i13 >= 40)) {
-                return;
-            }
-            const float t14 = p10[i13];
-            const float t15 = p1[0];
-            const float t16 = (t14 * t15);
-            const float t17 = p11[i13];
-            const float t18 = ((0.9f * t17) + (0.1f * t16));
-            const float t19 = p12[i13];
-            const float t20 = ((0.95f * t19) + ((0.05f * t16) * t16));
-            const float t21 = p4[0];
-            const float t22 = p5[0];
-            const float t23 = p13[i13];
-            const float t24 = ((t23 - ((t21 * 0.1f) * t23)) - ((t21 * (t18 / (1.0f - pow(0.9f, t22)))) / (sqrt((t20 / (1.0f - pow(0.95f, t22)))) + 1e-08f)));
-            p14[i13] = t24;
-            p15[i13] = t18;
-            p16[i13] = t20;
+    } else if ((int(gid.x) < 2)) {
+        const int h1 = (int(gid.x) - 1);
+        const int i1 = ((h1 * 256) + int(lid.x));
+        if ((i1 >= 40)) {
+            return;
         }
+        const float t2 = p10[i1];
+        const float t3 = p1[0];
+        const float t4 = (t2 * t3);
+        const float t5 = p11[i1];
+        const float t6 = ((0.9f * t5) + (0.1f * t4));
+        const float t7 = p12[i1];
+        const float t8 = ((0.95f * t7) + ((0.05f * t4) * t4));
+        const float t9 = p4[0];
+        const float t10 = p5[0];
+        const float t11 = p13[i1];
+        const float t12 = ((t11 - ((t9 * 0.1f) * t11)) - ((t9 * (t6 / (1.0f - pow(0.9f, t10)))) / (sqrt((t8 / (1.0f - pow(0.95f, t10)))) + 1e-08f)));
+        p14[i1] = t12;
+        p15[i1] = t6;
+        p16[i1] = t8;
     }
 }

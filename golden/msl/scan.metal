@@ -24,33 +24,44 @@ kernel void add_0(
     p2[i1] = t7;
 }
 
-// fuses softplus %10, exp %11
-// threadgroup 256×1×1, grid 2×1×1 threadgroups
-kernel void exp_softplus_0(
+// 3 independent kernels in one launch
+// part 0 (softplus): fuses softplus %10
+// part 1 (exp): fuses exp %11
+// part 2 (const): fuses const %18
+// threadgroup 256×1×1, grid 3×1×1 threadgroups
+kernel void softplus_exp_x3_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
         device float* p3 [[buffer(3)]],
+        device float* p4 [[buffer(4)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     if ((int(gid.x) < 1)) {
-        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 256) + int(lid.x));
         if ((i1 >= 192)) {
             return;
         }
         const float t5 = p0[i1];
         const float t6 = (max(t5, 0.0f) + log((1.0f + exp((-fabs(t5))))));
         p1[i1] = t6;
-    } else {
-        if ((int(gid.x) < 2)) {
-            const int i7 = (((int(gid.x) - 1) * 256) + int(lid.x));
-            if ((i7 >= 32)) {
-                return;
-            }
-            const float t10 = p2[i7];
-            const float t11 = exp(t10);
-            p3[i7] = t11;
+    } else if ((int(gid.x) < 2)) {
+        const int h1 = (int(gid.x) - 1);
+        const int i1 = ((h1 * 256) + int(lid.x));
+        if ((i1 >= 32)) {
+            return;
         }
+        const float t4 = p2[i1];
+        const float t5 = exp(t4);
+        p3[i1] = t5;
+    } else if ((int(gid.x) < 3)) {
+        const int h2 = (int(gid.x) - 2);
+        const int i1 = ((h2 * 256) + int(lid.x));
+        if ((i1 >= 1)) {
+            return;
+        }
+        p4[i1] = 0.0f;
     }
 }
 
@@ -116,18 +127,6 @@ kernel void reduce_mean_0(
     }
 }
 
-// fuses const %18
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void const_0(
-        device float* p0 [[buffer(0)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    if ((i1 >= 1)) {
-        return;
-    }
-    p0[i1] = 0.0f;
-}
-
 // fuses const %19, reshape %20, broadcast %21, scale %22, mul %24, reduce_sum %25
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
 kernel void reduce_sum_0(
@@ -150,8 +149,8 @@ kernel void reduce_sum_0(
     sh10[lid1] = acc5;
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
     if ((part3 == 0)) {
-        for (int p11 = 1; p11 < 32; p11 += 1) {
-            acc5 += sh10[((p11 * 8) + col2)];
+        for (int pr11 = 1; pr11 < 32; pr11 += 1) {
+            acc5 += sh10[((pr11 * 8) + col2)];
         }
         p1[o4] = acc5;
     }
@@ -229,59 +228,60 @@ kernel void selective_scan_bwd_0(
     }
 }
 
-// fuses neg %32, mul %33
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void mul_neg_0(
+// 2 independent kernels in one launch
+// part 0 (mul_neg): fuses neg %32, mul %33
+// part 1 (reduce_sum): fuses sigmoid %34, mul %35, reduce_sum %36
+// threadgroup 256×1×1, grid 2×1×1 threadgroups
+kernel void mul_neg_reduce_sum_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    if ((i1 >= 32)) {
-        return;
-    }
-    const float t4 = p0[i1];
-    const float t5 = (-t4);
-    const float t6 = p1[i1];
-    const float t7 = (t5 * t6);
-    p2[i1] = t7;
-}
-
-// fuses sigmoid %34, mul %35, reduce_sum %36
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_1(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        device float* p5 [[buffer(5)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     threadgroup float sh11[256];
-    const int lid1 = int(lid.x);
-    const int col2 = (lid1 % 8);
-    const int part3 = (lid1 / 8);
-    const int o4 = ((int(gid.x) * 8) + col2);
-    float acc5 = 0.0f;
-    for (int k6 = part3; k6 < 24; k6 += 32) {
-        const float t7 = p0[(((((k6 / 12) * 12) + (k6 % 12)) * 8) + o4)];
-        const float t8 = p1[(((((k6 / 12) * 12) + (k6 % 12)) * 8) + o4)];
-        const float t9 = (1.0f / (1.0f + exp((-t8))));
-        const float t10 = (t7 * t9);
-        acc5 += t10;
-    }
-    sh11[lid1] = acc5;
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if ((part3 == 0)) {
-        for (int p12 = 1; p12 < 32; p12 += 1) {
-            acc5 += sh11[((p12 * 8) + col2)];
+    if ((int(gid.x) < 1)) {
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 256) + int(lid.x));
+        if ((i1 >= 32)) {
+            return;
         }
-        p2[o4] = acc5;
+        const float t4 = p0[i1];
+        const float t5 = (-t4);
+        const float t6 = p1[i1];
+        const float t7 = (t5 * t6);
+        p2[i1] = t7;
+    } else if ((int(gid.x) < 2)) {
+        const int h1 = (int(gid.x) - 1);
+        const int lid1 = int(lid.x);
+        const int col2 = (lid1 % 8);
+        const int part3 = (lid1 / 8);
+        const int o4 = ((h1 * 8) + col2);
+        float acc5 = 0.0f;
+        for (int k6 = part3; k6 < 24; k6 += 32) {
+            const float t7 = p3[(((((k6 / 12) * 12) + (k6 % 12)) * 8) + o4)];
+            const float t8 = p4[(((((k6 / 12) * 12) + (k6 % 12)) * 8) + o4)];
+            const float t9 = (1.0f / (1.0f + exp((-t8))));
+            const float t10 = (t7 * t9);
+            acc5 += t10;
+        }
+        sh11[lid1] = acc5;
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        if ((part3 == 0)) {
+            for (int pr12 = 1; pr12 < 32; pr12 += 1) {
+                acc5 += sh11[((pr12 * 8) + col2)];
+            }
+            p5[o4] = acc5;
+        }
     }
 }
 
 // fuses reshape %37, reshape %38, reshape %39, reshape %40, concat %41, square %42,
 //   reduce_sum %43 (optimizer)
 // threadgroup 32×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_2(
+kernel void reduce_sum_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -299,19 +299,15 @@ kernel void reduce_sum_2(
             if ((j7 < 8)) {
                 const float t9 = p0[(j7 - 0)];
                 cat8 = t9;
+            } else if ((j7 < 40)) {
+                const float t10 = p1[(j7 - 8)];
+                cat8 = t10;
+            } else if ((j7 < 48)) {
+                const float t11 = p2[(j7 - 40)];
+                cat8 = t11;
             } else {
-                if ((j7 < 40)) {
-                    const float t10 = p1[(j7 - 8)];
-                    cat8 = t10;
-                } else {
-                    if ((j7 < 48)) {
-                        const float t11 = p2[(j7 - 40)];
-                        cat8 = t11;
-                    } else {
-                        const float t12 = p3[(j7 - 48)];
-                        cat8 = t12;
-                    }
-                }
+                const float t12 = p3[(j7 - 48)];
+                cat8 = t12;
             }
             const float t13 = (cat8 * cat8);
             acc5 += t13;
@@ -354,10 +350,12 @@ kernel void min_div_0(
     p1[i1] = t4;
 }
 
-// fuses broadcast %49, mul %50, adamw %61, broadcast %51, mul %52, adamw %66, broadcast %53,
-//   mul %54, adamw %71 (optimizer)
+// 3 independent kernels in one launch
+// part 0 (adamw_mul): fuses broadcast %49, mul %50, adamw %61 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %51, mul %52, adamw %66 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %53, mul %54, adamw %71 (optimizer)
 // threadgroup 256×1×1, grid 3×1×1 threadgroups
-kernel void adamw_mul_0(
+kernel void adamw_mul_x3_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -385,7 +383,8 @@ kernel void adamw_mul_0(
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     if ((int(gid.x) < 1)) {
-        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 256) + int(lid.x));
         if ((i1 >= 8)) {
             return;
         }
@@ -403,54 +402,52 @@ kernel void adamw_mul_0(
         p7[i1] = t12;
         p8[i1] = t6;
         p9[i1] = t8;
-    } else {
-        if ((int(gid.x) < 2)) {
-            const int i13 = (((int(gid.x) - 1) * 256) + int(lid.x));
-            if ((i13 >= 32)) {
-                return;
-            }
-            const float t16 = p10[i13];
-            const float t17 = p1[0];
-            const float t18 = (t16 * t17);
-            const float t19 = p11[i13];
-            const float t20 = ((0.9f * t19) + (0.1f * t18));
-            const float t21 = p12[i13];
-            const float t22 = ((0.95f * t21) + ((0.05f * t18) * t18));
-            const float t23 = p4[0];
-            const float t24 = p5[0];
-            const float t25 = p13[i13];
-            const float t26 = ((t25 - ((t23 * 0.0f) * t25)) - ((t23 * (t20 / (1.0f - pow(0.9f, t24)))) / (sqrt((t22 / (1.0f - pow(0.95f, t24)))) + 1e-08f)));
-            p14[i13] = t26;
-            p15[i13] = t20;
-            p16[i13] = t22;
-        } else {
-            if ((int(gid.x) < 3)) {
-                const int i27 = (((int(gid.x) - 2) * 256) + int(lid.x));
-                if ((i27 >= 8)) {
-                    return;
-                }
-                const float t28 = p17[i27];
-                const float t29 = p1[0];
-                const float t30 = (t28 * t29);
-                const float t31 = p18[i27];
-                const float t32 = ((0.9f * t31) + (0.1f * t30));
-                const float t33 = p19[i27];
-                const float t34 = ((0.95f * t33) + ((0.05f * t30) * t30));
-                const float t35 = p4[0];
-                const float t36 = p5[0];
-                const float t37 = p20[i27];
-                const float t38 = ((t37 - ((t35 * 0.0f) * t37)) - ((t35 * (t32 / (1.0f - pow(0.9f, t36)))) / (sqrt((t34 / (1.0f - pow(0.95f, t36)))) + 1e-08f)));
-                p21[i27] = t38;
-                p22[i27] = t32;
-                p23[i27] = t34;
-            }
+    } else if ((int(gid.x) < 2)) {
+        const int h1 = (int(gid.x) - 1);
+        const int i1 = ((h1 * 256) + int(lid.x));
+        if ((i1 >= 32)) {
+            return;
         }
+        const float t4 = p10[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p11[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p12[i1];
+        const float t10 = ((0.95f * t9) + ((0.05f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p13[i1];
+        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.95f, t12)))) + 1e-08f)));
+        p14[i1] = t14;
+        p15[i1] = t8;
+        p16[i1] = t10;
+    } else if ((int(gid.x) < 3)) {
+        const int h2 = (int(gid.x) - 2);
+        const int i1 = ((h2 * 256) + int(lid.x));
+        if ((i1 >= 8)) {
+            return;
+        }
+        const float t2 = p17[i1];
+        const float t3 = p1[0];
+        const float t4 = (t2 * t3);
+        const float t5 = p18[i1];
+        const float t6 = ((0.9f * t5) + (0.1f * t4));
+        const float t7 = p19[i1];
+        const float t8 = ((0.95f * t7) + ((0.05f * t4) * t4));
+        const float t9 = p4[0];
+        const float t10 = p5[0];
+        const float t11 = p20[i1];
+        const float t12 = ((t11 - ((t9 * 0.0f) * t11)) - ((t9 * (t6 / (1.0f - pow(0.9f, t10)))) / (sqrt((t8 / (1.0f - pow(0.95f, t10)))) + 1e-08f)));
+        p21[i1] = t12;
+        p22[i1] = t6;
+        p23[i1] = t8;
     }
 }
 
 // fuses broadcast %55, mul %56, adamw %76 (optimizer)
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void adamw_mul_1(
+kernel void adamw_mul_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],

@@ -185,140 +185,17 @@ kernel void matmul_0(
     }
 }
 
-// fuses matmul %23 (mamba.0)
+// fuses dequant %8, matmul %21, matmul %23, scale %24, add %25 (mamba.0)
 // threadgroup 128×1×1, grid 128×8×1 threadgroups
 kernel void matmul_1(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]],
-        uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int c1 = int(gid.z);
-    const int m02 = (int(gid.y) * 64);
-    const int n03 = (int(gid.x) * 64);
-    threadgroup float sh[4352];
-    const int ti4 = int(lid.x);
-    const int sgi5 = int(sg);
-    const int sr6 = ((sgi5 / 2) * 32);
-    const int sc7 = ((sgi5 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 84; k0 += 16) {
-        for (int s8 = 0; s8 < 8; s8 += 1) {
-            const int l9 = ((s8 * 128) + ti4);
-            const int i10 = (l9 / 16);
-            const int k11 = (l9 % 16);
-            const int gi12 = (m02 + i10);
-            const int gk13 = (k0 + k11);
-            if ((gk13 < 84)) {
-                const float t14 = p0[((((c1 * 512) + gi12) * 84) + gk13)];
-                sh[((i10 * 20) + k11)] = t14;
-            } else {
-                sh[((i10 * 20) + k11)] = 0.0f;
-            }
-        }
-        for (int s15 = 0; s15 < 8; s15 += 1) {
-            const int l16 = ((s15 * 128) + ti4);
-            const int i17 = (l16 / 16);
-            const int k18 = (l16 % 16);
-            const int gi19 = (n03 + i17);
-            const int gk20 = (k0 + k18);
-            if ((gk20 < 84)) {
-                const float t21 = p1[((gi19 * 84) + gk20)];
-                sh[(((i17 * 20) + k18) + 1280)] = t21;
-            } else {
-                sh[(((i17 * 20) + k18) + 1280)] = 0.0f;
-            }
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 16; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr6 + 8) * 20) + kk), 20);
-            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + (((sr6 + 16) * 20) + kk), 20);
-            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + (((sr6 + 24) * 20) + kk), 20);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((sc7 * 20) + kk) + 1280), 20, ulong2(0, 0), true);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + ((((sc7 + 8) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + ((((sc7 + 16) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + ((((sc7 + 24) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
-            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
-            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
-            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
-    simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr6 * 68) + (sc7 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr6 + 8) * 68) + sc7), 68);
-    simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-    simdgroup_store(acc2_0, sh + (((sr6 + 16) * 68) + sc7), 68);
-    simdgroup_store(acc2_1, sh + (((sr6 + 16) * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc2_2, sh + (((sr6 + 16) * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc2_3, sh + (((sr6 + 16) * 68) + (sc7 + 24)), 68);
-    simdgroup_store(acc3_0, sh + (((sr6 + 24) * 68) + sc7), 68);
-    simdgroup_store(acc3_1, sh + (((sr6 + 24) * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s22 = 0; s22 < 32; s22 += 1) {
-        const int l23 = ((s22 * 128) + ti4);
-        const int i24 = (l23 / 64);
-        const int j25 = (l23 % 64);
-        const int gi26 = (m02 + i24);
-        const int gj27 = (n03 + j25);
-        p2[((((c1 * 512) + gi26) * 8192) + gj27)] = sh[((i24 * 68) + j25)];
-    }
-}
-
-// fuses dequant %8, matmul %21, scale %24, add %25 (mamba.0)
-// threadgroup 128×1×1, grid 128×8×1 threadgroups
-kernel void matmul_2(
         const device float* p0 [[buffer(0)]],
         const device uchar* p1_codes [[buffer(1)]],
         const device uchar* p2_qabsmax [[buffer(2)]],
         const device float* p3_scales [[buffer(3)]],
         const device float* p4_offset [[buffer(4)]],
         const device float* p5 [[buffer(5)]],
-        device float* p6 [[buffer(6)]],
+        const device float* p6 [[buffer(6)]],
+        device float* p7 [[buffer(7)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
@@ -402,6 +279,70 @@ kernel void matmul_2(
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
     }
+    for (int k0 = 0; k0 < 84; k0 += 16) {
+        for (int s22 = 0; s22 < 8; s22 += 1) {
+            const int l23 = ((s22 * 128) + ti4);
+            const int i24 = (l23 / 16);
+            const int k25 = (l23 % 16);
+            const int gi26 = (m02 + i24);
+            const int gk27 = (k0 + k25);
+            if ((gk27 < 84)) {
+                const float t28 = p5[((((c1 * 512) + gi26) * 84) + gk27)];
+                sh[((i24 * 20) + k25)] = (t28 * 0.1904762f);
+            } else {
+                sh[((i24 * 20) + k25)] = 0.0f;
+            }
+        }
+        for (int s29 = 0; s29 < 8; s29 += 1) {
+            const int l30 = ((s29 * 128) + ti4);
+            const int i31 = (l30 / 16);
+            const int k32 = (l30 % 16);
+            const int gi33 = (n03 + i31);
+            const int gk34 = (k0 + k32);
+            if ((gk34 < 84)) {
+                const float t35 = p6[((gi33 * 84) + gk34)];
+                sh[(((i31 * 20) + k32) + 1280)] = t35;
+            } else {
+                sh[(((i31 * 20) + k32) + 1280)] = 0.0f;
+            }
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int kk = 0; kk < 16; kk += 8) {
+            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
+            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa1, sh + (((sr6 + 8) * 20) + kk), 20);
+            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa2, sh + (((sr6 + 16) * 20) + kk), 20);
+            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa3, sh + (((sr6 + 24) * 20) + kk), 20);
+            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb0, sh + (((sc7 * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb1, sh + ((((sc7 + 8) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb2, sh + ((((sc7 + 16) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb3, sh + ((((sc7 + 24) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    }
     simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
     simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
     simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
@@ -419,17 +360,14 @@ kernel void matmul_2(
     simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s22 = 0; s22 < 32; s22 += 1) {
-        const int l23 = ((s22 * 128) + ti4);
-        const int i24 = (l23 / 64);
-        const int j25 = (l23 % 64);
-        const int gi26 = (m02 + i24);
-        const int gj27 = (n03 + j25);
-        const float acc28 = sh[((i24 * 68) + j25)];
-        const float t29 = p5[((((c1 * 512) + gi26) * 8192) + gj27)];
-        const float t30 = (t29 * 0.1904762f);
-        const float t31 = (acc28 + t30);
-        p6[((((c1 * 512) + gi26) * 8192) + gj27)] = t31;
+    for (int s36 = 0; s36 < 32; s36 += 1) {
+        const int l37 = ((s36 * 128) + ti4);
+        const int i38 = (l37 / 64);
+        const int j39 = (l37 % 64);
+        const int gi40 = (m02 + i38);
+        const int gj41 = (n03 + j39);
+        const float acc42 = sh[((i38 * 68) + j39)];
+        p7[((((c1 * 512) + gi40) * 8192) + gj41)] = acc42;
     }
 }
 
@@ -471,7 +409,7 @@ kernel void silu_0(
 
 // fuses matmul %30 (mamba.0)
 // threadgroup 128×1×1, grid 3×8×1 threadgroups
-kernel void matmul_3(
+kernel void matmul_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -593,7 +531,7 @@ kernel void matmul_3(
 
 // fuses slice %31, matmul %34, broadcast %35, add %36 (mamba.0)
 // threadgroup 128×1×1, grid 64×8×1 threadgroups
-kernel void matmul_4(
+kernel void matmul_3(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -711,9 +649,11 @@ kernel void matmul_4(
     }
 }
 
-// fuses softplus %37, exp %38 (mamba.0)
+// 2 independent kernels in one launch
+// part 0 (softplus): fuses softplus %37 (mamba.0)
+// part 1 (exp): fuses exp %38 (mamba.0)
 // threadgroup 256×1×1, grid 8448×1×1 threadgroups
-kernel void exp_softplus_0(
+kernel void softplus_exp_x2_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -721,23 +661,25 @@ kernel void exp_softplus_0(
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     if ((int(gid.x) < 8192)) {
-        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 256) + int(lid.x));
         const float t5 = p0[i1];
         const float t6 = (max(t5, 0.0f) + log((1.0f + exp((-fabs(t5))))));
         p1[i1] = t6;
-    } else {
-        if ((int(gid.x) < 8448)) {
-            const int i7 = (((int(gid.x) - 8192) * 256) + int(lid.x));
-            const float t10 = p2[i7];
-            const float t11 = exp(t10);
-            p3[i7] = t11;
-        }
+    } else if ((int(gid.x) < 8448)) {
+        const int h1 = (int(gid.x) - 8192);
+        const int i1 = ((h1 * 256) + int(lid.x));
+        const float t4 = p2[i1];
+        const float t5 = exp(t4);
+        p3[i1] = t5;
     }
 }
 
-// fuses slice %32, slice %33, neg %39, selective_scan %40 (mamba.0)
-// threadgroup 256×1×1, grid 256×1×1 threadgroups
-kernel void selective_scan_0(
+// 2 independent kernels in one launch
+// part 0 (selective_scan): fuses slice %32, slice %33, neg %39, selective_scan %40 (mamba.0)
+// part 1 (silu_slice): fuses slice %27, silu %42 (mamba.0)
+// threadgroup 256×1×1, grid 8448×1×1 threadgroups
+kernel void selective_scan_silu_slice_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -745,48 +687,47 @@ kernel void selective_scan_0(
         const device float* p4 [[buffer(4)]],
         const device float* p5 [[buffer(5)]],
         device float* p6 [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
+        device float* p8 [[buffer(8)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    const int b1 = int(gid.y);
-    const int ch2 = ((int(gid.x) * 16) + (int(lid.x) / 16));
-    const int n3 = (int(lid.x) % 16);
-    const float t4 = p0[((ch2 * 16) + n3)];
-    const float t5 = (-t4);
-    const float t6 = p1[ch2];
-    float s7 = 0.0f;
-    for (int c8 = 0; c8 < 4; c8 += 1) {
-        p2[((((((b1 * 4) + c8) * 4096) + ch2) * 16) + n3)] = s7;
-        for (int t9 = (c8 * 128); t9 < min(((c8 * 128) + 128), 512); t9 += 1) {
-            const float t10 = p3[((((b1 * 512) + t9) * 4096) + ch2)];
-            const float t11 = p4[((((b1 * 512) + t9) * 4096) + ch2)];
-            const float t12 = p5[((((b1 * 512) + t9) * 160) + (n3 + 128))];
-            const float t13 = p5[((((b1 * 512) + t9) * 160) + (n3 + 144))];
-            const float a14 = exp((t10 * t5));
-            s7 = ((a14 * s7) + ((t10 * t12) * t11));
-            const float r15 = ((s7 * t13) + simd_shuffle_xor((s7 * t13), ushort(8)));
-            const float r16 = (r15 + simd_shuffle_xor(r15, ushort(4)));
-            const float r17 = (r16 + simd_shuffle_xor(r16, ushort(2)));
-            const float r18 = (r17 + simd_shuffle_xor(r17, ushort(1)));
-            if ((n3 == 0)) {
-                p6[((((b1 * 512) + t9) * 4096) + ch2)] = (r18 + (t6 * t11));
+    if ((int(gid.x) < 256)) {
+        const int h0 = (int(gid.x) - 0);
+        const int b1 = (h0 / 256);
+        const int ch2 = ((h0 * 16) + (int(lid.x) / 16));
+        const int n3 = (int(lid.x) % 16);
+        const float t4 = p0[((ch2 * 16) + n3)];
+        const float t5 = (-t4);
+        const float t6 = p1[ch2];
+        float s7 = 0.0f;
+        for (int c8 = 0; c8 < 4; c8 += 1) {
+            p2[((((((b1 * 4) + c8) * 4096) + ch2) * 16) + n3)] = s7;
+            for (int t9 = (c8 * 128); t9 < min(((c8 * 128) + 128), 512); t9 += 1) {
+                const float t10 = p3[((((b1 * 512) + t9) * 4096) + ch2)];
+                const float t11 = p4[((((b1 * 512) + t9) * 4096) + ch2)];
+                const float t12 = p5[((((b1 * 512) + t9) * 160) + (n3 + 128))];
+                const float t13 = p5[((((b1 * 512) + t9) * 160) + (n3 + 144))];
+                const float a14 = exp((t10 * t5));
+                s7 = ((a14 * s7) + ((t10 * t12) * t11));
+                const float r15 = ((s7 * t13) + simd_shuffle_xor((s7 * t13), ushort(8)));
+                const float r16 = (r15 + simd_shuffle_xor(r15, ushort(4)));
+                const float r17 = (r16 + simd_shuffle_xor(r16, ushort(2)));
+                const float r18 = (r17 + simd_shuffle_xor(r17, ushort(1)));
+                if ((n3 == 0)) {
+                    p6[((((b1 * 512) + t9) * 4096) + ch2)] = (r18 + (t6 * t11));
+                }
             }
         }
+    } else if ((int(gid.x) < 8448)) {
+        const int h1 = (int(gid.x) - 256);
+        const int i1 = ((h1 * 256) + int(lid.x));
+        const int c2 = (i1 / 2097152);
+        const int c3 = ((i1 / 4096) % 512);
+        const int c4 = (i1 % 4096);
+        const float t5 = p7[((((c2 * 512) + c3) * 8192) + (c4 + 4096))];
+        const float t6 = (t5 / (1.0f + exp((-t5))));
+        p8[i1] = t6;
     }
-}
-
-// fuses slice %27, silu %42 (mamba.0)
-// threadgroup 256×1×1, grid 8192×1×1 threadgroups
-kernel void silu_slice_0(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    const int c2 = (i1 / 2097152);
-    const int c3 = ((i1 / 4096) % 512);
-    const int c4 = (i1 % 4096);
-    const float t5 = p0[((((c2 * 512) + c3) * 8192) + (c4 + 4096))];
-    const float t6 = (t5 / (1.0f + exp((-t5))));
-    p1[i1] = t6;
 }
 
 // fuses mul %43 (mamba.0)
@@ -805,7 +746,7 @@ kernel void mul_0(
 
 // fuses matmul %45 (mamba.0)
 // threadgroup 128×1×1, grid 2×8×1 threadgroups
-kernel void matmul_5(
+kernel void matmul_4(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -925,133 +866,9 @@ kernel void matmul_5(
     }
 }
 
-// fuses matmul %46 (mamba.0)
+// fuses dequant %19, matmul %44, matmul %46, scale %47, add %48, add %49 (mamba.0)
 // threadgroup 128×1×1, grid 32×8×1 threadgroups
-kernel void matmul_6(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]],
-        uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int c1 = int(gid.z);
-    const int m02 = (int(gid.y) * 64);
-    const int n03 = (int(gid.x) * 64);
-    threadgroup float sh[4352];
-    const int ti4 = int(lid.x);
-    const int sgi5 = int(sg);
-    const int sr6 = ((sgi5 / 2) * 32);
-    const int sc7 = ((sgi5 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 84; k0 += 16) {
-        for (int s8 = 0; s8 < 8; s8 += 1) {
-            const int l9 = ((s8 * 128) + ti4);
-            const int i10 = (l9 / 16);
-            const int k11 = (l9 % 16);
-            const int gi12 = (m02 + i10);
-            const int gk13 = (k0 + k11);
-            if ((gk13 < 84)) {
-                const float t14 = p0[((((c1 * 512) + gi12) * 84) + gk13)];
-                sh[((i10 * 20) + k11)] = t14;
-            } else {
-                sh[((i10 * 20) + k11)] = 0.0f;
-            }
-        }
-        for (int s15 = 0; s15 < 8; s15 += 1) {
-            const int l16 = ((s15 * 128) + ti4);
-            const int i17 = (l16 / 16);
-            const int k18 = (l16 % 16);
-            const int gi19 = (n03 + i17);
-            const int gk20 = (k0 + k18);
-            if ((gk20 < 84)) {
-                const float t21 = p1[((gi19 * 84) + gk20)];
-                sh[(((i17 * 20) + k18) + 1280)] = t21;
-            } else {
-                sh[(((i17 * 20) + k18) + 1280)] = 0.0f;
-            }
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 16; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr6 + 8) * 20) + kk), 20);
-            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + (((sr6 + 16) * 20) + kk), 20);
-            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + (((sr6 + 24) * 20) + kk), 20);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((sc7 * 20) + kk) + 1280), 20, ulong2(0, 0), true);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + ((((sc7 + 8) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + ((((sc7 + 16) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + ((((sc7 + 24) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
-            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
-            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
-            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
-    simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr6 * 68) + (sc7 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr6 + 8) * 68) + sc7), 68);
-    simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-    simdgroup_store(acc2_0, sh + (((sr6 + 16) * 68) + sc7), 68);
-    simdgroup_store(acc2_1, sh + (((sr6 + 16) * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc2_2, sh + (((sr6 + 16) * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc2_3, sh + (((sr6 + 16) * 68) + (sc7 + 24)), 68);
-    simdgroup_store(acc3_0, sh + (((sr6 + 24) * 68) + sc7), 68);
-    simdgroup_store(acc3_1, sh + (((sr6 + 24) * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s22 = 0; s22 < 32; s22 += 1) {
-        const int l23 = ((s22 * 128) + ti4);
-        const int i24 = (l23 / 64);
-        const int j25 = (l23 % 64);
-        const int gi26 = (m02 + i24);
-        const int gj27 = (n03 + j25);
-        p2[((((c1 * 512) + gi26) * 2048) + gj27)] = sh[((i24 * 68) + j25)];
-    }
-}
-
-// fuses dequant %19, matmul %44, scale %47, add %48, add %49 (mamba.0)
-// threadgroup 128×1×1, grid 32×8×1 threadgroups
-kernel void matmul_7(
+kernel void matmul_5(
         const device float* p0 [[buffer(0)]],
         const device uchar* p1_codes [[buffer(1)]],
         const device uchar* p2_qabsmax [[buffer(2)]],
@@ -1059,7 +876,8 @@ kernel void matmul_7(
         const device float* p4_offset [[buffer(4)]],
         const device float* p5 [[buffer(5)]],
         const device float* p6 [[buffer(6)]],
-        device float* p7 [[buffer(7)]],
+        const device float* p7 [[buffer(7)]],
+        device float* p8 [[buffer(8)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
@@ -1143,6 +961,70 @@ kernel void matmul_7(
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
     }
+    for (int k0 = 0; k0 < 84; k0 += 16) {
+        for (int s22 = 0; s22 < 8; s22 += 1) {
+            const int l23 = ((s22 * 128) + ti4);
+            const int i24 = (l23 / 16);
+            const int k25 = (l23 % 16);
+            const int gi26 = (m02 + i24);
+            const int gk27 = (k0 + k25);
+            if ((gk27 < 84)) {
+                const float t28 = p5[((((c1 * 512) + gi26) * 84) + gk27)];
+                sh[((i24 * 20) + k25)] = (t28 * 0.1904762f);
+            } else {
+                sh[((i24 * 20) + k25)] = 0.0f;
+            }
+        }
+        for (int s29 = 0; s29 < 8; s29 += 1) {
+            const int l30 = ((s29 * 128) + ti4);
+            const int i31 = (l30 / 16);
+            const int k32 = (l30 % 16);
+            const int gi33 = (n03 + i31);
+            const int gk34 = (k0 + k32);
+            if ((gk34 < 84)) {
+                const float t35 = p6[((gi33 * 84) + gk34)];
+                sh[(((i31 * 20) + k32) + 1280)] = t35;
+            } else {
+                sh[(((i31 * 20) + k32) + 1280)] = 0.0f;
+            }
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int kk = 0; kk < 16; kk += 8) {
+            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
+            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa1, sh + (((sr6 + 8) * 20) + kk), 20);
+            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa2, sh + (((sr6 + 16) * 20) + kk), 20);
+            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa3, sh + (((sr6 + 24) * 20) + kk), 20);
+            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb0, sh + (((sc7 * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb1, sh + ((((sc7 + 8) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb2, sh + ((((sc7 + 16) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb3, sh + ((((sc7 + 24) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    }
     simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
     simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
     simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
@@ -1160,25 +1042,22 @@ kernel void matmul_7(
     simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s22 = 0; s22 < 32; s22 += 1) {
-        const int l23 = ((s22 * 128) + ti4);
-        const int i24 = (l23 / 64);
-        const int j25 = (l23 % 64);
-        const int gi26 = (m02 + i24);
-        const int gj27 = (n03 + j25);
-        const float acc28 = sh[((i24 * 68) + j25)];
-        const float t29 = p5[((((c1 * 512) + gi26) * 2048) + gj27)];
-        const float t30 = p6[((((c1 * 512) + gi26) * 2048) + gj27)];
-        const float t31 = (t30 * 0.1904762f);
-        const float t32 = (acc28 + t31);
-        const float t33 = (t29 + t32);
-        p7[((((c1 * 512) + gi26) * 2048) + gj27)] = t33;
+    for (int s36 = 0; s36 < 32; s36 += 1) {
+        const int l37 = ((s36 * 128) + ti4);
+        const int i38 = (l37 / 64);
+        const int j39 = (l37 % 64);
+        const int gi40 = (m02 + i38);
+        const int gj41 = (n03 + j39);
+        const float acc42 = sh[((i38 * 68) + j39)];
+        const float t43 = p7[((((c1 * 512) + gi40) * 2048) + gj41)];
+        const float t44 = (t43 + acc42);
+        p8[((((c1 * 512) + gi40) * 2048) + gj41)] = t44;
     }
 }
 
 // fuses reshape %153, matmul %154 (moe.0)
 // threadgroup 128×1×1, grid 1×8×1 threadgroups
-kernel void matmul_8(
+kernel void matmul_6(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -1571,162 +1450,18 @@ kernel void grouped_matmul_0(
     }
 }
 
-// fuses grouped_matmul %167 (moe.0)
+// fuses dequant %147, grouped_matmul %165, grouped_matmul %167, scale %168, add %169 (moe.0)
 // threadgroup 128×1×1, grid 168×16×9 threadgroups
 kernel void grouped_matmul_1(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]],
-        uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int ex1 = int(gid.z);
-    const int n02 = (int(gid.x) * 64);
-    if ((ex1 == 8)) {
-        const int t3 = p0[0];
-        const int t4 = p0[8];
-        for (int s5 = 0; s5 < 32; s5 += 1) {
-            const int l6 = ((s5 * 128) + int(lid.x));
-            const int r7 = ((int(gid.y) * 64) + (l6 / 64));
-            const int j8 = (n02 + (l6 % 64));
-            if (((r7 < t3) || (r7 >= t4))) {
-                p1[((r7 * 10752) + j8)] = 0.0f;
-            }
-        }
-        return;
-    }
-    const int t9 = p0[ex1];
-    const int t10 = p0[(ex1 + 1)];
-    const int m011 = (t9 + (int(gid.y) * 64));
-    if ((m011 >= t10)) {
-        return;
-    }
-    threadgroup float sh[4352];
-    const int ti12 = int(lid.x);
-    const int sgi13 = int(sg);
-    const int sr14 = ((sgi13 / 2) * 32);
-    const int sc15 = ((sgi13 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 84; k0 += 16) {
-        for (int s16 = 0; s16 < 8; s16 += 1) {
-            const int l17 = ((s16 * 128) + ti12);
-            const int i18 = (l17 / 16);
-            const int k19 = (l17 % 16);
-            const int gi20 = (m011 + i18);
-            const int gk21 = (k0 + k19);
-            if (((gi20 < t10) && (gk21 < 84))) {
-                const float t22 = p2[((gi20 * 84) + gk21)];
-                sh[((i18 * 20) + k19)] = t22;
-            } else {
-                sh[((i18 * 20) + k19)] = 0.0f;
-            }
-        }
-        for (int s23 = 0; s23 < 8; s23 += 1) {
-            const int l24 = ((s23 * 128) + ti12);
-            const int i25 = (l24 / 16);
-            const int k26 = (l24 % 16);
-            const int gi27 = (n02 + i25);
-            const int gk28 = (k0 + k26);
-            if ((gk28 < 84)) {
-                const float t29 = p3[((((ex1 * 10752) + gi27) * 84) + gk28)];
-                sh[(((i25 * 20) + k26) + 1280)] = t29;
-            } else {
-                sh[(((i25 * 20) + k26) + 1280)] = 0.0f;
-            }
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 16; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr14 * 20) + kk), 20);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr14 + 8) * 20) + kk), 20);
-            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + (((sr14 + 16) * 20) + kk), 20);
-            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + (((sr14 + 24) * 20) + kk), 20);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((sc15 * 20) + kk) + 1280), 20, ulong2(0, 0), true);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + ((((sc15 + 8) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + ((((sc15 + 16) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + ((((sc15 + 24) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
-            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
-            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
-            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr14 * 68) + sc15), 68);
-    simdgroup_store(acc0_1, sh + ((sr14 * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr14 * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr14 * 68) + (sc15 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr14 + 8) * 68) + sc15), 68);
-    simdgroup_store(acc1_1, sh + (((sr14 + 8) * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr14 + 8) * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr14 + 8) * 68) + (sc15 + 24)), 68);
-    simdgroup_store(acc2_0, sh + (((sr14 + 16) * 68) + sc15), 68);
-    simdgroup_store(acc2_1, sh + (((sr14 + 16) * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc2_2, sh + (((sr14 + 16) * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc2_3, sh + (((sr14 + 16) * 68) + (sc15 + 24)), 68);
-    simdgroup_store(acc3_0, sh + (((sr14 + 24) * 68) + sc15), 68);
-    simdgroup_store(acc3_1, sh + (((sr14 + 24) * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s30 = 0; s30 < 32; s30 += 1) {
-        const int l31 = ((s30 * 128) + ti12);
-        const int i32 = (l31 / 64);
-        const int j33 = (l31 % 64);
-        const int gi34 = (m011 + i32);
-        const int gj35 = (n02 + j33);
-        if ((gi34 < t10)) {
-            p1[((gi34 * 10752) + gj35)] = sh[((i32 * 68) + j33)];
-        }
-    }
-}
-
-// fuses dequant %147, grouped_matmul %165, scale %168, add %169 (moe.0)
-// threadgroup 128×1×1, grid 168×16×9 threadgroups
-kernel void grouped_matmul_2(
-        const device int* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        const device uchar* p4_codes [[buffer(4)]],
-        const device uchar* p5_qabsmax [[buffer(5)]],
-        const device float* p6_scales [[buffer(6)]],
-        const device float* p7_offset [[buffer(7)]],
+        const device uchar* p3_codes [[buffer(3)]],
+        const device uchar* p4_qabsmax [[buffer(4)]],
+        const device float* p5_scales [[buffer(5)]],
+        const device float* p6_offset [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
+        const device float* p8 [[buffer(8)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
@@ -1741,25 +1476,22 @@ kernel void grouped_matmul_2(
             const int j8 = (n02 + (l6 % 64));
             if (((r7 < t3) || (r7 >= t4))) {
                 const float acc9 = 0.0f;
-                const float t10 = p1[((r7 * 10752) + j8)];
-                const float t11 = (t10 * 0.1904762f);
-                const float t12 = (acc9 + t11);
-                p2[((r7 * 10752) + j8)] = t12;
+                p1[((r7 * 10752) + j8)] = acc9;
             }
         }
         return;
     }
-    const int t13 = p0[ex1];
-    const int t14 = p0[(ex1 + 1)];
-    const int m015 = (t13 + (int(gid.y) * 64));
-    if ((m015 >= t14)) {
+    const int t10 = p0[ex1];
+    const int t11 = p0[(ex1 + 1)];
+    const int m012 = (t10 + (int(gid.y) * 64));
+    if ((m012 >= t11)) {
         return;
     }
     threadgroup float sh[4352];
-    const int ti16 = int(lid.x);
-    const int sgi17 = int(sg);
-    const int sr18 = ((sgi17 / 2) * 32);
-    const int sc19 = ((sgi17 % 2) * 32);
+    const int ti13 = int(lid.x);
+    const int sgi14 = int(sg);
+    const int sr15 = ((sgi14 / 2) * 32);
+    const int sc16 = ((sgi14 % 2) * 32);
     simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
     simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
     simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
@@ -1777,46 +1509,46 @@ kernel void grouped_matmul_2(
     simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
     simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
     for (int k0 = 0; k0 < 2048; k0 += 16) {
-        for (int s20 = 0; s20 < 8; s20 += 1) {
-            const int l21 = ((s20 * 128) + ti16);
-            const int i22 = (l21 / 16);
-            const int k23 = (l21 % 16);
-            const int gi24 = (m015 + i22);
-            const int gk25 = (k0 + k23);
-            if ((gi24 < t14)) {
-                const float t26 = p3[((gi24 * 2048) + gk25)];
-                sh[((i22 * 20) + k23)] = t26;
+        for (int s17 = 0; s17 < 8; s17 += 1) {
+            const int l18 = ((s17 * 128) + ti13);
+            const int i19 = (l18 / 16);
+            const int k20 = (l18 % 16);
+            const int gi21 = (m012 + i19);
+            const int gk22 = (k0 + k20);
+            if ((gi21 < t11)) {
+                const float t23 = p2[((gi21 * 2048) + gk22)];
+                sh[((i19 * 20) + k20)] = t23;
             } else {
-                sh[((i22 * 20) + k23)] = 0.0f;
+                sh[((i19 * 20) + k20)] = 0.0f;
             }
         }
-        for (int s27 = 0; s27 < 8; s27 += 1) {
-            const int l28 = ((s27 * 128) + ti16);
-            const int i29 = (l28 / 16);
-            const int k30 = (l28 % 16);
-            const int gi31 = (n02 + i29);
-            const int gk32 = (k0 + k30);
-            const float t33 = (NF4_CODE[((int(p4_codes[(((((ex1 * 10752) + gi31) * 2048) + gk32) / 2)]) >> (((((((ex1 * 10752) + gi31) * 2048) + gk32) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p5_qabsmax[(((((ex1 * 10752) + gi31) * 2048) + gk32) / 64)])] * p6_scales[((((((ex1 * 10752) + gi31) * 2048) + gk32) / 64) / 256)]) + p7_offset[0]));
-            sh[(((i29 * 20) + k30) + 1280)] = t33;
+        for (int s24 = 0; s24 < 8; s24 += 1) {
+            const int l25 = ((s24 * 128) + ti13);
+            const int i26 = (l25 / 16);
+            const int k27 = (l25 % 16);
+            const int gi28 = (n02 + i26);
+            const int gk29 = (k0 + k27);
+            const float t30 = (NF4_CODE[((int(p3_codes[(((((ex1 * 10752) + gi28) * 2048) + gk29) / 2)]) >> (((((((ex1 * 10752) + gi28) * 2048) + gk29) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p4_qabsmax[(((((ex1 * 10752) + gi28) * 2048) + gk29) / 64)])] * p5_scales[((((((ex1 * 10752) + gi28) * 2048) + gk29) / 64) / 256)]) + p6_offset[0]));
+            sh[(((i26 * 20) + k27) + 1280)] = t30;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr18 * 20) + kk), 20);
+            simdgroup_load(fa0, sh + ((sr15 * 20) + kk), 20);
             simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr18 + 8) * 20) + kk), 20);
+            simdgroup_load(fa1, sh + (((sr15 + 8) * 20) + kk), 20);
             simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + (((sr18 + 16) * 20) + kk), 20);
+            simdgroup_load(fa2, sh + (((sr15 + 16) * 20) + kk), 20);
             simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + (((sr18 + 24) * 20) + kk), 20);
+            simdgroup_load(fa3, sh + (((sr15 + 24) * 20) + kk), 20);
             simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((sc19 * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_load(fb0, sh + (((sc16 * 20) + kk) + 1280), 20, ulong2(0, 0), true);
             simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + ((((sc19 + 8) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_load(fb1, sh + ((((sc16 + 8) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
             simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + ((((sc19 + 16) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_load(fb2, sh + ((((sc16 + 16) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
             simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + ((((sc19 + 24) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_load(fb3, sh + ((((sc16 + 24) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
             simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
             simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
             simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
@@ -1836,42 +1568,103 @@ kernel void grouped_matmul_2(
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
     }
-    simdgroup_store(acc0_0, sh + ((sr18 * 68) + sc19), 68);
-    simdgroup_store(acc0_1, sh + ((sr18 * 68) + (sc19 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr18 * 68) + (sc19 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr18 * 68) + (sc19 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr18 + 8) * 68) + sc19), 68);
-    simdgroup_store(acc1_1, sh + (((sr18 + 8) * 68) + (sc19 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr18 + 8) * 68) + (sc19 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr18 + 8) * 68) + (sc19 + 24)), 68);
-    simdgroup_store(acc2_0, sh + (((sr18 + 16) * 68) + sc19), 68);
-    simdgroup_store(acc2_1, sh + (((sr18 + 16) * 68) + (sc19 + 8)), 68);
-    simdgroup_store(acc2_2, sh + (((sr18 + 16) * 68) + (sc19 + 16)), 68);
-    simdgroup_store(acc2_3, sh + (((sr18 + 16) * 68) + (sc19 + 24)), 68);
-    simdgroup_store(acc3_0, sh + (((sr18 + 24) * 68) + sc19), 68);
-    simdgroup_store(acc3_1, sh + (((sr18 + 24) * 68) + (sc19 + 8)), 68);
-    simdgroup_store(acc3_2, sh + (((sr18 + 24) * 68) + (sc19 + 16)), 68);
-    simdgroup_store(acc3_3, sh + (((sr18 + 24) * 68) + (sc19 + 24)), 68);
+    for (int k0 = 0; k0 < 84; k0 += 16) {
+        for (int s31 = 0; s31 < 8; s31 += 1) {
+            const int l32 = ((s31 * 128) + ti13);
+            const int i33 = (l32 / 16);
+            const int k34 = (l32 % 16);
+            const int gi35 = (m012 + i33);
+            const int gk36 = (k0 + k34);
+            if (((gi35 < t11) && (gk36 < 84))) {
+                const float t37 = p7[((gi35 * 84) + gk36)];
+                sh[((i33 * 20) + k34)] = (t37 * 0.1904762f);
+            } else {
+                sh[((i33 * 20) + k34)] = 0.0f;
+            }
+        }
+        for (int s38 = 0; s38 < 8; s38 += 1) {
+            const int l39 = ((s38 * 128) + ti13);
+            const int i40 = (l39 / 16);
+            const int k41 = (l39 % 16);
+            const int gi42 = (n02 + i40);
+            const int gk43 = (k0 + k41);
+            if ((gk43 < 84)) {
+                const float t44 = p8[((((ex1 * 10752) + gi42) * 84) + gk43)];
+                sh[(((i40 * 20) + k41) + 1280)] = t44;
+            } else {
+                sh[(((i40 * 20) + k41) + 1280)] = 0.0f;
+            }
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int kk = 0; kk < 16; kk += 8) {
+            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa0, sh + ((sr15 * 20) + kk), 20);
+            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa1, sh + (((sr15 + 8) * 20) + kk), 20);
+            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa2, sh + (((sr15 + 16) * 20) + kk), 20);
+            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa3, sh + (((sr15 + 24) * 20) + kk), 20);
+            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb0, sh + (((sc16 * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb1, sh + ((((sc16 + 8) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb2, sh + ((((sc16 + 16) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb3, sh + ((((sc16 + 24) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    }
+    simdgroup_store(acc0_0, sh + ((sr15 * 68) + sc16), 68);
+    simdgroup_store(acc0_1, sh + ((sr15 * 68) + (sc16 + 8)), 68);
+    simdgroup_store(acc0_2, sh + ((sr15 * 68) + (sc16 + 16)), 68);
+    simdgroup_store(acc0_3, sh + ((sr15 * 68) + (sc16 + 24)), 68);
+    simdgroup_store(acc1_0, sh + (((sr15 + 8) * 68) + sc16), 68);
+    simdgroup_store(acc1_1, sh + (((sr15 + 8) * 68) + (sc16 + 8)), 68);
+    simdgroup_store(acc1_2, sh + (((sr15 + 8) * 68) + (sc16 + 16)), 68);
+    simdgroup_store(acc1_3, sh + (((sr15 + 8) * 68) + (sc16 + 24)), 68);
+    simdgroup_store(acc2_0, sh + (((sr15 + 16) * 68) + sc16), 68);
+    simdgroup_store(acc2_1, sh + (((sr15 + 16) * 68) + (sc16 + 8)), 68);
+    simdgroup_store(acc2_2, sh + (((sr15 + 16) * 68) + (sc16 + 16)), 68);
+    simdgroup_store(acc2_3, sh + (((sr15 + 16) * 68) + (sc16 + 24)), 68);
+    simdgroup_store(acc3_0, sh + (((sr15 + 24) * 68) + sc16), 68);
+    simdgroup_store(acc3_1, sh + (((sr15 + 24) * 68) + (sc16 + 8)), 68);
+    simdgroup_store(acc3_2, sh + (((sr15 + 24) * 68) + (sc16 + 16)), 68);
+    simdgroup_store(acc3_3, sh + (((sr15 + 24) * 68) + (sc16 + 24)), 68);
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s34 = 0; s34 < 32; s34 += 1) {
-        const int l35 = ((s34 * 128) + ti16);
-        const int i36 = (l35 / 64);
-        const int j37 = (l35 % 64);
-        const int gi38 = (m015 + i36);
-        const int gj39 = (n02 + j37);
-        if ((gi38 < t14)) {
-            const float acc40 = sh[((i36 * 68) + j37)];
-            const float t41 = p1[((gi38 * 10752) + gj39)];
-            const float t42 = (t41 * 0.1904762f);
-            const float t43 = (acc40 + t42);
-            p2[((gi38 * 10752) + gj39)] = t43;
+    for (int s45 = 0; s45 < 32; s45 += 1) {
+        const int l46 = ((s45 * 128) + ti13);
+        const int i47 = (l46 / 64);
+        const int j48 = (l46 % 64);
+        const int gi49 = (m012 + i47);
+        const int gj50 = (n02 + j48);
+        if ((gi49 < t11)) {
+            const float acc51 = sh[((i47 * 68) + j48)];
+            p1[((gi49 * 10752) + gj50)] = acc51;
         }
     }
 }
 
 // fuses slice %170, silu %172 (moe.0)
 // threadgroup 256×1×1, grid 21504×1×1 threadgroups
-kernel void silu_slice_1(
+kernel void silu_slice_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         uint3 tid [[thread_position_in_grid]]) {
@@ -1883,25 +1676,40 @@ kernel void silu_slice_1(
     p1[i1] = t5;
 }
 
-// fuses slice %171, mul %173 (moe.0)
-// threadgroup 256×1×1, grid 21504×1×1 threadgroups
-kernel void mul_slice_0(
+// 2 independent kernels in one launch
+// part 0 (mul_slice): fuses slice %171, mul %173 (moe.0)
+// part 1 (gather): fuses reshape %179, gather %180 (moe.0)
+// threadgroup 256×1×1, grid 21508×1×1 threadgroups
+kernel void mul_slice_gather_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    const int c2 = (i1 / 5376);
-    const int c3 = (i1 % 5376);
-    const float t4 = p0[i1];
-    const float t5 = p1[((c2 * 10752) + (c3 + 5376))];
-    const float t6 = (t4 * t5);
-    p2[i1] = t6;
+        const device int* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        device float* p5 [[buffer(5)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if ((int(gid.x) < 21504)) {
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 256) + int(lid.x));
+        const int c2 = (i1 / 5376);
+        const int c3 = (i1 % 5376);
+        const float t4 = p0[i1];
+        const float t5 = p1[((c2 * 10752) + (c3 + 5376))];
+        const float t6 = (t4 * t5);
+        p2[i1] = t6;
+    } else if ((int(gid.x) < 21508)) {
+        const int h1 = (int(gid.x) - 21504);
+        const int i1 = ((h1 * 256) + int(lid.x));
+        const int t2 = p3[i1];
+        const float t3 = p4[t2];
+        p5[i1] = t3;
+    }
 }
 
 // fuses grouped_matmul %175 (moe.0)
 // threadgroup 128×1×1, grid 2×16×9 threadgroups
-kernel void grouped_matmul_3(
+kernel void grouped_matmul_2(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -2044,162 +1852,18 @@ kernel void grouped_matmul_3(
     }
 }
 
-// fuses grouped_matmul %176 (moe.0)
+// fuses dequant %151, grouped_matmul %174, grouped_matmul %176, scale %177, add %178 (moe.0)
 // threadgroup 128×1×1, grid 32×16×9 threadgroups
-kernel void grouped_matmul_4(
+kernel void grouped_matmul_3(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]],
-        uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int ex1 = int(gid.z);
-    const int n02 = (int(gid.x) * 64);
-    if ((ex1 == 8)) {
-        const int t3 = p0[0];
-        const int t4 = p0[8];
-        for (int s5 = 0; s5 < 32; s5 += 1) {
-            const int l6 = ((s5 * 128) + int(lid.x));
-            const int r7 = ((int(gid.y) * 64) + (l6 / 64));
-            const int j8 = (n02 + (l6 % 64));
-            if (((r7 < t3) || (r7 >= t4))) {
-                p1[((r7 * 2048) + j8)] = 0.0f;
-            }
-        }
-        return;
-    }
-    const int t9 = p0[ex1];
-    const int t10 = p0[(ex1 + 1)];
-    const int m011 = (t9 + (int(gid.y) * 64));
-    if ((m011 >= t10)) {
-        return;
-    }
-    threadgroup float sh[4352];
-    const int ti12 = int(lid.x);
-    const int sgi13 = int(sg);
-    const int sr14 = ((sgi13 / 2) * 32);
-    const int sc15 = ((sgi13 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 84; k0 += 16) {
-        for (int s16 = 0; s16 < 8; s16 += 1) {
-            const int l17 = ((s16 * 128) + ti12);
-            const int i18 = (l17 / 16);
-            const int k19 = (l17 % 16);
-            const int gi20 = (m011 + i18);
-            const int gk21 = (k0 + k19);
-            if (((gi20 < t10) && (gk21 < 84))) {
-                const float t22 = p2[((gi20 * 84) + gk21)];
-                sh[((i18 * 20) + k19)] = t22;
-            } else {
-                sh[((i18 * 20) + k19)] = 0.0f;
-            }
-        }
-        for (int s23 = 0; s23 < 8; s23 += 1) {
-            const int l24 = ((s23 * 128) + ti12);
-            const int i25 = (l24 / 16);
-            const int k26 = (l24 % 16);
-            const int gi27 = (n02 + i25);
-            const int gk28 = (k0 + k26);
-            if ((gk28 < 84)) {
-                const float t29 = p3[((((ex1 * 2048) + gi27) * 84) + gk28)];
-                sh[(((i25 * 20) + k26) + 1280)] = t29;
-            } else {
-                sh[(((i25 * 20) + k26) + 1280)] = 0.0f;
-            }
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 16; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr14 * 20) + kk), 20);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr14 + 8) * 20) + kk), 20);
-            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + (((sr14 + 16) * 20) + kk), 20);
-            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + (((sr14 + 24) * 20) + kk), 20);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((sc15 * 20) + kk) + 1280), 20, ulong2(0, 0), true);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + ((((sc15 + 8) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + ((((sc15 + 16) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + ((((sc15 + 24) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
-            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
-            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
-            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr14 * 68) + sc15), 68);
-    simdgroup_store(acc0_1, sh + ((sr14 * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr14 * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr14 * 68) + (sc15 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr14 + 8) * 68) + sc15), 68);
-    simdgroup_store(acc1_1, sh + (((sr14 + 8) * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr14 + 8) * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr14 + 8) * 68) + (sc15 + 24)), 68);
-    simdgroup_store(acc2_0, sh + (((sr14 + 16) * 68) + sc15), 68);
-    simdgroup_store(acc2_1, sh + (((sr14 + 16) * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc2_2, sh + (((sr14 + 16) * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc2_3, sh + (((sr14 + 16) * 68) + (sc15 + 24)), 68);
-    simdgroup_store(acc3_0, sh + (((sr14 + 24) * 68) + sc15), 68);
-    simdgroup_store(acc3_1, sh + (((sr14 + 24) * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s30 = 0; s30 < 32; s30 += 1) {
-        const int l31 = ((s30 * 128) + ti12);
-        const int i32 = (l31 / 64);
-        const int j33 = (l31 % 64);
-        const int gi34 = (m011 + i32);
-        const int gj35 = (n02 + j33);
-        if ((gi34 < t10)) {
-            p1[((gi34 * 2048) + gj35)] = sh[((i32 * 68) + j33)];
-        }
-    }
-}
-
-// fuses dequant %151, grouped_matmul %174, scale %177, add %178 (moe.0)
-// threadgroup 128×1×1, grid 32×16×9 threadgroups
-kernel void grouped_matmul_5(
-        const device int* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        const device uchar* p4_codes [[buffer(4)]],
-        const device uchar* p5_qabsmax [[buffer(5)]],
-        const device float* p6_scales [[buffer(6)]],
-        const device float* p7_offset [[buffer(7)]],
+        const device uchar* p3_codes [[buffer(3)]],
+        const device uchar* p4_qabsmax [[buffer(4)]],
+        const device float* p5_scales [[buffer(5)]],
+        const device float* p6_offset [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
+        const device float* p8 [[buffer(8)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
@@ -2214,25 +1878,22 @@ kernel void grouped_matmul_5(
             const int j8 = (n02 + (l6 % 64));
             if (((r7 < t3) || (r7 >= t4))) {
                 const float acc9 = 0.0f;
-                const float t10 = p1[((r7 * 2048) + j8)];
-                const float t11 = (t10 * 0.1904762f);
-                const float t12 = (acc9 + t11);
-                p2[((r7 * 2048) + j8)] = t12;
+                p1[((r7 * 2048) + j8)] = acc9;
             }
         }
         return;
     }
-    const int t13 = p0[ex1];
-    const int t14 = p0[(ex1 + 1)];
-    const int m015 = (t13 + (int(gid.y) * 64));
-    if ((m015 >= t14)) {
+    const int t10 = p0[ex1];
+    const int t11 = p0[(ex1 + 1)];
+    const int m012 = (t10 + (int(gid.y) * 64));
+    if ((m012 >= t11)) {
         return;
     }
     threadgroup float sh[4352];
-    const int ti16 = int(lid.x);
-    const int sgi17 = int(sg);
-    const int sr18 = ((sgi17 / 2) * 32);
-    const int sc19 = ((sgi17 % 2) * 32);
+    const int ti13 = int(lid.x);
+    const int sgi14 = int(sg);
+    const int sr15 = ((sgi14 / 2) * 32);
+    const int sc16 = ((sgi14 % 2) * 32);
     simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
     simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
     simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
@@ -2250,46 +1911,46 @@ kernel void grouped_matmul_5(
     simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
     simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
     for (int k0 = 0; k0 < 5376; k0 += 16) {
-        for (int s20 = 0; s20 < 8; s20 += 1) {
-            const int l21 = ((s20 * 128) + ti16);
-            const int i22 = (l21 / 16);
-            const int k23 = (l21 % 16);
-            const int gi24 = (m015 + i22);
-            const int gk25 = (k0 + k23);
-            if ((gi24 < t14)) {
-                const float t26 = p3[((gi24 * 5376) + gk25)];
-                sh[((i22 * 20) + k23)] = t26;
+        for (int s17 = 0; s17 < 8; s17 += 1) {
+            const int l18 = ((s17 * 128) + ti13);
+            const int i19 = (l18 / 16);
+            const int k20 = (l18 % 16);
+            const int gi21 = (m012 + i19);
+            const int gk22 = (k0 + k20);
+            if ((gi21 < t11)) {
+                const float t23 = p2[((gi21 * 5376) + gk22)];
+                sh[((i19 * 20) + k20)] = t23;
             } else {
-                sh[((i22 * 20) + k23)] = 0.0f;
+                sh[((i19 * 20) + k20)] = 0.0f;
             }
         }
-        for (int s27 = 0; s27 < 8; s27 += 1) {
-            const int l28 = ((s27 * 128) + ti16);
-            const int i29 = (l28 / 16);
-            const int k30 = (l28 % 16);
-            const int gi31 = (n02 + i29);
-            const int gk32 = (k0 + k30);
-            const float t33 = (NF4_CODE[((int(p4_codes[(((((ex1 * 2048) + gi31) * 5376) + gk32) / 2)]) >> (((((((ex1 * 2048) + gi31) * 5376) + gk32) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p5_qabsmax[(((((ex1 * 2048) + gi31) * 5376) + gk32) / 64)])] * p6_scales[((((((ex1 * 2048) + gi31) * 5376) + gk32) / 64) / 256)]) + p7_offset[0]));
-            sh[(((i29 * 20) + k30) + 1280)] = t33;
+        for (int s24 = 0; s24 < 8; s24 += 1) {
+            const int l25 = ((s24 * 128) + ti13);
+            const int i26 = (l25 / 16);
+            const int k27 = (l25 % 16);
+            const int gi28 = (n02 + i26);
+            const int gk29 = (k0 + k27);
+            const float t30 = (NF4_CODE[((int(p3_codes[(((((ex1 * 2048) + gi28) * 5376) + gk29) / 2)]) >> (((((((ex1 * 2048) + gi28) * 5376) + gk29) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p4_qabsmax[(((((ex1 * 2048) + gi28) * 5376) + gk29) / 64)])] * p5_scales[((((((ex1 * 2048) + gi28) * 5376) + gk29) / 64) / 256)]) + p6_offset[0]));
+            sh[(((i26 * 20) + k27) + 1280)] = t30;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr18 * 20) + kk), 20);
+            simdgroup_load(fa0, sh + ((sr15 * 20) + kk), 20);
             simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr18 + 8) * 20) + kk), 20);
+            simdgroup_load(fa1, sh + (((sr15 + 8) * 20) + kk), 20);
             simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + (((sr18 + 16) * 20) + kk), 20);
+            simdgroup_load(fa2, sh + (((sr15 + 16) * 20) + kk), 20);
             simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + (((sr18 + 24) * 20) + kk), 20);
+            simdgroup_load(fa3, sh + (((sr15 + 24) * 20) + kk), 20);
             simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((sc19 * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_load(fb0, sh + (((sc16 * 20) + kk) + 1280), 20, ulong2(0, 0), true);
             simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + ((((sc19 + 8) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_load(fb1, sh + ((((sc16 + 8) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
             simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + ((((sc19 + 16) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_load(fb2, sh + ((((sc16 + 16) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
             simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + ((((sc19 + 24) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_load(fb3, sh + ((((sc16 + 24) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
             simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
             simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
             simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
@@ -2309,50 +1970,98 @@ kernel void grouped_matmul_5(
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
     }
-    simdgroup_store(acc0_0, sh + ((sr18 * 68) + sc19), 68);
-    simdgroup_store(acc0_1, sh + ((sr18 * 68) + (sc19 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr18 * 68) + (sc19 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr18 * 68) + (sc19 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr18 + 8) * 68) + sc19), 68);
-    simdgroup_store(acc1_1, sh + (((sr18 + 8) * 68) + (sc19 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr18 + 8) * 68) + (sc19 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr18 + 8) * 68) + (sc19 + 24)), 68);
-    simdgroup_store(acc2_0, sh + (((sr18 + 16) * 68) + sc19), 68);
-    simdgroup_store(acc2_1, sh + (((sr18 + 16) * 68) + (sc19 + 8)), 68);
-    simdgroup_store(acc2_2, sh + (((sr18 + 16) * 68) + (sc19 + 16)), 68);
-    simdgroup_store(acc2_3, sh + (((sr18 + 16) * 68) + (sc19 + 24)), 68);
-    simdgroup_store(acc3_0, sh + (((sr18 + 24) * 68) + sc19), 68);
-    simdgroup_store(acc3_1, sh + (((sr18 + 24) * 68) + (sc19 + 8)), 68);
-    simdgroup_store(acc3_2, sh + (((sr18 + 24) * 68) + (sc19 + 16)), 68);
-    simdgroup_store(acc3_3, sh + (((sr18 + 24) * 68) + (sc19 + 24)), 68);
+    for (int k0 = 0; k0 < 84; k0 += 16) {
+        for (int s31 = 0; s31 < 8; s31 += 1) {
+            const int l32 = ((s31 * 128) + ti13);
+            const int i33 = (l32 / 16);
+            const int k34 = (l32 % 16);
+            const int gi35 = (m012 + i33);
+            const int gk36 = (k0 + k34);
+            if (((gi35 < t11) && (gk36 < 84))) {
+                const float t37 = p7[((gi35 * 84) + gk36)];
+                sh[((i33 * 20) + k34)] = (t37 * 0.1904762f);
+            } else {
+                sh[((i33 * 20) + k34)] = 0.0f;
+            }
+        }
+        for (int s38 = 0; s38 < 8; s38 += 1) {
+            const int l39 = ((s38 * 128) + ti13);
+            const int i40 = (l39 / 16);
+            const int k41 = (l39 % 16);
+            const int gi42 = (n02 + i40);
+            const int gk43 = (k0 + k41);
+            if ((gk43 < 84)) {
+                const float t44 = p8[((((ex1 * 2048) + gi42) * 84) + gk43)];
+                sh[(((i40 * 20) + k41) + 1280)] = t44;
+            } else {
+                sh[(((i40 * 20) + k41) + 1280)] = 0.0f;
+            }
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int kk = 0; kk < 16; kk += 8) {
+            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa0, sh + ((sr15 * 20) + kk), 20);
+            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa1, sh + (((sr15 + 8) * 20) + kk), 20);
+            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa2, sh + (((sr15 + 16) * 20) + kk), 20);
+            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa3, sh + (((sr15 + 24) * 20) + kk), 20);
+            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb0, sh + (((sc16 * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb1, sh + ((((sc16 + 8) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb2, sh + ((((sc16 + 16) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb3, sh + ((((sc16 + 24) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    }
+    simdgroup_store(acc0_0, sh + ((sr15 * 68) + sc16), 68);
+    simdgroup_store(acc0_1, sh + ((sr15 * 68) + (sc16 + 8)), 68);
+    simdgroup_store(acc0_2, sh + ((sr15 * 68) + (sc16 + 16)), 68);
+    simdgroup_store(acc0_3, sh + ((sr15 * 68) + (sc16 + 24)), 68);
+    simdgroup_store(acc1_0, sh + (((sr15 + 8) * 68) + sc16), 68);
+    simdgroup_store(acc1_1, sh + (((sr15 + 8) * 68) + (sc16 + 8)), 68);
+    simdgroup_store(acc1_2, sh + (((sr15 + 8) * 68) + (sc16 + 16)), 68);
+    simdgroup_store(acc1_3, sh + (((sr15 + 8) * 68) + (sc16 + 24)), 68);
+    simdgroup_store(acc2_0, sh + (((sr15 + 16) * 68) + sc16), 68);
+    simdgroup_store(acc2_1, sh + (((sr15 + 16) * 68) + (sc16 + 8)), 68);
+    simdgroup_store(acc2_2, sh + (((sr15 + 16) * 68) + (sc16 + 16)), 68);
+    simdgroup_store(acc2_3, sh + (((sr15 + 16) * 68) + (sc16 + 24)), 68);
+    simdgroup_store(acc3_0, sh + (((sr15 + 24) * 68) + sc16), 68);
+    simdgroup_store(acc3_1, sh + (((sr15 + 24) * 68) + (sc16 + 8)), 68);
+    simdgroup_store(acc3_2, sh + (((sr15 + 24) * 68) + (sc16 + 16)), 68);
+    simdgroup_store(acc3_3, sh + (((sr15 + 24) * 68) + (sc16 + 24)), 68);
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s34 = 0; s34 < 32; s34 += 1) {
-        const int l35 = ((s34 * 128) + ti16);
-        const int i36 = (l35 / 64);
-        const int j37 = (l35 % 64);
-        const int gi38 = (m015 + i36);
-        const int gj39 = (n02 + j37);
-        if ((gi38 < t14)) {
-            const float acc40 = sh[((i36 * 68) + j37)];
-            const float t41 = p1[((gi38 * 2048) + gj39)];
-            const float t42 = (t41 * 0.1904762f);
-            const float t43 = (acc40 + t42);
-            p2[((gi38 * 2048) + gj39)] = t43;
+    for (int s45 = 0; s45 < 32; s45 += 1) {
+        const int l46 = ((s45 * 128) + ti13);
+        const int i47 = (l46 / 64);
+        const int j48 = (l46 % 64);
+        const int gi49 = (m012 + i47);
+        const int gj50 = (n02 + j48);
+        if ((gi49 < t11)) {
+            const float acc51 = sh[((i47 * 68) + j48)];
+            p1[((gi49 * 2048) + gj50)] = acc51;
         }
     }
-}
-
-// fuses reshape %179, gather %180 (moe.0)
-// threadgroup 256×1×1, grid 4×1×1 threadgroups
-kernel void gather_2(
-        const device int* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    const int t2 = p0[i1];
-    const float t3 = p1[t2];
-    p2[i1] = t3;
 }
 
 // fuses reshape %181, broadcast %182, mul %183 (moe.0)
@@ -2370,81 +2079,78 @@ kernel void mul_1(
     p2[i1] = t6;
 }
 
-// fuses scatter_add %184 (moe.0)
-// threadgroup 256×1×1, grid 32×1×1 threadgroups
-kernel void scatter_add_0(
+// 3 independent kernels in one launch
+// part 0 (scatter_add): fuses scatter_add %184 (moe.0)
+// part 1 (reduce_mean): fuses slice %185, one_hot %186, reduce_mean %187 (moe.0)
+// part 2 (reduce_mean): fuses reduce_mean %188 (moe.0)
+// threadgroup 256×1×1, grid 34×1×1 threadgroups
+kernel void scatter_add_reduce_mean_x3_0(
         device float* p0 [[buffer(0)]],
         const device int* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int t1 = int(tid.x);
-    const int c2 = (t1 % 2048);
-    const int lo3 = ((t1 / 2048) * 128);
-    const int hi5 = min((lo3 + 128), 512);
-    for (int r6 = lo3; r6 < hi5; r6 += 1) {
-        p0[((r6 * 2048) + c2)] = 0.0f;
-    }
-    for (int i4 = 0; i4 < 1024; i4 += 1) {
-        const int t7 = p1[i4];
-        if (((t7 >= lo3) && (t7 < hi5))) {
-            const float t8 = p2[((i4 * 2048) + c2)];
-            p0[((t7 * 2048) + c2)] = (p0[((t7 * 2048) + c2)] + t8);
-        }
-    }
-}
-
-// fuses slice %185, one_hot %186, reduce_mean %187 (moe.0)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void reduce_mean_0(
-        const device int* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
+        const device int* p3 [[buffer(3)]],
+        device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        device float* p6 [[buffer(6)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     threadgroup float sh9[256];
-    const int lid1 = int(lid.x);
-    const int col2 = (lid1 % 8);
-    const int part3 = (lid1 / 8);
-    const int o4 = ((int(gid.x) * 8) + col2);
-    float acc5 = 0.0f;
-    for (int k6 = part3; k6 < 512; k6 += 32) {
-        const int t7 = p0[((k6 * 2) + (k6 % 1))];
-        const float t8 = ((o4 == t7) ? 1.0f : 0.0f);
-        acc5 += t8;
-    }
-    sh9[lid1] = acc5;
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if ((part3 == 0)) {
-        for (int p10 = 1; p10 < 32; p10 += 1) {
-            acc5 += sh9[((p10 * 8) + col2)];
-        }
-        p1[o4] = (acc5 / 512.0f);
-    }
-}
-
-// fuses reduce_mean %188 (moe.0)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void reduce_mean_1(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
     threadgroup float sh8[256];
-    const int lid1 = int(lid.x);
-    const int col2 = (lid1 % 8);
-    const int part3 = (lid1 / 8);
-    const int o4 = ((int(gid.x) * 8) + col2);
-    float acc5 = 0.0f;
-    for (int k6 = part3; k6 < 512; k6 += 32) {
-        const float t7 = p0[((k6 * 8) + o4)];
-        acc5 += t7;
-    }
-    sh8[lid1] = acc5;
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if ((part3 == 0)) {
-        for (int p9 = 1; p9 < 32; p9 += 1) {
-            acc5 += sh8[((p9 * 8) + col2)];
+    if ((int(gid.x) < 32)) {
+        const int h0 = (int(gid.x) - 0);
+        const int t1 = ((h0 * 256) + int(lid.x));
+        const int c2 = (t1 % 2048);
+        const int lo3 = ((t1 / 2048) * 128);
+        const int hi5 = min((lo3 + 128), 512);
+        for (int r6 = lo3; r6 < hi5; r6 += 1) {
+            p0[((r6 * 2048) + c2)] = 0.0f;
         }
-        p1[o4] = (acc5 / 512.0f);
+        for (int i4 = 0; i4 < 1024; i4 += 1) {
+            const int t7 = p1[i4];
+            if (((t7 >= lo3) && (t7 < hi5))) {
+                const float t8 = p2[((i4 * 2048) + c2)];
+                p0[((t7 * 2048) + c2)] = (p0[((t7 * 2048) + c2)] + t8);
+            }
+        }
+    } else if ((int(gid.x) < 33)) {
+        const int h1 = (int(gid.x) - 32);
+        const int lid1 = int(lid.x);
+        const int col2 = (lid1 % 8);
+        const int part3 = (lid1 / 8);
+        const int o4 = ((h1 * 8) + col2);
+        float acc5 = 0.0f;
+        for (int k6 = part3; k6 < 512; k6 += 32) {
+            const int t7 = p3[((k6 * 2) + (k6 % 1))];
+            const float t8 = ((o4 == t7) ? 1.0f : 0.0f);
+            acc5 += t8;
+        }
+        sh9[lid1] = acc5;
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        if ((part3 == 0)) {
+            for (int pr10 = 1; pr10 < 32; pr10 += 1) {
+                acc5 += sh9[((pr10 * 8) + col2)];
+            }
+            p4[o4] = (acc5 / 512.0f);
+        }
+    } else if ((int(gid.x) < 34)) {
+        const int h2 = (int(gid.x) - 33);
+        const int lid1 = int(lid.x);
+        const int col2 = (lid1 % 8);
+        const int part3 = (lid1 / 8);
+        const int o4 = ((h2 * 8) + col2);
+        float acc5 = 0.0f;
+        for (int k6 = part3; k6 < 512; k6 += 32) {
+            const float t7 = p5[((k6 * 8) + o4)];
+            acc5 += t7;
+        }
+        sh8[lid1] = acc5;
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        if ((part3 == 0)) {
+            for (int pr9 = 1; pr9 < 32; pr9 += 1) {
+                acc5 += sh8[((pr9 * 8) + col2)];
+            }
+            p6[o4] = (acc5 / 512.0f);
+        }
     }
 }
 
@@ -2471,9 +2177,11 @@ kernel void reduce_sum_1(
     p2[row4] = acc5;
 }
 
-// fuses scale %191, reshape %192, add %193 (moe.0)
+// 2 independent kernels in one launch
+// part 0 (scale): fuses scale %191 (moe.0)
+// part 1 (add): fuses reshape %192, add %193 (moe.0)
 // threadgroup 256×1×1, grid 4097×1×1 threadgroups
-kernel void add_scale_0(
+kernel void scale_add_x2_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -2482,27 +2190,107 @@ kernel void add_scale_0(
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     if ((int(gid.x) < 1)) {
-        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 256) + int(lid.x));
         if ((i1 >= 1)) {
             return;
         }
         const float t2 = p0[i1];
         const float t3 = (t2 * 0.08f);
         p1[i1] = t3;
-    } else {
-        if ((int(gid.x) < 4097)) {
-            const int i4 = (((int(gid.x) - 1) * 256) + int(lid.x));
-            const float t8 = p2[i4];
-            const float t9 = p3[i4];
-            const float t10 = (t8 + t9);
-            p4[i4] = t10;
+    } else if ((int(gid.x) < 4097)) {
+        const int h1 = (int(gid.x) - 1);
+        const int i1 = ((h1 * 256) + int(lid.x));
+        const float t5 = p2[i1];
+        const float t6 = p3[i1];
+        const float t7 = (t5 + t6);
+        p4[i1] = t7;
+    }
+}
+
+// 2 independent kernels in one launch
+// part 0 (rmsnorm): fuses rmsnorm %1853
+// part 1 (add): fuses add %1856, add %1857, add %1858, add %1859, add %1860, add %1861, add %1862, add %1863
+// threadgroup 256×1×1, grid 513×1×1 threadgroups
+kernel void rmsnorm_add_x2_0(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        const device float* p6 [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
+        const device float* p8 [[buffer(8)]],
+        const device float* p9 [[buffer(9)]],
+        const device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
+        device float* p12 [[buffer(12)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    threadgroup float sh13[8];
+    if ((int(gid.x) < 512)) {
+        const int h0 = (int(gid.x) - 0);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        const int row4 = h0;
+        const int c5 = (row4 / 512);
+        const int c6 = (row4 % 512);
+        float reg7[8];
+        float ss8 = 0.0f;
+        for (int k9 = 0; k9 < 8; k9 += 1) {
+            const int j10 = (lid1 + (k9 * 256));
+            const float t11 = p0[((((c5 * 512) + c6) * 2048) + j10)];
+            reg7[k9] = t11;
+            ss8 += (t11 * t11);
         }
+        const float s12 = simd_sum(ss8);
+        if ((l32_2 == 0)) {
+            sh13[sg3] = s12;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        float acc14 = sh13[0];
+        for (int s15 = 1; s15 < 8; s15 += 1) {
+            acc14 += sh13[s15];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        const float r16 = rsqrt(((acc14 / 2048.0f) + 1e-05f));
+        for (int k17 = 0; k17 < 8; k17 += 1) {
+            const int j18 = (lid1 + (k17 * 256));
+            const float t19 = p1[j18];
+            p2[((((c5 * 512) + c6) * 2048) + j18)] = ((reg7[k17] * r16) * t19);
+        }
+    } else if ((int(gid.x) < 513)) {
+        const int h1 = (int(gid.x) - 512);
+        const int i1 = ((h1 * 256) + int(lid.x));
+        if ((i1 >= 1)) {
+            return;
+        }
+        const float t2 = p3[i1];
+        const float t3 = p4[i1];
+        const float t4 = (t2 + t3);
+        const float t5 = p5[i1];
+        const float t6 = (t4 + t5);
+        const float t7 = p6[i1];
+        const float t8 = (t6 + t7);
+        const float t9 = p7[i1];
+        const float t10 = (t8 + t9);
+        const float t11 = p8[i1];
+        const float t12 = (t10 + t11);
+        const float t13 = p9[i1];
+        const float t14 = (t12 + t13);
+        const float t15 = p10[i1];
+        const float t16 = (t14 + t15);
+        const float t17 = p11[i1];
+        const float t18 = (t16 + t17);
+        p12[i1] = t18;
     }
 }
 
 // fuses matmul %1854
 // threadgroup 128×1×1, grid 786×8×1 threadgroups
-kernel void matmul_9(
+kernel void matmul_7(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -2622,106 +2410,150 @@ kernel void matmul_9(
     }
 }
 
-// fuses cross_entropy %1855
-// threadgroup 1024×1×1, grid 1×1×1 threadgroups
-kernel void cross_entropy_0(
+// 2 independent kernels in one launch
+// part 0 (cross_entropy): fuses cross_entropy %1855
+// part 1 (cross_entropy_bwd): fuses const %1865, cross_entropy_bwd %1866
+// threadgroup 1024×1×1, grid 513×1×1 threadgroups
+kernel void cross_entropy_cross_entropy_bwd_x2_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
-        uint3 lid [[thread_position_in_threadgroup]]) {
+        device float* p3 [[buffer(3)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
     threadgroup float sh17[32];
     threadgroup float sh18[32];
-    const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
-    float loss4 = 0.0f;
-    int cnt5 = 0;
-    for (int row6 = 0; row6 < 512; row6 += 1) {
-        const int c7 = (row6 / 512);
-        const int c8 = (row6 % 512);
-        const int t9 = p0[row6];
-        if (((t9 >= 0) && (t9 < 50257))) {
-            float m10 = (-INFINITY);
-            float s11 = 0.0f;
-            for (int k12 = 0; k12 < 50; k12 += 1) {
-                const int j13 = (lid1 + (k12 * 1024));
-                if ((j13 < 50257)) {
-                    const float t14 = p1[((((c7 * 512) + c8) * 50257) + j13)];
-                    if ((t14 > m10)) {
-                        s11 = ((s11 * exp((m10 - t14))) + 1.0f);
-                        m10 = t14;
+    threadgroup int sh10[32];
+    threadgroup float sh25[32];
+    threadgroup float sh26[32];
+    if ((int(gid.x) < 1)) {
+        const int h0 = (int(gid.x) - 0);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        float loss4 = 0.0f;
+        int cnt5 = 0;
+        for (int row6 = 0; row6 < 512; row6 += 1) {
+            const int c7 = (row6 / 512);
+            const int c8 = (row6 % 512);
+            const int t9 = p0[row6];
+            if (((t9 >= 0) && (t9 < 50257))) {
+                float m10 = (-INFINITY);
+                float s11 = 0.0f;
+                for (int k12 = 0; k12 < 50; k12 += 1) {
+                    const int j13 = (lid1 + (k12 * 1024));
+                    if ((j13 < 50257)) {
+                        const float t14 = p1[((((c7 * 512) + c8) * 50257) + j13)];
+                        if ((t14 > m10)) {
+                            s11 = ((s11 * exp((m10 - t14))) + 1.0f);
+                            m10 = t14;
+                        } else {
+                            s11 += ((t14 == m10) ? 1.0f : exp((t14 - m10)));
+                        }
+                    }
+                }
+                const float M15 = simd_max(m10);
+                const float S16 = simd_sum(((m10 == M15) ? s11 : (s11 * exp((m10 - M15)))));
+                if ((l32_2 == 0)) {
+                    sh17[sg3] = M15;
+                    sh18[sg3] = S16;
+                }
+                threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+                float M19 = sh17[0];
+                for (int s20 = 1; s20 < 32; s20 += 1) {
+                    M19 = max(M19, sh17[s20]);
+                }
+                float S21 = 0.0f;
+                for (int s22 = 0; s22 < 32; s22 += 1) {
+                    S21 += ((sh17[s22] == M19) ? sh18[s22] : (sh18[s22] * exp((sh17[s22] - M19))));
+                }
+                threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+                const float t23 = p1[((((c7 * 512) + c8) * 50257) + t9)];
+                loss4 += ((M19 - t23) + log(S21));
+                cnt5 += 1;
+            }
+        }
+        if ((lid1 == 0)) {
+            p2[0] = ((cnt5 > 0) ? (loss4 / float(cnt5)) : 0.0f);
+        }
+    } else if ((int(gid.x) < 513)) {
+        const int h1 = (int(gid.x) - 1);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        int cnt4 = 0;
+        for (int i5 = lid1; i5 < 512; i5 += 1024) {
+            const int t8 = p0[i5];
+            cnt4 += (((t8 >= 0) && (t8 < 50257)) ? 1 : 0);
+        }
+        const int s9 = simd_sum(cnt4);
+        if ((l32_2 == 0)) {
+            sh10[sg3] = s9;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        int acc11 = sh10[0];
+        for (int s12 = 1; s12 < 32; s12 += 1) {
+            acc11 += sh10[s12];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        const float scale13 = (1.0f / float(acc11));
+        const int row14 = h1;
+        const int c15 = (row14 / 512);
+        const int c16 = (row14 % 512);
+        const int t17 = p0[row14];
+        if (((t17 >= 0) && (t17 < 50257))) {
+            float m18 = (-INFINITY);
+            float s19 = 0.0f;
+            for (int k20 = 0; k20 < 50; k20 += 1) {
+                const int j21 = (lid1 + (k20 * 1024));
+                if ((j21 < 50257)) {
+                    const float t22 = p1[((((c15 * 512) + c16) * 50257) + j21)];
+                    if ((t22 > m18)) {
+                        s19 = ((s19 * exp((m18 - t22))) + 1.0f);
+                        m18 = t22;
                     } else {
-                        s11 += ((t14 == m10) ? 1.0f : exp((t14 - m10)));
+                        s19 += ((t22 == m18) ? 1.0f : exp((t22 - m18)));
                     }
                 }
             }
-            const float M15 = simd_max(m10);
-            const float S16 = simd_sum(((m10 == M15) ? s11 : (s11 * exp((m10 - M15)))));
+            const float M23 = simd_max(m18);
+            const float S24 = simd_sum(((m18 == M23) ? s19 : (s19 * exp((m18 - M23)))));
             if ((l32_2 == 0)) {
-                sh17[sg3] = M15;
-                sh18[sg3] = S16;
+                sh25[sg3] = M23;
+                sh26[sg3] = S24;
             }
             threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-            float M19 = sh17[0];
-            for (int s20 = 1; s20 < 32; s20 += 1) {
-                M19 = max(M19, sh17[s20]);
+            float M27 = sh25[0];
+            for (int s28 = 1; s28 < 32; s28 += 1) {
+                M27 = max(M27, sh25[s28]);
             }
-            float S21 = 0.0f;
-            for (int s22 = 0; s22 < 32; s22 += 1) {
-                S21 += ((sh17[s22] == M19) ? sh18[s22] : (sh18[s22] * exp((sh17[s22] - M19))));
+            float S29 = 0.0f;
+            for (int s30 = 0; s30 < 32; s30 += 1) {
+                S29 += ((sh25[s30] == M27) ? sh26[s30] : (sh26[s30] * exp((sh25[s30] - M27))));
             }
             threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-            const float t23 = p1[((((c7 * 512) + c8) * 50257) + t9)];
-            loss4 += ((M19 - t23) + log(S21));
-            cnt5 += 1;
+            const float inv31 = (1.0f / S29);
+            for (int k32 = 0; k32 < 50; k32 += 1) {
+                const int j33 = (lid1 + (k32 * 1024));
+                if ((j33 < 50257)) {
+                    const float t34 = p1[((((c15 * 512) + c16) * 50257) + j33)];
+                    p3[((((c15 * 512) + c16) * 50257) + j33)] = (((exp((t34 - M27)) * inv31) - ((j33 == t17) ? 1.0f : 0.0f)) * scale13);
+                }
+            }
+        } else {
+            for (int k35 = 0; k35 < 50; k35 += 1) {
+                const int j36 = (lid1 + (k35 * 1024));
+                if ((j36 < 50257)) {
+                    p3[((((c15 * 512) + c16) * 50257) + j36)] = 0.0f;
+                }
+            }
         }
     }
-    if ((lid1 == 0)) {
-        p2[0] = ((cnt5 > 0) ? (loss4 / float(cnt5)) : 0.0f);
-    }
-}
-
-// fuses add %1856, add %1857, add %1858, add %1859, add %1860, add %1861, add %1862, add %1863
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void add_0(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        const device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
-        const device float* p7 [[buffer(7)]],
-        const device float* p8 [[buffer(8)]],
-        device float* p9 [[buffer(9)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    if ((i1 >= 1)) {
-        return;
-    }
-    const float t2 = p0[i1];
-    const float t3 = p1[i1];
-    const float t4 = (t2 + t3);
-    const float t5 = p2[i1];
-    const float t6 = (t4 + t5);
-    const float t7 = p3[i1];
-    const float t8 = (t6 + t7);
-    const float t9 = p4[i1];
-    const float t10 = (t8 + t9);
-    const float t11 = p5[i1];
-    const float t12 = (t10 + t11);
-    const float t13 = p6[i1];
-    const float t14 = (t12 + t13);
-    const float t15 = p7[i1];
-    const float t16 = (t14 + t15);
-    const float t17 = p8[i1];
-    const float t18 = (t16 + t17);
-    p9[i1] = t18;
 }
 
 // fuses add %1864
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void add_1(
+kernel void add_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -2736,92 +2568,9 @@ kernel void add_1(
     p2[i1] = t4;
 }
 
-// fuses const %1865, cross_entropy_bwd %1866
-// threadgroup 1024×1×1, grid 512×1×1 threadgroups
-kernel void cross_entropy_bwd_0(
-        const device int* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    threadgroup int sh10[32];
-    threadgroup float sh25[32];
-    threadgroup float sh26[32];
-    const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
-    int cnt4 = 0;
-    for (int i5 = lid1; i5 < 512; i5 += 1024) {
-        const int t8 = p0[i5];
-        cnt4 += (((t8 >= 0) && (t8 < 50257)) ? 1 : 0);
-    }
-    const int s9 = simd_sum(cnt4);
-    if ((l32_2 == 0)) {
-        sh10[sg3] = s9;
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    int acc11 = sh10[0];
-    for (int s12 = 1; s12 < 32; s12 += 1) {
-        acc11 += sh10[s12];
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    const float scale13 = (1.0f / float(acc11));
-    const int row14 = int(gid.x);
-    const int c15 = (row14 / 512);
-    const int c16 = (row14 % 512);
-    const int t17 = p0[row14];
-    if (((t17 >= 0) && (t17 < 50257))) {
-        float m18 = (-INFINITY);
-        float s19 = 0.0f;
-        for (int k20 = 0; k20 < 50; k20 += 1) {
-            const int j21 = (lid1 + (k20 * 1024));
-            if ((j21 < 50257)) {
-                const float t22 = p1[((((c15 * 512) + c16) * 50257) + j21)];
-                if ((t22 > m18)) {
-                    s19 = ((s19 * exp((m18 - t22))) + 1.0f);
-                    m18 = t22;
-                } else {
-                    s19 += ((t22 == m18) ? 1.0f : exp((t22 - m18)));
-                }
-            }
-        }
-        const float M23 = simd_max(m18);
-        const float S24 = simd_sum(((m18 == M23) ? s19 : (s19 * exp((m18 - M23)))));
-        if ((l32_2 == 0)) {
-            sh25[sg3] = M23;
-            sh26[sg3] = S24;
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        float M27 = sh25[0];
-        for (int s28 = 1; s28 < 32; s28 += 1) {
-            M27 = max(M27, sh25[s28]);
-        }
-        float S29 = 0.0f;
-        for (int s30 = 0; s30 < 32; s30 += 1) {
-            S29 += ((sh25[s30] == M27) ? sh26[s30] : (sh26[s30] * exp((sh25[s30] - M27))));
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        const float inv31 = (1.0f / S29);
-        for (int k32 = 0; k32 < 50; k32 += 1) {
-            const int j33 = (lid1 + (k32 * 1024));
-            if ((j33 < 50257)) {
-                const float t34 = p1[((((c15 * 512) + c16) * 50257) + j33)];
-                p2[((((c15 * 512) + c16) * 50257) + j33)] = (((exp((t34 - M27)) * inv31) - ((j33 == t17) ? 1.0f : 0.0f)) * scale13);
-            }
-        }
-    } else {
-        for (int k35 = 0; k35 < 50; k35 += 1) {
-            const int j36 = (lid1 + (k35 * 1024));
-            if ((j36 < 50257)) {
-                p2[((((c15 * 512) + c16) * 50257) + j36)] = 0.0f;
-            }
-        }
-    }
-}
-
 // fuses matmul %1867
 // threadgroup 128×1×1, grid 32×8×1 threadgroups
-kernel void matmul_10(
+kernel void matmul_8(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -3000,616 +2749,549 @@ kernel void rmsnorm_bwd_0(
     }
 }
 
-// fuses scale %1870, matmul %1871 (mamba.29)
-// threadgroup 128×1×1, grid 2×8×1 threadgroups
-kernel void matmul_11(
+// 2 independent kernels in one launch
+// part 0 (matmul): fuses scale %1870, matmul %1871 (mamba.29)
+// part 1 (matmul): fuses scale %1870, reshape %1872, reshape %1873, matmul %1874 (mamba.29)
+// threadgroup 128×1×1, grid 80×1×1 threadgroups
+kernel void matmul_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        device float* p4 [[buffer(4)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int c1 = int(gid.z);
-    const int m02 = (int(gid.y) * 64);
-    const int n03 = (int(gid.x) * 64);
     threadgroup float sh[4352];
-    const int ti4 = int(lid.x);
-    const int sgi5 = int(sg);
-    const int sr6 = ((sgi5 / 2) * 32);
-    const int sc7 = ((sgi5 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 2048; k0 += 16) {
-        for (int s8 = 0; s8 < 8; s8 += 1) {
-            const int l9 = ((s8 * 128) + ti4);
-            const int i10 = (l9 / 16);
-            const int k11 = (l9 % 16);
-            const int gi12 = (m02 + i10);
-            const int gk13 = (k0 + k11);
-            const float t14 = p0[((((c1 * 512) + gi12) * 2048) + gk13)];
-            const float t15 = (t14 * 0.1904762f);
-            sh[((i10 * 20) + k11)] = t15;
+    if ((int(gid.x) < 16)) {
+        const int h0 = (int(gid.x) - 0);
+        const int c1 = (h0 / 16);
+        const int m02 = ((h0 / 2) * 64);
+        const int n03 = ((h0 % 2) * 64);
+        const int ti4 = int(lid.x);
+        const int sgi5 = int(sg);
+        const int sr6 = ((sgi5 / 2) * 32);
+        const int sc7 = ((sgi5 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 2048; k0 += 16) {
+            for (int s8 = 0; s8 < 8; s8 += 1) {
+                const int l9 = ((s8 * 128) + ti4);
+                const int i10 = (l9 / 16);
+                const int k11 = (l9 % 16);
+                const int gi12 = (m02 + i10);
+                const int gk13 = (k0 + k11);
+                const float t14 = p0[((((c1 * 512) + gi12) * 2048) + gk13)];
+                const float t15 = (t14 * 0.1904762f);
+                sh[((i10 * 20) + k11)] = t15;
+            }
+            for (int s16 = 0; s16 < 8; s16 += 1) {
+                const int l17 = ((s16 * 128) + ti4);
+                const int k18 = (l17 / 64);
+                const int i19 = (l17 % 64);
+                const int gi20 = (n03 + i19);
+                const int gk21 = (k0 + k18);
+                if ((gi20 < 84)) {
+                    const float t22 = p1[((gk21 * 84) + gi20)];
+                    sh[(((k18 * 68) + i19) + 1280)] = t22;
+                } else {
+                    sh[(((k18 * 68) + i19) + 1280)] = 0.0f;
+                }
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 16; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + (((sr6 + 8) * 20) + kk), 20);
+                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa2, sh + (((sr6 + 16) * 20) + kk), 20);
+                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa3, sh + (((sr6 + 24) * 20) + kk), 20);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc7) + 1280), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc7 + 8)) + 1280), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc7 + 16)) + 1280), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc7 + 24)) + 1280), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         }
-        for (int s16 = 0; s16 < 8; s16 += 1) {
-            const int l17 = ((s16 * 128) + ti4);
-            const int k18 = (l17 / 64);
-            const int i19 = (l17 % 64);
-            const int gi20 = (n03 + i19);
-            const int gk21 = (k0 + k18);
-            if ((gi20 < 84)) {
-                const float t22 = p1[((gk21 * 84) + gi20)];
-                sh[(((k18 * 68) + i19) + 1280)] = t22;
-            } else {
-                sh[(((k18 * 68) + i19) + 1280)] = 0.0f;
+        simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
+        simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr6 * 68) + (sc7 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr6 + 8) * 68) + sc7), 68);
+        simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
+        simdgroup_store(acc2_0, sh + (((sr6 + 16) * 68) + sc7), 68);
+        simdgroup_store(acc2_1, sh + (((sr6 + 16) * 68) + (sc7 + 8)), 68);
+        simdgroup_store(acc2_2, sh + (((sr6 + 16) * 68) + (sc7 + 16)), 68);
+        simdgroup_store(acc2_3, sh + (((sr6 + 16) * 68) + (sc7 + 24)), 68);
+        simdgroup_store(acc3_0, sh + (((sr6 + 24) * 68) + sc7), 68);
+        simdgroup_store(acc3_1, sh + (((sr6 + 24) * 68) + (sc7 + 8)), 68);
+        simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
+        simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int s23 = 0; s23 < 32; s23 += 1) {
+            const int l24 = ((s23 * 128) + ti4);
+            const int i25 = (l24 / 64);
+            const int j26 = (l24 % 64);
+            const int gi27 = (m02 + i25);
+            const int gj28 = (n03 + j26);
+            if ((gj28 < 84)) {
+                p2[((((c1 * 512) + gi27) * 84) + gj28)] = sh[((i25 * 68) + j26)];
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 16; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr6 + 8) * 20) + kk), 20);
-            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + (((sr6 + 16) * 20) + kk), 20);
-            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + (((sr6 + 24) * 20) + kk), 20);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 68) + sc7) + 1280), 68);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 68) + (sc7 + 8)) + 1280), 68);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + (((kk * 68) + (sc7 + 16)) + 1280), 68);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + (((kk * 68) + (sc7 + 24)) + 1280), 68);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
-            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
-            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
-            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+    } else if ((int(gid.x) < 80)) {
+        const int h1 = (int(gid.x) - 16);
+        const int m01 = ((h1 / 2) * 64);
+        const int n02 = ((h1 % 2) * 64);
+        const int ti3 = int(lid.x);
+        const int sgi4 = int(sg);
+        const int sr5 = ((sgi4 / 2) * 32);
+        const int sc6 = ((sgi4 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 512; k0 += 16) {
+            for (int s7 = 0; s7 < 8; s7 += 1) {
+                const int l8 = ((s7 * 128) + ti3);
+                const int k9 = (l8 / 64);
+                const int i10 = (l8 % 64);
+                const int gi11 = (m01 + i10);
+                const int gk12 = (k0 + k9);
+                const float t13 = p0[((gk12 * 2048) + gi11)];
+                const float t14 = (t13 * 0.1904762f);
+                sh[((k9 * 68) + i10)] = t14;
+            }
+            for (int s15 = 0; s15 < 8; s15 += 1) {
+                const int l16 = ((s15 * 128) + ti3);
+                const int k17 = (l16 / 64);
+                const int i18 = (l16 % 64);
+                const int gi19 = (n02 + i18);
+                const int gk20 = (k0 + k17);
+                if ((gi19 < 84)) {
+                    const float t21 = p3[((gk20 * 84) + gi19)];
+                    sh[(((k17 * 68) + i18) + 1088)] = t21;
+                } else {
+                    sh[(((k17 * 68) + i18) + 1088)] = 0.0f;
+                }
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 16; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + ((kk * 68) + (sr5 + 8)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa2, sh + ((kk * 68) + (sr5 + 16)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa3, sh + ((kk * 68) + (sr5 + 24)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc6) + 1088), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc6 + 8)) + 1088), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc6 + 16)) + 1088), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc6 + 24)) + 1088), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         }
+        simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
+        simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
+        simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
+        simdgroup_store(acc2_0, sh + (((sr5 + 16) * 68) + sc6), 68);
+        simdgroup_store(acc2_1, sh + (((sr5 + 16) * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc2_2, sh + (((sr5 + 16) * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc2_3, sh + (((sr5 + 16) * 68) + (sc6 + 24)), 68);
+        simdgroup_store(acc3_0, sh + (((sr5 + 24) * 68) + sc6), 68);
+        simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
-    simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr6 * 68) + (sc7 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr6 + 8) * 68) + sc7), 68);
-    simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-    simdgroup_store(acc2_0, sh + (((sr6 + 16) * 68) + sc7), 68);
-    simdgroup_store(acc2_1, sh + (((sr6 + 16) * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc2_2, sh + (((sr6 + 16) * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc2_3, sh + (((sr6 + 16) * 68) + (sc7 + 24)), 68);
-    simdgroup_store(acc3_0, sh + (((sr6 + 24) * 68) + sc7), 68);
-    simdgroup_store(acc3_1, sh + (((sr6 + 24) * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s23 = 0; s23 < 32; s23 += 1) {
-        const int l24 = ((s23 * 128) + ti4);
-        const int i25 = (l24 / 64);
-        const int j26 = (l24 % 64);
-        const int gi27 = (m02 + i25);
-        const int gj28 = (n03 + j26);
-        if ((gj28 < 84)) {
-            p2[((((c1 * 512) + gi27) * 84) + gj28)] = sh[((i25 * 68) + j26)];
+        for (int s22 = 0; s22 < 32; s22 += 1) {
+            const int l23 = ((s22 * 128) + ti3);
+            const int i24 = (l23 / 64);
+            const int j25 = (l23 % 64);
+            const int gi26 = (m01 + i24);
+            const int gj27 = (n02 + j25);
+            if ((gj27 < 84)) {
+                p4[((gi26 * 84) + gj27)] = sh[((i24 * 68) + j25)];
+            }
         }
     }
 }
 
-// fuses scale %1870, reshape %1872, reshape %1873, matmul %1874 (mamba.29)
-// threadgroup 128×1×1, grid 2×32×1 threadgroups
-kernel void matmul_12(
+// 2 independent kernels in one launch
+// part 0 (matmul): fuses reshape %1876, reshape %1877, matmul %1878 (mamba.29)
+// part 1 (matmul): fuses matmul %1875, dequant %1879, matmul %1880, add %1881 (mamba.29)
+// threadgroup 128×1×1, grid 640×1×1 threadgroups
+kernel void matmul_x2_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        const device uchar* p5 [[buffer(5)]],
+        const device uchar* p6 [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
+        const device float* p8 [[buffer(8)]],
+        device float* p9 [[buffer(9)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int m01 = (int(gid.y) * 64);
-    const int n02 = (int(gid.x) * 64);
     threadgroup float sh[4352];
-    const int ti3 = int(lid.x);
-    const int sgi4 = int(sg);
-    const int sr5 = ((sgi4 / 2) * 32);
-    const int sc6 = ((sgi4 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 512; k0 += 16) {
-        for (int s7 = 0; s7 < 8; s7 += 1) {
-            const int l8 = ((s7 * 128) + ti3);
-            const int k9 = (l8 / 64);
-            const int i10 = (l8 % 64);
-            const int gi11 = (m01 + i10);
-            const int gk12 = (k0 + k9);
-            const float t13 = p0[((gk12 * 2048) + gi11)];
-            const float t14 = (t13 * 0.1904762f);
-            sh[((k9 * 68) + i10)] = t14;
+    if ((int(gid.x) < 128)) {
+        const int h0 = (int(gid.x) - 0);
+        const int m01 = ((h0 / 64) * 64);
+        const int n02 = ((h0 % 64) * 64);
+        const int ti3 = int(lid.x);
+        const int sgi4 = int(sg);
+        const int sr5 = ((sgi4 / 2) * 32);
+        const int sc6 = ((sgi4 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 512; k0 += 16) {
+            for (int s7 = 0; s7 < 8; s7 += 1) {
+                const int l8 = ((s7 * 128) + ti3);
+                const int k9 = (l8 / 64);
+                const int i10 = (l8 % 64);
+                const int gi11 = (m01 + i10);
+                const int gk12 = (k0 + k9);
+                if ((gi11 < 84)) {
+                    const float t13 = p0[((gk12 * 84) + gi11)];
+                    sh[((k9 * 68) + i10)] = t13;
+                } else {
+                    sh[((k9 * 68) + i10)] = 0.0f;
+                }
+            }
+            for (int s14 = 0; s14 < 8; s14 += 1) {
+                const int l15 = ((s14 * 128) + ti3);
+                const int k16 = (l15 / 64);
+                const int i17 = (l15 % 64);
+                const int gi18 = (n02 + i17);
+                const int gk19 = (k0 + k16);
+                const float t20 = p1[((gk19 * 4096) + gi18)];
+                sh[(((k16 * 68) + i17) + 1088)] = t20;
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 16; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + ((kk * 68) + (sr5 + 8)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa2, sh + ((kk * 68) + (sr5 + 16)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa3, sh + ((kk * 68) + (sr5 + 24)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc6) + 1088), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc6 + 8)) + 1088), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc6 + 16)) + 1088), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc6 + 24)) + 1088), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         }
-        for (int s15 = 0; s15 < 8; s15 += 1) {
-            const int l16 = ((s15 * 128) + ti3);
-            const int k17 = (l16 / 64);
-            const int i18 = (l16 % 64);
-            const int gi19 = (n02 + i18);
-            const int gk20 = (k0 + k17);
-            if ((gi19 < 84)) {
-                const float t21 = p1[((gk20 * 84) + gi19)];
-                sh[(((k17 * 68) + i18) + 1088)] = t21;
-            } else {
-                sh[(((k17 * 68) + i18) + 1088)] = 0.0f;
+        simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
+        simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
+        simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
+        simdgroup_store(acc2_0, sh + (((sr5 + 16) * 68) + sc6), 68);
+        simdgroup_store(acc2_1, sh + (((sr5 + 16) * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc2_2, sh + (((sr5 + 16) * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc2_3, sh + (((sr5 + 16) * 68) + (sc6 + 24)), 68);
+        simdgroup_store(acc3_0, sh + (((sr5 + 24) * 68) + sc6), 68);
+        simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int s21 = 0; s21 < 32; s21 += 1) {
+            const int l22 = ((s21 * 128) + ti3);
+            const int i23 = (l22 / 64);
+            const int j24 = (l22 % 64);
+            const int gi25 = (m01 + i23);
+            const int gj26 = (n02 + j24);
+            if ((gi25 < 84)) {
+                p2[((gi25 * 4096) + gj26)] = sh[((i23 * 68) + j24)];
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 16; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + ((kk * 68) + (sr5 + 8)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + ((kk * 68) + (sr5 + 16)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + ((kk * 68) + (sr5 + 24)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 68) + sc6) + 1088), 68);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 68) + (sc6 + 8)) + 1088), 68);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + (((kk * 68) + (sc6 + 16)) + 1088), 68);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + (((kk * 68) + (sc6 + 24)) + 1088), 68);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
-            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
-            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
-            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
-    simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
-    simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
-    simdgroup_store(acc2_0, sh + (((sr5 + 16) * 68) + sc6), 68);
-    simdgroup_store(acc2_1, sh + (((sr5 + 16) * 68) + (sc6 + 8)), 68);
-    simdgroup_store(acc2_2, sh + (((sr5 + 16) * 68) + (sc6 + 16)), 68);
-    simdgroup_store(acc2_3, sh + (((sr5 + 16) * 68) + (sc6 + 24)), 68);
-    simdgroup_store(acc3_0, sh + (((sr5 + 24) * 68) + sc6), 68);
-    simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
-    simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
-    simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s22 = 0; s22 < 32; s22 += 1) {
-        const int l23 = ((s22 * 128) + ti3);
-        const int i24 = (l23 / 64);
-        const int j25 = (l23 % 64);
-        const int gi26 = (m01 + i24);
-        const int gj27 = (n02 + j25);
-        if ((gj27 < 84)) {
-            p2[((gi26 * 84) + gj27)] = sh[((i24 * 68) + j25)];
-        }
-    }
-}
-
-// fuses reshape %1876, reshape %1877, matmul %1878 (mamba.29)
-// threadgroup 128×1×1, grid 64×2×1 threadgroups
-kernel void matmul_13(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]],
-        uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int m01 = (int(gid.y) * 64);
-    const int n02 = (int(gid.x) * 64);
-    threadgroup float sh[4352];
-    const int ti3 = int(lid.x);
-    const int sgi4 = int(sg);
-    const int sr5 = ((sgi4 / 2) * 32);
-    const int sc6 = ((sgi4 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 512; k0 += 16) {
-        for (int s7 = 0; s7 < 8; s7 += 1) {
-            const int l8 = ((s7 * 128) + ti3);
-            const int k9 = (l8 / 64);
-            const int i10 = (l8 % 64);
-            const int gi11 = (m01 + i10);
-            const int gk12 = (k0 + k9);
-            if ((gi11 < 84)) {
-                const float t13 = p0[((gk12 * 84) + gi11)];
-                sh[((k9 * 68) + i10)] = t13;
-            } else {
-                sh[((k9 * 68) + i10)] = 0.0f;
+    } else if ((int(gid.x) < 640)) {
+        const int h1 = (int(gid.x) - 128);
+        const int c1 = (h1 / 512);
+        const int m02 = ((h1 / 64) * 64);
+        const int n03 = ((h1 % 64) * 64);
+        const int ti4 = int(lid.x);
+        const int sgi5 = int(sg);
+        const int sr6 = ((sgi5 / 2) * 32);
+        const int sc7 = ((sgi5 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 84; k0 += 16) {
+            for (int s8 = 0; s8 < 8; s8 += 1) {
+                const int l9 = ((s8 * 128) + ti4);
+                const int i10 = (l9 / 16);
+                const int k11 = (l9 % 16);
+                const int gi12 = (m02 + i10);
+                const int gk13 = (k0 + k11);
+                if ((gk13 < 84)) {
+                    const float t14 = p0[((((c1 * 512) + gi12) * 84) + gk13)];
+                    sh[((i10 * 20) + k11)] = t14;
+                } else {
+                    sh[((i10 * 20) + k11)] = 0.0f;
+                }
             }
-        }
-        for (int s14 = 0; s14 < 8; s14 += 1) {
-            const int l15 = ((s14 * 128) + ti3);
-            const int k16 = (l15 / 64);
-            const int i17 = (l15 % 64);
-            const int gi18 = (n02 + i17);
-            const int gk19 = (k0 + k16);
-            const float t20 = p1[((gk19 * 4096) + gi18)];
-            sh[(((k16 * 68) + i17) + 1088)] = t20;
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 16; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + ((kk * 68) + (sr5 + 8)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + ((kk * 68) + (sr5 + 16)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + ((kk * 68) + (sr5 + 24)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 68) + sc6) + 1088), 68);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 68) + (sc6 + 8)) + 1088), 68);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + (((kk * 68) + (sc6 + 16)) + 1088), 68);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + (((kk * 68) + (sc6 + 24)) + 1088), 68);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
-            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
-            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
-            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
-    simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
-    simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
-    simdgroup_store(acc2_0, sh + (((sr5 + 16) * 68) + sc6), 68);
-    simdgroup_store(acc2_1, sh + (((sr5 + 16) * 68) + (sc6 + 8)), 68);
-    simdgroup_store(acc2_2, sh + (((sr5 + 16) * 68) + (sc6 + 16)), 68);
-    simdgroup_store(acc2_3, sh + (((sr5 + 16) * 68) + (sc6 + 24)), 68);
-    simdgroup_store(acc3_0, sh + (((sr5 + 24) * 68) + sc6), 68);
-    simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
-    simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
-    simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s21 = 0; s21 < 32; s21 += 1) {
-        const int l22 = ((s21 * 128) + ti3);
-        const int i23 = (l22 / 64);
-        const int j24 = (l22 % 64);
-        const int gi25 = (m01 + i23);
-        const int gj26 = (n02 + j24);
-        if ((gi25 < 84)) {
-            p2[((gi25 * 4096) + gj26)] = sh[((i23 * 68) + j24)];
-        }
-    }
-}
-
-// fuses dequant %1879, matmul %1880 (mamba.29)
-// threadgroup 128×1×1, grid 64×8×1 threadgroups
-kernel void matmul_14(
-        const device float* p0 [[buffer(0)]],
-        const device uchar* p1_codes [[buffer(1)]],
-        const device uchar* p2_qabsmax [[buffer(2)]],
-        const device float* p3_scales [[buffer(3)]],
-        const device float* p4_offset [[buffer(4)]],
-        device float* p5 [[buffer(5)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]],
-        uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int c1 = int(gid.z);
-    const int m02 = (int(gid.y) * 64);
-    const int n03 = (int(gid.x) * 64);
-    threadgroup float sh[4352];
-    const int ti4 = int(lid.x);
-    const int sgi5 = int(sg);
-    const int sr6 = ((sgi5 / 2) * 32);
-    const int sc7 = ((sgi5 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 2048; k0 += 16) {
-        for (int s8 = 0; s8 < 8; s8 += 1) {
-            const int l9 = ((s8 * 128) + ti4);
-            const int i10 = (l9 / 16);
-            const int k11 = (l9 % 16);
-            const int gi12 = (m02 + i10);
-            const int gk13 = (k0 + k11);
-            const float t14 = p0[((((c1 * 512) + gi12) * 2048) + gk13)];
-            sh[((i10 * 20) + k11)] = t14;
-        }
-        for (int s15 = 0; s15 < 8; s15 += 1) {
-            const int l16 = ((s15 * 128) + ti4);
-            const int k17 = (l16 / 64);
-            const int i18 = (l16 % 64);
-            const int gi19 = (n03 + i18);
-            const int gk20 = (k0 + k17);
-            const float t21 = (NF4_CODE[((int(p1_codes[(((gk20 * 4096) + gi19) / 2)]) >> (((((gk20 * 4096) + gi19) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p2_qabsmax[(((gk20 * 4096) + gi19) / 64)])] * p3_scales[((((gk20 * 4096) + gi19) / 64) / 256)]) + p4_offset[0]));
-            sh[(((k17 * 68) + i18) + 1280)] = t21;
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 16; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr6 + 8) * 20) + kk), 20);
-            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + (((sr6 + 16) * 20) + kk), 20);
-            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + (((sr6 + 24) * 20) + kk), 20);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 68) + sc7) + 1280), 68);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 68) + (sc7 + 8)) + 1280), 68);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + (((kk * 68) + (sc7 + 16)) + 1280), 68);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + (((kk * 68) + (sc7 + 24)) + 1280), 68);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
-            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
-            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
-            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
-    simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr6 * 68) + (sc7 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr6 + 8) * 68) + sc7), 68);
-    simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-    simdgroup_store(acc2_0, sh + (((sr6 + 16) * 68) + sc7), 68);
-    simdgroup_store(acc2_1, sh + (((sr6 + 16) * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc2_2, sh + (((sr6 + 16) * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc2_3, sh + (((sr6 + 16) * 68) + (sc7 + 24)), 68);
-    simdgroup_store(acc3_0, sh + (((sr6 + 24) * 68) + sc7), 68);
-    simdgroup_store(acc3_1, sh + (((sr6 + 24) * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s22 = 0; s22 < 32; s22 += 1) {
-        const int l23 = ((s22 * 128) + ti4);
-        const int i24 = (l23 / 64);
-        const int j25 = (l23 % 64);
-        const int gi26 = (m02 + i24);
-        const int gj27 = (n03 + j25);
-        p5[((((c1 * 512) + gi26) * 4096) + gj27)] = sh[((i24 * 68) + j25)];
-    }
-}
-
-// fuses matmul %1875, add %1881 (mamba.29)
-// threadgroup 128×1×1, grid 64×8×1 threadgroups
-kernel void matmul_15(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        device float* p3 [[buffer(3)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]],
-        uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int c1 = int(gid.z);
-    const int m02 = (int(gid.y) * 64);
-    const int n03 = (int(gid.x) * 64);
-    threadgroup float sh[4352];
-    const int ti4 = int(lid.x);
-    const int sgi5 = int(sg);
-    const int sr6 = ((sgi5 / 2) * 32);
-    const int sc7 = ((sgi5 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 84; k0 += 16) {
-        for (int s8 = 0; s8 < 8; s8 += 1) {
-            const int l9 = ((s8 * 128) + ti4);
-            const int i10 = (l9 / 16);
-            const int k11 = (l9 % 16);
-            const int gi12 = (m02 + i10);
-            const int gk13 = (k0 + k11);
-            if ((gk13 < 84)) {
-                const float t14 = p0[((((c1 * 512) + gi12) * 84) + gk13)];
-                sh[((i10 * 20) + k11)] = t14;
-            } else {
-                sh[((i10 * 20) + k11)] = 0.0f;
+            for (int s15 = 0; s15 < 8; s15 += 1) {
+                const int l16 = ((s15 * 128) + ti4);
+                const int k17 = (l16 / 64);
+                const int i18 = (l16 % 64);
+                const int gi19 = (n03 + i18);
+                const int gk20 = (k0 + k17);
+                if ((gk20 < 84)) {
+                    const float t21 = p3[((gk20 * 4096) + gi19)];
+                    sh[(((k17 * 68) + i18) + 1280)] = t21;
+                } else {
+                    sh[(((k17 * 68) + i18) + 1280)] = 0.0f;
+                }
             }
-        }
-        for (int s15 = 0; s15 < 8; s15 += 1) {
-            const int l16 = ((s15 * 128) + ti4);
-            const int k17 = (l16 / 64);
-            const int i18 = (l16 % 64);
-            const int gi19 = (n03 + i18);
-            const int gk20 = (k0 + k17);
-            if ((gk20 < 84)) {
-                const float t21 = p1[((gk20 * 4096) + gi19)];
-                sh[(((k17 * 68) + i18) + 1280)] = t21;
-            } else {
-                sh[(((k17 * 68) + i18) + 1280)] = 0.0f;
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 16; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + (((sr6 + 8) * 20) + kk), 20);
+                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa2, sh + (((sr6 + 16) * 20) + kk), 20);
+                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa3, sh + (((sr6 + 24) * 20) + kk), 20);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc7) + 1280), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc7 + 8)) + 1280), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc7 + 16)) + 1280), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc7 + 24)) + 1280), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 16; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr6 + 8) * 20) + kk), 20);
-            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + (((sr6 + 16) * 20) + kk), 20);
-            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + (((sr6 + 24) * 20) + kk), 20);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 68) + sc7) + 1280), 68);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 68) + (sc7 + 8)) + 1280), 68);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + (((kk * 68) + (sc7 + 16)) + 1280), 68);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + (((kk * 68) + (sc7 + 24)) + 1280), 68);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
-            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
-            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
-            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+        for (int k0 = 0; k0 < 2048; k0 += 16) {
+            for (int s22 = 0; s22 < 8; s22 += 1) {
+                const int l23 = ((s22 * 128) + ti4);
+                const int i24 = (l23 / 16);
+                const int k25 = (l23 % 16);
+                const int gi26 = (m02 + i24);
+                const int gk27 = (k0 + k25);
+                const float t28 = p4[((((c1 * 512) + gi26) * 2048) + gk27)];
+                sh[((i24 * 20) + k25)] = t28;
+            }
+            for (int s29 = 0; s29 < 8; s29 += 1) {
+                const int l30 = ((s29 * 128) + ti4);
+                const int k31 = (l30 / 64);
+                const int i32 = (l30 % 64);
+                const int gi33 = (n03 + i32);
+                const int gk34 = (k0 + k31);
+                const float t35 = (NF4_CODE[((int(p5[(((gk34 * 4096) + gi33) / 2)]) >> (((((gk34 * 4096) + gi33) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p6[(((gk34 * 4096) + gi33) / 64)])] * p7[((((gk34 * 4096) + gi33) / 64) / 256)]) + p8[0]));
+                sh[(((k31 * 68) + i32) + 1280)] = t35;
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 16; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + (((sr6 + 8) * 20) + kk), 20);
+                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa2, sh + (((sr6 + 16) * 20) + kk), 20);
+                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa3, sh + (((sr6 + 24) * 20) + kk), 20);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc7) + 1280), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc7 + 8)) + 1280), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc7 + 16)) + 1280), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc7 + 24)) + 1280), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         }
+        simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
+        simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr6 * 68) + (sc7 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr6 + 8) * 68) + sc7), 68);
+        simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
+        simdgroup_store(acc2_0, sh + (((sr6 + 16) * 68) + sc7), 68);
+        simdgroup_store(acc2_1, sh + (((sr6 + 16) * 68) + (sc7 + 8)), 68);
+        simdgroup_store(acc2_2, sh + (((sr6 + 16) * 68) + (sc7 + 16)), 68);
+        simdgroup_store(acc2_3, sh + (((sr6 + 16) * 68) + (sc7 + 24)), 68);
+        simdgroup_store(acc3_0, sh + (((sr6 + 24) * 68) + sc7), 68);
+        simdgroup_store(acc3_1, sh + (((sr6 + 24) * 68) + (sc7 + 8)), 68);
+        simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
+        simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
-    simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr6 * 68) + (sc7 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr6 + 8) * 68) + sc7), 68);
-    simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-    simdgroup_store(acc2_0, sh + (((sr6 + 16) * 68) + sc7), 68);
-    simdgroup_store(acc2_1, sh + (((sr6 + 16) * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc2_2, sh + (((sr6 + 16) * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc2_3, sh + (((sr6 + 16) * 68) + (sc7 + 24)), 68);
-    simdgroup_store(acc3_0, sh + (((sr6 + 24) * 68) + sc7), 68);
-    simdgroup_store(acc3_1, sh + (((sr6 + 24) * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s22 = 0; s22 < 32; s22 += 1) {
-        const int l23 = ((s22 * 128) + ti4);
-        const int i24 = (l23 / 64);
-        const int j25 = (l23 % 64);
-        const int gi26 = (m02 + i24);
-        const int gj27 = (n03 + j25);
-        const float acc28 = sh[((i24 * 68) + j25)];
-        const float t29 = p2[((((c1 * 512) + gi26) * 4096) + gj27)];
-        const float t30 = (acc28 + t29);
-        p3[((((c1 * 512) + gi26) * 4096) + gj27)] = t30;
+        for (int s36 = 0; s36 < 32; s36 += 1) {
+            const int l37 = ((s36 * 128) + ti4);
+            const int i38 = (l37 / 64);
+            const int j39 = (l37 % 64);
+            const int gi40 = (m02 + i38);
+            const int gj41 = (n03 + j39);
+            const float acc42 = sh[((i38 * 68) + j39)];
+            p9[((((c1 * 512) + gi40) * 4096) + gj41)] = acc42;
+        }
     }
 }
 
@@ -3678,11 +3360,11 @@ kernel void selective_scan_bwd_0(
                         const float a41 = exp((t33 * t13));
                         const float g42 = ((t36 * t39) + carry14);
                         carry14 = (a41 * g42);
-                        const float p43 = simd_sum(((g42 * t33) * t34));
-                        const float p44 = simd_sum((((a41 * sp40) + ((t33 * t35) * t34)) * t39));
+                        const float sp43 = simd_sum(((g42 * t33) * t34));
+                        const float sp44 = simd_sum((((a41 * sp40) + ((t33 * t35) * t34)) * t39));
                         if ((lane8 == 0)) {
-                            red2[(rb30 + ((((0 * 16) + j31) * 32) + sg7))] = p43;
-                            red2[(rb30 + ((((1 * 16) + j31) * 32) + sg7))] = p44;
+                            red2[(rb30 + ((((0 * 16) + j31) * 32) + sg7))] = sp43;
+                            red2[(rb30 + ((((1 * 16) + j31) * 32) + sg7))] = sp44;
                         }
                     }
                     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -3787,7 +3469,7 @@ kernel void mul_sigmoid_0(
 
 // fuses matmul %1898 (mamba.29)
 // threadgroup 128×1×1, grid 2×8×1 threadgroups
-kernel void matmul_16(
+kernel void matmul_9(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -3924,13 +3606,11 @@ kernel void add_concat_0(
     float cat7 = 0.0f;
     if ((c4 < 128)) {
         cat7 = 0.0f;
+    } else if ((c4 < 144)) {
+        const float t8 = p1[((((c2 * 512) + c3) * 16) + (c4 - 128))];
+        cat7 = t8;
     } else {
-        if ((c4 < 144)) {
-            const float t8 = p1[((((c2 * 512) + c3) * 16) + (c4 - 128))];
-            cat7 = t8;
-        } else {
-            cat7 = 0.0f;
-        }
+        cat7 = 0.0f;
     }
     const float t9 = (cat5 + cat7);
     float cat10 = 0.0f;
@@ -3947,7 +3627,7 @@ kernel void add_concat_0(
 // fuses matmul %1908, add %1909, sigmoid %1910, const %1911, sub %1912, mul %1913, add %1914,
 //   mul %1915 (mamba.29)
 // threadgroup 128×1×1, grid 64×8×1 threadgroups
-kernel void matmul_17(
+kernel void matmul_10(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -4138,612 +3818,600 @@ kernel void add_concat_mul_0(
     p5[i1] = t18;
 }
 
-// fuses scale %1924, matmul %1925 (mamba.29)
-// threadgroup 128×1×1, grid 2×8×1 threadgroups
-kernel void matmul_18(
+// 2 independent kernels in one launch
+// part 0 (matmul): fuses scale %1924, matmul %1925 (mamba.29)
+// part 1 (matmul): fuses scale %1924, reshape %1926, reshape %1927, matmul %1928 (mamba.29)
+// threadgroup 128×1×1, grid 272×1×1 threadgroups
+kernel void matmul_x2_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        device float* p4 [[buffer(4)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int c1 = int(gid.z);
-    const int m02 = (int(gid.y) * 64);
-    const int n03 = (int(gid.x) * 64);
     threadgroup float sh[4352];
-    const int ti4 = int(lid.x);
-    const int sgi5 = int(sg);
-    const int sr6 = ((sgi5 / 2) * 32);
-    const int sc7 = ((sgi5 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 8192; k0 += 16) {
-        for (int s8 = 0; s8 < 8; s8 += 1) {
-            const int l9 = ((s8 * 128) + ti4);
-            const int i10 = (l9 / 16);
-            const int k11 = (l9 % 16);
-            const int gi12 = (m02 + i10);
-            const int gk13 = (k0 + k11);
-            const float t14 = p0[((((c1 * 512) + gi12) * 8192) + gk13)];
-            const float t15 = (t14 * 0.1904762f);
-            sh[((i10 * 20) + k11)] = t15;
+    if ((int(gid.x) < 16)) {
+        const int h0 = (int(gid.x) - 0);
+        const int c1 = (h0 / 16);
+        const int m02 = ((h0 / 2) * 64);
+        const int n03 = ((h0 % 2) * 64);
+        const int ti4 = int(lid.x);
+        const int sgi5 = int(sg);
+        const int sr6 = ((sgi5 / 2) * 32);
+        const int sc7 = ((sgi5 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 8192; k0 += 16) {
+            for (int s8 = 0; s8 < 8; s8 += 1) {
+                const int l9 = ((s8 * 128) + ti4);
+                const int i10 = (l9 / 16);
+                const int k11 = (l9 % 16);
+                const int gi12 = (m02 + i10);
+                const int gk13 = (k0 + k11);
+                const float t14 = p0[((((c1 * 512) + gi12) * 8192) + gk13)];
+                const float t15 = (t14 * 0.1904762f);
+                sh[((i10 * 20) + k11)] = t15;
+            }
+            for (int s16 = 0; s16 < 8; s16 += 1) {
+                const int l17 = ((s16 * 128) + ti4);
+                const int k18 = (l17 / 64);
+                const int i19 = (l17 % 64);
+                const int gi20 = (n03 + i19);
+                const int gk21 = (k0 + k18);
+                if ((gi20 < 84)) {
+                    const float t22 = p1[((gk21 * 84) + gi20)];
+                    sh[(((k18 * 68) + i19) + 1280)] = t22;
+                } else {
+                    sh[(((k18 * 68) + i19) + 1280)] = 0.0f;
+                }
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 16; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + (((sr6 + 8) * 20) + kk), 20);
+                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa2, sh + (((sr6 + 16) * 20) + kk), 20);
+                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa3, sh + (((sr6 + 24) * 20) + kk), 20);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc7) + 1280), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc7 + 8)) + 1280), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc7 + 16)) + 1280), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc7 + 24)) + 1280), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         }
-        for (int s16 = 0; s16 < 8; s16 += 1) {
-            const int l17 = ((s16 * 128) + ti4);
-            const int k18 = (l17 / 64);
-            const int i19 = (l17 % 64);
-            const int gi20 = (n03 + i19);
-            const int gk21 = (k0 + k18);
-            if ((gi20 < 84)) {
-                const float t22 = p1[((gk21 * 84) + gi20)];
-                sh[(((k18 * 68) + i19) + 1280)] = t22;
-            } else {
-                sh[(((k18 * 68) + i19) + 1280)] = 0.0f;
+        simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
+        simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr6 * 68) + (sc7 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr6 + 8) * 68) + sc7), 68);
+        simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
+        simdgroup_store(acc2_0, sh + (((sr6 + 16) * 68) + sc7), 68);
+        simdgroup_store(acc2_1, sh + (((sr6 + 16) * 68) + (sc7 + 8)), 68);
+        simdgroup_store(acc2_2, sh + (((sr6 + 16) * 68) + (sc7 + 16)), 68);
+        simdgroup_store(acc2_3, sh + (((sr6 + 16) * 68) + (sc7 + 24)), 68);
+        simdgroup_store(acc3_0, sh + (((sr6 + 24) * 68) + sc7), 68);
+        simdgroup_store(acc3_1, sh + (((sr6 + 24) * 68) + (sc7 + 8)), 68);
+        simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
+        simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int s23 = 0; s23 < 32; s23 += 1) {
+            const int l24 = ((s23 * 128) + ti4);
+            const int i25 = (l24 / 64);
+            const int j26 = (l24 % 64);
+            const int gi27 = (m02 + i25);
+            const int gj28 = (n03 + j26);
+            if ((gj28 < 84)) {
+                p2[((((c1 * 512) + gi27) * 84) + gj28)] = sh[((i25 * 68) + j26)];
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 16; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr6 + 8) * 20) + kk), 20);
-            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + (((sr6 + 16) * 20) + kk), 20);
-            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + (((sr6 + 24) * 20) + kk), 20);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 68) + sc7) + 1280), 68);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 68) + (sc7 + 8)) + 1280), 68);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + (((kk * 68) + (sc7 + 16)) + 1280), 68);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + (((kk * 68) + (sc7 + 24)) + 1280), 68);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
-            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
-            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
-            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+    } else if ((int(gid.x) < 272)) {
+        const int h1 = (int(gid.x) - 16);
+        const int m01 = ((h1 / 2) * 64);
+        const int n02 = ((h1 % 2) * 64);
+        const int ti3 = int(lid.x);
+        const int sgi4 = int(sg);
+        const int sr5 = ((sgi4 / 2) * 32);
+        const int sc6 = ((sgi4 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 512; k0 += 16) {
+            for (int s7 = 0; s7 < 8; s7 += 1) {
+                const int l8 = ((s7 * 128) + ti3);
+                const int k9 = (l8 / 64);
+                const int i10 = (l8 % 64);
+                const int gi11 = (m01 + i10);
+                const int gk12 = (k0 + k9);
+                const float t13 = p0[((gk12 * 8192) + gi11)];
+                const float t14 = (t13 * 0.1904762f);
+                sh[((k9 * 68) + i10)] = t14;
+            }
+            for (int s15 = 0; s15 < 8; s15 += 1) {
+                const int l16 = ((s15 * 128) + ti3);
+                const int k17 = (l16 / 64);
+                const int i18 = (l16 % 64);
+                const int gi19 = (n02 + i18);
+                const int gk20 = (k0 + k17);
+                if ((gi19 < 84)) {
+                    const float t21 = p3[((gk20 * 84) + gi19)];
+                    sh[(((k17 * 68) + i18) + 1088)] = t21;
+                } else {
+                    sh[(((k17 * 68) + i18) + 1088)] = 0.0f;
+                }
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 16; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + ((kk * 68) + (sr5 + 8)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa2, sh + ((kk * 68) + (sr5 + 16)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa3, sh + ((kk * 68) + (sr5 + 24)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc6) + 1088), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc6 + 8)) + 1088), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc6 + 16)) + 1088), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc6 + 24)) + 1088), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         }
+        simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
+        simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
+        simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
+        simdgroup_store(acc2_0, sh + (((sr5 + 16) * 68) + sc6), 68);
+        simdgroup_store(acc2_1, sh + (((sr5 + 16) * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc2_2, sh + (((sr5 + 16) * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc2_3, sh + (((sr5 + 16) * 68) + (sc6 + 24)), 68);
+        simdgroup_store(acc3_0, sh + (((sr5 + 24) * 68) + sc6), 68);
+        simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
-    simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr6 * 68) + (sc7 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr6 + 8) * 68) + sc7), 68);
-    simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-    simdgroup_store(acc2_0, sh + (((sr6 + 16) * 68) + sc7), 68);
-    simdgroup_store(acc2_1, sh + (((sr6 + 16) * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc2_2, sh + (((sr6 + 16) * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc2_3, sh + (((sr6 + 16) * 68) + (sc7 + 24)), 68);
-    simdgroup_store(acc3_0, sh + (((sr6 + 24) * 68) + sc7), 68);
-    simdgroup_store(acc3_1, sh + (((sr6 + 24) * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s23 = 0; s23 < 32; s23 += 1) {
-        const int l24 = ((s23 * 128) + ti4);
-        const int i25 = (l24 / 64);
-        const int j26 = (l24 % 64);
-        const int gi27 = (m02 + i25);
-        const int gj28 = (n03 + j26);
-        if ((gj28 < 84)) {
-            p2[((((c1 * 512) + gi27) * 84) + gj28)] = sh[((i25 * 68) + j26)];
+        for (int s22 = 0; s22 < 32; s22 += 1) {
+            const int l23 = ((s22 * 128) + ti3);
+            const int i24 = (l23 / 64);
+            const int j25 = (l23 % 64);
+            const int gi26 = (m01 + i24);
+            const int gj27 = (n02 + j25);
+            if ((gj27 < 84)) {
+                p4[((gi26 * 84) + gj27)] = sh[((i24 * 68) + j25)];
+            }
         }
     }
 }
 
-// fuses scale %1924, reshape %1926, reshape %1927, matmul %1928 (mamba.29)
-// threadgroup 128×1×1, grid 2×128×1 threadgroups
-kernel void matmul_19(
+// 3 independent kernels in one launch
+// part 0 (matmul): fuses matmul %1929 (mamba.29)
+// part 1 (matmul): fuses reshape %1930, reshape %1931, matmul %1932 (mamba.29)
+// part 2 (matmul): fuses dequant %1933, matmul %1934 (mamba.29)
+// threadgroup 128×1×1, grid 576×1×1 threadgroups
+kernel void matmul_x3_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        const device uchar* p6 [[buffer(6)]],
+        const device uchar* p7 [[buffer(7)]],
+        const device float* p8 [[buffer(8)]],
+        const device float* p9 [[buffer(9)]],
+        device float* p10 [[buffer(10)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int m01 = (int(gid.y) * 64);
-    const int n02 = (int(gid.x) * 64);
     threadgroup float sh[4352];
-    const int ti3 = int(lid.x);
-    const int sgi4 = int(sg);
-    const int sr5 = ((sgi4 / 2) * 32);
-    const int sc6 = ((sgi4 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 512; k0 += 16) {
-        for (int s7 = 0; s7 < 8; s7 += 1) {
-            const int l8 = ((s7 * 128) + ti3);
-            const int k9 = (l8 / 64);
-            const int i10 = (l8 % 64);
-            const int gi11 = (m01 + i10);
-            const int gk12 = (k0 + k9);
-            const float t13 = p0[((gk12 * 8192) + gi11)];
-            const float t14 = (t13 * 0.1904762f);
-            sh[((k9 * 68) + i10)] = t14;
+    if ((int(gid.x) < 256)) {
+        const int h0 = (int(gid.x) - 0);
+        const int c1 = (h0 / 256);
+        const int m02 = ((h0 / 32) * 64);
+        const int n03 = ((h0 % 32) * 64);
+        const int ti4 = int(lid.x);
+        const int sgi5 = int(sg);
+        const int sr6 = ((sgi5 / 2) * 32);
+        const int sc7 = ((sgi5 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 84; k0 += 16) {
+            for (int s8 = 0; s8 < 8; s8 += 1) {
+                const int l9 = ((s8 * 128) + ti4);
+                const int i10 = (l9 / 16);
+                const int k11 = (l9 % 16);
+                const int gi12 = (m02 + i10);
+                const int gk13 = (k0 + k11);
+                if ((gk13 < 84)) {
+                    const float t14 = p0[((((c1 * 512) + gi12) * 84) + gk13)];
+                    sh[((i10 * 20) + k11)] = t14;
+                } else {
+                    sh[((i10 * 20) + k11)] = 0.0f;
+                }
+            }
+            for (int s15 = 0; s15 < 8; s15 += 1) {
+                const int l16 = ((s15 * 128) + ti4);
+                const int k17 = (l16 / 64);
+                const int i18 = (l16 % 64);
+                const int gi19 = (n03 + i18);
+                const int gk20 = (k0 + k17);
+                if ((gk20 < 84)) {
+                    const float t21 = p1[((gk20 * 2048) + gi19)];
+                    sh[(((k17 * 68) + i18) + 1280)] = t21;
+                } else {
+                    sh[(((k17 * 68) + i18) + 1280)] = 0.0f;
+                }
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 16; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + (((sr6 + 8) * 20) + kk), 20);
+                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa2, sh + (((sr6 + 16) * 20) + kk), 20);
+                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa3, sh + (((sr6 + 24) * 20) + kk), 20);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc7) + 1280), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc7 + 8)) + 1280), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc7 + 16)) + 1280), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc7 + 24)) + 1280), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         }
-        for (int s15 = 0; s15 < 8; s15 += 1) {
-            const int l16 = ((s15 * 128) + ti3);
-            const int k17 = (l16 / 64);
-            const int i18 = (l16 % 64);
-            const int gi19 = (n02 + i18);
-            const int gk20 = (k0 + k17);
-            if ((gi19 < 84)) {
-                const float t21 = p1[((gk20 * 84) + gi19)];
-                sh[(((k17 * 68) + i18) + 1088)] = t21;
-            } else {
-                sh[(((k17 * 68) + i18) + 1088)] = 0.0f;
+        simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
+        simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr6 * 68) + (sc7 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr6 + 8) * 68) + sc7), 68);
+        simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
+        simdgroup_store(acc2_0, sh + (((sr6 + 16) * 68) + sc7), 68);
+        simdgroup_store(acc2_1, sh + (((sr6 + 16) * 68) + (sc7 + 8)), 68);
+        simdgroup_store(acc2_2, sh + (((sr6 + 16) * 68) + (sc7 + 16)), 68);
+        simdgroup_store(acc2_3, sh + (((sr6 + 16) * 68) + (sc7 + 24)), 68);
+        simdgroup_store(acc3_0, sh + (((sr6 + 24) * 68) + sc7), 68);
+        simdgroup_store(acc3_1, sh + (((sr6 + 24) * 68) + (sc7 + 8)), 68);
+        simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
+        simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int s22 = 0; s22 < 32; s22 += 1) {
+            const int l23 = ((s22 * 128) + ti4);
+            const int i24 = (l23 / 64);
+            const int j25 = (l23 % 64);
+            const int gi26 = (m02 + i24);
+            const int gj27 = (n03 + j25);
+            p2[((((c1 * 512) + gi26) * 2048) + gj27)] = sh[((i24 * 68) + j25)];
+        }
+    } else if ((int(gid.x) < 320)) {
+        const int h1 = (int(gid.x) - 256);
+        const int m01 = ((h1 / 32) * 64);
+        const int n02 = ((h1 % 32) * 64);
+        const int ti3 = int(lid.x);
+        const int sgi4 = int(sg);
+        const int sr5 = ((sgi4 / 2) * 32);
+        const int sc6 = ((sgi4 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 512; k0 += 16) {
+            for (int s7 = 0; s7 < 8; s7 += 1) {
+                const int l8 = ((s7 * 128) + ti3);
+                const int k9 = (l8 / 64);
+                const int i10 = (l8 % 64);
+                const int gi11 = (m01 + i10);
+                const int gk12 = (k0 + k9);
+                if ((gi11 < 84)) {
+                    const float t13 = p0[((gk12 * 84) + gi11)];
+                    sh[((k9 * 68) + i10)] = t13;
+                } else {
+                    sh[((k9 * 68) + i10)] = 0.0f;
+                }
+            }
+            for (int s14 = 0; s14 < 8; s14 += 1) {
+                const int l15 = ((s14 * 128) + ti3);
+                const int k16 = (l15 / 64);
+                const int i17 = (l15 % 64);
+                const int gi18 = (n02 + i17);
+                const int gk19 = (k0 + k16);
+                const float t20 = p3[((gk19 * 2048) + gi18)];
+                sh[(((k16 * 68) + i17) + 1088)] = t20;
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 16; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + ((kk * 68) + (sr5 + 8)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa2, sh + ((kk * 68) + (sr5 + 16)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa3, sh + ((kk * 68) + (sr5 + 24)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc6) + 1088), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc6 + 8)) + 1088), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc6 + 16)) + 1088), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc6 + 24)) + 1088), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        }
+        simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
+        simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
+        simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
+        simdgroup_store(acc2_0, sh + (((sr5 + 16) * 68) + sc6), 68);
+        simdgroup_store(acc2_1, sh + (((sr5 + 16) * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc2_2, sh + (((sr5 + 16) * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc2_3, sh + (((sr5 + 16) * 68) + (sc6 + 24)), 68);
+        simdgroup_store(acc3_0, sh + (((sr5 + 24) * 68) + sc6), 68);
+        simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int s21 = 0; s21 < 32; s21 += 1) {
+            const int l22 = ((s21 * 128) + ti3);
+            const int i23 = (l22 / 64);
+            const int j24 = (l22 % 64);
+            const int gi25 = (m01 + i23);
+            const int gj26 = (n02 + j24);
+            if ((gi25 < 84)) {
+                p4[((gi25 * 2048) + gj26)] = sh[((i23 * 68) + j24)];
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 16; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + ((kk * 68) + (sr5 + 8)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + ((kk * 68) + (sr5 + 16)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + ((kk * 68) + (sr5 + 24)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 68) + sc6) + 1088), 68);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 68) + (sc6 + 8)) + 1088), 68);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + (((kk * 68) + (sc6 + 16)) + 1088), 68);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + (((kk * 68) + (sc6 + 24)) + 1088), 68);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
-            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
-            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
-            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
-    simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
-    simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
-    simdgroup_store(acc2_0, sh + (((sr5 + 16) * 68) + sc6), 68);
-    simdgroup_store(acc2_1, sh + (((sr5 + 16) * 68) + (sc6 + 8)), 68);
-    simdgroup_store(acc2_2, sh + (((sr5 + 16) * 68) + (sc6 + 16)), 68);
-    simdgroup_store(acc2_3, sh + (((sr5 + 16) * 68) + (sc6 + 24)), 68);
-    simdgroup_store(acc3_0, sh + (((sr5 + 24) * 68) + sc6), 68);
-    simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
-    simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
-    simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s22 = 0; s22 < 32; s22 += 1) {
-        const int l23 = ((s22 * 128) + ti3);
-        const int i24 = (l23 / 64);
-        const int j25 = (l23 % 64);
-        const int gi26 = (m01 + i24);
-        const int gj27 = (n02 + j25);
-        if ((gj27 < 84)) {
-            p2[((gi26 * 84) + gj27)] = sh[((i24 * 68) + j25)];
-        }
-    }
-}
-
-// fuses matmul %1929 (mamba.29)
-// threadgroup 128×1×1, grid 32×8×1 threadgroups
-kernel void matmul_20(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]],
-        uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int c1 = int(gid.z);
-    const int m02 = (int(gid.y) * 64);
-    const int n03 = (int(gid.x) * 64);
-    threadgroup float sh[4352];
-    const int ti4 = int(lid.x);
-    const int sgi5 = int(sg);
-    const int sr6 = ((sgi5 / 2) * 32);
-    const int sc7 = ((sgi5 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 84; k0 += 16) {
-        for (int s8 = 0; s8 < 8; s8 += 1) {
-            const int l9 = ((s8 * 128) + ti4);
-            const int i10 = (l9 / 16);
-            const int k11 = (l9 % 16);
-            const int gi12 = (m02 + i10);
-            const int gk13 = (k0 + k11);
-            if ((gk13 < 84)) {
-                const float t14 = p0[((((c1 * 512) + gi12) * 84) + gk13)];
+    } else if ((int(gid.x) < 576)) {
+        const int h2 = (int(gid.x) - 320);
+        const int c1 = (h2 / 256);
+        const int m02 = ((h2 / 32) * 64);
+        const int n03 = ((h2 % 32) * 64);
+        const int ti4 = int(lid.x);
+        const int sgi5 = int(sg);
+        const int sr6 = ((sgi5 / 2) * 32);
+        const int sc7 = ((sgi5 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 8192; k0 += 16) {
+            for (int s8 = 0; s8 < 8; s8 += 1) {
+                const int l9 = ((s8 * 128) + ti4);
+                const int i10 = (l9 / 16);
+                const int k11 = (l9 % 16);
+                const int gi12 = (m02 + i10);
+                const int gk13 = (k0 + k11);
+                const float t14 = p5[((((c1 * 512) + gi12) * 8192) + gk13)];
                 sh[((i10 * 20) + k11)] = t14;
-            } else {
-                sh[((i10 * 20) + k11)] = 0.0f;
             }
-        }
-        for (int s15 = 0; s15 < 8; s15 += 1) {
-            const int l16 = ((s15 * 128) + ti4);
-            const int k17 = (l16 / 64);
-            const int i18 = (l16 % 64);
-            const int gi19 = (n03 + i18);
-            const int gk20 = (k0 + k17);
-            if ((gk20 < 84)) {
-                const float t21 = p1[((gk20 * 2048) + gi19)];
+            for (int s15 = 0; s15 < 8; s15 += 1) {
+                const int l16 = ((s15 * 128) + ti4);
+                const int k17 = (l16 / 64);
+                const int i18 = (l16 % 64);
+                const int gi19 = (n03 + i18);
+                const int gk20 = (k0 + k17);
+                const float t21 = (NF4_CODE[((int(p6[(((gk20 * 2048) + gi19) / 2)]) >> (((((gk20 * 2048) + gi19) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p7[(((gk20 * 2048) + gi19) / 64)])] * p8[((((gk20 * 2048) + gi19) / 64) / 256)]) + p9[0]));
                 sh[(((k17 * 68) + i18) + 1280)] = t21;
-            } else {
-                sh[(((k17 * 68) + i18) + 1280)] = 0.0f;
             }
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 16; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr6 + 8) * 20) + kk), 20);
-            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + (((sr6 + 16) * 20) + kk), 20);
-            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + (((sr6 + 24) * 20) + kk), 20);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 68) + sc7) + 1280), 68);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 68) + (sc7 + 8)) + 1280), 68);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + (((kk * 68) + (sc7 + 16)) + 1280), 68);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + (((kk * 68) + (sc7 + 24)) + 1280), 68);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
-            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
-            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
-            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
-    simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr6 * 68) + (sc7 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr6 + 8) * 68) + sc7), 68);
-    simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-    simdgroup_store(acc2_0, sh + (((sr6 + 16) * 68) + sc7), 68);
-    simdgroup_store(acc2_1, sh + (((sr6 + 16) * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc2_2, sh + (((sr6 + 16) * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc2_3, sh + (((sr6 + 16) * 68) + (sc7 + 24)), 68);
-    simdgroup_store(acc3_0, sh + (((sr6 + 24) * 68) + sc7), 68);
-    simdgroup_store(acc3_1, sh + (((sr6 + 24) * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s22 = 0; s22 < 32; s22 += 1) {
-        const int l23 = ((s22 * 128) + ti4);
-        const int i24 = (l23 / 64);
-        const int j25 = (l23 % 64);
-        const int gi26 = (m02 + i24);
-        const int gj27 = (n03 + j25);
-        p2[((((c1 * 512) + gi26) * 2048) + gj27)] = sh[((i24 * 68) + j25)];
-    }
-}
-
-// fuses reshape %1930, reshape %1931, matmul %1932 (mamba.29)
-// threadgroup 128×1×1, grid 32×2×1 threadgroups
-kernel void matmul_21(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]],
-        uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int m01 = (int(gid.y) * 64);
-    const int n02 = (int(gid.x) * 64);
-    threadgroup float sh[4352];
-    const int ti3 = int(lid.x);
-    const int sgi4 = int(sg);
-    const int sr5 = ((sgi4 / 2) * 32);
-    const int sc6 = ((sgi4 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 512; k0 += 16) {
-        for (int s7 = 0; s7 < 8; s7 += 1) {
-            const int l8 = ((s7 * 128) + ti3);
-            const int k9 = (l8 / 64);
-            const int i10 = (l8 % 64);
-            const int gi11 = (m01 + i10);
-            const int gk12 = (k0 + k9);
-            if ((gi11 < 84)) {
-                const float t13 = p0[((gk12 * 84) + gi11)];
-                sh[((k9 * 68) + i10)] = t13;
-            } else {
-                sh[((k9 * 68) + i10)] = 0.0f;
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 16; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + (((sr6 + 8) * 20) + kk), 20);
+                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa2, sh + (((sr6 + 16) * 20) + kk), 20);
+                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa3, sh + (((sr6 + 24) * 20) + kk), 20);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc7) + 1280), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc7 + 8)) + 1280), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc7 + 16)) + 1280), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc7 + 24)) + 1280), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         }
-        for (int s14 = 0; s14 < 8; s14 += 1) {
-            const int l15 = ((s14 * 128) + ti3);
-            const int k16 = (l15 / 64);
-            const int i17 = (l15 % 64);
-            const int gi18 = (n02 + i17);
-            const int gk19 = (k0 + k16);
-            const float t20 = p1[((gk19 * 2048) + gi18)];
-            sh[(((k16 * 68) + i17) + 1088)] = t20;
-        }
+        simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
+        simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr6 * 68) + (sc7 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr6 + 8) * 68) + sc7), 68);
+        simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
+        simdgroup_store(acc2_0, sh + (((sr6 + 16) * 68) + sc7), 68);
+        simdgroup_store(acc2_1, sh + (((sr6 + 16) * 68) + (sc7 + 8)), 68);
+        simdgroup_store(acc2_2, sh + (((sr6 + 16) * 68) + (sc7 + 16)), 68);
+        simdgroup_store(acc2_3, sh + (((sr6 + 16) * 68) + (sc7 + 24)), 68);
+        simdgroup_store(acc3_0, sh + (((sr6 + 24) * 68) + sc7), 68);
+        simdgroup_store(acc3_1, sh + (((sr6 + 24) * 68) + (sc7 + 8)), 68);
+        simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
+        simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 16; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + ((kk * 68) + (sr5 + 8)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + ((kk * 68) + (sr5 + 16)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + ((kk * 68) + (sr5 + 24)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 68) + sc6) + 1088), 68);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 68) + (sc6 + 8)) + 1088), 68);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + (((kk * 68) + (sc6 + 16)) + 1088), 68);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + (((kk * 68) + (sc6 + 24)) + 1088), 68);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
-            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
-            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
-            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+        for (int s22 = 0; s22 < 32; s22 += 1) {
+            const int l23 = ((s22 * 128) + ti4);
+            const int i24 = (l23 / 64);
+            const int j25 = (l23 % 64);
+            const int gi26 = (m02 + i24);
+            const int gj27 = (n03 + j25);
+            p10[((((c1 * 512) + gi26) * 2048) + gj27)] = sh[((i24 * 68) + j25)];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
-    simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
-    simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
-    simdgroup_store(acc2_0, sh + (((sr5 + 16) * 68) + sc6), 68);
-    simdgroup_store(acc2_1, sh + (((sr5 + 16) * 68) + (sc6 + 8)), 68);
-    simdgroup_store(acc2_2, sh + (((sr5 + 16) * 68) + (sc6 + 16)), 68);
-    simdgroup_store(acc2_3, sh + (((sr5 + 16) * 68) + (sc6 + 24)), 68);
-    simdgroup_store(acc3_0, sh + (((sr5 + 24) * 68) + sc6), 68);
-    simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
-    simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
-    simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s21 = 0; s21 < 32; s21 += 1) {
-        const int l22 = ((s21 * 128) + ti3);
-        const int i23 = (l22 / 64);
-        const int j24 = (l22 % 64);
-        const int gi25 = (m01 + i23);
-        const int gj26 = (n02 + j24);
-        if ((gi25 < 84)) {
-            p2[((gi25 * 2048) + gj26)] = sh[((i23 * 68) + j24)];
-        }
-    }
-}
-
-// fuses dequant %1933, matmul %1934 (mamba.29)
-// threadgroup 128×1×1, grid 32×8×1 threadgroups
-kernel void matmul_22(
-        const device float* p0 [[buffer(0)]],
-        const device uchar* p1_codes [[buffer(1)]],
-        const device uchar* p2_qabsmax [[buffer(2)]],
-        const device float* p3_scales [[buffer(3)]],
-        const device float* p4_offset [[buffer(4)]],
-        device float* p5 [[buffer(5)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]],
-        uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int c1 = int(gid.z);
-    const int m02 = (int(gid.y) * 64);
-    const int n03 = (int(gid.x) * 64);
-    threadgroup float sh[4352];
-    const int ti4 = int(lid.x);
-    const int sgi5 = int(sg);
-    const int sr6 = ((sgi5 / 2) * 32);
-    const int sc7 = ((sgi5 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 8192; k0 += 16) {
-        for (int s8 = 0; s8 < 8; s8 += 1) {
-            const int l9 = ((s8 * 128) + ti4);
-            const int i10 = (l9 / 16);
-            const int k11 = (l9 % 16);
-            const int gi12 = (m02 + i10);
-            const int gk13 = (k0 + k11);
-            const float t14 = p0[((((c1 * 512) + gi12) * 8192) + gk13)];
-            sh[((i10 * 20) + k11)] = t14;
-        }
-        for (int s15 = 0; s15 < 8; s15 += 1) {
-            const int l16 = ((s15 * 128) + ti4);
-            const int k17 = (l16 / 64);
-            const int i18 = (l16 % 64);
-            const int gi19 = (n03 + i18);
-            const int gk20 = (k0 + k17);
-            const float t21 = (NF4_CODE[((int(p1_codes[(((gk20 * 2048) + gi19) / 2)]) >> (((((gk20 * 2048) + gi19) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p2_qabsmax[(((gk20 * 2048) + gi19) / 64)])] * p3_scales[((((gk20 * 2048) + gi19) / 64) / 256)]) + p4_offset[0]));
-            sh[(((k17 * 68) + i18) + 1280)] = t21;
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 16; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr6 + 8) * 20) + kk), 20);
-            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + (((sr6 + 16) * 20) + kk), 20);
-            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + (((sr6 + 24) * 20) + kk), 20);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 68) + sc7) + 1280), 68);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 68) + (sc7 + 8)) + 1280), 68);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + (((kk * 68) + (sc7 + 16)) + 1280), 68);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + (((kk * 68) + (sc7 + 24)) + 1280), 68);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
-            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
-            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
-            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
-    simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr6 * 68) + (sc7 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr6 + 8) * 68) + sc7), 68);
-    simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-    simdgroup_store(acc2_0, sh + (((sr6 + 16) * 68) + sc7), 68);
-    simdgroup_store(acc2_1, sh + (((sr6 + 16) * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc2_2, sh + (((sr6 + 16) * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc2_3, sh + (((sr6 + 16) * 68) + (sc7 + 24)), 68);
-    simdgroup_store(acc3_0, sh + (((sr6 + 24) * 68) + sc7), 68);
-    simdgroup_store(acc3_1, sh + (((sr6 + 24) * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s22 = 0; s22 < 32; s22 += 1) {
-        const int l23 = ((s22 * 128) + ti4);
-        const int i24 = (l23 / 64);
-        const int j25 = (l23 % 64);
-        const int gi26 = (m02 + i24);
-        const int gj27 = (n03 + j25);
-        p5[((((c1 * 512) + gi26) * 2048) + gj27)] = sh[((i24 * 68) + j25)];
     }
 }
 
@@ -4809,7 +4477,7 @@ kernel void rmsnorm_bwd_1(
 
 // fuses add %1938 (mamba.29)
 // threadgroup 256×1×1, grid 4096×1×1 threadgroups
-kernel void add_2(
+kernel void add_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -4821,45 +4489,60 @@ kernel void add_2(
     p2[i1] = t7;
 }
 
-// fuses mul %2087, reduce_sum %2088 (moe.8)
-// threadgroup 256×1×1, grid 1024×1×1 threadgroups
-kernel void reduce_sum_2(
+// 2 independent kernels in one launch
+// part 0 (mul): fuses reshape %1701, broadcast %1702, mul %2086 (moe.8)
+// part 1 (reduce_sum): fuses mul %2087, reduce_sum %2088 (moe.8)
+// threadgroup 256×1×1, grid 9216×1×1 threadgroups
+kernel void mul_reduce_sum_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        device float* p4 [[buffer(4)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     threadgroup float sh12[8];
-    const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
-    const int row4 = int(gid.x);
-    float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 8; k6 += 1) {
-        const int j7 = (lid1 + (k6 * 256));
-        const float t8 = p0[((row4 * 2048) + j7)];
-        const float t9 = p1[((row4 * 2048) + j7)];
-        const float t10 = (t8 * t9);
-        acc5 += t10;
-    }
-    const float s11 = simd_sum(acc5);
-    if ((l32_2 == 0)) {
-        sh12[sg3] = s11;
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    float acc13 = sh12[0];
-    for (int s14 = 1; s14 < 8; s14 += 1) {
-        acc13 += sh12[s14];
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if ((lid1 == 0)) {
-        p2[row4] = acc13;
+    if ((int(gid.x) < 8192)) {
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 256) + int(lid.x));
+        const int c2 = (i1 / 2048);
+        const float t4 = p0[i1];
+        const float t5 = p1[((c2 * 1) + 0)];
+        const float t6 = (t4 * t5);
+        p2[i1] = t6;
+    } else if ((int(gid.x) < 9216)) {
+        const int h1 = (int(gid.x) - 8192);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        const int row4 = h1;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 8; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 256));
+            const float t8 = p0[((row4 * 2048) + j7)];
+            const float t9 = p3[((row4 * 2048) + j7)];
+            const float t10 = (t8 * t9);
+            acc5 += t10;
+        }
+        const float s11 = simd_sum(acc5);
+        if ((l32_2 == 0)) {
+            sh12[sg3] = s11;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        float acc13 = sh12[0];
+        for (int s14 = 1; s14 < 8; s14 += 1) {
+            acc13 += sh12[s14];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        if ((lid1 == 0)) {
+            p4[row4] = acc13;
+        }
     }
 }
 
 // fuses reshape %2089, reshape %2090, scatter_add %2091 (moe.8)
 // threadgroup 256×1×1, grid 4×1×1 threadgroups
-kernel void scatter_add_1(
+kernel void scatter_add_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -4877,696 +4560,681 @@ kernel void scatter_add_1(
     p2[lo2] = acc4;
 }
 
-// fuses scale %2093, grouped_matmul %2094 (moe.8)
-// threadgroup 128×1×1, grid 2×16×9 threadgroups
-kernel void grouped_matmul_6(
+// 2 independent kernels in one launch
+// part 0 (grouped_matmul): fuses scale %2093, grouped_matmul %2094 (moe.8)
+// part 1 (grouped_matmul_wgrad): fuses scale %2093, grouped_matmul_wgrad %2095 (moe.8)
+// threadgroup 128×1×1, grid 800×1×1 threadgroups
+kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
         const device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        device float* p5 [[buffer(5)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int ex1 = int(gid.z);
-    const int n02 = (int(gid.x) * 64);
-    if ((ex1 == 8)) {
-        const int t3 = p0[0];
-        const int t4 = p0[8];
-        for (int s5 = 0; s5 < 32; s5 += 1) {
-            const int l6 = ((s5 * 128) + int(lid.x));
-            const int r7 = ((int(gid.y) * 64) + (l6 / 64));
-            const int j8 = (n02 + (l6 % 64));
-            if (((j8 < 84) && ((r7 < t3) || (r7 >= t4)))) {
-                p1[((r7 * 84) + j8)] = 0.0f;
-            }
-        }
-        return;
-    }
-    const int t9 = p0[ex1];
-    const int t10 = p0[(ex1 + 1)];
-    const int m011 = (t9 + (int(gid.y) * 64));
-    if ((m011 >= t10)) {
-        return;
-    }
     threadgroup float sh[4352];
-    const int ti12 = int(lid.x);
-    const int sgi13 = int(sg);
-    const int sr14 = ((sgi13 / 2) * 32);
-    const int sc15 = ((sgi13 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 2048; k0 += 16) {
-        for (int s16 = 0; s16 < 8; s16 += 1) {
-            const int l17 = ((s16 * 128) + ti12);
-            const int i18 = (l17 / 16);
-            const int k19 = (l17 % 16);
-            const int gi20 = (m011 + i18);
-            const int gk21 = (k0 + k19);
-            if ((gi20 < t10)) {
-                const float t22 = p2[((gi20 * 2048) + gk21)];
-                const float t23 = (t22 * 0.1904762f);
-                sh[((i18 * 20) + k19)] = t23;
-            } else {
-                sh[((i18 * 20) + k19)] = 0.0f;
+    if ((int(gid.x) < 288)) {
+        const int h0 = (int(gid.x) - 0);
+        const int ex1 = (h0 / 32);
+        const int n02 = ((h0 % 2) * 64);
+        if ((ex1 == 8)) {
+            const int t3 = p0[0];
+            const int t4 = p0[8];
+            for (int s5 = 0; s5 < 32; s5 += 1) {
+                const int l6 = ((s5 * 128) + int(lid.x));
+                const int r7 = ((((h0 / 2) % 16) * 64) + (l6 / 64));
+                const int j8 = (n02 + (l6 % 64));
+                if (((j8 < 84) && ((r7 < t3) || (r7 >= t4)))) {
+                    p1[((r7 * 84) + j8)] = 0.0f;
+                }
+            }
+            return;
+        }
+        const int t9 = p0[ex1];
+        const int t10 = p0[(ex1 + 1)];
+        const int m011 = (t9 + (((h0 / 2) % 16) * 64));
+        if ((m011 >= t10)) {
+            return;
+        }
+        const int ti12 = int(lid.x);
+        const int sgi13 = int(sg);
+        const int sr14 = ((sgi13 / 2) * 32);
+        const int sc15 = ((sgi13 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 2048; k0 += 16) {
+            for (int s16 = 0; s16 < 8; s16 += 1) {
+                const int l17 = ((s16 * 128) + ti12);
+                const int i18 = (l17 / 16);
+                const int k19 = (l17 % 16);
+                const int gi20 = (m011 + i18);
+                const int gk21 = (k0 + k19);
+                if ((gi20 < t10)) {
+                    const float t22 = p2[((gi20 * 2048) + gk21)];
+                    const float t23 = (t22 * 0.1904762f);
+                    sh[((i18 * 20) + k19)] = t23;
+                } else {
+                    sh[((i18 * 20) + k19)] = 0.0f;
+                }
+            }
+            for (int s24 = 0; s24 < 8; s24 += 1) {
+                const int l25 = ((s24 * 128) + ti12);
+                const int k26 = (l25 / 64);
+                const int i27 = (l25 % 64);
+                const int gi28 = (n02 + i27);
+                const int gk29 = (k0 + k26);
+                if ((gi28 < 84)) {
+                    const float t30 = p3[((((ex1 * 2048) + gk29) * 84) + gi28)];
+                    sh[(((k26 * 68) + i27) + 1280)] = t30;
+                } else {
+                    sh[(((k26 * 68) + i27) + 1280)] = 0.0f;
+                }
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 16; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((sr14 * 20) + kk), 20);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + (((sr14 + 8) * 20) + kk), 20);
+                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa2, sh + (((sr14 + 16) * 20) + kk), 20);
+                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa3, sh + (((sr14 + 24) * 20) + kk), 20);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc15) + 1280), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc15 + 8)) + 1280), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc15 + 16)) + 1280), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc15 + 24)) + 1280), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        }
+        simdgroup_store(acc0_0, sh + ((sr14 * 68) + sc15), 68);
+        simdgroup_store(acc0_1, sh + ((sr14 * 68) + (sc15 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr14 * 68) + (sc15 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr14 * 68) + (sc15 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr14 + 8) * 68) + sc15), 68);
+        simdgroup_store(acc1_1, sh + (((sr14 + 8) * 68) + (sc15 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr14 + 8) * 68) + (sc15 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr14 + 8) * 68) + (sc15 + 24)), 68);
+        simdgroup_store(acc2_0, sh + (((sr14 + 16) * 68) + sc15), 68);
+        simdgroup_store(acc2_1, sh + (((sr14 + 16) * 68) + (sc15 + 8)), 68);
+        simdgroup_store(acc2_2, sh + (((sr14 + 16) * 68) + (sc15 + 16)), 68);
+        simdgroup_store(acc2_3, sh + (((sr14 + 16) * 68) + (sc15 + 24)), 68);
+        simdgroup_store(acc3_0, sh + (((sr14 + 24) * 68) + sc15), 68);
+        simdgroup_store(acc3_1, sh + (((sr14 + 24) * 68) + (sc15 + 8)), 68);
+        simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
+        simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int s31 = 0; s31 < 32; s31 += 1) {
+            const int l32 = ((s31 * 128) + ti12);
+            const int i33 = (l32 / 64);
+            const int j34 = (l32 % 64);
+            const int gi35 = (m011 + i33);
+            const int gj36 = (n02 + j34);
+            if (((gi35 < t10) && (gj36 < 84))) {
+                p1[((gi35 * 84) + gj36)] = sh[((i33 * 68) + j34)];
             }
         }
-        for (int s24 = 0; s24 < 8; s24 += 1) {
-            const int l25 = ((s24 * 128) + ti12);
-            const int k26 = (l25 / 64);
-            const int i27 = (l25 % 64);
-            const int gi28 = (n02 + i27);
-            const int gk29 = (k0 + k26);
+    } else if ((int(gid.x) < 800)) {
+        const int h1 = (int(gid.x) - 288);
+        const int ex1 = (h1 / 64);
+        const int m02 = (((h1 / 2) % 32) * 64);
+        const int n03 = ((h1 % 2) * 64);
+        const int t4 = p0[ex1];
+        const int t5 = p0[(ex1 + 1)];
+        const int ti6 = int(lid.x);
+        const int sgi7 = int(sg);
+        const int sr8 = ((sgi7 / 2) * 32);
+        const int sc9 = ((sgi7 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = t4; k0 < t5; k0 += 16) {
+            for (int s10 = 0; s10 < 8; s10 += 1) {
+                const int l11 = ((s10 * 128) + ti6);
+                const int k12 = (l11 / 64);
+                const int i13 = (l11 % 64);
+                const int gi14 = (m02 + i13);
+                const int gk15 = (k0 + k12);
+                if ((gk15 < t5)) {
+                    const float t16 = p2[((gk15 * 2048) + gi14)];
+                    const float t17 = (t16 * 0.1904762f);
+                    sh[((k12 * 68) + i13)] = t17;
+                } else {
+                    sh[((k12 * 68) + i13)] = 0.0f;
+                }
+            }
+            for (int s18 = 0; s18 < 8; s18 += 1) {
+                const int l19 = ((s18 * 128) + ti6);
+                const int k20 = (l19 / 64);
+                const int i21 = (l19 % 64);
+                const int gi22 = (n03 + i21);
+                const int gk23 = (k0 + k20);
+                if (((gi22 < 84) && (gk23 < t5))) {
+                    const float t24 = p4[((gk23 * 84) + gi22)];
+                    sh[(((k20 * 68) + i21) + 1088)] = t24;
+                } else {
+                    sh[(((k20 * 68) + i21) + 1088)] = 0.0f;
+                }
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 16; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((kk * 68) + sr8), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + ((kk * 68) + (sr8 + 8)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa2, sh + ((kk * 68) + (sr8 + 16)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa3, sh + ((kk * 68) + (sr8 + 24)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc9) + 1088), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc9 + 8)) + 1088), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc9 + 16)) + 1088), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc9 + 24)) + 1088), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        }
+        simdgroup_store(acc0_0, sh + ((sr8 * 68) + sc9), 68);
+        simdgroup_store(acc0_1, sh + ((sr8 * 68) + (sc9 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr8 * 68) + (sc9 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr8 * 68) + (sc9 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr8 + 8) * 68) + sc9), 68);
+        simdgroup_store(acc1_1, sh + (((sr8 + 8) * 68) + (sc9 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr8 + 8) * 68) + (sc9 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr8 + 8) * 68) + (sc9 + 24)), 68);
+        simdgroup_store(acc2_0, sh + (((sr8 + 16) * 68) + sc9), 68);
+        simdgroup_store(acc2_1, sh + (((sr8 + 16) * 68) + (sc9 + 8)), 68);
+        simdgroup_store(acc2_2, sh + (((sr8 + 16) * 68) + (sc9 + 16)), 68);
+        simdgroup_store(acc2_3, sh + (((sr8 + 16) * 68) + (sc9 + 24)), 68);
+        simdgroup_store(acc3_0, sh + (((sr8 + 24) * 68) + sc9), 68);
+        simdgroup_store(acc3_1, sh + (((sr8 + 24) * 68) + (sc9 + 8)), 68);
+        simdgroup_store(acc3_2, sh + (((sr8 + 24) * 68) + (sc9 + 16)), 68);
+        simdgroup_store(acc3_3, sh + (((sr8 + 24) * 68) + (sc9 + 24)), 68);
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int s25 = 0; s25 < 32; s25 += 1) {
+            const int l26 = ((s25 * 128) + ti6);
+            const int i27 = (l26 / 64);
+            const int j28 = (l26 % 64);
+            const int gi29 = (m02 + i27);
+            const int gj30 = (n03 + j28);
+            if ((gj30 < 84)) {
+                p5[((((ex1 * 2048) + gi29) * 84) + gj30)] = sh[((i27 * 68) + j28)];
+            }
+        }
+    }
+}
+
+// 3 independent kernels in one launch
+// part 0 (grouped_matmul): fuses grouped_matmul %2096 (moe.8)
+// part 1 (grouped_matmul_wgrad): fuses grouped_matmul_wgrad %2097 (moe.8)
+// part 2 (grouped_matmul): fuses dequant %2098, grouped_matmul %2099 (moe.8)
+// threadgroup 128×1×1, grid 25536×1×1 threadgroups
+kernel void grouped_matmul_grouped_matmul_wgrad_x3_0(
+        const device int* p0 [[buffer(0)]],
+        device float* p1 [[buffer(1)]],
+        const device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        device float* p5 [[buffer(5)]],
+        device float* p6 [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
+        const device uchar* p8 [[buffer(8)]],
+        const device uchar* p9 [[buffer(9)]],
+        const device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
+    threadgroup float sh[4352];
+    if ((int(gid.x) < 12096)) {
+        const int h0 = (int(gid.x) - 0);
+        const int ex1 = (h0 / 1344);
+        const int n02 = ((h0 % 84) * 64);
+        if ((ex1 == 8)) {
+            const int t3 = p0[0];
+            const int t4 = p0[8];
+            for (int s5 = 0; s5 < 32; s5 += 1) {
+                const int l6 = ((s5 * 128) + int(lid.x));
+                const int r7 = ((((h0 / 84) % 16) * 64) + (l6 / 64));
+                const int j8 = (n02 + (l6 % 64));
+                if (((r7 < t3) || (r7 >= t4))) {
+                    p1[((r7 * 5376) + j8)] = 0.0f;
+                }
+            }
+            return;
+        }
+        const int t9 = p0[ex1];
+        const int t10 = p0[(ex1 + 1)];
+        const int m011 = (t9 + (((h0 / 84) % 16) * 64));
+        if ((m011 >= t10)) {
+            return;
+        }
+        const int ti12 = int(lid.x);
+        const int sgi13 = int(sg);
+        const int sr14 = ((sgi13 / 2) * 32);
+        const int sc15 = ((sgi13 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 84; k0 += 16) {
+            for (int s16 = 0; s16 < 8; s16 += 1) {
+                const int l17 = ((s16 * 128) + ti12);
+                const int i18 = (l17 / 16);
+                const int k19 = (l17 % 16);
+                const int gi20 = (m011 + i18);
+                const int gk21 = (k0 + k19);
+                if (((gi20 < t10) && (gk21 < 84))) {
+                    const float t22 = p2[((gi20 * 84) + gk21)];
+                    sh[((i18 * 20) + k19)] = t22;
+                } else {
+                    sh[((i18 * 20) + k19)] = 0.0f;
+                }
+            }
+            for (int s23 = 0; s23 < 8; s23 += 1) {
+                const int l24 = ((s23 * 128) + ti12);
+                const int k25 = (l24 / 64);
+                const int i26 = (l24 % 64);
+                const int gi27 = (n02 + i26);
+                const int gk28 = (k0 + k25);
+                if ((gk28 < 84)) {
+                    const float t29 = p3[((((ex1 * 84) + gk28) * 5376) + gi27)];
+                    sh[(((k25 * 68) + i26) + 1280)] = t29;
+                } else {
+                    sh[(((k25 * 68) + i26) + 1280)] = 0.0f;
+                }
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 16; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((sr14 * 20) + kk), 20);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + (((sr14 + 8) * 20) + kk), 20);
+                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa2, sh + (((sr14 + 16) * 20) + kk), 20);
+                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa3, sh + (((sr14 + 24) * 20) + kk), 20);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc15) + 1280), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc15 + 8)) + 1280), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc15 + 16)) + 1280), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc15 + 24)) + 1280), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        }
+        simdgroup_store(acc0_0, sh + ((sr14 * 68) + sc15), 68);
+        simdgroup_store(acc0_1, sh + ((sr14 * 68) + (sc15 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr14 * 68) + (sc15 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr14 * 68) + (sc15 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr14 + 8) * 68) + sc15), 68);
+        simdgroup_store(acc1_1, sh + (((sr14 + 8) * 68) + (sc15 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr14 + 8) * 68) + (sc15 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr14 + 8) * 68) + (sc15 + 24)), 68);
+        simdgroup_store(acc2_0, sh + (((sr14 + 16) * 68) + sc15), 68);
+        simdgroup_store(acc2_1, sh + (((sr14 + 16) * 68) + (sc15 + 8)), 68);
+        simdgroup_store(acc2_2, sh + (((sr14 + 16) * 68) + (sc15 + 16)), 68);
+        simdgroup_store(acc2_3, sh + (((sr14 + 16) * 68) + (sc15 + 24)), 68);
+        simdgroup_store(acc3_0, sh + (((sr14 + 24) * 68) + sc15), 68);
+        simdgroup_store(acc3_1, sh + (((sr14 + 24) * 68) + (sc15 + 8)), 68);
+        simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
+        simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int s30 = 0; s30 < 32; s30 += 1) {
+            const int l31 = ((s30 * 128) + ti12);
+            const int i32 = (l31 / 64);
+            const int j33 = (l31 % 64);
+            const int gi34 = (m011 + i32);
+            const int gj35 = (n02 + j33);
+            if ((gi34 < t10)) {
+                p1[((gi34 * 5376) + gj35)] = sh[((i32 * 68) + j33)];
+            }
+        }
+    } else if ((int(gid.x) < 13440)) {
+        const int h1 = (int(gid.x) - 12096);
+        const int ex1 = (h1 / 168);
+        const int m02 = (((h1 / 84) % 2) * 64);
+        const int n03 = ((h1 % 84) * 64);
+        const int t4 = p0[ex1];
+        const int t5 = p0[(ex1 + 1)];
+        const int ti6 = int(lid.x);
+        const int sgi7 = int(sg);
+        const int sr8 = ((sgi7 / 2) * 32);
+        const int sc9 = ((sgi7 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = t4; k0 < t5; k0 += 16) {
+            for (int s10 = 0; s10 < 8; s10 += 1) {
+                const int l11 = ((s10 * 128) + ti6);
+                const int k12 = (l11 / 64);
+                const int i13 = (l11 % 64);
+                const int gi14 = (m02 + i13);
+                const int gk15 = (k0 + k12);
+                if (((gi14 < 84) && (gk15 < t5))) {
+                    const float t16 = p2[((gk15 * 84) + gi14)];
+                    sh[((k12 * 68) + i13)] = t16;
+                } else {
+                    sh[((k12 * 68) + i13)] = 0.0f;
+                }
+            }
+            for (int s17 = 0; s17 < 8; s17 += 1) {
+                const int l18 = ((s17 * 128) + ti6);
+                const int k19 = (l18 / 64);
+                const int i20 = (l18 % 64);
+                const int gi21 = (n03 + i20);
+                const int gk22 = (k0 + k19);
+                if ((gk22 < t5)) {
+                    const float t23 = p4[((gk22 * 5376) + gi21)];
+                    sh[(((k19 * 68) + i20) + 1088)] = t23;
+                } else {
+                    sh[(((k19 * 68) + i20) + 1088)] = 0.0f;
+                }
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 16; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((kk * 68) + sr8), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + ((kk * 68) + (sr8 + 8)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa2, sh + ((kk * 68) + (sr8 + 16)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa3, sh + ((kk * 68) + (sr8 + 24)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc9) + 1088), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc9 + 8)) + 1088), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc9 + 16)) + 1088), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc9 + 24)) + 1088), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        }
+        simdgroup_store(acc0_0, sh + ((sr8 * 68) + sc9), 68);
+        simdgroup_store(acc0_1, sh + ((sr8 * 68) + (sc9 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr8 * 68) + (sc9 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr8 * 68) + (sc9 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr8 + 8) * 68) + sc9), 68);
+        simdgroup_store(acc1_1, sh + (((sr8 + 8) * 68) + (sc9 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr8 + 8) * 68) + (sc9 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr8 + 8) * 68) + (sc9 + 24)), 68);
+        simdgroup_store(acc2_0, sh + (((sr8 + 16) * 68) + sc9), 68);
+        simdgroup_store(acc2_1, sh + (((sr8 + 16) * 68) + (sc9 + 8)), 68);
+        simdgroup_store(acc2_2, sh + (((sr8 + 16) * 68) + (sc9 + 16)), 68);
+        simdgroup_store(acc2_3, sh + (((sr8 + 16) * 68) + (sc9 + 24)), 68);
+        simdgroup_store(acc3_0, sh + (((sr8 + 24) * 68) + sc9), 68);
+        simdgroup_store(acc3_1, sh + (((sr8 + 24) * 68) + (sc9 + 8)), 68);
+        simdgroup_store(acc3_2, sh + (((sr8 + 24) * 68) + (sc9 + 16)), 68);
+        simdgroup_store(acc3_3, sh + (((sr8 + 24) * 68) + (sc9 + 24)), 68);
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int s24 = 0; s24 < 32; s24 += 1) {
+            const int l25 = ((s24 * 128) + ti6);
+            const int i26 = (l25 / 64);
+            const int j27 = (l25 % 64);
+            const int gi28 = (m02 + i26);
+            const int gj29 = (n03 + j27);
             if ((gi28 < 84)) {
-                const float t30 = p3[((((ex1 * 2048) + gk29) * 84) + gi28)];
-                sh[(((k26 * 68) + i27) + 1280)] = t30;
-            } else {
-                sh[(((k26 * 68) + i27) + 1280)] = 0.0f;
+                p5[((((ex1 * 84) + gi28) * 5376) + gj29)] = sh[((i26 * 68) + j27)];
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 16; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr14 * 20) + kk), 20);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr14 + 8) * 20) + kk), 20);
-            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + (((sr14 + 16) * 20) + kk), 20);
-            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + (((sr14 + 24) * 20) + kk), 20);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 68) + sc15) + 1280), 68);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 68) + (sc15 + 8)) + 1280), 68);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + (((kk * 68) + (sc15 + 16)) + 1280), 68);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + (((kk * 68) + (sc15 + 24)) + 1280), 68);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
-            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
-            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
-            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr14 * 68) + sc15), 68);
-    simdgroup_store(acc0_1, sh + ((sr14 * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr14 * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr14 * 68) + (sc15 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr14 + 8) * 68) + sc15), 68);
-    simdgroup_store(acc1_1, sh + (((sr14 + 8) * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr14 + 8) * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr14 + 8) * 68) + (sc15 + 24)), 68);
-    simdgroup_store(acc2_0, sh + (((sr14 + 16) * 68) + sc15), 68);
-    simdgroup_store(acc2_1, sh + (((sr14 + 16) * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc2_2, sh + (((sr14 + 16) * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc2_3, sh + (((sr14 + 16) * 68) + (sc15 + 24)), 68);
-    simdgroup_store(acc3_0, sh + (((sr14 + 24) * 68) + sc15), 68);
-    simdgroup_store(acc3_1, sh + (((sr14 + 24) * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s31 = 0; s31 < 32; s31 += 1) {
-        const int l32 = ((s31 * 128) + ti12);
-        const int i33 = (l32 / 64);
-        const int j34 = (l32 % 64);
-        const int gi35 = (m011 + i33);
-        const int gj36 = (n02 + j34);
-        if (((gi35 < t10) && (gj36 < 84))) {
-            p1[((gi35 * 84) + gj36)] = sh[((i33 * 68) + j34)];
-        }
-    }
-}
-
-// fuses scale %2093, grouped_matmul_wgrad %2095 (moe.8)
-// threadgroup 128×1×1, grid 2×32×8 threadgroups
-kernel void grouped_matmul_wgrad_0(
-        const device int* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        device float* p3 [[buffer(3)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]],
-        uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int ex1 = int(gid.z);
-    const int m02 = (int(gid.y) * 64);
-    const int n03 = (int(gid.x) * 64);
-    const int t4 = p0[ex1];
-    const int t5 = p0[(ex1 + 1)];
-    threadgroup float sh[4352];
-    const int ti6 = int(lid.x);
-    const int sgi7 = int(sg);
-    const int sr8 = ((sgi7 / 2) * 32);
-    const int sc9 = ((sgi7 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = t4; k0 < t5; k0 += 16) {
-        for (int s10 = 0; s10 < 8; s10 += 1) {
-            const int l11 = ((s10 * 128) + ti6);
-            const int k12 = (l11 / 64);
-            const int i13 = (l11 % 64);
-            const int gi14 = (m02 + i13);
-            const int gk15 = (k0 + k12);
-            if ((gk15 < t5)) {
-                const float t16 = p1[((gk15 * 2048) + gi14)];
-                const float t17 = (t16 * 0.1904762f);
-                sh[((k12 * 68) + i13)] = t17;
-            } else {
-                sh[((k12 * 68) + i13)] = 0.0f;
+    } else if ((int(gid.x) < 25536)) {
+        const int h2 = (int(gid.x) - 13440);
+        const int ex1 = (h2 / 1344);
+        const int n02 = ((h2 % 84) * 64);
+        if ((ex1 == 8)) {
+            const int t3 = p0[0];
+            const int t4 = p0[8];
+            for (int s5 = 0; s5 < 32; s5 += 1) {
+                const int l6 = ((s5 * 128) + int(lid.x));
+                const int r7 = ((((h2 / 84) % 16) * 64) + (l6 / 64));
+                const int j8 = (n02 + (l6 % 64));
+                if (((r7 < t3) || (r7 >= t4))) {
+                    p6[((r7 * 5376) + j8)] = 0.0f;
+                }
             }
+            return;
         }
-        for (int s18 = 0; s18 < 8; s18 += 1) {
-            const int l19 = ((s18 * 128) + ti6);
-            const int k20 = (l19 / 64);
-            const int i21 = (l19 % 64);
-            const int gi22 = (n03 + i21);
-            const int gk23 = (k0 + k20);
-            if (((gi22 < 84) && (gk23 < t5))) {
-                const float t24 = p2[((gk23 * 84) + gi22)];
-                sh[(((k20 * 68) + i21) + 1088)] = t24;
-            } else {
-                sh[(((k20 * 68) + i21) + 1088)] = 0.0f;
+        const int t9 = p0[ex1];
+        const int t10 = p0[(ex1 + 1)];
+        const int m011 = (t9 + (((h2 / 84) % 16) * 64));
+        if ((m011 >= t10)) {
+            return;
+        }
+        const int ti12 = int(lid.x);
+        const int sgi13 = int(sg);
+        const int sr14 = ((sgi13 / 2) * 32);
+        const int sc15 = ((sgi13 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 2048; k0 += 16) {
+            for (int s16 = 0; s16 < 8; s16 += 1) {
+                const int l17 = ((s16 * 128) + ti12);
+                const int i18 = (l17 / 16);
+                const int k19 = (l17 % 16);
+                const int gi20 = (m011 + i18);
+                const int gk21 = (k0 + k19);
+                if ((gi20 < t10)) {
+                    const float t22 = p7[((gi20 * 2048) + gk21)];
+                    sh[((i18 * 20) + k19)] = t22;
+                } else {
+                    sh[((i18 * 20) + k19)] = 0.0f;
+                }
             }
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 16; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((kk * 68) + sr8), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + ((kk * 68) + (sr8 + 8)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + ((kk * 68) + (sr8 + 16)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + ((kk * 68) + (sr8 + 24)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 68) + sc9) + 1088), 68);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 68) + (sc9 + 8)) + 1088), 68);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + (((kk * 68) + (sc9 + 16)) + 1088), 68);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + (((kk * 68) + (sc9 + 24)) + 1088), 68);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
-            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
-            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
-            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr8 * 68) + sc9), 68);
-    simdgroup_store(acc0_1, sh + ((sr8 * 68) + (sc9 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr8 * 68) + (sc9 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr8 * 68) + (sc9 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr8 + 8) * 68) + sc9), 68);
-    simdgroup_store(acc1_1, sh + (((sr8 + 8) * 68) + (sc9 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr8 + 8) * 68) + (sc9 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr8 + 8) * 68) + (sc9 + 24)), 68);
-    simdgroup_store(acc2_0, sh + (((sr8 + 16) * 68) + sc9), 68);
-    simdgroup_store(acc2_1, sh + (((sr8 + 16) * 68) + (sc9 + 8)), 68);
-    simdgroup_store(acc2_2, sh + (((sr8 + 16) * 68) + (sc9 + 16)), 68);
-    simdgroup_store(acc2_3, sh + (((sr8 + 16) * 68) + (sc9 + 24)), 68);
-    simdgroup_store(acc3_0, sh + (((sr8 + 24) * 68) + sc9), 68);
-    simdgroup_store(acc3_1, sh + (((sr8 + 24) * 68) + (sc9 + 8)), 68);
-    simdgroup_store(acc3_2, sh + (((sr8 + 24) * 68) + (sc9 + 16)), 68);
-    simdgroup_store(acc3_3, sh + (((sr8 + 24) * 68) + (sc9 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s25 = 0; s25 < 32; s25 += 1) {
-        const int l26 = ((s25 * 128) + ti6);
-        const int i27 = (l26 / 64);
-        const int j28 = (l26 % 64);
-        const int gi29 = (m02 + i27);
-        const int gj30 = (n03 + j28);
-        if ((gj30 < 84)) {
-            p3[((((ex1 * 2048) + gi29) * 84) + gj30)] = sh[((i27 * 68) + j28)];
-        }
-    }
-}
-
-// fuses grouped_matmul %2096 (moe.8)
-// threadgroup 128×1×1, grid 84×16×9 threadgroups
-kernel void grouped_matmul_7(
-        const device int* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]],
-        uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int ex1 = int(gid.z);
-    const int n02 = (int(gid.x) * 64);
-    if ((ex1 == 8)) {
-        const int t3 = p0[0];
-        const int t4 = p0[8];
-        for (int s5 = 0; s5 < 32; s5 += 1) {
-            const int l6 = ((s5 * 128) + int(lid.x));
-            const int r7 = ((int(gid.y) * 64) + (l6 / 64));
-            const int j8 = (n02 + (l6 % 64));
-            if (((r7 < t3) || (r7 >= t4))) {
-                p1[((r7 * 5376) + j8)] = 0.0f;
-            }
-        }
-        return;
-    }
-    const int t9 = p0[ex1];
-    const int t10 = p0[(ex1 + 1)];
-    const int m011 = (t9 + (int(gid.y) * 64));
-    if ((m011 >= t10)) {
-        return;
-    }
-    threadgroup float sh[4352];
-    const int ti12 = int(lid.x);
-    const int sgi13 = int(sg);
-    const int sr14 = ((sgi13 / 2) * 32);
-    const int sc15 = ((sgi13 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 84; k0 += 16) {
-        for (int s16 = 0; s16 < 8; s16 += 1) {
-            const int l17 = ((s16 * 128) + ti12);
-            const int i18 = (l17 / 16);
-            const int k19 = (l17 % 16);
-            const int gi20 = (m011 + i18);
-            const int gk21 = (k0 + k19);
-            if (((gi20 < t10) && (gk21 < 84))) {
-                const float t22 = p2[((gi20 * 84) + gk21)];
-                sh[((i18 * 20) + k19)] = t22;
-            } else {
-                sh[((i18 * 20) + k19)] = 0.0f;
-            }
-        }
-        for (int s23 = 0; s23 < 8; s23 += 1) {
-            const int l24 = ((s23 * 128) + ti12);
-            const int k25 = (l24 / 64);
-            const int i26 = (l24 % 64);
-            const int gi27 = (n02 + i26);
-            const int gk28 = (k0 + k25);
-            if ((gk28 < 84)) {
-                const float t29 = p3[((((ex1 * 84) + gk28) * 5376) + gi27)];
+            for (int s23 = 0; s23 < 8; s23 += 1) {
+                const int l24 = ((s23 * 128) + ti12);
+                const int k25 = (l24 / 64);
+                const int i26 = (l24 % 64);
+                const int gi27 = (n02 + i26);
+                const int gk28 = (k0 + k25);
+                const float t29 = (NF4_CODE[((int(p8[(((((ex1 * 2048) + gk28) * 5376) + gi27) / 2)]) >> (((((((ex1 * 2048) + gk28) * 5376) + gi27) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p9[(((((ex1 * 2048) + gk28) * 5376) + gi27) / 64)])] * p10[((((((ex1 * 2048) + gk28) * 5376) + gi27) / 64) / 256)]) + p11[0]));
                 sh[(((k25 * 68) + i26) + 1280)] = t29;
-            } else {
-                sh[(((k25 * 68) + i26) + 1280)] = 0.0f;
             }
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 16; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr14 * 20) + kk), 20);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr14 + 8) * 20) + kk), 20);
-            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + (((sr14 + 16) * 20) + kk), 20);
-            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + (((sr14 + 24) * 20) + kk), 20);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 68) + sc15) + 1280), 68);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 68) + (sc15 + 8)) + 1280), 68);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + (((kk * 68) + (sc15 + 16)) + 1280), 68);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + (((kk * 68) + (sc15 + 24)) + 1280), 68);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
-            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
-            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
-            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr14 * 68) + sc15), 68);
-    simdgroup_store(acc0_1, sh + ((sr14 * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr14 * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr14 * 68) + (sc15 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr14 + 8) * 68) + sc15), 68);
-    simdgroup_store(acc1_1, sh + (((sr14 + 8) * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr14 + 8) * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr14 + 8) * 68) + (sc15 + 24)), 68);
-    simdgroup_store(acc2_0, sh + (((sr14 + 16) * 68) + sc15), 68);
-    simdgroup_store(acc2_1, sh + (((sr14 + 16) * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc2_2, sh + (((sr14 + 16) * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc2_3, sh + (((sr14 + 16) * 68) + (sc15 + 24)), 68);
-    simdgroup_store(acc3_0, sh + (((sr14 + 24) * 68) + sc15), 68);
-    simdgroup_store(acc3_1, sh + (((sr14 + 24) * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s30 = 0; s30 < 32; s30 += 1) {
-        const int l31 = ((s30 * 128) + ti12);
-        const int i32 = (l31 / 64);
-        const int j33 = (l31 % 64);
-        const int gi34 = (m011 + i32);
-        const int gj35 = (n02 + j33);
-        if ((gi34 < t10)) {
-            p1[((gi34 * 5376) + gj35)] = sh[((i32 * 68) + j33)];
-        }
-    }
-}
-
-// fuses grouped_matmul_wgrad %2097 (moe.8)
-// threadgroup 128×1×1, grid 84×2×8 threadgroups
-kernel void grouped_matmul_wgrad_1(
-        const device int* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        device float* p3 [[buffer(3)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]],
-        uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int ex1 = int(gid.z);
-    const int m02 = (int(gid.y) * 64);
-    const int n03 = (int(gid.x) * 64);
-    const int t4 = p0[ex1];
-    const int t5 = p0[(ex1 + 1)];
-    threadgroup float sh[4352];
-    const int ti6 = int(lid.x);
-    const int sgi7 = int(sg);
-    const int sr8 = ((sgi7 / 2) * 32);
-    const int sc9 = ((sgi7 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = t4; k0 < t5; k0 += 16) {
-        for (int s10 = 0; s10 < 8; s10 += 1) {
-            const int l11 = ((s10 * 128) + ti6);
-            const int k12 = (l11 / 64);
-            const int i13 = (l11 % 64);
-            const int gi14 = (m02 + i13);
-            const int gk15 = (k0 + k12);
-            if (((gi14 < 84) && (gk15 < t5))) {
-                const float t16 = p1[((gk15 * 84) + gi14)];
-                sh[((k12 * 68) + i13)] = t16;
-            } else {
-                sh[((k12 * 68) + i13)] = 0.0f;
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 16; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((sr14 * 20) + kk), 20);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + (((sr14 + 8) * 20) + kk), 20);
+                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa2, sh + (((sr14 + 16) * 20) + kk), 20);
+                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa3, sh + (((sr14 + 24) * 20) + kk), 20);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc15) + 1280), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc15 + 8)) + 1280), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc15 + 16)) + 1280), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc15 + 24)) + 1280), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         }
-        for (int s17 = 0; s17 < 8; s17 += 1) {
-            const int l18 = ((s17 * 128) + ti6);
-            const int k19 = (l18 / 64);
-            const int i20 = (l18 % 64);
-            const int gi21 = (n03 + i20);
-            const int gk22 = (k0 + k19);
-            if ((gk22 < t5)) {
-                const float t23 = p2[((gk22 * 5376) + gi21)];
-                sh[(((k19 * 68) + i20) + 1088)] = t23;
-            } else {
-                sh[(((k19 * 68) + i20) + 1088)] = 0.0f;
+        simdgroup_store(acc0_0, sh + ((sr14 * 68) + sc15), 68);
+        simdgroup_store(acc0_1, sh + ((sr14 * 68) + (sc15 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr14 * 68) + (sc15 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr14 * 68) + (sc15 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr14 + 8) * 68) + sc15), 68);
+        simdgroup_store(acc1_1, sh + (((sr14 + 8) * 68) + (sc15 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr14 + 8) * 68) + (sc15 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr14 + 8) * 68) + (sc15 + 24)), 68);
+        simdgroup_store(acc2_0, sh + (((sr14 + 16) * 68) + sc15), 68);
+        simdgroup_store(acc2_1, sh + (((sr14 + 16) * 68) + (sc15 + 8)), 68);
+        simdgroup_store(acc2_2, sh + (((sr14 + 16) * 68) + (sc15 + 16)), 68);
+        simdgroup_store(acc2_3, sh + (((sr14 + 16) * 68) + (sc15 + 24)), 68);
+        simdgroup_store(acc3_0, sh + (((sr14 + 24) * 68) + sc15), 68);
+        simdgroup_store(acc3_1, sh + (((sr14 + 24) * 68) + (sc15 + 8)), 68);
+        simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
+        simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int s30 = 0; s30 < 32; s30 += 1) {
+            const int l31 = ((s30 * 128) + ti12);
+            const int i32 = (l31 / 64);
+            const int j33 = (l31 % 64);
+            const int gi34 = (m011 + i32);
+            const int gj35 = (n02 + j33);
+            if ((gi34 < t10)) {
+                p6[((gi34 * 5376) + gj35)] = sh[((i32 * 68) + j33)];
             }
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 16; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((kk * 68) + sr8), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + ((kk * 68) + (sr8 + 8)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + ((kk * 68) + (sr8 + 16)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + ((kk * 68) + (sr8 + 24)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 68) + sc9) + 1088), 68);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 68) + (sc9 + 8)) + 1088), 68);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + (((kk * 68) + (sc9 + 16)) + 1088), 68);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + (((kk * 68) + (sc9 + 24)) + 1088), 68);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
-            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
-            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
-            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr8 * 68) + sc9), 68);
-    simdgroup_store(acc0_1, sh + ((sr8 * 68) + (sc9 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr8 * 68) + (sc9 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr8 * 68) + (sc9 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr8 + 8) * 68) + sc9), 68);
-    simdgroup_store(acc1_1, sh + (((sr8 + 8) * 68) + (sc9 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr8 + 8) * 68) + (sc9 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr8 + 8) * 68) + (sc9 + 24)), 68);
-    simdgroup_store(acc2_0, sh + (((sr8 + 16) * 68) + sc9), 68);
-    simdgroup_store(acc2_1, sh + (((sr8 + 16) * 68) + (sc9 + 8)), 68);
-    simdgroup_store(acc2_2, sh + (((sr8 + 16) * 68) + (sc9 + 16)), 68);
-    simdgroup_store(acc2_3, sh + (((sr8 + 16) * 68) + (sc9 + 24)), 68);
-    simdgroup_store(acc3_0, sh + (((sr8 + 24) * 68) + sc9), 68);
-    simdgroup_store(acc3_1, sh + (((sr8 + 24) * 68) + (sc9 + 8)), 68);
-    simdgroup_store(acc3_2, sh + (((sr8 + 24) * 68) + (sc9 + 16)), 68);
-    simdgroup_store(acc3_3, sh + (((sr8 + 24) * 68) + (sc9 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s24 = 0; s24 < 32; s24 += 1) {
-        const int l25 = ((s24 * 128) + ti6);
-        const int i26 = (l25 / 64);
-        const int j27 = (l25 % 64);
-        const int gi28 = (m02 + i26);
-        const int gj29 = (n03 + j27);
-        if ((gi28 < 84)) {
-            p3[((((ex1 * 84) + gi28) * 5376) + gj29)] = sh[((i26 * 68) + j27)];
-        }
-    }
-}
-
-// fuses dequant %2098, grouped_matmul %2099 (moe.8)
-// threadgroup 128×1×1, grid 84×16×9 threadgroups
-kernel void grouped_matmul_8(
-        const device int* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device uchar* p3_codes [[buffer(3)]],
-        const device uchar* p4_qabsmax [[buffer(4)]],
-        const device float* p5_scales [[buffer(5)]],
-        const device float* p6_offset [[buffer(6)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]],
-        uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int ex1 = int(gid.z);
-    const int n02 = (int(gid.x) * 64);
-    if ((ex1 == 8)) {
-        const int t3 = p0[0];
-        const int t4 = p0[8];
-        for (int s5 = 0; s5 < 32; s5 += 1) {
-            const int l6 = ((s5 * 128) + int(lid.x));
-            const int r7 = ((int(gid.y) * 64) + (l6 / 64));
-            const int j8 = (n02 + (l6 % 64));
-            if (((r7 < t3) || (r7 >= t4))) {
-                p1[((r7 * 5376) + j8)] = 0.0f;
-            }
-        }
-        return;
-    }
-    const int t9 = p0[ex1];
-    const int t10 = p0[(ex1 + 1)];
-    const int m011 = (t9 + (int(gid.y) * 64));
-    if ((m011 >= t10)) {
-        return;
-    }
-    threadgroup float sh[4352];
-    const int ti12 = int(lid.x);
-    const int sgi13 = int(sg);
-    const int sr14 = ((sgi13 / 2) * 32);
-    const int sc15 = ((sgi13 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 2048; k0 += 16) {
-        for (int s16 = 0; s16 < 8; s16 += 1) {
-            const int l17 = ((s16 * 128) + ti12);
-            const int i18 = (l17 / 16);
-            const int k19 = (l17 % 16);
-            const int gi20 = (m011 + i18);
-            const int gk21 = (k0 + k19);
-            if ((gi20 < t10)) {
-                const float t22 = p2[((gi20 * 2048) + gk21)];
-                sh[((i18 * 20) + k19)] = t22;
-            } else {
-                sh[((i18 * 20) + k19)] = 0.0f;
-            }
-        }
-        for (int s23 = 0; s23 < 8; s23 += 1) {
-            const int l24 = ((s23 * 128) + ti12);
-            const int k25 = (l24 / 64);
-            const int i26 = (l24 % 64);
-            const int gi27 = (n02 + i26);
-            const int gk28 = (k0 + k25);
-            const float t29 = (NF4_CODE[((int(p3_codes[(((((ex1 * 2048) + gk28) * 5376) + gi27) / 2)]) >> (((((((ex1 * 2048) + gk28) * 5376) + gi27) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p4_qabsmax[(((((ex1 * 2048) + gk28) * 5376) + gi27) / 64)])] * p5_scales[((((((ex1 * 2048) + gk28) * 5376) + gi27) / 64) / 256)]) + p6_offset[0]));
-            sh[(((k25 * 68) + i26) + 1280)] = t29;
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 16; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr14 * 20) + kk), 20);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr14 + 8) * 20) + kk), 20);
-            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + (((sr14 + 16) * 20) + kk), 20);
-            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + (((sr14 + 24) * 20) + kk), 20);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 68) + sc15) + 1280), 68);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 68) + (sc15 + 8)) + 1280), 68);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + (((kk * 68) + (sc15 + 16)) + 1280), 68);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + (((kk * 68) + (sc15 + 24)) + 1280), 68);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
-            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
-            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
-            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr14 * 68) + sc15), 68);
-    simdgroup_store(acc0_1, sh + ((sr14 * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr14 * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr14 * 68) + (sc15 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr14 + 8) * 68) + sc15), 68);
-    simdgroup_store(acc1_1, sh + (((sr14 + 8) * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr14 + 8) * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr14 + 8) * 68) + (sc15 + 24)), 68);
-    simdgroup_store(acc2_0, sh + (((sr14 + 16) * 68) + sc15), 68);
-    simdgroup_store(acc2_1, sh + (((sr14 + 16) * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc2_2, sh + (((sr14 + 16) * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc2_3, sh + (((sr14 + 16) * 68) + (sc15 + 24)), 68);
-    simdgroup_store(acc3_0, sh + (((sr14 + 24) * 68) + sc15), 68);
-    simdgroup_store(acc3_1, sh + (((sr14 + 24) * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s30 = 0; s30 < 32; s30 += 1) {
-        const int l31 = ((s30 * 128) + ti12);
-        const int i32 = (l31 / 64);
-        const int j33 = (l31 % 64);
-        const int gi34 = (m011 + i32);
-        const int gj35 = (n02 + j33);
-        if ((gi34 < t10)) {
-            p1[((gi34 * 5376) + gj35)] = sh[((i32 * 68) + j33)];
         }
     }
 }
@@ -5618,735 +5286,667 @@ kernel void add_concat_mul_1(
     p4[i1] = t23;
 }
 
-// fuses scale %2114, grouped_matmul %2115 (moe.8)
-// threadgroup 128×1×1, grid 2×16×9 threadgroups
-kernel void grouped_matmul_9(
+// 2 independent kernels in one launch
+// part 0 (grouped_matmul): fuses scale %2114, grouped_matmul %2115 (moe.8)
+// part 1 (grouped_matmul_wgrad): fuses scale %2114, grouped_matmul_wgrad %2116 (moe.8)
+// threadgroup 128×1×1, grid 2976×1×1 threadgroups
+kernel void grouped_matmul_grouped_matmul_wgrad_x2_1(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]],
-        uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int ex1 = int(gid.z);
-    const int n02 = (int(gid.x) * 64);
-    if ((ex1 == 8)) {
-        const int t3 = p0[0];
-        const int t4 = p0[8];
-        for (int s5 = 0; s5 < 32; s5 += 1) {
-            const int l6 = ((s5 * 128) + int(lid.x));
-            const int r7 = ((int(gid.y) * 64) + (l6 / 64));
-            const int j8 = (n02 + (l6 % 64));
-            if (((j8 < 84) && ((r7 < t3) || (r7 >= t4)))) {
-                p1[((r7 * 84) + j8)] = 0.0f;
-            }
-        }
-        return;
-    }
-    const int t9 = p0[ex1];
-    const int t10 = p0[(ex1 + 1)];
-    const int m011 = (t9 + (int(gid.y) * 64));
-    if ((m011 >= t10)) {
-        return;
-    }
-    threadgroup float sh[4352];
-    const int ti12 = int(lid.x);
-    const int sgi13 = int(sg);
-    const int sr14 = ((sgi13 / 2) * 32);
-    const int sc15 = ((sgi13 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 10752; k0 += 16) {
-        for (int s16 = 0; s16 < 8; s16 += 1) {
-            const int l17 = ((s16 * 128) + ti12);
-            const int i18 = (l17 / 16);
-            const int k19 = (l17 % 16);
-            const int gi20 = (m011 + i18);
-            const int gk21 = (k0 + k19);
-            if ((gi20 < t10)) {
-                const float t22 = p2[((gi20 * 10752) + gk21)];
-                const float t23 = (t22 * 0.1904762f);
-                sh[((i18 * 20) + k19)] = t23;
-            } else {
-                sh[((i18 * 20) + k19)] = 0.0f;
-            }
-        }
-        for (int s24 = 0; s24 < 8; s24 += 1) {
-            const int l25 = ((s24 * 128) + ti12);
-            const int k26 = (l25 / 64);
-            const int i27 = (l25 % 64);
-            const int gi28 = (n02 + i27);
-            const int gk29 = (k0 + k26);
-            if ((gi28 < 84)) {
-                const float t30 = p3[((((ex1 * 10752) + gk29) * 84) + gi28)];
-                sh[(((k26 * 68) + i27) + 1280)] = t30;
-            } else {
-                sh[(((k26 * 68) + i27) + 1280)] = 0.0f;
-            }
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 16; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr14 * 20) + kk), 20);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr14 + 8) * 20) + kk), 20);
-            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + (((sr14 + 16) * 20) + kk), 20);
-            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + (((sr14 + 24) * 20) + kk), 20);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 68) + sc15) + 1280), 68);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 68) + (sc15 + 8)) + 1280), 68);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + (((kk * 68) + (sc15 + 16)) + 1280), 68);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + (((kk * 68) + (sc15 + 24)) + 1280), 68);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
-            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
-            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
-            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr14 * 68) + sc15), 68);
-    simdgroup_store(acc0_1, sh + ((sr14 * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr14 * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr14 * 68) + (sc15 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr14 + 8) * 68) + sc15), 68);
-    simdgroup_store(acc1_1, sh + (((sr14 + 8) * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr14 + 8) * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr14 + 8) * 68) + (sc15 + 24)), 68);
-    simdgroup_store(acc2_0, sh + (((sr14 + 16) * 68) + sc15), 68);
-    simdgroup_store(acc2_1, sh + (((sr14 + 16) * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc2_2, sh + (((sr14 + 16) * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc2_3, sh + (((sr14 + 16) * 68) + (sc15 + 24)), 68);
-    simdgroup_store(acc3_0, sh + (((sr14 + 24) * 68) + sc15), 68);
-    simdgroup_store(acc3_1, sh + (((sr14 + 24) * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s31 = 0; s31 < 32; s31 += 1) {
-        const int l32 = ((s31 * 128) + ti12);
-        const int i33 = (l32 / 64);
-        const int j34 = (l32 % 64);
-        const int gi35 = (m011 + i33);
-        const int gj36 = (n02 + j34);
-        if (((gi35 < t10) && (gj36 < 84))) {
-            p1[((gi35 * 84) + gj36)] = sh[((i33 * 68) + j34)];
-        }
-    }
-}
-
-// fuses scale %2114, grouped_matmul_wgrad %2116 (moe.8)
-// threadgroup 128×1×1, grid 2×168×8 threadgroups
-kernel void grouped_matmul_wgrad_2(
-        const device int* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        device float* p3 [[buffer(3)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]],
-        uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int ex1 = int(gid.z);
-    const int m02 = (int(gid.y) * 64);
-    const int n03 = (int(gid.x) * 64);
-    const int t4 = p0[ex1];
-    const int t5 = p0[(ex1 + 1)];
-    threadgroup float sh[4352];
-    const int ti6 = int(lid.x);
-    const int sgi7 = int(sg);
-    const int sr8 = ((sgi7 / 2) * 32);
-    const int sc9 = ((sgi7 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = t4; k0 < t5; k0 += 16) {
-        for (int s10 = 0; s10 < 8; s10 += 1) {
-            const int l11 = ((s10 * 128) + ti6);
-            const int k12 = (l11 / 64);
-            const int i13 = (l11 % 64);
-            const int gi14 = (m02 + i13);
-            const int gk15 = (k0 + k12);
-            if ((gk15 < t5)) {
-                const float t16 = p1[((gk15 * 10752) + gi14)];
-                const float t17 = (t16 * 0.1904762f);
-                sh[((k12 * 68) + i13)] = t17;
-            } else {
-                sh[((k12 * 68) + i13)] = 0.0f;
-            }
-        }
-        for (int s18 = 0; s18 < 8; s18 += 1) {
-            const int l19 = ((s18 * 128) + ti6);
-            const int k20 = (l19 / 64);
-            const int i21 = (l19 % 64);
-            const int gi22 = (n03 + i21);
-            const int gk23 = (k0 + k20);
-            if (((gi22 < 84) && (gk23 < t5))) {
-                const float t24 = p2[((gk23 * 84) + gi22)];
-                sh[(((k20 * 68) + i21) + 1088)] = t24;
-            } else {
-                sh[(((k20 * 68) + i21) + 1088)] = 0.0f;
-            }
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 16; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((kk * 68) + sr8), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + ((kk * 68) + (sr8 + 8)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + ((kk * 68) + (sr8 + 16)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + ((kk * 68) + (sr8 + 24)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 68) + sc9) + 1088), 68);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 68) + (sc9 + 8)) + 1088), 68);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + (((kk * 68) + (sc9 + 16)) + 1088), 68);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + (((kk * 68) + (sc9 + 24)) + 1088), 68);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
-            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
-            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
-            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr8 * 68) + sc9), 68);
-    simdgroup_store(acc0_1, sh + ((sr8 * 68) + (sc9 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr8 * 68) + (sc9 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr8 * 68) + (sc9 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr8 + 8) * 68) + sc9), 68);
-    simdgroup_store(acc1_1, sh + (((sr8 + 8) * 68) + (sc9 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr8 + 8) * 68) + (sc9 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr8 + 8) * 68) + (sc9 + 24)), 68);
-    simdgroup_store(acc2_0, sh + (((sr8 + 16) * 68) + sc9), 68);
-    simdgroup_store(acc2_1, sh + (((sr8 + 16) * 68) + (sc9 + 8)), 68);
-    simdgroup_store(acc2_2, sh + (((sr8 + 16) * 68) + (sc9 + 16)), 68);
-    simdgroup_store(acc2_3, sh + (((sr8 + 16) * 68) + (sc9 + 24)), 68);
-    simdgroup_store(acc3_0, sh + (((sr8 + 24) * 68) + sc9), 68);
-    simdgroup_store(acc3_1, sh + (((sr8 + 24) * 68) + (sc9 + 8)), 68);
-    simdgroup_store(acc3_2, sh + (((sr8 + 24) * 68) + (sc9 + 16)), 68);
-    simdgroup_store(acc3_3, sh + (((sr8 + 24) * 68) + (sc9 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s25 = 0; s25 < 32; s25 += 1) {
-        const int l26 = ((s25 * 128) + ti6);
-        const int i27 = (l26 / 64);
-        const int j28 = (l26 % 64);
-        const int gi29 = (m02 + i27);
-        const int gj30 = (n03 + j28);
-        if ((gj30 < 84)) {
-            p3[((((ex1 * 10752) + gi29) * 84) + gj30)] = sh[((i27 * 68) + j28)];
-        }
-    }
-}
-
-// fuses grouped_matmul_wgrad %2118 (moe.8)
-// threadgroup 128×1×1, grid 32×2×8 threadgroups
-kernel void grouped_matmul_wgrad_3(
-        const device int* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        device float* p3 [[buffer(3)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]],
-        uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int ex1 = int(gid.z);
-    const int m02 = (int(gid.y) * 64);
-    const int n03 = (int(gid.x) * 64);
-    const int t4 = p0[ex1];
-    const int t5 = p0[(ex1 + 1)];
-    threadgroup float sh[4352];
-    const int ti6 = int(lid.x);
-    const int sgi7 = int(sg);
-    const int sr8 = ((sgi7 / 2) * 32);
-    const int sc9 = ((sgi7 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = t4; k0 < t5; k0 += 16) {
-        for (int s10 = 0; s10 < 8; s10 += 1) {
-            const int l11 = ((s10 * 128) + ti6);
-            const int k12 = (l11 / 64);
-            const int i13 = (l11 % 64);
-            const int gi14 = (m02 + i13);
-            const int gk15 = (k0 + k12);
-            if (((gi14 < 84) && (gk15 < t5))) {
-                const float t16 = p1[((gk15 * 84) + gi14)];
-                sh[((k12 * 68) + i13)] = t16;
-            } else {
-                sh[((k12 * 68) + i13)] = 0.0f;
-            }
-        }
-        for (int s17 = 0; s17 < 8; s17 += 1) {
-            const int l18 = ((s17 * 128) + ti6);
-            const int k19 = (l18 / 64);
-            const int i20 = (l18 % 64);
-            const int gi21 = (n03 + i20);
-            const int gk22 = (k0 + k19);
-            if ((gk22 < t5)) {
-                const float t23 = p2[((gk22 * 2048) + gi21)];
-                sh[(((k19 * 68) + i20) + 1088)] = t23;
-            } else {
-                sh[(((k19 * 68) + i20) + 1088)] = 0.0f;
-            }
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 16; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((kk * 68) + sr8), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + ((kk * 68) + (sr8 + 8)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + ((kk * 68) + (sr8 + 16)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + ((kk * 68) + (sr8 + 24)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 68) + sc9) + 1088), 68);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 68) + (sc9 + 8)) + 1088), 68);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + (((kk * 68) + (sc9 + 16)) + 1088), 68);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + (((kk * 68) + (sc9 + 24)) + 1088), 68);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
-            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
-            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
-            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr8 * 68) + sc9), 68);
-    simdgroup_store(acc0_1, sh + ((sr8 * 68) + (sc9 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr8 * 68) + (sc9 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr8 * 68) + (sc9 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr8 + 8) * 68) + sc9), 68);
-    simdgroup_store(acc1_1, sh + (((sr8 + 8) * 68) + (sc9 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr8 + 8) * 68) + (sc9 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr8 + 8) * 68) + (sc9 + 24)), 68);
-    simdgroup_store(acc2_0, sh + (((sr8 + 16) * 68) + sc9), 68);
-    simdgroup_store(acc2_1, sh + (((sr8 + 16) * 68) + (sc9 + 8)), 68);
-    simdgroup_store(acc2_2, sh + (((sr8 + 16) * 68) + (sc9 + 16)), 68);
-    simdgroup_store(acc2_3, sh + (((sr8 + 16) * 68) + (sc9 + 24)), 68);
-    simdgroup_store(acc3_0, sh + (((sr8 + 24) * 68) + sc9), 68);
-    simdgroup_store(acc3_1, sh + (((sr8 + 24) * 68) + (sc9 + 8)), 68);
-    simdgroup_store(acc3_2, sh + (((sr8 + 24) * 68) + (sc9 + 16)), 68);
-    simdgroup_store(acc3_3, sh + (((sr8 + 24) * 68) + (sc9 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s24 = 0; s24 < 32; s24 += 1) {
-        const int l25 = ((s24 * 128) + ti6);
-        const int i26 = (l25 / 64);
-        const int j27 = (l25 % 64);
-        const int gi28 = (m02 + i26);
-        const int gj29 = (n03 + j27);
-        if ((gi28 < 84)) {
-            p3[((((ex1 * 84) + gi28) * 2048) + gj29)] = sh[((i26 * 68) + j27)];
-        }
-    }
-}
-
-// fuses dequant %2119, grouped_matmul %2120 (moe.8)
-// threadgroup 128×1×1, grid 32×16×9 threadgroups
-kernel void grouped_matmul_10(
-        const device int* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device uchar* p3_codes [[buffer(3)]],
-        const device uchar* p4_qabsmax [[buffer(4)]],
-        const device float* p5_scales [[buffer(5)]],
-        const device float* p6_offset [[buffer(6)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]],
-        uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int ex1 = int(gid.z);
-    const int n02 = (int(gid.x) * 64);
-    if ((ex1 == 8)) {
-        const int t3 = p0[0];
-        const int t4 = p0[8];
-        for (int s5 = 0; s5 < 32; s5 += 1) {
-            const int l6 = ((s5 * 128) + int(lid.x));
-            const int r7 = ((int(gid.y) * 64) + (l6 / 64));
-            const int j8 = (n02 + (l6 % 64));
-            if (((r7 < t3) || (r7 >= t4))) {
-                p1[((r7 * 2048) + j8)] = 0.0f;
-            }
-        }
-        return;
-    }
-    const int t9 = p0[ex1];
-    const int t10 = p0[(ex1 + 1)];
-    const int m011 = (t9 + (int(gid.y) * 64));
-    if ((m011 >= t10)) {
-        return;
-    }
-    threadgroup float sh[4352];
-    const int ti12 = int(lid.x);
-    const int sgi13 = int(sg);
-    const int sr14 = ((sgi13 / 2) * 32);
-    const int sc15 = ((sgi13 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 10752; k0 += 16) {
-        for (int s16 = 0; s16 < 8; s16 += 1) {
-            const int l17 = ((s16 * 128) + ti12);
-            const int i18 = (l17 / 16);
-            const int k19 = (l17 % 16);
-            const int gi20 = (m011 + i18);
-            const int gk21 = (k0 + k19);
-            if ((gi20 < t10)) {
-                const float t22 = p2[((gi20 * 10752) + gk21)];
-                sh[((i18 * 20) + k19)] = t22;
-            } else {
-                sh[((i18 * 20) + k19)] = 0.0f;
-            }
-        }
-        for (int s23 = 0; s23 < 8; s23 += 1) {
-            const int l24 = ((s23 * 128) + ti12);
-            const int k25 = (l24 / 64);
-            const int i26 = (l24 % 64);
-            const int gi27 = (n02 + i26);
-            const int gk28 = (k0 + k25);
-            const float t29 = (NF4_CODE[((int(p3_codes[(((((ex1 * 10752) + gk28) * 2048) + gi27) / 2)]) >> (((((((ex1 * 10752) + gk28) * 2048) + gi27) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p4_qabsmax[(((((ex1 * 10752) + gk28) * 2048) + gi27) / 64)])] * p5_scales[((((((ex1 * 10752) + gk28) * 2048) + gi27) / 64) / 256)]) + p6_offset[0]));
-            sh[(((k25 * 68) + i26) + 1280)] = t29;
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 16; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr14 * 20) + kk), 20);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr14 + 8) * 20) + kk), 20);
-            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + (((sr14 + 16) * 20) + kk), 20);
-            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + (((sr14 + 24) * 20) + kk), 20);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 68) + sc15) + 1280), 68);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 68) + (sc15 + 8)) + 1280), 68);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + (((kk * 68) + (sc15 + 16)) + 1280), 68);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + (((kk * 68) + (sc15 + 24)) + 1280), 68);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
-            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
-            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
-            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr14 * 68) + sc15), 68);
-    simdgroup_store(acc0_1, sh + ((sr14 * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr14 * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr14 * 68) + (sc15 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr14 + 8) * 68) + sc15), 68);
-    simdgroup_store(acc1_1, sh + (((sr14 + 8) * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr14 + 8) * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr14 + 8) * 68) + (sc15 + 24)), 68);
-    simdgroup_store(acc2_0, sh + (((sr14 + 16) * 68) + sc15), 68);
-    simdgroup_store(acc2_1, sh + (((sr14 + 16) * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc2_2, sh + (((sr14 + 16) * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc2_3, sh + (((sr14 + 16) * 68) + (sc15 + 24)), 68);
-    simdgroup_store(acc3_0, sh + (((sr14 + 24) * 68) + sc15), 68);
-    simdgroup_store(acc3_1, sh + (((sr14 + 24) * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s30 = 0; s30 < 32; s30 += 1) {
-        const int l31 = ((s30 * 128) + ti12);
-        const int i32 = (l31 / 64);
-        const int j33 = (l31 % 64);
-        const int gi34 = (m011 + i32);
-        const int gj35 = (n02 + j33);
-        if ((gi34 < t10)) {
-            p1[((gi34 * 2048) + gj35)] = sh[((i32 * 68) + j33)];
-        }
-    }
-}
-
-// fuses grouped_matmul %2117, add %2121 (moe.8)
-// threadgroup 128×1×1, grid 32×16×9 threadgroups
-kernel void grouped_matmul_11(
-        const device int* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
         const device float* p3 [[buffer(3)]],
         const device float* p4 [[buffer(4)]],
+        device float* p5 [[buffer(5)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int ex1 = int(gid.z);
-    const int n02 = (int(gid.x) * 64);
-    if ((ex1 == 8)) {
-        const int t3 = p0[0];
-        const int t4 = p0[8];
-        for (int s5 = 0; s5 < 32; s5 += 1) {
-            const int l6 = ((s5 * 128) + int(lid.x));
-            const int r7 = ((int(gid.y) * 64) + (l6 / 64));
-            const int j8 = (n02 + (l6 % 64));
-            if (((r7 < t3) || (r7 >= t4))) {
-                const float acc9 = 0.0f;
-                const float t10 = p1[((r7 * 2048) + j8)];
-                const float t11 = (acc9 + t10);
-                p2[((r7 * 2048) + j8)] = t11;
-            }
-        }
-        return;
-    }
-    const int t12 = p0[ex1];
-    const int t13 = p0[(ex1 + 1)];
-    const int m014 = (t12 + (int(gid.y) * 64));
-    if ((m014 >= t13)) {
-        return;
-    }
     threadgroup float sh[4352];
-    const int ti15 = int(lid.x);
-    const int sgi16 = int(sg);
-    const int sr17 = ((sgi16 / 2) * 32);
-    const int sc18 = ((sgi16 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 84; k0 += 16) {
-        for (int s19 = 0; s19 < 8; s19 += 1) {
-            const int l20 = ((s19 * 128) + ti15);
-            const int i21 = (l20 / 16);
-            const int k22 = (l20 % 16);
-            const int gi23 = (m014 + i21);
-            const int gk24 = (k0 + k22);
-            if (((gi23 < t13) && (gk24 < 84))) {
-                const float t25 = p3[((gi23 * 84) + gk24)];
-                sh[((i21 * 20) + k22)] = t25;
-            } else {
-                sh[((i21 * 20) + k22)] = 0.0f;
+    if ((int(gid.x) < 288)) {
+        const int h0 = (int(gid.x) - 0);
+        const int ex1 = (h0 / 32);
+        const int n02 = ((h0 % 2) * 64);
+        if ((ex1 == 8)) {
+            const int t3 = p0[0];
+            const int t4 = p0[8];
+            for (int s5 = 0; s5 < 32; s5 += 1) {
+                const int l6 = ((s5 * 128) + int(lid.x));
+                const int r7 = ((((h0 / 2) % 16) * 64) + (l6 / 64));
+                const int j8 = (n02 + (l6 % 64));
+                if (((j8 < 84) && ((r7 < t3) || (r7 >= t4)))) {
+                    p1[((r7 * 84) + j8)] = 0.0f;
+                }
+            }
+            return;
+        }
+        const int t9 = p0[ex1];
+        const int t10 = p0[(ex1 + 1)];
+        const int m011 = (t9 + (((h0 / 2) % 16) * 64));
+        if ((m011 >= t10)) {
+            return;
+        }
+        const int ti12 = int(lid.x);
+        const int sgi13 = int(sg);
+        const int sr14 = ((sgi13 / 2) * 32);
+        const int sc15 = ((sgi13 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 10752; k0 += 16) {
+            for (int s16 = 0; s16 < 8; s16 += 1) {
+                const int l17 = ((s16 * 128) + ti12);
+                const int i18 = (l17 / 16);
+                const int k19 = (l17 % 16);
+                const int gi20 = (m011 + i18);
+                const int gk21 = (k0 + k19);
+                if ((gi20 < t10)) {
+                    const float t22 = p2[((gi20 * 10752) + gk21)];
+                    const float t23 = (t22 * 0.1904762f);
+                    sh[((i18 * 20) + k19)] = t23;
+                } else {
+                    sh[((i18 * 20) + k19)] = 0.0f;
+                }
+            }
+            for (int s24 = 0; s24 < 8; s24 += 1) {
+                const int l25 = ((s24 * 128) + ti12);
+                const int k26 = (l25 / 64);
+                const int i27 = (l25 % 64);
+                const int gi28 = (n02 + i27);
+                const int gk29 = (k0 + k26);
+                if ((gi28 < 84)) {
+                    const float t30 = p3[((((ex1 * 10752) + gk29) * 84) + gi28)];
+                    sh[(((k26 * 68) + i27) + 1280)] = t30;
+                } else {
+                    sh[(((k26 * 68) + i27) + 1280)] = 0.0f;
+                }
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 16; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((sr14 * 20) + kk), 20);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + (((sr14 + 8) * 20) + kk), 20);
+                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa2, sh + (((sr14 + 16) * 20) + kk), 20);
+                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa3, sh + (((sr14 + 24) * 20) + kk), 20);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc15) + 1280), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc15 + 8)) + 1280), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc15 + 16)) + 1280), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc15 + 24)) + 1280), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        }
+        simdgroup_store(acc0_0, sh + ((sr14 * 68) + sc15), 68);
+        simdgroup_store(acc0_1, sh + ((sr14 * 68) + (sc15 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr14 * 68) + (sc15 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr14 * 68) + (sc15 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr14 + 8) * 68) + sc15), 68);
+        simdgroup_store(acc1_1, sh + (((sr14 + 8) * 68) + (sc15 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr14 + 8) * 68) + (sc15 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr14 + 8) * 68) + (sc15 + 24)), 68);
+        simdgroup_store(acc2_0, sh + (((sr14 + 16) * 68) + sc15), 68);
+        simdgroup_store(acc2_1, sh + (((sr14 + 16) * 68) + (sc15 + 8)), 68);
+        simdgroup_store(acc2_2, sh + (((sr14 + 16) * 68) + (sc15 + 16)), 68);
+        simdgroup_store(acc2_3, sh + (((sr14 + 16) * 68) + (sc15 + 24)), 68);
+        simdgroup_store(acc3_0, sh + (((sr14 + 24) * 68) + sc15), 68);
+        simdgroup_store(acc3_1, sh + (((sr14 + 24) * 68) + (sc15 + 8)), 68);
+        simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
+        simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int s31 = 0; s31 < 32; s31 += 1) {
+            const int l32 = ((s31 * 128) + ti12);
+            const int i33 = (l32 / 64);
+            const int j34 = (l32 % 64);
+            const int gi35 = (m011 + i33);
+            const int gj36 = (n02 + j34);
+            if (((gi35 < t10) && (gj36 < 84))) {
+                p1[((gi35 * 84) + gj36)] = sh[((i33 * 68) + j34)];
             }
         }
-        for (int s26 = 0; s26 < 8; s26 += 1) {
-            const int l27 = ((s26 * 128) + ti15);
-            const int k28 = (l27 / 64);
-            const int i29 = (l27 % 64);
-            const int gi30 = (n02 + i29);
-            const int gk31 = (k0 + k28);
-            if ((gk31 < 84)) {
-                const float t32 = p4[((((ex1 * 84) + gk31) * 2048) + gi30)];
-                sh[(((k28 * 68) + i29) + 1280)] = t32;
-            } else {
-                sh[(((k28 * 68) + i29) + 1280)] = 0.0f;
+    } else if ((int(gid.x) < 2976)) {
+        const int h1 = (int(gid.x) - 288);
+        const int ex1 = (h1 / 336);
+        const int m02 = (((h1 / 2) % 168) * 64);
+        const int n03 = ((h1 % 2) * 64);
+        const int t4 = p0[ex1];
+        const int t5 = p0[(ex1 + 1)];
+        const int ti6 = int(lid.x);
+        const int sgi7 = int(sg);
+        const int sr8 = ((sgi7 / 2) * 32);
+        const int sc9 = ((sgi7 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = t4; k0 < t5; k0 += 16) {
+            for (int s10 = 0; s10 < 8; s10 += 1) {
+                const int l11 = ((s10 * 128) + ti6);
+                const int k12 = (l11 / 64);
+                const int i13 = (l11 % 64);
+                const int gi14 = (m02 + i13);
+                const int gk15 = (k0 + k12);
+                if ((gk15 < t5)) {
+                    const float t16 = p2[((gk15 * 10752) + gi14)];
+                    const float t17 = (t16 * 0.1904762f);
+                    sh[((k12 * 68) + i13)] = t17;
+                } else {
+                    sh[((k12 * 68) + i13)] = 0.0f;
+                }
             }
+            for (int s18 = 0; s18 < 8; s18 += 1) {
+                const int l19 = ((s18 * 128) + ti6);
+                const int k20 = (l19 / 64);
+                const int i21 = (l19 % 64);
+                const int gi22 = (n03 + i21);
+                const int gk23 = (k0 + k20);
+                if (((gi22 < 84) && (gk23 < t5))) {
+                    const float t24 = p4[((gk23 * 84) + gi22)];
+                    sh[(((k20 * 68) + i21) + 1088)] = t24;
+                } else {
+                    sh[(((k20 * 68) + i21) + 1088)] = 0.0f;
+                }
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 16; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((kk * 68) + sr8), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + ((kk * 68) + (sr8 + 8)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa2, sh + ((kk * 68) + (sr8 + 16)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa3, sh + ((kk * 68) + (sr8 + 24)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc9) + 1088), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc9 + 8)) + 1088), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc9 + 16)) + 1088), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc9 + 24)) + 1088), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         }
+        simdgroup_store(acc0_0, sh + ((sr8 * 68) + sc9), 68);
+        simdgroup_store(acc0_1, sh + ((sr8 * 68) + (sc9 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr8 * 68) + (sc9 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr8 * 68) + (sc9 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr8 + 8) * 68) + sc9), 68);
+        simdgroup_store(acc1_1, sh + (((sr8 + 8) * 68) + (sc9 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr8 + 8) * 68) + (sc9 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr8 + 8) * 68) + (sc9 + 24)), 68);
+        simdgroup_store(acc2_0, sh + (((sr8 + 16) * 68) + sc9), 68);
+        simdgroup_store(acc2_1, sh + (((sr8 + 16) * 68) + (sc9 + 8)), 68);
+        simdgroup_store(acc2_2, sh + (((sr8 + 16) * 68) + (sc9 + 16)), 68);
+        simdgroup_store(acc2_3, sh + (((sr8 + 16) * 68) + (sc9 + 24)), 68);
+        simdgroup_store(acc3_0, sh + (((sr8 + 24) * 68) + sc9), 68);
+        simdgroup_store(acc3_1, sh + (((sr8 + 24) * 68) + (sc9 + 8)), 68);
+        simdgroup_store(acc3_2, sh + (((sr8 + 24) * 68) + (sc9 + 16)), 68);
+        simdgroup_store(acc3_3, sh + (((sr8 + 24) * 68) + (sc9 + 24)), 68);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 16; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr17 * 20) + kk), 20);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr17 + 8) * 20) + kk), 20);
-            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + (((sr17 + 16) * 20) + kk), 20);
-            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + (((sr17 + 24) * 20) + kk), 20);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 68) + sc18) + 1280), 68);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 68) + (sc18 + 8)) + 1280), 68);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + (((kk * 68) + (sc18 + 16)) + 1280), 68);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + (((kk * 68) + (sc18 + 24)) + 1280), 68);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
-            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
-            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
-            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr17 * 68) + sc18), 68);
-    simdgroup_store(acc0_1, sh + ((sr17 * 68) + (sc18 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr17 * 68) + (sc18 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr17 * 68) + (sc18 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr17 + 8) * 68) + sc18), 68);
-    simdgroup_store(acc1_1, sh + (((sr17 + 8) * 68) + (sc18 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr17 + 8) * 68) + (sc18 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr17 + 8) * 68) + (sc18 + 24)), 68);
-    simdgroup_store(acc2_0, sh + (((sr17 + 16) * 68) + sc18), 68);
-    simdgroup_store(acc2_1, sh + (((sr17 + 16) * 68) + (sc18 + 8)), 68);
-    simdgroup_store(acc2_2, sh + (((sr17 + 16) * 68) + (sc18 + 16)), 68);
-    simdgroup_store(acc2_3, sh + (((sr17 + 16) * 68) + (sc18 + 24)), 68);
-    simdgroup_store(acc3_0, sh + (((sr17 + 24) * 68) + sc18), 68);
-    simdgroup_store(acc3_1, sh + (((sr17 + 24) * 68) + (sc18 + 8)), 68);
-    simdgroup_store(acc3_2, sh + (((sr17 + 24) * 68) + (sc18 + 16)), 68);
-    simdgroup_store(acc3_3, sh + (((sr17 + 24) * 68) + (sc18 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s33 = 0; s33 < 32; s33 += 1) {
-        const int l34 = ((s33 * 128) + ti15);
-        const int i35 = (l34 / 64);
-        const int j36 = (l34 % 64);
-        const int gi37 = (m014 + i35);
-        const int gj38 = (n02 + j36);
-        if ((gi37 < t13)) {
-            const float acc39 = sh[((i35 * 68) + j36)];
-            const float t40 = p1[((gi37 * 2048) + gj38)];
-            const float t41 = (acc39 + t40);
-            p2[((gi37 * 2048) + gj38)] = t41;
+        for (int s25 = 0; s25 < 32; s25 += 1) {
+            const int l26 = ((s25 * 128) + ti6);
+            const int i27 = (l26 / 64);
+            const int j28 = (l26 % 64);
+            const int gi29 = (m02 + i27);
+            const int gj30 = (n03 + j28);
+            if ((gj30 < 84)) {
+                p5[((((ex1 * 10752) + gi29) * 84) + gj30)] = sh[((i27 * 68) + j28)];
+            }
         }
     }
 }
 
-// fuses broadcast %1679, reshape %2092, mul %2124, div %2125, neg %2126, reduce_sum %2127 (moe.8)
-// threadgroup 256×1×1, grid 2×1×1 threadgroups
-kernel void reduce_sum_3(
-        const device float* p0 [[buffer(0)]],
+// 2 independent kernels in one launch
+// part 0 (grouped_matmul_wgrad): fuses grouped_matmul_wgrad %2118 (moe.8)
+// part 1 (grouped_matmul): fuses grouped_matmul %2117, dequant %2119, grouped_matmul %2120, add %2121 (moe.8)
+// threadgroup 128×1×1, grid 5120×1×1 threadgroups
+kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
+        const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
         device float* p3 [[buffer(3)]],
+        device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        const device float* p6 [[buffer(6)]],
+        const device uchar* p7 [[buffer(7)]],
+        const device uchar* p8 [[buffer(8)]],
+        const device float* p9 [[buffer(9)]],
+        const device float* p10 [[buffer(10)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
+    threadgroup float sh[4352];
+    if ((int(gid.x) < 512)) {
+        const int h0 = (int(gid.x) - 0);
+        const int ex1 = (h0 / 64);
+        const int m02 = (((h0 / 32) % 2) * 64);
+        const int n03 = ((h0 % 32) * 64);
+        const int t4 = p0[ex1];
+        const int t5 = p0[(ex1 + 1)];
+        const int ti6 = int(lid.x);
+        const int sgi7 = int(sg);
+        const int sr8 = ((sgi7 / 2) * 32);
+        const int sc9 = ((sgi7 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = t4; k0 < t5; k0 += 16) {
+            for (int s10 = 0; s10 < 8; s10 += 1) {
+                const int l11 = ((s10 * 128) + ti6);
+                const int k12 = (l11 / 64);
+                const int i13 = (l11 % 64);
+                const int gi14 = (m02 + i13);
+                const int gk15 = (k0 + k12);
+                if (((gi14 < 84) && (gk15 < t5))) {
+                    const float t16 = p1[((gk15 * 84) + gi14)];
+                    sh[((k12 * 68) + i13)] = t16;
+                } else {
+                    sh[((k12 * 68) + i13)] = 0.0f;
+                }
+            }
+            for (int s17 = 0; s17 < 8; s17 += 1) {
+                const int l18 = ((s17 * 128) + ti6);
+                const int k19 = (l18 / 64);
+                const int i20 = (l18 % 64);
+                const int gi21 = (n03 + i20);
+                const int gk22 = (k0 + k19);
+                if ((gk22 < t5)) {
+                    const float t23 = p2[((gk22 * 2048) + gi21)];
+                    sh[(((k19 * 68) + i20) + 1088)] = t23;
+                } else {
+                    sh[(((k19 * 68) + i20) + 1088)] = 0.0f;
+                }
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 16; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((kk * 68) + sr8), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + ((kk * 68) + (sr8 + 8)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa2, sh + ((kk * 68) + (sr8 + 16)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa3, sh + ((kk * 68) + (sr8 + 24)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc9) + 1088), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc9 + 8)) + 1088), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc9 + 16)) + 1088), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc9 + 24)) + 1088), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        }
+        simdgroup_store(acc0_0, sh + ((sr8 * 68) + sc9), 68);
+        simdgroup_store(acc0_1, sh + ((sr8 * 68) + (sc9 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr8 * 68) + (sc9 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr8 * 68) + (sc9 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr8 + 8) * 68) + sc9), 68);
+        simdgroup_store(acc1_1, sh + (((sr8 + 8) * 68) + (sc9 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr8 + 8) * 68) + (sc9 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr8 + 8) * 68) + (sc9 + 24)), 68);
+        simdgroup_store(acc2_0, sh + (((sr8 + 16) * 68) + sc9), 68);
+        simdgroup_store(acc2_1, sh + (((sr8 + 16) * 68) + (sc9 + 8)), 68);
+        simdgroup_store(acc2_2, sh + (((sr8 + 16) * 68) + (sc9 + 16)), 68);
+        simdgroup_store(acc2_3, sh + (((sr8 + 16) * 68) + (sc9 + 24)), 68);
+        simdgroup_store(acc3_0, sh + (((sr8 + 24) * 68) + sc9), 68);
+        simdgroup_store(acc3_1, sh + (((sr8 + 24) * 68) + (sc9 + 8)), 68);
+        simdgroup_store(acc3_2, sh + (((sr8 + 24) * 68) + (sc9 + 16)), 68);
+        simdgroup_store(acc3_3, sh + (((sr8 + 24) * 68) + (sc9 + 24)), 68);
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int s24 = 0; s24 < 32; s24 += 1) {
+            const int l25 = ((s24 * 128) + ti6);
+            const int i26 = (l25 / 64);
+            const int j27 = (l25 % 64);
+            const int gi28 = (m02 + i26);
+            const int gj29 = (n03 + j27);
+            if ((gi28 < 84)) {
+                p3[((((ex1 * 84) + gi28) * 2048) + gj29)] = sh[((i26 * 68) + j27)];
+            }
+        }
+    } else if ((int(gid.x) < 5120)) {
+        const int h1 = (int(gid.x) - 512);
+        const int ex1 = (h1 / 512);
+        const int n02 = ((h1 % 32) * 64);
+        if ((ex1 == 8)) {
+            const int t3 = p0[0];
+            const int t4 = p0[8];
+            for (int s5 = 0; s5 < 32; s5 += 1) {
+                const int l6 = ((s5 * 128) + int(lid.x));
+                const int r7 = ((((h1 / 32) % 16) * 64) + (l6 / 64));
+                const int j8 = (n02 + (l6 % 64));
+                if (((r7 < t3) || (r7 >= t4))) {
+                    const float acc9 = 0.0f;
+                    p4[((r7 * 2048) + j8)] = acc9;
+                }
+            }
+            return;
+        }
+        const int t10 = p0[ex1];
+        const int t11 = p0[(ex1 + 1)];
+        const int m012 = (t10 + (((h1 / 32) % 16) * 64));
+        if ((m012 >= t11)) {
+            return;
+        }
+        const int ti13 = int(lid.x);
+        const int sgi14 = int(sg);
+        const int sr15 = ((sgi14 / 2) * 32);
+        const int sc16 = ((sgi14 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 84; k0 += 16) {
+            for (int s17 = 0; s17 < 8; s17 += 1) {
+                const int l18 = ((s17 * 128) + ti13);
+                const int i19 = (l18 / 16);
+                const int k20 = (l18 % 16);
+                const int gi21 = (m012 + i19);
+                const int gk22 = (k0 + k20);
+                if (((gi21 < t11) && (gk22 < 84))) {
+                    const float t23 = p1[((gi21 * 84) + gk22)];
+                    sh[((i19 * 20) + k20)] = t23;
+                } else {
+                    sh[((i19 * 20) + k20)] = 0.0f;
+                }
+            }
+            for (int s24 = 0; s24 < 8; s24 += 1) {
+                const int l25 = ((s24 * 128) + ti13);
+                const int k26 = (l25 / 64);
+                const int i27 = (l25 % 64);
+                const int gi28 = (n02 + i27);
+                const int gk29 = (k0 + k26);
+                if ((gk29 < 84)) {
+                    const float t30 = p5[((((ex1 * 84) + gk29) * 2048) + gi28)];
+                    sh[(((k26 * 68) + i27) + 1280)] = t30;
+                } else {
+                    sh[(((k26 * 68) + i27) + 1280)] = 0.0f;
+                }
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 16; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((sr15 * 20) + kk), 20);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + (((sr15 + 8) * 20) + kk), 20);
+                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa2, sh + (((sr15 + 16) * 20) + kk), 20);
+                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa3, sh + (((sr15 + 24) * 20) + kk), 20);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc16) + 1280), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc16 + 8)) + 1280), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc16 + 16)) + 1280), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc16 + 24)) + 1280), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        }
+        for (int k0 = 0; k0 < 10752; k0 += 16) {
+            for (int s31 = 0; s31 < 8; s31 += 1) {
+                const int l32 = ((s31 * 128) + ti13);
+                const int i33 = (l32 / 16);
+                const int k34 = (l32 % 16);
+                const int gi35 = (m012 + i33);
+                const int gk36 = (k0 + k34);
+                if ((gi35 < t11)) {
+                    const float t37 = p6[((gi35 * 10752) + gk36)];
+                    sh[((i33 * 20) + k34)] = t37;
+                } else {
+                    sh[((i33 * 20) + k34)] = 0.0f;
+                }
+            }
+            for (int s38 = 0; s38 < 8; s38 += 1) {
+                const int l39 = ((s38 * 128) + ti13);
+                const int k40 = (l39 / 64);
+                const int i41 = (l39 % 64);
+                const int gi42 = (n02 + i41);
+                const int gk43 = (k0 + k40);
+                const float t44 = (NF4_CODE[((int(p7[(((((ex1 * 10752) + gk43) * 2048) + gi42) / 2)]) >> (((((((ex1 * 10752) + gk43) * 2048) + gi42) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p8[(((((ex1 * 10752) + gk43) * 2048) + gi42) / 64)])] * p9[((((((ex1 * 10752) + gk43) * 2048) + gi42) / 64) / 256)]) + p10[0]));
+                sh[(((k40 * 68) + i41) + 1280)] = t44;
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 16; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((sr15 * 20) + kk), 20);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + (((sr15 + 8) * 20) + kk), 20);
+                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa2, sh + (((sr15 + 16) * 20) + kk), 20);
+                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa3, sh + (((sr15 + 24) * 20) + kk), 20);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc16) + 1280), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc16 + 8)) + 1280), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc16 + 16)) + 1280), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc16 + 24)) + 1280), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        }
+        simdgroup_store(acc0_0, sh + ((sr15 * 68) + sc16), 68);
+        simdgroup_store(acc0_1, sh + ((sr15 * 68) + (sc16 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr15 * 68) + (sc16 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr15 * 68) + (sc16 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr15 + 8) * 68) + sc16), 68);
+        simdgroup_store(acc1_1, sh + (((sr15 + 8) * 68) + (sc16 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr15 + 8) * 68) + (sc16 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr15 + 8) * 68) + (sc16 + 24)), 68);
+        simdgroup_store(acc2_0, sh + (((sr15 + 16) * 68) + sc16), 68);
+        simdgroup_store(acc2_1, sh + (((sr15 + 16) * 68) + (sc16 + 8)), 68);
+        simdgroup_store(acc2_2, sh + (((sr15 + 16) * 68) + (sc16 + 16)), 68);
+        simdgroup_store(acc2_3, sh + (((sr15 + 16) * 68) + (sc16 + 24)), 68);
+        simdgroup_store(acc3_0, sh + (((sr15 + 24) * 68) + sc16), 68);
+        simdgroup_store(acc3_1, sh + (((sr15 + 24) * 68) + (sc16 + 8)), 68);
+        simdgroup_store(acc3_2, sh + (((sr15 + 24) * 68) + (sc16 + 16)), 68);
+        simdgroup_store(acc3_3, sh + (((sr15 + 24) * 68) + (sc16 + 24)), 68);
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int s45 = 0; s45 < 32; s45 += 1) {
+            const int l46 = ((s45 * 128) + ti13);
+            const int i47 = (l46 / 64);
+            const int j48 = (l46 % 64);
+            const int gi49 = (m012 + i47);
+            const int gj50 = (n02 + j48);
+            if ((gi49 < t11)) {
+                const float acc51 = sh[((i47 * 68) + j48)];
+                p4[((gi49 * 2048) + gj50)] = acc51;
+            }
+        }
+    }
+}
+
+// 2 independent kernels in one launch
+// part 0 (scatter_add): fuses scatter_add %2122 (moe.8)
+// part 1 (reduce_sum): fuses broadcast %1679, reshape %2092, mul %2124, div %2125, neg %2126, reduce_sum %2127 (moe.8)
+// threadgroup 256×1×1, grid 34×1×1 threadgroups
+kernel void scatter_add_reduce_sum_x2_0(
+        device float* p0 [[buffer(0)]],
+        const device int* p1 [[buffer(1)]],
+        const device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        device float* p6 [[buffer(6)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    const int lid1 = int(lid.x);
-    const int row4 = ((int(gid.x) * 256) + lid1);
-    float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 2; k6 += 1) {
-        const float t7 = p0[((row4 * 2) + k6)];
-        const float t8 = p1[((row4 * 2) + k6)];
-        const float t9 = (t7 * t8);
-        const float t10 = p2[((row4 * 1) + 0)];
-        const float t11 = (t9 / t10);
-        const float t12 = (-t11);
-        acc5 += t12;
+    if ((int(gid.x) < 32)) {
+        const int h0 = (int(gid.x) - 0);
+        const int t1 = ((h0 * 256) + int(lid.x));
+        const int c2 = (t1 % 2048);
+        const int lo3 = ((t1 / 2048) * 128);
+        const int hi5 = min((lo3 + 128), 512);
+        for (int r6 = lo3; r6 < hi5; r6 += 1) {
+            p0[((r6 * 2048) + c2)] = 0.0f;
+        }
+        for (int i4 = 0; i4 < 1024; i4 += 1) {
+            const int t7 = p1[i4];
+            if (((t7 >= lo3) && (t7 < hi5))) {
+                const float t8 = p2[((i4 * 2048) + c2)];
+                p0[((t7 * 2048) + c2)] = (p0[((t7 * 2048) + c2)] + t8);
+            }
+        }
+    } else if ((int(gid.x) < 34)) {
+        const int h1 = (int(gid.x) - 32);
+        const int lid1 = int(lid.x);
+        const int row4 = ((h1 * 256) + lid1);
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 2; k6 += 1) {
+            const float t7 = p3[((row4 * 2) + k6)];
+            const float t8 = p4[((row4 * 2) + k6)];
+            const float t9 = (t7 * t8);
+            const float t10 = p5[((row4 * 1) + 0)];
+            const float t11 = (t9 / t10);
+            const float t12 = (-t11);
+            acc5 += t12;
+        }
+        p6[row4] = acc5;
     }
-    p3[row4] = acc5;
 }
 
 // fuses broadcast %1679, reshape %2092, div %2123, reshape %2128, broadcast %2129, add %2130,
 //   one_hot %2131, reshape %2132, broadcast %2133, mul %2134, reduce_sum %2135 (moe.8)
 // threadgroup 64×1×1, grid 128×1×1 threadgroups
-kernel void reduce_sum_4(
+kernel void reduce_sum_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -6376,8 +5976,8 @@ kernel void reduce_sum_4(
     sh17[lid1] = acc5;
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
     if ((part3 == 0)) {
-        for (int p18 = 1; p18 < 2; p18 += 1) {
-            acc5 += sh17[((p18 * 32) + col2)];
+        for (int pr18 = 1; pr18 < 2; pr18 += 1) {
+            acc5 += sh17[((pr18 * 32) + col2)];
         }
         p4[o4] = acc5;
     }
@@ -6404,7 +6004,7 @@ kernel void add_scale_mul_0(
 
 // fuses mul %2137, reduce_sum %2138 (moe.8)
 // threadgroup 256×1×1, grid 2×1×1 threadgroups
-kernel void reduce_sum_5(
+kernel void reduce_sum_3(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -6442,7 +6042,7 @@ kernel void mul_sub_0(
 
 // fuses matmul %2142 (moe.8)
 // threadgroup 128×1×1, grid 32×8×1 threadgroups
-kernel void matmul_23(
+kernel void matmul_11(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -6563,11 +6163,134 @@ kernel void matmul_23(
     }
 }
 
-// fuses reshape %4572, reshape %4573, reshape %4574, reshape %4575, reshape %4576, reshape %4577,
+// fuses reshape %4569, reshape %4570, matmul %4571 (mamba.0)
+// threadgroup 128×1×1, grid 32×2×1 threadgroups
+kernel void matmul_12(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        device float* p2 [[buffer(2)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
+    const int m01 = (int(gid.y) * 64);
+    const int n02 = (int(gid.x) * 64);
+    threadgroup float sh[4352];
+    const int ti3 = int(lid.x);
+    const int sgi4 = int(sg);
+    const int sr5 = ((sgi4 / 2) * 32);
+    const int sc6 = ((sgi4 % 2) * 32);
+    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    for (int k0 = 0; k0 < 512; k0 += 16) {
+        for (int s7 = 0; s7 < 8; s7 += 1) {
+            const int l8 = ((s7 * 128) + ti3);
+            const int k9 = (l8 / 64);
+            const int i10 = (l8 % 64);
+            const int gi11 = (m01 + i10);
+            const int gk12 = (k0 + k9);
+            if ((gi11 < 84)) {
+                const float t13 = p0[((gk12 * 84) + gi11)];
+                sh[((k9 * 68) + i10)] = t13;
+            } else {
+                sh[((k9 * 68) + i10)] = 0.0f;
+            }
+        }
+        for (int s14 = 0; s14 < 8; s14 += 1) {
+            const int l15 = ((s14 * 128) + ti3);
+            const int k16 = (l15 / 64);
+            const int i17 = (l15 % 64);
+            const int gi18 = (n02 + i17);
+            const int gk19 = (k0 + k16);
+            const float t20 = p1[((gk19 * 2048) + gi18)];
+            sh[(((k16 * 68) + i17) + 1088)] = t20;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int kk = 0; kk < 16; kk += 8) {
+            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
+            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa1, sh + ((kk * 68) + (sr5 + 8)), 68, ulong2(0, 0), true);
+            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa2, sh + ((kk * 68) + (sr5 + 16)), 68, ulong2(0, 0), true);
+            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa3, sh + ((kk * 68) + (sr5 + 24)), 68, ulong2(0, 0), true);
+            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb0, sh + (((kk * 68) + sc6) + 1088), 68);
+            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb1, sh + (((kk * 68) + (sc6 + 8)) + 1088), 68);
+            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb2, sh + (((kk * 68) + (sc6 + 16)) + 1088), 68);
+            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb3, sh + (((kk * 68) + (sc6 + 24)) + 1088), 68);
+            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    }
+    simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
+    simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
+    simdgroup_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
+    simdgroup_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
+    simdgroup_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
+    simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
+    simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
+    simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
+    simdgroup_store(acc2_0, sh + (((sr5 + 16) * 68) + sc6), 68);
+    simdgroup_store(acc2_1, sh + (((sr5 + 16) * 68) + (sc6 + 8)), 68);
+    simdgroup_store(acc2_2, sh + (((sr5 + 16) * 68) + (sc6 + 16)), 68);
+    simdgroup_store(acc2_3, sh + (((sr5 + 16) * 68) + (sc6 + 24)), 68);
+    simdgroup_store(acc3_0, sh + (((sr5 + 24) * 68) + sc6), 68);
+    simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
+    simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
+    simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
+    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    for (int s21 = 0; s21 < 32; s21 += 1) {
+        const int l22 = ((s21 * 128) + ti3);
+        const int i23 = (l22 / 64);
+        const int j24 = (l22 % 64);
+        const int gi25 = (m01 + i23);
+        const int gj26 = (n02 + j24);
+        if ((gi25 < 84)) {
+            p2[((gi25 * 2048) + gj26)] = sh[((i23 * 68) + j24)];
+        }
+    }
+}
+
+// 2 independent kernels in one launch
+// part 0 (reduce_sum): fuses reshape %4572, reshape %4573, reshape %4574, reshape %4575, reshape %4576, reshape %4577,
 //   reshape %4578, reshape %4579, reshape %4580, reshape %4581, reshape %4582, reshape %4583,
 //   reshape %4584, concat %4585, square %4586, reduce_sum %4587 (optimizer)
-// threadgroup 1024×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_6(
+// part 1 (reduce_sum): fuses reshape %4588, square %4589, reduce_sum %4590 (optimizer)
+// threadgroup 1024×1×1, grid 2×1×1 threadgroups
+kernel void reduce_sum_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -6582,136 +6305,116 @@ kernel void reduce_sum_6(
         const device float* p11 [[buffer(11)]],
         const device float* p12 [[buffer(12)]],
         device float* p13 [[buffer(13)]],
+        const device float* p14 [[buffer(14)]],
+        device float* p15 [[buffer(15)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     threadgroup float sh24[32];
-    const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
-    const int row4 = int(gid.x);
-    float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 5376; k6 += 1) {
-        const int j7 = (lid1 + (k6 * 1024));
-        float cat8 = 0.0f;
-        if ((j7 < 172032)) {
-            const float t9 = p0[(j7 - 0)];
-            cat8 = t9;
-        } else {
-            if ((j7 < 860160)) {
+    threadgroup float sh11[32];
+    if ((int(gid.x) < 1)) {
+        const int h0 = (int(gid.x) - 0);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        const int row4 = h0;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 5376; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 1024));
+            float cat8 = 0.0f;
+            if ((j7 < 172032)) {
+                const float t9 = p0[(j7 - 0)];
+                cat8 = t9;
+            } else if ((j7 < 860160)) {
                 const float t10 = p1[(j7 - 172032)];
                 cat8 = t10;
+            } else if ((j7 < 1204224)) {
+                const float t11 = p2[(j7 - 860160)];
+                cat8 = t11;
+            } else if ((j7 < 1376256)) {
+                const float t12 = p3[(j7 - 1204224)];
+                cat8 = t12;
+            } else if ((j7 < 1548288)) {
+                const float t13 = p4[(j7 - 1376256)];
+                cat8 = t13;
+            } else if ((j7 < 2236416)) {
+                const float t14 = p5[(j7 - 1548288)];
+                cat8 = t14;
+            } else if ((j7 < 2580480)) {
+                const float t15 = p6[(j7 - 2236416)];
+                cat8 = t15;
+            } else if ((j7 < 2752512)) {
+                const float t16 = p7[(j7 - 2580480)];
+                cat8 = t16;
+            } else if ((j7 < 2924544)) {
+                const float t17 = p8[(j7 - 2752512)];
+                cat8 = t17;
+            } else if ((j7 < 3612672)) {
+                const float t18 = p9[(j7 - 2924544)];
+                cat8 = t18;
+            } else if ((j7 < 3956736)) {
+                const float t19 = p10[(j7 - 3612672)];
+                cat8 = t19;
+            } else if ((j7 < 4128768)) {
+                const float t20 = p11[(j7 - 3956736)];
+                cat8 = t20;
             } else {
-                if ((j7 < 1204224)) {
-                    const float t11 = p2[(j7 - 860160)];
-                    cat8 = t11;
-                } else {
-                    if ((j7 < 1376256)) {
-                        const float t12 = p3[(j7 - 1204224)];
-                        cat8 = t12;
-                    } else {
-                        if ((j7 < 1548288)) {
-                            const float t13 = p4[(j7 - 1376256)];
-                            cat8 = t13;
-                        } else {
-                            if ((j7 < 2236416)) {
-                                const float t14 = p5[(j7 - 1548288)];
-                                cat8 = t14;
-                            } else {
-                                if ((j7 < 2580480)) {
-                                    const float t15 = p6[(j7 - 2236416)];
-                                    cat8 = t15;
-                                } else {
-                                    if ((j7 < 2752512)) {
-                                        const float t16 = p7[(j7 - 2580480)];
-                                        cat8 = t16;
-                                    } else {
-                                        if ((j7 < 2924544)) {
-                                            const float t17 = p8[(j7 - 2752512)];
-                                            cat8 = t17;
-                                        } else {
-                                            if ((j7 < 3612672)) {
-                                                const float t18 = p9[(j7 - 2924544)];
-                                                cat8 = t18;
-                                            } else {
-                                                if ((j7 < 3956736)) {
-                                                    const float t19 = p10[(j7 - 3612672)];
-                                                    cat8 = t19;
-                                                } else {
-                                                    if ((j7 < 4128768)) {
-                                                        const float t20 = p11[(j7 - 3956736)];
-                                                        cat8 = t20;
-                                                    } else {
-                                                        const float t21 = p12[(j7 - 4128768)];
-                                                        cat8 = t21;
-                                                    }
-                                                }
-                                            }
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
+                const float t21 = p12[(j7 - 4128768)];
+                cat8 = t21;
             }
+            const float t22 = (cat8 * cat8);
+            acc5 += t22;
         }
-        const float t22 = (cat8 * cat8);
-        acc5 += t22;
-    }
-    const float s23 = simd_sum(acc5);
-    if ((l32_2 == 0)) {
-        sh24[sg3] = s23;
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    float acc25 = sh24[0];
-    for (int s26 = 1; s26 < 32; s26 += 1) {
-        acc25 += sh24[s26];
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if ((lid1 == 0)) {
-        p13[row4] = acc25;
-    }
-}
-
-// fuses reshape %4588, square %4589, reduce_sum %4590 (optimizer)
-// threadgroup 1024×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_7(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    threadgroup float sh11[32];
-    const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
-    const int row4 = int(gid.x);
-    float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 7056; k6 += 1) {
-        const int j7 = (lid1 + (k6 * 1024));
-        const float t8 = p0[j7];
-        const float t9 = (t8 * t8);
-        acc5 += t9;
-    }
-    const float s10 = simd_sum(acc5);
-    if ((l32_2 == 0)) {
-        sh11[sg3] = s10;
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    float acc12 = sh11[0];
-    for (int s13 = 1; s13 < 32; s13 += 1) {
-        acc12 += sh11[s13];
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if ((lid1 == 0)) {
-        p1[row4] = acc12;
+        const float s23 = simd_sum(acc5);
+        if ((l32_2 == 0)) {
+            sh24[sg3] = s23;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        float acc25 = sh24[0];
+        for (int s26 = 1; s26 < 32; s26 += 1) {
+            acc25 += sh24[s26];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        if ((lid1 == 0)) {
+            p13[row4] = acc25;
+        }
+    } else if ((int(gid.x) < 2)) {
+        const int h1 = (int(gid.x) - 1);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        const int row4 = h1;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 7056; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 1024));
+            const float t8 = p14[j7];
+            const float t9 = (t8 * t8);
+            acc5 += t9;
+        }
+        const float s10 = simd_sum(acc5);
+        if ((l32_2 == 0)) {
+            sh11[sg3] = s10;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        float acc12 = sh11[0];
+        for (int s13 = 1; s13 < 32; s13 += 1) {
+            acc12 += sh11[s13];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        if ((lid1 == 0)) {
+            p15[row4] = acc12;
+        }
     }
 }
 
-// fuses reshape %4592, reshape %4593, reshape %4594, reshape %4595, reshape %4596, reshape %4597,
+// 3 independent kernels in one launch
+// part 0 (reduce_sum): fuses reshape %4592, reshape %4593, reshape %4594, reshape %4595, reshape %4596, reshape %4597,
 //   reshape %4598, reshape %4599, reshape %4600, reshape %4601, reshape %4602, concat %4603,
 //   square %4604, reduce_sum %4605 (optimizer)
-// threadgroup 1024×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_8(
+// part 1 (reduce_sum): fuses reshape %4607, reshape %4608, reshape %4609, reshape %4610, concat %4611, square %4612,
+//   reduce_sum %4613 (optimizer)
+// part 2 (reduce_sum): fuses reshape %4615, square %4616, reduce_sum %4617 (optimizer)
+// threadgroup 1024×1×1, grid 3×1×1 threadgroups
+kernel void reduce_sum_x3_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -6724,145 +6427,149 @@ kernel void reduce_sum_8(
         const device float* p9 [[buffer(9)]],
         const device float* p10 [[buffer(10)]],
         device float* p11 [[buffer(11)]],
+        const device float* p12 [[buffer(12)]],
+        const device float* p13 [[buffer(13)]],
+        const device float* p14 [[buffer(14)]],
+        const device float* p15 [[buffer(15)]],
+        device float* p16 [[buffer(16)]],
+        const device float* p17 [[buffer(17)]],
+        device float* p18 [[buffer(18)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     threadgroup float sh22[32];
-    const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
-    const int row4 = int(gid.x);
-    float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 7728; k6 += 1) {
-        const int j7 = (lid1 + (k6 * 1024));
-        float cat8 = 0.0f;
-        if ((j7 < 3612672)) {
-            const float t9 = p0[(j7 - 0)];
-            cat8 = t9;
-        } else {
-            if ((j7 < 4988928)) {
+    threadgroup float sh15[32];
+    threadgroup float sh11[32];
+    if ((int(gid.x) < 1)) {
+        const int h0 = (int(gid.x) - 0);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        const int row4 = h0;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 7728; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 1024));
+            float cat8 = 0.0f;
+            if ((j7 < 3612672)) {
+                const float t9 = p0[(j7 - 0)];
+                cat8 = t9;
+            } else if ((j7 < 4988928)) {
                 const float t10 = p1[(j7 - 3612672)];
                 cat8 = t10;
+            } else if ((j7 < 5160960)) {
+                const float t11 = p2[(j7 - 4988928)];
+                cat8 = t11;
+            } else if ((j7 < 5849088)) {
+                const float t12 = p3[(j7 - 5160960)];
+                cat8 = t12;
+            } else if ((j7 < 6193152)) {
+                const float t13 = p4[(j7 - 5849088)];
+                cat8 = t13;
+            } else if ((j7 < 6365184)) {
+                const float t14 = p5[(j7 - 6193152)];
+                cat8 = t14;
+            } else if ((j7 < 6537216)) {
+                const float t15 = p6[(j7 - 6365184)];
+                cat8 = t15;
+            } else if ((j7 < 7225344)) {
+                const float t16 = p7[(j7 - 6537216)];
+                cat8 = t16;
+            } else if ((j7 < 7569408)) {
+                const float t17 = p8[(j7 - 7225344)];
+                cat8 = t17;
+            } else if ((j7 < 7741440)) {
+                const float t18 = p9[(j7 - 7569408)];
+                cat8 = t18;
             } else {
-                if ((j7 < 5160960)) {
-                    const float t11 = p2[(j7 - 4988928)];
-                    cat8 = t11;
-                } else {
-                    if ((j7 < 5849088)) {
-                        const float t12 = p3[(j7 - 5160960)];
-                        cat8 = t12;
-                    } else {
-                        if ((j7 < 6193152)) {
-                            const float t13 = p4[(j7 - 5849088)];
-                            cat8 = t13;
-                        } else {
-                            if ((j7 < 6365184)) {
-                                const float t14 = p5[(j7 - 6193152)];
-                                cat8 = t14;
-                            } else {
-                                if ((j7 < 6537216)) {
-                                    const float t15 = p6[(j7 - 6365184)];
-                                    cat8 = t15;
-                                } else {
-                                    if ((j7 < 7225344)) {
-                                        const float t16 = p7[(j7 - 6537216)];
-                                        cat8 = t16;
-                                    } else {
-                                        if ((j7 < 7569408)) {
-                                            const float t17 = p8[(j7 - 7225344)];
-                                            cat8 = t17;
-                                        } else {
-                                            if ((j7 < 7741440)) {
-                                                const float t18 = p9[(j7 - 7569408)];
-                                                cat8 = t18;
-                                            } else {
-                                                const float t19 = p10[(j7 - 7741440)];
-                                                cat8 = t19;
-                                            }
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
+                const float t19 = p10[(j7 - 7741440)];
+                cat8 = t19;
             }
+            const float t20 = (cat8 * cat8);
+            acc5 += t20;
         }
-        const float t20 = (cat8 * cat8);
-        acc5 += t20;
-    }
-    const float s21 = simd_sum(acc5);
-    if ((l32_2 == 0)) {
-        sh22[sg3] = s21;
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    float acc23 = sh22[0];
-    for (int s24 = 1; s24 < 32; s24 += 1) {
-        acc23 += sh22[s24];
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if ((lid1 == 0)) {
-        p11[row4] = acc23;
-    }
-}
-
-// fuses reshape %4607, reshape %4608, reshape %4609, reshape %4610, concat %4611, square %4612,
-//   reduce_sum %4613 (optimizer)
-// threadgroup 1024×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_9(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        device float* p4 [[buffer(4)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    threadgroup float sh15[32];
-    const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
-    const int row4 = int(gid.x);
-    float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 2520; k6 += 1) {
-        const int j7 = (lid1 + (k6 * 1024));
-        float cat8 = 0.0f;
-        if ((j7 < 688128)) {
-            const float t9 = p0[(j7 - 0)];
-            cat8 = t9;
-        } else {
-            if ((j7 < 1032192)) {
-                const float t10 = p1[(j7 - 688128)];
+        const float s21 = simd_sum(acc5);
+        if ((l32_2 == 0)) {
+            sh22[sg3] = s21;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        float acc23 = sh22[0];
+        for (int s24 = 1; s24 < 32; s24 += 1) {
+            acc23 += sh22[s24];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        if ((lid1 == 0)) {
+            p11[row4] = acc23;
+        }
+    } else if ((int(gid.x) < 2)) {
+        const int h1 = (int(gid.x) - 1);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        const int row4 = h1;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 2520; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 1024));
+            float cat8 = 0.0f;
+            if ((j7 < 688128)) {
+                const float t9 = p12[(j7 - 0)];
+                cat8 = t9;
+            } else if ((j7 < 1032192)) {
+                const float t10 = p13[(j7 - 688128)];
                 cat8 = t10;
+            } else if ((j7 < 1204224)) {
+                const float t11 = p14[(j7 - 1032192)];
+                cat8 = t11;
             } else {
-                if ((j7 < 1204224)) {
-                    const float t11 = p2[(j7 - 1032192)];
-                    cat8 = t11;
-                } else {
-                    const float t12 = p3[(j7 - 1204224)];
-                    cat8 = t12;
-                }
+                const float t12 = p15[(j7 - 1204224)];
+                cat8 = t12;
             }
+            const float t13 = (cat8 * cat8);
+            acc5 += t13;
         }
-        const float t13 = (cat8 * cat8);
-        acc5 += t13;
-    }
-    const float s14 = simd_sum(acc5);
-    if ((l32_2 == 0)) {
-        sh15[sg3] = s14;
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    float acc16 = sh15[0];
-    for (int s17 = 1; s17 < 32; s17 += 1) {
-        acc16 += sh15[s17];
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if ((lid1 == 0)) {
-        p4[row4] = acc16;
+        const float s14 = simd_sum(acc5);
+        if ((l32_2 == 0)) {
+            sh15[sg3] = s14;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        float acc16 = sh15[0];
+        for (int s17 = 1; s17 < 32; s17 += 1) {
+            acc16 += sh15[s17];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        if ((lid1 == 0)) {
+            p16[row4] = acc16;
+        }
+    } else if ((int(gid.x) < 3)) {
+        const int h2 = (int(gid.x) - 2);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        const int row4 = h2;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 7056; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 1024));
+            const float t8 = p17[j7];
+            const float t9 = (t8 * t8);
+            acc5 += t9;
+        }
+        const float s10 = simd_sum(acc5);
+        if ((l32_2 == 0)) {
+            sh11[sg3] = s10;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        float acc12 = sh11[0];
+        for (int s13 = 1; s13 < 32; s13 += 1) {
+            acc12 += sh11[s13];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        if ((lid1 == 0)) {
+            p18[row4] = acc12;
+        }
     }
 }
 
 // fuses add %4591, add %4606, add %4614, add %4618, add %4633 (optimizer)
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void add_3(
+kernel void add_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -6889,52 +6596,130 @@ kernel void add_3(
     p6[i1] = t12;
 }
 
-// fuses reshape %4823, reshape %4824, reshape %4825, concat %4826, square %4827,
+// 2 independent kernels in one launch
+// part 0 (reduce_sum): fuses reshape %4808, reshape %4809, reshape %4810, reshape %4811, reshape %4812, reshape %4813,
+//   reshape %4814, reshape %4815, reshape %4816, reshape %4817, reshape %4818, concat %4819,
+//   square %4820, reduce_sum %4821 (optimizer)
+// part 1 (reduce_sum): fuses reshape %4823, reshape %4824, reshape %4825, concat %4826, square %4827,
 //   reduce_sum %4828 (optimizer)
-// threadgroup 1024×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_10(
+// threadgroup 1024×1×1, grid 2×1×1 threadgroups
+kernel void reduce_sum_x2_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
-        device float* p3 [[buffer(3)]],
+        const device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        const device float* p6 [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
+        const device float* p8 [[buffer(8)]],
+        const device float* p9 [[buffer(9)]],
+        const device float* p10 [[buffer(10)]],
+        device float* p11 [[buffer(11)]],
+        const device float* p12 [[buffer(12)]],
+        const device float* p13 [[buffer(13)]],
+        const device float* p14 [[buffer(14)]],
+        device float* p15 [[buffer(15)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
+    threadgroup float sh22[32];
     threadgroup float sh14[32];
-    const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
-    const int row4 = int(gid.x);
-    float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 1176; k6 += 1) {
-        const int j7 = (lid1 + (k6 * 1024));
-        float cat8 = 0.0f;
-        if ((j7 < 688128)) {
-            const float t9 = p0[(j7 - 0)];
-            cat8 = t9;
-        } else {
-            if ((j7 < 1032192)) {
-                const float t10 = p1[(j7 - 688128)];
+    if ((int(gid.x) < 1)) {
+        const int h0 = (int(gid.x) - 0);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        const int row4 = h0;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 7728; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 1024));
+            float cat8 = 0.0f;
+            if ((j7 < 3612672)) {
+                const float t9 = p0[(j7 - 0)];
+                cat8 = t9;
+            } else if ((j7 < 4988928)) {
+                const float t10 = p1[(j7 - 3612672)];
+                cat8 = t10;
+            } else if ((j7 < 5160960)) {
+                const float t11 = p2[(j7 - 4988928)];
+                cat8 = t11;
+            } else if ((j7 < 5849088)) {
+                const float t12 = p3[(j7 - 5160960)];
+                cat8 = t12;
+            } else if ((j7 < 6193152)) {
+                const float t13 = p4[(j7 - 5849088)];
+                cat8 = t13;
+            } else if ((j7 < 6365184)) {
+                const float t14 = p5[(j7 - 6193152)];
+                cat8 = t14;
+            } else if ((j7 < 6537216)) {
+                const float t15 = p6[(j7 - 6365184)];
+                cat8 = t15;
+            } else if ((j7 < 7225344)) {
+                const float t16 = p7[(j7 - 6537216)];
+                cat8 = t16;
+            } else if ((j7 < 7569408)) {
+                const float t17 = p8[(j7 - 7225344)];
+                cat8 = t17;
+            } else if ((j7 < 7741440)) {
+                const float t18 = p9[(j7 - 7569408)];
+                cat8 = t18;
+            } else {
+                const float t19 = p10[(j7 - 7741440)];
+                cat8 = t19;
+            }
+            const float t20 = (cat8 * cat8);
+            acc5 += t20;
+        }
+        const float s21 = simd_sum(acc5);
+        if ((l32_2 == 0)) {
+            sh22[sg3] = s21;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        float acc23 = sh22[0];
+        for (int s24 = 1; s24 < 32; s24 += 1) {
+            acc23 += sh22[s24];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        if ((lid1 == 0)) {
+            p11[row4] = acc23;
+        }
+    } else if ((int(gid.x) < 2)) {
+        const int h1 = (int(gid.x) - 1);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        const int row4 = h1;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 1176; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 1024));
+            float cat8 = 0.0f;
+            if ((j7 < 688128)) {
+                const float t9 = p12[(j7 - 0)];
+                cat8 = t9;
+            } else if ((j7 < 1032192)) {
+                const float t10 = p13[(j7 - 688128)];
                 cat8 = t10;
             } else {
-                const float t11 = p2[(j7 - 1032192)];
+                const float t11 = p14[(j7 - 1032192)];
                 cat8 = t11;
             }
+            const float t12 = (cat8 * cat8);
+            acc5 += t12;
         }
-        const float t12 = (cat8 * cat8);
-        acc5 += t12;
-    }
-    const float s13 = simd_sum(acc5);
-    if ((l32_2 == 0)) {
-        sh14[sg3] = s13;
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    float acc15 = sh14[0];
-    for (int s16 = 1; s16 < 32; s16 += 1) {
-        acc15 += sh14[s16];
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if ((lid1 == 0)) {
-        p3[row4] = acc15;
+        const float s13 = simd_sum(acc5);
+        if ((l32_2 == 0)) {
+            sh14[sg3] = s13;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        float acc15 = sh14[0];
+        for (int s16 = 1; s16 < 32; s16 += 1) {
+            acc15 += sh14[s16];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        if ((lid1 == 0)) {
+            p15[row4] = acc15;
+        }
     }
 }
 
@@ -7037,10 +6822,12 @@ kernel void min_div_0(
     p1[i1] = t4;
 }
 
-// fuses broadcast %4835, mul %4836, adamw %5151, broadcast %4837, mul %4838, adamw %5156,
-//   broadcast %4839, mul %4840, adamw %5161 (optimizer)
+// 3 independent kernels in one launch
+// part 0 (adamw_mul): fuses broadcast %4835, mul %4836, adamw %5151 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %4837, mul %4838, adamw %5156 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %4839, mul %4840, adamw %5161 (optimizer)
 // threadgroup 256×1×1, grid 4704×1×1 threadgroups
-kernel void adamw_mul_0(
+kernel void adamw_mul_x3_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -7068,7 +6855,8 @@ kernel void adamw_mul_0(
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     if ((int(gid.x) < 672)) {
-        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 256) + int(lid.x));
         const float t4 = p0[i1];
         const float t5 = p1[0];
         const float t6 = (t4 * t5);
@@ -7083,49 +6871,49 @@ kernel void adamw_mul_0(
         p7[i1] = t14;
         p8[i1] = t8;
         p9[i1] = t10;
-    } else {
-        if ((int(gid.x) < 3360)) {
-            const int i15 = (((int(gid.x) - 672) * 256) + int(lid.x));
-            const float t18 = p10[i15];
-            const float t19 = p1[0];
-            const float t20 = (t18 * t19);
-            const float t21 = p11[i15];
-            const float t22 = ((0.9f * t21) + (0.1f * t20));
-            const float t23 = p12[i15];
-            const float t24 = ((0.999f * t23) + ((0.001f * t20) * t20));
-            const float t25 = p4[0];
-            const float t26 = p5[0];
-            const float t27 = p13[i15];
-            const float t28 = ((t27 - ((t25 * 0.0f) * t27)) - ((t25 * (t22 / (1.0f - pow(0.9f, t26)))) / (sqrt((t24 / (1.0f - pow(0.999f, t26)))) + 1e-08f)));
-            p14[i15] = t28;
-            p15[i15] = t22;
-            p16[i15] = t24;
-        } else {
-            if ((int(gid.x) < 4704)) {
-                const int i29 = (((int(gid.x) - 3360) * 256) + int(lid.x));
-                const float t32 = p17[i29];
-                const float t33 = p1[0];
-                const float t34 = (t32 * t33);
-                const float t35 = p18[i29];
-                const float t36 = ((0.9f * t35) + (0.1f * t34));
-                const float t37 = p19[i29];
-                const float t38 = ((0.999f * t37) + ((0.001f * t34) * t34));
-                const float t39 = p4[0];
-                const float t40 = p5[0];
-                const float t41 = p20[i29];
-                const float t42 = ((t41 - ((t39 * 0.0f) * t41)) - ((t39 * (t36 / (1.0f - pow(0.9f, t40)))) / (sqrt((t38 / (1.0f - pow(0.999f, t40)))) + 1e-08f)));
-                p21[i29] = t42;
-                p22[i29] = t36;
-                p23[i29] = t38;
-            }
-        }
+    } else if ((int(gid.x) < 3360)) {
+        const int h1 = (int(gid.x) - 672);
+        const int i1 = ((h1 * 256) + int(lid.x));
+        const float t4 = p10[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p11[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p12[i1];
+        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p13[i1];
+        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
+        p14[i1] = t14;
+        p15[i1] = t8;
+        p16[i1] = t10;
+    } else if ((int(gid.x) < 4704)) {
+        const int h2 = (int(gid.x) - 3360);
+        const int i1 = ((h2 * 256) + int(lid.x));
+        const float t4 = p17[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p18[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p19[i1];
+        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p20[i1];
+        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
+        p21[i1] = t14;
+        p22[i1] = t8;
+        p23[i1] = t10;
     }
 }
 
-// fuses broadcast %4841, mul %4842, adamw %5166, broadcast %4843, mul %4844, adamw %5171,
-//   broadcast %4845, mul %4846, adamw %5176 (optimizer)
+// 3 independent kernels in one launch
+// part 0 (adamw_mul): fuses broadcast %4841, mul %4842, adamw %5166 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %4843, mul %4844, adamw %5171 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %4845, mul %4846, adamw %5176 (optimizer)
 // threadgroup 256×1×1, grid 4032×1×1 threadgroups
-kernel void adamw_mul_1(
+kernel void adamw_mul_x3_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -7153,7 +6941,8 @@ kernel void adamw_mul_1(
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     if ((int(gid.x) < 672)) {
-        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 256) + int(lid.x));
         const float t4 = p0[i1];
         const float t5 = p1[0];
         const float t6 = (t4 * t5);
@@ -7168,49 +6957,49 @@ kernel void adamw_mul_1(
         p7[i1] = t14;
         p8[i1] = t8;
         p9[i1] = t10;
-    } else {
-        if ((int(gid.x) < 1344)) {
-            const int i15 = (((int(gid.x) - 672) * 256) + int(lid.x));
-            const float t18 = p10[i15];
-            const float t19 = p1[0];
-            const float t20 = (t18 * t19);
-            const float t21 = p11[i15];
-            const float t22 = ((0.9f * t21) + (0.1f * t20));
-            const float t23 = p12[i15];
-            const float t24 = ((0.999f * t23) + ((0.001f * t20) * t20));
-            const float t25 = p4[0];
-            const float t26 = p5[0];
-            const float t27 = p13[i15];
-            const float t28 = ((t27 - ((t25 * 0.0f) * t27)) - ((t25 * (t22 / (1.0f - pow(0.9f, t26)))) / (sqrt((t24 / (1.0f - pow(0.999f, t26)))) + 1e-08f)));
-            p14[i15] = t28;
-            p15[i15] = t22;
-            p16[i15] = t24;
-        } else {
-            if ((int(gid.x) < 4032)) {
-                const int i29 = (((int(gid.x) - 1344) * 256) + int(lid.x));
-                const float t32 = p17[i29];
-                const float t33 = p1[0];
-                const float t34 = (t32 * t33);
-                const float t35 = p18[i29];
-                const float t36 = ((0.9f * t35) + (0.1f * t34));
-                const float t37 = p19[i29];
-                const float t38 = ((0.999f * t37) + ((0.001f * t34) * t34));
-                const float t39 = p4[0];
-                const float t40 = p5[0];
-                const float t41 = p20[i29];
-                const float t42 = ((t41 - ((t39 * 0.0f) * t41)) - ((t39 * (t36 / (1.0f - pow(0.9f, t40)))) / (sqrt((t38 / (1.0f - pow(0.999f, t40)))) + 1e-08f)));
-                p21[i29] = t42;
-                p22[i29] = t36;
-                p23[i29] = t38;
-            }
-        }
+    } else if ((int(gid.x) < 1344)) {
+        const int h1 = (int(gid.x) - 672);
+        const int i1 = ((h1 * 256) + int(lid.x));
+        const float t4 = p10[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p11[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p12[i1];
+        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p13[i1];
+        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
+        p14[i1] = t14;
+        p15[i1] = t8;
+        p16[i1] = t10;
+    } else if ((int(gid.x) < 4032)) {
+        const int h2 = (int(gid.x) - 1344);
+        const int i1 = ((h2 * 256) + int(lid.x));
+        const float t4 = p17[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p18[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p19[i1];
+        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p20[i1];
+        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
+        p21[i1] = t14;
+        p22[i1] = t8;
+        p23[i1] = t10;
     }
 }
 
-// fuses broadcast %4847, mul %4848, adamw %5181, broadcast %4849, mul %4850, adamw %5186,
-//   broadcast %4851, mul %4852, adamw %5191 (optimizer)
+// 3 independent kernels in one launch
+// part 0 (adamw_mul): fuses broadcast %4847, mul %4848, adamw %5181 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %4849, mul %4850, adamw %5186 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %4851, mul %4852, adamw %5191 (optimizer)
 // threadgroup 256×1×1, grid 2688×1×1 threadgroups
-kernel void adamw_mul_2(
+kernel void adamw_mul_x3_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -7238,7 +7027,8 @@ kernel void adamw_mul_2(
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     if ((int(gid.x) < 1344)) {
-        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 256) + int(lid.x));
         const float t4 = p0[i1];
         const float t5 = p1[0];
         const float t6 = (t4 * t5);
@@ -7253,49 +7043,49 @@ kernel void adamw_mul_2(
         p7[i1] = t14;
         p8[i1] = t8;
         p9[i1] = t10;
-    } else {
-        if ((int(gid.x) < 2016)) {
-            const int i15 = (((int(gid.x) - 1344) * 256) + int(lid.x));
-            const float t18 = p10[i15];
-            const float t19 = p1[0];
-            const float t20 = (t18 * t19);
-            const float t21 = p11[i15];
-            const float t22 = ((0.9f * t21) + (0.1f * t20));
-            const float t23 = p12[i15];
-            const float t24 = ((0.999f * t23) + ((0.001f * t20) * t20));
-            const float t25 = p4[0];
-            const float t26 = p5[0];
-            const float t27 = p13[i15];
-            const float t28 = ((t27 - ((t25 * 0.0f) * t27)) - ((t25 * (t22 / (1.0f - pow(0.9f, t26)))) / (sqrt((t24 / (1.0f - pow(0.999f, t26)))) + 1e-08f)));
-            p14[i15] = t28;
-            p15[i15] = t22;
-            p16[i15] = t24;
-        } else {
-            if ((int(gid.x) < 2688)) {
-                const int i29 = (((int(gid.x) - 2016) * 256) + int(lid.x));
-                const float t32 = p17[i29];
-                const float t33 = p1[0];
-                const float t34 = (t32 * t33);
-                const float t35 = p18[i29];
-                const float t36 = ((0.9f * t35) + (0.1f * t34));
-                const float t37 = p19[i29];
-                const float t38 = ((0.999f * t37) + ((0.001f * t34) * t34));
-                const float t39 = p4[0];
-                const float t40 = p5[0];
-                const float t41 = p20[i29];
-                const float t42 = ((t41 - ((t39 * 0.0f) * t41)) - ((t39 * (t36 / (1.0f - pow(0.9f, t40)))) / (sqrt((t38 / (1.0f - pow(0.999f, t40)))) + 1e-08f)));
-                p21[i29] = t42;
-                p22[i29] = t36;
-                p23[i29] = t38;
-            }
-        }
+    } else if ((int(gid.x) < 2016)) {
+        const int h1 = (int(gid.x) - 1344);
+        const int i1 = ((h1 * 256) + int(lid.x));
+        const float t4 = p10[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p11[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p12[i1];
+        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p13[i1];
+        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
+        p14[i1] = t14;
+        p15[i1] = t8;
+        p16[i1] = t10;
+    } else if ((int(gid.x) < 2688)) {
+        const int h2 = (int(gid.x) - 2016);
+        const int i1 = ((h2 * 256) + int(lid.x));
+        const float t4 = p17[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p18[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p19[i1];
+        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p20[i1];
+        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
+        p21[i1] = t14;
+        p22[i1] = t8;
+        p23[i1] = t10;
     }
 }
 
-// fuses broadcast %4853, mul %4854, adamw %5196, broadcast %4855, mul %4856, adamw %5201,
-//   broadcast %4857, mul %4858, adamw %5206 (optimizer)
+// 3 independent kernels in one launch
+// part 0 (adamw_mul): fuses broadcast %4853, mul %4854, adamw %5196 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %4855, mul %4856, adamw %5201 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %4857, mul %4858, adamw %5206 (optimizer)
 // threadgroup 256×1×1, grid 4704×1×1 threadgroups
-kernel void adamw_mul_3(
+kernel void adamw_mul_x3_3(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -7323,7 +7113,8 @@ kernel void adamw_mul_3(
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     if ((int(gid.x) < 2688)) {
-        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 256) + int(lid.x));
         const float t4 = p0[i1];
         const float t5 = p1[0];
         const float t6 = (t4 * t5);
@@ -7338,49 +7129,49 @@ kernel void adamw_mul_3(
         p7[i1] = t14;
         p8[i1] = t8;
         p9[i1] = t10;
-    } else {
-        if ((int(gid.x) < 4032)) {
-            const int i15 = (((int(gid.x) - 2688) * 256) + int(lid.x));
-            const float t18 = p10[i15];
-            const float t19 = p1[0];
-            const float t20 = (t18 * t19);
-            const float t21 = p11[i15];
-            const float t22 = ((0.9f * t21) + (0.1f * t20));
-            const float t23 = p12[i15];
-            const float t24 = ((0.999f * t23) + ((0.001f * t20) * t20));
-            const float t25 = p4[0];
-            const float t26 = p5[0];
-            const float t27 = p13[i15];
-            const float t28 = ((t27 - ((t25 * 0.0f) * t27)) - ((t25 * (t22 / (1.0f - pow(0.9f, t26)))) / (sqrt((t24 / (1.0f - pow(0.999f, t26)))) + 1e-08f)));
-            p14[i15] = t28;
-            p15[i15] = t22;
-            p16[i15] = t24;
-        } else {
-            if ((int(gid.x) < 4704)) {
-                const int i29 = (((int(gid.x) - 4032) * 256) + int(lid.x));
-                const float t32 = p17[i29];
-                const float t33 = p1[0];
-                const float t34 = (t32 * t33);
-                const float t35 = p18[i29];
-                const float t36 = ((0.9f * t35) + (0.1f * t34));
-                const float t37 = p19[i29];
-                const float t38 = ((0.999f * t37) + ((0.001f * t34) * t34));
-                const float t39 = p4[0];
-                const float t40 = p5[0];
-                const float t41 = p20[i29];
-                const float t42 = ((t41 - ((t39 * 0.0f) * t41)) - ((t39 * (t36 / (1.0f - pow(0.9f, t40)))) / (sqrt((t38 / (1.0f - pow(0.999f, t40)))) + 1e-08f)));
-                p21[i29] = t42;
-                p22[i29] = t36;
-                p23[i29] = t38;
-            }
-        }
+    } else if ((int(gid.x) < 4032)) {
+        const int h1 = (int(gid.x) - 2688);
+        const int i1 = ((h1 * 256) + int(lid.x));
+        const float t4 = p10[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p11[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p12[i1];
+        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p13[i1];
+        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
+        p14[i1] = t14;
+        p15[i1] = t8;
+        p16[i1] = t10;
+    } else if ((int(gid.x) < 4704)) {
+        const int h2 = (int(gid.x) - 4032);
+        const int i1 = ((h2 * 256) + int(lid.x));
+        const float t4 = p17[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p18[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p19[i1];
+        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p20[i1];
+        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
+        p21[i1] = t14;
+        p22[i1] = t8;
+        p23[i1] = t10;
     }
 }
 
-// fuses broadcast %4859, mul %4860, adamw %5211, broadcast %4861, mul %4862, adamw %5216,
-//   broadcast %4863, mul %4864, adamw %5221 (optimizer)
+// 3 independent kernels in one launch
+// part 0 (adamw_mul): fuses broadcast %4859, mul %4860, adamw %5211 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %4861, mul %4862, adamw %5216 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %4863, mul %4864, adamw %5221 (optimizer)
 // threadgroup 256×1×1, grid 47712×1×1 threadgroups
-kernel void adamw_mul_4(
+kernel void adamw_mul_x3_4(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -7408,7 +7199,8 @@ kernel void adamw_mul_4(
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     if ((int(gid.x) < 5376)) {
-        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 256) + int(lid.x));
         const float t5 = p0[i1];
         const float t6 = p1[0];
         const float t7 = (t5 * t6);
@@ -7423,49 +7215,49 @@ kernel void adamw_mul_4(
         p7[i1] = t15;
         p8[i1] = t9;
         p9[i1] = t11;
-    } else {
-        if ((int(gid.x) < 33600)) {
-            const int i16 = (((int(gid.x) - 5376) * 256) + int(lid.x));
-            const float t20 = p10[i16];
-            const float t21 = p1[0];
-            const float t22 = (t20 * t21);
-            const float t23 = p11[i16];
-            const float t24 = ((0.9f * t23) + (0.1f * t22));
-            const float t25 = p12[i16];
-            const float t26 = ((0.999f * t25) + ((0.001f * t22) * t22));
-            const float t27 = p4[0];
-            const float t28 = p5[0];
-            const float t29 = p13[i16];
-            const float t30 = ((t29 - ((t27 * 0.0f) * t29)) - ((t27 * (t24 / (1.0f - pow(0.9f, t28)))) / (sqrt((t26 / (1.0f - pow(0.999f, t28)))) + 1e-08f)));
-            p14[i16] = t30;
-            p15[i16] = t24;
-            p16[i16] = t26;
-        } else {
-            if ((int(gid.x) < 47712)) {
-                const int i31 = (((int(gid.x) - 33600) * 256) + int(lid.x));
-                const float t35 = p17[i31];
-                const float t36 = p1[0];
-                const float t37 = (t35 * t36);
-                const float t38 = p18[i31];
-                const float t39 = ((0.9f * t38) + (0.1f * t37));
-                const float t40 = p19[i31];
-                const float t41 = ((0.999f * t40) + ((0.001f * t37) * t37));
-                const float t42 = p4[0];
-                const float t43 = p5[0];
-                const float t44 = p20[i31];
-                const float t45 = ((t44 - ((t42 * 0.0f) * t44)) - ((t42 * (t39 / (1.0f - pow(0.9f, t43)))) / (sqrt((t41 / (1.0f - pow(0.999f, t43)))) + 1e-08f)));
-                p21[i31] = t45;
-                p22[i31] = t39;
-                p23[i31] = t41;
-            }
-        }
+    } else if ((int(gid.x) < 33600)) {
+        const int h1 = (int(gid.x) - 5376);
+        const int i1 = ((h1 * 256) + int(lid.x));
+        const float t5 = p10[i1];
+        const float t6 = p1[0];
+        const float t7 = (t5 * t6);
+        const float t8 = p11[i1];
+        const float t9 = ((0.9f * t8) + (0.1f * t7));
+        const float t10 = p12[i1];
+        const float t11 = ((0.999f * t10) + ((0.001f * t7) * t7));
+        const float t12 = p4[0];
+        const float t13 = p5[0];
+        const float t14 = p13[i1];
+        const float t15 = ((t14 - ((t12 * 0.0f) * t14)) - ((t12 * (t9 / (1.0f - pow(0.9f, t13)))) / (sqrt((t11 / (1.0f - pow(0.999f, t13)))) + 1e-08f)));
+        p14[i1] = t15;
+        p15[i1] = t9;
+        p16[i1] = t11;
+    } else if ((int(gid.x) < 47712)) {
+        const int h2 = (int(gid.x) - 33600);
+        const int i1 = ((h2 * 256) + int(lid.x));
+        const float t5 = p17[i1];
+        const float t6 = p1[0];
+        const float t7 = (t5 * t6);
+        const float t8 = p18[i1];
+        const float t9 = ((0.9f * t8) + (0.1f * t7));
+        const float t10 = p19[i1];
+        const float t11 = ((0.999f * t10) + ((0.001f * t7) * t7));
+        const float t12 = p4[0];
+        const float t13 = p5[0];
+        const float t14 = p20[i1];
+        const float t15 = ((t14 - ((t12 * 0.0f) * t14)) - ((t12 * (t9 / (1.0f - pow(0.9f, t13)))) / (sqrt((t11 / (1.0f - pow(0.999f, t13)))) + 1e-08f)));
+        p21[i1] = t15;
+        p22[i1] = t9;
+        p23[i1] = t11;
     }
 }
 
-// fuses broadcast %4865, mul %4866, adamw %5226, broadcast %4867, mul %4868, adamw %5231,
-//   broadcast %4869, mul %4870, adamw %5236 (optimizer)
+// 3 independent kernels in one launch
+// part 0 (adamw_mul): fuses broadcast %4865, mul %4866, adamw %5226 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %4867, mul %4868, adamw %5231 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %4869, mul %4870, adamw %5236 (optimizer)
 // threadgroup 256×1×1, grid 8736×1×1 threadgroups
-kernel void adamw_mul_5(
+kernel void adamw_mul_x3_5(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -7493,7 +7285,8 @@ kernel void adamw_mul_5(
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     if ((int(gid.x) < 5376)) {
-        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 256) + int(lid.x));
         const float t5 = p0[i1];
         const float t6 = p1[0];
         const float t7 = (t5 * t6);
@@ -7508,49 +7301,49 @@ kernel void adamw_mul_5(
         p7[i1] = t15;
         p8[i1] = t9;
         p9[i1] = t11;
-    } else {
-        if ((int(gid.x) < 6048)) {
-            const int i16 = (((int(gid.x) - 5376) * 256) + int(lid.x));
-            const float t19 = p10[i16];
-            const float t20 = p1[0];
-            const float t21 = (t19 * t20);
-            const float t22 = p11[i16];
-            const float t23 = ((0.9f * t22) + (0.1f * t21));
-            const float t24 = p12[i16];
-            const float t25 = ((0.999f * t24) + ((0.001f * t21) * t21));
-            const float t26 = p4[0];
-            const float t27 = p5[0];
-            const float t28 = p13[i16];
-            const float t29 = ((t28 - ((t26 * 0.0f) * t28)) - ((t26 * (t23 / (1.0f - pow(0.9f, t27)))) / (sqrt((t25 / (1.0f - pow(0.999f, t27)))) + 1e-08f)));
-            p14[i16] = t29;
-            p15[i16] = t23;
-            p16[i16] = t25;
-        } else {
-            if ((int(gid.x) < 8736)) {
-                const int i30 = (((int(gid.x) - 6048) * 256) + int(lid.x));
-                const float t33 = p17[i30];
-                const float t34 = p1[0];
-                const float t35 = (t33 * t34);
-                const float t36 = p18[i30];
-                const float t37 = ((0.9f * t36) + (0.1f * t35));
-                const float t38 = p19[i30];
-                const float t39 = ((0.999f * t38) + ((0.001f * t35) * t35));
-                const float t40 = p4[0];
-                const float t41 = p5[0];
-                const float t42 = p20[i30];
-                const float t43 = ((t42 - ((t40 * 0.0f) * t42)) - ((t40 * (t37 / (1.0f - pow(0.9f, t41)))) / (sqrt((t39 / (1.0f - pow(0.999f, t41)))) + 1e-08f)));
-                p21[i30] = t43;
-                p22[i30] = t37;
-                p23[i30] = t39;
-            }
-        }
+    } else if ((int(gid.x) < 6048)) {
+        const int h1 = (int(gid.x) - 5376);
+        const int i1 = ((h1 * 256) + int(lid.x));
+        const float t4 = p10[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p11[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p12[i1];
+        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p13[i1];
+        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
+        p14[i1] = t14;
+        p15[i1] = t8;
+        p16[i1] = t10;
+    } else if ((int(gid.x) < 8736)) {
+        const int h2 = (int(gid.x) - 6048);
+        const int i1 = ((h2 * 256) + int(lid.x));
+        const float t4 = p17[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p18[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p19[i1];
+        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p20[i1];
+        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
+        p21[i1] = t14;
+        p22[i1] = t8;
+        p23[i1] = t10;
     }
 }
 
-// fuses broadcast %4889, mul %4890, adamw %5286, broadcast %4891, mul %4892, adamw %5291,
-//   broadcast %4893, mul %4894, adamw %5296 (optimizer)
+// 3 independent kernels in one launch
+// part 0 (adamw_mul): fuses broadcast %4889, mul %4890, adamw %5286 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %4891, mul %4892, adamw %5291 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %4893, mul %4894, adamw %5296 (optimizer)
 // threadgroup 256×1×1, grid 34272×1×1 threadgroups
-kernel void adamw_mul_6(
+kernel void adamw_mul_x3_6(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -7578,7 +7371,8 @@ kernel void adamw_mul_6(
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     if ((int(gid.x) < 672)) {
-        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 256) + int(lid.x));
         const float t4 = p0[i1];
         const float t5 = p1[0];
         const float t6 = (t4 * t5);
@@ -7593,49 +7387,49 @@ kernel void adamw_mul_6(
         p7[i1] = t14;
         p8[i1] = t8;
         p9[i1] = t10;
-    } else {
-        if ((int(gid.x) < 6048)) {
-            const int i15 = (((int(gid.x) - 672) * 256) + int(lid.x));
-            const float t19 = p10[i15];
-            const float t20 = p1[0];
-            const float t21 = (t19 * t20);
-            const float t22 = p11[i15];
-            const float t23 = ((0.9f * t22) + (0.1f * t21));
-            const float t24 = p12[i15];
-            const float t25 = ((0.999f * t24) + ((0.001f * t21) * t21));
-            const float t26 = p4[0];
-            const float t27 = p5[0];
-            const float t28 = p13[i15];
-            const float t29 = ((t28 - ((t26 * 0.0f) * t28)) - ((t26 * (t23 / (1.0f - pow(0.9f, t27)))) / (sqrt((t25 / (1.0f - pow(0.999f, t27)))) + 1e-08f)));
-            p14[i15] = t29;
-            p15[i15] = t23;
-            p16[i15] = t25;
-        } else {
-            if ((int(gid.x) < 34272)) {
-                const int i30 = (((int(gid.x) - 6048) * 256) + int(lid.x));
-                const float t34 = p17[i30];
-                const float t35 = p1[0];
-                const float t36 = (t34 * t35);
-                const float t37 = p18[i30];
-                const float t38 = ((0.9f * t37) + (0.1f * t36));
-                const float t39 = p19[i30];
-                const float t40 = ((0.999f * t39) + ((0.001f * t36) * t36));
-                const float t41 = p4[0];
-                const float t42 = p5[0];
-                const float t43 = p20[i30];
-                const float t44 = ((t43 - ((t41 * 0.0f) * t43)) - ((t41 * (t38 / (1.0f - pow(0.9f, t42)))) / (sqrt((t40 / (1.0f - pow(0.999f, t42)))) + 1e-08f)));
-                p21[i30] = t44;
-                p22[i30] = t38;
-                p23[i30] = t40;
-            }
-        }
+    } else if ((int(gid.x) < 6048)) {
+        const int h1 = (int(gid.x) - 672);
+        const int i1 = ((h1 * 256) + int(lid.x));
+        const float t5 = p10[i1];
+        const float t6 = p1[0];
+        const float t7 = (t5 * t6);
+        const float t8 = p11[i1];
+        const float t9 = ((0.9f * t8) + (0.1f * t7));
+        const float t10 = p12[i1];
+        const float t11 = ((0.999f * t10) + ((0.001f * t7) * t7));
+        const float t12 = p4[0];
+        const float t13 = p5[0];
+        const float t14 = p13[i1];
+        const float t15 = ((t14 - ((t12 * 0.0f) * t14)) - ((t12 * (t9 / (1.0f - pow(0.9f, t13)))) / (sqrt((t11 / (1.0f - pow(0.999f, t13)))) + 1e-08f)));
+        p14[i1] = t15;
+        p15[i1] = t9;
+        p16[i1] = t11;
+    } else if ((int(gid.x) < 34272)) {
+        const int h2 = (int(gid.x) - 6048);
+        const int i1 = ((h2 * 256) + int(lid.x));
+        const float t5 = p17[i1];
+        const float t6 = p1[0];
+        const float t7 = (t5 * t6);
+        const float t8 = p18[i1];
+        const float t9 = ((0.9f * t8) + (0.1f * t7));
+        const float t10 = p19[i1];
+        const float t11 = ((0.999f * t10) + ((0.001f * t7) * t7));
+        const float t12 = p4[0];
+        const float t13 = p5[0];
+        const float t14 = p20[i1];
+        const float t15 = ((t14 - ((t12 * 0.0f) * t14)) - ((t12 * (t9 / (1.0f - pow(0.9f, t13)))) / (sqrt((t11 / (1.0f - pow(0.999f, t13)))) + 1e-08f)));
+        p21[i1] = t15;
+        p22[i1] = t9;
+        p23[i1] = t11;
     }
 }
 
-// fuses broadcast %4895, mul %4896, adamw %5301, broadcast %4897, mul %4898, adamw %5306,
-//   broadcast %4899, mul %4900, adamw %5311 (optimizer)
+// 3 independent kernels in one launch
+// part 0 (adamw_mul): fuses broadcast %4895, mul %4896, adamw %5301 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %4897, mul %4898, adamw %5306 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %4899, mul %4900, adamw %5311 (optimizer)
 // threadgroup 256×1×1, grid 20160×1×1 threadgroups
-kernel void adamw_mul_7(
+kernel void adamw_mul_x3_7(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -7663,7 +7457,8 @@ kernel void adamw_mul_7(
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     if ((int(gid.x) < 14112)) {
-        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 256) + int(lid.x));
         const float t5 = p0[i1];
         const float t6 = p1[0];
         const float t7 = (t5 * t6);
@@ -7678,49 +7473,49 @@ kernel void adamw_mul_7(
         p7[i1] = t15;
         p8[i1] = t9;
         p9[i1] = t11;
-    } else {
-        if ((int(gid.x) < 19488)) {
-            const int i16 = (((int(gid.x) - 14112) * 256) + int(lid.x));
-            const float t20 = p10[i16];
-            const float t21 = p1[0];
-            const float t22 = (t20 * t21);
-            const float t23 = p11[i16];
-            const float t24 = ((0.9f * t23) + (0.1f * t22));
-            const float t25 = p12[i16];
-            const float t26 = ((0.999f * t25) + ((0.001f * t22) * t22));
-            const float t27 = p4[0];
-            const float t28 = p5[0];
-            const float t29 = p13[i16];
-            const float t30 = ((t29 - ((t27 * 0.0f) * t29)) - ((t27 * (t24 / (1.0f - pow(0.9f, t28)))) / (sqrt((t26 / (1.0f - pow(0.999f, t28)))) + 1e-08f)));
-            p14[i16] = t30;
-            p15[i16] = t24;
-            p16[i16] = t26;
-        } else {
-            if ((int(gid.x) < 20160)) {
-                const int i31 = (((int(gid.x) - 19488) * 256) + int(lid.x));
-                const float t34 = p17[i31];
-                const float t35 = p1[0];
-                const float t36 = (t34 * t35);
-                const float t37 = p18[i31];
-                const float t38 = ((0.9f * t37) + (0.1f * t36));
-                const float t39 = p19[i31];
-                const float t40 = ((0.999f * t39) + ((0.001f * t36) * t36));
-                const float t41 = p4[0];
-                const float t42 = p5[0];
-                const float t43 = p20[i31];
-                const float t44 = ((t43 - ((t41 * 0.0f) * t43)) - ((t41 * (t38 / (1.0f - pow(0.9f, t42)))) / (sqrt((t40 / (1.0f - pow(0.999f, t42)))) + 1e-08f)));
-                p21[i31] = t44;
-                p22[i31] = t38;
-                p23[i31] = t40;
-            }
-        }
+    } else if ((int(gid.x) < 19488)) {
+        const int h1 = (int(gid.x) - 14112);
+        const int i1 = ((h1 * 256) + int(lid.x));
+        const float t5 = p10[i1];
+        const float t6 = p1[0];
+        const float t7 = (t5 * t6);
+        const float t8 = p11[i1];
+        const float t9 = ((0.9f * t8) + (0.1f * t7));
+        const float t10 = p12[i1];
+        const float t11 = ((0.999f * t10) + ((0.001f * t7) * t7));
+        const float t12 = p4[0];
+        const float t13 = p5[0];
+        const float t14 = p13[i1];
+        const float t15 = ((t14 - ((t12 * 0.0f) * t14)) - ((t12 * (t9 / (1.0f - pow(0.9f, t13)))) / (sqrt((t11 / (1.0f - pow(0.999f, t13)))) + 1e-08f)));
+        p14[i1] = t15;
+        p15[i1] = t9;
+        p16[i1] = t11;
+    } else if ((int(gid.x) < 20160)) {
+        const int h2 = (int(gid.x) - 19488);
+        const int i1 = ((h2 * 256) + int(lid.x));
+        const float t4 = p17[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p18[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p19[i1];
+        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p20[i1];
+        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
+        p21[i1] = t14;
+        p22[i1] = t8;
+        p23[i1] = t10;
     }
 }
 
-// fuses broadcast %4919, mul %4920, adamw %5361, broadcast %4921, mul %4922, adamw %5366,
-//   broadcast %4923, mul %4924, adamw %5371 (optimizer)
+// 3 independent kernels in one launch
+// part 0 (adamw_mul): fuses broadcast %4919, mul %4920, adamw %5361 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %4921, mul %4922, adamw %5366 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %4923, mul %4924, adamw %5371 (optimizer)
 // threadgroup 256×1×1, grid 7392×1×1 threadgroups
-kernel void adamw_mul_8(
+kernel void adamw_mul_x3_8(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -7748,7 +7543,8 @@ kernel void adamw_mul_8(
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     if ((int(gid.x) < 1344)) {
-        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 256) + int(lid.x));
         const float t4 = p0[i1];
         const float t5 = p1[0];
         const float t6 = (t4 * t5);
@@ -7763,49 +7559,49 @@ kernel void adamw_mul_8(
         p7[i1] = t14;
         p8[i1] = t8;
         p9[i1] = t10;
-    } else {
-        if ((int(gid.x) < 2016)) {
-            const int i15 = (((int(gid.x) - 1344) * 256) + int(lid.x));
-            const float t18 = p10[i15];
-            const float t19 = p1[0];
-            const float t20 = (t18 * t19);
-            const float t21 = p11[i15];
-            const float t22 = ((0.9f * t21) + (0.1f * t20));
-            const float t23 = p12[i15];
-            const float t24 = ((0.999f * t23) + ((0.001f * t20) * t20));
-            const float t25 = p4[0];
-            const float t26 = p5[0];
-            const float t27 = p13[i15];
-            const float t28 = ((t27 - ((t25 * 0.0f) * t27)) - ((t25 * (t22 / (1.0f - pow(0.9f, t26)))) / (sqrt((t24 / (1.0f - pow(0.999f, t26)))) + 1e-08f)));
-            p14[i15] = t28;
-            p15[i15] = t22;
-            p16[i15] = t24;
-        } else {
-            if ((int(gid.x) < 7392)) {
-                const int i29 = (((int(gid.x) - 2016) * 256) + int(lid.x));
-                const float t33 = p17[i29];
-                const float t34 = p1[0];
-                const float t35 = (t33 * t34);
-                const float t36 = p18[i29];
-                const float t37 = ((0.9f * t36) + (0.1f * t35));
-                const float t38 = p19[i29];
-                const float t39 = ((0.999f * t38) + ((0.001f * t35) * t35));
-                const float t40 = p4[0];
-                const float t41 = p5[0];
-                const float t42 = p20[i29];
-                const float t43 = ((t42 - ((t40 * 0.0f) * t42)) - ((t40 * (t37 / (1.0f - pow(0.9f, t41)))) / (sqrt((t39 / (1.0f - pow(0.999f, t41)))) + 1e-08f)));
-                p21[i29] = t43;
-                p22[i29] = t37;
-                p23[i29] = t39;
-            }
-        }
+    } else if ((int(gid.x) < 2016)) {
+        const int h1 = (int(gid.x) - 1344);
+        const int i1 = ((h1 * 256) + int(lid.x));
+        const float t4 = p10[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p11[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p12[i1];
+        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p13[i1];
+        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
+        p14[i1] = t14;
+        p15[i1] = t8;
+        p16[i1] = t10;
+    } else if ((int(gid.x) < 7392)) {
+        const int h2 = (int(gid.x) - 2016);
+        const int i1 = ((h2 * 256) + int(lid.x));
+        const float t5 = p17[i1];
+        const float t6 = p1[0];
+        const float t7 = (t5 * t6);
+        const float t8 = p18[i1];
+        const float t9 = ((0.9f * t8) + (0.1f * t7));
+        const float t10 = p19[i1];
+        const float t11 = ((0.999f * t10) + ((0.001f * t7) * t7));
+        const float t12 = p4[0];
+        const float t13 = p5[0];
+        const float t14 = p20[i1];
+        const float t15 = ((t14 - ((t12 * 0.0f) * t14)) - ((t12 * (t9 / (1.0f - pow(0.9f, t13)))) / (sqrt((t11 / (1.0f - pow(0.999f, t13)))) + 1e-08f)));
+        p21[i1] = t15;
+        p22[i1] = t9;
+        p23[i1] = t11;
     }
 }
 
-// fuses broadcast %4925, mul %4926, adamw %5376, broadcast %4927, mul %4928, adamw %5381,
-//   broadcast %4929, mul %4930, adamw %5386 (optimizer)
+// 3 independent kernels in one launch
+// part 0 (adamw_mul): fuses broadcast %4925, mul %4926, adamw %5376 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %4927, mul %4928, adamw %5381 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %4929, mul %4930, adamw %5386 (optimizer)
 // threadgroup 256×1×1, grid 47712×1×1 threadgroups
-kernel void adamw_mul_9(
+kernel void adamw_mul_x3_9(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -7833,7 +7629,8 @@ kernel void adamw_mul_9(
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     if ((int(gid.x) < 28224)) {
-        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 256) + int(lid.x));
         const float t5 = p0[i1];
         const float t6 = p1[0];
         const float t7 = (t5 * t6);
@@ -7848,41 +7645,39 @@ kernel void adamw_mul_9(
         p7[i1] = t15;
         p8[i1] = t9;
         p9[i1] = t11;
-    } else {
-        if ((int(gid.x) < 42336)) {
-            const int i16 = (((int(gid.x) - 28224) * 256) + int(lid.x));
-            const float t20 = p10[i16];
-            const float t21 = p1[0];
-            const float t22 = (t20 * t21);
-            const float t23 = p11[i16];
-            const float t24 = ((0.9f * t23) + (0.1f * t22));
-            const float t25 = p12[i16];
-            const float t26 = ((0.999f * t25) + ((0.001f * t22) * t22));
-            const float t27 = p4[0];
-            const float t28 = p5[0];
-            const float t29 = p13[i16];
-            const float t30 = ((t29 - ((t27 * 0.0f) * t29)) - ((t27 * (t24 / (1.0f - pow(0.9f, t28)))) / (sqrt((t26 / (1.0f - pow(0.999f, t28)))) + 1e-08f)));
-            p14[i16] = t30;
-            p15[i16] = t24;
-            p16[i16] = t26;
-        } else {
-            if ((int(gid.x) < 47712)) {
-                const int i31 = (((int(gid.x) - 42336) * 256) + int(lid.x));
-                const float t35 = p17[i31];
-                const float t36 = p1[0];
-                const float t37 = (t35 * t36);
-                const float t38 = p18[i31];
-                const float t39 = ((0.9f * t38) + (0.1f * t37));
-                const float t40 = p19[i31];
-                const float t41 = ((0.999f * t40) + ((0.001f * t37) * t37));
-                const float t42 = p4[0];
-                const float t43 = p5[0];
-                const float t44 = p20[i31];
-                const float t45 = ((t44 - ((t42 * 0.0f) * t44)) - ((t42 * (t39 / (1.0f - pow(0.9f, t43)))) / (sqrt((t41 / (1.0f - pow(0.999f, t43)))) + 1e-08f)));
-                p21[i31] = t45;
-                p22[i31] = t39;
-                p23[i31] = t41;
-            }
-        }
+    } else if ((int(gid.x) < 42336)) {
+        const int h1 = (int(gid.x) - 28224);
+        const int i1 = ((h1 * 256) + int(lid.x));
+        const float t5 = p10[i1];
+        const float t6 = p1[0];
+        const float t7 = (t5 * t6);
+        const float t8 = p11[i1];
+        const float t9 = ((0.9f * t8) + (0.1f * t7));
+        const float t10 = p12[i1];
+        const float t11 = ((0.999f * t10) + ((0.001f * t7) * t7));
+        const float t12 = p4[0];
+        const float t13 = p5[0];
+        const float t14 = p13[i1];
+        const float t15 = ((t14 - ((t12 * 0.0f) * t14)) - ((t12 * (t9 / (1.0f - pow(0.9f, t13)))) / (sqrt((t11 / (1.0f - pow(0.999f, t13)))) + 1e-08f)));
+        p14[i1] = t15;
+        p15[i1] = t9;
+        p16[i1] = t11;
+    } else if ((int(gid.x) < 47712)) {
+        const int h2 = (int(gid.x) - 42336);
+        const int i1 = ((h2 * 256) + int(lid.x));
+        const float t5 = p17[i1];
+        const float t6 = p1[0];
+        const float t7 = (t5 * t6);
+        const float t8 = p18[i1];
+        const float t9 = ((0.9f * t8) + (0.1f * t7));
+        const float t10 = p19[i1];
+        const float t11 = ((0.999f * t10) + ((0.001f * t7) * t7));
+        const float t12 = p4[0];
+        const float t13 = p5[0];
+        const float t14 = p20[i1];
+        const float t15 = ((t14 - ((t12 * 0.0f) * t14)) - ((t12 * (t9 / (1.0f - pow(0.9f, t13)))) / (sqrt((t11 / (1.0f - pow(0.999f, t13)))) + 1e-08f)));
+        p21[i1] = t15;
+        p22[i1] = t9;
+        p23[i1] = t11;
     }
 }

@@ -366,9 +366,11 @@ kernel void matmul_2(
     }
 }
 
-// fuses softplus %27, exp %28 (mamba.0)
+// 2 independent kernels in one launch
+// part 0 (softplus): fuses softplus %27 (mamba.0)
+// part 1 (exp): fuses exp %28 (mamba.0)
 // threadgroup 256×1×1, grid 136×1×1 threadgroups
-kernel void exp_softplus_0(
+kernel void softplus_exp_x2_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -376,23 +378,25 @@ kernel void exp_softplus_0(
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     if ((int(gid.x) < 128)) {
-        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 256) + int(lid.x));
         const float t5 = p0[i1];
         const float t6 = (max(t5, 0.0f) + log((1.0f + exp((-fabs(t5))))));
         p1[i1] = t6;
-    } else {
-        if ((int(gid.x) < 136)) {
-            const int i7 = (((int(gid.x) - 128) * 256) + int(lid.x));
-            const float t10 = p2[i7];
-            const float t11 = exp(t10);
-            p3[i7] = t11;
-        }
+    } else if ((int(gid.x) < 136)) {
+        const int h1 = (int(gid.x) - 128);
+        const int i1 = ((h1 * 256) + int(lid.x));
+        const float t4 = p2[i1];
+        const float t5 = exp(t4);
+        p3[i1] = t5;
     }
 }
 
-// fuses slice %22, slice %23, neg %29, selective_scan %30 (mamba.0)
-// threadgroup 256×1×1, grid 8×16×1 threadgroups
-kernel void selective_scan_0(
+// 2 independent kernels in one launch
+// part 0 (selective_scan): fuses slice %22, slice %23, neg %29, selective_scan %30 (mamba.0)
+// part 1 (silu_slice): fuses slice %17, silu %32 (mamba.0)
+// threadgroup 256×1×1, grid 256×1×1 threadgroups
+kernel void selective_scan_silu_slice_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -400,48 +404,47 @@ kernel void selective_scan_0(
         const device float* p4 [[buffer(4)]],
         const device float* p5 [[buffer(5)]],
         device float* p6 [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
+        device float* p8 [[buffer(8)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    const int b1 = int(gid.y);
-    const int ch2 = ((int(gid.x) * 16) + (int(lid.x) / 16));
-    const int n3 = (int(lid.x) % 16);
-    const float t4 = p0[((ch2 * 16) + n3)];
-    const float t5 = (-t4);
-    const float t6 = p1[ch2];
-    float s7 = 0.0f;
-    for (int c8 = 0; c8 < 2; c8 += 1) {
-        p2[((((((b1 * 2) + c8) * 128) + ch2) * 16) + n3)] = s7;
-        for (int t9 = (c8 * 8); t9 < min(((c8 * 8) + 8), 16); t9 += 1) {
-            const float t10 = p3[((((b1 * 16) + t9) * 128) + ch2)];
-            const float t11 = p4[((((b1 * 16) + t9) * 128) + ch2)];
-            const float t12 = p5[((((b1 * 16) + t9) * 36) + (n3 + 4))];
-            const float t13 = p5[((((b1 * 16) + t9) * 36) + (n3 + 20))];
-            const float a14 = exp((t10 * t5));
-            s7 = ((a14 * s7) + ((t10 * t12) * t11));
-            const float r15 = ((s7 * t13) + simd_shuffle_xor((s7 * t13), ushort(8)));
-            const float r16 = (r15 + simd_shuffle_xor(r15, ushort(4)));
-            const float r17 = (r16 + simd_shuffle_xor(r16, ushort(2)));
-            const float r18 = (r17 + simd_shuffle_xor(r17, ushort(1)));
-            if ((n3 == 0)) {
-                p6[((((b1 * 16) + t9) * 128) + ch2)] = (r18 + (t6 * t11));
+    if ((int(gid.x) < 128)) {
+        const int h0 = (int(gid.x) - 0);
+        const int b1 = (h0 / 8);
+        const int ch2 = (((h0 % 8) * 16) + (int(lid.x) / 16));
+        const int n3 = (int(lid.x) % 16);
+        const float t4 = p0[((ch2 * 16) + n3)];
+        const float t5 = (-t4);
+        const float t6 = p1[ch2];
+        float s7 = 0.0f;
+        for (int c8 = 0; c8 < 2; c8 += 1) {
+            p2[((((((b1 * 2) + c8) * 128) + ch2) * 16) + n3)] = s7;
+            for (int t9 = (c8 * 8); t9 < min(((c8 * 8) + 8), 16); t9 += 1) {
+                const float t10 = p3[((((b1 * 16) + t9) * 128) + ch2)];
+                const float t11 = p4[((((b1 * 16) + t9) * 128) + ch2)];
+                const float t12 = p5[((((b1 * 16) + t9) * 36) + (n3 + 4))];
+                const float t13 = p5[((((b1 * 16) + t9) * 36) + (n3 + 20))];
+                const float a14 = exp((t10 * t5));
+                s7 = ((a14 * s7) + ((t10 * t12) * t11));
+                const float r15 = ((s7 * t13) + simd_shuffle_xor((s7 * t13), ushort(8)));
+                const float r16 = (r15 + simd_shuffle_xor(r15, ushort(4)));
+                const float r17 = (r16 + simd_shuffle_xor(r16, ushort(2)));
+                const float r18 = (r17 + simd_shuffle_xor(r17, ushort(1)));
+                if ((n3 == 0)) {
+                    p6[((((b1 * 16) + t9) * 128) + ch2)] = (r18 + (t6 * t11));
+                }
             }
         }
+    } else if ((int(gid.x) < 256)) {
+        const int h1 = (int(gid.x) - 128);
+        const int i1 = ((h1 * 256) + int(lid.x));
+        const int c2 = (i1 / 2048);
+        const int c3 = ((i1 / 128) % 16);
+        const int c4 = (i1 % 128);
+        const float t5 = p7[((((c2 * 16) + c3) * 256) + (c4 + 128))];
+        const float t6 = (t5 / (1.0f + exp((-t5))));
+        p8[i1] = t6;
     }
-}
-
-// fuses slice %17, silu %32 (mamba.0)
-// threadgroup 256×1×1, grid 128×1×1 threadgroups
-kernel void silu_slice_0(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    const int c2 = (i1 / 2048);
-    const int c3 = ((i1 / 128) % 16);
-    const int c4 = (i1 % 128);
-    const float t5 = p0[((((c2 * 16) + c3) * 256) + (c4 + 128))];
-    const float t6 = (t5 / (1.0f + exp((-t5))));
-    p1[i1] = t6;
 }
 
 // fuses mul %33 (mamba.0)
@@ -949,7 +952,7 @@ kernel void grouped_matmul_0(
 
 // fuses slice %54, silu %56 (moe.0)
 // threadgroup 256×1×1, grid 128×1×1 threadgroups
-kernel void silu_slice_1(
+kernel void silu_slice_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         uint3 tid [[thread_position_in_grid]]) {
@@ -961,20 +964,35 @@ kernel void silu_slice_1(
     p1[i1] = t5;
 }
 
-// fuses slice %55, mul %57 (moe.0)
-// threadgroup 256×1×1, grid 128×1×1 threadgroups
-kernel void mul_slice_0(
+// 2 independent kernels in one launch
+// part 0 (mul_slice): fuses slice %55, mul %57 (moe.0)
+// part 1 (gather): fuses reshape %59, gather %60 (moe.0)
+// threadgroup 256×1×1, grid 130×1×1 threadgroups
+kernel void mul_slice_gather_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    const int c2 = (i1 / 64);
-    const int c3 = (i1 % 64);
-    const float t4 = p0[i1];
-    const float t5 = p1[((c2 * 128) + (c3 + 64))];
-    const float t6 = (t4 * t5);
-    p2[i1] = t6;
+        const device int* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        device float* p5 [[buffer(5)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if ((int(gid.x) < 128)) {
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 256) + int(lid.x));
+        const int c2 = (i1 / 64);
+        const int c3 = (i1 % 64);
+        const float t4 = p0[i1];
+        const float t5 = p1[((c2 * 128) + (c3 + 64))];
+        const float t6 = (t4 * t5);
+        p2[i1] = t6;
+    } else if ((int(gid.x) < 130)) {
+        const int h1 = (int(gid.x) - 128);
+        const int i1 = ((h1 * 256) + int(lid.x));
+        const int t2 = p3[i1];
+        const float t3 = p4[t2];
+        p5[i1] = t3;
+    }
 }
 
 // fuses grouped_matmul %58 (moe.0)
@@ -1118,19 +1136,6 @@ kernel void grouped_matmul_1(
     }
 }
 
-// fuses reshape %59, gather %60 (moe.0)
-// threadgroup 256×1×1, grid 2×1×1 threadgroups
-kernel void gather_2(
-        const device int* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    const int t2 = p0[i1];
-    const float t3 = p1[t2];
-    p2[i1] = t3;
-}
-
 // fuses reshape %61, broadcast %62, mul %63 (moe.0)
 // threadgroup 256×1×1, grid 128×1×1 threadgroups
 kernel void mul_1(
@@ -1146,81 +1151,78 @@ kernel void mul_1(
     p2[i1] = t6;
 }
 
-// fuses scatter_add %64 (moe.0)
-// threadgroup 256×1×1, grid 32×1×1 threadgroups
-kernel void scatter_add_0(
+// 3 independent kernels in one launch
+// part 0 (scatter_add): fuses scatter_add %64 (moe.0)
+// part 1 (reduce_mean): fuses slice %65, one_hot %66, reduce_mean %67 (moe.0)
+// part 2 (reduce_mean): fuses reduce_mean %68 (moe.0)
+// threadgroup 256×1×1, grid 34×1×1 threadgroups
+kernel void scatter_add_reduce_mean_x3_0(
         device float* p0 [[buffer(0)]],
         const device int* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int t1 = int(tid.x);
-    const int c2 = (t1 % 64);
-    const int lo3 = ((t1 / 64) * 2);
-    const int hi5 = min((lo3 + 2), 256);
-    for (int r6 = lo3; r6 < hi5; r6 += 1) {
-        p0[((r6 * 64) + c2)] = 0.0f;
-    }
-    for (int i4 = 0; i4 < 512; i4 += 1) {
-        const int t7 = p1[i4];
-        if (((t7 >= lo3) && (t7 < hi5))) {
-            const float t8 = p2[((i4 * 64) + c2)];
-            p0[((t7 * 64) + c2)] = (p0[((t7 * 64) + c2)] + t8);
-        }
-    }
-}
-
-// fuses slice %65, one_hot %66, reduce_mean %67 (moe.0)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void reduce_mean_0(
-        const device int* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
+        const device int* p3 [[buffer(3)]],
+        device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        device float* p6 [[buffer(6)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     threadgroup float sh9[256];
-    const int lid1 = int(lid.x);
-    const int col2 = (lid1 % 4);
-    const int part3 = (lid1 / 4);
-    const int o4 = ((int(gid.x) * 4) + col2);
-    float acc5 = 0.0f;
-    for (int k6 = part3; k6 < 256; k6 += 64) {
-        const int t7 = p0[((k6 * 2) + (k6 % 1))];
-        const float t8 = ((o4 == t7) ? 1.0f : 0.0f);
-        acc5 += t8;
-    }
-    sh9[lid1] = acc5;
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if ((part3 == 0)) {
-        for (int p10 = 1; p10 < 64; p10 += 1) {
-            acc5 += sh9[((p10 * 4) + col2)];
-        }
-        p1[o4] = (acc5 / 256.0f);
-    }
-}
-
-// fuses reduce_mean %68 (moe.0)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void reduce_mean_1(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
     threadgroup float sh8[256];
-    const int lid1 = int(lid.x);
-    const int col2 = (lid1 % 4);
-    const int part3 = (lid1 / 4);
-    const int o4 = ((int(gid.x) * 4) + col2);
-    float acc5 = 0.0f;
-    for (int k6 = part3; k6 < 256; k6 += 64) {
-        const float t7 = p0[((k6 * 4) + o4)];
-        acc5 += t7;
-    }
-    sh8[lid1] = acc5;
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if ((part3 == 0)) {
-        for (int p9 = 1; p9 < 64; p9 += 1) {
-            acc5 += sh8[((p9 * 4) + col2)];
+    if ((int(gid.x) < 32)) {
+        const int h0 = (int(gid.x) - 0);
+        const int t1 = ((h0 * 256) + int(lid.x));
+        const int c2 = (t1 % 64);
+        const int lo3 = ((t1 / 64) * 2);
+        const int hi5 = min((lo3 + 2), 256);
+        for (int r6 = lo3; r6 < hi5; r6 += 1) {
+            p0[((r6 * 64) + c2)] = 0.0f;
         }
-        p1[o4] = (acc5 / 256.0f);
+        for (int i4 = 0; i4 < 512; i4 += 1) {
+            const int t7 = p1[i4];
+            if (((t7 >= lo3) && (t7 < hi5))) {
+                const float t8 = p2[((i4 * 64) + c2)];
+                p0[((t7 * 64) + c2)] = (p0[((t7 * 64) + c2)] + t8);
+            }
+        }
+    } else if ((int(gid.x) < 33)) {
+        const int h1 = (int(gid.x) - 32);
+        const int lid1 = int(lid.x);
+        const int col2 = (lid1 % 4);
+        const int part3 = (lid1 / 4);
+        const int o4 = ((h1 * 4) + col2);
+        float acc5 = 0.0f;
+        for (int k6 = part3; k6 < 256; k6 += 64) {
+            const int t7 = p3[((k6 * 2) + (k6 % 1))];
+            const float t8 = ((o4 == t7) ? 1.0f : 0.0f);
+            acc5 += t8;
+        }
+        sh9[lid1] = acc5;
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        if ((part3 == 0)) {
+            for (int pr10 = 1; pr10 < 64; pr10 += 1) {
+                acc5 += sh9[((pr10 * 4) + col2)];
+            }
+            p4[o4] = (acc5 / 256.0f);
+        }
+    } else if ((int(gid.x) < 34)) {
+        const int h2 = (int(gid.x) - 33);
+        const int lid1 = int(lid.x);
+        const int col2 = (lid1 % 4);
+        const int part3 = (lid1 / 4);
+        const int o4 = ((h2 * 4) + col2);
+        float acc5 = 0.0f;
+        for (int k6 = part3; k6 < 256; k6 += 64) {
+            const float t7 = p5[((k6 * 4) + o4)];
+            acc5 += t7;
+        }
+        sh8[lid1] = acc5;
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        if ((part3 == 0)) {
+            for (int pr9 = 1; pr9 < 64; pr9 += 1) {
+                acc5 += sh8[((pr9 * 4) + col2)];
+            }
+            p6[o4] = (acc5 / 256.0f);
+        }
     }
 }
 
@@ -1247,9 +1249,11 @@ kernel void reduce_sum_1(
     p2[row4] = acc5;
 }
 
-// fuses scale %71, reshape %72, add %73 (moe.0)
+// 2 independent kernels in one launch
+// part 0 (scale): fuses scale %71 (moe.0)
+// part 1 (add): fuses reshape %72, add %73 (moe.0)
 // threadgroup 256×1×1, grid 65×1×1 threadgroups
-kernel void add_scale_0(
+kernel void scale_add_x2_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -1258,21 +1262,21 @@ kernel void add_scale_0(
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     if ((int(gid.x) < 1)) {
-        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 256) + int(lid.x));
         if ((i1 >= 1)) {
             return;
         }
         const float t2 = p0[i1];
         const float t3 = (t2 * 0.04f);
         p1[i1] = t3;
-    } else {
-        if ((int(gid.x) < 65)) {
-            const int i4 = (((int(gid.x) - 1) * 256) + int(lid.x));
-            const float t8 = p2[i4];
-            const float t9 = p3[i4];
-            const float t10 = (t8 + t9);
-            p4[i4] = t10;
-        }
+    } else if ((int(gid.x) < 65)) {
+        const int h1 = (int(gid.x) - 1);
+        const int i1 = ((h1 * 256) + int(lid.x));
+        const float t5 = p2[i1];
+        const float t6 = p3[i1];
+        const float t7 = (t5 + t6);
+        p4[i1] = t7;
     }
 }
 
@@ -1418,76 +1422,77 @@ kernel void cross_entropy_0(
     }
 }
 
-// fuses add %110
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void add_0(
+// 2 independent kernels in one launch
+// part 0 (add): fuses add %110
+// part 1 (cross_entropy_bwd): fuses const %111, cross_entropy_bwd %112
+// threadgroup 256×1×1, grid 2×1×1 threadgroups
+kernel void add_cross_entropy_bwd_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    if ((i1 >= 1)) {
-        return;
-    }
-    const float t2 = p0[i1];
-    const float t3 = p1[i1];
-    const float t4 = (t2 + t3);
-    p2[i1] = t4;
-}
-
-// fuses const %111, cross_entropy_bwd %112
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void cross_entropy_bwd_0(
-        const device int* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
+        const device int* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        device float* p5 [[buffer(5)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     threadgroup int sh10[8];
-    const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
-    int cnt4 = 0;
-    for (int i5 = lid1; i5 < 256; i5 += 256) {
-        const int t8 = p0[i5];
-        cnt4 += (((t8 >= 0) && (t8 < 16)) ? 1 : 0);
-    }
-    const int s9 = simd_sum(cnt4);
-    if ((l32_2 == 0)) {
-        sh10[sg3] = s9;
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    int acc11 = sh10[0];
-    for (int s12 = 1; s12 < 8; s12 += 1) {
-        acc11 += sh10[s12];
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    const float scale13 = (1.0f / float(acc11));
-    const int row14 = ((int(gid.x) * 256) + lid1);
-    const int c15 = (row14 / 16);
-    const int c16 = (row14 % 16);
-    const int t17 = p0[row14];
-    if (((t17 >= 0) && (t17 < 16))) {
-        float reg18[16];
-        float m19 = (-INFINITY);
-        float s20 = 0.0f;
-        for (int k21 = 0; k21 < 16; k21 += 1) {
-            const float t22 = p1[((((c15 * 16) + c16) * 16) + k21)];
-            reg18[k21] = t22;
-            if ((t22 > m19)) {
-                s20 = ((s20 * exp((m19 - t22))) + 1.0f);
-                m19 = t22;
-            } else {
-                s20 += ((t22 == m19) ? 1.0f : exp((t22 - m19)));
+    if ((int(gid.x) < 1)) {
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 256) + int(lid.x));
+        if ((i1 >= 1)) {
+            return;
+        }
+        const float t2 = p0[i1];
+        const float t3 = p1[i1];
+        const float t4 = (t2 + t3);
+        p2[i1] = t4;
+    } else if ((int(gid.x) < 2)) {
+        const int h1 = (int(gid.x) - 1);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        int cnt4 = 0;
+        for (int i5 = lid1; i5 < 256; i5 += 256) {
+            const int t8 = p3[i5];
+            cnt4 += (((t8 >= 0) && (t8 < 16)) ? 1 : 0);
+        }
+        const int s9 = simd_sum(cnt4);
+        if ((l32_2 == 0)) {
+            sh10[sg3] = s9;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        int acc11 = sh10[0];
+        for (int s12 = 1; s12 < 8; s12 += 1) {
+            acc11 += sh10[s12];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        const float scale13 = (1.0f / float(acc11));
+        const int row14 = ((h1 * 256) + lid1);
+        const int c15 = (row14 / 16);
+        const int c16 = (row14 % 16);
+        const int t17 = p3[row14];
+        if (((t17 >= 0) && (t17 < 16))) {
+            float reg18[16];
+            float m19 = (-INFINITY);
+            float s20 = 0.0f;
+            for (int k21 = 0; k21 < 16; k21 += 1) {
+                const float t22 = p4[((((c15 * 16) + c16) * 16) + k21)];
+                reg18[k21] = t22;
+                if ((t22 > m19)) {
+                    s20 = ((s20 * exp((m19 - t22))) + 1.0f);
+                    m19 = t22;
+                } else {
+                    s20 += ((t22 == m19) ? 1.0f : exp((t22 - m19)));
+                }
             }
-        }
-        const float inv23 = (1.0f / s20);
-        for (int k24 = 0; k24 < 16; k24 += 1) {
-            p2[((((c15 * 16) + c16) * 16) + k24)] = (((exp((reg18[k24] - m19)) * inv23) - ((k24 == t17) ? 1.0f : 0.0f)) * scale13);
-        }
-    } else {
-        for (int k25 = 0; k25 < 16; k25 += 1) {
-            p2[((((c15 * 16) + c16) * 16) + k25)] = 0.0f;
+            const float inv23 = (1.0f / s20);
+            for (int k24 = 0; k24 < 16; k24 += 1) {
+                p5[((((c15 * 16) + c16) * 16) + k24)] = (((exp((reg18[k24] - m19)) * inv23) - ((k24 == t17) ? 1.0f : 0.0f)) * scale13);
+            }
+        } else {
+            for (int k25 = 0; k25 < 16; k25 += 1) {
+                p5[((((c15 * 16) + c16) * 16) + k25)] = 0.0f;
+            }
         }
     }
 }
@@ -1657,212 +1662,209 @@ kernel void rmsnorm_bwd_0(
     }
 }
 
-// fuses matmul %119 (mamba.1)
-// threadgroup 128×1×1, grid 2×1×16 threadgroups
-kernel void matmul_7(
+// 2 independent kernels in one launch
+// part 0 (matmul): fuses matmul %119 (mamba.1)
+// part 1 (matmul): fuses reshape %120, reshape %121, matmul %122 (mamba.1)
+// threadgroup 128×1×1, grid 34×1×1 threadgroups
+kernel void matmul_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        device float* p4 [[buffer(4)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int c1 = int(gid.z);
-    const int m02 = (int(gid.y) * 32);
-    const int n03 = (int(gid.x) * 64);
-    threadgroup float sh[3328];
-    const int ti4 = int(lid.x);
-    const int sgi5 = int(sg);
-    const int sr6 = ((sgi5 / 2) * 16);
-    const int sc7 = ((sgi5 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 64; k0 += 32) {
-        for (int s8 = 0; s8 < 8; s8 += 1) {
-            const int l9 = ((s8 * 128) + ti4);
-            const int i10 = (l9 / 32);
-            const int k11 = (l9 % 32);
-            const int gi12 = (m02 + i10);
-            const int gk13 = (k0 + k11);
-            if ((gi12 < 16)) {
-                const float t14 = p0[((((c1 * 16) + gi12) * 64) + gk13)];
-                sh[((i10 * 36) + k11)] = t14;
-            } else {
-                sh[((i10 * 36) + k11)] = 0.0f;
+    threadgroup float sh[4352];
+    if ((int(gid.x) < 32)) {
+        const int h0 = (int(gid.x) - 0);
+        const int c1 = (h0 / 2);
+        const int m02 = (((h0 / 2) % 1) * 32);
+        const int n03 = ((h0 % 2) * 64);
+        const int ti4 = int(lid.x);
+        const int sgi5 = int(sg);
+        const int sr6 = ((sgi5 / 2) * 16);
+        const int sc7 = ((sgi5 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 64; k0 += 32) {
+            for (int s8 = 0; s8 < 8; s8 += 1) {
+                const int l9 = ((s8 * 128) + ti4);
+                const int i10 = (l9 / 32);
+                const int k11 = (l9 % 32);
+                const int gi12 = (m02 + i10);
+                const int gk13 = (k0 + k11);
+                if ((gi12 < 16)) {
+                    const float t14 = p0[((((c1 * 16) + gi12) * 64) + gk13)];
+                    sh[((i10 * 36) + k11)] = t14;
+                } else {
+                    sh[((i10 * 36) + k11)] = 0.0f;
+                }
+            }
+            for (int s15 = 0; s15 < 16; s15 += 1) {
+                const int l16 = ((s15 * 128) + ti4);
+                const int k17 = (l16 / 64);
+                const int i18 = (l16 % 64);
+                const int gi19 = (n03 + i18);
+                const int gk20 = (k0 + k17);
+                const float t21 = p1[((gk20 * 128) + gi19)];
+                sh[(((k17 * 68) + i18) + 1152)] = t21;
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 32; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + (((sr6 + 8) * 36) + kk), 36);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc7) + 1152), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc7 + 8)) + 1152), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc7 + 16)) + 1152), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc7 + 24)) + 1152), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        }
+        simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
+        simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr6 * 68) + (sc7 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr6 + 8) * 68) + sc7), 68);
+        simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int s22 = 0; s22 < 16; s22 += 1) {
+            const int l23 = ((s22 * 128) + ti4);
+            const int i24 = (l23 / 64);
+            const int j25 = (l23 % 64);
+            const int gi26 = (m02 + i24);
+            const int gj27 = (n03 + j25);
+            if ((gi26 < 16)) {
+                p2[((((c1 * 16) + gi26) * 128) + gj27)] = sh[((i24 * 68) + j25)];
             }
         }
-        for (int s15 = 0; s15 < 16; s15 += 1) {
-            const int l16 = ((s15 * 128) + ti4);
-            const int k17 = (l16 / 64);
-            const int i18 = (l16 % 64);
-            const int gi19 = (n03 + i18);
-            const int gk20 = (k0 + k17);
-            const float t21 = p1[((gk20 * 128) + gi19)];
-            sh[(((k17 * 68) + i18) + 1152)] = t21;
+    } else if ((int(gid.x) < 34)) {
+        const int h1 = (int(gid.x) - 32);
+        const int m01 = ((h1 / 2) * 64);
+        const int n02 = (h1 * 64);
+        const int ti3 = int(lid.x);
+        const int sgi4 = int(sg);
+        const int sr5 = ((sgi4 / 2) * 32);
+        const int sc6 = ((sgi4 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 256; k0 += 16) {
+            for (int s7 = 0; s7 < 8; s7 += 1) {
+                const int l8 = ((s7 * 128) + ti3);
+                const int k9 = (l8 / 64);
+                const int i10 = (l8 % 64);
+                const int gi11 = (m01 + i10);
+                const int gk12 = (k0 + k9);
+                const float t13 = p0[((gk12 * 64) + gi11)];
+                sh[((k9 * 68) + i10)] = t13;
+            }
+            for (int s14 = 0; s14 < 8; s14 += 1) {
+                const int l15 = ((s14 * 128) + ti3);
+                const int k16 = (l15 / 64);
+                const int i17 = (l15 % 64);
+                const int gi18 = (n02 + i17);
+                const int gk19 = (k0 + k16);
+                const float t20 = p3[((gk19 * 128) + gi18)];
+                sh[(((k16 * 68) + i17) + 1088)] = t20;
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 16; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + ((kk * 68) + (sr5 + 8)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa2, sh + ((kk * 68) + (sr5 + 16)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa3, sh + ((kk * 68) + (sr5 + 24)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc6) + 1088), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc6 + 8)) + 1088), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc6 + 16)) + 1088), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc6 + 24)) + 1088), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         }
+        simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
+        simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
+        simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
+        simdgroup_store(acc2_0, sh + (((sr5 + 16) * 68) + sc6), 68);
+        simdgroup_store(acc2_1, sh + (((sr5 + 16) * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc2_2, sh + (((sr5 + 16) * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc2_3, sh + (((sr5 + 16) * 68) + (sc6 + 24)), 68);
+        simdgroup_store(acc3_0, sh + (((sr5 + 24) * 68) + sc6), 68);
+        simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 32; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr6 + 8) * 36) + kk), 36);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 68) + sc7) + 1152), 68);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 68) + (sc7 + 8)) + 1152), 68);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + (((kk * 68) + (sc7 + 16)) + 1152), 68);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + (((kk * 68) + (sc7 + 24)) + 1152), 68);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+        for (int s21 = 0; s21 < 32; s21 += 1) {
+            const int l22 = ((s21 * 128) + ti3);
+            const int i23 = (l22 / 64);
+            const int j24 = (l22 % 64);
+            const int gi25 = (m01 + i23);
+            const int gj26 = (n02 + j24);
+            p4[((gi25 * 128) + gj26)] = sh[((i23 * 68) + j24)];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
-    simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr6 * 68) + (sc7 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr6 + 8) * 68) + sc7), 68);
-    simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s22 = 0; s22 < 16; s22 += 1) {
-        const int l23 = ((s22 * 128) + ti4);
-        const int i24 = (l23 / 64);
-        const int j25 = (l23 % 64);
-        const int gi26 = (m02 + i24);
-        const int gj27 = (n03 + j25);
-        if ((gi26 < 16)) {
-            p2[((((c1 * 16) + gi26) * 128) + gj27)] = sh[((i24 * 68) + j25)];
-        }
-    }
-}
-
-// fuses reshape %120, reshape %121, matmul %122 (mamba.1)
-// threadgroup 128×1×1, grid 2×1×1 threadgroups
-kernel void matmul_8(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]],
-        uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int m01 = (int(gid.y) * 64);
-    const int n02 = (int(gid.x) * 64);
-    threadgroup float sh[4352];
-    const int ti3 = int(lid.x);
-    const int sgi4 = int(sg);
-    const int sr5 = ((sgi4 / 2) * 32);
-    const int sc6 = ((sgi4 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 256; k0 += 16) {
-        for (int s7 = 0; s7 < 8; s7 += 1) {
-            const int l8 = ((s7 * 128) + ti3);
-            const int k9 = (l8 / 64);
-            const int i10 = (l8 % 64);
-            const int gi11 = (m01 + i10);
-            const int gk12 = (k0 + k9);
-            const float t13 = p0[((gk12 * 64) + gi11)];
-            sh[((k9 * 68) + i10)] = t13;
-        }
-        for (int s14 = 0; s14 < 8; s14 += 1) {
-            const int l15 = ((s14 * 128) + ti3);
-            const int k16 = (l15 / 64);
-            const int i17 = (l15 % 64);
-            const int gi18 = (n02 + i17);
-            const int gk19 = (k0 + k16);
-            const float t20 = p1[((gk19 * 128) + gi18)];
-            sh[(((k16 * 68) + i17) + 1088)] = t20;
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 16; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + ((kk * 68) + (sr5 + 8)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + ((kk * 68) + (sr5 + 16)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + ((kk * 68) + (sr5 + 24)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 68) + sc6) + 1088), 68);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 68) + (sc6 + 8)) + 1088), 68);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + (((kk * 68) + (sc6 + 16)) + 1088), 68);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + (((kk * 68) + (sc6 + 24)) + 1088), 68);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
-            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
-            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
-            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
-    simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
-    simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
-    simdgroup_store(acc2_0, sh + (((sr5 + 16) * 68) + sc6), 68);
-    simdgroup_store(acc2_1, sh + (((sr5 + 16) * 68) + (sc6 + 8)), 68);
-    simdgroup_store(acc2_2, sh + (((sr5 + 16) * 68) + (sc6 + 16)), 68);
-    simdgroup_store(acc2_3, sh + (((sr5 + 16) * 68) + (sc6 + 24)), 68);
-    simdgroup_store(acc3_0, sh + (((sr5 + 24) * 68) + sc6), 68);
-    simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
-    simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
-    simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s21 = 0; s21 < 32; s21 += 1) {
-        const int l22 = ((s21 * 128) + ti3);
-        const int i23 = (l22 / 64);
-        const int j24 = (l22 % 64);
-        const int gi25 = (m01 + i23);
-        const int gj26 = (n02 + j24);
-        p2[((gi25 * 128) + gj26)] = sh[((i23 * 68) + j24)];
     }
 }
 
@@ -1933,11 +1935,11 @@ kernel void selective_scan_bwd_0(
                         const float a41 = exp((t33 * t13));
                         const float g42 = ((t36 * t39) + carry14);
                         carry14 = (a41 * g42);
-                        const float p43 = simd_sum(((g42 * t33) * t34));
-                        const float p44 = simd_sum((((a41 * sp40) + ((t33 * t35) * t34)) * t39));
+                        const float sp43 = simd_sum(((g42 * t33) * t34));
+                        const float sp44 = simd_sum((((a41 * sp40) + ((t33 * t35) * t34)) * t39));
                         if ((lane8 == 0)) {
-                            red2[(rb30 + ((((0 * 16) + j31) * 8) + sg7))] = p43;
-                            red2[(rb30 + ((((1 * 16) + j31) * 8) + sg7))] = p44;
+                            red2[(rb30 + ((((0 * 16) + j31) * 8) + sg7))] = sp43;
+                            red2[(rb30 + ((((1 * 16) + j31) * 8) + sg7))] = sp44;
                         }
                     }
                     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -2023,9 +2025,11 @@ kernel void selective_scan_bwd_0(
     }
 }
 
-// fuses neg %137, mul %138, sigmoid %139, mul %140 (mamba.1)
+// 2 independent kernels in one launch
+// part 0 (mul_neg): fuses neg %137, mul %138 (mamba.1)
+// part 1 (mul_sigmoid): fuses sigmoid %139, mul %140 (mamba.1)
 // threadgroup 256×1×1, grid 136×1×1 threadgroups
-kernel void mul_sigmoid_neg_0(
+kernel void mul_neg_mul_sigmoid_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -2035,21 +2039,21 @@ kernel void mul_sigmoid_neg_0(
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     if ((int(gid.x) < 8)) {
-        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 256) + int(lid.x));
         const float t4 = p0[i1];
         const float t5 = (-t4);
         const float t6 = p1[i1];
         const float t7 = (t5 * t6);
         p2[i1] = t7;
-    } else {
-        if ((int(gid.x) < 136)) {
-            const int i8 = (((int(gid.x) - 8) * 256) + int(lid.x));
-            const float t12 = p3[i8];
-            const float t13 = p4[i8];
-            const float t14 = (1.0f / (1.0f + exp((-t13))));
-            const float t15 = (t12 * t14);
-            p5[i8] = t15;
-        }
+    } else if ((int(gid.x) < 136)) {
+        const int h1 = (int(gid.x) - 8);
+        const int i1 = ((h1 * 256) + int(lid.x));
+        const float t5 = p3[i1];
+        const float t6 = p4[i1];
+        const float t7 = (1.0f / (1.0f + exp((-t6))));
+        const float t8 = (t5 * t7);
+        p5[i1] = t8;
     }
 }
 
@@ -2073,184 +2077,181 @@ kernel void reduce_sum_2(
     sh8[lid1] = acc5;
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
     if ((part3 == 0)) {
-        for (int p9 = 1; p9 < 8; p9 += 1) {
-            acc5 += sh8[((p9 * 32) + col2)];
+        for (int pr9 = 1; pr9 < 8; pr9 += 1) {
+            acc5 += sh8[((pr9 * 32) + col2)];
         }
         p1[o4] = acc5;
     }
 }
 
-// fuses matmul %142 (mamba.1)
-// threadgroup 128×1×1, grid 1×1×16 threadgroups
-kernel void matmul_9(
+// 2 independent kernels in one launch
+// part 0 (matmul): fuses matmul %142 (mamba.1)
+// part 1 (matmul): fuses slice %91, reshape %143, reshape %144, matmul %145 (mamba.1)
+// threadgroup 128×1×1, grid 18×1×1 threadgroups
+kernel void matmul_x2_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        device float* p4 [[buffer(4)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int c1 = int(gid.z);
-    const int m02 = (int(gid.y) * 32);
-    const int n03 = (int(gid.x) * 32);
-    threadgroup float sh[2304];
-    const int ti4 = int(lid.x);
-    const int sgi5 = int(sg);
-    const int sr6 = ((sgi5 / 2) * 16);
-    const int sc7 = ((sgi5 % 2) * 16);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 128; k0 += 32) {
-        for (int s8 = 0; s8 < 8; s8 += 1) {
-            const int l9 = ((s8 * 128) + ti4);
-            const int i10 = (l9 / 32);
-            const int k11 = (l9 % 32);
-            const int gi12 = (m02 + i10);
-            const int gk13 = (k0 + k11);
-            if ((gi12 < 16)) {
-                const float t14 = p0[((((c1 * 16) + gi12) * 128) + gk13)];
-                sh[((i10 * 36) + k11)] = t14;
-            } else {
-                sh[((i10 * 36) + k11)] = 0.0f;
-            }
-        }
-        for (int s15 = 0; s15 < 8; s15 += 1) {
-            const int l16 = ((s15 * 128) + ti4);
-            const int k17 = (l16 / 32);
-            const int i18 = (l16 % 32);
-            const int gi19 = (n03 + i18);
-            const int gk20 = (k0 + k17);
-            if ((gi19 < 4)) {
-                const float t21 = p1[((gk20 * 4) + gi19)];
-                sh[(((k17 * 36) + i18) + 1152)] = t21;
-            } else {
-                sh[(((k17 * 36) + i18) + 1152)] = 0.0f;
-            }
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 32; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr6 + 8) * 36) + kk), 36);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 36) + sc7) + 1152), 36);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 36) + (sc7 + 8)) + 1152), 36);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr6 * 36) + sc7), 36);
-    simdgroup_store(acc0_1, sh + ((sr6 * 36) + (sc7 + 8)), 36);
-    simdgroup_store(acc1_0, sh + (((sr6 + 8) * 36) + sc7), 36);
-    simdgroup_store(acc1_1, sh + (((sr6 + 8) * 36) + (sc7 + 8)), 36);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s22 = 0; s22 < 8; s22 += 1) {
-        const int l23 = ((s22 * 128) + ti4);
-        const int i24 = (l23 / 32);
-        const int j25 = (l23 % 32);
-        const int gi26 = (m02 + i24);
-        const int gj27 = (n03 + j25);
-        if (((gi26 < 16) && (gj27 < 4))) {
-            p2[((((c1 * 16) + gi26) * 4) + gj27)] = sh[((i24 * 36) + j25)];
-        }
-    }
-}
-
-// fuses slice %91, reshape %143, reshape %144, matmul %145 (mamba.1)
-// threadgroup 128×1×1, grid 1×2×1 threadgroups
-kernel void matmul_10(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]],
-        uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int m01 = (int(gid.y) * 64);
-    const int n02 = (int(gid.x) * 32);
     threadgroup float sh[3328];
-    const int ti3 = int(lid.x);
-    const int sgi4 = int(sg);
-    const int sr5 = ((sgi4 / 2) * 32);
-    const int sc6 = ((sgi4 % 2) * 16);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 256; k0 += 32) {
-        for (int s7 = 0; s7 < 16; s7 += 1) {
-            const int l8 = ((s7 * 128) + ti3);
-            const int k9 = (l8 / 64);
-            const int i10 = (l8 % 64);
-            const int gi11 = (m01 + i10);
-            const int gk12 = (k0 + k9);
-            const float t13 = p0[((gk12 * 128) + gi11)];
-            sh[((k9 * 68) + i10)] = t13;
+    if ((int(gid.x) < 16)) {
+        const int h0 = (int(gid.x) - 0);
+        const int c1 = h0;
+        const int m02 = ((h0 % 1) * 32);
+        const int n03 = ((h0 % 1) * 32);
+        const int ti4 = int(lid.x);
+        const int sgi5 = int(sg);
+        const int sr6 = ((sgi5 / 2) * 16);
+        const int sc7 = ((sgi5 % 2) * 16);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 128; k0 += 32) {
+            for (int s8 = 0; s8 < 8; s8 += 1) {
+                const int l9 = ((s8 * 128) + ti4);
+                const int i10 = (l9 / 32);
+                const int k11 = (l9 % 32);
+                const int gi12 = (m02 + i10);
+                const int gk13 = (k0 + k11);
+                if ((gi12 < 16)) {
+                    const float t14 = p0[((((c1 * 16) + gi12) * 128) + gk13)];
+                    sh[((i10 * 36) + k11)] = t14;
+                } else {
+                    sh[((i10 * 36) + k11)] = 0.0f;
+                }
+            }
+            for (int s15 = 0; s15 < 8; s15 += 1) {
+                const int l16 = ((s15 * 128) + ti4);
+                const int k17 = (l16 / 32);
+                const int i18 = (l16 % 32);
+                const int gi19 = (n03 + i18);
+                const int gk20 = (k0 + k17);
+                if ((gi19 < 4)) {
+                    const float t21 = p1[((gk20 * 4) + gi19)];
+                    sh[(((k17 * 36) + i18) + 1152)] = t21;
+                } else {
+                    sh[(((k17 * 36) + i18) + 1152)] = 0.0f;
+                }
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 32; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + (((sr6 + 8) * 36) + kk), 36);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 36) + sc7) + 1152), 36);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 36) + (sc7 + 8)) + 1152), 36);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         }
-        for (int s14 = 0; s14 < 8; s14 += 1) {
-            const int l15 = ((s14 * 128) + ti3);
-            const int k16 = (l15 / 32);
-            const int i17 = (l15 % 32);
-            const int gi18 = (n02 + i17);
-            const int gk19 = (k0 + k16);
-            if ((gi18 < 4)) {
-                const float t20 = p1[(((((((gk19 * 4) + gi18) / 64) * 16) + ((((gk19 * 4) + gi18) / 4) % 16)) * 36) + (((gk19 * 4) + gi18) % 4))];
-                sh[(((k16 * 36) + i17) + 2176)] = t20;
-            } else {
-                sh[(((k16 * 36) + i17) + 2176)] = 0.0f;
+        simdgroup_store(acc0_0, sh + ((sr6 * 36) + sc7), 36);
+        simdgroup_store(acc0_1, sh + ((sr6 * 36) + (sc7 + 8)), 36);
+        simdgroup_store(acc1_0, sh + (((sr6 + 8) * 36) + sc7), 36);
+        simdgroup_store(acc1_1, sh + (((sr6 + 8) * 36) + (sc7 + 8)), 36);
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int s22 = 0; s22 < 8; s22 += 1) {
+            const int l23 = ((s22 * 128) + ti4);
+            const int i24 = (l23 / 32);
+            const int j25 = (l23 % 32);
+            const int gi26 = (m02 + i24);
+            const int gj27 = (n03 + j25);
+            if (((gi26 < 16) && (gj27 < 4))) {
+                p2[((((c1 * 16) + gi26) * 4) + gj27)] = sh[((i24 * 36) + j25)];
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 32; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + ((kk * 68) + (sr5 + 8)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + ((kk * 68) + (sr5 + 16)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + ((kk * 68) + (sr5 + 24)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 36) + sc6) + 2176), 36);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 36) + (sc6 + 8)) + 2176), 36);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+    } else if ((int(gid.x) < 18)) {
+        const int h1 = (int(gid.x) - 16);
+        const int m01 = (h1 * 64);
+        const int n02 = ((h1 % 1) * 32);
+        const int ti3 = int(lid.x);
+        const int sgi4 = int(sg);
+        const int sr5 = ((sgi4 / 2) * 32);
+        const int sc6 = ((sgi4 % 2) * 16);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 256; k0 += 32) {
+            for (int s7 = 0; s7 < 16; s7 += 1) {
+                const int l8 = ((s7 * 128) + ti3);
+                const int k9 = (l8 / 64);
+                const int i10 = (l8 % 64);
+                const int gi11 = (m01 + i10);
+                const int gk12 = (k0 + k9);
+                const float t13 = p0[((gk12 * 128) + gi11)];
+                sh[((k9 * 68) + i10)] = t13;
+            }
+            for (int s14 = 0; s14 < 8; s14 += 1) {
+                const int l15 = ((s14 * 128) + ti3);
+                const int k16 = (l15 / 32);
+                const int i17 = (l15 % 32);
+                const int gi18 = (n02 + i17);
+                const int gk19 = (k0 + k16);
+                if ((gi18 < 4)) {
+                    const float t20 = p3[(((((((gk19 * 4) + gi18) / 64) * 16) + ((((gk19 * 4) + gi18) / 4) % 16)) * 36) + (((gk19 * 4) + gi18) % 4))];
+                    sh[(((k16 * 36) + i17) + 2176)] = t20;
+                } else {
+                    sh[(((k16 * 36) + i17) + 2176)] = 0.0f;
+                }
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 32; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + ((kk * 68) + (sr5 + 8)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa2, sh + ((kk * 68) + (sr5 + 16)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa3, sh + ((kk * 68) + (sr5 + 24)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 36) + sc6) + 2176), 36);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 36) + (sc6 + 8)) + 2176), 36);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         }
+        simdgroup_store(acc0_0, sh + ((sr5 * 36) + sc6), 36);
+        simdgroup_store(acc0_1, sh + ((sr5 * 36) + (sc6 + 8)), 36);
+        simdgroup_store(acc1_0, sh + (((sr5 + 8) * 36) + sc6), 36);
+        simdgroup_store(acc1_1, sh + (((sr5 + 8) * 36) + (sc6 + 8)), 36);
+        simdgroup_store(acc2_0, sh + (((sr5 + 16) * 36) + sc6), 36);
+        simdgroup_store(acc2_1, sh + (((sr5 + 16) * 36) + (sc6 + 8)), 36);
+        simdgroup_store(acc3_0, sh + (((sr5 + 24) * 36) + sc6), 36);
+        simdgroup_store(acc3_1, sh + (((sr5 + 24) * 36) + (sc6 + 8)), 36);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr5 * 36) + sc6), 36);
-    simdgroup_store(acc0_1, sh + ((sr5 * 36) + (sc6 + 8)), 36);
-    simdgroup_store(acc1_0, sh + (((sr5 + 8) * 36) + sc6), 36);
-    simdgroup_store(acc1_1, sh + (((sr5 + 8) * 36) + (sc6 + 8)), 36);
-    simdgroup_store(acc2_0, sh + (((sr5 + 16) * 36) + sc6), 36);
-    simdgroup_store(acc2_1, sh + (((sr5 + 16) * 36) + (sc6 + 8)), 36);
-    simdgroup_store(acc3_0, sh + (((sr5 + 24) * 36) + sc6), 36);
-    simdgroup_store(acc3_1, sh + (((sr5 + 24) * 36) + (sc6 + 8)), 36);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s21 = 0; s21 < 16; s21 += 1) {
-        const int l22 = ((s21 * 128) + ti3);
-        const int i23 = (l22 / 32);
-        const int j24 = (l22 % 32);
-        const int gi25 = (m01 + i23);
-        const int gj26 = (n02 + j24);
-        if ((gj26 < 4)) {
-            p2[((gi25 * 4) + gj26)] = sh[((i23 * 36) + j24)];
+        for (int s21 = 0; s21 < 16; s21 += 1) {
+            const int l22 = ((s21 * 128) + ti3);
+            const int i23 = (l22 / 32);
+            const int j24 = (l22 % 32);
+            const int gi25 = (m01 + i23);
+            const int gj26 = (n02 + j24);
+            if ((gj26 < 4)) {
+                p4[((gi25 * 4) + gj26)] = sh[((i23 * 36) + j24)];
+            }
         }
     }
 }
@@ -2278,13 +2279,11 @@ kernel void add_concat_0(
     float cat7 = 0.0f;
     if ((c4 < 4)) {
         cat7 = 0.0f;
+    } else if ((c4 < 20)) {
+        const float t8 = p1[((((c2 * 16) + c3) * 16) + (c4 - 4))];
+        cat7 = t8;
     } else {
-        if ((c4 < 20)) {
-            const float t8 = p1[((((c2 * 16) + c3) * 16) + (c4 - 4))];
-            cat7 = t8;
-        } else {
-            cat7 = 0.0f;
-        }
+        cat7 = 0.0f;
     }
     const float t9 = (cat5 + cat7);
     float cat10 = 0.0f;
@@ -2298,207 +2297,203 @@ kernel void add_concat_0(
     p3[i1] = t12;
 }
 
-// fuses reshape %156, reshape %157, matmul %158 (mamba.1)
-// threadgroup 128×1×1, grid 2×2×1 threadgroups
-kernel void matmul_11(
+// 2 independent kernels in one launch
+// part 0 (matmul): fuses reshape %156, reshape %157, matmul %158 (mamba.1)
+// part 1 (matmul): fuses matmul %155, add %159, sigmoid %160, const %161, sub %162, mul %163, add %164,
+//   mul %165 (mamba.1)
+// threadgroup 128×1×1, grid 36×1×1 threadgroups
+kernel void matmul_x2_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]],
-        uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int m01 = (int(gid.y) * 32);
-    const int n02 = (int(gid.x) * 64);
-    threadgroup float sh[3328];
-    const int ti3 = int(lid.x);
-    const int sgi4 = int(sg);
-    const int sr5 = ((sgi4 / 2) * 16);
-    const int sc6 = ((sgi4 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 256; k0 += 32) {
-        for (int s7 = 0; s7 < 8; s7 += 1) {
-            const int l8 = ((s7 * 128) + ti3);
-            const int k9 = (l8 / 32);
-            const int i10 = (l8 % 32);
-            const int gi11 = (m01 + i10);
-            const int gk12 = (k0 + k9);
-            if ((gi11 < 36)) {
-                const float t13 = p0[((gk12 * 36) + gi11)];
-                sh[((k9 * 36) + i10)] = t13;
-            } else {
-                sh[((k9 * 36) + i10)] = 0.0f;
-            }
-        }
-        for (int s14 = 0; s14 < 16; s14 += 1) {
-            const int l15 = ((s14 * 128) + ti3);
-            const int k16 = (l15 / 64);
-            const int i17 = (l15 % 64);
-            const int gi18 = (n02 + i17);
-            const int gk19 = (k0 + k16);
-            const float t20 = p1[((gk19 * 128) + gi18)];
-            sh[(((k16 * 68) + i17) + 1152)] = t20;
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 32; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((kk * 36) + sr5), 36, ulong2(0, 0), true);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + ((kk * 36) + (sr5 + 8)), 36, ulong2(0, 0), true);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 68) + sc6) + 1152), 68);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 68) + (sc6 + 8)) + 1152), 68);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + (((kk * 68) + (sc6 + 16)) + 1152), 68);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + (((kk * 68) + (sc6 + 24)) + 1152), 68);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
-    simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
-    simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s21 = 0; s21 < 16; s21 += 1) {
-        const int l22 = ((s21 * 128) + ti3);
-        const int i23 = (l22 / 64);
-        const int j24 = (l22 % 64);
-        const int gi25 = (m01 + i23);
-        const int gj26 = (n02 + j24);
-        if ((gi25 < 36)) {
-            p2[((gi25 * 128) + gj26)] = sh[((i23 * 68) + j24)];
-        }
-    }
-}
-
-// fuses matmul %155, add %159, sigmoid %160, const %161, sub %162, mul %163, add %164,
-//   mul %165 (mamba.1)
-// threadgroup 128×1×1, grid 2×1×16 threadgroups
-kernel void matmul_12(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
         const device float* p3 [[buffer(3)]],
         const device float* p4 [[buffer(4)]],
-        device float* p5 [[buffer(5)]],
+        const device float* p5 [[buffer(5)]],
+        device float* p6 [[buffer(6)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int c1 = int(gid.z);
-    const int m02 = (int(gid.y) * 32);
-    const int n03 = (int(gid.x) * 64);
     threadgroup float sh[3328];
-    const int ti4 = int(lid.x);
-    const int sgi5 = int(sg);
-    const int sr6 = ((sgi5 / 2) * 16);
-    const int sc7 = ((sgi5 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 36; k0 += 32) {
-        for (int s8 = 0; s8 < 8; s8 += 1) {
-            const int l9 = ((s8 * 128) + ti4);
-            const int i10 = (l9 / 32);
-            const int k11 = (l9 % 32);
-            const int gi12 = (m02 + i10);
-            const int gk13 = (k0 + k11);
-            if (((gi12 < 16) && (gk13 < 36))) {
-                const float t14 = p0[((((c1 * 16) + gi12) * 36) + gk13)];
-                sh[((i10 * 36) + k11)] = t14;
-            } else {
-                sh[((i10 * 36) + k11)] = 0.0f;
+    if ((int(gid.x) < 4)) {
+        const int h0 = (int(gid.x) - 0);
+        const int m01 = ((h0 / 2) * 32);
+        const int n02 = ((h0 % 2) * 64);
+        const int ti3 = int(lid.x);
+        const int sgi4 = int(sg);
+        const int sr5 = ((sgi4 / 2) * 16);
+        const int sc6 = ((sgi4 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 256; k0 += 32) {
+            for (int s7 = 0; s7 < 8; s7 += 1) {
+                const int l8 = ((s7 * 128) + ti3);
+                const int k9 = (l8 / 32);
+                const int i10 = (l8 % 32);
+                const int gi11 = (m01 + i10);
+                const int gk12 = (k0 + k9);
+                if ((gi11 < 36)) {
+                    const float t13 = p0[((gk12 * 36) + gi11)];
+                    sh[((k9 * 36) + i10)] = t13;
+                } else {
+                    sh[((k9 * 36) + i10)] = 0.0f;
+                }
+            }
+            for (int s14 = 0; s14 < 16; s14 += 1) {
+                const int l15 = ((s14 * 128) + ti3);
+                const int k16 = (l15 / 64);
+                const int i17 = (l15 % 64);
+                const int gi18 = (n02 + i17);
+                const int gk19 = (k0 + k16);
+                const float t20 = p1[((gk19 * 128) + gi18)];
+                sh[(((k16 * 68) + i17) + 1152)] = t20;
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 32; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((kk * 36) + sr5), 36, ulong2(0, 0), true);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + ((kk * 36) + (sr5 + 8)), 36, ulong2(0, 0), true);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc6) + 1152), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc6 + 8)) + 1152), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc6 + 16)) + 1152), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc6 + 24)) + 1152), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        }
+        simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
+        simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
+        simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int s21 = 0; s21 < 16; s21 += 1) {
+            const int l22 = ((s21 * 128) + ti3);
+            const int i23 = (l22 / 64);
+            const int j24 = (l22 % 64);
+            const int gi25 = (m01 + i23);
+            const int gj26 = (n02 + j24);
+            if ((gi25 < 36)) {
+                p2[((gi25 * 128) + gj26)] = sh[((i23 * 68) + j24)];
             }
         }
-        for (int s15 = 0; s15 < 16; s15 += 1) {
-            const int l16 = ((s15 * 128) + ti4);
-            const int k17 = (l16 / 64);
-            const int i18 = (l16 % 64);
-            const int gi19 = (n03 + i18);
-            const int gk20 = (k0 + k17);
-            if ((gk20 < 36)) {
-                const float t21 = p1[((gk20 * 128) + gi19)];
-                sh[(((k17 * 68) + i18) + 1152)] = t21;
-            } else {
-                sh[(((k17 * 68) + i18) + 1152)] = 0.0f;
+    } else if ((int(gid.x) < 36)) {
+        const int h1 = (int(gid.x) - 4);
+        const int c1 = (h1 / 2);
+        const int m02 = (((h1 / 2) % 1) * 32);
+        const int n03 = ((h1 % 2) * 64);
+        const int ti4 = int(lid.x);
+        const int sgi5 = int(sg);
+        const int sr6 = ((sgi5 / 2) * 16);
+        const int sc7 = ((sgi5 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 36; k0 += 32) {
+            for (int s8 = 0; s8 < 8; s8 += 1) {
+                const int l9 = ((s8 * 128) + ti4);
+                const int i10 = (l9 / 32);
+                const int k11 = (l9 % 32);
+                const int gi12 = (m02 + i10);
+                const int gk13 = (k0 + k11);
+                if (((gi12 < 16) && (gk13 < 36))) {
+                    const float t14 = p0[((((c1 * 16) + gi12) * 36) + gk13)];
+                    sh[((i10 * 36) + k11)] = t14;
+                } else {
+                    sh[((i10 * 36) + k11)] = 0.0f;
+                }
             }
+            for (int s15 = 0; s15 < 16; s15 += 1) {
+                const int l16 = ((s15 * 128) + ti4);
+                const int k17 = (l16 / 64);
+                const int i18 = (l16 % 64);
+                const int gi19 = (n03 + i18);
+                const int gk20 = (k0 + k17);
+                if ((gk20 < 36)) {
+                    const float t21 = p3[((gk20 * 128) + gi19)];
+                    sh[(((k17 * 68) + i18) + 1152)] = t21;
+                } else {
+                    sh[(((k17 * 68) + i18) + 1152)] = 0.0f;
+                }
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 32; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + (((sr6 + 8) * 36) + kk), 36);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc7) + 1152), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc7 + 8)) + 1152), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc7 + 16)) + 1152), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc7 + 24)) + 1152), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         }
+        simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
+        simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr6 * 68) + (sc7 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr6 + 8) * 68) + sc7), 68);
+        simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 32; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr6 + 8) * 36) + kk), 36);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 68) + sc7) + 1152), 68);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 68) + (sc7 + 8)) + 1152), 68);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + (((kk * 68) + (sc7 + 16)) + 1152), 68);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + (((kk * 68) + (sc7 + 24)) + 1152), 68);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
-    simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr6 * 68) + (sc7 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr6 + 8) * 68) + sc7), 68);
-    simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s22 = 0; s22 < 16; s22 += 1) {
-        const int l23 = ((s22 * 128) + ti4);
-        const int i24 = (l23 / 64);
-        const int j25 = (l23 % 64);
-        const int gi26 = (m02 + i24);
-        const int gj27 = (n03 + j25);
-        if ((gi26 < 16)) {
-            const float acc28 = sh[((i24 * 68) + j25)];
-            const float t29 = p2[((((c1 * 16) + gi26) * 128) + gj27)];
-            const float t30 = (t29 + acc28);
-            const float t31 = p3[((((c1 * 16) + gi26) * 128) + gj27)];
-            const float t32 = (1.0f / (1.0f + exp((-t31))));
-            const float t33 = p4[((((c1 * 16) + gi26) * 128) + gj27)];
-            const float t34 = (1.0f - t32);
-            const float t35 = (t33 * t34);
-            const float t36 = (t32 + t35);
-            const float t37 = (t30 * t36);
-            p5[((((c1 * 16) + gi26) * 128) + gj27)] = t37;
+        for (int s22 = 0; s22 < 16; s22 += 1) {
+            const int l23 = ((s22 * 128) + ti4);
+            const int i24 = (l23 / 64);
+            const int j25 = (l23 % 64);
+            const int gi26 = (m02 + i24);
+            const int gj27 = (n03 + j25);
+            if ((gi26 < 16)) {
+                const float acc28 = sh[((i24 * 68) + j25)];
+                const float t29 = p4[((((c1 * 16) + gi26) * 128) + gj27)];
+                const float t30 = (t29 + acc28);
+                const float t31 = p5[((((c1 * 16) + gi26) * 128) + gj27)];
+                const float t32 = (1.0f / (1.0f + exp((-t31))));
+                const float t33 = p1[((((c1 * 16) + gi26) * 128) + gj27)];
+                const float t34 = (1.0f - t32);
+                const float t35 = (t33 * t34);
+                const float t36 = (t32 + t35);
+                const float t37 = (t30 * t36);
+                p6[((((c1 * 16) + gi26) * 128) + gj27)] = t37;
+            }
         }
     }
 }
@@ -2530,31 +2525,29 @@ kernel void causal_conv1d_bwd_0(
         const float t24 = p0[((((c15 * 16) + min((c16 + 3), 15)) * 128) + c17)];
         const float t25 = p4[((c17 * 4) + 0)];
         p5[i1] = ((((t18 * t19) + ((c16 < 15) ? (t20 * t21) : 0.0f)) + ((c16 < 14) ? (t22 * t23) : 0.0f)) + ((c16 < 13) ? (t24 * t25) : 0.0f));
-    } else {
-        if ((i1 < 33280)) {
-            const int j7 = (i1 - 32768);
-            const int k8 = (j7 / 128);
-            const int ch9 = (j7 % 128);
-            float acc10 = 0.0f;
-            for (int b11 = 0; b11 < 16; b11 += 1) {
-                for (int t12 = (3 - k8); t12 < 16; t12 += 1) {
-                    const float t13 = p0[((((b11 * 16) + t12) * 128) + ch9)];
-                    const float t14 = p2[((((b11 * 16) + ((t12 - 3) + k8)) * 256) + ch9)];
-                    acc10 += (t13 * t14);
-                }
+    } else if ((i1 < 33280)) {
+        const int j7 = (i1 - 32768);
+        const int k8 = (j7 / 128);
+        const int ch9 = (j7 % 128);
+        float acc10 = 0.0f;
+        for (int b11 = 0; b11 < 16; b11 += 1) {
+            for (int t12 = (3 - k8); t12 < 16; t12 += 1) {
+                const float t13 = p0[((((b11 * 16) + t12) * 128) + ch9)];
+                const float t14 = p2[((((b11 * 16) + ((t12 - 3) + k8)) * 256) + ch9)];
+                acc10 += (t13 * t14);
             }
-            p3[((ch9 * 4) + k8)] = acc10;
-        } else {
-            const int j2 = (i1 - 33280);
-            float acc3 = 0.0f;
-            for (int b4 = 0; b4 < 16; b4 += 1) {
-                for (int t5 = 0; t5 < 16; t5 += 1) {
-                    const float t6 = p0[((((b4 * 16) + t5) * 128) + j2)];
-                    acc3 += t6;
-                }
-            }
-            p1[j2] = acc3;
         }
+        p3[((ch9 * 4) + k8)] = acc10;
+    } else {
+        const int j2 = (i1 - 33280);
+        float acc3 = 0.0f;
+        for (int b4 = 0; b4 < 16; b4 += 1) {
+            for (int t5 = 0; t5 < 16; t5 += 1) {
+                const float t6 = p0[((((b4 * 16) + t5) * 128) + j2)];
+                acc3 += t6;
+            }
+        }
+        p1[j2] = acc3;
     }
 }
 
@@ -2600,218 +2593,215 @@ kernel void add_concat_mul_0(
     p5[i1] = t18;
 }
 
-// fuses matmul %174 (mamba.1)
-// threadgroup 128×1×1, grid 1×1×16 threadgroups
-kernel void matmul_13(
+// 2 independent kernels in one launch
+// part 0 (matmul): fuses matmul %174 (mamba.1)
+// part 1 (matmul): fuses reshape %175, reshape %176, matmul %177 (mamba.1)
+// threadgroup 128×1×1, grid 20×1×1 threadgroups
+kernel void matmul_x2_3(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        device float* p4 [[buffer(4)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int c1 = int(gid.z);
-    const int m02 = (int(gid.y) * 32);
-    const int n03 = (int(gid.x) * 64);
-    threadgroup float sh[3328];
-    const int ti4 = int(lid.x);
-    const int sgi5 = int(sg);
-    const int sr6 = ((sgi5 / 2) * 16);
-    const int sc7 = ((sgi5 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 256; k0 += 32) {
-        for (int s8 = 0; s8 < 8; s8 += 1) {
-            const int l9 = ((s8 * 128) + ti4);
-            const int i10 = (l9 / 32);
-            const int k11 = (l9 % 32);
-            const int gi12 = (m02 + i10);
-            const int gk13 = (k0 + k11);
-            if ((gi12 < 16)) {
-                const float t14 = p0[((((c1 * 16) + gi12) * 256) + gk13)];
-                sh[((i10 * 36) + k11)] = t14;
-            } else {
-                sh[((i10 * 36) + k11)] = 0.0f;
+    threadgroup float sh[4352];
+    if ((int(gid.x) < 16)) {
+        const int h0 = (int(gid.x) - 0);
+        const int c1 = h0;
+        const int m02 = ((h0 % 1) * 32);
+        const int n03 = ((h0 % 1) * 64);
+        const int ti4 = int(lid.x);
+        const int sgi5 = int(sg);
+        const int sr6 = ((sgi5 / 2) * 16);
+        const int sc7 = ((sgi5 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 256; k0 += 32) {
+            for (int s8 = 0; s8 < 8; s8 += 1) {
+                const int l9 = ((s8 * 128) + ti4);
+                const int i10 = (l9 / 32);
+                const int k11 = (l9 % 32);
+                const int gi12 = (m02 + i10);
+                const int gk13 = (k0 + k11);
+                if ((gi12 < 16)) {
+                    const float t14 = p0[((((c1 * 16) + gi12) * 256) + gk13)];
+                    sh[((i10 * 36) + k11)] = t14;
+                } else {
+                    sh[((i10 * 36) + k11)] = 0.0f;
+                }
+            }
+            for (int s15 = 0; s15 < 16; s15 += 1) {
+                const int l16 = ((s15 * 128) + ti4);
+                const int k17 = (l16 / 64);
+                const int i18 = (l16 % 64);
+                const int gi19 = (n03 + i18);
+                const int gk20 = (k0 + k17);
+                const float t21 = p1[((gk20 * 64) + gi19)];
+                sh[(((k17 * 68) + i18) + 1152)] = t21;
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 32; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + (((sr6 + 8) * 36) + kk), 36);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc7) + 1152), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc7 + 8)) + 1152), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc7 + 16)) + 1152), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc7 + 24)) + 1152), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        }
+        simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
+        simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr6 * 68) + (sc7 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr6 + 8) * 68) + sc7), 68);
+        simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int s22 = 0; s22 < 16; s22 += 1) {
+            const int l23 = ((s22 * 128) + ti4);
+            const int i24 = (l23 / 64);
+            const int j25 = (l23 % 64);
+            const int gi26 = (m02 + i24);
+            const int gj27 = (n03 + j25);
+            if ((gi26 < 16)) {
+                p2[((((c1 * 16) + gi26) * 64) + gj27)] = sh[((i24 * 68) + j25)];
             }
         }
-        for (int s15 = 0; s15 < 16; s15 += 1) {
-            const int l16 = ((s15 * 128) + ti4);
-            const int k17 = (l16 / 64);
-            const int i18 = (l16 % 64);
-            const int gi19 = (n03 + i18);
-            const int gk20 = (k0 + k17);
-            const float t21 = p1[((gk20 * 64) + gi19)];
-            sh[(((k17 * 68) + i18) + 1152)] = t21;
+    } else if ((int(gid.x) < 20)) {
+        const int h1 = (int(gid.x) - 16);
+        const int m01 = (h1 * 64);
+        const int n02 = ((h1 % 1) * 64);
+        const int ti3 = int(lid.x);
+        const int sgi4 = int(sg);
+        const int sr5 = ((sgi4 / 2) * 32);
+        const int sc6 = ((sgi4 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 256; k0 += 16) {
+            for (int s7 = 0; s7 < 8; s7 += 1) {
+                const int l8 = ((s7 * 128) + ti3);
+                const int k9 = (l8 / 64);
+                const int i10 = (l8 % 64);
+                const int gi11 = (m01 + i10);
+                const int gk12 = (k0 + k9);
+                const float t13 = p0[((gk12 * 256) + gi11)];
+                sh[((k9 * 68) + i10)] = t13;
+            }
+            for (int s14 = 0; s14 < 8; s14 += 1) {
+                const int l15 = ((s14 * 128) + ti3);
+                const int k16 = (l15 / 64);
+                const int i17 = (l15 % 64);
+                const int gi18 = (n02 + i17);
+                const int gk19 = (k0 + k16);
+                const float t20 = p3[((gk19 * 64) + gi18)];
+                sh[(((k16 * 68) + i17) + 1088)] = t20;
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 16; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + ((kk * 68) + (sr5 + 8)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa2, sh + ((kk * 68) + (sr5 + 16)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa3, sh + ((kk * 68) + (sr5 + 24)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc6) + 1088), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc6 + 8)) + 1088), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc6 + 16)) + 1088), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc6 + 24)) + 1088), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         }
+        simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
+        simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
+        simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
+        simdgroup_store(acc2_0, sh + (((sr5 + 16) * 68) + sc6), 68);
+        simdgroup_store(acc2_1, sh + (((sr5 + 16) * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc2_2, sh + (((sr5 + 16) * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc2_3, sh + (((sr5 + 16) * 68) + (sc6 + 24)), 68);
+        simdgroup_store(acc3_0, sh + (((sr5 + 24) * 68) + sc6), 68);
+        simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 32; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr6 + 8) * 36) + kk), 36);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 68) + sc7) + 1152), 68);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 68) + (sc7 + 8)) + 1152), 68);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + (((kk * 68) + (sc7 + 16)) + 1152), 68);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + (((kk * 68) + (sc7 + 24)) + 1152), 68);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+        for (int s21 = 0; s21 < 32; s21 += 1) {
+            const int l22 = ((s21 * 128) + ti3);
+            const int i23 = (l22 / 64);
+            const int j24 = (l22 % 64);
+            const int gi25 = (m01 + i23);
+            const int gj26 = (n02 + j24);
+            p4[((gi25 * 64) + gj26)] = sh[((i23 * 68) + j24)];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
-    simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr6 * 68) + (sc7 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr6 + 8) * 68) + sc7), 68);
-    simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s22 = 0; s22 < 16; s22 += 1) {
-        const int l23 = ((s22 * 128) + ti4);
-        const int i24 = (l23 / 64);
-        const int j25 = (l23 % 64);
-        const int gi26 = (m02 + i24);
-        const int gj27 = (n03 + j25);
-        if ((gi26 < 16)) {
-            p2[((((c1 * 16) + gi26) * 64) + gj27)] = sh[((i24 * 68) + j25)];
-        }
-    }
-}
-
-// fuses reshape %175, reshape %176, matmul %177 (mamba.1)
-// threadgroup 128×1×1, grid 1×4×1 threadgroups
-kernel void matmul_14(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]],
-        uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int m01 = (int(gid.y) * 64);
-    const int n02 = (int(gid.x) * 64);
-    threadgroup float sh[4352];
-    const int ti3 = int(lid.x);
-    const int sgi4 = int(sg);
-    const int sr5 = ((sgi4 / 2) * 32);
-    const int sc6 = ((sgi4 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 256; k0 += 16) {
-        for (int s7 = 0; s7 < 8; s7 += 1) {
-            const int l8 = ((s7 * 128) + ti3);
-            const int k9 = (l8 / 64);
-            const int i10 = (l8 % 64);
-            const int gi11 = (m01 + i10);
-            const int gk12 = (k0 + k9);
-            const float t13 = p0[((gk12 * 256) + gi11)];
-            sh[((k9 * 68) + i10)] = t13;
-        }
-        for (int s14 = 0; s14 < 8; s14 += 1) {
-            const int l15 = ((s14 * 128) + ti3);
-            const int k16 = (l15 / 64);
-            const int i17 = (l15 % 64);
-            const int gi18 = (n02 + i17);
-            const int gk19 = (k0 + k16);
-            const float t20 = p1[((gk19 * 64) + gi18)];
-            sh[(((k16 * 68) + i17) + 1088)] = t20;
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 16; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + ((kk * 68) + (sr5 + 8)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + ((kk * 68) + (sr5 + 16)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + ((kk * 68) + (sr5 + 24)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 68) + sc6) + 1088), 68);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 68) + (sc6 + 8)) + 1088), 68);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + (((kk * 68) + (sc6 + 16)) + 1088), 68);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + (((kk * 68) + (sc6 + 24)) + 1088), 68);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
-            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
-            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
-            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
-    simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
-    simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
-    simdgroup_store(acc2_0, sh + (((sr5 + 16) * 68) + sc6), 68);
-    simdgroup_store(acc2_1, sh + (((sr5 + 16) * 68) + (sc6 + 8)), 68);
-    simdgroup_store(acc2_2, sh + (((sr5 + 16) * 68) + (sc6 + 16)), 68);
-    simdgroup_store(acc2_3, sh + (((sr5 + 16) * 68) + (sc6 + 24)), 68);
-    simdgroup_store(acc3_0, sh + (((sr5 + 24) * 68) + sc6), 68);
-    simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
-    simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
-    simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s21 = 0; s21 < 32; s21 += 1) {
-        const int l22 = ((s21 * 128) + ti3);
-        const int i23 = (l22 / 64);
-        const int j24 = (l22 % 64);
-        const int gi25 = (m01 + i23);
-        const int gj26 = (n02 + j24);
-        p2[((gi25 * 64) + gj26)] = sh[((i23 * 68) + j24)];
     }
 }
 
 // fuses add %180 (mamba.1)
 // threadgroup 256×1×1, grid 64×1×1 threadgroups
-kernel void add_1(
+kernel void add_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -2823,34 +2813,49 @@ kernel void add_1(
     p2[i1] = t7;
 }
 
-// fuses mul %191, reduce_sum %192 (moe.0)
-// threadgroup 256×1×1, grid 64×1×1 threadgroups
-kernel void reduce_sum_3(
+// 2 independent kernels in one launch
+// part 0 (mul): fuses reshape %61, broadcast %62, mul %190 (moe.0)
+// part 1 (reduce_sum): fuses mul %191, reduce_sum %192 (moe.0)
+// threadgroup 256×1×1, grid 192×1×1 threadgroups
+kernel void mul_reduce_sum_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        device float* p4 [[buffer(4)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int row4 = ((int(gid.x) * 8) + (lid1 / 32));
-    float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 2; k6 += 1) {
-        const int j7 = (l32_2 + (k6 * 32));
-        const float t8 = p0[((row4 * 64) + j7)];
-        const float t9 = p1[((row4 * 64) + j7)];
-        const float t10 = (t8 * t9);
-        acc5 += t10;
-    }
-    const float s11 = simd_sum(acc5);
-    if ((l32_2 == 0)) {
-        p2[row4] = s11;
+    if ((int(gid.x) < 128)) {
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 256) + int(lid.x));
+        const int c2 = (i1 / 64);
+        const float t4 = p0[i1];
+        const float t5 = p1[((c2 * 1) + 0)];
+        const float t6 = (t4 * t5);
+        p2[i1] = t6;
+    } else if ((int(gid.x) < 192)) {
+        const int h1 = (int(gid.x) - 128);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int row4 = ((h1 * 8) + (lid1 / 32));
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 2; k6 += 1) {
+            const int j7 = (l32_2 + (k6 * 32));
+            const float t8 = p0[((row4 * 64) + j7)];
+            const float t9 = p3[((row4 * 64) + j7)];
+            const float t10 = (t8 * t9);
+            acc5 += t10;
+        }
+        const float s11 = simd_sum(acc5);
+        if ((l32_2 == 0)) {
+            p4[row4] = s11;
+        }
     }
 }
 
 // fuses reshape %193, reshape %194, scatter_add %195 (moe.0)
 // threadgroup 256×1×1, grid 2×1×1 threadgroups
-kernel void scatter_add_1(
+kernel void scatter_add_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -2868,271 +2873,267 @@ kernel void scatter_add_1(
     p2[lo2] = acc4;
 }
 
-// fuses grouped_matmul %197 (moe.0)
-// threadgroup 128×1×1, grid 1×8×5 threadgroups
-kernel void grouped_matmul_2(
+// 2 independent kernels in one launch
+// part 0 (grouped_matmul): fuses grouped_matmul %197 (moe.0)
+// part 1 (grouped_matmul_wgrad): fuses grouped_matmul_wgrad %198 (moe.0)
+// threadgroup 128×1×1, grid 44×1×1 threadgroups
+kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
         const device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        device float* p5 [[buffer(5)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int ex1 = int(gid.z);
-    const int n02 = (int(gid.x) * 64);
-    if ((ex1 == 4)) {
-        const int t3 = p0[0];
-        const int t4 = p0[4];
-        for (int s5 = 0; s5 < 32; s5 += 1) {
-            const int l6 = ((s5 * 128) + int(lid.x));
-            const int r7 = ((int(gid.y) * 64) + (l6 / 64));
-            const int j8 = (n02 + (l6 % 64));
-            if (((r7 < t3) || (r7 >= t4))) {
-                p1[((r7 * 64) + j8)] = 0.0f;
-            }
-        }
-        return;
-    }
-    const int t9 = p0[ex1];
-    const int t10 = p0[(ex1 + 1)];
-    const int m011 = (t9 + (int(gid.y) * 64));
-    if ((m011 >= t10)) {
-        return;
-    }
     threadgroup float sh[4352];
-    const int ti12 = int(lid.x);
-    const int sgi13 = int(sg);
-    const int sr14 = ((sgi13 / 2) * 32);
-    const int sc15 = ((sgi13 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 64; k0 += 16) {
-        for (int s16 = 0; s16 < 8; s16 += 1) {
-            const int l17 = ((s16 * 128) + ti12);
-            const int i18 = (l17 / 16);
-            const int k19 = (l17 % 16);
-            const int gi20 = (m011 + i18);
-            const int gk21 = (k0 + k19);
-            if ((gi20 < t10)) {
-                const float t22 = p2[((gi20 * 64) + gk21)];
-                sh[((i18 * 20) + k19)] = t22;
-            } else {
-                sh[((i18 * 20) + k19)] = 0.0f;
+    if ((int(gid.x) < 40)) {
+        const int h0 = (int(gid.x) - 0);
+        const int ex1 = (h0 / 8);
+        const int n02 = ((h0 % 1) * 64);
+        if ((ex1 == 4)) {
+            const int t3 = p0[0];
+            const int t4 = p0[4];
+            for (int s5 = 0; s5 < 32; s5 += 1) {
+                const int l6 = ((s5 * 128) + int(lid.x));
+                const int r7 = (((h0 % 8) * 64) + (l6 / 64));
+                const int j8 = (n02 + (l6 % 64));
+                if (((r7 < t3) || (r7 >= t4))) {
+                    p1[((r7 * 64) + j8)] = 0.0f;
+                }
+            }
+            return;
+        }
+        const int t9 = p0[ex1];
+        const int t10 = p0[(ex1 + 1)];
+        const int m011 = (t9 + ((h0 % 8) * 64));
+        if ((m011 >= t10)) {
+            return;
+        }
+        const int ti12 = int(lid.x);
+        const int sgi13 = int(sg);
+        const int sr14 = ((sgi13 / 2) * 32);
+        const int sc15 = ((sgi13 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 64; k0 += 16) {
+            for (int s16 = 0; s16 < 8; s16 += 1) {
+                const int l17 = ((s16 * 128) + ti12);
+                const int i18 = (l17 / 16);
+                const int k19 = (l17 % 16);
+                const int gi20 = (m011 + i18);
+                const int gk21 = (k0 + k19);
+                if ((gi20 < t10)) {
+                    const float t22 = p2[((gi20 * 64) + gk21)];
+                    sh[((i18 * 20) + k19)] = t22;
+                } else {
+                    sh[((i18 * 20) + k19)] = 0.0f;
+                }
+            }
+            for (int s23 = 0; s23 < 8; s23 += 1) {
+                const int l24 = ((s23 * 128) + ti12);
+                const int k25 = (l24 / 64);
+                const int i26 = (l24 % 64);
+                const int gi27 = (n02 + i26);
+                const int gk28 = (k0 + k25);
+                const float t29 = p3[((((ex1 * 64) + gk28) * 64) + gi27)];
+                sh[(((k25 * 68) + i26) + 1280)] = t29;
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 16; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((sr14 * 20) + kk), 20);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + (((sr14 + 8) * 20) + kk), 20);
+                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa2, sh + (((sr14 + 16) * 20) + kk), 20);
+                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa3, sh + (((sr14 + 24) * 20) + kk), 20);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc15) + 1280), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc15 + 8)) + 1280), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc15 + 16)) + 1280), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc15 + 24)) + 1280), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        }
+        simdgroup_store(acc0_0, sh + ((sr14 * 68) + sc15), 68);
+        simdgroup_store(acc0_1, sh + ((sr14 * 68) + (sc15 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr14 * 68) + (sc15 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr14 * 68) + (sc15 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr14 + 8) * 68) + sc15), 68);
+        simdgroup_store(acc1_1, sh + (((sr14 + 8) * 68) + (sc15 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr14 + 8) * 68) + (sc15 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr14 + 8) * 68) + (sc15 + 24)), 68);
+        simdgroup_store(acc2_0, sh + (((sr14 + 16) * 68) + sc15), 68);
+        simdgroup_store(acc2_1, sh + (((sr14 + 16) * 68) + (sc15 + 8)), 68);
+        simdgroup_store(acc2_2, sh + (((sr14 + 16) * 68) + (sc15 + 16)), 68);
+        simdgroup_store(acc2_3, sh + (((sr14 + 16) * 68) + (sc15 + 24)), 68);
+        simdgroup_store(acc3_0, sh + (((sr14 + 24) * 68) + sc15), 68);
+        simdgroup_store(acc3_1, sh + (((sr14 + 24) * 68) + (sc15 + 8)), 68);
+        simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
+        simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int s30 = 0; s30 < 32; s30 += 1) {
+            const int l31 = ((s30 * 128) + ti12);
+            const int i32 = (l31 / 64);
+            const int j33 = (l31 % 64);
+            const int gi34 = (m011 + i32);
+            const int gj35 = (n02 + j33);
+            if ((gi34 < t10)) {
+                p1[((gi34 * 64) + gj35)] = sh[((i32 * 68) + j33)];
             }
         }
-        for (int s23 = 0; s23 < 8; s23 += 1) {
-            const int l24 = ((s23 * 128) + ti12);
-            const int k25 = (l24 / 64);
-            const int i26 = (l24 % 64);
-            const int gi27 = (n02 + i26);
-            const int gk28 = (k0 + k25);
-            const float t29 = p3[((((ex1 * 64) + gk28) * 64) + gi27)];
-            sh[(((k25 * 68) + i26) + 1280)] = t29;
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 16; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr14 * 20) + kk), 20);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr14 + 8) * 20) + kk), 20);
-            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + (((sr14 + 16) * 20) + kk), 20);
-            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + (((sr14 + 24) * 20) + kk), 20);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 68) + sc15) + 1280), 68);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 68) + (sc15 + 8)) + 1280), 68);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + (((kk * 68) + (sc15 + 16)) + 1280), 68);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + (((kk * 68) + (sc15 + 24)) + 1280), 68);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
-            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
-            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
-            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr14 * 68) + sc15), 68);
-    simdgroup_store(acc0_1, sh + ((sr14 * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr14 * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr14 * 68) + (sc15 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr14 + 8) * 68) + sc15), 68);
-    simdgroup_store(acc1_1, sh + (((sr14 + 8) * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr14 + 8) * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr14 + 8) * 68) + (sc15 + 24)), 68);
-    simdgroup_store(acc2_0, sh + (((sr14 + 16) * 68) + sc15), 68);
-    simdgroup_store(acc2_1, sh + (((sr14 + 16) * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc2_2, sh + (((sr14 + 16) * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc2_3, sh + (((sr14 + 16) * 68) + (sc15 + 24)), 68);
-    simdgroup_store(acc3_0, sh + (((sr14 + 24) * 68) + sc15), 68);
-    simdgroup_store(acc3_1, sh + (((sr14 + 24) * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s30 = 0; s30 < 32; s30 += 1) {
-        const int l31 = ((s30 * 128) + ti12);
-        const int i32 = (l31 / 64);
-        const int j33 = (l31 % 64);
-        const int gi34 = (m011 + i32);
-        const int gj35 = (n02 + j33);
-        if ((gi34 < t10)) {
-            p1[((gi34 * 64) + gj35)] = sh[((i32 * 68) + j33)];
-        }
-    }
-}
-
-// fuses grouped_matmul_wgrad %198 (moe.0)
-// threadgroup 128×1×1, grid 1×1×4 threadgroups
-kernel void grouped_matmul_wgrad_0(
-        const device int* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        device float* p3 [[buffer(3)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]],
-        uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int ex1 = int(gid.z);
-    const int m02 = (int(gid.y) * 64);
-    const int n03 = (int(gid.x) * 64);
-    const int t4 = p0[ex1];
-    const int t5 = p0[(ex1 + 1)];
-    threadgroup float sh[4352];
-    const int ti6 = int(lid.x);
-    const int sgi7 = int(sg);
-    const int sr8 = ((sgi7 / 2) * 32);
-    const int sc9 = ((sgi7 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = t4; k0 < t5; k0 += 16) {
-        for (int s10 = 0; s10 < 8; s10 += 1) {
-            const int l11 = ((s10 * 128) + ti6);
-            const int k12 = (l11 / 64);
-            const int i13 = (l11 % 64);
-            const int gi14 = (m02 + i13);
-            const int gk15 = (k0 + k12);
-            if ((gk15 < t5)) {
-                const float t16 = p1[((gk15 * 64) + gi14)];
-                sh[((k12 * 68) + i13)] = t16;
-            } else {
-                sh[((k12 * 68) + i13)] = 0.0f;
+    } else if ((int(gid.x) < 44)) {
+        const int h1 = (int(gid.x) - 40);
+        const int ex1 = h1;
+        const int m02 = ((h1 % 1) * 64);
+        const int n03 = ((h1 % 1) * 64);
+        const int t4 = p0[ex1];
+        const int t5 = p0[(ex1 + 1)];
+        const int ti6 = int(lid.x);
+        const int sgi7 = int(sg);
+        const int sr8 = ((sgi7 / 2) * 32);
+        const int sc9 = ((sgi7 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = t4; k0 < t5; k0 += 16) {
+            for (int s10 = 0; s10 < 8; s10 += 1) {
+                const int l11 = ((s10 * 128) + ti6);
+                const int k12 = (l11 / 64);
+                const int i13 = (l11 % 64);
+                const int gi14 = (m02 + i13);
+                const int gk15 = (k0 + k12);
+                if ((gk15 < t5)) {
+                    const float t16 = p2[((gk15 * 64) + gi14)];
+                    sh[((k12 * 68) + i13)] = t16;
+                } else {
+                    sh[((k12 * 68) + i13)] = 0.0f;
+                }
             }
-        }
-        for (int s17 = 0; s17 < 8; s17 += 1) {
-            const int l18 = ((s17 * 128) + ti6);
-            const int k19 = (l18 / 64);
-            const int i20 = (l18 % 64);
-            const int gi21 = (n03 + i20);
-            const int gk22 = (k0 + k19);
-            if ((gk22 < t5)) {
-                const float t23 = p2[((gk22 * 64) + gi21)];
-                sh[(((k19 * 68) + i20) + 1088)] = t23;
-            } else {
-                sh[(((k19 * 68) + i20) + 1088)] = 0.0f;
+            for (int s17 = 0; s17 < 8; s17 += 1) {
+                const int l18 = ((s17 * 128) + ti6);
+                const int k19 = (l18 / 64);
+                const int i20 = (l18 % 64);
+                const int gi21 = (n03 + i20);
+                const int gk22 = (k0 + k19);
+                if ((gk22 < t5)) {
+                    const float t23 = p4[((gk22 * 64) + gi21)];
+                    sh[(((k19 * 68) + i20) + 1088)] = t23;
+                } else {
+                    sh[(((k19 * 68) + i20) + 1088)] = 0.0f;
+                }
             }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 16; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((kk * 68) + sr8), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + ((kk * 68) + (sr8 + 8)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa2, sh + ((kk * 68) + (sr8 + 16)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa3, sh + ((kk * 68) + (sr8 + 24)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc9) + 1088), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc9 + 8)) + 1088), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc9 + 16)) + 1088), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc9 + 24)) + 1088), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         }
+        simdgroup_store(acc0_0, sh + ((sr8 * 68) + sc9), 68);
+        simdgroup_store(acc0_1, sh + ((sr8 * 68) + (sc9 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr8 * 68) + (sc9 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr8 * 68) + (sc9 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr8 + 8) * 68) + sc9), 68);
+        simdgroup_store(acc1_1, sh + (((sr8 + 8) * 68) + (sc9 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr8 + 8) * 68) + (sc9 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr8 + 8) * 68) + (sc9 + 24)), 68);
+        simdgroup_store(acc2_0, sh + (((sr8 + 16) * 68) + sc9), 68);
+        simdgroup_store(acc2_1, sh + (((sr8 + 16) * 68) + (sc9 + 8)), 68);
+        simdgroup_store(acc2_2, sh + (((sr8 + 16) * 68) + (sc9 + 16)), 68);
+        simdgroup_store(acc2_3, sh + (((sr8 + 16) * 68) + (sc9 + 24)), 68);
+        simdgroup_store(acc3_0, sh + (((sr8 + 24) * 68) + sc9), 68);
+        simdgroup_store(acc3_1, sh + (((sr8 + 24) * 68) + (sc9 + 8)), 68);
+        simdgroup_store(acc3_2, sh + (((sr8 + 24) * 68) + (sc9 + 16)), 68);
+        simdgroup_store(acc3_3, sh + (((sr8 + 24) * 68) + (sc9 + 24)), 68);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 16; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((kk * 68) + sr8), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + ((kk * 68) + (sr8 + 8)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + ((kk * 68) + (sr8 + 16)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + ((kk * 68) + (sr8 + 24)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 68) + sc9) + 1088), 68);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 68) + (sc9 + 8)) + 1088), 68);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + (((kk * 68) + (sc9 + 16)) + 1088), 68);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + (((kk * 68) + (sc9 + 24)) + 1088), 68);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
-            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
-            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
-            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+        for (int s24 = 0; s24 < 32; s24 += 1) {
+            const int l25 = ((s24 * 128) + ti6);
+            const int i26 = (l25 / 64);
+            const int j27 = (l25 % 64);
+            const int gi28 = (m02 + i26);
+            const int gj29 = (n03 + j27);
+            p5[((((ex1 * 64) + gi28) * 64) + gj29)] = sh[((i26 * 68) + j27)];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr8 * 68) + sc9), 68);
-    simdgroup_store(acc0_1, sh + ((sr8 * 68) + (sc9 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr8 * 68) + (sc9 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr8 * 68) + (sc9 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr8 + 8) * 68) + sc9), 68);
-    simdgroup_store(acc1_1, sh + (((sr8 + 8) * 68) + (sc9 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr8 + 8) * 68) + (sc9 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr8 + 8) * 68) + (sc9 + 24)), 68);
-    simdgroup_store(acc2_0, sh + (((sr8 + 16) * 68) + sc9), 68);
-    simdgroup_store(acc2_1, sh + (((sr8 + 16) * 68) + (sc9 + 8)), 68);
-    simdgroup_store(acc2_2, sh + (((sr8 + 16) * 68) + (sc9 + 16)), 68);
-    simdgroup_store(acc2_3, sh + (((sr8 + 16) * 68) + (sc9 + 24)), 68);
-    simdgroup_store(acc3_0, sh + (((sr8 + 24) * 68) + sc9), 68);
-    simdgroup_store(acc3_1, sh + (((sr8 + 24) * 68) + (sc9 + 8)), 68);
-    simdgroup_store(acc3_2, sh + (((sr8 + 24) * 68) + (sc9 + 16)), 68);
-    simdgroup_store(acc3_3, sh + (((sr8 + 24) * 68) + (sc9 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s24 = 0; s24 < 32; s24 += 1) {
-        const int l25 = ((s24 * 128) + ti6);
-        const int i26 = (l25 / 64);
-        const int j27 = (l25 % 64);
-        const int gi28 = (m02 + i26);
-        const int gj29 = (n03 + j27);
-        p3[((((ex1 * 64) + gi28) * 64) + gj29)] = sh[((i26 * 68) + j27)];
     }
 }
 
@@ -3177,302 +3178,322 @@ kernel void add_concat_mul_1(
     p3[i1] = t19;
 }
 
-// fuses grouped_matmul %212 (moe.0)
-// threadgroup 128×1×1, grid 1×8×5 threadgroups
-kernel void grouped_matmul_3(
+// 2 independent kernels in one launch
+// part 0 (grouped_matmul): fuses grouped_matmul %212 (moe.0)
+// part 1 (grouped_matmul_wgrad): fuses grouped_matmul_wgrad %213 (moe.0)
+// threadgroup 128×1×1, grid 48×1×1 threadgroups
+kernel void grouped_matmul_grouped_matmul_wgrad_x2_1(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
         const device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        device float* p5 [[buffer(5)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int ex1 = int(gid.z);
-    const int n02 = (int(gid.x) * 64);
-    if ((ex1 == 4)) {
-        const int t3 = p0[0];
-        const int t4 = p0[4];
-        for (int s5 = 0; s5 < 32; s5 += 1) {
-            const int l6 = ((s5 * 128) + int(lid.x));
-            const int r7 = ((int(gid.y) * 64) + (l6 / 64));
-            const int j8 = (n02 + (l6 % 64));
-            if (((r7 < t3) || (r7 >= t4))) {
-                p1[((r7 * 64) + j8)] = 0.0f;
-            }
-        }
-        return;
-    }
-    const int t9 = p0[ex1];
-    const int t10 = p0[(ex1 + 1)];
-    const int m011 = (t9 + (int(gid.y) * 64));
-    if ((m011 >= t10)) {
-        return;
-    }
     threadgroup float sh[4352];
-    const int ti12 = int(lid.x);
-    const int sgi13 = int(sg);
-    const int sr14 = ((sgi13 / 2) * 32);
-    const int sc15 = ((sgi13 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 128; k0 += 16) {
-        for (int s16 = 0; s16 < 8; s16 += 1) {
-            const int l17 = ((s16 * 128) + ti12);
-            const int i18 = (l17 / 16);
-            const int k19 = (l17 % 16);
-            const int gi20 = (m011 + i18);
-            const int gk21 = (k0 + k19);
-            if ((gi20 < t10)) {
-                const float t22 = p2[((gi20 * 128) + gk21)];
-                sh[((i18 * 20) + k19)] = t22;
-            } else {
-                sh[((i18 * 20) + k19)] = 0.0f;
+    if ((int(gid.x) < 40)) {
+        const int h0 = (int(gid.x) - 0);
+        const int ex1 = (h0 / 8);
+        const int n02 = ((h0 % 1) * 64);
+        if ((ex1 == 4)) {
+            const int t3 = p0[0];
+            const int t4 = p0[4];
+            for (int s5 = 0; s5 < 32; s5 += 1) {
+                const int l6 = ((s5 * 128) + int(lid.x));
+                const int r7 = (((h0 % 8) * 64) + (l6 / 64));
+                const int j8 = (n02 + (l6 % 64));
+                if (((r7 < t3) || (r7 >= t4))) {
+                    p1[((r7 * 64) + j8)] = 0.0f;
+                }
+            }
+            return;
+        }
+        const int t9 = p0[ex1];
+        const int t10 = p0[(ex1 + 1)];
+        const int m011 = (t9 + ((h0 % 8) * 64));
+        if ((m011 >= t10)) {
+            return;
+        }
+        const int ti12 = int(lid.x);
+        const int sgi13 = int(sg);
+        const int sr14 = ((sgi13 / 2) * 32);
+        const int sc15 = ((sgi13 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 128; k0 += 16) {
+            for (int s16 = 0; s16 < 8; s16 += 1) {
+                const int l17 = ((s16 * 128) + ti12);
+                const int i18 = (l17 / 16);
+                const int k19 = (l17 % 16);
+                const int gi20 = (m011 + i18);
+                const int gk21 = (k0 + k19);
+                if ((gi20 < t10)) {
+                    const float t22 = p2[((gi20 * 128) + gk21)];
+                    sh[((i18 * 20) + k19)] = t22;
+                } else {
+                    sh[((i18 * 20) + k19)] = 0.0f;
+                }
+            }
+            for (int s23 = 0; s23 < 8; s23 += 1) {
+                const int l24 = ((s23 * 128) + ti12);
+                const int k25 = (l24 / 64);
+                const int i26 = (l24 % 64);
+                const int gi27 = (n02 + i26);
+                const int gk28 = (k0 + k25);
+                const float t29 = p3[((((ex1 * 128) + gk28) * 64) + gi27)];
+                sh[(((k25 * 68) + i26) + 1280)] = t29;
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 16; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((sr14 * 20) + kk), 20);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + (((sr14 + 8) * 20) + kk), 20);
+                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa2, sh + (((sr14 + 16) * 20) + kk), 20);
+                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa3, sh + (((sr14 + 24) * 20) + kk), 20);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc15) + 1280), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc15 + 8)) + 1280), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc15 + 16)) + 1280), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc15 + 24)) + 1280), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        }
+        simdgroup_store(acc0_0, sh + ((sr14 * 68) + sc15), 68);
+        simdgroup_store(acc0_1, sh + ((sr14 * 68) + (sc15 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr14 * 68) + (sc15 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr14 * 68) + (sc15 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr14 + 8) * 68) + sc15), 68);
+        simdgroup_store(acc1_1, sh + (((sr14 + 8) * 68) + (sc15 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr14 + 8) * 68) + (sc15 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr14 + 8) * 68) + (sc15 + 24)), 68);
+        simdgroup_store(acc2_0, sh + (((sr14 + 16) * 68) + sc15), 68);
+        simdgroup_store(acc2_1, sh + (((sr14 + 16) * 68) + (sc15 + 8)), 68);
+        simdgroup_store(acc2_2, sh + (((sr14 + 16) * 68) + (sc15 + 16)), 68);
+        simdgroup_store(acc2_3, sh + (((sr14 + 16) * 68) + (sc15 + 24)), 68);
+        simdgroup_store(acc3_0, sh + (((sr14 + 24) * 68) + sc15), 68);
+        simdgroup_store(acc3_1, sh + (((sr14 + 24) * 68) + (sc15 + 8)), 68);
+        simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
+        simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int s30 = 0; s30 < 32; s30 += 1) {
+            const int l31 = ((s30 * 128) + ti12);
+            const int i32 = (l31 / 64);
+            const int j33 = (l31 % 64);
+            const int gi34 = (m011 + i32);
+            const int gj35 = (n02 + j33);
+            if ((gi34 < t10)) {
+                p1[((gi34 * 64) + gj35)] = sh[((i32 * 68) + j33)];
             }
         }
-        for (int s23 = 0; s23 < 8; s23 += 1) {
-            const int l24 = ((s23 * 128) + ti12);
-            const int k25 = (l24 / 64);
-            const int i26 = (l24 % 64);
-            const int gi27 = (n02 + i26);
-            const int gk28 = (k0 + k25);
-            const float t29 = p3[((((ex1 * 128) + gk28) * 64) + gi27)];
-            sh[(((k25 * 68) + i26) + 1280)] = t29;
+    } else if ((int(gid.x) < 48)) {
+        const int h1 = (int(gid.x) - 40);
+        const int ex1 = (h1 / 2);
+        const int m02 = ((h1 % 2) * 64);
+        const int n03 = ((h1 % 1) * 64);
+        const int t4 = p0[ex1];
+        const int t5 = p0[(ex1 + 1)];
+        const int ti6 = int(lid.x);
+        const int sgi7 = int(sg);
+        const int sr8 = ((sgi7 / 2) * 32);
+        const int sc9 = ((sgi7 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = t4; k0 < t5; k0 += 16) {
+            for (int s10 = 0; s10 < 8; s10 += 1) {
+                const int l11 = ((s10 * 128) + ti6);
+                const int k12 = (l11 / 64);
+                const int i13 = (l11 % 64);
+                const int gi14 = (m02 + i13);
+                const int gk15 = (k0 + k12);
+                if ((gk15 < t5)) {
+                    const float t16 = p2[((gk15 * 128) + gi14)];
+                    sh[((k12 * 68) + i13)] = t16;
+                } else {
+                    sh[((k12 * 68) + i13)] = 0.0f;
+                }
+            }
+            for (int s17 = 0; s17 < 8; s17 += 1) {
+                const int l18 = ((s17 * 128) + ti6);
+                const int k19 = (l18 / 64);
+                const int i20 = (l18 % 64);
+                const int gi21 = (n03 + i20);
+                const int gk22 = (k0 + k19);
+                if ((gk22 < t5)) {
+                    const float t23 = p4[((gk22 * 64) + gi21)];
+                    sh[(((k19 * 68) + i20) + 1088)] = t23;
+                } else {
+                    sh[(((k19 * 68) + i20) + 1088)] = 0.0f;
+                }
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 16; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((kk * 68) + sr8), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + ((kk * 68) + (sr8 + 8)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa2, sh + ((kk * 68) + (sr8 + 16)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa3, sh + ((kk * 68) + (sr8 + 24)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc9) + 1088), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc9 + 8)) + 1088), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc9 + 16)) + 1088), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc9 + 24)) + 1088), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         }
+        simdgroup_store(acc0_0, sh + ((sr8 * 68) + sc9), 68);
+        simdgroup_store(acc0_1, sh + ((sr8 * 68) + (sc9 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr8 * 68) + (sc9 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr8 * 68) + (sc9 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr8 + 8) * 68) + sc9), 68);
+        simdgroup_store(acc1_1, sh + (((sr8 + 8) * 68) + (sc9 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr8 + 8) * 68) + (sc9 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr8 + 8) * 68) + (sc9 + 24)), 68);
+        simdgroup_store(acc2_0, sh + (((sr8 + 16) * 68) + sc9), 68);
+        simdgroup_store(acc2_1, sh + (((sr8 + 16) * 68) + (sc9 + 8)), 68);
+        simdgroup_store(acc2_2, sh + (((sr8 + 16) * 68) + (sc9 + 16)), 68);
+        simdgroup_store(acc2_3, sh + (((sr8 + 16) * 68) + (sc9 + 24)), 68);
+        simdgroup_store(acc3_0, sh + (((sr8 + 24) * 68) + sc9), 68);
+        simdgroup_store(acc3_1, sh + (((sr8 + 24) * 68) + (sc9 + 8)), 68);
+        simdgroup_store(acc3_2, sh + (((sr8 + 24) * 68) + (sc9 + 16)), 68);
+        simdgroup_store(acc3_3, sh + (((sr8 + 24) * 68) + (sc9 + 24)), 68);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 16; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr14 * 20) + kk), 20);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr14 + 8) * 20) + kk), 20);
-            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + (((sr14 + 16) * 20) + kk), 20);
-            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + (((sr14 + 24) * 20) + kk), 20);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 68) + sc15) + 1280), 68);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 68) + (sc15 + 8)) + 1280), 68);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + (((kk * 68) + (sc15 + 16)) + 1280), 68);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + (((kk * 68) + (sc15 + 24)) + 1280), 68);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
-            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
-            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
-            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr14 * 68) + sc15), 68);
-    simdgroup_store(acc0_1, sh + ((sr14 * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr14 * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr14 * 68) + (sc15 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr14 + 8) * 68) + sc15), 68);
-    simdgroup_store(acc1_1, sh + (((sr14 + 8) * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr14 + 8) * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr14 + 8) * 68) + (sc15 + 24)), 68);
-    simdgroup_store(acc2_0, sh + (((sr14 + 16) * 68) + sc15), 68);
-    simdgroup_store(acc2_1, sh + (((sr14 + 16) * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc2_2, sh + (((sr14 + 16) * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc2_3, sh + (((sr14 + 16) * 68) + (sc15 + 24)), 68);
-    simdgroup_store(acc3_0, sh + (((sr14 + 24) * 68) + sc15), 68);
-    simdgroup_store(acc3_1, sh + (((sr14 + 24) * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s30 = 0; s30 < 32; s30 += 1) {
-        const int l31 = ((s30 * 128) + ti12);
-        const int i32 = (l31 / 64);
-        const int j33 = (l31 % 64);
-        const int gi34 = (m011 + i32);
-        const int gj35 = (n02 + j33);
-        if ((gi34 < t10)) {
-            p1[((gi34 * 64) + gj35)] = sh[((i32 * 68) + j33)];
+        for (int s24 = 0; s24 < 32; s24 += 1) {
+            const int l25 = ((s24 * 128) + ti6);
+            const int i26 = (l25 / 64);
+            const int j27 = (l25 % 64);
+            const int gi28 = (m02 + i26);
+            const int gj29 = (n03 + j27);
+            p5[((((ex1 * 128) + gi28) * 64) + gj29)] = sh[((i26 * 68) + j27)];
         }
     }
 }
 
-// fuses grouped_matmul_wgrad %213 (moe.0)
-// threadgroup 128×1×1, grid 1×2×4 threadgroups
-kernel void grouped_matmul_wgrad_1(
-        const device int* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
+// 2 independent kernels in one launch
+// part 0 (scatter_add): fuses scatter_add %214 (moe.0)
+// part 1 (reduce_sum): fuses broadcast %47, reshape %196, mul %216, div %217, neg %218, reduce_sum %219 (moe.0)
+// threadgroup 256×1×1, grid 33×1×1 threadgroups
+kernel void scatter_add_reduce_sum_x2_0(
+        device float* p0 [[buffer(0)]],
+        const device int* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
-        device float* p3 [[buffer(3)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]],
-        uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int ex1 = int(gid.z);
-    const int m02 = (int(gid.y) * 64);
-    const int n03 = (int(gid.x) * 64);
-    const int t4 = p0[ex1];
-    const int t5 = p0[(ex1 + 1)];
-    threadgroup float sh[4352];
-    const int ti6 = int(lid.x);
-    const int sgi7 = int(sg);
-    const int sr8 = ((sgi7 / 2) * 32);
-    const int sc9 = ((sgi7 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = t4; k0 < t5; k0 += 16) {
-        for (int s10 = 0; s10 < 8; s10 += 1) {
-            const int l11 = ((s10 * 128) + ti6);
-            const int k12 = (l11 / 64);
-            const int i13 = (l11 % 64);
-            const int gi14 = (m02 + i13);
-            const int gk15 = (k0 + k12);
-            if ((gk15 < t5)) {
-                const float t16 = p1[((gk15 * 128) + gi14)];
-                sh[((k12 * 68) + i13)] = t16;
-            } else {
-                sh[((k12 * 68) + i13)] = 0.0f;
-            }
-        }
-        for (int s17 = 0; s17 < 8; s17 += 1) {
-            const int l18 = ((s17 * 128) + ti6);
-            const int k19 = (l18 / 64);
-            const int i20 = (l18 % 64);
-            const int gi21 = (n03 + i20);
-            const int gk22 = (k0 + k19);
-            if ((gk22 < t5)) {
-                const float t23 = p2[((gk22 * 64) + gi21)];
-                sh[(((k19 * 68) + i20) + 1088)] = t23;
-            } else {
-                sh[(((k19 * 68) + i20) + 1088)] = 0.0f;
-            }
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 16; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((kk * 68) + sr8), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + ((kk * 68) + (sr8 + 8)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + ((kk * 68) + (sr8 + 16)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + ((kk * 68) + (sr8 + 24)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 68) + sc9) + 1088), 68);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 68) + (sc9 + 8)) + 1088), 68);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + (((kk * 68) + (sc9 + 16)) + 1088), 68);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + (((kk * 68) + (sc9 + 24)) + 1088), 68);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
-            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
-            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
-            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr8 * 68) + sc9), 68);
-    simdgroup_store(acc0_1, sh + ((sr8 * 68) + (sc9 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr8 * 68) + (sc9 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr8 * 68) + (sc9 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr8 + 8) * 68) + sc9), 68);
-    simdgroup_store(acc1_1, sh + (((sr8 + 8) * 68) + (sc9 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr8 + 8) * 68) + (sc9 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr8 + 8) * 68) + (sc9 + 24)), 68);
-    simdgroup_store(acc2_0, sh + (((sr8 + 16) * 68) + sc9), 68);
-    simdgroup_store(acc2_1, sh + (((sr8 + 16) * 68) + (sc9 + 8)), 68);
-    simdgroup_store(acc2_2, sh + (((sr8 + 16) * 68) + (sc9 + 16)), 68);
-    simdgroup_store(acc2_3, sh + (((sr8 + 16) * 68) + (sc9 + 24)), 68);
-    simdgroup_store(acc3_0, sh + (((sr8 + 24) * 68) + sc9), 68);
-    simdgroup_store(acc3_1, sh + (((sr8 + 24) * 68) + (sc9 + 8)), 68);
-    simdgroup_store(acc3_2, sh + (((sr8 + 24) * 68) + (sc9 + 16)), 68);
-    simdgroup_store(acc3_3, sh + (((sr8 + 24) * 68) + (sc9 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s24 = 0; s24 < 32; s24 += 1) {
-        const int l25 = ((s24 * 128) + ti6);
-        const int i26 = (l25 / 64);
-        const int j27 = (l25 % 64);
-        const int gi28 = (m02 + i26);
-        const int gj29 = (n03 + j27);
-        p3[((((ex1 * 128) + gi28) * 64) + gj29)] = sh[((i26 * 68) + j27)];
-    }
-}
-
-// fuses broadcast %47, reshape %196, mul %216, div %217, neg %218, reduce_sum %219 (moe.0)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_4(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        device float* p3 [[buffer(3)]],
+        const device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        device float* p6 [[buffer(6)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    const int lid1 = int(lid.x);
-    const int row4 = ((int(gid.x) * 256) + lid1);
-    float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 2; k6 += 1) {
-        const float t7 = p0[((row4 * 2) + k6)];
-        const float t8 = p1[((row4 * 2) + k6)];
-        const float t9 = (t7 * t8);
-        const float t10 = p2[((row4 * 1) + 0)];
-        const float t11 = (t9 / t10);
-        const float t12 = (-t11);
-        acc5 += t12;
+    if ((int(gid.x) < 32)) {
+        const int h0 = (int(gid.x) - 0);
+        const int t1 = ((h0 * 256) + int(lid.x));
+        const int c2 = (t1 % 64);
+        const int lo3 = ((t1 / 64) * 2);
+        const int hi5 = min((lo3 + 2), 256);
+        for (int r6 = lo3; r6 < hi5; r6 += 1) {
+            p0[((r6 * 64) + c2)] = 0.0f;
+        }
+        for (int i4 = 0; i4 < 512; i4 += 1) {
+            const int t7 = p1[i4];
+            if (((t7 >= lo3) && (t7 < hi5))) {
+                const float t8 = p2[((i4 * 64) + c2)];
+                p0[((t7 * 64) + c2)] = (p0[((t7 * 64) + c2)] + t8);
+            }
+        }
+    } else if ((int(gid.x) < 33)) {
+        const int h1 = (int(gid.x) - 32);
+        const int lid1 = int(lid.x);
+        const int row4 = ((h1 * 256) + lid1);
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 2; k6 += 1) {
+            const float t7 = p3[((row4 * 2) + k6)];
+            const float t8 = p4[((row4 * 2) + k6)];
+            const float t9 = (t7 * t8);
+            const float t10 = p5[((row4 * 1) + 0)];
+            const float t11 = (t9 / t10);
+            const float t12 = (-t11);
+            acc5 += t12;
+        }
+        p6[row4] = acc5;
     }
-    p3[row4] = acc5;
 }
 
 // fuses broadcast %47, reshape %196, div %215, reshape %220, broadcast %221, add %222,
 //   one_hot %223, reshape %224, broadcast %225, mul %226, reduce_sum %227 (moe.0)
 // threadgroup 64×1×1, grid 32×1×1 threadgroups
-kernel void reduce_sum_5(
+kernel void reduce_sum_3(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -3502,8 +3523,8 @@ kernel void reduce_sum_5(
     sh17[lid1] = acc5;
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
     if ((part3 == 0)) {
-        for (int p18 = 1; p18 < 2; p18 += 1) {
-            acc5 += sh17[((p18 * 32) + col2)];
+        for (int pr18 = 1; pr18 < 2; pr18 += 1) {
+            acc5 += sh17[((pr18 * 32) + col2)];
         }
         p4[o4] = acc5;
     }
@@ -3530,7 +3551,7 @@ kernel void add_scale_mul_0(
 
 // fuses mul %229, reduce_sum %230 (moe.0)
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_6(
+kernel void reduce_sum_4(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -3566,218 +3587,215 @@ kernel void mul_sub_0(
     p3[i1] = t8;
 }
 
-// fuses matmul %234 (moe.0)
-// threadgroup 128×1×1, grid 1×4×1 threadgroups
-kernel void matmul_15(
+// 2 independent kernels in one launch
+// part 0 (matmul): fuses matmul %234 (moe.0)
+// part 1 (matmul): fuses reshape %41, matmul %235 (moe.0)
+// threadgroup 128×1×1, grid 5×1×1 threadgroups
+kernel void matmul_x2_4(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        device float* p4 [[buffer(4)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int m01 = (int(gid.y) * 64);
-    const int n02 = (int(gid.x) * 64);
     threadgroup float sh[4352];
-    const int ti3 = int(lid.x);
-    const int sgi4 = int(sg);
-    const int sr5 = ((sgi4 / 2) * 32);
-    const int sc6 = ((sgi4 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 4; k0 += 16) {
-        for (int s7 = 0; s7 < 8; s7 += 1) {
-            const int l8 = ((s7 * 128) + ti3);
-            const int i9 = (l8 / 16);
-            const int k10 = (l8 % 16);
-            const int gi11 = (m01 + i9);
-            const int gk12 = (k0 + k10);
-            if ((gk12 < 4)) {
-                const float t13 = p0[((gi11 * 4) + gk12)];
-                sh[((i9 * 20) + k10)] = t13;
-            } else {
-                sh[((i9 * 20) + k10)] = 0.0f;
+    if ((int(gid.x) < 4)) {
+        const int h0 = (int(gid.x) - 0);
+        const int m01 = (h0 * 64);
+        const int n02 = ((h0 % 1) * 64);
+        const int ti3 = int(lid.x);
+        const int sgi4 = int(sg);
+        const int sr5 = ((sgi4 / 2) * 32);
+        const int sc6 = ((sgi4 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 4; k0 += 16) {
+            for (int s7 = 0; s7 < 8; s7 += 1) {
+                const int l8 = ((s7 * 128) + ti3);
+                const int i9 = (l8 / 16);
+                const int k10 = (l8 % 16);
+                const int gi11 = (m01 + i9);
+                const int gk12 = (k0 + k10);
+                if ((gk12 < 4)) {
+                    const float t13 = p0[((gi11 * 4) + gk12)];
+                    sh[((i9 * 20) + k10)] = t13;
+                } else {
+                    sh[((i9 * 20) + k10)] = 0.0f;
+                }
             }
-        }
-        for (int s14 = 0; s14 < 8; s14 += 1) {
-            const int l15 = ((s14 * 128) + ti3);
-            const int k16 = (l15 / 64);
-            const int i17 = (l15 % 64);
-            const int gi18 = (n02 + i17);
-            const int gk19 = (k0 + k16);
-            if ((gk19 < 4)) {
-                const float t20 = p1[((gk19 * 64) + gi18)];
-                sh[(((k16 * 68) + i17) + 1280)] = t20;
-            } else {
-                sh[(((k16 * 68) + i17) + 1280)] = 0.0f;
+            for (int s14 = 0; s14 < 8; s14 += 1) {
+                const int l15 = ((s14 * 128) + ti3);
+                const int k16 = (l15 / 64);
+                const int i17 = (l15 % 64);
+                const int gi18 = (n02 + i17);
+                const int gk19 = (k0 + k16);
+                if ((gk19 < 4)) {
+                    const float t20 = p1[((gk19 * 64) + gi18)];
+                    sh[(((k16 * 68) + i17) + 1280)] = t20;
+                } else {
+                    sh[(((k16 * 68) + i17) + 1280)] = 0.0f;
+                }
             }
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 16; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr5 * 20) + kk), 20);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr5 + 8) * 20) + kk), 20);
-            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + (((sr5 + 16) * 20) + kk), 20);
-            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + (((sr5 + 24) * 20) + kk), 20);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 68) + sc6) + 1280), 68);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 68) + (sc6 + 8)) + 1280), 68);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + (((kk * 68) + (sc6 + 16)) + 1280), 68);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + (((kk * 68) + (sc6 + 24)) + 1280), 68);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
-            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
-            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
-            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
-    simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
-    simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
-    simdgroup_store(acc2_0, sh + (((sr5 + 16) * 68) + sc6), 68);
-    simdgroup_store(acc2_1, sh + (((sr5 + 16) * 68) + (sc6 + 8)), 68);
-    simdgroup_store(acc2_2, sh + (((sr5 + 16) * 68) + (sc6 + 16)), 68);
-    simdgroup_store(acc2_3, sh + (((sr5 + 16) * 68) + (sc6 + 24)), 68);
-    simdgroup_store(acc3_0, sh + (((sr5 + 24) * 68) + sc6), 68);
-    simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
-    simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
-    simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s21 = 0; s21 < 32; s21 += 1) {
-        const int l22 = ((s21 * 128) + ti3);
-        const int i23 = (l22 / 64);
-        const int j24 = (l22 % 64);
-        const int gi25 = (m01 + i23);
-        const int gj26 = (n02 + j24);
-        p2[((gi25 * 64) + gj26)] = sh[((i23 * 68) + j24)];
-    }
-}
-
-// fuses reshape %41, matmul %235 (moe.0)
-// threadgroup 128×1×1, grid 1×1×1 threadgroups
-kernel void matmul_16(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]],
-        uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int m01 = (int(gid.y) * 32);
-    const int n02 = (int(gid.x) * 64);
-    threadgroup float sh[3328];
-    const int ti3 = int(lid.x);
-    const int sgi4 = int(sg);
-    const int sr5 = ((sgi4 / 2) * 16);
-    const int sc6 = ((sgi4 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 256; k0 += 32) {
-        for (int s7 = 0; s7 < 8; s7 += 1) {
-            const int l8 = ((s7 * 128) + ti3);
-            const int k9 = (l8 / 32);
-            const int i10 = (l8 % 32);
-            const int gi11 = (m01 + i10);
-            const int gk12 = (k0 + k9);
-            if ((gi11 < 4)) {
-                const float t13 = p0[((gk12 * 4) + gi11)];
-                sh[((k9 * 36) + i10)] = t13;
-            } else {
-                sh[((k9 * 36) + i10)] = 0.0f;
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 16; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((sr5 * 20) + kk), 20);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + (((sr5 + 8) * 20) + kk), 20);
+                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa2, sh + (((sr5 + 16) * 20) + kk), 20);
+                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa3, sh + (((sr5 + 24) * 20) + kk), 20);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc6) + 1280), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc6 + 8)) + 1280), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc6 + 16)) + 1280), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc6 + 24)) + 1280), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         }
-        for (int s14 = 0; s14 < 16; s14 += 1) {
-            const int l15 = ((s14 * 128) + ti3);
-            const int k16 = (l15 / 64);
-            const int i17 = (l15 % 64);
-            const int gi18 = (n02 + i17);
-            const int gk19 = (k0 + k16);
-            const float t20 = p1[((gk19 * 64) + gi18)];
-            sh[(((k16 * 68) + i17) + 1152)] = t20;
-        }
+        simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
+        simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
+        simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
+        simdgroup_store(acc2_0, sh + (((sr5 + 16) * 68) + sc6), 68);
+        simdgroup_store(acc2_1, sh + (((sr5 + 16) * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc2_2, sh + (((sr5 + 16) * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc2_3, sh + (((sr5 + 16) * 68) + (sc6 + 24)), 68);
+        simdgroup_store(acc3_0, sh + (((sr5 + 24) * 68) + sc6), 68);
+        simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 32; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((kk * 36) + sr5), 36, ulong2(0, 0), true);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + ((kk * 36) + (sr5 + 8)), 36, ulong2(0, 0), true);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 68) + sc6) + 1152), 68);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 68) + (sc6 + 8)) + 1152), 68);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + (((kk * 68) + (sc6 + 16)) + 1152), 68);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + (((kk * 68) + (sc6 + 24)) + 1152), 68);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
-    simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
-    simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s21 = 0; s21 < 16; s21 += 1) {
-        const int l22 = ((s21 * 128) + ti3);
-        const int i23 = (l22 / 64);
-        const int j24 = (l22 % 64);
-        const int gi25 = (m01 + i23);
-        const int gj26 = (n02 + j24);
-        if ((gi25 < 4)) {
+        for (int s21 = 0; s21 < 32; s21 += 1) {
+            const int l22 = ((s21 * 128) + ti3);
+            const int i23 = (l22 / 64);
+            const int j24 = (l22 % 64);
+            const int gi25 = (m01 + i23);
+            const int gj26 = (n02 + j24);
             p2[((gi25 * 64) + gj26)] = sh[((i23 * 68) + j24)];
+        }
+    } else if ((int(gid.x) < 5)) {
+        const int h1 = (int(gid.x) - 4);
+        const int m01 = (h1 * 32);
+        const int n02 = (h1 * 64);
+        const int ti3 = int(lid.x);
+        const int sgi4 = int(sg);
+        const int sr5 = ((sgi4 / 2) * 16);
+        const int sc6 = ((sgi4 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 256; k0 += 32) {
+            for (int s7 = 0; s7 < 8; s7 += 1) {
+                const int l8 = ((s7 * 128) + ti3);
+                const int k9 = (l8 / 32);
+                const int i10 = (l8 % 32);
+                const int gi11 = (m01 + i10);
+                const int gk12 = (k0 + k9);
+                if ((gi11 < 4)) {
+                    const float t13 = p0[((gk12 * 4) + gi11)];
+                    sh[((k9 * 36) + i10)] = t13;
+                } else {
+                    sh[((k9 * 36) + i10)] = 0.0f;
+                }
+            }
+            for (int s14 = 0; s14 < 16; s14 += 1) {
+                const int l15 = ((s14 * 128) + ti3);
+                const int k16 = (l15 / 64);
+                const int i17 = (l15 % 64);
+                const int gi18 = (n02 + i17);
+                const int gk19 = (k0 + k16);
+                const float t20 = p3[((gk19 * 64) + gi18)];
+                sh[(((k16 * 68) + i17) + 1152)] = t20;
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 32; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((kk * 36) + sr5), 36, ulong2(0, 0), true);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + ((kk * 36) + (sr5 + 8)), 36, ulong2(0, 0), true);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc6) + 1152), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc6 + 8)) + 1152), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc6 + 16)) + 1152), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc6 + 24)) + 1152), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        }
+        simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
+        simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
+        simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int s21 = 0; s21 < 16; s21 += 1) {
+            const int l22 = ((s21 * 128) + ti3);
+            const int i23 = (l22 / 64);
+            const int j24 = (l22 % 64);
+            const int gi25 = (m01 + i23);
+            const int gj26 = (n02 + j24);
+            if ((gi25 < 4)) {
+                p4[((gi25 * 64) + gj26)] = sh[((i23 * 68) + j24)];
+            }
         }
     }
 }
@@ -3854,7 +3872,7 @@ kernel void rmsnorm_bwd_1(
 
 // fuses scatter_add %303
 // threadgroup 256×1×1, grid 4×1×1 threadgroups
-kernel void scatter_add_2(
+kernel void scatter_add_1(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -3877,7 +3895,7 @@ kernel void scatter_add_2(
 
 // fuses reshape %114, reshape %115, matmul %116, add %304
 // threadgroup 128×1×1, grid 1×1×1 threadgroups
-kernel void matmul_17(
+kernel void matmul_7(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -3977,7 +3995,7 @@ kernel void matmul_17(
 //   reshape %317, reshape %318, reshape %319, reshape %320, concat %321, square %322,
 //   reduce_sum %323 (optimizer)
 // threadgroup 1024×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_7(
+kernel void reduce_sum_5(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -4010,79 +4028,51 @@ kernel void reduce_sum_7(
             if ((j7 < 1024)) {
                 const float t9 = p0[(j7 - 0)];
                 cat8 = t9;
+            } else if ((j7 < 1088)) {
+                const float t10 = p1[(j7 - 1024)];
+                cat8 = t10;
+            } else if ((j7 < 17472)) {
+                const float t11 = p2[(j7 - 1088)];
+                cat8 = t11;
+            } else if ((j7 < 17984)) {
+                const float t12 = p3[(j7 - 17472)];
+                cat8 = t12;
+            } else if ((j7 < 18112)) {
+                const float t13 = p4[(j7 - 17984)];
+                cat8 = t13;
+            } else if ((j7 < 22720)) {
+                const float t14 = p5[(j7 - 18112)];
+                cat8 = t14;
+            } else if ((j7 < 23232)) {
+                const float t15 = p6[(j7 - 22720)];
+                cat8 = t15;
+            } else if ((j7 < 23360)) {
+                const float t16 = p7[(j7 - 23232)];
+                cat8 = t16;
+            } else if ((j7 < 25408)) {
+                const float t17 = p8[(j7 - 23360)];
+                cat8 = t17;
+            } else if ((j7 < 25536)) {
+                const float t18 = p9[(j7 - 25408)];
+                cat8 = t18;
+            } else if ((j7 < 33728)) {
+                const float t19 = p10[(j7 - 25536)];
+                cat8 = t19;
+            } else if ((j7 < 33792)) {
+                const float t20 = p11[(j7 - 33728)];
+                cat8 = t20;
+            } else if ((j7 < 34048)) {
+                const float t21 = p12[(j7 - 33792)];
+                cat8 = t21;
+            } else if ((j7 < 66816)) {
+                const float t22 = p13[(j7 - 34048)];
+                cat8 = t22;
+            } else if ((j7 < 83200)) {
+                const float t23 = p14[(j7 - 66816)];
+                cat8 = t23;
             } else {
-                if ((j7 < 1088)) {
-                    const float t10 = p1[(j7 - 1024)];
-                    cat8 = t10;
-                } else {
-                    if ((j7 < 17472)) {
-                        const float t11 = p2[(j7 - 1088)];
-                        cat8 = t11;
-                    } else {
-                        if ((j7 < 17984)) {
-                            const float t12 = p3[(j7 - 17472)];
-                            cat8 = t12;
-                        } else {
-                            if ((j7 < 18112)) {
-                                const float t13 = p4[(j7 - 17984)];
-                                cat8 = t13;
-                            } else {
-                                if ((j7 < 22720)) {
-                                    const float t14 = p5[(j7 - 18112)];
-                                    cat8 = t14;
-                                } else {
-                                    if ((j7 < 23232)) {
-                                        const float t15 = p6[(j7 - 22720)];
-                                        cat8 = t15;
-                                    } else {
-                                        if ((j7 < 23360)) {
-                                            const float t16 = p7[(j7 - 23232)];
-                                            cat8 = t16;
-                                        } else {
-                                            if ((j7 < 25408)) {
-                                                const float t17 = p8[(j7 - 23360)];
-                                                cat8 = t17;
-                                            } else {
-                                                if ((j7 < 25536)) {
-                                                    const float t18 = p9[(j7 - 25408)];
-                                                    cat8 = t18;
-                                                } else {
-                                                    if ((j7 < 33728)) {
-                                                        const float t19 = p10[(j7 - 25536)];
-                                                        cat8 = t19;
-                                                    } else {
-                                                        if ((j7 < 33792)) {
-                                                            const float t20 = p11[(j7 - 33728)];
-                                                            cat8 = t20;
-                                                        } else {
-                                                            if ((j7 < 34048)) {
-                                                                const float t21 = p12[(j7 - 33792)];
-                                                                cat8 = t21;
-                                                            } else {
-                                                                if ((j7 < 66816)) {
-                                                                    const float t22 = p13[(j7 - 34048)];
-                                                                    cat8 = t22;
-                                                                } else {
-                                                                    if ((j7 < 83200)) {
-                                                                        const float t23 = p14[(j7 - 66816)];
-                                                                        cat8 = t23;
-                                                                    } else {
-                                                                        const float t24 = p15[(j7 - 83200)];
-                                                                        cat8 = t24;
-                                                                    }
-                                                                }
-                                                            }
-                                                        }
-                                                    }
-                                                }
-                                            }
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
+                const float t24 = p15[(j7 - 83200)];
+                cat8 = t24;
             }
             const float t25 = (cat8 * cat8);
             acc5 += t25;
@@ -4107,7 +4097,7 @@ kernel void reduce_sum_7(
 //   reshape %330, reshape %331, reshape %332, reshape %333, concat %334, square %335,
 //   reduce_sum %336 (optimizer)
 // threadgroup 1024×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_8(
+kernel void reduce_sum_6(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -4134,49 +4124,33 @@ kernel void reduce_sum_8(
             if ((j7 < 16384)) {
                 const float t9 = p0[(j7 - 0)];
                 cat8 = t9;
+            } else if ((j7 < 16896)) {
+                const float t10 = p1[(j7 - 16384)];
+                cat8 = t10;
+            } else if ((j7 < 17024)) {
+                const float t11 = p2[(j7 - 16896)];
+                cat8 = t11;
+            } else if ((j7 < 21632)) {
+                const float t12 = p3[(j7 - 17024)];
+                cat8 = t12;
+            } else if ((j7 < 22144)) {
+                const float t13 = p4[(j7 - 21632)];
+                cat8 = t13;
+            } else if ((j7 < 22272)) {
+                const float t14 = p5[(j7 - 22144)];
+                cat8 = t14;
+            } else if ((j7 < 24320)) {
+                const float t15 = p6[(j7 - 22272)];
+                cat8 = t15;
+            } else if ((j7 < 24448)) {
+                const float t16 = p7[(j7 - 24320)];
+                cat8 = t16;
+            } else if ((j7 < 32640)) {
+                const float t17 = p8[(j7 - 24448)];
+                cat8 = t17;
             } else {
-                if ((j7 < 16896)) {
-                    const float t10 = p1[(j7 - 16384)];
-                    cat8 = t10;
-                } else {
-                    if ((j7 < 17024)) {
-                        const float t11 = p2[(j7 - 16896)];
-                        cat8 = t11;
-                    } else {
-                        if ((j7 < 21632)) {
-                            const float t12 = p3[(j7 - 17024)];
-                            cat8 = t12;
-                        } else {
-                            if ((j7 < 22144)) {
-                                const float t13 = p4[(j7 - 21632)];
-                                cat8 = t13;
-                            } else {
-                                if ((j7 < 22272)) {
-                                    const float t14 = p5[(j7 - 22144)];
-                                    cat8 = t14;
-                                } else {
-                                    if ((j7 < 24320)) {
-                                        const float t15 = p6[(j7 - 22272)];
-                                        cat8 = t15;
-                                    } else {
-                                        if ((j7 < 24448)) {
-                                            const float t16 = p7[(j7 - 24320)];
-                                            cat8 = t16;
-                                        } else {
-                                            if ((j7 < 32640)) {
-                                                const float t17 = p8[(j7 - 24448)];
-                                                cat8 = t17;
-                                            } else {
-                                                const float t18 = p9[(j7 - 32640)];
-                                                cat8 = t18;
-                                            }
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
+                const float t18 = p9[(j7 - 32640)];
+                cat8 = t18;
             }
             const float t19 = (cat8 * cat8);
             acc5 += t19;
@@ -4231,10 +4205,12 @@ kernel void min_div_0(
     p1[i1] = t4;
 }
 
-// fuses broadcast %343, mul %344, adamw %399, broadcast %345, mul %346, adamw %404,
-//   broadcast %347, mul %348, adamw %409 (optimizer)
+// 3 independent kernels in one launch
+// part 0 (adamw_mul): fuses broadcast %343, mul %344, adamw %399 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %345, mul %346, adamw %404 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %347, mul %348, adamw %409 (optimizer)
 // threadgroup 256×1×1, grid 69×1×1 threadgroups
-kernel void adamw_mul_0(
+kernel void adamw_mul_x3_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -4262,7 +4238,8 @@ kernel void adamw_mul_0(
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     if ((int(gid.x) < 4)) {
-        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 256) + int(lid.x));
         const float t4 = p0[i1];
         const float t5 = p1[0];
         const float t6 = (t4 * t5);
@@ -4277,52 +4254,52 @@ kernel void adamw_mul_0(
         p7[i1] = t14;
         p8[i1] = t8;
         p9[i1] = t10;
-    } else {
-        if ((int(gid.x) < 5)) {
-            const int i15 = (((int(gid.x) - 4) * 256) + int(lid.x));
-            if ((i15 >= 64)) {
-                return;
-            }
-            const float t16 = p10[i15];
-            const float t17 = p1[0];
-            const float t18 = (t16 * t17);
-            const float t19 = p11[i15];
-            const float t20 = ((0.9f * t19) + (0.1f * t18));
-            const float t21 = p12[i15];
-            const float t22 = ((0.95f * t21) + ((0.05f * t18) * t18));
-            const float t23 = p4[0];
-            const float t24 = p5[0];
-            const float t25 = p13[i15];
-            const float t26 = ((t25 - ((t23 * 0.0f) * t25)) - ((t23 * (t20 / (1.0f - pow(0.9f, t24)))) / (sqrt((t22 / (1.0f - pow(0.95f, t24)))) + 1e-08f)));
-            p14[i15] = t26;
-            p15[i15] = t20;
-            p16[i15] = t22;
-        } else {
-            if ((int(gid.x) < 69)) {
-                const int i27 = (((int(gid.x) - 5) * 256) + int(lid.x));
-                const float t30 = p17[i27];
-                const float t31 = p1[0];
-                const float t32 = (t30 * t31);
-                const float t33 = p18[i27];
-                const float t34 = ((0.9f * t33) + (0.1f * t32));
-                const float t35 = p19[i27];
-                const float t36 = ((0.95f * t35) + ((0.05f * t32) * t32));
-                const float t37 = p4[0];
-                const float t38 = p5[0];
-                const float t39 = p20[i27];
-                const float t40 = ((t39 - ((t37 * 0.1f) * t39)) - ((t37 * (t34 / (1.0f - pow(0.9f, t38)))) / (sqrt((t36 / (1.0f - pow(0.95f, t38)))) + 1e-08f)));
-                p21[i27] = t40;
-                p22[i27] = t34;
-                p23[i27] = t36;
-            }
+    } else if ((int(gid.x) < 5)) {
+        const int h1 = (int(gid.x) - 4);
+        const int i1 = ((h1 * 256) + int(lid.x));
+        if ((i1 >= 64)) {
+            return;
         }
+        const float t2 = p10[i1];
+        const float t3 = p1[0];
+        const float t4 = (t2 * t3);
+        const float t5 = p11[i1];
+        const float t6 = ((0.9f * t5) + (0.1f * t4));
+        const float t7 = p12[i1];
+        const float t8 = ((0.95f * t7) + ((0.05f * t4) * t4));
+        const float t9 = p4[0];
+        const float t10 = p5[0];
+        const float t11 = p13[i1];
+        const float t12 = ((t11 - ((t9 * 0.0f) * t11)) - ((t9 * (t6 / (1.0f - pow(0.9f, t10)))) / (sqrt((t8 / (1.0f - pow(0.95f, t10)))) + 1e-08f)));
+        p14[i1] = t12;
+        p15[i1] = t6;
+        p16[i1] = t8;
+    } else if ((int(gid.x) < 69)) {
+        const int h2 = (int(gid.x) - 5);
+        const int i1 = ((h2 * 256) + int(lid.x));
+        const float t4 = p17[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p18[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p19[i1];
+        const float t10 = ((0.95f * t9) + ((0.05f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p20[i1];
+        const float t14 = ((t13 - ((t11 * 0.1f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.95f, t12)))) + 1e-08f)));
+        p21[i1] = t14;
+        p22[i1] = t8;
+        p23[i1] = t10;
     }
 }
 
-// fuses broadcast %349, mul %350, adamw %414, broadcast %351, mul %352, adamw %419,
-//   broadcast %353, mul %354, adamw %424 (optimizer)
+// 3 independent kernels in one launch
+// part 0 (adamw_mul): fuses broadcast %349, mul %350, adamw %414 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %351, mul %352, adamw %419 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %353, mul %354, adamw %424 (optimizer)
 // threadgroup 256×1×1, grid 21×1×1 threadgroups
-kernel void adamw_mul_1(
+kernel void adamw_mul_x3_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -4350,7 +4327,8 @@ kernel void adamw_mul_1(
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     if ((int(gid.x) < 2)) {
-        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 256) + int(lid.x));
         const float t4 = p0[i1];
         const float t5 = p1[0];
         const float t6 = (t4 * t5);
@@ -4365,52 +4343,52 @@ kernel void adamw_mul_1(
         p7[i1] = t14;
         p8[i1] = t8;
         p9[i1] = t10;
-    } else {
-        if ((int(gid.x) < 3)) {
-            const int i15 = (((int(gid.x) - 2) * 256) + int(lid.x));
-            if ((i15 >= 128)) {
-                return;
-            }
-            const float t16 = p10[i15];
-            const float t17 = p1[0];
-            const float t18 = (t16 * t17);
-            const float t19 = p11[i15];
-            const float t20 = ((0.9f * t19) + (0.1f * t18));
-            const float t21 = p12[i15];
-            const float t22 = ((0.95f * t21) + ((0.05f * t18) * t18));
-            const float t23 = p4[0];
-            const float t24 = p5[0];
-            const float t25 = p13[i15];
-            const float t26 = ((t25 - ((t23 * 0.0f) * t25)) - ((t23 * (t20 / (1.0f - pow(0.9f, t24)))) / (sqrt((t22 / (1.0f - pow(0.95f, t24)))) + 1e-08f)));
-            p14[i15] = t26;
-            p15[i15] = t20;
-            p16[i15] = t22;
-        } else {
-            if ((int(gid.x) < 21)) {
-                const int i27 = (((int(gid.x) - 3) * 256) + int(lid.x));
-                const float t30 = p17[i27];
-                const float t31 = p1[0];
-                const float t32 = (t30 * t31);
-                const float t33 = p18[i27];
-                const float t34 = ((0.9f * t33) + (0.1f * t32));
-                const float t35 = p19[i27];
-                const float t36 = ((0.95f * t35) + ((0.05f * t32) * t32));
-                const float t37 = p4[0];
-                const float t38 = p5[0];
-                const float t39 = p20[i27];
-                const float t40 = ((t39 - ((t37 * 0.1f) * t39)) - ((t37 * (t34 / (1.0f - pow(0.9f, t38)))) / (sqrt((t36 / (1.0f - pow(0.95f, t38)))) + 1e-08f)));
-                p21[i27] = t40;
-                p22[i27] = t34;
-                p23[i27] = t36;
-            }
+    } else if ((int(gid.x) < 3)) {
+        const int h1 = (int(gid.x) - 2);
+        const int i1 = ((h1 * 256) + int(lid.x));
+        if ((i1 >= 128)) {
+            return;
         }
+        const float t2 = p10[i1];
+        const float t3 = p1[0];
+        const float t4 = (t2 * t3);
+        const float t5 = p11[i1];
+        const float t6 = ((0.9f * t5) + (0.1f * t4));
+        const float t7 = p12[i1];
+        const float t8 = ((0.95f * t7) + ((0.05f * t4) * t4));
+        const float t9 = p4[0];
+        const float t10 = p5[0];
+        const float t11 = p13[i1];
+        const float t12 = ((t11 - ((t9 * 0.0f) * t11)) - ((t9 * (t6 / (1.0f - pow(0.9f, t10)))) / (sqrt((t8 / (1.0f - pow(0.95f, t10)))) + 1e-08f)));
+        p14[i1] = t12;
+        p15[i1] = t6;
+        p16[i1] = t8;
+    } else if ((int(gid.x) < 21)) {
+        const int h2 = (int(gid.x) - 3);
+        const int i1 = ((h2 * 256) + int(lid.x));
+        const float t4 = p17[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p18[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p19[i1];
+        const float t10 = ((0.95f * t9) + ((0.05f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p20[i1];
+        const float t14 = ((t13 - ((t11 * 0.1f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.95f, t12)))) + 1e-08f)));
+        p21[i1] = t14;
+        p22[i1] = t8;
+        p23[i1] = t10;
     }
 }
 
-// fuses broadcast %355, mul %356, adamw %429, broadcast %357, mul %358, adamw %434,
-//   broadcast %359, mul %360, adamw %439 (optimizer)
+// 3 independent kernels in one launch
+// part 0 (adamw_mul): fuses broadcast %355, mul %356, adamw %429 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %357, mul %358, adamw %434 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %359, mul %360, adamw %439 (optimizer)
 // threadgroup 256×1×1, grid 11×1×1 threadgroups
-kernel void adamw_mul_2(
+kernel void adamw_mul_x3_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -4438,7 +4416,8 @@ kernel void adamw_mul_2(
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     if ((int(gid.x) < 2)) {
-        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 256) + int(lid.x));
         const float t4 = p0[i1];
         const float t5 = p1[0];
         const float t6 = (t4 * t5);
@@ -4453,52 +4432,52 @@ kernel void adamw_mul_2(
         p7[i1] = t14;
         p8[i1] = t8;
         p9[i1] = t10;
-    } else {
-        if ((int(gid.x) < 3)) {
-            const int i15 = (((int(gid.x) - 2) * 256) + int(lid.x));
-            if ((i15 >= 128)) {
-                return;
-            }
-            const float t16 = p10[i15];
-            const float t17 = p1[0];
-            const float t18 = (t16 * t17);
-            const float t19 = p11[i15];
-            const float t20 = ((0.9f * t19) + (0.1f * t18));
-            const float t21 = p12[i15];
-            const float t22 = ((0.95f * t21) + ((0.05f * t18) * t18));
-            const float t23 = p4[0];
-            const float t24 = p5[0];
-            const float t25 = p13[i15];
-            const float t26 = ((t25 - ((t23 * 0.0f) * t25)) - ((t23 * (t20 / (1.0f - pow(0.9f, t24)))) / (sqrt((t22 / (1.0f - pow(0.95f, t24)))) + 1e-08f)));
-            p14[i15] = t26;
-            p15[i15] = t20;
-            p16[i15] = t22;
-        } else {
-            if ((int(gid.x) < 11)) {
-                const int i27 = (((int(gid.x) - 3) * 256) + int(lid.x));
-                const float t30 = p17[i27];
-                const float t31 = p1[0];
-                const float t32 = (t30 * t31);
-                const float t33 = p18[i27];
-                const float t34 = ((0.9f * t33) + (0.1f * t32));
-                const float t35 = p19[i27];
-                const float t36 = ((0.95f * t35) + ((0.05f * t32) * t32));
-                const float t37 = p4[0];
-                const float t38 = p5[0];
-                const float t39 = p20[i27];
-                const float t40 = ((t39 - ((t37 * 0.0f) * t39)) - ((t37 * (t34 / (1.0f - pow(0.9f, t38)))) / (sqrt((t36 / (1.0f - pow(0.95f, t38)))) + 1e-08f)));
-                p21[i27] = t40;
-                p22[i27] = t34;
-                p23[i27] = t36;
-            }
+    } else if ((int(gid.x) < 3)) {
+        const int h1 = (int(gid.x) - 2);
+        const int i1 = ((h1 * 256) + int(lid.x));
+        if ((i1 >= 128)) {
+            return;
         }
+        const float t2 = p10[i1];
+        const float t3 = p1[0];
+        const float t4 = (t2 * t3);
+        const float t5 = p11[i1];
+        const float t6 = ((0.9f * t5) + (0.1f * t4));
+        const float t7 = p12[i1];
+        const float t8 = ((0.95f * t7) + ((0.05f * t4) * t4));
+        const float t9 = p4[0];
+        const float t10 = p5[0];
+        const float t11 = p13[i1];
+        const float t12 = ((t11 - ((t9 * 0.0f) * t11)) - ((t9 * (t6 / (1.0f - pow(0.9f, t10)))) / (sqrt((t8 / (1.0f - pow(0.95f, t10)))) + 1e-08f)));
+        p14[i1] = t12;
+        p15[i1] = t6;
+        p16[i1] = t8;
+    } else if ((int(gid.x) < 11)) {
+        const int h2 = (int(gid.x) - 3);
+        const int i1 = ((h2 * 256) + int(lid.x));
+        const float t4 = p17[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p18[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p19[i1];
+        const float t10 = ((0.95f * t9) + ((0.05f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p20[i1];
+        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.95f, t12)))) + 1e-08f)));
+        p21[i1] = t14;
+        p22[i1] = t8;
+        p23[i1] = t10;
     }
 }
 
-// fuses broadcast %361, mul %362, adamw %444, broadcast %363, mul %364, adamw %449,
-//   broadcast %365, mul %366, adamw %454 (optimizer)
+// 3 independent kernels in one launch
+// part 0 (adamw_mul): fuses broadcast %361, mul %362, adamw %444 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %363, mul %364, adamw %449 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %365, mul %366, adamw %454 (optimizer)
 // threadgroup 256×1×1, grid 34×1×1 threadgroups
-kernel void adamw_mul_3(
+kernel void adamw_mul_x3_3(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -4526,7 +4505,8 @@ kernel void adamw_mul_3(
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     if ((int(gid.x) < 1)) {
-        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 256) + int(lid.x));
         if ((i1 >= 128)) {
             return;
         }
@@ -4544,52 +4524,52 @@ kernel void adamw_mul_3(
         p7[i1] = t12;
         p8[i1] = t6;
         p9[i1] = t8;
-    } else {
-        if ((int(gid.x) < 33)) {
-            const int i13 = (((int(gid.x) - 1) * 256) + int(lid.x));
-            const float t16 = p10[i13];
-            const float t17 = p1[0];
-            const float t18 = (t16 * t17);
-            const float t19 = p11[i13];
-            const float t20 = ((0.9f * t19) + (0.1f * t18));
-            const float t21 = p12[i13];
-            const float t22 = ((0.95f * t21) + ((0.05f * t18) * t18));
-            const float t23 = p4[0];
-            const float t24 = p5[0];
-            const float t25 = p13[i13];
-            const float t26 = ((t25 - ((t23 * 0.1f) * t25)) - ((t23 * (t20 / (1.0f - pow(0.9f, t24)))) / (sqrt((t22 / (1.0f - pow(0.95f, t24)))) + 1e-08f)));
-            p14[i13] = t26;
-            p15[i13] = t20;
-            p16[i13] = t22;
-        } else {
-            if ((int(gid.x) < 34)) {
-                const int i27 = (((int(gid.x) - 33) * 256) + int(lid.x));
-                if ((i27 >= 64)) {
-                    return;
-                }
-                const float t28 = p17[i27];
-                const float t29 = p1[0];
-                const float t30 = (t28 * t29);
-                const float t31 = p18[i27];
-                const float t32 = ((0.9f * t31) + (0.1f * t30));
-                const float t33 = p19[i27];
-                const float t34 = ((0.95f * t33) + ((0.05f * t30) * t30));
-                const float t35 = p4[0];
-                const float t36 = p5[0];
-                const float t37 = p20[i27];
-                const float t38 = ((t37 - ((t35 * 0.0f) * t37)) - ((t35 * (t32 / (1.0f - pow(0.9f, t36)))) / (sqrt((t34 / (1.0f - pow(0.95f, t36)))) + 1e-08f)));
-                p21[i27] = t38;
-                p22[i27] = t32;
-                p23[i27] = t34;
-            }
+    } else if ((int(gid.x) < 33)) {
+        const int h1 = (int(gid.x) - 1);
+        const int i1 = ((h1 * 256) + int(lid.x));
+        const float t4 = p10[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p11[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p12[i1];
+        const float t10 = ((0.95f * t9) + ((0.05f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p13[i1];
+        const float t14 = ((t13 - ((t11 * 0.1f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.95f, t12)))) + 1e-08f)));
+        p14[i1] = t14;
+        p15[i1] = t8;
+        p16[i1] = t10;
+    } else if ((int(gid.x) < 34)) {
+        const int h2 = (int(gid.x) - 33);
+        const int i1 = ((h2 * 256) + int(lid.x));
+        if ((i1 >= 64)) {
+            return;
         }
+        const float t2 = p17[i1];
+        const float t3 = p1[0];
+        const float t4 = (t2 * t3);
+        const float t5 = p18[i1];
+        const float t6 = ((0.9f * t5) + (0.1f * t4));
+        const float t7 = p19[i1];
+        const float t8 = ((0.95f * t7) + ((0.05f * t4) * t4));
+        const float t9 = p4[0];
+        const float t10 = p5[0];
+        const float t11 = p20[i1];
+        const float t12 = ((t11 - ((t9 * 0.0f) * t11)) - ((t9 * (t6 / (1.0f - pow(0.9f, t10)))) / (sqrt((t8 / (1.0f - pow(0.95f, t10)))) + 1e-08f)));
+        p21[i1] = t12;
+        p22[i1] = t6;
+        p23[i1] = t8;
     }
 }
 
-// fuses broadcast %367, mul %368, adamw %459, broadcast %369, mul %370, adamw %464,
-//   broadcast %371, mul %372, adamw %469 (optimizer)
+// 3 independent kernels in one launch
+// part 0 (adamw_mul): fuses broadcast %367, mul %368, adamw %459 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %369, mul %370, adamw %464 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %371, mul %372, adamw %469 (optimizer)
 // threadgroup 256×1×1, grid 193×1×1 threadgroups
-kernel void adamw_mul_4(
+kernel void adamw_mul_x3_4(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -4617,7 +4597,8 @@ kernel void adamw_mul_4(
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     if ((int(gid.x) < 1)) {
-        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 256) + int(lid.x));
         const float t4 = p0[i1];
         const float t5 = p1[0];
         const float t6 = (t4 * t5);
@@ -4632,49 +4613,49 @@ kernel void adamw_mul_4(
         p7[i1] = t14;
         p8[i1] = t8;
         p9[i1] = t10;
-    } else {
-        if ((int(gid.x) < 129)) {
-            const int i15 = (((int(gid.x) - 1) * 256) + int(lid.x));
-            const float t19 = p10[i15];
-            const float t20 = p1[0];
-            const float t21 = (t19 * t20);
-            const float t22 = p11[i15];
-            const float t23 = ((0.9f * t22) + (0.1f * t21));
-            const float t24 = p12[i15];
-            const float t25 = ((0.95f * t24) + ((0.05f * t21) * t21));
-            const float t26 = p4[0];
-            const float t27 = p5[0];
-            const float t28 = p13[i15];
-            const float t29 = ((t28 - ((t26 * 0.1f) * t28)) - ((t26 * (t23 / (1.0f - pow(0.9f, t27)))) / (sqrt((t25 / (1.0f - pow(0.95f, t27)))) + 1e-08f)));
-            p14[i15] = t29;
-            p15[i15] = t23;
-            p16[i15] = t25;
-        } else {
-            if ((int(gid.x) < 193)) {
-                const int i30 = (((int(gid.x) - 129) * 256) + int(lid.x));
-                const float t34 = p17[i30];
-                const float t35 = p1[0];
-                const float t36 = (t34 * t35);
-                const float t37 = p18[i30];
-                const float t38 = ((0.9f * t37) + (0.1f * t36));
-                const float t39 = p19[i30];
-                const float t40 = ((0.95f * t39) + ((0.05f * t36) * t36));
-                const float t41 = p4[0];
-                const float t42 = p5[0];
-                const float t43 = p20[i30];
-                const float t44 = ((t43 - ((t41 * 0.1f) * t43)) - ((t41 * (t38 / (1.0f - pow(0.9f, t42)))) / (sqrt((t40 / (1.0f - pow(0.95f, t42)))) + 1e-08f)));
-                p21[i30] = t44;
-                p22[i30] = t38;
-                p23[i30] = t40;
-            }
-        }
+    } else if ((int(gid.x) < 129)) {
+        const int h1 = (int(gid.x) - 1);
+        const int i1 = ((h1 * 256) + int(lid.x));
+        const float t5 = p10[i1];
+        const float t6 = p1[0];
+        const float t7 = (t5 * t6);
+        const float t8 = p11[i1];
+        const float t9 = ((0.9f * t8) + (0.1f * t7));
+        const float t10 = p12[i1];
+        const float t11 = ((0.95f * t10) + ((0.05f * t7) * t7));
+        const float t12 = p4[0];
+        const float t13 = p5[0];
+        const float t14 = p13[i1];
+        const float t15 = ((t14 - ((t12 * 0.1f) * t14)) - ((t12 * (t9 / (1.0f - pow(0.9f, t13)))) / (sqrt((t11 / (1.0f - pow(0.95f, t13)))) + 1e-08f)));
+        p14[i1] = t15;
+        p15[i1] = t9;
+        p16[i1] = t11;
+    } else if ((int(gid.x) < 193)) {
+        const int h2 = (int(gid.x) - 129);
+        const int i1 = ((h2 * 256) + int(lid.x));
+        const float t5 = p17[i1];
+        const float t6 = p1[0];
+        const float t7 = (t5 * t6);
+        const float t8 = p18[i1];
+        const float t9 = ((0.9f * t8) + (0.1f * t7));
+        const float t10 = p19[i1];
+        const float t11 = ((0.95f * t10) + ((0.05f * t7) * t7));
+        const float t12 = p4[0];
+        const float t13 = p5[0];
+        const float t14 = p20[i1];
+        const float t15 = ((t14 - ((t12 * 0.1f) * t14)) - ((t12 * (t9 / (1.0f - pow(0.9f, t13)))) / (sqrt((t11 / (1.0f - pow(0.95f, t13)))) + 1e-08f)));
+        p21[i1] = t15;
+        p22[i1] = t9;
+        p23[i1] = t11;
     }
 }
 
-// fuses broadcast %373, mul %374, adamw %474, broadcast %375, mul %376, adamw %479,
-//   broadcast %377, mul %378, adamw %484 (optimizer)
+// 3 independent kernels in one launch
+// part 0 (adamw_mul): fuses broadcast %373, mul %374, adamw %474 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %375, mul %376, adamw %479 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %377, mul %378, adamw %484 (optimizer)
 // threadgroup 256×1×1, grid 67×1×1 threadgroups
-kernel void adamw_mul_5(
+kernel void adamw_mul_x3_5(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -4702,7 +4683,8 @@ kernel void adamw_mul_5(
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     if ((int(gid.x) < 1)) {
-        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 256) + int(lid.x));
         if ((i1 >= 64)) {
             return;
         }
@@ -4720,49 +4702,49 @@ kernel void adamw_mul_5(
         p7[i1] = t12;
         p8[i1] = t6;
         p9[i1] = t8;
-    } else {
-        if ((int(gid.x) < 65)) {
-            const int i13 = (((int(gid.x) - 1) * 256) + int(lid.x));
-            const float t16 = p10[i13];
-            const float t17 = p1[0];
-            const float t18 = (t16 * t17);
-            const float t19 = p11[i13];
-            const float t20 = ((0.9f * t19) + (0.1f * t18));
-            const float t21 = p12[i13];
-            const float t22 = ((0.95f * t21) + ((0.05f * t18) * t18));
-            const float t23 = p4[0];
-            const float t24 = p5[0];
-            const float t25 = p13[i13];
-            const float t26 = ((t25 - ((t23 * 0.1f) * t25)) - ((t23 * (t20 / (1.0f - pow(0.9f, t24)))) / (sqrt((t22 / (1.0f - pow(0.95f, t24)))) + 1e-08f)));
-            p14[i13] = t26;
-            p15[i13] = t20;
-            p16[i13] = t22;
-        } else {
-            if ((int(gid.x) < 67)) {
-                const int i27 = (((int(gid.x) - 65) * 256) + int(lid.x));
-                const float t30 = p17[i27];
-                const float t31 = p1[0];
-                const float t32 = (t30 * t31);
-                const float t33 = p18[i27];
-                const float t34 = ((0.9f * t33) + (0.1f * t32));
-                const float t35 = p19[i27];
-                const float t36 = ((0.95f * t35) + ((0.05f * t32) * t32));
-                const float t37 = p4[0];
-                const float t38 = p5[0];
-                const float t39 = p20[i27];
-                const float t40 = ((t39 - ((t37 * 0.1f) * t39)) - ((t37 * (t34 / (1.0f - pow(0.9f, t38)))) / (sqrt((t36 / (1.0f - pow(0.95f, t38)))) + 1e-08f)));
-                p21[i27] = t40;
-                p22[i27] = t34;
-                p23[i27] = t36;
-            }
-        }
+    } else if ((int(gid.x) < 65)) {
+        const int h1 = (int(gid.x) - 1);
+        const int i1 = ((h1 * 256) + int(lid.x));
+        const float t4 = p10[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p11[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p12[i1];
+        const float t10 = ((0.95f * t9) + ((0.05f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p13[i1];
+        const float t14 = ((t13 - ((t11 * 0.1f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.95f, t12)))) + 1e-08f)));
+        p14[i1] = t14;
+        p15[i1] = t8;
+        p16[i1] = t10;
+    } else if ((int(gid.x) < 67)) {
+        const int h2 = (int(gid.x) - 65);
+        const int i1 = ((h2 * 256) + int(lid.x));
+        const float t4 = p17[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p18[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p19[i1];
+        const float t10 = ((0.95f * t9) + ((0.05f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p20[i1];
+        const float t14 = ((t13 - ((t11 * 0.1f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.95f, t12)))) + 1e-08f)));
+        p21[i1] = t14;
+        p22[i1] = t8;
+        p23[i1] = t10;
     }
 }
 
-// fuses broadcast %379, mul %380, adamw %489, broadcast %381, mul %382, adamw %494,
-//   broadcast %383, mul %384, adamw %499 (optimizer)
+// 3 independent kernels in one launch
+// part 0 (adamw_mul): fuses broadcast %379, mul %380, adamw %489 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %381, mul %382, adamw %494 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %383, mul %384, adamw %499 (optimizer)
 // threadgroup 256×1×1, grid 21×1×1 threadgroups
-kernel void adamw_mul_6(
+kernel void adamw_mul_x3_6(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -4790,7 +4772,8 @@ kernel void adamw_mul_6(
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     if ((int(gid.x) < 1)) {
-        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 256) + int(lid.x));
         if ((i1 >= 128)) {
             return;
         }
@@ -4808,49 +4791,49 @@ kernel void adamw_mul_6(
         p7[i1] = t12;
         p8[i1] = t6;
         p9[i1] = t8;
-    } else {
-        if ((int(gid.x) < 19)) {
-            const int i13 = (((int(gid.x) - 1) * 256) + int(lid.x));
-            const float t16 = p10[i13];
-            const float t17 = p1[0];
-            const float t18 = (t16 * t17);
-            const float t19 = p11[i13];
-            const float t20 = ((0.9f * t19) + (0.1f * t18));
-            const float t21 = p12[i13];
-            const float t22 = ((0.95f * t21) + ((0.05f * t18) * t18));
-            const float t23 = p4[0];
-            const float t24 = p5[0];
-            const float t25 = p13[i13];
-            const float t26 = ((t25 - ((t23 * 0.1f) * t25)) - ((t23 * (t20 / (1.0f - pow(0.9f, t24)))) / (sqrt((t22 / (1.0f - pow(0.95f, t24)))) + 1e-08f)));
-            p14[i13] = t26;
-            p15[i13] = t20;
-            p16[i13] = t22;
-        } else {
-            if ((int(gid.x) < 21)) {
-                const int i27 = (((int(gid.x) - 19) * 256) + int(lid.x));
-                const float t30 = p17[i27];
-                const float t31 = p1[0];
-                const float t32 = (t30 * t31);
-                const float t33 = p18[i27];
-                const float t34 = ((0.9f * t33) + (0.1f * t32));
-                const float t35 = p19[i27];
-                const float t36 = ((0.95f * t35) + ((0.05f * t32) * t32));
-                const float t37 = p4[0];
-                const float t38 = p5[0];
-                const float t39 = p20[i27];
-                const float t40 = ((t39 - ((t37 * 0.1f) * t39)) - ((t37 * (t34 / (1.0f - pow(0.9f, t38)))) / (sqrt((t36 / (1.0f - pow(0.95f, t38)))) + 1e-08f)));
-                p21[i27] = t40;
-                p22[i27] = t34;
-                p23[i27] = t36;
-            }
-        }
+    } else if ((int(gid.x) < 19)) {
+        const int h1 = (int(gid.x) - 1);
+        const int i1 = ((h1 * 256) + int(lid.x));
+        const float t4 = p10[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p11[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p12[i1];
+        const float t10 = ((0.95f * t9) + ((0.05f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p13[i1];
+        const float t14 = ((t13 - ((t11 * 0.1f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.95f, t12)))) + 1e-08f)));
+        p14[i1] = t14;
+        p15[i1] = t8;
+        p16[i1] = t10;
+    } else if ((int(gid.x) < 21)) {
+        const int h2 = (int(gid.x) - 19);
+        const int i1 = ((h2 * 256) + int(lid.x));
+        const float t4 = p17[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p18[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p19[i1];
+        const float t10 = ((0.95f * t9) + ((0.05f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p20[i1];
+        const float t14 = ((t13 - ((t11 * 0.1f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.95f, t12)))) + 1e-08f)));
+        p21[i1] = t14;
+        p22[i1] = t8;
+        p23[i1] = t10;
     }
 }
 
-// fuses broadcast %385, mul %386, adamw %504, broadcast %387, mul %388, adamw %509,
-//   broadcast %389, mul %390, adamw %514 (optimizer)
+// 3 independent kernels in one launch
+// part 0 (adamw_mul): fuses broadcast %385, mul %386, adamw %504 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %387, mul %388, adamw %509 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %389, mul %390, adamw %514 (optimizer)
 // threadgroup 256×1×1, grid 10×1×1 threadgroups
-kernel void adamw_mul_7(
+kernel void adamw_mul_x3_7(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -4878,7 +4861,8 @@ kernel void adamw_mul_7(
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     if ((int(gid.x) < 1)) {
-        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 256) + int(lid.x));
         if ((i1 >= 128)) {
             return;
         }
@@ -4896,51 +4880,51 @@ kernel void adamw_mul_7(
         p7[i1] = t12;
         p8[i1] = t6;
         p9[i1] = t8;
-    } else {
-        if ((int(gid.x) < 9)) {
-            const int i13 = (((int(gid.x) - 1) * 256) + int(lid.x));
-            const float t16 = p10[i13];
-            const float t17 = p1[0];
-            const float t18 = (t16 * t17);
-            const float t19 = p11[i13];
-            const float t20 = ((0.9f * t19) + (0.1f * t18));
-            const float t21 = p12[i13];
-            const float t22 = ((0.95f * t21) + ((0.05f * t18) * t18));
-            const float t23 = p4[0];
-            const float t24 = p5[0];
-            const float t25 = p13[i13];
-            const float t26 = ((t25 - ((t23 * 0.0f) * t25)) - ((t23 * (t20 / (1.0f - pow(0.9f, t24)))) / (sqrt((t22 / (1.0f - pow(0.95f, t24)))) + 1e-08f)));
-            p14[i13] = t26;
-            p15[i13] = t20;
-            p16[i13] = t22;
-        } else {
-            if ((int(gid.x) < 10)) {
-                const int i27 = (((int(gid.x) - 9) * 256) + int(lid.x));
-                if ((i27 >= 128)) {
-                    return;
-                }
-                const float t28 = p17[i27];
-                const float t29 = p1[0];
-                const float t30 = (t28 * t29);
-                const float t31 = p18[i27];
-                const float t32 = ((0.9f * t31) + (0.1f * t30));
-                const float t33 = p19[i27];
-                const float t34 = ((0.95f * t33) + ((0.05f * t30) * t30));
-                const float t35 = p4[0];
-                const float t36 = p5[0];
-                const float t37 = p20[i27];
-                const float t38 = ((t37 - ((t35 * 0.0f) * t37)) - ((t35 * (t32 / (1.0f - pow(0.9f, t36)))) / (sqrt((t34 / (1.0f - pow(0.95f, t36)))) + 1e-08f)));
-                p21[i27] = t38;
-                p22[i27] = t32;
-                p23[i27] = t34;
-            }
+    } else if ((int(gid.x) < 9)) {
+        const int h1 = (int(gid.x) - 1);
+        const int i1 = ((h1 * 256) + int(lid.x));
+        const float t4 = p10[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p11[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p12[i1];
+        const float t10 = ((0.95f * t9) + ((0.05f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p13[i1];
+        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.95f, t12)))) + 1e-08f)));
+        p14[i1] = t14;
+        p15[i1] = t8;
+        p16[i1] = t10;
+    } else if ((int(gid.x) < 10)) {
+        const int h2 = (int(gid.x) - 9);
+        const int i1 = ((h2 * 256) + int(lid.x));
+        if ((i1 >= 128)) {
+            return;
         }
+        const float t2 = p17[i1];
+        const float t3 = p1[0];
+        const float t4 = (t2 * t3);
+        const float t5 = p18[i1];
+        const float t6 = ((0.9f * t5) + (0.1f * t4));
+        const float t7 = p19[i1];
+        const float t8 = ((0.95f * t7) + ((0.05f * t4) * t4));
+        const float t9 = p4[0];
+        const float t10 = p5[0];
+        const float t11 = p20[i1];
+        const float t12 = ((t11 - ((t9 * 0.0f) * t11)) - ((t9 * (t6 / (1.0f - pow(0.9f, t10)))) / (sqrt((t8 / (1.0f - pow(0.95f, t10)))) + 1e-08f)));
+        p21[i1] = t12;
+        p22[i1] = t6;
+        p23[i1] = t8;
     }
 }
 
-// fuses broadcast %391, mul %392, adamw %519, broadcast %393, mul %394, adamw %524 (optimizer)
+// 2 independent kernels in one launch
+// part 0 (adamw_mul): fuses broadcast %391, mul %392, adamw %519 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %393, mul %394, adamw %524 (optimizer)
 // threadgroup 256×1×1, grid 33×1×1 threadgroups
-kernel void adamw_mul_8(
+kernel void adamw_mul_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -4961,7 +4945,8 @@ kernel void adamw_mul_8(
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     if ((int(gid.x) < 32)) {
-        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 256) + int(lid.x));
         const float t4 = p0[i1];
         const float t5 = p1[0];
         const float t6 = (t4 * t5);
@@ -4976,26 +4961,25 @@ kernel void adamw_mul_8(
         p7[i1] = t14;
         p8[i1] = t8;
         p9[i1] = t10;
-    } else {
-        if ((int(gid.x) < 33)) {
-            const int i15 = (((int(gid.x) - 32) * 256) + int(lid.x));
-            if ((i15 >= 64)) {
-                return;
-            }
-            const float t16 = p10[i15];
-            const float t17 = p1[0];
-            const float t18 = (t16 * t17);
-            const float t19 = p11[i15];
-            const float t20 = ((0.9f * t19) + (0.1f * t18));
-            const float t21 = p12[i15];
-            const float t22 = ((0.95f * t21) + ((0.05f * t18) * t18));
-            const float t23 = p4[0];
-            const float t24 = p5[0];
-            const float t25 = p13[i15];
-            const float t26 = ((t25 - ((t23 * 0.0f) * t25)) - ((t23 * (t20 / (1.0f - pow(0.9f, t24)))) / (sqrt((t22 / (1.0f - pow(0.95f, t24)))) + 1e-08f)));
-            p14[i15] = t26;
-            p15[i15] = t20;
-            p16[i15] = t22;
+    } else if ((int(gid.x) < 33)) {
+        const int h1 = (int(gid.x) - 32);
+        const int i1 = ((h1 * 256) + int(lid.x));
+        if ((i1 >= 64)) {
+            return;
         }
+        const float t2 = p10[i1];
+        const float t3 = p1[0];
+        const float t4 = (t2 * t3);
+        const float t5 = p11[i1];
+        const float t6 = ((0.9f * t5) + (0.1f * t4));
+        const float t7 = p12[i1];
+        const float t8 = ((0.95f * t7) + ((0.05f * t4) * t4));
+        const float t9 = p4[0];
+        const float t10 = p5[0];
+        const float t11 = p13[i1];
+        const float t12 = ((t11 - ((t9 * 0.0f) * t11)) - ((t9 * (t6 / (1.0f - pow(0.9f, t10)))) / (sqrt((t8 / (1.0f - pow(0.95f, t10)))) + 1e-08f)));
+        p14[i1] = t12;
+        p15[i1] = t6;
+        p16[i1] = t8;
     }
 }

@@ -146,110 +146,17 @@ kernel void matmul_0(
     }
 }
 
-// fuses matmul %23 (mamba.0)
+// fuses dequant %8, matmul %21, matmul %23, scale %24, add %25 (mamba.0)
 // threadgroup 128×1×1, grid 4×1×16 threadgroups
 kernel void matmul_1(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]],
-        uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int c1 = int(gid.z);
-    const int m02 = (int(gid.y) * 32);
-    const int n03 = (int(gid.x) * 64);
-    threadgroup float sh[3456];
-    const int ti4 = int(lid.x);
-    const int sgi5 = int(sg);
-    const int sr6 = ((sgi5 / 2) * 16);
-    const int sc7 = ((sgi5 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 64; k0 += 32) {
-        for (int s8 = 0; s8 < 8; s8 += 1) {
-            const int l9 = ((s8 * 128) + ti4);
-            const int i10 = (l9 / 32);
-            const int k11 = (l9 % 32);
-            const int gi12 = (m02 + i10);
-            const int gk13 = (k0 + k11);
-            if ((gi12 < 16)) {
-                const float t14 = p0[((((c1 * 16) + gi12) * 64) + gk13)];
-                sh[((i10 * 36) + k11)] = t14;
-            } else {
-                sh[((i10 * 36) + k11)] = 0.0f;
-            }
-        }
-        for (int s15 = 0; s15 < 16; s15 += 1) {
-            const int l16 = ((s15 * 128) + ti4);
-            const int i17 = (l16 / 32);
-            const int k18 = (l16 % 32);
-            const int gi19 = (n03 + i17);
-            const int gk20 = (k0 + k18);
-            const float t21 = p1[((gi19 * 64) + gk20)];
-            sh[(((i17 * 36) + k18) + 1152)] = t21;
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 32; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr6 + 8) * 36) + kk), 36);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((sc7 * 36) + kk) + 1152), 36, ulong2(0, 0), true);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + ((((sc7 + 8) * 36) + kk) + 1152), 36, ulong2(0, 0), true);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + ((((sc7 + 16) * 36) + kk) + 1152), 36, ulong2(0, 0), true);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + ((((sc7 + 24) * 36) + kk) + 1152), 36, ulong2(0, 0), true);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
-    simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr6 * 68) + (sc7 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr6 + 8) * 68) + sc7), 68);
-    simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s22 = 0; s22 < 16; s22 += 1) {
-        const int l23 = ((s22 * 128) + ti4);
-        const int i24 = (l23 / 64);
-        const int j25 = (l23 % 64);
-        const int gi26 = (m02 + i24);
-        const int gj27 = (n03 + j25);
-        if ((gi26 < 16)) {
-            p2[((((c1 * 16) + gi26) * 256) + gj27)] = sh[((i24 * 68) + j25)];
-        }
-    }
-}
-
-// fuses dequant %8, matmul %21, scale %24, add %25 (mamba.0)
-// threadgroup 128×1×1, grid 4×1×16 threadgroups
-kernel void matmul_2(
         const device float* p0 [[buffer(0)]],
         const device uchar* p1_codes [[buffer(1)]],
         const device uchar* p2_qabsmax [[buffer(2)]],
         const device float* p3_scales [[buffer(3)]],
         const device float* p4_offset [[buffer(4)]],
         const device float* p5 [[buffer(5)]],
-        device float* p6 [[buffer(6)]],
+        const device float* p6 [[buffer(6)]],
+        device float* p7 [[buffer(7)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
@@ -317,6 +224,54 @@ kernel void matmul_2(
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
     }
+    for (int k0 = 0; k0 < 64; k0 += 32) {
+        for (int s22 = 0; s22 < 8; s22 += 1) {
+            const int l23 = ((s22 * 128) + ti4);
+            const int i24 = (l23 / 32);
+            const int k25 = (l23 % 32);
+            const int gi26 = (m02 + i24);
+            const int gk27 = (k0 + k25);
+            if ((gi26 < 16)) {
+                const float t28 = p5[((((c1 * 16) + gi26) * 64) + gk27)];
+                sh[((i24 * 36) + k25)] = (t28 * 0.25f);
+            } else {
+                sh[((i24 * 36) + k25)] = 0.0f;
+            }
+        }
+        for (int s29 = 0; s29 < 16; s29 += 1) {
+            const int l30 = ((s29 * 128) + ti4);
+            const int i31 = (l30 / 32);
+            const int k32 = (l30 % 32);
+            const int gi33 = (n03 + i31);
+            const int gk34 = (k0 + k32);
+            const float t35 = p6[((gi33 * 64) + gk34)];
+            sh[(((i31 * 36) + k32) + 1152)] = t35;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int kk = 0; kk < 32; kk += 8) {
+            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
+            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa1, sh + (((sr6 + 8) * 36) + kk), 36);
+            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb0, sh + (((sc7 * 36) + kk) + 1152), 36, ulong2(0, 0), true);
+            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb1, sh + ((((sc7 + 8) * 36) + kk) + 1152), 36, ulong2(0, 0), true);
+            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb2, sh + ((((sc7 + 16) * 36) + kk) + 1152), 36, ulong2(0, 0), true);
+            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb3, sh + ((((sc7 + 24) * 36) + kk) + 1152), 36, ulong2(0, 0), true);
+            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    }
     simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
     simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
     simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
@@ -326,18 +281,15 @@ kernel void matmul_2(
     simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
     simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s22 = 0; s22 < 16; s22 += 1) {
-        const int l23 = ((s22 * 128) + ti4);
-        const int i24 = (l23 / 64);
-        const int j25 = (l23 % 64);
-        const int gi26 = (m02 + i24);
-        const int gj27 = (n03 + j25);
-        if ((gi26 < 16)) {
-            const float acc28 = sh[((i24 * 68) + j25)];
-            const float t29 = p5[((((c1 * 16) + gi26) * 256) + gj27)];
-            const float t30 = (t29 * 0.25f);
-            const float t31 = (acc28 + t30);
-            p6[((((c1 * 16) + gi26) * 256) + gj27)] = t31;
+    for (int s36 = 0; s36 < 16; s36 += 1) {
+        const int l37 = ((s36 * 128) + ti4);
+        const int i38 = (l37 / 64);
+        const int j39 = (l37 % 64);
+        const int gi40 = (m02 + i38);
+        const int gj41 = (n03 + j39);
+        if ((gi40 < 16)) {
+            const float acc42 = sh[((i38 * 68) + j39)];
+            p7[((((c1 * 16) + gi40) * 256) + gj41)] = acc42;
         }
     }
 }
@@ -380,7 +332,7 @@ kernel void silu_0(
 
 // fuses matmul %30 (mamba.0)
 // threadgroup 128×1×1, grid 2×1×16 threadgroups
-kernel void matmul_3(
+kernel void matmul_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -462,7 +414,7 @@ kernel void matmul_3(
 
 // fuses slice %31, matmul %34, broadcast %35, add %36 (mamba.0)
 // threadgroup 128×1×1, grid 2×1×16 threadgroups
-kernel void matmul_4(
+kernel void matmul_3(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -562,9 +514,11 @@ kernel void matmul_4(
     }
 }
 
-// fuses softplus %37, exp %38 (mamba.0)
+// 2 independent kernels in one launch
+// part 0 (softplus): fuses softplus %37 (mamba.0)
+// part 1 (exp): fuses exp %38 (mamba.0)
 // threadgroup 256×1×1, grid 136×1×1 threadgroups
-kernel void exp_softplus_0(
+kernel void softplus_exp_x2_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -572,23 +526,25 @@ kernel void exp_softplus_0(
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     if ((int(gid.x) < 128)) {
-        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 256) + int(lid.x));
         const float t5 = p0[i1];
         const float t6 = (max(t5, 0.0f) + log((1.0f + exp((-fabs(t5))))));
         p1[i1] = t6;
-    } else {
-        if ((int(gid.x) < 136)) {
-            const int i7 = (((int(gid.x) - 128) * 256) + int(lid.x));
-            const float t10 = p2[i7];
-            const float t11 = exp(t10);
-            p3[i7] = t11;
-        }
+    } else if ((int(gid.x) < 136)) {
+        const int h1 = (int(gid.x) - 128);
+        const int i1 = ((h1 * 256) + int(lid.x));
+        const float t4 = p2[i1];
+        const float t5 = exp(t4);
+        p3[i1] = t5;
     }
 }
 
-// fuses slice %32, slice %33, neg %39, selective_scan %40 (mamba.0)
-// threadgroup 256×1×1, grid 8×16×1 threadgroups
-kernel void selective_scan_0(
+// 2 independent kernels in one launch
+// part 0 (selective_scan): fuses slice %32, slice %33, neg %39, selective_scan %40 (mamba.0)
+// part 1 (silu_slice): fuses slice %27, silu %42 (mamba.0)
+// threadgroup 256×1×1, grid 256×1×1 threadgroups
+kernel void selective_scan_silu_slice_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -596,48 +552,47 @@ kernel void selective_scan_0(
         const device float* p4 [[buffer(4)]],
         const device float* p5 [[buffer(5)]],
         device float* p6 [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
+        device float* p8 [[buffer(8)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    const int b1 = int(gid.y);
-    const int ch2 = ((int(gid.x) * 16) + (int(lid.x) / 16));
-    const int n3 = (int(lid.x) % 16);
-    const float t4 = p0[((ch2 * 16) + n3)];
-    const float t5 = (-t4);
-    const float t6 = p1[ch2];
-    float s7 = 0.0f;
-    for (int c8 = 0; c8 < 2; c8 += 1) {
-        p2[((((((b1 * 2) + c8) * 128) + ch2) * 16) + n3)] = s7;
-        for (int t9 = (c8 * 8); t9 < min(((c8 * 8) + 8), 16); t9 += 1) {
-            const float t10 = p3[((((b1 * 16) + t9) * 128) + ch2)];
-            const float t11 = p4[((((b1 * 16) + t9) * 128) + ch2)];
-            const float t12 = p5[((((b1 * 16) + t9) * 36) + (n3 + 4))];
-            const float t13 = p5[((((b1 * 16) + t9) * 36) + (n3 + 20))];
-            const float a14 = exp((t10 * t5));
-            s7 = ((a14 * s7) + ((t10 * t12) * t11));
-            const float r15 = ((s7 * t13) + simd_shuffle_xor((s7 * t13), ushort(8)));
-            const float r16 = (r15 + simd_shuffle_xor(r15, ushort(4)));
-            const float r17 = (r16 + simd_shuffle_xor(r16, ushort(2)));
-            const float r18 = (r17 + simd_shuffle_xor(r17, ushort(1)));
-            if ((n3 == 0)) {
-                p6[((((b1 * 16) + t9) * 128) + ch2)] = (r18 + (t6 * t11));
+    if ((int(gid.x) < 128)) {
+        const int h0 = (int(gid.x) - 0);
+        const int b1 = (h0 / 8);
+        const int ch2 = (((h0 % 8) * 16) + (int(lid.x) / 16));
+        const int n3 = (int(lid.x) % 16);
+        const float t4 = p0[((ch2 * 16) + n3)];
+        const float t5 = (-t4);
+        const float t6 = p1[ch2];
+        float s7 = 0.0f;
+        for (int c8 = 0; c8 < 2; c8 += 1) {
+            p2[((((((b1 * 2) + c8) * 128) + ch2) * 16) + n3)] = s7;
+            for (int t9 = (c8 * 8); t9 < min(((c8 * 8) + 8), 16); t9 += 1) {
+                const float t10 = p3[((((b1 * 16) + t9) * 128) + ch2)];
+                const float t11 = p4[((((b1 * 16) + t9) * 128) + ch2)];
+                const float t12 = p5[((((b1 * 16) + t9) * 36) + (n3 + 4))];
+                const float t13 = p5[((((b1 * 16) + t9) * 36) + (n3 + 20))];
+                const float a14 = exp((t10 * t5));
+                s7 = ((a14 * s7) + ((t10 * t12) * t11));
+                const float r15 = ((s7 * t13) + simd_shuffle_xor((s7 * t13), ushort(8)));
+                const float r16 = (r15 + simd_shuffle_xor(r15, ushort(4)));
+                const float r17 = (r16 + simd_shuffle_xor(r16, ushort(2)));
+                const float r18 = (r17 + simd_shuffle_xor(r17, ushort(1)));
+                if ((n3 == 0)) {
+                    p6[((((b1 * 16) + t9) * 128) + ch2)] = (r18 + (t6 * t11));
+                }
             }
         }
+    } else if ((int(gid.x) < 256)) {
+        const int h1 = (int(gid.x) - 128);
+        const int i1 = ((h1 * 256) + int(lid.x));
+        const int c2 = (i1 / 2048);
+        const int c3 = ((i1 / 128) % 16);
+        const int c4 = (i1 % 128);
+        const float t5 = p7[((((c2 * 16) + c3) * 256) + (c4 + 128))];
+        const float t6 = (t5 / (1.0f + exp((-t5))));
+        p8[i1] = t6;
     }
-}
-
-// fuses slice %27, silu %42 (mamba.0)
-// threadgroup 256×1×1, grid 128×1×1 threadgroups
-kernel void silu_slice_0(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    const int c2 = (i1 / 2048);
-    const int c3 = ((i1 / 128) % 16);
-    const int c4 = (i1 % 128);
-    const float t5 = p0[((((c2 * 16) + c3) * 256) + (c4 + 128))];
-    const float t6 = (t5 / (1.0f + exp((-t5))));
-    p1[i1] = t6;
 }
 
 // fuses mul %43 (mamba.0)
@@ -656,7 +611,7 @@ kernel void mul_0(
 
 // fuses matmul %45 (mamba.0)
 // threadgroup 128×1×1, grid 1×1×16 threadgroups
-kernel void matmul_5(
+kernel void matmul_4(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -748,9 +703,9 @@ kernel void matmul_5(
     }
 }
 
-// fuses dequant %19, matmul %44, scale %47, add %48, add %49 (mamba.0)
+// fuses dequant %19, matmul %44, matmul %46, scale %47, add %48, add %49 (mamba.0)
 // threadgroup 128×1×1, grid 1×1×16 threadgroups
-kernel void matmul_6(
+kernel void matmul_5(
         const device float* p0 [[buffer(0)]],
         const device uchar* p1_codes [[buffer(1)]],
         const device uchar* p2_qabsmax [[buffer(2)]],
@@ -758,7 +713,8 @@ kernel void matmul_6(
         const device float* p4_offset [[buffer(4)]],
         const device float* p5 [[buffer(5)]],
         const device float* p6 [[buffer(6)]],
-        device float* p7 [[buffer(7)]],
+        const device float* p7 [[buffer(7)]],
+        device float* p8 [[buffer(8)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
@@ -826,6 +782,54 @@ kernel void matmul_6(
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
     }
+    for (int k0 = 0; k0 < 64; k0 += 32) {
+        for (int s22 = 0; s22 < 8; s22 += 1) {
+            const int l23 = ((s22 * 128) + ti4);
+            const int i24 = (l23 / 32);
+            const int k25 = (l23 % 32);
+            const int gi26 = (m02 + i24);
+            const int gk27 = (k0 + k25);
+            if ((gi26 < 16)) {
+                const float t28 = p5[((((c1 * 16) + gi26) * 64) + gk27)];
+                sh[((i24 * 36) + k25)] = (t28 * 0.25f);
+            } else {
+                sh[((i24 * 36) + k25)] = 0.0f;
+            }
+        }
+        for (int s29 = 0; s29 < 16; s29 += 1) {
+            const int l30 = ((s29 * 128) + ti4);
+            const int i31 = (l30 / 32);
+            const int k32 = (l30 % 32);
+            const int gi33 = (n03 + i31);
+            const int gk34 = (k0 + k32);
+            const float t35 = p6[((gi33 * 64) + gk34)];
+            sh[(((i31 * 36) + k32) + 1152)] = t35;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int kk = 0; kk < 32; kk += 8) {
+            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
+            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa1, sh + (((sr6 + 8) * 36) + kk), 36);
+            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb0, sh + (((sc7 * 36) + kk) + 1152), 36, ulong2(0, 0), true);
+            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb1, sh + ((((sc7 + 8) * 36) + kk) + 1152), 36, ulong2(0, 0), true);
+            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb2, sh + ((((sc7 + 16) * 36) + kk) + 1152), 36, ulong2(0, 0), true);
+            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb3, sh + ((((sc7 + 24) * 36) + kk) + 1152), 36, ulong2(0, 0), true);
+            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    }
     simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
     simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
     simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
@@ -835,27 +839,24 @@ kernel void matmul_6(
     simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
     simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s22 = 0; s22 < 16; s22 += 1) {
-        const int l23 = ((s22 * 128) + ti4);
-        const int i24 = (l23 / 64);
-        const int j25 = (l23 % 64);
-        const int gi26 = (m02 + i24);
-        const int gj27 = (n03 + j25);
-        if ((gi26 < 16)) {
-            const float acc28 = sh[((i24 * 68) + j25)];
-            const float t29 = p5[((((c1 * 16) + gi26) * 64) + gj27)];
-            const float t30 = p6[((((c1 * 16) + gi26) * 64) + gj27)];
-            const float t31 = (t30 * 0.25f);
-            const float t32 = (acc28 + t31);
-            const float t33 = (t29 + t32);
-            p7[((((c1 * 16) + gi26) * 64) + gj27)] = t33;
+    for (int s36 = 0; s36 < 16; s36 += 1) {
+        const int l37 = ((s36 * 128) + ti4);
+        const int i38 = (l37 / 64);
+        const int j39 = (l37 % 64);
+        const int gi40 = (m02 + i38);
+        const int gj41 = (n03 + j39);
+        if ((gi40 < 16)) {
+            const float acc42 = sh[((i38 * 68) + j39)];
+            const float t43 = p7[((((c1 * 16) + gi40) * 64) + gj41)];
+            const float t44 = (t43 + acc42);
+            p8[((((c1 * 16) + gi40) * 64) + gj41)] = t44;
         }
     }
 }
 
 // fuses reshape %61, matmul %62 (moe.0)
 // threadgroup 128×1×1, grid 1×4×1 threadgroups
-kernel void matmul_7(
+kernel void matmul_6(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -1244,158 +1245,18 @@ kernel void grouped_matmul_0(
     }
 }
 
-// fuses grouped_matmul %75 (moe.0)
+// fuses dequant %55, grouped_matmul %73, grouped_matmul %75, scale %76, add %77 (moe.0)
 // threadgroup 128×1×1, grid 2×8×5 threadgroups
 kernel void grouped_matmul_1(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]],
-        uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int ex1 = int(gid.z);
-    const int n02 = (int(gid.x) * 64);
-    if ((ex1 == 4)) {
-        const int t3 = p0[0];
-        const int t4 = p0[4];
-        for (int s5 = 0; s5 < 32; s5 += 1) {
-            const int l6 = ((s5 * 128) + int(lid.x));
-            const int r7 = ((int(gid.y) * 64) + (l6 / 64));
-            const int j8 = (n02 + (l6 % 64));
-            if (((r7 < t3) || (r7 >= t4))) {
-                p1[((r7 * 128) + j8)] = 0.0f;
-            }
-        }
-        return;
-    }
-    const int t9 = p0[ex1];
-    const int t10 = p0[(ex1 + 1)];
-    const int m011 = (t9 + (int(gid.y) * 64));
-    if ((m011 >= t10)) {
-        return;
-    }
-    threadgroup float sh[4352];
-    const int ti12 = int(lid.x);
-    const int sgi13 = int(sg);
-    const int sr14 = ((sgi13 / 2) * 32);
-    const int sc15 = ((sgi13 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 64; k0 += 16) {
-        for (int s16 = 0; s16 < 8; s16 += 1) {
-            const int l17 = ((s16 * 128) + ti12);
-            const int i18 = (l17 / 16);
-            const int k19 = (l17 % 16);
-            const int gi20 = (m011 + i18);
-            const int gk21 = (k0 + k19);
-            if ((gi20 < t10)) {
-                const float t22 = p2[((gi20 * 64) + gk21)];
-                sh[((i18 * 20) + k19)] = t22;
-            } else {
-                sh[((i18 * 20) + k19)] = 0.0f;
-            }
-        }
-        for (int s23 = 0; s23 < 8; s23 += 1) {
-            const int l24 = ((s23 * 128) + ti12);
-            const int i25 = (l24 / 16);
-            const int k26 = (l24 % 16);
-            const int gi27 = (n02 + i25);
-            const int gk28 = (k0 + k26);
-            const float t29 = p3[((((ex1 * 128) + gi27) * 64) + gk28)];
-            sh[(((i25 * 20) + k26) + 1280)] = t29;
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 16; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr14 * 20) + kk), 20);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr14 + 8) * 20) + kk), 20);
-            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + (((sr14 + 16) * 20) + kk), 20);
-            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + (((sr14 + 24) * 20) + kk), 20);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((sc15 * 20) + kk) + 1280), 20, ulong2(0, 0), true);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + ((((sc15 + 8) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + ((((sc15 + 16) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + ((((sc15 + 24) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
-            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
-            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
-            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr14 * 68) + sc15), 68);
-    simdgroup_store(acc0_1, sh + ((sr14 * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr14 * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr14 * 68) + (sc15 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr14 + 8) * 68) + sc15), 68);
-    simdgroup_store(acc1_1, sh + (((sr14 + 8) * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr14 + 8) * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr14 + 8) * 68) + (sc15 + 24)), 68);
-    simdgroup_store(acc2_0, sh + (((sr14 + 16) * 68) + sc15), 68);
-    simdgroup_store(acc2_1, sh + (((sr14 + 16) * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc2_2, sh + (((sr14 + 16) * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc2_3, sh + (((sr14 + 16) * 68) + (sc15 + 24)), 68);
-    simdgroup_store(acc3_0, sh + (((sr14 + 24) * 68) + sc15), 68);
-    simdgroup_store(acc3_1, sh + (((sr14 + 24) * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s30 = 0; s30 < 32; s30 += 1) {
-        const int l31 = ((s30 * 128) + ti12);
-        const int i32 = (l31 / 64);
-        const int j33 = (l31 % 64);
-        const int gi34 = (m011 + i32);
-        const int gj35 = (n02 + j33);
-        if ((gi34 < t10)) {
-            p1[((gi34 * 128) + gj35)] = sh[((i32 * 68) + j33)];
-        }
-    }
-}
-
-// fuses dequant %55, grouped_matmul %73, scale %76, add %77 (moe.0)
-// threadgroup 128×1×1, grid 2×8×5 threadgroups
-kernel void grouped_matmul_2(
-        const device int* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        const device uchar* p4_codes [[buffer(4)]],
-        const device uchar* p5_qabsmax [[buffer(5)]],
-        const device float* p6_scales [[buffer(6)]],
-        const device float* p7_offset [[buffer(7)]],
+        const device uchar* p3_codes [[buffer(3)]],
+        const device uchar* p4_qabsmax [[buffer(4)]],
+        const device float* p5_scales [[buffer(5)]],
+        const device float* p6_offset [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
+        const device float* p8 [[buffer(8)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
@@ -1410,25 +1271,22 @@ kernel void grouped_matmul_2(
             const int j8 = (n02 + (l6 % 64));
             if (((r7 < t3) || (r7 >= t4))) {
                 const float acc9 = 0.0f;
-                const float t10 = p1[((r7 * 128) + j8)];
-                const float t11 = (t10 * 0.25f);
-                const float t12 = (acc9 + t11);
-                p2[((r7 * 128) + j8)] = t12;
+                p1[((r7 * 128) + j8)] = acc9;
             }
         }
         return;
     }
-    const int t13 = p0[ex1];
-    const int t14 = p0[(ex1 + 1)];
-    const int m015 = (t13 + (int(gid.y) * 64));
-    if ((m015 >= t14)) {
+    const int t10 = p0[ex1];
+    const int t11 = p0[(ex1 + 1)];
+    const int m012 = (t10 + (int(gid.y) * 64));
+    if ((m012 >= t11)) {
         return;
     }
     threadgroup float sh[4352];
-    const int ti16 = int(lid.x);
-    const int sgi17 = int(sg);
-    const int sr18 = ((sgi17 / 2) * 32);
-    const int sc19 = ((sgi17 % 2) * 32);
+    const int ti13 = int(lid.x);
+    const int sgi14 = int(sg);
+    const int sr15 = ((sgi14 / 2) * 32);
+    const int sc16 = ((sgi14 % 2) * 32);
     simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
     simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
     simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
@@ -1446,46 +1304,46 @@ kernel void grouped_matmul_2(
     simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
     simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
     for (int k0 = 0; k0 < 64; k0 += 16) {
-        for (int s20 = 0; s20 < 8; s20 += 1) {
-            const int l21 = ((s20 * 128) + ti16);
-            const int i22 = (l21 / 16);
-            const int k23 = (l21 % 16);
-            const int gi24 = (m015 + i22);
-            const int gk25 = (k0 + k23);
-            if ((gi24 < t14)) {
-                const float t26 = p3[((gi24 * 64) + gk25)];
-                sh[((i22 * 20) + k23)] = t26;
+        for (int s17 = 0; s17 < 8; s17 += 1) {
+            const int l18 = ((s17 * 128) + ti13);
+            const int i19 = (l18 / 16);
+            const int k20 = (l18 % 16);
+            const int gi21 = (m012 + i19);
+            const int gk22 = (k0 + k20);
+            if ((gi21 < t11)) {
+                const float t23 = p2[((gi21 * 64) + gk22)];
+                sh[((i19 * 20) + k20)] = t23;
             } else {
-                sh[((i22 * 20) + k23)] = 0.0f;
+                sh[((i19 * 20) + k20)] = 0.0f;
             }
         }
-        for (int s27 = 0; s27 < 8; s27 += 1) {
-            const int l28 = ((s27 * 128) + ti16);
-            const int i29 = (l28 / 16);
-            const int k30 = (l28 % 16);
-            const int gi31 = (n02 + i29);
-            const int gk32 = (k0 + k30);
-            const float t33 = (NF4_CODE[((int(p4_codes[(((((ex1 * 128) + gi31) * 64) + gk32) / 2)]) >> (((((((ex1 * 128) + gi31) * 64) + gk32) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p5_qabsmax[(((((ex1 * 128) + gi31) * 64) + gk32) / 64)])] * p6_scales[((((((ex1 * 128) + gi31) * 64) + gk32) / 64) / 256)]) + p7_offset[0]));
-            sh[(((i29 * 20) + k30) + 1280)] = t33;
+        for (int s24 = 0; s24 < 8; s24 += 1) {
+            const int l25 = ((s24 * 128) + ti13);
+            const int i26 = (l25 / 16);
+            const int k27 = (l25 % 16);
+            const int gi28 = (n02 + i26);
+            const int gk29 = (k0 + k27);
+            const float t30 = (NF4_CODE[((int(p3_codes[(((((ex1 * 128) + gi28) * 64) + gk29) / 2)]) >> (((((((ex1 * 128) + gi28) * 64) + gk29) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p4_qabsmax[(((((ex1 * 128) + gi28) * 64) + gk29) / 64)])] * p5_scales[((((((ex1 * 128) + gi28) * 64) + gk29) / 64) / 256)]) + p6_offset[0]));
+            sh[(((i26 * 20) + k27) + 1280)] = t30;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr18 * 20) + kk), 20);
+            simdgroup_load(fa0, sh + ((sr15 * 20) + kk), 20);
             simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr18 + 8) * 20) + kk), 20);
+            simdgroup_load(fa1, sh + (((sr15 + 8) * 20) + kk), 20);
             simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + (((sr18 + 16) * 20) + kk), 20);
+            simdgroup_load(fa2, sh + (((sr15 + 16) * 20) + kk), 20);
             simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + (((sr18 + 24) * 20) + kk), 20);
+            simdgroup_load(fa3, sh + (((sr15 + 24) * 20) + kk), 20);
             simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((sc19 * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_load(fb0, sh + (((sc16 * 20) + kk) + 1280), 20, ulong2(0, 0), true);
             simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + ((((sc19 + 8) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_load(fb1, sh + ((((sc16 + 8) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
             simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + ((((sc19 + 16) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_load(fb2, sh + ((((sc16 + 16) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
             simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + ((((sc19 + 24) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_load(fb3, sh + ((((sc16 + 24) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
             simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
             simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
             simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
@@ -1505,42 +1363,99 @@ kernel void grouped_matmul_2(
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
     }
-    simdgroup_store(acc0_0, sh + ((sr18 * 68) + sc19), 68);
-    simdgroup_store(acc0_1, sh + ((sr18 * 68) + (sc19 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr18 * 68) + (sc19 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr18 * 68) + (sc19 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr18 + 8) * 68) + sc19), 68);
-    simdgroup_store(acc1_1, sh + (((sr18 + 8) * 68) + (sc19 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr18 + 8) * 68) + (sc19 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr18 + 8) * 68) + (sc19 + 24)), 68);
-    simdgroup_store(acc2_0, sh + (((sr18 + 16) * 68) + sc19), 68);
-    simdgroup_store(acc2_1, sh + (((sr18 + 16) * 68) + (sc19 + 8)), 68);
-    simdgroup_store(acc2_2, sh + (((sr18 + 16) * 68) + (sc19 + 16)), 68);
-    simdgroup_store(acc2_3, sh + (((sr18 + 16) * 68) + (sc19 + 24)), 68);
-    simdgroup_store(acc3_0, sh + (((sr18 + 24) * 68) + sc19), 68);
-    simdgroup_store(acc3_1, sh + (((sr18 + 24) * 68) + (sc19 + 8)), 68);
-    simdgroup_store(acc3_2, sh + (((sr18 + 24) * 68) + (sc19 + 16)), 68);
-    simdgroup_store(acc3_3, sh + (((sr18 + 24) * 68) + (sc19 + 24)), 68);
+    for (int k0 = 0; k0 < 64; k0 += 16) {
+        for (int s31 = 0; s31 < 8; s31 += 1) {
+            const int l32 = ((s31 * 128) + ti13);
+            const int i33 = (l32 / 16);
+            const int k34 = (l32 % 16);
+            const int gi35 = (m012 + i33);
+            const int gk36 = (k0 + k34);
+            if ((gi35 < t11)) {
+                const float t37 = p7[((gi35 * 64) + gk36)];
+                sh[((i33 * 20) + k34)] = (t37 * 0.25f);
+            } else {
+                sh[((i33 * 20) + k34)] = 0.0f;
+            }
+        }
+        for (int s38 = 0; s38 < 8; s38 += 1) {
+            const int l39 = ((s38 * 128) + ti13);
+            const int i40 = (l39 / 16);
+            const int k41 = (l39 % 16);
+            const int gi42 = (n02 + i40);
+            const int gk43 = (k0 + k41);
+            const float t44 = p8[((((ex1 * 128) + gi42) * 64) + gk43)];
+            sh[(((i40 * 20) + k41) + 1280)] = t44;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int kk = 0; kk < 16; kk += 8) {
+            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa0, sh + ((sr15 * 20) + kk), 20);
+            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa1, sh + (((sr15 + 8) * 20) + kk), 20);
+            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa2, sh + (((sr15 + 16) * 20) + kk), 20);
+            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa3, sh + (((sr15 + 24) * 20) + kk), 20);
+            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb0, sh + (((sc16 * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb1, sh + ((((sc16 + 8) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb2, sh + ((((sc16 + 16) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb3, sh + ((((sc16 + 24) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    }
+    simdgroup_store(acc0_0, sh + ((sr15 * 68) + sc16), 68);
+    simdgroup_store(acc0_1, sh + ((sr15 * 68) + (sc16 + 8)), 68);
+    simdgroup_store(acc0_2, sh + ((sr15 * 68) + (sc16 + 16)), 68);
+    simdgroup_store(acc0_3, sh + ((sr15 * 68) + (sc16 + 24)), 68);
+    simdgroup_store(acc1_0, sh + (((sr15 + 8) * 68) + sc16), 68);
+    simdgroup_store(acc1_1, sh + (((sr15 + 8) * 68) + (sc16 + 8)), 68);
+    simdgroup_store(acc1_2, sh + (((sr15 + 8) * 68) + (sc16 + 16)), 68);
+    simdgroup_store(acc1_3, sh + (((sr15 + 8) * 68) + (sc16 + 24)), 68);
+    simdgroup_store(acc2_0, sh + (((sr15 + 16) * 68) + sc16), 68);
+    simdgroup_store(acc2_1, sh + (((sr15 + 16) * 68) + (sc16 + 8)), 68);
+    simdgroup_store(acc2_2, sh + (((sr15 + 16) * 68) + (sc16 + 16)), 68);
+    simdgroup_store(acc2_3, sh + (((sr15 + 16) * 68) + (sc16 + 24)), 68);
+    simdgroup_store(acc3_0, sh + (((sr15 + 24) * 68) + sc16), 68);
+    simdgroup_store(acc3_1, sh + (((sr15 + 24) * 68) + (sc16 + 8)), 68);
+    simdgroup_store(acc3_2, sh + (((sr15 + 24) * 68) + (sc16 + 16)), 68);
+    simdgroup_store(acc3_3, sh + (((sr15 + 24) * 68) + (sc16 + 24)), 68);
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s34 = 0; s34 < 32; s34 += 1) {
-        const int l35 = ((s34 * 128) + ti16);
-        const int i36 = (l35 / 64);
-        const int j37 = (l35 % 64);
-        const int gi38 = (m015 + i36);
-        const int gj39 = (n02 + j37);
-        if ((gi38 < t14)) {
-            const float acc40 = sh[((i36 * 68) + j37)];
-            const float t41 = p1[((gi38 * 128) + gj39)];
-            const float t42 = (t41 * 0.25f);
-            const float t43 = (acc40 + t42);
-            p2[((gi38 * 128) + gj39)] = t43;
+    for (int s45 = 0; s45 < 32; s45 += 1) {
+        const int l46 = ((s45 * 128) + ti13);
+        const int i47 = (l46 / 64);
+        const int j48 = (l46 % 64);
+        const int gi49 = (m012 + i47);
+        const int gj50 = (n02 + j48);
+        if ((gi49 < t11)) {
+            const float acc51 = sh[((i47 * 68) + j48)];
+            p1[((gi49 * 128) + gj50)] = acc51;
         }
     }
 }
 
 // fuses slice %78, silu %80 (moe.0)
 // threadgroup 256×1×1, grid 128×1×1 threadgroups
-kernel void silu_slice_1(
+kernel void silu_slice_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         uint3 tid [[thread_position_in_grid]]) {
@@ -1552,33 +1467,49 @@ kernel void silu_slice_1(
     p1[i1] = t5;
 }
 
-// fuses slice %79, mul %81 (moe.0)
-// threadgroup 256×1×1, grid 128×1×1 threadgroups
-kernel void mul_slice_0(
+// 2 independent kernels in one launch
+// part 0 (mul_slice): fuses slice %79, mul %81 (moe.0)
+// part 1 (gather): fuses reshape %87, gather %88 (moe.0)
+// threadgroup 256×1×1, grid 130×1×1 threadgroups
+kernel void mul_slice_gather_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    const int c2 = (i1 / 64);
-    const int c3 = (i1 % 64);
-    const float t4 = p0[i1];
-    const float t5 = p1[((c2 * 128) + (c3 + 64))];
-    const float t6 = (t4 * t5);
-    p2[i1] = t6;
+        const device int* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        device float* p5 [[buffer(5)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if ((int(gid.x) < 128)) {
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 256) + int(lid.x));
+        const int c2 = (i1 / 64);
+        const int c3 = (i1 % 64);
+        const float t4 = p0[i1];
+        const float t5 = p1[((c2 * 128) + (c3 + 64))];
+        const float t6 = (t4 * t5);
+        p2[i1] = t6;
+    } else if ((int(gid.x) < 130)) {
+        const int h1 = (int(gid.x) - 128);
+        const int i1 = ((h1 * 256) + int(lid.x));
+        const int t2 = p3[i1];
+        const float t3 = p4[t2];
+        p5[i1] = t3;
+    }
 }
 
-// fuses dequant %59, grouped_matmul %82, scale %85, add %86 (moe.0)
+// fuses dequant %59, grouped_matmul %82, grouped_matmul %84, scale %85, add %86 (moe.0)
 // threadgroup 128×1×1, grid 1×8×5 threadgroups
-kernel void grouped_matmul_3(
+kernel void grouped_matmul_2(
         const device int* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        const device uchar* p4_codes [[buffer(4)]],
-        const device uchar* p5_qabsmax [[buffer(5)]],
-        const device float* p6_scales [[buffer(6)]],
-        const device float* p7_offset [[buffer(7)]],
+        device float* p1 [[buffer(1)]],
+        const device float* p2 [[buffer(2)]],
+        const device uchar* p3_codes [[buffer(3)]],
+        const device uchar* p4_qabsmax [[buffer(4)]],
+        const device float* p5_scales [[buffer(5)]],
+        const device float* p6_offset [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
+        const device float* p8 [[buffer(8)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
@@ -1593,25 +1524,22 @@ kernel void grouped_matmul_3(
             const int j8 = (n02 + (l6 % 64));
             if (((r7 < t3) || (r7 >= t4))) {
                 const float acc9 = 0.0f;
-                const float t10 = p1[((r7 * 64) + j8)];
-                const float t11 = (t10 * 0.25f);
-                const float t12 = (acc9 + t11);
-                p2[((r7 * 64) + j8)] = t12;
+                p1[((r7 * 64) + j8)] = acc9;
             }
         }
         return;
     }
-    const int t13 = p0[ex1];
-    const int t14 = p0[(ex1 + 1)];
-    const int m015 = (t13 + (int(gid.y) * 64));
-    if ((m015 >= t14)) {
+    const int t10 = p0[ex1];
+    const int t11 = p0[(ex1 + 1)];
+    const int m012 = (t10 + (int(gid.y) * 64));
+    if ((m012 >= t11)) {
         return;
     }
     threadgroup float sh[4352];
-    const int ti16 = int(lid.x);
-    const int sgi17 = int(sg);
-    const int sr18 = ((sgi17 / 2) * 32);
-    const int sc19 = ((sgi17 % 2) * 32);
+    const int ti13 = int(lid.x);
+    const int sgi14 = int(sg);
+    const int sr15 = ((sgi14 / 2) * 32);
+    const int sc16 = ((sgi14 % 2) * 32);
     simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
     simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
     simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
@@ -1629,46 +1557,46 @@ kernel void grouped_matmul_3(
     simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
     simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
     for (int k0 = 0; k0 < 64; k0 += 16) {
-        for (int s20 = 0; s20 < 8; s20 += 1) {
-            const int l21 = ((s20 * 128) + ti16);
-            const int i22 = (l21 / 16);
-            const int k23 = (l21 % 16);
-            const int gi24 = (m015 + i22);
-            const int gk25 = (k0 + k23);
-            if ((gi24 < t14)) {
-                const float t26 = p3[((gi24 * 64) + gk25)];
-                sh[((i22 * 20) + k23)] = t26;
+        for (int s17 = 0; s17 < 8; s17 += 1) {
+            const int l18 = ((s17 * 128) + ti13);
+            const int i19 = (l18 / 16);
+            const int k20 = (l18 % 16);
+            const int gi21 = (m012 + i19);
+            const int gk22 = (k0 + k20);
+            if ((gi21 < t11)) {
+                const float t23 = p2[((gi21 * 64) + gk22)];
+                sh[((i19 * 20) + k20)] = t23;
             } else {
-                sh[((i22 * 20) + k23)] = 0.0f;
+                sh[((i19 * 20) + k20)] = 0.0f;
             }
         }
-        for (int s27 = 0; s27 < 8; s27 += 1) {
-            const int l28 = ((s27 * 128) + ti16);
-            const int i29 = (l28 / 16);
-            const int k30 = (l28 % 16);
-            const int gi31 = (n02 + i29);
-            const int gk32 = (k0 + k30);
-            const float t33 = (NF4_CODE[((int(p4_codes[(((((ex1 * 64) + gi31) * 64) + gk32) / 2)]) >> (((((((ex1 * 64) + gi31) * 64) + gk32) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p5_qabsmax[(((((ex1 * 64) + gi31) * 64) + gk32) / 64)])] * p6_scales[((((((ex1 * 64) + gi31) * 64) + gk32) / 64) / 256)]) + p7_offset[0]));
-            sh[(((i29 * 20) + k30) + 1280)] = t33;
+        for (int s24 = 0; s24 < 8; s24 += 1) {
+            const int l25 = ((s24 * 128) + ti13);
+            const int i26 = (l25 / 16);
+            const int k27 = (l25 % 16);
+            const int gi28 = (n02 + i26);
+            const int gk29 = (k0 + k27);
+            const float t30 = (NF4_CODE[((int(p3_codes[(((((ex1 * 64) + gi28) * 64) + gk29) / 2)]) >> (((((((ex1 * 64) + gi28) * 64) + gk29) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p4_qabsmax[(((((ex1 * 64) + gi28) * 64) + gk29) / 64)])] * p5_scales[((((((ex1 * 64) + gi28) * 64) + gk29) / 64) / 256)]) + p6_offset[0]));
+            sh[(((i26 * 20) + k27) + 1280)] = t30;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr18 * 20) + kk), 20);
+            simdgroup_load(fa0, sh + ((sr15 * 20) + kk), 20);
             simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr18 + 8) * 20) + kk), 20);
+            simdgroup_load(fa1, sh + (((sr15 + 8) * 20) + kk), 20);
             simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + (((sr18 + 16) * 20) + kk), 20);
+            simdgroup_load(fa2, sh + (((sr15 + 16) * 20) + kk), 20);
             simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + (((sr18 + 24) * 20) + kk), 20);
+            simdgroup_load(fa3, sh + (((sr15 + 24) * 20) + kk), 20);
             simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((sc19 * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_load(fb0, sh + (((sc16 * 20) + kk) + 1280), 20, ulong2(0, 0), true);
             simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + ((((sc19 + 8) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_load(fb1, sh + ((((sc16 + 8) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
             simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + ((((sc19 + 16) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_load(fb2, sh + ((((sc16 + 16) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
             simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + ((((sc19 + 24) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_load(fb3, sh + ((((sc16 + 24) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
             simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
             simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
             simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
@@ -1688,50 +1616,94 @@ kernel void grouped_matmul_3(
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
     }
-    simdgroup_store(acc0_0, sh + ((sr18 * 68) + sc19), 68);
-    simdgroup_store(acc0_1, sh + ((sr18 * 68) + (sc19 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr18 * 68) + (sc19 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr18 * 68) + (sc19 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr18 + 8) * 68) + sc19), 68);
-    simdgroup_store(acc1_1, sh + (((sr18 + 8) * 68) + (sc19 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr18 + 8) * 68) + (sc19 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr18 + 8) * 68) + (sc19 + 24)), 68);
-    simdgroup_store(acc2_0, sh + (((sr18 + 16) * 68) + sc19), 68);
-    simdgroup_store(acc2_1, sh + (((sr18 + 16) * 68) + (sc19 + 8)), 68);
-    simdgroup_store(acc2_2, sh + (((sr18 + 16) * 68) + (sc19 + 16)), 68);
-    simdgroup_store(acc2_3, sh + (((sr18 + 16) * 68) + (sc19 + 24)), 68);
-    simdgroup_store(acc3_0, sh + (((sr18 + 24) * 68) + sc19), 68);
-    simdgroup_store(acc3_1, sh + (((sr18 + 24) * 68) + (sc19 + 8)), 68);
-    simdgroup_store(acc3_2, sh + (((sr18 + 24) * 68) + (sc19 + 16)), 68);
-    simdgroup_store(acc3_3, sh + (((sr18 + 24) * 68) + (sc19 + 24)), 68);
+    for (int k0 = 0; k0 < 64; k0 += 16) {
+        for (int s31 = 0; s31 < 8; s31 += 1) {
+            const int l32 = ((s31 * 128) + ti13);
+            const int i33 = (l32 / 16);
+            const int k34 = (l32 % 16);
+            const int gi35 = (m012 + i33);
+            const int gk36 = (k0 + k34);
+            if ((gi35 < t11)) {
+                const float t37 = p7[((gi35 * 64) + gk36)];
+                sh[((i33 * 20) + k34)] = (t37 * 0.25f);
+            } else {
+                sh[((i33 * 20) + k34)] = 0.0f;
+            }
+        }
+        for (int s38 = 0; s38 < 8; s38 += 1) {
+            const int l39 = ((s38 * 128) + ti13);
+            const int i40 = (l39 / 16);
+            const int k41 = (l39 % 16);
+            const int gi42 = (n02 + i40);
+            const int gk43 = (k0 + k41);
+            const float t44 = p8[((((ex1 * 64) + gi42) * 64) + gk43)];
+            sh[(((i40 * 20) + k41) + 1280)] = t44;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int kk = 0; kk < 16; kk += 8) {
+            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa0, sh + ((sr15 * 20) + kk), 20);
+            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa1, sh + (((sr15 + 8) * 20) + kk), 20);
+            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa2, sh + (((sr15 + 16) * 20) + kk), 20);
+            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa3, sh + (((sr15 + 24) * 20) + kk), 20);
+            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb0, sh + (((sc16 * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb1, sh + ((((sc16 + 8) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb2, sh + ((((sc16 + 16) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb3, sh + ((((sc16 + 24) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    }
+    simdgroup_store(acc0_0, sh + ((sr15 * 68) + sc16), 68);
+    simdgroup_store(acc0_1, sh + ((sr15 * 68) + (sc16 + 8)), 68);
+    simdgroup_store(acc0_2, sh + ((sr15 * 68) + (sc16 + 16)), 68);
+    simdgroup_store(acc0_3, sh + ((sr15 * 68) + (sc16 + 24)), 68);
+    simdgroup_store(acc1_0, sh + (((sr15 + 8) * 68) + sc16), 68);
+    simdgroup_store(acc1_1, sh + (((sr15 + 8) * 68) + (sc16 + 8)), 68);
+    simdgroup_store(acc1_2, sh + (((sr15 + 8) * 68) + (sc16 + 16)), 68);
+    simdgroup_store(acc1_3, sh + (((sr15 + 8) * 68) + (sc16 + 24)), 68);
+    simdgroup_store(acc2_0, sh + (((sr15 + 16) * 68) + sc16), 68);
+    simdgroup_store(acc2_1, sh + (((sr15 + 16) * 68) + (sc16 + 8)), 68);
+    simdgroup_store(acc2_2, sh + (((sr15 + 16) * 68) + (sc16 + 16)), 68);
+    simdgroup_store(acc2_3, sh + (((sr15 + 16) * 68) + (sc16 + 24)), 68);
+    simdgroup_store(acc3_0, sh + (((sr15 + 24) * 68) + sc16), 68);
+    simdgroup_store(acc3_1, sh + (((sr15 + 24) * 68) + (sc16 + 8)), 68);
+    simdgroup_store(acc3_2, sh + (((sr15 + 24) * 68) + (sc16 + 16)), 68);
+    simdgroup_store(acc3_3, sh + (((sr15 + 24) * 68) + (sc16 + 24)), 68);
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s34 = 0; s34 < 32; s34 += 1) {
-        const int l35 = ((s34 * 128) + ti16);
-        const int i36 = (l35 / 64);
-        const int j37 = (l35 % 64);
-        const int gi38 = (m015 + i36);
-        const int gj39 = (n02 + j37);
-        if ((gi38 < t14)) {
-            const float acc40 = sh[((i36 * 68) + j37)];
-            const float t41 = p1[((gi38 * 64) + gj39)];
-            const float t42 = (t41 * 0.25f);
-            const float t43 = (acc40 + t42);
-            p2[((gi38 * 64) + gj39)] = t43;
+    for (int s45 = 0; s45 < 32; s45 += 1) {
+        const int l46 = ((s45 * 128) + ti13);
+        const int i47 = (l46 / 64);
+        const int j48 = (l46 % 64);
+        const int gi49 = (m012 + i47);
+        const int gj50 = (n02 + j48);
+        if ((gi49 < t11)) {
+            const float acc51 = sh[((i47 * 68) + j48)];
+            p1[((gi49 * 64) + gj50)] = acc51;
         }
     }
-}
-
-// fuses reshape %87, gather %88 (moe.0)
-// threadgroup 256×1×1, grid 2×1×1 threadgroups
-kernel void gather_2(
-        const device int* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    const int t2 = p0[i1];
-    const float t3 = p1[t2];
-    p2[i1] = t3;
 }
 
 // fuses reshape %89, broadcast %90, mul %91 (moe.0)
@@ -1749,81 +1721,78 @@ kernel void mul_1(
     p2[i1] = t6;
 }
 
-// fuses scatter_add %92 (moe.0)
-// threadgroup 256×1×1, grid 32×1×1 threadgroups
-kernel void scatter_add_0(
+// 3 independent kernels in one launch
+// part 0 (scatter_add): fuses scatter_add %92 (moe.0)
+// part 1 (reduce_mean): fuses slice %93, one_hot %94, reduce_mean %95 (moe.0)
+// part 2 (reduce_mean): fuses reduce_mean %96 (moe.0)
+// threadgroup 256×1×1, grid 34×1×1 threadgroups
+kernel void scatter_add_reduce_mean_x3_0(
         device float* p0 [[buffer(0)]],
         const device int* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int t1 = int(tid.x);
-    const int c2 = (t1 % 64);
-    const int lo3 = ((t1 / 64) * 2);
-    const int hi5 = min((lo3 + 2), 256);
-    for (int r6 = lo3; r6 < hi5; r6 += 1) {
-        p0[((r6 * 64) + c2)] = 0.0f;
-    }
-    for (int i4 = 0; i4 < 512; i4 += 1) {
-        const int t7 = p1[i4];
-        if (((t7 >= lo3) && (t7 < hi5))) {
-            const float t8 = p2[((i4 * 64) + c2)];
-            p0[((t7 * 64) + c2)] = (p0[((t7 * 64) + c2)] + t8);
-        }
-    }
-}
-
-// fuses slice %93, one_hot %94, reduce_mean %95 (moe.0)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void reduce_mean_0(
-        const device int* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
+        const device int* p3 [[buffer(3)]],
+        device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        device float* p6 [[buffer(6)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     threadgroup float sh9[256];
-    const int lid1 = int(lid.x);
-    const int col2 = (lid1 % 4);
-    const int part3 = (lid1 / 4);
-    const int o4 = ((int(gid.x) * 4) + col2);
-    float acc5 = 0.0f;
-    for (int k6 = part3; k6 < 256; k6 += 64) {
-        const int t7 = p0[((k6 * 2) + (k6 % 1))];
-        const float t8 = ((o4 == t7) ? 1.0f : 0.0f);
-        acc5 += t8;
-    }
-    sh9[lid1] = acc5;
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if ((part3 == 0)) {
-        for (int p10 = 1; p10 < 64; p10 += 1) {
-            acc5 += sh9[((p10 * 4) + col2)];
-        }
-        p1[o4] = (acc5 / 256.0f);
-    }
-}
-
-// fuses reduce_mean %96 (moe.0)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void reduce_mean_1(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
     threadgroup float sh8[256];
-    const int lid1 = int(lid.x);
-    const int col2 = (lid1 % 4);
-    const int part3 = (lid1 / 4);
-    const int o4 = ((int(gid.x) * 4) + col2);
-    float acc5 = 0.0f;
-    for (int k6 = part3; k6 < 256; k6 += 64) {
-        const float t7 = p0[((k6 * 4) + o4)];
-        acc5 += t7;
-    }
-    sh8[lid1] = acc5;
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if ((part3 == 0)) {
-        for (int p9 = 1; p9 < 64; p9 += 1) {
-            acc5 += sh8[((p9 * 4) + col2)];
+    if ((int(gid.x) < 32)) {
+        const int h0 = (int(gid.x) - 0);
+        const int t1 = ((h0 * 256) + int(lid.x));
+        const int c2 = (t1 % 64);
+        const int lo3 = ((t1 / 64) * 2);
+        const int hi5 = min((lo3 + 2), 256);
+        for (int r6 = lo3; r6 < hi5; r6 += 1) {
+            p0[((r6 * 64) + c2)] = 0.0f;
         }
-        p1[o4] = (acc5 / 256.0f);
+        for (int i4 = 0; i4 < 512; i4 += 1) {
+            const int t7 = p1[i4];
+            if (((t7 >= lo3) && (t7 < hi5))) {
+                const float t8 = p2[((i4 * 64) + c2)];
+                p0[((t7 * 64) + c2)] = (p0[((t7 * 64) + c2)] + t8);
+            }
+        }
+    } else if ((int(gid.x) < 33)) {
+        const int h1 = (int(gid.x) - 32);
+        const int lid1 = int(lid.x);
+        const int col2 = (lid1 % 4);
+        const int part3 = (lid1 / 4);
+        const int o4 = ((h1 * 4) + col2);
+        float acc5 = 0.0f;
+        for (int k6 = part3; k6 < 256; k6 += 64) {
+            const int t7 = p3[((k6 * 2) + (k6 % 1))];
+            const float t8 = ((o4 == t7) ? 1.0f : 0.0f);
+            acc5 += t8;
+        }
+        sh9[lid1] = acc5;
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        if ((part3 == 0)) {
+            for (int pr10 = 1; pr10 < 64; pr10 += 1) {
+                acc5 += sh9[((pr10 * 4) + col2)];
+            }
+            p4[o4] = (acc5 / 256.0f);
+        }
+    } else if ((int(gid.x) < 34)) {
+        const int h2 = (int(gid.x) - 33);
+        const int lid1 = int(lid.x);
+        const int col2 = (lid1 % 4);
+        const int part3 = (lid1 / 4);
+        const int o4 = ((h2 * 4) + col2);
+        float acc5 = 0.0f;
+        for (int k6 = part3; k6 < 256; k6 += 64) {
+            const float t7 = p5[((k6 * 4) + o4)];
+            acc5 += t7;
+        }
+        sh8[lid1] = acc5;
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        if ((part3 == 0)) {
+            for (int pr9 = 1; pr9 < 64; pr9 += 1) {
+                acc5 += sh8[((pr9 * 4) + col2)];
+            }
+            p6[o4] = (acc5 / 256.0f);
+        }
     }
 }
 
@@ -1850,9 +1819,11 @@ kernel void reduce_sum_1(
     p2[row4] = acc5;
 }
 
-// fuses scale %99, reshape %100, add %101 (moe.0)
+// 2 independent kernels in one launch
+// part 0 (scale): fuses scale %99 (moe.0)
+// part 1 (add): fuses reshape %100, add %101 (moe.0)
 // threadgroup 256×1×1, grid 65×1×1 threadgroups
-kernel void add_scale_0(
+kernel void scale_add_x2_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -1861,27 +1832,27 @@ kernel void add_scale_0(
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     if ((int(gid.x) < 1)) {
-        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 256) + int(lid.x));
         if ((i1 >= 1)) {
             return;
         }
         const float t2 = p0[i1];
         const float t3 = (t2 * 0.04f);
         p1[i1] = t3;
-    } else {
-        if ((int(gid.x) < 65)) {
-            const int i4 = (((int(gid.x) - 1) * 256) + int(lid.x));
-            const float t8 = p2[i4];
-            const float t9 = p3[i4];
-            const float t10 = (t8 + t9);
-            p4[i4] = t10;
-        }
+    } else if ((int(gid.x) < 65)) {
+        const int h1 = (int(gid.x) - 1);
+        const int i1 = ((h1 * 256) + int(lid.x));
+        const float t5 = p2[i1];
+        const float t6 = p3[i1];
+        const float t7 = (t5 + t6);
+        p4[i1] = t7;
     }
 }
 
 // fuses matmul %150
 // threadgroup 128×1×1, grid 1×1×16 threadgroups
-kernel void matmul_8(
+kernel void matmul_7(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -2021,83 +1992,84 @@ kernel void cross_entropy_0(
     }
 }
 
-// fuses add %152
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void add_0(
+// 2 independent kernels in one launch
+// part 0 (add): fuses add %152
+// part 1 (cross_entropy_bwd): fuses const %153, cross_entropy_bwd %154
+// threadgroup 256×1×1, grid 2×1×1 threadgroups
+kernel void add_cross_entropy_bwd_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    if ((i1 >= 1)) {
-        return;
-    }
-    const float t2 = p0[i1];
-    const float t3 = p1[i1];
-    const float t4 = (t2 + t3);
-    p2[i1] = t4;
-}
-
-// fuses const %153, cross_entropy_bwd %154
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void cross_entropy_bwd_0(
-        const device int* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
+        const device int* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        device float* p5 [[buffer(5)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     threadgroup int sh10[8];
-    const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
-    int cnt4 = 0;
-    for (int i5 = lid1; i5 < 256; i5 += 256) {
-        const int t8 = p0[i5];
-        cnt4 += (((t8 >= 0) && (t8 < 16)) ? 1 : 0);
-    }
-    const int s9 = simd_sum(cnt4);
-    if ((l32_2 == 0)) {
-        sh10[sg3] = s9;
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    int acc11 = sh10[0];
-    for (int s12 = 1; s12 < 8; s12 += 1) {
-        acc11 += sh10[s12];
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    const float scale13 = (1.0f / float(acc11));
-    const int row14 = ((int(gid.x) * 256) + lid1);
-    const int c15 = (row14 / 16);
-    const int c16 = (row14 % 16);
-    const int t17 = p0[row14];
-    if (((t17 >= 0) && (t17 < 16))) {
-        float reg18[16];
-        float m19 = (-INFINITY);
-        float s20 = 0.0f;
-        for (int k21 = 0; k21 < 16; k21 += 1) {
-            const float t22 = p1[((((c15 * 16) + c16) * 16) + k21)];
-            reg18[k21] = t22;
-            if ((t22 > m19)) {
-                s20 = ((s20 * exp((m19 - t22))) + 1.0f);
-                m19 = t22;
-            } else {
-                s20 += ((t22 == m19) ? 1.0f : exp((t22 - m19)));
+    if ((int(gid.x) < 1)) {
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 256) + int(lid.x));
+        if ((i1 >= 1)) {
+            return;
+        }
+        const float t2 = p0[i1];
+        const float t3 = p1[i1];
+        const float t4 = (t2 + t3);
+        p2[i1] = t4;
+    } else if ((int(gid.x) < 2)) {
+        const int h1 = (int(gid.x) - 1);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        int cnt4 = 0;
+        for (int i5 = lid1; i5 < 256; i5 += 256) {
+            const int t8 = p3[i5];
+            cnt4 += (((t8 >= 0) && (t8 < 16)) ? 1 : 0);
+        }
+        const int s9 = simd_sum(cnt4);
+        if ((l32_2 == 0)) {
+            sh10[sg3] = s9;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        int acc11 = sh10[0];
+        for (int s12 = 1; s12 < 8; s12 += 1) {
+            acc11 += sh10[s12];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        const float scale13 = (1.0f / float(acc11));
+        const int row14 = ((h1 * 256) + lid1);
+        const int c15 = (row14 / 16);
+        const int c16 = (row14 % 16);
+        const int t17 = p3[row14];
+        if (((t17 >= 0) && (t17 < 16))) {
+            float reg18[16];
+            float m19 = (-INFINITY);
+            float s20 = 0.0f;
+            for (int k21 = 0; k21 < 16; k21 += 1) {
+                const float t22 = p4[((((c15 * 16) + c16) * 16) + k21)];
+                reg18[k21] = t22;
+                if ((t22 > m19)) {
+                    s20 = ((s20 * exp((m19 - t22))) + 1.0f);
+                    m19 = t22;
+                } else {
+                    s20 += ((t22 == m19) ? 1.0f : exp((t22 - m19)));
+                }
             }
-        }
-        const float inv23 = (1.0f / s20);
-        for (int k24 = 0; k24 < 16; k24 += 1) {
-            p2[((((c15 * 16) + c16) * 16) + k24)] = (((exp((reg18[k24] - m19)) * inv23) - ((k24 == t17) ? 1.0f : 0.0f)) * scale13);
-        }
-    } else {
-        for (int k25 = 0; k25 < 16; k25 += 1) {
-            p2[((((c15 * 16) + c16) * 16) + k25)] = 0.0f;
+            const float inv23 = (1.0f / s20);
+            for (int k24 = 0; k24 < 16; k24 += 1) {
+                p5[((((c15 * 16) + c16) * 16) + k24)] = (((exp((reg18[k24] - m19)) * inv23) - ((k24 == t17) ? 1.0f : 0.0f)) * scale13);
+            }
+        } else {
+            for (int k25 = 0; k25 < 16; k25 += 1) {
+                p5[((((c15 * 16) + c16) * 16) + k25)] = 0.0f;
+            }
         }
     }
 }
 
 // fuses matmul %155
 // threadgroup 128×1×1, grid 1×1×16 threadgroups
-kernel void matmul_9(
+kernel void matmul_8(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -2233,523 +2205,470 @@ kernel void rmsnorm_bwd_0(
     }
 }
 
-// fuses scale %158, matmul %159 (mamba.1)
-// threadgroup 128×1×1, grid 1×1×16 threadgroups
-kernel void matmul_10(
+// 2 independent kernels in one launch
+// part 0 (matmul): fuses scale %158, matmul %159 (mamba.1)
+// part 1 (matmul): fuses scale %158, reshape %160, reshape %161, matmul %162 (mamba.1)
+// threadgroup 128×1×1, grid 17×1×1 threadgroups
+kernel void matmul_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        device float* p4 [[buffer(4)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int c1 = int(gid.z);
-    const int m02 = (int(gid.y) * 32);
-    const int n03 = (int(gid.x) * 64);
-    threadgroup float sh[3328];
-    const int ti4 = int(lid.x);
-    const int sgi5 = int(sg);
-    const int sr6 = ((sgi5 / 2) * 16);
-    const int sc7 = ((sgi5 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 64; k0 += 32) {
-        for (int s8 = 0; s8 < 8; s8 += 1) {
-            const int l9 = ((s8 * 128) + ti4);
-            const int i10 = (l9 / 32);
-            const int k11 = (l9 % 32);
-            const int gi12 = (m02 + i10);
-            const int gk13 = (k0 + k11);
-            if ((gi12 < 16)) {
-                const float t14 = p0[((((c1 * 16) + gi12) * 64) + gk13)];
-                const float t15 = (t14 * 0.25f);
-                sh[((i10 * 36) + k11)] = t15;
-            } else {
-                sh[((i10 * 36) + k11)] = 0.0f;
-            }
-        }
-        for (int s16 = 0; s16 < 16; s16 += 1) {
-            const int l17 = ((s16 * 128) + ti4);
-            const int k18 = (l17 / 64);
-            const int i19 = (l17 % 64);
-            const int gi20 = (n03 + i19);
-            const int gk21 = (k0 + k18);
-            const float t22 = p1[((gk21 * 64) + gi20)];
-            sh[(((k18 * 68) + i19) + 1152)] = t22;
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 32; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr6 + 8) * 36) + kk), 36);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 68) + sc7) + 1152), 68);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 68) + (sc7 + 8)) + 1152), 68);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + (((kk * 68) + (sc7 + 16)) + 1152), 68);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + (((kk * 68) + (sc7 + 24)) + 1152), 68);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
-    simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr6 * 68) + (sc7 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr6 + 8) * 68) + sc7), 68);
-    simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s23 = 0; s23 < 16; s23 += 1) {
-        const int l24 = ((s23 * 128) + ti4);
-        const int i25 = (l24 / 64);
-        const int j26 = (l24 % 64);
-        const int gi27 = (m02 + i25);
-        const int gj28 = (n03 + j26);
-        if ((gi27 < 16)) {
-            p2[((((c1 * 16) + gi27) * 64) + gj28)] = sh[((i25 * 68) + j26)];
-        }
-    }
-}
-
-// fuses scale %158, reshape %160, reshape %161, matmul %162 (mamba.1)
-// threadgroup 128×1×1, grid 1×1×1 threadgroups
-kernel void matmul_11(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]],
-        uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int m01 = (int(gid.y) * 64);
-    const int n02 = (int(gid.x) * 64);
     threadgroup float sh[4352];
-    const int ti3 = int(lid.x);
-    const int sgi4 = int(sg);
-    const int sr5 = ((sgi4 / 2) * 32);
-    const int sc6 = ((sgi4 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 256; k0 += 16) {
-        for (int s7 = 0; s7 < 8; s7 += 1) {
-            const int l8 = ((s7 * 128) + ti3);
-            const int k9 = (l8 / 64);
-            const int i10 = (l8 % 64);
-            const int gi11 = (m01 + i10);
-            const int gk12 = (k0 + k9);
-            const float t13 = p0[((gk12 * 64) + gi11)];
-            const float t14 = (t13 * 0.25f);
-            sh[((k9 * 68) + i10)] = t14;
+    if ((int(gid.x) < 16)) {
+        const int h0 = (int(gid.x) - 0);
+        const int c1 = h0;
+        const int m02 = ((h0 % 1) * 32);
+        const int n03 = ((h0 % 1) * 64);
+        const int ti4 = int(lid.x);
+        const int sgi5 = int(sg);
+        const int sr6 = ((sgi5 / 2) * 16);
+        const int sc7 = ((sgi5 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 64; k0 += 32) {
+            for (int s8 = 0; s8 < 8; s8 += 1) {
+                const int l9 = ((s8 * 128) + ti4);
+                const int i10 = (l9 / 32);
+                const int k11 = (l9 % 32);
+                const int gi12 = (m02 + i10);
+                const int gk13 = (k0 + k11);
+                if ((gi12 < 16)) {
+                    const float t14 = p0[((((c1 * 16) + gi12) * 64) + gk13)];
+                    const float t15 = (t14 * 0.25f);
+                    sh[((i10 * 36) + k11)] = t15;
+                } else {
+                    sh[((i10 * 36) + k11)] = 0.0f;
+                }
+            }
+            for (int s16 = 0; s16 < 16; s16 += 1) {
+                const int l17 = ((s16 * 128) + ti4);
+                const int k18 = (l17 / 64);
+                const int i19 = (l17 % 64);
+                const int gi20 = (n03 + i19);
+                const int gk21 = (k0 + k18);
+                const float t22 = p1[((gk21 * 64) + gi20)];
+                sh[(((k18 * 68) + i19) + 1152)] = t22;
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 32; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + (((sr6 + 8) * 36) + kk), 36);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc7) + 1152), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc7 + 8)) + 1152), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc7 + 16)) + 1152), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc7 + 24)) + 1152), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         }
-        for (int s15 = 0; s15 < 8; s15 += 1) {
-            const int l16 = ((s15 * 128) + ti3);
-            const int k17 = (l16 / 64);
-            const int i18 = (l16 % 64);
-            const int gi19 = (n02 + i18);
-            const int gk20 = (k0 + k17);
-            const float t21 = p1[((gk20 * 64) + gi19)];
-            sh[(((k17 * 68) + i18) + 1088)] = t21;
-        }
+        simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
+        simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr6 * 68) + (sc7 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr6 + 8) * 68) + sc7), 68);
+        simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 16; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + ((kk * 68) + (sr5 + 8)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + ((kk * 68) + (sr5 + 16)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + ((kk * 68) + (sr5 + 24)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 68) + sc6) + 1088), 68);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 68) + (sc6 + 8)) + 1088), 68);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + (((kk * 68) + (sc6 + 16)) + 1088), 68);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + (((kk * 68) + (sc6 + 24)) + 1088), 68);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
-            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
-            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
-            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+        for (int s23 = 0; s23 < 16; s23 += 1) {
+            const int l24 = ((s23 * 128) + ti4);
+            const int i25 = (l24 / 64);
+            const int j26 = (l24 % 64);
+            const int gi27 = (m02 + i25);
+            const int gj28 = (n03 + j26);
+            if ((gi27 < 16)) {
+                p2[((((c1 * 16) + gi27) * 64) + gj28)] = sh[((i25 * 68) + j26)];
+            }
         }
+    } else if ((int(gid.x) < 17)) {
+        const int h1 = (int(gid.x) - 16);
+        const int m01 = (h1 * 64);
+        const int n02 = (h1 * 64);
+        const int ti3 = int(lid.x);
+        const int sgi4 = int(sg);
+        const int sr5 = ((sgi4 / 2) * 32);
+        const int sc6 = ((sgi4 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 256; k0 += 16) {
+            for (int s7 = 0; s7 < 8; s7 += 1) {
+                const int l8 = ((s7 * 128) + ti3);
+                const int k9 = (l8 / 64);
+                const int i10 = (l8 % 64);
+                const int gi11 = (m01 + i10);
+                const int gk12 = (k0 + k9);
+                const float t13 = p0[((gk12 * 64) + gi11)];
+                const float t14 = (t13 * 0.25f);
+                sh[((k9 * 68) + i10)] = t14;
+            }
+            for (int s15 = 0; s15 < 8; s15 += 1) {
+                const int l16 = ((s15 * 128) + ti3);
+                const int k17 = (l16 / 64);
+                const int i18 = (l16 % 64);
+                const int gi19 = (n02 + i18);
+                const int gk20 = (k0 + k17);
+                const float t21 = p3[((gk20 * 64) + gi19)];
+                sh[(((k17 * 68) + i18) + 1088)] = t21;
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 16; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + ((kk * 68) + (sr5 + 8)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa2, sh + ((kk * 68) + (sr5 + 16)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa3, sh + ((kk * 68) + (sr5 + 24)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc6) + 1088), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc6 + 8)) + 1088), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc6 + 16)) + 1088), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc6 + 24)) + 1088), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        }
+        simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
+        simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
+        simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
+        simdgroup_store(acc2_0, sh + (((sr5 + 16) * 68) + sc6), 68);
+        simdgroup_store(acc2_1, sh + (((sr5 + 16) * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc2_2, sh + (((sr5 + 16) * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc2_3, sh + (((sr5 + 16) * 68) + (sc6 + 24)), 68);
+        simdgroup_store(acc3_0, sh + (((sr5 + 24) * 68) + sc6), 68);
+        simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
-    simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
-    simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
-    simdgroup_store(acc2_0, sh + (((sr5 + 16) * 68) + sc6), 68);
-    simdgroup_store(acc2_1, sh + (((sr5 + 16) * 68) + (sc6 + 8)), 68);
-    simdgroup_store(acc2_2, sh + (((sr5 + 16) * 68) + (sc6 + 16)), 68);
-    simdgroup_store(acc2_3, sh + (((sr5 + 16) * 68) + (sc6 + 24)), 68);
-    simdgroup_store(acc3_0, sh + (((sr5 + 24) * 68) + sc6), 68);
-    simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
-    simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
-    simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s22 = 0; s22 < 32; s22 += 1) {
-        const int l23 = ((s22 * 128) + ti3);
-        const int i24 = (l23 / 64);
-        const int j25 = (l23 % 64);
-        const int gi26 = (m01 + i24);
-        const int gj27 = (n02 + j25);
-        p2[((gi26 * 64) + gj27)] = sh[((i24 * 68) + j25)];
+        for (int s22 = 0; s22 < 32; s22 += 1) {
+            const int l23 = ((s22 * 128) + ti3);
+            const int i24 = (l23 / 64);
+            const int j25 = (l23 % 64);
+            const int gi26 = (m01 + i24);
+            const int gj27 = (n02 + j25);
+            p4[((gi26 * 64) + gj27)] = sh[((i24 * 68) + j25)];
+        }
     }
 }
 
-// fuses reshape %164, reshape %165, matmul %166 (mamba.1)
-// threadgroup 128×1×1, grid 2×1×1 threadgroups
-kernel void matmul_12(
+// 2 independent kernels in one launch
+// part 0 (matmul): fuses reshape %164, reshape %165, matmul %166 (mamba.1)
+// part 1 (matmul): fuses matmul %163, dequant %167, matmul %168, add %169 (mamba.1)
+// threadgroup 128×1×1, grid 34×1×1 threadgroups
+kernel void matmul_x2_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        const device uchar* p5 [[buffer(5)]],
+        const device uchar* p6 [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
+        const device float* p8 [[buffer(8)]],
+        device float* p9 [[buffer(9)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int m01 = (int(gid.y) * 64);
-    const int n02 = (int(gid.x) * 64);
     threadgroup float sh[4352];
-    const int ti3 = int(lid.x);
-    const int sgi4 = int(sg);
-    const int sr5 = ((sgi4 / 2) * 32);
-    const int sc6 = ((sgi4 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 256; k0 += 16) {
-        for (int s7 = 0; s7 < 8; s7 += 1) {
-            const int l8 = ((s7 * 128) + ti3);
-            const int k9 = (l8 / 64);
-            const int i10 = (l8 % 64);
-            const int gi11 = (m01 + i10);
-            const int gk12 = (k0 + k9);
-            const float t13 = p0[((gk12 * 64) + gi11)];
-            sh[((k9 * 68) + i10)] = t13;
-        }
-        for (int s14 = 0; s14 < 8; s14 += 1) {
-            const int l15 = ((s14 * 128) + ti3);
-            const int k16 = (l15 / 64);
-            const int i17 = (l15 % 64);
-            const int gi18 = (n02 + i17);
-            const int gk19 = (k0 + k16);
-            const float t20 = p1[((gk19 * 128) + gi18)];
-            sh[(((k16 * 68) + i17) + 1088)] = t20;
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 16; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + ((kk * 68) + (sr5 + 8)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + ((kk * 68) + (sr5 + 16)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + ((kk * 68) + (sr5 + 24)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 68) + sc6) + 1088), 68);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 68) + (sc6 + 8)) + 1088), 68);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + (((kk * 68) + (sc6 + 16)) + 1088), 68);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + (((kk * 68) + (sc6 + 24)) + 1088), 68);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
-            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
-            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
-            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
-    simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
-    simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
-    simdgroup_store(acc2_0, sh + (((sr5 + 16) * 68) + sc6), 68);
-    simdgroup_store(acc2_1, sh + (((sr5 + 16) * 68) + (sc6 + 8)), 68);
-    simdgroup_store(acc2_2, sh + (((sr5 + 16) * 68) + (sc6 + 16)), 68);
-    simdgroup_store(acc2_3, sh + (((sr5 + 16) * 68) + (sc6 + 24)), 68);
-    simdgroup_store(acc3_0, sh + (((sr5 + 24) * 68) + sc6), 68);
-    simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
-    simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
-    simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s21 = 0; s21 < 32; s21 += 1) {
-        const int l22 = ((s21 * 128) + ti3);
-        const int i23 = (l22 / 64);
-        const int j24 = (l22 % 64);
-        const int gi25 = (m01 + i23);
-        const int gj26 = (n02 + j24);
-        p2[((gi25 * 128) + gj26)] = sh[((i23 * 68) + j24)];
-    }
-}
-
-// fuses dequant %167, matmul %168 (mamba.1)
-// threadgroup 128×1×1, grid 2×1×16 threadgroups
-kernel void matmul_13(
-        const device float* p0 [[buffer(0)]],
-        const device uchar* p1_codes [[buffer(1)]],
-        const device uchar* p2_qabsmax [[buffer(2)]],
-        const device float* p3_scales [[buffer(3)]],
-        const device float* p4_offset [[buffer(4)]],
-        device float* p5 [[buffer(5)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]],
-        uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int c1 = int(gid.z);
-    const int m02 = (int(gid.y) * 32);
-    const int n03 = (int(gid.x) * 64);
-    threadgroup float sh[3328];
-    const int ti4 = int(lid.x);
-    const int sgi5 = int(sg);
-    const int sr6 = ((sgi5 / 2) * 16);
-    const int sc7 = ((sgi5 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 64; k0 += 32) {
-        for (int s8 = 0; s8 < 8; s8 += 1) {
-            const int l9 = ((s8 * 128) + ti4);
-            const int i10 = (l9 / 32);
-            const int k11 = (l9 % 32);
-            const int gi12 = (m02 + i10);
-            const int gk13 = (k0 + k11);
-            if ((gi12 < 16)) {
-                const float t14 = p0[((((c1 * 16) + gi12) * 64) + gk13)];
-                sh[((i10 * 36) + k11)] = t14;
-            } else {
-                sh[((i10 * 36) + k11)] = 0.0f;
+    if ((int(gid.x) < 2)) {
+        const int h0 = (int(gid.x) - 0);
+        const int m01 = ((h0 / 2) * 64);
+        const int n02 = (h0 * 64);
+        const int ti3 = int(lid.x);
+        const int sgi4 = int(sg);
+        const int sr5 = ((sgi4 / 2) * 32);
+        const int sc6 = ((sgi4 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 256; k0 += 16) {
+            for (int s7 = 0; s7 < 8; s7 += 1) {
+                const int l8 = ((s7 * 128) + ti3);
+                const int k9 = (l8 / 64);
+                const int i10 = (l8 % 64);
+                const int gi11 = (m01 + i10);
+                const int gk12 = (k0 + k9);
+                const float t13 = p0[((gk12 * 64) + gi11)];
+                sh[((k9 * 68) + i10)] = t13;
             }
-        }
-        for (int s15 = 0; s15 < 16; s15 += 1) {
-            const int l16 = ((s15 * 128) + ti4);
-            const int k17 = (l16 / 64);
-            const int i18 = (l16 % 64);
-            const int gi19 = (n03 + i18);
-            const int gk20 = (k0 + k17);
-            const float t21 = (NF4_CODE[((int(p1_codes[(((gk20 * 128) + gi19) / 2)]) >> (((((gk20 * 128) + gi19) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p2_qabsmax[(((gk20 * 128) + gi19) / 64)])] * p3_scales[((((gk20 * 128) + gi19) / 64) / 256)]) + p4_offset[0]));
-            sh[(((k17 * 68) + i18) + 1152)] = t21;
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 32; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr6 + 8) * 36) + kk), 36);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 68) + sc7) + 1152), 68);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 68) + (sc7 + 8)) + 1152), 68);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + (((kk * 68) + (sc7 + 16)) + 1152), 68);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + (((kk * 68) + (sc7 + 24)) + 1152), 68);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
-    simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr6 * 68) + (sc7 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr6 + 8) * 68) + sc7), 68);
-    simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s22 = 0; s22 < 16; s22 += 1) {
-        const int l23 = ((s22 * 128) + ti4);
-        const int i24 = (l23 / 64);
-        const int j25 = (l23 % 64);
-        const int gi26 = (m02 + i24);
-        const int gj27 = (n03 + j25);
-        if ((gi26 < 16)) {
-            p5[((((c1 * 16) + gi26) * 128) + gj27)] = sh[((i24 * 68) + j25)];
-        }
-    }
-}
-
-// fuses matmul %163, add %169 (mamba.1)
-// threadgroup 128×1×1, grid 2×1×16 threadgroups
-kernel void matmul_14(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        device float* p3 [[buffer(3)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]],
-        uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int c1 = int(gid.z);
-    const int m02 = (int(gid.y) * 32);
-    const int n03 = (int(gid.x) * 64);
-    threadgroup float sh[3328];
-    const int ti4 = int(lid.x);
-    const int sgi5 = int(sg);
-    const int sr6 = ((sgi5 / 2) * 16);
-    const int sc7 = ((sgi5 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 64; k0 += 32) {
-        for (int s8 = 0; s8 < 8; s8 += 1) {
-            const int l9 = ((s8 * 128) + ti4);
-            const int i10 = (l9 / 32);
-            const int k11 = (l9 % 32);
-            const int gi12 = (m02 + i10);
-            const int gk13 = (k0 + k11);
-            if ((gi12 < 16)) {
-                const float t14 = p0[((((c1 * 16) + gi12) * 64) + gk13)];
-                sh[((i10 * 36) + k11)] = t14;
-            } else {
-                sh[((i10 * 36) + k11)] = 0.0f;
+            for (int s14 = 0; s14 < 8; s14 += 1) {
+                const int l15 = ((s14 * 128) + ti3);
+                const int k16 = (l15 / 64);
+                const int i17 = (l15 % 64);
+                const int gi18 = (n02 + i17);
+                const int gk19 = (k0 + k16);
+                const float t20 = p1[((gk19 * 128) + gi18)];
+                sh[(((k16 * 68) + i17) + 1088)] = t20;
             }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 16; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + ((kk * 68) + (sr5 + 8)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa2, sh + ((kk * 68) + (sr5 + 16)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa3, sh + ((kk * 68) + (sr5 + 24)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc6) + 1088), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc6 + 8)) + 1088), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc6 + 16)) + 1088), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc6 + 24)) + 1088), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         }
-        for (int s15 = 0; s15 < 16; s15 += 1) {
-            const int l16 = ((s15 * 128) + ti4);
-            const int k17 = (l16 / 64);
-            const int i18 = (l16 % 64);
-            const int gi19 = (n03 + i18);
-            const int gk20 = (k0 + k17);
-            const float t21 = p1[((gk20 * 128) + gi19)];
-            sh[(((k17 * 68) + i18) + 1152)] = t21;
-        }
+        simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
+        simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
+        simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
+        simdgroup_store(acc2_0, sh + (((sr5 + 16) * 68) + sc6), 68);
+        simdgroup_store(acc2_1, sh + (((sr5 + 16) * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc2_2, sh + (((sr5 + 16) * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc2_3, sh + (((sr5 + 16) * 68) + (sc6 + 24)), 68);
+        simdgroup_store(acc3_0, sh + (((sr5 + 24) * 68) + sc6), 68);
+        simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 32; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr6 + 8) * 36) + kk), 36);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 68) + sc7) + 1152), 68);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 68) + (sc7 + 8)) + 1152), 68);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + (((kk * 68) + (sc7 + 16)) + 1152), 68);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + (((kk * 68) + (sc7 + 24)) + 1152), 68);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+        for (int s21 = 0; s21 < 32; s21 += 1) {
+            const int l22 = ((s21 * 128) + ti3);
+            const int i23 = (l22 / 64);
+            const int j24 = (l22 % 64);
+            const int gi25 = (m01 + i23);
+            const int gj26 = (n02 + j24);
+            p2[((gi25 * 128) + gj26)] = sh[((i23 * 68) + j24)];
         }
+    } else if ((int(gid.x) < 34)) {
+        const int h1 = (int(gid.x) - 2);
+        const int c1 = (h1 / 2);
+        const int m02 = (((h1 / 2) % 1) * 32);
+        const int n03 = ((h1 % 2) * 64);
+        const int ti4 = int(lid.x);
+        const int sgi5 = int(sg);
+        const int sr6 = ((sgi5 / 2) * 16);
+        const int sc7 = ((sgi5 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 64; k0 += 32) {
+            for (int s8 = 0; s8 < 8; s8 += 1) {
+                const int l9 = ((s8 * 128) + ti4);
+                const int i10 = (l9 / 32);
+                const int k11 = (l9 % 32);
+                const int gi12 = (m02 + i10);
+                const int gk13 = (k0 + k11);
+                if ((gi12 < 16)) {
+                    const float t14 = p0[((((c1 * 16) + gi12) * 64) + gk13)];
+                    sh[((i10 * 36) + k11)] = t14;
+                } else {
+                    sh[((i10 * 36) + k11)] = 0.0f;
+                }
+            }
+            for (int s15 = 0; s15 < 16; s15 += 1) {
+                const int l16 = ((s15 * 128) + ti4);
+                const int k17 = (l16 / 64);
+                const int i18 = (l16 % 64);
+                const int gi19 = (n03 + i18);
+                const int gk20 = (k0 + k17);
+                const float t21 = p3[((gk20 * 128) + gi19)];
+                sh[(((k17 * 68) + i18) + 1152)] = t21;
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 32; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + (((sr6 + 8) * 36) + kk), 36);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc7) + 1152), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc7 + 8)) + 1152), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc7 + 16)) + 1152), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc7 + 24)) + 1152), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        }
+        for (int k0 = 0; k0 < 64; k0 += 32) {
+            for (int s22 = 0; s22 < 8; s22 += 1) {
+                const int l23 = ((s22 * 128) + ti4);
+                const int i24 = (l23 / 32);
+                const int k25 = (l23 % 32);
+                const int gi26 = (m02 + i24);
+                const int gk27 = (k0 + k25);
+                if ((gi26 < 16)) {
+                    const float t28 = p4[((((c1 * 16) + gi26) * 64) + gk27)];
+                    sh[((i24 * 36) + k25)] = t28;
+                } else {
+                    sh[((i24 * 36) + k25)] = 0.0f;
+                }
+            }
+            for (int s29 = 0; s29 < 16; s29 += 1) {
+                const int l30 = ((s29 * 128) + ti4);
+                const int k31 = (l30 / 64);
+                const int i32 = (l30 % 64);
+                const int gi33 = (n03 + i32);
+                const int gk34 = (k0 + k31);
+                const float t35 = (NF4_CODE[((int(p5[(((gk34 * 128) + gi33) / 2)]) >> (((((gk34 * 128) + gi33) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p6[(((gk34 * 128) + gi33) / 64)])] * p7[((((gk34 * 128) + gi33) / 64) / 256)]) + p8[0]));
+                sh[(((k31 * 68) + i32) + 1152)] = t35;
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 32; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + (((sr6 + 8) * 36) + kk), 36);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc7) + 1152), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc7 + 8)) + 1152), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc7 + 16)) + 1152), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc7 + 24)) + 1152), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        }
+        simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
+        simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr6 * 68) + (sc7 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr6 + 8) * 68) + sc7), 68);
+        simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
-    simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr6 * 68) + (sc7 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr6 + 8) * 68) + sc7), 68);
-    simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s22 = 0; s22 < 16; s22 += 1) {
-        const int l23 = ((s22 * 128) + ti4);
-        const int i24 = (l23 / 64);
-        const int j25 = (l23 % 64);
-        const int gi26 = (m02 + i24);
-        const int gj27 = (n03 + j25);
-        if ((gi26 < 16)) {
-            const float acc28 = sh[((i24 * 68) + j25)];
-            const float t29 = p2[((((c1 * 16) + gi26) * 128) + gj27)];
-            const float t30 = (acc28 + t29);
-            p3[((((c1 * 16) + gi26) * 128) + gj27)] = t30;
+        for (int s36 = 0; s36 < 16; s36 += 1) {
+            const int l37 = ((s36 * 128) + ti4);
+            const int i38 = (l37 / 64);
+            const int j39 = (l37 % 64);
+            const int gi40 = (m02 + i38);
+            const int gj41 = (n03 + j39);
+            if ((gi40 < 16)) {
+                const float acc42 = sh[((i38 * 68) + j39)];
+                p9[((((c1 * 16) + gi40) * 128) + gj41)] = acc42;
+            }
         }
     }
 }
@@ -2819,11 +2738,11 @@ kernel void selective_scan_bwd_0(
                         const float a41 = exp((t33 * t13));
                         const float g42 = ((t36 * t39) + carry14);
                         carry14 = (a41 * g42);
-                        const float p43 = simd_sum(((g42 * t33) * t34));
-                        const float p44 = simd_sum((((a41 * sp40) + ((t33 * t35) * t34)) * t39));
+                        const float sp43 = simd_sum(((g42 * t33) * t34));
+                        const float sp44 = simd_sum((((a41 * sp40) + ((t33 * t35) * t34)) * t39));
                         if ((lane8 == 0)) {
-                            red2[(rb30 + ((((0 * 16) + j31) * 8) + sg7))] = p43;
-                            red2[(rb30 + ((((1 * 16) + j31) * 8) + sg7))] = p44;
+                            red2[(rb30 + ((((0 * 16) + j31) * 8) + sg7))] = sp43;
+                            red2[(rb30 + ((((1 * 16) + j31) * 8) + sg7))] = sp44;
                         }
                     }
                     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -2920,7 +2839,7 @@ kernel void mul_sigmoid_0(
 
 // fuses matmul %186 (mamba.1)
 // threadgroup 128×1×1, grid 1×1×16 threadgroups
-kernel void matmul_15(
+kernel void matmul_9(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -3023,13 +2942,11 @@ kernel void add_concat_0(
     float cat7 = 0.0f;
     if ((c4 < 4)) {
         cat7 = 0.0f;
+    } else if ((c4 < 20)) {
+        const float t8 = p1[((((c2 * 16) + c3) * 16) + (c4 - 4))];
+        cat7 = t8;
     } else {
-        if ((c4 < 20)) {
-            const float t8 = p1[((((c2 * 16) + c3) * 16) + (c4 - 4))];
-            cat7 = t8;
-        } else {
-            cat7 = 0.0f;
-        }
+        cat7 = 0.0f;
     }
     const float t9 = (cat5 + cat7);
     float cat10 = 0.0f;
@@ -3046,7 +2963,7 @@ kernel void add_concat_0(
 // fuses matmul %196, add %197, sigmoid %198, const %199, sub %200, mul %201, add %202,
 //   mul %203 (mamba.1)
 // threadgroup 128×1×1, grid 2×1×16 threadgroups
-kernel void matmul_16(
+kernel void matmul_10(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -3219,519 +3136,507 @@ kernel void add_concat_mul_0(
     p5[i1] = t18;
 }
 
-// fuses scale %212, matmul %213 (mamba.1)
-// threadgroup 128×1×1, grid 1×1×16 threadgroups
-kernel void matmul_17(
+// 2 independent kernels in one launch
+// part 0 (matmul): fuses scale %212, matmul %213 (mamba.1)
+// part 1 (matmul): fuses scale %212, reshape %214, reshape %215, matmul %216 (mamba.1)
+// threadgroup 128×1×1, grid 20×1×1 threadgroups
+kernel void matmul_x2_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        device float* p4 [[buffer(4)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int c1 = int(gid.z);
-    const int m02 = (int(gid.y) * 32);
-    const int n03 = (int(gid.x) * 64);
-    threadgroup float sh[3328];
-    const int ti4 = int(lid.x);
-    const int sgi5 = int(sg);
-    const int sr6 = ((sgi5 / 2) * 16);
-    const int sc7 = ((sgi5 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 256; k0 += 32) {
-        for (int s8 = 0; s8 < 8; s8 += 1) {
-            const int l9 = ((s8 * 128) + ti4);
-            const int i10 = (l9 / 32);
-            const int k11 = (l9 % 32);
-            const int gi12 = (m02 + i10);
-            const int gk13 = (k0 + k11);
-            if ((gi12 < 16)) {
-                const float t14 = p0[((((c1 * 16) + gi12) * 256) + gk13)];
-                const float t15 = (t14 * 0.25f);
-                sh[((i10 * 36) + k11)] = t15;
-            } else {
-                sh[((i10 * 36) + k11)] = 0.0f;
-            }
-        }
-        for (int s16 = 0; s16 < 16; s16 += 1) {
-            const int l17 = ((s16 * 128) + ti4);
-            const int k18 = (l17 / 64);
-            const int i19 = (l17 % 64);
-            const int gi20 = (n03 + i19);
-            const int gk21 = (k0 + k18);
-            const float t22 = p1[((gk21 * 64) + gi20)];
-            sh[(((k18 * 68) + i19) + 1152)] = t22;
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 32; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr6 + 8) * 36) + kk), 36);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 68) + sc7) + 1152), 68);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 68) + (sc7 + 8)) + 1152), 68);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + (((kk * 68) + (sc7 + 16)) + 1152), 68);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + (((kk * 68) + (sc7 + 24)) + 1152), 68);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
-    simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr6 * 68) + (sc7 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr6 + 8) * 68) + sc7), 68);
-    simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s23 = 0; s23 < 16; s23 += 1) {
-        const int l24 = ((s23 * 128) + ti4);
-        const int i25 = (l24 / 64);
-        const int j26 = (l24 % 64);
-        const int gi27 = (m02 + i25);
-        const int gj28 = (n03 + j26);
-        if ((gi27 < 16)) {
-            p2[((((c1 * 16) + gi27) * 64) + gj28)] = sh[((i25 * 68) + j26)];
-        }
-    }
-}
-
-// fuses scale %212, reshape %214, reshape %215, matmul %216 (mamba.1)
-// threadgroup 128×1×1, grid 1×4×1 threadgroups
-kernel void matmul_18(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]],
-        uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int m01 = (int(gid.y) * 64);
-    const int n02 = (int(gid.x) * 64);
     threadgroup float sh[4352];
-    const int ti3 = int(lid.x);
-    const int sgi4 = int(sg);
-    const int sr5 = ((sgi4 / 2) * 32);
-    const int sc6 = ((sgi4 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 256; k0 += 16) {
-        for (int s7 = 0; s7 < 8; s7 += 1) {
-            const int l8 = ((s7 * 128) + ti3);
-            const int k9 = (l8 / 64);
-            const int i10 = (l8 % 64);
-            const int gi11 = (m01 + i10);
-            const int gk12 = (k0 + k9);
-            const float t13 = p0[((gk12 * 256) + gi11)];
-            const float t14 = (t13 * 0.25f);
-            sh[((k9 * 68) + i10)] = t14;
+    if ((int(gid.x) < 16)) {
+        const int h0 = (int(gid.x) - 0);
+        const int c1 = h0;
+        const int m02 = ((h0 % 1) * 32);
+        const int n03 = ((h0 % 1) * 64);
+        const int ti4 = int(lid.x);
+        const int sgi5 = int(sg);
+        const int sr6 = ((sgi5 / 2) * 16);
+        const int sc7 = ((sgi5 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 256; k0 += 32) {
+            for (int s8 = 0; s8 < 8; s8 += 1) {
+                const int l9 = ((s8 * 128) + ti4);
+                const int i10 = (l9 / 32);
+                const int k11 = (l9 % 32);
+                const int gi12 = (m02 + i10);
+                const int gk13 = (k0 + k11);
+                if ((gi12 < 16)) {
+                    const float t14 = p0[((((c1 * 16) + gi12) * 256) + gk13)];
+                    const float t15 = (t14 * 0.25f);
+                    sh[((i10 * 36) + k11)] = t15;
+                } else {
+                    sh[((i10 * 36) + k11)] = 0.0f;
+                }
+            }
+            for (int s16 = 0; s16 < 16; s16 += 1) {
+                const int l17 = ((s16 * 128) + ti4);
+                const int k18 = (l17 / 64);
+                const int i19 = (l17 % 64);
+                const int gi20 = (n03 + i19);
+                const int gk21 = (k0 + k18);
+                const float t22 = p1[((gk21 * 64) + gi20)];
+                sh[(((k18 * 68) + i19) + 1152)] = t22;
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 32; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + (((sr6 + 8) * 36) + kk), 36);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc7) + 1152), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc7 + 8)) + 1152), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc7 + 16)) + 1152), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc7 + 24)) + 1152), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         }
-        for (int s15 = 0; s15 < 8; s15 += 1) {
-            const int l16 = ((s15 * 128) + ti3);
-            const int k17 = (l16 / 64);
-            const int i18 = (l16 % 64);
-            const int gi19 = (n02 + i18);
-            const int gk20 = (k0 + k17);
-            const float t21 = p1[((gk20 * 64) + gi19)];
-            sh[(((k17 * 68) + i18) + 1088)] = t21;
-        }
+        simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
+        simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr6 * 68) + (sc7 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr6 + 8) * 68) + sc7), 68);
+        simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 16; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + ((kk * 68) + (sr5 + 8)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + ((kk * 68) + (sr5 + 16)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + ((kk * 68) + (sr5 + 24)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 68) + sc6) + 1088), 68);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 68) + (sc6 + 8)) + 1088), 68);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + (((kk * 68) + (sc6 + 16)) + 1088), 68);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + (((kk * 68) + (sc6 + 24)) + 1088), 68);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
-            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
-            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
-            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
-    simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
-    simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
-    simdgroup_store(acc2_0, sh + (((sr5 + 16) * 68) + sc6), 68);
-    simdgroup_store(acc2_1, sh + (((sr5 + 16) * 68) + (sc6 + 8)), 68);
-    simdgroup_store(acc2_2, sh + (((sr5 + 16) * 68) + (sc6 + 16)), 68);
-    simdgroup_store(acc2_3, sh + (((sr5 + 16) * 68) + (sc6 + 24)), 68);
-    simdgroup_store(acc3_0, sh + (((sr5 + 24) * 68) + sc6), 68);
-    simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
-    simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
-    simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s22 = 0; s22 < 32; s22 += 1) {
-        const int l23 = ((s22 * 128) + ti3);
-        const int i24 = (l23 / 64);
-        const int j25 = (l23 % 64);
-        const int gi26 = (m01 + i24);
-        const int gj27 = (n02 + j25);
-        p2[((gi26 * 64) + gj27)] = sh[((i24 * 68) + j25)];
-    }
-}
-
-// fuses matmul %217 (mamba.1)
-// threadgroup 128×1×1, grid 1×1×16 threadgroups
-kernel void matmul_19(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]],
-        uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int c1 = int(gid.z);
-    const int m02 = (int(gid.y) * 32);
-    const int n03 = (int(gid.x) * 64);
-    threadgroup float sh[3328];
-    const int ti4 = int(lid.x);
-    const int sgi5 = int(sg);
-    const int sr6 = ((sgi5 / 2) * 16);
-    const int sc7 = ((sgi5 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 64; k0 += 32) {
-        for (int s8 = 0; s8 < 8; s8 += 1) {
-            const int l9 = ((s8 * 128) + ti4);
-            const int i10 = (l9 / 32);
-            const int k11 = (l9 % 32);
-            const int gi12 = (m02 + i10);
-            const int gk13 = (k0 + k11);
-            if ((gi12 < 16)) {
-                const float t14 = p0[((((c1 * 16) + gi12) * 64) + gk13)];
-                sh[((i10 * 36) + k11)] = t14;
-            } else {
-                sh[((i10 * 36) + k11)] = 0.0f;
+        for (int s23 = 0; s23 < 16; s23 += 1) {
+            const int l24 = ((s23 * 128) + ti4);
+            const int i25 = (l24 / 64);
+            const int j26 = (l24 % 64);
+            const int gi27 = (m02 + i25);
+            const int gj28 = (n03 + j26);
+            if ((gi27 < 16)) {
+                p2[((((c1 * 16) + gi27) * 64) + gj28)] = sh[((i25 * 68) + j26)];
             }
         }
-        for (int s15 = 0; s15 < 16; s15 += 1) {
-            const int l16 = ((s15 * 128) + ti4);
-            const int k17 = (l16 / 64);
-            const int i18 = (l16 % 64);
-            const int gi19 = (n03 + i18);
-            const int gk20 = (k0 + k17);
-            const float t21 = p1[((gk20 * 64) + gi19)];
-            sh[(((k17 * 68) + i18) + 1152)] = t21;
+    } else if ((int(gid.x) < 20)) {
+        const int h1 = (int(gid.x) - 16);
+        const int m01 = (h1 * 64);
+        const int n02 = ((h1 % 1) * 64);
+        const int ti3 = int(lid.x);
+        const int sgi4 = int(sg);
+        const int sr5 = ((sgi4 / 2) * 32);
+        const int sc6 = ((sgi4 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 256; k0 += 16) {
+            for (int s7 = 0; s7 < 8; s7 += 1) {
+                const int l8 = ((s7 * 128) + ti3);
+                const int k9 = (l8 / 64);
+                const int i10 = (l8 % 64);
+                const int gi11 = (m01 + i10);
+                const int gk12 = (k0 + k9);
+                const float t13 = p0[((gk12 * 256) + gi11)];
+                const float t14 = (t13 * 0.25f);
+                sh[((k9 * 68) + i10)] = t14;
+            }
+            for (int s15 = 0; s15 < 8; s15 += 1) {
+                const int l16 = ((s15 * 128) + ti3);
+                const int k17 = (l16 / 64);
+                const int i18 = (l16 % 64);
+                const int gi19 = (n02 + i18);
+                const int gk20 = (k0 + k17);
+                const float t21 = p3[((gk20 * 64) + gi19)];
+                sh[(((k17 * 68) + i18) + 1088)] = t21;
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 16; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + ((kk * 68) + (sr5 + 8)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa2, sh + ((kk * 68) + (sr5 + 16)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa3, sh + ((kk * 68) + (sr5 + 24)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc6) + 1088), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc6 + 8)) + 1088), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc6 + 16)) + 1088), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc6 + 24)) + 1088), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         }
+        simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
+        simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
+        simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
+        simdgroup_store(acc2_0, sh + (((sr5 + 16) * 68) + sc6), 68);
+        simdgroup_store(acc2_1, sh + (((sr5 + 16) * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc2_2, sh + (((sr5 + 16) * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc2_3, sh + (((sr5 + 16) * 68) + (sc6 + 24)), 68);
+        simdgroup_store(acc3_0, sh + (((sr5 + 24) * 68) + sc6), 68);
+        simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 32; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr6 + 8) * 36) + kk), 36);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 68) + sc7) + 1152), 68);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 68) + (sc7 + 8)) + 1152), 68);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + (((kk * 68) + (sc7 + 16)) + 1152), 68);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + (((kk * 68) + (sc7 + 24)) + 1152), 68);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
-    simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr6 * 68) + (sc7 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr6 + 8) * 68) + sc7), 68);
-    simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s22 = 0; s22 < 16; s22 += 1) {
-        const int l23 = ((s22 * 128) + ti4);
-        const int i24 = (l23 / 64);
-        const int j25 = (l23 % 64);
-        const int gi26 = (m02 + i24);
-        const int gj27 = (n03 + j25);
-        if ((gi26 < 16)) {
-            p2[((((c1 * 16) + gi26) * 64) + gj27)] = sh[((i24 * 68) + j25)];
+        for (int s22 = 0; s22 < 32; s22 += 1) {
+            const int l23 = ((s22 * 128) + ti3);
+            const int i24 = (l23 / 64);
+            const int j25 = (l23 % 64);
+            const int gi26 = (m01 + i24);
+            const int gj27 = (n02 + j25);
+            p4[((gi26 * 64) + gj27)] = sh[((i24 * 68) + j25)];
         }
     }
 }
 
-// fuses reshape %218, reshape %219, matmul %220 (mamba.1)
-// threadgroup 128×1×1, grid 1×1×1 threadgroups
-kernel void matmul_20(
+// 3 independent kernels in one launch
+// part 0 (matmul): fuses matmul %217 (mamba.1)
+// part 1 (matmul): fuses reshape %218, reshape %219, matmul %220 (mamba.1)
+// part 2 (matmul): fuses dequant %221, matmul %222 (mamba.1)
+// threadgroup 128×1×1, grid 33×1×1 threadgroups
+kernel void matmul_x3_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        const device uchar* p6 [[buffer(6)]],
+        const device uchar* p7 [[buffer(7)]],
+        const device float* p8 [[buffer(8)]],
+        const device float* p9 [[buffer(9)]],
+        device float* p10 [[buffer(10)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int m01 = (int(gid.y) * 64);
-    const int n02 = (int(gid.x) * 64);
     threadgroup float sh[4352];
-    const int ti3 = int(lid.x);
-    const int sgi4 = int(sg);
-    const int sr5 = ((sgi4 / 2) * 32);
-    const int sc6 = ((sgi4 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 256; k0 += 16) {
-        for (int s7 = 0; s7 < 8; s7 += 1) {
-            const int l8 = ((s7 * 128) + ti3);
-            const int k9 = (l8 / 64);
-            const int i10 = (l8 % 64);
-            const int gi11 = (m01 + i10);
-            const int gk12 = (k0 + k9);
-            const float t13 = p0[((gk12 * 64) + gi11)];
-            sh[((k9 * 68) + i10)] = t13;
+    if ((int(gid.x) < 16)) {
+        const int h0 = (int(gid.x) - 0);
+        const int c1 = h0;
+        const int m02 = ((h0 % 1) * 32);
+        const int n03 = ((h0 % 1) * 64);
+        const int ti4 = int(lid.x);
+        const int sgi5 = int(sg);
+        const int sr6 = ((sgi5 / 2) * 16);
+        const int sc7 = ((sgi5 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 64; k0 += 32) {
+            for (int s8 = 0; s8 < 8; s8 += 1) {
+                const int l9 = ((s8 * 128) + ti4);
+                const int i10 = (l9 / 32);
+                const int k11 = (l9 % 32);
+                const int gi12 = (m02 + i10);
+                const int gk13 = (k0 + k11);
+                if ((gi12 < 16)) {
+                    const float t14 = p0[((((c1 * 16) + gi12) * 64) + gk13)];
+                    sh[((i10 * 36) + k11)] = t14;
+                } else {
+                    sh[((i10 * 36) + k11)] = 0.0f;
+                }
+            }
+            for (int s15 = 0; s15 < 16; s15 += 1) {
+                const int l16 = ((s15 * 128) + ti4);
+                const int k17 = (l16 / 64);
+                const int i18 = (l16 % 64);
+                const int gi19 = (n03 + i18);
+                const int gk20 = (k0 + k17);
+                const float t21 = p1[((gk20 * 64) + gi19)];
+                sh[(((k17 * 68) + i18) + 1152)] = t21;
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 32; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + (((sr6 + 8) * 36) + kk), 36);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc7) + 1152), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc7 + 8)) + 1152), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc7 + 16)) + 1152), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc7 + 24)) + 1152), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         }
-        for (int s14 = 0; s14 < 8; s14 += 1) {
-            const int l15 = ((s14 * 128) + ti3);
-            const int k16 = (l15 / 64);
-            const int i17 = (l15 % 64);
-            const int gi18 = (n02 + i17);
-            const int gk19 = (k0 + k16);
-            const float t20 = p1[((gk19 * 64) + gi18)];
-            sh[(((k16 * 68) + i17) + 1088)] = t20;
-        }
+        simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
+        simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr6 * 68) + (sc7 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr6 + 8) * 68) + sc7), 68);
+        simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 16; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + ((kk * 68) + (sr5 + 8)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + ((kk * 68) + (sr5 + 16)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + ((kk * 68) + (sr5 + 24)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 68) + sc6) + 1088), 68);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 68) + (sc6 + 8)) + 1088), 68);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + (((kk * 68) + (sc6 + 16)) + 1088), 68);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + (((kk * 68) + (sc6 + 24)) + 1088), 68);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
-            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
-            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
-            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
-    simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
-    simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
-    simdgroup_store(acc2_0, sh + (((sr5 + 16) * 68) + sc6), 68);
-    simdgroup_store(acc2_1, sh + (((sr5 + 16) * 68) + (sc6 + 8)), 68);
-    simdgroup_store(acc2_2, sh + (((sr5 + 16) * 68) + (sc6 + 16)), 68);
-    simdgroup_store(acc2_3, sh + (((sr5 + 16) * 68) + (sc6 + 24)), 68);
-    simdgroup_store(acc3_0, sh + (((sr5 + 24) * 68) + sc6), 68);
-    simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
-    simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
-    simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s21 = 0; s21 < 32; s21 += 1) {
-        const int l22 = ((s21 * 128) + ti3);
-        const int i23 = (l22 / 64);
-        const int j24 = (l22 % 64);
-        const int gi25 = (m01 + i23);
-        const int gj26 = (n02 + j24);
-        p2[((gi25 * 64) + gj26)] = sh[((i23 * 68) + j24)];
-    }
-}
-
-// fuses dequant %221, matmul %222 (mamba.1)
-// threadgroup 128×1×1, grid 1×1×16 threadgroups
-kernel void matmul_21(
-        const device float* p0 [[buffer(0)]],
-        const device uchar* p1_codes [[buffer(1)]],
-        const device uchar* p2_qabsmax [[buffer(2)]],
-        const device float* p3_scales [[buffer(3)]],
-        const device float* p4_offset [[buffer(4)]],
-        device float* p5 [[buffer(5)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]],
-        uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int c1 = int(gid.z);
-    const int m02 = (int(gid.y) * 32);
-    const int n03 = (int(gid.x) * 64);
-    threadgroup float sh[3328];
-    const int ti4 = int(lid.x);
-    const int sgi5 = int(sg);
-    const int sr6 = ((sgi5 / 2) * 16);
-    const int sc7 = ((sgi5 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 256; k0 += 32) {
-        for (int s8 = 0; s8 < 8; s8 += 1) {
-            const int l9 = ((s8 * 128) + ti4);
-            const int i10 = (l9 / 32);
-            const int k11 = (l9 % 32);
-            const int gi12 = (m02 + i10);
-            const int gk13 = (k0 + k11);
-            if ((gi12 < 16)) {
-                const float t14 = p0[((((c1 * 16) + gi12) * 256) + gk13)];
-                sh[((i10 * 36) + k11)] = t14;
-            } else {
-                sh[((i10 * 36) + k11)] = 0.0f;
+        for (int s22 = 0; s22 < 16; s22 += 1) {
+            const int l23 = ((s22 * 128) + ti4);
+            const int i24 = (l23 / 64);
+            const int j25 = (l23 % 64);
+            const int gi26 = (m02 + i24);
+            const int gj27 = (n03 + j25);
+            if ((gi26 < 16)) {
+                p2[((((c1 * 16) + gi26) * 64) + gj27)] = sh[((i24 * 68) + j25)];
             }
         }
-        for (int s15 = 0; s15 < 16; s15 += 1) {
-            const int l16 = ((s15 * 128) + ti4);
-            const int k17 = (l16 / 64);
-            const int i18 = (l16 % 64);
-            const int gi19 = (n03 + i18);
-            const int gk20 = (k0 + k17);
-            const float t21 = (NF4_CODE[((int(p1_codes[(((gk20 * 64) + gi19) / 2)]) >> (((((gk20 * 64) + gi19) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p2_qabsmax[(((gk20 * 64) + gi19) / 64)])] * p3_scales[((((gk20 * 64) + gi19) / 64) / 256)]) + p4_offset[0]));
-            sh[(((k17 * 68) + i18) + 1152)] = t21;
+    } else if ((int(gid.x) < 17)) {
+        const int h1 = (int(gid.x) - 16);
+        const int m01 = (h1 * 64);
+        const int n02 = (h1 * 64);
+        const int ti3 = int(lid.x);
+        const int sgi4 = int(sg);
+        const int sr5 = ((sgi4 / 2) * 32);
+        const int sc6 = ((sgi4 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 256; k0 += 16) {
+            for (int s7 = 0; s7 < 8; s7 += 1) {
+                const int l8 = ((s7 * 128) + ti3);
+                const int k9 = (l8 / 64);
+                const int i10 = (l8 % 64);
+                const int gi11 = (m01 + i10);
+                const int gk12 = (k0 + k9);
+                const float t13 = p0[((gk12 * 64) + gi11)];
+                sh[((k9 * 68) + i10)] = t13;
+            }
+            for (int s14 = 0; s14 < 8; s14 += 1) {
+                const int l15 = ((s14 * 128) + ti3);
+                const int k16 = (l15 / 64);
+                const int i17 = (l15 % 64);
+                const int gi18 = (n02 + i17);
+                const int gk19 = (k0 + k16);
+                const float t20 = p3[((gk19 * 64) + gi18)];
+                sh[(((k16 * 68) + i17) + 1088)] = t20;
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 16; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + ((kk * 68) + (sr5 + 8)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa2, sh + ((kk * 68) + (sr5 + 16)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa3, sh + ((kk * 68) + (sr5 + 24)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc6) + 1088), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc6 + 8)) + 1088), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc6 + 16)) + 1088), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc6 + 24)) + 1088), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         }
+        simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
+        simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
+        simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
+        simdgroup_store(acc2_0, sh + (((sr5 + 16) * 68) + sc6), 68);
+        simdgroup_store(acc2_1, sh + (((sr5 + 16) * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc2_2, sh + (((sr5 + 16) * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc2_3, sh + (((sr5 + 16) * 68) + (sc6 + 24)), 68);
+        simdgroup_store(acc3_0, sh + (((sr5 + 24) * 68) + sc6), 68);
+        simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 32; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr6 + 8) * 36) + kk), 36);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 68) + sc7) + 1152), 68);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 68) + (sc7 + 8)) + 1152), 68);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + (((kk * 68) + (sc7 + 16)) + 1152), 68);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + (((kk * 68) + (sc7 + 24)) + 1152), 68);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+        for (int s21 = 0; s21 < 32; s21 += 1) {
+            const int l22 = ((s21 * 128) + ti3);
+            const int i23 = (l22 / 64);
+            const int j24 = (l22 % 64);
+            const int gi25 = (m01 + i23);
+            const int gj26 = (n02 + j24);
+            p4[((gi25 * 64) + gj26)] = sh[((i23 * 68) + j24)];
         }
+    } else if ((int(gid.x) < 33)) {
+        const int h2 = (int(gid.x) - 17);
+        const int c1 = h2;
+        const int m02 = ((h2 % 1) * 32);
+        const int n03 = ((h2 % 1) * 64);
+        const int ti4 = int(lid.x);
+        const int sgi5 = int(sg);
+        const int sr6 = ((sgi5 / 2) * 16);
+        const int sc7 = ((sgi5 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 256; k0 += 32) {
+            for (int s8 = 0; s8 < 8; s8 += 1) {
+                const int l9 = ((s8 * 128) + ti4);
+                const int i10 = (l9 / 32);
+                const int k11 = (l9 % 32);
+                const int gi12 = (m02 + i10);
+                const int gk13 = (k0 + k11);
+                if ((gi12 < 16)) {
+                    const float t14 = p5[((((c1 * 16) + gi12) * 256) + gk13)];
+                    sh[((i10 * 36) + k11)] = t14;
+                } else {
+                    sh[((i10 * 36) + k11)] = 0.0f;
+                }
+            }
+            for (int s15 = 0; s15 < 16; s15 += 1) {
+                const int l16 = ((s15 * 128) + ti4);
+                const int k17 = (l16 / 64);
+                const int i18 = (l16 % 64);
+                const int gi19 = (n03 + i18);
+                const int gk20 = (k0 + k17);
+                const float t21 = (NF4_CODE[((int(p6[(((gk20 * 64) + gi19) / 2)]) >> (((((gk20 * 64) + gi19) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p7[(((gk20 * 64) + gi19) / 64)])] * p8[((((gk20 * 64) + gi19) / 64) / 256)]) + p9[0]));
+                sh[(((k17 * 68) + i18) + 1152)] = t21;
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 32; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + (((sr6 + 8) * 36) + kk), 36);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc7) + 1152), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc7 + 8)) + 1152), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc7 + 16)) + 1152), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc7 + 24)) + 1152), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        }
+        simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
+        simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr6 * 68) + (sc7 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr6 + 8) * 68) + sc7), 68);
+        simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
-    simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr6 * 68) + (sc7 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr6 + 8) * 68) + sc7), 68);
-    simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s22 = 0; s22 < 16; s22 += 1) {
-        const int l23 = ((s22 * 128) + ti4);
-        const int i24 = (l23 / 64);
-        const int j25 = (l23 % 64);
-        const int gi26 = (m02 + i24);
-        const int gj27 = (n03 + j25);
-        if ((gi26 < 16)) {
-            p5[((((c1 * 16) + gi26) * 64) + gj27)] = sh[((i24 * 68) + j25)];
+        for (int s22 = 0; s22 < 16; s22 += 1) {
+            const int l23 = ((s22 * 128) + ti4);
+            const int i24 = (l23 / 64);
+            const int j25 = (l23 % 64);
+            const int gi26 = (m02 + i24);
+            const int gj27 = (n03 + j25);
+            if ((gi26 < 16)) {
+                p10[((((c1 * 16) + gi26) * 64) + gj27)] = sh[((i24 * 68) + j25)];
+            }
         }
     }
 }
@@ -3781,7 +3686,7 @@ kernel void rmsnorm_bwd_1(
 
 // fuses add %226 (mamba.1)
 // threadgroup 256×1×1, grid 64×1×1 threadgroups
-kernel void add_1(
+kernel void add_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -3793,34 +3698,49 @@ kernel void add_1(
     p2[i1] = t7;
 }
 
-// fuses mul %237, reduce_sum %238 (moe.0)
-// threadgroup 256×1×1, grid 64×1×1 threadgroups
-kernel void reduce_sum_2(
+// 2 independent kernels in one launch
+// part 0 (mul): fuses reshape %89, broadcast %90, mul %236 (moe.0)
+// part 1 (reduce_sum): fuses mul %237, reduce_sum %238 (moe.0)
+// threadgroup 256×1×1, grid 192×1×1 threadgroups
+kernel void mul_reduce_sum_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        device float* p4 [[buffer(4)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int row4 = ((int(gid.x) * 8) + (lid1 / 32));
-    float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 2; k6 += 1) {
-        const int j7 = (l32_2 + (k6 * 32));
-        const float t8 = p0[((row4 * 64) + j7)];
-        const float t9 = p1[((row4 * 64) + j7)];
-        const float t10 = (t8 * t9);
-        acc5 += t10;
-    }
-    const float s11 = simd_sum(acc5);
-    if ((l32_2 == 0)) {
-        p2[row4] = s11;
+    if ((int(gid.x) < 128)) {
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 256) + int(lid.x));
+        const int c2 = (i1 / 64);
+        const float t4 = p0[i1];
+        const float t5 = p1[((c2 * 1) + 0)];
+        const float t6 = (t4 * t5);
+        p2[i1] = t6;
+    } else if ((int(gid.x) < 192)) {
+        const int h1 = (int(gid.x) - 128);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int row4 = ((h1 * 8) + (lid1 / 32));
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 2; k6 += 1) {
+            const int j7 = (l32_2 + (k6 * 32));
+            const float t8 = p0[((row4 * 64) + j7)];
+            const float t9 = p3[((row4 * 64) + j7)];
+            const float t10 = (t8 * t9);
+            acc5 += t10;
+        }
+        const float s11 = simd_sum(acc5);
+        if ((l32_2 == 0)) {
+            p4[row4] = s11;
+        }
     }
 }
 
 // fuses reshape %239, reshape %240, scatter_add %241 (moe.0)
 // threadgroup 256×1×1, grid 2×1×1 threadgroups
-kernel void scatter_add_1(
+kernel void scatter_add_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -3838,684 +3758,669 @@ kernel void scatter_add_1(
     p2[lo2] = acc4;
 }
 
-// fuses scale %243, grouped_matmul %244 (moe.0)
-// threadgroup 128×1×1, grid 1×8×5 threadgroups
-kernel void grouped_matmul_4(
+// 2 independent kernels in one launch
+// part 0 (grouped_matmul): fuses scale %243, grouped_matmul %244 (moe.0)
+// part 1 (grouped_matmul_wgrad): fuses scale %243, grouped_matmul_wgrad %245 (moe.0)
+// threadgroup 128×1×1, grid 44×1×1 threadgroups
+kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
         const device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        device float* p5 [[buffer(5)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int ex1 = int(gid.z);
-    const int n02 = (int(gid.x) * 64);
-    if ((ex1 == 4)) {
-        const int t3 = p0[0];
-        const int t4 = p0[4];
-        for (int s5 = 0; s5 < 32; s5 += 1) {
-            const int l6 = ((s5 * 128) + int(lid.x));
-            const int r7 = ((int(gid.y) * 64) + (l6 / 64));
-            const int j8 = (n02 + (l6 % 64));
-            if (((r7 < t3) || (r7 >= t4))) {
-                p1[((r7 * 64) + j8)] = 0.0f;
-            }
-        }
-        return;
-    }
-    const int t9 = p0[ex1];
-    const int t10 = p0[(ex1 + 1)];
-    const int m011 = (t9 + (int(gid.y) * 64));
-    if ((m011 >= t10)) {
-        return;
-    }
     threadgroup float sh[4352];
-    const int ti12 = int(lid.x);
-    const int sgi13 = int(sg);
-    const int sr14 = ((sgi13 / 2) * 32);
-    const int sc15 = ((sgi13 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 64; k0 += 16) {
-        for (int s16 = 0; s16 < 8; s16 += 1) {
-            const int l17 = ((s16 * 128) + ti12);
-            const int i18 = (l17 / 16);
-            const int k19 = (l17 % 16);
-            const int gi20 = (m011 + i18);
-            const int gk21 = (k0 + k19);
-            if ((gi20 < t10)) {
-                const float t22 = p2[((gi20 * 64) + gk21)];
-                const float t23 = (t22 * 0.25f);
-                sh[((i18 * 20) + k19)] = t23;
-            } else {
-                sh[((i18 * 20) + k19)] = 0.0f;
+    if ((int(gid.x) < 40)) {
+        const int h0 = (int(gid.x) - 0);
+        const int ex1 = (h0 / 8);
+        const int n02 = ((h0 % 1) * 64);
+        if ((ex1 == 4)) {
+            const int t3 = p0[0];
+            const int t4 = p0[4];
+            for (int s5 = 0; s5 < 32; s5 += 1) {
+                const int l6 = ((s5 * 128) + int(lid.x));
+                const int r7 = (((h0 % 8) * 64) + (l6 / 64));
+                const int j8 = (n02 + (l6 % 64));
+                if (((r7 < t3) || (r7 >= t4))) {
+                    p1[((r7 * 64) + j8)] = 0.0f;
+                }
+            }
+            return;
+        }
+        const int t9 = p0[ex1];
+        const int t10 = p0[(ex1 + 1)];
+        const int m011 = (t9 + ((h0 % 8) * 64));
+        if ((m011 >= t10)) {
+            return;
+        }
+        const int ti12 = int(lid.x);
+        const int sgi13 = int(sg);
+        const int sr14 = ((sgi13 / 2) * 32);
+        const int sc15 = ((sgi13 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 64; k0 += 16) {
+            for (int s16 = 0; s16 < 8; s16 += 1) {
+                const int l17 = ((s16 * 128) + ti12);
+                const int i18 = (l17 / 16);
+                const int k19 = (l17 % 16);
+                const int gi20 = (m011 + i18);
+                const int gk21 = (k0 + k19);
+                if ((gi20 < t10)) {
+                    const float t22 = p2[((gi20 * 64) + gk21)];
+                    const float t23 = (t22 * 0.25f);
+                    sh[((i18 * 20) + k19)] = t23;
+                } else {
+                    sh[((i18 * 20) + k19)] = 0.0f;
+                }
+            }
+            for (int s24 = 0; s24 < 8; s24 += 1) {
+                const int l25 = ((s24 * 128) + ti12);
+                const int k26 = (l25 / 64);
+                const int i27 = (l25 % 64);
+                const int gi28 = (n02 + i27);
+                const int gk29 = (k0 + k26);
+                const float t30 = p3[((((ex1 * 64) + gk29) * 64) + gi28)];
+                sh[(((k26 * 68) + i27) + 1280)] = t30;
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 16; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((sr14 * 20) + kk), 20);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + (((sr14 + 8) * 20) + kk), 20);
+                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa2, sh + (((sr14 + 16) * 20) + kk), 20);
+                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa3, sh + (((sr14 + 24) * 20) + kk), 20);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc15) + 1280), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc15 + 8)) + 1280), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc15 + 16)) + 1280), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc15 + 24)) + 1280), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        }
+        simdgroup_store(acc0_0, sh + ((sr14 * 68) + sc15), 68);
+        simdgroup_store(acc0_1, sh + ((sr14 * 68) + (sc15 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr14 * 68) + (sc15 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr14 * 68) + (sc15 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr14 + 8) * 68) + sc15), 68);
+        simdgroup_store(acc1_1, sh + (((sr14 + 8) * 68) + (sc15 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr14 + 8) * 68) + (sc15 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr14 + 8) * 68) + (sc15 + 24)), 68);
+        simdgroup_store(acc2_0, sh + (((sr14 + 16) * 68) + sc15), 68);
+        simdgroup_store(acc2_1, sh + (((sr14 + 16) * 68) + (sc15 + 8)), 68);
+        simdgroup_store(acc2_2, sh + (((sr14 + 16) * 68) + (sc15 + 16)), 68);
+        simdgroup_store(acc2_3, sh + (((sr14 + 16) * 68) + (sc15 + 24)), 68);
+        simdgroup_store(acc3_0, sh + (((sr14 + 24) * 68) + sc15), 68);
+        simdgroup_store(acc3_1, sh + (((sr14 + 24) * 68) + (sc15 + 8)), 68);
+        simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
+        simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int s31 = 0; s31 < 32; s31 += 1) {
+            const int l32 = ((s31 * 128) + ti12);
+            const int i33 = (l32 / 64);
+            const int j34 = (l32 % 64);
+            const int gi35 = (m011 + i33);
+            const int gj36 = (n02 + j34);
+            if ((gi35 < t10)) {
+                p1[((gi35 * 64) + gj36)] = sh[((i33 * 68) + j34)];
             }
         }
-        for (int s24 = 0; s24 < 8; s24 += 1) {
-            const int l25 = ((s24 * 128) + ti12);
-            const int k26 = (l25 / 64);
-            const int i27 = (l25 % 64);
-            const int gi28 = (n02 + i27);
-            const int gk29 = (k0 + k26);
-            const float t30 = p3[((((ex1 * 64) + gk29) * 64) + gi28)];
-            sh[(((k26 * 68) + i27) + 1280)] = t30;
+    } else if ((int(gid.x) < 44)) {
+        const int h1 = (int(gid.x) - 40);
+        const int ex1 = h1;
+        const int m02 = ((h1 % 1) * 64);
+        const int n03 = ((h1 % 1) * 64);
+        const int t4 = p0[ex1];
+        const int t5 = p0[(ex1 + 1)];
+        const int ti6 = int(lid.x);
+        const int sgi7 = int(sg);
+        const int sr8 = ((sgi7 / 2) * 32);
+        const int sc9 = ((sgi7 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = t4; k0 < t5; k0 += 16) {
+            for (int s10 = 0; s10 < 8; s10 += 1) {
+                const int l11 = ((s10 * 128) + ti6);
+                const int k12 = (l11 / 64);
+                const int i13 = (l11 % 64);
+                const int gi14 = (m02 + i13);
+                const int gk15 = (k0 + k12);
+                if ((gk15 < t5)) {
+                    const float t16 = p2[((gk15 * 64) + gi14)];
+                    const float t17 = (t16 * 0.25f);
+                    sh[((k12 * 68) + i13)] = t17;
+                } else {
+                    sh[((k12 * 68) + i13)] = 0.0f;
+                }
+            }
+            for (int s18 = 0; s18 < 8; s18 += 1) {
+                const int l19 = ((s18 * 128) + ti6);
+                const int k20 = (l19 / 64);
+                const int i21 = (l19 % 64);
+                const int gi22 = (n03 + i21);
+                const int gk23 = (k0 + k20);
+                if ((gk23 < t5)) {
+                    const float t24 = p4[((gk23 * 64) + gi22)];
+                    sh[(((k20 * 68) + i21) + 1088)] = t24;
+                } else {
+                    sh[(((k20 * 68) + i21) + 1088)] = 0.0f;
+                }
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 16; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((kk * 68) + sr8), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + ((kk * 68) + (sr8 + 8)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa2, sh + ((kk * 68) + (sr8 + 16)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa3, sh + ((kk * 68) + (sr8 + 24)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc9) + 1088), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc9 + 8)) + 1088), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc9 + 16)) + 1088), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc9 + 24)) + 1088), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         }
+        simdgroup_store(acc0_0, sh + ((sr8 * 68) + sc9), 68);
+        simdgroup_store(acc0_1, sh + ((sr8 * 68) + (sc9 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr8 * 68) + (sc9 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr8 * 68) + (sc9 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr8 + 8) * 68) + sc9), 68);
+        simdgroup_store(acc1_1, sh + (((sr8 + 8) * 68) + (sc9 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr8 + 8) * 68) + (sc9 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr8 + 8) * 68) + (sc9 + 24)), 68);
+        simdgroup_store(acc2_0, sh + (((sr8 + 16) * 68) + sc9), 68);
+        simdgroup_store(acc2_1, sh + (((sr8 + 16) * 68) + (sc9 + 8)), 68);
+        simdgroup_store(acc2_2, sh + (((sr8 + 16) * 68) + (sc9 + 16)), 68);
+        simdgroup_store(acc2_3, sh + (((sr8 + 16) * 68) + (sc9 + 24)), 68);
+        simdgroup_store(acc3_0, sh + (((sr8 + 24) * 68) + sc9), 68);
+        simdgroup_store(acc3_1, sh + (((sr8 + 24) * 68) + (sc9 + 8)), 68);
+        simdgroup_store(acc3_2, sh + (((sr8 + 24) * 68) + (sc9 + 16)), 68);
+        simdgroup_store(acc3_3, sh + (((sr8 + 24) * 68) + (sc9 + 24)), 68);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 16; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr14 * 20) + kk), 20);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr14 + 8) * 20) + kk), 20);
-            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + (((sr14 + 16) * 20) + kk), 20);
-            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + (((sr14 + 24) * 20) + kk), 20);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 68) + sc15) + 1280), 68);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 68) + (sc15 + 8)) + 1280), 68);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + (((kk * 68) + (sc15 + 16)) + 1280), 68);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + (((kk * 68) + (sc15 + 24)) + 1280), 68);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
-            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
-            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
-            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr14 * 68) + sc15), 68);
-    simdgroup_store(acc0_1, sh + ((sr14 * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr14 * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr14 * 68) + (sc15 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr14 + 8) * 68) + sc15), 68);
-    simdgroup_store(acc1_1, sh + (((sr14 + 8) * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr14 + 8) * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr14 + 8) * 68) + (sc15 + 24)), 68);
-    simdgroup_store(acc2_0, sh + (((sr14 + 16) * 68) + sc15), 68);
-    simdgroup_store(acc2_1, sh + (((sr14 + 16) * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc2_2, sh + (((sr14 + 16) * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc2_3, sh + (((sr14 + 16) * 68) + (sc15 + 24)), 68);
-    simdgroup_store(acc3_0, sh + (((sr14 + 24) * 68) + sc15), 68);
-    simdgroup_store(acc3_1, sh + (((sr14 + 24) * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s31 = 0; s31 < 32; s31 += 1) {
-        const int l32 = ((s31 * 128) + ti12);
-        const int i33 = (l32 / 64);
-        const int j34 = (l32 % 64);
-        const int gi35 = (m011 + i33);
-        const int gj36 = (n02 + j34);
-        if ((gi35 < t10)) {
-            p1[((gi35 * 64) + gj36)] = sh[((i33 * 68) + j34)];
+        for (int s25 = 0; s25 < 32; s25 += 1) {
+            const int l26 = ((s25 * 128) + ti6);
+            const int i27 = (l26 / 64);
+            const int j28 = (l26 % 64);
+            const int gi29 = (m02 + i27);
+            const int gj30 = (n03 + j28);
+            p5[((((ex1 * 64) + gi29) * 64) + gj30)] = sh[((i27 * 68) + j28)];
         }
     }
 }
 
-// fuses scale %243, grouped_matmul_wgrad %245 (moe.0)
-// threadgroup 128×1×1, grid 1×1×4 threadgroups
-kernel void grouped_matmul_wgrad_0(
-        const device int* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        device float* p3 [[buffer(3)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]],
-        uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int ex1 = int(gid.z);
-    const int m02 = (int(gid.y) * 64);
-    const int n03 = (int(gid.x) * 64);
-    const int t4 = p0[ex1];
-    const int t5 = p0[(ex1 + 1)];
-    threadgroup float sh[4352];
-    const int ti6 = int(lid.x);
-    const int sgi7 = int(sg);
-    const int sr8 = ((sgi7 / 2) * 32);
-    const int sc9 = ((sgi7 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = t4; k0 < t5; k0 += 16) {
-        for (int s10 = 0; s10 < 8; s10 += 1) {
-            const int l11 = ((s10 * 128) + ti6);
-            const int k12 = (l11 / 64);
-            const int i13 = (l11 % 64);
-            const int gi14 = (m02 + i13);
-            const int gk15 = (k0 + k12);
-            if ((gk15 < t5)) {
-                const float t16 = p1[((gk15 * 64) + gi14)];
-                const float t17 = (t16 * 0.25f);
-                sh[((k12 * 68) + i13)] = t17;
-            } else {
-                sh[((k12 * 68) + i13)] = 0.0f;
-            }
-        }
-        for (int s18 = 0; s18 < 8; s18 += 1) {
-            const int l19 = ((s18 * 128) + ti6);
-            const int k20 = (l19 / 64);
-            const int i21 = (l19 % 64);
-            const int gi22 = (n03 + i21);
-            const int gk23 = (k0 + k20);
-            if ((gk23 < t5)) {
-                const float t24 = p2[((gk23 * 64) + gi22)];
-                sh[(((k20 * 68) + i21) + 1088)] = t24;
-            } else {
-                sh[(((k20 * 68) + i21) + 1088)] = 0.0f;
-            }
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 16; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((kk * 68) + sr8), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + ((kk * 68) + (sr8 + 8)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + ((kk * 68) + (sr8 + 16)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + ((kk * 68) + (sr8 + 24)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 68) + sc9) + 1088), 68);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 68) + (sc9 + 8)) + 1088), 68);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + (((kk * 68) + (sc9 + 16)) + 1088), 68);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + (((kk * 68) + (sc9 + 24)) + 1088), 68);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
-            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
-            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
-            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr8 * 68) + sc9), 68);
-    simdgroup_store(acc0_1, sh + ((sr8 * 68) + (sc9 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr8 * 68) + (sc9 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr8 * 68) + (sc9 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr8 + 8) * 68) + sc9), 68);
-    simdgroup_store(acc1_1, sh + (((sr8 + 8) * 68) + (sc9 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr8 + 8) * 68) + (sc9 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr8 + 8) * 68) + (sc9 + 24)), 68);
-    simdgroup_store(acc2_0, sh + (((sr8 + 16) * 68) + sc9), 68);
-    simdgroup_store(acc2_1, sh + (((sr8 + 16) * 68) + (sc9 + 8)), 68);
-    simdgroup_store(acc2_2, sh + (((sr8 + 16) * 68) + (sc9 + 16)), 68);
-    simdgroup_store(acc2_3, sh + (((sr8 + 16) * 68) + (sc9 + 24)), 68);
-    simdgroup_store(acc3_0, sh + (((sr8 + 24) * 68) + sc9), 68);
-    simdgroup_store(acc3_1, sh + (((sr8 + 24) * 68) + (sc9 + 8)), 68);
-    simdgroup_store(acc3_2, sh + (((sr8 + 24) * 68) + (sc9 + 16)), 68);
-    simdgroup_store(acc3_3, sh + (((sr8 + 24) * 68) + (sc9 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s25 = 0; s25 < 32; s25 += 1) {
-        const int l26 = ((s25 * 128) + ti6);
-        const int i27 = (l26 / 64);
-        const int j28 = (l26 % 64);
-        const int gi29 = (m02 + i27);
-        const int gj30 = (n03 + j28);
-        p3[((((ex1 * 64) + gi29) * 64) + gj30)] = sh[((i27 * 68) + j28)];
-    }
-}
-
-// fuses grouped_matmul %246 (moe.0)
-// threadgroup 128×1×1, grid 1×8×5 threadgroups
-kernel void grouped_matmul_5(
+// 3 independent kernels in one launch
+// part 0 (grouped_matmul): fuses grouped_matmul %246 (moe.0)
+// part 1 (grouped_matmul_wgrad): fuses grouped_matmul_wgrad %247 (moe.0)
+// part 2 (grouped_matmul): fuses dequant %248, grouped_matmul %249 (moe.0)
+// threadgroup 128×1×1, grid 84×1×1 threadgroups
+kernel void grouped_matmul_grouped_matmul_wgrad_x3_0(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
         const device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        device float* p5 [[buffer(5)]],
+        device float* p6 [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
+        const device uchar* p8 [[buffer(8)]],
+        const device uchar* p9 [[buffer(9)]],
+        const device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int ex1 = int(gid.z);
-    const int n02 = (int(gid.x) * 64);
-    if ((ex1 == 4)) {
-        const int t3 = p0[0];
-        const int t4 = p0[4];
-        for (int s5 = 0; s5 < 32; s5 += 1) {
-            const int l6 = ((s5 * 128) + int(lid.x));
-            const int r7 = ((int(gid.y) * 64) + (l6 / 64));
-            const int j8 = (n02 + (l6 % 64));
-            if (((r7 < t3) || (r7 >= t4))) {
-                p1[((r7 * 64) + j8)] = 0.0f;
-            }
-        }
-        return;
-    }
-    const int t9 = p0[ex1];
-    const int t10 = p0[(ex1 + 1)];
-    const int m011 = (t9 + (int(gid.y) * 64));
-    if ((m011 >= t10)) {
-        return;
-    }
     threadgroup float sh[4352];
-    const int ti12 = int(lid.x);
-    const int sgi13 = int(sg);
-    const int sr14 = ((sgi13 / 2) * 32);
-    const int sc15 = ((sgi13 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 64; k0 += 16) {
-        for (int s16 = 0; s16 < 8; s16 += 1) {
-            const int l17 = ((s16 * 128) + ti12);
-            const int i18 = (l17 / 16);
-            const int k19 = (l17 % 16);
-            const int gi20 = (m011 + i18);
-            const int gk21 = (k0 + k19);
-            if ((gi20 < t10)) {
-                const float t22 = p2[((gi20 * 64) + gk21)];
-                sh[((i18 * 20) + k19)] = t22;
-            } else {
-                sh[((i18 * 20) + k19)] = 0.0f;
+    if ((int(gid.x) < 40)) {
+        const int h0 = (int(gid.x) - 0);
+        const int ex1 = (h0 / 8);
+        const int n02 = ((h0 % 1) * 64);
+        if ((ex1 == 4)) {
+            const int t3 = p0[0];
+            const int t4 = p0[4];
+            for (int s5 = 0; s5 < 32; s5 += 1) {
+                const int l6 = ((s5 * 128) + int(lid.x));
+                const int r7 = (((h0 % 8) * 64) + (l6 / 64));
+                const int j8 = (n02 + (l6 % 64));
+                if (((r7 < t3) || (r7 >= t4))) {
+                    p1[((r7 * 64) + j8)] = 0.0f;
+                }
+            }
+            return;
+        }
+        const int t9 = p0[ex1];
+        const int t10 = p0[(ex1 + 1)];
+        const int m011 = (t9 + ((h0 % 8) * 64));
+        if ((m011 >= t10)) {
+            return;
+        }
+        const int ti12 = int(lid.x);
+        const int sgi13 = int(sg);
+        const int sr14 = ((sgi13 / 2) * 32);
+        const int sc15 = ((sgi13 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 64; k0 += 16) {
+            for (int s16 = 0; s16 < 8; s16 += 1) {
+                const int l17 = ((s16 * 128) + ti12);
+                const int i18 = (l17 / 16);
+                const int k19 = (l17 % 16);
+                const int gi20 = (m011 + i18);
+                const int gk21 = (k0 + k19);
+                if ((gi20 < t10)) {
+                    const float t22 = p2[((gi20 * 64) + gk21)];
+                    sh[((i18 * 20) + k19)] = t22;
+                } else {
+                    sh[((i18 * 20) + k19)] = 0.0f;
+                }
+            }
+            for (int s23 = 0; s23 < 8; s23 += 1) {
+                const int l24 = ((s23 * 128) + ti12);
+                const int k25 = (l24 / 64);
+                const int i26 = (l24 % 64);
+                const int gi27 = (n02 + i26);
+                const int gk28 = (k0 + k25);
+                const float t29 = p3[((((ex1 * 64) + gk28) * 64) + gi27)];
+                sh[(((k25 * 68) + i26) + 1280)] = t29;
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 16; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((sr14 * 20) + kk), 20);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + (((sr14 + 8) * 20) + kk), 20);
+                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa2, sh + (((sr14 + 16) * 20) + kk), 20);
+                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa3, sh + (((sr14 + 24) * 20) + kk), 20);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc15) + 1280), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc15 + 8)) + 1280), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc15 + 16)) + 1280), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc15 + 24)) + 1280), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        }
+        simdgroup_store(acc0_0, sh + ((sr14 * 68) + sc15), 68);
+        simdgroup_store(acc0_1, sh + ((sr14 * 68) + (sc15 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr14 * 68) + (sc15 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr14 * 68) + (sc15 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr14 + 8) * 68) + sc15), 68);
+        simdgroup_store(acc1_1, sh + (((sr14 + 8) * 68) + (sc15 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr14 + 8) * 68) + (sc15 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr14 + 8) * 68) + (sc15 + 24)), 68);
+        simdgroup_store(acc2_0, sh + (((sr14 + 16) * 68) + sc15), 68);
+        simdgroup_store(acc2_1, sh + (((sr14 + 16) * 68) + (sc15 + 8)), 68);
+        simdgroup_store(acc2_2, sh + (((sr14 + 16) * 68) + (sc15 + 16)), 68);
+        simdgroup_store(acc2_3, sh + (((sr14 + 16) * 68) + (sc15 + 24)), 68);
+        simdgroup_store(acc3_0, sh + (((sr14 + 24) * 68) + sc15), 68);
+        simdgroup_store(acc3_1, sh + (((sr14 + 24) * 68) + (sc15 + 8)), 68);
+        simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
+        simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int s30 = 0; s30 < 32; s30 += 1) {
+            const int l31 = ((s30 * 128) + ti12);
+            const int i32 = (l31 / 64);
+            const int j33 = (l31 % 64);
+            const int gi34 = (m011 + i32);
+            const int gj35 = (n02 + j33);
+            if ((gi34 < t10)) {
+                p1[((gi34 * 64) + gj35)] = sh[((i32 * 68) + j33)];
             }
         }
-        for (int s23 = 0; s23 < 8; s23 += 1) {
-            const int l24 = ((s23 * 128) + ti12);
-            const int k25 = (l24 / 64);
-            const int i26 = (l24 % 64);
-            const int gi27 = (n02 + i26);
-            const int gk28 = (k0 + k25);
-            const float t29 = p3[((((ex1 * 64) + gk28) * 64) + gi27)];
-            sh[(((k25 * 68) + i26) + 1280)] = t29;
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 16; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr14 * 20) + kk), 20);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr14 + 8) * 20) + kk), 20);
-            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + (((sr14 + 16) * 20) + kk), 20);
-            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + (((sr14 + 24) * 20) + kk), 20);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 68) + sc15) + 1280), 68);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 68) + (sc15 + 8)) + 1280), 68);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + (((kk * 68) + (sc15 + 16)) + 1280), 68);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + (((kk * 68) + (sc15 + 24)) + 1280), 68);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
-            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
-            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
-            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr14 * 68) + sc15), 68);
-    simdgroup_store(acc0_1, sh + ((sr14 * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr14 * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr14 * 68) + (sc15 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr14 + 8) * 68) + sc15), 68);
-    simdgroup_store(acc1_1, sh + (((sr14 + 8) * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr14 + 8) * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr14 + 8) * 68) + (sc15 + 24)), 68);
-    simdgroup_store(acc2_0, sh + (((sr14 + 16) * 68) + sc15), 68);
-    simdgroup_store(acc2_1, sh + (((sr14 + 16) * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc2_2, sh + (((sr14 + 16) * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc2_3, sh + (((sr14 + 16) * 68) + (sc15 + 24)), 68);
-    simdgroup_store(acc3_0, sh + (((sr14 + 24) * 68) + sc15), 68);
-    simdgroup_store(acc3_1, sh + (((sr14 + 24) * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s30 = 0; s30 < 32; s30 += 1) {
-        const int l31 = ((s30 * 128) + ti12);
-        const int i32 = (l31 / 64);
-        const int j33 = (l31 % 64);
-        const int gi34 = (m011 + i32);
-        const int gj35 = (n02 + j33);
-        if ((gi34 < t10)) {
-            p1[((gi34 * 64) + gj35)] = sh[((i32 * 68) + j33)];
-        }
-    }
-}
-
-// fuses grouped_matmul_wgrad %247 (moe.0)
-// threadgroup 128×1×1, grid 1×1×4 threadgroups
-kernel void grouped_matmul_wgrad_1(
-        const device int* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        device float* p3 [[buffer(3)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]],
-        uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int ex1 = int(gid.z);
-    const int m02 = (int(gid.y) * 64);
-    const int n03 = (int(gid.x) * 64);
-    const int t4 = p0[ex1];
-    const int t5 = p0[(ex1 + 1)];
-    threadgroup float sh[4352];
-    const int ti6 = int(lid.x);
-    const int sgi7 = int(sg);
-    const int sr8 = ((sgi7 / 2) * 32);
-    const int sc9 = ((sgi7 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = t4; k0 < t5; k0 += 16) {
-        for (int s10 = 0; s10 < 8; s10 += 1) {
-            const int l11 = ((s10 * 128) + ti6);
-            const int k12 = (l11 / 64);
-            const int i13 = (l11 % 64);
-            const int gi14 = (m02 + i13);
-            const int gk15 = (k0 + k12);
-            if ((gk15 < t5)) {
-                const float t16 = p1[((gk15 * 64) + gi14)];
-                sh[((k12 * 68) + i13)] = t16;
-            } else {
-                sh[((k12 * 68) + i13)] = 0.0f;
+    } else if ((int(gid.x) < 44)) {
+        const int h1 = (int(gid.x) - 40);
+        const int ex1 = h1;
+        const int m02 = ((h1 % 1) * 64);
+        const int n03 = ((h1 % 1) * 64);
+        const int t4 = p0[ex1];
+        const int t5 = p0[(ex1 + 1)];
+        const int ti6 = int(lid.x);
+        const int sgi7 = int(sg);
+        const int sr8 = ((sgi7 / 2) * 32);
+        const int sc9 = ((sgi7 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = t4; k0 < t5; k0 += 16) {
+            for (int s10 = 0; s10 < 8; s10 += 1) {
+                const int l11 = ((s10 * 128) + ti6);
+                const int k12 = (l11 / 64);
+                const int i13 = (l11 % 64);
+                const int gi14 = (m02 + i13);
+                const int gk15 = (k0 + k12);
+                if ((gk15 < t5)) {
+                    const float t16 = p2[((gk15 * 64) + gi14)];
+                    sh[((k12 * 68) + i13)] = t16;
+                } else {
+                    sh[((k12 * 68) + i13)] = 0.0f;
+                }
             }
-        }
-        for (int s17 = 0; s17 < 8; s17 += 1) {
-            const int l18 = ((s17 * 128) + ti6);
-            const int k19 = (l18 / 64);
-            const int i20 = (l18 % 64);
-            const int gi21 = (n03 + i20);
-            const int gk22 = (k0 + k19);
-            if ((gk22 < t5)) {
-                const float t23 = p2[((gk22 * 64) + gi21)];
-                sh[(((k19 * 68) + i20) + 1088)] = t23;
-            } else {
-                sh[(((k19 * 68) + i20) + 1088)] = 0.0f;
+            for (int s17 = 0; s17 < 8; s17 += 1) {
+                const int l18 = ((s17 * 128) + ti6);
+                const int k19 = (l18 / 64);
+                const int i20 = (l18 % 64);
+                const int gi21 = (n03 + i20);
+                const int gk22 = (k0 + k19);
+                if ((gk22 < t5)) {
+                    const float t23 = p4[((gk22 * 64) + gi21)];
+                    sh[(((k19 * 68) + i20) + 1088)] = t23;
+                } else {
+                    sh[(((k19 * 68) + i20) + 1088)] = 0.0f;
+                }
             }
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 16; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((kk * 68) + sr8), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + ((kk * 68) + (sr8 + 8)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + ((kk * 68) + (sr8 + 16)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + ((kk * 68) + (sr8 + 24)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 68) + sc9) + 1088), 68);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 68) + (sc9 + 8)) + 1088), 68);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + (((kk * 68) + (sc9 + 16)) + 1088), 68);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + (((kk * 68) + (sc9 + 24)) + 1088), 68);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
-            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
-            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
-            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr8 * 68) + sc9), 68);
-    simdgroup_store(acc0_1, sh + ((sr8 * 68) + (sc9 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr8 * 68) + (sc9 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr8 * 68) + (sc9 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr8 + 8) * 68) + sc9), 68);
-    simdgroup_store(acc1_1, sh + (((sr8 + 8) * 68) + (sc9 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr8 + 8) * 68) + (sc9 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr8 + 8) * 68) + (sc9 + 24)), 68);
-    simdgroup_store(acc2_0, sh + (((sr8 + 16) * 68) + sc9), 68);
-    simdgroup_store(acc2_1, sh + (((sr8 + 16) * 68) + (sc9 + 8)), 68);
-    simdgroup_store(acc2_2, sh + (((sr8 + 16) * 68) + (sc9 + 16)), 68);
-    simdgroup_store(acc2_3, sh + (((sr8 + 16) * 68) + (sc9 + 24)), 68);
-    simdgroup_store(acc3_0, sh + (((sr8 + 24) * 68) + sc9), 68);
-    simdgroup_store(acc3_1, sh + (((sr8 + 24) * 68) + (sc9 + 8)), 68);
-    simdgroup_store(acc3_2, sh + (((sr8 + 24) * 68) + (sc9 + 16)), 68);
-    simdgroup_store(acc3_3, sh + (((sr8 + 24) * 68) + (sc9 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s24 = 0; s24 < 32; s24 += 1) {
-        const int l25 = ((s24 * 128) + ti6);
-        const int i26 = (l25 / 64);
-        const int j27 = (l25 % 64);
-        const int gi28 = (m02 + i26);
-        const int gj29 = (n03 + j27);
-        p3[((((ex1 * 64) + gi28) * 64) + gj29)] = sh[((i26 * 68) + j27)];
-    }
-}
-
-// fuses dequant %248, grouped_matmul %249 (moe.0)
-// threadgroup 128×1×1, grid 1×8×5 threadgroups
-kernel void grouped_matmul_6(
-        const device int* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device uchar* p3_codes [[buffer(3)]],
-        const device uchar* p4_qabsmax [[buffer(4)]],
-        const device float* p5_scales [[buffer(5)]],
-        const device float* p6_offset [[buffer(6)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]],
-        uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int ex1 = int(gid.z);
-    const int n02 = (int(gid.x) * 64);
-    if ((ex1 == 4)) {
-        const int t3 = p0[0];
-        const int t4 = p0[4];
-        for (int s5 = 0; s5 < 32; s5 += 1) {
-            const int l6 = ((s5 * 128) + int(lid.x));
-            const int r7 = ((int(gid.y) * 64) + (l6 / 64));
-            const int j8 = (n02 + (l6 % 64));
-            if (((r7 < t3) || (r7 >= t4))) {
-                p1[((r7 * 64) + j8)] = 0.0f;
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 16; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((kk * 68) + sr8), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + ((kk * 68) + (sr8 + 8)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa2, sh + ((kk * 68) + (sr8 + 16)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa3, sh + ((kk * 68) + (sr8 + 24)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc9) + 1088), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc9 + 8)) + 1088), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc9 + 16)) + 1088), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc9 + 24)) + 1088), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         }
-        return;
-    }
-    const int t9 = p0[ex1];
-    const int t10 = p0[(ex1 + 1)];
-    const int m011 = (t9 + (int(gid.y) * 64));
-    if ((m011 >= t10)) {
-        return;
-    }
-    threadgroup float sh[4352];
-    const int ti12 = int(lid.x);
-    const int sgi13 = int(sg);
-    const int sr14 = ((sgi13 / 2) * 32);
-    const int sc15 = ((sgi13 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 64; k0 += 16) {
-        for (int s16 = 0; s16 < 8; s16 += 1) {
-            const int l17 = ((s16 * 128) + ti12);
-            const int i18 = (l17 / 16);
-            const int k19 = (l17 % 16);
-            const int gi20 = (m011 + i18);
-            const int gk21 = (k0 + k19);
-            if ((gi20 < t10)) {
-                const float t22 = p2[((gi20 * 64) + gk21)];
-                sh[((i18 * 20) + k19)] = t22;
-            } else {
-                sh[((i18 * 20) + k19)] = 0.0f;
+        simdgroup_store(acc0_0, sh + ((sr8 * 68) + sc9), 68);
+        simdgroup_store(acc0_1, sh + ((sr8 * 68) + (sc9 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr8 * 68) + (sc9 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr8 * 68) + (sc9 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr8 + 8) * 68) + sc9), 68);
+        simdgroup_store(acc1_1, sh + (((sr8 + 8) * 68) + (sc9 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr8 + 8) * 68) + (sc9 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr8 + 8) * 68) + (sc9 + 24)), 68);
+        simdgroup_store(acc2_0, sh + (((sr8 + 16) * 68) + sc9), 68);
+        simdgroup_store(acc2_1, sh + (((sr8 + 16) * 68) + (sc9 + 8)), 68);
+        simdgroup_store(acc2_2, sh + (((sr8 + 16) * 68) + (sc9 + 16)), 68);
+        simdgroup_store(acc2_3, sh + (((sr8 + 16) * 68) + (sc9 + 24)), 68);
+        simdgroup_store(acc3_0, sh + (((sr8 + 24) * 68) + sc9), 68);
+        simdgroup_store(acc3_1, sh + (((sr8 + 24) * 68) + (sc9 + 8)), 68);
+        simdgroup_store(acc3_2, sh + (((sr8 + 24) * 68) + (sc9 + 16)), 68);
+        simdgroup_store(acc3_3, sh + (((sr8 + 24) * 68) + (sc9 + 24)), 68);
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int s24 = 0; s24 < 32; s24 += 1) {
+            const int l25 = ((s24 * 128) + ti6);
+            const int i26 = (l25 / 64);
+            const int j27 = (l25 % 64);
+            const int gi28 = (m02 + i26);
+            const int gj29 = (n03 + j27);
+            p5[((((ex1 * 64) + gi28) * 64) + gj29)] = sh[((i26 * 68) + j27)];
+        }
+    } else if ((int(gid.x) < 84)) {
+        const int h2 = (int(gid.x) - 44);
+        const int ex1 = (h2 / 8);
+        const int n02 = ((h2 % 1) * 64);
+        if ((ex1 == 4)) {
+            const int t3 = p0[0];
+            const int t4 = p0[4];
+            for (int s5 = 0; s5 < 32; s5 += 1) {
+                const int l6 = ((s5 * 128) + int(lid.x));
+                const int r7 = (((h2 % 8) * 64) + (l6 / 64));
+                const int j8 = (n02 + (l6 % 64));
+                if (((r7 < t3) || (r7 >= t4))) {
+                    p6[((r7 * 64) + j8)] = 0.0f;
+                }
             }
+            return;
         }
-        for (int s23 = 0; s23 < 8; s23 += 1) {
-            const int l24 = ((s23 * 128) + ti12);
-            const int k25 = (l24 / 64);
-            const int i26 = (l24 % 64);
-            const int gi27 = (n02 + i26);
-            const int gk28 = (k0 + k25);
-            const float t29 = (NF4_CODE[((int(p3_codes[(((((ex1 * 64) + gk28) * 64) + gi27) / 2)]) >> (((((((ex1 * 64) + gk28) * 64) + gi27) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p4_qabsmax[(((((ex1 * 64) + gk28) * 64) + gi27) / 64)])] * p5_scales[((((((ex1 * 64) + gk28) * 64) + gi27) / 64) / 256)]) + p6_offset[0]));
-            sh[(((k25 * 68) + i26) + 1280)] = t29;
+        const int t9 = p0[ex1];
+        const int t10 = p0[(ex1 + 1)];
+        const int m011 = (t9 + ((h2 % 8) * 64));
+        if ((m011 >= t10)) {
+            return;
         }
+        const int ti12 = int(lid.x);
+        const int sgi13 = int(sg);
+        const int sr14 = ((sgi13 / 2) * 32);
+        const int sc15 = ((sgi13 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 64; k0 += 16) {
+            for (int s16 = 0; s16 < 8; s16 += 1) {
+                const int l17 = ((s16 * 128) + ti12);
+                const int i18 = (l17 / 16);
+                const int k19 = (l17 % 16);
+                const int gi20 = (m011 + i18);
+                const int gk21 = (k0 + k19);
+                if ((gi20 < t10)) {
+                    const float t22 = p7[((gi20 * 64) + gk21)];
+                    sh[((i18 * 20) + k19)] = t22;
+                } else {
+                    sh[((i18 * 20) + k19)] = 0.0f;
+                }
+            }
+            for (int s23 = 0; s23 < 8; s23 += 1) {
+                const int l24 = ((s23 * 128) + ti12);
+                const int k25 = (l24 / 64);
+                const int i26 = (l24 % 64);
+                const int gi27 = (n02 + i26);
+                const int gk28 = (k0 + k25);
+                const float t29 = (NF4_CODE[((int(p8[(((((ex1 * 64) + gk28) * 64) + gi27) / 2)]) >> (((((((ex1 * 64) + gk28) * 64) + gi27) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p9[(((((ex1 * 64) + gk28) * 64) + gi27) / 64)])] * p10[((((((ex1 * 64) + gk28) * 64) + gi27) / 64) / 256)]) + p11[0]));
+                sh[(((k25 * 68) + i26) + 1280)] = t29;
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 16; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((sr14 * 20) + kk), 20);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + (((sr14 + 8) * 20) + kk), 20);
+                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa2, sh + (((sr14 + 16) * 20) + kk), 20);
+                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa3, sh + (((sr14 + 24) * 20) + kk), 20);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc15) + 1280), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc15 + 8)) + 1280), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc15 + 16)) + 1280), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc15 + 24)) + 1280), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        }
+        simdgroup_store(acc0_0, sh + ((sr14 * 68) + sc15), 68);
+        simdgroup_store(acc0_1, sh + ((sr14 * 68) + (sc15 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr14 * 68) + (sc15 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr14 * 68) + (sc15 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr14 + 8) * 68) + sc15), 68);
+        simdgroup_store(acc1_1, sh + (((sr14 + 8) * 68) + (sc15 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr14 + 8) * 68) + (sc15 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr14 + 8) * 68) + (sc15 + 24)), 68);
+        simdgroup_store(acc2_0, sh + (((sr14 + 16) * 68) + sc15), 68);
+        simdgroup_store(acc2_1, sh + (((sr14 + 16) * 68) + (sc15 + 8)), 68);
+        simdgroup_store(acc2_2, sh + (((sr14 + 16) * 68) + (sc15 + 16)), 68);
+        simdgroup_store(acc2_3, sh + (((sr14 + 16) * 68) + (sc15 + 24)), 68);
+        simdgroup_store(acc3_0, sh + (((sr14 + 24) * 68) + sc15), 68);
+        simdgroup_store(acc3_1, sh + (((sr14 + 24) * 68) + (sc15 + 8)), 68);
+        simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
+        simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 16; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr14 * 20) + kk), 20);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr14 + 8) * 20) + kk), 20);
-            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + (((sr14 + 16) * 20) + kk), 20);
-            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + (((sr14 + 24) * 20) + kk), 20);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 68) + sc15) + 1280), 68);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 68) + (sc15 + 8)) + 1280), 68);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + (((kk * 68) + (sc15 + 16)) + 1280), 68);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + (((kk * 68) + (sc15 + 24)) + 1280), 68);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
-            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
-            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
-            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr14 * 68) + sc15), 68);
-    simdgroup_store(acc0_1, sh + ((sr14 * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr14 * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr14 * 68) + (sc15 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr14 + 8) * 68) + sc15), 68);
-    simdgroup_store(acc1_1, sh + (((sr14 + 8) * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr14 + 8) * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr14 + 8) * 68) + (sc15 + 24)), 68);
-    simdgroup_store(acc2_0, sh + (((sr14 + 16) * 68) + sc15), 68);
-    simdgroup_store(acc2_1, sh + (((sr14 + 16) * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc2_2, sh + (((sr14 + 16) * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc2_3, sh + (((sr14 + 16) * 68) + (sc15 + 24)), 68);
-    simdgroup_store(acc3_0, sh + (((sr14 + 24) * 68) + sc15), 68);
-    simdgroup_store(acc3_1, sh + (((sr14 + 24) * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s30 = 0; s30 < 32; s30 += 1) {
-        const int l31 = ((s30 * 128) + ti12);
-        const int i32 = (l31 / 64);
-        const int j33 = (l31 % 64);
-        const int gi34 = (m011 + i32);
-        const int gj35 = (n02 + j33);
-        if ((gi34 < t10)) {
-            p1[((gi34 * 64) + gj35)] = sh[((i32 * 68) + j33)];
+        for (int s30 = 0; s30 < 32; s30 += 1) {
+            const int l31 = ((s30 * 128) + ti12);
+            const int i32 = (l31 / 64);
+            const int j33 = (l31 % 64);
+            const int gi34 = (m011 + i32);
+            const int gj35 = (n02 + j33);
+            if ((gi34 < t10)) {
+                p6[((gi34 * 64) + gj35)] = sh[((i32 * 68) + j33)];
+            }
         }
     }
 }
@@ -4567,596 +4472,655 @@ kernel void add_concat_mul_1(
     p4[i1] = t23;
 }
 
-// fuses scale %264, grouped_matmul %265 (moe.0)
-// threadgroup 128×1×1, grid 1×8×5 threadgroups
-kernel void grouped_matmul_7(
+// 2 independent kernels in one launch
+// part 0 (grouped_matmul): fuses scale %264, grouped_matmul %265 (moe.0)
+// part 1 (grouped_matmul_wgrad): fuses scale %264, grouped_matmul_wgrad %266 (moe.0)
+// threadgroup 128×1×1, grid 48×1×1 threadgroups
+kernel void grouped_matmul_grouped_matmul_wgrad_x2_1(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]],
-        uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int ex1 = int(gid.z);
-    const int n02 = (int(gid.x) * 64);
-    if ((ex1 == 4)) {
-        const int t3 = p0[0];
-        const int t4 = p0[4];
-        for (int s5 = 0; s5 < 32; s5 += 1) {
-            const int l6 = ((s5 * 128) + int(lid.x));
-            const int r7 = ((int(gid.y) * 64) + (l6 / 64));
-            const int j8 = (n02 + (l6 % 64));
-            if (((r7 < t3) || (r7 >= t4))) {
-                p1[((r7 * 64) + j8)] = 0.0f;
-            }
-        }
-        return;
-    }
-    const int t9 = p0[ex1];
-    const int t10 = p0[(ex1 + 1)];
-    const int m011 = (t9 + (int(gid.y) * 64));
-    if ((m011 >= t10)) {
-        return;
-    }
-    threadgroup float sh[4352];
-    const int ti12 = int(lid.x);
-    const int sgi13 = int(sg);
-    const int sr14 = ((sgi13 / 2) * 32);
-    const int sc15 = ((sgi13 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 128; k0 += 16) {
-        for (int s16 = 0; s16 < 8; s16 += 1) {
-            const int l17 = ((s16 * 128) + ti12);
-            const int i18 = (l17 / 16);
-            const int k19 = (l17 % 16);
-            const int gi20 = (m011 + i18);
-            const int gk21 = (k0 + k19);
-            if ((gi20 < t10)) {
-                const float t22 = p2[((gi20 * 128) + gk21)];
-                const float t23 = (t22 * 0.25f);
-                sh[((i18 * 20) + k19)] = t23;
-            } else {
-                sh[((i18 * 20) + k19)] = 0.0f;
-            }
-        }
-        for (int s24 = 0; s24 < 8; s24 += 1) {
-            const int l25 = ((s24 * 128) + ti12);
-            const int k26 = (l25 / 64);
-            const int i27 = (l25 % 64);
-            const int gi28 = (n02 + i27);
-            const int gk29 = (k0 + k26);
-            const float t30 = p3[((((ex1 * 128) + gk29) * 64) + gi28)];
-            sh[(((k26 * 68) + i27) + 1280)] = t30;
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 16; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr14 * 20) + kk), 20);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr14 + 8) * 20) + kk), 20);
-            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + (((sr14 + 16) * 20) + kk), 20);
-            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + (((sr14 + 24) * 20) + kk), 20);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 68) + sc15) + 1280), 68);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 68) + (sc15 + 8)) + 1280), 68);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + (((kk * 68) + (sc15 + 16)) + 1280), 68);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + (((kk * 68) + (sc15 + 24)) + 1280), 68);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
-            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
-            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
-            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr14 * 68) + sc15), 68);
-    simdgroup_store(acc0_1, sh + ((sr14 * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr14 * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr14 * 68) + (sc15 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr14 + 8) * 68) + sc15), 68);
-    simdgroup_store(acc1_1, sh + (((sr14 + 8) * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr14 + 8) * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr14 + 8) * 68) + (sc15 + 24)), 68);
-    simdgroup_store(acc2_0, sh + (((sr14 + 16) * 68) + sc15), 68);
-    simdgroup_store(acc2_1, sh + (((sr14 + 16) * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc2_2, sh + (((sr14 + 16) * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc2_3, sh + (((sr14 + 16) * 68) + (sc15 + 24)), 68);
-    simdgroup_store(acc3_0, sh + (((sr14 + 24) * 68) + sc15), 68);
-    simdgroup_store(acc3_1, sh + (((sr14 + 24) * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s31 = 0; s31 < 32; s31 += 1) {
-        const int l32 = ((s31 * 128) + ti12);
-        const int i33 = (l32 / 64);
-        const int j34 = (l32 % 64);
-        const int gi35 = (m011 + i33);
-        const int gj36 = (n02 + j34);
-        if ((gi35 < t10)) {
-            p1[((gi35 * 64) + gj36)] = sh[((i33 * 68) + j34)];
-        }
-    }
-}
-
-// fuses scale %264, grouped_matmul_wgrad %266 (moe.0)
-// threadgroup 128×1×1, grid 1×2×4 threadgroups
-kernel void grouped_matmul_wgrad_2(
-        const device int* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        device float* p3 [[buffer(3)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]],
-        uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int ex1 = int(gid.z);
-    const int m02 = (int(gid.y) * 64);
-    const int n03 = (int(gid.x) * 64);
-    const int t4 = p0[ex1];
-    const int t5 = p0[(ex1 + 1)];
-    threadgroup float sh[4352];
-    const int ti6 = int(lid.x);
-    const int sgi7 = int(sg);
-    const int sr8 = ((sgi7 / 2) * 32);
-    const int sc9 = ((sgi7 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = t4; k0 < t5; k0 += 16) {
-        for (int s10 = 0; s10 < 8; s10 += 1) {
-            const int l11 = ((s10 * 128) + ti6);
-            const int k12 = (l11 / 64);
-            const int i13 = (l11 % 64);
-            const int gi14 = (m02 + i13);
-            const int gk15 = (k0 + k12);
-            if ((gk15 < t5)) {
-                const float t16 = p1[((gk15 * 128) + gi14)];
-                const float t17 = (t16 * 0.25f);
-                sh[((k12 * 68) + i13)] = t17;
-            } else {
-                sh[((k12 * 68) + i13)] = 0.0f;
-            }
-        }
-        for (int s18 = 0; s18 < 8; s18 += 1) {
-            const int l19 = ((s18 * 128) + ti6);
-            const int k20 = (l19 / 64);
-            const int i21 = (l19 % 64);
-            const int gi22 = (n03 + i21);
-            const int gk23 = (k0 + k20);
-            if ((gk23 < t5)) {
-                const float t24 = p2[((gk23 * 64) + gi22)];
-                sh[(((k20 * 68) + i21) + 1088)] = t24;
-            } else {
-                sh[(((k20 * 68) + i21) + 1088)] = 0.0f;
-            }
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 16; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((kk * 68) + sr8), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + ((kk * 68) + (sr8 + 8)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + ((kk * 68) + (sr8 + 16)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + ((kk * 68) + (sr8 + 24)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 68) + sc9) + 1088), 68);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 68) + (sc9 + 8)) + 1088), 68);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + (((kk * 68) + (sc9 + 16)) + 1088), 68);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + (((kk * 68) + (sc9 + 24)) + 1088), 68);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
-            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
-            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
-            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr8 * 68) + sc9), 68);
-    simdgroup_store(acc0_1, sh + ((sr8 * 68) + (sc9 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr8 * 68) + (sc9 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr8 * 68) + (sc9 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr8 + 8) * 68) + sc9), 68);
-    simdgroup_store(acc1_1, sh + (((sr8 + 8) * 68) + (sc9 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr8 + 8) * 68) + (sc9 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr8 + 8) * 68) + (sc9 + 24)), 68);
-    simdgroup_store(acc2_0, sh + (((sr8 + 16) * 68) + sc9), 68);
-    simdgroup_store(acc2_1, sh + (((sr8 + 16) * 68) + (sc9 + 8)), 68);
-    simdgroup_store(acc2_2, sh + (((sr8 + 16) * 68) + (sc9 + 16)), 68);
-    simdgroup_store(acc2_3, sh + (((sr8 + 16) * 68) + (sc9 + 24)), 68);
-    simdgroup_store(acc3_0, sh + (((sr8 + 24) * 68) + sc9), 68);
-    simdgroup_store(acc3_1, sh + (((sr8 + 24) * 68) + (sc9 + 8)), 68);
-    simdgroup_store(acc3_2, sh + (((sr8 + 24) * 68) + (sc9 + 16)), 68);
-    simdgroup_store(acc3_3, sh + (((sr8 + 24) * 68) + (sc9 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s25 = 0; s25 < 32; s25 += 1) {
-        const int l26 = ((s25 * 128) + ti6);
-        const int i27 = (l26 / 64);
-        const int j28 = (l26 % 64);
-        const int gi29 = (m02 + i27);
-        const int gj30 = (n03 + j28);
-        p3[((((ex1 * 128) + gi29) * 64) + gj30)] = sh[((i27 * 68) + j28)];
-    }
-}
-
-// fuses dequant %269, grouped_matmul %270 (moe.0)
-// threadgroup 128×1×1, grid 1×8×5 threadgroups
-kernel void grouped_matmul_8(
-        const device int* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device uchar* p3_codes [[buffer(3)]],
-        const device uchar* p4_qabsmax [[buffer(4)]],
-        const device float* p5_scales [[buffer(5)]],
-        const device float* p6_offset [[buffer(6)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]],
-        uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int ex1 = int(gid.z);
-    const int n02 = (int(gid.x) * 64);
-    if ((ex1 == 4)) {
-        const int t3 = p0[0];
-        const int t4 = p0[4];
-        for (int s5 = 0; s5 < 32; s5 += 1) {
-            const int l6 = ((s5 * 128) + int(lid.x));
-            const int r7 = ((int(gid.y) * 64) + (l6 / 64));
-            const int j8 = (n02 + (l6 % 64));
-            if (((r7 < t3) || (r7 >= t4))) {
-                p1[((r7 * 64) + j8)] = 0.0f;
-            }
-        }
-        return;
-    }
-    const int t9 = p0[ex1];
-    const int t10 = p0[(ex1 + 1)];
-    const int m011 = (t9 + (int(gid.y) * 64));
-    if ((m011 >= t10)) {
-        return;
-    }
-    threadgroup float sh[4352];
-    const int ti12 = int(lid.x);
-    const int sgi13 = int(sg);
-    const int sr14 = ((sgi13 / 2) * 32);
-    const int sc15 = ((sgi13 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 128; k0 += 16) {
-        for (int s16 = 0; s16 < 8; s16 += 1) {
-            const int l17 = ((s16 * 128) + ti12);
-            const int i18 = (l17 / 16);
-            const int k19 = (l17 % 16);
-            const int gi20 = (m011 + i18);
-            const int gk21 = (k0 + k19);
-            if ((gi20 < t10)) {
-                const float t22 = p2[((gi20 * 128) + gk21)];
-                sh[((i18 * 20) + k19)] = t22;
-            } else {
-                sh[((i18 * 20) + k19)] = 0.0f;
-            }
-        }
-        for (int s23 = 0; s23 < 8; s23 += 1) {
-            const int l24 = ((s23 * 128) + ti12);
-            const int k25 = (l24 / 64);
-            const int i26 = (l24 % 64);
-            const int gi27 = (n02 + i26);
-            const int gk28 = (k0 + k25);
-            const float t29 = (NF4_CODE[((int(p3_codes[(((((ex1 * 128) + gk28) * 64) + gi27) / 2)]) >> (((((((ex1 * 128) + gk28) * 64) + gi27) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p4_qabsmax[(((((ex1 * 128) + gk28) * 64) + gi27) / 64)])] * p5_scales[((((((ex1 * 128) + gk28) * 64) + gi27) / 64) / 256)]) + p6_offset[0]));
-            sh[(((k25 * 68) + i26) + 1280)] = t29;
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 16; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr14 * 20) + kk), 20);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr14 + 8) * 20) + kk), 20);
-            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + (((sr14 + 16) * 20) + kk), 20);
-            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + (((sr14 + 24) * 20) + kk), 20);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 68) + sc15) + 1280), 68);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 68) + (sc15 + 8)) + 1280), 68);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + (((kk * 68) + (sc15 + 16)) + 1280), 68);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + (((kk * 68) + (sc15 + 24)) + 1280), 68);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
-            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
-            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
-            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr14 * 68) + sc15), 68);
-    simdgroup_store(acc0_1, sh + ((sr14 * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr14 * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr14 * 68) + (sc15 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr14 + 8) * 68) + sc15), 68);
-    simdgroup_store(acc1_1, sh + (((sr14 + 8) * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr14 + 8) * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr14 + 8) * 68) + (sc15 + 24)), 68);
-    simdgroup_store(acc2_0, sh + (((sr14 + 16) * 68) + sc15), 68);
-    simdgroup_store(acc2_1, sh + (((sr14 + 16) * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc2_2, sh + (((sr14 + 16) * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc2_3, sh + (((sr14 + 16) * 68) + (sc15 + 24)), 68);
-    simdgroup_store(acc3_0, sh + (((sr14 + 24) * 68) + sc15), 68);
-    simdgroup_store(acc3_1, sh + (((sr14 + 24) * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s30 = 0; s30 < 32; s30 += 1) {
-        const int l31 = ((s30 * 128) + ti12);
-        const int i32 = (l31 / 64);
-        const int j33 = (l31 % 64);
-        const int gi34 = (m011 + i32);
-        const int gj35 = (n02 + j33);
-        if ((gi34 < t10)) {
-            p1[((gi34 * 64) + gj35)] = sh[((i32 * 68) + j33)];
-        }
-    }
-}
-
-// fuses grouped_matmul %267, add %271 (moe.0)
-// threadgroup 128×1×1, grid 1×8×5 threadgroups
-kernel void grouped_matmul_9(
-        const device int* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
         const device float* p3 [[buffer(3)]],
         const device float* p4 [[buffer(4)]],
+        device float* p5 [[buffer(5)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int ex1 = int(gid.z);
-    const int n02 = (int(gid.x) * 64);
-    if ((ex1 == 4)) {
-        const int t3 = p0[0];
-        const int t4 = p0[4];
-        for (int s5 = 0; s5 < 32; s5 += 1) {
-            const int l6 = ((s5 * 128) + int(lid.x));
-            const int r7 = ((int(gid.y) * 64) + (l6 / 64));
-            const int j8 = (n02 + (l6 % 64));
-            if (((r7 < t3) || (r7 >= t4))) {
-                const float acc9 = 0.0f;
-                const float t10 = p1[((r7 * 64) + j8)];
-                const float t11 = (acc9 + t10);
-                p2[((r7 * 64) + j8)] = t11;
-            }
-        }
-        return;
-    }
-    const int t12 = p0[ex1];
-    const int t13 = p0[(ex1 + 1)];
-    const int m014 = (t12 + (int(gid.y) * 64));
-    if ((m014 >= t13)) {
-        return;
-    }
     threadgroup float sh[4352];
-    const int ti15 = int(lid.x);
-    const int sgi16 = int(sg);
-    const int sr17 = ((sgi16 / 2) * 32);
-    const int sc18 = ((sgi16 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 64; k0 += 16) {
-        for (int s19 = 0; s19 < 8; s19 += 1) {
-            const int l20 = ((s19 * 128) + ti15);
-            const int i21 = (l20 / 16);
-            const int k22 = (l20 % 16);
-            const int gi23 = (m014 + i21);
-            const int gk24 = (k0 + k22);
-            if ((gi23 < t13)) {
-                const float t25 = p3[((gi23 * 64) + gk24)];
-                sh[((i21 * 20) + k22)] = t25;
-            } else {
-                sh[((i21 * 20) + k22)] = 0.0f;
+    if ((int(gid.x) < 40)) {
+        const int h0 = (int(gid.x) - 0);
+        const int ex1 = (h0 / 8);
+        const int n02 = ((h0 % 1) * 64);
+        if ((ex1 == 4)) {
+            const int t3 = p0[0];
+            const int t4 = p0[4];
+            for (int s5 = 0; s5 < 32; s5 += 1) {
+                const int l6 = ((s5 * 128) + int(lid.x));
+                const int r7 = (((h0 % 8) * 64) + (l6 / 64));
+                const int j8 = (n02 + (l6 % 64));
+                if (((r7 < t3) || (r7 >= t4))) {
+                    p1[((r7 * 64) + j8)] = 0.0f;
+                }
+            }
+            return;
+        }
+        const int t9 = p0[ex1];
+        const int t10 = p0[(ex1 + 1)];
+        const int m011 = (t9 + ((h0 % 8) * 64));
+        if ((m011 >= t10)) {
+            return;
+        }
+        const int ti12 = int(lid.x);
+        const int sgi13 = int(sg);
+        const int sr14 = ((sgi13 / 2) * 32);
+        const int sc15 = ((sgi13 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 128; k0 += 16) {
+            for (int s16 = 0; s16 < 8; s16 += 1) {
+                const int l17 = ((s16 * 128) + ti12);
+                const int i18 = (l17 / 16);
+                const int k19 = (l17 % 16);
+                const int gi20 = (m011 + i18);
+                const int gk21 = (k0 + k19);
+                if ((gi20 < t10)) {
+                    const float t22 = p2[((gi20 * 128) + gk21)];
+                    const float t23 = (t22 * 0.25f);
+                    sh[((i18 * 20) + k19)] = t23;
+                } else {
+                    sh[((i18 * 20) + k19)] = 0.0f;
+                }
+            }
+            for (int s24 = 0; s24 < 8; s24 += 1) {
+                const int l25 = ((s24 * 128) + ti12);
+                const int k26 = (l25 / 64);
+                const int i27 = (l25 % 64);
+                const int gi28 = (n02 + i27);
+                const int gk29 = (k0 + k26);
+                const float t30 = p3[((((ex1 * 128) + gk29) * 64) + gi28)];
+                sh[(((k26 * 68) + i27) + 1280)] = t30;
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 16; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((sr14 * 20) + kk), 20);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + (((sr14 + 8) * 20) + kk), 20);
+                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa2, sh + (((sr14 + 16) * 20) + kk), 20);
+                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa3, sh + (((sr14 + 24) * 20) + kk), 20);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc15) + 1280), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc15 + 8)) + 1280), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc15 + 16)) + 1280), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc15 + 24)) + 1280), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        }
+        simdgroup_store(acc0_0, sh + ((sr14 * 68) + sc15), 68);
+        simdgroup_store(acc0_1, sh + ((sr14 * 68) + (sc15 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr14 * 68) + (sc15 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr14 * 68) + (sc15 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr14 + 8) * 68) + sc15), 68);
+        simdgroup_store(acc1_1, sh + (((sr14 + 8) * 68) + (sc15 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr14 + 8) * 68) + (sc15 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr14 + 8) * 68) + (sc15 + 24)), 68);
+        simdgroup_store(acc2_0, sh + (((sr14 + 16) * 68) + sc15), 68);
+        simdgroup_store(acc2_1, sh + (((sr14 + 16) * 68) + (sc15 + 8)), 68);
+        simdgroup_store(acc2_2, sh + (((sr14 + 16) * 68) + (sc15 + 16)), 68);
+        simdgroup_store(acc2_3, sh + (((sr14 + 16) * 68) + (sc15 + 24)), 68);
+        simdgroup_store(acc3_0, sh + (((sr14 + 24) * 68) + sc15), 68);
+        simdgroup_store(acc3_1, sh + (((sr14 + 24) * 68) + (sc15 + 8)), 68);
+        simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
+        simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int s31 = 0; s31 < 32; s31 += 1) {
+            const int l32 = ((s31 * 128) + ti12);
+            const int i33 = (l32 / 64);
+            const int j34 = (l32 % 64);
+            const int gi35 = (m011 + i33);
+            const int gj36 = (n02 + j34);
+            if ((gi35 < t10)) {
+                p1[((gi35 * 64) + gj36)] = sh[((i33 * 68) + j34)];
             }
         }
-        for (int s26 = 0; s26 < 8; s26 += 1) {
-            const int l27 = ((s26 * 128) + ti15);
-            const int k28 = (l27 / 64);
-            const int i29 = (l27 % 64);
-            const int gi30 = (n02 + i29);
-            const int gk31 = (k0 + k28);
-            const float t32 = p4[((((ex1 * 64) + gk31) * 64) + gi30)];
-            sh[(((k28 * 68) + i29) + 1280)] = t32;
+    } else if ((int(gid.x) < 48)) {
+        const int h1 = (int(gid.x) - 40);
+        const int ex1 = (h1 / 2);
+        const int m02 = ((h1 % 2) * 64);
+        const int n03 = ((h1 % 1) * 64);
+        const int t4 = p0[ex1];
+        const int t5 = p0[(ex1 + 1)];
+        const int ti6 = int(lid.x);
+        const int sgi7 = int(sg);
+        const int sr8 = ((sgi7 / 2) * 32);
+        const int sc9 = ((sgi7 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = t4; k0 < t5; k0 += 16) {
+            for (int s10 = 0; s10 < 8; s10 += 1) {
+                const int l11 = ((s10 * 128) + ti6);
+                const int k12 = (l11 / 64);
+                const int i13 = (l11 % 64);
+                const int gi14 = (m02 + i13);
+                const int gk15 = (k0 + k12);
+                if ((gk15 < t5)) {
+                    const float t16 = p2[((gk15 * 128) + gi14)];
+                    const float t17 = (t16 * 0.25f);
+                    sh[((k12 * 68) + i13)] = t17;
+                } else {
+                    sh[((k12 * 68) + i13)] = 0.0f;
+                }
+            }
+            for (int s18 = 0; s18 < 8; s18 += 1) {
+                const int l19 = ((s18 * 128) + ti6);
+                const int k20 = (l19 / 64);
+                const int i21 = (l19 % 64);
+                const int gi22 = (n03 + i21);
+                const int gk23 = (k0 + k20);
+                if ((gk23 < t5)) {
+                    const float t24 = p4[((gk23 * 64) + gi22)];
+                    sh[(((k20 * 68) + i21) + 1088)] = t24;
+                } else {
+                    sh[(((k20 * 68) + i21) + 1088)] = 0.0f;
+                }
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 16; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((kk * 68) + sr8), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + ((kk * 68) + (sr8 + 8)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa2, sh + ((kk * 68) + (sr8 + 16)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa3, sh + ((kk * 68) + (sr8 + 24)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc9) + 1088), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc9 + 8)) + 1088), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc9 + 16)) + 1088), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc9 + 24)) + 1088), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         }
+        simdgroup_store(acc0_0, sh + ((sr8 * 68) + sc9), 68);
+        simdgroup_store(acc0_1, sh + ((sr8 * 68) + (sc9 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr8 * 68) + (sc9 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr8 * 68) + (sc9 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr8 + 8) * 68) + sc9), 68);
+        simdgroup_store(acc1_1, sh + (((sr8 + 8) * 68) + (sc9 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr8 + 8) * 68) + (sc9 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr8 + 8) * 68) + (sc9 + 24)), 68);
+        simdgroup_store(acc2_0, sh + (((sr8 + 16) * 68) + sc9), 68);
+        simdgroup_store(acc2_1, sh + (((sr8 + 16) * 68) + (sc9 + 8)), 68);
+        simdgroup_store(acc2_2, sh + (((sr8 + 16) * 68) + (sc9 + 16)), 68);
+        simdgroup_store(acc2_3, sh + (((sr8 + 16) * 68) + (sc9 + 24)), 68);
+        simdgroup_store(acc3_0, sh + (((sr8 + 24) * 68) + sc9), 68);
+        simdgroup_store(acc3_1, sh + (((sr8 + 24) * 68) + (sc9 + 8)), 68);
+        simdgroup_store(acc3_2, sh + (((sr8 + 24) * 68) + (sc9 + 16)), 68);
+        simdgroup_store(acc3_3, sh + (((sr8 + 24) * 68) + (sc9 + 24)), 68);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 16; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr17 * 20) + kk), 20);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr17 + 8) * 20) + kk), 20);
-            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + (((sr17 + 16) * 20) + kk), 20);
-            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + (((sr17 + 24) * 20) + kk), 20);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 68) + sc18) + 1280), 68);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 68) + (sc18 + 8)) + 1280), 68);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + (((kk * 68) + (sc18 + 16)) + 1280), 68);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + (((kk * 68) + (sc18 + 24)) + 1280), 68);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
-            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
-            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
-            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr17 * 68) + sc18), 68);
-    simdgroup_store(acc0_1, sh + ((sr17 * 68) + (sc18 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr17 * 68) + (sc18 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr17 * 68) + (sc18 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr17 + 8) * 68) + sc18), 68);
-    simdgroup_store(acc1_1, sh + (((sr17 + 8) * 68) + (sc18 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr17 + 8) * 68) + (sc18 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr17 + 8) * 68) + (sc18 + 24)), 68);
-    simdgroup_store(acc2_0, sh + (((sr17 + 16) * 68) + sc18), 68);
-    simdgroup_store(acc2_1, sh + (((sr17 + 16) * 68) + (sc18 + 8)), 68);
-    simdgroup_store(acc2_2, sh + (((sr17 + 16) * 68) + (sc18 + 16)), 68);
-    simdgroup_store(acc2_3, sh + (((sr17 + 16) * 68) + (sc18 + 24)), 68);
-    simdgroup_store(acc3_0, sh + (((sr17 + 24) * 68) + sc18), 68);
-    simdgroup_store(acc3_1, sh + (((sr17 + 24) * 68) + (sc18 + 8)), 68);
-    simdgroup_store(acc3_2, sh + (((sr17 + 24) * 68) + (sc18 + 16)), 68);
-    simdgroup_store(acc3_3, sh + (((sr17 + 24) * 68) + (sc18 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s33 = 0; s33 < 32; s33 += 1) {
-        const int l34 = ((s33 * 128) + ti15);
-        const int i35 = (l34 / 64);
-        const int j36 = (l34 % 64);
-        const int gi37 = (m014 + i35);
-        const int gj38 = (n02 + j36);
-        if ((gi37 < t13)) {
-            const float acc39 = sh[((i35 * 68) + j36)];
-            const float t40 = p1[((gi37 * 64) + gj38)];
-            const float t41 = (acc39 + t40);
-            p2[((gi37 * 64) + gj38)] = t41;
+        for (int s25 = 0; s25 < 32; s25 += 1) {
+            const int l26 = ((s25 * 128) + ti6);
+            const int i27 = (l26 / 64);
+            const int j28 = (l26 % 64);
+            const int gi29 = (m02 + i27);
+            const int gj30 = (n03 + j28);
+            p5[((((ex1 * 128) + gi29) * 64) + gj30)] = sh[((i27 * 68) + j28)];
         }
     }
 }
 
-// fuses broadcast %67, reshape %242, mul %274, div %275, neg %276, reduce_sum %277 (moe.0)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_3(
-        const device float* p0 [[buffer(0)]],
+// 2 independent kernels in one launch
+// part 0 (grouped_matmul_wgrad): fuses grouped_matmul_wgrad %268 (moe.0)
+// part 1 (grouped_matmul): fuses grouped_matmul %267, dequant %269, grouped_matmul %270, add %271 (moe.0)
+// threadgroup 128×1×1, grid 44×1×1 threadgroups
+kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
+        const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
         device float* p3 [[buffer(3)]],
+        device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        const device float* p6 [[buffer(6)]],
+        const device uchar* p7 [[buffer(7)]],
+        const device uchar* p8 [[buffer(8)]],
+        const device float* p9 [[buffer(9)]],
+        const device float* p10 [[buffer(10)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
+    threadgroup float sh[4352];
+    if ((int(gid.x) < 4)) {
+        const int h0 = (int(gid.x) - 0);
+        const int ex1 = h0;
+        const int m02 = ((h0 % 1) * 64);
+        const int n03 = ((h0 % 1) * 64);
+        const int t4 = p0[ex1];
+        const int t5 = p0[(ex1 + 1)];
+        const int ti6 = int(lid.x);
+        const int sgi7 = int(sg);
+        const int sr8 = ((sgi7 / 2) * 32);
+        const int sc9 = ((sgi7 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = t4; k0 < t5; k0 += 16) {
+            for (int s10 = 0; s10 < 8; s10 += 1) {
+                const int l11 = ((s10 * 128) + ti6);
+                const int k12 = (l11 / 64);
+                const int i13 = (l11 % 64);
+                const int gi14 = (m02 + i13);
+                const int gk15 = (k0 + k12);
+                if ((gk15 < t5)) {
+                    const float t16 = p1[((gk15 * 64) + gi14)];
+                    sh[((k12 * 68) + i13)] = t16;
+                } else {
+                    sh[((k12 * 68) + i13)] = 0.0f;
+                }
+            }
+            for (int s17 = 0; s17 < 8; s17 += 1) {
+                const int l18 = ((s17 * 128) + ti6);
+                const int k19 = (l18 / 64);
+                const int i20 = (l18 % 64);
+                const int gi21 = (n03 + i20);
+                const int gk22 = (k0 + k19);
+                if ((gk22 < t5)) {
+                    const float t23 = p2[((gk22 * 64) + gi21)];
+                    sh[(((k19 * 68) + i20) + 1088)] = t23;
+                } else {
+                    sh[(((k19 * 68) + i20) + 1088)] = 0.0f;
+                }
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 16; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((kk * 68) + sr8), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + ((kk * 68) + (sr8 + 8)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa2, sh + ((kk * 68) + (sr8 + 16)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa3, sh + ((kk * 68) + (sr8 + 24)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc9) + 1088), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc9 + 8)) + 1088), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc9 + 16)) + 1088), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc9 + 24)) + 1088), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        }
+        simdgroup_store(acc0_0, sh + ((sr8 * 68) + sc9), 68);
+        simdgroup_store(acc0_1, sh + ((sr8 * 68) + (sc9 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr8 * 68) + (sc9 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr8 * 68) + (sc9 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr8 + 8) * 68) + sc9), 68);
+        simdgroup_store(acc1_1, sh + (((sr8 + 8) * 68) + (sc9 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr8 + 8) * 68) + (sc9 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr8 + 8) * 68) + (sc9 + 24)), 68);
+        simdgroup_store(acc2_0, sh + (((sr8 + 16) * 68) + sc9), 68);
+        simdgroup_store(acc2_1, sh + (((sr8 + 16) * 68) + (sc9 + 8)), 68);
+        simdgroup_store(acc2_2, sh + (((sr8 + 16) * 68) + (sc9 + 16)), 68);
+        simdgroup_store(acc2_3, sh + (((sr8 + 16) * 68) + (sc9 + 24)), 68);
+        simdgroup_store(acc3_0, sh + (((sr8 + 24) * 68) + sc9), 68);
+        simdgroup_store(acc3_1, sh + (((sr8 + 24) * 68) + (sc9 + 8)), 68);
+        simdgroup_store(acc3_2, sh + (((sr8 + 24) * 68) + (sc9 + 16)), 68);
+        simdgroup_store(acc3_3, sh + (((sr8 + 24) * 68) + (sc9 + 24)), 68);
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int s24 = 0; s24 < 32; s24 += 1) {
+            const int l25 = ((s24 * 128) + ti6);
+            const int i26 = (l25 / 64);
+            const int j27 = (l25 % 64);
+            const int gi28 = (m02 + i26);
+            const int gj29 = (n03 + j27);
+            p3[((((ex1 * 64) + gi28) * 64) + gj29)] = sh[((i26 * 68) + j27)];
+        }
+    } else if ((int(gid.x) < 44)) {
+        const int h1 = (int(gid.x) - 4);
+        const int ex1 = (h1 / 8);
+        const int n02 = ((h1 % 1) * 64);
+        if ((ex1 == 4)) {
+            const int t3 = p0[0];
+            const int t4 = p0[4];
+            for (int s5 = 0; s5 < 32; s5 += 1) {
+                const int l6 = ((s5 * 128) + int(lid.x));
+                const int r7 = (((h1 % 8) * 64) + (l6 / 64));
+                const int j8 = (n02 + (l6 % 64));
+                if (((r7 < t3) || (r7 >= t4))) {
+                    const float acc9 = 0.0f;
+                    p4[((r7 * 64) + j8)] = acc9;
+                }
+            }
+            return;
+        }
+        const int t10 = p0[ex1];
+        const int t11 = p0[(ex1 + 1)];
+        const int m012 = (t10 + ((h1 % 8) * 64));
+        if ((m012 >= t11)) {
+            return;
+        }
+        const int ti13 = int(lid.x);
+        const int sgi14 = int(sg);
+        const int sr15 = ((sgi14 / 2) * 32);
+        const int sc16 = ((sgi14 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 64; k0 += 16) {
+            for (int s17 = 0; s17 < 8; s17 += 1) {
+                const int l18 = ((s17 * 128) + ti13);
+                const int i19 = (l18 / 16);
+                const int k20 = (l18 % 16);
+                const int gi21 = (m012 + i19);
+                const int gk22 = (k0 + k20);
+                if ((gi21 < t11)) {
+                    const float t23 = p1[((gi21 * 64) + gk22)];
+                    sh[((i19 * 20) + k20)] = t23;
+                } else {
+                    sh[((i19 * 20) + k20)] = 0.0f;
+                }
+            }
+            for (int s24 = 0; s24 < 8; s24 += 1) {
+                const int l25 = ((s24 * 128) + ti13);
+                const int k26 = (l25 / 64);
+                const int i27 = (l25 % 64);
+                const int gi28 = (n02 + i27);
+                const int gk29 = (k0 + k26);
+                const float t30 = p5[((((ex1 * 64) + gk29) * 64) + gi28)];
+                sh[(((k26 * 68) + i27) + 1280)] = t30;
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 16; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((sr15 * 20) + kk), 20);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + (((sr15 + 8) * 20) + kk), 20);
+                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa2, sh + (((sr15 + 16) * 20) + kk), 20);
+                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa3, sh + (((sr15 + 24) * 20) + kk), 20);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc16) + 1280), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc16 + 8)) + 1280), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc16 + 16)) + 1280), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc16 + 24)) + 1280), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        }
+        for (int k0 = 0; k0 < 128; k0 += 16) {
+            for (int s31 = 0; s31 < 8; s31 += 1) {
+                const int l32 = ((s31 * 128) + ti13);
+                const int i33 = (l32 / 16);
+                const int k34 = (l32 % 16);
+                const int gi35 = (m012 + i33);
+                const int gk36 = (k0 + k34);
+                if ((gi35 < t11)) {
+                    const float t37 = p6[((gi35 * 128) + gk36)];
+                    sh[((i33 * 20) + k34)] = t37;
+                } else {
+                    sh[((i33 * 20) + k34)] = 0.0f;
+                }
+            }
+            for (int s38 = 0; s38 < 8; s38 += 1) {
+                const int l39 = ((s38 * 128) + ti13);
+                const int k40 = (l39 / 64);
+                const int i41 = (l39 % 64);
+                const int gi42 = (n02 + i41);
+                const int gk43 = (k0 + k40);
+                const float t44 = (NF4_CODE[((int(p7[(((((ex1 * 128) + gk43) * 64) + gi42) / 2)]) >> (((((((ex1 * 128) + gk43) * 64) + gi42) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p8[(((((ex1 * 128) + gk43) * 64) + gi42) / 64)])] * p9[((((((ex1 * 128) + gk43) * 64) + gi42) / 64) / 256)]) + p10[0]));
+                sh[(((k40 * 68) + i41) + 1280)] = t44;
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 16; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((sr15 * 20) + kk), 20);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + (((sr15 + 8) * 20) + kk), 20);
+                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa2, sh + (((sr15 + 16) * 20) + kk), 20);
+                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa3, sh + (((sr15 + 24) * 20) + kk), 20);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc16) + 1280), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc16 + 8)) + 1280), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc16 + 16)) + 1280), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc16 + 24)) + 1280), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        }
+        simdgroup_store(acc0_0, sh + ((sr15 * 68) + sc16), 68);
+        simdgroup_store(acc0_1, sh + ((sr15 * 68) + (sc16 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr15 * 68) + (sc16 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr15 * 68) + (sc16 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr15 + 8) * 68) + sc16), 68);
+        simdgroup_store(acc1_1, sh + (((sr15 + 8) * 68) + (sc16 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr15 + 8) * 68) + (sc16 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr15 + 8) * 68) + (sc16 + 24)), 68);
+        simdgroup_store(acc2_0, sh + (((sr15 + 16) * 68) + sc16), 68);
+        simdgroup_store(acc2_1, sh + (((sr15 + 16) * 68) + (sc16 + 8)), 68);
+        simdgroup_store(acc2_2, sh + (((sr15 + 16) * 68) + (sc16 + 16)), 68);
+        simdgroup_store(acc2_3, sh + (((sr15 + 16) * 68) + (sc16 + 24)), 68);
+        simdgroup_store(acc3_0, sh + (((sr15 + 24) * 68) + sc16), 68);
+        simdgroup_store(acc3_1, sh + (((sr15 + 24) * 68) + (sc16 + 8)), 68);
+        simdgroup_store(acc3_2, sh + (((sr15 + 24) * 68) + (sc16 + 16)), 68);
+        simdgroup_store(acc3_3, sh + (((sr15 + 24) * 68) + (sc16 + 24)), 68);
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int s45 = 0; s45 < 32; s45 += 1) {
+            const int l46 = ((s45 * 128) + ti13);
+            const int i47 = (l46 / 64);
+            const int j48 = (l46 % 64);
+            const int gi49 = (m012 + i47);
+            const int gj50 = (n02 + j48);
+            if ((gi49 < t11)) {
+                const float acc51 = sh[((i47 * 68) + j48)];
+                p4[((gi49 * 64) + gj50)] = acc51;
+            }
+        }
+    }
+}
+
+// 2 independent kernels in one launch
+// part 0 (scatter_add): fuses scatter_add %272 (moe.0)
+// part 1 (reduce_sum): fuses broadcast %67, reshape %242, mul %274, div %275, neg %276, reduce_sum %277 (moe.0)
+// threadgroup 256×1×1, grid 33×1×1 threadgroups
+kernel void scatter_add_reduce_sum_x2_0(
+        device float* p0 [[buffer(0)]],
+        const device int* p1 [[buffer(1)]],
+        const device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        device float* p6 [[buffer(6)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    const int lid1 = int(lid.x);
-    const int row4 = ((int(gid.x) * 256) + lid1);
-    float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 2; k6 += 1) {
-        const float t7 = p0[((row4 * 2) + k6)];
-        const float t8 = p1[((row4 * 2) + k6)];
-        const float t9 = (t7 * t8);
-        const float t10 = p2[((row4 * 1) + 0)];
-        const float t11 = (t9 / t10);
-        const float t12 = (-t11);
-        acc5 += t12;
+    if ((int(gid.x) < 32)) {
+        const int h0 = (int(gid.x) - 0);
+        const int t1 = ((h0 * 256) + int(lid.x));
+        const int c2 = (t1 % 64);
+        const int lo3 = ((t1 / 64) * 2);
+        const int hi5 = min((lo3 + 2), 256);
+        for (int r6 = lo3; r6 < hi5; r6 += 1) {
+            p0[((r6 * 64) + c2)] = 0.0f;
+        }
+        for (int i4 = 0; i4 < 512; i4 += 1) {
+            const int t7 = p1[i4];
+            if (((t7 >= lo3) && (t7 < hi5))) {
+                const float t8 = p2[((i4 * 64) + c2)];
+                p0[((t7 * 64) + c2)] = (p0[((t7 * 64) + c2)] + t8);
+            }
+        }
+    } else if ((int(gid.x) < 33)) {
+        const int h1 = (int(gid.x) - 32);
+        const int lid1 = int(lid.x);
+        const int row4 = ((h1 * 256) + lid1);
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 2; k6 += 1) {
+            const float t7 = p3[((row4 * 2) + k6)];
+            const float t8 = p4[((row4 * 2) + k6)];
+            const float t9 = (t7 * t8);
+            const float t10 = p5[((row4 * 1) + 0)];
+            const float t11 = (t9 / t10);
+            const float t12 = (-t11);
+            acc5 += t12;
+        }
+        p6[row4] = acc5;
     }
-    p3[row4] = acc5;
 }
 
 // fuses broadcast %67, reshape %242, div %273, reshape %278, broadcast %279, add %280,
 //   one_hot %281, reshape %282, broadcast %283, mul %284, reduce_sum %285 (moe.0)
 // threadgroup 64×1×1, grid 32×1×1 threadgroups
-kernel void reduce_sum_4(
+kernel void reduce_sum_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -5186,8 +5150,8 @@ kernel void reduce_sum_4(
     sh17[lid1] = acc5;
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
     if ((part3 == 0)) {
-        for (int p18 = 1; p18 < 2; p18 += 1) {
-            acc5 += sh17[((p18 * 32) + col2)];
+        for (int pr18 = 1; pr18 < 2; pr18 += 1) {
+            acc5 += sh17[((pr18 * 32) + col2)];
         }
         p4[o4] = acc5;
     }
@@ -5214,7 +5178,7 @@ kernel void add_scale_mul_0(
 
 // fuses mul %287, reduce_sum %288 (moe.0)
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_5(
+kernel void reduce_sum_3(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -5252,7 +5216,7 @@ kernel void mul_sub_0(
 
 // fuses matmul %292 (moe.0)
 // threadgroup 128×1×1, grid 1×4×1 threadgroups
-kernel void matmul_22(
+kernel void matmul_11(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -5373,11 +5337,126 @@ kernel void matmul_22(
     }
 }
 
+// fuses reshape %357, reshape %358, matmul %359 (mamba.0)
+// threadgroup 128×1×1, grid 1×1×1 threadgroups
+kernel void matmul_12(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        device float* p2 [[buffer(2)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
+    const int m01 = (int(gid.y) * 64);
+    const int n02 = (int(gid.x) * 64);
+    threadgroup float sh[4352];
+    const int ti3 = int(lid.x);
+    const int sgi4 = int(sg);
+    const int sr5 = ((sgi4 / 2) * 32);
+    const int sc6 = ((sgi4 % 2) * 32);
+    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    for (int k0 = 0; k0 < 256; k0 += 16) {
+        for (int s7 = 0; s7 < 8; s7 += 1) {
+            const int l8 = ((s7 * 128) + ti3);
+            const int k9 = (l8 / 64);
+            const int i10 = (l8 % 64);
+            const int gi11 = (m01 + i10);
+            const int gk12 = (k0 + k9);
+            const float t13 = p0[((gk12 * 64) + gi11)];
+            sh[((k9 * 68) + i10)] = t13;
+        }
+        for (int s14 = 0; s14 < 8; s14 += 1) {
+            const int l15 = ((s14 * 128) + ti3);
+            const int k16 = (l15 / 64);
+            const int i17 = (l15 % 64);
+            const int gi18 = (n02 + i17);
+            const int gk19 = (k0 + k16);
+            const float t20 = p1[((gk19 * 64) + gi18)];
+            sh[(((k16 * 68) + i17) + 1088)] = t20;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int kk = 0; kk < 16; kk += 8) {
+            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
+            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa1, sh + ((kk * 68) + (sr5 + 8)), 68, ulong2(0, 0), true);
+            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa2, sh + ((kk * 68) + (sr5 + 16)), 68, ulong2(0, 0), true);
+            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa3, sh + ((kk * 68) + (sr5 + 24)), 68, ulong2(0, 0), true);
+            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb0, sh + (((kk * 68) + sc6) + 1088), 68);
+            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb1, sh + (((kk * 68) + (sc6 + 8)) + 1088), 68);
+            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb2, sh + (((kk * 68) + (sc6 + 16)) + 1088), 68);
+            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb3, sh + (((kk * 68) + (sc6 + 24)) + 1088), 68);
+            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    }
+    simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
+    simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
+    simdgroup_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
+    simdgroup_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
+    simdgroup_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
+    simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
+    simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
+    simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
+    simdgroup_store(acc2_0, sh + (((sr5 + 16) * 68) + sc6), 68);
+    simdgroup_store(acc2_1, sh + (((sr5 + 16) * 68) + (sc6 + 8)), 68);
+    simdgroup_store(acc2_2, sh + (((sr5 + 16) * 68) + (sc6 + 16)), 68);
+    simdgroup_store(acc2_3, sh + (((sr5 + 16) * 68) + (sc6 + 24)), 68);
+    simdgroup_store(acc3_0, sh + (((sr5 + 24) * 68) + sc6), 68);
+    simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
+    simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
+    simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
+    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    for (int s21 = 0; s21 < 32; s21 += 1) {
+        const int l22 = ((s21 * 128) + ti3);
+        const int i23 = (l22 / 64);
+        const int j24 = (l22 % 64);
+        const int gi25 = (m01 + i23);
+        const int gj26 = (n02 + j24);
+        p2[((gi25 * 64) + gj26)] = sh[((i23 * 68) + j24)];
+    }
+}
+
 // fuses reshape %360, reshape %361, reshape %362, reshape %363, reshape %364, reshape %365,
 //   reshape %366, reshape %367, reshape %368, reshape %369, reshape %370, reshape %371,
 //   concat %372, square %373, reduce_sum %374 (optimizer)
 // threadgroup 1024×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_6(
+kernel void reduce_sum_4(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -5405,59 +5484,39 @@ kernel void reduce_sum_6(
         if ((j7 < 4096)) {
             const float t9 = p0[(j7 - 0)];
             cat8 = t9;
+        } else if ((j7 < 20480)) {
+            const float t10 = p1[(j7 - 4096)];
+            cat8 = t10;
+        } else if ((j7 < 28672)) {
+            const float t11 = p2[(j7 - 20480)];
+            cat8 = t11;
+        } else if ((j7 < 32768)) {
+            const float t12 = p3[(j7 - 28672)];
+            cat8 = t12;
+        } else if ((j7 < 49152)) {
+            const float t13 = p4[(j7 - 32768)];
+            cat8 = t13;
+        } else if ((j7 < 81920)) {
+            const float t14 = p5[(j7 - 49152)];
+            cat8 = t14;
+        } else if ((j7 < 98304)) {
+            const float t15 = p6[(j7 - 81920)];
+            cat8 = t15;
+        } else if ((j7 < 114688)) {
+            const float t16 = p7[(j7 - 98304)];
+            cat8 = t16;
+        } else if ((j7 < 118784)) {
+            const float t17 = p8[(j7 - 114688)];
+            cat8 = t17;
+        } else if ((j7 < 135168)) {
+            const float t18 = p9[(j7 - 118784)];
+            cat8 = t18;
+        } else if ((j7 < 143360)) {
+            const float t19 = p10[(j7 - 135168)];
+            cat8 = t19;
         } else {
-            if ((j7 < 20480)) {
-                const float t10 = p1[(j7 - 4096)];
-                cat8 = t10;
-            } else {
-                if ((j7 < 28672)) {
-                    const float t11 = p2[(j7 - 20480)];
-                    cat8 = t11;
-                } else {
-                    if ((j7 < 32768)) {
-                        const float t12 = p3[(j7 - 28672)];
-                        cat8 = t12;
-                    } else {
-                        if ((j7 < 49152)) {
-                            const float t13 = p4[(j7 - 32768)];
-                            cat8 = t13;
-                        } else {
-                            if ((j7 < 81920)) {
-                                const float t14 = p5[(j7 - 49152)];
-                                cat8 = t14;
-                            } else {
-                                if ((j7 < 98304)) {
-                                    const float t15 = p6[(j7 - 81920)];
-                                    cat8 = t15;
-                                } else {
-                                    if ((j7 < 114688)) {
-                                        const float t16 = p7[(j7 - 98304)];
-                                        cat8 = t16;
-                                    } else {
-                                        if ((j7 < 118784)) {
-                                            const float t17 = p8[(j7 - 114688)];
-                                            cat8 = t17;
-                                        } else {
-                                            if ((j7 < 135168)) {
-                                                const float t18 = p9[(j7 - 118784)];
-                                                cat8 = t18;
-                                            } else {
-                                                if ((j7 < 143360)) {
-                                                    const float t19 = p10[(j7 - 135168)];
-                                                    cat8 = t19;
-                                                } else {
-                                                    const float t20 = p11[(j7 - 143360)];
-                                                    cat8 = t20;
-                                                }
-                                            }
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
+            const float t20 = p11[(j7 - 143360)];
+            cat8 = t20;
         }
         const float t21 = (cat8 * cat8);
         acc5 += t21;
@@ -5508,10 +5567,12 @@ kernel void min_div_0(
     p1[i1] = t4;
 }
 
-// fuses broadcast %380, mul %381, adamw %408, broadcast %382, mul %383, adamw %413,
-//   broadcast %384, mul %385, adamw %418 (optimizer)
+// 3 independent kernels in one launch
+// part 0 (adamw_mul): fuses broadcast %380, mul %381, adamw %408 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %382, mul %383, adamw %413 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %384, mul %385, adamw %418 (optimizer)
 // threadgroup 256×1×1, grid 112×1×1 threadgroups
-kernel void adamw_mul_0(
+kernel void adamw_mul_x3_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -5539,7 +5600,8 @@ kernel void adamw_mul_0(
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     if ((int(gid.x) < 16)) {
-        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 256) + int(lid.x));
         const float t4 = p0[i1];
         const float t5 = p1[0];
         const float t6 = (t4 * t5);
@@ -5554,49 +5616,49 @@ kernel void adamw_mul_0(
         p7[i1] = t14;
         p8[i1] = t8;
         p9[i1] = t10;
-    } else {
-        if ((int(gid.x) < 80)) {
-            const int i15 = (((int(gid.x) - 16) * 256) + int(lid.x));
-            const float t18 = p10[i15];
-            const float t19 = p1[0];
-            const float t20 = (t18 * t19);
-            const float t21 = p11[i15];
-            const float t22 = ((0.9f * t21) + (0.1f * t20));
-            const float t23 = p12[i15];
-            const float t24 = ((0.999f * t23) + ((0.001f * t20) * t20));
-            const float t25 = p4[0];
-            const float t26 = p5[0];
-            const float t27 = p13[i15];
-            const float t28 = ((t27 - ((t25 * 0.0f) * t27)) - ((t25 * (t22 / (1.0f - pow(0.9f, t26)))) / (sqrt((t24 / (1.0f - pow(0.999f, t26)))) + 1e-08f)));
-            p14[i15] = t28;
-            p15[i15] = t22;
-            p16[i15] = t24;
-        } else {
-            if ((int(gid.x) < 112)) {
-                const int i29 = (((int(gid.x) - 80) * 256) + int(lid.x));
-                const float t32 = p17[i29];
-                const float t33 = p1[0];
-                const float t34 = (t32 * t33);
-                const float t35 = p18[i29];
-                const float t36 = ((0.9f * t35) + (0.1f * t34));
-                const float t37 = p19[i29];
-                const float t38 = ((0.999f * t37) + ((0.001f * t34) * t34));
-                const float t39 = p4[0];
-                const float t40 = p5[0];
-                const float t41 = p20[i29];
-                const float t42 = ((t41 - ((t39 * 0.0f) * t41)) - ((t39 * (t36 / (1.0f - pow(0.9f, t40)))) / (sqrt((t38 / (1.0f - pow(0.999f, t40)))) + 1e-08f)));
-                p21[i29] = t42;
-                p22[i29] = t36;
-                p23[i29] = t38;
-            }
-        }
+    } else if ((int(gid.x) < 80)) {
+        const int h1 = (int(gid.x) - 16);
+        const int i1 = ((h1 * 256) + int(lid.x));
+        const float t4 = p10[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p11[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p12[i1];
+        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p13[i1];
+        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
+        p14[i1] = t14;
+        p15[i1] = t8;
+        p16[i1] = t10;
+    } else if ((int(gid.x) < 112)) {
+        const int h2 = (int(gid.x) - 80);
+        const int i1 = ((h2 * 256) + int(lid.x));
+        const float t4 = p17[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p18[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p19[i1];
+        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p20[i1];
+        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
+        p21[i1] = t14;
+        p22[i1] = t8;
+        p23[i1] = t10;
     }
 }
 
-// fuses broadcast %386, mul %387, adamw %423, broadcast %388, mul %389, adamw %428,
-//   broadcast %390, mul %391, adamw %433 (optimizer)
+// 3 independent kernels in one launch
+// part 0 (adamw_mul): fuses broadcast %386, mul %387, adamw %423 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %388, mul %389, adamw %428 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %390, mul %391, adamw %433 (optimizer)
 // threadgroup 256×1×1, grid 208×1×1 threadgroups
-kernel void adamw_mul_1(
+kernel void adamw_mul_x3_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -5624,7 +5686,8 @@ kernel void adamw_mul_1(
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     if ((int(gid.x) < 16)) {
-        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 256) + int(lid.x));
         const float t4 = p0[i1];
         const float t5 = p1[0];
         const float t6 = (t4 * t5);
@@ -5639,49 +5702,49 @@ kernel void adamw_mul_1(
         p7[i1] = t14;
         p8[i1] = t8;
         p9[i1] = t10;
-    } else {
-        if ((int(gid.x) < 80)) {
-            const int i15 = (((int(gid.x) - 16) * 256) + int(lid.x));
-            const float t19 = p10[i15];
-            const float t20 = p1[0];
-            const float t21 = (t19 * t20);
-            const float t22 = p11[i15];
-            const float t23 = ((0.9f * t22) + (0.1f * t21));
-            const float t24 = p12[i15];
-            const float t25 = ((0.999f * t24) + ((0.001f * t21) * t21));
-            const float t26 = p4[0];
-            const float t27 = p5[0];
-            const float t28 = p13[i15];
-            const float t29 = ((t28 - ((t26 * 0.0f) * t28)) - ((t26 * (t23 / (1.0f - pow(0.9f, t27)))) / (sqrt((t25 / (1.0f - pow(0.999f, t27)))) + 1e-08f)));
-            p14[i15] = t29;
-            p15[i15] = t23;
-            p16[i15] = t25;
-        } else {
-            if ((int(gid.x) < 208)) {
-                const int i30 = (((int(gid.x) - 80) * 256) + int(lid.x));
-                const float t34 = p17[i30];
-                const float t35 = p1[0];
-                const float t36 = (t34 * t35);
-                const float t37 = p18[i30];
-                const float t38 = ((0.9f * t37) + (0.1f * t36));
-                const float t39 = p19[i30];
-                const float t40 = ((0.999f * t39) + ((0.001f * t36) * t36));
-                const float t41 = p4[0];
-                const float t42 = p5[0];
-                const float t43 = p20[i30];
-                const float t44 = ((t43 - ((t41 * 0.0f) * t43)) - ((t41 * (t38 / (1.0f - pow(0.9f, t42)))) / (sqrt((t40 / (1.0f - pow(0.999f, t42)))) + 1e-08f)));
-                p21[i30] = t44;
-                p22[i30] = t38;
-                p23[i30] = t40;
-            }
-        }
+    } else if ((int(gid.x) < 80)) {
+        const int h1 = (int(gid.x) - 16);
+        const int i1 = ((h1 * 256) + int(lid.x));
+        const float t5 = p10[i1];
+        const float t6 = p1[0];
+        const float t7 = (t5 * t6);
+        const float t8 = p11[i1];
+        const float t9 = ((0.9f * t8) + (0.1f * t7));
+        const float t10 = p12[i1];
+        const float t11 = ((0.999f * t10) + ((0.001f * t7) * t7));
+        const float t12 = p4[0];
+        const float t13 = p5[0];
+        const float t14 = p13[i1];
+        const float t15 = ((t14 - ((t12 * 0.0f) * t14)) - ((t12 * (t9 / (1.0f - pow(0.9f, t13)))) / (sqrt((t11 / (1.0f - pow(0.999f, t13)))) + 1e-08f)));
+        p14[i1] = t15;
+        p15[i1] = t9;
+        p16[i1] = t11;
+    } else if ((int(gid.x) < 208)) {
+        const int h2 = (int(gid.x) - 80);
+        const int i1 = ((h2 * 256) + int(lid.x));
+        const float t5 = p17[i1];
+        const float t6 = p1[0];
+        const float t7 = (t5 * t6);
+        const float t8 = p18[i1];
+        const float t9 = ((0.9f * t8) + (0.1f * t7));
+        const float t10 = p19[i1];
+        const float t11 = ((0.999f * t10) + ((0.001f * t7) * t7));
+        const float t12 = p4[0];
+        const float t13 = p5[0];
+        const float t14 = p20[i1];
+        const float t15 = ((t14 - ((t12 * 0.0f) * t14)) - ((t12 * (t9 / (1.0f - pow(0.9f, t13)))) / (sqrt((t11 / (1.0f - pow(0.999f, t13)))) + 1e-08f)));
+        p21[i1] = t15;
+        p22[i1] = t9;
+        p23[i1] = t11;
     }
 }
 
-// fuses broadcast %392, mul %393, adamw %438, broadcast %394, mul %395, adamw %443,
-//   broadcast %396, mul %397, adamw %448 (optimizer)
+// 3 independent kernels in one launch
+// part 0 (adamw_mul): fuses broadcast %392, mul %393, adamw %438 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %394, mul %395, adamw %443 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %396, mul %397, adamw %448 (optimizer)
 // threadgroup 256×1×1, grid 144×1×1 threadgroups
-kernel void adamw_mul_2(
+kernel void adamw_mul_x3_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -5709,7 +5772,8 @@ kernel void adamw_mul_2(
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     if ((int(gid.x) < 64)) {
-        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 256) + int(lid.x));
         const float t5 = p0[i1];
         const float t6 = p1[0];
         const float t7 = (t5 * t6);
@@ -5724,49 +5788,49 @@ kernel void adamw_mul_2(
         p7[i1] = t15;
         p8[i1] = t9;
         p9[i1] = t11;
-    } else {
-        if ((int(gid.x) < 128)) {
-            const int i16 = (((int(gid.x) - 64) * 256) + int(lid.x));
-            const float t20 = p10[i16];
-            const float t21 = p1[0];
-            const float t22 = (t20 * t21);
-            const float t23 = p11[i16];
-            const float t24 = ((0.9f * t23) + (0.1f * t22));
-            const float t25 = p12[i16];
-            const float t26 = ((0.999f * t25) + ((0.001f * t22) * t22));
-            const float t27 = p4[0];
-            const float t28 = p5[0];
-            const float t29 = p13[i16];
-            const float t30 = ((t29 - ((t27 * 0.0f) * t29)) - ((t27 * (t24 / (1.0f - pow(0.9f, t28)))) / (sqrt((t26 / (1.0f - pow(0.999f, t28)))) + 1e-08f)));
-            p14[i16] = t30;
-            p15[i16] = t24;
-            p16[i16] = t26;
-        } else {
-            if ((int(gid.x) < 144)) {
-                const int i31 = (((int(gid.x) - 128) * 256) + int(lid.x));
-                const float t34 = p17[i31];
-                const float t35 = p1[0];
-                const float t36 = (t34 * t35);
-                const float t37 = p18[i31];
-                const float t38 = ((0.9f * t37) + (0.1f * t36));
-                const float t39 = p19[i31];
-                const float t40 = ((0.999f * t39) + ((0.001f * t36) * t36));
-                const float t41 = p4[0];
-                const float t42 = p5[0];
-                const float t43 = p20[i31];
-                const float t44 = ((t43 - ((t41 * 0.0f) * t43)) - ((t41 * (t38 / (1.0f - pow(0.9f, t42)))) / (sqrt((t40 / (1.0f - pow(0.999f, t42)))) + 1e-08f)));
-                p21[i31] = t44;
-                p22[i31] = t38;
-                p23[i31] = t40;
-            }
-        }
+    } else if ((int(gid.x) < 128)) {
+        const int h1 = (int(gid.x) - 64);
+        const int i1 = ((h1 * 256) + int(lid.x));
+        const float t5 = p10[i1];
+        const float t6 = p1[0];
+        const float t7 = (t5 * t6);
+        const float t8 = p11[i1];
+        const float t9 = ((0.9f * t8) + (0.1f * t7));
+        const float t10 = p12[i1];
+        const float t11 = ((0.999f * t10) + ((0.001f * t7) * t7));
+        const float t12 = p4[0];
+        const float t13 = p5[0];
+        const float t14 = p13[i1];
+        const float t15 = ((t14 - ((t12 * 0.0f) * t14)) - ((t12 * (t9 / (1.0f - pow(0.9f, t13)))) / (sqrt((t11 / (1.0f - pow(0.999f, t13)))) + 1e-08f)));
+        p14[i1] = t15;
+        p15[i1] = t9;
+        p16[i1] = t11;
+    } else if ((int(gid.x) < 144)) {
+        const int h2 = (int(gid.x) - 128);
+        const int i1 = ((h2 * 256) + int(lid.x));
+        const float t4 = p17[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p18[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p19[i1];
+        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p20[i1];
+        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
+        p21[i1] = t14;
+        p22[i1] = t8;
+        p23[i1] = t10;
     }
 }
 
-// fuses broadcast %398, mul %399, adamw %453, broadcast %400, mul %401, adamw %458,
-//   broadcast %402, mul %403, adamw %463 (optimizer)
+// 3 independent kernels in one launch
+// part 0 (adamw_mul): fuses broadcast %398, mul %399, adamw %453 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %400, mul %401, adamw %458 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %402, mul %403, adamw %463 (optimizer)
 // threadgroup 256×1×1, grid 112×1×1 threadgroups
-kernel void adamw_mul_3(
+kernel void adamw_mul_x3_3(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -5794,7 +5858,8 @@ kernel void adamw_mul_3(
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     if ((int(gid.x) < 64)) {
-        const int i1 = (((int(gid.x) - 0) * 256) + int(lid.x));
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 256) + int(lid.x));
         const float t4 = p0[i1];
         const float t5 = p1[0];
         const float t6 = (t4 * t5);
@@ -5809,41 +5874,39 @@ kernel void adamw_mul_3(
         p7[i1] = t14;
         p8[i1] = t8;
         p9[i1] = t10;
-    } else {
-        if ((int(gid.x) < 96)) {
-            const int i15 = (((int(gid.x) - 64) * 256) + int(lid.x));
-            const float t18 = p10[i15];
-            const float t19 = p1[0];
-            const float t20 = (t18 * t19);
-            const float t21 = p11[i15];
-            const float t22 = ((0.9f * t21) + (0.1f * t20));
-            const float t23 = p12[i15];
-            const float t24 = ((0.999f * t23) + ((0.001f * t20) * t20));
-            const float t25 = p4[0];
-            const float t26 = p5[0];
-            const float t27 = p13[i15];
-            const float t28 = ((t27 - ((t25 * 0.0f) * t27)) - ((t25 * (t22 / (1.0f - pow(0.9f, t26)))) / (sqrt((t24 / (1.0f - pow(0.999f, t26)))) + 1e-08f)));
-            p14[i15] = t28;
-            p15[i15] = t22;
-            p16[i15] = t24;
-        } else {
-            if ((int(gid.x) < 112)) {
-                const int i29 = (((int(gid.x) - 96) * 256) + int(lid.x));
-                const float t32 = p17[i29];
-                const float t33 = p1[0];
-                const float t34 = (t32 * t33);
-                const float t35 = p18[i29];
-                const float t36 = ((0.9f * t35) + (0.1f * t34));
-                const float t37 = p19[i29];
-                const float t38 = ((0.999f * t37) + ((0.001f * t34) * t34));
-                const float t39 = p4[0];
-                const float t40 = p5[0];
-                const float t41 = p20[i29];
-                const float t42 = ((t41 - ((t39 * 0.0f) * t41)) - ((t39 * (t36 / (1.0f - pow(0.9f, t40)))) / (sqrt((t38 / (1.0f - pow(0.999f, t40)))) + 1e-08f)));
-                p21[i29] = t42;
-                p22[i29] = t36;
-                p23[i29] = t38;
-            }
-        }
+    } else if ((int(gid.x) < 96)) {
+        const int h1 = (int(gid.x) - 64);
+        const int i1 = ((h1 * 256) + int(lid.x));
+        const float t4 = p10[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p11[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p12[i1];
+        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p13[i1];
+        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
+        p14[i1] = t14;
+        p15[i1] = t8;
+        p16[i1] = t10;
+    } else if ((int(gid.x) < 112)) {
+        const int h2 = (int(gid.x) - 96);
+        const int i1 = ((h2 * 256) + int(lid.x));
+        const float t4 = p17[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p18[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p19[i1];
+        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p20[i1];
+        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
+        p21[i1] = t14;
+        p22[i1] = t8;
+        p23[i1] = t10;
     }
 }

@@ -1,0 +1,313 @@
+package codegen
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/scm-magellano/magc/codegen/kir"
+	"github.com/scm-magellano/magc/ir"
+	"github.com/scm-magellano/magc/passes"
+)
+
+// Horizontal fusion (XLA's name for it): launches that do not read each
+// other's results run as one dispatch, each part on its own range of
+// threadgroups: the LoRA matmuls of a backward pass that all read dy, the
+// per-parameter AdamW updates, the small reductions of the MoE aux loss. It
+// works on lowered kernels, so any template can take part; the parts must
+// agree on the threadgroup size, since their barriers and lane arithmetic
+// assume it.
+
+// launch is one lowered kernel launch: its parts, in dispatch order.
+type launch struct {
+	parts []*part
+}
+
+// part is one kernel before merging, with its name base ("matmul").
+type part struct {
+	k    *kir.Kernel
+	d    Dispatch
+	base string
+}
+
+const (
+	// horizontalWindow is how many launches back a kernel may move to join
+	// one: far enough for the LoRA backward matmuls, near enough that the
+	// results it moves earlier do not live much longer.
+	horizontalWindow = 4
+	// sharedLimit is the threadgroup memory of a kernel (Metal's 32 KiB).
+	sharedLimit = 32 << 10
+)
+
+// mergeLaunches joins each launch into the latest earlier launch it can run
+// with: within the window, after every launch that writes a value it reads.
+// Moving a launch earlier is safe because values are written once: no
+// launch it passes reads what it writes.
+func mergeLaunches(ls []*launch, alias map[*ir.Value]*ir.Value) []*launch {
+	var out []*launch
+	for _, l := range ls {
+		lo := len(out)
+		for lo > 0 && lo > len(out)-horizontalWindow && !readsFrom(l, out[lo-1], alias) {
+			lo--
+		}
+		joined := false
+		for j := len(out) - 1; j >= lo && !joined; j-- {
+			if canJoin(out[j], l) {
+				out[j].parts = append(out[j].parts, l.parts...)
+				joined = true
+			}
+		}
+		if !joined {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// readsFrom reports whether b reads a value that a writes.
+func readsFrom(b, a *launch, alias map[*ir.Value]*ir.Value) bool {
+	owner := func(v *ir.Value) *ir.Value {
+		if o, ok := alias[v]; ok {
+			return o
+		}
+		return v
+	}
+	written := map[*ir.Value]bool{}
+	for _, p := range a.parts {
+		for _, v := range p.d.Writes {
+			written[owner(v)] = true
+		}
+	}
+	for _, p := range b.parts {
+		for _, bd := range p.d.Bindings {
+			if written[owner(bd.Value)] {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// canJoin reports whether b's parts fit in one kernel with a's: same
+// threadgroup size, at most MaxBuffers buffers, shared memory within the limit.
+func canJoin(a, b *launch) bool {
+	ps := append(append([]*part(nil), a.parts...), b.parts...)
+	if ps[0].k.Threads != b.parts[0].k.Threads {
+		return false
+	}
+	return len(bindingsOf(ps)) <= passes.MaxBuffers && sharedBytes(ps) <= sharedLimit
+}
+
+type bindingKey struct {
+	v   *ir.Value
+	off int64
+}
+
+// bindingsOf lists the distinct buffers the parts bind, in first-use order.
+func bindingsOf(ps []*part) []bindingKey {
+	var keys []bindingKey
+	seen := map[bindingKey]bool{}
+	for _, p := range ps {
+		for _, b := range p.d.Bindings {
+			k := bindingKey{b.Value, b.Offset}
+			if !seen[k] {
+				seen[k] = true
+				keys = append(keys, k)
+			}
+		}
+	}
+	return keys
+}
+
+// hoistShared collects the threadgroup arrays of the parts, one per name
+// (parts never share a threadgroup, so same-named arrays overlay: the
+// longest wins), in first-seen order. It fails when two parts give a name
+// different types.
+func hoistShared(ps []*part) ([]kir.Shared, bool) {
+	var out []kir.Shared
+	at := map[string]int{}
+	ok := true
+	for _, p := range ps {
+		kir.Walk(p.k.Body, func(kir.Expr) {}, func(s kir.Stmt) {
+			sh, isShared := s.(kir.Shared)
+			if !isShared {
+				return
+			}
+			i, seen := at[sh.Name]
+			switch {
+			case !seen:
+				at[sh.Name] = len(out)
+				out = append(out, sh)
+			case out[i].Type != sh.Type:
+				ok = false
+			default:
+				out[i].Len = max(out[i].Len, sh.Len)
+			}
+		})
+	}
+	return out, ok
+}
+
+// sharedBytes is the threadgroup memory of the parts in one kernel, or
+// more than any limit when they cannot share one.
+func sharedBytes(ps []*part) int {
+	shared, ok := hoistShared(ps)
+	if !ok {
+		return sharedLimit + 1
+	}
+	n := 0
+	for _, sh := range shared {
+		n += sh.Len * typeBytes(sh.Type)
+	}
+	return n
+}
+
+func typeBytes(t kir.Type) int {
+	switch t {
+	case kir.F16, kir.BF16:
+		return 2
+	case kir.U8, kir.Bool:
+		return 1
+	}
+	return 4
+}
+
+// build makes the launch's kernel and dispatch (its kernel still unnamed).
+// One part is returned as it is; several become one kernel over a
+// one-dimensional grid: if (group < end₀) { part 0 } else if ...
+func (l *launch) build() (*kir.Kernel, Dispatch, string) {
+	if len(l.parts) == 1 {
+		p := l.parts[0]
+		return p.k, p.d, p.base
+	}
+	keys := bindingsOf(l.parts)
+	index := map[bindingKey]int{}
+	k := &kir.Kernel{Threads: l.parts[0].k.Threads}
+	d := Dispatch{Kind: "horizontal", Exact: map[*ir.Value]bool{}}
+	for i, key := range keys {
+		index[key] = i
+		k.Params = append(k.Params, kir.Param{Name: fmt.Sprintf("p%d", i), ReadOnly: true})
+		d.Bindings = append(d.Bindings, Binding{Value: key.v, Offset: key.off})
+	}
+	readers := map[*ir.Value]int{}
+	for _, p := range l.parts {
+		for _, v := range uniqueValues(p.d.Bindings) {
+			readers[v]++
+		}
+	}
+	shared, _ := hoistShared(l.parts)
+	for _, sh := range shared {
+		k.Body = append(k.Body, sh)
+	}
+	var chain []kir.If
+	var docs, bases []string
+	start := 0
+	for _, p := range l.parts {
+		names := map[string]string{}
+		for i, prm := range p.k.Params {
+			j := index[bindingKey{p.d.Bindings[i].Value, p.d.Bindings[i].Offset}]
+			names[prm.Name] = k.Params[j].Name
+			k.Params[j].Elem = prm.Elem
+			k.Params[j].ReadOnly = k.Params[j].ReadOnly && prm.ReadOnly
+		}
+		g := p.k.Groups
+		flat := kir.V(fmt.Sprintf("h%d", len(chain)))
+		group := [3]kir.Expr{flat, divBy(flat, g[0]), divBy(flat, g[0]*g[1])}
+		if g[1] > 1 || g[2] > 1 {
+			group[0] = kir.Mod(flat, kir.I(g[0]))
+		}
+		if g[2] > 1 {
+			group[1] = kir.Mod(group[1], kir.I(g[1]))
+		}
+		body := kir.Rewrite(p.k.Body, func(x kir.Expr) kir.Expr {
+			b, ok := x.(kir.Builtin)
+			switch {
+			case !ok:
+				return x
+			case b.Kind == "group":
+				return group[b.Dim]
+			case b.Kind == "thread":
+				return kir.Add(kir.Mul(group[b.Dim], kir.I(k.Threads[b.Dim])), kir.Local(b.Dim))
+			}
+			return x
+		}, func(n string) string {
+			if m, ok := names[n]; ok {
+				return m
+			}
+			return n
+		})
+		body = dropShared(body)
+		body = append([]kir.Stmt{kir.Decl{Name: flat.(kir.Var).Name, Type: kir.I32, Init: kir.Sub(kir.Group(0), kir.I(start))}}, body...)
+		start += g[0] * g[1] * g[2]
+		chain = append(chain, kir.If{Cond: kir.Lt(kir.Group(0), kir.I(start)), Then: body})
+		docs = append(docs, fmt.Sprintf("part %d (%s): %s", len(chain)-1, p.base, p.k.Doc))
+		bases = append(bases, p.base)
+		d.Writes = append(d.Writes, p.d.Writes...)
+		d.Fuses = append(d.Fuses, p.d.Fuses...)
+		for v := range p.d.Exact {
+			if readers[v] == 1 { // read by another part too: not safe to overwrite
+				d.Exact[v] = true
+			}
+		}
+	}
+	for i := len(chain) - 2; i >= 0; i-- {
+		chain[i].Else = []kir.Stmt{chain[i+1]}
+	}
+	k.Body = append(k.Body, chain[0])
+	k.Groups = [3]int{start, 1, 1}
+	k.Doc = fmt.Sprintf("%d independent kernels in one launch\n%s", len(l.parts), strings.Join(docs, "\n"))
+	return k, d, horizontalBase(bases)
+}
+
+// divBy is x / n, or x itself for n = 1 (tidier kernels).
+func divBy(x kir.Expr, n int) kir.Expr {
+	if n == 1 {
+		return x
+	}
+	return kir.Div(x, kir.I(n))
+}
+
+// uniqueValues lists the values bindings name, each once.
+func uniqueValues(bs []Binding) []*ir.Value {
+	var out []*ir.Value
+	seen := map[*ir.Value]bool{}
+	for _, b := range bs {
+		if !seen[b.Value] {
+			seen[b.Value] = true
+			out = append(out, b.Value)
+		}
+	}
+	return out
+}
+
+// dropShared removes threadgroup array declarations (hoisted to the kernel's scope).
+func dropShared(body []kir.Stmt) []kir.Stmt {
+	var out []kir.Stmt
+	for _, s := range body {
+		switch t := s.(type) {
+		case kir.Shared:
+			continue
+		case kir.For:
+			t.Body = dropShared(t.Body)
+			s = t
+		case kir.If:
+			t.Then, t.Else = dropShared(t.Then), dropShared(t.Else)
+			s = t
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// horizontalBase names a merged kernel after its parts: "matmul_x3", or
+// "adamw_mul_add_x4" when the parts differ.
+func horizontalBase(bases []string) string {
+	var distinct []string
+	seen := map[string]bool{}
+	for _, b := range bases {
+		if !seen[b] && len(distinct) < 2 {
+			seen[b] = true
+			distinct = append(distinct, b)
+		}
+	}
+	return fmt.Sprintf("%s_x%d", strings.Join(distinct, "_"), len(bases))
+}

@@ -1,0 +1,64 @@
+package codegen_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/scm-magellano/magc/codegen"
+	"github.com/scm-magellano/magc/codegen/msl"
+	"github.com/scm-magellano/magc/ir"
+	"github.com/scm-magellano/magc/passes"
+	"github.com/scm-magellano/magc/runtime"
+)
+
+// compileFused compiles the whole fused schedule of g (horizontal fusion
+// included), checks every launch on the sim against the reference and
+// returns the program.
+func compileFused(t *testing.T, g *ir.Graph) *codegen.Program {
+	t.Helper()
+	prog, err := codegen.Compile(g, passes.Fuse(g, true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := msl.Render(prog.Module)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := reference(t, g, nil)
+	for _, dev := range devices() {
+		bad, err := runtime.CheckProgram(dev, prog, src, want)
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", dev.Name(), err, src)
+		}
+		for _, m := range bad {
+			t.Errorf("%s: %v", dev.Name(), m)
+		}
+	}
+	return prog
+}
+
+// Independent kernels of different templates and grids (a batched matmul
+// with a 3-D grid, a row reduction with threadgroup memory, an NF4 matmul)
+// run as one launch, and each part still computes what it did alone.
+func TestHorizontalFusion(t *testing.T) {
+	b := ir.NewBuilder("h")
+	y := mmParam(b, "y", ir.F32, 33, 64)
+	q := b.Op(ir.OpDequant, nil, mmParam(b, "q", ir.NF4, 70, 64))
+	outs := []*ir.Value{
+		b.Matmul(mmParam(b, "x", ir.F32, 2, 3, 17, 40), mmParam(b, "w", ir.F32, 2, 3, 40, 9), false, false), // grid 1×1×6
+		b.Matmul(y, q, false, true),                                   // grid 2×2×1, NF4 prologue
+		b.Matmul(y, mmParam(b, "v", ir.F32, 64, 20), false, false),    // grid 1×2×1
+		b.Reduce(ir.OpReduceSum, y, false, 1),                         // another threadgroup size: its own launch
+		b.Reduce(ir.OpReduceMax, y, false, 1),                         // ... shared with the other reduction
+		b.Unary(ir.OpExp, b.Scale(b.Matmul(y, q, false, true), 0.01)), // epilogue; moves back past the reductions
+	}
+	g := mmFinish(t, b, outs...)
+	prog := compileFused(t, g)
+	var kinds []string
+	for _, d := range prog.Dispatches {
+		kinds = append(kinds, d.Kernel)
+	}
+	if len(prog.Dispatches) != 2 {
+		t.Fatalf("%d launches (%s), want 2: the contractions together, the reductions together", len(prog.Dispatches), strings.Join(kinds, ", "))
+	}
+}
