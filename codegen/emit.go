@@ -211,21 +211,37 @@ func (e *Emitter) Store(v *ir.Value, coords []kir.Expr, x kir.Expr) {
 	e.Emit(kir.Set(kir.At(buf, e.Linear(v.Type.Shape, coords)), x))
 }
 
-// StoreThrough writes element coords of a kernel's anchor result x: to
-// memory, or, when the group has an epilogue, through it (the epilogue reads
-// the anchor's result at the same elements, so it sees x) to the epilogue's output.
-func (e *Emitter) StoreThrough(grp *passes.Group, anchor *ir.Value, coords []kir.Expr, x kir.Expr) {
+// StoreThrough writes element coords of a kernel's result v, whose value
+// there is x: to memory when others read v, and through the group's
+// epilogue on v (which reads v at the same elements, so it sees x) to the
+// epilogue's results.
+func (e *Emitter) StoreThrough(grp *passes.Group, v *ir.Value, coords []kir.Expr, x kir.Expr) {
 	if grp.Root == grp.Anchor {
-		e.Store(anchor, coords, x)
+		e.Store(v, coords, x)
 		return
 	}
 	if _, simple := x.(kir.Var); !simple {
-		x = e.Let("acc", computeType(anchor.Type.DType), x)
+		x = e.Let("acc", computeType(v.Type.DType), x)
 	}
-	e.memo[fmt.Sprint(anchor.ID, coords)] = x
-	for _, v := range grp.Outputs {
-		e.Store(v, coords, e.At(v, coords))
+	e.memo[fmt.Sprint(v.ID, coords)] = x
+	derived := grp.Derived(v)
+	for _, w := range grp.Outputs {
+		if derived[w] {
+			e.Store(w, coords, e.At(w, coords))
+		}
 	}
+}
+
+// writes reports whether a kernel computing v must: v is in memory after it,
+// or its epilogue on v is (a result nobody reads has no buffer to write).
+func writes(grp *passes.Group, v *ir.Value) bool {
+	derived := grp.Derived(v)
+	for _, o := range grp.Outputs {
+		if derived[o] {
+			return true
+		}
+	}
+	return false
 }
 
 // At is the value of v at coords: loaded when v lives in memory, else

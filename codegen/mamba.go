@@ -88,16 +88,6 @@ func mbCeilDiv(a, b int) int { return (a + b - 1) / b }
 
 func mbRoundUp(a, b int) int { return mbCeilDiv(a, b) * b }
 
-// mbWrites reports whether the group writes v.
-func mbWrites(grp *passes.Group, v *ir.Value) bool {
-	for _, o := range grp.Outputs {
-		if o == v {
-			return true
-		}
-	}
-	return false
-}
-
 // mbAnd combines optional conditions (nil is true).
 func mbAnd(conds ...kir.Expr) kir.Expr {
 	var out kir.Expr
@@ -223,7 +213,7 @@ func scanForward(e *Emitter, grp *passes.Group) error {
 	dd := e.At(op.d, []kir.Expr{ch.clamped})
 	st := mbMutable(e, "s", kir.F(0))
 	mbLoop(e, "c", kir.I(0), kir.I(s.chunks), func(c kir.Expr) {
-		if mbWrites(grp, states) {
+		if writes(grp, states) {
 			e.Emit(mbGuard(mbAnd(ch.valid, n.valid), e.Block(func() {
 				e.Store(states, []kir.Expr{b, c, ch.idx, n.idx}, st)
 			}))...)
@@ -233,12 +223,12 @@ func scanForward(e *Emitter, grp *passes.Group) error {
 			tk := readToken(e, op, b, t, ch.clamped, n.clamped)
 			at, in := scanStepExprs(e, tk, a)
 			e.Emit(kir.Set(st, kir.Add(kir.Mul(at, st), in)))
-			if !mbWrites(grp, y) {
+			if !writes(grp, y) {
 				return
 			}
 			sum := mbLaneSum(e, mbMask(n.valid, kir.Mul(st, tk.cv)), p)
 			e.Emit(mbGuard(mbAnd(kir.Op("==", n.idx, kir.I(0)), ch.valid), e.Block(func() {
-				e.Store(y, []kir.Expr{b, t, ch.idx}, kir.Add(sum, kir.Mul(dd, tk.u)))
+				e.StoreThrough(grp, y, []kir.Expr{b, t, ch.idx}, kir.Add(sum, kir.Mul(dd, tk.u)))
 			}))...)
 		})
 	})
@@ -320,7 +310,7 @@ func scanBackward(e *Emitter, grp *passes.Group) error {
 	outs := root.Outputs
 	var rowOuts, chanOuts []*ir.Value
 	for i, v := range outs {
-		if !mbWrites(grp, v) {
+		if !writes(grp, v) {
 			continue
 		}
 		if i == 3 || i == 4 {
@@ -372,7 +362,7 @@ func (w *bwdScan) rowGroup(e *Emitter, grp *passes.Group, threads int, r kir.Exp
 	root := grp.Anchor
 	var sums []*ir.Value // dB and/or dC
 	for _, v := range root.Outputs[3:5] {
-		if mbWrites(grp, v) {
+		if writes(grp, v) {
 			sums = append(sums, v)
 		}
 	}
@@ -488,7 +478,7 @@ func (w *bwdScan) channelGroup(e *Emitter, grp *passes.Group, threads int, blkId
 	first := mbAnd(kir.Op("==", n.idx, kir.I(0)), ch.valid) // the lane that writes per-channel values
 	a := e.At(w.op.a, []kir.Expr{ch.clamped, n.clamped})
 	var skip kir.Expr // D, read once
-	if mbWrites(grp, duOut) {
+	if writes(grp, duOut) {
 		skip = e.At(w.op.d, []kir.Expr{ch.clamped})
 	}
 	da := mbMutable(e, "dA", kir.F(0))
@@ -503,19 +493,19 @@ func (w *bwdScan) channelGroup(e *Emitter, grp *passes.Group, threads int, blkId
 				st := w.reverseStep(e, b, i, t0, t1, ch.clamped, n.clamped, a, carry)
 				coords := []kir.Expr{b, st.t, ch.idx}
 				var stores []func()
-				if mbWrites(grp, daOut) { // dA = Σ g·Δ·a_t·s_{t−1}
+				if writes(grp, daOut) { // dA = Σ g·Δ·a_t·s_{t−1}
 					e.Emit(kir.Assign{LHS: da, Op: "+=", RHS: kir.Mul(kir.Mul(kir.Mul(st.g, st.tk.dt), st.at), st.prev)})
 				}
-				if mbWrites(grp, ddOut) { // dD = Σ u·dy
+				if writes(grp, ddOut) { // dD = Σ u·dy
 					e.Emit(kir.Assign{LHS: dd, Op: "+=", RHS: kir.Mul(st.tk.u, st.dy)})
 				}
-				if mbWrites(grp, duOut) { // du = Σ_n g·Δ·B + D·dy
+				if writes(grp, duOut) { // du = Σ_n g·Δ·B + D·dy
 					x := mbLaneSum(e, mbMask(n.valid, kir.Mul(kir.Mul(st.g, st.tk.dt), st.tk.bv)), p)
-					stores = append(stores, func() { e.Store(duOut, coords, kir.Add(x, kir.Mul(skip, st.dy))) })
+					stores = append(stores, func() { e.StoreThrough(grp, duOut, coords, kir.Add(x, kir.Mul(skip, st.dy))) })
 				}
-				if mbWrites(grp, dtOut) { // dΔ = Σ_n g·(A·a_t·s_{t−1} + B·u)
+				if writes(grp, dtOut) { // dΔ = Σ_n g·(A·a_t·s_{t−1} + B·u)
 					x := mbLaneSum(e, mbMask(n.valid, kir.Mul(st.g, kir.Add(kir.Mul(kir.Mul(a, st.at), st.prev), kir.Mul(st.tk.bv, st.tk.u)))), p)
-					stores = append(stores, func() { e.Store(dtOut, coords, x) })
+					stores = append(stores, func() { e.StoreThrough(grp, dtOut, coords, x) })
 				}
 				if len(stores) > 0 {
 					e.Emit(mbGuard(first, e.Block(func() {
@@ -527,10 +517,10 @@ func (w *bwdScan) channelGroup(e *Emitter, grp *passes.Group, threads int, blkId
 			})
 		})
 	})
-	if mbWrites(grp, daOut) {
+	if writes(grp, daOut) {
 		e.Emit(mbGuard(mbAnd(ch.valid, n.valid), e.Block(func() { e.Store(daOut, []kir.Expr{ch.idx, n.idx}, da) }))...)
 	}
-	if mbWrites(grp, ddOut) {
+	if writes(grp, ddOut) {
 		e.Emit(mbGuard(first, e.Block(func() { e.Store(ddOut, []kir.Expr{ch.idx}, dd) }))...)
 	}
 }
@@ -549,7 +539,7 @@ func convForward(e *Emitter, grp *passes.Group) error {
 	for j := 0; j < k; j++ {
 		acc = kir.Add(acc, convTap(e, x, w, c, j, k))
 	}
-	e.Store(out, c, acc)
+	e.StoreThrough(grp, out, c, acc)
 	return nil
 }
 
@@ -596,7 +586,7 @@ func convBackward(e *Emitter, grp *passes.Group) error {
 		body func(j kir.Expr)
 	}
 	var secs []section
-	if mbWrites(grp, dx) {
+	if writes(grp, dx) {
 		secs = append(secs, section{nb * l * nc, func(j kir.Expr) {
 			c := e.Split(s, j)
 			var acc kir.Expr
@@ -616,10 +606,10 @@ func convBackward(e *Emitter, grp *passes.Group) error {
 					acc = kir.Add(acc, term)
 				}
 			}
-			e.Store(dx, c, acc)
+			e.StoreThrough(grp, dx, c, acc)
 		}})
 	}
-	if mbWrites(grp, dw) {
+	if writes(grp, dw) {
 		secs = append(secs, section{nc * k, func(j kir.Expr) {
 			tap := e.Let("k", kir.I32, kir.Div(j, kir.I(nc)))
 			ch := e.Let("ch", kir.I32, kir.Mod(j, kir.I(nc)))
@@ -634,7 +624,7 @@ func convBackward(e *Emitter, grp *passes.Group) error {
 			e.Store(dw, []kir.Expr{ch, tap}, acc)
 		}})
 	}
-	if mbWrites(grp, db) {
+	if writes(grp, db) {
 		secs = append(secs, section{nc, func(ch kir.Expr) {
 			acc := mbMutable(e, "acc", kir.F(0))
 			mbLoop(e, "b", kir.I(0), kir.I(nb), func(b kir.Expr) {

@@ -244,3 +244,25 @@ func TestMambaModelKernelsOnSim(t *testing.T) {
 		}
 	}
 }
+
+// An element-wise chain on a conv's result runs in the conv kernel as an
+// epilogue, which writes the conv's result too when others read it (the
+// Mamba block keeps it for the backward pass).
+func TestConvEpilogue(t *testing.T) {
+	b := ir.NewBuilder("conv")
+	x := mbUniform(b, "x", -1, 1, 2, 7, 5)
+	y := b.Op(ir.OpConv, nil, x, mbUniform(b, "w", -1, 1, 5, 4), mbUniform(b, "bias", -1, 1, 5))
+	b.Output("y", y)
+	b.Output("act", b.Mul(b.Unary(ir.OpSiLU, y), mbUniform(b, "gate", -1, 1, 2, 7, 5)))
+	g, err := b.Finish()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := passes.Fuse(g, true)
+	if len(s.Groups) != 1 || len(s.Groups[0].Outputs) != 2 {
+		t.Fatalf("%d kernels, want the conv with its epilogue writing both results", len(s.Groups))
+	}
+	if n := checkOnSim(t, g, s, mbKinds("causal_conv1d")); n != 1 {
+		t.Fatalf("%d kernels, want 1", n)
+	}
+}

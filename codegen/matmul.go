@@ -275,15 +275,18 @@ func (c *mmContraction) fragLoad(tile string, op mmOperand, rows, base int, row,
 }
 
 // mmOnlyOutput returns the value a contraction kernel's accumulator holds:
-// the anchor's result, or the sum of its terms. The kernel writes it, or the
-// one result of its fused epilogue (see StoreThrough).
+// the anchor's result, or the sum of its terms. The kernel writes it and the
+// results of its fused epilogue (see StoreThrough).
 func mmOnlyOutput(grp *passes.Group) (*ir.Value, error) {
 	out := grp.Anchor.Out()
 	if grp.Sum != nil {
 		out = grp.Sum
 	}
-	if len(grp.Outputs) != 1 || (grp.Root == grp.Anchor && grp.Outputs[0] != out) {
-		return nil, fmt.Errorf("a %s kernel writes one result, not %v", grp.Kind, grp.Outputs)
+	derived := grp.Derived(out)
+	for _, v := range grp.Outputs {
+		if !derived[v] {
+			return nil, fmt.Errorf("a %s kernel writes its result and values computed from it, not %v", grp.Kind, v)
+		}
 	}
 	return out, nil
 }

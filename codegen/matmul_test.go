@@ -261,7 +261,7 @@ func TestMatmulLoRASum(t *testing.T) {
 	for _, grp := range s.Groups {
 		if len(grp.Terms) == 2 {
 			sums++
-			if grp.Terms[1].Scale != 0.5 || grp.Sum == nil || grp.Root.Op != ir.OpSiLU {
+			if grp.Terms[0].Scale*grp.Terms[1].Scale != 0.5 || grp.Sum == nil || grp.Root.Op != ir.OpSiLU {
 				t.Errorf("sum group: terms %v, sum %v, root %s", grp.Terms, grp.Sum, grp.Root.Op)
 			}
 		}

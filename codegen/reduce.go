@@ -311,17 +311,6 @@ func rowAxes(s ir.Shape) (ir.Shape, int) {
 	return s[:len(s)-1], s[len(s)-1]
 }
 
-// groupWrites reports whether the kernel must leave v in memory; a result
-// nobody reads has no buffer to write.
-func groupWrites(grp *passes.Group, v *ir.Value) bool {
-	for _, o := range grp.Outputs {
-		if o == v {
-			return true
-		}
-	}
-	return false
-}
-
 // onlineLSE runs the first pass of a row: each lane's running max and
 // Σ exp, combined over the team. The row's elements stay in s's slots.
 func (t *redTeam) onlineLSE(z *ir.Value, rc []kir.Expr, w int, s *redSlots) (kir.Expr, kir.Expr) {
@@ -349,7 +338,7 @@ func softmax(e *Emitter, grp *passes.Group) error {
 	rank := len(x.Type.Shape)
 	r.cols(w, func(j, k kir.Expr) {
 		c := rowElem(r.rc, j, rank)
-		e.Store(y, c, kir.Mul(kir.Fn("exp", kir.Sub(s.get(e, x, c, k), M)), inv))
+		e.StoreThrough(grp, y, c, kir.Mul(kir.Fn("exp", kir.Sub(s.get(e, x, c, k), M)), inv))
 	})
 	r.finish()
 	return nil
@@ -373,7 +362,7 @@ func rmsnorm(e *Emitter, grp *passes.Group) error {
 	rs := e.Let("r", kir.F32, kir.Fn("rsqrt", kir.Add(kir.Div(tot, kir.F(float64(w))), kir.F(n.Attrs.Float("eps")))))
 	r.cols(w, func(j, k kir.Expr) {
 		c := rowElem(r.rc, j, rank)
-		e.Store(y, c, kir.Mul(kir.Mul(s.get(e, x, c, k), rs), e.At(g, []kir.Expr{j})))
+		e.StoreThrough(grp, y, c, kir.Mul(kir.Mul(s.get(e, x, c, k), rs), e.At(g, []kir.Expr{j})))
 	})
 	r.finish()
 	return nil
@@ -393,7 +382,7 @@ func rmsnormBwd(e *Emitter, grp *passes.Group) error {
 	n := grp.Anchor
 	x, g, dy := n.Inputs[0], n.Inputs[1], n.Inputs[2]
 	dx, dg := n.Outputs[0], n.Outputs[1]
-	needDX, needDG := groupWrites(grp, dx), groupWrites(grp, dg)
+	needDX, needDG := writes(grp, dx), writes(grp, dg)
 	eps := n.Attrs.Float("eps")
 	lead, w := rowAxes(x.Type.Shape)
 	rank := len(x.Type.Shape)
@@ -435,7 +424,7 @@ func rmsnormBwd(e *Emitter, grp *passes.Group) error {
 			xh := e.Let("xh", kir.F32, kir.Mul(sx.get(e, x, c, k), rs))
 			dyv := sdy.get(e, dy, c, k)
 			if needDX {
-				e.Store(dx, c, kir.Mul(rs, kir.Sub(kir.Mul(dyv, e.At(g, []kir.Expr{j})), kir.Mul(xh, mean))))
+				e.StoreThrough(grp, dx, c, kir.Mul(rs, kir.Sub(kir.Mul(dyv, e.At(g, []kir.Expr{j})), kir.Mul(xh, mean))))
 			}
 			if needDG {
 				e.Emit(kir.Assign{LHS: kir.At(acc.arr, k), Op: "+=", RHS: kir.Mul(dyv, xh)})

@@ -62,10 +62,10 @@ func topk(e *Emitter, grp *passes.Group) error {
 		})
 		e.Emit(kir.Loop(iv, kir.I(0), kir.I(w), kir.I(1), scan...))
 		c := rowElem(rc, kir.V(jv), rank)
-		if groupWrites(grp, vals) {
+		if writes(grp, vals) {
 			e.Store(vals, c, bv)
 		}
-		if groupWrites(grp, idxs) {
+		if writes(grp, idxs) {
 			e.Store(idxs, c, bi)
 		}
 		e.Emit(kir.Set(pv, bv), kir.Set(pi, bi))
@@ -111,7 +111,7 @@ func moeRoute(e *Emitter, grp *passes.Group) error {
 	ev := e.Temp("ex")
 	perExpert := e.Block(func() {
 		ex := kir.V(ev)
-		if groupWrites(grp, offV) {
+		if writes(grp, offV) {
 			e.Emit(kir.If{Cond: first, Then: e.Block(func() { e.Store(offV, []kir.Expr{ex}, off) })})
 		}
 		c := t.mut("c", kir.I32, kir.I(0))
@@ -135,13 +135,13 @@ func moeRoute(e *Emitter, grp *passes.Group) error {
 			e.Emit(kir.Barrier{})
 			base, total = b, tot
 		}
-		if groupWrites(grp, rowsV) || groupWrites(grp, slotsV) {
+		if writes(grp, rowsV) || writes(grp, slotsV) {
 			pos := t.mut("pos", kir.I32, kir.Add(off, base))
 			overChunk(ex, func(i kir.Expr) {
-				if groupWrites(grp, rowsV) {
+				if writes(grp, rowsV) {
 					e.Store(rowsV, []kir.Expr{pos}, kir.Div(i, kir.I(k)))
 				}
-				if groupWrites(grp, slotsV) {
+				if writes(grp, slotsV) {
 					e.Store(slotsV, []kir.Expr{pos}, i)
 				}
 				e.Emit(kir.Assign{LHS: pos, Op: "+=", RHS: kir.I(1)})
@@ -150,7 +150,7 @@ func moeRoute(e *Emitter, grp *passes.Group) error {
 		e.Emit(kir.Assign{LHS: off, Op: "+=", RHS: total})
 	})
 	e.Emit(kir.Loop(ev, kir.I(0), kir.I(experts), kir.I(1), perExpert...))
-	if groupWrites(grp, offV) {
+	if writes(grp, offV) {
 		e.Emit(kir.If{Cond: first, Then: e.Block(func() { e.Store(offV, []kir.Expr{kir.I(experts)}, off) })})
 	}
 	t.finish()

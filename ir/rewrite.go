@@ -10,6 +10,42 @@ import "maps"
 // pass can retype a parameter by declaring a new one. Graph tables (outputs,
 // aux losses, layers, regions, constants, training mode) follow the mapping.
 func Rewrite(g *Graph, edit func(b *Builder, n *Node, in []*Value) []*Value) (*Graph, error) {
+	return rewrite(g, edit, nil)
+}
+
+// Prune copies g without the nodes that no output, aux loss or update
+// depends on (parameters and inputs stay: they are the graph's signature).
+func Prune(g *Graph) (*Graph, error) {
+	live := map[*Node]bool{}
+	var mark func(v *Value)
+	mark = func(v *Value) {
+		if live[v.Node] {
+			return
+		}
+		live[v.Node] = true
+		for _, x := range v.Node.Inputs {
+			mark(x)
+		}
+	}
+	for _, o := range g.Outputs {
+		mark(o.Value)
+	}
+	for _, v := range g.AuxLosses {
+		mark(v)
+	}
+	for _, u := range g.Updates {
+		mark(u.Value)
+	}
+	dead := map[*Node]bool{}
+	for _, n := range g.Nodes {
+		if !live[n] && n.Op != OpParam && n.Op != OpInput {
+			dead[n] = true
+		}
+	}
+	return rewrite(g, nil, dead)
+}
+
+func rewrite(g *Graph, edit func(b *Builder, n *Node, in []*Value) []*Value, skip map[*Node]bool) (*Graph, error) {
 	b := NewBuilder(g.Name)
 	ng := b.G
 	ng.Layers = append([]Layer(nil), g.Layers...)
@@ -22,6 +58,9 @@ func Rewrite(g *Graph, edit func(b *Builder, n *Node, in []*Value) []*Value) (*G
 		params[p.Value] = p
 	}
 	for _, n := range g.Nodes {
+		if skip != nil && skip[n] {
+			continue
+		}
 		b.Pos, b.Scope, b.Region = n.Pos, n.Scope, n.Region
 		in := make([]*Value, len(n.Inputs))
 		for i, v := range n.Inputs {

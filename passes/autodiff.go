@@ -84,7 +84,7 @@ func Gradients(b *ir.Builder, loss *ir.Value, wrt []*ir.Value) ([]*ir.Value, err
 				return nil, ir.Errorf(n.Pos, "autodiff: the %s rule gives operand %d a gradient of type %v, the operand is %v", n.Op, j, dx[j].Type, v.Type)
 			}
 			if prev := grad[v]; prev != nil {
-				grad[v] = b.Add(prev, dx[j])
+				grad[v] = accumulate(b, prev, dx[j])
 			} else {
 				grad[v] = dx[j]
 			}
@@ -95,6 +95,119 @@ func Gradients(b *ir.Builder, loss *ir.Value, wrt []*ir.Value) ([]*ir.Value, err
 		out[i] = grad[v]
 	}
 	return out, b.Err()
+}
+
+// accumulate adds two gradient contributions of one value. The gradients of
+// slices are zero-padded (concat with zeros); when the non-zero pieces of
+// both lie apart, the sum is one concat of them, which fusion treats as an
+// index map, rather than adds over mostly zeros.
+func accumulate(b *ir.Builder, x, y *ir.Value) *ir.Value {
+	ax, ok := concatAxis(x)
+	if !ok {
+		if ax, ok = concatAxis(y); !ok {
+			return b.Add(x, y)
+		}
+	}
+	px, py := pieces(x, ax), pieces(y, ax)
+	// Cut both at every boundary; each interval may be non-zero in one only.
+	cuts := map[int]bool{}
+	for _, p := range append(append([]piece(nil), px...), py...) {
+		cuts[p.start], cuts[p.end] = true, true
+	}
+	bounds := make([]int, 0, len(cuts))
+	for c := range cuts {
+		bounds = append(bounds, c)
+	}
+	slices.Sort(bounds)
+	var parts []*ir.Value
+	zeros := 0 // width of zeros not yet emitted
+	flush := func() {
+		if zeros > 0 {
+			shape := x.Type.Shape.Clone()
+			shape[ax] = zeros
+			parts = append(parts, b.Const(0, ir.Type{DType: x.Type.DType, Shape: shape}))
+			zeros = 0
+		}
+	}
+	for i := 0; i+1 < len(bounds); i++ {
+		lo, hi := bounds[i], bounds[i+1]
+		a, c := pieceAt(px, lo, hi), pieceAt(py, lo, hi)
+		switch {
+		case a == nil || c == nil:
+			return b.Add(x, y) // a non-zero piece is cut: no gain
+		case a.v != nil && c.v != nil:
+			return b.Add(x, y) // both non-zero here
+		case a.v == nil && c.v == nil:
+			zeros += hi - lo
+		default:
+			flush()
+			if a.v != nil {
+				parts = append(parts, a.v)
+			} else {
+				parts = append(parts, c.v)
+			}
+		}
+	}
+	flush()
+	if len(parts) == 1 {
+		return parts[0]
+	}
+	return b.Op(ir.OpConcat, ir.Attrs{"axis": ax}, parts...)
+}
+
+// piece is the interval [start, end) of a value along an axis: v, or
+// zeros when v is nil.
+type piece struct {
+	start, end int
+	v          *ir.Value
+}
+
+func concatAxis(v *ir.Value) (int, bool) {
+	if v.Node.Op != ir.OpConcat {
+		return 0, false
+	}
+	return v.Node.Attrs.Int("axis"), true
+}
+
+func isZero(v *ir.Value) bool { return v.Node.Op == ir.OpConst && v.Node.Attrs.Float("value") == 0 }
+
+// pieces splits v along ax: the parts of a concat on ax, else v whole.
+func pieces(v *ir.Value, ax int) []piece {
+	parts := []*ir.Value{v}
+	if a, ok := concatAxis(v); ok && a == ax {
+		parts = v.Node.Inputs
+	}
+	var out []piece
+	at := 0
+	for _, p := range parts {
+		end := at + p.Type.Shape[ax]
+		pc := piece{start: at, end: end, v: p}
+		if isZero(p) {
+			pc.v = nil
+		}
+		out = append(out, pc)
+		at = end
+	}
+	return out
+}
+
+// pieceAt returns the piece covering [lo, hi) exactly when it is non-zero,
+// a zero piece when zeros cover it, or nil when a non-zero piece only
+// partly covers it.
+func pieceAt(ps []piece, lo, hi int) *piece {
+	for i := range ps {
+		p := &ps[i]
+		if p.start <= lo && hi <= p.end {
+			if p.v != nil && (p.start != lo || p.end != hi) {
+				return nil
+			}
+			if p.v == nil {
+				return &piece{lo, hi, nil}
+			}
+			return p
+		}
+	}
+	return nil
 }
 
 func init() {

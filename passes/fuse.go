@@ -59,7 +59,7 @@ func Pointwise(op ir.Op) bool {
 // in a kernel that reads each operand element many times, like a matmul.
 func indexMap(op ir.Op) bool {
 	switch op {
-	case ir.OpReshape, ir.OpTranspose, ir.OpBroadcast, ir.OpSlice, ir.OpCast, ir.OpDequant, ir.OpConst, ir.OpScale, ir.OpNeg:
+	case ir.OpReshape, ir.OpTranspose, ir.OpBroadcast, ir.OpSlice, ir.OpConcat, ir.OpCast, ir.OpDequant, ir.OpConst, ir.OpScale, ir.OpNeg:
 		return true
 	}
 	return false
@@ -124,7 +124,7 @@ func Fuse(g *ir.Graph, fuse bool) *Schedule {
 	var groups []*Group
 	for i := len(g.Nodes) - 1; i >= 0; i-- {
 		n := g.Nodes[i]
-		if n.Op == ir.OpInput || n.Op == ir.OpParam || dead(n, uses, kept) {
+		if n.Op == ir.OpInput || n.Op == ir.OpParam || dead(n, uses, kept, member) {
 			continue
 		}
 		if fuse && !anyKept(n, kept) {
@@ -172,38 +172,46 @@ func Fuse(g *ir.Graph, fuse bool) *Schedule {
 	return s
 }
 
-// mergeEpilogues folds element-wise groups into the contraction whose
-// result they alone read, at the same elements: the contraction then
-// writes the chain's result instead of its own.
+// epilogueResults lists, by kernel kind, the anchor results its template
+// writes element by element through codegen's StoreThrough: an element-wise
+// chain may follow those.
+var epilogueResults = map[string][]int{
+	string(ir.OpMatmul): {0}, string(ir.OpGroupedMM): {0},
+	string(ir.OpConv): {0}, string(ir.OpConvBwd): {0}, // y; dx
+	string(ir.OpScan): {0}, string(ir.OpScanBwd): {0, 1}, // y; du, dΔ
+	string(ir.OpRMSNorm): {0}, string(ir.OpRMSNormBwd): {0}, string(ir.OpSoftmax): {0}, // y; dx; y
+}
+
+// mergeEpilogues folds an element-wise group into the kernel whose result
+// it reads at the same elements: the kernel computes the chain on each
+// element it finishes and writes the chain's results (and its own, when
+// others read it). Groups are taken in graph order, so a chain of such
+// groups joins link by link.
 func mergeEpilogues(groups []*Group, uses map[*ir.Value][]*ir.Node, member map[*ir.Node][]*Group) []*Group {
 	merged := map[*Group]bool{}
-	for _, p := range groups {
-		if p.Kind != "pointwise" {
+	for i := len(groups) - 1; i >= 0; i-- {
+		p := groups[i]
+		if p.Kind != "pointwise" || len(p.Root.Outputs) != 1 {
 			continue
 		}
-		shape := p.Root.Outputs[0].Type.Shape
-		for _, n := range p.Nodes {
-			for _, v := range n.Inputs {
-				src := member[v.Node]
-				if len(src) != 1 || merged[src[0]] {
-					continue
-				}
-				m := src[0]
-				if (m.Kind != string(ir.OpMatmul) && m.Kind != string(ir.OpGroupedMM)) || m.Anchor.Out() != v || m == p ||
-					m.Root != m.Anchor || !v.Type.Shape.Equal(shape) || !readsElementwise(p, v, uses, member) {
-					continue
-				}
-				m.Nodes = append(m.Nodes, p.Nodes...)
-				m.Root = p.Root
-				for _, q := range p.Nodes {
-					member[q] = replaceGroup(member[q], p, m)
-				}
-				merged[p] = true
-				break
+		shape := p.Root.Out().Type.Shape
+		for _, v := range readsFrom(p) {
+			src := member[v.Node]
+			if len(src) != 1 || merged[src[0]] || src[0] == p {
+				continue
 			}
-			if merged[p] {
-				break
+			m := src[0]
+			if !v.Type.Shape.Equal(shape) || !epilogueSource(m, p, v) ||
+				!readsElementwise(p, v) || !readersAfter(m, p, uses, member) {
+				continue
 			}
+			m.Nodes = append(m.Nodes, p.Nodes...)
+			m.Root = p.Root
+			for _, q := range p.Nodes {
+				member[q] = replaceGroup(member[q], p, m)
+			}
+			merged[p] = true
+			break
 		}
 	}
 	out := groups[:0]
@@ -213,6 +221,97 @@ func mergeEpilogues(groups []*Group, uses map[*ir.Value][]*ir.Node, member map[*
 		}
 	}
 	return out
+}
+
+// readsFrom lists the values a group reads that it does not compute, in
+// graph order of its nodes.
+func readsFrom(g *Group) []*ir.Value {
+	in := map[*ir.Node]bool{}
+	for _, n := range g.Nodes {
+		in[n] = true
+	}
+	nodes := append([]*ir.Node(nil), g.Nodes...)
+	sort.Slice(nodes, func(i, j int) bool { return nodes[i].ID < nodes[j].ID })
+	var out []*ir.Value
+	seen := map[*ir.Value]bool{}
+	for _, n := range nodes {
+		for _, v := range n.Inputs {
+			if !in[v.Node] && !seen[v] {
+				seen[v] = true
+				out = append(out, v)
+			}
+		}
+	}
+	return out
+}
+
+// Derived lists the values of g computed element-wise from v, v included:
+// what a kernel that finishes v element by element can compute on the spot.
+func (g *Group) Derived(v *ir.Value) map[*ir.Value]bool {
+	nodes := append([]*ir.Node(nil), g.Nodes...)
+	sort.Slice(nodes, func(i, j int) bool { return nodes[i].ID < nodes[j].ID })
+	down := map[*ir.Value]bool{v: true}
+	for _, n := range nodes {
+		if !Pointwise(n.Op) {
+			continue
+		}
+		for _, x := range n.Inputs {
+			if down[x] {
+				for _, o := range n.Outputs {
+					down[o] = true
+				}
+				break
+			}
+		}
+	}
+	return down
+}
+
+// epilogueSource reports whether p may run as m's epilogue on v: v is a
+// result of m's anchor or of its epilogue, and every other value p reads
+// from m is derived from the same anchor result or is a prologue index map
+// (recomputed in place), never another result of a multi-result anchor.
+func epilogueSource(m, p *Group, v *ir.Value) bool {
+	var base *ir.Value
+	for _, i := range epilogueResults[m.Kind] {
+		if o := m.Anchor.Outputs[i]; m.Derived(o)[v] {
+			base = o
+		}
+	}
+	if m.Sum != nil && m.Derived(m.Sum)[v] {
+		base = m.Sum
+	}
+	if base == nil {
+		return false
+	}
+	inM := map[*ir.Node]bool{}
+	for _, n := range m.Nodes {
+		inM[n] = true
+	}
+	same := m.Derived(base)
+	for _, x := range readsFrom(p) {
+		if inM[x.Node] && !same[x] && !indexMap(x.Node.Op) {
+			return false
+		}
+	}
+	return true
+}
+
+// readersAfter reports whether every other group reading a result of m
+// runs after p: m moves to p's place when p joins it.
+func readersAfter(m, p *Group, uses map[*ir.Value][]*ir.Node, member map[*ir.Node][]*Group) bool {
+	for _, n := range m.Nodes {
+		for _, v := range n.Outputs {
+			for _, u := range uses[v] {
+				for _, g := range member[u] {
+					if g != m && g != p && g.Root.ID < p.Root.ID {
+						return false
+					}
+				}
+			}
+		}
+	}
+	return true
 }
 
 // mergeTerms joins two contractions of one kind whose results, scaled or
@@ -290,40 +389,20 @@ func sameContraction(a, b *ir.Node) bool {
 	return a.Op != ir.OpGroupedMM || a.Inputs[2] == b.Inputs[2]
 }
 
-// readsElementwise reports whether every reader of v is in p, and every node
-// of p downstream of v is element-wise with p's output shape: then p reads v
-// exactly at the elements it writes, and p may be v's producer's epilogue.
-func readsElementwise(p *Group, v *ir.Value, uses map[*ir.Value][]*ir.Node, member map[*ir.Node][]*Group) bool {
-	in := map[*ir.Node]bool{}
-	for _, n := range p.Nodes {
-		in[n] = true
-	}
-	if len(p.Root.Outputs) != 1 {
-		return false
-	}
+// readsElementwise reports whether every node of p downstream of v is
+// element-wise with p's output shape: then p reads v exactly at the elements
+// it writes, and may be the epilogue of v's producer.
+func readsElementwise(p *Group, v *ir.Value) bool {
 	shape := p.Root.Out().Type.Shape
-	down := map[*ir.Value]bool{v: true}
-	for _, u := range uses[v] {
-		if !in[u] || len(member[u]) != 1 {
-			return false
-		}
-	}
-	// Nodes of p are in graph order once sorted; walk them in ID order.
-	nodes := append([]*ir.Node(nil), p.Nodes...)
-	sort.Slice(nodes, func(i, j int) bool { return nodes[i].ID < nodes[j].ID })
-	for _, n := range nodes {
-		reads := false
-		for _, x := range n.Inputs {
-			reads = reads || down[x]
-		}
-		if !reads {
+	for x := range p.Derived(v) {
+		if x == v {
 			continue
 		}
+		n := x.Node
 		d, _ := ir.Lookup(n.Op)
 		if d.Category != ir.Elementwise || n.Op == ir.OpAdamW || len(n.Outputs) != 1 || !n.Out().Type.Shape.Equal(shape) {
 			return false
 		}
-		down[n.Out()] = true
 	}
 	return true
 }
@@ -337,11 +416,17 @@ func replaceGroup(gs []*Group, from, to *Group) []*Group {
 	return gs
 }
 
-// dead reports whether no output of n is read or kept.
-func dead(n *ir.Node, uses map[*ir.Value][]*ir.Node, kept map[*ir.Value]bool) bool {
+// dead reports whether no output of n is kept or read by a node that some
+// group computes (the nodes after n are placed already, dead ones in none).
+func dead(n *ir.Node, uses map[*ir.Value][]*ir.Node, kept map[*ir.Value]bool, member map[*ir.Node][]*Group) bool {
 	for _, v := range n.Outputs {
-		if kept[v] || len(uses[v]) > 0 {
+		if kept[v] {
 			return false
+		}
+		for _, u := range uses[v] {
+			if len(member[u]) > 0 {
+				return false
+			}
 		}
 	}
 	return true

@@ -122,7 +122,7 @@ func TrainStep(g *ir.Graph, cfg *Config) (*ir.Graph, error) {
 		}
 	}
 	g.Outputs = outs
-	return g, nil
+	return ir.Prune(g) // gradient sums can leave superseded nodes behind
 }
 
 // A norm reduction reads at most normChunk gradients (under the buffers a

@@ -423,13 +423,15 @@ kernel void mul_slice_gather_x2_0(
     }
 }
 
-// fuses grouped_matmul %23 (moe.0)
+// fuses grouped_matmul %23, reshape %26, broadcast %27, mul %28 (moe.0)
 // threadgroup 128×1×1, grid 1×1×5 threadgroups
 kernel void grouped_matmul_1(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
+        device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
@@ -443,63 +445,67 @@ kernel void grouped_matmul_1(
             const int r7 = ((int(gid.y) * 32) + (l6 / 32));
             const int j8 = (n02 + (l6 % 32));
             if (((j8 < 16) && ((r7 < t3) || (r7 >= t4)))) {
-                p1[((r7 * 16) + j8)] = 0.0f;
+                const float acc9 = 0.0f;
+                p1[((r7 * 16) + j8)] = acc9;
+                const float t10 = p2[((r7 * 1) + 0)];
+                const float t11 = (acc9 * t10);
+                p3[((r7 * 16) + j8)] = t11;
             }
         }
         return;
     }
-    const int t9 = p0[ex1];
-    const int t10 = p0[(ex1 + 1)];
-    const int m011 = (t9 + (int(gid.y) * 32));
-    if ((m011 >= t10)) {
+    const int t12 = p0[ex1];
+    const int t13 = p0[(ex1 + 1)];
+    const int m014 = (t12 + (int(gid.y) * 32));
+    if ((m014 >= t13)) {
         return;
     }
     threadgroup float sh[2304];
-    const int ti12 = int(lid.x);
-    const int sgi13 = int(sg);
-    const int sr14 = ((sgi13 / 2) * 16);
-    const int sc15 = ((sgi13 % 2) * 16);
+    const int ti15 = int(lid.x);
+    const int sgi16 = int(sg);
+    const int sr17 = ((sgi16 / 2) * 16);
+    const int sc18 = ((sgi16 % 2) * 16);
     simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
     simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
     simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
     simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
     for (int k0 = 0; k0 < 24; k0 += 32) {
-        for (int s16 = 0; s16 < 8; s16 += 1) {
-            const int l17 = ((s16 * 128) + ti12);
-            const int i18 = (l17 / 32);
-            const int k19 = (l17 % 32);
-            const int gi20 = (m011 + i18);
-            const int gk21 = (k0 + k19);
-            if (((gi20 < t10) && (gk21 < 24))) {
-                const float t22 = p2[((gi20 * 24) + gk21)];
-                sh[((i18 * 36) + k19)] = t22;
+        for (int s19 = 0; s19 < 8; s19 += 1) {
+            const int l20 = ((s19 * 128) + ti15);
+            const int i21 = (l20 / 32);
+            const int k22 = (l20 % 32);
+            const int gi23 = (m014 + i21);
+            const int gk24 = (k0 + k22);
+            if (((gi23 < t13) && (gk24 < 24))) {
+                const float t25 = p4[((gi23 * 24) + gk24)];
+                sh[((i21 * 36) + k22)] = t25;
             } else {
-                sh[((i18 * 36) + k19)] = 0.0f;
+                sh[((i21 * 36) + k22)] = 0.0f;
             }
         }
-        for (int s23 = 0; s23 < 8; s23 += 1) {
-            const int l24 = ((s23 * 128) + ti12);
-            const int i25 = (l24 / 32);
-            const int k26 = (l24 % 32);
-            const int gi27 = (n02 + i25);
-            const int gk28 = (k0 + k26);
-            if (((gi27 < 16) && (gk28 < 24))) {
-                const float t29 = p3[((((ex1 * 16) + gi27) * 24) + gk28)];
-                sh[(((i25 * 36) + k26) + 1152)] = t29;
+        for (int s26 = 0; s26 < 8; s26 += 1) {
+            const int l27 = ((s26 * 128) + ti15);
+            const int i28 = (l27 / 32);
+            const int k29 = (l27 % 32);
+            const int gi30 = (n02 + i28);
+            const int gk31 = (k0 + k29);
+            if (((gi30 < 16) && (gk31 < 24))) {
+                const float t32 = p5[((((ex1 * 16) + gi30) * 24) + gk31)];
+                sh[(((i28 * 36) + k29) + 1152)] = t32;
             } else {
-                sh[(((i25 * 36) + k26) + 1152)] = 0.0f;
+                sh[(((i28 * 36) + k29) + 1152)] = 0.0f;
             }
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr14 * 36) + kk), 36);
+            simdgroup_load(fa0, sh + ((sr17 * 36) + kk), 36);
             simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr14 + 8) * 36) + kk), 36);
+            simdgroup_load(fa1, sh + (((sr17 + 8) * 36) + kk), 36);
             simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((sc15 * 36) + kk) + 1152), 36, ulong2(0, 0), true);
+            simdgroup_load(fb0, sh + (((sc18 * 36) + kk) + 1152), 36, ulong2(0, 0), true);
             simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + ((((sc15 + 8) * 36) + kk) + 1152), 36, ulong2(0, 0), true);
+            simdgroup_load(fb1, sh + ((((sc18 + 8) * 36) + kk) + 1152), 36, ulong2(0, 0), true);
             simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
             simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
             simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
@@ -507,36 +513,25 @@ kernel void grouped_matmul_1(
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
     }
-    simdgroup_store(acc0_0, sh + ((sr14 * 36) + sc15), 36);
-    simdgroup_store(acc0_1, sh + ((sr14 * 36) + (sc15 + 8)), 36);
-    simdgroup_store(acc1_0, sh + (((sr14 + 8) * 36) + sc15), 36);
-    simdgroup_store(acc1_1, sh + (((sr14 + 8) * 36) + (sc15 + 8)), 36);
+    simdgroup_store(acc0_0, sh + ((sr17 * 36) + sc18), 36);
+    simdgroup_store(acc0_1, sh + ((sr17 * 36) + (sc18 + 8)), 36);
+    simdgroup_store(acc1_0, sh + (((sr17 + 8) * 36) + sc18), 36);
+    simdgroup_store(acc1_1, sh + (((sr17 + 8) * 36) + (sc18 + 8)), 36);
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s30 = 0; s30 < 8; s30 += 1) {
-        const int l31 = ((s30 * 128) + ti12);
-        const int i32 = (l31 / 32);
-        const int j33 = (l31 % 32);
-        const int gi34 = (m011 + i32);
-        const int gj35 = (n02 + j33);
-        if (((gi34 < t10) && (gj35 < 16))) {
-            p1[((gi34 * 16) + gj35)] = sh[((i32 * 36) + j33)];
+    for (int s33 = 0; s33 < 8; s33 += 1) {
+        const int l34 = ((s33 * 128) + ti15);
+        const int i35 = (l34 / 32);
+        const int j36 = (l34 % 32);
+        const int gi37 = (m014 + i35);
+        const int gj38 = (n02 + j36);
+        if (((gi37 < t13) && (gj38 < 16))) {
+            const float acc39 = sh[((i35 * 36) + j36)];
+            p1[((gi37 * 16) + gj38)] = acc39;
+            const float t40 = p2[((gi37 * 1) + 0)];
+            const float t41 = (acc39 * t40);
+            p3[((gi37 * 16) + gj38)] = t41;
         }
     }
-}
-
-// fuses reshape %26, broadcast %27, mul %28 (moe.0)
-// threadgroup 256×1×1, grid 2×1×1 threadgroups
-kernel void mul_0(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    const int c2 = (i1 / 16);
-    const float t4 = p0[i1];
-    const float t5 = p1[((c2 * 1) + 0)];
-    const float t6 = (t4 * t5);
-    p2[i1] = t6;
 }
 
 // fuses scatter_add %29 (moe.0)
@@ -729,6 +724,21 @@ kernel void add_gather_scale_mul_x2_0(
     }
 }
 
+// fuses reshape %26, broadcast %27, mul %57 (moe.0)
+// threadgroup 256×1×1, grid 2×1×1 threadgroups
+kernel void mul_0(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        device float* p2 [[buffer(2)]],
+        uint3 tid [[thread_position_in_grid]]) {
+    const int i1 = int(tid.x);
+    const int c2 = (i1 / 16);
+    const float t4 = p0[i1];
+    const float t5 = p1[((c2 * 1) + 0)];
+    const float t6 = (t4 * t5);
+    p2[i1] = t6;
+}
+
 // fuses mul %58, reduce_sum %59 (moe.0)
 // threadgroup 32×1×1, grid 1×1×1 threadgroups
 kernel void reduce_sum_1(
@@ -770,115 +780,29 @@ kernel void scatter_add_1(
 }
 
 // 2 independent kernels in one launch
-// part 0 (grouped_matmul): fuses grouped_matmul %64 (moe.0)
-// part 1 (grouped_matmul_wgrad): fuses grouped_matmul_wgrad %65 (moe.0)
+// part 0 (grouped_matmul_wgrad): fuses grouped_matmul_wgrad %65 (moe.0)
+// part 1 (grouped_matmul): fuses slice %19, slice %20, grouped_matmul %64, mul %66, mul %67, sigmoid %68, const %69,
+//   sub %70, mul %71, add %72, mul %73 (moe.0)
 // threadgroup 128×1×1, grid 9×1×1 threadgroups
-kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
+kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
         const device int* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
+        const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
+        device float* p3 [[buffer(3)]],
         const device float* p4 [[buffer(4)]],
         device float* p5 [[buffer(5)]],
+        const device float* p6 [[buffer(6)]],
+        device float* p7 [[buffer(7)]],
+        const device float* p8 [[buffer(8)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[2304];
-    if ((int(gid.x) < 5)) {
+    if ((int(gid.x) < 4)) {
         const int h0 = (int(gid.x) - 0);
         const int ex1 = h0;
-        const int n02 = ((h0 % 1) * 32);
-        if ((ex1 == 4)) {
-            const int t3 = p0[0];
-            const int t4 = p0[4];
-            for (int s5 = 0; s5 < 8; s5 += 1) {
-                const int l6 = ((s5 * 128) + int(lid.x));
-                const int r7 = (((h0 % 1) * 32) + (l6 / 32));
-                const int j8 = (n02 + (l6 % 32));
-                if (((j8 < 24) && ((r7 < t3) || (r7 >= t4)))) {
-                    p1[((r7 * 24) + j8)] = 0.0f;
-                }
-            }
-            return;
-        }
-        const int t9 = p0[ex1];
-        const int t10 = p0[(ex1 + 1)];
-        const int m011 = (t9 + ((h0 % 1) * 32));
-        if ((m011 >= t10)) {
-            return;
-        }
-        const int ti12 = int(lid.x);
-        const int sgi13 = int(sg);
-        const int sr14 = ((sgi13 / 2) * 16);
-        const int sc15 = ((sgi13 % 2) * 16);
-        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        for (int k0 = 0; k0 < 16; k0 += 32) {
-            for (int s16 = 0; s16 < 8; s16 += 1) {
-                const int l17 = ((s16 * 128) + ti12);
-                const int i18 = (l17 / 32);
-                const int k19 = (l17 % 32);
-                const int gi20 = (m011 + i18);
-                const int gk21 = (k0 + k19);
-                if (((gi20 < t10) && (gk21 < 16))) {
-                    const float t22 = p2[((gi20 * 16) + gk21)];
-                    sh[((i18 * 36) + k19)] = t22;
-                } else {
-                    sh[((i18 * 36) + k19)] = 0.0f;
-                }
-            }
-            for (int s23 = 0; s23 < 8; s23 += 1) {
-                const int l24 = ((s23 * 128) + ti12);
-                const int k25 = (l24 / 32);
-                const int i26 = (l24 % 32);
-                const int gi27 = (n02 + i26);
-                const int gk28 = (k0 + k25);
-                if (((gi27 < 24) && (gk28 < 16))) {
-                    const float t29 = p3[((((ex1 * 16) + gk28) * 24) + gi27)];
-                    sh[(((k25 * 36) + i26) + 1152)] = t29;
-                } else {
-                    sh[(((k25 * 36) + i26) + 1152)] = 0.0f;
-                }
-            }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-            for (int kk = 0; kk < 32; kk += 8) {
-                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa0, sh + ((sr14 * 36) + kk), 36);
-                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa1, sh + (((sr14 + 8) * 36) + kk), 36);
-                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb0, sh + (((kk * 36) + sc15) + 1152), 36);
-                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb1, sh + (((kk * 36) + (sc15 + 8)) + 1152), 36);
-                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        }
-        simdgroup_store(acc0_0, sh + ((sr14 * 36) + sc15), 36);
-        simdgroup_store(acc0_1, sh + ((sr14 * 36) + (sc15 + 8)), 36);
-        simdgroup_store(acc1_0, sh + (((sr14 + 8) * 36) + sc15), 36);
-        simdgroup_store(acc1_1, sh + (((sr14 + 8) * 36) + (sc15 + 8)), 36);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int s30 = 0; s30 < 8; s30 += 1) {
-            const int l31 = ((s30 * 128) + ti12);
-            const int i32 = (l31 / 32);
-            const int j33 = (l31 % 32);
-            const int gi34 = (m011 + i32);
-            const int gj35 = (n02 + j33);
-            if (((gi34 < t10) && (gj35 < 24))) {
-                p1[((gi34 * 24) + gj35)] = sh[((i32 * 36) + j33)];
-            }
-        }
-    } else if ((int(gid.x) < 9)) {
-        const int h1 = (int(gid.x) - 5);
-        const int ex1 = h1;
-        const int m02 = ((h1 % 1) * 32);
-        const int n03 = ((h1 % 1) * 32);
+        const int m02 = ((h0 % 1) * 32);
+        const int n03 = ((h0 % 1) * 32);
         const int t4 = p0[ex1];
         const int t5 = p0[(ex1 + 1)];
         const int ti6 = int(lid.x);
@@ -897,7 +821,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                 const int gi14 = (m02 + i13);
                 const int gk15 = (k0 + k12);
                 if (((gi14 < 16) && (gk15 < t5))) {
-                    const float t16 = p2[((gk15 * 16) + gi14)];
+                    const float t16 = p1[((gk15 * 16) + gi14)];
                     sh[((k12 * 36) + i13)] = t16;
                 } else {
                     sh[((k12 * 36) + i13)] = 0.0f;
@@ -910,7 +834,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                 const int gi21 = (n03 + i20);
                 const int gk22 = (k0 + k19);
                 if (((gi21 < 24) && (gk22 < t5))) {
-                    const float t23 = p4[((gk22 * 24) + gi21)];
+                    const float t23 = p2[((gk22 * 24) + gi21)];
                     sh[(((k19 * 36) + i20) + 1152)] = t23;
                 } else {
                     sh[(((k19 * 36) + i20) + 1152)] = 0.0f;
@@ -945,64 +869,138 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
             const int gi28 = (m02 + i26);
             const int gj29 = (n03 + j27);
             if (((gi28 < 16) && (gj29 < 24))) {
-                p5[((((ex1 * 16) + gi28) * 24) + gj29)] = sh[((i26 * 36) + j27)];
+                p3[((((ex1 * 16) + gi28) * 24) + gj29)] = sh[((i26 * 36) + j27)];
+            }
+        }
+    } else if ((int(gid.x) < 9)) {
+        const int h1 = (int(gid.x) - 4);
+        const int ex1 = h1;
+        const int n02 = ((h1 % 1) * 32);
+        if ((ex1 == 4)) {
+            const int t3 = p0[0];
+            const int t4 = p0[4];
+            for (int s5 = 0; s5 < 8; s5 += 1) {
+                const int l6 = ((s5 * 128) + int(lid.x));
+                const int r7 = (((h1 % 1) * 32) + (l6 / 32));
+                const int j8 = (n02 + (l6 % 32));
+                if (((j8 < 24) && ((r7 < t3) || (r7 >= t4)))) {
+                    const float acc9 = 0.0f;
+                    const float t10 = p4[((r7 * 24) + j8)];
+                    const float t11 = (acc9 * t10);
+                    p5[((r7 * 24) + j8)] = t11;
+                    const float t12 = p6[((r7 * 48) + (j8 + 24))];
+                    const float t13 = (acc9 * t12);
+                    const float t14 = p6[((r7 * 48) + j8)];
+                    const float t15 = (1.0f / (1.0f + exp((-t14))));
+                    const float t16 = (1.0f - t15);
+                    const float t17 = (t10 * t16);
+                    const float t18 = (t15 + t17);
+                    const float t19 = (t13 * t18);
+                    p7[((r7 * 24) + j8)] = t19;
+                }
+            }
+            return;
+        }
+        const int t20 = p0[ex1];
+        const int t21 = p0[(ex1 + 1)];
+        const int m022 = (t20 + ((h1 % 1) * 32));
+        if ((m022 >= t21)) {
+            return;
+        }
+        const int ti23 = int(lid.x);
+        const int sgi24 = int(sg);
+        const int sr25 = ((sgi24 / 2) * 16);
+        const int sc26 = ((sgi24 % 2) * 16);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 16; k0 += 32) {
+            for (int s27 = 0; s27 < 8; s27 += 1) {
+                const int l28 = ((s27 * 128) + ti23);
+                const int i29 = (l28 / 32);
+                const int k30 = (l28 % 32);
+                const int gi31 = (m022 + i29);
+                const int gk32 = (k0 + k30);
+                if (((gi31 < t21) && (gk32 < 16))) {
+                    const float t33 = p1[((gi31 * 16) + gk32)];
+                    sh[((i29 * 36) + k30)] = t33;
+                } else {
+                    sh[((i29 * 36) + k30)] = 0.0f;
+                }
+            }
+            for (int s34 = 0; s34 < 8; s34 += 1) {
+                const int l35 = ((s34 * 128) + ti23);
+                const int k36 = (l35 / 32);
+                const int i37 = (l35 % 32);
+                const int gi38 = (n02 + i37);
+                const int gk39 = (k0 + k36);
+                if (((gi38 < 24) && (gk39 < 16))) {
+                    const float t40 = p8[((((ex1 * 16) + gk39) * 24) + gi38)];
+                    sh[(((k36 * 36) + i37) + 1152)] = t40;
+                } else {
+                    sh[(((k36 * 36) + i37) + 1152)] = 0.0f;
+                }
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 32; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((sr25 * 36) + kk), 36);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + (((sr25 + 8) * 36) + kk), 36);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 36) + sc26) + 1152), 36);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 36) + (sc26 + 8)) + 1152), 36);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        }
+        simdgroup_store(acc0_0, sh + ((sr25 * 36) + sc26), 36);
+        simdgroup_store(acc0_1, sh + ((sr25 * 36) + (sc26 + 8)), 36);
+        simdgroup_store(acc1_0, sh + (((sr25 + 8) * 36) + sc26), 36);
+        simdgroup_store(acc1_1, sh + (((sr25 + 8) * 36) + (sc26 + 8)), 36);
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int s41 = 0; s41 < 8; s41 += 1) {
+            const int l42 = ((s41 * 128) + ti23);
+            const int i43 = (l42 / 32);
+            const int j44 = (l42 % 32);
+            const int gi45 = (m022 + i43);
+            const int gj46 = (n02 + j44);
+            if (((gi45 < t21) && (gj46 < 24))) {
+                const float acc47 = sh[((i43 * 36) + j44)];
+                const float t48 = p4[((gi45 * 24) + gj46)];
+                const float t49 = (acc47 * t48);
+                p5[((gi45 * 24) + gj46)] = t49;
+                const float t50 = p6[((gi45 * 48) + (gj46 + 24))];
+                const float t51 = (acc47 * t50);
+                const float t52 = p6[((gi45 * 48) + gj46)];
+                const float t53 = (1.0f / (1.0f + exp((-t52))));
+                const float t54 = (1.0f - t53);
+                const float t55 = (t48 * t54);
+                const float t56 = (t53 + t55);
+                const float t57 = (t51 * t56);
+                p7[((gi45 * 24) + gj46)] = t57;
             }
         }
     }
 }
 
-// fuses slice %19, slice %20, mul %66, mul %67, sigmoid %68, const %69, sub %70, mul %71,
-//   add %72, mul %73, const %74, concat %75, const %76, concat %77, add %78 (moe.0)
-// threadgroup 256×1×1, grid 6×1×1 threadgroups
-kernel void add_concat_mul_0(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        device float* p3 [[buffer(3)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    const int c2 = (i1 / 48);
-    const int c3 = (i1 % 48);
-    float cat4 = 0.0f;
-    if ((c3 < 24)) {
-        cat4 = 0.0f;
-    } else {
-        const float t5 = p0[((c2 * 24) + (c3 - 24))];
-        const float t6 = p1[((c2 * 24) + (c3 - 24))];
-        const float t7 = (t5 * t6);
-        cat4 = t7;
-    }
-    float cat8 = 0.0f;
-    if ((c3 < 24)) {
-        const float t9 = p0[((c2 * 24) + (c3 - 0))];
-        const float t10 = p2[((c2 * 48) + ((c3 - 0) + 24))];
-        const float t11 = (t9 * t10);
-        const float t12 = p2[((c2 * 48) + (c3 - 0))];
-        const float t13 = (1.0f / (1.0f + exp((-t12))));
-        const float t14 = p1[((c2 * 24) + (c3 - 0))];
-        const float t15 = (1.0f - t13);
-        const float t16 = (t14 * t15);
-        const float t17 = (t13 + t16);
-        const float t18 = (t11 * t17);
-        cat8 = t18;
-    } else {
-        cat8 = 0.0f;
-    }
-    const float t19 = (cat4 + cat8);
-    p3[i1] = t19;
-}
-
 // 2 independent kernels in one launch
-// part 0 (grouped_matmul): fuses grouped_matmul %79 (moe.0)
-// part 1 (grouped_matmul_wgrad): fuses grouped_matmul_wgrad %80 (moe.0)
+// part 0 (grouped_matmul): fuses concat %74, grouped_matmul %75 (moe.0)
+// part 1 (grouped_matmul_wgrad): fuses concat %74, grouped_matmul_wgrad %76 (moe.0)
 // threadgroup 128×1×1, grid 13×1×1 threadgroups
-kernel void grouped_matmul_grouped_matmul_wgrad_x2_1(
+kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
         const device float* p3 [[buffer(3)]],
         const device float* p4 [[buffer(4)]],
-        device float* p5 [[buffer(5)]],
+        const device float* p5 [[buffer(5)]],
+        device float* p6 [[buffer(6)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
@@ -1046,23 +1044,30 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_1(
                 const int gi20 = (m011 + i18);
                 const int gk21 = (k0 + k19);
                 if (((gi20 < t10) && (gk21 < 48))) {
-                    const float t22 = p2[((gi20 * 48) + gk21)];
-                    sh[((i18 * 36) + k19)] = t22;
+                    float cat22 = 0.0f;
+                    if ((gk21 < 24)) {
+                        const float t23 = p2[((gi20 * 24) + (gk21 - 0))];
+                        cat22 = t23;
+                    } else {
+                        const float t24 = p3[((gi20 * 24) + (gk21 - 24))];
+                        cat22 = t24;
+                    }
+                    sh[((i18 * 36) + k19)] = cat22;
                 } else {
                     sh[((i18 * 36) + k19)] = 0.0f;
                 }
             }
-            for (int s23 = 0; s23 < 8; s23 += 1) {
-                const int l24 = ((s23 * 128) + ti12);
-                const int k25 = (l24 / 32);
-                const int i26 = (l24 % 32);
-                const int gi27 = (n02 + i26);
-                const int gk28 = (k0 + k25);
-                if (((gi27 < 16) && (gk28 < 48))) {
-                    const float t29 = p3[((((ex1 * 48) + gk28) * 16) + gi27)];
-                    sh[(((k25 * 36) + i26) + 1152)] = t29;
+            for (int s25 = 0; s25 < 8; s25 += 1) {
+                const int l26 = ((s25 * 128) + ti12);
+                const int k27 = (l26 / 32);
+                const int i28 = (l26 % 32);
+                const int gi29 = (n02 + i28);
+                const int gk30 = (k0 + k27);
+                if (((gi29 < 16) && (gk30 < 48))) {
+                    const float t31 = p4[((((ex1 * 48) + gk30) * 16) + gi29)];
+                    sh[(((k27 * 36) + i28) + 1152)] = t31;
                 } else {
-                    sh[(((k25 * 36) + i26) + 1152)] = 0.0f;
+                    sh[(((k27 * 36) + i28) + 1152)] = 0.0f;
                 }
             }
             threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -1087,14 +1092,14 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_1(
         simdgroup_store(acc1_0, sh + (((sr14 + 8) * 36) + sc15), 36);
         simdgroup_store(acc1_1, sh + (((sr14 + 8) * 36) + (sc15 + 8)), 36);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int s30 = 0; s30 < 8; s30 += 1) {
-            const int l31 = ((s30 * 128) + ti12);
-            const int i32 = (l31 / 32);
-            const int j33 = (l31 % 32);
-            const int gi34 = (m011 + i32);
-            const int gj35 = (n02 + j33);
-            if (((gi34 < t10) && (gj35 < 16))) {
-                p1[((gi34 * 16) + gj35)] = sh[((i32 * 36) + j33)];
+        for (int s32 = 0; s32 < 8; s32 += 1) {
+            const int l33 = ((s32 * 128) + ti12);
+            const int i34 = (l33 / 32);
+            const int j35 = (l33 % 32);
+            const int gi36 = (m011 + i34);
+            const int gj37 = (n02 + j35);
+            if (((gi36 < t10) && (gj37 < 16))) {
+                p1[((gi36 * 16) + gj37)] = sh[((i34 * 36) + j35)];
             }
         }
     } else if ((int(gid.x) < 13)) {
@@ -1120,23 +1125,30 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_1(
                 const int gi14 = (m02 + i13);
                 const int gk15 = (k0 + k12);
                 if (((gi14 < 48) && (gk15 < t5))) {
-                    const float t16 = p2[((gk15 * 48) + gi14)];
-                    sh[((k12 * 36) + i13)] = t16;
+                    float cat16 = 0.0f;
+                    if ((gi14 < 24)) {
+                        const float t17 = p2[((gk15 * 24) + (gi14 - 0))];
+                        cat16 = t17;
+                    } else {
+                        const float t18 = p3[((gk15 * 24) + (gi14 - 24))];
+                        cat16 = t18;
+                    }
+                    sh[((k12 * 36) + i13)] = cat16;
                 } else {
                     sh[((k12 * 36) + i13)] = 0.0f;
                 }
             }
-            for (int s17 = 0; s17 < 8; s17 += 1) {
-                const int l18 = ((s17 * 128) + ti6);
-                const int k19 = (l18 / 32);
-                const int i20 = (l18 % 32);
-                const int gi21 = (n03 + i20);
-                const int gk22 = (k0 + k19);
-                if (((gi21 < 16) && (gk22 < t5))) {
-                    const float t23 = p4[((gk22 * 16) + gi21)];
-                    sh[(((k19 * 36) + i20) + 1152)] = t23;
+            for (int s19 = 0; s19 < 8; s19 += 1) {
+                const int l20 = ((s19 * 128) + ti6);
+                const int k21 = (l20 / 32);
+                const int i22 = (l20 % 32);
+                const int gi23 = (n03 + i22);
+                const int gk24 = (k0 + k21);
+                if (((gi23 < 16) && (gk24 < t5))) {
+                    const float t25 = p5[((gk24 * 16) + gi23)];
+                    sh[(((k21 * 36) + i22) + 1152)] = t25;
                 } else {
-                    sh[(((k19 * 36) + i20) + 1152)] = 0.0f;
+                    sh[(((k21 * 36) + i22) + 1152)] = 0.0f;
                 }
             }
             threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -1161,20 +1173,20 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_1(
         simdgroup_store(acc1_0, sh + (((sr8 + 8) * 36) + sc9), 36);
         simdgroup_store(acc1_1, sh + (((sr8 + 8) * 36) + (sc9 + 8)), 36);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int s24 = 0; s24 < 8; s24 += 1) {
-            const int l25 = ((s24 * 128) + ti6);
-            const int i26 = (l25 / 32);
-            const int j27 = (l25 % 32);
-            const int gi28 = (m02 + i26);
-            const int gj29 = (n03 + j27);
-            if (((gi28 < 48) && (gj29 < 16))) {
-                p5[((((ex1 * 48) + gi28) * 16) + gj29)] = sh[((i26 * 36) + j27)];
+        for (int s26 = 0; s26 < 8; s26 += 1) {
+            const int l27 = ((s26 * 128) + ti6);
+            const int i28 = (l27 / 32);
+            const int j29 = (l27 % 32);
+            const int gi30 = (m02 + i28);
+            const int gj31 = (n03 + j29);
+            if (((gi30 < 48) && (gj31 < 16))) {
+                p6[((((ex1 * 48) + gi30) * 16) + gj31)] = sh[((i28 * 36) + j29)];
             }
         }
     }
 }
 
-// fuses broadcast %12, reshape %63, mul %83, div %84, neg %85, reduce_sum %86 (moe.0)
+// fuses broadcast %12, reshape %63, mul %79, div %80, neg %81, reduce_sum %82 (moe.0)
 // threadgroup 32×1×1, grid 1×1×1 threadgroups
 kernel void reduce_sum_2(
         const device float* p0 [[buffer(0)]],
@@ -1201,8 +1213,8 @@ kernel void reduce_sum_2(
     p3[row4] = acc5;
 }
 
-// fuses broadcast %12, reshape %63, div %82, reshape %87, broadcast %88, add %89, one_hot %90,
-//   reshape %91, broadcast %92, mul %93, reduce_sum %94 (moe.0)
+// fuses broadcast %12, reshape %63, div %78, reshape %83, broadcast %84, add %85, one_hot %86,
+//   reshape %87, broadcast %88, mul %89, reduce_sum %90 (moe.0)
 // threadgroup 64×1×1, grid 2×1×1 threadgroups
 kernel void reduce_sum_3(
         const device float* p0 [[buffer(0)]],
@@ -1242,7 +1254,7 @@ kernel void reduce_sum_3(
 }
 
 // fuses const %42, scale %49, reshape %50, broadcast %51, mul %52, reshape %53, broadcast %54,
-//   scale %55, add %95 (moe.0)
+//   scale %55, add %91 (moe.0)
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
 kernel void add_scale_mul_0(
         const device float* p0 [[buffer(0)]],
@@ -1263,7 +1275,7 @@ kernel void add_scale_mul_0(
     p2[i1] = t9;
 }
 
-// fuses mul %96, reduce_sum %97 (moe.0)
+// fuses mul %92, reduce_sum %93 (moe.0)
 // threadgroup 32×1×1, grid 1×1×1 threadgroups
 kernel void reduce_sum_4(
         const device float* p0 [[buffer(0)]],
@@ -1286,7 +1298,7 @@ kernel void reduce_sum_4(
     p2[row4] = acc5;
 }
 
-// fuses broadcast %98, sub %99, mul %100 (moe.0)
+// fuses broadcast %94, sub %95, mul %96 (moe.0)
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
 kernel void mul_sub_0(
         const device float* p0 [[buffer(0)]],
@@ -1308,8 +1320,8 @@ kernel void mul_sub_0(
 }
 
 // 2 independent kernels in one launch
-// part 0 (matmul): fuses matmul %101 (moe.0)
-// part 1 (matmul): fuses reshape %6, matmul %102 (moe.0)
+// part 0 (matmul): fuses matmul %97 (moe.0)
+// part 1 (matmul): fuses reshape %6, matmul %98 (moe.0)
 // threadgroup 128×1×1, grid 2×1×1 threadgroups
 kernel void matmul_x2_0(
         const device float* p0 [[buffer(0)]],
@@ -1466,7 +1478,7 @@ kernel void matmul_x2_0(
     }
 }
 
-// fuses add %103, reshape %104, rmsnorm_bwd %105 (moe.0)
+// fuses add %99, reshape %100, rmsnorm_bwd %101 (moe.0)
 // threadgroup 32×1×1, grid 1×1×1 threadgroups
 kernel void rmsnorm_bwd_0(
         const device float* p0 [[buffer(0)]],
@@ -1519,8 +1531,8 @@ kernel void rmsnorm_bwd_0(
     }
 }
 
-// fuses reshape %107, reshape %108, reshape %109, reshape %110, concat %111, square %112,
-//   reduce_sum %113 (optimizer)
+// fuses reshape %103, reshape %104, reshape %105, reshape %106, concat %107, square %108,
+//   reduce_sum %109 (optimizer)
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
 kernel void reduce_sum_5(
         const device float* p0 [[buffer(0)]],
@@ -1572,7 +1584,7 @@ kernel void reduce_sum_5(
     }
 }
 
-// fuses sqrt %114 (optimizer)
+// fuses sqrt %110 (optimizer)
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
 kernel void sqrt_0(
         const device float* p0 [[buffer(0)]],
@@ -1587,7 +1599,7 @@ kernel void sqrt_0(
     p1[i1] = t3;
 }
 
-// fuses const %115, const %116, div %117, min %118 (optimizer)
+// fuses const %111, const %112, div %113, min %114 (optimizer)
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
 kernel void min_div_0(
         const device float* p0 [[buffer(0)]],
@@ -1604,9 +1616,9 @@ kernel void min_div_0(
 }
 
 // 3 independent kernels in one launch
-// part 0 (adamw_mul): fuses broadcast %119, mul %120, adamw %131 (optimizer)
-// part 1 (adamw_mul): fuses broadcast %121, mul %122, adamw %136 (optimizer)
-// part 2 (adamw_mul): fuses broadcast %123, mul %124, adamw %141 (optimizer)
+// part 0 (adamw_mul): fuses broadcast %115, mul %116, adamw %127 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %117, mul %118, adamw %132 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %119, mul %120, adamw %137 (optimizer)
 // threadgroup 256×1×1, grid 14×1×1 threadgroups
 kernel void adamw_mul_x3_0(
         const device float* p0 [[buffer(0)]],
@@ -1695,7 +1707,7 @@ kernel void adamw_mul_x3_0(
     }
 }
 
-// fuses broadcast %125, mul %126, adamw %146 (optimizer)
+// fuses broadcast %121, mul %122, adamw %142 (optimizer)
 // threadgroup 256×1×1, grid 6×1×1 threadgroups
 kernel void adamw_mul_0(
         const device float* p0 [[buffer(0)]],

@@ -99,17 +99,18 @@ kernel void matmul_0(
     }
 }
 
-// fuses dequant %4, matmul %9, matmul %11, scale %12, add %13
+// fuses dequant %4, matmul %9, matmul %11, scale %12, add %13, silu %14
 // threadgroup 128×1×1, grid 1×1×1 threadgroups
 kernel void matmul_1(
         const device float* p0 [[buffer(0)]],
-        const device uchar* p1_codes [[buffer(1)]],
-        const device uchar* p2_qabsmax [[buffer(2)]],
-        const device float* p3_scales [[buffer(3)]],
-        const device float* p4_offset [[buffer(4)]],
-        const device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
+        const device float* p1 [[buffer(1)]],
+        const device float* p2 [[buffer(2)]],
+        const device uchar* p3_codes [[buffer(3)]],
+        const device uchar* p4_qabsmax [[buffer(4)]],
+        const device float* p5_scales [[buffer(5)]],
+        const device float* p6_offset [[buffer(6)]],
         device float* p7 [[buffer(7)]],
+        device float* p8 [[buffer(8)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
@@ -128,7 +129,7 @@ kernel void matmul_1(
     simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
     simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
     simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 32; k0 += 32) {
+    for (int k0 = 0; k0 < 64; k0 += 32) {
         for (int s7 = 0; s7 < 8; s7 += 1) {
             const int l8 = ((s7 * 128) + ti3);
             const int i9 = (l8 / 32);
@@ -136,8 +137,8 @@ kernel void matmul_1(
             const int gi11 = (m01 + i9);
             const int gk12 = (k0 + k10);
             if ((gi11 < 24)) {
-                const float t13 = p0[((gi11 * 32) + gk12)];
-                sh[((i9 * 36) + k10)] = t13;
+                const float t13 = p0[((gi11 * 64) + gk12)];
+                sh[((i9 * 36) + k10)] = (t13 * 0.25f);
             } else {
                 sh[((i9 * 36) + k10)] = 0.0f;
             }
@@ -148,7 +149,7 @@ kernel void matmul_1(
             const int k17 = (l15 % 32);
             const int gi18 = (n02 + i16);
             const int gk19 = (k0 + k17);
-            const float t20 = (NF4_CODE[((int(p1_codes[(((gi18 * 32) + gk19) / 2)]) >> (((((gi18 * 32) + gk19) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p2_qabsmax[(((gi18 * 32) + gk19) / 64)])] * p3_scales[((((gi18 * 32) + gk19) / 64) / 256)]) + p4_offset[0]));
+            const float t20 = p1[((gi18 * 64) + gk19)];
             sh[(((i16 * 36) + k17) + 1152)] = t20;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -176,7 +177,7 @@ kernel void matmul_1(
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
     }
-    for (int k0 = 0; k0 < 64; k0 += 32) {
+    for (int k0 = 0; k0 < 32; k0 += 32) {
         for (int s21 = 0; s21 < 8; s21 += 1) {
             const int l22 = ((s21 * 128) + ti3);
             const int i23 = (l22 / 32);
@@ -184,8 +185,8 @@ kernel void matmul_1(
             const int gi25 = (m01 + i23);
             const int gk26 = (k0 + k24);
             if ((gi25 < 24)) {
-                const float t27 = p5[((gi25 * 64) + gk26)];
-                sh[((i23 * 36) + k24)] = (t27 * 0.25f);
+                const float t27 = p2[((gi25 * 32) + gk26)];
+                sh[((i23 * 36) + k24)] = t27;
             } else {
                 sh[((i23 * 36) + k24)] = 0.0f;
             }
@@ -196,7 +197,7 @@ kernel void matmul_1(
             const int k31 = (l29 % 32);
             const int gi32 = (n02 + i30);
             const int gk33 = (k0 + k31);
-            const float t34 = p6[((gi32 * 64) + gk33)];
+            const float t34 = (NF4_CODE[((int(p3_codes[(((gi32 * 32) + gk33) / 2)]) >> (((((gi32 * 32) + gk33) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p4_qabsmax[(((gi32 * 32) + gk33) / 64)])] * p5_scales[((((gi32 * 32) + gk33) / 64) / 256)]) + p6_offset[0]));
             sh[(((i30 * 36) + k31) + 1152)] = t34;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -242,20 +243,10 @@ kernel void matmul_1(
         if ((gi39 < 24)) {
             const float acc41 = sh[((i37 * 68) + j38)];
             p7[((gi39 * 64) + gj40)] = acc41;
+            const float t42 = (acc41 / (1.0f + exp((-acc41))));
+            p8[((gi39 * 64) + gj40)] = t42;
         }
     }
-}
-
-// fuses silu %14
-// threadgroup 256×1×1, grid 6×1×1 threadgroups
-kernel void silu_0(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    const float t4 = p0[i1];
-    const float t5 = (t4 / (1.0f + exp((-t4))));
-    p1[i1] = t5;
 }
 
 // fuses matmul %16
@@ -355,12 +346,12 @@ kernel void matmul_2(
 // threadgroup 128×1×1, grid 1×1×1 threadgroups
 kernel void matmul_3(
         const device float* p0 [[buffer(0)]],
-        const device uchar* p1_codes [[buffer(1)]],
-        const device uchar* p2_qabsmax [[buffer(2)]],
-        const device float* p3_scales [[buffer(3)]],
-        const device float* p4_offset [[buffer(4)]],
-        const device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
+        const device float* p1 [[buffer(1)]],
+        const device float* p2 [[buffer(2)]],
+        const device uchar* p3_codes [[buffer(3)]],
+        const device uchar* p4_qabsmax [[buffer(4)]],
+        const device float* p5_scales [[buffer(5)]],
+        const device float* p6_offset [[buffer(6)]],
         device float* p7 [[buffer(7)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
@@ -385,7 +376,7 @@ kernel void matmul_3(
             const int gk12 = (k0 + k10);
             if ((gi11 < 24)) {
                 const float t13 = p0[((gi11 * 64) + gk12)];
-                sh[((i9 * 36) + k10)] = t13;
+                sh[((i9 * 36) + k10)] = (t13 * 0.25f);
             } else {
                 sh[((i9 * 36) + k10)] = 0.0f;
             }
@@ -396,7 +387,7 @@ kernel void matmul_3(
             const int k17 = (l15 % 32);
             const int gi18 = (n02 + i16);
             const int gk19 = (k0 + k17);
-            const float t20 = (NF4_CODE[((int(p1_codes[(((gi18 * 64) + gk19) / 2)]) >> (((((gi18 * 64) + gk19) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p2_qabsmax[(((gi18 * 64) + gk19) / 64)])] * p3_scales[((((gi18 * 64) + gk19) / 64) / 256)]) + p4_offset[0]));
+            const float t20 = p1[((gi18 * 64) + gk19)];
             sh[(((i16 * 36) + k17) + 1152)] = t20;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -424,8 +415,8 @@ kernel void matmul_3(
             const int gi25 = (m01 + i23);
             const int gk26 = (k0 + k24);
             if ((gi25 < 24)) {
-                const float t27 = p5[((gi25 * 64) + gk26)];
-                sh[((i23 * 36) + k24)] = (t27 * 0.25f);
+                const float t27 = p2[((gi25 * 64) + gk26)];
+                sh[((i23 * 36) + k24)] = t27;
             } else {
                 sh[((i23 * 36) + k24)] = 0.0f;
             }
@@ -436,7 +427,7 @@ kernel void matmul_3(
             const int k31 = (l29 % 32);
             const int gi32 = (n02 + i30);
             const int gk33 = (k0 + k31);
-            const float t34 = p6[((gi32 * 64) + gk33)];
+            const float t34 = (NF4_CODE[((int(p3_codes[(((gi32 * 64) + gk33) / 2)]) >> (((((gi32 * 64) + gk33) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p4_qabsmax[(((gi32 * 64) + gk33) / 64)])] * p5_scales[((((gi32 * 64) + gk33) / 64) / 256)]) + p6_offset[0]));
             sh[(((i30 * 36) + k31) + 1152)] = t34;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);

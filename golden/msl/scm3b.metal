@@ -189,12 +189,12 @@ kernel void matmul_0(
 // threadgroup 128×1×1, grid 128×8×1 threadgroups
 kernel void matmul_1(
         const device float* p0 [[buffer(0)]],
-        const device uchar* p1_codes [[buffer(1)]],
-        const device uchar* p2_qabsmax [[buffer(2)]],
-        const device float* p3_scales [[buffer(3)]],
-        const device float* p4_offset [[buffer(4)]],
-        const device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
+        const device float* p1 [[buffer(1)]],
+        const device float* p2 [[buffer(2)]],
+        const device uchar* p3_codes [[buffer(3)]],
+        const device uchar* p4_qabsmax [[buffer(4)]],
+        const device float* p5_scales [[buffer(5)]],
+        const device float* p6_offset [[buffer(6)]],
         device float* p7 [[buffer(7)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
@@ -223,15 +223,19 @@ kernel void matmul_1(
     simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
     simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
     simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 2048; k0 += 16) {
+    for (int k0 = 0; k0 < 84; k0 += 16) {
         for (int s8 = 0; s8 < 8; s8 += 1) {
             const int l9 = ((s8 * 128) + ti4);
             const int i10 = (l9 / 16);
             const int k11 = (l9 % 16);
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
-            const float t14 = p0[((((c1 * 512) + gi12) * 2048) + gk13)];
-            sh[((i10 * 20) + k11)] = t14;
+            if ((gk13 < 84)) {
+                const float t14 = p0[((((c1 * 512) + gi12) * 84) + gk13)];
+                sh[((i10 * 20) + k11)] = (t14 * 0.1904762f);
+            } else {
+                sh[((i10 * 20) + k11)] = 0.0f;
+            }
         }
         for (int s15 = 0; s15 < 8; s15 += 1) {
             const int l16 = ((s15 * 128) + ti4);
@@ -239,8 +243,12 @@ kernel void matmul_1(
             const int k18 = (l16 % 16);
             const int gi19 = (n03 + i17);
             const int gk20 = (k0 + k18);
-            const float t21 = (NF4_CODE[((int(p1_codes[(((gi19 * 2048) + gk20) / 2)]) >> (((((gi19 * 2048) + gk20) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p2_qabsmax[(((gi19 * 2048) + gk20) / 64)])] * p3_scales[((((gi19 * 2048) + gk20) / 64) / 256)]) + p4_offset[0]));
-            sh[(((i17 * 20) + k18) + 1280)] = t21;
+            if ((gk20 < 84)) {
+                const float t21 = p1[((gi19 * 84) + gk20)];
+                sh[(((i17 * 20) + k18) + 1280)] = t21;
+            } else {
+                sh[(((i17 * 20) + k18) + 1280)] = 0.0f;
+            }
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         for (int kk = 0; kk < 16; kk += 8) {
@@ -279,19 +287,15 @@ kernel void matmul_1(
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
     }
-    for (int k0 = 0; k0 < 84; k0 += 16) {
+    for (int k0 = 0; k0 < 2048; k0 += 16) {
         for (int s22 = 0; s22 < 8; s22 += 1) {
             const int l23 = ((s22 * 128) + ti4);
             const int i24 = (l23 / 16);
             const int k25 = (l23 % 16);
             const int gi26 = (m02 + i24);
             const int gk27 = (k0 + k25);
-            if ((gk27 < 84)) {
-                const float t28 = p5[((((c1 * 512) + gi26) * 84) + gk27)];
-                sh[((i24 * 20) + k25)] = (t28 * 0.1904762f);
-            } else {
-                sh[((i24 * 20) + k25)] = 0.0f;
-            }
+            const float t28 = p2[((((c1 * 512) + gi26) * 2048) + gk27)];
+            sh[((i24 * 20) + k25)] = t28;
         }
         for (int s29 = 0; s29 < 8; s29 += 1) {
             const int l30 = ((s29 * 128) + ti4);
@@ -299,12 +303,8 @@ kernel void matmul_1(
             const int k32 = (l30 % 16);
             const int gi33 = (n03 + i31);
             const int gk34 = (k0 + k32);
-            if ((gk34 < 84)) {
-                const float t35 = p6[((gi33 * 84) + gk34)];
-                sh[(((i31 * 20) + k32) + 1280)] = t35;
-            } else {
-                sh[(((i31 * 20) + k32) + 1280)] = 0.0f;
-            }
+            const float t35 = (NF4_CODE[((int(p3_codes[(((gi33 * 2048) + gk34) / 2)]) >> (((((gi33 * 2048) + gk34) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p4_qabsmax[(((gi33 * 2048) + gk34) / 64)])] * p5_scales[((((gi33 * 2048) + gk34) / 64) / 256)]) + p6_offset[0]));
+            sh[(((i31 * 20) + k32) + 1280)] = t35;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         for (int kk = 0; kk < 16; kk += 8) {
@@ -371,40 +371,57 @@ kernel void matmul_1(
     }
 }
 
-// fuses slice %26, causal_conv1d %28 (mamba.0)
-// threadgroup 256×1×1, grid 8192×1×1 threadgroups
-kernel void causal_conv1d_0(
+// 3 independent kernels in one launch
+// part 0 (causal_conv1d): fuses slice %26, causal_conv1d %28, silu %29 (mamba.0)
+// part 1 (exp): fuses exp %38 (mamba.0)
+// part 2 (silu_slice): fuses slice %27, silu %42 (mamba.0)
+// threadgroup 256×1×1, grid 16640×1×1 threadgroups
+kernel void causal_conv1d_exp_x3_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
         device float* p3 [[buffer(3)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    const int c2 = (i1 / 2097152);
-    const int c3 = ((i1 / 4096) % 512);
-    const int c4 = (i1 % 4096);
-    const float t5 = p0[c4];
-    const float t6 = p1[((c4 * 4) + 0)];
-    const float t7 = p2[((((c2 * 512) + max((c3 - 3), 0)) * 8192) + c4)];
-    const float t8 = p1[((c4 * 4) + 1)];
-    const float t9 = p2[((((c2 * 512) + max((c3 - 2), 0)) * 8192) + c4)];
-    const float t10 = p1[((c4 * 4) + 2)];
-    const float t11 = p2[((((c2 * 512) + max((c3 - 1), 0)) * 8192) + c4)];
-    const float t12 = p1[((c4 * 4) + 3)];
-    const float t13 = p2[((((c2 * 512) + c3) * 8192) + c4)];
-    p3[i1] = ((((t5 + ((c3 >= 3) ? (t6 * t7) : 0.0f)) + ((c3 >= 2) ? (t8 * t9) : 0.0f)) + ((c3 >= 1) ? (t10 * t11) : 0.0f)) + (t12 * t13));
-}
-
-// fuses silu %29 (mamba.0)
-// threadgroup 256×1×1, grid 8192×1×1 threadgroups
-kernel void silu_0(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    const float t5 = p0[i1];
-    const float t6 = (t5 / (1.0f + exp((-t5))));
-    p1[i1] = t6;
+        device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        device float* p6 [[buffer(6)]],
+        device float* p7 [[buffer(7)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if ((int(gid.x) < 8192)) {
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 256) + int(lid.x));
+        const int c2 = (i1 / 2097152);
+        const int c3 = ((i1 / 4096) % 512);
+        const int c4 = (i1 % 4096);
+        const float t5 = p0[c4];
+        const float t6 = p1[((c4 * 4) + 0)];
+        const float t7 = p2[((((c2 * 512) + max((c3 - 3), 0)) * 8192) + c4)];
+        const float t8 = p1[((c4 * 4) + 1)];
+        const float t9 = p2[((((c2 * 512) + max((c3 - 2), 0)) * 8192) + c4)];
+        const float t10 = p1[((c4 * 4) + 2)];
+        const float t11 = p2[((((c2 * 512) + max((c3 - 1), 0)) * 8192) + c4)];
+        const float t12 = p1[((c4 * 4) + 3)];
+        const float t13 = p2[((((c2 * 512) + c3) * 8192) + c4)];
+        const float acc14 = ((((t5 + ((c3 >= 3) ? (t6 * t7) : 0.0f)) + ((c3 >= 2) ? (t8 * t9) : 0.0f)) + ((c3 >= 1) ? (t10 * t11) : 0.0f)) + (t12 * t13));
+        p3[i1] = acc14;
+        const float t15 = (acc14 / (1.0f + exp((-acc14))));
+        p4[i1] = t15;
+    } else if ((int(gid.x) < 8448)) {
+        const int h1 = (int(gid.x) - 8192);
+        const int i1 = ((h1 * 256) + int(lid.x));
+        const float t4 = p5[i1];
+        const float t5 = exp(t4);
+        p6[i1] = t5;
+    } else if ((int(gid.x) < 16640)) {
+        const int h2 = (int(gid.x) - 8448);
+        const int i1 = ((h2 * 256) + int(lid.x));
+        const int c2 = (i1 / 2097152);
+        const int c3 = ((i1 / 4096) % 512);
+        const int c4 = (i1 % 4096);
+        const float t5 = p2[((((c2 * 512) + c3) * 8192) + (c4 + 4096))];
+        const float t6 = (t5 / (1.0f + exp((-t5))));
+        p7[i1] = t6;
+    }
 }
 
 // fuses matmul %30 (mamba.0)
@@ -529,13 +546,14 @@ kernel void matmul_2(
     }
 }
 
-// fuses slice %31, matmul %34, broadcast %35, add %36 (mamba.0)
+// fuses slice %31, matmul %34, broadcast %35, add %36, softplus %37 (mamba.0)
 // threadgroup 128×1×1, grid 64×8×1 threadgroups
 kernel void matmul_3(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
         device float* p3 [[buffer(3)]],
+        device float* p4 [[buffer(4)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
@@ -646,40 +664,14 @@ kernel void matmul_3(
         const float t29 = p2[gj27];
         const float t30 = (acc28 + t29);
         p3[((((c1 * 512) + gi26) * 4096) + gj27)] = t30;
+        const float t31 = (max(t30, 0.0f) + log((1.0f + exp((-fabs(t30))))));
+        p4[((((c1 * 512) + gi26) * 4096) + gj27)] = t31;
     }
 }
 
-// 2 independent kernels in one launch
-// part 0 (softplus): fuses softplus %37 (mamba.0)
-// part 1 (exp): fuses exp %38 (mamba.0)
-// threadgroup 256×1×1, grid 8448×1×1 threadgroups
-kernel void softplus_exp_x2_0(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        device float* p3 [[buffer(3)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 8192)) {
-        const int h0 = (int(gid.x) - 0);
-        const int i1 = ((h0 * 256) + int(lid.x));
-        const float t5 = p0[i1];
-        const float t6 = (max(t5, 0.0f) + log((1.0f + exp((-fabs(t5))))));
-        p1[i1] = t6;
-    } else if ((int(gid.x) < 8448)) {
-        const int h1 = (int(gid.x) - 8192);
-        const int i1 = ((h1 * 256) + int(lid.x));
-        const float t4 = p2[i1];
-        const float t5 = exp(t4);
-        p3[i1] = t5;
-    }
-}
-
-// 2 independent kernels in one launch
-// part 0 (selective_scan): fuses slice %32, slice %33, neg %39, selective_scan %40 (mamba.0)
-// part 1 (silu_slice): fuses slice %27, silu %42 (mamba.0)
-// threadgroup 256×1×1, grid 8448×1×1 threadgroups
-kernel void selective_scan_silu_slice_x2_0(
+// fuses slice %32, slice %33, neg %39, selective_scan %40, mul %43 (mamba.0)
+// threadgroup 256×1×1, grid 256×1×1 threadgroups
+kernel void selective_scan_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -691,57 +683,35 @@ kernel void selective_scan_silu_slice_x2_0(
         device float* p8 [[buffer(8)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 256)) {
-        const int h0 = (int(gid.x) - 0);
-        const int b1 = (h0 / 256);
-        const int ch2 = ((h0 * 16) + (int(lid.x) / 16));
-        const int n3 = (int(lid.x) % 16);
-        const float t4 = p0[((ch2 * 16) + n3)];
-        const float t5 = (-t4);
-        const float t6 = p1[ch2];
-        float s7 = 0.0f;
-        for (int c8 = 0; c8 < 4; c8 += 1) {
-            p2[((((((b1 * 4) + c8) * 4096) + ch2) * 16) + n3)] = s7;
-            for (int t9 = (c8 * 128); t9 < min(((c8 * 128) + 128), 512); t9 += 1) {
-                const float t10 = p3[((((b1 * 512) + t9) * 4096) + ch2)];
-                const float t11 = p4[((((b1 * 512) + t9) * 4096) + ch2)];
-                const float t12 = p5[((((b1 * 512) + t9) * 160) + (n3 + 128))];
-                const float t13 = p5[((((b1 * 512) + t9) * 160) + (n3 + 144))];
-                const float a14 = exp((t10 * t5));
-                s7 = ((a14 * s7) + ((t10 * t12) * t11));
-                const float r15 = ((s7 * t13) + simd_shuffle_xor((s7 * t13), ushort(8)));
-                const float r16 = (r15 + simd_shuffle_xor(r15, ushort(4)));
-                const float r17 = (r16 + simd_shuffle_xor(r16, ushort(2)));
-                const float r18 = (r17 + simd_shuffle_xor(r17, ushort(1)));
-                if ((n3 == 0)) {
-                    p6[((((b1 * 512) + t9) * 4096) + ch2)] = (r18 + (t6 * t11));
-                }
+    const int b1 = int(gid.y);
+    const int ch2 = ((int(gid.x) * 16) + (int(lid.x) / 16));
+    const int n3 = (int(lid.x) % 16);
+    const float t4 = p0[((ch2 * 16) + n3)];
+    const float t5 = (-t4);
+    const float t6 = p1[ch2];
+    float s7 = 0.0f;
+    for (int c8 = 0; c8 < 4; c8 += 1) {
+        p2[((((((b1 * 4) + c8) * 4096) + ch2) * 16) + n3)] = s7;
+        for (int t9 = (c8 * 128); t9 < min(((c8 * 128) + 128), 512); t9 += 1) {
+            const float t10 = p3[((((b1 * 512) + t9) * 4096) + ch2)];
+            const float t11 = p4[((((b1 * 512) + t9) * 4096) + ch2)];
+            const float t12 = p5[((((b1 * 512) + t9) * 160) + (n3 + 128))];
+            const float t13 = p5[((((b1 * 512) + t9) * 160) + (n3 + 144))];
+            const float a14 = exp((t10 * t5));
+            s7 = ((a14 * s7) + ((t10 * t12) * t11));
+            const float r15 = ((s7 * t13) + simd_shuffle_xor((s7 * t13), ushort(8)));
+            const float r16 = (r15 + simd_shuffle_xor(r15, ushort(4)));
+            const float r17 = (r16 + simd_shuffle_xor(r16, ushort(2)));
+            const float r18 = (r17 + simd_shuffle_xor(r17, ushort(1)));
+            if ((n3 == 0)) {
+                const float acc19 = (r18 + (t6 * t11));
+                p6[((((b1 * 512) + t9) * 4096) + ch2)] = acc19;
+                const float t20 = p7[((((b1 * 512) + t9) * 4096) + ch2)];
+                const float t21 = (acc19 * t20);
+                p8[((((b1 * 512) + t9) * 4096) + ch2)] = t21;
             }
         }
-    } else if ((int(gid.x) < 8448)) {
-        const int h1 = (int(gid.x) - 256);
-        const int i1 = ((h1 * 256) + int(lid.x));
-        const int c2 = (i1 / 2097152);
-        const int c3 = ((i1 / 4096) % 512);
-        const int c4 = (i1 % 4096);
-        const float t5 = p7[((((c2 * 512) + c3) * 8192) + (c4 + 4096))];
-        const float t6 = (t5 / (1.0f + exp((-t5))));
-        p8[i1] = t6;
     }
-}
-
-// fuses mul %43 (mamba.0)
-// threadgroup 256×1×1, grid 8192×1×1 threadgroups
-kernel void mul_0(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    const float t5 = p0[i1];
-    const float t6 = p1[i1];
-    const float t7 = (t5 * t6);
-    p2[i1] = t7;
 }
 
 // fuses matmul %45 (mamba.0)
@@ -870,12 +840,12 @@ kernel void matmul_4(
 // threadgroup 128×1×1, grid 32×8×1 threadgroups
 kernel void matmul_5(
         const device float* p0 [[buffer(0)]],
-        const device uchar* p1_codes [[buffer(1)]],
-        const device uchar* p2_qabsmax [[buffer(2)]],
-        const device float* p3_scales [[buffer(3)]],
-        const device float* p4_offset [[buffer(4)]],
-        const device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
+        const device float* p1 [[buffer(1)]],
+        const device float* p2 [[buffer(2)]],
+        const device uchar* p3_codes [[buffer(3)]],
+        const device uchar* p4_qabsmax [[buffer(4)]],
+        const device float* p5_scales [[buffer(5)]],
+        const device float* p6_offset [[buffer(6)]],
         const device float* p7 [[buffer(7)]],
         device float* p8 [[buffer(8)]],
         uint3 lid [[thread_position_in_threadgroup]],
@@ -905,15 +875,19 @@ kernel void matmul_5(
     simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
     simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
     simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 4096; k0 += 16) {
+    for (int k0 = 0; k0 < 84; k0 += 16) {
         for (int s8 = 0; s8 < 8; s8 += 1) {
             const int l9 = ((s8 * 128) + ti4);
             const int i10 = (l9 / 16);
             const int k11 = (l9 % 16);
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
-            const float t14 = p0[((((c1 * 512) + gi12) * 4096) + gk13)];
-            sh[((i10 * 20) + k11)] = t14;
+            if ((gk13 < 84)) {
+                const float t14 = p0[((((c1 * 512) + gi12) * 84) + gk13)];
+                sh[((i10 * 20) + k11)] = (t14 * 0.1904762f);
+            } else {
+                sh[((i10 * 20) + k11)] = 0.0f;
+            }
         }
         for (int s15 = 0; s15 < 8; s15 += 1) {
             const int l16 = ((s15 * 128) + ti4);
@@ -921,8 +895,12 @@ kernel void matmul_5(
             const int k18 = (l16 % 16);
             const int gi19 = (n03 + i17);
             const int gk20 = (k0 + k18);
-            const float t21 = (NF4_CODE[((int(p1_codes[(((gi19 * 4096) + gk20) / 2)]) >> (((((gi19 * 4096) + gk20) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p2_qabsmax[(((gi19 * 4096) + gk20) / 64)])] * p3_scales[((((gi19 * 4096) + gk20) / 64) / 256)]) + p4_offset[0]));
-            sh[(((i17 * 20) + k18) + 1280)] = t21;
+            if ((gk20 < 84)) {
+                const float t21 = p1[((gi19 * 84) + gk20)];
+                sh[(((i17 * 20) + k18) + 1280)] = t21;
+            } else {
+                sh[(((i17 * 20) + k18) + 1280)] = 0.0f;
+            }
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         for (int kk = 0; kk < 16; kk += 8) {
@@ -961,19 +939,15 @@ kernel void matmul_5(
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
     }
-    for (int k0 = 0; k0 < 84; k0 += 16) {
+    for (int k0 = 0; k0 < 4096; k0 += 16) {
         for (int s22 = 0; s22 < 8; s22 += 1) {
             const int l23 = ((s22 * 128) + ti4);
             const int i24 = (l23 / 16);
             const int k25 = (l23 % 16);
             const int gi26 = (m02 + i24);
             const int gk27 = (k0 + k25);
-            if ((gk27 < 84)) {
-                const float t28 = p5[((((c1 * 512) + gi26) * 84) + gk27)];
-                sh[((i24 * 20) + k25)] = (t28 * 0.1904762f);
-            } else {
-                sh[((i24 * 20) + k25)] = 0.0f;
-            }
+            const float t28 = p2[((((c1 * 512) + gi26) * 4096) + gk27)];
+            sh[((i24 * 20) + k25)] = t28;
         }
         for (int s29 = 0; s29 < 8; s29 += 1) {
             const int l30 = ((s29 * 128) + ti4);
@@ -981,12 +955,8 @@ kernel void matmul_5(
             const int k32 = (l30 % 16);
             const int gi33 = (n03 + i31);
             const int gk34 = (k0 + k32);
-            if ((gk34 < 84)) {
-                const float t35 = p6[((gi33 * 84) + gk34)];
-                sh[(((i31 * 20) + k32) + 1280)] = t35;
-            } else {
-                sh[(((i31 * 20) + k32) + 1280)] = 0.0f;
-            }
+            const float t35 = (NF4_CODE[((int(p3_codes[(((gi33 * 4096) + gk34) / 2)]) >> (((((gi33 * 4096) + gk34) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p4_qabsmax[(((gi33 * 4096) + gk34) / 64)])] * p5_scales[((((gi33 * 4096) + gk34) / 64) / 256)]) + p6_offset[0]));
+            sh[(((i31 * 20) + k32) + 1280)] = t35;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         for (int kk = 0; kk < 16; kk += 8) {
@@ -1456,12 +1426,12 @@ kernel void grouped_matmul_1(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
-        const device uchar* p3_codes [[buffer(3)]],
-        const device uchar* p4_qabsmax [[buffer(4)]],
-        const device float* p5_scales [[buffer(5)]],
-        const device float* p6_offset [[buffer(6)]],
-        const device float* p7 [[buffer(7)]],
-        const device float* p8 [[buffer(8)]],
+        const device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        const device uchar* p5_codes [[buffer(5)]],
+        const device uchar* p6_qabsmax [[buffer(6)]],
+        const device float* p7_scales [[buffer(7)]],
+        const device float* p8_offset [[buffer(8)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
@@ -1508,16 +1478,16 @@ kernel void grouped_matmul_1(
     simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
     simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
     simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 2048; k0 += 16) {
+    for (int k0 = 0; k0 < 84; k0 += 16) {
         for (int s17 = 0; s17 < 8; s17 += 1) {
             const int l18 = ((s17 * 128) + ti13);
             const int i19 = (l18 / 16);
             const int k20 = (l18 % 16);
             const int gi21 = (m012 + i19);
             const int gk22 = (k0 + k20);
-            if ((gi21 < t11)) {
-                const float t23 = p2[((gi21 * 2048) + gk22)];
-                sh[((i19 * 20) + k20)] = t23;
+            if (((gi21 < t11) && (gk22 < 84))) {
+                const float t23 = p2[((gi21 * 84) + gk22)];
+                sh[((i19 * 20) + k20)] = (t23 * 0.1904762f);
             } else {
                 sh[((i19 * 20) + k20)] = 0.0f;
             }
@@ -1528,8 +1498,12 @@ kernel void grouped_matmul_1(
             const int k27 = (l25 % 16);
             const int gi28 = (n02 + i26);
             const int gk29 = (k0 + k27);
-            const float t30 = (NF4_CODE[((int(p3_codes[(((((ex1 * 10752) + gi28) * 2048) + gk29) / 2)]) >> (((((((ex1 * 10752) + gi28) * 2048) + gk29) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p4_qabsmax[(((((ex1 * 10752) + gi28) * 2048) + gk29) / 64)])] * p5_scales[((((((ex1 * 10752) + gi28) * 2048) + gk29) / 64) / 256)]) + p6_offset[0]));
-            sh[(((i26 * 20) + k27) + 1280)] = t30;
+            if ((gk29 < 84)) {
+                const float t30 = p3[((((ex1 * 10752) + gi28) * 84) + gk29)];
+                sh[(((i26 * 20) + k27) + 1280)] = t30;
+            } else {
+                sh[(((i26 * 20) + k27) + 1280)] = 0.0f;
+            }
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         for (int kk = 0; kk < 16; kk += 8) {
@@ -1568,16 +1542,16 @@ kernel void grouped_matmul_1(
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
     }
-    for (int k0 = 0; k0 < 84; k0 += 16) {
+    for (int k0 = 0; k0 < 2048; k0 += 16) {
         for (int s31 = 0; s31 < 8; s31 += 1) {
             const int l32 = ((s31 * 128) + ti13);
             const int i33 = (l32 / 16);
             const int k34 = (l32 % 16);
             const int gi35 = (m012 + i33);
             const int gk36 = (k0 + k34);
-            if (((gi35 < t11) && (gk36 < 84))) {
-                const float t37 = p7[((gi35 * 84) + gk36)];
-                sh[((i33 * 20) + k34)] = (t37 * 0.1904762f);
+            if ((gi35 < t11)) {
+                const float t37 = p4[((gi35 * 2048) + gk36)];
+                sh[((i33 * 20) + k34)] = t37;
             } else {
                 sh[((i33 * 20) + k34)] = 0.0f;
             }
@@ -1588,12 +1562,8 @@ kernel void grouped_matmul_1(
             const int k41 = (l39 % 16);
             const int gi42 = (n02 + i40);
             const int gk43 = (k0 + k41);
-            if ((gk43 < 84)) {
-                const float t44 = p8[((((ex1 * 10752) + gi42) * 84) + gk43)];
-                sh[(((i40 * 20) + k41) + 1280)] = t44;
-            } else {
-                sh[(((i40 * 20) + k41) + 1280)] = 0.0f;
-            }
+            const float t44 = (NF4_CODE[((int(p5_codes[(((((ex1 * 10752) + gi42) * 2048) + gk43) / 2)]) >> (((((((ex1 * 10752) + gi42) * 2048) + gk43) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p6_qabsmax[(((((ex1 * 10752) + gi42) * 2048) + gk43) / 64)])] * p7_scales[((((((ex1 * 10752) + gi42) * 2048) + gk43) / 64) / 256)]) + p8_offset[0]));
+            sh[(((i40 * 20) + k41) + 1280)] = t44;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         for (int kk = 0; kk < 16; kk += 8) {
@@ -1852,18 +1822,21 @@ kernel void grouped_matmul_2(
     }
 }
 
-// fuses dequant %151, grouped_matmul %174, grouped_matmul %176, scale %177, add %178 (moe.0)
+// fuses dequant %151, grouped_matmul %174, grouped_matmul %176, scale %177, add %178,
+//   reshape %181, broadcast %182, mul %183 (moe.0)
 // threadgroup 128×1×1, grid 32×16×9 threadgroups
 kernel void grouped_matmul_3(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
-        const device uchar* p3_codes [[buffer(3)]],
-        const device uchar* p4_qabsmax [[buffer(4)]],
-        const device float* p5_scales [[buffer(5)]],
-        const device float* p6_offset [[buffer(6)]],
-        const device float* p7 [[buffer(7)]],
-        const device float* p8 [[buffer(8)]],
+        device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        const device float* p6 [[buffer(6)]],
+        const device uchar* p7_codes [[buffer(7)]],
+        const device uchar* p8_qabsmax [[buffer(8)]],
+        const device float* p9_scales [[buffer(9)]],
+        const device float* p10_offset [[buffer(10)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
@@ -1879,21 +1852,24 @@ kernel void grouped_matmul_3(
             if (((r7 < t3) || (r7 >= t4))) {
                 const float acc9 = 0.0f;
                 p1[((r7 * 2048) + j8)] = acc9;
+                const float t10 = p2[((r7 * 1) + 0)];
+                const float t11 = (acc9 * t10);
+                p3[((r7 * 2048) + j8)] = t11;
             }
         }
         return;
     }
-    const int t10 = p0[ex1];
-    const int t11 = p0[(ex1 + 1)];
-    const int m012 = (t10 + (int(gid.y) * 64));
-    if ((m012 >= t11)) {
+    const int t12 = p0[ex1];
+    const int t13 = p0[(ex1 + 1)];
+    const int m014 = (t12 + (int(gid.y) * 64));
+    if ((m014 >= t13)) {
         return;
     }
     threadgroup float sh[4352];
-    const int ti13 = int(lid.x);
-    const int sgi14 = int(sg);
-    const int sr15 = ((sgi14 / 2) * 32);
-    const int sc16 = ((sgi14 % 2) * 32);
+    const int ti15 = int(lid.x);
+    const int sgi16 = int(sg);
+    const int sr17 = ((sgi16 / 2) * 32);
+    const int sc18 = ((sgi16 % 2) * 32);
     simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
     simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
     simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
@@ -1910,111 +1886,51 @@ kernel void grouped_matmul_3(
     simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
     simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
     simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 5376; k0 += 16) {
-        for (int s17 = 0; s17 < 8; s17 += 1) {
-            const int l18 = ((s17 * 128) + ti13);
-            const int i19 = (l18 / 16);
-            const int k20 = (l18 % 16);
-            const int gi21 = (m012 + i19);
-            const int gk22 = (k0 + k20);
-            if ((gi21 < t11)) {
-                const float t23 = p2[((gi21 * 5376) + gk22)];
-                sh[((i19 * 20) + k20)] = t23;
-            } else {
-                sh[((i19 * 20) + k20)] = 0.0f;
-            }
-        }
-        for (int s24 = 0; s24 < 8; s24 += 1) {
-            const int l25 = ((s24 * 128) + ti13);
-            const int i26 = (l25 / 16);
-            const int k27 = (l25 % 16);
-            const int gi28 = (n02 + i26);
-            const int gk29 = (k0 + k27);
-            const float t30 = (NF4_CODE[((int(p3_codes[(((((ex1 * 2048) + gi28) * 5376) + gk29) / 2)]) >> (((((((ex1 * 2048) + gi28) * 5376) + gk29) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p4_qabsmax[(((((ex1 * 2048) + gi28) * 5376) + gk29) / 64)])] * p5_scales[((((((ex1 * 2048) + gi28) * 5376) + gk29) / 64) / 256)]) + p6_offset[0]));
-            sh[(((i26 * 20) + k27) + 1280)] = t30;
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 16; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr15 * 20) + kk), 20);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr15 + 8) * 20) + kk), 20);
-            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + (((sr15 + 16) * 20) + kk), 20);
-            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + (((sr15 + 24) * 20) + kk), 20);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((sc16 * 20) + kk) + 1280), 20, ulong2(0, 0), true);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + ((((sc16 + 8) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + ((((sc16 + 16) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + ((((sc16 + 24) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
-            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
-            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
-            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
     for (int k0 = 0; k0 < 84; k0 += 16) {
-        for (int s31 = 0; s31 < 8; s31 += 1) {
-            const int l32 = ((s31 * 128) + ti13);
-            const int i33 = (l32 / 16);
-            const int k34 = (l32 % 16);
-            const int gi35 = (m012 + i33);
-            const int gk36 = (k0 + k34);
-            if (((gi35 < t11) && (gk36 < 84))) {
-                const float t37 = p7[((gi35 * 84) + gk36)];
-                sh[((i33 * 20) + k34)] = (t37 * 0.1904762f);
+        for (int s19 = 0; s19 < 8; s19 += 1) {
+            const int l20 = ((s19 * 128) + ti15);
+            const int i21 = (l20 / 16);
+            const int k22 = (l20 % 16);
+            const int gi23 = (m014 + i21);
+            const int gk24 = (k0 + k22);
+            if (((gi23 < t13) && (gk24 < 84))) {
+                const float t25 = p4[((gi23 * 84) + gk24)];
+                sh[((i21 * 20) + k22)] = (t25 * 0.1904762f);
             } else {
-                sh[((i33 * 20) + k34)] = 0.0f;
+                sh[((i21 * 20) + k22)] = 0.0f;
             }
         }
-        for (int s38 = 0; s38 < 8; s38 += 1) {
-            const int l39 = ((s38 * 128) + ti13);
-            const int i40 = (l39 / 16);
-            const int k41 = (l39 % 16);
-            const int gi42 = (n02 + i40);
-            const int gk43 = (k0 + k41);
-            if ((gk43 < 84)) {
-                const float t44 = p8[((((ex1 * 2048) + gi42) * 84) + gk43)];
-                sh[(((i40 * 20) + k41) + 1280)] = t44;
+        for (int s26 = 0; s26 < 8; s26 += 1) {
+            const int l27 = ((s26 * 128) + ti15);
+            const int i28 = (l27 / 16);
+            const int k29 = (l27 % 16);
+            const int gi30 = (n02 + i28);
+            const int gk31 = (k0 + k29);
+            if ((gk31 < 84)) {
+                const float t32 = p5[((((ex1 * 2048) + gi30) * 84) + gk31)];
+                sh[(((i28 * 20) + k29) + 1280)] = t32;
             } else {
-                sh[(((i40 * 20) + k41) + 1280)] = 0.0f;
+                sh[(((i28 * 20) + k29) + 1280)] = 0.0f;
             }
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr15 * 20) + kk), 20);
+            simdgroup_load(fa0, sh + ((sr17 * 20) + kk), 20);
             simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr15 + 8) * 20) + kk), 20);
+            simdgroup_load(fa1, sh + (((sr17 + 8) * 20) + kk), 20);
             simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + (((sr15 + 16) * 20) + kk), 20);
+            simdgroup_load(fa2, sh + (((sr17 + 16) * 20) + kk), 20);
             simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + (((sr15 + 24) * 20) + kk), 20);
+            simdgroup_load(fa3, sh + (((sr17 + 24) * 20) + kk), 20);
             simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((sc16 * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_load(fb0, sh + (((sc18 * 20) + kk) + 1280), 20, ulong2(0, 0), true);
             simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + ((((sc16 + 8) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_load(fb1, sh + ((((sc18 + 8) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
             simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + ((((sc16 + 16) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_load(fb2, sh + ((((sc18 + 16) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
             simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + ((((sc16 + 24) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_load(fb3, sh + ((((sc18 + 24) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
             simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
             simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
             simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
@@ -2034,49 +1950,97 @@ kernel void grouped_matmul_3(
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
     }
-    simdgroup_store(acc0_0, sh + ((sr15 * 68) + sc16), 68);
-    simdgroup_store(acc0_1, sh + ((sr15 * 68) + (sc16 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr15 * 68) + (sc16 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr15 * 68) + (sc16 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr15 + 8) * 68) + sc16), 68);
-    simdgroup_store(acc1_1, sh + (((sr15 + 8) * 68) + (sc16 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr15 + 8) * 68) + (sc16 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr15 + 8) * 68) + (sc16 + 24)), 68);
-    simdgroup_store(acc2_0, sh + (((sr15 + 16) * 68) + sc16), 68);
-    simdgroup_store(acc2_1, sh + (((sr15 + 16) * 68) + (sc16 + 8)), 68);
-    simdgroup_store(acc2_2, sh + (((sr15 + 16) * 68) + (sc16 + 16)), 68);
-    simdgroup_store(acc2_3, sh + (((sr15 + 16) * 68) + (sc16 + 24)), 68);
-    simdgroup_store(acc3_0, sh + (((sr15 + 24) * 68) + sc16), 68);
-    simdgroup_store(acc3_1, sh + (((sr15 + 24) * 68) + (sc16 + 8)), 68);
-    simdgroup_store(acc3_2, sh + (((sr15 + 24) * 68) + (sc16 + 16)), 68);
-    simdgroup_store(acc3_3, sh + (((sr15 + 24) * 68) + (sc16 + 24)), 68);
+    for (int k0 = 0; k0 < 5376; k0 += 16) {
+        for (int s33 = 0; s33 < 8; s33 += 1) {
+            const int l34 = ((s33 * 128) + ti15);
+            const int i35 = (l34 / 16);
+            const int k36 = (l34 % 16);
+            const int gi37 = (m014 + i35);
+            const int gk38 = (k0 + k36);
+            if ((gi37 < t13)) {
+                const float t39 = p6[((gi37 * 5376) + gk38)];
+                sh[((i35 * 20) + k36)] = t39;
+            } else {
+                sh[((i35 * 20) + k36)] = 0.0f;
+            }
+        }
+        for (int s40 = 0; s40 < 8; s40 += 1) {
+            const int l41 = ((s40 * 128) + ti15);
+            const int i42 = (l41 / 16);
+            const int k43 = (l41 % 16);
+            const int gi44 = (n02 + i42);
+            const int gk45 = (k0 + k43);
+            const float t46 = (NF4_CODE[((int(p7_codes[(((((ex1 * 2048) + gi44) * 5376) + gk45) / 2)]) >> (((((((ex1 * 2048) + gi44) * 5376) + gk45) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p8_qabsmax[(((((ex1 * 2048) + gi44) * 5376) + gk45) / 64)])] * p9_scales[((((((ex1 * 2048) + gi44) * 5376) + gk45) / 64) / 256)]) + p10_offset[0]));
+            sh[(((i42 * 20) + k43) + 1280)] = t46;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int kk = 0; kk < 16; kk += 8) {
+            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa0, sh + ((sr17 * 20) + kk), 20);
+            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa1, sh + (((sr17 + 8) * 20) + kk), 20);
+            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa2, sh + (((sr17 + 16) * 20) + kk), 20);
+            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa3, sh + (((sr17 + 24) * 20) + kk), 20);
+            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb0, sh + (((sc18 * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb1, sh + ((((sc18 + 8) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb2, sh + ((((sc18 + 16) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb3, sh + ((((sc18 + 24) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    }
+    simdgroup_store(acc0_0, sh + ((sr17 * 68) + sc18), 68);
+    simdgroup_store(acc0_1, sh + ((sr17 * 68) + (sc18 + 8)), 68);
+    simdgroup_store(acc0_2, sh + ((sr17 * 68) + (sc18 + 16)), 68);
+    simdgroup_store(acc0_3, sh + ((sr17 * 68) + (sc18 + 24)), 68);
+    simdgroup_store(acc1_0, sh + (((sr17 + 8) * 68) + sc18), 68);
+    simdgroup_store(acc1_1, sh + (((sr17 + 8) * 68) + (sc18 + 8)), 68);
+    simdgroup_store(acc1_2, sh + (((sr17 + 8) * 68) + (sc18 + 16)), 68);
+    simdgroup_store(acc1_3, sh + (((sr17 + 8) * 68) + (sc18 + 24)), 68);
+    simdgroup_store(acc2_0, sh + (((sr17 + 16) * 68) + sc18), 68);
+    simdgroup_store(acc2_1, sh + (((sr17 + 16) * 68) + (sc18 + 8)), 68);
+    simdgroup_store(acc2_2, sh + (((sr17 + 16) * 68) + (sc18 + 16)), 68);
+    simdgroup_store(acc2_3, sh + (((sr17 + 16) * 68) + (sc18 + 24)), 68);
+    simdgroup_store(acc3_0, sh + (((sr17 + 24) * 68) + sc18), 68);
+    simdgroup_store(acc3_1, sh + (((sr17 + 24) * 68) + (sc18 + 8)), 68);
+    simdgroup_store(acc3_2, sh + (((sr17 + 24) * 68) + (sc18 + 16)), 68);
+    simdgroup_store(acc3_3, sh + (((sr17 + 24) * 68) + (sc18 + 24)), 68);
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s45 = 0; s45 < 32; s45 += 1) {
-        const int l46 = ((s45 * 128) + ti13);
-        const int i47 = (l46 / 64);
-        const int j48 = (l46 % 64);
-        const int gi49 = (m012 + i47);
-        const int gj50 = (n02 + j48);
-        if ((gi49 < t11)) {
-            const float acc51 = sh[((i47 * 68) + j48)];
-            p1[((gi49 * 2048) + gj50)] = acc51;
+    for (int s47 = 0; s47 < 32; s47 += 1) {
+        const int l48 = ((s47 * 128) + ti15);
+        const int i49 = (l48 / 64);
+        const int j50 = (l48 % 64);
+        const int gi51 = (m014 + i49);
+        const int gj52 = (n02 + j50);
+        if ((gi51 < t13)) {
+            const float acc53 = sh[((i49 * 68) + j50)];
+            p1[((gi51 * 2048) + gj52)] = acc53;
+            const float t54 = p2[((gi51 * 1) + 0)];
+            const float t55 = (acc53 * t54);
+            p3[((gi51 * 2048) + gj52)] = t55;
         }
     }
-}
-
-// fuses reshape %181, broadcast %182, mul %183 (moe.0)
-// threadgroup 256×1×1, grid 8192×1×1 threadgroups
-kernel void mul_1(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    const int c2 = (i1 / 2048);
-    const float t4 = p0[i1];
-    const float t5 = p1[((c2 * 1) + 0)];
-    const float t6 = (t4 * t5);
-    p2[i1] = t6;
 }
 
 // 3 independent kernels in one launch
@@ -2993,7 +2957,8 @@ kernel void matmul_x2_0(
 
 // 2 independent kernels in one launch
 // part 0 (matmul): fuses reshape %1876, reshape %1877, matmul %1878 (mamba.29)
-// part 1 (matmul): fuses matmul %1875, dequant %1879, matmul %1880, add %1881 (mamba.29)
+// part 1 (matmul): fuses slice %1829, matmul %1875, dequant %1879, matmul %1880, add %1881, mul %1883,
+//   sigmoid %1884, const %1885, sub %1886, mul %1887, add %1888, mul %1889 (mamba.29)
 // threadgroup 128×1×1, grid 640×1×1 threadgroups
 kernel void matmul_x2_1(
         const device float* p0 [[buffer(0)]],
@@ -3006,6 +2971,10 @@ kernel void matmul_x2_1(
         const device float* p7 [[buffer(7)]],
         const device float* p8 [[buffer(8)]],
         device float* p9 [[buffer(9)]],
+        const device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
+        const device float* p12 [[buffer(12)]],
+        device float* p13 [[buffer(13)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
@@ -3291,6 +3260,16 @@ kernel void matmul_x2_1(
             const int gj41 = (n03 + j39);
             const float acc42 = sh[((i38 * 68) + j39)];
             p9[((((c1 * 512) + gi40) * 4096) + gj41)] = acc42;
+            const float t43 = p10[((((c1 * 512) + gi40) * 4096) + gj41)];
+            const float t44 = (acc42 * t43);
+            const float t45 = p11[((((c1 * 512) + gi40) * 8192) + (gj41 + 4096))];
+            const float t46 = (1.0f / (1.0f + exp((-t45))));
+            const float t47 = p12[((((c1 * 512) + gi40) * 4096) + gj41)];
+            const float t48 = (1.0f - t46);
+            const float t49 = (t47 * t48);
+            const float t50 = (t46 + t49);
+            const float t51 = (t44 * t50);
+            p13[((((c1 * 512) + gi40) * 4096) + gj41)] = t51;
         }
     }
 }
@@ -3583,49 +3562,8 @@ kernel void matmul_9(
     }
 }
 
-// fuses const %1899, concat %1900, const %1901, const %1902, concat %1903, add %1904,
-//   const %1905, concat %1906, add %1907 (mamba.29)
-// threadgroup 256×1×1, grid 320×1×1 threadgroups
-kernel void add_concat_0(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        device float* p3 [[buffer(3)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    const int c2 = (i1 / 81920);
-    const int c3 = ((i1 / 160) % 512);
-    const int c4 = (i1 % 160);
-    float cat5 = 0.0f;
-    if ((c4 < 144)) {
-        cat5 = 0.0f;
-    } else {
-        const float t6 = p0[((((c2 * 512) + c3) * 16) + (c4 - 144))];
-        cat5 = t6;
-    }
-    float cat7 = 0.0f;
-    if ((c4 < 128)) {
-        cat7 = 0.0f;
-    } else if ((c4 < 144)) {
-        const float t8 = p1[((((c2 * 512) + c3) * 16) + (c4 - 128))];
-        cat7 = t8;
-    } else {
-        cat7 = 0.0f;
-    }
-    const float t9 = (cat5 + cat7);
-    float cat10 = 0.0f;
-    if ((c4 < 128)) {
-        const float t11 = p2[((((c2 * 512) + c3) * 128) + (c4 - 0))];
-        cat10 = t11;
-    } else {
-        cat10 = 0.0f;
-    }
-    const float t12 = (t9 + cat10);
-    p3[i1] = t12;
-}
-
-// fuses matmul %1908, add %1909, sigmoid %1910, const %1911, sub %1912, mul %1913, add %1914,
-//   mul %1915 (mamba.29)
+// fuses concat %1899, matmul %1900, add %1901, sigmoid %1902, const %1903, sub %1904, mul %1905,
+//   add %1906, mul %1907 (mamba.29)
 // threadgroup 128×1×1, grid 64×8×1 threadgroups
 kernel void matmul_10(
         const device float* p0 [[buffer(0)]],
@@ -3633,7 +3571,9 @@ kernel void matmul_10(
         const device float* p2 [[buffer(2)]],
         const device float* p3 [[buffer(3)]],
         const device float* p4 [[buffer(4)]],
-        device float* p5 [[buffer(5)]],
+        const device float* p5 [[buffer(5)]],
+        const device float* p6 [[buffer(6)]],
+        device float* p7 [[buffer(7)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
@@ -3668,17 +3608,27 @@ kernel void matmul_10(
             const int k11 = (l9 % 16);
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
-            const float t14 = p0[((((c1 * 512) + gi12) * 160) + gk13)];
-            sh[((i10 * 20) + k11)] = t14;
+            float cat14 = 0.0f;
+            if ((gk13 < 128)) {
+                const float t15 = p0[((((c1 * 512) + gi12) * 128) + (gk13 - 0))];
+                cat14 = t15;
+            } else if ((gk13 < 144)) {
+                const float t16 = p1[((((c1 * 512) + gi12) * 16) + (gk13 - 128))];
+                cat14 = t16;
+            } else {
+                const float t17 = p2[((((c1 * 512) + gi12) * 16) + (gk13 - 144))];
+                cat14 = t17;
+            }
+            sh[((i10 * 20) + k11)] = cat14;
         }
-        for (int s15 = 0; s15 < 8; s15 += 1) {
-            const int l16 = ((s15 * 128) + ti4);
-            const int k17 = (l16 / 64);
-            const int i18 = (l16 % 64);
-            const int gi19 = (n03 + i18);
-            const int gk20 = (k0 + k17);
-            const float t21 = p1[((gk20 * 4096) + gi19)];
-            sh[(((k17 * 68) + i18) + 1280)] = t21;
+        for (int s18 = 0; s18 < 8; s18 += 1) {
+            const int l19 = ((s18 * 128) + ti4);
+            const int k20 = (l19 / 64);
+            const int i21 = (l19 % 64);
+            const int gi22 = (n03 + i21);
+            const int gk23 = (k0 + k20);
+            const float t24 = p3[((gk23 * 4096) + gi22)];
+            sh[(((k20 * 68) + i21) + 1280)] = t24;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         for (int kk = 0; kk < 16; kk += 8) {
@@ -3734,27 +3684,27 @@ kernel void matmul_10(
     simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s22 = 0; s22 < 32; s22 += 1) {
-        const int l23 = ((s22 * 128) + ti4);
-        const int i24 = (l23 / 64);
-        const int j25 = (l23 % 64);
-        const int gi26 = (m02 + i24);
-        const int gj27 = (n03 + j25);
-        const float acc28 = sh[((i24 * 68) + j25)];
-        const float t29 = p2[((((c1 * 512) + gi26) * 4096) + gj27)];
-        const float t30 = (t29 + acc28);
-        const float t31 = p3[((((c1 * 512) + gi26) * 4096) + gj27)];
-        const float t32 = (1.0f / (1.0f + exp((-t31))));
-        const float t33 = p4[((((c1 * 512) + gi26) * 4096) + gj27)];
-        const float t34 = (1.0f - t32);
-        const float t35 = (t33 * t34);
-        const float t36 = (t32 + t35);
-        const float t37 = (t30 * t36);
-        p5[((((c1 * 512) + gi26) * 4096) + gj27)] = t37;
+    for (int s25 = 0; s25 < 32; s25 += 1) {
+        const int l26 = ((s25 * 128) + ti4);
+        const int i27 = (l26 / 64);
+        const int j28 = (l26 % 64);
+        const int gi29 = (m02 + i27);
+        const int gj30 = (n03 + j28);
+        const float acc31 = sh[((i27 * 68) + j28)];
+        const float t32 = p4[((((c1 * 512) + gi29) * 4096) + gj30)];
+        const float t33 = (t32 + acc31);
+        const float t34 = p5[((((c1 * 512) + gi29) * 4096) + gj30)];
+        const float t35 = (1.0f / (1.0f + exp((-t34))));
+        const float t36 = p6[((((c1 * 512) + gi29) * 4096) + gj30)];
+        const float t37 = (1.0f - t35);
+        const float t38 = (t36 * t37);
+        const float t39 = (t35 + t38);
+        const float t40 = (t33 * t39);
+        p7[((((c1 * 512) + gi29) * 4096) + gj30)] = t40;
     }
 }
 
-// fuses slice %1828, causal_conv1d_bwd %1916 (mamba.29)
+// fuses slice %1828, causal_conv1d_bwd %1908 (mamba.29)
 // threadgroup 256×1×1, grid 8192×1×1 threadgroups
 kernel void causal_conv1d_bwd_0(
         const device float* p0 [[buffer(0)]],
@@ -3776,58 +3726,17 @@ kernel void causal_conv1d_bwd_0(
     p2[i1] = ((((t5 * t6) + ((c3 < 511) ? (t7 * t8) : 0.0f)) + ((c3 < 510) ? (t9 * t10) : 0.0f)) + ((c3 < 509) ? (t11 * t12) : 0.0f));
 }
 
-// fuses slice %1829, mul %1883, sigmoid %1884, const %1885, sub %1886, mul %1887, add %1888,
-//   mul %1889, const %1919, concat %1920, const %1921, concat %1922, add %1923 (mamba.29)
-// threadgroup 256×1×1, grid 16384×1×1 threadgroups
-kernel void add_concat_mul_0(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        device float* p5 [[buffer(5)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    const int c2 = (i1 / 4194304);
-    const int c3 = ((i1 / 8192) % 512);
-    const int c4 = (i1 % 8192);
-    float cat5 = 0.0f;
-    if ((c4 < 4096)) {
-        cat5 = 0.0f;
-    } else {
-        const float t6 = p0[((((c2 * 512) + c3) * 4096) + (c4 - 4096))];
-        const float t7 = p1[((((c2 * 512) + c3) * 4096) + (c4 - 4096))];
-        const float t8 = (t6 * t7);
-        const float t9 = p2[((((c2 * 512) + c3) * 8192) + ((c4 - 4096) + 4096))];
-        const float t10 = (1.0f / (1.0f + exp((-t9))));
-        const float t11 = p3[((((c2 * 512) + c3) * 4096) + (c4 - 4096))];
-        const float t12 = (1.0f - t10);
-        const float t13 = (t11 * t12);
-        const float t14 = (t10 + t13);
-        const float t15 = (t8 * t14);
-        cat5 = t15;
-    }
-    float cat16 = 0.0f;
-    if ((c4 < 4096)) {
-        const float t17 = p4[((((c2 * 512) + c3) * 4096) + (c4 - 0))];
-        cat16 = t17;
-    } else {
-        cat16 = 0.0f;
-    }
-    const float t18 = (cat5 + cat16);
-    p5[i1] = t18;
-}
-
 // 2 independent kernels in one launch
-// part 0 (matmul): fuses scale %1924, matmul %1925 (mamba.29)
-// part 1 (matmul): fuses scale %1924, reshape %1926, reshape %1927, matmul %1928 (mamba.29)
+// part 0 (matmul): fuses concat %1911, scale %1912, matmul %1913 (mamba.29)
+// part 1 (matmul): fuses concat %1911, scale %1912, reshape %1914, reshape %1915, matmul %1916 (mamba.29)
 // threadgroup 128×1×1, grid 272×1×1 threadgroups
 kernel void matmul_x2_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        device float* p4 [[buffer(4)]],
+        const device float* p2 [[buffer(2)]],
+        device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        device float* p5 [[buffer(5)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
@@ -3864,21 +3773,28 @@ kernel void matmul_x2_2(
                 const int k11 = (l9 % 16);
                 const int gi12 = (m02 + i10);
                 const int gk13 = (k0 + k11);
-                const float t14 = p0[((((c1 * 512) + gi12) * 8192) + gk13)];
-                const float t15 = (t14 * 0.1904762f);
-                sh[((i10 * 20) + k11)] = t15;
-            }
-            for (int s16 = 0; s16 < 8; s16 += 1) {
-                const int l17 = ((s16 * 128) + ti4);
-                const int k18 = (l17 / 64);
-                const int i19 = (l17 % 64);
-                const int gi20 = (n03 + i19);
-                const int gk21 = (k0 + k18);
-                if ((gi20 < 84)) {
-                    const float t22 = p1[((gk21 * 84) + gi20)];
-                    sh[(((k18 * 68) + i19) + 1280)] = t22;
+                float cat14 = 0.0f;
+                if ((gk13 < 4096)) {
+                    const float t15 = p0[((((c1 * 512) + gi12) * 4096) + (gk13 - 0))];
+                    cat14 = t15;
                 } else {
-                    sh[(((k18 * 68) + i19) + 1280)] = 0.0f;
+                    const float t16 = p1[((((c1 * 512) + gi12) * 4096) + (gk13 - 4096))];
+                    cat14 = t16;
+                }
+                const float t17 = (cat14 * 0.1904762f);
+                sh[((i10 * 20) + k11)] = t17;
+            }
+            for (int s18 = 0; s18 < 8; s18 += 1) {
+                const int l19 = ((s18 * 128) + ti4);
+                const int k20 = (l19 / 64);
+                const int i21 = (l19 % 64);
+                const int gi22 = (n03 + i21);
+                const int gk23 = (k0 + k20);
+                if ((gi22 < 84)) {
+                    const float t24 = p2[((gk23 * 84) + gi22)];
+                    sh[(((k20 * 68) + i21) + 1280)] = t24;
+                } else {
+                    sh[(((k20 * 68) + i21) + 1280)] = 0.0f;
                 }
             }
             threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -3935,14 +3851,14 @@ kernel void matmul_x2_2(
         simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int s23 = 0; s23 < 32; s23 += 1) {
-            const int l24 = ((s23 * 128) + ti4);
-            const int i25 = (l24 / 64);
-            const int j26 = (l24 % 64);
-            const int gi27 = (m02 + i25);
-            const int gj28 = (n03 + j26);
-            if ((gj28 < 84)) {
-                p2[((((c1 * 512) + gi27) * 84) + gj28)] = sh[((i25 * 68) + j26)];
+        for (int s25 = 0; s25 < 32; s25 += 1) {
+            const int l26 = ((s25 * 128) + ti4);
+            const int i27 = (l26 / 64);
+            const int j28 = (l26 % 64);
+            const int gi29 = (m02 + i27);
+            const int gj30 = (n03 + j28);
+            if ((gj30 < 84)) {
+                p3[((((c1 * 512) + gi29) * 84) + gj30)] = sh[((i27 * 68) + j28)];
             }
         }
     } else if ((int(gid.x) < 272)) {
@@ -3976,21 +3892,28 @@ kernel void matmul_x2_2(
                 const int i10 = (l8 % 64);
                 const int gi11 = (m01 + i10);
                 const int gk12 = (k0 + k9);
-                const float t13 = p0[((gk12 * 8192) + gi11)];
-                const float t14 = (t13 * 0.1904762f);
-                sh[((k9 * 68) + i10)] = t14;
-            }
-            for (int s15 = 0; s15 < 8; s15 += 1) {
-                const int l16 = ((s15 * 128) + ti3);
-                const int k17 = (l16 / 64);
-                const int i18 = (l16 % 64);
-                const int gi19 = (n02 + i18);
-                const int gk20 = (k0 + k17);
-                if ((gi19 < 84)) {
-                    const float t21 = p3[((gk20 * 84) + gi19)];
-                    sh[(((k17 * 68) + i18) + 1088)] = t21;
+                float cat13 = 0.0f;
+                if (((((gk12 * 8192) + gi11) % 8192) < 4096)) {
+                    const float t14 = p0[(((((((gk12 * 8192) + gi11) / 4194304) * 512) + ((((gk12 * 8192) + gi11) / 8192) % 512)) * 4096) + ((((gk12 * 8192) + gi11) % 8192) - 0))];
+                    cat13 = t14;
                 } else {
-                    sh[(((k17 * 68) + i18) + 1088)] = 0.0f;
+                    const float t15 = p1[(((((((gk12 * 8192) + gi11) / 4194304) * 512) + ((((gk12 * 8192) + gi11) / 8192) % 512)) * 4096) + ((((gk12 * 8192) + gi11) % 8192) - 4096))];
+                    cat13 = t15;
+                }
+                const float t16 = (cat13 * 0.1904762f);
+                sh[((k9 * 68) + i10)] = t16;
+            }
+            for (int s17 = 0; s17 < 8; s17 += 1) {
+                const int l18 = ((s17 * 128) + ti3);
+                const int k19 = (l18 / 64);
+                const int i20 = (l18 % 64);
+                const int gi21 = (n02 + i20);
+                const int gk22 = (k0 + k19);
+                if ((gi21 < 84)) {
+                    const float t23 = p4[((gk22 * 84) + gi21)];
+                    sh[(((k19 * 68) + i20) + 1088)] = t23;
+                } else {
+                    sh[(((k19 * 68) + i20) + 1088)] = 0.0f;
                 }
             }
             threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -4047,23 +3970,23 @@ kernel void matmul_x2_2(
         simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int s22 = 0; s22 < 32; s22 += 1) {
-            const int l23 = ((s22 * 128) + ti3);
-            const int i24 = (l23 / 64);
-            const int j25 = (l23 % 64);
-            const int gi26 = (m01 + i24);
-            const int gj27 = (n02 + j25);
-            if ((gj27 < 84)) {
-                p4[((gi26 * 84) + gj27)] = sh[((i24 * 68) + j25)];
+        for (int s24 = 0; s24 < 32; s24 += 1) {
+            const int l25 = ((s24 * 128) + ti3);
+            const int i26 = (l25 / 64);
+            const int j27 = (l25 % 64);
+            const int gi28 = (m01 + i26);
+            const int gj29 = (n02 + j27);
+            if ((gj29 < 84)) {
+                p5[((gi28 * 84) + gj29)] = sh[((i26 * 68) + j27)];
             }
         }
     }
 }
 
 // 3 independent kernels in one launch
-// part 0 (matmul): fuses matmul %1929 (mamba.29)
-// part 1 (matmul): fuses reshape %1930, reshape %1931, matmul %1932 (mamba.29)
-// part 2 (matmul): fuses dequant %1933, matmul %1934 (mamba.29)
+// part 0 (matmul): fuses matmul %1917 (mamba.29)
+// part 1 (matmul): fuses reshape %1918, reshape %1919, matmul %1920 (mamba.29)
+// part 2 (matmul): fuses concat %1911, dequant %1921, matmul %1922 (mamba.29)
 // threadgroup 128×1×1, grid 576×1×1 threadgroups
 kernel void matmul_x3_0(
         const device float* p0 [[buffer(0)]],
@@ -4072,11 +3995,12 @@ kernel void matmul_x3_0(
         const device float* p3 [[buffer(3)]],
         device float* p4 [[buffer(4)]],
         const device float* p5 [[buffer(5)]],
-        const device uchar* p6 [[buffer(6)]],
+        const device float* p6 [[buffer(6)]],
         const device uchar* p7 [[buffer(7)]],
-        const device float* p8 [[buffer(8)]],
+        const device uchar* p8 [[buffer(8)]],
         const device float* p9 [[buffer(9)]],
-        device float* p10 [[buffer(10)]],
+        const device float* p10 [[buffer(10)]],
+        device float* p11 [[buffer(11)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
@@ -4338,17 +4262,24 @@ kernel void matmul_x3_0(
                 const int k11 = (l9 % 16);
                 const int gi12 = (m02 + i10);
                 const int gk13 = (k0 + k11);
-                const float t14 = p5[((((c1 * 512) + gi12) * 8192) + gk13)];
-                sh[((i10 * 20) + k11)] = t14;
+                float cat14 = 0.0f;
+                if ((gk13 < 4096)) {
+                    const float t15 = p5[((((c1 * 512) + gi12) * 4096) + (gk13 - 0))];
+                    cat14 = t15;
+                } else {
+                    const float t16 = p6[((((c1 * 512) + gi12) * 4096) + (gk13 - 4096))];
+                    cat14 = t16;
+                }
+                sh[((i10 * 20) + k11)] = cat14;
             }
-            for (int s15 = 0; s15 < 8; s15 += 1) {
-                const int l16 = ((s15 * 128) + ti4);
-                const int k17 = (l16 / 64);
-                const int i18 = (l16 % 64);
-                const int gi19 = (n03 + i18);
-                const int gk20 = (k0 + k17);
-                const float t21 = (NF4_CODE[((int(p6[(((gk20 * 2048) + gi19) / 2)]) >> (((((gk20 * 2048) + gi19) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p7[(((gk20 * 2048) + gi19) / 64)])] * p8[((((gk20 * 2048) + gi19) / 64) / 256)]) + p9[0]));
-                sh[(((k17 * 68) + i18) + 1280)] = t21;
+            for (int s17 = 0; s17 < 8; s17 += 1) {
+                const int l18 = ((s17 * 128) + ti4);
+                const int k19 = (l18 / 64);
+                const int i20 = (l18 % 64);
+                const int gi21 = (n03 + i20);
+                const int gk22 = (k0 + k19);
+                const float t23 = (NF4_CODE[((int(p7[(((gk22 * 2048) + gi21) / 2)]) >> (((((gk22 * 2048) + gi21) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p8[(((gk22 * 2048) + gi21) / 64)])] * p9[((((gk22 * 2048) + gi21) / 64) / 256)]) + p10[0]));
+                sh[(((k19 * 68) + i20) + 1280)] = t23;
             }
             threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
             for (int kk = 0; kk < 16; kk += 8) {
@@ -4404,25 +4335,26 @@ kernel void matmul_x3_0(
         simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int s22 = 0; s22 < 32; s22 += 1) {
-            const int l23 = ((s22 * 128) + ti4);
-            const int i24 = (l23 / 64);
-            const int j25 = (l23 % 64);
-            const int gi26 = (m02 + i24);
-            const int gj27 = (n03 + j25);
-            p10[((((c1 * 512) + gi26) * 2048) + gj27)] = sh[((i24 * 68) + j25)];
+        for (int s24 = 0; s24 < 32; s24 += 1) {
+            const int l25 = ((s24 * 128) + ti4);
+            const int i26 = (l25 / 64);
+            const int j27 = (l25 % 64);
+            const int gi28 = (m02 + i26);
+            const int gj29 = (n03 + j27);
+            p11[((((c1 * 512) + gi28) * 2048) + gj29)] = sh[((i26 * 68) + j27)];
         }
     }
 }
 
-// fuses add %1935, rmsnorm_bwd %1936 (mamba.29)
+// fuses add %1923, rmsnorm_bwd %1924, add %1926 (mamba.29)
 // threadgroup 256×1×1, grid 512×1×1 threadgroups
 kernel void rmsnorm_bwd_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
         const device float* p3 [[buffer(3)]],
-        device float* p4 [[buffer(4)]],
+        const device float* p4 [[buffer(4)]],
+        device float* p5 [[buffer(5)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     threadgroup float sh20[8];
@@ -4471,27 +4403,16 @@ kernel void rmsnorm_bwd_1(
         const int j29 = (lid1 + (k28 * 256));
         const float xh30 = (reg7[k28] * r26);
         const float t31 = p3[j29];
-        p4[((((c5 * 512) + c6) * 2048) + j29)] = (r26 * ((reg8[k28] * t31) - (xh30 * mean27)));
+        const float acc32 = (r26 * ((reg8[k28] * t31) - (xh30 * mean27)));
+        const float t33 = p4[((((c5 * 512) + c6) * 2048) + j29)];
+        const float t34 = (t33 + acc32);
+        p5[((((c5 * 512) + c6) * 2048) + j29)] = t34;
     }
 }
 
-// fuses add %1938 (mamba.29)
-// threadgroup 256×1×1, grid 4096×1×1 threadgroups
-kernel void add_1(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    const float t5 = p0[i1];
-    const float t6 = p1[i1];
-    const float t7 = (t5 + t6);
-    p2[i1] = t7;
-}
-
 // 2 independent kernels in one launch
-// part 0 (mul): fuses reshape %1701, broadcast %1702, mul %2086 (moe.8)
-// part 1 (reduce_sum): fuses mul %2087, reduce_sum %2088 (moe.8)
+// part 0 (mul): fuses reshape %1701, broadcast %1702, mul %2050 (moe.8)
+// part 1 (reduce_sum): fuses mul %2051, reduce_sum %2052 (moe.8)
 // threadgroup 256×1×1, grid 9216×1×1 threadgroups
 kernel void mul_reduce_sum_x2_0(
         const device float* p0 [[buffer(0)]],
@@ -4540,7 +4461,7 @@ kernel void mul_reduce_sum_x2_0(
     }
 }
 
-// fuses reshape %2089, reshape %2090, scatter_add %2091 (moe.8)
+// fuses reshape %2053, reshape %2054, scatter_add %2055 (moe.8)
 // threadgroup 256×1×1, grid 4×1×1 threadgroups
 kernel void scatter_add_0(
         const device int* p0 [[buffer(0)]],
@@ -4561,8 +4482,8 @@ kernel void scatter_add_0(
 }
 
 // 2 independent kernels in one launch
-// part 0 (grouped_matmul): fuses scale %2093, grouped_matmul %2094 (moe.8)
-// part 1 (grouped_matmul_wgrad): fuses scale %2093, grouped_matmul_wgrad %2095 (moe.8)
+// part 0 (grouped_matmul): fuses scale %2057, grouped_matmul %2058 (moe.8)
+// part 1 (grouped_matmul_wgrad): fuses scale %2057, grouped_matmul_wgrad %2059 (moe.8)
 // threadgroup 128×1×1, grid 800×1×1 threadgroups
 kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
         const device int* p0 [[buffer(0)]],
@@ -4832,167 +4753,36 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
     }
 }
 
-// 3 independent kernels in one launch
-// part 0 (grouped_matmul): fuses grouped_matmul %2096 (moe.8)
-// part 1 (grouped_matmul_wgrad): fuses grouped_matmul_wgrad %2097 (moe.8)
-// part 2 (grouped_matmul): fuses dequant %2098, grouped_matmul %2099 (moe.8)
-// threadgroup 128×1×1, grid 25536×1×1 threadgroups
-kernel void grouped_matmul_grouped_matmul_wgrad_x3_0(
+// 2 independent kernels in one launch
+// part 0 (grouped_matmul_wgrad): fuses grouped_matmul_wgrad %2061 (moe.8)
+// part 1 (grouped_matmul): fuses slice %1690, slice %1691, grouped_matmul %2060, dequant %2062, grouped_matmul %2063,
+//   add %2064, mul %2065, mul %2066, sigmoid %2067, const %2068, sub %2069, mul %2070, add %2071,
+//   mul %2072 (moe.8)
+// threadgroup 128×1×1, grid 13440×1×1 threadgroups
+kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
         const device int* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
+        const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
+        device float* p3 [[buffer(3)]],
         const device float* p4 [[buffer(4)]],
         device float* p5 [[buffer(5)]],
-        device float* p6 [[buffer(6)]],
-        const device float* p7 [[buffer(7)]],
-        const device uchar* p8 [[buffer(8)]],
-        const device uchar* p9 [[buffer(9)]],
-        const device float* p10 [[buffer(10)]],
-        const device float* p11 [[buffer(11)]],
+        const device float* p6 [[buffer(6)]],
+        device float* p7 [[buffer(7)]],
+        const device float* p8 [[buffer(8)]],
+        const device float* p9 [[buffer(9)]],
+        const device uchar* p10 [[buffer(10)]],
+        const device uchar* p11 [[buffer(11)]],
+        const device float* p12 [[buffer(12)]],
+        const device float* p13 [[buffer(13)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[4352];
-    if ((int(gid.x) < 12096)) {
+    if ((int(gid.x) < 1344)) {
         const int h0 = (int(gid.x) - 0);
-        const int ex1 = (h0 / 1344);
-        const int n02 = ((h0 % 84) * 64);
-        if ((ex1 == 8)) {
-            const int t3 = p0[0];
-            const int t4 = p0[8];
-            for (int s5 = 0; s5 < 32; s5 += 1) {
-                const int l6 = ((s5 * 128) + int(lid.x));
-                const int r7 = ((((h0 / 84) % 16) * 64) + (l6 / 64));
-                const int j8 = (n02 + (l6 % 64));
-                if (((r7 < t3) || (r7 >= t4))) {
-                    p1[((r7 * 5376) + j8)] = 0.0f;
-                }
-            }
-            return;
-        }
-        const int t9 = p0[ex1];
-        const int t10 = p0[(ex1 + 1)];
-        const int m011 = (t9 + (((h0 / 84) % 16) * 64));
-        if ((m011 >= t10)) {
-            return;
-        }
-        const int ti12 = int(lid.x);
-        const int sgi13 = int(sg);
-        const int sr14 = ((sgi13 / 2) * 32);
-        const int sc15 = ((sgi13 % 2) * 32);
-        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        for (int k0 = 0; k0 < 84; k0 += 16) {
-            for (int s16 = 0; s16 < 8; s16 += 1) {
-                const int l17 = ((s16 * 128) + ti12);
-                const int i18 = (l17 / 16);
-                const int k19 = (l17 % 16);
-                const int gi20 = (m011 + i18);
-                const int gk21 = (k0 + k19);
-                if (((gi20 < t10) && (gk21 < 84))) {
-                    const float t22 = p2[((gi20 * 84) + gk21)];
-                    sh[((i18 * 20) + k19)] = t22;
-                } else {
-                    sh[((i18 * 20) + k19)] = 0.0f;
-                }
-            }
-            for (int s23 = 0; s23 < 8; s23 += 1) {
-                const int l24 = ((s23 * 128) + ti12);
-                const int k25 = (l24 / 64);
-                const int i26 = (l24 % 64);
-                const int gi27 = (n02 + i26);
-                const int gk28 = (k0 + k25);
-                if ((gk28 < 84)) {
-                    const float t29 = p3[((((ex1 * 84) + gk28) * 5376) + gi27)];
-                    sh[(((k25 * 68) + i26) + 1280)] = t29;
-                } else {
-                    sh[(((k25 * 68) + i26) + 1280)] = 0.0f;
-                }
-            }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-            for (int kk = 0; kk < 16; kk += 8) {
-                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa0, sh + ((sr14 * 20) + kk), 20);
-                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa1, sh + (((sr14 + 8) * 20) + kk), 20);
-                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa2, sh + (((sr14 + 16) * 20) + kk), 20);
-                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa3, sh + (((sr14 + 24) * 20) + kk), 20);
-                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb0, sh + (((kk * 68) + sc15) + 1280), 68);
-                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb1, sh + (((kk * 68) + (sc15 + 8)) + 1280), 68);
-                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb2, sh + (((kk * 68) + (sc15 + 16)) + 1280), 68);
-                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb3, sh + (((kk * 68) + (sc15 + 24)) + 1280), 68);
-                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
-                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
-                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
-                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
-            }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        }
-        simdgroup_store(acc0_0, sh + ((sr14 * 68) + sc15), 68);
-        simdgroup_store(acc0_1, sh + ((sr14 * 68) + (sc15 + 8)), 68);
-        simdgroup_store(acc0_2, sh + ((sr14 * 68) + (sc15 + 16)), 68);
-        simdgroup_store(acc0_3, sh + ((sr14 * 68) + (sc15 + 24)), 68);
-        simdgroup_store(acc1_0, sh + (((sr14 + 8) * 68) + sc15), 68);
-        simdgroup_store(acc1_1, sh + (((sr14 + 8) * 68) + (sc15 + 8)), 68);
-        simdgroup_store(acc1_2, sh + (((sr14 + 8) * 68) + (sc15 + 16)), 68);
-        simdgroup_store(acc1_3, sh + (((sr14 + 8) * 68) + (sc15 + 24)), 68);
-        simdgroup_store(acc2_0, sh + (((sr14 + 16) * 68) + sc15), 68);
-        simdgroup_store(acc2_1, sh + (((sr14 + 16) * 68) + (sc15 + 8)), 68);
-        simdgroup_store(acc2_2, sh + (((sr14 + 16) * 68) + (sc15 + 16)), 68);
-        simdgroup_store(acc2_3, sh + (((sr14 + 16) * 68) + (sc15 + 24)), 68);
-        simdgroup_store(acc3_0, sh + (((sr14 + 24) * 68) + sc15), 68);
-        simdgroup_store(acc3_1, sh + (((sr14 + 24) * 68) + (sc15 + 8)), 68);
-        simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
-        simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int s30 = 0; s30 < 32; s30 += 1) {
-            const int l31 = ((s30 * 128) + ti12);
-            const int i32 = (l31 / 64);
-            const int j33 = (l31 % 64);
-            const int gi34 = (m011 + i32);
-            const int gj35 = (n02 + j33);
-            if ((gi34 < t10)) {
-                p1[((gi34 * 5376) + gj35)] = sh[((i32 * 68) + j33)];
-            }
-        }
-    } else if ((int(gid.x) < 13440)) {
-        const int h1 = (int(gid.x) - 12096);
-        const int ex1 = (h1 / 168);
-        const int m02 = (((h1 / 84) % 2) * 64);
-        const int n03 = ((h1 % 84) * 64);
+        const int ex1 = (h0 / 168);
+        const int m02 = (((h0 / 84) % 2) * 64);
+        const int n03 = ((h0 % 84) * 64);
         const int t4 = p0[ex1];
         const int t5 = p0[(ex1 + 1)];
         const int ti6 = int(lid.x);
@@ -5023,7 +4813,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x3_0(
                 const int gi14 = (m02 + i13);
                 const int gk15 = (k0 + k12);
                 if (((gi14 < 84) && (gk15 < t5))) {
-                    const float t16 = p2[((gk15 * 84) + gi14)];
+                    const float t16 = p1[((gk15 * 84) + gi14)];
                     sh[((k12 * 68) + i13)] = t16;
                 } else {
                     sh[((k12 * 68) + i13)] = 0.0f;
@@ -5036,7 +4826,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x3_0(
                 const int gi21 = (n03 + i20);
                 const int gk22 = (k0 + k19);
                 if ((gk22 < t5)) {
-                    const float t23 = p4[((gk22 * 5376) + gi21)];
+                    const float t23 = p2[((gk22 * 5376) + gi21)];
                     sh[(((k19 * 68) + i20) + 1088)] = t23;
                 } else {
                     sh[(((k19 * 68) + i20) + 1088)] = 0.0f;
@@ -5103,36 +4893,48 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x3_0(
             const int gi28 = (m02 + i26);
             const int gj29 = (n03 + j27);
             if ((gi28 < 84)) {
-                p5[((((ex1 * 84) + gi28) * 5376) + gj29)] = sh[((i26 * 68) + j27)];
+                p3[((((ex1 * 84) + gi28) * 5376) + gj29)] = sh[((i26 * 68) + j27)];
             }
         }
-    } else if ((int(gid.x) < 25536)) {
-        const int h2 = (int(gid.x) - 13440);
-        const int ex1 = (h2 / 1344);
-        const int n02 = ((h2 % 84) * 64);
+    } else if ((int(gid.x) < 13440)) {
+        const int h1 = (int(gid.x) - 1344);
+        const int ex1 = (h1 / 1344);
+        const int n02 = ((h1 % 84) * 64);
         if ((ex1 == 8)) {
             const int t3 = p0[0];
             const int t4 = p0[8];
             for (int s5 = 0; s5 < 32; s5 += 1) {
                 const int l6 = ((s5 * 128) + int(lid.x));
-                const int r7 = ((((h2 / 84) % 16) * 64) + (l6 / 64));
+                const int r7 = ((((h1 / 84) % 16) * 64) + (l6 / 64));
                 const int j8 = (n02 + (l6 % 64));
                 if (((r7 < t3) || (r7 >= t4))) {
-                    p6[((r7 * 5376) + j8)] = 0.0f;
+                    const float acc9 = 0.0f;
+                    const float t10 = p4[((r7 * 5376) + j8)];
+                    const float t11 = (acc9 * t10);
+                    p5[((r7 * 5376) + j8)] = t11;
+                    const float t12 = p6[((r7 * 10752) + (j8 + 5376))];
+                    const float t13 = (acc9 * t12);
+                    const float t14 = p6[((r7 * 10752) + j8)];
+                    const float t15 = (1.0f / (1.0f + exp((-t14))));
+                    const float t16 = (1.0f - t15);
+                    const float t17 = (t10 * t16);
+                    const float t18 = (t15 + t17);
+                    const float t19 = (t13 * t18);
+                    p7[((r7 * 5376) + j8)] = t19;
                 }
             }
             return;
         }
-        const int t9 = p0[ex1];
-        const int t10 = p0[(ex1 + 1)];
-        const int m011 = (t9 + (((h2 / 84) % 16) * 64));
-        if ((m011 >= t10)) {
+        const int t20 = p0[ex1];
+        const int t21 = p0[(ex1 + 1)];
+        const int m022 = (t20 + (((h1 / 84) % 16) * 64));
+        if ((m022 >= t21)) {
             return;
         }
-        const int ti12 = int(lid.x);
-        const int sgi13 = int(sg);
-        const int sr14 = ((sgi13 / 2) * 32);
-        const int sc15 = ((sgi13 % 2) * 32);
+        const int ti23 = int(lid.x);
+        const int sgi24 = int(sg);
+        const int sr25 = ((sgi24 / 2) * 32);
+        const int sc26 = ((sgi24 % 2) * 32);
         simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
         simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
         simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
@@ -5149,47 +4951,51 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x3_0(
         simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
         simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
         simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        for (int k0 = 0; k0 < 2048; k0 += 16) {
-            for (int s16 = 0; s16 < 8; s16 += 1) {
-                const int l17 = ((s16 * 128) + ti12);
-                const int i18 = (l17 / 16);
-                const int k19 = (l17 % 16);
-                const int gi20 = (m011 + i18);
-                const int gk21 = (k0 + k19);
-                if ((gi20 < t10)) {
-                    const float t22 = p7[((gi20 * 2048) + gk21)];
-                    sh[((i18 * 20) + k19)] = t22;
+        for (int k0 = 0; k0 < 84; k0 += 16) {
+            for (int s27 = 0; s27 < 8; s27 += 1) {
+                const int l28 = ((s27 * 128) + ti23);
+                const int i29 = (l28 / 16);
+                const int k30 = (l28 % 16);
+                const int gi31 = (m022 + i29);
+                const int gk32 = (k0 + k30);
+                if (((gi31 < t21) && (gk32 < 84))) {
+                    const float t33 = p1[((gi31 * 84) + gk32)];
+                    sh[((i29 * 20) + k30)] = t33;
                 } else {
-                    sh[((i18 * 20) + k19)] = 0.0f;
+                    sh[((i29 * 20) + k30)] = 0.0f;
                 }
             }
-            for (int s23 = 0; s23 < 8; s23 += 1) {
-                const int l24 = ((s23 * 128) + ti12);
-                const int k25 = (l24 / 64);
-                const int i26 = (l24 % 64);
-                const int gi27 = (n02 + i26);
-                const int gk28 = (k0 + k25);
-                const float t29 = (NF4_CODE[((int(p8[(((((ex1 * 2048) + gk28) * 5376) + gi27) / 2)]) >> (((((((ex1 * 2048) + gk28) * 5376) + gi27) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p9[(((((ex1 * 2048) + gk28) * 5376) + gi27) / 64)])] * p10[((((((ex1 * 2048) + gk28) * 5376) + gi27) / 64) / 256)]) + p11[0]));
-                sh[(((k25 * 68) + i26) + 1280)] = t29;
+            for (int s34 = 0; s34 < 8; s34 += 1) {
+                const int l35 = ((s34 * 128) + ti23);
+                const int k36 = (l35 / 64);
+                const int i37 = (l35 % 64);
+                const int gi38 = (n02 + i37);
+                const int gk39 = (k0 + k36);
+                if ((gk39 < 84)) {
+                    const float t40 = p8[((((ex1 * 84) + gk39) * 5376) + gi38)];
+                    sh[(((k36 * 68) + i37) + 1280)] = t40;
+                } else {
+                    sh[(((k36 * 68) + i37) + 1280)] = 0.0f;
+                }
             }
             threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa0, sh + ((sr14 * 20) + kk), 20);
+                simdgroup_load(fa0, sh + ((sr25 * 20) + kk), 20);
                 simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa1, sh + (((sr14 + 8) * 20) + kk), 20);
+                simdgroup_load(fa1, sh + (((sr25 + 8) * 20) + kk), 20);
                 simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa2, sh + (((sr14 + 16) * 20) + kk), 20);
+                simdgroup_load(fa2, sh + (((sr25 + 16) * 20) + kk), 20);
                 simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa3, sh + (((sr14 + 24) * 20) + kk), 20);
+                simdgroup_load(fa3, sh + (((sr25 + 24) * 20) + kk), 20);
                 simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb0, sh + (((kk * 68) + sc15) + 1280), 68);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc26) + 1280), 68);
                 simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb1, sh + (((kk * 68) + (sc15 + 8)) + 1280), 68);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc26 + 8)) + 1280), 68);
                 simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb2, sh + (((kk * 68) + (sc15 + 16)) + 1280), 68);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc26 + 16)) + 1280), 68);
                 simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb3, sh + (((kk * 68) + (sc15 + 24)) + 1280), 68);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc26 + 24)) + 1280), 68);
                 simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
                 simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
                 simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
@@ -5209,86 +5015,111 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x3_0(
             }
             threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         }
-        simdgroup_store(acc0_0, sh + ((sr14 * 68) + sc15), 68);
-        simdgroup_store(acc0_1, sh + ((sr14 * 68) + (sc15 + 8)), 68);
-        simdgroup_store(acc0_2, sh + ((sr14 * 68) + (sc15 + 16)), 68);
-        simdgroup_store(acc0_3, sh + ((sr14 * 68) + (sc15 + 24)), 68);
-        simdgroup_store(acc1_0, sh + (((sr14 + 8) * 68) + sc15), 68);
-        simdgroup_store(acc1_1, sh + (((sr14 + 8) * 68) + (sc15 + 8)), 68);
-        simdgroup_store(acc1_2, sh + (((sr14 + 8) * 68) + (sc15 + 16)), 68);
-        simdgroup_store(acc1_3, sh + (((sr14 + 8) * 68) + (sc15 + 24)), 68);
-        simdgroup_store(acc2_0, sh + (((sr14 + 16) * 68) + sc15), 68);
-        simdgroup_store(acc2_1, sh + (((sr14 + 16) * 68) + (sc15 + 8)), 68);
-        simdgroup_store(acc2_2, sh + (((sr14 + 16) * 68) + (sc15 + 16)), 68);
-        simdgroup_store(acc2_3, sh + (((sr14 + 16) * 68) + (sc15 + 24)), 68);
-        simdgroup_store(acc3_0, sh + (((sr14 + 24) * 68) + sc15), 68);
-        simdgroup_store(acc3_1, sh + (((sr14 + 24) * 68) + (sc15 + 8)), 68);
-        simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
-        simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
+        for (int k0 = 0; k0 < 2048; k0 += 16) {
+            for (int s41 = 0; s41 < 8; s41 += 1) {
+                const int l42 = ((s41 * 128) + ti23);
+                const int i43 = (l42 / 16);
+                const int k44 = (l42 % 16);
+                const int gi45 = (m022 + i43);
+                const int gk46 = (k0 + k44);
+                if ((gi45 < t21)) {
+                    const float t47 = p9[((gi45 * 2048) + gk46)];
+                    sh[((i43 * 20) + k44)] = t47;
+                } else {
+                    sh[((i43 * 20) + k44)] = 0.0f;
+                }
+            }
+            for (int s48 = 0; s48 < 8; s48 += 1) {
+                const int l49 = ((s48 * 128) + ti23);
+                const int k50 = (l49 / 64);
+                const int i51 = (l49 % 64);
+                const int gi52 = (n02 + i51);
+                const int gk53 = (k0 + k50);
+                const float t54 = (NF4_CODE[((int(p10[(((((ex1 * 2048) + gk53) * 5376) + gi52) / 2)]) >> (((((((ex1 * 2048) + gk53) * 5376) + gi52) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p11[(((((ex1 * 2048) + gk53) * 5376) + gi52) / 64)])] * p12[((((((ex1 * 2048) + gk53) * 5376) + gi52) / 64) / 256)]) + p13[0]));
+                sh[(((k50 * 68) + i51) + 1280)] = t54;
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 16; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((sr25 * 20) + kk), 20);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + (((sr25 + 8) * 20) + kk), 20);
+                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa2, sh + (((sr25 + 16) * 20) + kk), 20);
+                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa3, sh + (((sr25 + 24) * 20) + kk), 20);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc26) + 1280), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc26 + 8)) + 1280), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc26 + 16)) + 1280), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc26 + 24)) + 1280), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        }
+        simdgroup_store(acc0_0, sh + ((sr25 * 68) + sc26), 68);
+        simdgroup_store(acc0_1, sh + ((sr25 * 68) + (sc26 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr25 * 68) + (sc26 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr25 * 68) + (sc26 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr25 + 8) * 68) + sc26), 68);
+        simdgroup_store(acc1_1, sh + (((sr25 + 8) * 68) + (sc26 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr25 + 8) * 68) + (sc26 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr25 + 8) * 68) + (sc26 + 24)), 68);
+        simdgroup_store(acc2_0, sh + (((sr25 + 16) * 68) + sc26), 68);
+        simdgroup_store(acc2_1, sh + (((sr25 + 16) * 68) + (sc26 + 8)), 68);
+        simdgroup_store(acc2_2, sh + (((sr25 + 16) * 68) + (sc26 + 16)), 68);
+        simdgroup_store(acc2_3, sh + (((sr25 + 16) * 68) + (sc26 + 24)), 68);
+        simdgroup_store(acc3_0, sh + (((sr25 + 24) * 68) + sc26), 68);
+        simdgroup_store(acc3_1, sh + (((sr25 + 24) * 68) + (sc26 + 8)), 68);
+        simdgroup_store(acc3_2, sh + (((sr25 + 24) * 68) + (sc26 + 16)), 68);
+        simdgroup_store(acc3_3, sh + (((sr25 + 24) * 68) + (sc26 + 24)), 68);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int s30 = 0; s30 < 32; s30 += 1) {
-            const int l31 = ((s30 * 128) + ti12);
-            const int i32 = (l31 / 64);
-            const int j33 = (l31 % 64);
-            const int gi34 = (m011 + i32);
-            const int gj35 = (n02 + j33);
-            if ((gi34 < t10)) {
-                p6[((gi34 * 5376) + gj35)] = sh[((i32 * 68) + j33)];
+        for (int s55 = 0; s55 < 32; s55 += 1) {
+            const int l56 = ((s55 * 128) + ti23);
+            const int i57 = (l56 / 64);
+            const int j58 = (l56 % 64);
+            const int gi59 = (m022 + i57);
+            const int gj60 = (n02 + j58);
+            if ((gi59 < t21)) {
+                const float acc61 = sh[((i57 * 68) + j58)];
+                const float t62 = p4[((gi59 * 5376) + gj60)];
+                const float t63 = (acc61 * t62);
+                p5[((gi59 * 5376) + gj60)] = t63;
+                const float t64 = p6[((gi59 * 10752) + (gj60 + 5376))];
+                const float t65 = (acc61 * t64);
+                const float t66 = p6[((gi59 * 10752) + gj60)];
+                const float t67 = (1.0f / (1.0f + exp((-t66))));
+                const float t68 = (1.0f - t67);
+                const float t69 = (t62 * t68);
+                const float t70 = (t67 + t69);
+                const float t71 = (t65 * t70);
+                p7[((gi59 * 5376) + gj60)] = t71;
             }
         }
     }
 }
 
-// fuses slice %1690, slice %1691, add %2100, mul %2101, mul %2102, sigmoid %2103, const %2104,
-//   sub %2105, mul %2106, add %2107, mul %2108, const %2109, concat %2110, const %2111,
-//   concat %2112, add %2113 (moe.8)
-// threadgroup 256×1×1, grid 43008×1×1 threadgroups
-kernel void add_concat_mul_1(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        device float* p4 [[buffer(4)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    const int c2 = (i1 / 10752);
-    const int c3 = (i1 % 10752);
-    float cat4 = 0.0f;
-    if ((c3 < 5376)) {
-        cat4 = 0.0f;
-    } else {
-        const float t5 = p0[((c2 * 5376) + (c3 - 5376))];
-        const float t6 = p1[((c2 * 5376) + (c3 - 5376))];
-        const float t7 = (t5 + t6);
-        const float t8 = p2[((c2 * 5376) + (c3 - 5376))];
-        const float t9 = (t7 * t8);
-        cat4 = t9;
-    }
-    float cat10 = 0.0f;
-    if ((c3 < 5376)) {
-        const float t11 = p0[((c2 * 5376) + (c3 - 0))];
-        const float t12 = p1[((c2 * 5376) + (c3 - 0))];
-        const float t13 = (t11 + t12);
-        const float t14 = p3[((c2 * 10752) + ((c3 - 0) + 5376))];
-        const float t15 = (t13 * t14);
-        const float t16 = p3[((c2 * 10752) + (c3 - 0))];
-        const float t17 = (1.0f / (1.0f + exp((-t16))));
-        const float t18 = p2[((c2 * 5376) + (c3 - 0))];
-        const float t19 = (1.0f - t17);
-        const float t20 = (t18 * t19);
-        const float t21 = (t17 + t20);
-        const float t22 = (t15 * t21);
-        cat10 = t22;
-    } else {
-        cat10 = 0.0f;
-    }
-    const float t23 = (cat4 + cat10);
-    p4[i1] = t23;
-}
-
 // 2 independent kernels in one launch
-// part 0 (grouped_matmul): fuses scale %2114, grouped_matmul %2115 (moe.8)
-// part 1 (grouped_matmul_wgrad): fuses scale %2114, grouped_matmul_wgrad %2116 (moe.8)
+// part 0 (grouped_matmul): fuses concat %2073, scale %2074, grouped_matmul %2075 (moe.8)
+// part 1 (grouped_matmul_wgrad): fuses concat %2073, scale %2074, grouped_matmul_wgrad %2076 (moe.8)
 // threadgroup 128×1×1, grid 2976×1×1 threadgroups
 kernel void grouped_matmul_grouped_matmul_wgrad_x2_1(
         const device int* p0 [[buffer(0)]],
@@ -5296,7 +5127,8 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_1(
         const device float* p2 [[buffer(2)]],
         const device float* p3 [[buffer(3)]],
         const device float* p4 [[buffer(4)]],
-        device float* p5 [[buffer(5)]],
+        const device float* p5 [[buffer(5)]],
+        device float* p6 [[buffer(6)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
@@ -5352,24 +5184,31 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_1(
                 const int gi20 = (m011 + i18);
                 const int gk21 = (k0 + k19);
                 if ((gi20 < t10)) {
-                    const float t22 = p2[((gi20 * 10752) + gk21)];
-                    const float t23 = (t22 * 0.1904762f);
-                    sh[((i18 * 20) + k19)] = t23;
+                    float cat22 = 0.0f;
+                    if ((gk21 < 5376)) {
+                        const float t23 = p2[((gi20 * 5376) + (gk21 - 0))];
+                        cat22 = t23;
+                    } else {
+                        const float t24 = p3[((gi20 * 5376) + (gk21 - 5376))];
+                        cat22 = t24;
+                    }
+                    const float t25 = (cat22 * 0.1904762f);
+                    sh[((i18 * 20) + k19)] = t25;
                 } else {
                     sh[((i18 * 20) + k19)] = 0.0f;
                 }
             }
-            for (int s24 = 0; s24 < 8; s24 += 1) {
-                const int l25 = ((s24 * 128) + ti12);
-                const int k26 = (l25 / 64);
-                const int i27 = (l25 % 64);
-                const int gi28 = (n02 + i27);
-                const int gk29 = (k0 + k26);
-                if ((gi28 < 84)) {
-                    const float t30 = p3[((((ex1 * 10752) + gk29) * 84) + gi28)];
-                    sh[(((k26 * 68) + i27) + 1280)] = t30;
+            for (int s26 = 0; s26 < 8; s26 += 1) {
+                const int l27 = ((s26 * 128) + ti12);
+                const int k28 = (l27 / 64);
+                const int i29 = (l27 % 64);
+                const int gi30 = (n02 + i29);
+                const int gk31 = (k0 + k28);
+                if ((gi30 < 84)) {
+                    const float t32 = p4[((((ex1 * 10752) + gk31) * 84) + gi30)];
+                    sh[(((k28 * 68) + i29) + 1280)] = t32;
                 } else {
-                    sh[(((k26 * 68) + i27) + 1280)] = 0.0f;
+                    sh[(((k28 * 68) + i29) + 1280)] = 0.0f;
                 }
             }
             threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -5426,14 +5265,14 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_1(
         simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int s31 = 0; s31 < 32; s31 += 1) {
-            const int l32 = ((s31 * 128) + ti12);
-            const int i33 = (l32 / 64);
-            const int j34 = (l32 % 64);
-            const int gi35 = (m011 + i33);
-            const int gj36 = (n02 + j34);
-            if (((gi35 < t10) && (gj36 < 84))) {
-                p1[((gi35 * 84) + gj36)] = sh[((i33 * 68) + j34)];
+        for (int s33 = 0; s33 < 32; s33 += 1) {
+            const int l34 = ((s33 * 128) + ti12);
+            const int i35 = (l34 / 64);
+            const int j36 = (l34 % 64);
+            const int gi37 = (m011 + i35);
+            const int gj38 = (n02 + j36);
+            if (((gi37 < t10) && (gj38 < 84))) {
+                p1[((gi37 * 84) + gj38)] = sh[((i35 * 68) + j36)];
             }
         }
     } else if ((int(gid.x) < 2976)) {
@@ -5471,24 +5310,31 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_1(
                 const int gi14 = (m02 + i13);
                 const int gk15 = (k0 + k12);
                 if ((gk15 < t5)) {
-                    const float t16 = p2[((gk15 * 10752) + gi14)];
-                    const float t17 = (t16 * 0.1904762f);
-                    sh[((k12 * 68) + i13)] = t17;
+                    float cat16 = 0.0f;
+                    if ((gi14 < 5376)) {
+                        const float t17 = p2[((gk15 * 5376) + (gi14 - 0))];
+                        cat16 = t17;
+                    } else {
+                        const float t18 = p3[((gk15 * 5376) + (gi14 - 5376))];
+                        cat16 = t18;
+                    }
+                    const float t19 = (cat16 * 0.1904762f);
+                    sh[((k12 * 68) + i13)] = t19;
                 } else {
                     sh[((k12 * 68) + i13)] = 0.0f;
                 }
             }
-            for (int s18 = 0; s18 < 8; s18 += 1) {
-                const int l19 = ((s18 * 128) + ti6);
-                const int k20 = (l19 / 64);
-                const int i21 = (l19 % 64);
-                const int gi22 = (n03 + i21);
-                const int gk23 = (k0 + k20);
-                if (((gi22 < 84) && (gk23 < t5))) {
-                    const float t24 = p4[((gk23 * 84) + gi22)];
-                    sh[(((k20 * 68) + i21) + 1088)] = t24;
+            for (int s20 = 0; s20 < 8; s20 += 1) {
+                const int l21 = ((s20 * 128) + ti6);
+                const int k22 = (l21 / 64);
+                const int i23 = (l21 % 64);
+                const int gi24 = (n03 + i23);
+                const int gk25 = (k0 + k22);
+                if (((gi24 < 84) && (gk25 < t5))) {
+                    const float t26 = p5[((gk25 * 84) + gi24)];
+                    sh[(((k22 * 68) + i23) + 1088)] = t26;
                 } else {
-                    sh[(((k20 * 68) + i21) + 1088)] = 0.0f;
+                    sh[(((k22 * 68) + i23) + 1088)] = 0.0f;
                 }
             }
             threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -5545,24 +5391,24 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_1(
         simdgroup_store(acc3_2, sh + (((sr8 + 24) * 68) + (sc9 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr8 + 24) * 68) + (sc9 + 24)), 68);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int s25 = 0; s25 < 32; s25 += 1) {
-            const int l26 = ((s25 * 128) + ti6);
-            const int i27 = (l26 / 64);
-            const int j28 = (l26 % 64);
-            const int gi29 = (m02 + i27);
-            const int gj30 = (n03 + j28);
-            if ((gj30 < 84)) {
-                p5[((((ex1 * 10752) + gi29) * 84) + gj30)] = sh[((i27 * 68) + j28)];
+        for (int s27 = 0; s27 < 32; s27 += 1) {
+            const int l28 = ((s27 * 128) + ti6);
+            const int i29 = (l28 / 64);
+            const int j30 = (l28 % 64);
+            const int gi31 = (m02 + i29);
+            const int gj32 = (n03 + j30);
+            if ((gj32 < 84)) {
+                p6[((((ex1 * 10752) + gi31) * 84) + gj32)] = sh[((i29 * 68) + j30)];
             }
         }
     }
 }
 
 // 2 independent kernels in one launch
-// part 0 (grouped_matmul_wgrad): fuses grouped_matmul_wgrad %2118 (moe.8)
-// part 1 (grouped_matmul): fuses grouped_matmul %2117, dequant %2119, grouped_matmul %2120, add %2121 (moe.8)
+// part 0 (grouped_matmul_wgrad): fuses grouped_matmul_wgrad %2078 (moe.8)
+// part 1 (grouped_matmul): fuses concat %2073, grouped_matmul %2077, dequant %2079, grouped_matmul %2080, add %2081 (moe.8)
 // threadgroup 128×1×1, grid 5120×1×1 threadgroups
-kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
+kernel void grouped_matmul_wgrad_grouped_matmul_x2_1(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -5570,10 +5416,11 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
         device float* p4 [[buffer(4)]],
         const device float* p5 [[buffer(5)]],
         const device float* p6 [[buffer(6)]],
-        const device uchar* p7 [[buffer(7)]],
+        const device float* p7 [[buffer(7)]],
         const device uchar* p8 [[buffer(8)]],
-        const device float* p9 [[buffer(9)]],
+        const device uchar* p9 [[buffer(9)]],
         const device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
@@ -5812,20 +5659,27 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
                 const int gi35 = (m012 + i33);
                 const int gk36 = (k0 + k34);
                 if ((gi35 < t11)) {
-                    const float t37 = p6[((gi35 * 10752) + gk36)];
-                    sh[((i33 * 20) + k34)] = t37;
+                    float cat37 = 0.0f;
+                    if ((gk36 < 5376)) {
+                        const float t38 = p6[((gi35 * 5376) + (gk36 - 0))];
+                        cat37 = t38;
+                    } else {
+                        const float t39 = p7[((gi35 * 5376) + (gk36 - 5376))];
+                        cat37 = t39;
+                    }
+                    sh[((i33 * 20) + k34)] = cat37;
                 } else {
                     sh[((i33 * 20) + k34)] = 0.0f;
                 }
             }
-            for (int s38 = 0; s38 < 8; s38 += 1) {
-                const int l39 = ((s38 * 128) + ti13);
-                const int k40 = (l39 / 64);
-                const int i41 = (l39 % 64);
-                const int gi42 = (n02 + i41);
-                const int gk43 = (k0 + k40);
-                const float t44 = (NF4_CODE[((int(p7[(((((ex1 * 10752) + gk43) * 2048) + gi42) / 2)]) >> (((((((ex1 * 10752) + gk43) * 2048) + gi42) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p8[(((((ex1 * 10752) + gk43) * 2048) + gi42) / 64)])] * p9[((((((ex1 * 10752) + gk43) * 2048) + gi42) / 64) / 256)]) + p10[0]));
-                sh[(((k40 * 68) + i41) + 1280)] = t44;
+            for (int s40 = 0; s40 < 8; s40 += 1) {
+                const int l41 = ((s40 * 128) + ti13);
+                const int k42 = (l41 / 64);
+                const int i43 = (l41 % 64);
+                const int gi44 = (n02 + i43);
+                const int gk45 = (k0 + k42);
+                const float t46 = (NF4_CODE[((int(p8[(((((ex1 * 10752) + gk45) * 2048) + gi44) / 2)]) >> (((((((ex1 * 10752) + gk45) * 2048) + gi44) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p9[(((((ex1 * 10752) + gk45) * 2048) + gi44) / 64)])] * p10[((((((ex1 * 10752) + gk45) * 2048) + gi44) / 64) / 256)]) + p11[0]));
+                sh[(((k42 * 68) + i43) + 1280)] = t46;
             }
             threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
             for (int kk = 0; kk < 16; kk += 8) {
@@ -5881,23 +5735,23 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
         simdgroup_store(acc3_2, sh + (((sr15 + 24) * 68) + (sc16 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr15 + 24) * 68) + (sc16 + 24)), 68);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int s45 = 0; s45 < 32; s45 += 1) {
-            const int l46 = ((s45 * 128) + ti13);
-            const int i47 = (l46 / 64);
-            const int j48 = (l46 % 64);
-            const int gi49 = (m012 + i47);
-            const int gj50 = (n02 + j48);
-            if ((gi49 < t11)) {
-                const float acc51 = sh[((i47 * 68) + j48)];
-                p4[((gi49 * 2048) + gj50)] = acc51;
+        for (int s47 = 0; s47 < 32; s47 += 1) {
+            const int l48 = ((s47 * 128) + ti13);
+            const int i49 = (l48 / 64);
+            const int j50 = (l48 % 64);
+            const int gi51 = (m012 + i49);
+            const int gj52 = (n02 + j50);
+            if ((gi51 < t11)) {
+                const float acc53 = sh[((i49 * 68) + j50)];
+                p4[((gi51 * 2048) + gj52)] = acc53;
             }
         }
     }
 }
 
 // 2 independent kernels in one launch
-// part 0 (scatter_add): fuses scatter_add %2122 (moe.8)
-// part 1 (reduce_sum): fuses broadcast %1679, reshape %2092, mul %2124, div %2125, neg %2126, reduce_sum %2127 (moe.8)
+// part 0 (scatter_add): fuses scatter_add %2082 (moe.8)
+// part 1 (reduce_sum): fuses broadcast %1679, reshape %2056, mul %2084, div %2085, neg %2086, reduce_sum %2087 (moe.8)
 // threadgroup 256×1×1, grid 34×1×1 threadgroups
 kernel void scatter_add_reduce_sum_x2_0(
         device float* p0 [[buffer(0)]],
@@ -5943,8 +5797,8 @@ kernel void scatter_add_reduce_sum_x2_0(
     }
 }
 
-// fuses broadcast %1679, reshape %2092, div %2123, reshape %2128, broadcast %2129, add %2130,
-//   one_hot %2131, reshape %2132, broadcast %2133, mul %2134, reduce_sum %2135 (moe.8)
+// fuses broadcast %1679, reshape %2056, div %2083, reshape %2088, broadcast %2089, add %2090,
+//   one_hot %2091, reshape %2092, broadcast %2093, mul %2094, reduce_sum %2095 (moe.8)
 // threadgroup 64×1×1, grid 128×1×1 threadgroups
 kernel void reduce_sum_2(
         const device float* p0 [[buffer(0)]],
@@ -5983,8 +5837,8 @@ kernel void reduce_sum_2(
     }
 }
 
-// fuses const %1865, scale %2078, reshape %2079, broadcast %2080, mul %2081, reshape %2082,
-//   broadcast %2083, scale %2084, add %2136 (moe.8)
+// fuses const %1865, scale %2042, reshape %2043, broadcast %2044, mul %2045, reshape %2046,
+//   broadcast %2047, scale %2048, add %2096 (moe.8)
 // threadgroup 256×1×1, grid 16×1×1 threadgroups
 kernel void add_scale_mul_0(
         const device float* p0 [[buffer(0)]],
@@ -6002,7 +5856,7 @@ kernel void add_scale_mul_0(
     p2[i1] = t9;
 }
 
-// fuses mul %2137, reduce_sum %2138 (moe.8)
+// fuses mul %2097, reduce_sum %2098 (moe.8)
 // threadgroup 256×1×1, grid 2×1×1 threadgroups
 kernel void reduce_sum_3(
         const device float* p0 [[buffer(0)]],
@@ -6022,7 +5876,7 @@ kernel void reduce_sum_3(
     p2[row4] = acc5;
 }
 
-// fuses broadcast %2139, sub %2140, mul %2141 (moe.8)
+// fuses broadcast %2099, sub %2100, mul %2101 (moe.8)
 // threadgroup 256×1×1, grid 16×1×1 threadgroups
 kernel void mul_sub_0(
         const device float* p0 [[buffer(0)]],
@@ -6040,7 +5894,7 @@ kernel void mul_sub_0(
     p3[i1] = t8;
 }
 
-// fuses matmul %2142 (moe.8)
+// fuses matmul %2102 (moe.8)
 // threadgroup 128×1×1, grid 32×8×1 threadgroups
 kernel void matmul_11(
         const device float* p0 [[buffer(0)]],
@@ -6163,7 +6017,7 @@ kernel void matmul_11(
     }
 }
 
-// fuses reshape %4569, reshape %4570, matmul %4571 (mamba.0)
+// fuses reshape %4173, reshape %4174, matmul %4175 (mamba.0)
 // threadgroup 128×1×1, grid 32×2×1 threadgroups
 kernel void matmul_12(
         const device float* p0 [[buffer(0)]],
@@ -6285,10 +6139,10 @@ kernel void matmul_12(
 }
 
 // 2 independent kernels in one launch
-// part 0 (reduce_sum): fuses reshape %4572, reshape %4573, reshape %4574, reshape %4575, reshape %4576, reshape %4577,
-//   reshape %4578, reshape %4579, reshape %4580, reshape %4581, reshape %4582, reshape %4583,
-//   reshape %4584, concat %4585, square %4586, reduce_sum %4587 (optimizer)
-// part 1 (reduce_sum): fuses reshape %4588, square %4589, reduce_sum %4590 (optimizer)
+// part 0 (reduce_sum): fuses reshape %4176, reshape %4177, reshape %4178, reshape %4179, reshape %4180, reshape %4181,
+//   reshape %4182, reshape %4183, reshape %4184, reshape %4185, reshape %4186, reshape %4187,
+//   reshape %4188, concat %4189, square %4190, reduce_sum %4191 (optimizer)
+// part 1 (reduce_sum): fuses reshape %4192, square %4193, reduce_sum %4194 (optimizer)
 // threadgroup 1024×1×1, grid 2×1×1 threadgroups
 kernel void reduce_sum_x2_0(
         const device float* p0 [[buffer(0)]],
@@ -6407,12 +6261,12 @@ kernel void reduce_sum_x2_0(
 }
 
 // 3 independent kernels in one launch
-// part 0 (reduce_sum): fuses reshape %4592, reshape %4593, reshape %4594, reshape %4595, reshape %4596, reshape %4597,
-//   reshape %4598, reshape %4599, reshape %4600, reshape %4601, reshape %4602, concat %4603,
-//   square %4604, reduce_sum %4605 (optimizer)
-// part 1 (reduce_sum): fuses reshape %4607, reshape %4608, reshape %4609, reshape %4610, concat %4611, square %4612,
-//   reduce_sum %4613 (optimizer)
-// part 2 (reduce_sum): fuses reshape %4615, square %4616, reduce_sum %4617 (optimizer)
+// part 0 (reduce_sum): fuses reshape %4196, reshape %4197, reshape %4198, reshape %4199, reshape %4200, reshape %4201,
+//   reshape %4202, reshape %4203, reshape %4204, reshape %4205, reshape %4206, concat %4207,
+//   square %4208, reduce_sum %4209 (optimizer)
+// part 1 (reduce_sum): fuses reshape %4211, reshape %4212, reshape %4213, reshape %4214, concat %4215, square %4216,
+//   reduce_sum %4217 (optimizer)
+// part 2 (reduce_sum): fuses reshape %4219, square %4220, reduce_sum %4221 (optimizer)
 // threadgroup 1024×1×1, grid 3×1×1 threadgroups
 kernel void reduce_sum_x3_0(
         const device float* p0 [[buffer(0)]],
@@ -6567,9 +6421,9 @@ kernel void reduce_sum_x3_0(
     }
 }
 
-// fuses add %4591, add %4606, add %4614, add %4618, add %4633 (optimizer)
+// fuses add %4195, add %4210, add %4218, add %4222, add %4237 (optimizer)
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void add_2(
+kernel void add_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -6597,11 +6451,11 @@ kernel void add_2(
 }
 
 // 2 independent kernels in one launch
-// part 0 (reduce_sum): fuses reshape %4808, reshape %4809, reshape %4810, reshape %4811, reshape %4812, reshape %4813,
-//   reshape %4814, reshape %4815, reshape %4816, reshape %4817, reshape %4818, concat %4819,
-//   square %4820, reduce_sum %4821 (optimizer)
-// part 1 (reduce_sum): fuses reshape %4823, reshape %4824, reshape %4825, concat %4826, square %4827,
-//   reduce_sum %4828 (optimizer)
+// part 0 (reduce_sum): fuses reshape %4412, reshape %4413, reshape %4414, reshape %4415, reshape %4416, reshape %4417,
+//   reshape %4418, reshape %4419, reshape %4420, reshape %4421, reshape %4422, concat %4423,
+//   square %4424, reduce_sum %4425 (optimizer)
+// part 1 (reduce_sum): fuses reshape %4427, reshape %4428, reshape %4429, concat %4430, square %4431,
+//   reduce_sum %4432 (optimizer)
 // threadgroup 1024×1×1, grid 2×1×1 threadgroups
 kernel void reduce_sum_x2_1(
         const device float* p0 [[buffer(0)]],
@@ -6723,9 +6577,9 @@ kernel void reduce_sum_x2_1(
     }
 }
 
-// fuses add %4641, add %4645, add %4660, add %4668, add %4672, add %4687, add %4695, add %4699,
-//   add %4714, add %4722, add %4726, add %4741, add %4749, add %4753, add %4768, add %4776,
-//   add %4780, add %4795, add %4803, add %4807, add %4822, add %4829, sqrt %4830 (optimizer)
+// fuses add %4245, add %4249, add %4264, add %4272, add %4276, add %4291, add %4299, add %4303,
+//   add %4318, add %4326, add %4330, add %4345, add %4353, add %4357, add %4372, add %4380,
+//   add %4384, add %4399, add %4407, add %4411, add %4426, add %4433, sqrt %4434 (optimizer)
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
 kernel void sqrt_add_0(
         const device float* p0 [[buffer(0)]],
@@ -6806,7 +6660,7 @@ kernel void sqrt_add_0(
     p23[i1] = t47;
 }
 
-// fuses const %4831, const %4832, div %4833, min %4834 (optimizer)
+// fuses const %4435, const %4436, div %4437, min %4438 (optimizer)
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
 kernel void min_div_0(
         const device float* p0 [[buffer(0)]],
@@ -6823,9 +6677,9 @@ kernel void min_div_0(
 }
 
 // 3 independent kernels in one launch
-// part 0 (adamw_mul): fuses broadcast %4835, mul %4836, adamw %5151 (optimizer)
-// part 1 (adamw_mul): fuses broadcast %4837, mul %4838, adamw %5156 (optimizer)
-// part 2 (adamw_mul): fuses broadcast %4839, mul %4840, adamw %5161 (optimizer)
+// part 0 (adamw_mul): fuses broadcast %4439, mul %4440, adamw %4755 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %4441, mul %4442, adamw %4760 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %4443, mul %4444, adamw %4765 (optimizer)
 // threadgroup 256×1×1, grid 4704×1×1 threadgroups
 kernel void adamw_mul_x3_0(
         const device float* p0 [[buffer(0)]],
@@ -6909,9 +6763,9 @@ kernel void adamw_mul_x3_0(
 }
 
 // 3 independent kernels in one launch
-// part 0 (adamw_mul): fuses broadcast %4841, mul %4842, adamw %5166 (optimizer)
-// part 1 (adamw_mul): fuses broadcast %4843, mul %4844, adamw %5171 (optimizer)
-// part 2 (adamw_mul): fuses broadcast %4845, mul %4846, adamw %5176 (optimizer)
+// part 0 (adamw_mul): fuses broadcast %4445, mul %4446, adamw %4770 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %4447, mul %4448, adamw %4775 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %4449, mul %4450, adamw %4780 (optimizer)
 // threadgroup 256×1×1, grid 4032×1×1 threadgroups
 kernel void adamw_mul_x3_1(
         const device float* p0 [[buffer(0)]],
@@ -6995,9 +6849,9 @@ kernel void adamw_mul_x3_1(
 }
 
 // 3 independent kernels in one launch
-// part 0 (adamw_mul): fuses broadcast %4847, mul %4848, adamw %5181 (optimizer)
-// part 1 (adamw_mul): fuses broadcast %4849, mul %4850, adamw %5186 (optimizer)
-// part 2 (adamw_mul): fuses broadcast %4851, mul %4852, adamw %5191 (optimizer)
+// part 0 (adamw_mul): fuses broadcast %4451, mul %4452, adamw %4785 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %4453, mul %4454, adamw %4790 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %4455, mul %4456, adamw %4795 (optimizer)
 // threadgroup 256×1×1, grid 2688×1×1 threadgroups
 kernel void adamw_mul_x3_2(
         const device float* p0 [[buffer(0)]],
@@ -7081,9 +6935,9 @@ kernel void adamw_mul_x3_2(
 }
 
 // 3 independent kernels in one launch
-// part 0 (adamw_mul): fuses broadcast %4853, mul %4854, adamw %5196 (optimizer)
-// part 1 (adamw_mul): fuses broadcast %4855, mul %4856, adamw %5201 (optimizer)
-// part 2 (adamw_mul): fuses broadcast %4857, mul %4858, adamw %5206 (optimizer)
+// part 0 (adamw_mul): fuses broadcast %4457, mul %4458, adamw %4800 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %4459, mul %4460, adamw %4805 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %4461, mul %4462, adamw %4810 (optimizer)
 // threadgroup 256×1×1, grid 4704×1×1 threadgroups
 kernel void adamw_mul_x3_3(
         const device float* p0 [[buffer(0)]],
@@ -7167,9 +7021,9 @@ kernel void adamw_mul_x3_3(
 }
 
 // 3 independent kernels in one launch
-// part 0 (adamw_mul): fuses broadcast %4859, mul %4860, adamw %5211 (optimizer)
-// part 1 (adamw_mul): fuses broadcast %4861, mul %4862, adamw %5216 (optimizer)
-// part 2 (adamw_mul): fuses broadcast %4863, mul %4864, adamw %5221 (optimizer)
+// part 0 (adamw_mul): fuses broadcast %4463, mul %4464, adamw %4815 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %4465, mul %4466, adamw %4820 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %4467, mul %4468, adamw %4825 (optimizer)
 // threadgroup 256×1×1, grid 47712×1×1 threadgroups
 kernel void adamw_mul_x3_4(
         const device float* p0 [[buffer(0)]],
@@ -7253,9 +7107,9 @@ kernel void adamw_mul_x3_4(
 }
 
 // 3 independent kernels in one launch
-// part 0 (adamw_mul): fuses broadcast %4865, mul %4866, adamw %5226 (optimizer)
-// part 1 (adamw_mul): fuses broadcast %4867, mul %4868, adamw %5231 (optimizer)
-// part 2 (adamw_mul): fuses broadcast %4869, mul %4870, adamw %5236 (optimizer)
+// part 0 (adamw_mul): fuses broadcast %4469, mul %4470, adamw %4830 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %4471, mul %4472, adamw %4835 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %4473, mul %4474, adamw %4840 (optimizer)
 // threadgroup 256×1×1, grid 8736×1×1 threadgroups
 kernel void adamw_mul_x3_5(
         const device float* p0 [[buffer(0)]],
@@ -7339,9 +7193,9 @@ kernel void adamw_mul_x3_5(
 }
 
 // 3 independent kernels in one launch
-// part 0 (adamw_mul): fuses broadcast %4889, mul %4890, adamw %5286 (optimizer)
-// part 1 (adamw_mul): fuses broadcast %4891, mul %4892, adamw %5291 (optimizer)
-// part 2 (adamw_mul): fuses broadcast %4893, mul %4894, adamw %5296 (optimizer)
+// part 0 (adamw_mul): fuses broadcast %4493, mul %4494, adamw %4890 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %4495, mul %4496, adamw %4895 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %4497, mul %4498, adamw %4900 (optimizer)
 // threadgroup 256×1×1, grid 34272×1×1 threadgroups
 kernel void adamw_mul_x3_6(
         const device float* p0 [[buffer(0)]],
@@ -7425,9 +7279,9 @@ kernel void adamw_mul_x3_6(
 }
 
 // 3 independent kernels in one launch
-// part 0 (adamw_mul): fuses broadcast %4895, mul %4896, adamw %5301 (optimizer)
-// part 1 (adamw_mul): fuses broadcast %4897, mul %4898, adamw %5306 (optimizer)
-// part 2 (adamw_mul): fuses broadcast %4899, mul %4900, adamw %5311 (optimizer)
+// part 0 (adamw_mul): fuses broadcast %4499, mul %4500, adamw %4905 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %4501, mul %4502, adamw %4910 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %4503, mul %4504, adamw %4915 (optimizer)
 // threadgroup 256×1×1, grid 20160×1×1 threadgroups
 kernel void adamw_mul_x3_7(
         const device float* p0 [[buffer(0)]],
@@ -7511,9 +7365,9 @@ kernel void adamw_mul_x3_7(
 }
 
 // 3 independent kernels in one launch
-// part 0 (adamw_mul): fuses broadcast %4919, mul %4920, adamw %5361 (optimizer)
-// part 1 (adamw_mul): fuses broadcast %4921, mul %4922, adamw %5366 (optimizer)
-// part 2 (adamw_mul): fuses broadcast %4923, mul %4924, adamw %5371 (optimizer)
+// part 0 (adamw_mul): fuses broadcast %4523, mul %4524, adamw %4965 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %4525, mul %4526, adamw %4970 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %4527, mul %4528, adamw %4975 (optimizer)
 // threadgroup 256×1×1, grid 7392×1×1 threadgroups
 kernel void adamw_mul_x3_8(
         const device float* p0 [[buffer(0)]],
@@ -7597,9 +7451,9 @@ kernel void adamw_mul_x3_8(
 }
 
 // 3 independent kernels in one launch
-// part 0 (adamw_mul): fuses broadcast %4925, mul %4926, adamw %5376 (optimizer)
-// part 1 (adamw_mul): fuses broadcast %4927, mul %4928, adamw %5381 (optimizer)
-// part 2 (adamw_mul): fuses broadcast %4929, mul %4930, adamw %5386 (optimizer)
+// part 0 (adamw_mul): fuses broadcast %4529, mul %4530, adamw %4980 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %4531, mul %4532, adamw %4985 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %4533, mul %4534, adamw %4990 (optimizer)
 // threadgroup 256×1×1, grid 47712×1×1 threadgroups
 kernel void adamw_mul_x3_9(
         const device float* p0 [[buffer(0)]],

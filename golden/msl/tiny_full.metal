@@ -146,40 +146,57 @@ kernel void matmul_0(
     }
 }
 
-// fuses slice %16, causal_conv1d %18 (mamba.0)
-// threadgroup 256×1×1, grid 128×1×1 threadgroups
-kernel void causal_conv1d_0(
+// 3 independent kernels in one launch
+// part 0 (causal_conv1d): fuses slice %16, causal_conv1d %18, silu %19 (mamba.0)
+// part 1 (exp): fuses exp %28 (mamba.0)
+// part 2 (silu_slice): fuses slice %17, silu %32 (mamba.0)
+// threadgroup 256×1×1, grid 264×1×1 threadgroups
+kernel void causal_conv1d_exp_x3_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
         device float* p3 [[buffer(3)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    const int c2 = (i1 / 2048);
-    const int c3 = ((i1 / 128) % 16);
-    const int c4 = (i1 % 128);
-    const float t5 = p0[c4];
-    const float t6 = p1[((c4 * 4) + 0)];
-    const float t7 = p2[((((c2 * 16) + max((c3 - 3), 0)) * 256) + c4)];
-    const float t8 = p1[((c4 * 4) + 1)];
-    const float t9 = p2[((((c2 * 16) + max((c3 - 2), 0)) * 256) + c4)];
-    const float t10 = p1[((c4 * 4) + 2)];
-    const float t11 = p2[((((c2 * 16) + max((c3 - 1), 0)) * 256) + c4)];
-    const float t12 = p1[((c4 * 4) + 3)];
-    const float t13 = p2[((((c2 * 16) + c3) * 256) + c4)];
-    p3[i1] = ((((t5 + ((c3 >= 3) ? (t6 * t7) : 0.0f)) + ((c3 >= 2) ? (t8 * t9) : 0.0f)) + ((c3 >= 1) ? (t10 * t11) : 0.0f)) + (t12 * t13));
-}
-
-// fuses silu %19 (mamba.0)
-// threadgroup 256×1×1, grid 128×1×1 threadgroups
-kernel void silu_0(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    const float t5 = p0[i1];
-    const float t6 = (t5 / (1.0f + exp((-t5))));
-    p1[i1] = t6;
+        device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        device float* p6 [[buffer(6)]],
+        device float* p7 [[buffer(7)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if ((int(gid.x) < 128)) {
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 256) + int(lid.x));
+        const int c2 = (i1 / 2048);
+        const int c3 = ((i1 / 128) % 16);
+        const int c4 = (i1 % 128);
+        const float t5 = p0[c4];
+        const float t6 = p1[((c4 * 4) + 0)];
+        const float t7 = p2[((((c2 * 16) + max((c3 - 3), 0)) * 256) + c4)];
+        const float t8 = p1[((c4 * 4) + 1)];
+        const float t9 = p2[((((c2 * 16) + max((c3 - 2), 0)) * 256) + c4)];
+        const float t10 = p1[((c4 * 4) + 2)];
+        const float t11 = p2[((((c2 * 16) + max((c3 - 1), 0)) * 256) + c4)];
+        const float t12 = p1[((c4 * 4) + 3)];
+        const float t13 = p2[((((c2 * 16) + c3) * 256) + c4)];
+        const float acc14 = ((((t5 + ((c3 >= 3) ? (t6 * t7) : 0.0f)) + ((c3 >= 2) ? (t8 * t9) : 0.0f)) + ((c3 >= 1) ? (t10 * t11) : 0.0f)) + (t12 * t13));
+        p3[i1] = acc14;
+        const float t15 = (acc14 / (1.0f + exp((-acc14))));
+        p4[i1] = t15;
+    } else if ((int(gid.x) < 136)) {
+        const int h1 = (int(gid.x) - 128);
+        const int i1 = ((h1 * 256) + int(lid.x));
+        const float t4 = p5[i1];
+        const float t5 = exp(t4);
+        p6[i1] = t5;
+    } else if ((int(gid.x) < 264)) {
+        const int h2 = (int(gid.x) - 136);
+        const int i1 = ((h2 * 256) + int(lid.x));
+        const int c2 = (i1 / 2048);
+        const int c3 = ((i1 / 128) % 16);
+        const int c4 = (i1 % 128);
+        const float t5 = p2[((((c2 * 16) + c3) * 256) + (c4 + 128))];
+        const float t6 = (t5 / (1.0f + exp((-t5))));
+        p7[i1] = t6;
+    }
 }
 
 // fuses matmul %20 (mamba.0)
@@ -264,13 +281,14 @@ kernel void matmul_1(
     }
 }
 
-// fuses slice %21, matmul %24, broadcast %25, add %26 (mamba.0)
+// fuses slice %21, matmul %24, broadcast %25, add %26, softplus %27 (mamba.0)
 // threadgroup 128×1×1, grid 2×1×16 threadgroups
 kernel void matmul_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
         device float* p3 [[buffer(3)]],
+        device float* p4 [[buffer(4)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
@@ -362,41 +380,15 @@ kernel void matmul_2(
             const float t29 = p2[gj27];
             const float t30 = (acc28 + t29);
             p3[((((c1 * 16) + gi26) * 128) + gj27)] = t30;
+            const float t31 = (max(t30, 0.0f) + log((1.0f + exp((-fabs(t30))))));
+            p4[((((c1 * 16) + gi26) * 128) + gj27)] = t31;
         }
     }
 }
 
-// 2 independent kernels in one launch
-// part 0 (softplus): fuses softplus %27 (mamba.0)
-// part 1 (exp): fuses exp %28 (mamba.0)
-// threadgroup 256×1×1, grid 136×1×1 threadgroups
-kernel void softplus_exp_x2_0(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        device float* p3 [[buffer(3)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 128)) {
-        const int h0 = (int(gid.x) - 0);
-        const int i1 = ((h0 * 256) + int(lid.x));
-        const float t5 = p0[i1];
-        const float t6 = (max(t5, 0.0f) + log((1.0f + exp((-fabs(t5))))));
-        p1[i1] = t6;
-    } else if ((int(gid.x) < 136)) {
-        const int h1 = (int(gid.x) - 128);
-        const int i1 = ((h1 * 256) + int(lid.x));
-        const float t4 = p2[i1];
-        const float t5 = exp(t4);
-        p3[i1] = t5;
-    }
-}
-
-// 2 independent kernels in one launch
-// part 0 (selective_scan): fuses slice %22, slice %23, neg %29, selective_scan %30 (mamba.0)
-// part 1 (silu_slice): fuses slice %17, silu %32 (mamba.0)
-// threadgroup 256×1×1, grid 256×1×1 threadgroups
-kernel void selective_scan_silu_slice_x2_0(
+// fuses slice %22, slice %23, neg %29, selective_scan %30, mul %33 (mamba.0)
+// threadgroup 256×1×1, grid 8×16×1 threadgroups
+kernel void selective_scan_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -408,57 +400,35 @@ kernel void selective_scan_silu_slice_x2_0(
         device float* p8 [[buffer(8)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 128)) {
-        const int h0 = (int(gid.x) - 0);
-        const int b1 = (h0 / 8);
-        const int ch2 = (((h0 % 8) * 16) + (int(lid.x) / 16));
-        const int n3 = (int(lid.x) % 16);
-        const float t4 = p0[((ch2 * 16) + n3)];
-        const float t5 = (-t4);
-        const float t6 = p1[ch2];
-        float s7 = 0.0f;
-        for (int c8 = 0; c8 < 2; c8 += 1) {
-            p2[((((((b1 * 2) + c8) * 128) + ch2) * 16) + n3)] = s7;
-            for (int t9 = (c8 * 8); t9 < min(((c8 * 8) + 8), 16); t9 += 1) {
-                const float t10 = p3[((((b1 * 16) + t9) * 128) + ch2)];
-                const float t11 = p4[((((b1 * 16) + t9) * 128) + ch2)];
-                const float t12 = p5[((((b1 * 16) + t9) * 36) + (n3 + 4))];
-                const float t13 = p5[((((b1 * 16) + t9) * 36) + (n3 + 20))];
-                const float a14 = exp((t10 * t5));
-                s7 = ((a14 * s7) + ((t10 * t12) * t11));
-                const float r15 = ((s7 * t13) + simd_shuffle_xor((s7 * t13), ushort(8)));
-                const float r16 = (r15 + simd_shuffle_xor(r15, ushort(4)));
-                const float r17 = (r16 + simd_shuffle_xor(r16, ushort(2)));
-                const float r18 = (r17 + simd_shuffle_xor(r17, ushort(1)));
-                if ((n3 == 0)) {
-                    p6[((((b1 * 16) + t9) * 128) + ch2)] = (r18 + (t6 * t11));
-                }
+    const int b1 = int(gid.y);
+    const int ch2 = ((int(gid.x) * 16) + (int(lid.x) / 16));
+    const int n3 = (int(lid.x) % 16);
+    const float t4 = p0[((ch2 * 16) + n3)];
+    const float t5 = (-t4);
+    const float t6 = p1[ch2];
+    float s7 = 0.0f;
+    for (int c8 = 0; c8 < 2; c8 += 1) {
+        p2[((((((b1 * 2) + c8) * 128) + ch2) * 16) + n3)] = s7;
+        for (int t9 = (c8 * 8); t9 < min(((c8 * 8) + 8), 16); t9 += 1) {
+            const float t10 = p3[((((b1 * 16) + t9) * 128) + ch2)];
+            const float t11 = p4[((((b1 * 16) + t9) * 128) + ch2)];
+            const float t12 = p5[((((b1 * 16) + t9) * 36) + (n3 + 4))];
+            const float t13 = p5[((((b1 * 16) + t9) * 36) + (n3 + 20))];
+            const float a14 = exp((t10 * t5));
+            s7 = ((a14 * s7) + ((t10 * t12) * t11));
+            const float r15 = ((s7 * t13) + simd_shuffle_xor((s7 * t13), ushort(8)));
+            const float r16 = (r15 + simd_shuffle_xor(r15, ushort(4)));
+            const float r17 = (r16 + simd_shuffle_xor(r16, ushort(2)));
+            const float r18 = (r17 + simd_shuffle_xor(r17, ushort(1)));
+            if ((n3 == 0)) {
+                const float acc19 = (r18 + (t6 * t11));
+                p6[((((b1 * 16) + t9) * 128) + ch2)] = acc19;
+                const float t20 = p7[((((b1 * 16) + t9) * 128) + ch2)];
+                const float t21 = (acc19 * t20);
+                p8[((((b1 * 16) + t9) * 128) + ch2)] = t21;
             }
         }
-    } else if ((int(gid.x) < 256)) {
-        const int h1 = (int(gid.x) - 128);
-        const int i1 = ((h1 * 256) + int(lid.x));
-        const int c2 = (i1 / 2048);
-        const int c3 = ((i1 / 128) % 16);
-        const int c4 = (i1 % 128);
-        const float t5 = p7[((((c2 * 16) + c3) * 256) + (c4 + 128))];
-        const float t6 = (t5 / (1.0f + exp((-t5))));
-        p8[i1] = t6;
     }
-}
-
-// fuses mul %33 (mamba.0)
-// threadgroup 256×1×1, grid 128×1×1 threadgroups
-kernel void mul_0(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    const float t5 = p0[i1];
-    const float t6 = p1[i1];
-    const float t7 = (t5 * t6);
-    p2[i1] = t7;
 }
 
 // fuses matmul %34, add %35 (mamba.0)
@@ -995,13 +965,15 @@ kernel void mul_slice_gather_x2_0(
     }
 }
 
-// fuses grouped_matmul %58 (moe.0)
+// fuses grouped_matmul %58, reshape %61, broadcast %62, mul %63 (moe.0)
 // threadgroup 128×1×1, grid 1×8×5 threadgroups
 kernel void grouped_matmul_1(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
+        device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
@@ -1015,22 +987,26 @@ kernel void grouped_matmul_1(
             const int r7 = ((int(gid.y) * 64) + (l6 / 64));
             const int j8 = (n02 + (l6 % 64));
             if (((r7 < t3) || (r7 >= t4))) {
-                p1[((r7 * 64) + j8)] = 0.0f;
+                const float acc9 = 0.0f;
+                p1[((r7 * 64) + j8)] = acc9;
+                const float t10 = p2[((r7 * 1) + 0)];
+                const float t11 = (acc9 * t10);
+                p3[((r7 * 64) + j8)] = t11;
             }
         }
         return;
     }
-    const int t9 = p0[ex1];
-    const int t10 = p0[(ex1 + 1)];
-    const int m011 = (t9 + (int(gid.y) * 64));
-    if ((m011 >= t10)) {
+    const int t12 = p0[ex1];
+    const int t13 = p0[(ex1 + 1)];
+    const int m014 = (t12 + (int(gid.y) * 64));
+    if ((m014 >= t13)) {
         return;
     }
     threadgroup float sh[4352];
-    const int ti12 = int(lid.x);
-    const int sgi13 = int(sg);
-    const int sr14 = ((sgi13 / 2) * 32);
-    const int sc15 = ((sgi13 % 2) * 32);
+    const int ti15 = int(lid.x);
+    const int sgi16 = int(sg);
+    const int sr17 = ((sgi16 / 2) * 32);
+    const int sc18 = ((sgi16 % 2) * 32);
     simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
     simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
     simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
@@ -1048,46 +1024,46 @@ kernel void grouped_matmul_1(
     simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
     simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
     for (int k0 = 0; k0 < 64; k0 += 16) {
-        for (int s16 = 0; s16 < 8; s16 += 1) {
-            const int l17 = ((s16 * 128) + ti12);
-            const int i18 = (l17 / 16);
-            const int k19 = (l17 % 16);
-            const int gi20 = (m011 + i18);
-            const int gk21 = (k0 + k19);
-            if ((gi20 < t10)) {
-                const float t22 = p2[((gi20 * 64) + gk21)];
-                sh[((i18 * 20) + k19)] = t22;
+        for (int s19 = 0; s19 < 8; s19 += 1) {
+            const int l20 = ((s19 * 128) + ti15);
+            const int i21 = (l20 / 16);
+            const int k22 = (l20 % 16);
+            const int gi23 = (m014 + i21);
+            const int gk24 = (k0 + k22);
+            if ((gi23 < t13)) {
+                const float t25 = p4[((gi23 * 64) + gk24)];
+                sh[((i21 * 20) + k22)] = t25;
             } else {
-                sh[((i18 * 20) + k19)] = 0.0f;
+                sh[((i21 * 20) + k22)] = 0.0f;
             }
         }
-        for (int s23 = 0; s23 < 8; s23 += 1) {
-            const int l24 = ((s23 * 128) + ti12);
-            const int i25 = (l24 / 16);
-            const int k26 = (l24 % 16);
-            const int gi27 = (n02 + i25);
-            const int gk28 = (k0 + k26);
-            const float t29 = p3[((((ex1 * 64) + gi27) * 64) + gk28)];
-            sh[(((i25 * 20) + k26) + 1280)] = t29;
+        for (int s26 = 0; s26 < 8; s26 += 1) {
+            const int l27 = ((s26 * 128) + ti15);
+            const int i28 = (l27 / 16);
+            const int k29 = (l27 % 16);
+            const int gi30 = (n02 + i28);
+            const int gk31 = (k0 + k29);
+            const float t32 = p5[((((ex1 * 64) + gi30) * 64) + gk31)];
+            sh[(((i28 * 20) + k29) + 1280)] = t32;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr14 * 20) + kk), 20);
+            simdgroup_load(fa0, sh + ((sr17 * 20) + kk), 20);
             simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr14 + 8) * 20) + kk), 20);
+            simdgroup_load(fa1, sh + (((sr17 + 8) * 20) + kk), 20);
             simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + (((sr14 + 16) * 20) + kk), 20);
+            simdgroup_load(fa2, sh + (((sr17 + 16) * 20) + kk), 20);
             simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + (((sr14 + 24) * 20) + kk), 20);
+            simdgroup_load(fa3, sh + (((sr17 + 24) * 20) + kk), 20);
             simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((sc15 * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_load(fb0, sh + (((sc18 * 20) + kk) + 1280), 20, ulong2(0, 0), true);
             simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + ((((sc15 + 8) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_load(fb1, sh + ((((sc18 + 8) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
             simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + ((((sc15 + 16) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_load(fb2, sh + ((((sc18 + 16) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
             simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + ((((sc15 + 24) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_load(fb3, sh + ((((sc18 + 24) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
             simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
             simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
             simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
@@ -1107,48 +1083,37 @@ kernel void grouped_matmul_1(
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
     }
-    simdgroup_store(acc0_0, sh + ((sr14 * 68) + sc15), 68);
-    simdgroup_store(acc0_1, sh + ((sr14 * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr14 * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr14 * 68) + (sc15 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr14 + 8) * 68) + sc15), 68);
-    simdgroup_store(acc1_1, sh + (((sr14 + 8) * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr14 + 8) * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr14 + 8) * 68) + (sc15 + 24)), 68);
-    simdgroup_store(acc2_0, sh + (((sr14 + 16) * 68) + sc15), 68);
-    simdgroup_store(acc2_1, sh + (((sr14 + 16) * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc2_2, sh + (((sr14 + 16) * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc2_3, sh + (((sr14 + 16) * 68) + (sc15 + 24)), 68);
-    simdgroup_store(acc3_0, sh + (((sr14 + 24) * 68) + sc15), 68);
-    simdgroup_store(acc3_1, sh + (((sr14 + 24) * 68) + (sc15 + 8)), 68);
-    simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
-    simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
+    simdgroup_store(acc0_0, sh + ((sr17 * 68) + sc18), 68);
+    simdgroup_store(acc0_1, sh + ((sr17 * 68) + (sc18 + 8)), 68);
+    simdgroup_store(acc0_2, sh + ((sr17 * 68) + (sc18 + 16)), 68);
+    simdgroup_store(acc0_3, sh + ((sr17 * 68) + (sc18 + 24)), 68);
+    simdgroup_store(acc1_0, sh + (((sr17 + 8) * 68) + sc18), 68);
+    simdgroup_store(acc1_1, sh + (((sr17 + 8) * 68) + (sc18 + 8)), 68);
+    simdgroup_store(acc1_2, sh + (((sr17 + 8) * 68) + (sc18 + 16)), 68);
+    simdgroup_store(acc1_3, sh + (((sr17 + 8) * 68) + (sc18 + 24)), 68);
+    simdgroup_store(acc2_0, sh + (((sr17 + 16) * 68) + sc18), 68);
+    simdgroup_store(acc2_1, sh + (((sr17 + 16) * 68) + (sc18 + 8)), 68);
+    simdgroup_store(acc2_2, sh + (((sr17 + 16) * 68) + (sc18 + 16)), 68);
+    simdgroup_store(acc2_3, sh + (((sr17 + 16) * 68) + (sc18 + 24)), 68);
+    simdgroup_store(acc3_0, sh + (((sr17 + 24) * 68) + sc18), 68);
+    simdgroup_store(acc3_1, sh + (((sr17 + 24) * 68) + (sc18 + 8)), 68);
+    simdgroup_store(acc3_2, sh + (((sr17 + 24) * 68) + (sc18 + 16)), 68);
+    simdgroup_store(acc3_3, sh + (((sr17 + 24) * 68) + (sc18 + 24)), 68);
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s30 = 0; s30 < 32; s30 += 1) {
-        const int l31 = ((s30 * 128) + ti12);
-        const int i32 = (l31 / 64);
-        const int j33 = (l31 % 64);
-        const int gi34 = (m011 + i32);
-        const int gj35 = (n02 + j33);
-        if ((gi34 < t10)) {
-            p1[((gi34 * 64) + gj35)] = sh[((i32 * 68) + j33)];
+    for (int s33 = 0; s33 < 32; s33 += 1) {
+        const int l34 = ((s33 * 128) + ti15);
+        const int i35 = (l34 / 64);
+        const int j36 = (l34 % 64);
+        const int gi37 = (m014 + i35);
+        const int gj38 = (n02 + j36);
+        if ((gi37 < t13)) {
+            const float acc39 = sh[((i35 * 68) + j36)];
+            p1[((gi37 * 64) + gj38)] = acc39;
+            const float t40 = p2[((gi37 * 1) + 0)];
+            const float t41 = (acc39 * t40);
+            p3[((gi37 * 64) + gj38)] = t41;
         }
     }
-}
-
-// fuses reshape %61, broadcast %62, mul %63 (moe.0)
-// threadgroup 256×1×1, grid 128×1×1 threadgroups
-kernel void mul_1(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    const int c2 = (i1 / 64);
-    const float t4 = p0[i1];
-    const float t5 = p1[((c2 * 1) + 0)];
-    const float t6 = (t4 * t5);
-    p2[i1] = t6;
 }
 
 // 3 independent kernels in one launch
@@ -1663,8 +1628,9 @@ kernel void rmsnorm_bwd_0(
 }
 
 // 2 independent kernels in one launch
-// part 0 (matmul): fuses matmul %119 (mamba.1)
-// part 1 (matmul): fuses reshape %120, reshape %121, matmul %122 (mamba.1)
+// part 0 (matmul): fuses reshape %120, reshape %121, matmul %122 (mamba.1)
+// part 1 (matmul): fuses slice %87, matmul %119, mul %124, sigmoid %125, const %126, sub %127, mul %128, add %129,
+//   mul %130 (mamba.1)
 // threadgroup 128×1×1, grid 34×1×1 threadgroups
 kernel void matmul_x2_0(
         const device float* p0 [[buffer(0)]],
@@ -1672,98 +1638,18 @@ kernel void matmul_x2_0(
         device float* p2 [[buffer(2)]],
         const device float* p3 [[buffer(3)]],
         device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        const device float* p6 [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
+        device float* p8 [[buffer(8)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[4352];
-    if ((int(gid.x) < 32)) {
+    if ((int(gid.x) < 2)) {
         const int h0 = (int(gid.x) - 0);
-        const int c1 = (h0 / 2);
-        const int m02 = (((h0 / 2) % 1) * 32);
-        const int n03 = ((h0 % 2) * 64);
-        const int ti4 = int(lid.x);
-        const int sgi5 = int(sg);
-        const int sr6 = ((sgi5 / 2) * 16);
-        const int sc7 = ((sgi5 % 2) * 32);
-        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        for (int k0 = 0; k0 < 64; k0 += 32) {
-            for (int s8 = 0; s8 < 8; s8 += 1) {
-                const int l9 = ((s8 * 128) + ti4);
-                const int i10 = (l9 / 32);
-                const int k11 = (l9 % 32);
-                const int gi12 = (m02 + i10);
-                const int gk13 = (k0 + k11);
-                if ((gi12 < 16)) {
-                    const float t14 = p0[((((c1 * 16) + gi12) * 64) + gk13)];
-                    sh[((i10 * 36) + k11)] = t14;
-                } else {
-                    sh[((i10 * 36) + k11)] = 0.0f;
-                }
-            }
-            for (int s15 = 0; s15 < 16; s15 += 1) {
-                const int l16 = ((s15 * 128) + ti4);
-                const int k17 = (l16 / 64);
-                const int i18 = (l16 % 64);
-                const int gi19 = (n03 + i18);
-                const int gk20 = (k0 + k17);
-                const float t21 = p1[((gk20 * 128) + gi19)];
-                sh[(((k17 * 68) + i18) + 1152)] = t21;
-            }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-            for (int kk = 0; kk < 32; kk += 8) {
-                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
-                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa1, sh + (((sr6 + 8) * 36) + kk), 36);
-                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb0, sh + (((kk * 68) + sc7) + 1152), 68);
-                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb1, sh + (((kk * 68) + (sc7 + 8)) + 1152), 68);
-                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb2, sh + (((kk * 68) + (sc7 + 16)) + 1152), 68);
-                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb3, sh + (((kk * 68) + (sc7 + 24)) + 1152), 68);
-                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        }
-        simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
-        simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
-        simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
-        simdgroup_store(acc0_3, sh + ((sr6 * 68) + (sc7 + 24)), 68);
-        simdgroup_store(acc1_0, sh + (((sr6 + 8) * 68) + sc7), 68);
-        simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
-        simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
-        simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int s22 = 0; s22 < 16; s22 += 1) {
-            const int l23 = ((s22 * 128) + ti4);
-            const int i24 = (l23 / 64);
-            const int j25 = (l23 % 64);
-            const int gi26 = (m02 + i24);
-            const int gj27 = (n03 + j25);
-            if ((gi26 < 16)) {
-                p2[((((c1 * 16) + gi26) * 128) + gj27)] = sh[((i24 * 68) + j25)];
-            }
-        }
-    } else if ((int(gid.x) < 34)) {
-        const int h1 = (int(gid.x) - 32);
-        const int m01 = ((h1 / 2) * 64);
-        const int n02 = (h1 * 64);
+        const int m01 = ((h0 / 2) * 64);
+        const int n02 = (h0 * 64);
         const int ti3 = int(lid.x);
         const int sgi4 = int(sg);
         const int sr5 = ((sgi4 / 2) * 32);
@@ -1800,7 +1686,7 @@ kernel void matmul_x2_0(
                 const int i17 = (l15 % 64);
                 const int gi18 = (n02 + i17);
                 const int gk19 = (k0 + k16);
-                const float t20 = p3[((gk19 * 128) + gi18)];
+                const float t20 = p1[((gk19 * 128) + gi18)];
                 sh[(((k16 * 68) + i17) + 1088)] = t20;
             }
             threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -1863,7 +1749,102 @@ kernel void matmul_x2_0(
             const int j24 = (l22 % 64);
             const int gi25 = (m01 + i23);
             const int gj26 = (n02 + j24);
-            p4[((gi25 * 128) + gj26)] = sh[((i23 * 68) + j24)];
+            p2[((gi25 * 128) + gj26)] = sh[((i23 * 68) + j24)];
+        }
+    } else if ((int(gid.x) < 34)) {
+        const int h1 = (int(gid.x) - 2);
+        const int c1 = (h1 / 2);
+        const int m02 = (((h1 / 2) % 1) * 32);
+        const int n03 = ((h1 % 2) * 64);
+        const int ti4 = int(lid.x);
+        const int sgi5 = int(sg);
+        const int sr6 = ((sgi5 / 2) * 16);
+        const int sc7 = ((sgi5 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 64; k0 += 32) {
+            for (int s8 = 0; s8 < 8; s8 += 1) {
+                const int l9 = ((s8 * 128) + ti4);
+                const int i10 = (l9 / 32);
+                const int k11 = (l9 % 32);
+                const int gi12 = (m02 + i10);
+                const int gk13 = (k0 + k11);
+                if ((gi12 < 16)) {
+                    const float t14 = p0[((((c1 * 16) + gi12) * 64) + gk13)];
+                    sh[((i10 * 36) + k11)] = t14;
+                } else {
+                    sh[((i10 * 36) + k11)] = 0.0f;
+                }
+            }
+            for (int s15 = 0; s15 < 16; s15 += 1) {
+                const int l16 = ((s15 * 128) + ti4);
+                const int k17 = (l16 / 64);
+                const int i18 = (l16 % 64);
+                const int gi19 = (n03 + i18);
+                const int gk20 = (k0 + k17);
+                const float t21 = p3[((gk20 * 128) + gi19)];
+                sh[(((k17 * 68) + i18) + 1152)] = t21;
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 32; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + (((sr6 + 8) * 36) + kk), 36);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc7) + 1152), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc7 + 8)) + 1152), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc7 + 16)) + 1152), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc7 + 24)) + 1152), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        }
+        simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
+        simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr6 * 68) + (sc7 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr6 + 8) * 68) + sc7), 68);
+        simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int s22 = 0; s22 < 16; s22 += 1) {
+            const int l23 = ((s22 * 128) + ti4);
+            const int i24 = (l23 / 64);
+            const int j25 = (l23 % 64);
+            const int gi26 = (m02 + i24);
+            const int gj27 = (n03 + j25);
+            if ((gi26 < 16)) {
+                const float acc28 = sh[((i24 * 68) + j25)];
+                p4[((((c1 * 16) + gi26) * 128) + gj27)] = acc28;
+                const float t29 = p5[((((c1 * 16) + gi26) * 128) + gj27)];
+                const float t30 = (acc28 * t29);
+                const float t31 = p6[((((c1 * 16) + gi26) * 256) + (gj27 + 128))];
+                const float t32 = (1.0f / (1.0f + exp((-t31))));
+                const float t33 = p7[((((c1 * 16) + gi26) * 128) + gj27)];
+                const float t34 = (1.0f - t32);
+                const float t35 = (t33 * t34);
+                const float t36 = (t32 + t35);
+                const float t37 = (t30 * t36);
+                p8[((((c1 * 16) + gi26) * 128) + gj27)] = t37;
+            }
         }
     }
 }
@@ -2256,152 +2237,27 @@ kernel void matmul_x2_1(
     }
 }
 
-// fuses const %146, concat %147, const %148, const %149, concat %150, add %151, const %152,
-//   concat %153, add %154 (mamba.1)
-// threadgroup 256×1×1, grid 36×1×1 threadgroups
-kernel void add_concat_0(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        device float* p3 [[buffer(3)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    const int c2 = (i1 / 576);
-    const int c3 = ((i1 / 36) % 16);
-    const int c4 = (i1 % 36);
-    float cat5 = 0.0f;
-    if ((c4 < 20)) {
-        cat5 = 0.0f;
-    } else {
-        const float t6 = p0[((((c2 * 16) + c3) * 16) + (c4 - 20))];
-        cat5 = t6;
-    }
-    float cat7 = 0.0f;
-    if ((c4 < 4)) {
-        cat7 = 0.0f;
-    } else if ((c4 < 20)) {
-        const float t8 = p1[((((c2 * 16) + c3) * 16) + (c4 - 4))];
-        cat7 = t8;
-    } else {
-        cat7 = 0.0f;
-    }
-    const float t9 = (cat5 + cat7);
-    float cat10 = 0.0f;
-    if ((c4 < 4)) {
-        const float t11 = p2[((((c2 * 16) + c3) * 4) + (c4 - 0))];
-        cat10 = t11;
-    } else {
-        cat10 = 0.0f;
-    }
-    const float t12 = (t9 + cat10);
-    p3[i1] = t12;
-}
-
 // 2 independent kernels in one launch
-// part 0 (matmul): fuses reshape %156, reshape %157, matmul %158 (mamba.1)
-// part 1 (matmul): fuses matmul %155, add %159, sigmoid %160, const %161, sub %162, mul %163, add %164,
-//   mul %165 (mamba.1)
+// part 0 (matmul): fuses concat %146, matmul %147 (mamba.1)
+// part 1 (matmul): fuses concat %146, reshape %148, reshape %149, matmul %150 (mamba.1)
 // threadgroup 128×1×1, grid 36×1×1 threadgroups
 kernel void matmul_x2_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
+        const device float* p2 [[buffer(2)]],
         const device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
+        device float* p4 [[buffer(4)]],
         const device float* p5 [[buffer(5)]],
         device float* p6 [[buffer(6)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[3328];
-    if ((int(gid.x) < 4)) {
+    if ((int(gid.x) < 32)) {
         const int h0 = (int(gid.x) - 0);
-        const int m01 = ((h0 / 2) * 32);
-        const int n02 = ((h0 % 2) * 64);
-        const int ti3 = int(lid.x);
-        const int sgi4 = int(sg);
-        const int sr5 = ((sgi4 / 2) * 16);
-        const int sc6 = ((sgi4 % 2) * 32);
-        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        for (int k0 = 0; k0 < 256; k0 += 32) {
-            for (int s7 = 0; s7 < 8; s7 += 1) {
-                const int l8 = ((s7 * 128) + ti3);
-                const int k9 = (l8 / 32);
-                const int i10 = (l8 % 32);
-                const int gi11 = (m01 + i10);
-                const int gk12 = (k0 + k9);
-                if ((gi11 < 36)) {
-                    const float t13 = p0[((gk12 * 36) + gi11)];
-                    sh[((k9 * 36) + i10)] = t13;
-                } else {
-                    sh[((k9 * 36) + i10)] = 0.0f;
-                }
-            }
-            for (int s14 = 0; s14 < 16; s14 += 1) {
-                const int l15 = ((s14 * 128) + ti3);
-                const int k16 = (l15 / 64);
-                const int i17 = (l15 % 64);
-                const int gi18 = (n02 + i17);
-                const int gk19 = (k0 + k16);
-                const float t20 = p1[((gk19 * 128) + gi18)];
-                sh[(((k16 * 68) + i17) + 1152)] = t20;
-            }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-            for (int kk = 0; kk < 32; kk += 8) {
-                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa0, sh + ((kk * 36) + sr5), 36, ulong2(0, 0), true);
-                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa1, sh + ((kk * 36) + (sr5 + 8)), 36, ulong2(0, 0), true);
-                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb0, sh + (((kk * 68) + sc6) + 1152), 68);
-                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb1, sh + (((kk * 68) + (sc6 + 8)) + 1152), 68);
-                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb2, sh + (((kk * 68) + (sc6 + 16)) + 1152), 68);
-                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb3, sh + (((kk * 68) + (sc6 + 24)) + 1152), 68);
-                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        }
-        simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
-        simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
-        simdgroup_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
-        simdgroup_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
-        simdgroup_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
-        simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
-        simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
-        simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int s21 = 0; s21 < 16; s21 += 1) {
-            const int l22 = ((s21 * 128) + ti3);
-            const int i23 = (l22 / 64);
-            const int j24 = (l22 % 64);
-            const int gi25 = (m01 + i23);
-            const int gj26 = (n02 + j24);
-            if ((gi25 < 36)) {
-                p2[((gi25 * 128) + gj26)] = sh[((i23 * 68) + j24)];
-            }
-        }
-    } else if ((int(gid.x) < 36)) {
-        const int h1 = (int(gid.x) - 4);
-        const int c1 = (h1 / 2);
-        const int m02 = (((h1 / 2) % 1) * 32);
-        const int n03 = ((h1 % 2) * 64);
+        const int c1 = (h0 / 2);
+        const int m02 = (((h0 / 2) % 1) * 32);
+        const int n03 = ((h0 % 2) * 64);
         const int ti4 = int(lid.x);
         const int sgi5 = int(sg);
         const int sr6 = ((sgi5 / 2) * 16);
@@ -2422,23 +2278,33 @@ kernel void matmul_x2_2(
                 const int gi12 = (m02 + i10);
                 const int gk13 = (k0 + k11);
                 if (((gi12 < 16) && (gk13 < 36))) {
-                    const float t14 = p0[((((c1 * 16) + gi12) * 36) + gk13)];
-                    sh[((i10 * 36) + k11)] = t14;
+                    float cat14 = 0.0f;
+                    if ((gk13 < 4)) {
+                        const float t15 = p0[((((c1 * 16) + gi12) * 4) + (gk13 - 0))];
+                        cat14 = t15;
+                    } else if ((gk13 < 20)) {
+                        const float t16 = p1[((((c1 * 16) + gi12) * 16) + (gk13 - 4))];
+                        cat14 = t16;
+                    } else {
+                        const float t17 = p2[((((c1 * 16) + gi12) * 16) + (gk13 - 20))];
+                        cat14 = t17;
+                    }
+                    sh[((i10 * 36) + k11)] = cat14;
                 } else {
                     sh[((i10 * 36) + k11)] = 0.0f;
                 }
             }
-            for (int s15 = 0; s15 < 16; s15 += 1) {
-                const int l16 = ((s15 * 128) + ti4);
-                const int k17 = (l16 / 64);
-                const int i18 = (l16 % 64);
-                const int gi19 = (n03 + i18);
-                const int gk20 = (k0 + k17);
-                if ((gk20 < 36)) {
-                    const float t21 = p3[((gk20 * 128) + gi19)];
-                    sh[(((k17 * 68) + i18) + 1152)] = t21;
+            for (int s18 = 0; s18 < 16; s18 += 1) {
+                const int l19 = ((s18 * 128) + ti4);
+                const int k20 = (l19 / 64);
+                const int i21 = (l19 % 64);
+                const int gi22 = (n03 + i21);
+                const int gk23 = (k0 + k20);
+                if ((gk23 < 36)) {
+                    const float t24 = p3[((gk23 * 128) + gi22)];
+                    sh[(((k20 * 68) + i21) + 1152)] = t24;
                 } else {
-                    sh[(((k17 * 68) + i18) + 1152)] = 0.0f;
+                    sh[(((k20 * 68) + i21) + 1152)] = 0.0f;
                 }
             }
             threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -2475,30 +2341,136 @@ kernel void matmul_x2_2(
         simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
         simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int s22 = 0; s22 < 16; s22 += 1) {
-            const int l23 = ((s22 * 128) + ti4);
-            const int i24 = (l23 / 64);
-            const int j25 = (l23 % 64);
-            const int gi26 = (m02 + i24);
-            const int gj27 = (n03 + j25);
-            if ((gi26 < 16)) {
-                const float acc28 = sh[((i24 * 68) + j25)];
-                const float t29 = p4[((((c1 * 16) + gi26) * 128) + gj27)];
-                const float t30 = (t29 + acc28);
-                const float t31 = p5[((((c1 * 16) + gi26) * 128) + gj27)];
-                const float t32 = (1.0f / (1.0f + exp((-t31))));
-                const float t33 = p1[((((c1 * 16) + gi26) * 128) + gj27)];
-                const float t34 = (1.0f - t32);
-                const float t35 = (t33 * t34);
-                const float t36 = (t32 + t35);
-                const float t37 = (t30 * t36);
-                p6[((((c1 * 16) + gi26) * 128) + gj27)] = t37;
+        for (int s25 = 0; s25 < 16; s25 += 1) {
+            const int l26 = ((s25 * 128) + ti4);
+            const int i27 = (l26 / 64);
+            const int j28 = (l26 % 64);
+            const int gi29 = (m02 + i27);
+            const int gj30 = (n03 + j28);
+            if ((gi29 < 16)) {
+                p4[((((c1 * 16) + gi29) * 128) + gj30)] = sh[((i27 * 68) + j28)];
+            }
+        }
+    } else if ((int(gid.x) < 36)) {
+        const int h1 = (int(gid.x) - 32);
+        const int m01 = ((h1 / 2) * 32);
+        const int n02 = ((h1 % 2) * 64);
+        const int ti3 = int(lid.x);
+        const int sgi4 = int(sg);
+        const int sr5 = ((sgi4 / 2) * 16);
+        const int sc6 = ((sgi4 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 256; k0 += 32) {
+            for (int s7 = 0; s7 < 8; s7 += 1) {
+                const int l8 = ((s7 * 128) + ti3);
+                const int k9 = (l8 / 32);
+                const int i10 = (l8 % 32);
+                const int gi11 = (m01 + i10);
+                const int gk12 = (k0 + k9);
+                if ((gi11 < 36)) {
+                    float cat13 = 0.0f;
+                    if (((((gk12 * 36) + gi11) % 36) < 4)) {
+                        const float t14 = p0[(((((((gk12 * 36) + gi11) / 576) * 16) + ((((gk12 * 36) + gi11) / 36) % 16)) * 4) + ((((gk12 * 36) + gi11) % 36) - 0))];
+                        cat13 = t14;
+                    } else if (((((gk12 * 36) + gi11) % 36) < 20)) {
+                        const float t15 = p1[(((((((gk12 * 36) + gi11) / 576) * 16) + ((((gk12 * 36) + gi11) / 36) % 16)) * 16) + ((((gk12 * 36) + gi11) % 36) - 4))];
+                        cat13 = t15;
+                    } else {
+                        const float t16 = p2[(((((((gk12 * 36) + gi11) / 576) * 16) + ((((gk12 * 36) + gi11) / 36) % 16)) * 16) + ((((gk12 * 36) + gi11) % 36) - 20))];
+                        cat13 = t16;
+                    }
+                    sh[((k9 * 36) + i10)] = cat13;
+                } else {
+                    sh[((k9 * 36) + i10)] = 0.0f;
+                }
+            }
+            for (int s17 = 0; s17 < 16; s17 += 1) {
+                const int l18 = ((s17 * 128) + ti3);
+                const int k19 = (l18 / 64);
+                const int i20 = (l18 % 64);
+                const int gi21 = (n02 + i20);
+                const int gk22 = (k0 + k19);
+                const float t23 = p5[((gk22 * 128) + gi21)];
+                sh[(((k19 * 68) + i20) + 1152)] = t23;
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 32; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((kk * 36) + sr5), 36, ulong2(0, 0), true);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + ((kk * 36) + (sr5 + 8)), 36, ulong2(0, 0), true);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc6) + 1152), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc6 + 8)) + 1152), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc6 + 16)) + 1152), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc6 + 24)) + 1152), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        }
+        simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
+        simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
+        simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int s24 = 0; s24 < 16; s24 += 1) {
+            const int l25 = ((s24 * 128) + ti3);
+            const int i26 = (l25 / 64);
+            const int j27 = (l25 % 64);
+            const int gi28 = (m01 + i26);
+            const int gj29 = (n02 + j27);
+            if ((gi28 < 36)) {
+                p6[((gi28 * 128) + gj29)] = sh[((i26 * 68) + j27)];
             }
         }
     }
 }
 
-// fuses slice %86, causal_conv1d_bwd %166 (mamba.1)
+// fuses add %151, sigmoid %152, const %153, sub %154, mul %155, add %156, mul %157 (mamba.1)
+// threadgroup 256×1×1, grid 128×1×1 threadgroups
+kernel void mul_add_sub_0(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        const device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        device float* p4 [[buffer(4)]],
+        uint3 tid [[thread_position_in_grid]]) {
+    const int i1 = int(tid.x);
+    const float t5 = p0[i1];
+    const float t6 = p1[i1];
+    const float t7 = (t5 + t6);
+    const float t8 = p2[i1];
+    const float t9 = (1.0f / (1.0f + exp((-t8))));
+    const float t10 = p3[i1];
+    const float t11 = (1.0f - t9);
+    const float t12 = (t10 * t11);
+    const float t13 = (t9 + t12);
+    const float t14 = (t7 * t13);
+    p4[i1] = t14;
+}
+
+// fuses slice %86, causal_conv1d_bwd %158 (mamba.1)
 // threadgroup 256×1×1, grid 131×1×1 threadgroups
 kernel void causal_conv1d_bwd_0(
         const device float* p0 [[buffer(0)]],
@@ -2551,58 +2523,17 @@ kernel void causal_conv1d_bwd_0(
     }
 }
 
-// fuses slice %87, mul %124, sigmoid %125, const %126, sub %127, mul %128, add %129, mul %130,
-//   const %169, concat %170, const %171, concat %172, add %173 (mamba.1)
-// threadgroup 256×1×1, grid 256×1×1 threadgroups
-kernel void add_concat_mul_0(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        device float* p5 [[buffer(5)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    const int c2 = (i1 / 4096);
-    const int c3 = ((i1 / 256) % 16);
-    const int c4 = (i1 % 256);
-    float cat5 = 0.0f;
-    if ((c4 < 128)) {
-        cat5 = 0.0f;
-    } else {
-        const float t6 = p0[((((c2 * 16) + c3) * 128) + (c4 - 128))];
-        const float t7 = p1[((((c2 * 16) + c3) * 128) + (c4 - 128))];
-        const float t8 = (t6 * t7);
-        const float t9 = p2[((((c2 * 16) + c3) * 256) + ((c4 - 128) + 128))];
-        const float t10 = (1.0f / (1.0f + exp((-t9))));
-        const float t11 = p3[((((c2 * 16) + c3) * 128) + (c4 - 128))];
-        const float t12 = (1.0f - t10);
-        const float t13 = (t11 * t12);
-        const float t14 = (t10 + t13);
-        const float t15 = (t8 * t14);
-        cat5 = t15;
-    }
-    float cat16 = 0.0f;
-    if ((c4 < 128)) {
-        const float t17 = p4[((((c2 * 16) + c3) * 128) + (c4 - 0))];
-        cat16 = t17;
-    } else {
-        cat16 = 0.0f;
-    }
-    const float t18 = (cat5 + cat16);
-    p5[i1] = t18;
-}
-
 // 2 independent kernels in one launch
-// part 0 (matmul): fuses matmul %174 (mamba.1)
-// part 1 (matmul): fuses reshape %175, reshape %176, matmul %177 (mamba.1)
+// part 0 (matmul): fuses concat %161, matmul %162 (mamba.1)
+// part 1 (matmul): fuses concat %161, reshape %163, reshape %164, matmul %165 (mamba.1)
 // threadgroup 128×1×1, grid 20×1×1 threadgroups
 kernel void matmul_x2_3(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        device float* p4 [[buffer(4)]],
+        const device float* p2 [[buffer(2)]],
+        device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        device float* p5 [[buffer(5)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
@@ -2632,20 +2563,27 @@ kernel void matmul_x2_3(
                 const int gi12 = (m02 + i10);
                 const int gk13 = (k0 + k11);
                 if ((gi12 < 16)) {
-                    const float t14 = p0[((((c1 * 16) + gi12) * 256) + gk13)];
-                    sh[((i10 * 36) + k11)] = t14;
+                    float cat14 = 0.0f;
+                    if ((gk13 < 128)) {
+                        const float t15 = p0[((((c1 * 16) + gi12) * 128) + (gk13 - 0))];
+                        cat14 = t15;
+                    } else {
+                        const float t16 = p1[((((c1 * 16) + gi12) * 128) + (gk13 - 128))];
+                        cat14 = t16;
+                    }
+                    sh[((i10 * 36) + k11)] = cat14;
                 } else {
                     sh[((i10 * 36) + k11)] = 0.0f;
                 }
             }
-            for (int s15 = 0; s15 < 16; s15 += 1) {
-                const int l16 = ((s15 * 128) + ti4);
-                const int k17 = (l16 / 64);
-                const int i18 = (l16 % 64);
-                const int gi19 = (n03 + i18);
-                const int gk20 = (k0 + k17);
-                const float t21 = p1[((gk20 * 64) + gi19)];
-                sh[(((k17 * 68) + i18) + 1152)] = t21;
+            for (int s17 = 0; s17 < 16; s17 += 1) {
+                const int l18 = ((s17 * 128) + ti4);
+                const int k19 = (l18 / 64);
+                const int i20 = (l18 % 64);
+                const int gi21 = (n03 + i20);
+                const int gk22 = (k0 + k19);
+                const float t23 = p2[((gk22 * 64) + gi21)];
+                sh[(((k19 * 68) + i20) + 1152)] = t23;
             }
             threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
             for (int kk = 0; kk < 32; kk += 8) {
@@ -2681,14 +2619,14 @@ kernel void matmul_x2_3(
         simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
         simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int s22 = 0; s22 < 16; s22 += 1) {
-            const int l23 = ((s22 * 128) + ti4);
-            const int i24 = (l23 / 64);
-            const int j25 = (l23 % 64);
-            const int gi26 = (m02 + i24);
-            const int gj27 = (n03 + j25);
-            if ((gi26 < 16)) {
-                p2[((((c1 * 16) + gi26) * 64) + gj27)] = sh[((i24 * 68) + j25)];
+        for (int s24 = 0; s24 < 16; s24 += 1) {
+            const int l25 = ((s24 * 128) + ti4);
+            const int i26 = (l25 / 64);
+            const int j27 = (l25 % 64);
+            const int gi28 = (m02 + i26);
+            const int gj29 = (n03 + j27);
+            if ((gi28 < 16)) {
+                p3[((((c1 * 16) + gi28) * 64) + gj29)] = sh[((i26 * 68) + j27)];
             }
         }
     } else if ((int(gid.x) < 20)) {
@@ -2722,17 +2660,24 @@ kernel void matmul_x2_3(
                 const int i10 = (l8 % 64);
                 const int gi11 = (m01 + i10);
                 const int gk12 = (k0 + k9);
-                const float t13 = p0[((gk12 * 256) + gi11)];
-                sh[((k9 * 68) + i10)] = t13;
+                float cat13 = 0.0f;
+                if (((((gk12 * 256) + gi11) % 256) < 128)) {
+                    const float t14 = p0[(((((((gk12 * 256) + gi11) / 4096) * 16) + ((((gk12 * 256) + gi11) / 256) % 16)) * 128) + ((((gk12 * 256) + gi11) % 256) - 0))];
+                    cat13 = t14;
+                } else {
+                    const float t15 = p1[(((((((gk12 * 256) + gi11) / 4096) * 16) + ((((gk12 * 256) + gi11) / 256) % 16)) * 128) + ((((gk12 * 256) + gi11) % 256) - 128))];
+                    cat13 = t15;
+                }
+                sh[((k9 * 68) + i10)] = cat13;
             }
-            for (int s14 = 0; s14 < 8; s14 += 1) {
-                const int l15 = ((s14 * 128) + ti3);
-                const int k16 = (l15 / 64);
-                const int i17 = (l15 % 64);
-                const int gi18 = (n02 + i17);
-                const int gk19 = (k0 + k16);
-                const float t20 = p3[((gk19 * 64) + gi18)];
-                sh[(((k16 * 68) + i17) + 1088)] = t20;
+            for (int s16 = 0; s16 < 8; s16 += 1) {
+                const int l17 = ((s16 * 128) + ti3);
+                const int k18 = (l17 / 64);
+                const int i19 = (l17 % 64);
+                const int gi20 = (n02 + i19);
+                const int gk21 = (k0 + k18);
+                const float t22 = p4[((gk21 * 64) + gi20)];
+                sh[(((k18 * 68) + i19) + 1088)] = t22;
             }
             threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
             for (int kk = 0; kk < 16; kk += 8) {
@@ -2788,34 +2733,91 @@ kernel void matmul_x2_3(
         simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int s21 = 0; s21 < 32; s21 += 1) {
-            const int l22 = ((s21 * 128) + ti3);
-            const int i23 = (l22 / 64);
-            const int j24 = (l22 % 64);
-            const int gi25 = (m01 + i23);
-            const int gj26 = (n02 + j24);
-            p4[((gi25 * 64) + gj26)] = sh[((i23 * 68) + j24)];
+        for (int s23 = 0; s23 < 32; s23 += 1) {
+            const int l24 = ((s23 * 128) + ti3);
+            const int i25 = (l24 / 64);
+            const int j26 = (l24 % 64);
+            const int gi27 = (m01 + i25);
+            const int gj28 = (n02 + j26);
+            p5[((gi27 * 64) + gj28)] = sh[((i25 * 68) + j26)];
         }
     }
 }
 
-// fuses add %180 (mamba.1)
-// threadgroup 256×1×1, grid 64×1×1 threadgroups
-kernel void add_0(
+// fuses rmsnorm_bwd %166, add %168 (mamba.1)
+// threadgroup 64×1×1, grid 1×1×1 threadgroups
+kernel void rmsnorm_bwd_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    const float t5 = p0[i1];
-    const float t6 = p1[i1];
-    const float t7 = (t5 + t6);
-    p2[i1] = t7;
+        const device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        device float* p4 [[buffer(4)]],
+        device float* p5 [[buffer(5)]],
+        uint3 lid [[thread_position_in_threadgroup]]) {
+    threadgroup float sh20[2];
+    threadgroup float sh21[2];
+    const int lid1 = int(lid.x);
+    const int l32_2 = (lid1 % 32);
+    const int sg3 = (lid1 / 32);
+    float dg4[1];
+    for (int k5 = 0; k5 < 1; k5 += 1) {
+        dg4[k5] = 0.0f;
+    }
+    for (int row6 = 0; row6 < 256; row6 += 1) {
+        const int c7 = (row6 / 16);
+        const int c8 = (row6 % 16);
+        float reg9[1];
+        float reg10[1];
+        float ss11 = 0.0f;
+        float dot12 = 0.0f;
+        for (int k13 = 0; k13 < 1; k13 += 1) {
+            const int j14 = (lid1 + (k13 * 64));
+            const float t15 = p0[((((c7 * 16) + c8) * 64) + j14)];
+            reg9[k13] = t15;
+            const float t16 = p1[((((c7 * 16) + c8) * 64) + j14)];
+            reg10[k13] = t16;
+            const float t17 = p2[j14];
+            ss11 += (t15 * t15);
+            dot12 += ((t16 * t17) * t15);
+        }
+        const float s18 = simd_sum(ss11);
+        const float s19 = simd_sum(dot12);
+        if ((l32_2 == 0)) {
+            sh20[sg3] = s18;
+            sh21[sg3] = s19;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        float acc22 = sh20[0];
+        for (int s23 = 1; s23 < 2; s23 += 1) {
+            acc22 += sh20[s23];
+        }
+        float acc24 = sh21[0];
+        for (int s25 = 1; s25 < 2; s25 += 1) {
+            acc24 += sh21[s25];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        const float r26 = rsqrt(((acc22 / 64.0f) + 1e-05f));
+        const float mean27 = ((acc24 * r26) / 64.0f);
+        for (int k28 = 0; k28 < 1; k28 += 1) {
+            const int j29 = (lid1 + (k28 * 64));
+            const float xh30 = (reg9[k28] * r26);
+            const float t31 = p2[j29];
+            const float acc32 = (r26 * ((reg10[k28] * t31) - (xh30 * mean27)));
+            const float t33 = p3[((((c7 * 16) + c8) * 64) + j29)];
+            const float t34 = (t33 + acc32);
+            p4[((((c7 * 16) + c8) * 64) + j29)] = t34;
+            dg4[k28] += (reg10[k28] * xh30);
+        }
+    }
+    for (int k35 = 0; k35 < 1; k35 += 1) {
+        const int j36 = (lid1 + (k35 * 64));
+        p5[j36] = dg4[k35];
+    }
 }
 
 // 2 independent kernels in one launch
-// part 0 (mul): fuses reshape %61, broadcast %62, mul %190 (moe.0)
-// part 1 (reduce_sum): fuses mul %191, reduce_sum %192 (moe.0)
+// part 0 (mul): fuses reshape %61, broadcast %62, mul %178 (moe.0)
+// part 1 (reduce_sum): fuses mul %179, reduce_sum %180 (moe.0)
 // threadgroup 256×1×1, grid 192×1×1 threadgroups
 kernel void mul_reduce_sum_x2_0(
         const device float* p0 [[buffer(0)]],
@@ -2853,7 +2855,7 @@ kernel void mul_reduce_sum_x2_0(
     }
 }
 
-// fuses reshape %193, reshape %194, scatter_add %195 (moe.0)
+// fuses reshape %181, reshape %182, scatter_add %183 (moe.0)
 // threadgroup 256×1×1, grid 2×1×1 threadgroups
 kernel void scatter_add_0(
         const device int* p0 [[buffer(0)]],
@@ -2874,155 +2876,29 @@ kernel void scatter_add_0(
 }
 
 // 2 independent kernels in one launch
-// part 0 (grouped_matmul): fuses grouped_matmul %197 (moe.0)
-// part 1 (grouped_matmul_wgrad): fuses grouped_matmul_wgrad %198 (moe.0)
+// part 0 (grouped_matmul_wgrad): fuses grouped_matmul_wgrad %186 (moe.0)
+// part 1 (grouped_matmul): fuses slice %54, slice %55, grouped_matmul %185, mul %187, mul %188, sigmoid %189, const %190,
+//   sub %191, mul %192, add %193, mul %194 (moe.0)
 // threadgroup 128×1×1, grid 44×1×1 threadgroups
-kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
+kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
         const device int* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
+        const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
+        device float* p3 [[buffer(3)]],
         const device float* p4 [[buffer(4)]],
         device float* p5 [[buffer(5)]],
+        const device float* p6 [[buffer(6)]],
+        device float* p7 [[buffer(7)]],
+        const device float* p8 [[buffer(8)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[4352];
-    if ((int(gid.x) < 40)) {
+    if ((int(gid.x) < 4)) {
         const int h0 = (int(gid.x) - 0);
-        const int ex1 = (h0 / 8);
-        const int n02 = ((h0 % 1) * 64);
-        if ((ex1 == 4)) {
-            const int t3 = p0[0];
-            const int t4 = p0[4];
-            for (int s5 = 0; s5 < 32; s5 += 1) {
-                const int l6 = ((s5 * 128) + int(lid.x));
-                const int r7 = (((h0 % 8) * 64) + (l6 / 64));
-                const int j8 = (n02 + (l6 % 64));
-                if (((r7 < t3) || (r7 >= t4))) {
-                    p1[((r7 * 64) + j8)] = 0.0f;
-                }
-            }
-            return;
-        }
-        const int t9 = p0[ex1];
-        const int t10 = p0[(ex1 + 1)];
-        const int m011 = (t9 + ((h0 % 8) * 64));
-        if ((m011 >= t10)) {
-            return;
-        }
-        const int ti12 = int(lid.x);
-        const int sgi13 = int(sg);
-        const int sr14 = ((sgi13 / 2) * 32);
-        const int sc15 = ((sgi13 % 2) * 32);
-        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        for (int k0 = 0; k0 < 64; k0 += 16) {
-            for (int s16 = 0; s16 < 8; s16 += 1) {
-                const int l17 = ((s16 * 128) + ti12);
-                const int i18 = (l17 / 16);
-                const int k19 = (l17 % 16);
-                const int gi20 = (m011 + i18);
-                const int gk21 = (k0 + k19);
-                if ((gi20 < t10)) {
-                    const float t22 = p2[((gi20 * 64) + gk21)];
-                    sh[((i18 * 20) + k19)] = t22;
-                } else {
-                    sh[((i18 * 20) + k19)] = 0.0f;
-                }
-            }
-            for (int s23 = 0; s23 < 8; s23 += 1) {
-                const int l24 = ((s23 * 128) + ti12);
-                const int k25 = (l24 / 64);
-                const int i26 = (l24 % 64);
-                const int gi27 = (n02 + i26);
-                const int gk28 = (k0 + k25);
-                const float t29 = p3[((((ex1 * 64) + gk28) * 64) + gi27)];
-                sh[(((k25 * 68) + i26) + 1280)] = t29;
-            }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-            for (int kk = 0; kk < 16; kk += 8) {
-                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa0, sh + ((sr14 * 20) + kk), 20);
-                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa1, sh + (((sr14 + 8) * 20) + kk), 20);
-                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa2, sh + (((sr14 + 16) * 20) + kk), 20);
-                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa3, sh + (((sr14 + 24) * 20) + kk), 20);
-                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb0, sh + (((kk * 68) + sc15) + 1280), 68);
-                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb1, sh + (((kk * 68) + (sc15 + 8)) + 1280), 68);
-                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb2, sh + (((kk * 68) + (sc15 + 16)) + 1280), 68);
-                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb3, sh + (((kk * 68) + (sc15 + 24)) + 1280), 68);
-                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
-                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
-                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
-                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
-            }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        }
-        simdgroup_store(acc0_0, sh + ((sr14 * 68) + sc15), 68);
-        simdgroup_store(acc0_1, sh + ((sr14 * 68) + (sc15 + 8)), 68);
-        simdgroup_store(acc0_2, sh + ((sr14 * 68) + (sc15 + 16)), 68);
-        simdgroup_store(acc0_3, sh + ((sr14 * 68) + (sc15 + 24)), 68);
-        simdgroup_store(acc1_0, sh + (((sr14 + 8) * 68) + sc15), 68);
-        simdgroup_store(acc1_1, sh + (((sr14 + 8) * 68) + (sc15 + 8)), 68);
-        simdgroup_store(acc1_2, sh + (((sr14 + 8) * 68) + (sc15 + 16)), 68);
-        simdgroup_store(acc1_3, sh + (((sr14 + 8) * 68) + (sc15 + 24)), 68);
-        simdgroup_store(acc2_0, sh + (((sr14 + 16) * 68) + sc15), 68);
-        simdgroup_store(acc2_1, sh + (((sr14 + 16) * 68) + (sc15 + 8)), 68);
-        simdgroup_store(acc2_2, sh + (((sr14 + 16) * 68) + (sc15 + 16)), 68);
-        simdgroup_store(acc2_3, sh + (((sr14 + 16) * 68) + (sc15 + 24)), 68);
-        simdgroup_store(acc3_0, sh + (((sr14 + 24) * 68) + sc15), 68);
-        simdgroup_store(acc3_1, sh + (((sr14 + 24) * 68) + (sc15 + 8)), 68);
-        simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
-        simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int s30 = 0; s30 < 32; s30 += 1) {
-            const int l31 = ((s30 * 128) + ti12);
-            const int i32 = (l31 / 64);
-            const int j33 = (l31 % 64);
-            const int gi34 = (m011 + i32);
-            const int gj35 = (n02 + j33);
-            if ((gi34 < t10)) {
-                p1[((gi34 * 64) + gj35)] = sh[((i32 * 68) + j33)];
-            }
-        }
-    } else if ((int(gid.x) < 44)) {
-        const int h1 = (int(gid.x) - 40);
-        const int ex1 = h1;
-        const int m02 = ((h1 % 1) * 64);
-        const int n03 = ((h1 % 1) * 64);
+        const int ex1 = h0;
+        const int m02 = ((h0 % 1) * 64);
+        const int n03 = ((h0 % 1) * 64);
         const int t4 = p0[ex1];
         const int t5 = p0[(ex1 + 1)];
         const int ti6 = int(lid.x);
@@ -3053,7 +2929,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                 const int gi14 = (m02 + i13);
                 const int gk15 = (k0 + k12);
                 if ((gk15 < t5)) {
-                    const float t16 = p2[((gk15 * 64) + gi14)];
+                    const float t16 = p1[((gk15 * 64) + gi14)];
                     sh[((k12 * 68) + i13)] = t16;
                 } else {
                     sh[((k12 * 68) + i13)] = 0.0f;
@@ -3066,7 +2942,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                 const int gi21 = (n03 + i20);
                 const int gk22 = (k0 + k19);
                 if ((gk22 < t5)) {
-                    const float t23 = p4[((gk22 * 64) + gi21)];
+                    const float t23 = p2[((gk22 * 64) + gi21)];
                     sh[(((k19 * 68) + i20) + 1088)] = t23;
                 } else {
                     sh[(((k19 * 68) + i20) + 1088)] = 0.0f;
@@ -3132,63 +3008,177 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
             const int j27 = (l25 % 64);
             const int gi28 = (m02 + i26);
             const int gj29 = (n03 + j27);
-            p5[((((ex1 * 64) + gi28) * 64) + gj29)] = sh[((i26 * 68) + j27)];
+            p3[((((ex1 * 64) + gi28) * 64) + gj29)] = sh[((i26 * 68) + j27)];
+        }
+    } else if ((int(gid.x) < 44)) {
+        const int h1 = (int(gid.x) - 4);
+        const int ex1 = (h1 / 8);
+        const int n02 = ((h1 % 1) * 64);
+        if ((ex1 == 4)) {
+            const int t3 = p0[0];
+            const int t4 = p0[4];
+            for (int s5 = 0; s5 < 32; s5 += 1) {
+                const int l6 = ((s5 * 128) + int(lid.x));
+                const int r7 = (((h1 % 8) * 64) + (l6 / 64));
+                const int j8 = (n02 + (l6 % 64));
+                if (((r7 < t3) || (r7 >= t4))) {
+                    const float acc9 = 0.0f;
+                    const float t10 = p4[((r7 * 64) + j8)];
+                    const float t11 = (acc9 * t10);
+                    p5[((r7 * 64) + j8)] = t11;
+                    const float t12 = p6[((r7 * 128) + (j8 + 64))];
+                    const float t13 = (acc9 * t12);
+                    const float t14 = p6[((r7 * 128) + j8)];
+                    const float t15 = (1.0f / (1.0f + exp((-t14))));
+                    const float t16 = (1.0f - t15);
+                    const float t17 = (t10 * t16);
+                    const float t18 = (t15 + t17);
+                    const float t19 = (t13 * t18);
+                    p7[((r7 * 64) + j8)] = t19;
+                }
+            }
+            return;
+        }
+        const int t20 = p0[ex1];
+        const int t21 = p0[(ex1 + 1)];
+        const int m022 = (t20 + ((h1 % 8) * 64));
+        if ((m022 >= t21)) {
+            return;
+        }
+        const int ti23 = int(lid.x);
+        const int sgi24 = int(sg);
+        const int sr25 = ((sgi24 / 2) * 32);
+        const int sc26 = ((sgi24 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 64; k0 += 16) {
+            for (int s27 = 0; s27 < 8; s27 += 1) {
+                const int l28 = ((s27 * 128) + ti23);
+                const int i29 = (l28 / 16);
+                const int k30 = (l28 % 16);
+                const int gi31 = (m022 + i29);
+                const int gk32 = (k0 + k30);
+                if ((gi31 < t21)) {
+                    const float t33 = p1[((gi31 * 64) + gk32)];
+                    sh[((i29 * 20) + k30)] = t33;
+                } else {
+                    sh[((i29 * 20) + k30)] = 0.0f;
+                }
+            }
+            for (int s34 = 0; s34 < 8; s34 += 1) {
+                const int l35 = ((s34 * 128) + ti23);
+                const int k36 = (l35 / 64);
+                const int i37 = (l35 % 64);
+                const int gi38 = (n02 + i37);
+                const int gk39 = (k0 + k36);
+                const float t40 = p8[((((ex1 * 64) + gk39) * 64) + gi38)];
+                sh[(((k36 * 68) + i37) + 1280)] = t40;
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 16; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((sr25 * 20) + kk), 20);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + (((sr25 + 8) * 20) + kk), 20);
+                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa2, sh + (((sr25 + 16) * 20) + kk), 20);
+                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa3, sh + (((sr25 + 24) * 20) + kk), 20);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc26) + 1280), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc26 + 8)) + 1280), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc26 + 16)) + 1280), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc26 + 24)) + 1280), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        }
+        simdgroup_store(acc0_0, sh + ((sr25 * 68) + sc26), 68);
+        simdgroup_store(acc0_1, sh + ((sr25 * 68) + (sc26 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr25 * 68) + (sc26 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr25 * 68) + (sc26 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr25 + 8) * 68) + sc26), 68);
+        simdgroup_store(acc1_1, sh + (((sr25 + 8) * 68) + (sc26 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr25 + 8) * 68) + (sc26 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr25 + 8) * 68) + (sc26 + 24)), 68);
+        simdgroup_store(acc2_0, sh + (((sr25 + 16) * 68) + sc26), 68);
+        simdgroup_store(acc2_1, sh + (((sr25 + 16) * 68) + (sc26 + 8)), 68);
+        simdgroup_store(acc2_2, sh + (((sr25 + 16) * 68) + (sc26 + 16)), 68);
+        simdgroup_store(acc2_3, sh + (((sr25 + 16) * 68) + (sc26 + 24)), 68);
+        simdgroup_store(acc3_0, sh + (((sr25 + 24) * 68) + sc26), 68);
+        simdgroup_store(acc3_1, sh + (((sr25 + 24) * 68) + (sc26 + 8)), 68);
+        simdgroup_store(acc3_2, sh + (((sr25 + 24) * 68) + (sc26 + 16)), 68);
+        simdgroup_store(acc3_3, sh + (((sr25 + 24) * 68) + (sc26 + 24)), 68);
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int s41 = 0; s41 < 32; s41 += 1) {
+            const int l42 = ((s41 * 128) + ti23);
+            const int i43 = (l42 / 64);
+            const int j44 = (l42 % 64);
+            const int gi45 = (m022 + i43);
+            const int gj46 = (n02 + j44);
+            if ((gi45 < t21)) {
+                const float acc47 = sh[((i43 * 68) + j44)];
+                const float t48 = p4[((gi45 * 64) + gj46)];
+                const float t49 = (acc47 * t48);
+                p5[((gi45 * 64) + gj46)] = t49;
+                const float t50 = p6[((gi45 * 128) + (gj46 + 64))];
+                const float t51 = (acc47 * t50);
+                const float t52 = p6[((gi45 * 128) + gj46)];
+                const float t53 = (1.0f / (1.0f + exp((-t52))));
+                const float t54 = (1.0f - t53);
+                const float t55 = (t48 * t54);
+                const float t56 = (t53 + t55);
+                const float t57 = (t51 * t56);
+                p7[((gi45 * 64) + gj46)] = t57;
+            }
         }
     }
 }
 
-// fuses slice %54, slice %55, mul %199, mul %200, sigmoid %201, const %202, sub %203, mul %204,
-//   add %205, mul %206, const %207, concat %208, const %209, concat %210, add %211 (moe.0)
-// threadgroup 256×1×1, grid 256×1×1 threadgroups
-kernel void add_concat_mul_1(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        device float* p3 [[buffer(3)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    const int c2 = (i1 / 128);
-    const int c3 = (i1 % 128);
-    float cat4 = 0.0f;
-    if ((c3 < 64)) {
-        cat4 = 0.0f;
-    } else {
-        const float t5 = p0[((c2 * 64) + (c3 - 64))];
-        const float t6 = p1[((c2 * 64) + (c3 - 64))];
-        const float t7 = (t5 * t6);
-        cat4 = t7;
-    }
-    float cat8 = 0.0f;
-    if ((c3 < 64)) {
-        const float t9 = p0[((c2 * 64) + (c3 - 0))];
-        const float t10 = p2[((c2 * 128) + ((c3 - 0) + 64))];
-        const float t11 = (t9 * t10);
-        const float t12 = p2[((c2 * 128) + (c3 - 0))];
-        const float t13 = (1.0f / (1.0f + exp((-t12))));
-        const float t14 = p1[((c2 * 64) + (c3 - 0))];
-        const float t15 = (1.0f - t13);
-        const float t16 = (t14 * t15);
-        const float t17 = (t13 + t16);
-        const float t18 = (t11 * t17);
-        cat8 = t18;
-    } else {
-        cat8 = 0.0f;
-    }
-    const float t19 = (cat4 + cat8);
-    p3[i1] = t19;
-}
-
 // 2 independent kernels in one launch
-// part 0 (grouped_matmul): fuses grouped_matmul %212 (moe.0)
-// part 1 (grouped_matmul_wgrad): fuses grouped_matmul_wgrad %213 (moe.0)
+// part 0 (grouped_matmul): fuses concat %195, grouped_matmul %196 (moe.0)
+// part 1 (grouped_matmul_wgrad): fuses concat %195, grouped_matmul_wgrad %197 (moe.0)
 // threadgroup 128×1×1, grid 48×1×1 threadgroups
-kernel void grouped_matmul_grouped_matmul_wgrad_x2_1(
+kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
         const device float* p3 [[buffer(3)]],
         const device float* p4 [[buffer(4)]],
-        device float* p5 [[buffer(5)]],
+        const device float* p5 [[buffer(5)]],
+        device float* p6 [[buffer(6)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
@@ -3244,20 +3234,27 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_1(
                 const int gi20 = (m011 + i18);
                 const int gk21 = (k0 + k19);
                 if ((gi20 < t10)) {
-                    const float t22 = p2[((gi20 * 128) + gk21)];
-                    sh[((i18 * 20) + k19)] = t22;
+                    float cat22 = 0.0f;
+                    if ((gk21 < 64)) {
+                        const float t23 = p2[((gi20 * 64) + (gk21 - 0))];
+                        cat22 = t23;
+                    } else {
+                        const float t24 = p3[((gi20 * 64) + (gk21 - 64))];
+                        cat22 = t24;
+                    }
+                    sh[((i18 * 20) + k19)] = cat22;
                 } else {
                     sh[((i18 * 20) + k19)] = 0.0f;
                 }
             }
-            for (int s23 = 0; s23 < 8; s23 += 1) {
-                const int l24 = ((s23 * 128) + ti12);
-                const int k25 = (l24 / 64);
-                const int i26 = (l24 % 64);
-                const int gi27 = (n02 + i26);
-                const int gk28 = (k0 + k25);
-                const float t29 = p3[((((ex1 * 128) + gk28) * 64) + gi27)];
-                sh[(((k25 * 68) + i26) + 1280)] = t29;
+            for (int s25 = 0; s25 < 8; s25 += 1) {
+                const int l26 = ((s25 * 128) + ti12);
+                const int k27 = (l26 / 64);
+                const int i28 = (l26 % 64);
+                const int gi29 = (n02 + i28);
+                const int gk30 = (k0 + k27);
+                const float t31 = p4[((((ex1 * 128) + gk30) * 64) + gi29)];
+                sh[(((k27 * 68) + i28) + 1280)] = t31;
             }
             threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
             for (int kk = 0; kk < 16; kk += 8) {
@@ -3313,14 +3310,14 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_1(
         simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int s30 = 0; s30 < 32; s30 += 1) {
-            const int l31 = ((s30 * 128) + ti12);
-            const int i32 = (l31 / 64);
-            const int j33 = (l31 % 64);
-            const int gi34 = (m011 + i32);
-            const int gj35 = (n02 + j33);
-            if ((gi34 < t10)) {
-                p1[((gi34 * 64) + gj35)] = sh[((i32 * 68) + j33)];
+        for (int s32 = 0; s32 < 32; s32 += 1) {
+            const int l33 = ((s32 * 128) + ti12);
+            const int i34 = (l33 / 64);
+            const int j35 = (l33 % 64);
+            const int gi36 = (m011 + i34);
+            const int gj37 = (n02 + j35);
+            if ((gi36 < t10)) {
+                p1[((gi36 * 64) + gj37)] = sh[((i34 * 68) + j35)];
             }
         }
     } else if ((int(gid.x) < 48)) {
@@ -3358,23 +3355,30 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_1(
                 const int gi14 = (m02 + i13);
                 const int gk15 = (k0 + k12);
                 if ((gk15 < t5)) {
-                    const float t16 = p2[((gk15 * 128) + gi14)];
-                    sh[((k12 * 68) + i13)] = t16;
+                    float cat16 = 0.0f;
+                    if ((gi14 < 64)) {
+                        const float t17 = p2[((gk15 * 64) + (gi14 - 0))];
+                        cat16 = t17;
+                    } else {
+                        const float t18 = p3[((gk15 * 64) + (gi14 - 64))];
+                        cat16 = t18;
+                    }
+                    sh[((k12 * 68) + i13)] = cat16;
                 } else {
                     sh[((k12 * 68) + i13)] = 0.0f;
                 }
             }
-            for (int s17 = 0; s17 < 8; s17 += 1) {
-                const int l18 = ((s17 * 128) + ti6);
-                const int k19 = (l18 / 64);
-                const int i20 = (l18 % 64);
-                const int gi21 = (n03 + i20);
-                const int gk22 = (k0 + k19);
-                if ((gk22 < t5)) {
-                    const float t23 = p4[((gk22 * 64) + gi21)];
-                    sh[(((k19 * 68) + i20) + 1088)] = t23;
+            for (int s19 = 0; s19 < 8; s19 += 1) {
+                const int l20 = ((s19 * 128) + ti6);
+                const int k21 = (l20 / 64);
+                const int i22 = (l20 % 64);
+                const int gi23 = (n03 + i22);
+                const int gk24 = (k0 + k21);
+                if ((gk24 < t5)) {
+                    const float t25 = p5[((gk24 * 64) + gi23)];
+                    sh[(((k21 * 68) + i22) + 1088)] = t25;
                 } else {
-                    sh[(((k19 * 68) + i20) + 1088)] = 0.0f;
+                    sh[(((k21 * 68) + i22) + 1088)] = 0.0f;
                 }
             }
             threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -3431,20 +3435,20 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_1(
         simdgroup_store(acc3_2, sh + (((sr8 + 24) * 68) + (sc9 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr8 + 24) * 68) + (sc9 + 24)), 68);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int s24 = 0; s24 < 32; s24 += 1) {
-            const int l25 = ((s24 * 128) + ti6);
-            const int i26 = (l25 / 64);
-            const int j27 = (l25 % 64);
-            const int gi28 = (m02 + i26);
-            const int gj29 = (n03 + j27);
-            p5[((((ex1 * 128) + gi28) * 64) + gj29)] = sh[((i26 * 68) + j27)];
+        for (int s26 = 0; s26 < 32; s26 += 1) {
+            const int l27 = ((s26 * 128) + ti6);
+            const int i28 = (l27 / 64);
+            const int j29 = (l27 % 64);
+            const int gi30 = (m02 + i28);
+            const int gj31 = (n03 + j29);
+            p6[((((ex1 * 128) + gi30) * 64) + gj31)] = sh[((i28 * 68) + j29)];
         }
     }
 }
 
 // 2 independent kernels in one launch
-// part 0 (scatter_add): fuses scatter_add %214 (moe.0)
-// part 1 (reduce_sum): fuses broadcast %47, reshape %196, mul %216, div %217, neg %218, reduce_sum %219 (moe.0)
+// part 0 (scatter_add): fuses scatter_add %198 (moe.0)
+// part 1 (reduce_sum): fuses broadcast %47, reshape %184, mul %200, div %201, neg %202, reduce_sum %203 (moe.0)
 // threadgroup 256×1×1, grid 33×1×1 threadgroups
 kernel void scatter_add_reduce_sum_x2_0(
         device float* p0 [[buffer(0)]],
@@ -3490,8 +3494,8 @@ kernel void scatter_add_reduce_sum_x2_0(
     }
 }
 
-// fuses broadcast %47, reshape %196, div %215, reshape %220, broadcast %221, add %222,
-//   one_hot %223, reshape %224, broadcast %225, mul %226, reduce_sum %227 (moe.0)
+// fuses broadcast %47, reshape %184, div %199, reshape %204, broadcast %205, add %206,
+//   one_hot %207, reshape %208, broadcast %209, mul %210, reduce_sum %211 (moe.0)
 // threadgroup 64×1×1, grid 32×1×1 threadgroups
 kernel void reduce_sum_3(
         const device float* p0 [[buffer(0)]],
@@ -3530,8 +3534,8 @@ kernel void reduce_sum_3(
     }
 }
 
-// fuses const %111, scale %182, reshape %183, broadcast %184, mul %185, reshape %186,
-//   broadcast %187, scale %188, add %228 (moe.0)
+// fuses const %111, scale %170, reshape %171, broadcast %172, mul %173, reshape %174,
+//   broadcast %175, scale %176, add %212 (moe.0)
 // threadgroup 256×1×1, grid 4×1×1 threadgroups
 kernel void add_scale_mul_0(
         const device float* p0 [[buffer(0)]],
@@ -3549,7 +3553,7 @@ kernel void add_scale_mul_0(
     p2[i1] = t9;
 }
 
-// fuses mul %229, reduce_sum %230 (moe.0)
+// fuses mul %213, reduce_sum %214 (moe.0)
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
 kernel void reduce_sum_4(
         const device float* p0 [[buffer(0)]],
@@ -3569,7 +3573,7 @@ kernel void reduce_sum_4(
     p2[row4] = acc5;
 }
 
-// fuses broadcast %231, sub %232, mul %233 (moe.0)
+// fuses broadcast %215, sub %216, mul %217 (moe.0)
 // threadgroup 256×1×1, grid 4×1×1 threadgroups
 kernel void mul_sub_0(
         const device float* p0 [[buffer(0)]],
@@ -3588,8 +3592,8 @@ kernel void mul_sub_0(
 }
 
 // 2 independent kernels in one launch
-// part 0 (matmul): fuses matmul %234 (moe.0)
-// part 1 (matmul): fuses reshape %41, matmul %235 (moe.0)
+// part 0 (matmul): fuses matmul %218 (moe.0)
+// part 1 (matmul): fuses reshape %41, matmul %219 (moe.0)
 // threadgroup 128×1×1, grid 5×1×1 threadgroups
 kernel void matmul_x2_4(
         const device float* p0 [[buffer(0)]],
@@ -3800,15 +3804,16 @@ kernel void matmul_x2_4(
     }
 }
 
-// fuses add %236, reshape %237, rmsnorm_bwd %238 (moe.0)
+// fuses add %220, reshape %221, rmsnorm_bwd %222, add %224 (moe.0)
 // threadgroup 64×1×1, grid 1×1×1 threadgroups
-kernel void rmsnorm_bwd_1(
+kernel void rmsnorm_bwd_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
         const device float* p3 [[buffer(3)]],
-        device float* p4 [[buffer(4)]],
+        const device float* p4 [[buffer(4)]],
         device float* p5 [[buffer(5)]],
+        device float* p6 [[buffer(6)]],
         uint3 lid [[thread_position_in_threadgroup]]) {
     threadgroup float sh22[2];
     threadgroup float sh23[2];
@@ -3860,17 +3865,20 @@ kernel void rmsnorm_bwd_1(
             const int j31 = (lid1 + (k30 * 64));
             const float xh32 = (reg9[k30] * r28);
             const float t33 = p3[j31];
-            p4[((((c7 * 16) + c8) * 64) + j31)] = (r28 * ((reg10[k30] * t33) - (xh32 * mean29)));
+            const float acc34 = (r28 * ((reg10[k30] * t33) - (xh32 * mean29)));
+            const float t35 = p4[((((c7 * 16) + c8) * 64) + j31)];
+            const float t36 = (t35 + acc34);
+            p5[((((c7 * 16) + c8) * 64) + j31)] = t36;
             dg4[k30] += (reg10[k30] * xh32);
         }
     }
-    for (int k34 = 0; k34 < 1; k34 += 1) {
-        const int j35 = (lid1 + (k34 * 64));
-        p5[j35] = dg4[k34];
+    for (int k37 = 0; k37 < 1; k37 += 1) {
+        const int j38 = (lid1 + (k37 * 64));
+        p6[j38] = dg4[k37];
     }
 }
 
-// fuses scatter_add %303
+// fuses scatter_add %275
 // threadgroup 256×1×1, grid 4×1×1 threadgroups
 kernel void scatter_add_1(
         const device int* p0 [[buffer(0)]],
@@ -3893,7 +3901,7 @@ kernel void scatter_add_1(
     p2[((lo3 * 64) + c2)] = acc5;
 }
 
-// fuses reshape %114, reshape %115, matmul %116, add %304
+// fuses reshape %114, reshape %115, matmul %116, add %276
 // threadgroup 128×1×1, grid 1×1×1 threadgroups
 kernel void matmul_7(
         const device float* p0 [[buffer(0)]],
@@ -3990,10 +3998,10 @@ kernel void matmul_7(
     }
 }
 
-// fuses reshape %305, reshape %306, reshape %307, reshape %308, reshape %309, reshape %310,
-//   reshape %311, reshape %312, reshape %313, reshape %314, reshape %315, reshape %316,
-//   reshape %317, reshape %318, reshape %319, reshape %320, concat %321, square %322,
-//   reduce_sum %323 (optimizer)
+// fuses reshape %277, reshape %278, reshape %279, reshape %280, reshape %281, reshape %282,
+//   reshape %283, reshape %284, reshape %285, reshape %286, reshape %287, reshape %288,
+//   reshape %289, reshape %290, reshape %291, reshape %292, concat %293, square %294,
+//   reduce_sum %295 (optimizer)
 // threadgroup 1024×1×1, grid 1×1×1 threadgroups
 kernel void reduce_sum_5(
         const device float* p0 [[buffer(0)]],
@@ -4093,9 +4101,9 @@ kernel void reduce_sum_5(
     }
 }
 
-// fuses reshape %324, reshape %325, reshape %326, reshape %327, reshape %328, reshape %329,
-//   reshape %330, reshape %331, reshape %332, reshape %333, concat %334, square %335,
-//   reduce_sum %336 (optimizer)
+// fuses reshape %296, reshape %297, reshape %298, reshape %299, reshape %300, reshape %301,
+//   reshape %302, reshape %303, reshape %304, reshape %305, concat %306, square %307,
+//   reduce_sum %308 (optimizer)
 // threadgroup 1024×1×1, grid 1×1×1 threadgroups
 kernel void reduce_sum_6(
         const device float* p0 [[buffer(0)]],
@@ -4171,7 +4179,7 @@ kernel void reduce_sum_6(
     }
 }
 
-// fuses add %337, sqrt %338 (optimizer)
+// fuses add %309, sqrt %310 (optimizer)
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
 kernel void sqrt_add_0(
         const device float* p0 [[buffer(0)]],
@@ -4189,7 +4197,7 @@ kernel void sqrt_add_0(
     p2[i1] = t5;
 }
 
-// fuses const %339, const %340, div %341, min %342 (optimizer)
+// fuses const %311, const %312, div %313, min %314 (optimizer)
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
 kernel void min_div_0(
         const device float* p0 [[buffer(0)]],
@@ -4206,9 +4214,9 @@ kernel void min_div_0(
 }
 
 // 3 independent kernels in one launch
-// part 0 (adamw_mul): fuses broadcast %343, mul %344, adamw %399 (optimizer)
-// part 1 (adamw_mul): fuses broadcast %345, mul %346, adamw %404 (optimizer)
-// part 2 (adamw_mul): fuses broadcast %347, mul %348, adamw %409 (optimizer)
+// part 0 (adamw_mul): fuses broadcast %315, mul %316, adamw %371 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %317, mul %318, adamw %376 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %319, mul %320, adamw %381 (optimizer)
 // threadgroup 256×1×1, grid 69×1×1 threadgroups
 kernel void adamw_mul_x3_0(
         const device float* p0 [[buffer(0)]],
@@ -4295,9 +4303,9 @@ kernel void adamw_mul_x3_0(
 }
 
 // 3 independent kernels in one launch
-// part 0 (adamw_mul): fuses broadcast %349, mul %350, adamw %414 (optimizer)
-// part 1 (adamw_mul): fuses broadcast %351, mul %352, adamw %419 (optimizer)
-// part 2 (adamw_mul): fuses broadcast %353, mul %354, adamw %424 (optimizer)
+// part 0 (adamw_mul): fuses broadcast %321, mul %322, adamw %386 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %323, mul %324, adamw %391 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %325, mul %326, adamw %396 (optimizer)
 // threadgroup 256×1×1, grid 21×1×1 threadgroups
 kernel void adamw_mul_x3_1(
         const device float* p0 [[buffer(0)]],
@@ -4384,9 +4392,9 @@ kernel void adamw_mul_x3_1(
 }
 
 // 3 independent kernels in one launch
-// part 0 (adamw_mul): fuses broadcast %355, mul %356, adamw %429 (optimizer)
-// part 1 (adamw_mul): fuses broadcast %357, mul %358, adamw %434 (optimizer)
-// part 2 (adamw_mul): fuses broadcast %359, mul %360, adamw %439 (optimizer)
+// part 0 (adamw_mul): fuses broadcast %327, mul %328, adamw %401 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %329, mul %330, adamw %406 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %331, mul %332, adamw %411 (optimizer)
 // threadgroup 256×1×1, grid 11×1×1 threadgroups
 kernel void adamw_mul_x3_2(
         const device float* p0 [[buffer(0)]],
@@ -4473,9 +4481,9 @@ kernel void adamw_mul_x3_2(
 }
 
 // 3 independent kernels in one launch
-// part 0 (adamw_mul): fuses broadcast %361, mul %362, adamw %444 (optimizer)
-// part 1 (adamw_mul): fuses broadcast %363, mul %364, adamw %449 (optimizer)
-// part 2 (adamw_mul): fuses broadcast %365, mul %366, adamw %454 (optimizer)
+// part 0 (adamw_mul): fuses broadcast %333, mul %334, adamw %416 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %335, mul %336, adamw %421 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %337, mul %338, adamw %426 (optimizer)
 // threadgroup 256×1×1, grid 34×1×1 threadgroups
 kernel void adamw_mul_x3_3(
         const device float* p0 [[buffer(0)]],
@@ -4565,9 +4573,9 @@ kernel void adamw_mul_x3_3(
 }
 
 // 3 independent kernels in one launch
-// part 0 (adamw_mul): fuses broadcast %367, mul %368, adamw %459 (optimizer)
-// part 1 (adamw_mul): fuses broadcast %369, mul %370, adamw %464 (optimizer)
-// part 2 (adamw_mul): fuses broadcast %371, mul %372, adamw %469 (optimizer)
+// part 0 (adamw_mul): fuses broadcast %339, mul %340, adamw %431 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %341, mul %342, adamw %436 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %343, mul %344, adamw %441 (optimizer)
 // threadgroup 256×1×1, grid 193×1×1 threadgroups
 kernel void adamw_mul_x3_4(
         const device float* p0 [[buffer(0)]],
@@ -4651,9 +4659,9 @@ kernel void adamw_mul_x3_4(
 }
 
 // 3 independent kernels in one launch
-// part 0 (adamw_mul): fuses broadcast %373, mul %374, adamw %474 (optimizer)
-// part 1 (adamw_mul): fuses broadcast %375, mul %376, adamw %479 (optimizer)
-// part 2 (adamw_mul): fuses broadcast %377, mul %378, adamw %484 (optimizer)
+// part 0 (adamw_mul): fuses broadcast %345, mul %346, adamw %446 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %347, mul %348, adamw %451 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %349, mul %350, adamw %456 (optimizer)
 // threadgroup 256×1×1, grid 67×1×1 threadgroups
 kernel void adamw_mul_x3_5(
         const device float* p0 [[buffer(0)]],
@@ -4740,9 +4748,9 @@ kernel void adamw_mul_x3_5(
 }
 
 // 3 independent kernels in one launch
-// part 0 (adamw_mul): fuses broadcast %379, mul %380, adamw %489 (optimizer)
-// part 1 (adamw_mul): fuses broadcast %381, mul %382, adamw %494 (optimizer)
-// part 2 (adamw_mul): fuses broadcast %383, mul %384, adamw %499 (optimizer)
+// part 0 (adamw_mul): fuses broadcast %351, mul %352, adamw %461 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %353, mul %354, adamw %466 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %355, mul %356, adamw %471 (optimizer)
 // threadgroup 256×1×1, grid 21×1×1 threadgroups
 kernel void adamw_mul_x3_6(
         const device float* p0 [[buffer(0)]],
@@ -4829,9 +4837,9 @@ kernel void adamw_mul_x3_6(
 }
 
 // 3 independent kernels in one launch
-// part 0 (adamw_mul): fuses broadcast %385, mul %386, adamw %504 (optimizer)
-// part 1 (adamw_mul): fuses broadcast %387, mul %388, adamw %509 (optimizer)
-// part 2 (adamw_mul): fuses broadcast %389, mul %390, adamw %514 (optimizer)
+// part 0 (adamw_mul): fuses broadcast %357, mul %358, adamw %476 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %359, mul %360, adamw %481 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %361, mul %362, adamw %486 (optimizer)
 // threadgroup 256×1×1, grid 10×1×1 threadgroups
 kernel void adamw_mul_x3_7(
         const device float* p0 [[buffer(0)]],
@@ -4921,8 +4929,8 @@ kernel void adamw_mul_x3_7(
 }
 
 // 2 independent kernels in one launch
-// part 0 (adamw_mul): fuses broadcast %391, mul %392, adamw %519 (optimizer)
-// part 1 (adamw_mul): fuses broadcast %393, mul %394, adamw %524 (optimizer)
+// part 0 (adamw_mul): fuses broadcast %363, mul %364, adamw %491 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %365, mul %366, adamw %496 (optimizer)
 // threadgroup 256×1×1, grid 33×1×1 threadgroups
 kernel void adamw_mul_x2_0(
         const device float* p0 [[buffer(0)]],

@@ -150,12 +150,12 @@ kernel void matmul_0(
 // threadgroup 128×1×1, grid 4×1×16 threadgroups
 kernel void matmul_1(
         const device float* p0 [[buffer(0)]],
-        const device uchar* p1_codes [[buffer(1)]],
-        const device uchar* p2_qabsmax [[buffer(2)]],
-        const device float* p3_scales [[buffer(3)]],
-        const device float* p4_offset [[buffer(4)]],
-        const device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
+        const device float* p1 [[buffer(1)]],
+        const device float* p2 [[buffer(2)]],
+        const device uchar* p3_codes [[buffer(3)]],
+        const device uchar* p4_qabsmax [[buffer(4)]],
+        const device float* p5_scales [[buffer(5)]],
+        const device float* p6_offset [[buffer(6)]],
         device float* p7 [[buffer(7)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
@@ -185,7 +185,7 @@ kernel void matmul_1(
             const int gk13 = (k0 + k11);
             if ((gi12 < 16)) {
                 const float t14 = p0[((((c1 * 16) + gi12) * 64) + gk13)];
-                sh[((i10 * 36) + k11)] = t14;
+                sh[((i10 * 36) + k11)] = (t14 * 0.25f);
             } else {
                 sh[((i10 * 36) + k11)] = 0.0f;
             }
@@ -196,7 +196,7 @@ kernel void matmul_1(
             const int k18 = (l16 % 32);
             const int gi19 = (n03 + i17);
             const int gk20 = (k0 + k18);
-            const float t21 = (NF4_CODE[((int(p1_codes[(((gi19 * 64) + gk20) / 2)]) >> (((((gi19 * 64) + gk20) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p2_qabsmax[(((gi19 * 64) + gk20) / 64)])] * p3_scales[((((gi19 * 64) + gk20) / 64) / 256)]) + p4_offset[0]));
+            const float t21 = p1[((gi19 * 64) + gk20)];
             sh[(((i17 * 36) + k18) + 1152)] = t21;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -232,8 +232,8 @@ kernel void matmul_1(
             const int gi26 = (m02 + i24);
             const int gk27 = (k0 + k25);
             if ((gi26 < 16)) {
-                const float t28 = p5[((((c1 * 16) + gi26) * 64) + gk27)];
-                sh[((i24 * 36) + k25)] = (t28 * 0.25f);
+                const float t28 = p2[((((c1 * 16) + gi26) * 64) + gk27)];
+                sh[((i24 * 36) + k25)] = t28;
             } else {
                 sh[((i24 * 36) + k25)] = 0.0f;
             }
@@ -244,7 +244,7 @@ kernel void matmul_1(
             const int k32 = (l30 % 32);
             const int gi33 = (n03 + i31);
             const int gk34 = (k0 + k32);
-            const float t35 = p6[((gi33 * 64) + gk34)];
+            const float t35 = (NF4_CODE[((int(p3_codes[(((gi33 * 64) + gk34) / 2)]) >> (((((gi33 * 64) + gk34) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p4_qabsmax[(((gi33 * 64) + gk34) / 64)])] * p5_scales[((((gi33 * 64) + gk34) / 64) / 256)]) + p6_offset[0]));
             sh[(((i31 * 36) + k32) + 1152)] = t35;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -294,40 +294,57 @@ kernel void matmul_1(
     }
 }
 
-// fuses slice %26, causal_conv1d %28 (mamba.0)
-// threadgroup 256×1×1, grid 128×1×1 threadgroups
-kernel void causal_conv1d_0(
+// 3 independent kernels in one launch
+// part 0 (causal_conv1d): fuses slice %26, causal_conv1d %28, silu %29 (mamba.0)
+// part 1 (exp): fuses exp %38 (mamba.0)
+// part 2 (silu_slice): fuses slice %27, silu %42 (mamba.0)
+// threadgroup 256×1×1, grid 264×1×1 threadgroups
+kernel void causal_conv1d_exp_x3_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
         device float* p3 [[buffer(3)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    const int c2 = (i1 / 2048);
-    const int c3 = ((i1 / 128) % 16);
-    const int c4 = (i1 % 128);
-    const float t5 = p0[c4];
-    const float t6 = p1[((c4 * 4) + 0)];
-    const float t7 = p2[((((c2 * 16) + max((c3 - 3), 0)) * 256) + c4)];
-    const float t8 = p1[((c4 * 4) + 1)];
-    const float t9 = p2[((((c2 * 16) + max((c3 - 2), 0)) * 256) + c4)];
-    const float t10 = p1[((c4 * 4) + 2)];
-    const float t11 = p2[((((c2 * 16) + max((c3 - 1), 0)) * 256) + c4)];
-    const float t12 = p1[((c4 * 4) + 3)];
-    const float t13 = p2[((((c2 * 16) + c3) * 256) + c4)];
-    p3[i1] = ((((t5 + ((c3 >= 3) ? (t6 * t7) : 0.0f)) + ((c3 >= 2) ? (t8 * t9) : 0.0f)) + ((c3 >= 1) ? (t10 * t11) : 0.0f)) + (t12 * t13));
-}
-
-// fuses silu %29 (mamba.0)
-// threadgroup 256×1×1, grid 128×1×1 threadgroups
-kernel void silu_0(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    const float t5 = p0[i1];
-    const float t6 = (t5 / (1.0f + exp((-t5))));
-    p1[i1] = t6;
+        device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        device float* p6 [[buffer(6)]],
+        device float* p7 [[buffer(7)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if ((int(gid.x) < 128)) {
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 256) + int(lid.x));
+        const int c2 = (i1 / 2048);
+        const int c3 = ((i1 / 128) % 16);
+        const int c4 = (i1 % 128);
+        const float t5 = p0[c4];
+        const float t6 = p1[((c4 * 4) + 0)];
+        const float t7 = p2[((((c2 * 16) + max((c3 - 3), 0)) * 256) + c4)];
+        const float t8 = p1[((c4 * 4) + 1)];
+        const float t9 = p2[((((c2 * 16) + max((c3 - 2), 0)) * 256) + c4)];
+        const float t10 = p1[((c4 * 4) + 2)];
+        const float t11 = p2[((((c2 * 16) + max((c3 - 1), 0)) * 256) + c4)];
+        const float t12 = p1[((c4 * 4) + 3)];
+        const float t13 = p2[((((c2 * 16) + c3) * 256) + c4)];
+        const float acc14 = ((((t5 + ((c3 >= 3) ? (t6 * t7) : 0.0f)) + ((c3 >= 2) ? (t8 * t9) : 0.0f)) + ((c3 >= 1) ? (t10 * t11) : 0.0f)) + (t12 * t13));
+        p3[i1] = acc14;
+        const float t15 = (acc14 / (1.0f + exp((-acc14))));
+        p4[i1] = t15;
+    } else if ((int(gid.x) < 136)) {
+        const int h1 = (int(gid.x) - 128);
+        const int i1 = ((h1 * 256) + int(lid.x));
+        const float t4 = p5[i1];
+        const float t5 = exp(t4);
+        p6[i1] = t5;
+    } else if ((int(gid.x) < 264)) {
+        const int h2 = (int(gid.x) - 136);
+        const int i1 = ((h2 * 256) + int(lid.x));
+        const int c2 = (i1 / 2048);
+        const int c3 = ((i1 / 128) % 16);
+        const int c4 = (i1 % 128);
+        const float t5 = p2[((((c2 * 16) + c3) * 256) + (c4 + 128))];
+        const float t6 = (t5 / (1.0f + exp((-t5))));
+        p7[i1] = t6;
+    }
 }
 
 // fuses matmul %30 (mamba.0)
@@ -412,13 +429,14 @@ kernel void matmul_2(
     }
 }
 
-// fuses slice %31, matmul %34, broadcast %35, add %36 (mamba.0)
+// fuses slice %31, matmul %34, broadcast %35, add %36, softplus %37 (mamba.0)
 // threadgroup 128×1×1, grid 2×1×16 threadgroups
 kernel void matmul_3(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
         device float* p3 [[buffer(3)]],
+        device float* p4 [[buffer(4)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
@@ -510,41 +528,15 @@ kernel void matmul_3(
             const float t29 = p2[gj27];
             const float t30 = (acc28 + t29);
             p3[((((c1 * 16) + gi26) * 128) + gj27)] = t30;
+            const float t31 = (max(t30, 0.0f) + log((1.0f + exp((-fabs(t30))))));
+            p4[((((c1 * 16) + gi26) * 128) + gj27)] = t31;
         }
     }
 }
 
-// 2 independent kernels in one launch
-// part 0 (softplus): fuses softplus %37 (mamba.0)
-// part 1 (exp): fuses exp %38 (mamba.0)
-// threadgroup 256×1×1, grid 136×1×1 threadgroups
-kernel void softplus_exp_x2_0(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        device float* p3 [[buffer(3)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 128)) {
-        const int h0 = (int(gid.x) - 0);
-        const int i1 = ((h0 * 256) + int(lid.x));
-        const float t5 = p0[i1];
-        const float t6 = (max(t5, 0.0f) + log((1.0f + exp((-fabs(t5))))));
-        p1[i1] = t6;
-    } else if ((int(gid.x) < 136)) {
-        const int h1 = (int(gid.x) - 128);
-        const int i1 = ((h1 * 256) + int(lid.x));
-        const float t4 = p2[i1];
-        const float t5 = exp(t4);
-        p3[i1] = t5;
-    }
-}
-
-// 2 independent kernels in one launch
-// part 0 (selective_scan): fuses slice %32, slice %33, neg %39, selective_scan %40 (mamba.0)
-// part 1 (silu_slice): fuses slice %27, silu %42 (mamba.0)
-// threadgroup 256×1×1, grid 256×1×1 threadgroups
-kernel void selective_scan_silu_slice_x2_0(
+// fuses slice %32, slice %33, neg %39, selective_scan %40, mul %43 (mamba.0)
+// threadgroup 256×1×1, grid 8×16×1 threadgroups
+kernel void selective_scan_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -556,57 +548,35 @@ kernel void selective_scan_silu_slice_x2_0(
         device float* p8 [[buffer(8)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 128)) {
-        const int h0 = (int(gid.x) - 0);
-        const int b1 = (h0 / 8);
-        const int ch2 = (((h0 % 8) * 16) + (int(lid.x) / 16));
-        const int n3 = (int(lid.x) % 16);
-        const float t4 = p0[((ch2 * 16) + n3)];
-        const float t5 = (-t4);
-        const float t6 = p1[ch2];
-        float s7 = 0.0f;
-        for (int c8 = 0; c8 < 2; c8 += 1) {
-            p2[((((((b1 * 2) + c8) * 128) + ch2) * 16) + n3)] = s7;
-            for (int t9 = (c8 * 8); t9 < min(((c8 * 8) + 8), 16); t9 += 1) {
-                const float t10 = p3[((((b1 * 16) + t9) * 128) + ch2)];
-                const float t11 = p4[((((b1 * 16) + t9) * 128) + ch2)];
-                const float t12 = p5[((((b1 * 16) + t9) * 36) + (n3 + 4))];
-                const float t13 = p5[((((b1 * 16) + t9) * 36) + (n3 + 20))];
-                const float a14 = exp((t10 * t5));
-                s7 = ((a14 * s7) + ((t10 * t12) * t11));
-                const float r15 = ((s7 * t13) + simd_shuffle_xor((s7 * t13), ushort(8)));
-                const float r16 = (r15 + simd_shuffle_xor(r15, ushort(4)));
-                const float r17 = (r16 + simd_shuffle_xor(r16, ushort(2)));
-                const float r18 = (r17 + simd_shuffle_xor(r17, ushort(1)));
-                if ((n3 == 0)) {
-                    p6[((((b1 * 16) + t9) * 128) + ch2)] = (r18 + (t6 * t11));
-                }
+    const int b1 = int(gid.y);
+    const int ch2 = ((int(gid.x) * 16) + (int(lid.x) / 16));
+    const int n3 = (int(lid.x) % 16);
+    const float t4 = p0[((ch2 * 16) + n3)];
+    const float t5 = (-t4);
+    const float t6 = p1[ch2];
+    float s7 = 0.0f;
+    for (int c8 = 0; c8 < 2; c8 += 1) {
+        p2[((((((b1 * 2) + c8) * 128) + ch2) * 16) + n3)] = s7;
+        for (int t9 = (c8 * 8); t9 < min(((c8 * 8) + 8), 16); t9 += 1) {
+            const float t10 = p3[((((b1 * 16) + t9) * 128) + ch2)];
+            const float t11 = p4[((((b1 * 16) + t9) * 128) + ch2)];
+            const float t12 = p5[((((b1 * 16) + t9) * 36) + (n3 + 4))];
+            const float t13 = p5[((((b1 * 16) + t9) * 36) + (n3 + 20))];
+            const float a14 = exp((t10 * t5));
+            s7 = ((a14 * s7) + ((t10 * t12) * t11));
+            const float r15 = ((s7 * t13) + simd_shuffle_xor((s7 * t13), ushort(8)));
+            const float r16 = (r15 + simd_shuffle_xor(r15, ushort(4)));
+            const float r17 = (r16 + simd_shuffle_xor(r16, ushort(2)));
+            const float r18 = (r17 + simd_shuffle_xor(r17, ushort(1)));
+            if ((n3 == 0)) {
+                const float acc19 = (r18 + (t6 * t11));
+                p6[((((b1 * 16) + t9) * 128) + ch2)] = acc19;
+                const float t20 = p7[((((b1 * 16) + t9) * 128) + ch2)];
+                const float t21 = (acc19 * t20);
+                p8[((((b1 * 16) + t9) * 128) + ch2)] = t21;
             }
         }
-    } else if ((int(gid.x) < 256)) {
-        const int h1 = (int(gid.x) - 128);
-        const int i1 = ((h1 * 256) + int(lid.x));
-        const int c2 = (i1 / 2048);
-        const int c3 = ((i1 / 128) % 16);
-        const int c4 = (i1 % 128);
-        const float t5 = p7[((((c2 * 16) + c3) * 256) + (c4 + 128))];
-        const float t6 = (t5 / (1.0f + exp((-t5))));
-        p8[i1] = t6;
     }
-}
-
-// fuses mul %43 (mamba.0)
-// threadgroup 256×1×1, grid 128×1×1 threadgroups
-kernel void mul_0(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    const float t5 = p0[i1];
-    const float t6 = p1[i1];
-    const float t7 = (t5 * t6);
-    p2[i1] = t7;
 }
 
 // fuses matmul %45 (mamba.0)
@@ -707,12 +677,12 @@ kernel void matmul_4(
 // threadgroup 128×1×1, grid 1×1×16 threadgroups
 kernel void matmul_5(
         const device float* p0 [[buffer(0)]],
-        const device uchar* p1_codes [[buffer(1)]],
-        const device uchar* p2_qabsmax [[buffer(2)]],
-        const device float* p3_scales [[buffer(3)]],
-        const device float* p4_offset [[buffer(4)]],
-        const device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
+        const device float* p1 [[buffer(1)]],
+        const device float* p2 [[buffer(2)]],
+        const device uchar* p3_codes [[buffer(3)]],
+        const device uchar* p4_qabsmax [[buffer(4)]],
+        const device float* p5_scales [[buffer(5)]],
+        const device float* p6_offset [[buffer(6)]],
         const device float* p7 [[buffer(7)]],
         device float* p8 [[buffer(8)]],
         uint3 lid [[thread_position_in_threadgroup]],
@@ -734,7 +704,7 @@ kernel void matmul_5(
     simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
     simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
     simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 128; k0 += 32) {
+    for (int k0 = 0; k0 < 64; k0 += 32) {
         for (int s8 = 0; s8 < 8; s8 += 1) {
             const int l9 = ((s8 * 128) + ti4);
             const int i10 = (l9 / 32);
@@ -742,8 +712,8 @@ kernel void matmul_5(
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
             if ((gi12 < 16)) {
-                const float t14 = p0[((((c1 * 16) + gi12) * 128) + gk13)];
-                sh[((i10 * 36) + k11)] = t14;
+                const float t14 = p0[((((c1 * 16) + gi12) * 64) + gk13)];
+                sh[((i10 * 36) + k11)] = (t14 * 0.25f);
             } else {
                 sh[((i10 * 36) + k11)] = 0.0f;
             }
@@ -754,7 +724,7 @@ kernel void matmul_5(
             const int k18 = (l16 % 32);
             const int gi19 = (n03 + i17);
             const int gk20 = (k0 + k18);
-            const float t21 = (NF4_CODE[((int(p1_codes[(((gi19 * 128) + gk20) / 2)]) >> (((((gi19 * 128) + gk20) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p2_qabsmax[(((gi19 * 128) + gk20) / 64)])] * p3_scales[((((gi19 * 128) + gk20) / 64) / 256)]) + p4_offset[0]));
+            const float t21 = p1[((gi19 * 64) + gk20)];
             sh[(((i17 * 36) + k18) + 1152)] = t21;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -782,7 +752,7 @@ kernel void matmul_5(
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
     }
-    for (int k0 = 0; k0 < 64; k0 += 32) {
+    for (int k0 = 0; k0 < 128; k0 += 32) {
         for (int s22 = 0; s22 < 8; s22 += 1) {
             const int l23 = ((s22 * 128) + ti4);
             const int i24 = (l23 / 32);
@@ -790,8 +760,8 @@ kernel void matmul_5(
             const int gi26 = (m02 + i24);
             const int gk27 = (k0 + k25);
             if ((gi26 < 16)) {
-                const float t28 = p5[((((c1 * 16) + gi26) * 64) + gk27)];
-                sh[((i24 * 36) + k25)] = (t28 * 0.25f);
+                const float t28 = p2[((((c1 * 16) + gi26) * 128) + gk27)];
+                sh[((i24 * 36) + k25)] = t28;
             } else {
                 sh[((i24 * 36) + k25)] = 0.0f;
             }
@@ -802,7 +772,7 @@ kernel void matmul_5(
             const int k32 = (l30 % 32);
             const int gi33 = (n03 + i31);
             const int gk34 = (k0 + k32);
-            const float t35 = p6[((gi33 * 64) + gk34)];
+            const float t35 = (NF4_CODE[((int(p3_codes[(((gi33 * 128) + gk34) / 2)]) >> (((((gi33 * 128) + gk34) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p4_qabsmax[(((gi33 * 128) + gk34) / 64)])] * p5_scales[((((gi33 * 128) + gk34) / 64) / 256)]) + p6_offset[0]));
             sh[(((i31 * 36) + k32) + 1152)] = t35;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -1251,12 +1221,12 @@ kernel void grouped_matmul_1(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
-        const device uchar* p3_codes [[buffer(3)]],
-        const device uchar* p4_qabsmax [[buffer(4)]],
-        const device float* p5_scales [[buffer(5)]],
-        const device float* p6_offset [[buffer(6)]],
-        const device float* p7 [[buffer(7)]],
-        const device float* p8 [[buffer(8)]],
+        const device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        const device uchar* p5_codes [[buffer(5)]],
+        const device uchar* p6_qabsmax [[buffer(6)]],
+        const device float* p7_scales [[buffer(7)]],
+        const device float* p8_offset [[buffer(8)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
@@ -1312,7 +1282,7 @@ kernel void grouped_matmul_1(
             const int gk22 = (k0 + k20);
             if ((gi21 < t11)) {
                 const float t23 = p2[((gi21 * 64) + gk22)];
-                sh[((i19 * 20) + k20)] = t23;
+                sh[((i19 * 20) + k20)] = (t23 * 0.25f);
             } else {
                 sh[((i19 * 20) + k20)] = 0.0f;
             }
@@ -1323,7 +1293,7 @@ kernel void grouped_matmul_1(
             const int k27 = (l25 % 16);
             const int gi28 = (n02 + i26);
             const int gk29 = (k0 + k27);
-            const float t30 = (NF4_CODE[((int(p3_codes[(((((ex1 * 128) + gi28) * 64) + gk29) / 2)]) >> (((((((ex1 * 128) + gi28) * 64) + gk29) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p4_qabsmax[(((((ex1 * 128) + gi28) * 64) + gk29) / 64)])] * p5_scales[((((((ex1 * 128) + gi28) * 64) + gk29) / 64) / 256)]) + p6_offset[0]));
+            const float t30 = p3[((((ex1 * 128) + gi28) * 64) + gk29)];
             sh[(((i26 * 20) + k27) + 1280)] = t30;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -1371,8 +1341,8 @@ kernel void grouped_matmul_1(
             const int gi35 = (m012 + i33);
             const int gk36 = (k0 + k34);
             if ((gi35 < t11)) {
-                const float t37 = p7[((gi35 * 64) + gk36)];
-                sh[((i33 * 20) + k34)] = (t37 * 0.25f);
+                const float t37 = p4[((gi35 * 64) + gk36)];
+                sh[((i33 * 20) + k34)] = t37;
             } else {
                 sh[((i33 * 20) + k34)] = 0.0f;
             }
@@ -1383,7 +1353,7 @@ kernel void grouped_matmul_1(
             const int k41 = (l39 % 16);
             const int gi42 = (n02 + i40);
             const int gk43 = (k0 + k41);
-            const float t44 = p8[((((ex1 * 128) + gi42) * 64) + gk43)];
+            const float t44 = (NF4_CODE[((int(p5_codes[(((((ex1 * 128) + gi42) * 64) + gk43) / 2)]) >> (((((((ex1 * 128) + gi42) * 64) + gk43) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p6_qabsmax[(((((ex1 * 128) + gi42) * 64) + gk43) / 64)])] * p7_scales[((((((ex1 * 128) + gi42) * 64) + gk43) / 64) / 256)]) + p8_offset[0]));
             sh[(((i40 * 20) + k41) + 1280)] = t44;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -1498,18 +1468,21 @@ kernel void mul_slice_gather_x2_0(
     }
 }
 
-// fuses dequant %59, grouped_matmul %82, grouped_matmul %84, scale %85, add %86 (moe.0)
+// fuses dequant %59, grouped_matmul %82, grouped_matmul %84, scale %85, add %86, reshape %89,
+//   broadcast %90, mul %91 (moe.0)
 // threadgroup 128×1×1, grid 1×8×5 threadgroups
 kernel void grouped_matmul_2(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
-        const device uchar* p3_codes [[buffer(3)]],
-        const device uchar* p4_qabsmax [[buffer(4)]],
-        const device float* p5_scales [[buffer(5)]],
-        const device float* p6_offset [[buffer(6)]],
-        const device float* p7 [[buffer(7)]],
-        const device float* p8 [[buffer(8)]],
+        device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        const device float* p6 [[buffer(6)]],
+        const device uchar* p7_codes [[buffer(7)]],
+        const device uchar* p8_qabsmax [[buffer(8)]],
+        const device float* p9_scales [[buffer(9)]],
+        const device float* p10_offset [[buffer(10)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
@@ -1525,21 +1498,24 @@ kernel void grouped_matmul_2(
             if (((r7 < t3) || (r7 >= t4))) {
                 const float acc9 = 0.0f;
                 p1[((r7 * 64) + j8)] = acc9;
+                const float t10 = p2[((r7 * 1) + 0)];
+                const float t11 = (acc9 * t10);
+                p3[((r7 * 64) + j8)] = t11;
             }
         }
         return;
     }
-    const int t10 = p0[ex1];
-    const int t11 = p0[(ex1 + 1)];
-    const int m012 = (t10 + (int(gid.y) * 64));
-    if ((m012 >= t11)) {
+    const int t12 = p0[ex1];
+    const int t13 = p0[(ex1 + 1)];
+    const int m014 = (t12 + (int(gid.y) * 64));
+    if ((m014 >= t13)) {
         return;
     }
     threadgroup float sh[4352];
-    const int ti13 = int(lid.x);
-    const int sgi14 = int(sg);
-    const int sr15 = ((sgi14 / 2) * 32);
-    const int sc16 = ((sgi14 % 2) * 32);
+    const int ti15 = int(lid.x);
+    const int sgi16 = int(sg);
+    const int sr17 = ((sgi16 / 2) * 32);
+    const int sc18 = ((sgi16 % 2) * 32);
     simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
     simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
     simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
@@ -1557,46 +1533,46 @@ kernel void grouped_matmul_2(
     simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
     simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
     for (int k0 = 0; k0 < 64; k0 += 16) {
-        for (int s17 = 0; s17 < 8; s17 += 1) {
-            const int l18 = ((s17 * 128) + ti13);
-            const int i19 = (l18 / 16);
-            const int k20 = (l18 % 16);
-            const int gi21 = (m012 + i19);
-            const int gk22 = (k0 + k20);
-            if ((gi21 < t11)) {
-                const float t23 = p2[((gi21 * 64) + gk22)];
-                sh[((i19 * 20) + k20)] = t23;
+        for (int s19 = 0; s19 < 8; s19 += 1) {
+            const int l20 = ((s19 * 128) + ti15);
+            const int i21 = (l20 / 16);
+            const int k22 = (l20 % 16);
+            const int gi23 = (m014 + i21);
+            const int gk24 = (k0 + k22);
+            if ((gi23 < t13)) {
+                const float t25 = p4[((gi23 * 64) + gk24)];
+                sh[((i21 * 20) + k22)] = (t25 * 0.25f);
             } else {
-                sh[((i19 * 20) + k20)] = 0.0f;
+                sh[((i21 * 20) + k22)] = 0.0f;
             }
         }
-        for (int s24 = 0; s24 < 8; s24 += 1) {
-            const int l25 = ((s24 * 128) + ti13);
-            const int i26 = (l25 / 16);
-            const int k27 = (l25 % 16);
-            const int gi28 = (n02 + i26);
-            const int gk29 = (k0 + k27);
-            const float t30 = (NF4_CODE[((int(p3_codes[(((((ex1 * 64) + gi28) * 64) + gk29) / 2)]) >> (((((((ex1 * 64) + gi28) * 64) + gk29) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p4_qabsmax[(((((ex1 * 64) + gi28) * 64) + gk29) / 64)])] * p5_scales[((((((ex1 * 64) + gi28) * 64) + gk29) / 64) / 256)]) + p6_offset[0]));
-            sh[(((i26 * 20) + k27) + 1280)] = t30;
+        for (int s26 = 0; s26 < 8; s26 += 1) {
+            const int l27 = ((s26 * 128) + ti15);
+            const int i28 = (l27 / 16);
+            const int k29 = (l27 % 16);
+            const int gi30 = (n02 + i28);
+            const int gk31 = (k0 + k29);
+            const float t32 = p5[((((ex1 * 64) + gi30) * 64) + gk31)];
+            sh[(((i28 * 20) + k29) + 1280)] = t32;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr15 * 20) + kk), 20);
+            simdgroup_load(fa0, sh + ((sr17 * 20) + kk), 20);
             simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr15 + 8) * 20) + kk), 20);
+            simdgroup_load(fa1, sh + (((sr17 + 8) * 20) + kk), 20);
             simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + (((sr15 + 16) * 20) + kk), 20);
+            simdgroup_load(fa2, sh + (((sr17 + 16) * 20) + kk), 20);
             simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + (((sr15 + 24) * 20) + kk), 20);
+            simdgroup_load(fa3, sh + (((sr17 + 24) * 20) + kk), 20);
             simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((sc16 * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_load(fb0, sh + (((sc18 * 20) + kk) + 1280), 20, ulong2(0, 0), true);
             simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + ((((sc16 + 8) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_load(fb1, sh + ((((sc18 + 8) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
             simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + ((((sc16 + 16) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_load(fb2, sh + ((((sc18 + 16) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
             simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + ((((sc16 + 24) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_load(fb3, sh + ((((sc18 + 24) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
             simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
             simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
             simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
@@ -1617,46 +1593,46 @@ kernel void grouped_matmul_2(
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
     }
     for (int k0 = 0; k0 < 64; k0 += 16) {
-        for (int s31 = 0; s31 < 8; s31 += 1) {
-            const int l32 = ((s31 * 128) + ti13);
-            const int i33 = (l32 / 16);
-            const int k34 = (l32 % 16);
-            const int gi35 = (m012 + i33);
-            const int gk36 = (k0 + k34);
-            if ((gi35 < t11)) {
-                const float t37 = p7[((gi35 * 64) + gk36)];
-                sh[((i33 * 20) + k34)] = (t37 * 0.25f);
+        for (int s33 = 0; s33 < 8; s33 += 1) {
+            const int l34 = ((s33 * 128) + ti15);
+            const int i35 = (l34 / 16);
+            const int k36 = (l34 % 16);
+            const int gi37 = (m014 + i35);
+            const int gk38 = (k0 + k36);
+            if ((gi37 < t13)) {
+                const float t39 = p6[((gi37 * 64) + gk38)];
+                sh[((i35 * 20) + k36)] = t39;
             } else {
-                sh[((i33 * 20) + k34)] = 0.0f;
+                sh[((i35 * 20) + k36)] = 0.0f;
             }
         }
-        for (int s38 = 0; s38 < 8; s38 += 1) {
-            const int l39 = ((s38 * 128) + ti13);
-            const int i40 = (l39 / 16);
-            const int k41 = (l39 % 16);
-            const int gi42 = (n02 + i40);
-            const int gk43 = (k0 + k41);
-            const float t44 = p8[((((ex1 * 64) + gi42) * 64) + gk43)];
-            sh[(((i40 * 20) + k41) + 1280)] = t44;
+        for (int s40 = 0; s40 < 8; s40 += 1) {
+            const int l41 = ((s40 * 128) + ti15);
+            const int i42 = (l41 / 16);
+            const int k43 = (l41 % 16);
+            const int gi44 = (n02 + i42);
+            const int gk45 = (k0 + k43);
+            const float t46 = (NF4_CODE[((int(p7_codes[(((((ex1 * 64) + gi44) * 64) + gk45) / 2)]) >> (((((((ex1 * 64) + gi44) * 64) + gk45) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p8_qabsmax[(((((ex1 * 64) + gi44) * 64) + gk45) / 64)])] * p9_scales[((((((ex1 * 64) + gi44) * 64) + gk45) / 64) / 256)]) + p10_offset[0]));
+            sh[(((i42 * 20) + k43) + 1280)] = t46;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr15 * 20) + kk), 20);
+            simdgroup_load(fa0, sh + ((sr17 * 20) + kk), 20);
             simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr15 + 8) * 20) + kk), 20);
+            simdgroup_load(fa1, sh + (((sr17 + 8) * 20) + kk), 20);
             simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + (((sr15 + 16) * 20) + kk), 20);
+            simdgroup_load(fa2, sh + (((sr17 + 16) * 20) + kk), 20);
             simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + (((sr15 + 24) * 20) + kk), 20);
+            simdgroup_load(fa3, sh + (((sr17 + 24) * 20) + kk), 20);
             simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((sc16 * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_load(fb0, sh + (((sc18 * 20) + kk) + 1280), 20, ulong2(0, 0), true);
             simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + ((((sc16 + 8) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_load(fb1, sh + ((((sc18 + 8) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
             simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + ((((sc16 + 16) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_load(fb2, sh + ((((sc18 + 16) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
             simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + ((((sc16 + 24) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_load(fb3, sh + ((((sc18 + 24) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
             simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
             simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
             simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
@@ -1676,49 +1652,37 @@ kernel void grouped_matmul_2(
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
     }
-    simdgroup_store(acc0_0, sh + ((sr15 * 68) + sc16), 68);
-    simdgroup_store(acc0_1, sh + ((sr15 * 68) + (sc16 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr15 * 68) + (sc16 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr15 * 68) + (sc16 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr15 + 8) * 68) + sc16), 68);
-    simdgroup_store(acc1_1, sh + (((sr15 + 8) * 68) + (sc16 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr15 + 8) * 68) + (sc16 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr15 + 8) * 68) + (sc16 + 24)), 68);
-    simdgroup_store(acc2_0, sh + (((sr15 + 16) * 68) + sc16), 68);
-    simdgroup_store(acc2_1, sh + (((sr15 + 16) * 68) + (sc16 + 8)), 68);
-    simdgroup_store(acc2_2, sh + (((sr15 + 16) * 68) + (sc16 + 16)), 68);
-    simdgroup_store(acc2_3, sh + (((sr15 + 16) * 68) + (sc16 + 24)), 68);
-    simdgroup_store(acc3_0, sh + (((sr15 + 24) * 68) + sc16), 68);
-    simdgroup_store(acc3_1, sh + (((sr15 + 24) * 68) + (sc16 + 8)), 68);
-    simdgroup_store(acc3_2, sh + (((sr15 + 24) * 68) + (sc16 + 16)), 68);
-    simdgroup_store(acc3_3, sh + (((sr15 + 24) * 68) + (sc16 + 24)), 68);
+    simdgroup_store(acc0_0, sh + ((sr17 * 68) + sc18), 68);
+    simdgroup_store(acc0_1, sh + ((sr17 * 68) + (sc18 + 8)), 68);
+    simdgroup_store(acc0_2, sh + ((sr17 * 68) + (sc18 + 16)), 68);
+    simdgroup_store(acc0_3, sh + ((sr17 * 68) + (sc18 + 24)), 68);
+    simdgroup_store(acc1_0, sh + (((sr17 + 8) * 68) + sc18), 68);
+    simdgroup_store(acc1_1, sh + (((sr17 + 8) * 68) + (sc18 + 8)), 68);
+    simdgroup_store(acc1_2, sh + (((sr17 + 8) * 68) + (sc18 + 16)), 68);
+    simdgroup_store(acc1_3, sh + (((sr17 + 8) * 68) + (sc18 + 24)), 68);
+    simdgroup_store(acc2_0, sh + (((sr17 + 16) * 68) + sc18), 68);
+    simdgroup_store(acc2_1, sh + (((sr17 + 16) * 68) + (sc18 + 8)), 68);
+    simdgroup_store(acc2_2, sh + (((sr17 + 16) * 68) + (sc18 + 16)), 68);
+    simdgroup_store(acc2_3, sh + (((sr17 + 16) * 68) + (sc18 + 24)), 68);
+    simdgroup_store(acc3_0, sh + (((sr17 + 24) * 68) + sc18), 68);
+    simdgroup_store(acc3_1, sh + (((sr17 + 24) * 68) + (sc18 + 8)), 68);
+    simdgroup_store(acc3_2, sh + (((sr17 + 24) * 68) + (sc18 + 16)), 68);
+    simdgroup_store(acc3_3, sh + (((sr17 + 24) * 68) + (sc18 + 24)), 68);
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s45 = 0; s45 < 32; s45 += 1) {
-        const int l46 = ((s45 * 128) + ti13);
-        const int i47 = (l46 / 64);
-        const int j48 = (l46 % 64);
-        const int gi49 = (m012 + i47);
-        const int gj50 = (n02 + j48);
-        if ((gi49 < t11)) {
-            const float acc51 = sh[((i47 * 68) + j48)];
-            p1[((gi49 * 64) + gj50)] = acc51;
+    for (int s47 = 0; s47 < 32; s47 += 1) {
+        const int l48 = ((s47 * 128) + ti15);
+        const int i49 = (l48 / 64);
+        const int j50 = (l48 % 64);
+        const int gi51 = (m014 + i49);
+        const int gj52 = (n02 + j50);
+        if ((gi51 < t13)) {
+            const float acc53 = sh[((i49 * 68) + j50)];
+            p1[((gi51 * 64) + gj52)] = acc53;
+            const float t54 = p2[((gi51 * 1) + 0)];
+            const float t55 = (acc53 * t54);
+            p3[((gi51 * 64) + gj52)] = t55;
         }
     }
-}
-
-// fuses reshape %89, broadcast %90, mul %91 (moe.0)
-// threadgroup 256×1×1, grid 128×1×1 threadgroups
-kernel void mul_1(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    const int c2 = (i1 / 64);
-    const float t4 = p0[i1];
-    const float t5 = p1[((c2 * 1) + 0)];
-    const float t6 = (t4 * t5);
-    p2[i1] = t6;
 }
 
 // 3 independent kernels in one launch
@@ -2415,7 +2379,8 @@ kernel void matmul_x2_0(
 
 // 2 independent kernels in one launch
 // part 0 (matmul): fuses reshape %164, reshape %165, matmul %166 (mamba.1)
-// part 1 (matmul): fuses matmul %163, dequant %167, matmul %168, add %169 (mamba.1)
+// part 1 (matmul): fuses slice %125, matmul %163, dequant %167, matmul %168, add %169, mul %171, sigmoid %172,
+//   const %173, sub %174, mul %175, add %176, mul %177 (mamba.1)
 // threadgroup 128×1×1, grid 34×1×1 threadgroups
 kernel void matmul_x2_1(
         const device float* p0 [[buffer(0)]],
@@ -2428,6 +2393,10 @@ kernel void matmul_x2_1(
         const device float* p7 [[buffer(7)]],
         const device float* p8 [[buffer(8)]],
         device float* p9 [[buffer(9)]],
+        const device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
+        const device float* p12 [[buffer(12)]],
+        device float* p13 [[buffer(13)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
@@ -2668,6 +2637,16 @@ kernel void matmul_x2_1(
             if ((gi40 < 16)) {
                 const float acc42 = sh[((i38 * 68) + j39)];
                 p9[((((c1 * 16) + gi40) * 128) + gj41)] = acc42;
+                const float t43 = p10[((((c1 * 16) + gi40) * 128) + gj41)];
+                const float t44 = (acc42 * t43);
+                const float t45 = p11[((((c1 * 16) + gi40) * 256) + (gj41 + 128))];
+                const float t46 = (1.0f / (1.0f + exp((-t45))));
+                const float t47 = p12[((((c1 * 16) + gi40) * 128) + gj41)];
+                const float t48 = (1.0f - t46);
+                const float t49 = (t47 * t48);
+                const float t50 = (t46 + t49);
+                const float t51 = (t44 * t50);
+                p13[((((c1 * 16) + gi40) * 128) + gj41)] = t51;
             }
         }
     }
@@ -2919,49 +2898,8 @@ kernel void matmul_9(
     }
 }
 
-// fuses const %187, concat %188, const %189, const %190, concat %191, add %192, const %193,
-//   concat %194, add %195 (mamba.1)
-// threadgroup 256×1×1, grid 36×1×1 threadgroups
-kernel void add_concat_0(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        device float* p3 [[buffer(3)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    const int c2 = (i1 / 576);
-    const int c3 = ((i1 / 36) % 16);
-    const int c4 = (i1 % 36);
-    float cat5 = 0.0f;
-    if ((c4 < 20)) {
-        cat5 = 0.0f;
-    } else {
-        const float t6 = p0[((((c2 * 16) + c3) * 16) + (c4 - 20))];
-        cat5 = t6;
-    }
-    float cat7 = 0.0f;
-    if ((c4 < 4)) {
-        cat7 = 0.0f;
-    } else if ((c4 < 20)) {
-        const float t8 = p1[((((c2 * 16) + c3) * 16) + (c4 - 4))];
-        cat7 = t8;
-    } else {
-        cat7 = 0.0f;
-    }
-    const float t9 = (cat5 + cat7);
-    float cat10 = 0.0f;
-    if ((c4 < 4)) {
-        const float t11 = p2[((((c2 * 16) + c3) * 4) + (c4 - 0))];
-        cat10 = t11;
-    } else {
-        cat10 = 0.0f;
-    }
-    const float t12 = (t9 + cat10);
-    p3[i1] = t12;
-}
-
-// fuses matmul %196, add %197, sigmoid %198, const %199, sub %200, mul %201, add %202,
-//   mul %203 (mamba.1)
+// fuses concat %187, matmul %188, add %189, sigmoid %190, const %191, sub %192, mul %193,
+//   add %194, mul %195 (mamba.1)
 // threadgroup 128×1×1, grid 2×1×16 threadgroups
 kernel void matmul_10(
         const device float* p0 [[buffer(0)]],
@@ -2969,7 +2907,9 @@ kernel void matmul_10(
         const device float* p2 [[buffer(2)]],
         const device float* p3 [[buffer(3)]],
         const device float* p4 [[buffer(4)]],
-        device float* p5 [[buffer(5)]],
+        const device float* p5 [[buffer(5)]],
+        const device float* p6 [[buffer(6)]],
+        device float* p7 [[buffer(7)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
@@ -2997,23 +2937,33 @@ kernel void matmul_10(
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
             if (((gi12 < 16) && (gk13 < 36))) {
-                const float t14 = p0[((((c1 * 16) + gi12) * 36) + gk13)];
-                sh[((i10 * 36) + k11)] = t14;
+                float cat14 = 0.0f;
+                if ((gk13 < 4)) {
+                    const float t15 = p0[((((c1 * 16) + gi12) * 4) + (gk13 - 0))];
+                    cat14 = t15;
+                } else if ((gk13 < 20)) {
+                    const float t16 = p1[((((c1 * 16) + gi12) * 16) + (gk13 - 4))];
+                    cat14 = t16;
+                } else {
+                    const float t17 = p2[((((c1 * 16) + gi12) * 16) + (gk13 - 20))];
+                    cat14 = t17;
+                }
+                sh[((i10 * 36) + k11)] = cat14;
             } else {
                 sh[((i10 * 36) + k11)] = 0.0f;
             }
         }
-        for (int s15 = 0; s15 < 16; s15 += 1) {
-            const int l16 = ((s15 * 128) + ti4);
-            const int k17 = (l16 / 64);
-            const int i18 = (l16 % 64);
-            const int gi19 = (n03 + i18);
-            const int gk20 = (k0 + k17);
-            if ((gk20 < 36)) {
-                const float t21 = p1[((gk20 * 128) + gi19)];
-                sh[(((k17 * 68) + i18) + 1152)] = t21;
+        for (int s18 = 0; s18 < 16; s18 += 1) {
+            const int l19 = ((s18 * 128) + ti4);
+            const int k20 = (l19 / 64);
+            const int i21 = (l19 % 64);
+            const int gi22 = (n03 + i21);
+            const int gk23 = (k0 + k20);
+            if ((gk23 < 36)) {
+                const float t24 = p3[((gk23 * 128) + gi22)];
+                sh[(((k20 * 68) + i21) + 1152)] = t24;
             } else {
-                sh[(((k17 * 68) + i18) + 1152)] = 0.0f;
+                sh[(((k20 * 68) + i21) + 1152)] = 0.0f;
             }
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -3050,29 +3000,29 @@ kernel void matmul_10(
     simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
     simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s22 = 0; s22 < 16; s22 += 1) {
-        const int l23 = ((s22 * 128) + ti4);
-        const int i24 = (l23 / 64);
-        const int j25 = (l23 % 64);
-        const int gi26 = (m02 + i24);
-        const int gj27 = (n03 + j25);
-        if ((gi26 < 16)) {
-            const float acc28 = sh[((i24 * 68) + j25)];
-            const float t29 = p2[((((c1 * 16) + gi26) * 128) + gj27)];
-            const float t30 = (t29 + acc28);
-            const float t31 = p3[((((c1 * 16) + gi26) * 128) + gj27)];
-            const float t32 = (1.0f / (1.0f + exp((-t31))));
-            const float t33 = p4[((((c1 * 16) + gi26) * 128) + gj27)];
-            const float t34 = (1.0f - t32);
-            const float t35 = (t33 * t34);
-            const float t36 = (t32 + t35);
-            const float t37 = (t30 * t36);
-            p5[((((c1 * 16) + gi26) * 128) + gj27)] = t37;
+    for (int s25 = 0; s25 < 16; s25 += 1) {
+        const int l26 = ((s25 * 128) + ti4);
+        const int i27 = (l26 / 64);
+        const int j28 = (l26 % 64);
+        const int gi29 = (m02 + i27);
+        const int gj30 = (n03 + j28);
+        if ((gi29 < 16)) {
+            const float acc31 = sh[((i27 * 68) + j28)];
+            const float t32 = p4[((((c1 * 16) + gi29) * 128) + gj30)];
+            const float t33 = (t32 + acc31);
+            const float t34 = p5[((((c1 * 16) + gi29) * 128) + gj30)];
+            const float t35 = (1.0f / (1.0f + exp((-t34))));
+            const float t36 = p6[((((c1 * 16) + gi29) * 128) + gj30)];
+            const float t37 = (1.0f - t35);
+            const float t38 = (t36 * t37);
+            const float t39 = (t35 + t38);
+            const float t40 = (t33 * t39);
+            p7[((((c1 * 16) + gi29) * 128) + gj30)] = t40;
         }
     }
 }
 
-// fuses slice %124, causal_conv1d_bwd %204 (mamba.1)
+// fuses slice %124, causal_conv1d_bwd %196 (mamba.1)
 // threadgroup 256×1×1, grid 128×1×1 threadgroups
 kernel void causal_conv1d_bwd_0(
         const device float* p0 [[buffer(0)]],
@@ -3094,58 +3044,17 @@ kernel void causal_conv1d_bwd_0(
     p2[i1] = ((((t5 * t6) + ((c3 < 15) ? (t7 * t8) : 0.0f)) + ((c3 < 14) ? (t9 * t10) : 0.0f)) + ((c3 < 13) ? (t11 * t12) : 0.0f));
 }
 
-// fuses slice %125, mul %171, sigmoid %172, const %173, sub %174, mul %175, add %176, mul %177,
-//   const %207, concat %208, const %209, concat %210, add %211 (mamba.1)
-// threadgroup 256×1×1, grid 256×1×1 threadgroups
-kernel void add_concat_mul_0(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        device float* p5 [[buffer(5)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    const int c2 = (i1 / 4096);
-    const int c3 = ((i1 / 256) % 16);
-    const int c4 = (i1 % 256);
-    float cat5 = 0.0f;
-    if ((c4 < 128)) {
-        cat5 = 0.0f;
-    } else {
-        const float t6 = p0[((((c2 * 16) + c3) * 128) + (c4 - 128))];
-        const float t7 = p1[((((c2 * 16) + c3) * 128) + (c4 - 128))];
-        const float t8 = (t6 * t7);
-        const float t9 = p2[((((c2 * 16) + c3) * 256) + ((c4 - 128) + 128))];
-        const float t10 = (1.0f / (1.0f + exp((-t9))));
-        const float t11 = p3[((((c2 * 16) + c3) * 128) + (c4 - 128))];
-        const float t12 = (1.0f - t10);
-        const float t13 = (t11 * t12);
-        const float t14 = (t10 + t13);
-        const float t15 = (t8 * t14);
-        cat5 = t15;
-    }
-    float cat16 = 0.0f;
-    if ((c4 < 128)) {
-        const float t17 = p4[((((c2 * 16) + c3) * 128) + (c4 - 0))];
-        cat16 = t17;
-    } else {
-        cat16 = 0.0f;
-    }
-    const float t18 = (cat5 + cat16);
-    p5[i1] = t18;
-}
-
 // 2 independent kernels in one launch
-// part 0 (matmul): fuses scale %212, matmul %213 (mamba.1)
-// part 1 (matmul): fuses scale %212, reshape %214, reshape %215, matmul %216 (mamba.1)
+// part 0 (matmul): fuses concat %199, scale %200, matmul %201 (mamba.1)
+// part 1 (matmul): fuses concat %199, scale %200, reshape %202, reshape %203, matmul %204 (mamba.1)
 // threadgroup 128×1×1, grid 20×1×1 threadgroups
 kernel void matmul_x2_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        device float* p4 [[buffer(4)]],
+        const device float* p2 [[buffer(2)]],
+        device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        device float* p5 [[buffer(5)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
@@ -3175,21 +3084,28 @@ kernel void matmul_x2_2(
                 const int gi12 = (m02 + i10);
                 const int gk13 = (k0 + k11);
                 if ((gi12 < 16)) {
-                    const float t14 = p0[((((c1 * 16) + gi12) * 256) + gk13)];
-                    const float t15 = (t14 * 0.25f);
-                    sh[((i10 * 36) + k11)] = t15;
+                    float cat14 = 0.0f;
+                    if ((gk13 < 128)) {
+                        const float t15 = p0[((((c1 * 16) + gi12) * 128) + (gk13 - 0))];
+                        cat14 = t15;
+                    } else {
+                        const float t16 = p1[((((c1 * 16) + gi12) * 128) + (gk13 - 128))];
+                        cat14 = t16;
+                    }
+                    const float t17 = (cat14 * 0.25f);
+                    sh[((i10 * 36) + k11)] = t17;
                 } else {
                     sh[((i10 * 36) + k11)] = 0.0f;
                 }
             }
-            for (int s16 = 0; s16 < 16; s16 += 1) {
-                const int l17 = ((s16 * 128) + ti4);
-                const int k18 = (l17 / 64);
-                const int i19 = (l17 % 64);
-                const int gi20 = (n03 + i19);
-                const int gk21 = (k0 + k18);
-                const float t22 = p1[((gk21 * 64) + gi20)];
-                sh[(((k18 * 68) + i19) + 1152)] = t22;
+            for (int s18 = 0; s18 < 16; s18 += 1) {
+                const int l19 = ((s18 * 128) + ti4);
+                const int k20 = (l19 / 64);
+                const int i21 = (l19 % 64);
+                const int gi22 = (n03 + i21);
+                const int gk23 = (k0 + k20);
+                const float t24 = p2[((gk23 * 64) + gi22)];
+                sh[(((k20 * 68) + i21) + 1152)] = t24;
             }
             threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
             for (int kk = 0; kk < 32; kk += 8) {
@@ -3225,14 +3141,14 @@ kernel void matmul_x2_2(
         simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
         simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int s23 = 0; s23 < 16; s23 += 1) {
-            const int l24 = ((s23 * 128) + ti4);
-            const int i25 = (l24 / 64);
-            const int j26 = (l24 % 64);
-            const int gi27 = (m02 + i25);
-            const int gj28 = (n03 + j26);
-            if ((gi27 < 16)) {
-                p2[((((c1 * 16) + gi27) * 64) + gj28)] = sh[((i25 * 68) + j26)];
+        for (int s25 = 0; s25 < 16; s25 += 1) {
+            const int l26 = ((s25 * 128) + ti4);
+            const int i27 = (l26 / 64);
+            const int j28 = (l26 % 64);
+            const int gi29 = (m02 + i27);
+            const int gj30 = (n03 + j28);
+            if ((gi29 < 16)) {
+                p3[((((c1 * 16) + gi29) * 64) + gj30)] = sh[((i27 * 68) + j28)];
             }
         }
     } else if ((int(gid.x) < 20)) {
@@ -3266,18 +3182,25 @@ kernel void matmul_x2_2(
                 const int i10 = (l8 % 64);
                 const int gi11 = (m01 + i10);
                 const int gk12 = (k0 + k9);
-                const float t13 = p0[((gk12 * 256) + gi11)];
-                const float t14 = (t13 * 0.25f);
-                sh[((k9 * 68) + i10)] = t14;
+                float cat13 = 0.0f;
+                if (((((gk12 * 256) + gi11) % 256) < 128)) {
+                    const float t14 = p0[(((((((gk12 * 256) + gi11) / 4096) * 16) + ((((gk12 * 256) + gi11) / 256) % 16)) * 128) + ((((gk12 * 256) + gi11) % 256) - 0))];
+                    cat13 = t14;
+                } else {
+                    const float t15 = p1[(((((((gk12 * 256) + gi11) / 4096) * 16) + ((((gk12 * 256) + gi11) / 256) % 16)) * 128) + ((((gk12 * 256) + gi11) % 256) - 128))];
+                    cat13 = t15;
+                }
+                const float t16 = (cat13 * 0.25f);
+                sh[((k9 * 68) + i10)] = t16;
             }
-            for (int s15 = 0; s15 < 8; s15 += 1) {
-                const int l16 = ((s15 * 128) + ti3);
-                const int k17 = (l16 / 64);
-                const int i18 = (l16 % 64);
-                const int gi19 = (n02 + i18);
-                const int gk20 = (k0 + k17);
-                const float t21 = p3[((gk20 * 64) + gi19)];
-                sh[(((k17 * 68) + i18) + 1088)] = t21;
+            for (int s17 = 0; s17 < 8; s17 += 1) {
+                const int l18 = ((s17 * 128) + ti3);
+                const int k19 = (l18 / 64);
+                const int i20 = (l18 % 64);
+                const int gi21 = (n02 + i20);
+                const int gk22 = (k0 + k19);
+                const float t23 = p4[((gk22 * 64) + gi21)];
+                sh[(((k19 * 68) + i20) + 1088)] = t23;
             }
             threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
             for (int kk = 0; kk < 16; kk += 8) {
@@ -3333,21 +3256,21 @@ kernel void matmul_x2_2(
         simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int s22 = 0; s22 < 32; s22 += 1) {
-            const int l23 = ((s22 * 128) + ti3);
-            const int i24 = (l23 / 64);
-            const int j25 = (l23 % 64);
-            const int gi26 = (m01 + i24);
-            const int gj27 = (n02 + j25);
-            p4[((gi26 * 64) + gj27)] = sh[((i24 * 68) + j25)];
+        for (int s24 = 0; s24 < 32; s24 += 1) {
+            const int l25 = ((s24 * 128) + ti3);
+            const int i26 = (l25 / 64);
+            const int j27 = (l25 % 64);
+            const int gi28 = (m01 + i26);
+            const int gj29 = (n02 + j27);
+            p5[((gi28 * 64) + gj29)] = sh[((i26 * 68) + j27)];
         }
     }
 }
 
 // 3 independent kernels in one launch
-// part 0 (matmul): fuses matmul %217 (mamba.1)
-// part 1 (matmul): fuses reshape %218, reshape %219, matmul %220 (mamba.1)
-// part 2 (matmul): fuses dequant %221, matmul %222 (mamba.1)
+// part 0 (matmul): fuses matmul %205 (mamba.1)
+// part 1 (matmul): fuses reshape %206, reshape %207, matmul %208 (mamba.1)
+// part 2 (matmul): fuses concat %199, dequant %209, matmul %210 (mamba.1)
 // threadgroup 128×1×1, grid 33×1×1 threadgroups
 kernel void matmul_x3_0(
         const device float* p0 [[buffer(0)]],
@@ -3356,11 +3279,12 @@ kernel void matmul_x3_0(
         const device float* p3 [[buffer(3)]],
         device float* p4 [[buffer(4)]],
         const device float* p5 [[buffer(5)]],
-        const device uchar* p6 [[buffer(6)]],
+        const device float* p6 [[buffer(6)]],
         const device uchar* p7 [[buffer(7)]],
-        const device float* p8 [[buffer(8)]],
+        const device uchar* p8 [[buffer(8)]],
         const device float* p9 [[buffer(9)]],
-        device float* p10 [[buffer(10)]],
+        const device float* p10 [[buffer(10)]],
+        device float* p11 [[buffer(11)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
@@ -3579,20 +3503,27 @@ kernel void matmul_x3_0(
                 const int gi12 = (m02 + i10);
                 const int gk13 = (k0 + k11);
                 if ((gi12 < 16)) {
-                    const float t14 = p5[((((c1 * 16) + gi12) * 256) + gk13)];
-                    sh[((i10 * 36) + k11)] = t14;
+                    float cat14 = 0.0f;
+                    if ((gk13 < 128)) {
+                        const float t15 = p5[((((c1 * 16) + gi12) * 128) + (gk13 - 0))];
+                        cat14 = t15;
+                    } else {
+                        const float t16 = p6[((((c1 * 16) + gi12) * 128) + (gk13 - 128))];
+                        cat14 = t16;
+                    }
+                    sh[((i10 * 36) + k11)] = cat14;
                 } else {
                     sh[((i10 * 36) + k11)] = 0.0f;
                 }
             }
-            for (int s15 = 0; s15 < 16; s15 += 1) {
-                const int l16 = ((s15 * 128) + ti4);
-                const int k17 = (l16 / 64);
-                const int i18 = (l16 % 64);
-                const int gi19 = (n03 + i18);
-                const int gk20 = (k0 + k17);
-                const float t21 = (NF4_CODE[((int(p6[(((gk20 * 64) + gi19) / 2)]) >> (((((gk20 * 64) + gi19) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p7[(((gk20 * 64) + gi19) / 64)])] * p8[((((gk20 * 64) + gi19) / 64) / 256)]) + p9[0]));
-                sh[(((k17 * 68) + i18) + 1152)] = t21;
+            for (int s17 = 0; s17 < 16; s17 += 1) {
+                const int l18 = ((s17 * 128) + ti4);
+                const int k19 = (l18 / 64);
+                const int i20 = (l18 % 64);
+                const int gi21 = (n03 + i20);
+                const int gk22 = (k0 + k19);
+                const float t23 = (NF4_CODE[((int(p7[(((gk22 * 64) + gi21) / 2)]) >> (((((gk22 * 64) + gi21) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p8[(((gk22 * 64) + gi21) / 64)])] * p9[((((gk22 * 64) + gi21) / 64) / 256)]) + p10[0]));
+                sh[(((k19 * 68) + i20) + 1152)] = t23;
             }
             threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
             for (int kk = 0; kk < 32; kk += 8) {
@@ -3628,27 +3559,28 @@ kernel void matmul_x3_0(
         simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
         simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int s22 = 0; s22 < 16; s22 += 1) {
-            const int l23 = ((s22 * 128) + ti4);
-            const int i24 = (l23 / 64);
-            const int j25 = (l23 % 64);
-            const int gi26 = (m02 + i24);
-            const int gj27 = (n03 + j25);
-            if ((gi26 < 16)) {
-                p10[((((c1 * 16) + gi26) * 64) + gj27)] = sh[((i24 * 68) + j25)];
+        for (int s24 = 0; s24 < 16; s24 += 1) {
+            const int l25 = ((s24 * 128) + ti4);
+            const int i26 = (l25 / 64);
+            const int j27 = (l25 % 64);
+            const int gi28 = (m02 + i26);
+            const int gj29 = (n03 + j27);
+            if ((gi28 < 16)) {
+                p11[((((c1 * 16) + gi28) * 64) + gj29)] = sh[((i26 * 68) + j27)];
             }
         }
     }
 }
 
-// fuses add %223, rmsnorm_bwd %224 (mamba.1)
+// fuses add %211, rmsnorm_bwd %212, add %214 (mamba.1)
 // threadgroup 256×1×1, grid 32×1×1 threadgroups
 kernel void rmsnorm_bwd_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
         const device float* p3 [[buffer(3)]],
-        device float* p4 [[buffer(4)]],
+        const device float* p4 [[buffer(4)]],
+        device float* p5 [[buffer(5)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     const int lid1 = int(lid.x);
@@ -3680,27 +3612,16 @@ kernel void rmsnorm_bwd_1(
         const int j23 = (l32_2 + (k22 * 32));
         const float xh24 = (reg7[k22] * r20);
         const float t25 = p3[j23];
-        p4[((((c5 * 16) + c6) * 64) + j23)] = (r20 * ((reg8[k22] * t25) - (xh24 * mean21)));
+        const float acc26 = (r20 * ((reg8[k22] * t25) - (xh24 * mean21)));
+        const float t27 = p4[((((c5 * 16) + c6) * 64) + j23)];
+        const float t28 = (t27 + acc26);
+        p5[((((c5 * 16) + c6) * 64) + j23)] = t28;
     }
 }
 
-// fuses add %226 (mamba.1)
-// threadgroup 256×1×1, grid 64×1×1 threadgroups
-kernel void add_0(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    const float t5 = p0[i1];
-    const float t6 = p1[i1];
-    const float t7 = (t5 + t6);
-    p2[i1] = t7;
-}
-
 // 2 independent kernels in one launch
-// part 0 (mul): fuses reshape %89, broadcast %90, mul %236 (moe.0)
-// part 1 (reduce_sum): fuses mul %237, reduce_sum %238 (moe.0)
+// part 0 (mul): fuses reshape %89, broadcast %90, mul %224 (moe.0)
+// part 1 (reduce_sum): fuses mul %225, reduce_sum %226 (moe.0)
 // threadgroup 256×1×1, grid 192×1×1 threadgroups
 kernel void mul_reduce_sum_x2_0(
         const device float* p0 [[buffer(0)]],
@@ -3738,7 +3659,7 @@ kernel void mul_reduce_sum_x2_0(
     }
 }
 
-// fuses reshape %239, reshape %240, scatter_add %241 (moe.0)
+// fuses reshape %227, reshape %228, scatter_add %229 (moe.0)
 // threadgroup 256×1×1, grid 2×1×1 threadgroups
 kernel void scatter_add_0(
         const device int* p0 [[buffer(0)]],
@@ -3759,8 +3680,8 @@ kernel void scatter_add_0(
 }
 
 // 2 independent kernels in one launch
-// part 0 (grouped_matmul): fuses scale %243, grouped_matmul %244 (moe.0)
-// part 1 (grouped_matmul_wgrad): fuses scale %243, grouped_matmul_wgrad %245 (moe.0)
+// part 0 (grouped_matmul): fuses scale %231, grouped_matmul %232 (moe.0)
+// part 1 (grouped_matmul_wgrad): fuses scale %231, grouped_matmul_wgrad %233 (moe.0)
 // threadgroup 128×1×1, grid 44×1×1 threadgroups
 kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
         const device int* p0 [[buffer(0)]],
@@ -4024,163 +3945,35 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
     }
 }
 
-// 3 independent kernels in one launch
-// part 0 (grouped_matmul): fuses grouped_matmul %246 (moe.0)
-// part 1 (grouped_matmul_wgrad): fuses grouped_matmul_wgrad %247 (moe.0)
-// part 2 (grouped_matmul): fuses dequant %248, grouped_matmul %249 (moe.0)
-// threadgroup 128×1×1, grid 84×1×1 threadgroups
-kernel void grouped_matmul_grouped_matmul_wgrad_x3_0(
+// 2 independent kernels in one launch
+// part 0 (grouped_matmul_wgrad): fuses grouped_matmul_wgrad %235 (moe.0)
+// part 1 (grouped_matmul): fuses slice %78, slice %79, grouped_matmul %234, dequant %236, grouped_matmul %237, add %238,
+//   mul %239, mul %240, sigmoid %241, const %242, sub %243, mul %244, add %245, mul %246 (moe.0)
+// threadgroup 128×1×1, grid 44×1×1 threadgroups
+kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
         const device int* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
+        const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
+        device float* p3 [[buffer(3)]],
         const device float* p4 [[buffer(4)]],
         device float* p5 [[buffer(5)]],
-        device float* p6 [[buffer(6)]],
-        const device float* p7 [[buffer(7)]],
-        const device uchar* p8 [[buffer(8)]],
-        const device uchar* p9 [[buffer(9)]],
-        const device float* p10 [[buffer(10)]],
-        const device float* p11 [[buffer(11)]],
+        const device float* p6 [[buffer(6)]],
+        device float* p7 [[buffer(7)]],
+        const device float* p8 [[buffer(8)]],
+        const device float* p9 [[buffer(9)]],
+        const device uchar* p10 [[buffer(10)]],
+        const device uchar* p11 [[buffer(11)]],
+        const device float* p12 [[buffer(12)]],
+        const device float* p13 [[buffer(13)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[4352];
-    if ((int(gid.x) < 40)) {
+    if ((int(gid.x) < 4)) {
         const int h0 = (int(gid.x) - 0);
-        const int ex1 = (h0 / 8);
-        const int n02 = ((h0 % 1) * 64);
-        if ((ex1 == 4)) {
-            const int t3 = p0[0];
-            const int t4 = p0[4];
-            for (int s5 = 0; s5 < 32; s5 += 1) {
-                const int l6 = ((s5 * 128) + int(lid.x));
-                const int r7 = (((h0 % 8) * 64) + (l6 / 64));
-                const int j8 = (n02 + (l6 % 64));
-                if (((r7 < t3) || (r7 >= t4))) {
-                    p1[((r7 * 64) + j8)] = 0.0f;
-                }
-            }
-            return;
-        }
-        const int t9 = p0[ex1];
-        const int t10 = p0[(ex1 + 1)];
-        const int m011 = (t9 + ((h0 % 8) * 64));
-        if ((m011 >= t10)) {
-            return;
-        }
-        const int ti12 = int(lid.x);
-        const int sgi13 = int(sg);
-        const int sr14 = ((sgi13 / 2) * 32);
-        const int sc15 = ((sgi13 % 2) * 32);
-        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        for (int k0 = 0; k0 < 64; k0 += 16) {
-            for (int s16 = 0; s16 < 8; s16 += 1) {
-                const int l17 = ((s16 * 128) + ti12);
-                const int i18 = (l17 / 16);
-                const int k19 = (l17 % 16);
-                const int gi20 = (m011 + i18);
-                const int gk21 = (k0 + k19);
-                if ((gi20 < t10)) {
-                    const float t22 = p2[((gi20 * 64) + gk21)];
-                    sh[((i18 * 20) + k19)] = t22;
-                } else {
-                    sh[((i18 * 20) + k19)] = 0.0f;
-                }
-            }
-            for (int s23 = 0; s23 < 8; s23 += 1) {
-                const int l24 = ((s23 * 128) + ti12);
-                const int k25 = (l24 / 64);
-                const int i26 = (l24 % 64);
-                const int gi27 = (n02 + i26);
-                const int gk28 = (k0 + k25);
-                const float t29 = p3[((((ex1 * 64) + gk28) * 64) + gi27)];
-                sh[(((k25 * 68) + i26) + 1280)] = t29;
-            }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-            for (int kk = 0; kk < 16; kk += 8) {
-                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa0, sh + ((sr14 * 20) + kk), 20);
-                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa1, sh + (((sr14 + 8) * 20) + kk), 20);
-                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa2, sh + (((sr14 + 16) * 20) + kk), 20);
-                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa3, sh + (((sr14 + 24) * 20) + kk), 20);
-                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb0, sh + (((kk * 68) + sc15) + 1280), 68);
-                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb1, sh + (((kk * 68) + (sc15 + 8)) + 1280), 68);
-                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb2, sh + (((kk * 68) + (sc15 + 16)) + 1280), 68);
-                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb3, sh + (((kk * 68) + (sc15 + 24)) + 1280), 68);
-                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
-                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
-                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
-                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
-            }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        }
-        simdgroup_store(acc0_0, sh + ((sr14 * 68) + sc15), 68);
-        simdgroup_store(acc0_1, sh + ((sr14 * 68) + (sc15 + 8)), 68);
-        simdgroup_store(acc0_2, sh + ((sr14 * 68) + (sc15 + 16)), 68);
-        simdgroup_store(acc0_3, sh + ((sr14 * 68) + (sc15 + 24)), 68);
-        simdgroup_store(acc1_0, sh + (((sr14 + 8) * 68) + sc15), 68);
-        simdgroup_store(acc1_1, sh + (((sr14 + 8) * 68) + (sc15 + 8)), 68);
-        simdgroup_store(acc1_2, sh + (((sr14 + 8) * 68) + (sc15 + 16)), 68);
-        simdgroup_store(acc1_3, sh + (((sr14 + 8) * 68) + (sc15 + 24)), 68);
-        simdgroup_store(acc2_0, sh + (((sr14 + 16) * 68) + sc15), 68);
-        simdgroup_store(acc2_1, sh + (((sr14 + 16) * 68) + (sc15 + 8)), 68);
-        simdgroup_store(acc2_2, sh + (((sr14 + 16) * 68) + (sc15 + 16)), 68);
-        simdgroup_store(acc2_3, sh + (((sr14 + 16) * 68) + (sc15 + 24)), 68);
-        simdgroup_store(acc3_0, sh + (((sr14 + 24) * 68) + sc15), 68);
-        simdgroup_store(acc3_1, sh + (((sr14 + 24) * 68) + (sc15 + 8)), 68);
-        simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
-        simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int s30 = 0; s30 < 32; s30 += 1) {
-            const int l31 = ((s30 * 128) + ti12);
-            const int i32 = (l31 / 64);
-            const int j33 = (l31 % 64);
-            const int gi34 = (m011 + i32);
-            const int gj35 = (n02 + j33);
-            if ((gi34 < t10)) {
-                p1[((gi34 * 64) + gj35)] = sh[((i32 * 68) + j33)];
-            }
-        }
-    } else if ((int(gid.x) < 44)) {
-        const int h1 = (int(gid.x) - 40);
-        const int ex1 = h1;
-        const int m02 = ((h1 % 1) * 64);
-        const int n03 = ((h1 % 1) * 64);
+        const int ex1 = h0;
+        const int m02 = ((h0 % 1) * 64);
+        const int n03 = ((h0 % 1) * 64);
         const int t4 = p0[ex1];
         const int t5 = p0[(ex1 + 1)];
         const int ti6 = int(lid.x);
@@ -4211,7 +4004,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x3_0(
                 const int gi14 = (m02 + i13);
                 const int gk15 = (k0 + k12);
                 if ((gk15 < t5)) {
-                    const float t16 = p2[((gk15 * 64) + gi14)];
+                    const float t16 = p1[((gk15 * 64) + gi14)];
                     sh[((k12 * 68) + i13)] = t16;
                 } else {
                     sh[((k12 * 68) + i13)] = 0.0f;
@@ -4224,7 +4017,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x3_0(
                 const int gi21 = (n03 + i20);
                 const int gk22 = (k0 + k19);
                 if ((gk22 < t5)) {
-                    const float t23 = p4[((gk22 * 64) + gi21)];
+                    const float t23 = p2[((gk22 * 64) + gi21)];
                     sh[(((k19 * 68) + i20) + 1088)] = t23;
                 } else {
                     sh[(((k19 * 68) + i20) + 1088)] = 0.0f;
@@ -4290,35 +4083,47 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x3_0(
             const int j27 = (l25 % 64);
             const int gi28 = (m02 + i26);
             const int gj29 = (n03 + j27);
-            p5[((((ex1 * 64) + gi28) * 64) + gj29)] = sh[((i26 * 68) + j27)];
+            p3[((((ex1 * 64) + gi28) * 64) + gj29)] = sh[((i26 * 68) + j27)];
         }
-    } else if ((int(gid.x) < 84)) {
-        const int h2 = (int(gid.x) - 44);
-        const int ex1 = (h2 / 8);
-        const int n02 = ((h2 % 1) * 64);
+    } else if ((int(gid.x) < 44)) {
+        const int h1 = (int(gid.x) - 4);
+        const int ex1 = (h1 / 8);
+        const int n02 = ((h1 % 1) * 64);
         if ((ex1 == 4)) {
             const int t3 = p0[0];
             const int t4 = p0[4];
             for (int s5 = 0; s5 < 32; s5 += 1) {
                 const int l6 = ((s5 * 128) + int(lid.x));
-                const int r7 = (((h2 % 8) * 64) + (l6 / 64));
+                const int r7 = (((h1 % 8) * 64) + (l6 / 64));
                 const int j8 = (n02 + (l6 % 64));
                 if (((r7 < t3) || (r7 >= t4))) {
-                    p6[((r7 * 64) + j8)] = 0.0f;
+                    const float acc9 = 0.0f;
+                    const float t10 = p4[((r7 * 64) + j8)];
+                    const float t11 = (acc9 * t10);
+                    p5[((r7 * 64) + j8)] = t11;
+                    const float t12 = p6[((r7 * 128) + (j8 + 64))];
+                    const float t13 = (acc9 * t12);
+                    const float t14 = p6[((r7 * 128) + j8)];
+                    const float t15 = (1.0f / (1.0f + exp((-t14))));
+                    const float t16 = (1.0f - t15);
+                    const float t17 = (t10 * t16);
+                    const float t18 = (t15 + t17);
+                    const float t19 = (t13 * t18);
+                    p7[((r7 * 64) + j8)] = t19;
                 }
             }
             return;
         }
-        const int t9 = p0[ex1];
-        const int t10 = p0[(ex1 + 1)];
-        const int m011 = (t9 + ((h2 % 8) * 64));
-        if ((m011 >= t10)) {
+        const int t20 = p0[ex1];
+        const int t21 = p0[(ex1 + 1)];
+        const int m022 = (t20 + ((h1 % 8) * 64));
+        if ((m022 >= t21)) {
             return;
         }
-        const int ti12 = int(lid.x);
-        const int sgi13 = int(sg);
-        const int sr14 = ((sgi13 / 2) * 32);
-        const int sc15 = ((sgi13 % 2) * 32);
+        const int ti23 = int(lid.x);
+        const int sgi24 = int(sg);
+        const int sr25 = ((sgi24 / 2) * 32);
+        const int sc26 = ((sgi24 % 2) * 32);
         simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
         simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
         simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
@@ -4336,46 +4141,46 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x3_0(
         simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
         simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
         for (int k0 = 0; k0 < 64; k0 += 16) {
-            for (int s16 = 0; s16 < 8; s16 += 1) {
-                const int l17 = ((s16 * 128) + ti12);
-                const int i18 = (l17 / 16);
-                const int k19 = (l17 % 16);
-                const int gi20 = (m011 + i18);
-                const int gk21 = (k0 + k19);
-                if ((gi20 < t10)) {
-                    const float t22 = p7[((gi20 * 64) + gk21)];
-                    sh[((i18 * 20) + k19)] = t22;
+            for (int s27 = 0; s27 < 8; s27 += 1) {
+                const int l28 = ((s27 * 128) + ti23);
+                const int i29 = (l28 / 16);
+                const int k30 = (l28 % 16);
+                const int gi31 = (m022 + i29);
+                const int gk32 = (k0 + k30);
+                if ((gi31 < t21)) {
+                    const float t33 = p1[((gi31 * 64) + gk32)];
+                    sh[((i29 * 20) + k30)] = t33;
                 } else {
-                    sh[((i18 * 20) + k19)] = 0.0f;
+                    sh[((i29 * 20) + k30)] = 0.0f;
                 }
             }
-            for (int s23 = 0; s23 < 8; s23 += 1) {
-                const int l24 = ((s23 * 128) + ti12);
-                const int k25 = (l24 / 64);
-                const int i26 = (l24 % 64);
-                const int gi27 = (n02 + i26);
-                const int gk28 = (k0 + k25);
-                const float t29 = (NF4_CODE[((int(p8[(((((ex1 * 64) + gk28) * 64) + gi27) / 2)]) >> (((((((ex1 * 64) + gk28) * 64) + gi27) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p9[(((((ex1 * 64) + gk28) * 64) + gi27) / 64)])] * p10[((((((ex1 * 64) + gk28) * 64) + gi27) / 64) / 256)]) + p11[0]));
-                sh[(((k25 * 68) + i26) + 1280)] = t29;
+            for (int s34 = 0; s34 < 8; s34 += 1) {
+                const int l35 = ((s34 * 128) + ti23);
+                const int k36 = (l35 / 64);
+                const int i37 = (l35 % 64);
+                const int gi38 = (n02 + i37);
+                const int gk39 = (k0 + k36);
+                const float t40 = p8[((((ex1 * 64) + gk39) * 64) + gi38)];
+                sh[(((k36 * 68) + i37) + 1280)] = t40;
             }
             threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa0, sh + ((sr14 * 20) + kk), 20);
+                simdgroup_load(fa0, sh + ((sr25 * 20) + kk), 20);
                 simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa1, sh + (((sr14 + 8) * 20) + kk), 20);
+                simdgroup_load(fa1, sh + (((sr25 + 8) * 20) + kk), 20);
                 simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa2, sh + (((sr14 + 16) * 20) + kk), 20);
+                simdgroup_load(fa2, sh + (((sr25 + 16) * 20) + kk), 20);
                 simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa3, sh + (((sr14 + 24) * 20) + kk), 20);
+                simdgroup_load(fa3, sh + (((sr25 + 24) * 20) + kk), 20);
                 simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb0, sh + (((kk * 68) + sc15) + 1280), 68);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc26) + 1280), 68);
                 simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb1, sh + (((kk * 68) + (sc15 + 8)) + 1280), 68);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc26 + 8)) + 1280), 68);
                 simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb2, sh + (((kk * 68) + (sc15 + 16)) + 1280), 68);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc26 + 16)) + 1280), 68);
                 simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb3, sh + (((kk * 68) + (sc15 + 24)) + 1280), 68);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc26 + 24)) + 1280), 68);
                 simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
                 simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
                 simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
@@ -4395,86 +4200,111 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x3_0(
             }
             threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         }
-        simdgroup_store(acc0_0, sh + ((sr14 * 68) + sc15), 68);
-        simdgroup_store(acc0_1, sh + ((sr14 * 68) + (sc15 + 8)), 68);
-        simdgroup_store(acc0_2, sh + ((sr14 * 68) + (sc15 + 16)), 68);
-        simdgroup_store(acc0_3, sh + ((sr14 * 68) + (sc15 + 24)), 68);
-        simdgroup_store(acc1_0, sh + (((sr14 + 8) * 68) + sc15), 68);
-        simdgroup_store(acc1_1, sh + (((sr14 + 8) * 68) + (sc15 + 8)), 68);
-        simdgroup_store(acc1_2, sh + (((sr14 + 8) * 68) + (sc15 + 16)), 68);
-        simdgroup_store(acc1_3, sh + (((sr14 + 8) * 68) + (sc15 + 24)), 68);
-        simdgroup_store(acc2_0, sh + (((sr14 + 16) * 68) + sc15), 68);
-        simdgroup_store(acc2_1, sh + (((sr14 + 16) * 68) + (sc15 + 8)), 68);
-        simdgroup_store(acc2_2, sh + (((sr14 + 16) * 68) + (sc15 + 16)), 68);
-        simdgroup_store(acc2_3, sh + (((sr14 + 16) * 68) + (sc15 + 24)), 68);
-        simdgroup_store(acc3_0, sh + (((sr14 + 24) * 68) + sc15), 68);
-        simdgroup_store(acc3_1, sh + (((sr14 + 24) * 68) + (sc15 + 8)), 68);
-        simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
-        simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
+        for (int k0 = 0; k0 < 64; k0 += 16) {
+            for (int s41 = 0; s41 < 8; s41 += 1) {
+                const int l42 = ((s41 * 128) + ti23);
+                const int i43 = (l42 / 16);
+                const int k44 = (l42 % 16);
+                const int gi45 = (m022 + i43);
+                const int gk46 = (k0 + k44);
+                if ((gi45 < t21)) {
+                    const float t47 = p9[((gi45 * 64) + gk46)];
+                    sh[((i43 * 20) + k44)] = t47;
+                } else {
+                    sh[((i43 * 20) + k44)] = 0.0f;
+                }
+            }
+            for (int s48 = 0; s48 < 8; s48 += 1) {
+                const int l49 = ((s48 * 128) + ti23);
+                const int k50 = (l49 / 64);
+                const int i51 = (l49 % 64);
+                const int gi52 = (n02 + i51);
+                const int gk53 = (k0 + k50);
+                const float t54 = (NF4_CODE[((int(p10[(((((ex1 * 64) + gk53) * 64) + gi52) / 2)]) >> (((((((ex1 * 64) + gk53) * 64) + gi52) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p11[(((((ex1 * 64) + gk53) * 64) + gi52) / 64)])] * p12[((((((ex1 * 64) + gk53) * 64) + gi52) / 64) / 256)]) + p13[0]));
+                sh[(((k50 * 68) + i51) + 1280)] = t54;
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 16; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((sr25 * 20) + kk), 20);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + (((sr25 + 8) * 20) + kk), 20);
+                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa2, sh + (((sr25 + 16) * 20) + kk), 20);
+                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa3, sh + (((sr25 + 24) * 20) + kk), 20);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc26) + 1280), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc26 + 8)) + 1280), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc26 + 16)) + 1280), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc26 + 24)) + 1280), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        }
+        simdgroup_store(acc0_0, sh + ((sr25 * 68) + sc26), 68);
+        simdgroup_store(acc0_1, sh + ((sr25 * 68) + (sc26 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr25 * 68) + (sc26 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr25 * 68) + (sc26 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr25 + 8) * 68) + sc26), 68);
+        simdgroup_store(acc1_1, sh + (((sr25 + 8) * 68) + (sc26 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr25 + 8) * 68) + (sc26 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr25 + 8) * 68) + (sc26 + 24)), 68);
+        simdgroup_store(acc2_0, sh + (((sr25 + 16) * 68) + sc26), 68);
+        simdgroup_store(acc2_1, sh + (((sr25 + 16) * 68) + (sc26 + 8)), 68);
+        simdgroup_store(acc2_2, sh + (((sr25 + 16) * 68) + (sc26 + 16)), 68);
+        simdgroup_store(acc2_3, sh + (((sr25 + 16) * 68) + (sc26 + 24)), 68);
+        simdgroup_store(acc3_0, sh + (((sr25 + 24) * 68) + sc26), 68);
+        simdgroup_store(acc3_1, sh + (((sr25 + 24) * 68) + (sc26 + 8)), 68);
+        simdgroup_store(acc3_2, sh + (((sr25 + 24) * 68) + (sc26 + 16)), 68);
+        simdgroup_store(acc3_3, sh + (((sr25 + 24) * 68) + (sc26 + 24)), 68);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int s30 = 0; s30 < 32; s30 += 1) {
-            const int l31 = ((s30 * 128) + ti12);
-            const int i32 = (l31 / 64);
-            const int j33 = (l31 % 64);
-            const int gi34 = (m011 + i32);
-            const int gj35 = (n02 + j33);
-            if ((gi34 < t10)) {
-                p6[((gi34 * 64) + gj35)] = sh[((i32 * 68) + j33)];
+        for (int s55 = 0; s55 < 32; s55 += 1) {
+            const int l56 = ((s55 * 128) + ti23);
+            const int i57 = (l56 / 64);
+            const int j58 = (l56 % 64);
+            const int gi59 = (m022 + i57);
+            const int gj60 = (n02 + j58);
+            if ((gi59 < t21)) {
+                const float acc61 = sh[((i57 * 68) + j58)];
+                const float t62 = p4[((gi59 * 64) + gj60)];
+                const float t63 = (acc61 * t62);
+                p5[((gi59 * 64) + gj60)] = t63;
+                const float t64 = p6[((gi59 * 128) + (gj60 + 64))];
+                const float t65 = (acc61 * t64);
+                const float t66 = p6[((gi59 * 128) + gj60)];
+                const float t67 = (1.0f / (1.0f + exp((-t66))));
+                const float t68 = (1.0f - t67);
+                const float t69 = (t62 * t68);
+                const float t70 = (t67 + t69);
+                const float t71 = (t65 * t70);
+                p7[((gi59 * 64) + gj60)] = t71;
             }
         }
     }
 }
 
-// fuses slice %78, slice %79, add %250, mul %251, mul %252, sigmoid %253, const %254, sub %255,
-//   mul %256, add %257, mul %258, const %259, concat %260, const %261, concat %262,
-//   add %263 (moe.0)
-// threadgroup 256×1×1, grid 256×1×1 threadgroups
-kernel void add_concat_mul_1(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        device float* p4 [[buffer(4)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    const int c2 = (i1 / 128);
-    const int c3 = (i1 % 128);
-    float cat4 = 0.0f;
-    if ((c3 < 64)) {
-        cat4 = 0.0f;
-    } else {
-        const float t5 = p0[((c2 * 64) + (c3 - 64))];
-        const float t6 = p1[((c2 * 64) + (c3 - 64))];
-        const float t7 = (t5 + t6);
-        const float t8 = p2[((c2 * 64) + (c3 - 64))];
-        const float t9 = (t7 * t8);
-        cat4 = t9;
-    }
-    float cat10 = 0.0f;
-    if ((c3 < 64)) {
-        const float t11 = p0[((c2 * 64) + (c3 - 0))];
-        const float t12 = p1[((c2 * 64) + (c3 - 0))];
-        const float t13 = (t11 + t12);
-        const float t14 = p3[((c2 * 128) + ((c3 - 0) + 64))];
-        const float t15 = (t13 * t14);
-        const float t16 = p3[((c2 * 128) + (c3 - 0))];
-        const float t17 = (1.0f / (1.0f + exp((-t16))));
-        const float t18 = p2[((c2 * 64) + (c3 - 0))];
-        const float t19 = (1.0f - t17);
-        const float t20 = (t18 * t19);
-        const float t21 = (t17 + t20);
-        const float t22 = (t15 * t21);
-        cat10 = t22;
-    } else {
-        cat10 = 0.0f;
-    }
-    const float t23 = (cat4 + cat10);
-    p4[i1] = t23;
-}
-
 // 2 independent kernels in one launch
-// part 0 (grouped_matmul): fuses scale %264, grouped_matmul %265 (moe.0)
-// part 1 (grouped_matmul_wgrad): fuses scale %264, grouped_matmul_wgrad %266 (moe.0)
+// part 0 (grouped_matmul): fuses concat %247, scale %248, grouped_matmul %249 (moe.0)
+// part 1 (grouped_matmul_wgrad): fuses concat %247, scale %248, grouped_matmul_wgrad %250 (moe.0)
 // threadgroup 128×1×1, grid 48×1×1 threadgroups
 kernel void grouped_matmul_grouped_matmul_wgrad_x2_1(
         const device int* p0 [[buffer(0)]],
@@ -4482,7 +4312,8 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_1(
         const device float* p2 [[buffer(2)]],
         const device float* p3 [[buffer(3)]],
         const device float* p4 [[buffer(4)]],
-        device float* p5 [[buffer(5)]],
+        const device float* p5 [[buffer(5)]],
+        device float* p6 [[buffer(6)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
@@ -4538,21 +4369,28 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_1(
                 const int gi20 = (m011 + i18);
                 const int gk21 = (k0 + k19);
                 if ((gi20 < t10)) {
-                    const float t22 = p2[((gi20 * 128) + gk21)];
-                    const float t23 = (t22 * 0.25f);
-                    sh[((i18 * 20) + k19)] = t23;
+                    float cat22 = 0.0f;
+                    if ((gk21 < 64)) {
+                        const float t23 = p2[((gi20 * 64) + (gk21 - 0))];
+                        cat22 = t23;
+                    } else {
+                        const float t24 = p3[((gi20 * 64) + (gk21 - 64))];
+                        cat22 = t24;
+                    }
+                    const float t25 = (cat22 * 0.25f);
+                    sh[((i18 * 20) + k19)] = t25;
                 } else {
                     sh[((i18 * 20) + k19)] = 0.0f;
                 }
             }
-            for (int s24 = 0; s24 < 8; s24 += 1) {
-                const int l25 = ((s24 * 128) + ti12);
-                const int k26 = (l25 / 64);
-                const int i27 = (l25 % 64);
-                const int gi28 = (n02 + i27);
-                const int gk29 = (k0 + k26);
-                const float t30 = p3[((((ex1 * 128) + gk29) * 64) + gi28)];
-                sh[(((k26 * 68) + i27) + 1280)] = t30;
+            for (int s26 = 0; s26 < 8; s26 += 1) {
+                const int l27 = ((s26 * 128) + ti12);
+                const int k28 = (l27 / 64);
+                const int i29 = (l27 % 64);
+                const int gi30 = (n02 + i29);
+                const int gk31 = (k0 + k28);
+                const float t32 = p4[((((ex1 * 128) + gk31) * 64) + gi30)];
+                sh[(((k28 * 68) + i29) + 1280)] = t32;
             }
             threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
             for (int kk = 0; kk < 16; kk += 8) {
@@ -4608,14 +4446,14 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_1(
         simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int s31 = 0; s31 < 32; s31 += 1) {
-            const int l32 = ((s31 * 128) + ti12);
-            const int i33 = (l32 / 64);
-            const int j34 = (l32 % 64);
-            const int gi35 = (m011 + i33);
-            const int gj36 = (n02 + j34);
-            if ((gi35 < t10)) {
-                p1[((gi35 * 64) + gj36)] = sh[((i33 * 68) + j34)];
+        for (int s33 = 0; s33 < 32; s33 += 1) {
+            const int l34 = ((s33 * 128) + ti12);
+            const int i35 = (l34 / 64);
+            const int j36 = (l34 % 64);
+            const int gi37 = (m011 + i35);
+            const int gj38 = (n02 + j36);
+            if ((gi37 < t10)) {
+                p1[((gi37 * 64) + gj38)] = sh[((i35 * 68) + j36)];
             }
         }
     } else if ((int(gid.x) < 48)) {
@@ -4653,24 +4491,31 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_1(
                 const int gi14 = (m02 + i13);
                 const int gk15 = (k0 + k12);
                 if ((gk15 < t5)) {
-                    const float t16 = p2[((gk15 * 128) + gi14)];
-                    const float t17 = (t16 * 0.25f);
-                    sh[((k12 * 68) + i13)] = t17;
+                    float cat16 = 0.0f;
+                    if ((gi14 < 64)) {
+                        const float t17 = p2[((gk15 * 64) + (gi14 - 0))];
+                        cat16 = t17;
+                    } else {
+                        const float t18 = p3[((gk15 * 64) + (gi14 - 64))];
+                        cat16 = t18;
+                    }
+                    const float t19 = (cat16 * 0.25f);
+                    sh[((k12 * 68) + i13)] = t19;
                 } else {
                     sh[((k12 * 68) + i13)] = 0.0f;
                 }
             }
-            for (int s18 = 0; s18 < 8; s18 += 1) {
-                const int l19 = ((s18 * 128) + ti6);
-                const int k20 = (l19 / 64);
-                const int i21 = (l19 % 64);
-                const int gi22 = (n03 + i21);
-                const int gk23 = (k0 + k20);
-                if ((gk23 < t5)) {
-                    const float t24 = p4[((gk23 * 64) + gi22)];
-                    sh[(((k20 * 68) + i21) + 1088)] = t24;
+            for (int s20 = 0; s20 < 8; s20 += 1) {
+                const int l21 = ((s20 * 128) + ti6);
+                const int k22 = (l21 / 64);
+                const int i23 = (l21 % 64);
+                const int gi24 = (n03 + i23);
+                const int gk25 = (k0 + k22);
+                if ((gk25 < t5)) {
+                    const float t26 = p5[((gk25 * 64) + gi24)];
+                    sh[(((k22 * 68) + i23) + 1088)] = t26;
                 } else {
-                    sh[(((k20 * 68) + i21) + 1088)] = 0.0f;
+                    sh[(((k22 * 68) + i23) + 1088)] = 0.0f;
                 }
             }
             threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -4727,22 +4572,22 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_1(
         simdgroup_store(acc3_2, sh + (((sr8 + 24) * 68) + (sc9 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr8 + 24) * 68) + (sc9 + 24)), 68);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int s25 = 0; s25 < 32; s25 += 1) {
-            const int l26 = ((s25 * 128) + ti6);
-            const int i27 = (l26 / 64);
-            const int j28 = (l26 % 64);
-            const int gi29 = (m02 + i27);
-            const int gj30 = (n03 + j28);
-            p5[((((ex1 * 128) + gi29) * 64) + gj30)] = sh[((i27 * 68) + j28)];
+        for (int s27 = 0; s27 < 32; s27 += 1) {
+            const int l28 = ((s27 * 128) + ti6);
+            const int i29 = (l28 / 64);
+            const int j30 = (l28 % 64);
+            const int gi31 = (m02 + i29);
+            const int gj32 = (n03 + j30);
+            p6[((((ex1 * 128) + gi31) * 64) + gj32)] = sh[((i29 * 68) + j30)];
         }
     }
 }
 
 // 2 independent kernels in one launch
-// part 0 (grouped_matmul_wgrad): fuses grouped_matmul_wgrad %268 (moe.0)
-// part 1 (grouped_matmul): fuses grouped_matmul %267, dequant %269, grouped_matmul %270, add %271 (moe.0)
+// part 0 (grouped_matmul_wgrad): fuses grouped_matmul_wgrad %252 (moe.0)
+// part 1 (grouped_matmul): fuses concat %247, grouped_matmul %251, dequant %253, grouped_matmul %254, add %255 (moe.0)
 // threadgroup 128×1×1, grid 44×1×1 threadgroups
-kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
+kernel void grouped_matmul_wgrad_grouped_matmul_x2_1(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -4750,10 +4595,11 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
         device float* p4 [[buffer(4)]],
         const device float* p5 [[buffer(5)]],
         const device float* p6 [[buffer(6)]],
-        const device uchar* p7 [[buffer(7)]],
+        const device float* p7 [[buffer(7)]],
         const device uchar* p8 [[buffer(8)]],
-        const device float* p9 [[buffer(9)]],
+        const device uchar* p9 [[buffer(9)]],
         const device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
@@ -4986,20 +4832,27 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
                 const int gi35 = (m012 + i33);
                 const int gk36 = (k0 + k34);
                 if ((gi35 < t11)) {
-                    const float t37 = p6[((gi35 * 128) + gk36)];
-                    sh[((i33 * 20) + k34)] = t37;
+                    float cat37 = 0.0f;
+                    if ((gk36 < 64)) {
+                        const float t38 = p6[((gi35 * 64) + (gk36 - 0))];
+                        cat37 = t38;
+                    } else {
+                        const float t39 = p7[((gi35 * 64) + (gk36 - 64))];
+                        cat37 = t39;
+                    }
+                    sh[((i33 * 20) + k34)] = cat37;
                 } else {
                     sh[((i33 * 20) + k34)] = 0.0f;
                 }
             }
-            for (int s38 = 0; s38 < 8; s38 += 1) {
-                const int l39 = ((s38 * 128) + ti13);
-                const int k40 = (l39 / 64);
-                const int i41 = (l39 % 64);
-                const int gi42 = (n02 + i41);
-                const int gk43 = (k0 + k40);
-                const float t44 = (NF4_CODE[((int(p7[(((((ex1 * 128) + gk43) * 64) + gi42) / 2)]) >> (((((((ex1 * 128) + gk43) * 64) + gi42) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p8[(((((ex1 * 128) + gk43) * 64) + gi42) / 64)])] * p9[((((((ex1 * 128) + gk43) * 64) + gi42) / 64) / 256)]) + p10[0]));
-                sh[(((k40 * 68) + i41) + 1280)] = t44;
+            for (int s40 = 0; s40 < 8; s40 += 1) {
+                const int l41 = ((s40 * 128) + ti13);
+                const int k42 = (l41 / 64);
+                const int i43 = (l41 % 64);
+                const int gi44 = (n02 + i43);
+                const int gk45 = (k0 + k42);
+                const float t46 = (NF4_CODE[((int(p8[(((((ex1 * 128) + gk45) * 64) + gi44) / 2)]) >> (((((((ex1 * 128) + gk45) * 64) + gi44) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p9[(((((ex1 * 128) + gk45) * 64) + gi44) / 64)])] * p10[((((((ex1 * 128) + gk45) * 64) + gi44) / 64) / 256)]) + p11[0]));
+                sh[(((k42 * 68) + i43) + 1280)] = t46;
             }
             threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
             for (int kk = 0; kk < 16; kk += 8) {
@@ -5055,23 +4908,23 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
         simdgroup_store(acc3_2, sh + (((sr15 + 24) * 68) + (sc16 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr15 + 24) * 68) + (sc16 + 24)), 68);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int s45 = 0; s45 < 32; s45 += 1) {
-            const int l46 = ((s45 * 128) + ti13);
-            const int i47 = (l46 / 64);
-            const int j48 = (l46 % 64);
-            const int gi49 = (m012 + i47);
-            const int gj50 = (n02 + j48);
-            if ((gi49 < t11)) {
-                const float acc51 = sh[((i47 * 68) + j48)];
-                p4[((gi49 * 64) + gj50)] = acc51;
+        for (int s47 = 0; s47 < 32; s47 += 1) {
+            const int l48 = ((s47 * 128) + ti13);
+            const int i49 = (l48 / 64);
+            const int j50 = (l48 % 64);
+            const int gi51 = (m012 + i49);
+            const int gj52 = (n02 + j50);
+            if ((gi51 < t11)) {
+                const float acc53 = sh[((i49 * 68) + j50)];
+                p4[((gi51 * 64) + gj52)] = acc53;
             }
         }
     }
 }
 
 // 2 independent kernels in one launch
-// part 0 (scatter_add): fuses scatter_add %272 (moe.0)
-// part 1 (reduce_sum): fuses broadcast %67, reshape %242, mul %274, div %275, neg %276, reduce_sum %277 (moe.0)
+// part 0 (scatter_add): fuses scatter_add %256 (moe.0)
+// part 1 (reduce_sum): fuses broadcast %67, reshape %230, mul %258, div %259, neg %260, reduce_sum %261 (moe.0)
 // threadgroup 256×1×1, grid 33×1×1 threadgroups
 kernel void scatter_add_reduce_sum_x2_0(
         device float* p0 [[buffer(0)]],
@@ -5117,8 +4970,8 @@ kernel void scatter_add_reduce_sum_x2_0(
     }
 }
 
-// fuses broadcast %67, reshape %242, div %273, reshape %278, broadcast %279, add %280,
-//   one_hot %281, reshape %282, broadcast %283, mul %284, reduce_sum %285 (moe.0)
+// fuses broadcast %67, reshape %230, div %257, reshape %262, broadcast %263, add %264,
+//   one_hot %265, reshape %266, broadcast %267, mul %268, reduce_sum %269 (moe.0)
 // threadgroup 64×1×1, grid 32×1×1 threadgroups
 kernel void reduce_sum_2(
         const device float* p0 [[buffer(0)]],
@@ -5157,8 +5010,8 @@ kernel void reduce_sum_2(
     }
 }
 
-// fuses const %153, scale %228, reshape %229, broadcast %230, mul %231, reshape %232,
-//   broadcast %233, scale %234, add %286 (moe.0)
+// fuses const %153, scale %216, reshape %217, broadcast %218, mul %219, reshape %220,
+//   broadcast %221, scale %222, add %270 (moe.0)
 // threadgroup 256×1×1, grid 4×1×1 threadgroups
 kernel void add_scale_mul_0(
         const device float* p0 [[buffer(0)]],
@@ -5176,7 +5029,7 @@ kernel void add_scale_mul_0(
     p2[i1] = t9;
 }
 
-// fuses mul %287, reduce_sum %288 (moe.0)
+// fuses mul %271, reduce_sum %272 (moe.0)
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
 kernel void reduce_sum_3(
         const device float* p0 [[buffer(0)]],
@@ -5196,7 +5049,7 @@ kernel void reduce_sum_3(
     p2[row4] = acc5;
 }
 
-// fuses broadcast %289, sub %290, mul %291 (moe.0)
+// fuses broadcast %273, sub %274, mul %275 (moe.0)
 // threadgroup 256×1×1, grid 4×1×1 threadgroups
 kernel void mul_sub_0(
         const device float* p0 [[buffer(0)]],
@@ -5214,7 +5067,7 @@ kernel void mul_sub_0(
     p3[i1] = t8;
 }
 
-// fuses matmul %292 (moe.0)
+// fuses matmul %276 (moe.0)
 // threadgroup 128×1×1, grid 1×4×1 threadgroups
 kernel void matmul_11(
         const device float* p0 [[buffer(0)]],
@@ -5337,7 +5190,7 @@ kernel void matmul_11(
     }
 }
 
-// fuses reshape %357, reshape %358, matmul %359 (mamba.0)
+// fuses reshape %329, reshape %330, matmul %331 (mamba.0)
 // threadgroup 128×1×1, grid 1×1×1 threadgroups
 kernel void matmul_12(
         const device float* p0 [[buffer(0)]],
@@ -5452,9 +5305,9 @@ kernel void matmul_12(
     }
 }
 
-// fuses reshape %360, reshape %361, reshape %362, reshape %363, reshape %364, reshape %365,
-//   reshape %366, reshape %367, reshape %368, reshape %369, reshape %370, reshape %371,
-//   concat %372, square %373, reduce_sum %374 (optimizer)
+// fuses reshape %332, reshape %333, reshape %334, reshape %335, reshape %336, reshape %337,
+//   reshape %338, reshape %339, reshape %340, reshape %341, reshape %342, reshape %343,
+//   concat %344, square %345, reduce_sum %346 (optimizer)
 // threadgroup 1024×1×1, grid 1×1×1 threadgroups
 kernel void reduce_sum_4(
         const device float* p0 [[buffer(0)]],
@@ -5536,7 +5389,7 @@ kernel void reduce_sum_4(
     }
 }
 
-// fuses sqrt %375 (optimizer)
+// fuses sqrt %347 (optimizer)
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
 kernel void sqrt_0(
         const device float* p0 [[buffer(0)]],
@@ -5551,7 +5404,7 @@ kernel void sqrt_0(
     p1[i1] = t3;
 }
 
-// fuses const %376, const %377, div %378, min %379 (optimizer)
+// fuses const %348, const %349, div %350, min %351 (optimizer)
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
 kernel void min_div_0(
         const device float* p0 [[buffer(0)]],
@@ -5568,9 +5421,9 @@ kernel void min_div_0(
 }
 
 // 3 independent kernels in one launch
-// part 0 (adamw_mul): fuses broadcast %380, mul %381, adamw %408 (optimizer)
-// part 1 (adamw_mul): fuses broadcast %382, mul %383, adamw %413 (optimizer)
-// part 2 (adamw_mul): fuses broadcast %384, mul %385, adamw %418 (optimizer)
+// part 0 (adamw_mul): fuses broadcast %352, mul %353, adamw %380 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %354, mul %355, adamw %385 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %356, mul %357, adamw %390 (optimizer)
 // threadgroup 256×1×1, grid 112×1×1 threadgroups
 kernel void adamw_mul_x3_0(
         const device float* p0 [[buffer(0)]],
@@ -5654,9 +5507,9 @@ kernel void adamw_mul_x3_0(
 }
 
 // 3 independent kernels in one launch
-// part 0 (adamw_mul): fuses broadcast %386, mul %387, adamw %423 (optimizer)
-// part 1 (adamw_mul): fuses broadcast %388, mul %389, adamw %428 (optimizer)
-// part 2 (adamw_mul): fuses broadcast %390, mul %391, adamw %433 (optimizer)
+// part 0 (adamw_mul): fuses broadcast %358, mul %359, adamw %395 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %360, mul %361, adamw %400 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %362, mul %363, adamw %405 (optimizer)
 // threadgroup 256×1×1, grid 208×1×1 threadgroups
 kernel void adamw_mul_x3_1(
         const device float* p0 [[buffer(0)]],
@@ -5740,9 +5593,9 @@ kernel void adamw_mul_x3_1(
 }
 
 // 3 independent kernels in one launch
-// part 0 (adamw_mul): fuses broadcast %392, mul %393, adamw %438 (optimizer)
-// part 1 (adamw_mul): fuses broadcast %394, mul %395, adamw %443 (optimizer)
-// part 2 (adamw_mul): fuses broadcast %396, mul %397, adamw %448 (optimizer)
+// part 0 (adamw_mul): fuses broadcast %364, mul %365, adamw %410 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %366, mul %367, adamw %415 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %368, mul %369, adamw %420 (optimizer)
 // threadgroup 256×1×1, grid 144×1×1 threadgroups
 kernel void adamw_mul_x3_2(
         const device float* p0 [[buffer(0)]],
@@ -5826,9 +5679,9 @@ kernel void adamw_mul_x3_2(
 }
 
 // 3 independent kernels in one launch
-// part 0 (adamw_mul): fuses broadcast %398, mul %399, adamw %453 (optimizer)
-// part 1 (adamw_mul): fuses broadcast %400, mul %401, adamw %458 (optimizer)
-// part 2 (adamw_mul): fuses broadcast %402, mul %403, adamw %463 (optimizer)
+// part 0 (adamw_mul): fuses broadcast %370, mul %371, adamw %425 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %372, mul %373, adamw %430 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %374, mul %375, adamw %435 (optimizer)
 // threadgroup 256×1×1, grid 112×1×1 threadgroups
 kernel void adamw_mul_x3_3(
         const device float* p0 [[buffer(0)]],
