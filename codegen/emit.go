@@ -224,9 +224,9 @@ func (e *Emitter) StoreThrough(grp *passes.Group, v *ir.Value, coords []kir.Expr
 		x = e.Let("acc", computeType(v.Type.DType), x)
 	}
 	e.memo[fmt.Sprint(v.ID, coords)] = x
-	derived := grp.Derived(v)
+	finished := grp.Finished(v)
 	for _, w := range grp.Outputs {
-		if derived[w] {
+		if finished[w] {
 			e.Store(w, coords, e.At(w, coords))
 		}
 	}
@@ -235,9 +235,9 @@ func (e *Emitter) StoreThrough(grp *passes.Group, v *ir.Value, coords []kir.Expr
 // writes reports whether a kernel computing v must: v is in memory after it,
 // or its epilogue on v is (a result nobody reads has no buffer to write).
 func writes(grp *passes.Group, v *ir.Value) bool {
-	derived := grp.Derived(v)
+	finished := grp.Finished(v)
 	for _, o := range grp.Outputs {
-		if derived[o] {
+		if finished[o] {
 			return true
 		}
 	}

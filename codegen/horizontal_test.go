@@ -62,3 +62,19 @@ func TestHorizontalFusion(t *testing.T) {
 		t.Fatalf("%d launches (%s), want 2: the contractions together, the reductions together", len(prog.Dispatches), strings.Join(kinds, ", "))
 	}
 }
+
+// An element-wise value read by several kernels is computed by the first of
+// them, which also stores it for the others (XLA's multi-output fusion):
+// SiLU(z) here, gating x before a matmul and the matmul's result after it.
+func TestMultiOutputFusion(t *testing.T) {
+	b := ir.NewBuilder("mo")
+	z := mmParam(b, "z", ir.F32, 6, 16)
+	act := b.Unary(ir.OpSiLU, z)
+	y := b.Matmul(b.Mul(act, mmParam(b, "x", ir.F32, 6, 16)), mmParam(b, "w", ir.F32, 16, 16), false, false)
+	g := mmFinish(t, b, b.Mul(act, y))
+	s := passes.Fuse(g, true)
+	if len(s.Groups) != 2 || len(s.Groups[0].Outputs) != 2 || s.Groups[1].Kind != "matmul" {
+		t.Fatalf("%d kernels, want the gating kernel storing SiLU(z) too, then the matmul with its epilogue", len(s.Groups))
+	}
+	compileFused(t, g)
+}

@@ -282,9 +282,9 @@ func mmOnlyOutput(grp *passes.Group) (*ir.Value, error) {
 	if grp.Sum != nil {
 		out = grp.Sum
 	}
-	derived := grp.Derived(out)
+	finished := grp.Finished(out)
 	for _, v := range grp.Outputs {
-		if !derived[v] {
+		if !finished[v] {
 			return nil, fmt.Errorf("a %s kernel writes its result and values computed from it, not %v", grp.Kind, v)
 		}
 	}

@@ -22,6 +22,21 @@ type Group struct {
 	// and Sum is the value of the sum, which the epilogue reads.
 	Terms []Term
 	Sum   *ir.Value
+	// Epilogue lists, for a result of the anchor (or Sum), the element-wise
+	// nodes computed where the kernel finishes each of its elements.
+	Epilogue map[*ir.Value][]*ir.Node
+}
+
+// Finished lists the values a kernel has at hand where it finishes an
+// element of v: v, and the results of v's epilogue.
+func (g *Group) Finished(v *ir.Value) map[*ir.Value]bool {
+	out := map[*ir.Value]bool{v: true}
+	for _, n := range g.Epilogue[v] {
+		for _, o := range n.Outputs {
+			out[o] = true
+		}
+	}
+	return out
 }
 
 // Term is one contraction of a sum, and the factor its result is scaled by.
@@ -59,7 +74,7 @@ func Pointwise(op ir.Op) bool {
 // in a kernel that reads each operand element many times, like a matmul.
 func indexMap(op ir.Op) bool {
 	switch op {
-	case ir.OpReshape, ir.OpTranspose, ir.OpBroadcast, ir.OpSlice, ir.OpConcat, ir.OpCast, ir.OpDequant, ir.OpConst, ir.OpScale, ir.OpNeg:
+	case ir.OpReshape, ir.OpTranspose, ir.OpBroadcast, ir.OpSlice, ir.OpConcat, ir.OpGather, ir.OpCast, ir.OpDequant, ir.OpConst, ir.OpScale, ir.OpNeg:
 		return true
 	}
 	return false
@@ -136,6 +151,11 @@ func Fuse(g *ir.Graph, fuse bool) *Schedule {
 				}
 				continue
 			}
+			if t := storingReader(n, consumerGroups(n, uses, member)); t != nil {
+				t.Nodes = append(t.Nodes, n)
+				member[n] = []*Group{t}
+				continue
+			}
 		}
 		grp := &Group{Kind: kindOf(n.Op), Nodes: []*ir.Node{n}, Root: n, Anchor: n}
 		member[n] = []*Group{grp}
@@ -201,10 +221,14 @@ func mergeEpilogues(groups []*Group, uses map[*ir.Value][]*ir.Node, member map[*
 				continue
 			}
 			m := src[0]
-			if !v.Type.Shape.Equal(shape) || !epilogueSource(m, p, v) ||
-				!readsElementwise(p, v) || !readersAfter(m, p, uses, member) {
+			base := epilogueBase(m, p, v)
+			if base == nil || !v.Type.Shape.Equal(shape) || !readsElementwise(p, v) || !readersAfter(m, p, uses, member) {
 				continue
 			}
+			if m.Epilogue == nil {
+				m.Epilogue = map[*ir.Value][]*ir.Node{}
+			}
+			m.Epilogue[base] = append(m.Epilogue[base], p.Nodes...)
 			m.Nodes = append(m.Nodes, p.Nodes...)
 			m.Root = p.Root
 			for _, q := range p.Nodes {
@@ -245,9 +269,8 @@ func readsFrom(g *Group) []*ir.Value {
 	return out
 }
 
-// Derived lists the values of g computed element-wise from v, v included:
-// what a kernel that finishes v element by element can compute on the spot.
-func (g *Group) Derived(v *ir.Value) map[*ir.Value]bool {
+// derived lists the values of g computed element-wise from v, v included.
+func (g *Group) derived(v *ir.Value) map[*ir.Value]bool {
 	nodes := append([]*ir.Node(nil), g.Nodes...)
 	sort.Slice(nodes, func(i, j int) bool { return nodes[i].ID < nodes[j].ID })
 	down := map[*ir.Value]bool{v: true}
@@ -267,40 +290,42 @@ func (g *Group) Derived(v *ir.Value) map[*ir.Value]bool {
 	return down
 }
 
-// epilogueSource reports whether p may run as m's epilogue on v: v is a
-// result of m's anchor or of its epilogue, and every other value p reads
-// from m is derived from the same anchor result or is a prologue index map
-// (recomputed in place), never another result of a multi-result anchor.
-func epilogueSource(m, p *Group, v *ir.Value) bool {
-	var base *ir.Value
+// epilogueBase finds the result of m's anchor that p may run
+// as an epilogue of, reading v: v is that result or one its epilogue
+// computes, and every other value p reads from m is too or is a prologue
+// index map (recomputed in place), never another result of a multi-result
+// anchor. Nil when there is none.
+func epilogueBase(m, p *Group, v *ir.Value) *ir.Value {
+	var bases []*ir.Value
 	for _, i := range epilogueResults[m.Kind] {
-		if o := m.Anchor.Outputs[i]; m.Derived(o)[v] {
-			base = o
-		}
-	}
-	if m.Sum != nil && m.Derived(m.Sum)[v] {
-		base = m.Sum
-	}
-	if base == nil {
-		return false
+		bases = append(bases, m.Anchor.Outputs[i])
 	}
 	inM := map[*ir.Node]bool{}
 	for _, n := range m.Nodes {
 		inM[n] = true
 	}
-	same := m.Derived(base)
-	for _, x := range readsFrom(p) {
-		if inM[x.Node] && !same[x] && !indexMap(x.Node.Op) {
-			return false
+	for _, base := range bases {
+		at := m.Finished(base)
+		if !at[v] {
+			continue
 		}
+		for _, x := range readsFrom(p) {
+			if inM[x.Node] && !at[x] && !indexMap(x.Node.Op) {
+				return nil
+			}
+		}
+		return base
 	}
-	return true
+	return nil
 }
 
 // readersAfter reports whether every other group reading a result of m
 // runs after p: m moves to p's place when p joins it.
 func readersAfter(m, p *Group, uses map[*ir.Value][]*ir.Node, member map[*ir.Node][]*Group) bool {
 	for _, n := range m.Nodes {
+		if len(member[n]) > 1 {
+			continue // an index map copied into each reader: recomputed there
+		}
 		for _, v := range n.Outputs {
 			for _, u := range uses[v] {
 				for _, g := range member[u] {
@@ -312,6 +337,32 @@ func readersAfter(m, p *Group, uses map[*ir.Value][]*ir.Node, member map[*ir.Nod
 		}
 	}
 	return true
+}
+
+// storingReader picks the element-wise kernel that computes n and also
+// stores its result for n's other readers (XLA's multi-output fusion): the
+// first to run of n's readers with n's shape, when every other reader runs
+// after it. Nil when there is none.
+func storingReader(n *ir.Node, readers []*Group) *Group {
+	if len(readers) < 2 || !Pointwise(n.Op) || n.Op == ir.OpAdamW || len(n.Outputs) != 1 {
+		return nil
+	}
+	var first *Group
+	for _, t := range readers {
+		if first == nil || t.Root.ID < first.Root.ID {
+			first = t
+		}
+	}
+	if first.Kind != "pointwise" || !first.Root.Out().Type.Shape.Equal(n.Out().Type.Shape) ||
+		boundBuffers(append([]*ir.Node{n}, first.Nodes...), append([]*ir.Value{n.Out()}, first.Root.Outputs...)) > MaxBuffers {
+		return nil
+	}
+	for _, t := range readers {
+		if t != first && t.Root.ID == first.Root.ID {
+			return nil
+		}
+	}
+	return first
 }
 
 // mergeTerms joins two contractions of one kind whose results, scaled or
@@ -350,6 +401,7 @@ func mergeTerms(groups []*Group, uses map[*ir.Value][]*ir.Node, member map[*ir.N
 				continue
 			}
 			m.Terms, m.Sum = terms, add.Out()
+			m.Epilogue = map[*ir.Value][]*ir.Node{m.Sum: m.Epilogue[m.Anchor.Out()]} // the sum is what the kernel finishes
 			m.Nodes = append(m.Nodes, other.Nodes...)
 			for _, q := range other.Nodes {
 				member[q] = replaceGroup(member[q], other, m)
@@ -394,7 +446,7 @@ func sameContraction(a, b *ir.Node) bool {
 // it writes, and may be the epilogue of v's producer.
 func readsElementwise(p *Group, v *ir.Value) bool {
 	shape := p.Root.Out().Type.Shape
-	for x := range p.Derived(v) {
+	for x := range p.derived(v) {
 		if x == v {
 			continue
 		}

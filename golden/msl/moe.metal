@@ -239,48 +239,32 @@ kernel void reduce_sum_moe_route_x2_0(
     }
 }
 
-// 2 independent kernels in one launch
-// part 0 (div): fuses broadcast %12, div %13 (moe.0)
-// part 1 (gather): fuses reshape %6, gather %17 (moe.0)
-// threadgroup 256×1×1, grid 3×1×1 threadgroups
-kernel void div_gather_x2_0(
+// fuses broadcast %12, div %13 (moe.0)
+// threadgroup 256×1×1, grid 1×1×1 threadgroups
+kernel void div_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
-        const device int* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        device float* p5 [[buffer(5)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 1)) {
-        const int h0 = (int(gid.x) - 0);
-        const int i1 = ((h0 * 256) + int(lid.x));
-        if ((i1 >= 32)) {
-            return;
-        }
-        const int c2 = (i1 / 2);
-        const float t4 = p0[i1];
-        const float t5 = p1[((c2 * 1) + 0)];
-        const float t6 = (t4 / t5);
-        p2[i1] = t6;
-    } else if ((int(gid.x) < 3)) {
-        const int h1 = (int(gid.x) - 1);
-        const int i1 = ((h1 * 256) + int(lid.x));
-        const int c2 = (i1 / 16);
-        const int c3 = (i1 % 16);
-        const int t4 = p3[c2];
-        const float t5 = p4[((t4 * 16) + c3)];
-        p5[i1] = t5;
+        uint3 tid [[thread_position_in_grid]]) {
+    const int i1 = int(tid.x);
+    if ((i1 >= 32)) {
+        return;
     }
+    const int c2 = (i1 / 2);
+    const float t4 = p0[i1];
+    const float t5 = p1[((c2 * 1) + 0)];
+    const float t6 = (t4 / t5);
+    p2[i1] = t6;
 }
 
-// fuses grouped_matmul %18 (moe.0)
+// fuses reshape %6, gather %17, grouped_matmul %18 (moe.0)
 // threadgroup 128×1×1, grid 2×1×5 threadgroups
 kernel void grouped_matmul_0(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
+        const device int* p2 [[buffer(2)]],
         const device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
@@ -322,23 +306,24 @@ kernel void grouped_matmul_0(
             const int gi20 = (m011 + i18);
             const int gk21 = (k0 + k19);
             if (((gi20 < t10) && (gk21 < 16))) {
-                const float t22 = p2[((gi20 * 16) + gk21)];
-                sh[((i18 * 36) + k19)] = t22;
+                const int t22 = p2[gi20];
+                const float t23 = p3[((t22 * 16) + gk21)];
+                sh[((i18 * 36) + k19)] = t23;
             } else {
                 sh[((i18 * 36) + k19)] = 0.0f;
             }
         }
-        for (int s23 = 0; s23 < 8; s23 += 1) {
-            const int l24 = ((s23 * 128) + ti12);
-            const int i25 = (l24 / 32);
-            const int k26 = (l24 % 32);
-            const int gi27 = (n02 + i25);
-            const int gk28 = (k0 + k26);
-            if (((gi27 < 48) && (gk28 < 16))) {
-                const float t29 = p3[((((ex1 * 48) + gi27) * 16) + gk28)];
-                sh[(((i25 * 36) + k26) + 1152)] = t29;
+        for (int s24 = 0; s24 < 8; s24 += 1) {
+            const int l25 = ((s24 * 128) + ti12);
+            const int i26 = (l25 / 32);
+            const int k27 = (l25 % 32);
+            const int gi28 = (n02 + i26);
+            const int gk29 = (k0 + k27);
+            if (((gi28 < 48) && (gk29 < 16))) {
+                const float t30 = p4[((((ex1 * 48) + gi28) * 16) + gk29)];
+                sh[(((i26 * 36) + k27) + 1152)] = t30;
             } else {
-                sh[(((i25 * 36) + k26) + 1152)] = 0.0f;
+                sh[(((i26 * 36) + k27) + 1152)] = 0.0f;
             }
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -363,23 +348,24 @@ kernel void grouped_matmul_0(
     simdgroup_store(acc1_0, sh + (((sr14 + 8) * 36) + sc15), 36);
     simdgroup_store(acc1_1, sh + (((sr14 + 8) * 36) + (sc15 + 8)), 36);
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s30 = 0; s30 < 8; s30 += 1) {
-        const int l31 = ((s30 * 128) + ti12);
-        const int i32 = (l31 / 32);
-        const int j33 = (l31 % 32);
-        const int gi34 = (m011 + i32);
-        const int gj35 = (n02 + j33);
-        if (((gi34 < t10) && (gj35 < 48))) {
-            p1[((gi34 * 48) + gj35)] = sh[((i32 * 36) + j33)];
+    for (int s31 = 0; s31 < 8; s31 += 1) {
+        const int l32 = ((s31 * 128) + ti12);
+        const int i33 = (l32 / 32);
+        const int j34 = (l32 % 32);
+        const int gi35 = (m011 + i33);
+        const int gj36 = (n02 + j34);
+        if (((gi35 < t10) && (gj36 < 48))) {
+            p1[((gi35 * 48) + gj36)] = sh[((i33 * 36) + j34)];
         }
     }
 }
 
-// fuses slice %19, silu %21 (moe.0)
+// fuses slice %19, slice %20, silu %21, mul %22 (moe.0)
 // threadgroup 256×1×1, grid 3×1×1 threadgroups
-kernel void silu_slice_0(
+kernel void mul_silu_slice_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
+        device float* p2 [[buffer(2)]],
         uint3 tid [[thread_position_in_grid]]) {
     const int i1 = int(tid.x);
     const int c2 = (i1 / 24);
@@ -387,51 +373,21 @@ kernel void silu_slice_0(
     const float t4 = p0[((c2 * 48) + c3)];
     const float t5 = (t4 / (1.0f + exp((-t4))));
     p1[i1] = t5;
+    const float t6 = p0[((c2 * 48) + (c3 + 24))];
+    const float t7 = (t5 * t6);
+    p2[i1] = t7;
 }
 
-// 2 independent kernels in one launch
-// part 0 (mul_slice): fuses slice %20, mul %22 (moe.0)
-// part 1 (gather): fuses reshape %24, gather %25 (moe.0)
-// threadgroup 256×1×1, grid 4×1×1 threadgroups
-kernel void mul_slice_gather_x2_0(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        const device int* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        device float* p5 [[buffer(5)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 3)) {
-        const int h0 = (int(gid.x) - 0);
-        const int i1 = ((h0 * 256) + int(lid.x));
-        const int c2 = (i1 / 24);
-        const int c3 = (i1 % 24);
-        const float t4 = p0[i1];
-        const float t5 = p1[((c2 * 48) + (c3 + 24))];
-        const float t6 = (t4 * t5);
-        p2[i1] = t6;
-    } else if ((int(gid.x) < 4)) {
-        const int h1 = (int(gid.x) - 3);
-        const int i1 = ((h1 * 256) + int(lid.x));
-        if ((i1 >= 32)) {
-            return;
-        }
-        const int t2 = p3[i1];
-        const float t3 = p4[t2];
-        p5[i1] = t3;
-    }
-}
-
-// fuses grouped_matmul %23, reshape %26, broadcast %27, mul %28 (moe.0)
+// fuses grouped_matmul %23, reshape %24, gather %25, reshape %26, broadcast %27, mul %28 (moe.0)
 // threadgroup 128×1×1, grid 1×1×5 threadgroups
 kernel void grouped_matmul_1(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
+        const device int* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        device float* p4 [[buffer(4)]],
         const device float* p5 [[buffer(5)]],
+        const device float* p6 [[buffer(6)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
@@ -447,65 +403,66 @@ kernel void grouped_matmul_1(
             if (((j8 < 16) && ((r7 < t3) || (r7 >= t4)))) {
                 const float acc9 = 0.0f;
                 p1[((r7 * 16) + j8)] = acc9;
-                const float t10 = p2[((r7 * 1) + 0)];
-                const float t11 = (acc9 * t10);
-                p3[((r7 * 16) + j8)] = t11;
+                const int t10 = p2[((r7 * 1) + 0)];
+                const float t11 = p3[t10];
+                const float t12 = (acc9 * t11);
+                p4[((r7 * 16) + j8)] = t12;
             }
         }
         return;
     }
-    const int t12 = p0[ex1];
-    const int t13 = p0[(ex1 + 1)];
-    const int m014 = (t12 + (int(gid.y) * 32));
-    if ((m014 >= t13)) {
+    const int t13 = p0[ex1];
+    const int t14 = p0[(ex1 + 1)];
+    const int m015 = (t13 + (int(gid.y) * 32));
+    if ((m015 >= t14)) {
         return;
     }
     threadgroup float sh[2304];
-    const int ti15 = int(lid.x);
-    const int sgi16 = int(sg);
-    const int sr17 = ((sgi16 / 2) * 16);
-    const int sc18 = ((sgi16 % 2) * 16);
+    const int ti16 = int(lid.x);
+    const int sgi17 = int(sg);
+    const int sr18 = ((sgi17 / 2) * 16);
+    const int sc19 = ((sgi17 % 2) * 16);
     simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
     simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
     simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
     simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
     for (int k0 = 0; k0 < 24; k0 += 32) {
-        for (int s19 = 0; s19 < 8; s19 += 1) {
-            const int l20 = ((s19 * 128) + ti15);
-            const int i21 = (l20 / 32);
-            const int k22 = (l20 % 32);
-            const int gi23 = (m014 + i21);
-            const int gk24 = (k0 + k22);
-            if (((gi23 < t13) && (gk24 < 24))) {
-                const float t25 = p4[((gi23 * 24) + gk24)];
-                sh[((i21 * 36) + k22)] = t25;
+        for (int s20 = 0; s20 < 8; s20 += 1) {
+            const int l21 = ((s20 * 128) + ti16);
+            const int i22 = (l21 / 32);
+            const int k23 = (l21 % 32);
+            const int gi24 = (m015 + i22);
+            const int gk25 = (k0 + k23);
+            if (((gi24 < t14) && (gk25 < 24))) {
+                const float t26 = p5[((gi24 * 24) + gk25)];
+                sh[((i22 * 36) + k23)] = t26;
             } else {
-                sh[((i21 * 36) + k22)] = 0.0f;
+                sh[((i22 * 36) + k23)] = 0.0f;
             }
         }
-        for (int s26 = 0; s26 < 8; s26 += 1) {
-            const int l27 = ((s26 * 128) + ti15);
-            const int i28 = (l27 / 32);
-            const int k29 = (l27 % 32);
-            const int gi30 = (n02 + i28);
-            const int gk31 = (k0 + k29);
-            if (((gi30 < 16) && (gk31 < 24))) {
-                const float t32 = p5[((((ex1 * 16) + gi30) * 24) + gk31)];
-                sh[(((i28 * 36) + k29) + 1152)] = t32;
+        for (int s27 = 0; s27 < 8; s27 += 1) {
+            const int l28 = ((s27 * 128) + ti16);
+            const int i29 = (l28 / 32);
+            const int k30 = (l28 % 32);
+            const int gi31 = (n02 + i29);
+            const int gk32 = (k0 + k30);
+            if (((gi31 < 16) && (gk32 < 24))) {
+                const float t33 = p6[((((ex1 * 16) + gi31) * 24) + gk32)];
+                sh[(((i29 * 36) + k30) + 1152)] = t33;
             } else {
-                sh[(((i28 * 36) + k29) + 1152)] = 0.0f;
+                sh[(((i29 * 36) + k30) + 1152)] = 0.0f;
             }
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr17 * 36) + kk), 36);
+            simdgroup_load(fa0, sh + ((sr18 * 36) + kk), 36);
             simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr17 + 8) * 36) + kk), 36);
+            simdgroup_load(fa1, sh + (((sr18 + 8) * 36) + kk), 36);
             simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((sc18 * 36) + kk) + 1152), 36, ulong2(0, 0), true);
+            simdgroup_load(fb0, sh + (((sc19 * 36) + kk) + 1152), 36, ulong2(0, 0), true);
             simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + ((((sc18 + 8) * 36) + kk) + 1152), 36, ulong2(0, 0), true);
+            simdgroup_load(fb1, sh + ((((sc19 + 8) * 36) + kk) + 1152), 36, ulong2(0, 0), true);
             simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
             simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
             simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
@@ -513,23 +470,24 @@ kernel void grouped_matmul_1(
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
     }
-    simdgroup_store(acc0_0, sh + ((sr17 * 36) + sc18), 36);
-    simdgroup_store(acc0_1, sh + ((sr17 * 36) + (sc18 + 8)), 36);
-    simdgroup_store(acc1_0, sh + (((sr17 + 8) * 36) + sc18), 36);
-    simdgroup_store(acc1_1, sh + (((sr17 + 8) * 36) + (sc18 + 8)), 36);
+    simdgroup_store(acc0_0, sh + ((sr18 * 36) + sc19), 36);
+    simdgroup_store(acc0_1, sh + ((sr18 * 36) + (sc19 + 8)), 36);
+    simdgroup_store(acc1_0, sh + (((sr18 + 8) * 36) + sc19), 36);
+    simdgroup_store(acc1_1, sh + (((sr18 + 8) * 36) + (sc19 + 8)), 36);
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s33 = 0; s33 < 8; s33 += 1) {
-        const int l34 = ((s33 * 128) + ti15);
-        const int i35 = (l34 / 32);
-        const int j36 = (l34 % 32);
-        const int gi37 = (m014 + i35);
-        const int gj38 = (n02 + j36);
-        if (((gi37 < t13) && (gj38 < 16))) {
-            const float acc39 = sh[((i35 * 36) + j36)];
-            p1[((gi37 * 16) + gj38)] = acc39;
-            const float t40 = p2[((gi37 * 1) + 0)];
-            const float t41 = (acc39 * t40);
-            p3[((gi37 * 16) + gj38)] = t41;
+    for (int s34 = 0; s34 < 8; s34 += 1) {
+        const int l35 = ((s34 * 128) + ti16);
+        const int i36 = (l35 / 32);
+        const int j37 = (l35 % 32);
+        const int gi38 = (m015 + i36);
+        const int gj39 = (n02 + j37);
+        if (((gi38 < t14) && (gj39 < 16))) {
+            const float acc40 = sh[((i36 * 36) + j37)];
+            p1[((gi38 * 16) + gj39)] = acc40;
+            const int t41 = p2[((gi38 * 1) + 0)];
+            const float t42 = p3[t41];
+            const float t43 = (acc40 * t42);
+            p4[((gi38 * 16) + gj39)] = t43;
         }
     }
 }
@@ -688,16 +646,14 @@ kernel void reduce_mean_0(
 
 // 2 independent kernels in one launch
 // part 0 (add): fuses add %41
-// part 1 (gather_scale_mul): fuses const %42, reshape %43, broadcast %44, scale %45, mul %46, scale %47, reshape %48,
-//   gather %56 (moe.0)
-// threadgroup 256×1×1, grid 3×1×1 threadgroups
-kernel void add_gather_scale_mul_x2_0(
+// part 1 (mul_scale): fuses const %42, reshape %43, broadcast %44, scale %45, mul %46
+// threadgroup 256×1×1, grid 2×1×1 threadgroups
+kernel void add_mul_scale_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
-        const device int* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        device float* p5 [[buffer(5)]],
+        const device float* p3 [[buffer(3)]],
+        device float* p4 [[buffer(4)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     if ((int(gid.x) < 1)) {
@@ -710,53 +666,59 @@ kernel void add_gather_scale_mul_x2_0(
         const float t3 = p1[i1];
         const float t4 = (t2 + t3);
         p2[i1] = t4;
-    } else if ((int(gid.x) < 3)) {
+    } else if ((int(gid.x) < 2)) {
         const int h1 = (int(gid.x) - 1);
         const int i1 = ((h1 * 256) + int(lid.x));
-        const int c2 = (i1 / 16);
-        const int c3 = (i1 % 16);
-        const int t4 = p3[c2];
         const float t5 = (1.0f * 0.00390625f);
-        const float t6 = p4[((t4 * 16) + c3)];
+        const float t6 = p3[i1];
         const float t7 = (t5 * t6);
-        const float t8 = (t7 * 2.0f);
-        p5[i1] = t8;
+        p4[i1] = t7;
     }
 }
 
-// fuses reshape %26, broadcast %27, mul %57 (moe.0)
+// fuses reshape %24, gather %25, reshape %26, broadcast %27, scale %47, reshape %48, gather %56,
+//   mul %57 (moe.0)
 // threadgroup 256×1×1, grid 2×1×1 threadgroups
-kernel void mul_0(
-        const device float* p0 [[buffer(0)]],
+kernel void mul_gather_scale_0(
+        const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
+        const device int* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        device float* p4 [[buffer(4)]],
         uint3 tid [[thread_position_in_grid]]) {
     const int i1 = int(tid.x);
     const int c2 = (i1 / 16);
-    const float t4 = p0[i1];
-    const float t5 = p1[((c2 * 1) + 0)];
-    const float t6 = (t4 * t5);
-    p2[i1] = t6;
+    const int c3 = (i1 % 16);
+    const int t4 = p0[c2];
+    const float t5 = p1[((t4 * 16) + c3)];
+    const float t6 = (t5 * 2.0f);
+    const int t7 = p2[((c2 * 1) + 0)];
+    const float t8 = p3[t7];
+    const float t9 = (t6 * t8);
+    p4[i1] = t9;
 }
 
-// fuses mul %58, reduce_sum %59 (moe.0)
+// fuses scale %47, reshape %48, gather %56, mul %58, reduce_sum %59 (moe.0)
 // threadgroup 32×1×1, grid 1×1×1 threadgroups
 kernel void reduce_sum_1(
-        const device float* p0 [[buffer(0)]],
+        const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
+        const device float* p2 [[buffer(2)]],
+        device float* p3 [[buffer(3)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     const int lid1 = int(lid.x);
     const int row4 = ((int(gid.x) * 32) + lid1);
     float acc5 = 0.0f;
     for (int k6 = 0; k6 < 16; k6 += 1) {
-        const float t7 = p0[((row4 * 16) + k6)];
-        const float t8 = p1[((row4 * 16) + k6)];
-        const float t9 = (t7 * t8);
-        acc5 += t9;
+        const int t7 = p0[row4];
+        const float t8 = p1[((t7 * 16) + k6)];
+        const float t9 = (t8 * 2.0f);
+        const float t10 = p2[((row4 * 16) + k6)];
+        const float t11 = (t9 * t10);
+        acc5 += t11;
     }
-    p2[row4] = acc5;
+    p3[row4] = acc5;
 }
 
 // fuses reshape %60, reshape %61, scatter_add %62 (moe.0)
@@ -991,7 +953,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
 
 // 2 independent kernels in one launch
 // part 0 (grouped_matmul): fuses concat %74, grouped_matmul %75 (moe.0)
-// part 1 (grouped_matmul_wgrad): fuses concat %74, grouped_matmul_wgrad %76 (moe.0)
+// part 1 (grouped_matmul_wgrad): fuses reshape %6, gather %17, concat %74, grouped_matmul_wgrad %76 (moe.0)
 // threadgroup 128×1×1, grid 13×1×1 threadgroups
 kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
         const device int* p0 [[buffer(0)]],
@@ -999,8 +961,9 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
         const device float* p2 [[buffer(2)]],
         const device float* p3 [[buffer(3)]],
         const device float* p4 [[buffer(4)]],
-        const device float* p5 [[buffer(5)]],
-        device float* p6 [[buffer(6)]],
+        const device int* p5 [[buffer(5)]],
+        const device float* p6 [[buffer(6)]],
+        device float* p7 [[buffer(7)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
@@ -1145,8 +1108,9 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                 const int gi23 = (n03 + i22);
                 const int gk24 = (k0 + k21);
                 if (((gi23 < 16) && (gk24 < t5))) {
-                    const float t25 = p5[((gk24 * 16) + gi23)];
-                    sh[(((k21 * 36) + i22) + 1152)] = t25;
+                    const int t25 = p5[gk24];
+                    const float t26 = p6[((t25 * 16) + gi23)];
+                    sh[(((k21 * 36) + i22) + 1152)] = t26;
                 } else {
                     sh[(((k21 * 36) + i22) + 1152)] = 0.0f;
                 }
@@ -1173,14 +1137,14 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
         simdgroup_store(acc1_0, sh + (((sr8 + 8) * 36) + sc9), 36);
         simdgroup_store(acc1_1, sh + (((sr8 + 8) * 36) + (sc9 + 8)), 36);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int s26 = 0; s26 < 8; s26 += 1) {
-            const int l27 = ((s26 * 128) + ti6);
-            const int i28 = (l27 / 32);
-            const int j29 = (l27 % 32);
-            const int gi30 = (m02 + i28);
-            const int gj31 = (n03 + j29);
-            if (((gi30 < 48) && (gj31 < 16))) {
-                p6[((((ex1 * 48) + gi30) * 16) + gj31)] = sh[((i28 * 36) + j29)];
+        for (int s27 = 0; s27 < 8; s27 += 1) {
+            const int l28 = ((s27 * 128) + ti6);
+            const int i29 = (l28 / 32);
+            const int j30 = (l28 % 32);
+            const int gi31 = (m02 + i29);
+            const int gj32 = (n03 + j30);
+            if (((gi31 < 48) && (gj32 < 16))) {
+                p7[((((ex1 * 48) + gi31) * 16) + gj32)] = sh[((i29 * 36) + j30)];
             }
         }
     }

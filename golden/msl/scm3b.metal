@@ -6,31 +6,16 @@ constant float NF4_CODE[16] = {-1.0f, -0.6961928f, -0.52507305f, -0.3949175f, -0
 
 constant float NF4_ABSMAX_MAP[256] = {-0.99296874f, -0.9789062f, -0.96484375f, -0.9507812f, -0.9367187f, -0.92265624f, -0.9085938f, -0.89453125f, -0.8804687f, -0.8664062f, -0.85234374f, -0.8382812f, -0.82421875f, -0.8101562f, -0.7960937f, -0.78203124f, -0.7679688f, -0.75390625f, -0.7398438f, -0.72578126f, -0.7117188f, -0.6976563f, -0.68359375f, -0.6695313f, -0.65546876f, -0.64140624f, -0.6273438f, -0.61328125f, -0.5992187f, -0.58515626f, -0.5710938f, -0.5570313f, -0.54296875f, -0.5289062f, -0.51484376f, -0.50078124f, -0.48671877f, -0.47265625f, -0.45859373f, -0.44453126f, -0.43046874f, -0.4164062f, -0.40234375f, -0.38828123f, -0.37421876f, -0.36015624f, -0.3460937f, -0.33203125f, -0.31796873f, -0.30390626f, -0.28984374f, -0.27578127f, -0.26171875f, -0.24765626f, -0.23359376f, -0.21953125f, -0.20546874f, -0.19140625f, -0.17734374f, -0.16328125f, -0.14921875f, -0.13515624f, -0.12109375f, -0.107031256f, -0.09859375f, -0.095781244f, -0.092968754f, -0.09015625f, -0.08734375f, -0.08453125f, -0.08171874f, -0.07890625f, -0.07609375f, -0.07328125f, -0.070468746f, -0.067656256f, -0.06484375f, -0.062031247f, -0.059218753f, -0.05640625f, -0.05359375f, -0.05078125f, -0.04796875f, -0.04515625f, -0.042343747f, -0.03953125f, -0.036718752f, -0.033906247f, -0.03109375f, -0.028281247f, -0.02546875f, -0.02265625f, -0.01984375f, -0.01703125f, -0.01421875f, -0.01140625f, -0.00971875f, -0.009156249f, -0.00859375f, -0.00803125f, -0.00746875f, -0.00690625f, -0.00634375f, -0.00578125f, -0.0052187503f, -0.0046562497f, -0.00409375f, -0.0035312497f, -0.00296875f, -0.00240625f, -0.00184375f, -0.0012812499f, -0.0009437501f, -0.00083125f, -0.00071875006f, -0.0006062501f, -0.00049375003f, -0.00038125002f, -0.00026875004f, -0.00015625001f, -8.875e-05f, -6.625e-05f, -4.375e-05f, -2.1249998e-05f, -7.75e-06f, -3.2500002e-06f, -5.5000004e-07f, 0.0f, 5.5000004e-07f, 3.2500002e-06f, 7.75e-06f, 2.1249998e-05f, 4.375e-05f, 6.625e-05f, 8.875e-05f, 0.00015625001f, 0.00026875004f, 0.00038125002f, 0.00049375003f, 0.0006062501f, 0.00071875006f, 0.00083125f, 0.0009437501f, 0.0012812499f, 0.00184375f, 0.00240625f, 0.00296875f, 0.0035312497f, 0.00409375f, 0.0046562497f, 0.0052187503f, 0.00578125f, 0.00634375f, 0.00690625f, 0.00746875f, 0.00803125f, 0.00859375f, 0.009156249f, 0.00971875f, 0.01140625f, 0.01421875f, 0.01703125f, 0.01984375f, 0.02265625f, 0.02546875f, 0.028281247f, 0.03109375f, 0.033906247f, 0.036718752f, 0.03953125f, 0.042343747f, 0.04515625f, 0.04796875f, 0.05078125f, 0.05359375f, 0.05640625f, 0.059218753f, 0.062031247f, 0.06484375f, 0.067656256f, 0.070468746f, 0.07328125f, 0.07609375f, 0.07890625f, 0.08171874f, 0.08453125f, 0.08734375f, 0.09015625f, 0.092968754f, 0.095781244f, 0.09859375f, 0.107031256f, 0.12109375f, 0.13515624f, 0.14921875f, 0.16328125f, 0.17734374f, 0.19140625f, 0.20546874f, 0.21953125f, 0.23359376f, 0.24765626f, 0.26171875f, 0.27578127f, 0.28984374f, 0.30390626f, 0.31796873f, 0.33203125f, 0.3460937f, 0.36015624f, 0.37421876f, 0.38828123f, 0.40234375f, 0.4164062f, 0.43046874f, 0.44453126f, 0.45859373f, 0.47265625f, 0.48671877f, 0.50078124f, 0.51484376f, 0.5289062f, 0.54296875f, 0.5570313f, 0.5710938f, 0.58515626f, 0.5992187f, 0.61328125f, 0.6273438f, 0.64140624f, 0.65546876f, 0.6695313f, 0.68359375f, 0.6976563f, 0.7117188f, 0.72578126f, 0.7398438f, 0.75390625f, 0.7679688f, 0.78203124f, 0.7960937f, 0.8101562f, 0.82421875f, 0.8382812f, 0.85234374f, 0.8664062f, 0.8804687f, 0.89453125f, 0.9085938f, 0.92265624f, 0.9367187f, 0.9507812f, 0.96484375f, 0.9789062f, 0.99296874f, 1.0f};
 
-// fuses gather %3
-// threadgroup 256×1×1, grid 4096×1×1 threadgroups
-kernel void gather_0(
-        const device int* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    const int c2 = (i1 / 1048576);
-    const int c3 = ((i1 / 2048) % 512);
-    const int c4 = (i1 % 2048);
-    const int t5 = p0[((c2 * 512) + c3)];
-    const float t6 = p1[((t5 * 2048) + c4)];
-    p2[i1] = t6;
-}
-
-// fuses rmsnorm %20 (mamba.0)
+// fuses gather %3, rmsnorm %20 (mamba.0)
 // threadgroup 256×1×1, grid 512×1×1 threadgroups
 kernel void rmsnorm_0(
-        const device float* p0 [[buffer(0)]],
+        const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
+        const device float* p2 [[buffer(2)]],
+        device float* p3 [[buffer(3)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    threadgroup float sh13[8];
+    threadgroup float sh14[8];
     const int lid1 = int(lid.x);
     const int l32_2 = (lid1 % 32);
     const int sg3 = (lid1 / 32);
@@ -41,25 +26,26 @@ kernel void rmsnorm_0(
     float ss8 = 0.0f;
     for (int k9 = 0; k9 < 8; k9 += 1) {
         const int j10 = (lid1 + (k9 * 256));
-        const float t11 = p0[((((c5 * 512) + c6) * 2048) + j10)];
-        reg7[k9] = t11;
-        ss8 += (t11 * t11);
+        const int t11 = p0[row4];
+        const float t12 = p1[((t11 * 2048) + j10)];
+        reg7[k9] = t12;
+        ss8 += (t12 * t12);
     }
-    const float s12 = simd_sum(ss8);
+    const float s13 = simd_sum(ss8);
     if ((l32_2 == 0)) {
-        sh13[sg3] = s12;
+        sh14[sg3] = s13;
     }
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    float acc14 = sh13[0];
-    for (int s15 = 1; s15 < 8; s15 += 1) {
-        acc14 += sh13[s15];
+    float acc15 = sh14[0];
+    for (int s16 = 1; s16 < 8; s16 += 1) {
+        acc15 += sh14[s16];
     }
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    const float r16 = rsqrt(((acc14 / 2048.0f) + 1e-05f));
-    for (int k17 = 0; k17 < 8; k17 += 1) {
-        const int j18 = (lid1 + (k17 * 256));
-        const float t19 = p1[j18];
-        p2[((((c5 * 512) + c6) * 2048) + j18)] = ((reg7[k17] * r16) * t19);
+    const float r17 = rsqrt(((acc15 / 2048.0f) + 1e-05f));
+    for (int k18 = 0; k18 < 8; k18 += 1) {
+        const int j19 = (lid1 + (k18 * 256));
+        const float t20 = p2[j19];
+        p3[((((c5 * 512) + c6) * 2048) + j19)] = ((reg7[k18] * r17) * t20);
     }
 }
 
@@ -371,12 +357,11 @@ kernel void matmul_1(
     }
 }
 
-// 3 independent kernels in one launch
+// 2 independent kernels in one launch
 // part 0 (causal_conv1d): fuses slice %26, causal_conv1d %28, silu %29 (mamba.0)
 // part 1 (exp): fuses exp %38 (mamba.0)
-// part 2 (silu_slice): fuses slice %27, silu %42 (mamba.0)
-// threadgroup 256×1×1, grid 16640×1×1 threadgroups
-kernel void causal_conv1d_exp_x3_0(
+// threadgroup 256×1×1, grid 8448×1×1 threadgroups
+kernel void causal_conv1d_exp_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -384,7 +369,6 @@ kernel void causal_conv1d_exp_x3_0(
         device float* p4 [[buffer(4)]],
         const device float* p5 [[buffer(5)]],
         device float* p6 [[buffer(6)]],
-        device float* p7 [[buffer(7)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     if ((int(gid.x) < 8192)) {
@@ -412,15 +396,6 @@ kernel void causal_conv1d_exp_x3_0(
         const float t4 = p5[i1];
         const float t5 = exp(t4);
         p6[i1] = t5;
-    } else if ((int(gid.x) < 16640)) {
-        const int h2 = (int(gid.x) - 8448);
-        const int i1 = ((h2 * 256) + int(lid.x));
-        const int c2 = (i1 / 2097152);
-        const int c3 = ((i1 / 4096) % 512);
-        const int c4 = (i1 % 4096);
-        const float t5 = p2[((((c2 * 512) + c3) * 8192) + (c4 + 4096))];
-        const float t6 = (t5 / (1.0f + exp((-t5))));
-        p7[i1] = t6;
     }
 }
 
@@ -669,7 +644,7 @@ kernel void matmul_3(
     }
 }
 
-// fuses slice %32, slice %33, neg %39, selective_scan %40, mul %43 (mamba.0)
+// fuses slice %27, slice %32, slice %33, neg %39, selective_scan %40, silu %42, mul %43 (mamba.0)
 // threadgroup 256×1×1, grid 256×1×1 threadgroups
 kernel void selective_scan_0(
         const device float* p0 [[buffer(0)]],
@@ -681,6 +656,7 @@ kernel void selective_scan_0(
         device float* p6 [[buffer(6)]],
         const device float* p7 [[buffer(7)]],
         device float* p8 [[buffer(8)]],
+        device float* p9 [[buffer(9)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     const int b1 = int(gid.y);
@@ -706,9 +682,11 @@ kernel void selective_scan_0(
             if ((n3 == 0)) {
                 const float acc19 = (r18 + (t6 * t11));
                 p6[((((b1 * 512) + t9) * 4096) + ch2)] = acc19;
-                const float t20 = p7[((((b1 * 512) + t9) * 4096) + ch2)];
-                const float t21 = (acc19 * t20);
+                const float t20 = p7[((((b1 * 512) + t9) * 8192) + (ch2 + 4096))];
+                const float t21 = (t20 / (1.0f + exp((-t20))));
                 p8[((((b1 * 512) + t9) * 4096) + ch2)] = t21;
+                const float t22 = (acc19 * t21);
+                p9[((((b1 * 512) + t9) * 4096) + ch2)] = t22;
             }
         }
     }
@@ -836,9 +814,241 @@ kernel void matmul_4(
     }
 }
 
-// fuses dequant %19, matmul %44, matmul %46, scale %47, add %48, add %49 (mamba.0)
+// fuses gather %3, dequant %19, matmul %44, matmul %46, scale %47, add %48, add %49 (mamba.0)
 // threadgroup 128×1×1, grid 32×8×1 threadgroups
 kernel void matmul_5(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        const device float* p2 [[buffer(2)]],
+        const device uchar* p3_codes [[buffer(3)]],
+        const device uchar* p4_qabsmax [[buffer(4)]],
+        const device float* p5_scales [[buffer(5)]],
+        const device float* p6_offset [[buffer(6)]],
+        const device int* p7 [[buffer(7)]],
+        const device float* p8 [[buffer(8)]],
+        device float* p9 [[buffer(9)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
+    const int c1 = int(gid.z);
+    const int m02 = (int(gid.y) * 64);
+    const int n03 = (int(gid.x) * 64);
+    threadgroup float sh[4352];
+    const int ti4 = int(lid.x);
+    const int sgi5 = int(sg);
+    const int sr6 = ((sgi5 / 2) * 32);
+    const int sc7 = ((sgi5 % 2) * 32);
+    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    for (int k0 = 0; k0 < 84; k0 += 16) {
+        for (int s8 = 0; s8 < 8; s8 += 1) {
+            const int l9 = ((s8 * 128) + ti4);
+            const int i10 = (l9 / 16);
+            const int k11 = (l9 % 16);
+            const int gi12 = (m02 + i10);
+            const int gk13 = (k0 + k11);
+            if ((gk13 < 84)) {
+                const float t14 = p0[((((c1 * 512) + gi12) * 84) + gk13)];
+                sh[((i10 * 20) + k11)] = (t14 * 0.1904762f);
+            } else {
+                sh[((i10 * 20) + k11)] = 0.0f;
+            }
+        }
+        for (int s15 = 0; s15 < 8; s15 += 1) {
+            const int l16 = ((s15 * 128) + ti4);
+            const int i17 = (l16 / 16);
+            const int k18 = (l16 % 16);
+            const int gi19 = (n03 + i17);
+            const int gk20 = (k0 + k18);
+            if ((gk20 < 84)) {
+                const float t21 = p1[((gi19 * 84) + gk20)];
+                sh[(((i17 * 20) + k18) + 1280)] = t21;
+            } else {
+                sh[(((i17 * 20) + k18) + 1280)] = 0.0f;
+            }
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int kk = 0; kk < 16; kk += 8) {
+            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
+            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa1, sh + (((sr6 + 8) * 20) + kk), 20);
+            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa2, sh + (((sr6 + 16) * 20) + kk), 20);
+            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa3, sh + (((sr6 + 24) * 20) + kk), 20);
+            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb0, sh + (((sc7 * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb1, sh + ((((sc7 + 8) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb2, sh + ((((sc7 + 16) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb3, sh + ((((sc7 + 24) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    }
+    for (int k0 = 0; k0 < 4096; k0 += 16) {
+        for (int s22 = 0; s22 < 8; s22 += 1) {
+            const int l23 = ((s22 * 128) + ti4);
+            const int i24 = (l23 / 16);
+            const int k25 = (l23 % 16);
+            const int gi26 = (m02 + i24);
+            const int gk27 = (k0 + k25);
+            const float t28 = p2[((((c1 * 512) + gi26) * 4096) + gk27)];
+            sh[((i24 * 20) + k25)] = t28;
+        }
+        for (int s29 = 0; s29 < 8; s29 += 1) {
+            const int l30 = ((s29 * 128) + ti4);
+            const int i31 = (l30 / 16);
+            const int k32 = (l30 % 16);
+            const int gi33 = (n03 + i31);
+            const int gk34 = (k0 + k32);
+            const float t35 = (NF4_CODE[((int(p3_codes[(((gi33 * 4096) + gk34) / 2)]) >> (((((gi33 * 4096) + gk34) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p4_qabsmax[(((gi33 * 4096) + gk34) / 64)])] * p5_scales[((((gi33 * 4096) + gk34) / 64) / 256)]) + p6_offset[0]));
+            sh[(((i31 * 20) + k32) + 1280)] = t35;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int kk = 0; kk < 16; kk += 8) {
+            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
+            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa1, sh + (((sr6 + 8) * 20) + kk), 20);
+            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa2, sh + (((sr6 + 16) * 20) + kk), 20);
+            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa3, sh + (((sr6 + 24) * 20) + kk), 20);
+            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb0, sh + (((sc7 * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb1, sh + ((((sc7 + 8) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb2, sh + ((((sc7 + 16) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb3, sh + ((((sc7 + 24) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    }
+    simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
+    simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
+    simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
+    simdgroup_store(acc0_3, sh + ((sr6 * 68) + (sc7 + 24)), 68);
+    simdgroup_store(acc1_0, sh + (((sr6 + 8) * 68) + sc7), 68);
+    simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
+    simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
+    simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
+    simdgroup_store(acc2_0, sh + (((sr6 + 16) * 68) + sc7), 68);
+    simdgroup_store(acc2_1, sh + (((sr6 + 16) * 68) + (sc7 + 8)), 68);
+    simdgroup_store(acc2_2, sh + (((sr6 + 16) * 68) + (sc7 + 16)), 68);
+    simdgroup_store(acc2_3, sh + (((sr6 + 16) * 68) + (sc7 + 24)), 68);
+    simdgroup_store(acc3_0, sh + (((sr6 + 24) * 68) + sc7), 68);
+    simdgroup_store(acc3_1, sh + (((sr6 + 24) * 68) + (sc7 + 8)), 68);
+    simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
+    simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
+    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    for (int s36 = 0; s36 < 32; s36 += 1) {
+        const int l37 = ((s36 * 128) + ti4);
+        const int i38 = (l37 / 64);
+        const int j39 = (l37 % 64);
+        const int gi40 = (m02 + i38);
+        const int gj41 = (n03 + j39);
+        const float acc42 = sh[((i38 * 68) + j39)];
+        const int t43 = p7[((c1 * 512) + gi40)];
+        const float t44 = p8[((t43 * 2048) + gj41)];
+        const float t45 = (t44 + acc42);
+        p9[((((c1 * 512) + gi40) * 2048) + gj41)] = t45;
+    }
+}
+
+// fuses rmsnorm %66 (mamba.1)
+// threadgroup 256×1×1, grid 512×1×1 threadgroups
+kernel void rmsnorm_1(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        device float* p2 [[buffer(2)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    threadgroup float sh13[8];
+    const int lid1 = int(lid.x);
+    const int l32_2 = (lid1 % 32);
+    const int sg3 = (lid1 / 32);
+    const int row4 = int(gid.x);
+    const int c5 = (row4 / 512);
+    const int c6 = (row4 % 512);
+    float reg7[8];
+    float ss8 = 0.0f;
+    for (int k9 = 0; k9 < 8; k9 += 1) {
+        const int j10 = (lid1 + (k9 * 256));
+        const float t11 = p0[((((c5 * 512) + c6) * 2048) + j10)];
+        reg7[k9] = t11;
+        ss8 += (t11 * t11);
+    }
+    const float s12 = simd_sum(ss8);
+    if ((l32_2 == 0)) {
+        sh13[sg3] = s12;
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    float acc14 = sh13[0];
+    for (int s15 = 1; s15 < 8; s15 += 1) {
+        acc14 += sh13[s15];
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    const float r16 = rsqrt(((acc14 / 2048.0f) + 1e-05f));
+    for (int k17 = 0; k17 < 8; k17 += 1) {
+        const int j18 = (lid1 + (k17 * 256));
+        const float t19 = p1[j18];
+        p2[((((c5 * 512) + c6) * 2048) + j18)] = ((reg7[k17] * r16) * t19);
+    }
+}
+
+// fuses dequant %65, matmul %90, matmul %92, scale %93, add %94, add %95 (mamba.1)
+// threadgroup 128×1×1, grid 32×8×1 threadgroups
+kernel void matmul_6(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -1027,7 +1237,7 @@ kernel void matmul_5(
 
 // fuses reshape %153, matmul %154 (moe.0)
 // threadgroup 128×1×1, grid 1×8×1 threadgroups
-kernel void matmul_6(
+kernel void matmul_7(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -1260,28 +1470,14 @@ kernel void moe_route_0(
     }
 }
 
-// fuses reshape %153, gather %164 (moe.0)
-// threadgroup 256×1×1, grid 8192×1×1 threadgroups
-kernel void gather_1(
-        const device int* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    const int c2 = (i1 / 2048);
-    const int c3 = (i1 % 2048);
-    const int t4 = p0[c2];
-    const float t5 = p1[((t4 * 2048) + c3)];
-    p2[i1] = t5;
-}
-
-// fuses grouped_matmul %166 (moe.0)
+// fuses reshape %153, gather %164, grouped_matmul %166 (moe.0)
 // threadgroup 128×1×1, grid 2×16×9 threadgroups
 kernel void grouped_matmul_0(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
+        const device int* p2 [[buffer(2)]],
         const device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
@@ -1335,23 +1531,24 @@ kernel void grouped_matmul_0(
             const int gi20 = (m011 + i18);
             const int gk21 = (k0 + k19);
             if ((gi20 < t10)) {
-                const float t22 = p2[((gi20 * 2048) + gk21)];
-                sh[((i18 * 20) + k19)] = t22;
+                const int t22 = p2[gi20];
+                const float t23 = p3[((t22 * 2048) + gk21)];
+                sh[((i18 * 20) + k19)] = t23;
             } else {
                 sh[((i18 * 20) + k19)] = 0.0f;
             }
         }
-        for (int s23 = 0; s23 < 8; s23 += 1) {
-            const int l24 = ((s23 * 128) + ti12);
-            const int i25 = (l24 / 16);
-            const int k26 = (l24 % 16);
-            const int gi27 = (n02 + i25);
-            const int gk28 = (k0 + k26);
-            if ((gi27 < 84)) {
-                const float t29 = p3[((((ex1 * 84) + gi27) * 2048) + gk28)];
-                sh[(((i25 * 20) + k26) + 1280)] = t29;
+        for (int s24 = 0; s24 < 8; s24 += 1) {
+            const int l25 = ((s24 * 128) + ti12);
+            const int i26 = (l25 / 16);
+            const int k27 = (l25 % 16);
+            const int gi28 = (n02 + i26);
+            const int gk29 = (k0 + k27);
+            if ((gi28 < 84)) {
+                const float t30 = p4[((((ex1 * 84) + gi28) * 2048) + gk29)];
+                sh[(((i26 * 20) + k27) + 1280)] = t30;
             } else {
-                sh[(((i25 * 20) + k26) + 1280)] = 0.0f;
+                sh[(((i26 * 20) + k27) + 1280)] = 0.0f;
             }
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -1408,30 +1605,32 @@ kernel void grouped_matmul_0(
     simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s30 = 0; s30 < 32; s30 += 1) {
-        const int l31 = ((s30 * 128) + ti12);
-        const int i32 = (l31 / 64);
-        const int j33 = (l31 % 64);
-        const int gi34 = (m011 + i32);
-        const int gj35 = (n02 + j33);
-        if (((gi34 < t10) && (gj35 < 84))) {
-            p1[((gi34 * 84) + gj35)] = sh[((i32 * 68) + j33)];
+    for (int s31 = 0; s31 < 32; s31 += 1) {
+        const int l32 = ((s31 * 128) + ti12);
+        const int i33 = (l32 / 64);
+        const int j34 = (l32 % 64);
+        const int gi35 = (m011 + i33);
+        const int gj36 = (n02 + j34);
+        if (((gi35 < t10) && (gj36 < 84))) {
+            p1[((gi35 * 84) + gj36)] = sh[((i33 * 68) + j34)];
         }
     }
 }
 
-// fuses dequant %147, grouped_matmul %165, grouped_matmul %167, scale %168, add %169 (moe.0)
+// fuses dequant %147, reshape %153, gather %164, grouped_matmul %165, grouped_matmul %167,
+//   scale %168, add %169 (moe.0)
 // threadgroup 128×1×1, grid 168×16×9 threadgroups
 kernel void grouped_matmul_1(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
         const device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        const device uchar* p5_codes [[buffer(5)]],
-        const device uchar* p6_qabsmax [[buffer(6)]],
-        const device float* p7_scales [[buffer(7)]],
-        const device float* p8_offset [[buffer(8)]],
+        const device int* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        const device uchar* p6_codes [[buffer(6)]],
+        const device uchar* p7_qabsmax [[buffer(7)]],
+        const device float* p8_scales [[buffer(8)]],
+        const device float* p9_offset [[buffer(9)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
@@ -1550,20 +1749,21 @@ kernel void grouped_matmul_1(
             const int gi35 = (m012 + i33);
             const int gk36 = (k0 + k34);
             if ((gi35 < t11)) {
-                const float t37 = p4[((gi35 * 2048) + gk36)];
-                sh[((i33 * 20) + k34)] = t37;
+                const int t37 = p4[gi35];
+                const float t38 = p5[((t37 * 2048) + gk36)];
+                sh[((i33 * 20) + k34)] = t38;
             } else {
                 sh[((i33 * 20) + k34)] = 0.0f;
             }
         }
-        for (int s38 = 0; s38 < 8; s38 += 1) {
-            const int l39 = ((s38 * 128) + ti13);
-            const int i40 = (l39 / 16);
-            const int k41 = (l39 % 16);
-            const int gi42 = (n02 + i40);
-            const int gk43 = (k0 + k41);
-            const float t44 = (NF4_CODE[((int(p5_codes[(((((ex1 * 10752) + gi42) * 2048) + gk43) / 2)]) >> (((((((ex1 * 10752) + gi42) * 2048) + gk43) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p6_qabsmax[(((((ex1 * 10752) + gi42) * 2048) + gk43) / 64)])] * p7_scales[((((((ex1 * 10752) + gi42) * 2048) + gk43) / 64) / 256)]) + p8_offset[0]));
-            sh[(((i40 * 20) + k41) + 1280)] = t44;
+        for (int s39 = 0; s39 < 8; s39 += 1) {
+            const int l40 = ((s39 * 128) + ti13);
+            const int i41 = (l40 / 16);
+            const int k42 = (l40 % 16);
+            const int gi43 = (n02 + i41);
+            const int gk44 = (k0 + k42);
+            const float t45 = (NF4_CODE[((int(p6_codes[(((((ex1 * 10752) + gi43) * 2048) + gk44) / 2)]) >> (((((((ex1 * 10752) + gi43) * 2048) + gk44) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p7_qabsmax[(((((ex1 * 10752) + gi43) * 2048) + gk44) / 64)])] * p8_scales[((((((ex1 * 10752) + gi43) * 2048) + gk44) / 64) / 256)]) + p9_offset[0]));
+            sh[(((i41 * 20) + k42) + 1280)] = t45;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         for (int kk = 0; kk < 16; kk += 8) {
@@ -1619,24 +1819,25 @@ kernel void grouped_matmul_1(
     simdgroup_store(acc3_2, sh + (((sr15 + 24) * 68) + (sc16 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr15 + 24) * 68) + (sc16 + 24)), 68);
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s45 = 0; s45 < 32; s45 += 1) {
-        const int l46 = ((s45 * 128) + ti13);
-        const int i47 = (l46 / 64);
-        const int j48 = (l46 % 64);
-        const int gi49 = (m012 + i47);
-        const int gj50 = (n02 + j48);
-        if ((gi49 < t11)) {
-            const float acc51 = sh[((i47 * 68) + j48)];
-            p1[((gi49 * 10752) + gj50)] = acc51;
+    for (int s46 = 0; s46 < 32; s46 += 1) {
+        const int l47 = ((s46 * 128) + ti13);
+        const int i48 = (l47 / 64);
+        const int j49 = (l47 % 64);
+        const int gi50 = (m012 + i48);
+        const int gj51 = (n02 + j49);
+        if ((gi50 < t11)) {
+            const float acc52 = sh[((i48 * 68) + j49)];
+            p1[((gi50 * 10752) + gj51)] = acc52;
         }
     }
 }
 
-// fuses slice %170, silu %172 (moe.0)
+// fuses slice %170, slice %171, silu %172, mul %173 (moe.0)
 // threadgroup 256×1×1, grid 21504×1×1 threadgroups
-kernel void silu_slice_0(
+kernel void mul_silu_slice_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
+        device float* p2 [[buffer(2)]],
         uint3 tid [[thread_position_in_grid]]) {
     const int i1 = int(tid.x);
     const int c2 = (i1 / 5376);
@@ -1644,37 +1845,9 @@ kernel void silu_slice_0(
     const float t4 = p0[((c2 * 10752) + c3)];
     const float t5 = (t4 / (1.0f + exp((-t4))));
     p1[i1] = t5;
-}
-
-// 2 independent kernels in one launch
-// part 0 (mul_slice): fuses slice %171, mul %173 (moe.0)
-// part 1 (gather): fuses reshape %179, gather %180 (moe.0)
-// threadgroup 256×1×1, grid 21508×1×1 threadgroups
-kernel void mul_slice_gather_x2_0(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        const device int* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        device float* p5 [[buffer(5)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 21504)) {
-        const int h0 = (int(gid.x) - 0);
-        const int i1 = ((h0 * 256) + int(lid.x));
-        const int c2 = (i1 / 5376);
-        const int c3 = (i1 % 5376);
-        const float t4 = p0[i1];
-        const float t5 = p1[((c2 * 10752) + (c3 + 5376))];
-        const float t6 = (t4 * t5);
-        p2[i1] = t6;
-    } else if ((int(gid.x) < 21508)) {
-        const int h1 = (int(gid.x) - 21504);
-        const int i1 = ((h1 * 256) + int(lid.x));
-        const int t2 = p3[i1];
-        const float t3 = p4[t2];
-        p5[i1] = t3;
-    }
+    const float t6 = p0[((c2 * 10752) + (c3 + 5376))];
+    const float t7 = (t5 * t6);
+    p2[i1] = t7;
 }
 
 // fuses grouped_matmul %175 (moe.0)
@@ -1823,20 +1996,21 @@ kernel void grouped_matmul_2(
 }
 
 // fuses dequant %151, grouped_matmul %174, grouped_matmul %176, scale %177, add %178,
-//   reshape %181, broadcast %182, mul %183 (moe.0)
+//   reshape %179, gather %180, reshape %181, broadcast %182, mul %183 (moe.0)
 // threadgroup 128×1×1, grid 32×16×9 threadgroups
 kernel void grouped_matmul_3(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
+        const device int* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        device float* p4 [[buffer(4)]],
         const device float* p5 [[buffer(5)]],
         const device float* p6 [[buffer(6)]],
-        const device uchar* p7_codes [[buffer(7)]],
-        const device uchar* p8_qabsmax [[buffer(8)]],
-        const device float* p9_scales [[buffer(9)]],
-        const device float* p10_offset [[buffer(10)]],
+        const device float* p7 [[buffer(7)]],
+        const device uchar* p8_codes [[buffer(8)]],
+        const device uchar* p9_qabsmax [[buffer(9)]],
+        const device float* p10_scales [[buffer(10)]],
+        const device float* p11_offset [[buffer(11)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
@@ -1852,24 +2026,25 @@ kernel void grouped_matmul_3(
             if (((r7 < t3) || (r7 >= t4))) {
                 const float acc9 = 0.0f;
                 p1[((r7 * 2048) + j8)] = acc9;
-                const float t10 = p2[((r7 * 1) + 0)];
-                const float t11 = (acc9 * t10);
-                p3[((r7 * 2048) + j8)] = t11;
+                const int t10 = p2[((r7 * 1) + 0)];
+                const float t11 = p3[t10];
+                const float t12 = (acc9 * t11);
+                p4[((r7 * 2048) + j8)] = t12;
             }
         }
         return;
     }
-    const int t12 = p0[ex1];
-    const int t13 = p0[(ex1 + 1)];
-    const int m014 = (t12 + (int(gid.y) * 64));
-    if ((m014 >= t13)) {
+    const int t13 = p0[ex1];
+    const int t14 = p0[(ex1 + 1)];
+    const int m015 = (t13 + (int(gid.y) * 64));
+    if ((m015 >= t14)) {
         return;
     }
     threadgroup float sh[4352];
-    const int ti15 = int(lid.x);
-    const int sgi16 = int(sg);
-    const int sr17 = ((sgi16 / 2) * 32);
-    const int sc18 = ((sgi16 % 2) * 32);
+    const int ti16 = int(lid.x);
+    const int sgi17 = int(sg);
+    const int sr18 = ((sgi17 / 2) * 32);
+    const int sc19 = ((sgi17 % 2) * 32);
     simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
     simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
     simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
@@ -1887,50 +2062,50 @@ kernel void grouped_matmul_3(
     simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
     simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
     for (int k0 = 0; k0 < 84; k0 += 16) {
-        for (int s19 = 0; s19 < 8; s19 += 1) {
-            const int l20 = ((s19 * 128) + ti15);
-            const int i21 = (l20 / 16);
-            const int k22 = (l20 % 16);
-            const int gi23 = (m014 + i21);
-            const int gk24 = (k0 + k22);
-            if (((gi23 < t13) && (gk24 < 84))) {
-                const float t25 = p4[((gi23 * 84) + gk24)];
-                sh[((i21 * 20) + k22)] = (t25 * 0.1904762f);
+        for (int s20 = 0; s20 < 8; s20 += 1) {
+            const int l21 = ((s20 * 128) + ti16);
+            const int i22 = (l21 / 16);
+            const int k23 = (l21 % 16);
+            const int gi24 = (m015 + i22);
+            const int gk25 = (k0 + k23);
+            if (((gi24 < t14) && (gk25 < 84))) {
+                const float t26 = p5[((gi24 * 84) + gk25)];
+                sh[((i22 * 20) + k23)] = (t26 * 0.1904762f);
             } else {
-                sh[((i21 * 20) + k22)] = 0.0f;
+                sh[((i22 * 20) + k23)] = 0.0f;
             }
         }
-        for (int s26 = 0; s26 < 8; s26 += 1) {
-            const int l27 = ((s26 * 128) + ti15);
-            const int i28 = (l27 / 16);
-            const int k29 = (l27 % 16);
-            const int gi30 = (n02 + i28);
-            const int gk31 = (k0 + k29);
-            if ((gk31 < 84)) {
-                const float t32 = p5[((((ex1 * 2048) + gi30) * 84) + gk31)];
-                sh[(((i28 * 20) + k29) + 1280)] = t32;
+        for (int s27 = 0; s27 < 8; s27 += 1) {
+            const int l28 = ((s27 * 128) + ti16);
+            const int i29 = (l28 / 16);
+            const int k30 = (l28 % 16);
+            const int gi31 = (n02 + i29);
+            const int gk32 = (k0 + k30);
+            if ((gk32 < 84)) {
+                const float t33 = p6[((((ex1 * 2048) + gi31) * 84) + gk32)];
+                sh[(((i29 * 20) + k30) + 1280)] = t33;
             } else {
-                sh[(((i28 * 20) + k29) + 1280)] = 0.0f;
+                sh[(((i29 * 20) + k30) + 1280)] = 0.0f;
             }
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr17 * 20) + kk), 20);
+            simdgroup_load(fa0, sh + ((sr18 * 20) + kk), 20);
             simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr17 + 8) * 20) + kk), 20);
+            simdgroup_load(fa1, sh + (((sr18 + 8) * 20) + kk), 20);
             simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + (((sr17 + 16) * 20) + kk), 20);
+            simdgroup_load(fa2, sh + (((sr18 + 16) * 20) + kk), 20);
             simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + (((sr17 + 24) * 20) + kk), 20);
+            simdgroup_load(fa3, sh + (((sr18 + 24) * 20) + kk), 20);
             simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((sc18 * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_load(fb0, sh + (((sc19 * 20) + kk) + 1280), 20, ulong2(0, 0), true);
             simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + ((((sc18 + 8) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_load(fb1, sh + ((((sc19 + 8) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
             simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + ((((sc18 + 16) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_load(fb2, sh + ((((sc19 + 16) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
             simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + ((((sc18 + 24) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_load(fb3, sh + ((((sc19 + 24) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
             simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
             simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
             simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
@@ -1951,46 +2126,46 @@ kernel void grouped_matmul_3(
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
     }
     for (int k0 = 0; k0 < 5376; k0 += 16) {
-        for (int s33 = 0; s33 < 8; s33 += 1) {
-            const int l34 = ((s33 * 128) + ti15);
-            const int i35 = (l34 / 16);
-            const int k36 = (l34 % 16);
-            const int gi37 = (m014 + i35);
-            const int gk38 = (k0 + k36);
-            if ((gi37 < t13)) {
-                const float t39 = p6[((gi37 * 5376) + gk38)];
-                sh[((i35 * 20) + k36)] = t39;
+        for (int s34 = 0; s34 < 8; s34 += 1) {
+            const int l35 = ((s34 * 128) + ti16);
+            const int i36 = (l35 / 16);
+            const int k37 = (l35 % 16);
+            const int gi38 = (m015 + i36);
+            const int gk39 = (k0 + k37);
+            if ((gi38 < t14)) {
+                const float t40 = p7[((gi38 * 5376) + gk39)];
+                sh[((i36 * 20) + k37)] = t40;
             } else {
-                sh[((i35 * 20) + k36)] = 0.0f;
+                sh[((i36 * 20) + k37)] = 0.0f;
             }
         }
-        for (int s40 = 0; s40 < 8; s40 += 1) {
-            const int l41 = ((s40 * 128) + ti15);
-            const int i42 = (l41 / 16);
-            const int k43 = (l41 % 16);
-            const int gi44 = (n02 + i42);
-            const int gk45 = (k0 + k43);
-            const float t46 = (NF4_CODE[((int(p7_codes[(((((ex1 * 2048) + gi44) * 5376) + gk45) / 2)]) >> (((((((ex1 * 2048) + gi44) * 5376) + gk45) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p8_qabsmax[(((((ex1 * 2048) + gi44) * 5376) + gk45) / 64)])] * p9_scales[((((((ex1 * 2048) + gi44) * 5376) + gk45) / 64) / 256)]) + p10_offset[0]));
-            sh[(((i42 * 20) + k43) + 1280)] = t46;
+        for (int s41 = 0; s41 < 8; s41 += 1) {
+            const int l42 = ((s41 * 128) + ti16);
+            const int i43 = (l42 / 16);
+            const int k44 = (l42 % 16);
+            const int gi45 = (n02 + i43);
+            const int gk46 = (k0 + k44);
+            const float t47 = (NF4_CODE[((int(p8_codes[(((((ex1 * 2048) + gi45) * 5376) + gk46) / 2)]) >> (((((((ex1 * 2048) + gi45) * 5376) + gk46) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p9_qabsmax[(((((ex1 * 2048) + gi45) * 5376) + gk46) / 64)])] * p10_scales[((((((ex1 * 2048) + gi45) * 5376) + gk46) / 64) / 256)]) + p11_offset[0]));
+            sh[(((i43 * 20) + k44) + 1280)] = t47;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr17 * 20) + kk), 20);
+            simdgroup_load(fa0, sh + ((sr18 * 20) + kk), 20);
             simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr17 + 8) * 20) + kk), 20);
+            simdgroup_load(fa1, sh + (((sr18 + 8) * 20) + kk), 20);
             simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + (((sr17 + 16) * 20) + kk), 20);
+            simdgroup_load(fa2, sh + (((sr18 + 16) * 20) + kk), 20);
             simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + (((sr17 + 24) * 20) + kk), 20);
+            simdgroup_load(fa3, sh + (((sr18 + 24) * 20) + kk), 20);
             simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((sc18 * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_load(fb0, sh + (((sc19 * 20) + kk) + 1280), 20, ulong2(0, 0), true);
             simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + ((((sc18 + 8) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_load(fb1, sh + ((((sc19 + 8) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
             simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + ((((sc18 + 16) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_load(fb2, sh + ((((sc19 + 16) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
             simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + ((((sc18 + 24) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_load(fb3, sh + ((((sc19 + 24) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
             simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
             simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
             simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
@@ -2010,35 +2185,36 @@ kernel void grouped_matmul_3(
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
     }
-    simdgroup_store(acc0_0, sh + ((sr17 * 68) + sc18), 68);
-    simdgroup_store(acc0_1, sh + ((sr17 * 68) + (sc18 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr17 * 68) + (sc18 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr17 * 68) + (sc18 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr17 + 8) * 68) + sc18), 68);
-    simdgroup_store(acc1_1, sh + (((sr17 + 8) * 68) + (sc18 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr17 + 8) * 68) + (sc18 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr17 + 8) * 68) + (sc18 + 24)), 68);
-    simdgroup_store(acc2_0, sh + (((sr17 + 16) * 68) + sc18), 68);
-    simdgroup_store(acc2_1, sh + (((sr17 + 16) * 68) + (sc18 + 8)), 68);
-    simdgroup_store(acc2_2, sh + (((sr17 + 16) * 68) + (sc18 + 16)), 68);
-    simdgroup_store(acc2_3, sh + (((sr17 + 16) * 68) + (sc18 + 24)), 68);
-    simdgroup_store(acc3_0, sh + (((sr17 + 24) * 68) + sc18), 68);
-    simdgroup_store(acc3_1, sh + (((sr17 + 24) * 68) + (sc18 + 8)), 68);
-    simdgroup_store(acc3_2, sh + (((sr17 + 24) * 68) + (sc18 + 16)), 68);
-    simdgroup_store(acc3_3, sh + (((sr17 + 24) * 68) + (sc18 + 24)), 68);
+    simdgroup_store(acc0_0, sh + ((sr18 * 68) + sc19), 68);
+    simdgroup_store(acc0_1, sh + ((sr18 * 68) + (sc19 + 8)), 68);
+    simdgroup_store(acc0_2, sh + ((sr18 * 68) + (sc19 + 16)), 68);
+    simdgroup_store(acc0_3, sh + ((sr18 * 68) + (sc19 + 24)), 68);
+    simdgroup_store(acc1_0, sh + (((sr18 + 8) * 68) + sc19), 68);
+    simdgroup_store(acc1_1, sh + (((sr18 + 8) * 68) + (sc19 + 8)), 68);
+    simdgroup_store(acc1_2, sh + (((sr18 + 8) * 68) + (sc19 + 16)), 68);
+    simdgroup_store(acc1_3, sh + (((sr18 + 8) * 68) + (sc19 + 24)), 68);
+    simdgroup_store(acc2_0, sh + (((sr18 + 16) * 68) + sc19), 68);
+    simdgroup_store(acc2_1, sh + (((sr18 + 16) * 68) + (sc19 + 8)), 68);
+    simdgroup_store(acc2_2, sh + (((sr18 + 16) * 68) + (sc19 + 16)), 68);
+    simdgroup_store(acc2_3, sh + (((sr18 + 16) * 68) + (sc19 + 24)), 68);
+    simdgroup_store(acc3_0, sh + (((sr18 + 24) * 68) + sc19), 68);
+    simdgroup_store(acc3_1, sh + (((sr18 + 24) * 68) + (sc19 + 8)), 68);
+    simdgroup_store(acc3_2, sh + (((sr18 + 24) * 68) + (sc19 + 16)), 68);
+    simdgroup_store(acc3_3, sh + (((sr18 + 24) * 68) + (sc19 + 24)), 68);
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s47 = 0; s47 < 32; s47 += 1) {
-        const int l48 = ((s47 * 128) + ti15);
-        const int i49 = (l48 / 64);
-        const int j50 = (l48 % 64);
-        const int gi51 = (m014 + i49);
-        const int gj52 = (n02 + j50);
-        if ((gi51 < t13)) {
-            const float acc53 = sh[((i49 * 68) + j50)];
-            p1[((gi51 * 2048) + gj52)] = acc53;
-            const float t54 = p2[((gi51 * 1) + 0)];
-            const float t55 = (acc53 * t54);
-            p3[((gi51 * 2048) + gj52)] = t55;
+    for (int s48 = 0; s48 < 32; s48 += 1) {
+        const int l49 = ((s48 * 128) + ti16);
+        const int i50 = (l49 / 64);
+        const int j51 = (l49 % 64);
+        const int gi52 = (m015 + i50);
+        const int gj53 = (n02 + j51);
+        if ((gi52 < t14)) {
+            const float acc54 = sh[((i50 * 68) + j51)];
+            p1[((gi52 * 2048) + gj53)] = acc54;
+            const int t55 = p2[((gi52 * 1) + 0)];
+            const float t56 = p3[t55];
+            const float t57 = (acc54 * t56);
+            p4[((gi52 * 2048) + gj53)] = t57;
         }
     }
 }
@@ -2254,7 +2430,7 @@ kernel void rmsnorm_add_x2_0(
 
 // fuses matmul %1854
 // threadgroup 128×1×1, grid 786×8×1 threadgroups
-kernel void matmul_7(
+kernel void matmul_8(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -2534,7 +2710,7 @@ kernel void add_0(
 
 // fuses matmul %1867
 // threadgroup 128×1×1, grid 32×8×1 threadgroups
-kernel void matmul_8(
+kernel void matmul_9(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -3274,7 +3450,8 @@ kernel void matmul_x2_1(
     }
 }
 
-// fuses slice %1834, slice %1835, neg %1841, mul %1882, selective_scan_bwd %1890 (mamba.29)
+// fuses slice %1834, slice %1835, neg %1841, mul %1882, selective_scan_bwd %1890, sigmoid %1896,
+//   mul %1897 (mamba.29)
 // threadgroup 1024×1×1, grid 80×1×1 threadgroups
 kernel void selective_scan_bwd_0(
         const device float* p0 [[buffer(0)]],
@@ -3288,7 +3465,8 @@ kernel void selective_scan_bwd_0(
         device float* p8 [[buffer(8)]],
         const device float* p9 [[buffer(9)]],
         device float* p10 [[buffer(10)]],
-        device float* p11 [[buffer(11)]],
+        const device float* p11 [[buffer(11)]],
+        device float* p12 [[buffer(12)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint lane [[thread_index_in_simdgroup]],
@@ -3422,8 +3600,12 @@ kernel void selective_scan_bwd_0(
                     const float r92 = (r91 + simd_shuffle_xor(r91, ushort(2)));
                     const float r93 = (r92 + simd_shuffle_xor(r92, ushort(1)));
                     if ((n54 == 0)) {
-                        p10[((((b60 * 512) + t75) * 4096) + ch53)] = (r89 + (t57 * t82));
-                        p11[((((b60 * 512) + t75) * 4096) + ch53)] = r93;
+                        const float acc94 = (r89 + (t57 * t82));
+                        p10[((((b60 * 512) + t75) * 4096) + ch53)] = acc94;
+                        const float t95 = p11[((((b60 * 512) + t75) * 4096) + ch53)];
+                        const float t96 = (1.0f / (1.0f + exp((-t95))));
+                        const float t97 = (r93 * t96);
+                        p12[((((b60 * 512) + t75) * 4096) + ch53)] = t97;
                     }
                 }
             }
@@ -3431,24 +3613,9 @@ kernel void selective_scan_bwd_0(
     }
 }
 
-// fuses sigmoid %1896, mul %1897 (mamba.29)
-// threadgroup 256×1×1, grid 8192×1×1 threadgroups
-kernel void mul_sigmoid_0(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    const float t5 = p0[i1];
-    const float t6 = p1[i1];
-    const float t7 = (1.0f / (1.0f + exp((-t6))));
-    const float t8 = (t5 * t7);
-    p2[i1] = t8;
-}
-
 // fuses matmul %1898 (mamba.29)
 // threadgroup 128×1×1, grid 2×8×1 threadgroups
-kernel void matmul_9(
+kernel void matmul_10(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -3565,7 +3732,7 @@ kernel void matmul_9(
 // fuses concat %1899, matmul %1900, add %1901, sigmoid %1902, const %1903, sub %1904, mul %1905,
 //   add %1906, mul %1907 (mamba.29)
 // threadgroup 128×1×1, grid 64×8×1 threadgroups
-kernel void matmul_10(
+kernel void matmul_11(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -4411,26 +4578,32 @@ kernel void rmsnorm_bwd_1(
 }
 
 // 2 independent kernels in one launch
-// part 0 (mul): fuses reshape %1701, broadcast %1702, mul %2050 (moe.8)
-// part 1 (reduce_sum): fuses mul %2051, reduce_sum %2052 (moe.8)
+// part 0 (mul_gather): fuses reshape %1699, gather %1700, reshape %1701, broadcast %1702, reshape %2041, gather %2049,
+//   mul %2050 (moe.8)
+// part 1 (reduce_sum): fuses reshape %2041, gather %2049, mul %2051, reduce_sum %2052 (moe.8)
 // threadgroup 256×1×1, grid 9216×1×1 threadgroups
-kernel void mul_reduce_sum_x2_0(
-        const device float* p0 [[buffer(0)]],
+kernel void mul_gather_reduce_sum_x2_0(
+        const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
+        const device int* p2 [[buffer(2)]],
         const device float* p3 [[buffer(3)]],
         device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        device float* p6 [[buffer(6)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    threadgroup float sh12[8];
+    threadgroup float sh13[8];
     if ((int(gid.x) < 8192)) {
         const int h0 = (int(gid.x) - 0);
         const int i1 = ((h0 * 256) + int(lid.x));
         const int c2 = (i1 / 2048);
-        const float t4 = p0[i1];
-        const float t5 = p1[((c2 * 1) + 0)];
-        const float t6 = (t4 * t5);
-        p2[i1] = t6;
+        const int c3 = (i1 % 2048);
+        const int t4 = p0[c2];
+        const float t5 = p1[((t4 * 2048) + c3)];
+        const int t6 = p2[((c2 * 1) + 0)];
+        const float t7 = p3[t6];
+        const float t8 = (t5 * t7);
+        p4[i1] = t8;
     } else if ((int(gid.x) < 9216)) {
         const int h1 = (int(gid.x) - 8192);
         const int lid1 = int(lid.x);
@@ -4440,23 +4613,24 @@ kernel void mul_reduce_sum_x2_0(
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 8; k6 += 1) {
             const int j7 = (lid1 + (k6 * 256));
-            const float t8 = p0[((row4 * 2048) + j7)];
-            const float t9 = p3[((row4 * 2048) + j7)];
-            const float t10 = (t8 * t9);
-            acc5 += t10;
+            const int t8 = p0[row4];
+            const float t9 = p1[((t8 * 2048) + j7)];
+            const float t10 = p5[((row4 * 2048) + j7)];
+            const float t11 = (t9 * t10);
+            acc5 += t11;
         }
-        const float s11 = simd_sum(acc5);
+        const float s12 = simd_sum(acc5);
         if ((l32_2 == 0)) {
-            sh12[sg3] = s11;
+            sh13[sg3] = s12;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        float acc13 = sh12[0];
-        for (int s14 = 1; s14 < 8; s14 += 1) {
-            acc13 += sh12[s14];
+        float acc14 = sh13[0];
+        for (int s15 = 1; s15 < 8; s15 += 1) {
+            acc14 += sh13[s15];
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         if ((lid1 == 0)) {
-            p4[row4] = acc13;
+            p6[row4] = acc14;
         }
     }
 }
@@ -5405,22 +5579,23 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_1(
 }
 
 // 2 independent kernels in one launch
-// part 0 (grouped_matmul_wgrad): fuses grouped_matmul_wgrad %2078 (moe.8)
+// part 0 (grouped_matmul_wgrad): fuses reshape %1673, gather %1684, grouped_matmul_wgrad %2078 (moe.8)
 // part 1 (grouped_matmul): fuses concat %2073, grouped_matmul %2077, dequant %2079, grouped_matmul %2080, add %2081 (moe.8)
 // threadgroup 128×1×1, grid 5120×1×1 threadgroups
 kernel void grouped_matmul_wgrad_grouped_matmul_x2_1(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        device float* p3 [[buffer(3)]],
+        const device int* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
         device float* p4 [[buffer(4)]],
-        const device float* p5 [[buffer(5)]],
+        device float* p5 [[buffer(5)]],
         const device float* p6 [[buffer(6)]],
         const device float* p7 [[buffer(7)]],
-        const device uchar* p8 [[buffer(8)]],
+        const device float* p8 [[buffer(8)]],
         const device uchar* p9 [[buffer(9)]],
-        const device float* p10 [[buffer(10)]],
+        const device uchar* p10 [[buffer(10)]],
         const device float* p11 [[buffer(11)]],
+        const device float* p12 [[buffer(12)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
@@ -5473,8 +5648,9 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_1(
                 const int gi21 = (n03 + i20);
                 const int gk22 = (k0 + k19);
                 if ((gk22 < t5)) {
-                    const float t23 = p2[((gk22 * 2048) + gi21)];
-                    sh[(((k19 * 68) + i20) + 1088)] = t23;
+                    const int t23 = p2[gk22];
+                    const float t24 = p3[((t23 * 2048) + gi21)];
+                    sh[(((k19 * 68) + i20) + 1088)] = t24;
                 } else {
                     sh[(((k19 * 68) + i20) + 1088)] = 0.0f;
                 }
@@ -5533,14 +5709,14 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_1(
         simdgroup_store(acc3_2, sh + (((sr8 + 24) * 68) + (sc9 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr8 + 24) * 68) + (sc9 + 24)), 68);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int s24 = 0; s24 < 32; s24 += 1) {
-            const int l25 = ((s24 * 128) + ti6);
-            const int i26 = (l25 / 64);
-            const int j27 = (l25 % 64);
-            const int gi28 = (m02 + i26);
-            const int gj29 = (n03 + j27);
-            if ((gi28 < 84)) {
-                p3[((((ex1 * 84) + gi28) * 2048) + gj29)] = sh[((i26 * 68) + j27)];
+        for (int s25 = 0; s25 < 32; s25 += 1) {
+            const int l26 = ((s25 * 128) + ti6);
+            const int i27 = (l26 / 64);
+            const int j28 = (l26 % 64);
+            const int gi29 = (m02 + i27);
+            const int gj30 = (n03 + j28);
+            if ((gi29 < 84)) {
+                p4[((((ex1 * 84) + gi29) * 2048) + gj30)] = sh[((i27 * 68) + j28)];
             }
         }
     } else if ((int(gid.x) < 5120)) {
@@ -5556,7 +5732,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_1(
                 const int j8 = (n02 + (l6 % 64));
                 if (((r7 < t3) || (r7 >= t4))) {
                     const float acc9 = 0.0f;
-                    p4[((r7 * 2048) + j8)] = acc9;
+                    p5[((r7 * 2048) + j8)] = acc9;
                 }
             }
             return;
@@ -5608,7 +5784,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_1(
                 const int gi28 = (n02 + i27);
                 const int gk29 = (k0 + k26);
                 if ((gk29 < 84)) {
-                    const float t30 = p5[((((ex1 * 84) + gk29) * 2048) + gi28)];
+                    const float t30 = p6[((((ex1 * 84) + gk29) * 2048) + gi28)];
                     sh[(((k26 * 68) + i27) + 1280)] = t30;
                 } else {
                     sh[(((k26 * 68) + i27) + 1280)] = 0.0f;
@@ -5661,10 +5837,10 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_1(
                 if ((gi35 < t11)) {
                     float cat37 = 0.0f;
                     if ((gk36 < 5376)) {
-                        const float t38 = p6[((gi35 * 5376) + (gk36 - 0))];
+                        const float t38 = p7[((gi35 * 5376) + (gk36 - 0))];
                         cat37 = t38;
                     } else {
-                        const float t39 = p7[((gi35 * 5376) + (gk36 - 5376))];
+                        const float t39 = p8[((gi35 * 5376) + (gk36 - 5376))];
                         cat37 = t39;
                     }
                     sh[((i33 * 20) + k34)] = cat37;
@@ -5678,7 +5854,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_1(
                 const int i43 = (l41 % 64);
                 const int gi44 = (n02 + i43);
                 const int gk45 = (k0 + k42);
-                const float t46 = (NF4_CODE[((int(p8[(((((ex1 * 10752) + gk45) * 2048) + gi44) / 2)]) >> (((((((ex1 * 10752) + gk45) * 2048) + gi44) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p9[(((((ex1 * 10752) + gk45) * 2048) + gi44) / 64)])] * p10[((((((ex1 * 10752) + gk45) * 2048) + gi44) / 64) / 256)]) + p11[0]));
+                const float t46 = (NF4_CODE[((int(p9[(((((ex1 * 10752) + gk45) * 2048) + gi44) / 2)]) >> (((((((ex1 * 10752) + gk45) * 2048) + gi44) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p10[(((((ex1 * 10752) + gk45) * 2048) + gi44) / 64)])] * p11[((((((ex1 * 10752) + gk45) * 2048) + gi44) / 64) / 256)]) + p12[0]));
                 sh[(((k42 * 68) + i43) + 1280)] = t46;
             }
             threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -5743,7 +5919,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_1(
             const int gj52 = (n02 + j50);
             if ((gi51 < t11)) {
                 const float acc53 = sh[((i49 * 68) + j50)];
-                p4[((gi51 * 2048) + gj52)] = acc53;
+                p5[((gi51 * 2048) + gj52)] = acc53;
             }
         }
     }
@@ -5896,7 +6072,7 @@ kernel void mul_sub_0(
 
 // fuses matmul %2102 (moe.8)
 // threadgroup 128×1×1, grid 32×8×1 threadgroups
-kernel void matmul_11(
+kernel void matmul_12(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -6019,7 +6195,7 @@ kernel void matmul_11(
 
 // fuses reshape %4173, reshape %4174, matmul %4175 (mamba.0)
 // threadgroup 128×1×1, grid 32×2×1 threadgroups
-kernel void matmul_12(
+kernel void matmul_13(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],

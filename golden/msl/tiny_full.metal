@@ -6,28 +6,13 @@ constant float NF4_CODE[16] = {-1.0f, -0.6961928f, -0.52507305f, -0.3949175f, -0
 
 constant float NF4_ABSMAX_MAP[256] = {-0.99296874f, -0.9789062f, -0.96484375f, -0.9507812f, -0.9367187f, -0.92265624f, -0.9085938f, -0.89453125f, -0.8804687f, -0.8664062f, -0.85234374f, -0.8382812f, -0.82421875f, -0.8101562f, -0.7960937f, -0.78203124f, -0.7679688f, -0.75390625f, -0.7398438f, -0.72578126f, -0.7117188f, -0.6976563f, -0.68359375f, -0.6695313f, -0.65546876f, -0.64140624f, -0.6273438f, -0.61328125f, -0.5992187f, -0.58515626f, -0.5710938f, -0.5570313f, -0.54296875f, -0.5289062f, -0.51484376f, -0.50078124f, -0.48671877f, -0.47265625f, -0.45859373f, -0.44453126f, -0.43046874f, -0.4164062f, -0.40234375f, -0.38828123f, -0.37421876f, -0.36015624f, -0.3460937f, -0.33203125f, -0.31796873f, -0.30390626f, -0.28984374f, -0.27578127f, -0.26171875f, -0.24765626f, -0.23359376f, -0.21953125f, -0.20546874f, -0.19140625f, -0.17734374f, -0.16328125f, -0.14921875f, -0.13515624f, -0.12109375f, -0.107031256f, -0.09859375f, -0.095781244f, -0.092968754f, -0.09015625f, -0.08734375f, -0.08453125f, -0.08171874f, -0.07890625f, -0.07609375f, -0.07328125f, -0.070468746f, -0.067656256f, -0.06484375f, -0.062031247f, -0.059218753f, -0.05640625f, -0.05359375f, -0.05078125f, -0.04796875f, -0.04515625f, -0.042343747f, -0.03953125f, -0.036718752f, -0.033906247f, -0.03109375f, -0.028281247f, -0.02546875f, -0.02265625f, -0.01984375f, -0.01703125f, -0.01421875f, -0.01140625f, -0.00971875f, -0.009156249f, -0.00859375f, -0.00803125f, -0.00746875f, -0.00690625f, -0.00634375f, -0.00578125f, -0.0052187503f, -0.0046562497f, -0.00409375f, -0.0035312497f, -0.00296875f, -0.00240625f, -0.00184375f, -0.0012812499f, -0.0009437501f, -0.00083125f, -0.00071875006f, -0.0006062501f, -0.00049375003f, -0.00038125002f, -0.00026875004f, -0.00015625001f, -8.875e-05f, -6.625e-05f, -4.375e-05f, -2.1249998e-05f, -7.75e-06f, -3.2500002e-06f, -5.5000004e-07f, 0.0f, 5.5000004e-07f, 3.2500002e-06f, 7.75e-06f, 2.1249998e-05f, 4.375e-05f, 6.625e-05f, 8.875e-05f, 0.00015625001f, 0.00026875004f, 0.00038125002f, 0.00049375003f, 0.0006062501f, 0.00071875006f, 0.00083125f, 0.0009437501f, 0.0012812499f, 0.00184375f, 0.00240625f, 0.00296875f, 0.0035312497f, 0.00409375f, 0.0046562497f, 0.0052187503f, 0.00578125f, 0.00634375f, 0.00690625f, 0.00746875f, 0.00803125f, 0.00859375f, 0.009156249f, 0.00971875f, 0.01140625f, 0.01421875f, 0.01703125f, 0.01984375f, 0.02265625f, 0.02546875f, 0.028281247f, 0.03109375f, 0.033906247f, 0.036718752f, 0.03953125f, 0.042343747f, 0.04515625f, 0.04796875f, 0.05078125f, 0.05359375f, 0.05640625f, 0.059218753f, 0.062031247f, 0.06484375f, 0.067656256f, 0.070468746f, 0.07328125f, 0.07609375f, 0.07890625f, 0.08171874f, 0.08453125f, 0.08734375f, 0.09015625f, 0.092968754f, 0.095781244f, 0.09859375f, 0.107031256f, 0.12109375f, 0.13515624f, 0.14921875f, 0.16328125f, 0.17734374f, 0.19140625f, 0.20546874f, 0.21953125f, 0.23359376f, 0.24765626f, 0.26171875f, 0.27578127f, 0.28984374f, 0.30390626f, 0.31796873f, 0.33203125f, 0.3460937f, 0.36015624f, 0.37421876f, 0.38828123f, 0.40234375f, 0.4164062f, 0.43046874f, 0.44453126f, 0.45859373f, 0.47265625f, 0.48671877f, 0.50078124f, 0.51484376f, 0.5289062f, 0.54296875f, 0.5570313f, 0.5710938f, 0.58515626f, 0.5992187f, 0.61328125f, 0.6273438f, 0.64140624f, 0.65546876f, 0.6695313f, 0.68359375f, 0.6976563f, 0.7117188f, 0.72578126f, 0.7398438f, 0.75390625f, 0.7679688f, 0.78203124f, 0.7960937f, 0.8101562f, 0.82421875f, 0.8382812f, 0.85234374f, 0.8664062f, 0.8804687f, 0.89453125f, 0.9085938f, 0.92265624f, 0.9367187f, 0.9507812f, 0.96484375f, 0.9789062f, 0.99296874f, 1.0f};
 
-// fuses gather %3
-// threadgroup 256×1×1, grid 64×1×1 threadgroups
-kernel void gather_0(
-        const device int* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    const int c2 = (i1 / 1024);
-    const int c3 = ((i1 / 64) % 16);
-    const int c4 = (i1 % 64);
-    const int t5 = p0[((c2 * 16) + c3)];
-    const float t6 = p1[((t5 * 64) + c4)];
-    p2[i1] = t6;
-}
-
-// fuses rmsnorm %14 (mamba.0)
+// fuses gather %3, rmsnorm %14 (mamba.0)
 // threadgroup 256×1×1, grid 32×1×1 threadgroups
 kernel void rmsnorm_0(
-        const device float* p0 [[buffer(0)]],
+        const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
+        const device float* p2 [[buffer(2)]],
+        device float* p3 [[buffer(3)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     const int lid1 = int(lid.x);
@@ -39,16 +24,17 @@ kernel void rmsnorm_0(
     float ss8 = 0.0f;
     for (int k9 = 0; k9 < 2; k9 += 1) {
         const int j10 = (l32_2 + (k9 * 32));
-        const float t11 = p0[((((c5 * 16) + c6) * 64) + j10)];
-        reg7[k9] = t11;
-        ss8 += (t11 * t11);
+        const int t11 = p0[row4];
+        const float t12 = p1[((t11 * 64) + j10)];
+        reg7[k9] = t12;
+        ss8 += (t12 * t12);
     }
-    const float s12 = simd_sum(ss8);
-    const float r13 = rsqrt(((s12 / 64.0f) + 1e-05f));
-    for (int k14 = 0; k14 < 2; k14 += 1) {
-        const int j15 = (l32_2 + (k14 * 32));
-        const float t16 = p1[j15];
-        p2[((((c5 * 16) + c6) * 64) + j15)] = ((reg7[k14] * r13) * t16);
+    const float s13 = simd_sum(ss8);
+    const float r14 = rsqrt(((s13 / 64.0f) + 1e-05f));
+    for (int k15 = 0; k15 < 2; k15 += 1) {
+        const int j16 = (l32_2 + (k15 * 32));
+        const float t17 = p2[j16];
+        p3[((((c5 * 16) + c6) * 64) + j16)] = ((reg7[k15] * r14) * t17);
     }
 }
 
@@ -146,12 +132,11 @@ kernel void matmul_0(
     }
 }
 
-// 3 independent kernels in one launch
+// 2 independent kernels in one launch
 // part 0 (causal_conv1d): fuses slice %16, causal_conv1d %18, silu %19 (mamba.0)
 // part 1 (exp): fuses exp %28 (mamba.0)
-// part 2 (silu_slice): fuses slice %17, silu %32 (mamba.0)
-// threadgroup 256×1×1, grid 264×1×1 threadgroups
-kernel void causal_conv1d_exp_x3_0(
+// threadgroup 256×1×1, grid 136×1×1 threadgroups
+kernel void causal_conv1d_exp_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -159,7 +144,6 @@ kernel void causal_conv1d_exp_x3_0(
         device float* p4 [[buffer(4)]],
         const device float* p5 [[buffer(5)]],
         device float* p6 [[buffer(6)]],
-        device float* p7 [[buffer(7)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     if ((int(gid.x) < 128)) {
@@ -187,15 +171,6 @@ kernel void causal_conv1d_exp_x3_0(
         const float t4 = p5[i1];
         const float t5 = exp(t4);
         p6[i1] = t5;
-    } else if ((int(gid.x) < 264)) {
-        const int h2 = (int(gid.x) - 136);
-        const int i1 = ((h2 * 256) + int(lid.x));
-        const int c2 = (i1 / 2048);
-        const int c3 = ((i1 / 128) % 16);
-        const int c4 = (i1 % 128);
-        const float t5 = p2[((((c2 * 16) + c3) * 256) + (c4 + 128))];
-        const float t6 = (t5 / (1.0f + exp((-t5))));
-        p7[i1] = t6;
     }
 }
 
@@ -386,7 +361,7 @@ kernel void matmul_2(
     }
 }
 
-// fuses slice %22, slice %23, neg %29, selective_scan %30, mul %33 (mamba.0)
+// fuses slice %17, slice %22, slice %23, neg %29, selective_scan %30, silu %32, mul %33 (mamba.0)
 // threadgroup 256×1×1, grid 8×16×1 threadgroups
 kernel void selective_scan_0(
         const device float* p0 [[buffer(0)]],
@@ -398,6 +373,7 @@ kernel void selective_scan_0(
         device float* p6 [[buffer(6)]],
         const device float* p7 [[buffer(7)]],
         device float* p8 [[buffer(8)]],
+        device float* p9 [[buffer(9)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     const int b1 = int(gid.y);
@@ -423,21 +399,24 @@ kernel void selective_scan_0(
             if ((n3 == 0)) {
                 const float acc19 = (r18 + (t6 * t11));
                 p6[((((b1 * 16) + t9) * 128) + ch2)] = acc19;
-                const float t20 = p7[((((b1 * 16) + t9) * 128) + ch2)];
-                const float t21 = (acc19 * t20);
+                const float t20 = p7[((((b1 * 16) + t9) * 256) + (ch2 + 128))];
+                const float t21 = (t20 / (1.0f + exp((-t20))));
                 p8[((((b1 * 16) + t9) * 128) + ch2)] = t21;
+                const float t22 = (acc19 * t21);
+                p9[((((b1 * 16) + t9) * 128) + ch2)] = t22;
             }
         }
     }
 }
 
-// fuses matmul %34, add %35 (mamba.0)
+// fuses gather %3, matmul %34, add %35 (mamba.0)
 // threadgroup 128×1×1, grid 1×1×16 threadgroups
 kernel void matmul_3(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        device float* p3 [[buffer(3)]],
+        const device int* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        device float* p4 [[buffer(4)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
@@ -522,10 +501,41 @@ kernel void matmul_3(
         const int gj27 = (n03 + j25);
         if ((gi26 < 16)) {
             const float acc28 = sh[((i24 * 68) + j25)];
-            const float t29 = p2[((((c1 * 16) + gi26) * 64) + gj27)];
-            const float t30 = (t29 + acc28);
-            p3[((((c1 * 16) + gi26) * 64) + gj27)] = t30;
+            const int t29 = p2[((c1 * 16) + gi26)];
+            const float t30 = p3[((t29 * 64) + gj27)];
+            const float t31 = (t30 + acc28);
+            p4[((((c1 * 16) + gi26) * 64) + gj27)] = t31;
         }
+    }
+}
+
+// fuses rmsnorm %40 (moe.0)
+// threadgroup 256×1×1, grid 32×1×1 threadgroups
+kernel void rmsnorm_1(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        device float* p2 [[buffer(2)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    const int lid1 = int(lid.x);
+    const int l32_2 = (lid1 % 32);
+    const int row4 = ((int(gid.x) * 8) + (lid1 / 32));
+    const int c5 = (row4 / 16);
+    const int c6 = (row4 % 16);
+    float reg7[2];
+    float ss8 = 0.0f;
+    for (int k9 = 0; k9 < 2; k9 += 1) {
+        const int j10 = (l32_2 + (k9 * 32));
+        const float t11 = p0[((((c5 * 16) + c6) * 64) + j10)];
+        reg7[k9] = t11;
+        ss8 += (t11 * t11);
+    }
+    const float s12 = simd_sum(ss8);
+    const float r13 = rsqrt(((s12 / 64.0f) + 1e-05f));
+    for (int k14 = 0; k14 < 2; k14 += 1) {
+        const int j15 = (l32_2 + (k14 * 32));
+        const float t16 = p1[j15];
+        p2[((((c5 * 16) + c6) * 64) + j15)] = ((reg7[k14] * r13) * t16);
     }
 }
 
@@ -764,28 +774,14 @@ kernel void moe_route_0(
     }
 }
 
-// fuses reshape %41, gather %52 (moe.0)
-// threadgroup 256×1×1, grid 128×1×1 threadgroups
-kernel void gather_1(
-        const device int* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    const int c2 = (i1 / 64);
-    const int c3 = (i1 % 64);
-    const int t4 = p0[c2];
-    const float t5 = p1[((t4 * 64) + c3)];
-    p2[i1] = t5;
-}
-
-// fuses grouped_matmul %53 (moe.0)
+// fuses reshape %41, gather %52, grouped_matmul %53 (moe.0)
 // threadgroup 128×1×1, grid 2×8×5 threadgroups
 kernel void grouped_matmul_0(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
+        const device int* p2 [[buffer(2)]],
         const device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
@@ -839,20 +835,21 @@ kernel void grouped_matmul_0(
             const int gi20 = (m011 + i18);
             const int gk21 = (k0 + k19);
             if ((gi20 < t10)) {
-                const float t22 = p2[((gi20 * 64) + gk21)];
-                sh[((i18 * 20) + k19)] = t22;
+                const int t22 = p2[gi20];
+                const float t23 = p3[((t22 * 64) + gk21)];
+                sh[((i18 * 20) + k19)] = t23;
             } else {
                 sh[((i18 * 20) + k19)] = 0.0f;
             }
         }
-        for (int s23 = 0; s23 < 8; s23 += 1) {
-            const int l24 = ((s23 * 128) + ti12);
-            const int i25 = (l24 / 16);
-            const int k26 = (l24 % 16);
-            const int gi27 = (n02 + i25);
-            const int gk28 = (k0 + k26);
-            const float t29 = p3[((((ex1 * 128) + gi27) * 64) + gk28)];
-            sh[(((i25 * 20) + k26) + 1280)] = t29;
+        for (int s24 = 0; s24 < 8; s24 += 1) {
+            const int l25 = ((s24 * 128) + ti12);
+            const int i26 = (l25 / 16);
+            const int k27 = (l25 % 16);
+            const int gi28 = (n02 + i26);
+            const int gk29 = (k0 + k27);
+            const float t30 = p4[((((ex1 * 128) + gi28) * 64) + gk29)];
+            sh[(((i26 * 20) + k27) + 1280)] = t30;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         for (int kk = 0; kk < 16; kk += 8) {
@@ -908,23 +905,24 @@ kernel void grouped_matmul_0(
     simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s30 = 0; s30 < 32; s30 += 1) {
-        const int l31 = ((s30 * 128) + ti12);
-        const int i32 = (l31 / 64);
-        const int j33 = (l31 % 64);
-        const int gi34 = (m011 + i32);
-        const int gj35 = (n02 + j33);
-        if ((gi34 < t10)) {
-            p1[((gi34 * 128) + gj35)] = sh[((i32 * 68) + j33)];
+    for (int s31 = 0; s31 < 32; s31 += 1) {
+        const int l32 = ((s31 * 128) + ti12);
+        const int i33 = (l32 / 64);
+        const int j34 = (l32 % 64);
+        const int gi35 = (m011 + i33);
+        const int gj36 = (n02 + j34);
+        if ((gi35 < t10)) {
+            p1[((gi35 * 128) + gj36)] = sh[((i33 * 68) + j34)];
         }
     }
 }
 
-// fuses slice %54, silu %56 (moe.0)
+// fuses slice %54, slice %55, silu %56, mul %57 (moe.0)
 // threadgroup 256×1×1, grid 128×1×1 threadgroups
-kernel void silu_slice_0(
+kernel void mul_silu_slice_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
+        device float* p2 [[buffer(2)]],
         uint3 tid [[thread_position_in_grid]]) {
     const int i1 = int(tid.x);
     const int c2 = (i1 / 64);
@@ -932,48 +930,21 @@ kernel void silu_slice_0(
     const float t4 = p0[((c2 * 128) + c3)];
     const float t5 = (t4 / (1.0f + exp((-t4))));
     p1[i1] = t5;
+    const float t6 = p0[((c2 * 128) + (c3 + 64))];
+    const float t7 = (t5 * t6);
+    p2[i1] = t7;
 }
 
-// 2 independent kernels in one launch
-// part 0 (mul_slice): fuses slice %55, mul %57 (moe.0)
-// part 1 (gather): fuses reshape %59, gather %60 (moe.0)
-// threadgroup 256×1×1, grid 130×1×1 threadgroups
-kernel void mul_slice_gather_x2_0(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        const device int* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        device float* p5 [[buffer(5)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 128)) {
-        const int h0 = (int(gid.x) - 0);
-        const int i1 = ((h0 * 256) + int(lid.x));
-        const int c2 = (i1 / 64);
-        const int c3 = (i1 % 64);
-        const float t4 = p0[i1];
-        const float t5 = p1[((c2 * 128) + (c3 + 64))];
-        const float t6 = (t4 * t5);
-        p2[i1] = t6;
-    } else if ((int(gid.x) < 130)) {
-        const int h1 = (int(gid.x) - 128);
-        const int i1 = ((h1 * 256) + int(lid.x));
-        const int t2 = p3[i1];
-        const float t3 = p4[t2];
-        p5[i1] = t3;
-    }
-}
-
-// fuses grouped_matmul %58, reshape %61, broadcast %62, mul %63 (moe.0)
+// fuses grouped_matmul %58, reshape %59, gather %60, reshape %61, broadcast %62, mul %63 (moe.0)
 // threadgroup 128×1×1, grid 1×8×5 threadgroups
 kernel void grouped_matmul_1(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
+        const device int* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        device float* p4 [[buffer(4)]],
         const device float* p5 [[buffer(5)]],
+        const device float* p6 [[buffer(6)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
@@ -989,24 +960,25 @@ kernel void grouped_matmul_1(
             if (((r7 < t3) || (r7 >= t4))) {
                 const float acc9 = 0.0f;
                 p1[((r7 * 64) + j8)] = acc9;
-                const float t10 = p2[((r7 * 1) + 0)];
-                const float t11 = (acc9 * t10);
-                p3[((r7 * 64) + j8)] = t11;
+                const int t10 = p2[((r7 * 1) + 0)];
+                const float t11 = p3[t10];
+                const float t12 = (acc9 * t11);
+                p4[((r7 * 64) + j8)] = t12;
             }
         }
         return;
     }
-    const int t12 = p0[ex1];
-    const int t13 = p0[(ex1 + 1)];
-    const int m014 = (t12 + (int(gid.y) * 64));
-    if ((m014 >= t13)) {
+    const int t13 = p0[ex1];
+    const int t14 = p0[(ex1 + 1)];
+    const int m015 = (t13 + (int(gid.y) * 64));
+    if ((m015 >= t14)) {
         return;
     }
     threadgroup float sh[4352];
-    const int ti15 = int(lid.x);
-    const int sgi16 = int(sg);
-    const int sr17 = ((sgi16 / 2) * 32);
-    const int sc18 = ((sgi16 % 2) * 32);
+    const int ti16 = int(lid.x);
+    const int sgi17 = int(sg);
+    const int sr18 = ((sgi17 / 2) * 32);
+    const int sc19 = ((sgi17 % 2) * 32);
     simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
     simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
     simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
@@ -1024,46 +996,46 @@ kernel void grouped_matmul_1(
     simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
     simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
     for (int k0 = 0; k0 < 64; k0 += 16) {
-        for (int s19 = 0; s19 < 8; s19 += 1) {
-            const int l20 = ((s19 * 128) + ti15);
-            const int i21 = (l20 / 16);
-            const int k22 = (l20 % 16);
-            const int gi23 = (m014 + i21);
-            const int gk24 = (k0 + k22);
-            if ((gi23 < t13)) {
-                const float t25 = p4[((gi23 * 64) + gk24)];
-                sh[((i21 * 20) + k22)] = t25;
+        for (int s20 = 0; s20 < 8; s20 += 1) {
+            const int l21 = ((s20 * 128) + ti16);
+            const int i22 = (l21 / 16);
+            const int k23 = (l21 % 16);
+            const int gi24 = (m015 + i22);
+            const int gk25 = (k0 + k23);
+            if ((gi24 < t14)) {
+                const float t26 = p5[((gi24 * 64) + gk25)];
+                sh[((i22 * 20) + k23)] = t26;
             } else {
-                sh[((i21 * 20) + k22)] = 0.0f;
+                sh[((i22 * 20) + k23)] = 0.0f;
             }
         }
-        for (int s26 = 0; s26 < 8; s26 += 1) {
-            const int l27 = ((s26 * 128) + ti15);
-            const int i28 = (l27 / 16);
-            const int k29 = (l27 % 16);
-            const int gi30 = (n02 + i28);
-            const int gk31 = (k0 + k29);
-            const float t32 = p5[((((ex1 * 64) + gi30) * 64) + gk31)];
-            sh[(((i28 * 20) + k29) + 1280)] = t32;
+        for (int s27 = 0; s27 < 8; s27 += 1) {
+            const int l28 = ((s27 * 128) + ti16);
+            const int i29 = (l28 / 16);
+            const int k30 = (l28 % 16);
+            const int gi31 = (n02 + i29);
+            const int gk32 = (k0 + k30);
+            const float t33 = p6[((((ex1 * 64) + gi31) * 64) + gk32)];
+            sh[(((i29 * 20) + k30) + 1280)] = t33;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr17 * 20) + kk), 20);
+            simdgroup_load(fa0, sh + ((sr18 * 20) + kk), 20);
             simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr17 + 8) * 20) + kk), 20);
+            simdgroup_load(fa1, sh + (((sr18 + 8) * 20) + kk), 20);
             simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + (((sr17 + 16) * 20) + kk), 20);
+            simdgroup_load(fa2, sh + (((sr18 + 16) * 20) + kk), 20);
             simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + (((sr17 + 24) * 20) + kk), 20);
+            simdgroup_load(fa3, sh + (((sr18 + 24) * 20) + kk), 20);
             simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((sc18 * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_load(fb0, sh + (((sc19 * 20) + kk) + 1280), 20, ulong2(0, 0), true);
             simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + ((((sc18 + 8) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_load(fb1, sh + ((((sc19 + 8) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
             simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + ((((sc18 + 16) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_load(fb2, sh + ((((sc19 + 16) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
             simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + ((((sc18 + 24) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_load(fb3, sh + ((((sc19 + 24) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
             simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
             simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
             simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
@@ -1083,35 +1055,36 @@ kernel void grouped_matmul_1(
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
     }
-    simdgroup_store(acc0_0, sh + ((sr17 * 68) + sc18), 68);
-    simdgroup_store(acc0_1, sh + ((sr17 * 68) + (sc18 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr17 * 68) + (sc18 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr17 * 68) + (sc18 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr17 + 8) * 68) + sc18), 68);
-    simdgroup_store(acc1_1, sh + (((sr17 + 8) * 68) + (sc18 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr17 + 8) * 68) + (sc18 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr17 + 8) * 68) + (sc18 + 24)), 68);
-    simdgroup_store(acc2_0, sh + (((sr17 + 16) * 68) + sc18), 68);
-    simdgroup_store(acc2_1, sh + (((sr17 + 16) * 68) + (sc18 + 8)), 68);
-    simdgroup_store(acc2_2, sh + (((sr17 + 16) * 68) + (sc18 + 16)), 68);
-    simdgroup_store(acc2_3, sh + (((sr17 + 16) * 68) + (sc18 + 24)), 68);
-    simdgroup_store(acc3_0, sh + (((sr17 + 24) * 68) + sc18), 68);
-    simdgroup_store(acc3_1, sh + (((sr17 + 24) * 68) + (sc18 + 8)), 68);
-    simdgroup_store(acc3_2, sh + (((sr17 + 24) * 68) + (sc18 + 16)), 68);
-    simdgroup_store(acc3_3, sh + (((sr17 + 24) * 68) + (sc18 + 24)), 68);
+    simdgroup_store(acc0_0, sh + ((sr18 * 68) + sc19), 68);
+    simdgroup_store(acc0_1, sh + ((sr18 * 68) + (sc19 + 8)), 68);
+    simdgroup_store(acc0_2, sh + ((sr18 * 68) + (sc19 + 16)), 68);
+    simdgroup_store(acc0_3, sh + ((sr18 * 68) + (sc19 + 24)), 68);
+    simdgroup_store(acc1_0, sh + (((sr18 + 8) * 68) + sc19), 68);
+    simdgroup_store(acc1_1, sh + (((sr18 + 8) * 68) + (sc19 + 8)), 68);
+    simdgroup_store(acc1_2, sh + (((sr18 + 8) * 68) + (sc19 + 16)), 68);
+    simdgroup_store(acc1_3, sh + (((sr18 + 8) * 68) + (sc19 + 24)), 68);
+    simdgroup_store(acc2_0, sh + (((sr18 + 16) * 68) + sc19), 68);
+    simdgroup_store(acc2_1, sh + (((sr18 + 16) * 68) + (sc19 + 8)), 68);
+    simdgroup_store(acc2_2, sh + (((sr18 + 16) * 68) + (sc19 + 16)), 68);
+    simdgroup_store(acc2_3, sh + (((sr18 + 16) * 68) + (sc19 + 24)), 68);
+    simdgroup_store(acc3_0, sh + (((sr18 + 24) * 68) + sc19), 68);
+    simdgroup_store(acc3_1, sh + (((sr18 + 24) * 68) + (sc19 + 8)), 68);
+    simdgroup_store(acc3_2, sh + (((sr18 + 24) * 68) + (sc19 + 16)), 68);
+    simdgroup_store(acc3_3, sh + (((sr18 + 24) * 68) + (sc19 + 24)), 68);
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s33 = 0; s33 < 32; s33 += 1) {
-        const int l34 = ((s33 * 128) + ti15);
-        const int i35 = (l34 / 64);
-        const int j36 = (l34 % 64);
-        const int gi37 = (m014 + i35);
-        const int gj38 = (n02 + j36);
-        if ((gi37 < t13)) {
-            const float acc39 = sh[((i35 * 68) + j36)];
-            p1[((gi37 * 64) + gj38)] = acc39;
-            const float t40 = p2[((gi37 * 1) + 0)];
-            const float t41 = (acc39 * t40);
-            p3[((gi37 * 64) + gj38)] = t41;
+    for (int s34 = 0; s34 < 32; s34 += 1) {
+        const int l35 = ((s34 * 128) + ti16);
+        const int i36 = (l35 / 64);
+        const int j37 = (l35 % 64);
+        const int gi38 = (m015 + i36);
+        const int gj39 = (n02 + j37);
+        if ((gi38 < t14)) {
+            const float acc40 = sh[((i36 * 68) + j37)];
+            p1[((gi38 * 64) + gj39)] = acc40;
+            const int t41 = p2[((gi38 * 1) + 0)];
+            const float t42 = p3[t41];
+            const float t43 = (acc40 * t42);
+            p4[((gi38 * 64) + gj39)] = t43;
         }
     }
 }
@@ -1245,9 +1218,107 @@ kernel void scale_add_x2_0(
     }
 }
 
-// fuses matmul %108
+// fuses matmul %104, add %105 (mamba.1)
 // threadgroup 128×1×1, grid 1×1×16 threadgroups
 kernel void matmul_5(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        const device float* p2 [[buffer(2)]],
+        device float* p3 [[buffer(3)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
+    const int c1 = int(gid.z);
+    const int m02 = (int(gid.y) * 32);
+    const int n03 = (int(gid.x) * 64);
+    threadgroup float sh[3456];
+    const int ti4 = int(lid.x);
+    const int sgi5 = int(sg);
+    const int sr6 = ((sgi5 / 2) * 16);
+    const int sc7 = ((sgi5 % 2) * 32);
+    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    for (int k0 = 0; k0 < 128; k0 += 32) {
+        for (int s8 = 0; s8 < 8; s8 += 1) {
+            const int l9 = ((s8 * 128) + ti4);
+            const int i10 = (l9 / 32);
+            const int k11 = (l9 % 32);
+            const int gi12 = (m02 + i10);
+            const int gk13 = (k0 + k11);
+            if ((gi12 < 16)) {
+                const float t14 = p0[((((c1 * 16) + gi12) * 128) + gk13)];
+                sh[((i10 * 36) + k11)] = t14;
+            } else {
+                sh[((i10 * 36) + k11)] = 0.0f;
+            }
+        }
+        for (int s15 = 0; s15 < 16; s15 += 1) {
+            const int l16 = ((s15 * 128) + ti4);
+            const int i17 = (l16 / 32);
+            const int k18 = (l16 % 32);
+            const int gi19 = (n03 + i17);
+            const int gk20 = (k0 + k18);
+            const float t21 = p1[((gi19 * 128) + gk20)];
+            sh[(((i17 * 36) + k18) + 1152)] = t21;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int kk = 0; kk < 32; kk += 8) {
+            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
+            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa1, sh + (((sr6 + 8) * 36) + kk), 36);
+            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb0, sh + (((sc7 * 36) + kk) + 1152), 36, ulong2(0, 0), true);
+            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb1, sh + ((((sc7 + 8) * 36) + kk) + 1152), 36, ulong2(0, 0), true);
+            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb2, sh + ((((sc7 + 16) * 36) + kk) + 1152), 36, ulong2(0, 0), true);
+            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb3, sh + ((((sc7 + 24) * 36) + kk) + 1152), 36, ulong2(0, 0), true);
+            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    }
+    simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
+    simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
+    simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
+    simdgroup_store(acc0_3, sh + ((sr6 * 68) + (sc7 + 24)), 68);
+    simdgroup_store(acc1_0, sh + (((sr6 + 8) * 68) + sc7), 68);
+    simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
+    simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
+    simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
+    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    for (int s22 = 0; s22 < 16; s22 += 1) {
+        const int l23 = ((s22 * 128) + ti4);
+        const int i24 = (l23 / 64);
+        const int j25 = (l23 % 64);
+        const int gi26 = (m02 + i24);
+        const int gj27 = (n03 + j25);
+        if ((gi26 < 16)) {
+            const float acc28 = sh[((i24 * 68) + j25)];
+            const float t29 = p2[((((c1 * 16) + gi26) * 64) + gj27)];
+            const float t30 = (t29 + acc28);
+            p3[((((c1 * 16) + gi26) * 64) + gj27)] = t30;
+        }
+    }
+}
+
+// fuses matmul %108
+// threadgroup 128×1×1, grid 1×1×16 threadgroups
+kernel void matmul_6(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -1464,7 +1535,7 @@ kernel void add_cross_entropy_bwd_x2_0(
 
 // fuses matmul %113
 // threadgroup 128×1×1, grid 1×1×16 threadgroups
-kernel void matmul_6(
+kernel void matmul_7(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -2238,8 +2309,9 @@ kernel void matmul_x2_1(
 }
 
 // 2 independent kernels in one launch
-// part 0 (matmul): fuses concat %146, matmul %147 (mamba.1)
-// part 1 (matmul): fuses concat %146, reshape %148, reshape %149, matmul %150 (mamba.1)
+// part 0 (matmul): fuses concat %146, reshape %148, reshape %149, matmul %150 (mamba.1)
+// part 1 (matmul): fuses concat %146, matmul %147, add %151, sigmoid %152, const %153, sub %154, mul %155,
+//   add %156, mul %157 (mamba.1)
 // threadgroup 128×1×1, grid 36×1×1 threadgroups
 kernel void matmul_x2_2(
         const device float* p0 [[buffer(0)]],
@@ -2248,16 +2320,111 @@ kernel void matmul_x2_2(
         const device float* p3 [[buffer(3)]],
         device float* p4 [[buffer(4)]],
         const device float* p5 [[buffer(5)]],
-        device float* p6 [[buffer(6)]],
+        const device float* p6 [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
+        device float* p8 [[buffer(8)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[3328];
-    if ((int(gid.x) < 32)) {
+    if ((int(gid.x) < 4)) {
         const int h0 = (int(gid.x) - 0);
-        const int c1 = (h0 / 2);
-        const int m02 = (((h0 / 2) % 1) * 32);
-        const int n03 = ((h0 % 2) * 64);
+        const int m01 = ((h0 / 2) * 32);
+        const int n02 = ((h0 % 2) * 64);
+        const int ti3 = int(lid.x);
+        const int sgi4 = int(sg);
+        const int sr5 = ((sgi4 / 2) * 16);
+        const int sc6 = ((sgi4 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 256; k0 += 32) {
+            for (int s7 = 0; s7 < 8; s7 += 1) {
+                const int l8 = ((s7 * 128) + ti3);
+                const int k9 = (l8 / 32);
+                const int i10 = (l8 % 32);
+                const int gi11 = (m01 + i10);
+                const int gk12 = (k0 + k9);
+                if ((gi11 < 36)) {
+                    float cat13 = 0.0f;
+                    if (((((gk12 * 36) + gi11) % 36) < 4)) {
+                        const float t14 = p0[(((((((gk12 * 36) + gi11) / 576) * 16) + ((((gk12 * 36) + gi11) / 36) % 16)) * 4) + ((((gk12 * 36) + gi11) % 36) - 0))];
+                        cat13 = t14;
+                    } else if (((((gk12 * 36) + gi11) % 36) < 20)) {
+                        const float t15 = p1[(((((((gk12 * 36) + gi11) / 576) * 16) + ((((gk12 * 36) + gi11) / 36) % 16)) * 16) + ((((gk12 * 36) + gi11) % 36) - 4))];
+                        cat13 = t15;
+                    } else {
+                        const float t16 = p2[(((((((gk12 * 36) + gi11) / 576) * 16) + ((((gk12 * 36) + gi11) / 36) % 16)) * 16) + ((((gk12 * 36) + gi11) % 36) - 20))];
+                        cat13 = t16;
+                    }
+                    sh[((k9 * 36) + i10)] = cat13;
+                } else {
+                    sh[((k9 * 36) + i10)] = 0.0f;
+                }
+            }
+            for (int s17 = 0; s17 < 16; s17 += 1) {
+                const int l18 = ((s17 * 128) + ti3);
+                const int k19 = (l18 / 64);
+                const int i20 = (l18 % 64);
+                const int gi21 = (n02 + i20);
+                const int gk22 = (k0 + k19);
+                const float t23 = p3[((gk22 * 128) + gi21)];
+                sh[(((k19 * 68) + i20) + 1152)] = t23;
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 32; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((kk * 36) + sr5), 36, ulong2(0, 0), true);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + ((kk * 36) + (sr5 + 8)), 36, ulong2(0, 0), true);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc6) + 1152), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc6 + 8)) + 1152), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc6 + 16)) + 1152), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc6 + 24)) + 1152), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        }
+        simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
+        simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
+        simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int s24 = 0; s24 < 16; s24 += 1) {
+            const int l25 = ((s24 * 128) + ti3);
+            const int i26 = (l25 / 64);
+            const int j27 = (l25 % 64);
+            const int gi28 = (m01 + i26);
+            const int gj29 = (n02 + j27);
+            if ((gi28 < 36)) {
+                p4[((gi28 * 128) + gj29)] = sh[((i26 * 68) + j27)];
+            }
+        }
+    } else if ((int(gid.x) < 36)) {
+        const int h1 = (int(gid.x) - 4);
+        const int c1 = (h1 / 2);
+        const int m02 = (((h1 / 2) % 1) * 32);
+        const int n03 = ((h1 % 2) * 64);
         const int ti4 = int(lid.x);
         const int sgi5 = int(sg);
         const int sr6 = ((sgi5 / 2) * 16);
@@ -2301,7 +2468,7 @@ kernel void matmul_x2_2(
                 const int gi22 = (n03 + i21);
                 const int gk23 = (k0 + k20);
                 if ((gk23 < 36)) {
-                    const float t24 = p3[((gk23 * 128) + gi22)];
+                    const float t24 = p5[((gk23 * 128) + gi22)];
                     sh[(((k20 * 68) + i21) + 1152)] = t24;
                 } else {
                     sh[(((k20 * 68) + i21) + 1152)] = 0.0f;
@@ -2348,126 +2515,20 @@ kernel void matmul_x2_2(
             const int gi29 = (m02 + i27);
             const int gj30 = (n03 + j28);
             if ((gi29 < 16)) {
-                p4[((((c1 * 16) + gi29) * 128) + gj30)] = sh[((i27 * 68) + j28)];
-            }
-        }
-    } else if ((int(gid.x) < 36)) {
-        const int h1 = (int(gid.x) - 32);
-        const int m01 = ((h1 / 2) * 32);
-        const int n02 = ((h1 % 2) * 64);
-        const int ti3 = int(lid.x);
-        const int sgi4 = int(sg);
-        const int sr5 = ((sgi4 / 2) * 16);
-        const int sc6 = ((sgi4 % 2) * 32);
-        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        for (int k0 = 0; k0 < 256; k0 += 32) {
-            for (int s7 = 0; s7 < 8; s7 += 1) {
-                const int l8 = ((s7 * 128) + ti3);
-                const int k9 = (l8 / 32);
-                const int i10 = (l8 % 32);
-                const int gi11 = (m01 + i10);
-                const int gk12 = (k0 + k9);
-                if ((gi11 < 36)) {
-                    float cat13 = 0.0f;
-                    if (((((gk12 * 36) + gi11) % 36) < 4)) {
-                        const float t14 = p0[(((((((gk12 * 36) + gi11) / 576) * 16) + ((((gk12 * 36) + gi11) / 36) % 16)) * 4) + ((((gk12 * 36) + gi11) % 36) - 0))];
-                        cat13 = t14;
-                    } else if (((((gk12 * 36) + gi11) % 36) < 20)) {
-                        const float t15 = p1[(((((((gk12 * 36) + gi11) / 576) * 16) + ((((gk12 * 36) + gi11) / 36) % 16)) * 16) + ((((gk12 * 36) + gi11) % 36) - 4))];
-                        cat13 = t15;
-                    } else {
-                        const float t16 = p2[(((((((gk12 * 36) + gi11) / 576) * 16) + ((((gk12 * 36) + gi11) / 36) % 16)) * 16) + ((((gk12 * 36) + gi11) % 36) - 20))];
-                        cat13 = t16;
-                    }
-                    sh[((k9 * 36) + i10)] = cat13;
-                } else {
-                    sh[((k9 * 36) + i10)] = 0.0f;
-                }
-            }
-            for (int s17 = 0; s17 < 16; s17 += 1) {
-                const int l18 = ((s17 * 128) + ti3);
-                const int k19 = (l18 / 64);
-                const int i20 = (l18 % 64);
-                const int gi21 = (n02 + i20);
-                const int gk22 = (k0 + k19);
-                const float t23 = p5[((gk22 * 128) + gi21)];
-                sh[(((k19 * 68) + i20) + 1152)] = t23;
-            }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-            for (int kk = 0; kk < 32; kk += 8) {
-                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa0, sh + ((kk * 36) + sr5), 36, ulong2(0, 0), true);
-                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa1, sh + ((kk * 36) + (sr5 + 8)), 36, ulong2(0, 0), true);
-                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb0, sh + (((kk * 68) + sc6) + 1152), 68);
-                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb1, sh + (((kk * 68) + (sc6 + 8)) + 1152), 68);
-                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb2, sh + (((kk * 68) + (sc6 + 16)) + 1152), 68);
-                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb3, sh + (((kk * 68) + (sc6 + 24)) + 1152), 68);
-                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        }
-        simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
-        simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
-        simdgroup_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
-        simdgroup_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
-        simdgroup_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
-        simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
-        simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
-        simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int s24 = 0; s24 < 16; s24 += 1) {
-            const int l25 = ((s24 * 128) + ti3);
-            const int i26 = (l25 / 64);
-            const int j27 = (l25 % 64);
-            const int gi28 = (m01 + i26);
-            const int gj29 = (n02 + j27);
-            if ((gi28 < 36)) {
-                p6[((gi28 * 128) + gj29)] = sh[((i26 * 68) + j27)];
+                const float acc31 = sh[((i27 * 68) + j28)];
+                const float t32 = p6[((((c1 * 16) + gi29) * 128) + gj30)];
+                const float t33 = (t32 + acc31);
+                const float t34 = p7[((((c1 * 16) + gi29) * 128) + gj30)];
+                const float t35 = (1.0f / (1.0f + exp((-t34))));
+                const float t36 = p3[((((c1 * 16) + gi29) * 128) + gj30)];
+                const float t37 = (1.0f - t35);
+                const float t38 = (t36 * t37);
+                const float t39 = (t35 + t38);
+                const float t40 = (t33 * t39);
+                p8[((((c1 * 16) + gi29) * 128) + gj30)] = t40;
             }
         }
     }
-}
-
-// fuses add %151, sigmoid %152, const %153, sub %154, mul %155, add %156, mul %157 (mamba.1)
-// threadgroup 256×1×1, grid 128×1×1 threadgroups
-kernel void mul_add_sub_0(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        device float* p4 [[buffer(4)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    const float t5 = p0[i1];
-    const float t6 = p1[i1];
-    const float t7 = (t5 + t6);
-    const float t8 = p2[i1];
-    const float t9 = (1.0f / (1.0f + exp((-t8))));
-    const float t10 = p3[i1];
-    const float t11 = (1.0f - t9);
-    const float t12 = (t10 * t11);
-    const float t13 = (t9 + t12);
-    const float t14 = (t7 * t13);
-    p4[i1] = t14;
 }
 
 // fuses slice %86, causal_conv1d_bwd %158 (mamba.1)
@@ -2816,25 +2877,31 @@ kernel void rmsnorm_bwd_1(
 }
 
 // 2 independent kernels in one launch
-// part 0 (mul): fuses reshape %61, broadcast %62, mul %178 (moe.0)
-// part 1 (reduce_sum): fuses mul %179, reduce_sum %180 (moe.0)
+// part 0 (mul_gather): fuses reshape %59, gather %60, reshape %61, broadcast %62, reshape %169, gather %177,
+//   mul %178 (moe.0)
+// part 1 (reduce_sum): fuses reshape %169, gather %177, mul %179, reduce_sum %180 (moe.0)
 // threadgroup 256×1×1, grid 192×1×1 threadgroups
-kernel void mul_reduce_sum_x2_0(
-        const device float* p0 [[buffer(0)]],
+kernel void mul_gather_reduce_sum_x2_0(
+        const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
+        const device int* p2 [[buffer(2)]],
         const device float* p3 [[buffer(3)]],
         device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        device float* p6 [[buffer(6)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     if ((int(gid.x) < 128)) {
         const int h0 = (int(gid.x) - 0);
         const int i1 = ((h0 * 256) + int(lid.x));
         const int c2 = (i1 / 64);
-        const float t4 = p0[i1];
-        const float t5 = p1[((c2 * 1) + 0)];
-        const float t6 = (t4 * t5);
-        p2[i1] = t6;
+        const int c3 = (i1 % 64);
+        const int t4 = p0[c2];
+        const float t5 = p1[((t4 * 64) + c3)];
+        const int t6 = p2[((c2 * 1) + 0)];
+        const float t7 = p3[t6];
+        const float t8 = (t5 * t7);
+        p4[i1] = t8;
     } else if ((int(gid.x) < 192)) {
         const int h1 = (int(gid.x) - 128);
         const int lid1 = int(lid.x);
@@ -2843,14 +2910,15 @@ kernel void mul_reduce_sum_x2_0(
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 2; k6 += 1) {
             const int j7 = (l32_2 + (k6 * 32));
-            const float t8 = p0[((row4 * 64) + j7)];
-            const float t9 = p3[((row4 * 64) + j7)];
-            const float t10 = (t8 * t9);
-            acc5 += t10;
+            const int t8 = p0[row4];
+            const float t9 = p1[((t8 * 64) + j7)];
+            const float t10 = p5[((row4 * 64) + j7)];
+            const float t11 = (t9 * t10);
+            acc5 += t11;
         }
-        const float s11 = simd_sum(acc5);
+        const float s12 = simd_sum(acc5);
         if ((l32_2 == 0)) {
-            p4[row4] = s11;
+            p6[row4] = s12;
         }
     }
 }
@@ -3169,7 +3237,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
 
 // 2 independent kernels in one launch
 // part 0 (grouped_matmul): fuses concat %195, grouped_matmul %196 (moe.0)
-// part 1 (grouped_matmul_wgrad): fuses concat %195, grouped_matmul_wgrad %197 (moe.0)
+// part 1 (grouped_matmul_wgrad): fuses reshape %41, gather %52, concat %195, grouped_matmul_wgrad %197 (moe.0)
 // threadgroup 128×1×1, grid 48×1×1 threadgroups
 kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
         const device int* p0 [[buffer(0)]],
@@ -3177,8 +3245,9 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
         const device float* p2 [[buffer(2)]],
         const device float* p3 [[buffer(3)]],
         const device float* p4 [[buffer(4)]],
-        const device float* p5 [[buffer(5)]],
-        device float* p6 [[buffer(6)]],
+        const device int* p5 [[buffer(5)]],
+        const device float* p6 [[buffer(6)]],
+        device float* p7 [[buffer(7)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
@@ -3375,8 +3444,9 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                 const int gi23 = (n03 + i22);
                 const int gk24 = (k0 + k21);
                 if ((gk24 < t5)) {
-                    const float t25 = p5[((gk24 * 64) + gi23)];
-                    sh[(((k21 * 68) + i22) + 1088)] = t25;
+                    const int t25 = p5[gk24];
+                    const float t26 = p6[((t25 * 64) + gi23)];
+                    sh[(((k21 * 68) + i22) + 1088)] = t26;
                 } else {
                     sh[(((k21 * 68) + i22) + 1088)] = 0.0f;
                 }
@@ -3435,13 +3505,13 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
         simdgroup_store(acc3_2, sh + (((sr8 + 24) * 68) + (sc9 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr8 + 24) * 68) + (sc9 + 24)), 68);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int s26 = 0; s26 < 32; s26 += 1) {
-            const int l27 = ((s26 * 128) + ti6);
-            const int i28 = (l27 / 64);
-            const int j29 = (l27 % 64);
-            const int gi30 = (m02 + i28);
-            const int gj31 = (n03 + j29);
-            p6[((((ex1 * 128) + gi30) * 64) + gj31)] = sh[((i28 * 68) + j29)];
+        for (int s27 = 0; s27 < 32; s27 += 1) {
+            const int l28 = ((s27 * 128) + ti6);
+            const int i29 = (l28 / 64);
+            const int j30 = (l28 % 64);
+            const int gi31 = (m02 + i29);
+            const int gj32 = (n03 + j30);
+            p7[((((ex1 * 128) + gi31) * 64) + gj32)] = sh[((i29 * 68) + j30)];
         }
     }
 }
@@ -3878,6 +3948,79 @@ kernel void rmsnorm_bwd_2(
     }
 }
 
+// fuses gather %3, rmsnorm_bwd %272, add %274 (mamba.0)
+// threadgroup 64×1×1, grid 1×1×1 threadgroups
+kernel void rmsnorm_bwd_3(
+        const device int* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        const device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        device float* p5 [[buffer(5)]],
+        device float* p6 [[buffer(6)]],
+        uint3 lid [[thread_position_in_threadgroup]]) {
+    threadgroup float sh21[2];
+    threadgroup float sh22[2];
+    const int lid1 = int(lid.x);
+    const int l32_2 = (lid1 % 32);
+    const int sg3 = (lid1 / 32);
+    float dg4[1];
+    for (int k5 = 0; k5 < 1; k5 += 1) {
+        dg4[k5] = 0.0f;
+    }
+    for (int row6 = 0; row6 < 256; row6 += 1) {
+        const int c7 = (row6 / 16);
+        const int c8 = (row6 % 16);
+        float reg9[1];
+        float reg10[1];
+        float ss11 = 0.0f;
+        float dot12 = 0.0f;
+        for (int k13 = 0; k13 < 1; k13 += 1) {
+            const int j14 = (lid1 + (k13 * 64));
+            const int t15 = p0[row6];
+            const float t16 = p1[((t15 * 64) + j14)];
+            reg9[k13] = t16;
+            const float t17 = p2[((((c7 * 16) + c8) * 64) + j14)];
+            reg10[k13] = t17;
+            const float t18 = p3[j14];
+            ss11 += (t16 * t16);
+            dot12 += ((t17 * t18) * t16);
+        }
+        const float s19 = simd_sum(ss11);
+        const float s20 = simd_sum(dot12);
+        if ((l32_2 == 0)) {
+            sh21[sg3] = s19;
+            sh22[sg3] = s20;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        float acc23 = sh21[0];
+        for (int s24 = 1; s24 < 2; s24 += 1) {
+            acc23 += sh21[s24];
+        }
+        float acc25 = sh22[0];
+        for (int s26 = 1; s26 < 2; s26 += 1) {
+            acc25 += sh22[s26];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        const float r27 = rsqrt(((acc23 / 64.0f) + 1e-05f));
+        const float mean28 = ((acc25 * r27) / 64.0f);
+        for (int k29 = 0; k29 < 1; k29 += 1) {
+            const int j30 = (lid1 + (k29 * 64));
+            const float xh31 = (reg9[k29] * r27);
+            const float t32 = p3[j30];
+            const float acc33 = (r27 * ((reg10[k29] * t32) - (xh31 * mean28)));
+            const float t34 = p4[((((c7 * 16) + c8) * 64) + j30)];
+            const float t35 = (t34 + acc33);
+            p5[((((c7 * 16) + c8) * 64) + j30)] = t35;
+            dg4[k29] += (reg10[k29] * xh31);
+        }
+    }
+    for (int k36 = 0; k36 < 1; k36 += 1) {
+        const int j37 = (lid1 + (k36 * 64));
+        p6[j37] = dg4[k36];
+    }
+}
+
 // fuses scatter_add %275
 // threadgroup 256×1×1, grid 4×1×1 threadgroups
 kernel void scatter_add_1(
@@ -3903,7 +4046,7 @@ kernel void scatter_add_1(
 
 // fuses reshape %114, reshape %115, matmul %116, add %276
 // threadgroup 128×1×1, grid 1×1×1 threadgroups
-kernel void matmul_7(
+kernel void matmul_8(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],

@@ -6,28 +6,13 @@ constant float NF4_CODE[16] = {-1.0f, -0.6961928f, -0.52507305f, -0.3949175f, -0
 
 constant float NF4_ABSMAX_MAP[256] = {-0.99296874f, -0.9789062f, -0.96484375f, -0.9507812f, -0.9367187f, -0.92265624f, -0.9085938f, -0.89453125f, -0.8804687f, -0.8664062f, -0.85234374f, -0.8382812f, -0.82421875f, -0.8101562f, -0.7960937f, -0.78203124f, -0.7679688f, -0.75390625f, -0.7398438f, -0.72578126f, -0.7117188f, -0.6976563f, -0.68359375f, -0.6695313f, -0.65546876f, -0.64140624f, -0.6273438f, -0.61328125f, -0.5992187f, -0.58515626f, -0.5710938f, -0.5570313f, -0.54296875f, -0.5289062f, -0.51484376f, -0.50078124f, -0.48671877f, -0.47265625f, -0.45859373f, -0.44453126f, -0.43046874f, -0.4164062f, -0.40234375f, -0.38828123f, -0.37421876f, -0.36015624f, -0.3460937f, -0.33203125f, -0.31796873f, -0.30390626f, -0.28984374f, -0.27578127f, -0.26171875f, -0.24765626f, -0.23359376f, -0.21953125f, -0.20546874f, -0.19140625f, -0.17734374f, -0.16328125f, -0.14921875f, -0.13515624f, -0.12109375f, -0.107031256f, -0.09859375f, -0.095781244f, -0.092968754f, -0.09015625f, -0.08734375f, -0.08453125f, -0.08171874f, -0.07890625f, -0.07609375f, -0.07328125f, -0.070468746f, -0.067656256f, -0.06484375f, -0.062031247f, -0.059218753f, -0.05640625f, -0.05359375f, -0.05078125f, -0.04796875f, -0.04515625f, -0.042343747f, -0.03953125f, -0.036718752f, -0.033906247f, -0.03109375f, -0.028281247f, -0.02546875f, -0.02265625f, -0.01984375f, -0.01703125f, -0.01421875f, -0.01140625f, -0.00971875f, -0.009156249f, -0.00859375f, -0.00803125f, -0.00746875f, -0.00690625f, -0.00634375f, -0.00578125f, -0.0052187503f, -0.0046562497f, -0.00409375f, -0.0035312497f, -0.00296875f, -0.00240625f, -0.00184375f, -0.0012812499f, -0.0009437501f, -0.00083125f, -0.00071875006f, -0.0006062501f, -0.00049375003f, -0.00038125002f, -0.00026875004f, -0.00015625001f, -8.875e-05f, -6.625e-05f, -4.375e-05f, -2.1249998e-05f, -7.75e-06f, -3.2500002e-06f, -5.5000004e-07f, 0.0f, 5.5000004e-07f, 3.2500002e-06f, 7.75e-06f, 2.1249998e-05f, 4.375e-05f, 6.625e-05f, 8.875e-05f, 0.00015625001f, 0.00026875004f, 0.00038125002f, 0.00049375003f, 0.0006062501f, 0.00071875006f, 0.00083125f, 0.0009437501f, 0.0012812499f, 0.00184375f, 0.00240625f, 0.00296875f, 0.0035312497f, 0.00409375f, 0.0046562497f, 0.0052187503f, 0.00578125f, 0.00634375f, 0.00690625f, 0.00746875f, 0.00803125f, 0.00859375f, 0.009156249f, 0.00971875f, 0.01140625f, 0.01421875f, 0.01703125f, 0.01984375f, 0.02265625f, 0.02546875f, 0.028281247f, 0.03109375f, 0.033906247f, 0.036718752f, 0.03953125f, 0.042343747f, 0.04515625f, 0.04796875f, 0.05078125f, 0.05359375f, 0.05640625f, 0.059218753f, 0.062031247f, 0.06484375f, 0.067656256f, 0.070468746f, 0.07328125f, 0.07609375f, 0.07890625f, 0.08171874f, 0.08453125f, 0.08734375f, 0.09015625f, 0.092968754f, 0.095781244f, 0.09859375f, 0.107031256f, 0.12109375f, 0.13515624f, 0.14921875f, 0.16328125f, 0.17734374f, 0.19140625f, 0.20546874f, 0.21953125f, 0.23359376f, 0.24765626f, 0.26171875f, 0.27578127f, 0.28984374f, 0.30390626f, 0.31796873f, 0.33203125f, 0.3460937f, 0.36015624f, 0.37421876f, 0.38828123f, 0.40234375f, 0.4164062f, 0.43046874f, 0.44453126f, 0.45859373f, 0.47265625f, 0.48671877f, 0.50078124f, 0.51484376f, 0.5289062f, 0.54296875f, 0.5570313f, 0.5710938f, 0.58515626f, 0.5992187f, 0.61328125f, 0.6273438f, 0.64140624f, 0.65546876f, 0.6695313f, 0.68359375f, 0.6976563f, 0.7117188f, 0.72578126f, 0.7398438f, 0.75390625f, 0.7679688f, 0.78203124f, 0.7960937f, 0.8101562f, 0.82421875f, 0.8382812f, 0.85234374f, 0.8664062f, 0.8804687f, 0.89453125f, 0.9085938f, 0.92265624f, 0.9367187f, 0.9507812f, 0.96484375f, 0.9789062f, 0.99296874f, 1.0f};
 
-// fuses gather %3
-// threadgroup 256×1×1, grid 64×1×1 threadgroups
-kernel void gather_0(
-        const device int* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    const int c2 = (i1 / 1024);
-    const int c3 = ((i1 / 64) % 16);
-    const int c4 = (i1 % 64);
-    const int t5 = p0[((c2 * 16) + c3)];
-    const float t6 = p1[((t5 * 64) + c4)];
-    p2[i1] = t6;
-}
-
-// fuses rmsnorm %20 (mamba.0)
+// fuses gather %3, rmsnorm %20 (mamba.0)
 // threadgroup 256×1×1, grid 32×1×1 threadgroups
 kernel void rmsnorm_0(
-        const device float* p0 [[buffer(0)]],
+        const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
+        const device float* p2 [[buffer(2)]],
+        device float* p3 [[buffer(3)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     const int lid1 = int(lid.x);
@@ -39,16 +24,17 @@ kernel void rmsnorm_0(
     float ss8 = 0.0f;
     for (int k9 = 0; k9 < 2; k9 += 1) {
         const int j10 = (l32_2 + (k9 * 32));
-        const float t11 = p0[((((c5 * 16) + c6) * 64) + j10)];
-        reg7[k9] = t11;
-        ss8 += (t11 * t11);
+        const int t11 = p0[row4];
+        const float t12 = p1[((t11 * 64) + j10)];
+        reg7[k9] = t12;
+        ss8 += (t12 * t12);
     }
-    const float s12 = simd_sum(ss8);
-    const float r13 = rsqrt(((s12 / 64.0f) + 1e-05f));
-    for (int k14 = 0; k14 < 2; k14 += 1) {
-        const int j15 = (l32_2 + (k14 * 32));
-        const float t16 = p1[j15];
-        p2[((((c5 * 16) + c6) * 64) + j15)] = ((reg7[k14] * r13) * t16);
+    const float s13 = simd_sum(ss8);
+    const float r14 = rsqrt(((s13 / 64.0f) + 1e-05f));
+    for (int k15 = 0; k15 < 2; k15 += 1) {
+        const int j16 = (l32_2 + (k15 * 32));
+        const float t17 = p2[j16];
+        p3[((((c5 * 16) + c6) * 64) + j16)] = ((reg7[k15] * r14) * t17);
     }
 }
 
@@ -294,12 +280,11 @@ kernel void matmul_1(
     }
 }
 
-// 3 independent kernels in one launch
+// 2 independent kernels in one launch
 // part 0 (causal_conv1d): fuses slice %26, causal_conv1d %28, silu %29 (mamba.0)
 // part 1 (exp): fuses exp %38 (mamba.0)
-// part 2 (silu_slice): fuses slice %27, silu %42 (mamba.0)
-// threadgroup 256×1×1, grid 264×1×1 threadgroups
-kernel void causal_conv1d_exp_x3_0(
+// threadgroup 256×1×1, grid 136×1×1 threadgroups
+kernel void causal_conv1d_exp_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -307,7 +292,6 @@ kernel void causal_conv1d_exp_x3_0(
         device float* p4 [[buffer(4)]],
         const device float* p5 [[buffer(5)]],
         device float* p6 [[buffer(6)]],
-        device float* p7 [[buffer(7)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     if ((int(gid.x) < 128)) {
@@ -335,15 +319,6 @@ kernel void causal_conv1d_exp_x3_0(
         const float t4 = p5[i1];
         const float t5 = exp(t4);
         p6[i1] = t5;
-    } else if ((int(gid.x) < 264)) {
-        const int h2 = (int(gid.x) - 136);
-        const int i1 = ((h2 * 256) + int(lid.x));
-        const int c2 = (i1 / 2048);
-        const int c3 = ((i1 / 128) % 16);
-        const int c4 = (i1 % 128);
-        const float t5 = p2[((((c2 * 16) + c3) * 256) + (c4 + 128))];
-        const float t6 = (t5 / (1.0f + exp((-t5))));
-        p7[i1] = t6;
     }
 }
 
@@ -534,7 +509,7 @@ kernel void matmul_3(
     }
 }
 
-// fuses slice %32, slice %33, neg %39, selective_scan %40, mul %43 (mamba.0)
+// fuses slice %27, slice %32, slice %33, neg %39, selective_scan %40, silu %42, mul %43 (mamba.0)
 // threadgroup 256×1×1, grid 8×16×1 threadgroups
 kernel void selective_scan_0(
         const device float* p0 [[buffer(0)]],
@@ -546,6 +521,7 @@ kernel void selective_scan_0(
         device float* p6 [[buffer(6)]],
         const device float* p7 [[buffer(7)]],
         device float* p8 [[buffer(8)]],
+        device float* p9 [[buffer(9)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     const int b1 = int(gid.y);
@@ -571,9 +547,11 @@ kernel void selective_scan_0(
             if ((n3 == 0)) {
                 const float acc19 = (r18 + (t6 * t11));
                 p6[((((b1 * 16) + t9) * 128) + ch2)] = acc19;
-                const float t20 = p7[((((b1 * 16) + t9) * 128) + ch2)];
-                const float t21 = (acc19 * t20);
+                const float t20 = p7[((((b1 * 16) + t9) * 256) + (ch2 + 128))];
+                const float t21 = (t20 / (1.0f + exp((-t20))));
                 p8[((((b1 * 16) + t9) * 128) + ch2)] = t21;
+                const float t22 = (acc19 * t21);
+                p9[((((b1 * 16) + t9) * 128) + ch2)] = t22;
             }
         }
     }
@@ -673,7 +651,7 @@ kernel void matmul_4(
     }
 }
 
-// fuses dequant %19, matmul %44, matmul %46, scale %47, add %48, add %49 (mamba.0)
+// fuses gather %3, dequant %19, matmul %44, matmul %46, scale %47, add %48, add %49 (mamba.0)
 // threadgroup 128×1×1, grid 1×1×16 threadgroups
 kernel void matmul_5(
         const device float* p0 [[buffer(0)]],
@@ -683,8 +661,9 @@ kernel void matmul_5(
         const device uchar* p4_qabsmax [[buffer(4)]],
         const device float* p5_scales [[buffer(5)]],
         const device float* p6_offset [[buffer(6)]],
-        const device float* p7 [[buffer(7)]],
-        device float* p8 [[buffer(8)]],
+        const device int* p7 [[buffer(7)]],
+        const device float* p8 [[buffer(8)]],
+        device float* p9 [[buffer(9)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
@@ -817,10 +796,41 @@ kernel void matmul_5(
         const int gj41 = (n03 + j39);
         if ((gi40 < 16)) {
             const float acc42 = sh[((i38 * 68) + j39)];
-            const float t43 = p7[((((c1 * 16) + gi40) * 64) + gj41)];
-            const float t44 = (t43 + acc42);
-            p8[((((c1 * 16) + gi40) * 64) + gj41)] = t44;
+            const int t43 = p7[((c1 * 16) + gi40)];
+            const float t44 = p8[((t43 * 64) + gj41)];
+            const float t45 = (t44 + acc42);
+            p9[((((c1 * 16) + gi40) * 64) + gj41)] = t45;
         }
+    }
+}
+
+// fuses rmsnorm %60 (moe.0)
+// threadgroup 256×1×1, grid 32×1×1 threadgroups
+kernel void rmsnorm_1(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        device float* p2 [[buffer(2)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    const int lid1 = int(lid.x);
+    const int l32_2 = (lid1 % 32);
+    const int row4 = ((int(gid.x) * 8) + (lid1 / 32));
+    const int c5 = (row4 / 16);
+    const int c6 = (row4 % 16);
+    float reg7[2];
+    float ss8 = 0.0f;
+    for (int k9 = 0; k9 < 2; k9 += 1) {
+        const int j10 = (l32_2 + (k9 * 32));
+        const float t11 = p0[((((c5 * 16) + c6) * 64) + j10)];
+        reg7[k9] = t11;
+        ss8 += (t11 * t11);
+    }
+    const float s12 = simd_sum(ss8);
+    const float r13 = rsqrt(((s12 / 64.0f) + 1e-05f));
+    for (int k14 = 0; k14 < 2; k14 += 1) {
+        const int j15 = (l32_2 + (k14 * 32));
+        const float t16 = p1[j15];
+        p2[((((c5 * 16) + c6) * 64) + j15)] = ((reg7[k14] * r13) * t16);
     }
 }
 
@@ -1059,24 +1069,381 @@ kernel void moe_route_0(
     }
 }
 
-// fuses reshape %61, gather %72 (moe.0)
-// threadgroup 256×1×1, grid 128×1×1 threadgroups
-kernel void gather_1(
+// fuses reshape %61, gather %72, grouped_matmul %74 (moe.0)
+// threadgroup 128×1×1, grid 1×8×5 threadgroups
+kernel void grouped_matmul_0(
         const device int* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
+        device float* p1 [[buffer(1)]],
+        const device int* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
+    const int ex1 = int(gid.z);
+    const int n02 = (int(gid.x) * 64);
+    if ((ex1 == 4)) {
+        const int t3 = p0[0];
+        const int t4 = p0[4];
+        for (int s5 = 0; s5 < 32; s5 += 1) {
+            const int l6 = ((s5 * 128) + int(lid.x));
+            const int r7 = ((int(gid.y) * 64) + (l6 / 64));
+            const int j8 = (n02 + (l6 % 64));
+            if (((r7 < t3) || (r7 >= t4))) {
+                p1[((r7 * 64) + j8)] = 0.0f;
+            }
+        }
+        return;
+    }
+    const int t9 = p0[ex1];
+    const int t10 = p0[(ex1 + 1)];
+    const int m011 = (t9 + (int(gid.y) * 64));
+    if ((m011 >= t10)) {
+        return;
+    }
+    threadgroup float sh[4352];
+    const int ti12 = int(lid.x);
+    const int sgi13 = int(sg);
+    const int sr14 = ((sgi13 / 2) * 32);
+    const int sc15 = ((sgi13 % 2) * 32);
+    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    for (int k0 = 0; k0 < 64; k0 += 16) {
+        for (int s16 = 0; s16 < 8; s16 += 1) {
+            const int l17 = ((s16 * 128) + ti12);
+            const int i18 = (l17 / 16);
+            const int k19 = (l17 % 16);
+            const int gi20 = (m011 + i18);
+            const int gk21 = (k0 + k19);
+            if ((gi20 < t10)) {
+                const int t22 = p2[gi20];
+                const float t23 = p3[((t22 * 64) + gk21)];
+                sh[((i18 * 20) + k19)] = t23;
+            } else {
+                sh[((i18 * 20) + k19)] = 0.0f;
+            }
+        }
+        for (int s24 = 0; s24 < 8; s24 += 1) {
+            const int l25 = ((s24 * 128) + ti12);
+            const int i26 = (l25 / 16);
+            const int k27 = (l25 % 16);
+            const int gi28 = (n02 + i26);
+            const int gk29 = (k0 + k27);
+            const float t30 = p4[((((ex1 * 64) + gi28) * 64) + gk29)];
+            sh[(((i26 * 20) + k27) + 1280)] = t30;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int kk = 0; kk < 16; kk += 8) {
+            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa0, sh + ((sr14 * 20) + kk), 20);
+            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa1, sh + (((sr14 + 8) * 20) + kk), 20);
+            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa2, sh + (((sr14 + 16) * 20) + kk), 20);
+            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa3, sh + (((sr14 + 24) * 20) + kk), 20);
+            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb0, sh + (((sc15 * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb1, sh + ((((sc15 + 8) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb2, sh + ((((sc15 + 16) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb3, sh + ((((sc15 + 24) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    }
+    simdgroup_store(acc0_0, sh + ((sr14 * 68) + sc15), 68);
+    simdgroup_store(acc0_1, sh + ((sr14 * 68) + (sc15 + 8)), 68);
+    simdgroup_store(acc0_2, sh + ((sr14 * 68) + (sc15 + 16)), 68);
+    simdgroup_store(acc0_3, sh + ((sr14 * 68) + (sc15 + 24)), 68);
+    simdgroup_store(acc1_0, sh + (((sr14 + 8) * 68) + sc15), 68);
+    simdgroup_store(acc1_1, sh + (((sr14 + 8) * 68) + (sc15 + 8)), 68);
+    simdgroup_store(acc1_2, sh + (((sr14 + 8) * 68) + (sc15 + 16)), 68);
+    simdgroup_store(acc1_3, sh + (((sr14 + 8) * 68) + (sc15 + 24)), 68);
+    simdgroup_store(acc2_0, sh + (((sr14 + 16) * 68) + sc15), 68);
+    simdgroup_store(acc2_1, sh + (((sr14 + 16) * 68) + (sc15 + 8)), 68);
+    simdgroup_store(acc2_2, sh + (((sr14 + 16) * 68) + (sc15 + 16)), 68);
+    simdgroup_store(acc2_3, sh + (((sr14 + 16) * 68) + (sc15 + 24)), 68);
+    simdgroup_store(acc3_0, sh + (((sr14 + 24) * 68) + sc15), 68);
+    simdgroup_store(acc3_1, sh + (((sr14 + 24) * 68) + (sc15 + 8)), 68);
+    simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
+    simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
+    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    for (int s31 = 0; s31 < 32; s31 += 1) {
+        const int l32 = ((s31 * 128) + ti12);
+        const int i33 = (l32 / 64);
+        const int j34 = (l32 % 64);
+        const int gi35 = (m011 + i33);
+        const int gj36 = (n02 + j34);
+        if ((gi35 < t10)) {
+            p1[((gi35 * 64) + gj36)] = sh[((i33 * 68) + j34)];
+        }
+    }
+}
+
+// fuses dequant %55, reshape %61, gather %72, grouped_matmul %73, grouped_matmul %75, scale %76,
+//   add %77 (moe.0)
+// threadgroup 128×1×1, grid 2×8×5 threadgroups
+kernel void grouped_matmul_1(
+        const device int* p0 [[buffer(0)]],
+        device float* p1 [[buffer(1)]],
+        const device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        const device int* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        const device uchar* p6_codes [[buffer(6)]],
+        const device uchar* p7_qabsmax [[buffer(7)]],
+        const device float* p8_scales [[buffer(8)]],
+        const device float* p9_offset [[buffer(9)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
+    const int ex1 = int(gid.z);
+    const int n02 = (int(gid.x) * 64);
+    if ((ex1 == 4)) {
+        const int t3 = p0[0];
+        const int t4 = p0[4];
+        for (int s5 = 0; s5 < 32; s5 += 1) {
+            const int l6 = ((s5 * 128) + int(lid.x));
+            const int r7 = ((int(gid.y) * 64) + (l6 / 64));
+            const int j8 = (n02 + (l6 % 64));
+            if (((r7 < t3) || (r7 >= t4))) {
+                const float acc9 = 0.0f;
+                p1[((r7 * 128) + j8)] = acc9;
+            }
+        }
+        return;
+    }
+    const int t10 = p0[ex1];
+    const int t11 = p0[(ex1 + 1)];
+    const int m012 = (t10 + (int(gid.y) * 64));
+    if ((m012 >= t11)) {
+        return;
+    }
+    threadgroup float sh[4352];
+    const int ti13 = int(lid.x);
+    const int sgi14 = int(sg);
+    const int sr15 = ((sgi14 / 2) * 32);
+    const int sc16 = ((sgi14 % 2) * 32);
+    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    for (int k0 = 0; k0 < 64; k0 += 16) {
+        for (int s17 = 0; s17 < 8; s17 += 1) {
+            const int l18 = ((s17 * 128) + ti13);
+            const int i19 = (l18 / 16);
+            const int k20 = (l18 % 16);
+            const int gi21 = (m012 + i19);
+            const int gk22 = (k0 + k20);
+            if ((gi21 < t11)) {
+                const float t23 = p2[((gi21 * 64) + gk22)];
+                sh[((i19 * 20) + k20)] = (t23 * 0.25f);
+            } else {
+                sh[((i19 * 20) + k20)] = 0.0f;
+            }
+        }
+        for (int s24 = 0; s24 < 8; s24 += 1) {
+            const int l25 = ((s24 * 128) + ti13);
+            const int i26 = (l25 / 16);
+            const int k27 = (l25 % 16);
+            const int gi28 = (n02 + i26);
+            const int gk29 = (k0 + k27);
+            const float t30 = p3[((((ex1 * 128) + gi28) * 64) + gk29)];
+            sh[(((i26 * 20) + k27) + 1280)] = t30;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int kk = 0; kk < 16; kk += 8) {
+            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa0, sh + ((sr15 * 20) + kk), 20);
+            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa1, sh + (((sr15 + 8) * 20) + kk), 20);
+            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa2, sh + (((sr15 + 16) * 20) + kk), 20);
+            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa3, sh + (((sr15 + 24) * 20) + kk), 20);
+            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb0, sh + (((sc16 * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb1, sh + ((((sc16 + 8) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb2, sh + ((((sc16 + 16) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb3, sh + ((((sc16 + 24) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    }
+    for (int k0 = 0; k0 < 64; k0 += 16) {
+        for (int s31 = 0; s31 < 8; s31 += 1) {
+            const int l32 = ((s31 * 128) + ti13);
+            const int i33 = (l32 / 16);
+            const int k34 = (l32 % 16);
+            const int gi35 = (m012 + i33);
+            const int gk36 = (k0 + k34);
+            if ((gi35 < t11)) {
+                const int t37 = p4[gi35];
+                const float t38 = p5[((t37 * 64) + gk36)];
+                sh[((i33 * 20) + k34)] = t38;
+            } else {
+                sh[((i33 * 20) + k34)] = 0.0f;
+            }
+        }
+        for (int s39 = 0; s39 < 8; s39 += 1) {
+            const int l40 = ((s39 * 128) + ti13);
+            const int i41 = (l40 / 16);
+            const int k42 = (l40 % 16);
+            const int gi43 = (n02 + i41);
+            const int gk44 = (k0 + k42);
+            const float t45 = (NF4_CODE[((int(p6_codes[(((((ex1 * 128) + gi43) * 64) + gk44) / 2)]) >> (((((((ex1 * 128) + gi43) * 64) + gk44) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p7_qabsmax[(((((ex1 * 128) + gi43) * 64) + gk44) / 64)])] * p8_scales[((((((ex1 * 128) + gi43) * 64) + gk44) / 64) / 256)]) + p9_offset[0]));
+            sh[(((i41 * 20) + k42) + 1280)] = t45;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int kk = 0; kk < 16; kk += 8) {
+            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa0, sh + ((sr15 * 20) + kk), 20);
+            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa1, sh + (((sr15 + 8) * 20) + kk), 20);
+            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa2, sh + (((sr15 + 16) * 20) + kk), 20);
+            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa3, sh + (((sr15 + 24) * 20) + kk), 20);
+            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb0, sh + (((sc16 * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb1, sh + ((((sc16 + 8) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb2, sh + ((((sc16 + 16) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb3, sh + ((((sc16 + 24) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    }
+    simdgroup_store(acc0_0, sh + ((sr15 * 68) + sc16), 68);
+    simdgroup_store(acc0_1, sh + ((sr15 * 68) + (sc16 + 8)), 68);
+    simdgroup_store(acc0_2, sh + ((sr15 * 68) + (sc16 + 16)), 68);
+    simdgroup_store(acc0_3, sh + ((sr15 * 68) + (sc16 + 24)), 68);
+    simdgroup_store(acc1_0, sh + (((sr15 + 8) * 68) + sc16), 68);
+    simdgroup_store(acc1_1, sh + (((sr15 + 8) * 68) + (sc16 + 8)), 68);
+    simdgroup_store(acc1_2, sh + (((sr15 + 8) * 68) + (sc16 + 16)), 68);
+    simdgroup_store(acc1_3, sh + (((sr15 + 8) * 68) + (sc16 + 24)), 68);
+    simdgroup_store(acc2_0, sh + (((sr15 + 16) * 68) + sc16), 68);
+    simdgroup_store(acc2_1, sh + (((sr15 + 16) * 68) + (sc16 + 8)), 68);
+    simdgroup_store(acc2_2, sh + (((sr15 + 16) * 68) + (sc16 + 16)), 68);
+    simdgroup_store(acc2_3, sh + (((sr15 + 16) * 68) + (sc16 + 24)), 68);
+    simdgroup_store(acc3_0, sh + (((sr15 + 24) * 68) + sc16), 68);
+    simdgroup_store(acc3_1, sh + (((sr15 + 24) * 68) + (sc16 + 8)), 68);
+    simdgroup_store(acc3_2, sh + (((sr15 + 24) * 68) + (sc16 + 16)), 68);
+    simdgroup_store(acc3_3, sh + (((sr15 + 24) * 68) + (sc16 + 24)), 68);
+    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    for (int s46 = 0; s46 < 32; s46 += 1) {
+        const int l47 = ((s46 * 128) + ti13);
+        const int i48 = (l47 / 64);
+        const int j49 = (l47 % 64);
+        const int gi50 = (m012 + i48);
+        const int gj51 = (n02 + j49);
+        if ((gi50 < t11)) {
+            const float acc52 = sh[((i48 * 68) + j49)];
+            p1[((gi50 * 128) + gj51)] = acc52;
+        }
+    }
+}
+
+// fuses slice %78, slice %79, silu %80, mul %81 (moe.0)
+// threadgroup 256×1×1, grid 128×1×1 threadgroups
+kernel void mul_silu_slice_0(
+        const device float* p0 [[buffer(0)]],
+        device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         uint3 tid [[thread_position_in_grid]]) {
     const int i1 = int(tid.x);
     const int c2 = (i1 / 64);
     const int c3 = (i1 % 64);
-    const int t4 = p0[c2];
-    const float t5 = p1[((t4 * 64) + c3)];
-    p2[i1] = t5;
+    const float t4 = p0[((c2 * 128) + c3)];
+    const float t5 = (t4 / (1.0f + exp((-t4))));
+    p1[i1] = t5;
+    const float t6 = p0[((c2 * 128) + (c3 + 64))];
+    const float t7 = (t5 * t6);
+    p2[i1] = t7;
 }
 
-// fuses grouped_matmul %74 (moe.0)
+// fuses grouped_matmul %83 (moe.0)
 // threadgroup 128×1×1, grid 1×8×5 threadgroups
-kernel void grouped_matmul_0(
+kernel void grouped_matmul_2(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -1215,274 +1582,22 @@ kernel void grouped_matmul_0(
     }
 }
 
-// fuses dequant %55, grouped_matmul %73, grouped_matmul %75, scale %76, add %77 (moe.0)
-// threadgroup 128×1×1, grid 2×8×5 threadgroups
-kernel void grouped_matmul_1(
-        const device int* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        const device uchar* p5_codes [[buffer(5)]],
-        const device uchar* p6_qabsmax [[buffer(6)]],
-        const device float* p7_scales [[buffer(7)]],
-        const device float* p8_offset [[buffer(8)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]],
-        uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int ex1 = int(gid.z);
-    const int n02 = (int(gid.x) * 64);
-    if ((ex1 == 4)) {
-        const int t3 = p0[0];
-        const int t4 = p0[4];
-        for (int s5 = 0; s5 < 32; s5 += 1) {
-            const int l6 = ((s5 * 128) + int(lid.x));
-            const int r7 = ((int(gid.y) * 64) + (l6 / 64));
-            const int j8 = (n02 + (l6 % 64));
-            if (((r7 < t3) || (r7 >= t4))) {
-                const float acc9 = 0.0f;
-                p1[((r7 * 128) + j8)] = acc9;
-            }
-        }
-        return;
-    }
-    const int t10 = p0[ex1];
-    const int t11 = p0[(ex1 + 1)];
-    const int m012 = (t10 + (int(gid.y) * 64));
-    if ((m012 >= t11)) {
-        return;
-    }
-    threadgroup float sh[4352];
-    const int ti13 = int(lid.x);
-    const int sgi14 = int(sg);
-    const int sr15 = ((sgi14 / 2) * 32);
-    const int sc16 = ((sgi14 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 64; k0 += 16) {
-        for (int s17 = 0; s17 < 8; s17 += 1) {
-            const int l18 = ((s17 * 128) + ti13);
-            const int i19 = (l18 / 16);
-            const int k20 = (l18 % 16);
-            const int gi21 = (m012 + i19);
-            const int gk22 = (k0 + k20);
-            if ((gi21 < t11)) {
-                const float t23 = p2[((gi21 * 64) + gk22)];
-                sh[((i19 * 20) + k20)] = (t23 * 0.25f);
-            } else {
-                sh[((i19 * 20) + k20)] = 0.0f;
-            }
-        }
-        for (int s24 = 0; s24 < 8; s24 += 1) {
-            const int l25 = ((s24 * 128) + ti13);
-            const int i26 = (l25 / 16);
-            const int k27 = (l25 % 16);
-            const int gi28 = (n02 + i26);
-            const int gk29 = (k0 + k27);
-            const float t30 = p3[((((ex1 * 128) + gi28) * 64) + gk29)];
-            sh[(((i26 * 20) + k27) + 1280)] = t30;
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 16; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr15 * 20) + kk), 20);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr15 + 8) * 20) + kk), 20);
-            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + (((sr15 + 16) * 20) + kk), 20);
-            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + (((sr15 + 24) * 20) + kk), 20);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((sc16 * 20) + kk) + 1280), 20, ulong2(0, 0), true);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + ((((sc16 + 8) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + ((((sc16 + 16) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + ((((sc16 + 24) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
-            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
-            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
-            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    for (int k0 = 0; k0 < 64; k0 += 16) {
-        for (int s31 = 0; s31 < 8; s31 += 1) {
-            const int l32 = ((s31 * 128) + ti13);
-            const int i33 = (l32 / 16);
-            const int k34 = (l32 % 16);
-            const int gi35 = (m012 + i33);
-            const int gk36 = (k0 + k34);
-            if ((gi35 < t11)) {
-                const float t37 = p4[((gi35 * 64) + gk36)];
-                sh[((i33 * 20) + k34)] = t37;
-            } else {
-                sh[((i33 * 20) + k34)] = 0.0f;
-            }
-        }
-        for (int s38 = 0; s38 < 8; s38 += 1) {
-            const int l39 = ((s38 * 128) + ti13);
-            const int i40 = (l39 / 16);
-            const int k41 = (l39 % 16);
-            const int gi42 = (n02 + i40);
-            const int gk43 = (k0 + k41);
-            const float t44 = (NF4_CODE[((int(p5_codes[(((((ex1 * 128) + gi42) * 64) + gk43) / 2)]) >> (((((((ex1 * 128) + gi42) * 64) + gk43) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p6_qabsmax[(((((ex1 * 128) + gi42) * 64) + gk43) / 64)])] * p7_scales[((((((ex1 * 128) + gi42) * 64) + gk43) / 64) / 256)]) + p8_offset[0]));
-            sh[(((i40 * 20) + k41) + 1280)] = t44;
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 16; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr15 * 20) + kk), 20);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr15 + 8) * 20) + kk), 20);
-            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + (((sr15 + 16) * 20) + kk), 20);
-            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + (((sr15 + 24) * 20) + kk), 20);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((sc16 * 20) + kk) + 1280), 20, ulong2(0, 0), true);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + ((((sc16 + 8) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + ((((sc16 + 16) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + ((((sc16 + 24) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
-            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
-            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
-            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr15 * 68) + sc16), 68);
-    simdgroup_store(acc0_1, sh + ((sr15 * 68) + (sc16 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr15 * 68) + (sc16 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr15 * 68) + (sc16 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr15 + 8) * 68) + sc16), 68);
-    simdgroup_store(acc1_1, sh + (((sr15 + 8) * 68) + (sc16 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr15 + 8) * 68) + (sc16 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr15 + 8) * 68) + (sc16 + 24)), 68);
-    simdgroup_store(acc2_0, sh + (((sr15 + 16) * 68) + sc16), 68);
-    simdgroup_store(acc2_1, sh + (((sr15 + 16) * 68) + (sc16 + 8)), 68);
-    simdgroup_store(acc2_2, sh + (((sr15 + 16) * 68) + (sc16 + 16)), 68);
-    simdgroup_store(acc2_3, sh + (((sr15 + 16) * 68) + (sc16 + 24)), 68);
-    simdgroup_store(acc3_0, sh + (((sr15 + 24) * 68) + sc16), 68);
-    simdgroup_store(acc3_1, sh + (((sr15 + 24) * 68) + (sc16 + 8)), 68);
-    simdgroup_store(acc3_2, sh + (((sr15 + 24) * 68) + (sc16 + 16)), 68);
-    simdgroup_store(acc3_3, sh + (((sr15 + 24) * 68) + (sc16 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s45 = 0; s45 < 32; s45 += 1) {
-        const int l46 = ((s45 * 128) + ti13);
-        const int i47 = (l46 / 64);
-        const int j48 = (l46 % 64);
-        const int gi49 = (m012 + i47);
-        const int gj50 = (n02 + j48);
-        if ((gi49 < t11)) {
-            const float acc51 = sh[((i47 * 68) + j48)];
-            p1[((gi49 * 128) + gj50)] = acc51;
-        }
-    }
-}
-
-// fuses slice %78, silu %80 (moe.0)
-// threadgroup 256×1×1, grid 128×1×1 threadgroups
-kernel void silu_slice_0(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    const int c2 = (i1 / 64);
-    const int c3 = (i1 % 64);
-    const float t4 = p0[((c2 * 128) + c3)];
-    const float t5 = (t4 / (1.0f + exp((-t4))));
-    p1[i1] = t5;
-}
-
-// 2 independent kernels in one launch
-// part 0 (mul_slice): fuses slice %79, mul %81 (moe.0)
-// part 1 (gather): fuses reshape %87, gather %88 (moe.0)
-// threadgroup 256×1×1, grid 130×1×1 threadgroups
-kernel void mul_slice_gather_x2_0(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        const device int* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        device float* p5 [[buffer(5)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 128)) {
-        const int h0 = (int(gid.x) - 0);
-        const int i1 = ((h0 * 256) + int(lid.x));
-        const int c2 = (i1 / 64);
-        const int c3 = (i1 % 64);
-        const float t4 = p0[i1];
-        const float t5 = p1[((c2 * 128) + (c3 + 64))];
-        const float t6 = (t4 * t5);
-        p2[i1] = t6;
-    } else if ((int(gid.x) < 130)) {
-        const int h1 = (int(gid.x) - 128);
-        const int i1 = ((h1 * 256) + int(lid.x));
-        const int t2 = p3[i1];
-        const float t3 = p4[t2];
-        p5[i1] = t3;
-    }
-}
-
-// fuses dequant %59, grouped_matmul %82, grouped_matmul %84, scale %85, add %86, reshape %89,
-//   broadcast %90, mul %91 (moe.0)
+// fuses dequant %59, grouped_matmul %82, grouped_matmul %84, scale %85, add %86, reshape %87,
+//   gather %88, reshape %89, broadcast %90, mul %91 (moe.0)
 // threadgroup 128×1×1, grid 1×8×5 threadgroups
-kernel void grouped_matmul_2(
+kernel void grouped_matmul_3(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
+        const device int* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        device float* p4 [[buffer(4)]],
         const device float* p5 [[buffer(5)]],
         const device float* p6 [[buffer(6)]],
-        const device uchar* p7_codes [[buffer(7)]],
-        const device uchar* p8_qabsmax [[buffer(8)]],
-        const device float* p9_scales [[buffer(9)]],
-        const device float* p10_offset [[buffer(10)]],
+        const device float* p7 [[buffer(7)]],
+        const device uchar* p8_codes [[buffer(8)]],
+        const device uchar* p9_qabsmax [[buffer(9)]],
+        const device float* p10_scales [[buffer(10)]],
+        const device float* p11_offset [[buffer(11)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
@@ -1498,24 +1613,25 @@ kernel void grouped_matmul_2(
             if (((r7 < t3) || (r7 >= t4))) {
                 const float acc9 = 0.0f;
                 p1[((r7 * 64) + j8)] = acc9;
-                const float t10 = p2[((r7 * 1) + 0)];
-                const float t11 = (acc9 * t10);
-                p3[((r7 * 64) + j8)] = t11;
+                const int t10 = p2[((r7 * 1) + 0)];
+                const float t11 = p3[t10];
+                const float t12 = (acc9 * t11);
+                p4[((r7 * 64) + j8)] = t12;
             }
         }
         return;
     }
-    const int t12 = p0[ex1];
-    const int t13 = p0[(ex1 + 1)];
-    const int m014 = (t12 + (int(gid.y) * 64));
-    if ((m014 >= t13)) {
+    const int t13 = p0[ex1];
+    const int t14 = p0[(ex1 + 1)];
+    const int m015 = (t13 + (int(gid.y) * 64));
+    if ((m015 >= t14)) {
         return;
     }
     threadgroup float sh[4352];
-    const int ti15 = int(lid.x);
-    const int sgi16 = int(sg);
-    const int sr17 = ((sgi16 / 2) * 32);
-    const int sc18 = ((sgi16 % 2) * 32);
+    const int ti16 = int(lid.x);
+    const int sgi17 = int(sg);
+    const int sr18 = ((sgi17 / 2) * 32);
+    const int sc19 = ((sgi17 % 2) * 32);
     simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
     simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
     simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
@@ -1533,46 +1649,46 @@ kernel void grouped_matmul_2(
     simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
     simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
     for (int k0 = 0; k0 < 64; k0 += 16) {
-        for (int s19 = 0; s19 < 8; s19 += 1) {
-            const int l20 = ((s19 * 128) + ti15);
-            const int i21 = (l20 / 16);
-            const int k22 = (l20 % 16);
-            const int gi23 = (m014 + i21);
-            const int gk24 = (k0 + k22);
-            if ((gi23 < t13)) {
-                const float t25 = p4[((gi23 * 64) + gk24)];
-                sh[((i21 * 20) + k22)] = (t25 * 0.25f);
+        for (int s20 = 0; s20 < 8; s20 += 1) {
+            const int l21 = ((s20 * 128) + ti16);
+            const int i22 = (l21 / 16);
+            const int k23 = (l21 % 16);
+            const int gi24 = (m015 + i22);
+            const int gk25 = (k0 + k23);
+            if ((gi24 < t14)) {
+                const float t26 = p5[((gi24 * 64) + gk25)];
+                sh[((i22 * 20) + k23)] = (t26 * 0.25f);
             } else {
-                sh[((i21 * 20) + k22)] = 0.0f;
+                sh[((i22 * 20) + k23)] = 0.0f;
             }
         }
-        for (int s26 = 0; s26 < 8; s26 += 1) {
-            const int l27 = ((s26 * 128) + ti15);
-            const int i28 = (l27 / 16);
-            const int k29 = (l27 % 16);
-            const int gi30 = (n02 + i28);
-            const int gk31 = (k0 + k29);
-            const float t32 = p5[((((ex1 * 64) + gi30) * 64) + gk31)];
-            sh[(((i28 * 20) + k29) + 1280)] = t32;
+        for (int s27 = 0; s27 < 8; s27 += 1) {
+            const int l28 = ((s27 * 128) + ti16);
+            const int i29 = (l28 / 16);
+            const int k30 = (l28 % 16);
+            const int gi31 = (n02 + i29);
+            const int gk32 = (k0 + k30);
+            const float t33 = p6[((((ex1 * 64) + gi31) * 64) + gk32)];
+            sh[(((i29 * 20) + k30) + 1280)] = t33;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr17 * 20) + kk), 20);
+            simdgroup_load(fa0, sh + ((sr18 * 20) + kk), 20);
             simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr17 + 8) * 20) + kk), 20);
+            simdgroup_load(fa1, sh + (((sr18 + 8) * 20) + kk), 20);
             simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + (((sr17 + 16) * 20) + kk), 20);
+            simdgroup_load(fa2, sh + (((sr18 + 16) * 20) + kk), 20);
             simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + (((sr17 + 24) * 20) + kk), 20);
+            simdgroup_load(fa3, sh + (((sr18 + 24) * 20) + kk), 20);
             simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((sc18 * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_load(fb0, sh + (((sc19 * 20) + kk) + 1280), 20, ulong2(0, 0), true);
             simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + ((((sc18 + 8) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_load(fb1, sh + ((((sc19 + 8) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
             simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + ((((sc18 + 16) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_load(fb2, sh + ((((sc19 + 16) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
             simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + ((((sc18 + 24) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_load(fb3, sh + ((((sc19 + 24) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
             simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
             simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
             simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
@@ -1593,46 +1709,46 @@ kernel void grouped_matmul_2(
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
     }
     for (int k0 = 0; k0 < 64; k0 += 16) {
-        for (int s33 = 0; s33 < 8; s33 += 1) {
-            const int l34 = ((s33 * 128) + ti15);
-            const int i35 = (l34 / 16);
-            const int k36 = (l34 % 16);
-            const int gi37 = (m014 + i35);
-            const int gk38 = (k0 + k36);
-            if ((gi37 < t13)) {
-                const float t39 = p6[((gi37 * 64) + gk38)];
-                sh[((i35 * 20) + k36)] = t39;
+        for (int s34 = 0; s34 < 8; s34 += 1) {
+            const int l35 = ((s34 * 128) + ti16);
+            const int i36 = (l35 / 16);
+            const int k37 = (l35 % 16);
+            const int gi38 = (m015 + i36);
+            const int gk39 = (k0 + k37);
+            if ((gi38 < t14)) {
+                const float t40 = p7[((gi38 * 64) + gk39)];
+                sh[((i36 * 20) + k37)] = t40;
             } else {
-                sh[((i35 * 20) + k36)] = 0.0f;
+                sh[((i36 * 20) + k37)] = 0.0f;
             }
         }
-        for (int s40 = 0; s40 < 8; s40 += 1) {
-            const int l41 = ((s40 * 128) + ti15);
-            const int i42 = (l41 / 16);
-            const int k43 = (l41 % 16);
-            const int gi44 = (n02 + i42);
-            const int gk45 = (k0 + k43);
-            const float t46 = (NF4_CODE[((int(p7_codes[(((((ex1 * 64) + gi44) * 64) + gk45) / 2)]) >> (((((((ex1 * 64) + gi44) * 64) + gk45) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p8_qabsmax[(((((ex1 * 64) + gi44) * 64) + gk45) / 64)])] * p9_scales[((((((ex1 * 64) + gi44) * 64) + gk45) / 64) / 256)]) + p10_offset[0]));
-            sh[(((i42 * 20) + k43) + 1280)] = t46;
+        for (int s41 = 0; s41 < 8; s41 += 1) {
+            const int l42 = ((s41 * 128) + ti16);
+            const int i43 = (l42 / 16);
+            const int k44 = (l42 % 16);
+            const int gi45 = (n02 + i43);
+            const int gk46 = (k0 + k44);
+            const float t47 = (NF4_CODE[((int(p8_codes[(((((ex1 * 64) + gi45) * 64) + gk46) / 2)]) >> (((((((ex1 * 64) + gi45) * 64) + gk46) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p9_qabsmax[(((((ex1 * 64) + gi45) * 64) + gk46) / 64)])] * p10_scales[((((((ex1 * 64) + gi45) * 64) + gk46) / 64) / 256)]) + p11_offset[0]));
+            sh[(((i43 * 20) + k44) + 1280)] = t47;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr17 * 20) + kk), 20);
+            simdgroup_load(fa0, sh + ((sr18 * 20) + kk), 20);
             simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr17 + 8) * 20) + kk), 20);
+            simdgroup_load(fa1, sh + (((sr18 + 8) * 20) + kk), 20);
             simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + (((sr17 + 16) * 20) + kk), 20);
+            simdgroup_load(fa2, sh + (((sr18 + 16) * 20) + kk), 20);
             simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + (((sr17 + 24) * 20) + kk), 20);
+            simdgroup_load(fa3, sh + (((sr18 + 24) * 20) + kk), 20);
             simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((sc18 * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_load(fb0, sh + (((sc19 * 20) + kk) + 1280), 20, ulong2(0, 0), true);
             simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + ((((sc18 + 8) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_load(fb1, sh + ((((sc19 + 8) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
             simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + ((((sc18 + 16) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_load(fb2, sh + ((((sc19 + 16) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
             simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + ((((sc18 + 24) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_load(fb3, sh + ((((sc19 + 24) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
             simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
             simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
             simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
@@ -1652,35 +1768,36 @@ kernel void grouped_matmul_2(
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
     }
-    simdgroup_store(acc0_0, sh + ((sr17 * 68) + sc18), 68);
-    simdgroup_store(acc0_1, sh + ((sr17 * 68) + (sc18 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr17 * 68) + (sc18 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr17 * 68) + (sc18 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr17 + 8) * 68) + sc18), 68);
-    simdgroup_store(acc1_1, sh + (((sr17 + 8) * 68) + (sc18 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr17 + 8) * 68) + (sc18 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr17 + 8) * 68) + (sc18 + 24)), 68);
-    simdgroup_store(acc2_0, sh + (((sr17 + 16) * 68) + sc18), 68);
-    simdgroup_store(acc2_1, sh + (((sr17 + 16) * 68) + (sc18 + 8)), 68);
-    simdgroup_store(acc2_2, sh + (((sr17 + 16) * 68) + (sc18 + 16)), 68);
-    simdgroup_store(acc2_3, sh + (((sr17 + 16) * 68) + (sc18 + 24)), 68);
-    simdgroup_store(acc3_0, sh + (((sr17 + 24) * 68) + sc18), 68);
-    simdgroup_store(acc3_1, sh + (((sr17 + 24) * 68) + (sc18 + 8)), 68);
-    simdgroup_store(acc3_2, sh + (((sr17 + 24) * 68) + (sc18 + 16)), 68);
-    simdgroup_store(acc3_3, sh + (((sr17 + 24) * 68) + (sc18 + 24)), 68);
+    simdgroup_store(acc0_0, sh + ((sr18 * 68) + sc19), 68);
+    simdgroup_store(acc0_1, sh + ((sr18 * 68) + (sc19 + 8)), 68);
+    simdgroup_store(acc0_2, sh + ((sr18 * 68) + (sc19 + 16)), 68);
+    simdgroup_store(acc0_3, sh + ((sr18 * 68) + (sc19 + 24)), 68);
+    simdgroup_store(acc1_0, sh + (((sr18 + 8) * 68) + sc19), 68);
+    simdgroup_store(acc1_1, sh + (((sr18 + 8) * 68) + (sc19 + 8)), 68);
+    simdgroup_store(acc1_2, sh + (((sr18 + 8) * 68) + (sc19 + 16)), 68);
+    simdgroup_store(acc1_3, sh + (((sr18 + 8) * 68) + (sc19 + 24)), 68);
+    simdgroup_store(acc2_0, sh + (((sr18 + 16) * 68) + sc19), 68);
+    simdgroup_store(acc2_1, sh + (((sr18 + 16) * 68) + (sc19 + 8)), 68);
+    simdgroup_store(acc2_2, sh + (((sr18 + 16) * 68) + (sc19 + 16)), 68);
+    simdgroup_store(acc2_3, sh + (((sr18 + 16) * 68) + (sc19 + 24)), 68);
+    simdgroup_store(acc3_0, sh + (((sr18 + 24) * 68) + sc19), 68);
+    simdgroup_store(acc3_1, sh + (((sr18 + 24) * 68) + (sc19 + 8)), 68);
+    simdgroup_store(acc3_2, sh + (((sr18 + 24) * 68) + (sc19 + 16)), 68);
+    simdgroup_store(acc3_3, sh + (((sr18 + 24) * 68) + (sc19 + 24)), 68);
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s47 = 0; s47 < 32; s47 += 1) {
-        const int l48 = ((s47 * 128) + ti15);
-        const int i49 = (l48 / 64);
-        const int j50 = (l48 % 64);
-        const int gi51 = (m014 + i49);
-        const int gj52 = (n02 + j50);
-        if ((gi51 < t13)) {
-            const float acc53 = sh[((i49 * 68) + j50)];
-            p1[((gi51 * 64) + gj52)] = acc53;
-            const float t54 = p2[((gi51 * 1) + 0)];
-            const float t55 = (acc53 * t54);
-            p3[((gi51 * 64) + gj52)] = t55;
+    for (int s48 = 0; s48 < 32; s48 += 1) {
+        const int l49 = ((s48 * 128) + ti16);
+        const int i50 = (l49 / 64);
+        const int j51 = (l49 % 64);
+        const int gi52 = (m015 + i50);
+        const int gj53 = (n02 + j51);
+        if ((gi52 < t14)) {
+            const float acc54 = sh[((i50 * 68) + j51)];
+            p1[((gi52 * 64) + gj53)] = acc54;
+            const int t55 = p2[((gi52 * 1) + 0)];
+            const float t56 = p3[t55];
+            const float t57 = (acc54 * t56);
+            p4[((gi52 * 64) + gj53)] = t57;
         }
     }
 }
@@ -1814,9 +1931,160 @@ kernel void scale_add_x2_0(
     }
 }
 
-// fuses matmul %150
+// fuses dequant %117, matmul %142, matmul %144, scale %145, add %146, add %147 (mamba.1)
 // threadgroup 128×1×1, grid 1×1×16 threadgroups
 kernel void matmul_7(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        const device float* p2 [[buffer(2)]],
+        const device uchar* p3_codes [[buffer(3)]],
+        const device uchar* p4_qabsmax [[buffer(4)]],
+        const device float* p5_scales [[buffer(5)]],
+        const device float* p6_offset [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
+        device float* p8 [[buffer(8)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
+    const int c1 = int(gid.z);
+    const int m02 = (int(gid.y) * 32);
+    const int n03 = (int(gid.x) * 64);
+    threadgroup float sh[3456];
+    const int ti4 = int(lid.x);
+    const int sgi5 = int(sg);
+    const int sr6 = ((sgi5 / 2) * 16);
+    const int sc7 = ((sgi5 % 2) * 32);
+    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    for (int k0 = 0; k0 < 64; k0 += 32) {
+        for (int s8 = 0; s8 < 8; s8 += 1) {
+            const int l9 = ((s8 * 128) + ti4);
+            const int i10 = (l9 / 32);
+            const int k11 = (l9 % 32);
+            const int gi12 = (m02 + i10);
+            const int gk13 = (k0 + k11);
+            if ((gi12 < 16)) {
+                const float t14 = p0[((((c1 * 16) + gi12) * 64) + gk13)];
+                sh[((i10 * 36) + k11)] = (t14 * 0.25f);
+            } else {
+                sh[((i10 * 36) + k11)] = 0.0f;
+            }
+        }
+        for (int s15 = 0; s15 < 16; s15 += 1) {
+            const int l16 = ((s15 * 128) + ti4);
+            const int i17 = (l16 / 32);
+            const int k18 = (l16 % 32);
+            const int gi19 = (n03 + i17);
+            const int gk20 = (k0 + k18);
+            const float t21 = p1[((gi19 * 64) + gk20)];
+            sh[(((i17 * 36) + k18) + 1152)] = t21;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int kk = 0; kk < 32; kk += 8) {
+            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
+            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa1, sh + (((sr6 + 8) * 36) + kk), 36);
+            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb0, sh + (((sc7 * 36) + kk) + 1152), 36, ulong2(0, 0), true);
+            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb1, sh + ((((sc7 + 8) * 36) + kk) + 1152), 36, ulong2(0, 0), true);
+            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb2, sh + ((((sc7 + 16) * 36) + kk) + 1152), 36, ulong2(0, 0), true);
+            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb3, sh + ((((sc7 + 24) * 36) + kk) + 1152), 36, ulong2(0, 0), true);
+            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    }
+    for (int k0 = 0; k0 < 128; k0 += 32) {
+        for (int s22 = 0; s22 < 8; s22 += 1) {
+            const int l23 = ((s22 * 128) + ti4);
+            const int i24 = (l23 / 32);
+            const int k25 = (l23 % 32);
+            const int gi26 = (m02 + i24);
+            const int gk27 = (k0 + k25);
+            if ((gi26 < 16)) {
+                const float t28 = p2[((((c1 * 16) + gi26) * 128) + gk27)];
+                sh[((i24 * 36) + k25)] = t28;
+            } else {
+                sh[((i24 * 36) + k25)] = 0.0f;
+            }
+        }
+        for (int s29 = 0; s29 < 16; s29 += 1) {
+            const int l30 = ((s29 * 128) + ti4);
+            const int i31 = (l30 / 32);
+            const int k32 = (l30 % 32);
+            const int gi33 = (n03 + i31);
+            const int gk34 = (k0 + k32);
+            const float t35 = (NF4_CODE[((int(p3_codes[(((gi33 * 128) + gk34) / 2)]) >> (((((gi33 * 128) + gk34) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p4_qabsmax[(((gi33 * 128) + gk34) / 64)])] * p5_scales[((((gi33 * 128) + gk34) / 64) / 256)]) + p6_offset[0]));
+            sh[(((i31 * 36) + k32) + 1152)] = t35;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int kk = 0; kk < 32; kk += 8) {
+            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
+            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa1, sh + (((sr6 + 8) * 36) + kk), 36);
+            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb0, sh + (((sc7 * 36) + kk) + 1152), 36, ulong2(0, 0), true);
+            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb1, sh + ((((sc7 + 8) * 36) + kk) + 1152), 36, ulong2(0, 0), true);
+            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb2, sh + ((((sc7 + 16) * 36) + kk) + 1152), 36, ulong2(0, 0), true);
+            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb3, sh + ((((sc7 + 24) * 36) + kk) + 1152), 36, ulong2(0, 0), true);
+            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    }
+    simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
+    simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
+    simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
+    simdgroup_store(acc0_3, sh + ((sr6 * 68) + (sc7 + 24)), 68);
+    simdgroup_store(acc1_0, sh + (((sr6 + 8) * 68) + sc7), 68);
+    simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
+    simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
+    simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
+    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    for (int s36 = 0; s36 < 16; s36 += 1) {
+        const int l37 = ((s36 * 128) + ti4);
+        const int i38 = (l37 / 64);
+        const int j39 = (l37 % 64);
+        const int gi40 = (m02 + i38);
+        const int gj41 = (n03 + j39);
+        if ((gi40 < 16)) {
+            const float acc42 = sh[((i38 * 68) + j39)];
+            const float t43 = p7[((((c1 * 16) + gi40) * 64) + gj41)];
+            const float t44 = (t43 + acc42);
+            p8[((((c1 * 16) + gi40) * 64) + gj41)] = t44;
+        }
+    }
+}
+
+// fuses matmul %150
+// threadgroup 128×1×1, grid 1×1×16 threadgroups
+kernel void matmul_8(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -2033,7 +2301,7 @@ kernel void add_cross_entropy_bwd_x2_0(
 
 // fuses matmul %155
 // threadgroup 128×1×1, grid 1×1×16 threadgroups
-kernel void matmul_8(
+kernel void matmul_9(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -2652,7 +2920,8 @@ kernel void matmul_x2_1(
     }
 }
 
-// fuses slice %130, slice %131, neg %137, mul %170, selective_scan_bwd %178 (mamba.1)
+// fuses slice %130, slice %131, neg %137, mul %170, selective_scan_bwd %178, sigmoid %184,
+//   mul %185 (mamba.1)
 // threadgroup 256×1×1, grid 136×1×1 threadgroups
 kernel void selective_scan_bwd_0(
         const device float* p0 [[buffer(0)]],
@@ -2666,7 +2935,8 @@ kernel void selective_scan_bwd_0(
         device float* p8 [[buffer(8)]],
         const device float* p9 [[buffer(9)]],
         device float* p10 [[buffer(10)]],
-        device float* p11 [[buffer(11)]],
+        const device float* p11 [[buffer(11)]],
+        device float* p12 [[buffer(12)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint lane [[thread_index_in_simdgroup]],
@@ -2792,8 +3062,12 @@ kernel void selective_scan_bwd_0(
                     const float r92 = (r91 + simd_shuffle_xor(r91, ushort(2)));
                     const float r93 = (r92 + simd_shuffle_xor(r92, ushort(1)));
                     if ((n54 == 0)) {
-                        p10[((((b60 * 16) + t75) * 128) + ch53)] = (r89 + (t57 * t82));
-                        p11[((((b60 * 16) + t75) * 128) + ch53)] = r93;
+                        const float acc94 = (r89 + (t57 * t82));
+                        p10[((((b60 * 16) + t75) * 128) + ch53)] = acc94;
+                        const float t95 = p11[((((b60 * 16) + t75) * 128) + ch53)];
+                        const float t96 = (1.0f / (1.0f + exp((-t95))));
+                        const float t97 = (r93 * t96);
+                        p12[((((b60 * 16) + t75) * 128) + ch53)] = t97;
                     }
                 }
             }
@@ -2801,24 +3075,9 @@ kernel void selective_scan_bwd_0(
     }
 }
 
-// fuses sigmoid %184, mul %185 (mamba.1)
-// threadgroup 256×1×1, grid 128×1×1 threadgroups
-kernel void mul_sigmoid_0(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    const float t5 = p0[i1];
-    const float t6 = p1[i1];
-    const float t7 = (1.0f / (1.0f + exp((-t6))));
-    const float t8 = (t5 * t7);
-    p2[i1] = t8;
-}
-
 // fuses matmul %186 (mamba.1)
 // threadgroup 128×1×1, grid 1×1×16 threadgroups
-kernel void matmul_9(
+kernel void matmul_10(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -2901,7 +3160,7 @@ kernel void matmul_9(
 // fuses concat %187, matmul %188, add %189, sigmoid %190, const %191, sub %192, mul %193,
 //   add %194, mul %195 (mamba.1)
 // threadgroup 128×1×1, grid 2×1×16 threadgroups
-kernel void matmul_10(
+kernel void matmul_11(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -3620,25 +3879,31 @@ kernel void rmsnorm_bwd_1(
 }
 
 // 2 independent kernels in one launch
-// part 0 (mul): fuses reshape %89, broadcast %90, mul %224 (moe.0)
-// part 1 (reduce_sum): fuses mul %225, reduce_sum %226 (moe.0)
+// part 0 (mul_gather): fuses reshape %87, gather %88, reshape %89, broadcast %90, reshape %215, gather %223,
+//   mul %224 (moe.0)
+// part 1 (reduce_sum): fuses reshape %215, gather %223, mul %225, reduce_sum %226 (moe.0)
 // threadgroup 256×1×1, grid 192×1×1 threadgroups
-kernel void mul_reduce_sum_x2_0(
-        const device float* p0 [[buffer(0)]],
+kernel void mul_gather_reduce_sum_x2_0(
+        const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
+        const device int* p2 [[buffer(2)]],
         const device float* p3 [[buffer(3)]],
         device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        device float* p6 [[buffer(6)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     if ((int(gid.x) < 128)) {
         const int h0 = (int(gid.x) - 0);
         const int i1 = ((h0 * 256) + int(lid.x));
         const int c2 = (i1 / 64);
-        const float t4 = p0[i1];
-        const float t5 = p1[((c2 * 1) + 0)];
-        const float t6 = (t4 * t5);
-        p2[i1] = t6;
+        const int c3 = (i1 % 64);
+        const int t4 = p0[c2];
+        const float t5 = p1[((t4 * 64) + c3)];
+        const int t6 = p2[((c2 * 1) + 0)];
+        const float t7 = p3[t6];
+        const float t8 = (t5 * t7);
+        p4[i1] = t8;
     } else if ((int(gid.x) < 192)) {
         const int h1 = (int(gid.x) - 128);
         const int lid1 = int(lid.x);
@@ -3647,14 +3912,15 @@ kernel void mul_reduce_sum_x2_0(
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 2; k6 += 1) {
             const int j7 = (l32_2 + (k6 * 32));
-            const float t8 = p0[((row4 * 64) + j7)];
-            const float t9 = p3[((row4 * 64) + j7)];
-            const float t10 = (t8 * t9);
-            acc5 += t10;
+            const int t8 = p0[row4];
+            const float t9 = p1[((t8 * 64) + j7)];
+            const float t10 = p5[((row4 * 64) + j7)];
+            const float t11 = (t9 * t10);
+            acc5 += t11;
         }
-        const float s11 = simd_sum(acc5);
+        const float s12 = simd_sum(acc5);
         if ((l32_2 == 0)) {
-            p4[row4] = s11;
+            p6[row4] = s12;
         }
     }
 }
@@ -4584,22 +4850,23 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_1(
 }
 
 // 2 independent kernels in one launch
-// part 0 (grouped_matmul_wgrad): fuses grouped_matmul_wgrad %252 (moe.0)
+// part 0 (grouped_matmul_wgrad): fuses reshape %61, gather %72, grouped_matmul_wgrad %252 (moe.0)
 // part 1 (grouped_matmul): fuses concat %247, grouped_matmul %251, dequant %253, grouped_matmul %254, add %255 (moe.0)
 // threadgroup 128×1×1, grid 44×1×1 threadgroups
 kernel void grouped_matmul_wgrad_grouped_matmul_x2_1(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        device float* p3 [[buffer(3)]],
+        const device int* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
         device float* p4 [[buffer(4)]],
-        const device float* p5 [[buffer(5)]],
+        device float* p5 [[buffer(5)]],
         const device float* p6 [[buffer(6)]],
         const device float* p7 [[buffer(7)]],
-        const device uchar* p8 [[buffer(8)]],
+        const device float* p8 [[buffer(8)]],
         const device uchar* p9 [[buffer(9)]],
-        const device float* p10 [[buffer(10)]],
+        const device uchar* p10 [[buffer(10)]],
         const device float* p11 [[buffer(11)]],
+        const device float* p12 [[buffer(12)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
@@ -4652,8 +4919,9 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_1(
                 const int gi21 = (n03 + i20);
                 const int gk22 = (k0 + k19);
                 if ((gk22 < t5)) {
-                    const float t23 = p2[((gk22 * 64) + gi21)];
-                    sh[(((k19 * 68) + i20) + 1088)] = t23;
+                    const int t23 = p2[gk22];
+                    const float t24 = p3[((t23 * 64) + gi21)];
+                    sh[(((k19 * 68) + i20) + 1088)] = t24;
                 } else {
                     sh[(((k19 * 68) + i20) + 1088)] = 0.0f;
                 }
@@ -4712,13 +4980,13 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_1(
         simdgroup_store(acc3_2, sh + (((sr8 + 24) * 68) + (sc9 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr8 + 24) * 68) + (sc9 + 24)), 68);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int s24 = 0; s24 < 32; s24 += 1) {
-            const int l25 = ((s24 * 128) + ti6);
-            const int i26 = (l25 / 64);
-            const int j27 = (l25 % 64);
-            const int gi28 = (m02 + i26);
-            const int gj29 = (n03 + j27);
-            p3[((((ex1 * 64) + gi28) * 64) + gj29)] = sh[((i26 * 68) + j27)];
+        for (int s25 = 0; s25 < 32; s25 += 1) {
+            const int l26 = ((s25 * 128) + ti6);
+            const int i27 = (l26 / 64);
+            const int j28 = (l26 % 64);
+            const int gi29 = (m02 + i27);
+            const int gj30 = (n03 + j28);
+            p4[((((ex1 * 64) + gi29) * 64) + gj30)] = sh[((i27 * 68) + j28)];
         }
     } else if ((int(gid.x) < 44)) {
         const int h1 = (int(gid.x) - 4);
@@ -4733,7 +5001,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_1(
                 const int j8 = (n02 + (l6 % 64));
                 if (((r7 < t3) || (r7 >= t4))) {
                     const float acc9 = 0.0f;
-                    p4[((r7 * 64) + j8)] = acc9;
+                    p5[((r7 * 64) + j8)] = acc9;
                 }
             }
             return;
@@ -4784,7 +5052,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_1(
                 const int i27 = (l25 % 64);
                 const int gi28 = (n02 + i27);
                 const int gk29 = (k0 + k26);
-                const float t30 = p5[((((ex1 * 64) + gk29) * 64) + gi28)];
+                const float t30 = p6[((((ex1 * 64) + gk29) * 64) + gi28)];
                 sh[(((k26 * 68) + i27) + 1280)] = t30;
             }
             threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -4834,10 +5102,10 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_1(
                 if ((gi35 < t11)) {
                     float cat37 = 0.0f;
                     if ((gk36 < 64)) {
-                        const float t38 = p6[((gi35 * 64) + (gk36 - 0))];
+                        const float t38 = p7[((gi35 * 64) + (gk36 - 0))];
                         cat37 = t38;
                     } else {
-                        const float t39 = p7[((gi35 * 64) + (gk36 - 64))];
+                        const float t39 = p8[((gi35 * 64) + (gk36 - 64))];
                         cat37 = t39;
                     }
                     sh[((i33 * 20) + k34)] = cat37;
@@ -4851,7 +5119,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_1(
                 const int i43 = (l41 % 64);
                 const int gi44 = (n02 + i43);
                 const int gk45 = (k0 + k42);
-                const float t46 = (NF4_CODE[((int(p8[(((((ex1 * 128) + gk45) * 64) + gi44) / 2)]) >> (((((((ex1 * 128) + gk45) * 64) + gi44) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p9[(((((ex1 * 128) + gk45) * 64) + gi44) / 64)])] * p10[((((((ex1 * 128) + gk45) * 64) + gi44) / 64) / 256)]) + p11[0]));
+                const float t46 = (NF4_CODE[((int(p9[(((((ex1 * 128) + gk45) * 64) + gi44) / 2)]) >> (((((((ex1 * 128) + gk45) * 64) + gi44) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p10[(((((ex1 * 128) + gk45) * 64) + gi44) / 64)])] * p11[((((((ex1 * 128) + gk45) * 64) + gi44) / 64) / 256)]) + p12[0]));
                 sh[(((k42 * 68) + i43) + 1280)] = t46;
             }
             threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -4916,7 +5184,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_1(
             const int gj52 = (n02 + j50);
             if ((gi51 < t11)) {
                 const float acc53 = sh[((i49 * 68) + j50)];
-                p4[((gi51 * 64) + gj52)] = acc53;
+                p5[((gi51 * 64) + gj52)] = acc53;
             }
         }
     }
@@ -5069,7 +5337,7 @@ kernel void mul_sub_0(
 
 // fuses matmul %276 (moe.0)
 // threadgroup 128×1×1, grid 1×4×1 threadgroups
-kernel void matmul_11(
+kernel void matmul_12(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -5192,7 +5460,7 @@ kernel void matmul_11(
 
 // fuses reshape %329, reshape %330, matmul %331 (mamba.0)
 // threadgroup 128×1×1, grid 1×1×1 threadgroups
-kernel void matmul_12(
+kernel void matmul_13(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
