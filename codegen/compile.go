@@ -111,7 +111,7 @@ func lowerGroup(grp *passes.Group) (*part, error) {
 		}
 	}
 	d := Dispatch{Bindings: e.Bindings, Writes: grp.Outputs, Fuses: grp.Nodes, Kind: grp.Kind, Exact: exact}
-	return &part{k: e.K, d: d, base: kernelBase(grp)}, nil
+	return &part{k: e.K, d: d, base: kernelBase(grp), flat: isFlat(e.K)}, nil
 }
 
 // bodyKey identifies a kernel's code independently of its name and comment.

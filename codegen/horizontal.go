@@ -27,6 +27,63 @@ type part struct {
 	k    *kir.Kernel
 	d    Dispatch
 	base string
+	// flat parts index only by their thread's position in the grid: no
+	// threadgroup memory, barriers or simd-groups. They run in a launch of
+	// any threadgroup size, over as many threadgroups as their threads need.
+	flat bool
+}
+
+// isFlat reports whether a kernel body only uses the thread's grid position.
+func isFlat(k *kir.Kernel) bool {
+	flat := k.Threads[1] == 1 && k.Threads[2] == 1 && k.Groups[1] == 1 && k.Groups[2] == 1
+	kir.Walk(k.Body, func(x kir.Expr) {
+		switch x := x.(type) {
+		case kir.Builtin:
+			flat = flat && x.Kind == "thread" && x.Dim == 0
+		case kir.Simd:
+			flat = false
+		}
+	}, func(st kir.Stmt) {
+		switch st.(type) {
+		case kir.Barrier, kir.Shared, kir.Tile, kir.TileLoad, kir.TileStore, kir.TileMMA:
+			flat = false
+		}
+	})
+	return flat
+}
+
+// threads is a launch's threadgroup size: its non-flat parts' (they agree),
+// else its first part's.
+func (l *launch) threads() [3]int {
+	for _, p := range l.parts {
+		if !p.flat {
+			return p.k.Threads
+		}
+	}
+	return l.parts[0].k.Threads
+}
+
+func (l *launch) allFlat() bool {
+	for _, p := range l.parts {
+		if !p.flat {
+			return false
+		}
+	}
+	return true
+}
+
+// smallBytes is the most a launch may write and still move any distance
+// back: the results it then holds longer cost next to nothing.
+const smallBytes = 1 << 20
+
+func (l *launch) writesSmall() bool {
+	var n int64
+	for _, p := range l.parts {
+		for _, v := range p.d.Writes {
+			n += v.Type.Bytes()
+		}
+	}
+	return n <= smallBytes
 }
 
 const (
@@ -45,8 +102,12 @@ const (
 func mergeLaunches(ls []*launch, alias map[*ir.Value]*ir.Value) []*launch {
 	var out []*launch
 	for _, l := range ls {
+		window := horizontalWindow
+		if l.writesSmall() {
+			window = len(out)
+		}
 		lo := len(out)
-		for lo > 0 && lo > len(out)-horizontalWindow && !readsFrom(l, out[lo-1], alias) {
+		for lo > 0 && lo > len(out)-window && !readsFrom(l, out[lo-1], alias) {
 			lo--
 		}
 		joined := false
@@ -87,13 +148,14 @@ func readsFrom(b, a *launch, alias map[*ir.Value]*ir.Value) bool {
 	return false
 }
 
-// canJoin reports whether b's parts fit in one kernel with a's: same
-// threadgroup size, at most MaxBuffers buffers, shared memory within the limit.
+// canJoin reports whether b's parts fit in one kernel with a's: one
+// threadgroup size for the parts that are not flat, at most MaxBuffers
+// buffers, shared memory within the limit.
 func canJoin(a, b *launch) bool {
-	ps := append(append([]*part(nil), a.parts...), b.parts...)
-	if ps[0].k.Threads != b.parts[0].k.Threads {
+	if !a.allFlat() && !b.allFlat() && a.threads() != b.threads() {
 		return false
 	}
+	ps := append(append([]*part(nil), a.parts...), b.parts...)
 	return len(bindingsOf(ps)) <= passes.MaxBuffers && sharedBytes(ps) <= sharedLimit
 }
 
@@ -181,7 +243,7 @@ func (l *launch) build() (*kir.Kernel, Dispatch, string) {
 	}
 	keys := bindingsOf(l.parts)
 	index := map[bindingKey]int{}
-	k := &kir.Kernel{Threads: l.parts[0].k.Threads}
+	k := &kir.Kernel{Threads: l.threads()}
 	d := Dispatch{Kind: "horizontal", Exact: map[*ir.Value]bool{}}
 	for i, key := range keys {
 		index[key] = i
@@ -210,6 +272,14 @@ func (l *launch) build() (*kir.Kernel, Dispatch, string) {
 			k.Params[j].ReadOnly = k.Params[j].ReadOnly && prm.ReadOnly
 		}
 		g := p.k.Groups
+		var guard []kir.Stmt
+		if p.flat && p.k.Threads != k.Threads { // as many threadgroups of the launch's size as its threads need
+			n := g[0] * p.k.Threads[0]
+			g = [3]int{(n + k.Threads[0] - 1) / k.Threads[0], 1, 1}
+			if n%k.Threads[0] != 0 {
+				guard = []kir.Stmt{kir.If{Cond: kir.Op(">=", kir.Thread(0), kir.I(n)), Then: []kir.Stmt{kir.Return{}}}}
+			}
+		}
 		flat := kir.V(fmt.Sprintf("h%d", len(chain)))
 		group := [3]kir.Expr{flat, divBy(flat, g[0]), divBy(flat, g[0]*g[1])}
 		if g[1] > 1 || g[2] > 1 {
@@ -218,7 +288,7 @@ func (l *launch) build() (*kir.Kernel, Dispatch, string) {
 		if g[2] > 1 {
 			group[1] = kir.Mod(group[1], kir.I(g[1]))
 		}
-		body := kir.Rewrite(p.k.Body, func(x kir.Expr) kir.Expr {
+		body := kir.Rewrite(append(guard, p.k.Body...), func(x kir.Expr) kir.Expr {
 			b, ok := x.(kir.Builtin)
 			switch {
 			case !ok:

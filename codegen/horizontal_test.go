@@ -38,8 +38,9 @@ func compileFused(t *testing.T, g *ir.Graph) *codegen.Program {
 }
 
 // Independent kernels of different templates and grids (a batched matmul
-// with a 3-D grid, a row reduction with threadgroup memory, an NF4 matmul)
-// run as one launch, and each part still computes what it did alone.
+// with a 3-D grid, a row reduction with threadgroup memory, an NF4 matmul,
+// an element-wise kernel of 315 threads) run as one launch, and each part
+// still computes what it did alone.
 func TestHorizontalFusion(t *testing.T) {
 	b := ir.NewBuilder("h")
 	y := mmParam(b, "y", ir.F32, 33, 64)
@@ -51,6 +52,7 @@ func TestHorizontalFusion(t *testing.T) {
 		b.Reduce(ir.OpReduceSum, y, false, 1),                         // another threadgroup size: its own launch
 		b.Reduce(ir.OpReduceMax, y, false, 1),                         // ... shared with the other reduction
 		b.Unary(ir.OpExp, b.Scale(b.Matmul(y, q, false, true), 0.01)), // epilogue; moves back past the reductions
+		b.Unary(ir.OpSigmoid, mmParam(b, "e", ir.F32, 7, 45)),            // element-wise: joins whatever runs, regridded
 	}
 	g := mmFinish(t, b, outs...)
 	prog := compileFused(t, g)

@@ -6,76 +6,71 @@ constant float NF4_CODE[16] = {-1.0f, -0.6961928f, -0.52507305f, -0.3949175f, -0
 
 constant float NF4_ABSMAX_MAP[256] = {-0.99296874f, -0.9789062f, -0.96484375f, -0.9507812f, -0.9367187f, -0.92265624f, -0.9085938f, -0.89453125f, -0.8804687f, -0.8664062f, -0.85234374f, -0.8382812f, -0.82421875f, -0.8101562f, -0.7960937f, -0.78203124f, -0.7679688f, -0.75390625f, -0.7398438f, -0.72578126f, -0.7117188f, -0.6976563f, -0.68359375f, -0.6695313f, -0.65546876f, -0.64140624f, -0.6273438f, -0.61328125f, -0.5992187f, -0.58515626f, -0.5710938f, -0.5570313f, -0.54296875f, -0.5289062f, -0.51484376f, -0.50078124f, -0.48671877f, -0.47265625f, -0.45859373f, -0.44453126f, -0.43046874f, -0.4164062f, -0.40234375f, -0.38828123f, -0.37421876f, -0.36015624f, -0.3460937f, -0.33203125f, -0.31796873f, -0.30390626f, -0.28984374f, -0.27578127f, -0.26171875f, -0.24765626f, -0.23359376f, -0.21953125f, -0.20546874f, -0.19140625f, -0.17734374f, -0.16328125f, -0.14921875f, -0.13515624f, -0.12109375f, -0.107031256f, -0.09859375f, -0.095781244f, -0.092968754f, -0.09015625f, -0.08734375f, -0.08453125f, -0.08171874f, -0.07890625f, -0.07609375f, -0.07328125f, -0.070468746f, -0.067656256f, -0.06484375f, -0.062031247f, -0.059218753f, -0.05640625f, -0.05359375f, -0.05078125f, -0.04796875f, -0.04515625f, -0.042343747f, -0.03953125f, -0.036718752f, -0.033906247f, -0.03109375f, -0.028281247f, -0.02546875f, -0.02265625f, -0.01984375f, -0.01703125f, -0.01421875f, -0.01140625f, -0.00971875f, -0.009156249f, -0.00859375f, -0.00803125f, -0.00746875f, -0.00690625f, -0.00634375f, -0.00578125f, -0.0052187503f, -0.0046562497f, -0.00409375f, -0.0035312497f, -0.00296875f, -0.00240625f, -0.00184375f, -0.0012812499f, -0.0009437501f, -0.00083125f, -0.00071875006f, -0.0006062501f, -0.00049375003f, -0.00038125002f, -0.00026875004f, -0.00015625001f, -8.875e-05f, -6.625e-05f, -4.375e-05f, -2.1249998e-05f, -7.75e-06f, -3.2500002e-06f, -5.5000004e-07f, 0.0f, 5.5000004e-07f, 3.2500002e-06f, 7.75e-06f, 2.1249998e-05f, 4.375e-05f, 6.625e-05f, 8.875e-05f, 0.00015625001f, 0.00026875004f, 0.00038125002f, 0.00049375003f, 0.0006062501f, 0.00071875006f, 0.00083125f, 0.0009437501f, 0.0012812499f, 0.00184375f, 0.00240625f, 0.00296875f, 0.0035312497f, 0.00409375f, 0.0046562497f, 0.0052187503f, 0.00578125f, 0.00634375f, 0.00690625f, 0.00746875f, 0.00803125f, 0.00859375f, 0.009156249f, 0.00971875f, 0.01140625f, 0.01421875f, 0.01703125f, 0.01984375f, 0.02265625f, 0.02546875f, 0.028281247f, 0.03109375f, 0.033906247f, 0.036718752f, 0.03953125f, 0.042343747f, 0.04515625f, 0.04796875f, 0.05078125f, 0.05359375f, 0.05640625f, 0.059218753f, 0.062031247f, 0.06484375f, 0.067656256f, 0.070468746f, 0.07328125f, 0.07609375f, 0.07890625f, 0.08171874f, 0.08453125f, 0.08734375f, 0.09015625f, 0.092968754f, 0.095781244f, 0.09859375f, 0.107031256f, 0.12109375f, 0.13515624f, 0.14921875f, 0.16328125f, 0.17734374f, 0.19140625f, 0.20546874f, 0.21953125f, 0.23359376f, 0.24765626f, 0.26171875f, 0.27578127f, 0.28984374f, 0.30390626f, 0.31796873f, 0.33203125f, 0.3460937f, 0.36015624f, 0.37421876f, 0.38828123f, 0.40234375f, 0.4164062f, 0.43046874f, 0.44453126f, 0.45859373f, 0.47265625f, 0.48671877f, 0.50078124f, 0.51484376f, 0.5289062f, 0.54296875f, 0.5570313f, 0.5710938f, 0.58515626f, 0.5992187f, 0.61328125f, 0.6273438f, 0.64140624f, 0.65546876f, 0.6695313f, 0.68359375f, 0.6976563f, 0.7117188f, 0.72578126f, 0.7398438f, 0.75390625f, 0.7679688f, 0.78203124f, 0.7960937f, 0.8101562f, 0.82421875f, 0.8382812f, 0.85234374f, 0.8664062f, 0.8804687f, 0.89453125f, 0.9085938f, 0.92265624f, 0.9367187f, 0.9507812f, 0.96484375f, 0.9789062f, 0.99296874f, 1.0f};
 
-// 2 independent kernels in one launch
-// part 0 (add): fuses broadcast %2, add %3
-// part 1 (const): fuses const %6
-// threadgroup 256×1×1, grid 2×1×1 threadgroups
-kernel void add_const_x2_0(
+// fuses broadcast %2, add %3
+// threadgroup 256×1×1, grid 1×1×1 threadgroups
+kernel void add_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
+        device float* p2 [[buffer(2)]],
+        uint3 tid [[thread_position_in_grid]]) {
+    const int i1 = int(tid.x);
+    if ((i1 >= 231)) {
+        return;
+    }
+    const int c3 = (i1 % 7);
+    const float t4 = p0[i1];
+    const float t5 = p1[c3];
+    const float t6 = (t4 + t5);
+    p2[i1] = t6;
+}
+
+// 3 independent kernels in one launch
+// part 0 (reduce_mean): fuses square %4, reduce_mean %5
+// part 1 (const): fuses const %6
+// part 2 (mul_scale): fuses const %7, reshape %8, broadcast %9, scale %10, mul %11
+// threadgroup 32×1×1, grid 17×1×1 threadgroups
+kernel void reduce_mean_const_x3_0(
+        const device float* p0 [[buffer(0)]],
+        device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         device float* p3 [[buffer(3)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     if ((int(gid.x) < 1)) {
         const int h0 = (int(gid.x) - 0);
-        const int i1 = ((h0 * 256) + int(lid.x));
-        if ((i1 >= 231)) {
-            return;
+        const int lid1 = int(lid.x);
+        const int row4 = h0;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 8; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 32));
+            if ((j7 < 231)) {
+                const float t8 = p0[(((j7 / 7) * 7) + (j7 % 7))];
+                const float t9 = (t8 * t8);
+                acc5 += t9;
+            }
         }
-        const int c3 = (i1 % 7);
-        const float t4 = p0[i1];
-        const float t5 = p1[c3];
-        const float t6 = (t4 + t5);
-        p2[i1] = t6;
-    } else if ((int(gid.x) < 2)) {
+        const float s10 = simd_sum(acc5);
+        if ((lid1 == 0)) {
+            p1[row4] = (s10 / 231.0f);
+        }
+    } else if ((int(gid.x) < 9)) {
         const int h1 = (int(gid.x) - 1);
-        const int i1 = ((h1 * 256) + int(lid.x));
+        const int i1 = ((h1 * 32) + int(lid.x));
         if ((i1 >= 1)) {
             return;
         }
-        p3[i1] = 0.0f;
-    }
-}
-
-// fuses square %4, reduce_mean %5
-// threadgroup 32×1×1, grid 1×1×1 threadgroups
-kernel void reduce_mean_0(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    const int lid1 = int(lid.x);
-    const int row4 = int(gid.x);
-    float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 8; k6 += 1) {
-        const int j7 = (lid1 + (k6 * 32));
-        if ((j7 < 231)) {
-            const float t8 = p0[(((j7 / 7) * 7) + (j7 % 7))];
-            const float t9 = (t8 * t8);
-            acc5 += t9;
+        p2[i1] = 0.0f;
+    } else if ((int(gid.x) < 17)) {
+        const int h2 = (int(gid.x) - 9);
+        const int i1 = ((h2 * 32) + int(lid.x));
+        if ((i1 >= 231)) {
+            return;
         }
+        const float t4 = (1.0f * 0.0043290043f);
+        const float t5 = p0[i1];
+        const float t6 = (t4 * t5);
+        p3[i1] = t6;
     }
-    const float s10 = simd_sum(acc5);
-    if ((lid1 == 0)) {
-        p1[row4] = (s10 / 231.0f);
-    }
-}
-
-// fuses const %7, reshape %8, broadcast %9, scale %10, mul %11
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void mul_scale_0(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    if ((i1 >= 231)) {
-        return;
-    }
-    const float t4 = (1.0f * 0.0043290043f);
-    const float t5 = p0[i1];
-    const float t6 = (t4 * t5);
-    p1[i1] = t6;
 }
 
 // fuses scale %12, reduce_sum %13

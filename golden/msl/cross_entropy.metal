@@ -87,147 +87,151 @@ kernel void matmul_0(
     }
 }
 
-// fuses cross_entropy %4
-// threadgroup 320×1×1, grid 1×1×1 threadgroups
-kernel void cross_entropy_0(
+// 2 independent kernels in one launch
+// part 0 (cross_entropy): fuses cross_entropy %4
+// part 1 (const): fuses const %5
+// threadgroup 320×1×1, grid 2×1×1 threadgroups
+kernel void cross_entropy_const_x2_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
-        uint3 lid [[thread_position_in_threadgroup]]) {
-    threadgroup float sh18[10];
-    threadgroup int sh22[10];
-    const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
-    const int team4 = (lid1 / 32);
-    float loss5 = 0.0f;
-    int cnt6 = 0;
-    for (int row7 = team4; row7 < 10; row7 += 10) {
-        const int t8 = p0[row7];
-        if (((t8 >= 0) && (t8 < 50))) {
-            float m9 = (-INFINITY);
-            float s10 = 0.0f;
-            for (int k11 = 0; k11 < 2; k11 += 1) {
-                const int j12 = (l32_2 + (k11 * 32));
-                if ((j12 < 50)) {
-                    const float t13 = p1[((row7 * 50) + j12)];
-                    if ((t13 > m9)) {
-                        s10 = ((s10 * exp((m9 - t13))) + 1.0f);
-                        m9 = t13;
-                    } else {
-                        s10 += ((t13 == m9) ? 1.0f : exp((t13 - m9)));
-                    }
-                }
-            }
-            const float M14 = simd_max(m9);
-            const float S15 = simd_sum(((m9 == M14) ? s10 : (s10 * exp((m9 - M14)))));
-            const float t16 = p1[((row7 * 50) + t8)];
-            loss5 += ((M14 - t16) + log(S15));
-            cnt6 += 1;
-        }
-    }
-    const float s17 = simd_sum(((l32_2 == 0) ? loss5 : 0.0f));
-    if ((l32_2 == 0)) {
-        sh18[sg3] = s17;
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    float acc19 = sh18[0];
-    for (int s20 = 1; s20 < 10; s20 += 1) {
-        acc19 += sh18[s20];
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    const int s21 = simd_sum(((l32_2 == 0) ? cnt6 : 0));
-    if ((l32_2 == 0)) {
-        sh22[sg3] = s21;
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    int acc23 = sh22[0];
-    for (int s24 = 1; s24 < 10; s24 += 1) {
-        acc23 += sh22[s24];
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if ((lid1 == 0)) {
-        p2[0] = ((acc23 > 0) ? (acc19 / float(acc23)) : 0.0f);
-    }
-}
-
-// 2 independent kernels in one launch
-// part 0 (const): fuses const %5
-// part 1 (cross_entropy_bwd): fuses const %6, cross_entropy_bwd %7
-// threadgroup 256×1×1, grid 3×1×1 threadgroups
-kernel void const_cross_entropy_bwd_x2_0(
-        device float* p0 [[buffer(0)]],
-        const device int* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
         device float* p3 [[buffer(3)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    threadgroup int sh8[8];
+    threadgroup float sh18[10];
+    threadgroup int sh22[10];
     if ((int(gid.x) < 1)) {
         const int h0 = (int(gid.x) - 0);
-        const int i1 = ((h0 * 256) + int(lid.x));
-        if ((i1 >= 1)) {
-            return;
-        }
-        p0[i1] = 0.0f;
-    } else if ((int(gid.x) < 3)) {
-        const int h1 = (int(gid.x) - 1);
         const int lid1 = int(lid.x);
         const int l32_2 = (lid1 % 32);
         const int sg3 = (lid1 / 32);
-        int cnt4 = 0;
-        for (int i5 = lid1; i5 < 10; i5 += 256) {
-            const int t6 = p1[i5];
-            cnt4 += (((t6 >= 0) && (t6 < 50)) ? 1 : 0);
-        }
-        const int s7 = simd_sum(cnt4);
-        if ((l32_2 == 0)) {
-            sh8[sg3] = s7;
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        int acc9 = sh8[0];
-        for (int s10 = 1; s10 < 8; s10 += 1) {
-            acc9 += sh8[s10];
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        const float scale11 = (1.0f / float(acc9));
-        const int row12 = ((h1 * 8) + (lid1 / 32));
-        if ((row12 >= 10)) {
-            return;
-        }
-        const int t13 = p1[row12];
-        if (((t13 >= 0) && (t13 < 50))) {
-            float reg14[2];
-            float m15 = (-INFINITY);
-            float s16 = 0.0f;
-            for (int k17 = 0; k17 < 2; k17 += 1) {
-                const int j18 = (l32_2 + (k17 * 32));
-                if ((j18 < 50)) {
-                    const float t19 = p2[((row12 * 50) + j18)];
-                    reg14[k17] = t19;
-                    if ((t19 > m15)) {
-                        s16 = ((s16 * exp((m15 - t19))) + 1.0f);
-                        m15 = t19;
-                    } else {
-                        s16 += ((t19 == m15) ? 1.0f : exp((t19 - m15)));
+        const int team4 = (lid1 / 32);
+        float loss5 = 0.0f;
+        int cnt6 = 0;
+        for (int row7 = team4; row7 < 10; row7 += 10) {
+            const int t8 = p0[row7];
+            if (((t8 >= 0) && (t8 < 50))) {
+                float m9 = (-INFINITY);
+                float s10 = 0.0f;
+                for (int k11 = 0; k11 < 2; k11 += 1) {
+                    const int j12 = (l32_2 + (k11 * 32));
+                    if ((j12 < 50)) {
+                        const float t13 = p1[((row7 * 50) + j12)];
+                        if ((t13 > m9)) {
+                            s10 = ((s10 * exp((m9 - t13))) + 1.0f);
+                            m9 = t13;
+                        } else {
+                            s10 += ((t13 == m9) ? 1.0f : exp((t13 - m9)));
+                        }
                     }
                 }
+                const float M14 = simd_max(m9);
+                const float S15 = simd_sum(((m9 == M14) ? s10 : (s10 * exp((m9 - M14)))));
+                const float t16 = p1[((row7 * 50) + t8)];
+                loss5 += ((M14 - t16) + log(S15));
+                cnt6 += 1;
             }
-            const float M20 = simd_max(m15);
-            const float S21 = simd_sum(((m15 == M20) ? s16 : (s16 * exp((m15 - M20)))));
-            const float inv22 = (1.0f / S21);
-            for (int k23 = 0; k23 < 2; k23 += 1) {
-                const int j24 = (l32_2 + (k23 * 32));
-                if ((j24 < 50)) {
-                    p3[((row12 * 50) + j24)] = (((exp((reg14[k23] - M20)) * inv22) - ((j24 == t13) ? 1.0f : 0.0f)) * scale11);
+        }
+        const float s17 = simd_sum(((l32_2 == 0) ? loss5 : 0.0f));
+        if ((l32_2 == 0)) {
+            sh18[sg3] = s17;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        float acc19 = sh18[0];
+        for (int s20 = 1; s20 < 10; s20 += 1) {
+            acc19 += sh18[s20];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        const int s21 = simd_sum(((l32_2 == 0) ? cnt6 : 0));
+        if ((l32_2 == 0)) {
+            sh22[sg3] = s21;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        int acc23 = sh22[0];
+        for (int s24 = 1; s24 < 10; s24 += 1) {
+            acc23 += sh22[s24];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        if ((lid1 == 0)) {
+            p2[0] = ((acc23 > 0) ? (acc19 / float(acc23)) : 0.0f);
+        }
+    } else if ((int(gid.x) < 2)) {
+        const int h1 = (int(gid.x) - 1);
+        if ((((h1 * 320) + int(lid.x)) >= 256)) {
+            return;
+        }
+        const int i1 = ((h1 * 320) + int(lid.x));
+        if ((i1 >= 1)) {
+            return;
+        }
+        p3[i1] = 0.0f;
+    }
+}
+
+// fuses const %6, cross_entropy_bwd %7
+// threadgroup 256×1×1, grid 2×1×1 threadgroups
+kernel void cross_entropy_bwd_0(
+        const device int* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        device float* p2 [[buffer(2)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    threadgroup int sh8[8];
+    const int lid1 = int(lid.x);
+    const int l32_2 = (lid1 % 32);
+    const int sg3 = (lid1 / 32);
+    int cnt4 = 0;
+    for (int i5 = lid1; i5 < 10; i5 += 256) {
+        const int t6 = p0[i5];
+        cnt4 += (((t6 >= 0) && (t6 < 50)) ? 1 : 0);
+    }
+    const int s7 = simd_sum(cnt4);
+    if ((l32_2 == 0)) {
+        sh8[sg3] = s7;
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    int acc9 = sh8[0];
+    for (int s10 = 1; s10 < 8; s10 += 1) {
+        acc9 += sh8[s10];
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    const float scale11 = (1.0f / float(acc9));
+    const int row12 = ((int(gid.x) * 8) + (lid1 / 32));
+    if ((row12 >= 10)) {
+        return;
+    }
+    const int t13 = p0[row12];
+    if (((t13 >= 0) && (t13 < 50))) {
+        float reg14[2];
+        float m15 = (-INFINITY);
+        float s16 = 0.0f;
+        for (int k17 = 0; k17 < 2; k17 += 1) {
+            const int j18 = (l32_2 + (k17 * 32));
+            if ((j18 < 50)) {
+                const float t19 = p1[((row12 * 50) + j18)];
+                reg14[k17] = t19;
+                if ((t19 > m15)) {
+                    s16 = ((s16 * exp((m15 - t19))) + 1.0f);
+                    m15 = t19;
+                } else {
+                    s16 += ((t19 == m15) ? 1.0f : exp((t19 - m15)));
                 }
             }
-        } else {
-            for (int k25 = 0; k25 < 2; k25 += 1) {
-                const int j26 = (l32_2 + (k25 * 32));
-                if ((j26 < 50)) {
-                    p3[((row12 * 50) + j26)] = 0.0f;
-                }
+        }
+        const float M20 = simd_max(m15);
+        const float S21 = simd_sum(((m15 == M20) ? s16 : (s16 * exp((m15 - M20)))));
+        const float inv22 = (1.0f / S21);
+        for (int k23 = 0; k23 < 2; k23 += 1) {
+            const int j24 = (l32_2 + (k23 * 32));
+            if ((j24 < 50)) {
+                p2[((row12 * 50) + j24)] = (((exp((reg14[k23] - M20)) * inv22) - ((j24 == t13) ? 1.0f : 0.0f)) * scale11);
+            }
+        }
+    } else {
+        for (int k25 = 0; k25 < 2; k25 += 1) {
+            const int j26 = (l32_2 + (k25 * 32));
+            if ((j26 < 50)) {
+                p2[((row12 * 50) + j26)] = 0.0f;
             }
         }
     }

@@ -177,45 +177,64 @@ kernel void topk_0(
     }
 }
 
-// 2 independent kernels in one launch
-// part 0 (reduce_sum): fuses reduce_sum %11 (moe.0)
-// part 1 (moe_route): fuses moe_route %14 (moe.0)
-// threadgroup 32×1×1, grid 2×1×1 threadgroups
-kernel void reduce_sum_moe_route_x2_0(
+// fuses reduce_sum %11 (moe.0)
+// threadgroup 32×1×1, grid 1×1×1 threadgroups
+kernel void reduce_sum_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
-        device int* p2 [[buffer(2)]],
-        const device int* p3 [[buffer(3)]],
-        device int* p4 [[buffer(4)]],
-        device int* p5 [[buffer(5)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 1)) {
+    const int lid1 = int(lid.x);
+    const int row4 = ((int(gid.x) * 32) + lid1);
+    if ((row4 >= 16)) {
+        return;
+    }
+    float acc5 = 0.0f;
+    for (int k6 = 0; k6 < 2; k6 += 1) {
+        const float t7 = p0[((row4 * 2) + k6)];
+        acc5 += t7;
+    }
+    p1[row4] = acc5;
+}
+
+// 2 independent kernels in one launch
+// part 0 (div): fuses broadcast %12, div %13 (moe.0)
+// part 1 (moe_route): fuses moe_route %14 (moe.0)
+// threadgroup 32×1×1, grid 9×1×1 threadgroups
+kernel void div_moe_route_x2_0(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        device float* p2 [[buffer(2)]],
+        device int* p3 [[buffer(3)]],
+        const device int* p4 [[buffer(4)]],
+        device int* p5 [[buffer(5)]],
+        device int* p6 [[buffer(6)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if ((int(gid.x) < 8)) {
         const int h0 = (int(gid.x) - 0);
-        const int lid1 = int(lid.x);
-        const int row4 = ((h0 * 32) + lid1);
-        if ((row4 >= 16)) {
+        const int i1 = ((h0 * 32) + int(lid.x));
+        if ((i1 >= 32)) {
             return;
         }
-        float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 2; k6 += 1) {
-            const float t7 = p0[((row4 * 2) + k6)];
-            acc5 += t7;
-        }
-        p1[row4] = acc5;
-    } else if ((int(gid.x) < 2)) {
-        const int h1 = (int(gid.x) - 1);
+        const int c2 = (i1 / 2);
+        const float t4 = p0[i1];
+        const float t5 = p1[((c2 * 1) + 0)];
+        const float t6 = (t4 / t5);
+        p2[i1] = t6;
+    } else if ((int(gid.x) < 9)) {
+        const int h1 = (int(gid.x) - 8);
         const int lid1 = int(lid.x);
         const int lo4 = (lid1 * 1);
         const int hi5 = min((lo4 + 1), 32);
         int off6 = 0;
         for (int ex7 = 0; ex7 < 4; ex7 += 1) {
             if ((lid1 == 0)) {
-                p2[ex7] = off6;
+                p3[ex7] = off6;
             }
             int c8 = 0;
             for (int i9 = lo4; i9 < hi5; i9 += 1) {
-                const int t12 = p3[i9];
+                const int t12 = p4[i9];
                 if ((t12 == ex7)) {
                     c8 += 1;
                 }
@@ -224,37 +243,19 @@ kernel void reduce_sum_moe_route_x2_0(
             const int sgt14 = simd_sum(c8);
             int pos15 = (off6 + pre13);
             for (int i16 = lo4; i16 < hi5; i16 += 1) {
-                const int t19 = p3[i16];
+                const int t19 = p4[i16];
                 if ((t19 == ex7)) {
-                    p4[pos15] = (i16 / 2);
-                    p5[pos15] = i16;
+                    p5[pos15] = (i16 / 2);
+                    p6[pos15] = i16;
                     pos15 += 1;
                 }
             }
             off6 += sgt14;
         }
         if ((lid1 == 0)) {
-            p2[4] = off6;
+            p3[4] = off6;
         }
     }
-}
-
-// fuses broadcast %12, div %13 (moe.0)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void div_0(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    if ((i1 >= 32)) {
-        return;
-    }
-    const int c2 = (i1 / 2);
-    const float t4 = p0[i1];
-    const float t5 = p1[((c2 * 1) + 0)];
-    const float t6 = (t4 / t5);
-    p2[i1] = t6;
 }
 
 // fuses reshape %6, gather %17, grouped_matmul %18 (moe.0)
@@ -492,49 +493,46 @@ kernel void grouped_matmul_1(
     }
 }
 
-// fuses scatter_add %29 (moe.0)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void scatter_add_0(
+// 3 independent kernels in one launch
+// part 0 (scatter_add): fuses scatter_add %29 (moe.0)
+// part 1 (reduce_mean): fuses slice %30, one_hot %31, reduce_mean %32 (moe.0)
+// part 2 (reduce_mean): fuses reduce_mean %33 (moe.0)
+// threadgroup 64×1×1, grid 6×1×1 threadgroups
+kernel void scatter_add_reduce_mean_x3_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int t1 = int(tid.x);
-    const int c2 = (t1 % 16);
-    const int lo3 = (t1 / 16);
-    float acc5 = 0.0f;
-    for (int i4 = 0; i4 < 32; i4 += 1) {
-        const int t6 = p0[i4];
-        if ((t6 == lo3)) {
-            const float t7 = p1[((i4 * 16) + c2)];
-            acc5 += t7;
-        }
-    }
-    p2[((lo3 * 16) + c2)] = acc5;
-}
-
-// 2 independent kernels in one launch
-// part 0 (reduce_mean): fuses slice %30, one_hot %31, reduce_mean %32 (moe.0)
-// part 1 (reduce_mean): fuses reduce_mean %33 (moe.0)
-// threadgroup 64×1×1, grid 2×1×1 threadgroups
-kernel void reduce_mean_x2_0(
-        const device int* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        device float* p3 [[buffer(3)]],
+        const device int* p3 [[buffer(3)]],
+        device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        device float* p6 [[buffer(6)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     threadgroup float sh9[64];
     threadgroup float sh8[64];
-    if ((int(gid.x) < 1)) {
+    if ((int(gid.x) < 4)) {
         const int h0 = (int(gid.x) - 0);
+        const int t1 = ((h0 * 64) + int(lid.x));
+        const int c2 = (t1 % 16);
+        const int lo3 = (t1 / 16);
+        float acc5 = 0.0f;
+        for (int i4 = 0; i4 < 32; i4 += 1) {
+            const int t6 = p0[i4];
+            if ((t6 == lo3)) {
+                const float t7 = p1[((i4 * 16) + c2)];
+                acc5 += t7;
+            }
+        }
+        p2[((lo3 * 16) + c2)] = acc5;
+    } else if ((int(gid.x) < 5)) {
+        const int h1 = (int(gid.x) - 4);
         const int lid1 = int(lid.x);
         const int col2 = (lid1 % 4);
         const int part3 = (lid1 / 4);
-        const int o4 = ((h0 * 4) + col2);
+        const int o4 = ((h1 * 4) + col2);
         float acc5 = 0.0f;
         for (int k6 = part3; k6 < 16; k6 += 16) {
-            const int t7 = p0[((k6 * 2) + (k6 % 1))];
+            const int t7 = p3[((k6 * 2) + (k6 % 1))];
             const float t8 = ((o4 == t7) ? 1.0f : 0.0f);
             acc5 += t8;
         }
@@ -544,17 +542,17 @@ kernel void reduce_mean_x2_0(
             for (int pr10 = 1; pr10 < 16; pr10 += 1) {
                 acc5 += sh9[((pr10 * 4) + col2)];
             }
-            p1[o4] = (acc5 / 16.0f);
+            p4[o4] = (acc5 / 16.0f);
         }
-    } else if ((int(gid.x) < 2)) {
-        const int h1 = (int(gid.x) - 1);
+    } else if ((int(gid.x) < 6)) {
+        const int h2 = (int(gid.x) - 5);
         const int lid1 = int(lid.x);
         const int col2 = (lid1 % 4);
         const int part3 = (lid1 / 4);
-        const int o4 = ((h1 * 4) + col2);
+        const int o4 = ((h2 * 4) + col2);
         float acc5 = 0.0f;
         for (int k6 = part3; k6 < 16; k6 += 16) {
-            const float t7 = p2[((k6 * 4) + o4)];
+            const float t7 = p5[((k6 * 4) + o4)];
             acc5 += t7;
         }
         sh8[lid1] = acc5;
@@ -563,14 +561,14 @@ kernel void reduce_mean_x2_0(
             for (int pr9 = 1; pr9 < 16; pr9 += 1) {
                 acc5 += sh8[((pr9 * 4) + col2)];
             }
-            p3[o4] = (acc5 / 16.0f);
+            p6[o4] = (acc5 / 16.0f);
         }
     }
 }
 
 // fuses mul %34, reduce_sum %35 (moe.0)
 // threadgroup 32×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_0(
+kernel void reduce_sum_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -676,97 +674,96 @@ kernel void add_mul_scale_x2_0(
     }
 }
 
-// fuses reshape %24, gather %25, reshape %26, broadcast %27, scale %47, reshape %48, gather %56,
+// 2 independent kernels in one launch
+// part 0 (mul_gather_scale): fuses reshape %24, gather %25, reshape %26, broadcast %27, scale %47, reshape %48, gather %56,
 //   mul %57 (moe.0)
-// threadgroup 256×1×1, grid 2×1×1 threadgroups
-kernel void mul_gather_scale_0(
+// part 1 (reduce_sum): fuses scale %47, reshape %48, gather %56, mul %58, reduce_sum %59 (moe.0)
+// threadgroup 32×1×1, grid 17×1×1 threadgroups
+kernel void mul_gather_scale_reduce_sum_x2_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device int* p2 [[buffer(2)]],
         const device float* p3 [[buffer(3)]],
         device float* p4 [[buffer(4)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    const int c2 = (i1 / 16);
-    const int c3 = (i1 % 16);
-    const int t4 = p0[c2];
-    const float t5 = p1[((t4 * 16) + c3)];
-    const float t6 = (t5 * 2.0f);
-    const int t7 = p2[((c2 * 1) + 0)];
-    const float t8 = p3[t7];
-    const float t9 = (t6 * t8);
-    p4[i1] = t9;
-}
-
-// fuses scale %47, reshape %48, gather %56, mul %58, reduce_sum %59 (moe.0)
-// threadgroup 32×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_1(
-        const device int* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        device float* p3 [[buffer(3)]],
+        const device float* p5 [[buffer(5)]],
+        device float* p6 [[buffer(6)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    const int lid1 = int(lid.x);
-    const int row4 = ((int(gid.x) * 32) + lid1);
-    float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 16; k6 += 1) {
-        const int t7 = p0[row4];
-        const float t8 = p1[((t7 * 16) + k6)];
-        const float t9 = (t8 * 2.0f);
-        const float t10 = p2[((row4 * 16) + k6)];
-        const float t11 = (t9 * t10);
-        acc5 += t11;
+    if ((int(gid.x) < 16)) {
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 32) + int(lid.x));
+        const int c2 = (i1 / 16);
+        const int c3 = (i1 % 16);
+        const int t4 = p0[c2];
+        const float t5 = p1[((t4 * 16) + c3)];
+        const float t6 = (t5 * 2.0f);
+        const int t7 = p2[((c2 * 1) + 0)];
+        const float t8 = p3[t7];
+        const float t9 = (t6 * t8);
+        p4[i1] = t9;
+    } else if ((int(gid.x) < 17)) {
+        const int h1 = (int(gid.x) - 16);
+        const int lid1 = int(lid.x);
+        const int row4 = ((h1 * 32) + lid1);
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 16; k6 += 1) {
+            const int t7 = p0[row4];
+            const float t8 = p1[((t7 * 16) + k6)];
+            const float t9 = (t8 * 2.0f);
+            const float t10 = p5[((row4 * 16) + k6)];
+            const float t11 = (t9 * t10);
+            acc5 += t11;
+        }
+        p6[row4] = acc5;
     }
-    p3[row4] = acc5;
 }
 
-// fuses reshape %60, reshape %61, scatter_add %62 (moe.0)
-// threadgroup 32×1×1, grid 1×1×1 threadgroups
-kernel void scatter_add_1(
+// 3 independent kernels in one launch
+// part 0 (scatter_add): fuses reshape %60, reshape %61, scatter_add %62 (moe.0)
+// part 1 (grouped_matmul_wgrad): fuses grouped_matmul_wgrad %65 (moe.0)
+// part 2 (grouped_matmul): fuses slice %19, slice %20, grouped_matmul %64, mul %66, mul %67, sigmoid %68, const %69,
+//   sub %70, mul %71, add %72, mul %73 (moe.0)
+// threadgroup 128×1×1, grid 10×1×1 threadgroups
+kernel void scatter_add_grouped_matmul_wgrad_x3_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int t1 = int(tid.x);
-    const int lo2 = t1;
-    float acc4 = 0.0f;
-    for (int i3 = 0; i3 < 32; i3 += 1) {
-        const int t5 = p0[i3];
-        if ((t5 == lo2)) {
-            const float t6 = p1[i3];
-            acc4 += t6;
-        }
-    }
-    p2[lo2] = acc4;
-}
-
-// 2 independent kernels in one launch
-// part 0 (grouped_matmul_wgrad): fuses grouped_matmul_wgrad %65 (moe.0)
-// part 1 (grouped_matmul): fuses slice %19, slice %20, grouped_matmul %64, mul %66, mul %67, sigmoid %68, const %69,
-//   sub %70, mul %71, add %72, mul %73 (moe.0)
-// threadgroup 128×1×1, grid 9×1×1 threadgroups
-kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
-        const device int* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        device float* p3 [[buffer(3)]],
+        const device int* p3 [[buffer(3)]],
         const device float* p4 [[buffer(4)]],
-        device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
-        device float* p7 [[buffer(7)]],
-        const device float* p8 [[buffer(8)]],
+        const device float* p5 [[buffer(5)]],
+        device float* p6 [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
+        device float* p8 [[buffer(8)]],
+        const device float* p9 [[buffer(9)]],
+        device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[2304];
-    if ((int(gid.x) < 4)) {
+    if ((int(gid.x) < 1)) {
         const int h0 = (int(gid.x) - 0);
-        const int ex1 = h0;
-        const int m02 = ((h0 % 1) * 32);
-        const int n03 = ((h0 % 1) * 32);
-        const int t4 = p0[ex1];
-        const int t5 = p0[(ex1 + 1)];
+        if ((((h0 * 128) + int(lid.x)) >= 32)) {
+            return;
+        }
+        const int t1 = ((h0 * 128) + int(lid.x));
+        const int lo2 = t1;
+        float acc4 = 0.0f;
+        for (int i3 = 0; i3 < 32; i3 += 1) {
+            const int t5 = p0[i3];
+            if ((t5 == lo2)) {
+                const float t6 = p1[i3];
+                acc4 += t6;
+            }
+        }
+        p2[lo2] = acc4;
+    } else if ((int(gid.x) < 5)) {
+        const int h1 = (int(gid.x) - 1);
+        const int ex1 = h1;
+        const int m02 = ((h1 % 1) * 32);
+        const int n03 = ((h1 % 1) * 32);
+        const int t4 = p3[ex1];
+        const int t5 = p3[(ex1 + 1)];
         const int ti6 = int(lid.x);
         const int sgi7 = int(sg);
         const int sr8 = ((sgi7 / 2) * 16);
@@ -783,7 +780,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
                 const int gi14 = (m02 + i13);
                 const int gk15 = (k0 + k12);
                 if (((gi14 < 16) && (gk15 < t5))) {
-                    const float t16 = p1[((gk15 * 16) + gi14)];
+                    const float t16 = p4[((gk15 * 16) + gi14)];
                     sh[((k12 * 36) + i13)] = t16;
                 } else {
                     sh[((k12 * 36) + i13)] = 0.0f;
@@ -796,7 +793,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
                 const int gi21 = (n03 + i20);
                 const int gk22 = (k0 + k19);
                 if (((gi21 < 24) && (gk22 < t5))) {
-                    const float t23 = p2[((gk22 * 24) + gi21)];
+                    const float t23 = p5[((gk22 * 24) + gi21)];
                     sh[(((k19 * 36) + i20) + 1152)] = t23;
                 } else {
                     sh[(((k19 * 36) + i20) + 1152)] = 0.0f;
@@ -831,41 +828,41 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
             const int gi28 = (m02 + i26);
             const int gj29 = (n03 + j27);
             if (((gi28 < 16) && (gj29 < 24))) {
-                p3[((((ex1 * 16) + gi28) * 24) + gj29)] = sh[((i26 * 36) + j27)];
+                p6[((((ex1 * 16) + gi28) * 24) + gj29)] = sh[((i26 * 36) + j27)];
             }
         }
-    } else if ((int(gid.x) < 9)) {
-        const int h1 = (int(gid.x) - 4);
-        const int ex1 = h1;
-        const int n02 = ((h1 % 1) * 32);
+    } else if ((int(gid.x) < 10)) {
+        const int h2 = (int(gid.x) - 5);
+        const int ex1 = h2;
+        const int n02 = ((h2 % 1) * 32);
         if ((ex1 == 4)) {
-            const int t3 = p0[0];
-            const int t4 = p0[4];
+            const int t3 = p3[0];
+            const int t4 = p3[4];
             for (int s5 = 0; s5 < 8; s5 += 1) {
                 const int l6 = ((s5 * 128) + int(lid.x));
-                const int r7 = (((h1 % 1) * 32) + (l6 / 32));
+                const int r7 = (((h2 % 1) * 32) + (l6 / 32));
                 const int j8 = (n02 + (l6 % 32));
                 if (((j8 < 24) && ((r7 < t3) || (r7 >= t4)))) {
                     const float acc9 = 0.0f;
-                    const float t10 = p4[((r7 * 24) + j8)];
+                    const float t10 = p7[((r7 * 24) + j8)];
                     const float t11 = (acc9 * t10);
-                    p5[((r7 * 24) + j8)] = t11;
-                    const float t12 = p6[((r7 * 48) + (j8 + 24))];
+                    p8[((r7 * 24) + j8)] = t11;
+                    const float t12 = p9[((r7 * 48) + (j8 + 24))];
                     const float t13 = (acc9 * t12);
-                    const float t14 = p6[((r7 * 48) + j8)];
+                    const float t14 = p9[((r7 * 48) + j8)];
                     const float t15 = (1.0f / (1.0f + exp((-t14))));
                     const float t16 = (1.0f - t15);
                     const float t17 = (t10 * t16);
                     const float t18 = (t15 + t17);
                     const float t19 = (t13 * t18);
-                    p7[((r7 * 24) + j8)] = t19;
+                    p10[((r7 * 24) + j8)] = t19;
                 }
             }
             return;
         }
-        const int t20 = p0[ex1];
-        const int t21 = p0[(ex1 + 1)];
-        const int m022 = (t20 + ((h1 % 1) * 32));
+        const int t20 = p3[ex1];
+        const int t21 = p3[(ex1 + 1)];
+        const int m022 = (t20 + ((h2 % 1) * 32));
         if ((m022 >= t21)) {
             return;
         }
@@ -885,7 +882,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
                 const int gi31 = (m022 + i29);
                 const int gk32 = (k0 + k30);
                 if (((gi31 < t21) && (gk32 < 16))) {
-                    const float t33 = p1[((gi31 * 16) + gk32)];
+                    const float t33 = p4[((gi31 * 16) + gk32)];
                     sh[((i29 * 36) + k30)] = t33;
                 } else {
                     sh[((i29 * 36) + k30)] = 0.0f;
@@ -898,7 +895,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
                 const int gi38 = (n02 + i37);
                 const int gk39 = (k0 + k36);
                 if (((gi38 < 24) && (gk39 < 16))) {
-                    const float t40 = p8[((((ex1 * 16) + gk39) * 24) + gi38)];
+                    const float t40 = p11[((((ex1 * 16) + gk39) * 24) + gi38)];
                     sh[(((k36 * 36) + i37) + 1152)] = t40;
                 } else {
                     sh[(((k36 * 36) + i37) + 1152)] = 0.0f;
@@ -934,18 +931,18 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
             const int gj46 = (n02 + j44);
             if (((gi45 < t21) && (gj46 < 24))) {
                 const float acc47 = sh[((i43 * 36) + j44)];
-                const float t48 = p4[((gi45 * 24) + gj46)];
+                const float t48 = p7[((gi45 * 24) + gj46)];
                 const float t49 = (acc47 * t48);
-                p5[((gi45 * 24) + gj46)] = t49;
-                const float t50 = p6[((gi45 * 48) + (gj46 + 24))];
+                p8[((gi45 * 24) + gj46)] = t49;
+                const float t50 = p9[((gi45 * 48) + (gj46 + 24))];
                 const float t51 = (acc47 * t50);
-                const float t52 = p6[((gi45 * 48) + gj46)];
+                const float t52 = p9[((gi45 * 48) + gj46)];
                 const float t53 = (1.0f / (1.0f + exp((-t52))));
                 const float t54 = (1.0f - t53);
                 const float t55 = (t48 * t54);
                 const float t56 = (t53 + t55);
                 const float t57 = (t51 * t56);
-                p7[((gi45 * 24) + gj46)] = t57;
+                p10[((gi45 * 24) + gj46)] = t57;
             }
         }
     }
@@ -1150,37 +1147,59 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
     }
 }
 
-// fuses broadcast %12, reshape %63, mul %79, div %80, neg %81, reduce_sum %82 (moe.0)
-// threadgroup 32×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_2(
-        const device float* p0 [[buffer(0)]],
+// 2 independent kernels in one launch
+// part 0 (scatter_add): fuses scatter_add %77 (moe.0)
+// part 1 (reduce_sum): fuses broadcast %12, reshape %63, mul %79, div %80, neg %81, reduce_sum %82 (moe.0)
+// threadgroup 32×1×1, grid 9×1×1 threadgroups
+kernel void scatter_add_reduce_sum_x2_0(
+        const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        device float* p3 [[buffer(3)]],
+        device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        device float* p6 [[buffer(6)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    const int lid1 = int(lid.x);
-    const int row4 = ((int(gid.x) * 32) + lid1);
-    if ((row4 >= 16)) {
-        return;
+    if ((int(gid.x) < 8)) {
+        const int h0 = (int(gid.x) - 0);
+        const int t1 = ((h0 * 32) + int(lid.x));
+        const int c2 = (t1 % 16);
+        const int lo3 = (t1 / 16);
+        float acc5 = 0.0f;
+        for (int i4 = 0; i4 < 32; i4 += 1) {
+            const int t6 = p0[i4];
+            if ((t6 == lo3)) {
+                const float t7 = p1[((i4 * 16) + c2)];
+                acc5 += t7;
+            }
+        }
+        p2[((lo3 * 16) + c2)] = acc5;
+    } else if ((int(gid.x) < 9)) {
+        const int h1 = (int(gid.x) - 8);
+        const int lid1 = int(lid.x);
+        const int row4 = ((h1 * 32) + lid1);
+        if ((row4 >= 16)) {
+            return;
+        }
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 2; k6 += 1) {
+            const float t7 = p3[((row4 * 2) + k6)];
+            const float t8 = p4[((row4 * 2) + k6)];
+            const float t9 = (t7 * t8);
+            const float t10 = p5[((row4 * 1) + 0)];
+            const float t11 = (t9 / t10);
+            const float t12 = (-t11);
+            acc5 += t12;
+        }
+        p6[row4] = acc5;
     }
-    float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 2; k6 += 1) {
-        const float t7 = p0[((row4 * 2) + k6)];
-        const float t8 = p1[((row4 * 2) + k6)];
-        const float t9 = (t7 * t8);
-        const float t10 = p2[((row4 * 1) + 0)];
-        const float t11 = (t9 / t10);
-        const float t12 = (-t11);
-        acc5 += t12;
-    }
-    p3[row4] = acc5;
 }
 
 // fuses broadcast %12, reshape %63, div %78, reshape %83, broadcast %84, add %85, one_hot %86,
 //   reshape %87, broadcast %88, mul %89, reduce_sum %90 (moe.0)
 // threadgroup 64×1×1, grid 2×1×1 threadgroups
-kernel void reduce_sum_3(
+kernel void reduce_sum_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -1241,7 +1260,7 @@ kernel void add_scale_mul_0(
 
 // fuses mul %92, reduce_sum %93 (moe.0)
 // threadgroup 32×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_4(
+kernel void reduce_sum_3(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -1498,7 +1517,7 @@ kernel void rmsnorm_bwd_0(
 // fuses reshape %103, reshape %104, reshape %105, reshape %106, concat %107, square %108,
 //   reduce_sum %109 (optimizer)
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_5(
+kernel void reduce_sum_4(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],

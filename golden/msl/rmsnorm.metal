@@ -38,73 +38,73 @@ kernel void rmsnorm_0(
     }
 }
 
-// fuses broadcast %4, mul %5, reduce_mean %6
-// threadgroup 32×1×1, grid 1×1×1 threadgroups
-kernel void reduce_mean_0(
+// 2 independent kernels in one launch
+// part 0 (reduce_mean): fuses broadcast %4, mul %5, reduce_mean %6
+// part 1 (const): fuses const %7
+// threadgroup 32×1×1, grid 9×1×1 threadgroups
+kernel void reduce_mean_const_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
+        device float* p3 [[buffer(3)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    const int lid1 = int(lid.x);
-    const int row4 = int(gid.x);
-    float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 8; k6 += 1) {
-        const int j7 = (lid1 + (k6 * 32));
-        if ((j7 < 240)) {
-            const float t8 = p0[(((j7 / 40) * 40) + (j7 % 40))];
-            const float t9 = p1[(j7 % 40)];
-            const float t10 = (t8 * t9);
-            acc5 += t10;
-        }
-    }
-    const float s11 = simd_sum(acc5);
-    if ((lid1 == 0)) {
-        p2[row4] = (s11 / 240.0f);
-    }
-}
-
-// 2 independent kernels in one launch
-// part 0 (const): fuses const %7
-// part 1 (reduce_sum): fuses const %8, reshape %9, broadcast %10, scale %11, mul %13, reduce_sum %14
-// threadgroup 256×1×1, grid 3×1×1 threadgroups
-kernel void const_reduce_sum_x2_0(
-        device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    threadgroup float sh10[256];
     if ((int(gid.x) < 1)) {
         const int h0 = (int(gid.x) - 0);
-        const int i1 = ((h0 * 256) + int(lid.x));
+        const int lid1 = int(lid.x);
+        const int row4 = h0;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 8; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 32));
+            if ((j7 < 240)) {
+                const float t8 = p0[(((j7 / 40) * 40) + (j7 % 40))];
+                const float t9 = p1[(j7 % 40)];
+                const float t10 = (t8 * t9);
+                acc5 += t10;
+            }
+        }
+        const float s11 = simd_sum(acc5);
+        if ((lid1 == 0)) {
+            p2[row4] = (s11 / 240.0f);
+        }
+    } else if ((int(gid.x) < 9)) {
+        const int h1 = (int(gid.x) - 1);
+        const int i1 = ((h1 * 32) + int(lid.x));
         if ((i1 >= 1)) {
             return;
         }
-        p0[i1] = 0.0f;
-    } else if ((int(gid.x) < 3)) {
-        const int h1 = (int(gid.x) - 1);
-        const int lid1 = int(lid.x);
-        const int col2 = (lid1 % 32);
-        const int part3 = (lid1 / 32);
-        const int o4 = ((h1 * 32) + col2);
-        float acc5 = 0.0f;
-        if ((o4 < 40)) {
-            for (int k6 = part3; k6 < 6; k6 += 8) {
-                const float t7 = (1.0f * 0.004166667f);
-                const float t8 = p1[((k6 * 40) + o4)];
-                const float t9 = (t7 * t8);
-                acc5 += t9;
-            }
+        p3[i1] = 0.0f;
+    }
+}
+
+// fuses const %8, reshape %9, broadcast %10, scale %11, mul %13, reduce_sum %14
+// threadgroup 256×1×1, grid 2×1×1 threadgroups
+kernel void reduce_sum_0(
+        const device float* p0 [[buffer(0)]],
+        device float* p1 [[buffer(1)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    threadgroup float sh10[256];
+    const int lid1 = int(lid.x);
+    const int col2 = (lid1 % 32);
+    const int part3 = (lid1 / 32);
+    const int o4 = ((int(gid.x) * 32) + col2);
+    float acc5 = 0.0f;
+    if ((o4 < 40)) {
+        for (int k6 = part3; k6 < 6; k6 += 8) {
+            const float t7 = (1.0f * 0.004166667f);
+            const float t8 = p0[((k6 * 40) + o4)];
+            const float t9 = (t7 * t8);
+            acc5 += t9;
         }
-        sh10[lid1] = acc5;
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if (((part3 == 0) && (o4 < 40))) {
-            for (int pr11 = 1; pr11 < 8; pr11 += 1) {
-                acc5 += sh10[((pr11 * 32) + col2)];
-            }
-            p2[o4] = acc5;
+    }
+    sh10[lid1] = acc5;
+    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    if (((part3 == 0) && (o4 < 40))) {
+        for (int pr11 = 1; pr11 < 8; pr11 += 1) {
+            acc5 += sh10[((pr11 * 32) + col2)];
         }
+        p1[o4] = acc5;
     }
 }
 
@@ -179,7 +179,7 @@ kernel void rmsnorm_bwd_0(
 
 // fuses reshape %17, reshape %18, concat %19, square %20, reduce_sum %21 (optimizer)
 // threadgroup 32×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_0(
+kernel void reduce_sum_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],

@@ -357,46 +357,32 @@ kernel void matmul_1(
     }
 }
 
-// 2 independent kernels in one launch
-// part 0 (causal_conv1d): fuses slice %26, causal_conv1d %28, silu %29 (mamba.0)
-// part 1 (exp): fuses exp %38 (mamba.0)
-// threadgroup 256×1×1, grid 8448×1×1 threadgroups
-kernel void causal_conv1d_exp_x2_0(
+// fuses slice %26, causal_conv1d %28, silu %29 (mamba.0)
+// threadgroup 256×1×1, grid 8192×1×1 threadgroups
+kernel void causal_conv1d_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
         device float* p3 [[buffer(3)]],
         device float* p4 [[buffer(4)]],
-        const device float* p5 [[buffer(5)]],
-        device float* p6 [[buffer(6)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 8192)) {
-        const int h0 = (int(gid.x) - 0);
-        const int i1 = ((h0 * 256) + int(lid.x));
-        const int c2 = (i1 / 2097152);
-        const int c3 = ((i1 / 4096) % 512);
-        const int c4 = (i1 % 4096);
-        const float t5 = p0[c4];
-        const float t6 = p1[((c4 * 4) + 0)];
-        const float t7 = p2[((((c2 * 512) + max((c3 - 3), 0)) * 8192) + c4)];
-        const float t8 = p1[((c4 * 4) + 1)];
-        const float t9 = p2[((((c2 * 512) + max((c3 - 2), 0)) * 8192) + c4)];
-        const float t10 = p1[((c4 * 4) + 2)];
-        const float t11 = p2[((((c2 * 512) + max((c3 - 1), 0)) * 8192) + c4)];
-        const float t12 = p1[((c4 * 4) + 3)];
-        const float t13 = p2[((((c2 * 512) + c3) * 8192) + c4)];
-        const float acc14 = ((((t5 + ((c3 >= 3) ? (t6 * t7) : 0.0f)) + ((c3 >= 2) ? (t8 * t9) : 0.0f)) + ((c3 >= 1) ? (t10 * t11) : 0.0f)) + (t12 * t13));
-        p3[i1] = acc14;
-        const float t15 = (acc14 / (1.0f + exp((-acc14))));
-        p4[i1] = t15;
-    } else if ((int(gid.x) < 8448)) {
-        const int h1 = (int(gid.x) - 8192);
-        const int i1 = ((h1 * 256) + int(lid.x));
-        const float t4 = p5[i1];
-        const float t5 = exp(t4);
-        p6[i1] = t5;
-    }
+        uint3 tid [[thread_position_in_grid]]) {
+    const int i1 = int(tid.x);
+    const int c2 = (i1 / 2097152);
+    const int c3 = ((i1 / 4096) % 512);
+    const int c4 = (i1 % 4096);
+    const float t5 = p0[c4];
+    const float t6 = p1[((c4 * 4) + 0)];
+    const float t7 = p2[((((c2 * 512) + max((c3 - 3), 0)) * 8192) + c4)];
+    const float t8 = p1[((c4 * 4) + 1)];
+    const float t9 = p2[((((c2 * 512) + max((c3 - 2), 0)) * 8192) + c4)];
+    const float t10 = p1[((c4 * 4) + 2)];
+    const float t11 = p2[((((c2 * 512) + max((c3 - 1), 0)) * 8192) + c4)];
+    const float t12 = p1[((c4 * 4) + 3)];
+    const float t13 = p2[((((c2 * 512) + c3) * 8192) + c4)];
+    const float acc14 = ((((t5 + ((c3 >= 3) ? (t6 * t7) : 0.0f)) + ((c3 >= 2) ? (t8 * t9) : 0.0f)) + ((c3 >= 1) ? (t10 * t11) : 0.0f)) + (t12 * t13));
+    p3[i1] = acc14;
+    const float t15 = (acc14 / (1.0f + exp((-acc14))));
+    p4[i1] = t15;
 }
 
 // fuses matmul %30 (mamba.0)
@@ -521,126 +507,139 @@ kernel void matmul_2(
     }
 }
 
-// fuses slice %31, matmul %34, broadcast %35, add %36, softplus %37 (mamba.0)
-// threadgroup 128×1×1, grid 64×8×1 threadgroups
-kernel void matmul_3(
+// 2 independent kernels in one launch
+// part 0 (matmul): fuses slice %31, matmul %34, broadcast %35, add %36, softplus %37 (mamba.0)
+// part 1 (exp): fuses exp %38 (mamba.0)
+// threadgroup 128×1×1, grid 1024×1×1 threadgroups
+kernel void matmul_exp_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
         device float* p3 [[buffer(3)]],
         device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        device float* p6 [[buffer(6)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int c1 = int(gid.z);
-    const int m02 = (int(gid.y) * 64);
-    const int n03 = (int(gid.x) * 64);
     threadgroup float sh[4352];
-    const int ti4 = int(lid.x);
-    const int sgi5 = int(sg);
-    const int sr6 = ((sgi5 / 2) * 32);
-    const int sc7 = ((sgi5 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 128; k0 += 16) {
-        for (int s8 = 0; s8 < 8; s8 += 1) {
-            const int l9 = ((s8 * 128) + ti4);
-            const int i10 = (l9 / 16);
-            const int k11 = (l9 % 16);
-            const int gi12 = (m02 + i10);
-            const int gk13 = (k0 + k11);
-            const float t14 = p0[((((c1 * 512) + gi12) * 160) + gk13)];
-            sh[((i10 * 20) + k11)] = t14;
+    if ((int(gid.x) < 512)) {
+        const int h0 = (int(gid.x) - 0);
+        const int c1 = (h0 / 512);
+        const int m02 = ((h0 / 64) * 64);
+        const int n03 = ((h0 % 64) * 64);
+        const int ti4 = int(lid.x);
+        const int sgi5 = int(sg);
+        const int sr6 = ((sgi5 / 2) * 32);
+        const int sc7 = ((sgi5 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 128; k0 += 16) {
+            for (int s8 = 0; s8 < 8; s8 += 1) {
+                const int l9 = ((s8 * 128) + ti4);
+                const int i10 = (l9 / 16);
+                const int k11 = (l9 % 16);
+                const int gi12 = (m02 + i10);
+                const int gk13 = (k0 + k11);
+                const float t14 = p0[((((c1 * 512) + gi12) * 160) + gk13)];
+                sh[((i10 * 20) + k11)] = t14;
+            }
+            for (int s15 = 0; s15 < 8; s15 += 1) {
+                const int l16 = ((s15 * 128) + ti4);
+                const int i17 = (l16 / 16);
+                const int k18 = (l16 % 16);
+                const int gi19 = (n03 + i17);
+                const int gk20 = (k0 + k18);
+                const float t21 = p1[((gi19 * 128) + gk20)];
+                sh[(((i17 * 20) + k18) + 1280)] = t21;
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 16; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + (((sr6 + 8) * 20) + kk), 20);
+                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa2, sh + (((sr6 + 16) * 20) + kk), 20);
+                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa3, sh + (((sr6 + 24) * 20) + kk), 20);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((sc7 * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + ((((sc7 + 8) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + ((((sc7 + 16) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + ((((sc7 + 24) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         }
-        for (int s15 = 0; s15 < 8; s15 += 1) {
-            const int l16 = ((s15 * 128) + ti4);
-            const int i17 = (l16 / 16);
-            const int k18 = (l16 % 16);
-            const int gi19 = (n03 + i17);
-            const int gk20 = (k0 + k18);
-            const float t21 = p1[((gi19 * 128) + gk20)];
-            sh[(((i17 * 20) + k18) + 1280)] = t21;
-        }
+        simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
+        simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr6 * 68) + (sc7 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr6 + 8) * 68) + sc7), 68);
+        simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
+        simdgroup_store(acc2_0, sh + (((sr6 + 16) * 68) + sc7), 68);
+        simdgroup_store(acc2_1, sh + (((sr6 + 16) * 68) + (sc7 + 8)), 68);
+        simdgroup_store(acc2_2, sh + (((sr6 + 16) * 68) + (sc7 + 16)), 68);
+        simdgroup_store(acc2_3, sh + (((sr6 + 16) * 68) + (sc7 + 24)), 68);
+        simdgroup_store(acc3_0, sh + (((sr6 + 24) * 68) + sc7), 68);
+        simdgroup_store(acc3_1, sh + (((sr6 + 24) * 68) + (sc7 + 8)), 68);
+        simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
+        simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 16; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr6 + 8) * 20) + kk), 20);
-            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + (((sr6 + 16) * 20) + kk), 20);
-            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + (((sr6 + 24) * 20) + kk), 20);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((sc7 * 20) + kk) + 1280), 20, ulong2(0, 0), true);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + ((((sc7 + 8) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + ((((sc7 + 16) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + ((((sc7 + 24) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
-            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
-            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
-            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+        for (int s22 = 0; s22 < 32; s22 += 1) {
+            const int l23 = ((s22 * 128) + ti4);
+            const int i24 = (l23 / 64);
+            const int j25 = (l23 % 64);
+            const int gi26 = (m02 + i24);
+            const int gj27 = (n03 + j25);
+            const float acc28 = sh[((i24 * 68) + j25)];
+            const float t29 = p2[gj27];
+            const float t30 = (acc28 + t29);
+            p3[((((c1 * 512) + gi26) * 4096) + gj27)] = t30;
+            const float t31 = (max(t30, 0.0f) + log((1.0f + exp((-fabs(t30))))));
+            p4[((((c1 * 512) + gi26) * 4096) + gj27)] = t31;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
-    simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr6 * 68) + (sc7 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr6 + 8) * 68) + sc7), 68);
-    simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-    simdgroup_store(acc2_0, sh + (((sr6 + 16) * 68) + sc7), 68);
-    simdgroup_store(acc2_1, sh + (((sr6 + 16) * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc2_2, sh + (((sr6 + 16) * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc2_3, sh + (((sr6 + 16) * 68) + (sc7 + 24)), 68);
-    simdgroup_store(acc3_0, sh + (((sr6 + 24) * 68) + sc7), 68);
-    simdgroup_store(acc3_1, sh + (((sr6 + 24) * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s22 = 0; s22 < 32; s22 += 1) {
-        const int l23 = ((s22 * 128) + ti4);
-        const int i24 = (l23 / 64);
-        const int j25 = (l23 % 64);
-        const int gi26 = (m02 + i24);
-        const int gj27 = (n03 + j25);
-        const float acc28 = sh[((i24 * 68) + j25)];
-        const float t29 = p2[gj27];
-        const float t30 = (acc28 + t29);
-        p3[((((c1 * 512) + gi26) * 4096) + gj27)] = t30;
-        const float t31 = (max(t30, 0.0f) + log((1.0f + exp((-fabs(t30))))));
-        p4[((((c1 * 512) + gi26) * 4096) + gj27)] = t31;
+    } else if ((int(gid.x) < 1024)) {
+        const int h1 = (int(gid.x) - 512);
+        const int i1 = ((h1 * 128) + int(lid.x));
+        const float t4 = p5[i1];
+        const float t5 = exp(t4);
+        p6[i1] = t5;
     }
 }
 
@@ -694,7 +693,7 @@ kernel void selective_scan_0(
 
 // fuses matmul %45 (mamba.0)
 // threadgroup 128×1×1, grid 2×8×1 threadgroups
-kernel void matmul_4(
+kernel void matmul_3(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -816,7 +815,7 @@ kernel void matmul_4(
 
 // fuses gather %3, dequant %19, matmul %44, matmul %46, scale %47, add %48, add %49 (mamba.0)
 // threadgroup 128×1×1, grid 32×8×1 threadgroups
-kernel void matmul_5(
+kernel void matmul_4(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -1048,7 +1047,7 @@ kernel void rmsnorm_1(
 
 // fuses dequant %65, matmul %90, matmul %92, scale %93, add %94, add %95 (mamba.1)
 // threadgroup 128×1×1, grid 32×8×1 threadgroups
-kernel void matmul_6(
+kernel void matmul_5(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -1237,7 +1236,7 @@ kernel void matmul_6(
 
 // fuses reshape %153, matmul %154 (moe.0)
 // threadgroup 128×1×1, grid 1×8×1 threadgroups
-kernel void matmul_7(
+kernel void matmul_6(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -1400,73 +1399,75 @@ kernel void reduce_sum_0(
     p1[row4] = acc5;
 }
 
-// fuses broadcast %159, div %160 (moe.0)
-// threadgroup 256×1×1, grid 4×1×1 threadgroups
-kernel void div_0(
+// 2 independent kernels in one launch
+// part 0 (div): fuses broadcast %159, div %160 (moe.0)
+// part 1 (moe_route): fuses moe_route %161 (moe.0)
+// threadgroup 1024×1×1, grid 2×1×1 threadgroups
+kernel void div_moe_route_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    const int c2 = (i1 / 2);
-    const float t4 = p0[i1];
-    const float t5 = p1[((c2 * 1) + 0)];
-    const float t6 = (t4 / t5);
-    p2[i1] = t6;
-}
-
-// fuses moe_route %161 (moe.0)
-// threadgroup 1024×1×1, grid 1×1×1 threadgroups
-kernel void moe_route_0(
-        device int* p0 [[buffer(0)]],
-        const device int* p1 [[buffer(1)]],
-        device int* p2 [[buffer(2)]],
         device int* p3 [[buffer(3)]],
-        uint3 lid [[thread_position_in_threadgroup]]) {
+        const device int* p4 [[buffer(4)]],
+        device int* p5 [[buffer(5)]],
+        device int* p6 [[buffer(6)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
     threadgroup int sh15[32];
-    const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
-    const int lo4 = (lid1 * 1);
-    const int hi5 = min((lo4 + 1), 1024);
-    int off6 = 0;
-    for (int ex7 = 0; ex7 < 8; ex7 += 1) {
+    if ((int(gid.x) < 1)) {
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 1024) + int(lid.x));
+        const int c2 = (i1 / 2);
+        const float t4 = p0[i1];
+        const float t5 = p1[((c2 * 1) + 0)];
+        const float t6 = (t4 / t5);
+        p2[i1] = t6;
+    } else if ((int(gid.x) < 2)) {
+        const int h1 = (int(gid.x) - 1);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        const int lo4 = (lid1 * 1);
+        const int hi5 = min((lo4 + 1), 1024);
+        int off6 = 0;
+        for (int ex7 = 0; ex7 < 8; ex7 += 1) {
+            if ((lid1 == 0)) {
+                p3[ex7] = off6;
+            }
+            int c8 = 0;
+            for (int i9 = lo4; i9 < hi5; i9 += 1) {
+                const int t12 = p4[i9];
+                if ((t12 == ex7)) {
+                    c8 += 1;
+                }
+            }
+            const int pre13 = simd_prefix_exclusive_sum(c8);
+            const int sgt14 = simd_sum(c8);
+            if ((l32_2 == 0)) {
+                sh15[sg3] = sgt14;
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            int base16 = pre13;
+            int tot17 = 0;
+            for (int s18 = 0; s18 < 32; s18 += 1) {
+                base16 += ((s18 < sg3) ? sh15[s18] : 0);
+                tot17 += sh15[s18];
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            int pos19 = (off6 + base16);
+            for (int i20 = lo4; i20 < hi5; i20 += 1) {
+                const int t23 = p4[i20];
+                if ((t23 == ex7)) {
+                    p5[pos19] = (i20 / 2);
+                    p6[pos19] = i20;
+                    pos19 += 1;
+                }
+            }
+            off6 += tot17;
+        }
         if ((lid1 == 0)) {
-            p0[ex7] = off6;
+            p3[8] = off6;
         }
-        int c8 = 0;
-        for (int i9 = lo4; i9 < hi5; i9 += 1) {
-            const int t12 = p1[i9];
-            if ((t12 == ex7)) {
-                c8 += 1;
-            }
-        }
-        const int pre13 = simd_prefix_exclusive_sum(c8);
-        const int sgt14 = simd_sum(c8);
-        if ((l32_2 == 0)) {
-            sh15[sg3] = sgt14;
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        int base16 = pre13;
-        int tot17 = 0;
-        for (int s18 = 0; s18 < 32; s18 += 1) {
-            base16 += ((s18 < sg3) ? sh15[s18] : 0);
-            tot17 += sh15[s18];
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        int pos19 = (off6 + base16);
-        for (int i20 = lo4; i20 < hi5; i20 += 1) {
-            const int t23 = p1[i20];
-            if ((t23 == ex7)) {
-                p2[pos19] = (i20 / 2);
-                p3[pos19] = i20;
-                pos19 += 1;
-            }
-        }
-        off6 += tot17;
-    }
-    if ((lid1 == 0)) {
-        p0[8] = off6;
     }
 }
 
@@ -2348,89 +2349,9 @@ kernel void scale_add_x2_0(
     }
 }
 
-// 2 independent kernels in one launch
-// part 0 (rmsnorm): fuses rmsnorm %1853
-// part 1 (add): fuses add %1856, add %1857, add %1858, add %1859, add %1860, add %1861, add %1862, add %1863
-// threadgroup 256×1×1, grid 513×1×1 threadgroups
-kernel void rmsnorm_add_x2_0(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        const device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
-        const device float* p7 [[buffer(7)]],
-        const device float* p8 [[buffer(8)]],
-        const device float* p9 [[buffer(9)]],
-        const device float* p10 [[buffer(10)]],
-        const device float* p11 [[buffer(11)]],
-        device float* p12 [[buffer(12)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    threadgroup float sh13[8];
-    if ((int(gid.x) < 512)) {
-        const int h0 = (int(gid.x) - 0);
-        const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
-        const int row4 = h0;
-        const int c5 = (row4 / 512);
-        const int c6 = (row4 % 512);
-        float reg7[8];
-        float ss8 = 0.0f;
-        for (int k9 = 0; k9 < 8; k9 += 1) {
-            const int j10 = (lid1 + (k9 * 256));
-            const float t11 = p0[((((c5 * 512) + c6) * 2048) + j10)];
-            reg7[k9] = t11;
-            ss8 += (t11 * t11);
-        }
-        const float s12 = simd_sum(ss8);
-        if ((l32_2 == 0)) {
-            sh13[sg3] = s12;
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        float acc14 = sh13[0];
-        for (int s15 = 1; s15 < 8; s15 += 1) {
-            acc14 += sh13[s15];
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        const float r16 = rsqrt(((acc14 / 2048.0f) + 1e-05f));
-        for (int k17 = 0; k17 < 8; k17 += 1) {
-            const int j18 = (lid1 + (k17 * 256));
-            const float t19 = p1[j18];
-            p2[((((c5 * 512) + c6) * 2048) + j18)] = ((reg7[k17] * r16) * t19);
-        }
-    } else if ((int(gid.x) < 513)) {
-        const int h1 = (int(gid.x) - 512);
-        const int i1 = ((h1 * 256) + int(lid.x));
-        if ((i1 >= 1)) {
-            return;
-        }
-        const float t2 = p3[i1];
-        const float t3 = p4[i1];
-        const float t4 = (t2 + t3);
-        const float t5 = p5[i1];
-        const float t6 = (t4 + t5);
-        const float t7 = p6[i1];
-        const float t8 = (t6 + t7);
-        const float t9 = p7[i1];
-        const float t10 = (t8 + t9);
-        const float t11 = p8[i1];
-        const float t12 = (t10 + t11);
-        const float t13 = p9[i1];
-        const float t14 = (t12 + t13);
-        const float t15 = p10[i1];
-        const float t16 = (t14 + t15);
-        const float t17 = p11[i1];
-        const float t18 = (t16 + t17);
-        p12[i1] = t18;
-    }
-}
-
 // fuses matmul %1854
 // threadgroup 128×1×1, grid 786×8×1 threadgroups
-kernel void matmul_8(
+kernel void matmul_7(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -2552,20 +2473,26 @@ kernel void matmul_8(
 
 // 2 independent kernels in one launch
 // part 0 (cross_entropy): fuses cross_entropy %1855
-// part 1 (cross_entropy_bwd): fuses const %1865, cross_entropy_bwd %1866
-// threadgroup 1024×1×1, grid 513×1×1 threadgroups
-kernel void cross_entropy_cross_entropy_bwd_x2_0(
+// part 1 (add): fuses add %1856, add %1857, add %1858, add %1859, add %1860, add %1861, add %1862, add %1863
+// threadgroup 1024×1×1, grid 2×1×1 threadgroups
+kernel void cross_entropy_add_x2_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
-        device float* p3 [[buffer(3)]],
+        const device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        const device float* p6 [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
+        const device float* p8 [[buffer(8)]],
+        const device float* p9 [[buffer(9)]],
+        const device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
+        device float* p12 [[buffer(12)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     threadgroup float sh17[32];
     threadgroup float sh18[32];
-    threadgroup int sh10[32];
-    threadgroup float sh25[32];
-    threadgroup float sh26[32];
     if ((int(gid.x) < 1)) {
         const int h0 = (int(gid.x) - 0);
         const int lid1 = int(lid.x);
@@ -2616,6 +2543,65 @@ kernel void cross_entropy_cross_entropy_bwd_x2_0(
         if ((lid1 == 0)) {
             p2[0] = ((cnt5 > 0) ? (loss4 / float(cnt5)) : 0.0f);
         }
+    } else if ((int(gid.x) < 2)) {
+        const int h1 = (int(gid.x) - 1);
+        if ((((h1 * 1024) + int(lid.x)) >= 256)) {
+            return;
+        }
+        const int i1 = ((h1 * 1024) + int(lid.x));
+        if ((i1 >= 1)) {
+            return;
+        }
+        const float t2 = p3[i1];
+        const float t3 = p4[i1];
+        const float t4 = (t2 + t3);
+        const float t5 = p5[i1];
+        const float t6 = (t4 + t5);
+        const float t7 = p6[i1];
+        const float t8 = (t6 + t7);
+        const float t9 = p7[i1];
+        const float t10 = (t8 + t9);
+        const float t11 = p8[i1];
+        const float t12 = (t10 + t11);
+        const float t13 = p9[i1];
+        const float t14 = (t12 + t13);
+        const float t15 = p10[i1];
+        const float t16 = (t14 + t15);
+        const float t17 = p11[i1];
+        const float t18 = (t16 + t17);
+        p12[i1] = t18;
+    }
+}
+
+// 2 independent kernels in one launch
+// part 0 (add): fuses add %1864
+// part 1 (cross_entropy_bwd): fuses const %1865, cross_entropy_bwd %1866
+// threadgroup 1024×1×1, grid 513×1×1 threadgroups
+kernel void add_cross_entropy_bwd_x2_0(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        device float* p2 [[buffer(2)]],
+        const device int* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        device float* p5 [[buffer(5)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    threadgroup int sh10[32];
+    threadgroup float sh25[32];
+    threadgroup float sh26[32];
+    if ((int(gid.x) < 1)) {
+        const int h0 = (int(gid.x) - 0);
+        if ((((h0 * 1024) + int(lid.x)) >= 256)) {
+            return;
+        }
+        const int i1 = ((h0 * 1024) + int(lid.x));
+        if ((i1 >= 1)) {
+            return;
+        }
+        const float t2 = p0[i1];
+        const float t3 = p1[i1];
+        const float t4 = (t2 + t3);
+        p2[i1] = t4;
     } else if ((int(gid.x) < 513)) {
         const int h1 = (int(gid.x) - 1);
         const int lid1 = int(lid.x);
@@ -2623,7 +2609,7 @@ kernel void cross_entropy_cross_entropy_bwd_x2_0(
         const int sg3 = (lid1 / 32);
         int cnt4 = 0;
         for (int i5 = lid1; i5 < 512; i5 += 1024) {
-            const int t8 = p0[i5];
+            const int t8 = p3[i5];
             cnt4 += (((t8 >= 0) && (t8 < 50257)) ? 1 : 0);
         }
         const int s9 = simd_sum(cnt4);
@@ -2640,14 +2626,14 @@ kernel void cross_entropy_cross_entropy_bwd_x2_0(
         const int row14 = h1;
         const int c15 = (row14 / 512);
         const int c16 = (row14 % 512);
-        const int t17 = p0[row14];
+        const int t17 = p3[row14];
         if (((t17 >= 0) && (t17 < 50257))) {
             float m18 = (-INFINITY);
             float s19 = 0.0f;
             for (int k20 = 0; k20 < 50; k20 += 1) {
                 const int j21 = (lid1 + (k20 * 1024));
                 if ((j21 < 50257)) {
-                    const float t22 = p1[((((c15 * 512) + c16) * 50257) + j21)];
+                    const float t22 = p4[((((c15 * 512) + c16) * 50257) + j21)];
                     if ((t22 > m18)) {
                         s19 = ((s19 * exp((m18 - t22))) + 1.0f);
                         m18 = t22;
@@ -2676,41 +2662,24 @@ kernel void cross_entropy_cross_entropy_bwd_x2_0(
             for (int k32 = 0; k32 < 50; k32 += 1) {
                 const int j33 = (lid1 + (k32 * 1024));
                 if ((j33 < 50257)) {
-                    const float t34 = p1[((((c15 * 512) + c16) * 50257) + j33)];
-                    p3[((((c15 * 512) + c16) * 50257) + j33)] = (((exp((t34 - M27)) * inv31) - ((j33 == t17) ? 1.0f : 0.0f)) * scale13);
+                    const float t34 = p4[((((c15 * 512) + c16) * 50257) + j33)];
+                    p5[((((c15 * 512) + c16) * 50257) + j33)] = (((exp((t34 - M27)) * inv31) - ((j33 == t17) ? 1.0f : 0.0f)) * scale13);
                 }
             }
         } else {
             for (int k35 = 0; k35 < 50; k35 += 1) {
                 const int j36 = (lid1 + (k35 * 1024));
                 if ((j36 < 50257)) {
-                    p3[((((c15 * 512) + c16) * 50257) + j36)] = 0.0f;
+                    p5[((((c15 * 512) + c16) * 50257) + j36)] = 0.0f;
                 }
             }
         }
     }
 }
 
-// fuses add %1864
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void add_0(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    if ((i1 >= 1)) {
-        return;
-    }
-    const float t2 = p0[i1];
-    const float t3 = p1[i1];
-    const float t4 = (t2 + t3);
-    p2[i1] = t4;
-}
-
 // fuses matmul %1867
 // threadgroup 128×1×1, grid 32×8×1 threadgroups
-kernel void matmul_9(
+kernel void matmul_8(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -3615,7 +3584,7 @@ kernel void selective_scan_bwd_0(
 
 // fuses matmul %1898 (mamba.29)
 // threadgroup 128×1×1, grid 2×8×1 threadgroups
-kernel void matmul_10(
+kernel void matmul_9(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -3732,7 +3701,7 @@ kernel void matmul_10(
 // fuses concat %1899, matmul %1900, add %1901, sigmoid %1902, const %1903, sub %1904, mul %1905,
 //   add %1906, mul %1907 (mamba.29)
 // threadgroup 128×1×1, grid 64×8×1 threadgroups
-kernel void matmul_11(
+kernel void matmul_10(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -4635,61 +4604,58 @@ kernel void mul_gather_reduce_sum_x2_0(
     }
 }
 
-// fuses reshape %2053, reshape %2054, scatter_add %2055 (moe.8)
-// threadgroup 256×1×1, grid 4×1×1 threadgroups
-kernel void scatter_add_0(
+// 3 independent kernels in one launch
+// part 0 (scatter_add): fuses reshape %2053, reshape %2054, scatter_add %2055 (moe.8)
+// part 1 (grouped_matmul): fuses scale %2057, grouped_matmul %2058 (moe.8)
+// part 2 (grouped_matmul_wgrad): fuses scale %2057, grouped_matmul_wgrad %2059 (moe.8)
+// threadgroup 128×1×1, grid 808×1×1 threadgroups
+kernel void scatter_add_grouped_matmul_x3_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int t1 = int(tid.x);
-    const int lo2 = t1;
-    float acc4 = 0.0f;
-    for (int i3 = 0; i3 < 1024; i3 += 1) {
-        const int t5 = p0[i3];
-        if ((t5 == lo2)) {
-            const float t6 = p1[i3];
-            acc4 += t6;
-        }
-    }
-    p2[lo2] = acc4;
-}
-
-// 2 independent kernels in one launch
-// part 0 (grouped_matmul): fuses scale %2057, grouped_matmul %2058 (moe.8)
-// part 1 (grouped_matmul_wgrad): fuses scale %2057, grouped_matmul_wgrad %2059 (moe.8)
-// threadgroup 128×1×1, grid 800×1×1 threadgroups
-kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
-        const device int* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        device float* p5 [[buffer(5)]],
+        const device int* p3 [[buffer(3)]],
+        device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        const device float* p6 [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
+        device float* p8 [[buffer(8)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[4352];
-    if ((int(gid.x) < 288)) {
+    if ((int(gid.x) < 8)) {
         const int h0 = (int(gid.x) - 0);
-        const int ex1 = (h0 / 32);
-        const int n02 = ((h0 % 2) * 64);
+        const int t1 = ((h0 * 128) + int(lid.x));
+        const int lo2 = t1;
+        float acc4 = 0.0f;
+        for (int i3 = 0; i3 < 1024; i3 += 1) {
+            const int t5 = p0[i3];
+            if ((t5 == lo2)) {
+                const float t6 = p1[i3];
+                acc4 += t6;
+            }
+        }
+        p2[lo2] = acc4;
+    } else if ((int(gid.x) < 296)) {
+        const int h1 = (int(gid.x) - 8);
+        const int ex1 = (h1 / 32);
+        const int n02 = ((h1 % 2) * 64);
         if ((ex1 == 8)) {
-            const int t3 = p0[0];
-            const int t4 = p0[8];
+            const int t3 = p3[0];
+            const int t4 = p3[8];
             for (int s5 = 0; s5 < 32; s5 += 1) {
                 const int l6 = ((s5 * 128) + int(lid.x));
-                const int r7 = ((((h0 / 2) % 16) * 64) + (l6 / 64));
+                const int r7 = ((((h1 / 2) % 16) * 64) + (l6 / 64));
                 const int j8 = (n02 + (l6 % 64));
                 if (((j8 < 84) && ((r7 < t3) || (r7 >= t4)))) {
-                    p1[((r7 * 84) + j8)] = 0.0f;
+                    p4[((r7 * 84) + j8)] = 0.0f;
                 }
             }
             return;
         }
-        const int t9 = p0[ex1];
-        const int t10 = p0[(ex1 + 1)];
-        const int m011 = (t9 + (((h0 / 2) % 16) * 64));
+        const int t9 = p3[ex1];
+        const int t10 = p3[(ex1 + 1)];
+        const int m011 = (t9 + (((h1 / 2) % 16) * 64));
         if ((m011 >= t10)) {
             return;
         }
@@ -4721,7 +4687,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                 const int gi20 = (m011 + i18);
                 const int gk21 = (k0 + k19);
                 if ((gi20 < t10)) {
-                    const float t22 = p2[((gi20 * 2048) + gk21)];
+                    const float t22 = p5[((gi20 * 2048) + gk21)];
                     const float t23 = (t22 * 0.1904762f);
                     sh[((i18 * 20) + k19)] = t23;
                 } else {
@@ -4735,7 +4701,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                 const int gi28 = (n02 + i27);
                 const int gk29 = (k0 + k26);
                 if ((gi28 < 84)) {
-                    const float t30 = p3[((((ex1 * 2048) + gk29) * 84) + gi28)];
+                    const float t30 = p6[((((ex1 * 2048) + gk29) * 84) + gi28)];
                     sh[(((k26 * 68) + i27) + 1280)] = t30;
                 } else {
                     sh[(((k26 * 68) + i27) + 1280)] = 0.0f;
@@ -4802,16 +4768,16 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
             const int gi35 = (m011 + i33);
             const int gj36 = (n02 + j34);
             if (((gi35 < t10) && (gj36 < 84))) {
-                p1[((gi35 * 84) + gj36)] = sh[((i33 * 68) + j34)];
+                p4[((gi35 * 84) + gj36)] = sh[((i33 * 68) + j34)];
             }
         }
-    } else if ((int(gid.x) < 800)) {
-        const int h1 = (int(gid.x) - 288);
-        const int ex1 = (h1 / 64);
-        const int m02 = (((h1 / 2) % 32) * 64);
-        const int n03 = ((h1 % 2) * 64);
-        const int t4 = p0[ex1];
-        const int t5 = p0[(ex1 + 1)];
+    } else if ((int(gid.x) < 808)) {
+        const int h2 = (int(gid.x) - 296);
+        const int ex1 = (h2 / 64);
+        const int m02 = (((h2 / 2) % 32) * 64);
+        const int n03 = ((h2 % 2) * 64);
+        const int t4 = p3[ex1];
+        const int t5 = p3[(ex1 + 1)];
         const int ti6 = int(lid.x);
         const int sgi7 = int(sg);
         const int sr8 = ((sgi7 / 2) * 32);
@@ -4840,7 +4806,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                 const int gi14 = (m02 + i13);
                 const int gk15 = (k0 + k12);
                 if ((gk15 < t5)) {
-                    const float t16 = p2[((gk15 * 2048) + gi14)];
+                    const float t16 = p5[((gk15 * 2048) + gi14)];
                     const float t17 = (t16 * 0.1904762f);
                     sh[((k12 * 68) + i13)] = t17;
                 } else {
@@ -4854,7 +4820,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                 const int gi22 = (n03 + i21);
                 const int gk23 = (k0 + k20);
                 if (((gi22 < 84) && (gk23 < t5))) {
-                    const float t24 = p4[((gk23 * 84) + gi22)];
+                    const float t24 = p7[((gk23 * 84) + gi22)];
                     sh[(((k20 * 68) + i21) + 1088)] = t24;
                 } else {
                     sh[(((k20 * 68) + i21) + 1088)] = 0.0f;
@@ -4921,7 +4887,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
             const int gi29 = (m02 + i27);
             const int gj30 = (n03 + j28);
             if ((gj30 < 84)) {
-                p5[((((ex1 * 2048) + gi29) * 84) + gj30)] = sh[((i27 * 68) + j28)];
+                p8[((((ex1 * 2048) + gi29) * 84) + gj30)] = sh[((i27 * 68) + j28)];
             }
         }
     }
@@ -5295,7 +5261,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
 // part 0 (grouped_matmul): fuses concat %2073, scale %2074, grouped_matmul %2075 (moe.8)
 // part 1 (grouped_matmul_wgrad): fuses concat %2073, scale %2074, grouped_matmul_wgrad %2076 (moe.8)
 // threadgroup 128×1×1, grid 2976×1×1 threadgroups
-kernel void grouped_matmul_grouped_matmul_wgrad_x2_1(
+kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -6072,7 +6038,7 @@ kernel void mul_sub_0(
 
 // fuses matmul %2102 (moe.8)
 // threadgroup 128×1×1, grid 32×8×1 threadgroups
-kernel void matmul_12(
+kernel void matmul_11(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -6193,9 +6159,1037 @@ kernel void matmul_12(
     }
 }
 
+// 2 independent kernels in one launch
+// part 0 (mul_sub): fuses broadcast %3765, sub %3766, mul %3767 (moe.1)
+// part 1 (reduce_sum): fuses reshape %4412, reshape %4413, reshape %4414, reshape %4415, reshape %4416, reshape %4417,
+//   reshape %4418, reshape %4419, reshape %4420, reshape %4421, reshape %4422, concat %4423,
+//   square %4424, reduce_sum %4425 (optimizer)
+// threadgroup 1024×1×1, grid 5×1×1 threadgroups
+kernel void mul_sub_reduce_sum_x2_0(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        const device float* p2 [[buffer(2)]],
+        device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        const device float* p6 [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
+        const device float* p8 [[buffer(8)]],
+        const device float* p9 [[buffer(9)]],
+        const device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
+        const device float* p12 [[buffer(12)]],
+        const device float* p13 [[buffer(13)]],
+        const device float* p14 [[buffer(14)]],
+        device float* p15 [[buffer(15)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    threadgroup float sh22[32];
+    if ((int(gid.x) < 4)) {
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 1024) + int(lid.x));
+        const int c2 = (i1 / 8);
+        const float t4 = p0[i1];
+        const float t5 = p1[i1];
+        const float t6 = p2[((c2 * 1) + 0)];
+        const float t7 = (t5 - t6);
+        const float t8 = (t4 * t7);
+        p3[i1] = t8;
+    } else if ((int(gid.x) < 5)) {
+        const int h1 = (int(gid.x) - 4);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        const int row4 = h1;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 7728; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 1024));
+            float cat8 = 0.0f;
+            if ((j7 < 3612672)) {
+                const float t9 = p4[(j7 - 0)];
+                cat8 = t9;
+            } else if ((j7 < 4988928)) {
+                const float t10 = p5[(j7 - 3612672)];
+                cat8 = t10;
+            } else if ((j7 < 5160960)) {
+                const float t11 = p6[(j7 - 4988928)];
+                cat8 = t11;
+            } else if ((j7 < 5849088)) {
+                const float t12 = p7[(j7 - 5160960)];
+                cat8 = t12;
+            } else if ((j7 < 6193152)) {
+                const float t13 = p8[(j7 - 5849088)];
+                cat8 = t13;
+            } else if ((j7 < 6365184)) {
+                const float t14 = p9[(j7 - 6193152)];
+                cat8 = t14;
+            } else if ((j7 < 6537216)) {
+                const float t15 = p10[(j7 - 6365184)];
+                cat8 = t15;
+            } else if ((j7 < 7225344)) {
+                const float t16 = p11[(j7 - 6537216)];
+                cat8 = t16;
+            } else if ((j7 < 7569408)) {
+                const float t17 = p12[(j7 - 7225344)];
+                cat8 = t17;
+            } else if ((j7 < 7741440)) {
+                const float t18 = p13[(j7 - 7569408)];
+                cat8 = t18;
+            } else {
+                const float t19 = p14[(j7 - 7741440)];
+                cat8 = t19;
+            }
+            const float t20 = (cat8 * cat8);
+            acc5 += t20;
+        }
+        const float s21 = simd_sum(acc5);
+        if ((l32_2 == 0)) {
+            sh22[sg3] = s21;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        float acc23 = sh22[0];
+        for (int s24 = 1; s24 < 32; s24 += 1) {
+            acc23 += sh22[s24];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        if ((lid1 == 0)) {
+            p15[row4] = acc23;
+        }
+    }
+}
+
+// 2 independent kernels in one launch
+// part 0 (causal_conv1d_bwd): fuses slice %308, causal_conv1d_bwd %3812 (mamba.5)
+// part 1 (reduce_sum): fuses reshape %4385, reshape %4386, reshape %4387, reshape %4388, reshape %4389, reshape %4390,
+//   reshape %4391, reshape %4392, reshape %4393, reshape %4394, reshape %4395, concat %4396,
+//   square %4397, reduce_sum %4398 (optimizer)
+// threadgroup 1024×1×1, grid 2049×1×1 threadgroups
+kernel void causal_conv1d_bwd_reduce_sum_x2_0(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        const device float* p6 [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
+        const device float* p8 [[buffer(8)]],
+        const device float* p9 [[buffer(9)]],
+        const device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
+        const device float* p12 [[buffer(12)]],
+        const device float* p13 [[buffer(13)]],
+        device float* p14 [[buffer(14)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    threadgroup float sh22[32];
+    if ((int(gid.x) < 2048)) {
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 1024) + int(lid.x));
+        const int c2 = (i1 / 2097152);
+        const int c3 = ((i1 / 4096) % 512);
+        const int c4 = (i1 % 4096);
+        const float t5 = p0[i1];
+        const float t6 = p1[((c4 * 4) + 3)];
+        const float t7 = p0[((((c2 * 512) + min((c3 + 1), 511)) * 4096) + c4)];
+        const float t8 = p1[((c4 * 4) + 2)];
+        const float t9 = p0[((((c2 * 512) + min((c3 + 2), 511)) * 4096) + c4)];
+        const float t10 = p1[((c4 * 4) + 1)];
+        const float t11 = p0[((((c2 * 512) + min((c3 + 3), 511)) * 4096) + c4)];
+        const float t12 = p1[((c4 * 4) + 0)];
+        p2[i1] = ((((t5 * t6) + ((c3 < 511) ? (t7 * t8) : 0.0f)) + ((c3 < 510) ? (t9 * t10) : 0.0f)) + ((c3 < 509) ? (t11 * t12) : 0.0f));
+    } else if ((int(gid.x) < 2049)) {
+        const int h1 = (int(gid.x) - 2048);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        const int row4 = h1;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 7728; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 1024));
+            float cat8 = 0.0f;
+            if ((j7 < 3612672)) {
+                const float t9 = p3[(j7 - 0)];
+                cat8 = t9;
+            } else if ((j7 < 4988928)) {
+                const float t10 = p4[(j7 - 3612672)];
+                cat8 = t10;
+            } else if ((j7 < 5160960)) {
+                const float t11 = p5[(j7 - 4988928)];
+                cat8 = t11;
+            } else if ((j7 < 5849088)) {
+                const float t12 = p6[(j7 - 5160960)];
+                cat8 = t12;
+            } else if ((j7 < 6193152)) {
+                const float t13 = p7[(j7 - 5849088)];
+                cat8 = t13;
+            } else if ((j7 < 6365184)) {
+                const float t14 = p8[(j7 - 6193152)];
+                cat8 = t14;
+            } else if ((j7 < 6537216)) {
+                const float t15 = p9[(j7 - 6365184)];
+                cat8 = t15;
+            } else if ((j7 < 7225344)) {
+                const float t16 = p10[(j7 - 6537216)];
+                cat8 = t16;
+            } else if ((j7 < 7569408)) {
+                const float t17 = p11[(j7 - 7225344)];
+                cat8 = t17;
+            } else if ((j7 < 7741440)) {
+                const float t18 = p12[(j7 - 7569408)];
+                cat8 = t18;
+            } else {
+                const float t19 = p13[(j7 - 7741440)];
+                cat8 = t19;
+            }
+            const float t20 = (cat8 * cat8);
+            acc5 += t20;
+        }
+        const float s21 = simd_sum(acc5);
+        if ((l32_2 == 0)) {
+            sh22[sg3] = s21;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        float acc23 = sh22[0];
+        for (int s24 = 1; s24 < 32; s24 += 1) {
+            acc23 += sh22[s24];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        if ((lid1 == 0)) {
+            p14[row4] = acc23;
+        }
+    }
+}
+
+// 2 independent kernels in one launch
+// part 0 (add_scale_mul): fuses const %1865, scale %3946, reshape %3947, broadcast %3948, mul %3949, reshape %3950,
+//   broadcast %3951, scale %3952, add %4000 (moe.0)
+// part 1 (reduce_sum): fuses reshape %4304, reshape %4305, reshape %4306, reshape %4307, reshape %4308, reshape %4309,
+//   reshape %4310, reshape %4311, reshape %4312, reshape %4313, reshape %4314, concat %4315,
+//   square %4316, reduce_sum %4317 (optimizer)
+// threadgroup 1024×1×1, grid 5×1×1 threadgroups
+kernel void add_scale_mul_reduce_sum_x2_0(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        const device float* p6 [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
+        const device float* p8 [[buffer(8)]],
+        const device float* p9 [[buffer(9)]],
+        const device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
+        const device float* p12 [[buffer(12)]],
+        const device float* p13 [[buffer(13)]],
+        device float* p14 [[buffer(14)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    threadgroup float sh22[32];
+    if ((int(gid.x) < 4)) {
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 1024) + int(lid.x));
+        const int c3 = (i1 % 8);
+        const float t4 = (1.0f * 0.08f);
+        const float t5 = p0[((0 * 8) + c3)];
+        const float t6 = (t4 * t5);
+        const float t7 = (t6 * 0.001953125f);
+        const float t8 = p1[i1];
+        const float t9 = (t7 + t8);
+        p2[i1] = t9;
+    } else if ((int(gid.x) < 5)) {
+        const int h1 = (int(gid.x) - 4);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        const int row4 = h1;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 7728; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 1024));
+            float cat8 = 0.0f;
+            if ((j7 < 3612672)) {
+                const float t9 = p3[(j7 - 0)];
+                cat8 = t9;
+            } else if ((j7 < 4988928)) {
+                const float t10 = p4[(j7 - 3612672)];
+                cat8 = t10;
+            } else if ((j7 < 5160960)) {
+                const float t11 = p5[(j7 - 4988928)];
+                cat8 = t11;
+            } else if ((j7 < 5849088)) {
+                const float t12 = p6[(j7 - 5160960)];
+                cat8 = t12;
+            } else if ((j7 < 6193152)) {
+                const float t13 = p7[(j7 - 5849088)];
+                cat8 = t13;
+            } else if ((j7 < 6365184)) {
+                const float t14 = p8[(j7 - 6193152)];
+                cat8 = t14;
+            } else if ((j7 < 6537216)) {
+                const float t15 = p9[(j7 - 6365184)];
+                cat8 = t15;
+            } else if ((j7 < 7225344)) {
+                const float t16 = p10[(j7 - 6537216)];
+                cat8 = t16;
+            } else if ((j7 < 7569408)) {
+                const float t17 = p11[(j7 - 7225344)];
+                cat8 = t17;
+            } else if ((j7 < 7741440)) {
+                const float t18 = p12[(j7 - 7569408)];
+                cat8 = t18;
+            } else {
+                const float t19 = p13[(j7 - 7741440)];
+                cat8 = t19;
+            }
+            const float t20 = (cat8 * cat8);
+            acc5 += t20;
+        }
+        const float s21 = simd_sum(acc5);
+        if ((l32_2 == 0)) {
+            sh22[sg3] = s21;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        float acc23 = sh22[0];
+        for (int s24 = 1; s24 < 32; s24 += 1) {
+            acc23 += sh22[s24];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        if ((lid1 == 0)) {
+            p14[row4] = acc23;
+        }
+    }
+}
+
+// 3 independent kernels in one launch
+// part 0 (selective_scan_bwd): fuses slice %78, slice %79, neg %85, mul %4081, selective_scan_bwd %4089, sigmoid %4095,
+//   mul %4096 (mamba.1)
+// part 1 (reduce_sum): fuses reshape %4400, reshape %4401, reshape %4402, reshape %4403, concat %4404, square %4405,
+//   reduce_sum %4406 (optimizer)
+// part 2 (reduce_sum): fuses reshape %4427, reshape %4428, reshape %4429, concat %4430, square %4431,
+//   reduce_sum %4432 (optimizer)
+// threadgroup 1024×1×1, grid 82×1×1 threadgroups
+kernel void selective_scan_bwd_reduce_sum_x3_0(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        const device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        const device float* p6 [[buffer(6)]],
+        device float* p7 [[buffer(7)]],
+        device float* p8 [[buffer(8)]],
+        const device float* p9 [[buffer(9)]],
+        device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
+        device float* p12 [[buffer(12)]],
+        const device float* p13 [[buffer(13)]],
+        const device float* p14 [[buffer(14)]],
+        const device float* p15 [[buffer(15)]],
+        const device float* p16 [[buffer(16)]],
+        device float* p17 [[buffer(17)]],
+        const device float* p18 [[buffer(18)]],
+        const device float* p19 [[buffer(19)]],
+        const device float* p20 [[buffer(20)]],
+        device float* p21 [[buffer(21)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
+    threadgroup float red2[2048];
+    threadgroup float sh15[32];
+    threadgroup float sh14[32];
+    if ((int(gid.x) < 80)) {
+        const int h0 = (int(gid.x) - 0);
+        float seq1[128];
+        const int gid3 = h0;
+        if ((gid3 < 16)) {
+            const int b4 = (gid3 / 16);
+            const int n05 = ((gid3 % 16) * 1);
+            const int n6 = (n05 + (int(lid.x) / 1024));
+            const int sg7 = int(sg);
+            const int lane8 = int(lane);
+            int buf9 = 0;
+            for (int blk10 = 0; blk10 < 4; blk10 += 1) {
+                const int ch11 = ((blk10 * 1024) + (int(lid.x) % 1024));
+                const float t12 = p0[((ch11 * 16) + n6)];
+                const float t13 = (-t12);
+                float carry14 = 0.0f;
+                for (int cc15 = 0; cc15 < 4; cc15 += 1) {
+                    const int c16 = (3 - cc15);
+                    const int t017 = (c16 * 128);
+                    const int t118 = min((t017 + 128), 512);
+                    const float t19 = p1[((((((b4 * 4) + c16) * 4096) + ch11) * 16) + n6)];
+                    float s20 = t19;
+                    for (int t21 = t017; t21 < t118; t21 += 1) {
+                        seq1[(t21 - t017)] = s20;
+                        const float t22 = p2[((((b4 * 512) + t21) * 4096) + ch11)];
+                        const float t23 = p3[((((b4 * 512) + t21) * 4096) + ch11)];
+                        const float t24 = p4[((((b4 * 512) + t21) * 160) + (n6 + 128))];
+                        const float a26 = exp((t22 * t13));
+                        s20 = ((a26 * s20) + ((t22 * t24) * t23));
+                    }
+                    const int len27 = (t118 - t017);
+                    for (int i028 = 0; i028 < len27; i028 += 16) {
+                        const int cnt29 = min(16, (len27 - i028));
+                        const int rb30 = (buf9 * 1024);
+                        for (int j31 = 0; j31 < cnt29; j31 += 1) {
+                            const int t32 = ((t118 - 1) - (i028 + j31));
+                            const float t33 = p2[((((b4 * 512) + t32) * 4096) + ch11)];
+                            const float t34 = p3[((((b4 * 512) + t32) * 4096) + ch11)];
+                            const float t35 = p4[((((b4 * 512) + t32) * 160) + (n6 + 128))];
+                            const float t36 = p4[((((b4 * 512) + t32) * 160) + (n6 + 144))];
+                            const float t37 = p5[((((b4 * 512) + t32) * 4096) + ch11)];
+                            const float t38 = p6[((((b4 * 512) + t32) * 4096) + ch11)];
+                            const float t39 = (t37 * t38);
+                            const float sp40 = seq1[(t32 - t017)];
+                            const float a41 = exp((t33 * t13));
+                            const float g42 = ((t36 * t39) + carry14);
+                            carry14 = (a41 * g42);
+                            const float sp43 = simd_sum(((g42 * t33) * t34));
+                            const float sp44 = simd_sum((((a41 * sp40) + ((t33 * t35) * t34)) * t39));
+                            if ((lane8 == 0)) {
+                                red2[(rb30 + ((((0 * 16) + j31) * 32) + sg7))] = sp43;
+                                red2[(rb30 + ((((1 * 16) + j31) * 32) + sg7))] = sp44;
+                            }
+                        }
+                        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+                        const int per45 = (cnt29 * 1);
+                        for (int k46 = sg7; k46 < (2 * per45); k46 += 32) {
+                            const int q47 = (k46 / per45);
+                            const int j48 = ((k46 % per45) / 1);
+                            const int ns49 = (k46 % 1);
+                            const float tot50 = simd_sum(red2[(rb30 + ((((q47 * 16) + j48) * 32) + ((ns49 * 32) + lane8)))]);
+                            const int t51 = ((t118 - 1) - (i028 + j48));
+                            const int nn52 = (n05 + ns49);
+                            if ((lane8 == 0)) {
+                                if ((q47 == 0)) {
+                                    if ((blk10 == 0)) {
+                                        p7[((((b4 * 512) + t51) * 16) + nn52)] = tot50;
+                                    } else {
+                                        p7[((((b4 * 512) + t51) * 16) + nn52)] += tot50;
+                                    }
+                                }
+                                if ((q47 == 1)) {
+                                    if ((blk10 == 0)) {
+                                        p8[((((b4 * 512) + t51) * 16) + nn52)] = tot50;
+                                    } else {
+                                        p8[((((b4 * 512) + t51) * 16) + nn52)] += tot50;
+                                    }
+                                }
+                            }
+                        }
+                        buf9 = (1 - buf9);
+                    }
+                }
+            }
+        } else {
+            const int ch53 = (((gid3 - 16) * 64) + (int(lid.x) / 16));
+            const int n54 = (int(lid.x) % 16);
+            const float t55 = p0[((ch53 * 16) + n54)];
+            const float t56 = (-t55);
+            const float t57 = p9[ch53];
+            float dA58 = 0.0f;
+            float dD59 = 0.0f;
+            for (int b60 = 0; b60 < 1; b60 += 1) {
+                float carry61 = 0.0f;
+                for (int cc62 = 0; cc62 < 4; cc62 += 1) {
+                    const int c63 = (3 - cc62);
+                    const int t064 = (c63 * 128);
+                    const int t165 = min((t064 + 128), 512);
+                    const float t66 = p1[((((((b60 * 4) + c63) * 4096) + ch53) * 16) + n54)];
+                    float s67 = t66;
+                    for (int t68 = t064; t68 < t165; t68 += 1) {
+                        seq1[(t68 - t064)] = s67;
+                        const float t69 = p2[((((b60 * 512) + t68) * 4096) + ch53)];
+                        const float t70 = p3[((((b60 * 512) + t68) * 4096) + ch53)];
+                        const float t71 = p4[((((b60 * 512) + t68) * 160) + (n54 + 128))];
+                        const float a73 = exp((t69 * t56));
+                        s67 = ((a73 * s67) + ((t69 * t71) * t70));
+                    }
+                    for (int i74 = 0; i74 < (t165 - t064); i74 += 1) {
+                        const int t75 = ((t165 - 1) - i74);
+                        const float t76 = p2[((((b60 * 512) + t75) * 4096) + ch53)];
+                        const float t77 = p3[((((b60 * 512) + t75) * 4096) + ch53)];
+                        const float t78 = p4[((((b60 * 512) + t75) * 160) + (n54 + 128))];
+                        const float t79 = p4[((((b60 * 512) + t75) * 160) + (n54 + 144))];
+                        const float t80 = p5[((((b60 * 512) + t75) * 4096) + ch53)];
+                        const float t81 = p6[((((b60 * 512) + t75) * 4096) + ch53)];
+                        const float t82 = (t80 * t81);
+                        const float sp83 = seq1[(t75 - t064)];
+                        const float a84 = exp((t76 * t56));
+                        const float g85 = ((t79 * t82) + carry61);
+                        carry61 = (a84 * g85);
+                        const float r86 = (((g85 * t76) * t78) + simd_shuffle_xor(((g85 * t76) * t78), ushort(8)));
+                        const float r87 = (r86 + simd_shuffle_xor(r86, ushort(4)));
+                        const float r88 = (r87 + simd_shuffle_xor(r87, ushort(2)));
+                        const float r89 = (r88 + simd_shuffle_xor(r88, ushort(1)));
+                        const float r90 = ((g85 * (((t56 * a84) * sp83) + (t78 * t77))) + simd_shuffle_xor((g85 * (((t56 * a84) * sp83) + (t78 * t77))), ushort(8)));
+                        const float r91 = (r90 + simd_shuffle_xor(r90, ushort(4)));
+                        const float r92 = (r91 + simd_shuffle_xor(r91, ushort(2)));
+                        const float r93 = (r92 + simd_shuffle_xor(r92, ushort(1)));
+                        if ((n54 == 0)) {
+                            const float acc94 = (r89 + (t57 * t82));
+                            p10[((((b60 * 512) + t75) * 4096) + ch53)] = acc94;
+                            const float t95 = p11[((((b60 * 512) + t75) * 4096) + ch53)];
+                            const float t96 = (1.0f / (1.0f + exp((-t95))));
+                            const float t97 = (r93 * t96);
+                            p12[((((b60 * 512) + t75) * 4096) + ch53)] = t97;
+                        }
+                    }
+                }
+            }
+        }
+    } else if ((int(gid.x) < 81)) {
+        const int h1 = (int(gid.x) - 80);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        const int row4 = h1;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 2520; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 1024));
+            float cat8 = 0.0f;
+            if ((j7 < 688128)) {
+                const float t9 = p13[(j7 - 0)];
+                cat8 = t9;
+            } else if ((j7 < 1032192)) {
+                const float t10 = p14[(j7 - 688128)];
+                cat8 = t10;
+            } else if ((j7 < 1204224)) {
+                const float t11 = p15[(j7 - 1032192)];
+                cat8 = t11;
+            } else {
+                const float t12 = p16[(j7 - 1204224)];
+                cat8 = t12;
+            }
+            const float t13 = (cat8 * cat8);
+            acc5 += t13;
+        }
+        const float s14 = simd_sum(acc5);
+        if ((l32_2 == 0)) {
+            sh15[sg3] = s14;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        float acc16 = sh15[0];
+        for (int s17 = 1; s17 < 32; s17 += 1) {
+            acc16 += sh15[s17];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        if ((lid1 == 0)) {
+            p17[row4] = acc16;
+        }
+    } else if ((int(gid.x) < 82)) {
+        const int h2 = (int(gid.x) - 81);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        const int row4 = h2;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 1176; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 1024));
+            float cat8 = 0.0f;
+            if ((j7 < 688128)) {
+                const float t9 = p18[(j7 - 0)];
+                cat8 = t9;
+            } else if ((j7 < 1032192)) {
+                const float t10 = p19[(j7 - 688128)];
+                cat8 = t10;
+            } else {
+                const float t11 = p20[(j7 - 1032192)];
+                cat8 = t11;
+            }
+            const float t12 = (cat8 * cat8);
+            acc5 += t12;
+        }
+        const float s13 = simd_sum(acc5);
+        if ((l32_2 == 0)) {
+            sh14[sg3] = s13;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        float acc15 = sh14[0];
+        for (int s16 = 1; s16 < 32; s16 += 1) {
+            acc15 += sh14[s16];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        if ((lid1 == 0)) {
+            p21[row4] = acc15;
+        }
+    }
+}
+
+// 5 independent kernels in one launch
+// part 0 (causal_conv1d_bwd): fuses slice %72, causal_conv1d_bwd %4107 (mamba.1)
+// part 1 (reduce_sum): fuses reshape %4223, reshape %4224, reshape %4225, reshape %4226, reshape %4227, reshape %4228,
+//   reshape %4229, reshape %4230, reshape %4231, reshape %4232, reshape %4233, concat %4234,
+//   square %4235, reduce_sum %4236 (optimizer)
+// part 2 (reduce_sum): fuses reshape %4373, reshape %4374, reshape %4375, reshape %4376, concat %4377, square %4378,
+//   reduce_sum %4379 (optimizer)
+// part 3 (reduce_sum): fuses reshape %4381, square %4382, reduce_sum %4383 (optimizer)
+// part 4 (reduce_sum): fuses reshape %4408, square %4409, reduce_sum %4410 (optimizer)
+// threadgroup 1024×1×1, grid 2052×1×1 threadgroups
+kernel void causal_conv1d_bwd_reduce_sum_x5_0(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        const device float* p6 [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
+        const device float* p8 [[buffer(8)]],
+        const device float* p9 [[buffer(9)]],
+        const device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
+        const device float* p12 [[buffer(12)]],
+        const device float* p13 [[buffer(13)]],
+        device float* p14 [[buffer(14)]],
+        const device float* p15 [[buffer(15)]],
+        const device float* p16 [[buffer(16)]],
+        const device float* p17 [[buffer(17)]],
+        const device float* p18 [[buffer(18)]],
+        device float* p19 [[buffer(19)]],
+        const device float* p20 [[buffer(20)]],
+        device float* p21 [[buffer(21)]],
+        const device float* p22 [[buffer(22)]],
+        device float* p23 [[buffer(23)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    threadgroup float sh22[32];
+    threadgroup float sh15[32];
+    threadgroup float sh11[32];
+    if ((int(gid.x) < 2048)) {
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 1024) + int(lid.x));
+        const int c2 = (i1 / 2097152);
+        const int c3 = ((i1 / 4096) % 512);
+        const int c4 = (i1 % 4096);
+        const float t5 = p0[i1];
+        const float t6 = p1[((c4 * 4) + 3)];
+        const float t7 = p0[((((c2 * 512) + min((c3 + 1), 511)) * 4096) + c4)];
+        const float t8 = p1[((c4 * 4) + 2)];
+        const float t9 = p0[((((c2 * 512) + min((c3 + 2), 511)) * 4096) + c4)];
+        const float t10 = p1[((c4 * 4) + 1)];
+        const float t11 = p0[((((c2 * 512) + min((c3 + 3), 511)) * 4096) + c4)];
+        const float t12 = p1[((c4 * 4) + 0)];
+        p2[i1] = ((((t5 * t6) + ((c3 < 511) ? (t7 * t8) : 0.0f)) + ((c3 < 510) ? (t9 * t10) : 0.0f)) + ((c3 < 509) ? (t11 * t12) : 0.0f));
+    } else if ((int(gid.x) < 2049)) {
+        const int h1 = (int(gid.x) - 2048);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        const int row4 = h1;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 7728; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 1024));
+            float cat8 = 0.0f;
+            if ((j7 < 3612672)) {
+                const float t9 = p3[(j7 - 0)];
+                cat8 = t9;
+            } else if ((j7 < 4988928)) {
+                const float t10 = p4[(j7 - 3612672)];
+                cat8 = t10;
+            } else if ((j7 < 5160960)) {
+                const float t11 = p5[(j7 - 4988928)];
+                cat8 = t11;
+            } else if ((j7 < 5849088)) {
+                const float t12 = p6[(j7 - 5160960)];
+                cat8 = t12;
+            } else if ((j7 < 6193152)) {
+                const float t13 = p7[(j7 - 5849088)];
+                cat8 = t13;
+            } else if ((j7 < 6365184)) {
+                const float t14 = p8[(j7 - 6193152)];
+                cat8 = t14;
+            } else if ((j7 < 6537216)) {
+                const float t15 = p9[(j7 - 6365184)];
+                cat8 = t15;
+            } else if ((j7 < 7225344)) {
+                const float t16 = p10[(j7 - 6537216)];
+                cat8 = t16;
+            } else if ((j7 < 7569408)) {
+                const float t17 = p11[(j7 - 7225344)];
+                cat8 = t17;
+            } else if ((j7 < 7741440)) {
+                const float t18 = p12[(j7 - 7569408)];
+                cat8 = t18;
+            } else {
+                const float t19 = p13[(j7 - 7741440)];
+                cat8 = t19;
+            }
+            const float t20 = (cat8 * cat8);
+            acc5 += t20;
+        }
+        const float s21 = simd_sum(acc5);
+        if ((l32_2 == 0)) {
+            sh22[sg3] = s21;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        float acc23 = sh22[0];
+        for (int s24 = 1; s24 < 32; s24 += 1) {
+            acc23 += sh22[s24];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        if ((lid1 == 0)) {
+            p14[row4] = acc23;
+        }
+    } else if ((int(gid.x) < 2050)) {
+        const int h2 = (int(gid.x) - 2049);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        const int row4 = h2;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 2520; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 1024));
+            float cat8 = 0.0f;
+            if ((j7 < 688128)) {
+                const float t9 = p15[(j7 - 0)];
+                cat8 = t9;
+            } else if ((j7 < 1032192)) {
+                const float t10 = p16[(j7 - 688128)];
+                cat8 = t10;
+            } else if ((j7 < 1204224)) {
+                const float t11 = p17[(j7 - 1032192)];
+                cat8 = t11;
+            } else {
+                const float t12 = p18[(j7 - 1204224)];
+                cat8 = t12;
+            }
+            const float t13 = (cat8 * cat8);
+            acc5 += t13;
+        }
+        const float s14 = simd_sum(acc5);
+        if ((l32_2 == 0)) {
+            sh15[sg3] = s14;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        float acc16 = sh15[0];
+        for (int s17 = 1; s17 < 32; s17 += 1) {
+            acc16 += sh15[s17];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        if ((lid1 == 0)) {
+            p19[row4] = acc16;
+        }
+    } else if ((int(gid.x) < 2051)) {
+        const int h3 = (int(gid.x) - 2050);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        const int row4 = h3;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 7056; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 1024));
+            const float t8 = p20[j7];
+            const float t9 = (t8 * t8);
+            acc5 += t9;
+        }
+        const float s10 = simd_sum(acc5);
+        if ((l32_2 == 0)) {
+            sh11[sg3] = s10;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        float acc12 = sh11[0];
+        for (int s13 = 1; s13 < 32; s13 += 1) {
+            acc12 += sh11[s13];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        if ((lid1 == 0)) {
+            p21[row4] = acc12;
+        }
+    } else if ((int(gid.x) < 2052)) {
+        const int h4 = (int(gid.x) - 2051);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        const int row4 = h4;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 7056; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 1024));
+            const float t8 = p22[j7];
+            const float t9 = (t8 * t8);
+            acc5 += t9;
+        }
+        const float s10 = simd_sum(acc5);
+        if ((l32_2 == 0)) {
+            sh11[sg3] = s10;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        float acc12 = sh11[0];
+        for (int s13 = 1; s13 < 32; s13 += 1) {
+            acc12 += sh11[s13];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        if ((lid1 == 0)) {
+            p23[row4] = acc12;
+        }
+    }
+}
+
+// 3 independent kernels in one launch
+// part 0 (selective_scan_bwd): fuses slice %32, slice %33, neg %39, mul %4138, selective_scan_bwd %4146, sigmoid %4152,
+//   mul %4153 (mamba.0)
+// part 1 (reduce_sum): fuses reshape %4319, reshape %4320, reshape %4321, reshape %4322, concat %4323, square %4324,
+//   reduce_sum %4325 (optimizer)
+// part 2 (reduce_sum): fuses reshape %4346, reshape %4347, reshape %4348, reshape %4349, concat %4350, square %4351,
+//   reduce_sum %4352 (optimizer)
+// threadgroup 1024×1×1, grid 82×1×1 threadgroups
+kernel void selective_scan_bwd_reduce_sum_x3_1(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        const device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        const device float* p6 [[buffer(6)]],
+        device float* p7 [[buffer(7)]],
+        device float* p8 [[buffer(8)]],
+        const device float* p9 [[buffer(9)]],
+        device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
+        device float* p12 [[buffer(12)]],
+        const device float* p13 [[buffer(13)]],
+        const device float* p14 [[buffer(14)]],
+        const device float* p15 [[buffer(15)]],
+        const device float* p16 [[buffer(16)]],
+        device float* p17 [[buffer(17)]],
+        const device float* p18 [[buffer(18)]],
+        const device float* p19 [[buffer(19)]],
+        const device float* p20 [[buffer(20)]],
+        const device float* p21 [[buffer(21)]],
+        device float* p22 [[buffer(22)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
+    threadgroup float red2[2048];
+    threadgroup float sh15[32];
+    if ((int(gid.x) < 80)) {
+        const int h0 = (int(gid.x) - 0);
+        float seq1[128];
+        const int gid3 = h0;
+        if ((gid3 < 16)) {
+            const int b4 = (gid3 / 16);
+            const int n05 = ((gid3 % 16) * 1);
+            const int n6 = (n05 + (int(lid.x) / 1024));
+            const int sg7 = int(sg);
+            const int lane8 = int(lane);
+            int buf9 = 0;
+            for (int blk10 = 0; blk10 < 4; blk10 += 1) {
+                const int ch11 = ((blk10 * 1024) + (int(lid.x) % 1024));
+                const float t12 = p0[((ch11 * 16) + n6)];
+                const float t13 = (-t12);
+                float carry14 = 0.0f;
+                for (int cc15 = 0; cc15 < 4; cc15 += 1) {
+                    const int c16 = (3 - cc15);
+                    const int t017 = (c16 * 128);
+                    const int t118 = min((t017 + 128), 512);
+                    const float t19 = p1[((((((b4 * 4) + c16) * 4096) + ch11) * 16) + n6)];
+                    float s20 = t19;
+                    for (int t21 = t017; t21 < t118; t21 += 1) {
+                        seq1[(t21 - t017)] = s20;
+                        const float t22 = p2[((((b4 * 512) + t21) * 4096) + ch11)];
+                        const float t23 = p3[((((b4 * 512) + t21) * 4096) + ch11)];
+                        const float t24 = p4[((((b4 * 512) + t21) * 160) + (n6 + 128))];
+                        const float a26 = exp((t22 * t13));
+                        s20 = ((a26 * s20) + ((t22 * t24) * t23));
+                    }
+                    const int len27 = (t118 - t017);
+                    for (int i028 = 0; i028 < len27; i028 += 16) {
+                        const int cnt29 = min(16, (len27 - i028));
+                        const int rb30 = (buf9 * 1024);
+                        for (int j31 = 0; j31 < cnt29; j31 += 1) {
+                            const int t32 = ((t118 - 1) - (i028 + j31));
+                            const float t33 = p2[((((b4 * 512) + t32) * 4096) + ch11)];
+                            const float t34 = p3[((((b4 * 512) + t32) * 4096) + ch11)];
+                            const float t35 = p4[((((b4 * 512) + t32) * 160) + (n6 + 128))];
+                            const float t36 = p4[((((b4 * 512) + t32) * 160) + (n6 + 144))];
+                            const float t37 = p5[((((b4 * 512) + t32) * 4096) + ch11)];
+                            const float t38 = p6[((((b4 * 512) + t32) * 4096) + ch11)];
+                            const float t39 = (t37 * t38);
+                            const float sp40 = seq1[(t32 - t017)];
+                            const float a41 = exp((t33 * t13));
+                            const float g42 = ((t36 * t39) + carry14);
+                            carry14 = (a41 * g42);
+                            const float sp43 = simd_sum(((g42 * t33) * t34));
+                            const float sp44 = simd_sum((((a41 * sp40) + ((t33 * t35) * t34)) * t39));
+                            if ((lane8 == 0)) {
+                                red2[(rb30 + ((((0 * 16) + j31) * 32) + sg7))] = sp43;
+                                red2[(rb30 + ((((1 * 16) + j31) * 32) + sg7))] = sp44;
+                            }
+                        }
+                        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+                        const int per45 = (cnt29 * 1);
+                        for (int k46 = sg7; k46 < (2 * per45); k46 += 32) {
+                            const int q47 = (k46 / per45);
+                            const int j48 = ((k46 % per45) / 1);
+                            const int ns49 = (k46 % 1);
+                            const float tot50 = simd_sum(red2[(rb30 + ((((q47 * 16) + j48) * 32) + ((ns49 * 32) + lane8)))]);
+                            const int t51 = ((t118 - 1) - (i028 + j48));
+                            const int nn52 = (n05 + ns49);
+                            if ((lane8 == 0)) {
+                                if ((q47 == 0)) {
+                                    if ((blk10 == 0)) {
+                                        p7[((((b4 * 512) + t51) * 16) + nn52)] = tot50;
+                                    } else {
+                                        p7[((((b4 * 512) + t51) * 16) + nn52)] += tot50;
+                                    }
+                                }
+                                if ((q47 == 1)) {
+                                    if ((blk10 == 0)) {
+                                        p8[((((b4 * 512) + t51) * 16) + nn52)] = tot50;
+                                    } else {
+                                        p8[((((b4 * 512) + t51) * 16) + nn52)] += tot50;
+                                    }
+                                }
+                            }
+                        }
+                        buf9 = (1 - buf9);
+                    }
+                }
+            }
+        } else {
+            const int ch53 = (((gid3 - 16) * 64) + (int(lid.x) / 16));
+            const int n54 = (int(lid.x) % 16);
+            const float t55 = p0[((ch53 * 16) + n54)];
+            const float t56 = (-t55);
+            const float t57 = p9[ch53];
+            float dA58 = 0.0f;
+            float dD59 = 0.0f;
+            for (int b60 = 0; b60 < 1; b60 += 1) {
+                float carry61 = 0.0f;
+                for (int cc62 = 0; cc62 < 4; cc62 += 1) {
+                    const int c63 = (3 - cc62);
+                    const int t064 = (c63 * 128);
+                    const int t165 = min((t064 + 128), 512);
+                    const float t66 = p1[((((((b60 * 4) + c63) * 4096) + ch53) * 16) + n54)];
+                    float s67 = t66;
+                    for (int t68 = t064; t68 < t165; t68 += 1) {
+                        seq1[(t68 - t064)] = s67;
+                        const float t69 = p2[((((b60 * 512) + t68) * 4096) + ch53)];
+                        const float t70 = p3[((((b60 * 512) + t68) * 4096) + ch53)];
+                        const float t71 = p4[((((b60 * 512) + t68) * 160) + (n54 + 128))];
+                        const float a73 = exp((t69 * t56));
+                        s67 = ((a73 * s67) + ((t69 * t71) * t70));
+                    }
+                    for (int i74 = 0; i74 < (t165 - t064); i74 += 1) {
+                        const int t75 = ((t165 - 1) - i74);
+                        const float t76 = p2[((((b60 * 512) + t75) * 4096) + ch53)];
+                        const float t77 = p3[((((b60 * 512) + t75) * 4096) + ch53)];
+                        const float t78 = p4[((((b60 * 512) + t75) * 160) + (n54 + 128))];
+                        const float t79 = p4[((((b60 * 512) + t75) * 160) + (n54 + 144))];
+                        const float t80 = p5[((((b60 * 512) + t75) * 4096) + ch53)];
+                        const float t81 = p6[((((b60 * 512) + t75) * 4096) + ch53)];
+                        const float t82 = (t80 * t81);
+                        const float sp83 = seq1[(t75 - t064)];
+                        const float a84 = exp((t76 * t56));
+                        const float g85 = ((t79 * t82) + carry61);
+                        carry61 = (a84 * g85);
+                        const float r86 = (((g85 * t76) * t78) + simd_shuffle_xor(((g85 * t76) * t78), ushort(8)));
+                        const float r87 = (r86 + simd_shuffle_xor(r86, ushort(4)));
+                        const float r88 = (r87 + simd_shuffle_xor(r87, ushort(2)));
+                        const float r89 = (r88 + simd_shuffle_xor(r88, ushort(1)));
+                        const float r90 = ((g85 * (((t56 * a84) * sp83) + (t78 * t77))) + simd_shuffle_xor((g85 * (((t56 * a84) * sp83) + (t78 * t77))), ushort(8)));
+                        const float r91 = (r90 + simd_shuffle_xor(r90, ushort(4)));
+                        const float r92 = (r91 + simd_shuffle_xor(r91, ushort(2)));
+                        const float r93 = (r92 + simd_shuffle_xor(r92, ushort(1)));
+                        if ((n54 == 0)) {
+                            const float acc94 = (r89 + (t57 * t82));
+                            p10[((((b60 * 512) + t75) * 4096) + ch53)] = acc94;
+                            const float t95 = p11[((((b60 * 512) + t75) * 4096) + ch53)];
+                            const float t96 = (1.0f / (1.0f + exp((-t95))));
+                            const float t97 = (r93 * t96);
+                            p12[((((b60 * 512) + t75) * 4096) + ch53)] = t97;
+                        }
+                    }
+                }
+            }
+        }
+    } else if ((int(gid.x) < 81)) {
+        const int h1 = (int(gid.x) - 80);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        const int row4 = h1;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 2520; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 1024));
+            float cat8 = 0.0f;
+            if ((j7 < 688128)) {
+                const float t9 = p13[(j7 - 0)];
+                cat8 = t9;
+            } else if ((j7 < 1032192)) {
+                const float t10 = p14[(j7 - 688128)];
+                cat8 = t10;
+            } else if ((j7 < 1204224)) {
+                const float t11 = p15[(j7 - 1032192)];
+                cat8 = t11;
+            } else {
+                const float t12 = p16[(j7 - 1204224)];
+                cat8 = t12;
+            }
+            const float t13 = (cat8 * cat8);
+            acc5 += t13;
+        }
+        const float s14 = simd_sum(acc5);
+        if ((l32_2 == 0)) {
+            sh15[sg3] = s14;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        float acc16 = sh15[0];
+        for (int s17 = 1; s17 < 32; s17 += 1) {
+            acc16 += sh15[s17];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        if ((lid1 == 0)) {
+            p17[row4] = acc16;
+        }
+    } else if ((int(gid.x) < 82)) {
+        const int h2 = (int(gid.x) - 81);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        const int row4 = h2;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 2520; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 1024));
+            float cat8 = 0.0f;
+            if ((j7 < 688128)) {
+                const float t9 = p18[(j7 - 0)];
+                cat8 = t9;
+            } else if ((j7 < 1032192)) {
+                const float t10 = p19[(j7 - 688128)];
+                cat8 = t10;
+            } else if ((j7 < 1204224)) {
+                const float t11 = p20[(j7 - 1032192)];
+                cat8 = t11;
+            } else {
+                const float t12 = p21[(j7 - 1204224)];
+                cat8 = t12;
+            }
+            const float t13 = (cat8 * cat8);
+            acc5 += t13;
+        }
+        const float s14 = simd_sum(acc5);
+        if ((l32_2 == 0)) {
+            sh15[sg3] = s14;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        float acc16 = sh15[0];
+        for (int s17 = 1; s17 < 32; s17 += 1) {
+            acc16 += sh15[s17];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        if ((lid1 == 0)) {
+            p22[row4] = acc16;
+        }
+    }
+}
+
 // fuses reshape %4173, reshape %4174, matmul %4175 (mamba.0)
 // threadgroup 128×1×1, grid 32×2×1 threadgroups
-kernel void matmul_13(
+kernel void matmul_12(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -6314,13 +7308,16 @@ kernel void matmul_13(
     }
 }
 
-// 2 independent kernels in one launch
+// 4 independent kernels in one launch
 // part 0 (reduce_sum): fuses reshape %4176, reshape %4177, reshape %4178, reshape %4179, reshape %4180, reshape %4181,
 //   reshape %4182, reshape %4183, reshape %4184, reshape %4185, reshape %4186, reshape %4187,
 //   reshape %4188, concat %4189, square %4190, reduce_sum %4191 (optimizer)
 // part 1 (reduce_sum): fuses reshape %4192, square %4193, reduce_sum %4194 (optimizer)
-// threadgroup 1024×1×1, grid 2×1×1 threadgroups
-kernel void reduce_sum_x2_0(
+// part 2 (reduce_sum): fuses reshape %4211, reshape %4212, reshape %4213, reshape %4214, concat %4215, square %4216,
+//   reduce_sum %4217 (optimizer)
+// part 3 (reduce_sum): fuses reshape %4219, square %4220, reduce_sum %4221 (optimizer)
+// threadgroup 1024×1×1, grid 4×1×1 threadgroups
+kernel void reduce_sum_x4_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -6337,10 +7334,18 @@ kernel void reduce_sum_x2_0(
         device float* p13 [[buffer(13)]],
         const device float* p14 [[buffer(14)]],
         device float* p15 [[buffer(15)]],
+        const device float* p16 [[buffer(16)]],
+        const device float* p17 [[buffer(17)]],
+        const device float* p18 [[buffer(18)]],
+        const device float* p19 [[buffer(19)]],
+        device float* p20 [[buffer(20)]],
+        const device float* p21 [[buffer(21)]],
+        device float* p22 [[buffer(22)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     threadgroup float sh24[32];
     threadgroup float sh11[32];
+    threadgroup float sh15[32];
     if ((int(gid.x) < 1)) {
         const int h0 = (int(gid.x) - 0);
         const int lid1 = int(lid.x);
@@ -6433,123 +7438,27 @@ kernel void reduce_sum_x2_0(
         if ((lid1 == 0)) {
             p15[row4] = acc12;
         }
-    }
-}
-
-// 3 independent kernels in one launch
-// part 0 (reduce_sum): fuses reshape %4196, reshape %4197, reshape %4198, reshape %4199, reshape %4200, reshape %4201,
-//   reshape %4202, reshape %4203, reshape %4204, reshape %4205, reshape %4206, concat %4207,
-//   square %4208, reduce_sum %4209 (optimizer)
-// part 1 (reduce_sum): fuses reshape %4211, reshape %4212, reshape %4213, reshape %4214, concat %4215, square %4216,
-//   reduce_sum %4217 (optimizer)
-// part 2 (reduce_sum): fuses reshape %4219, square %4220, reduce_sum %4221 (optimizer)
-// threadgroup 1024×1×1, grid 3×1×1 threadgroups
-kernel void reduce_sum_x3_0(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        const device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
-        const device float* p7 [[buffer(7)]],
-        const device float* p8 [[buffer(8)]],
-        const device float* p9 [[buffer(9)]],
-        const device float* p10 [[buffer(10)]],
-        device float* p11 [[buffer(11)]],
-        const device float* p12 [[buffer(12)]],
-        const device float* p13 [[buffer(13)]],
-        const device float* p14 [[buffer(14)]],
-        const device float* p15 [[buffer(15)]],
-        device float* p16 [[buffer(16)]],
-        const device float* p17 [[buffer(17)]],
-        device float* p18 [[buffer(18)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    threadgroup float sh22[32];
-    threadgroup float sh15[32];
-    threadgroup float sh11[32];
-    if ((int(gid.x) < 1)) {
-        const int h0 = (int(gid.x) - 0);
+    } else if ((int(gid.x) < 3)) {
+        const int h2 = (int(gid.x) - 2);
         const int lid1 = int(lid.x);
         const int l32_2 = (lid1 % 32);
         const int sg3 = (lid1 / 32);
-        const int row4 = h0;
-        float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 7728; k6 += 1) {
-            const int j7 = (lid1 + (k6 * 1024));
-            float cat8 = 0.0f;
-            if ((j7 < 3612672)) {
-                const float t9 = p0[(j7 - 0)];
-                cat8 = t9;
-            } else if ((j7 < 4988928)) {
-                const float t10 = p1[(j7 - 3612672)];
-                cat8 = t10;
-            } else if ((j7 < 5160960)) {
-                const float t11 = p2[(j7 - 4988928)];
-                cat8 = t11;
-            } else if ((j7 < 5849088)) {
-                const float t12 = p3[(j7 - 5160960)];
-                cat8 = t12;
-            } else if ((j7 < 6193152)) {
-                const float t13 = p4[(j7 - 5849088)];
-                cat8 = t13;
-            } else if ((j7 < 6365184)) {
-                const float t14 = p5[(j7 - 6193152)];
-                cat8 = t14;
-            } else if ((j7 < 6537216)) {
-                const float t15 = p6[(j7 - 6365184)];
-                cat8 = t15;
-            } else if ((j7 < 7225344)) {
-                const float t16 = p7[(j7 - 6537216)];
-                cat8 = t16;
-            } else if ((j7 < 7569408)) {
-                const float t17 = p8[(j7 - 7225344)];
-                cat8 = t17;
-            } else if ((j7 < 7741440)) {
-                const float t18 = p9[(j7 - 7569408)];
-                cat8 = t18;
-            } else {
-                const float t19 = p10[(j7 - 7741440)];
-                cat8 = t19;
-            }
-            const float t20 = (cat8 * cat8);
-            acc5 += t20;
-        }
-        const float s21 = simd_sum(acc5);
-        if ((l32_2 == 0)) {
-            sh22[sg3] = s21;
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        float acc23 = sh22[0];
-        for (int s24 = 1; s24 < 32; s24 += 1) {
-            acc23 += sh22[s24];
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((lid1 == 0)) {
-            p11[row4] = acc23;
-        }
-    } else if ((int(gid.x) < 2)) {
-        const int h1 = (int(gid.x) - 1);
-        const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
-        const int row4 = h1;
+        const int row4 = h2;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 2520; k6 += 1) {
             const int j7 = (lid1 + (k6 * 1024));
             float cat8 = 0.0f;
             if ((j7 < 688128)) {
-                const float t9 = p12[(j7 - 0)];
+                const float t9 = p16[(j7 - 0)];
                 cat8 = t9;
             } else if ((j7 < 1032192)) {
-                const float t10 = p13[(j7 - 688128)];
+                const float t10 = p17[(j7 - 688128)];
                 cat8 = t10;
             } else if ((j7 < 1204224)) {
-                const float t11 = p14[(j7 - 1032192)];
+                const float t11 = p18[(j7 - 1032192)];
                 cat8 = t11;
             } else {
-                const float t12 = p15[(j7 - 1204224)];
+                const float t12 = p19[(j7 - 1204224)];
                 cat8 = t12;
             }
             const float t13 = (cat8 * cat8);
@@ -6566,18 +7475,18 @@ kernel void reduce_sum_x3_0(
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         if ((lid1 == 0)) {
-            p16[row4] = acc16;
+            p20[row4] = acc16;
         }
-    } else if ((int(gid.x) < 3)) {
-        const int h2 = (int(gid.x) - 2);
+    } else if ((int(gid.x) < 4)) {
+        const int h3 = (int(gid.x) - 3);
         const int lid1 = int(lid.x);
         const int l32_2 = (lid1 % 32);
         const int sg3 = (lid1 / 32);
-        const int row4 = h2;
+        const int row4 = h3;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 7056; k6 += 1) {
             const int j7 = (lid1 + (k6 * 1024));
-            const float t8 = p17[j7];
+            const float t8 = p21[j7];
             const float t9 = (t8 * t8);
             acc5 += t9;
         }
@@ -6592,14 +7501,22 @@ kernel void reduce_sum_x3_0(
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         if ((lid1 == 0)) {
-            p18[row4] = acc12;
+            p22[row4] = acc12;
         }
     }
 }
 
-// fuses add %4195, add %4210, add %4218, add %4222, add %4237 (optimizer)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void add_1(
+// 6 independent kernels in one launch
+// part 0 (add): fuses add %4195, add %4210, add %4218, add %4222, add %4237 (optimizer)
+// part 1 (reduce_sum): fuses reshape %4238, reshape %4239, reshape %4240, reshape %4241, concat %4242, square %4243,
+//   reduce_sum %4244 (optimizer)
+// part 2 (reduce_sum): fuses reshape %4246, square %4247, reduce_sum %4248 (optimizer)
+// part 3 (reduce_sum): fuses reshape %4265, reshape %4266, reshape %4267, reshape %4268, concat %4269, square %4270,
+//   reduce_sum %4271 (optimizer)
+// part 4 (reduce_sum): fuses reshape %4273, square %4274, reduce_sum %4275 (optimizer)
+// part 5 (reduce_sum): fuses reshape %4300, square %4301, reduce_sum %4302 (optimizer)
+// threadgroup 1024×1×1, grid 6×1×1 threadgroups
+kernel void add_reduce_sum_x6_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -6607,113 +7524,47 @@ kernel void add_1(
         const device float* p4 [[buffer(4)]],
         const device float* p5 [[buffer(5)]],
         device float* p6 [[buffer(6)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    if ((i1 >= 1)) {
-        return;
-    }
-    const float t2 = p0[i1];
-    const float t3 = p1[i1];
-    const float t4 = (t2 + t3);
-    const float t5 = p2[i1];
-    const float t6 = (t4 + t5);
-    const float t7 = p3[i1];
-    const float t8 = (t6 + t7);
-    const float t9 = p4[i1];
-    const float t10 = (t8 + t9);
-    const float t11 = p5[i1];
-    const float t12 = (t10 + t11);
-    p6[i1] = t12;
-}
-
-// 2 independent kernels in one launch
-// part 0 (reduce_sum): fuses reshape %4412, reshape %4413, reshape %4414, reshape %4415, reshape %4416, reshape %4417,
-//   reshape %4418, reshape %4419, reshape %4420, reshape %4421, reshape %4422, concat %4423,
-//   square %4424, reduce_sum %4425 (optimizer)
-// part 1 (reduce_sum): fuses reshape %4427, reshape %4428, reshape %4429, concat %4430, square %4431,
-//   reduce_sum %4432 (optimizer)
-// threadgroup 1024×1×1, grid 2×1×1 threadgroups
-kernel void reduce_sum_x2_1(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        const device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
         const device float* p7 [[buffer(7)]],
         const device float* p8 [[buffer(8)]],
         const device float* p9 [[buffer(9)]],
         const device float* p10 [[buffer(10)]],
         device float* p11 [[buffer(11)]],
         const device float* p12 [[buffer(12)]],
-        const device float* p13 [[buffer(13)]],
+        device float* p13 [[buffer(13)]],
         const device float* p14 [[buffer(14)]],
-        device float* p15 [[buffer(15)]],
+        const device float* p15 [[buffer(15)]],
+        const device float* p16 [[buffer(16)]],
+        const device float* p17 [[buffer(17)]],
+        device float* p18 [[buffer(18)]],
+        const device float* p19 [[buffer(19)]],
+        device float* p20 [[buffer(20)]],
+        const device float* p21 [[buffer(21)]],
+        device float* p22 [[buffer(22)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    threadgroup float sh22[32];
-    threadgroup float sh14[32];
+    threadgroup float sh15[32];
+    threadgroup float sh11[32];
     if ((int(gid.x) < 1)) {
         const int h0 = (int(gid.x) - 0);
-        const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
-        const int row4 = h0;
-        float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 7728; k6 += 1) {
-            const int j7 = (lid1 + (k6 * 1024));
-            float cat8 = 0.0f;
-            if ((j7 < 3612672)) {
-                const float t9 = p0[(j7 - 0)];
-                cat8 = t9;
-            } else if ((j7 < 4988928)) {
-                const float t10 = p1[(j7 - 3612672)];
-                cat8 = t10;
-            } else if ((j7 < 5160960)) {
-                const float t11 = p2[(j7 - 4988928)];
-                cat8 = t11;
-            } else if ((j7 < 5849088)) {
-                const float t12 = p3[(j7 - 5160960)];
-                cat8 = t12;
-            } else if ((j7 < 6193152)) {
-                const float t13 = p4[(j7 - 5849088)];
-                cat8 = t13;
-            } else if ((j7 < 6365184)) {
-                const float t14 = p5[(j7 - 6193152)];
-                cat8 = t14;
-            } else if ((j7 < 6537216)) {
-                const float t15 = p6[(j7 - 6365184)];
-                cat8 = t15;
-            } else if ((j7 < 7225344)) {
-                const float t16 = p7[(j7 - 6537216)];
-                cat8 = t16;
-            } else if ((j7 < 7569408)) {
-                const float t17 = p8[(j7 - 7225344)];
-                cat8 = t17;
-            } else if ((j7 < 7741440)) {
-                const float t18 = p9[(j7 - 7569408)];
-                cat8 = t18;
-            } else {
-                const float t19 = p10[(j7 - 7741440)];
-                cat8 = t19;
-            }
-            const float t20 = (cat8 * cat8);
-            acc5 += t20;
+        if ((((h0 * 1024) + int(lid.x)) >= 256)) {
+            return;
         }
-        const float s21 = simd_sum(acc5);
-        if ((l32_2 == 0)) {
-            sh22[sg3] = s21;
+        const int i1 = ((h0 * 1024) + int(lid.x));
+        if ((i1 >= 1)) {
+            return;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        float acc23 = sh22[0];
-        for (int s24 = 1; s24 < 32; s24 += 1) {
-            acc23 += sh22[s24];
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((lid1 == 0)) {
-            p11[row4] = acc23;
-        }
+        const float t2 = p0[i1];
+        const float t3 = p1[i1];
+        const float t4 = (t2 + t3);
+        const float t5 = p2[i1];
+        const float t6 = (t4 + t5);
+        const float t7 = p3[i1];
+        const float t8 = (t6 + t7);
+        const float t9 = p4[i1];
+        const float t10 = (t8 + t9);
+        const float t11 = p5[i1];
+        const float t12 = (t10 + t11);
+        p6[i1] = t12;
     } else if ((int(gid.x) < 2)) {
         const int h1 = (int(gid.x) - 1);
         const int lid1 = int(lid.x);
@@ -6721,34 +7572,154 @@ kernel void reduce_sum_x2_1(
         const int sg3 = (lid1 / 32);
         const int row4 = h1;
         float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 1176; k6 += 1) {
+        for (int k6 = 0; k6 < 2520; k6 += 1) {
             const int j7 = (lid1 + (k6 * 1024));
             float cat8 = 0.0f;
             if ((j7 < 688128)) {
-                const float t9 = p12[(j7 - 0)];
+                const float t9 = p7[(j7 - 0)];
                 cat8 = t9;
             } else if ((j7 < 1032192)) {
-                const float t10 = p13[(j7 - 688128)];
+                const float t10 = p8[(j7 - 688128)];
                 cat8 = t10;
-            } else {
-                const float t11 = p14[(j7 - 1032192)];
+            } else if ((j7 < 1204224)) {
+                const float t11 = p9[(j7 - 1032192)];
                 cat8 = t11;
+            } else {
+                const float t12 = p10[(j7 - 1204224)];
+                cat8 = t12;
             }
-            const float t12 = (cat8 * cat8);
-            acc5 += t12;
+            const float t13 = (cat8 * cat8);
+            acc5 += t13;
         }
-        const float s13 = simd_sum(acc5);
+        const float s14 = simd_sum(acc5);
         if ((l32_2 == 0)) {
-            sh14[sg3] = s13;
+            sh15[sg3] = s14;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        float acc15 = sh14[0];
-        for (int s16 = 1; s16 < 32; s16 += 1) {
-            acc15 += sh14[s16];
+        float acc16 = sh15[0];
+        for (int s17 = 1; s17 < 32; s17 += 1) {
+            acc16 += sh15[s17];
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         if ((lid1 == 0)) {
-            p15[row4] = acc15;
+            p11[row4] = acc16;
+        }
+    } else if ((int(gid.x) < 3)) {
+        const int h2 = (int(gid.x) - 2);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        const int row4 = h2;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 7056; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 1024));
+            const float t8 = p12[j7];
+            const float t9 = (t8 * t8);
+            acc5 += t9;
+        }
+        const float s10 = simd_sum(acc5);
+        if ((l32_2 == 0)) {
+            sh11[sg3] = s10;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        float acc12 = sh11[0];
+        for (int s13 = 1; s13 < 32; s13 += 1) {
+            acc12 += sh11[s13];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        if ((lid1 == 0)) {
+            p13[row4] = acc12;
+        }
+    } else if ((int(gid.x) < 4)) {
+        const int h3 = (int(gid.x) - 3);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        const int row4 = h3;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 2520; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 1024));
+            float cat8 = 0.0f;
+            if ((j7 < 688128)) {
+                const float t9 = p14[(j7 - 0)];
+                cat8 = t9;
+            } else if ((j7 < 1032192)) {
+                const float t10 = p15[(j7 - 688128)];
+                cat8 = t10;
+            } else if ((j7 < 1204224)) {
+                const float t11 = p16[(j7 - 1032192)];
+                cat8 = t11;
+            } else {
+                const float t12 = p17[(j7 - 1204224)];
+                cat8 = t12;
+            }
+            const float t13 = (cat8 * cat8);
+            acc5 += t13;
+        }
+        const float s14 = simd_sum(acc5);
+        if ((l32_2 == 0)) {
+            sh15[sg3] = s14;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        float acc16 = sh15[0];
+        for (int s17 = 1; s17 < 32; s17 += 1) {
+            acc16 += sh15[s17];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        if ((lid1 == 0)) {
+            p18[row4] = acc16;
+        }
+    } else if ((int(gid.x) < 5)) {
+        const int h4 = (int(gid.x) - 4);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        const int row4 = h4;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 7056; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 1024));
+            const float t8 = p19[j7];
+            const float t9 = (t8 * t8);
+            acc5 += t9;
+        }
+        const float s10 = simd_sum(acc5);
+        if ((l32_2 == 0)) {
+            sh11[sg3] = s10;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        float acc12 = sh11[0];
+        for (int s13 = 1; s13 < 32; s13 += 1) {
+            acc12 += sh11[s13];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        if ((lid1 == 0)) {
+            p20[row4] = acc12;
+        }
+    } else if ((int(gid.x) < 6)) {
+        const int h5 = (int(gid.x) - 5);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        const int row4 = h5;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 7056; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 1024));
+            const float t8 = p21[j7];
+            const float t9 = (t8 * t8);
+            acc5 += t9;
+        }
+        const float s10 = simd_sum(acc5);
+        if ((l32_2 == 0)) {
+            sh11[sg3] = s10;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        float acc12 = sh11[0];
+        for (int s13 = 1; s13 < 32; s13 += 1) {
+            acc12 += sh11[s13];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        if ((lid1 == 0)) {
+            p22[row4] = acc12;
         }
     }
 }

@@ -132,46 +132,32 @@ kernel void matmul_0(
     }
 }
 
-// 2 independent kernels in one launch
-// part 0 (causal_conv1d): fuses slice %16, causal_conv1d %18, silu %19 (mamba.0)
-// part 1 (exp): fuses exp %28 (mamba.0)
-// threadgroup 256×1×1, grid 136×1×1 threadgroups
-kernel void causal_conv1d_exp_x2_0(
+// fuses slice %16, causal_conv1d %18, silu %19 (mamba.0)
+// threadgroup 256×1×1, grid 128×1×1 threadgroups
+kernel void causal_conv1d_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
         device float* p3 [[buffer(3)]],
         device float* p4 [[buffer(4)]],
-        const device float* p5 [[buffer(5)]],
-        device float* p6 [[buffer(6)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 128)) {
-        const int h0 = (int(gid.x) - 0);
-        const int i1 = ((h0 * 256) + int(lid.x));
-        const int c2 = (i1 / 2048);
-        const int c3 = ((i1 / 128) % 16);
-        const int c4 = (i1 % 128);
-        const float t5 = p0[c4];
-        const float t6 = p1[((c4 * 4) + 0)];
-        const float t7 = p2[((((c2 * 16) + max((c3 - 3), 0)) * 256) + c4)];
-        const float t8 = p1[((c4 * 4) + 1)];
-        const float t9 = p2[((((c2 * 16) + max((c3 - 2), 0)) * 256) + c4)];
-        const float t10 = p1[((c4 * 4) + 2)];
-        const float t11 = p2[((((c2 * 16) + max((c3 - 1), 0)) * 256) + c4)];
-        const float t12 = p1[((c4 * 4) + 3)];
-        const float t13 = p2[((((c2 * 16) + c3) * 256) + c4)];
-        const float acc14 = ((((t5 + ((c3 >= 3) ? (t6 * t7) : 0.0f)) + ((c3 >= 2) ? (t8 * t9) : 0.0f)) + ((c3 >= 1) ? (t10 * t11) : 0.0f)) + (t12 * t13));
-        p3[i1] = acc14;
-        const float t15 = (acc14 / (1.0f + exp((-acc14))));
-        p4[i1] = t15;
-    } else if ((int(gid.x) < 136)) {
-        const int h1 = (int(gid.x) - 128);
-        const int i1 = ((h1 * 256) + int(lid.x));
-        const float t4 = p5[i1];
-        const float t5 = exp(t4);
-        p6[i1] = t5;
-    }
+        uint3 tid [[thread_position_in_grid]]) {
+    const int i1 = int(tid.x);
+    const int c2 = (i1 / 2048);
+    const int c3 = ((i1 / 128) % 16);
+    const int c4 = (i1 % 128);
+    const float t5 = p0[c4];
+    const float t6 = p1[((c4 * 4) + 0)];
+    const float t7 = p2[((((c2 * 16) + max((c3 - 3), 0)) * 256) + c4)];
+    const float t8 = p1[((c4 * 4) + 1)];
+    const float t9 = p2[((((c2 * 16) + max((c3 - 2), 0)) * 256) + c4)];
+    const float t10 = p1[((c4 * 4) + 2)];
+    const float t11 = p2[((((c2 * 16) + max((c3 - 1), 0)) * 256) + c4)];
+    const float t12 = p1[((c4 * 4) + 3)];
+    const float t13 = p2[((((c2 * 16) + c3) * 256) + c4)];
+    const float acc14 = ((((t5 + ((c3 >= 3) ? (t6 * t7) : 0.0f)) + ((c3 >= 2) ? (t8 * t9) : 0.0f)) + ((c3 >= 1) ? (t10 * t11) : 0.0f)) + (t12 * t13));
+    p3[i1] = acc14;
+    const float t15 = (acc14 / (1.0f + exp((-acc14))));
+    p4[i1] = t15;
 }
 
 // fuses matmul %20 (mamba.0)
@@ -256,108 +242,121 @@ kernel void matmul_1(
     }
 }
 
-// fuses slice %21, matmul %24, broadcast %25, add %26, softplus %27 (mamba.0)
-// threadgroup 128×1×1, grid 2×1×16 threadgroups
-kernel void matmul_2(
+// 2 independent kernels in one launch
+// part 0 (matmul): fuses slice %21, matmul %24, broadcast %25, add %26, softplus %27 (mamba.0)
+// part 1 (exp): fuses exp %28 (mamba.0)
+// threadgroup 128×1×1, grid 48×1×1 threadgroups
+kernel void matmul_exp_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
         device float* p3 [[buffer(3)]],
         device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        device float* p6 [[buffer(6)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int c1 = int(gid.z);
-    const int m02 = (int(gid.y) * 32);
-    const int n03 = (int(gid.x) * 64);
     threadgroup float sh[3456];
-    const int ti4 = int(lid.x);
-    const int sgi5 = int(sg);
-    const int sr6 = ((sgi5 / 2) * 16);
-    const int sc7 = ((sgi5 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 4; k0 += 32) {
-        for (int s8 = 0; s8 < 8; s8 += 1) {
-            const int l9 = ((s8 * 128) + ti4);
-            const int i10 = (l9 / 32);
-            const int k11 = (l9 % 32);
-            const int gi12 = (m02 + i10);
-            const int gk13 = (k0 + k11);
-            if (((gi12 < 16) && (gk13 < 4))) {
-                const float t14 = p0[((((c1 * 16) + gi12) * 36) + gk13)];
-                sh[((i10 * 36) + k11)] = t14;
-            } else {
-                sh[((i10 * 36) + k11)] = 0.0f;
+    if ((int(gid.x) < 32)) {
+        const int h0 = (int(gid.x) - 0);
+        const int c1 = (h0 / 2);
+        const int m02 = (((h0 / 2) % 1) * 32);
+        const int n03 = ((h0 % 2) * 64);
+        const int ti4 = int(lid.x);
+        const int sgi5 = int(sg);
+        const int sr6 = ((sgi5 / 2) * 16);
+        const int sc7 = ((sgi5 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 4; k0 += 32) {
+            for (int s8 = 0; s8 < 8; s8 += 1) {
+                const int l9 = ((s8 * 128) + ti4);
+                const int i10 = (l9 / 32);
+                const int k11 = (l9 % 32);
+                const int gi12 = (m02 + i10);
+                const int gk13 = (k0 + k11);
+                if (((gi12 < 16) && (gk13 < 4))) {
+                    const float t14 = p0[((((c1 * 16) + gi12) * 36) + gk13)];
+                    sh[((i10 * 36) + k11)] = t14;
+                } else {
+                    sh[((i10 * 36) + k11)] = 0.0f;
+                }
+            }
+            for (int s15 = 0; s15 < 16; s15 += 1) {
+                const int l16 = ((s15 * 128) + ti4);
+                const int i17 = (l16 / 32);
+                const int k18 = (l16 % 32);
+                const int gi19 = (n03 + i17);
+                const int gk20 = (k0 + k18);
+                if ((gk20 < 4)) {
+                    const float t21 = p1[((gi19 * 4) + gk20)];
+                    sh[(((i17 * 36) + k18) + 1152)] = t21;
+                } else {
+                    sh[(((i17 * 36) + k18) + 1152)] = 0.0f;
+                }
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 32; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + (((sr6 + 8) * 36) + kk), 36);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((sc7 * 36) + kk) + 1152), 36, ulong2(0, 0), true);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + ((((sc7 + 8) * 36) + kk) + 1152), 36, ulong2(0, 0), true);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + ((((sc7 + 16) * 36) + kk) + 1152), 36, ulong2(0, 0), true);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + ((((sc7 + 24) * 36) + kk) + 1152), 36, ulong2(0, 0), true);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        }
+        simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
+        simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr6 * 68) + (sc7 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr6 + 8) * 68) + sc7), 68);
+        simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int s22 = 0; s22 < 16; s22 += 1) {
+            const int l23 = ((s22 * 128) + ti4);
+            const int i24 = (l23 / 64);
+            const int j25 = (l23 % 64);
+            const int gi26 = (m02 + i24);
+            const int gj27 = (n03 + j25);
+            if ((gi26 < 16)) {
+                const float acc28 = sh[((i24 * 68) + j25)];
+                const float t29 = p2[gj27];
+                const float t30 = (acc28 + t29);
+                p3[((((c1 * 16) + gi26) * 128) + gj27)] = t30;
+                const float t31 = (max(t30, 0.0f) + log((1.0f + exp((-fabs(t30))))));
+                p4[((((c1 * 16) + gi26) * 128) + gj27)] = t31;
             }
         }
-        for (int s15 = 0; s15 < 16; s15 += 1) {
-            const int l16 = ((s15 * 128) + ti4);
-            const int i17 = (l16 / 32);
-            const int k18 = (l16 % 32);
-            const int gi19 = (n03 + i17);
-            const int gk20 = (k0 + k18);
-            if ((gk20 < 4)) {
-                const float t21 = p1[((gi19 * 4) + gk20)];
-                sh[(((i17 * 36) + k18) + 1152)] = t21;
-            } else {
-                sh[(((i17 * 36) + k18) + 1152)] = 0.0f;
-            }
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 32; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr6 + 8) * 36) + kk), 36);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((sc7 * 36) + kk) + 1152), 36, ulong2(0, 0), true);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + ((((sc7 + 8) * 36) + kk) + 1152), 36, ulong2(0, 0), true);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + ((((sc7 + 16) * 36) + kk) + 1152), 36, ulong2(0, 0), true);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + ((((sc7 + 24) * 36) + kk) + 1152), 36, ulong2(0, 0), true);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
-    simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr6 * 68) + (sc7 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr6 + 8) * 68) + sc7), 68);
-    simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s22 = 0; s22 < 16; s22 += 1) {
-        const int l23 = ((s22 * 128) + ti4);
-        const int i24 = (l23 / 64);
-        const int j25 = (l23 % 64);
-        const int gi26 = (m02 + i24);
-        const int gj27 = (n03 + j25);
-        if ((gi26 < 16)) {
-            const float acc28 = sh[((i24 * 68) + j25)];
-            const float t29 = p2[gj27];
-            const float t30 = (acc28 + t29);
-            p3[((((c1 * 16) + gi26) * 128) + gj27)] = t30;
-            const float t31 = (max(t30, 0.0f) + log((1.0f + exp((-fabs(t30))))));
-            p4[((((c1 * 16) + gi26) * 128) + gj27)] = t31;
-        }
+    } else if ((int(gid.x) < 48)) {
+        const int h1 = (int(gid.x) - 32);
+        const int i1 = ((h1 * 128) + int(lid.x));
+        const float t4 = p5[i1];
+        const float t5 = exp(t4);
+        p6[i1] = t5;
     }
 }
 
@@ -411,7 +410,7 @@ kernel void selective_scan_0(
 
 // fuses gather %3, matmul %34, add %35 (mamba.0)
 // threadgroup 128×1×1, grid 1×1×16 threadgroups
-kernel void matmul_3(
+kernel void matmul_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device int* p2 [[buffer(2)]],
@@ -541,7 +540,7 @@ kernel void rmsnorm_1(
 
 // fuses reshape %41, matmul %42 (moe.0)
 // threadgroup 128×1×1, grid 1×4×1 threadgroups
-kernel void matmul_4(
+kernel void matmul_3(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -704,73 +703,75 @@ kernel void reduce_sum_0(
     p1[row4] = acc5;
 }
 
-// fuses broadcast %47, div %48 (moe.0)
-// threadgroup 256×1×1, grid 2×1×1 threadgroups
-kernel void div_0(
+// 2 independent kernels in one launch
+// part 0 (div): fuses broadcast %47, div %48 (moe.0)
+// part 1 (moe_route): fuses moe_route %49 (moe.0)
+// threadgroup 512×1×1, grid 2×1×1 threadgroups
+kernel void div_moe_route_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    const int c2 = (i1 / 2);
-    const float t4 = p0[i1];
-    const float t5 = p1[((c2 * 1) + 0)];
-    const float t6 = (t4 / t5);
-    p2[i1] = t6;
-}
-
-// fuses moe_route %49 (moe.0)
-// threadgroup 512×1×1, grid 1×1×1 threadgroups
-kernel void moe_route_0(
-        device int* p0 [[buffer(0)]],
-        const device int* p1 [[buffer(1)]],
-        device int* p2 [[buffer(2)]],
         device int* p3 [[buffer(3)]],
-        uint3 lid [[thread_position_in_threadgroup]]) {
+        const device int* p4 [[buffer(4)]],
+        device int* p5 [[buffer(5)]],
+        device int* p6 [[buffer(6)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
     threadgroup int sh15[16];
-    const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
-    const int lo4 = (lid1 * 1);
-    const int hi5 = min((lo4 + 1), 512);
-    int off6 = 0;
-    for (int ex7 = 0; ex7 < 4; ex7 += 1) {
+    if ((int(gid.x) < 1)) {
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 512) + int(lid.x));
+        const int c2 = (i1 / 2);
+        const float t4 = p0[i1];
+        const float t5 = p1[((c2 * 1) + 0)];
+        const float t6 = (t4 / t5);
+        p2[i1] = t6;
+    } else if ((int(gid.x) < 2)) {
+        const int h1 = (int(gid.x) - 1);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        const int lo4 = (lid1 * 1);
+        const int hi5 = min((lo4 + 1), 512);
+        int off6 = 0;
+        for (int ex7 = 0; ex7 < 4; ex7 += 1) {
+            if ((lid1 == 0)) {
+                p3[ex7] = off6;
+            }
+            int c8 = 0;
+            for (int i9 = lo4; i9 < hi5; i9 += 1) {
+                const int t12 = p4[i9];
+                if ((t12 == ex7)) {
+                    c8 += 1;
+                }
+            }
+            const int pre13 = simd_prefix_exclusive_sum(c8);
+            const int sgt14 = simd_sum(c8);
+            if ((l32_2 == 0)) {
+                sh15[sg3] = sgt14;
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            int base16 = pre13;
+            int tot17 = 0;
+            for (int s18 = 0; s18 < 16; s18 += 1) {
+                base16 += ((s18 < sg3) ? sh15[s18] : 0);
+                tot17 += sh15[s18];
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            int pos19 = (off6 + base16);
+            for (int i20 = lo4; i20 < hi5; i20 += 1) {
+                const int t23 = p4[i20];
+                if ((t23 == ex7)) {
+                    p5[pos19] = (i20 / 2);
+                    p6[pos19] = i20;
+                    pos19 += 1;
+                }
+            }
+            off6 += tot17;
+        }
         if ((lid1 == 0)) {
-            p0[ex7] = off6;
+            p3[4] = off6;
         }
-        int c8 = 0;
-        for (int i9 = lo4; i9 < hi5; i9 += 1) {
-            const int t12 = p1[i9];
-            if ((t12 == ex7)) {
-                c8 += 1;
-            }
-        }
-        const int pre13 = simd_prefix_exclusive_sum(c8);
-        const int sgt14 = simd_sum(c8);
-        if ((l32_2 == 0)) {
-            sh15[sg3] = sgt14;
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        int base16 = pre13;
-        int tot17 = 0;
-        for (int s18 = 0; s18 < 16; s18 += 1) {
-            base16 += ((s18 < sg3) ? sh15[s18] : 0);
-            tot17 += sh15[s18];
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        int pos19 = (off6 + base16);
-        for (int i20 = lo4; i20 < hi5; i20 += 1) {
-            const int t23 = p1[i20];
-            if ((t23 == ex7)) {
-                p2[pos19] = (i20 / 2);
-                p3[pos19] = i20;
-                pos19 += 1;
-            }
-        }
-        off6 += tot17;
-    }
-    if ((lid1 == 0)) {
-        p0[4] = off6;
     }
 }
 
@@ -1220,7 +1221,7 @@ kernel void scale_add_x2_0(
 
 // fuses matmul %104, add %105 (mamba.1)
 // threadgroup 128×1×1, grid 1×1×16 threadgroups
-kernel void matmul_5(
+kernel void matmul_4(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -1318,7 +1319,7 @@ kernel void matmul_5(
 
 // fuses matmul %108
 // threadgroup 128×1×1, grid 1×1×16 threadgroups
-kernel void matmul_6(
+kernel void matmul_5(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -1535,7 +1536,7 @@ kernel void add_cross_entropy_bwd_x2_0(
 
 // fuses matmul %113
 // threadgroup 128×1×1, grid 1×1×16 threadgroups
-kernel void matmul_7(
+kernel void matmul_6(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -2923,52 +2924,49 @@ kernel void mul_gather_reduce_sum_x2_0(
     }
 }
 
-// fuses reshape %181, reshape %182, scatter_add %183 (moe.0)
-// threadgroup 256×1×1, grid 2×1×1 threadgroups
-kernel void scatter_add_0(
+// 3 independent kernels in one launch
+// part 0 (scatter_add): fuses reshape %181, reshape %182, scatter_add %183 (moe.0)
+// part 1 (grouped_matmul_wgrad): fuses grouped_matmul_wgrad %186 (moe.0)
+// part 2 (grouped_matmul): fuses slice %54, slice %55, grouped_matmul %185, mul %187, mul %188, sigmoid %189, const %190,
+//   sub %191, mul %192, add %193, mul %194 (moe.0)
+// threadgroup 128×1×1, grid 48×1×1 threadgroups
+kernel void scatter_add_grouped_matmul_wgrad_x3_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int t1 = int(tid.x);
-    const int lo2 = t1;
-    float acc4 = 0.0f;
-    for (int i3 = 0; i3 < 512; i3 += 1) {
-        const int t5 = p0[i3];
-        if ((t5 == lo2)) {
-            const float t6 = p1[i3];
-            acc4 += t6;
-        }
-    }
-    p2[lo2] = acc4;
-}
-
-// 2 independent kernels in one launch
-// part 0 (grouped_matmul_wgrad): fuses grouped_matmul_wgrad %186 (moe.0)
-// part 1 (grouped_matmul): fuses slice %54, slice %55, grouped_matmul %185, mul %187, mul %188, sigmoid %189, const %190,
-//   sub %191, mul %192, add %193, mul %194 (moe.0)
-// threadgroup 128×1×1, grid 44×1×1 threadgroups
-kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
-        const device int* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        device float* p3 [[buffer(3)]],
+        const device int* p3 [[buffer(3)]],
         const device float* p4 [[buffer(4)]],
-        device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
-        device float* p7 [[buffer(7)]],
-        const device float* p8 [[buffer(8)]],
+        const device float* p5 [[buffer(5)]],
+        device float* p6 [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
+        device float* p8 [[buffer(8)]],
+        const device float* p9 [[buffer(9)]],
+        device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[4352];
     if ((int(gid.x) < 4)) {
         const int h0 = (int(gid.x) - 0);
-        const int ex1 = h0;
-        const int m02 = ((h0 % 1) * 64);
-        const int n03 = ((h0 % 1) * 64);
-        const int t4 = p0[ex1];
-        const int t5 = p0[(ex1 + 1)];
+        const int t1 = ((h0 * 128) + int(lid.x));
+        const int lo2 = t1;
+        float acc4 = 0.0f;
+        for (int i3 = 0; i3 < 512; i3 += 1) {
+            const int t5 = p0[i3];
+            if ((t5 == lo2)) {
+                const float t6 = p1[i3];
+                acc4 += t6;
+            }
+        }
+        p2[lo2] = acc4;
+    } else if ((int(gid.x) < 8)) {
+        const int h1 = (int(gid.x) - 4);
+        const int ex1 = h1;
+        const int m02 = ((h1 % 1) * 64);
+        const int n03 = ((h1 % 1) * 64);
+        const int t4 = p3[ex1];
+        const int t5 = p3[(ex1 + 1)];
         const int ti6 = int(lid.x);
         const int sgi7 = int(sg);
         const int sr8 = ((sgi7 / 2) * 32);
@@ -2997,7 +2995,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
                 const int gi14 = (m02 + i13);
                 const int gk15 = (k0 + k12);
                 if ((gk15 < t5)) {
-                    const float t16 = p1[((gk15 * 64) + gi14)];
+                    const float t16 = p4[((gk15 * 64) + gi14)];
                     sh[((k12 * 68) + i13)] = t16;
                 } else {
                     sh[((k12 * 68) + i13)] = 0.0f;
@@ -3010,7 +3008,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
                 const int gi21 = (n03 + i20);
                 const int gk22 = (k0 + k19);
                 if ((gk22 < t5)) {
-                    const float t23 = p2[((gk22 * 64) + gi21)];
+                    const float t23 = p5[((gk22 * 64) + gi21)];
                     sh[(((k19 * 68) + i20) + 1088)] = t23;
                 } else {
                     sh[(((k19 * 68) + i20) + 1088)] = 0.0f;
@@ -3076,40 +3074,40 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
             const int j27 = (l25 % 64);
             const int gi28 = (m02 + i26);
             const int gj29 = (n03 + j27);
-            p3[((((ex1 * 64) + gi28) * 64) + gj29)] = sh[((i26 * 68) + j27)];
+            p6[((((ex1 * 64) + gi28) * 64) + gj29)] = sh[((i26 * 68) + j27)];
         }
-    } else if ((int(gid.x) < 44)) {
-        const int h1 = (int(gid.x) - 4);
-        const int ex1 = (h1 / 8);
-        const int n02 = ((h1 % 1) * 64);
+    } else if ((int(gid.x) < 48)) {
+        const int h2 = (int(gid.x) - 8);
+        const int ex1 = (h2 / 8);
+        const int n02 = ((h2 % 1) * 64);
         if ((ex1 == 4)) {
-            const int t3 = p0[0];
-            const int t4 = p0[4];
+            const int t3 = p3[0];
+            const int t4 = p3[4];
             for (int s5 = 0; s5 < 32; s5 += 1) {
                 const int l6 = ((s5 * 128) + int(lid.x));
-                const int r7 = (((h1 % 8) * 64) + (l6 / 64));
+                const int r7 = (((h2 % 8) * 64) + (l6 / 64));
                 const int j8 = (n02 + (l6 % 64));
                 if (((r7 < t3) || (r7 >= t4))) {
                     const float acc9 = 0.0f;
-                    const float t10 = p4[((r7 * 64) + j8)];
+                    const float t10 = p7[((r7 * 64) + j8)];
                     const float t11 = (acc9 * t10);
-                    p5[((r7 * 64) + j8)] = t11;
-                    const float t12 = p6[((r7 * 128) + (j8 + 64))];
+                    p8[((r7 * 64) + j8)] = t11;
+                    const float t12 = p9[((r7 * 128) + (j8 + 64))];
                     const float t13 = (acc9 * t12);
-                    const float t14 = p6[((r7 * 128) + j8)];
+                    const float t14 = p9[((r7 * 128) + j8)];
                     const float t15 = (1.0f / (1.0f + exp((-t14))));
                     const float t16 = (1.0f - t15);
                     const float t17 = (t10 * t16);
                     const float t18 = (t15 + t17);
                     const float t19 = (t13 * t18);
-                    p7[((r7 * 64) + j8)] = t19;
+                    p10[((r7 * 64) + j8)] = t19;
                 }
             }
             return;
         }
-        const int t20 = p0[ex1];
-        const int t21 = p0[(ex1 + 1)];
-        const int m022 = (t20 + ((h1 % 8) * 64));
+        const int t20 = p3[ex1];
+        const int t21 = p3[(ex1 + 1)];
+        const int m022 = (t20 + ((h2 % 8) * 64));
         if ((m022 >= t21)) {
             return;
         }
@@ -3141,7 +3139,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
                 const int gi31 = (m022 + i29);
                 const int gk32 = (k0 + k30);
                 if ((gi31 < t21)) {
-                    const float t33 = p1[((gi31 * 64) + gk32)];
+                    const float t33 = p4[((gi31 * 64) + gk32)];
                     sh[((i29 * 20) + k30)] = t33;
                 } else {
                     sh[((i29 * 20) + k30)] = 0.0f;
@@ -3153,7 +3151,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
                 const int i37 = (l35 % 64);
                 const int gi38 = (n02 + i37);
                 const int gk39 = (k0 + k36);
-                const float t40 = p8[((((ex1 * 64) + gk39) * 64) + gi38)];
+                const float t40 = p11[((((ex1 * 64) + gk39) * 64) + gi38)];
                 sh[(((k36 * 68) + i37) + 1280)] = t40;
             }
             threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -3218,18 +3216,18 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
             const int gj46 = (n02 + j44);
             if ((gi45 < t21)) {
                 const float acc47 = sh[((i43 * 68) + j44)];
-                const float t48 = p4[((gi45 * 64) + gj46)];
+                const float t48 = p7[((gi45 * 64) + gj46)];
                 const float t49 = (acc47 * t48);
-                p5[((gi45 * 64) + gj46)] = t49;
-                const float t50 = p6[((gi45 * 128) + (gj46 + 64))];
+                p8[((gi45 * 64) + gj46)] = t49;
+                const float t50 = p9[((gi45 * 128) + (gj46 + 64))];
                 const float t51 = (acc47 * t50);
-                const float t52 = p6[((gi45 * 128) + gj46)];
+                const float t52 = p9[((gi45 * 128) + gj46)];
                 const float t53 = (1.0f / (1.0f + exp((-t52))));
                 const float t54 = (1.0f - t53);
                 const float t55 = (t48 * t54);
                 const float t56 = (t53 + t55);
                 const float t57 = (t51 * t56);
-                p7[((gi45 * 64) + gj46)] = t57;
+                p10[((gi45 * 64) + gj46)] = t57;
             }
         }
     }
@@ -4021,32 +4019,111 @@ kernel void rmsnorm_bwd_3(
     }
 }
 
-// fuses scatter_add %275
-// threadgroup 256×1×1, grid 4×1×1 threadgroups
-kernel void scatter_add_1(
+// 2 independent kernels in one launch
+// part 0 (scatter_add): fuses scatter_add %275
+// part 1 (reduce_sum): fuses reshape %296, reshape %297, reshape %298, reshape %299, reshape %300, reshape %301,
+//   reshape %302, reshape %303, reshape %304, reshape %305, concat %306, square %307,
+//   reduce_sum %308 (optimizer)
+// threadgroup 1024×1×1, grid 2×1×1 threadgroups
+kernel void scatter_add_reduce_sum_x2_1(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int t1 = int(tid.x);
-    const int c2 = (t1 % 64);
-    const int lo3 = (t1 / 64);
-    float acc5 = 0.0f;
-    for (int i4 = 0; i4 < 256; i4 += 1) {
-        const int t8 = p0[i4];
-        if ((t8 == lo3)) {
-            const int c9 = (i4 / 16);
-            const int c10 = (i4 % 16);
-            const float t11 = p1[((((c9 * 16) + c10) * 64) + c2)];
-            acc5 += t11;
+        const device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        const device float* p6 [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
+        const device float* p8 [[buffer(8)]],
+        const device float* p9 [[buffer(9)]],
+        const device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
+        const device float* p12 [[buffer(12)]],
+        device float* p13 [[buffer(13)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    threadgroup float sh21[32];
+    if ((int(gid.x) < 1)) {
+        const int h0 = (int(gid.x) - 0);
+        const int t1 = ((h0 * 1024) + int(lid.x));
+        const int c2 = (t1 % 64);
+        const int lo3 = (t1 / 64);
+        float acc5 = 0.0f;
+        for (int i4 = 0; i4 < 256; i4 += 1) {
+            const int t8 = p0[i4];
+            if ((t8 == lo3)) {
+                const int c9 = (i4 / 16);
+                const int c10 = (i4 % 16);
+                const float t11 = p1[((((c9 * 16) + c10) * 64) + c2)];
+                acc5 += t11;
+            }
+        }
+        p2[((lo3 * 64) + c2)] = acc5;
+    } else if ((int(gid.x) < 2)) {
+        const int h1 = (int(gid.x) - 1);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        const int row4 = h1;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 32; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 1024));
+            if ((j7 < 32704)) {
+                float cat8 = 0.0f;
+                if ((j7 < 16384)) {
+                    const float t9 = p3[(j7 - 0)];
+                    cat8 = t9;
+                } else if ((j7 < 16896)) {
+                    const float t10 = p4[(j7 - 16384)];
+                    cat8 = t10;
+                } else if ((j7 < 17024)) {
+                    const float t11 = p5[(j7 - 16896)];
+                    cat8 = t11;
+                } else if ((j7 < 21632)) {
+                    const float t12 = p6[(j7 - 17024)];
+                    cat8 = t12;
+                } else if ((j7 < 22144)) {
+                    const float t13 = p7[(j7 - 21632)];
+                    cat8 = t13;
+                } else if ((j7 < 22272)) {
+                    const float t14 = p8[(j7 - 22144)];
+                    cat8 = t14;
+                } else if ((j7 < 24320)) {
+                    const float t15 = p9[(j7 - 22272)];
+                    cat8 = t15;
+                } else if ((j7 < 24448)) {
+                    const float t16 = p10[(j7 - 24320)];
+                    cat8 = t16;
+                } else if ((j7 < 32640)) {
+                    const float t17 = p11[(j7 - 24448)];
+                    cat8 = t17;
+                } else {
+                    const float t18 = p12[(j7 - 32640)];
+                    cat8 = t18;
+                }
+                const float t19 = (cat8 * cat8);
+                acc5 += t19;
+            }
+        }
+        const float s20 = simd_sum(acc5);
+        if ((l32_2 == 0)) {
+            sh21[sg3] = s20;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        float acc22 = sh21[0];
+        for (int s23 = 1; s23 < 32; s23 += 1) {
+            acc22 += sh21[s23];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        if ((lid1 == 0)) {
+            p13[row4] = acc22;
         }
     }
-    p2[((lo3 * 64) + c2)] = acc5;
 }
 
 // fuses reshape %114, reshape %115, matmul %116, add %276
 // threadgroup 128×1×1, grid 1×1×1 threadgroups
-kernel void matmul_8(
+kernel void matmul_7(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -4241,84 +4318,6 @@ kernel void reduce_sum_5(
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
     if ((lid1 == 0)) {
         p16[row4] = acc28;
-    }
-}
-
-// fuses reshape %296, reshape %297, reshape %298, reshape %299, reshape %300, reshape %301,
-//   reshape %302, reshape %303, reshape %304, reshape %305, concat %306, square %307,
-//   reduce_sum %308 (optimizer)
-// threadgroup 1024×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_6(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        const device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
-        const device float* p7 [[buffer(7)]],
-        const device float* p8 [[buffer(8)]],
-        const device float* p9 [[buffer(9)]],
-        device float* p10 [[buffer(10)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    threadgroup float sh21[32];
-    const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
-    const int row4 = int(gid.x);
-    float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 32; k6 += 1) {
-        const int j7 = (lid1 + (k6 * 1024));
-        if ((j7 < 32704)) {
-            float cat8 = 0.0f;
-            if ((j7 < 16384)) {
-                const float t9 = p0[(j7 - 0)];
-                cat8 = t9;
-            } else if ((j7 < 16896)) {
-                const float t10 = p1[(j7 - 16384)];
-                cat8 = t10;
-            } else if ((j7 < 17024)) {
-                const float t11 = p2[(j7 - 16896)];
-                cat8 = t11;
-            } else if ((j7 < 21632)) {
-                const float t12 = p3[(j7 - 17024)];
-                cat8 = t12;
-            } else if ((j7 < 22144)) {
-                const float t13 = p4[(j7 - 21632)];
-                cat8 = t13;
-            } else if ((j7 < 22272)) {
-                const float t14 = p5[(j7 - 22144)];
-                cat8 = t14;
-            } else if ((j7 < 24320)) {
-                const float t15 = p6[(j7 - 22272)];
-                cat8 = t15;
-            } else if ((j7 < 24448)) {
-                const float t16 = p7[(j7 - 24320)];
-                cat8 = t16;
-            } else if ((j7 < 32640)) {
-                const float t17 = p8[(j7 - 24448)];
-                cat8 = t17;
-            } else {
-                const float t18 = p9[(j7 - 32640)];
-                cat8 = t18;
-            }
-            const float t19 = (cat8 * cat8);
-            acc5 += t19;
-        }
-    }
-    const float s20 = simd_sum(acc5);
-    if ((l32_2 == 0)) {
-        sh21[sg3] = s20;
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    float acc22 = sh21[0];
-    for (int s23 = 1; s23 < 32; s23 += 1) {
-        acc22 += sh21[s23];
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if ((lid1 == 0)) {
-        p10[row4] = acc22;
     }
 }
 

@@ -280,46 +280,32 @@ kernel void matmul_1(
     }
 }
 
-// 2 independent kernels in one launch
-// part 0 (causal_conv1d): fuses slice %26, causal_conv1d %28, silu %29 (mamba.0)
-// part 1 (exp): fuses exp %38 (mamba.0)
-// threadgroup 256×1×1, grid 136×1×1 threadgroups
-kernel void causal_conv1d_exp_x2_0(
+// fuses slice %26, causal_conv1d %28, silu %29 (mamba.0)
+// threadgroup 256×1×1, grid 128×1×1 threadgroups
+kernel void causal_conv1d_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
         device float* p3 [[buffer(3)]],
         device float* p4 [[buffer(4)]],
-        const device float* p5 [[buffer(5)]],
-        device float* p6 [[buffer(6)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 128)) {
-        const int h0 = (int(gid.x) - 0);
-        const int i1 = ((h0 * 256) + int(lid.x));
-        const int c2 = (i1 / 2048);
-        const int c3 = ((i1 / 128) % 16);
-        const int c4 = (i1 % 128);
-        const float t5 = p0[c4];
-        const float t6 = p1[((c4 * 4) + 0)];
-        const float t7 = p2[((((c2 * 16) + max((c3 - 3), 0)) * 256) + c4)];
-        const float t8 = p1[((c4 * 4) + 1)];
-        const float t9 = p2[((((c2 * 16) + max((c3 - 2), 0)) * 256) + c4)];
-        const float t10 = p1[((c4 * 4) + 2)];
-        const float t11 = p2[((((c2 * 16) + max((c3 - 1), 0)) * 256) + c4)];
-        const float t12 = p1[((c4 * 4) + 3)];
-        const float t13 = p2[((((c2 * 16) + c3) * 256) + c4)];
-        const float acc14 = ((((t5 + ((c3 >= 3) ? (t6 * t7) : 0.0f)) + ((c3 >= 2) ? (t8 * t9) : 0.0f)) + ((c3 >= 1) ? (t10 * t11) : 0.0f)) + (t12 * t13));
-        p3[i1] = acc14;
-        const float t15 = (acc14 / (1.0f + exp((-acc14))));
-        p4[i1] = t15;
-    } else if ((int(gid.x) < 136)) {
-        const int h1 = (int(gid.x) - 128);
-        const int i1 = ((h1 * 256) + int(lid.x));
-        const float t4 = p5[i1];
-        const float t5 = exp(t4);
-        p6[i1] = t5;
-    }
+        uint3 tid [[thread_position_in_grid]]) {
+    const int i1 = int(tid.x);
+    const int c2 = (i1 / 2048);
+    const int c3 = ((i1 / 128) % 16);
+    const int c4 = (i1 % 128);
+    const float t5 = p0[c4];
+    const float t6 = p1[((c4 * 4) + 0)];
+    const float t7 = p2[((((c2 * 16) + max((c3 - 3), 0)) * 256) + c4)];
+    const float t8 = p1[((c4 * 4) + 1)];
+    const float t9 = p2[((((c2 * 16) + max((c3 - 2), 0)) * 256) + c4)];
+    const float t10 = p1[((c4 * 4) + 2)];
+    const float t11 = p2[((((c2 * 16) + max((c3 - 1), 0)) * 256) + c4)];
+    const float t12 = p1[((c4 * 4) + 3)];
+    const float t13 = p2[((((c2 * 16) + c3) * 256) + c4)];
+    const float acc14 = ((((t5 + ((c3 >= 3) ? (t6 * t7) : 0.0f)) + ((c3 >= 2) ? (t8 * t9) : 0.0f)) + ((c3 >= 1) ? (t10 * t11) : 0.0f)) + (t12 * t13));
+    p3[i1] = acc14;
+    const float t15 = (acc14 / (1.0f + exp((-acc14))));
+    p4[i1] = t15;
 }
 
 // fuses matmul %30 (mamba.0)
@@ -404,108 +390,121 @@ kernel void matmul_2(
     }
 }
 
-// fuses slice %31, matmul %34, broadcast %35, add %36, softplus %37 (mamba.0)
-// threadgroup 128×1×1, grid 2×1×16 threadgroups
-kernel void matmul_3(
+// 2 independent kernels in one launch
+// part 0 (matmul): fuses slice %31, matmul %34, broadcast %35, add %36, softplus %37 (mamba.0)
+// part 1 (exp): fuses exp %38 (mamba.0)
+// threadgroup 128×1×1, grid 48×1×1 threadgroups
+kernel void matmul_exp_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
         device float* p3 [[buffer(3)]],
         device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        device float* p6 [[buffer(6)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int c1 = int(gid.z);
-    const int m02 = (int(gid.y) * 32);
-    const int n03 = (int(gid.x) * 64);
     threadgroup float sh[3456];
-    const int ti4 = int(lid.x);
-    const int sgi5 = int(sg);
-    const int sr6 = ((sgi5 / 2) * 16);
-    const int sc7 = ((sgi5 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 4; k0 += 32) {
-        for (int s8 = 0; s8 < 8; s8 += 1) {
-            const int l9 = ((s8 * 128) + ti4);
-            const int i10 = (l9 / 32);
-            const int k11 = (l9 % 32);
-            const int gi12 = (m02 + i10);
-            const int gk13 = (k0 + k11);
-            if (((gi12 < 16) && (gk13 < 4))) {
-                const float t14 = p0[((((c1 * 16) + gi12) * 36) + gk13)];
-                sh[((i10 * 36) + k11)] = t14;
-            } else {
-                sh[((i10 * 36) + k11)] = 0.0f;
+    if ((int(gid.x) < 32)) {
+        const int h0 = (int(gid.x) - 0);
+        const int c1 = (h0 / 2);
+        const int m02 = (((h0 / 2) % 1) * 32);
+        const int n03 = ((h0 % 2) * 64);
+        const int ti4 = int(lid.x);
+        const int sgi5 = int(sg);
+        const int sr6 = ((sgi5 / 2) * 16);
+        const int sc7 = ((sgi5 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 4; k0 += 32) {
+            for (int s8 = 0; s8 < 8; s8 += 1) {
+                const int l9 = ((s8 * 128) + ti4);
+                const int i10 = (l9 / 32);
+                const int k11 = (l9 % 32);
+                const int gi12 = (m02 + i10);
+                const int gk13 = (k0 + k11);
+                if (((gi12 < 16) && (gk13 < 4))) {
+                    const float t14 = p0[((((c1 * 16) + gi12) * 36) + gk13)];
+                    sh[((i10 * 36) + k11)] = t14;
+                } else {
+                    sh[((i10 * 36) + k11)] = 0.0f;
+                }
+            }
+            for (int s15 = 0; s15 < 16; s15 += 1) {
+                const int l16 = ((s15 * 128) + ti4);
+                const int i17 = (l16 / 32);
+                const int k18 = (l16 % 32);
+                const int gi19 = (n03 + i17);
+                const int gk20 = (k0 + k18);
+                if ((gk20 < 4)) {
+                    const float t21 = p1[((gi19 * 4) + gk20)];
+                    sh[(((i17 * 36) + k18) + 1152)] = t21;
+                } else {
+                    sh[(((i17 * 36) + k18) + 1152)] = 0.0f;
+                }
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 32; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + (((sr6 + 8) * 36) + kk), 36);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((sc7 * 36) + kk) + 1152), 36, ulong2(0, 0), true);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + ((((sc7 + 8) * 36) + kk) + 1152), 36, ulong2(0, 0), true);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + ((((sc7 + 16) * 36) + kk) + 1152), 36, ulong2(0, 0), true);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + ((((sc7 + 24) * 36) + kk) + 1152), 36, ulong2(0, 0), true);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        }
+        simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
+        simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr6 * 68) + (sc7 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr6 + 8) * 68) + sc7), 68);
+        simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int s22 = 0; s22 < 16; s22 += 1) {
+            const int l23 = ((s22 * 128) + ti4);
+            const int i24 = (l23 / 64);
+            const int j25 = (l23 % 64);
+            const int gi26 = (m02 + i24);
+            const int gj27 = (n03 + j25);
+            if ((gi26 < 16)) {
+                const float acc28 = sh[((i24 * 68) + j25)];
+                const float t29 = p2[gj27];
+                const float t30 = (acc28 + t29);
+                p3[((((c1 * 16) + gi26) * 128) + gj27)] = t30;
+                const float t31 = (max(t30, 0.0f) + log((1.0f + exp((-fabs(t30))))));
+                p4[((((c1 * 16) + gi26) * 128) + gj27)] = t31;
             }
         }
-        for (int s15 = 0; s15 < 16; s15 += 1) {
-            const int l16 = ((s15 * 128) + ti4);
-            const int i17 = (l16 / 32);
-            const int k18 = (l16 % 32);
-            const int gi19 = (n03 + i17);
-            const int gk20 = (k0 + k18);
-            if ((gk20 < 4)) {
-                const float t21 = p1[((gi19 * 4) + gk20)];
-                sh[(((i17 * 36) + k18) + 1152)] = t21;
-            } else {
-                sh[(((i17 * 36) + k18) + 1152)] = 0.0f;
-            }
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 32; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr6 + 8) * 36) + kk), 36);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((sc7 * 36) + kk) + 1152), 36, ulong2(0, 0), true);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + ((((sc7 + 8) * 36) + kk) + 1152), 36, ulong2(0, 0), true);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + ((((sc7 + 16) * 36) + kk) + 1152), 36, ulong2(0, 0), true);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + ((((sc7 + 24) * 36) + kk) + 1152), 36, ulong2(0, 0), true);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
-    simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr6 * 68) + (sc7 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr6 + 8) * 68) + sc7), 68);
-    simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s22 = 0; s22 < 16; s22 += 1) {
-        const int l23 = ((s22 * 128) + ti4);
-        const int i24 = (l23 / 64);
-        const int j25 = (l23 % 64);
-        const int gi26 = (m02 + i24);
-        const int gj27 = (n03 + j25);
-        if ((gi26 < 16)) {
-            const float acc28 = sh[((i24 * 68) + j25)];
-            const float t29 = p2[gj27];
-            const float t30 = (acc28 + t29);
-            p3[((((c1 * 16) + gi26) * 128) + gj27)] = t30;
-            const float t31 = (max(t30, 0.0f) + log((1.0f + exp((-fabs(t30))))));
-            p4[((((c1 * 16) + gi26) * 128) + gj27)] = t31;
-        }
+    } else if ((int(gid.x) < 48)) {
+        const int h1 = (int(gid.x) - 32);
+        const int i1 = ((h1 * 128) + int(lid.x));
+        const float t4 = p5[i1];
+        const float t5 = exp(t4);
+        p6[i1] = t5;
     }
 }
 
@@ -559,7 +558,7 @@ kernel void selective_scan_0(
 
 // fuses matmul %45 (mamba.0)
 // threadgroup 128×1×1, grid 1×1×16 threadgroups
-kernel void matmul_4(
+kernel void matmul_3(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -653,7 +652,7 @@ kernel void matmul_4(
 
 // fuses gather %3, dequant %19, matmul %44, matmul %46, scale %47, add %48, add %49 (mamba.0)
 // threadgroup 128×1×1, grid 1×1×16 threadgroups
-kernel void matmul_5(
+kernel void matmul_4(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -836,7 +835,7 @@ kernel void rmsnorm_1(
 
 // fuses reshape %61, matmul %62 (moe.0)
 // threadgroup 128×1×1, grid 1×4×1 threadgroups
-kernel void matmul_6(
+kernel void matmul_5(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -999,73 +998,75 @@ kernel void reduce_sum_0(
     p1[row4] = acc5;
 }
 
-// fuses broadcast %67, div %68 (moe.0)
-// threadgroup 256×1×1, grid 2×1×1 threadgroups
-kernel void div_0(
+// 2 independent kernels in one launch
+// part 0 (div): fuses broadcast %67, div %68 (moe.0)
+// part 1 (moe_route): fuses moe_route %69 (moe.0)
+// threadgroup 512×1×1, grid 2×1×1 threadgroups
+kernel void div_moe_route_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    const int c2 = (i1 / 2);
-    const float t4 = p0[i1];
-    const float t5 = p1[((c2 * 1) + 0)];
-    const float t6 = (t4 / t5);
-    p2[i1] = t6;
-}
-
-// fuses moe_route %69 (moe.0)
-// threadgroup 512×1×1, grid 1×1×1 threadgroups
-kernel void moe_route_0(
-        device int* p0 [[buffer(0)]],
-        const device int* p1 [[buffer(1)]],
-        device int* p2 [[buffer(2)]],
         device int* p3 [[buffer(3)]],
-        uint3 lid [[thread_position_in_threadgroup]]) {
+        const device int* p4 [[buffer(4)]],
+        device int* p5 [[buffer(5)]],
+        device int* p6 [[buffer(6)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
     threadgroup int sh15[16];
-    const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
-    const int lo4 = (lid1 * 1);
-    const int hi5 = min((lo4 + 1), 512);
-    int off6 = 0;
-    for (int ex7 = 0; ex7 < 4; ex7 += 1) {
+    if ((int(gid.x) < 1)) {
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 512) + int(lid.x));
+        const int c2 = (i1 / 2);
+        const float t4 = p0[i1];
+        const float t5 = p1[((c2 * 1) + 0)];
+        const float t6 = (t4 / t5);
+        p2[i1] = t6;
+    } else if ((int(gid.x) < 2)) {
+        const int h1 = (int(gid.x) - 1);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        const int lo4 = (lid1 * 1);
+        const int hi5 = min((lo4 + 1), 512);
+        int off6 = 0;
+        for (int ex7 = 0; ex7 < 4; ex7 += 1) {
+            if ((lid1 == 0)) {
+                p3[ex7] = off6;
+            }
+            int c8 = 0;
+            for (int i9 = lo4; i9 < hi5; i9 += 1) {
+                const int t12 = p4[i9];
+                if ((t12 == ex7)) {
+                    c8 += 1;
+                }
+            }
+            const int pre13 = simd_prefix_exclusive_sum(c8);
+            const int sgt14 = simd_sum(c8);
+            if ((l32_2 == 0)) {
+                sh15[sg3] = sgt14;
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            int base16 = pre13;
+            int tot17 = 0;
+            for (int s18 = 0; s18 < 16; s18 += 1) {
+                base16 += ((s18 < sg3) ? sh15[s18] : 0);
+                tot17 += sh15[s18];
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            int pos19 = (off6 + base16);
+            for (int i20 = lo4; i20 < hi5; i20 += 1) {
+                const int t23 = p4[i20];
+                if ((t23 == ex7)) {
+                    p5[pos19] = (i20 / 2);
+                    p6[pos19] = i20;
+                    pos19 += 1;
+                }
+            }
+            off6 += tot17;
+        }
         if ((lid1 == 0)) {
-            p0[ex7] = off6;
+            p3[4] = off6;
         }
-        int c8 = 0;
-        for (int i9 = lo4; i9 < hi5; i9 += 1) {
-            const int t12 = p1[i9];
-            if ((t12 == ex7)) {
-                c8 += 1;
-            }
-        }
-        const int pre13 = simd_prefix_exclusive_sum(c8);
-        const int sgt14 = simd_sum(c8);
-        if ((l32_2 == 0)) {
-            sh15[sg3] = sgt14;
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        int base16 = pre13;
-        int tot17 = 0;
-        for (int s18 = 0; s18 < 16; s18 += 1) {
-            base16 += ((s18 < sg3) ? sh15[s18] : 0);
-            tot17 += sh15[s18];
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        int pos19 = (off6 + base16);
-        for (int i20 = lo4; i20 < hi5; i20 += 1) {
-            const int t23 = p1[i20];
-            if ((t23 == ex7)) {
-                p2[pos19] = (i20 / 2);
-                p3[pos19] = i20;
-                pos19 += 1;
-            }
-        }
-        off6 += tot17;
-    }
-    if ((lid1 == 0)) {
-        p0[4] = off6;
     }
 }
 
@@ -1933,7 +1934,7 @@ kernel void scale_add_x2_0(
 
 // fuses dequant %117, matmul %142, matmul %144, scale %145, add %146, add %147 (mamba.1)
 // threadgroup 128×1×1, grid 1×1×16 threadgroups
-kernel void matmul_7(
+kernel void matmul_6(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -2084,7 +2085,7 @@ kernel void matmul_7(
 
 // fuses matmul %150
 // threadgroup 128×1×1, grid 1×1×16 threadgroups
-kernel void matmul_8(
+kernel void matmul_7(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -2301,7 +2302,7 @@ kernel void add_cross_entropy_bwd_x2_0(
 
 // fuses matmul %155
 // threadgroup 128×1×1, grid 1×1×16 threadgroups
-kernel void matmul_9(
+kernel void matmul_8(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -3077,7 +3078,7 @@ kernel void selective_scan_bwd_0(
 
 // fuses matmul %186 (mamba.1)
 // threadgroup 128×1×1, grid 1×1×16 threadgroups
-kernel void matmul_10(
+kernel void matmul_9(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -3160,7 +3161,7 @@ kernel void matmul_10(
 // fuses concat %187, matmul %188, add %189, sigmoid %190, const %191, sub %192, mul %193,
 //   add %194, mul %195 (mamba.1)
 // threadgroup 128×1×1, grid 2×1×16 threadgroups
-kernel void matmul_11(
+kernel void matmul_10(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -3925,61 +3926,58 @@ kernel void mul_gather_reduce_sum_x2_0(
     }
 }
 
-// fuses reshape %227, reshape %228, scatter_add %229 (moe.0)
-// threadgroup 256×1×1, grid 2×1×1 threadgroups
-kernel void scatter_add_0(
+// 3 independent kernels in one launch
+// part 0 (scatter_add): fuses reshape %227, reshape %228, scatter_add %229 (moe.0)
+// part 1 (grouped_matmul): fuses scale %231, grouped_matmul %232 (moe.0)
+// part 2 (grouped_matmul_wgrad): fuses scale %231, grouped_matmul_wgrad %233 (moe.0)
+// threadgroup 128×1×1, grid 48×1×1 threadgroups
+kernel void scatter_add_grouped_matmul_x3_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int t1 = int(tid.x);
-    const int lo2 = t1;
-    float acc4 = 0.0f;
-    for (int i3 = 0; i3 < 512; i3 += 1) {
-        const int t5 = p0[i3];
-        if ((t5 == lo2)) {
-            const float t6 = p1[i3];
-            acc4 += t6;
-        }
-    }
-    p2[lo2] = acc4;
-}
-
-// 2 independent kernels in one launch
-// part 0 (grouped_matmul): fuses scale %231, grouped_matmul %232 (moe.0)
-// part 1 (grouped_matmul_wgrad): fuses scale %231, grouped_matmul_wgrad %233 (moe.0)
-// threadgroup 128×1×1, grid 44×1×1 threadgroups
-kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
-        const device int* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        device float* p5 [[buffer(5)]],
+        const device int* p3 [[buffer(3)]],
+        device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        const device float* p6 [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
+        device float* p8 [[buffer(8)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[4352];
-    if ((int(gid.x) < 40)) {
+    if ((int(gid.x) < 4)) {
         const int h0 = (int(gid.x) - 0);
-        const int ex1 = (h0 / 8);
-        const int n02 = ((h0 % 1) * 64);
+        const int t1 = ((h0 * 128) + int(lid.x));
+        const int lo2 = t1;
+        float acc4 = 0.0f;
+        for (int i3 = 0; i3 < 512; i3 += 1) {
+            const int t5 = p0[i3];
+            if ((t5 == lo2)) {
+                const float t6 = p1[i3];
+                acc4 += t6;
+            }
+        }
+        p2[lo2] = acc4;
+    } else if ((int(gid.x) < 44)) {
+        const int h1 = (int(gid.x) - 4);
+        const int ex1 = (h1 / 8);
+        const int n02 = ((h1 % 1) * 64);
         if ((ex1 == 4)) {
-            const int t3 = p0[0];
-            const int t4 = p0[4];
+            const int t3 = p3[0];
+            const int t4 = p3[4];
             for (int s5 = 0; s5 < 32; s5 += 1) {
                 const int l6 = ((s5 * 128) + int(lid.x));
-                const int r7 = (((h0 % 8) * 64) + (l6 / 64));
+                const int r7 = (((h1 % 8) * 64) + (l6 / 64));
                 const int j8 = (n02 + (l6 % 64));
                 if (((r7 < t3) || (r7 >= t4))) {
-                    p1[((r7 * 64) + j8)] = 0.0f;
+                    p4[((r7 * 64) + j8)] = 0.0f;
                 }
             }
             return;
         }
-        const int t9 = p0[ex1];
-        const int t10 = p0[(ex1 + 1)];
-        const int m011 = (t9 + ((h0 % 8) * 64));
+        const int t9 = p3[ex1];
+        const int t10 = p3[(ex1 + 1)];
+        const int m011 = (t9 + ((h1 % 8) * 64));
         if ((m011 >= t10)) {
             return;
         }
@@ -4011,7 +4009,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                 const int gi20 = (m011 + i18);
                 const int gk21 = (k0 + k19);
                 if ((gi20 < t10)) {
-                    const float t22 = p2[((gi20 * 64) + gk21)];
+                    const float t22 = p5[((gi20 * 64) + gk21)];
                     const float t23 = (t22 * 0.25f);
                     sh[((i18 * 20) + k19)] = t23;
                 } else {
@@ -4024,7 +4022,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                 const int i27 = (l25 % 64);
                 const int gi28 = (n02 + i27);
                 const int gk29 = (k0 + k26);
-                const float t30 = p3[((((ex1 * 64) + gk29) * 64) + gi28)];
+                const float t30 = p6[((((ex1 * 64) + gk29) * 64) + gi28)];
                 sh[(((k26 * 68) + i27) + 1280)] = t30;
             }
             threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -4088,16 +4086,16 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
             const int gi35 = (m011 + i33);
             const int gj36 = (n02 + j34);
             if ((gi35 < t10)) {
-                p1[((gi35 * 64) + gj36)] = sh[((i33 * 68) + j34)];
+                p4[((gi35 * 64) + gj36)] = sh[((i33 * 68) + j34)];
             }
         }
-    } else if ((int(gid.x) < 44)) {
-        const int h1 = (int(gid.x) - 40);
-        const int ex1 = h1;
-        const int m02 = ((h1 % 1) * 64);
-        const int n03 = ((h1 % 1) * 64);
-        const int t4 = p0[ex1];
-        const int t5 = p0[(ex1 + 1)];
+    } else if ((int(gid.x) < 48)) {
+        const int h2 = (int(gid.x) - 44);
+        const int ex1 = h2;
+        const int m02 = ((h2 % 1) * 64);
+        const int n03 = ((h2 % 1) * 64);
+        const int t4 = p3[ex1];
+        const int t5 = p3[(ex1 + 1)];
         const int ti6 = int(lid.x);
         const int sgi7 = int(sg);
         const int sr8 = ((sgi7 / 2) * 32);
@@ -4126,7 +4124,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                 const int gi14 = (m02 + i13);
                 const int gk15 = (k0 + k12);
                 if ((gk15 < t5)) {
-                    const float t16 = p2[((gk15 * 64) + gi14)];
+                    const float t16 = p5[((gk15 * 64) + gi14)];
                     const float t17 = (t16 * 0.25f);
                     sh[((k12 * 68) + i13)] = t17;
                 } else {
@@ -4140,7 +4138,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                 const int gi22 = (n03 + i21);
                 const int gk23 = (k0 + k20);
                 if ((gk23 < t5)) {
-                    const float t24 = p4[((gk23 * 64) + gi22)];
+                    const float t24 = p7[((gk23 * 64) + gi22)];
                     sh[(((k20 * 68) + i21) + 1088)] = t24;
                 } else {
                     sh[(((k20 * 68) + i21) + 1088)] = 0.0f;
@@ -4206,7 +4204,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
             const int j28 = (l26 % 64);
             const int gi29 = (m02 + i27);
             const int gj30 = (n03 + j28);
-            p5[((((ex1 * 64) + gi29) * 64) + gj30)] = sh[((i27 * 68) + j28)];
+            p8[((((ex1 * 64) + gi29) * 64) + gj30)] = sh[((i27 * 68) + j28)];
         }
     }
 }
@@ -4572,7 +4570,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
 // part 0 (grouped_matmul): fuses concat %247, scale %248, grouped_matmul %249 (moe.0)
 // part 1 (grouped_matmul_wgrad): fuses concat %247, scale %248, grouped_matmul_wgrad %250 (moe.0)
 // threadgroup 128×1×1, grid 48×1×1 threadgroups
-kernel void grouped_matmul_grouped_matmul_wgrad_x2_1(
+kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -5337,7 +5335,7 @@ kernel void mul_sub_0(
 
 // fuses matmul %276 (moe.0)
 // threadgroup 128×1×1, grid 1×4×1 threadgroups
-kernel void matmul_12(
+kernel void matmul_11(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -5460,7 +5458,7 @@ kernel void matmul_12(
 
 // fuses reshape %329, reshape %330, matmul %331 (mamba.0)
 // threadgroup 128×1×1, grid 1×1×1 threadgroups
-kernel void matmul_13(
+kernel void matmul_12(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
