@@ -52,7 +52,7 @@ func TestHorizontalFusion(t *testing.T) {
 		b.Reduce(ir.OpReduceSum, y, false, 1),                         // another threadgroup size: its own launch
 		b.Reduce(ir.OpReduceMax, y, false, 1),                         // ... shared with the other reduction
 		b.Unary(ir.OpExp, b.Scale(b.Matmul(y, q, false, true), 0.01)), // epilogue; moves back past the reductions
-		b.Unary(ir.OpSigmoid, mmParam(b, "e", ir.F32, 7, 45)),            // element-wise: joins whatever runs, regridded
+		b.Unary(ir.OpSigmoid, mmParam(b, "e", ir.F32, 7, 45)),         // element-wise: joins whatever runs, regridded
 	}
 	g := mmFinish(t, b, outs...)
 	prog := compileFused(t, g)
