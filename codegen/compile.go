@@ -2,6 +2,7 @@ package codegen
 
 import (
 	"fmt"
+	"maps"
 	"sort"
 	"strings"
 
@@ -22,8 +23,74 @@ type Dispatch struct {
 	Writes []*ir.Value
 	Fuses  []*ir.Node
 	Kind   string
-	// Exact are the values this launch reads only at the elements it writes.
+	// Exact are the values this launch reads only at the elements it writes
+	// (known for a launch of one kernel; see shareUpdates).
 	Exact map[*ir.Value]bool
+}
+
+// shareUpdates lets each update overwrite its parameter in place when that
+// is safe: the launch that writes the update is the last to read the
+// parameter, and reads it only at the elements it writes (AdamW). The
+// update then names the parameter's memory (alias) and the kernel binds one
+// buffer for both, which leaves room for more updates in one launch.
+func shareUpdates(g *ir.Graph, ls []*launch, alias map[*ir.Value]*ir.Value) {
+	lastRead := map[*ir.Value]int{}
+	writer := map[*ir.Value]int{}
+	for i, l := range ls {
+		for _, b := range l.parts[0].d.Bindings {
+			lastRead[b.Value] = i
+		}
+		for _, v := range l.parts[0].d.Writes {
+			writer[v] = i
+		}
+	}
+	for _, u := range g.Updates {
+		prm := g.Param(u.Param).Value
+		w, ok := writer[u.Value]
+		if !ok || lastRead[prm] != w || !ls[w].parts[0].d.Exact[prm] || !u.Value.Type.Equal(prm.Type) {
+			continue
+		}
+		alias[u.Value] = prm
+		ls[w].parts[0].bindAs(u.Value, prm)
+	}
+}
+
+// bindAs makes the kernel write v through w's parameter: one buffer for both.
+func (p *part) bindAs(v, w *ir.Value) {
+	var from, to string
+	var keep []Binding
+	var params []kir.Param
+	for i, b := range p.d.Bindings {
+		switch b.Value {
+		case v:
+			from = p.k.Params[i].Name
+			continue
+		case w:
+			to = p.k.Params[i].Name
+		}
+		keep = append(keep, b)
+		params = append(params, p.k.Params[i])
+	}
+	if from == "" || to == "" {
+		return
+	}
+	// Parameter names are positional: renumber after dropping one.
+	rename := map[string]string{from: to}
+	for i := range params {
+		if params[i].Name == to {
+			params[i].ReadOnly = false
+		}
+		rename[params[i].Name] = fmt.Sprintf("p%d", i)
+		params[i].Name = rename[params[i].Name]
+	}
+	rename[from] = rename[to]
+	p.k.Body = kir.Rewrite(p.k.Body, func(x kir.Expr) kir.Expr { return x }, func(n string) string {
+		if r, ok := rename[n]; ok {
+			return r
+		}
+		return n
+	})
+	p.k.Params, p.d.Bindings = params, keep
 }
 
 // Program is a compiled graph: the kernels (one module, one .metal file) and
@@ -64,10 +131,12 @@ func Compile(g *ir.Graph, s *passes.Schedule) (*Program, error) {
 		}
 		ls = append(ls, &launch{parts: []*part{p}})
 	}
+	alias := maps.Clone(s.Alias)
+	shareUpdates(g, ls, alias)
 	if s.Fused {
-		ls = mergeLaunches(ls, s.Alias)
+		ls = mergeLaunches(ls, alias)
 	}
-	p := &Program{Module: &kir.Module{Tables: Tables()}, Alias: s.Alias}
+	p := &Program{Module: &kir.Module{Tables: Tables()}, Alias: alias}
 	byBody := map[string]string{} // rendered body → kernel name
 	names := map[string]int{}
 	for _, l := range ls {

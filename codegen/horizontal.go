@@ -107,7 +107,7 @@ func mergeLaunches(ls []*launch, alias map[*ir.Value]*ir.Value) []*launch {
 			window = len(out)
 		}
 		lo := len(out)
-		for lo > 0 && lo > len(out)-window && !readsFrom(l, out[lo-1], alias) {
+		for lo > 0 && lo > len(out)-window && !readsFrom(l, out[lo-1], alias) && !readsFrom(out[lo-1], l, alias) {
 			lo--
 		}
 		joined := false
@@ -124,7 +124,8 @@ func mergeLaunches(ls []*launch, alias map[*ir.Value]*ir.Value) []*launch {
 	return out
 }
 
-// readsFrom reports whether b reads a value that a writes.
+// readsFrom reports whether b reads memory that a writes: a value, or the
+// parameter an in-place update of a overwrites.
 func readsFrom(b, a *launch, alias map[*ir.Value]*ir.Value) bool {
 	owner := func(v *ir.Value) *ir.Value {
 		if o, ok := alias[v]; ok {
@@ -244,17 +245,11 @@ func (l *launch) build() (*kir.Kernel, Dispatch, string) {
 	keys := bindingsOf(l.parts)
 	index := map[bindingKey]int{}
 	k := &kir.Kernel{Threads: l.threads()}
-	d := Dispatch{Kind: "horizontal", Exact: map[*ir.Value]bool{}}
+	d := Dispatch{Kind: "horizontal"}
 	for i, key := range keys {
 		index[key] = i
 		k.Params = append(k.Params, kir.Param{Name: fmt.Sprintf("p%d", i), ReadOnly: true})
 		d.Bindings = append(d.Bindings, Binding{Value: key.v, Offset: key.off})
-	}
-	readers := map[*ir.Value]int{}
-	for _, p := range l.parts {
-		for _, v := range uniqueValues(p.d.Bindings) {
-			readers[v]++
-		}
 	}
 	shared, _ := hoistShared(l.parts)
 	for _, sh := range shared {
@@ -313,11 +308,6 @@ func (l *launch) build() (*kir.Kernel, Dispatch, string) {
 		bases = append(bases, p.base)
 		d.Writes = append(d.Writes, p.d.Writes...)
 		d.Fuses = append(d.Fuses, p.d.Fuses...)
-		for v := range p.d.Exact {
-			if readers[v] == 1 { // read by another part too: not safe to overwrite
-				d.Exact[v] = true
-			}
-		}
 	}
 	for i := len(chain) - 2; i >= 0; i-- {
 		chain[i].Else = []kir.Stmt{chain[i+1]}
@@ -334,19 +324,6 @@ func divBy(x kir.Expr, n int) kir.Expr {
 		return x
 	}
 	return kir.Div(x, kir.I(n))
-}
-
-// uniqueValues lists the values bindings name, each once.
-func uniqueValues(bs []Binding) []*ir.Value {
-	var out []*ir.Value
-	seen := map[*ir.Value]bool{}
-	for _, b := range bs {
-		if !seen[b.Value] {
-			seen[b.Value] = true
-			out = append(out, b.Value)
-		}
-	}
-	return out
 }
 
 // dropShared removes threadgroup array declarations (hoisted to the kernel's scope).

@@ -80,3 +80,29 @@ func TestMultiOutputFusion(t *testing.T) {
 	}
 	compileFused(t, g)
 }
+
+// AdamW overwrites each parameter and its moments in place: the update
+// names the parameter's memory and its kernel binds one buffer for both,
+// which lets more updates share a launch.
+func TestUpdatesInPlace(t *testing.T) {
+	g := model(t, "tiny", &passes.Config{Mode: "qlora", Train: true}, nil)
+	prog, err := codegen.Compile(g, passes.Fuse(g, true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bound := map[*ir.Value]bool{}
+	for _, d := range prog.Dispatches {
+		for _, b := range d.Bindings {
+			bound[b.Value] = true
+		}
+	}
+	for _, u := range g.Updates {
+		prm := g.Param(u.Param).Value
+		if prog.Alias[u.Value] != prm {
+			t.Errorf("update of %s does not overwrite it in place", u.Param)
+		}
+		if bound[u.Value] {
+			t.Errorf("update of %s has a binding of its own", u.Param)
+		}
+	}
+}

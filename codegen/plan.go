@@ -113,7 +113,6 @@ func PlaceMemory(g *ir.Graph, p *Program, opt passes.MemOptions) (*Memory, error
 		}
 		return v
 	}
-	aliasUpdates(g, p)
 	info := map[string]passes.BufferInfo{}
 	names := map[*ir.Value]string{}
 	declare := func(v *ir.Value) string {
@@ -179,32 +178,6 @@ func PlaceMemory(g *ir.Graph, p *Program, opt passes.MemOptions) (*Memory, error
 		}
 	}
 	return m, err
-}
-
-// aliasUpdates makes each update value share its parameter's memory when
-// that is safe: the launch that writes the update is the last to read the
-// parameter, and reads it at the same element it writes (an element-wise
-// kernel).
-func aliasUpdates(g *ir.Graph, p *Program) {
-	lastRead := map[*ir.Value]int{}
-	writer := map[*ir.Value]int{}
-	for i, d := range p.Dispatches {
-		for _, b := range d.Bindings {
-			lastRead[b.Value] = i
-		}
-		for _, v := range d.Writes {
-			writer[v] = i
-		}
-	}
-	for _, u := range g.Updates {
-		prm := g.Param(u.Param).Value
-		w, ok := writer[u.Value]
-		d := p.Dispatches[w]
-		if !ok || lastRead[prm] != w || !d.Exact[prm] || !u.Value.Type.Equal(prm.Type) {
-			continue
-		}
-		p.Alias[u.Value] = prm
-	}
 }
 
 // BuildPlan assembles plan.json from a program and its memory.

@@ -623,7 +623,7 @@ func reduceKernel(op ir.Op) template {
 				e.Emit(fold(acc, e.At(x, coords(r.rc, Coords(red, j)))))
 			})
 			res := finalize(r.reduce(combine, kir.F32, acc)[0])
-			st := e.Block(func() { e.Store(out, e.Split(out.Type.Shape, r.row), res) })
+			st := e.Block(func() { e.StoreThrough(grp, out, e.Split(out.Type.Shape, r.row), res) })
 			if r.lanes > 1 {
 				st = []kir.Stmt{kir.If{Cond: kir.Op("==", r.lane, kir.I(0)), Then: st}}
 			}
@@ -683,7 +683,7 @@ func reduceKernel(op ir.Op) template {
 				p := e.Temp("pr")
 				e.Emit(kir.Loop(p, kir.I(1), kir.I(parts), kir.I(1), fold(kir.V(acc), kir.At(sh, kir.Add(kir.Mul(kir.V(p), kir.I(cols)), col)))))
 			}
-			e.Store(out, e.Split(out.Type.Shape, oi), finalize(kir.V(acc)))
+			e.StoreThrough(grp, out, e.Split(out.Type.Shape, oi), finalize(kir.V(acc)))
 		})})
 		if parts > 1 {
 			e.K.Body = append([]kir.Stmt{kir.Shared{Name: sh, Type: kir.F32, Len: threads}}, e.K.Body...)

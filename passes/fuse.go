@@ -162,7 +162,7 @@ func Fuse(g *ir.Graph, fuse bool) *Schedule {
 		groups = append(groups, grp)
 	}
 	if fuse {
-		groups = mergeEpilogues(groups, uses, member)
+		groups = mergeEpilogues(groups, uses, member, kept)
 		groups = mergeTerms(groups, uses, member)
 	}
 	s := &Schedule{Alias: map[*ir.Value]*ir.Value{}, Fused: fuse}
@@ -200,6 +200,7 @@ var epilogueResults = map[string][]int{
 	string(ir.OpConv): {0}, string(ir.OpConvBwd): {0}, // y; dx
 	string(ir.OpScan): {0}, string(ir.OpScanBwd): {0, 1}, // y; du, dΔ
 	string(ir.OpRMSNorm): {0}, string(ir.OpRMSNormBwd): {0}, string(ir.OpSoftmax): {0}, // y; dx; y
+	string(ir.OpReduceSum): {0}, string(ir.OpReduceMax): {0}, string(ir.OpReduceMean): {0},
 }
 
 // mergeEpilogues folds an element-wise group into the kernel whose result
@@ -207,7 +208,7 @@ var epilogueResults = map[string][]int{
 // element it finishes and writes the chain's results (and its own, when
 // others read it). Groups are taken in graph order, so a chain of such
 // groups joins link by link.
-func mergeEpilogues(groups []*Group, uses map[*ir.Value][]*ir.Node, member map[*ir.Node][]*Group) []*Group {
+func mergeEpilogues(groups []*Group, uses map[*ir.Value][]*ir.Node, member map[*ir.Node][]*Group, kept map[*ir.Value]bool) []*Group {
 	merged := map[*Group]bool{}
 	for i := len(groups) - 1; i >= 0; i-- {
 		p := groups[i]
@@ -222,7 +223,8 @@ func mergeEpilogues(groups []*Group, uses map[*ir.Value][]*ir.Node, member map[*
 			}
 			m := src[0]
 			base := epilogueBase(m, p, v)
-			if base == nil || !v.Type.Shape.Equal(shape) || !readsElementwise(p, v) || !readersAfter(m, p, uses, member) {
+			if base == nil || !v.Type.Shape.Equal(shape) || !readsElementwise(p, v) || !readersAfter(m, p, uses, member) ||
+				jointBuffers(append(append([]*ir.Node(nil), m.Nodes...), p.Nodes...), uses, kept) > MaxBuffers {
 				continue
 			}
 			if m.Epilogue == nil {
@@ -558,6 +560,28 @@ func boundBuffers(nodes []*ir.Node, results []*ir.Value) int {
 		}
 	}
 	return count
+}
+
+// jointBuffers counts the buffers one kernel computing nodes binds: what
+// they read from outside and what they write for readers outside (or keep).
+func jointBuffers(nodes []*ir.Node, uses map[*ir.Value][]*ir.Node, kept map[*ir.Value]bool) int {
+	in := map[*ir.Node]bool{}
+	for _, n := range nodes {
+		in[n] = true
+	}
+	var results []*ir.Value
+	for _, n := range nodes {
+		for _, v := range n.Outputs {
+			escapes := kept[v]
+			for _, u := range uses[v] {
+				escapes = escapes || !in[u]
+			}
+			if escapes {
+				results = append(results, v)
+			}
+		}
+	}
+	return boundBuffers(nodes, results)
 }
 
 func allAccept(gs []*Group, n *ir.Node) bool {

@@ -103,12 +103,14 @@ kernel void reduce_sum_0(
     }
 }
 
-// fuses scale %12, reshape %14, reshape %15, concat %16, square %17, reduce_sum %18 (optimizer)
+// fuses scale %12, reshape %14, reshape %15, concat %16, square %17, reduce_sum %18, sqrt %19,
+//   const %20, const %21, div %22, min %23 (optimizer)
 // threadgroup 32×1×1, grid 1×1×1 threadgroups
 kernel void reduce_sum_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
+        device float* p3 [[buffer(3)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     const int lid1 = int(lid.x);
@@ -132,39 +134,12 @@ kernel void reduce_sum_1(
     }
     const float s13 = simd_sum(acc5);
     if ((lid1 == 0)) {
-        p2[row4] = s13;
+        const float t14 = sqrt(s13);
+        p2[row4] = t14;
+        const float t15 = (1.0f / t14);
+        const float t16 = min(1.0f, t15);
+        p3[row4] = t16;
     }
-}
-
-// fuses sqrt %19 (optimizer)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void sqrt_0(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    if ((i1 >= 1)) {
-        return;
-    }
-    const float t2 = p0[i1];
-    const float t3 = sqrt(t2);
-    p1[i1] = t3;
-}
-
-// fuses const %20, const %21, div %22, min %23 (optimizer)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void min_div_0(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    if ((i1 >= 1)) {
-        return;
-    }
-    const float t2 = p0[i1];
-    const float t3 = (1.0f / t2);
-    const float t4 = min(1.0f, t3);
-    p1[i1] = t4;
 }
 
 // 2 independent kernels in one launch
@@ -174,21 +149,15 @@ kernel void min_div_0(
 kernel void adamw_mul_scale_adamw_mul_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
+        device float* p2 [[buffer(2)]],
+        device float* p3 [[buffer(3)]],
         const device float* p4 [[buffer(4)]],
         const device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
-        device float* p7 [[buffer(7)]],
+        device float* p6 [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
         device float* p8 [[buffer(8)]],
         device float* p9 [[buffer(9)]],
-        const device float* p10 [[buffer(10)]],
-        const device float* p11 [[buffer(11)]],
-        const device float* p12 [[buffer(12)]],
-        const device float* p13 [[buffer(13)]],
-        device float* p14 [[buffer(14)]],
-        device float* p15 [[buffer(15)]],
-        device float* p16 [[buffer(16)]],
+        device float* p10 [[buffer(10)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     if ((int(gid.x) < 1)) {
@@ -209,28 +178,28 @@ kernel void adamw_mul_scale_adamw_mul_x2_0(
         const float t13 = p5[0];
         const float t14 = p6[i1];
         const float t15 = ((t14 - ((t12 * 0.1f) * t14)) - ((t12 * (t9 / (1.0f - pow(0.9f, t13)))) / (sqrt((t11 / (1.0f - pow(0.95f, t13)))) + 1e-08f)));
-        p7[i1] = t15;
-        p8[i1] = t9;
-        p9[i1] = t11;
+        p6[i1] = t15;
+        p2[i1] = t9;
+        p3[i1] = t11;
     } else if ((int(gid.x) < 2)) {
         const int h1 = (int(gid.x) - 1);
         const int i1 = ((h1 * 256) + int(lid.x));
         if ((i1 >= 7)) {
             return;
         }
-        const float t2 = p10[i1];
+        const float t2 = p7[i1];
         const float t3 = p1[0];
         const float t4 = (t2 * t3);
-        const float t5 = p11[i1];
+        const float t5 = p8[i1];
         const float t6 = ((0.9f * t5) + (0.1f * t4));
-        const float t7 = p12[i1];
+        const float t7 = p9[i1];
         const float t8 = ((0.95f * t7) + ((0.05f * t4) * t4));
         const float t9 = p4[0];
         const float t10 = p5[0];
-        const float t11 = p13[i1];
+        const float t11 = p10[i1];
         const float t12 = ((t11 - ((t9 * 0.0f) * t11)) - ((t9 * (t6 / (1.0f - pow(0.9f, t10)))) / (sqrt((t8 / (1.0f - pow(0.95f, t10)))) + 1e-08f)));
-        p14[i1] = t12;
-        p15[i1] = t6;
-        p16[i1] = t8;
+        p10[i1] = t12;
+        p8[i1] = t6;
+        p9[i1] = t8;
     }
 }

@@ -318,7 +318,7 @@ kernel void matmul_1(
     }
 }
 
-// fuses reshape %9, square %10, reduce_sum %11 (optimizer)
+// fuses reshape %9, square %10, reduce_sum %11, sqrt %12 (optimizer)
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
 kernel void reduce_sum_0(
         const device float* p0 [[buffer(0)]],
@@ -350,23 +350,9 @@ kernel void reduce_sum_0(
     }
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
     if ((lid1 == 0)) {
-        p1[row4] = acc12;
+        const float t14 = sqrt(acc12);
+        p1[row4] = t14;
     }
-}
-
-// fuses sqrt %12 (optimizer)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void sqrt_0(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    if ((i1 >= 1)) {
-        return;
-    }
-    const float t2 = p0[i1];
-    const float t3 = sqrt(t2);
-    p1[i1] = t3;
 }
 
 // fuses const %13, const %14, div %15, min %16, broadcast %17, mul %18, adamw %23 (optimizer)
@@ -374,14 +360,11 @@ kernel void sqrt_0(
 kernel void adamw_mul_min_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
+        device float* p2 [[buffer(2)]],
+        device float* p3 [[buffer(3)]],
         const device float* p4 [[buffer(4)]],
         const device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
-        device float* p7 [[buffer(7)]],
-        device float* p8 [[buffer(8)]],
-        device float* p9 [[buffer(9)]],
+        device float* p6 [[buffer(6)]],
         uint3 tid [[thread_position_in_grid]]) {
     const int i1 = int(tid.x);
     if ((i1 >= 800)) {
@@ -400,7 +383,7 @@ kernel void adamw_mul_min_0(
     const float t14 = p5[0];
     const float t15 = p6[i1];
     const float t16 = ((t15 - ((t13 * 0.1f) * t15)) - ((t13 * (t10 / (1.0f - pow(0.9f, t14)))) / (sqrt((t12 / (1.0f - pow(0.95f, t14)))) + 1e-08f)));
-    p7[i1] = t16;
-    p8[i1] = t10;
-    p9[i1] = t12;
+    p6[i1] = t16;
+    p2[i1] = t10;
+    p3[i1] = t12;
 }

@@ -566,109 +566,81 @@ kernel void scatter_add_reduce_mean_x3_0(
     }
 }
 
-// fuses mul %34, reduce_sum %35 (moe.0)
-// threadgroup 32×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_1(
+// 2 independent kernels in one launch
+// part 0 (reduce_sum): fuses mul %34, reduce_sum %35, scale %36 (moe.0)
+// part 1 (add): fuses reshape %37, add %38 (moe.0)
+// threadgroup 32×1×1, grid 9×1×1 threadgroups
+kernel void reduce_sum_add_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        device float* p5 [[buffer(5)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    const int lid1 = int(lid.x);
-    const int row4 = ((int(gid.x) * 32) + lid1);
-    if ((row4 >= 1)) {
-        return;
+    if ((int(gid.x) < 1)) {
+        const int h0 = (int(gid.x) - 0);
+        const int lid1 = int(lid.x);
+        const int row4 = ((h0 * 32) + lid1);
+        if ((row4 >= 1)) {
+            return;
+        }
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 4; k6 += 1) {
+            const float t7 = p0[k6];
+            const float t8 = p1[k6];
+            const float t9 = (t7 * t8);
+            acc5 += t9;
+        }
+        const float t10 = (acc5 * 0.04f);
+        p2[row4] = t10;
+    } else if ((int(gid.x) < 9)) {
+        const int h1 = (int(gid.x) - 1);
+        const int i1 = ((h1 * 32) + int(lid.x));
+        const float t5 = p3[i1];
+        const float t6 = p4[i1];
+        const float t7 = (t5 + t6);
+        p5[i1] = t7;
     }
-    float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 4; k6 += 1) {
-        const float t7 = p0[k6];
-        const float t8 = p1[k6];
-        const float t9 = (t7 * t8);
-        acc5 += t9;
-    }
-    p2[row4] = acc5;
 }
 
 // 2 independent kernels in one launch
-// part 0 (scale): fuses scale %36 (moe.0)
-// part 1 (add): fuses reshape %37, add %38 (moe.0)
-// threadgroup 256×1×1, grid 2×1×1 threadgroups
-kernel void scale_add_x2_0(
+// part 0 (reduce_mean): fuses square %39, reduce_mean %40, add %41
+// part 1 (mul_scale): fuses const %42, reshape %43, broadcast %44, scale %45, mul %46
+// threadgroup 32×1×1, grid 9×1×1 threadgroups
+kernel void reduce_mean_mul_scale_x2_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
+        device float* p3 [[buffer(3)]],
         device float* p4 [[buffer(4)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     if ((int(gid.x) < 1)) {
         const int h0 = (int(gid.x) - 0);
-        const int i1 = ((h0 * 256) + int(lid.x));
-        if ((i1 >= 1)) {
-            return;
+        const int lid1 = int(lid.x);
+        const int row4 = h0;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 8; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 32));
+            const float t8 = p0[(((((j7 / 128) * 8) + ((j7 / 16) % 8)) * 16) + (j7 % 16))];
+            const float t9 = (t8 * t8);
+            acc5 += t9;
         }
-        const float t2 = p0[i1];
-        const float t3 = (t2 * 0.04f);
-        p1[i1] = t3;
-    } else if ((int(gid.x) < 2)) {
-        const int h1 = (int(gid.x) - 1);
-        const int i1 = ((h1 * 256) + int(lid.x));
-        const float t5 = p2[i1];
-        const float t6 = p3[i1];
-        const float t7 = (t5 + t6);
-        p4[i1] = t7;
-    }
-}
-
-// fuses square %39, reduce_mean %40
-// threadgroup 32×1×1, grid 1×1×1 threadgroups
-kernel void reduce_mean_0(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    const int lid1 = int(lid.x);
-    const int row4 = int(gid.x);
-    float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 8; k6 += 1) {
-        const int j7 = (lid1 + (k6 * 32));
-        const float t8 = p0[(((((j7 / 128) * 8) + ((j7 / 16) % 8)) * 16) + (j7 % 16))];
-        const float t9 = (t8 * t8);
-        acc5 += t9;
-    }
-    const float s10 = simd_sum(acc5);
-    if ((lid1 == 0)) {
-        p1[row4] = (s10 / 256.0f);
-    }
-}
-
-// 2 independent kernels in one launch
-// part 0 (add): fuses add %41
-// part 1 (mul_scale): fuses const %42, reshape %43, broadcast %44, scale %45, mul %46
-// threadgroup 256×1×1, grid 2×1×1 threadgroups
-kernel void add_mul_scale_x2_0(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        device float* p4 [[buffer(4)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 1)) {
-        const int h0 = (int(gid.x) - 0);
-        const int i1 = ((h0 * 256) + int(lid.x));
-        if ((i1 >= 1)) {
-            return;
+        const float s10 = simd_sum(acc5);
+        if ((lid1 == 0)) {
+            const float acc11 = (s10 / 256.0f);
+            p1[row4] = acc11;
+            const float t12 = p2[row4];
+            const float t13 = (acc11 + t12);
+            p3[row4] = t13;
         }
-        const float t2 = p0[i1];
-        const float t3 = p1[i1];
-        const float t4 = (t2 + t3);
-        p2[i1] = t4;
-    } else if ((int(gid.x) < 2)) {
+    } else if ((int(gid.x) < 9)) {
         const int h1 = (int(gid.x) - 1);
-        const int i1 = ((h1 * 256) + int(lid.x));
+        const int i1 = ((h1 * 32) + int(lid.x));
         const float t5 = (1.0f * 0.00390625f);
-        const float t6 = p3[i1];
+        const float t6 = p0[i1];
         const float t7 = (t5 * t6);
         p4[i1] = t7;
     }
@@ -1196,15 +1168,17 @@ kernel void scatter_add_reduce_sum_x2_0(
     }
 }
 
-// fuses broadcast %12, reshape %63, div %78, reshape %83, broadcast %84, add %85, one_hot %86,
-//   reshape %87, broadcast %88, mul %89, reduce_sum %90 (moe.0)
+// fuses broadcast %12, const %42, scale %49, reshape %50, broadcast %51, mul %52, reshape %53,
+//   broadcast %54, scale %55, reshape %63, div %78, reshape %83, broadcast %84, add %85,
+//   one_hot %86, reshape %87, broadcast %88, mul %89, reduce_sum %90, add %91 (moe.0)
 // threadgroup 64×1×1, grid 2×1×1 threadgroups
-kernel void reduce_sum_2(
+kernel void reduce_sum_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
         const device int* p3 [[buffer(3)]],
-        device float* p4 [[buffer(4)]],
+        const device float* p4 [[buffer(4)]],
+        device float* p5 [[buffer(5)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     threadgroup float sh17[64];
@@ -1232,35 +1206,19 @@ kernel void reduce_sum_2(
         for (int pr18 = 1; pr18 < 2; pr18 += 1) {
             acc5 += sh17[((pr18 * 32) + col2)];
         }
-        p4[o4] = acc5;
+        const int c20 = (o4 % 4);
+        const float t21 = (1.0f * 0.04f);
+        const float t22 = p4[((0 * 4) + c20)];
+        const float t23 = (t21 * t22);
+        const float t24 = (t23 * 0.0625f);
+        const float t25 = (t24 + acc5);
+        p5[o4] = t25;
     }
-}
-
-// fuses const %42, scale %49, reshape %50, broadcast %51, mul %52, reshape %53, broadcast %54,
-//   scale %55, add %91 (moe.0)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void add_scale_mul_0(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    if ((i1 >= 64)) {
-        return;
-    }
-    const int c3 = (i1 % 4);
-    const float t4 = (1.0f * 0.04f);
-    const float t5 = p0[((0 * 4) + c3)];
-    const float t6 = (t4 * t5);
-    const float t7 = (t6 * 0.0625f);
-    const float t8 = p1[i1];
-    const float t9 = (t7 + t8);
-    p2[i1] = t9;
 }
 
 // fuses mul %92, reduce_sum %93 (moe.0)
 // threadgroup 32×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_3(
+kernel void reduce_sum_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -1515,14 +1473,15 @@ kernel void rmsnorm_bwd_0(
 }
 
 // fuses reshape %103, reshape %104, reshape %105, reshape %106, concat %107, square %108,
-//   reduce_sum %109 (optimizer)
+//   reduce_sum %109, sqrt %110, const %111, const %112, div %113, min %114 (optimizer)
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_4(
+kernel void reduce_sum_3(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
         const device float* p3 [[buffer(3)]],
         device float* p4 [[buffer(4)]],
+        device float* p5 [[buffer(5)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     threadgroup float sh15[8];
@@ -1563,71 +1522,40 @@ kernel void reduce_sum_4(
     }
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
     if ((lid1 == 0)) {
-        p4[row4] = acc16;
+        const float t18 = sqrt(acc16);
+        p4[row4] = t18;
+        const float t19 = (1.0f / t18);
+        const float t20 = min(1.0f, t19);
+        p5[row4] = t20;
     }
 }
 
-// fuses sqrt %110 (optimizer)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void sqrt_0(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    if ((i1 >= 1)) {
-        return;
-    }
-    const float t2 = p0[i1];
-    const float t3 = sqrt(t2);
-    p1[i1] = t3;
-}
-
-// fuses const %111, const %112, div %113, min %114 (optimizer)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void min_div_0(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    if ((i1 >= 1)) {
-        return;
-    }
-    const float t2 = p0[i1];
-    const float t3 = (1.0f / t2);
-    const float t4 = min(1.0f, t3);
-    p1[i1] = t4;
-}
-
-// 3 independent kernels in one launch
+// 4 independent kernels in one launch
 // part 0 (adamw_mul): fuses broadcast %115, mul %116, adamw %127 (optimizer)
 // part 1 (adamw_mul): fuses broadcast %117, mul %118, adamw %132 (optimizer)
 // part 2 (adamw_mul): fuses broadcast %119, mul %120, adamw %137 (optimizer)
-// threadgroup 256×1×1, grid 14×1×1 threadgroups
-kernel void adamw_mul_x3_0(
+// part 3 (adamw_mul): fuses broadcast %121, mul %122, adamw %142 (optimizer)
+// threadgroup 256×1×1, grid 20×1×1 threadgroups
+kernel void adamw_mul_x4_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
+        device float* p2 [[buffer(2)]],
+        device float* p3 [[buffer(3)]],
         const device float* p4 [[buffer(4)]],
         const device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
-        device float* p7 [[buffer(7)]],
+        device float* p6 [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
         device float* p8 [[buffer(8)]],
         device float* p9 [[buffer(9)]],
-        const device float* p10 [[buffer(10)]],
+        device float* p10 [[buffer(10)]],
         const device float* p11 [[buffer(11)]],
-        const device float* p12 [[buffer(12)]],
-        const device float* p13 [[buffer(13)]],
+        device float* p12 [[buffer(12)]],
+        device float* p13 [[buffer(13)]],
         device float* p14 [[buffer(14)]],
-        device float* p15 [[buffer(15)]],
+        const device float* p15 [[buffer(15)]],
         device float* p16 [[buffer(16)]],
-        const device float* p17 [[buffer(17)]],
-        const device float* p18 [[buffer(18)]],
-        const device float* p19 [[buffer(19)]],
-        const device float* p20 [[buffer(20)]],
-        device float* p21 [[buffer(21)]],
-        device float* p22 [[buffer(22)]],
-        device float* p23 [[buffer(23)]],
+        device float* p17 [[buffer(17)]],
+        device float* p18 [[buffer(18)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     if ((int(gid.x) < 1)) {
@@ -1647,76 +1575,62 @@ kernel void adamw_mul_x3_0(
         const float t10 = p5[0];
         const float t11 = p6[i1];
         const float t12 = ((t11 - ((t9 * 0.0f) * t11)) - ((t9 * (t6 / (1.0f - pow(0.9f, t10)))) / (sqrt((t8 / (1.0f - pow(0.95f, t10)))) + 1e-08f)));
-        p7[i1] = t12;
-        p8[i1] = t6;
-        p9[i1] = t8;
+        p6[i1] = t12;
+        p2[i1] = t6;
+        p3[i1] = t8;
     } else if ((int(gid.x) < 2)) {
         const int h1 = (int(gid.x) - 1);
         const int i1 = ((h1 * 256) + int(lid.x));
         if ((i1 >= 64)) {
             return;
         }
-        const float t4 = p10[i1];
+        const float t4 = p7[i1];
         const float t5 = p1[0];
         const float t6 = (t4 * t5);
-        const float t7 = p11[i1];
+        const float t7 = p8[i1];
         const float t8 = ((0.9f * t7) + (0.1f * t6));
-        const float t9 = p12[i1];
+        const float t9 = p9[i1];
         const float t10 = ((0.95f * t9) + ((0.05f * t6) * t6));
         const float t11 = p4[0];
         const float t12 = p5[0];
-        const float t13 = p13[i1];
+        const float t13 = p10[i1];
         const float t14 = ((t13 - ((t11 * 0.1f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.95f, t12)))) + 1e-08f)));
-        p14[i1] = t14;
-        p15[i1] = t8;
-        p16[i1] = t10;
+        p10[i1] = t14;
+        p8[i1] = t8;
+        p9[i1] = t10;
     } else if ((int(gid.x) < 14)) {
         const int h2 = (int(gid.x) - 2);
         const int i1 = ((h2 * 256) + int(lid.x));
-        const float t5 = p17[i1];
+        const float t5 = p11[i1];
         const float t6 = p1[0];
         const float t7 = (t5 * t6);
-        const float t8 = p18[i1];
+        const float t8 = p12[i1];
         const float t9 = ((0.9f * t8) + (0.1f * t7));
-        const float t10 = p19[i1];
+        const float t10 = p13[i1];
         const float t11 = ((0.95f * t10) + ((0.05f * t7) * t7));
         const float t12 = p4[0];
         const float t13 = p5[0];
-        const float t14 = p20[i1];
+        const float t14 = p14[i1];
         const float t15 = ((t14 - ((t12 * 0.1f) * t14)) - ((t12 * (t9 / (1.0f - pow(0.9f, t13)))) / (sqrt((t11 / (1.0f - pow(0.95f, t13)))) + 1e-08f)));
-        p21[i1] = t15;
-        p22[i1] = t9;
-        p23[i1] = t11;
+        p14[i1] = t15;
+        p12[i1] = t9;
+        p13[i1] = t11;
+    } else if ((int(gid.x) < 20)) {
+        const int h3 = (int(gid.x) - 14);
+        const int i1 = ((h3 * 256) + int(lid.x));
+        const float t5 = p15[i1];
+        const float t6 = p1[0];
+        const float t7 = (t5 * t6);
+        const float t8 = p16[i1];
+        const float t9 = ((0.9f * t8) + (0.1f * t7));
+        const float t10 = p17[i1];
+        const float t11 = ((0.95f * t10) + ((0.05f * t7) * t7));
+        const float t12 = p4[0];
+        const float t13 = p5[0];
+        const float t14 = p18[i1];
+        const float t15 = ((t14 - ((t12 * 0.1f) * t14)) - ((t12 * (t9 / (1.0f - pow(0.9f, t13)))) / (sqrt((t11 / (1.0f - pow(0.95f, t13)))) + 1e-08f)));
+        p18[i1] = t15;
+        p16[i1] = t9;
+        p17[i1] = t11;
     }
-}
-
-// fuses broadcast %121, mul %122, adamw %142 (optimizer)
-// threadgroup 256×1×1, grid 6×1×1 threadgroups
-kernel void adamw_mul_0(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        const device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
-        device float* p7 [[buffer(7)]],
-        device float* p8 [[buffer(8)]],
-        device float* p9 [[buffer(9)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    const float t5 = p0[i1];
-    const float t6 = p1[0];
-    const float t7 = (t5 * t6);
-    const float t8 = p2[i1];
-    const float t9 = ((0.9f * t8) + (0.1f * t7));
-    const float t10 = p3[i1];
-    const float t11 = ((0.95f * t10) + ((0.05f * t7) * t7));
-    const float t12 = p4[0];
-    const float t13 = p5[0];
-    const float t14 = p6[i1];
-    const float t15 = ((t14 - ((t12 * 0.1f) * t14)) - ((t12 * (t9 / (1.0f - pow(0.9f, t13)))) / (sqrt((t11 / (1.0f - pow(0.95f, t13)))) + 1e-08f)));
-    p7[i1] = t15;
-    p8[i1] = t9;
-    p9[i1] = t11;
 }

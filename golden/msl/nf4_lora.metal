@@ -1298,7 +1298,7 @@ kernel void matmul_4(
 }
 
 // fuses reshape %47, reshape %48, reshape %49, reshape %50, concat %51, square %52,
-//   reduce_sum %53 (optimizer)
+//   reduce_sum %53, sqrt %54, const %55, const %56, div %57, min %58 (optimizer)
 // threadgroup 1024×1×1, grid 1×1×1 threadgroups
 kernel void reduce_sum_0(
         const device float* p0 [[buffer(0)]],
@@ -1306,6 +1306,7 @@ kernel void reduce_sum_0(
         const device float* p2 [[buffer(2)]],
         const device float* p3 [[buffer(3)]],
         device float* p4 [[buffer(4)]],
+        device float* p5 [[buffer(5)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     threadgroup float sh15[32];
@@ -1344,71 +1345,40 @@ kernel void reduce_sum_0(
     }
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
     if ((lid1 == 0)) {
-        p4[row4] = acc16;
+        const float t18 = sqrt(acc16);
+        p4[row4] = t18;
+        const float t19 = (0.3f / t18);
+        const float t20 = min(1.0f, t19);
+        p5[row4] = t20;
     }
 }
 
-// fuses sqrt %54 (optimizer)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void sqrt_0(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    if ((i1 >= 1)) {
-        return;
-    }
-    const float t2 = p0[i1];
-    const float t3 = sqrt(t2);
-    p1[i1] = t3;
-}
-
-// fuses const %55, const %56, div %57, min %58 (optimizer)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void min_div_0(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    if ((i1 >= 1)) {
-        return;
-    }
-    const float t2 = p0[i1];
-    const float t3 = (0.3f / t2);
-    const float t4 = min(1.0f, t3);
-    p1[i1] = t4;
-}
-
-// 3 independent kernels in one launch
+// 4 independent kernels in one launch
 // part 0 (adamw_mul): fuses broadcast %59, mul %60, adamw %71 (optimizer)
 // part 1 (adamw_mul): fuses broadcast %61, mul %62, adamw %76 (optimizer)
 // part 2 (adamw_mul): fuses broadcast %63, mul %64, adamw %81 (optimizer)
-// threadgroup 256×1×1, grid 40×1×1 threadgroups
-kernel void adamw_mul_x3_0(
+// part 3 (adamw_mul): fuses broadcast %65, mul %66, adamw %86 (optimizer)
+// threadgroup 256×1×1, grid 48×1×1 threadgroups
+kernel void adamw_mul_x4_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
+        device float* p2 [[buffer(2)]],
+        device float* p3 [[buffer(3)]],
         const device float* p4 [[buffer(4)]],
         const device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
-        device float* p7 [[buffer(7)]],
+        device float* p6 [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
         device float* p8 [[buffer(8)]],
         device float* p9 [[buffer(9)]],
-        const device float* p10 [[buffer(10)]],
+        device float* p10 [[buffer(10)]],
         const device float* p11 [[buffer(11)]],
-        const device float* p12 [[buffer(12)]],
-        const device float* p13 [[buffer(13)]],
+        device float* p12 [[buffer(12)]],
+        device float* p13 [[buffer(13)]],
         device float* p14 [[buffer(14)]],
-        device float* p15 [[buffer(15)]],
+        const device float* p15 [[buffer(15)]],
         device float* p16 [[buffer(16)]],
-        const device float* p17 [[buffer(17)]],
-        const device float* p18 [[buffer(18)]],
-        const device float* p19 [[buffer(19)]],
-        const device float* p20 [[buffer(20)]],
-        device float* p21 [[buffer(21)]],
-        device float* p22 [[buffer(22)]],
-        device float* p23 [[buffer(23)]],
+        device float* p17 [[buffer(17)]],
+        device float* p18 [[buffer(18)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     if ((int(gid.x) < 8)) {
@@ -1425,73 +1395,59 @@ kernel void adamw_mul_x3_0(
         const float t12 = p5[0];
         const float t13 = p6[i1];
         const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
-        p7[i1] = t14;
-        p8[i1] = t8;
-        p9[i1] = t10;
+        p6[i1] = t14;
+        p2[i1] = t8;
+        p3[i1] = t10;
     } else if ((int(gid.x) < 24)) {
         const int h1 = (int(gid.x) - 8);
         const int i1 = ((h1 * 256) + int(lid.x));
-        const float t4 = p10[i1];
+        const float t4 = p7[i1];
         const float t5 = p1[0];
         const float t6 = (t4 * t5);
-        const float t7 = p11[i1];
+        const float t7 = p8[i1];
         const float t8 = ((0.9f * t7) + (0.1f * t6));
-        const float t9 = p12[i1];
+        const float t9 = p9[i1];
         const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
         const float t11 = p4[0];
         const float t12 = p5[0];
-        const float t13 = p13[i1];
+        const float t13 = p10[i1];
         const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
-        p14[i1] = t14;
-        p15[i1] = t8;
-        p16[i1] = t10;
+        p10[i1] = t14;
+        p8[i1] = t8;
+        p9[i1] = t10;
     } else if ((int(gid.x) < 40)) {
         const int h2 = (int(gid.x) - 24);
         const int i1 = ((h2 * 256) + int(lid.x));
-        const float t4 = p17[i1];
+        const float t4 = p11[i1];
         const float t5 = p1[0];
         const float t6 = (t4 * t5);
-        const float t7 = p18[i1];
+        const float t7 = p12[i1];
         const float t8 = ((0.9f * t7) + (0.1f * t6));
-        const float t9 = p19[i1];
+        const float t9 = p13[i1];
         const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
         const float t11 = p4[0];
         const float t12 = p5[0];
-        const float t13 = p20[i1];
+        const float t13 = p14[i1];
         const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
-        p21[i1] = t14;
-        p22[i1] = t8;
-        p23[i1] = t10;
+        p14[i1] = t14;
+        p12[i1] = t8;
+        p13[i1] = t10;
+    } else if ((int(gid.x) < 48)) {
+        const int h3 = (int(gid.x) - 40);
+        const int i1 = ((h3 * 256) + int(lid.x));
+        const float t4 = p15[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p16[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p17[i1];
+        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p18[i1];
+        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
+        p18[i1] = t14;
+        p16[i1] = t8;
+        p17[i1] = t10;
     }
-}
-
-// fuses broadcast %65, mul %66, adamw %86 (optimizer)
-// threadgroup 256×1×1, grid 8×1×1 threadgroups
-kernel void adamw_mul_0(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        const device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
-        device float* p7 [[buffer(7)]],
-        device float* p8 [[buffer(8)]],
-        device float* p9 [[buffer(9)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    const float t4 = p0[i1];
-    const float t5 = p1[0];
-    const float t6 = (t4 * t5);
-    const float t7 = p2[i1];
-    const float t8 = ((0.9f * t7) + (0.1f * t6));
-    const float t9 = p3[i1];
-    const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
-    const float t11 = p4[0];
-    const float t12 = p5[0];
-    const float t13 = p6[i1];
-    const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
-    p7[i1] = t14;
-    p8[i1] = t8;
-    p9[i1] = t10;
 }

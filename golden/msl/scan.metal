@@ -271,7 +271,7 @@ kernel void mul_neg_reduce_sum_x2_0(
 }
 
 // fuses reshape %37, reshape %38, reshape %39, reshape %40, concat %41, square %42,
-//   reduce_sum %43 (optimizer)
+//   reduce_sum %43, sqrt %44, const %45, const %46, div %47, min %48 (optimizer)
 // threadgroup 32×1×1, grid 1×1×1 threadgroups
 kernel void reduce_sum_1(
         const device float* p0 [[buffer(0)]],
@@ -279,6 +279,7 @@ kernel void reduce_sum_1(
         const device float* p2 [[buffer(2)]],
         const device float* p3 [[buffer(3)]],
         device float* p4 [[buffer(4)]],
+        device float* p5 [[buffer(5)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     const int lid1 = int(lid.x);
@@ -307,71 +308,40 @@ kernel void reduce_sum_1(
     }
     const float s14 = simd_sum(acc5);
     if ((lid1 == 0)) {
-        p4[row4] = s14;
+        const float t15 = sqrt(s14);
+        p4[row4] = t15;
+        const float t16 = (1.0f / t15);
+        const float t17 = min(1.0f, t16);
+        p5[row4] = t17;
     }
 }
 
-// fuses sqrt %44 (optimizer)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void sqrt_0(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    if ((i1 >= 1)) {
-        return;
-    }
-    const float t2 = p0[i1];
-    const float t3 = sqrt(t2);
-    p1[i1] = t3;
-}
-
-// fuses const %45, const %46, div %47, min %48 (optimizer)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void min_div_0(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    if ((i1 >= 1)) {
-        return;
-    }
-    const float t2 = p0[i1];
-    const float t3 = (1.0f / t2);
-    const float t4 = min(1.0f, t3);
-    p1[i1] = t4;
-}
-
-// 3 independent kernels in one launch
+// 4 independent kernels in one launch
 // part 0 (adamw_mul): fuses broadcast %49, mul %50, adamw %61 (optimizer)
 // part 1 (adamw_mul): fuses broadcast %51, mul %52, adamw %66 (optimizer)
 // part 2 (adamw_mul): fuses broadcast %53, mul %54, adamw %71 (optimizer)
-// threadgroup 256×1×1, grid 3×1×1 threadgroups
-kernel void adamw_mul_x3_0(
+// part 3 (adamw_mul): fuses broadcast %55, mul %56, adamw %76 (optimizer)
+// threadgroup 256×1×1, grid 4×1×1 threadgroups
+kernel void adamw_mul_x4_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
+        device float* p2 [[buffer(2)]],
+        device float* p3 [[buffer(3)]],
         const device float* p4 [[buffer(4)]],
         const device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
-        device float* p7 [[buffer(7)]],
+        device float* p6 [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
         device float* p8 [[buffer(8)]],
         device float* p9 [[buffer(9)]],
-        const device float* p10 [[buffer(10)]],
+        device float* p10 [[buffer(10)]],
         const device float* p11 [[buffer(11)]],
-        const device float* p12 [[buffer(12)]],
-        const device float* p13 [[buffer(13)]],
+        device float* p12 [[buffer(12)]],
+        device float* p13 [[buffer(13)]],
         device float* p14 [[buffer(14)]],
-        device float* p15 [[buffer(15)]],
+        const device float* p15 [[buffer(15)]],
         device float* p16 [[buffer(16)]],
-        const device float* p17 [[buffer(17)]],
-        const device float* p18 [[buffer(18)]],
-        const device float* p19 [[buffer(19)]],
-        const device float* p20 [[buffer(20)]],
-        device float* p21 [[buffer(21)]],
-        device float* p22 [[buffer(22)]],
-        device float* p23 [[buffer(23)]],
+        device float* p17 [[buffer(17)]],
+        device float* p18 [[buffer(18)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     if ((int(gid.x) < 1)) {
@@ -391,82 +361,68 @@ kernel void adamw_mul_x3_0(
         const float t10 = p5[0];
         const float t11 = p6[i1];
         const float t12 = ((t11 - ((t9 * 0.0f) * t11)) - ((t9 * (t6 / (1.0f - pow(0.9f, t10)))) / (sqrt((t8 / (1.0f - pow(0.95f, t10)))) + 1e-08f)));
-        p7[i1] = t12;
-        p8[i1] = t6;
-        p9[i1] = t8;
+        p6[i1] = t12;
+        p2[i1] = t6;
+        p3[i1] = t8;
     } else if ((int(gid.x) < 2)) {
         const int h1 = (int(gid.x) - 1);
         const int i1 = ((h1 * 256) + int(lid.x));
         if ((i1 >= 32)) {
             return;
         }
-        const float t4 = p10[i1];
+        const float t4 = p7[i1];
         const float t5 = p1[0];
         const float t6 = (t4 * t5);
-        const float t7 = p11[i1];
+        const float t7 = p8[i1];
         const float t8 = ((0.9f * t7) + (0.1f * t6));
-        const float t9 = p12[i1];
+        const float t9 = p9[i1];
         const float t10 = ((0.95f * t9) + ((0.05f * t6) * t6));
         const float t11 = p4[0];
         const float t12 = p5[0];
-        const float t13 = p13[i1];
+        const float t13 = p10[i1];
         const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.95f, t12)))) + 1e-08f)));
-        p14[i1] = t14;
-        p15[i1] = t8;
-        p16[i1] = t10;
+        p10[i1] = t14;
+        p8[i1] = t8;
+        p9[i1] = t10;
     } else if ((int(gid.x) < 3)) {
         const int h2 = (int(gid.x) - 2);
         const int i1 = ((h2 * 256) + int(lid.x));
         if ((i1 >= 8)) {
             return;
         }
-        const float t2 = p17[i1];
+        const float t2 = p11[i1];
         const float t3 = p1[0];
         const float t4 = (t2 * t3);
-        const float t5 = p18[i1];
+        const float t5 = p12[i1];
         const float t6 = ((0.9f * t5) + (0.1f * t4));
-        const float t7 = p19[i1];
+        const float t7 = p13[i1];
         const float t8 = ((0.95f * t7) + ((0.05f * t4) * t4));
         const float t9 = p4[0];
         const float t10 = p5[0];
-        const float t11 = p20[i1];
+        const float t11 = p14[i1];
         const float t12 = ((t11 - ((t9 * 0.0f) * t11)) - ((t9 * (t6 / (1.0f - pow(0.9f, t10)))) / (sqrt((t8 / (1.0f - pow(0.95f, t10)))) + 1e-08f)));
-        p21[i1] = t12;
-        p22[i1] = t6;
-        p23[i1] = t8;
+        p14[i1] = t12;
+        p12[i1] = t6;
+        p13[i1] = t8;
+    } else if ((int(gid.x) < 4)) {
+        const int h3 = (int(gid.x) - 3);
+        const int i1 = ((h3 * 256) + int(lid.x));
+        if ((i1 >= 8)) {
+            return;
+        }
+        const float t2 = p15[i1];
+        const float t3 = p1[0];
+        const float t4 = (t2 * t3);
+        const float t5 = p16[i1];
+        const float t6 = ((0.9f * t5) + (0.1f * t4));
+        const float t7 = p17[i1];
+        const float t8 = ((0.95f * t7) + ((0.05f * t4) * t4));
+        const float t9 = p4[0];
+        const float t10 = p5[0];
+        const float t11 = p18[i1];
+        const float t12 = ((t11 - ((t9 * 0.1f) * t11)) - ((t9 * (t6 / (1.0f - pow(0.9f, t10)))) / (sqrt((t8 / (1.0f - pow(0.95f, t10)))) + 1e-08f)));
+        p18[i1] = t12;
+        p16[i1] = t6;
+        p17[i1] = t8;
     }
-}
-
-// fuses broadcast %55, mul %56, adamw %76 (optimizer)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void adamw_mul_0(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        const device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
-        device float* p7 [[buffer(7)]],
-        device float* p8 [[buffer(8)]],
-        device float* p9 [[buffer(9)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    if ((i1 >= 8)) {
-        return;
-    }
-    const float t2 = p0[i1];
-    const float t3 = p1[0];
-    const float t4 = (t2 * t3);
-    const float t5 = p2[i1];
-    const float t6 = ((0.9f * t5) + (0.1f * t4));
-    const float t7 = p3[i1];
-    const float t8 = ((0.95f * t7) + ((0.05f * t4) * t4));
-    const float t9 = p4[0];
-    const float t10 = p5[0];
-    const float t11 = p6[i1];
-    const float t12 = ((t11 - ((t9 * 0.1f) * t11)) - ((t9 * (t6 / (1.0f - pow(0.9f, t10)))) / (sqrt((t8 / (1.0f - pow(0.95f, t10)))) + 1e-08f)));
-    p7[i1] = t12;
-    p8[i1] = t6;
-    p9[i1] = t8;
 }

@@ -2295,57 +2295,56 @@ kernel void scatter_add_reduce_mean_x3_0(
     }
 }
 
-// fuses mul %189, reduce_sum %190 (moe.0)
-// threadgroup 32×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_1(
+// fuses reshape %192, add %193 (moe.0)
+// threadgroup 256×1×1, grid 4096×1×1 threadgroups
+kernel void add_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    const int lid1 = int(lid.x);
-    const int row4 = ((int(gid.x) * 32) + lid1);
-    if ((row4 >= 1)) {
-        return;
-    }
-    float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 8; k6 += 1) {
-        const float t7 = p0[k6];
-        const float t8 = p1[k6];
-        const float t9 = (t7 * t8);
-        acc5 += t9;
-    }
-    p2[row4] = acc5;
+        uint3 tid [[thread_position_in_grid]]) {
+    const int i1 = int(tid.x);
+    const float t5 = p0[i1];
+    const float t6 = p1[i1];
+    const float t7 = (t5 + t6);
+    p2[i1] = t7;
 }
 
 // 2 independent kernels in one launch
-// part 0 (scale): fuses scale %191 (moe.0)
-// part 1 (add): fuses reshape %192, add %193 (moe.0)
-// threadgroup 256×1×1, grid 4097×1×1 threadgroups
-kernel void scale_add_x2_0(
+// part 0 (reduce_sum): fuses mul %379, reduce_sum %380, scale %381 (moe.1)
+// part 1 (add): fuses reshape %382, add %383 (moe.1)
+// threadgroup 32×1×1, grid 32769×1×1 threadgroups
+kernel void reduce_sum_add_x2_0(
         const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
+        const device float* p1 [[buffer(1)]],
+        device float* p2 [[buffer(2)]],
         const device float* p3 [[buffer(3)]],
-        device float* p4 [[buffer(4)]],
+        const device float* p4 [[buffer(4)]],
+        device float* p5 [[buffer(5)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     if ((int(gid.x) < 1)) {
         const int h0 = (int(gid.x) - 0);
-        const int i1 = ((h0 * 256) + int(lid.x));
-        if ((i1 >= 1)) {
+        const int lid1 = int(lid.x);
+        const int row4 = ((h0 * 32) + lid1);
+        if ((row4 >= 1)) {
             return;
         }
-        const float t2 = p0[i1];
-        const float t3 = (t2 * 0.08f);
-        p1[i1] = t3;
-    } else if ((int(gid.x) < 4097)) {
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 8; k6 += 1) {
+            const float t7 = p0[k6];
+            const float t8 = p1[k6];
+            const float t9 = (t7 * t8);
+            acc5 += t9;
+        }
+        const float t10 = (acc5 * 0.08f);
+        p2[row4] = t10;
+    } else if ((int(gid.x) < 32769)) {
         const int h1 = (int(gid.x) - 1);
-        const int i1 = ((h1 * 256) + int(lid.x));
-        const float t5 = p2[i1];
-        const float t6 = p3[i1];
+        const int i1 = ((h1 * 32) + int(lid.x));
+        const float t5 = p3[i1];
+        const float t6 = p4[i1];
         const float t7 = (t5 + t6);
-        p4[i1] = t7;
+        p5[i1] = t7;
     }
 }
 
@@ -2473,26 +2472,20 @@ kernel void matmul_7(
 
 // 2 independent kernels in one launch
 // part 0 (cross_entropy): fuses cross_entropy %1855
-// part 1 (add): fuses add %1856, add %1857, add %1858, add %1859, add %1860, add %1861, add %1862, add %1863
-// threadgroup 1024×1×1, grid 2×1×1 threadgroups
-kernel void cross_entropy_add_x2_0(
+// part 1 (cross_entropy_bwd): fuses const %1865, cross_entropy_bwd %1866
+// threadgroup 1024×1×1, grid 513×1×1 threadgroups
+kernel void cross_entropy_cross_entropy_bwd_x2_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        const device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
-        const device float* p7 [[buffer(7)]],
-        const device float* p8 [[buffer(8)]],
-        const device float* p9 [[buffer(9)]],
-        const device float* p10 [[buffer(10)]],
-        const device float* p11 [[buffer(11)]],
-        device float* p12 [[buffer(12)]],
+        device float* p3 [[buffer(3)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     threadgroup float sh17[32];
     threadgroup float sh18[32];
+    threadgroup int sh10[32];
+    threadgroup float sh25[32];
+    threadgroup float sh26[32];
     if ((int(gid.x) < 1)) {
         const int h0 = (int(gid.x) - 0);
         const int lid1 = int(lid.x);
@@ -2543,65 +2536,6 @@ kernel void cross_entropy_add_x2_0(
         if ((lid1 == 0)) {
             p2[0] = ((cnt5 > 0) ? (loss4 / float(cnt5)) : 0.0f);
         }
-    } else if ((int(gid.x) < 2)) {
-        const int h1 = (int(gid.x) - 1);
-        if ((((h1 * 1024) + int(lid.x)) >= 256)) {
-            return;
-        }
-        const int i1 = ((h1 * 1024) + int(lid.x));
-        if ((i1 >= 1)) {
-            return;
-        }
-        const float t2 = p3[i1];
-        const float t3 = p4[i1];
-        const float t4 = (t2 + t3);
-        const float t5 = p5[i1];
-        const float t6 = (t4 + t5);
-        const float t7 = p6[i1];
-        const float t8 = (t6 + t7);
-        const float t9 = p7[i1];
-        const float t10 = (t8 + t9);
-        const float t11 = p8[i1];
-        const float t12 = (t10 + t11);
-        const float t13 = p9[i1];
-        const float t14 = (t12 + t13);
-        const float t15 = p10[i1];
-        const float t16 = (t14 + t15);
-        const float t17 = p11[i1];
-        const float t18 = (t16 + t17);
-        p12[i1] = t18;
-    }
-}
-
-// 2 independent kernels in one launch
-// part 0 (add): fuses add %1864
-// part 1 (cross_entropy_bwd): fuses const %1865, cross_entropy_bwd %1866
-// threadgroup 1024×1×1, grid 513×1×1 threadgroups
-kernel void add_cross_entropy_bwd_x2_0(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        const device int* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        device float* p5 [[buffer(5)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    threadgroup int sh10[32];
-    threadgroup float sh25[32];
-    threadgroup float sh26[32];
-    if ((int(gid.x) < 1)) {
-        const int h0 = (int(gid.x) - 0);
-        if ((((h0 * 1024) + int(lid.x)) >= 256)) {
-            return;
-        }
-        const int i1 = ((h0 * 1024) + int(lid.x));
-        if ((i1 >= 1)) {
-            return;
-        }
-        const float t2 = p0[i1];
-        const float t3 = p1[i1];
-        const float t4 = (t2 + t3);
-        p2[i1] = t4;
     } else if ((int(gid.x) < 513)) {
         const int h1 = (int(gid.x) - 1);
         const int lid1 = int(lid.x);
@@ -2609,7 +2543,7 @@ kernel void add_cross_entropy_bwd_x2_0(
         const int sg3 = (lid1 / 32);
         int cnt4 = 0;
         for (int i5 = lid1; i5 < 512; i5 += 1024) {
-            const int t8 = p3[i5];
+            const int t8 = p0[i5];
             cnt4 += (((t8 >= 0) && (t8 < 50257)) ? 1 : 0);
         }
         const int s9 = simd_sum(cnt4);
@@ -2626,14 +2560,14 @@ kernel void add_cross_entropy_bwd_x2_0(
         const int row14 = h1;
         const int c15 = (row14 / 512);
         const int c16 = (row14 % 512);
-        const int t17 = p3[row14];
+        const int t17 = p0[row14];
         if (((t17 >= 0) && (t17 < 50257))) {
             float m18 = (-INFINITY);
             float s19 = 0.0f;
             for (int k20 = 0; k20 < 50; k20 += 1) {
                 const int j21 = (lid1 + (k20 * 1024));
                 if ((j21 < 50257)) {
-                    const float t22 = p4[((((c15 * 512) + c16) * 50257) + j21)];
+                    const float t22 = p1[((((c15 * 512) + c16) * 50257) + j21)];
                     if ((t22 > m18)) {
                         s19 = ((s19 * exp((m18 - t22))) + 1.0f);
                         m18 = t22;
@@ -2662,19 +2596,75 @@ kernel void add_cross_entropy_bwd_x2_0(
             for (int k32 = 0; k32 < 50; k32 += 1) {
                 const int j33 = (lid1 + (k32 * 1024));
                 if ((j33 < 50257)) {
-                    const float t34 = p4[((((c15 * 512) + c16) * 50257) + j33)];
-                    p5[((((c15 * 512) + c16) * 50257) + j33)] = (((exp((t34 - M27)) * inv31) - ((j33 == t17) ? 1.0f : 0.0f)) * scale13);
+                    const float t34 = p1[((((c15 * 512) + c16) * 50257) + j33)];
+                    p3[((((c15 * 512) + c16) * 50257) + j33)] = (((exp((t34 - M27)) * inv31) - ((j33 == t17) ? 1.0f : 0.0f)) * scale13);
                 }
             }
         } else {
             for (int k35 = 0; k35 < 50; k35 += 1) {
                 const int j36 = (lid1 + (k35 * 1024));
                 if ((j36 < 50257)) {
-                    p5[((((c15 * 512) + c16) * 50257) + j36)] = 0.0f;
+                    p3[((((c15 * 512) + c16) * 50257) + j36)] = 0.0f;
                 }
             }
         }
     }
+}
+
+// fuses mul %189, reduce_sum %190, scale %191, add %1856, add %1857, add %1858, add %1859,
+//   add %1860, add %1861, add %1862, add %1863, add %1864
+// threadgroup 32×1×1, grid 1×1×1 threadgroups
+kernel void reduce_sum_1(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        const device float* p6 [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
+        const device float* p8 [[buffer(8)]],
+        const device float* p9 [[buffer(9)]],
+        const device float* p10 [[buffer(10)]],
+        device float* p11 [[buffer(11)]],
+        const device float* p12 [[buffer(12)]],
+        device float* p13 [[buffer(13)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    const int lid1 = int(lid.x);
+    const int row4 = ((int(gid.x) * 32) + lid1);
+    if ((row4 >= 1)) {
+        return;
+    }
+    float acc5 = 0.0f;
+    for (int k6 = 0; k6 < 8; k6 += 1) {
+        const float t7 = p0[k6];
+        const float t8 = p1[k6];
+        const float t9 = (t7 * t8);
+        acc5 += t9;
+    }
+    const float t10 = (acc5 * 0.08f);
+    p2[row4] = t10;
+    const float t11 = p3[row4];
+    const float t12 = (t10 + t11);
+    const float t13 = p4[row4];
+    const float t14 = (t12 + t13);
+    const float t15 = p5[row4];
+    const float t16 = (t14 + t15);
+    const float t17 = p6[row4];
+    const float t18 = (t16 + t17);
+    const float t19 = p7[row4];
+    const float t20 = (t18 + t19);
+    const float t21 = p8[row4];
+    const float t22 = (t20 + t21);
+    const float t23 = p9[row4];
+    const float t24 = (t22 + t23);
+    const float t25 = p10[row4];
+    const float t26 = (t24 + t25);
+    p11[row4] = t26;
+    const float t27 = p12[row4];
+    const float t28 = (t27 + t26);
+    p13[row4] = t28;
 }
 
 // fuses matmul %1867
@@ -5939,15 +5929,18 @@ kernel void scatter_add_reduce_sum_x2_0(
     }
 }
 
-// fuses broadcast %1679, reshape %2056, div %2083, reshape %2088, broadcast %2089, add %2090,
-//   one_hot %2091, reshape %2092, broadcast %2093, mul %2094, reduce_sum %2095 (moe.8)
+// fuses broadcast %1679, const %1865, scale %2042, reshape %2043, broadcast %2044, mul %2045,
+//   reshape %2046, broadcast %2047, scale %2048, reshape %2056, div %2083, reshape %2088,
+//   broadcast %2089, add %2090, one_hot %2091, reshape %2092, broadcast %2093, mul %2094,
+//   reduce_sum %2095, add %2096 (moe.8)
 // threadgroup 64×1×1, grid 128×1×1 threadgroups
 kernel void reduce_sum_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
         const device int* p3 [[buffer(3)]],
-        device float* p4 [[buffer(4)]],
+        const device float* p4 [[buffer(4)]],
+        device float* p5 [[buffer(5)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     threadgroup float sh17[64];
@@ -5975,27 +5968,14 @@ kernel void reduce_sum_2(
         for (int pr18 = 1; pr18 < 2; pr18 += 1) {
             acc5 += sh17[((pr18 * 32) + col2)];
         }
-        p4[o4] = acc5;
+        const int c20 = (o4 % 8);
+        const float t21 = (1.0f * 0.08f);
+        const float t22 = p4[((0 * 8) + c20)];
+        const float t23 = (t21 * t22);
+        const float t24 = (t23 * 0.001953125f);
+        const float t25 = (t24 + acc5);
+        p5[o4] = t25;
     }
-}
-
-// fuses const %1865, scale %2042, reshape %2043, broadcast %2044, mul %2045, reshape %2046,
-//   broadcast %2047, scale %2048, add %2096 (moe.8)
-// threadgroup 256×1×1, grid 16×1×1 threadgroups
-kernel void add_scale_mul_0(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    const int c3 = (i1 % 8);
-    const float t4 = (1.0f * 0.08f);
-    const float t5 = p0[((0 * 8) + c3)];
-    const float t6 = (t4 * t5);
-    const float t7 = (t6 * 0.001953125f);
-    const float t8 = p1[i1];
-    const float t9 = (t7 + t8);
-    p2[i1] = t9;
 }
 
 // fuses mul %2097, reduce_sum %2098 (moe.8)
@@ -6160,109 +6140,10 @@ kernel void matmul_11(
 }
 
 // 2 independent kernels in one launch
-// part 0 (mul_sub): fuses broadcast %3765, sub %3766, mul %3767 (moe.1)
+// part 0 (causal_conv1d_bwd): fuses slice %406, causal_conv1d_bwd %3688 (mamba.6)
 // part 1 (reduce_sum): fuses reshape %4412, reshape %4413, reshape %4414, reshape %4415, reshape %4416, reshape %4417,
 //   reshape %4418, reshape %4419, reshape %4420, reshape %4421, reshape %4422, concat %4423,
 //   square %4424, reduce_sum %4425 (optimizer)
-// threadgroup 1024×1×1, grid 5×1×1 threadgroups
-kernel void mul_sub_reduce_sum_x2_0(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        const device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
-        const device float* p7 [[buffer(7)]],
-        const device float* p8 [[buffer(8)]],
-        const device float* p9 [[buffer(9)]],
-        const device float* p10 [[buffer(10)]],
-        const device float* p11 [[buffer(11)]],
-        const device float* p12 [[buffer(12)]],
-        const device float* p13 [[buffer(13)]],
-        const device float* p14 [[buffer(14)]],
-        device float* p15 [[buffer(15)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    threadgroup float sh22[32];
-    if ((int(gid.x) < 4)) {
-        const int h0 = (int(gid.x) - 0);
-        const int i1 = ((h0 * 1024) + int(lid.x));
-        const int c2 = (i1 / 8);
-        const float t4 = p0[i1];
-        const float t5 = p1[i1];
-        const float t6 = p2[((c2 * 1) + 0)];
-        const float t7 = (t5 - t6);
-        const float t8 = (t4 * t7);
-        p3[i1] = t8;
-    } else if ((int(gid.x) < 5)) {
-        const int h1 = (int(gid.x) - 4);
-        const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
-        const int row4 = h1;
-        float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 7728; k6 += 1) {
-            const int j7 = (lid1 + (k6 * 1024));
-            float cat8 = 0.0f;
-            if ((j7 < 3612672)) {
-                const float t9 = p4[(j7 - 0)];
-                cat8 = t9;
-            } else if ((j7 < 4988928)) {
-                const float t10 = p5[(j7 - 3612672)];
-                cat8 = t10;
-            } else if ((j7 < 5160960)) {
-                const float t11 = p6[(j7 - 4988928)];
-                cat8 = t11;
-            } else if ((j7 < 5849088)) {
-                const float t12 = p7[(j7 - 5160960)];
-                cat8 = t12;
-            } else if ((j7 < 6193152)) {
-                const float t13 = p8[(j7 - 5849088)];
-                cat8 = t13;
-            } else if ((j7 < 6365184)) {
-                const float t14 = p9[(j7 - 6193152)];
-                cat8 = t14;
-            } else if ((j7 < 6537216)) {
-                const float t15 = p10[(j7 - 6365184)];
-                cat8 = t15;
-            } else if ((j7 < 7225344)) {
-                const float t16 = p11[(j7 - 6537216)];
-                cat8 = t16;
-            } else if ((j7 < 7569408)) {
-                const float t17 = p12[(j7 - 7225344)];
-                cat8 = t17;
-            } else if ((j7 < 7741440)) {
-                const float t18 = p13[(j7 - 7569408)];
-                cat8 = t18;
-            } else {
-                const float t19 = p14[(j7 - 7741440)];
-                cat8 = t19;
-            }
-            const float t20 = (cat8 * cat8);
-            acc5 += t20;
-        }
-        const float s21 = simd_sum(acc5);
-        if ((l32_2 == 0)) {
-            sh22[sg3] = s21;
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        float acc23 = sh22[0];
-        for (int s24 = 1; s24 < 32; s24 += 1) {
-            acc23 += sh22[s24];
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((lid1 == 0)) {
-            p15[row4] = acc23;
-        }
-    }
-}
-
-// 2 independent kernels in one launch
-// part 0 (causal_conv1d_bwd): fuses slice %308, causal_conv1d_bwd %3812 (mamba.5)
-// part 1 (reduce_sum): fuses reshape %4385, reshape %4386, reshape %4387, reshape %4388, reshape %4389, reshape %4390,
-//   reshape %4391, reshape %4392, reshape %4393, reshape %4394, reshape %4395, concat %4396,
-//   square %4397, reduce_sum %4398 (optimizer)
 // threadgroup 1024×1×1, grid 2049×1×1 threadgroups
 kernel void causal_conv1d_bwd_reduce_sum_x2_0(
         const device float* p0 [[buffer(0)]],
@@ -6362,17 +6243,16 @@ kernel void causal_conv1d_bwd_reduce_sum_x2_0(
 }
 
 // 2 independent kernels in one launch
-// part 0 (add_scale_mul): fuses const %1865, scale %3946, reshape %3947, broadcast %3948, mul %3949, reshape %3950,
-//   broadcast %3951, scale %3952, add %4000 (moe.0)
-// part 1 (reduce_sum): fuses reshape %4304, reshape %4305, reshape %4306, reshape %4307, reshape %4308, reshape %4309,
-//   reshape %4310, reshape %4311, reshape %4312, reshape %4313, reshape %4314, concat %4315,
-//   square %4316, reduce_sum %4317 (optimizer)
+// part 0 (mul_sub): fuses broadcast %3765, sub %3766, mul %3767 (moe.1)
+// part 1 (reduce_sum): fuses reshape %4385, reshape %4386, reshape %4387, reshape %4388, reshape %4389, reshape %4390,
+//   reshape %4391, reshape %4392, reshape %4393, reshape %4394, reshape %4395, concat %4396,
+//   square %4397, reduce_sum %4398 (optimizer)
 // threadgroup 1024×1×1, grid 5×1×1 threadgroups
-kernel void add_scale_mul_reduce_sum_x2_0(
+kernel void mul_sub_reduce_sum_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
+        const device float* p2 [[buffer(2)]],
+        device float* p3 [[buffer(3)]],
         const device float* p4 [[buffer(4)]],
         const device float* p5 [[buffer(5)]],
         const device float* p6 [[buffer(6)]],
@@ -6383,21 +6263,21 @@ kernel void add_scale_mul_reduce_sum_x2_0(
         const device float* p11 [[buffer(11)]],
         const device float* p12 [[buffer(12)]],
         const device float* p13 [[buffer(13)]],
-        device float* p14 [[buffer(14)]],
+        const device float* p14 [[buffer(14)]],
+        device float* p15 [[buffer(15)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     threadgroup float sh22[32];
     if ((int(gid.x) < 4)) {
         const int h0 = (int(gid.x) - 0);
         const int i1 = ((h0 * 1024) + int(lid.x));
-        const int c3 = (i1 % 8);
-        const float t4 = (1.0f * 0.08f);
-        const float t5 = p0[((0 * 8) + c3)];
-        const float t6 = (t4 * t5);
-        const float t7 = (t6 * 0.001953125f);
-        const float t8 = p1[i1];
-        const float t9 = (t7 + t8);
-        p2[i1] = t9;
+        const int c2 = (i1 / 8);
+        const float t4 = p0[i1];
+        const float t5 = p1[i1];
+        const float t6 = p2[((c2 * 1) + 0)];
+        const float t7 = (t5 - t6);
+        const float t8 = (t4 * t7);
+        p3[i1] = t8;
     } else if ((int(gid.x) < 5)) {
         const int h1 = (int(gid.x) - 4);
         const int lid1 = int(lid.x);
@@ -6409,37 +6289,37 @@ kernel void add_scale_mul_reduce_sum_x2_0(
             const int j7 = (lid1 + (k6 * 1024));
             float cat8 = 0.0f;
             if ((j7 < 3612672)) {
-                const float t9 = p3[(j7 - 0)];
+                const float t9 = p4[(j7 - 0)];
                 cat8 = t9;
             } else if ((j7 < 4988928)) {
-                const float t10 = p4[(j7 - 3612672)];
+                const float t10 = p5[(j7 - 3612672)];
                 cat8 = t10;
             } else if ((j7 < 5160960)) {
-                const float t11 = p5[(j7 - 4988928)];
+                const float t11 = p6[(j7 - 4988928)];
                 cat8 = t11;
             } else if ((j7 < 5849088)) {
-                const float t12 = p6[(j7 - 5160960)];
+                const float t12 = p7[(j7 - 5160960)];
                 cat8 = t12;
             } else if ((j7 < 6193152)) {
-                const float t13 = p7[(j7 - 5849088)];
+                const float t13 = p8[(j7 - 5849088)];
                 cat8 = t13;
             } else if ((j7 < 6365184)) {
-                const float t14 = p8[(j7 - 6193152)];
+                const float t14 = p9[(j7 - 6193152)];
                 cat8 = t14;
             } else if ((j7 < 6537216)) {
-                const float t15 = p9[(j7 - 6365184)];
+                const float t15 = p10[(j7 - 6365184)];
                 cat8 = t15;
             } else if ((j7 < 7225344)) {
-                const float t16 = p10[(j7 - 6537216)];
+                const float t16 = p11[(j7 - 6537216)];
                 cat8 = t16;
             } else if ((j7 < 7569408)) {
-                const float t17 = p11[(j7 - 7225344)];
+                const float t17 = p12[(j7 - 7225344)];
                 cat8 = t17;
             } else if ((j7 < 7741440)) {
-                const float t18 = p12[(j7 - 7569408)];
+                const float t18 = p13[(j7 - 7569408)];
                 cat8 = t18;
             } else {
-                const float t19 = p13[(j7 - 7741440)];
+                const float t19 = p14[(j7 - 7741440)];
                 cat8 = t19;
             }
             const float t20 = (cat8 * cat8);
@@ -6456,14 +6336,14 @@ kernel void add_scale_mul_reduce_sum_x2_0(
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         if ((lid1 == 0)) {
-            p14[row4] = acc23;
+            p15[row4] = acc23;
         }
     }
 }
 
 // 3 independent kernels in one launch
-// part 0 (selective_scan_bwd): fuses slice %78, slice %79, neg %85, mul %4081, selective_scan_bwd %4089, sigmoid %4095,
-//   mul %4096 (mamba.1)
+// part 0 (selective_scan_bwd): fuses slice %124, slice %125, neg %131, mul %4024, selective_scan_bwd %4032, sigmoid %4038,
+//   mul %4039 (mamba.2)
 // part 1 (reduce_sum): fuses reshape %4400, reshape %4401, reshape %4402, reshape %4403, concat %4404, square %4405,
 //   reduce_sum %4406 (optimizer)
 // part 2 (reduce_sum): fuses reshape %4427, reshape %4428, reshape %4429, concat %4430, square %4431,
@@ -6718,17 +6598,16 @@ kernel void selective_scan_bwd_reduce_sum_x3_0(
     }
 }
 
-// 5 independent kernels in one launch
-// part 0 (causal_conv1d_bwd): fuses slice %72, causal_conv1d_bwd %4107 (mamba.1)
-// part 1 (reduce_sum): fuses reshape %4223, reshape %4224, reshape %4225, reshape %4226, reshape %4227, reshape %4228,
-//   reshape %4229, reshape %4230, reshape %4231, reshape %4232, reshape %4233, concat %4234,
-//   square %4235, reduce_sum %4236 (optimizer)
+// 4 independent kernels in one launch
+// part 0 (causal_conv1d_bwd): fuses slice %118, causal_conv1d_bwd %4050 (mamba.2)
+// part 1 (reduce_sum): fuses reshape %4250, reshape %4251, reshape %4252, reshape %4253, reshape %4254, reshape %4255,
+//   reshape %4256, reshape %4257, reshape %4258, reshape %4259, reshape %4260, concat %4261,
+//   square %4262, reduce_sum %4263 (optimizer)
 // part 2 (reduce_sum): fuses reshape %4373, reshape %4374, reshape %4375, reshape %4376, concat %4377, square %4378,
 //   reduce_sum %4379 (optimizer)
-// part 3 (reduce_sum): fuses reshape %4381, square %4382, reduce_sum %4383 (optimizer)
-// part 4 (reduce_sum): fuses reshape %4408, square %4409, reduce_sum %4410 (optimizer)
-// threadgroup 1024×1×1, grid 2052×1×1 threadgroups
-kernel void causal_conv1d_bwd_reduce_sum_x5_0(
+// part 3 (reduce_sum): fuses reshape %4408, square %4409, reduce_sum %4410 (optimizer)
+// threadgroup 1024×1×1, grid 2051×1×1 threadgroups
+kernel void causal_conv1d_bwd_reduce_sum_x4_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -6751,8 +6630,6 @@ kernel void causal_conv1d_bwd_reduce_sum_x5_0(
         device float* p19 [[buffer(19)]],
         const device float* p20 [[buffer(20)]],
         device float* p21 [[buffer(21)]],
-        const device float* p22 [[buffer(22)]],
-        device float* p23 [[buffer(23)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     threadgroup float sh22[32];
@@ -6898,38 +6775,12 @@ kernel void causal_conv1d_bwd_reduce_sum_x5_0(
         if ((lid1 == 0)) {
             p21[row4] = acc12;
         }
-    } else if ((int(gid.x) < 2052)) {
-        const int h4 = (int(gid.x) - 2051);
-        const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
-        const int row4 = h4;
-        float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 7056; k6 += 1) {
-            const int j7 = (lid1 + (k6 * 1024));
-            const float t8 = p22[j7];
-            const float t9 = (t8 * t8);
-            acc5 += t9;
-        }
-        const float s10 = simd_sum(acc5);
-        if ((l32_2 == 0)) {
-            sh11[sg3] = s10;
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        float acc12 = sh11[0];
-        for (int s13 = 1; s13 < 32; s13 += 1) {
-            acc12 += sh11[s13];
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((lid1 == 0)) {
-            p23[row4] = acc12;
-        }
     }
 }
 
 // 3 independent kernels in one launch
-// part 0 (selective_scan_bwd): fuses slice %32, slice %33, neg %39, mul %4138, selective_scan_bwd %4146, sigmoid %4152,
-//   mul %4153 (mamba.0)
+// part 0 (selective_scan_bwd): fuses slice %78, slice %79, neg %85, mul %4081, selective_scan_bwd %4089, sigmoid %4095,
+//   mul %4096 (mamba.1)
 // part 1 (reduce_sum): fuses reshape %4319, reshape %4320, reshape %4321, reshape %4322, concat %4323, square %4324,
 //   reduce_sum %4325 (optimizer)
 // part 2 (reduce_sum): fuses reshape %4346, reshape %4347, reshape %4348, reshape %4349, concat %4350, square %4351,
@@ -7187,6 +7038,726 @@ kernel void selective_scan_bwd_reduce_sum_x3_1(
     }
 }
 
+// 5 independent kernels in one launch
+// part 0 (causal_conv1d_bwd): fuses slice %72, causal_conv1d_bwd %4107 (mamba.1)
+// part 1 (reduce_sum): fuses reshape %4223, reshape %4224, reshape %4225, reshape %4226, reshape %4227, reshape %4228,
+//   reshape %4229, reshape %4230, reshape %4231, reshape %4232, reshape %4233, concat %4234,
+//   square %4235, reduce_sum %4236 (optimizer)
+// part 2 (reduce_sum): fuses reshape %4292, reshape %4293, reshape %4294, reshape %4295, concat %4296, square %4297,
+//   reduce_sum %4298 (optimizer)
+// part 3 (reduce_sum): fuses reshape %4354, square %4355, reduce_sum %4356 (optimizer)
+// part 4 (reduce_sum): fuses reshape %4381, square %4382, reduce_sum %4383 (optimizer)
+// threadgroup 1024×1×1, grid 2052×1×1 threadgroups
+kernel void causal_conv1d_bwd_reduce_sum_x5_0(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        const device float* p6 [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
+        const device float* p8 [[buffer(8)]],
+        const device float* p9 [[buffer(9)]],
+        const device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
+        const device float* p12 [[buffer(12)]],
+        const device float* p13 [[buffer(13)]],
+        device float* p14 [[buffer(14)]],
+        const device float* p15 [[buffer(15)]],
+        const device float* p16 [[buffer(16)]],
+        const device float* p17 [[buffer(17)]],
+        const device float* p18 [[buffer(18)]],
+        device float* p19 [[buffer(19)]],
+        const device float* p20 [[buffer(20)]],
+        device float* p21 [[buffer(21)]],
+        const device float* p22 [[buffer(22)]],
+        device float* p23 [[buffer(23)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    threadgroup float sh22[32];
+    threadgroup float sh15[32];
+    threadgroup float sh11[32];
+    if ((int(gid.x) < 2048)) {
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 1024) + int(lid.x));
+        const int c2 = (i1 / 2097152);
+        const int c3 = ((i1 / 4096) % 512);
+        const int c4 = (i1 % 4096);
+        const float t5 = p0[i1];
+        const float t6 = p1[((c4 * 4) + 3)];
+        const float t7 = p0[((((c2 * 512) + min((c3 + 1), 511)) * 4096) + c4)];
+        const float t8 = p1[((c4 * 4) + 2)];
+        const float t9 = p0[((((c2 * 512) + min((c3 + 2), 511)) * 4096) + c4)];
+        const float t10 = p1[((c4 * 4) + 1)];
+        const float t11 = p0[((((c2 * 512) + min((c3 + 3), 511)) * 4096) + c4)];
+        const float t12 = p1[((c4 * 4) + 0)];
+        p2[i1] = ((((t5 * t6) + ((c3 < 511) ? (t7 * t8) : 0.0f)) + ((c3 < 510) ? (t9 * t10) : 0.0f)) + ((c3 < 509) ? (t11 * t12) : 0.0f));
+    } else if ((int(gid.x) < 2049)) {
+        const int h1 = (int(gid.x) - 2048);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        const int row4 = h1;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 7728; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 1024));
+            float cat8 = 0.0f;
+            if ((j7 < 3612672)) {
+                const float t9 = p3[(j7 - 0)];
+                cat8 = t9;
+            } else if ((j7 < 4988928)) {
+                const float t10 = p4[(j7 - 3612672)];
+                cat8 = t10;
+            } else if ((j7 < 5160960)) {
+                const float t11 = p5[(j7 - 4988928)];
+                cat8 = t11;
+            } else if ((j7 < 5849088)) {
+                const float t12 = p6[(j7 - 5160960)];
+                cat8 = t12;
+            } else if ((j7 < 6193152)) {
+                const float t13 = p7[(j7 - 5849088)];
+                cat8 = t13;
+            } else if ((j7 < 6365184)) {
+                const float t14 = p8[(j7 - 6193152)];
+                cat8 = t14;
+            } else if ((j7 < 6537216)) {
+                const float t15 = p9[(j7 - 6365184)];
+                cat8 = t15;
+            } else if ((j7 < 7225344)) {
+                const float t16 = p10[(j7 - 6537216)];
+                cat8 = t16;
+            } else if ((j7 < 7569408)) {
+                const float t17 = p11[(j7 - 7225344)];
+                cat8 = t17;
+            } else if ((j7 < 7741440)) {
+                const float t18 = p12[(j7 - 7569408)];
+                cat8 = t18;
+            } else {
+                const float t19 = p13[(j7 - 7741440)];
+                cat8 = t19;
+            }
+            const float t20 = (cat8 * cat8);
+            acc5 += t20;
+        }
+        const float s21 = simd_sum(acc5);
+        if ((l32_2 == 0)) {
+            sh22[sg3] = s21;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        float acc23 = sh22[0];
+        for (int s24 = 1; s24 < 32; s24 += 1) {
+            acc23 += sh22[s24];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        if ((lid1 == 0)) {
+            p14[row4] = acc23;
+        }
+    } else if ((int(gid.x) < 2050)) {
+        const int h2 = (int(gid.x) - 2049);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        const int row4 = h2;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 2520; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 1024));
+            float cat8 = 0.0f;
+            if ((j7 < 688128)) {
+                const float t9 = p15[(j7 - 0)];
+                cat8 = t9;
+            } else if ((j7 < 1032192)) {
+                const float t10 = p16[(j7 - 688128)];
+                cat8 = t10;
+            } else if ((j7 < 1204224)) {
+                const float t11 = p17[(j7 - 1032192)];
+                cat8 = t11;
+            } else {
+                const float t12 = p18[(j7 - 1204224)];
+                cat8 = t12;
+            }
+            const float t13 = (cat8 * cat8);
+            acc5 += t13;
+        }
+        const float s14 = simd_sum(acc5);
+        if ((l32_2 == 0)) {
+            sh15[sg3] = s14;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        float acc16 = sh15[0];
+        for (int s17 = 1; s17 < 32; s17 += 1) {
+            acc16 += sh15[s17];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        if ((lid1 == 0)) {
+            p19[row4] = acc16;
+        }
+    } else if ((int(gid.x) < 2051)) {
+        const int h3 = (int(gid.x) - 2050);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        const int row4 = h3;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 7056; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 1024));
+            const float t8 = p20[j7];
+            const float t9 = (t8 * t8);
+            acc5 += t9;
+        }
+        const float s10 = simd_sum(acc5);
+        if ((l32_2 == 0)) {
+            sh11[sg3] = s10;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        float acc12 = sh11[0];
+        for (int s13 = 1; s13 < 32; s13 += 1) {
+            acc12 += sh11[s13];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        if ((lid1 == 0)) {
+            p21[row4] = acc12;
+        }
+    } else if ((int(gid.x) < 2052)) {
+        const int h4 = (int(gid.x) - 2051);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        const int row4 = h4;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 7056; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 1024));
+            const float t8 = p22[j7];
+            const float t9 = (t8 * t8);
+            acc5 += t9;
+        }
+        const float s10 = simd_sum(acc5);
+        if ((l32_2 == 0)) {
+            sh11[sg3] = s10;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        float acc12 = sh11[0];
+        for (int s13 = 1; s13 < 32; s13 += 1) {
+            acc12 += sh11[s13];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        if ((lid1 == 0)) {
+            p23[row4] = acc12;
+        }
+    }
+}
+
+// 5 independent kernels in one launch
+// part 0 (selective_scan_bwd): fuses slice %32, slice %33, neg %39, mul %4138, selective_scan_bwd %4146, sigmoid %4152,
+//   mul %4153 (mamba.0)
+// part 1 (reduce_sum): fuses reshape %4265, reshape %4266, reshape %4267, reshape %4268, concat %4269, square %4270,
+//   reduce_sum %4271 (optimizer)
+// part 2 (reduce_sum): fuses reshape %4273, square %4274, reduce_sum %4275 (optimizer)
+// part 3 (reduce_sum): fuses reshape %4300, square %4301, reduce_sum %4302 (optimizer)
+// part 4 (reduce_sum): fuses reshape %4327, square %4328, reduce_sum %4329 (optimizer)
+// threadgroup 1024×1×1, grid 84×1×1 threadgroups
+kernel void selective_scan_bwd_reduce_sum_x5_0(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        const device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        const device float* p6 [[buffer(6)]],
+        device float* p7 [[buffer(7)]],
+        device float* p8 [[buffer(8)]],
+        const device float* p9 [[buffer(9)]],
+        device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
+        device float* p12 [[buffer(12)]],
+        const device float* p13 [[buffer(13)]],
+        const device float* p14 [[buffer(14)]],
+        const device float* p15 [[buffer(15)]],
+        const device float* p16 [[buffer(16)]],
+        device float* p17 [[buffer(17)]],
+        const device float* p18 [[buffer(18)]],
+        device float* p19 [[buffer(19)]],
+        const device float* p20 [[buffer(20)]],
+        device float* p21 [[buffer(21)]],
+        const device float* p22 [[buffer(22)]],
+        device float* p23 [[buffer(23)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
+    threadgroup float red2[2048];
+    threadgroup float sh15[32];
+    threadgroup float sh11[32];
+    if ((int(gid.x) < 80)) {
+        const int h0 = (int(gid.x) - 0);
+        float seq1[128];
+        const int gid3 = h0;
+        if ((gid3 < 16)) {
+            const int b4 = (gid3 / 16);
+            const int n05 = ((gid3 % 16) * 1);
+            const int n6 = (n05 + (int(lid.x) / 1024));
+            const int sg7 = int(sg);
+            const int lane8 = int(lane);
+            int buf9 = 0;
+            for (int blk10 = 0; blk10 < 4; blk10 += 1) {
+                const int ch11 = ((blk10 * 1024) + (int(lid.x) % 1024));
+                const float t12 = p0[((ch11 * 16) + n6)];
+                const float t13 = (-t12);
+                float carry14 = 0.0f;
+                for (int cc15 = 0; cc15 < 4; cc15 += 1) {
+                    const int c16 = (3 - cc15);
+                    const int t017 = (c16 * 128);
+                    const int t118 = min((t017 + 128), 512);
+                    const float t19 = p1[((((((b4 * 4) + c16) * 4096) + ch11) * 16) + n6)];
+                    float s20 = t19;
+                    for (int t21 = t017; t21 < t118; t21 += 1) {
+                        seq1[(t21 - t017)] = s20;
+                        const float t22 = p2[((((b4 * 512) + t21) * 4096) + ch11)];
+                        const float t23 = p3[((((b4 * 512) + t21) * 4096) + ch11)];
+                        const float t24 = p4[((((b4 * 512) + t21) * 160) + (n6 + 128))];
+                        const float a26 = exp((t22 * t13));
+                        s20 = ((a26 * s20) + ((t22 * t24) * t23));
+                    }
+                    const int len27 = (t118 - t017);
+                    for (int i028 = 0; i028 < len27; i028 += 16) {
+                        const int cnt29 = min(16, (len27 - i028));
+                        const int rb30 = (buf9 * 1024);
+                        for (int j31 = 0; j31 < cnt29; j31 += 1) {
+                            const int t32 = ((t118 - 1) - (i028 + j31));
+                            const float t33 = p2[((((b4 * 512) + t32) * 4096) + ch11)];
+                            const float t34 = p3[((((b4 * 512) + t32) * 4096) + ch11)];
+                            const float t35 = p4[((((b4 * 512) + t32) * 160) + (n6 + 128))];
+                            const float t36 = p4[((((b4 * 512) + t32) * 160) + (n6 + 144))];
+                            const float t37 = p5[((((b4 * 512) + t32) * 4096) + ch11)];
+                            const float t38 = p6[((((b4 * 512) + t32) * 4096) + ch11)];
+                            const float t39 = (t37 * t38);
+                            const float sp40 = seq1[(t32 - t017)];
+                            const float a41 = exp((t33 * t13));
+                            const float g42 = ((t36 * t39) + carry14);
+                            carry14 = (a41 * g42);
+                            const float sp43 = simd_sum(((g42 * t33) * t34));
+                            const float sp44 = simd_sum((((a41 * sp40) + ((t33 * t35) * t34)) * t39));
+                            if ((lane8 == 0)) {
+                                red2[(rb30 + ((((0 * 16) + j31) * 32) + sg7))] = sp43;
+                                red2[(rb30 + ((((1 * 16) + j31) * 32) + sg7))] = sp44;
+                            }
+                        }
+                        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+                        const int per45 = (cnt29 * 1);
+                        for (int k46 = sg7; k46 < (2 * per45); k46 += 32) {
+                            const int q47 = (k46 / per45);
+                            const int j48 = ((k46 % per45) / 1);
+                            const int ns49 = (k46 % 1);
+                            const float tot50 = simd_sum(red2[(rb30 + ((((q47 * 16) + j48) * 32) + ((ns49 * 32) + lane8)))]);
+                            const int t51 = ((t118 - 1) - (i028 + j48));
+                            const int nn52 = (n05 + ns49);
+                            if ((lane8 == 0)) {
+                                if ((q47 == 0)) {
+                                    if ((blk10 == 0)) {
+                                        p7[((((b4 * 512) + t51) * 16) + nn52)] = tot50;
+                                    } else {
+                                        p7[((((b4 * 512) + t51) * 16) + nn52)] += tot50;
+                                    }
+                                }
+                                if ((q47 == 1)) {
+                                    if ((blk10 == 0)) {
+                                        p8[((((b4 * 512) + t51) * 16) + nn52)] = tot50;
+                                    } else {
+                                        p8[((((b4 * 512) + t51) * 16) + nn52)] += tot50;
+                                    }
+                                }
+                            }
+                        }
+                        buf9 = (1 - buf9);
+                    }
+                }
+            }
+        } else {
+            const int ch53 = (((gid3 - 16) * 64) + (int(lid.x) / 16));
+            const int n54 = (int(lid.x) % 16);
+            const float t55 = p0[((ch53 * 16) + n54)];
+            const float t56 = (-t55);
+            const float t57 = p9[ch53];
+            float dA58 = 0.0f;
+            float dD59 = 0.0f;
+            for (int b60 = 0; b60 < 1; b60 += 1) {
+                float carry61 = 0.0f;
+                for (int cc62 = 0; cc62 < 4; cc62 += 1) {
+                    const int c63 = (3 - cc62);
+                    const int t064 = (c63 * 128);
+                    const int t165 = min((t064 + 128), 512);
+                    const float t66 = p1[((((((b60 * 4) + c63) * 4096) + ch53) * 16) + n54)];
+                    float s67 = t66;
+                    for (int t68 = t064; t68 < t165; t68 += 1) {
+                        seq1[(t68 - t064)] = s67;
+                        const float t69 = p2[((((b60 * 512) + t68) * 4096) + ch53)];
+                        const float t70 = p3[((((b60 * 512) + t68) * 4096) + ch53)];
+                        const float t71 = p4[((((b60 * 512) + t68) * 160) + (n54 + 128))];
+                        const float a73 = exp((t69 * t56));
+                        s67 = ((a73 * s67) + ((t69 * t71) * t70));
+                    }
+                    for (int i74 = 0; i74 < (t165 - t064); i74 += 1) {
+                        const int t75 = ((t165 - 1) - i74);
+                        const float t76 = p2[((((b60 * 512) + t75) * 4096) + ch53)];
+                        const float t77 = p3[((((b60 * 512) + t75) * 4096) + ch53)];
+                        const float t78 = p4[((((b60 * 512) + t75) * 160) + (n54 + 128))];
+                        const float t79 = p4[((((b60 * 512) + t75) * 160) + (n54 + 144))];
+                        const float t80 = p5[((((b60 * 512) + t75) * 4096) + ch53)];
+                        const float t81 = p6[((((b60 * 512) + t75) * 4096) + ch53)];
+                        const float t82 = (t80 * t81);
+                        const float sp83 = seq1[(t75 - t064)];
+                        const float a84 = exp((t76 * t56));
+                        const float g85 = ((t79 * t82) + carry61);
+                        carry61 = (a84 * g85);
+                        const float r86 = (((g85 * t76) * t78) + simd_shuffle_xor(((g85 * t76) * t78), ushort(8)));
+                        const float r87 = (r86 + simd_shuffle_xor(r86, ushort(4)));
+                        const float r88 = (r87 + simd_shuffle_xor(r87, ushort(2)));
+                        const float r89 = (r88 + simd_shuffle_xor(r88, ushort(1)));
+                        const float r90 = ((g85 * (((t56 * a84) * sp83) + (t78 * t77))) + simd_shuffle_xor((g85 * (((t56 * a84) * sp83) + (t78 * t77))), ushort(8)));
+                        const float r91 = (r90 + simd_shuffle_xor(r90, ushort(4)));
+                        const float r92 = (r91 + simd_shuffle_xor(r91, ushort(2)));
+                        const float r93 = (r92 + simd_shuffle_xor(r92, ushort(1)));
+                        if ((n54 == 0)) {
+                            const float acc94 = (r89 + (t57 * t82));
+                            p10[((((b60 * 512) + t75) * 4096) + ch53)] = acc94;
+                            const float t95 = p11[((((b60 * 512) + t75) * 4096) + ch53)];
+                            const float t96 = (1.0f / (1.0f + exp((-t95))));
+                            const float t97 = (r93 * t96);
+                            p12[((((b60 * 512) + t75) * 4096) + ch53)] = t97;
+                        }
+                    }
+                }
+            }
+        }
+    } else if ((int(gid.x) < 81)) {
+        const int h1 = (int(gid.x) - 80);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        const int row4 = h1;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 2520; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 1024));
+            float cat8 = 0.0f;
+            if ((j7 < 688128)) {
+                const float t9 = p13[(j7 - 0)];
+                cat8 = t9;
+            } else if ((j7 < 1032192)) {
+                const float t10 = p14[(j7 - 688128)];
+                cat8 = t10;
+            } else if ((j7 < 1204224)) {
+                const float t11 = p15[(j7 - 1032192)];
+                cat8 = t11;
+            } else {
+                const float t12 = p16[(j7 - 1204224)];
+                cat8 = t12;
+            }
+            const float t13 = (cat8 * cat8);
+            acc5 += t13;
+        }
+        const float s14 = simd_sum(acc5);
+        if ((l32_2 == 0)) {
+            sh15[sg3] = s14;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        float acc16 = sh15[0];
+        for (int s17 = 1; s17 < 32; s17 += 1) {
+            acc16 += sh15[s17];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        if ((lid1 == 0)) {
+            p17[row4] = acc16;
+        }
+    } else if ((int(gid.x) < 82)) {
+        const int h2 = (int(gid.x) - 81);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        const int row4 = h2;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 7056; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 1024));
+            const float t8 = p18[j7];
+            const float t9 = (t8 * t8);
+            acc5 += t9;
+        }
+        const float s10 = simd_sum(acc5);
+        if ((l32_2 == 0)) {
+            sh11[sg3] = s10;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        float acc12 = sh11[0];
+        for (int s13 = 1; s13 < 32; s13 += 1) {
+            acc12 += sh11[s13];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        if ((lid1 == 0)) {
+            p19[row4] = acc12;
+        }
+    } else if ((int(gid.x) < 83)) {
+        const int h3 = (int(gid.x) - 82);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        const int row4 = h3;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 7056; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 1024));
+            const float t8 = p20[j7];
+            const float t9 = (t8 * t8);
+            acc5 += t9;
+        }
+        const float s10 = simd_sum(acc5);
+        if ((l32_2 == 0)) {
+            sh11[sg3] = s10;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        float acc12 = sh11[0];
+        for (int s13 = 1; s13 < 32; s13 += 1) {
+            acc12 += sh11[s13];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        if ((lid1 == 0)) {
+            p21[row4] = acc12;
+        }
+    } else if ((int(gid.x) < 84)) {
+        const int h4 = (int(gid.x) - 83);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        const int row4 = h4;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 7056; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 1024));
+            const float t8 = p22[j7];
+            const float t9 = (t8 * t8);
+            acc5 += t9;
+        }
+        const float s10 = simd_sum(acc5);
+        if ((l32_2 == 0)) {
+            sh11[sg3] = s10;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        float acc12 = sh11[0];
+        for (int s13 = 1; s13 < 32; s13 += 1) {
+            acc12 += sh11[s13];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        if ((lid1 == 0)) {
+            p23[row4] = acc12;
+        }
+    }
+}
+
+// 5 independent kernels in one launch
+// part 0 (causal_conv1d_bwd): fuses slice %26, causal_conv1d_bwd %4164 (mamba.0)
+// part 1 (reduce_sum): fuses reshape %4192, square %4193, reduce_sum %4194 (optimizer)
+// part 2 (reduce_sum): fuses reshape %4196, reshape %4197, reshape %4198, reshape %4199, reshape %4200, reshape %4201,
+//   reshape %4202, reshape %4203, reshape %4204, reshape %4205, reshape %4206, concat %4207,
+//   square %4208, reduce_sum %4209 (optimizer)
+// part 3 (reduce_sum): fuses reshape %4211, reshape %4212, reshape %4213, reshape %4214, concat %4215, square %4216,
+//   reduce_sum %4217 (optimizer)
+// part 4 (reduce_sum): fuses reshape %4219, square %4220, reduce_sum %4221 (optimizer)
+// threadgroup 1024×1×1, grid 2052×1×1 threadgroups
+kernel void causal_conv1d_bwd_reduce_sum_x5_1(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        const device float* p6 [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
+        const device float* p8 [[buffer(8)]],
+        const device float* p9 [[buffer(9)]],
+        const device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
+        const device float* p12 [[buffer(12)]],
+        const device float* p13 [[buffer(13)]],
+        const device float* p14 [[buffer(14)]],
+        const device float* p15 [[buffer(15)]],
+        device float* p16 [[buffer(16)]],
+        const device float* p17 [[buffer(17)]],
+        const device float* p18 [[buffer(18)]],
+        const device float* p19 [[buffer(19)]],
+        const device float* p20 [[buffer(20)]],
+        device float* p21 [[buffer(21)]],
+        const device float* p22 [[buffer(22)]],
+        device float* p23 [[buffer(23)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    threadgroup float sh11[32];
+    threadgroup float sh22[32];
+    threadgroup float sh15[32];
+    if ((int(gid.x) < 2048)) {
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 1024) + int(lid.x));
+        const int c2 = (i1 / 2097152);
+        const int c3 = ((i1 / 4096) % 512);
+        const int c4 = (i1 % 4096);
+        const float t5 = p0[i1];
+        const float t6 = p1[((c4 * 4) + 3)];
+        const float t7 = p0[((((c2 * 512) + min((c3 + 1), 511)) * 4096) + c4)];
+        const float t8 = p1[((c4 * 4) + 2)];
+        const float t9 = p0[((((c2 * 512) + min((c3 + 2), 511)) * 4096) + c4)];
+        const float t10 = p1[((c4 * 4) + 1)];
+        const float t11 = p0[((((c2 * 512) + min((c3 + 3), 511)) * 4096) + c4)];
+        const float t12 = p1[((c4 * 4) + 0)];
+        p2[i1] = ((((t5 * t6) + ((c3 < 511) ? (t7 * t8) : 0.0f)) + ((c3 < 510) ? (t9 * t10) : 0.0f)) + ((c3 < 509) ? (t11 * t12) : 0.0f));
+    } else if ((int(gid.x) < 2049)) {
+        const int h1 = (int(gid.x) - 2048);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        const int row4 = h1;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 7056; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 1024));
+            const float t8 = p3[j7];
+            const float t9 = (t8 * t8);
+            acc5 += t9;
+        }
+        const float s10 = simd_sum(acc5);
+        if ((l32_2 == 0)) {
+            sh11[sg3] = s10;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        float acc12 = sh11[0];
+        for (int s13 = 1; s13 < 32; s13 += 1) {
+            acc12 += sh11[s13];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        if ((lid1 == 0)) {
+            p4[row4] = acc12;
+        }
+    } else if ((int(gid.x) < 2050)) {
+        const int h2 = (int(gid.x) - 2049);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        const int row4 = h2;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 7728; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 1024));
+            float cat8 = 0.0f;
+            if ((j7 < 3612672)) {
+                const float t9 = p5[(j7 - 0)];
+                cat8 = t9;
+            } else if ((j7 < 4988928)) {
+                const float t10 = p6[(j7 - 3612672)];
+                cat8 = t10;
+            } else if ((j7 < 5160960)) {
+                const float t11 = p7[(j7 - 4988928)];
+                cat8 = t11;
+            } else if ((j7 < 5849088)) {
+                const float t12 = p8[(j7 - 5160960)];
+                cat8 = t12;
+            } else if ((j7 < 6193152)) {
+                const float t13 = p9[(j7 - 5849088)];
+                cat8 = t13;
+            } else if ((j7 < 6365184)) {
+                const float t14 = p10[(j7 - 6193152)];
+                cat8 = t14;
+            } else if ((j7 < 6537216)) {
+                const float t15 = p11[(j7 - 6365184)];
+                cat8 = t15;
+            } else if ((j7 < 7225344)) {
+                const float t16 = p12[(j7 - 6537216)];
+                cat8 = t16;
+            } else if ((j7 < 7569408)) {
+                const float t17 = p13[(j7 - 7225344)];
+                cat8 = t17;
+            } else if ((j7 < 7741440)) {
+                const float t18 = p14[(j7 - 7569408)];
+                cat8 = t18;
+            } else {
+                const float t19 = p15[(j7 - 7741440)];
+                cat8 = t19;
+            }
+            const float t20 = (cat8 * cat8);
+            acc5 += t20;
+        }
+        const float s21 = simd_sum(acc5);
+        if ((l32_2 == 0)) {
+            sh22[sg3] = s21;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        float acc23 = sh22[0];
+        for (int s24 = 1; s24 < 32; s24 += 1) {
+            acc23 += sh22[s24];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        if ((lid1 == 0)) {
+            p16[row4] = acc23;
+        }
+    } else if ((int(gid.x) < 2051)) {
+        const int h3 = (int(gid.x) - 2050);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        const int row4 = h3;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 2520; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 1024));
+            float cat8 = 0.0f;
+            if ((j7 < 688128)) {
+                const float t9 = p17[(j7 - 0)];
+                cat8 = t9;
+            } else if ((j7 < 1032192)) {
+                const float t10 = p18[(j7 - 688128)];
+                cat8 = t10;
+            } else if ((j7 < 1204224)) {
+                const float t11 = p19[(j7 - 1032192)];
+                cat8 = t11;
+            } else {
+                const float t12 = p20[(j7 - 1204224)];
+                cat8 = t12;
+            }
+            const float t13 = (cat8 * cat8);
+            acc5 += t13;
+        }
+        const float s14 = simd_sum(acc5);
+        if ((l32_2 == 0)) {
+            sh15[sg3] = s14;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        float acc16 = sh15[0];
+        for (int s17 = 1; s17 < 32; s17 += 1) {
+            acc16 += sh15[s17];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        if ((lid1 == 0)) {
+            p21[row4] = acc16;
+        }
+    } else if ((int(gid.x) < 2052)) {
+        const int h4 = (int(gid.x) - 2051);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        const int row4 = h4;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 7056; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 1024));
+            const float t8 = p22[j7];
+            const float t9 = (t8 * t8);
+            acc5 += t9;
+        }
+        const float s10 = simd_sum(acc5);
+        if ((l32_2 == 0)) {
+            sh11[sg3] = s10;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        float acc12 = sh11[0];
+        for (int s13 = 1; s13 < 32; s13 += 1) {
+            acc12 += sh11[s13];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        if ((lid1 == 0)) {
+            p23[row4] = acc12;
+        }
+    }
+}
+
 // fuses reshape %4173, reshape %4174, matmul %4175 (mamba.0)
 // threadgroup 128×1×1, grid 32×2×1 threadgroups
 kernel void matmul_12(
@@ -7308,16 +7879,15 @@ kernel void matmul_12(
     }
 }
 
-// 4 independent kernels in one launch
+// 2 independent kernels in one launch
 // part 0 (reduce_sum): fuses reshape %4176, reshape %4177, reshape %4178, reshape %4179, reshape %4180, reshape %4181,
 //   reshape %4182, reshape %4183, reshape %4184, reshape %4185, reshape %4186, reshape %4187,
-//   reshape %4188, concat %4189, square %4190, reduce_sum %4191 (optimizer)
-// part 1 (reduce_sum): fuses reshape %4192, square %4193, reduce_sum %4194 (optimizer)
-// part 2 (reduce_sum): fuses reshape %4211, reshape %4212, reshape %4213, reshape %4214, concat %4215, square %4216,
-//   reduce_sum %4217 (optimizer)
-// part 3 (reduce_sum): fuses reshape %4219, square %4220, reduce_sum %4221 (optimizer)
-// threadgroup 1024×1×1, grid 4×1×1 threadgroups
-kernel void reduce_sum_x4_0(
+//   reshape %4188, concat %4189, square %4190, reduce_sum %4191, add %4195, add %4210, add %4218,
+//   add %4222, add %4237 (optimizer)
+// part 1 (reduce_sum): fuses reshape %4238, reshape %4239, reshape %4240, reshape %4241, concat %4242, square %4243,
+//   reduce_sum %4244 (optimizer)
+// threadgroup 1024×1×1, grid 2×1×1 threadgroups
+kernel void reduce_sum_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -7331,20 +7901,20 @@ kernel void reduce_sum_x4_0(
         const device float* p10 [[buffer(10)]],
         const device float* p11 [[buffer(11)]],
         const device float* p12 [[buffer(12)]],
-        device float* p13 [[buffer(13)]],
+        const device float* p13 [[buffer(13)]],
         const device float* p14 [[buffer(14)]],
-        device float* p15 [[buffer(15)]],
+        const device float* p15 [[buffer(15)]],
         const device float* p16 [[buffer(16)]],
         const device float* p17 [[buffer(17)]],
-        const device float* p18 [[buffer(18)]],
+        device float* p18 [[buffer(18)]],
         const device float* p19 [[buffer(19)]],
-        device float* p20 [[buffer(20)]],
+        const device float* p20 [[buffer(20)]],
         const device float* p21 [[buffer(21)]],
-        device float* p22 [[buffer(22)]],
+        const device float* p22 [[buffer(22)]],
+        device float* p23 [[buffer(23)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     threadgroup float sh24[32];
-    threadgroup float sh11[32];
     threadgroup float sh15[32];
     if ((int(gid.x) < 1)) {
         const int h0 = (int(gid.x) - 0);
@@ -7410,7 +7980,17 @@ kernel void reduce_sum_x4_0(
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         if ((lid1 == 0)) {
-            p13[row4] = acc25;
+            const float t27 = p13[row4];
+            const float t28 = (acc25 + t27);
+            const float t29 = p14[row4];
+            const float t30 = (t28 + t29);
+            const float t31 = p15[row4];
+            const float t32 = (t30 + t31);
+            const float t33 = p16[row4];
+            const float t34 = (t32 + t33);
+            const float t35 = p17[row4];
+            const float t36 = (t34 + t35);
+            p18[row4] = t36;
         }
     } else if ((int(gid.x) < 2)) {
         const int h1 = (int(gid.x) - 1);
@@ -7419,46 +7999,20 @@ kernel void reduce_sum_x4_0(
         const int sg3 = (lid1 / 32);
         const int row4 = h1;
         float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 7056; k6 += 1) {
-            const int j7 = (lid1 + (k6 * 1024));
-            const float t8 = p14[j7];
-            const float t9 = (t8 * t8);
-            acc5 += t9;
-        }
-        const float s10 = simd_sum(acc5);
-        if ((l32_2 == 0)) {
-            sh11[sg3] = s10;
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        float acc12 = sh11[0];
-        for (int s13 = 1; s13 < 32; s13 += 1) {
-            acc12 += sh11[s13];
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((lid1 == 0)) {
-            p15[row4] = acc12;
-        }
-    } else if ((int(gid.x) < 3)) {
-        const int h2 = (int(gid.x) - 2);
-        const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
-        const int row4 = h2;
-        float acc5 = 0.0f;
         for (int k6 = 0; k6 < 2520; k6 += 1) {
             const int j7 = (lid1 + (k6 * 1024));
             float cat8 = 0.0f;
             if ((j7 < 688128)) {
-                const float t9 = p16[(j7 - 0)];
+                const float t9 = p19[(j7 - 0)];
                 cat8 = t9;
             } else if ((j7 < 1032192)) {
-                const float t10 = p17[(j7 - 688128)];
+                const float t10 = p20[(j7 - 688128)];
                 cat8 = t10;
             } else if ((j7 < 1204224)) {
-                const float t11 = p18[(j7 - 1032192)];
+                const float t11 = p21[(j7 - 1032192)];
                 cat8 = t11;
             } else {
-                const float t12 = p19[(j7 - 1204224)];
+                const float t12 = p22[(j7 - 1204224)];
                 cat8 = t12;
             }
             const float t13 = (cat8 * cat8);
@@ -7475,260 +8029,17 @@ kernel void reduce_sum_x4_0(
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         if ((lid1 == 0)) {
-            p20[row4] = acc16;
-        }
-    } else if ((int(gid.x) < 4)) {
-        const int h3 = (int(gid.x) - 3);
-        const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
-        const int row4 = h3;
-        float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 7056; k6 += 1) {
-            const int j7 = (lid1 + (k6 * 1024));
-            const float t8 = p21[j7];
-            const float t9 = (t8 * t8);
-            acc5 += t9;
-        }
-        const float s10 = simd_sum(acc5);
-        if ((l32_2 == 0)) {
-            sh11[sg3] = s10;
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        float acc12 = sh11[0];
-        for (int s13 = 1; s13 < 32; s13 += 1) {
-            acc12 += sh11[s13];
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((lid1 == 0)) {
-            p22[row4] = acc12;
+            p23[row4] = acc16;
         }
     }
 }
 
-// 6 independent kernels in one launch
-// part 0 (add): fuses add %4195, add %4210, add %4218, add %4222, add %4237 (optimizer)
-// part 1 (reduce_sum): fuses reshape %4238, reshape %4239, reshape %4240, reshape %4241, concat %4242, square %4243,
-//   reduce_sum %4244 (optimizer)
-// part 2 (reduce_sum): fuses reshape %4246, square %4247, reduce_sum %4248 (optimizer)
-// part 3 (reduce_sum): fuses reshape %4265, reshape %4266, reshape %4267, reshape %4268, concat %4269, square %4270,
-//   reduce_sum %4271 (optimizer)
-// part 4 (reduce_sum): fuses reshape %4273, square %4274, reduce_sum %4275 (optimizer)
-// part 5 (reduce_sum): fuses reshape %4300, square %4301, reduce_sum %4302 (optimizer)
-// threadgroup 1024×1×1, grid 6×1×1 threadgroups
-kernel void add_reduce_sum_x6_0(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        const device float* p5 [[buffer(5)]],
-        device float* p6 [[buffer(6)]],
-        const device float* p7 [[buffer(7)]],
-        const device float* p8 [[buffer(8)]],
-        const device float* p9 [[buffer(9)]],
-        const device float* p10 [[buffer(10)]],
-        device float* p11 [[buffer(11)]],
-        const device float* p12 [[buffer(12)]],
-        device float* p13 [[buffer(13)]],
-        const device float* p14 [[buffer(14)]],
-        const device float* p15 [[buffer(15)]],
-        const device float* p16 [[buffer(16)]],
-        const device float* p17 [[buffer(17)]],
-        device float* p18 [[buffer(18)]],
-        const device float* p19 [[buffer(19)]],
-        device float* p20 [[buffer(20)]],
-        const device float* p21 [[buffer(21)]],
-        device float* p22 [[buffer(22)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    threadgroup float sh15[32];
-    threadgroup float sh11[32];
-    if ((int(gid.x) < 1)) {
-        const int h0 = (int(gid.x) - 0);
-        if ((((h0 * 1024) + int(lid.x)) >= 256)) {
-            return;
-        }
-        const int i1 = ((h0 * 1024) + int(lid.x));
-        if ((i1 >= 1)) {
-            return;
-        }
-        const float t2 = p0[i1];
-        const float t3 = p1[i1];
-        const float t4 = (t2 + t3);
-        const float t5 = p2[i1];
-        const float t6 = (t4 + t5);
-        const float t7 = p3[i1];
-        const float t8 = (t6 + t7);
-        const float t9 = p4[i1];
-        const float t10 = (t8 + t9);
-        const float t11 = p5[i1];
-        const float t12 = (t10 + t11);
-        p6[i1] = t12;
-    } else if ((int(gid.x) < 2)) {
-        const int h1 = (int(gid.x) - 1);
-        const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
-        const int row4 = h1;
-        float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 2520; k6 += 1) {
-            const int j7 = (lid1 + (k6 * 1024));
-            float cat8 = 0.0f;
-            if ((j7 < 688128)) {
-                const float t9 = p7[(j7 - 0)];
-                cat8 = t9;
-            } else if ((j7 < 1032192)) {
-                const float t10 = p8[(j7 - 688128)];
-                cat8 = t10;
-            } else if ((j7 < 1204224)) {
-                const float t11 = p9[(j7 - 1032192)];
-                cat8 = t11;
-            } else {
-                const float t12 = p10[(j7 - 1204224)];
-                cat8 = t12;
-            }
-            const float t13 = (cat8 * cat8);
-            acc5 += t13;
-        }
-        const float s14 = simd_sum(acc5);
-        if ((l32_2 == 0)) {
-            sh15[sg3] = s14;
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        float acc16 = sh15[0];
-        for (int s17 = 1; s17 < 32; s17 += 1) {
-            acc16 += sh15[s17];
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((lid1 == 0)) {
-            p11[row4] = acc16;
-        }
-    } else if ((int(gid.x) < 3)) {
-        const int h2 = (int(gid.x) - 2);
-        const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
-        const int row4 = h2;
-        float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 7056; k6 += 1) {
-            const int j7 = (lid1 + (k6 * 1024));
-            const float t8 = p12[j7];
-            const float t9 = (t8 * t8);
-            acc5 += t9;
-        }
-        const float s10 = simd_sum(acc5);
-        if ((l32_2 == 0)) {
-            sh11[sg3] = s10;
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        float acc12 = sh11[0];
-        for (int s13 = 1; s13 < 32; s13 += 1) {
-            acc12 += sh11[s13];
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((lid1 == 0)) {
-            p13[row4] = acc12;
-        }
-    } else if ((int(gid.x) < 4)) {
-        const int h3 = (int(gid.x) - 3);
-        const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
-        const int row4 = h3;
-        float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 2520; k6 += 1) {
-            const int j7 = (lid1 + (k6 * 1024));
-            float cat8 = 0.0f;
-            if ((j7 < 688128)) {
-                const float t9 = p14[(j7 - 0)];
-                cat8 = t9;
-            } else if ((j7 < 1032192)) {
-                const float t10 = p15[(j7 - 688128)];
-                cat8 = t10;
-            } else if ((j7 < 1204224)) {
-                const float t11 = p16[(j7 - 1032192)];
-                cat8 = t11;
-            } else {
-                const float t12 = p17[(j7 - 1204224)];
-                cat8 = t12;
-            }
-            const float t13 = (cat8 * cat8);
-            acc5 += t13;
-        }
-        const float s14 = simd_sum(acc5);
-        if ((l32_2 == 0)) {
-            sh15[sg3] = s14;
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        float acc16 = sh15[0];
-        for (int s17 = 1; s17 < 32; s17 += 1) {
-            acc16 += sh15[s17];
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((lid1 == 0)) {
-            p18[row4] = acc16;
-        }
-    } else if ((int(gid.x) < 5)) {
-        const int h4 = (int(gid.x) - 4);
-        const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
-        const int row4 = h4;
-        float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 7056; k6 += 1) {
-            const int j7 = (lid1 + (k6 * 1024));
-            const float t8 = p19[j7];
-            const float t9 = (t8 * t8);
-            acc5 += t9;
-        }
-        const float s10 = simd_sum(acc5);
-        if ((l32_2 == 0)) {
-            sh11[sg3] = s10;
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        float acc12 = sh11[0];
-        for (int s13 = 1; s13 < 32; s13 += 1) {
-            acc12 += sh11[s13];
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((lid1 == 0)) {
-            p20[row4] = acc12;
-        }
-    } else if ((int(gid.x) < 6)) {
-        const int h5 = (int(gid.x) - 5);
-        const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
-        const int row4 = h5;
-        float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 7056; k6 += 1) {
-            const int j7 = (lid1 + (k6 * 1024));
-            const float t8 = p21[j7];
-            const float t9 = (t8 * t8);
-            acc5 += t9;
-        }
-        const float s10 = simd_sum(acc5);
-        if ((l32_2 == 0)) {
-            sh11[sg3] = s10;
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        float acc12 = sh11[0];
-        for (int s13 = 1; s13 < 32; s13 += 1) {
-            acc12 += sh11[s13];
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((lid1 == 0)) {
-            p22[row4] = acc12;
-        }
-    }
-}
-
-// fuses add %4245, add %4249, add %4264, add %4272, add %4276, add %4291, add %4299, add %4303,
-//   add %4318, add %4326, add %4330, add %4345, add %4353, add %4357, add %4372, add %4380,
-//   add %4384, add %4399, add %4407, add %4411, add %4426, add %4433, sqrt %4434 (optimizer)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void sqrt_add_0(
+// fuses add %4245, reshape %4246, square %4247, reduce_sum %4248, add %4249, add %4264,
+//   add %4272, add %4276, add %4291, add %4299, add %4303, add %4318, add %4326, add %4330,
+//   add %4345, add %4353, add %4357, add %4372, add %4380, add %4384, add %4399, add %4407,
+//   add %4411, add %4426, add %4433, sqrt %4434 (optimizer)
+// threadgroup 1024×1×1, grid 1×1×1 threadgroups
+kernel void reduce_sum_4(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -7753,58 +8064,78 @@ kernel void sqrt_add_0(
         const device float* p21 [[buffer(21)]],
         const device float* p22 [[buffer(22)]],
         device float* p23 [[buffer(23)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    if ((i1 >= 1)) {
-        return;
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    threadgroup float sh11[32];
+    const int lid1 = int(lid.x);
+    const int l32_2 = (lid1 % 32);
+    const int sg3 = (lid1 / 32);
+    const int row4 = int(gid.x);
+    float acc5 = 0.0f;
+    for (int k6 = 0; k6 < 7056; k6 += 1) {
+        const int j7 = (lid1 + (k6 * 1024));
+        const float t8 = p0[j7];
+        const float t9 = (t8 * t8);
+        acc5 += t9;
     }
-    const float t2 = p0[i1];
-    const float t3 = p1[i1];
-    const float t4 = (t2 + t3);
-    const float t5 = p2[i1];
-    const float t6 = (t4 + t5);
-    const float t7 = p3[i1];
-    const float t8 = (t6 + t7);
-    const float t9 = p4[i1];
-    const float t10 = (t8 + t9);
-    const float t11 = p5[i1];
-    const float t12 = (t10 + t11);
-    const float t13 = p6[i1];
-    const float t14 = (t12 + t13);
-    const float t15 = p7[i1];
-    const float t16 = (t14 + t15);
-    const float t17 = p8[i1];
-    const float t18 = (t16 + t17);
-    const float t19 = p9[i1];
-    const float t20 = (t18 + t19);
-    const float t21 = p10[i1];
-    const float t22 = (t20 + t21);
-    const float t23 = p11[i1];
-    const float t24 = (t22 + t23);
-    const float t25 = p12[i1];
-    const float t26 = (t24 + t25);
-    const float t27 = p13[i1];
-    const float t28 = (t26 + t27);
-    const float t29 = p14[i1];
-    const float t30 = (t28 + t29);
-    const float t31 = p15[i1];
-    const float t32 = (t30 + t31);
-    const float t33 = p16[i1];
-    const float t34 = (t32 + t33);
-    const float t35 = p17[i1];
-    const float t36 = (t34 + t35);
-    const float t37 = p18[i1];
-    const float t38 = (t36 + t37);
-    const float t39 = p19[i1];
-    const float t40 = (t38 + t39);
-    const float t41 = p20[i1];
-    const float t42 = (t40 + t41);
-    const float t43 = p21[i1];
-    const float t44 = (t42 + t43);
-    const float t45 = p22[i1];
-    const float t46 = (t44 + t45);
-    const float t47 = sqrt(t46);
-    p23[i1] = t47;
+    const float s10 = simd_sum(acc5);
+    if ((l32_2 == 0)) {
+        sh11[sg3] = s10;
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    float acc12 = sh11[0];
+    for (int s13 = 1; s13 < 32; s13 += 1) {
+        acc12 += sh11[s13];
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    if ((lid1 == 0)) {
+        const float t14 = p1[row4];
+        const float t15 = p2[row4];
+        const float t16 = (t14 + t15);
+        const float t17 = (t16 + acc12);
+        const float t18 = p3[row4];
+        const float t19 = (t17 + t18);
+        const float t20 = p4[row4];
+        const float t21 = (t19 + t20);
+        const float t22 = p5[row4];
+        const float t23 = (t21 + t22);
+        const float t24 = p6[row4];
+        const float t25 = (t23 + t24);
+        const float t26 = p7[row4];
+        const float t27 = (t25 + t26);
+        const float t28 = p8[row4];
+        const float t29 = (t27 + t28);
+        const float t30 = p9[row4];
+        const float t31 = (t29 + t30);
+        const float t32 = p10[row4];
+        const float t33 = (t31 + t32);
+        const float t34 = p11[row4];
+        const float t35 = (t33 + t34);
+        const float t36 = p12[row4];
+        const float t37 = (t35 + t36);
+        const float t38 = p13[row4];
+        const float t39 = (t37 + t38);
+        const float t40 = p14[row4];
+        const float t41 = (t39 + t40);
+        const float t42 = p15[row4];
+        const float t43 = (t41 + t42);
+        const float t44 = p16[row4];
+        const float t45 = (t43 + t44);
+        const float t46 = p17[row4];
+        const float t47 = (t45 + t46);
+        const float t48 = p18[row4];
+        const float t49 = (t47 + t48);
+        const float t50 = p19[row4];
+        const float t51 = (t49 + t50);
+        const float t52 = p20[row4];
+        const float t53 = (t51 + t52);
+        const float t54 = p21[row4];
+        const float t55 = (t53 + t54);
+        const float t56 = p22[row4];
+        const float t57 = (t55 + t56);
+        const float t58 = sqrt(t57);
+        p23[row4] = t58;
+    }
 }
 
 // fuses const %4435, const %4436, div %4437, min %4438 (optimizer)
@@ -7823,36 +8154,37 @@ kernel void min_div_0(
     p1[i1] = t4;
 }
 
-// 3 independent kernels in one launch
+// 5 independent kernels in one launch
 // part 0 (adamw_mul): fuses broadcast %4439, mul %4440, adamw %4755 (optimizer)
 // part 1 (adamw_mul): fuses broadcast %4441, mul %4442, adamw %4760 (optimizer)
 // part 2 (adamw_mul): fuses broadcast %4443, mul %4444, adamw %4765 (optimizer)
-// threadgroup 256×1×1, grid 4704×1×1 threadgroups
-kernel void adamw_mul_x3_0(
+// part 3 (adamw_mul): fuses broadcast %4445, mul %4446, adamw %4770 (optimizer)
+// part 4 (adamw_mul): fuses broadcast %4447, mul %4448, adamw %4775 (optimizer)
+// threadgroup 256×1×1, grid 6048×1×1 threadgroups
+kernel void adamw_mul_x5_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
+        device float* p2 [[buffer(2)]],
+        device float* p3 [[buffer(3)]],
         const device float* p4 [[buffer(4)]],
         const device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
-        device float* p7 [[buffer(7)]],
+        device float* p6 [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
         device float* p8 [[buffer(8)]],
         device float* p9 [[buffer(9)]],
-        const device float* p10 [[buffer(10)]],
+        device float* p10 [[buffer(10)]],
         const device float* p11 [[buffer(11)]],
-        const device float* p12 [[buffer(12)]],
-        const device float* p13 [[buffer(13)]],
+        device float* p12 [[buffer(12)]],
+        device float* p13 [[buffer(13)]],
         device float* p14 [[buffer(14)]],
-        device float* p15 [[buffer(15)]],
+        const device float* p15 [[buffer(15)]],
         device float* p16 [[buffer(16)]],
-        const device float* p17 [[buffer(17)]],
-        const device float* p18 [[buffer(18)]],
+        device float* p17 [[buffer(17)]],
+        device float* p18 [[buffer(18)]],
         const device float* p19 [[buffer(19)]],
-        const device float* p20 [[buffer(20)]],
+        device float* p20 [[buffer(20)]],
         device float* p21 [[buffer(21)]],
         device float* p22 [[buffer(22)]],
-        device float* p23 [[buffer(23)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     if ((int(gid.x) < 672)) {
@@ -7869,248 +8201,111 @@ kernel void adamw_mul_x3_0(
         const float t12 = p5[0];
         const float t13 = p6[i1];
         const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
-        p7[i1] = t14;
-        p8[i1] = t8;
-        p9[i1] = t10;
+        p6[i1] = t14;
+        p2[i1] = t8;
+        p3[i1] = t10;
     } else if ((int(gid.x) < 3360)) {
         const int h1 = (int(gid.x) - 672);
         const int i1 = ((h1 * 256) + int(lid.x));
-        const float t4 = p10[i1];
+        const float t4 = p7[i1];
         const float t5 = p1[0];
         const float t6 = (t4 * t5);
-        const float t7 = p11[i1];
+        const float t7 = p8[i1];
         const float t8 = ((0.9f * t7) + (0.1f * t6));
-        const float t9 = p12[i1];
+        const float t9 = p9[i1];
         const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
         const float t11 = p4[0];
         const float t12 = p5[0];
-        const float t13 = p13[i1];
+        const float t13 = p10[i1];
         const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
-        p14[i1] = t14;
-        p15[i1] = t8;
-        p16[i1] = t10;
+        p10[i1] = t14;
+        p8[i1] = t8;
+        p9[i1] = t10;
     } else if ((int(gid.x) < 4704)) {
         const int h2 = (int(gid.x) - 3360);
         const int i1 = ((h2 * 256) + int(lid.x));
-        const float t4 = p17[i1];
+        const float t4 = p11[i1];
         const float t5 = p1[0];
         const float t6 = (t4 * t5);
-        const float t7 = p18[i1];
+        const float t7 = p12[i1];
         const float t8 = ((0.9f * t7) + (0.1f * t6));
-        const float t9 = p19[i1];
+        const float t9 = p13[i1];
         const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
         const float t11 = p4[0];
         const float t12 = p5[0];
-        const float t13 = p20[i1];
-        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
-        p21[i1] = t14;
-        p22[i1] = t8;
-        p23[i1] = t10;
-    }
-}
-
-// 3 independent kernels in one launch
-// part 0 (adamw_mul): fuses broadcast %4445, mul %4446, adamw %4770 (optimizer)
-// part 1 (adamw_mul): fuses broadcast %4447, mul %4448, adamw %4775 (optimizer)
-// part 2 (adamw_mul): fuses broadcast %4449, mul %4450, adamw %4780 (optimizer)
-// threadgroup 256×1×1, grid 4032×1×1 threadgroups
-kernel void adamw_mul_x3_1(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        const device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
-        device float* p7 [[buffer(7)]],
-        device float* p8 [[buffer(8)]],
-        device float* p9 [[buffer(9)]],
-        const device float* p10 [[buffer(10)]],
-        const device float* p11 [[buffer(11)]],
-        const device float* p12 [[buffer(12)]],
-        const device float* p13 [[buffer(13)]],
-        device float* p14 [[buffer(14)]],
-        device float* p15 [[buffer(15)]],
-        device float* p16 [[buffer(16)]],
-        const device float* p17 [[buffer(17)]],
-        const device float* p18 [[buffer(18)]],
-        const device float* p19 [[buffer(19)]],
-        const device float* p20 [[buffer(20)]],
-        device float* p21 [[buffer(21)]],
-        device float* p22 [[buffer(22)]],
-        device float* p23 [[buffer(23)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 672)) {
-        const int h0 = (int(gid.x) - 0);
-        const int i1 = ((h0 * 256) + int(lid.x));
-        const float t4 = p0[i1];
-        const float t5 = p1[0];
-        const float t6 = (t4 * t5);
-        const float t7 = p2[i1];
-        const float t8 = ((0.9f * t7) + (0.1f * t6));
-        const float t9 = p3[i1];
-        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
-        const float t11 = p4[0];
-        const float t12 = p5[0];
-        const float t13 = p6[i1];
-        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
-        p7[i1] = t14;
-        p8[i1] = t8;
-        p9[i1] = t10;
-    } else if ((int(gid.x) < 1344)) {
-        const int h1 = (int(gid.x) - 672);
-        const int i1 = ((h1 * 256) + int(lid.x));
-        const float t4 = p10[i1];
-        const float t5 = p1[0];
-        const float t6 = (t4 * t5);
-        const float t7 = p11[i1];
-        const float t8 = ((0.9f * t7) + (0.1f * t6));
-        const float t9 = p12[i1];
-        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
-        const float t11 = p4[0];
-        const float t12 = p5[0];
-        const float t13 = p13[i1];
+        const float t13 = p14[i1];
         const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
         p14[i1] = t14;
-        p15[i1] = t8;
-        p16[i1] = t10;
-    } else if ((int(gid.x) < 4032)) {
-        const int h2 = (int(gid.x) - 1344);
-        const int i1 = ((h2 * 256) + int(lid.x));
-        const float t4 = p17[i1];
+        p12[i1] = t8;
+        p13[i1] = t10;
+    } else if ((int(gid.x) < 5376)) {
+        const int h3 = (int(gid.x) - 4704);
+        const int i1 = ((h3 * 256) + int(lid.x));
+        const float t4 = p15[i1];
         const float t5 = p1[0];
         const float t6 = (t4 * t5);
-        const float t7 = p18[i1];
+        const float t7 = p16[i1];
         const float t8 = ((0.9f * t7) + (0.1f * t6));
-        const float t9 = p19[i1];
+        const float t9 = p17[i1];
         const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
         const float t11 = p4[0];
         const float t12 = p5[0];
-        const float t13 = p20[i1];
+        const float t13 = p18[i1];
         const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
-        p21[i1] = t14;
-        p22[i1] = t8;
-        p23[i1] = t10;
+        p18[i1] = t14;
+        p16[i1] = t8;
+        p17[i1] = t10;
+    } else if ((int(gid.x) < 6048)) {
+        const int h4 = (int(gid.x) - 5376);
+        const int i1 = ((h4 * 256) + int(lid.x));
+        const float t4 = p19[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p20[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p21[i1];
+        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p22[i1];
+        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
+        p22[i1] = t14;
+        p20[i1] = t8;
+        p21[i1] = t10;
     }
 }
 
-// 3 independent kernels in one launch
-// part 0 (adamw_mul): fuses broadcast %4451, mul %4452, adamw %4785 (optimizer)
-// part 1 (adamw_mul): fuses broadcast %4453, mul %4454, adamw %4790 (optimizer)
-// part 2 (adamw_mul): fuses broadcast %4455, mul %4456, adamw %4795 (optimizer)
-// threadgroup 256×1×1, grid 2688×1×1 threadgroups
-kernel void adamw_mul_x3_2(
+// 5 independent kernels in one launch
+// part 0 (adamw_mul): fuses broadcast %4449, mul %4450, adamw %4780 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %4451, mul %4452, adamw %4785 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %4453, mul %4454, adamw %4790 (optimizer)
+// part 3 (adamw_mul): fuses broadcast %4455, mul %4456, adamw %4795 (optimizer)
+// part 4 (adamw_mul): fuses broadcast %4457, mul %4458, adamw %4800 (optimizer)
+// threadgroup 256×1×1, grid 8064×1×1 threadgroups
+kernel void adamw_mul_x5_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
+        device float* p2 [[buffer(2)]],
+        device float* p3 [[buffer(3)]],
         const device float* p4 [[buffer(4)]],
         const device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
-        device float* p7 [[buffer(7)]],
+        device float* p6 [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
         device float* p8 [[buffer(8)]],
         device float* p9 [[buffer(9)]],
-        const device float* p10 [[buffer(10)]],
+        device float* p10 [[buffer(10)]],
         const device float* p11 [[buffer(11)]],
-        const device float* p12 [[buffer(12)]],
-        const device float* p13 [[buffer(13)]],
+        device float* p12 [[buffer(12)]],
+        device float* p13 [[buffer(13)]],
         device float* p14 [[buffer(14)]],
-        device float* p15 [[buffer(15)]],
+        const device float* p15 [[buffer(15)]],
         device float* p16 [[buffer(16)]],
-        const device float* p17 [[buffer(17)]],
-        const device float* p18 [[buffer(18)]],
+        device float* p17 [[buffer(17)]],
+        device float* p18 [[buffer(18)]],
         const device float* p19 [[buffer(19)]],
-        const device float* p20 [[buffer(20)]],
+        device float* p20 [[buffer(20)]],
         device float* p21 [[buffer(21)]],
         device float* p22 [[buffer(22)]],
-        device float* p23 [[buffer(23)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 1344)) {
-        const int h0 = (int(gid.x) - 0);
-        const int i1 = ((h0 * 256) + int(lid.x));
-        const float t4 = p0[i1];
-        const float t5 = p1[0];
-        const float t6 = (t4 * t5);
-        const float t7 = p2[i1];
-        const float t8 = ((0.9f * t7) + (0.1f * t6));
-        const float t9 = p3[i1];
-        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
-        const float t11 = p4[0];
-        const float t12 = p5[0];
-        const float t13 = p6[i1];
-        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
-        p7[i1] = t14;
-        p8[i1] = t8;
-        p9[i1] = t10;
-    } else if ((int(gid.x) < 2016)) {
-        const int h1 = (int(gid.x) - 1344);
-        const int i1 = ((h1 * 256) + int(lid.x));
-        const float t4 = p10[i1];
-        const float t5 = p1[0];
-        const float t6 = (t4 * t5);
-        const float t7 = p11[i1];
-        const float t8 = ((0.9f * t7) + (0.1f * t6));
-        const float t9 = p12[i1];
-        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
-        const float t11 = p4[0];
-        const float t12 = p5[0];
-        const float t13 = p13[i1];
-        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
-        p14[i1] = t14;
-        p15[i1] = t8;
-        p16[i1] = t10;
-    } else if ((int(gid.x) < 2688)) {
-        const int h2 = (int(gid.x) - 2016);
-        const int i1 = ((h2 * 256) + int(lid.x));
-        const float t4 = p17[i1];
-        const float t5 = p1[0];
-        const float t6 = (t4 * t5);
-        const float t7 = p18[i1];
-        const float t8 = ((0.9f * t7) + (0.1f * t6));
-        const float t9 = p19[i1];
-        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
-        const float t11 = p4[0];
-        const float t12 = p5[0];
-        const float t13 = p20[i1];
-        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
-        p21[i1] = t14;
-        p22[i1] = t8;
-        p23[i1] = t10;
-    }
-}
-
-// 3 independent kernels in one launch
-// part 0 (adamw_mul): fuses broadcast %4457, mul %4458, adamw %4800 (optimizer)
-// part 1 (adamw_mul): fuses broadcast %4459, mul %4460, adamw %4805 (optimizer)
-// part 2 (adamw_mul): fuses broadcast %4461, mul %4462, adamw %4810 (optimizer)
-// threadgroup 256×1×1, grid 4704×1×1 threadgroups
-kernel void adamw_mul_x3_3(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        const device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
-        device float* p7 [[buffer(7)]],
-        device float* p8 [[buffer(8)]],
-        device float* p9 [[buffer(9)]],
-        const device float* p10 [[buffer(10)]],
-        const device float* p11 [[buffer(11)]],
-        const device float* p12 [[buffer(12)]],
-        const device float* p13 [[buffer(13)]],
-        device float* p14 [[buffer(14)]],
-        device float* p15 [[buffer(15)]],
-        device float* p16 [[buffer(16)]],
-        const device float* p17 [[buffer(17)]],
-        const device float* p18 [[buffer(18)]],
-        const device float* p19 [[buffer(19)]],
-        const device float* p20 [[buffer(20)]],
-        device float* p21 [[buffer(21)]],
-        device float* p22 [[buffer(22)]],
-        device float* p23 [[buffer(23)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     if ((int(gid.x) < 2688)) {
@@ -8127,420 +8322,111 @@ kernel void adamw_mul_x3_3(
         const float t12 = p5[0];
         const float t13 = p6[i1];
         const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
-        p7[i1] = t14;
-        p8[i1] = t8;
-        p9[i1] = t10;
+        p6[i1] = t14;
+        p2[i1] = t8;
+        p3[i1] = t10;
     } else if ((int(gid.x) < 4032)) {
         const int h1 = (int(gid.x) - 2688);
         const int i1 = ((h1 * 256) + int(lid.x));
-        const float t4 = p10[i1];
+        const float t4 = p7[i1];
         const float t5 = p1[0];
         const float t6 = (t4 * t5);
-        const float t7 = p11[i1];
+        const float t7 = p8[i1];
         const float t8 = ((0.9f * t7) + (0.1f * t6));
-        const float t9 = p12[i1];
+        const float t9 = p9[i1];
         const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
         const float t11 = p4[0];
         const float t12 = p5[0];
-        const float t13 = p13[i1];
+        const float t13 = p10[i1];
         const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
-        p14[i1] = t14;
-        p15[i1] = t8;
-        p16[i1] = t10;
+        p10[i1] = t14;
+        p8[i1] = t8;
+        p9[i1] = t10;
     } else if ((int(gid.x) < 4704)) {
         const int h2 = (int(gid.x) - 4032);
         const int i1 = ((h2 * 256) + int(lid.x));
-        const float t4 = p17[i1];
+        const float t4 = p11[i1];
         const float t5 = p1[0];
         const float t6 = (t4 * t5);
-        const float t7 = p18[i1];
+        const float t7 = p12[i1];
         const float t8 = ((0.9f * t7) + (0.1f * t6));
-        const float t9 = p19[i1];
+        const float t9 = p13[i1];
         const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
         const float t11 = p4[0];
         const float t12 = p5[0];
-        const float t13 = p20[i1];
-        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
-        p21[i1] = t14;
-        p22[i1] = t8;
-        p23[i1] = t10;
-    }
-}
-
-// 3 independent kernels in one launch
-// part 0 (adamw_mul): fuses broadcast %4463, mul %4464, adamw %4815 (optimizer)
-// part 1 (adamw_mul): fuses broadcast %4465, mul %4466, adamw %4820 (optimizer)
-// part 2 (adamw_mul): fuses broadcast %4467, mul %4468, adamw %4825 (optimizer)
-// threadgroup 256×1×1, grid 47712×1×1 threadgroups
-kernel void adamw_mul_x3_4(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        const device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
-        device float* p7 [[buffer(7)]],
-        device float* p8 [[buffer(8)]],
-        device float* p9 [[buffer(9)]],
-        const device float* p10 [[buffer(10)]],
-        const device float* p11 [[buffer(11)]],
-        const device float* p12 [[buffer(12)]],
-        const device float* p13 [[buffer(13)]],
-        device float* p14 [[buffer(14)]],
-        device float* p15 [[buffer(15)]],
-        device float* p16 [[buffer(16)]],
-        const device float* p17 [[buffer(17)]],
-        const device float* p18 [[buffer(18)]],
-        const device float* p19 [[buffer(19)]],
-        const device float* p20 [[buffer(20)]],
-        device float* p21 [[buffer(21)]],
-        device float* p22 [[buffer(22)]],
-        device float* p23 [[buffer(23)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 5376)) {
-        const int h0 = (int(gid.x) - 0);
-        const int i1 = ((h0 * 256) + int(lid.x));
-        const float t5 = p0[i1];
-        const float t6 = p1[0];
-        const float t7 = (t5 * t6);
-        const float t8 = p2[i1];
-        const float t9 = ((0.9f * t8) + (0.1f * t7));
-        const float t10 = p3[i1];
-        const float t11 = ((0.999f * t10) + ((0.001f * t7) * t7));
-        const float t12 = p4[0];
-        const float t13 = p5[0];
-        const float t14 = p6[i1];
-        const float t15 = ((t14 - ((t12 * 0.0f) * t14)) - ((t12 * (t9 / (1.0f - pow(0.9f, t13)))) / (sqrt((t11 / (1.0f - pow(0.999f, t13)))) + 1e-08f)));
-        p7[i1] = t15;
-        p8[i1] = t9;
-        p9[i1] = t11;
-    } else if ((int(gid.x) < 33600)) {
-        const int h1 = (int(gid.x) - 5376);
-        const int i1 = ((h1 * 256) + int(lid.x));
-        const float t5 = p10[i1];
-        const float t6 = p1[0];
-        const float t7 = (t5 * t6);
-        const float t8 = p11[i1];
-        const float t9 = ((0.9f * t8) + (0.1f * t7));
-        const float t10 = p12[i1];
-        const float t11 = ((0.999f * t10) + ((0.001f * t7) * t7));
-        const float t12 = p4[0];
-        const float t13 = p5[0];
-        const float t14 = p13[i1];
-        const float t15 = ((t14 - ((t12 * 0.0f) * t14)) - ((t12 * (t9 / (1.0f - pow(0.9f, t13)))) / (sqrt((t11 / (1.0f - pow(0.999f, t13)))) + 1e-08f)));
-        p14[i1] = t15;
-        p15[i1] = t9;
-        p16[i1] = t11;
-    } else if ((int(gid.x) < 47712)) {
-        const int h2 = (int(gid.x) - 33600);
-        const int i1 = ((h2 * 256) + int(lid.x));
-        const float t5 = p17[i1];
-        const float t6 = p1[0];
-        const float t7 = (t5 * t6);
-        const float t8 = p18[i1];
-        const float t9 = ((0.9f * t8) + (0.1f * t7));
-        const float t10 = p19[i1];
-        const float t11 = ((0.999f * t10) + ((0.001f * t7) * t7));
-        const float t12 = p4[0];
-        const float t13 = p5[0];
-        const float t14 = p20[i1];
-        const float t15 = ((t14 - ((t12 * 0.0f) * t14)) - ((t12 * (t9 / (1.0f - pow(0.9f, t13)))) / (sqrt((t11 / (1.0f - pow(0.999f, t13)))) + 1e-08f)));
-        p21[i1] = t15;
-        p22[i1] = t9;
-        p23[i1] = t11;
-    }
-}
-
-// 3 independent kernels in one launch
-// part 0 (adamw_mul): fuses broadcast %4469, mul %4470, adamw %4830 (optimizer)
-// part 1 (adamw_mul): fuses broadcast %4471, mul %4472, adamw %4835 (optimizer)
-// part 2 (adamw_mul): fuses broadcast %4473, mul %4474, adamw %4840 (optimizer)
-// threadgroup 256×1×1, grid 8736×1×1 threadgroups
-kernel void adamw_mul_x3_5(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        const device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
-        device float* p7 [[buffer(7)]],
-        device float* p8 [[buffer(8)]],
-        device float* p9 [[buffer(9)]],
-        const device float* p10 [[buffer(10)]],
-        const device float* p11 [[buffer(11)]],
-        const device float* p12 [[buffer(12)]],
-        const device float* p13 [[buffer(13)]],
-        device float* p14 [[buffer(14)]],
-        device float* p15 [[buffer(15)]],
-        device float* p16 [[buffer(16)]],
-        const device float* p17 [[buffer(17)]],
-        const device float* p18 [[buffer(18)]],
-        const device float* p19 [[buffer(19)]],
-        const device float* p20 [[buffer(20)]],
-        device float* p21 [[buffer(21)]],
-        device float* p22 [[buffer(22)]],
-        device float* p23 [[buffer(23)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 5376)) {
-        const int h0 = (int(gid.x) - 0);
-        const int i1 = ((h0 * 256) + int(lid.x));
-        const float t5 = p0[i1];
-        const float t6 = p1[0];
-        const float t7 = (t5 * t6);
-        const float t8 = p2[i1];
-        const float t9 = ((0.9f * t8) + (0.1f * t7));
-        const float t10 = p3[i1];
-        const float t11 = ((0.999f * t10) + ((0.001f * t7) * t7));
-        const float t12 = p4[0];
-        const float t13 = p5[0];
-        const float t14 = p6[i1];
-        const float t15 = ((t14 - ((t12 * 0.0f) * t14)) - ((t12 * (t9 / (1.0f - pow(0.9f, t13)))) / (sqrt((t11 / (1.0f - pow(0.999f, t13)))) + 1e-08f)));
-        p7[i1] = t15;
-        p8[i1] = t9;
-        p9[i1] = t11;
-    } else if ((int(gid.x) < 6048)) {
-        const int h1 = (int(gid.x) - 5376);
-        const int i1 = ((h1 * 256) + int(lid.x));
-        const float t4 = p10[i1];
-        const float t5 = p1[0];
-        const float t6 = (t4 * t5);
-        const float t7 = p11[i1];
-        const float t8 = ((0.9f * t7) + (0.1f * t6));
-        const float t9 = p12[i1];
-        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
-        const float t11 = p4[0];
-        const float t12 = p5[0];
-        const float t13 = p13[i1];
+        const float t13 = p14[i1];
         const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
         p14[i1] = t14;
-        p15[i1] = t8;
-        p16[i1] = t10;
-    } else if ((int(gid.x) < 8736)) {
-        const int h2 = (int(gid.x) - 6048);
-        const int i1 = ((h2 * 256) + int(lid.x));
-        const float t4 = p17[i1];
+        p12[i1] = t8;
+        p13[i1] = t10;
+    } else if ((int(gid.x) < 5376)) {
+        const int h3 = (int(gid.x) - 4704);
+        const int i1 = ((h3 * 256) + int(lid.x));
+        const float t4 = p15[i1];
         const float t5 = p1[0];
         const float t6 = (t4 * t5);
-        const float t7 = p18[i1];
+        const float t7 = p16[i1];
         const float t8 = ((0.9f * t7) + (0.1f * t6));
-        const float t9 = p19[i1];
+        const float t9 = p17[i1];
         const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
         const float t11 = p4[0];
         const float t12 = p5[0];
-        const float t13 = p20[i1];
+        const float t13 = p18[i1];
         const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
-        p21[i1] = t14;
-        p22[i1] = t8;
-        p23[i1] = t10;
-    }
-}
-
-// 3 independent kernels in one launch
-// part 0 (adamw_mul): fuses broadcast %4493, mul %4494, adamw %4890 (optimizer)
-// part 1 (adamw_mul): fuses broadcast %4495, mul %4496, adamw %4895 (optimizer)
-// part 2 (adamw_mul): fuses broadcast %4497, mul %4498, adamw %4900 (optimizer)
-// threadgroup 256×1×1, grid 34272×1×1 threadgroups
-kernel void adamw_mul_x3_6(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        const device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
-        device float* p7 [[buffer(7)]],
-        device float* p8 [[buffer(8)]],
-        device float* p9 [[buffer(9)]],
-        const device float* p10 [[buffer(10)]],
-        const device float* p11 [[buffer(11)]],
-        const device float* p12 [[buffer(12)]],
-        const device float* p13 [[buffer(13)]],
-        device float* p14 [[buffer(14)]],
-        device float* p15 [[buffer(15)]],
-        device float* p16 [[buffer(16)]],
-        const device float* p17 [[buffer(17)]],
-        const device float* p18 [[buffer(18)]],
-        const device float* p19 [[buffer(19)]],
-        const device float* p20 [[buffer(20)]],
-        device float* p21 [[buffer(21)]],
-        device float* p22 [[buffer(22)]],
-        device float* p23 [[buffer(23)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 672)) {
-        const int h0 = (int(gid.x) - 0);
-        const int i1 = ((h0 * 256) + int(lid.x));
-        const float t4 = p0[i1];
+        p18[i1] = t14;
+        p16[i1] = t8;
+        p17[i1] = t10;
+    } else if ((int(gid.x) < 8064)) {
+        const int h4 = (int(gid.x) - 5376);
+        const int i1 = ((h4 * 256) + int(lid.x));
+        const float t4 = p19[i1];
         const float t5 = p1[0];
         const float t6 = (t4 * t5);
-        const float t7 = p2[i1];
+        const float t7 = p20[i1];
         const float t8 = ((0.9f * t7) + (0.1f * t6));
-        const float t9 = p3[i1];
+        const float t9 = p21[i1];
         const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
         const float t11 = p4[0];
         const float t12 = p5[0];
-        const float t13 = p6[i1];
+        const float t13 = p22[i1];
         const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
-        p7[i1] = t14;
-        p8[i1] = t8;
-        p9[i1] = t10;
-    } else if ((int(gid.x) < 6048)) {
-        const int h1 = (int(gid.x) - 672);
-        const int i1 = ((h1 * 256) + int(lid.x));
-        const float t5 = p10[i1];
-        const float t6 = p1[0];
-        const float t7 = (t5 * t6);
-        const float t8 = p11[i1];
-        const float t9 = ((0.9f * t8) + (0.1f * t7));
-        const float t10 = p12[i1];
-        const float t11 = ((0.999f * t10) + ((0.001f * t7) * t7));
-        const float t12 = p4[0];
-        const float t13 = p5[0];
-        const float t14 = p13[i1];
-        const float t15 = ((t14 - ((t12 * 0.0f) * t14)) - ((t12 * (t9 / (1.0f - pow(0.9f, t13)))) / (sqrt((t11 / (1.0f - pow(0.999f, t13)))) + 1e-08f)));
-        p14[i1] = t15;
-        p15[i1] = t9;
-        p16[i1] = t11;
-    } else if ((int(gid.x) < 34272)) {
-        const int h2 = (int(gid.x) - 6048);
-        const int i1 = ((h2 * 256) + int(lid.x));
-        const float t5 = p17[i1];
-        const float t6 = p1[0];
-        const float t7 = (t5 * t6);
-        const float t8 = p18[i1];
-        const float t9 = ((0.9f * t8) + (0.1f * t7));
-        const float t10 = p19[i1];
-        const float t11 = ((0.999f * t10) + ((0.001f * t7) * t7));
-        const float t12 = p4[0];
-        const float t13 = p5[0];
-        const float t14 = p20[i1];
-        const float t15 = ((t14 - ((t12 * 0.0f) * t14)) - ((t12 * (t9 / (1.0f - pow(0.9f, t13)))) / (sqrt((t11 / (1.0f - pow(0.999f, t13)))) + 1e-08f)));
-        p21[i1] = t15;
-        p22[i1] = t9;
-        p23[i1] = t11;
+        p22[i1] = t14;
+        p20[i1] = t8;
+        p21[i1] = t10;
     }
 }
 
-// 3 independent kernels in one launch
-// part 0 (adamw_mul): fuses broadcast %4499, mul %4500, adamw %4905 (optimizer)
-// part 1 (adamw_mul): fuses broadcast %4501, mul %4502, adamw %4910 (optimizer)
-// part 2 (adamw_mul): fuses broadcast %4503, mul %4504, adamw %4915 (optimizer)
-// threadgroup 256×1×1, grid 20160×1×1 threadgroups
-kernel void adamw_mul_x3_7(
+// 5 independent kernels in one launch
+// part 0 (adamw_mul): fuses broadcast %4459, mul %4460, adamw %4805 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %4461, mul %4462, adamw %4810 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %4463, mul %4464, adamw %4815 (optimizer)
+// part 3 (adamw_mul): fuses broadcast %4465, mul %4466, adamw %4820 (optimizer)
+// part 4 (adamw_mul): fuses broadcast %4467, mul %4468, adamw %4825 (optimizer)
+// threadgroup 256×1×1, grid 49728×1×1 threadgroups
+kernel void adamw_mul_x5_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
+        device float* p2 [[buffer(2)]],
+        device float* p3 [[buffer(3)]],
         const device float* p4 [[buffer(4)]],
         const device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
-        device float* p7 [[buffer(7)]],
+        device float* p6 [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
         device float* p8 [[buffer(8)]],
         device float* p9 [[buffer(9)]],
-        const device float* p10 [[buffer(10)]],
+        device float* p10 [[buffer(10)]],
         const device float* p11 [[buffer(11)]],
-        const device float* p12 [[buffer(12)]],
-        const device float* p13 [[buffer(13)]],
+        device float* p12 [[buffer(12)]],
+        device float* p13 [[buffer(13)]],
         device float* p14 [[buffer(14)]],
-        device float* p15 [[buffer(15)]],
+        const device float* p15 [[buffer(15)]],
         device float* p16 [[buffer(16)]],
-        const device float* p17 [[buffer(17)]],
-        const device float* p18 [[buffer(18)]],
+        device float* p17 [[buffer(17)]],
+        device float* p18 [[buffer(18)]],
         const device float* p19 [[buffer(19)]],
-        const device float* p20 [[buffer(20)]],
+        device float* p20 [[buffer(20)]],
         device float* p21 [[buffer(21)]],
         device float* p22 [[buffer(22)]],
-        device float* p23 [[buffer(23)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 14112)) {
-        const int h0 = (int(gid.x) - 0);
-        const int i1 = ((h0 * 256) + int(lid.x));
-        const float t5 = p0[i1];
-        const float t6 = p1[0];
-        const float t7 = (t5 * t6);
-        const float t8 = p2[i1];
-        const float t9 = ((0.9f * t8) + (0.1f * t7));
-        const float t10 = p3[i1];
-        const float t11 = ((0.999f * t10) + ((0.001f * t7) * t7));
-        const float t12 = p4[0];
-        const float t13 = p5[0];
-        const float t14 = p6[i1];
-        const float t15 = ((t14 - ((t12 * 0.0f) * t14)) - ((t12 * (t9 / (1.0f - pow(0.9f, t13)))) / (sqrt((t11 / (1.0f - pow(0.999f, t13)))) + 1e-08f)));
-        p7[i1] = t15;
-        p8[i1] = t9;
-        p9[i1] = t11;
-    } else if ((int(gid.x) < 19488)) {
-        const int h1 = (int(gid.x) - 14112);
-        const int i1 = ((h1 * 256) + int(lid.x));
-        const float t5 = p10[i1];
-        const float t6 = p1[0];
-        const float t7 = (t5 * t6);
-        const float t8 = p11[i1];
-        const float t9 = ((0.9f * t8) + (0.1f * t7));
-        const float t10 = p12[i1];
-        const float t11 = ((0.999f * t10) + ((0.001f * t7) * t7));
-        const float t12 = p4[0];
-        const float t13 = p5[0];
-        const float t14 = p13[i1];
-        const float t15 = ((t14 - ((t12 * 0.0f) * t14)) - ((t12 * (t9 / (1.0f - pow(0.9f, t13)))) / (sqrt((t11 / (1.0f - pow(0.999f, t13)))) + 1e-08f)));
-        p14[i1] = t15;
-        p15[i1] = t9;
-        p16[i1] = t11;
-    } else if ((int(gid.x) < 20160)) {
-        const int h2 = (int(gid.x) - 19488);
-        const int i1 = ((h2 * 256) + int(lid.x));
-        const float t4 = p17[i1];
-        const float t5 = p1[0];
-        const float t6 = (t4 * t5);
-        const float t7 = p18[i1];
-        const float t8 = ((0.9f * t7) + (0.1f * t6));
-        const float t9 = p19[i1];
-        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
-        const float t11 = p4[0];
-        const float t12 = p5[0];
-        const float t13 = p20[i1];
-        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
-        p21[i1] = t14;
-        p22[i1] = t8;
-        p23[i1] = t10;
-    }
-}
-
-// 3 independent kernels in one launch
-// part 0 (adamw_mul): fuses broadcast %4523, mul %4524, adamw %4965 (optimizer)
-// part 1 (adamw_mul): fuses broadcast %4525, mul %4526, adamw %4970 (optimizer)
-// part 2 (adamw_mul): fuses broadcast %4527, mul %4528, adamw %4975 (optimizer)
-// threadgroup 256×1×1, grid 7392×1×1 threadgroups
-kernel void adamw_mul_x3_8(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        const device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
-        device float* p7 [[buffer(7)]],
-        device float* p8 [[buffer(8)]],
-        device float* p9 [[buffer(9)]],
-        const device float* p10 [[buffer(10)]],
-        const device float* p11 [[buffer(11)]],
-        const device float* p12 [[buffer(12)]],
-        const device float* p13 [[buffer(13)]],
-        device float* p14 [[buffer(14)]],
-        device float* p15 [[buffer(15)]],
-        device float* p16 [[buffer(16)]],
-        const device float* p17 [[buffer(17)]],
-        const device float* p18 [[buffer(18)]],
-        const device float* p19 [[buffer(19)]],
-        const device float* p20 [[buffer(20)]],
-        device float* p21 [[buffer(21)]],
-        device float* p22 [[buffer(22)]],
-        device float* p23 [[buffer(23)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     if ((int(gid.x) < 1344)) {
@@ -8557,76 +8443,716 @@ kernel void adamw_mul_x3_8(
         const float t12 = p5[0];
         const float t13 = p6[i1];
         const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
-        p7[i1] = t14;
-        p8[i1] = t8;
-        p9[i1] = t10;
+        p6[i1] = t14;
+        p2[i1] = t8;
+        p3[i1] = t10;
     } else if ((int(gid.x) < 2016)) {
         const int h1 = (int(gid.x) - 1344);
         const int i1 = ((h1 * 256) + int(lid.x));
-        const float t4 = p10[i1];
+        const float t4 = p7[i1];
         const float t5 = p1[0];
         const float t6 = (t4 * t5);
-        const float t7 = p11[i1];
+        const float t7 = p8[i1];
         const float t8 = ((0.9f * t7) + (0.1f * t6));
-        const float t9 = p12[i1];
+        const float t9 = p9[i1];
         const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
         const float t11 = p4[0];
         const float t12 = p5[0];
-        const float t13 = p13[i1];
+        const float t13 = p10[i1];
         const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
-        p14[i1] = t14;
-        p15[i1] = t8;
-        p16[i1] = t10;
+        p10[i1] = t14;
+        p8[i1] = t8;
+        p9[i1] = t10;
     } else if ((int(gid.x) < 7392)) {
         const int h2 = (int(gid.x) - 2016);
         const int i1 = ((h2 * 256) + int(lid.x));
-        const float t5 = p17[i1];
+        const float t5 = p11[i1];
         const float t6 = p1[0];
         const float t7 = (t5 * t6);
-        const float t8 = p18[i1];
+        const float t8 = p12[i1];
         const float t9 = ((0.9f * t8) + (0.1f * t7));
-        const float t10 = p19[i1];
+        const float t10 = p13[i1];
         const float t11 = ((0.999f * t10) + ((0.001f * t7) * t7));
         const float t12 = p4[0];
         const float t13 = p5[0];
-        const float t14 = p20[i1];
+        const float t14 = p14[i1];
         const float t15 = ((t14 - ((t12 * 0.0f) * t14)) - ((t12 * (t9 / (1.0f - pow(0.9f, t13)))) / (sqrt((t11 / (1.0f - pow(0.999f, t13)))) + 1e-08f)));
-        p21[i1] = t15;
-        p22[i1] = t9;
-        p23[i1] = t11;
+        p14[i1] = t15;
+        p12[i1] = t9;
+        p13[i1] = t11;
+    } else if ((int(gid.x) < 35616)) {
+        const int h3 = (int(gid.x) - 7392);
+        const int i1 = ((h3 * 256) + int(lid.x));
+        const float t5 = p15[i1];
+        const float t6 = p1[0];
+        const float t7 = (t5 * t6);
+        const float t8 = p16[i1];
+        const float t9 = ((0.9f * t8) + (0.1f * t7));
+        const float t10 = p17[i1];
+        const float t11 = ((0.999f * t10) + ((0.001f * t7) * t7));
+        const float t12 = p4[0];
+        const float t13 = p5[0];
+        const float t14 = p18[i1];
+        const float t15 = ((t14 - ((t12 * 0.0f) * t14)) - ((t12 * (t9 / (1.0f - pow(0.9f, t13)))) / (sqrt((t11 / (1.0f - pow(0.999f, t13)))) + 1e-08f)));
+        p18[i1] = t15;
+        p16[i1] = t9;
+        p17[i1] = t11;
+    } else if ((int(gid.x) < 49728)) {
+        const int h4 = (int(gid.x) - 35616);
+        const int i1 = ((h4 * 256) + int(lid.x));
+        const float t5 = p19[i1];
+        const float t6 = p1[0];
+        const float t7 = (t5 * t6);
+        const float t8 = p20[i1];
+        const float t9 = ((0.9f * t8) + (0.1f * t7));
+        const float t10 = p21[i1];
+        const float t11 = ((0.999f * t10) + ((0.001f * t7) * t7));
+        const float t12 = p4[0];
+        const float t13 = p5[0];
+        const float t14 = p22[i1];
+        const float t15 = ((t14 - ((t12 * 0.0f) * t14)) - ((t12 * (t9 / (1.0f - pow(0.9f, t13)))) / (sqrt((t11 / (1.0f - pow(0.999f, t13)))) + 1e-08f)));
+        p22[i1] = t15;
+        p20[i1] = t9;
+        p21[i1] = t11;
     }
 }
 
-// 3 independent kernels in one launch
+// 5 independent kernels in one launch
+// part 0 (adamw_mul): fuses broadcast %4469, mul %4470, adamw %4830 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %4471, mul %4472, adamw %4835 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %4473, mul %4474, adamw %4840 (optimizer)
+// part 3 (adamw_mul): fuses broadcast %4475, mul %4476, adamw %4845 (optimizer)
+// part 4 (adamw_mul): fuses broadcast %4477, mul %4478, adamw %4850 (optimizer)
+// threadgroup 256×1×1, grid 10752×1×1 threadgroups
+kernel void adamw_mul_x5_3(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        device float* p2 [[buffer(2)]],
+        device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        device float* p6 [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
+        device float* p8 [[buffer(8)]],
+        device float* p9 [[buffer(9)]],
+        device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
+        device float* p12 [[buffer(12)]],
+        device float* p13 [[buffer(13)]],
+        device float* p14 [[buffer(14)]],
+        const device float* p15 [[buffer(15)]],
+        device float* p16 [[buffer(16)]],
+        device float* p17 [[buffer(17)]],
+        device float* p18 [[buffer(18)]],
+        const device float* p19 [[buffer(19)]],
+        device float* p20 [[buffer(20)]],
+        device float* p21 [[buffer(21)]],
+        device float* p22 [[buffer(22)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if ((int(gid.x) < 5376)) {
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 256) + int(lid.x));
+        const float t5 = p0[i1];
+        const float t6 = p1[0];
+        const float t7 = (t5 * t6);
+        const float t8 = p2[i1];
+        const float t9 = ((0.9f * t8) + (0.1f * t7));
+        const float t10 = p3[i1];
+        const float t11 = ((0.999f * t10) + ((0.001f * t7) * t7));
+        const float t12 = p4[0];
+        const float t13 = p5[0];
+        const float t14 = p6[i1];
+        const float t15 = ((t14 - ((t12 * 0.0f) * t14)) - ((t12 * (t9 / (1.0f - pow(0.9f, t13)))) / (sqrt((t11 / (1.0f - pow(0.999f, t13)))) + 1e-08f)));
+        p6[i1] = t15;
+        p2[i1] = t9;
+        p3[i1] = t11;
+    } else if ((int(gid.x) < 6048)) {
+        const int h1 = (int(gid.x) - 5376);
+        const int i1 = ((h1 * 256) + int(lid.x));
+        const float t4 = p7[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p8[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p9[i1];
+        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p10[i1];
+        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
+        p10[i1] = t14;
+        p8[i1] = t8;
+        p9[i1] = t10;
+    } else if ((int(gid.x) < 8736)) {
+        const int h2 = (int(gid.x) - 6048);
+        const int i1 = ((h2 * 256) + int(lid.x));
+        const float t4 = p11[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p12[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p13[i1];
+        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p14[i1];
+        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
+        p14[i1] = t14;
+        p12[i1] = t8;
+        p13[i1] = t10;
+    } else if ((int(gid.x) < 10080)) {
+        const int h3 = (int(gid.x) - 8736);
+        const int i1 = ((h3 * 256) + int(lid.x));
+        const float t4 = p15[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p16[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p17[i1];
+        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p18[i1];
+        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
+        p18[i1] = t14;
+        p16[i1] = t8;
+        p17[i1] = t10;
+    } else if ((int(gid.x) < 10752)) {
+        const int h4 = (int(gid.x) - 10080);
+        const int i1 = ((h4 * 256) + int(lid.x));
+        const float t4 = p19[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p20[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p21[i1];
+        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p22[i1];
+        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
+        p22[i1] = t14;
+        p20[i1] = t8;
+        p21[i1] = t10;
+    }
+}
+
+// 5 independent kernels in one launch
+// part 0 (adamw_mul): fuses broadcast %4489, mul %4490, adamw %4880 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %4491, mul %4492, adamw %4885 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %4493, mul %4494, adamw %4890 (optimizer)
+// part 3 (adamw_mul): fuses broadcast %4495, mul %4496, adamw %4895 (optimizer)
+// part 4 (adamw_mul): fuses broadcast %4497, mul %4498, adamw %4900 (optimizer)
+// threadgroup 256×1×1, grid 38304×1×1 threadgroups
+kernel void adamw_mul_x5_4(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        device float* p2 [[buffer(2)]],
+        device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        device float* p6 [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
+        device float* p8 [[buffer(8)]],
+        device float* p9 [[buffer(9)]],
+        device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
+        device float* p12 [[buffer(12)]],
+        device float* p13 [[buffer(13)]],
+        device float* p14 [[buffer(14)]],
+        const device float* p15 [[buffer(15)]],
+        device float* p16 [[buffer(16)]],
+        device float* p17 [[buffer(17)]],
+        device float* p18 [[buffer(18)]],
+        const device float* p19 [[buffer(19)]],
+        device float* p20 [[buffer(20)]],
+        device float* p21 [[buffer(21)]],
+        device float* p22 [[buffer(22)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if ((int(gid.x) < 2688)) {
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 256) + int(lid.x));
+        const float t4 = p0[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p2[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p3[i1];
+        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p6[i1];
+        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
+        p6[i1] = t14;
+        p2[i1] = t8;
+        p3[i1] = t10;
+    } else if ((int(gid.x) < 4032)) {
+        const int h1 = (int(gid.x) - 2688);
+        const int i1 = ((h1 * 256) + int(lid.x));
+        const float t4 = p7[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p8[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p9[i1];
+        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p10[i1];
+        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
+        p10[i1] = t14;
+        p8[i1] = t8;
+        p9[i1] = t10;
+    } else if ((int(gid.x) < 4704)) {
+        const int h2 = (int(gid.x) - 4032);
+        const int i1 = ((h2 * 256) + int(lid.x));
+        const float t4 = p11[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p12[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p13[i1];
+        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p14[i1];
+        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
+        p14[i1] = t14;
+        p12[i1] = t8;
+        p13[i1] = t10;
+    } else if ((int(gid.x) < 10080)) {
+        const int h3 = (int(gid.x) - 4704);
+        const int i1 = ((h3 * 256) + int(lid.x));
+        const float t5 = p15[i1];
+        const float t6 = p1[0];
+        const float t7 = (t5 * t6);
+        const float t8 = p16[i1];
+        const float t9 = ((0.9f * t8) + (0.1f * t7));
+        const float t10 = p17[i1];
+        const float t11 = ((0.999f * t10) + ((0.001f * t7) * t7));
+        const float t12 = p4[0];
+        const float t13 = p5[0];
+        const float t14 = p18[i1];
+        const float t15 = ((t14 - ((t12 * 0.0f) * t14)) - ((t12 * (t9 / (1.0f - pow(0.9f, t13)))) / (sqrt((t11 / (1.0f - pow(0.999f, t13)))) + 1e-08f)));
+        p18[i1] = t15;
+        p16[i1] = t9;
+        p17[i1] = t11;
+    } else if ((int(gid.x) < 38304)) {
+        const int h4 = (int(gid.x) - 10080);
+        const int i1 = ((h4 * 256) + int(lid.x));
+        const float t5 = p19[i1];
+        const float t6 = p1[0];
+        const float t7 = (t5 * t6);
+        const float t8 = p20[i1];
+        const float t9 = ((0.9f * t8) + (0.1f * t7));
+        const float t10 = p21[i1];
+        const float t11 = ((0.999f * t10) + ((0.001f * t7) * t7));
+        const float t12 = p4[0];
+        const float t13 = p5[0];
+        const float t14 = p22[i1];
+        const float t15 = ((t14 - ((t12 * 0.0f) * t14)) - ((t12 * (t9 / (1.0f - pow(0.9f, t13)))) / (sqrt((t11 / (1.0f - pow(0.999f, t13)))) + 1e-08f)));
+        p22[i1] = t15;
+        p20[i1] = t9;
+        p21[i1] = t11;
+    }
+}
+
+// 5 independent kernels in one launch
+// part 0 (adamw_mul): fuses broadcast %4499, mul %4500, adamw %4905 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %4501, mul %4502, adamw %4910 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %4503, mul %4504, adamw %4915 (optimizer)
+// part 3 (adamw_mul): fuses broadcast %4505, mul %4506, adamw %4920 (optimizer)
+// part 4 (adamw_mul): fuses broadcast %4507, mul %4508, adamw %4925 (optimizer)
+// threadgroup 256×1×1, grid 24192×1×1 threadgroups
+kernel void adamw_mul_x5_5(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        device float* p2 [[buffer(2)]],
+        device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        device float* p6 [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
+        device float* p8 [[buffer(8)]],
+        device float* p9 [[buffer(9)]],
+        device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
+        device float* p12 [[buffer(12)]],
+        device float* p13 [[buffer(13)]],
+        device float* p14 [[buffer(14)]],
+        const device float* p15 [[buffer(15)]],
+        device float* p16 [[buffer(16)]],
+        device float* p17 [[buffer(17)]],
+        device float* p18 [[buffer(18)]],
+        const device float* p19 [[buffer(19)]],
+        device float* p20 [[buffer(20)]],
+        device float* p21 [[buffer(21)]],
+        device float* p22 [[buffer(22)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if ((int(gid.x) < 14112)) {
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 256) + int(lid.x));
+        const float t5 = p0[i1];
+        const float t6 = p1[0];
+        const float t7 = (t5 * t6);
+        const float t8 = p2[i1];
+        const float t9 = ((0.9f * t8) + (0.1f * t7));
+        const float t10 = p3[i1];
+        const float t11 = ((0.999f * t10) + ((0.001f * t7) * t7));
+        const float t12 = p4[0];
+        const float t13 = p5[0];
+        const float t14 = p6[i1];
+        const float t15 = ((t14 - ((t12 * 0.0f) * t14)) - ((t12 * (t9 / (1.0f - pow(0.9f, t13)))) / (sqrt((t11 / (1.0f - pow(0.999f, t13)))) + 1e-08f)));
+        p6[i1] = t15;
+        p2[i1] = t9;
+        p3[i1] = t11;
+    } else if ((int(gid.x) < 19488)) {
+        const int h1 = (int(gid.x) - 14112);
+        const int i1 = ((h1 * 256) + int(lid.x));
+        const float t5 = p7[i1];
+        const float t6 = p1[0];
+        const float t7 = (t5 * t6);
+        const float t8 = p8[i1];
+        const float t9 = ((0.9f * t8) + (0.1f * t7));
+        const float t10 = p9[i1];
+        const float t11 = ((0.999f * t10) + ((0.001f * t7) * t7));
+        const float t12 = p4[0];
+        const float t13 = p5[0];
+        const float t14 = p10[i1];
+        const float t15 = ((t14 - ((t12 * 0.0f) * t14)) - ((t12 * (t9 / (1.0f - pow(0.9f, t13)))) / (sqrt((t11 / (1.0f - pow(0.999f, t13)))) + 1e-08f)));
+        p10[i1] = t15;
+        p8[i1] = t9;
+        p9[i1] = t11;
+    } else if ((int(gid.x) < 20160)) {
+        const int h2 = (int(gid.x) - 19488);
+        const int i1 = ((h2 * 256) + int(lid.x));
+        const float t4 = p11[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p12[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p13[i1];
+        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p14[i1];
+        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
+        p14[i1] = t14;
+        p12[i1] = t8;
+        p13[i1] = t10;
+    } else if ((int(gid.x) < 22848)) {
+        const int h3 = (int(gid.x) - 20160);
+        const int i1 = ((h3 * 256) + int(lid.x));
+        const float t4 = p15[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p16[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p17[i1];
+        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p18[i1];
+        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
+        p18[i1] = t14;
+        p16[i1] = t8;
+        p17[i1] = t10;
+    } else if ((int(gid.x) < 24192)) {
+        const int h4 = (int(gid.x) - 22848);
+        const int i1 = ((h4 * 256) + int(lid.x));
+        const float t4 = p19[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p20[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p21[i1];
+        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p22[i1];
+        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
+        p22[i1] = t14;
+        p20[i1] = t8;
+        p21[i1] = t10;
+    }
+}
+
+// 5 independent kernels in one launch
+// part 0 (adamw_mul): fuses broadcast %4509, mul %4510, adamw %4930 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %4511, mul %4512, adamw %4935 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %4513, mul %4514, adamw %4940 (optimizer)
+// part 3 (adamw_mul): fuses broadcast %4515, mul %4516, adamw %4945 (optimizer)
+// part 4 (adamw_mul): fuses broadcast %4517, mul %4518, adamw %4950 (optimizer)
+// threadgroup 256×1×1, grid 6048×1×1 threadgroups
+kernel void adamw_mul_x5_6(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        device float* p2 [[buffer(2)]],
+        device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        device float* p6 [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
+        device float* p8 [[buffer(8)]],
+        device float* p9 [[buffer(9)]],
+        device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
+        device float* p12 [[buffer(12)]],
+        device float* p13 [[buffer(13)]],
+        device float* p14 [[buffer(14)]],
+        const device float* p15 [[buffer(15)]],
+        device float* p16 [[buffer(16)]],
+        device float* p17 [[buffer(17)]],
+        device float* p18 [[buffer(18)]],
+        const device float* p19 [[buffer(19)]],
+        device float* p20 [[buffer(20)]],
+        device float* p21 [[buffer(21)]],
+        device float* p22 [[buffer(22)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if ((int(gid.x) < 672)) {
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 256) + int(lid.x));
+        const float t4 = p0[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p2[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p3[i1];
+        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p6[i1];
+        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
+        p6[i1] = t14;
+        p2[i1] = t8;
+        p3[i1] = t10;
+    } else if ((int(gid.x) < 1344)) {
+        const int h1 = (int(gid.x) - 672);
+        const int i1 = ((h1 * 256) + int(lid.x));
+        const float t4 = p7[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p8[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p9[i1];
+        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p10[i1];
+        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
+        p10[i1] = t14;
+        p8[i1] = t8;
+        p9[i1] = t10;
+    } else if ((int(gid.x) < 4032)) {
+        const int h2 = (int(gid.x) - 1344);
+        const int i1 = ((h2 * 256) + int(lid.x));
+        const float t4 = p11[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p12[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p13[i1];
+        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p14[i1];
+        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
+        p14[i1] = t14;
+        p12[i1] = t8;
+        p13[i1] = t10;
+    } else if ((int(gid.x) < 5376)) {
+        const int h3 = (int(gid.x) - 4032);
+        const int i1 = ((h3 * 256) + int(lid.x));
+        const float t4 = p15[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p16[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p17[i1];
+        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p18[i1];
+        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
+        p18[i1] = t14;
+        p16[i1] = t8;
+        p17[i1] = t10;
+    } else if ((int(gid.x) < 6048)) {
+        const int h4 = (int(gid.x) - 5376);
+        const int i1 = ((h4 * 256) + int(lid.x));
+        const float t4 = p19[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p20[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p21[i1];
+        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p22[i1];
+        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
+        p22[i1] = t14;
+        p20[i1] = t8;
+        p21[i1] = t10;
+    }
+}
+
+// 5 independent kernels in one launch
+// part 0 (adamw_mul): fuses broadcast %4519, mul %4520, adamw %4955 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %4521, mul %4522, adamw %4960 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %4523, mul %4524, adamw %4965 (optimizer)
+// part 3 (adamw_mul): fuses broadcast %4525, mul %4526, adamw %4970 (optimizer)
+// part 4 (adamw_mul): fuses broadcast %4527, mul %4528, adamw %4975 (optimizer)
+// threadgroup 256×1×1, grid 10752×1×1 threadgroups
+kernel void adamw_mul_x5_7(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        device float* p2 [[buffer(2)]],
+        device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        device float* p6 [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
+        device float* p8 [[buffer(8)]],
+        device float* p9 [[buffer(9)]],
+        device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
+        device float* p12 [[buffer(12)]],
+        device float* p13 [[buffer(13)]],
+        device float* p14 [[buffer(14)]],
+        const device float* p15 [[buffer(15)]],
+        device float* p16 [[buffer(16)]],
+        device float* p17 [[buffer(17)]],
+        device float* p18 [[buffer(18)]],
+        const device float* p19 [[buffer(19)]],
+        device float* p20 [[buffer(20)]],
+        device float* p21 [[buffer(21)]],
+        device float* p22 [[buffer(22)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if ((int(gid.x) < 672)) {
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 256) + int(lid.x));
+        const float t4 = p0[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p2[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p3[i1];
+        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p6[i1];
+        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
+        p6[i1] = t14;
+        p2[i1] = t8;
+        p3[i1] = t10;
+    } else if ((int(gid.x) < 3360)) {
+        const int h1 = (int(gid.x) - 672);
+        const int i1 = ((h1 * 256) + int(lid.x));
+        const float t4 = p7[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p8[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p9[i1];
+        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p10[i1];
+        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
+        p10[i1] = t14;
+        p8[i1] = t8;
+        p9[i1] = t10;
+    } else if ((int(gid.x) < 4704)) {
+        const int h2 = (int(gid.x) - 3360);
+        const int i1 = ((h2 * 256) + int(lid.x));
+        const float t4 = p11[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p12[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p13[i1];
+        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p14[i1];
+        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
+        p14[i1] = t14;
+        p12[i1] = t8;
+        p13[i1] = t10;
+    } else if ((int(gid.x) < 5376)) {
+        const int h3 = (int(gid.x) - 4704);
+        const int i1 = ((h3 * 256) + int(lid.x));
+        const float t4 = p15[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p16[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p17[i1];
+        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p18[i1];
+        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
+        p18[i1] = t14;
+        p16[i1] = t8;
+        p17[i1] = t10;
+    } else if ((int(gid.x) < 10752)) {
+        const int h4 = (int(gid.x) - 5376);
+        const int i1 = ((h4 * 256) + int(lid.x));
+        const float t5 = p19[i1];
+        const float t6 = p1[0];
+        const float t7 = (t5 * t6);
+        const float t8 = p20[i1];
+        const float t9 = ((0.9f * t8) + (0.1f * t7));
+        const float t10 = p21[i1];
+        const float t11 = ((0.999f * t10) + ((0.001f * t7) * t7));
+        const float t12 = p4[0];
+        const float t13 = p5[0];
+        const float t14 = p22[i1];
+        const float t15 = ((t14 - ((t12 * 0.0f) * t14)) - ((t12 * (t9 / (1.0f - pow(0.9f, t13)))) / (sqrt((t11 / (1.0f - pow(0.999f, t13)))) + 1e-08f)));
+        p22[i1] = t15;
+        p20[i1] = t9;
+        p21[i1] = t11;
+    }
+}
+
+// 5 independent kernels in one launch
 // part 0 (adamw_mul): fuses broadcast %4529, mul %4530, adamw %4980 (optimizer)
 // part 1 (adamw_mul): fuses broadcast %4531, mul %4532, adamw %4985 (optimizer)
 // part 2 (adamw_mul): fuses broadcast %4533, mul %4534, adamw %4990 (optimizer)
-// threadgroup 256×1×1, grid 47712×1×1 threadgroups
-kernel void adamw_mul_x3_9(
+// part 3 (adamw_mul): fuses broadcast %4535, mul %4536, adamw %4995 (optimizer)
+// part 4 (adamw_mul): fuses broadcast %4537, mul %4538, adamw %5000 (optimizer)
+// threadgroup 256×1×1, grid 51072×1×1 threadgroups
+kernel void adamw_mul_x5_8(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
+        device float* p2 [[buffer(2)]],
+        device float* p3 [[buffer(3)]],
         const device float* p4 [[buffer(4)]],
         const device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
-        device float* p7 [[buffer(7)]],
+        device float* p6 [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
         device float* p8 [[buffer(8)]],
         device float* p9 [[buffer(9)]],
-        const device float* p10 [[buffer(10)]],
+        device float* p10 [[buffer(10)]],
         const device float* p11 [[buffer(11)]],
-        const device float* p12 [[buffer(12)]],
-        const device float* p13 [[buffer(13)]],
+        device float* p12 [[buffer(12)]],
+        device float* p13 [[buffer(13)]],
         device float* p14 [[buffer(14)]],
-        device float* p15 [[buffer(15)]],
+        const device float* p15 [[buffer(15)]],
         device float* p16 [[buffer(16)]],
-        const device float* p17 [[buffer(17)]],
-        const device float* p18 [[buffer(18)]],
+        device float* p17 [[buffer(17)]],
+        device float* p18 [[buffer(18)]],
         const device float* p19 [[buffer(19)]],
-        const device float* p20 [[buffer(20)]],
+        device float* p20 [[buffer(20)]],
         device float* p21 [[buffer(21)]],
         device float* p22 [[buffer(22)]],
-        device float* p23 [[buffer(23)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     if ((int(gid.x) < 28224)) {
@@ -8643,42 +9169,467 @@ kernel void adamw_mul_x3_9(
         const float t13 = p5[0];
         const float t14 = p6[i1];
         const float t15 = ((t14 - ((t12 * 0.0f) * t14)) - ((t12 * (t9 / (1.0f - pow(0.9f, t13)))) / (sqrt((t11 / (1.0f - pow(0.999f, t13)))) + 1e-08f)));
-        p7[i1] = t15;
-        p8[i1] = t9;
-        p9[i1] = t11;
+        p6[i1] = t15;
+        p2[i1] = t9;
+        p3[i1] = t11;
     } else if ((int(gid.x) < 42336)) {
         const int h1 = (int(gid.x) - 28224);
         const int i1 = ((h1 * 256) + int(lid.x));
-        const float t5 = p10[i1];
+        const float t5 = p7[i1];
         const float t6 = p1[0];
         const float t7 = (t5 * t6);
-        const float t8 = p11[i1];
+        const float t8 = p8[i1];
         const float t9 = ((0.9f * t8) + (0.1f * t7));
-        const float t10 = p12[i1];
+        const float t10 = p9[i1];
         const float t11 = ((0.999f * t10) + ((0.001f * t7) * t7));
         const float t12 = p4[0];
         const float t13 = p5[0];
-        const float t14 = p13[i1];
+        const float t14 = p10[i1];
         const float t15 = ((t14 - ((t12 * 0.0f) * t14)) - ((t12 * (t9 / (1.0f - pow(0.9f, t13)))) / (sqrt((t11 / (1.0f - pow(0.999f, t13)))) + 1e-08f)));
-        p14[i1] = t15;
-        p15[i1] = t9;
-        p16[i1] = t11;
+        p10[i1] = t15;
+        p8[i1] = t9;
+        p9[i1] = t11;
     } else if ((int(gid.x) < 47712)) {
         const int h2 = (int(gid.x) - 42336);
         const int i1 = ((h2 * 256) + int(lid.x));
-        const float t5 = p17[i1];
+        const float t5 = p11[i1];
         const float t6 = p1[0];
         const float t7 = (t5 * t6);
-        const float t8 = p18[i1];
+        const float t8 = p12[i1];
         const float t9 = ((0.9f * t8) + (0.1f * t7));
-        const float t10 = p19[i1];
+        const float t10 = p13[i1];
         const float t11 = ((0.999f * t10) + ((0.001f * t7) * t7));
         const float t12 = p4[0];
         const float t13 = p5[0];
-        const float t14 = p20[i1];
+        const float t14 = p14[i1];
         const float t15 = ((t14 - ((t12 * 0.0f) * t14)) - ((t12 * (t9 / (1.0f - pow(0.9f, t13)))) / (sqrt((t11 / (1.0f - pow(0.999f, t13)))) + 1e-08f)));
-        p21[i1] = t15;
-        p22[i1] = t9;
-        p23[i1] = t11;
+        p14[i1] = t15;
+        p12[i1] = t9;
+        p13[i1] = t11;
+    } else if ((int(gid.x) < 48384)) {
+        const int h3 = (int(gid.x) - 47712);
+        const int i1 = ((h3 * 256) + int(lid.x));
+        const float t4 = p15[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p16[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p17[i1];
+        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p18[i1];
+        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
+        p18[i1] = t14;
+        p16[i1] = t8;
+        p17[i1] = t10;
+    } else if ((int(gid.x) < 51072)) {
+        const int h4 = (int(gid.x) - 48384);
+        const int i1 = ((h4 * 256) + int(lid.x));
+        const float t4 = p19[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p20[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p21[i1];
+        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p22[i1];
+        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
+        p22[i1] = t14;
+        p20[i1] = t8;
+        p21[i1] = t10;
     }
+}
+
+// 5 independent kernels in one launch
+// part 0 (adamw_mul): fuses broadcast %4539, mul %4540, adamw %5005 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %4541, mul %4542, adamw %5010 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %4543, mul %4544, adamw %5015 (optimizer)
+// part 3 (adamw_mul): fuses broadcast %4545, mul %4546, adamw %5020 (optimizer)
+// part 4 (adamw_mul): fuses broadcast %4547, mul %4548, adamw %5025 (optimizer)
+// threadgroup 256×1×1, grid 6720×1×1 threadgroups
+kernel void adamw_mul_x5_9(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        device float* p2 [[buffer(2)]],
+        device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        device float* p6 [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
+        device float* p8 [[buffer(8)]],
+        device float* p9 [[buffer(9)]],
+        device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
+        device float* p12 [[buffer(12)]],
+        device float* p13 [[buffer(13)]],
+        device float* p14 [[buffer(14)]],
+        const device float* p15 [[buffer(15)]],
+        device float* p16 [[buffer(16)]],
+        device float* p17 [[buffer(17)]],
+        device float* p18 [[buffer(18)]],
+        const device float* p19 [[buffer(19)]],
+        device float* p20 [[buffer(20)]],
+        device float* p21 [[buffer(21)]],
+        device float* p22 [[buffer(22)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if ((int(gid.x) < 1344)) {
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 256) + int(lid.x));
+        const float t4 = p0[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p2[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p3[i1];
+        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p6[i1];
+        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
+        p6[i1] = t14;
+        p2[i1] = t8;
+        p3[i1] = t10;
+    } else if ((int(gid.x) < 2016)) {
+        const int h1 = (int(gid.x) - 1344);
+        const int i1 = ((h1 * 256) + int(lid.x));
+        const float t4 = p7[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p8[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p9[i1];
+        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p10[i1];
+        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
+        p10[i1] = t14;
+        p8[i1] = t8;
+        p9[i1] = t10;
+    } else if ((int(gid.x) < 2688)) {
+        const int h2 = (int(gid.x) - 2016);
+        const int i1 = ((h2 * 256) + int(lid.x));
+        const float t4 = p11[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p12[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p13[i1];
+        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p14[i1];
+        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
+        p14[i1] = t14;
+        p12[i1] = t8;
+        p13[i1] = t10;
+    } else if ((int(gid.x) < 5376)) {
+        const int h3 = (int(gid.x) - 2688);
+        const int i1 = ((h3 * 256) + int(lid.x));
+        const float t4 = p15[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p16[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p17[i1];
+        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p18[i1];
+        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
+        p18[i1] = t14;
+        p16[i1] = t8;
+        p17[i1] = t10;
+    } else if ((int(gid.x) < 6720)) {
+        const int h4 = (int(gid.x) - 5376);
+        const int i1 = ((h4 * 256) + int(lid.x));
+        const float t4 = p19[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p20[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p21[i1];
+        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p22[i1];
+        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
+        p22[i1] = t14;
+        p20[i1] = t8;
+        p21[i1] = t10;
+    }
+}
+
+// 5 independent kernels in one launch
+// part 0 (adamw_mul): fuses broadcast %4559, mul %4560, adamw %5055 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %4561, mul %4562, adamw %5060 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %4563, mul %4564, adamw %5065 (optimizer)
+// part 3 (adamw_mul): fuses broadcast %4565, mul %4566, adamw %5070 (optimizer)
+// part 4 (adamw_mul): fuses broadcast %4567, mul %4568, adamw %5075 (optimizer)
+// threadgroup 256×1×1, grid 53760×1×1 threadgroups
+kernel void adamw_mul_x5_10(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        device float* p2 [[buffer(2)]],
+        device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        device float* p6 [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
+        device float* p8 [[buffer(8)]],
+        device float* p9 [[buffer(9)]],
+        device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
+        device float* p12 [[buffer(12)]],
+        device float* p13 [[buffer(13)]],
+        device float* p14 [[buffer(14)]],
+        const device float* p15 [[buffer(15)]],
+        device float* p16 [[buffer(16)]],
+        device float* p17 [[buffer(17)]],
+        device float* p18 [[buffer(18)]],
+        const device float* p19 [[buffer(19)]],
+        device float* p20 [[buffer(20)]],
+        device float* p21 [[buffer(21)]],
+        device float* p22 [[buffer(22)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if ((int(gid.x) < 5376)) {
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 256) + int(lid.x));
+        const float t5 = p0[i1];
+        const float t6 = p1[0];
+        const float t7 = (t5 * t6);
+        const float t8 = p2[i1];
+        const float t9 = ((0.9f * t8) + (0.1f * t7));
+        const float t10 = p3[i1];
+        const float t11 = ((0.999f * t10) + ((0.001f * t7) * t7));
+        const float t12 = p4[0];
+        const float t13 = p5[0];
+        const float t14 = p6[i1];
+        const float t15 = ((t14 - ((t12 * 0.0f) * t14)) - ((t12 * (t9 / (1.0f - pow(0.9f, t13)))) / (sqrt((t11 / (1.0f - pow(0.999f, t13)))) + 1e-08f)));
+        p6[i1] = t15;
+        p2[i1] = t9;
+        p3[i1] = t11;
+    } else if ((int(gid.x) < 33600)) {
+        const int h1 = (int(gid.x) - 5376);
+        const int i1 = ((h1 * 256) + int(lid.x));
+        const float t5 = p7[i1];
+        const float t6 = p1[0];
+        const float t7 = (t5 * t6);
+        const float t8 = p8[i1];
+        const float t9 = ((0.9f * t8) + (0.1f * t7));
+        const float t10 = p9[i1];
+        const float t11 = ((0.999f * t10) + ((0.001f * t7) * t7));
+        const float t12 = p4[0];
+        const float t13 = p5[0];
+        const float t14 = p10[i1];
+        const float t15 = ((t14 - ((t12 * 0.0f) * t14)) - ((t12 * (t9 / (1.0f - pow(0.9f, t13)))) / (sqrt((t11 / (1.0f - pow(0.999f, t13)))) + 1e-08f)));
+        p10[i1] = t15;
+        p8[i1] = t9;
+        p9[i1] = t11;
+    } else if ((int(gid.x) < 47712)) {
+        const int h2 = (int(gid.x) - 33600);
+        const int i1 = ((h2 * 256) + int(lid.x));
+        const float t5 = p11[i1];
+        const float t6 = p1[0];
+        const float t7 = (t5 * t6);
+        const float t8 = p12[i1];
+        const float t9 = ((0.9f * t8) + (0.1f * t7));
+        const float t10 = p13[i1];
+        const float t11 = ((0.999f * t10) + ((0.001f * t7) * t7));
+        const float t12 = p4[0];
+        const float t13 = p5[0];
+        const float t14 = p14[i1];
+        const float t15 = ((t14 - ((t12 * 0.0f) * t14)) - ((t12 * (t9 / (1.0f - pow(0.9f, t13)))) / (sqrt((t11 / (1.0f - pow(0.999f, t13)))) + 1e-08f)));
+        p14[i1] = t15;
+        p12[i1] = t9;
+        p13[i1] = t11;
+    } else if ((int(gid.x) < 53088)) {
+        const int h3 = (int(gid.x) - 47712);
+        const int i1 = ((h3 * 256) + int(lid.x));
+        const float t5 = p15[i1];
+        const float t6 = p1[0];
+        const float t7 = (t5 * t6);
+        const float t8 = p16[i1];
+        const float t9 = ((0.9f * t8) + (0.1f * t7));
+        const float t10 = p17[i1];
+        const float t11 = ((0.999f * t10) + ((0.001f * t7) * t7));
+        const float t12 = p4[0];
+        const float t13 = p5[0];
+        const float t14 = p18[i1];
+        const float t15 = ((t14 - ((t12 * 0.0f) * t14)) - ((t12 * (t9 / (1.0f - pow(0.9f, t13)))) / (sqrt((t11 / (1.0f - pow(0.999f, t13)))) + 1e-08f)));
+        p18[i1] = t15;
+        p16[i1] = t9;
+        p17[i1] = t11;
+    } else if ((int(gid.x) < 53760)) {
+        const int h4 = (int(gid.x) - 53088);
+        const int i1 = ((h4 * 256) + int(lid.x));
+        const float t4 = p19[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p20[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p21[i1];
+        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p22[i1];
+        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
+        p22[i1] = t14;
+        p20[i1] = t8;
+        p21[i1] = t10;
+    }
+}
+
+// 5 independent kernels in one launch
+// part 0 (adamw_mul): fuses broadcast %4589, mul %4590, adamw %5130 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %4591, mul %4592, adamw %5135 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %4593, mul %4594, adamw %5140 (optimizer)
+// part 3 (adamw_mul): fuses broadcast %4595, mul %4596, adamw %5145 (optimizer)
+// part 4 (adamw_mul): fuses broadcast %4597, mul %4598, adamw %5150 (optimizer)
+// threadgroup 256×1×1, grid 53760×1×1 threadgroups
+kernel void adamw_mul_x5_11(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        device float* p2 [[buffer(2)]],
+        device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        device float* p6 [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
+        device float* p8 [[buffer(8)]],
+        device float* p9 [[buffer(9)]],
+        device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
+        device float* p12 [[buffer(12)]],
+        device float* p13 [[buffer(13)]],
+        device float* p14 [[buffer(14)]],
+        const device float* p15 [[buffer(15)]],
+        device float* p16 [[buffer(16)]],
+        device float* p17 [[buffer(17)]],
+        device float* p18 [[buffer(18)]],
+        const device float* p19 [[buffer(19)]],
+        device float* p20 [[buffer(20)]],
+        device float* p21 [[buffer(21)]],
+        device float* p22 [[buffer(22)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if ((int(gid.x) < 672)) {
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 256) + int(lid.x));
+        const float t4 = p0[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p2[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p3[i1];
+        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p6[i1];
+        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
+        p6[i1] = t14;
+        p2[i1] = t8;
+        p3[i1] = t10;
+    } else if ((int(gid.x) < 6048)) {
+        const int h1 = (int(gid.x) - 672);
+        const int i1 = ((h1 * 256) + int(lid.x));
+        const float t5 = p7[i1];
+        const float t6 = p1[0];
+        const float t7 = (t5 * t6);
+        const float t8 = p8[i1];
+        const float t9 = ((0.9f * t8) + (0.1f * t7));
+        const float t10 = p9[i1];
+        const float t11 = ((0.999f * t10) + ((0.001f * t7) * t7));
+        const float t12 = p4[0];
+        const float t13 = p5[0];
+        const float t14 = p10[i1];
+        const float t15 = ((t14 - ((t12 * 0.0f) * t14)) - ((t12 * (t9 / (1.0f - pow(0.9f, t13)))) / (sqrt((t11 / (1.0f - pow(0.999f, t13)))) + 1e-08f)));
+        p10[i1] = t15;
+        p8[i1] = t9;
+        p9[i1] = t11;
+    } else if ((int(gid.x) < 34272)) {
+        const int h2 = (int(gid.x) - 6048);
+        const int i1 = ((h2 * 256) + int(lid.x));
+        const float t5 = p11[i1];
+        const float t6 = p1[0];
+        const float t7 = (t5 * t6);
+        const float t8 = p12[i1];
+        const float t9 = ((0.9f * t8) + (0.1f * t7));
+        const float t10 = p13[i1];
+        const float t11 = ((0.999f * t10) + ((0.001f * t7) * t7));
+        const float t12 = p4[0];
+        const float t13 = p5[0];
+        const float t14 = p14[i1];
+        const float t15 = ((t14 - ((t12 * 0.0f) * t14)) - ((t12 * (t9 / (1.0f - pow(0.9f, t13)))) / (sqrt((t11 / (1.0f - pow(0.999f, t13)))) + 1e-08f)));
+        p14[i1] = t15;
+        p12[i1] = t9;
+        p13[i1] = t11;
+    } else if ((int(gid.x) < 48384)) {
+        const int h3 = (int(gid.x) - 34272);
+        const int i1 = ((h3 * 256) + int(lid.x));
+        const float t5 = p15[i1];
+        const float t6 = p1[0];
+        const float t7 = (t5 * t6);
+        const float t8 = p16[i1];
+        const float t9 = ((0.9f * t8) + (0.1f * t7));
+        const float t10 = p17[i1];
+        const float t11 = ((0.999f * t10) + ((0.001f * t7) * t7));
+        const float t12 = p4[0];
+        const float t13 = p5[0];
+        const float t14 = p18[i1];
+        const float t15 = ((t14 - ((t12 * 0.0f) * t14)) - ((t12 * (t9 / (1.0f - pow(0.9f, t13)))) / (sqrt((t11 / (1.0f - pow(0.999f, t13)))) + 1e-08f)));
+        p18[i1] = t15;
+        p16[i1] = t9;
+        p17[i1] = t11;
+    } else if ((int(gid.x) < 53760)) {
+        const int h4 = (int(gid.x) - 48384);
+        const int i1 = ((h4 * 256) + int(lid.x));
+        const float t5 = p19[i1];
+        const float t6 = p1[0];
+        const float t7 = (t5 * t6);
+        const float t8 = p20[i1];
+        const float t9 = ((0.9f * t8) + (0.1f * t7));
+        const float t10 = p21[i1];
+        const float t11 = ((0.999f * t10) + ((0.001f * t7) * t7));
+        const float t12 = p4[0];
+        const float t13 = p5[0];
+        const float t14 = p22[i1];
+        const float t15 = ((t14 - ((t12 * 0.0f) * t14)) - ((t12 * (t9 / (1.0f - pow(0.9f, t13)))) / (sqrt((t11 / (1.0f - pow(0.999f, t13)))) + 1e-08f)));
+        p22[i1] = t15;
+        p20[i1] = t9;
+        p21[i1] = t11;
+    }
+}
+
+// fuses broadcast %4749, mul %4750, adamw %5530 (optimizer)
+// threadgroup 256×1×1, grid 672×1×1 threadgroups
+kernel void adamw_mul_0(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        device float* p2 [[buffer(2)]],
+        device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        device float* p6 [[buffer(6)]],
+        uint3 tid [[thread_position_in_grid]]) {
+    const int i1 = int(tid.x);
+    const float t4 = p0[i1];
+    const float t5 = p1[0];
+    const float t6 = (t4 * t5);
+    const float t7 = p2[i1];
+    const float t8 = ((0.9f * t7) + (0.1f * t6));
+    const float t9 = p3[i1];
+    const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
+    const float t11 = p4[0];
+    const float t12 = p5[0];
+    const float t13 = p6[i1];
+    const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
+    p6[i1] = t14;
+    p2[i1] = t8;
+    p3[i1] = t10;
 }

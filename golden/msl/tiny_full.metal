@@ -1165,58 +1165,18 @@ kernel void scatter_add_reduce_mean_x3_0(
     }
 }
 
-// fuses mul %69, reduce_sum %70 (moe.0)
-// threadgroup 32×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_1(
+// fuses reshape %72, add %73 (moe.0)
+// threadgroup 256×1×1, grid 64×1×1 threadgroups
+kernel void add_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    const int lid1 = int(lid.x);
-    const int row4 = ((int(gid.x) * 32) + lid1);
-    if ((row4 >= 1)) {
-        return;
-    }
-    float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 4; k6 += 1) {
-        const float t7 = p0[k6];
-        const float t8 = p1[k6];
-        const float t9 = (t7 * t8);
-        acc5 += t9;
-    }
-    p2[row4] = acc5;
-}
-
-// 2 independent kernels in one launch
-// part 0 (scale): fuses scale %71 (moe.0)
-// part 1 (add): fuses reshape %72, add %73 (moe.0)
-// threadgroup 256×1×1, grid 65×1×1 threadgroups
-kernel void scale_add_x2_0(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        device float* p4 [[buffer(4)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 1)) {
-        const int h0 = (int(gid.x) - 0);
-        const int i1 = ((h0 * 256) + int(lid.x));
-        if ((i1 >= 1)) {
-            return;
-        }
-        const float t2 = p0[i1];
-        const float t3 = (t2 * 0.04f);
-        p1[i1] = t3;
-    } else if ((int(gid.x) < 65)) {
-        const int h1 = (int(gid.x) - 1);
-        const int i1 = ((h1 * 256) + int(lid.x));
-        const float t5 = p2[i1];
-        const float t6 = p3[i1];
-        const float t7 = (t5 + t6);
-        p4[i1] = t7;
-    }
+        uint3 tid [[thread_position_in_grid]]) {
+    const int i1 = int(tid.x);
+    const float t5 = p0[i1];
+    const float t6 = p1[i1];
+    const float t7 = (t5 + t6);
+    p2[i1] = t7;
 }
 
 // fuses matmul %104, add %105 (mamba.1)
@@ -1399,90 +1359,71 @@ kernel void matmul_5(
     }
 }
 
-// fuses cross_entropy %109
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void cross_entropy_0(
+// 2 independent kernels in one launch
+// part 0 (cross_entropy): fuses cross_entropy %109
+// part 1 (cross_entropy_bwd): fuses const %111, cross_entropy_bwd %112
+// threadgroup 256×1×1, grid 2×1×1 threadgroups
+kernel void cross_entropy_cross_entropy_bwd_x2_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
-        uint3 lid [[thread_position_in_threadgroup]]) {
-    threadgroup float sh16[8];
-    threadgroup int sh20[8];
-    const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
-    float loss4 = 0.0f;
-    int cnt5 = 0;
-    for (int row6 = lid1; row6 < 256; row6 += 256) {
-        const int c7 = (row6 / 16);
-        const int c8 = (row6 % 16);
-        const int t9 = p0[row6];
-        if (((t9 >= 0) && (t9 < 16))) {
-            float m10 = (-INFINITY);
-            float s11 = 0.0f;
-            for (int k12 = 0; k12 < 16; k12 += 1) {
-                const float t13 = p1[((((c7 * 16) + c8) * 16) + k12)];
-                if ((t13 > m10)) {
-                    s11 = ((s11 * exp((m10 - t13))) + 1.0f);
-                    m10 = t13;
-                } else {
-                    s11 += ((t13 == m10) ? 1.0f : exp((t13 - m10)));
-                }
-            }
-            const float t14 = p1[((((c7 * 16) + c8) * 16) + t9)];
-            loss4 += ((m10 - t14) + log(s11));
-            cnt5 += 1;
-        }
-    }
-    const float s15 = simd_sum(loss4);
-    if ((l32_2 == 0)) {
-        sh16[sg3] = s15;
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    float acc17 = sh16[0];
-    for (int s18 = 1; s18 < 8; s18 += 1) {
-        acc17 += sh16[s18];
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    const int s19 = simd_sum(cnt5);
-    if ((l32_2 == 0)) {
-        sh20[sg3] = s19;
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    int acc21 = sh20[0];
-    for (int s22 = 1; s22 < 8; s22 += 1) {
-        acc21 += sh20[s22];
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if ((lid1 == 0)) {
-        p2[0] = ((acc21 > 0) ? (acc17 / float(acc21)) : 0.0f);
-    }
-}
-
-// 2 independent kernels in one launch
-// part 0 (add): fuses add %110
-// part 1 (cross_entropy_bwd): fuses const %111, cross_entropy_bwd %112
-// threadgroup 256×1×1, grid 2×1×1 threadgroups
-kernel void add_cross_entropy_bwd_x2_0(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        const device int* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        device float* p5 [[buffer(5)]],
+        device float* p3 [[buffer(3)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
+    threadgroup float sh16[8];
+    threadgroup int sh20[8];
     threadgroup int sh10[8];
     if ((int(gid.x) < 1)) {
         const int h0 = (int(gid.x) - 0);
-        const int i1 = ((h0 * 256) + int(lid.x));
-        if ((i1 >= 1)) {
-            return;
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        float loss4 = 0.0f;
+        int cnt5 = 0;
+        for (int row6 = lid1; row6 < 256; row6 += 256) {
+            const int c7 = (row6 / 16);
+            const int c8 = (row6 % 16);
+            const int t9 = p0[row6];
+            if (((t9 >= 0) && (t9 < 16))) {
+                float m10 = (-INFINITY);
+                float s11 = 0.0f;
+                for (int k12 = 0; k12 < 16; k12 += 1) {
+                    const float t13 = p1[((((c7 * 16) + c8) * 16) + k12)];
+                    if ((t13 > m10)) {
+                        s11 = ((s11 * exp((m10 - t13))) + 1.0f);
+                        m10 = t13;
+                    } else {
+                        s11 += ((t13 == m10) ? 1.0f : exp((t13 - m10)));
+                    }
+                }
+                const float t14 = p1[((((c7 * 16) + c8) * 16) + t9)];
+                loss4 += ((m10 - t14) + log(s11));
+                cnt5 += 1;
+            }
         }
-        const float t2 = p0[i1];
-        const float t3 = p1[i1];
-        const float t4 = (t2 + t3);
-        p2[i1] = t4;
+        const float s15 = simd_sum(loss4);
+        if ((l32_2 == 0)) {
+            sh16[sg3] = s15;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        float acc17 = sh16[0];
+        for (int s18 = 1; s18 < 8; s18 += 1) {
+            acc17 += sh16[s18];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        const int s19 = simd_sum(cnt5);
+        if ((l32_2 == 0)) {
+            sh20[sg3] = s19;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        int acc21 = sh20[0];
+        for (int s22 = 1; s22 < 8; s22 += 1) {
+            acc21 += sh20[s22];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        if ((lid1 == 0)) {
+            p2[0] = ((acc21 > 0) ? (acc17 / float(acc21)) : 0.0f);
+        }
     } else if ((int(gid.x) < 2)) {
         const int h1 = (int(gid.x) - 1);
         const int lid1 = int(lid.x);
@@ -1490,7 +1431,7 @@ kernel void add_cross_entropy_bwd_x2_0(
         const int sg3 = (lid1 / 32);
         int cnt4 = 0;
         for (int i5 = lid1; i5 < 256; i5 += 256) {
-            const int t8 = p3[i5];
+            const int t8 = p0[i5];
             cnt4 += (((t8 >= 0) && (t8 < 16)) ? 1 : 0);
         }
         const int s9 = simd_sum(cnt4);
@@ -1507,13 +1448,13 @@ kernel void add_cross_entropy_bwd_x2_0(
         const int row14 = ((h1 * 256) + lid1);
         const int c15 = (row14 / 16);
         const int c16 = (row14 % 16);
-        const int t17 = p3[row14];
+        const int t17 = p0[row14];
         if (((t17 >= 0) && (t17 < 16))) {
             float reg18[16];
             float m19 = (-INFINITY);
             float s20 = 0.0f;
             for (int k21 = 0; k21 < 16; k21 += 1) {
-                const float t22 = p4[((((c15 * 16) + c16) * 16) + k21)];
+                const float t22 = p1[((((c15 * 16) + c16) * 16) + k21)];
                 reg18[k21] = t22;
                 if ((t22 > m19)) {
                     s20 = ((s20 * exp((m19 - t22))) + 1.0f);
@@ -1524,14 +1465,43 @@ kernel void add_cross_entropy_bwd_x2_0(
             }
             const float inv23 = (1.0f / s20);
             for (int k24 = 0; k24 < 16; k24 += 1) {
-                p5[((((c15 * 16) + c16) * 16) + k24)] = (((exp((reg18[k24] - m19)) * inv23) - ((k24 == t17) ? 1.0f : 0.0f)) * scale13);
+                p3[((((c15 * 16) + c16) * 16) + k24)] = (((exp((reg18[k24] - m19)) * inv23) - ((k24 == t17) ? 1.0f : 0.0f)) * scale13);
             }
         } else {
             for (int k25 = 0; k25 < 16; k25 += 1) {
-                p5[((((c15 * 16) + c16) * 16) + k25)] = 0.0f;
+                p3[((((c15 * 16) + c16) * 16) + k25)] = 0.0f;
             }
         }
     }
+}
+
+// fuses mul %69, reduce_sum %70, scale %71, add %110
+// threadgroup 32×1×1, grid 1×1×1 threadgroups
+kernel void reduce_sum_1(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        device float* p4 [[buffer(4)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    const int lid1 = int(lid.x);
+    const int row4 = ((int(gid.x) * 32) + lid1);
+    if ((row4 >= 1)) {
+        return;
+    }
+    float acc5 = 0.0f;
+    for (int k6 = 0; k6 < 4; k6 += 1) {
+        const float t7 = p0[k6];
+        const float t8 = p1[k6];
+        const float t9 = (t7 * t8);
+        acc5 += t9;
+    }
+    const float t10 = (acc5 * 0.04f);
+    p2[row4] = t10;
+    const float t11 = p3[row4];
+    const float t12 = (t11 + t10);
+    p4[row4] = t12;
 }
 
 // fuses matmul %113
@@ -3562,15 +3532,18 @@ kernel void scatter_add_reduce_sum_x2_0(
     }
 }
 
-// fuses broadcast %47, reshape %184, div %199, reshape %204, broadcast %205, add %206,
-//   one_hot %207, reshape %208, broadcast %209, mul %210, reduce_sum %211 (moe.0)
+// fuses broadcast %47, const %111, scale %170, reshape %171, broadcast %172, mul %173,
+//   reshape %174, broadcast %175, scale %176, reshape %184, div %199, reshape %204,
+//   broadcast %205, add %206, one_hot %207, reshape %208, broadcast %209, mul %210,
+//   reduce_sum %211, add %212 (moe.0)
 // threadgroup 64×1×1, grid 32×1×1 threadgroups
 kernel void reduce_sum_3(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
         const device int* p3 [[buffer(3)]],
-        device float* p4 [[buffer(4)]],
+        const device float* p4 [[buffer(4)]],
+        device float* p5 [[buffer(5)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     threadgroup float sh17[64];
@@ -3598,27 +3571,14 @@ kernel void reduce_sum_3(
         for (int pr18 = 1; pr18 < 2; pr18 += 1) {
             acc5 += sh17[((pr18 * 32) + col2)];
         }
-        p4[o4] = acc5;
+        const int c20 = (o4 % 4);
+        const float t21 = (1.0f * 0.04f);
+        const float t22 = p4[((0 * 4) + c20)];
+        const float t23 = (t21 * t22);
+        const float t24 = (t23 * 0.00390625f);
+        const float t25 = (t24 + acc5);
+        p5[o4] = t25;
     }
-}
-
-// fuses const %111, scale %170, reshape %171, broadcast %172, mul %173, reshape %174,
-//   broadcast %175, scale %176, add %212 (moe.0)
-// threadgroup 256×1×1, grid 4×1×1 threadgroups
-kernel void add_scale_mul_0(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    const int c3 = (i1 % 4);
-    const float t4 = (1.0f * 0.04f);
-    const float t5 = p0[((0 * 4) + c3)];
-    const float t6 = (t4 * t5);
-    const float t7 = (t6 * 0.00390625f);
-    const float t8 = p1[i1];
-    const float t9 = (t7 + t8);
-    p2[i1] = t9;
 }
 
 // fuses mul %213, reduce_sum %214 (moe.0)
@@ -4221,7 +4181,7 @@ kernel void matmul_7(
 // fuses reshape %277, reshape %278, reshape %279, reshape %280, reshape %281, reshape %282,
 //   reshape %283, reshape %284, reshape %285, reshape %286, reshape %287, reshape %288,
 //   reshape %289, reshape %290, reshape %291, reshape %292, concat %293, square %294,
-//   reduce_sum %295 (optimizer)
+//   reduce_sum %295, add %309, sqrt %310, const %311, const %312, div %313, min %314 (optimizer)
 // threadgroup 1024×1×1, grid 1×1×1 threadgroups
 kernel void reduce_sum_5(
         const device float* p0 [[buffer(0)]],
@@ -4240,7 +4200,9 @@ kernel void reduce_sum_5(
         const device float* p13 [[buffer(13)]],
         const device float* p14 [[buffer(14)]],
         const device float* p15 [[buffer(15)]],
-        device float* p16 [[buffer(16)]],
+        const device float* p16 [[buffer(16)]],
+        device float* p17 [[buffer(17)]],
+        device float* p18 [[buffer(18)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     threadgroup float sh27[32];
@@ -4317,74 +4279,47 @@ kernel void reduce_sum_5(
     }
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
     if ((lid1 == 0)) {
-        p16[row4] = acc28;
+        const float t30 = p16[row4];
+        const float t31 = (acc28 + t30);
+        const float t32 = sqrt(t31);
+        p17[row4] = t32;
+        const float t33 = (1.0f / t32);
+        const float t34 = min(1.0f, t33);
+        p18[row4] = t34;
     }
 }
 
-// fuses add %309, sqrt %310 (optimizer)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void sqrt_add_0(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    if ((i1 >= 1)) {
-        return;
-    }
-    const float t2 = p0[i1];
-    const float t3 = p1[i1];
-    const float t4 = (t2 + t3);
-    const float t5 = sqrt(t4);
-    p2[i1] = t5;
-}
-
-// fuses const %311, const %312, div %313, min %314 (optimizer)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void min_div_0(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    if ((i1 >= 1)) {
-        return;
-    }
-    const float t2 = p0[i1];
-    const float t3 = (1.0f / t2);
-    const float t4 = min(1.0f, t3);
-    p1[i1] = t4;
-}
-
-// 3 independent kernels in one launch
+// 5 independent kernels in one launch
 // part 0 (adamw_mul): fuses broadcast %315, mul %316, adamw %371 (optimizer)
 // part 1 (adamw_mul): fuses broadcast %317, mul %318, adamw %376 (optimizer)
 // part 2 (adamw_mul): fuses broadcast %319, mul %320, adamw %381 (optimizer)
-// threadgroup 256×1×1, grid 69×1×1 threadgroups
-kernel void adamw_mul_x3_0(
+// part 3 (adamw_mul): fuses broadcast %321, mul %322, adamw %386 (optimizer)
+// part 4 (adamw_mul): fuses broadcast %323, mul %324, adamw %391 (optimizer)
+// threadgroup 256×1×1, grid 72×1×1 threadgroups
+kernel void adamw_mul_x5_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
+        device float* p2 [[buffer(2)]],
+        device float* p3 [[buffer(3)]],
         const device float* p4 [[buffer(4)]],
         const device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
-        device float* p7 [[buffer(7)]],
+        device float* p6 [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
         device float* p8 [[buffer(8)]],
         device float* p9 [[buffer(9)]],
-        const device float* p10 [[buffer(10)]],
+        device float* p10 [[buffer(10)]],
         const device float* p11 [[buffer(11)]],
-        const device float* p12 [[buffer(12)]],
-        const device float* p13 [[buffer(13)]],
+        device float* p12 [[buffer(12)]],
+        device float* p13 [[buffer(13)]],
         device float* p14 [[buffer(14)]],
-        device float* p15 [[buffer(15)]],
+        const device float* p15 [[buffer(15)]],
         device float* p16 [[buffer(16)]],
-        const device float* p17 [[buffer(17)]],
-        const device float* p18 [[buffer(18)]],
+        device float* p17 [[buffer(17)]],
+        device float* p18 [[buffer(18)]],
         const device float* p19 [[buffer(19)]],
-        const device float* p20 [[buffer(20)]],
+        device float* p20 [[buffer(20)]],
         device float* p21 [[buffer(21)]],
         device float* p22 [[buffer(22)]],
-        device float* p23 [[buffer(23)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     if ((int(gid.x) < 4)) {
@@ -4401,82 +4336,120 @@ kernel void adamw_mul_x3_0(
         const float t12 = p5[0];
         const float t13 = p6[i1];
         const float t14 = ((t13 - ((t11 * 0.1f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.95f, t12)))) + 1e-08f)));
-        p7[i1] = t14;
-        p8[i1] = t8;
-        p9[i1] = t10;
+        p6[i1] = t14;
+        p2[i1] = t8;
+        p3[i1] = t10;
     } else if ((int(gid.x) < 5)) {
         const int h1 = (int(gid.x) - 4);
         const int i1 = ((h1 * 256) + int(lid.x));
         if ((i1 >= 64)) {
             return;
         }
-        const float t2 = p10[i1];
+        const float t2 = p7[i1];
         const float t3 = p1[0];
         const float t4 = (t2 * t3);
-        const float t5 = p11[i1];
+        const float t5 = p8[i1];
         const float t6 = ((0.9f * t5) + (0.1f * t4));
-        const float t7 = p12[i1];
+        const float t7 = p9[i1];
         const float t8 = ((0.95f * t7) + ((0.05f * t4) * t4));
         const float t9 = p4[0];
         const float t10 = p5[0];
-        const float t11 = p13[i1];
+        const float t11 = p10[i1];
         const float t12 = ((t11 - ((t9 * 0.0f) * t11)) - ((t9 * (t6 / (1.0f - pow(0.9f, t10)))) / (sqrt((t8 / (1.0f - pow(0.95f, t10)))) + 1e-08f)));
-        p14[i1] = t12;
-        p15[i1] = t6;
-        p16[i1] = t8;
+        p10[i1] = t12;
+        p8[i1] = t6;
+        p9[i1] = t8;
     } else if ((int(gid.x) < 69)) {
         const int h2 = (int(gid.x) - 5);
         const int i1 = ((h2 * 256) + int(lid.x));
-        const float t4 = p17[i1];
+        const float t4 = p11[i1];
         const float t5 = p1[0];
         const float t6 = (t4 * t5);
-        const float t7 = p18[i1];
+        const float t7 = p12[i1];
         const float t8 = ((0.9f * t7) + (0.1f * t6));
-        const float t9 = p19[i1];
+        const float t9 = p13[i1];
         const float t10 = ((0.95f * t9) + ((0.05f * t6) * t6));
         const float t11 = p4[0];
         const float t12 = p5[0];
-        const float t13 = p20[i1];
+        const float t13 = p14[i1];
         const float t14 = ((t13 - ((t11 * 0.1f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.95f, t12)))) + 1e-08f)));
-        p21[i1] = t14;
-        p22[i1] = t8;
-        p23[i1] = t10;
+        p14[i1] = t14;
+        p12[i1] = t8;
+        p13[i1] = t10;
+    } else if ((int(gid.x) < 71)) {
+        const int h3 = (int(gid.x) - 69);
+        const int i1 = ((h3 * 256) + int(lid.x));
+        const float t4 = p15[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p16[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p17[i1];
+        const float t10 = ((0.95f * t9) + ((0.05f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p18[i1];
+        const float t14 = ((t13 - ((t11 * 0.1f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.95f, t12)))) + 1e-08f)));
+        p18[i1] = t14;
+        p16[i1] = t8;
+        p17[i1] = t10;
+    } else if ((int(gid.x) < 72)) {
+        const int h4 = (int(gid.x) - 71);
+        const int i1 = ((h4 * 256) + int(lid.x));
+        if ((i1 >= 128)) {
+            return;
+        }
+        const float t2 = p19[i1];
+        const float t3 = p1[0];
+        const float t4 = (t2 * t3);
+        const float t5 = p20[i1];
+        const float t6 = ((0.9f * t5) + (0.1f * t4));
+        const float t7 = p21[i1];
+        const float t8 = ((0.95f * t7) + ((0.05f * t4) * t4));
+        const float t9 = p4[0];
+        const float t10 = p5[0];
+        const float t11 = p22[i1];
+        const float t12 = ((t11 - ((t9 * 0.0f) * t11)) - ((t9 * (t6 / (1.0f - pow(0.9f, t10)))) / (sqrt((t8 / (1.0f - pow(0.95f, t10)))) + 1e-08f)));
+        p22[i1] = t12;
+        p20[i1] = t6;
+        p21[i1] = t8;
     }
 }
 
-// 3 independent kernels in one launch
-// part 0 (adamw_mul): fuses broadcast %321, mul %322, adamw %386 (optimizer)
-// part 1 (adamw_mul): fuses broadcast %323, mul %324, adamw %391 (optimizer)
-// part 2 (adamw_mul): fuses broadcast %325, mul %326, adamw %396 (optimizer)
-// threadgroup 256×1×1, grid 21×1×1 threadgroups
-kernel void adamw_mul_x3_1(
+// 5 independent kernels in one launch
+// part 0 (adamw_mul): fuses broadcast %325, mul %326, adamw %396 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %327, mul %328, adamw %401 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %329, mul %330, adamw %406 (optimizer)
+// part 3 (adamw_mul): fuses broadcast %331, mul %332, adamw %411 (optimizer)
+// part 4 (adamw_mul): fuses broadcast %333, mul %334, adamw %416 (optimizer)
+// threadgroup 256×1×1, grid 30×1×1 threadgroups
+kernel void adamw_mul_x5_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
+        device float* p2 [[buffer(2)]],
+        device float* p3 [[buffer(3)]],
         const device float* p4 [[buffer(4)]],
         const device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
-        device float* p7 [[buffer(7)]],
+        device float* p6 [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
         device float* p8 [[buffer(8)]],
         device float* p9 [[buffer(9)]],
-        const device float* p10 [[buffer(10)]],
+        device float* p10 [[buffer(10)]],
         const device float* p11 [[buffer(11)]],
-        const device float* p12 [[buffer(12)]],
-        const device float* p13 [[buffer(13)]],
+        device float* p12 [[buffer(12)]],
+        device float* p13 [[buffer(13)]],
         device float* p14 [[buffer(14)]],
-        device float* p15 [[buffer(15)]],
+        const device float* p15 [[buffer(15)]],
         device float* p16 [[buffer(16)]],
-        const device float* p17 [[buffer(17)]],
-        const device float* p18 [[buffer(18)]],
+        device float* p17 [[buffer(17)]],
+        device float* p18 [[buffer(18)]],
         const device float* p19 [[buffer(19)]],
-        const device float* p20 [[buffer(20)]],
+        device float* p20 [[buffer(20)]],
         device float* p21 [[buffer(21)]],
         device float* p22 [[buffer(22)]],
-        device float* p23 [[buffer(23)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 2)) {
+    if ((int(gid.x) < 18)) {
         const int h0 = (int(gid.x) - 0);
         const int i1 = ((h0 * 256) + int(lid.x));
         const float t4 = p0[i1];
@@ -4490,608 +4463,117 @@ kernel void adamw_mul_x3_1(
         const float t12 = p5[0];
         const float t13 = p6[i1];
         const float t14 = ((t13 - ((t11 * 0.1f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.95f, t12)))) + 1e-08f)));
-        p7[i1] = t14;
+        p6[i1] = t14;
+        p2[i1] = t8;
+        p3[i1] = t10;
+    } else if ((int(gid.x) < 20)) {
+        const int h1 = (int(gid.x) - 18);
+        const int i1 = ((h1 * 256) + int(lid.x));
+        const float t4 = p7[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p8[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p9[i1];
+        const float t10 = ((0.95f * t9) + ((0.05f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p10[i1];
+        const float t14 = ((t13 - ((t11 * 0.1f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.95f, t12)))) + 1e-08f)));
+        p10[i1] = t14;
         p8[i1] = t8;
         p9[i1] = t10;
-    } else if ((int(gid.x) < 3)) {
-        const int h1 = (int(gid.x) - 2);
-        const int i1 = ((h1 * 256) + int(lid.x));
+    } else if ((int(gid.x) < 21)) {
+        const int h2 = (int(gid.x) - 20);
+        const int i1 = ((h2 * 256) + int(lid.x));
         if ((i1 >= 128)) {
             return;
         }
-        const float t2 = p10[i1];
+        const float t2 = p11[i1];
         const float t3 = p1[0];
         const float t4 = (t2 * t3);
-        const float t5 = p11[i1];
+        const float t5 = p12[i1];
         const float t6 = ((0.9f * t5) + (0.1f * t4));
-        const float t7 = p12[i1];
+        const float t7 = p13[i1];
         const float t8 = ((0.95f * t7) + ((0.05f * t4) * t4));
         const float t9 = p4[0];
         const float t10 = p5[0];
-        const float t11 = p13[i1];
+        const float t11 = p14[i1];
         const float t12 = ((t11 - ((t9 * 0.0f) * t11)) - ((t9 * (t6 / (1.0f - pow(0.9f, t10)))) / (sqrt((t8 / (1.0f - pow(0.95f, t10)))) + 1e-08f)));
         p14[i1] = t12;
-        p15[i1] = t6;
-        p16[i1] = t8;
-    } else if ((int(gid.x) < 21)) {
-        const int h2 = (int(gid.x) - 3);
-        const int i1 = ((h2 * 256) + int(lid.x));
-        const float t4 = p17[i1];
+        p12[i1] = t6;
+        p13[i1] = t8;
+    } else if ((int(gid.x) < 29)) {
+        const int h3 = (int(gid.x) - 21);
+        const int i1 = ((h3 * 256) + int(lid.x));
+        const float t4 = p15[i1];
         const float t5 = p1[0];
         const float t6 = (t4 * t5);
-        const float t7 = p18[i1];
+        const float t7 = p16[i1];
         const float t8 = ((0.9f * t7) + (0.1f * t6));
-        const float t9 = p19[i1];
+        const float t9 = p17[i1];
         const float t10 = ((0.95f * t9) + ((0.05f * t6) * t6));
         const float t11 = p4[0];
         const float t12 = p5[0];
-        const float t13 = p20[i1];
-        const float t14 = ((t13 - ((t11 * 0.1f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.95f, t12)))) + 1e-08f)));
-        p21[i1] = t14;
-        p22[i1] = t8;
-        p23[i1] = t10;
-    }
-}
-
-// 3 independent kernels in one launch
-// part 0 (adamw_mul): fuses broadcast %327, mul %328, adamw %401 (optimizer)
-// part 1 (adamw_mul): fuses broadcast %329, mul %330, adamw %406 (optimizer)
-// part 2 (adamw_mul): fuses broadcast %331, mul %332, adamw %411 (optimizer)
-// threadgroup 256×1×1, grid 11×1×1 threadgroups
-kernel void adamw_mul_x3_2(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        const device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
-        device float* p7 [[buffer(7)]],
-        device float* p8 [[buffer(8)]],
-        device float* p9 [[buffer(9)]],
-        const device float* p10 [[buffer(10)]],
-        const device float* p11 [[buffer(11)]],
-        const device float* p12 [[buffer(12)]],
-        const device float* p13 [[buffer(13)]],
-        device float* p14 [[buffer(14)]],
-        device float* p15 [[buffer(15)]],
-        device float* p16 [[buffer(16)]],
-        const device float* p17 [[buffer(17)]],
-        const device float* p18 [[buffer(18)]],
-        const device float* p19 [[buffer(19)]],
-        const device float* p20 [[buffer(20)]],
-        device float* p21 [[buffer(21)]],
-        device float* p22 [[buffer(22)]],
-        device float* p23 [[buffer(23)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 2)) {
-        const int h0 = (int(gid.x) - 0);
-        const int i1 = ((h0 * 256) + int(lid.x));
-        const float t4 = p0[i1];
-        const float t5 = p1[0];
-        const float t6 = (t4 * t5);
-        const float t7 = p2[i1];
-        const float t8 = ((0.9f * t7) + (0.1f * t6));
-        const float t9 = p3[i1];
-        const float t10 = ((0.95f * t9) + ((0.05f * t6) * t6));
-        const float t11 = p4[0];
-        const float t12 = p5[0];
-        const float t13 = p6[i1];
-        const float t14 = ((t13 - ((t11 * 0.1f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.95f, t12)))) + 1e-08f)));
-        p7[i1] = t14;
-        p8[i1] = t8;
-        p9[i1] = t10;
-    } else if ((int(gid.x) < 3)) {
-        const int h1 = (int(gid.x) - 2);
-        const int i1 = ((h1 * 256) + int(lid.x));
-        if ((i1 >= 128)) {
-            return;
-        }
-        const float t2 = p10[i1];
-        const float t3 = p1[0];
-        const float t4 = (t2 * t3);
-        const float t5 = p11[i1];
-        const float t6 = ((0.9f * t5) + (0.1f * t4));
-        const float t7 = p12[i1];
-        const float t8 = ((0.95f * t7) + ((0.05f * t4) * t4));
-        const float t9 = p4[0];
-        const float t10 = p5[0];
-        const float t11 = p13[i1];
-        const float t12 = ((t11 - ((t9 * 0.0f) * t11)) - ((t9 * (t6 / (1.0f - pow(0.9f, t10)))) / (sqrt((t8 / (1.0f - pow(0.95f, t10)))) + 1e-08f)));
-        p14[i1] = t12;
-        p15[i1] = t6;
-        p16[i1] = t8;
-    } else if ((int(gid.x) < 11)) {
-        const int h2 = (int(gid.x) - 3);
-        const int i1 = ((h2 * 256) + int(lid.x));
-        const float t4 = p17[i1];
-        const float t5 = p1[0];
-        const float t6 = (t4 * t5);
-        const float t7 = p18[i1];
-        const float t8 = ((0.9f * t7) + (0.1f * t6));
-        const float t9 = p19[i1];
-        const float t10 = ((0.95f * t9) + ((0.05f * t6) * t6));
-        const float t11 = p4[0];
-        const float t12 = p5[0];
-        const float t13 = p20[i1];
+        const float t13 = p18[i1];
         const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.95f, t12)))) + 1e-08f)));
-        p21[i1] = t14;
-        p22[i1] = t8;
-        p23[i1] = t10;
-    }
-}
-
-// 3 independent kernels in one launch
-// part 0 (adamw_mul): fuses broadcast %333, mul %334, adamw %416 (optimizer)
-// part 1 (adamw_mul): fuses broadcast %335, mul %336, adamw %421 (optimizer)
-// part 2 (adamw_mul): fuses broadcast %337, mul %338, adamw %426 (optimizer)
-// threadgroup 256×1×1, grid 34×1×1 threadgroups
-kernel void adamw_mul_x3_3(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        const device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
-        device float* p7 [[buffer(7)]],
-        device float* p8 [[buffer(8)]],
-        device float* p9 [[buffer(9)]],
-        const device float* p10 [[buffer(10)]],
-        const device float* p11 [[buffer(11)]],
-        const device float* p12 [[buffer(12)]],
-        const device float* p13 [[buffer(13)]],
-        device float* p14 [[buffer(14)]],
-        device float* p15 [[buffer(15)]],
-        device float* p16 [[buffer(16)]],
-        const device float* p17 [[buffer(17)]],
-        const device float* p18 [[buffer(18)]],
-        const device float* p19 [[buffer(19)]],
-        const device float* p20 [[buffer(20)]],
-        device float* p21 [[buffer(21)]],
-        device float* p22 [[buffer(22)]],
-        device float* p23 [[buffer(23)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 1)) {
-        const int h0 = (int(gid.x) - 0);
-        const int i1 = ((h0 * 256) + int(lid.x));
+        p18[i1] = t14;
+        p16[i1] = t8;
+        p17[i1] = t10;
+    } else if ((int(gid.x) < 30)) {
+        const int h4 = (int(gid.x) - 29);
+        const int i1 = ((h4 * 256) + int(lid.x));
         if ((i1 >= 128)) {
             return;
         }
-        const float t2 = p0[i1];
+        const float t2 = p19[i1];
         const float t3 = p1[0];
         const float t4 = (t2 * t3);
-        const float t5 = p2[i1];
+        const float t5 = p20[i1];
         const float t6 = ((0.9f * t5) + (0.1f * t4));
-        const float t7 = p3[i1];
+        const float t7 = p21[i1];
         const float t8 = ((0.95f * t7) + ((0.05f * t4) * t4));
         const float t9 = p4[0];
         const float t10 = p5[0];
-        const float t11 = p6[i1];
+        const float t11 = p22[i1];
         const float t12 = ((t11 - ((t9 * 0.0f) * t11)) - ((t9 * (t6 / (1.0f - pow(0.9f, t10)))) / (sqrt((t8 / (1.0f - pow(0.95f, t10)))) + 1e-08f)));
-        p7[i1] = t12;
-        p8[i1] = t6;
-        p9[i1] = t8;
-    } else if ((int(gid.x) < 33)) {
-        const int h1 = (int(gid.x) - 1);
-        const int i1 = ((h1 * 256) + int(lid.x));
-        const float t4 = p10[i1];
-        const float t5 = p1[0];
-        const float t6 = (t4 * t5);
-        const float t7 = p11[i1];
-        const float t8 = ((0.9f * t7) + (0.1f * t6));
-        const float t9 = p12[i1];
-        const float t10 = ((0.95f * t9) + ((0.05f * t6) * t6));
-        const float t11 = p4[0];
-        const float t12 = p5[0];
-        const float t13 = p13[i1];
-        const float t14 = ((t13 - ((t11 * 0.1f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.95f, t12)))) + 1e-08f)));
-        p14[i1] = t14;
-        p15[i1] = t8;
-        p16[i1] = t10;
-    } else if ((int(gid.x) < 34)) {
-        const int h2 = (int(gid.x) - 33);
-        const int i1 = ((h2 * 256) + int(lid.x));
-        if ((i1 >= 64)) {
-            return;
-        }
-        const float t2 = p17[i1];
-        const float t3 = p1[0];
-        const float t4 = (t2 * t3);
-        const float t5 = p18[i1];
-        const float t6 = ((0.9f * t5) + (0.1f * t4));
-        const float t7 = p19[i1];
-        const float t8 = ((0.95f * t7) + ((0.05f * t4) * t4));
-        const float t9 = p4[0];
-        const float t10 = p5[0];
-        const float t11 = p20[i1];
-        const float t12 = ((t11 - ((t9 * 0.0f) * t11)) - ((t9 * (t6 / (1.0f - pow(0.9f, t10)))) / (sqrt((t8 / (1.0f - pow(0.95f, t10)))) + 1e-08f)));
-        p21[i1] = t12;
-        p22[i1] = t6;
-        p23[i1] = t8;
+        p22[i1] = t12;
+        p20[i1] = t6;
+        p21[i1] = t8;
     }
 }
 
-// 3 independent kernels in one launch
-// part 0 (adamw_mul): fuses broadcast %339, mul %340, adamw %431 (optimizer)
-// part 1 (adamw_mul): fuses broadcast %341, mul %342, adamw %436 (optimizer)
-// part 2 (adamw_mul): fuses broadcast %343, mul %344, adamw %441 (optimizer)
-// threadgroup 256×1×1, grid 193×1×1 threadgroups
-kernel void adamw_mul_x3_4(
+// 5 independent kernels in one launch
+// part 0 (adamw_mul): fuses broadcast %335, mul %336, adamw %421 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %337, mul %338, adamw %426 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %339, mul %340, adamw %431 (optimizer)
+// part 3 (adamw_mul): fuses broadcast %341, mul %342, adamw %436 (optimizer)
+// part 4 (adamw_mul): fuses broadcast %343, mul %344, adamw %441 (optimizer)
+// threadgroup 256×1×1, grid 226×1×1 threadgroups
+kernel void adamw_mul_x5_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
+        device float* p2 [[buffer(2)]],
+        device float* p3 [[buffer(3)]],
         const device float* p4 [[buffer(4)]],
         const device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
-        device float* p7 [[buffer(7)]],
+        device float* p6 [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
         device float* p8 [[buffer(8)]],
         device float* p9 [[buffer(9)]],
-        const device float* p10 [[buffer(10)]],
+        device float* p10 [[buffer(10)]],
         const device float* p11 [[buffer(11)]],
-        const device float* p12 [[buffer(12)]],
-        const device float* p13 [[buffer(13)]],
+        device float* p12 [[buffer(12)]],
+        device float* p13 [[buffer(13)]],
         device float* p14 [[buffer(14)]],
-        device float* p15 [[buffer(15)]],
+        const device float* p15 [[buffer(15)]],
         device float* p16 [[buffer(16)]],
-        const device float* p17 [[buffer(17)]],
-        const device float* p18 [[buffer(18)]],
+        device float* p17 [[buffer(17)]],
+        device float* p18 [[buffer(18)]],
         const device float* p19 [[buffer(19)]],
-        const device float* p20 [[buffer(20)]],
+        device float* p20 [[buffer(20)]],
         device float* p21 [[buffer(21)]],
         device float* p22 [[buffer(22)]],
-        device float* p23 [[buffer(23)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 1)) {
-        const int h0 = (int(gid.x) - 0);
-        const int i1 = ((h0 * 256) + int(lid.x));
-        const float t4 = p0[i1];
-        const float t5 = p1[0];
-        const float t6 = (t4 * t5);
-        const float t7 = p2[i1];
-        const float t8 = ((0.9f * t7) + (0.1f * t6));
-        const float t9 = p3[i1];
-        const float t10 = ((0.95f * t9) + ((0.05f * t6) * t6));
-        const float t11 = p4[0];
-        const float t12 = p5[0];
-        const float t13 = p6[i1];
-        const float t14 = ((t13 - ((t11 * 0.1f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.95f, t12)))) + 1e-08f)));
-        p7[i1] = t14;
-        p8[i1] = t8;
-        p9[i1] = t10;
-    } else if ((int(gid.x) < 129)) {
-        const int h1 = (int(gid.x) - 1);
-        const int i1 = ((h1 * 256) + int(lid.x));
-        const float t5 = p10[i1];
-        const float t6 = p1[0];
-        const float t7 = (t5 * t6);
-        const float t8 = p11[i1];
-        const float t9 = ((0.9f * t8) + (0.1f * t7));
-        const float t10 = p12[i1];
-        const float t11 = ((0.95f * t10) + ((0.05f * t7) * t7));
-        const float t12 = p4[0];
-        const float t13 = p5[0];
-        const float t14 = p13[i1];
-        const float t15 = ((t14 - ((t12 * 0.1f) * t14)) - ((t12 * (t9 / (1.0f - pow(0.9f, t13)))) / (sqrt((t11 / (1.0f - pow(0.95f, t13)))) + 1e-08f)));
-        p14[i1] = t15;
-        p15[i1] = t9;
-        p16[i1] = t11;
-    } else if ((int(gid.x) < 193)) {
-        const int h2 = (int(gid.x) - 129);
-        const int i1 = ((h2 * 256) + int(lid.x));
-        const float t5 = p17[i1];
-        const float t6 = p1[0];
-        const float t7 = (t5 * t6);
-        const float t8 = p18[i1];
-        const float t9 = ((0.9f * t8) + (0.1f * t7));
-        const float t10 = p19[i1];
-        const float t11 = ((0.95f * t10) + ((0.05f * t7) * t7));
-        const float t12 = p4[0];
-        const float t13 = p5[0];
-        const float t14 = p20[i1];
-        const float t15 = ((t14 - ((t12 * 0.1f) * t14)) - ((t12 * (t9 / (1.0f - pow(0.9f, t13)))) / (sqrt((t11 / (1.0f - pow(0.95f, t13)))) + 1e-08f)));
-        p21[i1] = t15;
-        p22[i1] = t9;
-        p23[i1] = t11;
-    }
-}
-
-// 3 independent kernels in one launch
-// part 0 (adamw_mul): fuses broadcast %345, mul %346, adamw %446 (optimizer)
-// part 1 (adamw_mul): fuses broadcast %347, mul %348, adamw %451 (optimizer)
-// part 2 (adamw_mul): fuses broadcast %349, mul %350, adamw %456 (optimizer)
-// threadgroup 256×1×1, grid 67×1×1 threadgroups
-kernel void adamw_mul_x3_5(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        const device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
-        device float* p7 [[buffer(7)]],
-        device float* p8 [[buffer(8)]],
-        device float* p9 [[buffer(9)]],
-        const device float* p10 [[buffer(10)]],
-        const device float* p11 [[buffer(11)]],
-        const device float* p12 [[buffer(12)]],
-        const device float* p13 [[buffer(13)]],
-        device float* p14 [[buffer(14)]],
-        device float* p15 [[buffer(15)]],
-        device float* p16 [[buffer(16)]],
-        const device float* p17 [[buffer(17)]],
-        const device float* p18 [[buffer(18)]],
-        const device float* p19 [[buffer(19)]],
-        const device float* p20 [[buffer(20)]],
-        device float* p21 [[buffer(21)]],
-        device float* p22 [[buffer(22)]],
-        device float* p23 [[buffer(23)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 1)) {
-        const int h0 = (int(gid.x) - 0);
-        const int i1 = ((h0 * 256) + int(lid.x));
-        if ((i1 >= 64)) {
-            return;
-        }
-        const float t2 = p0[i1];
-        const float t3 = p1[0];
-        const float t4 = (t2 * t3);
-        const float t5 = p2[i1];
-        const float t6 = ((0.9f * t5) + (0.1f * t4));
-        const float t7 = p3[i1];
-        const float t8 = ((0.95f * t7) + ((0.05f * t4) * t4));
-        const float t9 = p4[0];
-        const float t10 = p5[0];
-        const float t11 = p6[i1];
-        const float t12 = ((t11 - ((t9 * 0.0f) * t11)) - ((t9 * (t6 / (1.0f - pow(0.9f, t10)))) / (sqrt((t8 / (1.0f - pow(0.95f, t10)))) + 1e-08f)));
-        p7[i1] = t12;
-        p8[i1] = t6;
-        p9[i1] = t8;
-    } else if ((int(gid.x) < 65)) {
-        const int h1 = (int(gid.x) - 1);
-        const int i1 = ((h1 * 256) + int(lid.x));
-        const float t4 = p10[i1];
-        const float t5 = p1[0];
-        const float t6 = (t4 * t5);
-        const float t7 = p11[i1];
-        const float t8 = ((0.9f * t7) + (0.1f * t6));
-        const float t9 = p12[i1];
-        const float t10 = ((0.95f * t9) + ((0.05f * t6) * t6));
-        const float t11 = p4[0];
-        const float t12 = p5[0];
-        const float t13 = p13[i1];
-        const float t14 = ((t13 - ((t11 * 0.1f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.95f, t12)))) + 1e-08f)));
-        p14[i1] = t14;
-        p15[i1] = t8;
-        p16[i1] = t10;
-    } else if ((int(gid.x) < 67)) {
-        const int h2 = (int(gid.x) - 65);
-        const int i1 = ((h2 * 256) + int(lid.x));
-        const float t4 = p17[i1];
-        const float t5 = p1[0];
-        const float t6 = (t4 * t5);
-        const float t7 = p18[i1];
-        const float t8 = ((0.9f * t7) + (0.1f * t6));
-        const float t9 = p19[i1];
-        const float t10 = ((0.95f * t9) + ((0.05f * t6) * t6));
-        const float t11 = p4[0];
-        const float t12 = p5[0];
-        const float t13 = p20[i1];
-        const float t14 = ((t13 - ((t11 * 0.1f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.95f, t12)))) + 1e-08f)));
-        p21[i1] = t14;
-        p22[i1] = t8;
-        p23[i1] = t10;
-    }
-}
-
-// 3 independent kernels in one launch
-// part 0 (adamw_mul): fuses broadcast %351, mul %352, adamw %461 (optimizer)
-// part 1 (adamw_mul): fuses broadcast %353, mul %354, adamw %466 (optimizer)
-// part 2 (adamw_mul): fuses broadcast %355, mul %356, adamw %471 (optimizer)
-// threadgroup 256×1×1, grid 21×1×1 threadgroups
-kernel void adamw_mul_x3_6(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        const device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
-        device float* p7 [[buffer(7)]],
-        device float* p8 [[buffer(8)]],
-        device float* p9 [[buffer(9)]],
-        const device float* p10 [[buffer(10)]],
-        const device float* p11 [[buffer(11)]],
-        const device float* p12 [[buffer(12)]],
-        const device float* p13 [[buffer(13)]],
-        device float* p14 [[buffer(14)]],
-        device float* p15 [[buffer(15)]],
-        device float* p16 [[buffer(16)]],
-        const device float* p17 [[buffer(17)]],
-        const device float* p18 [[buffer(18)]],
-        const device float* p19 [[buffer(19)]],
-        const device float* p20 [[buffer(20)]],
-        device float* p21 [[buffer(21)]],
-        device float* p22 [[buffer(22)]],
-        device float* p23 [[buffer(23)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 1)) {
-        const int h0 = (int(gid.x) - 0);
-        const int i1 = ((h0 * 256) + int(lid.x));
-        if ((i1 >= 128)) {
-            return;
-        }
-        const float t2 = p0[i1];
-        const float t3 = p1[0];
-        const float t4 = (t2 * t3);
-        const float t5 = p2[i1];
-        const float t6 = ((0.9f * t5) + (0.1f * t4));
-        const float t7 = p3[i1];
-        const float t8 = ((0.95f * t7) + ((0.05f * t4) * t4));
-        const float t9 = p4[0];
-        const float t10 = p5[0];
-        const float t11 = p6[i1];
-        const float t12 = ((t11 - ((t9 * 0.0f) * t11)) - ((t9 * (t6 / (1.0f - pow(0.9f, t10)))) / (sqrt((t8 / (1.0f - pow(0.95f, t10)))) + 1e-08f)));
-        p7[i1] = t12;
-        p8[i1] = t6;
-        p9[i1] = t8;
-    } else if ((int(gid.x) < 19)) {
-        const int h1 = (int(gid.x) - 1);
-        const int i1 = ((h1 * 256) + int(lid.x));
-        const float t4 = p10[i1];
-        const float t5 = p1[0];
-        const float t6 = (t4 * t5);
-        const float t7 = p11[i1];
-        const float t8 = ((0.9f * t7) + (0.1f * t6));
-        const float t9 = p12[i1];
-        const float t10 = ((0.95f * t9) + ((0.05f * t6) * t6));
-        const float t11 = p4[0];
-        const float t12 = p5[0];
-        const float t13 = p13[i1];
-        const float t14 = ((t13 - ((t11 * 0.1f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.95f, t12)))) + 1e-08f)));
-        p14[i1] = t14;
-        p15[i1] = t8;
-        p16[i1] = t10;
-    } else if ((int(gid.x) < 21)) {
-        const int h2 = (int(gid.x) - 19);
-        const int i1 = ((h2 * 256) + int(lid.x));
-        const float t4 = p17[i1];
-        const float t5 = p1[0];
-        const float t6 = (t4 * t5);
-        const float t7 = p18[i1];
-        const float t8 = ((0.9f * t7) + (0.1f * t6));
-        const float t9 = p19[i1];
-        const float t10 = ((0.95f * t9) + ((0.05f * t6) * t6));
-        const float t11 = p4[0];
-        const float t12 = p5[0];
-        const float t13 = p20[i1];
-        const float t14 = ((t13 - ((t11 * 0.1f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.95f, t12)))) + 1e-08f)));
-        p21[i1] = t14;
-        p22[i1] = t8;
-        p23[i1] = t10;
-    }
-}
-
-// 3 independent kernels in one launch
-// part 0 (adamw_mul): fuses broadcast %357, mul %358, adamw %476 (optimizer)
-// part 1 (adamw_mul): fuses broadcast %359, mul %360, adamw %481 (optimizer)
-// part 2 (adamw_mul): fuses broadcast %361, mul %362, adamw %486 (optimizer)
-// threadgroup 256×1×1, grid 10×1×1 threadgroups
-kernel void adamw_mul_x3_7(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        const device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
-        device float* p7 [[buffer(7)]],
-        device float* p8 [[buffer(8)]],
-        device float* p9 [[buffer(9)]],
-        const device float* p10 [[buffer(10)]],
-        const device float* p11 [[buffer(11)]],
-        const device float* p12 [[buffer(12)]],
-        const device float* p13 [[buffer(13)]],
-        device float* p14 [[buffer(14)]],
-        device float* p15 [[buffer(15)]],
-        device float* p16 [[buffer(16)]],
-        const device float* p17 [[buffer(17)]],
-        const device float* p18 [[buffer(18)]],
-        const device float* p19 [[buffer(19)]],
-        const device float* p20 [[buffer(20)]],
-        device float* p21 [[buffer(21)]],
-        device float* p22 [[buffer(22)]],
-        device float* p23 [[buffer(23)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 1)) {
-        const int h0 = (int(gid.x) - 0);
-        const int i1 = ((h0 * 256) + int(lid.x));
-        if ((i1 >= 128)) {
-            return;
-        }
-        const float t2 = p0[i1];
-        const float t3 = p1[0];
-        const float t4 = (t2 * t3);
-        const float t5 = p2[i1];
-        const float t6 = ((0.9f * t5) + (0.1f * t4));
-        const float t7 = p3[i1];
-        const float t8 = ((0.95f * t7) + ((0.05f * t4) * t4));
-        const float t9 = p4[0];
-        const float t10 = p5[0];
-        const float t11 = p6[i1];
-        const float t12 = ((t11 - ((t9 * 0.0f) * t11)) - ((t9 * (t6 / (1.0f - pow(0.9f, t10)))) / (sqrt((t8 / (1.0f - pow(0.95f, t10)))) + 1e-08f)));
-        p7[i1] = t12;
-        p8[i1] = t6;
-        p9[i1] = t8;
-    } else if ((int(gid.x) < 9)) {
-        const int h1 = (int(gid.x) - 1);
-        const int i1 = ((h1 * 256) + int(lid.x));
-        const float t4 = p10[i1];
-        const float t5 = p1[0];
-        const float t6 = (t4 * t5);
-        const float t7 = p11[i1];
-        const float t8 = ((0.9f * t7) + (0.1f * t6));
-        const float t9 = p12[i1];
-        const float t10 = ((0.95f * t9) + ((0.05f * t6) * t6));
-        const float t11 = p4[0];
-        const float t12 = p5[0];
-        const float t13 = p13[i1];
-        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.95f, t12)))) + 1e-08f)));
-        p14[i1] = t14;
-        p15[i1] = t8;
-        p16[i1] = t10;
-    } else if ((int(gid.x) < 10)) {
-        const int h2 = (int(gid.x) - 9);
-        const int i1 = ((h2 * 256) + int(lid.x));
-        if ((i1 >= 128)) {
-            return;
-        }
-        const float t2 = p17[i1];
-        const float t3 = p1[0];
-        const float t4 = (t2 * t3);
-        const float t5 = p18[i1];
-        const float t6 = ((0.9f * t5) + (0.1f * t4));
-        const float t7 = p19[i1];
-        const float t8 = ((0.95f * t7) + ((0.05f * t4) * t4));
-        const float t9 = p4[0];
-        const float t10 = p5[0];
-        const float t11 = p20[i1];
-        const float t12 = ((t11 - ((t9 * 0.0f) * t11)) - ((t9 * (t6 / (1.0f - pow(0.9f, t10)))) / (sqrt((t8 / (1.0f - pow(0.95f, t10)))) + 1e-08f)));
-        p21[i1] = t12;
-        p22[i1] = t6;
-        p23[i1] = t8;
-    }
-}
-
-// 2 independent kernels in one launch
-// part 0 (adamw_mul): fuses broadcast %363, mul %364, adamw %491 (optimizer)
-// part 1 (adamw_mul): fuses broadcast %365, mul %366, adamw %496 (optimizer)
-// threadgroup 256×1×1, grid 33×1×1 threadgroups
-kernel void adamw_mul_x2_0(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        const device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
-        device float* p7 [[buffer(7)]],
-        device float* p8 [[buffer(8)]],
-        device float* p9 [[buffer(9)]],
-        const device float* p10 [[buffer(10)]],
-        const device float* p11 [[buffer(11)]],
-        const device float* p12 [[buffer(12)]],
-        const device float* p13 [[buffer(13)]],
-        device float* p14 [[buffer(14)]],
-        device float* p15 [[buffer(15)]],
-        device float* p16 [[buffer(16)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     if ((int(gid.x) < 32)) {
@@ -5108,28 +4590,364 @@ kernel void adamw_mul_x2_0(
         const float t12 = p5[0];
         const float t13 = p6[i1];
         const float t14 = ((t13 - ((t11 * 0.1f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.95f, t12)))) + 1e-08f)));
-        p7[i1] = t14;
-        p8[i1] = t8;
-        p9[i1] = t10;
+        p6[i1] = t14;
+        p2[i1] = t8;
+        p3[i1] = t10;
     } else if ((int(gid.x) < 33)) {
         const int h1 = (int(gid.x) - 32);
         const int i1 = ((h1 * 256) + int(lid.x));
         if ((i1 >= 64)) {
             return;
         }
-        const float t2 = p10[i1];
+        const float t2 = p7[i1];
         const float t3 = p1[0];
         const float t4 = (t2 * t3);
-        const float t5 = p11[i1];
+        const float t5 = p8[i1];
         const float t6 = ((0.9f * t5) + (0.1f * t4));
-        const float t7 = p12[i1];
+        const float t7 = p9[i1];
         const float t8 = ((0.95f * t7) + ((0.05f * t4) * t4));
         const float t9 = p4[0];
         const float t10 = p5[0];
-        const float t11 = p13[i1];
+        const float t11 = p10[i1];
         const float t12 = ((t11 - ((t9 * 0.0f) * t11)) - ((t9 * (t6 / (1.0f - pow(0.9f, t10)))) / (sqrt((t8 / (1.0f - pow(0.95f, t10)))) + 1e-08f)));
-        p14[i1] = t12;
-        p15[i1] = t6;
-        p16[i1] = t8;
+        p10[i1] = t12;
+        p8[i1] = t6;
+        p9[i1] = t8;
+    } else if ((int(gid.x) < 34)) {
+        const int h2 = (int(gid.x) - 33);
+        const int i1 = ((h2 * 256) + int(lid.x));
+        const float t4 = p11[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p12[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p13[i1];
+        const float t10 = ((0.95f * t9) + ((0.05f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p14[i1];
+        const float t14 = ((t13 - ((t11 * 0.1f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.95f, t12)))) + 1e-08f)));
+        p14[i1] = t14;
+        p12[i1] = t8;
+        p13[i1] = t10;
+    } else if ((int(gid.x) < 162)) {
+        const int h3 = (int(gid.x) - 34);
+        const int i1 = ((h3 * 256) + int(lid.x));
+        const float t5 = p15[i1];
+        const float t6 = p1[0];
+        const float t7 = (t5 * t6);
+        const float t8 = p16[i1];
+        const float t9 = ((0.9f * t8) + (0.1f * t7));
+        const float t10 = p17[i1];
+        const float t11 = ((0.95f * t10) + ((0.05f * t7) * t7));
+        const float t12 = p4[0];
+        const float t13 = p5[0];
+        const float t14 = p18[i1];
+        const float t15 = ((t14 - ((t12 * 0.1f) * t14)) - ((t12 * (t9 / (1.0f - pow(0.9f, t13)))) / (sqrt((t11 / (1.0f - pow(0.95f, t13)))) + 1e-08f)));
+        p18[i1] = t15;
+        p16[i1] = t9;
+        p17[i1] = t11;
+    } else if ((int(gid.x) < 226)) {
+        const int h4 = (int(gid.x) - 162);
+        const int i1 = ((h4 * 256) + int(lid.x));
+        const float t5 = p19[i1];
+        const float t6 = p1[0];
+        const float t7 = (t5 * t6);
+        const float t8 = p20[i1];
+        const float t9 = ((0.9f * t8) + (0.1f * t7));
+        const float t10 = p21[i1];
+        const float t11 = ((0.95f * t10) + ((0.05f * t7) * t7));
+        const float t12 = p4[0];
+        const float t13 = p5[0];
+        const float t14 = p22[i1];
+        const float t15 = ((t14 - ((t12 * 0.1f) * t14)) - ((t12 * (t9 / (1.0f - pow(0.9f, t13)))) / (sqrt((t11 / (1.0f - pow(0.95f, t13)))) + 1e-08f)));
+        p22[i1] = t15;
+        p20[i1] = t9;
+        p21[i1] = t11;
     }
+}
+
+// 5 independent kernels in one launch
+// part 0 (adamw_mul): fuses broadcast %345, mul %346, adamw %446 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %347, mul %348, adamw %451 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %349, mul %350, adamw %456 (optimizer)
+// part 3 (adamw_mul): fuses broadcast %351, mul %352, adamw %461 (optimizer)
+// part 4 (adamw_mul): fuses broadcast %353, mul %354, adamw %466 (optimizer)
+// threadgroup 256×1×1, grid 86×1×1 threadgroups
+kernel void adamw_mul_x5_3(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        device float* p2 [[buffer(2)]],
+        device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        device float* p6 [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
+        device float* p8 [[buffer(8)]],
+        device float* p9 [[buffer(9)]],
+        device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
+        device float* p12 [[buffer(12)]],
+        device float* p13 [[buffer(13)]],
+        device float* p14 [[buffer(14)]],
+        const device float* p15 [[buffer(15)]],
+        device float* p16 [[buffer(16)]],
+        device float* p17 [[buffer(17)]],
+        device float* p18 [[buffer(18)]],
+        const device float* p19 [[buffer(19)]],
+        device float* p20 [[buffer(20)]],
+        device float* p21 [[buffer(21)]],
+        device float* p22 [[buffer(22)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if ((int(gid.x) < 1)) {
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 256) + int(lid.x));
+        if ((i1 >= 64)) {
+            return;
+        }
+        const float t2 = p0[i1];
+        const float t3 = p1[0];
+        const float t4 = (t2 * t3);
+        const float t5 = p2[i1];
+        const float t6 = ((0.9f * t5) + (0.1f * t4));
+        const float t7 = p3[i1];
+        const float t8 = ((0.95f * t7) + ((0.05f * t4) * t4));
+        const float t9 = p4[0];
+        const float t10 = p5[0];
+        const float t11 = p6[i1];
+        const float t12 = ((t11 - ((t9 * 0.0f) * t11)) - ((t9 * (t6 / (1.0f - pow(0.9f, t10)))) / (sqrt((t8 / (1.0f - pow(0.95f, t10)))) + 1e-08f)));
+        p6[i1] = t12;
+        p2[i1] = t6;
+        p3[i1] = t8;
+    } else if ((int(gid.x) < 65)) {
+        const int h1 = (int(gid.x) - 1);
+        const int i1 = ((h1 * 256) + int(lid.x));
+        const float t4 = p7[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p8[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p9[i1];
+        const float t10 = ((0.95f * t9) + ((0.05f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p10[i1];
+        const float t14 = ((t13 - ((t11 * 0.1f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.95f, t12)))) + 1e-08f)));
+        p10[i1] = t14;
+        p8[i1] = t8;
+        p9[i1] = t10;
+    } else if ((int(gid.x) < 67)) {
+        const int h2 = (int(gid.x) - 65);
+        const int i1 = ((h2 * 256) + int(lid.x));
+        const float t4 = p11[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p12[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p13[i1];
+        const float t10 = ((0.95f * t9) + ((0.05f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p14[i1];
+        const float t14 = ((t13 - ((t11 * 0.1f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.95f, t12)))) + 1e-08f)));
+        p14[i1] = t14;
+        p12[i1] = t8;
+        p13[i1] = t10;
+    } else if ((int(gid.x) < 68)) {
+        const int h3 = (int(gid.x) - 67);
+        const int i1 = ((h3 * 256) + int(lid.x));
+        if ((i1 >= 128)) {
+            return;
+        }
+        const float t2 = p15[i1];
+        const float t3 = p1[0];
+        const float t4 = (t2 * t3);
+        const float t5 = p16[i1];
+        const float t6 = ((0.9f * t5) + (0.1f * t4));
+        const float t7 = p17[i1];
+        const float t8 = ((0.95f * t7) + ((0.05f * t4) * t4));
+        const float t9 = p4[0];
+        const float t10 = p5[0];
+        const float t11 = p18[i1];
+        const float t12 = ((t11 - ((t9 * 0.0f) * t11)) - ((t9 * (t6 / (1.0f - pow(0.9f, t10)))) / (sqrt((t8 / (1.0f - pow(0.95f, t10)))) + 1e-08f)));
+        p18[i1] = t12;
+        p16[i1] = t6;
+        p17[i1] = t8;
+    } else if ((int(gid.x) < 86)) {
+        const int h4 = (int(gid.x) - 68);
+        const int i1 = ((h4 * 256) + int(lid.x));
+        const float t4 = p19[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p20[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p21[i1];
+        const float t10 = ((0.95f * t9) + ((0.05f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p22[i1];
+        const float t14 = ((t13 - ((t11 * 0.1f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.95f, t12)))) + 1e-08f)));
+        p22[i1] = t14;
+        p20[i1] = t8;
+        p21[i1] = t10;
+    }
+}
+
+// 5 independent kernels in one launch
+// part 0 (adamw_mul): fuses broadcast %355, mul %356, adamw %471 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %357, mul %358, adamw %476 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %359, mul %360, adamw %481 (optimizer)
+// part 3 (adamw_mul): fuses broadcast %361, mul %362, adamw %486 (optimizer)
+// part 4 (adamw_mul): fuses broadcast %363, mul %364, adamw %491 (optimizer)
+// threadgroup 256×1×1, grid 44×1×1 threadgroups
+kernel void adamw_mul_x5_4(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        device float* p2 [[buffer(2)]],
+        device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        device float* p6 [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
+        device float* p8 [[buffer(8)]],
+        device float* p9 [[buffer(9)]],
+        device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
+        device float* p12 [[buffer(12)]],
+        device float* p13 [[buffer(13)]],
+        device float* p14 [[buffer(14)]],
+        const device float* p15 [[buffer(15)]],
+        device float* p16 [[buffer(16)]],
+        device float* p17 [[buffer(17)]],
+        device float* p18 [[buffer(18)]],
+        const device float* p19 [[buffer(19)]],
+        device float* p20 [[buffer(20)]],
+        device float* p21 [[buffer(21)]],
+        device float* p22 [[buffer(22)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if ((int(gid.x) < 2)) {
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 256) + int(lid.x));
+        const float t4 = p0[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p2[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p3[i1];
+        const float t10 = ((0.95f * t9) + ((0.05f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p6[i1];
+        const float t14 = ((t13 - ((t11 * 0.1f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.95f, t12)))) + 1e-08f)));
+        p6[i1] = t14;
+        p2[i1] = t8;
+        p3[i1] = t10;
+    } else if ((int(gid.x) < 3)) {
+        const int h1 = (int(gid.x) - 2);
+        const int i1 = ((h1 * 256) + int(lid.x));
+        if ((i1 >= 128)) {
+            return;
+        }
+        const float t2 = p7[i1];
+        const float t3 = p1[0];
+        const float t4 = (t2 * t3);
+        const float t5 = p8[i1];
+        const float t6 = ((0.9f * t5) + (0.1f * t4));
+        const float t7 = p9[i1];
+        const float t8 = ((0.95f * t7) + ((0.05f * t4) * t4));
+        const float t9 = p4[0];
+        const float t10 = p5[0];
+        const float t11 = p10[i1];
+        const float t12 = ((t11 - ((t9 * 0.0f) * t11)) - ((t9 * (t6 / (1.0f - pow(0.9f, t10)))) / (sqrt((t8 / (1.0f - pow(0.95f, t10)))) + 1e-08f)));
+        p10[i1] = t12;
+        p8[i1] = t6;
+        p9[i1] = t8;
+    } else if ((int(gid.x) < 11)) {
+        const int h2 = (int(gid.x) - 3);
+        const int i1 = ((h2 * 256) + int(lid.x));
+        const float t4 = p11[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p12[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p13[i1];
+        const float t10 = ((0.95f * t9) + ((0.05f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p14[i1];
+        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.95f, t12)))) + 1e-08f)));
+        p14[i1] = t14;
+        p12[i1] = t8;
+        p13[i1] = t10;
+    } else if ((int(gid.x) < 12)) {
+        const int h3 = (int(gid.x) - 11);
+        const int i1 = ((h3 * 256) + int(lid.x));
+        if ((i1 >= 128)) {
+            return;
+        }
+        const float t2 = p15[i1];
+        const float t3 = p1[0];
+        const float t4 = (t2 * t3);
+        const float t5 = p16[i1];
+        const float t6 = ((0.9f * t5) + (0.1f * t4));
+        const float t7 = p17[i1];
+        const float t8 = ((0.95f * t7) + ((0.05f * t4) * t4));
+        const float t9 = p4[0];
+        const float t10 = p5[0];
+        const float t11 = p18[i1];
+        const float t12 = ((t11 - ((t9 * 0.0f) * t11)) - ((t9 * (t6 / (1.0f - pow(0.9f, t10)))) / (sqrt((t8 / (1.0f - pow(0.95f, t10)))) + 1e-08f)));
+        p18[i1] = t12;
+        p16[i1] = t6;
+        p17[i1] = t8;
+    } else if ((int(gid.x) < 44)) {
+        const int h4 = (int(gid.x) - 12);
+        const int i1 = ((h4 * 256) + int(lid.x));
+        const float t4 = p19[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p20[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p21[i1];
+        const float t10 = ((0.95f * t9) + ((0.05f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p22[i1];
+        const float t14 = ((t13 - ((t11 * 0.1f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.95f, t12)))) + 1e-08f)));
+        p22[i1] = t14;
+        p20[i1] = t8;
+        p21[i1] = t10;
+    }
+}
+
+// fuses broadcast %365, mul %366, adamw %496 (optimizer)
+// threadgroup 256×1×1, grid 1×1×1 threadgroups
+kernel void adamw_mul_0(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        device float* p2 [[buffer(2)]],
+        device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        device float* p6 [[buffer(6)]],
+        uint3 tid [[thread_position_in_grid]]) {
+    const int i1 = int(tid.x);
+    if ((i1 >= 64)) {
+        return;
+    }
+    const float t2 = p0[i1];
+    const float t3 = p1[0];
+    const float t4 = (t2 * t3);
+    const float t5 = p2[i1];
+    const float t6 = ((0.9f * t5) + (0.1f * t4));
+    const float t7 = p3[i1];
+    const float t8 = ((0.95f * t7) + ((0.05f * t4) * t4));
+    const float t9 = p4[0];
+    const float t10 = p5[0];
+    const float t11 = p6[i1];
+    const float t12 = ((t11 - ((t9 * 0.0f) * t11)) - ((t9 * (t6 / (1.0f - pow(0.9f, t10)))) / (sqrt((t8 / (1.0f - pow(0.95f, t10)))) + 1e-08f)));
+    p6[i1] = t12;
+    p2[i1] = t6;
+    p3[i1] = t8;
 }

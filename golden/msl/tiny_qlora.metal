@@ -1878,58 +1878,18 @@ kernel void scatter_add_reduce_mean_x3_0(
     }
 }
 
-// fuses mul %97, reduce_sum %98 (moe.0)
-// threadgroup 32×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_1(
+// fuses reshape %100, add %101 (moe.0)
+// threadgroup 256×1×1, grid 64×1×1 threadgroups
+kernel void add_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    const int lid1 = int(lid.x);
-    const int row4 = ((int(gid.x) * 32) + lid1);
-    if ((row4 >= 1)) {
-        return;
-    }
-    float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 4; k6 += 1) {
-        const float t7 = p0[k6];
-        const float t8 = p1[k6];
-        const float t9 = (t7 * t8);
-        acc5 += t9;
-    }
-    p2[row4] = acc5;
-}
-
-// 2 independent kernels in one launch
-// part 0 (scale): fuses scale %99 (moe.0)
-// part 1 (add): fuses reshape %100, add %101 (moe.0)
-// threadgroup 256×1×1, grid 65×1×1 threadgroups
-kernel void scale_add_x2_0(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        device float* p4 [[buffer(4)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 1)) {
-        const int h0 = (int(gid.x) - 0);
-        const int i1 = ((h0 * 256) + int(lid.x));
-        if ((i1 >= 1)) {
-            return;
-        }
-        const float t2 = p0[i1];
-        const float t3 = (t2 * 0.04f);
-        p1[i1] = t3;
-    } else if ((int(gid.x) < 65)) {
-        const int h1 = (int(gid.x) - 1);
-        const int i1 = ((h1 * 256) + int(lid.x));
-        const float t5 = p2[i1];
-        const float t6 = p3[i1];
-        const float t7 = (t5 + t6);
-        p4[i1] = t7;
-    }
+        uint3 tid [[thread_position_in_grid]]) {
+    const int i1 = int(tid.x);
+    const float t5 = p0[i1];
+    const float t6 = p1[i1];
+    const float t7 = (t5 + t6);
+    p2[i1] = t7;
 }
 
 // fuses dequant %117, matmul %142, matmul %144, scale %145, add %146, add %147 (mamba.1)
@@ -2165,90 +2125,71 @@ kernel void matmul_7(
     }
 }
 
-// fuses cross_entropy %151
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void cross_entropy_0(
+// 2 independent kernels in one launch
+// part 0 (cross_entropy): fuses cross_entropy %151
+// part 1 (cross_entropy_bwd): fuses const %153, cross_entropy_bwd %154
+// threadgroup 256×1×1, grid 2×1×1 threadgroups
+kernel void cross_entropy_cross_entropy_bwd_x2_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
-        uint3 lid [[thread_position_in_threadgroup]]) {
-    threadgroup float sh16[8];
-    threadgroup int sh20[8];
-    const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
-    float loss4 = 0.0f;
-    int cnt5 = 0;
-    for (int row6 = lid1; row6 < 256; row6 += 256) {
-        const int c7 = (row6 / 16);
-        const int c8 = (row6 % 16);
-        const int t9 = p0[row6];
-        if (((t9 >= 0) && (t9 < 16))) {
-            float m10 = (-INFINITY);
-            float s11 = 0.0f;
-            for (int k12 = 0; k12 < 16; k12 += 1) {
-                const float t13 = p1[((((c7 * 16) + c8) * 16) + k12)];
-                if ((t13 > m10)) {
-                    s11 = ((s11 * exp((m10 - t13))) + 1.0f);
-                    m10 = t13;
-                } else {
-                    s11 += ((t13 == m10) ? 1.0f : exp((t13 - m10)));
-                }
-            }
-            const float t14 = p1[((((c7 * 16) + c8) * 16) + t9)];
-            loss4 += ((m10 - t14) + log(s11));
-            cnt5 += 1;
-        }
-    }
-    const float s15 = simd_sum(loss4);
-    if ((l32_2 == 0)) {
-        sh16[sg3] = s15;
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    float acc17 = sh16[0];
-    for (int s18 = 1; s18 < 8; s18 += 1) {
-        acc17 += sh16[s18];
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    const int s19 = simd_sum(cnt5);
-    if ((l32_2 == 0)) {
-        sh20[sg3] = s19;
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    int acc21 = sh20[0];
-    for (int s22 = 1; s22 < 8; s22 += 1) {
-        acc21 += sh20[s22];
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if ((lid1 == 0)) {
-        p2[0] = ((acc21 > 0) ? (acc17 / float(acc21)) : 0.0f);
-    }
-}
-
-// 2 independent kernels in one launch
-// part 0 (add): fuses add %152
-// part 1 (cross_entropy_bwd): fuses const %153, cross_entropy_bwd %154
-// threadgroup 256×1×1, grid 2×1×1 threadgroups
-kernel void add_cross_entropy_bwd_x2_0(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        const device int* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        device float* p5 [[buffer(5)]],
+        device float* p3 [[buffer(3)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
+    threadgroup float sh16[8];
+    threadgroup int sh20[8];
     threadgroup int sh10[8];
     if ((int(gid.x) < 1)) {
         const int h0 = (int(gid.x) - 0);
-        const int i1 = ((h0 * 256) + int(lid.x));
-        if ((i1 >= 1)) {
-            return;
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        float loss4 = 0.0f;
+        int cnt5 = 0;
+        for (int row6 = lid1; row6 < 256; row6 += 256) {
+            const int c7 = (row6 / 16);
+            const int c8 = (row6 % 16);
+            const int t9 = p0[row6];
+            if (((t9 >= 0) && (t9 < 16))) {
+                float m10 = (-INFINITY);
+                float s11 = 0.0f;
+                for (int k12 = 0; k12 < 16; k12 += 1) {
+                    const float t13 = p1[((((c7 * 16) + c8) * 16) + k12)];
+                    if ((t13 > m10)) {
+                        s11 = ((s11 * exp((m10 - t13))) + 1.0f);
+                        m10 = t13;
+                    } else {
+                        s11 += ((t13 == m10) ? 1.0f : exp((t13 - m10)));
+                    }
+                }
+                const float t14 = p1[((((c7 * 16) + c8) * 16) + t9)];
+                loss4 += ((m10 - t14) + log(s11));
+                cnt5 += 1;
+            }
         }
-        const float t2 = p0[i1];
-        const float t3 = p1[i1];
-        const float t4 = (t2 + t3);
-        p2[i1] = t4;
+        const float s15 = simd_sum(loss4);
+        if ((l32_2 == 0)) {
+            sh16[sg3] = s15;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        float acc17 = sh16[0];
+        for (int s18 = 1; s18 < 8; s18 += 1) {
+            acc17 += sh16[s18];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        const int s19 = simd_sum(cnt5);
+        if ((l32_2 == 0)) {
+            sh20[sg3] = s19;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        int acc21 = sh20[0];
+        for (int s22 = 1; s22 < 8; s22 += 1) {
+            acc21 += sh20[s22];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        if ((lid1 == 0)) {
+            p2[0] = ((acc21 > 0) ? (acc17 / float(acc21)) : 0.0f);
+        }
     } else if ((int(gid.x) < 2)) {
         const int h1 = (int(gid.x) - 1);
         const int lid1 = int(lid.x);
@@ -2256,7 +2197,7 @@ kernel void add_cross_entropy_bwd_x2_0(
         const int sg3 = (lid1 / 32);
         int cnt4 = 0;
         for (int i5 = lid1; i5 < 256; i5 += 256) {
-            const int t8 = p3[i5];
+            const int t8 = p0[i5];
             cnt4 += (((t8 >= 0) && (t8 < 16)) ? 1 : 0);
         }
         const int s9 = simd_sum(cnt4);
@@ -2273,13 +2214,13 @@ kernel void add_cross_entropy_bwd_x2_0(
         const int row14 = ((h1 * 256) + lid1);
         const int c15 = (row14 / 16);
         const int c16 = (row14 % 16);
-        const int t17 = p3[row14];
+        const int t17 = p0[row14];
         if (((t17 >= 0) && (t17 < 16))) {
             float reg18[16];
             float m19 = (-INFINITY);
             float s20 = 0.0f;
             for (int k21 = 0; k21 < 16; k21 += 1) {
-                const float t22 = p4[((((c15 * 16) + c16) * 16) + k21)];
+                const float t22 = p1[((((c15 * 16) + c16) * 16) + k21)];
                 reg18[k21] = t22;
                 if ((t22 > m19)) {
                     s20 = ((s20 * exp((m19 - t22))) + 1.0f);
@@ -2290,14 +2231,43 @@ kernel void add_cross_entropy_bwd_x2_0(
             }
             const float inv23 = (1.0f / s20);
             for (int k24 = 0; k24 < 16; k24 += 1) {
-                p5[((((c15 * 16) + c16) * 16) + k24)] = (((exp((reg18[k24] - m19)) * inv23) - ((k24 == t17) ? 1.0f : 0.0f)) * scale13);
+                p3[((((c15 * 16) + c16) * 16) + k24)] = (((exp((reg18[k24] - m19)) * inv23) - ((k24 == t17) ? 1.0f : 0.0f)) * scale13);
             }
         } else {
             for (int k25 = 0; k25 < 16; k25 += 1) {
-                p5[((((c15 * 16) + c16) * 16) + k25)] = 0.0f;
+                p3[((((c15 * 16) + c16) * 16) + k25)] = 0.0f;
             }
         }
     }
+}
+
+// fuses mul %97, reduce_sum %98, scale %99, add %152
+// threadgroup 32×1×1, grid 1×1×1 threadgroups
+kernel void reduce_sum_1(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        device float* p4 [[buffer(4)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    const int lid1 = int(lid.x);
+    const int row4 = ((int(gid.x) * 32) + lid1);
+    if ((row4 >= 1)) {
+        return;
+    }
+    float acc5 = 0.0f;
+    for (int k6 = 0; k6 < 4; k6 += 1) {
+        const float t7 = p0[k6];
+        const float t8 = p1[k6];
+        const float t9 = (t7 * t8);
+        acc5 += t9;
+    }
+    const float t10 = (acc5 * 0.04f);
+    p2[row4] = t10;
+    const float t11 = p3[row4];
+    const float t12 = (t11 + t10);
+    p4[row4] = t12;
 }
 
 // fuses matmul %155
@@ -5236,15 +5206,18 @@ kernel void scatter_add_reduce_sum_x2_0(
     }
 }
 
-// fuses broadcast %67, reshape %230, div %257, reshape %262, broadcast %263, add %264,
-//   one_hot %265, reshape %266, broadcast %267, mul %268, reduce_sum %269 (moe.0)
+// fuses broadcast %67, const %153, scale %216, reshape %217, broadcast %218, mul %219,
+//   reshape %220, broadcast %221, scale %222, reshape %230, div %257, reshape %262,
+//   broadcast %263, add %264, one_hot %265, reshape %266, broadcast %267, mul %268,
+//   reduce_sum %269, add %270 (moe.0)
 // threadgroup 64×1×1, grid 32×1×1 threadgroups
 kernel void reduce_sum_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
         const device int* p3 [[buffer(3)]],
-        device float* p4 [[buffer(4)]],
+        const device float* p4 [[buffer(4)]],
+        device float* p5 [[buffer(5)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     threadgroup float sh17[64];
@@ -5272,27 +5245,14 @@ kernel void reduce_sum_2(
         for (int pr18 = 1; pr18 < 2; pr18 += 1) {
             acc5 += sh17[((pr18 * 32) + col2)];
         }
-        p4[o4] = acc5;
+        const int c20 = (o4 % 4);
+        const float t21 = (1.0f * 0.04f);
+        const float t22 = p4[((0 * 4) + c20)];
+        const float t23 = (t21 * t22);
+        const float t24 = (t23 * 0.00390625f);
+        const float t25 = (t24 + acc5);
+        p5[o4] = t25;
     }
-}
-
-// fuses const %153, scale %216, reshape %217, broadcast %218, mul %219, reshape %220,
-//   broadcast %221, scale %222, add %270 (moe.0)
-// threadgroup 256×1×1, grid 4×1×1 threadgroups
-kernel void add_scale_mul_0(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    const int c3 = (i1 % 4);
-    const float t4 = (1.0f * 0.04f);
-    const float t5 = p0[((0 * 4) + c3)];
-    const float t6 = (t4 * t5);
-    const float t7 = (t6 * 0.00390625f);
-    const float t8 = p1[i1];
-    const float t9 = (t7 + t8);
-    p2[i1] = t9;
 }
 
 // fuses mul %271, reduce_sum %272 (moe.0)
@@ -5573,7 +5533,8 @@ kernel void matmul_12(
 
 // fuses reshape %332, reshape %333, reshape %334, reshape %335, reshape %336, reshape %337,
 //   reshape %338, reshape %339, reshape %340, reshape %341, reshape %342, reshape %343,
-//   concat %344, square %345, reduce_sum %346 (optimizer)
+//   concat %344, square %345, reduce_sum %346, sqrt %347, const %348, const %349, div %350,
+//   min %351 (optimizer)
 // threadgroup 1024×1×1, grid 1×1×1 threadgroups
 kernel void reduce_sum_4(
         const device float* p0 [[buffer(0)]],
@@ -5589,6 +5550,7 @@ kernel void reduce_sum_4(
         const device float* p10 [[buffer(10)]],
         const device float* p11 [[buffer(11)]],
         device float* p12 [[buffer(12)]],
+        device float* p13 [[buffer(13)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     threadgroup float sh23[32];
@@ -5651,71 +5613,45 @@ kernel void reduce_sum_4(
     }
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
     if ((lid1 == 0)) {
-        p12[row4] = acc24;
+        const float t26 = sqrt(acc24);
+        p12[row4] = t26;
+        const float t27 = (0.3f / t26);
+        const float t28 = min(1.0f, t27);
+        p13[row4] = t28;
     }
 }
 
-// fuses sqrt %347 (optimizer)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void sqrt_0(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    if ((i1 >= 1)) {
-        return;
-    }
-    const float t2 = p0[i1];
-    const float t3 = sqrt(t2);
-    p1[i1] = t3;
-}
-
-// fuses const %348, const %349, div %350, min %351 (optimizer)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void min_div_0(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    if ((i1 >= 1)) {
-        return;
-    }
-    const float t2 = p0[i1];
-    const float t3 = (0.3f / t2);
-    const float t4 = min(1.0f, t3);
-    p1[i1] = t4;
-}
-
-// 3 independent kernels in one launch
+// 5 independent kernels in one launch
 // part 0 (adamw_mul): fuses broadcast %352, mul %353, adamw %380 (optimizer)
 // part 1 (adamw_mul): fuses broadcast %354, mul %355, adamw %385 (optimizer)
 // part 2 (adamw_mul): fuses broadcast %356, mul %357, adamw %390 (optimizer)
-// threadgroup 256×1×1, grid 112×1×1 threadgroups
-kernel void adamw_mul_x3_0(
+// part 3 (adamw_mul): fuses broadcast %358, mul %359, adamw %395 (optimizer)
+// part 4 (adamw_mul): fuses broadcast %360, mul %361, adamw %400 (optimizer)
+// threadgroup 256×1×1, grid 192×1×1 threadgroups
+kernel void adamw_mul_x5_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
+        device float* p2 [[buffer(2)]],
+        device float* p3 [[buffer(3)]],
         const device float* p4 [[buffer(4)]],
         const device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
-        device float* p7 [[buffer(7)]],
+        device float* p6 [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
         device float* p8 [[buffer(8)]],
         device float* p9 [[buffer(9)]],
-        const device float* p10 [[buffer(10)]],
+        device float* p10 [[buffer(10)]],
         const device float* p11 [[buffer(11)]],
-        const device float* p12 [[buffer(12)]],
-        const device float* p13 [[buffer(13)]],
+        device float* p12 [[buffer(12)]],
+        device float* p13 [[buffer(13)]],
         device float* p14 [[buffer(14)]],
-        device float* p15 [[buffer(15)]],
+        const device float* p15 [[buffer(15)]],
         device float* p16 [[buffer(16)]],
-        const device float* p17 [[buffer(17)]],
-        const device float* p18 [[buffer(18)]],
+        device float* p17 [[buffer(17)]],
+        device float* p18 [[buffer(18)]],
         const device float* p19 [[buffer(19)]],
-        const device float* p20 [[buffer(20)]],
+        device float* p20 [[buffer(20)]],
         device float* p21 [[buffer(21)]],
         device float* p22 [[buffer(22)]],
-        device float* p23 [[buffer(23)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     if ((int(gid.x) < 16)) {
@@ -5732,165 +5668,114 @@ kernel void adamw_mul_x3_0(
         const float t12 = p5[0];
         const float t13 = p6[i1];
         const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
-        p7[i1] = t14;
-        p8[i1] = t8;
-        p9[i1] = t10;
+        p6[i1] = t14;
+        p2[i1] = t8;
+        p3[i1] = t10;
     } else if ((int(gid.x) < 80)) {
         const int h1 = (int(gid.x) - 16);
         const int i1 = ((h1 * 256) + int(lid.x));
-        const float t4 = p10[i1];
+        const float t4 = p7[i1];
         const float t5 = p1[0];
         const float t6 = (t4 * t5);
-        const float t7 = p11[i1];
+        const float t7 = p8[i1];
         const float t8 = ((0.9f * t7) + (0.1f * t6));
-        const float t9 = p12[i1];
+        const float t9 = p9[i1];
         const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
         const float t11 = p4[0];
         const float t12 = p5[0];
-        const float t13 = p13[i1];
+        const float t13 = p10[i1];
         const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
-        p14[i1] = t14;
-        p15[i1] = t8;
-        p16[i1] = t10;
+        p10[i1] = t14;
+        p8[i1] = t8;
+        p9[i1] = t10;
     } else if ((int(gid.x) < 112)) {
         const int h2 = (int(gid.x) - 80);
         const int i1 = ((h2 * 256) + int(lid.x));
-        const float t4 = p17[i1];
+        const float t4 = p11[i1];
         const float t5 = p1[0];
         const float t6 = (t4 * t5);
-        const float t7 = p18[i1];
+        const float t7 = p12[i1];
         const float t8 = ((0.9f * t7) + (0.1f * t6));
-        const float t9 = p19[i1];
+        const float t9 = p13[i1];
         const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
         const float t11 = p4[0];
         const float t12 = p5[0];
-        const float t13 = p20[i1];
+        const float t13 = p14[i1];
         const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
-        p21[i1] = t14;
-        p22[i1] = t8;
-        p23[i1] = t10;
-    }
-}
-
-// 3 independent kernels in one launch
-// part 0 (adamw_mul): fuses broadcast %358, mul %359, adamw %395 (optimizer)
-// part 1 (adamw_mul): fuses broadcast %360, mul %361, adamw %400 (optimizer)
-// part 2 (adamw_mul): fuses broadcast %362, mul %363, adamw %405 (optimizer)
-// threadgroup 256×1×1, grid 208×1×1 threadgroups
-kernel void adamw_mul_x3_1(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        const device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
-        device float* p7 [[buffer(7)]],
-        device float* p8 [[buffer(8)]],
-        device float* p9 [[buffer(9)]],
-        const device float* p10 [[buffer(10)]],
-        const device float* p11 [[buffer(11)]],
-        const device float* p12 [[buffer(12)]],
-        const device float* p13 [[buffer(13)]],
-        device float* p14 [[buffer(14)]],
-        device float* p15 [[buffer(15)]],
-        device float* p16 [[buffer(16)]],
-        const device float* p17 [[buffer(17)]],
-        const device float* p18 [[buffer(18)]],
-        const device float* p19 [[buffer(19)]],
-        const device float* p20 [[buffer(20)]],
-        device float* p21 [[buffer(21)]],
-        device float* p22 [[buffer(22)]],
-        device float* p23 [[buffer(23)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 16)) {
-        const int h0 = (int(gid.x) - 0);
-        const int i1 = ((h0 * 256) + int(lid.x));
-        const float t4 = p0[i1];
+        p14[i1] = t14;
+        p12[i1] = t8;
+        p13[i1] = t10;
+    } else if ((int(gid.x) < 128)) {
+        const int h3 = (int(gid.x) - 112);
+        const int i1 = ((h3 * 256) + int(lid.x));
+        const float t4 = p15[i1];
         const float t5 = p1[0];
         const float t6 = (t4 * t5);
-        const float t7 = p2[i1];
+        const float t7 = p16[i1];
         const float t8 = ((0.9f * t7) + (0.1f * t6));
-        const float t9 = p3[i1];
+        const float t9 = p17[i1];
         const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
         const float t11 = p4[0];
         const float t12 = p5[0];
-        const float t13 = p6[i1];
+        const float t13 = p18[i1];
         const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
-        p7[i1] = t14;
-        p8[i1] = t8;
-        p9[i1] = t10;
-    } else if ((int(gid.x) < 80)) {
-        const int h1 = (int(gid.x) - 16);
-        const int i1 = ((h1 * 256) + int(lid.x));
-        const float t5 = p10[i1];
+        p18[i1] = t14;
+        p16[i1] = t8;
+        p17[i1] = t10;
+    } else if ((int(gid.x) < 192)) {
+        const int h4 = (int(gid.x) - 128);
+        const int i1 = ((h4 * 256) + int(lid.x));
+        const float t5 = p19[i1];
         const float t6 = p1[0];
         const float t7 = (t5 * t6);
-        const float t8 = p11[i1];
+        const float t8 = p20[i1];
         const float t9 = ((0.9f * t8) + (0.1f * t7));
-        const float t10 = p12[i1];
+        const float t10 = p21[i1];
         const float t11 = ((0.999f * t10) + ((0.001f * t7) * t7));
         const float t12 = p4[0];
         const float t13 = p5[0];
-        const float t14 = p13[i1];
+        const float t14 = p22[i1];
         const float t15 = ((t14 - ((t12 * 0.0f) * t14)) - ((t12 * (t9 / (1.0f - pow(0.9f, t13)))) / (sqrt((t11 / (1.0f - pow(0.999f, t13)))) + 1e-08f)));
-        p14[i1] = t15;
-        p15[i1] = t9;
-        p16[i1] = t11;
-    } else if ((int(gid.x) < 208)) {
-        const int h2 = (int(gid.x) - 80);
-        const int i1 = ((h2 * 256) + int(lid.x));
-        const float t5 = p17[i1];
-        const float t6 = p1[0];
-        const float t7 = (t5 * t6);
-        const float t8 = p18[i1];
-        const float t9 = ((0.9f * t8) + (0.1f * t7));
-        const float t10 = p19[i1];
-        const float t11 = ((0.999f * t10) + ((0.001f * t7) * t7));
-        const float t12 = p4[0];
-        const float t13 = p5[0];
-        const float t14 = p20[i1];
-        const float t15 = ((t14 - ((t12 * 0.0f) * t14)) - ((t12 * (t9 / (1.0f - pow(0.9f, t13)))) / (sqrt((t11 / (1.0f - pow(0.999f, t13)))) + 1e-08f)));
-        p21[i1] = t15;
-        p22[i1] = t9;
-        p23[i1] = t11;
+        p22[i1] = t15;
+        p20[i1] = t9;
+        p21[i1] = t11;
     }
 }
 
-// 3 independent kernels in one launch
-// part 0 (adamw_mul): fuses broadcast %364, mul %365, adamw %410 (optimizer)
-// part 1 (adamw_mul): fuses broadcast %366, mul %367, adamw %415 (optimizer)
-// part 2 (adamw_mul): fuses broadcast %368, mul %369, adamw %420 (optimizer)
-// threadgroup 256×1×1, grid 144×1×1 threadgroups
-kernel void adamw_mul_x3_2(
+// 5 independent kernels in one launch
+// part 0 (adamw_mul): fuses broadcast %362, mul %363, adamw %405 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %364, mul %365, adamw %410 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %366, mul %367, adamw %415 (optimizer)
+// part 3 (adamw_mul): fuses broadcast %368, mul %369, adamw %420 (optimizer)
+// part 4 (adamw_mul): fuses broadcast %370, mul %371, adamw %425 (optimizer)
+// threadgroup 256×1×1, grid 336×1×1 threadgroups
+kernel void adamw_mul_x5_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
+        device float* p2 [[buffer(2)]],
+        device float* p3 [[buffer(3)]],
         const device float* p4 [[buffer(4)]],
         const device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
-        device float* p7 [[buffer(7)]],
+        device float* p6 [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
         device float* p8 [[buffer(8)]],
         device float* p9 [[buffer(9)]],
-        const device float* p10 [[buffer(10)]],
+        device float* p10 [[buffer(10)]],
         const device float* p11 [[buffer(11)]],
-        const device float* p12 [[buffer(12)]],
-        const device float* p13 [[buffer(13)]],
+        device float* p12 [[buffer(12)]],
+        device float* p13 [[buffer(13)]],
         device float* p14 [[buffer(14)]],
-        device float* p15 [[buffer(15)]],
+        const device float* p15 [[buffer(15)]],
         device float* p16 [[buffer(16)]],
-        const device float* p17 [[buffer(17)]],
-        const device float* p18 [[buffer(18)]],
+        device float* p17 [[buffer(17)]],
+        device float* p18 [[buffer(18)]],
         const device float* p19 [[buffer(19)]],
-        const device float* p20 [[buffer(20)]],
+        device float* p20 [[buffer(20)]],
         device float* p21 [[buffer(21)]],
         device float* p22 [[buffer(22)]],
-        device float* p23 [[buffer(23)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 64)) {
+    if ((int(gid.x) < 128)) {
         const int h0 = (int(gid.x) - 0);
         const int i1 = ((h0 * 256) + int(lid.x));
         const float t5 = p0[i1];
@@ -5904,79 +5789,99 @@ kernel void adamw_mul_x3_2(
         const float t13 = p5[0];
         const float t14 = p6[i1];
         const float t15 = ((t14 - ((t12 * 0.0f) * t14)) - ((t12 * (t9 / (1.0f - pow(0.9f, t13)))) / (sqrt((t11 / (1.0f - pow(0.999f, t13)))) + 1e-08f)));
-        p7[i1] = t15;
-        p8[i1] = t9;
-        p9[i1] = t11;
-    } else if ((int(gid.x) < 128)) {
-        const int h1 = (int(gid.x) - 64);
+        p6[i1] = t15;
+        p2[i1] = t9;
+        p3[i1] = t11;
+    } else if ((int(gid.x) < 192)) {
+        const int h1 = (int(gid.x) - 128);
         const int i1 = ((h1 * 256) + int(lid.x));
-        const float t5 = p10[i1];
+        const float t5 = p7[i1];
         const float t6 = p1[0];
         const float t7 = (t5 * t6);
-        const float t8 = p11[i1];
+        const float t8 = p8[i1];
         const float t9 = ((0.9f * t8) + (0.1f * t7));
-        const float t10 = p12[i1];
+        const float t10 = p9[i1];
         const float t11 = ((0.999f * t10) + ((0.001f * t7) * t7));
         const float t12 = p4[0];
         const float t13 = p5[0];
-        const float t14 = p13[i1];
+        const float t14 = p10[i1];
+        const float t15 = ((t14 - ((t12 * 0.0f) * t14)) - ((t12 * (t9 / (1.0f - pow(0.9f, t13)))) / (sqrt((t11 / (1.0f - pow(0.999f, t13)))) + 1e-08f)));
+        p10[i1] = t15;
+        p8[i1] = t9;
+        p9[i1] = t11;
+    } else if ((int(gid.x) < 256)) {
+        const int h2 = (int(gid.x) - 192);
+        const int i1 = ((h2 * 256) + int(lid.x));
+        const float t5 = p11[i1];
+        const float t6 = p1[0];
+        const float t7 = (t5 * t6);
+        const float t8 = p12[i1];
+        const float t9 = ((0.9f * t8) + (0.1f * t7));
+        const float t10 = p13[i1];
+        const float t11 = ((0.999f * t10) + ((0.001f * t7) * t7));
+        const float t12 = p4[0];
+        const float t13 = p5[0];
+        const float t14 = p14[i1];
         const float t15 = ((t14 - ((t12 * 0.0f) * t14)) - ((t12 * (t9 / (1.0f - pow(0.9f, t13)))) / (sqrt((t11 / (1.0f - pow(0.999f, t13)))) + 1e-08f)));
         p14[i1] = t15;
-        p15[i1] = t9;
-        p16[i1] = t11;
-    } else if ((int(gid.x) < 144)) {
-        const int h2 = (int(gid.x) - 128);
-        const int i1 = ((h2 * 256) + int(lid.x));
-        const float t4 = p17[i1];
+        p12[i1] = t9;
+        p13[i1] = t11;
+    } else if ((int(gid.x) < 272)) {
+        const int h3 = (int(gid.x) - 256);
+        const int i1 = ((h3 * 256) + int(lid.x));
+        const float t4 = p15[i1];
         const float t5 = p1[0];
         const float t6 = (t4 * t5);
-        const float t7 = p18[i1];
+        const float t7 = p16[i1];
         const float t8 = ((0.9f * t7) + (0.1f * t6));
-        const float t9 = p19[i1];
+        const float t9 = p17[i1];
         const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
         const float t11 = p4[0];
         const float t12 = p5[0];
-        const float t13 = p20[i1];
+        const float t13 = p18[i1];
         const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
-        p21[i1] = t14;
-        p22[i1] = t8;
-        p23[i1] = t10;
+        p18[i1] = t14;
+        p16[i1] = t8;
+        p17[i1] = t10;
+    } else if ((int(gid.x) < 336)) {
+        const int h4 = (int(gid.x) - 272);
+        const int i1 = ((h4 * 256) + int(lid.x));
+        const float t4 = p19[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p20[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p21[i1];
+        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p22[i1];
+        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
+        p22[i1] = t14;
+        p20[i1] = t8;
+        p21[i1] = t10;
     }
 }
 
-// 3 independent kernels in one launch
-// part 0 (adamw_mul): fuses broadcast %370, mul %371, adamw %425 (optimizer)
-// part 1 (adamw_mul): fuses broadcast %372, mul %373, adamw %430 (optimizer)
-// part 2 (adamw_mul): fuses broadcast %374, mul %375, adamw %435 (optimizer)
-// threadgroup 256×1×1, grid 112×1×1 threadgroups
-kernel void adamw_mul_x3_3(
+// 2 independent kernels in one launch
+// part 0 (adamw_mul): fuses broadcast %372, mul %373, adamw %430 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %374, mul %375, adamw %435 (optimizer)
+// threadgroup 256×1×1, grid 48×1×1 threadgroups
+kernel void adamw_mul_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
+        device float* p2 [[buffer(2)]],
+        device float* p3 [[buffer(3)]],
         const device float* p4 [[buffer(4)]],
         const device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
-        device float* p7 [[buffer(7)]],
+        device float* p6 [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
         device float* p8 [[buffer(8)]],
         device float* p9 [[buffer(9)]],
-        const device float* p10 [[buffer(10)]],
-        const device float* p11 [[buffer(11)]],
-        const device float* p12 [[buffer(12)]],
-        const device float* p13 [[buffer(13)]],
-        device float* p14 [[buffer(14)]],
-        device float* p15 [[buffer(15)]],
-        device float* p16 [[buffer(16)]],
-        const device float* p17 [[buffer(17)]],
-        const device float* p18 [[buffer(18)]],
-        const device float* p19 [[buffer(19)]],
-        const device float* p20 [[buffer(20)]],
-        device float* p21 [[buffer(21)]],
-        device float* p22 [[buffer(22)]],
-        device float* p23 [[buffer(23)]],
+        device float* p10 [[buffer(10)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 64)) {
+    if ((int(gid.x) < 32)) {
         const int h0 = (int(gid.x) - 0);
         const int i1 = ((h0 * 256) + int(lid.x));
         const float t4 = p0[i1];
@@ -5990,42 +5895,25 @@ kernel void adamw_mul_x3_3(
         const float t12 = p5[0];
         const float t13 = p6[i1];
         const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
-        p7[i1] = t14;
+        p6[i1] = t14;
+        p2[i1] = t8;
+        p3[i1] = t10;
+    } else if ((int(gid.x) < 48)) {
+        const int h1 = (int(gid.x) - 32);
+        const int i1 = ((h1 * 256) + int(lid.x));
+        const float t4 = p7[i1];
+        const float t5 = p1[0];
+        const float t6 = (t4 * t5);
+        const float t7 = p8[i1];
+        const float t8 = ((0.9f * t7) + (0.1f * t6));
+        const float t9 = p9[i1];
+        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
+        const float t11 = p4[0];
+        const float t12 = p5[0];
+        const float t13 = p10[i1];
+        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
+        p10[i1] = t14;
         p8[i1] = t8;
         p9[i1] = t10;
-    } else if ((int(gid.x) < 96)) {
-        const int h1 = (int(gid.x) - 64);
-        const int i1 = ((h1 * 256) + int(lid.x));
-        const float t4 = p10[i1];
-        const float t5 = p1[0];
-        const float t6 = (t4 * t5);
-        const float t7 = p11[i1];
-        const float t8 = ((0.9f * t7) + (0.1f * t6));
-        const float t9 = p12[i1];
-        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
-        const float t11 = p4[0];
-        const float t12 = p5[0];
-        const float t13 = p13[i1];
-        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
-        p14[i1] = t14;
-        p15[i1] = t8;
-        p16[i1] = t10;
-    } else if ((int(gid.x) < 112)) {
-        const int h2 = (int(gid.x) - 96);
-        const int i1 = ((h2 * 256) + int(lid.x));
-        const float t4 = p17[i1];
-        const float t5 = p1[0];
-        const float t6 = (t4 * t5);
-        const float t7 = p18[i1];
-        const float t8 = ((0.9f * t7) + (0.1f * t6));
-        const float t9 = p19[i1];
-        const float t10 = ((0.999f * t9) + ((0.001f * t6) * t6));
-        const float t11 = p4[0];
-        const float t12 = p5[0];
-        const float t13 = p20[i1];
-        const float t14 = ((t13 - ((t11 * 0.0f) * t13)) - ((t11 * (t8 / (1.0f - pow(0.9f, t12)))) / (sqrt((t10 / (1.0f - pow(0.999f, t12)))) + 1e-08f)));
-        p21[i1] = t14;
-        p22[i1] = t8;
-        p23[i1] = t10;
     }
 }
