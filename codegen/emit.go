@@ -223,13 +223,19 @@ func (e *Emitter) StoreThrough(grp *passes.Group, v *ir.Value, coords []kir.Expr
 	if _, simple := x.(kir.Var); !simple {
 		x = e.Let("acc", computeType(v.Type.DType), x)
 	}
-	e.memo[fmt.Sprint(v.ID, coords)] = x
+	e.Bind(v, coords, x)
 	finished := grp.Finished(v)
 	for _, w := range grp.Outputs {
 		if finished[w] {
 			e.Store(w, coords, e.At(w, coords))
 		}
 	}
+}
+
+// Bind makes x the value of v at coords for what the kernel computes next
+// in this block: how a template hands its result to an epilogue.
+func (e *Emitter) Bind(v *ir.Value, coords []kir.Expr, x kir.Expr) {
+	e.memo[fmt.Sprint(v.ID, coords)] = x
 }
 
 // writes reports whether a kernel computing v must: v is in memory after it,

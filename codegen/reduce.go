@@ -623,11 +623,15 @@ func reduceKernel(op ir.Op) template {
 				e.Emit(fold(acc, e.At(x, coords(r.rc, Coords(red, j)))))
 			})
 			res := finalize(r.reduce(combine, kir.F32, acc)[0])
+			if len(grp.RowEpilogue) > 0 {
+				res = e.Let("r", kir.F32, res)
+			}
 			st := e.Block(func() { e.StoreThrough(grp, out, e.Split(out.Type.Shape, r.row), res) })
 			if r.lanes > 1 {
 				st = []kir.Stmt{kir.If{Cond: kir.Op("==", r.lane, kir.I(0)), Then: st}}
 			}
 			e.Emit(st...)
+			r.rowEpilogue(grp, out, res)
 			r.finish()
 			return nil
 		}
@@ -690,6 +694,35 @@ func reduceKernel(op ir.Op) template {
 		}
 		return nil
 	}
+}
+
+// rowEpilogue computes the group's row epilogue over the row once the row's
+// result res (of out, reduced keeping its axis) is known to every lane: the
+// epilogue reads it broadcast, at (row, 0).
+func (r *rowKernel) rowEpilogue(grp *passes.Group, out *ir.Value, res kir.Expr) {
+	if len(grp.RowEpilogue) == 0 {
+		return
+	}
+	e := r.e
+	rank := len(out.Type.Shape)
+	e.Bind(out, append(append([]kir.Expr(nil), r.rc...), kir.I(0)), res)
+	var outs []*ir.Value
+	in := map[*ir.Node]bool{}
+	for _, n := range grp.RowEpilogue {
+		in[n] = true
+	}
+	for _, v := range grp.Outputs {
+		if in[v.Node] {
+			outs = append(outs, v)
+		}
+	}
+	w := grp.Root.Out().Type.Shape[rank-1]
+	r.cols(w, func(j, _ kir.Expr) {
+		c := rowElem(r.rc, j, rank)
+		for _, v := range outs {
+			e.Store(v, c, e.At(v, c))
+		}
+	})
 }
 
 func hasAxis(xs []int, x int) bool {

@@ -25,6 +25,10 @@ type Group struct {
 	// Epilogue lists, for a result of the anchor (or Sum), the element-wise
 	// nodes computed where the kernel finishes each of its elements.
 	Epilogue map[*ir.Value][]*ir.Node
+	// RowEpilogue, for a reduction over rows, are element-wise nodes computed
+	// over each row once its result is known, which they read broadcast
+	// along the row (x / Σx, p·(dy − Σ p·dy)).
+	RowEpilogue []*ir.Node
 }
 
 // Finished lists the values a kernel has at hand where it finishes an
@@ -163,6 +167,7 @@ func Fuse(g *ir.Graph, fuse bool) *Schedule {
 	}
 	if fuse {
 		groups = mergeEpilogues(groups, uses, member, kept)
+		groups = mergeRowEpilogues(groups, uses, member, kept)
 		groups = mergeTerms(groups, uses, member)
 	}
 	s := &Schedule{Alias: map[*ir.Value]*ir.Value{}, Fused: fuse}
@@ -247,6 +252,80 @@ func mergeEpilogues(groups []*Group, uses map[*ir.Value][]*ir.Node, member map[*
 		}
 	}
 	return out
+}
+
+// mergeRowEpilogues folds an element-wise group into the row reduction
+// whose result it reads broadcast along the reduced rows: the reduction's
+// kernel has each row's result at hand, so it computes the group over the
+// row right after (softmax's backward, a renormalisation).
+func mergeRowEpilogues(groups []*Group, uses map[*ir.Value][]*ir.Node, member map[*ir.Node][]*Group, kept map[*ir.Value]bool) []*Group {
+	merged := map[*Group]bool{}
+	for i := len(groups) - 1; i >= 0; i-- {
+		p := groups[i]
+		if p.Kind != "pointwise" || len(p.Root.Outputs) != 1 {
+			continue
+		}
+		for _, v := range readsFrom(p) {
+			src := member[v.Node]
+			if len(src) != 1 || merged[src[0]] || src[0] == p {
+				continue
+			}
+			r := src[0]
+			if !rowEpilogue(r, p, v, uses) || !readersAfter(r, p, uses, member) ||
+				jointBuffers(append(append([]*ir.Node(nil), r.Nodes...), p.Nodes...), uses, kept) > MaxBuffers {
+				continue
+			}
+			r.RowEpilogue = append(r.RowEpilogue, p.Nodes...)
+			r.Nodes = append(r.Nodes, p.Nodes...)
+			r.Root = p.Root
+			for _, q := range p.Nodes {
+				member[q] = replaceGroup(member[q], p, r)
+			}
+			merged[p] = true
+			break
+		}
+	}
+	out := groups[:0]
+	for _, grp := range groups {
+		if !merged[grp] {
+			out = append(out, grp)
+		}
+	}
+	return out
+}
+
+// rowEpilogue reports whether p may follow reduction r over its rows: r
+// reduces trailing axes keeping them (v has r's input rank), p's result has
+// r's rows with a last axis of its own, and p reads v only through
+// broadcasts to that shape.
+func rowEpilogue(r, p *Group, v *ir.Value, uses map[*ir.Value][]*ir.Node) bool {
+	switch r.Kind {
+	case string(ir.OpReduceSum), string(ir.OpReduceMax), string(ir.OpReduceMean):
+	default:
+		return false
+	}
+	if r.Root != r.Anchor || v != r.Anchor.Out() || len(r.RowEpilogue) > 0 {
+		return false
+	}
+	in := r.Anchor.Inputs[0].Type.Shape
+	axes := r.Anchor.Attrs.Ints("axes")
+	if len(v.Type.Shape) != len(in) || len(axes) != 1 || axes[0] != len(in)-1 {
+		return false
+	}
+	out := p.Root.Out().Type.Shape
+	if len(out) != len(in) || !out[:len(in)-1].Equal(in[:len(in)-1]) {
+		return false
+	}
+	inP := map[*ir.Node]bool{}
+	for _, n := range p.Nodes {
+		inP[n] = true
+	}
+	for _, u := range uses[v] {
+		if inP[u] && (u.Op != ir.OpBroadcast || !u.Out().Type.Shape.Equal(out)) {
+			return false
+		}
+	}
+	return true
 }
 
 // readsFrom lists the values a group reads that it does not compute, in

@@ -177,33 +177,13 @@ kernel void topk_0(
     }
 }
 
-// fuses reduce_sum %11 (moe.0)
-// threadgroup 32×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_0(
+// 2 independent kernels in one launch
+// part 0 (reduce_sum): fuses reduce_sum %11, broadcast %12, div %13 (moe.0)
+// part 1 (moe_route): fuses moe_route %14 (moe.0)
+// threadgroup 32×1×1, grid 2×1×1 threadgroups
+kernel void reduce_sum_moe_route_x2_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    const int lid1 = int(lid.x);
-    const int row4 = ((int(gid.x) * 32) + lid1);
-    if ((row4 >= 16)) {
-        return;
-    }
-    float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 2; k6 += 1) {
-        const float t7 = p0[((row4 * 2) + k6)];
-        acc5 += t7;
-    }
-    p1[row4] = acc5;
-}
-
-// 2 independent kernels in one launch
-// part 0 (div): fuses broadcast %12, div %13 (moe.0)
-// part 1 (moe_route): fuses moe_route %14 (moe.0)
-// threadgroup 32×1×1, grid 9×1×1 threadgroups
-kernel void div_moe_route_x2_0(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         device int* p3 [[buffer(3)]],
         const device int* p4 [[buffer(4)]],
@@ -211,19 +191,27 @@ kernel void div_moe_route_x2_0(
         device int* p6 [[buffer(6)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 8)) {
+    if ((int(gid.x) < 1)) {
         const int h0 = (int(gid.x) - 0);
-        const int i1 = ((h0 * 32) + int(lid.x));
-        if ((i1 >= 32)) {
+        const int lid1 = int(lid.x);
+        const int row4 = ((h0 * 32) + lid1);
+        if ((row4 >= 16)) {
             return;
         }
-        const int c2 = (i1 / 2);
-        const float t4 = p0[i1];
-        const float t5 = p1[((c2 * 1) + 0)];
-        const float t6 = (t4 / t5);
-        p2[i1] = t6;
-    } else if ((int(gid.x) < 9)) {
-        const int h1 = (int(gid.x) - 8);
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 2; k6 += 1) {
+            const float t7 = p0[((row4 * 2) + k6)];
+            acc5 += t7;
+        }
+        const float r8 = acc5;
+        p1[row4] = r8;
+        for (int k10 = 0; k10 < 2; k10 += 1) {
+            const float t11 = p0[((row4 * 2) + k10)];
+            const float t12 = (t11 / r8);
+            p2[((row4 * 2) + k10)] = t12;
+        }
+    } else if ((int(gid.x) < 2)) {
+        const int h1 = (int(gid.x) - 1);
         const int lid1 = int(lid.x);
         const int lo4 = (lid1 * 1);
         const int hi5 = min((lo4 + 1), 32);
@@ -1172,7 +1160,7 @@ kernel void scatter_add_reduce_sum_x2_0(
 //   broadcast %54, scale %55, reshape %63, div %78, reshape %83, broadcast %84, add %85,
 //   one_hot %86, reshape %87, broadcast %88, mul %89, reduce_sum %90, add %91 (moe.0)
 // threadgroup 64×1×1, grid 2×1×1 threadgroups
-kernel void reduce_sum_1(
+kernel void reduce_sum_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -1216,9 +1204,9 @@ kernel void reduce_sum_1(
     }
 }
 
-// fuses mul %92, reduce_sum %93 (moe.0)
+// fuses mul %92, reduce_sum %93, broadcast %94, sub %95, mul %96 (moe.0)
 // threadgroup 32×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_2(
+kernel void reduce_sum_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -1236,28 +1224,14 @@ kernel void reduce_sum_2(
         const float t9 = (t7 * t8);
         acc5 += t9;
     }
-    p2[row4] = acc5;
-}
-
-// fuses broadcast %94, sub %95, mul %96 (moe.0)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void mul_sub_0(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        device float* p3 [[buffer(3)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    if ((i1 >= 64)) {
-        return;
+    const float r10 = acc5;
+    for (int k12 = 0; k12 < 4; k12 += 1) {
+        const float t13 = p1[((row4 * 4) + k12)];
+        const float t14 = p0[((row4 * 4) + k12)];
+        const float t15 = (t14 - r10);
+        const float t16 = (t13 * t15);
+        p2[((row4 * 4) + k12)] = t16;
     }
-    const int c2 = (i1 / 4);
-    const float t4 = p0[i1];
-    const float t5 = p1[i1];
-    const float t6 = p2[((c2 * 1) + 0)];
-    const float t7 = (t5 - t6);
-    const float t8 = (t4 * t7);
-    p3[i1] = t8;
 }
 
 // 2 independent kernels in one launch
@@ -1475,7 +1449,7 @@ kernel void rmsnorm_bwd_0(
 // fuses reshape %103, reshape %104, reshape %105, reshape %106, concat %107, square %108,
 //   reduce_sum %109, sqrt %110, const %111, const %112, div %113, min %114 (optimizer)
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_3(
+kernel void reduce_sum_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],

@@ -1382,11 +1382,12 @@ kernel void topk_0(
     }
 }
 
-// fuses reduce_sum %158 (moe.0)
+// fuses reduce_sum %158, broadcast %159, div %160 (moe.0)
 // threadgroup 256×1×1, grid 2×1×1 threadgroups
 kernel void reduce_sum_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
+        device float* p2 [[buffer(2)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     const int lid1 = int(lid.x);
@@ -1396,78 +1397,67 @@ kernel void reduce_sum_0(
         const float t7 = p0[((row4 * 2) + k6)];
         acc5 += t7;
     }
-    p1[row4] = acc5;
+    const float r8 = acc5;
+    p1[row4] = r8;
+    for (int k10 = 0; k10 < 2; k10 += 1) {
+        const float t11 = p0[((row4 * 2) + k10)];
+        const float t12 = (t11 / r8);
+        p2[((row4 * 2) + k10)] = t12;
+    }
 }
 
-// 2 independent kernels in one launch
-// part 0 (div): fuses broadcast %159, div %160 (moe.0)
-// part 1 (moe_route): fuses moe_route %161 (moe.0)
-// threadgroup 1024×1×1, grid 2×1×1 threadgroups
-kernel void div_moe_route_x2_0(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
+// fuses moe_route %161 (moe.0)
+// threadgroup 1024×1×1, grid 1×1×1 threadgroups
+kernel void moe_route_0(
+        device int* p0 [[buffer(0)]],
+        const device int* p1 [[buffer(1)]],
+        device int* p2 [[buffer(2)]],
         device int* p3 [[buffer(3)]],
-        const device int* p4 [[buffer(4)]],
-        device int* p5 [[buffer(5)]],
-        device int* p6 [[buffer(6)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
+        uint3 lid [[thread_position_in_threadgroup]]) {
     threadgroup int sh15[32];
-    if ((int(gid.x) < 1)) {
-        const int h0 = (int(gid.x) - 0);
-        const int i1 = ((h0 * 1024) + int(lid.x));
-        const int c2 = (i1 / 2);
-        const float t4 = p0[i1];
-        const float t5 = p1[((c2 * 1) + 0)];
-        const float t6 = (t4 / t5);
-        p2[i1] = t6;
-    } else if ((int(gid.x) < 2)) {
-        const int h1 = (int(gid.x) - 1);
-        const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
-        const int lo4 = (lid1 * 1);
-        const int hi5 = min((lo4 + 1), 1024);
-        int off6 = 0;
-        for (int ex7 = 0; ex7 < 8; ex7 += 1) {
-            if ((lid1 == 0)) {
-                p3[ex7] = off6;
-            }
-            int c8 = 0;
-            for (int i9 = lo4; i9 < hi5; i9 += 1) {
-                const int t12 = p4[i9];
-                if ((t12 == ex7)) {
-                    c8 += 1;
-                }
-            }
-            const int pre13 = simd_prefix_exclusive_sum(c8);
-            const int sgt14 = simd_sum(c8);
-            if ((l32_2 == 0)) {
-                sh15[sg3] = sgt14;
-            }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-            int base16 = pre13;
-            int tot17 = 0;
-            for (int s18 = 0; s18 < 32; s18 += 1) {
-                base16 += ((s18 < sg3) ? sh15[s18] : 0);
-                tot17 += sh15[s18];
-            }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-            int pos19 = (off6 + base16);
-            for (int i20 = lo4; i20 < hi5; i20 += 1) {
-                const int t23 = p4[i20];
-                if ((t23 == ex7)) {
-                    p5[pos19] = (i20 / 2);
-                    p6[pos19] = i20;
-                    pos19 += 1;
-                }
-            }
-            off6 += tot17;
-        }
+    const int lid1 = int(lid.x);
+    const int l32_2 = (lid1 % 32);
+    const int sg3 = (lid1 / 32);
+    const int lo4 = (lid1 * 1);
+    const int hi5 = min((lo4 + 1), 1024);
+    int off6 = 0;
+    for (int ex7 = 0; ex7 < 8; ex7 += 1) {
         if ((lid1 == 0)) {
-            p3[8] = off6;
+            p0[ex7] = off6;
         }
+        int c8 = 0;
+        for (int i9 = lo4; i9 < hi5; i9 += 1) {
+            const int t12 = p1[i9];
+            if ((t12 == ex7)) {
+                c8 += 1;
+            }
+        }
+        const int pre13 = simd_prefix_exclusive_sum(c8);
+        const int sgt14 = simd_sum(c8);
+        if ((l32_2 == 0)) {
+            sh15[sg3] = sgt14;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        int base16 = pre13;
+        int tot17 = 0;
+        for (int s18 = 0; s18 < 32; s18 += 1) {
+            base16 += ((s18 < sg3) ? sh15[s18] : 0);
+            tot17 += sh15[s18];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        int pos19 = (off6 + base16);
+        for (int i20 = lo4; i20 < hi5; i20 += 1) {
+            const int t23 = p1[i20];
+            if ((t23 == ex7)) {
+                p2[pos19] = (i20 / 2);
+                p3[pos19] = i20;
+                pos19 += 1;
+            }
+        }
+        off6 += tot17;
+    }
+    if ((lid1 == 0)) {
+        p0[8] = off6;
     }
 }
 
@@ -5978,7 +5968,7 @@ kernel void reduce_sum_2(
     }
 }
 
-// fuses mul %2097, reduce_sum %2098 (moe.8)
+// fuses mul %2097, reduce_sum %2098, broadcast %2099, sub %2100, mul %2101 (moe.8)
 // threadgroup 256×1×1, grid 2×1×1 threadgroups
 kernel void reduce_sum_3(
         const device float* p0 [[buffer(0)]],
@@ -5995,25 +5985,14 @@ kernel void reduce_sum_3(
         const float t9 = (t7 * t8);
         acc5 += t9;
     }
-    p2[row4] = acc5;
-}
-
-// fuses broadcast %2099, sub %2100, mul %2101 (moe.8)
-// threadgroup 256×1×1, grid 16×1×1 threadgroups
-kernel void mul_sub_0(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        device float* p3 [[buffer(3)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    const int c2 = (i1 / 8);
-    const float t4 = p0[i1];
-    const float t5 = p1[i1];
-    const float t6 = p2[((c2 * 1) + 0)];
-    const float t7 = (t5 - t6);
-    const float t8 = (t4 * t7);
-    p3[i1] = t8;
+    const float r10 = acc5;
+    for (int k12 = 0; k12 < 8; k12 += 1) {
+        const float t13 = p1[((row4 * 8) + k12)];
+        const float t14 = p0[((row4 * 8) + k12)];
+        const float t15 = (t14 - r10);
+        const float t16 = (t13 * t15);
+        p2[((row4 * 8) + k12)] = t16;
+    }
 }
 
 // fuses matmul %2102 (moe.8)
@@ -6140,7 +6119,7 @@ kernel void matmul_11(
 }
 
 // 2 independent kernels in one launch
-// part 0 (causal_conv1d_bwd): fuses slice %406, causal_conv1d_bwd %3688 (mamba.6)
+// part 0 (causal_conv1d_bwd): fuses slice %498, causal_conv1d_bwd %3574 (mamba.8)
 // part 1 (reduce_sum): fuses reshape %4412, reshape %4413, reshape %4414, reshape %4415, reshape %4416, reshape %4417,
 //   reshape %4418, reshape %4419, reshape %4420, reshape %4421, reshape %4422, concat %4423,
 //   square %4424, reduce_sum %4425 (optimizer)
@@ -6238,105 +6217,6 @@ kernel void causal_conv1d_bwd_reduce_sum_x2_0(
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         if ((lid1 == 0)) {
             p14[row4] = acc23;
-        }
-    }
-}
-
-// 2 independent kernels in one launch
-// part 0 (mul_sub): fuses broadcast %3765, sub %3766, mul %3767 (moe.1)
-// part 1 (reduce_sum): fuses reshape %4385, reshape %4386, reshape %4387, reshape %4388, reshape %4389, reshape %4390,
-//   reshape %4391, reshape %4392, reshape %4393, reshape %4394, reshape %4395, concat %4396,
-//   square %4397, reduce_sum %4398 (optimizer)
-// threadgroup 1024×1×1, grid 5×1×1 threadgroups
-kernel void mul_sub_reduce_sum_x2_0(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        const device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
-        const device float* p7 [[buffer(7)]],
-        const device float* p8 [[buffer(8)]],
-        const device float* p9 [[buffer(9)]],
-        const device float* p10 [[buffer(10)]],
-        const device float* p11 [[buffer(11)]],
-        const device float* p12 [[buffer(12)]],
-        const device float* p13 [[buffer(13)]],
-        const device float* p14 [[buffer(14)]],
-        device float* p15 [[buffer(15)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    threadgroup float sh22[32];
-    if ((int(gid.x) < 4)) {
-        const int h0 = (int(gid.x) - 0);
-        const int i1 = ((h0 * 1024) + int(lid.x));
-        const int c2 = (i1 / 8);
-        const float t4 = p0[i1];
-        const float t5 = p1[i1];
-        const float t6 = p2[((c2 * 1) + 0)];
-        const float t7 = (t5 - t6);
-        const float t8 = (t4 * t7);
-        p3[i1] = t8;
-    } else if ((int(gid.x) < 5)) {
-        const int h1 = (int(gid.x) - 4);
-        const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
-        const int row4 = h1;
-        float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 7728; k6 += 1) {
-            const int j7 = (lid1 + (k6 * 1024));
-            float cat8 = 0.0f;
-            if ((j7 < 3612672)) {
-                const float t9 = p4[(j7 - 0)];
-                cat8 = t9;
-            } else if ((j7 < 4988928)) {
-                const float t10 = p5[(j7 - 3612672)];
-                cat8 = t10;
-            } else if ((j7 < 5160960)) {
-                const float t11 = p6[(j7 - 4988928)];
-                cat8 = t11;
-            } else if ((j7 < 5849088)) {
-                const float t12 = p7[(j7 - 5160960)];
-                cat8 = t12;
-            } else if ((j7 < 6193152)) {
-                const float t13 = p8[(j7 - 5849088)];
-                cat8 = t13;
-            } else if ((j7 < 6365184)) {
-                const float t14 = p9[(j7 - 6193152)];
-                cat8 = t14;
-            } else if ((j7 < 6537216)) {
-                const float t15 = p10[(j7 - 6365184)];
-                cat8 = t15;
-            } else if ((j7 < 7225344)) {
-                const float t16 = p11[(j7 - 6537216)];
-                cat8 = t16;
-            } else if ((j7 < 7569408)) {
-                const float t17 = p12[(j7 - 7225344)];
-                cat8 = t17;
-            } else if ((j7 < 7741440)) {
-                const float t18 = p13[(j7 - 7569408)];
-                cat8 = t18;
-            } else {
-                const float t19 = p14[(j7 - 7741440)];
-                cat8 = t19;
-            }
-            const float t20 = (cat8 * cat8);
-            acc5 += t20;
-        }
-        const float s21 = simd_sum(acc5);
-        if ((l32_2 == 0)) {
-            sh22[sg3] = s21;
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        float acc23 = sh22[0];
-        for (int s24 = 1; s24 < 32; s24 += 1) {
-            acc23 += sh22[s24];
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((lid1 == 0)) {
-            p15[row4] = acc23;
         }
     }
 }

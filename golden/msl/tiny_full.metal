@@ -686,11 +686,12 @@ kernel void topk_0(
     }
 }
 
-// fuses reduce_sum %46 (moe.0)
+// fuses reduce_sum %46, broadcast %47, div %48 (moe.0)
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
 kernel void reduce_sum_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
+        device float* p2 [[buffer(2)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     const int lid1 = int(lid.x);
@@ -700,78 +701,67 @@ kernel void reduce_sum_0(
         const float t7 = p0[((row4 * 2) + k6)];
         acc5 += t7;
     }
-    p1[row4] = acc5;
+    const float r8 = acc5;
+    p1[row4] = r8;
+    for (int k10 = 0; k10 < 2; k10 += 1) {
+        const float t11 = p0[((row4 * 2) + k10)];
+        const float t12 = (t11 / r8);
+        p2[((row4 * 2) + k10)] = t12;
+    }
 }
 
-// 2 independent kernels in one launch
-// part 0 (div): fuses broadcast %47, div %48 (moe.0)
-// part 1 (moe_route): fuses moe_route %49 (moe.0)
-// threadgroup 512×1×1, grid 2×1×1 threadgroups
-kernel void div_moe_route_x2_0(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
+// fuses moe_route %49 (moe.0)
+// threadgroup 512×1×1, grid 1×1×1 threadgroups
+kernel void moe_route_0(
+        device int* p0 [[buffer(0)]],
+        const device int* p1 [[buffer(1)]],
+        device int* p2 [[buffer(2)]],
         device int* p3 [[buffer(3)]],
-        const device int* p4 [[buffer(4)]],
-        device int* p5 [[buffer(5)]],
-        device int* p6 [[buffer(6)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
+        uint3 lid [[thread_position_in_threadgroup]]) {
     threadgroup int sh15[16];
-    if ((int(gid.x) < 1)) {
-        const int h0 = (int(gid.x) - 0);
-        const int i1 = ((h0 * 512) + int(lid.x));
-        const int c2 = (i1 / 2);
-        const float t4 = p0[i1];
-        const float t5 = p1[((c2 * 1) + 0)];
-        const float t6 = (t4 / t5);
-        p2[i1] = t6;
-    } else if ((int(gid.x) < 2)) {
-        const int h1 = (int(gid.x) - 1);
-        const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
-        const int lo4 = (lid1 * 1);
-        const int hi5 = min((lo4 + 1), 512);
-        int off6 = 0;
-        for (int ex7 = 0; ex7 < 4; ex7 += 1) {
-            if ((lid1 == 0)) {
-                p3[ex7] = off6;
-            }
-            int c8 = 0;
-            for (int i9 = lo4; i9 < hi5; i9 += 1) {
-                const int t12 = p4[i9];
-                if ((t12 == ex7)) {
-                    c8 += 1;
-                }
-            }
-            const int pre13 = simd_prefix_exclusive_sum(c8);
-            const int sgt14 = simd_sum(c8);
-            if ((l32_2 == 0)) {
-                sh15[sg3] = sgt14;
-            }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-            int base16 = pre13;
-            int tot17 = 0;
-            for (int s18 = 0; s18 < 16; s18 += 1) {
-                base16 += ((s18 < sg3) ? sh15[s18] : 0);
-                tot17 += sh15[s18];
-            }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-            int pos19 = (off6 + base16);
-            for (int i20 = lo4; i20 < hi5; i20 += 1) {
-                const int t23 = p4[i20];
-                if ((t23 == ex7)) {
-                    p5[pos19] = (i20 / 2);
-                    p6[pos19] = i20;
-                    pos19 += 1;
-                }
-            }
-            off6 += tot17;
-        }
+    const int lid1 = int(lid.x);
+    const int l32_2 = (lid1 % 32);
+    const int sg3 = (lid1 / 32);
+    const int lo4 = (lid1 * 1);
+    const int hi5 = min((lo4 + 1), 512);
+    int off6 = 0;
+    for (int ex7 = 0; ex7 < 4; ex7 += 1) {
         if ((lid1 == 0)) {
-            p3[4] = off6;
+            p0[ex7] = off6;
         }
+        int c8 = 0;
+        for (int i9 = lo4; i9 < hi5; i9 += 1) {
+            const int t12 = p1[i9];
+            if ((t12 == ex7)) {
+                c8 += 1;
+            }
+        }
+        const int pre13 = simd_prefix_exclusive_sum(c8);
+        const int sgt14 = simd_sum(c8);
+        if ((l32_2 == 0)) {
+            sh15[sg3] = sgt14;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        int base16 = pre13;
+        int tot17 = 0;
+        for (int s18 = 0; s18 < 16; s18 += 1) {
+            base16 += ((s18 < sg3) ? sh15[s18] : 0);
+            tot17 += sh15[s18];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        int pos19 = (off6 + base16);
+        for (int i20 = lo4; i20 < hi5; i20 += 1) {
+            const int t23 = p1[i20];
+            if ((t23 == ex7)) {
+                p2[pos19] = (i20 / 2);
+                p3[pos19] = i20;
+                pos19 += 1;
+            }
+        }
+        off6 += tot17;
+    }
+    if ((lid1 == 0)) {
+        p0[4] = off6;
     }
 }
 
@@ -3581,7 +3571,7 @@ kernel void reduce_sum_3(
     }
 }
 
-// fuses mul %213, reduce_sum %214 (moe.0)
+// fuses mul %213, reduce_sum %214, broadcast %215, sub %216, mul %217 (moe.0)
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
 kernel void reduce_sum_4(
         const device float* p0 [[buffer(0)]],
@@ -3598,25 +3588,14 @@ kernel void reduce_sum_4(
         const float t9 = (t7 * t8);
         acc5 += t9;
     }
-    p2[row4] = acc5;
-}
-
-// fuses broadcast %215, sub %216, mul %217 (moe.0)
-// threadgroup 256×1×1, grid 4×1×1 threadgroups
-kernel void mul_sub_0(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        device float* p3 [[buffer(3)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    const int c2 = (i1 / 4);
-    const float t4 = p0[i1];
-    const float t5 = p1[i1];
-    const float t6 = p2[((c2 * 1) + 0)];
-    const float t7 = (t5 - t6);
-    const float t8 = (t4 * t7);
-    p3[i1] = t8;
+    const float r10 = acc5;
+    for (int k12 = 0; k12 < 4; k12 += 1) {
+        const float t13 = p1[((row4 * 4) + k12)];
+        const float t14 = p0[((row4 * 4) + k12)];
+        const float t15 = (t14 - r10);
+        const float t16 = (t13 * t15);
+        p2[((row4 * 4) + k12)] = t16;
+    }
 }
 
 // 2 independent kernels in one launch

@@ -106,3 +106,22 @@ func TestUpdatesInPlace(t *testing.T) {
 		}
 	}
 }
+
+// A row reduction runs the element-wise group that reads its result
+// broadcast along the row (softmax's backward: p·(dy − Σ p·dy)) over the
+// row right after, in one kernel: rows one thread wide and rows a whole
+// team of lanes wide.
+func TestRowEpilogue(t *testing.T) {
+	for _, w := range []int{8, 300} {
+		b := ir.NewBuilder("row")
+		p := mmParam(b, "p", ir.F32, 6, w)
+		dy := mmParam(b, "dy", ir.F32, 6, w)
+		s := b.Reduce(ir.OpReduceSum, b.Mul(p, dy), true, 1)
+		g := mmFinish(t, b, b.Mul(p, b.Sub(dy, b.BroadcastTo(s, ir.Shape{6, w}))))
+		sched := passes.Fuse(g, true)
+		if len(sched.Groups) != 1 || len(sched.Groups[0].RowEpilogue) == 0 {
+			t.Fatalf("width %d: %d kernels, want the reduction with its row epilogue", w, len(sched.Groups))
+		}
+		compileFused(t, g)
+	}
+}
