@@ -125,3 +125,26 @@ func TestRowEpilogue(t *testing.T) {
 		compileFused(t, g)
 	}
 }
+
+// MoE routing is one kernel: the softmax over router logits, top-k of it
+// and the renormalised weights top / Σ top, with the softmax also written
+// for its other readers.
+func TestRoutingFusion(t *testing.T) {
+	b := ir.NewBuilder("route")
+	p := b.Op(ir.OpSoftmax, nil, mmParam(b, "logits", ir.F32, 37, 8))
+	tk := b.Apply(ir.OpTopK, ir.Attrs{"k": 2}, p)
+	top := tk[0]
+	weights := b.Div(top, b.BroadcastTo(b.Reduce(ir.OpReduceSum, top, true, 1), ir.Shape{37, 2}))
+	g := mmFinish(t, b, weights, b.Reduce(ir.OpReduceMean, p, false, 0), tk[1])
+	s := passes.Fuse(g, true)
+	var route *passes.Group
+	for _, grp := range s.Groups {
+		if grp.Kind == "topk" {
+			route = grp
+		}
+	}
+	if route == nil || len(route.Nodes) < 5 || len(route.Outputs) != 3 {
+		t.Fatalf("routing kernel %+v: want softmax, top-k, sum and division in one, writing p, the choices and the weights", route)
+	}
+	compileFused(t, g)
+}

@@ -477,6 +477,9 @@ func TestReductionKernelsTinyModel(t *testing.T) {
 		}
 		for _, k := range kinds {
 			for _, fuse := range []bool{false, true} {
+				if k == "softmax" && fuse {
+					continue // the router's softmax runs in the top-k kernel
+				}
 				if !seen[fmt.Sprint(k, fuse)] {
 					t.Errorf("%s fused=%v: no %s kernel in the tiny model", mode, fuse, k)
 				}

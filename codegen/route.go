@@ -1,6 +1,8 @@
 package codegen
 
 import (
+	"math"
+
 	"github.com/scm-magellano/magc/codegen/kir"
 	"github.com/scm-magellano/magc/ir"
 	"github.com/scm-magellano/magc/passes"
@@ -26,7 +28,9 @@ func ranksAbove(a, b kir.Expr) kir.Expr {
 // is the first element, scanning in index order, that ranks strictly after
 // choice j−1 in the order (value descending, NaN first, lower index first on
 // ties), which is exactly the reference's stable sort. Reads k·width
-// elements per row.
+// elements per row. Routing fused (see passes.mergeRouting), the thread
+// also computes the softmax it selects from, and renormalises the chosen
+// values: softmax, top-k and renormalisation in one kernel.
 func topk(e *Emitter, grp *passes.Group) error {
 	n := grp.Anchor
 	x := n.Inputs[0]
@@ -47,6 +51,17 @@ func topk(e *Emitter, grp *passes.Group) error {
 		e.Emit(kir.Decl{Name: name, Type: t, Init: init, Mutable: true})
 		return kir.V(name)
 	}
+	value := func(i kir.Expr) kir.Expr { return e.At(x, rowElem(rc, i, rank)) }
+	if e.In(x) && x.Node.Op == ir.OpSoftmax {
+		value = routeSoftmax(e, grp, x, rc, w, mut)
+	}
+	renorm := routeRenorm(grp, vals)
+	var kept, sum kir.Expr
+	if renorm != nil {
+		kept = kir.V(e.Temp("tv"))
+		e.Emit(kir.Array{Name: kept.(kir.Var).Name, Type: kir.F32, Len: k})
+		sum = mut("sum", kir.F32, kir.F(0))
+	}
 	pv, pi := mut("pv", kir.F32, kir.F(0)), mut("pi", kir.I32, kir.I(-1))
 	jv := e.Temp("j")
 	choose := e.Block(func() {
@@ -54,7 +69,7 @@ func topk(e *Emitter, grp *passes.Group) error {
 		iv := e.Temp("i")
 		scan := e.Block(func() {
 			i := kir.V(iv)
-			v := e.At(x, rowElem(rc, i, rank))
+			v := e.Let("v", kir.F32, value(i))
 			after := kir.Op("||", kir.Lt(pi, kir.I(0)), kir.Op("||", ranksAbove(pv, v),
 				kir.Op("&&", kir.Not{X: ranksAbove(v, pv)}, kir.Op(">", i, pi))))
 			better := kir.Op("||", kir.Lt(bi, kir.I(0)), ranksAbove(v, bv))
@@ -68,9 +83,77 @@ func topk(e *Emitter, grp *passes.Group) error {
 		if writes(grp, idxs) {
 			e.Store(idxs, c, bi)
 		}
+		if renorm != nil {
+			e.Emit(kir.Set(kir.At(kept.(kir.Var).Name, kir.V(jv)), bv), kir.Assign{LHS: sum, Op: "+=", RHS: bv})
+		}
 		e.Emit(kir.Set(pv, bv), kir.Set(pi, bi))
 	})
 	e.Emit(kir.Loop(jv, kir.I(0), kir.I(k), kir.I(1), choose...))
+	if renorm == nil {
+		return nil
+	}
+	// The chosen values' sum, then the renormalisation over them.
+	s := renorm.Out()
+	at := append(append([]kir.Expr(nil), rc...), kir.I(0))
+	e.Bind(s, at, sum)
+	if writes(grp, s) {
+		e.Store(s, at, sum)
+	}
+	epilogue := map[*ir.Node]bool{}
+	for _, q := range grp.RowEpilogue {
+		epilogue[q] = true
+	}
+	jr := e.Temp("j")
+	body := e.Block(func() {
+		c := rowElem(rc, kir.V(jr), rank)
+		e.Bind(vals, c, kir.At(kept.(kir.Var).Name, kir.V(jr)))
+		for _, v := range grp.Outputs {
+			if epilogue[v.Node] {
+				e.Store(v, c, e.At(v, c))
+			}
+		}
+	})
+	e.Emit(kir.Loop(jr, kir.I(0), kir.I(k), kir.I(1), body...))
+	return nil
+}
+
+// routeSoftmax computes the row's softmax for top-k from its logits (two
+// passes: max, then Σ exp), writes it when others read it, and returns the
+// softmax of element i.
+func routeSoftmax(e *Emitter, grp *passes.Group, p *ir.Value, rc []kir.Expr, w int, mut func(string, kir.Type, kir.Expr) kir.Expr) func(kir.Expr) kir.Expr {
+	z := p.Node.Inputs[0]
+	rank := len(z.Type.Shape)
+	m := mut("m", kir.F32, kir.F(math.Inf(-1)))
+	loop := func(body func(i kir.Expr)) {
+		iv := e.Temp("i")
+		e.Emit(kir.Loop(iv, kir.I(0), kir.I(w), kir.I(1), e.Block(func() { body(kir.V(iv)) })...))
+	}
+	loop(func(i kir.Expr) { e.Emit(kir.Set(m, maxNaNExpr(m, e.At(z, rowElem(rc, i, rank))))) })
+	s := mut("s", kir.F32, kir.F(0))
+	loop(func(i kir.Expr) {
+		e.Emit(kir.Assign{LHS: s, Op: "+=", RHS: kir.Fn("exp", kir.Sub(e.At(z, rowElem(rc, i, rank)), m))})
+	})
+	inv := e.Let("inv", kir.F32, kir.Div(kir.F(1), s))
+	value := func(i kir.Expr) kir.Expr {
+		return kir.Mul(kir.Fn("exp", kir.Sub(e.At(z, rowElem(rc, i, rank)), m)), inv)
+	}
+	if writes(grp, p) {
+		loop(func(i kir.Expr) { e.Store(p, rowElem(rc, i, rank), value(i)) })
+	}
+	return value
+}
+
+// routeRenorm finds the sum over the chosen values fused into a top-k
+// kernel (its row epilogue divides by it), or nil.
+func routeRenorm(grp *passes.Group, vals *ir.Value) *ir.Node {
+	if len(grp.RowEpilogue) == 0 {
+		return nil
+	}
+	for _, n := range grp.Nodes {
+		if n.Op == ir.OpReduceSum && n.Inputs[0] == vals {
+			return n
+		}
+	}
 	return nil
 }
 

@@ -168,6 +168,7 @@ func Fuse(g *ir.Graph, fuse bool) *Schedule {
 	if fuse {
 		groups = mergeEpilogues(groups, uses, member, kept)
 		groups = mergeRowEpilogues(groups, uses, member, kept)
+		groups = mergeRouting(groups, uses, member, kept)
 		groups = mergeTerms(groups, uses, member)
 	}
 	s := &Schedule{Alias: map[*ir.Value]*ir.Value{}, Fused: fuse}
@@ -283,6 +284,59 @@ func mergeRowEpilogues(groups []*Group, uses map[*ir.Value][]*ir.Node, member ma
 			}
 			merged[p] = true
 			break
+		}
+	}
+	out := groups[:0]
+	for _, grp := range groups {
+		if !merged[grp] {
+			out = append(out, grp)
+		}
+	}
+	return out
+}
+
+// mergeRouting makes MoE routing one kernel. Top-k runs a thread per row of
+// router scores, so that thread can also compute the softmax it selects
+// from (written too when the aux loss or the backward pass reads it) and
+// the renormalisation of the chosen weights (a sum over the k values with
+// its row epilogue, the division).
+func mergeRouting(groups []*Group, uses map[*ir.Value][]*ir.Node, member map[*ir.Node][]*Group, kept map[*ir.Value]bool) []*Group {
+	merged := map[*Group]bool{}
+	join := func(t, g *Group) bool {
+		if merged[g] || g == t || !readersAfter(g, t, uses, member) ||
+			jointBuffers(append(append([]*ir.Node(nil), t.Nodes...), g.Nodes...), uses, kept) > MaxBuffers {
+			return false
+		}
+		t.Nodes = append(t.Nodes, g.Nodes...)
+		for _, q := range g.Nodes {
+			member[q] = replaceGroup(member[q], g, t)
+		}
+		merged[g] = true
+		return true
+	}
+	for _, t := range groups {
+		if t.Kind != string(ir.OpTopK) || t.Root != t.Anchor {
+			continue
+		}
+		if x := t.Anchor.Inputs[0]; len(member[x.Node]) == 1 {
+			s := member[x.Node][0]
+			if s.Kind == string(ir.OpSoftmax) && s.Anchor == x.Node && s.Root == s.Anchor && len(s.Nodes) == 1 {
+				join(t, s)
+			}
+		}
+		vals := t.Anchor.Outputs[0]
+		for _, u := range uses[vals] {
+			if len(member[u]) != 1 {
+				continue
+			}
+			r := member[u][0]
+			if r.Kind == string(ir.OpReduceSum) && r.Anchor == u && len(r.RowEpilogue) > 0 && len(r.Nodes) == 1+len(r.RowEpilogue) {
+				root := r.Root
+				if readersAfter(t, r, uses, member) && join(t, r) {
+					t.RowEpilogue, t.Root = r.RowEpilogue, root
+				}
+				break
+			}
 		}
 	}
 	out := groups[:0]

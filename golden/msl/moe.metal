@@ -116,133 +116,100 @@ kernel void matmul_0(
     }
 }
 
-// fuses softmax %8 (moe.0)
-// threadgroup 32×1×1, grid 1×1×1 threadgroups
-kernel void softmax_0(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    const int lid1 = int(lid.x);
-    const int row4 = ((int(gid.x) * 32) + lid1);
-    if ((row4 >= 16)) {
-        return;
-    }
-    float reg5[4];
-    float m6 = (-INFINITY);
-    float s7 = 0.0f;
-    for (int k8 = 0; k8 < 4; k8 += 1) {
-        const float t9 = p0[((row4 * 4) + k8)];
-        reg5[k8] = t9;
-        if ((t9 > m6)) {
-            s7 = ((s7 * exp((m6 - t9))) + 1.0f);
-            m6 = t9;
-        } else {
-            s7 += ((t9 == m6) ? 1.0f : exp((t9 - m6)));
-        }
-    }
-    const float inv10 = (1.0f / s7);
-    for (int k11 = 0; k11 < 4; k11 += 1) {
-        p1[((row4 * 4) + k11)] = (exp((reg5[k11] - m6)) * inv10);
-    }
-}
-
-// fuses topk %9 (moe.0)
+// fuses softmax %8, topk %9, reduce_sum %11, broadcast %12, div %13 (moe.0)
 // threadgroup 32×1×1, grid 1×1×1 threadgroups
 kernel void topk_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         device int* p2 [[buffer(2)]],
+        device float* p3 [[buffer(3)]],
+        device float* p4 [[buffer(4)]],
         uint3 tid [[thread_position_in_grid]]) {
     const int row1 = int(tid.x);
     if ((row1 >= 16)) {
         return;
     }
-    float pv2 = 0.0f;
-    int pi3 = -1;
-    for (int j4 = 0; j4 < 2; j4 += 1) {
-        float bv5 = 0.0f;
-        int bi6 = -1;
-        for (int i7 = 0; i7 < 4; i7 += 1) {
-            const float t8 = p0[((row1 * 4) + i7)];
-            if ((((pi3 < 0) || (((isnan(pv2) && (!isnan(t8))) || (pv2 > t8)) || ((!((isnan(t8) && (!isnan(pv2))) || (t8 > pv2))) && (i7 > pi3)))) && ((bi6 < 0) || ((isnan(t8) && (!isnan(bv5))) || (t8 > bv5))))) {
-                bv5 = t8;
-                bi6 = i7;
+    float m2 = (-INFINITY);
+    for (int i3 = 0; i3 < 4; i3 += 1) {
+        const float t4 = p0[((row1 * 4) + i3)];
+        m2 = ((isnan(t4) || (t4 > m2)) ? t4 : m2);
+    }
+    float s5 = 0.0f;
+    for (int i6 = 0; i6 < 4; i6 += 1) {
+        const float t7 = p0[((row1 * 4) + i6)];
+        s5 += exp((t7 - m2));
+    }
+    const float inv8 = (1.0f / s5);
+    for (int i9 = 0; i9 < 4; i9 += 1) {
+        const float t10 = p0[((row1 * 4) + i9)];
+        p1[((row1 * 4) + i9)] = (exp((t10 - m2)) * inv8);
+    }
+    float tv11[2];
+    float sum12 = 0.0f;
+    float pv13 = 0.0f;
+    int pi14 = -1;
+    for (int j15 = 0; j15 < 2; j15 += 1) {
+        float bv16 = 0.0f;
+        int bi17 = -1;
+        for (int i18 = 0; i18 < 4; i18 += 1) {
+            const float t19 = p0[((row1 * 4) + i18)];
+            const float v20 = (exp((t19 - m2)) * inv8);
+            if ((((pi14 < 0) || (((isnan(pv13) && (!isnan(v20))) || (pv13 > v20)) || ((!((isnan(v20) && (!isnan(pv13))) || (v20 > pv13))) && (i18 > pi14)))) && ((bi17 < 0) || ((isnan(v20) && (!isnan(bv16))) || (v20 > bv16))))) {
+                bv16 = v20;
+                bi17 = i18;
             }
         }
-        p1[((row1 * 2) + j4)] = bv5;
-        p2[((row1 * 2) + j4)] = bi6;
-        pv2 = bv5;
-        pi3 = bi6;
+        p2[((row1 * 2) + j15)] = bi17;
+        tv11[j15] = bv16;
+        sum12 += bv16;
+        pv13 = bv16;
+        pi14 = bi17;
+    }
+    p3[((row1 * 1) + 0)] = sum12;
+    for (int j21 = 0; j21 < 2; j21 += 1) {
+        const float t22 = (tv11[j21] / sum12);
+        p4[((row1 * 2) + j21)] = t22;
     }
 }
 
-// 2 independent kernels in one launch
-// part 0 (reduce_sum): fuses reduce_sum %11, broadcast %12, div %13 (moe.0)
-// part 1 (moe_route): fuses moe_route %14 (moe.0)
-// threadgroup 32×1×1, grid 2×1×1 threadgroups
-kernel void reduce_sum_moe_route_x2_0(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
+// fuses moe_route %14 (moe.0)
+// threadgroup 32×1×1, grid 1×1×1 threadgroups
+kernel void moe_route_0(
+        device int* p0 [[buffer(0)]],
+        const device int* p1 [[buffer(1)]],
+        device int* p2 [[buffer(2)]],
         device int* p3 [[buffer(3)]],
-        const device int* p4 [[buffer(4)]],
-        device int* p5 [[buffer(5)]],
-        device int* p6 [[buffer(6)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 1)) {
-        const int h0 = (int(gid.x) - 0);
-        const int lid1 = int(lid.x);
-        const int row4 = ((h0 * 32) + lid1);
-        if ((row4 >= 16)) {
-            return;
-        }
-        float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 2; k6 += 1) {
-            const float t7 = p0[((row4 * 2) + k6)];
-            acc5 += t7;
-        }
-        const float r8 = acc5;
-        p1[row4] = r8;
-        for (int k10 = 0; k10 < 2; k10 += 1) {
-            const float t11 = p0[((row4 * 2) + k10)];
-            const float t12 = (t11 / r8);
-            p2[((row4 * 2) + k10)] = t12;
-        }
-    } else if ((int(gid.x) < 2)) {
-        const int h1 = (int(gid.x) - 1);
-        const int lid1 = int(lid.x);
-        const int lo4 = (lid1 * 1);
-        const int hi5 = min((lo4 + 1), 32);
-        int off6 = 0;
-        for (int ex7 = 0; ex7 < 4; ex7 += 1) {
-            if ((lid1 == 0)) {
-                p3[ex7] = off6;
-            }
-            int c8 = 0;
-            for (int i9 = lo4; i9 < hi5; i9 += 1) {
-                const int t12 = p4[i9];
-                if ((t12 == ex7)) {
-                    c8 += 1;
-                }
-            }
-            const int pre13 = simd_prefix_exclusive_sum(c8);
-            const int sgt14 = simd_sum(c8);
-            int pos15 = (off6 + pre13);
-            for (int i16 = lo4; i16 < hi5; i16 += 1) {
-                const int t19 = p4[i16];
-                if ((t19 == ex7)) {
-                    p5[pos15] = (i16 / 2);
-                    p6[pos15] = i16;
-                    pos15 += 1;
-                }
-            }
-            off6 += sgt14;
-        }
+        uint3 lid [[thread_position_in_threadgroup]]) {
+    const int lid1 = int(lid.x);
+    const int lo4 = (lid1 * 1);
+    const int hi5 = min((lo4 + 1), 32);
+    int off6 = 0;
+    for (int ex7 = 0; ex7 < 4; ex7 += 1) {
         if ((lid1 == 0)) {
-            p3[4] = off6;
+            p0[ex7] = off6;
         }
+        int c8 = 0;
+        for (int i9 = lo4; i9 < hi5; i9 += 1) {
+            const int t12 = p1[i9];
+            if ((t12 == ex7)) {
+                c8 += 1;
+            }
+        }
+        const int pre13 = simd_prefix_exclusive_sum(c8);
+        const int sgt14 = simd_sum(c8);
+        int pos15 = (off6 + pre13);
+        for (int i16 = lo4; i16 < hi5; i16 += 1) {
+            const int t19 = p1[i16];
+            if ((t19 == ex7)) {
+                p2[pos15] = (i16 / 2);
+                p3[pos15] = i16;
+                pos15 += 1;
+            }
+        }
+        off6 += sgt14;
+    }
+    if ((lid1 == 0)) {
+        p0[4] = off6;
     }
 }
 

@@ -926,82 +926,56 @@ kernel void matmul_5(
     }
 }
 
-// fuses softmax %63 (moe.0)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void softmax_0(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    const int lid1 = int(lid.x);
-    const int row4 = ((int(gid.x) * 256) + lid1);
-    float reg5[4];
-    float m6 = (-INFINITY);
-    float s7 = 0.0f;
-    for (int k8 = 0; k8 < 4; k8 += 1) {
-        const float t9 = p0[((row4 * 4) + k8)];
-        reg5[k8] = t9;
-        if ((t9 > m6)) {
-            s7 = ((s7 * exp((m6 - t9))) + 1.0f);
-            m6 = t9;
-        } else {
-            s7 += ((t9 == m6) ? 1.0f : exp((t9 - m6)));
-        }
-    }
-    const float inv10 = (1.0f / s7);
-    for (int k11 = 0; k11 < 4; k11 += 1) {
-        p1[((row4 * 4) + k11)] = (exp((reg5[k11] - m6)) * inv10);
-    }
-}
-
-// fuses topk %64 (moe.0)
+// fuses softmax %63, topk %64, reduce_sum %66, broadcast %67, div %68 (moe.0)
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
 kernel void topk_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         device int* p2 [[buffer(2)]],
+        device float* p3 [[buffer(3)]],
+        device float* p4 [[buffer(4)]],
         uint3 tid [[thread_position_in_grid]]) {
     const int row1 = int(tid.x);
-    float pv2 = 0.0f;
-    int pi3 = -1;
-    for (int j4 = 0; j4 < 2; j4 += 1) {
-        float bv5 = 0.0f;
-        int bi6 = -1;
-        for (int i7 = 0; i7 < 4; i7 += 1) {
-            const float t8 = p0[((row1 * 4) + i7)];
-            if ((((pi3 < 0) || (((isnan(pv2) && (!isnan(t8))) || (pv2 > t8)) || ((!((isnan(t8) && (!isnan(pv2))) || (t8 > pv2))) && (i7 > pi3)))) && ((bi6 < 0) || ((isnan(t8) && (!isnan(bv5))) || (t8 > bv5))))) {
-                bv5 = t8;
-                bi6 = i7;
+    float m2 = (-INFINITY);
+    for (int i3 = 0; i3 < 4; i3 += 1) {
+        const float t4 = p0[((row1 * 4) + i3)];
+        m2 = ((isnan(t4) || (t4 > m2)) ? t4 : m2);
+    }
+    float s5 = 0.0f;
+    for (int i6 = 0; i6 < 4; i6 += 1) {
+        const float t7 = p0[((row1 * 4) + i6)];
+        s5 += exp((t7 - m2));
+    }
+    const float inv8 = (1.0f / s5);
+    for (int i9 = 0; i9 < 4; i9 += 1) {
+        const float t10 = p0[((row1 * 4) + i9)];
+        p1[((row1 * 4) + i9)] = (exp((t10 - m2)) * inv8);
+    }
+    float tv11[2];
+    float sum12 = 0.0f;
+    float pv13 = 0.0f;
+    int pi14 = -1;
+    for (int j15 = 0; j15 < 2; j15 += 1) {
+        float bv16 = 0.0f;
+        int bi17 = -1;
+        for (int i18 = 0; i18 < 4; i18 += 1) {
+            const float t19 = p0[((row1 * 4) + i18)];
+            const float v20 = (exp((t19 - m2)) * inv8);
+            if ((((pi14 < 0) || (((isnan(pv13) && (!isnan(v20))) || (pv13 > v20)) || ((!((isnan(v20) && (!isnan(pv13))) || (v20 > pv13))) && (i18 > pi14)))) && ((bi17 < 0) || ((isnan(v20) && (!isnan(bv16))) || (v20 > bv16))))) {
+                bv16 = v20;
+                bi17 = i18;
             }
         }
-        p1[((row1 * 2) + j4)] = bv5;
-        p2[((row1 * 2) + j4)] = bi6;
-        pv2 = bv5;
-        pi3 = bi6;
+        p2[((row1 * 2) + j15)] = bi17;
+        tv11[j15] = bv16;
+        sum12 += bv16;
+        pv13 = bv16;
+        pi14 = bi17;
     }
-}
-
-// fuses reduce_sum %66, broadcast %67, div %68 (moe.0)
-// threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_0(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    const int lid1 = int(lid.x);
-    const int row4 = ((int(gid.x) * 256) + lid1);
-    float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 2; k6 += 1) {
-        const float t7 = p0[((row4 * 2) + k6)];
-        acc5 += t7;
-    }
-    const float r8 = acc5;
-    p1[row4] = r8;
-    for (int k10 = 0; k10 < 2; k10 += 1) {
-        const float t11 = p0[((row4 * 2) + k10)];
-        const float t12 = (t11 / r8);
-        p2[((row4 * 2) + k10)] = t12;
+    p3[((row1 * 1) + 0)] = sum12;
+    for (int j21 = 0; j21 < 2; j21 += 1) {
+        const float t22 = (tv11[j21] / sum12);
+        p4[((row1 * 2) + j21)] = t22;
     }
 }
 
@@ -2233,7 +2207,7 @@ kernel void cross_entropy_cross_entropy_bwd_x2_0(
 
 // fuses mul %97, reduce_sum %98, scale %99, add %152
 // threadgroup 32×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_1(
+kernel void reduce_sum_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -5201,7 +5175,7 @@ kernel void scatter_add_reduce_sum_x2_0(
 //   broadcast %263, add %264, one_hot %265, reshape %266, broadcast %267, mul %268,
 //   reduce_sum %269, add %270 (moe.0)
 // threadgroup 64×1×1, grid 32×1×1 threadgroups
-kernel void reduce_sum_2(
+kernel void reduce_sum_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -5247,7 +5221,7 @@ kernel void reduce_sum_2(
 
 // fuses mul %271, reduce_sum %272, broadcast %273, sub %274, mul %275 (moe.0)
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_3(
+kernel void reduce_sum_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -5515,7 +5489,7 @@ kernel void matmul_12(
 //   concat %344, square %345, reduce_sum %346, sqrt %347, const %348, const %349, div %350,
 //   min %351 (optimizer)
 // threadgroup 1024×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_4(
+kernel void reduce_sum_3(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
