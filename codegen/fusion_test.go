@@ -148,3 +148,19 @@ func TestRoutingFusion(t *testing.T) {
 	}
 	compileFused(t, g)
 }
+
+// The train step with its loss in chunks (see passes.chunkLoss) runs on the
+// sim launch by launch as the reference computes it.
+func TestChunkedLossOnSim(t *testing.T) {
+	g := model(t, "tiny", &passes.Config{Mode: "qlora", Train: true, LossChunkBytes: 64 * 16 * 4}, nil)
+	chunks := 0
+	for _, n := range g.Nodes {
+		if n.Op == ir.OpCrossEntropy {
+			chunks++
+		}
+	}
+	if chunks != 4 {
+		t.Fatalf("%d loss chunks, want 4", chunks)
+	}
+	compileFused(t, g)
+}

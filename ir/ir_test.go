@@ -169,3 +169,47 @@ func TestClosest(t *testing.T) {
 		}
 	}
 }
+
+// Reorder keeps a graph's meaning under a valid order and refuses one that
+// puts a node before its operand; Prune drops what no result needs.
+func TestReorderAndPrune(t *testing.T) {
+	b := NewBuilder("r")
+	x := b.Input("x", T(F32, 4))
+	y := b.Unary(OpExp, x)
+	z := b.Unary(OpNeg, x)
+	b.Unary(OpSqrt, x) // dead
+	b.Output("out", b.Add(y, z))
+	g, err := b.Finish()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := g.Nodes
+	swapped := []*Node{n[0], n[2], n[1], n[3], n[4]}
+	r, err := Reorder(g, swapped)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Nodes[1].Op != OpNeg || r.Output("out").Value.Node.Op != OpAdd || Verify(r) != nil {
+		t.Errorf("reordered graph: %v", r.Nodes)
+	}
+	if _, err := Reorder(g, []*Node{n[1], n[0], n[2], n[3], n[4]}); err == nil {
+		t.Error("Reorder accepted exp before its operand")
+	}
+	p, err := Prune(g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Nodes) != len(g.Nodes)-1 || countOp(p, OpSqrt) != 0 {
+		t.Errorf("pruned graph: %v", p.Nodes)
+	}
+}
+
+func countOp(g *Graph, op Op) int {
+	n := 0
+	for _, x := range g.Nodes {
+		if x.Op == op {
+			n++
+		}
+	}
+	return n
+}

@@ -1,6 +1,9 @@
 package ir
 
-import "maps"
+import (
+	"fmt"
+	"maps"
+)
 
 // Rewrite copies g node by node through a fresh builder, so passes can
 // replace nodes without mutating the input graph. For each node, edit may
@@ -10,7 +13,25 @@ import "maps"
 // pass can retype a parameter by declaring a new one. Graph tables (outputs,
 // aux losses, layers, regions, constants, training mode) follow the mapping.
 func Rewrite(g *Graph, edit func(b *Builder, n *Node, in []*Value) []*Value) (*Graph, error) {
-	return rewrite(g, edit, nil)
+	return rewrite(g, edit, g.Nodes)
+}
+
+// Reorder copies g with its nodes in the given order, which must list each
+// node once and every node after its operands.
+func Reorder(g *Graph, order []*Node) (*Graph, error) {
+	if len(order) != len(g.Nodes) {
+		return nil, fmt.Errorf("reorder: %d nodes for a graph of %d", len(order), len(g.Nodes))
+	}
+	done := map[*Node]bool{}
+	for _, n := range order {
+		for _, v := range n.Inputs {
+			if !done[v.Node] {
+				return nil, fmt.Errorf("reorder: node %d (%s) before its operand %d", n.ID, n.Op, v.Node.ID)
+			}
+		}
+		done[n] = true
+	}
+	return rewrite(g, nil, order)
 }
 
 // Prune copies g without the nodes that no output, aux loss or update
@@ -36,16 +57,18 @@ func Prune(g *Graph) (*Graph, error) {
 	for _, u := range g.Updates {
 		mark(u.Value)
 	}
-	dead := map[*Node]bool{}
+	var keep []*Node
 	for _, n := range g.Nodes {
-		if !live[n] && n.Op != OpParam && n.Op != OpInput {
-			dead[n] = true
+		if live[n] || n.Op == OpParam || n.Op == OpInput {
+			keep = append(keep, n)
 		}
 	}
-	return rewrite(g, nil, dead)
+	return rewrite(g, nil, keep)
 }
 
-func rewrite(g *Graph, edit func(b *Builder, n *Node, in []*Value) []*Value, skip map[*Node]bool) (*Graph, error) {
+// rewrite copies the nodes of g in order (a subset of g's, operands first)
+// through edit.
+func rewrite(g *Graph, edit func(b *Builder, n *Node, in []*Value) []*Value, order []*Node) (*Graph, error) {
 	b := NewBuilder(g.Name)
 	ng := b.G
 	ng.Layers = append([]Layer(nil), g.Layers...)
@@ -57,10 +80,7 @@ func rewrite(g *Graph, edit func(b *Builder, n *Node, in []*Value) []*Value, ski
 	for _, p := range g.Params {
 		params[p.Value] = p
 	}
-	for _, n := range g.Nodes {
-		if skip != nil && skip[n] {
-			continue
-		}
+	for _, n := range order {
 		b.Pos, b.Scope, b.Region = n.Pos, n.Scope, n.Region
 		in := make([]*Value, len(n.Inputs))
 		for i, v := range n.Inputs {

@@ -29,6 +29,9 @@ type Config struct {
 	Remat string
 	// MemoryBudget is the bytes of kept activations Remat "auto" must fit.
 	MemoryBudget int64
+	// LossChunkBytes bounds the logits of one chunk of the loss (see
+	// chunkLoss); 0 is 256 MiB.
+	LossChunkBytes int64
 	// Verify runs ir.Verify after every pass.
 	Verify bool
 	// Dump, when set, receives the graph after each pass.

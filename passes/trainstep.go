@@ -48,6 +48,19 @@ func TrainStep(g *ir.Graph, cfg *Config) (*ir.Graph, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A step reports scalars; keeping the forward's tensor outputs (logits:
+	// T×vocab floats, 1.6 GB for scm3b at batch 16) alive to the end of the
+	// step would cost memory for nothing. Evaluation uses the forward graph.
+	outs := g.Outputs[:0]
+	for _, o := range g.Outputs {
+		if o.Value.Type.Shape.Elems() == 1 {
+			outs = append(outs, o)
+		}
+	}
+	g.Outputs = outs
+	if g, err = chunkLoss(g, cfg.LossChunkBytes); err != nil {
+		return nil, err
+	}
 	main := g.Output("loss")
 	if main == nil || !main.Value.Type.Equal(ir.T(ir.F32)) {
 		return nil, fmt.Errorf("trainstep: the model needs an f32 scalar output named loss")
@@ -80,6 +93,7 @@ func TrainStep(g *ir.Graph, cfg *Config) (*ir.Graph, error) {
 			wrt = append(wrt, p.Value)
 		}
 	}
+	forward := len(g.Nodes)
 	grads, err := Gradients(b, total, wrt)
 	if err != nil {
 		return nil, err
@@ -112,16 +126,9 @@ func TrainStep(g *ir.Graph, cfg *Config) (*ir.Graph, error) {
 	if err := b.Err(); err != nil {
 		return nil, fmt.Errorf("trainstep: %w", err)
 	}
-	// A step reports scalars; keeping the forward's tensor outputs (logits:
-	// T×vocab floats, 1.6 GB for scm3b at batch 16) alive to the end of the
-	// step would cost memory for nothing. Evaluation uses the forward graph.
-	outs := g.Outputs[:0]
-	for _, o := range g.Outputs {
-		if o.Value.Type.Shape.Elems() == 1 {
-			outs = append(outs, o)
-		}
+	if g, err = scheduleLossChunks(g, forward); err != nil {
+		return nil, err
 	}
-	g.Outputs = outs
 	return ir.Prune(g) // gradient sums can leave superseded nodes behind
 }
 

@@ -268,8 +268,11 @@ func TestAdamWSteps(t *testing.T) {
 // closeTo compares to float64 round-off.
 func closeTo(t *testing.T, what string, got, want []float64) {
 	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s: %d values, want %d", what, len(got), len(want))
+	}
 	for i := range want {
-		if d := math.Abs(got[i] - want[i]); d > 1e-12*math.Max(1, math.Abs(want[i])) {
+		if d := math.Abs(got[i] - want[i]); !(d <= 1e-12*math.Max(1, math.Abs(want[i]))) {
 			t.Fatalf("%s[%d] = %.17g, want %.17g", what, i, got[i], want[i])
 		}
 	}
