@@ -356,6 +356,12 @@ func (e *Emitter) compute(v *ir.Value, c []kir.Expr) kir.Expr {
 		return e.dequant(n.Inputs[0], e.Linear(v.Type.Shape, c))
 	case ir.OpAdamW:
 		return e.adamw(n, v.Index, c)
+	case ir.OpConv: // a stencil of K taps: cheap enough to compute where read
+		return convAt(e, n, c)
+	case ir.OpConvBwd:
+		if v.Index == 0 {
+			return convDXAt(e, n, c)
+		}
 	}
 	panic(fmt.Sprintf("codegen: %s is not element-wise", n.Op))
 }

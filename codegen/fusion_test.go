@@ -67,12 +67,13 @@ func TestHorizontalFusion(t *testing.T) {
 
 // An element-wise value read by several kernels is computed by the first of
 // them, which also stores it for the others (XLA's multi-output fusion):
-// SiLU(z) here, gating x before a matmul and the matmul's result after it.
+// SiLU(z) here, gating x before a matmul too wide to compute its lhs while
+// staging it (see TestLHSPrologue), and the matmul's result after it.
 func TestMultiOutputFusion(t *testing.T) {
 	b := ir.NewBuilder("mo")
-	z := mmParam(b, "z", ir.F32, 6, 16)
+	z := mmParam(b, "z", ir.F32, 6, 320)
 	act := b.Unary(ir.OpSiLU, z)
-	y := b.Matmul(b.Mul(act, mmParam(b, "x", ir.F32, 6, 16)), mmParam(b, "w", ir.F32, 16, 16), false, false)
+	y := b.Matmul(b.Mul(act, mmParam(b, "x", ir.F32, 6, 320)), mmParam(b, "w", ir.F32, 320, 320), false, false)
 	g := mmFinish(t, b, b.Mul(act, y))
 	s := passes.Fuse(g, true)
 	if len(s.Groups) != 2 || len(s.Groups[0].Outputs) != 2 || s.Groups[1].Kind != "matmul" {
@@ -161,6 +162,30 @@ func TestChunkedLossOnSim(t *testing.T) {
 	}
 	if chunks != 4 {
 		t.Fatalf("%d loss chunks, want 4", chunks)
+	}
+	compileFused(t, g)
+}
+
+// A contraction with few result columns computes its lhs's producers while
+// it stages the lhs, a conv among them, and writes the results others read
+// from the first column of tiles: x_proj of the Mamba block computes the
+// causal conv and its SiLU, which the scan and the backward pass read.
+func TestLHSPrologue(t *testing.T) {
+	b := ir.NewBuilder("lhs")
+	x := mmParam(b, "x", ir.F32, 2, 37, 24)
+	conv := b.Op(ir.OpConv, nil, x, mmParam(b, "cw", ir.F32, 24, 4), mmParam(b, "cb", ir.F32, 24))
+	u := b.Unary(ir.OpSiLU, conv)
+	proj := b.Matmul(u, mmParam(b, "w", ir.F32, 40, 24), false, true) // 40 columns: one tile
+	g := mmFinish(t, b, proj, b.Mul(u, conv))
+	s := passes.Fuse(g, true)
+	var mm *passes.Group
+	for _, grp := range s.Groups {
+		if grp.Kind == "matmul" {
+			mm = grp
+		}
+	}
+	if mm == nil || !mm.StagesLHS || len(mm.Outputs) != 3 {
+		t.Fatalf("matmul group %+v: want the conv and SiLU computed while staging, both written", mm)
 	}
 	compileFused(t, g)
 }

@@ -529,18 +529,48 @@ func (w *bwdScan) channelGroup(e *Emitter, grp *passes.Group, threads int, blkId
 // e.At (fused slices of in_proj's output compute inline), zero before t=0.
 func convForward(e *Emitter, grp *passes.Group) error {
 	root := grp.Anchor
-	x, w, bias := root.Inputs[0], root.Inputs[1], root.Inputs[2]
 	out := root.Out()
-	k := w.Type.Shape[1]
 	total := int(out.Type.Shape.Elems())
 	i := convGrid(e, total)
 	c := e.Split(out.Type.Shape, i)
+	e.StoreThrough(grp, out, c, convAt(e, root, c))
+	return nil
+}
+
+// convAt is the conv's output at c: b[c] + Σ_j w[c,j]·x[b, t−(K−1)+j, c].
+func convAt(e *Emitter, n *ir.Node, c []kir.Expr) kir.Expr {
+	x, w, bias := n.Inputs[0], n.Inputs[1], n.Inputs[2]
+	k := w.Type.Shape[1]
 	acc := e.At(bias, []kir.Expr{c[2]})
 	for j := 0; j < k; j++ {
 		acc = kir.Add(acc, convTap(e, x, w, c, j, k))
 	}
-	e.StoreThrough(grp, out, c, acc)
-	return nil
+	return acc
+}
+
+// convDXAt is the conv backward's dx at c: Σ_k w[c,k]·dy[b, t+(K−1)−k, c],
+// zero past the sequence's end.
+func convDXAt(e *Emitter, n *ir.Node, c []kir.Expr) kir.Expr {
+	w, dy := n.Inputs[1], n.Inputs[2]
+	k, l := w.Type.Shape[1], dy.Type.Shape[1]
+	var acc kir.Expr
+	for tap := k - 1; tap >= 0; tap-- {
+		fwd := k - 1 - tap
+		t := c[1]
+		if fwd > 0 {
+			t = kir.Min(kir.Add(t, kir.I(fwd)), kir.I(l-1))
+		}
+		term := kir.Mul(e.At(dy, []kir.Expr{c[0], t, c[2]}), e.At(w, []kir.Expr{c[2], kir.I(tap)}))
+		if fwd > 0 {
+			term = kir.Select{Cond: kir.Lt(c[1], kir.I(l-fwd)), A: term, B: kir.F(0)}
+		}
+		if acc == nil {
+			acc = term
+		} else {
+			acc = kir.Add(acc, term)
+		}
+	}
+	return acc
 }
 
 // convGrid sets a 1-D grid of at least total threads and returns the
@@ -589,24 +619,7 @@ func convBackward(e *Emitter, grp *passes.Group) error {
 	if writes(grp, dx) {
 		secs = append(secs, section{nb * l * nc, func(j kir.Expr) {
 			c := e.Split(s, j)
-			var acc kir.Expr
-			for tap := k - 1; tap >= 0; tap-- { // dx[b,t,c] = Σ_k w[c,k]·dy[b, t+(K−1)−k, c]
-				fwd := k - 1 - tap
-				t := c[1]
-				if fwd > 0 {
-					t = kir.Min(kir.Add(t, kir.I(fwd)), kir.I(l-1))
-				}
-				term := kir.Mul(e.At(dy, []kir.Expr{c[0], t, c[2]}), e.At(w, []kir.Expr{c[2], kir.I(tap)}))
-				if fwd > 0 {
-					term = kir.Select{Cond: kir.Lt(c[1], kir.I(l-fwd)), A: term, B: kir.F(0)}
-				}
-				if acc == nil {
-					acc = term
-				} else {
-					acc = kir.Add(acc, term)
-				}
-			}
-			e.StoreThrough(grp, dx, c, acc)
+			e.StoreThrough(grp, dx, c, convDXAt(e, root, c))
 		}})
 	}
 	if writes(grp, dw) {

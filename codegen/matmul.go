@@ -48,6 +48,10 @@ type mmOperand struct {
 	// kMajor: consecutive inner indices are adjacent in memory, so threads
 	// stage along the inner axis (coalesced reads); else along rows.
 	kMajor bool
+	// keep are results of fused producers the kernel also writes, element
+	// for element of the operand, from the threadgroups of the first column
+	// of tiles (each operand element is staged there once).
+	keep []*ir.Value
 }
 
 // mmContraction is one threadgroup's share of out[i, j] = Σ_t s_t·Σ_k
@@ -242,7 +246,15 @@ func (c *mmContraction) stage(e *Emitter, op mmOperand, scale float64, rows int,
 		dst := kir.Index{Buf: "sh", I: at}
 		e.mmGuarded(append(mmWithin(gi, rEnd), mmWithin(gk, kEnd)...),
 			func() {
-				x := e.At(op.v, op.at(gi, gk))
+				at := op.at(gi, gk)
+				x := e.At(op.v, at)
+				if len(op.keep) > 0 {
+					e.Emit(kir.If{Cond: kir.Op("==", c.n0, kir.I(0)), Then: e.Block(func() {
+						for _, v := range op.keep {
+							e.Store(v, at, e.At(v, at))
+						}
+					})})
+				}
 				if scale != 1 {
 					x = kir.Mul(x, kir.F(scale))
 				}
@@ -276,19 +288,26 @@ func (c *mmContraction) fragLoad(tile string, op mmOperand, rows, base int, row,
 
 // mmOnlyOutput returns the value a contraction kernel's accumulator holds:
 // the anchor's result, or the sum of its terms. The kernel writes it and the
-// results of its fused epilogue (see StoreThrough).
-func mmOnlyOutput(grp *passes.Group) (*ir.Value, error) {
+// results of its fused epilogue (see StoreThrough); keep are results of its
+// lhs's producers that it writes as it stages the lhs.
+func mmOnlyOutput(grp *passes.Group) (*ir.Value, []*ir.Value, error) {
 	out := grp.Anchor.Out()
 	if grp.Sum != nil {
 		out = grp.Sum
 	}
 	finished := grp.Finished(out)
+	lhs := grp.Anchor.Inputs[0].Type.Shape
+	var keep []*ir.Value
 	for _, v := range grp.Outputs {
-		if !finished[v] {
-			return nil, fmt.Errorf("a %s kernel writes its result and values computed from it, not %v", grp.Kind, v)
+		switch {
+		case finished[v]:
+		case v.Type.Shape.Equal(lhs) && len(grp.Terms) == 0: // computed while staging the lhs (passes.lhsPrologue)
+			keep = append(keep, v)
+		default:
+			return nil, nil, fmt.Errorf("a %s kernel writes its result, values computed from it and its lhs's producers, not %v", grp.Kind, v)
 		}
 	}
-	return out, nil
+	return out, keep, nil
 }
 
 // mmTerms lists the contractions a kernel sums: the anchor alone, or the
@@ -315,7 +334,7 @@ func (e *Emitter) mmInnerContiguous(v *ir.Value, ax int) bool {
 // matmul: grid (N tiles, M tiles, batch entries); the rhs is shared by the
 // batch when it has no batch axes.
 func matmul(e *Emitter, grp *passes.Group) error {
-	out, err := mmOnlyOutput(grp)
+	out, keep, err := mmOnlyOutput(grp)
 	if err != nil {
 		return err
 	}
@@ -354,7 +373,7 @@ func matmul(e *Emitter, grp *passes.Group) error {
 					return withBatch(a, k, i)
 				}
 				return withBatch(a, i, k)
-			}, kMajor: e.mmInnerContiguous(a, map[bool]int{false: ra - 1, true: ra - 2}[ta])},
+			}, kMajor: e.mmInnerContiguous(a, map[bool]int{false: ra - 1, true: ra - 2}[ta]), keep: keep},
 			b: mmOperand{v: b, at: func(j, k kir.Expr) []kir.Expr {
 				if tb {
 					return withBatch(b, j, k)
@@ -381,7 +400,7 @@ func matmul(e *Emitter, grp *passes.Group) error {
 // threadgroup and come before any barrier.
 func groupedMatmul(e *Emitter, grp *passes.Group) error {
 	n := grp.Anchor
-	out, err := mmOnlyOutput(grp)
+	out, keep, err := mmOnlyOutput(grp)
 	if err != nil {
 		return err
 	}
@@ -423,7 +442,7 @@ func groupedMatmul(e *Emitter, grp *passes.Group) error {
 		tb := t.Node.Attrs.Bool("tb")
 		K := x.Type.Shape[1]
 		c.terms = append(c.terms, mmTerm{
-			a: mmOperand{v: x, at: func(i, k kir.Expr) []kir.Expr { return []kir.Expr{i, k} }, kMajor: e.mmInnerContiguous(x, 1)},
+			a: mmOperand{v: x, at: func(i, k kir.Expr) []kir.Expr { return []kir.Expr{i, k} }, kMajor: e.mmInnerContiguous(x, 1), keep: keep},
 			b: mmOperand{v: w, at: func(j, k kir.Expr) []kir.Expr {
 				if tb {
 					return []kir.Expr{ex, j, k}
@@ -444,9 +463,12 @@ func groupedMatmul(e *Emitter, grp *passes.Group) error {
 // expert without rows writes zeros.
 func groupedMatmulWgrad(e *Emitter, grp *passes.Group) error {
 	n := grp.Anchor
-	out, err := mmOnlyOutput(grp)
+	out, keep, err := mmOnlyOutput(grp)
 	if err != nil {
 		return err
+	}
+	if len(keep) > 0 {
+		return fmt.Errorf("a grouped_matmul_wgrad kernel writes no producer results, not %v", keep)
 	}
 	dy, x, offsets := n.Inputs[0], n.Inputs[1], n.Inputs[2]
 	N, K := dy.Type.Shape[1], x.Type.Shape[1]

@@ -1,6 +1,7 @@
 package passes
 
 import (
+	"slices"
 	"sort"
 
 	"github.com/scm-magellano/magc/ir"
@@ -25,6 +26,9 @@ type Group struct {
 	// Epilogue lists, for a result of the anchor (or Sum), the element-wise
 	// nodes computed where the kernel finishes each of its elements.
 	Epilogue map[*ir.Value][]*ir.Node
+	// StagesLHS is set when a contraction computes producers of its lhs
+	// other than index maps while it stages it (see lhsPrologue).
+	StagesLHS bool
 	// RowEpilogue, for a reduction over rows, are element-wise nodes computed
 	// over each row once its result is known, which they read broadcast
 	// along the row (x / Σx, p·(dy − Σ p·dy)).
@@ -147,15 +151,20 @@ func Fuse(g *ir.Graph, fuse bool) *Schedule {
 			continue
 		}
 		if fuse && !anyKept(n, kept) {
-			if targets := consumerGroups(n, uses, member); len(targets) > 0 && allAccept(targets, n) &&
-				(len(targets) == 1 || indexMap(n.Op)) && allFit(targets, n) {
+			targets := consumerGroups(n, uses, member)
+			if len(targets) > 0 && allFit(targets, n) && (allAccept(targets, n) && (len(targets) == 1 || indexMap(n.Op)) ||
+				len(targets) == 1 && lhsPrologue(targets[0], n, uses)) {
+				if len(targets) == 1 && !accepts(targets[0].Kind, n) {
+					targets[0].StagesLHS = true
+				}
 				for _, t := range targets {
 					t.Nodes = append(t.Nodes, n)
 					member[n] = append(member[n], t)
 				}
 				continue
 			}
-			if t := storingReader(n, consumerGroups(n, uses, member)); t != nil {
+			if t := storingReader(n, targets, uses); t != nil {
+				t.StagesLHS = t.StagesLHS || t.Kind != "pointwise"
 				t.Nodes = append(t.Nodes, n)
 				member[n] = []*Group{t}
 				continue
@@ -478,8 +487,8 @@ func readersAfter(m, p *Group, uses map[*ir.Value][]*ir.Node, member map[*ir.Nod
 // stores its result for n's other readers (XLA's multi-output fusion): the
 // first to run of n's readers with n's shape, when every other reader runs
 // after it. Nil when there is none.
-func storingReader(n *ir.Node, readers []*Group) *Group {
-	if len(readers) < 2 || !Pointwise(n.Op) || n.Op == ir.OpAdamW || len(n.Outputs) != 1 {
+func storingReader(n *ir.Node, readers []*Group, uses map[*ir.Value][]*ir.Node) *Group {
+	if len(readers) < 2 || len(n.Outputs) != 1 {
 		return nil
 	}
 	var first *Group
@@ -488,8 +497,15 @@ func storingReader(n *ir.Node, readers []*Group) *Group {
 			first = t
 		}
 	}
-	if first.Kind != "pointwise" || !first.Root.Out().Type.Shape.Equal(n.Out().Type.Shape) ||
-		boundBuffers(append([]*ir.Node{n}, first.Nodes...), append([]*ir.Value{n.Out()}, first.Root.Outputs...)) > MaxBuffers {
+	switch {
+	case first.Kind == "pointwise":
+		if !Pointwise(n.Op) || n.Op == ir.OpAdamW || !first.Root.Out().Type.Shape.Equal(n.Out().Type.Shape) {
+			return nil
+		}
+	case !lhsPrologue(first, n, uses) || !storedWithLHS(first, n):
+		return nil
+	}
+	if boundBuffers(append([]*ir.Node{n}, first.Nodes...), append([]*ir.Value{n.Out()}, first.Root.Outputs...)) > MaxBuffers {
 		return nil
 	}
 	for _, t := range readers {
@@ -500,6 +516,119 @@ func storingReader(n *ir.Node, readers []*Group) *Group {
 	return first
 }
 
+// fewColumns bounds the result columns of a contraction that computes
+// producers of its lhs while staging it (XLA's rule against re-reading made
+// concrete: its kernel stages each lhs element once per 64 columns, so at
+// most four times). x_proj computes the causal conv this way, and the LoRA
+// down-projection of the MoE experts their gated activation.
+const fewColumns = 256
+
+// lhsPrologue reports whether contraction group g may compute n while it
+// stages its lhs: g has few result columns; n is element-wise, a conv, or
+// the input gradient of a conv's backward (its weight gradients unread);
+// and every reader of n in g computes the lhs (operand 0 of the anchor).
+func lhsPrologue(g *Group, n *ir.Node, uses map[*ir.Value][]*ir.Node) bool {
+	if g.Kind != string(ir.OpMatmul) && g.Kind != string(ir.OpGroupedMM) || len(g.Terms) > 0 {
+		return false
+	}
+	out := g.Anchor.Out().Type.Shape
+	if out[len(out)-1] > fewColumns || len(n.Outputs) == 0 {
+		return false
+	}
+	switch {
+	case Pointwise(n.Op) && n.Op != ir.OpAdamW, n.Op == ir.OpConv:
+	case n.Op == ir.OpConvBwd:
+		if len(uses[n.Outputs[1]]) > 0 || len(uses[n.Outputs[2]]) > 0 {
+			return false
+		}
+	default:
+		return false
+	}
+	lhs := lhsChain(g)
+	for _, v := range n.Outputs {
+		for _, u := range uses[v] {
+			if !inGroup(g, u) || lhs[u] {
+				continue
+			}
+			if u != g.Anchor || u.Inputs[0] != v || slices.Contains(u.Inputs[1:], v) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// lhsChain is the set of g's nodes that compute its anchor's lhs.
+func lhsChain(g *Group) map[*ir.Node]bool {
+	chain := map[*ir.Node]bool{}
+	var walk func(v *ir.Value)
+	walk = func(v *ir.Value) {
+		if chain[v.Node] || !inGroup(g, v.Node) {
+			return
+		}
+		chain[v.Node] = true
+		for _, x := range v.Node.Inputs {
+			walk(x)
+		}
+	}
+	walk(g.Anchor.Inputs[0])
+	return chain
+}
+
+// storedWithLHS reports whether the kernel of contraction g can write n's
+// result while it stages its lhs: n's result has the lhs's shape and the
+// lhs is computed from it element by element, so each staged element gives
+// one element of n's result.
+func storedWithLHS(g *Group, n *ir.Node) bool {
+	lhs := g.Anchor.Inputs[0]
+	if len(n.Outputs) == 0 || !n.Outputs[0].Type.Shape.Equal(lhs.Type.Shape) {
+		return false
+	}
+	for v := lhs; v.Node != n; {
+		d, _ := ir.Lookup(v.Node.Op)
+		if d.Category != ir.Elementwise || !inGroup(g, v.Node) {
+			return false
+		}
+		next := (*ir.Value)(nil)
+		for _, x := range v.Node.Inputs {
+			if x.Node == n || inGroup(g, x.Node) && lhsReaches(g, x, n) {
+				next = x
+				break
+			}
+		}
+		if next == nil {
+			return false
+		}
+		v = next
+	}
+	return true
+}
+
+// lhsReaches reports whether v is computed in g from n.
+func lhsReaches(g *Group, v *ir.Value, n *ir.Node) bool {
+	if v.Node == n {
+		return true
+	}
+	if !inGroup(g, v.Node) {
+		return false
+	}
+	for _, x := range v.Node.Inputs {
+		if lhsReaches(g, x, n) {
+			return true
+		}
+	}
+	return false
+}
+
+func inGroup(g *Group, n *ir.Node) bool {
+	for _, x := range g.Nodes {
+		if x == n {
+			return true
+		}
+	}
+	return false
+}
+
 // mergeTerms joins two contractions of one kind whose results, scaled or
 // not, are added and read nowhere else: one kernel runs both K loops into
 // the same accumulators (the K axes concatenated), so neither result goes
@@ -508,7 +637,7 @@ func storingReader(n *ir.Node, readers []*Group) *Group {
 func mergeTerms(groups []*Group, uses map[*ir.Value][]*ir.Node, member map[*ir.Node][]*Group) []*Group {
 	merged := map[*Group]bool{}
 	for _, m := range groups {
-		if m.Root == m.Anchor || (m.Kind != string(ir.OpMatmul) && m.Kind != string(ir.OpGroupedMM)) || merged[m] {
+		if m.Root == m.Anchor || (m.Kind != string(ir.OpMatmul) && m.Kind != string(ir.OpGroupedMM)) || merged[m] || m.StagesLHS {
 			continue
 		}
 		for _, add := range m.Nodes {
@@ -526,7 +655,7 @@ func mergeTerms(groups []*Group, uses map[*ir.Value][]*ir.Node, member map[*ir.N
 				switch {
 				case g == m && c == m.Anchor:
 					terms = append([]Term{{c, scale}}, terms...)
-				case g != m && g.Kind == m.Kind && g.Root == c && g.Anchor == c && !merged[g] && sameContraction(c, m.Anchor):
+				case g != m && g.Kind == m.Kind && g.Root == c && g.Anchor == c && !merged[g] && !g.StagesLHS && sameContraction(c, m.Anchor):
 					other = g
 					terms = append(terms, Term{c, scale})
 				}

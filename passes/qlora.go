@@ -58,14 +58,16 @@ func QLoRA(g *ir.Graph, cfg *Config) (*ir.Graph, error) {
 				continue
 			}
 			switch {
+			// The low-rank path comes first: x·A is the first reader of x, so
+			// a kernel computing x can be x·A's (see passes.lhsPrologue).
 			case i == 1 && n.Op == ir.OpMatmul && n.Attrs.Bool("tb") && !n.Attrs.Bool("ta"):
-				base := b.Apply(n.Op, n.Attrs, in...)[0]
 				low := b.Matmul(b.Matmul(in[0], ad.a, false, true), ad.b, false, true)
+				base := b.Apply(n.Op, n.Attrs, in...)[0]
 				return []*ir.Value{b.Add(base, b.Scale(low, scale))}
 			case i == 1 && n.Op == ir.OpGroupedMM && n.Attrs.Bool("tb"):
-				base := b.Apply(n.Op, n.Attrs, in...)[0]
 				attrs := ir.Attrs{"tb": true}
 				low := b.Op(ir.OpGroupedMM, attrs, b.Op(ir.OpGroupedMM, attrs, in[0], ad.a, in[2]), ad.b, in[2])
+				base := b.Apply(n.Op, n.Attrs, in...)[0]
 				return []*ir.Value{b.Add(base, b.Scale(low, scale))}
 			}
 			b.Fail(fmt.Errorf("a lora weight is read by %s (operand %d); LoRA adapts weights used as linear(x, w) or grouped_matmul(x, w, offsets, tb = true)", n.Op, i))

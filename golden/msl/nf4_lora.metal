@@ -6,7 +6,7 @@ constant float NF4_CODE[16] = {-1.0f, -0.6961928f, -0.52507305f, -0.3949175f, -0
 
 constant float NF4_ABSMAX_MAP[256] = {-0.99296874f, -0.9789062f, -0.96484375f, -0.9507812f, -0.9367187f, -0.92265624f, -0.9085938f, -0.89453125f, -0.8804687f, -0.8664062f, -0.85234374f, -0.8382812f, -0.82421875f, -0.8101562f, -0.7960937f, -0.78203124f, -0.7679688f, -0.75390625f, -0.7398438f, -0.72578126f, -0.7117188f, -0.6976563f, -0.68359375f, -0.6695313f, -0.65546876f, -0.64140624f, -0.6273438f, -0.61328125f, -0.5992187f, -0.58515626f, -0.5710938f, -0.5570313f, -0.54296875f, -0.5289062f, -0.51484376f, -0.50078124f, -0.48671877f, -0.47265625f, -0.45859373f, -0.44453126f, -0.43046874f, -0.4164062f, -0.40234375f, -0.38828123f, -0.37421876f, -0.36015624f, -0.3460937f, -0.33203125f, -0.31796873f, -0.30390626f, -0.28984374f, -0.27578127f, -0.26171875f, -0.24765626f, -0.23359376f, -0.21953125f, -0.20546874f, -0.19140625f, -0.17734374f, -0.16328125f, -0.14921875f, -0.13515624f, -0.12109375f, -0.107031256f, -0.09859375f, -0.095781244f, -0.092968754f, -0.09015625f, -0.08734375f, -0.08453125f, -0.08171874f, -0.07890625f, -0.07609375f, -0.07328125f, -0.070468746f, -0.067656256f, -0.06484375f, -0.062031247f, -0.059218753f, -0.05640625f, -0.05359375f, -0.05078125f, -0.04796875f, -0.04515625f, -0.042343747f, -0.03953125f, -0.036718752f, -0.033906247f, -0.03109375f, -0.028281247f, -0.02546875f, -0.02265625f, -0.01984375f, -0.01703125f, -0.01421875f, -0.01140625f, -0.00971875f, -0.009156249f, -0.00859375f, -0.00803125f, -0.00746875f, -0.00690625f, -0.00634375f, -0.00578125f, -0.0052187503f, -0.0046562497f, -0.00409375f, -0.0035312497f, -0.00296875f, -0.00240625f, -0.00184375f, -0.0012812499f, -0.0009437501f, -0.00083125f, -0.00071875006f, -0.0006062501f, -0.00049375003f, -0.00038125002f, -0.00026875004f, -0.00015625001f, -8.875e-05f, -6.625e-05f, -4.375e-05f, -2.1249998e-05f, -7.75e-06f, -3.2500002e-06f, -5.5000004e-07f, 0.0f, 5.5000004e-07f, 3.2500002e-06f, 7.75e-06f, 2.1249998e-05f, 4.375e-05f, 6.625e-05f, 8.875e-05f, 0.00015625001f, 0.00026875004f, 0.00038125002f, 0.00049375003f, 0.0006062501f, 0.00071875006f, 0.00083125f, 0.0009437501f, 0.0012812499f, 0.00184375f, 0.00240625f, 0.00296875f, 0.0035312497f, 0.00409375f, 0.0046562497f, 0.0052187503f, 0.00578125f, 0.00634375f, 0.00690625f, 0.00746875f, 0.00803125f, 0.00859375f, 0.009156249f, 0.00971875f, 0.01140625f, 0.01421875f, 0.01703125f, 0.01984375f, 0.02265625f, 0.02546875f, 0.028281247f, 0.03109375f, 0.033906247f, 0.036718752f, 0.03953125f, 0.042343747f, 0.04515625f, 0.04796875f, 0.05078125f, 0.05359375f, 0.05640625f, 0.059218753f, 0.062031247f, 0.06484375f, 0.067656256f, 0.070468746f, 0.07328125f, 0.07609375f, 0.07890625f, 0.08171874f, 0.08453125f, 0.08734375f, 0.09015625f, 0.092968754f, 0.095781244f, 0.09859375f, 0.107031256f, 0.12109375f, 0.13515624f, 0.14921875f, 0.16328125f, 0.17734374f, 0.19140625f, 0.20546874f, 0.21953125f, 0.23359376f, 0.24765626f, 0.26171875f, 0.27578127f, 0.28984374f, 0.30390626f, 0.31796873f, 0.33203125f, 0.3460937f, 0.36015624f, 0.37421876f, 0.38828123f, 0.40234375f, 0.4164062f, 0.43046874f, 0.44453126f, 0.45859373f, 0.47265625f, 0.48671877f, 0.50078124f, 0.51484376f, 0.5289062f, 0.54296875f, 0.5570313f, 0.5710938f, 0.58515626f, 0.5992187f, 0.61328125f, 0.6273438f, 0.64140624f, 0.65546876f, 0.6695313f, 0.68359375f, 0.6976563f, 0.7117188f, 0.72578126f, 0.7398438f, 0.75390625f, 0.7679688f, 0.78203124f, 0.7960937f, 0.8101562f, 0.82421875f, 0.8382812f, 0.85234374f, 0.8664062f, 0.8804687f, 0.89453125f, 0.9085938f, 0.92265624f, 0.9367187f, 0.9507812f, 0.96484375f, 0.9789062f, 0.99296874f, 1.0f};
 
-// fuses matmul %10
+// fuses matmul %9
 // threadgroup 128×1×1, grid 1×1×1 threadgroups
 kernel void matmul_0(
         const device float* p0 [[buffer(0)]],
@@ -99,162 +99,202 @@ kernel void matmul_0(
     }
 }
 
-// fuses dequant %4, matmul %9, matmul %11, scale %12, add %13, silu %14
-// threadgroup 128×1×1, grid 1×1×1 threadgroups
-kernel void matmul_1(
+// 2 independent kernels in one launch
+// part 0 (matmul): fuses matmul %10
+// part 1 (matmul): fuses dequant %4, matmul %11
+// threadgroup 128×1×1, grid 2×1×1 threadgroups
+kernel void matmul_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device uchar* p3_codes [[buffer(3)]],
-        const device uchar* p4_qabsmax [[buffer(4)]],
-        const device float* p5_scales [[buffer(5)]],
-        const device float* p6_offset [[buffer(6)]],
-        device float* p7 [[buffer(7)]],
+        device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        const device uchar* p4 [[buffer(4)]],
+        const device uchar* p5 [[buffer(5)]],
+        const device float* p6 [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
         device float* p8 [[buffer(8)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int m01 = (int(gid.y) * 32);
-    const int n02 = (int(gid.x) * 64);
     threadgroup float sh[3456];
-    const int ti3 = int(lid.x);
-    const int sgi4 = int(sg);
-    const int sr5 = ((sgi4 / 2) * 16);
-    const int sc6 = ((sgi4 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 64; k0 += 32) {
-        for (int s7 = 0; s7 < 8; s7 += 1) {
-            const int l8 = ((s7 * 128) + ti3);
-            const int i9 = (l8 / 32);
-            const int k10 = (l8 % 32);
-            const int gi11 = (m01 + i9);
-            const int gk12 = (k0 + k10);
-            if ((gi11 < 24)) {
-                const float t13 = p0[((gi11 * 64) + gk12)];
-                sh[((i9 * 36) + k10)] = (t13 * 0.25f);
-            } else {
-                sh[((i9 * 36) + k10)] = 0.0f;
+    if ((int(gid.x) < 1)) {
+        const int h0 = (int(gid.x) - 0);
+        const int m01 = (h0 * 32);
+        const int n02 = (h0 * 64);
+        const int ti3 = int(lid.x);
+        const int sgi4 = int(sg);
+        const int sr5 = ((sgi4 / 2) * 16);
+        const int sc6 = ((sgi4 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 64; k0 += 32) {
+            for (int s7 = 0; s7 < 8; s7 += 1) {
+                const int l8 = ((s7 * 128) + ti3);
+                const int i9 = (l8 / 32);
+                const int k10 = (l8 % 32);
+                const int gi11 = (m01 + i9);
+                const int gk12 = (k0 + k10);
+                if ((gi11 < 24)) {
+                    const float t13 = p0[((gi11 * 64) + gk12)];
+                    sh[((i9 * 36) + k10)] = t13;
+                } else {
+                    sh[((i9 * 36) + k10)] = 0.0f;
+                }
             }
+            for (int s14 = 0; s14 < 16; s14 += 1) {
+                const int l15 = ((s14 * 128) + ti3);
+                const int i16 = (l15 / 32);
+                const int k17 = (l15 % 32);
+                const int gi18 = (n02 + i16);
+                const int gk19 = (k0 + k17);
+                const float t20 = p1[((gi18 * 64) + gk19)];
+                sh[(((i16 * 36) + k17) + 1152)] = t20;
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 32; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((sr5 * 36) + kk), 36);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + (((sr5 + 8) * 36) + kk), 36);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((sc6 * 36) + kk) + 1152), 36, ulong2(0, 0), true);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + ((((sc6 + 8) * 36) + kk) + 1152), 36, ulong2(0, 0), true);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + ((((sc6 + 16) * 36) + kk) + 1152), 36, ulong2(0, 0), true);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + ((((sc6 + 24) * 36) + kk) + 1152), 36, ulong2(0, 0), true);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         }
-        for (int s14 = 0; s14 < 16; s14 += 1) {
-            const int l15 = ((s14 * 128) + ti3);
-            const int i16 = (l15 / 32);
-            const int k17 = (l15 % 32);
-            const int gi18 = (n02 + i16);
-            const int gk19 = (k0 + k17);
-            const float t20 = p1[((gi18 * 64) + gk19)];
-            sh[(((i16 * 36) + k17) + 1152)] = t20;
-        }
+        simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
+        simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
+        simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 32; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr5 * 36) + kk), 36);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr5 + 8) * 36) + kk), 36);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((sc6 * 36) + kk) + 1152), 36, ulong2(0, 0), true);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + ((((sc6 + 8) * 36) + kk) + 1152), 36, ulong2(0, 0), true);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + ((((sc6 + 16) * 36) + kk) + 1152), 36, ulong2(0, 0), true);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + ((((sc6 + 24) * 36) + kk) + 1152), 36, ulong2(0, 0), true);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    for (int k0 = 0; k0 < 32; k0 += 32) {
-        for (int s21 = 0; s21 < 8; s21 += 1) {
+        for (int s21 = 0; s21 < 16; s21 += 1) {
             const int l22 = ((s21 * 128) + ti3);
-            const int i23 = (l22 / 32);
-            const int k24 = (l22 % 32);
+            const int i23 = (l22 / 64);
+            const int j24 = (l22 % 64);
             const int gi25 = (m01 + i23);
-            const int gk26 = (k0 + k24);
+            const int gj26 = (n02 + j24);
             if ((gi25 < 24)) {
-                const float t27 = p2[((gi25 * 32) + gk26)];
-                sh[((i23 * 36) + k24)] = t27;
-            } else {
-                sh[((i23 * 36) + k24)] = 0.0f;
+                p2[((gi25 * 64) + gj26)] = sh[((i23 * 68) + j24)];
             }
         }
-        for (int s28 = 0; s28 < 16; s28 += 1) {
-            const int l29 = ((s28 * 128) + ti3);
-            const int i30 = (l29 / 32);
-            const int k31 = (l29 % 32);
-            const int gi32 = (n02 + i30);
-            const int gk33 = (k0 + k31);
-            const float t34 = (NF4_CODE[((int(p3_codes[(((gi32 * 32) + gk33) / 2)]) >> (((((gi32 * 32) + gk33) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p4_qabsmax[(((gi32 * 32) + gk33) / 64)])] * p5_scales[((((gi32 * 32) + gk33) / 64) / 256)]) + p6_offset[0]));
-            sh[(((i30 * 36) + k31) + 1152)] = t34;
+    } else if ((int(gid.x) < 2)) {
+        const int h1 = (int(gid.x) - 1);
+        const int m01 = (h1 * 32);
+        const int n02 = (h1 * 64);
+        const int ti3 = int(lid.x);
+        const int sgi4 = int(sg);
+        const int sr5 = ((sgi4 / 2) * 16);
+        const int sc6 = ((sgi4 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 32; k0 += 32) {
+            for (int s7 = 0; s7 < 8; s7 += 1) {
+                const int l8 = ((s7 * 128) + ti3);
+                const int i9 = (l8 / 32);
+                const int k10 = (l8 % 32);
+                const int gi11 = (m01 + i9);
+                const int gk12 = (k0 + k10);
+                if ((gi11 < 24)) {
+                    const float t13 = p3[((gi11 * 32) + gk12)];
+                    sh[((i9 * 36) + k10)] = t13;
+                } else {
+                    sh[((i9 * 36) + k10)] = 0.0f;
+                }
+            }
+            for (int s14 = 0; s14 < 16; s14 += 1) {
+                const int l15 = ((s14 * 128) + ti3);
+                const int i16 = (l15 / 32);
+                const int k17 = (l15 % 32);
+                const int gi18 = (n02 + i16);
+                const int gk19 = (k0 + k17);
+                const float t20 = (NF4_CODE[((int(p4[(((gi18 * 32) + gk19) / 2)]) >> (((((gi18 * 32) + gk19) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p5[(((gi18 * 32) + gk19) / 64)])] * p6[((((gi18 * 32) + gk19) / 64) / 256)]) + p7[0]));
+                sh[(((i16 * 36) + k17) + 1152)] = t20;
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 32; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((sr5 * 36) + kk), 36);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + (((sr5 + 8) * 36) + kk), 36);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((sc6 * 36) + kk) + 1152), 36, ulong2(0, 0), true);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + ((((sc6 + 8) * 36) + kk) + 1152), 36, ulong2(0, 0), true);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + ((((sc6 + 16) * 36) + kk) + 1152), 36, ulong2(0, 0), true);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + ((((sc6 + 24) * 36) + kk) + 1152), 36, ulong2(0, 0), true);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         }
+        simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
+        simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
+        simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 32; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr5 * 36) + kk), 36);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr5 + 8) * 36) + kk), 36);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((sc6 * 36) + kk) + 1152), 36, ulong2(0, 0), true);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + ((((sc6 + 8) * 36) + kk) + 1152), 36, ulong2(0, 0), true);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + ((((sc6 + 16) * 36) + kk) + 1152), 36, ulong2(0, 0), true);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + ((((sc6 + 24) * 36) + kk) + 1152), 36, ulong2(0, 0), true);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
-    simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
-    simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s35 = 0; s35 < 16; s35 += 1) {
-        const int l36 = ((s35 * 128) + ti3);
-        const int i37 = (l36 / 64);
-        const int j38 = (l36 % 64);
-        const int gi39 = (m01 + i37);
-        const int gj40 = (n02 + j38);
-        if ((gi39 < 24)) {
-            const float acc41 = sh[((i37 * 68) + j38)];
-            p7[((gi39 * 64) + gj40)] = acc41;
-            const float t42 = (acc41 / (1.0f + exp((-acc41))));
-            p8[((gi39 * 64) + gj40)] = t42;
+        for (int s21 = 0; s21 < 16; s21 += 1) {
+            const int l22 = ((s21 * 128) + ti3);
+            const int i23 = (l22 / 64);
+            const int j24 = (l22 % 64);
+            const int gi25 = (m01 + i23);
+            const int gj26 = (n02 + j24);
+            if ((gi25 < 24)) {
+                p8[((gi25 * 64) + gj26)] = sh[((i23 * 68) + j24)];
+            }
         }
     }
 }
 
-// fuses matmul %16
+// fuses scale %12, add %13, silu %14, matmul %15
 // threadgroup 128×1×1, grid 1×1×1 threadgroups
-kernel void matmul_2(
+kernel void matmul_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
+        device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        device float* p5 [[buffer(5)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
@@ -282,19 +322,27 @@ kernel void matmul_2(
             const int gk12 = (k0 + k10);
             if ((gi11 < 24)) {
                 const float t13 = p0[((gi11 * 64) + gk12)];
-                sh[((i9 * 36) + k10)] = t13;
+                const float t14 = p1[((gi11 * 64) + gk12)];
+                const float t15 = (t14 * 0.25f);
+                const float t16 = (t13 + t15);
+                const float t17 = (t16 / (1.0f + exp((-t16))));
+                if ((n02 == 0)) {
+                    p2[((gi11 * 64) + gk12)] = t16;
+                    p3[((gi11 * 64) + gk12)] = t17;
+                }
+                sh[((i9 * 36) + k10)] = t17;
             } else {
                 sh[((i9 * 36) + k10)] = 0.0f;
             }
         }
-        for (int s14 = 0; s14 < 16; s14 += 1) {
-            const int l15 = ((s14 * 128) + ti3);
-            const int i16 = (l15 / 32);
-            const int k17 = (l15 % 32);
-            const int gi18 = (n02 + i16);
-            const int gk19 = (k0 + k17);
-            const float t20 = p1[((gi18 * 64) + gk19)];
-            sh[(((i16 * 36) + k17) + 1152)] = t20;
+        for (int s18 = 0; s18 < 16; s18 += 1) {
+            const int l19 = ((s18 * 128) + ti3);
+            const int i20 = (l19 / 32);
+            const int k21 = (l19 % 32);
+            const int gi22 = (n02 + i20);
+            const int gk23 = (k0 + k21);
+            const float t24 = p4[((gi22 * 64) + gk23)];
+            sh[(((i20 * 36) + k21) + 1152)] = t24;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         for (int kk = 0; kk < 32; kk += 8) {
@@ -330,21 +378,21 @@ kernel void matmul_2(
     simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
     simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s21 = 0; s21 < 16; s21 += 1) {
-        const int l22 = ((s21 * 128) + ti3);
-        const int i23 = (l22 / 64);
-        const int j24 = (l22 % 64);
-        const int gi25 = (m01 + i23);
-        const int gj26 = (n02 + j24);
-        if ((gi25 < 24)) {
-            p2[((gi25 * 64) + gj26)] = sh[((i23 * 68) + j24)];
+    for (int s25 = 0; s25 < 16; s25 += 1) {
+        const int l26 = ((s25 * 128) + ti3);
+        const int i27 = (l26 / 64);
+        const int j28 = (l26 % 64);
+        const int gi29 = (m01 + i27);
+        const int gj30 = (n02 + j28);
+        if ((gi29 < 24)) {
+            p5[((gi29 * 64) + gj30)] = sh[((i27 * 68) + j28)];
         }
     }
 }
 
-// fuses dequant %8, matmul %15, matmul %17, scale %18, add %19
+// fuses dequant %8, matmul %16, matmul %17, scale %18, add %19
 // threadgroup 128×1×1, grid 1×1×1 threadgroups
-kernel void matmul_3(
+kernel void matmul_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -465,16 +513,14 @@ kernel void matmul_3(
     }
 }
 
-// 3 independent kernels in one launch
+// 2 independent kernels in one launch
 // part 0 (reduce_mean): fuses square %20, reduce_mean %21
 // part 1 (const): fuses const %22
-// part 2 (mul_scale): fuses const %23, reshape %24, broadcast %25, scale %26, mul %27
-// threadgroup 256×1×1, grid 5×1×1 threadgroups
-kernel void reduce_mean_const_x3_0(
+// threadgroup 256×1×1, grid 2×1×1 threadgroups
+kernel void reduce_mean_const_x2_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
-        device float* p3 [[buffer(3)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     threadgroup float sh11[8];
@@ -511,21 +557,118 @@ kernel void reduce_mean_const_x3_0(
             return;
         }
         p2[i1] = 0.0f;
-    } else if ((int(gid.x) < 5)) {
-        const int h2 = (int(gid.x) - 2);
-        const int i1 = ((h2 * 256) + int(lid.x));
-        const float t4 = (1.0f * 0.0013020834f);
-        const float t5 = p0[i1];
-        const float t6 = (t4 * t5);
-        p3[i1] = t6;
+    }
+}
+
+// fuses const %23, reshape %24, broadcast %25, scale %26, mul %27, scale %28, dequant %30,
+//   matmul %31
+// threadgroup 128×1×1, grid 1×1×1 threadgroups
+kernel void matmul_3(
+        const device float* p0 [[buffer(0)]],
+        device float* p1 [[buffer(1)]],
+        const device uchar* p2_codes [[buffer(2)]],
+        const device uchar* p3_qabsmax [[buffer(3)]],
+        const device float* p4_scales [[buffer(4)]],
+        const device float* p5_offset [[buffer(5)]],
+        device float* p6 [[buffer(6)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
+    const int m01 = (int(gid.y) * 32);
+    const int n02 = (int(gid.x) * 64);
+    threadgroup float sh[3328];
+    const int ti3 = int(lid.x);
+    const int sgi4 = int(sg);
+    const int sr5 = ((sgi4 / 2) * 16);
+    const int sc6 = ((sgi4 % 2) * 32);
+    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    for (int k0 = 0; k0 < 32; k0 += 32) {
+        for (int s7 = 0; s7 < 8; s7 += 1) {
+            const int l8 = ((s7 * 128) + ti3);
+            const int i9 = (l8 / 32);
+            const int k10 = (l8 % 32);
+            const int gi11 = (m01 + i9);
+            const int gk12 = (k0 + k10);
+            if ((gi11 < 24)) {
+                const float t13 = (1.0f * 0.0013020834f);
+                const float t14 = p0[((gi11 * 32) + gk12)];
+                const float t15 = (t13 * t14);
+                const float t16 = (t15 * 2.0f);
+                if ((n02 == 0)) {
+                    p1[((gi11 * 32) + gk12)] = t15;
+                }
+                sh[((i9 * 36) + k10)] = t16;
+            } else {
+                sh[((i9 * 36) + k10)] = 0.0f;
+            }
+        }
+        for (int s17 = 0; s17 < 16; s17 += 1) {
+            const int l18 = ((s17 * 128) + ti3);
+            const int k19 = (l18 / 64);
+            const int i20 = (l18 % 64);
+            const int gi21 = (n02 + i20);
+            const int gk22 = (k0 + k19);
+            const float t23 = (NF4_CODE[((int(p2_codes[(((gk22 * 64) + gi21) / 2)]) >> (((((gk22 * 64) + gi21) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p3_qabsmax[(((gk22 * 64) + gi21) / 64)])] * p4_scales[((((gk22 * 64) + gi21) / 64) / 256)]) + p5_offset[0]));
+            sh[(((k19 * 68) + i20) + 1152)] = t23;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int kk = 0; kk < 32; kk += 8) {
+            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa0, sh + ((sr5 * 36) + kk), 36);
+            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa1, sh + (((sr5 + 8) * 36) + kk), 36);
+            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb0, sh + (((kk * 68) + sc6) + 1152), 68);
+            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb1, sh + (((kk * 68) + (sc6 + 8)) + 1152), 68);
+            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb2, sh + (((kk * 68) + (sc6 + 16)) + 1152), 68);
+            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb3, sh + (((kk * 68) + (sc6 + 24)) + 1152), 68);
+            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    }
+    simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
+    simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
+    simdgroup_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
+    simdgroup_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
+    simdgroup_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
+    simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
+    simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
+    simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
+    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    for (int s24 = 0; s24 < 16; s24 += 1) {
+        const int l25 = ((s24 * 128) + ti3);
+        const int i26 = (l25 / 64);
+        const int j27 = (l25 % 64);
+        const int gi28 = (m01 + i26);
+        const int gj29 = (n02 + j27);
+        if ((gi28 < 24)) {
+            p6[((gi28 * 64) + gj29)] = sh[((i26 * 68) + j27)];
+        }
     }
 }
 
 // 2 independent kernels in one launch
-// part 0 (matmul): fuses scale %28, scale %29, matmul %30
-// part 1 (matmul): fuses scale %28, scale %29, matmul %31
+// part 0 (matmul): fuses scale %28, scale %29, matmul %32
+// part 1 (matmul): fuses scale %28, scale %29, matmul %33
 // threadgroup 128×1×1, grid 2×1×1 threadgroups
-kernel void matmul_x2_0(
+kernel void matmul_x2_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -711,30 +854,106 @@ kernel void matmul_x2_0(
 }
 
 // 2 independent kernels in one launch
-// part 0 (matmul): fuses matmul %33
-// part 1 (matmul): fuses scale %28, matmul %32, dequant %34, matmul %35, add %36, sigmoid %37, const %38, sub %39,
-//   mul %40, add %41, mul %42
+// part 0 (matmul): fuses matmul %34
+// part 1 (matmul): fuses matmul %35
 // threadgroup 128×1×1, grid 2×1×1 threadgroups
-kernel void matmul_x2_1(
+kernel void matmul_x2_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         const device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        const device uchar* p5 [[buffer(5)]],
-        const device uchar* p6 [[buffer(6)]],
-        const device float* p7 [[buffer(7)]],
-        const device float* p8 [[buffer(8)]],
-        const device float* p9 [[buffer(9)]],
-        device float* p10 [[buffer(10)]],
+        device float* p4 [[buffer(4)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[4352];
     if ((int(gid.x) < 1)) {
         const int h0 = (int(gid.x) - 0);
-        const int m01 = (h0 * 64);
+        const int m01 = (h0 * 32);
         const int n02 = (h0 * 64);
+        const int ti3 = int(lid.x);
+        const int sgi4 = int(sg);
+        const int sr5 = ((sgi4 / 2) * 16);
+        const int sc6 = ((sgi4 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 64; k0 += 32) {
+            for (int s7 = 0; s7 < 8; s7 += 1) {
+                const int l8 = ((s7 * 128) + ti3);
+                const int i9 = (l8 / 32);
+                const int k10 = (l8 % 32);
+                const int gi11 = (m01 + i9);
+                const int gk12 = (k0 + k10);
+                if ((gi11 < 24)) {
+                    const float t13 = p0[((gi11 * 64) + gk12)];
+                    sh[((i9 * 36) + k10)] = t13;
+                } else {
+                    sh[((i9 * 36) + k10)] = 0.0f;
+                }
+            }
+            for (int s14 = 0; s14 < 16; s14 += 1) {
+                const int l15 = ((s14 * 128) + ti3);
+                const int k16 = (l15 / 64);
+                const int i17 = (l15 % 64);
+                const int gi18 = (n02 + i17);
+                const int gk19 = (k0 + k16);
+                const float t20 = p1[((gk19 * 64) + gi18)];
+                sh[(((k16 * 68) + i17) + 1152)] = t20;
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 32; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((sr5 * 36) + kk), 36);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + (((sr5 + 8) * 36) + kk), 36);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc6) + 1152), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc6 + 8)) + 1152), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc6 + 16)) + 1152), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc6 + 24)) + 1152), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        }
+        simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
+        simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
+        simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int s21 = 0; s21 < 16; s21 += 1) {
+            const int l22 = ((s21 * 128) + ti3);
+            const int i23 = (l22 / 64);
+            const int j24 = (l22 % 64);
+            const int gi25 = (m01 + i23);
+            const int gj26 = (n02 + j24);
+            if ((gi25 < 24)) {
+                p2[((gi25 * 64) + gj26)] = sh[((i23 * 68) + j24)];
+            }
+        }
+    } else if ((int(gid.x) < 2)) {
+        const int h1 = (int(gid.x) - 1);
+        const int m01 = (h1 * 64);
+        const int n02 = (h1 * 64);
         const int ti3 = int(lid.x);
         const int sgi4 = int(sg);
         const int sr5 = ((sgi4 / 2) * 32);
@@ -776,7 +995,7 @@ kernel void matmul_x2_1(
                 const int gi18 = (n02 + i17);
                 const int gk19 = (k0 + k16);
                 if ((gk19 < 24)) {
-                    const float t20 = p1[((gk19 * 64) + gi18)];
+                    const float t20 = p3[((gk19 * 64) + gi18)];
                     sh[(((k16 * 68) + i17) + 1088)] = t20;
                 } else {
                     sh[(((k16 * 68) + i17) + 1088)] = 0.0f;
@@ -842,253 +1061,140 @@ kernel void matmul_x2_1(
             const int j24 = (l22 % 64);
             const int gi25 = (m01 + i23);
             const int gj26 = (n02 + j24);
-            p2[((gi25 * 64) + gj26)] = sh[((i23 * 68) + j24)];
+            p4[((gi25 * 64) + gj26)] = sh[((i23 * 68) + j24)];
         }
-    } else if ((int(gid.x) < 2)) {
-        const int h1 = (int(gid.x) - 1);
-        const int m01 = (h1 * 32);
-        const int n02 = (h1 * 64);
-        const int ti3 = int(lid.x);
-        const int sgi4 = int(sg);
-        const int sr5 = ((sgi4 / 2) * 16);
-        const int sc6 = ((sgi4 % 2) * 32);
-        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        for (int k0 = 0; k0 < 64; k0 += 32) {
-            for (int s7 = 0; s7 < 8; s7 += 1) {
-                const int l8 = ((s7 * 128) + ti3);
-                const int i9 = (l8 / 32);
-                const int k10 = (l8 % 32);
-                const int gi11 = (m01 + i9);
-                const int gk12 = (k0 + k10);
-                if ((gi11 < 24)) {
-                    const float t13 = p0[((gi11 * 64) + gk12)];
-                    sh[((i9 * 36) + k10)] = t13;
-                } else {
-                    sh[((i9 * 36) + k10)] = 0.0f;
+    }
+}
+
+// fuses add %36, sigmoid %37, const %38, sub %39, mul %40, add %41, mul %42, scale %43, matmul %44
+// threadgroup 128×1×1, grid 1×1×1 threadgroups
+kernel void matmul_4(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        const device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        device float* p6 [[buffer(6)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
+    const int m01 = (int(gid.y) * 32);
+    const int n02 = (int(gid.x) * 64);
+    threadgroup float sh[3328];
+    const int ti3 = int(lid.x);
+    const int sgi4 = int(sg);
+    const int sr5 = ((sgi4 / 2) * 16);
+    const int sc6 = ((sgi4 % 2) * 32);
+    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    for (int k0 = 0; k0 < 64; k0 += 32) {
+        for (int s7 = 0; s7 < 8; s7 += 1) {
+            const int l8 = ((s7 * 128) + ti3);
+            const int i9 = (l8 / 32);
+            const int k10 = (l8 % 32);
+            const int gi11 = (m01 + i9);
+            const int gk12 = (k0 + k10);
+            if ((gi11 < 24)) {
+                const float t13 = p0[((gi11 * 64) + gk12)];
+                const float t14 = p1[((gi11 * 64) + gk12)];
+                const float t15 = (t13 + t14);
+                const float t16 = p2[((gi11 * 64) + gk12)];
+                const float t17 = (1.0f / (1.0f + exp((-t16))));
+                const float t18 = p3[((gi11 * 64) + gk12)];
+                const float t19 = (1.0f - t17);
+                const float t20 = (t18 * t19);
+                const float t21 = (t17 + t20);
+                const float t22 = (t15 * t21);
+                const float t23 = (t22 * 0.25f);
+                if ((n02 == 0)) {
+                    p4[((gi11 * 64) + gk12)] = t22;
                 }
+                sh[((i9 * 36) + k10)] = t23;
+            } else {
+                sh[((i9 * 36) + k10)] = 0.0f;
             }
-            for (int s14 = 0; s14 < 16; s14 += 1) {
-                const int l15 = ((s14 * 128) + ti3);
-                const int k16 = (l15 / 64);
-                const int i17 = (l15 % 64);
-                const int gi18 = (n02 + i17);
-                const int gk19 = (k0 + k16);
-                const float t20 = p3[((gk19 * 64) + gi18)];
-                sh[(((k16 * 68) + i17) + 1152)] = t20;
-            }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-            for (int kk = 0; kk < 32; kk += 8) {
-                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa0, sh + ((sr5 * 36) + kk), 36);
-                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa1, sh + (((sr5 + 8) * 36) + kk), 36);
-                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb0, sh + (((kk * 68) + sc6) + 1152), 68);
-                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb1, sh + (((kk * 68) + (sc6 + 8)) + 1152), 68);
-                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb2, sh + (((kk * 68) + (sc6 + 16)) + 1152), 68);
-                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb3, sh + (((kk * 68) + (sc6 + 24)) + 1152), 68);
-                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         }
-        for (int k0 = 0; k0 < 32; k0 += 32) {
-            for (int s21 = 0; s21 < 8; s21 += 1) {
-                const int l22 = ((s21 * 128) + ti3);
-                const int i23 = (l22 / 32);
-                const int k24 = (l22 % 32);
-                const int gi25 = (m01 + i23);
-                const int gk26 = (k0 + k24);
-                if ((gi25 < 24)) {
-                    const float t27 = p4[((gi25 * 32) + gk26)];
-                    const float t28 = (t27 * 2.0f);
-                    sh[((i23 * 36) + k24)] = t28;
-                } else {
-                    sh[((i23 * 36) + k24)] = 0.0f;
-                }
-            }
-            for (int s29 = 0; s29 < 16; s29 += 1) {
-                const int l30 = ((s29 * 128) + ti3);
-                const int k31 = (l30 / 64);
-                const int i32 = (l30 % 64);
-                const int gi33 = (n02 + i32);
-                const int gk34 = (k0 + k31);
-                const float t35 = (NF4_CODE[((int(p5[(((gk34 * 64) + gi33) / 2)]) >> (((((gk34 * 64) + gi33) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p6[(((gk34 * 64) + gi33) / 64)])] * p7[((((gk34 * 64) + gi33) / 64) / 256)]) + p8[0]));
-                sh[(((k31 * 68) + i32) + 1152)] = t35;
-            }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-            for (int kk = 0; kk < 32; kk += 8) {
-                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa0, sh + ((sr5 * 36) + kk), 36);
-                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa1, sh + (((sr5 + 8) * 36) + kk), 36);
-                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb0, sh + (((kk * 68) + sc6) + 1152), 68);
-                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb1, sh + (((kk * 68) + (sc6 + 8)) + 1152), 68);
-                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb2, sh + (((kk * 68) + (sc6 + 16)) + 1152), 68);
-                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb3, sh + (((kk * 68) + (sc6 + 24)) + 1152), 68);
-                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int s24 = 0; s24 < 16; s24 += 1) {
+            const int l25 = ((s24 * 128) + ti3);
+            const int k26 = (l25 / 64);
+            const int i27 = (l25 % 64);
+            const int gi28 = (n02 + i27);
+            const int gk29 = (k0 + k26);
+            const float t30 = p5[((gk29 * 64) + gi28)];
+            sh[(((k26 * 68) + i27) + 1152)] = t30;
         }
-        simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
-        simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
-        simdgroup_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
-        simdgroup_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
-        simdgroup_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
-        simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
-        simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
-        simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int s36 = 0; s36 < 16; s36 += 1) {
-            const int l37 = ((s36 * 128) + ti3);
-            const int i38 = (l37 / 64);
-            const int j39 = (l37 % 64);
-            const int gi40 = (m01 + i38);
-            const int gj41 = (n02 + j39);
-            if ((gi40 < 24)) {
-                const float acc42 = sh[((i38 * 68) + j39)];
-                const float t43 = p9[((gi40 * 64) + gj41)];
-                const float t44 = (1.0f / (1.0f + exp((-t43))));
-                const float t45 = p1[((gi40 * 64) + gj41)];
-                const float t46 = (1.0f - t44);
-                const float t47 = (t45 * t46);
-                const float t48 = (t44 + t47);
-                const float t49 = (acc42 * t48);
-                p10[((gi40 * 64) + gj41)] = t49;
-            }
+        for (int kk = 0; kk < 32; kk += 8) {
+            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa0, sh + ((sr5 * 36) + kk), 36);
+            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa1, sh + (((sr5 + 8) * 36) + kk), 36);
+            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb0, sh + (((kk * 68) + sc6) + 1152), 68);
+            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb1, sh + (((kk * 68) + (sc6 + 8)) + 1152), 68);
+            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb2, sh + (((kk * 68) + (sc6 + 16)) + 1152), 68);
+            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb3, sh + (((kk * 68) + (sc6 + 24)) + 1152), 68);
+            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    }
+    simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
+    simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
+    simdgroup_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
+    simdgroup_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
+    simdgroup_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
+    simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
+    simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
+    simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
+    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    for (int s31 = 0; s31 < 16; s31 += 1) {
+        const int l32 = ((s31 * 128) + ti3);
+        const int i33 = (l32 / 64);
+        const int j34 = (l32 % 64);
+        const int gi35 = (m01 + i33);
+        const int gj36 = (n02 + j34);
+        if ((gi35 < 24)) {
+            p6[((gi35 * 64) + gj36)] = sh[((i33 * 68) + j34)];
         }
     }
 }
 
 // 2 independent kernels in one launch
-// part 0 (matmul): fuses scale %43, matmul %44
-// part 1 (matmul): fuses scale %43, matmul %45
+// part 0 (matmul): fuses scale %43, matmul %45
+// part 1 (matmul): fuses matmul %46
 // threadgroup 128×1×1, grid 2×1×1 threadgroups
-kernel void matmul_x2_2(
+kernel void matmul_x2_3(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         const device float* p3 [[buffer(3)]],
-        device float* p4 [[buffer(4)]],
+        const device float* p4 [[buffer(4)]],
+        device float* p5 [[buffer(5)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[4352];
     if ((int(gid.x) < 1)) {
         const int h0 = (int(gid.x) - 0);
-        const int m01 = (h0 * 32);
+        const int m01 = (h0 * 64);
         const int n02 = (h0 * 64);
-        const int ti3 = int(lid.x);
-        const int sgi4 = int(sg);
-        const int sr5 = ((sgi4 / 2) * 16);
-        const int sc6 = ((sgi4 % 2) * 32);
-        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        for (int k0 = 0; k0 < 64; k0 += 32) {
-            for (int s7 = 0; s7 < 8; s7 += 1) {
-                const int l8 = ((s7 * 128) + ti3);
-                const int i9 = (l8 / 32);
-                const int k10 = (l8 % 32);
-                const int gi11 = (m01 + i9);
-                const int gk12 = (k0 + k10);
-                if ((gi11 < 24)) {
-                    const float t13 = p0[((gi11 * 64) + gk12)];
-                    const float t14 = (t13 * 0.25f);
-                    sh[((i9 * 36) + k10)] = t14;
-                } else {
-                    sh[((i9 * 36) + k10)] = 0.0f;
-                }
-            }
-            for (int s15 = 0; s15 < 16; s15 += 1) {
-                const int l16 = ((s15 * 128) + ti3);
-                const int k17 = (l16 / 64);
-                const int i18 = (l16 % 64);
-                const int gi19 = (n02 + i18);
-                const int gk20 = (k0 + k17);
-                const float t21 = p1[((gk20 * 64) + gi19)];
-                sh[(((k17 * 68) + i18) + 1152)] = t21;
-            }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-            for (int kk = 0; kk < 32; kk += 8) {
-                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa0, sh + ((sr5 * 36) + kk), 36);
-                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa1, sh + (((sr5 + 8) * 36) + kk), 36);
-                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb0, sh + (((kk * 68) + sc6) + 1152), 68);
-                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb1, sh + (((kk * 68) + (sc6 + 8)) + 1152), 68);
-                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb2, sh + (((kk * 68) + (sc6 + 16)) + 1152), 68);
-                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb3, sh + (((kk * 68) + (sc6 + 24)) + 1152), 68);
-                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        }
-        simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
-        simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
-        simdgroup_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
-        simdgroup_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
-        simdgroup_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
-        simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
-        simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
-        simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int s22 = 0; s22 < 16; s22 += 1) {
-            const int l23 = ((s22 * 128) + ti3);
-            const int i24 = (l23 / 64);
-            const int j25 = (l23 % 64);
-            const int gi26 = (m01 + i24);
-            const int gj27 = (n02 + j25);
-            if ((gi26 < 24)) {
-                p2[((gi26 * 64) + gj27)] = sh[((i24 * 68) + j25)];
-            }
-        }
-    } else if ((int(gid.x) < 2)) {
-        const int h1 = (int(gid.x) - 1);
-        const int m01 = (h1 * 64);
-        const int n02 = (h1 * 64);
         const int ti3 = int(lid.x);
         const int sgi4 = int(sg);
         const int sr5 = ((sgi4 / 2) * 32);
@@ -1131,7 +1237,7 @@ kernel void matmul_x2_2(
                 const int gi19 = (n02 + i18);
                 const int gk20 = (k0 + k17);
                 if ((gk20 < 24)) {
-                    const float t21 = p3[((gk20 * 64) + gi19)];
+                    const float t21 = p1[((gk20 * 64) + gi19)];
                     sh[(((k17 * 68) + i18) + 1088)] = t21;
                 } else {
                     sh[(((k17 * 68) + i18) + 1088)] = 0.0f;
@@ -1197,103 +1303,93 @@ kernel void matmul_x2_2(
             const int j25 = (l23 % 64);
             const int gi26 = (m01 + i24);
             const int gj27 = (n02 + j25);
-            p4[((gi26 * 64) + gj27)] = sh[((i24 * 68) + j25)];
+            p2[((gi26 * 64) + gj27)] = sh[((i24 * 68) + j25)];
         }
-    }
-}
-
-// fuses matmul %46
-// threadgroup 128×1×1, grid 1×1×1 threadgroups
-kernel void matmul_4(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]],
-        uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int m01 = (int(gid.y) * 64);
-    const int n02 = (int(gid.x) * 32);
-    threadgroup float sh[3328];
-    const int ti3 = int(lid.x);
-    const int sgi4 = int(sg);
-    const int sr5 = ((sgi4 / 2) * 32);
-    const int sc6 = ((sgi4 % 2) * 16);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 24; k0 += 32) {
-        for (int s7 = 0; s7 < 16; s7 += 1) {
-            const int l8 = ((s7 * 128) + ti3);
-            const int k9 = (l8 / 64);
-            const int i10 = (l8 % 64);
-            const int gi11 = (m01 + i10);
-            const int gk12 = (k0 + k9);
-            if ((gk12 < 24)) {
-                const float t13 = p0[((gk12 * 64) + gi11)];
-                sh[((k9 * 68) + i10)] = t13;
-            } else {
-                sh[((k9 * 68) + i10)] = 0.0f;
+    } else if ((int(gid.x) < 2)) {
+        const int h1 = (int(gid.x) - 1);
+        const int m01 = (h1 * 64);
+        const int n02 = (h1 * 32);
+        const int ti3 = int(lid.x);
+        const int sgi4 = int(sg);
+        const int sr5 = ((sgi4 / 2) * 32);
+        const int sc6 = ((sgi4 % 2) * 16);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 24; k0 += 32) {
+            for (int s7 = 0; s7 < 16; s7 += 1) {
+                const int l8 = ((s7 * 128) + ti3);
+                const int k9 = (l8 / 64);
+                const int i10 = (l8 % 64);
+                const int gi11 = (m01 + i10);
+                const int gk12 = (k0 + k9);
+                if ((gk12 < 24)) {
+                    const float t13 = p3[((gk12 * 64) + gi11)];
+                    sh[((k9 * 68) + i10)] = t13;
+                } else {
+                    sh[((k9 * 68) + i10)] = 0.0f;
+                }
             }
-        }
-        for (int s14 = 0; s14 < 8; s14 += 1) {
-            const int l15 = ((s14 * 128) + ti3);
-            const int k16 = (l15 / 32);
-            const int i17 = (l15 % 32);
-            const int gi18 = (n02 + i17);
-            const int gk19 = (k0 + k16);
-            if ((gk19 < 24)) {
-                const float t20 = p1[((gk19 * 32) + gi18)];
-                sh[(((k16 * 36) + i17) + 2176)] = t20;
-            } else {
-                sh[(((k16 * 36) + i17) + 2176)] = 0.0f;
+            for (int s14 = 0; s14 < 8; s14 += 1) {
+                const int l15 = ((s14 * 128) + ti3);
+                const int k16 = (l15 / 32);
+                const int i17 = (l15 % 32);
+                const int gi18 = (n02 + i17);
+                const int gk19 = (k0 + k16);
+                if ((gk19 < 24)) {
+                    const float t20 = p4[((gk19 * 32) + gi18)];
+                    sh[(((k16 * 36) + i17) + 2176)] = t20;
+                } else {
+                    sh[(((k16 * 36) + i17) + 2176)] = 0.0f;
+                }
             }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 32; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + ((kk * 68) + (sr5 + 8)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa2, sh + ((kk * 68) + (sr5 + 16)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa3, sh + ((kk * 68) + (sr5 + 24)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 36) + sc6) + 2176), 36);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 36) + (sc6 + 8)) + 2176), 36);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         }
+        simdgroup_store(acc0_0, sh + ((sr5 * 36) + sc6), 36);
+        simdgroup_store(acc0_1, sh + ((sr5 * 36) + (sc6 + 8)), 36);
+        simdgroup_store(acc1_0, sh + (((sr5 + 8) * 36) + sc6), 36);
+        simdgroup_store(acc1_1, sh + (((sr5 + 8) * 36) + (sc6 + 8)), 36);
+        simdgroup_store(acc2_0, sh + (((sr5 + 16) * 36) + sc6), 36);
+        simdgroup_store(acc2_1, sh + (((sr5 + 16) * 36) + (sc6 + 8)), 36);
+        simdgroup_store(acc3_0, sh + (((sr5 + 24) * 36) + sc6), 36);
+        simdgroup_store(acc3_1, sh + (((sr5 + 24) * 36) + (sc6 + 8)), 36);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 32; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + ((kk * 68) + (sr5 + 8)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + ((kk * 68) + (sr5 + 16)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + ((kk * 68) + (sr5 + 24)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 36) + sc6) + 2176), 36);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 36) + (sc6 + 8)) + 2176), 36);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+        for (int s21 = 0; s21 < 16; s21 += 1) {
+            const int l22 = ((s21 * 128) + ti3);
+            const int i23 = (l22 / 32);
+            const int j24 = (l22 % 32);
+            const int gi25 = (m01 + i23);
+            const int gj26 = (n02 + j24);
+            p5[((gi25 * 32) + gj26)] = sh[((i23 * 36) + j24)];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr5 * 36) + sc6), 36);
-    simdgroup_store(acc0_1, sh + ((sr5 * 36) + (sc6 + 8)), 36);
-    simdgroup_store(acc1_0, sh + (((sr5 + 8) * 36) + sc6), 36);
-    simdgroup_store(acc1_1, sh + (((sr5 + 8) * 36) + (sc6 + 8)), 36);
-    simdgroup_store(acc2_0, sh + (((sr5 + 16) * 36) + sc6), 36);
-    simdgroup_store(acc2_1, sh + (((sr5 + 16) * 36) + (sc6 + 8)), 36);
-    simdgroup_store(acc3_0, sh + (((sr5 + 24) * 36) + sc6), 36);
-    simdgroup_store(acc3_1, sh + (((sr5 + 24) * 36) + (sc6 + 8)), 36);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s21 = 0; s21 < 16; s21 += 1) {
-        const int l22 = ((s21 * 128) + ti3);
-        const int i23 = (l22 / 32);
-        const int j24 = (l22 % 32);
-        const int gi25 = (m01 + i23);
-        const int gj26 = (n02 + j24);
-        p2[((gi25 * 32) + gj26)] = sh[((i23 * 36) + j24)];
     }
 }
 

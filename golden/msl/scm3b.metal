@@ -49,7 +49,7 @@ kernel void rmsnorm_0(
     }
 }
 
-// fuses matmul %22 (mamba.0)
+// fuses matmul %21 (mamba.0)
 // threadgroup 128×1×1, grid 2×8×1 threadgroups
 kernel void matmul_0(
         const device float* p0 [[buffer(0)]],
@@ -171,7 +171,7 @@ kernel void matmul_0(
     }
 }
 
-// fuses dequant %8, matmul %21, matmul %23, scale %24, add %25 (mamba.0)
+// fuses dequant %8, matmul %22, matmul %23, scale %24, add %25 (mamba.0)
 // threadgroup 128×1×1, grid 128×8×1 threadgroups
 kernel void matmul_1(
         const device float* p0 [[buffer(0)]],
@@ -357,40 +357,16 @@ kernel void matmul_1(
     }
 }
 
-// fuses slice %26, causal_conv1d %28, silu %29 (mamba.0)
-// threadgroup 256×1×1, grid 8192×1×1 threadgroups
-kernel void causal_conv1d_0(
+// fuses slice %26, causal_conv1d %28, silu %29, matmul %30 (mamba.0)
+// threadgroup 128×1×1, grid 3×8×1 threadgroups
+kernel void matmul_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
         device float* p3 [[buffer(3)]],
         device float* p4 [[buffer(4)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    const int c2 = (i1 / 2097152);
-    const int c3 = ((i1 / 4096) % 512);
-    const int c4 = (i1 % 4096);
-    const float t5 = p0[c4];
-    const float t6 = p1[((c4 * 4) + 0)];
-    const float t7 = p2[((((c2 * 512) + max((c3 - 3), 0)) * 8192) + c4)];
-    const float t8 = p1[((c4 * 4) + 1)];
-    const float t9 = p2[((((c2 * 512) + max((c3 - 2), 0)) * 8192) + c4)];
-    const float t10 = p1[((c4 * 4) + 2)];
-    const float t11 = p2[((((c2 * 512) + max((c3 - 1), 0)) * 8192) + c4)];
-    const float t12 = p1[((c4 * 4) + 3)];
-    const float t13 = p2[((((c2 * 512) + c3) * 8192) + c4)];
-    const float acc14 = ((((t5 + ((c3 >= 3) ? (t6 * t7) : 0.0f)) + ((c3 >= 2) ? (t8 * t9) : 0.0f)) + ((c3 >= 1) ? (t10 * t11) : 0.0f)) + (t12 * t13));
-    p3[i1] = acc14;
-    const float t15 = (acc14 / (1.0f + exp((-acc14))));
-    p4[i1] = t15;
-}
-
-// fuses matmul %30 (mamba.0)
-// threadgroup 128×1×1, grid 3×8×1 threadgroups
-kernel void matmul_2(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
+        const device float* p5 [[buffer(5)]],
+        device float* p6 [[buffer(6)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
@@ -425,20 +401,34 @@ kernel void matmul_2(
             const int k11 = (l9 % 16);
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
-            const float t14 = p0[((((c1 * 512) + gi12) * 4096) + gk13)];
-            sh[((i10 * 20) + k11)] = t14;
+            const float t14 = p0[gk13];
+            const float t15 = p1[((gk13 * 4) + 0)];
+            const float t16 = p2[((((c1 * 512) + max((gi12 - 3), 0)) * 8192) + gk13)];
+            const float t17 = p1[((gk13 * 4) + 1)];
+            const float t18 = p2[((((c1 * 512) + max((gi12 - 2), 0)) * 8192) + gk13)];
+            const float t19 = p1[((gk13 * 4) + 2)];
+            const float t20 = p2[((((c1 * 512) + max((gi12 - 1), 0)) * 8192) + gk13)];
+            const float t21 = p1[((gk13 * 4) + 3)];
+            const float t22 = p2[((((c1 * 512) + gi12) * 8192) + gk13)];
+            const float t23 = ((((t14 + ((gi12 >= 3) ? (t15 * t16) : 0.0f)) + ((gi12 >= 2) ? (t17 * t18) : 0.0f)) + ((gi12 >= 1) ? (t19 * t20) : 0.0f)) + (t21 * t22));
+            const float t24 = (t23 / (1.0f + exp((-t23))));
+            if ((n03 == 0)) {
+                p3[((((c1 * 512) + gi12) * 4096) + gk13)] = t23;
+                p4[((((c1 * 512) + gi12) * 4096) + gk13)] = t24;
+            }
+            sh[((i10 * 20) + k11)] = t24;
         }
-        for (int s15 = 0; s15 < 8; s15 += 1) {
-            const int l16 = ((s15 * 128) + ti4);
-            const int i17 = (l16 / 16);
-            const int k18 = (l16 % 16);
-            const int gi19 = (n03 + i17);
-            const int gk20 = (k0 + k18);
-            if ((gi19 < 160)) {
-                const float t21 = p1[((gi19 * 4096) + gk20)];
-                sh[(((i17 * 20) + k18) + 1280)] = t21;
+        for (int s25 = 0; s25 < 8; s25 += 1) {
+            const int l26 = ((s25 * 128) + ti4);
+            const int i27 = (l26 / 16);
+            const int k28 = (l26 % 16);
+            const int gi29 = (n03 + i27);
+            const int gk30 = (k0 + k28);
+            if ((gi29 < 160)) {
+                const float t31 = p5[((gi29 * 4096) + gk30)];
+                sh[(((i27 * 20) + k28) + 1280)] = t31;
             } else {
-                sh[(((i17 * 20) + k18) + 1280)] = 0.0f;
+                sh[(((i27 * 20) + k28) + 1280)] = 0.0f;
             }
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -495,14 +485,14 @@ kernel void matmul_2(
     simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s22 = 0; s22 < 32; s22 += 1) {
-        const int l23 = ((s22 * 128) + ti4);
-        const int i24 = (l23 / 64);
-        const int j25 = (l23 % 64);
-        const int gi26 = (m02 + i24);
-        const int gj27 = (n03 + j25);
-        if ((gj27 < 160)) {
-            p2[((((c1 * 512) + gi26) * 160) + gj27)] = sh[((i24 * 68) + j25)];
+    for (int s32 = 0; s32 < 32; s32 += 1) {
+        const int l33 = ((s32 * 128) + ti4);
+        const int i34 = (l33 / 64);
+        const int j35 = (l33 % 64);
+        const int gi36 = (m02 + i34);
+        const int gj37 = (n03 + j35);
+        if ((gj37 < 160)) {
+            p6[((((c1 * 512) + gi36) * 160) + gj37)] = sh[((i34 * 68) + j35)];
         }
     }
 }
@@ -643,7 +633,7 @@ kernel void matmul_exp_x2_0(
     }
 }
 
-// fuses slice %27, slice %32, slice %33, neg %39, selective_scan %40, silu %42, mul %43 (mamba.0)
+// fuses slice %32, slice %33, neg %39, selective_scan %40 (mamba.0)
 // threadgroup 256×1×1, grid 256×1×1 threadgroups
 kernel void selective_scan_0(
         const device float* p0 [[buffer(0)]],
@@ -653,9 +643,6 @@ kernel void selective_scan_0(
         const device float* p4 [[buffer(4)]],
         const device float* p5 [[buffer(5)]],
         device float* p6 [[buffer(6)]],
-        const device float* p7 [[buffer(7)]],
-        device float* p8 [[buffer(8)]],
-        device float* p9 [[buffer(9)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     const int b1 = int(gid.y);
@@ -679,24 +666,21 @@ kernel void selective_scan_0(
             const float r17 = (r16 + simd_shuffle_xor(r16, ushort(2)));
             const float r18 = (r17 + simd_shuffle_xor(r17, ushort(1)));
             if ((n3 == 0)) {
-                const float acc19 = (r18 + (t6 * t11));
-                p6[((((b1 * 512) + t9) * 4096) + ch2)] = acc19;
-                const float t20 = p7[((((b1 * 512) + t9) * 8192) + (ch2 + 4096))];
-                const float t21 = (t20 / (1.0f + exp((-t20))));
-                p8[((((b1 * 512) + t9) * 4096) + ch2)] = t21;
-                const float t22 = (acc19 * t21);
-                p9[((((b1 * 512) + t9) * 4096) + ch2)] = t22;
+                p6[((((b1 * 512) + t9) * 4096) + ch2)] = (r18 + (t6 * t11));
             }
         }
     }
 }
 
-// fuses matmul %45 (mamba.0)
+// fuses slice %27, silu %42, mul %43, matmul %44 (mamba.0)
 // threadgroup 128×1×1, grid 2×8×1 threadgroups
 kernel void matmul_3(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
+        device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        device float* p5 [[buffer(5)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
@@ -732,19 +716,26 @@ kernel void matmul_3(
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
             const float t14 = p0[((((c1 * 512) + gi12) * 4096) + gk13)];
-            sh[((i10 * 20) + k11)] = t14;
+            const float t15 = p1[((((c1 * 512) + gi12) * 8192) + (gk13 + 4096))];
+            const float t16 = (t15 / (1.0f + exp((-t15))));
+            const float t17 = (t14 * t16);
+            if ((n03 == 0)) {
+                p2[((((c1 * 512) + gi12) * 4096) + gk13)] = t16;
+                p3[((((c1 * 512) + gi12) * 4096) + gk13)] = t17;
+            }
+            sh[((i10 * 20) + k11)] = t17;
         }
-        for (int s15 = 0; s15 < 8; s15 += 1) {
-            const int l16 = ((s15 * 128) + ti4);
-            const int i17 = (l16 / 16);
-            const int k18 = (l16 % 16);
-            const int gi19 = (n03 + i17);
-            const int gk20 = (k0 + k18);
-            if ((gi19 < 84)) {
-                const float t21 = p1[((gi19 * 4096) + gk20)];
-                sh[(((i17 * 20) + k18) + 1280)] = t21;
+        for (int s18 = 0; s18 < 8; s18 += 1) {
+            const int l19 = ((s18 * 128) + ti4);
+            const int i20 = (l19 / 16);
+            const int k21 = (l19 % 16);
+            const int gi22 = (n03 + i20);
+            const int gk23 = (k0 + k21);
+            if ((gi22 < 84)) {
+                const float t24 = p4[((gi22 * 4096) + gk23)];
+                sh[(((i20 * 20) + k21) + 1280)] = t24;
             } else {
-                sh[(((i17 * 20) + k18) + 1280)] = 0.0f;
+                sh[(((i20 * 20) + k21) + 1280)] = 0.0f;
             }
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -801,19 +792,19 @@ kernel void matmul_3(
     simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s22 = 0; s22 < 32; s22 += 1) {
-        const int l23 = ((s22 * 128) + ti4);
-        const int i24 = (l23 / 64);
-        const int j25 = (l23 % 64);
-        const int gi26 = (m02 + i24);
-        const int gj27 = (n03 + j25);
-        if ((gj27 < 84)) {
-            p2[((((c1 * 512) + gi26) * 84) + gj27)] = sh[((i24 * 68) + j25)];
+    for (int s25 = 0; s25 < 32; s25 += 1) {
+        const int l26 = ((s25 * 128) + ti4);
+        const int i27 = (l26 / 64);
+        const int j28 = (l26 % 64);
+        const int gi29 = (m02 + i27);
+        const int gj30 = (n03 + j28);
+        if ((gj30 < 84)) {
+            p5[((((c1 * 512) + gi29) * 84) + gj30)] = sh[((i27 * 68) + j28)];
         }
     }
 }
 
-// fuses gather %3, dequant %19, matmul %44, matmul %46, scale %47, add %48, add %49 (mamba.0)
+// fuses gather %3, dequant %19, matmul %45, matmul %46, scale %47, add %48, add %49 (mamba.0)
 // threadgroup 128×1×1, grid 32×8×1 threadgroups
 kernel void matmul_4(
         const device float* p0 [[buffer(0)]],
@@ -1045,7 +1036,7 @@ kernel void rmsnorm_1(
     }
 }
 
-// fuses dequant %65, matmul %90, matmul %92, scale %93, add %94, add %95 (mamba.1)
+// fuses dequant %65, matmul %91, matmul %92, scale %93, add %94, add %95 (mamba.1)
 // threadgroup 128×1×1, grid 32×8×1 threadgroups
 kernel void matmul_5(
         const device float* p0 [[buffer(0)]],
@@ -1435,7 +1426,7 @@ kernel void moe_route_0(
     }
 }
 
-// fuses reshape %153, gather %164, grouped_matmul %166 (moe.0)
+// fuses reshape %153, gather %164, grouped_matmul %165 (moe.0)
 // threadgroup 128×1×1, grid 2×16×9 threadgroups
 kernel void grouped_matmul_0(
         const device int* p0 [[buffer(0)]],
@@ -1582,7 +1573,7 @@ kernel void grouped_matmul_0(
     }
 }
 
-// fuses dequant %147, reshape %153, gather %164, grouped_matmul %165, grouped_matmul %167,
+// fuses dequant %147, reshape %153, gather %164, grouped_matmul %166, grouped_matmul %167,
 //   scale %168, add %169 (moe.0)
 // threadgroup 128×1×1, grid 168×16×9 threadgroups
 kernel void grouped_matmul_1(
@@ -1797,31 +1788,15 @@ kernel void grouped_matmul_1(
     }
 }
 
-// fuses slice %170, slice %171, silu %172, mul %173 (moe.0)
-// threadgroup 256×1×1, grid 21504×1×1 threadgroups
-kernel void mul_silu_slice_0(
-        const device float* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    const int c2 = (i1 / 5376);
-    const int c3 = (i1 % 5376);
-    const float t4 = p0[((c2 * 10752) + c3)];
-    const float t5 = (t4 / (1.0f + exp((-t4))));
-    p1[i1] = t5;
-    const float t6 = p0[((c2 * 10752) + (c3 + 5376))];
-    const float t7 = (t5 * t6);
-    p2[i1] = t7;
-}
-
-// fuses grouped_matmul %175 (moe.0)
+// fuses slice %170, slice %171, silu %172, mul %173, grouped_matmul %174 (moe.0)
 // threadgroup 128×1×1, grid 2×16×9 threadgroups
 kernel void grouped_matmul_2(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
+        device float* p3 [[buffer(3)]],
+        device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
@@ -1875,23 +1850,30 @@ kernel void grouped_matmul_2(
             const int gi20 = (m011 + i18);
             const int gk21 = (k0 + k19);
             if ((gi20 < t10)) {
-                const float t22 = p2[((gi20 * 5376) + gk21)];
-                sh[((i18 * 20) + k19)] = t22;
+                const float t22 = p2[((gi20 * 10752) + gk21)];
+                const float t23 = (t22 / (1.0f + exp((-t22))));
+                const float t24 = p2[((gi20 * 10752) + (gk21 + 5376))];
+                const float t25 = (t23 * t24);
+                if ((n02 == 0)) {
+                    p3[((gi20 * 5376) + gk21)] = t23;
+                    p4[((gi20 * 5376) + gk21)] = t25;
+                }
+                sh[((i18 * 20) + k19)] = t25;
             } else {
                 sh[((i18 * 20) + k19)] = 0.0f;
             }
         }
-        for (int s23 = 0; s23 < 8; s23 += 1) {
-            const int l24 = ((s23 * 128) + ti12);
-            const int i25 = (l24 / 16);
-            const int k26 = (l24 % 16);
-            const int gi27 = (n02 + i25);
-            const int gk28 = (k0 + k26);
-            if ((gi27 < 84)) {
-                const float t29 = p3[((((ex1 * 84) + gi27) * 5376) + gk28)];
-                sh[(((i25 * 20) + k26) + 1280)] = t29;
+        for (int s26 = 0; s26 < 8; s26 += 1) {
+            const int l27 = ((s26 * 128) + ti12);
+            const int i28 = (l27 / 16);
+            const int k29 = (l27 % 16);
+            const int gi30 = (n02 + i28);
+            const int gk31 = (k0 + k29);
+            if ((gi30 < 84)) {
+                const float t32 = p5[((((ex1 * 84) + gi30) * 5376) + gk31)];
+                sh[(((i28 * 20) + k29) + 1280)] = t32;
             } else {
-                sh[(((i25 * 20) + k26) + 1280)] = 0.0f;
+                sh[(((i28 * 20) + k29) + 1280)] = 0.0f;
             }
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -1948,19 +1930,19 @@ kernel void grouped_matmul_2(
     simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s30 = 0; s30 < 32; s30 += 1) {
-        const int l31 = ((s30 * 128) + ti12);
-        const int i32 = (l31 / 64);
-        const int j33 = (l31 % 64);
-        const int gi34 = (m011 + i32);
-        const int gj35 = (n02 + j33);
-        if (((gi34 < t10) && (gj35 < 84))) {
-            p1[((gi34 * 84) + gj35)] = sh[((i32 * 68) + j33)];
+    for (int s33 = 0; s33 < 32; s33 += 1) {
+        const int l34 = ((s33 * 128) + ti12);
+        const int i35 = (l34 / 64);
+        const int j36 = (l34 % 64);
+        const int gi37 = (m011 + i35);
+        const int gj38 = (n02 + j36);
+        if (((gi37 < t10) && (gj38 < 84))) {
+            p1[((gi37 * 84) + gj38)] = sh[((i35 * 68) + j36)];
         }
     }
 }
 
-// fuses dequant %151, grouped_matmul %174, grouped_matmul %176, scale %177, add %178,
+// fuses dequant %151, grouped_matmul %175, grouped_matmul %176, scale %177, add %178,
 //   reshape %179, gather %180, reshape %181, broadcast %182, mul %183 (moe.0)
 // threadgroup 128×1×1, grid 32×16×9 threadgroups
 kernel void grouped_matmul_3(
@@ -2813,8 +2795,8 @@ kernel void rmsnorm_bwd_0(
 }
 
 // 2 independent kernels in one launch
-// part 0 (matmul): fuses scale %1870, matmul %1871 (mamba.29)
-// part 1 (matmul): fuses scale %1870, reshape %1872, reshape %1873, matmul %1874 (mamba.29)
+// part 0 (matmul): fuses scale %1870, matmul %1873 (mamba.29)
+// part 1 (matmul): fuses scale %1870, reshape %1874, reshape %1875, matmul %1876 (mamba.29)
 // threadgroup 128×1×1, grid 80×1×1 threadgroups
 kernel void matmul_x2_0(
         const device float* p0 [[buffer(0)]],
@@ -3055,8 +3037,8 @@ kernel void matmul_x2_0(
 }
 
 // 2 independent kernels in one launch
-// part 0 (matmul): fuses reshape %1876, reshape %1877, matmul %1878 (mamba.29)
-// part 1 (matmul): fuses slice %1829, matmul %1875, dequant %1879, matmul %1880, add %1881, mul %1883,
+// part 0 (matmul): fuses reshape %1878, reshape %1879, matmul %1880 (mamba.29)
+// part 1 (matmul): fuses slice %1829, dequant %1871, matmul %1872, matmul %1877, add %1881, mul %1883,
 //   sigmoid %1884, const %1885, sub %1886, mul %1887, add %1888, mul %1889 (mamba.29)
 // threadgroup 128×1×1, grid 640×1×1 threadgroups
 kernel void matmul_x2_1(
@@ -3064,9 +3046,9 @@ kernel void matmul_x2_1(
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         const device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
+        const device uchar* p4 [[buffer(4)]],
         const device uchar* p5 [[buffer(5)]],
-        const device uchar* p6 [[buffer(6)]],
+        const device float* p6 [[buffer(6)]],
         const device float* p7 [[buffer(7)]],
         const device float* p8 [[buffer(8)]],
         device float* p9 [[buffer(9)]],
@@ -3214,19 +3196,15 @@ kernel void matmul_x2_1(
         simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
         simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
         simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        for (int k0 = 0; k0 < 84; k0 += 16) {
+        for (int k0 = 0; k0 < 2048; k0 += 16) {
             for (int s8 = 0; s8 < 8; s8 += 1) {
                 const int l9 = ((s8 * 128) + ti4);
                 const int i10 = (l9 / 16);
                 const int k11 = (l9 % 16);
                 const int gi12 = (m02 + i10);
                 const int gk13 = (k0 + k11);
-                if ((gk13 < 84)) {
-                    const float t14 = p0[((((c1 * 512) + gi12) * 84) + gk13)];
-                    sh[((i10 * 20) + k11)] = t14;
-                } else {
-                    sh[((i10 * 20) + k11)] = 0.0f;
-                }
+                const float t14 = p3[((((c1 * 512) + gi12) * 2048) + gk13)];
+                sh[((i10 * 20) + k11)] = t14;
             }
             for (int s15 = 0; s15 < 8; s15 += 1) {
                 const int l16 = ((s15 * 128) + ti4);
@@ -3234,12 +3212,8 @@ kernel void matmul_x2_1(
                 const int i18 = (l16 % 64);
                 const int gi19 = (n03 + i18);
                 const int gk20 = (k0 + k17);
-                if ((gk20 < 84)) {
-                    const float t21 = p3[((gk20 * 4096) + gi19)];
-                    sh[(((k17 * 68) + i18) + 1280)] = t21;
-                } else {
-                    sh[(((k17 * 68) + i18) + 1280)] = 0.0f;
-                }
+                const float t21 = (NF4_CODE[((int(p4[(((gk20 * 4096) + gi19) / 2)]) >> (((((gk20 * 4096) + gi19) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p5[(((gk20 * 4096) + gi19) / 64)])] * p6[((((gk20 * 4096) + gi19) / 64) / 256)]) + p7[0]));
+                sh[(((k17 * 68) + i18) + 1280)] = t21;
             }
             threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
             for (int kk = 0; kk < 16; kk += 8) {
@@ -3278,15 +3252,19 @@ kernel void matmul_x2_1(
             }
             threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         }
-        for (int k0 = 0; k0 < 2048; k0 += 16) {
+        for (int k0 = 0; k0 < 84; k0 += 16) {
             for (int s22 = 0; s22 < 8; s22 += 1) {
                 const int l23 = ((s22 * 128) + ti4);
                 const int i24 = (l23 / 16);
                 const int k25 = (l23 % 16);
                 const int gi26 = (m02 + i24);
                 const int gk27 = (k0 + k25);
-                const float t28 = p4[((((c1 * 512) + gi26) * 2048) + gk27)];
-                sh[((i24 * 20) + k25)] = t28;
+                if ((gk27 < 84)) {
+                    const float t28 = p0[((((c1 * 512) + gi26) * 84) + gk27)];
+                    sh[((i24 * 20) + k25)] = t28;
+                } else {
+                    sh[((i24 * 20) + k25)] = 0.0f;
+                }
             }
             for (int s29 = 0; s29 < 8; s29 += 1) {
                 const int l30 = ((s29 * 128) + ti4);
@@ -3294,8 +3272,12 @@ kernel void matmul_x2_1(
                 const int i32 = (l30 % 64);
                 const int gi33 = (n03 + i32);
                 const int gk34 = (k0 + k31);
-                const float t35 = (NF4_CODE[((int(p5[(((gk34 * 4096) + gi33) / 2)]) >> (((((gk34 * 4096) + gi33) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p6[(((gk34 * 4096) + gi33) / 64)])] * p7[((((gk34 * 4096) + gi33) / 64) / 256)]) + p8[0]));
-                sh[(((k31 * 68) + i32) + 1280)] = t35;
+                if ((gk34 < 84)) {
+                    const float t35 = p8[((gk34 * 4096) + gi33)];
+                    sh[(((k31 * 68) + i32) + 1280)] = t35;
+                } else {
+                    sh[(((k31 * 68) + i32) + 1280)] = 0.0f;
+                }
             }
             threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
             for (int kk = 0; kk < 16; kk += 8) {
@@ -3373,8 +3355,7 @@ kernel void matmul_x2_1(
     }
 }
 
-// fuses slice %1834, slice %1835, neg %1841, mul %1882, selective_scan_bwd %1890, sigmoid %1896,
-//   mul %1897 (mamba.29)
+// fuses slice %1834, slice %1835, neg %1841, mul %1882, selective_scan_bwd %1890 (mamba.29)
 // threadgroup 1024×1×1, grid 80×1×1 threadgroups
 kernel void selective_scan_bwd_0(
         const device float* p0 [[buffer(0)]],
@@ -3388,8 +3369,7 @@ kernel void selective_scan_bwd_0(
         device float* p8 [[buffer(8)]],
         const device float* p9 [[buffer(9)]],
         device float* p10 [[buffer(10)]],
-        const device float* p11 [[buffer(11)]],
-        device float* p12 [[buffer(12)]],
+        device float* p11 [[buffer(11)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint lane [[thread_index_in_simdgroup]],
@@ -3523,12 +3503,8 @@ kernel void selective_scan_bwd_0(
                     const float r92 = (r91 + simd_shuffle_xor(r91, ushort(2)));
                     const float r93 = (r92 + simd_shuffle_xor(r92, ushort(1)));
                     if ((n54 == 0)) {
-                        const float acc94 = (r89 + (t57 * t82));
-                        p10[((((b60 * 512) + t75) * 4096) + ch53)] = acc94;
-                        const float t95 = p11[((((b60 * 512) + t75) * 4096) + ch53)];
-                        const float t96 = (1.0f / (1.0f + exp((-t95))));
-                        const float t97 = (r93 * t96);
-                        p12[((((b60 * 512) + t75) * 4096) + ch53)] = t97;
+                        p10[((((b60 * 512) + t75) * 4096) + ch53)] = (r89 + (t57 * t82));
+                        p11[((((b60 * 512) + t75) * 4096) + ch53)] = r93;
                     }
                 }
             }
@@ -3536,12 +3512,13 @@ kernel void selective_scan_bwd_0(
     }
 }
 
-// fuses matmul %1898 (mamba.29)
+// fuses sigmoid %1896, mul %1897, matmul %1898 (mamba.29)
 // threadgroup 128×1×1, grid 2×8×1 threadgroups
 kernel void matmul_9(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
+        const device float* p2 [[buffer(2)]],
+        device float* p3 [[buffer(3)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
@@ -3577,16 +3554,19 @@ kernel void matmul_9(
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
             const float t14 = p0[((((c1 * 512) + gi12) * 4096) + gk13)];
-            sh[((i10 * 20) + k11)] = t14;
+            const float t15 = p1[((((c1 * 512) + gi12) * 4096) + gk13)];
+            const float t16 = (1.0f / (1.0f + exp((-t15))));
+            const float t17 = (t14 * t16);
+            sh[((i10 * 20) + k11)] = t17;
         }
-        for (int s15 = 0; s15 < 8; s15 += 1) {
-            const int l16 = ((s15 * 128) + ti4);
-            const int k17 = (l16 / 64);
-            const int i18 = (l16 % 64);
-            const int gi19 = (n03 + i18);
-            const int gk20 = (k0 + k17);
-            const float t21 = p1[((gk20 * 128) + gi19)];
-            sh[(((k17 * 68) + i18) + 1280)] = t21;
+        for (int s18 = 0; s18 < 8; s18 += 1) {
+            const int l19 = ((s18 * 128) + ti4);
+            const int k20 = (l19 / 64);
+            const int i21 = (l19 % 64);
+            const int gi22 = (n03 + i21);
+            const int gk23 = (k0 + k20);
+            const float t24 = p2[((gk23 * 128) + gi22)];
+            sh[(((k20 * 68) + i21) + 1280)] = t24;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         for (int kk = 0; kk < 16; kk += 8) {
@@ -3642,13 +3622,13 @@ kernel void matmul_9(
     simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s22 = 0; s22 < 32; s22 += 1) {
-        const int l23 = ((s22 * 128) + ti4);
-        const int i24 = (l23 / 64);
-        const int j25 = (l23 % 64);
-        const int gi26 = (m02 + i24);
-        const int gj27 = (n03 + j25);
-        p2[((((c1 * 512) + gi26) * 128) + gj27)] = sh[((i24 * 68) + j25)];
+    for (int s25 = 0; s25 < 32; s25 += 1) {
+        const int l26 = ((s25 * 128) + ti4);
+        const int i27 = (l26 / 64);
+        const int j28 = (l26 % 64);
+        const int gi29 = (m02 + i27);
+        const int gj30 = (n03 + j28);
+        p3[((((c1 * 512) + gi29) * 128) + gj30)] = sh[((i27 * 68) + j28)];
     }
 }
 
@@ -3816,26 +3796,145 @@ kernel void causal_conv1d_bwd_0(
     p2[i1] = ((((t5 * t6) + ((c3 < 511) ? (t7 * t8) : 0.0f)) + ((c3 < 510) ? (t9 * t10) : 0.0f)) + ((c3 < 509) ? (t11 * t12) : 0.0f));
 }
 
-// 2 independent kernels in one launch
-// part 0 (matmul): fuses concat %1911, scale %1912, matmul %1913 (mamba.29)
-// part 1 (matmul): fuses concat %1911, scale %1912, reshape %1914, reshape %1915, matmul %1916 (mamba.29)
-// threadgroup 128×1×1, grid 272×1×1 threadgroups
-kernel void matmul_x2_2(
+// 3 independent kernels in one launch
+// part 0 (matmul): fuses concat %1911, dequant %1913, matmul %1914 (mamba.29)
+// part 1 (matmul): fuses concat %1911, scale %1912, matmul %1915 (mamba.29)
+// part 2 (matmul): fuses concat %1911, scale %1912, reshape %1916, reshape %1917, matmul %1918 (mamba.29)
+// threadgroup 128×1×1, grid 528×1×1 threadgroups
+kernel void matmul_x3_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        device float* p3 [[buffer(3)]],
+        const device uchar* p2 [[buffer(2)]],
+        const device uchar* p3 [[buffer(3)]],
         const device float* p4 [[buffer(4)]],
-        device float* p5 [[buffer(5)]],
+        const device float* p5 [[buffer(5)]],
+        device float* p6 [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
+        device float* p8 [[buffer(8)]],
+        const device float* p9 [[buffer(9)]],
+        device float* p10 [[buffer(10)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[4352];
-    if ((int(gid.x) < 16)) {
+    if ((int(gid.x) < 256)) {
         const int h0 = (int(gid.x) - 0);
-        const int c1 = (h0 / 16);
-        const int m02 = ((h0 / 2) * 64);
-        const int n03 = ((h0 % 2) * 64);
+        const int c1 = (h0 / 256);
+        const int m02 = ((h0 / 32) * 64);
+        const int n03 = ((h0 % 32) * 64);
+        const int ti4 = int(lid.x);
+        const int sgi5 = int(sg);
+        const int sr6 = ((sgi5 / 2) * 32);
+        const int sc7 = ((sgi5 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 8192; k0 += 16) {
+            for (int s8 = 0; s8 < 8; s8 += 1) {
+                const int l9 = ((s8 * 128) + ti4);
+                const int i10 = (l9 / 16);
+                const int k11 = (l9 % 16);
+                const int gi12 = (m02 + i10);
+                const int gk13 = (k0 + k11);
+                float cat14 = 0.0f;
+                if ((gk13 < 4096)) {
+                    const float t15 = p0[((((c1 * 512) + gi12) * 4096) + (gk13 - 0))];
+                    cat14 = t15;
+                } else {
+                    const float t16 = p1[((((c1 * 512) + gi12) * 4096) + (gk13 - 4096))];
+                    cat14 = t16;
+                }
+                sh[((i10 * 20) + k11)] = cat14;
+            }
+            for (int s17 = 0; s17 < 8; s17 += 1) {
+                const int l18 = ((s17 * 128) + ti4);
+                const int k19 = (l18 / 64);
+                const int i20 = (l18 % 64);
+                const int gi21 = (n03 + i20);
+                const int gk22 = (k0 + k19);
+                const float t23 = (NF4_CODE[((int(p2[(((gk22 * 2048) + gi21) / 2)]) >> (((((gk22 * 2048) + gi21) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p3[(((gk22 * 2048) + gi21) / 64)])] * p4[((((gk22 * 2048) + gi21) / 64) / 256)]) + p5[0]));
+                sh[(((k19 * 68) + i20) + 1280)] = t23;
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 16; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + (((sr6 + 8) * 20) + kk), 20);
+                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa2, sh + (((sr6 + 16) * 20) + kk), 20);
+                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa3, sh + (((sr6 + 24) * 20) + kk), 20);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc7) + 1280), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc7 + 8)) + 1280), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc7 + 16)) + 1280), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc7 + 24)) + 1280), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        }
+        simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
+        simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr6 * 68) + (sc7 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr6 + 8) * 68) + sc7), 68);
+        simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
+        simdgroup_store(acc2_0, sh + (((sr6 + 16) * 68) + sc7), 68);
+        simdgroup_store(acc2_1, sh + (((sr6 + 16) * 68) + (sc7 + 8)), 68);
+        simdgroup_store(acc2_2, sh + (((sr6 + 16) * 68) + (sc7 + 16)), 68);
+        simdgroup_store(acc2_3, sh + (((sr6 + 16) * 68) + (sc7 + 24)), 68);
+        simdgroup_store(acc3_0, sh + (((sr6 + 24) * 68) + sc7), 68);
+        simdgroup_store(acc3_1, sh + (((sr6 + 24) * 68) + (sc7 + 8)), 68);
+        simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
+        simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int s24 = 0; s24 < 32; s24 += 1) {
+            const int l25 = ((s24 * 128) + ti4);
+            const int i26 = (l25 / 64);
+            const int j27 = (l25 % 64);
+            const int gi28 = (m02 + i26);
+            const int gj29 = (n03 + j27);
+            p6[((((c1 * 512) + gi28) * 2048) + gj29)] = sh[((i26 * 68) + j27)];
+        }
+    } else if ((int(gid.x) < 272)) {
+        const int h1 = (int(gid.x) - 256);
+        const int c1 = (h1 / 16);
+        const int m02 = ((h1 / 2) * 64);
+        const int n03 = ((h1 % 2) * 64);
         const int ti4 = int(lid.x);
         const int sgi5 = int(sg);
         const int sr6 = ((sgi5 / 2) * 32);
@@ -3881,7 +3980,7 @@ kernel void matmul_x2_2(
                 const int gi22 = (n03 + i21);
                 const int gk23 = (k0 + k20);
                 if ((gi22 < 84)) {
-                    const float t24 = p2[((gk23 * 84) + gi22)];
+                    const float t24 = p7[((gk23 * 84) + gi22)];
                     sh[(((k20 * 68) + i21) + 1280)] = t24;
                 } else {
                     sh[(((k20 * 68) + i21) + 1280)] = 0.0f;
@@ -3948,13 +4047,13 @@ kernel void matmul_x2_2(
             const int gi29 = (m02 + i27);
             const int gj30 = (n03 + j28);
             if ((gj30 < 84)) {
-                p3[((((c1 * 512) + gi29) * 84) + gj30)] = sh[((i27 * 68) + j28)];
+                p8[((((c1 * 512) + gi29) * 84) + gj30)] = sh[((i27 * 68) + j28)];
             }
         }
-    } else if ((int(gid.x) < 272)) {
-        const int h1 = (int(gid.x) - 16);
-        const int m01 = ((h1 / 2) * 64);
-        const int n02 = ((h1 % 2) * 64);
+    } else if ((int(gid.x) < 528)) {
+        const int h2 = (int(gid.x) - 272);
+        const int m01 = ((h2 / 2) * 64);
+        const int n02 = ((h2 % 2) * 64);
         const int ti3 = int(lid.x);
         const int sgi4 = int(sg);
         const int sr5 = ((sgi4 / 2) * 32);
@@ -4000,7 +4099,7 @@ kernel void matmul_x2_2(
                 const int gi21 = (n02 + i20);
                 const int gk22 = (k0 + k19);
                 if ((gi21 < 84)) {
-                    const float t23 = p4[((gk22 * 84) + gi21)];
+                    const float t23 = p9[((gk22 * 84) + gi21)];
                     sh[(((k19 * 68) + i20) + 1088)] = t23;
                 } else {
                     sh[(((k19 * 68) + i20) + 1088)] = 0.0f;
@@ -4067,30 +4166,22 @@ kernel void matmul_x2_2(
             const int gi28 = (m01 + i26);
             const int gj29 = (n02 + j27);
             if ((gj29 < 84)) {
-                p5[((gi28 * 84) + gj29)] = sh[((i26 * 68) + j27)];
+                p10[((gi28 * 84) + gj29)] = sh[((i26 * 68) + j27)];
             }
         }
     }
 }
 
-// 3 independent kernels in one launch
-// part 0 (matmul): fuses matmul %1917 (mamba.29)
-// part 1 (matmul): fuses reshape %1918, reshape %1919, matmul %1920 (mamba.29)
-// part 2 (matmul): fuses concat %1911, dequant %1921, matmul %1922 (mamba.29)
-// threadgroup 128×1×1, grid 576×1×1 threadgroups
-kernel void matmul_x3_0(
+// 2 independent kernels in one launch
+// part 0 (matmul): fuses matmul %1919 (mamba.29)
+// part 1 (matmul): fuses reshape %1920, reshape %1921, matmul %1922 (mamba.29)
+// threadgroup 128×1×1, grid 320×1×1 threadgroups
+kernel void matmul_x2_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         const device float* p3 [[buffer(3)]],
         device float* p4 [[buffer(4)]],
-        const device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
-        const device uchar* p7 [[buffer(7)]],
-        const device uchar* p8 [[buffer(8)]],
-        const device float* p9 [[buffer(9)]],
-        const device float* p10 [[buffer(10)]],
-        device float* p11 [[buffer(11)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
@@ -4320,119 +4411,6 @@ kernel void matmul_x3_0(
                 p4[((gi25 * 2048) + gj26)] = sh[((i23 * 68) + j24)];
             }
         }
-    } else if ((int(gid.x) < 576)) {
-        const int h2 = (int(gid.x) - 320);
-        const int c1 = (h2 / 256);
-        const int m02 = ((h2 / 32) * 64);
-        const int n03 = ((h2 % 32) * 64);
-        const int ti4 = int(lid.x);
-        const int sgi5 = int(sg);
-        const int sr6 = ((sgi5 / 2) * 32);
-        const int sc7 = ((sgi5 % 2) * 32);
-        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        for (int k0 = 0; k0 < 8192; k0 += 16) {
-            for (int s8 = 0; s8 < 8; s8 += 1) {
-                const int l9 = ((s8 * 128) + ti4);
-                const int i10 = (l9 / 16);
-                const int k11 = (l9 % 16);
-                const int gi12 = (m02 + i10);
-                const int gk13 = (k0 + k11);
-                float cat14 = 0.0f;
-                if ((gk13 < 4096)) {
-                    const float t15 = p5[((((c1 * 512) + gi12) * 4096) + (gk13 - 0))];
-                    cat14 = t15;
-                } else {
-                    const float t16 = p6[((((c1 * 512) + gi12) * 4096) + (gk13 - 4096))];
-                    cat14 = t16;
-                }
-                sh[((i10 * 20) + k11)] = cat14;
-            }
-            for (int s17 = 0; s17 < 8; s17 += 1) {
-                const int l18 = ((s17 * 128) + ti4);
-                const int k19 = (l18 / 64);
-                const int i20 = (l18 % 64);
-                const int gi21 = (n03 + i20);
-                const int gk22 = (k0 + k19);
-                const float t23 = (NF4_CODE[((int(p7[(((gk22 * 2048) + gi21) / 2)]) >> (((((gk22 * 2048) + gi21) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p8[(((gk22 * 2048) + gi21) / 64)])] * p9[((((gk22 * 2048) + gi21) / 64) / 256)]) + p10[0]));
-                sh[(((k19 * 68) + i20) + 1280)] = t23;
-            }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-            for (int kk = 0; kk < 16; kk += 8) {
-                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
-                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa1, sh + (((sr6 + 8) * 20) + kk), 20);
-                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa2, sh + (((sr6 + 16) * 20) + kk), 20);
-                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa3, sh + (((sr6 + 24) * 20) + kk), 20);
-                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb0, sh + (((kk * 68) + sc7) + 1280), 68);
-                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb1, sh + (((kk * 68) + (sc7 + 8)) + 1280), 68);
-                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb2, sh + (((kk * 68) + (sc7 + 16)) + 1280), 68);
-                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb3, sh + (((kk * 68) + (sc7 + 24)) + 1280), 68);
-                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
-                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
-                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
-                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
-            }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        }
-        simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
-        simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
-        simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
-        simdgroup_store(acc0_3, sh + ((sr6 * 68) + (sc7 + 24)), 68);
-        simdgroup_store(acc1_0, sh + (((sr6 + 8) * 68) + sc7), 68);
-        simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
-        simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
-        simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-        simdgroup_store(acc2_0, sh + (((sr6 + 16) * 68) + sc7), 68);
-        simdgroup_store(acc2_1, sh + (((sr6 + 16) * 68) + (sc7 + 8)), 68);
-        simdgroup_store(acc2_2, sh + (((sr6 + 16) * 68) + (sc7 + 16)), 68);
-        simdgroup_store(acc2_3, sh + (((sr6 + 16) * 68) + (sc7 + 24)), 68);
-        simdgroup_store(acc3_0, sh + (((sr6 + 24) * 68) + sc7), 68);
-        simdgroup_store(acc3_1, sh + (((sr6 + 24) * 68) + (sc7 + 8)), 68);
-        simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
-        simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int s24 = 0; s24 < 32; s24 += 1) {
-            const int l25 = ((s24 * 128) + ti4);
-            const int i26 = (l25 / 64);
-            const int j27 = (l25 % 64);
-            const int gi28 = (m02 + i26);
-            const int gj29 = (n03 + j27);
-            p11[((((c1 * 512) + gi28) * 2048) + gj29)] = sh[((i26 * 68) + j27)];
-        }
     }
 }
 
@@ -4560,8 +4538,8 @@ kernel void mul_gather_reduce_sum_x2_0(
 
 // 3 independent kernels in one launch
 // part 0 (scatter_add): fuses reshape %2053, reshape %2054, scatter_add %2055 (moe.8)
-// part 1 (grouped_matmul): fuses scale %2057, grouped_matmul %2058 (moe.8)
-// part 2 (grouped_matmul_wgrad): fuses scale %2057, grouped_matmul_wgrad %2059 (moe.8)
+// part 1 (grouped_matmul): fuses scale %2057, grouped_matmul %2060 (moe.8)
+// part 2 (grouped_matmul_wgrad): fuses scale %2057, grouped_matmul_wgrad %2061 (moe.8)
 // threadgroup 128×1×1, grid 808×1×1 threadgroups
 kernel void scatter_add_grouped_matmul_x3_0(
         const device int* p0 [[buffer(0)]],
@@ -4848,8 +4826,8 @@ kernel void scatter_add_grouped_matmul_x3_0(
 }
 
 // 2 independent kernels in one launch
-// part 0 (grouped_matmul_wgrad): fuses grouped_matmul_wgrad %2061 (moe.8)
-// part 1 (grouped_matmul): fuses slice %1690, slice %1691, grouped_matmul %2060, dequant %2062, grouped_matmul %2063,
+// part 0 (grouped_matmul_wgrad): fuses grouped_matmul_wgrad %2063 (moe.8)
+// part 1 (grouped_matmul): fuses slice %1690, slice %1691, dequant %2058, grouped_matmul %2059, grouped_matmul %2062,
 //   add %2064, mul %2065, mul %2066, sigmoid %2067, const %2068, sub %2069, mul %2070, add %2071,
 //   mul %2072 (moe.8)
 // threadgroup 128×1×1, grid 13440×1×1 threadgroups
@@ -4863,9 +4841,9 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
         const device float* p6 [[buffer(6)]],
         device float* p7 [[buffer(7)]],
         const device float* p8 [[buffer(8)]],
-        const device float* p9 [[buffer(9)]],
+        const device uchar* p9 [[buffer(9)]],
         const device uchar* p10 [[buffer(10)]],
-        const device uchar* p11 [[buffer(11)]],
+        const device float* p11 [[buffer(11)]],
         const device float* p12 [[buffer(12)]],
         const device float* p13 [[buffer(13)]],
         uint3 lid [[thread_position_in_threadgroup]],
@@ -5045,15 +5023,15 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
         simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
         simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
         simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        for (int k0 = 0; k0 < 84; k0 += 16) {
+        for (int k0 = 0; k0 < 2048; k0 += 16) {
             for (int s27 = 0; s27 < 8; s27 += 1) {
                 const int l28 = ((s27 * 128) + ti23);
                 const int i29 = (l28 / 16);
                 const int k30 = (l28 % 16);
                 const int gi31 = (m022 + i29);
                 const int gk32 = (k0 + k30);
-                if (((gi31 < t21) && (gk32 < 84))) {
-                    const float t33 = p1[((gi31 * 84) + gk32)];
+                if ((gi31 < t21)) {
+                    const float t33 = p8[((gi31 * 2048) + gk32)];
                     sh[((i29 * 20) + k30)] = t33;
                 } else {
                     sh[((i29 * 20) + k30)] = 0.0f;
@@ -5065,12 +5043,8 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
                 const int i37 = (l35 % 64);
                 const int gi38 = (n02 + i37);
                 const int gk39 = (k0 + k36);
-                if ((gk39 < 84)) {
-                    const float t40 = p8[((((ex1 * 84) + gk39) * 5376) + gi38)];
-                    sh[(((k36 * 68) + i37) + 1280)] = t40;
-                } else {
-                    sh[(((k36 * 68) + i37) + 1280)] = 0.0f;
-                }
+                const float t40 = (NF4_CODE[((int(p9[(((((ex1 * 2048) + gk39) * 5376) + gi38) / 2)]) >> (((((((ex1 * 2048) + gk39) * 5376) + gi38) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p10[(((((ex1 * 2048) + gk39) * 5376) + gi38) / 64)])] * p11[((((((ex1 * 2048) + gk39) * 5376) + gi38) / 64) / 256)]) + p12[0]));
+                sh[(((k36 * 68) + i37) + 1280)] = t40;
             }
             threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
             for (int kk = 0; kk < 16; kk += 8) {
@@ -5109,15 +5083,15 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
             }
             threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         }
-        for (int k0 = 0; k0 < 2048; k0 += 16) {
+        for (int k0 = 0; k0 < 84; k0 += 16) {
             for (int s41 = 0; s41 < 8; s41 += 1) {
                 const int l42 = ((s41 * 128) + ti23);
                 const int i43 = (l42 / 16);
                 const int k44 = (l42 % 16);
                 const int gi45 = (m022 + i43);
                 const int gk46 = (k0 + k44);
-                if ((gi45 < t21)) {
-                    const float t47 = p9[((gi45 * 2048) + gk46)];
+                if (((gi45 < t21) && (gk46 < 84))) {
+                    const float t47 = p1[((gi45 * 84) + gk46)];
                     sh[((i43 * 20) + k44)] = t47;
                 } else {
                     sh[((i43 * 20) + k44)] = 0.0f;
@@ -5129,8 +5103,12 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
                 const int i51 = (l49 % 64);
                 const int gi52 = (n02 + i51);
                 const int gk53 = (k0 + k50);
-                const float t54 = (NF4_CODE[((int(p10[(((((ex1 * 2048) + gk53) * 5376) + gi52) / 2)]) >> (((((((ex1 * 2048) + gk53) * 5376) + gi52) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p11[(((((ex1 * 2048) + gk53) * 5376) + gi52) / 64)])] * p12[((((((ex1 * 2048) + gk53) * 5376) + gi52) / 64) / 256)]) + p13[0]));
-                sh[(((k50 * 68) + i51) + 1280)] = t54;
+                if ((gk53 < 84)) {
+                    const float t54 = p13[((((ex1 * 84) + gk53) * 5376) + gi52)];
+                    sh[(((k50 * 68) + i51) + 1280)] = t54;
+                } else {
+                    sh[(((k50 * 68) + i51) + 1280)] = 0.0f;
+                }
             }
             threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
             for (int kk = 0; kk < 16; kk += 8) {
@@ -5212,8 +5190,8 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
 }
 
 // 2 independent kernels in one launch
-// part 0 (grouped_matmul): fuses concat %2073, scale %2074, grouped_matmul %2075 (moe.8)
-// part 1 (grouped_matmul_wgrad): fuses concat %2073, scale %2074, grouped_matmul_wgrad %2076 (moe.8)
+// part 0 (grouped_matmul): fuses concat %2073, scale %2074, grouped_matmul %2077 (moe.8)
+// part 1 (grouped_matmul_wgrad): fuses concat %2073, scale %2074, grouped_matmul_wgrad %2078 (moe.8)
 // threadgroup 128×1×1, grid 2976×1×1 threadgroups
 kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
         const device int* p0 [[buffer(0)]],
@@ -5499,8 +5477,8 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
 }
 
 // 2 independent kernels in one launch
-// part 0 (grouped_matmul_wgrad): fuses reshape %1673, gather %1684, grouped_matmul_wgrad %2078 (moe.8)
-// part 1 (grouped_matmul): fuses concat %2073, grouped_matmul %2077, dequant %2079, grouped_matmul %2080, add %2081 (moe.8)
+// part 0 (grouped_matmul_wgrad): fuses reshape %1673, gather %1684, grouped_matmul_wgrad %2080 (moe.8)
+// part 1 (grouped_matmul): fuses concat %2073, dequant %2075, grouped_matmul %2076, grouped_matmul %2079, add %2081 (moe.8)
 // threadgroup 128×1×1, grid 5120×1×1 threadgroups
 kernel void grouped_matmul_wgrad_grouped_matmul_x2_1(
         const device int* p0 [[buffer(0)]],
@@ -5511,9 +5489,9 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_1(
         device float* p5 [[buffer(5)]],
         const device float* p6 [[buffer(6)]],
         const device float* p7 [[buffer(7)]],
-        const device float* p8 [[buffer(8)]],
+        const device uchar* p8 [[buffer(8)]],
         const device uchar* p9 [[buffer(9)]],
-        const device uchar* p10 [[buffer(10)]],
+        const device float* p10 [[buffer(10)]],
         const device float* p11 [[buffer(11)]],
         const device float* p12 [[buffer(12)]],
         uint3 lid [[thread_position_in_threadgroup]],
@@ -5683,32 +5661,35 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_1(
         simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
         simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
         simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        for (int k0 = 0; k0 < 84; k0 += 16) {
+        for (int k0 = 0; k0 < 10752; k0 += 16) {
             for (int s17 = 0; s17 < 8; s17 += 1) {
                 const int l18 = ((s17 * 128) + ti13);
                 const int i19 = (l18 / 16);
                 const int k20 = (l18 % 16);
                 const int gi21 = (m012 + i19);
                 const int gk22 = (k0 + k20);
-                if (((gi21 < t11) && (gk22 < 84))) {
-                    const float t23 = p1[((gi21 * 84) + gk22)];
-                    sh[((i19 * 20) + k20)] = t23;
+                if ((gi21 < t11)) {
+                    float cat23 = 0.0f;
+                    if ((gk22 < 5376)) {
+                        const float t24 = p6[((gi21 * 5376) + (gk22 - 0))];
+                        cat23 = t24;
+                    } else {
+                        const float t25 = p7[((gi21 * 5376) + (gk22 - 5376))];
+                        cat23 = t25;
+                    }
+                    sh[((i19 * 20) + k20)] = cat23;
                 } else {
                     sh[((i19 * 20) + k20)] = 0.0f;
                 }
             }
-            for (int s24 = 0; s24 < 8; s24 += 1) {
-                const int l25 = ((s24 * 128) + ti13);
-                const int k26 = (l25 / 64);
-                const int i27 = (l25 % 64);
-                const int gi28 = (n02 + i27);
-                const int gk29 = (k0 + k26);
-                if ((gk29 < 84)) {
-                    const float t30 = p6[((((ex1 * 84) + gk29) * 2048) + gi28)];
-                    sh[(((k26 * 68) + i27) + 1280)] = t30;
-                } else {
-                    sh[(((k26 * 68) + i27) + 1280)] = 0.0f;
-                }
+            for (int s26 = 0; s26 < 8; s26 += 1) {
+                const int l27 = ((s26 * 128) + ti13);
+                const int k28 = (l27 / 64);
+                const int i29 = (l27 % 64);
+                const int gi30 = (n02 + i29);
+                const int gk31 = (k0 + k28);
+                const float t32 = (NF4_CODE[((int(p8[(((((ex1 * 10752) + gk31) * 2048) + gi30) / 2)]) >> (((((((ex1 * 10752) + gk31) * 2048) + gi30) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p9[(((((ex1 * 10752) + gk31) * 2048) + gi30) / 64)])] * p10[((((((ex1 * 10752) + gk31) * 2048) + gi30) / 64) / 256)]) + p11[0]));
+                sh[(((k28 * 68) + i29) + 1280)] = t32;
             }
             threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
             for (int kk = 0; kk < 16; kk += 8) {
@@ -5747,25 +5728,18 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_1(
             }
             threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         }
-        for (int k0 = 0; k0 < 10752; k0 += 16) {
-            for (int s31 = 0; s31 < 8; s31 += 1) {
-                const int l32 = ((s31 * 128) + ti13);
-                const int i33 = (l32 / 16);
-                const int k34 = (l32 % 16);
-                const int gi35 = (m012 + i33);
-                const int gk36 = (k0 + k34);
-                if ((gi35 < t11)) {
-                    float cat37 = 0.0f;
-                    if ((gk36 < 5376)) {
-                        const float t38 = p7[((gi35 * 5376) + (gk36 - 0))];
-                        cat37 = t38;
-                    } else {
-                        const float t39 = p8[((gi35 * 5376) + (gk36 - 5376))];
-                        cat37 = t39;
-                    }
-                    sh[((i33 * 20) + k34)] = cat37;
+        for (int k0 = 0; k0 < 84; k0 += 16) {
+            for (int s33 = 0; s33 < 8; s33 += 1) {
+                const int l34 = ((s33 * 128) + ti13);
+                const int i35 = (l34 / 16);
+                const int k36 = (l34 % 16);
+                const int gi37 = (m012 + i35);
+                const int gk38 = (k0 + k36);
+                if (((gi37 < t11) && (gk38 < 84))) {
+                    const float t39 = p1[((gi37 * 84) + gk38)];
+                    sh[((i35 * 20) + k36)] = t39;
                 } else {
-                    sh[((i33 * 20) + k34)] = 0.0f;
+                    sh[((i35 * 20) + k36)] = 0.0f;
                 }
             }
             for (int s40 = 0; s40 < 8; s40 += 1) {
@@ -5774,8 +5748,12 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_1(
                 const int i43 = (l41 % 64);
                 const int gi44 = (n02 + i43);
                 const int gk45 = (k0 + k42);
-                const float t46 = (NF4_CODE[((int(p9[(((((ex1 * 10752) + gk45) * 2048) + gi44) / 2)]) >> (((((((ex1 * 10752) + gk45) * 2048) + gi44) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p10[(((((ex1 * 10752) + gk45) * 2048) + gi44) / 64)])] * p11[((((((ex1 * 10752) + gk45) * 2048) + gi44) / 64) / 256)]) + p12[0]));
-                sh[(((k42 * 68) + i43) + 1280)] = t46;
+                if ((gk45 < 84)) {
+                    const float t46 = p12[((((ex1 * 84) + gk45) * 2048) + gi44)];
+                    sh[(((k42 * 68) + i43) + 1280)] = t46;
+                } else {
+                    sh[(((k42 * 68) + i43) + 1280)] = 0.0f;
+                }
             }
             threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
             for (int kk = 0; kk < 16; kk += 8) {
@@ -6093,117 +6071,12 @@ kernel void matmul_11(
 }
 
 // 2 independent kernels in one launch
-// part 0 (causal_conv1d_bwd): fuses slice %498, causal_conv1d_bwd %3574 (mamba.8)
+// part 0 (selective_scan_bwd): fuses slice %268, slice %269, neg %275, mul %3843, selective_scan_bwd %3851 (mamba.4)
 // part 1 (reduce_sum): fuses reshape %4412, reshape %4413, reshape %4414, reshape %4415, reshape %4416, reshape %4417,
 //   reshape %4418, reshape %4419, reshape %4420, reshape %4421, reshape %4422, concat %4423,
 //   square %4424, reduce_sum %4425 (optimizer)
-// threadgroup 1024×1×1, grid 2049×1×1 threadgroups
-kernel void causal_conv1d_bwd_reduce_sum_x2_0(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        const device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
-        const device float* p7 [[buffer(7)]],
-        const device float* p8 [[buffer(8)]],
-        const device float* p9 [[buffer(9)]],
-        const device float* p10 [[buffer(10)]],
-        const device float* p11 [[buffer(11)]],
-        const device float* p12 [[buffer(12)]],
-        const device float* p13 [[buffer(13)]],
-        device float* p14 [[buffer(14)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    threadgroup float sh22[32];
-    if ((int(gid.x) < 2048)) {
-        const int h0 = (int(gid.x) - 0);
-        const int i1 = ((h0 * 1024) + int(lid.x));
-        const int c2 = (i1 / 2097152);
-        const int c3 = ((i1 / 4096) % 512);
-        const int c4 = (i1 % 4096);
-        const float t5 = p0[i1];
-        const float t6 = p1[((c4 * 4) + 3)];
-        const float t7 = p0[((((c2 * 512) + min((c3 + 1), 511)) * 4096) + c4)];
-        const float t8 = p1[((c4 * 4) + 2)];
-        const float t9 = p0[((((c2 * 512) + min((c3 + 2), 511)) * 4096) + c4)];
-        const float t10 = p1[((c4 * 4) + 1)];
-        const float t11 = p0[((((c2 * 512) + min((c3 + 3), 511)) * 4096) + c4)];
-        const float t12 = p1[((c4 * 4) + 0)];
-        p2[i1] = ((((t5 * t6) + ((c3 < 511) ? (t7 * t8) : 0.0f)) + ((c3 < 510) ? (t9 * t10) : 0.0f)) + ((c3 < 509) ? (t11 * t12) : 0.0f));
-    } else if ((int(gid.x) < 2049)) {
-        const int h1 = (int(gid.x) - 2048);
-        const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
-        const int row4 = h1;
-        float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 7728; k6 += 1) {
-            const int j7 = (lid1 + (k6 * 1024));
-            float cat8 = 0.0f;
-            if ((j7 < 3612672)) {
-                const float t9 = p3[(j7 - 0)];
-                cat8 = t9;
-            } else if ((j7 < 4988928)) {
-                const float t10 = p4[(j7 - 3612672)];
-                cat8 = t10;
-            } else if ((j7 < 5160960)) {
-                const float t11 = p5[(j7 - 4988928)];
-                cat8 = t11;
-            } else if ((j7 < 5849088)) {
-                const float t12 = p6[(j7 - 5160960)];
-                cat8 = t12;
-            } else if ((j7 < 6193152)) {
-                const float t13 = p7[(j7 - 5849088)];
-                cat8 = t13;
-            } else if ((j7 < 6365184)) {
-                const float t14 = p8[(j7 - 6193152)];
-                cat8 = t14;
-            } else if ((j7 < 6537216)) {
-                const float t15 = p9[(j7 - 6365184)];
-                cat8 = t15;
-            } else if ((j7 < 7225344)) {
-                const float t16 = p10[(j7 - 6537216)];
-                cat8 = t16;
-            } else if ((j7 < 7569408)) {
-                const float t17 = p11[(j7 - 7225344)];
-                cat8 = t17;
-            } else if ((j7 < 7741440)) {
-                const float t18 = p12[(j7 - 7569408)];
-                cat8 = t18;
-            } else {
-                const float t19 = p13[(j7 - 7741440)];
-                cat8 = t19;
-            }
-            const float t20 = (cat8 * cat8);
-            acc5 += t20;
-        }
-        const float s21 = simd_sum(acc5);
-        if ((l32_2 == 0)) {
-            sh22[sg3] = s21;
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        float acc23 = sh22[0];
-        for (int s24 = 1; s24 < 32; s24 += 1) {
-            acc23 += sh22[s24];
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((lid1 == 0)) {
-            p14[row4] = acc23;
-        }
-    }
-}
-
-// 3 independent kernels in one launch
-// part 0 (selective_scan_bwd): fuses slice %124, slice %125, neg %131, mul %4024, selective_scan_bwd %4032, sigmoid %4038,
-//   mul %4039 (mamba.2)
-// part 1 (reduce_sum): fuses reshape %4400, reshape %4401, reshape %4402, reshape %4403, concat %4404, square %4405,
-//   reduce_sum %4406 (optimizer)
-// part 2 (reduce_sum): fuses reshape %4427, reshape %4428, reshape %4429, concat %4430, square %4431,
-//   reduce_sum %4432 (optimizer)
-// threadgroup 1024×1×1, grid 82×1×1 threadgroups
-kernel void selective_scan_bwd_reduce_sum_x3_0(
+// threadgroup 1024×1×1, grid 81×1×1 threadgroups
+kernel void selective_scan_bwd_reduce_sum_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -6215,24 +6088,25 @@ kernel void selective_scan_bwd_reduce_sum_x3_0(
         device float* p8 [[buffer(8)]],
         const device float* p9 [[buffer(9)]],
         device float* p10 [[buffer(10)]],
-        const device float* p11 [[buffer(11)]],
-        device float* p12 [[buffer(12)]],
+        device float* p11 [[buffer(11)]],
+        const device float* p12 [[buffer(12)]],
         const device float* p13 [[buffer(13)]],
         const device float* p14 [[buffer(14)]],
         const device float* p15 [[buffer(15)]],
         const device float* p16 [[buffer(16)]],
-        device float* p17 [[buffer(17)]],
+        const device float* p17 [[buffer(17)]],
         const device float* p18 [[buffer(18)]],
         const device float* p19 [[buffer(19)]],
         const device float* p20 [[buffer(20)]],
-        device float* p21 [[buffer(21)]],
+        const device float* p21 [[buffer(21)]],
+        const device float* p22 [[buffer(22)]],
+        device float* p23 [[buffer(23)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint lane [[thread_index_in_simdgroup]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float red2[2048];
-    threadgroup float sh15[32];
-    threadgroup float sh14[32];
+    threadgroup float sh22[32];
     if ((int(gid.x) < 80)) {
         const int h0 = (int(gid.x) - 0);
         float seq1[128];
@@ -6363,12 +6237,8 @@ kernel void selective_scan_bwd_reduce_sum_x3_0(
                         const float r92 = (r91 + simd_shuffle_xor(r91, ushort(2)));
                         const float r93 = (r92 + simd_shuffle_xor(r92, ushort(1)));
                         if ((n54 == 0)) {
-                            const float acc94 = (r89 + (t57 * t82));
-                            p10[((((b60 * 512) + t75) * 4096) + ch53)] = acc94;
-                            const float t95 = p11[((((b60 * 512) + t75) * 4096) + ch53)];
-                            const float t96 = (1.0f / (1.0f + exp((-t95))));
-                            const float t97 = (r93 * t96);
-                            p12[((((b60 * 512) + t75) * 4096) + ch53)] = t97;
+                            p10[((((b60 * 512) + t75) * 4096) + ch53)] = (r89 + (t57 * t82));
+                            p11[((((b60 * 512) + t75) * 4096) + ch53)] = r93;
                         }
                     }
                 }
@@ -6381,20 +6251,198 @@ kernel void selective_scan_bwd_reduce_sum_x3_0(
         const int sg3 = (lid1 / 32);
         const int row4 = h1;
         float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 7728; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 1024));
+            float cat8 = 0.0f;
+            if ((j7 < 3612672)) {
+                const float t9 = p12[(j7 - 0)];
+                cat8 = t9;
+            } else if ((j7 < 4988928)) {
+                const float t10 = p13[(j7 - 3612672)];
+                cat8 = t10;
+            } else if ((j7 < 5160960)) {
+                const float t11 = p14[(j7 - 4988928)];
+                cat8 = t11;
+            } else if ((j7 < 5849088)) {
+                const float t12 = p15[(j7 - 5160960)];
+                cat8 = t12;
+            } else if ((j7 < 6193152)) {
+                const float t13 = p16[(j7 - 5849088)];
+                cat8 = t13;
+            } else if ((j7 < 6365184)) {
+                const float t14 = p17[(j7 - 6193152)];
+                cat8 = t14;
+            } else if ((j7 < 6537216)) {
+                const float t15 = p18[(j7 - 6365184)];
+                cat8 = t15;
+            } else if ((j7 < 7225344)) {
+                const float t16 = p19[(j7 - 6537216)];
+                cat8 = t16;
+            } else if ((j7 < 7569408)) {
+                const float t17 = p20[(j7 - 7225344)];
+                cat8 = t17;
+            } else if ((j7 < 7741440)) {
+                const float t18 = p21[(j7 - 7569408)];
+                cat8 = t18;
+            } else {
+                const float t19 = p22[(j7 - 7741440)];
+                cat8 = t19;
+            }
+            const float t20 = (cat8 * cat8);
+            acc5 += t20;
+        }
+        const float s21 = simd_sum(acc5);
+        if ((l32_2 == 0)) {
+            sh22[sg3] = s21;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        float acc23 = sh22[0];
+        for (int s24 = 1; s24 < 32; s24 += 1) {
+            acc23 += sh22[s24];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        if ((lid1 == 0)) {
+            p23[row4] = acc23;
+        }
+    }
+}
+
+// 4 independent kernels in one launch
+// part 0 (causal_conv1d_bwd): fuses slice %262, causal_conv1d_bwd %3869 (mamba.4)
+// part 1 (reduce_sum): fuses reshape %4385, reshape %4386, reshape %4387, reshape %4388, reshape %4389, reshape %4390,
+//   reshape %4391, reshape %4392, reshape %4393, reshape %4394, reshape %4395, concat %4396,
+//   square %4397, reduce_sum %4398 (optimizer)
+// part 2 (reduce_sum): fuses reshape %4400, reshape %4401, reshape %4402, reshape %4403, concat %4404, square %4405,
+//   reduce_sum %4406 (optimizer)
+// part 3 (reduce_sum): fuses reshape %4427, reshape %4428, reshape %4429, concat %4430, square %4431,
+//   reduce_sum %4432 (optimizer)
+// threadgroup 1024×1×1, grid 2051×1×1 threadgroups
+kernel void causal_conv1d_bwd_reduce_sum_x4_0(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        const device float* p6 [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
+        const device float* p8 [[buffer(8)]],
+        const device float* p9 [[buffer(9)]],
+        const device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
+        const device float* p12 [[buffer(12)]],
+        const device float* p13 [[buffer(13)]],
+        device float* p14 [[buffer(14)]],
+        const device float* p15 [[buffer(15)]],
+        const device float* p16 [[buffer(16)]],
+        const device float* p17 [[buffer(17)]],
+        const device float* p18 [[buffer(18)]],
+        device float* p19 [[buffer(19)]],
+        const device float* p20 [[buffer(20)]],
+        const device float* p21 [[buffer(21)]],
+        const device float* p22 [[buffer(22)]],
+        device float* p23 [[buffer(23)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    threadgroup float sh22[32];
+    threadgroup float sh15[32];
+    threadgroup float sh14[32];
+    if ((int(gid.x) < 2048)) {
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 1024) + int(lid.x));
+        const int c2 = (i1 / 2097152);
+        const int c3 = ((i1 / 4096) % 512);
+        const int c4 = (i1 % 4096);
+        const float t5 = p0[i1];
+        const float t6 = p1[((c4 * 4) + 3)];
+        const float t7 = p0[((((c2 * 512) + min((c3 + 1), 511)) * 4096) + c4)];
+        const float t8 = p1[((c4 * 4) + 2)];
+        const float t9 = p0[((((c2 * 512) + min((c3 + 2), 511)) * 4096) + c4)];
+        const float t10 = p1[((c4 * 4) + 1)];
+        const float t11 = p0[((((c2 * 512) + min((c3 + 3), 511)) * 4096) + c4)];
+        const float t12 = p1[((c4 * 4) + 0)];
+        p2[i1] = ((((t5 * t6) + ((c3 < 511) ? (t7 * t8) : 0.0f)) + ((c3 < 510) ? (t9 * t10) : 0.0f)) + ((c3 < 509) ? (t11 * t12) : 0.0f));
+    } else if ((int(gid.x) < 2049)) {
+        const int h1 = (int(gid.x) - 2048);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        const int row4 = h1;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 7728; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 1024));
+            float cat8 = 0.0f;
+            if ((j7 < 3612672)) {
+                const float t9 = p3[(j7 - 0)];
+                cat8 = t9;
+            } else if ((j7 < 4988928)) {
+                const float t10 = p4[(j7 - 3612672)];
+                cat8 = t10;
+            } else if ((j7 < 5160960)) {
+                const float t11 = p5[(j7 - 4988928)];
+                cat8 = t11;
+            } else if ((j7 < 5849088)) {
+                const float t12 = p6[(j7 - 5160960)];
+                cat8 = t12;
+            } else if ((j7 < 6193152)) {
+                const float t13 = p7[(j7 - 5849088)];
+                cat8 = t13;
+            } else if ((j7 < 6365184)) {
+                const float t14 = p8[(j7 - 6193152)];
+                cat8 = t14;
+            } else if ((j7 < 6537216)) {
+                const float t15 = p9[(j7 - 6365184)];
+                cat8 = t15;
+            } else if ((j7 < 7225344)) {
+                const float t16 = p10[(j7 - 6537216)];
+                cat8 = t16;
+            } else if ((j7 < 7569408)) {
+                const float t17 = p11[(j7 - 7225344)];
+                cat8 = t17;
+            } else if ((j7 < 7741440)) {
+                const float t18 = p12[(j7 - 7569408)];
+                cat8 = t18;
+            } else {
+                const float t19 = p13[(j7 - 7741440)];
+                cat8 = t19;
+            }
+            const float t20 = (cat8 * cat8);
+            acc5 += t20;
+        }
+        const float s21 = simd_sum(acc5);
+        if ((l32_2 == 0)) {
+            sh22[sg3] = s21;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        float acc23 = sh22[0];
+        for (int s24 = 1; s24 < 32; s24 += 1) {
+            acc23 += sh22[s24];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        if ((lid1 == 0)) {
+            p14[row4] = acc23;
+        }
+    } else if ((int(gid.x) < 2050)) {
+        const int h2 = (int(gid.x) - 2049);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        const int row4 = h2;
+        float acc5 = 0.0f;
         for (int k6 = 0; k6 < 2520; k6 += 1) {
             const int j7 = (lid1 + (k6 * 1024));
             float cat8 = 0.0f;
             if ((j7 < 688128)) {
-                const float t9 = p13[(j7 - 0)];
+                const float t9 = p15[(j7 - 0)];
                 cat8 = t9;
             } else if ((j7 < 1032192)) {
-                const float t10 = p14[(j7 - 688128)];
+                const float t10 = p16[(j7 - 688128)];
                 cat8 = t10;
             } else if ((j7 < 1204224)) {
-                const float t11 = p15[(j7 - 1032192)];
+                const float t11 = p17[(j7 - 1032192)];
                 cat8 = t11;
             } else {
-                const float t12 = p16[(j7 - 1204224)];
+                const float t12 = p18[(j7 - 1204224)];
                 cat8 = t12;
             }
             const float t13 = (cat8 * cat8);
@@ -6411,26 +6459,26 @@ kernel void selective_scan_bwd_reduce_sum_x3_0(
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         if ((lid1 == 0)) {
-            p17[row4] = acc16;
+            p19[row4] = acc16;
         }
-    } else if ((int(gid.x) < 82)) {
-        const int h2 = (int(gid.x) - 81);
+    } else if ((int(gid.x) < 2051)) {
+        const int h3 = (int(gid.x) - 2050);
         const int lid1 = int(lid.x);
         const int l32_2 = (lid1 % 32);
         const int sg3 = (lid1 / 32);
-        const int row4 = h2;
+        const int row4 = h3;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 1176; k6 += 1) {
             const int j7 = (lid1 + (k6 * 1024));
             float cat8 = 0.0f;
             if ((j7 < 688128)) {
-                const float t9 = p18[(j7 - 0)];
+                const float t9 = p20[(j7 - 0)];
                 cat8 = t9;
             } else if ((j7 < 1032192)) {
-                const float t10 = p19[(j7 - 688128)];
+                const float t10 = p21[(j7 - 688128)];
                 cat8 = t10;
             } else {
-                const float t11 = p20[(j7 - 1032192)];
+                const float t11 = p22[(j7 - 1032192)];
                 cat8 = t11;
             }
             const float t12 = (cat8 * cat8);
@@ -6447,21 +6495,21 @@ kernel void selective_scan_bwd_reduce_sum_x3_0(
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         if ((lid1 == 0)) {
-            p21[row4] = acc15;
+            p23[row4] = acc15;
         }
     }
 }
 
 // 4 independent kernels in one launch
-// part 0 (causal_conv1d_bwd): fuses slice %118, causal_conv1d_bwd %4050 (mamba.2)
-// part 1 (reduce_sum): fuses reshape %4250, reshape %4251, reshape %4252, reshape %4253, reshape %4254, reshape %4255,
-//   reshape %4256, reshape %4257, reshape %4258, reshape %4259, reshape %4260, concat %4261,
-//   square %4262, reduce_sum %4263 (optimizer)
+// part 0 (causal_conv1d_bwd): fuses slice %216, causal_conv1d_bwd %3926 (mamba.3)
+// part 1 (reduce_sum): fuses reshape %4331, reshape %4332, reshape %4333, reshape %4334, reshape %4335, reshape %4336,
+//   reshape %4337, reshape %4338, reshape %4339, reshape %4340, reshape %4341, concat %4342,
+//   square %4343, reduce_sum %4344 (optimizer)
 // part 2 (reduce_sum): fuses reshape %4373, reshape %4374, reshape %4375, reshape %4376, concat %4377, square %4378,
 //   reduce_sum %4379 (optimizer)
 // part 3 (reduce_sum): fuses reshape %4408, square %4409, reduce_sum %4410 (optimizer)
 // threadgroup 1024×1×1, grid 2051×1×1 threadgroups
-kernel void causal_conv1d_bwd_reduce_sum_x4_0(
+kernel void causal_conv1d_bwd_reduce_sum_x4_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -6632,15 +6680,15 @@ kernel void causal_conv1d_bwd_reduce_sum_x4_0(
     }
 }
 
-// 3 independent kernels in one launch
-// part 0 (selective_scan_bwd): fuses slice %78, slice %79, neg %85, mul %4081, selective_scan_bwd %4089, sigmoid %4095,
-//   mul %4096 (mamba.1)
+// 4 independent kernels in one launch
+// part 0 (selective_scan_bwd): fuses slice %124, slice %125, neg %131, mul %4024, selective_scan_bwd %4032 (mamba.2)
 // part 1 (reduce_sum): fuses reshape %4319, reshape %4320, reshape %4321, reshape %4322, concat %4323, square %4324,
 //   reduce_sum %4325 (optimizer)
 // part 2 (reduce_sum): fuses reshape %4346, reshape %4347, reshape %4348, reshape %4349, concat %4350, square %4351,
 //   reduce_sum %4352 (optimizer)
-// threadgroup 1024×1×1, grid 82×1×1 threadgroups
-kernel void selective_scan_bwd_reduce_sum_x3_1(
+// part 3 (reduce_sum): fuses reshape %4381, square %4382, reduce_sum %4383 (optimizer)
+// threadgroup 1024×1×1, grid 83×1×1 threadgroups
+kernel void selective_scan_bwd_reduce_sum_x4_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -6652,24 +6700,26 @@ kernel void selective_scan_bwd_reduce_sum_x3_1(
         device float* p8 [[buffer(8)]],
         const device float* p9 [[buffer(9)]],
         device float* p10 [[buffer(10)]],
-        const device float* p11 [[buffer(11)]],
-        device float* p12 [[buffer(12)]],
+        device float* p11 [[buffer(11)]],
+        const device float* p12 [[buffer(12)]],
         const device float* p13 [[buffer(13)]],
         const device float* p14 [[buffer(14)]],
         const device float* p15 [[buffer(15)]],
-        const device float* p16 [[buffer(16)]],
-        device float* p17 [[buffer(17)]],
+        device float* p16 [[buffer(16)]],
+        const device float* p17 [[buffer(17)]],
         const device float* p18 [[buffer(18)]],
         const device float* p19 [[buffer(19)]],
         const device float* p20 [[buffer(20)]],
-        const device float* p21 [[buffer(21)]],
-        device float* p22 [[buffer(22)]],
+        device float* p21 [[buffer(21)]],
+        const device float* p22 [[buffer(22)]],
+        device float* p23 [[buffer(23)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint lane [[thread_index_in_simdgroup]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float red2[2048];
     threadgroup float sh15[32];
+    threadgroup float sh11[32];
     if ((int(gid.x) < 80)) {
         const int h0 = (int(gid.x) - 0);
         float seq1[128];
@@ -6800,12 +6850,8 @@ kernel void selective_scan_bwd_reduce_sum_x3_1(
                         const float r92 = (r91 + simd_shuffle_xor(r91, ushort(2)));
                         const float r93 = (r92 + simd_shuffle_xor(r92, ushort(1)));
                         if ((n54 == 0)) {
-                            const float acc94 = (r89 + (t57 * t82));
-                            p10[((((b60 * 512) + t75) * 4096) + ch53)] = acc94;
-                            const float t95 = p11[((((b60 * 512) + t75) * 4096) + ch53)];
-                            const float t96 = (1.0f / (1.0f + exp((-t95))));
-                            const float t97 = (r93 * t96);
-                            p12[((((b60 * 512) + t75) * 4096) + ch53)] = t97;
+                            p10[((((b60 * 512) + t75) * 4096) + ch53)] = (r89 + (t57 * t82));
+                            p11[((((b60 * 512) + t75) * 4096) + ch53)] = r93;
                         }
                     }
                 }
@@ -6822,16 +6868,16 @@ kernel void selective_scan_bwd_reduce_sum_x3_1(
             const int j7 = (lid1 + (k6 * 1024));
             float cat8 = 0.0f;
             if ((j7 < 688128)) {
-                const float t9 = p13[(j7 - 0)];
+                const float t9 = p12[(j7 - 0)];
                 cat8 = t9;
             } else if ((j7 < 1032192)) {
-                const float t10 = p14[(j7 - 688128)];
+                const float t10 = p13[(j7 - 688128)];
                 cat8 = t10;
             } else if ((j7 < 1204224)) {
-                const float t11 = p15[(j7 - 1032192)];
+                const float t11 = p14[(j7 - 1032192)];
                 cat8 = t11;
             } else {
-                const float t12 = p16[(j7 - 1204224)];
+                const float t12 = p15[(j7 - 1204224)];
                 cat8 = t12;
             }
             const float t13 = (cat8 * cat8);
@@ -6848,7 +6894,7 @@ kernel void selective_scan_bwd_reduce_sum_x3_1(
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         if ((lid1 == 0)) {
-            p17[row4] = acc16;
+            p16[row4] = acc16;
         }
     } else if ((int(gid.x) < 82)) {
         const int h2 = (int(gid.x) - 81);
@@ -6861,16 +6907,16 @@ kernel void selective_scan_bwd_reduce_sum_x3_1(
             const int j7 = (lid1 + (k6 * 1024));
             float cat8 = 0.0f;
             if ((j7 < 688128)) {
-                const float t9 = p18[(j7 - 0)];
+                const float t9 = p17[(j7 - 0)];
                 cat8 = t9;
             } else if ((j7 < 1032192)) {
-                const float t10 = p19[(j7 - 688128)];
+                const float t10 = p18[(j7 - 688128)];
                 cat8 = t10;
             } else if ((j7 < 1204224)) {
-                const float t11 = p20[(j7 - 1032192)];
+                const float t11 = p19[(j7 - 1032192)];
                 cat8 = t11;
             } else {
-                const float t12 = p21[(j7 - 1204224)];
+                const float t12 = p20[(j7 - 1204224)];
                 cat8 = t12;
             }
             const float t13 = (cat8 * cat8);
@@ -6887,22 +6933,257 @@ kernel void selective_scan_bwd_reduce_sum_x3_1(
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         if ((lid1 == 0)) {
-            p22[row4] = acc16;
+            p21[row4] = acc16;
+        }
+    } else if ((int(gid.x) < 83)) {
+        const int h3 = (int(gid.x) - 82);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        const int row4 = h3;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 7056; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 1024));
+            const float t8 = p22[j7];
+            const float t9 = (t8 * t8);
+            acc5 += t9;
+        }
+        const float s10 = simd_sum(acc5);
+        if ((l32_2 == 0)) {
+            sh11[sg3] = s10;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        float acc12 = sh11[0];
+        for (int s13 = 1; s13 < 32; s13 += 1) {
+            acc12 += sh11[s13];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        if ((lid1 == 0)) {
+            p23[row4] = acc12;
+        }
+    }
+}
+
+// 5 independent kernels in one launch
+// part 0 (causal_conv1d_bwd): fuses slice %118, causal_conv1d_bwd %4050 (mamba.2)
+// part 1 (reduce_sum): fuses reshape %4292, reshape %4293, reshape %4294, reshape %4295, concat %4296, square %4297,
+//   reduce_sum %4298 (optimizer)
+// part 2 (reduce_sum): fuses reshape %4304, reshape %4305, reshape %4306, reshape %4307, reshape %4308, reshape %4309,
+//   reshape %4310, reshape %4311, reshape %4312, reshape %4313, reshape %4314, concat %4315,
+//   square %4316, reduce_sum %4317 (optimizer)
+// part 3 (reduce_sum): fuses reshape %4327, square %4328, reduce_sum %4329 (optimizer)
+// part 4 (reduce_sum): fuses reshape %4354, square %4355, reduce_sum %4356 (optimizer)
+// threadgroup 1024×1×1, grid 2052×1×1 threadgroups
+kernel void causal_conv1d_bwd_reduce_sum_x5_0(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        const device float* p6 [[buffer(6)]],
+        device float* p7 [[buffer(7)]],
+        const device float* p8 [[buffer(8)]],
+        const device float* p9 [[buffer(9)]],
+        const device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
+        const device float* p12 [[buffer(12)]],
+        const device float* p13 [[buffer(13)]],
+        const device float* p14 [[buffer(14)]],
+        const device float* p15 [[buffer(15)]],
+        const device float* p16 [[buffer(16)]],
+        const device float* p17 [[buffer(17)]],
+        const device float* p18 [[buffer(18)]],
+        device float* p19 [[buffer(19)]],
+        const device float* p20 [[buffer(20)]],
+        device float* p21 [[buffer(21)]],
+        const device float* p22 [[buffer(22)]],
+        device float* p23 [[buffer(23)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    threadgroup float sh15[32];
+    threadgroup float sh22[32];
+    threadgroup float sh11[32];
+    if ((int(gid.x) < 2048)) {
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 1024) + int(lid.x));
+        const int c2 = (i1 / 2097152);
+        const int c3 = ((i1 / 4096) % 512);
+        const int c4 = (i1 % 4096);
+        const float t5 = p0[i1];
+        const float t6 = p1[((c4 * 4) + 3)];
+        const float t7 = p0[((((c2 * 512) + min((c3 + 1), 511)) * 4096) + c4)];
+        const float t8 = p1[((c4 * 4) + 2)];
+        const float t9 = p0[((((c2 * 512) + min((c3 + 2), 511)) * 4096) + c4)];
+        const float t10 = p1[((c4 * 4) + 1)];
+        const float t11 = p0[((((c2 * 512) + min((c3 + 3), 511)) * 4096) + c4)];
+        const float t12 = p1[((c4 * 4) + 0)];
+        p2[i1] = ((((t5 * t6) + ((c3 < 511) ? (t7 * t8) : 0.0f)) + ((c3 < 510) ? (t9 * t10) : 0.0f)) + ((c3 < 509) ? (t11 * t12) : 0.0f));
+    } else if ((int(gid.x) < 2049)) {
+        const int h1 = (int(gid.x) - 2048);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        const int row4 = h1;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 2520; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 1024));
+            float cat8 = 0.0f;
+            if ((j7 < 688128)) {
+                const float t9 = p3[(j7 - 0)];
+                cat8 = t9;
+            } else if ((j7 < 1032192)) {
+                const float t10 = p4[(j7 - 688128)];
+                cat8 = t10;
+            } else if ((j7 < 1204224)) {
+                const float t11 = p5[(j7 - 1032192)];
+                cat8 = t11;
+            } else {
+                const float t12 = p6[(j7 - 1204224)];
+                cat8 = t12;
+            }
+            const float t13 = (cat8 * cat8);
+            acc5 += t13;
+        }
+        const float s14 = simd_sum(acc5);
+        if ((l32_2 == 0)) {
+            sh15[sg3] = s14;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        float acc16 = sh15[0];
+        for (int s17 = 1; s17 < 32; s17 += 1) {
+            acc16 += sh15[s17];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        if ((lid1 == 0)) {
+            p7[row4] = acc16;
+        }
+    } else if ((int(gid.x) < 2050)) {
+        const int h2 = (int(gid.x) - 2049);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        const int row4 = h2;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 7728; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 1024));
+            float cat8 = 0.0f;
+            if ((j7 < 3612672)) {
+                const float t9 = p8[(j7 - 0)];
+                cat8 = t9;
+            } else if ((j7 < 4988928)) {
+                const float t10 = p9[(j7 - 3612672)];
+                cat8 = t10;
+            } else if ((j7 < 5160960)) {
+                const float t11 = p10[(j7 - 4988928)];
+                cat8 = t11;
+            } else if ((j7 < 5849088)) {
+                const float t12 = p11[(j7 - 5160960)];
+                cat8 = t12;
+            } else if ((j7 < 6193152)) {
+                const float t13 = p12[(j7 - 5849088)];
+                cat8 = t13;
+            } else if ((j7 < 6365184)) {
+                const float t14 = p13[(j7 - 6193152)];
+                cat8 = t14;
+            } else if ((j7 < 6537216)) {
+                const float t15 = p14[(j7 - 6365184)];
+                cat8 = t15;
+            } else if ((j7 < 7225344)) {
+                const float t16 = p15[(j7 - 6537216)];
+                cat8 = t16;
+            } else if ((j7 < 7569408)) {
+                const float t17 = p16[(j7 - 7225344)];
+                cat8 = t17;
+            } else if ((j7 < 7741440)) {
+                const float t18 = p17[(j7 - 7569408)];
+                cat8 = t18;
+            } else {
+                const float t19 = p18[(j7 - 7741440)];
+                cat8 = t19;
+            }
+            const float t20 = (cat8 * cat8);
+            acc5 += t20;
+        }
+        const float s21 = simd_sum(acc5);
+        if ((l32_2 == 0)) {
+            sh22[sg3] = s21;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        float acc23 = sh22[0];
+        for (int s24 = 1; s24 < 32; s24 += 1) {
+            acc23 += sh22[s24];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        if ((lid1 == 0)) {
+            p19[row4] = acc23;
+        }
+    } else if ((int(gid.x) < 2051)) {
+        const int h3 = (int(gid.x) - 2050);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        const int row4 = h3;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 7056; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 1024));
+            const float t8 = p20[j7];
+            const float t9 = (t8 * t8);
+            acc5 += t9;
+        }
+        const float s10 = simd_sum(acc5);
+        if ((l32_2 == 0)) {
+            sh11[sg3] = s10;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        float acc12 = sh11[0];
+        for (int s13 = 1; s13 < 32; s13 += 1) {
+            acc12 += sh11[s13];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        if ((lid1 == 0)) {
+            p21[row4] = acc12;
+        }
+    } else if ((int(gid.x) < 2052)) {
+        const int h4 = (int(gid.x) - 2051);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        const int row4 = h4;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 7056; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 1024));
+            const float t8 = p22[j7];
+            const float t9 = (t8 * t8);
+            acc5 += t9;
+        }
+        const float s10 = simd_sum(acc5);
+        if ((l32_2 == 0)) {
+            sh11[sg3] = s10;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        float acc12 = sh11[0];
+        for (int s13 = 1; s13 < 32; s13 += 1) {
+            acc12 += sh11[s13];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        if ((lid1 == 0)) {
+            p23[row4] = acc12;
         }
     }
 }
 
 // 5 independent kernels in one launch
 // part 0 (causal_conv1d_bwd): fuses slice %72, causal_conv1d_bwd %4107 (mamba.1)
-// part 1 (reduce_sum): fuses reshape %4223, reshape %4224, reshape %4225, reshape %4226, reshape %4227, reshape %4228,
-//   reshape %4229, reshape %4230, reshape %4231, reshape %4232, reshape %4233, concat %4234,
-//   square %4235, reduce_sum %4236 (optimizer)
-// part 2 (reduce_sum): fuses reshape %4292, reshape %4293, reshape %4294, reshape %4295, concat %4296, square %4297,
-//   reduce_sum %4298 (optimizer)
-// part 3 (reduce_sum): fuses reshape %4354, square %4355, reduce_sum %4356 (optimizer)
-// part 4 (reduce_sum): fuses reshape %4381, square %4382, reduce_sum %4383 (optimizer)
+// part 1 (reduce_sum): fuses reshape %4250, reshape %4251, reshape %4252, reshape %4253, reshape %4254, reshape %4255,
+//   reshape %4256, reshape %4257, reshape %4258, reshape %4259, reshape %4260, concat %4261,
+//   square %4262, reduce_sum %4263 (optimizer)
+// part 2 (reduce_sum): fuses reshape %4265, reshape %4266, reshape %4267, reshape %4268, concat %4269, square %4270,
+//   reduce_sum %4271 (optimizer)
+// part 3 (reduce_sum): fuses reshape %4273, square %4274, reduce_sum %4275 (optimizer)
+// part 4 (reduce_sum): fuses reshape %4300, square %4301, reduce_sum %4302 (optimizer)
 // threadgroup 1024×1×1, grid 2052×1×1 threadgroups
-kernel void causal_conv1d_bwd_reduce_sum_x5_0(
+kernel void causal_conv1d_bwd_reduce_sum_x5_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -7102,308 +7383,6 @@ kernel void causal_conv1d_bwd_reduce_sum_x5_0(
 }
 
 // 5 independent kernels in one launch
-// part 0 (selective_scan_bwd): fuses slice %32, slice %33, neg %39, mul %4138, selective_scan_bwd %4146, sigmoid %4152,
-//   mul %4153 (mamba.0)
-// part 1 (reduce_sum): fuses reshape %4265, reshape %4266, reshape %4267, reshape %4268, concat %4269, square %4270,
-//   reduce_sum %4271 (optimizer)
-// part 2 (reduce_sum): fuses reshape %4273, square %4274, reduce_sum %4275 (optimizer)
-// part 3 (reduce_sum): fuses reshape %4300, square %4301, reduce_sum %4302 (optimizer)
-// part 4 (reduce_sum): fuses reshape %4327, square %4328, reduce_sum %4329 (optimizer)
-// threadgroup 1024×1×1, grid 84×1×1 threadgroups
-kernel void selective_scan_bwd_reduce_sum_x5_0(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        const device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
-        device float* p7 [[buffer(7)]],
-        device float* p8 [[buffer(8)]],
-        const device float* p9 [[buffer(9)]],
-        device float* p10 [[buffer(10)]],
-        const device float* p11 [[buffer(11)]],
-        device float* p12 [[buffer(12)]],
-        const device float* p13 [[buffer(13)]],
-        const device float* p14 [[buffer(14)]],
-        const device float* p15 [[buffer(15)]],
-        const device float* p16 [[buffer(16)]],
-        device float* p17 [[buffer(17)]],
-        const device float* p18 [[buffer(18)]],
-        device float* p19 [[buffer(19)]],
-        const device float* p20 [[buffer(20)]],
-        device float* p21 [[buffer(21)]],
-        const device float* p22 [[buffer(22)]],
-        device float* p23 [[buffer(23)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]],
-        uint lane [[thread_index_in_simdgroup]],
-        uint sg [[simdgroup_index_in_threadgroup]]) {
-    threadgroup float red2[2048];
-    threadgroup float sh15[32];
-    threadgroup float sh11[32];
-    if ((int(gid.x) < 80)) {
-        const int h0 = (int(gid.x) - 0);
-        float seq1[128];
-        const int gid3 = h0;
-        if ((gid3 < 16)) {
-            const int b4 = (gid3 / 16);
-            const int n05 = ((gid3 % 16) * 1);
-            const int n6 = (n05 + (int(lid.x) / 1024));
-            const int sg7 = int(sg);
-            const int lane8 = int(lane);
-            int buf9 = 0;
-            for (int blk10 = 0; blk10 < 4; blk10 += 1) {
-                const int ch11 = ((blk10 * 1024) + (int(lid.x) % 1024));
-                const float t12 = p0[((ch11 * 16) + n6)];
-                const float t13 = (-t12);
-                float carry14 = 0.0f;
-                for (int cc15 = 0; cc15 < 4; cc15 += 1) {
-                    const int c16 = (3 - cc15);
-                    const int t017 = (c16 * 128);
-                    const int t118 = min((t017 + 128), 512);
-                    const float t19 = p1[((((((b4 * 4) + c16) * 4096) + ch11) * 16) + n6)];
-                    float s20 = t19;
-                    for (int t21 = t017; t21 < t118; t21 += 1) {
-                        seq1[(t21 - t017)] = s20;
-                        const float t22 = p2[((((b4 * 512) + t21) * 4096) + ch11)];
-                        const float t23 = p3[((((b4 * 512) + t21) * 4096) + ch11)];
-                        const float t24 = p4[((((b4 * 512) + t21) * 160) + (n6 + 128))];
-                        const float a26 = exp((t22 * t13));
-                        s20 = ((a26 * s20) + ((t22 * t24) * t23));
-                    }
-                    const int len27 = (t118 - t017);
-                    for (int i028 = 0; i028 < len27; i028 += 16) {
-                        const int cnt29 = min(16, (len27 - i028));
-                        const int rb30 = (buf9 * 1024);
-                        for (int j31 = 0; j31 < cnt29; j31 += 1) {
-                            const int t32 = ((t118 - 1) - (i028 + j31));
-                            const float t33 = p2[((((b4 * 512) + t32) * 4096) + ch11)];
-                            const float t34 = p3[((((b4 * 512) + t32) * 4096) + ch11)];
-                            const float t35 = p4[((((b4 * 512) + t32) * 160) + (n6 + 128))];
-                            const float t36 = p4[((((b4 * 512) + t32) * 160) + (n6 + 144))];
-                            const float t37 = p5[((((b4 * 512) + t32) * 4096) + ch11)];
-                            const float t38 = p6[((((b4 * 512) + t32) * 4096) + ch11)];
-                            const float t39 = (t37 * t38);
-                            const float sp40 = seq1[(t32 - t017)];
-                            const float a41 = exp((t33 * t13));
-                            const float g42 = ((t36 * t39) + carry14);
-                            carry14 = (a41 * g42);
-                            const float sp43 = simd_sum(((g42 * t33) * t34));
-                            const float sp44 = simd_sum((((a41 * sp40) + ((t33 * t35) * t34)) * t39));
-                            if ((lane8 == 0)) {
-                                red2[(rb30 + ((((0 * 16) + j31) * 32) + sg7))] = sp43;
-                                red2[(rb30 + ((((1 * 16) + j31) * 32) + sg7))] = sp44;
-                            }
-                        }
-                        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-                        const int per45 = (cnt29 * 1);
-                        for (int k46 = sg7; k46 < (2 * per45); k46 += 32) {
-                            const int q47 = (k46 / per45);
-                            const int j48 = ((k46 % per45) / 1);
-                            const int ns49 = (k46 % 1);
-                            const float tot50 = simd_sum(red2[(rb30 + ((((q47 * 16) + j48) * 32) + ((ns49 * 32) + lane8)))]);
-                            const int t51 = ((t118 - 1) - (i028 + j48));
-                            const int nn52 = (n05 + ns49);
-                            if ((lane8 == 0)) {
-                                if ((q47 == 0)) {
-                                    if ((blk10 == 0)) {
-                                        p7[((((b4 * 512) + t51) * 16) + nn52)] = tot50;
-                                    } else {
-                                        p7[((((b4 * 512) + t51) * 16) + nn52)] += tot50;
-                                    }
-                                }
-                                if ((q47 == 1)) {
-                                    if ((blk10 == 0)) {
-                                        p8[((((b4 * 512) + t51) * 16) + nn52)] = tot50;
-                                    } else {
-                                        p8[((((b4 * 512) + t51) * 16) + nn52)] += tot50;
-                                    }
-                                }
-                            }
-                        }
-                        buf9 = (1 - buf9);
-                    }
-                }
-            }
-        } else {
-            const int ch53 = (((gid3 - 16) * 64) + (int(lid.x) / 16));
-            const int n54 = (int(lid.x) % 16);
-            const float t55 = p0[((ch53 * 16) + n54)];
-            const float t56 = (-t55);
-            const float t57 = p9[ch53];
-            float dA58 = 0.0f;
-            float dD59 = 0.0f;
-            for (int b60 = 0; b60 < 1; b60 += 1) {
-                float carry61 = 0.0f;
-                for (int cc62 = 0; cc62 < 4; cc62 += 1) {
-                    const int c63 = (3 - cc62);
-                    const int t064 = (c63 * 128);
-                    const int t165 = min((t064 + 128), 512);
-                    const float t66 = p1[((((((b60 * 4) + c63) * 4096) + ch53) * 16) + n54)];
-                    float s67 = t66;
-                    for (int t68 = t064; t68 < t165; t68 += 1) {
-                        seq1[(t68 - t064)] = s67;
-                        const float t69 = p2[((((b60 * 512) + t68) * 4096) + ch53)];
-                        const float t70 = p3[((((b60 * 512) + t68) * 4096) + ch53)];
-                        const float t71 = p4[((((b60 * 512) + t68) * 160) + (n54 + 128))];
-                        const float a73 = exp((t69 * t56));
-                        s67 = ((a73 * s67) + ((t69 * t71) * t70));
-                    }
-                    for (int i74 = 0; i74 < (t165 - t064); i74 += 1) {
-                        const int t75 = ((t165 - 1) - i74);
-                        const float t76 = p2[((((b60 * 512) + t75) * 4096) + ch53)];
-                        const float t77 = p3[((((b60 * 512) + t75) * 4096) + ch53)];
-                        const float t78 = p4[((((b60 * 512) + t75) * 160) + (n54 + 128))];
-                        const float t79 = p4[((((b60 * 512) + t75) * 160) + (n54 + 144))];
-                        const float t80 = p5[((((b60 * 512) + t75) * 4096) + ch53)];
-                        const float t81 = p6[((((b60 * 512) + t75) * 4096) + ch53)];
-                        const float t82 = (t80 * t81);
-                        const float sp83 = seq1[(t75 - t064)];
-                        const float a84 = exp((t76 * t56));
-                        const float g85 = ((t79 * t82) + carry61);
-                        carry61 = (a84 * g85);
-                        const float r86 = (((g85 * t76) * t78) + simd_shuffle_xor(((g85 * t76) * t78), ushort(8)));
-                        const float r87 = (r86 + simd_shuffle_xor(r86, ushort(4)));
-                        const float r88 = (r87 + simd_shuffle_xor(r87, ushort(2)));
-                        const float r89 = (r88 + simd_shuffle_xor(r88, ushort(1)));
-                        const float r90 = ((g85 * (((t56 * a84) * sp83) + (t78 * t77))) + simd_shuffle_xor((g85 * (((t56 * a84) * sp83) + (t78 * t77))), ushort(8)));
-                        const float r91 = (r90 + simd_shuffle_xor(r90, ushort(4)));
-                        const float r92 = (r91 + simd_shuffle_xor(r91, ushort(2)));
-                        const float r93 = (r92 + simd_shuffle_xor(r92, ushort(1)));
-                        if ((n54 == 0)) {
-                            const float acc94 = (r89 + (t57 * t82));
-                            p10[((((b60 * 512) + t75) * 4096) + ch53)] = acc94;
-                            const float t95 = p11[((((b60 * 512) + t75) * 4096) + ch53)];
-                            const float t96 = (1.0f / (1.0f + exp((-t95))));
-                            const float t97 = (r93 * t96);
-                            p12[((((b60 * 512) + t75) * 4096) + ch53)] = t97;
-                        }
-                    }
-                }
-            }
-        }
-    } else if ((int(gid.x) < 81)) {
-        const int h1 = (int(gid.x) - 80);
-        const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
-        const int row4 = h1;
-        float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 2520; k6 += 1) {
-            const int j7 = (lid1 + (k6 * 1024));
-            float cat8 = 0.0f;
-            if ((j7 < 688128)) {
-                const float t9 = p13[(j7 - 0)];
-                cat8 = t9;
-            } else if ((j7 < 1032192)) {
-                const float t10 = p14[(j7 - 688128)];
-                cat8 = t10;
-            } else if ((j7 < 1204224)) {
-                const float t11 = p15[(j7 - 1032192)];
-                cat8 = t11;
-            } else {
-                const float t12 = p16[(j7 - 1204224)];
-                cat8 = t12;
-            }
-            const float t13 = (cat8 * cat8);
-            acc5 += t13;
-        }
-        const float s14 = simd_sum(acc5);
-        if ((l32_2 == 0)) {
-            sh15[sg3] = s14;
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        float acc16 = sh15[0];
-        for (int s17 = 1; s17 < 32; s17 += 1) {
-            acc16 += sh15[s17];
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((lid1 == 0)) {
-            p17[row4] = acc16;
-        }
-    } else if ((int(gid.x) < 82)) {
-        const int h2 = (int(gid.x) - 81);
-        const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
-        const int row4 = h2;
-        float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 7056; k6 += 1) {
-            const int j7 = (lid1 + (k6 * 1024));
-            const float t8 = p18[j7];
-            const float t9 = (t8 * t8);
-            acc5 += t9;
-        }
-        const float s10 = simd_sum(acc5);
-        if ((l32_2 == 0)) {
-            sh11[sg3] = s10;
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        float acc12 = sh11[0];
-        for (int s13 = 1; s13 < 32; s13 += 1) {
-            acc12 += sh11[s13];
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((lid1 == 0)) {
-            p19[row4] = acc12;
-        }
-    } else if ((int(gid.x) < 83)) {
-        const int h3 = (int(gid.x) - 82);
-        const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
-        const int row4 = h3;
-        float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 7056; k6 += 1) {
-            const int j7 = (lid1 + (k6 * 1024));
-            const float t8 = p20[j7];
-            const float t9 = (t8 * t8);
-            acc5 += t9;
-        }
-        const float s10 = simd_sum(acc5);
-        if ((l32_2 == 0)) {
-            sh11[sg3] = s10;
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        float acc12 = sh11[0];
-        for (int s13 = 1; s13 < 32; s13 += 1) {
-            acc12 += sh11[s13];
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((lid1 == 0)) {
-            p21[row4] = acc12;
-        }
-    } else if ((int(gid.x) < 84)) {
-        const int h4 = (int(gid.x) - 83);
-        const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
-        const int row4 = h4;
-        float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 7056; k6 += 1) {
-            const int j7 = (lid1 + (k6 * 1024));
-            const float t8 = p22[j7];
-            const float t9 = (t8 * t8);
-            acc5 += t9;
-        }
-        const float s10 = simd_sum(acc5);
-        if ((l32_2 == 0)) {
-            sh11[sg3] = s10;
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        float acc12 = sh11[0];
-        for (int s13 = 1; s13 < 32; s13 += 1) {
-            acc12 += sh11[s13];
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((lid1 == 0)) {
-            p23[row4] = acc12;
-        }
-    }
-}
-
-// 5 independent kernels in one launch
 // part 0 (causal_conv1d_bwd): fuses slice %26, causal_conv1d_bwd %4164 (mamba.0)
 // part 1 (reduce_sum): fuses reshape %4192, square %4193, reduce_sum %4194 (optimizer)
 // part 2 (reduce_sum): fuses reshape %4196, reshape %4197, reshape %4198, reshape %4199, reshape %4200, reshape %4201,
@@ -7413,7 +7392,7 @@ kernel void selective_scan_bwd_reduce_sum_x5_0(
 //   reduce_sum %4217 (optimizer)
 // part 4 (reduce_sum): fuses reshape %4219, square %4220, reduce_sum %4221 (optimizer)
 // threadgroup 1024×1×1, grid 2052×1×1 threadgroups
-kernel void causal_conv1d_bwd_reduce_sum_x5_1(
+kernel void causal_conv1d_bwd_reduce_sum_x5_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -7608,6 +7587,263 @@ kernel void causal_conv1d_bwd_reduce_sum_x5_1(
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         if ((lid1 == 0)) {
             p23[row4] = acc12;
+        }
+    }
+}
+
+// 2 independent kernels in one launch
+// part 0 (matmul): fuses concat %4167, scale %4168, matmul %4169 (mamba.0)
+// part 1 (matmul): fuses concat %4167, scale %4168, reshape %4170, reshape %4171, matmul %4172 (mamba.0)
+// threadgroup 128×1×1, grid 272×1×1 threadgroups
+kernel void matmul_x2_3(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        const device float* p2 [[buffer(2)]],
+        device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        device float* p5 [[buffer(5)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
+    threadgroup float sh[4352];
+    if ((int(gid.x) < 16)) {
+        const int h0 = (int(gid.x) - 0);
+        const int c1 = (h0 / 16);
+        const int m02 = ((h0 / 2) * 64);
+        const int n03 = ((h0 % 2) * 64);
+        const int ti4 = int(lid.x);
+        const int sgi5 = int(sg);
+        const int sr6 = ((sgi5 / 2) * 32);
+        const int sc7 = ((sgi5 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 8192; k0 += 16) {
+            for (int s8 = 0; s8 < 8; s8 += 1) {
+                const int l9 = ((s8 * 128) + ti4);
+                const int i10 = (l9 / 16);
+                const int k11 = (l9 % 16);
+                const int gi12 = (m02 + i10);
+                const int gk13 = (k0 + k11);
+                float cat14 = 0.0f;
+                if ((gk13 < 4096)) {
+                    const float t15 = p0[((((c1 * 512) + gi12) * 4096) + (gk13 - 0))];
+                    cat14 = t15;
+                } else {
+                    const float t16 = p1[((((c1 * 512) + gi12) * 4096) + (gk13 - 4096))];
+                    cat14 = t16;
+                }
+                const float t17 = (cat14 * 0.1904762f);
+                sh[((i10 * 20) + k11)] = t17;
+            }
+            for (int s18 = 0; s18 < 8; s18 += 1) {
+                const int l19 = ((s18 * 128) + ti4);
+                const int k20 = (l19 / 64);
+                const int i21 = (l19 % 64);
+                const int gi22 = (n03 + i21);
+                const int gk23 = (k0 + k20);
+                if ((gi22 < 84)) {
+                    const float t24 = p2[((gk23 * 84) + gi22)];
+                    sh[(((k20 * 68) + i21) + 1280)] = t24;
+                } else {
+                    sh[(((k20 * 68) + i21) + 1280)] = 0.0f;
+                }
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 16; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + (((sr6 + 8) * 20) + kk), 20);
+                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa2, sh + (((sr6 + 16) * 20) + kk), 20);
+                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa3, sh + (((sr6 + 24) * 20) + kk), 20);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc7) + 1280), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc7 + 8)) + 1280), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc7 + 16)) + 1280), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc7 + 24)) + 1280), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        }
+        simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
+        simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr6 * 68) + (sc7 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr6 + 8) * 68) + sc7), 68);
+        simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
+        simdgroup_store(acc2_0, sh + (((sr6 + 16) * 68) + sc7), 68);
+        simdgroup_store(acc2_1, sh + (((sr6 + 16) * 68) + (sc7 + 8)), 68);
+        simdgroup_store(acc2_2, sh + (((sr6 + 16) * 68) + (sc7 + 16)), 68);
+        simdgroup_store(acc2_3, sh + (((sr6 + 16) * 68) + (sc7 + 24)), 68);
+        simdgroup_store(acc3_0, sh + (((sr6 + 24) * 68) + sc7), 68);
+        simdgroup_store(acc3_1, sh + (((sr6 + 24) * 68) + (sc7 + 8)), 68);
+        simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
+        simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int s25 = 0; s25 < 32; s25 += 1) {
+            const int l26 = ((s25 * 128) + ti4);
+            const int i27 = (l26 / 64);
+            const int j28 = (l26 % 64);
+            const int gi29 = (m02 + i27);
+            const int gj30 = (n03 + j28);
+            if ((gj30 < 84)) {
+                p3[((((c1 * 512) + gi29) * 84) + gj30)] = sh[((i27 * 68) + j28)];
+            }
+        }
+    } else if ((int(gid.x) < 272)) {
+        const int h1 = (int(gid.x) - 16);
+        const int m01 = ((h1 / 2) * 64);
+        const int n02 = ((h1 % 2) * 64);
+        const int ti3 = int(lid.x);
+        const int sgi4 = int(sg);
+        const int sr5 = ((sgi4 / 2) * 32);
+        const int sc6 = ((sgi4 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 512; k0 += 16) {
+            for (int s7 = 0; s7 < 8; s7 += 1) {
+                const int l8 = ((s7 * 128) + ti3);
+                const int k9 = (l8 / 64);
+                const int i10 = (l8 % 64);
+                const int gi11 = (m01 + i10);
+                const int gk12 = (k0 + k9);
+                float cat13 = 0.0f;
+                if (((((gk12 * 8192) + gi11) % 8192) < 4096)) {
+                    const float t14 = p0[(((((((gk12 * 8192) + gi11) / 4194304) * 512) + ((((gk12 * 8192) + gi11) / 8192) % 512)) * 4096) + ((((gk12 * 8192) + gi11) % 8192) - 0))];
+                    cat13 = t14;
+                } else {
+                    const float t15 = p1[(((((((gk12 * 8192) + gi11) / 4194304) * 512) + ((((gk12 * 8192) + gi11) / 8192) % 512)) * 4096) + ((((gk12 * 8192) + gi11) % 8192) - 4096))];
+                    cat13 = t15;
+                }
+                const float t16 = (cat13 * 0.1904762f);
+                sh[((k9 * 68) + i10)] = t16;
+            }
+            for (int s17 = 0; s17 < 8; s17 += 1) {
+                const int l18 = ((s17 * 128) + ti3);
+                const int k19 = (l18 / 64);
+                const int i20 = (l18 % 64);
+                const int gi21 = (n02 + i20);
+                const int gk22 = (k0 + k19);
+                if ((gi21 < 84)) {
+                    const float t23 = p4[((gk22 * 84) + gi21)];
+                    sh[(((k19 * 68) + i20) + 1088)] = t23;
+                } else {
+                    sh[(((k19 * 68) + i20) + 1088)] = 0.0f;
+                }
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 16; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + ((kk * 68) + (sr5 + 8)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa2, sh + ((kk * 68) + (sr5 + 16)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa3, sh + ((kk * 68) + (sr5 + 24)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc6) + 1088), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc6 + 8)) + 1088), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc6 + 16)) + 1088), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc6 + 24)) + 1088), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        }
+        simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
+        simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
+        simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
+        simdgroup_store(acc2_0, sh + (((sr5 + 16) * 68) + sc6), 68);
+        simdgroup_store(acc2_1, sh + (((sr5 + 16) * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc2_2, sh + (((sr5 + 16) * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc2_3, sh + (((sr5 + 16) * 68) + (sc6 + 24)), 68);
+        simdgroup_store(acc3_0, sh + (((sr5 + 24) * 68) + sc6), 68);
+        simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int s24 = 0; s24 < 32; s24 += 1) {
+            const int l25 = ((s24 * 128) + ti3);
+            const int i26 = (l25 / 64);
+            const int j27 = (l25 % 64);
+            const int gi28 = (m01 + i26);
+            const int gj29 = (n02 + j27);
+            if ((gj29 < 84)) {
+                p5[((gi28 * 84) + gj29)] = sh[((i26 * 68) + j27)];
+            }
         }
     }
 }
