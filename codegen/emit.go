@@ -36,11 +36,17 @@ type Emitter struct {
 	// kernel may overwrite such a value with an output of the same layout.
 	exact map[*ir.Value]bool
 	tmp   int
+	// storeAt holds values to write wherever the kernel computes them, under
+	// a condition (a contraction stores its lhs's producers this way); stored
+	// records the values written.
+	storeAt map[*ir.Value]kir.Expr
+	stored  map[*ir.Value]bool
 }
 
 // NewEmitter starts a kernel that computes the given nodes.
 func NewEmitter(name, doc string, inside []*ir.Node) *Emitter {
-	e := &Emitter{K: &kir.Kernel{Name: name, Doc: doc}, inside: map[*ir.Node]bool{}, params: map[string]string{}, memo: map[string]kir.Expr{}, split: map[string]kir.Expr{}, exact: map[*ir.Value]bool{}}
+	e := &Emitter{K: &kir.Kernel{Name: name, Doc: doc}, inside: map[*ir.Node]bool{}, params: map[string]string{}, memo: map[string]kir.Expr{}, split: map[string]kir.Expr{}, exact: map[*ir.Value]bool{},
+		storeAt: map[*ir.Value]kir.Expr{}, stored: map[*ir.Value]bool{}}
 	for _, n := range inside {
 		e.inside[n] = true
 	}
@@ -238,6 +244,23 @@ func (e *Emitter) Bind(v *ir.Value, coords []kir.Expr, x kir.Expr) {
 	e.memo[fmt.Sprint(v.ID, coords)] = x
 }
 
+// StoreWhereComputed makes fn's code write each of vs, under cond, wherever
+// it computes one (each element once: see passes.mergeLHSProducers). It
+// fails when fn's code does not compute one of them.
+func (e *Emitter) StoreWhereComputed(vs []*ir.Value, cond kir.Expr, fn func()) error {
+	for _, v := range vs {
+		e.storeAt[v] = cond
+	}
+	fn()
+	for _, v := range vs {
+		delete(e.storeAt, v)
+		if !e.stored[v] {
+			return fmt.Errorf("the kernel does not compute %v, which it must write", v)
+		}
+	}
+	return nil
+}
+
 // writes reports whether a kernel computing v must: v is in memory after it,
 // or its epilogue on v is (a result nobody reads has no buffer to write).
 func writes(grp *passes.Group, v *ir.Value) bool {
@@ -269,6 +292,10 @@ func (e *Emitter) At(v *ir.Value, coords []kir.Expr) kir.Expr {
 		x = e.Let("t", computeType(v.Type.DType), x)
 	}
 	e.memo[key] = x
+	if cond, ok := e.storeAt[v]; ok && e.In(v) {
+		e.Emit(kir.If{Cond: cond, Then: e.Block(func() { e.Store(v, coords, x) })})
+		e.stored[v] = true
+	}
 	return x
 }
 

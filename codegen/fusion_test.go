@@ -189,3 +189,22 @@ func TestLHSPrologue(t *testing.T) {
 	}
 	compileFused(t, g)
 }
+
+// The memory planner refuses a schedule that reads a result before the
+// launch that writes it: fusion bugs surface as errors, not stale memory.
+func TestPlanRefusesReadBeforeWrite(t *testing.T) {
+	b := ir.NewBuilder("order")
+	x := mmParam(b, "x", ir.F32, 8)
+	g := mmFinish(t, b, b.Unary(ir.OpNeg, b.Unary(ir.OpExp, x)))
+	prog, err := codegen.Compile(g, passes.Fuse(g, false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := codegen.PlaceMemory(g, prog, passes.MemOptions{}); err != nil {
+		t.Fatalf("in order: %v", err)
+	}
+	prog.Dispatches[0], prog.Dispatches[1] = prog.Dispatches[1], prog.Dispatches[0]
+	if _, err := codegen.PlaceMemory(g, prog, passes.MemOptions{}); err == nil || !strings.Contains(err.Error(), "before any launch writes it") {
+		t.Fatalf("swapped: %v, want a read-before-write error", err)
+	}
+}

@@ -48,8 +48,8 @@ type mmOperand struct {
 	// kMajor: consecutive inner indices are adjacent in memory, so threads
 	// stage along the inner axis (coalesced reads); else along rows.
 	kMajor bool
-	// keep are results of fused producers the kernel also writes, element
-	// for element of the operand, from the threadgroups of the first column
+	// keep are results of fused producers the kernel also writes where it
+	// computes them while staging, from the threadgroups of the first column
 	// of tiles (each operand element is staged there once).
 	keep []*ir.Value
 }
@@ -65,6 +65,7 @@ type mmContraction struct {
 	// store writes the finished element (i, j) of the output.
 	store func(i, j, x kir.Expr)
 	tid   kir.Expr // thread index in the threadgroup
+	err   error    // from emit
 }
 
 // mmTerm is one product of a contraction: k runs over [kFrom, kEnd.X), and
@@ -246,14 +247,12 @@ func (c *mmContraction) stage(e *Emitter, op mmOperand, scale float64, rows int,
 		dst := kir.Index{Buf: "sh", I: at}
 		e.mmGuarded(append(mmWithin(gi, rEnd), mmWithin(gk, kEnd)...),
 			func() {
-				at := op.at(gi, gk)
-				x := e.At(op.v, at)
-				if len(op.keep) > 0 {
-					e.Emit(kir.If{Cond: kir.Op("==", c.n0, kir.I(0)), Then: e.Block(func() {
-						for _, v := range op.keep {
-							e.Store(v, at, e.At(v, at))
-						}
-					})})
+				var x kir.Expr
+				stage := func() { x = e.At(op.v, op.at(gi, gk)) }
+				if len(op.keep) == 0 {
+					stage()
+				} else if err := e.StoreWhereComputed(op.keep, kir.Op("==", c.n0, kir.I(0)), stage); err != nil {
+					c.err = err
 				}
 				if scale != 1 {
 					x = kir.Mul(x, kir.F(scale))
@@ -296,12 +295,11 @@ func mmOnlyOutput(grp *passes.Group) (*ir.Value, []*ir.Value, error) {
 		out = grp.Sum
 	}
 	finished := grp.Finished(out)
-	lhs := grp.Anchor.Inputs[0].Type.Shape
 	var keep []*ir.Value
 	for _, v := range grp.Outputs {
 		switch {
 		case finished[v]:
-		case v.Type.Shape.Equal(lhs) && len(grp.Terms) == 0: // computed while staging the lhs (passes.lhsPrologue)
+		case grp.StagesLHS: // computed while staging the lhs (passes.mergeLHSProducers)
 			keep = append(keep, v)
 		default:
 			return nil, nil, fmt.Errorf("a %s kernel writes its result, values computed from it and its lhs's producers, not %v", grp.Kind, v)
@@ -389,7 +387,7 @@ func matmul(e *Emitter, grp *passes.Group) error {
 	c.nEnd = mmBound{kir.I(N), N%c.bn == 0}
 	c.store = func(i, j, x kir.Expr) { e.StoreThrough(grp, out, withBatch(out, i, j), x) }
 	c.emit(e)
-	return nil
+	return c.err
 }
 
 // groupedMatmul: grid (N tiles, row tiles, experts + 1). Expert e's rows
@@ -454,7 +452,7 @@ func groupedMatmul(e *Emitter, grp *passes.Group) error {
 	}
 	c.store = func(i, j, v kir.Expr) { e.StoreThrough(grp, out, []kir.Expr{i, j}, v) }
 	c.emit(e)
-	return nil
+	return c.err
 }
 
 // groupedMatmulWgrad: dw[e] = dy[rows of e]ᵀ·x[rows of e], an (N×K) tile

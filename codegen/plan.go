@@ -127,7 +127,8 @@ func PlaceMemory(g *ir.Graph, p *Program, opt passes.MemOptions) (*Memory, error
 	}
 	var steps []passes.MemStep
 	var kernelNames []string
-	for _, d := range p.Dispatches {
+	ready := map[*ir.Value]bool{} // values in memory so far
+	for i, d := range p.Dispatches {
 		written := map[*ir.Value]bool{}
 		st := passes.MemStep{Name: d.Kernel}
 		for _, v := range d.Writes {
@@ -135,9 +136,18 @@ func PlaceMemory(g *ir.Graph, p *Program, opt passes.MemOptions) (*Memory, error
 			st.Writes = append(st.Writes, declare(v))
 		}
 		for _, b := range d.Bindings {
-			if !written[b.Value] {
-				st.Reads = append(st.Reads, declare(b.Value))
+			if written[b.Value] {
+				continue
 			}
+			// A schedule that reads a result before its kernel runs is a
+			// compiler bug: the arena would hand it stale memory.
+			if o := owner(b.Value); !ready[o] && o.Node.Op != ir.OpParam && o.Node.Op != ir.OpInput {
+				return nil, fmt.Errorf("codegen: launch %d (%s) reads %v before any launch writes it", i, d.Kernel, b.Value)
+			}
+			st.Reads = append(st.Reads, declare(b.Value))
+		}
+		for _, v := range d.Writes {
+			ready[owner(v)] = true
 		}
 		steps = append(steps, st)
 		kernelNames = append(kernelNames, d.Kernel)

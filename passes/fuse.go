@@ -150,7 +150,7 @@ func Fuse(g *ir.Graph, fuse bool) *Schedule {
 		if n.Op == ir.OpInput || n.Op == ir.OpParam || dead(n, uses, kept, member) {
 			continue
 		}
-		if fuse && !anyKept(n, kept) {
+		if fuse && !anyKept(n, kept) && !contractionSum(n, uses) {
 			targets := consumerGroups(n, uses, member)
 			if len(targets) > 0 && allFit(targets, n) && (allAccept(targets, n) && (len(targets) == 1 || indexMap(n.Op)) ||
 				len(targets) == 1 && lhsPrologue(targets[0], n, uses)) {
@@ -163,8 +163,7 @@ func Fuse(g *ir.Graph, fuse bool) *Schedule {
 				}
 				continue
 			}
-			if t := storingReader(n, targets, uses); t != nil {
-				t.StagesLHS = t.StagesLHS || t.Kind != "pointwise"
+			if t := storingReader(n, targets); t != nil {
 				t.Nodes = append(t.Nodes, n)
 				member[n] = []*Group{t}
 				continue
@@ -179,6 +178,7 @@ func Fuse(g *ir.Graph, fuse bool) *Schedule {
 		groups = mergeRowEpilogues(groups, uses, member, kept)
 		groups = mergeRouting(groups, uses, member, kept)
 		groups = mergeTerms(groups, uses, member)
+		groups = mergeLHSProducers(groups, uses, member, kept)
 	}
 	s := &Schedule{Alias: map[*ir.Value]*ir.Value{}, Fused: fuse}
 	for _, grp := range groups {
@@ -487,8 +487,8 @@ func readersAfter(m, p *Group, uses map[*ir.Value][]*ir.Node, member map[*ir.Nod
 // stores its result for n's other readers (XLA's multi-output fusion): the
 // first to run of n's readers with n's shape, when every other reader runs
 // after it. Nil when there is none.
-func storingReader(n *ir.Node, readers []*Group, uses map[*ir.Value][]*ir.Node) *Group {
-	if len(readers) < 2 || len(n.Outputs) != 1 {
+func storingReader(n *ir.Node, readers []*Group) *Group {
+	if len(readers) < 2 || !Pointwise(n.Op) || n.Op == ir.OpAdamW || len(n.Outputs) != 1 {
 		return nil
 	}
 	var first *Group
@@ -497,12 +497,7 @@ func storingReader(n *ir.Node, readers []*Group, uses map[*ir.Value][]*ir.Node) 
 			first = t
 		}
 	}
-	switch {
-	case first.Kind == "pointwise":
-		if !Pointwise(n.Op) || n.Op == ir.OpAdamW || !first.Root.Out().Type.Shape.Equal(n.Out().Type.Shape) {
-			return nil
-		}
-	case !lhsPrologue(first, n, uses) || !storedWithLHS(first, n):
+	if first.Kind != "pointwise" || !first.Root.Out().Type.Shape.Equal(n.Out().Type.Shape) {
 		return nil
 	}
 	if boundBuffers(append([]*ir.Node{n}, first.Nodes...), append([]*ir.Value{n.Out()}, first.Root.Outputs...)) > MaxBuffers {
@@ -535,13 +530,7 @@ func lhsPrologue(g *Group, n *ir.Node, uses map[*ir.Value][]*ir.Node) bool {
 	if out[len(out)-1] > fewColumns || len(n.Outputs) == 0 {
 		return false
 	}
-	switch {
-	case Pointwise(n.Op) && n.Op != ir.OpAdamW, n.Op == ir.OpConv:
-	case n.Op == ir.OpConvBwd:
-		if len(uses[n.Outputs[1]]) > 0 || len(uses[n.Outputs[2]]) > 0 {
-			return false
-		}
-	default:
+	if !stageable(n, uses) {
 		return false
 	}
 	lhs := lhsChain(g)
@@ -575,49 +564,171 @@ func lhsChain(g *Group) map[*ir.Node]bool {
 	return chain
 }
 
-// storedWithLHS reports whether the kernel of contraction g can write n's
-// result while it stages its lhs: n's result has the lhs's shape and the
-// lhs is computed from it element by element, so each staged element gives
-// one element of n's result.
-func storedWithLHS(g *Group, n *ir.Node) bool {
-	lhs := g.Anchor.Inputs[0]
-	if len(n.Outputs) == 0 || !n.Outputs[0].Type.Shape.Equal(lhs.Type.Shape) {
-		return false
-	}
-	for v := lhs; v.Node != n; {
-		d, _ := ir.Lookup(v.Node.Op)
-		if d.Category != ir.Elementwise || !inGroup(g, v.Node) {
-			return false
+// mergeLHSProducers folds into a contraction with few columns the kernels
+// that produce its lhs (a conv with its SiLU, the MoE gate's activation,
+// the Mamba block's input gradient with its conv backward), when every
+// other reader of what they write runs later: the contraction computes
+// them while it stages the lhs and writes those results from its first
+// column of tiles. It runs after mergeTerms, so a LoRA sum's base matmul,
+// which runs at its sum, does not count as an earlier reader.
+func mergeLHSProducers(groups []*Group, uses map[*ir.Value][]*ir.Node, member map[*ir.Node][]*Group, kept map[*ir.Value]bool) []*Group {
+	merged := map[*Group]bool{}
+	for i := len(groups) - 1; i >= 0; i-- {
+		t := groups[i]
+		if merged[t] || (t.Kind != string(ir.OpMatmul) && t.Kind != string(ir.OpGroupedMM)) || len(t.Terms) > 0 {
+			continue
 		}
-		next := (*ir.Value)(nil)
-		for _, x := range v.Node.Inputs {
-			if x.Node == n || inGroup(g, x.Node) && lhsReaches(g, x, n) {
-				next = x
+		for folded := true; folded; {
+			folded = false
+			for x := range lhsInputs(t) {
+				if len(member[x.Node]) != 1 {
+					continue
+				}
+				p := member[x.Node][0]
+				if merged[p] || p == t || !foldsIntoLHS(t, p, uses, member, kept) {
+					continue
+				}
+				t.Nodes = append(t.Nodes, p.Nodes...)
+				t.StagesLHS = true
+				for _, q := range p.Nodes {
+					member[q] = replaceGroup(member[q], p, t)
+				}
+				merged[p], folded = true, true
 				break
 			}
 		}
-		if next == nil {
+	}
+	out := groups[:0]
+	for _, grp := range groups {
+		if !merged[grp] {
+			out = append(out, grp)
+		}
+	}
+	return out
+}
+
+// lhsInputs lists the values t's lhs chain reads from other kernels.
+func lhsInputs(t *Group) map[*ir.Value]bool {
+	chain := lhsChain(t)
+	out := map[*ir.Value]bool{}
+	if !inGroup(t, t.Anchor.Inputs[0].Node) {
+		out[t.Anchor.Inputs[0]] = true
+	}
+	for n := range chain {
+		for _, v := range n.Inputs {
+			if !inGroup(t, v.Node) {
+				out[v] = true
+			}
+		}
+	}
+	return out
+}
+
+// foldsIntoLHS reports whether kernel p can run inside contraction t's
+// staging: t has few columns; p's nodes are element-wise, convs or conv
+// input gradients; t reads p's results only in its lhs chain; and every
+// result of p read elsewhere maps one to one onto lhs elements (so t writes
+// each element once) and is read only after t.
+func foldsIntoLHS(t, p *Group, uses map[*ir.Value][]*ir.Node, member map[*ir.Node][]*Group, kept map[*ir.Value]bool) bool {
+	out := t.Anchor.Out().Type.Shape
+	if out[len(out)-1] > fewColumns || len(p.RowEpilogue) > 0 || len(p.Terms) > 0 {
+		return false
+	}
+	for _, n := range p.Nodes {
+		if !stageable(n, uses) || len(member[n]) > 1 && !indexMap(n.Op) {
 			return false
 		}
-		v = next
+	}
+	joint := append(append([]*ir.Node(nil), t.Nodes...), p.Nodes...)
+	if jointBuffers(joint, uses, kept) > MaxBuffers {
+		return false
+	}
+	in := map[*ir.Node]bool{}
+	for _, n := range joint {
+		in[n] = true
+	}
+	chain := map[*ir.Node]bool{}
+	var walk func(v *ir.Value)
+	walk = func(v *ir.Value) {
+		if chain[v.Node] || !in[v.Node] {
+			return
+		}
+		chain[v.Node] = true
+		for _, x := range v.Node.Inputs {
+			walk(x)
+		}
+	}
+	walk(t.Anchor.Inputs[0])
+	for _, n := range p.Nodes {
+		if len(member[n]) > 1 {
+			continue // an index map copied into each reader
+		}
+		for _, v := range n.Outputs {
+			elsewhere := kept[v]
+			for _, u := range uses[v] {
+				if in[u] && !chain[u] && (u != t.Anchor || u.Inputs[0] != v) {
+					return false // read by t outside its lhs
+				}
+				// Other kernels computing u (an index map is copied into
+				// each reader) read v from memory: after t writes it.
+				for _, g := range member[u] {
+					if g != t && g != p {
+						elsewhere = true
+						if g.Root.ID <= t.Root.ID {
+							return false
+						}
+					}
+				}
+			}
+			if elsewhere && !oneToOneLHS(t, v, in, uses) {
+				return false
+			}
+		}
 	}
 	return true
 }
 
-// lhsReaches reports whether v is computed in g from n.
-func lhsReaches(g *Group, v *ir.Value, n *ir.Node) bool {
-	if v.Node == n {
-		return true
-	}
-	if !inGroup(g, v.Node) {
+// stageable reports whether a contraction's staging can compute n: an
+// element-wise node, a conv, or the input gradient of a conv's backward
+// whose weight gradients nobody reads.
+func stageable(n *ir.Node, uses map[*ir.Value][]*ir.Node) bool {
+	switch {
+	case n.Op == ir.OpAdamW:
 		return false
-	}
-	for _, x := range v.Node.Inputs {
-		if lhsReaches(g, x, n) {
-			return true
-		}
+	case Pointwise(n.Op), n.Op == ir.OpConv:
+		return true
+	case n.Op == ir.OpConvBwd:
+		return len(uses[n.Outputs[1]]) == 0 && len(uses[n.Outputs[2]]) == 0
 	}
 	return false
+}
+
+// oneToOneLHS reports whether v reaches t's lhs through element-wise ops
+// and concats only, each value read once on the way: staging every lhs
+// element then computes each element of v exactly once.
+func oneToOneLHS(t *Group, v *ir.Value, in map[*ir.Node]bool, uses map[*ir.Value][]*ir.Node) bool {
+	lhs := t.Anchor.Inputs[0]
+	for v != lhs {
+		var next *ir.Node
+		for _, u := range uses[v] {
+			if !in[u] {
+				continue
+			}
+			if next != nil {
+				return false
+			}
+			next = u
+		}
+		if next == nil || next == t.Anchor || len(next.Outputs) != 1 {
+			return false
+		}
+		d, _ := ir.Lookup(next.Op)
+		if next.Op != ir.OpConcat && (d.Category != ir.Elementwise || !next.Out().Type.Shape.Equal(v.Type.Shape)) {
+			return false
+		}
+		v = next.Out()
+	}
+	return true
 }
 
 func inGroup(g *Group, n *ir.Node) bool {
@@ -680,6 +791,18 @@ func mergeTerms(groups []*Group, uses map[*ir.Value][]*ir.Node, member map[*ir.N
 		}
 	}
 	return out
+}
+
+// contractionSum reports whether n adds two contractions' results that
+// nothing else reads: it stays a kernel's root, so it can become the sum
+// of two K loops (mergeTerms) rather than a consumer's prologue.
+func contractionSum(n *ir.Node, uses map[*ir.Value][]*ir.Node) bool {
+	if n.Op != ir.OpAdd {
+		return false
+	}
+	a, _ := scaledContraction(n.Inputs[0], uses)
+	b, _ := scaledContraction(n.Inputs[1], uses)
+	return a != nil && b != nil && a != b && sameContraction(a, b)
 }
 
 // scaledContraction finds the contraction behind v = c or v = scale(c)

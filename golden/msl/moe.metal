@@ -377,10 +377,12 @@ kernel void grouped_matmul_1(
             if (((gi24 < t14) && (gk25 < 24))) {
                 const float t26 = p5[((gi24 * 48) + gk25)];
                 const float t27 = (t26 / (1.0f + exp((-t26))));
+                if ((n02 == 0)) {
+                    p6[((gi24 * 24) + gk25)] = t27;
+                }
                 const float t28 = p5[((gi24 * 48) + (gk25 + 24))];
                 const float t29 = (t27 * t28);
                 if ((n02 == 0)) {
-                    p6[((gi24 * 24) + gk25)] = t27;
                     p7[((gi24 * 24) + gk25)] = t29;
                 }
                 sh[((i22 * 36) + k23)] = t29;
@@ -593,45 +595,69 @@ kernel void reduce_mean_mul_scale_x2_0(
     }
 }
 
-// fuses scale %47, reshape %48, gather %56, mul %58, reduce_sum %59 (moe.0)
-// threadgroup 32×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_0(
+// 2 independent kernels in one launch
+// part 0 (mul_gather_scale): fuses reshape %24, gather %25, reshape %26, broadcast %27, scale %47, reshape %48, gather %56,
+//   mul %57 (moe.0)
+// part 1 (reduce_sum): fuses scale %47, reshape %48, gather %56, mul %58, reduce_sum %59 (moe.0)
+// threadgroup 32×1×1, grid 17×1×1 threadgroups
+kernel void mul_gather_scale_reduce_sum_x2_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        device float* p3 [[buffer(3)]],
+        const device int* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        device float* p6 [[buffer(6)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    const int lid1 = int(lid.x);
-    const int row4 = ((int(gid.x) * 32) + lid1);
-    float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 16; k6 += 1) {
-        const int t7 = p0[row4];
-        const float t8 = p1[((t7 * 16) + k6)];
-        const float t9 = (t8 * 2.0f);
-        const float t10 = p2[((row4 * 16) + k6)];
-        const float t11 = (t9 * t10);
-        acc5 += t11;
+    if ((int(gid.x) < 16)) {
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 32) + int(lid.x));
+        const int c2 = (i1 / 16);
+        const int c3 = (i1 % 16);
+        const int t4 = p0[c2];
+        const float t5 = p1[((t4 * 16) + c3)];
+        const float t6 = (t5 * 2.0f);
+        const int t7 = p2[((c2 * 1) + 0)];
+        const float t8 = p3[t7];
+        const float t9 = (t6 * t8);
+        p4[i1] = t9;
+    } else if ((int(gid.x) < 17)) {
+        const int h1 = (int(gid.x) - 16);
+        const int lid1 = int(lid.x);
+        const int row4 = ((h1 * 32) + lid1);
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 16; k6 += 1) {
+            const int t7 = p0[row4];
+            const float t8 = p1[((t7 * 16) + k6)];
+            const float t9 = (t8 * 2.0f);
+            const float t10 = p5[((row4 * 16) + k6)];
+            const float t11 = (t9 * t10);
+            acc5 += t11;
+        }
+        p6[row4] = acc5;
     }
-    p3[row4] = acc5;
 }
 
-// 2 independent kernels in one launch
+// 3 independent kernels in one launch
 // part 0 (scatter_add): fuses reshape %60, reshape %61, scatter_add %62 (moe.0)
-// part 1 (grouped_matmul): fuses reshape %24, gather %25, reshape %26, broadcast %27, scale %47, reshape %48, gather %56,
-//   mul %57, grouped_matmul %64 (moe.0)
-// threadgroup 128×1×1, grid 6×1×1 threadgroups
-kernel void scatter_add_grouped_matmul_x2_0(
+// part 1 (grouped_matmul_wgrad): fuses grouped_matmul_wgrad %65 (moe.0)
+// part 2 (grouped_matmul): fuses slice %19, slice %20, grouped_matmul %64, mul %66, mul %67, sigmoid %68, const %69,
+//   sub %70, mul %71, add %72, mul %73 (moe.0)
+// threadgroup 128×1×1, grid 10×1×1 threadgroups
+kernel void scatter_add_grouped_matmul_wgrad_x3_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         const device int* p3 [[buffer(3)]],
-        device float* p4 [[buffer(4)]],
-        const device int* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
+        const device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        device float* p6 [[buffer(6)]],
         const device float* p7 [[buffer(7)]],
         device float* p8 [[buffer(8)]],
         const device float* p9 [[buffer(9)]],
+        device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
@@ -652,134 +678,13 @@ kernel void scatter_add_grouped_matmul_x2_0(
             }
         }
         p2[lo2] = acc4;
-    } else if ((int(gid.x) < 6)) {
+    } else if ((int(gid.x) < 5)) {
         const int h1 = (int(gid.x) - 1);
         const int ex1 = h1;
-        const int n02 = ((h1 % 1) * 32);
-        if ((ex1 == 4)) {
-            const int t3 = p3[0];
-            const int t4 = p3[4];
-            for (int s5 = 0; s5 < 8; s5 += 1) {
-                const int l6 = ((s5 * 128) + int(lid.x));
-                const int r7 = (((h1 % 1) * 32) + (l6 / 32));
-                const int j8 = (n02 + (l6 % 32));
-                if (((j8 < 24) && ((r7 < t3) || (r7 >= t4)))) {
-                    p4[((r7 * 24) + j8)] = 0.0f;
-                }
-            }
-            return;
-        }
-        const int t9 = p3[ex1];
-        const int t10 = p3[(ex1 + 1)];
-        const int m011 = (t9 + ((h1 % 1) * 32));
-        if ((m011 >= t10)) {
-            return;
-        }
-        const int ti12 = int(lid.x);
-        const int sgi13 = int(sg);
-        const int sr14 = ((sgi13 / 2) * 16);
-        const int sc15 = ((sgi13 % 2) * 16);
-        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        for (int k0 = 0; k0 < 16; k0 += 32) {
-            for (int s16 = 0; s16 < 8; s16 += 1) {
-                const int l17 = ((s16 * 128) + ti12);
-                const int i18 = (l17 / 32);
-                const int k19 = (l17 % 32);
-                const int gi20 = (m011 + i18);
-                const int gk21 = (k0 + k19);
-                if (((gi20 < t10) && (gk21 < 16))) {
-                    const int t22 = p5[gi20];
-                    const float t23 = p6[((t22 * 16) + gk21)];
-                    const float t24 = (t23 * 2.0f);
-                    const int t25 = p0[((gi20 * 1) + 0)];
-                    const float t26 = p7[t25];
-                    const float t27 = (t24 * t26);
-                    if ((n02 == 0)) {
-                        p8[((gi20 * 16) + gk21)] = t27;
-                    }
-                    sh[((i18 * 36) + k19)] = t27;
-                } else {
-                    sh[((i18 * 36) + k19)] = 0.0f;
-                }
-            }
-            for (int s28 = 0; s28 < 8; s28 += 1) {
-                const int l29 = ((s28 * 128) + ti12);
-                const int k30 = (l29 / 32);
-                const int i31 = (l29 % 32);
-                const int gi32 = (n02 + i31);
-                const int gk33 = (k0 + k30);
-                if (((gi32 < 24) && (gk33 < 16))) {
-                    const float t34 = p9[((((ex1 * 16) + gk33) * 24) + gi32)];
-                    sh[(((k30 * 36) + i31) + 1152)] = t34;
-                } else {
-                    sh[(((k30 * 36) + i31) + 1152)] = 0.0f;
-                }
-            }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-            for (int kk = 0; kk < 32; kk += 8) {
-                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa0, sh + ((sr14 * 36) + kk), 36);
-                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa1, sh + (((sr14 + 8) * 36) + kk), 36);
-                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb0, sh + (((kk * 36) + sc15) + 1152), 36);
-                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb1, sh + (((kk * 36) + (sc15 + 8)) + 1152), 36);
-                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        }
-        simdgroup_store(acc0_0, sh + ((sr14 * 36) + sc15), 36);
-        simdgroup_store(acc0_1, sh + ((sr14 * 36) + (sc15 + 8)), 36);
-        simdgroup_store(acc1_0, sh + (((sr14 + 8) * 36) + sc15), 36);
-        simdgroup_store(acc1_1, sh + (((sr14 + 8) * 36) + (sc15 + 8)), 36);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int s35 = 0; s35 < 8; s35 += 1) {
-            const int l36 = ((s35 * 128) + ti12);
-            const int i37 = (l36 / 32);
-            const int j38 = (l36 % 32);
-            const int gi39 = (m011 + i37);
-            const int gj40 = (n02 + j38);
-            if (((gi39 < t10) && (gj40 < 24))) {
-                p4[((gi39 * 24) + gj40)] = sh[((i37 * 36) + j38)];
-            }
-        }
-    }
-}
-
-// 3 independent kernels in one launch
-// part 0 (grouped_matmul_wgrad): fuses grouped_matmul_wgrad %65 (moe.0)
-// part 1 (mul): fuses mul %67 (moe.0)
-// part 2 (mul_add_sub): fuses slice %19, slice %20, mul %66, sigmoid %68, const %69, sub %70, mul %71, add %72,
-//   mul %73 (moe.0)
-// threadgroup 128×1×1, grid 16×1×1 threadgroups
-kernel void grouped_matmul_wgrad_mul_x3_0(
-        const device int* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        const device float* p5 [[buffer(5)]],
-        device float* p6 [[buffer(6)]],
-        const device float* p7 [[buffer(7)]],
-        device float* p8 [[buffer(8)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]],
-        uint sg [[simdgroup_index_in_threadgroup]]) {
-    threadgroup float sh[2304];
-    if ((int(gid.x) < 4)) {
-        const int h0 = (int(gid.x) - 0);
-        const int ex1 = h0;
-        const int m02 = ((h0 % 1) * 32);
-        const int n03 = ((h0 % 1) * 32);
-        const int t4 = p0[ex1];
-        const int t5 = p0[(ex1 + 1)];
+        const int m02 = ((h1 % 1) * 32);
+        const int n03 = ((h1 % 1) * 32);
+        const int t4 = p3[ex1];
+        const int t5 = p3[(ex1 + 1)];
         const int ti6 = int(lid.x);
         const int sgi7 = int(sg);
         const int sr8 = ((sgi7 / 2) * 16);
@@ -796,7 +701,7 @@ kernel void grouped_matmul_wgrad_mul_x3_0(
                 const int gi14 = (m02 + i13);
                 const int gk15 = (k0 + k12);
                 if (((gi14 < 16) && (gk15 < t5))) {
-                    const float t16 = p1[((gk15 * 16) + gi14)];
+                    const float t16 = p4[((gk15 * 16) + gi14)];
                     sh[((k12 * 36) + i13)] = t16;
                 } else {
                     sh[((k12 * 36) + i13)] = 0.0f;
@@ -809,7 +714,7 @@ kernel void grouped_matmul_wgrad_mul_x3_0(
                 const int gi21 = (n03 + i20);
                 const int gk22 = (k0 + k19);
                 if (((gi21 < 24) && (gk22 < t5))) {
-                    const float t23 = p2[((gk22 * 24) + gi21)];
+                    const float t23 = p5[((gk22 * 24) + gi21)];
                     sh[(((k19 * 36) + i20) + 1152)] = t23;
                 } else {
                     sh[(((k19 * 36) + i20) + 1152)] = 0.0f;
@@ -844,32 +749,123 @@ kernel void grouped_matmul_wgrad_mul_x3_0(
             const int gi28 = (m02 + i26);
             const int gj29 = (n03 + j27);
             if (((gi28 < 16) && (gj29 < 24))) {
-                p3[((((ex1 * 16) + gi28) * 24) + gj29)] = sh[((i26 * 36) + j27)];
+                p6[((((ex1 * 16) + gi28) * 24) + gj29)] = sh[((i26 * 36) + j27)];
             }
         }
     } else if ((int(gid.x) < 10)) {
-        const int h1 = (int(gid.x) - 4);
-        const int i1 = ((h1 * 128) + int(lid.x));
-        const float t4 = p4[i1];
-        const float t5 = p5[i1];
-        const float t6 = (t4 * t5);
-        p6[i1] = t6;
-    } else if ((int(gid.x) < 16)) {
-        const int h2 = (int(gid.x) - 10);
-        const int i1 = ((h2 * 128) + int(lid.x));
-        const int c2 = (i1 / 24);
-        const int c3 = (i1 % 24);
-        const float t4 = p4[i1];
-        const float t5 = p7[((c2 * 48) + (c3 + 24))];
-        const float t6 = (t4 * t5);
-        const float t7 = p7[((c2 * 48) + c3)];
-        const float t8 = (1.0f / (1.0f + exp((-t7))));
-        const float t9 = p5[i1];
-        const float t10 = (1.0f - t8);
-        const float t11 = (t9 * t10);
-        const float t12 = (t8 + t11);
-        const float t13 = (t6 * t12);
-        p8[i1] = t13;
+        const int h2 = (int(gid.x) - 5);
+        const int ex1 = h2;
+        const int n02 = ((h2 % 1) * 32);
+        if ((ex1 == 4)) {
+            const int t3 = p3[0];
+            const int t4 = p3[4];
+            for (int s5 = 0; s5 < 8; s5 += 1) {
+                const int l6 = ((s5 * 128) + int(lid.x));
+                const int r7 = (((h2 % 1) * 32) + (l6 / 32));
+                const int j8 = (n02 + (l6 % 32));
+                if (((j8 < 24) && ((r7 < t3) || (r7 >= t4)))) {
+                    const float acc9 = 0.0f;
+                    const float t10 = p7[((r7 * 24) + j8)];
+                    const float t11 = (acc9 * t10);
+                    p8[((r7 * 24) + j8)] = t11;
+                    const float t12 = p9[((r7 * 48) + (j8 + 24))];
+                    const float t13 = (acc9 * t12);
+                    const float t14 = p9[((r7 * 48) + j8)];
+                    const float t15 = (1.0f / (1.0f + exp((-t14))));
+                    const float t16 = (1.0f - t15);
+                    const float t17 = (t10 * t16);
+                    const float t18 = (t15 + t17);
+                    const float t19 = (t13 * t18);
+                    p10[((r7 * 24) + j8)] = t19;
+                }
+            }
+            return;
+        }
+        const int t20 = p3[ex1];
+        const int t21 = p3[(ex1 + 1)];
+        const int m022 = (t20 + ((h2 % 1) * 32));
+        if ((m022 >= t21)) {
+            return;
+        }
+        const int ti23 = int(lid.x);
+        const int sgi24 = int(sg);
+        const int sr25 = ((sgi24 / 2) * 16);
+        const int sc26 = ((sgi24 % 2) * 16);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 16; k0 += 32) {
+            for (int s27 = 0; s27 < 8; s27 += 1) {
+                const int l28 = ((s27 * 128) + ti23);
+                const int i29 = (l28 / 32);
+                const int k30 = (l28 % 32);
+                const int gi31 = (m022 + i29);
+                const int gk32 = (k0 + k30);
+                if (((gi31 < t21) && (gk32 < 16))) {
+                    const float t33 = p4[((gi31 * 16) + gk32)];
+                    sh[((i29 * 36) + k30)] = t33;
+                } else {
+                    sh[((i29 * 36) + k30)] = 0.0f;
+                }
+            }
+            for (int s34 = 0; s34 < 8; s34 += 1) {
+                const int l35 = ((s34 * 128) + ti23);
+                const int k36 = (l35 / 32);
+                const int i37 = (l35 % 32);
+                const int gi38 = (n02 + i37);
+                const int gk39 = (k0 + k36);
+                if (((gi38 < 24) && (gk39 < 16))) {
+                    const float t40 = p11[((((ex1 * 16) + gk39) * 24) + gi38)];
+                    sh[(((k36 * 36) + i37) + 1152)] = t40;
+                } else {
+                    sh[(((k36 * 36) + i37) + 1152)] = 0.0f;
+                }
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 32; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((sr25 * 36) + kk), 36);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + (((sr25 + 8) * 36) + kk), 36);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 36) + sc26) + 1152), 36);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 36) + (sc26 + 8)) + 1152), 36);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        }
+        simdgroup_store(acc0_0, sh + ((sr25 * 36) + sc26), 36);
+        simdgroup_store(acc0_1, sh + ((sr25 * 36) + (sc26 + 8)), 36);
+        simdgroup_store(acc1_0, sh + (((sr25 + 8) * 36) + sc26), 36);
+        simdgroup_store(acc1_1, sh + (((sr25 + 8) * 36) + (sc26 + 8)), 36);
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int s41 = 0; s41 < 8; s41 += 1) {
+            const int l42 = ((s41 * 128) + ti23);
+            const int i43 = (l42 / 32);
+            const int j44 = (l42 % 32);
+            const int gi45 = (m022 + i43);
+            const int gj46 = (n02 + j44);
+            if (((gi45 < t21) && (gj46 < 24))) {
+                const float acc47 = sh[((i43 * 36) + j44)];
+                const float t48 = p7[((gi45 * 24) + gj46)];
+                const float t49 = (acc47 * t48);
+                p8[((gi45 * 24) + gj46)] = t49;
+                const float t50 = p9[((gi45 * 48) + (gj46 + 24))];
+                const float t51 = (acc47 * t50);
+                const float t52 = p9[((gi45 * 48) + gj46)];
+                const float t53 = (1.0f / (1.0f + exp((-t52))));
+                const float t54 = (1.0f - t53);
+                const float t55 = (t48 * t54);
+                const float t56 = (t53 + t55);
+                const float t57 = (t51 * t56);
+                p10[((gi45 * 24) + gj46)] = t57;
+            }
+        }
     }
 }
 
@@ -1125,7 +1121,7 @@ kernel void scatter_add_reduce_sum_x2_0(
 //   broadcast %54, scale %55, reshape %63, div %78, reshape %83, broadcast %84, add %85,
 //   one_hot %86, reshape %87, broadcast %88, mul %89, reduce_sum %90, add %91 (moe.0)
 // threadgroup 64×1×1, grid 2×1×1 threadgroups
-kernel void reduce_sum_1(
+kernel void reduce_sum_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -1169,9 +1165,9 @@ kernel void reduce_sum_1(
     }
 }
 
-// fuses mul %92, reduce_sum %93 (moe.0)
+// fuses mul %92, reduce_sum %93, broadcast %94, sub %95, mul %96 (moe.0)
 // threadgroup 32×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_2(
+kernel void reduce_sum_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -1189,177 +1185,171 @@ kernel void reduce_sum_2(
         const float t9 = (t7 * t8);
         acc5 += t9;
     }
-    p2[row4] = acc5;
-}
-
-// fuses broadcast %94, sub %95, mul %96, matmul %97 (moe.0)
-// threadgroup 128×1×1, grid 1×1×1 threadgroups
-kernel void matmul_1(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        device float* p5 [[buffer(5)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]],
-        uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int m01 = (int(gid.y) * 32);
-    const int n02 = (int(gid.x) * 32);
-    threadgroup float sh[2304];
-    const int ti3 = int(lid.x);
-    const int sgi4 = int(sg);
-    const int sr5 = ((sgi4 / 2) * 16);
-    const int sc6 = ((sgi4 % 2) * 16);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 4; k0 += 32) {
-        for (int s7 = 0; s7 < 8; s7 += 1) {
-            const int l8 = ((s7 * 128) + ti3);
-            const int i9 = (l8 / 32);
-            const int k10 = (l8 % 32);
-            const int gi11 = (m01 + i9);
-            const int gk12 = (k0 + k10);
-            if (((gi11 < 16) && (gk12 < 4))) {
-                const float t13 = p0[((gi11 * 4) + gk12)];
-                const float t14 = p1[((gi11 * 4) + gk12)];
-                const float t15 = p2[((gi11 * 1) + 0)];
-                const float t16 = (t14 - t15);
-                const float t17 = (t13 * t16);
-                if ((n02 == 0)) {
-                    p3[((gi11 * 4) + gk12)] = t17;
-                }
-                sh[((i9 * 36) + k10)] = t17;
-            } else {
-                sh[((i9 * 36) + k10)] = 0.0f;
-            }
-        }
-        for (int s18 = 0; s18 < 8; s18 += 1) {
-            const int l19 = ((s18 * 128) + ti3);
-            const int k20 = (l19 / 32);
-            const int i21 = (l19 % 32);
-            const int gi22 = (n02 + i21);
-            const int gk23 = (k0 + k20);
-            if (((gi22 < 16) && (gk23 < 4))) {
-                const float t24 = p4[((gk23 * 16) + gi22)];
-                sh[(((k20 * 36) + i21) + 1152)] = t24;
-            } else {
-                sh[(((k20 * 36) + i21) + 1152)] = 0.0f;
-            }
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 32; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr5 * 36) + kk), 36);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr5 + 8) * 36) + kk), 36);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 36) + sc6) + 1152), 36);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 36) + (sc6 + 8)) + 1152), 36);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr5 * 36) + sc6), 36);
-    simdgroup_store(acc0_1, sh + ((sr5 * 36) + (sc6 + 8)), 36);
-    simdgroup_store(acc1_0, sh + (((sr5 + 8) * 36) + sc6), 36);
-    simdgroup_store(acc1_1, sh + (((sr5 + 8) * 36) + (sc6 + 8)), 36);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s25 = 0; s25 < 8; s25 += 1) {
-        const int l26 = ((s25 * 128) + ti3);
-        const int i27 = (l26 / 32);
-        const int j28 = (l26 % 32);
-        const int gi29 = (m01 + i27);
-        const int gj30 = (n02 + j28);
-        if (((gi29 < 16) && (gj30 < 16))) {
-            p5[((gi29 * 16) + gj30)] = sh[((i27 * 36) + j28)];
-        }
+    const float r10 = acc5;
+    for (int k12 = 0; k12 < 4; k12 += 1) {
+        const float t13 = p1[((row4 * 4) + k12)];
+        const float t14 = p0[((row4 * 4) + k12)];
+        const float t15 = (t14 - r10);
+        const float t16 = (t13 * t15);
+        p2[((row4 * 4) + k12)] = t16;
     }
 }
 
-// fuses reshape %6, matmul %98 (moe.0)
-// threadgroup 128×1×1, grid 1×1×1 threadgroups
-kernel void matmul_2(
+// 2 independent kernels in one launch
+// part 0 (matmul): fuses matmul %97 (moe.0)
+// part 1 (matmul): fuses reshape %6, matmul %98 (moe.0)
+// threadgroup 128×1×1, grid 2×1×1 threadgroups
+kernel void matmul_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        device float* p4 [[buffer(4)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int m01 = (int(gid.y) * 32);
-    const int n02 = (int(gid.x) * 32);
     threadgroup float sh[2304];
-    const int ti3 = int(lid.x);
-    const int sgi4 = int(sg);
-    const int sr5 = ((sgi4 / 2) * 16);
-    const int sc6 = ((sgi4 % 2) * 16);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 16; k0 += 32) {
-        for (int s7 = 0; s7 < 8; s7 += 1) {
-            const int l8 = ((s7 * 128) + ti3);
-            const int k9 = (l8 / 32);
-            const int i10 = (l8 % 32);
-            const int gi11 = (m01 + i10);
-            const int gk12 = (k0 + k9);
-            if (((gi11 < 4) && (gk12 < 16))) {
-                const float t13 = p0[((gk12 * 4) + gi11)];
-                sh[((k9 * 36) + i10)] = t13;
-            } else {
-                sh[((k9 * 36) + i10)] = 0.0f;
+    if ((int(gid.x) < 1)) {
+        const int h0 = (int(gid.x) - 0);
+        const int m01 = (h0 * 32);
+        const int n02 = (h0 * 32);
+        const int ti3 = int(lid.x);
+        const int sgi4 = int(sg);
+        const int sr5 = ((sgi4 / 2) * 16);
+        const int sc6 = ((sgi4 % 2) * 16);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 4; k0 += 32) {
+            for (int s7 = 0; s7 < 8; s7 += 1) {
+                const int l8 = ((s7 * 128) + ti3);
+                const int i9 = (l8 / 32);
+                const int k10 = (l8 % 32);
+                const int gi11 = (m01 + i9);
+                const int gk12 = (k0 + k10);
+                if (((gi11 < 16) && (gk12 < 4))) {
+                    const float t13 = p0[((gi11 * 4) + gk12)];
+                    sh[((i9 * 36) + k10)] = t13;
+                } else {
+                    sh[((i9 * 36) + k10)] = 0.0f;
+                }
+            }
+            for (int s14 = 0; s14 < 8; s14 += 1) {
+                const int l15 = ((s14 * 128) + ti3);
+                const int k16 = (l15 / 32);
+                const int i17 = (l15 % 32);
+                const int gi18 = (n02 + i17);
+                const int gk19 = (k0 + k16);
+                if (((gi18 < 16) && (gk19 < 4))) {
+                    const float t20 = p1[((gk19 * 16) + gi18)];
+                    sh[(((k16 * 36) + i17) + 1152)] = t20;
+                } else {
+                    sh[(((k16 * 36) + i17) + 1152)] = 0.0f;
+                }
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 32; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((sr5 * 36) + kk), 36);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + (((sr5 + 8) * 36) + kk), 36);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 36) + sc6) + 1152), 36);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 36) + (sc6 + 8)) + 1152), 36);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        }
+        simdgroup_store(acc0_0, sh + ((sr5 * 36) + sc6), 36);
+        simdgroup_store(acc0_1, sh + ((sr5 * 36) + (sc6 + 8)), 36);
+        simdgroup_store(acc1_0, sh + (((sr5 + 8) * 36) + sc6), 36);
+        simdgroup_store(acc1_1, sh + (((sr5 + 8) * 36) + (sc6 + 8)), 36);
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int s21 = 0; s21 < 8; s21 += 1) {
+            const int l22 = ((s21 * 128) + ti3);
+            const int i23 = (l22 / 32);
+            const int j24 = (l22 % 32);
+            const int gi25 = (m01 + i23);
+            const int gj26 = (n02 + j24);
+            if (((gi25 < 16) && (gj26 < 16))) {
+                p2[((gi25 * 16) + gj26)] = sh[((i23 * 36) + j24)];
             }
         }
-        for (int s14 = 0; s14 < 8; s14 += 1) {
-            const int l15 = ((s14 * 128) + ti3);
-            const int k16 = (l15 / 32);
-            const int i17 = (l15 % 32);
-            const int gi18 = (n02 + i17);
-            const int gk19 = (k0 + k16);
-            if (((gi18 < 16) && (gk19 < 16))) {
-                const float t20 = p1[((gk19 * 16) + gi18)];
-                sh[(((k16 * 36) + i17) + 1152)] = t20;
-            } else {
-                sh[(((k16 * 36) + i17) + 1152)] = 0.0f;
+    } else if ((int(gid.x) < 2)) {
+        const int h1 = (int(gid.x) - 1);
+        const int m01 = (h1 * 32);
+        const int n02 = (h1 * 32);
+        const int ti3 = int(lid.x);
+        const int sgi4 = int(sg);
+        const int sr5 = ((sgi4 / 2) * 16);
+        const int sc6 = ((sgi4 % 2) * 16);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 16; k0 += 32) {
+            for (int s7 = 0; s7 < 8; s7 += 1) {
+                const int l8 = ((s7 * 128) + ti3);
+                const int k9 = (l8 / 32);
+                const int i10 = (l8 % 32);
+                const int gi11 = (m01 + i10);
+                const int gk12 = (k0 + k9);
+                if (((gi11 < 4) && (gk12 < 16))) {
+                    const float t13 = p0[((gk12 * 4) + gi11)];
+                    sh[((k9 * 36) + i10)] = t13;
+                } else {
+                    sh[((k9 * 36) + i10)] = 0.0f;
+                }
             }
+            for (int s14 = 0; s14 < 8; s14 += 1) {
+                const int l15 = ((s14 * 128) + ti3);
+                const int k16 = (l15 / 32);
+                const int i17 = (l15 % 32);
+                const int gi18 = (n02 + i17);
+                const int gk19 = (k0 + k16);
+                if (((gi18 < 16) && (gk19 < 16))) {
+                    const float t20 = p3[((gk19 * 16) + gi18)];
+                    sh[(((k16 * 36) + i17) + 1152)] = t20;
+                } else {
+                    sh[(((k16 * 36) + i17) + 1152)] = 0.0f;
+                }
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 32; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((kk * 36) + sr5), 36, ulong2(0, 0), true);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + ((kk * 36) + (sr5 + 8)), 36, ulong2(0, 0), true);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 36) + sc6) + 1152), 36);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 36) + (sc6 + 8)) + 1152), 36);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         }
+        simdgroup_store(acc0_0, sh + ((sr5 * 36) + sc6), 36);
+        simdgroup_store(acc0_1, sh + ((sr5 * 36) + (sc6 + 8)), 36);
+        simdgroup_store(acc1_0, sh + (((sr5 + 8) * 36) + sc6), 36);
+        simdgroup_store(acc1_1, sh + (((sr5 + 8) * 36) + (sc6 + 8)), 36);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 32; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((kk * 36) + sr5), 36, ulong2(0, 0), true);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + ((kk * 36) + (sr5 + 8)), 36, ulong2(0, 0), true);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 36) + sc6) + 1152), 36);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 36) + (sc6 + 8)) + 1152), 36);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr5 * 36) + sc6), 36);
-    simdgroup_store(acc0_1, sh + ((sr5 * 36) + (sc6 + 8)), 36);
-    simdgroup_store(acc1_0, sh + (((sr5 + 8) * 36) + sc6), 36);
-    simdgroup_store(acc1_1, sh + (((sr5 + 8) * 36) + (sc6 + 8)), 36);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s21 = 0; s21 < 8; s21 += 1) {
-        const int l22 = ((s21 * 128) + ti3);
-        const int i23 = (l22 / 32);
-        const int j24 = (l22 % 32);
-        const int gi25 = (m01 + i23);
-        const int gj26 = (n02 + j24);
-        if (((gi25 < 4) && (gj26 < 16))) {
-            p2[((gi25 * 16) + gj26)] = sh[((i23 * 36) + j24)];
+        for (int s21 = 0; s21 < 8; s21 += 1) {
+            const int l22 = ((s21 * 128) + ti3);
+            const int i23 = (l22 / 32);
+            const int j24 = (l22 % 32);
+            const int gi25 = (m01 + i23);
+            const int gj26 = (n02 + j24);
+            if (((gi25 < 4) && (gj26 < 16))) {
+                p4[((gi25 * 16) + gj26)] = sh[((i23 * 36) + j24)];
+            }
         }
     }
 }
@@ -1420,7 +1410,7 @@ kernel void rmsnorm_bwd_0(
 // fuses reshape %103, reshape %104, reshape %105, reshape %106, concat %107, square %108,
 //   reduce_sum %109, sqrt %110, const %111, const %112, div %113, min %114 (optimizer)
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_3(
+kernel void reduce_sum_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],

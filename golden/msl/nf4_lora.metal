@@ -99,202 +99,18 @@ kernel void matmul_0(
     }
 }
 
-// 2 independent kernels in one launch
-// part 0 (matmul): fuses matmul %10
-// part 1 (matmul): fuses dequant %4, matmul %11
-// threadgroup 128×1×1, grid 2×1×1 threadgroups
-kernel void matmul_x2_0(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        const device uchar* p4 [[buffer(4)]],
-        const device uchar* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
-        const device float* p7 [[buffer(7)]],
-        device float* p8 [[buffer(8)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]],
-        uint sg [[simdgroup_index_in_threadgroup]]) {
-    threadgroup float sh[3456];
-    if ((int(gid.x) < 1)) {
-        const int h0 = (int(gid.x) - 0);
-        const int m01 = (h0 * 32);
-        const int n02 = (h0 * 64);
-        const int ti3 = int(lid.x);
-        const int sgi4 = int(sg);
-        const int sr5 = ((sgi4 / 2) * 16);
-        const int sc6 = ((sgi4 % 2) * 32);
-        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        for (int k0 = 0; k0 < 64; k0 += 32) {
-            for (int s7 = 0; s7 < 8; s7 += 1) {
-                const int l8 = ((s7 * 128) + ti3);
-                const int i9 = (l8 / 32);
-                const int k10 = (l8 % 32);
-                const int gi11 = (m01 + i9);
-                const int gk12 = (k0 + k10);
-                if ((gi11 < 24)) {
-                    const float t13 = p0[((gi11 * 64) + gk12)];
-                    sh[((i9 * 36) + k10)] = t13;
-                } else {
-                    sh[((i9 * 36) + k10)] = 0.0f;
-                }
-            }
-            for (int s14 = 0; s14 < 16; s14 += 1) {
-                const int l15 = ((s14 * 128) + ti3);
-                const int i16 = (l15 / 32);
-                const int k17 = (l15 % 32);
-                const int gi18 = (n02 + i16);
-                const int gk19 = (k0 + k17);
-                const float t20 = p1[((gi18 * 64) + gk19)];
-                sh[(((i16 * 36) + k17) + 1152)] = t20;
-            }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-            for (int kk = 0; kk < 32; kk += 8) {
-                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa0, sh + ((sr5 * 36) + kk), 36);
-                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa1, sh + (((sr5 + 8) * 36) + kk), 36);
-                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb0, sh + (((sc6 * 36) + kk) + 1152), 36, ulong2(0, 0), true);
-                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb1, sh + ((((sc6 + 8) * 36) + kk) + 1152), 36, ulong2(0, 0), true);
-                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb2, sh + ((((sc6 + 16) * 36) + kk) + 1152), 36, ulong2(0, 0), true);
-                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb3, sh + ((((sc6 + 24) * 36) + kk) + 1152), 36, ulong2(0, 0), true);
-                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        }
-        simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
-        simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
-        simdgroup_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
-        simdgroup_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
-        simdgroup_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
-        simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
-        simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
-        simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int s21 = 0; s21 < 16; s21 += 1) {
-            const int l22 = ((s21 * 128) + ti3);
-            const int i23 = (l22 / 64);
-            const int j24 = (l22 % 64);
-            const int gi25 = (m01 + i23);
-            const int gj26 = (n02 + j24);
-            if ((gi25 < 24)) {
-                p2[((gi25 * 64) + gj26)] = sh[((i23 * 68) + j24)];
-            }
-        }
-    } else if ((int(gid.x) < 2)) {
-        const int h1 = (int(gid.x) - 1);
-        const int m01 = (h1 * 32);
-        const int n02 = (h1 * 64);
-        const int ti3 = int(lid.x);
-        const int sgi4 = int(sg);
-        const int sr5 = ((sgi4 / 2) * 16);
-        const int sc6 = ((sgi4 % 2) * 32);
-        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        for (int k0 = 0; k0 < 32; k0 += 32) {
-            for (int s7 = 0; s7 < 8; s7 += 1) {
-                const int l8 = ((s7 * 128) + ti3);
-                const int i9 = (l8 / 32);
-                const int k10 = (l8 % 32);
-                const int gi11 = (m01 + i9);
-                const int gk12 = (k0 + k10);
-                if ((gi11 < 24)) {
-                    const float t13 = p3[((gi11 * 32) + gk12)];
-                    sh[((i9 * 36) + k10)] = t13;
-                } else {
-                    sh[((i9 * 36) + k10)] = 0.0f;
-                }
-            }
-            for (int s14 = 0; s14 < 16; s14 += 1) {
-                const int l15 = ((s14 * 128) + ti3);
-                const int i16 = (l15 / 32);
-                const int k17 = (l15 % 32);
-                const int gi18 = (n02 + i16);
-                const int gk19 = (k0 + k17);
-                const float t20 = (NF4_CODE[((int(p4[(((gi18 * 32) + gk19) / 2)]) >> (((((gi18 * 32) + gk19) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p5[(((gi18 * 32) + gk19) / 64)])] * p6[((((gi18 * 32) + gk19) / 64) / 256)]) + p7[0]));
-                sh[(((i16 * 36) + k17) + 1152)] = t20;
-            }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-            for (int kk = 0; kk < 32; kk += 8) {
-                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa0, sh + ((sr5 * 36) + kk), 36);
-                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa1, sh + (((sr5 + 8) * 36) + kk), 36);
-                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb0, sh + (((sc6 * 36) + kk) + 1152), 36, ulong2(0, 0), true);
-                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb1, sh + ((((sc6 + 8) * 36) + kk) + 1152), 36, ulong2(0, 0), true);
-                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb2, sh + ((((sc6 + 16) * 36) + kk) + 1152), 36, ulong2(0, 0), true);
-                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb3, sh + ((((sc6 + 24) * 36) + kk) + 1152), 36, ulong2(0, 0), true);
-                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        }
-        simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
-        simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
-        simdgroup_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
-        simdgroup_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
-        simdgroup_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
-        simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
-        simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
-        simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int s21 = 0; s21 < 16; s21 += 1) {
-            const int l22 = ((s21 * 128) + ti3);
-            const int i23 = (l22 / 64);
-            const int j24 = (l22 % 64);
-            const int gi25 = (m01 + i23);
-            const int gj26 = (n02 + j24);
-            if ((gi25 < 24)) {
-                p8[((gi25 * 64) + gj26)] = sh[((i23 * 68) + j24)];
-            }
-        }
-    }
-}
-
-// fuses scale %12, add %13, silu %14, matmul %15
+// fuses dequant %4, matmul %10, matmul %11, scale %12, add %13, silu %14
 // threadgroup 128×1×1, grid 1×1×1 threadgroups
 kernel void matmul_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        device float* p5 [[buffer(5)]],
+        const device float* p2 [[buffer(2)]],
+        const device uchar* p3_codes [[buffer(3)]],
+        const device uchar* p4_qabsmax [[buffer(4)]],
+        const device float* p5_scales [[buffer(5)]],
+        const device float* p6_offset [[buffer(6)]],
+        device float* p7 [[buffer(7)]],
+        device float* p8 [[buffer(8)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
@@ -322,27 +138,67 @@ kernel void matmul_1(
             const int gk12 = (k0 + k10);
             if ((gi11 < 24)) {
                 const float t13 = p0[((gi11 * 64) + gk12)];
-                const float t14 = p1[((gi11 * 64) + gk12)];
-                const float t15 = (t14 * 0.25f);
-                const float t16 = (t13 + t15);
-                const float t17 = (t16 / (1.0f + exp((-t16))));
-                if ((n02 == 0)) {
-                    p2[((gi11 * 64) + gk12)] = t16;
-                    p3[((gi11 * 64) + gk12)] = t17;
-                }
-                sh[((i9 * 36) + k10)] = t17;
+                sh[((i9 * 36) + k10)] = (t13 * 0.25f);
             } else {
                 sh[((i9 * 36) + k10)] = 0.0f;
             }
         }
-        for (int s18 = 0; s18 < 16; s18 += 1) {
-            const int l19 = ((s18 * 128) + ti3);
-            const int i20 = (l19 / 32);
-            const int k21 = (l19 % 32);
-            const int gi22 = (n02 + i20);
-            const int gk23 = (k0 + k21);
-            const float t24 = p4[((gi22 * 64) + gk23)];
-            sh[(((i20 * 36) + k21) + 1152)] = t24;
+        for (int s14 = 0; s14 < 16; s14 += 1) {
+            const int l15 = ((s14 * 128) + ti3);
+            const int i16 = (l15 / 32);
+            const int k17 = (l15 % 32);
+            const int gi18 = (n02 + i16);
+            const int gk19 = (k0 + k17);
+            const float t20 = p1[((gi18 * 64) + gk19)];
+            sh[(((i16 * 36) + k17) + 1152)] = t20;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int kk = 0; kk < 32; kk += 8) {
+            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa0, sh + ((sr5 * 36) + kk), 36);
+            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa1, sh + (((sr5 + 8) * 36) + kk), 36);
+            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb0, sh + (((sc6 * 36) + kk) + 1152), 36, ulong2(0, 0), true);
+            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb1, sh + ((((sc6 + 8) * 36) + kk) + 1152), 36, ulong2(0, 0), true);
+            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb2, sh + ((((sc6 + 16) * 36) + kk) + 1152), 36, ulong2(0, 0), true);
+            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb3, sh + ((((sc6 + 24) * 36) + kk) + 1152), 36, ulong2(0, 0), true);
+            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    }
+    for (int k0 = 0; k0 < 32; k0 += 32) {
+        for (int s21 = 0; s21 < 8; s21 += 1) {
+            const int l22 = ((s21 * 128) + ti3);
+            const int i23 = (l22 / 32);
+            const int k24 = (l22 % 32);
+            const int gi25 = (m01 + i23);
+            const int gk26 = (k0 + k24);
+            if ((gi25 < 24)) {
+                const float t27 = p2[((gi25 * 32) + gk26)];
+                sh[((i23 * 36) + k24)] = t27;
+            } else {
+                sh[((i23 * 36) + k24)] = 0.0f;
+            }
+        }
+        for (int s28 = 0; s28 < 16; s28 += 1) {
+            const int l29 = ((s28 * 128) + ti3);
+            const int i30 = (l29 / 32);
+            const int k31 = (l29 % 32);
+            const int gi32 = (n02 + i30);
+            const int gk33 = (k0 + k31);
+            const float t34 = (NF4_CODE[((int(p3_codes[(((gi32 * 32) + gk33) / 2)]) >> (((((gi32 * 32) + gk33) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p4_qabsmax[(((gi32 * 32) + gk33) / 64)])] * p5_scales[((((gi32 * 32) + gk33) / 64) / 256)]) + p6_offset[0]));
+            sh[(((i30 * 36) + k31) + 1152)] = t34;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         for (int kk = 0; kk < 32; kk += 8) {
@@ -378,21 +234,117 @@ kernel void matmul_1(
     simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
     simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s25 = 0; s25 < 16; s25 += 1) {
-        const int l26 = ((s25 * 128) + ti3);
-        const int i27 = (l26 / 64);
-        const int j28 = (l26 % 64);
-        const int gi29 = (m01 + i27);
-        const int gj30 = (n02 + j28);
-        if ((gi29 < 24)) {
-            p5[((gi29 * 64) + gj30)] = sh[((i27 * 68) + j28)];
+    for (int s35 = 0; s35 < 16; s35 += 1) {
+        const int l36 = ((s35 * 128) + ti3);
+        const int i37 = (l36 / 64);
+        const int j38 = (l36 % 64);
+        const int gi39 = (m01 + i37);
+        const int gj40 = (n02 + j38);
+        if ((gi39 < 24)) {
+            const float acc41 = sh[((i37 * 68) + j38)];
+            p7[((gi39 * 64) + gj40)] = acc41;
+            const float t42 = (acc41 / (1.0f + exp((-acc41))));
+            p8[((gi39 * 64) + gj40)] = t42;
+        }
+    }
+}
+
+// fuses matmul %15
+// threadgroup 128×1×1, grid 1×1×1 threadgroups
+kernel void matmul_2(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        device float* p2 [[buffer(2)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
+    const int m01 = (int(gid.y) * 32);
+    const int n02 = (int(gid.x) * 64);
+    threadgroup float sh[3456];
+    const int ti3 = int(lid.x);
+    const int sgi4 = int(sg);
+    const int sr5 = ((sgi4 / 2) * 16);
+    const int sc6 = ((sgi4 % 2) * 32);
+    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    for (int k0 = 0; k0 < 64; k0 += 32) {
+        for (int s7 = 0; s7 < 8; s7 += 1) {
+            const int l8 = ((s7 * 128) + ti3);
+            const int i9 = (l8 / 32);
+            const int k10 = (l8 % 32);
+            const int gi11 = (m01 + i9);
+            const int gk12 = (k0 + k10);
+            if ((gi11 < 24)) {
+                const float t13 = p0[((gi11 * 64) + gk12)];
+                sh[((i9 * 36) + k10)] = t13;
+            } else {
+                sh[((i9 * 36) + k10)] = 0.0f;
+            }
+        }
+        for (int s14 = 0; s14 < 16; s14 += 1) {
+            const int l15 = ((s14 * 128) + ti3);
+            const int i16 = (l15 / 32);
+            const int k17 = (l15 % 32);
+            const int gi18 = (n02 + i16);
+            const int gk19 = (k0 + k17);
+            const float t20 = p1[((gi18 * 64) + gk19)];
+            sh[(((i16 * 36) + k17) + 1152)] = t20;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int kk = 0; kk < 32; kk += 8) {
+            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa0, sh + ((sr5 * 36) + kk), 36);
+            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa1, sh + (((sr5 + 8) * 36) + kk), 36);
+            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb0, sh + (((sc6 * 36) + kk) + 1152), 36, ulong2(0, 0), true);
+            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb1, sh + ((((sc6 + 8) * 36) + kk) + 1152), 36, ulong2(0, 0), true);
+            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb2, sh + ((((sc6 + 16) * 36) + kk) + 1152), 36, ulong2(0, 0), true);
+            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb3, sh + ((((sc6 + 24) * 36) + kk) + 1152), 36, ulong2(0, 0), true);
+            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    }
+    simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
+    simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
+    simdgroup_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
+    simdgroup_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
+    simdgroup_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
+    simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
+    simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
+    simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
+    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    for (int s21 = 0; s21 < 16; s21 += 1) {
+        const int l22 = ((s21 * 128) + ti3);
+        const int i23 = (l22 / 64);
+        const int j24 = (l22 % 64);
+        const int gi25 = (m01 + i23);
+        const int gj26 = (n02 + j24);
+        if ((gi25 < 24)) {
+            p2[((gi25 * 64) + gj26)] = sh[((i23 * 68) + j24)];
         }
     }
 }
 
 // fuses dequant %8, matmul %16, matmul %17, scale %18, add %19
 // threadgroup 128×1×1, grid 1×1×1 threadgroups
-kernel void matmul_2(
+kernel void matmul_3(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -560,17 +512,14 @@ kernel void reduce_mean_const_x2_0(
     }
 }
 
-// fuses const %23, reshape %24, broadcast %25, scale %26, mul %27, scale %28, dequant %30,
-//   matmul %31
+// fuses const %23, reshape %24, broadcast %25, scale %26, mul %27, scale %28, scale %29,
+//   matmul %32
 // threadgroup 128×1×1, grid 1×1×1 threadgroups
-kernel void matmul_3(
+kernel void matmul_4(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
-        const device uchar* p2_codes [[buffer(2)]],
-        const device uchar* p3_qabsmax [[buffer(3)]],
-        const device float* p4_scales [[buffer(4)]],
-        const device float* p5_offset [[buffer(5)]],
-        device float* p6 [[buffer(6)]],
+        const device float* p2 [[buffer(2)]],
+        device float* p3 [[buffer(3)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
@@ -600,23 +549,24 @@ kernel void matmul_3(
                 const float t13 = (1.0f * 0.0013020834f);
                 const float t14 = p0[((gi11 * 32) + gk12)];
                 const float t15 = (t13 * t14);
-                const float t16 = (t15 * 2.0f);
                 if ((n02 == 0)) {
                     p1[((gi11 * 32) + gk12)] = t15;
                 }
-                sh[((i9 * 36) + k10)] = t16;
+                const float t16 = (t15 * 2.0f);
+                const float t17 = (t16 * 0.25f);
+                sh[((i9 * 36) + k10)] = t17;
             } else {
                 sh[((i9 * 36) + k10)] = 0.0f;
             }
         }
-        for (int s17 = 0; s17 < 16; s17 += 1) {
-            const int l18 = ((s17 * 128) + ti3);
-            const int k19 = (l18 / 64);
-            const int i20 = (l18 % 64);
-            const int gi21 = (n02 + i20);
-            const int gk22 = (k0 + k19);
-            const float t23 = (NF4_CODE[((int(p2_codes[(((gk22 * 64) + gi21) / 2)]) >> (((((gk22 * 64) + gi21) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p3_qabsmax[(((gk22 * 64) + gi21) / 64)])] * p4_scales[((((gk22 * 64) + gi21) / 64) / 256)]) + p5_offset[0]));
-            sh[(((k19 * 68) + i20) + 1152)] = t23;
+        for (int s18 = 0; s18 < 16; s18 += 1) {
+            const int l19 = ((s18 * 128) + ti3);
+            const int k20 = (l19 / 64);
+            const int i21 = (l19 % 64);
+            const int gi22 = (n02 + i21);
+            const int gk23 = (k0 + k20);
+            const float t24 = p2[((gk23 * 64) + gi22)];
+            sh[(((k20 * 68) + i21) + 1152)] = t24;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         for (int kk = 0; kk < 32; kk += 8) {
@@ -652,121 +602,46 @@ kernel void matmul_3(
     simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
     simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s24 = 0; s24 < 16; s24 += 1) {
-        const int l25 = ((s24 * 128) + ti3);
-        const int i26 = (l25 / 64);
-        const int j27 = (l25 % 64);
-        const int gi28 = (m01 + i26);
-        const int gj29 = (n02 + j27);
-        if ((gi28 < 24)) {
-            p6[((gi28 * 64) + gj29)] = sh[((i26 * 68) + j27)];
+    for (int s25 = 0; s25 < 16; s25 += 1) {
+        const int l26 = ((s25 * 128) + ti3);
+        const int i27 = (l26 / 64);
+        const int j28 = (l26 % 64);
+        const int gi29 = (m01 + i27);
+        const int gj30 = (n02 + j28);
+        if ((gi29 < 24)) {
+            p3[((gi29 * 64) + gj30)] = sh[((i27 * 68) + j28)];
         }
     }
 }
 
-// 2 independent kernels in one launch
-// part 0 (matmul): fuses scale %28, scale %29, matmul %32
-// part 1 (matmul): fuses scale %28, scale %29, matmul %33
-// threadgroup 128×1×1, grid 2×1×1 threadgroups
-kernel void matmul_x2_1(
+// 3 independent kernels in one launch
+// part 0 (matmul): fuses scale %28, scale %29, matmul %33
+// part 1 (matmul): fuses matmul %35
+// part 2 (matmul): fuses scale %28, dequant %30, matmul %31, matmul %34, add %36, sigmoid %37, const %38, sub %39,
+//   mul %40, add %41, mul %42
+// threadgroup 128×1×1, grid 3×1×1 threadgroups
+kernel void matmul_x3_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         const device float* p3 [[buffer(3)]],
-        device float* p4 [[buffer(4)]],
+        const device float* p4 [[buffer(4)]],
+        device float* p5 [[buffer(5)]],
+        const device uchar* p6 [[buffer(6)]],
+        const device uchar* p7 [[buffer(7)]],
+        const device float* p8 [[buffer(8)]],
+        const device float* p9 [[buffer(9)]],
+        const device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
+        device float* p12 [[buffer(12)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
-    threadgroup float sh[3328];
+    threadgroup float sh[4352];
     if ((int(gid.x) < 1)) {
         const int h0 = (int(gid.x) - 0);
         const int m01 = (h0 * 32);
         const int n02 = (h0 * 64);
-        const int ti3 = int(lid.x);
-        const int sgi4 = int(sg);
-        const int sr5 = ((sgi4 / 2) * 16);
-        const int sc6 = ((sgi4 % 2) * 32);
-        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        for (int k0 = 0; k0 < 32; k0 += 32) {
-            for (int s7 = 0; s7 < 8; s7 += 1) {
-                const int l8 = ((s7 * 128) + ti3);
-                const int i9 = (l8 / 32);
-                const int k10 = (l8 % 32);
-                const int gi11 = (m01 + i9);
-                const int gk12 = (k0 + k10);
-                if ((gi11 < 24)) {
-                    const float t13 = p0[((gi11 * 32) + gk12)];
-                    const float t14 = (t13 * 2.0f);
-                    const float t15 = (t14 * 0.25f);
-                    sh[((i9 * 36) + k10)] = t15;
-                } else {
-                    sh[((i9 * 36) + k10)] = 0.0f;
-                }
-            }
-            for (int s16 = 0; s16 < 16; s16 += 1) {
-                const int l17 = ((s16 * 128) + ti3);
-                const int k18 = (l17 / 64);
-                const int i19 = (l17 % 64);
-                const int gi20 = (n02 + i19);
-                const int gk21 = (k0 + k18);
-                const float t22 = p1[((gk21 * 64) + gi20)];
-                sh[(((k18 * 68) + i19) + 1152)] = t22;
-            }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-            for (int kk = 0; kk < 32; kk += 8) {
-                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa0, sh + ((sr5 * 36) + kk), 36);
-                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa1, sh + (((sr5 + 8) * 36) + kk), 36);
-                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb0, sh + (((kk * 68) + sc6) + 1152), 68);
-                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb1, sh + (((kk * 68) + (sc6 + 8)) + 1152), 68);
-                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb2, sh + (((kk * 68) + (sc6 + 16)) + 1152), 68);
-                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb3, sh + (((kk * 68) + (sc6 + 24)) + 1152), 68);
-                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        }
-        simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
-        simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
-        simdgroup_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
-        simdgroup_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
-        simdgroup_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
-        simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
-        simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
-        simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int s23 = 0; s23 < 16; s23 += 1) {
-            const int l24 = ((s23 * 128) + ti3);
-            const int i25 = (l24 / 64);
-            const int j26 = (l24 % 64);
-            const int gi27 = (m01 + i25);
-            const int gj28 = (n02 + j26);
-            if ((gi27 < 24)) {
-                p2[((gi27 * 64) + gj28)] = sh[((i25 * 68) + j26)];
-            }
-        }
-    } else if ((int(gid.x) < 2)) {
-        const int h1 = (int(gid.x) - 1);
-        const int m01 = (h1 * 32);
-        const int n02 = (h1 * 64);
         const int ti3 = int(lid.x);
         const int sgi4 = int(sg);
         const int sr5 = ((sgi4 / 2) * 16);
@@ -802,7 +677,7 @@ kernel void matmul_x2_1(
                 const int gi20 = (n02 + i19);
                 const int gk21 = (k0 + k18);
                 if ((gk21 < 24)) {
-                    const float t22 = p3[((gk21 * 64) + gi20)];
+                    const float t22 = p1[((gk21 * 64) + gi20)];
                     sh[(((k18 * 68) + i19) + 1152)] = t22;
                 } else {
                     sh[(((k18 * 68) + i19) + 1152)] = 0.0f;
@@ -848,107 +723,7 @@ kernel void matmul_x2_1(
             const int j26 = (l24 % 64);
             const int gi27 = (m01 + i25);
             const int gj28 = (n02 + j26);
-            p4[((gi27 * 64) + gj28)] = sh[((i25 * 68) + j26)];
-        }
-    }
-}
-
-// 2 independent kernels in one launch
-// part 0 (matmul): fuses matmul %34
-// part 1 (matmul): fuses matmul %35
-// threadgroup 128×1×1, grid 2×1×1 threadgroups
-kernel void matmul_x2_2(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        device float* p4 [[buffer(4)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]],
-        uint sg [[simdgroup_index_in_threadgroup]]) {
-    threadgroup float sh[4352];
-    if ((int(gid.x) < 1)) {
-        const int h0 = (int(gid.x) - 0);
-        const int m01 = (h0 * 32);
-        const int n02 = (h0 * 64);
-        const int ti3 = int(lid.x);
-        const int sgi4 = int(sg);
-        const int sr5 = ((sgi4 / 2) * 16);
-        const int sc6 = ((sgi4 % 2) * 32);
-        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        for (int k0 = 0; k0 < 64; k0 += 32) {
-            for (int s7 = 0; s7 < 8; s7 += 1) {
-                const int l8 = ((s7 * 128) + ti3);
-                const int i9 = (l8 / 32);
-                const int k10 = (l8 % 32);
-                const int gi11 = (m01 + i9);
-                const int gk12 = (k0 + k10);
-                if ((gi11 < 24)) {
-                    const float t13 = p0[((gi11 * 64) + gk12)];
-                    sh[((i9 * 36) + k10)] = t13;
-                } else {
-                    sh[((i9 * 36) + k10)] = 0.0f;
-                }
-            }
-            for (int s14 = 0; s14 < 16; s14 += 1) {
-                const int l15 = ((s14 * 128) + ti3);
-                const int k16 = (l15 / 64);
-                const int i17 = (l15 % 64);
-                const int gi18 = (n02 + i17);
-                const int gk19 = (k0 + k16);
-                const float t20 = p1[((gk19 * 64) + gi18)];
-                sh[(((k16 * 68) + i17) + 1152)] = t20;
-            }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-            for (int kk = 0; kk < 32; kk += 8) {
-                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa0, sh + ((sr5 * 36) + kk), 36);
-                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa1, sh + (((sr5 + 8) * 36) + kk), 36);
-                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb0, sh + (((kk * 68) + sc6) + 1152), 68);
-                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb1, sh + (((kk * 68) + (sc6 + 8)) + 1152), 68);
-                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb2, sh + (((kk * 68) + (sc6 + 16)) + 1152), 68);
-                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb3, sh + (((kk * 68) + (sc6 + 24)) + 1152), 68);
-                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        }
-        simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
-        simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
-        simdgroup_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
-        simdgroup_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
-        simdgroup_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
-        simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
-        simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
-        simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int s21 = 0; s21 < 16; s21 += 1) {
-            const int l22 = ((s21 * 128) + ti3);
-            const int i23 = (l22 / 64);
-            const int j24 = (l22 % 64);
-            const int gi25 = (m01 + i23);
-            const int gj26 = (n02 + j24);
-            if ((gi25 < 24)) {
-                p2[((gi25 * 64) + gj26)] = sh[((i23 * 68) + j24)];
-            }
+            p2[((gi27 * 64) + gj28)] = sh[((i25 * 68) + j26)];
         }
     } else if ((int(gid.x) < 2)) {
         const int h1 = (int(gid.x) - 1);
@@ -982,7 +757,7 @@ kernel void matmul_x2_2(
                 const int gi11 = (m01 + i10);
                 const int gk12 = (k0 + k9);
                 if ((gk12 < 24)) {
-                    const float t13 = p0[((gk12 * 64) + gi11)];
+                    const float t13 = p3[((gk12 * 64) + gi11)];
                     sh[((k9 * 68) + i10)] = t13;
                 } else {
                     sh[((k9 * 68) + i10)] = 0.0f;
@@ -995,7 +770,7 @@ kernel void matmul_x2_2(
                 const int gi18 = (n02 + i17);
                 const int gk19 = (k0 + k16);
                 if ((gk19 < 24)) {
-                    const float t20 = p3[((gk19 * 64) + gi18)];
+                    const float t20 = p4[((gk19 * 64) + gi18)];
                     sh[(((k16 * 68) + i17) + 1088)] = t20;
                 } else {
                     sh[(((k16 * 68) + i17) + 1088)] = 0.0f;
@@ -1061,140 +836,253 @@ kernel void matmul_x2_2(
             const int j24 = (l22 % 64);
             const int gi25 = (m01 + i23);
             const int gj26 = (n02 + j24);
-            p4[((gi25 * 64) + gj26)] = sh[((i23 * 68) + j24)];
+            p5[((gi25 * 64) + gj26)] = sh[((i23 * 68) + j24)];
         }
-    }
-}
-
-// fuses add %36, sigmoid %37, const %38, sub %39, mul %40, add %41, mul %42, scale %43, matmul %44
-// threadgroup 128×1×1, grid 1×1×1 threadgroups
-kernel void matmul_4(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        device float* p4 [[buffer(4)]],
-        const device float* p5 [[buffer(5)]],
-        device float* p6 [[buffer(6)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]],
-        uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int m01 = (int(gid.y) * 32);
-    const int n02 = (int(gid.x) * 64);
-    threadgroup float sh[3328];
-    const int ti3 = int(lid.x);
-    const int sgi4 = int(sg);
-    const int sr5 = ((sgi4 / 2) * 16);
-    const int sc6 = ((sgi4 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 64; k0 += 32) {
-        for (int s7 = 0; s7 < 8; s7 += 1) {
-            const int l8 = ((s7 * 128) + ti3);
-            const int i9 = (l8 / 32);
-            const int k10 = (l8 % 32);
-            const int gi11 = (m01 + i9);
-            const int gk12 = (k0 + k10);
-            if ((gi11 < 24)) {
-                const float t13 = p0[((gi11 * 64) + gk12)];
-                const float t14 = p1[((gi11 * 64) + gk12)];
-                const float t15 = (t13 + t14);
-                const float t16 = p2[((gi11 * 64) + gk12)];
-                const float t17 = (1.0f / (1.0f + exp((-t16))));
-                const float t18 = p3[((gi11 * 64) + gk12)];
-                const float t19 = (1.0f - t17);
-                const float t20 = (t18 * t19);
-                const float t21 = (t17 + t20);
-                const float t22 = (t15 * t21);
-                const float t23 = (t22 * 0.25f);
-                if ((n02 == 0)) {
-                    p4[((gi11 * 64) + gk12)] = t22;
+    } else if ((int(gid.x) < 3)) {
+        const int h2 = (int(gid.x) - 2);
+        const int m01 = (h2 * 32);
+        const int n02 = (h2 * 64);
+        const int ti3 = int(lid.x);
+        const int sgi4 = int(sg);
+        const int sr5 = ((sgi4 / 2) * 16);
+        const int sc6 = ((sgi4 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 32; k0 += 32) {
+            for (int s7 = 0; s7 < 8; s7 += 1) {
+                const int l8 = ((s7 * 128) + ti3);
+                const int i9 = (l8 / 32);
+                const int k10 = (l8 % 32);
+                const int gi11 = (m01 + i9);
+                const int gk12 = (k0 + k10);
+                if ((gi11 < 24)) {
+                    const float t13 = p0[((gi11 * 32) + gk12)];
+                    const float t14 = (t13 * 2.0f);
+                    sh[((i9 * 36) + k10)] = t14;
+                } else {
+                    sh[((i9 * 36) + k10)] = 0.0f;
                 }
-                sh[((i9 * 36) + k10)] = t23;
-            } else {
-                sh[((i9 * 36) + k10)] = 0.0f;
             }
+            for (int s15 = 0; s15 < 16; s15 += 1) {
+                const int l16 = ((s15 * 128) + ti3);
+                const int k17 = (l16 / 64);
+                const int i18 = (l16 % 64);
+                const int gi19 = (n02 + i18);
+                const int gk20 = (k0 + k17);
+                const float t21 = (NF4_CODE[((int(p6[(((gk20 * 64) + gi19) / 2)]) >> (((((gk20 * 64) + gi19) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p7[(((gk20 * 64) + gi19) / 64)])] * p8[((((gk20 * 64) + gi19) / 64) / 256)]) + p9[0]));
+                sh[(((k17 * 68) + i18) + 1152)] = t21;
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 32; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((sr5 * 36) + kk), 36);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + (((sr5 + 8) * 36) + kk), 36);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc6) + 1152), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc6 + 8)) + 1152), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc6 + 16)) + 1152), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc6 + 24)) + 1152), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         }
-        for (int s24 = 0; s24 < 16; s24 += 1) {
-            const int l25 = ((s24 * 128) + ti3);
-            const int k26 = (l25 / 64);
-            const int i27 = (l25 % 64);
-            const int gi28 = (n02 + i27);
-            const int gk29 = (k0 + k26);
-            const float t30 = p5[((gk29 * 64) + gi28)];
-            sh[(((k26 * 68) + i27) + 1152)] = t30;
+        for (int k0 = 0; k0 < 64; k0 += 32) {
+            for (int s22 = 0; s22 < 8; s22 += 1) {
+                const int l23 = ((s22 * 128) + ti3);
+                const int i24 = (l23 / 32);
+                const int k25 = (l23 % 32);
+                const int gi26 = (m01 + i24);
+                const int gk27 = (k0 + k25);
+                if ((gi26 < 24)) {
+                    const float t28 = p3[((gi26 * 64) + gk27)];
+                    sh[((i24 * 36) + k25)] = t28;
+                } else {
+                    sh[((i24 * 36) + k25)] = 0.0f;
+                }
+            }
+            for (int s29 = 0; s29 < 16; s29 += 1) {
+                const int l30 = ((s29 * 128) + ti3);
+                const int k31 = (l30 / 64);
+                const int i32 = (l30 % 64);
+                const int gi33 = (n02 + i32);
+                const int gk34 = (k0 + k31);
+                const float t35 = p10[((gk34 * 64) + gi33)];
+                sh[(((k31 * 68) + i32) + 1152)] = t35;
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 32; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((sr5 * 36) + kk), 36);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + (((sr5 + 8) * 36) + kk), 36);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc6) + 1152), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc6 + 8)) + 1152), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc6 + 16)) + 1152), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc6 + 24)) + 1152), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         }
+        simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
+        simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
+        simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 32; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr5 * 36) + kk), 36);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr5 + 8) * 36) + kk), 36);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 68) + sc6) + 1152), 68);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 68) + (sc6 + 8)) + 1152), 68);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + (((kk * 68) + (sc6 + 16)) + 1152), 68);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + (((kk * 68) + (sc6 + 24)) + 1152), 68);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
-    simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
-    simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s31 = 0; s31 < 16; s31 += 1) {
-        const int l32 = ((s31 * 128) + ti3);
-        const int i33 = (l32 / 64);
-        const int j34 = (l32 % 64);
-        const int gi35 = (m01 + i33);
-        const int gj36 = (n02 + j34);
-        if ((gi35 < 24)) {
-            p6[((gi35 * 64) + gj36)] = sh[((i33 * 68) + j34)];
+        for (int s36 = 0; s36 < 16; s36 += 1) {
+            const int l37 = ((s36 * 128) + ti3);
+            const int i38 = (l37 / 64);
+            const int j39 = (l37 % 64);
+            const int gi40 = (m01 + i38);
+            const int gj41 = (n02 + j39);
+            if ((gi40 < 24)) {
+                const float acc42 = sh[((i38 * 68) + j39)];
+                const float t43 = p11[((gi40 * 64) + gj41)];
+                const float t44 = (1.0f / (1.0f + exp((-t43))));
+                const float t45 = p4[((gi40 * 64) + gj41)];
+                const float t46 = (1.0f - t44);
+                const float t47 = (t45 * t46);
+                const float t48 = (t44 + t47);
+                const float t49 = (acc42 * t48);
+                p12[((gi40 * 64) + gj41)] = t49;
+            }
         }
     }
 }
 
 // 2 independent kernels in one launch
-// part 0 (matmul): fuses scale %43, matmul %45
-// part 1 (matmul): fuses matmul %46
+// part 0 (matmul): fuses scale %43, matmul %44
+// part 1 (matmul): fuses scale %43, matmul %45
 // threadgroup 128×1×1, grid 2×1×1 threadgroups
-kernel void matmul_x2_3(
+kernel void matmul_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         const device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        device float* p5 [[buffer(5)]],
+        device float* p4 [[buffer(4)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[4352];
     if ((int(gid.x) < 1)) {
         const int h0 = (int(gid.x) - 0);
-        const int m01 = (h0 * 64);
+        const int m01 = (h0 * 32);
         const int n02 = (h0 * 64);
+        const int ti3 = int(lid.x);
+        const int sgi4 = int(sg);
+        const int sr5 = ((sgi4 / 2) * 16);
+        const int sc6 = ((sgi4 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 64; k0 += 32) {
+            for (int s7 = 0; s7 < 8; s7 += 1) {
+                const int l8 = ((s7 * 128) + ti3);
+                const int i9 = (l8 / 32);
+                const int k10 = (l8 % 32);
+                const int gi11 = (m01 + i9);
+                const int gk12 = (k0 + k10);
+                if ((gi11 < 24)) {
+                    const float t13 = p0[((gi11 * 64) + gk12)];
+                    const float t14 = (t13 * 0.25f);
+                    sh[((i9 * 36) + k10)] = t14;
+                } else {
+                    sh[((i9 * 36) + k10)] = 0.0f;
+                }
+            }
+            for (int s15 = 0; s15 < 16; s15 += 1) {
+                const int l16 = ((s15 * 128) + ti3);
+                const int k17 = (l16 / 64);
+                const int i18 = (l16 % 64);
+                const int gi19 = (n02 + i18);
+                const int gk20 = (k0 + k17);
+                const float t21 = p1[((gk20 * 64) + gi19)];
+                sh[(((k17 * 68) + i18) + 1152)] = t21;
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 32; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((sr5 * 36) + kk), 36);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + (((sr5 + 8) * 36) + kk), 36);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc6) + 1152), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc6 + 8)) + 1152), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc6 + 16)) + 1152), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc6 + 24)) + 1152), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        }
+        simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
+        simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
+        simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int s22 = 0; s22 < 16; s22 += 1) {
+            const int l23 = ((s22 * 128) + ti3);
+            const int i24 = (l23 / 64);
+            const int j25 = (l23 % 64);
+            const int gi26 = (m01 + i24);
+            const int gj27 = (n02 + j25);
+            if ((gi26 < 24)) {
+                p2[((gi26 * 64) + gj27)] = sh[((i24 * 68) + j25)];
+            }
+        }
+    } else if ((int(gid.x) < 2)) {
+        const int h1 = (int(gid.x) - 1);
+        const int m01 = (h1 * 64);
+        const int n02 = (h1 * 64);
         const int ti3 = int(lid.x);
         const int sgi4 = int(sg);
         const int sr5 = ((sgi4 / 2) * 32);
@@ -1237,7 +1125,7 @@ kernel void matmul_x2_3(
                 const int gi19 = (n02 + i18);
                 const int gk20 = (k0 + k17);
                 if ((gk20 < 24)) {
-                    const float t21 = p1[((gk20 * 64) + gi19)];
+                    const float t21 = p3[((gk20 * 64) + gi19)];
                     sh[(((k17 * 68) + i18) + 1088)] = t21;
                 } else {
                     sh[(((k17 * 68) + i18) + 1088)] = 0.0f;
@@ -1303,93 +1191,103 @@ kernel void matmul_x2_3(
             const int j25 = (l23 % 64);
             const int gi26 = (m01 + i24);
             const int gj27 = (n02 + j25);
-            p2[((gi26 * 64) + gj27)] = sh[((i24 * 68) + j25)];
+            p4[((gi26 * 64) + gj27)] = sh[((i24 * 68) + j25)];
         }
-    } else if ((int(gid.x) < 2)) {
-        const int h1 = (int(gid.x) - 1);
-        const int m01 = (h1 * 64);
-        const int n02 = (h1 * 32);
-        const int ti3 = int(lid.x);
-        const int sgi4 = int(sg);
-        const int sr5 = ((sgi4 / 2) * 32);
-        const int sc6 = ((sgi4 % 2) * 16);
-        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        for (int k0 = 0; k0 < 24; k0 += 32) {
-            for (int s7 = 0; s7 < 16; s7 += 1) {
-                const int l8 = ((s7 * 128) + ti3);
-                const int k9 = (l8 / 64);
-                const int i10 = (l8 % 64);
-                const int gi11 = (m01 + i10);
-                const int gk12 = (k0 + k9);
-                if ((gk12 < 24)) {
-                    const float t13 = p3[((gk12 * 64) + gi11)];
-                    sh[((k9 * 68) + i10)] = t13;
-                } else {
-                    sh[((k9 * 68) + i10)] = 0.0f;
-                }
+    }
+}
+
+// fuses matmul %46
+// threadgroup 128×1×1, grid 1×1×1 threadgroups
+kernel void matmul_5(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        device float* p2 [[buffer(2)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
+    const int m01 = (int(gid.y) * 64);
+    const int n02 = (int(gid.x) * 32);
+    threadgroup float sh[3328];
+    const int ti3 = int(lid.x);
+    const int sgi4 = int(sg);
+    const int sr5 = ((sgi4 / 2) * 32);
+    const int sc6 = ((sgi4 % 2) * 16);
+    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    for (int k0 = 0; k0 < 24; k0 += 32) {
+        for (int s7 = 0; s7 < 16; s7 += 1) {
+            const int l8 = ((s7 * 128) + ti3);
+            const int k9 = (l8 / 64);
+            const int i10 = (l8 % 64);
+            const int gi11 = (m01 + i10);
+            const int gk12 = (k0 + k9);
+            if ((gk12 < 24)) {
+                const float t13 = p0[((gk12 * 64) + gi11)];
+                sh[((k9 * 68) + i10)] = t13;
+            } else {
+                sh[((k9 * 68) + i10)] = 0.0f;
             }
-            for (int s14 = 0; s14 < 8; s14 += 1) {
-                const int l15 = ((s14 * 128) + ti3);
-                const int k16 = (l15 / 32);
-                const int i17 = (l15 % 32);
-                const int gi18 = (n02 + i17);
-                const int gk19 = (k0 + k16);
-                if ((gk19 < 24)) {
-                    const float t20 = p4[((gk19 * 32) + gi18)];
-                    sh[(((k16 * 36) + i17) + 2176)] = t20;
-                } else {
-                    sh[(((k16 * 36) + i17) + 2176)] = 0.0f;
-                }
-            }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-            for (int kk = 0; kk < 32; kk += 8) {
-                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
-                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa1, sh + ((kk * 68) + (sr5 + 8)), 68, ulong2(0, 0), true);
-                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa2, sh + ((kk * 68) + (sr5 + 16)), 68, ulong2(0, 0), true);
-                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa3, sh + ((kk * 68) + (sr5 + 24)), 68, ulong2(0, 0), true);
-                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb0, sh + (((kk * 36) + sc6) + 2176), 36);
-                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb1, sh + (((kk * 36) + (sc6 + 8)) + 2176), 36);
-                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-            }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         }
-        simdgroup_store(acc0_0, sh + ((sr5 * 36) + sc6), 36);
-        simdgroup_store(acc0_1, sh + ((sr5 * 36) + (sc6 + 8)), 36);
-        simdgroup_store(acc1_0, sh + (((sr5 + 8) * 36) + sc6), 36);
-        simdgroup_store(acc1_1, sh + (((sr5 + 8) * 36) + (sc6 + 8)), 36);
-        simdgroup_store(acc2_0, sh + (((sr5 + 16) * 36) + sc6), 36);
-        simdgroup_store(acc2_1, sh + (((sr5 + 16) * 36) + (sc6 + 8)), 36);
-        simdgroup_store(acc3_0, sh + (((sr5 + 24) * 36) + sc6), 36);
-        simdgroup_store(acc3_1, sh + (((sr5 + 24) * 36) + (sc6 + 8)), 36);
+        for (int s14 = 0; s14 < 8; s14 += 1) {
+            const int l15 = ((s14 * 128) + ti3);
+            const int k16 = (l15 / 32);
+            const int i17 = (l15 % 32);
+            const int gi18 = (n02 + i17);
+            const int gk19 = (k0 + k16);
+            if ((gk19 < 24)) {
+                const float t20 = p1[((gk19 * 32) + gi18)];
+                sh[(((k16 * 36) + i17) + 2176)] = t20;
+            } else {
+                sh[(((k16 * 36) + i17) + 2176)] = 0.0f;
+            }
+        }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int s21 = 0; s21 < 16; s21 += 1) {
-            const int l22 = ((s21 * 128) + ti3);
-            const int i23 = (l22 / 32);
-            const int j24 = (l22 % 32);
-            const int gi25 = (m01 + i23);
-            const int gj26 = (n02 + j24);
-            p5[((gi25 * 32) + gj26)] = sh[((i23 * 36) + j24)];
+        for (int kk = 0; kk < 32; kk += 8) {
+            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
+            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa1, sh + ((kk * 68) + (sr5 + 8)), 68, ulong2(0, 0), true);
+            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa2, sh + ((kk * 68) + (sr5 + 16)), 68, ulong2(0, 0), true);
+            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa3, sh + ((kk * 68) + (sr5 + 24)), 68, ulong2(0, 0), true);
+            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb0, sh + (((kk * 36) + sc6) + 2176), 36);
+            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb1, sh + (((kk * 36) + (sc6 + 8)) + 2176), 36);
+            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
         }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    }
+    simdgroup_store(acc0_0, sh + ((sr5 * 36) + sc6), 36);
+    simdgroup_store(acc0_1, sh + ((sr5 * 36) + (sc6 + 8)), 36);
+    simdgroup_store(acc1_0, sh + (((sr5 + 8) * 36) + sc6), 36);
+    simdgroup_store(acc1_1, sh + (((sr5 + 8) * 36) + (sc6 + 8)), 36);
+    simdgroup_store(acc2_0, sh + (((sr5 + 16) * 36) + sc6), 36);
+    simdgroup_store(acc2_1, sh + (((sr5 + 16) * 36) + (sc6 + 8)), 36);
+    simdgroup_store(acc3_0, sh + (((sr5 + 24) * 36) + sc6), 36);
+    simdgroup_store(acc3_1, sh + (((sr5 + 24) * 36) + (sc6 + 8)), 36);
+    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    for (int s21 = 0; s21 < 16; s21 += 1) {
+        const int l22 = ((s21 * 128) + ti3);
+        const int i23 = (l22 / 32);
+        const int j24 = (l22 % 32);
+        const int gi25 = (m01 + i23);
+        const int gj26 = (n02 + j24);
+        p2[((gi25 * 32) + gj26)] = sh[((i23 * 36) + j24)];
     }
 }
 

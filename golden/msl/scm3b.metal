@@ -411,9 +411,11 @@ kernel void matmul_2(
             const float t21 = p1[((gk13 * 4) + 3)];
             const float t22 = p2[((((c1 * 512) + gi12) * 8192) + gk13)];
             const float t23 = ((((t14 + ((gi12 >= 3) ? (t15 * t16) : 0.0f)) + ((gi12 >= 2) ? (t17 * t18) : 0.0f)) + ((gi12 >= 1) ? (t19 * t20) : 0.0f)) + (t21 * t22));
-            const float t24 = (t23 / (1.0f + exp((-t23))));
             if ((n03 == 0)) {
                 p3[((((c1 * 512) + gi12) * 4096) + gk13)] = t23;
+            }
+            const float t24 = (t23 / (1.0f + exp((-t23))));
+            if ((n03 == 0)) {
                 p4[((((c1 * 512) + gi12) * 4096) + gk13)] = t24;
             }
             sh[((i10 * 20) + k11)] = t24;
@@ -633,7 +635,7 @@ kernel void matmul_exp_x2_0(
     }
 }
 
-// fuses slice %32, slice %33, neg %39, selective_scan %40 (mamba.0)
+// fuses slice %27, slice %32, slice %33, neg %39, selective_scan %40, silu %42, mul %43 (mamba.0)
 // threadgroup 256×1×1, grid 256×1×1 threadgroups
 kernel void selective_scan_0(
         const device float* p0 [[buffer(0)]],
@@ -643,6 +645,9 @@ kernel void selective_scan_0(
         const device float* p4 [[buffer(4)]],
         const device float* p5 [[buffer(5)]],
         device float* p6 [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
+        device float* p8 [[buffer(8)]],
+        device float* p9 [[buffer(9)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     const int b1 = int(gid.y);
@@ -666,21 +671,24 @@ kernel void selective_scan_0(
             const float r17 = (r16 + simd_shuffle_xor(r16, ushort(2)));
             const float r18 = (r17 + simd_shuffle_xor(r17, ushort(1)));
             if ((n3 == 0)) {
-                p6[((((b1 * 512) + t9) * 4096) + ch2)] = (r18 + (t6 * t11));
+                const float acc19 = (r18 + (t6 * t11));
+                p6[((((b1 * 512) + t9) * 4096) + ch2)] = acc19;
+                const float t20 = p7[((((b1 * 512) + t9) * 8192) + (ch2 + 4096))];
+                const float t21 = (t20 / (1.0f + exp((-t20))));
+                p8[((((b1 * 512) + t9) * 4096) + ch2)] = t21;
+                const float t22 = (acc19 * t21);
+                p9[((((b1 * 512) + t9) * 4096) + ch2)] = t22;
             }
         }
     }
 }
 
-// fuses slice %27, silu %42, mul %43, matmul %44 (mamba.0)
+// fuses matmul %44 (mamba.0)
 // threadgroup 128×1×1, grid 2×8×1 threadgroups
 kernel void matmul_3(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
-        device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        device float* p5 [[buffer(5)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
@@ -716,26 +724,19 @@ kernel void matmul_3(
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
             const float t14 = p0[((((c1 * 512) + gi12) * 4096) + gk13)];
-            const float t15 = p1[((((c1 * 512) + gi12) * 8192) + (gk13 + 4096))];
-            const float t16 = (t15 / (1.0f + exp((-t15))));
-            const float t17 = (t14 * t16);
-            if ((n03 == 0)) {
-                p2[((((c1 * 512) + gi12) * 4096) + gk13)] = t16;
-                p3[((((c1 * 512) + gi12) * 4096) + gk13)] = t17;
-            }
-            sh[((i10 * 20) + k11)] = t17;
+            sh[((i10 * 20) + k11)] = t14;
         }
-        for (int s18 = 0; s18 < 8; s18 += 1) {
-            const int l19 = ((s18 * 128) + ti4);
-            const int i20 = (l19 / 16);
-            const int k21 = (l19 % 16);
-            const int gi22 = (n03 + i20);
-            const int gk23 = (k0 + k21);
-            if ((gi22 < 84)) {
-                const float t24 = p4[((gi22 * 4096) + gk23)];
-                sh[(((i20 * 20) + k21) + 1280)] = t24;
+        for (int s15 = 0; s15 < 8; s15 += 1) {
+            const int l16 = ((s15 * 128) + ti4);
+            const int i17 = (l16 / 16);
+            const int k18 = (l16 % 16);
+            const int gi19 = (n03 + i17);
+            const int gk20 = (k0 + k18);
+            if ((gi19 < 84)) {
+                const float t21 = p1[((gi19 * 4096) + gk20)];
+                sh[(((i17 * 20) + k18) + 1280)] = t21;
             } else {
-                sh[(((i20 * 20) + k21) + 1280)] = 0.0f;
+                sh[(((i17 * 20) + k18) + 1280)] = 0.0f;
             }
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -792,14 +793,14 @@ kernel void matmul_3(
     simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s25 = 0; s25 < 32; s25 += 1) {
-        const int l26 = ((s25 * 128) + ti4);
-        const int i27 = (l26 / 64);
-        const int j28 = (l26 % 64);
-        const int gi29 = (m02 + i27);
-        const int gj30 = (n03 + j28);
-        if ((gj30 < 84)) {
-            p5[((((c1 * 512) + gi29) * 84) + gj30)] = sh[((i27 * 68) + j28)];
+    for (int s22 = 0; s22 < 32; s22 += 1) {
+        const int l23 = ((s22 * 128) + ti4);
+        const int i24 = (l23 / 64);
+        const int j25 = (l23 % 64);
+        const int gi26 = (m02 + i24);
+        const int gj27 = (n03 + j25);
+        if ((gj27 < 84)) {
+            p2[((((c1 * 512) + gi26) * 84) + gj27)] = sh[((i24 * 68) + j25)];
         }
     }
 }
@@ -1852,10 +1853,12 @@ kernel void grouped_matmul_2(
             if ((gi20 < t10)) {
                 const float t22 = p2[((gi20 * 10752) + gk21)];
                 const float t23 = (t22 / (1.0f + exp((-t22))));
+                if ((n02 == 0)) {
+                    p3[((gi20 * 5376) + gk21)] = t23;
+                }
                 const float t24 = p2[((gi20 * 10752) + (gk21 + 5376))];
                 const float t25 = (t23 * t24);
                 if ((n02 == 0)) {
-                    p3[((gi20 * 5376) + gk21)] = t23;
                     p4[((gi20 * 5376) + gk21)] = t25;
                 }
                 sh[((i18 * 20) + k19)] = t25;
@@ -3774,286 +3777,177 @@ kernel void matmul_10(
     }
 }
 
-// fuses slice %1828, causal_conv1d_bwd %1908 (mamba.29)
-// threadgroup 256×1×1, grid 8192×1×1 threadgroups
-kernel void causal_conv1d_bwd_0(
+// fuses slice %1828, causal_conv1d_bwd %1908, concat %1911, scale %1912, matmul %1915 (mamba.29)
+// threadgroup 128×1×1, grid 2×8×1 threadgroups
+kernel void matmul_11(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    const int c2 = (i1 / 2097152);
-    const int c3 = ((i1 / 4096) % 512);
-    const int c4 = (i1 % 4096);
-    const float t5 = p0[i1];
-    const float t6 = p1[((c4 * 4) + 3)];
-    const float t7 = p0[((((c2 * 512) + min((c3 + 1), 511)) * 4096) + c4)];
-    const float t8 = p1[((c4 * 4) + 2)];
-    const float t9 = p0[((((c2 * 512) + min((c3 + 2), 511)) * 4096) + c4)];
-    const float t10 = p1[((c4 * 4) + 1)];
-    const float t11 = p0[((((c2 * 512) + min((c3 + 3), 511)) * 4096) + c4)];
-    const float t12 = p1[((c4 * 4) + 0)];
-    p2[i1] = ((((t5 * t6) + ((c3 < 511) ? (t7 * t8) : 0.0f)) + ((c3 < 510) ? (t9 * t10) : 0.0f)) + ((c3 < 509) ? (t11 * t12) : 0.0f));
+        const device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        device float* p5 [[buffer(5)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
+    const int c1 = int(gid.z);
+    const int m02 = (int(gid.y) * 64);
+    const int n03 = (int(gid.x) * 64);
+    threadgroup float sh[4352];
+    const int ti4 = int(lid.x);
+    const int sgi5 = int(sg);
+    const int sr6 = ((sgi5 / 2) * 32);
+    const int sc7 = ((sgi5 % 2) * 32);
+    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    for (int k0 = 0; k0 < 8192; k0 += 16) {
+        for (int s8 = 0; s8 < 8; s8 += 1) {
+            const int l9 = ((s8 * 128) + ti4);
+            const int i10 = (l9 / 16);
+            const int k11 = (l9 % 16);
+            const int gi12 = (m02 + i10);
+            const int gk13 = (k0 + k11);
+            float cat14 = 0.0f;
+            if ((gk13 < 4096)) {
+                const float t15 = p0[((((c1 * 512) + gi12) * 4096) + (gk13 - 0))];
+                const float t16 = p1[(((gk13 - 0) * 4) + 3)];
+                const float t17 = p0[((((c1 * 512) + min((gi12 + 1), 511)) * 4096) + (gk13 - 0))];
+                const float t18 = p1[(((gk13 - 0) * 4) + 2)];
+                const float t19 = p0[((((c1 * 512) + min((gi12 + 2), 511)) * 4096) + (gk13 - 0))];
+                const float t20 = p1[(((gk13 - 0) * 4) + 1)];
+                const float t21 = p0[((((c1 * 512) + min((gi12 + 3), 511)) * 4096) + (gk13 - 0))];
+                const float t22 = p1[(((gk13 - 0) * 4) + 0)];
+                const float t23 = ((((t15 * t16) + ((gi12 < 511) ? (t17 * t18) : 0.0f)) + ((gi12 < 510) ? (t19 * t20) : 0.0f)) + ((gi12 < 509) ? (t21 * t22) : 0.0f));
+                if ((n03 == 0)) {
+                    p2[((((c1 * 512) + gi12) * 4096) + (gk13 - 0))] = t23;
+                }
+                cat14 = t23;
+            } else {
+                const float t24 = p3[((((c1 * 512) + gi12) * 4096) + (gk13 - 4096))];
+                cat14 = t24;
+            }
+            const float t25 = (cat14 * 0.1904762f);
+            sh[((i10 * 20) + k11)] = t25;
+        }
+        for (int s26 = 0; s26 < 8; s26 += 1) {
+            const int l27 = ((s26 * 128) + ti4);
+            const int k28 = (l27 / 64);
+            const int i29 = (l27 % 64);
+            const int gi30 = (n03 + i29);
+            const int gk31 = (k0 + k28);
+            if ((gi30 < 84)) {
+                const float t32 = p4[((gk31 * 84) + gi30)];
+                sh[(((k28 * 68) + i29) + 1280)] = t32;
+            } else {
+                sh[(((k28 * 68) + i29) + 1280)] = 0.0f;
+            }
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int kk = 0; kk < 16; kk += 8) {
+            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
+            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa1, sh + (((sr6 + 8) * 20) + kk), 20);
+            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa2, sh + (((sr6 + 16) * 20) + kk), 20);
+            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa3, sh + (((sr6 + 24) * 20) + kk), 20);
+            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb0, sh + (((kk * 68) + sc7) + 1280), 68);
+            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb1, sh + (((kk * 68) + (sc7 + 8)) + 1280), 68);
+            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb2, sh + (((kk * 68) + (sc7 + 16)) + 1280), 68);
+            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb3, sh + (((kk * 68) + (sc7 + 24)) + 1280), 68);
+            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    }
+    simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
+    simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
+    simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
+    simdgroup_store(acc0_3, sh + ((sr6 * 68) + (sc7 + 24)), 68);
+    simdgroup_store(acc1_0, sh + (((sr6 + 8) * 68) + sc7), 68);
+    simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
+    simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
+    simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
+    simdgroup_store(acc2_0, sh + (((sr6 + 16) * 68) + sc7), 68);
+    simdgroup_store(acc2_1, sh + (((sr6 + 16) * 68) + (sc7 + 8)), 68);
+    simdgroup_store(acc2_2, sh + (((sr6 + 16) * 68) + (sc7 + 16)), 68);
+    simdgroup_store(acc2_3, sh + (((sr6 + 16) * 68) + (sc7 + 24)), 68);
+    simdgroup_store(acc3_0, sh + (((sr6 + 24) * 68) + sc7), 68);
+    simdgroup_store(acc3_1, sh + (((sr6 + 24) * 68) + (sc7 + 8)), 68);
+    simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
+    simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
+    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    for (int s33 = 0; s33 < 32; s33 += 1) {
+        const int l34 = ((s33 * 128) + ti4);
+        const int i35 = (l34 / 64);
+        const int j36 = (l34 % 64);
+        const int gi37 = (m02 + i35);
+        const int gj38 = (n03 + j36);
+        if ((gj38 < 84)) {
+            p5[((((c1 * 512) + gi37) * 84) + gj38)] = sh[((i35 * 68) + j36)];
+        }
+    }
 }
 
 // 3 independent kernels in one launch
-// part 0 (matmul): fuses concat %1911, dequant %1913, matmul %1914 (mamba.29)
-// part 1 (matmul): fuses concat %1911, scale %1912, matmul %1915 (mamba.29)
-// part 2 (matmul): fuses concat %1911, scale %1912, reshape %1916, reshape %1917, matmul %1918 (mamba.29)
-// threadgroup 128×1×1, grid 528×1×1 threadgroups
+// part 0 (matmul): fuses concat %1911, scale %1912, reshape %1916, reshape %1917, matmul %1918 (mamba.29)
+// part 1 (matmul): fuses reshape %1920, reshape %1921, matmul %1922 (mamba.29)
+// part 2 (matmul): fuses concat %1911, dequant %1913, matmul %1914, matmul %1919, add %1923 (mamba.29)
+// threadgroup 128×1×1, grid 576×1×1 threadgroups
 kernel void matmul_x3_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
-        const device uchar* p2 [[buffer(2)]],
-        const device uchar* p3 [[buffer(3)]],
+        const device float* p2 [[buffer(2)]],
+        device float* p3 [[buffer(3)]],
         const device float* p4 [[buffer(4)]],
         const device float* p5 [[buffer(5)]],
         device float* p6 [[buffer(6)]],
-        const device float* p7 [[buffer(7)]],
-        device float* p8 [[buffer(8)]],
+        const device uchar* p7 [[buffer(7)]],
+        const device uchar* p8 [[buffer(8)]],
         const device float* p9 [[buffer(9)]],
-        device float* p10 [[buffer(10)]],
+        const device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
+        device float* p12 [[buffer(12)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[4352];
     if ((int(gid.x) < 256)) {
         const int h0 = (int(gid.x) - 0);
-        const int c1 = (h0 / 256);
-        const int m02 = ((h0 / 32) * 64);
-        const int n03 = ((h0 % 32) * 64);
-        const int ti4 = int(lid.x);
-        const int sgi5 = int(sg);
-        const int sr6 = ((sgi5 / 2) * 32);
-        const int sc7 = ((sgi5 % 2) * 32);
-        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        for (int k0 = 0; k0 < 8192; k0 += 16) {
-            for (int s8 = 0; s8 < 8; s8 += 1) {
-                const int l9 = ((s8 * 128) + ti4);
-                const int i10 = (l9 / 16);
-                const int k11 = (l9 % 16);
-                const int gi12 = (m02 + i10);
-                const int gk13 = (k0 + k11);
-                float cat14 = 0.0f;
-                if ((gk13 < 4096)) {
-                    const float t15 = p0[((((c1 * 512) + gi12) * 4096) + (gk13 - 0))];
-                    cat14 = t15;
-                } else {
-                    const float t16 = p1[((((c1 * 512) + gi12) * 4096) + (gk13 - 4096))];
-                    cat14 = t16;
-                }
-                sh[((i10 * 20) + k11)] = cat14;
-            }
-            for (int s17 = 0; s17 < 8; s17 += 1) {
-                const int l18 = ((s17 * 128) + ti4);
-                const int k19 = (l18 / 64);
-                const int i20 = (l18 % 64);
-                const int gi21 = (n03 + i20);
-                const int gk22 = (k0 + k19);
-                const float t23 = (NF4_CODE[((int(p2[(((gk22 * 2048) + gi21) / 2)]) >> (((((gk22 * 2048) + gi21) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p3[(((gk22 * 2048) + gi21) / 64)])] * p4[((((gk22 * 2048) + gi21) / 64) / 256)]) + p5[0]));
-                sh[(((k19 * 68) + i20) + 1280)] = t23;
-            }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-            for (int kk = 0; kk < 16; kk += 8) {
-                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
-                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa1, sh + (((sr6 + 8) * 20) + kk), 20);
-                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa2, sh + (((sr6 + 16) * 20) + kk), 20);
-                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa3, sh + (((sr6 + 24) * 20) + kk), 20);
-                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb0, sh + (((kk * 68) + sc7) + 1280), 68);
-                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb1, sh + (((kk * 68) + (sc7 + 8)) + 1280), 68);
-                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb2, sh + (((kk * 68) + (sc7 + 16)) + 1280), 68);
-                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb3, sh + (((kk * 68) + (sc7 + 24)) + 1280), 68);
-                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
-                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
-                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
-                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
-            }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        }
-        simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
-        simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
-        simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
-        simdgroup_store(acc0_3, sh + ((sr6 * 68) + (sc7 + 24)), 68);
-        simdgroup_store(acc1_0, sh + (((sr6 + 8) * 68) + sc7), 68);
-        simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
-        simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
-        simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-        simdgroup_store(acc2_0, sh + (((sr6 + 16) * 68) + sc7), 68);
-        simdgroup_store(acc2_1, sh + (((sr6 + 16) * 68) + (sc7 + 8)), 68);
-        simdgroup_store(acc2_2, sh + (((sr6 + 16) * 68) + (sc7 + 16)), 68);
-        simdgroup_store(acc2_3, sh + (((sr6 + 16) * 68) + (sc7 + 24)), 68);
-        simdgroup_store(acc3_0, sh + (((sr6 + 24) * 68) + sc7), 68);
-        simdgroup_store(acc3_1, sh + (((sr6 + 24) * 68) + (sc7 + 8)), 68);
-        simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
-        simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int s24 = 0; s24 < 32; s24 += 1) {
-            const int l25 = ((s24 * 128) + ti4);
-            const int i26 = (l25 / 64);
-            const int j27 = (l25 % 64);
-            const int gi28 = (m02 + i26);
-            const int gj29 = (n03 + j27);
-            p6[((((c1 * 512) + gi28) * 2048) + gj29)] = sh[((i26 * 68) + j27)];
-        }
-    } else if ((int(gid.x) < 272)) {
-        const int h1 = (int(gid.x) - 256);
-        const int c1 = (h1 / 16);
-        const int m02 = ((h1 / 2) * 64);
-        const int n03 = ((h1 % 2) * 64);
-        const int ti4 = int(lid.x);
-        const int sgi5 = int(sg);
-        const int sr6 = ((sgi5 / 2) * 32);
-        const int sc7 = ((sgi5 % 2) * 32);
-        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        for (int k0 = 0; k0 < 8192; k0 += 16) {
-            for (int s8 = 0; s8 < 8; s8 += 1) {
-                const int l9 = ((s8 * 128) + ti4);
-                const int i10 = (l9 / 16);
-                const int k11 = (l9 % 16);
-                const int gi12 = (m02 + i10);
-                const int gk13 = (k0 + k11);
-                float cat14 = 0.0f;
-                if ((gk13 < 4096)) {
-                    const float t15 = p0[((((c1 * 512) + gi12) * 4096) + (gk13 - 0))];
-                    cat14 = t15;
-                } else {
-                    const float t16 = p1[((((c1 * 512) + gi12) * 4096) + (gk13 - 4096))];
-                    cat14 = t16;
-                }
-                const float t17 = (cat14 * 0.1904762f);
-                sh[((i10 * 20) + k11)] = t17;
-            }
-            for (int s18 = 0; s18 < 8; s18 += 1) {
-                const int l19 = ((s18 * 128) + ti4);
-                const int k20 = (l19 / 64);
-                const int i21 = (l19 % 64);
-                const int gi22 = (n03 + i21);
-                const int gk23 = (k0 + k20);
-                if ((gi22 < 84)) {
-                    const float t24 = p7[((gk23 * 84) + gi22)];
-                    sh[(((k20 * 68) + i21) + 1280)] = t24;
-                } else {
-                    sh[(((k20 * 68) + i21) + 1280)] = 0.0f;
-                }
-            }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-            for (int kk = 0; kk < 16; kk += 8) {
-                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
-                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa1, sh + (((sr6 + 8) * 20) + kk), 20);
-                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa2, sh + (((sr6 + 16) * 20) + kk), 20);
-                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa3, sh + (((sr6 + 24) * 20) + kk), 20);
-                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb0, sh + (((kk * 68) + sc7) + 1280), 68);
-                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb1, sh + (((kk * 68) + (sc7 + 8)) + 1280), 68);
-                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb2, sh + (((kk * 68) + (sc7 + 16)) + 1280), 68);
-                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb3, sh + (((kk * 68) + (sc7 + 24)) + 1280), 68);
-                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
-                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
-                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
-                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
-            }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        }
-        simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
-        simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
-        simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
-        simdgroup_store(acc0_3, sh + ((sr6 * 68) + (sc7 + 24)), 68);
-        simdgroup_store(acc1_0, sh + (((sr6 + 8) * 68) + sc7), 68);
-        simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
-        simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
-        simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-        simdgroup_store(acc2_0, sh + (((sr6 + 16) * 68) + sc7), 68);
-        simdgroup_store(acc2_1, sh + (((sr6 + 16) * 68) + (sc7 + 8)), 68);
-        simdgroup_store(acc2_2, sh + (((sr6 + 16) * 68) + (sc7 + 16)), 68);
-        simdgroup_store(acc2_3, sh + (((sr6 + 16) * 68) + (sc7 + 24)), 68);
-        simdgroup_store(acc3_0, sh + (((sr6 + 24) * 68) + sc7), 68);
-        simdgroup_store(acc3_1, sh + (((sr6 + 24) * 68) + (sc7 + 8)), 68);
-        simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
-        simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int s25 = 0; s25 < 32; s25 += 1) {
-            const int l26 = ((s25 * 128) + ti4);
-            const int i27 = (l26 / 64);
-            const int j28 = (l26 % 64);
-            const int gi29 = (m02 + i27);
-            const int gj30 = (n03 + j28);
-            if ((gj30 < 84)) {
-                p8[((((c1 * 512) + gi29) * 84) + gj30)] = sh[((i27 * 68) + j28)];
-            }
-        }
-    } else if ((int(gid.x) < 528)) {
-        const int h2 = (int(gid.x) - 272);
-        const int m01 = ((h2 / 2) * 64);
-        const int n02 = ((h2 % 2) * 64);
+        const int m01 = ((h0 / 2) * 64);
+        const int n02 = ((h0 % 2) * 64);
         const int ti3 = int(lid.x);
         const int sgi4 = int(sg);
         const int sr5 = ((sgi4 / 2) * 32);
@@ -4099,7 +3993,7 @@ kernel void matmul_x3_0(
                 const int gi21 = (n02 + i20);
                 const int gk22 = (k0 + k19);
                 if ((gi21 < 84)) {
-                    const float t23 = p9[((gk22 * 84) + gi21)];
+                    const float t23 = p2[((gk22 * 84) + gi21)];
                     sh[(((k19 * 68) + i20) + 1088)] = t23;
                 } else {
                     sh[(((k19 * 68) + i20) + 1088)] = 0.0f;
@@ -4166,139 +4060,8 @@ kernel void matmul_x3_0(
             const int gi28 = (m01 + i26);
             const int gj29 = (n02 + j27);
             if ((gj29 < 84)) {
-                p10[((gi28 * 84) + gj29)] = sh[((i26 * 68) + j27)];
+                p3[((gi28 * 84) + gj29)] = sh[((i26 * 68) + j27)];
             }
-        }
-    }
-}
-
-// 2 independent kernels in one launch
-// part 0 (matmul): fuses matmul %1919 (mamba.29)
-// part 1 (matmul): fuses reshape %1920, reshape %1921, matmul %1922 (mamba.29)
-// threadgroup 128×1×1, grid 320×1×1 threadgroups
-kernel void matmul_x2_2(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        device float* p4 [[buffer(4)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]],
-        uint sg [[simdgroup_index_in_threadgroup]]) {
-    threadgroup float sh[4352];
-    if ((int(gid.x) < 256)) {
-        const int h0 = (int(gid.x) - 0);
-        const int c1 = (h0 / 256);
-        const int m02 = ((h0 / 32) * 64);
-        const int n03 = ((h0 % 32) * 64);
-        const int ti4 = int(lid.x);
-        const int sgi5 = int(sg);
-        const int sr6 = ((sgi5 / 2) * 32);
-        const int sc7 = ((sgi5 % 2) * 32);
-        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        for (int k0 = 0; k0 < 84; k0 += 16) {
-            for (int s8 = 0; s8 < 8; s8 += 1) {
-                const int l9 = ((s8 * 128) + ti4);
-                const int i10 = (l9 / 16);
-                const int k11 = (l9 % 16);
-                const int gi12 = (m02 + i10);
-                const int gk13 = (k0 + k11);
-                if ((gk13 < 84)) {
-                    const float t14 = p0[((((c1 * 512) + gi12) * 84) + gk13)];
-                    sh[((i10 * 20) + k11)] = t14;
-                } else {
-                    sh[((i10 * 20) + k11)] = 0.0f;
-                }
-            }
-            for (int s15 = 0; s15 < 8; s15 += 1) {
-                const int l16 = ((s15 * 128) + ti4);
-                const int k17 = (l16 / 64);
-                const int i18 = (l16 % 64);
-                const int gi19 = (n03 + i18);
-                const int gk20 = (k0 + k17);
-                if ((gk20 < 84)) {
-                    const float t21 = p1[((gk20 * 2048) + gi19)];
-                    sh[(((k17 * 68) + i18) + 1280)] = t21;
-                } else {
-                    sh[(((k17 * 68) + i18) + 1280)] = 0.0f;
-                }
-            }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-            for (int kk = 0; kk < 16; kk += 8) {
-                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
-                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa1, sh + (((sr6 + 8) * 20) + kk), 20);
-                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa2, sh + (((sr6 + 16) * 20) + kk), 20);
-                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa3, sh + (((sr6 + 24) * 20) + kk), 20);
-                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb0, sh + (((kk * 68) + sc7) + 1280), 68);
-                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb1, sh + (((kk * 68) + (sc7 + 8)) + 1280), 68);
-                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb2, sh + (((kk * 68) + (sc7 + 16)) + 1280), 68);
-                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb3, sh + (((kk * 68) + (sc7 + 24)) + 1280), 68);
-                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
-                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
-                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
-                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
-            }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        }
-        simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
-        simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
-        simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
-        simdgroup_store(acc0_3, sh + ((sr6 * 68) + (sc7 + 24)), 68);
-        simdgroup_store(acc1_0, sh + (((sr6 + 8) * 68) + sc7), 68);
-        simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
-        simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
-        simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-        simdgroup_store(acc2_0, sh + (((sr6 + 16) * 68) + sc7), 68);
-        simdgroup_store(acc2_1, sh + (((sr6 + 16) * 68) + (sc7 + 8)), 68);
-        simdgroup_store(acc2_2, sh + (((sr6 + 16) * 68) + (sc7 + 16)), 68);
-        simdgroup_store(acc2_3, sh + (((sr6 + 16) * 68) + (sc7 + 24)), 68);
-        simdgroup_store(acc3_0, sh + (((sr6 + 24) * 68) + sc7), 68);
-        simdgroup_store(acc3_1, sh + (((sr6 + 24) * 68) + (sc7 + 8)), 68);
-        simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
-        simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int s22 = 0; s22 < 32; s22 += 1) {
-            const int l23 = ((s22 * 128) + ti4);
-            const int i24 = (l23 / 64);
-            const int j25 = (l23 % 64);
-            const int gi26 = (m02 + i24);
-            const int gj27 = (n03 + j25);
-            p2[((((c1 * 512) + gi26) * 2048) + gj27)] = sh[((i24 * 68) + j25)];
         }
     } else if ((int(gid.x) < 320)) {
         const int h1 = (int(gid.x) - 256);
@@ -4332,7 +4095,7 @@ kernel void matmul_x2_2(
                 const int gi11 = (m01 + i10);
                 const int gk12 = (k0 + k9);
                 if ((gi11 < 84)) {
-                    const float t13 = p0[((gk12 * 84) + gi11)];
+                    const float t13 = p4[((gk12 * 84) + gi11)];
                     sh[((k9 * 68) + i10)] = t13;
                 } else {
                     sh[((k9 * 68) + i10)] = 0.0f;
@@ -4344,7 +4107,7 @@ kernel void matmul_x2_2(
                 const int i17 = (l15 % 64);
                 const int gi18 = (n02 + i17);
                 const int gk19 = (k0 + k16);
-                const float t20 = p3[((gk19 * 2048) + gi18)];
+                const float t20 = p5[((gk19 * 2048) + gi18)];
                 sh[(((k16 * 68) + i17) + 1088)] = t20;
             }
             threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -4408,25 +4171,202 @@ kernel void matmul_x2_2(
             const int gi25 = (m01 + i23);
             const int gj26 = (n02 + j24);
             if ((gi25 < 84)) {
-                p4[((gi25 * 2048) + gj26)] = sh[((i23 * 68) + j24)];
+                p6[((gi25 * 2048) + gj26)] = sh[((i23 * 68) + j24)];
             }
+        }
+    } else if ((int(gid.x) < 576)) {
+        const int h2 = (int(gid.x) - 320);
+        const int c1 = (h2 / 256);
+        const int m02 = ((h2 / 32) * 64);
+        const int n03 = ((h2 % 32) * 64);
+        const int ti4 = int(lid.x);
+        const int sgi5 = int(sg);
+        const int sr6 = ((sgi5 / 2) * 32);
+        const int sc7 = ((sgi5 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 8192; k0 += 16) {
+            for (int s8 = 0; s8 < 8; s8 += 1) {
+                const int l9 = ((s8 * 128) + ti4);
+                const int i10 = (l9 / 16);
+                const int k11 = (l9 % 16);
+                const int gi12 = (m02 + i10);
+                const int gk13 = (k0 + k11);
+                float cat14 = 0.0f;
+                if ((gk13 < 4096)) {
+                    const float t15 = p0[((((c1 * 512) + gi12) * 4096) + (gk13 - 0))];
+                    cat14 = t15;
+                } else {
+                    const float t16 = p1[((((c1 * 512) + gi12) * 4096) + (gk13 - 4096))];
+                    cat14 = t16;
+                }
+                sh[((i10 * 20) + k11)] = cat14;
+            }
+            for (int s17 = 0; s17 < 8; s17 += 1) {
+                const int l18 = ((s17 * 128) + ti4);
+                const int k19 = (l18 / 64);
+                const int i20 = (l18 % 64);
+                const int gi21 = (n03 + i20);
+                const int gk22 = (k0 + k19);
+                const float t23 = (NF4_CODE[((int(p7[(((gk22 * 2048) + gi21) / 2)]) >> (((((gk22 * 2048) + gi21) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p8[(((gk22 * 2048) + gi21) / 64)])] * p9[((((gk22 * 2048) + gi21) / 64) / 256)]) + p10[0]));
+                sh[(((k19 * 68) + i20) + 1280)] = t23;
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 16; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + (((sr6 + 8) * 20) + kk), 20);
+                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa2, sh + (((sr6 + 16) * 20) + kk), 20);
+                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa3, sh + (((sr6 + 24) * 20) + kk), 20);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc7) + 1280), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc7 + 8)) + 1280), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc7 + 16)) + 1280), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc7 + 24)) + 1280), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        }
+        for (int k0 = 0; k0 < 84; k0 += 16) {
+            for (int s24 = 0; s24 < 8; s24 += 1) {
+                const int l25 = ((s24 * 128) + ti4);
+                const int i26 = (l25 / 16);
+                const int k27 = (l25 % 16);
+                const int gi28 = (m02 + i26);
+                const int gk29 = (k0 + k27);
+                if ((gk29 < 84)) {
+                    const float t30 = p4[((((c1 * 512) + gi28) * 84) + gk29)];
+                    sh[((i26 * 20) + k27)] = t30;
+                } else {
+                    sh[((i26 * 20) + k27)] = 0.0f;
+                }
+            }
+            for (int s31 = 0; s31 < 8; s31 += 1) {
+                const int l32 = ((s31 * 128) + ti4);
+                const int k33 = (l32 / 64);
+                const int i34 = (l32 % 64);
+                const int gi35 = (n03 + i34);
+                const int gk36 = (k0 + k33);
+                if ((gk36 < 84)) {
+                    const float t37 = p11[((gk36 * 2048) + gi35)];
+                    sh[(((k33 * 68) + i34) + 1280)] = t37;
+                } else {
+                    sh[(((k33 * 68) + i34) + 1280)] = 0.0f;
+                }
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 16; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + (((sr6 + 8) * 20) + kk), 20);
+                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa2, sh + (((sr6 + 16) * 20) + kk), 20);
+                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa3, sh + (((sr6 + 24) * 20) + kk), 20);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc7) + 1280), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc7 + 8)) + 1280), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc7 + 16)) + 1280), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc7 + 24)) + 1280), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        }
+        simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
+        simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr6 * 68) + (sc7 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr6 + 8) * 68) + sc7), 68);
+        simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
+        simdgroup_store(acc2_0, sh + (((sr6 + 16) * 68) + sc7), 68);
+        simdgroup_store(acc2_1, sh + (((sr6 + 16) * 68) + (sc7 + 8)), 68);
+        simdgroup_store(acc2_2, sh + (((sr6 + 16) * 68) + (sc7 + 16)), 68);
+        simdgroup_store(acc2_3, sh + (((sr6 + 16) * 68) + (sc7 + 24)), 68);
+        simdgroup_store(acc3_0, sh + (((sr6 + 24) * 68) + sc7), 68);
+        simdgroup_store(acc3_1, sh + (((sr6 + 24) * 68) + (sc7 + 8)), 68);
+        simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
+        simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int s38 = 0; s38 < 32; s38 += 1) {
+            const int l39 = ((s38 * 128) + ti4);
+            const int i40 = (l39 / 64);
+            const int j41 = (l39 % 64);
+            const int gi42 = (m02 + i40);
+            const int gj43 = (n03 + j41);
+            const float acc44 = sh[((i40 * 68) + j41)];
+            p12[((((c1 * 512) + gi42) * 2048) + gj43)] = acc44;
         }
     }
 }
 
-// fuses add %1923, rmsnorm_bwd %1924, add %1926 (mamba.29)
+// fuses rmsnorm_bwd %1924, add %1926 (mamba.29)
 // threadgroup 256×1×1, grid 512×1×1 threadgroups
 kernel void rmsnorm_bwd_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
         const device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        device float* p5 [[buffer(5)]],
+        device float* p4 [[buffer(4)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    threadgroup float sh20[8];
-    threadgroup float sh21[8];
+    threadgroup float sh18[8];
+    threadgroup float sh19[8];
     const int lid1 = int(lid.x);
     const int l32_2 = (lid1 % 32);
     const int sg3 = (lid1 / 32);
@@ -4442,115 +4382,94 @@ kernel void rmsnorm_bwd_1(
         const float t13 = p0[((((c5 * 512) + c6) * 2048) + j12)];
         reg7[k11] = t13;
         const float t14 = p1[((((c5 * 512) + c6) * 2048) + j12)];
-        const float t15 = p2[((((c5 * 512) + c6) * 2048) + j12)];
-        const float t16 = (t14 + t15);
-        reg8[k11] = t16;
-        const float t17 = p3[j12];
+        reg8[k11] = t14;
+        const float t15 = p2[j12];
         ss9 += (t13 * t13);
-        dot10 += ((t16 * t17) * t13);
+        dot10 += ((t14 * t15) * t13);
     }
-    const float s18 = simd_sum(ss9);
-    const float s19 = simd_sum(dot10);
+    const float s16 = simd_sum(ss9);
+    const float s17 = simd_sum(dot10);
     if ((l32_2 == 0)) {
-        sh20[sg3] = s18;
-        sh21[sg3] = s19;
+        sh18[sg3] = s16;
+        sh19[sg3] = s17;
     }
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    float acc22 = sh20[0];
+    float acc20 = sh18[0];
+    for (int s21 = 1; s21 < 8; s21 += 1) {
+        acc20 += sh18[s21];
+    }
+    float acc22 = sh19[0];
     for (int s23 = 1; s23 < 8; s23 += 1) {
-        acc22 += sh20[s23];
-    }
-    float acc24 = sh21[0];
-    for (int s25 = 1; s25 < 8; s25 += 1) {
-        acc24 += sh21[s25];
+        acc22 += sh19[s23];
     }
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    const float r26 = rsqrt(((acc22 / 2048.0f) + 1e-05f));
-    const float mean27 = ((acc24 * r26) / 2048.0f);
-    for (int k28 = 0; k28 < 8; k28 += 1) {
-        const int j29 = (lid1 + (k28 * 256));
-        const float xh30 = (reg7[k28] * r26);
-        const float t31 = p3[j29];
-        const float acc32 = (r26 * ((reg8[k28] * t31) - (xh30 * mean27)));
-        const float t33 = p4[((((c5 * 512) + c6) * 2048) + j29)];
-        const float t34 = (t33 + acc32);
-        p5[((((c5 * 512) + c6) * 2048) + j29)] = t34;
+    const float r24 = rsqrt(((acc20 / 2048.0f) + 1e-05f));
+    const float mean25 = ((acc22 * r24) / 2048.0f);
+    for (int k26 = 0; k26 < 8; k26 += 1) {
+        const int j27 = (lid1 + (k26 * 256));
+        const float xh28 = (reg7[k26] * r24);
+        const float t29 = p2[j27];
+        const float acc30 = (r24 * ((reg8[k26] * t29) - (xh28 * mean25)));
+        const float t31 = p3[((((c5 * 512) + c6) * 2048) + j27)];
+        const float t32 = (t31 + acc30);
+        p4[((((c5 * 512) + c6) * 2048) + j27)] = t32;
+    }
+}
+
+// fuses reshape %2041, gather %2049, mul %2051, reduce_sum %2052 (moe.8)
+// threadgroup 256×1×1, grid 1024×1×1 threadgroups
+kernel void reduce_sum_1(
+        const device int* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        const device float* p2 [[buffer(2)]],
+        device float* p3 [[buffer(3)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    threadgroup float sh13[8];
+    const int lid1 = int(lid.x);
+    const int l32_2 = (lid1 % 32);
+    const int sg3 = (lid1 / 32);
+    const int row4 = int(gid.x);
+    float acc5 = 0.0f;
+    for (int k6 = 0; k6 < 8; k6 += 1) {
+        const int j7 = (lid1 + (k6 * 256));
+        const int t8 = p0[row4];
+        const float t9 = p1[((t8 * 2048) + j7)];
+        const float t10 = p2[((row4 * 2048) + j7)];
+        const float t11 = (t9 * t10);
+        acc5 += t11;
+    }
+    const float s12 = simd_sum(acc5);
+    if ((l32_2 == 0)) {
+        sh13[sg3] = s12;
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    float acc14 = sh13[0];
+    for (int s15 = 1; s15 < 8; s15 += 1) {
+        acc14 += sh13[s15];
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    if ((lid1 == 0)) {
+        p3[row4] = acc14;
     }
 }
 
 // 2 independent kernels in one launch
-// part 0 (mul_gather): fuses reshape %1699, gather %1700, reshape %1701, broadcast %1702, reshape %2041, gather %2049,
-//   mul %2050 (moe.8)
-// part 1 (reduce_sum): fuses reshape %2041, gather %2049, mul %2051, reduce_sum %2052 (moe.8)
-// threadgroup 256×1×1, grid 9216×1×1 threadgroups
-kernel void mul_gather_reduce_sum_x2_0(
-        const device int* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device int* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        device float* p4 [[buffer(4)]],
-        const device float* p5 [[buffer(5)]],
-        device float* p6 [[buffer(6)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    threadgroup float sh13[8];
-    if ((int(gid.x) < 8192)) {
-        const int h0 = (int(gid.x) - 0);
-        const int i1 = ((h0 * 256) + int(lid.x));
-        const int c2 = (i1 / 2048);
-        const int c3 = (i1 % 2048);
-        const int t4 = p0[c2];
-        const float t5 = p1[((t4 * 2048) + c3)];
-        const int t6 = p2[((c2 * 1) + 0)];
-        const float t7 = p3[t6];
-        const float t8 = (t5 * t7);
-        p4[i1] = t8;
-    } else if ((int(gid.x) < 9216)) {
-        const int h1 = (int(gid.x) - 8192);
-        const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
-        const int row4 = h1;
-        float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 8; k6 += 1) {
-            const int j7 = (lid1 + (k6 * 256));
-            const int t8 = p0[row4];
-            const float t9 = p1[((t8 * 2048) + j7)];
-            const float t10 = p5[((row4 * 2048) + j7)];
-            const float t11 = (t9 * t10);
-            acc5 += t11;
-        }
-        const float s12 = simd_sum(acc5);
-        if ((l32_2 == 0)) {
-            sh13[sg3] = s12;
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        float acc14 = sh13[0];
-        for (int s15 = 1; s15 < 8; s15 += 1) {
-            acc14 += sh13[s15];
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((lid1 == 0)) {
-            p6[row4] = acc14;
-        }
-    }
-}
-
-// 3 independent kernels in one launch
 // part 0 (scatter_add): fuses reshape %2053, reshape %2054, scatter_add %2055 (moe.8)
-// part 1 (grouped_matmul): fuses scale %2057, grouped_matmul %2060 (moe.8)
-// part 2 (grouped_matmul_wgrad): fuses scale %2057, grouped_matmul_wgrad %2061 (moe.8)
-// threadgroup 128×1×1, grid 808×1×1 threadgroups
-kernel void scatter_add_grouped_matmul_x3_0(
+// part 1 (grouped_matmul): fuses reshape %1699, gather %1700, reshape %1701, broadcast %1702, reshape %2041, gather %2049,
+//   mul %2050, scale %2057, grouped_matmul %2060 (moe.8)
+// threadgroup 128×1×1, grid 296×1×1 threadgroups
+kernel void scatter_add_grouped_matmul_x2_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         const device int* p3 [[buffer(3)]],
         device float* p4 [[buffer(4)]],
-        const device float* p5 [[buffer(5)]],
+        const device int* p5 [[buffer(5)]],
         const device float* p6 [[buffer(6)]],
         const device float* p7 [[buffer(7)]],
         device float* p8 [[buffer(8)]],
+        const device float* p9 [[buffer(9)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
@@ -4619,24 +4538,31 @@ kernel void scatter_add_grouped_matmul_x3_0(
                 const int gi20 = (m011 + i18);
                 const int gk21 = (k0 + k19);
                 if ((gi20 < t10)) {
-                    const float t22 = p5[((gi20 * 2048) + gk21)];
-                    const float t23 = (t22 * 0.1904762f);
-                    sh[((i18 * 20) + k19)] = t23;
+                    const int t22 = p5[gi20];
+                    const float t23 = p6[((t22 * 2048) + gk21)];
+                    const int t24 = p0[((gi20 * 1) + 0)];
+                    const float t25 = p7[t24];
+                    const float t26 = (t23 * t25);
+                    if ((n02 == 0)) {
+                        p8[((gi20 * 2048) + gk21)] = t26;
+                    }
+                    const float t27 = (t26 * 0.1904762f);
+                    sh[((i18 * 20) + k19)] = t27;
                 } else {
                     sh[((i18 * 20) + k19)] = 0.0f;
                 }
             }
-            for (int s24 = 0; s24 < 8; s24 += 1) {
-                const int l25 = ((s24 * 128) + ti12);
-                const int k26 = (l25 / 64);
-                const int i27 = (l25 % 64);
-                const int gi28 = (n02 + i27);
-                const int gk29 = (k0 + k26);
-                if ((gi28 < 84)) {
-                    const float t30 = p6[((((ex1 * 2048) + gk29) * 84) + gi28)];
-                    sh[(((k26 * 68) + i27) + 1280)] = t30;
+            for (int s28 = 0; s28 < 8; s28 += 1) {
+                const int l29 = ((s28 * 128) + ti12);
+                const int k30 = (l29 / 64);
+                const int i31 = (l29 % 64);
+                const int gi32 = (n02 + i31);
+                const int gk33 = (k0 + k30);
+                if ((gi32 < 84)) {
+                    const float t34 = p9[((((ex1 * 2048) + gk33) * 84) + gi32)];
+                    sh[(((k30 * 68) + i31) + 1280)] = t34;
                 } else {
-                    sh[(((k26 * 68) + i27) + 1280)] = 0.0f;
+                    sh[(((k30 * 68) + i31) + 1280)] = 0.0f;
                 }
             }
             threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -4693,23 +4619,54 @@ kernel void scatter_add_grouped_matmul_x3_0(
         simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int s31 = 0; s31 < 32; s31 += 1) {
-            const int l32 = ((s31 * 128) + ti12);
-            const int i33 = (l32 / 64);
-            const int j34 = (l32 % 64);
-            const int gi35 = (m011 + i33);
-            const int gj36 = (n02 + j34);
-            if (((gi35 < t10) && (gj36 < 84))) {
-                p4[((gi35 * 84) + gj36)] = sh[((i33 * 68) + j34)];
+        for (int s35 = 0; s35 < 32; s35 += 1) {
+            const int l36 = ((s35 * 128) + ti12);
+            const int i37 = (l36 / 64);
+            const int j38 = (l36 % 64);
+            const int gi39 = (m011 + i37);
+            const int gj40 = (n02 + j38);
+            if (((gi39 < t10) && (gj40 < 84))) {
+                p4[((gi39 * 84) + gj40)] = sh[((i37 * 68) + j38)];
             }
         }
-    } else if ((int(gid.x) < 808)) {
-        const int h2 = (int(gid.x) - 296);
-        const int ex1 = (h2 / 64);
-        const int m02 = (((h2 / 2) % 32) * 64);
-        const int n03 = ((h2 % 2) * 64);
-        const int t4 = p3[ex1];
-        const int t5 = p3[(ex1 + 1)];
+    }
+}
+
+// 3 independent kernels in one launch
+// part 0 (grouped_matmul_wgrad): fuses scale %2057, grouped_matmul_wgrad %2061 (moe.8)
+// part 1 (grouped_matmul_wgrad): fuses grouped_matmul_wgrad %2063 (moe.8)
+// part 2 (grouped_matmul): fuses slice %1690, slice %1691, dequant %2058, grouped_matmul %2059, grouped_matmul %2062,
+//   add %2064, mul %2065, mul %2066, sigmoid %2067, const %2068, sub %2069, mul %2070, add %2071,
+//   mul %2072 (moe.8)
+// threadgroup 128×1×1, grid 13952×1×1 threadgroups
+kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
+        const device int* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        const device float* p2 [[buffer(2)]],
+        device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        device float* p6 [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
+        device float* p8 [[buffer(8)]],
+        const device float* p9 [[buffer(9)]],
+        device float* p10 [[buffer(10)]],
+        const device uchar* p11 [[buffer(11)]],
+        const device uchar* p12 [[buffer(12)]],
+        const device float* p13 [[buffer(13)]],
+        const device float* p14 [[buffer(14)]],
+        const device float* p15 [[buffer(15)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
+    threadgroup float sh[4352];
+    if ((int(gid.x) < 512)) {
+        const int h0 = (int(gid.x) - 0);
+        const int ex1 = (h0 / 64);
+        const int m02 = (((h0 / 2) % 32) * 64);
+        const int n03 = ((h0 % 2) * 64);
+        const int t4 = p0[ex1];
+        const int t5 = p0[(ex1 + 1)];
         const int ti6 = int(lid.x);
         const int sgi7 = int(sg);
         const int sr8 = ((sgi7 / 2) * 32);
@@ -4738,7 +4695,7 @@ kernel void scatter_add_grouped_matmul_x3_0(
                 const int gi14 = (m02 + i13);
                 const int gk15 = (k0 + k12);
                 if ((gk15 < t5)) {
-                    const float t16 = p5[((gk15 * 2048) + gi14)];
+                    const float t16 = p1[((gk15 * 2048) + gi14)];
                     const float t17 = (t16 * 0.1904762f);
                     sh[((k12 * 68) + i13)] = t17;
                 } else {
@@ -4752,7 +4709,7 @@ kernel void scatter_add_grouped_matmul_x3_0(
                 const int gi22 = (n03 + i21);
                 const int gk23 = (k0 + k20);
                 if (((gi22 < 84) && (gk23 < t5))) {
-                    const float t24 = p7[((gk23 * 84) + gi22)];
+                    const float t24 = p2[((gk23 * 84) + gi22)];
                     sh[(((k20 * 68) + i21) + 1088)] = t24;
                 } else {
                     sh[(((k20 * 68) + i21) + 1088)] = 0.0f;
@@ -4819,42 +4776,14 @@ kernel void scatter_add_grouped_matmul_x3_0(
             const int gi29 = (m02 + i27);
             const int gj30 = (n03 + j28);
             if ((gj30 < 84)) {
-                p8[((((ex1 * 2048) + gi29) * 84) + gj30)] = sh[((i27 * 68) + j28)];
+                p3[((((ex1 * 2048) + gi29) * 84) + gj30)] = sh[((i27 * 68) + j28)];
             }
         }
-    }
-}
-
-// 2 independent kernels in one launch
-// part 0 (grouped_matmul_wgrad): fuses grouped_matmul_wgrad %2063 (moe.8)
-// part 1 (grouped_matmul): fuses slice %1690, slice %1691, dequant %2058, grouped_matmul %2059, grouped_matmul %2062,
-//   add %2064, mul %2065, mul %2066, sigmoid %2067, const %2068, sub %2069, mul %2070, add %2071,
-//   mul %2072 (moe.8)
-// threadgroup 128×1×1, grid 13440×1×1 threadgroups
-kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
-        const device int* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
-        device float* p7 [[buffer(7)]],
-        const device float* p8 [[buffer(8)]],
-        const device uchar* p9 [[buffer(9)]],
-        const device uchar* p10 [[buffer(10)]],
-        const device float* p11 [[buffer(11)]],
-        const device float* p12 [[buffer(12)]],
-        const device float* p13 [[buffer(13)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]],
-        uint sg [[simdgroup_index_in_threadgroup]]) {
-    threadgroup float sh[4352];
-    if ((int(gid.x) < 1344)) {
-        const int h0 = (int(gid.x) - 0);
-        const int ex1 = (h0 / 168);
-        const int m02 = (((h0 / 84) % 2) * 64);
-        const int n03 = ((h0 % 84) * 64);
+    } else if ((int(gid.x) < 1856)) {
+        const int h1 = (int(gid.x) - 512);
+        const int ex1 = (h1 / 168);
+        const int m02 = (((h1 / 84) % 2) * 64);
+        const int n03 = ((h1 % 84) * 64);
         const int t4 = p0[ex1];
         const int t5 = p0[(ex1 + 1)];
         const int ti6 = int(lid.x);
@@ -4885,7 +4814,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
                 const int gi14 = (m02 + i13);
                 const int gk15 = (k0 + k12);
                 if (((gi14 < 84) && (gk15 < t5))) {
-                    const float t16 = p1[((gk15 * 84) + gi14)];
+                    const float t16 = p4[((gk15 * 84) + gi14)];
                     sh[((k12 * 68) + i13)] = t16;
                 } else {
                     sh[((k12 * 68) + i13)] = 0.0f;
@@ -4898,7 +4827,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
                 const int gi21 = (n03 + i20);
                 const int gk22 = (k0 + k19);
                 if ((gk22 < t5)) {
-                    const float t23 = p2[((gk22 * 5376) + gi21)];
+                    const float t23 = p5[((gk22 * 5376) + gi21)];
                     sh[(((k19 * 68) + i20) + 1088)] = t23;
                 } else {
                     sh[(((k19 * 68) + i20) + 1088)] = 0.0f;
@@ -4965,41 +4894,41 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
             const int gi28 = (m02 + i26);
             const int gj29 = (n03 + j27);
             if ((gi28 < 84)) {
-                p3[((((ex1 * 84) + gi28) * 5376) + gj29)] = sh[((i26 * 68) + j27)];
+                p6[((((ex1 * 84) + gi28) * 5376) + gj29)] = sh[((i26 * 68) + j27)];
             }
         }
-    } else if ((int(gid.x) < 13440)) {
-        const int h1 = (int(gid.x) - 1344);
-        const int ex1 = (h1 / 1344);
-        const int n02 = ((h1 % 84) * 64);
+    } else if ((int(gid.x) < 13952)) {
+        const int h2 = (int(gid.x) - 1856);
+        const int ex1 = (h2 / 1344);
+        const int n02 = ((h2 % 84) * 64);
         if ((ex1 == 8)) {
             const int t3 = p0[0];
             const int t4 = p0[8];
             for (int s5 = 0; s5 < 32; s5 += 1) {
                 const int l6 = ((s5 * 128) + int(lid.x));
-                const int r7 = ((((h1 / 84) % 16) * 64) + (l6 / 64));
+                const int r7 = ((((h2 / 84) % 16) * 64) + (l6 / 64));
                 const int j8 = (n02 + (l6 % 64));
                 if (((r7 < t3) || (r7 >= t4))) {
                     const float acc9 = 0.0f;
-                    const float t10 = p4[((r7 * 5376) + j8)];
+                    const float t10 = p7[((r7 * 5376) + j8)];
                     const float t11 = (acc9 * t10);
-                    p5[((r7 * 5376) + j8)] = t11;
-                    const float t12 = p6[((r7 * 10752) + (j8 + 5376))];
+                    p8[((r7 * 5376) + j8)] = t11;
+                    const float t12 = p9[((r7 * 10752) + (j8 + 5376))];
                     const float t13 = (acc9 * t12);
-                    const float t14 = p6[((r7 * 10752) + j8)];
+                    const float t14 = p9[((r7 * 10752) + j8)];
                     const float t15 = (1.0f / (1.0f + exp((-t14))));
                     const float t16 = (1.0f - t15);
                     const float t17 = (t10 * t16);
                     const float t18 = (t15 + t17);
                     const float t19 = (t13 * t18);
-                    p7[((r7 * 5376) + j8)] = t19;
+                    p10[((r7 * 5376) + j8)] = t19;
                 }
             }
             return;
         }
         const int t20 = p0[ex1];
         const int t21 = p0[(ex1 + 1)];
-        const int m022 = (t20 + (((h1 / 84) % 16) * 64));
+        const int m022 = (t20 + (((h2 / 84) % 16) * 64));
         if ((m022 >= t21)) {
             return;
         }
@@ -5031,7 +4960,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
                 const int gi31 = (m022 + i29);
                 const int gk32 = (k0 + k30);
                 if ((gi31 < t21)) {
-                    const float t33 = p8[((gi31 * 2048) + gk32)];
+                    const float t33 = p1[((gi31 * 2048) + gk32)];
                     sh[((i29 * 20) + k30)] = t33;
                 } else {
                     sh[((i29 * 20) + k30)] = 0.0f;
@@ -5043,7 +4972,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
                 const int i37 = (l35 % 64);
                 const int gi38 = (n02 + i37);
                 const int gk39 = (k0 + k36);
-                const float t40 = (NF4_CODE[((int(p9[(((((ex1 * 2048) + gk39) * 5376) + gi38) / 2)]) >> (((((((ex1 * 2048) + gk39) * 5376) + gi38) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p10[(((((ex1 * 2048) + gk39) * 5376) + gi38) / 64)])] * p11[((((((ex1 * 2048) + gk39) * 5376) + gi38) / 64) / 256)]) + p12[0]));
+                const float t40 = (NF4_CODE[((int(p11[(((((ex1 * 2048) + gk39) * 5376) + gi38) / 2)]) >> (((((((ex1 * 2048) + gk39) * 5376) + gi38) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p12[(((((ex1 * 2048) + gk39) * 5376) + gi38) / 64)])] * p13[((((((ex1 * 2048) + gk39) * 5376) + gi38) / 64) / 256)]) + p14[0]));
                 sh[(((k36 * 68) + i37) + 1280)] = t40;
             }
             threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -5091,7 +5020,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
                 const int gi45 = (m022 + i43);
                 const int gk46 = (k0 + k44);
                 if (((gi45 < t21) && (gk46 < 84))) {
-                    const float t47 = p1[((gi45 * 84) + gk46)];
+                    const float t47 = p4[((gi45 * 84) + gk46)];
                     sh[((i43 * 20) + k44)] = t47;
                 } else {
                     sh[((i43 * 20) + k44)] = 0.0f;
@@ -5104,7 +5033,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
                 const int gi52 = (n02 + i51);
                 const int gk53 = (k0 + k50);
                 if ((gk53 < 84)) {
-                    const float t54 = p13[((((ex1 * 84) + gk53) * 5376) + gi52)];
+                    const float t54 = p15[((((ex1 * 84) + gk53) * 5376) + gi52)];
                     sh[(((k50 * 68) + i51) + 1280)] = t54;
                 } else {
                     sh[(((k50 * 68) + i51) + 1280)] = 0.0f;
@@ -5172,18 +5101,18 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
             const int gj60 = (n02 + j58);
             if ((gi59 < t21)) {
                 const float acc61 = sh[((i57 * 68) + j58)];
-                const float t62 = p4[((gi59 * 5376) + gj60)];
+                const float t62 = p7[((gi59 * 5376) + gj60)];
                 const float t63 = (acc61 * t62);
-                p5[((gi59 * 5376) + gj60)] = t63;
-                const float t64 = p6[((gi59 * 10752) + (gj60 + 5376))];
+                p8[((gi59 * 5376) + gj60)] = t63;
+                const float t64 = p9[((gi59 * 10752) + (gj60 + 5376))];
                 const float t65 = (acc61 * t64);
-                const float t66 = p6[((gi59 * 10752) + gj60)];
+                const float t66 = p9[((gi59 * 10752) + gj60)];
                 const float t67 = (1.0f / (1.0f + exp((-t66))));
                 const float t68 = (1.0f - t67);
                 const float t69 = (t62 * t68);
                 const float t70 = (t67 + t69);
                 const float t71 = (t65 * t70);
-                p7[((gi59 * 5376) + gj60)] = t71;
+                p10[((gi59 * 5376) + gj60)] = t71;
             }
         }
     }
@@ -5480,7 +5409,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
 // part 0 (grouped_matmul_wgrad): fuses reshape %1673, gather %1684, grouped_matmul_wgrad %2080 (moe.8)
 // part 1 (grouped_matmul): fuses concat %2073, dequant %2075, grouped_matmul %2076, grouped_matmul %2079, add %2081 (moe.8)
 // threadgroup 128×1×1, grid 5120×1×1 threadgroups
-kernel void grouped_matmul_wgrad_grouped_matmul_x2_1(
+kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device int* p2 [[buffer(2)]],
@@ -5876,7 +5805,7 @@ kernel void scatter_add_reduce_sum_x2_0(
 //   broadcast %2089, add %2090, one_hot %2091, reshape %2092, broadcast %2093, mul %2094,
 //   reduce_sum %2095, add %2096 (moe.8)
 // threadgroup 64×1×1, grid 128×1×1 threadgroups
-kernel void reduce_sum_1(
+kernel void reduce_sum_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -5922,7 +5851,7 @@ kernel void reduce_sum_1(
 
 // fuses mul %2097, reduce_sum %2098, broadcast %2099, sub %2100, mul %2101 (moe.8)
 // threadgroup 256×1×1, grid 2×1×1 threadgroups
-kernel void reduce_sum_2(
+kernel void reduce_sum_3(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -5949,7 +5878,7 @@ kernel void reduce_sum_2(
 
 // fuses matmul %2102 (moe.8)
 // threadgroup 128×1×1, grid 32×8×1 threadgroups
-kernel void matmul_11(
+kernel void matmul_12(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -6070,8 +5999,72 @@ kernel void matmul_11(
     }
 }
 
+// fuses add %2103, reshape %2104, rmsnorm_bwd %2105, add %2107 (moe.8)
+// threadgroup 256×1×1, grid 512×1×1 threadgroups
+kernel void rmsnorm_bwd_2(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        const device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        device float* p5 [[buffer(5)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    threadgroup float sh20[8];
+    threadgroup float sh21[8];
+    const int lid1 = int(lid.x);
+    const int l32_2 = (lid1 % 32);
+    const int sg3 = (lid1 / 32);
+    const int row4 = int(gid.x);
+    const int c5 = (row4 / 512);
+    const int c6 = (row4 % 512);
+    float reg7[8];
+    float reg8[8];
+    float ss9 = 0.0f;
+    float dot10 = 0.0f;
+    for (int k11 = 0; k11 < 8; k11 += 1) {
+        const int j12 = (lid1 + (k11 * 256));
+        const float t13 = p0[((((c5 * 512) + c6) * 2048) + j12)];
+        reg7[k11] = t13;
+        const float t14 = p1[((((c5 * 512) + c6) * 2048) + j12)];
+        const float t15 = p2[((((c5 * 512) + c6) * 2048) + j12)];
+        const float t16 = (t14 + t15);
+        reg8[k11] = t16;
+        const float t17 = p3[j12];
+        ss9 += (t13 * t13);
+        dot10 += ((t16 * t17) * t13);
+    }
+    const float s18 = simd_sum(ss9);
+    const float s19 = simd_sum(dot10);
+    if ((l32_2 == 0)) {
+        sh20[sg3] = s18;
+        sh21[sg3] = s19;
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    float acc22 = sh20[0];
+    for (int s23 = 1; s23 < 8; s23 += 1) {
+        acc22 += sh20[s23];
+    }
+    float acc24 = sh21[0];
+    for (int s25 = 1; s25 < 8; s25 += 1) {
+        acc24 += sh21[s25];
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    const float r26 = rsqrt(((acc22 / 2048.0f) + 1e-05f));
+    const float mean27 = ((acc24 * r26) / 2048.0f);
+    for (int k28 = 0; k28 < 8; k28 += 1) {
+        const int j29 = (lid1 + (k28 * 256));
+        const float xh30 = (reg7[k28] * r26);
+        const float t31 = p3[j29];
+        const float acc32 = (r26 * ((reg8[k28] * t31) - (xh30 * mean27)));
+        const float t33 = p4[((((c5 * 512) + c6) * 2048) + j29)];
+        const float t34 = (t33 + acc32);
+        p5[((((c5 * 512) + c6) * 2048) + j29)] = t34;
+    }
+}
+
 // 2 independent kernels in one launch
-// part 0 (selective_scan_bwd): fuses slice %268, slice %269, neg %275, mul %3843, selective_scan_bwd %3851 (mamba.4)
+// part 0 (selective_scan_bwd): fuses slice %838, slice %839, neg %845, mul %3129, selective_scan_bwd %3137 (mamba.13)
 // part 1 (reduce_sum): fuses reshape %4412, reshape %4413, reshape %4414, reshape %4415, reshape %4416, reshape %4417,
 //   reshape %4418, reshape %4419, reshape %4420, reshape %4421, reshape %4422, concat %4423,
 //   square %4424, reduce_sum %4425 (optimizer)
@@ -6307,142 +6300,200 @@ kernel void selective_scan_bwd_reduce_sum_x2_0(
     }
 }
 
-// 4 independent kernels in one launch
-// part 0 (causal_conv1d_bwd): fuses slice %262, causal_conv1d_bwd %3869 (mamba.4)
-// part 1 (reduce_sum): fuses reshape %4385, reshape %4386, reshape %4387, reshape %4388, reshape %4389, reshape %4390,
-//   reshape %4391, reshape %4392, reshape %4393, reshape %4394, reshape %4395, concat %4396,
-//   square %4397, reduce_sum %4398 (optimizer)
-// part 2 (reduce_sum): fuses reshape %4400, reshape %4401, reshape %4402, reshape %4403, concat %4404, square %4405,
+// 3 independent kernels in one launch
+// part 0 (selective_scan_bwd): fuses slice %792, slice %793, neg %799, mul %3186, selective_scan_bwd %3194 (mamba.12)
+// part 1 (reduce_sum): fuses reshape %4400, reshape %4401, reshape %4402, reshape %4403, concat %4404, square %4405,
 //   reduce_sum %4406 (optimizer)
-// part 3 (reduce_sum): fuses reshape %4427, reshape %4428, reshape %4429, concat %4430, square %4431,
+// part 2 (reduce_sum): fuses reshape %4427, reshape %4428, reshape %4429, concat %4430, square %4431,
 //   reduce_sum %4432 (optimizer)
-// threadgroup 1024×1×1, grid 2051×1×1 threadgroups
-kernel void causal_conv1d_bwd_reduce_sum_x4_0(
+// threadgroup 1024×1×1, grid 82×1×1 threadgroups
+kernel void selective_scan_bwd_reduce_sum_x3_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
+        const device float* p2 [[buffer(2)]],
         const device float* p3 [[buffer(3)]],
         const device float* p4 [[buffer(4)]],
         const device float* p5 [[buffer(5)]],
         const device float* p6 [[buffer(6)]],
-        const device float* p7 [[buffer(7)]],
-        const device float* p8 [[buffer(8)]],
+        device float* p7 [[buffer(7)]],
+        device float* p8 [[buffer(8)]],
         const device float* p9 [[buffer(9)]],
-        const device float* p10 [[buffer(10)]],
-        const device float* p11 [[buffer(11)]],
+        device float* p10 [[buffer(10)]],
+        device float* p11 [[buffer(11)]],
         const device float* p12 [[buffer(12)]],
         const device float* p13 [[buffer(13)]],
-        device float* p14 [[buffer(14)]],
+        const device float* p14 [[buffer(14)]],
         const device float* p15 [[buffer(15)]],
-        const device float* p16 [[buffer(16)]],
+        device float* p16 [[buffer(16)]],
         const device float* p17 [[buffer(17)]],
         const device float* p18 [[buffer(18)]],
-        device float* p19 [[buffer(19)]],
-        const device float* p20 [[buffer(20)]],
-        const device float* p21 [[buffer(21)]],
-        const device float* p22 [[buffer(22)]],
-        device float* p23 [[buffer(23)]],
+        const device float* p19 [[buffer(19)]],
+        device float* p20 [[buffer(20)]],
         uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    threadgroup float sh22[32];
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
+    threadgroup float red2[2048];
     threadgroup float sh15[32];
     threadgroup float sh14[32];
-    if ((int(gid.x) < 2048)) {
+    if ((int(gid.x) < 80)) {
         const int h0 = (int(gid.x) - 0);
-        const int i1 = ((h0 * 1024) + int(lid.x));
-        const int c2 = (i1 / 2097152);
-        const int c3 = ((i1 / 4096) % 512);
-        const int c4 = (i1 % 4096);
-        const float t5 = p0[i1];
-        const float t6 = p1[((c4 * 4) + 3)];
-        const float t7 = p0[((((c2 * 512) + min((c3 + 1), 511)) * 4096) + c4)];
-        const float t8 = p1[((c4 * 4) + 2)];
-        const float t9 = p0[((((c2 * 512) + min((c3 + 2), 511)) * 4096) + c4)];
-        const float t10 = p1[((c4 * 4) + 1)];
-        const float t11 = p0[((((c2 * 512) + min((c3 + 3), 511)) * 4096) + c4)];
-        const float t12 = p1[((c4 * 4) + 0)];
-        p2[i1] = ((((t5 * t6) + ((c3 < 511) ? (t7 * t8) : 0.0f)) + ((c3 < 510) ? (t9 * t10) : 0.0f)) + ((c3 < 509) ? (t11 * t12) : 0.0f));
-    } else if ((int(gid.x) < 2049)) {
-        const int h1 = (int(gid.x) - 2048);
+        float seq1[128];
+        const int gid3 = h0;
+        if ((gid3 < 16)) {
+            const int b4 = (gid3 / 16);
+            const int n05 = ((gid3 % 16) * 1);
+            const int n6 = (n05 + (int(lid.x) / 1024));
+            const int sg7 = int(sg);
+            const int lane8 = int(lane);
+            int buf9 = 0;
+            for (int blk10 = 0; blk10 < 4; blk10 += 1) {
+                const int ch11 = ((blk10 * 1024) + (int(lid.x) % 1024));
+                const float t12 = p0[((ch11 * 16) + n6)];
+                const float t13 = (-t12);
+                float carry14 = 0.0f;
+                for (int cc15 = 0; cc15 < 4; cc15 += 1) {
+                    const int c16 = (3 - cc15);
+                    const int t017 = (c16 * 128);
+                    const int t118 = min((t017 + 128), 512);
+                    const float t19 = p1[((((((b4 * 4) + c16) * 4096) + ch11) * 16) + n6)];
+                    float s20 = t19;
+                    for (int t21 = t017; t21 < t118; t21 += 1) {
+                        seq1[(t21 - t017)] = s20;
+                        const float t22 = p2[((((b4 * 512) + t21) * 4096) + ch11)];
+                        const float t23 = p3[((((b4 * 512) + t21) * 4096) + ch11)];
+                        const float t24 = p4[((((b4 * 512) + t21) * 160) + (n6 + 128))];
+                        const float a26 = exp((t22 * t13));
+                        s20 = ((a26 * s20) + ((t22 * t24) * t23));
+                    }
+                    const int len27 = (t118 - t017);
+                    for (int i028 = 0; i028 < len27; i028 += 16) {
+                        const int cnt29 = min(16, (len27 - i028));
+                        const int rb30 = (buf9 * 1024);
+                        for (int j31 = 0; j31 < cnt29; j31 += 1) {
+                            const int t32 = ((t118 - 1) - (i028 + j31));
+                            const float t33 = p2[((((b4 * 512) + t32) * 4096) + ch11)];
+                            const float t34 = p3[((((b4 * 512) + t32) * 4096) + ch11)];
+                            const float t35 = p4[((((b4 * 512) + t32) * 160) + (n6 + 128))];
+                            const float t36 = p4[((((b4 * 512) + t32) * 160) + (n6 + 144))];
+                            const float t37 = p5[((((b4 * 512) + t32) * 4096) + ch11)];
+                            const float t38 = p6[((((b4 * 512) + t32) * 4096) + ch11)];
+                            const float t39 = (t37 * t38);
+                            const float sp40 = seq1[(t32 - t017)];
+                            const float a41 = exp((t33 * t13));
+                            const float g42 = ((t36 * t39) + carry14);
+                            carry14 = (a41 * g42);
+                            const float sp43 = simd_sum(((g42 * t33) * t34));
+                            const float sp44 = simd_sum((((a41 * sp40) + ((t33 * t35) * t34)) * t39));
+                            if ((lane8 == 0)) {
+                                red2[(rb30 + ((((0 * 16) + j31) * 32) + sg7))] = sp43;
+                                red2[(rb30 + ((((1 * 16) + j31) * 32) + sg7))] = sp44;
+                            }
+                        }
+                        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+                        const int per45 = (cnt29 * 1);
+                        for (int k46 = sg7; k46 < (2 * per45); k46 += 32) {
+                            const int q47 = (k46 / per45);
+                            const int j48 = ((k46 % per45) / 1);
+                            const int ns49 = (k46 % 1);
+                            const float tot50 = simd_sum(red2[(rb30 + ((((q47 * 16) + j48) * 32) + ((ns49 * 32) + lane8)))]);
+                            const int t51 = ((t118 - 1) - (i028 + j48));
+                            const int nn52 = (n05 + ns49);
+                            if ((lane8 == 0)) {
+                                if ((q47 == 0)) {
+                                    if ((blk10 == 0)) {
+                                        p7[((((b4 * 512) + t51) * 16) + nn52)] = tot50;
+                                    } else {
+                                        p7[((((b4 * 512) + t51) * 16) + nn52)] += tot50;
+                                    }
+                                }
+                                if ((q47 == 1)) {
+                                    if ((blk10 == 0)) {
+                                        p8[((((b4 * 512) + t51) * 16) + nn52)] = tot50;
+                                    } else {
+                                        p8[((((b4 * 512) + t51) * 16) + nn52)] += tot50;
+                                    }
+                                }
+                            }
+                        }
+                        buf9 = (1 - buf9);
+                    }
+                }
+            }
+        } else {
+            const int ch53 = (((gid3 - 16) * 64) + (int(lid.x) / 16));
+            const int n54 = (int(lid.x) % 16);
+            const float t55 = p0[((ch53 * 16) + n54)];
+            const float t56 = (-t55);
+            const float t57 = p9[ch53];
+            float dA58 = 0.0f;
+            float dD59 = 0.0f;
+            for (int b60 = 0; b60 < 1; b60 += 1) {
+                float carry61 = 0.0f;
+                for (int cc62 = 0; cc62 < 4; cc62 += 1) {
+                    const int c63 = (3 - cc62);
+                    const int t064 = (c63 * 128);
+                    const int t165 = min((t064 + 128), 512);
+                    const float t66 = p1[((((((b60 * 4) + c63) * 4096) + ch53) * 16) + n54)];
+                    float s67 = t66;
+                    for (int t68 = t064; t68 < t165; t68 += 1) {
+                        seq1[(t68 - t064)] = s67;
+                        const float t69 = p2[((((b60 * 512) + t68) * 4096) + ch53)];
+                        const float t70 = p3[((((b60 * 512) + t68) * 4096) + ch53)];
+                        const float t71 = p4[((((b60 * 512) + t68) * 160) + (n54 + 128))];
+                        const float a73 = exp((t69 * t56));
+                        s67 = ((a73 * s67) + ((t69 * t71) * t70));
+                    }
+                    for (int i74 = 0; i74 < (t165 - t064); i74 += 1) {
+                        const int t75 = ((t165 - 1) - i74);
+                        const float t76 = p2[((((b60 * 512) + t75) * 4096) + ch53)];
+                        const float t77 = p3[((((b60 * 512) + t75) * 4096) + ch53)];
+                        const float t78 = p4[((((b60 * 512) + t75) * 160) + (n54 + 128))];
+                        const float t79 = p4[((((b60 * 512) + t75) * 160) + (n54 + 144))];
+                        const float t80 = p5[((((b60 * 512) + t75) * 4096) + ch53)];
+                        const float t81 = p6[((((b60 * 512) + t75) * 4096) + ch53)];
+                        const float t82 = (t80 * t81);
+                        const float sp83 = seq1[(t75 - t064)];
+                        const float a84 = exp((t76 * t56));
+                        const float g85 = ((t79 * t82) + carry61);
+                        carry61 = (a84 * g85);
+                        const float r86 = (((g85 * t76) * t78) + simd_shuffle_xor(((g85 * t76) * t78), ushort(8)));
+                        const float r87 = (r86 + simd_shuffle_xor(r86, ushort(4)));
+                        const float r88 = (r87 + simd_shuffle_xor(r87, ushort(2)));
+                        const float r89 = (r88 + simd_shuffle_xor(r88, ushort(1)));
+                        const float r90 = ((g85 * (((t56 * a84) * sp83) + (t78 * t77))) + simd_shuffle_xor((g85 * (((t56 * a84) * sp83) + (t78 * t77))), ushort(8)));
+                        const float r91 = (r90 + simd_shuffle_xor(r90, ushort(4)));
+                        const float r92 = (r91 + simd_shuffle_xor(r91, ushort(2)));
+                        const float r93 = (r92 + simd_shuffle_xor(r92, ushort(1)));
+                        if ((n54 == 0)) {
+                            p10[((((b60 * 512) + t75) * 4096) + ch53)] = (r89 + (t57 * t82));
+                            p11[((((b60 * 512) + t75) * 4096) + ch53)] = r93;
+                        }
+                    }
+                }
+            }
+        }
+    } else if ((int(gid.x) < 81)) {
+        const int h1 = (int(gid.x) - 80);
         const int lid1 = int(lid.x);
         const int l32_2 = (lid1 % 32);
         const int sg3 = (lid1 / 32);
         const int row4 = h1;
         float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 7728; k6 += 1) {
-            const int j7 = (lid1 + (k6 * 1024));
-            float cat8 = 0.0f;
-            if ((j7 < 3612672)) {
-                const float t9 = p3[(j7 - 0)];
-                cat8 = t9;
-            } else if ((j7 < 4988928)) {
-                const float t10 = p4[(j7 - 3612672)];
-                cat8 = t10;
-            } else if ((j7 < 5160960)) {
-                const float t11 = p5[(j7 - 4988928)];
-                cat8 = t11;
-            } else if ((j7 < 5849088)) {
-                const float t12 = p6[(j7 - 5160960)];
-                cat8 = t12;
-            } else if ((j7 < 6193152)) {
-                const float t13 = p7[(j7 - 5849088)];
-                cat8 = t13;
-            } else if ((j7 < 6365184)) {
-                const float t14 = p8[(j7 - 6193152)];
-                cat8 = t14;
-            } else if ((j7 < 6537216)) {
-                const float t15 = p9[(j7 - 6365184)];
-                cat8 = t15;
-            } else if ((j7 < 7225344)) {
-                const float t16 = p10[(j7 - 6537216)];
-                cat8 = t16;
-            } else if ((j7 < 7569408)) {
-                const float t17 = p11[(j7 - 7225344)];
-                cat8 = t17;
-            } else if ((j7 < 7741440)) {
-                const float t18 = p12[(j7 - 7569408)];
-                cat8 = t18;
-            } else {
-                const float t19 = p13[(j7 - 7741440)];
-                cat8 = t19;
-            }
-            const float t20 = (cat8 * cat8);
-            acc5 += t20;
-        }
-        const float s21 = simd_sum(acc5);
-        if ((l32_2 == 0)) {
-            sh22[sg3] = s21;
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        float acc23 = sh22[0];
-        for (int s24 = 1; s24 < 32; s24 += 1) {
-            acc23 += sh22[s24];
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((lid1 == 0)) {
-            p14[row4] = acc23;
-        }
-    } else if ((int(gid.x) < 2050)) {
-        const int h2 = (int(gid.x) - 2049);
-        const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
-        const int row4 = h2;
-        float acc5 = 0.0f;
         for (int k6 = 0; k6 < 2520; k6 += 1) {
             const int j7 = (lid1 + (k6 * 1024));
             float cat8 = 0.0f;
             if ((j7 < 688128)) {
-                const float t9 = p15[(j7 - 0)];
+                const float t9 = p12[(j7 - 0)];
                 cat8 = t9;
             } else if ((j7 < 1032192)) {
-                const float t10 = p16[(j7 - 688128)];
+                const float t10 = p13[(j7 - 688128)];
                 cat8 = t10;
             } else if ((j7 < 1204224)) {
-                const float t11 = p17[(j7 - 1032192)];
+                const float t11 = p14[(j7 - 1032192)];
                 cat8 = t11;
             } else {
-                const float t12 = p18[(j7 - 1204224)];
+                const float t12 = p15[(j7 - 1204224)];
                 cat8 = t12;
             }
             const float t13 = (cat8 * cat8);
@@ -6459,26 +6510,26 @@ kernel void causal_conv1d_bwd_reduce_sum_x4_0(
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         if ((lid1 == 0)) {
-            p19[row4] = acc16;
+            p16[row4] = acc16;
         }
-    } else if ((int(gid.x) < 2051)) {
-        const int h3 = (int(gid.x) - 2050);
+    } else if ((int(gid.x) < 82)) {
+        const int h2 = (int(gid.x) - 81);
         const int lid1 = int(lid.x);
         const int l32_2 = (lid1 % 32);
         const int sg3 = (lid1 / 32);
-        const int row4 = h3;
+        const int row4 = h2;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 1176; k6 += 1) {
             const int j7 = (lid1 + (k6 * 1024));
             float cat8 = 0.0f;
             if ((j7 < 688128)) {
-                const float t9 = p20[(j7 - 0)];
+                const float t9 = p17[(j7 - 0)];
                 cat8 = t9;
             } else if ((j7 < 1032192)) {
-                const float t10 = p21[(j7 - 688128)];
+                const float t10 = p18[(j7 - 688128)];
                 cat8 = t10;
             } else {
-                const float t11 = p22[(j7 - 1032192)];
+                const float t11 = p19[(j7 - 1032192)];
                 cat8 = t11;
             }
             const float t12 = (cat8 * cat8);
@@ -6495,125 +6546,215 @@ kernel void causal_conv1d_bwd_reduce_sum_x4_0(
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         if ((lid1 == 0)) {
-            p23[row4] = acc15;
+            p20[row4] = acc15;
         }
     }
 }
 
-// 4 independent kernels in one launch
-// part 0 (causal_conv1d_bwd): fuses slice %216, causal_conv1d_bwd %3926 (mamba.3)
-// part 1 (reduce_sum): fuses reshape %4331, reshape %4332, reshape %4333, reshape %4334, reshape %4335, reshape %4336,
-//   reshape %4337, reshape %4338, reshape %4339, reshape %4340, reshape %4341, concat %4342,
-//   square %4343, reduce_sum %4344 (optimizer)
+// 5 independent kernels in one launch
+// part 0 (selective_scan_bwd): fuses slice %602, slice %603, neg %609, mul %3424, selective_scan_bwd %3432 (mamba.9)
+// part 1 (reduce_sum): fuses reshape %4354, square %4355, reduce_sum %4356 (optimizer)
 // part 2 (reduce_sum): fuses reshape %4373, reshape %4374, reshape %4375, reshape %4376, concat %4377, square %4378,
 //   reduce_sum %4379 (optimizer)
-// part 3 (reduce_sum): fuses reshape %4408, square %4409, reduce_sum %4410 (optimizer)
-// threadgroup 1024×1×1, grid 2051×1×1 threadgroups
-kernel void causal_conv1d_bwd_reduce_sum_x4_1(
+// part 3 (reduce_sum): fuses reshape %4381, square %4382, reduce_sum %4383 (optimizer)
+// part 4 (reduce_sum): fuses reshape %4408, square %4409, reduce_sum %4410 (optimizer)
+// threadgroup 1024×1×1, grid 84×1×1 threadgroups
+kernel void selective_scan_bwd_reduce_sum_x5_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
+        const device float* p2 [[buffer(2)]],
         const device float* p3 [[buffer(3)]],
         const device float* p4 [[buffer(4)]],
         const device float* p5 [[buffer(5)]],
         const device float* p6 [[buffer(6)]],
-        const device float* p7 [[buffer(7)]],
-        const device float* p8 [[buffer(8)]],
+        device float* p7 [[buffer(7)]],
+        device float* p8 [[buffer(8)]],
         const device float* p9 [[buffer(9)]],
-        const device float* p10 [[buffer(10)]],
-        const device float* p11 [[buffer(11)]],
+        device float* p10 [[buffer(10)]],
+        device float* p11 [[buffer(11)]],
         const device float* p12 [[buffer(12)]],
-        const device float* p13 [[buffer(13)]],
-        device float* p14 [[buffer(14)]],
+        device float* p13 [[buffer(13)]],
+        const device float* p14 [[buffer(14)]],
         const device float* p15 [[buffer(15)]],
         const device float* p16 [[buffer(16)]],
         const device float* p17 [[buffer(17)]],
-        const device float* p18 [[buffer(18)]],
-        device float* p19 [[buffer(19)]],
-        const device float* p20 [[buffer(20)]],
-        device float* p21 [[buffer(21)]],
+        device float* p18 [[buffer(18)]],
+        const device float* p19 [[buffer(19)]],
+        device float* p20 [[buffer(20)]],
+        const device float* p21 [[buffer(21)]],
+        device float* p22 [[buffer(22)]],
         uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    threadgroup float sh22[32];
-    threadgroup float sh15[32];
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
+    threadgroup float red2[2048];
     threadgroup float sh11[32];
-    if ((int(gid.x) < 2048)) {
+    threadgroup float sh15[32];
+    if ((int(gid.x) < 80)) {
         const int h0 = (int(gid.x) - 0);
-        const int i1 = ((h0 * 1024) + int(lid.x));
-        const int c2 = (i1 / 2097152);
-        const int c3 = ((i1 / 4096) % 512);
-        const int c4 = (i1 % 4096);
-        const float t5 = p0[i1];
-        const float t6 = p1[((c4 * 4) + 3)];
-        const float t7 = p0[((((c2 * 512) + min((c3 + 1), 511)) * 4096) + c4)];
-        const float t8 = p1[((c4 * 4) + 2)];
-        const float t9 = p0[((((c2 * 512) + min((c3 + 2), 511)) * 4096) + c4)];
-        const float t10 = p1[((c4 * 4) + 1)];
-        const float t11 = p0[((((c2 * 512) + min((c3 + 3), 511)) * 4096) + c4)];
-        const float t12 = p1[((c4 * 4) + 0)];
-        p2[i1] = ((((t5 * t6) + ((c3 < 511) ? (t7 * t8) : 0.0f)) + ((c3 < 510) ? (t9 * t10) : 0.0f)) + ((c3 < 509) ? (t11 * t12) : 0.0f));
-    } else if ((int(gid.x) < 2049)) {
-        const int h1 = (int(gid.x) - 2048);
+        float seq1[128];
+        const int gid3 = h0;
+        if ((gid3 < 16)) {
+            const int b4 = (gid3 / 16);
+            const int n05 = ((gid3 % 16) * 1);
+            const int n6 = (n05 + (int(lid.x) / 1024));
+            const int sg7 = int(sg);
+            const int lane8 = int(lane);
+            int buf9 = 0;
+            for (int blk10 = 0; blk10 < 4; blk10 += 1) {
+                const int ch11 = ((blk10 * 1024) + (int(lid.x) % 1024));
+                const float t12 = p0[((ch11 * 16) + n6)];
+                const float t13 = (-t12);
+                float carry14 = 0.0f;
+                for (int cc15 = 0; cc15 < 4; cc15 += 1) {
+                    const int c16 = (3 - cc15);
+                    const int t017 = (c16 * 128);
+                    const int t118 = min((t017 + 128), 512);
+                    const float t19 = p1[((((((b4 * 4) + c16) * 4096) + ch11) * 16) + n6)];
+                    float s20 = t19;
+                    for (int t21 = t017; t21 < t118; t21 += 1) {
+                        seq1[(t21 - t017)] = s20;
+                        const float t22 = p2[((((b4 * 512) + t21) * 4096) + ch11)];
+                        const float t23 = p3[((((b4 * 512) + t21) * 4096) + ch11)];
+                        const float t24 = p4[((((b4 * 512) + t21) * 160) + (n6 + 128))];
+                        const float a26 = exp((t22 * t13));
+                        s20 = ((a26 * s20) + ((t22 * t24) * t23));
+                    }
+                    const int len27 = (t118 - t017);
+                    for (int i028 = 0; i028 < len27; i028 += 16) {
+                        const int cnt29 = min(16, (len27 - i028));
+                        const int rb30 = (buf9 * 1024);
+                        for (int j31 = 0; j31 < cnt29; j31 += 1) {
+                            const int t32 = ((t118 - 1) - (i028 + j31));
+                            const float t33 = p2[((((b4 * 512) + t32) * 4096) + ch11)];
+                            const float t34 = p3[((((b4 * 512) + t32) * 4096) + ch11)];
+                            const float t35 = p4[((((b4 * 512) + t32) * 160) + (n6 + 128))];
+                            const float t36 = p4[((((b4 * 512) + t32) * 160) + (n6 + 144))];
+                            const float t37 = p5[((((b4 * 512) + t32) * 4096) + ch11)];
+                            const float t38 = p6[((((b4 * 512) + t32) * 4096) + ch11)];
+                            const float t39 = (t37 * t38);
+                            const float sp40 = seq1[(t32 - t017)];
+                            const float a41 = exp((t33 * t13));
+                            const float g42 = ((t36 * t39) + carry14);
+                            carry14 = (a41 * g42);
+                            const float sp43 = simd_sum(((g42 * t33) * t34));
+                            const float sp44 = simd_sum((((a41 * sp40) + ((t33 * t35) * t34)) * t39));
+                            if ((lane8 == 0)) {
+                                red2[(rb30 + ((((0 * 16) + j31) * 32) + sg7))] = sp43;
+                                red2[(rb30 + ((((1 * 16) + j31) * 32) + sg7))] = sp44;
+                            }
+                        }
+                        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+                        const int per45 = (cnt29 * 1);
+                        for (int k46 = sg7; k46 < (2 * per45); k46 += 32) {
+                            const int q47 = (k46 / per45);
+                            const int j48 = ((k46 % per45) / 1);
+                            const int ns49 = (k46 % 1);
+                            const float tot50 = simd_sum(red2[(rb30 + ((((q47 * 16) + j48) * 32) + ((ns49 * 32) + lane8)))]);
+                            const int t51 = ((t118 - 1) - (i028 + j48));
+                            const int nn52 = (n05 + ns49);
+                            if ((lane8 == 0)) {
+                                if ((q47 == 0)) {
+                                    if ((blk10 == 0)) {
+                                        p7[((((b4 * 512) + t51) * 16) + nn52)] = tot50;
+                                    } else {
+                                        p7[((((b4 * 512) + t51) * 16) + nn52)] += tot50;
+                                    }
+                                }
+                                if ((q47 == 1)) {
+                                    if ((blk10 == 0)) {
+                                        p8[((((b4 * 512) + t51) * 16) + nn52)] = tot50;
+                                    } else {
+                                        p8[((((b4 * 512) + t51) * 16) + nn52)] += tot50;
+                                    }
+                                }
+                            }
+                        }
+                        buf9 = (1 - buf9);
+                    }
+                }
+            }
+        } else {
+            const int ch53 = (((gid3 - 16) * 64) + (int(lid.x) / 16));
+            const int n54 = (int(lid.x) % 16);
+            const float t55 = p0[((ch53 * 16) + n54)];
+            const float t56 = (-t55);
+            const float t57 = p9[ch53];
+            float dA58 = 0.0f;
+            float dD59 = 0.0f;
+            for (int b60 = 0; b60 < 1; b60 += 1) {
+                float carry61 = 0.0f;
+                for (int cc62 = 0; cc62 < 4; cc62 += 1) {
+                    const int c63 = (3 - cc62);
+                    const int t064 = (c63 * 128);
+                    const int t165 = min((t064 + 128), 512);
+                    const float t66 = p1[((((((b60 * 4) + c63) * 4096) + ch53) * 16) + n54)];
+                    float s67 = t66;
+                    for (int t68 = t064; t68 < t165; t68 += 1) {
+                        seq1[(t68 - t064)] = s67;
+                        const float t69 = p2[((((b60 * 512) + t68) * 4096) + ch53)];
+                        const float t70 = p3[((((b60 * 512) + t68) * 4096) + ch53)];
+                        const float t71 = p4[((((b60 * 512) + t68) * 160) + (n54 + 128))];
+                        const float a73 = exp((t69 * t56));
+                        s67 = ((a73 * s67) + ((t69 * t71) * t70));
+                    }
+                    for (int i74 = 0; i74 < (t165 - t064); i74 += 1) {
+                        const int t75 = ((t165 - 1) - i74);
+                        const float t76 = p2[((((b60 * 512) + t75) * 4096) + ch53)];
+                        const float t77 = p3[((((b60 * 512) + t75) * 4096) + ch53)];
+                        const float t78 = p4[((((b60 * 512) + t75) * 160) + (n54 + 128))];
+                        const float t79 = p4[((((b60 * 512) + t75) * 160) + (n54 + 144))];
+                        const float t80 = p5[((((b60 * 512) + t75) * 4096) + ch53)];
+                        const float t81 = p6[((((b60 * 512) + t75) * 4096) + ch53)];
+                        const float t82 = (t80 * t81);
+                        const float sp83 = seq1[(t75 - t064)];
+                        const float a84 = exp((t76 * t56));
+                        const float g85 = ((t79 * t82) + carry61);
+                        carry61 = (a84 * g85);
+                        const float r86 = (((g85 * t76) * t78) + simd_shuffle_xor(((g85 * t76) * t78), ushort(8)));
+                        const float r87 = (r86 + simd_shuffle_xor(r86, ushort(4)));
+                        const float r88 = (r87 + simd_shuffle_xor(r87, ushort(2)));
+                        const float r89 = (r88 + simd_shuffle_xor(r88, ushort(1)));
+                        const float r90 = ((g85 * (((t56 * a84) * sp83) + (t78 * t77))) + simd_shuffle_xor((g85 * (((t56 * a84) * sp83) + (t78 * t77))), ushort(8)));
+                        const float r91 = (r90 + simd_shuffle_xor(r90, ushort(4)));
+                        const float r92 = (r91 + simd_shuffle_xor(r91, ushort(2)));
+                        const float r93 = (r92 + simd_shuffle_xor(r92, ushort(1)));
+                        if ((n54 == 0)) {
+                            p10[((((b60 * 512) + t75) * 4096) + ch53)] = (r89 + (t57 * t82));
+                            p11[((((b60 * 512) + t75) * 4096) + ch53)] = r93;
+                        }
+                    }
+                }
+            }
+        }
+    } else if ((int(gid.x) < 81)) {
+        const int h1 = (int(gid.x) - 80);
         const int lid1 = int(lid.x);
         const int l32_2 = (lid1 % 32);
         const int sg3 = (lid1 / 32);
         const int row4 = h1;
         float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 7728; k6 += 1) {
+        for (int k6 = 0; k6 < 7056; k6 += 1) {
             const int j7 = (lid1 + (k6 * 1024));
-            float cat8 = 0.0f;
-            if ((j7 < 3612672)) {
-                const float t9 = p3[(j7 - 0)];
-                cat8 = t9;
-            } else if ((j7 < 4988928)) {
-                const float t10 = p4[(j7 - 3612672)];
-                cat8 = t10;
-            } else if ((j7 < 5160960)) {
-                const float t11 = p5[(j7 - 4988928)];
-                cat8 = t11;
-            } else if ((j7 < 5849088)) {
-                const float t12 = p6[(j7 - 5160960)];
-                cat8 = t12;
-            } else if ((j7 < 6193152)) {
-                const float t13 = p7[(j7 - 5849088)];
-                cat8 = t13;
-            } else if ((j7 < 6365184)) {
-                const float t14 = p8[(j7 - 6193152)];
-                cat8 = t14;
-            } else if ((j7 < 6537216)) {
-                const float t15 = p9[(j7 - 6365184)];
-                cat8 = t15;
-            } else if ((j7 < 7225344)) {
-                const float t16 = p10[(j7 - 6537216)];
-                cat8 = t16;
-            } else if ((j7 < 7569408)) {
-                const float t17 = p11[(j7 - 7225344)];
-                cat8 = t17;
-            } else if ((j7 < 7741440)) {
-                const float t18 = p12[(j7 - 7569408)];
-                cat8 = t18;
-            } else {
-                const float t19 = p13[(j7 - 7741440)];
-                cat8 = t19;
-            }
-            const float t20 = (cat8 * cat8);
-            acc5 += t20;
+            const float t8 = p12[j7];
+            const float t9 = (t8 * t8);
+            acc5 += t9;
         }
-        const float s21 = simd_sum(acc5);
+        const float s10 = simd_sum(acc5);
         if ((l32_2 == 0)) {
-            sh22[sg3] = s21;
+            sh11[sg3] = s10;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        float acc23 = sh22[0];
-        for (int s24 = 1; s24 < 32; s24 += 1) {
-            acc23 += sh22[s24];
+        float acc12 = sh11[0];
+        for (int s13 = 1; s13 < 32; s13 += 1) {
+            acc12 += sh11[s13];
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         if ((lid1 == 0)) {
-            p14[row4] = acc23;
+            p13[row4] = acc12;
         }
-    } else if ((int(gid.x) < 2050)) {
-        const int h2 = (int(gid.x) - 2049);
+    } else if ((int(gid.x) < 82)) {
+        const int h2 = (int(gid.x) - 81);
         const int lid1 = int(lid.x);
         const int l32_2 = (lid1 % 32);
         const int sg3 = (lid1 / 32);
@@ -6623,16 +6764,16 @@ kernel void causal_conv1d_bwd_reduce_sum_x4_1(
             const int j7 = (lid1 + (k6 * 1024));
             float cat8 = 0.0f;
             if ((j7 < 688128)) {
-                const float t9 = p15[(j7 - 0)];
+                const float t9 = p14[(j7 - 0)];
                 cat8 = t9;
             } else if ((j7 < 1032192)) {
-                const float t10 = p16[(j7 - 688128)];
+                const float t10 = p15[(j7 - 688128)];
                 cat8 = t10;
             } else if ((j7 < 1204224)) {
-                const float t11 = p17[(j7 - 1032192)];
+                const float t11 = p16[(j7 - 1032192)];
                 cat8 = t11;
             } else {
-                const float t12 = p18[(j7 - 1204224)];
+                const float t12 = p17[(j7 - 1204224)];
                 cat8 = t12;
             }
             const float t13 = (cat8 * cat8);
@@ -6649,10 +6790,10 @@ kernel void causal_conv1d_bwd_reduce_sum_x4_1(
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         if ((lid1 == 0)) {
-            p19[row4] = acc16;
+            p18[row4] = acc16;
         }
-    } else if ((int(gid.x) < 2051)) {
-        const int h3 = (int(gid.x) - 2050);
+    } else if ((int(gid.x) < 83)) {
+        const int h3 = (int(gid.x) - 82);
         const int lid1 = int(lid.x);
         const int l32_2 = (lid1 % 32);
         const int sg3 = (lid1 / 32);
@@ -6660,7 +6801,7 @@ kernel void causal_conv1d_bwd_reduce_sum_x4_1(
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 7056; k6 += 1) {
             const int j7 = (lid1 + (k6 * 1024));
-            const float t8 = p20[j7];
+            const float t8 = p19[j7];
             const float t9 = (t8 * t8);
             acc5 += t9;
         }
@@ -6675,20 +6816,330 @@ kernel void causal_conv1d_bwd_reduce_sum_x4_1(
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         if ((lid1 == 0)) {
-            p21[row4] = acc12;
+            p20[row4] = acc12;
+        }
+    } else if ((int(gid.x) < 84)) {
+        const int h4 = (int(gid.x) - 83);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        const int row4 = h4;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 7056; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 1024));
+            const float t8 = p21[j7];
+            const float t9 = (t8 * t8);
+            acc5 += t9;
+        }
+        const float s10 = simd_sum(acc5);
+        if ((l32_2 == 0)) {
+            sh11[sg3] = s10;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        float acc12 = sh11[0];
+        for (int s13 = 1; s13 < 32; s13 += 1) {
+            acc12 += sh11[s13];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        if ((lid1 == 0)) {
+            p22[row4] = acc12;
         }
     }
 }
 
 // 4 independent kernels in one launch
-// part 0 (selective_scan_bwd): fuses slice %124, slice %125, neg %131, mul %4024, selective_scan_bwd %4032 (mamba.2)
+// part 0 (selective_scan_bwd): fuses slice %458, slice %459, neg %465, mul %3605, selective_scan_bwd %3613 (mamba.7)
 // part 1 (reduce_sum): fuses reshape %4319, reshape %4320, reshape %4321, reshape %4322, concat %4323, square %4324,
 //   reduce_sum %4325 (optimizer)
-// part 2 (reduce_sum): fuses reshape %4346, reshape %4347, reshape %4348, reshape %4349, concat %4350, square %4351,
+// part 2 (reduce_sum): fuses reshape %4327, square %4328, reduce_sum %4329 (optimizer)
+// part 3 (reduce_sum): fuses reshape %4346, reshape %4347, reshape %4348, reshape %4349, concat %4350, square %4351,
 //   reduce_sum %4352 (optimizer)
-// part 3 (reduce_sum): fuses reshape %4381, square %4382, reduce_sum %4383 (optimizer)
 // threadgroup 1024×1×1, grid 83×1×1 threadgroups
 kernel void selective_scan_bwd_reduce_sum_x4_0(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        const device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        const device float* p6 [[buffer(6)]],
+        device float* p7 [[buffer(7)]],
+        device float* p8 [[buffer(8)]],
+        const device float* p9 [[buffer(9)]],
+        device float* p10 [[buffer(10)]],
+        device float* p11 [[buffer(11)]],
+        const device float* p12 [[buffer(12)]],
+        const device float* p13 [[buffer(13)]],
+        const device float* p14 [[buffer(14)]],
+        const device float* p15 [[buffer(15)]],
+        device float* p16 [[buffer(16)]],
+        const device float* p17 [[buffer(17)]],
+        device float* p18 [[buffer(18)]],
+        const device float* p19 [[buffer(19)]],
+        const device float* p20 [[buffer(20)]],
+        const device float* p21 [[buffer(21)]],
+        const device float* p22 [[buffer(22)]],
+        device float* p23 [[buffer(23)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
+    threadgroup float red2[2048];
+    threadgroup float sh15[32];
+    threadgroup float sh11[32];
+    if ((int(gid.x) < 80)) {
+        const int h0 = (int(gid.x) - 0);
+        float seq1[128];
+        const int gid3 = h0;
+        if ((gid3 < 16)) {
+            const int b4 = (gid3 / 16);
+            const int n05 = ((gid3 % 16) * 1);
+            const int n6 = (n05 + (int(lid.x) / 1024));
+            const int sg7 = int(sg);
+            const int lane8 = int(lane);
+            int buf9 = 0;
+            for (int blk10 = 0; blk10 < 4; blk10 += 1) {
+                const int ch11 = ((blk10 * 1024) + (int(lid.x) % 1024));
+                const float t12 = p0[((ch11 * 16) + n6)];
+                const float t13 = (-t12);
+                float carry14 = 0.0f;
+                for (int cc15 = 0; cc15 < 4; cc15 += 1) {
+                    const int c16 = (3 - cc15);
+                    const int t017 = (c16 * 128);
+                    const int t118 = min((t017 + 128), 512);
+                    const float t19 = p1[((((((b4 * 4) + c16) * 4096) + ch11) * 16) + n6)];
+                    float s20 = t19;
+                    for (int t21 = t017; t21 < t118; t21 += 1) {
+                        seq1[(t21 - t017)] = s20;
+                        const float t22 = p2[((((b4 * 512) + t21) * 4096) + ch11)];
+                        const float t23 = p3[((((b4 * 512) + t21) * 4096) + ch11)];
+                        const float t24 = p4[((((b4 * 512) + t21) * 160) + (n6 + 128))];
+                        const float a26 = exp((t22 * t13));
+                        s20 = ((a26 * s20) + ((t22 * t24) * t23));
+                    }
+                    const int len27 = (t118 - t017);
+                    for (int i028 = 0; i028 < len27; i028 += 16) {
+                        const int cnt29 = min(16, (len27 - i028));
+                        const int rb30 = (buf9 * 1024);
+                        for (int j31 = 0; j31 < cnt29; j31 += 1) {
+                            const int t32 = ((t118 - 1) - (i028 + j31));
+                            const float t33 = p2[((((b4 * 512) + t32) * 4096) + ch11)];
+                            const float t34 = p3[((((b4 * 512) + t32) * 4096) + ch11)];
+                            const float t35 = p4[((((b4 * 512) + t32) * 160) + (n6 + 128))];
+                            const float t36 = p4[((((b4 * 512) + t32) * 160) + (n6 + 144))];
+                            const float t37 = p5[((((b4 * 512) + t32) * 4096) + ch11)];
+                            const float t38 = p6[((((b4 * 512) + t32) * 4096) + ch11)];
+                            const float t39 = (t37 * t38);
+                            const float sp40 = seq1[(t32 - t017)];
+                            const float a41 = exp((t33 * t13));
+                            const float g42 = ((t36 * t39) + carry14);
+                            carry14 = (a41 * g42);
+                            const float sp43 = simd_sum(((g42 * t33) * t34));
+                            const float sp44 = simd_sum((((a41 * sp40) + ((t33 * t35) * t34)) * t39));
+                            if ((lane8 == 0)) {
+                                red2[(rb30 + ((((0 * 16) + j31) * 32) + sg7))] = sp43;
+                                red2[(rb30 + ((((1 * 16) + j31) * 32) + sg7))] = sp44;
+                            }
+                        }
+                        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+                        const int per45 = (cnt29 * 1);
+                        for (int k46 = sg7; k46 < (2 * per45); k46 += 32) {
+                            const int q47 = (k46 / per45);
+                            const int j48 = ((k46 % per45) / 1);
+                            const int ns49 = (k46 % 1);
+                            const float tot50 = simd_sum(red2[(rb30 + ((((q47 * 16) + j48) * 32) + ((ns49 * 32) + lane8)))]);
+                            const int t51 = ((t118 - 1) - (i028 + j48));
+                            const int nn52 = (n05 + ns49);
+                            if ((lane8 == 0)) {
+                                if ((q47 == 0)) {
+                                    if ((blk10 == 0)) {
+                                        p7[((((b4 * 512) + t51) * 16) + nn52)] = tot50;
+                                    } else {
+                                        p7[((((b4 * 512) + t51) * 16) + nn52)] += tot50;
+                                    }
+                                }
+                                if ((q47 == 1)) {
+                                    if ((blk10 == 0)) {
+                                        p8[((((b4 * 512) + t51) * 16) + nn52)] = tot50;
+                                    } else {
+                                        p8[((((b4 * 512) + t51) * 16) + nn52)] += tot50;
+                                    }
+                                }
+                            }
+                        }
+                        buf9 = (1 - buf9);
+                    }
+                }
+            }
+        } else {
+            const int ch53 = (((gid3 - 16) * 64) + (int(lid.x) / 16));
+            const int n54 = (int(lid.x) % 16);
+            const float t55 = p0[((ch53 * 16) + n54)];
+            const float t56 = (-t55);
+            const float t57 = p9[ch53];
+            float dA58 = 0.0f;
+            float dD59 = 0.0f;
+            for (int b60 = 0; b60 < 1; b60 += 1) {
+                float carry61 = 0.0f;
+                for (int cc62 = 0; cc62 < 4; cc62 += 1) {
+                    const int c63 = (3 - cc62);
+                    const int t064 = (c63 * 128);
+                    const int t165 = min((t064 + 128), 512);
+                    const float t66 = p1[((((((b60 * 4) + c63) * 4096) + ch53) * 16) + n54)];
+                    float s67 = t66;
+                    for (int t68 = t064; t68 < t165; t68 += 1) {
+                        seq1[(t68 - t064)] = s67;
+                        const float t69 = p2[((((b60 * 512) + t68) * 4096) + ch53)];
+                        const float t70 = p3[((((b60 * 512) + t68) * 4096) + ch53)];
+                        const float t71 = p4[((((b60 * 512) + t68) * 160) + (n54 + 128))];
+                        const float a73 = exp((t69 * t56));
+                        s67 = ((a73 * s67) + ((t69 * t71) * t70));
+                    }
+                    for (int i74 = 0; i74 < (t165 - t064); i74 += 1) {
+                        const int t75 = ((t165 - 1) - i74);
+                        const float t76 = p2[((((b60 * 512) + t75) * 4096) + ch53)];
+                        const float t77 = p3[((((b60 * 512) + t75) * 4096) + ch53)];
+                        const float t78 = p4[((((b60 * 512) + t75) * 160) + (n54 + 128))];
+                        const float t79 = p4[((((b60 * 512) + t75) * 160) + (n54 + 144))];
+                        const float t80 = p5[((((b60 * 512) + t75) * 4096) + ch53)];
+                        const float t81 = p6[((((b60 * 512) + t75) * 4096) + ch53)];
+                        const float t82 = (t80 * t81);
+                        const float sp83 = seq1[(t75 - t064)];
+                        const float a84 = exp((t76 * t56));
+                        const float g85 = ((t79 * t82) + carry61);
+                        carry61 = (a84 * g85);
+                        const float r86 = (((g85 * t76) * t78) + simd_shuffle_xor(((g85 * t76) * t78), ushort(8)));
+                        const float r87 = (r86 + simd_shuffle_xor(r86, ushort(4)));
+                        const float r88 = (r87 + simd_shuffle_xor(r87, ushort(2)));
+                        const float r89 = (r88 + simd_shuffle_xor(r88, ushort(1)));
+                        const float r90 = ((g85 * (((t56 * a84) * sp83) + (t78 * t77))) + simd_shuffle_xor((g85 * (((t56 * a84) * sp83) + (t78 * t77))), ushort(8)));
+                        const float r91 = (r90 + simd_shuffle_xor(r90, ushort(4)));
+                        const float r92 = (r91 + simd_shuffle_xor(r91, ushort(2)));
+                        const float r93 = (r92 + simd_shuffle_xor(r92, ushort(1)));
+                        if ((n54 == 0)) {
+                            p10[((((b60 * 512) + t75) * 4096) + ch53)] = (r89 + (t57 * t82));
+                            p11[((((b60 * 512) + t75) * 4096) + ch53)] = r93;
+                        }
+                    }
+                }
+            }
+        }
+    } else if ((int(gid.x) < 81)) {
+        const int h1 = (int(gid.x) - 80);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        const int row4 = h1;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 2520; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 1024));
+            float cat8 = 0.0f;
+            if ((j7 < 688128)) {
+                const float t9 = p12[(j7 - 0)];
+                cat8 = t9;
+            } else if ((j7 < 1032192)) {
+                const float t10 = p13[(j7 - 688128)];
+                cat8 = t10;
+            } else if ((j7 < 1204224)) {
+                const float t11 = p14[(j7 - 1032192)];
+                cat8 = t11;
+            } else {
+                const float t12 = p15[(j7 - 1204224)];
+                cat8 = t12;
+            }
+            const float t13 = (cat8 * cat8);
+            acc5 += t13;
+        }
+        const float s14 = simd_sum(acc5);
+        if ((l32_2 == 0)) {
+            sh15[sg3] = s14;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        float acc16 = sh15[0];
+        for (int s17 = 1; s17 < 32; s17 += 1) {
+            acc16 += sh15[s17];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        if ((lid1 == 0)) {
+            p16[row4] = acc16;
+        }
+    } else if ((int(gid.x) < 82)) {
+        const int h2 = (int(gid.x) - 81);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        const int row4 = h2;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 7056; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 1024));
+            const float t8 = p17[j7];
+            const float t9 = (t8 * t8);
+            acc5 += t9;
+        }
+        const float s10 = simd_sum(acc5);
+        if ((l32_2 == 0)) {
+            sh11[sg3] = s10;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        float acc12 = sh11[0];
+        for (int s13 = 1; s13 < 32; s13 += 1) {
+            acc12 += sh11[s13];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        if ((lid1 == 0)) {
+            p18[row4] = acc12;
+        }
+    } else if ((int(gid.x) < 83)) {
+        const int h3 = (int(gid.x) - 82);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        const int row4 = h3;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 2520; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 1024));
+            float cat8 = 0.0f;
+            if ((j7 < 688128)) {
+                const float t9 = p19[(j7 - 0)];
+                cat8 = t9;
+            } else if ((j7 < 1032192)) {
+                const float t10 = p20[(j7 - 688128)];
+                cat8 = t10;
+            } else if ((j7 < 1204224)) {
+                const float t11 = p21[(j7 - 1032192)];
+                cat8 = t11;
+            } else {
+                const float t12 = p22[(j7 - 1204224)];
+                cat8 = t12;
+            }
+            const float t13 = (cat8 * cat8);
+            acc5 += t13;
+        }
+        const float s14 = simd_sum(acc5);
+        if ((l32_2 == 0)) {
+            sh15[sg3] = s14;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        float acc16 = sh15[0];
+        for (int s17 = 1; s17 < 32; s17 += 1) {
+            acc16 += sh15[s17];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        if ((lid1 == 0)) {
+            p23[row4] = acc16;
+        }
+    }
+}
+
+// 4 independent kernels in one launch
+// part 0 (selective_scan_bwd): fuses slice %268, slice %269, neg %275, mul %3843, selective_scan_bwd %3851 (mamba.4)
+// part 1 (reduce_sum): fuses reshape %4265, reshape %4266, reshape %4267, reshape %4268, concat %4269, square %4270,
+//   reduce_sum %4271 (optimizer)
+// part 2 (reduce_sum): fuses reshape %4292, reshape %4293, reshape %4294, reshape %4295, concat %4296, square %4297,
+//   reduce_sum %4298 (optimizer)
+// part 3 (reduce_sum): fuses reshape %4300, square %4301, reduce_sum %4302 (optimizer)
+// threadgroup 1024×1×1, grid 83×1×1 threadgroups
+kernel void selective_scan_bwd_reduce_sum_x4_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -6964,772 +7415,26 @@ kernel void selective_scan_bwd_reduce_sum_x4_0(
     }
 }
 
-// 5 independent kernels in one launch
-// part 0 (causal_conv1d_bwd): fuses slice %118, causal_conv1d_bwd %4050 (mamba.2)
-// part 1 (reduce_sum): fuses reshape %4292, reshape %4293, reshape %4294, reshape %4295, concat %4296, square %4297,
-//   reduce_sum %4298 (optimizer)
-// part 2 (reduce_sum): fuses reshape %4304, reshape %4305, reshape %4306, reshape %4307, reshape %4308, reshape %4309,
-//   reshape %4310, reshape %4311, reshape %4312, reshape %4313, reshape %4314, concat %4315,
-//   square %4316, reduce_sum %4317 (optimizer)
-// part 3 (reduce_sum): fuses reshape %4327, square %4328, reduce_sum %4329 (optimizer)
-// part 4 (reduce_sum): fuses reshape %4354, square %4355, reduce_sum %4356 (optimizer)
-// threadgroup 1024×1×1, grid 2052×1×1 threadgroups
-kernel void causal_conv1d_bwd_reduce_sum_x5_0(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        const device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
-        device float* p7 [[buffer(7)]],
-        const device float* p8 [[buffer(8)]],
-        const device float* p9 [[buffer(9)]],
-        const device float* p10 [[buffer(10)]],
-        const device float* p11 [[buffer(11)]],
-        const device float* p12 [[buffer(12)]],
-        const device float* p13 [[buffer(13)]],
-        const device float* p14 [[buffer(14)]],
-        const device float* p15 [[buffer(15)]],
-        const device float* p16 [[buffer(16)]],
-        const device float* p17 [[buffer(17)]],
-        const device float* p18 [[buffer(18)]],
-        device float* p19 [[buffer(19)]],
-        const device float* p20 [[buffer(20)]],
-        device float* p21 [[buffer(21)]],
-        const device float* p22 [[buffer(22)]],
-        device float* p23 [[buffer(23)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    threadgroup float sh15[32];
-    threadgroup float sh22[32];
-    threadgroup float sh11[32];
-    if ((int(gid.x) < 2048)) {
-        const int h0 = (int(gid.x) - 0);
-        const int i1 = ((h0 * 1024) + int(lid.x));
-        const int c2 = (i1 / 2097152);
-        const int c3 = ((i1 / 4096) % 512);
-        const int c4 = (i1 % 4096);
-        const float t5 = p0[i1];
-        const float t6 = p1[((c4 * 4) + 3)];
-        const float t7 = p0[((((c2 * 512) + min((c3 + 1), 511)) * 4096) + c4)];
-        const float t8 = p1[((c4 * 4) + 2)];
-        const float t9 = p0[((((c2 * 512) + min((c3 + 2), 511)) * 4096) + c4)];
-        const float t10 = p1[((c4 * 4) + 1)];
-        const float t11 = p0[((((c2 * 512) + min((c3 + 3), 511)) * 4096) + c4)];
-        const float t12 = p1[((c4 * 4) + 0)];
-        p2[i1] = ((((t5 * t6) + ((c3 < 511) ? (t7 * t8) : 0.0f)) + ((c3 < 510) ? (t9 * t10) : 0.0f)) + ((c3 < 509) ? (t11 * t12) : 0.0f));
-    } else if ((int(gid.x) < 2049)) {
-        const int h1 = (int(gid.x) - 2048);
-        const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
-        const int row4 = h1;
-        float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 2520; k6 += 1) {
-            const int j7 = (lid1 + (k6 * 1024));
-            float cat8 = 0.0f;
-            if ((j7 < 688128)) {
-                const float t9 = p3[(j7 - 0)];
-                cat8 = t9;
-            } else if ((j7 < 1032192)) {
-                const float t10 = p4[(j7 - 688128)];
-                cat8 = t10;
-            } else if ((j7 < 1204224)) {
-                const float t11 = p5[(j7 - 1032192)];
-                cat8 = t11;
-            } else {
-                const float t12 = p6[(j7 - 1204224)];
-                cat8 = t12;
-            }
-            const float t13 = (cat8 * cat8);
-            acc5 += t13;
-        }
-        const float s14 = simd_sum(acc5);
-        if ((l32_2 == 0)) {
-            sh15[sg3] = s14;
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        float acc16 = sh15[0];
-        for (int s17 = 1; s17 < 32; s17 += 1) {
-            acc16 += sh15[s17];
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((lid1 == 0)) {
-            p7[row4] = acc16;
-        }
-    } else if ((int(gid.x) < 2050)) {
-        const int h2 = (int(gid.x) - 2049);
-        const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
-        const int row4 = h2;
-        float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 7728; k6 += 1) {
-            const int j7 = (lid1 + (k6 * 1024));
-            float cat8 = 0.0f;
-            if ((j7 < 3612672)) {
-                const float t9 = p8[(j7 - 0)];
-                cat8 = t9;
-            } else if ((j7 < 4988928)) {
-                const float t10 = p9[(j7 - 3612672)];
-                cat8 = t10;
-            } else if ((j7 < 5160960)) {
-                const float t11 = p10[(j7 - 4988928)];
-                cat8 = t11;
-            } else if ((j7 < 5849088)) {
-                const float t12 = p11[(j7 - 5160960)];
-                cat8 = t12;
-            } else if ((j7 < 6193152)) {
-                const float t13 = p12[(j7 - 5849088)];
-                cat8 = t13;
-            } else if ((j7 < 6365184)) {
-                const float t14 = p13[(j7 - 6193152)];
-                cat8 = t14;
-            } else if ((j7 < 6537216)) {
-                const float t15 = p14[(j7 - 6365184)];
-                cat8 = t15;
-            } else if ((j7 < 7225344)) {
-                const float t16 = p15[(j7 - 6537216)];
-                cat8 = t16;
-            } else if ((j7 < 7569408)) {
-                const float t17 = p16[(j7 - 7225344)];
-                cat8 = t17;
-            } else if ((j7 < 7741440)) {
-                const float t18 = p17[(j7 - 7569408)];
-                cat8 = t18;
-            } else {
-                const float t19 = p18[(j7 - 7741440)];
-                cat8 = t19;
-            }
-            const float t20 = (cat8 * cat8);
-            acc5 += t20;
-        }
-        const float s21 = simd_sum(acc5);
-        if ((l32_2 == 0)) {
-            sh22[sg3] = s21;
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        float acc23 = sh22[0];
-        for (int s24 = 1; s24 < 32; s24 += 1) {
-            acc23 += sh22[s24];
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((lid1 == 0)) {
-            p19[row4] = acc23;
-        }
-    } else if ((int(gid.x) < 2051)) {
-        const int h3 = (int(gid.x) - 2050);
-        const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
-        const int row4 = h3;
-        float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 7056; k6 += 1) {
-            const int j7 = (lid1 + (k6 * 1024));
-            const float t8 = p20[j7];
-            const float t9 = (t8 * t8);
-            acc5 += t9;
-        }
-        const float s10 = simd_sum(acc5);
-        if ((l32_2 == 0)) {
-            sh11[sg3] = s10;
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        float acc12 = sh11[0];
-        for (int s13 = 1; s13 < 32; s13 += 1) {
-            acc12 += sh11[s13];
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((lid1 == 0)) {
-            p21[row4] = acc12;
-        }
-    } else if ((int(gid.x) < 2052)) {
-        const int h4 = (int(gid.x) - 2051);
-        const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
-        const int row4 = h4;
-        float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 7056; k6 += 1) {
-            const int j7 = (lid1 + (k6 * 1024));
-            const float t8 = p22[j7];
-            const float t9 = (t8 * t8);
-            acc5 += t9;
-        }
-        const float s10 = simd_sum(acc5);
-        if ((l32_2 == 0)) {
-            sh11[sg3] = s10;
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        float acc12 = sh11[0];
-        for (int s13 = 1; s13 < 32; s13 += 1) {
-            acc12 += sh11[s13];
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((lid1 == 0)) {
-            p23[row4] = acc12;
-        }
-    }
-}
-
-// 5 independent kernels in one launch
-// part 0 (causal_conv1d_bwd): fuses slice %72, causal_conv1d_bwd %4107 (mamba.1)
-// part 1 (reduce_sum): fuses reshape %4250, reshape %4251, reshape %4252, reshape %4253, reshape %4254, reshape %4255,
-//   reshape %4256, reshape %4257, reshape %4258, reshape %4259, reshape %4260, concat %4261,
-//   square %4262, reduce_sum %4263 (optimizer)
-// part 2 (reduce_sum): fuses reshape %4265, reshape %4266, reshape %4267, reshape %4268, concat %4269, square %4270,
-//   reduce_sum %4271 (optimizer)
-// part 3 (reduce_sum): fuses reshape %4273, square %4274, reduce_sum %4275 (optimizer)
-// part 4 (reduce_sum): fuses reshape %4300, square %4301, reduce_sum %4302 (optimizer)
-// threadgroup 1024×1×1, grid 2052×1×1 threadgroups
-kernel void causal_conv1d_bwd_reduce_sum_x5_1(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        const device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
-        const device float* p7 [[buffer(7)]],
-        const device float* p8 [[buffer(8)]],
-        const device float* p9 [[buffer(9)]],
-        const device float* p10 [[buffer(10)]],
-        const device float* p11 [[buffer(11)]],
-        const device float* p12 [[buffer(12)]],
-        const device float* p13 [[buffer(13)]],
-        device float* p14 [[buffer(14)]],
-        const device float* p15 [[buffer(15)]],
-        const device float* p16 [[buffer(16)]],
-        const device float* p17 [[buffer(17)]],
-        const device float* p18 [[buffer(18)]],
-        device float* p19 [[buffer(19)]],
-        const device float* p20 [[buffer(20)]],
-        device float* p21 [[buffer(21)]],
-        const device float* p22 [[buffer(22)]],
-        device float* p23 [[buffer(23)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    threadgroup float sh22[32];
-    threadgroup float sh15[32];
-    threadgroup float sh11[32];
-    if ((int(gid.x) < 2048)) {
-        const int h0 = (int(gid.x) - 0);
-        const int i1 = ((h0 * 1024) + int(lid.x));
-        const int c2 = (i1 / 2097152);
-        const int c3 = ((i1 / 4096) % 512);
-        const int c4 = (i1 % 4096);
-        const float t5 = p0[i1];
-        const float t6 = p1[((c4 * 4) + 3)];
-        const float t7 = p0[((((c2 * 512) + min((c3 + 1), 511)) * 4096) + c4)];
-        const float t8 = p1[((c4 * 4) + 2)];
-        const float t9 = p0[((((c2 * 512) + min((c3 + 2), 511)) * 4096) + c4)];
-        const float t10 = p1[((c4 * 4) + 1)];
-        const float t11 = p0[((((c2 * 512) + min((c3 + 3), 511)) * 4096) + c4)];
-        const float t12 = p1[((c4 * 4) + 0)];
-        p2[i1] = ((((t5 * t6) + ((c3 < 511) ? (t7 * t8) : 0.0f)) + ((c3 < 510) ? (t9 * t10) : 0.0f)) + ((c3 < 509) ? (t11 * t12) : 0.0f));
-    } else if ((int(gid.x) < 2049)) {
-        const int h1 = (int(gid.x) - 2048);
-        const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
-        const int row4 = h1;
-        float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 7728; k6 += 1) {
-            const int j7 = (lid1 + (k6 * 1024));
-            float cat8 = 0.0f;
-            if ((j7 < 3612672)) {
-                const float t9 = p3[(j7 - 0)];
-                cat8 = t9;
-            } else if ((j7 < 4988928)) {
-                const float t10 = p4[(j7 - 3612672)];
-                cat8 = t10;
-            } else if ((j7 < 5160960)) {
-                const float t11 = p5[(j7 - 4988928)];
-                cat8 = t11;
-            } else if ((j7 < 5849088)) {
-                const float t12 = p6[(j7 - 5160960)];
-                cat8 = t12;
-            } else if ((j7 < 6193152)) {
-                const float t13 = p7[(j7 - 5849088)];
-                cat8 = t13;
-            } else if ((j7 < 6365184)) {
-                const float t14 = p8[(j7 - 6193152)];
-                cat8 = t14;
-            } else if ((j7 < 6537216)) {
-                const float t15 = p9[(j7 - 6365184)];
-                cat8 = t15;
-            } else if ((j7 < 7225344)) {
-                const float t16 = p10[(j7 - 6537216)];
-                cat8 = t16;
-            } else if ((j7 < 7569408)) {
-                const float t17 = p11[(j7 - 7225344)];
-                cat8 = t17;
-            } else if ((j7 < 7741440)) {
-                const float t18 = p12[(j7 - 7569408)];
-                cat8 = t18;
-            } else {
-                const float t19 = p13[(j7 - 7741440)];
-                cat8 = t19;
-            }
-            const float t20 = (cat8 * cat8);
-            acc5 += t20;
-        }
-        const float s21 = simd_sum(acc5);
-        if ((l32_2 == 0)) {
-            sh22[sg3] = s21;
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        float acc23 = sh22[0];
-        for (int s24 = 1; s24 < 32; s24 += 1) {
-            acc23 += sh22[s24];
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((lid1 == 0)) {
-            p14[row4] = acc23;
-        }
-    } else if ((int(gid.x) < 2050)) {
-        const int h2 = (int(gid.x) - 2049);
-        const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
-        const int row4 = h2;
-        float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 2520; k6 += 1) {
-            const int j7 = (lid1 + (k6 * 1024));
-            float cat8 = 0.0f;
-            if ((j7 < 688128)) {
-                const float t9 = p15[(j7 - 0)];
-                cat8 = t9;
-            } else if ((j7 < 1032192)) {
-                const float t10 = p16[(j7 - 688128)];
-                cat8 = t10;
-            } else if ((j7 < 1204224)) {
-                const float t11 = p17[(j7 - 1032192)];
-                cat8 = t11;
-            } else {
-                const float t12 = p18[(j7 - 1204224)];
-                cat8 = t12;
-            }
-            const float t13 = (cat8 * cat8);
-            acc5 += t13;
-        }
-        const float s14 = simd_sum(acc5);
-        if ((l32_2 == 0)) {
-            sh15[sg3] = s14;
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        float acc16 = sh15[0];
-        for (int s17 = 1; s17 < 32; s17 += 1) {
-            acc16 += sh15[s17];
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((lid1 == 0)) {
-            p19[row4] = acc16;
-        }
-    } else if ((int(gid.x) < 2051)) {
-        const int h3 = (int(gid.x) - 2050);
-        const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
-        const int row4 = h3;
-        float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 7056; k6 += 1) {
-            const int j7 = (lid1 + (k6 * 1024));
-            const float t8 = p20[j7];
-            const float t9 = (t8 * t8);
-            acc5 += t9;
-        }
-        const float s10 = simd_sum(acc5);
-        if ((l32_2 == 0)) {
-            sh11[sg3] = s10;
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        float acc12 = sh11[0];
-        for (int s13 = 1; s13 < 32; s13 += 1) {
-            acc12 += sh11[s13];
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((lid1 == 0)) {
-            p21[row4] = acc12;
-        }
-    } else if ((int(gid.x) < 2052)) {
-        const int h4 = (int(gid.x) - 2051);
-        const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
-        const int row4 = h4;
-        float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 7056; k6 += 1) {
-            const int j7 = (lid1 + (k6 * 1024));
-            const float t8 = p22[j7];
-            const float t9 = (t8 * t8);
-            acc5 += t9;
-        }
-        const float s10 = simd_sum(acc5);
-        if ((l32_2 == 0)) {
-            sh11[sg3] = s10;
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        float acc12 = sh11[0];
-        for (int s13 = 1; s13 < 32; s13 += 1) {
-            acc12 += sh11[s13];
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((lid1 == 0)) {
-            p23[row4] = acc12;
-        }
-    }
-}
-
-// 5 independent kernels in one launch
-// part 0 (causal_conv1d_bwd): fuses slice %26, causal_conv1d_bwd %4164 (mamba.0)
-// part 1 (reduce_sum): fuses reshape %4192, square %4193, reduce_sum %4194 (optimizer)
-// part 2 (reduce_sum): fuses reshape %4196, reshape %4197, reshape %4198, reshape %4199, reshape %4200, reshape %4201,
-//   reshape %4202, reshape %4203, reshape %4204, reshape %4205, reshape %4206, concat %4207,
-//   square %4208, reduce_sum %4209 (optimizer)
-// part 3 (reduce_sum): fuses reshape %4211, reshape %4212, reshape %4213, reshape %4214, concat %4215, square %4216,
-//   reduce_sum %4217 (optimizer)
-// part 4 (reduce_sum): fuses reshape %4219, square %4220, reduce_sum %4221 (optimizer)
-// threadgroup 1024×1×1, grid 2052×1×1 threadgroups
-kernel void causal_conv1d_bwd_reduce_sum_x5_2(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        device float* p4 [[buffer(4)]],
-        const device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
-        const device float* p7 [[buffer(7)]],
-        const device float* p8 [[buffer(8)]],
-        const device float* p9 [[buffer(9)]],
-        const device float* p10 [[buffer(10)]],
-        const device float* p11 [[buffer(11)]],
-        const device float* p12 [[buffer(12)]],
-        const device float* p13 [[buffer(13)]],
-        const device float* p14 [[buffer(14)]],
-        const device float* p15 [[buffer(15)]],
-        device float* p16 [[buffer(16)]],
-        const device float* p17 [[buffer(17)]],
-        const device float* p18 [[buffer(18)]],
-        const device float* p19 [[buffer(19)]],
-        const device float* p20 [[buffer(20)]],
-        device float* p21 [[buffer(21)]],
-        const device float* p22 [[buffer(22)]],
-        device float* p23 [[buffer(23)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    threadgroup float sh11[32];
-    threadgroup float sh22[32];
-    threadgroup float sh15[32];
-    if ((int(gid.x) < 2048)) {
-        const int h0 = (int(gid.x) - 0);
-        const int i1 = ((h0 * 1024) + int(lid.x));
-        const int c2 = (i1 / 2097152);
-        const int c3 = ((i1 / 4096) % 512);
-        const int c4 = (i1 % 4096);
-        const float t5 = p0[i1];
-        const float t6 = p1[((c4 * 4) + 3)];
-        const float t7 = p0[((((c2 * 512) + min((c3 + 1), 511)) * 4096) + c4)];
-        const float t8 = p1[((c4 * 4) + 2)];
-        const float t9 = p0[((((c2 * 512) + min((c3 + 2), 511)) * 4096) + c4)];
-        const float t10 = p1[((c4 * 4) + 1)];
-        const float t11 = p0[((((c2 * 512) + min((c3 + 3), 511)) * 4096) + c4)];
-        const float t12 = p1[((c4 * 4) + 0)];
-        p2[i1] = ((((t5 * t6) + ((c3 < 511) ? (t7 * t8) : 0.0f)) + ((c3 < 510) ? (t9 * t10) : 0.0f)) + ((c3 < 509) ? (t11 * t12) : 0.0f));
-    } else if ((int(gid.x) < 2049)) {
-        const int h1 = (int(gid.x) - 2048);
-        const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
-        const int row4 = h1;
-        float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 7056; k6 += 1) {
-            const int j7 = (lid1 + (k6 * 1024));
-            const float t8 = p3[j7];
-            const float t9 = (t8 * t8);
-            acc5 += t9;
-        }
-        const float s10 = simd_sum(acc5);
-        if ((l32_2 == 0)) {
-            sh11[sg3] = s10;
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        float acc12 = sh11[0];
-        for (int s13 = 1; s13 < 32; s13 += 1) {
-            acc12 += sh11[s13];
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((lid1 == 0)) {
-            p4[row4] = acc12;
-        }
-    } else if ((int(gid.x) < 2050)) {
-        const int h2 = (int(gid.x) - 2049);
-        const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
-        const int row4 = h2;
-        float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 7728; k6 += 1) {
-            const int j7 = (lid1 + (k6 * 1024));
-            float cat8 = 0.0f;
-            if ((j7 < 3612672)) {
-                const float t9 = p5[(j7 - 0)];
-                cat8 = t9;
-            } else if ((j7 < 4988928)) {
-                const float t10 = p6[(j7 - 3612672)];
-                cat8 = t10;
-            } else if ((j7 < 5160960)) {
-                const float t11 = p7[(j7 - 4988928)];
-                cat8 = t11;
-            } else if ((j7 < 5849088)) {
-                const float t12 = p8[(j7 - 5160960)];
-                cat8 = t12;
-            } else if ((j7 < 6193152)) {
-                const float t13 = p9[(j7 - 5849088)];
-                cat8 = t13;
-            } else if ((j7 < 6365184)) {
-                const float t14 = p10[(j7 - 6193152)];
-                cat8 = t14;
-            } else if ((j7 < 6537216)) {
-                const float t15 = p11[(j7 - 6365184)];
-                cat8 = t15;
-            } else if ((j7 < 7225344)) {
-                const float t16 = p12[(j7 - 6537216)];
-                cat8 = t16;
-            } else if ((j7 < 7569408)) {
-                const float t17 = p13[(j7 - 7225344)];
-                cat8 = t17;
-            } else if ((j7 < 7741440)) {
-                const float t18 = p14[(j7 - 7569408)];
-                cat8 = t18;
-            } else {
-                const float t19 = p15[(j7 - 7741440)];
-                cat8 = t19;
-            }
-            const float t20 = (cat8 * cat8);
-            acc5 += t20;
-        }
-        const float s21 = simd_sum(acc5);
-        if ((l32_2 == 0)) {
-            sh22[sg3] = s21;
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        float acc23 = sh22[0];
-        for (int s24 = 1; s24 < 32; s24 += 1) {
-            acc23 += sh22[s24];
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((lid1 == 0)) {
-            p16[row4] = acc23;
-        }
-    } else if ((int(gid.x) < 2051)) {
-        const int h3 = (int(gid.x) - 2050);
-        const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
-        const int row4 = h3;
-        float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 2520; k6 += 1) {
-            const int j7 = (lid1 + (k6 * 1024));
-            float cat8 = 0.0f;
-            if ((j7 < 688128)) {
-                const float t9 = p17[(j7 - 0)];
-                cat8 = t9;
-            } else if ((j7 < 1032192)) {
-                const float t10 = p18[(j7 - 688128)];
-                cat8 = t10;
-            } else if ((j7 < 1204224)) {
-                const float t11 = p19[(j7 - 1032192)];
-                cat8 = t11;
-            } else {
-                const float t12 = p20[(j7 - 1204224)];
-                cat8 = t12;
-            }
-            const float t13 = (cat8 * cat8);
-            acc5 += t13;
-        }
-        const float s14 = simd_sum(acc5);
-        if ((l32_2 == 0)) {
-            sh15[sg3] = s14;
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        float acc16 = sh15[0];
-        for (int s17 = 1; s17 < 32; s17 += 1) {
-            acc16 += sh15[s17];
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((lid1 == 0)) {
-            p21[row4] = acc16;
-        }
-    } else if ((int(gid.x) < 2052)) {
-        const int h4 = (int(gid.x) - 2051);
-        const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
-        const int row4 = h4;
-        float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 7056; k6 += 1) {
-            const int j7 = (lid1 + (k6 * 1024));
-            const float t8 = p22[j7];
-            const float t9 = (t8 * t8);
-            acc5 += t9;
-        }
-        const float s10 = simd_sum(acc5);
-        if ((l32_2 == 0)) {
-            sh11[sg3] = s10;
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        float acc12 = sh11[0];
-        for (int s13 = 1; s13 < 32; s13 += 1) {
-            acc12 += sh11[s13];
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((lid1 == 0)) {
-            p23[row4] = acc12;
-        }
-    }
-}
-
 // 2 independent kernels in one launch
-// part 0 (matmul): fuses concat %4167, scale %4168, matmul %4169 (mamba.0)
-// part 1 (matmul): fuses concat %4167, scale %4168, reshape %4170, reshape %4171, matmul %4172 (mamba.0)
-// threadgroup 128×1×1, grid 272×1×1 threadgroups
-kernel void matmul_x2_3(
+// part 0 (matmul): fuses concat %4167, scale %4168, reshape %4170, reshape %4171, matmul %4172 (mamba.0)
+// part 1 (matmul): fuses reshape %4173, reshape %4174, matmul %4175 (mamba.0)
+// threadgroup 128×1×1, grid 320×1×1 threadgroups
+kernel void matmul_x2_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
         device float* p3 [[buffer(3)]],
         const device float* p4 [[buffer(4)]],
-        device float* p5 [[buffer(5)]],
+        const device float* p5 [[buffer(5)]],
+        device float* p6 [[buffer(6)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[4352];
-    if ((int(gid.x) < 16)) {
+    if ((int(gid.x) < 256)) {
         const int h0 = (int(gid.x) - 0);
-        const int c1 = (h0 / 16);
-        const int m02 = ((h0 / 2) * 64);
-        const int n03 = ((h0 % 2) * 64);
-        const int ti4 = int(lid.x);
-        const int sgi5 = int(sg);
-        const int sr6 = ((sgi5 / 2) * 32);
-        const int sc7 = ((sgi5 % 2) * 32);
-        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        for (int k0 = 0; k0 < 8192; k0 += 16) {
-            for (int s8 = 0; s8 < 8; s8 += 1) {
-                const int l9 = ((s8 * 128) + ti4);
-                const int i10 = (l9 / 16);
-                const int k11 = (l9 % 16);
-                const int gi12 = (m02 + i10);
-                const int gk13 = (k0 + k11);
-                float cat14 = 0.0f;
-                if ((gk13 < 4096)) {
-                    const float t15 = p0[((((c1 * 512) + gi12) * 4096) + (gk13 - 0))];
-                    cat14 = t15;
-                } else {
-                    const float t16 = p1[((((c1 * 512) + gi12) * 4096) + (gk13 - 4096))];
-                    cat14 = t16;
-                }
-                const float t17 = (cat14 * 0.1904762f);
-                sh[((i10 * 20) + k11)] = t17;
-            }
-            for (int s18 = 0; s18 < 8; s18 += 1) {
-                const int l19 = ((s18 * 128) + ti4);
-                const int k20 = (l19 / 64);
-                const int i21 = (l19 % 64);
-                const int gi22 = (n03 + i21);
-                const int gk23 = (k0 + k20);
-                if ((gi22 < 84)) {
-                    const float t24 = p2[((gk23 * 84) + gi22)];
-                    sh[(((k20 * 68) + i21) + 1280)] = t24;
-                } else {
-                    sh[(((k20 * 68) + i21) + 1280)] = 0.0f;
-                }
-            }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-            for (int kk = 0; kk < 16; kk += 8) {
-                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
-                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa1, sh + (((sr6 + 8) * 20) + kk), 20);
-                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa2, sh + (((sr6 + 16) * 20) + kk), 20);
-                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa3, sh + (((sr6 + 24) * 20) + kk), 20);
-                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb0, sh + (((kk * 68) + sc7) + 1280), 68);
-                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb1, sh + (((kk * 68) + (sc7 + 8)) + 1280), 68);
-                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb2, sh + (((kk * 68) + (sc7 + 16)) + 1280), 68);
-                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb3, sh + (((kk * 68) + (sc7 + 24)) + 1280), 68);
-                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
-                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
-                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
-                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
-            }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        }
-        simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
-        simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
-        simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
-        simdgroup_store(acc0_3, sh + ((sr6 * 68) + (sc7 + 24)), 68);
-        simdgroup_store(acc1_0, sh + (((sr6 + 8) * 68) + sc7), 68);
-        simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
-        simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
-        simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-        simdgroup_store(acc2_0, sh + (((sr6 + 16) * 68) + sc7), 68);
-        simdgroup_store(acc2_1, sh + (((sr6 + 16) * 68) + (sc7 + 8)), 68);
-        simdgroup_store(acc2_2, sh + (((sr6 + 16) * 68) + (sc7 + 16)), 68);
-        simdgroup_store(acc2_3, sh + (((sr6 + 16) * 68) + (sc7 + 24)), 68);
-        simdgroup_store(acc3_0, sh + (((sr6 + 24) * 68) + sc7), 68);
-        simdgroup_store(acc3_1, sh + (((sr6 + 24) * 68) + (sc7 + 8)), 68);
-        simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
-        simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int s25 = 0; s25 < 32; s25 += 1) {
-            const int l26 = ((s25 * 128) + ti4);
-            const int i27 = (l26 / 64);
-            const int j28 = (l26 % 64);
-            const int gi29 = (m02 + i27);
-            const int gj30 = (n03 + j28);
-            if ((gj30 < 84)) {
-                p3[((((c1 * 512) + gi29) * 84) + gj30)] = sh[((i27 * 68) + j28)];
-            }
-        }
-    } else if ((int(gid.x) < 272)) {
-        const int h1 = (int(gid.x) - 16);
-        const int m01 = ((h1 / 2) * 64);
-        const int n02 = ((h1 % 2) * 64);
+        const int m01 = ((h0 / 2) * 64);
+        const int n02 = ((h0 % 2) * 64);
         const int ti3 = int(lid.x);
         const int sgi4 = int(sg);
         const int sr5 = ((sgi4 / 2) * 32);
@@ -7775,7 +7480,7 @@ kernel void matmul_x2_3(
                 const int gi21 = (n02 + i20);
                 const int gk22 = (k0 + k19);
                 if ((gi21 < 84)) {
-                    const float t23 = p4[((gk22 * 84) + gi21)];
+                    const float t23 = p2[((gk22 * 84) + gi21)];
                     sh[(((k19 * 68) + i20) + 1088)] = t23;
                 } else {
                     sh[(((k19 * 68) + i20) + 1088)] = 0.0f;
@@ -7842,129 +7547,119 @@ kernel void matmul_x2_3(
             const int gi28 = (m01 + i26);
             const int gj29 = (n02 + j27);
             if ((gj29 < 84)) {
-                p5[((gi28 * 84) + gj29)] = sh[((i26 * 68) + j27)];
+                p3[((gi28 * 84) + gj29)] = sh[((i26 * 68) + j27)];
             }
         }
-    }
-}
-
-// fuses reshape %4173, reshape %4174, matmul %4175 (mamba.0)
-// threadgroup 128×1×1, grid 32×2×1 threadgroups
-kernel void matmul_12(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]],
-        uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int m01 = (int(gid.y) * 64);
-    const int n02 = (int(gid.x) * 64);
-    threadgroup float sh[4352];
-    const int ti3 = int(lid.x);
-    const int sgi4 = int(sg);
-    const int sr5 = ((sgi4 / 2) * 32);
-    const int sc6 = ((sgi4 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 512; k0 += 16) {
-        for (int s7 = 0; s7 < 8; s7 += 1) {
-            const int l8 = ((s7 * 128) + ti3);
-            const int k9 = (l8 / 64);
-            const int i10 = (l8 % 64);
-            const int gi11 = (m01 + i10);
-            const int gk12 = (k0 + k9);
-            if ((gi11 < 84)) {
-                const float t13 = p0[((gk12 * 84) + gi11)];
-                sh[((k9 * 68) + i10)] = t13;
-            } else {
-                sh[((k9 * 68) + i10)] = 0.0f;
+    } else if ((int(gid.x) < 320)) {
+        const int h1 = (int(gid.x) - 256);
+        const int m01 = ((h1 / 32) * 64);
+        const int n02 = ((h1 % 32) * 64);
+        const int ti3 = int(lid.x);
+        const int sgi4 = int(sg);
+        const int sr5 = ((sgi4 / 2) * 32);
+        const int sc6 = ((sgi4 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 512; k0 += 16) {
+            for (int s7 = 0; s7 < 8; s7 += 1) {
+                const int l8 = ((s7 * 128) + ti3);
+                const int k9 = (l8 / 64);
+                const int i10 = (l8 % 64);
+                const int gi11 = (m01 + i10);
+                const int gk12 = (k0 + k9);
+                if ((gi11 < 84)) {
+                    const float t13 = p4[((gk12 * 84) + gi11)];
+                    sh[((k9 * 68) + i10)] = t13;
+                } else {
+                    sh[((k9 * 68) + i10)] = 0.0f;
+                }
             }
+            for (int s14 = 0; s14 < 8; s14 += 1) {
+                const int l15 = ((s14 * 128) + ti3);
+                const int k16 = (l15 / 64);
+                const int i17 = (l15 % 64);
+                const int gi18 = (n02 + i17);
+                const int gk19 = (k0 + k16);
+                const float t20 = p5[((gk19 * 2048) + gi18)];
+                sh[(((k16 * 68) + i17) + 1088)] = t20;
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 16; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + ((kk * 68) + (sr5 + 8)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa2, sh + ((kk * 68) + (sr5 + 16)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa3, sh + ((kk * 68) + (sr5 + 24)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc6) + 1088), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc6 + 8)) + 1088), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc6 + 16)) + 1088), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc6 + 24)) + 1088), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         }
-        for (int s14 = 0; s14 < 8; s14 += 1) {
-            const int l15 = ((s14 * 128) + ti3);
-            const int k16 = (l15 / 64);
-            const int i17 = (l15 % 64);
-            const int gi18 = (n02 + i17);
-            const int gk19 = (k0 + k16);
-            const float t20 = p1[((gk19 * 2048) + gi18)];
-            sh[(((k16 * 68) + i17) + 1088)] = t20;
-        }
+        simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
+        simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
+        simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
+        simdgroup_store(acc2_0, sh + (((sr5 + 16) * 68) + sc6), 68);
+        simdgroup_store(acc2_1, sh + (((sr5 + 16) * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc2_2, sh + (((sr5 + 16) * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc2_3, sh + (((sr5 + 16) * 68) + (sc6 + 24)), 68);
+        simdgroup_store(acc3_0, sh + (((sr5 + 24) * 68) + sc6), 68);
+        simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 16; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + ((kk * 68) + (sr5 + 8)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + ((kk * 68) + (sr5 + 16)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + ((kk * 68) + (sr5 + 24)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 68) + sc6) + 1088), 68);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 68) + (sc6 + 8)) + 1088), 68);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + (((kk * 68) + (sc6 + 16)) + 1088), 68);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + (((kk * 68) + (sc6 + 24)) + 1088), 68);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
-            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
-            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
-            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
-    simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
-    simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
-    simdgroup_store(acc2_0, sh + (((sr5 + 16) * 68) + sc6), 68);
-    simdgroup_store(acc2_1, sh + (((sr5 + 16) * 68) + (sc6 + 8)), 68);
-    simdgroup_store(acc2_2, sh + (((sr5 + 16) * 68) + (sc6 + 16)), 68);
-    simdgroup_store(acc2_3, sh + (((sr5 + 16) * 68) + (sc6 + 24)), 68);
-    simdgroup_store(acc3_0, sh + (((sr5 + 24) * 68) + sc6), 68);
-    simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
-    simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
-    simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s21 = 0; s21 < 32; s21 += 1) {
-        const int l22 = ((s21 * 128) + ti3);
-        const int i23 = (l22 / 64);
-        const int j24 = (l22 % 64);
-        const int gi25 = (m01 + i23);
-        const int gj26 = (n02 + j24);
-        if ((gi25 < 84)) {
-            p2[((gi25 * 2048) + gj26)] = sh[((i23 * 68) + j24)];
+        for (int s21 = 0; s21 < 32; s21 += 1) {
+            const int l22 = ((s21 * 128) + ti3);
+            const int i23 = (l22 / 64);
+            const int j24 = (l22 % 64);
+            const int gi25 = (m01 + i23);
+            const int gj26 = (n02 + j24);
+            if ((gi25 < 84)) {
+                p6[((gi25 * 2048) + gj26)] = sh[((i23 * 68) + j24)];
+            }
         }
     }
 }
@@ -8129,7 +7824,7 @@ kernel void reduce_sum_x2_0(
 //   add %4345, add %4353, add %4357, add %4372, add %4380, add %4384, add %4399, add %4407,
 //   add %4411, add %4426, add %4433, sqrt %4434 (optimizer)
 // threadgroup 1024×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_3(
+kernel void reduce_sum_4(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],

@@ -323,9 +323,11 @@ kernel void matmul_2(
                 const float t21 = p1[((gk13 * 4) + 3)];
                 const float t22 = p2[((((c1 * 16) + gi12) * 256) + gk13)];
                 const float t23 = ((((t14 + ((gi12 >= 3) ? (t15 * t16) : 0.0f)) + ((gi12 >= 2) ? (t17 * t18) : 0.0f)) + ((gi12 >= 1) ? (t19 * t20) : 0.0f)) + (t21 * t22));
-                const float t24 = (t23 / (1.0f + exp((-t23))));
                 if ((n03 == 0)) {
                     p3[((((c1 * 16) + gi12) * 128) + gk13)] = t23;
+                }
+                const float t24 = (t23 / (1.0f + exp((-t23))));
+                if ((n03 == 0)) {
                     p4[((((c1 * 16) + gi12) * 128) + gk13)] = t24;
                 }
                 sh[((i10 * 36) + k11)] = t24;
@@ -498,7 +500,7 @@ kernel void matmul_exp_x2_0(
     }
 }
 
-// fuses slice %32, slice %33, neg %39, selective_scan %40 (mamba.0)
+// fuses slice %27, slice %32, slice %33, neg %39, selective_scan %40, silu %42, mul %43 (mamba.0)
 // threadgroup 256×1×1, grid 8×16×1 threadgroups
 kernel void selective_scan_0(
         const device float* p0 [[buffer(0)]],
@@ -508,6 +510,9 @@ kernel void selective_scan_0(
         const device float* p4 [[buffer(4)]],
         const device float* p5 [[buffer(5)]],
         device float* p6 [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
+        device float* p8 [[buffer(8)]],
+        device float* p9 [[buffer(9)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     const int b1 = int(gid.y);
@@ -531,21 +536,24 @@ kernel void selective_scan_0(
             const float r17 = (r16 + simd_shuffle_xor(r16, ushort(2)));
             const float r18 = (r17 + simd_shuffle_xor(r17, ushort(1)));
             if ((n3 == 0)) {
-                p6[((((b1 * 16) + t9) * 128) + ch2)] = (r18 + (t6 * t11));
+                const float acc19 = (r18 + (t6 * t11));
+                p6[((((b1 * 16) + t9) * 128) + ch2)] = acc19;
+                const float t20 = p7[((((b1 * 16) + t9) * 256) + (ch2 + 128))];
+                const float t21 = (t20 / (1.0f + exp((-t20))));
+                p8[((((b1 * 16) + t9) * 128) + ch2)] = t21;
+                const float t22 = (acc19 * t21);
+                p9[((((b1 * 16) + t9) * 128) + ch2)] = t22;
             }
         }
     }
 }
 
-// fuses slice %27, silu %42, mul %43, matmul %44 (mamba.0)
+// fuses matmul %44 (mamba.0)
 // threadgroup 128×1×1, grid 1×1×16 threadgroups
 kernel void matmul_3(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
-        device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        device float* p5 [[buffer(5)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
@@ -574,26 +582,19 @@ kernel void matmul_3(
             const int gk13 = (k0 + k11);
             if ((gi12 < 16)) {
                 const float t14 = p0[((((c1 * 16) + gi12) * 128) + gk13)];
-                const float t15 = p1[((((c1 * 16) + gi12) * 256) + (gk13 + 128))];
-                const float t16 = (t15 / (1.0f + exp((-t15))));
-                const float t17 = (t14 * t16);
-                if ((n03 == 0)) {
-                    p2[((((c1 * 16) + gi12) * 128) + gk13)] = t16;
-                    p3[((((c1 * 16) + gi12) * 128) + gk13)] = t17;
-                }
-                sh[((i10 * 36) + k11)] = t17;
+                sh[((i10 * 36) + k11)] = t14;
             } else {
                 sh[((i10 * 36) + k11)] = 0.0f;
             }
         }
-        for (int s18 = 0; s18 < 16; s18 += 1) {
-            const int l19 = ((s18 * 128) + ti4);
-            const int i20 = (l19 / 32);
-            const int k21 = (l19 % 32);
-            const int gi22 = (n03 + i20);
-            const int gk23 = (k0 + k21);
-            const float t24 = p4[((gi22 * 128) + gk23)];
-            sh[(((i20 * 36) + k21) + 1152)] = t24;
+        for (int s15 = 0; s15 < 16; s15 += 1) {
+            const int l16 = ((s15 * 128) + ti4);
+            const int i17 = (l16 / 32);
+            const int k18 = (l16 % 32);
+            const int gi19 = (n03 + i17);
+            const int gk20 = (k0 + k18);
+            const float t21 = p1[((gi19 * 128) + gk20)];
+            sh[(((i17 * 36) + k18) + 1152)] = t21;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         for (int kk = 0; kk < 32; kk += 8) {
@@ -629,14 +630,14 @@ kernel void matmul_3(
     simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
     simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s25 = 0; s25 < 16; s25 += 1) {
-        const int l26 = ((s25 * 128) + ti4);
-        const int i27 = (l26 / 64);
-        const int j28 = (l26 % 64);
-        const int gi29 = (m02 + i27);
-        const int gj30 = (n03 + j28);
-        if ((gi29 < 16)) {
-            p5[((((c1 * 16) + gi29) * 64) + gj30)] = sh[((i27 * 68) + j28)];
+    for (int s22 = 0; s22 < 16; s22 += 1) {
+        const int l23 = ((s22 * 128) + ti4);
+        const int i24 = (l23 / 64);
+        const int j25 = (l23 % 64);
+        const int gi26 = (m02 + i24);
+        const int gj27 = (n03 + j25);
+        if ((gi26 < 16)) {
+            p2[((((c1 * 16) + gi26) * 64) + gj27)] = sh[((i24 * 68) + j25)];
         }
     }
 }
@@ -1443,10 +1444,12 @@ kernel void grouped_matmul_2(
             if ((gi20 < t10)) {
                 const float t22 = p2[((gi20 * 128) + gk21)];
                 const float t23 = (t22 / (1.0f + exp((-t22))));
+                if ((n02 == 0)) {
+                    p3[((gi20 * 64) + gk21)] = t23;
+                }
                 const float t24 = p2[((gi20 * 128) + (gk21 + 64))];
                 const float t25 = (t23 * t24);
                 if ((n02 == 0)) {
-                    p3[((gi20 * 64) + gk21)] = t23;
                     p4[((gi20 * 64) + gk21)] = t25;
                 }
                 sh[((i18 * 20) + k19)] = t25;
@@ -3196,236 +3199,149 @@ kernel void matmul_10(
     }
 }
 
-// fuses slice %124, causal_conv1d_bwd %196 (mamba.1)
-// threadgroup 256×1×1, grid 128×1×1 threadgroups
-kernel void causal_conv1d_bwd_0(
+// fuses slice %124, causal_conv1d_bwd %196, concat %199, scale %200, matmul %203 (mamba.1)
+// threadgroup 128×1×1, grid 1×1×16 threadgroups
+kernel void matmul_11(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
-        uint3 tid [[thread_position_in_grid]]) {
-    const int i1 = int(tid.x);
-    const int c2 = (i1 / 2048);
-    const int c3 = ((i1 / 128) % 16);
-    const int c4 = (i1 % 128);
-    const float t5 = p0[i1];
-    const float t6 = p1[((c4 * 4) + 3)];
-    const float t7 = p0[((((c2 * 16) + min((c3 + 1), 15)) * 128) + c4)];
-    const float t8 = p1[((c4 * 4) + 2)];
-    const float t9 = p0[((((c2 * 16) + min((c3 + 2), 15)) * 128) + c4)];
-    const float t10 = p1[((c4 * 4) + 1)];
-    const float t11 = p0[((((c2 * 16) + min((c3 + 3), 15)) * 128) + c4)];
-    const float t12 = p1[((c4 * 4) + 0)];
-    p2[i1] = ((((t5 * t6) + ((c3 < 15) ? (t7 * t8) : 0.0f)) + ((c3 < 14) ? (t9 * t10) : 0.0f)) + ((c3 < 13) ? (t11 * t12) : 0.0f));
+        const device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        device float* p5 [[buffer(5)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
+    const int c1 = int(gid.z);
+    const int m02 = (int(gid.y) * 32);
+    const int n03 = (int(gid.x) * 64);
+    threadgroup float sh[3328];
+    const int ti4 = int(lid.x);
+    const int sgi5 = int(sg);
+    const int sr6 = ((sgi5 / 2) * 16);
+    const int sc7 = ((sgi5 % 2) * 32);
+    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    for (int k0 = 0; k0 < 256; k0 += 32) {
+        for (int s8 = 0; s8 < 8; s8 += 1) {
+            const int l9 = ((s8 * 128) + ti4);
+            const int i10 = (l9 / 32);
+            const int k11 = (l9 % 32);
+            const int gi12 = (m02 + i10);
+            const int gk13 = (k0 + k11);
+            if ((gi12 < 16)) {
+                float cat14 = 0.0f;
+                if ((gk13 < 128)) {
+                    const float t15 = p0[((((c1 * 16) + gi12) * 128) + (gk13 - 0))];
+                    const float t16 = p1[(((gk13 - 0) * 4) + 3)];
+                    const float t17 = p0[((((c1 * 16) + min((gi12 + 1), 15)) * 128) + (gk13 - 0))];
+                    const float t18 = p1[(((gk13 - 0) * 4) + 2)];
+                    const float t19 = p0[((((c1 * 16) + min((gi12 + 2), 15)) * 128) + (gk13 - 0))];
+                    const float t20 = p1[(((gk13 - 0) * 4) + 1)];
+                    const float t21 = p0[((((c1 * 16) + min((gi12 + 3), 15)) * 128) + (gk13 - 0))];
+                    const float t22 = p1[(((gk13 - 0) * 4) + 0)];
+                    const float t23 = ((((t15 * t16) + ((gi12 < 15) ? (t17 * t18) : 0.0f)) + ((gi12 < 14) ? (t19 * t20) : 0.0f)) + ((gi12 < 13) ? (t21 * t22) : 0.0f));
+                    if ((n03 == 0)) {
+                        p2[((((c1 * 16) + gi12) * 128) + (gk13 - 0))] = t23;
+                    }
+                    cat14 = t23;
+                } else {
+                    const float t24 = p3[((((c1 * 16) + gi12) * 128) + (gk13 - 128))];
+                    cat14 = t24;
+                }
+                const float t25 = (cat14 * 0.25f);
+                sh[((i10 * 36) + k11)] = t25;
+            } else {
+                sh[((i10 * 36) + k11)] = 0.0f;
+            }
+        }
+        for (int s26 = 0; s26 < 16; s26 += 1) {
+            const int l27 = ((s26 * 128) + ti4);
+            const int k28 = (l27 / 64);
+            const int i29 = (l27 % 64);
+            const int gi30 = (n03 + i29);
+            const int gk31 = (k0 + k28);
+            const float t32 = p4[((gk31 * 64) + gi30)];
+            sh[(((k28 * 68) + i29) + 1152)] = t32;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int kk = 0; kk < 32; kk += 8) {
+            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
+            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa1, sh + (((sr6 + 8) * 36) + kk), 36);
+            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb0, sh + (((kk * 68) + sc7) + 1152), 68);
+            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb1, sh + (((kk * 68) + (sc7 + 8)) + 1152), 68);
+            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb2, sh + (((kk * 68) + (sc7 + 16)) + 1152), 68);
+            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb3, sh + (((kk * 68) + (sc7 + 24)) + 1152), 68);
+            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    }
+    simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
+    simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
+    simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
+    simdgroup_store(acc0_3, sh + ((sr6 * 68) + (sc7 + 24)), 68);
+    simdgroup_store(acc1_0, sh + (((sr6 + 8) * 68) + sc7), 68);
+    simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
+    simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
+    simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
+    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    for (int s33 = 0; s33 < 16; s33 += 1) {
+        const int l34 = ((s33 * 128) + ti4);
+        const int i35 = (l34 / 64);
+        const int j36 = (l34 % 64);
+        const int gi37 = (m02 + i35);
+        const int gj38 = (n03 + j36);
+        if ((gi37 < 16)) {
+            p5[((((c1 * 16) + gi37) * 64) + gj38)] = sh[((i35 * 68) + j36)];
+        }
+    }
 }
 
 // 3 independent kernels in one launch
-// part 0 (matmul): fuses concat %199, dequant %201, matmul %202 (mamba.1)
-// part 1 (matmul): fuses concat %199, scale %200, matmul %203 (mamba.1)
-// part 2 (matmul): fuses concat %199, scale %200, reshape %204, reshape %205, matmul %206 (mamba.1)
-// threadgroup 128×1×1, grid 36×1×1 threadgroups
+// part 0 (matmul): fuses concat %199, scale %200, reshape %204, reshape %205, matmul %206 (mamba.1)
+// part 1 (matmul): fuses reshape %208, reshape %209, matmul %210 (mamba.1)
+// part 2 (matmul): fuses concat %199, dequant %201, matmul %202, matmul %207, add %211 (mamba.1)
+// threadgroup 128×1×1, grid 21×1×1 threadgroups
 kernel void matmul_x3_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
-        const device uchar* p2 [[buffer(2)]],
-        const device uchar* p3 [[buffer(3)]],
+        const device float* p2 [[buffer(2)]],
+        device float* p3 [[buffer(3)]],
         const device float* p4 [[buffer(4)]],
         const device float* p5 [[buffer(5)]],
         device float* p6 [[buffer(6)]],
-        const device float* p7 [[buffer(7)]],
-        device float* p8 [[buffer(8)]],
+        const device uchar* p7 [[buffer(7)]],
+        const device uchar* p8 [[buffer(8)]],
         const device float* p9 [[buffer(9)]],
-        device float* p10 [[buffer(10)]],
+        const device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
+        device float* p12 [[buffer(12)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[4352];
-    if ((int(gid.x) < 16)) {
+    if ((int(gid.x) < 4)) {
         const int h0 = (int(gid.x) - 0);
-        const int c1 = h0;
-        const int m02 = ((h0 % 1) * 32);
-        const int n03 = ((h0 % 1) * 64);
-        const int ti4 = int(lid.x);
-        const int sgi5 = int(sg);
-        const int sr6 = ((sgi5 / 2) * 16);
-        const int sc7 = ((sgi5 % 2) * 32);
-        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        for (int k0 = 0; k0 < 256; k0 += 32) {
-            for (int s8 = 0; s8 < 8; s8 += 1) {
-                const int l9 = ((s8 * 128) + ti4);
-                const int i10 = (l9 / 32);
-                const int k11 = (l9 % 32);
-                const int gi12 = (m02 + i10);
-                const int gk13 = (k0 + k11);
-                if ((gi12 < 16)) {
-                    float cat14 = 0.0f;
-                    if ((gk13 < 128)) {
-                        const float t15 = p0[((((c1 * 16) + gi12) * 128) + (gk13 - 0))];
-                        cat14 = t15;
-                    } else {
-                        const float t16 = p1[((((c1 * 16) + gi12) * 128) + (gk13 - 128))];
-                        cat14 = t16;
-                    }
-                    sh[((i10 * 36) + k11)] = cat14;
-                } else {
-                    sh[((i10 * 36) + k11)] = 0.0f;
-                }
-            }
-            for (int s17 = 0; s17 < 16; s17 += 1) {
-                const int l18 = ((s17 * 128) + ti4);
-                const int k19 = (l18 / 64);
-                const int i20 = (l18 % 64);
-                const int gi21 = (n03 + i20);
-                const int gk22 = (k0 + k19);
-                const float t23 = (NF4_CODE[((int(p2[(((gk22 * 64) + gi21) / 2)]) >> (((((gk22 * 64) + gi21) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p3[(((gk22 * 64) + gi21) / 64)])] * p4[((((gk22 * 64) + gi21) / 64) / 256)]) + p5[0]));
-                sh[(((k19 * 68) + i20) + 1152)] = t23;
-            }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-            for (int kk = 0; kk < 32; kk += 8) {
-                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
-                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa1, sh + (((sr6 + 8) * 36) + kk), 36);
-                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb0, sh + (((kk * 68) + sc7) + 1152), 68);
-                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb1, sh + (((kk * 68) + (sc7 + 8)) + 1152), 68);
-                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb2, sh + (((kk * 68) + (sc7 + 16)) + 1152), 68);
-                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb3, sh + (((kk * 68) + (sc7 + 24)) + 1152), 68);
-                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        }
-        simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
-        simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
-        simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
-        simdgroup_store(acc0_3, sh + ((sr6 * 68) + (sc7 + 24)), 68);
-        simdgroup_store(acc1_0, sh + (((sr6 + 8) * 68) + sc7), 68);
-        simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
-        simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
-        simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int s24 = 0; s24 < 16; s24 += 1) {
-            const int l25 = ((s24 * 128) + ti4);
-            const int i26 = (l25 / 64);
-            const int j27 = (l25 % 64);
-            const int gi28 = (m02 + i26);
-            const int gj29 = (n03 + j27);
-            if ((gi28 < 16)) {
-                p6[((((c1 * 16) + gi28) * 64) + gj29)] = sh[((i26 * 68) + j27)];
-            }
-        }
-    } else if ((int(gid.x) < 32)) {
-        const int h1 = (int(gid.x) - 16);
-        const int c1 = h1;
-        const int m02 = ((h1 % 1) * 32);
-        const int n03 = ((h1 % 1) * 64);
-        const int ti4 = int(lid.x);
-        const int sgi5 = int(sg);
-        const int sr6 = ((sgi5 / 2) * 16);
-        const int sc7 = ((sgi5 % 2) * 32);
-        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        for (int k0 = 0; k0 < 256; k0 += 32) {
-            for (int s8 = 0; s8 < 8; s8 += 1) {
-                const int l9 = ((s8 * 128) + ti4);
-                const int i10 = (l9 / 32);
-                const int k11 = (l9 % 32);
-                const int gi12 = (m02 + i10);
-                const int gk13 = (k0 + k11);
-                if ((gi12 < 16)) {
-                    float cat14 = 0.0f;
-                    if ((gk13 < 128)) {
-                        const float t15 = p0[((((c1 * 16) + gi12) * 128) + (gk13 - 0))];
-                        cat14 = t15;
-                    } else {
-                        const float t16 = p1[((((c1 * 16) + gi12) * 128) + (gk13 - 128))];
-                        cat14 = t16;
-                    }
-                    const float t17 = (cat14 * 0.25f);
-                    sh[((i10 * 36) + k11)] = t17;
-                } else {
-                    sh[((i10 * 36) + k11)] = 0.0f;
-                }
-            }
-            for (int s18 = 0; s18 < 16; s18 += 1) {
-                const int l19 = ((s18 * 128) + ti4);
-                const int k20 = (l19 / 64);
-                const int i21 = (l19 % 64);
-                const int gi22 = (n03 + i21);
-                const int gk23 = (k0 + k20);
-                const float t24 = p7[((gk23 * 64) + gi22)];
-                sh[(((k20 * 68) + i21) + 1152)] = t24;
-            }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-            for (int kk = 0; kk < 32; kk += 8) {
-                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
-                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa1, sh + (((sr6 + 8) * 36) + kk), 36);
-                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb0, sh + (((kk * 68) + sc7) + 1152), 68);
-                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb1, sh + (((kk * 68) + (sc7 + 8)) + 1152), 68);
-                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb2, sh + (((kk * 68) + (sc7 + 16)) + 1152), 68);
-                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb3, sh + (((kk * 68) + (sc7 + 24)) + 1152), 68);
-                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        }
-        simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
-        simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
-        simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
-        simdgroup_store(acc0_3, sh + ((sr6 * 68) + (sc7 + 24)), 68);
-        simdgroup_store(acc1_0, sh + (((sr6 + 8) * 68) + sc7), 68);
-        simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
-        simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
-        simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int s25 = 0; s25 < 16; s25 += 1) {
-            const int l26 = ((s25 * 128) + ti4);
-            const int i27 = (l26 / 64);
-            const int j28 = (l26 % 64);
-            const int gi29 = (m02 + i27);
-            const int gj30 = (n03 + j28);
-            if ((gi29 < 16)) {
-                p8[((((c1 * 16) + gi29) * 64) + gj30)] = sh[((i27 * 68) + j28)];
-            }
-        }
-    } else if ((int(gid.x) < 36)) {
-        const int h2 = (int(gid.x) - 32);
-        const int m01 = (h2 * 64);
-        const int n02 = ((h2 % 1) * 64);
+        const int m01 = (h0 * 64);
+        const int n02 = ((h0 % 1) * 64);
         const int ti3 = int(lid.x);
         const int sgi4 = int(sg);
         const int sr5 = ((sgi4 / 2) * 32);
@@ -3470,7 +3386,7 @@ kernel void matmul_x3_0(
                 const int i20 = (l18 % 64);
                 const int gi21 = (n02 + i20);
                 const int gk22 = (k0 + k19);
-                const float t23 = p9[((gk22 * 64) + gi21)];
+                const float t23 = p2[((gk22 * 64) + gi21)];
                 sh[(((k19 * 68) + i20) + 1088)] = t23;
             }
             threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -3533,111 +3449,10 @@ kernel void matmul_x3_0(
             const int j27 = (l25 % 64);
             const int gi28 = (m01 + i26);
             const int gj29 = (n02 + j27);
-            p10[((gi28 * 64) + gj29)] = sh[((i26 * 68) + j27)];
+            p3[((gi28 * 64) + gj29)] = sh[((i26 * 68) + j27)];
         }
-    }
-}
-
-// 2 independent kernels in one launch
-// part 0 (matmul): fuses matmul %207 (mamba.1)
-// part 1 (matmul): fuses reshape %208, reshape %209, matmul %210 (mamba.1)
-// threadgroup 128×1×1, grid 17×1×1 threadgroups
-kernel void matmul_x2_2(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        device float* p4 [[buffer(4)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]],
-        uint sg [[simdgroup_index_in_threadgroup]]) {
-    threadgroup float sh[4352];
-    if ((int(gid.x) < 16)) {
-        const int h0 = (int(gid.x) - 0);
-        const int c1 = h0;
-        const int m02 = ((h0 % 1) * 32);
-        const int n03 = ((h0 % 1) * 64);
-        const int ti4 = int(lid.x);
-        const int sgi5 = int(sg);
-        const int sr6 = ((sgi5 / 2) * 16);
-        const int sc7 = ((sgi5 % 2) * 32);
-        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        for (int k0 = 0; k0 < 64; k0 += 32) {
-            for (int s8 = 0; s8 < 8; s8 += 1) {
-                const int l9 = ((s8 * 128) + ti4);
-                const int i10 = (l9 / 32);
-                const int k11 = (l9 % 32);
-                const int gi12 = (m02 + i10);
-                const int gk13 = (k0 + k11);
-                if ((gi12 < 16)) {
-                    const float t14 = p0[((((c1 * 16) + gi12) * 64) + gk13)];
-                    sh[((i10 * 36) + k11)] = t14;
-                } else {
-                    sh[((i10 * 36) + k11)] = 0.0f;
-                }
-            }
-            for (int s15 = 0; s15 < 16; s15 += 1) {
-                const int l16 = ((s15 * 128) + ti4);
-                const int k17 = (l16 / 64);
-                const int i18 = (l16 % 64);
-                const int gi19 = (n03 + i18);
-                const int gk20 = (k0 + k17);
-                const float t21 = p1[((gk20 * 64) + gi19)];
-                sh[(((k17 * 68) + i18) + 1152)] = t21;
-            }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-            for (int kk = 0; kk < 32; kk += 8) {
-                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
-                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa1, sh + (((sr6 + 8) * 36) + kk), 36);
-                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb0, sh + (((kk * 68) + sc7) + 1152), 68);
-                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb1, sh + (((kk * 68) + (sc7 + 8)) + 1152), 68);
-                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb2, sh + (((kk * 68) + (sc7 + 16)) + 1152), 68);
-                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb3, sh + (((kk * 68) + (sc7 + 24)) + 1152), 68);
-                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        }
-        simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
-        simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
-        simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
-        simdgroup_store(acc0_3, sh + ((sr6 * 68) + (sc7 + 24)), 68);
-        simdgroup_store(acc1_0, sh + (((sr6 + 8) * 68) + sc7), 68);
-        simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
-        simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
-        simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int s22 = 0; s22 < 16; s22 += 1) {
-            const int l23 = ((s22 * 128) + ti4);
-            const int i24 = (l23 / 64);
-            const int j25 = (l23 % 64);
-            const int gi26 = (m02 + i24);
-            const int gj27 = (n03 + j25);
-            if ((gi26 < 16)) {
-                p2[((((c1 * 16) + gi26) * 64) + gj27)] = sh[((i24 * 68) + j25)];
-            }
-        }
-    } else if ((int(gid.x) < 17)) {
-        const int h1 = (int(gid.x) - 16);
+    } else if ((int(gid.x) < 5)) {
+        const int h1 = (int(gid.x) - 4);
         const int m01 = (h1 * 64);
         const int n02 = (h1 * 64);
         const int ti3 = int(lid.x);
@@ -3667,7 +3482,7 @@ kernel void matmul_x2_2(
                 const int i10 = (l8 % 64);
                 const int gi11 = (m01 + i10);
                 const int gk12 = (k0 + k9);
-                const float t13 = p0[((gk12 * 64) + gi11)];
+                const float t13 = p4[((gk12 * 64) + gi11)];
                 sh[((k9 * 68) + i10)] = t13;
             }
             for (int s14 = 0; s14 < 8; s14 += 1) {
@@ -3676,7 +3491,7 @@ kernel void matmul_x2_2(
                 const int i17 = (l15 % 64);
                 const int gi18 = (n02 + i17);
                 const int gk19 = (k0 + k16);
-                const float t20 = p3[((gk19 * 64) + gi18)];
+                const float t20 = p5[((gk19 * 64) + gi18)];
                 sh[(((k16 * 68) + i17) + 1088)] = t20;
             }
             threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -3739,20 +3554,159 @@ kernel void matmul_x2_2(
             const int j24 = (l22 % 64);
             const int gi25 = (m01 + i23);
             const int gj26 = (n02 + j24);
-            p4[((gi25 * 64) + gj26)] = sh[((i23 * 68) + j24)];
+            p6[((gi25 * 64) + gj26)] = sh[((i23 * 68) + j24)];
+        }
+    } else if ((int(gid.x) < 21)) {
+        const int h2 = (int(gid.x) - 5);
+        const int c1 = h2;
+        const int m02 = ((h2 % 1) * 32);
+        const int n03 = ((h2 % 1) * 64);
+        const int ti4 = int(lid.x);
+        const int sgi5 = int(sg);
+        const int sr6 = ((sgi5 / 2) * 16);
+        const int sc7 = ((sgi5 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 256; k0 += 32) {
+            for (int s8 = 0; s8 < 8; s8 += 1) {
+                const int l9 = ((s8 * 128) + ti4);
+                const int i10 = (l9 / 32);
+                const int k11 = (l9 % 32);
+                const int gi12 = (m02 + i10);
+                const int gk13 = (k0 + k11);
+                if ((gi12 < 16)) {
+                    float cat14 = 0.0f;
+                    if ((gk13 < 128)) {
+                        const float t15 = p0[((((c1 * 16) + gi12) * 128) + (gk13 - 0))];
+                        cat14 = t15;
+                    } else {
+                        const float t16 = p1[((((c1 * 16) + gi12) * 128) + (gk13 - 128))];
+                        cat14 = t16;
+                    }
+                    sh[((i10 * 36) + k11)] = cat14;
+                } else {
+                    sh[((i10 * 36) + k11)] = 0.0f;
+                }
+            }
+            for (int s17 = 0; s17 < 16; s17 += 1) {
+                const int l18 = ((s17 * 128) + ti4);
+                const int k19 = (l18 / 64);
+                const int i20 = (l18 % 64);
+                const int gi21 = (n03 + i20);
+                const int gk22 = (k0 + k19);
+                const float t23 = (NF4_CODE[((int(p7[(((gk22 * 64) + gi21) / 2)]) >> (((((gk22 * 64) + gi21) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p8[(((gk22 * 64) + gi21) / 64)])] * p9[((((gk22 * 64) + gi21) / 64) / 256)]) + p10[0]));
+                sh[(((k19 * 68) + i20) + 1152)] = t23;
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 32; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + (((sr6 + 8) * 36) + kk), 36);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc7) + 1152), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc7 + 8)) + 1152), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc7 + 16)) + 1152), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc7 + 24)) + 1152), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        }
+        for (int k0 = 0; k0 < 64; k0 += 32) {
+            for (int s24 = 0; s24 < 8; s24 += 1) {
+                const int l25 = ((s24 * 128) + ti4);
+                const int i26 = (l25 / 32);
+                const int k27 = (l25 % 32);
+                const int gi28 = (m02 + i26);
+                const int gk29 = (k0 + k27);
+                if ((gi28 < 16)) {
+                    const float t30 = p4[((((c1 * 16) + gi28) * 64) + gk29)];
+                    sh[((i26 * 36) + k27)] = t30;
+                } else {
+                    sh[((i26 * 36) + k27)] = 0.0f;
+                }
+            }
+            for (int s31 = 0; s31 < 16; s31 += 1) {
+                const int l32 = ((s31 * 128) + ti4);
+                const int k33 = (l32 / 64);
+                const int i34 = (l32 % 64);
+                const int gi35 = (n03 + i34);
+                const int gk36 = (k0 + k33);
+                const float t37 = p11[((gk36 * 64) + gi35)];
+                sh[(((k33 * 68) + i34) + 1152)] = t37;
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 32; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + (((sr6 + 8) * 36) + kk), 36);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc7) + 1152), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc7 + 8)) + 1152), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc7 + 16)) + 1152), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc7 + 24)) + 1152), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        }
+        simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
+        simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr6 * 68) + (sc7 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr6 + 8) * 68) + sc7), 68);
+        simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int s38 = 0; s38 < 16; s38 += 1) {
+            const int l39 = ((s38 * 128) + ti4);
+            const int i40 = (l39 / 64);
+            const int j41 = (l39 % 64);
+            const int gi42 = (m02 + i40);
+            const int gj43 = (n03 + j41);
+            if ((gi42 < 16)) {
+                const float acc44 = sh[((i40 * 68) + j41)];
+                p12[((((c1 * 16) + gi42) * 64) + gj43)] = acc44;
+            }
         }
     }
 }
 
-// fuses add %211, rmsnorm_bwd %212, add %214 (mamba.1)
+// fuses rmsnorm_bwd %212, add %214 (mamba.1)
 // threadgroup 256×1×1, grid 32×1×1 threadgroups
 kernel void rmsnorm_bwd_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
         const device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        device float* p5 [[buffer(5)]],
+        device float* p4 [[buffer(4)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     const int lid1 = int(lid.x);
@@ -3769,25 +3723,23 @@ kernel void rmsnorm_bwd_1(
         const float t13 = p0[((((c5 * 16) + c6) * 64) + j12)];
         reg7[k11] = t13;
         const float t14 = p1[((((c5 * 16) + c6) * 64) + j12)];
-        const float t15 = p2[((((c5 * 16) + c6) * 64) + j12)];
-        const float t16 = (t14 + t15);
-        reg8[k11] = t16;
-        const float t17 = p3[j12];
+        reg8[k11] = t14;
+        const float t15 = p2[j12];
         ss9 += (t13 * t13);
-        dot10 += ((t16 * t17) * t13);
+        dot10 += ((t14 * t15) * t13);
     }
-    const float s18 = simd_sum(ss9);
-    const float s19 = simd_sum(dot10);
-    const float r20 = rsqrt(((s18 / 64.0f) + 1e-05f));
-    const float mean21 = ((s19 * r20) / 64.0f);
-    for (int k22 = 0; k22 < 2; k22 += 1) {
-        const int j23 = (l32_2 + (k22 * 32));
-        const float xh24 = (reg7[k22] * r20);
-        const float t25 = p3[j23];
-        const float acc26 = (r20 * ((reg8[k22] * t25) - (xh24 * mean21)));
-        const float t27 = p4[((((c5 * 16) + c6) * 64) + j23)];
-        const float t28 = (t27 + acc26);
-        p5[((((c5 * 16) + c6) * 64) + j23)] = t28;
+    const float s16 = simd_sum(ss9);
+    const float s17 = simd_sum(dot10);
+    const float r18 = rsqrt(((s16 / 64.0f) + 1e-05f));
+    const float mean19 = ((s17 * r18) / 64.0f);
+    for (int k20 = 0; k20 < 2; k20 += 1) {
+        const int j21 = (l32_2 + (k20 * 32));
+        const float xh22 = (reg7[k20] * r18);
+        const float t23 = p2[j21];
+        const float acc24 = (r18 * ((reg8[k20] * t23) - (xh22 * mean19)));
+        const float t25 = p3[((((c5 * 16) + c6) * 64) + j21)];
+        const float t26 = (t25 + acc24);
+        p4[((((c5 * 16) + c6) * 64) + j21)] = t26;
     }
 }
 
@@ -3821,7 +3773,7 @@ kernel void reduce_sum_1(
 // 2 independent kernels in one launch
 // part 0 (scatter_add): fuses reshape %227, reshape %228, scatter_add %229 (moe.0)
 // part 1 (grouped_matmul): fuses reshape %87, gather %88, reshape %89, broadcast %90, reshape %215, gather %223, mul %224,
-//   dequant %232, grouped_matmul %233 (moe.0)
+//   scale %231, grouped_matmul %234 (moe.0)
 // threadgroup 128×1×1, grid 44×1×1 threadgroups
 kernel void scatter_add_grouped_matmul_x2_0(
         const device int* p0 [[buffer(0)]],
@@ -3833,10 +3785,7 @@ kernel void scatter_add_grouped_matmul_x2_0(
         const device float* p6 [[buffer(6)]],
         const device float* p7 [[buffer(7)]],
         device float* p8 [[buffer(8)]],
-        const device uchar* p9 [[buffer(9)]],
-        const device uchar* p10 [[buffer(10)]],
-        const device float* p11 [[buffer(11)]],
-        const device float* p12 [[buffer(12)]],
+        const device float* p9 [[buffer(9)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
@@ -3913,19 +3862,20 @@ kernel void scatter_add_grouped_matmul_x2_0(
                     if ((n02 == 0)) {
                         p8[((gi20 * 64) + gk21)] = t26;
                     }
-                    sh[((i18 * 20) + k19)] = t26;
+                    const float t27 = (t26 * 0.25f);
+                    sh[((i18 * 20) + k19)] = t27;
                 } else {
                     sh[((i18 * 20) + k19)] = 0.0f;
                 }
             }
-            for (int s27 = 0; s27 < 8; s27 += 1) {
-                const int l28 = ((s27 * 128) + ti12);
-                const int k29 = (l28 / 64);
-                const int i30 = (l28 % 64);
-                const int gi31 = (n02 + i30);
-                const int gk32 = (k0 + k29);
-                const float t33 = (NF4_CODE[((int(p9[(((((ex1 * 64) + gk32) * 64) + gi31) / 2)]) >> (((((((ex1 * 64) + gk32) * 64) + gi31) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p10[(((((ex1 * 64) + gk32) * 64) + gi31) / 64)])] * p11[((((((ex1 * 64) + gk32) * 64) + gi31) / 64) / 256)]) + p12[0]));
-                sh[(((k29 * 68) + i30) + 1280)] = t33;
+            for (int s28 = 0; s28 < 8; s28 += 1) {
+                const int l29 = ((s28 * 128) + ti12);
+                const int k30 = (l29 / 64);
+                const int i31 = (l29 % 64);
+                const int gi32 = (n02 + i31);
+                const int gk33 = (k0 + k30);
+                const float t34 = p9[((((ex1 * 64) + gk33) * 64) + gi32)];
+                sh[(((k30 * 68) + i31) + 1280)] = t34;
             }
             threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
             for (int kk = 0; kk < 16; kk += 8) {
@@ -3981,170 +3931,51 @@ kernel void scatter_add_grouped_matmul_x2_0(
         simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int s34 = 0; s34 < 32; s34 += 1) {
-            const int l35 = ((s34 * 128) + ti12);
-            const int i36 = (l35 / 64);
-            const int j37 = (l35 % 64);
-            const int gi38 = (m011 + i36);
-            const int gj39 = (n02 + j37);
-            if ((gi38 < t10)) {
-                p4[((gi38 * 64) + gj39)] = sh[((i36 * 68) + j37)];
+        for (int s35 = 0; s35 < 32; s35 += 1) {
+            const int l36 = ((s35 * 128) + ti12);
+            const int i37 = (l36 / 64);
+            const int j38 = (l36 % 64);
+            const int gi39 = (m011 + i37);
+            const int gj40 = (n02 + j38);
+            if ((gi39 < t10)) {
+                p4[((gi39 * 64) + gj40)] = sh[((i37 * 68) + j38)];
             }
         }
     }
 }
 
-// 2 independent kernels in one launch
-// part 0 (grouped_matmul): fuses scale %231, grouped_matmul %234 (moe.0)
-// part 1 (grouped_matmul_wgrad): fuses scale %231, grouped_matmul_wgrad %235 (moe.0)
-// threadgroup 128×1×1, grid 44×1×1 threadgroups
-kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
+// 3 independent kernels in one launch
+// part 0 (grouped_matmul_wgrad): fuses scale %231, grouped_matmul_wgrad %235 (moe.0)
+// part 1 (grouped_matmul_wgrad): fuses grouped_matmul_wgrad %237 (moe.0)
+// part 2 (grouped_matmul): fuses slice %78, slice %79, dequant %232, grouped_matmul %233, grouped_matmul %236, add %238,
+//   mul %239, mul %240, sigmoid %241, const %242, sub %243, mul %244, add %245, mul %246 (moe.0)
+// threadgroup 128×1×1, grid 48×1×1 threadgroups
+kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
         const device int* p0 [[buffer(0)]],
-        device float* p1 [[buffer(1)]],
+        const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
+        device float* p3 [[buffer(3)]],
         const device float* p4 [[buffer(4)]],
-        device float* p5 [[buffer(5)]],
+        const device float* p5 [[buffer(5)]],
+        device float* p6 [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
+        device float* p8 [[buffer(8)]],
+        const device float* p9 [[buffer(9)]],
+        device float* p10 [[buffer(10)]],
+        const device uchar* p11 [[buffer(11)]],
+        const device uchar* p12 [[buffer(12)]],
+        const device float* p13 [[buffer(13)]],
+        const device float* p14 [[buffer(14)]],
+        const device float* p15 [[buffer(15)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[4352];
-    if ((int(gid.x) < 40)) {
+    if ((int(gid.x) < 4)) {
         const int h0 = (int(gid.x) - 0);
-        const int ex1 = (h0 / 8);
-        const int n02 = ((h0 % 1) * 64);
-        if ((ex1 == 4)) {
-            const int t3 = p0[0];
-            const int t4 = p0[4];
-            for (int s5 = 0; s5 < 32; s5 += 1) {
-                const int l6 = ((s5 * 128) + int(lid.x));
-                const int r7 = (((h0 % 8) * 64) + (l6 / 64));
-                const int j8 = (n02 + (l6 % 64));
-                if (((r7 < t3) || (r7 >= t4))) {
-                    p1[((r7 * 64) + j8)] = 0.0f;
-                }
-            }
-            return;
-        }
-        const int t9 = p0[ex1];
-        const int t10 = p0[(ex1 + 1)];
-        const int m011 = (t9 + ((h0 % 8) * 64));
-        if ((m011 >= t10)) {
-            return;
-        }
-        const int ti12 = int(lid.x);
-        const int sgi13 = int(sg);
-        const int sr14 = ((sgi13 / 2) * 32);
-        const int sc15 = ((sgi13 % 2) * 32);
-        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        for (int k0 = 0; k0 < 64; k0 += 16) {
-            for (int s16 = 0; s16 < 8; s16 += 1) {
-                const int l17 = ((s16 * 128) + ti12);
-                const int i18 = (l17 / 16);
-                const int k19 = (l17 % 16);
-                const int gi20 = (m011 + i18);
-                const int gk21 = (k0 + k19);
-                if ((gi20 < t10)) {
-                    const float t22 = p2[((gi20 * 64) + gk21)];
-                    const float t23 = (t22 * 0.25f);
-                    sh[((i18 * 20) + k19)] = t23;
-                } else {
-                    sh[((i18 * 20) + k19)] = 0.0f;
-                }
-            }
-            for (int s24 = 0; s24 < 8; s24 += 1) {
-                const int l25 = ((s24 * 128) + ti12);
-                const int k26 = (l25 / 64);
-                const int i27 = (l25 % 64);
-                const int gi28 = (n02 + i27);
-                const int gk29 = (k0 + k26);
-                const float t30 = p3[((((ex1 * 64) + gk29) * 64) + gi28)];
-                sh[(((k26 * 68) + i27) + 1280)] = t30;
-            }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-            for (int kk = 0; kk < 16; kk += 8) {
-                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa0, sh + ((sr14 * 20) + kk), 20);
-                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa1, sh + (((sr14 + 8) * 20) + kk), 20);
-                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa2, sh + (((sr14 + 16) * 20) + kk), 20);
-                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa3, sh + (((sr14 + 24) * 20) + kk), 20);
-                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb0, sh + (((kk * 68) + sc15) + 1280), 68);
-                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb1, sh + (((kk * 68) + (sc15 + 8)) + 1280), 68);
-                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb2, sh + (((kk * 68) + (sc15 + 16)) + 1280), 68);
-                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb3, sh + (((kk * 68) + (sc15 + 24)) + 1280), 68);
-                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
-                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
-                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
-                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
-            }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        }
-        simdgroup_store(acc0_0, sh + ((sr14 * 68) + sc15), 68);
-        simdgroup_store(acc0_1, sh + ((sr14 * 68) + (sc15 + 8)), 68);
-        simdgroup_store(acc0_2, sh + ((sr14 * 68) + (sc15 + 16)), 68);
-        simdgroup_store(acc0_3, sh + ((sr14 * 68) + (sc15 + 24)), 68);
-        simdgroup_store(acc1_0, sh + (((sr14 + 8) * 68) + sc15), 68);
-        simdgroup_store(acc1_1, sh + (((sr14 + 8) * 68) + (sc15 + 8)), 68);
-        simdgroup_store(acc1_2, sh + (((sr14 + 8) * 68) + (sc15 + 16)), 68);
-        simdgroup_store(acc1_3, sh + (((sr14 + 8) * 68) + (sc15 + 24)), 68);
-        simdgroup_store(acc2_0, sh + (((sr14 + 16) * 68) + sc15), 68);
-        simdgroup_store(acc2_1, sh + (((sr14 + 16) * 68) + (sc15 + 8)), 68);
-        simdgroup_store(acc2_2, sh + (((sr14 + 16) * 68) + (sc15 + 16)), 68);
-        simdgroup_store(acc2_3, sh + (((sr14 + 16) * 68) + (sc15 + 24)), 68);
-        simdgroup_store(acc3_0, sh + (((sr14 + 24) * 68) + sc15), 68);
-        simdgroup_store(acc3_1, sh + (((sr14 + 24) * 68) + (sc15 + 8)), 68);
-        simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
-        simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int s31 = 0; s31 < 32; s31 += 1) {
-            const int l32 = ((s31 * 128) + ti12);
-            const int i33 = (l32 / 64);
-            const int j34 = (l32 % 64);
-            const int gi35 = (m011 + i33);
-            const int gj36 = (n02 + j34);
-            if ((gi35 < t10)) {
-                p1[((gi35 * 64) + gj36)] = sh[((i33 * 68) + j34)];
-            }
-        }
-    } else if ((int(gid.x) < 44)) {
-        const int h1 = (int(gid.x) - 40);
-        const int ex1 = h1;
-        const int m02 = ((h1 % 1) * 64);
-        const int n03 = ((h1 % 1) * 64);
+        const int ex1 = h0;
+        const int m02 = ((h0 % 1) * 64);
+        const int n03 = ((h0 % 1) * 64);
         const int t4 = p0[ex1];
         const int t5 = p0[(ex1 + 1)];
         const int ti6 = int(lid.x);
@@ -4175,7 +4006,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                 const int gi14 = (m02 + i13);
                 const int gk15 = (k0 + k12);
                 if ((gk15 < t5)) {
-                    const float t16 = p2[((gk15 * 64) + gi14)];
+                    const float t16 = p1[((gk15 * 64) + gi14)];
                     const float t17 = (t16 * 0.25f);
                     sh[((k12 * 68) + i13)] = t17;
                 } else {
@@ -4189,7 +4020,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                 const int gi22 = (n03 + i21);
                 const int gk23 = (k0 + k20);
                 if ((gk23 < t5)) {
-                    const float t24 = p4[((gk23 * 64) + gi22)];
+                    const float t24 = p2[((gk23 * 64) + gi22)];
                     sh[(((k20 * 68) + i21) + 1088)] = t24;
                 } else {
                     sh[(((k20 * 68) + i21) + 1088)] = 0.0f;
@@ -4255,36 +4086,13 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
             const int j28 = (l26 % 64);
             const int gi29 = (m02 + i27);
             const int gj30 = (n03 + j28);
-            p5[((((ex1 * 64) + gi29) * 64) + gj30)] = sh[((i27 * 68) + j28)];
+            p3[((((ex1 * 64) + gi29) * 64) + gj30)] = sh[((i27 * 68) + j28)];
         }
-    }
-}
-
-// 2 independent kernels in one launch
-// part 0 (grouped_matmul_wgrad): fuses grouped_matmul_wgrad %237 (moe.0)
-// part 1 (grouped_matmul): fuses slice %78, slice %79, grouped_matmul %236, add %238, mul %239, mul %240, sigmoid %241,
-//   const %242, sub %243, mul %244, add %245, mul %246 (moe.0)
-// threadgroup 128×1×1, grid 44×1×1 threadgroups
-kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
-        const device int* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        const device float* p5 [[buffer(5)]],
-        device float* p6 [[buffer(6)]],
-        const device float* p7 [[buffer(7)]],
-        device float* p8 [[buffer(8)]],
-        const device float* p9 [[buffer(9)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]],
-        uint sg [[simdgroup_index_in_threadgroup]]) {
-    threadgroup float sh[4352];
-    if ((int(gid.x) < 4)) {
-        const int h0 = (int(gid.x) - 0);
-        const int ex1 = h0;
-        const int m02 = ((h0 % 1) * 64);
-        const int n03 = ((h0 % 1) * 64);
+    } else if ((int(gid.x) < 8)) {
+        const int h1 = (int(gid.x) - 4);
+        const int ex1 = h1;
+        const int m02 = ((h1 % 1) * 64);
+        const int n03 = ((h1 % 1) * 64);
         const int t4 = p0[ex1];
         const int t5 = p0[(ex1 + 1)];
         const int ti6 = int(lid.x);
@@ -4315,7 +4123,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
                 const int gi14 = (m02 + i13);
                 const int gk15 = (k0 + k12);
                 if ((gk15 < t5)) {
-                    const float t16 = p1[((gk15 * 64) + gi14)];
+                    const float t16 = p4[((gk15 * 64) + gi14)];
                     sh[((k12 * 68) + i13)] = t16;
                 } else {
                     sh[((k12 * 68) + i13)] = 0.0f;
@@ -4328,7 +4136,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
                 const int gi21 = (n03 + i20);
                 const int gk22 = (k0 + k19);
                 if ((gk22 < t5)) {
-                    const float t23 = p2[((gk22 * 64) + gi21)];
+                    const float t23 = p5[((gk22 * 64) + gi21)];
                     sh[(((k19 * 68) + i20) + 1088)] = t23;
                 } else {
                     sh[(((k19 * 68) + i20) + 1088)] = 0.0f;
@@ -4394,49 +4202,47 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
             const int j27 = (l25 % 64);
             const int gi28 = (m02 + i26);
             const int gj29 = (n03 + j27);
-            p3[((((ex1 * 64) + gi28) * 64) + gj29)] = sh[((i26 * 68) + j27)];
+            p6[((((ex1 * 64) + gi28) * 64) + gj29)] = sh[((i26 * 68) + j27)];
         }
-    } else if ((int(gid.x) < 44)) {
-        const int h1 = (int(gid.x) - 4);
-        const int ex1 = (h1 / 8);
-        const int n02 = ((h1 % 1) * 64);
+    } else if ((int(gid.x) < 48)) {
+        const int h2 = (int(gid.x) - 8);
+        const int ex1 = (h2 / 8);
+        const int n02 = ((h2 % 1) * 64);
         if ((ex1 == 4)) {
             const int t3 = p0[0];
             const int t4 = p0[4];
             for (int s5 = 0; s5 < 32; s5 += 1) {
                 const int l6 = ((s5 * 128) + int(lid.x));
-                const int r7 = (((h1 % 8) * 64) + (l6 / 64));
+                const int r7 = (((h2 % 8) * 64) + (l6 / 64));
                 const int j8 = (n02 + (l6 % 64));
                 if (((r7 < t3) || (r7 >= t4))) {
                     const float acc9 = 0.0f;
-                    const float t10 = p4[((r7 * 64) + j8)];
-                    const float t11 = (t10 + acc9);
-                    const float t12 = p5[((r7 * 64) + j8)];
-                    const float t13 = (t11 * t12);
-                    p6[((r7 * 64) + j8)] = t13;
-                    const float t14 = p7[((r7 * 128) + (j8 + 64))];
-                    const float t15 = (t11 * t14);
-                    const float t16 = p7[((r7 * 128) + j8)];
-                    const float t17 = (1.0f / (1.0f + exp((-t16))));
-                    const float t18 = (1.0f - t17);
-                    const float t19 = (t12 * t18);
-                    const float t20 = (t17 + t19);
-                    const float t21 = (t15 * t20);
-                    p8[((r7 * 64) + j8)] = t21;
+                    const float t10 = p7[((r7 * 64) + j8)];
+                    const float t11 = (acc9 * t10);
+                    p8[((r7 * 64) + j8)] = t11;
+                    const float t12 = p9[((r7 * 128) + (j8 + 64))];
+                    const float t13 = (acc9 * t12);
+                    const float t14 = p9[((r7 * 128) + j8)];
+                    const float t15 = (1.0f / (1.0f + exp((-t14))));
+                    const float t16 = (1.0f - t15);
+                    const float t17 = (t10 * t16);
+                    const float t18 = (t15 + t17);
+                    const float t19 = (t13 * t18);
+                    p10[((r7 * 64) + j8)] = t19;
                 }
             }
             return;
         }
-        const int t22 = p0[ex1];
-        const int t23 = p0[(ex1 + 1)];
-        const int m024 = (t22 + ((h1 % 8) * 64));
-        if ((m024 >= t23)) {
+        const int t20 = p0[ex1];
+        const int t21 = p0[(ex1 + 1)];
+        const int m022 = (t20 + ((h2 % 8) * 64));
+        if ((m022 >= t21)) {
             return;
         }
-        const int ti25 = int(lid.x);
-        const int sgi26 = int(sg);
-        const int sr27 = ((sgi26 / 2) * 32);
-        const int sc28 = ((sgi26 % 2) * 32);
+        const int ti23 = int(lid.x);
+        const int sgi24 = int(sg);
+        const int sr25 = ((sgi24 / 2) * 32);
+        const int sc26 = ((sgi24 % 2) * 32);
         simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
         simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
         simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
@@ -4454,46 +4260,46 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
         simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
         simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
         for (int k0 = 0; k0 < 64; k0 += 16) {
-            for (int s29 = 0; s29 < 8; s29 += 1) {
-                const int l30 = ((s29 * 128) + ti25);
-                const int i31 = (l30 / 16);
-                const int k32 = (l30 % 16);
-                const int gi33 = (m024 + i31);
-                const int gk34 = (k0 + k32);
-                if ((gi33 < t23)) {
-                    const float t35 = p1[((gi33 * 64) + gk34)];
-                    sh[((i31 * 20) + k32)] = t35;
+            for (int s27 = 0; s27 < 8; s27 += 1) {
+                const int l28 = ((s27 * 128) + ti23);
+                const int i29 = (l28 / 16);
+                const int k30 = (l28 % 16);
+                const int gi31 = (m022 + i29);
+                const int gk32 = (k0 + k30);
+                if ((gi31 < t21)) {
+                    const float t33 = p1[((gi31 * 64) + gk32)];
+                    sh[((i29 * 20) + k30)] = t33;
                 } else {
-                    sh[((i31 * 20) + k32)] = 0.0f;
+                    sh[((i29 * 20) + k30)] = 0.0f;
                 }
             }
-            for (int s36 = 0; s36 < 8; s36 += 1) {
-                const int l37 = ((s36 * 128) + ti25);
-                const int k38 = (l37 / 64);
-                const int i39 = (l37 % 64);
-                const int gi40 = (n02 + i39);
-                const int gk41 = (k0 + k38);
-                const float t42 = p9[((((ex1 * 64) + gk41) * 64) + gi40)];
-                sh[(((k38 * 68) + i39) + 1280)] = t42;
+            for (int s34 = 0; s34 < 8; s34 += 1) {
+                const int l35 = ((s34 * 128) + ti23);
+                const int k36 = (l35 / 64);
+                const int i37 = (l35 % 64);
+                const int gi38 = (n02 + i37);
+                const int gk39 = (k0 + k36);
+                const float t40 = (NF4_CODE[((int(p11[(((((ex1 * 64) + gk39) * 64) + gi38) / 2)]) >> (((((((ex1 * 64) + gk39) * 64) + gi38) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p12[(((((ex1 * 64) + gk39) * 64) + gi38) / 64)])] * p13[((((((ex1 * 64) + gk39) * 64) + gi38) / 64) / 256)]) + p14[0]));
+                sh[(((k36 * 68) + i37) + 1280)] = t40;
             }
             threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa0, sh + ((sr27 * 20) + kk), 20);
+                simdgroup_load(fa0, sh + ((sr25 * 20) + kk), 20);
                 simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa1, sh + (((sr27 + 8) * 20) + kk), 20);
+                simdgroup_load(fa1, sh + (((sr25 + 8) * 20) + kk), 20);
                 simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa2, sh + (((sr27 + 16) * 20) + kk), 20);
+                simdgroup_load(fa2, sh + (((sr25 + 16) * 20) + kk), 20);
                 simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa3, sh + (((sr27 + 24) * 20) + kk), 20);
+                simdgroup_load(fa3, sh + (((sr25 + 24) * 20) + kk), 20);
                 simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb0, sh + (((kk * 68) + sc28) + 1280), 68);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc26) + 1280), 68);
                 simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb1, sh + (((kk * 68) + (sc28 + 8)) + 1280), 68);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc26 + 8)) + 1280), 68);
                 simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb2, sh + (((kk * 68) + (sc28 + 16)) + 1280), 68);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc26 + 16)) + 1280), 68);
                 simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb3, sh + (((kk * 68) + (sc28 + 24)) + 1280), 68);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc26 + 24)) + 1280), 68);
                 simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
                 simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
                 simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
@@ -4513,45 +4319,103 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
             }
             threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         }
-        simdgroup_store(acc0_0, sh + ((sr27 * 68) + sc28), 68);
-        simdgroup_store(acc0_1, sh + ((sr27 * 68) + (sc28 + 8)), 68);
-        simdgroup_store(acc0_2, sh + ((sr27 * 68) + (sc28 + 16)), 68);
-        simdgroup_store(acc0_3, sh + ((sr27 * 68) + (sc28 + 24)), 68);
-        simdgroup_store(acc1_0, sh + (((sr27 + 8) * 68) + sc28), 68);
-        simdgroup_store(acc1_1, sh + (((sr27 + 8) * 68) + (sc28 + 8)), 68);
-        simdgroup_store(acc1_2, sh + (((sr27 + 8) * 68) + (sc28 + 16)), 68);
-        simdgroup_store(acc1_3, sh + (((sr27 + 8) * 68) + (sc28 + 24)), 68);
-        simdgroup_store(acc2_0, sh + (((sr27 + 16) * 68) + sc28), 68);
-        simdgroup_store(acc2_1, sh + (((sr27 + 16) * 68) + (sc28 + 8)), 68);
-        simdgroup_store(acc2_2, sh + (((sr27 + 16) * 68) + (sc28 + 16)), 68);
-        simdgroup_store(acc2_3, sh + (((sr27 + 16) * 68) + (sc28 + 24)), 68);
-        simdgroup_store(acc3_0, sh + (((sr27 + 24) * 68) + sc28), 68);
-        simdgroup_store(acc3_1, sh + (((sr27 + 24) * 68) + (sc28 + 8)), 68);
-        simdgroup_store(acc3_2, sh + (((sr27 + 24) * 68) + (sc28 + 16)), 68);
-        simdgroup_store(acc3_3, sh + (((sr27 + 24) * 68) + (sc28 + 24)), 68);
+        for (int k0 = 0; k0 < 64; k0 += 16) {
+            for (int s41 = 0; s41 < 8; s41 += 1) {
+                const int l42 = ((s41 * 128) + ti23);
+                const int i43 = (l42 / 16);
+                const int k44 = (l42 % 16);
+                const int gi45 = (m022 + i43);
+                const int gk46 = (k0 + k44);
+                if ((gi45 < t21)) {
+                    const float t47 = p4[((gi45 * 64) + gk46)];
+                    sh[((i43 * 20) + k44)] = t47;
+                } else {
+                    sh[((i43 * 20) + k44)] = 0.0f;
+                }
+            }
+            for (int s48 = 0; s48 < 8; s48 += 1) {
+                const int l49 = ((s48 * 128) + ti23);
+                const int k50 = (l49 / 64);
+                const int i51 = (l49 % 64);
+                const int gi52 = (n02 + i51);
+                const int gk53 = (k0 + k50);
+                const float t54 = p15[((((ex1 * 64) + gk53) * 64) + gi52)];
+                sh[(((k50 * 68) + i51) + 1280)] = t54;
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 16; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((sr25 * 20) + kk), 20);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + (((sr25 + 8) * 20) + kk), 20);
+                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa2, sh + (((sr25 + 16) * 20) + kk), 20);
+                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa3, sh + (((sr25 + 24) * 20) + kk), 20);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc26) + 1280), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc26 + 8)) + 1280), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc26 + 16)) + 1280), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc26 + 24)) + 1280), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        }
+        simdgroup_store(acc0_0, sh + ((sr25 * 68) + sc26), 68);
+        simdgroup_store(acc0_1, sh + ((sr25 * 68) + (sc26 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr25 * 68) + (sc26 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr25 * 68) + (sc26 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr25 + 8) * 68) + sc26), 68);
+        simdgroup_store(acc1_1, sh + (((sr25 + 8) * 68) + (sc26 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr25 + 8) * 68) + (sc26 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr25 + 8) * 68) + (sc26 + 24)), 68);
+        simdgroup_store(acc2_0, sh + (((sr25 + 16) * 68) + sc26), 68);
+        simdgroup_store(acc2_1, sh + (((sr25 + 16) * 68) + (sc26 + 8)), 68);
+        simdgroup_store(acc2_2, sh + (((sr25 + 16) * 68) + (sc26 + 16)), 68);
+        simdgroup_store(acc2_3, sh + (((sr25 + 16) * 68) + (sc26 + 24)), 68);
+        simdgroup_store(acc3_0, sh + (((sr25 + 24) * 68) + sc26), 68);
+        simdgroup_store(acc3_1, sh + (((sr25 + 24) * 68) + (sc26 + 8)), 68);
+        simdgroup_store(acc3_2, sh + (((sr25 + 24) * 68) + (sc26 + 16)), 68);
+        simdgroup_store(acc3_3, sh + (((sr25 + 24) * 68) + (sc26 + 24)), 68);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int s43 = 0; s43 < 32; s43 += 1) {
-            const int l44 = ((s43 * 128) + ti25);
-            const int i45 = (l44 / 64);
-            const int j46 = (l44 % 64);
-            const int gi47 = (m024 + i45);
-            const int gj48 = (n02 + j46);
-            if ((gi47 < t23)) {
-                const float acc49 = sh[((i45 * 68) + j46)];
-                const float t50 = p4[((gi47 * 64) + gj48)];
-                const float t51 = (t50 + acc49);
-                const float t52 = p5[((gi47 * 64) + gj48)];
-                const float t53 = (t51 * t52);
-                p6[((gi47 * 64) + gj48)] = t53;
-                const float t54 = p7[((gi47 * 128) + (gj48 + 64))];
-                const float t55 = (t51 * t54);
-                const float t56 = p7[((gi47 * 128) + gj48)];
-                const float t57 = (1.0f / (1.0f + exp((-t56))));
-                const float t58 = (1.0f - t57);
-                const float t59 = (t52 * t58);
-                const float t60 = (t57 + t59);
-                const float t61 = (t55 * t60);
-                p8[((gi47 * 64) + gj48)] = t61;
+        for (int s55 = 0; s55 < 32; s55 += 1) {
+            const int l56 = ((s55 * 128) + ti23);
+            const int i57 = (l56 / 64);
+            const int j58 = (l56 % 64);
+            const int gi59 = (m022 + i57);
+            const int gj60 = (n02 + j58);
+            if ((gi59 < t21)) {
+                const float acc61 = sh[((i57 * 68) + j58)];
+                const float t62 = p7[((gi59 * 64) + gj60)];
+                const float t63 = (acc61 * t62);
+                p8[((gi59 * 64) + gj60)] = t63;
+                const float t64 = p9[((gi59 * 128) + (gj60 + 64))];
+                const float t65 = (acc61 * t64);
+                const float t66 = p9[((gi59 * 128) + gj60)];
+                const float t67 = (1.0f / (1.0f + exp((-t66))));
+                const float t68 = (1.0f - t67);
+                const float t69 = (t62 * t68);
+                const float t70 = (t67 + t69);
+                const float t71 = (t65 * t70);
+                p10[((gi59 * 64) + gj60)] = t71;
             }
         }
     }
@@ -4561,7 +4425,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
 // part 0 (grouped_matmul): fuses concat %247, scale %248, grouped_matmul %251 (moe.0)
 // part 1 (grouped_matmul_wgrad): fuses concat %247, scale %248, grouped_matmul_wgrad %252 (moe.0)
 // threadgroup 128×1×1, grid 48×1×1 threadgroups
-kernel void grouped_matmul_grouped_matmul_wgrad_x2_1(
+kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -4842,7 +4706,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_1(
 // part 0 (grouped_matmul_wgrad): fuses reshape %61, gather %72, grouped_matmul_wgrad %254 (moe.0)
 // part 1 (grouped_matmul): fuses concat %247, dequant %249, grouped_matmul %250, grouped_matmul %253, add %255 (moe.0)
 // threadgroup 128×1×1, grid 44×1×1 threadgroups
-kernel void grouped_matmul_wgrad_grouped_matmul_x2_1(
+kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device int* p2 [[buffer(2)]],
@@ -5298,7 +5162,7 @@ kernel void reduce_sum_3(
 
 // fuses broadcast %273, sub %274, mul %275, matmul %276 (moe.0)
 // threadgroup 128×1×1, grid 1×4×1 threadgroups
-kernel void matmul_11(
+kernel void matmul_12(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -5425,14 +5289,15 @@ kernel void matmul_11(
     }
 }
 
-// fuses add %277, reshape %278, rmsnorm_bwd %279 (moe.0)
+// fuses add %277, reshape %278, rmsnorm_bwd %279, add %281 (moe.0)
 // threadgroup 256×1×1, grid 32×1×1 threadgroups
 kernel void rmsnorm_bwd_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
         const device float* p3 [[buffer(3)]],
-        device float* p4 [[buffer(4)]],
+        const device float* p4 [[buffer(4)]],
+        device float* p5 [[buffer(5)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     const int lid1 = int(lid.x);
@@ -5464,450 +5329,33 @@ kernel void rmsnorm_bwd_2(
         const int j23 = (l32_2 + (k22 * 32));
         const float xh24 = (reg7[k22] * r20);
         const float t25 = p3[j23];
-        p4[((((c5 * 16) + c6) * 64) + j23)] = (r20 * ((reg8[k22] * t25) - (xh24 * mean21)));
-    }
-}
-
-// fuses add %281, dequant %283, matmul %284 (mamba.0)
-// threadgroup 128×1×1, grid 2×1×16 threadgroups
-kernel void matmul_12(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        const device uchar* p3_codes [[buffer(3)]],
-        const device uchar* p4_qabsmax [[buffer(4)]],
-        const device float* p5_scales [[buffer(5)]],
-        const device float* p6_offset [[buffer(6)]],
-        device float* p7 [[buffer(7)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]],
-        uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int c1 = int(gid.z);
-    const int m02 = (int(gid.y) * 32);
-    const int n03 = (int(gid.x) * 64);
-    threadgroup float sh[3328];
-    const int ti4 = int(lid.x);
-    const int sgi5 = int(sg);
-    const int sr6 = ((sgi5 / 2) * 16);
-    const int sc7 = ((sgi5 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 64; k0 += 32) {
-        for (int s8 = 0; s8 < 8; s8 += 1) {
-            const int l9 = ((s8 * 128) + ti4);
-            const int i10 = (l9 / 32);
-            const int k11 = (l9 % 32);
-            const int gi12 = (m02 + i10);
-            const int gk13 = (k0 + k11);
-            if ((gi12 < 16)) {
-                const float t14 = p0[((((c1 * 16) + gi12) * 64) + gk13)];
-                const float t15 = p1[((((c1 * 16) + gi12) * 64) + gk13)];
-                const float t16 = (t14 + t15);
-                if ((n03 == 0)) {
-                    p2[((((c1 * 16) + gi12) * 64) + gk13)] = t16;
-                }
-                sh[((i10 * 36) + k11)] = t16;
-            } else {
-                sh[((i10 * 36) + k11)] = 0.0f;
-            }
-        }
-        for (int s17 = 0; s17 < 16; s17 += 1) {
-            const int l18 = ((s17 * 128) + ti4);
-            const int k19 = (l18 / 64);
-            const int i20 = (l18 % 64);
-            const int gi21 = (n03 + i20);
-            const int gk22 = (k0 + k19);
-            const float t23 = (NF4_CODE[((int(p3_codes[(((gk22 * 128) + gi21) / 2)]) >> (((((gk22 * 128) + gi21) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p4_qabsmax[(((gk22 * 128) + gi21) / 64)])] * p5_scales[((((gk22 * 128) + gi21) / 64) / 256)]) + p6_offset[0]));
-            sh[(((k19 * 68) + i20) + 1152)] = t23;
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 32; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr6 + 8) * 36) + kk), 36);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 68) + sc7) + 1152), 68);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 68) + (sc7 + 8)) + 1152), 68);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + (((kk * 68) + (sc7 + 16)) + 1152), 68);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + (((kk * 68) + (sc7 + 24)) + 1152), 68);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
-    simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr6 * 68) + (sc7 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr6 + 8) * 68) + sc7), 68);
-    simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s24 = 0; s24 < 16; s24 += 1) {
-        const int l25 = ((s24 * 128) + ti4);
-        const int i26 = (l25 / 64);
-        const int j27 = (l25 % 64);
-        const int gi28 = (m02 + i26);
-        const int gj29 = (n03 + j27);
-        if ((gi28 < 16)) {
-            p7[((((c1 * 16) + gi28) * 128) + gj29)] = sh[((i26 * 68) + j27)];
-        }
+        const float acc26 = (r20 * ((reg8[k22] * t25) - (xh24 * mean21)));
+        const float t27 = p4[((((c5 * 16) + c6) * 64) + j23)];
+        const float t28 = (t27 + acc26);
+        p5[((((c5 * 16) + c6) * 64) + j23)] = t28;
     }
 }
 
 // 2 independent kernels in one launch
-// part 0 (matmul): fuses reshape %290, reshape %291, matmul %292 (mamba.0)
-// part 1 (matmul): fuses slice %27, matmul %289, add %293, mul %295, sigmoid %296, const %297, sub %298, mul %299,
-//   add %300, mul %301 (mamba.0)
-// threadgroup 128×1×1, grid 34×1×1 threadgroups
-kernel void matmul_x2_3(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
-        const device float* p7 [[buffer(7)]],
-        const device float* p8 [[buffer(8)]],
-        device float* p9 [[buffer(9)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]],
-        uint sg [[simdgroup_index_in_threadgroup]]) {
-    threadgroup float sh[4352];
-    if ((int(gid.x) < 2)) {
-        const int h0 = (int(gid.x) - 0);
-        const int m01 = ((h0 / 2) * 64);
-        const int n02 = (h0 * 64);
-        const int ti3 = int(lid.x);
-        const int sgi4 = int(sg);
-        const int sr5 = ((sgi4 / 2) * 32);
-        const int sc6 = ((sgi4 % 2) * 32);
-        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        for (int k0 = 0; k0 < 256; k0 += 16) {
-            for (int s7 = 0; s7 < 8; s7 += 1) {
-                const int l8 = ((s7 * 128) + ti3);
-                const int k9 = (l8 / 64);
-                const int i10 = (l8 % 64);
-                const int gi11 = (m01 + i10);
-                const int gk12 = (k0 + k9);
-                const float t13 = p0[((gk12 * 64) + gi11)];
-                sh[((k9 * 68) + i10)] = t13;
-            }
-            for (int s14 = 0; s14 < 8; s14 += 1) {
-                const int l15 = ((s14 * 128) + ti3);
-                const int k16 = (l15 / 64);
-                const int i17 = (l15 % 64);
-                const int gi18 = (n02 + i17);
-                const int gk19 = (k0 + k16);
-                const float t20 = p1[((gk19 * 128) + gi18)];
-                sh[(((k16 * 68) + i17) + 1088)] = t20;
-            }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-            for (int kk = 0; kk < 16; kk += 8) {
-                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
-                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa1, sh + ((kk * 68) + (sr5 + 8)), 68, ulong2(0, 0), true);
-                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa2, sh + ((kk * 68) + (sr5 + 16)), 68, ulong2(0, 0), true);
-                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa3, sh + ((kk * 68) + (sr5 + 24)), 68, ulong2(0, 0), true);
-                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb0, sh + (((kk * 68) + sc6) + 1088), 68);
-                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb1, sh + (((kk * 68) + (sc6 + 8)) + 1088), 68);
-                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb2, sh + (((kk * 68) + (sc6 + 16)) + 1088), 68);
-                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb3, sh + (((kk * 68) + (sc6 + 24)) + 1088), 68);
-                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
-                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
-                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
-                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
-            }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        }
-        simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
-        simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
-        simdgroup_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
-        simdgroup_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
-        simdgroup_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
-        simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
-        simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
-        simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
-        simdgroup_store(acc2_0, sh + (((sr5 + 16) * 68) + sc6), 68);
-        simdgroup_store(acc2_1, sh + (((sr5 + 16) * 68) + (sc6 + 8)), 68);
-        simdgroup_store(acc2_2, sh + (((sr5 + 16) * 68) + (sc6 + 16)), 68);
-        simdgroup_store(acc2_3, sh + (((sr5 + 16) * 68) + (sc6 + 24)), 68);
-        simdgroup_store(acc3_0, sh + (((sr5 + 24) * 68) + sc6), 68);
-        simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
-        simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
-        simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int s21 = 0; s21 < 32; s21 += 1) {
-            const int l22 = ((s21 * 128) + ti3);
-            const int i23 = (l22 / 64);
-            const int j24 = (l22 % 64);
-            const int gi25 = (m01 + i23);
-            const int gj26 = (n02 + j24);
-            p2[((gi25 * 128) + gj26)] = sh[((i23 * 68) + j24)];
-        }
-    } else if ((int(gid.x) < 34)) {
-        const int h1 = (int(gid.x) - 2);
-        const int c1 = (h1 / 2);
-        const int m02 = (((h1 / 2) % 1) * 32);
-        const int n03 = ((h1 % 2) * 64);
-        const int ti4 = int(lid.x);
-        const int sgi5 = int(sg);
-        const int sr6 = ((sgi5 / 2) * 16);
-        const int sc7 = ((sgi5 % 2) * 32);
-        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        for (int k0 = 0; k0 < 64; k0 += 32) {
-            for (int s8 = 0; s8 < 8; s8 += 1) {
-                const int l9 = ((s8 * 128) + ti4);
-                const int i10 = (l9 / 32);
-                const int k11 = (l9 % 32);
-                const int gi12 = (m02 + i10);
-                const int gk13 = (k0 + k11);
-                if ((gi12 < 16)) {
-                    const float t14 = p0[((((c1 * 16) + gi12) * 64) + gk13)];
-                    sh[((i10 * 36) + k11)] = t14;
-                } else {
-                    sh[((i10 * 36) + k11)] = 0.0f;
-                }
-            }
-            for (int s15 = 0; s15 < 16; s15 += 1) {
-                const int l16 = ((s15 * 128) + ti4);
-                const int k17 = (l16 / 64);
-                const int i18 = (l16 % 64);
-                const int gi19 = (n03 + i18);
-                const int gk20 = (k0 + k17);
-                const float t21 = p3[((gk20 * 128) + gi19)];
-                sh[(((k17 * 68) + i18) + 1152)] = t21;
-            }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-            for (int kk = 0; kk < 32; kk += 8) {
-                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
-                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa1, sh + (((sr6 + 8) * 36) + kk), 36);
-                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb0, sh + (((kk * 68) + sc7) + 1152), 68);
-                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb1, sh + (((kk * 68) + (sc7 + 8)) + 1152), 68);
-                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb2, sh + (((kk * 68) + (sc7 + 16)) + 1152), 68);
-                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb3, sh + (((kk * 68) + (sc7 + 24)) + 1152), 68);
-                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        }
-        simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
-        simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
-        simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
-        simdgroup_store(acc0_3, sh + ((sr6 * 68) + (sc7 + 24)), 68);
-        simdgroup_store(acc1_0, sh + (((sr6 + 8) * 68) + sc7), 68);
-        simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
-        simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
-        simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int s22 = 0; s22 < 16; s22 += 1) {
-            const int l23 = ((s22 * 128) + ti4);
-            const int i24 = (l23 / 64);
-            const int j25 = (l23 % 64);
-            const int gi26 = (m02 + i24);
-            const int gj27 = (n03 + j25);
-            if ((gi26 < 16)) {
-                const float acc28 = sh[((i24 * 68) + j25)];
-                const float t29 = p4[((((c1 * 16) + gi26) * 128) + gj27)];
-                const float t30 = (t29 + acc28);
-                p5[((((c1 * 16) + gi26) * 128) + gj27)] = t30;
-                const float t31 = p6[((((c1 * 16) + gi26) * 128) + gj27)];
-                const float t32 = (t30 * t31);
-                const float t33 = p7[((((c1 * 16) + gi26) * 256) + (gj27 + 128))];
-                const float t34 = (1.0f / (1.0f + exp((-t33))));
-                const float t35 = p8[((((c1 * 16) + gi26) * 128) + gj27)];
-                const float t36 = (1.0f - t34);
-                const float t37 = (t35 * t36);
-                const float t38 = (t34 + t37);
-                const float t39 = (t32 * t38);
-                p9[((((c1 * 16) + gi26) * 128) + gj27)] = t39;
-            }
-        }
-    }
-}
-
-// 2 independent kernels in one launch
-// part 0 (matmul): fuses concat %323, scale %324, matmul %325 (mamba.0)
-// part 1 (matmul): fuses concat %323, scale %324, reshape %326, reshape %327, matmul %328 (mamba.0)
-// threadgroup 128×1×1, grid 20×1×1 threadgroups
-kernel void matmul_x2_4(
+// part 0 (matmul): fuses concat %323, scale %324, reshape %326, reshape %327, matmul %328 (mamba.0)
+// part 1 (matmul): fuses reshape %329, reshape %330, matmul %331 (mamba.0)
+// threadgroup 128×1×1, grid 5×1×1 threadgroups
+kernel void matmul_x2_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
         device float* p3 [[buffer(3)]],
         const device float* p4 [[buffer(4)]],
-        device float* p5 [[buffer(5)]],
+        const device float* p5 [[buffer(5)]],
+        device float* p6 [[buffer(6)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[4352];
-    if ((int(gid.x) < 16)) {
+    if ((int(gid.x) < 4)) {
         const int h0 = (int(gid.x) - 0);
-        const int c1 = h0;
-        const int m02 = ((h0 % 1) * 32);
-        const int n03 = ((h0 % 1) * 64);
-        const int ti4 = int(lid.x);
-        const int sgi5 = int(sg);
-        const int sr6 = ((sgi5 / 2) * 16);
-        const int sc7 = ((sgi5 % 2) * 32);
-        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        for (int k0 = 0; k0 < 256; k0 += 32) {
-            for (int s8 = 0; s8 < 8; s8 += 1) {
-                const int l9 = ((s8 * 128) + ti4);
-                const int i10 = (l9 / 32);
-                const int k11 = (l9 % 32);
-                const int gi12 = (m02 + i10);
-                const int gk13 = (k0 + k11);
-                if ((gi12 < 16)) {
-                    float cat14 = 0.0f;
-                    if ((gk13 < 128)) {
-                        const float t15 = p0[((((c1 * 16) + gi12) * 128) + (gk13 - 0))];
-                        cat14 = t15;
-                    } else {
-                        const float t16 = p1[((((c1 * 16) + gi12) * 128) + (gk13 - 128))];
-                        cat14 = t16;
-                    }
-                    const float t17 = (cat14 * 0.25f);
-                    sh[((i10 * 36) + k11)] = t17;
-                } else {
-                    sh[((i10 * 36) + k11)] = 0.0f;
-                }
-            }
-            for (int s18 = 0; s18 < 16; s18 += 1) {
-                const int l19 = ((s18 * 128) + ti4);
-                const int k20 = (l19 / 64);
-                const int i21 = (l19 % 64);
-                const int gi22 = (n03 + i21);
-                const int gk23 = (k0 + k20);
-                const float t24 = p2[((gk23 * 64) + gi22)];
-                sh[(((k20 * 68) + i21) + 1152)] = t24;
-            }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-            for (int kk = 0; kk < 32; kk += 8) {
-                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
-                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa1, sh + (((sr6 + 8) * 36) + kk), 36);
-                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb0, sh + (((kk * 68) + sc7) + 1152), 68);
-                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb1, sh + (((kk * 68) + (sc7 + 8)) + 1152), 68);
-                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb2, sh + (((kk * 68) + (sc7 + 16)) + 1152), 68);
-                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb3, sh + (((kk * 68) + (sc7 + 24)) + 1152), 68);
-                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        }
-        simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
-        simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
-        simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
-        simdgroup_store(acc0_3, sh + ((sr6 * 68) + (sc7 + 24)), 68);
-        simdgroup_store(acc1_0, sh + (((sr6 + 8) * 68) + sc7), 68);
-        simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
-        simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
-        simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int s25 = 0; s25 < 16; s25 += 1) {
-            const int l26 = ((s25 * 128) + ti4);
-            const int i27 = (l26 / 64);
-            const int j28 = (l26 % 64);
-            const int gi29 = (m02 + i27);
-            const int gj30 = (n03 + j28);
-            if ((gi29 < 16)) {
-                p3[((((c1 * 16) + gi29) * 64) + gj30)] = sh[((i27 * 68) + j28)];
-            }
-        }
-    } else if ((int(gid.x) < 20)) {
-        const int h1 = (int(gid.x) - 16);
-        const int m01 = (h1 * 64);
-        const int n02 = ((h1 % 1) * 64);
+        const int m01 = (h0 * 64);
+        const int n02 = ((h0 % 1) * 64);
         const int ti3 = int(lid.x);
         const int sgi4 = int(sg);
         const int sr5 = ((sgi4 / 2) * 32);
@@ -5952,7 +5400,7 @@ kernel void matmul_x2_4(
                 const int i20 = (l18 % 64);
                 const int gi21 = (n02 + i20);
                 const int gk22 = (k0 + k19);
-                const float t23 = p4[((gk22 * 64) + gi21)];
+                const float t23 = p2[((gk22 * 64) + gi21)];
                 sh[(((k19 * 68) + i20) + 1088)] = t23;
             }
             threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -6015,123 +5463,113 @@ kernel void matmul_x2_4(
             const int j27 = (l25 % 64);
             const int gi28 = (m01 + i26);
             const int gj29 = (n02 + j27);
-            p5[((gi28 * 64) + gj29)] = sh[((i26 * 68) + j27)];
+            p3[((gi28 * 64) + gj29)] = sh[((i26 * 68) + j27)];
         }
-    }
-}
-
-// fuses reshape %329, reshape %330, matmul %331 (mamba.0)
-// threadgroup 128×1×1, grid 1×1×1 threadgroups
-kernel void matmul_13(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]],
-        uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int m01 = (int(gid.y) * 64);
-    const int n02 = (int(gid.x) * 64);
-    threadgroup float sh[4352];
-    const int ti3 = int(lid.x);
-    const int sgi4 = int(sg);
-    const int sr5 = ((sgi4 / 2) * 32);
-    const int sc6 = ((sgi4 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 256; k0 += 16) {
-        for (int s7 = 0; s7 < 8; s7 += 1) {
-            const int l8 = ((s7 * 128) + ti3);
-            const int k9 = (l8 / 64);
-            const int i10 = (l8 % 64);
-            const int gi11 = (m01 + i10);
-            const int gk12 = (k0 + k9);
-            const float t13 = p0[((gk12 * 64) + gi11)];
-            sh[((k9 * 68) + i10)] = t13;
+    } else if ((int(gid.x) < 5)) {
+        const int h1 = (int(gid.x) - 4);
+        const int m01 = (h1 * 64);
+        const int n02 = (h1 * 64);
+        const int ti3 = int(lid.x);
+        const int sgi4 = int(sg);
+        const int sr5 = ((sgi4 / 2) * 32);
+        const int sc6 = ((sgi4 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 256; k0 += 16) {
+            for (int s7 = 0; s7 < 8; s7 += 1) {
+                const int l8 = ((s7 * 128) + ti3);
+                const int k9 = (l8 / 64);
+                const int i10 = (l8 % 64);
+                const int gi11 = (m01 + i10);
+                const int gk12 = (k0 + k9);
+                const float t13 = p4[((gk12 * 64) + gi11)];
+                sh[((k9 * 68) + i10)] = t13;
+            }
+            for (int s14 = 0; s14 < 8; s14 += 1) {
+                const int l15 = ((s14 * 128) + ti3);
+                const int k16 = (l15 / 64);
+                const int i17 = (l15 % 64);
+                const int gi18 = (n02 + i17);
+                const int gk19 = (k0 + k16);
+                const float t20 = p5[((gk19 * 64) + gi18)];
+                sh[(((k16 * 68) + i17) + 1088)] = t20;
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 16; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + ((kk * 68) + (sr5 + 8)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa2, sh + ((kk * 68) + (sr5 + 16)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa3, sh + ((kk * 68) + (sr5 + 24)), 68, ulong2(0, 0), true);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc6) + 1088), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc6 + 8)) + 1088), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc6 + 16)) + 1088), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc6 + 24)) + 1088), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         }
-        for (int s14 = 0; s14 < 8; s14 += 1) {
-            const int l15 = ((s14 * 128) + ti3);
-            const int k16 = (l15 / 64);
-            const int i17 = (l15 % 64);
-            const int gi18 = (n02 + i17);
-            const int gk19 = (k0 + k16);
-            const float t20 = p1[((gk19 * 64) + gi18)];
-            sh[(((k16 * 68) + i17) + 1088)] = t20;
-        }
+        simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
+        simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
+        simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
+        simdgroup_store(acc2_0, sh + (((sr5 + 16) * 68) + sc6), 68);
+        simdgroup_store(acc2_1, sh + (((sr5 + 16) * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc2_2, sh + (((sr5 + 16) * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc2_3, sh + (((sr5 + 16) * 68) + (sc6 + 24)), 68);
+        simdgroup_store(acc3_0, sh + (((sr5 + 24) * 68) + sc6), 68);
+        simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 16; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + ((kk * 68) + (sr5 + 8)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + ((kk * 68) + (sr5 + 16)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + ((kk * 68) + (sr5 + 24)), 68, ulong2(0, 0), true);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 68) + sc6) + 1088), 68);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 68) + (sc6 + 8)) + 1088), 68);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + (((kk * 68) + (sc6 + 16)) + 1088), 68);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + (((kk * 68) + (sc6 + 24)) + 1088), 68);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
-            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
-            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
-            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+        for (int s21 = 0; s21 < 32; s21 += 1) {
+            const int l22 = ((s21 * 128) + ti3);
+            const int i23 = (l22 / 64);
+            const int j24 = (l22 % 64);
+            const int gi25 = (m01 + i23);
+            const int gj26 = (n02 + j24);
+            p6[((gi25 * 64) + gj26)] = sh[((i23 * 68) + j24)];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
-    simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
-    simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
-    simdgroup_store(acc2_0, sh + (((sr5 + 16) * 68) + sc6), 68);
-    simdgroup_store(acc2_1, sh + (((sr5 + 16) * 68) + (sc6 + 8)), 68);
-    simdgroup_store(acc2_2, sh + (((sr5 + 16) * 68) + (sc6 + 16)), 68);
-    simdgroup_store(acc2_3, sh + (((sr5 + 16) * 68) + (sc6 + 24)), 68);
-    simdgroup_store(acc3_0, sh + (((sr5 + 24) * 68) + sc6), 68);
-    simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
-    simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
-    simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s21 = 0; s21 < 32; s21 += 1) {
-        const int l22 = ((s21 * 128) + ti3);
-        const int i23 = (l22 / 64);
-        const int j24 = (l22 % 64);
-        const int gi25 = (m01 + i23);
-        const int gj26 = (n02 + j24);
-        p2[((gi25 * 64) + gj26)] = sh[((i23 * 68) + j24)];
     }
 }
 
