@@ -174,11 +174,13 @@ func Fuse(g *ir.Graph, fuse bool) *Schedule {
 		groups = append(groups, grp)
 	}
 	if fuse {
-		groups = mergeEpilogues(groups, uses, member, kept)
-		groups = mergeRowEpilogues(groups, uses, member, kept)
-		groups = mergeRouting(groups, uses, member, kept)
-		groups = mergeTerms(groups, uses, member)
-		groups = mergeLHSProducers(groups, uses, member, kept)
+		f := &fuser{uses: uses, member: member, kept: kept, gone: map[*Group]bool{}}
+		f.mergeEpilogues(groups)
+		f.mergeRowEpilogues(groups)
+		f.mergeRouting(groups)
+		f.mergeTerms(groups)
+		f.mergeLHSProducers(groups)
+		groups = f.rest(groups)
 	}
 	s := &Schedule{Alias: map[*ir.Value]*ir.Value{}, Fused: fuse}
 	for _, grp := range groups {
@@ -218,90 +220,96 @@ var epilogueResults = map[string][]int{
 	string(ir.OpReduceSum): {0}, string(ir.OpReduceMax): {0}, string(ir.OpReduceMean): {0},
 }
 
-// mergeEpilogues folds an element-wise group into the kernel whose result
-// it reads at the same elements: the kernel computes the chain on each
-// element it finishes and writes the chain's results (and its own, when
-// others read it). Groups are taken in graph order, so a chain of such
-// groups joins link by link.
-func mergeEpilogues(groups []*Group, uses map[*ir.Value][]*ir.Node, member map[*ir.Node][]*Group, kept map[*ir.Value]bool) []*Group {
-	merged := map[*Group]bool{}
-	for i := len(groups) - 1; i >= 0; i-- {
-		p := groups[i]
-		if p.Kind != "pointwise" || len(p.Root.Outputs) != 1 {
-			continue
-		}
-		shape := p.Root.Out().Type.Shape
-		for _, v := range readsFrom(p) {
-			src := member[v.Node]
-			if len(src) != 1 || merged[src[0]] || src[0] == p {
-				continue
-			}
-			m := src[0]
-			base := epilogueBase(m, p, v)
-			if base == nil || !v.Type.Shape.Equal(shape) || !readsElementwise(p, v) || !readersAfter(m, p, uses, member) ||
-				jointBuffers(append(append([]*ir.Node(nil), m.Nodes...), p.Nodes...), uses, kept) > MaxBuffers {
-				continue
-			}
-			if m.Epilogue == nil {
-				m.Epilogue = map[*ir.Value][]*ir.Node{}
-			}
-			m.Epilogue[base] = append(m.Epilogue[base], p.Nodes...)
-			m.Nodes = append(m.Nodes, p.Nodes...)
-			m.Root = p.Root
-			for _, q := range p.Nodes {
-				member[q] = replaceGroup(member[q], p, m)
-			}
-			merged[p] = true
-			break
-		}
+// fuser holds what the merging steps of Fuse share: each folds groups
+// into others, which Fuse then drops (rest).
+type fuser struct {
+	uses   map[*ir.Value][]*ir.Node
+	member map[*ir.Node][]*Group // the groups computing each node
+	kept   map[*ir.Value]bool
+	gone   map[*Group]bool // folded into another
+}
+
+// fold moves p's nodes into g.
+func (f *fuser) fold(g, p *Group) {
+	g.Nodes = append(g.Nodes, p.Nodes...)
+	for _, q := range p.Nodes {
+		f.member[q] = replaceGroup(f.member[q], p, g)
 	}
+	f.gone[p] = true
+}
+
+// fits reports whether one kernel computing g and p binds at most MaxBuffers.
+func (f *fuser) fits(g, p *Group) bool {
+	return jointBuffers(append(append([]*ir.Node(nil), g.Nodes...), p.Nodes...), f.uses, f.kept) <= MaxBuffers
+}
+
+// rest lists the groups not folded into others.
+func (f *fuser) rest(groups []*Group) []*Group {
 	out := groups[:0]
 	for _, grp := range groups {
-		if !merged[grp] {
+		if !f.gone[grp] {
 			out = append(out, grp)
 		}
 	}
 	return out
 }
 
+// foldElementwise offers each element-wise group, in graph order, to the
+// kernel computing each value it reads; try accepts it (and records how the
+// kernel will compute it), and the kernel then runs at the group's place.
+// Graph order lets a chain of such groups join link by link.
+func (f *fuser) foldElementwise(groups []*Group, try func(m, p *Group, v *ir.Value) bool) {
+	for i := len(groups) - 1; i >= 0; i-- {
+		p := groups[i]
+		if p.Kind != "pointwise" || len(p.Root.Outputs) != 1 || f.gone[p] {
+			continue
+		}
+		for _, v := range readsFrom(p) {
+			src := f.member[v.Node]
+			if len(src) != 1 || f.gone[src[0]] || src[0] == p {
+				continue
+			}
+			m := src[0]
+			if !readersAfter(m, p, f.uses, f.member) || !f.fits(m, p) || !try(m, p, v) {
+				continue
+			}
+			f.fold(m, p)
+			m.Root = p.Root
+			break
+		}
+	}
+}
+
+// mergeEpilogues folds an element-wise group into the kernel whose result
+// it reads at the same elements: the kernel computes the chain on each
+// element it finishes and writes the chain's results (and its own, when
+// others read it).
+func (f *fuser) mergeEpilogues(groups []*Group) {
+	f.foldElementwise(groups, func(m, p *Group, v *ir.Value) bool {
+		base := epilogueBase(m, p, v)
+		if base == nil || !v.Type.Shape.Equal(p.Root.Out().Type.Shape) || !readsElementwise(p, v) {
+			return false
+		}
+		if m.Epilogue == nil {
+			m.Epilogue = map[*ir.Value][]*ir.Node{}
+		}
+		m.Epilogue[base] = append(m.Epilogue[base], p.Nodes...)
+		return true
+	})
+}
+
 // mergeRowEpilogues folds an element-wise group into the row reduction
 // whose result it reads broadcast along the reduced rows: the reduction's
 // kernel has each row's result at hand, so it computes the group over the
 // row right after (softmax's backward, a renormalisation).
-func mergeRowEpilogues(groups []*Group, uses map[*ir.Value][]*ir.Node, member map[*ir.Node][]*Group, kept map[*ir.Value]bool) []*Group {
-	merged := map[*Group]bool{}
-	for i := len(groups) - 1; i >= 0; i-- {
-		p := groups[i]
-		if p.Kind != "pointwise" || len(p.Root.Outputs) != 1 {
-			continue
+func (f *fuser) mergeRowEpilogues(groups []*Group) {
+	f.foldElementwise(groups, func(r, p *Group, v *ir.Value) bool {
+		if !rowEpilogue(r, p, v, f.uses) {
+			return false
 		}
-		for _, v := range readsFrom(p) {
-			src := member[v.Node]
-			if len(src) != 1 || merged[src[0]] || src[0] == p {
-				continue
-			}
-			r := src[0]
-			if !rowEpilogue(r, p, v, uses) || !readersAfter(r, p, uses, member) ||
-				jointBuffers(append(append([]*ir.Node(nil), r.Nodes...), p.Nodes...), uses, kept) > MaxBuffers {
-				continue
-			}
-			r.RowEpilogue = append(r.RowEpilogue, p.Nodes...)
-			r.Nodes = append(r.Nodes, p.Nodes...)
-			r.Root = p.Root
-			for _, q := range p.Nodes {
-				member[q] = replaceGroup(member[q], p, r)
-			}
-			merged[p] = true
-			break
-		}
-	}
-	out := groups[:0]
-	for _, grp := range groups {
-		if !merged[grp] {
-			out = append(out, grp)
-		}
-	}
-	return out
+		r.RowEpilogue = append(r.RowEpilogue, p.Nodes...)
+		return true
+	})
 }
 
 // mergeRouting makes MoE routing one kernel. Top-k runs a thread per row of
@@ -309,52 +317,39 @@ func mergeRowEpilogues(groups []*Group, uses map[*ir.Value][]*ir.Node, member ma
 // from (written too when the aux loss or the backward pass reads it) and
 // the renormalisation of the chosen weights (a sum over the k values with
 // its row epilogue, the division).
-func mergeRouting(groups []*Group, uses map[*ir.Value][]*ir.Node, member map[*ir.Node][]*Group, kept map[*ir.Value]bool) []*Group {
-	merged := map[*Group]bool{}
+func (f *fuser) mergeRouting(groups []*Group) {
 	join := func(t, g *Group) bool {
-		if merged[g] || g == t || !readersAfter(g, t, uses, member) ||
-			jointBuffers(append(append([]*ir.Node(nil), t.Nodes...), g.Nodes...), uses, kept) > MaxBuffers {
+		if f.gone[g] || g == t || !readersAfter(g, t, f.uses, f.member) || !f.fits(t, g) {
 			return false
 		}
-		t.Nodes = append(t.Nodes, g.Nodes...)
-		for _, q := range g.Nodes {
-			member[q] = replaceGroup(member[q], g, t)
-		}
-		merged[g] = true
+		f.fold(t, g)
 		return true
 	}
 	for _, t := range groups {
-		if t.Kind != string(ir.OpTopK) || t.Root != t.Anchor {
+		if t.Kind != string(ir.OpTopK) || t.Root != t.Anchor || f.gone[t] {
 			continue
 		}
-		if x := t.Anchor.Inputs[0]; len(member[x.Node]) == 1 {
-			s := member[x.Node][0]
+		if x := t.Anchor.Inputs[0]; len(f.member[x.Node]) == 1 {
+			s := f.member[x.Node][0]
 			if s.Kind == string(ir.OpSoftmax) && s.Anchor == x.Node && s.Root == s.Anchor && len(s.Nodes) == 1 {
 				join(t, s)
 			}
 		}
 		vals := t.Anchor.Outputs[0]
-		for _, u := range uses[vals] {
-			if len(member[u]) != 1 {
+		for _, u := range f.uses[vals] {
+			if len(f.member[u]) != 1 {
 				continue
 			}
-			r := member[u][0]
+			r := f.member[u][0]
 			if r.Kind == string(ir.OpReduceSum) && r.Anchor == u && len(r.RowEpilogue) > 0 && len(r.Nodes) == 1+len(r.RowEpilogue) {
 				root := r.Root
-				if readersAfter(t, r, uses, member) && join(t, r) {
+				if readersAfter(t, r, f.uses, f.member) && join(t, r) {
 					t.RowEpilogue, t.Root = r.RowEpilogue, root
 				}
 				break
 			}
 		}
 	}
-	out := groups[:0]
-	for _, grp := range groups {
-		if !merged[grp] {
-			out = append(out, grp)
-		}
-	}
-	return out
 }
 
 // rowEpilogue reports whether p may follow reduction r over its rows: r
@@ -571,56 +566,48 @@ func lhsChain(g *Group) map[*ir.Node]bool {
 // them while it stages the lhs and writes those results from its first
 // column of tiles. It runs after mergeTerms, so a LoRA sum's base matmul,
 // which runs at its sum, does not count as an earlier reader.
-func mergeLHSProducers(groups []*Group, uses map[*ir.Value][]*ir.Node, member map[*ir.Node][]*Group, kept map[*ir.Value]bool) []*Group {
-	merged := map[*Group]bool{}
+func (f *fuser) mergeLHSProducers(groups []*Group) {
 	for i := len(groups) - 1; i >= 0; i-- {
 		t := groups[i]
-		if merged[t] || (t.Kind != string(ir.OpMatmul) && t.Kind != string(ir.OpGroupedMM)) || len(t.Terms) > 0 {
+		if f.gone[t] || (t.Kind != string(ir.OpMatmul) && t.Kind != string(ir.OpGroupedMM)) || len(t.Terms) > 0 {
 			continue
 		}
 		for folded := true; folded; {
 			folded = false
-			for x := range lhsInputs(t) {
-				if len(member[x.Node]) != 1 {
+			for _, x := range lhsInputs(t) {
+				if len(f.member[x.Node]) != 1 {
 					continue
 				}
-				p := member[x.Node][0]
-				if merged[p] || p == t || !foldsIntoLHS(t, p, uses, member, kept) {
+				p := f.member[x.Node][0]
+				if f.gone[p] || p == t || !f.foldsIntoLHS(t, p) {
 					continue
 				}
-				t.Nodes = append(t.Nodes, p.Nodes...)
-				t.StagesLHS = true
-				for _, q := range p.Nodes {
-					member[q] = replaceGroup(member[q], p, t)
-				}
-				merged[p], folded = true, true
+				f.fold(t, p)
+				t.StagesLHS, folded = true, true
 				break
 			}
 		}
 	}
-	out := groups[:0]
-	for _, grp := range groups {
-		if !merged[grp] {
-			out = append(out, grp)
-		}
-	}
-	return out
 }
 
-// lhsInputs lists the values t's lhs chain reads from other kernels.
-func lhsInputs(t *Group) map[*ir.Value]bool {
-	chain := lhsChain(t)
-	out := map[*ir.Value]bool{}
-	if !inGroup(t, t.Anchor.Inputs[0].Node) {
-		out[t.Anchor.Inputs[0]] = true
-	}
-	for n := range chain {
-		for _, v := range n.Inputs {
-			if !inGroup(t, v.Node) {
-				out[v] = true
-			}
+// lhsInputs lists the values t's lhs chain reads from other kernels, in
+// graph order.
+func lhsInputs(t *Group) []*ir.Value {
+	var out []*ir.Value
+	seen := map[*ir.Value]bool{}
+	add := func(v *ir.Value) {
+		if !seen[v] && !inGroup(t, v.Node) {
+			seen[v] = true
+			out = append(out, v)
 		}
 	}
+	add(t.Anchor.Inputs[0])
+	for n := range lhsChain(t) {
+		for _, v := range n.Inputs {
+			add(v)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
 }
 
@@ -629,7 +616,8 @@ func lhsInputs(t *Group) map[*ir.Value]bool {
 // input gradients; t reads p's results only in its lhs chain; and every
 // result of p read elsewhere maps one to one onto lhs elements (so t writes
 // each element once) and is read only after t.
-func foldsIntoLHS(t, p *Group, uses map[*ir.Value][]*ir.Node, member map[*ir.Node][]*Group, kept map[*ir.Value]bool) bool {
+func (f *fuser) foldsIntoLHS(t, p *Group) bool {
+	uses, member := f.uses, f.member
 	out := t.Anchor.Out().Type.Shape
 	if out[len(out)-1] > fewColumns || len(p.RowEpilogue) > 0 || len(p.Terms) > 0 {
 		return false
@@ -639,12 +627,11 @@ func foldsIntoLHS(t, p *Group, uses map[*ir.Value][]*ir.Node, member map[*ir.Nod
 			return false
 		}
 	}
-	joint := append(append([]*ir.Node(nil), t.Nodes...), p.Nodes...)
-	if jointBuffers(joint, uses, kept) > MaxBuffers {
+	if !f.fits(t, p) {
 		return false
 	}
 	in := map[*ir.Node]bool{}
-	for _, n := range joint {
+	for _, n := range append(append([]*ir.Node(nil), t.Nodes...), p.Nodes...) {
 		in[n] = true
 	}
 	chain := map[*ir.Node]bool{}
@@ -664,7 +651,7 @@ func foldsIntoLHS(t, p *Group, uses map[*ir.Value][]*ir.Node, member map[*ir.Nod
 			continue // an index map copied into each reader
 		}
 		for _, v := range n.Outputs {
-			elsewhere := kept[v]
+			elsewhere := f.kept[v]
 			for _, u := range uses[v] {
 				if in[u] && !chain[u] && (u != t.Anchor || u.Inputs[0] != v) {
 					return false // read by t outside its lhs
@@ -745,10 +732,9 @@ func inGroup(g *Group, n *ir.Node) bool {
 // the same accumulators (the K axes concatenated), so neither result goes
 // through memory. The LoRA forward x·W + s·(x·A)·B and the dx of its
 // backward are such sums.
-func mergeTerms(groups []*Group, uses map[*ir.Value][]*ir.Node, member map[*ir.Node][]*Group) []*Group {
-	merged := map[*Group]bool{}
+func (f *fuser) mergeTerms(groups []*Group) {
 	for _, m := range groups {
-		if m.Root == m.Anchor || (m.Kind != string(ir.OpMatmul) && m.Kind != string(ir.OpGroupedMM)) || merged[m] || m.StagesLHS {
+		if m.Root == m.Anchor || (m.Kind != string(ir.OpMatmul) && m.Kind != string(ir.OpGroupedMM)) || f.gone[m] || m.StagesLHS {
 			continue
 		}
 		for _, add := range m.Nodes {
@@ -758,39 +744,27 @@ func mergeTerms(groups []*Group, uses map[*ir.Value][]*ir.Node, member map[*ir.N
 			var terms []Term
 			var other *Group
 			for _, in := range add.Inputs {
-				c, scale := scaledContraction(in, uses)
-				if c == nil || len(member[c]) != 1 {
+				c, scale := scaledContraction(in, f.uses)
+				if c == nil || len(f.member[c]) != 1 {
 					break
 				}
-				g := member[c][0]
+				g := f.member[c][0]
 				switch {
 				case g == m && c == m.Anchor:
 					terms = append([]Term{{c, scale}}, terms...)
-				case g != m && g.Kind == m.Kind && g.Root == c && g.Anchor == c && !merged[g] && !g.StagesLHS && sameContraction(c, m.Anchor):
+				case g != m && g.Kind == m.Kind && g.Root == c && g.Anchor == c && !f.gone[g] && !g.StagesLHS && sameContraction(c, m.Anchor):
 					other = g
 					terms = append(terms, Term{c, scale})
 				}
 			}
-			if len(terms) != 2 || other == nil || terms[0].Node != m.Anchor ||
-				boundBuffers(append(append([]*ir.Node(nil), m.Nodes...), other.Nodes...), m.Outputs) > MaxBuffers {
+			if len(terms) != 2 || other == nil || terms[0].Node != m.Anchor || !f.fits(m, other) {
 				continue
 			}
 			m.Terms, m.Sum = terms, add.Out()
 			m.Epilogue = map[*ir.Value][]*ir.Node{m.Sum: m.Epilogue[m.Anchor.Out()]} // the sum is what the kernel finishes
-			m.Nodes = append(m.Nodes, other.Nodes...)
-			for _, q := range other.Nodes {
-				member[q] = replaceGroup(member[q], other, m)
-			}
-			merged[other] = true
+			f.fold(m, other)
 		}
 	}
-	out := groups[:0]
-	for _, grp := range groups {
-		if !merged[grp] {
-			out = append(out, grp)
-		}
-	}
-	return out
 }
 
 // contractionSum reports whether n adds two contractions' results that
