@@ -5,36 +5,15 @@ import (
 	"testing"
 
 	"github.com/scm-magellano/magc/codegen"
-	"github.com/scm-magellano/magc/codegen/msl"
 	"github.com/scm-magellano/magc/ir"
 	"github.com/scm-magellano/magc/passes"
-	"github.com/scm-magellano/magc/runtime"
 )
 
 // compileFused compiles the whole fused schedule of g (horizontal fusion
-// included), checks every launch on the sim against the reference and
-// returns the program.
+// included) and checks every launch on the sim against the reference.
 func compileFused(t *testing.T, g *ir.Graph) *codegen.Program {
 	t.Helper()
-	prog, err := codegen.Compile(g, passes.Fuse(g, true))
-	if err != nil {
-		t.Fatal(err)
-	}
-	src, err := msl.Render(prog.Module)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := reference(t, g, nil)
-	for _, dev := range devices() {
-		bad, err := runtime.CheckProgram(dev, prog, src, want)
-		if err != nil {
-			t.Fatalf("%s: %v\n%s", dev.Name(), err, src)
-		}
-		for _, m := range bad {
-			t.Errorf("%s: %v", dev.Name(), m)
-		}
-	}
-	return prog
+	return compileAndCheck(t, g, passes.Fuse(g, true), nil)
 }
 
 // Independent kernels of different templates and grids (a batched matmul

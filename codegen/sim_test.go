@@ -91,7 +91,14 @@ func checkOnSimWith(t *testing.T, g *ir.Graph, s *passes.Schedule, pick func(*pa
 			groups = append(groups, grp)
 		}
 	}
-	prog, err := codegen.Compile(g, &passes.Schedule{Groups: groups, Alias: s.Alias})
+	return len(compileAndCheck(t, g, &passes.Schedule{Groups: groups, Alias: s.Alias}, inputs).Dispatches)
+}
+
+// compileAndCheck compiles schedule s of g, runs every launch on each
+// device and compares what it writes with the reference.
+func compileAndCheck(t *testing.T, g *ir.Graph, s *passes.Schedule, inputs map[string]*ref.Tensor) *codegen.Program {
+	t.Helper()
+	prog, err := codegen.Compile(g, s)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +116,7 @@ func checkOnSimWith(t *testing.T, g *ir.Graph, s *passes.Schedule, pick func(*pa
 			t.Errorf("%s: %v", dev.Name(), m)
 		}
 	}
-	return len(prog.Dispatches)
+	return prog
 }
 
 func TestPointwiseKernelsOnSim(t *testing.T) {

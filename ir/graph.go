@@ -193,6 +193,20 @@ func (g *Graph) Output(name string) *Output {
 	return nil
 }
 
+// Results lists the values a run of g leaves for the host: the outputs,
+// the aux losses and the parameter updates.
+func (g *Graph) Results() []*Value {
+	var out []*Value
+	for _, o := range g.Outputs {
+		out = append(out, o.Value)
+	}
+	out = append(out, g.AuxLosses...)
+	for _, u := range g.Updates {
+		out = append(out, u.Value)
+	}
+	return out
+}
+
 // Uses maps every value to the nodes that read it, in node order.
 func (g *Graph) Uses() map[*Value][]*Node {
 	uses := map[*Value][]*Node{}

@@ -48,14 +48,8 @@ func Prune(g *Graph) (*Graph, error) {
 			mark(x)
 		}
 	}
-	for _, o := range g.Outputs {
-		mark(o.Value)
-	}
-	for _, v := range g.AuxLosses {
+	for _, v := range g.Results() {
 		mark(v)
-	}
-	for _, u := range g.Updates {
-		mark(u.Value)
 	}
 	var keep []*Node
 	for _, n := range g.Nodes {

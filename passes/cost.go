@@ -117,14 +117,8 @@ func Liveness(g *ir.Graph) map[*ir.Value]Live {
 		l.Last = len(g.Nodes)
 		live[v] = l
 	}
-	for _, o := range g.Outputs {
-		end(o.Value)
-	}
-	for _, v := range g.AuxLosses {
+	for _, v := range g.Results() {
 		end(v)
-	}
-	for _, u := range g.Updates {
-		end(u.Value)
 	}
 	return live
 }

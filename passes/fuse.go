@@ -134,14 +134,8 @@ func accepts(kind string, p *ir.Node) bool {
 func Fuse(g *ir.Graph, fuse bool) *Schedule {
 	uses := g.Uses()
 	kept := map[*ir.Value]bool{} // values a graph table needs in memory
-	for _, o := range g.Outputs {
-		kept[o.Value] = true
-	}
-	for _, v := range g.AuxLosses {
+	for _, v := range g.Results() {
 		kept[v] = true
-	}
-	for _, u := range g.Updates {
-		kept[u.Value] = true
 	}
 	member := map[*ir.Node][]*Group{} // the groups computing each node
 	var groups []*Group
