@@ -19,9 +19,11 @@ import (
 )
 
 // Each fused pattern in isolation, as a small model: its training step
-// holds the pattern's forward and backward kernels.
+// holds the pattern's forward and backward kernels. chunk is the train
+// step's LossChunkBytes (0: the default).
 var patterns = []struct {
 	name, mode, src string
+	chunk           int64
 }{
 	{"scan", "full", `
 const B = 2
@@ -38,7 +40,7 @@ param D: f32[E] = ones nodecay
 param w: f32[E] = normal(std = 1)
 y, _ = selective_scan(u_in, softplus(dt_in + dt_bias), -exp(A_log), b_in, c_in, D, chunk = 5)
 output loss = mean(y * w)
-`},
+`, 0},
 	{"nf4_lora", "qlora", `
 const T = 24
 const D = 32
@@ -46,7 +48,7 @@ input x: f32[T, D]
 param w1: f32[2 * D, D] = kaiming_uniform(a = sqrt(5)) lora
 param w2: f32[D, 2 * D] = kaiming_uniform(a = sqrt(5)) lora
 output loss = mean(square(linear(silu(linear(x, w1)), w2)))
-`},
+`, 0},
 	{"moe", "full", `
 import "blocks.graph"
 const batch = 2
@@ -58,24 +60,24 @@ const d_ff = 24
 const aux_alpha = 0.01
 input h: f32[batch, context, d_model]
 output loss = mean(square(moe(h)))
-`},
+`, 0},
 	{"rmsnorm", "full", `
 input x: f32[6, 40]
 param gamma: f32[40] = ones nodecay
 param w: f32[40] = normal(std = 1)
 output loss = mean(rmsnorm(x, gamma, eps = 1e-5) * w)
-`},
+`, 0},
 	{"cross_entropy", "full", `
 input h: f32[10, 16]
 input targets: i32[10]
 param head: f32[50, 16] = normal(std = 0.5)
 output loss = cross_entropy(linear(h, head), targets)
-`},
+`, 4 * 50 * 4}, // chunks of 4 rows: each chunk's logits made, used and dropped in turn
 	{"adamw", "full", `
 param w: f32[33, 7] = normal(std = 1)
 param b: f32[7] = zeros nodecay
 output loss = mean(square(w + b))
-`},
+`, 0},
 }
 
 func readModelFile(p string) ([]byte, error) {
@@ -93,9 +95,9 @@ type compiled struct {
 	plan []byte
 }
 
-func compileTrainStep(t *testing.T, g *ir.Graph, mode string) *compiled {
+func compileTrainStep(t *testing.T, g *ir.Graph, mode string, chunk int64) *compiled {
 	t.Helper()
-	g, _, err := passes.Run(g, &passes.Config{Mode: mode, Train: true, Verify: true})
+	g, _, err := passes.Run(g, &passes.Config{Mode: mode, Train: true, Verify: true, LossChunkBytes: chunk})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +180,7 @@ func TestFusedPatterns(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				return compileTrainStep(t, g, p.mode)
+				return compileTrainStep(t, g, p.mode, p.chunk)
 			}
 			c := build()
 			if again := build(); again.msl != c.msl || string(again.plan) != string(c.plan) {
@@ -200,7 +202,7 @@ func TestTinyTrainStep(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			c := compileTrainStep(t, g, mode)
+			c := compileTrainStep(t, g, mode, 0)
 			check(t, "msl/tiny_"+mode+".metal", []byte(c.msl))
 			check(t, "plan/tiny_"+mode+".json", c.plan)
 			execute(t, c, 3)
@@ -220,7 +222,7 @@ func TestPhase1TrainStep(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	execute(t, compileTrainStep(t, g, "full"), 5)
+	execute(t, compileTrainStep(t, g, "full", 0), 5)
 }
 
 // TestScm3bTrainStep pins the flagship's train step kernels and plan (too
@@ -230,7 +232,7 @@ func TestScm3bTrainStep(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := compileTrainStep(t, g, "qlora")
+	c := compileTrainStep(t, g, "qlora", 0)
 	check(t, "msl/scm3b.metal", []byte(c.msl))
 	check(t, "plan/scm3b.json", c.plan)
 }

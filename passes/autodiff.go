@@ -149,10 +149,57 @@ func accumulate(b *ir.Builder, x, y *ir.Value) *ir.Value {
 		}
 	}
 	flush()
-	if len(parts) == 1 {
-		return parts[0]
+	return concatTree(b, ax, parts)
+}
+
+// maxConcatParts bounds the operands of one concat: a kernel reading it
+// binds them all.
+const maxConcatParts = 16
+
+// concatTree joins parts along ax in concats of at most maxConcatParts
+// operands (the gradient of many row chunks of the loss). Runs of non-zero
+// parts nest; zero parts stay at the top, where a later gradient can still
+// fill them.
+func concatTree(b *ir.Builder, ax int, parts []*ir.Value) *ir.Value {
+	join := func(ps []*ir.Value) *ir.Value {
+		if len(ps) == 1 {
+			return ps[0]
+		}
+		return b.Op(ir.OpConcat, ir.Attrs{"axis": ax}, ps...)
 	}
-	return b.Op(ir.OpConcat, ir.Attrs{"axis": ax}, parts...)
+	if len(parts) <= maxConcatParts {
+		return join(parts)
+	}
+	var top, run []*ir.Value
+	nest := func() {
+		for len(run) > maxConcatParts || len(run) > 1 && len(top)+len(run) > maxConcatParts { // fold the run in groups
+			var level []*ir.Value
+			for i := 0; i < len(run); i += maxConcatParts {
+				level = append(level, join(run[i:min(i+maxConcatParts, len(run))]))
+			}
+			run = level
+		}
+		if len(run) > 0 {
+			top = append(top, join(run))
+		}
+		run = nil
+	}
+	for _, p := range parts {
+		if isZero(p) {
+			nest()
+			top = append(top, p)
+		} else {
+			run = append(run, p)
+		}
+	}
+	nest()
+	if len(top) == len(parts) { // zeros between single parts: nest them all
+		top = nil
+		for i := 0; i < len(parts); i += maxConcatParts {
+			top = append(top, join(parts[i:min(i+maxConcatParts, len(parts))]))
+		}
+	}
+	return concatTree(b, ax, top)
 }
 
 // piece is the interval [start, end) of a value along an axis: v, or

@@ -2,6 +2,7 @@ package passes
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"testing"
 
@@ -366,4 +367,51 @@ func TestVJPShapeCheck(t *testing.T) {
 		t.Fatal("a mis-shaped gradient was accepted")
 	}
 	t.Log(err)
+}
+
+// Gradients of disjoint slices accumulate into concats of at most
+// maxConcatParts operands (nested beyond that), with the right values:
+// ∂/∂x Σ_i w_i·Σ x[rows of i]² = 2·w_i·x on slice i's rows.
+func TestSliceGradientsConcat(t *testing.T) {
+	const pieces, rows = 20, 2
+	b := ir.NewBuilder("slices")
+	x := b.Param(ir.Param{Name: "x", Role: ir.Trainable, Init: ir.Init{Kind: "normal", Args: map[string]float64{"std": 1}}}, ir.T(ir.F32, pieces*rows, 3))
+	var loss *ir.Value
+	for i := 0; i < pieces; i++ {
+		term := b.Scale(b.Reduce(ir.OpReduceSum, b.Unary(ir.OpSquare, b.Slice(x, 0, i*rows, (i+1)*rows)), false, 0, 1), float64(i+1))
+		if loss == nil {
+			loss = term
+		} else {
+			loss = b.Add(loss, term)
+		}
+	}
+	b.Output("loss", loss)
+	fwd, err := b.Finish()
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := gradGraph(t, fwd)
+	for _, n := range g.Nodes {
+		if n.Op == ir.OpConcat && len(n.Inputs) > maxConcatParts {
+			t.Errorf("a concat of %d operands", len(n.Inputs))
+		}
+		if n.Op == ir.OpAdd && n.Out().Type.Shape.Equal(x.Type.Shape) {
+			t.Errorf("slice gradients summed by an add, not joined")
+		}
+	}
+	params, err := ref.InitParams(g, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := ref.Eval(g, nil, params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, xs := res.Outputs["grad.x"].Data, params["x"].Data
+	for i := range xs {
+		want := 2 * float64(i/(rows*3)+1) * xs[i]
+		if math.Abs(got[i]-want) > 1e-12*math.Max(1, math.Abs(want)) {
+			t.Fatalf("grad[%d] = %g, want %g", i, got[i], want)
+		}
+	}
 }

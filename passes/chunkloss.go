@@ -21,7 +21,7 @@ import (
 // mean_c = 0, so all-ignored batches still give 0.
 
 // defaultLossChunkBytes bounds one chunk's f32 logits.
-const defaultLossChunkBytes = 256 << 20
+const defaultLossChunkBytes = 64 << 20
 
 // lossScope prefixes the scope of the chunks' nodes (and of their backward
 // nodes, which autodiff gives the same scope).

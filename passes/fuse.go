@@ -146,7 +146,7 @@ func Fuse(g *ir.Graph, fuse bool) *Schedule {
 		}
 		if fuse && !anyKept(n, kept) && !contractionSum(n, uses) {
 			targets := consumerGroups(n, uses, member)
-			if len(targets) > 0 && allFit(targets, n) && (allAccept(targets, n) && (len(targets) == 1 || indexMap(n.Op)) ||
+			if len(targets) > 0 && allFit(targets, n, uses, kept) && (allAccept(targets, n) && (len(targets) == 1 || indexMap(n.Op)) ||
 				len(targets) == 1 && lhsPrologue(targets[0], n, uses)) {
 				if len(targets) == 1 && !accepts(targets[0].Kind, n) {
 					targets[0].StagesLHS = true
@@ -157,7 +157,7 @@ func Fuse(g *ir.Graph, fuse bool) *Schedule {
 				}
 				continue
 			}
-			if t := storingReader(n, targets); t != nil {
+			if t := storingReader(n, targets, uses, kept); t != nil {
 				t.Nodes = append(t.Nodes, n)
 				member[n] = []*Group{t}
 				continue
@@ -476,7 +476,7 @@ func readersAfter(m, p *Group, uses map[*ir.Value][]*ir.Node, member map[*ir.Nod
 // stores its result for n's other readers (XLA's multi-output fusion): the
 // first to run of n's readers with n's shape, when every other reader runs
 // after it. Nil when there is none.
-func storingReader(n *ir.Node, readers []*Group) *Group {
+func storingReader(n *ir.Node, readers []*Group, uses map[*ir.Value][]*ir.Node, kept map[*ir.Value]bool) *Group {
 	if len(readers) < 2 || !Pointwise(n.Op) || n.Op == ir.OpAdamW || len(n.Outputs) != 1 {
 		return nil
 	}
@@ -489,7 +489,7 @@ func storingReader(n *ir.Node, readers []*Group) *Group {
 	if first.Kind != "pointwise" || !first.Root.Out().Type.Shape.Equal(n.Out().Type.Shape) {
 		return nil
 	}
-	if boundBuffers(append([]*ir.Node{n}, first.Nodes...), append([]*ir.Value{n.Out()}, first.Root.Outputs...)) > MaxBuffers {
+	if !allFit([]*Group{first}, n, uses, kept) {
 		return nil
 	}
 	for _, t := range readers {
@@ -875,9 +875,9 @@ const MaxBuffers = 24
 
 // allFit reports whether every group can take n without binding more than
 // MaxBuffers buffers.
-func allFit(gs []*Group, n *ir.Node) bool {
+func allFit(gs []*Group, n *ir.Node, uses map[*ir.Value][]*ir.Node, kept map[*ir.Value]bool) bool {
 	for _, g := range gs {
-		if boundBuffers(append([]*ir.Node{n}, g.Nodes...), g.Root.Outputs) > MaxBuffers {
+		if jointBuffers(append([]*ir.Node{n}, g.Nodes...), uses, kept) > MaxBuffers {
 			return false
 		}
 	}

@@ -6,7 +6,85 @@ constant float NF4_CODE[16] = {-1.0f, -0.6961928f, -0.52507305f, -0.3949175f, -0
 
 constant float NF4_ABSMAX_MAP[256] = {-0.99296874f, -0.9789062f, -0.96484375f, -0.9507812f, -0.9367187f, -0.92265624f, -0.9085938f, -0.89453125f, -0.8804687f, -0.8664062f, -0.85234374f, -0.8382812f, -0.82421875f, -0.8101562f, -0.7960937f, -0.78203124f, -0.7679688f, -0.75390625f, -0.7398438f, -0.72578126f, -0.7117188f, -0.6976563f, -0.68359375f, -0.6695313f, -0.65546876f, -0.64140624f, -0.6273438f, -0.61328125f, -0.5992187f, -0.58515626f, -0.5710938f, -0.5570313f, -0.54296875f, -0.5289062f, -0.51484376f, -0.50078124f, -0.48671877f, -0.47265625f, -0.45859373f, -0.44453126f, -0.43046874f, -0.4164062f, -0.40234375f, -0.38828123f, -0.37421876f, -0.36015624f, -0.3460937f, -0.33203125f, -0.31796873f, -0.30390626f, -0.28984374f, -0.27578127f, -0.26171875f, -0.24765626f, -0.23359376f, -0.21953125f, -0.20546874f, -0.19140625f, -0.17734374f, -0.16328125f, -0.14921875f, -0.13515624f, -0.12109375f, -0.107031256f, -0.09859375f, -0.095781244f, -0.092968754f, -0.09015625f, -0.08734375f, -0.08453125f, -0.08171874f, -0.07890625f, -0.07609375f, -0.07328125f, -0.070468746f, -0.067656256f, -0.06484375f, -0.062031247f, -0.059218753f, -0.05640625f, -0.05359375f, -0.05078125f, -0.04796875f, -0.04515625f, -0.042343747f, -0.03953125f, -0.036718752f, -0.033906247f, -0.03109375f, -0.028281247f, -0.02546875f, -0.02265625f, -0.01984375f, -0.01703125f, -0.01421875f, -0.01140625f, -0.00971875f, -0.009156249f, -0.00859375f, -0.00803125f, -0.00746875f, -0.00690625f, -0.00634375f, -0.00578125f, -0.0052187503f, -0.0046562497f, -0.00409375f, -0.0035312497f, -0.00296875f, -0.00240625f, -0.00184375f, -0.0012812499f, -0.0009437501f, -0.00083125f, -0.00071875006f, -0.0006062501f, -0.00049375003f, -0.00038125002f, -0.00026875004f, -0.00015625001f, -8.875e-05f, -6.625e-05f, -4.375e-05f, -2.1249998e-05f, -7.75e-06f, -3.2500002e-06f, -5.5000004e-07f, 0.0f, 5.5000004e-07f, 3.2500002e-06f, 7.75e-06f, 2.1249998e-05f, 4.375e-05f, 6.625e-05f, 8.875e-05f, 0.00015625001f, 0.00026875004f, 0.00038125002f, 0.00049375003f, 0.0006062501f, 0.00071875006f, 0.00083125f, 0.0009437501f, 0.0012812499f, 0.00184375f, 0.00240625f, 0.00296875f, 0.0035312497f, 0.00409375f, 0.0046562497f, 0.0052187503f, 0.00578125f, 0.00634375f, 0.00690625f, 0.00746875f, 0.00803125f, 0.00859375f, 0.009156249f, 0.00971875f, 0.01140625f, 0.01421875f, 0.01703125f, 0.01984375f, 0.02265625f, 0.02546875f, 0.028281247f, 0.03109375f, 0.033906247f, 0.036718752f, 0.03953125f, 0.042343747f, 0.04515625f, 0.04796875f, 0.05078125f, 0.05359375f, 0.05640625f, 0.059218753f, 0.062031247f, 0.06484375f, 0.067656256f, 0.070468746f, 0.07328125f, 0.07609375f, 0.07890625f, 0.08171874f, 0.08453125f, 0.08734375f, 0.09015625f, 0.092968754f, 0.095781244f, 0.09859375f, 0.107031256f, 0.12109375f, 0.13515624f, 0.14921875f, 0.16328125f, 0.17734374f, 0.19140625f, 0.20546874f, 0.21953125f, 0.23359376f, 0.24765626f, 0.26171875f, 0.27578127f, 0.28984374f, 0.30390626f, 0.31796873f, 0.33203125f, 0.3460937f, 0.36015624f, 0.37421876f, 0.38828123f, 0.40234375f, 0.4164062f, 0.43046874f, 0.44453126f, 0.45859373f, 0.47265625f, 0.48671877f, 0.50078124f, 0.51484376f, 0.5289062f, 0.54296875f, 0.5570313f, 0.5710938f, 0.58515626f, 0.5992187f, 0.61328125f, 0.6273438f, 0.64140624f, 0.65546876f, 0.6695313f, 0.68359375f, 0.6976563f, 0.7117188f, 0.72578126f, 0.7398438f, 0.75390625f, 0.7679688f, 0.78203124f, 0.7960937f, 0.8101562f, 0.82421875f, 0.8382812f, 0.85234374f, 0.8664062f, 0.8804687f, 0.89453125f, 0.9085938f, 0.92265624f, 0.9367187f, 0.9507812f, 0.96484375f, 0.9789062f, 0.99296874f, 1.0f};
 
-// fuses matmul %3
+// 2 independent kernels in one launch
+// part 0 (reduce_sum): fuses reshape %5, slice %11, cast %12, const %13, ge %14, reduce_sum %15
+// part 1 (reduce_sum): fuses reshape %5, slice %17, cast %18, const %19, ge %20, reduce_sum %21
+// threadgroup 32×1×1, grid 2×1×1 threadgroups
+kernel void reduce_sum_x2_0(
+        const device int* p0 [[buffer(0)]],
+        device float* p1 [[buffer(1)]],
+        device float* p2 [[buffer(2)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if ((int(gid.x) < 1)) {
+        const int h0 = (int(gid.x) - 0);
+        const int lid1 = int(lid.x);
+        const int row4 = ((h0 * 32) + lid1);
+        if ((row4 >= 1)) {
+            return;
+        }
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 4; k6 += 1) {
+            const int t7 = p0[(k6 + 4)];
+            const float t8 = float(t7);
+            const float t9 = ((t8 >= 0.0f) ? 1.0f : 0.0f);
+            acc5 += t9;
+        }
+        p1[row4] = acc5;
+    } else if ((int(gid.x) < 2)) {
+        const int h1 = (int(gid.x) - 1);
+        const int lid1 = int(lid.x);
+        const int row4 = ((h1 * 32) + lid1);
+        if ((row4 >= 1)) {
+            return;
+        }
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 2; k6 += 1) {
+            const int t7 = p0[(k6 + 8)];
+            const float t8 = float(t7);
+            const float t9 = ((t8 >= 0.0f) ? 1.0f : 0.0f);
+            acc5 += t9;
+        }
+        p2[row4] = acc5;
+    }
+}
+
+// fuses const %1, reshape %5, slice %6, cast %7, const %8, ge %9, reduce_sum %10, add %16,
+//   add %22, const %23, max %24, div %25 (loss.2)
+// threadgroup 32×1×1, grid 1×1×1 threadgroups
+kernel void reduce_sum_0(
+        const device int* p0 [[buffer(0)]],
+        device float* p1 [[buffer(1)]],
+        const device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        device float* p4 [[buffer(4)]],
+        device float* p5 [[buffer(5)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    const int lid1 = int(lid.x);
+    const int row4 = ((int(gid.x) * 32) + lid1);
+    if ((row4 >= 1)) {
+        return;
+    }
+    float acc5 = 0.0f;
+    for (int k6 = 0; k6 < 4; k6 += 1) {
+        const int t7 = p0[k6];
+        const float t8 = float(t7);
+        const float t9 = ((t8 >= 0.0f) ? 1.0f : 0.0f);
+        acc5 += t9;
+    }
+    p1[row4] = acc5;
+    const float t10 = p2[row4];
+    const float t11 = (acc5 + t10);
+    const float t12 = p3[row4];
+    const float t13 = (t11 + t12);
+    const float t14 = max(t13, 1.0f);
+    p4[row4] = t14;
+    const float t15 = (1.0f / t14);
+    p5[row4] = t15;
+}
+
+// fuses reshape %4, slice %29, matmul %30 (loss.0)
 // threadgroup 128×1×1, grid 2×1×1 threadgroups
 kernel void matmul_0(
         const device float* p0 [[buffer(0)]],
@@ -33,7 +111,7 @@ kernel void matmul_0(
             const int k10 = (l8 % 32);
             const int gi11 = (m01 + i9);
             const int gk12 = (k0 + k10);
-            if (((gi11 < 10) && (gk12 < 16))) {
+            if (((gi11 < 4) && (gk12 < 16))) {
                 const float t13 = p0[((gi11 * 16) + gk12)];
                 sh[((i9 * 36) + k10)] = t13;
             } else {
@@ -81,42 +159,191 @@ kernel void matmul_0(
         const int j24 = (l22 % 32);
         const int gi25 = (m01 + i23);
         const int gj26 = (n02 + j24);
-        if (((gi25 < 10) && (gj26 < 50))) {
+        if (((gi25 < 4) && (gj26 < 50))) {
             p2[((gi25 * 50) + gj26)] = sh[((i23 * 36) + j24)];
         }
     }
 }
 
-// 2 independent kernels in one launch
-// part 0 (cross_entropy): fuses cross_entropy %4
-// part 1 (const): fuses const %5
-// threadgroup 320×1×1, grid 2×1×1 threadgroups
-kernel void cross_entropy_const_x2_0(
+// fuses reshape %5, mul %28, slice %31, cross_entropy_bwd %32 (loss.0)
+// threadgroup 128×1×1, grid 1×1×1 threadgroups
+kernel void cross_entropy_bwd_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        device float* p3 [[buffer(3)]],
+        const device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        device float* p4 [[buffer(4)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    threadgroup float sh18[10];
-    threadgroup int sh22[10];
-    if ((int(gid.x) < 1)) {
+    threadgroup int sh8[4];
+    const int lid1 = int(lid.x);
+    const int l32_2 = (lid1 % 32);
+    const int sg3 = (lid1 / 32);
+    int cnt4 = 0;
+    for (int i5 = lid1; i5 < 4; i5 += 128) {
+        const int t6 = p0[i5];
+        cnt4 += (((t6 >= 0) && (t6 < 50)) ? 1 : 0);
+    }
+    const int s7 = simd_sum(cnt4);
+    if ((l32_2 == 0)) {
+        sh8[sg3] = s7;
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    int acc9 = sh8[0];
+    for (int s10 = 1; s10 < 4; s10 += 1) {
+        acc9 += sh8[s10];
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    const float t11 = p1[0];
+    const float t12 = p2[0];
+    const float t13 = (t11 * t12);
+    const float scale14 = (t13 / float(acc9));
+    const int row15 = ((int(gid.x) * 4) + (lid1 / 32));
+    const int t16 = p0[row15];
+    if (((t16 >= 0) && (t16 < 50))) {
+        float reg17[2];
+        float m18 = (-INFINITY);
+        float s19 = 0.0f;
+        for (int k20 = 0; k20 < 2; k20 += 1) {
+            const int j21 = (l32_2 + (k20 * 32));
+            if ((j21 < 50)) {
+                const float t22 = p3[((row15 * 50) + j21)];
+                reg17[k20] = t22;
+                if ((t22 > m18)) {
+                    s19 = ((s19 * exp((m18 - t22))) + 1.0f);
+                    m18 = t22;
+                } else {
+                    s19 += ((t22 == m18) ? 1.0f : exp((t22 - m18)));
+                }
+            }
+        }
+        const float M23 = simd_max(m18);
+        const float S24 = simd_sum(((m18 == M23) ? s19 : (s19 * exp((m18 - M23)))));
+        const float inv25 = (1.0f / S24);
+        for (int k26 = 0; k26 < 2; k26 += 1) {
+            const int j27 = (l32_2 + (k26 * 32));
+            if ((j27 < 50)) {
+                p4[((row15 * 50) + j27)] = (((exp((reg17[k26] - M23)) * inv25) - ((j27 == t16) ? 1.0f : 0.0f)) * scale14);
+            }
+        }
+    } else {
+        for (int k28 = 0; k28 < 2; k28 += 1) {
+            const int j29 = (l32_2 + (k28 * 32));
+            if ((j29 < 50)) {
+                p4[((row15 * 50) + j29)] = 0.0f;
+            }
+        }
+    }
+}
+
+// 3 independent kernels in one launch
+// part 0 (matmul): fuses reshape %4, slice %29, matmul %33 (loss.0)
+// part 1 (cross_entropy): fuses reshape %5, slice %31, cross_entropy %34 (loss.0)
+// part 2 (matmul): fuses reshape %4, slice %36, matmul %37 (loss.1)
+// threadgroup 128×1×1, grid 5×1×1 threadgroups
+kernel void matmul_cross_entropy_x3_0(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        device float* p2 [[buffer(2)]],
+        const device int* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        device float* p5 [[buffer(5)]],
+        const device float* p6 [[buffer(6)]],
+        device float* p7 [[buffer(7)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
+    threadgroup float sh[2304];
+    threadgroup float sh18[4];
+    threadgroup int sh22[4];
+    if ((int(gid.x) < 2)) {
         const int h0 = (int(gid.x) - 0);
+        const int m01 = (h0 * 32);
+        const int n02 = ((h0 % 1) * 32);
+        const int ti3 = int(lid.x);
+        const int sgi4 = int(sg);
+        const int sr5 = ((sgi4 / 2) * 16);
+        const int sc6 = ((sgi4 % 2) * 16);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 4; k0 += 32) {
+            for (int s7 = 0; s7 < 8; s7 += 1) {
+                const int l8 = ((s7 * 128) + ti3);
+                const int k9 = (l8 / 32);
+                const int i10 = (l8 % 32);
+                const int gi11 = (m01 + i10);
+                const int gk12 = (k0 + k9);
+                if (((gi11 < 50) && (gk12 < 4))) {
+                    const float t13 = p0[((gk12 * 50) + gi11)];
+                    sh[((k9 * 36) + i10)] = t13;
+                } else {
+                    sh[((k9 * 36) + i10)] = 0.0f;
+                }
+            }
+            for (int s14 = 0; s14 < 8; s14 += 1) {
+                const int l15 = ((s14 * 128) + ti3);
+                const int k16 = (l15 / 32);
+                const int i17 = (l15 % 32);
+                const int gi18 = (n02 + i17);
+                const int gk19 = (k0 + k16);
+                if (((gi18 < 16) && (gk19 < 4))) {
+                    const float t20 = p1[((gk19 * 16) + gi18)];
+                    sh[(((k16 * 36) + i17) + 1152)] = t20;
+                } else {
+                    sh[(((k16 * 36) + i17) + 1152)] = 0.0f;
+                }
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 32; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((kk * 36) + sr5), 36, ulong2(0, 0), true);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + ((kk * 36) + (sr5 + 8)), 36, ulong2(0, 0), true);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 36) + sc6) + 1152), 36);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 36) + (sc6 + 8)) + 1152), 36);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        }
+        simdgroup_store(acc0_0, sh + ((sr5 * 36) + sc6), 36);
+        simdgroup_store(acc0_1, sh + ((sr5 * 36) + (sc6 + 8)), 36);
+        simdgroup_store(acc1_0, sh + (((sr5 + 8) * 36) + sc6), 36);
+        simdgroup_store(acc1_1, sh + (((sr5 + 8) * 36) + (sc6 + 8)), 36);
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int s21 = 0; s21 < 8; s21 += 1) {
+            const int l22 = ((s21 * 128) + ti3);
+            const int i23 = (l22 / 32);
+            const int j24 = (l22 % 32);
+            const int gi25 = (m01 + i23);
+            const int gj26 = (n02 + j24);
+            if (((gi25 < 50) && (gj26 < 16))) {
+                p2[((gi25 * 16) + gj26)] = sh[((i23 * 36) + j24)];
+            }
+        }
+    } else if ((int(gid.x) < 3)) {
+        const int h1 = (int(gid.x) - 2);
         const int lid1 = int(lid.x);
         const int l32_2 = (lid1 % 32);
         const int sg3 = (lid1 / 32);
         const int team4 = (lid1 / 32);
         float loss5 = 0.0f;
         int cnt6 = 0;
-        for (int row7 = team4; row7 < 10; row7 += 10) {
-            const int t8 = p0[row7];
+        for (int row7 = team4; row7 < 4; row7 += 4) {
+            const int t8 = p3[row7];
             if (((t8 >= 0) && (t8 < 50))) {
                 float m9 = (-INFINITY);
                 float s10 = 0.0f;
                 for (int k11 = 0; k11 < 2; k11 += 1) {
                     const int j12 = (l32_2 + (k11 * 32));
                     if ((j12 < 50)) {
-                        const float t13 = p1[((row7 * 50) + j12)];
+                        const float t13 = p4[((row7 * 50) + j12)];
                         if ((t13 > m9)) {
                             s10 = ((s10 * exp((m9 - t13))) + 1.0f);
                             m9 = t13;
@@ -127,7 +354,7 @@ kernel void cross_entropy_const_x2_0(
                 }
                 const float M14 = simd_max(m9);
                 const float S15 = simd_sum(((m9 == M14) ? s10 : (s10 * exp((m9 - M14)))));
-                const float t16 = p1[((row7 * 50) + t8)];
+                const float t16 = p4[((row7 * 50) + t8)];
                 loss5 += ((M14 - t16) + log(S15));
                 cnt6 += 1;
             }
@@ -138,7 +365,7 @@ kernel void cross_entropy_const_x2_0(
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         float acc19 = sh18[0];
-        for (int s20 = 1; s20 < 10; s20 += 1) {
+        for (int s20 = 1; s20 < 4; s20 += 1) {
             acc19 += sh18[s20];
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -148,179 +375,608 @@ kernel void cross_entropy_const_x2_0(
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         int acc23 = sh22[0];
-        for (int s24 = 1; s24 < 10; s24 += 1) {
+        for (int s24 = 1; s24 < 4; s24 += 1) {
             acc23 += sh22[s24];
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         if ((lid1 == 0)) {
-            p2[0] = ((acc23 > 0) ? (acc19 / float(acc23)) : 0.0f);
+            p5[0] = ((acc23 > 0) ? (acc19 / float(acc23)) : 0.0f);
         }
-    } else if ((int(gid.x) < 2)) {
-        const int h1 = (int(gid.x) - 1);
-        if ((((h1 * 320) + int(lid.x)) >= 256)) {
-            return;
-        }
-        const int i1 = ((h1 * 320) + int(lid.x));
-        if ((i1 >= 1)) {
-            return;
-        }
-        p3[i1] = 0.0f;
-    }
-}
-
-// fuses const %6, cross_entropy_bwd %7
-// threadgroup 256×1×1, grid 2×1×1 threadgroups
-kernel void cross_entropy_bwd_0(
-        const device int* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    threadgroup int sh8[8];
-    const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
-    int cnt4 = 0;
-    for (int i5 = lid1; i5 < 10; i5 += 256) {
-        const int t6 = p0[i5];
-        cnt4 += (((t6 >= 0) && (t6 < 50)) ? 1 : 0);
-    }
-    const int s7 = simd_sum(cnt4);
-    if ((l32_2 == 0)) {
-        sh8[sg3] = s7;
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    int acc9 = sh8[0];
-    for (int s10 = 1; s10 < 8; s10 += 1) {
-        acc9 += sh8[s10];
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    const float scale11 = (1.0f / float(acc9));
-    const int row12 = ((int(gid.x) * 8) + (lid1 / 32));
-    if ((row12 >= 10)) {
-        return;
-    }
-    const int t13 = p0[row12];
-    if (((t13 >= 0) && (t13 < 50))) {
-        float reg14[2];
-        float m15 = (-INFINITY);
-        float s16 = 0.0f;
-        for (int k17 = 0; k17 < 2; k17 += 1) {
-            const int j18 = (l32_2 + (k17 * 32));
-            if ((j18 < 50)) {
-                const float t19 = p1[((row12 * 50) + j18)];
-                reg14[k17] = t19;
-                if ((t19 > m15)) {
-                    s16 = ((s16 * exp((m15 - t19))) + 1.0f);
-                    m15 = t19;
+    } else if ((int(gid.x) < 5)) {
+        const int h2 = (int(gid.x) - 3);
+        const int m01 = ((h2 / 2) * 32);
+        const int n02 = (h2 * 32);
+        const int ti3 = int(lid.x);
+        const int sgi4 = int(sg);
+        const int sr5 = ((sgi4 / 2) * 16);
+        const int sc6 = ((sgi4 % 2) * 16);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 16; k0 += 32) {
+            for (int s7 = 0; s7 < 8; s7 += 1) {
+                const int l8 = ((s7 * 128) + ti3);
+                const int i9 = (l8 / 32);
+                const int k10 = (l8 % 32);
+                const int gi11 = (m01 + i9);
+                const int gk12 = (k0 + k10);
+                if (((gi11 < 4) && (gk12 < 16))) {
+                    const float t13 = p1[(((gi11 + 4) * 16) + gk12)];
+                    sh[((i9 * 36) + k10)] = t13;
                 } else {
-                    s16 += ((t19 == m15) ? 1.0f : exp((t19 - m15)));
+                    sh[((i9 * 36) + k10)] = 0.0f;
                 }
             }
-        }
-        const float M20 = simd_max(m15);
-        const float S21 = simd_sum(((m15 == M20) ? s16 : (s16 * exp((m15 - M20)))));
-        const float inv22 = (1.0f / S21);
-        for (int k23 = 0; k23 < 2; k23 += 1) {
-            const int j24 = (l32_2 + (k23 * 32));
-            if ((j24 < 50)) {
-                p2[((row12 * 50) + j24)] = (((exp((reg14[k23] - M20)) * inv22) - ((j24 == t13) ? 1.0f : 0.0f)) * scale11);
+            for (int s14 = 0; s14 < 8; s14 += 1) {
+                const int l15 = ((s14 * 128) + ti3);
+                const int i16 = (l15 / 32);
+                const int k17 = (l15 % 32);
+                const int gi18 = (n02 + i16);
+                const int gk19 = (k0 + k17);
+                if (((gi18 < 50) && (gk19 < 16))) {
+                    const float t20 = p6[((gi18 * 16) + gk19)];
+                    sh[(((i16 * 36) + k17) + 1152)] = t20;
+                } else {
+                    sh[(((i16 * 36) + k17) + 1152)] = 0.0f;
+                }
             }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 32; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((sr5 * 36) + kk), 36);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + (((sr5 + 8) * 36) + kk), 36);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((sc6 * 36) + kk) + 1152), 36, ulong2(0, 0), true);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + ((((sc6 + 8) * 36) + kk) + 1152), 36, ulong2(0, 0), true);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         }
-    } else {
-        for (int k25 = 0; k25 < 2; k25 += 1) {
-            const int j26 = (l32_2 + (k25 * 32));
-            if ((j26 < 50)) {
-                p2[((row12 * 50) + j26)] = 0.0f;
+        simdgroup_store(acc0_0, sh + ((sr5 * 36) + sc6), 36);
+        simdgroup_store(acc0_1, sh + ((sr5 * 36) + (sc6 + 8)), 36);
+        simdgroup_store(acc1_0, sh + (((sr5 + 8) * 36) + sc6), 36);
+        simdgroup_store(acc1_1, sh + (((sr5 + 8) * 36) + (sc6 + 8)), 36);
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int s21 = 0; s21 < 8; s21 += 1) {
+            const int l22 = ((s21 * 128) + ti3);
+            const int i23 = (l22 / 32);
+            const int j24 = (l22 % 32);
+            const int gi25 = (m01 + i23);
+            const int gj26 = (n02 + j24);
+            if (((gi25 < 4) && (gj26 < 50))) {
+                p7[((gi25 * 50) + gj26)] = sh[((i23 * 36) + j24)];
             }
         }
     }
 }
 
-// fuses matmul %8
-// threadgroup 128×1×1, grid 1×2×1 threadgroups
-kernel void matmul_1(
-        const device float* p0 [[buffer(0)]],
+// 3 independent kernels in one launch
+// part 0 (cross_entropy_bwd): fuses reshape %5, mul %27, slice %38, cross_entropy_bwd %39 (loss.1)
+// part 1 (cross_entropy): fuses reshape %5, slice %38, cross_entropy %41 (loss.1)
+// part 2 (matmul): fuses reshape %4, slice %44, matmul %45 (loss.2)
+// threadgroup 128×1×1, grid 4×1×1 threadgroups
+kernel void cross_entropy_bwd_cross_entropy_x3_0(
+        const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
+        const device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        device float* p4 [[buffer(4)]],
+        device float* p5 [[buffer(5)]],
+        const device float* p6 [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
+        device float* p8 [[buffer(8)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int m01 = (int(gid.y) * 32);
-    const int n02 = (int(gid.x) * 32);
+    threadgroup int sh8[4];
+    threadgroup float sh18[4];
+    threadgroup int sh22[4];
     threadgroup float sh[2304];
-    const int ti3 = int(lid.x);
-    const int sgi4 = int(sg);
-    const int sr5 = ((sgi4 / 2) * 16);
-    const int sc6 = ((sgi4 % 2) * 16);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 10; k0 += 32) {
-        for (int s7 = 0; s7 < 8; s7 += 1) {
-            const int l8 = ((s7 * 128) + ti3);
-            const int k9 = (l8 / 32);
-            const int i10 = (l8 % 32);
-            const int gi11 = (m01 + i10);
-            const int gk12 = (k0 + k9);
-            if (((gi11 < 50) && (gk12 < 10))) {
-                const float t13 = p0[((gk12 * 50) + gi11)];
-                sh[((k9 * 36) + i10)] = t13;
-            } else {
-                sh[((k9 * 36) + i10)] = 0.0f;
-            }
+    if ((int(gid.x) < 1)) {
+        const int h0 = (int(gid.x) - 0);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        int cnt4 = 0;
+        for (int i5 = lid1; i5 < 4; i5 += 128) {
+            const int t6 = p0[(i5 + 4)];
+            cnt4 += (((t6 >= 0) && (t6 < 50)) ? 1 : 0);
         }
-        for (int s14 = 0; s14 < 8; s14 += 1) {
-            const int l15 = ((s14 * 128) + ti3);
-            const int k16 = (l15 / 32);
-            const int i17 = (l15 % 32);
-            const int gi18 = (n02 + i17);
-            const int gk19 = (k0 + k16);
-            if (((gi18 < 16) && (gk19 < 10))) {
-                const float t20 = p1[((gk19 * 16) + gi18)];
-                sh[(((k16 * 36) + i17) + 1152)] = t20;
-            } else {
-                sh[(((k16 * 36) + i17) + 1152)] = 0.0f;
-            }
+        const int s7 = simd_sum(cnt4);
+        if ((l32_2 == 0)) {
+            sh8[sg3] = s7;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 32; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((kk * 36) + sr5), 36, ulong2(0, 0), true);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + ((kk * 36) + (sr5 + 8)), 36, ulong2(0, 0), true);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 36) + sc6) + 1152), 36);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 36) + (sc6 + 8)) + 1152), 36);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+        int acc9 = sh8[0];
+        for (int s10 = 1; s10 < 4; s10 += 1) {
+            acc9 += sh8[s10];
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr5 * 36) + sc6), 36);
-    simdgroup_store(acc0_1, sh + ((sr5 * 36) + (sc6 + 8)), 36);
-    simdgroup_store(acc1_0, sh + (((sr5 + 8) * 36) + sc6), 36);
-    simdgroup_store(acc1_1, sh + (((sr5 + 8) * 36) + (sc6 + 8)), 36);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s21 = 0; s21 < 8; s21 += 1) {
-        const int l22 = ((s21 * 128) + ti3);
-        const int i23 = (l22 / 32);
-        const int j24 = (l22 % 32);
-        const int gi25 = (m01 + i23);
-        const int gj26 = (n02 + j24);
-        if (((gi25 < 50) && (gj26 < 16))) {
-            p2[((gi25 * 16) + gj26)] = sh[((i23 * 36) + j24)];
+        const float t11 = p1[0];
+        const float t12 = p2[0];
+        const float t13 = (t11 * t12);
+        const float scale14 = (t13 / float(acc9));
+        const int row15 = ((h0 * 4) + (lid1 / 32));
+        const int t16 = p0[(row15 + 4)];
+        if (((t16 >= 0) && (t16 < 50))) {
+            float reg17[2];
+            float m18 = (-INFINITY);
+            float s19 = 0.0f;
+            for (int k20 = 0; k20 < 2; k20 += 1) {
+                const int j21 = (l32_2 + (k20 * 32));
+                if ((j21 < 50)) {
+                    const float t22 = p3[((row15 * 50) + j21)];
+                    reg17[k20] = t22;
+                    if ((t22 > m18)) {
+                        s19 = ((s19 * exp((m18 - t22))) + 1.0f);
+                        m18 = t22;
+                    } else {
+                        s19 += ((t22 == m18) ? 1.0f : exp((t22 - m18)));
+                    }
+                }
+            }
+            const float M23 = simd_max(m18);
+            const float S24 = simd_sum(((m18 == M23) ? s19 : (s19 * exp((m18 - M23)))));
+            const float inv25 = (1.0f / S24);
+            for (int k26 = 0; k26 < 2; k26 += 1) {
+                const int j27 = (l32_2 + (k26 * 32));
+                if ((j27 < 50)) {
+                    p4[((row15 * 50) + j27)] = (((exp((reg17[k26] - M23)) * inv25) - ((j27 == t16) ? 1.0f : 0.0f)) * scale14);
+                }
+            }
+        } else {
+            for (int k28 = 0; k28 < 2; k28 += 1) {
+                const int j29 = (l32_2 + (k28 * 32));
+                if ((j29 < 50)) {
+                    p4[((row15 * 50) + j29)] = 0.0f;
+                }
+            }
+        }
+    } else if ((int(gid.x) < 2)) {
+        const int h1 = (int(gid.x) - 1);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        const int team4 = (lid1 / 32);
+        float loss5 = 0.0f;
+        int cnt6 = 0;
+        for (int row7 = team4; row7 < 4; row7 += 4) {
+            const int t8 = p0[(row7 + 4)];
+            if (((t8 >= 0) && (t8 < 50))) {
+                float m9 = (-INFINITY);
+                float s10 = 0.0f;
+                for (int k11 = 0; k11 < 2; k11 += 1) {
+                    const int j12 = (l32_2 + (k11 * 32));
+                    if ((j12 < 50)) {
+                        const float t13 = p3[((row7 * 50) + j12)];
+                        if ((t13 > m9)) {
+                            s10 = ((s10 * exp((m9 - t13))) + 1.0f);
+                            m9 = t13;
+                        } else {
+                            s10 += ((t13 == m9) ? 1.0f : exp((t13 - m9)));
+                        }
+                    }
+                }
+                const float M14 = simd_max(m9);
+                const float S15 = simd_sum(((m9 == M14) ? s10 : (s10 * exp((m9 - M14)))));
+                const float t16 = p3[((row7 * 50) + t8)];
+                loss5 += ((M14 - t16) + log(S15));
+                cnt6 += 1;
+            }
+        }
+        const float s17 = simd_sum(((l32_2 == 0) ? loss5 : 0.0f));
+        if ((l32_2 == 0)) {
+            sh18[sg3] = s17;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        float acc19 = sh18[0];
+        for (int s20 = 1; s20 < 4; s20 += 1) {
+            acc19 += sh18[s20];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        const int s21 = simd_sum(((l32_2 == 0) ? cnt6 : 0));
+        if ((l32_2 == 0)) {
+            sh22[sg3] = s21;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        int acc23 = sh22[0];
+        for (int s24 = 1; s24 < 4; s24 += 1) {
+            acc23 += sh22[s24];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        if ((lid1 == 0)) {
+            p5[0] = ((acc23 > 0) ? (acc19 / float(acc23)) : 0.0f);
+        }
+    } else if ((int(gid.x) < 4)) {
+        const int h2 = (int(gid.x) - 2);
+        const int m01 = ((h2 / 2) * 32);
+        const int n02 = (h2 * 32);
+        const int ti3 = int(lid.x);
+        const int sgi4 = int(sg);
+        const int sr5 = ((sgi4 / 2) * 16);
+        const int sc6 = ((sgi4 % 2) * 16);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 16; k0 += 32) {
+            for (int s7 = 0; s7 < 8; s7 += 1) {
+                const int l8 = ((s7 * 128) + ti3);
+                const int i9 = (l8 / 32);
+                const int k10 = (l8 % 32);
+                const int gi11 = (m01 + i9);
+                const int gk12 = (k0 + k10);
+                if (((gi11 < 2) && (gk12 < 16))) {
+                    const float t13 = p6[(((gi11 + 8) * 16) + gk12)];
+                    sh[((i9 * 36) + k10)] = t13;
+                } else {
+                    sh[((i9 * 36) + k10)] = 0.0f;
+                }
+            }
+            for (int s14 = 0; s14 < 8; s14 += 1) {
+                const int l15 = ((s14 * 128) + ti3);
+                const int i16 = (l15 / 32);
+                const int k17 = (l15 % 32);
+                const int gi18 = (n02 + i16);
+                const int gk19 = (k0 + k17);
+                if (((gi18 < 50) && (gk19 < 16))) {
+                    const float t20 = p7[((gi18 * 16) + gk19)];
+                    sh[(((i16 * 36) + k17) + 1152)] = t20;
+                } else {
+                    sh[(((i16 * 36) + k17) + 1152)] = 0.0f;
+                }
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 32; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((sr5 * 36) + kk), 36);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + (((sr5 + 8) * 36) + kk), 36);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((sc6 * 36) + kk) + 1152), 36, ulong2(0, 0), true);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + ((((sc6 + 8) * 36) + kk) + 1152), 36, ulong2(0, 0), true);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        }
+        simdgroup_store(acc0_0, sh + ((sr5 * 36) + sc6), 36);
+        simdgroup_store(acc0_1, sh + ((sr5 * 36) + (sc6 + 8)), 36);
+        simdgroup_store(acc1_0, sh + (((sr5 + 8) * 36) + sc6), 36);
+        simdgroup_store(acc1_1, sh + (((sr5 + 8) * 36) + (sc6 + 8)), 36);
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int s21 = 0; s21 < 8; s21 += 1) {
+            const int l22 = ((s21 * 128) + ti3);
+            const int i23 = (l22 / 32);
+            const int j24 = (l22 % 32);
+            const int gi25 = (m01 + i23);
+            const int gj26 = (n02 + j24);
+            if (((gi25 < 2) && (gj26 < 50))) {
+                p8[((gi25 * 50) + gj26)] = sh[((i23 * 36) + j24)];
+            }
         }
     }
 }
 
-// fuses reshape %9, square %10, reduce_sum %11, sqrt %12 (optimizer)
+// 2 independent kernels in one launch
+// part 0 (cross_entropy_bwd): fuses reshape %5, mul %26, slice %46, cross_entropy_bwd %47 (loss.2)
+// part 1 (cross_entropy): fuses reshape %5, slice %46, cross_entropy %51 (loss.2)
+// threadgroup 64×1×1, grid 2×1×1 threadgroups
+kernel void cross_entropy_bwd_cross_entropy_x2_0(
+        const device int* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        const device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        device float* p4 [[buffer(4)]],
+        device float* p5 [[buffer(5)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    threadgroup int sh8[2];
+    threadgroup float sh18[2];
+    threadgroup int sh22[2];
+    if ((int(gid.x) < 1)) {
+        const int h0 = (int(gid.x) - 0);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        int cnt4 = 0;
+        for (int i5 = lid1; i5 < 2; i5 += 64) {
+            const int t6 = p0[(i5 + 8)];
+            cnt4 += (((t6 >= 0) && (t6 < 50)) ? 1 : 0);
+        }
+        const int s7 = simd_sum(cnt4);
+        if ((l32_2 == 0)) {
+            sh8[sg3] = s7;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        int acc9 = sh8[0];
+        for (int s10 = 1; s10 < 2; s10 += 1) {
+            acc9 += sh8[s10];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        const float t11 = p1[0];
+        const float t12 = p2[0];
+        const float t13 = (t11 * t12);
+        const float scale14 = (t13 / float(acc9));
+        const int row15 = ((h0 * 2) + (lid1 / 32));
+        const int t16 = p0[(row15 + 8)];
+        if (((t16 >= 0) && (t16 < 50))) {
+            float reg17[2];
+            float m18 = (-INFINITY);
+            float s19 = 0.0f;
+            for (int k20 = 0; k20 < 2; k20 += 1) {
+                const int j21 = (l32_2 + (k20 * 32));
+                if ((j21 < 50)) {
+                    const float t22 = p3[((row15 * 50) + j21)];
+                    reg17[k20] = t22;
+                    if ((t22 > m18)) {
+                        s19 = ((s19 * exp((m18 - t22))) + 1.0f);
+                        m18 = t22;
+                    } else {
+                        s19 += ((t22 == m18) ? 1.0f : exp((t22 - m18)));
+                    }
+                }
+            }
+            const float M23 = simd_max(m18);
+            const float S24 = simd_sum(((m18 == M23) ? s19 : (s19 * exp((m18 - M23)))));
+            const float inv25 = (1.0f / S24);
+            for (int k26 = 0; k26 < 2; k26 += 1) {
+                const int j27 = (l32_2 + (k26 * 32));
+                if ((j27 < 50)) {
+                    p4[((row15 * 50) + j27)] = (((exp((reg17[k26] - M23)) * inv25) - ((j27 == t16) ? 1.0f : 0.0f)) * scale14);
+                }
+            }
+        } else {
+            for (int k28 = 0; k28 < 2; k28 += 1) {
+                const int j29 = (l32_2 + (k28 * 32));
+                if ((j29 < 50)) {
+                    p4[((row15 * 50) + j29)] = 0.0f;
+                }
+            }
+        }
+    } else if ((int(gid.x) < 2)) {
+        const int h1 = (int(gid.x) - 1);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        const int team4 = (lid1 / 32);
+        float loss5 = 0.0f;
+        int cnt6 = 0;
+        for (int row7 = team4; row7 < 2; row7 += 2) {
+            const int t8 = p0[(row7 + 8)];
+            if (((t8 >= 0) && (t8 < 50))) {
+                float m9 = (-INFINITY);
+                float s10 = 0.0f;
+                for (int k11 = 0; k11 < 2; k11 += 1) {
+                    const int j12 = (l32_2 + (k11 * 32));
+                    if ((j12 < 50)) {
+                        const float t13 = p3[((row7 * 50) + j12)];
+                        if ((t13 > m9)) {
+                            s10 = ((s10 * exp((m9 - t13))) + 1.0f);
+                            m9 = t13;
+                        } else {
+                            s10 += ((t13 == m9) ? 1.0f : exp((t13 - m9)));
+                        }
+                    }
+                }
+                const float M14 = simd_max(m9);
+                const float S15 = simd_sum(((m9 == M14) ? s10 : (s10 * exp((m9 - M14)))));
+                const float t16 = p3[((row7 * 50) + t8)];
+                loss5 += ((M14 - t16) + log(S15));
+                cnt6 += 1;
+            }
+        }
+        const float s17 = simd_sum(((l32_2 == 0) ? loss5 : 0.0f));
+        if ((l32_2 == 0)) {
+            sh18[sg3] = s17;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        float acc19 = sh18[0];
+        for (int s20 = 1; s20 < 2; s20 += 1) {
+            acc19 += sh18[s20];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        const int s21 = simd_sum(((l32_2 == 0) ? cnt6 : 0));
+        if ((l32_2 == 0)) {
+            sh22[sg3] = s21;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        int acc23 = sh22[0];
+        for (int s24 = 1; s24 < 2; s24 += 1) {
+            acc23 += sh22[s24];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        if ((lid1 == 0)) {
+            p5[0] = ((acc23 > 0) ? (acc19 / float(acc23)) : 0.0f);
+        }
+    }
+}
+
+// 3 independent kernels in one launch
+// part 0 (matmul): fuses reshape %4, reshape %4, slice %36, matmul %40, slice %44, matmul %48, add %49,
+//   add %50 (loss.0)
+// part 1 (div_add_mul): fuses mul %35, mul %42, add %43, mul %52, add %53, div %54 (loss.2)
+// part 2 (const): fuses const %55
+// threadgroup 128×1×1, grid 6×1×1 threadgroups
+kernel void matmul_div_add_mul_x3_0(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        const device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        const device float* p6 [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
+        const device float* p8 [[buffer(8)]],
+        const device float* p9 [[buffer(9)]],
+        const device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
+        device float* p12 [[buffer(12)]],
+        device float* p13 [[buffer(13)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
+    threadgroup float sh[2304];
+    if ((int(gid.x) < 2)) {
+        const int h0 = (int(gid.x) - 0);
+        const int m01 = (h0 * 32);
+        const int n02 = ((h0 % 1) * 32);
+        const int ti3 = int(lid.x);
+        const int sgi4 = int(sg);
+        const int sr5 = ((sgi4 / 2) * 16);
+        const int sc6 = ((sgi4 % 2) * 16);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 2; k0 += 32) {
+            for (int s7 = 0; s7 < 8; s7 += 1) {
+                const int l8 = ((s7 * 128) + ti3);
+                const int k9 = (l8 / 32);
+                const int i10 = (l8 % 32);
+                const int gi11 = (m01 + i10);
+                const int gk12 = (k0 + k9);
+                if (((gi11 < 50) && (gk12 < 2))) {
+                    const float t13 = p0[((gk12 * 50) + gi11)];
+                    sh[((k9 * 36) + i10)] = t13;
+                } else {
+                    sh[((k9 * 36) + i10)] = 0.0f;
+                }
+            }
+            for (int s14 = 0; s14 < 8; s14 += 1) {
+                const int l15 = ((s14 * 128) + ti3);
+                const int k16 = (l15 / 32);
+                const int i17 = (l15 % 32);
+                const int gi18 = (n02 + i17);
+                const int gk19 = (k0 + k16);
+                if (((gi18 < 16) && (gk19 < 2))) {
+                    const float t20 = p1[(((gk19 + 8) * 16) + gi18)];
+                    sh[(((k16 * 36) + i17) + 1152)] = t20;
+                } else {
+                    sh[(((k16 * 36) + i17) + 1152)] = 0.0f;
+                }
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 32; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((kk * 36) + sr5), 36, ulong2(0, 0), true);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + ((kk * 36) + (sr5 + 8)), 36, ulong2(0, 0), true);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 36) + sc6) + 1152), 36);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 36) + (sc6 + 8)) + 1152), 36);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        }
+        for (int k0 = 0; k0 < 4; k0 += 32) {
+            for (int s21 = 0; s21 < 8; s21 += 1) {
+                const int l22 = ((s21 * 128) + ti3);
+                const int k23 = (l22 / 32);
+                const int i24 = (l22 % 32);
+                const int gi25 = (m01 + i24);
+                const int gk26 = (k0 + k23);
+                if (((gi25 < 50) && (gk26 < 4))) {
+                    const float t27 = p2[((gk26 * 50) + gi25)];
+                    sh[((k23 * 36) + i24)] = t27;
+                } else {
+                    sh[((k23 * 36) + i24)] = 0.0f;
+                }
+            }
+            for (int s28 = 0; s28 < 8; s28 += 1) {
+                const int l29 = ((s28 * 128) + ti3);
+                const int k30 = (l29 / 32);
+                const int i31 = (l29 % 32);
+                const int gi32 = (n02 + i31);
+                const int gk33 = (k0 + k30);
+                if (((gi32 < 16) && (gk33 < 4))) {
+                    const float t34 = p1[(((gk33 + 4) * 16) + gi32)];
+                    sh[(((k30 * 36) + i31) + 1152)] = t34;
+                } else {
+                    sh[(((k30 * 36) + i31) + 1152)] = 0.0f;
+                }
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 32; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((kk * 36) + sr5), 36, ulong2(0, 0), true);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + ((kk * 36) + (sr5 + 8)), 36, ulong2(0, 0), true);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 36) + sc6) + 1152), 36);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 36) + (sc6 + 8)) + 1152), 36);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        }
+        simdgroup_store(acc0_0, sh + ((sr5 * 36) + sc6), 36);
+        simdgroup_store(acc0_1, sh + ((sr5 * 36) + (sc6 + 8)), 36);
+        simdgroup_store(acc1_0, sh + (((sr5 + 8) * 36) + sc6), 36);
+        simdgroup_store(acc1_1, sh + (((sr5 + 8) * 36) + (sc6 + 8)), 36);
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int s35 = 0; s35 < 8; s35 += 1) {
+            const int l36 = ((s35 * 128) + ti3);
+            const int i37 = (l36 / 32);
+            const int j38 = (l36 % 32);
+            const int gi39 = (m01 + i37);
+            const int gj40 = (n02 + j38);
+            if (((gi39 < 50) && (gj40 < 16))) {
+                const float acc41 = sh[((i37 * 36) + j38)];
+                const float t42 = p3[((gi39 * 16) + gj40)];
+                const float t43 = (acc41 + t42);
+                p4[((gi39 * 16) + gj40)] = t43;
+            }
+        }
+    } else if ((int(gid.x) < 4)) {
+        const int h1 = (int(gid.x) - 2);
+        const int i1 = ((h1 * 128) + int(lid.x));
+        if ((i1 >= 1)) {
+            return;
+        }
+        const float t2 = p5[i1];
+        const float t3 = p6[i1];
+        const float t4 = (t2 * t3);
+        const float t5 = p7[i1];
+        const float t6 = p8[i1];
+        const float t7 = (t5 * t6);
+        const float t8 = (t4 + t7);
+        const float t9 = p9[i1];
+        const float t10 = p10[i1];
+        const float t11 = (t9 * t10);
+        const float t12 = (t8 + t11);
+        const float t13 = p11[i1];
+        const float t14 = (t12 / t13);
+        p12[i1] = t14;
+    } else if ((int(gid.x) < 6)) {
+        const int h2 = (int(gid.x) - 4);
+        const int i1 = ((h2 * 128) + int(lid.x));
+        if ((i1 >= 1)) {
+            return;
+        }
+        p13[i1] = 0.0f;
+    }
+}
+
+// fuses reshape %56, square %57, reduce_sum %58, sqrt %59 (optimizer)
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_0(
+kernel void reduce_sum_1(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         uint3 lid [[thread_position_in_threadgroup]],
@@ -355,7 +1011,7 @@ kernel void reduce_sum_0(
     }
 }
 
-// fuses const %13, const %14, div %15, min %16, broadcast %17, mul %18, adamw %23 (optimizer)
+// fuses const %60, const %61, div %62, min %63, broadcast %64, mul %65, adamw %70 (optimizer)
 // threadgroup 256×1×1, grid 4×1×1 threadgroups
 kernel void adamw_mul_min_0(
         const device float* p0 [[buffer(0)]],

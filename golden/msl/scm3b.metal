@@ -6,7 +6,7 @@ constant float NF4_CODE[16] = {-1.0f, -0.6961928f, -0.52507305f, -0.3949175f, -0
 
 constant float NF4_ABSMAX_MAP[256] = {-0.99296874f, -0.9789062f, -0.96484375f, -0.9507812f, -0.9367187f, -0.92265624f, -0.9085938f, -0.89453125f, -0.8804687f, -0.8664062f, -0.85234374f, -0.8382812f, -0.82421875f, -0.8101562f, -0.7960937f, -0.78203124f, -0.7679688f, -0.75390625f, -0.7398438f, -0.72578126f, -0.7117188f, -0.6976563f, -0.68359375f, -0.6695313f, -0.65546876f, -0.64140624f, -0.6273438f, -0.61328125f, -0.5992187f, -0.58515626f, -0.5710938f, -0.5570313f, -0.54296875f, -0.5289062f, -0.51484376f, -0.50078124f, -0.48671877f, -0.47265625f, -0.45859373f, -0.44453126f, -0.43046874f, -0.4164062f, -0.40234375f, -0.38828123f, -0.37421876f, -0.36015624f, -0.3460937f, -0.33203125f, -0.31796873f, -0.30390626f, -0.28984374f, -0.27578127f, -0.26171875f, -0.24765626f, -0.23359376f, -0.21953125f, -0.20546874f, -0.19140625f, -0.17734374f, -0.16328125f, -0.14921875f, -0.13515624f, -0.12109375f, -0.107031256f, -0.09859375f, -0.095781244f, -0.092968754f, -0.09015625f, -0.08734375f, -0.08453125f, -0.08171874f, -0.07890625f, -0.07609375f, -0.07328125f, -0.070468746f, -0.067656256f, -0.06484375f, -0.062031247f, -0.059218753f, -0.05640625f, -0.05359375f, -0.05078125f, -0.04796875f, -0.04515625f, -0.042343747f, -0.03953125f, -0.036718752f, -0.033906247f, -0.03109375f, -0.028281247f, -0.02546875f, -0.02265625f, -0.01984375f, -0.01703125f, -0.01421875f, -0.01140625f, -0.00971875f, -0.009156249f, -0.00859375f, -0.00803125f, -0.00746875f, -0.00690625f, -0.00634375f, -0.00578125f, -0.0052187503f, -0.0046562497f, -0.00409375f, -0.0035312497f, -0.00296875f, -0.00240625f, -0.00184375f, -0.0012812499f, -0.0009437501f, -0.00083125f, -0.00071875006f, -0.0006062501f, -0.00049375003f, -0.00038125002f, -0.00026875004f, -0.00015625001f, -8.875e-05f, -6.625e-05f, -4.375e-05f, -2.1249998e-05f, -7.75e-06f, -3.2500002e-06f, -5.5000004e-07f, 0.0f, 5.5000004e-07f, 3.2500002e-06f, 7.75e-06f, 2.1249998e-05f, 4.375e-05f, 6.625e-05f, 8.875e-05f, 0.00015625001f, 0.00026875004f, 0.00038125002f, 0.00049375003f, 0.0006062501f, 0.00071875006f, 0.00083125f, 0.0009437501f, 0.0012812499f, 0.00184375f, 0.00240625f, 0.00296875f, 0.0035312497f, 0.00409375f, 0.0046562497f, 0.0052187503f, 0.00578125f, 0.00634375f, 0.00690625f, 0.00746875f, 0.00803125f, 0.00859375f, 0.009156249f, 0.00971875f, 0.01140625f, 0.01421875f, 0.01703125f, 0.01984375f, 0.02265625f, 0.02546875f, 0.028281247f, 0.03109375f, 0.033906247f, 0.036718752f, 0.03953125f, 0.042343747f, 0.04515625f, 0.04796875f, 0.05078125f, 0.05359375f, 0.05640625f, 0.059218753f, 0.062031247f, 0.06484375f, 0.067656256f, 0.070468746f, 0.07328125f, 0.07609375f, 0.07890625f, 0.08171874f, 0.08453125f, 0.08734375f, 0.09015625f, 0.092968754f, 0.095781244f, 0.09859375f, 0.107031256f, 0.12109375f, 0.13515624f, 0.14921875f, 0.16328125f, 0.17734374f, 0.19140625f, 0.20546874f, 0.21953125f, 0.23359376f, 0.24765626f, 0.26171875f, 0.27578127f, 0.28984374f, 0.30390626f, 0.31796873f, 0.33203125f, 0.3460937f, 0.36015624f, 0.37421876f, 0.38828123f, 0.40234375f, 0.4164062f, 0.43046874f, 0.44453126f, 0.45859373f, 0.47265625f, 0.48671877f, 0.50078124f, 0.51484376f, 0.5289062f, 0.54296875f, 0.5570313f, 0.5710938f, 0.58515626f, 0.5992187f, 0.61328125f, 0.6273438f, 0.64140624f, 0.65546876f, 0.6695313f, 0.68359375f, 0.6976563f, 0.7117188f, 0.72578126f, 0.7398438f, 0.75390625f, 0.7679688f, 0.78203124f, 0.7960937f, 0.8101562f, 0.82421875f, 0.8382812f, 0.85234374f, 0.8664062f, 0.8804687f, 0.89453125f, 0.9085938f, 0.92265624f, 0.9367187f, 0.9507812f, 0.96484375f, 0.9789062f, 0.99296874f, 1.0f};
 
-// fuses gather %3, rmsnorm %20 (mamba.0)
+// fuses gather %4, rmsnorm %21 (mamba.0)
 // threadgroup 256×1×1, grid 512×1×1 threadgroups
 kernel void rmsnorm_0(
         const device int* p0 [[buffer(0)]],
@@ -49,7 +49,7 @@ kernel void rmsnorm_0(
     }
 }
 
-// fuses matmul %21 (mamba.0)
+// fuses matmul %22 (mamba.0)
 // threadgroup 128×1×1, grid 2×8×1 threadgroups
 kernel void matmul_0(
         const device float* p0 [[buffer(0)]],
@@ -171,7 +171,7 @@ kernel void matmul_0(
     }
 }
 
-// fuses dequant %8, matmul %22, matmul %23, scale %24, add %25 (mamba.0)
+// fuses dequant %9, matmul %23, matmul %24, scale %25, add %26 (mamba.0)
 // threadgroup 128×1×1, grid 128×8×1 threadgroups
 kernel void matmul_1(
         const device float* p0 [[buffer(0)]],
@@ -357,7 +357,7 @@ kernel void matmul_1(
     }
 }
 
-// fuses slice %26, causal_conv1d %28, silu %29, matmul %30 (mamba.0)
+// fuses slice %27, causal_conv1d %29, silu %30, matmul %31 (mamba.0)
 // threadgroup 128×1×1, grid 3×8×1 threadgroups
 kernel void matmul_2(
         const device float* p0 [[buffer(0)]],
@@ -500,8 +500,8 @@ kernel void matmul_2(
 }
 
 // 2 independent kernels in one launch
-// part 0 (matmul): fuses slice %31, matmul %34, broadcast %35, add %36, softplus %37 (mamba.0)
-// part 1 (exp): fuses exp %38 (mamba.0)
+// part 0 (matmul): fuses slice %32, matmul %35, broadcast %36, add %37, softplus %38 (mamba.0)
+// part 1 (exp): fuses exp %39 (mamba.0)
 // threadgroup 128×1×1, grid 1024×1×1 threadgroups
 kernel void matmul_exp_x2_0(
         const device float* p0 [[buffer(0)]],
@@ -635,7 +635,7 @@ kernel void matmul_exp_x2_0(
     }
 }
 
-// fuses slice %27, slice %32, slice %33, neg %39, selective_scan %40, silu %42, mul %43 (mamba.0)
+// fuses slice %28, slice %33, slice %34, neg %40, selective_scan %41, silu %43, mul %44 (mamba.0)
 // threadgroup 256×1×1, grid 256×1×1 threadgroups
 kernel void selective_scan_0(
         const device float* p0 [[buffer(0)]],
@@ -683,7 +683,7 @@ kernel void selective_scan_0(
     }
 }
 
-// fuses matmul %44 (mamba.0)
+// fuses matmul %45 (mamba.0)
 // threadgroup 128×1×1, grid 2×8×1 threadgroups
 kernel void matmul_3(
         const device float* p0 [[buffer(0)]],
@@ -805,7 +805,7 @@ kernel void matmul_3(
     }
 }
 
-// fuses gather %3, dequant %19, matmul %45, matmul %46, scale %47, add %48, add %49 (mamba.0)
+// fuses gather %4, dequant %20, matmul %46, matmul %47, scale %48, add %49, add %50 (mamba.0)
 // threadgroup 128×1×1, grid 32×8×1 threadgroups
 kernel void matmul_4(
         const device float* p0 [[buffer(0)]],
@@ -996,7 +996,7 @@ kernel void matmul_4(
     }
 }
 
-// fuses rmsnorm %66 (mamba.1)
+// fuses rmsnorm %67 (mamba.1)
 // threadgroup 256×1×1, grid 512×1×1 threadgroups
 kernel void rmsnorm_1(
         const device float* p0 [[buffer(0)]],
@@ -1037,7 +1037,7 @@ kernel void rmsnorm_1(
     }
 }
 
-// fuses dequant %65, matmul %91, matmul %92, scale %93, add %94, add %95 (mamba.1)
+// fuses dequant %66, matmul %92, matmul %93, scale %94, add %95, add %96 (mamba.1)
 // threadgroup 128×1×1, grid 32×8×1 threadgroups
 kernel void matmul_5(
         const device float* p0 [[buffer(0)]],
@@ -1226,7 +1226,7 @@ kernel void matmul_5(
     }
 }
 
-// fuses reshape %153, matmul %154 (moe.0)
+// fuses reshape %154, matmul %155 (moe.0)
 // threadgroup 128×1×1, grid 1×8×1 threadgroups
 kernel void matmul_6(
         const device float* p0 [[buffer(0)]],
@@ -1319,7 +1319,7 @@ kernel void matmul_6(
     }
 }
 
-// fuses softmax %155, topk %156, reduce_sum %158, broadcast %159, div %160 (moe.0)
+// fuses softmax %156, topk %157, reduce_sum %159, broadcast %160, div %161 (moe.0)
 // threadgroup 256×1×1, grid 2×1×1 threadgroups
 kernel void topk_0(
         const device float* p0 [[buffer(0)]],
@@ -1372,7 +1372,7 @@ kernel void topk_0(
     }
 }
 
-// fuses moe_route %161 (moe.0)
+// fuses moe_route %162 (moe.0)
 // threadgroup 1024×1×1, grid 1×1×1 threadgroups
 kernel void moe_route_0(
         device int* p0 [[buffer(0)]],
@@ -1427,7 +1427,7 @@ kernel void moe_route_0(
     }
 }
 
-// fuses reshape %153, gather %164, grouped_matmul %165 (moe.0)
+// fuses reshape %154, gather %165, grouped_matmul %166 (moe.0)
 // threadgroup 128×1×1, grid 2×16×9 threadgroups
 kernel void grouped_matmul_0(
         const device int* p0 [[buffer(0)]],
@@ -1574,8 +1574,8 @@ kernel void grouped_matmul_0(
     }
 }
 
-// fuses dequant %147, reshape %153, gather %164, grouped_matmul %166, grouped_matmul %167,
-//   scale %168, add %169 (moe.0)
+// fuses dequant %148, reshape %154, gather %165, grouped_matmul %167, grouped_matmul %168,
+//   scale %169, add %170 (moe.0)
 // threadgroup 128×1×1, grid 168×16×9 threadgroups
 kernel void grouped_matmul_1(
         const device int* p0 [[buffer(0)]],
@@ -1789,7 +1789,7 @@ kernel void grouped_matmul_1(
     }
 }
 
-// fuses slice %170, slice %171, silu %172, mul %173, grouped_matmul %174 (moe.0)
+// fuses slice %171, slice %172, silu %173, mul %174, grouped_matmul %175 (moe.0)
 // threadgroup 128×1×1, grid 2×16×9 threadgroups
 kernel void grouped_matmul_2(
         const device int* p0 [[buffer(0)]],
@@ -1945,8 +1945,8 @@ kernel void grouped_matmul_2(
     }
 }
 
-// fuses dequant %151, grouped_matmul %175, grouped_matmul %176, scale %177, add %178,
-//   reshape %179, gather %180, reshape %181, broadcast %182, mul %183 (moe.0)
+// fuses dequant %152, grouped_matmul %176, grouped_matmul %177, scale %178, add %179,
+//   reshape %180, gather %181, reshape %182, broadcast %183, mul %184 (moe.0)
 // threadgroup 128×1×1, grid 32×16×9 threadgroups
 kernel void grouped_matmul_3(
         const device int* p0 [[buffer(0)]],
@@ -2170,9 +2170,9 @@ kernel void grouped_matmul_3(
 }
 
 // 3 independent kernels in one launch
-// part 0 (scatter_add): fuses scatter_add %184 (moe.0)
-// part 1 (reduce_mean): fuses slice %185, one_hot %186, reduce_mean %187 (moe.0)
-// part 2 (reduce_mean): fuses reduce_mean %188 (moe.0)
+// part 0 (scatter_add): fuses scatter_add %185 (moe.0)
+// part 1 (reduce_mean): fuses slice %186, one_hot %187, reduce_mean %188 (moe.0)
+// part 2 (reduce_mean): fuses reduce_mean %189 (moe.0)
 // threadgroup 256×1×1, grid 34×1×1 threadgroups
 kernel void scatter_add_reduce_mean_x3_0(
         device float* p0 [[buffer(0)]],
@@ -2244,7 +2244,7 @@ kernel void scatter_add_reduce_mean_x3_0(
     }
 }
 
-// fuses reshape %192, add %193 (moe.0)
+// fuses reshape %193, add %194 (moe.0)
 // threadgroup 256×1×1, grid 4096×1×1 threadgroups
 kernel void add_0(
         const device float* p0 [[buffer(0)]],
@@ -2259,8 +2259,8 @@ kernel void add_0(
 }
 
 // 2 independent kernels in one launch
-// part 0 (reduce_sum): fuses mul %379, reduce_sum %380, scale %381 (moe.1)
-// part 1 (add): fuses reshape %382, add %383 (moe.1)
+// part 0 (reduce_sum): fuses mul %380, reduce_sum %381, scale %382 (moe.1)
+// part 1 (add): fuses reshape %383, add %384 (moe.1)
 // threadgroup 32×1×1, grid 32769×1×1 threadgroups
 kernel void reduce_sum_add_x2_0(
         const device float* p0 [[buffer(0)]],
@@ -2297,8 +2297,99 @@ kernel void reduce_sum_add_x2_0(
     }
 }
 
-// fuses matmul %1854
-// threadgroup 128×1×1, grid 786×8×1 threadgroups
+// 3 independent kernels in one launch
+// part 0 (reduce_sum): fuses mul %1710, reduce_sum %1711, scale %1712 (moe.8)
+// part 1 (add): fuses reshape %1713, add %1714 (moe.8)
+// part 2 (reduce_sum): fuses reshape %1856, slice %1862, cast %1863, const %1864, ge %1865, reduce_sum %1866
+// threadgroup 32×1×1, grid 32770×1×1 threadgroups
+kernel void reduce_sum_add_x3_0(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        device float* p5 [[buffer(5)]],
+        const device int* p6 [[buffer(6)]],
+        device float* p7 [[buffer(7)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if ((int(gid.x) < 1)) {
+        const int h0 = (int(gid.x) - 0);
+        const int lid1 = int(lid.x);
+        const int row4 = ((h0 * 32) + lid1);
+        if ((row4 >= 1)) {
+            return;
+        }
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 8; k6 += 1) {
+            const float t7 = p0[k6];
+            const float t8 = p1[k6];
+            const float t9 = (t7 * t8);
+            acc5 += t9;
+        }
+        const float t10 = (acc5 * 0.08f);
+        p2[row4] = t10;
+    } else if ((int(gid.x) < 32769)) {
+        const int h1 = (int(gid.x) - 1);
+        const int i1 = ((h1 * 32) + int(lid.x));
+        const float t5 = p3[i1];
+        const float t6 = p4[i1];
+        const float t7 = (t5 + t6);
+        p5[i1] = t7;
+    } else if ((int(gid.x) < 32770)) {
+        const int h2 = (int(gid.x) - 32769);
+        const int lid1 = int(lid.x);
+        const int row4 = h2;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 8; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 32));
+            const int t8 = p6[(j7 + 256)];
+            const float t9 = float(t8);
+            const float t10 = ((t9 >= 0.0f) ? 1.0f : 0.0f);
+            acc5 += t10;
+        }
+        const float s11 = simd_sum(acc5);
+        if ((lid1 == 0)) {
+            p7[row4] = s11;
+        }
+    }
+}
+
+// fuses const %1, reshape %1856, slice %1857, cast %1858, const %1859, ge %1860,
+//   reduce_sum %1861, add %1867, const %1868, max %1869, div %1870 (loss.1)
+// threadgroup 32×1×1, grid 1×1×1 threadgroups
+kernel void reduce_sum_0(
+        const device int* p0 [[buffer(0)]],
+        device float* p1 [[buffer(1)]],
+        const device float* p2 [[buffer(2)]],
+        device float* p3 [[buffer(3)]],
+        device float* p4 [[buffer(4)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    const int lid1 = int(lid.x);
+    const int row4 = int(gid.x);
+    float acc5 = 0.0f;
+    for (int k6 = 0; k6 < 8; k6 += 1) {
+        const int j7 = (lid1 + (k6 * 32));
+        const int t8 = p0[j7];
+        const float t9 = float(t8);
+        const float t10 = ((t9 >= 0.0f) ? 1.0f : 0.0f);
+        acc5 += t10;
+    }
+    const float s11 = simd_sum(acc5);
+    if ((lid1 == 0)) {
+        p1[row4] = s11;
+        const float t12 = p2[row4];
+        const float t13 = (s11 + t12);
+        const float t14 = max(t13, 1.0f);
+        p3[row4] = t14;
+        const float t15 = (1.0f / t14);
+        p4[row4] = t15;
+    }
+}
+
+// fuses reshape %1855, slice %1873, matmul %1874 (loss.0)
+// threadgroup 128×1×1, grid 786×4×1 threadgroups
 kernel void matmul_7(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -2306,14 +2397,13 @@ kernel void matmul_7(
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int c1 = int(gid.z);
-    const int m02 = (int(gid.y) * 64);
-    const int n03 = (int(gid.x) * 64);
+    const int m01 = (int(gid.y) * 64);
+    const int n02 = (int(gid.x) * 64);
     threadgroup float sh[4352];
-    const int ti4 = int(lid.x);
-    const int sgi5 = int(sg);
-    const int sr6 = ((sgi5 / 2) * 32);
-    const int sc7 = ((sgi5 % 2) * 32);
+    const int ti3 = int(lid.x);
+    const int sgi4 = int(sg);
+    const int sr5 = ((sgi4 / 2) * 32);
+    const int sc6 = ((sgi4 % 2) * 32);
     simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
     simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
     simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
@@ -2331,46 +2421,46 @@ kernel void matmul_7(
     simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
     simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
     for (int k0 = 0; k0 < 2048; k0 += 16) {
-        for (int s8 = 0; s8 < 8; s8 += 1) {
-            const int l9 = ((s8 * 128) + ti4);
-            const int i10 = (l9 / 16);
-            const int k11 = (l9 % 16);
-            const int gi12 = (m02 + i10);
-            const int gk13 = (k0 + k11);
-            const float t14 = p0[((((c1 * 512) + gi12) * 2048) + gk13)];
-            sh[((i10 * 20) + k11)] = t14;
+        for (int s7 = 0; s7 < 8; s7 += 1) {
+            const int l8 = ((s7 * 128) + ti3);
+            const int i9 = (l8 / 16);
+            const int k10 = (l8 % 16);
+            const int gi11 = (m01 + i9);
+            const int gk12 = (k0 + k10);
+            const float t13 = p0[((gi11 * 2048) + gk12)];
+            sh[((i9 * 20) + k10)] = t13;
         }
-        for (int s15 = 0; s15 < 8; s15 += 1) {
-            const int l16 = ((s15 * 128) + ti4);
-            const int i17 = (l16 / 16);
-            const int k18 = (l16 % 16);
-            const int gi19 = (n03 + i17);
-            const int gk20 = (k0 + k18);
-            if ((gi19 < 50257)) {
-                const float t21 = p1[((gi19 * 2048) + gk20)];
-                sh[(((i17 * 20) + k18) + 1280)] = t21;
+        for (int s14 = 0; s14 < 8; s14 += 1) {
+            const int l15 = ((s14 * 128) + ti3);
+            const int i16 = (l15 / 16);
+            const int k17 = (l15 % 16);
+            const int gi18 = (n02 + i16);
+            const int gk19 = (k0 + k17);
+            if ((gi18 < 50257)) {
+                const float t20 = p1[((gi18 * 2048) + gk19)];
+                sh[(((i16 * 20) + k17) + 1280)] = t20;
             } else {
-                sh[(((i17 * 20) + k18) + 1280)] = 0.0f;
+                sh[(((i16 * 20) + k17) + 1280)] = 0.0f;
             }
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
+            simdgroup_load(fa0, sh + ((sr5 * 20) + kk), 20);
             simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr6 + 8) * 20) + kk), 20);
+            simdgroup_load(fa1, sh + (((sr5 + 8) * 20) + kk), 20);
             simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + (((sr6 + 16) * 20) + kk), 20);
+            simdgroup_load(fa2, sh + (((sr5 + 16) * 20) + kk), 20);
             simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + (((sr6 + 24) * 20) + kk), 20);
+            simdgroup_load(fa3, sh + (((sr5 + 24) * 20) + kk), 20);
             simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((sc7 * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_load(fb0, sh + (((sc6 * 20) + kk) + 1280), 20, ulong2(0, 0), true);
             simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + ((((sc7 + 8) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_load(fb1, sh + ((((sc6 + 8) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
             simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + ((((sc7 + 16) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_load(fb2, sh + ((((sc6 + 16) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
             simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + ((((sc7 + 24) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+            simdgroup_load(fb3, sh + ((((sc6 + 24) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
             simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
             simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
             simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
@@ -2390,180 +2480,714 @@ kernel void matmul_7(
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
     }
-    simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
-    simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr6 * 68) + (sc7 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr6 + 8) * 68) + sc7), 68);
-    simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-    simdgroup_store(acc2_0, sh + (((sr6 + 16) * 68) + sc7), 68);
-    simdgroup_store(acc2_1, sh + (((sr6 + 16) * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc2_2, sh + (((sr6 + 16) * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc2_3, sh + (((sr6 + 16) * 68) + (sc7 + 24)), 68);
-    simdgroup_store(acc3_0, sh + (((sr6 + 24) * 68) + sc7), 68);
-    simdgroup_store(acc3_1, sh + (((sr6 + 24) * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
+    simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
+    simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
+    simdgroup_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
+    simdgroup_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
+    simdgroup_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
+    simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
+    simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
+    simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
+    simdgroup_store(acc2_0, sh + (((sr5 + 16) * 68) + sc6), 68);
+    simdgroup_store(acc2_1, sh + (((sr5 + 16) * 68) + (sc6 + 8)), 68);
+    simdgroup_store(acc2_2, sh + (((sr5 + 16) * 68) + (sc6 + 16)), 68);
+    simdgroup_store(acc2_3, sh + (((sr5 + 16) * 68) + (sc6 + 24)), 68);
+    simdgroup_store(acc3_0, sh + (((sr5 + 24) * 68) + sc6), 68);
+    simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
+    simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
+    simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s22 = 0; s22 < 32; s22 += 1) {
-        const int l23 = ((s22 * 128) + ti4);
-        const int i24 = (l23 / 64);
-        const int j25 = (l23 % 64);
-        const int gi26 = (m02 + i24);
-        const int gj27 = (n03 + j25);
-        if ((gj27 < 50257)) {
-            p2[((((c1 * 512) + gi26) * 50257) + gj27)] = sh[((i24 * 68) + j25)];
+    for (int s21 = 0; s21 < 32; s21 += 1) {
+        const int l22 = ((s21 * 128) + ti3);
+        const int i23 = (l22 / 64);
+        const int j24 = (l22 % 64);
+        const int gi25 = (m01 + i23);
+        const int gj26 = (n02 + j24);
+        if ((gj26 < 50257)) {
+            p2[((gi25 * 50257) + gj26)] = sh[((i23 * 68) + j24)];
         }
     }
 }
 
 // 2 independent kernels in one launch
-// part 0 (cross_entropy): fuses cross_entropy %1855
-// part 1 (cross_entropy_bwd): fuses const %1865, cross_entropy_bwd %1866
-// threadgroup 1024×1×1, grid 513×1×1 threadgroups
-kernel void cross_entropy_cross_entropy_bwd_x2_0(
+// part 0 (cross_entropy_bwd): fuses reshape %1856, mul %1872, slice %1875, cross_entropy_bwd %1876 (loss.0)
+// part 1 (cross_entropy): fuses reshape %1856, slice %1875, cross_entropy %1878 (loss.0)
+// threadgroup 1024×1×1, grid 257×1×1 threadgroups
+kernel void cross_entropy_bwd_cross_entropy_x2_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        device float* p3 [[buffer(3)]],
+        const device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        device float* p4 [[buffer(4)]],
+        device float* p5 [[buffer(5)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    threadgroup float sh17[32];
-    threadgroup float sh18[32];
-    threadgroup int sh10[32];
+    threadgroup int sh8[32];
+    threadgroup float sh24[32];
     threadgroup float sh25[32];
-    threadgroup float sh26[32];
-    if ((int(gid.x) < 1)) {
+    threadgroup float sh15[32];
+    threadgroup float sh16[32];
+    if ((int(gid.x) < 256)) {
         const int h0 = (int(gid.x) - 0);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        int cnt4 = 0;
+        for (int i5 = lid1; i5 < 256; i5 += 1024) {
+            const int t6 = p0[i5];
+            cnt4 += (((t6 >= 0) && (t6 < 50257)) ? 1 : 0);
+        }
+        const int s7 = simd_sum(cnt4);
+        if ((l32_2 == 0)) {
+            sh8[sg3] = s7;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        int acc9 = sh8[0];
+        for (int s10 = 1; s10 < 32; s10 += 1) {
+            acc9 += sh8[s10];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        const float t11 = p1[0];
+        const float t12 = p2[0];
+        const float t13 = (t11 * t12);
+        const float scale14 = (t13 / float(acc9));
+        const int row15 = h0;
+        const int t16 = p0[row15];
+        if (((t16 >= 0) && (t16 < 50257))) {
+            float m17 = (-INFINITY);
+            float s18 = 0.0f;
+            for (int k19 = 0; k19 < 50; k19 += 1) {
+                const int j20 = (lid1 + (k19 * 1024));
+                if ((j20 < 50257)) {
+                    const float t21 = p3[((row15 * 50257) + j20)];
+                    if ((t21 > m17)) {
+                        s18 = ((s18 * exp((m17 - t21))) + 1.0f);
+                        m17 = t21;
+                    } else {
+                        s18 += ((t21 == m17) ? 1.0f : exp((t21 - m17)));
+                    }
+                }
+            }
+            const float M22 = simd_max(m17);
+            const float S23 = simd_sum(((m17 == M22) ? s18 : (s18 * exp((m17 - M22)))));
+            if ((l32_2 == 0)) {
+                sh24[sg3] = M22;
+                sh25[sg3] = S23;
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            float M26 = sh24[0];
+            for (int s27 = 1; s27 < 32; s27 += 1) {
+                M26 = max(M26, sh24[s27]);
+            }
+            float S28 = 0.0f;
+            for (int s29 = 0; s29 < 32; s29 += 1) {
+                S28 += ((sh24[s29] == M26) ? sh25[s29] : (sh25[s29] * exp((sh24[s29] - M26))));
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            const float inv30 = (1.0f / S28);
+            for (int k31 = 0; k31 < 50; k31 += 1) {
+                const int j32 = (lid1 + (k31 * 1024));
+                if ((j32 < 50257)) {
+                    const float t33 = p3[((row15 * 50257) + j32)];
+                    p4[((row15 * 50257) + j32)] = (((exp((t33 - M26)) * inv30) - ((j32 == t16) ? 1.0f : 0.0f)) * scale14);
+                }
+            }
+        } else {
+            for (int k34 = 0; k34 < 50; k34 += 1) {
+                const int j35 = (lid1 + (k34 * 1024));
+                if ((j35 < 50257)) {
+                    p4[((row15 * 50257) + j35)] = 0.0f;
+                }
+            }
+        }
+    } else if ((int(gid.x) < 257)) {
+        const int h1 = (int(gid.x) - 256);
         const int lid1 = int(lid.x);
         const int l32_2 = (lid1 % 32);
         const int sg3 = (lid1 / 32);
         float loss4 = 0.0f;
         int cnt5 = 0;
-        for (int row6 = 0; row6 < 512; row6 += 1) {
-            const int c7 = (row6 / 512);
-            const int c8 = (row6 % 512);
-            const int t9 = p0[row6];
-            if (((t9 >= 0) && (t9 < 50257))) {
-                float m10 = (-INFINITY);
-                float s11 = 0.0f;
-                for (int k12 = 0; k12 < 50; k12 += 1) {
-                    const int j13 = (lid1 + (k12 * 1024));
-                    if ((j13 < 50257)) {
-                        const float t14 = p1[((((c7 * 512) + c8) * 50257) + j13)];
-                        if ((t14 > m10)) {
-                            s11 = ((s11 * exp((m10 - t14))) + 1.0f);
-                            m10 = t14;
+        for (int row6 = 0; row6 < 256; row6 += 1) {
+            const int t7 = p0[row6];
+            if (((t7 >= 0) && (t7 < 50257))) {
+                float m8 = (-INFINITY);
+                float s9 = 0.0f;
+                for (int k10 = 0; k10 < 50; k10 += 1) {
+                    const int j11 = (lid1 + (k10 * 1024));
+                    if ((j11 < 50257)) {
+                        const float t12 = p3[((row6 * 50257) + j11)];
+                        if ((t12 > m8)) {
+                            s9 = ((s9 * exp((m8 - t12))) + 1.0f);
+                            m8 = t12;
                         } else {
-                            s11 += ((t14 == m10) ? 1.0f : exp((t14 - m10)));
+                            s9 += ((t12 == m8) ? 1.0f : exp((t12 - m8)));
                         }
                     }
                 }
-                const float M15 = simd_max(m10);
-                const float S16 = simd_sum(((m10 == M15) ? s11 : (s11 * exp((m10 - M15)))));
+                const float M13 = simd_max(m8);
+                const float S14 = simd_sum(((m8 == M13) ? s9 : (s9 * exp((m8 - M13)))));
                 if ((l32_2 == 0)) {
-                    sh17[sg3] = M15;
-                    sh18[sg3] = S16;
+                    sh15[sg3] = M13;
+                    sh16[sg3] = S14;
                 }
                 threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-                float M19 = sh17[0];
-                for (int s20 = 1; s20 < 32; s20 += 1) {
-                    M19 = max(M19, sh17[s20]);
+                float M17 = sh15[0];
+                for (int s18 = 1; s18 < 32; s18 += 1) {
+                    M17 = max(M17, sh15[s18]);
                 }
-                float S21 = 0.0f;
-                for (int s22 = 0; s22 < 32; s22 += 1) {
-                    S21 += ((sh17[s22] == M19) ? sh18[s22] : (sh18[s22] * exp((sh17[s22] - M19))));
+                float S19 = 0.0f;
+                for (int s20 = 0; s20 < 32; s20 += 1) {
+                    S19 += ((sh15[s20] == M17) ? sh16[s20] : (sh16[s20] * exp((sh15[s20] - M17))));
                 }
                 threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-                const float t23 = p1[((((c7 * 512) + c8) * 50257) + t9)];
-                loss4 += ((M19 - t23) + log(S21));
+                const float t21 = p3[((row6 * 50257) + t7)];
+                loss4 += ((M17 - t21) + log(S19));
                 cnt5 += 1;
             }
         }
         if ((lid1 == 0)) {
-            p2[0] = ((cnt5 > 0) ? (loss4 / float(cnt5)) : 0.0f);
+            p5[0] = ((cnt5 > 0) ? (loss4 / float(cnt5)) : 0.0f);
         }
-    } else if ((int(gid.x) < 513)) {
-        const int h1 = (int(gid.x) - 1);
-        const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
-        int cnt4 = 0;
-        for (int i5 = lid1; i5 < 512; i5 += 1024) {
-            const int t8 = p0[i5];
-            cnt4 += (((t8 >= 0) && (t8 < 50257)) ? 1 : 0);
-        }
-        const int s9 = simd_sum(cnt4);
-        if ((l32_2 == 0)) {
-            sh10[sg3] = s9;
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        int acc11 = sh10[0];
-        for (int s12 = 1; s12 < 32; s12 += 1) {
-            acc11 += sh10[s12];
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        const float scale13 = (1.0f / float(acc11));
-        const int row14 = h1;
-        const int c15 = (row14 / 512);
-        const int c16 = (row14 % 512);
-        const int t17 = p0[row14];
-        if (((t17 >= 0) && (t17 < 50257))) {
-            float m18 = (-INFINITY);
-            float s19 = 0.0f;
-            for (int k20 = 0; k20 < 50; k20 += 1) {
-                const int j21 = (lid1 + (k20 * 1024));
-                if ((j21 < 50257)) {
-                    const float t22 = p1[((((c15 * 512) + c16) * 50257) + j21)];
-                    if ((t22 > m18)) {
-                        s19 = ((s19 * exp((m18 - t22))) + 1.0f);
-                        m18 = t22;
-                    } else {
-                        s19 += ((t22 == m18) ? 1.0f : exp((t22 - m18)));
-                    }
+    }
+}
+
+// 2 independent kernels in one launch
+// part 0 (matmul): fuses matmul %1877 (loss.0)
+// part 1 (matmul): fuses reshape %1855, slice %1880, matmul %1881 (loss.1)
+// threadgroup 128×1×1, grid 3272×1×1 threadgroups
+kernel void matmul_x2_0(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        device float* p4 [[buffer(4)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
+    threadgroup float sh[4352];
+    if ((int(gid.x) < 128)) {
+        const int h0 = (int(gid.x) - 0);
+        const int m01 = ((h0 / 32) * 64);
+        const int n02 = ((h0 % 32) * 64);
+        const int ti3 = int(lid.x);
+        const int sgi4 = int(sg);
+        const int sr5 = ((sgi4 / 2) * 32);
+        const int sc6 = ((sgi4 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 50257; k0 += 16) {
+            for (int s7 = 0; s7 < 8; s7 += 1) {
+                const int l8 = ((s7 * 128) + ti3);
+                const int i9 = (l8 / 16);
+                const int k10 = (l8 % 16);
+                const int gi11 = (m01 + i9);
+                const int gk12 = (k0 + k10);
+                if ((gk12 < 50257)) {
+                    const float t13 = p0[((gi11 * 50257) + gk12)];
+                    sh[((i9 * 20) + k10)] = t13;
+                } else {
+                    sh[((i9 * 20) + k10)] = 0.0f;
                 }
             }
-            const float M23 = simd_max(m18);
-            const float S24 = simd_sum(((m18 == M23) ? s19 : (s19 * exp((m18 - M23)))));
-            if ((l32_2 == 0)) {
-                sh25[sg3] = M23;
-                sh26[sg3] = S24;
+            for (int s14 = 0; s14 < 8; s14 += 1) {
+                const int l15 = ((s14 * 128) + ti3);
+                const int k16 = (l15 / 64);
+                const int i17 = (l15 % 64);
+                const int gi18 = (n02 + i17);
+                const int gk19 = (k0 + k16);
+                if ((gk19 < 50257)) {
+                    const float t20 = p1[((gk19 * 2048) + gi18)];
+                    sh[(((k16 * 68) + i17) + 1280)] = t20;
+                } else {
+                    sh[(((k16 * 68) + i17) + 1280)] = 0.0f;
+                }
             }
             threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-            float M27 = sh25[0];
-            for (int s28 = 1; s28 < 32; s28 += 1) {
-                M27 = max(M27, sh25[s28]);
-            }
-            float S29 = 0.0f;
-            for (int s30 = 0; s30 < 32; s30 += 1) {
-                S29 += ((sh25[s30] == M27) ? sh26[s30] : (sh26[s30] * exp((sh25[s30] - M27))));
+            for (int kk = 0; kk < 16; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((sr5 * 20) + kk), 20);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + (((sr5 + 8) * 20) + kk), 20);
+                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa2, sh + (((sr5 + 16) * 20) + kk), 20);
+                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa3, sh + (((sr5 + 24) * 20) + kk), 20);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc6) + 1280), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc6 + 8)) + 1280), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc6 + 16)) + 1280), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc6 + 24)) + 1280), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
             threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-            const float inv31 = (1.0f / S29);
-            for (int k32 = 0; k32 < 50; k32 += 1) {
-                const int j33 = (lid1 + (k32 * 1024));
-                if ((j33 < 50257)) {
-                    const float t34 = p1[((((c15 * 512) + c16) * 50257) + j33)];
-                    p3[((((c15 * 512) + c16) * 50257) + j33)] = (((exp((t34 - M27)) * inv31) - ((j33 == t17) ? 1.0f : 0.0f)) * scale13);
+        }
+        simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
+        simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
+        simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
+        simdgroup_store(acc2_0, sh + (((sr5 + 16) * 68) + sc6), 68);
+        simdgroup_store(acc2_1, sh + (((sr5 + 16) * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc2_2, sh + (((sr5 + 16) * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc2_3, sh + (((sr5 + 16) * 68) + (sc6 + 24)), 68);
+        simdgroup_store(acc3_0, sh + (((sr5 + 24) * 68) + sc6), 68);
+        simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int s21 = 0; s21 < 32; s21 += 1) {
+            const int l22 = ((s21 * 128) + ti3);
+            const int i23 = (l22 / 64);
+            const int j24 = (l22 % 64);
+            const int gi25 = (m01 + i23);
+            const int gj26 = (n02 + j24);
+            p2[((gi25 * 2048) + gj26)] = sh[((i23 * 68) + j24)];
+        }
+    } else if ((int(gid.x) < 3272)) {
+        const int h1 = (int(gid.x) - 128);
+        const int m01 = ((h1 / 786) * 64);
+        const int n02 = ((h1 % 786) * 64);
+        const int ti3 = int(lid.x);
+        const int sgi4 = int(sg);
+        const int sr5 = ((sgi4 / 2) * 32);
+        const int sc6 = ((sgi4 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 2048; k0 += 16) {
+            for (int s7 = 0; s7 < 8; s7 += 1) {
+                const int l8 = ((s7 * 128) + ti3);
+                const int i9 = (l8 / 16);
+                const int k10 = (l8 % 16);
+                const int gi11 = (m01 + i9);
+                const int gk12 = (k0 + k10);
+                const float t13 = p3[(((gi11 + 256) * 2048) + gk12)];
+                sh[((i9 * 20) + k10)] = t13;
+            }
+            for (int s14 = 0; s14 < 8; s14 += 1) {
+                const int l15 = ((s14 * 128) + ti3);
+                const int i16 = (l15 / 16);
+                const int k17 = (l15 % 16);
+                const int gi18 = (n02 + i16);
+                const int gk19 = (k0 + k17);
+                if ((gi18 < 50257)) {
+                    const float t20 = p1[((gi18 * 2048) + gk19)];
+                    sh[(((i16 * 20) + k17) + 1280)] = t20;
+                } else {
+                    sh[(((i16 * 20) + k17) + 1280)] = 0.0f;
                 }
             }
-        } else {
-            for (int k35 = 0; k35 < 50; k35 += 1) {
-                const int j36 = (lid1 + (k35 * 1024));
-                if ((j36 < 50257)) {
-                    p3[((((c15 * 512) + c16) * 50257) + j36)] = 0.0f;
-                }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 16; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((sr5 * 20) + kk), 20);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + (((sr5 + 8) * 20) + kk), 20);
+                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa2, sh + (((sr5 + 16) * 20) + kk), 20);
+                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa3, sh + (((sr5 + 24) * 20) + kk), 20);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((sc6 * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + ((((sc6 + 8) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + ((((sc6 + 16) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + ((((sc6 + 24) * 20) + kk) + 1280), 20, ulong2(0, 0), true);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        }
+        simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
+        simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
+        simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
+        simdgroup_store(acc2_0, sh + (((sr5 + 16) * 68) + sc6), 68);
+        simdgroup_store(acc2_1, sh + (((sr5 + 16) * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc2_2, sh + (((sr5 + 16) * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc2_3, sh + (((sr5 + 16) * 68) + (sc6 + 24)), 68);
+        simdgroup_store(acc3_0, sh + (((sr5 + 24) * 68) + sc6), 68);
+        simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int s21 = 0; s21 < 32; s21 += 1) {
+            const int l22 = ((s21 * 128) + ti3);
+            const int i23 = (l22 / 64);
+            const int j24 = (l22 % 64);
+            const int gi25 = (m01 + i23);
+            const int gj26 = (n02 + j24);
+            if ((gj26 < 50257)) {
+                p4[((gi25 * 50257) + gj26)] = sh[((i23 * 68) + j24)];
             }
         }
     }
 }
 
-// fuses mul %189, reduce_sum %190, scale %191, add %1856, add %1857, add %1858, add %1859,
-//   add %1860, add %1861, add %1862, add %1863, add %1864
+// 2 independent kernels in one launch
+// part 0 (cross_entropy_bwd): fuses reshape %1856, mul %1871, slice %1882, cross_entropy_bwd %1883 (loss.1)
+// part 1 (cross_entropy): fuses reshape %1856, slice %1882, cross_entropy %1886 (loss.1)
+// threadgroup 1024×1×1, grid 257×1×1 threadgroups
+kernel void cross_entropy_bwd_cross_entropy_x2_1(
+        const device int* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        const device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        device float* p4 [[buffer(4)]],
+        device float* p5 [[buffer(5)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    threadgroup int sh8[32];
+    threadgroup float sh24[32];
+    threadgroup float sh25[32];
+    threadgroup float sh15[32];
+    threadgroup float sh16[32];
+    if ((int(gid.x) < 256)) {
+        const int h0 = (int(gid.x) - 0);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        int cnt4 = 0;
+        for (int i5 = lid1; i5 < 256; i5 += 1024) {
+            const int t6 = p0[(i5 + 256)];
+            cnt4 += (((t6 >= 0) && (t6 < 50257)) ? 1 : 0);
+        }
+        const int s7 = simd_sum(cnt4);
+        if ((l32_2 == 0)) {
+            sh8[sg3] = s7;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        int acc9 = sh8[0];
+        for (int s10 = 1; s10 < 32; s10 += 1) {
+            acc9 += sh8[s10];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        const float t11 = p1[0];
+        const float t12 = p2[0];
+        const float t13 = (t11 * t12);
+        const float scale14 = (t13 / float(acc9));
+        const int row15 = h0;
+        const int t16 = p0[(row15 + 256)];
+        if (((t16 >= 0) && (t16 < 50257))) {
+            float m17 = (-INFINITY);
+            float s18 = 0.0f;
+            for (int k19 = 0; k19 < 50; k19 += 1) {
+                const int j20 = (lid1 + (k19 * 1024));
+                if ((j20 < 50257)) {
+                    const float t21 = p3[((row15 * 50257) + j20)];
+                    if ((t21 > m17)) {
+                        s18 = ((s18 * exp((m17 - t21))) + 1.0f);
+                        m17 = t21;
+                    } else {
+                        s18 += ((t21 == m17) ? 1.0f : exp((t21 - m17)));
+                    }
+                }
+            }
+            const float M22 = simd_max(m17);
+            const float S23 = simd_sum(((m17 == M22) ? s18 : (s18 * exp((m17 - M22)))));
+            if ((l32_2 == 0)) {
+                sh24[sg3] = M22;
+                sh25[sg3] = S23;
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            float M26 = sh24[0];
+            for (int s27 = 1; s27 < 32; s27 += 1) {
+                M26 = max(M26, sh24[s27]);
+            }
+            float S28 = 0.0f;
+            for (int s29 = 0; s29 < 32; s29 += 1) {
+                S28 += ((sh24[s29] == M26) ? sh25[s29] : (sh25[s29] * exp((sh24[s29] - M26))));
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            const float inv30 = (1.0f / S28);
+            for (int k31 = 0; k31 < 50; k31 += 1) {
+                const int j32 = (lid1 + (k31 * 1024));
+                if ((j32 < 50257)) {
+                    const float t33 = p3[((row15 * 50257) + j32)];
+                    p4[((row15 * 50257) + j32)] = (((exp((t33 - M26)) * inv30) - ((j32 == t16) ? 1.0f : 0.0f)) * scale14);
+                }
+            }
+        } else {
+            for (int k34 = 0; k34 < 50; k34 += 1) {
+                const int j35 = (lid1 + (k34 * 1024));
+                if ((j35 < 50257)) {
+                    p4[((row15 * 50257) + j35)] = 0.0f;
+                }
+            }
+        }
+    } else if ((int(gid.x) < 257)) {
+        const int h1 = (int(gid.x) - 256);
+        const int lid1 = int(lid.x);
+        const int l32_2 = (lid1 % 32);
+        const int sg3 = (lid1 / 32);
+        float loss4 = 0.0f;
+        int cnt5 = 0;
+        for (int row6 = 0; row6 < 256; row6 += 1) {
+            const int t7 = p0[(row6 + 256)];
+            if (((t7 >= 0) && (t7 < 50257))) {
+                float m8 = (-INFINITY);
+                float s9 = 0.0f;
+                for (int k10 = 0; k10 < 50; k10 += 1) {
+                    const int j11 = (lid1 + (k10 * 1024));
+                    if ((j11 < 50257)) {
+                        const float t12 = p3[((row6 * 50257) + j11)];
+                        if ((t12 > m8)) {
+                            s9 = ((s9 * exp((m8 - t12))) + 1.0f);
+                            m8 = t12;
+                        } else {
+                            s9 += ((t12 == m8) ? 1.0f : exp((t12 - m8)));
+                        }
+                    }
+                }
+                const float M13 = simd_max(m8);
+                const float S14 = simd_sum(((m8 == M13) ? s9 : (s9 * exp((m8 - M13)))));
+                if ((l32_2 == 0)) {
+                    sh15[sg3] = M13;
+                    sh16[sg3] = S14;
+                }
+                threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+                float M17 = sh15[0];
+                for (int s18 = 1; s18 < 32; s18 += 1) {
+                    M17 = max(M17, sh15[s18]);
+                }
+                float S19 = 0.0f;
+                for (int s20 = 0; s20 < 32; s20 += 1) {
+                    S19 += ((sh15[s20] == M17) ? sh16[s20] : (sh16[s20] * exp((sh15[s20] - M17))));
+                }
+                threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+                const float t21 = p3[((row6 * 50257) + t7)];
+                loss4 += ((M17 - t21) + log(S19));
+                cnt5 += 1;
+            }
+        }
+        if ((lid1 == 0)) {
+            p5[0] = ((cnt5 > 0) ? (loss4 / float(cnt5)) : 0.0f);
+        }
+    }
+}
+
+// 2 independent kernels in one launch
+// part 0 (matmul): fuses matmul %1884 (loss.1)
+// part 1 (div_add_mul): fuses mul %1879, mul %1887, add %1888, div %1889 (loss.1)
+// threadgroup 128×1×1, grid 130×1×1 threadgroups
+kernel void matmul_div_add_mul_x2_0(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        const device float* p6 [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
+        device float* p8 [[buffer(8)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
+    threadgroup float sh[4352];
+    if ((int(gid.x) < 128)) {
+        const int h0 = (int(gid.x) - 0);
+        const int m01 = ((h0 / 32) * 64);
+        const int n02 = ((h0 % 32) * 64);
+        const int ti3 = int(lid.x);
+        const int sgi4 = int(sg);
+        const int sr5 = ((sgi4 / 2) * 32);
+        const int sc6 = ((sgi4 % 2) * 32);
+        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+        for (int k0 = 0; k0 < 50257; k0 += 16) {
+            for (int s7 = 0; s7 < 8; s7 += 1) {
+                const int l8 = ((s7 * 128) + ti3);
+                const int i9 = (l8 / 16);
+                const int k10 = (l8 % 16);
+                const int gi11 = (m01 + i9);
+                const int gk12 = (k0 + k10);
+                if ((gk12 < 50257)) {
+                    const float t13 = p0[((gi11 * 50257) + gk12)];
+                    sh[((i9 * 20) + k10)] = t13;
+                } else {
+                    sh[((i9 * 20) + k10)] = 0.0f;
+                }
+            }
+            for (int s14 = 0; s14 < 8; s14 += 1) {
+                const int l15 = ((s14 * 128) + ti3);
+                const int k16 = (l15 / 64);
+                const int i17 = (l15 % 64);
+                const int gi18 = (n02 + i17);
+                const int gk19 = (k0 + k16);
+                if ((gk19 < 50257)) {
+                    const float t20 = p1[((gk19 * 2048) + gi18)];
+                    sh[(((k16 * 68) + i17) + 1280)] = t20;
+                } else {
+                    sh[(((k16 * 68) + i17) + 1280)] = 0.0f;
+                }
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            for (int kk = 0; kk < 16; kk += 8) {
+                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa0, sh + ((sr5 * 20) + kk), 20);
+                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa1, sh + (((sr5 + 8) * 20) + kk), 20);
+                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa2, sh + (((sr5 + 16) * 20) + kk), 20);
+                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fa3, sh + (((sr5 + 24) * 20) + kk), 20);
+                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb0, sh + (((kk * 68) + sc6) + 1280), 68);
+                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb1, sh + (((kk * 68) + (sc6 + 8)) + 1280), 68);
+                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb2, sh + (((kk * 68) + (sc6 + 16)) + 1280), 68);
+                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+                simdgroup_load(fb3, sh + (((kk * 68) + (sc6 + 24)) + 1280), 68);
+                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
+            }
+            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        }
+        simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
+        simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
+        simdgroup_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
+        simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
+        simdgroup_store(acc2_0, sh + (((sr5 + 16) * 68) + sc6), 68);
+        simdgroup_store(acc2_1, sh + (((sr5 + 16) * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc2_2, sh + (((sr5 + 16) * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc2_3, sh + (((sr5 + 16) * 68) + (sc6 + 24)), 68);
+        simdgroup_store(acc3_0, sh + (((sr5 + 24) * 68) + sc6), 68);
+        simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
+        simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
+        simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
+        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        for (int s21 = 0; s21 < 32; s21 += 1) {
+            const int l22 = ((s21 * 128) + ti3);
+            const int i23 = (l22 / 64);
+            const int j24 = (l22 % 64);
+            const int gi25 = (m01 + i23);
+            const int gj26 = (n02 + j24);
+            p2[((gi25 * 2048) + gj26)] = sh[((i23 * 68) + j24)];
+        }
+    } else if ((int(gid.x) < 130)) {
+        const int h1 = (int(gid.x) - 128);
+        const int i1 = ((h1 * 128) + int(lid.x));
+        if ((i1 >= 1)) {
+            return;
+        }
+        const float t2 = p3[i1];
+        const float t3 = p4[i1];
+        const float t4 = (t2 * t3);
+        const float t5 = p5[i1];
+        const float t6 = p6[i1];
+        const float t7 = (t5 * t6);
+        const float t8 = (t4 + t7);
+        const float t9 = p7[i1];
+        const float t10 = (t8 / t9);
+        p8[i1] = t10;
+    }
+}
+
+// fuses mul %190, reduce_sum %191, scale %192, add %1890, add %1891, add %1892, add %1893,
+//   add %1894, add %1895, add %1896, add %1897, add %1898
 // threadgroup 32×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_0(
+kernel void reduce_sum_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -2616,141 +3240,18 @@ kernel void reduce_sum_0(
     p13[row4] = t28;
 }
 
-// fuses matmul %1867
-// threadgroup 128×1×1, grid 32×8×1 threadgroups
-kernel void matmul_8(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        device float* p2 [[buffer(2)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]],
-        uint sg [[simdgroup_index_in_threadgroup]]) {
-    const int c1 = int(gid.z);
-    const int m02 = (int(gid.y) * 64);
-    const int n03 = (int(gid.x) * 64);
-    threadgroup float sh[4352];
-    const int ti4 = int(lid.x);
-    const int sgi5 = int(sg);
-    const int sr6 = ((sgi5 / 2) * 32);
-    const int sc7 = ((sgi5 % 2) * 32);
-    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-    for (int k0 = 0; k0 < 50257; k0 += 16) {
-        for (int s8 = 0; s8 < 8; s8 += 1) {
-            const int l9 = ((s8 * 128) + ti4);
-            const int i10 = (l9 / 16);
-            const int k11 = (l9 % 16);
-            const int gi12 = (m02 + i10);
-            const int gk13 = (k0 + k11);
-            if ((gk13 < 50257)) {
-                const float t14 = p0[((((c1 * 512) + gi12) * 50257) + gk13)];
-                sh[((i10 * 20) + k11)] = t14;
-            } else {
-                sh[((i10 * 20) + k11)] = 0.0f;
-            }
-        }
-        for (int s15 = 0; s15 < 8; s15 += 1) {
-            const int l16 = ((s15 * 128) + ti4);
-            const int k17 = (l16 / 64);
-            const int i18 = (l16 % 64);
-            const int gi19 = (n03 + i18);
-            const int gk20 = (k0 + k17);
-            if ((gk20 < 50257)) {
-                const float t21 = p1[((gk20 * 2048) + gi19)];
-                sh[(((k17 * 68) + i18) + 1280)] = t21;
-            } else {
-                sh[(((k17 * 68) + i18) + 1280)] = 0.0f;
-            }
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        for (int kk = 0; kk < 16; kk += 8) {
-            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
-            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa1, sh + (((sr6 + 8) * 20) + kk), 20);
-            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa2, sh + (((sr6 + 16) * 20) + kk), 20);
-            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fa3, sh + (((sr6 + 24) * 20) + kk), 20);
-            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb0, sh + (((kk * 68) + sc7) + 1280), 68);
-            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb1, sh + (((kk * 68) + (sc7 + 8)) + 1280), 68);
-            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb2, sh + (((kk * 68) + (sc7 + 16)) + 1280), 68);
-            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-            simdgroup_load(fb3, sh + (((kk * 68) + (sc7 + 24)) + 1280), 68);
-            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
-            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
-            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
-            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    }
-    simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
-    simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc0_2, sh + ((sr6 * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc0_3, sh + ((sr6 * 68) + (sc7 + 24)), 68);
-    simdgroup_store(acc1_0, sh + (((sr6 + 8) * 68) + sc7), 68);
-    simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-    simdgroup_store(acc2_0, sh + (((sr6 + 16) * 68) + sc7), 68);
-    simdgroup_store(acc2_1, sh + (((sr6 + 16) * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc2_2, sh + (((sr6 + 16) * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc2_3, sh + (((sr6 + 16) * 68) + (sc7 + 24)), 68);
-    simdgroup_store(acc3_0, sh + (((sr6 + 24) * 68) + sc7), 68);
-    simdgroup_store(acc3_1, sh + (((sr6 + 24) * 68) + (sc7 + 8)), 68);
-    simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
-    simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    for (int s22 = 0; s22 < 32; s22 += 1) {
-        const int l23 = ((s22 * 128) + ti4);
-        const int i24 = (l23 / 64);
-        const int j25 = (l23 % 64);
-        const int gi26 = (m02 + i24);
-        const int gj27 = (n03 + j25);
-        p2[((((c1 * 512) + gi26) * 2048) + gj27)] = sh[((i24 * 68) + j25)];
-    }
-}
-
-// fuses rmsnorm_bwd %1868
+// fuses concat %1885, reshape %1899, rmsnorm_bwd %1900
 // threadgroup 256×1×1, grid 512×1×1 threadgroups
 kernel void rmsnorm_bwd_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
-        device float* p3 [[buffer(3)]],
+        const device float* p3 [[buffer(3)]],
+        device float* p4 [[buffer(4)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    threadgroup float sh18[8];
-    threadgroup float sh19[8];
+    threadgroup float sh20[8];
+    threadgroup float sh21[8];
     const int lid1 = int(lid.x);
     const int l32_2 = (lid1 % 32);
     const int sg3 = (lid1 / 32);
@@ -2765,43 +3266,50 @@ kernel void rmsnorm_bwd_0(
         const int j12 = (lid1 + (k11 * 256));
         const float t13 = p0[((((c5 * 512) + c6) * 2048) + j12)];
         reg7[k11] = t13;
-        const float t14 = p1[((((c5 * 512) + c6) * 2048) + j12)];
-        reg8[k11] = t14;
-        const float t15 = p2[j12];
+        float cat14 = 0.0f;
+        if (((((((c5 * 512) + c6) * 2048) + j12) / 2048) < 256)) {
+            const float t15 = p1[((((((((c5 * 512) + c6) * 2048) + j12) / 2048) - 0) * 2048) + (((((c5 * 512) + c6) * 2048) + j12) % 2048))];
+            cat14 = t15;
+        } else {
+            const float t16 = p2[((((((((c5 * 512) + c6) * 2048) + j12) / 2048) - 256) * 2048) + (((((c5 * 512) + c6) * 2048) + j12) % 2048))];
+            cat14 = t16;
+        }
+        reg8[k11] = cat14;
+        const float t17 = p3[j12];
         ss9 += (t13 * t13);
-        dot10 += ((t14 * t15) * t13);
+        dot10 += ((cat14 * t17) * t13);
     }
-    const float s16 = simd_sum(ss9);
-    const float s17 = simd_sum(dot10);
+    const float s18 = simd_sum(ss9);
+    const float s19 = simd_sum(dot10);
     if ((l32_2 == 0)) {
-        sh18[sg3] = s16;
-        sh19[sg3] = s17;
+        sh20[sg3] = s18;
+        sh21[sg3] = s19;
     }
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    float acc20 = sh18[0];
-    for (int s21 = 1; s21 < 8; s21 += 1) {
-        acc20 += sh18[s21];
-    }
-    float acc22 = sh19[0];
+    float acc22 = sh20[0];
     for (int s23 = 1; s23 < 8; s23 += 1) {
-        acc22 += sh19[s23];
+        acc22 += sh20[s23];
+    }
+    float acc24 = sh21[0];
+    for (int s25 = 1; s25 < 8; s25 += 1) {
+        acc24 += sh21[s25];
     }
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    const float r24 = rsqrt(((acc20 / 2048.0f) + 1e-05f));
-    const float mean25 = ((acc22 * r24) / 2048.0f);
-    for (int k26 = 0; k26 < 8; k26 += 1) {
-        const int j27 = (lid1 + (k26 * 256));
-        const float xh28 = (reg7[k26] * r24);
-        const float t29 = p2[j27];
-        p3[((((c5 * 512) + c6) * 2048) + j27)] = (r24 * ((reg8[k26] * t29) - (xh28 * mean25)));
+    const float r26 = rsqrt(((acc22 / 2048.0f) + 1e-05f));
+    const float mean27 = ((acc24 * r26) / 2048.0f);
+    for (int k28 = 0; k28 < 8; k28 += 1) {
+        const int j29 = (lid1 + (k28 * 256));
+        const float xh30 = (reg7[k28] * r26);
+        const float t31 = p3[j29];
+        p4[((((c5 * 512) + c6) * 2048) + j29)] = (r26 * ((reg8[k28] * t31) - (xh30 * mean27)));
     }
 }
 
 // 2 independent kernels in one launch
-// part 0 (matmul): fuses scale %1870, matmul %1873 (mamba.29)
-// part 1 (matmul): fuses scale %1870, reshape %1874, reshape %1875, matmul %1876 (mamba.29)
+// part 0 (matmul): fuses scale %1902, matmul %1905 (mamba.29)
+// part 1 (matmul): fuses scale %1902, reshape %1906, reshape %1907, matmul %1908 (mamba.29)
 // threadgroup 128×1×1, grid 80×1×1 threadgroups
-kernel void matmul_x2_0(
+kernel void matmul_x2_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -3040,11 +3548,11 @@ kernel void matmul_x2_0(
 }
 
 // 2 independent kernels in one launch
-// part 0 (matmul): fuses reshape %1878, reshape %1879, matmul %1880 (mamba.29)
-// part 1 (matmul): fuses slice %1829, dequant %1871, matmul %1872, matmul %1877, add %1881, mul %1883,
-//   sigmoid %1884, const %1885, sub %1886, mul %1887, add %1888, mul %1889 (mamba.29)
+// part 0 (matmul): fuses reshape %1910, reshape %1911, matmul %1912 (mamba.29)
+// part 1 (matmul): fuses slice %1830, dequant %1903, matmul %1904, matmul %1909, add %1913, mul %1915,
+//   sigmoid %1916, const %1917, sub %1918, mul %1919, add %1920, mul %1921 (mamba.29)
 // threadgroup 128×1×1, grid 640×1×1 threadgroups
-kernel void matmul_x2_1(
+kernel void matmul_x2_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -3358,7 +3866,7 @@ kernel void matmul_x2_1(
     }
 }
 
-// fuses slice %1834, slice %1835, neg %1841, mul %1882, selective_scan_bwd %1890 (mamba.29)
+// fuses slice %1835, slice %1836, neg %1842, mul %1914, selective_scan_bwd %1922 (mamba.29)
 // threadgroup 1024×1×1, grid 80×1×1 threadgroups
 kernel void selective_scan_bwd_0(
         const device float* p0 [[buffer(0)]],
@@ -3515,9 +4023,9 @@ kernel void selective_scan_bwd_0(
     }
 }
 
-// fuses sigmoid %1896, mul %1897, matmul %1898 (mamba.29)
+// fuses sigmoid %1928, mul %1929, matmul %1930 (mamba.29)
 // threadgroup 128×1×1, grid 2×8×1 threadgroups
-kernel void matmul_9(
+kernel void matmul_8(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -3635,10 +4143,10 @@ kernel void matmul_9(
     }
 }
 
-// fuses concat %1899, matmul %1900, add %1901, sigmoid %1902, const %1903, sub %1904, mul %1905,
-//   add %1906, mul %1907 (mamba.29)
+// fuses concat %1931, matmul %1932, add %1933, sigmoid %1934, const %1935, sub %1936, mul %1937,
+//   add %1938, mul %1939 (mamba.29)
 // threadgroup 128×1×1, grid 64×8×1 threadgroups
-kernel void matmul_10(
+kernel void matmul_9(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -3777,9 +4285,9 @@ kernel void matmul_10(
     }
 }
 
-// fuses slice %1828, causal_conv1d_bwd %1908, concat %1911, scale %1912, matmul %1915 (mamba.29)
+// fuses slice %1829, causal_conv1d_bwd %1940, concat %1943, scale %1944, matmul %1947 (mamba.29)
 // threadgroup 128×1×1, grid 2×8×1 threadgroups
-kernel void matmul_11(
+kernel void matmul_10(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -3922,9 +4430,9 @@ kernel void matmul_11(
 }
 
 // 3 independent kernels in one launch
-// part 0 (matmul): fuses concat %1911, scale %1912, reshape %1916, reshape %1917, matmul %1918 (mamba.29)
-// part 1 (matmul): fuses reshape %1920, reshape %1921, matmul %1922 (mamba.29)
-// part 2 (matmul): fuses concat %1911, dequant %1913, matmul %1914, matmul %1919, add %1923 (mamba.29)
+// part 0 (matmul): fuses concat %1943, scale %1944, reshape %1948, reshape %1949, matmul %1950 (mamba.29)
+// part 1 (matmul): fuses reshape %1952, reshape %1953, matmul %1954 (mamba.29)
+// part 2 (matmul): fuses concat %1943, dequant %1945, matmul %1946, matmul %1951, add %1955 (mamba.29)
 // threadgroup 128×1×1, grid 576×1×1 threadgroups
 kernel void matmul_x3_0(
         const device float* p0 [[buffer(0)]],
@@ -4355,7 +4863,7 @@ kernel void matmul_x3_0(
     }
 }
 
-// fuses rmsnorm_bwd %1924, add %1926 (mamba.29)
+// fuses rmsnorm_bwd %1956, add %1958 (mamba.29)
 // threadgroup 256×1×1, grid 512×1×1 threadgroups
 kernel void rmsnorm_bwd_1(
         const device float* p0 [[buffer(0)]],
@@ -4416,9 +4924,9 @@ kernel void rmsnorm_bwd_1(
     }
 }
 
-// fuses reshape %2041, gather %2049, mul %2051, reduce_sum %2052 (moe.8)
+// fuses reshape %2073, gather %2081, mul %2083, reduce_sum %2084 (moe.8)
 // threadgroup 256×1×1, grid 1024×1×1 threadgroups
-kernel void reduce_sum_1(
+kernel void reduce_sum_2(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -4455,9 +4963,9 @@ kernel void reduce_sum_1(
 }
 
 // 2 independent kernels in one launch
-// part 0 (scatter_add): fuses reshape %2053, reshape %2054, scatter_add %2055 (moe.8)
-// part 1 (grouped_matmul): fuses reshape %1699, gather %1700, reshape %1701, broadcast %1702, reshape %2041, gather %2049,
-//   mul %2050, scale %2057, grouped_matmul %2060 (moe.8)
+// part 0 (scatter_add): fuses reshape %2085, reshape %2086, scatter_add %2087 (moe.8)
+// part 1 (grouped_matmul): fuses reshape %1700, gather %1701, reshape %1702, broadcast %1703, reshape %2073, gather %2081,
+//   mul %2082, scale %2089, grouped_matmul %2092 (moe.8)
 // threadgroup 128×1×1, grid 296×1×1 threadgroups
 kernel void scatter_add_grouped_matmul_x2_0(
         const device int* p0 [[buffer(0)]],
@@ -4633,11 +5141,11 @@ kernel void scatter_add_grouped_matmul_x2_0(
 }
 
 // 3 independent kernels in one launch
-// part 0 (grouped_matmul_wgrad): fuses scale %2057, grouped_matmul_wgrad %2061 (moe.8)
-// part 1 (grouped_matmul_wgrad): fuses grouped_matmul_wgrad %2063 (moe.8)
-// part 2 (grouped_matmul): fuses slice %1690, slice %1691, dequant %2058, grouped_matmul %2059, grouped_matmul %2062,
-//   add %2064, mul %2065, mul %2066, sigmoid %2067, const %2068, sub %2069, mul %2070, add %2071,
-//   mul %2072 (moe.8)
+// part 0 (grouped_matmul_wgrad): fuses scale %2089, grouped_matmul_wgrad %2093 (moe.8)
+// part 1 (grouped_matmul_wgrad): fuses grouped_matmul_wgrad %2095 (moe.8)
+// part 2 (grouped_matmul): fuses slice %1691, slice %1692, dequant %2090, grouped_matmul %2091, grouped_matmul %2094,
+//   add %2096, mul %2097, mul %2098, sigmoid %2099, const %2100, sub %2101, mul %2102, add %2103,
+//   mul %2104 (moe.8)
 // threadgroup 128×1×1, grid 13952×1×1 threadgroups
 kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
         const device int* p0 [[buffer(0)]],
@@ -5119,8 +5627,8 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
 }
 
 // 2 independent kernels in one launch
-// part 0 (grouped_matmul): fuses concat %2073, scale %2074, grouped_matmul %2077 (moe.8)
-// part 1 (grouped_matmul_wgrad): fuses concat %2073, scale %2074, grouped_matmul_wgrad %2078 (moe.8)
+// part 0 (grouped_matmul): fuses concat %2105, scale %2106, grouped_matmul %2109 (moe.8)
+// part 1 (grouped_matmul_wgrad): fuses concat %2105, scale %2106, grouped_matmul_wgrad %2110 (moe.8)
 // threadgroup 128×1×1, grid 2976×1×1 threadgroups
 kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
         const device int* p0 [[buffer(0)]],
@@ -5406,8 +5914,8 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
 }
 
 // 2 independent kernels in one launch
-// part 0 (grouped_matmul_wgrad): fuses reshape %1673, gather %1684, grouped_matmul_wgrad %2080 (moe.8)
-// part 1 (grouped_matmul): fuses concat %2073, dequant %2075, grouped_matmul %2076, grouped_matmul %2079, add %2081 (moe.8)
+// part 0 (grouped_matmul_wgrad): fuses reshape %1674, gather %1685, grouped_matmul_wgrad %2112 (moe.8)
+// part 1 (grouped_matmul): fuses concat %2105, dequant %2107, grouped_matmul %2108, grouped_matmul %2111, add %2113 (moe.8)
 // threadgroup 128×1×1, grid 5120×1×1 threadgroups
 kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
         const device int* p0 [[buffer(0)]],
@@ -5753,8 +6261,8 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
 }
 
 // 2 independent kernels in one launch
-// part 0 (scatter_add): fuses scatter_add %2082 (moe.8)
-// part 1 (reduce_sum): fuses broadcast %1679, reshape %2056, mul %2084, div %2085, neg %2086, reduce_sum %2087 (moe.8)
+// part 0 (scatter_add): fuses scatter_add %2114 (moe.8)
+// part 1 (reduce_sum): fuses broadcast %1680, reshape %2088, mul %2116, div %2117, neg %2118, reduce_sum %2119 (moe.8)
 // threadgroup 256×1×1, grid 34×1×1 threadgroups
 kernel void scatter_add_reduce_sum_x2_0(
         device float* p0 [[buffer(0)]],
@@ -5800,12 +6308,12 @@ kernel void scatter_add_reduce_sum_x2_0(
     }
 }
 
-// fuses broadcast %1679, const %1865, scale %2042, reshape %2043, broadcast %2044, mul %2045,
-//   reshape %2046, broadcast %2047, scale %2048, reshape %2056, div %2083, reshape %2088,
-//   broadcast %2089, add %2090, one_hot %2091, reshape %2092, broadcast %2093, mul %2094,
-//   reduce_sum %2095, add %2096 (moe.8)
+// fuses const %1, broadcast %1680, scale %2074, reshape %2075, broadcast %2076, mul %2077,
+//   reshape %2078, broadcast %2079, scale %2080, reshape %2088, div %2115, reshape %2120,
+//   broadcast %2121, add %2122, one_hot %2123, reshape %2124, broadcast %2125, mul %2126,
+//   reduce_sum %2127, add %2128 (moe.8)
 // threadgroup 64×1×1, grid 128×1×1 threadgroups
-kernel void reduce_sum_2(
+kernel void reduce_sum_3(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -5849,9 +6357,9 @@ kernel void reduce_sum_2(
     }
 }
 
-// fuses mul %2097, reduce_sum %2098, broadcast %2099, sub %2100, mul %2101 (moe.8)
+// fuses mul %2129, reduce_sum %2130, broadcast %2131, sub %2132, mul %2133 (moe.8)
 // threadgroup 256×1×1, grid 2×1×1 threadgroups
-kernel void reduce_sum_3(
+kernel void reduce_sum_4(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -5876,9 +6384,9 @@ kernel void reduce_sum_3(
     }
 }
 
-// fuses matmul %2102 (moe.8)
+// fuses matmul %2134 (moe.8)
 // threadgroup 128×1×1, grid 32×8×1 threadgroups
-kernel void matmul_12(
+kernel void matmul_11(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -5999,7 +6507,7 @@ kernel void matmul_12(
     }
 }
 
-// fuses add %2103, reshape %2104, rmsnorm_bwd %2105, add %2107 (moe.8)
+// fuses add %2135, reshape %2136, rmsnorm_bwd %2137, add %2139 (moe.8)
 // threadgroup 256×1×1, grid 512×1×1 threadgroups
 kernel void rmsnorm_bwd_2(
         const device float* p0 [[buffer(0)]],
@@ -6064,10 +6572,10 @@ kernel void rmsnorm_bwd_2(
 }
 
 // 2 independent kernels in one launch
-// part 0 (selective_scan_bwd): fuses slice %838, slice %839, neg %845, mul %3129, selective_scan_bwd %3137 (mamba.13)
-// part 1 (reduce_sum): fuses reshape %4412, reshape %4413, reshape %4414, reshape %4415, reshape %4416, reshape %4417,
-//   reshape %4418, reshape %4419, reshape %4420, reshape %4421, reshape %4422, concat %4423,
-//   square %4424, reduce_sum %4425 (optimizer)
+// part 0 (selective_scan_bwd): fuses slice %839, slice %840, neg %846, mul %3161, selective_scan_bwd %3169 (mamba.13)
+// part 1 (reduce_sum): fuses reshape %4444, reshape %4445, reshape %4446, reshape %4447, reshape %4448, reshape %4449,
+//   reshape %4450, reshape %4451, reshape %4452, reshape %4453, reshape %4454, concat %4455,
+//   square %4456, reduce_sum %4457 (optimizer)
 // threadgroup 1024×1×1, grid 81×1×1 threadgroups
 kernel void selective_scan_bwd_reduce_sum_x2_0(
         const device float* p0 [[buffer(0)]],
@@ -6301,11 +6809,11 @@ kernel void selective_scan_bwd_reduce_sum_x2_0(
 }
 
 // 3 independent kernels in one launch
-// part 0 (selective_scan_bwd): fuses slice %792, slice %793, neg %799, mul %3186, selective_scan_bwd %3194 (mamba.12)
-// part 1 (reduce_sum): fuses reshape %4400, reshape %4401, reshape %4402, reshape %4403, concat %4404, square %4405,
-//   reduce_sum %4406 (optimizer)
-// part 2 (reduce_sum): fuses reshape %4427, reshape %4428, reshape %4429, concat %4430, square %4431,
-//   reduce_sum %4432 (optimizer)
+// part 0 (selective_scan_bwd): fuses slice %793, slice %794, neg %800, mul %3218, selective_scan_bwd %3226 (mamba.12)
+// part 1 (reduce_sum): fuses reshape %4432, reshape %4433, reshape %4434, reshape %4435, concat %4436, square %4437,
+//   reduce_sum %4438 (optimizer)
+// part 2 (reduce_sum): fuses reshape %4459, reshape %4460, reshape %4461, concat %4462, square %4463,
+//   reduce_sum %4464 (optimizer)
 // threadgroup 1024×1×1, grid 82×1×1 threadgroups
 kernel void selective_scan_bwd_reduce_sum_x3_0(
         const device float* p0 [[buffer(0)]],
@@ -6552,12 +7060,12 @@ kernel void selective_scan_bwd_reduce_sum_x3_0(
 }
 
 // 5 independent kernels in one launch
-// part 0 (selective_scan_bwd): fuses slice %602, slice %603, neg %609, mul %3424, selective_scan_bwd %3432 (mamba.9)
-// part 1 (reduce_sum): fuses reshape %4354, square %4355, reduce_sum %4356 (optimizer)
-// part 2 (reduce_sum): fuses reshape %4373, reshape %4374, reshape %4375, reshape %4376, concat %4377, square %4378,
-//   reduce_sum %4379 (optimizer)
-// part 3 (reduce_sum): fuses reshape %4381, square %4382, reduce_sum %4383 (optimizer)
-// part 4 (reduce_sum): fuses reshape %4408, square %4409, reduce_sum %4410 (optimizer)
+// part 0 (selective_scan_bwd): fuses slice %603, slice %604, neg %610, mul %3456, selective_scan_bwd %3464 (mamba.9)
+// part 1 (reduce_sum): fuses reshape %4386, square %4387, reduce_sum %4388 (optimizer)
+// part 2 (reduce_sum): fuses reshape %4405, reshape %4406, reshape %4407, reshape %4408, concat %4409, square %4410,
+//   reduce_sum %4411 (optimizer)
+// part 3 (reduce_sum): fuses reshape %4413, square %4414, reduce_sum %4415 (optimizer)
+// part 4 (reduce_sum): fuses reshape %4440, square %4441, reduce_sum %4442 (optimizer)
 // threadgroup 1024×1×1, grid 84×1×1 threadgroups
 kernel void selective_scan_bwd_reduce_sum_x5_0(
         const device float* p0 [[buffer(0)]],
@@ -6848,12 +7356,12 @@ kernel void selective_scan_bwd_reduce_sum_x5_0(
 }
 
 // 4 independent kernels in one launch
-// part 0 (selective_scan_bwd): fuses slice %458, slice %459, neg %465, mul %3605, selective_scan_bwd %3613 (mamba.7)
-// part 1 (reduce_sum): fuses reshape %4319, reshape %4320, reshape %4321, reshape %4322, concat %4323, square %4324,
-//   reduce_sum %4325 (optimizer)
-// part 2 (reduce_sum): fuses reshape %4327, square %4328, reduce_sum %4329 (optimizer)
-// part 3 (reduce_sum): fuses reshape %4346, reshape %4347, reshape %4348, reshape %4349, concat %4350, square %4351,
-//   reduce_sum %4352 (optimizer)
+// part 0 (selective_scan_bwd): fuses slice %459, slice %460, neg %466, mul %3637, selective_scan_bwd %3645 (mamba.7)
+// part 1 (reduce_sum): fuses reshape %4351, reshape %4352, reshape %4353, reshape %4354, concat %4355, square %4356,
+//   reduce_sum %4357 (optimizer)
+// part 2 (reduce_sum): fuses reshape %4359, square %4360, reduce_sum %4361 (optimizer)
+// part 3 (reduce_sum): fuses reshape %4378, reshape %4379, reshape %4380, reshape %4381, concat %4382, square %4383,
+//   reduce_sum %4384 (optimizer)
 // threadgroup 1024×1×1, grid 83×1×1 threadgroups
 kernel void selective_scan_bwd_reduce_sum_x4_0(
         const device float* p0 [[buffer(0)]],
@@ -7132,12 +7640,12 @@ kernel void selective_scan_bwd_reduce_sum_x4_0(
 }
 
 // 4 independent kernels in one launch
-// part 0 (selective_scan_bwd): fuses slice %268, slice %269, neg %275, mul %3843, selective_scan_bwd %3851 (mamba.4)
-// part 1 (reduce_sum): fuses reshape %4265, reshape %4266, reshape %4267, reshape %4268, concat %4269, square %4270,
-//   reduce_sum %4271 (optimizer)
-// part 2 (reduce_sum): fuses reshape %4292, reshape %4293, reshape %4294, reshape %4295, concat %4296, square %4297,
-//   reduce_sum %4298 (optimizer)
-// part 3 (reduce_sum): fuses reshape %4300, square %4301, reduce_sum %4302 (optimizer)
+// part 0 (selective_scan_bwd): fuses slice %269, slice %270, neg %276, mul %3875, selective_scan_bwd %3883 (mamba.4)
+// part 1 (reduce_sum): fuses reshape %4297, reshape %4298, reshape %4299, reshape %4300, concat %4301, square %4302,
+//   reduce_sum %4303 (optimizer)
+// part 2 (reduce_sum): fuses reshape %4324, reshape %4325, reshape %4326, reshape %4327, concat %4328, square %4329,
+//   reduce_sum %4330 (optimizer)
+// part 3 (reduce_sum): fuses reshape %4332, square %4333, reduce_sum %4334 (optimizer)
 // threadgroup 1024×1×1, grid 83×1×1 threadgroups
 kernel void selective_scan_bwd_reduce_sum_x4_1(
         const device float* p0 [[buffer(0)]],
@@ -7416,10 +7924,10 @@ kernel void selective_scan_bwd_reduce_sum_x4_1(
 }
 
 // 2 independent kernels in one launch
-// part 0 (matmul): fuses concat %4167, scale %4168, reshape %4170, reshape %4171, matmul %4172 (mamba.0)
-// part 1 (matmul): fuses reshape %4173, reshape %4174, matmul %4175 (mamba.0)
+// part 0 (matmul): fuses concat %4199, scale %4200, reshape %4202, reshape %4203, matmul %4204 (mamba.0)
+// part 1 (matmul): fuses reshape %4205, reshape %4206, matmul %4207 (mamba.0)
 // threadgroup 128×1×1, grid 320×1×1 threadgroups
-kernel void matmul_x2_2(
+kernel void matmul_x2_3(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -7665,12 +8173,12 @@ kernel void matmul_x2_2(
 }
 
 // 2 independent kernels in one launch
-// part 0 (reduce_sum): fuses reshape %4176, reshape %4177, reshape %4178, reshape %4179, reshape %4180, reshape %4181,
-//   reshape %4182, reshape %4183, reshape %4184, reshape %4185, reshape %4186, reshape %4187,
-//   reshape %4188, concat %4189, square %4190, reduce_sum %4191, add %4195, add %4210, add %4218,
-//   add %4222, add %4237 (optimizer)
-// part 1 (reduce_sum): fuses reshape %4238, reshape %4239, reshape %4240, reshape %4241, concat %4242, square %4243,
-//   reduce_sum %4244 (optimizer)
+// part 0 (reduce_sum): fuses reshape %4208, reshape %4209, reshape %4210, reshape %4211, reshape %4212, reshape %4213,
+//   reshape %4214, reshape %4215, reshape %4216, reshape %4217, reshape %4218, reshape %4219,
+//   reshape %4220, concat %4221, square %4222, reduce_sum %4223, add %4227, add %4242, add %4250,
+//   add %4254, add %4269 (optimizer)
+// part 1 (reduce_sum): fuses reshape %4270, reshape %4271, reshape %4272, reshape %4273, concat %4274, square %4275,
+//   reduce_sum %4276 (optimizer)
 // threadgroup 1024×1×1, grid 2×1×1 threadgroups
 kernel void reduce_sum_x2_0(
         const device float* p0 [[buffer(0)]],
@@ -7819,12 +8327,12 @@ kernel void reduce_sum_x2_0(
     }
 }
 
-// fuses add %4245, reshape %4246, square %4247, reduce_sum %4248, add %4249, add %4264,
-//   add %4272, add %4276, add %4291, add %4299, add %4303, add %4318, add %4326, add %4330,
-//   add %4345, add %4353, add %4357, add %4372, add %4380, add %4384, add %4399, add %4407,
-//   add %4411, add %4426, add %4433, sqrt %4434 (optimizer)
+// fuses add %4277, reshape %4278, square %4279, reduce_sum %4280, add %4281, add %4296,
+//   add %4304, add %4308, add %4323, add %4331, add %4335, add %4350, add %4358, add %4362,
+//   add %4377, add %4385, add %4389, add %4404, add %4412, add %4416, add %4431, add %4439,
+//   add %4443, add %4458, add %4465, sqrt %4466 (optimizer)
 // threadgroup 1024×1×1, grid 1×1×1 threadgroups
-kernel void reduce_sum_4(
+kernel void reduce_sum_5(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -7923,7 +8431,7 @@ kernel void reduce_sum_4(
     }
 }
 
-// fuses const %4435, const %4436, div %4437, min %4438 (optimizer)
+// fuses const %4467, const %4468, div %4469, min %4470 (optimizer)
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
 kernel void min_div_0(
         const device float* p0 [[buffer(0)]],
@@ -7940,11 +8448,11 @@ kernel void min_div_0(
 }
 
 // 5 independent kernels in one launch
-// part 0 (adamw_mul): fuses broadcast %4439, mul %4440, adamw %4755 (optimizer)
-// part 1 (adamw_mul): fuses broadcast %4441, mul %4442, adamw %4760 (optimizer)
-// part 2 (adamw_mul): fuses broadcast %4443, mul %4444, adamw %4765 (optimizer)
-// part 3 (adamw_mul): fuses broadcast %4445, mul %4446, adamw %4770 (optimizer)
-// part 4 (adamw_mul): fuses broadcast %4447, mul %4448, adamw %4775 (optimizer)
+// part 0 (adamw_mul): fuses broadcast %4471, mul %4472, adamw %4787 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %4473, mul %4474, adamw %4792 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %4475, mul %4476, adamw %4797 (optimizer)
+// part 3 (adamw_mul): fuses broadcast %4477, mul %4478, adamw %4802 (optimizer)
+// part 4 (adamw_mul): fuses broadcast %4479, mul %4480, adamw %4807 (optimizer)
 // threadgroup 256×1×1, grid 6048×1×1 threadgroups
 kernel void adamw_mul_x5_0(
         const device float* p0 [[buffer(0)]],
@@ -8061,11 +8569,11 @@ kernel void adamw_mul_x5_0(
 }
 
 // 5 independent kernels in one launch
-// part 0 (adamw_mul): fuses broadcast %4449, mul %4450, adamw %4780 (optimizer)
-// part 1 (adamw_mul): fuses broadcast %4451, mul %4452, adamw %4785 (optimizer)
-// part 2 (adamw_mul): fuses broadcast %4453, mul %4454, adamw %4790 (optimizer)
-// part 3 (adamw_mul): fuses broadcast %4455, mul %4456, adamw %4795 (optimizer)
-// part 4 (adamw_mul): fuses broadcast %4457, mul %4458, adamw %4800 (optimizer)
+// part 0 (adamw_mul): fuses broadcast %4481, mul %4482, adamw %4812 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %4483, mul %4484, adamw %4817 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %4485, mul %4486, adamw %4822 (optimizer)
+// part 3 (adamw_mul): fuses broadcast %4487, mul %4488, adamw %4827 (optimizer)
+// part 4 (adamw_mul): fuses broadcast %4489, mul %4490, adamw %4832 (optimizer)
 // threadgroup 256×1×1, grid 8064×1×1 threadgroups
 kernel void adamw_mul_x5_1(
         const device float* p0 [[buffer(0)]],
@@ -8182,11 +8690,11 @@ kernel void adamw_mul_x5_1(
 }
 
 // 5 independent kernels in one launch
-// part 0 (adamw_mul): fuses broadcast %4459, mul %4460, adamw %4805 (optimizer)
-// part 1 (adamw_mul): fuses broadcast %4461, mul %4462, adamw %4810 (optimizer)
-// part 2 (adamw_mul): fuses broadcast %4463, mul %4464, adamw %4815 (optimizer)
-// part 3 (adamw_mul): fuses broadcast %4465, mul %4466, adamw %4820 (optimizer)
-// part 4 (adamw_mul): fuses broadcast %4467, mul %4468, adamw %4825 (optimizer)
+// part 0 (adamw_mul): fuses broadcast %4491, mul %4492, adamw %4837 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %4493, mul %4494, adamw %4842 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %4495, mul %4496, adamw %4847 (optimizer)
+// part 3 (adamw_mul): fuses broadcast %4497, mul %4498, adamw %4852 (optimizer)
+// part 4 (adamw_mul): fuses broadcast %4499, mul %4500, adamw %4857 (optimizer)
 // threadgroup 256×1×1, grid 49728×1×1 threadgroups
 kernel void adamw_mul_x5_2(
         const device float* p0 [[buffer(0)]],
@@ -8303,11 +8811,11 @@ kernel void adamw_mul_x5_2(
 }
 
 // 5 independent kernels in one launch
-// part 0 (adamw_mul): fuses broadcast %4469, mul %4470, adamw %4830 (optimizer)
-// part 1 (adamw_mul): fuses broadcast %4471, mul %4472, adamw %4835 (optimizer)
-// part 2 (adamw_mul): fuses broadcast %4473, mul %4474, adamw %4840 (optimizer)
-// part 3 (adamw_mul): fuses broadcast %4475, mul %4476, adamw %4845 (optimizer)
-// part 4 (adamw_mul): fuses broadcast %4477, mul %4478, adamw %4850 (optimizer)
+// part 0 (adamw_mul): fuses broadcast %4501, mul %4502, adamw %4862 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %4503, mul %4504, adamw %4867 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %4505, mul %4506, adamw %4872 (optimizer)
+// part 3 (adamw_mul): fuses broadcast %4507, mul %4508, adamw %4877 (optimizer)
+// part 4 (adamw_mul): fuses broadcast %4509, mul %4510, adamw %4882 (optimizer)
 // threadgroup 256×1×1, grid 10752×1×1 threadgroups
 kernel void adamw_mul_x5_3(
         const device float* p0 [[buffer(0)]],
@@ -8424,11 +8932,11 @@ kernel void adamw_mul_x5_3(
 }
 
 // 5 independent kernels in one launch
-// part 0 (adamw_mul): fuses broadcast %4489, mul %4490, adamw %4880 (optimizer)
-// part 1 (adamw_mul): fuses broadcast %4491, mul %4492, adamw %4885 (optimizer)
-// part 2 (adamw_mul): fuses broadcast %4493, mul %4494, adamw %4890 (optimizer)
-// part 3 (adamw_mul): fuses broadcast %4495, mul %4496, adamw %4895 (optimizer)
-// part 4 (adamw_mul): fuses broadcast %4497, mul %4498, adamw %4900 (optimizer)
+// part 0 (adamw_mul): fuses broadcast %4521, mul %4522, adamw %4912 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %4523, mul %4524, adamw %4917 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %4525, mul %4526, adamw %4922 (optimizer)
+// part 3 (adamw_mul): fuses broadcast %4527, mul %4528, adamw %4927 (optimizer)
+// part 4 (adamw_mul): fuses broadcast %4529, mul %4530, adamw %4932 (optimizer)
 // threadgroup 256×1×1, grid 38304×1×1 threadgroups
 kernel void adamw_mul_x5_4(
         const device float* p0 [[buffer(0)]],
@@ -8545,11 +9053,11 @@ kernel void adamw_mul_x5_4(
 }
 
 // 5 independent kernels in one launch
-// part 0 (adamw_mul): fuses broadcast %4499, mul %4500, adamw %4905 (optimizer)
-// part 1 (adamw_mul): fuses broadcast %4501, mul %4502, adamw %4910 (optimizer)
-// part 2 (adamw_mul): fuses broadcast %4503, mul %4504, adamw %4915 (optimizer)
-// part 3 (adamw_mul): fuses broadcast %4505, mul %4506, adamw %4920 (optimizer)
-// part 4 (adamw_mul): fuses broadcast %4507, mul %4508, adamw %4925 (optimizer)
+// part 0 (adamw_mul): fuses broadcast %4531, mul %4532, adamw %4937 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %4533, mul %4534, adamw %4942 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %4535, mul %4536, adamw %4947 (optimizer)
+// part 3 (adamw_mul): fuses broadcast %4537, mul %4538, adamw %4952 (optimizer)
+// part 4 (adamw_mul): fuses broadcast %4539, mul %4540, adamw %4957 (optimizer)
 // threadgroup 256×1×1, grid 24192×1×1 threadgroups
 kernel void adamw_mul_x5_5(
         const device float* p0 [[buffer(0)]],
@@ -8666,11 +9174,11 @@ kernel void adamw_mul_x5_5(
 }
 
 // 5 independent kernels in one launch
-// part 0 (adamw_mul): fuses broadcast %4509, mul %4510, adamw %4930 (optimizer)
-// part 1 (adamw_mul): fuses broadcast %4511, mul %4512, adamw %4935 (optimizer)
-// part 2 (adamw_mul): fuses broadcast %4513, mul %4514, adamw %4940 (optimizer)
-// part 3 (adamw_mul): fuses broadcast %4515, mul %4516, adamw %4945 (optimizer)
-// part 4 (adamw_mul): fuses broadcast %4517, mul %4518, adamw %4950 (optimizer)
+// part 0 (adamw_mul): fuses broadcast %4541, mul %4542, adamw %4962 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %4543, mul %4544, adamw %4967 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %4545, mul %4546, adamw %4972 (optimizer)
+// part 3 (adamw_mul): fuses broadcast %4547, mul %4548, adamw %4977 (optimizer)
+// part 4 (adamw_mul): fuses broadcast %4549, mul %4550, adamw %4982 (optimizer)
 // threadgroup 256×1×1, grid 6048×1×1 threadgroups
 kernel void adamw_mul_x5_6(
         const device float* p0 [[buffer(0)]],
@@ -8787,11 +9295,11 @@ kernel void adamw_mul_x5_6(
 }
 
 // 5 independent kernels in one launch
-// part 0 (adamw_mul): fuses broadcast %4519, mul %4520, adamw %4955 (optimizer)
-// part 1 (adamw_mul): fuses broadcast %4521, mul %4522, adamw %4960 (optimizer)
-// part 2 (adamw_mul): fuses broadcast %4523, mul %4524, adamw %4965 (optimizer)
-// part 3 (adamw_mul): fuses broadcast %4525, mul %4526, adamw %4970 (optimizer)
-// part 4 (adamw_mul): fuses broadcast %4527, mul %4528, adamw %4975 (optimizer)
+// part 0 (adamw_mul): fuses broadcast %4551, mul %4552, adamw %4987 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %4553, mul %4554, adamw %4992 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %4555, mul %4556, adamw %4997 (optimizer)
+// part 3 (adamw_mul): fuses broadcast %4557, mul %4558, adamw %5002 (optimizer)
+// part 4 (adamw_mul): fuses broadcast %4559, mul %4560, adamw %5007 (optimizer)
 // threadgroup 256×1×1, grid 10752×1×1 threadgroups
 kernel void adamw_mul_x5_7(
         const device float* p0 [[buffer(0)]],
@@ -8908,11 +9416,11 @@ kernel void adamw_mul_x5_7(
 }
 
 // 5 independent kernels in one launch
-// part 0 (adamw_mul): fuses broadcast %4529, mul %4530, adamw %4980 (optimizer)
-// part 1 (adamw_mul): fuses broadcast %4531, mul %4532, adamw %4985 (optimizer)
-// part 2 (adamw_mul): fuses broadcast %4533, mul %4534, adamw %4990 (optimizer)
-// part 3 (adamw_mul): fuses broadcast %4535, mul %4536, adamw %4995 (optimizer)
-// part 4 (adamw_mul): fuses broadcast %4537, mul %4538, adamw %5000 (optimizer)
+// part 0 (adamw_mul): fuses broadcast %4561, mul %4562, adamw %5012 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %4563, mul %4564, adamw %5017 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %4565, mul %4566, adamw %5022 (optimizer)
+// part 3 (adamw_mul): fuses broadcast %4567, mul %4568, adamw %5027 (optimizer)
+// part 4 (adamw_mul): fuses broadcast %4569, mul %4570, adamw %5032 (optimizer)
 // threadgroup 256×1×1, grid 51072×1×1 threadgroups
 kernel void adamw_mul_x5_8(
         const device float* p0 [[buffer(0)]],
@@ -9029,11 +9537,11 @@ kernel void adamw_mul_x5_8(
 }
 
 // 5 independent kernels in one launch
-// part 0 (adamw_mul): fuses broadcast %4539, mul %4540, adamw %5005 (optimizer)
-// part 1 (adamw_mul): fuses broadcast %4541, mul %4542, adamw %5010 (optimizer)
-// part 2 (adamw_mul): fuses broadcast %4543, mul %4544, adamw %5015 (optimizer)
-// part 3 (adamw_mul): fuses broadcast %4545, mul %4546, adamw %5020 (optimizer)
-// part 4 (adamw_mul): fuses broadcast %4547, mul %4548, adamw %5025 (optimizer)
+// part 0 (adamw_mul): fuses broadcast %4571, mul %4572, adamw %5037 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %4573, mul %4574, adamw %5042 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %4575, mul %4576, adamw %5047 (optimizer)
+// part 3 (adamw_mul): fuses broadcast %4577, mul %4578, adamw %5052 (optimizer)
+// part 4 (adamw_mul): fuses broadcast %4579, mul %4580, adamw %5057 (optimizer)
 // threadgroup 256×1×1, grid 6720×1×1 threadgroups
 kernel void adamw_mul_x5_9(
         const device float* p0 [[buffer(0)]],
@@ -9150,11 +9658,11 @@ kernel void adamw_mul_x5_9(
 }
 
 // 5 independent kernels in one launch
-// part 0 (adamw_mul): fuses broadcast %4559, mul %4560, adamw %5055 (optimizer)
-// part 1 (adamw_mul): fuses broadcast %4561, mul %4562, adamw %5060 (optimizer)
-// part 2 (adamw_mul): fuses broadcast %4563, mul %4564, adamw %5065 (optimizer)
-// part 3 (adamw_mul): fuses broadcast %4565, mul %4566, adamw %5070 (optimizer)
-// part 4 (adamw_mul): fuses broadcast %4567, mul %4568, adamw %5075 (optimizer)
+// part 0 (adamw_mul): fuses broadcast %4591, mul %4592, adamw %5087 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %4593, mul %4594, adamw %5092 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %4595, mul %4596, adamw %5097 (optimizer)
+// part 3 (adamw_mul): fuses broadcast %4597, mul %4598, adamw %5102 (optimizer)
+// part 4 (adamw_mul): fuses broadcast %4599, mul %4600, adamw %5107 (optimizer)
 // threadgroup 256×1×1, grid 53760×1×1 threadgroups
 kernel void adamw_mul_x5_10(
         const device float* p0 [[buffer(0)]],
@@ -9271,11 +9779,11 @@ kernel void adamw_mul_x5_10(
 }
 
 // 5 independent kernels in one launch
-// part 0 (adamw_mul): fuses broadcast %4589, mul %4590, adamw %5130 (optimizer)
-// part 1 (adamw_mul): fuses broadcast %4591, mul %4592, adamw %5135 (optimizer)
-// part 2 (adamw_mul): fuses broadcast %4593, mul %4594, adamw %5140 (optimizer)
-// part 3 (adamw_mul): fuses broadcast %4595, mul %4596, adamw %5145 (optimizer)
-// part 4 (adamw_mul): fuses broadcast %4597, mul %4598, adamw %5150 (optimizer)
+// part 0 (adamw_mul): fuses broadcast %4621, mul %4622, adamw %5162 (optimizer)
+// part 1 (adamw_mul): fuses broadcast %4623, mul %4624, adamw %5167 (optimizer)
+// part 2 (adamw_mul): fuses broadcast %4625, mul %4626, adamw %5172 (optimizer)
+// part 3 (adamw_mul): fuses broadcast %4627, mul %4628, adamw %5177 (optimizer)
+// part 4 (adamw_mul): fuses broadcast %4629, mul %4630, adamw %5182 (optimizer)
 // threadgroup 256×1×1, grid 53760×1×1 threadgroups
 kernel void adamw_mul_x5_11(
         const device float* p0 [[buffer(0)]],
@@ -9391,7 +9899,7 @@ kernel void adamw_mul_x5_11(
     }
 }
 
-// fuses broadcast %4749, mul %4750, adamw %5530 (optimizer)
+// fuses broadcast %4781, mul %4782, adamw %5562 (optimizer)
 // threadgroup 256×1×1, grid 672×1×1 threadgroups
 kernel void adamw_mul_0(
         const device float* p0 [[buffer(0)]],
