@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/scm-magellano/magc/codegen/kir"
+	"github.com/scm-magellano/magc/codegen/msl"
 	"github.com/scm-magellano/magc/ir"
 	"github.com/scm-magellano/magc/passes"
 )
@@ -183,11 +184,13 @@ func lowerGroup(grp *passes.Group) (*part, error) {
 	return &part{k: e.K, d: d, base: kernelBase(grp), flat: isFlat(e.K)}, nil
 }
 
-// bodyKey identifies a kernel's code independently of its name and comment.
+// bodyKey identifies a kernel's code independently of its name and comment:
+// its rendering (rendered text is the one form of a kernel that is both
+// complete and cheap to compare).
 func bodyKey(k *kir.Kernel) (string, error) {
 	c := *k
 	c.Name, c.Doc = "k", ""
-	return fmt.Sprintf("%v|%v|%v|%#v", c.Params, c.Threads, c.Groups, c.Body), nil
+	return msl.RenderKernel(&c)
 }
 
 // kernelBase names a kernel after what it does: its anchor op, or for

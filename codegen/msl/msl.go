@@ -46,6 +46,13 @@ func Render(m *kir.Module) (string, error) {
 	return r.sb.String(), r.err
 }
 
+// RenderKernel prints one kernel.
+func RenderKernel(k *kir.Kernel) (string, error) {
+	r := &renderer{}
+	r.kernel(k)
+	return r.sb.String(), r.err
+}
+
 type renderer struct {
 	sb     strings.Builder
 	indent int
