@@ -13,7 +13,10 @@ import (
 // Placement says where a value lives: a buffer and a byte offset in it.
 type Placement func(v *ir.Value) (Buffer, int64, error)
 
-// Executor launches a compiled program's kernels on a device.
+// Executor launches a compiled program's kernels on a device one at a time,
+// with each value wherever a Placement puts it: how CheckKernels runs every
+// kernel on its own. A whole step runs through its plan (PlanRunner), the
+// way a plan.json runs without the compiler.
 type Executor struct {
 	Dev     Device
 	Prog    *codegen.Program

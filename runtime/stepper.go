@@ -134,50 +134,65 @@ func (r *RefStepper) Set(params map[string]*ref.Tensor) error {
 
 func (r *RefStepper) Close() error { return nil }
 
-// arena is a compiled graph's memory on a device.
+// arena is a compiled graph's memory on a device, run through its plan
+// (the same PlanRunner that runs a plan.json), with tensors addressed by
+// IR value.
 type arena struct {
-	c        *codegen.Lowered
-	segments []Buffer
-	x        *Executor
+	c *codegen.Lowered
+	r *PlanRunner
 }
 
 func newArena(dev Device, c *codegen.Lowered) (*arena, error) {
-	a := &arena{c: c}
-	for _, size := range c.Memory.Plan.Segments {
-		b, err := dev.Alloc(max(size, 16))
-		if err != nil {
-			return nil, fmt.Errorf("allocating a %d-byte arena segment: %w", size, err)
-		}
-		a.segments = append(a.segments, b)
-	}
-	place := func(v *ir.Value) (Buffer, int64, error) {
-		name, ok := c.Memory.Buffer[v]
-		if !ok {
-			return nil, 0, fmt.Errorf("value %v has no buffer in the plan", v)
-		}
-		p := c.Memory.Place[name]
-		return a.segments[p.Segment], p.Offset, nil
-	}
-	x, err := NewExecutor(dev, c.Prog, c.Source, place)
+	r, err := NewPlanRunner(dev, c.Plan(), c.Source)
 	if err != nil {
 		return nil, err
 	}
-	a.x = x
-	return a, nil
+	return &arena{c: c, r: r}, nil
 }
 
+// buffer names v's buffer in the plan.
+func (a *arena) buffer(v *ir.Value) (string, error) {
+	name, ok := a.c.Memory.Buffer[v]
+	if !ok {
+		return "", fmt.Errorf("value %v has no buffer in the plan", v)
+	}
+	return name, nil
+}
+
+// write stores a tensor in v's buffer, in v's storage format.
+func (a *arena) write(v *ir.Value, t *ref.Tensor) error {
+	name, err := a.buffer(v)
+	if err != nil {
+		return err
+	}
+	data, err := Encode(t)
+	if err != nil {
+		return err
+	}
+	return a.r.WriteBytes(name, data)
+}
+
+// read loads v's buffer as a tensor of v's type.
+func (a *arena) read(v *ir.Value) (*ref.Tensor, error) {
+	name, err := a.buffer(v)
+	if err != nil {
+		return nil, err
+	}
+	data, err := a.r.ReadBytes(name)
+	if err != nil {
+		return nil, err
+	}
+	return Decode(v.Type, data)
+}
+
+// run feeds the inputs and runs one step (updates land in their parameters).
 func (a *arena) run(inputs map[string]*ref.Tensor) error {
 	for _, in := range a.c.Graph.Inputs {
-		if err := a.x.Write(in.Value, inputs[in.Name]); err != nil {
+		if err := a.write(in.Value, inputs[in.Name]); err != nil {
 			return err
 		}
 	}
-	for i := range a.c.Prog.Dispatches {
-		if err := a.x.Run(i); err != nil {
-			return err
-		}
-	}
-	return a.x.Dev.Sync()
+	return a.r.Step()
 }
 
 // DeviceStepper trains on a Device through compiled kernels: one arena for
@@ -237,25 +252,11 @@ func (s *DeviceStepper) Step(b data.Batch, lr float64, step int) (map[string]flo
 		if o.Value.Type.Shape.Elems() != 1 {
 			continue
 		}
-		t, err := s.train.x.Read(o.Value)
+		t, err := s.train.read(o.Value)
 		if err != nil {
 			return nil, err
 		}
 		out[o.Name] = t.Data[0]
-	}
-	// Updates that could not share their parameter's memory are copied back.
-	for _, u := range s.train.c.Graph.Updates {
-		prm := s.train.c.Graph.Param(u.Param).Value
-		if s.train.c.Memory.Buffer[u.Value] == s.train.c.Memory.Buffer[prm] {
-			continue
-		}
-		t, err := s.train.x.Read(u.Value)
-		if err != nil {
-			return nil, err
-		}
-		if err := s.train.x.Write(prm, t); err != nil {
-			return nil, err
-		}
 	}
 	s.stale = true
 	return out, nil
@@ -283,7 +284,7 @@ func (s *DeviceStepper) Logits(b data.Batch) (*ref.Tensor, error) {
 	if err := s.forward.run(in); err != nil {
 		return nil, err
 	}
-	return s.forward.x.Read(s.forward.c.Graph.Output("logits").Value)
+	return s.forward.read(s.forward.c.Graph.Output("logits").Value)
 }
 
 func (s *DeviceStepper) Get(names []string) (map[string]*ref.Tensor, error) {
@@ -293,7 +294,7 @@ func (s *DeviceStepper) Get(names []string) (map[string]*ref.Tensor, error) {
 		if p == nil {
 			return nil, fmt.Errorf("no parameter %q", n)
 		}
-		t, err := s.train.x.Read(p.Value)
+		t, err := s.train.read(p.Value)
 		if err != nil {
 			return nil, err
 		}
@@ -316,7 +317,7 @@ func (s *DeviceStepper) setArena(a *arena, params map[string]*ref.Tensor) error 
 		if !ok {
 			continue
 		}
-		if err := a.x.Write(p.Value, t); err != nil {
+		if err := a.write(p.Value, t); err != nil {
 			return fmt.Errorf("writing %s: %w", p.Name, err)
 		}
 	}
@@ -348,7 +349,7 @@ func RunGraph(dev Device, l *codegen.Lowered, inputs, params map[string]*ref.Ten
 		if !ok {
 			return nil, fmt.Errorf("no value for parameter %s", p.Name)
 		}
-		if err := a.x.Write(p.Value, t); err != nil {
+		if err := a.write(p.Value, t); err != nil {
 			return nil, err
 		}
 	}
@@ -362,7 +363,7 @@ func RunGraph(dev Device, l *codegen.Lowered, inputs, params map[string]*ref.Ten
 	}
 	out := map[string]*ref.Tensor{}
 	read := func(name string, v *ir.Value) error {
-		t, err := a.x.Read(v)
+		t, err := a.read(v)
 		out[name] = t
 		return err
 	}
