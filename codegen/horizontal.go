@@ -15,7 +15,7 @@ import (
 // per-parameter AdamW updates, the small reductions of the MoE aux loss. It
 // works on lowered kernels, so any template can take part; the parts must
 // agree on the threadgroup size, since their barriers and lane arithmetic
-// assume it.
+// assume it, except flat parts, which any size can run.
 
 // launch is one lowered kernel launch: its parts, in dispatch order.
 type launch struct {
@@ -96,9 +96,9 @@ const (
 )
 
 // mergeLaunches joins each launch into the latest earlier launch it can run
-// with: within the window, after every launch that writes a value it reads.
-// Moving a launch earlier is safe because values are written once: no
-// launch it passes reads what it writes.
+// with: within the window, after every launch that writes what it reads and
+// every launch that reads what it writes (only an in-place update can: other
+// values are written once, after every reader of theirs).
 func mergeLaunches(ls []*launch, alias map[*ir.Value]*ir.Value) []*launch {
 	var out []*launch
 	for _, l := range ls {

@@ -285,11 +285,11 @@ func (c *mmContraction) fragLoad(tile string, op mmOperand, rows, base int, row,
 	return kir.TileLoad{Tile: tile, Src: "sh", Off: off, Stride: kir.I(stride), Transpose: transpose}
 }
 
-// mmOnlyOutput returns the value a contraction kernel's accumulator holds:
+// mmResults returns the value a contraction kernel's accumulator holds:
 // the anchor's result, or the sum of its terms. The kernel writes it and the
 // results of its fused epilogue (see StoreThrough); keep are results of its
 // lhs's producers that it writes as it stages the lhs.
-func mmOnlyOutput(grp *passes.Group) (*ir.Value, []*ir.Value, error) {
+func mmResults(grp *passes.Group) (*ir.Value, []*ir.Value, error) {
 	out := grp.Anchor.Out()
 	if grp.Sum != nil {
 		out = grp.Sum
@@ -332,7 +332,7 @@ func (e *Emitter) mmInnerContiguous(v *ir.Value, ax int) bool {
 // matmul: grid (N tiles, M tiles, batch entries); the rhs is shared by the
 // batch when it has no batch axes.
 func matmul(e *Emitter, grp *passes.Group) error {
-	out, keep, err := mmOnlyOutput(grp)
+	out, keep, err := mmResults(grp)
 	if err != nil {
 		return err
 	}
@@ -398,7 +398,7 @@ func matmul(e *Emitter, grp *passes.Group) error {
 // threadgroup and come before any barrier.
 func groupedMatmul(e *Emitter, grp *passes.Group) error {
 	n := grp.Anchor
-	out, keep, err := mmOnlyOutput(grp)
+	out, keep, err := mmResults(grp)
 	if err != nil {
 		return err
 	}
@@ -461,7 +461,7 @@ func groupedMatmul(e *Emitter, grp *passes.Group) error {
 // expert without rows writes zeros.
 func groupedMatmulWgrad(e *Emitter, grp *passes.Group) error {
 	n := grp.Anchor
-	out, keep, err := mmOnlyOutput(grp)
+	out, keep, err := mmResults(grp)
 	if err != nil {
 		return err
 	}
