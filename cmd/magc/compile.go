@@ -384,6 +384,15 @@ func printSummary(w io.Writer, file string, r *report) {
 	fmt.Fprintf(w, "    frozen     %s\n", millions(r.ParamsFrozen))
 	fmt.Fprintf(w, "  weights      %s (NF4 %s)\n", gigabytes(r.WeightBytes), gigabytes(r.WeightBytesNF4))
 	fmt.Fprintf(w, "  trainable + AdamW state %s\n", gigabytes(r.TrainableStateBytes))
+	if r.Dispatches == 0 {
+		return
+	}
+	fmt.Fprintf(w, "  kernels      %d, launched %d times per step (unfused: %d, %.2f× more)\n",
+		r.Kernels, r.Dispatches, r.DispatchesUnfused, float64(r.DispatchesUnfused)/float64(r.Dispatches))
+	fmt.Fprintf(w, "  traffic      %s per step (unfused: %s, %.2f× more)\n", gigabytes(r.GlobalBytes), gigabytes(r.GlobalBytesUnfused),
+		float64(r.GlobalBytesUnfused)/float64(max(r.GlobalBytes, 1)))
+	fmt.Fprintf(w, "  arena        %s in %d segment(s), lower bound %s, budget %s\n",
+		gigabytes(r.ArenaBytes), r.ArenaSegments, gigabytes(r.LiveLowerBound), gigabytes(r.ArenaBudget))
 }
 
 func millions(n int64) string { return fmt.Sprintf("%.2fM", float64(n)/1e6) }

@@ -31,8 +31,8 @@ func TestCompileScm3bReport(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
-	if !strings.Contains(stdout, "30 mamba, 9 moe") {
-		t.Errorf("summary lacks the layer counts:\n%s", stdout)
+	if !strings.Contains(stdout, "30 mamba, 9 moe") || !strings.Contains(stdout, "launched") {
+		t.Errorf("summary lacks the layer counts or the launches:\n%s", stdout)
 	}
 	var r map[string]any
 	data, _ := os.ReadFile(path)
@@ -54,6 +54,12 @@ func TestCompileScm3bReport(t *testing.T) {
 	within("params_trainable", 164e6, 0.05)
 	if r["layers_mamba"].(float64) != 30 || r["layers_moe"].(float64) != 9 || r["vocab"].(float64) != 50257 || r["context"].(float64) != 512 {
 		t.Errorf("layers/vocab/context wrong: %v", r)
+	}
+	// The fusion goals: at least 5× fewer launches and 3× less traffic than
+	// one op per kernel.
+	ratio := func(a, b string) float64 { return r[a].(float64) / r[b].(float64) }
+	if d, g := ratio("dispatches_per_step_unfused", "dispatches_per_step"), ratio("global_bytes_per_step_unfused", "global_bytes_per_step"); d < 5 || g < 3 {
+		t.Errorf("fused step has %.2f× fewer launches (goal 5×) and %.2f× less traffic (goal 3×)", d, g)
 	}
 }
 
