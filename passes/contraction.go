@@ -22,14 +22,7 @@ const fewColumns = 256
 // the input gradient of a conv's backward (its weight gradients unread);
 // and every reader of n in g computes the lhs (operand 0 of the anchor).
 func lhsPrologue(g *Group, n *ir.Node, uses map[*ir.Value][]*ir.Node) bool {
-	if g.Kind != string(ir.OpMatmul) && g.Kind != string(ir.OpGroupedMM) || len(g.Terms) > 0 {
-		return false
-	}
-	out := g.Anchor.Out().Type.Shape
-	if out[len(out)-1] > fewColumns || len(n.Outputs) == 0 {
-		return false
-	}
-	if !stageable(n, uses) {
+	if !fewColumnContraction(g) || len(n.Outputs) == 0 || !stageable(n, uses) {
 		return false
 	}
 	lhs := lhsChain(g)
@@ -44,6 +37,16 @@ func lhsPrologue(g *Group, n *ir.Node, uses map[*ir.Value][]*ir.Node) bool {
 		}
 	}
 	return true
+}
+
+// fewColumnContraction reports whether g is a contraction (one term) with few enough
+// result columns to compute its lhs's producers while staging it.
+func fewColumnContraction(g *Group) bool {
+	if g.Kind != string(ir.OpMatmul) && g.Kind != string(ir.OpGroupedMM) || len(g.Terms) > 0 {
+		return false
+	}
+	out := g.Anchor.Out().Type.Shape
+	return out[len(out)-1] <= fewColumns
 }
 
 // lhsChain is the set of g's nodes that compute its anchor's lhs.
@@ -73,7 +76,7 @@ func lhsChain(g *Group) map[*ir.Node]bool {
 func (f *fuser) mergeLHSProducers(groups []*Group) {
 	for i := len(groups) - 1; i >= 0; i-- {
 		t := groups[i]
-		if f.gone[t] || (t.Kind != string(ir.OpMatmul) && t.Kind != string(ir.OpGroupedMM)) || len(t.Terms) > 0 {
+		if f.gone[t] || !fewColumnContraction(t) {
 			continue
 		}
 		for folded := true; folded; {
@@ -116,14 +119,13 @@ func lhsInputs(t *Group) []*ir.Value {
 }
 
 // foldsIntoLHS reports whether kernel p can run inside contraction t's
-// staging: t has few columns; p's nodes are element-wise, convs or conv
-// input gradients; t reads p's results only in its lhs chain; and every
+// staging (a fewColumnContraction): p's nodes are element-wise, convs or conv input
+// gradients; t reads p's results only in its lhs chain; and every
 // result of p read elsewhere maps one to one onto lhs elements (so t writes
 // each element once) and is read only after t.
 func (f *fuser) foldsIntoLHS(t, p *Group) bool {
 	uses, member := f.uses, f.member
-	out := t.Anchor.Out().Type.Shape
-	if out[len(out)-1] > fewColumns || len(p.RowEpilogue) > 0 || len(p.Terms) > 0 {
+	if len(p.RowEpilogue) > 0 || len(p.Terms) > 0 {
 		return false
 	}
 	for _, n := range p.Nodes {
