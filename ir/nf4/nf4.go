@@ -27,6 +27,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sort"
 )
 
 // DefaultBlockSize is the bitsandbytes (and QLoRA) block size.
@@ -50,57 +51,14 @@ var Midpoints = [15]float32{
 	0.5016634166240692, 0.6427869200706482, 0.8614784181118011,
 }
 
-// QuantizeValue returns the NF4 code of a normalised value. It walks the same
-// binary tree of strict ">" comparisons as bitsandbytes' dQuantizeNF4, so a
-// value exactly on a midpoint takes the lower code and NaN takes code 0.
+// QuantizeValue returns the NF4 code of a normalised value. Like bitsandbytes'
+// dQuantizeNF4 it compares with strict ">" (a binary search over the sorted
+// midpoints), so a value exactly on a midpoint takes the lower code and NaN
+// takes code 0.
 func QuantizeValue(v float32) uint8 {
-	m := &Midpoints
-	if v > m[7] {
-		if v > m[11] {
-			if v > m[13] {
-				if v > m[14] {
-					return 15
-				}
-				return 14
-			}
-			if v > m[12] {
-				return 13
-			}
-			return 12
-		}
-		if v > m[9] {
-			if v > m[10] {
-				return 11
-			}
-			return 10
-		}
-		if v > m[8] {
-			return 9
-		}
-		return 8
-	}
-	if v > m[3] {
-		if v > m[5] {
-			if v > m[6] {
-				return 7
-			}
-			return 6
-		}
-		if v > m[4] {
-			return 5
-		}
-		return 4
-	}
-	if v > m[1] {
-		if v > m[2] {
-			return 3
-		}
-		return 2
-	}
-	if v > m[0] {
-		return 1
-	}
-	return 0
+	// The code is the number of midpoints v lies strictly above (they are
+	// sorted); !(v > m) also holds for NaN, which so gets code 0.
+	return uint8(sort.Search(len(Midpoints), func(i int) bool { return !(v > Midpoints[i]) }))
 }
 
 // Options configures Quantize. The zero value means block size 64, no
