@@ -5,39 +5,45 @@ import (
 	"encoding/json"
 	"fmt"
 	"go/token"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"unicode"
 
 	"github.com/dave/jennifer/jen"
+	planpkg "github.com/scm-magellano/magc/plan"
 )
 
-// runtimePath is the package the generated code runs on: it holds the
-// plan executor (PlanRunner) and the Device interface.
-const runtimePath = "github.com/scm-magellano/magc/runtime"
+// The generated code runs on the plan runner and the Device interface
+// alone: neither links magc's compiler.
+const (
+	planPath   = "github.com/scm-magellano/magc/plan"
+	devicePath = "github.com/scm-magellano/magc/device"
+)
 
 // EmitGo writes a Go package into dir that runs a compiled plan without
-// magc's compiler: pkgName.go, and next to it the kernels.metal and
-// plan.json that it embeds.
-func EmitGo(dir, pkgName string, plan *Plan, src string) error {
-	code, err := GoSource(pkgName, plan)
+// magc's compiler: pkgName.go, and next to it plan.json and the kernel
+// source of each target in sources (kernels.metal, kernels.cu), all embedded.
+func EmitGo(dir, pkgName string, p *planpkg.Plan, sources map[string]string) error {
+	code, err := GoSource(pkgName, p, slices.Sorted(maps.Keys(sources)))
 	if err != nil {
 		return err
 	}
-	planJSON, err := json.MarshalIndent(plan, "", "  ")
+	planJSON, err := json.MarshalIndent(p, "", "  ")
 	if err != nil {
 		return err
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	for name, data := range map[string][]byte{
-		"kernels.metal": []byte(src),
-		"plan.json":     append(planJSON, '\n'),
-		pkgName + ".go": code,
-	} {
+	files := map[string][]byte{"plan.json": append(planJSON, '\n'), pkgName + ".go": code}
+	for target, src := range sources {
+		files[planpkg.SourceFile(target)] = []byte(src)
+	}
+	for name, data := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
 			return err
 		}
@@ -71,11 +77,11 @@ type goEntry struct {
 // GoSource renders the generated package's Go file (gofmt-formatted). It
 // depends only on the plan's names, types and roles, not on its kernels or
 // offsets, so it changes only when the model's interface does.
-func GoSource(pkgName string, plan *Plan) ([]byte, error) {
+func GoSource(pkgName string, plan *planpkg.Plan, targets []string) ([]byte, error) {
 	if !token.IsIdentifier(pkgName) || pkgName == "_" || pkgName == "main" {
 		return nil, fmt.Errorf("go package name %q is not a valid library package name", pkgName)
 	}
-	bufs := map[string]PlanBuffer{}
+	bufs := map[string]planpkg.Buffer{}
 	for _, b := range plan.Buffers {
 		bufs[b.Name] = b
 	}
@@ -97,8 +103,7 @@ func GoSource(pkgName string, plan *Plan) ([]byte, error) {
 	var params, inputs, outputs []goEntry
 	var paramNames []string
 	for _, b := range plan.Buffers {
-		switch b.Role {
-		case "trainable", "weight", "nf4", "opt_state":
+		if b.Role.IsParam() {
 			paramNames = append(paramNames, b.Name)
 		}
 	}
@@ -108,7 +113,7 @@ func GoSource(pkgName string, plan *Plan) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		e.comment += ", " + bufs[name].Role
+		e.comment += ", " + bufs[name].Role.String()
 		params = append(params, e)
 	}
 	for _, name := range plan.Host.Feed {
@@ -143,16 +148,19 @@ func GoSource(pkgName string, plan *Plan) ([]byte, error) {
 	}
 	// One Comment per line: jennifer renders a multi-line comment as /* */.
 	for _, line := range strings.Split(wrapComment(fmt.Sprintf("Package %s runs the compiled %s of the model %s on a magc "+
-		"runtime.Device, without magc's compiler: its kernels (kernels.metal) and plan (plan.json) are embedded.",
+		"device.Device, without magc's compiler: its kernels and plan (plan.json) are embedded.",
 		pkgName, what, plan.Model), 76), "\n") {
 		f.PackageComment(line)
 	}
-	f.ImportName(runtimePath, "runtime")
+	f.ImportName(planPath, "plan")
+	f.ImportName(devicePath, "device")
 	f.Anon("embed")
 
-	f.Comment("//go:embed kernels.metal")
-	f.Var().Id("kernelsMetal").String()
-	f.Line()
+	for _, t := range targets {
+		f.Comment("//go:embed " + planpkg.SourceFile(t))
+		f.Var().Id(sourceVar(t)).String()
+		f.Line()
+	}
 	f.Comment("//go:embed plan.json")
 	f.Var().Id("planJSON").Index().Byte()
 
@@ -172,18 +180,25 @@ func GoSource(pkgName string, plan *Plan) ([]byte, error) {
 	consts("Outputs: Step returns the scalar ones; Output reads any of them.", outputs)
 
 	f.Comment("Model is the compiled " + what + " with its arena on a device.")
-	f.Type().Id("Model").Struct(jen.Id("r").Op("*").Qual(runtimePath, "PlanRunner"))
+	f.Type().Id("Model").Struct(jen.Id("r").Op("*").Qual(planPath, "Runner"))
 
-	f.Comment("New allocates the arena on dev and compiles the kernels. Parameters start at")
-	f.Comment("zero: set them with SetParam.")
+	f.Comment("New allocates the arena on dev and compiles the kernels of its target. Parameters")
+	f.Comment("start at zero: set them with SetParam.")
 	wrapErr := func() jen.Code {
 		return jen.If(jen.Err().Op("!=").Nil()).Block(
 			jen.Return(jen.Nil(), jen.Qual("fmt", "Errorf").Call(jen.Lit(pkgName+": %w"), jen.Err())))
 	}
-	f.Func().Id("New").Params(jen.Id("dev").Qual(runtimePath, "Device")).Params(jen.Op("*").Id("Model"), jen.Error()).Block(
-		jen.List(jen.Id("plan"), jen.Err()).Op(":=").Qual(runtimePath, "ParsePlan").Call(jen.Id("planJSON")),
+	f.Func().Id("New").Params(jen.Id("dev").Qual(devicePath, "Device")).Params(jen.Op("*").Id("Model"), jen.Error()).Block(
+		jen.List(jen.Id("src"), jen.Id("ok")).Op(":=").Map(jen.String()).String().ValuesFunc(func(g *jen.Group) {
+			for _, t := range targets {
+				g.Lit(t).Op(":").Id(sourceVar(t))
+			}
+		}).Index(jen.Id("dev").Dot("Target").Call()),
+		jen.If(jen.Op("!").Id("ok")).Block(
+			jen.Return(jen.Nil(), jen.Qual("fmt", "Errorf").Call(jen.Lit(pkgName+": no kernels for target %q (compiled for "+strings.Join(targets, ", ")+")"), jen.Id("dev").Dot("Target").Call()))),
+		jen.List(jen.Id("p"), jen.Err()).Op(":=").Qual(planPath, "Parse").Call(jen.Id("planJSON")),
 		wrapErr(),
-		jen.List(jen.Id("r"), jen.Err()).Op(":=").Qual(runtimePath, "NewPlanRunner").Call(jen.Id("dev"), jen.Id("plan"), jen.Id("kernelsMetal")),
+		jen.List(jen.Id("r"), jen.Err()).Op(":=").Qual(planPath, "NewRunner").Call(jen.Id("dev"), jen.Id("p"), jen.Id("src")),
 		wrapErr(),
 		jen.Return(jen.Op("&").Id("Model").Values(jen.Dict{jen.Id("r"): jen.Id("r")}), jen.Nil()),
 	)
@@ -217,7 +232,7 @@ func GoSource(pkgName string, plan *Plan) ([]byte, error) {
 		Params(jen.Id("name").String()).Params(jen.Index().Float32(), jen.Error()).
 		Block(jen.Return(jen.Id("m").Dot("r").Dot("ReadFloat32").Call(jen.Id("name"))))
 	f.Comment("Runner is the plan executor underneath, for raw bytes and buffer descriptions.")
-	f.Func().Params(jen.Id("m").Op("*").Id("Model")).Id("Runner").Params().Op("*").Qual(runtimePath, "PlanRunner").
+	f.Func().Params(jen.Id("m").Op("*").Id("Model")).Id("Runner").Params().Op("*").Qual(planPath, "Runner").
 		Block(jen.Return(jen.Id("m").Dot("r")))
 
 	var buf bytes.Buffer
@@ -226,6 +241,9 @@ func GoSource(pkgName string, plan *Plan) ([]byte, error) {
 	}
 	return buf.Bytes(), nil
 }
+
+// sourceVar names the variable that embeds a target's kernels.
+func sourceVar(target string) string { return "kernels" + strings.ToUpper(target[:1]) + target[1:] }
 
 // emitStep writes Step: one argument per input, typed by the input's dtype
 // and shape, then the run, then the scalar outputs.

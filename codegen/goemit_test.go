@@ -1,6 +1,8 @@
 package codegen_test
 
 import (
+	"github.com/scm-magellano/magc/ir"
+	"github.com/scm-magellano/magc/plan"
 	"go/format"
 	"go/parser"
 	"go/token"
@@ -15,25 +17,25 @@ import (
 // Awkward names still give a package that parses and is gofmt-clean:
 // keywords and digits as inputs, names that collide once made identifiers.
 func TestGoSourceNames(t *testing.T) {
-	buf := func(name, dtype string, shape []int, role string) codegen.PlanBuffer {
-		return codegen.PlanBuffer{Name: name, DType: dtype, Shape: shape, Role: role}
+	buf := func(name, dtype string, shape []int, role ir.Role) plan.Buffer {
+		return plan.Buffer{Name: name, DType: dtype, Shape: shape, Role: role}
 	}
-	plan := &codegen.Plan{Version: codegen.PlanVersion, Model: "odd-model",
-		Buffers: []codegen.PlanBuffer{
-			buf("a.b", "f32", []int{2}, "trainable"), buf("a_b", "f32", []int{2}, "trainable"),
-			buf("w", "nf4", []int{64}, "nf4"),
-			buf("type", "i32", []int{3}, "input"), buf("0x", "f32", nil, "input"), buf("m", "f32", []int{2}, "input"),
-			buf("n", "i32", nil, "input"), buf("step", "f32", nil, "input"),
-			buf("loss%3", "f32", nil, "activation"), buf("h%4", "f32", []int{2}, "activation"),
+	p := &plan.Plan{Version: plan.Version, Model: "odd-model",
+		Buffers: []plan.Buffer{
+			buf("a.b", "f32", []int{2}, ir.Trainable), buf("a_b", "f32", []int{2}, ir.Trainable),
+			buf("w", "nf4", []int{64}, ir.FrozenNF4),
+			buf("type", "i32", []int{3}, ir.HostInput), buf("0x", "f32", nil, ir.HostInput), buf("m", "f32", []int{2}, ir.HostInput),
+			buf("n", "i32", nil, ir.HostInput), buf("step", "f32", nil, ir.HostInput),
+			buf("loss%3", "f32", nil, ir.Activation), buf("h%4", "f32", []int{2}, ir.Activation),
 		},
-		Host: codegen.PlanHost{Feed: []string{"type", "0x", "m", "n", "step"},
+		Host: plan.Host{Feed: []string{"type", "0x", "m", "n", "step"},
 			Read: map[string]string{"loss": "loss%3", "hidden.state": "h%4"}},
 	}
-	pkg := codegen.GoPackageName(plan.Model)
+	pkg := codegen.GoPackageName(p.Model)
 	if pkg != "oddmodel" {
 		t.Errorf("package name of odd-model: %q", pkg)
 	}
-	src, err := codegen.GoSource(pkg, plan)
+	src, err := codegen.GoSource(pkg, p, []string{"msl"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,12 +58,12 @@ func TestGoSourceNames(t *testing.T) {
 		t.Error("a vector output became a field of Outputs")
 	}
 	for _, bad := range []string{"", "main", "my-pkg", "func", "_"} {
-		if _, err := codegen.GoSource(bad, plan); err == nil {
+		if _, err := codegen.GoSource(bad, p, []string{"msl"}); err == nil {
 			t.Errorf("package name %q accepted", bad)
 		}
 	}
 	dir := filepath.Join(t.TempDir(), "out")
-	if err := codegen.EmitGo(dir, pkg, plan, "// kernels\n"); err != nil {
+	if err := codegen.EmitGo(dir, pkg, p, map[string]string{"msl": "// kernels\n"}); err != nil {
 		t.Fatal(err)
 	}
 	for _, f := range []string{"oddmodel.go", "kernels.metal", "plan.json"} {

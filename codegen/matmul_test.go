@@ -5,11 +5,10 @@ import (
 	"testing"
 
 	"github.com/scm-magellano/magc/codegen"
-	"github.com/scm-magellano/magc/codegen/msl"
 	"github.com/scm-magellano/magc/ir"
 	"github.com/scm-magellano/magc/ir/ref"
 	"github.com/scm-magellano/magc/passes"
-	"github.com/scm-magellano/magc/runtime"
+	"github.com/scm-magellano/magc/internal/kcheck"
 )
 
 func mmKind(kinds ...string) func(*passes.Group) bool {
@@ -228,12 +227,8 @@ func BenchmarkMatmulSim(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	src, err := msl.Render(prog.Module)
-	if err != nil {
-		b.Fatal(err)
-	}
 	d := simDevice()
-	x, err := runtime.NewExecutor(d, prog, src, runtime.SeparateBuffers(d))
+	x, err := kcheck.NewExecutor(d, prog, kcheck.SeparateBuffers(d))
 	if err != nil {
 		b.Fatal(err)
 	}

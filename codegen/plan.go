@@ -6,66 +6,8 @@ import (
 
 	"github.com/scm-magellano/magc/ir"
 	"github.com/scm-magellano/magc/passes"
+	"github.com/scm-magellano/magc/plan"
 )
-
-// PlanVersion is the version of plan.json's format.
-const PlanVersion = 1
-
-// Plan is plan.json: where every tensor of a step lives in the arena, the
-// kernels and the order of their launches, and what the host does.
-type Plan struct {
-	Version    int            `json:"version"`
-	Model      string         `json:"model"`
-	Segments   []int64        `json:"segments"`
-	Align      int64          `json:"align"`
-	Buffers    []PlanBuffer   `json:"buffers"`
-	Kernels    []PlanKernel   `json:"kernels"`
-	Dispatches []PlanDispatch `json:"dispatches"`
-	Host       PlanHost       `json:"host"`
-}
-
-// PlanBuffer is one tensor's place in the arena.
-type PlanBuffer struct {
-	Name    string `json:"name"`
-	Segment int    `json:"segment"`
-	Offset  int64  `json:"offset"`
-	Bytes   int64  `json:"bytes"`
-	DType   string `json:"dtype"`
-	Shape   []int  `json:"shape"`
-	Role    string `json:"role"`
-	// Live is the first and last dispatch that touch the buffer.
-	Live [2]int `json:"live"`
-}
-
-// PlanKernel describes a kernel of kernels.metal.
-type PlanKernel struct {
-	Name    string   `json:"name"`
-	Threads [3]int   `json:"threads"`
-	Params  []string `json:"params"`
-}
-
-// PlanDispatch is one launch: threadgroups, and the buffer bound to each parameter.
-type PlanDispatch struct {
-	Kernel  string    `json:"kernel"`
-	Groups  [3]int    `json:"groups"`
-	Threads [3]int    `json:"threads"`
-	Args    []PlanArg `json:"args"`
-}
-
-// PlanArg binds a kernel parameter to a buffer at a byte offset into it.
-type PlanArg struct {
-	Buffer string `json:"buffer"`
-	Offset int64  `json:"offset,omitempty"`
-}
-
-// PlanHost lists the host's steps around a launch sequence: buffers it
-// fills before (the batch, the learning rate), buffers it reads after (the
-// loss), and parameters that the step updates in place.
-type PlanHost struct {
-	Feed    []string          `json:"feed"`
-	Read    map[string]string `json:"read"`
-	Updates map[string]string `json:"updates"`
-}
 
 // Memory is a placed program: the arena plan and each value's buffer.
 type Memory struct {
@@ -88,18 +30,17 @@ func BufferName(v *ir.Value) string {
 	return name
 }
 
-func role(g *ir.Graph, v *ir.Value) string {
+func role(g *ir.Graph, v *ir.Value) ir.Role {
 	switch v.Node.Op {
 	case ir.OpInput:
-		return "input"
+		return ir.HostInput
 	case ir.OpParam:
-		p := g.Param(v.Node.Attrs.String("name"))
-		return map[ir.Role]string{ir.Trainable: "trainable", ir.Frozen: "weight", ir.FrozenNF4: "nf4", ir.OptState: "opt_state"}[p.Role]
+		return g.Param(v.Node.Attrs.String("name")).Role
 	}
 	if strings.HasPrefix(v.Node.Scope, "grad") {
-		return "gradient"
+		return ir.Gradient
 	}
-	return "activation"
+	return ir.Activation
 }
 
 // PlaceMemory plans the arena for a program: every value a launch touches
@@ -191,9 +132,9 @@ func PlaceMemory(g *ir.Graph, p *Program, opt passes.MemOptions) (*Memory, error
 }
 
 // BuildPlan assembles plan.json from a program and its memory.
-func BuildPlan(g *ir.Graph, p *Program, m *Memory) *Plan {
-	out := &Plan{Version: PlanVersion, Model: g.Name, Segments: m.Plan.Segments, Align: m.Plan.Align,
-		Host: PlanHost{Read: map[string]string{}, Updates: map[string]string{}}}
+func BuildPlan(g *ir.Graph, p *Program, m *Memory) *plan.Plan {
+	out := &plan.Plan{Version: plan.Version, Model: g.Name, Segments: m.Plan.Segments, Align: m.Plan.Align,
+		Host: plan.Host{Read: map[string]string{}, Updates: map[string]string{}}}
 	values := map[string]*ir.Value{}
 	for v, name := range m.Buffer {
 		if _, ok := values[name]; !ok || v.ID < values[name].ID {
@@ -202,23 +143,23 @@ func BuildPlan(g *ir.Graph, p *Program, m *Memory) *Plan {
 	}
 	for _, b := range m.Plan.Buffers {
 		v := values[b.Name]
-		pb := PlanBuffer{Name: b.Name, Segment: b.Segment, Offset: b.Offset, Bytes: b.Bytes, Role: b.Role, Live: [2]int{b.Start, b.End}}
+		pb := plan.Buffer{Name: b.Name, Segment: b.Segment, Offset: b.Offset, Bytes: b.Bytes, Role: b.Role, Live: [2]int{b.Start, b.End}}
 		if v != nil {
 			pb.DType, pb.Shape = v.Type.DType.String(), []int(v.Type.Shape)
 		}
 		out.Buffers = append(out.Buffers, pb)
 	}
 	for _, k := range p.Module.Kernels {
-		pk := PlanKernel{Name: k.Name, Threads: k.Threads}
+		pk := plan.Kernel{Name: k.Name, Threads: k.Threads}
 		for _, prm := range k.Params {
 			pk.Params = append(pk.Params, prm.Name)
 		}
 		out.Kernels = append(out.Kernels, pk)
 	}
 	for _, d := range p.Dispatches {
-		pd := PlanDispatch{Kernel: d.Kernel, Groups: d.Groups, Threads: d.Threads}
+		pd := plan.Dispatch{Kernel: d.Kernel, Groups: d.Groups, Threads: d.Threads}
 		for _, b := range d.Bindings {
-			pd.Args = append(pd.Args, PlanArg{Buffer: m.Buffer[b.Value], Offset: b.Offset})
+			pd.Args = append(pd.Args, plan.Arg{Buffer: m.Buffer[b.Value], Offset: b.Offset})
 		}
 		out.Dispatches = append(out.Dispatches, pd)
 	}

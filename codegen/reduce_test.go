@@ -13,7 +13,7 @@ import (
 	"github.com/scm-magellano/magc/ir"
 	"github.com/scm-magellano/magc/ir/ref"
 	"github.com/scm-magellano/magc/passes"
-	"github.com/scm-magellano/magc/runtime"
+	"github.com/scm-magellano/magc/internal/kcheck"
 )
 
 // redKinds picks the groups of the given kinds.
@@ -53,7 +53,7 @@ var redCases = map[string]func() []redCase{
 // redProgram is a compiled set of groups with what checking them needs.
 type redProgram struct {
 	prog   *codegen.Program
-	x      *runtime.Executor
+	x      *kcheck.Executor
 	src    string
 	want   map[*ir.Value]*ref.Tensor
 	groups []*passes.Group
@@ -92,7 +92,7 @@ func redCompile(g *ir.Graph, pick func(*passes.Group) bool, want map[*ir.Value]*
 		return p
 	}
 	d := simDevice()
-	p.x, p.err = runtime.NewExecutor(d, p.prog, p.src, runtime.SeparateBuffers(d))
+	p.x, p.err = kcheck.NewExecutor(d, p.prog, kcheck.SeparateBuffers(d))
 	return p
 }
 
@@ -151,7 +151,7 @@ func redKind(t *testing.T, kind string) {
 // check runs each picked dispatch on the sim with the reference's values of
 // its operands and garbage in its outputs, then compares what it wrote with
 // the reference: NaN where the reference has NaN, relative error within
-// runtime.Tolerance elsewhere. It returns the number of dispatches run.
+// kcheck.Tolerance elsewhere. It returns the number of dispatches run.
 func (p *redProgram) check(t *testing.T, pick func(*passes.Group) bool) int {
 	t.Helper()
 	n := 0
@@ -186,7 +186,7 @@ func (p *redProgram) check(t *testing.T, pick func(*passes.Group) bool) int {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if e := redErr(got, p.want[v]); !(e <= runtime.Tolerance(v.Type)) {
+			if e := redErr(got, p.want[v]); !(e <= kcheck.Tolerance(v.Type)) {
 				t.Errorf("fused=%v dispatch %d (%s, %s): %v %v relative error %.3g", p.fused[i], i, dp.Kernel, p.groups[i].Root.Op, v, v.Type, e)
 			}
 		}
@@ -197,7 +197,7 @@ func (p *redProgram) check(t *testing.T, pick func(*passes.Group) bool) int {
 	return n
 }
 
-// redErr is runtime.RelErr where NaNs must match and are left out of the norms.
+// redErr is kcheck.RelErr where NaNs must match and are left out of the norms.
 func redErr(got, want *ref.Tensor) float64 {
 	g, w := got.Clone(), want.Clone()
 	for i, v := range w.Data {
@@ -208,7 +208,7 @@ func redErr(got, want *ref.Tensor) float64 {
 			g.Data[i], w.Data[i] = 0, 0
 		}
 	}
-	return runtime.RelErr(g, w)
+	return kcheck.RelErr(g, w)
 }
 
 // redInput declares an input filled from f.

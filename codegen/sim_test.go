@@ -5,14 +5,14 @@ import (
 	"testing"
 
 	"github.com/scm-magellano/magc/codegen"
-	"github.com/scm-magellano/magc/codegen/msl"
 	"github.com/scm-magellano/magc/ir"
 	"github.com/scm-magellano/magc/ir/lang"
 	"github.com/scm-magellano/magc/ir/ref"
 	"github.com/scm-magellano/magc/passes"
-	"github.com/scm-magellano/magc/runtime"
-	"github.com/scm-magellano/magc/runtime/metal"
-	"github.com/scm-magellano/magc/runtime/sim"
+	"github.com/scm-magellano/magc/device"
+	"github.com/scm-magellano/magc/device/sim"
+	"github.com/scm-magellano/magc/internal/kcheck"
+	"github.com/scm-magellano/magc/pipeline"
 )
 
 var (
@@ -25,12 +25,14 @@ func simDevice() *sim.Device {
 	return dev
 }
 
-// devices are where kernels are checked: the sim, and on a Mac the GPU.
-func devices() []runtime.Device {
-	if m, ok := metal.Available(); ok {
-		return []runtime.Device{simDevice(), m}
+// devices are where kernels are checked: the sim, and every GPU present.
+func devices(t testing.TB) []device.Device {
+	t.Helper()
+	ds, err := kcheck.Devices()
+	if err != nil {
+		t.Fatal(err)
 	}
-	return []runtime.Device{simDevice()}
+	return ds
 }
 
 // model loads a model file at a small size and runs the passes.
@@ -40,11 +42,11 @@ func model(t *testing.T, name string, cfg *passes.Config, over map[string]int) *
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, _, err = passes.Run(g, cfg)
+	u, err := pipeline.Run(g, &pipeline.Config{Passes: *cfg, Verify: true}, "remat")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return g
+	return u.Graph
 }
 
 // reference evaluates g and returns every value; inputs not given get
@@ -102,15 +104,11 @@ func compileAndCheck(t *testing.T, g *ir.Graph, s *passes.Schedule, inputs map[s
 	if err != nil {
 		t.Fatal(err)
 	}
-	src, err := msl.Render(prog.Module)
-	if err != nil {
-		t.Fatal(err)
-	}
 	want := reference(t, g, inputs)
-	for _, dev := range devices() {
-		bad, err := runtime.CheckProgram(dev, prog, src, want)
+	for _, dev := range devices(t) {
+		bad, err := kcheck.CheckProgram(dev, prog, want)
 		if err != nil {
-			t.Fatalf("%s: %v\n%s", dev.Name(), err, src)
+			t.Fatalf("%s: %v", dev.Name(), err)
 		}
 		for _, m := range bad {
 			t.Errorf("%s: %v", dev.Name(), m)

@@ -6,6 +6,7 @@ import (
 	"github.com/scm-magellano/magc/codegen"
 	"github.com/scm-magellano/magc/ir/lang"
 	"github.com/scm-magellano/magc/passes"
+	"github.com/scm-magellano/magc/pipeline"
 )
 
 // TestGoPackage pins the Go package that `magc compile --emit-go` writes for
@@ -17,15 +18,11 @@ func TestGoPackage(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		g, _, err = passes.Run(g, &passes.Config{Train: true})
+		u, err := pipeline.Compile(g, &pipeline.Config{Passes: passes.Config{Train: true}, Mem: passes.DefaultMemOptions()})
 		if err != nil {
 			t.Fatal(err)
 		}
-		c, err := codegen.Lower(g, true, passes.DefaultMemOptions())
-		if err != nil {
-			t.Fatal(err)
-		}
-		src, err := codegen.GoSource("tiny", c.Plan())
+		src, err := codegen.GoSource("tiny", u.Plan, []string{"msl"})
 		if err != nil {
 			t.Fatal(err)
 		}

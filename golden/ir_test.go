@@ -4,7 +4,7 @@ import (
 	"testing"
 
 	"github.com/scm-magellano/magc/ir/lang"
-	"github.com/scm-magellano/magc/passes"
+	"github.com/scm-magellano/magc/pipeline"
 )
 
 // Models whose printed IR is pinned.
@@ -23,17 +23,17 @@ func TestModelIR(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			out, _, err := passes.Run(g, &passes.Config{Verify: true})
+			out, err := pipeline.Run(g, &pipeline.Config{Verify: true}, "remat")
 			if err != nil {
 				t.Fatal(err)
 			}
-			text := out.String()
+			text := out.Graph.String()
 			again, err := lang.Load("../models/"+m+".graph", lang.Options{})
 			if err != nil {
 				t.Fatal(err)
 			}
-			out2, _, _ := passes.Run(again, &passes.Config{})
-			if out2.String() != text {
+			out2, err := pipeline.Run(again, &pipeline.Config{}, "remat")
+			if err != nil || out2.Graph.String() != text {
 				t.Fatal("printing the same model twice gave different text")
 			}
 			check(t, "ir/"+m+".ir", []byte(text))

@@ -66,19 +66,50 @@ type Node struct {
 // Out returns the node's single output.
 func (n *Node) Out() *Value { return n.Outputs[0] }
 
-// Role says who updates a parameter.
+// Role says what a tensor of a step is for. Parameters are Trainable,
+// Frozen, FrozenNF4 or OptState; the memory plan and plan.json also give the
+// roles of the other tensors. Its spelling (String, MarshalText) is the one
+// every report, plot and plan.json uses.
 type Role uint8
 
 const (
-	Trainable Role = iota + 1
-	Frozen         // dense weights that receive no update
-	FrozenNF4      // NF4-quantised frozen weights
-	OptState       // optimizer moments
+	Trainable  Role = iota + 1
+	Frozen          // dense weights that receive no update
+	FrozenNF4       // NF4-quantised frozen weights
+	OptState        // optimizer moments
+	HostInput       // fed by the host each step
+	Activation      // computed in the step
+	Gradient        // computed in the backward pass
 )
 
-var roleNames = [...]string{"?", "trainable", "frozen", "frozen_nf4", "opt_state"}
+var roleNames = [...]string{"?", "trainable", "frozen", "frozen_nf4", "opt_state", "input", "activation", "gradient"}
 
-func (r Role) String() string { return roleNames[r] }
+func (r Role) String() string {
+	if int(r) < len(roleNames) {
+		return roleNames[r]
+	}
+	return "?"
+}
+
+// IsParam reports whether tensors of the role persist from step to step.
+func (r Role) IsParam() bool { return r >= Trainable && r <= OptState }
+
+func (r Role) MarshalText() ([]byte, error) {
+	if r == 0 || int(r) >= len(roleNames) {
+		return nil, fmt.Errorf("invalid role %d", r)
+	}
+	return []byte(roleNames[r]), nil
+}
+
+func (r *Role) UnmarshalText(b []byte) error {
+	for i, n := range roleNames[1:] {
+		if n == string(b) {
+			*r = Role(i + 1)
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown role %q", b)
+}
 
 // Init says how a parameter is initialised (see Init.Fill).
 type Init struct {

@@ -20,15 +20,29 @@ func loadModel(t *testing.T, name string, over map[string]int) *ir.Graph {
 	return g
 }
 
-// run applies the pass list with verification after every pass.
+// run applies the graph passes, verifying the graph after each.
 func run(t *testing.T, g *ir.Graph, cfg Config) (*ir.Graph, *Config) {
 	t.Helper()
-	cfg.Verify = true
-	out, _, err := Run(g, &cfg)
+	g, err := runPasses(g, &cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return out, &cfg
+	return g, &cfg
+}
+
+// runPasses applies the graph passes in the pipeline's order (the
+// pipeline package imports this one, so tests here cannot use it).
+func runPasses(g *ir.Graph, cfg *Config) (*ir.Graph, error) {
+	for _, pass := range []func(*ir.Graph, *Config) (*ir.Graph, error){QLoRA, TrainStep, Remat} {
+		var err error
+		if g, err = pass(g, cfg); err != nil {
+			return nil, err
+		}
+		if err := ir.Verify(g); err != nil {
+			return nil, err
+		}
+	}
+	return g, nil
 }
 
 // eval runs the reference interpreter.

@@ -13,8 +13,10 @@ package passes
 
 import (
 	"cmp"
+
 	"errors"
 	"fmt"
+	"github.com/scm-magellano/magc/ir"
 	"math"
 	"slices"
 	"strings"
@@ -33,9 +35,8 @@ const (
 type Buffer struct {
 	Name  string
 	Bytes int64
-	// Role is "weight", "nf4", "lora", "opt_state", "activation", "saved",
-	// "gradient", "scratch", "input"...: it colours the picture and reports.
-	Role       string
+	// Role colours the picture and reports.
+	Role       ir.Role
 	Start, End int
 	// Persistent buffers live for the whole step (weights, optimizer
 	// state); the planner sets Start=0 and End=last kernel.
@@ -805,7 +806,7 @@ type MemStep struct {
 // BufferInfo describes a buffer that steps name.
 type BufferInfo struct {
 	Bytes      int64
-	Role       string
+	Role       ir.Role
 	Persistent bool // lives for the whole step
 	Output     bool // read by the host after the step: lives to the last kernel
 }

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"github.com/scm-magellano/magc/ir"
 	"math"
 	"math/rand/v2"
 	"reflect"
@@ -305,9 +306,9 @@ func TestPlanMemoryBudget(t *testing.T) {
 	// Twelve buffers live at kernel 5, the peak; "early" ends before it.
 	var bufs []Buffer
 	for i := range 12 {
-		bufs = append(bufs, Buffer{Name: fmt.Sprintf("act%02d", i), Bytes: int64(i+1) * 100e6, Role: "activation", Start: 3, End: 6})
+		bufs = append(bufs, Buffer{Name: fmt.Sprintf("act%02d", i), Bytes: int64(i+1) * 100e6, Role: ir.Activation, Start: 3, End: 6})
 	}
-	bufs = append(bufs, Buffer{Name: "early", Bytes: 5e9, Role: "scratch", Start: 0, End: 2})
+	bufs = append(bufs, Buffer{Name: "early", Bytes: 5e9, Role: ir.Activation, Start: 0, End: 2})
 	names := []string{"embed", "k1", "k2", "fused_matmul_3", "k4", "k5", "k6", "k7"}
 	p, err := PlanMemory(bufs, 8, MemOptions{Budget: 2e9, KernelNames: names})
 	var be *BudgetError
@@ -441,14 +442,14 @@ func TestPlanMemoryTrainStep(t *testing.T) {
 
 func TestLifetimes(t *testing.T) {
 	info := map[string]BufferInfo{
-		"w":      {Bytes: 4096, Role: "weight", Persistent: true},
-		"idle":   {Bytes: 512, Role: "weight", Persistent: true},
-		"unused": {Bytes: 512, Role: "scratch"},
-		"tokens": {Bytes: 256, Role: "input"},
-		"h":      {Bytes: 1024, Role: "activation"},
-		"g":      {Bytes: 1024, Role: "activation"},
-		"y":      {Bytes: 1024, Role: "activation"},
-		"loss":   {Bytes: 4, Role: "scratch", Output: true},
+		"w":      {Bytes: 4096, Role: ir.Frozen, Persistent: true},
+		"idle":   {Bytes: 512, Role: ir.Frozen, Persistent: true},
+		"unused": {Bytes: 512, Role: ir.Activation},
+		"tokens": {Bytes: 256, Role: ir.HostInput},
+		"h":      {Bytes: 1024, Role: ir.Activation},
+		"g":      {Bytes: 1024, Role: ir.Activation},
+		"y":      {Bytes: 1024, Role: ir.Activation},
+		"loss":   {Bytes: 4, Role: ir.Activation, Output: true},
 	}
 	steps := []MemStep{
 		{Name: "embed", Reads: []string{"w"}, Writes: []string{"h"}},
@@ -475,7 +476,7 @@ func TestLifetimes(t *testing.T) {
 			t.Errorf("%s lives [%d, %d], want %v", name, b.Start, b.End, want)
 		}
 	}
-	if got["g"].InPlace != "h" || got["y"].InPlace != "tokens" || got["h"].Role != "activation" || !got["w"].Persistent {
+	if got["g"].InPlace != "h" || got["y"].InPlace != "tokens" || got["h"].Role != ir.Activation || !got["w"].Persistent {
 		t.Errorf("g %+v, y %+v", got["g"], got["y"])
 	}
 	p := memPlanOK(t, bufs, len(steps), MemOptions{})
@@ -525,21 +526,21 @@ func memTrainStep(rng *rand.Rand, layers, scratch int) ([]Buffer, int) {
 	actSize := func() int64 { return int64(memMB * math.Pow(300, math.Pow(rng.Float64(), 24))) }
 	addScratch := func(at int) {
 		for range scratch {
-			add(Buffer{Role: "scratch", Bytes: between(memMB, 64*memMB), Start: at, End: at + rng.IntN(2)})
+			add(Buffer{Role: ir.Activation, Bytes: between(memMB, 64*memMB), Start: at, End: at + rng.IntN(2)})
 		}
 	}
 	k := 0
 	saved := make([][]int, layers)
 	for l := range layers {
 		for j := range acts {
-			saved[l] = append(saved[l], add(Buffer{Role: "activation", Bytes: actSize(), Start: k + j*fwdK/acts}))
+			saved[l] = append(saved[l], add(Buffer{Role: ir.Activation, Bytes: actSize(), Start: k + j*fwdK/acts}))
 		}
 		for t := range fwdK {
 			addScratch(k + t)
 		}
 		k += fwdK
 	}
-	add(Buffer{Role: "activation", Bytes: between(100*memMB, 300*memMB), Start: k, End: k + 10}) // logits
+	add(Buffer{Role: ir.Activation, Bytes: between(100*memMB, 300*memMB), Start: k, End: k + 10}) // logits
 	k += 20
 	var lora []int
 	for l := layers - 1; l >= 0; l-- {
@@ -548,7 +549,7 @@ func memTrainStep(rng *rand.Rand, layers, scratch int) ([]Buffer, int) {
 		}
 		prev := -1
 		for t := range bwdK {
-			g := Buffer{Role: "gradient", Bytes: actSize(), Start: k + t, End: k + t + 1 + rng.IntN(10)}
+			g := Buffer{Role: ir.Gradient, Bytes: actSize(), Start: k + t, End: k + t + 1 + rng.IntN(10)}
 			if prev >= 0 && rng.IntN(10) < 3 { // an elementwise kernel overwriting the previous gradient
 				bufs[prev].End = k + t
 				g.InPlace = bufs[prev].Name
@@ -557,7 +558,7 @@ func memTrainStep(rng *rand.Rand, layers, scratch int) ([]Buffer, int) {
 			addScratch(k + t)
 		}
 		for range 20 {
-			lora = append(lora, add(Buffer{Role: "lora", Bytes: between(64<<10, memMB), Start: k + rng.IntN(bwdK)}))
+			lora = append(lora, add(Buffer{Role: ir.Trainable, Bytes: between(64<<10, memMB), Start: k + rng.IntN(bwdK)}))
 		}
 		k += bwdK
 	}
@@ -568,7 +569,7 @@ func memTrainStep(rng *rand.Rand, layers, scratch int) ([]Buffer, int) {
 	var weights []int
 	var total int64
 	for range 1500 {
-		i := add(Buffer{Role: "weight", Bytes: between(256<<10, 16*memMB), Persistent: true})
+		i := add(Buffer{Role: ir.Frozen, Bytes: between(256<<10, 16*memMB), Persistent: true})
 		weights = append(weights, i)
 		total += bufs[i].Bytes
 	}

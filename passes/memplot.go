@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"image/color"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
 
+	"github.com/scm-magellano/magc/ir"
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
@@ -24,26 +26,15 @@ const (
 	memLegendW    = 2.2 * vg.Inch
 )
 
-// memRoleColors colours the roles the compiler uses, in legend order;
-// other roles take memSpareColors in name order.
-var memRoleColors = []struct {
-	role string
-	c    color.RGBA
-}{
-	{"weight", color.RGBA{70, 110, 170, 255}},
-	{"nf4", color.RGBA{40, 60, 120, 255}},
-	{"lora", color.RGBA{150, 90, 190, 255}},
-	{"trainable", color.RGBA{190, 130, 220, 255}},
-	{"opt_state", color.RGBA{60, 160, 160, 255}},
-	{"input", color.RGBA{90, 170, 80, 255}},
-	{"activation", color.RGBA{240, 150, 50, 255}},
-	{"saved", color.RGBA{190, 100, 30, 255}},
-	{"gradient", color.RGBA{210, 60, 60, 255}},
-	{"scratch", color.RGBA{150, 150, 150, 255}},
-}
-
-var memSpareColors = []color.RGBA{
-	{230, 200, 60, 255}, {120, 190, 230, 255}, {230, 130, 180, 255}, {130, 100, 70, 255}, {170, 210, 120, 255},
+// memRoleColors colours each role of a tensor.
+var memRoleColors = map[ir.Role]color.RGBA{
+	ir.Frozen:     {70, 110, 170, 255},
+	ir.FrozenNF4:  {40, 60, 120, 255},
+	ir.Trainable:  {190, 130, 220, 255},
+	ir.OptState:   {60, 160, 160, 255},
+	ir.HostInput:  {90, 170, 80, 255},
+	ir.Activation: {240, 150, 50, 255},
+	ir.Gradient:   {210, 60, 60, 255},
 }
 
 // PlotMemory draws plan to a PNG at path: kernel index (time) across, arena
@@ -59,7 +50,6 @@ func PlotMemory(plan *MemPlan, path, title string) error {
 	for k := 1; k < len(base); k++ {
 		base[k] = base[k-1] + float64(plan.Segments[k-1])/unit
 	}
-	colors := memColors(plan)
 
 	p := plot.New()
 	p.Title.Text = fmt.Sprintf("%s\narena %.2f %s in %d segment(s), lower bound %.2f %s (+%.2f%%), %d buffers, order %s",
@@ -67,17 +57,17 @@ func PlotMemory(plan *MemPlan, path, title string) error {
 		100*(plan.Ratio()-1), len(plan.Buffers), plan.Order)
 	p.X.Label.Text = "kernel"
 	p.Y.Label.Text = "arena offset (" + unitName + ")"
-	p.Add(&memRects{plan: plan, base: base, unit: unit, colors: colors})
+	p.Add(&memRects{plan: plan, base: base, unit: unit})
 
 	legend := plot.NewLegend()
 	legend.Top, legend.Left = true, true
 	legend.ThumbnailWidth = 0.3 * vg.Inch
-	counts := map[string]int{}
+	counts := map[ir.Role]int{}
 	for _, b := range plan.Buffers {
 		counts[b.Role]++
 	}
-	for _, role := range memRoles(plan) {
-		legend.Add(fmt.Sprintf("%s ×%d", memRoleName(role), counts[role]), memSwatch{colors[role]})
+	for _, role := range slices.Sorted(maps.Keys(counts)) {
+		legend.Add(fmt.Sprintf("%s ×%d", role, counts[role]), memSwatch{memColor(role)})
 	}
 	kmax := float64(max(plan.Kernels, 1))
 	if len(base) > 1 {
@@ -138,41 +128,12 @@ func memWriteFile(path string, data []byte) error {
 	return nil
 }
 
-// memRoles lists the roles in plan: known ones in memRoleColors order, then
-// the rest by name.
-func memRoles(plan *MemPlan) []string {
-	seen := map[string]bool{}
-	for _, b := range plan.Buffers {
-		seen[b.Role] = true
+// memColor is a role's colour (grey for a buffer without one).
+func memColor(r ir.Role) color.Color {
+	if c, ok := memRoleColors[r]; ok {
+		return c
 	}
-	var roles []string
-	for _, rc := range memRoleColors {
-		if seen[rc.role] {
-			roles = append(roles, rc.role)
-			delete(seen, rc.role)
-		}
-	}
-	var other []string
-	for r := range seen {
-		other = append(other, r)
-	}
-	slices.Sort(other)
-	return append(roles, other...)
-}
-
-func memColors(plan *MemPlan) map[string]color.Color {
-	colors := map[string]color.Color{}
-	for _, rc := range memRoleColors {
-		colors[rc.role] = rc.c
-	}
-	spare := 0
-	for _, r := range memRoles(plan) {
-		if colors[r] == nil {
-			colors[r] = memSpareColors[spare%len(memSpareColors)]
-			spare++
-		}
-	}
-	return colors
+	return color.RGBA{150, 150, 150, 255}
 }
 
 // memUnit picks the decimal unit in which n bytes reads best.
@@ -186,13 +147,6 @@ func memUnit(n int64) (float64, string) {
 		return 1e3, "kB"
 	}
 	return 1, "bytes"
-}
-
-func memRoleName(role string) string {
-	if role == "" {
-		return "(no role)"
-	}
-	return role
 }
 
 func memLine(xys plotter.XYs, c color.Color, dashes []vg.Length) *plotter.Line {
@@ -209,7 +163,6 @@ type memRects struct {
 	plan   *MemPlan
 	base   []float64
 	unit   float64
-	colors map[string]color.Color
 }
 
 func (r *memRects) DataRange() (xmin, xmax, ymin, ymax float64) {
@@ -227,7 +180,7 @@ func (r *memRects) Plot(c draw.Canvas, p *plot.Plot) {
 		x0, x1 := trX(float64(b.Start)), trX(float64(b.End+1))
 		y0, y1 := trY(y), trY(y+float64(b.Bytes)/r.unit)
 		pts := []vg.Point{{X: x0, Y: y0}, {X: x1, Y: y0}, {X: x1, Y: y1}, {X: x0, Y: y1}}
-		col := r.colors[b.Role]
+		col := memColor(b.Role)
 		c.FillPolygon(col, pts)
 		if x1-x0 > vg.Points(4) && y1-y0 > vg.Points(4) {
 			edge.Color = memDarker(col)

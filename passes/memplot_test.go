@@ -1,6 +1,7 @@
 package passes
 
 import (
+	"github.com/scm-magellano/magc/ir"
 	"image/color"
 	"image/png"
 	"math/rand/v2"
@@ -11,10 +12,10 @@ import (
 
 func TestPlotMemory(t *testing.T) {
 	plan := memPlanOK(t, []Buffer{
-		{Name: "w", Bytes: 512, Role: "weight", Persistent: true},
-		{Name: "a", Bytes: 1024, Role: "activation", Start: 0, End: 2},
-		{Name: "g", Bytes: 1024, Role: "gradient", Start: 2, End: 4, InPlace: "a"},
-		{Name: "x", Bytes: 768, Role: "custom", Start: 1, End: 3},
+		{Name: "w", Bytes: 512, Role: ir.Frozen, Persistent: true},
+		{Name: "a", Bytes: 1024, Role: ir.Activation, Start: 0, End: 2},
+		{Name: "g", Bytes: 1024, Role: ir.Gradient, Start: 2, End: 4, InPlace: "a"},
+		{Name: "x", Bytes: 768, Role: 0, Start: 1, End: 3},
 	}, 5, MemOptions{MaxSegment: 2048})
 	path := filepath.Join(t.TempDir(), "mem.png")
 	if err := os.WriteFile(path, []byte("old"), 0o644); err != nil {
@@ -37,12 +38,10 @@ func TestPlotMemory(t *testing.T) {
 		t.Fatalf("picture is %v, want %dx%d", b, w, h)
 	}
 	// Every role's colour fills many more pixels than its legend swatch:
-	// the buffers are drawn (the custom role takes the first spare colour).
-	want := map[color.RGBA]string{memSpareColors[0]: "custom"}
-	for _, rc := range memRoleColors {
-		if rc.role == "weight" || rc.role == "activation" || rc.role == "gradient" {
-			want[rc.c] = rc.role
-		}
+	// the buffers are drawn (the buffer without a role in grey).
+	want := map[color.RGBA]string{memColor(0).(color.RGBA): "no role"}
+	for _, r := range []ir.Role{ir.Frozen, ir.Activation, ir.Gradient} {
+		want[memRoleColors[r]] = r.String()
 	}
 	count := map[color.RGBA]int{}
 	for y := 0; y < h; y++ {

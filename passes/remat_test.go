@@ -187,7 +187,7 @@ func TestRematErrors(t *testing.T) {
 		{Config{Train: true, Remat: "lazy"}, "unknown remat policy"},
 		{Config{Train: true, Remat: "auto"}, "positive memory budget"},
 	} {
-		if _, _, err := Run(g, &c.cfg); err == nil || !strings.Contains(err.Error(), c.want) {
+		if _, err := runPasses(g, &c.cfg); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%+v: error %v, want %q", c.cfg, err, c.want)
 		}
 	}
@@ -195,10 +195,10 @@ func TestRematErrors(t *testing.T) {
 	// what layer keeps; the planner then judges the whole arena.
 	least := Config{Train: true, Remat: "auto", MemoryBudget: 1}
 	layer := Config{Train: true, Remat: "layer"}
-	if _, _, err := Run(g, &least); err != nil {
+	if _, err := runPasses(g, &least); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := Run(g, &layer); err != nil {
+	if _, err := runPasses(g, &layer); err != nil {
 		t.Fatal(err)
 	}
 	if least.Stats.ActivationBytes > layer.Stats.ActivationBytes {

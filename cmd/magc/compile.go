@@ -19,24 +19,30 @@ import (
 	"github.com/scm-magellano/magc/ir/lang"
 	"github.com/scm-magellano/magc/models"
 	"github.com/scm-magellano/magc/passes"
-	"github.com/scm-magellano/magc/runtime"
+	"github.com/scm-magellano/magc/pipeline"
+	"github.com/scm-magellano/magc/plan"
+	"github.com/scm-magellano/magc/train"
 )
 
-// modelFlags select and adjust the model, shared by every command that loads one.
+// modelArg is the model a command takes as its argument.
+type modelArg struct {
+	Model string `arg:"" help:"The .graph model file, or the name of a built-in model (${models})."`
+}
+
+// modelFlags adjust the model: one set for every command that loads one.
 type modelFlags struct {
-	Model    string `arg:"" help:"The .graph model file, or the name of a built-in model (tiny, phase1, phase2, phase3, scm3b)."`
 	Mode     string `help:"Training mode: full (all weights trainable) or qlora (frozen NF4 + LoRA). Default: the model's train line." enum:"full,qlora," default:""`
 	Batch    string `help:"Override the model's batch size (its 'batch' constant); 'max' (compile) finds the largest that fits the arena."`
 	Seq      int    `help:"Override the context length (the model's 'context' constant)."`
 	LoRARank int    `name:"lora-rank" help:"Override the LoRA rank r of qlora mode."`
 }
 
-// load parses the model file, applying overrides.
-func (m *modelFlags) load() (*ir.Graph, error) {
+// load parses a model file, applying the overrides.
+func (m *modelFlags) load(model string) (*ir.Graph, error) {
 	if m.LoRARank < 0 {
 		return nil, fmt.Errorf("--lora-rank must be positive, got %d", m.LoRARank)
 	}
-	return loadModel(m.Model, m.Batch, m.Seq)
+	return loadModel(model, m.Batch, m.Seq)
 }
 
 // loadModel parses a model (a file or a built-in name) with the batch and
@@ -72,15 +78,17 @@ func loadModel(model, batch string, seq int) (*ir.Graph, error) {
 	return g, nil
 }
 
-func (m *modelFlags) config() *passes.Config {
-	return &passes.Config{Mode: m.Mode, LoRARank: m.LoRARank}
+func (m *modelFlags) config() passes.Config {
+	return passes.Config{Mode: m.Mode, LoRARank: m.LoRARank}
 }
 
 type compileCmd struct {
+	modelArg
 	modelFlags
-	Out        string `short:"o" help:"Write kernels.metal, plan.json and report.json into this directory." placeholder:"DIR"`
+	Target     string `default:"msl" enum:"msl,cuda" help:"Kernel language: msl (Metal, kernels.metal) or cuda (NVIDIA, kernels.cu)."`
+	Out        string `short:"o" help:"Write the kernels (kernels.metal or kernels.cu), plan.json and report.json into this directory." placeholder:"DIR"`
 	Report     string `help:"Write report.json (stable keys for tools) to this file." placeholder:"FILE"`
-	Dump       string `help:"Print the IR after this pass ('parse' for the graph as written)." placeholder:"PASS"`
+	Dump       string `help:"Print what this phase built ('parse' for the graph as written; phases: ${phases})." placeholder:"PHASE"`
 	Forward    bool   `help:"Compile only the forward pass (default: the whole training step)."`
 	NoFuse     bool   `help:"One kernel per op: the unfused baseline."`
 	Remat      string `default:"none" enum:"none,layer,auto" help:"Activation checkpointing: none, layer (recompute each checkpoint region) or auto (fit --arena)."`
@@ -128,66 +136,68 @@ type report struct {
 
 func (c *compileCmd) Run(e *env) error {
 	start := time.Now()
-	g, err := c.load()
+	g, err := c.load(c.Model)
 	if err != nil {
 		return err
 	}
 	parseTime := time.Since(start)
-	cfg := c.config()
-	cfg.Train, cfg.Remat = !c.Forward, c.Remat
-	if c.Dump != "" {
-		return c.dump(e, g, cfg)
-	}
 	mem, err := c.memOptions()
 	if err != nil {
 		return err
 	}
+	cfg := &pipeline.Config{Passes: c.config(), NoFuse: c.NoFuse, Mem: mem, Target: c.Target}
+	cfg.Passes.Train, cfg.Passes.Remat = !c.Forward, c.Remat
+	if c.Dump != "" {
+		return c.dump(e, g, cfg)
+	}
 	if c.Batch == "max" {
-		if g, err = c.maxBatch(e, cfg, mem); err != nil {
+		if g, err = c.maxBatch(e, cfg); err != nil {
 			return err
 		}
 	}
-	b, err := codegen.Build(g, *cfg, !c.NoFuse, mem)
+	u, err := pipeline.Compile(g, cfg)
 	if err != nil {
-		return c.explain(err, cfg, mem)
+		return c.explain(err, cfg)
 	}
-	r := buildReport(g, b.Graph)
+	r := buildReport(g, u.Graph)
 	r.PassMS["parse"] = ms(parseTime)
-	for _, t := range b.Times {
-		r.PassMS[t.Pass] = ms(t.Dur)
+	for _, t := range u.Times {
+		r.PassMS[t.Phase] = ms(t.Dur)
 	}
-	r.PassMS["fuse"], r.PassMS["codegen"] = ms(b.FuseTime), ms(b.LowerTime)
-	r.RecomputeFlops, r.ActivationBytesSaved = b.Stats.RecomputeFLOPs, b.Stats.ActivationBytesSaved
-	unfused := passes.Fuse(b.Graph, false)
-	r.Kernels, r.Dispatches, r.DispatchesUnfused = len(b.Prog.Module.Kernels), len(b.Prog.Dispatches), len(unfused.Groups)
-	r.GlobalBytes, r.GlobalBytesUnfused = b.Sched.GlobalBytes(), unfused.GlobalBytes()
-	p := b.Memory.Plan
-	r.ArenaBytes, r.LiveLowerBound, r.ArenaBudget, r.ArenaSegments, r.PlanMS = p.ArenaBytes, p.LowerBound, mem.Budget, len(p.Segments), ms(b.PlanTime)
-	if err := c.write(b, r); err != nil {
+	r.RecomputeFlops, r.ActivationBytesSaved = u.Stats.RecomputeFLOPs, u.Stats.ActivationBytesSaved
+	unfused := passes.Fuse(u.Graph, false)
+	r.Kernels, r.Dispatches, r.DispatchesUnfused = len(u.Prog.Module.Kernels), len(u.Prog.Dispatches), len(unfused.Groups)
+	r.GlobalBytes, r.GlobalBytesUnfused = u.Sched.GlobalBytes(), unfused.GlobalBytes()
+	p := u.Memory.Plan
+	r.ArenaBytes, r.LiveLowerBound, r.ArenaBudget, r.ArenaSegments, r.PlanMS = p.ArenaBytes, p.LowerBound, mem.Budget, len(p.Segments), r.PassMS["plan"]
+	if err := c.write(u, r); err != nil {
 		return err
 	}
 	printSummary(e.stdout, c.Model, r)
 	if c.Report != "" {
-		return runtime.WriteJSON(c.Report, r)
+		return train.WriteJSON(c.Report, r)
 	}
 	return nil
 }
 
-// dump prints the IR after the pass --dump names.
-func (c *compileCmd) dump(e *env, g *ir.Graph, cfg *passes.Config) error {
+// dump prints what the phase --dump names built.
+func (c *compileCmd) dump(e *env, g *ir.Graph, cfg *pipeline.Config) error {
 	if c.Dump == "parse" {
 		return ir.Print(e.stdout, g)
 	}
-	if !slices.Contains(passes.Names(), c.Dump) {
-		return fmt.Errorf("--dump %s: no such pass (passes: parse, %s)", c.Dump, strings.Join(passes.Names(), ", "))
+	if !slices.Contains(pipeline.Names(), c.Dump) {
+		return fmt.Errorf("--dump %s: no such phase (phases: parse, %s)", c.Dump, strings.Join(pipeline.Names(), ", "))
 	}
-	cfg.Dump = func(pass string, g *ir.Graph) {
-		if pass == c.Dump {
-			ir.Print(e.stdout, g)
-		}
+	u, err := pipeline.Run(g, cfg, c.Dump)
+	if err != nil && (u == nil || !isBudget(err)) {
+		return err
 	}
-	_, _, err := passes.Run(g, cfg)
-	return err
+	return pipeline.DumpPhase(e.stdout, c.Dump, u)
+}
+
+func isBudget(err error) bool {
+	var be *passes.BudgetError
+	return errors.As(err, &be)
 }
 
 func (c *compileCmd) memOptions() (passes.MemOptions, error) {
@@ -204,18 +214,17 @@ func (c *compileCmd) memOptions() (passes.MemOptions, error) {
 
 // fits reports whether the model at a batch size has a plan within the
 // budget; with remat auto it asks for the least memory the policy can reach.
-func (c *compileCmd) fits(batch int, cfg *passes.Config, mem passes.MemOptions) (bool, *ir.Graph, error) {
+func (c *compileCmd) fits(batch int, cfg *pipeline.Config) (bool, *ir.Graph, error) {
 	g, err := loadModel(c.Model, fmt.Sprint(batch), c.Seq)
 	if err != nil {
 		return false, nil, err
 	}
 	probe := *cfg
-	if probe.Remat == "auto" {
-		probe.MemoryBudget = 1
+	if probe.Passes.Remat == "auto" {
+		probe.Passes.MemoryBudget = 1
 	}
-	_, err = codegen.Build(g, probe, !c.NoFuse, mem)
-	var be *passes.BudgetError
-	if errors.As(err, &be) {
+	_, err = pipeline.Compile(g, &probe)
+	if isBudget(err) {
 		return false, g, nil
 	}
 	return err == nil, g, err
@@ -223,17 +232,17 @@ func (c *compileCmd) fits(batch int, cfg *passes.Config, mem passes.MemOptions) 
 
 // maxBatch finds the largest batch whose plan fits the budget: doubling,
 // then bisecting.
-func (c *compileCmd) maxBatch(e *env, cfg *passes.Config, mem passes.MemOptions) (*ir.Graph, error) {
-	ok, g, err := c.fits(1, cfg, mem)
+func (c *compileCmd) maxBatch(e *env, cfg *pipeline.Config) (*ir.Graph, error) {
+	ok, g, err := c.fits(1, cfg)
 	if err != nil {
 		return nil, err
 	}
 	if !ok {
-		return nil, fmt.Errorf("not even batch 1 fits the %s arena budget (try --remat auto, or a shorter --seq)", gigabytes(mem.Budget))
+		return nil, fmt.Errorf("not even batch 1 fits the %s arena budget (try --remat auto, or a shorter --seq)", gigabytes(cfg.Mem.Budget))
 	}
 	lo, hi := 1, 0 // lo fits; hi, once found, does not
 	for b := 2; hi == 0 && b <= 1<<14; b *= 2 {
-		fit, gb, err := c.fits(b, cfg, mem)
+		fit, gb, err := c.fits(b, cfg)
 		if err != nil {
 			return nil, err
 		}
@@ -245,7 +254,7 @@ func (c *compileCmd) maxBatch(e *env, cfg *passes.Config, mem passes.MemOptions)
 	}
 	for hi > lo+1 {
 		mid := (lo + hi) / 2
-		fit, gb, err := c.fits(mid, cfg, mem)
+		fit, gb, err := c.fits(mid, cfg)
 		if err != nil {
 			return nil, err
 		}
@@ -255,21 +264,20 @@ func (c *compileCmd) maxBatch(e *env, cfg *passes.Config, mem passes.MemOptions)
 			hi = mid
 		}
 	}
-	fmt.Fprintf(e.stderr, "the largest batch that fits %s is %d\n", gigabytes(mem.Budget), lo)
+	fmt.Fprintf(e.stderr, "the largest batch that fits %s is %d\n", gigabytes(cfg.Mem.Budget), lo)
 	return g, nil
 }
 
 // explain adds to an over-budget error what would fit.
-func (c *compileCmd) explain(err error, cfg *passes.Config, mem passes.MemOptions) error {
-	var be *passes.BudgetError
-	if !errors.As(err, &be) {
+func (c *compileCmd) explain(err error, cfg *pipeline.Config) error {
+	if !isBudget(err) {
 		return err
 	}
 	var advice []string
-	if cfg.Remat != "auto" {
+	if cfg.Passes.Remat != "auto" {
 		advice = append(advice, "--remat auto recomputes activations to fit the budget")
 	}
-	if ok, _, ferr := c.fits(1, cfg, mem); ferr == nil && ok {
+	if ok, _, ferr := c.fits(1, cfg); ferr == nil && ok {
 		advice = append(advice, "--batch max finds the largest batch that fits")
 	}
 	if len(advice) == 0 {
@@ -279,10 +287,10 @@ func (c *compileCmd) explain(err error, cfg *passes.Config, mem passes.MemOption
 }
 
 // write emits what the flags ask for: -o DIR, --dot, --plot-memory, --emit-go.
-func (c *compileCmd) write(b *codegen.Built, r *report) error {
-	g, prog := b.Graph, b.Prog
+func (c *compileCmd) write(u *pipeline.Unit, r *report) error {
+	g, prog := u.Graph, u.Prog
 	if c.PlotMemory != "" {
-		if err := passes.PlotMemory(b.Memory.Plan, c.PlotMemory, g.Name+" memory plan"); err != nil {
+		if err := passes.PlotMemory(u.Memory.Plan, c.PlotMemory, g.Name+" memory plan"); err != nil {
 			return err
 		}
 	}
@@ -296,13 +304,13 @@ func (c *compileCmd) write(b *codegen.Built, r *report) error {
 			return err
 		}
 		defer f.Close()
-		if err := codegen.WriteDot(f, g, b.Sched, names); err != nil {
+		if err := codegen.WriteDot(f, g, u.Sched, names); err != nil {
 			return err
 		}
 	}
 	if c.EmitGo != "" {
 		pkg := cmp.Or(c.GoPackage, codegen.GoPackageName(g.Name))
-		if err := codegen.EmitGo(c.EmitGo, pkg, b.Plan(), b.Source); err != nil {
+		if err := codegen.EmitGo(c.EmitGo, pkg, u.Plan, map[string]string{u.Target: u.Source}); err != nil {
 			return err
 		}
 	}
@@ -312,13 +320,13 @@ func (c *compileCmd) write(b *codegen.Built, r *report) error {
 	if err := os.MkdirAll(c.Out, 0o755); err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(c.Out, "kernels.metal"), []byte(b.Source), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(c.Out, plan.SourceFile(u.Target)), []byte(u.Source), 0o644); err != nil {
 		return err
 	}
-	if err := runtime.WriteJSON(filepath.Join(c.Out, "plan.json"), b.Plan()); err != nil {
+	if err := train.WriteJSON(filepath.Join(c.Out, "plan.json"), u.Plan); err != nil {
 		return err
 	}
-	return runtime.WriteJSON(filepath.Join(c.Out, "report.json"), r)
+	return train.WriteJSON(filepath.Join(c.Out, "report.json"), r)
 }
 
 // parseBytes reads a size such as 10.6GB, 8GiB, 512MB or a plain byte count.

@@ -21,7 +21,8 @@ import (
 	"strings"
 
 	"example.com/trainer/tiny"
-	"github.com/scm-magellano/magc/runtime/sim"
+	"github.com/scm-magellano/magc/device/sim"
+	"github.com/scm-magellano/magc/ir"
 )
 
 func main() {
@@ -33,7 +34,7 @@ func main() {
 	r := m.Runner()
 	for _, name := range r.Params() {
 		b, _ := r.Buffer(name)
-		if b.Role != "trainable" {
+		if b.Role != ir.Trainable {
 			continue // AdamW moments start at zero
 		}
 		v := make([]float32, b.Bytes/4)
@@ -68,7 +69,8 @@ func main() {
 `
 
 // The package that `magc compile --emit-go` writes builds in a module of its
-// own and trains on the sim with nothing of magc but its runtime.
+// own and trains on the sim with nothing of magc but the plan runner and a
+// device: it links no compiler package.
 func TestEmitGoPackageRuns(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs a program")
@@ -102,9 +104,23 @@ func TestEmitGoPackageRuns(t *testing.T) {
 		}
 	}
 	// Everything the program needs is in the module cache: no network.
+	env := append(os.Environ(), "GOFLAGS=-mod=mod", "GOPROXY=off", "GOWORK=off")
+	list := exec.Command(goTool, "list", "-deps", "./tiny")
+	list.Dir, list.Env = dir, env
+	deps, err := list.Output()
+	if err != nil {
+		t.Fatalf("go list -deps: %v", err)
+	}
+	for _, dep := range strings.Fields(string(deps)) {
+		for _, compiler := range []string{"magc/passes", "magc/codegen", "magc/pipeline", "magc/ir/lang", "magc/ir/ref", "magc/train", "jennifer", "gonum.org/v1/plot"} {
+			if strings.Contains(dep, compiler) {
+				t.Errorf("the emitted package links %s", dep)
+			}
+		}
+	}
+	t.Logf("go list -deps ./tiny (magc's):\n%s", grepMagc(string(deps)))
 	cmd := exec.Command(goTool, "run", ".")
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOPROXY=off", "GOWORK=off")
+	cmd.Dir, cmd.Env = dir, env
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("go run: %v\n%s", err, out)
@@ -123,4 +139,14 @@ func TestEmitGoPackageRuns(t *testing.T) {
 	if len(losses) != 2 || !strings.Contains(string(out), "embed moved true") {
 		t.Errorf("the program printed:\n%s\nwant two losses and a moved embedding", out)
 	}
+}
+
+func grepMagc(deps string) string {
+	var out []string
+	for _, d := range strings.Fields(deps) {
+		if strings.Contains(d, "scm-magellano/magc") {
+			out = append(out, d)
+		}
+	}
+	return strings.Join(out, "\n")
 }

@@ -5,33 +5,33 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/scm-magellano/magc/codegen"
 	"github.com/scm-magellano/magc/ir"
 	"github.com/scm-magellano/magc/ir/ref"
-	"github.com/scm-magellano/magc/passes"
-	"github.com/scm-magellano/magc/runtime"
-	"github.com/scm-magellano/magc/runtime/safetensors"
-	"github.com/scm-magellano/magc/runtime/sim"
+	"github.com/scm-magellano/magc/pipeline"
+	"github.com/scm-magellano/magc/safetensors"
+	"github.com/scm-magellano/magc/train"
 )
 
 type evalCmd struct {
+	modelArg
 	modelFlags
 	Inputs string `required:"" help:"safetensors file with one tensor per model input." placeholder:"FILE"`
 	Out    string `required:"" help:"Write the outputs (and aux losses as aux_loss.N) here, as safetensors." placeholder:"FILE"`
 	Params string `help:"safetensors file of parameters; any it lacks are initialised from the model's init rules." placeholder:"FILE"`
 	Seed   uint64 `default:"0" help:"Seed for initialising parameters not in --params."`
-	Device string `default:"ref" enum:"ref,sim" help:"ref: the float64 reference interpreter; sim: the emitted kernels on the CPU."`
+	Device string `default:"ref" enum:"ref,sim,metal,cuda" help:"ref: the float64 reference interpreter; sim: the emitted kernels on the CPU; metal, cuda: on a GPU."`
 }
 
 func (c *evalCmd) Run(e *env) error {
-	g, err := c.load()
+	model, err := c.load(c.Model)
 	if err != nil {
 		return err
 	}
-	g, _, err = passes.Run(g, c.config())
+	u, err := pipeline.Run(model, &pipeline.Config{Passes: c.config()}, "remat")
 	if err != nil {
 		return err
 	}
+	g := u.Graph
 	inputs, err := readTensors(c.Inputs, "input", inputTypes(g), true)
 	if err != nil {
 		return err
@@ -49,13 +49,13 @@ func (c *evalCmd) Run(e *env) error {
 			params[name] = t
 		}
 	}
-	results, err := c.evaluate(g, inputs, params)
+	results, err := c.evaluate(model, g, inputs, params)
 	if err != nil {
 		return err
 	}
 	out := map[string]safetensors.Tensor{}
 	for name, t := range results {
-		if out[name], err = runtime.ToSafetensors(t); err != nil {
+		if out[name], err = train.ToSafetensors(t); err != nil {
 			return internal(err)
 		}
 	}
@@ -95,7 +95,7 @@ func readTensors(path, what string, want map[string]ir.Type, all bool) (map[stri
 		if !ok {
 			return nil, fmt.Errorf("%s: %q is not a %s of the model (%ss: %s)", path, name, what, what, strings.Join(sortedNames(want), ", "))
 		}
-		if out[name], err = runtime.FromSafetensors(name, f.Tensors[name], t); err != nil {
+		if out[name], err = train.FromSafetensors(name, f.Tensors[name], t); err != nil {
 			return nil, fmt.Errorf("%s: %v", path, err)
 		}
 	}
@@ -118,14 +118,20 @@ func sortedNames(m map[string]ir.Type) []string {
 	return names
 }
 
-// evaluate computes the outputs and aux losses ("aux_loss.N") on the chosen device.
-func (c *evalCmd) evaluate(g *ir.Graph, inputs, params map[string]*ref.Tensor) (map[string]*ref.Tensor, error) {
-	if c.Device == "sim" {
-		l, err := codegen.Lower(g, true, passes.MemOptions{})
+// evaluate computes the outputs and aux losses ("aux_loss.N") of g, the
+// model after its graph passes, on the chosen device.
+func (c *evalCmd) evaluate(model, g *ir.Graph, inputs, params map[string]*ref.Tensor) (map[string]*ref.Tensor, error) {
+	dev, err := deviceFlag{c.Device}.open()
+	if err != nil {
+		return nil, err
+	}
+	if dev != nil {
+		defer dev.Close()
+		u, err := compileFor(dev, model, c.config(), false)
 		if err != nil {
 			return nil, err
 		}
-		return runtime.RunGraph(sim.New(), l, inputs, params)
+		return train.RunGraph(dev, u, inputs, params)
 	}
 	res, err := ref.Eval(g, inputs, params)
 	if err != nil {

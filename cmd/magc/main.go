@@ -11,8 +11,11 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
+	"strings"
 
 	"github.com/alecthomas/kong"
+	"github.com/scm-magellano/magc/models"
+	"github.com/scm-magellano/magc/pipeline"
 )
 
 // Exit codes.
@@ -25,7 +28,7 @@ const (
 type cli struct {
 	Compile compileCmd `cmd:"" help:"Parse, verify and compile a .graph model; print a summary."`
 	Eval    evalCmd    `cmd:"" help:"Evaluate a model's outputs with the float64 reference interpreter."`
-	Run     runCmd     `cmd:"" help:"Train a model (--train) or evaluate it, on the sim, Metal or the reference interpreter."`
+	Run     runCmd     `cmd:"" help:"Train a model (--train) or evaluate it, on the sim, Metal, CUDA or the reference interpreter."`
 }
 
 // env is what commands write to; tests substitute buffers.
@@ -51,6 +54,7 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 		kong.Writers(stdout, stderr),
 		kong.Exit(func(code int) { exit = code }),
 		kong.UsageOnError(),
+		kong.Vars{"models": strings.Join(models.Names(), ", "), "phases": strings.Join(pipeline.Names(), ", ")},
 	)
 	if err != nil {
 		fmt.Fprintf(stderr, "magc: internal error: %v\n", err)

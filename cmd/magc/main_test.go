@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/scm-magellano/magc/pipeline"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -12,8 +13,7 @@ import (
 
 	"github.com/scm-magellano/magc/ir/lang"
 	"github.com/scm-magellano/magc/ir/ref"
-	"github.com/scm-magellano/magc/passes"
-	"github.com/scm-magellano/magc/runtime/safetensors"
+	"github.com/scm-magellano/magc/safetensors"
 )
 
 func magc(t *testing.T, args ...string) (code int, stdout, stderr string) {
@@ -138,7 +138,8 @@ func TestEvalRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, _, _ = passes.Run(g, &passes.Config{})
+	u, _ := pipeline.Run(g, &pipeline.Config{}, "remat")
+	g = u.Graph
 	params, _ := ref.InitParams(g, 3)
 	tok, _ := ref.FromInts([]int{16, 16}, toInts(tokens))
 	res, err := ref.Eval(g, map[string]*ref.Tensor{"tokens": tok, "targets": tok}, params)

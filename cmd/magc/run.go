@@ -5,28 +5,25 @@ import (
 	"fmt"
 	"io"
 	"os"
-	goruntime "runtime"
 	"strings"
 
-	"github.com/scm-magellano/magc/codegen"
+	"github.com/scm-magellano/magc/device"
 	"github.com/scm-magellano/magc/ir"
 	"github.com/scm-magellano/magc/ir/ref"
-	"github.com/scm-magellano/magc/passes"
-	"github.com/scm-magellano/magc/runtime"
-	"github.com/scm-magellano/magc/runtime/data"
-	"github.com/scm-magellano/magc/runtime/metal"
-	"github.com/scm-magellano/magc/runtime/safetensors"
-	"github.com/scm-magellano/magc/runtime/sim"
+	"github.com/scm-magellano/magc/pipeline"
+	"github.com/scm-magellano/magc/safetensors"
+	"github.com/scm-magellano/magc/train"
+	"github.com/scm-magellano/magc/train/data"
 	"golang.org/x/term"
 )
 
 type runCmd struct {
+	modelFlags
+	deviceFlag
 	Train    bool    `help:"Train the model (without it, evaluate it)."`
-	Model    string  `default:"tiny" help:"Model file or built-in name (tiny, phase1, phase2, phase3, scm3b)."`
+	Model    string  `default:"tiny" help:"Model file or built-in name (${models})."`
 	Data     string  `default:"selective-copying" help:"Training data: selective-copying or induction-heads (built-in synthetic tasks), a .txt file, or a directory with train.jsonl (and valid.jsonl)."`
 	Steps    int     `default:"300" help:"Training steps."`
-	Batch    int     `help:"Sequences per batch (default: the model's)."`
-	Seq      int     `help:"Tokens per sequence (default: the model's context)."`
 	LR       float64 `name:"lr" help:"Peak learning rate (default: the model's train line, else 1e-3 full, 2e-4 QLoRA)."`
 	MinLR    float64 `name:"min-lr" default:"1e-4" help:"Final learning rate of the cosine schedule."`
 	Warmup   int     `default:"30" help:"Linear warm-up steps."`
@@ -41,19 +38,19 @@ type runCmd struct {
 	Resume      string `help:"Continue from this checkpoint (its step, weights and optimizer state)." placeholder:"FILE"`
 	Base        string `help:"Initial weights (safetensors, named as the model's parameters; f32 weights of QLoRA targets are quantised to NF4 at load)." placeholder:"FILE"`
 
-	Device   string `default:"" enum:"sim,metal,ref," help:"Where kernels run: sim (the emitted Metal on the CPU), metal (macOS), ref (the float64 interpreter). Default: metal on macOS, else sim."`
-	Mode     string `enum:"full,qlora," default:"" help:"Training mode (default: the model's train line)."`
-	LoRARank int    `name:"lora-rank" help:"Override the LoRA rank of qlora mode."`
-	NoFuse   bool   `help:"One kernel per op (the unfused baseline)."`
-	Remat    string `default:"none" enum:"none,layer,auto" help:"Activation checkpointing policy."`
-	Quiet    bool   `help:"No progress bar."`
+	NoFuse bool   `help:"One kernel per op (the unfused baseline)."`
+	Remat  string `default:"none" enum:"none,layer,auto" help:"Activation checkpointing policy."`
+	Quiet  bool   `help:"No progress bar."`
 }
 
 func (c *runCmd) Run(e *env) error {
 	if c.Steps < 1 || c.EvalBatches < 1 || c.EvalEvery < 0 || c.SaveEvery < 0 || c.Warmup < 0 || c.LR < 0 {
 		return fmt.Errorf("--steps and --eval-batches must be positive; --lr, --eval-every, --save-every and --warmup not negative")
 	}
-	g, err := loadModel(c.Model, batchFlag(c.Batch), c.Seq)
+	if c.Batch == "max" {
+		return fmt.Errorf("--batch max is for magc compile; give run a number")
+	}
+	g, err := c.load(c.Model)
 	if err != nil {
 		return err
 	}
@@ -65,42 +62,18 @@ func (c *runCmd) Run(e *env) error {
 	if v := g.Consts["vocab"]; v < src.Vocab() {
 		return fmt.Errorf("%s has a vocabulary of %d, but %s needs %d token ids", c.Model, v, src.Name(), src.Vocab())
 	}
-	graphs, err := c.compile(g)
+	dev, err := c.open()
 	if err != nil {
 		return err
 	}
-	params, err := c.initParams(graphs.Train)
-	if err != nil {
-		return err
-	}
-	device := c.Device
-	if device == "" {
-		device = "sim"
-		if goruntime.GOOS == "darwin" {
-			device = "metal"
-		}
-	}
-	var step runtime.Stepper
-	switch device {
-	case "ref":
-		step = runtime.NewRefStepper(graphs, params)
-	case "sim":
-		mem := passes.DefaultMemOptions()
-		mem.Budget = 0 // the CPU is not bound by the M4's working set
-		step, err = runtime.NewDeviceStepper(sim.New(), graphs, params, !c.NoFuse, mem)
-	case "metal":
-		dev, derr := metal.New()
-		if derr != nil {
-			return derr
-		}
-		step, err = runtime.NewDeviceStepper(dev, graphs, params, !c.NoFuse, passes.DefaultMemOptions())
-	}
+	graphs, step, err := c.stepper(g, dev)
 	if err != nil {
 		return err
 	}
 	defer step.Close()
+	device := c.name()
 	lr := cmp.Or(c.LR, graphs.Train.Train.LR, map[string]float64{"full": 1e-3, "qlora": 2e-4}[graphs.Train.Train.Mode])
-	t := &runtime.Trainer{Src: src, Step: step, Graphs: graphs, Device: device, Synth: synth, Opt: runtime.TrainOptions{
+	t := &train.Trainer{Src: src, Step: step, Graphs: graphs, Device: device, Synth: synth, Opt: train.TrainOptions{
 		Steps: c.Steps, LR: lr, MinLR: c.MinLR, Warmup: c.Warmup, Schedule: c.Schedule, EvalEvery: c.EvalEvery,
 		EvalBatches: c.EvalBatches, SaveEvery: c.SaveEvery, Out: c.Out, Seed: c.Seed, Log: e.stderr, Progress: !c.Quiet && isTerminal(e.stderr),
 	}}
@@ -127,14 +100,6 @@ func (c *runCmd) Run(e *env) error {
 	return err
 }
 
-// batchFlag spells an optional batch size as loadModel takes it.
-func batchFlag(b int) string {
-	if b == 0 {
-		return ""
-	}
-	return fmt.Sprint(b)
-}
-
 // source picks the training data.
 func (c *runCmd) source(g *ir.Graph, batch, seq int) (data.Source, bool, error) {
 	switch c.Data {
@@ -153,28 +118,44 @@ func (c *runCmd) source(g *ir.Graph, batch, seq int) (data.Source, bool, error) 
 	return t, false, err
 }
 
-// compile builds the train step and the forward graph.
-func (c *runCmd) compile(g *ir.Graph) (runtime.Graphs, error) {
-	cfg := &passes.Config{Mode: c.Mode, LoRARank: c.LoRARank}
-	fwd, _, err := passes.Run(g, cfg) // no backward: nothing to recompute
-	if err != nil {
-		return runtime.Graphs{}, err
-	}
-	tcfg := *cfg
+// stepper compiles the train step and the forward graph for dev (for the
+// reference interpreter, dev nil, the graphs alone) and initialises the
+// parameters on it.
+func (c *runCmd) stepper(g *ir.Graph, dev device.Device) (train.Graphs, train.Stepper, error) {
+	cfg := c.config()
+	tcfg := cfg
 	tcfg.Train, tcfg.Remat = true, c.Remat
-	if c.Remat == "auto" {
-		// The planner picks how much to recompute, for the M4's arena.
-		b, err := codegen.Build(g, tcfg, !c.NoFuse, passes.DefaultMemOptions())
+	if dev == nil {
+		fwd, err := pipeline.Run(g, &pipeline.Config{Passes: cfg}, "remat") // no backward: nothing to recompute
 		if err != nil {
-			return runtime.Graphs{}, err
+			return train.Graphs{}, nil, err
 		}
-		return runtime.Graphs{Train: b.Graph, Forward: fwd}, nil
+		tr, err := pipeline.Run(g, &pipeline.Config{Passes: tcfg}, "remat")
+		if err != nil {
+			return train.Graphs{}, nil, err
+		}
+		graphs := train.Graphs{Train: tr.Graph, Forward: fwd.Graph}
+		params, err := c.initParams(graphs.Train)
+		if err != nil {
+			return graphs, nil, err
+		}
+		return graphs, train.NewRefStepper(graphs, params), nil
 	}
-	train, _, err := passes.Run(g, &tcfg)
+	fwd, err := compileFor(dev, g, cfg, c.NoFuse)
 	if err != nil {
-		return runtime.Graphs{}, err
+		return train.Graphs{}, nil, err
 	}
-	return runtime.Graphs{Train: train, Forward: fwd}, nil
+	tr, err := compileFor(dev, g, tcfg, c.NoFuse)
+	if err != nil {
+		return train.Graphs{}, nil, err
+	}
+	graphs := train.Graphs{Train: tr.Graph, Forward: fwd.Graph}
+	params, err := c.initParams(graphs.Train)
+	if err != nil {
+		return graphs, nil, err
+	}
+	step, err := train.NewDeviceStepper(dev, tr, fwd, params)
+	return graphs, step, err
 }
 
 // initParams initialises every parameter by the model's rules, then
@@ -198,7 +179,7 @@ func (c *runCmd) initParams(g *ir.Graph) (map[string]*ref.Tensor, error) {
 			unknown = append(unknown, name)
 			continue
 		}
-		if params[name], err = runtime.FromSafetensors(name, f.Tensors[name], p.Value.Type); err != nil {
+		if params[name], err = train.FromSafetensors(name, f.Tensors[name], p.Value.Type); err != nil {
 			return nil, fmt.Errorf("%s: %v", c.Base, err)
 		}
 	}

@@ -1,6 +1,7 @@
 package ref_test
 
 import (
+	"github.com/scm-magellano/magc/pipeline"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -20,7 +21,7 @@ func TestTinyModel(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if g, _, err = passes.Run(g, &passes.Config{Mode: mode, Verify: true}); err != nil {
+		if g, err = graphPasses(g, passes.Config{Mode: mode}); err != nil {
 			t.Fatal(err)
 		}
 		nf4 := 0
@@ -67,4 +68,13 @@ func TestTinyModel(t *testing.T) {
 			}
 		}
 	}
+}
+
+// graphPasses runs the pipeline's graph phases, verifying after each.
+func graphPasses(g *ir.Graph, cfg passes.Config) (*ir.Graph, error) {
+	u, err := pipeline.Run(g, &pipeline.Config{Passes: cfg, Verify: true}, "remat")
+	if err != nil {
+		return nil, err
+	}
+	return u.Graph, nil
 }

@@ -1,0 +1,268 @@
+package train
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+
+	"github.com/scm-magellano/magc/ir"
+	"github.com/scm-magellano/magc/train/data"
+)
+
+// TrainOptions configure a training run.
+type TrainOptions struct {
+	Steps       int
+	LR          float64
+	MinLR       float64 // the cosine schedule's floor
+	Warmup      int     // linear warm-up steps
+	Schedule    string  // "cosine" or "constant"
+	EvalEvery   int     // steps between evaluations (0: only at the end)
+	EvalBatches int
+	SaveEvery   int // steps between checkpoints (0: only at the end)
+	Out         string
+	Seed        uint64
+	Log         io.Writer // progress and summary
+	Progress    bool      // draw a progress bar (else print a line every 5% of the steps)
+}
+
+// LearningRate is the schedule's rate at step (counting from 1): linear
+// warm-up, then constant or a cosine decay to MinLR at the last step.
+func (o *TrainOptions) LearningRate(step int) float64 {
+	if o.Warmup > 0 && step <= o.Warmup {
+		return o.LR * float64(step) / float64(o.Warmup)
+	}
+	if o.Schedule != "cosine" || o.Steps <= o.Warmup {
+		return o.LR
+	}
+	p := float64(step-o.Warmup) / float64(o.Steps-o.Warmup)
+	return o.MinLR + (o.LR-o.MinLR)*0.5*(1+math.Cos(math.Pi*p))
+}
+
+// Summary is summary.json.
+type Summary struct {
+	Model        string    `json:"model"`
+	Data         string    `json:"data"`
+	Device       string    `json:"device"`
+	Steps        int       `json:"steps"`
+	Tokens       int64     `json:"tokens"`
+	Seconds      float64   `json:"seconds"`
+	TokensPerS   float64   `json:"tokens_per_s"`
+	FirstLoss    float64   `json:"first_loss"`
+	FinalLoss    float64   `json:"final_loss"`
+	EvalLoss     float64   `json:"eval_loss"`
+	EvalAccuracy *float64  `json:"eval_accuracy,omitempty"`
+	Losses       []float64 `json:"losses"`
+}
+
+// Trainer runs the training loop over a Stepper.
+type Trainer struct {
+	Opt     TrainOptions
+	Src     data.Source
+	Step    Stepper
+	Graphs  Graphs
+	Device  string
+	Synth   bool // the source is a synthetic task: report accuracy
+	Start   int  // steps already done (after a resume)
+	Losses  []float64
+	summary Summary
+}
+
+// trainable names the parameters a checkpoint holds: trainable weights and optimizer state.
+func (t *Trainer) trainable() []string {
+	var names []string
+	for _, p := range t.Graphs.Train.Params {
+		if p.Role == ir.Trainable || p.Role == ir.OptState {
+			names = append(names, p.Name)
+		}
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Run trains from t.Start to Opt.Steps, evaluating, checkpointing and
+// writing the summary, loss curve and final checkpoint into Opt.Out.
+func (t *Trainer) Run() (*Summary, error) {
+	o := &t.Opt
+	if t.Start >= o.Steps {
+		return nil, fmt.Errorf("the checkpoint is at step %d: nothing to train up to --steps %d", t.Start, o.Steps)
+	}
+	if err := os.MkdirAll(o.Out, 0o755); err != nil {
+		return nil, err
+	}
+	var bar *progressbar.ProgressBar
+	if o.Progress {
+		bar = progressbar.NewOptions(o.Steps,
+			progressbar.OptionSetWriter(o.Log), progressbar.OptionSetDescription("training"),
+			progressbar.OptionShowCount(), progressbar.OptionSetPredictTime(true), progressbar.OptionFullWidth(),
+			progressbar.OptionThrottle(200*time.Millisecond), progressbar.OptionClearOnFinish())
+		bar.Set(t.Start)
+	}
+	start := time.Now()
+	var tokens int64
+	for step := t.Start + 1; step <= o.Steps; step++ {
+		b := t.Src.Batch(step)
+		lr := o.LearningRate(step)
+		out, err := t.Step.Step(b, lr, step)
+		if err != nil {
+			return nil, fmt.Errorf("step %d: %w", step, err)
+		}
+		if !finite(out) {
+			return nil, fmt.Errorf("step %d: the loss is not finite (%v); stopping. The last good checkpoint in %s is kept; try a lower --lr", step, out["loss"], o.Out)
+		}
+		t.Losses = append(t.Losses, out["loss"])
+		tokens += int64(b.B * b.L)
+		rate := float64(tokens) / time.Since(start).Seconds()
+		status := fmt.Sprintf("step %d loss %.4f lr %.2e %.0f tok/s", step, out["loss"], lr, rate)
+		switch {
+		case bar != nil:
+			bar.Describe(status)
+			bar.Add(1)
+		case step%max(1, o.Steps/20) == 0:
+			fmt.Fprintln(o.Log, status) // a log, not a terminal: a line now and then
+		}
+		if o.EvalEvery > 0 && step%o.EvalEvery == 0 && step < o.Steps {
+			loss, acc, err := t.evaluate()
+			if err != nil {
+				return nil, err
+			}
+			t.logEval(bar, step, loss, acc)
+		}
+		if o.SaveEvery > 0 && step%o.SaveEvery == 0 && step < o.Steps {
+			if err := t.save(step); err != nil {
+				return nil, err
+			}
+		}
+	}
+	secs := time.Since(start).Seconds()
+	if bar != nil {
+		bar.Finish()
+	}
+	if err := t.save(o.Steps); err != nil {
+		return nil, err
+	}
+	loss, acc, err := t.evaluate()
+	if err != nil {
+		return nil, err
+	}
+	s := &t.summary
+	*s = Summary{Model: t.Graphs.Train.Name, Data: t.Src.Name(), Device: t.Device, Steps: o.Steps, Tokens: tokens,
+		Seconds: secs, TokensPerS: float64(tokens) / math.Max(secs, 1e-9), EvalLoss: loss, Losses: t.Losses}
+	if len(t.Losses) > 0 {
+		s.FirstLoss, s.FinalLoss = t.Losses[0], t.Losses[len(t.Losses)-1]
+	}
+	if t.Synth {
+		s.EvalAccuracy = &acc
+	}
+	if err := WriteJSON(filepath.Join(o.Out, "summary.json"), s); err != nil {
+		return nil, err
+	}
+	if err := PlotLoss(t.Losses, t.Start, filepath.Join(o.Out, "loss.png"), t.Graphs.Train.Name+" on "+t.Src.Name()); err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(o.Log, "trained %d steps (%d tokens) in %.1f s: %.0f tokens/s on %s\n", o.Steps-t.Start, tokens, secs, s.TokensPerS, t.Device)
+	fmt.Fprintf(o.Log, "loss %.4f → %.4f; eval loss %.4f", s.FirstLoss, s.FinalLoss, loss)
+	if t.Synth {
+		fmt.Fprintf(o.Log, ", eval accuracy %.1f%%", 100*acc)
+	}
+	fmt.Fprintf(o.Log, "\nwrote %s (summary.json, loss.png, checkpoint.safetensors)\n", o.Out)
+	return s, nil
+}
+
+func (t *Trainer) logEval(bar *progressbar.ProgressBar, step int, loss, acc float64) {
+	msg := fmt.Sprintf("step %d: eval loss %.4f", step, loss)
+	if t.Synth {
+		msg += fmt.Sprintf(", accuracy %.1f%%", 100*acc)
+	}
+	if bar != nil {
+		bar.Clear()
+	}
+	fmt.Fprintln(t.Opt.Log, msg)
+}
+
+// Evaluate runs the held-out batches through the forward pass.
+func (t *Trainer) Evaluate() (loss, acc float64, err error) { return t.evaluate() }
+
+// evaluate computes the mean cross-entropy and argmax accuracy over the
+// scored targets of the held-out batches.
+func (t *Trainer) evaluate() (loss, acc float64, err error) {
+	var correct, scored int
+	var sum float64
+	for i := 0; i < max(t.Opt.EvalBatches, 1); i++ {
+		b := t.Src.Eval(i)
+		logits, err := t.Step.Logits(b)
+		if err != nil {
+			return 0, 0, fmt.Errorf("evaluation: %w", err)
+		}
+		vocab := logits.Type.Shape[len(logits.Type.Shape)-1]
+		l32 := logits.Float32()
+		c, n := data.Accuracy(b, l32, vocab)
+		correct, scored = correct+c, scored+n
+		sum += crossEntropySum(b, l32, vocab)
+	}
+	if scored == 0 {
+		return 0, 0, nil
+	}
+	return sum / float64(scored), float64(correct) / float64(scored), nil
+}
+
+func crossEntropySum(b data.Batch, logits []float32, vocab int) float64 {
+	var s float64
+	for p, y := range b.Targets {
+		if y == data.Ignore {
+			continue
+		}
+		row := logits[p*vocab : (p+1)*vocab]
+		m := math.Inf(-1)
+		for _, x := range row {
+			m = math.Max(m, float64(x))
+		}
+		var z float64
+		for _, x := range row {
+			z += math.Exp(float64(x) - m)
+		}
+		s += m + math.Log(z) - float64(row[y])
+	}
+	return s
+}
+
+// WriteJSON writes v as indented JSON, replacing path atomically (a temp
+// file, then a rename) so readers never see half a file.
+func WriteJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+func (t *Trainer) save(step int) error {
+	params, err := t.Step.Get(t.trainable())
+	if err != nil {
+		return err
+	}
+	return SaveCheckpoint(filepath.Join(t.Opt.Out, CheckpointFile), t.Graphs.Train, params, step, t.Opt.Seed)
+}
+
+// Resume loads the checkpoint at path into the stepper and continues from its step.
+func (t *Trainer) Resume(path string) error {
+	c, err := LoadCheckpoint(path, t.Graphs.Train, t.trainable())
+	if err != nil {
+		return err
+	}
+	if c.Seed != t.Opt.Seed {
+		return fmt.Errorf("%s was trained with --seed %d, this run has --seed %d: the data would differ", path, c.Seed, t.Opt.Seed)
+	}
+	t.Start = c.Step
+	return t.Step.Set(c.Params)
+}
