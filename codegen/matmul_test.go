@@ -5,10 +5,10 @@ import (
 	"testing"
 
 	"github.com/scm-magellano/magc/codegen"
+	"github.com/scm-magellano/magc/internal/kcheck"
 	"github.com/scm-magellano/magc/ir"
 	"github.com/scm-magellano/magc/ir/ref"
 	"github.com/scm-magellano/magc/passes"
-	"github.com/scm-magellano/magc/internal/kcheck"
 )
 
 func mmKind(kinds ...string) func(*passes.Group) bool {

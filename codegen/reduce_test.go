@@ -10,10 +10,10 @@ import (
 
 	"github.com/scm-magellano/magc/codegen"
 	"github.com/scm-magellano/magc/codegen/msl"
+	"github.com/scm-magellano/magc/internal/kcheck"
 	"github.com/scm-magellano/magc/ir"
 	"github.com/scm-magellano/magc/ir/ref"
 	"github.com/scm-magellano/magc/passes"
-	"github.com/scm-magellano/magc/internal/kcheck"
 )
 
 // redKinds picks the groups of the given kinds.

@@ -5,13 +5,13 @@ import (
 	"testing"
 
 	"github.com/scm-magellano/magc/codegen"
+	"github.com/scm-magellano/magc/device"
+	"github.com/scm-magellano/magc/device/sim"
+	"github.com/scm-magellano/magc/internal/kcheck"
 	"github.com/scm-magellano/magc/ir"
 	"github.com/scm-magellano/magc/ir/lang"
 	"github.com/scm-magellano/magc/ir/ref"
 	"github.com/scm-magellano/magc/passes"
-	"github.com/scm-magellano/magc/device"
-	"github.com/scm-magellano/magc/device/sim"
-	"github.com/scm-magellano/magc/internal/kcheck"
 	"github.com/scm-magellano/magc/pipeline"
 )
 

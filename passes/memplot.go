@@ -160,9 +160,9 @@ func memLine(xys plotter.XYs, c color.Color, dashes []vg.Length) *plotter.Line {
 // thin darker edge so that neighbours of one role stay apart; with
 // thousands of buffers most are too small for one.
 type memRects struct {
-	plan   *MemPlan
-	base   []float64
-	unit   float64
+	plan *MemPlan
+	base []float64
+	unit float64
 }
 
 func (r *memRects) DataRange() (xmin, xmax, ymin, ymax float64) {

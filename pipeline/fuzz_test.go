@@ -6,9 +6,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/scm-magellano/magc/pipeline"
 	"github.com/scm-magellano/magc/ir/lang"
 	"github.com/scm-magellano/magc/passes"
+	"github.com/scm-magellano/magc/pipeline"
 )
 
 // FuzzCompile takes every graph the language accepts through the whole

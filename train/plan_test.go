@@ -8,12 +8,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/scm-magellano/magc/device/sim"
 	"github.com/scm-magellano/magc/ir"
 	"github.com/scm-magellano/magc/ir/ref"
 	"github.com/scm-magellano/magc/plan"
 	"github.com/scm-magellano/magc/train"
 	"github.com/scm-magellano/magc/train/data"
-	"github.com/scm-magellano/magc/device/sim"
 )
 
 // writePlan stores a plan as `magc compile -o` does.

@@ -4,6 +4,7 @@ import (
 	"math"
 	"testing"
 
+	"github.com/scm-magellano/magc/device/sim"
 	"github.com/scm-magellano/magc/ir"
 	"github.com/scm-magellano/magc/ir/lang"
 	"github.com/scm-magellano/magc/ir/ref"
@@ -11,7 +12,6 @@ import (
 	"github.com/scm-magellano/magc/pipeline"
 	"github.com/scm-magellano/magc/train"
 	"github.com/scm-magellano/magc/train/data"
-	"github.com/scm-magellano/magc/device/sim"
 )
 
 // tiny is the tiny model compiled for the sim: its train step and forward pass.

@@ -1,10 +1,10 @@
 package main
 
 import (
-	"github.com/scm-magellano/magc/pipeline"
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"github.com/scm-magellano/magc/pipeline"
 	"math"
 	"os"
 	"path/filepath"
