@@ -158,8 +158,8 @@ func adamwGrads(g *ir.Graph, r *ref.Result) map[string]*ref.Tensor {
 }
 
 // numericCheck compares analytic gradients at the given flat indices of x
-// with central differences of loss (MATH.md §5: ε = 1e-6, pass when
-// |analytic − numeric| ≤ 1e-5 + 1e-3·|numeric|).
+// with central differences of loss (docs/maths.md, Gradient checks:
+// ε = 1e-6, pass when |analytic − numeric| ≤ 1e-5 + 1e-3·|numeric|).
 func numericCheck(t *testing.T, what string, x []float64, idx []int, analytic []float64, loss func() float64) {
 	t.Helper()
 	const eps = 1e-6

@@ -17,7 +17,7 @@ type Optimizer struct {
 	Clip float64
 }
 
-// DefaultOptimizer is the recipe of a training mode (MATH.md §3–4): full
+// DefaultOptimizer is the recipe of a training mode (docs/maths.md, AdamW): full
 // training follows the Mamba LM recipe, QLoRA the QLoRA paper's.
 func DefaultOptimizer(mode string) Optimizer {
 	if mode == "qlora" {

@@ -195,8 +195,9 @@ func TestModelGradients(t *testing.T) {
 
 // TestAdamWSteps runs three train steps of the tiny model in the reference
 // interpreter and compares each update with one computed here from
-// MATH.md §4: the raw gradients come from a separate gradient graph, then
-// global-norm clipping and decoupled AdamW are applied by hand.
+// docs/maths.md (Gradient clipping, AdamW): the raw gradients come from a
+// separate gradient graph, then global-norm clipping and decoupled AdamW
+// are applied by hand.
 func TestAdamWSteps(t *testing.T) {
 	g := loadModel(t, "tiny", map[string]int{"context": 4, "batch": 1})
 	opt := Optimizer{Beta1: 0.8, Beta2: 0.9, Eps: 1e-6, WeightDecay: 0.05, Clip: 2}

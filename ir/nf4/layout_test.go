@@ -11,7 +11,7 @@ func TestBitsPerParam(t *testing.T) {
 	if got := BitsPerParam(64, false); got != 4.5 {
 		t.Errorf("without double: %v, want 4.5", got)
 	}
-	// 4 + 8/64 + 32/(64*256) = 4.126953125 (MATH.md: about 4.127)
+	// 4 + 8/64 + 32/(64*256) = 4.126953125 (docs/maths.md, Double quantisation)
 	if got := BitsPerParam(64, true); got != 4.126953125 {
 		t.Errorf("with double: %v, want 4.126953125", got)
 	}

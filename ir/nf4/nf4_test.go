@@ -7,8 +7,9 @@ import (
 	"testing"
 )
 
-// The decimal strings of MATH.md §3, parsed straight to fp32 (as a C
-// compiler parses the "f" literals of dQuantizeNF4 / dDequantizeNF4).
+// The decimal strings of docs/maths.md (NF4 quantisation), parsed straight
+// to fp32 (as a C compiler parses the "f" literals of dQuantizeNF4 /
+// dDequantizeNF4).
 var (
 	mathCodes = []string{
 		"-1.0", "-0.6961928009986877", "-0.5250730514526367", "-0.39491748809814453",
@@ -16,7 +17,7 @@ var (
 		"0.07958029955625534", "0.16093020141124725", "0.24611230194568634", "0.33791524171829224",
 		"0.44070982933044434", "0.5626170039176941", "0.7229568362236023", "1.0",
 	}
-	mathMidpoints = []string{ // negative ones listed from -0.0455 down in MATH.md; sorted here
+	mathMidpoints = []string{ // increasing, as docs/maths.md (NF4 quantisation) lists them
 		"-0.8480964004993439", "-0.6106329262256622", "-0.4599952697753906", "-0.33967943489551544",
 		"-0.23460740596055984", "-0.13791173323988914", "-0.045525018125772476",
 		"0.03979014977812767", "0.1202552504837513", "0.2035212516784668", "0.2920137718319893",
@@ -36,7 +37,7 @@ func parse32(t *testing.T, s string) float32 {
 func TestConstantsMatchMath(t *testing.T) {
 	for i, s := range mathCodes {
 		if got, want := math.Float32bits(Code[i]), math.Float32bits(parse32(t, s)); got != want {
-			t.Errorf("Code[%d] = %08x, MATH.md %s = %08x", i, got, s, want)
+			t.Errorf("Code[%d] = %08x, docs/maths.md %s = %08x", i, got, s, want)
 		}
 		// The decimals are exact fp32 values printed as doubles.
 		f64, _ := strconv.ParseFloat(s, 64)
@@ -46,7 +47,7 @@ func TestConstantsMatchMath(t *testing.T) {
 	}
 	for i, s := range mathMidpoints {
 		if got, want := math.Float32bits(Midpoints[i]), math.Float32bits(parse32(t, s)); got != want {
-			t.Errorf("Midpoints[%d] = %08x, MATH.md %s = %08x", i, got, s, want)
+			t.Errorf("Midpoints[%d] = %08x, docs/maths.md %s = %08x", i, got, s, want)
 		}
 		// Each threshold is within an ulp of the exact midpoint of its codes,
 		// but 4 of the 15 are not its fp32 rounding (e.g. Midpoints[0]), so

@@ -71,7 +71,8 @@ func expect(t *testing.T, what string, got *Tensor, shape []int, tol float64, wa
 }
 
 // gradCheck compares an analytic gradient with central differences of f
-// over the elements of x (MATH.md §5: ε = 1e-6, |a−n| ≤ 1e-5 + 1e-3·|n|).
+// over the elements of x (docs/maths.md, Gradient checks: ε = 1e-6,
+// |a−n| ≤ 1e-5 + 1e-3·|n|).
 func gradCheck(t *testing.T, what string, x []float64, analytic []float64, f func() float64) {
 	t.Helper()
 	const eps = 1e-6

@@ -28,10 +28,11 @@ func ceTargets(y []float64, v, ignore int) (int, error) {
 	return count, nil
 }
 
-// crossEntropyImpl (MATH.md §4): mean over targets ≠ ignore_index of
-// m + ln Σ_j exp(z_j − m) − z_target, m = max_j z_j. When every target is
-// ignored the loss is 0 (not 0/0): a batch of padding contributes nothing.
-// A target outside [0, V) that is not ignore_index is an error.
+// crossEntropyImpl (docs/maths.md, Cross-entropy): mean over targets ≠
+// ignore_index of m + ln Σ_j exp(z_j − m) − z_target, m = max_j z_j. When
+// every target is ignored the loss is 0 (not 0/0): a batch of padding
+// contributes nothing. A target outside [0, V) that is not ignore_index is
+// an error.
 func crossEntropyImpl(n *ir.Node, in []*Tensor) ([]*Tensor, error) {
 	z, y := in[0], in[1]
 	ignore := n.Attrs.Int("ignore_index")

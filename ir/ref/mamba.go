@@ -13,8 +13,8 @@ func init() {
 	register(ir.OpScanBwd, scanBwdImpl)
 }
 
-// convImpl is the causal depthwise conv of MATH.md §1 step 2, x (B,L,C),
-// w (C,K), bias (C):
+// convImpl is the causal depthwise conv (docs/maths.md, Causal
+// convolution), x (B,L,C), w (C,K), bias (C):
 //
 //	out[b,t,c] = bias[c] + Σ_{k<K} w[c,k]·x[b, t−(K−1)+k, c]
 //
@@ -69,7 +69,7 @@ func convBwdImpl(n *ir.Node, in []*Tensor) ([]*Tensor, error) {
 	return []*Tensor{dx, dw, db}, nil
 }
 
-// scanArgs are the operands of the selective scan, MATH.md §1 steps 6–8:
+// scanArgs are the operands of the selective scan (docs/maths.md, Selective scan):
 // u, Δ (B,L,E); A (E,N), already −exp(A_log); B, C (B,L,N); D (E). Δ is
 // already softplus'ed.
 type scanArgs struct {
@@ -124,10 +124,10 @@ func scanImpl(node *ir.Node, in []*Tensor) ([]*Tensor, error) {
 	return []*Tensor{y, states}, nil
 }
 
-// scanBwdImpl is the adjoint of MATH.md §1 given dy (after the D skip,
-// before gating), computed chunk by chunk as the CUDA kernel does: for each
-// chunk, last first, recompute its states from the saved start-of-chunk
-// state, then run the reverse scan
+// scanBwdImpl is the scan's adjoint (docs/maths.md, Selective scan
+// backward) given dy (after the D skip, before gating), computed chunk by
+// chunk as the CUDA kernel does: for each chunk, last first, recompute its
+// states from the saved start-of-chunk state, then run the reverse scan
 //
 //	g_t = C_t·dy_t + a_{t+1} ⊙ g_{t+1},  g_L = 0
 //

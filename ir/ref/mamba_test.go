@@ -80,8 +80,8 @@ func scanInputs(rng *rand.Rand, nb, l, e, n int) []*Tensor {
 	}
 }
 
-// directScan is MATH.md §1 steps 6–8 written out: it returns y and every
-// state s[b][t][d][n] (after token t).
+// directScan is the recurrence of docs/maths.md (Selective scan) written
+// out: it returns y and every state s[b][t][d][n] (after token t).
 func directScan(in []*Tensor) (y []float64, s [][][][]float64) {
 	u, dt, a, bm, cm, dd := in[0], in[1], in[2], in[3], in[4], in[5]
 	nb, l, e, n := u.Type.Shape[0], u.Type.Shape[1], u.Type.Shape[2], a.Type.Shape[1]

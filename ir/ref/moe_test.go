@@ -33,8 +33,9 @@ func TestTopK(t *testing.T) {
 	expect(t, "signed zeros tie", run(t, ir.OpTopK, ir.Attrs{"k": 3}, z)[1], sh(3), 0, 0, 1, 2)
 }
 
-// TestTop2Routing builds Mixtral-style routing (MATH.md §2) as a graph:
-// softmax → topk(k=2) → divide by the sum of the two, then moe_route.
+// TestTop2Routing builds Mixtral-style routing (docs/maths.md, Top-k
+// routing) as a graph: softmax → topk(k=2) → divide by the sum of the two,
+// then moe_route.
 func TestTop2Routing(t *testing.T) {
 	b := ir.NewBuilder("route")
 	logits := b.Input("logits", ir.T(ir.F32, 2, 4))

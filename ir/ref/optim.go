@@ -11,8 +11,8 @@ func init() {
 	register(ir.OpAdamW, adamwImpl)
 }
 
-// adamwImpl is one decoupled AdamW step (MATH.md §4, PyTorch's order) on
-// (θ, g, m, v, lr, step), step t counting from 1:
+// adamwImpl is one decoupled AdamW step (docs/maths.md, AdamW; PyTorch's
+// order) on (θ, g, m, v, lr, step), step t counting from 1:
 //
 //	θ ← θ − lr·λ·θ
 //	m ← β1·m + (1−β1)·g;  v ← β2·v + (1−β2)·g²

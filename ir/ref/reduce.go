@@ -109,7 +109,8 @@ func softmaxRow(dst, z []float64) {
 	}
 }
 
-// rmsnormImpl (MATH.md §4): y = x·r·γ, r = 1/√(mean(x²) + eps) over the last axis.
+// rmsnormImpl (docs/maths.md, RMSNorm): y = x·r·γ, r = 1/√(mean(x²) + eps)
+// over the last axis.
 func rmsnormImpl(n *ir.Node, in []*Tensor) ([]*Tensor, error) {
 	x, g := in[0], in[1]
 	eps := n.Attrs.Float("eps")
@@ -134,7 +135,7 @@ func rmsScale(row []float64, eps float64) float64 {
 	return 1 / math.Sqrt(ss/float64(len(row))+eps)
 }
 
-// rmsnormBwdImpl (MATH.md §4): with x̂ = x·r and h = dy ⊙ γ per row,
+// rmsnormBwdImpl (docs/maths.md, RMSNorm): with x̂ = x·r and h = dy ⊙ γ per row,
 // dx = r·(h − x̂·mean(h ⊙ x̂)) and dγ = Σ_rows dy ⊙ x̂.
 func rmsnormBwdImpl(n *ir.Node, in []*Tensor) ([]*Tensor, error) {
 	x, g, dy := in[0], in[1], in[2]

@@ -39,7 +39,8 @@ func rng(seed uint64, stream, index int) *rand.Rand {
 	return rand.New(rand.NewPCG(seed^0x9e3779b97f4a7c15*uint64(stream+1), uint64(index)))
 }
 
-// Synthetic task tokens (MATH.md §1): 0 is noise, 15 the marker, 1..14 data.
+// Synthetic task tokens (docs/maths.md, Synthetic tasks): 0 is noise, 15
+// the marker, 1..14 data.
 const (
 	taskVocab = 16
 	noise     = 0
