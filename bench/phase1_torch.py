@@ -205,8 +205,10 @@ def compile_fns():
 
     dyn = torch._dynamo.config
     for key in ("cache_size_limit", "recompile_limit"):  # renamed in newer versions
-        if hasattr(dyn, key):
+        try:
             setattr(dyn, key, max(64, getattr(dyn, key)))
+        except (AttributeError, TypeError, ValueError):
+            pass
     for name, fn in list(FN.items()):
         # an expert's row count changes every step: one dynamic-shape graph for all
         FN[name] = torch.compile(fn, dynamic=(name == "expert"))
