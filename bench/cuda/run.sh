@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# magc on an NVIDIA GPU in one command (issue 12): real-GPU kernel checks,
+# compute-sanitizer over train steps, and phase1/scm3b speed beside PyTorch.
+#
+#   bench/cuda/run.sh OUTDIR [GROUP...]
+#
+# Run from anywhere; it works from the repository root with the binaries prebuilt
+# into bin/ (magc, golden.test, cuda.test, runtime.test; see bench/README.md).
+# GROUPs: gpu checks speed torch sanitize train (default: all, in that order).
+# Each step runs under a timeout, logs to OUTDIR/<step>.log and appends a line to
+# OUTDIR/steps.tsv; a failing step never stops the others. Running some groups
+# now and others later into the same OUTDIR adds up (the latest run of a step
+# counts). At the end bench/cuda/summarize.py writes OUTDIR/summary.{json,md}.
+#
+# Environment: STEP_TIMEOUT (s, default 300), MAGC_BIN (default bin), PYTHON
+# (default python3), TORCH_STEPS (default 20), RUNTIME_TEST_RUN (default CUDA|Cuda).
+
+set -u
+
+if [ $# -lt 1 ]; then
+    echo "usage: bench/cuda/run.sh OUTDIR [gpu|checks|speed|torch|sanitize|train ...]" >&2
+    exit 2
+fi
+mkdir -p "$1" || exit 2
+OUT=$(cd "$1" && pwd)
+shift
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$ROOT" || exit 2
+
+BIN=${MAGC_BIN:-$ROOT/bin}
+case $BIN in /*) ;; *) BIN=$ROOT/$BIN ;; esac
+PY=${PYTHON:-python3}
+TIMEOUT=${STEP_TIMEOUT:-300}
+TORCH_STEPS=${TORCH_STEPS:-20}
+GROUPS_RUN=${*:-gpu checks speed torch sanitize train}
+
+# nvcc and compute-sanitizer often live outside PATH.
+for d in /usr/local/cuda/bin /usr/local/cuda/compute-sanitizer; do
+    [ -d "$d" ] && PATH=$PATH:$d
+done
+export PATH
+
+STEPS=$OUT/steps.tsv
+[ -f "$STEPS" ] || printf 'step\tstatus\trc\tseconds\tlog\tcommand\n' >"$STEPS"
+npass=0
+nfail=0
+
+record() { # record NAME STATUS RC SECONDS COMMAND
+    local cmd=${5//[$'\t\n']/ }
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$1.log" "${cmd//  / }" >>"$STEPS"
+    printf '%-28s %-8s rc=%-4s %6ss  %s\n' "$1" "$2" "$3" "$4" "$OUT/$1.log"
+}
+
+# step NAME DIR CMD...: run CMD in DIR under the timeout, output to OUTDIR/NAME.log.
+step() {
+    local name=$1 dir=$2
+    shift 2
+    local log=$OUT/$name.log t0 t1 rc status
+    {
+        echo "# $(date -u +%FT%TZ) in $dir"
+        echo "# $*"
+    } >"$log"
+    t0=$(date +%s)
+    (cd "$dir" && timeout -k 10 "$TIMEOUT" "$@") >>"$log" 2>&1
+    rc=$?
+    t1=$(date +%s)
+    case $rc in
+        0) status=pass npass=$((npass + 1)) ;;
+        124 | 137) status=timeout nfail=$((nfail + 1)) ;;
+        *) status=fail nfail=$((nfail + 1)) ;;
+    esac
+    echo "# exit $rc after $((t1 - t0)) s" >>"$log"
+    record "$name" "$status" "$rc" "$((t1 - t0))" "$*"
+}
+
+skip() { # skip NAME REASON
+    echo "# skipped: $2" >"$OUT/$1.log"
+    record "$1" skip - 0 "$2"
+}
+
+# need FILE STEP: true when the binary is there, else the step is marked skipped.
+need() {
+    [ -x "$1" ] && return 0
+    skip "$2" "missing $1"
+    return 1
+}
+
+wants() { case " $GROUPS_RUN " in *" $1 "*) return 0 ;; esac; return 1; }
+
+echo "magc CUDA run: $ROOT -> $OUT (groups: $GROUPS_RUN; timeout ${TIMEOUT}s a step)"
+
+if wants gpu; then
+    # fails when nvidia-smi or nvcc does (magc's CUDA device compiles with nvcc)
+    # shellcheck disable=SC2016 # the inner bash expands $rc
+    step gpu "$ROOT" bash -c 'rc=0
+        nvidia-smi -L || rc=1
+        nvidia-smi
+        nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,clocks.max.mem --format=csv
+        nvcc --version || rc=1
+        command -v compute-sanitizer || echo "compute-sanitizer: not found"
+        exit $rc'
+fi
+
+if wants checks; then
+    # Go test binaries expect the package directory as their working directory.
+    if need "$BIN/cuda.test" cuda_test; then
+        step cuda_test "$ROOT/runtime/cuda" env MAGC_REQUIRE_CUDA=1 "$BIN/cuda.test" -test.v
+    fi
+    if need "$BIN/golden.test" golden_cuda; then
+        step golden_cuda "$ROOT/golden" env MAGC_DEVICES=cuda "$BIN/golden.test" -test.v \
+            -test.run 'TestFusedPatterns|TestTinyTrainStep|TestPhase1TrainStep'
+    fi
+    if [ -x "$BIN/runtime.test" ]; then # optional
+        step runtime_cuda "$ROOT/runtime" env MAGC_DEVICES=cuda "$BIN/runtime.test" -test.v \
+            -test.run "${RUNTIME_TEST_RUN:-CUDA|Cuda}"
+    fi
+fi
+
+if wants speed && need "$BIN/magc" magc_phase1; then
+    step magc_phase1 "$ROOT" "$BIN/magc" bench --model phase1 --batch 8 --seq 512 --steps 20 \
+        --device cuda --profile --json "$OUT/magc_phase1.json"
+    step magc_scm3b "$ROOT" "$BIN/magc" bench --model scm3b --batch max --remat auto --steps 5 \
+        --device cuda --profile --json "$OUT/magc_scm3b.json"
+fi
+
+if wants torch; then
+    step torch_check "$ROOT" "$PY" bench/phase1_torch.py --check
+    for mode in eager compile; do
+        step "torch_$mode" "$ROOT" "$PY" bench/phase1_torch.py --mode "$mode" --batch 8 --seq 512 \
+            --steps "$TORCH_STEPS" --warmup 3 --json "$OUT/torch_$mode.json"
+    done
+fi
+
+if wants sanitize; then
+    if command -v compute-sanitizer >/dev/null 2>&1; then
+        if need "$BIN/magc" san_memcheck_tiny_full; then
+            for tool in memcheck racecheck synccheck; do
+                extra=()
+                [ "$tool" = racecheck ] && extra=(--racecheck-report all)
+                san=(compute-sanitizer --tool "$tool" ${extra[@]+"${extra[@]}"} --error-exitcode 1)
+                step "san_${tool}_tiny_full" "$ROOT" "${san[@]}" "$BIN/magc" bench --model tiny \
+                    --mode full --steps 1 --device cuda
+                step "san_${tool}_tiny_qlora" "$ROOT" "${san[@]}" "$BIN/magc" bench --model tiny \
+                    --mode qlora --steps 1 --device cuda
+                step "san_${tool}_phase1" "$ROOT" "${san[@]}" "$BIN/magc" bench --model phase1 \
+                    --batch 1 --seq 64 --steps 1 --device cuda
+            done
+        fi
+    else
+        skip san_memcheck_tiny_full "compute-sanitizer not found"
+    fi
+fi
+
+if wants train && need "$BIN/magc" train_tiny; then
+    # The tiny model on selective copying, to the accuracy the sim reaches.
+    step train_tiny "$ROOT" "$BIN/magc" run --train --device cuda --quiet --out "$OUT/train_tiny"
+fi
+
+echo "steps: $npass passed, $nfail failed or timed out"
+"$PY" "$ROOT/bench/cuda/summarize.py" "$OUT" || echo "summarize.py failed" >&2
+[ "$nfail" -eq 0 ]
