@@ -5,6 +5,8 @@
 // imports nothing of magc.
 package device
 
+import "time"
+
 // Device runs compiled kernels over buffers of device memory.
 type Device interface {
 	// Name identifies the device in messages and reports ("sim", "metal: Apple M4").
@@ -65,4 +67,20 @@ func BytesArg(b []byte) Arg { return Arg{Bytes: b} }
 // and maxBufferLength).
 type Limiter interface {
 	Limits() (workingSet, maxBuffer int64)
+}
+
+// Profiler is a device that can time each dispatch (CUDA, with events).
+type Profiler interface {
+	// EnableProfile turns timing on (and clears what was gathered) or off.
+	EnableProfile(on bool)
+	// Profile is the time spent in each kernel since timing was turned on,
+	// longest first.
+	Profile() []KernelTime
+}
+
+// KernelTime is the device time of one kernel's dispatches.
+type KernelTime struct {
+	Name  string
+	Calls int
+	Total time.Duration
 }

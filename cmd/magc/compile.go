@@ -102,36 +102,39 @@ type compileCmd struct {
 
 // report is report.json: keys are stable, tools read them.
 type report struct {
-	Model                string             `json:"model"`
-	Mode                 string             `json:"mode"`
-	LoRARank             int                `json:"lora_rank,omitempty"`
-	ParamsTotal          int64              `json:"params_total"`
-	ParamsTrainable      int64              `json:"params_trainable"`
-	ParamsFrozenNF4      int64              `json:"params_frozen_nf4"`
-	ParamsFrozen         int64              `json:"params_frozen"`
-	LayersMamba          int                `json:"layers_mamba"`
-	LayersMoE            int                `json:"layers_moe"`
-	Vocab                int                `json:"vocab"`
-	Context              int                `json:"context"`
-	Batch                int                `json:"batch"`
-	WeightBytes          int64              `json:"weight_bytes"`
-	WeightBytesNF4       int64              `json:"weight_bytes_nf4"`
-	TrainableStateBytes  int64              `json:"trainable_state_bytes"`
-	Nodes                int                `json:"nodes"`
-	FlopsPerStep         int64              `json:"flops_per_step"`
-	RecomputeFlops       int64              `json:"recompute_flops"`
-	ActivationBytesSaved int64              `json:"activation_bytes_saved"`
-	Kernels              int                `json:"kernels,omitempty"`
-	Dispatches           int                `json:"dispatches_per_step,omitempty"`
-	DispatchesUnfused    int                `json:"dispatches_per_step_unfused,omitempty"`
-	GlobalBytes          int64              `json:"global_bytes_per_step,omitempty"`
-	GlobalBytesUnfused   int64              `json:"global_bytes_per_step_unfused,omitempty"`
-	ArenaBytes           int64              `json:"arena_bytes,omitempty"`
-	LiveLowerBound       int64              `json:"live_lower_bound_bytes,omitempty"`
-	ArenaBudget          int64              `json:"arena_budget_bytes,omitempty"`
-	ArenaSegments        int                `json:"arena_segments,omitempty"`
-	PlanMS               float64            `json:"plan_ms,omitempty"`
-	PassMS               map[string]float64 `json:"pass_ms"`
+	Model                string  `json:"model"`
+	Mode                 string  `json:"mode"`
+	LoRARank             int     `json:"lora_rank,omitempty"`
+	ParamsTotal          int64   `json:"params_total"`
+	ParamsTrainable      int64   `json:"params_trainable"`
+	ParamsFrozenNF4      int64   `json:"params_frozen_nf4"`
+	ParamsFrozen         int64   `json:"params_frozen"`
+	LayersMamba          int     `json:"layers_mamba"`
+	LayersMoE            int     `json:"layers_moe"`
+	Vocab                int     `json:"vocab"`
+	Context              int     `json:"context"`
+	Batch                int     `json:"batch"`
+	WeightBytes          int64   `json:"weight_bytes"`
+	WeightBytesNF4       int64   `json:"weight_bytes_nf4"`
+	TrainableStateBytes  int64   `json:"trainable_state_bytes"`
+	Nodes                int     `json:"nodes"`
+	FlopsPerStep         int64   `json:"flops_per_step"`
+	RecomputeFlops       int64   `json:"recompute_flops"`
+	ActivationBytesSaved int64   `json:"activation_bytes_saved"`
+	Kernels              int     `json:"kernels,omitempty"`
+	Dispatches           int     `json:"dispatches_per_step,omitempty"`
+	DispatchesUnfused    int     `json:"dispatches_per_step_unfused,omitempty"`
+	GlobalBytes          int64   `json:"global_bytes_per_step,omitempty"`
+	GlobalBytesUnfused   int64   `json:"global_bytes_per_step_unfused,omitempty"`
+	ArenaBytes           int64   `json:"arena_bytes,omitempty"`
+	LiveLowerBound       int64   `json:"live_lower_bound_bytes,omitempty"`
+	ArenaBudget          int64   `json:"arena_budget_bytes,omitempty"`
+	ArenaSegments        int     `json:"arena_segments,omitempty"`
+	PlanMS               float64 `json:"plan_ms,omitempty"`
+	// A roofline prediction for an M4, not a measurement (see passes.M4).
+	PredictedM4StepMS     float64            `json:"predicted_m4_step_ms,omitempty"`
+	PredictedM4TokensPerS float64            `json:"predicted_m4_tokens_per_s,omitempty"`
+	PassMS                map[string]float64 `json:"pass_ms"`
 }
 
 func (c *compileCmd) Run(e *env) error {
@@ -170,6 +173,14 @@ func (c *compileCmd) Run(e *env) error {
 	r.GlobalBytes, r.GlobalBytesUnfused = u.Sched.GlobalBytes(), unfused.GlobalBytes()
 	p := u.Memory.Plan
 	r.ArenaBytes, r.LiveLowerBound, r.ArenaBudget, r.ArenaSegments, r.PlanMS = p.ArenaBytes, p.LowerBound, mem.Budget, len(p.Segments), r.PassMS["plan"]
+	var m4 time.Duration
+	for i := range u.Prog.Dispatches {
+		m4 += passes.M4.Time(u.Prog.Dispatches[i].Cost())
+	}
+	r.PredictedM4StepMS = ms(m4)
+	if !c.Forward {
+		r.PredictedM4TokensPerS = float64(r.Batch*r.Context) / m4.Seconds()
+	}
 	if err := c.write(u, r); err != nil {
 		return err
 	}
@@ -401,6 +412,10 @@ func printSummary(w io.Writer, file string, r *report) {
 		float64(r.GlobalBytesUnfused)/float64(max(r.GlobalBytes, 1)))
 	fmt.Fprintf(w, "  arena        %s in %d segment(s), lower bound %s, budget %s\n",
 		gigabytes(r.ArenaBytes), r.ArenaSegments, gigabytes(r.LiveLowerBound), gigabytes(r.ArenaBudget))
+	if r.PredictedM4TokensPerS > 0 {
+		fmt.Fprintf(w, "  predicted    %.0f ms per step on an M4, %.0f tokens/s (roofline estimate, not a measurement)\n",
+			r.PredictedM4StepMS, r.PredictedM4TokensPerS)
+	}
 }
 
 func millions(n int64) string { return fmt.Sprintf("%.2fM", float64(n)/1e6) }

@@ -29,6 +29,7 @@ type cli struct {
 	Compile compileCmd `cmd:"" help:"Parse, verify and compile a .graph model; print a summary."`
 	Eval    evalCmd    `cmd:"" help:"Evaluate a model's outputs with the float64 reference interpreter."`
 	Run     runCmd     `cmd:"" help:"Train a model (--train) or evaluate it, on the sim, Metal, CUDA or the reference interpreter."`
+	Bench   benchCmd   `cmd:"" help:"Time a model's train step on a device: first step, steady-state tokens/s, and (--profile) each kernel against its roofline."`
 }
 
 // env is what commands write to; tests substitute buffers.
