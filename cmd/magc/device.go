@@ -43,12 +43,12 @@ func (d deviceFlag) open() (device.Device, error) {
 }
 
 // compileFor takes a model through the whole pipeline for dev: its kernel
-// language, and an arena within its memory limits. A device without limits
-// (the sim, CUDA) takes any arena, except that remat auto still fits the
-// M4's working set.
+// language, and an arena within the device's memory (the sim has no limit).
+// Remat auto fits the M4's 10.6 GB working set, or less where the device
+// has less.
 func compileFor(dev device.Device, g *ir.Graph, cfg passes.Config, noFuse bool) (*pipeline.Unit, error) {
 	mem := passes.DefaultMemOptions()
-	if _, limited := dev.(device.Limiter); !limited && cfg.Remat != "auto" {
+	if cfg.Remat != "auto" {
 		mem.Budget = 0
 	}
 	u, err := pipeline.Compile(g, &pipeline.Config{Passes: cfg, NoFuse: noFuse, Mem: train.MemOptions(dev, mem), Target: dev.Target()})
