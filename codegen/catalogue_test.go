@@ -1,12 +1,15 @@
 package codegen_test
 
 import (
+	"fmt"
 	"maps"
 	"slices"
 	"testing"
 
 	"github.com/scm-magellano/magc/codegen"
+	"github.com/scm-magellano/magc/codegen/kir"
 	"github.com/scm-magellano/magc/ir"
+	"github.com/scm-magellano/magc/ir/ref"
 	"github.com/scm-magellano/magc/passes"
 )
 
@@ -30,5 +33,121 @@ func TestEveryOpHasAKernel(t *testing.T) {
 		if kind := passes.KindOf(d.Op); !slices.Contains(have, kind) {
 			t.Errorf("op %s has no kernel template (%s)", d.Op, kind)
 		}
+	}
+}
+
+// sample builds op on the first of a few operand lists and attribute sets
+// that its shape rule accepts; nil when none does.
+func sample(d *ir.OpDef) *ir.Node {
+	f := ir.T(ir.F32, 2, 4)
+	operands := [][]ir.Type{
+		{f},
+		{f, f},
+		{ir.T(ir.I32, 2, 4)},
+		{ir.T(ir.F32, 4, 4), ir.T(ir.I32, 2)},
+		{ir.T(ir.NF4, 4, 64)},
+		{f, f, f, f, ir.T(ir.F32), ir.T(ir.F32)},
+	}
+	attrs := []ir.Attrs{
+		{"factor": 2.0, "to": ir.F16, "axis": 1, "start": 1, "end": 3, "perm": []int{1, 0}, "shape": []int{8},
+			"depth": 3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.01},
+		{"shape": []int{3, 2, 4}},
+	}
+	for _, a := range attrs {
+		declared := ir.Attrs{}
+		for _, ad := range d.Attrs {
+			if v, ok := a[ad.Name]; ok {
+				declared[ad.Name] = v
+			}
+		}
+		for _, types := range operands {
+			b := ir.NewBuilder("sample")
+			in := make([]*ir.Value, len(types))
+			for i, ty := range types {
+				in[i] = b.Input(fmt.Sprintf("x%d", i), ty)
+			}
+			out := b.Apply(d.Op, declared, in...)
+			if b.Err() == nil {
+				return out[0].Node
+			}
+		}
+	}
+	return nil
+}
+
+// TestEmitterComputesEveryPointwiseOp calls the emitter on every op a kernel
+// may compute inline (every pointwise op of the catalogue), at each of its
+// results: an op with no way to compute it fails here rather than when a
+// model first uses it.
+func TestEmitterComputesEveryPointwiseOp(t *testing.T) {
+	for _, d := range ir.Ops() {
+		if !passes.Pointwise(d.Op) || d.Category == ir.Source {
+			continue
+		}
+		n := sample(d)
+		if n == nil {
+			t.Errorf("%s: no sample operands (extend sample)", d.Op)
+			continue
+		}
+		func() {
+			defer func() {
+				if p := recover(); p != nil {
+					t.Errorf("%s: %v", d.Op, p)
+				}
+			}()
+			e := codegen.NewEmitter("k", "", []*ir.Node{n})
+			for _, v := range n.Outputs {
+				if x := e.At(v, e.Split(v.Type.Shape, kir.Thread(0))); x == nil {
+					t.Errorf("%s: no value for result %d", d.Op, v.Index)
+				}
+			}
+		}()
+	}
+}
+
+// TestElementwiseKernels runs the kernel of every element-wise op with
+// scalar maths on the sim, on operands spread over its domain, against the
+// reference.
+func TestElementwiseKernels(t *testing.T) {
+	b := ir.NewBuilder("elementwise")
+	inputs := map[string]*ref.Tensor{}
+	shape := ir.T(ir.F32, 3, 100) // not a whole number of threadgroups
+	count := 0
+	for _, d := range ir.Ops() {
+		if d.Elem == nil {
+			continue
+		}
+		count++
+		lo, hi := d.Elem.Domain[0], d.Elem.Domain[1]
+		in := make([]*ir.Value, d.Inputs)
+		for i := range in {
+			name := fmt.Sprintf("%s_x%d", d.Op, i)
+			in[i] = b.Input(name, shape)
+			x := ref.New(shape)
+			for k := range x.Data {
+				x.Data[k] = lo + (hi-lo)*float64((k*37+i*11)%23)/22
+			}
+			inputs[name] = x
+		}
+		a := ir.Attrs{}
+		for _, ad := range d.Attrs {
+			switch ad.Kind {
+			case ir.AttrFloat:
+				a[ad.Name] = -1.7
+			case ir.AttrDType:
+				a[ad.Name] = ir.F16 // a cast that rounds
+			default:
+				t.Fatalf("%s: no sample value for a %s attribute %q", d.Op, ad.Kind, ad.Name)
+			}
+		}
+		b.Output(string(d.Op), b.Op(d.Op, a, in...))
+	}
+	g, err := b.Finish()
+	if err != nil {
+		t.Fatal(err)
+	}
+	prog := compileAndCheck(t, g, passes.Fuse(g, false), inputs)
+	if len(prog.Dispatches) != count {
+		t.Errorf("%d kernels for %d ops", len(prog.Dispatches), count)
 	}
 }
