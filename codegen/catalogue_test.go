@@ -9,6 +9,7 @@ import (
 	"github.com/scm-magellano/magc/codegen"
 	"github.com/scm-magellano/magc/codegen/kir"
 	"github.com/scm-magellano/magc/ir"
+	"github.com/scm-magellano/magc/ir/lang"
 	"github.com/scm-magellano/magc/ir/ref"
 	"github.com/scm-magellano/magc/passes"
 )
@@ -149,5 +150,57 @@ func TestElementwiseKernels(t *testing.T) {
 	prog := compileAndCheck(t, g, passes.Fuse(g, false), inputs)
 	if len(prog.Dispatches) != count {
 		t.Errorf("%d kernels for %d ops", len(prog.Dispatches), count)
+	}
+}
+
+// TestTanhTrainStep: a model written with tanh compiles to a train step
+// whose kernels, tanh's forward and its backward 1 − y² among them, run on
+// the sim against the reference: fused (tanh in a matmul's epilogue) and
+// one op per kernel (tanh in a pointwise kernel of its own).
+func TestTanhTrainStep(t *testing.T) {
+	const src = `
+input x: f32[6, 16]
+param w: f32[24, 16] = normal(std = 0.3)
+param b: f32[24] = normal(std = 0.5) nodecay
+output loss = mean(square(tanh(tanh(linear(x, w)) + b)))
+`
+	g, err := lang.Build("tanh.graph", []byte(src), lang.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, _, err = passes.Run(g, &passes.Config{Mode: "full", Train: true, Verify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inputs := map[string]*ref.Tensor{}
+	for _, in := range g.Inputs {
+		x := ref.New(in.Value.Type)
+		for k := range x.Data {
+			switch in.Name {
+			case "lr":
+				x.Data[k] = 0.01
+			case "step":
+				x.Data[k] = 1
+			default:
+				x.Data[k] = float64((k*37)%23)/11.5 - 1
+			}
+		}
+		inputs[in.Name] = x
+	}
+	for _, fuse := range []bool{true, false} {
+		s := passes.Fuse(g, fuse)
+		kinds := map[string]bool{}
+		for _, grp := range s.Groups {
+			for _, n := range grp.Nodes {
+				if n.Op == ir.OpTanh {
+					kinds[grp.Kind] = true
+				}
+			}
+		}
+		want := map[bool]string{true: string(ir.OpMatmul), false: passes.KindPointwise}[fuse]
+		if !kinds[want] {
+			t.Errorf("fuse %v: tanh is computed in kernels of kinds %v, want %s", fuse, kinds, want)
+		}
+		compileAndCheck(t, g, s, inputs)
 	}
 }

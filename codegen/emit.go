@@ -309,6 +309,7 @@ var elemKernels = map[ir.Op]func(n *ir.Node, x ...kir.Expr) kir.Expr{
 	ir.OpLog:    call("log"),
 	ir.OpSqrt:   call("sqrt"),
 	ir.OpRsqrt:  call("rsqrt"),
+	ir.OpTanh:   call("tanh"),
 	ir.OpSquare: func(_ *ir.Node, x ...kir.Expr) kir.Expr { return kir.Mul(x[0], x[0]) },
 	ir.OpSigmoid: func(_ *ir.Node, x ...kir.Expr) kir.Expr {
 		return kir.Div(kir.F(1), kir.Add(kir.F(1), kir.Fn("exp", kir.Neg{X: x[0]})))

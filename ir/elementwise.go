@@ -24,6 +24,7 @@ const (
 	OpSigmoid  Op = "sigmoid"
 	OpSiLU     Op = "silu"
 	OpSoftplus Op = "softplus"
+	OpTanh     Op = "tanh"
 	OpScale    Op = "scale"
 	OpCast     Op = "cast"
 	OpAdd      Op = "add"
@@ -95,6 +96,9 @@ func init() {
 			}, 1, anywhere},
 		{OpSoftplus, "ln(1+e^x)", softplus,
 			func(b *Builder, x, y, dy *Value) *Value { return b.Mul(dy, b.Unary(OpSigmoid, x)) }, 1, anywhere},
+		// d tanh x = 1 − tanh² x = 1 − y²
+		{OpTanh, "tanh x", math.Tanh,
+			func(b *Builder, x, y, dy *Value) *Value { return b.Mul(dy, b.Sub(b.Const(1, y.Type), b.Mul(y, y))) }, 1, anywhere},
 	} {
 		f, grad := u.f, u.grad
 		def(OpDef{Op: u.op, Doc: u.doc, Category: Elementwise, Inputs: 1, Differentiable: true, Infer: inferUnary,
