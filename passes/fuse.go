@@ -70,7 +70,7 @@ func Pointwise(op ir.Op) bool {
 	switch op {
 	case ir.OpScatter, ir.OpInput, ir.OpParam:
 		return false
-	case ir.OpConst, ir.OpDequant, ir.OpGE, ir.OpAdamW:
+	case ir.OpConst: // a source, but computed where read
 		return true
 	}
 	d, _ := ir.Lookup(op)
