@@ -106,8 +106,10 @@ type Program struct {
 // its threadgroup and grid sizes.
 type template func(e *Emitter, grp *passes.Group) error
 
+// templates holds one template for each kind of passes.Kinds, keyed alike
+// (TestEveryKindHasATemplate).
 var templates = map[string]template{
-	"pointwise": pointwise,
+	passes.KindPointwise: pointwise,
 }
 
 // Templates lists the kernel kinds codegen can lower, sorted.

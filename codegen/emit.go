@@ -299,43 +299,65 @@ func (e *Emitter) At(v *ir.Value, coords []kir.Expr) kir.Expr {
 	return x
 }
 
+// elemKernels computes each element-wise op with scalar maths (ir.Elem) in
+// kernel IR, from its operands' values x at the element: the one fact of
+// such an op that ir cannot hold. Every op with an ir.Elem has one
+// (TestElementwiseKernels runs each on the sim against the reference).
+var elemKernels = map[ir.Op]func(n *ir.Node, x ...kir.Expr) kir.Expr{
+	ir.OpNeg:    func(_ *ir.Node, x ...kir.Expr) kir.Expr { return kir.Neg{X: x[0]} },
+	ir.OpExp:    call("exp"),
+	ir.OpLog:    call("log"),
+	ir.OpSqrt:   call("sqrt"),
+	ir.OpRsqrt:  call("rsqrt"),
+	ir.OpTanh:   call("tanh"),
+	ir.OpSquare: func(_ *ir.Node, x ...kir.Expr) kir.Expr { return kir.Mul(x[0], x[0]) },
+	ir.OpSigmoid: func(_ *ir.Node, x ...kir.Expr) kir.Expr {
+		return kir.Div(kir.F(1), kir.Add(kir.F(1), kir.Fn("exp", kir.Neg{X: x[0]})))
+	},
+	ir.OpSiLU: func(_ *ir.Node, x ...kir.Expr) kir.Expr {
+		return kir.Div(x[0], kir.Add(kir.F(1), kir.Fn("exp", kir.Neg{X: x[0]})))
+	},
+	// max(x, 0) + log(1 + e^-|x|): no overflow for large |x|.
+	ir.OpSoftplus: func(_ *ir.Node, x ...kir.Expr) kir.Expr {
+		return kir.Add(kir.Max(x[0], kir.F(0)), kir.Fn("log", kir.Add(kir.F(1), kir.Fn("exp", kir.Neg{X: kir.Fn("abs", x[0])}))))
+	},
+	ir.OpScale: func(n *ir.Node, x ...kir.Expr) kir.Expr { return kir.Mul(x[0], kir.F(n.Attrs.Float("factor"))) },
+	ir.OpCast: func(n *ir.Node, x ...kir.Expr) kir.Expr {
+		return castExpr(x[0], n.Inputs[0].Type.DType, n.Attrs.DType("to"))
+	},
+	ir.OpAdd: infix("+"),
+	ir.OpSub: infix("-"),
+	ir.OpMul: infix("*"),
+	ir.OpDiv: infix("/"),
+	ir.OpMax: infix("max"),
+	ir.OpMin: infix("min"),
+	ir.OpGE: func(_ *ir.Node, x ...kir.Expr) kir.Expr {
+		return kir.Select{Cond: kir.Op(">=", x[0], x[1]), A: kir.F(1), B: kir.F(0)}
+	},
+}
+
+// call applies a math function (see kir.Call) to the one operand.
+func call(fn string) func(*ir.Node, ...kir.Expr) kir.Expr {
+	return func(_ *ir.Node, x ...kir.Expr) kir.Expr { return kir.Fn(fn, x[0]) }
+}
+
+// infix applies a binary operator (see kir.Bin) to the two operands.
+func infix(op string) func(*ir.Node, ...kir.Expr) kir.Expr {
+	return func(_ *ir.Node, x ...kir.Expr) kir.Expr { return kir.Op(op, x[0], x[1]) }
+}
+
 func (e *Emitter) compute(v *ir.Value, c []kir.Expr) kir.Expr {
 	n := v.Node
-	in := func(i int) kir.Expr { return e.At(n.Inputs[i], c) }
+	if k, ok := elemKernels[n.Op]; ok {
+		x := make([]kir.Expr, len(n.Inputs))
+		for i, in := range n.Inputs {
+			x[i] = e.At(in, c)
+		}
+		return k(n, x...)
+	}
 	switch n.Op {
 	case ir.OpConst:
 		return kir.Lit{Type: computeType(v.Type.DType), V: n.Attrs.Float("value")}
-	case ir.OpNeg:
-		return kir.Neg{X: in(0)}
-	case ir.OpExp:
-		return kir.Fn("exp", in(0))
-	case ir.OpLog:
-		return kir.Fn("log", in(0))
-	case ir.OpSqrt:
-		return kir.Fn("sqrt", in(0))
-	case ir.OpRsqrt:
-		return kir.Fn("rsqrt", in(0))
-	case ir.OpSquare:
-		x := in(0)
-		return kir.Mul(x, x)
-	case ir.OpSigmoid:
-		return kir.Div(kir.F(1), kir.Add(kir.F(1), kir.Fn("exp", kir.Neg{X: in(0)})))
-	case ir.OpSiLU:
-		x := in(0)
-		return kir.Div(x, kir.Add(kir.F(1), kir.Fn("exp", kir.Neg{X: x})))
-	case ir.OpSoftplus:
-		// max(x, 0) + log(1 + e^-|x|): no overflow for large |x|.
-		x := in(0)
-		return kir.Add(kir.Max(x, kir.F(0)), kir.Fn("log", kir.Add(kir.F(1), kir.Fn("exp", kir.Neg{X: kir.Fn("abs", x)}))))
-	case ir.OpScale:
-		return kir.Mul(in(0), kir.F(n.Attrs.Float("factor")))
-	case ir.OpCast:
-		return castExpr(in(0), n.Inputs[0].Type.DType, n.Attrs.DType("to"))
-	case ir.OpAdd, ir.OpSub, ir.OpMul, ir.OpDiv, ir.OpMax, ir.OpMin:
-		op := map[ir.Op]string{ir.OpAdd: "+", ir.OpSub: "-", ir.OpMul: "*", ir.OpDiv: "/", ir.OpMax: "max", ir.OpMin: "min"}[n.Op]
-		return kir.Op(op, in(0), in(1))
-	case ir.OpGE:
-		return kir.Select{Cond: kir.Op(">=", in(0), in(1)), A: kir.F(1), B: kir.F(0)}
 	case ir.OpReshape:
 		// Same elements, same order: the operand's offset is ours.
 		src := n.Inputs[0]
@@ -390,7 +412,7 @@ func (e *Emitter) compute(v *ir.Value, c []kir.Expr) kir.Expr {
 			return convDXAt(e, n, c)
 		}
 	}
-	panic(fmt.Sprintf("codegen: %s is not element-wise", n.Op))
+	panic(fmt.Sprintf("codegen: the emitter cannot compute %s (an op with scalar maths needs an entry in elemKernels)", n.Op))
 }
 
 func castExpr(x kir.Expr, from, to ir.DType) kir.Expr {

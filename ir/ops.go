@@ -21,9 +21,11 @@ const (
 )
 
 // OpDef is the catalogue entry of an op: its signature, shape rule and
-// whether it has a gradient. Reference semantics, VJP rules and kernels live
-// in their own registries (ir/ref, passes, codegen), each keyed by Op; a test
-// walks the catalogue and fails when any registry misses an op.
+// whether it has a gradient. An element-wise op with scalar maths carries
+// them all in Elem (see elementwise.go). Other ops' reference semantics, VJP
+// rules, costs and kernels live in one registry per phase, each keyed by Op
+// (ir/ref.Registry, passes.VJPs, passes' flops, codegen's templates and
+// Emitter.compute); catalogue tests walk Ops() and fail when any misses one.
 type OpDef struct {
 	Op       Op
 	Doc      string
@@ -39,6 +41,11 @@ type OpDef struct {
 	// Infer is the shape rule: output types from input types and attributes.
 	// Source ops have none; their type is declared.
 	Infer func(in []Type, a Attrs) ([]Type, error)
+	// Elem holds the scalar maths of an element-wise op whose every result
+	// element is a function of the same element of each operand; nil for
+	// other ops (dequant and adamw are element-wise but have their own
+	// reference and kernel).
+	Elem *Elem
 }
 
 // The catalogue.
@@ -47,23 +54,7 @@ const (
 	OpParam Op = "param"
 	OpConst Op = "const"
 
-	OpNeg      Op = "neg"
-	OpExp      Op = "exp"
-	OpLog      Op = "log"
-	OpSqrt     Op = "sqrt"
-	OpRsqrt    Op = "rsqrt"
-	OpSquare   Op = "square"
-	OpSigmoid  Op = "sigmoid"
-	OpSiLU     Op = "silu"
-	OpSoftplus Op = "softplus"
-	OpScale    Op = "scale"
-	OpCast     Op = "cast"
-	OpAdd      Op = "add"
-	OpSub      Op = "sub"
-	OpMul      Op = "mul"
-	OpDiv      Op = "div"
-	OpMax      Op = "max"
-	OpMin      Op = "min"
+	// The element-wise ops with scalar maths are in elementwise.go.
 
 	OpReduceSum  Op = "reduce_sum"
 	OpReduceMax  Op = "reduce_max"
@@ -93,7 +84,6 @@ const (
 	OpMoERoute     Op = "moe_route"
 
 	// Ops the training passes emit.
-	OpGE              Op = "ge"
 	OpRMSNormBwd      Op = "rmsnorm_bwd"
 	OpCrossEntropyBwd Op = "cross_entropy_bwd"
 	OpAdamW           Op = "adamw"
@@ -126,28 +116,6 @@ func init() {
 		Attrs: []AttrDef{{Name: "name", Kind: AttrString}}})
 	def(OpDef{Op: OpConst, Category: Source, Doc: "a tensor filled with one value",
 		Attrs: []AttrDef{{Name: "value", Kind: AttrFloat}}})
-
-	unary := []struct {
-		op  Op
-		doc string
-	}{
-		{OpNeg, "-x"}, {OpExp, "e^x"}, {OpLog, "ln x"}, {OpSqrt, "√x"}, {OpRsqrt, "1/√x"},
-		{OpSquare, "x²"}, {OpSigmoid, "1/(1+e^-x)"}, {OpSiLU, "x·sigmoid(x)"},
-		{OpSoftplus, "ln(1+e^x)"},
-	}
-	for _, u := range unary {
-		def(OpDef{Op: u.op, Doc: u.doc, Category: Elementwise, Inputs: 1, Differentiable: true, Infer: inferUnary})
-	}
-	def(OpDef{Op: OpScale, Doc: "x·factor", Category: Elementwise, Inputs: 1, Differentiable: true,
-		Attrs: []AttrDef{{Name: "factor", Kind: AttrFloat}}, Infer: inferUnary})
-	def(OpDef{Op: OpCast, Doc: "convert the element type (to integers: truncate toward zero, saturate, NaN → 0)", Category: Elementwise, Inputs: 1, Differentiable: true,
-		Attrs: []AttrDef{{Name: "to", Kind: AttrDType}}, Infer: inferCast})
-	for _, b := range []struct {
-		op  Op
-		doc string
-	}{{OpAdd, "x+y"}, {OpSub, "x−y"}, {OpMul, "x·y"}, {OpDiv, "x/y"}, {OpMax, "max(x, y)"}, {OpMin, "min(x, y)"}} {
-		def(OpDef{Op: b.op, Doc: b.doc, Category: Elementwise, Inputs: 2, Differentiable: true, Infer: inferBinary})
-	}
 
 	axes := []AttrDef{{Name: "axes", Kind: AttrInts}, {Name: "keep", Kind: AttrBool, Optional: true, Default: false}}
 	for _, r := range []struct {
@@ -211,8 +179,6 @@ func init() {
 func (d *OpDef) NumResults() int { return max(d.Results, 1) }
 
 func init() {
-	def(OpDef{Op: OpGE, Doc: "1 where x ≥ y, else 0 (masks for max/min gradients)", Category: Elementwise, Inputs: 2,
-		Infer: inferBinary})
 	def(OpDef{Op: OpRMSNormBwd, Doc: "rmsnorm's (dx, dgamma) from (x, gamma, dy)", Category: Reduction, Inputs: 3,
 		Results: 2, Attrs: []AttrDef{{Name: "eps", Kind: AttrFloat}}, Infer: inferRMSNormBwd})
 	def(OpDef{Op: OpCrossEntropyBwd, Doc: "cross_entropy's dlogits = (softmax(z) − onehot(y))·dloss/count from (z, y, dloss)",

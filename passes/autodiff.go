@@ -15,7 +15,8 @@ import (
 type VJP func(b *ir.Builder, n *ir.Node, dy []*ir.Value, need []bool) []*ir.Value
 
 // VJPs is the rule registry: every differentiable op of the catalogue has
-// one (a test walks ir.Ops()).
+// one (a test walks ir.Ops()). Element-wise ops' rules come from their
+// catalogue entry (ir.Elem.Grad).
 var VJPs = map[ir.Op]VJP{}
 
 // Gradients appends to b's graph the backward pass of the scalar loss and
@@ -258,75 +259,21 @@ func pieceAt(ps []piece, lo, hi int) *piece {
 }
 
 func init() {
-	unary := map[ir.Op]func(b *ir.Builder, n *ir.Node, x, y, dy *ir.Value) *ir.Value{
-		ir.OpNeg:  func(b *ir.Builder, _ *ir.Node, x, y, dy *ir.Value) *ir.Value { return b.Unary(ir.OpNeg, dy) },
-		ir.OpExp:  func(b *ir.Builder, _ *ir.Node, x, y, dy *ir.Value) *ir.Value { return b.Mul(dy, y) },
-		ir.OpLog:  func(b *ir.Builder, _ *ir.Node, x, y, dy *ir.Value) *ir.Value { return b.Div(dy, x) },
-		ir.OpSqrt: func(b *ir.Builder, _ *ir.Node, x, y, dy *ir.Value) *ir.Value { return b.Scale(b.Div(dy, y), 0.5) },
-		// d x^(-1/2) = −½·x^(-3/2) = −½·y/x
-		ir.OpRsqrt: func(b *ir.Builder, _ *ir.Node, x, y, dy *ir.Value) *ir.Value {
-			return b.Scale(b.Mul(dy, b.Div(y, x)), -0.5)
-		},
-		ir.OpSquare: func(b *ir.Builder, _ *ir.Node, x, y, dy *ir.Value) *ir.Value { return b.Scale(b.Mul(dy, x), 2) },
-		ir.OpSigmoid: func(b *ir.Builder, _ *ir.Node, x, y, dy *ir.Value) *ir.Value {
-			return b.Mul(dy, b.Mul(y, b.Sub(b.Const(1, y.Type), y)))
-		},
-		// d/dx x·σ(x) = σ(1 + x(1−σ)) = σ + y(1−σ), reusing the output y.
-		ir.OpSiLU: func(b *ir.Builder, _ *ir.Node, x, y, dy *ir.Value) *ir.Value {
-			s := b.Unary(ir.OpSigmoid, x)
-			return b.Mul(dy, b.Add(s, b.Mul(y, b.Sub(b.Const(1, x.Type), s))))
-		},
-		ir.OpSoftplus: func(b *ir.Builder, _ *ir.Node, x, y, dy *ir.Value) *ir.Value {
-			return b.Mul(dy, b.Unary(ir.OpSigmoid, x))
-		},
-		ir.OpScale: func(b *ir.Builder, n *ir.Node, x, y, dy *ir.Value) *ir.Value {
-			return b.Scale(dy, n.Attrs.Float("factor"))
-		},
-		ir.OpCast: func(b *ir.Builder, _ *ir.Node, x, y, dy *ir.Value) *ir.Value {
-			return b.Op(ir.OpCast, ir.Attrs{"to": x.Type.DType}, dy)
-		},
-		ir.OpSoftmax: func(b *ir.Builder, _ *ir.Node, x, y, dy *ir.Value) *ir.Value {
-			s := b.Reduce(ir.OpReduceSum, b.Mul(dy, y), true, len(x.Type.Shape)-1)
-			return b.Mul(y, b.Sub(dy, b.BroadcastTo(s, x.Type.Shape)))
-		},
-	}
-	for op, f := range unary {
-		VJPs[op] = func(b *ir.Builder, n *ir.Node, dy []*ir.Value, need []bool) []*ir.Value {
-			return []*ir.Value{f(b, n, n.Inputs[0], n.Out(), dy[0])}
+	// Element-wise ops carry their gradient in their catalogue entry.
+	for _, d := range ir.Ops() {
+		if d.Elem != nil && d.Elem.Grad != nil {
+			grad := d.Elem.Grad
+			VJPs[d.Op] = func(b *ir.Builder, n *ir.Node, dy []*ir.Value, need []bool) []*ir.Value {
+				return grad(b, n, dy[0], need)
+			}
 		}
 	}
 
-	VJPs[ir.OpAdd] = func(b *ir.Builder, n *ir.Node, dy []*ir.Value, need []bool) []*ir.Value {
-		return []*ir.Value{dy[0], dy[0]}
+	VJPs[ir.OpSoftmax] = func(b *ir.Builder, n *ir.Node, dy []*ir.Value, need []bool) []*ir.Value {
+		y := n.Out()
+		s := b.Reduce(ir.OpReduceSum, b.Mul(dy[0], y), true, len(y.Type.Shape)-1)
+		return []*ir.Value{b.Mul(y, b.Sub(dy[0], b.BroadcastTo(s, y.Type.Shape)))}
 	}
-	VJPs[ir.OpSub] = func(b *ir.Builder, n *ir.Node, dy []*ir.Value, need []bool) []*ir.Value {
-		return lazy(need, func() *ir.Value { return dy[0] }, func() *ir.Value { return b.Unary(ir.OpNeg, dy[0]) })
-	}
-	VJPs[ir.OpMul] = func(b *ir.Builder, n *ir.Node, dy []*ir.Value, need []bool) []*ir.Value {
-		x, y := n.Inputs[0], n.Inputs[1]
-		return lazy(need, func() *ir.Value { return b.Mul(dy[0], y) }, func() *ir.Value { return b.Mul(dy[0], x) })
-	}
-	// d(x/y)/dy = −x/y² = −out/y
-	VJPs[ir.OpDiv] = func(b *ir.Builder, n *ir.Node, dy []*ir.Value, need []bool) []*ir.Value {
-		y := n.Inputs[1]
-		return lazy(need, func() *ir.Value { return b.Div(dy[0], y) },
-			func() *ir.Value { return b.Unary(ir.OpNeg, b.Div(b.Mul(dy[0], n.Out()), y)) })
-	}
-	// max and min route the gradient through a ge mask; at a tie the first
-	// operand takes it all, the second gets dy − (its share) = 0.
-	minMax := func(first, second int) VJP {
-		return func(b *ir.Builder, n *ir.Node, dy []*ir.Value, need []bool) []*ir.Value {
-			mask := b.Op(ir.OpGE, nil, n.Inputs[first], n.Inputs[second])
-			d0 := b.Mul(dy[0], mask)
-			out := []*ir.Value{d0, nil}
-			if need[1] {
-				out[1] = b.Sub(dy[0], d0)
-			}
-			return out
-		}
-	}
-	VJPs[ir.OpMax] = minMax(0, 1)
-	VJPs[ir.OpMin] = minMax(1, 0)
 
 	VJPs[ir.OpReduceSum] = func(b *ir.Builder, n *ir.Node, dy []*ir.Value, need []bool) []*ir.Value {
 		return []*ir.Value{unreduce(b, n, dy[0])}

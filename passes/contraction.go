@@ -42,7 +42,7 @@ func lhsPrologue(g *Group, n *ir.Node, uses map[*ir.Value][]*ir.Node) bool {
 // fewColumnContraction reports whether g is a contraction (one term) with few enough
 // result columns to compute its lhs's producers while staging it.
 func fewColumnContraction(g *Group) bool {
-	if g.Kind != string(ir.OpMatmul) && g.Kind != string(ir.OpGroupedMM) || len(g.Terms) > 0 {
+	if !Kinds[g.Kind].Tiled || len(g.Terms) > 0 {
 		return false
 	}
 	out := g.Anchor.Out().Type.Shape
@@ -231,7 +231,7 @@ func oneToOneLHS(t *Group, v *ir.Value, in map[*ir.Node]bool, uses map[*ir.Value
 // backward are such sums.
 func (f *fuser) mergeTerms(groups []*Group) {
 	for _, m := range groups {
-		if m.Root == m.Anchor || (m.Kind != string(ir.OpMatmul) && m.Kind != string(ir.OpGroupedMM)) || f.gone[m] || m.StagesLHS {
+		if m.Root == m.Anchor || !Kinds[m.Kind].Tiled || f.gone[m] || m.StagesLHS {
 			continue
 		}
 		for _, add := range m.Nodes {

@@ -10,14 +10,51 @@ type Cost struct {
 	Bytes int64
 }
 
-// Per-element FLOP counts of ops whose work is a small multiple of their size.
-var elemFLOPs = map[ir.Op]int64{
-	ir.OpSoftmax:         4, // max, exp, sum, divide
-	ir.OpRMSNorm:         4, // square-sum, rsqrt, two multiplies
-	ir.OpRMSNormBwd:      8,
-	ir.OpCrossEntropy:    4,
-	ir.OpCrossEntropyBwd: 4,
-	ir.OpAdamW:           12, // decay, two moments, bias corrections, √, divide
+// flops is the FLOP count of a node, keyed by op. Element-wise ops with
+// scalar maths count ir.Elem.FLOPs per element, and layout ops (which only
+// move elements) none; every other non-source op has a rule here (a test
+// walks the catalogue).
+var flops = map[ir.Op]func(n *ir.Node) int64{
+	ir.OpMatmul: func(n *ir.Node) int64 {
+		a := operand(n, 0)
+		k := a[len(a)-1]
+		if n.Attrs.Bool("ta") {
+			k = a[len(a)-2]
+		}
+		return 2 * n.Out().Type.Shape.Elems() * int64(k)
+	},
+	// 2·R·N·K
+	ir.OpGroupedMM: func(n *ir.Node) int64 { return 2 * n.Out().Type.Shape.Elems() * int64(operand(n, 0)[1]) },
+	// per expert dyᵀ·x over its rows: 2·R·N·K in all
+	ir.OpGroupedMMW: func(n *ir.Node) int64 { return 2 * operand(n, 0).Elems() * int64(operand(n, 1)[1]) },
+	// discretise, update and contract the state: ~9 per (b, t, e, n)
+	ir.OpScan: func(n *ir.Node) int64 { return 9 * operand(n, 0).Elems() * int64(operand(n, 2)[1]) },
+	// a recomputing forward plus the adjoint, about twice the forward
+	ir.OpScanBwd:  func(n *ir.Node) int64 { return 27 * operand(n, 0).Elems() * int64(operand(n, 2)[1]) },
+	ir.OpConv:     func(n *ir.Node) int64 { return 2 * n.Out().Type.Shape.Elems() * int64(operand(n, 1)[1]) },
+	ir.OpConvBwd:  func(n *ir.Node) int64 { return 4 * operand(n, 0).Elems() * int64(operand(n, 1)[1]) },
+	ir.OpScatter:  func(n *ir.Node) int64 { return operand(n, 1).Elems() },
+	ir.OpTopK:     func(n *ir.Node) int64 { return operand(n, 0).Elems() * int64(n.Attrs.Int("k")) },
+	ir.OpMoERoute: func(n *ir.Node) int64 { return 0 }, // integer bookkeeping
+
+	ir.OpReduceSum:       perInput(1),
+	ir.OpReduceMax:       perInput(1),
+	ir.OpReduceMean:      perInput(1),
+	ir.OpSoftmax:         perInput(4), // max, exp, sum, divide
+	ir.OpRMSNorm:         perInput(4), // square-sum, rsqrt, two multiplies
+	ir.OpRMSNormBwd:      perInput(8),
+	ir.OpCrossEntropy:    perInput(4),
+	ir.OpCrossEntropyBwd: perInput(4),
+	ir.OpDequant:         func(n *ir.Node) int64 { return n.Out().Type.Shape.Elems() },
+	ir.OpAdamW:           perInput(12), // decay, two moments, bias corrections, √, divide
+}
+
+// operand is the shape of operand i of n.
+func operand(n *ir.Node, i int) ir.Shape { return n.Inputs[i].Type.Shape }
+
+// perInput counts k FLOPs per element of the first operand.
+func perInput(k int64) func(n *ir.Node) int64 {
+	return func(n *ir.Node) int64 { return k * operand(n, 0).Elems() }
 }
 
 // NodeCost estimates the FLOPs and bytes of n.
@@ -33,44 +70,15 @@ func NodeCost(n *ir.Node) Cost {
 	for _, v := range n.Outputs {
 		c.Bytes += v.Type.Bytes()
 	}
-	in := func(i int) ir.Shape { return n.Inputs[i].Type.Shape }
-	out := n.Out().Type.Shape
-	switch n.Op {
-	case ir.OpMatmul:
-		k := in(0)[len(in(0))-1]
-		if n.Attrs.Bool("ta") {
-			k = in(0)[len(in(0))-2]
-		}
-		c.FLOPs = 2 * out.Elems() * int64(k)
-	case ir.OpGroupedMM: // 2·R·N·K
-		c.FLOPs = 2 * out.Elems() * int64(in(0)[1])
-	case ir.OpGroupedMMW: // per expert dyᵀ·x over its rows: 2·R·N·K in all
-		c.FLOPs = 2 * in(0).Elems() * int64(in(1)[1])
-	case ir.OpScan: // discretise, update and contract the state: ~9 per (b, t, e, n)
-		c.FLOPs = 9 * in(0).Elems() * int64(in(2)[1])
-	case ir.OpScanBwd: // a recomputing forward plus the adjoint, about twice the forward
-		c.FLOPs = 27 * in(0).Elems() * int64(in(2)[1])
-	case ir.OpConv:
-		c.FLOPs = 2 * out.Elems() * int64(in(1)[1])
-	case ir.OpConvBwd:
-		c.FLOPs = 4 * in(0).Elems() * int64(in(1)[1])
-	case ir.OpGather:
+	if n.Op == ir.OpGather {
 		// Only the picked rows of the table are read.
 		c.Bytes = n.Inputs[1].Type.Bytes() + 2*n.Out().Type.Bytes()
-	case ir.OpScatter:
-		c.FLOPs = in(1).Elems()
-	case ir.OpTopK:
-		c.FLOPs = in(0).Elems() * int64(n.Attrs.Int("k"))
-	default:
-		switch d.Category {
-		case ir.Elementwise:
-			c.FLOPs = out.Elems()
-		case ir.Reduction:
-			c.FLOPs = in(0).Elems()
-		}
-		if f, ok := elemFLOPs[n.Op]; ok {
-			c.FLOPs = f * in(0).Elems()
-		}
+	}
+	switch f := flops[n.Op]; {
+	case f != nil:
+		c.FLOPs = f(n)
+	case d.Elem != nil:
+		c.FLOPs = d.Elem.FLOPs * n.Out().Type.Shape.Elems()
 	}
 	return c
 }

@@ -10,17 +10,6 @@ import (
 	"github.com/scm-magellano/magc/ir"
 )
 
-// epilogueResults lists, by kernel kind, the anchor results its template
-// writes element by element through codegen's StoreThrough: an element-wise
-// chain may follow those.
-var epilogueResults = map[string][]int{
-	string(ir.OpMatmul): {0}, string(ir.OpGroupedMM): {0},
-	string(ir.OpConv): {0}, string(ir.OpConvBwd): {0}, // y; dx
-	string(ir.OpScan): {0}, string(ir.OpScanBwd): {0, 1}, // y; du, dΔ
-	string(ir.OpRMSNorm): {0}, string(ir.OpRMSNormBwd): {0}, string(ir.OpSoftmax): {0}, // y; dx; y
-	string(ir.OpReduceSum): {0}, string(ir.OpReduceMax): {0}, string(ir.OpReduceMean): {0},
-}
-
 // foldElementwise offers each element-wise group, in graph order, to the
 // kernel computing each value it reads; try accepts it (and records how the
 // kernel will compute it), and the kernel then runs at the group's place.
@@ -28,7 +17,7 @@ var epilogueResults = map[string][]int{
 func (f *fuser) foldElementwise(groups []*Group, try func(m, p *Group, v *ir.Value) bool) {
 	for i := len(groups) - 1; i >= 0; i-- {
 		p := groups[i]
-		if p.Kind != "pointwise" || len(p.Root.Outputs) != 1 || f.gone[p] {
+		if p.Kind != KindPointwise || len(p.Root.Outputs) != 1 || f.gone[p] {
 			continue
 		}
 		for _, v := range readsFrom(p) {
@@ -124,9 +113,7 @@ func (f *fuser) mergeRouting(groups []*Group) {
 // r's rows with a last axis of its own, and p reads v only through
 // broadcasts to that shape.
 func rowEpilogue(r, p *Group, v *ir.Value, uses map[*ir.Value][]*ir.Node) bool {
-	switch r.Kind {
-	case string(ir.OpReduceSum), string(ir.OpReduceMax), string(ir.OpReduceMean):
-	default:
+	if !Kinds[r.Kind].RowEpilogue {
 		return false
 	}
 	if r.Root != r.Anchor || v != r.Anchor.Out() || len(r.RowEpilogue) > 0 {
@@ -181,7 +168,7 @@ func (g *Group) derived(v *ir.Value) map[*ir.Value]bool {
 // anchor. Nil when there is none.
 func epilogueBase(m, p *Group, v *ir.Value) *ir.Value {
 	var bases []*ir.Value
-	for _, i := range epilogueResults[m.Kind] {
+	for _, i := range Kinds[m.Kind].Epilogue {
 		bases = append(bases, m.Anchor.Outputs[i])
 	}
 	inM := map[*ir.Node]bool{}

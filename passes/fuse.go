@@ -7,7 +7,8 @@ import (
 )
 
 // Group is one kernel of the schedule: the nodes it computes, in graph
-// order, and the values it writes to memory. Kind names the kernel template.
+// order, and the values it writes to memory. Kind names the kernel's kind
+// (Kinds): codegen lowers it with the template of that name.
 type Group struct {
 	Kind    string
 	Nodes   []*ir.Node
@@ -69,7 +70,7 @@ func Pointwise(op ir.Op) bool {
 	switch op {
 	case ir.OpScatter, ir.OpInput, ir.OpParam:
 		return false
-	case ir.OpConst, ir.OpDequant, ir.OpGE, ir.OpAdamW:
+	case ir.OpConst: // a source, but computed where read
 		return true
 	}
 	d, _ := ir.Lookup(op)
@@ -87,32 +88,85 @@ func indexMap(op ir.Op) bool {
 	return false
 }
 
-// kindOf is the kernel template for a group anchored at op.
-func kindOf(op ir.Op) string {
+// KindPointwise is the kind of kernels of element-wise and layout ops only.
+const KindPointwise = "pointwise"
+
+// KindOf is the kind of a group anchored at op: KindPointwise for a
+// pointwise op, else the op's name.
+func KindOf(op ir.Op) string {
 	if Pointwise(op) {
-		return "pointwise"
+		return KindPointwise
 	}
 	return string(op)
 }
 
+// Prologue is what a kernel kind computes inline of the producers of what
+// it reads.
+type Prologue uint8
+
+const (
+	// PrologueIndexMaps: only index maps, since the kernel reads each
+	// operand element many times (XLA's rule: never re-read a large input,
+	// or redo arithmetic, many times).
+	PrologueIndexMaps Prologue = iota + 1
+	// ProloguePointwise: any pointwise producer but adamw: the kernel reads
+	// each operand element once.
+	ProloguePointwise
+)
+
+// KindDef is what fusion knows of a kind of kernel; codegen lowers each
+// kind with a template of that name (a test checks that both agree).
+type KindDef struct {
+	Prologue Prologue
+	// Epilogue lists the anchor results the template writes element by
+	// element through codegen's StoreThrough: an element-wise chain may
+	// follow those.
+	Epilogue []int
+	// RowEpilogue: a reduction of the last axis whose template computes
+	// element-wise work over each row once its result is known.
+	RowEpilogue bool
+	// Tiled: a contraction whose template stages its lhs in tiles, so it
+	// may compute the lhs's producers while staging (few columns) and sum
+	// several contractions in one accumulator (LoRA).
+	Tiled bool
+}
+
+// Kinds lists every kind of kernel by name.
+var Kinds = map[string]KindDef{
+	KindPointwise: {Prologue: ProloguePointwise},
+
+	string(ir.OpSoftmax):         {Prologue: ProloguePointwise, Epilogue: []int{0}},
+	string(ir.OpRMSNorm):         {Prologue: ProloguePointwise, Epilogue: []int{0}},
+	string(ir.OpRMSNormBwd):      {Prologue: ProloguePointwise, Epilogue: []int{0}}, // dx
+	string(ir.OpCrossEntropy):    {Prologue: ProloguePointwise},
+	string(ir.OpCrossEntropyBwd): {Prologue: ProloguePointwise},
+	string(ir.OpReduceSum):       {Prologue: ProloguePointwise, Epilogue: []int{0}, RowEpilogue: true},
+	string(ir.OpReduceMax):       {Prologue: ProloguePointwise, Epilogue: []int{0}, RowEpilogue: true},
+	string(ir.OpReduceMean):      {Prologue: ProloguePointwise, Epilogue: []int{0}, RowEpilogue: true},
+	// The discretisation inputs (softplus, −exp) compute in the scan.
+	string(ir.OpScan):    {Prologue: ProloguePointwise, Epilogue: []int{0}},    // y
+	string(ir.OpScanBwd): {Prologue: ProloguePointwise, Epilogue: []int{0, 1}}, // du, dΔ
+
+	string(ir.OpMatmul):     {Prologue: PrologueIndexMaps, Epilogue: []int{0}, Tiled: true},
+	string(ir.OpGroupedMM):  {Prologue: PrologueIndexMaps, Epilogue: []int{0}, Tiled: true},
+	string(ir.OpGroupedMMW): {Prologue: PrologueIndexMaps},
+	string(ir.OpConv):       {Prologue: PrologueIndexMaps, Epilogue: []int{0}}, // y
+	string(ir.OpConvBwd):    {Prologue: PrologueIndexMaps, Epilogue: []int{0}}, // dx
+	string(ir.OpTopK):       {Prologue: PrologueIndexMaps},
+	string(ir.OpMoERoute):   {Prologue: PrologueIndexMaps},
+	string(ir.OpScatter):    {Prologue: PrologueIndexMaps},
+}
+
 // accepts reports whether a group of kind may compute producer p inline for
-// its consumer: the fusion rules. Pointwise kernels take any pointwise
-// producer; reductions over rows take pointwise producers too (each element
-// is read once); contractions only take index maps, since they read every
-// operand element many times (XLA's rule: never re-read a large input, or
-// redo arithmetic, many times).
+// its consumer: the fusion rules, by the kind's Prologue.
 func accepts(kind string, p *ir.Node) bool {
 	if !Pointwise(p.Op) {
 		return false
 	}
-	switch kind {
-	case "pointwise", string(ir.OpSoftmax), string(ir.OpRMSNorm), string(ir.OpRMSNormBwd),
-		string(ir.OpCrossEntropy), string(ir.OpCrossEntropyBwd), string(ir.OpReduceSum), string(ir.OpReduceMax), string(ir.OpReduceMean):
+	switch Kinds[kind].Prologue {
+	case ProloguePointwise:
 		return p.Op != ir.OpAdamW
-	case string(ir.OpScan), string(ir.OpScanBwd):
-		return p.Op != ir.OpAdamW // the discretisation inputs (softplus, −exp) compute in the scan
-	case string(ir.OpMatmul), string(ir.OpGroupedMM), string(ir.OpGroupedMMW), string(ir.OpConv), string(ir.OpConvBwd),
-		string(ir.OpTopK), string(ir.OpMoERoute), string(ir.OpScatter):
+	case PrologueIndexMaps:
 		return indexMap(p.Op)
 	}
 	return false
@@ -162,7 +216,7 @@ func Fuse(g *ir.Graph, fuse bool) *Schedule {
 				continue
 			}
 		}
-		grp := &Group{Kind: kindOf(n.Op), Nodes: []*ir.Node{n}, Root: n, Anchor: n}
+		grp := &Group{Kind: KindOf(n.Op), Nodes: []*ir.Node{n}, Root: n, Anchor: n}
 		member[n] = []*Group{grp}
 		groups = append(groups, grp)
 	}
@@ -292,7 +346,7 @@ func storingReader(n *ir.Node, readers []*Group, uses map[*ir.Value][]*ir.Node, 
 			first = t
 		}
 	}
-	if first.Kind != "pointwise" || !first.Root.Out().Type.Shape.Equal(n.Out().Type.Shape) {
+	if first.Kind != KindPointwise || !first.Root.Out().Type.Shape.Equal(n.Out().Type.Shape) {
 		return nil
 	}
 	if !allFit([]*Group{first}, n, uses, kept) {

@@ -6,78 +6,26 @@ import (
 	"github.com/scm-magellano/magc/ir"
 )
 
+// Element-wise ops with scalar maths evaluate their ir.Elem element by element.
 func init() {
-	unary := map[ir.Op]func(float64) float64{
-		ir.OpNeg:      func(x float64) float64 { return -x },
-		ir.OpExp:      math.Exp,
-		ir.OpLog:      math.Log, // ln of a negative number is NaN, of 0 is −Inf
-		ir.OpSqrt:     math.Sqrt,
-		ir.OpRsqrt:    func(x float64) float64 { return 1 / math.Sqrt(x) },
-		ir.OpSquare:   func(x float64) float64 { return x * x },
-		ir.OpSigmoid:  sigmoid,
-		ir.OpSiLU:     func(x float64) float64 { return x * sigmoid(x) },
-		ir.OpSoftplus: softplus,
-	}
-	for op, f := range unary {
-		register(op, mapUnary(f))
-	}
-	register(ir.OpScale, func(n *ir.Node, in []*Tensor) ([]*Tensor, error) {
-		k := n.Attrs.Float("factor")
-		return mapUnary(func(x float64) float64 { return x * k })(n, in)
-	})
-	// cast only copies: evalNode's storage rounding does the conversion.
-	register(ir.OpCast, mapUnary(func(x float64) float64 { return x }))
-
-	binary := map[ir.Op]func(x, y float64) float64{
-		ir.OpAdd: func(x, y float64) float64 { return x + y },
-		ir.OpSub: func(x, y float64) float64 { return x - y },
-		ir.OpMul: func(x, y float64) float64 { return x * y },
-		ir.OpDiv: func(x, y float64) float64 { return x / y },
-		ir.OpMax: math.Max, // NaN in either operand gives NaN
-		ir.OpMin: math.Min,
-	}
-	for op, f := range binary {
-		register(op, mapBinary(f))
-	}
-	// ge is 1 where x ≥ y, else 0; a comparison with NaN is false, so 0.
-	register(ir.OpGE, mapBinary(func(x, y float64) float64 {
-		if x >= y {
-			return 1
+	for _, d := range ir.Ops() {
+		if d.Elem != nil {
+			register(d.Op, elementwise(d.Elem.Eval))
 		}
-		return 0
-	}))
-}
-
-// sigmoid is 1/(1+e^-x), evaluated without overflow for large |x|.
-func sigmoid(x float64) float64 {
-	if x >= 0 {
-		return 1 / (1 + math.Exp(-x))
 	}
-	e := math.Exp(x)
-	return e / (1 + e)
 }
 
-// softplus is ln(1+e^x) = max(x,0) + ln(1+e^-|x|), exact for large |x|.
-func softplus(x float64) float64 {
-	return math.Max(x, 0) + math.Log1p(math.Exp(-math.Abs(x)))
-}
-
-func mapUnary(f func(float64) float64) Impl {
+// elementwise applies f at every element of the operands (all of the
+// result's shape).
+func elementwise(f func(a ir.Attrs, x []float64) float64) Impl {
 	return func(n *ir.Node, in []*Tensor) ([]*Tensor, error) {
 		out := New(n.Out().Type)
-		for i, x := range in[0].Data {
-			out.Data[i] = f(x)
-		}
-		return []*Tensor{out}, nil
-	}
-}
-
-func mapBinary(f func(x, y float64) float64) Impl {
-	return func(n *ir.Node, in []*Tensor) ([]*Tensor, error) {
-		out := New(n.Out().Type)
-		y := in[1].Data
-		for i, x := range in[0].Data {
-			out.Data[i] = f(x, y[i])
+		x := make([]float64, len(in))
+		for i := range out.Data {
+			for k, t := range in {
+				x[k] = t.Data[i]
+			}
+			out.Data[i] = f(n.Attrs, x)
 		}
 		return []*Tensor{out}, nil
 	}

@@ -24,6 +24,7 @@ func TestUnary(t *testing.T) {
 		{ir.OpSigmoid, []float64{0, ln3, -ln3, -800, 800}, []float64{0.5, 0.75, 0.25, 0, 1}},
 		{ir.OpSiLU, []float64{0, ln3, -ln3, -800}, []float64{0, 0.75 * ln3, -0.25 * ln3, 0}},
 		{ir.OpSoftplus, []float64{0, ln3, -ln3, 1000, -1000}, []float64{math.Ln2, 2 * math.Ln2, math.Log(4.0 / 3), 1000, 0}},
+		{ir.OpTanh, []float64{0, ln3 / 2, -ln3 / 2, 800, -800}, []float64{0, 0.5, -0.5, 1, -1}},
 	}
 	for _, c := range cases {
 		got := run(t, c.op, nil, f32(t, sh(len(c.in)), c.in...))[0]

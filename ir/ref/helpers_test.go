@@ -114,3 +114,9 @@ func closeAll(t *testing.T, what string, got, want []float64, tol float64) {
 		}
 	}
 }
+
+// softplus is the reference's ln(1+e^x).
+func softplus(x float64) float64 {
+	d, _ := ir.Lookup(ir.OpSoftplus)
+	return d.Elem.Eval(nil, []float64{x})
+}
