@@ -168,10 +168,7 @@ output loss = mean(square(tanh(tanh(linear(x, w)) + b)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, _, err = passes.Run(g, &passes.Config{Mode: "full", Train: true, Verify: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	g = model(t, g, &passes.Config{Mode: "full", Train: true})
 	inputs := map[string]*ref.Tensor{}
 	for _, in := range g.Inputs {
 		x := ref.New(in.Value.Type)

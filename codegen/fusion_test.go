@@ -65,7 +65,7 @@ func TestMultiOutputFusion(t *testing.T) {
 // names the parameter's memory and its kernel binds one buffer for both,
 // which lets more updates share a launch.
 func TestUpdatesInPlace(t *testing.T) {
-	g := model(t, "tiny", &passes.Config{Mode: "qlora", Train: true}, nil)
+	g := loadModel(t, "tiny", &passes.Config{Mode: "qlora", Train: true}, nil)
 	prog, err := codegen.Compile(g, passes.Fuse(g, true))
 	if err != nil {
 		t.Fatal(err)
@@ -132,7 +132,7 @@ func TestRoutingFusion(t *testing.T) {
 // The train step with its loss in chunks (see passes.chunkLoss) runs on the
 // sim launch by launch as the reference computes it.
 func TestChunkedLossOnSim(t *testing.T) {
-	g := model(t, "tiny", &passes.Config{Mode: "qlora", Train: true, LossChunkBytes: 64 * 16 * 4}, nil)
+	g := loadModel(t, "tiny", &passes.Config{Mode: "qlora", Train: true, LossChunkBytes: 64 * 16 * 4}, nil)
 	chunks := 0
 	for _, n := range g.Nodes {
 		if n.Op == ir.OpCrossEntropy {

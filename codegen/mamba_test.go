@@ -224,7 +224,7 @@ func TestMambaModelKernelsOnSim(t *testing.T) {
 	}
 	for _, train := range []bool{false, true} {
 		for _, mode := range []string{"full", "qlora"} {
-			g := model(t, "tiny", &passes.Config{Mode: mode, Train: train}, nil)
+			g := loadModel(t, "tiny", &passes.Config{Mode: mode, Train: train}, nil)
 			s := passes.Fuse(g, true)
 			kinds := map[string]int{}
 			for _, grp := range s.Groups {

@@ -193,7 +193,7 @@ func TestGroupedMatmulWgradKernel(t *testing.T) {
 // base-weight matmuls and the experts), fused and unfused.
 func TestContractionKernelsTinyModel(t *testing.T) {
 	for _, mode := range []string{"full", "qlora"} {
-		g := model(t, "tiny", &passes.Config{Mode: mode}, nil)
+		g := loadModel(t, "tiny", &passes.Config{Mode: mode}, nil)
 		for _, fuse := range []bool{false, true} {
 			s := passes.Fuse(g, fuse)
 			kinds := map[string]int{}

@@ -466,7 +466,7 @@ func TestReductionKernelsTinyModel(t *testing.T) {
 		"reduce_sum", "reduce_mean", "topk", "moe_route", "scatter_add"}
 	pick := redKinds(append(kinds, "reduce_max")...)
 	for _, mode := range []string{"full", "qlora"} {
-		g := model(t, "tiny", &passes.Config{Mode: mode, Train: true}, nil)
+		g := loadModel(t, "tiny", &passes.Config{Mode: mode, Train: true}, nil)
 		p := redCompile(g, pick, reference(t, g, nil))
 		if p.err != nil {
 			t.Fatalf("%s: %v\n%s", mode, p.err, p.src)

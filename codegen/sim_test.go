@@ -35,13 +35,19 @@ func devices(t testing.TB) []device.Device {
 	return ds
 }
 
-// model loads a model file at a small size and runs the passes.
-func model(t *testing.T, name string, cfg *passes.Config, over map[string]int) *ir.Graph {
+// loadModel loads a model file at a small size and runs the graph passes.
+func loadModel(t *testing.T, name string, cfg *passes.Config, over map[string]int) *ir.Graph {
 	t.Helper()
 	g, err := lang.Load("../models/"+name+".graph", lang.Options{Overrides: over})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return model(t, g, cfg)
+}
+
+// model runs the graph passes on g, verifying after each.
+func model(t *testing.T, g *ir.Graph, cfg *passes.Config) *ir.Graph {
+	t.Helper()
 	u, err := pipeline.Run(g, &pipeline.Config{Passes: *cfg, Verify: true}, "remat")
 	if err != nil {
 		t.Fatal(err)
@@ -119,7 +125,7 @@ func compileAndCheck(t *testing.T, g *ir.Graph, s *passes.Schedule, inputs map[s
 
 func TestPointwiseKernelsOnSim(t *testing.T) {
 	for _, mode := range []string{"full", "qlora"} {
-		g := model(t, "tiny", &passes.Config{Mode: mode}, nil)
+		g := loadModel(t, "tiny", &passes.Config{Mode: mode}, nil)
 		for _, fuse := range []bool{false, true} {
 			n := checkOnSim(t, g, passes.Fuse(g, fuse), func(grp *passes.Group) bool { return grp.Kind == "pointwise" })
 			if n == 0 {
