@@ -21,7 +21,6 @@ import (
 	"path/filepath"
 	goruntime "runtime"
 	"sort"
-	"strings"
 	"sync"
 	"unsafe"
 
@@ -163,7 +162,7 @@ func New(opts ...Option) (*Device, error) {
 		return nil, err
 	}
 	d.arch = fmt.Sprintf("sm_%d%d", major, minor)
-	d.name = fmt.Sprintf("cuda: %s (%s)", strings.TrimRight(string(name[:]), "\x00"), d.arch)
+	d.name = fmt.Sprintf("cuda: %s (%s)", cString(&name[0]), d.arch)
 	d.sms, d.totalMem = int(sms), int64(total)
 	if err := drv.check("cuDevicePrimaryCtxRetain", drv.cuDevicePrimaryCtxRetain(&d.ctx, d.dev)); err != nil {
 		return nil, err

@@ -83,10 +83,10 @@ func TestFakeDriver(t *testing.T) {
 		t.Errorf("fault with MAGC_CUDA_SYNC=1:\n got %s\nwant %s", got, wantFaultSync)
 	}
 	reset()
-	if _, err := New(WithNVCC(filepath.Join(dir, "no-nvcc"))); err != nil {
+	d, err := New(WithNVCC(filepath.Join(dir, "no-nvcc")))
+	if err != nil {
 		t.Fatal(err)
 	}
-	d, _ := New(WithNVCC(filepath.Join(dir, "no-nvcc")))
 	defer d.Close()
 	if _, err := d.Compile(testSrc); err == nil || !strings.Contains(err.Error(), "no-nvcc") {
 		t.Errorf("Compile with a missing nvcc: %v", err)
