@@ -104,7 +104,7 @@ fi
 if wants checks; then
     # Go test binaries expect the package directory as their working directory.
     if need "$BIN/cuda.test" cuda_test; then
-        step cuda_test "$ROOT/runtime/cuda" env MAGC_REQUIRE_CUDA=1 "$BIN/cuda.test" -test.v
+        step cuda_test "$ROOT/device/cuda" env MAGC_REQUIRE_CUDA=1 "$BIN/cuda.test" -test.v -test.run "TestGPU$|TestNoDriver|TestDefaultLibrary"
     fi
     if need "$BIN/golden.test" golden_cuda; then
         step golden_cuda "$ROOT/golden" env MAGC_DEVICES=cuda "$BIN/golden.test" -test.v \

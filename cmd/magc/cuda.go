@@ -1,12 +1,9 @@
 package main
 
 import (
-	"fmt"
-
 	"github.com/scm-magellano/magc/device"
+	"github.com/scm-magellano/magc/device/cuda"
 )
 
-// openCUDA starts the CUDA device.
-func openCUDA() (device.Device, error) {
-	return nil, fmt.Errorf("the CUDA device is not built yet")
-}
+// openCUDA starts the CUDA device (an error saying so where no driver is found).
+func openCUDA() (device.Device, error) { return cuda.New() }

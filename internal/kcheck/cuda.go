@@ -1,5 +1,11 @@
 package kcheck
 
-import "github.com/scm-magellano/magc/device"
+import (
+	"github.com/scm-magellano/magc/device"
+	"github.com/scm-magellano/magc/device/cuda"
+)
 
-func cudaAvailable() (device.Device, bool) { return nil, false }
+func cudaAvailable() (device.Device, bool) {
+	d, ok := cuda.Available()
+	return d, ok
+}

@@ -13,7 +13,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/scm-magellano/magc/runtime"
+	"github.com/scm-magellano/magc/device"
 )
 
 // TestNoDriver takes the path of a machine without CUDA, even on one with it.
@@ -182,7 +182,7 @@ func testDevice(t *testing.T, opts ...Option) {
 	if n := nvccRuns.Load() - runs; n != 1 {
 		t.Errorf("a first compile ran nvcc %d times", n)
 	}
-	kernel := func(name string, maxThreads int) runtime.Kernel {
+	kernel := func(name string, maxThreads int) device.Kernel {
 		t.Helper()
 		k, err := lib.Kernel(name)
 		if err != nil {
@@ -194,7 +194,7 @@ func testDevice(t *testing.T, opts ...Option) {
 		return k
 	}
 	vadd, blockSum, warpSum, grid3 := kernel("vadd", 256), kernel("block_sum", 256), kernel("warp_sum", 128), kernel("grid3", 64)
-	alloc := func(n int64) runtime.Buffer {
+	alloc := func(n int64) device.Buffer {
 		t.Helper()
 		b, err := d.Alloc(n)
 		if err != nil {
@@ -202,7 +202,7 @@ func testDevice(t *testing.T, opts ...Option) {
 		}
 		return b
 	}
-	read := func(b runtime.Buffer) []float32 {
+	read := func(b device.Buffer) []float32 {
 		t.Helper()
 		out := make([]byte, b.Len())
 		if err := d.Read(b, 0, out); err != nil {
@@ -210,7 +210,7 @@ func testDevice(t *testing.T, opts ...Option) {
 		}
 		return bytesf32(out)
 	}
-	dispatch := func(k runtime.Kernel, groups, threads [3]int, args ...runtime.Arg) {
+	dispatch := func(k device.Kernel, groups, threads [3]int, args ...device.Arg) {
 		t.Helper()
 		if err := d.Dispatch(k, groups, threads, args); err != nil {
 			t.Fatal(err)
@@ -233,7 +233,7 @@ func testDevice(t *testing.T, opts ...Option) {
 
 	t.Run("vadd", func(t *testing.T) {
 		out := alloc(8 << 10)
-		dispatch(vadd, [3]int{4, 1, 1}, [3]int{256, 1, 1}, runtime.BufferArg(out, oOff), runtime.BufferArg(in, xOff), runtime.BufferArg(in, yOff))
+		dispatch(vadd, [3]int{4, 1, 1}, [3]int{256, 1, 1}, device.BufferArg(out, oOff), device.BufferArg(in, xOff), device.BufferArg(in, yOff))
 		for i, v := range read(out) {
 			want := float32(0) // buffers start zeroed; nothing outside the sum is touched
 			if j := i - oOff/4; j >= 0 && j < testN {
@@ -246,8 +246,8 @@ func testDevice(t *testing.T, opts ...Option) {
 	})
 	t.Run("reductions", func(t *testing.T) {
 		blocks, warps := alloc(4*4+64), alloc(32*4)
-		dispatch(blockSum, [3]int{4, 1, 1}, [3]int{256, 1, 1}, runtime.BufferArg(blocks, 64), runtime.BufferArg(in, xOff))
-		dispatch(warpSum, [3]int{8, 1, 1}, [3]int{128, 1, 1}, runtime.BufferArg(warps, 0), runtime.BufferArg(in, xOff))
+		dispatch(blockSum, [3]int{4, 1, 1}, [3]int{256, 1, 1}, device.BufferArg(blocks, 64), device.BufferArg(in, xOff))
+		dispatch(warpSum, [3]int{8, 1, 1}, [3]int{128, 1, 1}, device.BufferArg(warps, 0), device.BufferArg(in, xOff))
 		sum := func(lo, hi int) (s float32) {
 			for i := lo; i < min(hi, testN); i++ {
 				s += x[i]
@@ -268,8 +268,8 @@ func testDevice(t *testing.T, opts ...Option) {
 	t.Run("grid3", func(t *testing.T) {
 		g, th := [3]int{3, 2, 2}, [3]int{4, 2, 2}
 		out := alloc(12 * 16 * 4)
-		dispatch(grid3, g, th, runtime.BufferArg(out, 0))
-		dispatch(grid3, [3]int{0, 1, 1}, th, runtime.BufferArg(in, 0)) // an empty grid runs nothing
+		dispatch(grid3, g, th, device.BufferArg(out, 0))
+		dispatch(grid3, [3]int{0, 1, 1}, th, device.BufferArg(in, 0)) // an empty grid runs nothing
 		got := read(out)
 		i := 0
 		for bz := range g[2] {
@@ -306,7 +306,7 @@ func testDevice(t *testing.T, opts ...Option) {
 					if err != nil {
 						return err
 					}
-					if err := d.Dispatch(vadd, [3]int{4, 1, 1}, [3]int{256, 1, 1}, []runtime.Arg{runtime.BufferArg(out, 0), runtime.BufferArg(in, xOff), runtime.BufferArg(in, yOff)}); err != nil {
+					if err := d.Dispatch(vadd, [3]int{4, 1, 1}, [3]int{256, 1, 1}, []device.Arg{device.BufferArg(out, 0), device.BufferArg(in, xOff), device.BufferArg(in, yOff)}); err != nil {
 						return err
 					}
 					b := make([]byte, 4*testN)
@@ -333,12 +333,12 @@ func testDevice(t *testing.T, opts ...Option) {
 			err  error
 			want string
 		}{
-			{d.Dispatch(vadd, [3]int{1, 1, 1}, [3]int{32, 1, 1}, []runtime.Arg{runtime.BufferArg(small, 0)}), "vadd takes 3 arguments, the dispatch has 1"},
-			{d.Dispatch(grid3, [3]int{1, 1, 1}, [3]int{32, 1, 1}, []runtime.Arg{runtime.BytesArg([]byte{1, 2, 3, 4})}), "constant bytes are not supported"},
-			{d.Dispatch(grid3, [3]int{1, 1, 1}, [3]int{32, 1, 1}, []runtime.Arg{runtime.BufferArg(small, 68)}), "grid3 argument 0: 0 bytes at offset 68 are outside the 64-byte buffer"},
-			{d.Dispatch(grid3, [3]int{1, 1, 1}, [3]int{32, 1, 1}, []runtime.Arg{runtime.BufferArg(notCUDA{}, 0)}), "is not a CUDA buffer"},
-			{d.Dispatch(grid3, [3]int{1, 1, 1}, [3]int{128, 1, 1}, []runtime.Arg{runtime.BufferArg(small, 0)}), "the kernel allows 64"},
-			{d.Dispatch(grid3, [3]int{1, 1, 1}, [3]int{0, 1, 1}, []runtime.Arg{runtime.BufferArg(small, 0)}), "cannot launch"},
+			{d.Dispatch(vadd, [3]int{1, 1, 1}, [3]int{32, 1, 1}, []device.Arg{device.BufferArg(small, 0)}), "vadd takes 3 arguments, the dispatch has 1"},
+			{d.Dispatch(grid3, [3]int{1, 1, 1}, [3]int{32, 1, 1}, []device.Arg{device.BytesArg([]byte{1, 2, 3, 4})}), "constant bytes are not supported"},
+			{d.Dispatch(grid3, [3]int{1, 1, 1}, [3]int{32, 1, 1}, []device.Arg{device.BufferArg(small, 68)}), "grid3 argument 0: 0 bytes at offset 68 are outside the 64-byte buffer"},
+			{d.Dispatch(grid3, [3]int{1, 1, 1}, [3]int{32, 1, 1}, []device.Arg{device.BufferArg(notCUDA{}, 0)}), "is not a CUDA buffer"},
+			{d.Dispatch(grid3, [3]int{1, 1, 1}, [3]int{128, 1, 1}, []device.Arg{device.BufferArg(small, 0)}), "the kernel allows 64"},
+			{d.Dispatch(grid3, [3]int{1, 1, 1}, [3]int{0, 1, 1}, []device.Arg{device.BufferArg(small, 0)}), "cannot launch"},
 			{d.Write(small, 60, make([]byte, 8)), "Write: 8 bytes at offset 60 are outside the 64-byte buffer"},
 			{d.Read(small, -4, make([]byte, 4)), "Read: 4 bytes at offset -4 are outside"},
 			{func() error { _, err := lib.Kernel("nope"); return err }(), `no kernel "nope" in the module`},
@@ -387,12 +387,12 @@ func testDevice(t *testing.T, opts ...Option) {
 	})
 	t.Run("profile", func(t *testing.T) {
 		out := alloc(8 << 10)
-		vaddArgs := []runtime.Arg{runtime.BufferArg(out, 0), runtime.BufferArg(in, xOff), runtime.BufferArg(in, yOff)}
+		vaddArgs := []device.Arg{device.BufferArg(out, 0), device.BufferArg(in, xOff), device.BufferArg(in, yOff)}
 		d.EnableProfile(true)
 		for range 3 {
 			dispatch(vadd, [3]int{4, 1, 1}, [3]int{256, 1, 1}, vaddArgs...)
 		}
-		dispatch(blockSum, [3]int{4, 1, 1}, [3]int{256, 1, 1}, runtime.BufferArg(out, 0), runtime.BufferArg(in, xOff))
+		dispatch(blockSum, [3]int{4, 1, 1}, [3]int{256, 1, 1}, device.BufferArg(out, 0), device.BufferArg(in, xOff))
 		p := d.Profile()
 		d.EnableProfile(false)
 		dispatch(vadd, [3]int{4, 1, 1}, [3]int{256, 1, 1}, vaddArgs...)
@@ -400,14 +400,14 @@ func testDevice(t *testing.T, opts ...Option) {
 		calls := map[string]int{}
 		for _, k := range p {
 			calls[k.Name] = k.Calls
-			if k.Millis <= 0 {
-				t.Errorf("%s took %v ms", k.Name, k.Millis)
+			if k.Total <= 0 {
+				t.Errorf("%s took %v", k.Name, k.Total)
 			}
 		}
 		if !reflect.DeepEqual(calls, map[string]int{"vadd": 3, "block_sum": 1}) {
 			t.Errorf("profiled calls %v", calls)
 		}
-		if !sort.SliceIsSorted(p, func(i, j int) bool { return p[i].Millis > p[j].Millis }) {
+		if !sort.SliceIsSorted(p, func(i, j int) bool { return p[i].Total > p[j].Total }) {
 			t.Errorf("profile not sorted by time: %+v", p)
 		}
 		if again := d.Profile(); !reflect.DeepEqual(again, p) {
@@ -419,7 +419,7 @@ func testDevice(t *testing.T, opts ...Option) {
 		t.Fatal(err)
 	}
 	for _, err := range []error{
-		d.Dispatch(vadd, [3]int{4, 1, 1}, [3]int{256, 1, 1}, []runtime.Arg{runtime.BufferArg(in, 0), runtime.BufferArg(in, 0), runtime.BufferArg(in, 0)}),
+		d.Dispatch(vadd, [3]int{4, 1, 1}, [3]int{256, 1, 1}, []device.Arg{device.BufferArg(in, 0), device.BufferArg(in, 0), device.BufferArg(in, 0)}),
 		d.Read(in, 0, make([]byte, 4)),
 		d.Write(in, 0, make([]byte, 4)),
 		d.Sync(),
@@ -457,7 +457,7 @@ func faultMessage(t *testing.T, opts ...Option) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = d.Dispatch(k, [3]int{1, 1, 1}, [3]int{1, 1, 1}, []runtime.Arg{runtime.BufferArg(b, 0)})
+	err = d.Dispatch(k, [3]int{1, 1, 1}, [3]int{1, 1, 1}, []device.Arg{device.BufferArg(b, 0)})
 	if err == nil {
 		err = d.Write(b, 0, make([]byte, 4))
 	}

@@ -1,5 +1,5 @@
 // Package cuda is the CUDA device: it runs magc's kernels (kernels.cu,
-// rendered by codegen/cuda) on an NVIDIA GPU behind runtime.Device.
+// rendered by codegen/cuda) on an NVIDIA GPU behind device.Device.
 //
 // The driver library, libcuda.so.1, is loaded at run time through purego,
 // without cgo, so magc builds, vets and tests on machines without CUDA;
@@ -22,9 +22,10 @@ import (
 	goruntime "runtime"
 	"sort"
 	"sync"
+	"time"
 	"unsafe"
 
-	"github.com/scm-magellano/magc/runtime"
+	"github.com/scm-magellano/magc/device"
 )
 
 // Option configures New.
@@ -83,10 +84,10 @@ type Device struct {
 	profiling bool
 	marks     []mark    // timed dispatches not yet synced
 	events    []uintptr // idle events, reused
-	times     map[string]*KernelTime
+	times     map[string]*device.KernelTime
 }
 
-var _ runtime.Device = (*Device)(nil)
+var _ device.Device = (*Device)(nil)
 
 var errClosed = errors.New("cuda: device is closed")
 
@@ -122,13 +123,6 @@ type mark struct {
 	start, end uintptr
 }
 
-// KernelTime is the GPU time of one kernel, summed over its dispatches.
-type KernelTime struct {
-	Name   string
-	Calls  int
-	Millis float64
-}
-
 // New opens the first CUDA device and retains its primary context.
 // Without a driver the error is "no CUDA driver found: libcuda.so.1: ...".
 func New(opts ...Option) (*Device, error) {
@@ -136,7 +130,7 @@ func New(opts ...Option) (*Device, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &Device{drv: drv, libs: map[string]*library{}, times: map[string]*KernelTime{},
+	d := &Device{drv: drv, libs: map[string]*library{}, times: map[string]*device.KernelTime{},
 		syncEach: os.Getenv("MAGC_CUDA_SYNC") == "1"}
 	for _, o := range opts {
 		o(&d.cfg)
@@ -197,7 +191,7 @@ func (d *Device) Arch() string { return d.arch }
 func (d *Device) Multiprocessors() int { return d.sms }
 
 // Limits reports the GPU's memory as both the working set and the largest
-// buffer (runtime.Limiter), so a plan that cannot fit is refused up front.
+// buffer (device.Limiter), so a plan that cannot fit is refused up front.
 func (d *Device) Limits() (workingSet, maxBuffer int64) { return d.totalMem, d.totalMem }
 
 // lock takes the device, pins the goroutine to its OS thread and makes the
@@ -222,7 +216,7 @@ func (d *Device) unlock() {
 }
 
 // Alloc returns a zeroed device allocation of n bytes.
-func (d *Device) Alloc(n int64) (runtime.Buffer, error) {
+func (d *Device) Alloc(n int64) (device.Buffer, error) {
 	if n < 0 {
 		return nil, fmt.Errorf("cuda: Alloc(%d): negative size", n)
 	}
@@ -244,7 +238,7 @@ func (d *Device) Alloc(n int64) (runtime.Buffer, error) {
 }
 
 // span returns the device address of n bytes at off in rb.
-func (d *Device) span(rb runtime.Buffer, off, n int64) (uint64, error) {
+func (d *Device) span(rb device.Buffer, off, n int64) (uint64, error) {
 	b, ok := rb.(*buffer)
 	switch {
 	case !ok || b == nil:
@@ -258,7 +252,7 @@ func (d *Device) span(rb runtime.Buffer, off, n int64) (uint64, error) {
 }
 
 // Write copies src into b at offset. It is ordered after earlier dispatches.
-func (d *Device) Write(b runtime.Buffer, offset int64, src []byte) error {
+func (d *Device) Write(b device.Buffer, offset int64, src []byte) error {
 	if err := d.lock(); err != nil {
 		return err
 	}
@@ -274,7 +268,7 @@ func (d *Device) Write(b runtime.Buffer, offset int64, src []byte) error {
 }
 
 // Read waits for every dispatch so far, then copies from b at offset.
-func (d *Device) Read(b runtime.Buffer, offset int64, dst []byte) error {
+func (d *Device) Read(b device.Buffer, offset int64, dst []byte) error {
 	if err := d.lock(); err != nil {
 		return err
 	}
@@ -294,7 +288,7 @@ func (d *Device) Read(b runtime.Buffer, offset int64, dst []byte) error {
 
 // Compile builds a module from CUDA C++ with nvcc for this GPU, or takes it
 // from the cache, and loads it.
-func (d *Device) Compile(src string) (runtime.Library, error) {
+func (d *Device) Compile(src string) (device.Library, error) {
 	c, err := findNVCC(d.cfg.nvcc)
 	if err != nil {
 		return nil, err
@@ -334,7 +328,7 @@ func (d *Device) Compile(src string) (runtime.Library, error) {
 }
 
 // Kernel looks up an extern "C" kernel of the module.
-func (l *library) Kernel(name string) (runtime.Kernel, error) {
+func (l *library) Kernel(name string) (device.Kernel, error) {
 	d := l.dev
 	if err := d.lock(); err != nil {
 		return nil, err
@@ -365,7 +359,7 @@ func (l *library) Kernel(name string) (runtime.Kernel, error) {
 // Dispatch launches k over groups blocks of threads threads. Arguments are
 // buffers at byte offsets, passed as device pointers in order. The launch
 // is asynchronous: a fault shows at the next Sync or Read.
-func (d *Device) Dispatch(rk runtime.Kernel, groups, threads [3]int, args []runtime.Arg) error {
+func (d *Device) Dispatch(rk device.Kernel, groups, threads [3]int, args []device.Arg) error {
 	k, ok := rk.(*kernel)
 	if !ok || k == nil {
 		return fmt.Errorf("cuda: %T is not a CUDA kernel", rk)
@@ -499,26 +493,26 @@ func (d *Device) EnableProfile(on bool) {
 	d.profiling = on
 	if on {
 		d.harvest(false)
-		d.times = map[string]*KernelTime{}
+		d.times = map[string]*device.KernelTime{}
 	}
 }
 
 // Profile waits for the dispatches so far and returns the GPU time of each
 // kernel, the most expensive first.
-func (d *Device) Profile() []KernelTime {
+func (d *Device) Profile() []device.KernelTime {
 	if d.lock() == nil {
 		d.syncLocked() // a fault here surfaces again at the next Sync: CUDA errors are sticky
 		d.unlock()
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	out := make([]KernelTime, 0, len(d.times))
+	out := make([]device.KernelTime, 0, len(d.times))
 	for _, t := range d.times {
 		out = append(out, *t)
 	}
 	sort.Slice(out, func(i, j int) bool {
-		if out[i].Millis != out[j].Millis {
-			return out[i].Millis > out[j].Millis
+		if out[i].Total != out[j].Total {
+			return out[i].Total > out[j].Total
 		}
 		return out[i].Name < out[j].Name
 	})
@@ -557,11 +551,11 @@ func (d *Device) harvest(ok bool) error {
 		if ok && err == nil {
 			t := d.times[m.name]
 			if t == nil {
-				t = &KernelTime{Name: m.name}
+				t = &device.KernelTime{Name: m.name}
 				d.times[m.name] = t
 			}
 			t.Calls++
-			t.Millis += float64(ms)
+			t.Total += time.Duration(float64(ms) * float64(time.Millisecond))
 		}
 		d.events = append(d.events, m.start, m.end)
 	}
