@@ -92,6 +92,7 @@ type compiled struct {
 	g    *ir.Graph
 	prog *codegen.Program
 	msl  string
+	cuda string
 	plan []byte
 }
 
@@ -109,6 +110,10 @@ func compileTrainStep(t *testing.T, g *ir.Graph, mode string, chunk int64) *comp
 	if err != nil {
 		t.Fatal(err)
 	}
+	cu, err := codegen.Render(prog.Module, "cuda")
+	if err != nil {
+		t.Fatal(err)
+	}
 	mem, err := codegen.PlaceMemory(g, prog, passes.MemOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -117,7 +122,7 @@ func compileTrainStep(t *testing.T, g *ir.Graph, mode string, chunk int64) *comp
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &compiled{g: g, prog: prog, msl: src, plan: append(plan, '\n')}
+	return &compiled{g: g, prog: prog, msl: src, cuda: cu, plan: append(plan, '\n')}
 }
 
 var (
@@ -170,7 +175,7 @@ func execute(t *testing.T, c *compiled, seed uint64) {
 	}
 }
 
-// TestFusedPatterns pins the MSL and plan of each fused pattern and runs
+// TestFusedPatterns pins the MSL, CUDA and plan of each fused pattern and runs
 // every kernel on the sim against the reference.
 func TestFusedPatterns(t *testing.T) {
 	for _, p := range patterns {
@@ -187,6 +192,7 @@ func TestFusedPatterns(t *testing.T) {
 				t.Fatal("compiling the same pattern twice gave different output")
 			}
 			check(t, "msl/"+p.name+".metal", []byte(c.msl))
+			check(t, "cuda/"+p.name+".cu", []byte(c.cuda))
 			check(t, "plan/"+p.name+".json", c.plan)
 			execute(t, c, 7)
 		})
@@ -204,6 +210,7 @@ func TestTinyTrainStep(t *testing.T) {
 			}
 			c := compileTrainStep(t, g, mode, 0)
 			check(t, "msl/tiny_"+mode+".metal", []byte(c.msl))
+			check(t, "cuda/tiny_"+mode+".cu", []byte(c.cuda))
 			check(t, "plan/tiny_"+mode+".json", c.plan)
 			execute(t, c, 3)
 		})
@@ -234,5 +241,6 @@ func TestScm3bTrainStep(t *testing.T) {
 	}
 	c := compileTrainStep(t, g, "qlora", 0)
 	check(t, "msl/scm3b.metal", []byte(c.msl))
+	check(t, "cuda/scm3b.cu", []byte(c.cuda))
 	check(t, "plan/scm3b.json", c.plan)
 }
