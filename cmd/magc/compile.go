@@ -78,7 +78,8 @@ func (m *modelFlags) config() *passes.Config {
 
 type compileCmd struct {
 	modelFlags
-	Out        string `short:"o" help:"Write kernels.metal, plan.json and report.json into this directory." placeholder:"DIR"`
+	Out        string `short:"o" help:"Write kernels.metal (kernels.cu with --target cuda), plan.json and report.json into this directory." placeholder:"DIR"`
+	Target     string `default:"msl" enum:"msl,cuda" help:"The kernels' language: msl (Metal) or cuda."`
 	Report     string `help:"Write report.json (stable keys for tools) to this file." placeholder:"FILE"`
 	Dump       string `help:"Print the IR after this pass ('parse' for the graph as written)." placeholder:"PASS"`
 	Forward    bool   `help:"Compile only the forward pass (default: the whole training step)."`
@@ -312,7 +313,15 @@ func (c *compileCmd) write(b *codegen.Built, r *report) error {
 	if err := os.MkdirAll(c.Out, 0o755); err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(c.Out, "kernels.metal"), []byte(b.Source), 0o644); err != nil {
+	kernels, src := "kernels.metal", b.Source
+	if c.Target == "cuda" {
+		var err error
+		if src, err = codegen.Render(prog.Module, c.Target); err != nil {
+			return err
+		}
+		kernels = "kernels.cu"
+	}
+	if err := os.WriteFile(filepath.Join(c.Out, kernels), []byte(src), 0o644); err != nil {
 		return err
 	}
 	if err := runtime.WriteJSON(filepath.Join(c.Out, "plan.json"), b.Plan()); err != nil {
