@@ -93,6 +93,7 @@ type compiled struct {
 	g    *ir.Graph
 	prog *codegen.Program
 	msl  string
+	cuda string
 	plan []byte
 }
 
@@ -109,7 +110,11 @@ func compileTrainStep(t *testing.T, g *ir.Graph, mode string, chunk int64) *comp
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &compiled{u: u, g: u.Graph, prog: u.Prog, msl: u.Source, plan: append(plan, '\n')}
+	cu, err := codegen.Render(u.Prog.Module, "cuda")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &compiled{u: u, g: u.Graph, prog: u.Prog, msl: u.Source, cuda: cu, plan: append(plan, '\n')}
 }
 
 // execute runs every kernel of c on the sim and every GPU present, each on
@@ -157,7 +162,7 @@ func execute(t *testing.T, c *compiled, seed uint64) {
 	}
 }
 
-// TestFusedPatterns pins the MSL and plan of each fused pattern and runs
+// TestFusedPatterns pins the MSL, CUDA and plan of each fused pattern and runs
 // every kernel on the sim against the reference.
 func TestFusedPatterns(t *testing.T) {
 	for _, p := range patterns {
@@ -174,6 +179,7 @@ func TestFusedPatterns(t *testing.T) {
 				t.Fatal("compiling the same pattern twice gave different output")
 			}
 			check(t, "msl/"+p.name+".metal", []byte(c.msl))
+			check(t, "cuda/"+p.name+".cu", []byte(c.cuda))
 			check(t, "plan/"+p.name+".json", c.plan)
 			execute(t, c, 7)
 		})
@@ -191,6 +197,7 @@ func TestTinyTrainStep(t *testing.T) {
 			}
 			c := compileTrainStep(t, g, mode, 0)
 			check(t, "msl/tiny_"+mode+".metal", []byte(c.msl))
+			check(t, "cuda/tiny_"+mode+".cu", []byte(c.cuda))
 			check(t, "plan/tiny_"+mode+".json", c.plan)
 			execute(t, c, 3)
 		})
@@ -223,6 +230,7 @@ func TestScm3bTrainStep(t *testing.T) {
 	}
 	c := compileTrainStep(t, g, "qlora", 0)
 	check(t, "msl/scm3b.metal", []byte(c.msl))
+	check(t, "cuda/scm3b.cu", []byte(c.cuda))
 	digest, err := plan.Digest(c.u.Plan)
 	if err != nil {
 		t.Fatal(err)
