@@ -14,7 +14,8 @@ import (
 )
 
 // Dialect is a target's spelling of kernel IR. Formats are fmt formats;
-// their arguments are listed beside each.
+// their arguments are listed beside each (a format may skip one by
+// indexing explicitly: "%[1]s %[2]s").
 type Dialect struct {
 	// Types names the scalar types; Tiles the 8×8 tile of an element type.
 	Types, Tiles map[kir.Type]string
