@@ -14,7 +14,8 @@ import (
 )
 
 // Dialect is a target's spelling of kernel IR. Formats are fmt formats;
-// their arguments are listed beside each.
+// their arguments are listed beside each (a format may skip one by
+// indexing explicitly: "%[1]s %[2]s").
 type Dialect struct {
 	// Types names the scalar types; Tiles the 8×8 tile of an element type.
 	Types, Tiles map[kir.Type]string
@@ -45,7 +46,7 @@ type Dialect struct {
 func Render(d *Dialect, m *kir.Module) (string, error) {
 	p := &printer{d: d}
 	p.sb.WriteString(d.Prelude(m))
-	for _, t := range m.Tables {
+	for _, t := range UsedTables(m) {
 		vals := make([]string, len(t.Values))
 		for i, v := range t.Values {
 			vals[i] = p.lit(kir.Lit{Type: t.Type, V: v})
@@ -58,6 +59,30 @@ func Render(d *Dialect, m *kir.Module) (string, error) {
 		p.kernel(k)
 	}
 	return p.sb.String(), p.err
+}
+
+// UsedTables lists the module's tables that some kernel reads, so a module
+// carries only those.
+func UsedTables(m *kir.Module) []kir.Table {
+	read := map[string]bool{}
+	for _, k := range m.Kernels {
+		kir.Walk(k.Body, func(e kir.Expr) {
+			if x, ok := e.(kir.Index); ok {
+				read[x.Buf] = true
+			}
+		}, func(s kir.Stmt) {
+			if x, ok := s.(kir.TileLoad); ok {
+				read[x.Src] = true
+			}
+		})
+	}
+	var used []kir.Table
+	for _, t := range m.Tables {
+		if read[t.Name] {
+			used = append(used, t)
+		}
+	}
+	return used
 }
 
 // RenderKernel prints one kernel.

@@ -189,7 +189,7 @@ __device__ __forceinline__ void magc_tile_mma(magc_tile& d, const magc_tile& a, 
 // uses reports whether any value of the module has type t.
 func uses(m *kir.Module, t kir.Type) bool {
 	found := false
-	for _, tb := range m.Tables {
+	for _, tb := range cstyle.UsedTables(m) {
 		found = found || tb.Type == t
 	}
 	for _, k := range m.Kernels {
