@@ -62,7 +62,7 @@ ptxas error   : Entry function 'k' uses too much shared data (0x10000 bytes, 0xc
 2 errors detected in the compilation of "kernels.cu".
 `
 	e := newCompileError(src, out)
-	want := []Diagnostic{
+	want := []device.Diagnostic{
 		{Line: 3, Msg: `identifier "undefined_thing" is undefined`, Source: "    p0[0] = undefined_thing;"},
 		{Line: 4, Msg: "expected an expression", Source: "}"},
 		{Msg: "ptxas error   : Entry function 'k' uses too much shared data (0x10000 bytes, 0xc000 max)"},
@@ -71,7 +71,7 @@ ptxas error   : Entry function 'k' uses too much shared data (0x10000 bytes, 0xc
 		t.Fatalf("diagnostics:\n got %+v\nwant %+v", e.Diagnostics, want)
 	}
 	msg := e.Error()
-	for _, s := range []string{"kernels.cu:3: error: identifier \"undefined_thing\"", "     3 |     p0[0] = undefined_thing;", "ptxas error"} {
+	for _, s := range []string{"kernels.cu:3: identifier \"undefined_thing\"", "     3 |     p0[0] = undefined_thing;", "ptxas error"} {
 		if !strings.Contains(msg, s) {
 			t.Errorf("error text lacks %q:\n%s", s, msg)
 		}
@@ -354,11 +354,11 @@ func testDevice(t *testing.T, opts ...Option) {
 	})
 	t.Run("compile error", func(t *testing.T) {
 		_, err := d.Compile("extern \"C\" __global__ void k(float* p0) {\n    unsigned i = threadIdx.x;\n    p0[i] = undefined_thing;\n}\n")
-		var ce *CompileError
+		var ce *device.CompileError
 		if !errors.As(err, &ce) {
 			t.Fatalf("Compile of a broken module: %v, want a *CompileError", err)
 		}
-		if len(ce.Diagnostics) == 0 || ce.Diagnostics[0].Line != 3 || !strings.Contains(err.Error(), "kernels.cu:3: error: ") ||
+		if len(ce.Diagnostics) == 0 || ce.Diagnostics[0].Line != 3 || !strings.Contains(err.Error(), "kernels.cu:3: ") ||
 			!strings.Contains(err.Error(), "3 |     p0[i] = undefined_thing;") {
 			t.Errorf("compile error does not point at line 3:\n%v", err)
 		}

@@ -1,6 +1,8 @@
 package cuda
 
 import (
+	"github.com/scm-magellano/magc/device"
+
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
@@ -126,46 +128,6 @@ func (c *compiler) cubin(src, arch, dir, key string) ([]byte, error) {
 	return b, nil
 }
 
-// Diagnostic is one nvcc error, with the source line it points at.
-type Diagnostic struct {
-	Line   int    // in kernels.cu; 0 for errors without a place (ptxas, nvcc)
-	Msg    string // nvcc's message
-	Source string // the text of Line in the source
-}
-
-func (d Diagnostic) String() string {
-	if d.Line == 0 {
-		return d.Msg
-	}
-	return fmt.Sprintf("%s:%d: error: %s\n%6d | %s", userFile, d.Line, d.Msg, d.Line, d.Source)
-}
-
-// CompileError is returned by Compile when nvcc rejects the kernels. Error
-// shows the first few errors with their source lines; Output has nvcc's
-// full output.
-type CompileError struct {
-	Diagnostics []Diagnostic
-	Output      string
-}
-
-const maxDiagnostics = 5
-
-func (e *CompileError) Error() string {
-	var b strings.Builder
-	b.WriteString("cuda: nvcc rejected " + userFile + ":")
-	for i, d := range e.Diagnostics {
-		if i == maxDiagnostics {
-			fmt.Fprintf(&b, "\n(and %d more errors)", len(e.Diagnostics)-maxDiagnostics)
-			break
-		}
-		b.WriteString("\n" + d.String())
-	}
-	if len(e.Diagnostics) == 0 {
-		b.WriteString("\n" + strings.TrimSpace(e.Output))
-	}
-	return b.String()
-}
-
 var (
 	// kernels.cu(12): error: identifier "x" is undefined
 	// kernels.cu(3): catastrophic error: cannot open source file "y.h"
@@ -176,20 +138,20 @@ var (
 
 // newCompileError picks nvcc's errors out of its output (warnings and the
 // caret lines are left in Output) and attaches the offending source lines.
-func newCompileError(src, output string) *CompileError {
+func newCompileError(src, output string) *device.CompileError {
 	lines := strings.Split(src, "\n")
-	e := &CompileError{Output: output}
+	e := &device.CompileError{Who: "cuda: nvcc", File: userFile, Output: output}
 	for _, l := range strings.Split(output, "\n") {
 		l = strings.TrimRight(l, "\r")
 		if m := nvccLocRE.FindStringSubmatch(l); m != nil {
 			n, _ := strconv.Atoi(m[1])
-			d := Diagnostic{Line: n, Msg: m[2]}
+			d := device.Diagnostic{Line: n, Msg: m[2]}
 			if n >= 1 && n <= len(lines) {
 				d.Source = strings.TrimRight(lines[n-1], "\r")
 			}
 			e.Diagnostics = append(e.Diagnostics, d)
 		} else if nvccToolRE.MatchString(l) {
-			e.Diagnostics = append(e.Diagnostics, Diagnostic{Msg: strings.TrimSpace(l)})
+			e.Diagnostics = append(e.Diagnostics, device.Diagnostic{Msg: strings.TrimSpace(l)})
 		}
 	}
 	return e

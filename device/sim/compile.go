@@ -1,6 +1,8 @@
 package sim
 
 import (
+	"github.com/scm-magellano/magc/device"
+
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
@@ -144,49 +146,6 @@ func buildLibrary(cfg *config, prog *program, tu, key string) (*loadedLib, error
 	return dlopen(so)
 }
 
-// Diagnostic is one compiler error, placed in the user's source where the
-// compiler's messages allow.
-type Diagnostic struct {
-	Line, Col int // in kernels.metal; 0 when the error is not in the user's source
-	Msg       string
-}
-
-func (d Diagnostic) String() string {
-	switch {
-	case d.Line == 0:
-		return d.Msg
-	case d.Col == 0:
-		return fmt.Sprintf("%s:%d: %s", userFile, d.Line, d.Msg)
-	}
-	return fmt.Sprintf("%s:%d:%d: %s", userFile, d.Line, d.Col, d.Msg)
-}
-
-// CompileError is returned by Compile when the C++ compiler rejects the
-// kernels. Error shows the first few diagnostics; Output has them all.
-type CompileError struct {
-	Compiler    string
-	Diagnostics []Diagnostic
-	Output      string
-}
-
-const maxDiagnostics = 5
-
-func (e *CompileError) Error() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "sim: %s rejected the kernels:", e.Compiler)
-	for i, d := range e.Diagnostics {
-		if i == maxDiagnostics {
-			fmt.Fprintf(&b, "\n(and %d more errors)", len(e.Diagnostics)-maxDiagnostics)
-			break
-		}
-		b.WriteString("\n" + d.String())
-	}
-	if len(e.Diagnostics) == 0 {
-		b.WriteString("\n" + strings.TrimSpace(e.Output))
-	}
-	return b.String()
-}
-
 var (
 	diagRE      = regexp.MustCompile(`^(.+?):(\d+):(\d+): (?:fatal )?error: (.*)$`)
 	userLocRE   = regexp.MustCompile(`^` + regexp.QuoteMeta(userFile) + `:(\d+):(\d+):`)
@@ -201,8 +160,8 @@ var (
 // user's line that led to it: gcc prints that line before the error
 // ("required from here"), clang after it ("in instantiation ... requested
 // here").
-func newCompileError(compiler string, prog *program, out string) *CompileError {
-	e := &CompileError{Compiler: filepath.Base(compiler), Output: out}
+func newCompileError(compiler string, prog *program, out string) *device.CompileError {
+	e := &device.CompileError{Who: "sim: " + filepath.Base(compiler), File: userFile, Output: out}
 	lines := strings.Split(out, "\n")
 	var errIdx []int
 	for i, l := range lines {
@@ -213,7 +172,7 @@ func newCompileError(compiler string, prog *program, out string) *CompileError {
 	for n, i := range errIdx {
 		m := diagRE.FindStringSubmatch(lines[i])
 		file, msg := m[1], m[4]
-		d := Diagnostic{Msg: msg}
+		d := device.Diagnostic{Msg: msg}
 		if file == userFile {
 			d.Line, _ = strconv.Atoi(m[2])
 			d.Col, _ = strconv.Atoi(m[3])

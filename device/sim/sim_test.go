@@ -450,7 +450,7 @@ kernel void k(device float* x [[buffer(0)]], float4 p [[stage_in]]) {}
 			}
 		}
 		// The quad_sum error names the feature at the user's line.
-		var ce *sim.CompileError
+		var ce *device.CompileError
 		if err := compileErr(t, d, cases[1].src); !errors.As(err, &ce) || ce.Diagnostics[0].Line != 5 ||
 			!strings.Contains(ce.Diagnostics[0].Msg, "magc sim: quad-group function quad_sum is not supported") {
 			t.Errorf("quad_sum: got %v", err)
@@ -491,7 +491,7 @@ kernel void k(device float* x [[buffer(0)]], uint i [[thread_position_in_grid]])
 }
 `
 		err := compileErr(t, d, src)
-		var ce *sim.CompileError
+		var ce *device.CompileError
 		if !errors.As(err, &ce) || len(ce.Diagnostics) == 0 {
 			t.Fatalf("got %v, want a *CompileError", err)
 		}
