@@ -5,7 +5,7 @@
 #   bench/cuda/run.sh OUTDIR [GROUP...]
 #
 # Run from anywhere; it works from the repository root with the binaries prebuilt
-# into bin/ (magc, golden.test, cuda.test, runtime.test; see bench/README.md).
+# into bin/ (magc, golden.test, cuda.test; see bench/README.md).
 # GROUPs: gpu checks speed torch sanitize train (default: all, in that order).
 # Each step runs under a timeout, logs to OUTDIR/<step>.log and appends a line to
 # OUTDIR/steps.tsv; a failing step never stops the others. Running some groups
@@ -109,10 +109,6 @@ if wants checks; then
     if need "$BIN/golden.test" golden_cuda; then
         step golden_cuda "$ROOT/golden" env MAGC_DEVICES=cuda "$BIN/golden.test" -test.v \
             -test.run 'TestFusedPatterns|TestTinyTrainStep|TestPhase1TrainStep'
-    fi
-    if [ -x "$BIN/runtime.test" ]; then # optional
-        step runtime_cuda "$ROOT/runtime" env MAGC_DEVICES=cuda "$BIN/runtime.test" -test.v \
-            -test.run "${RUNTIME_TEST_RUN:-CUDA|Cuda}"
     fi
 fi
 
