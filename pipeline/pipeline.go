@@ -6,6 +6,7 @@
 package pipeline
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -140,23 +141,12 @@ func Run(model *ir.Graph, c *Config, until string) (*Unit, error) {
 			return nil, fmt.Errorf("no phase %q (phases: %v)", until, Names())
 		}
 	}
-	if m := c.Passes.Mode; m == "" && model.Train.Mode != "full" && model.Train.Mode != "qlora" || m != "" && m != "full" && m != "qlora" {
-		return nil, fmt.Errorf("unknown training mode %q (want full or qlora)", cmpOr(m, model.Train.Mode))
+	if m := cmp.Or(c.Passes.Mode, model.Train.Mode); m != "full" && m != "qlora" {
+		return nil, fmt.Errorf("unknown training mode %q (want full or qlora)", m)
 	}
-	target := c.Target
-	if target == "" {
-		target = "msl"
-	}
-	u := &Unit{Graph: model, model: model, cfg: c.Passes, mem: c.Mem, Target: target}
+	u := &Unit{Graph: model, model: model, cfg: c.Passes, mem: c.Mem, Target: cmp.Or(c.Target, "msl")}
 	err := u.runTo(c, last)
 	return u, err
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 func phaseIndex(name string) int {
