@@ -144,7 +144,7 @@ func Run(model *ir.Graph, c *Config, until string) (*Unit, error) {
 	if m := cmp.Or(c.Passes.Mode, model.Train.Mode); m != "full" && m != "qlora" {
 		return nil, fmt.Errorf("unknown training mode %q (want full or qlora)", m)
 	}
-	u := &Unit{Graph: model, model: model, cfg: c.Passes, mem: c.Mem, Target: cmp.Or(c.Target, "msl")}
+	u := &Unit{Graph: model, cfg: c.Passes, mem: c.Mem, Target: cmp.Or(c.Target, "msl")}
 	err := u.runTo(c, last)
 	return u, err
 }
@@ -198,7 +198,7 @@ func DumpPhase(w io.Writer, name string, u *Unit) error {
 // fork copies a unit that has run the phases before i, so that the rest
 // can run again with other options.
 func (u *Unit) fork(i int) *Unit {
-	v := &Unit{Graph: u.Graph, model: u.model, cfg: u.cfg, mem: u.mem, Target: u.Target, ranTo: i}
+	v := &Unit{Graph: u.Graph, cfg: u.cfg, mem: u.mem, Target: u.Target, ranTo: i}
 	v.Times = append(v.Times, u.Times[:i]...)
 	return v
 }
