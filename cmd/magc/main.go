@@ -30,6 +30,7 @@ type cli struct {
 	Eval    evalCmd    `cmd:"" help:"Evaluate a model's outputs with the float64 reference interpreter."`
 	Run     runCmd     `cmd:"" help:"Train a model (--train) or evaluate it, on the sim, Metal, CUDA or the reference interpreter."`
 	Bench   benchCmd   `cmd:"" help:"Time a model's train step on a device: first step, steady-state tokens/s, and (--profile) each kernel against its roofline."`
+	Import  importCmd  `cmd:"" help:"Import a Hugging Face MambaForCausalLM checkpoint as a model file and weights."`
 }
 
 // env is what commands write to; tests substitute buffers.
