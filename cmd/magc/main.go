@@ -32,6 +32,7 @@ type cli struct {
 	Bench    benchCmd    `cmd:"" help:"Time a model's train step on a device: first step, steady-state tokens/s, and (--profile) each kernel against its roofline."`
 	Import   importCmd   `cmd:"" help:"Import a Hugging Face MambaForCausalLM checkpoint as a model file and weights."`
 	Generate generateCmd `cmd:"" help:"Generate text from a model with compiled recurrent decoding."`
+	Export   exportCmd   `cmd:"" help:"Write a trained model in the Hugging Face MambaForCausalLM layout (LoRA merged), or its LoRA adapters alone."`
 }
 
 // env is what commands write to; tests substitute buffers.
