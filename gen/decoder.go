@@ -30,19 +30,38 @@ type Program struct {
 // context 1 (lang.Options.Overrides), and compiles it for dev (nil: the
 // float64 reference interpreter).
 func Compile(model *ir.Graph, cfg passes.Config, dev device.Device) (*Program, error) {
+	return compile(model, cfg, dev, "")
+}
+
+// Plan compiles the decode step for a target language without a device
+// (for its report: launches and traffic per token).
+func Plan(model *ir.Graph, cfg passes.Config, target string) (*Program, error) {
+	return compile(model, cfg, nil, target)
+}
+
+func compile(model *ir.Graph, cfg passes.Config, dev device.Device, target string) (*Program, error) {
 	step, states, err := passes.DecodeStep(model)
 	if err != nil {
 		return nil, err
 	}
 	cfg.Train = false
 	p := &Program{States: states, dev: dev}
-	if dev == nil {
+	switch {
+	case target != "":
+		mem := passes.DefaultMemOptions()
+		mem.Budget = 0
+		u, err := pipeline.Compile(step, &pipeline.Config{Passes: cfg, Mem: mem, Target: target})
+		if err != nil {
+			return nil, err
+		}
+		p.Unit, p.Graph = u, u.Graph
+	case dev == nil:
 		u, err := pipeline.Run(step, &pipeline.Config{Passes: cfg}, "remat")
 		if err != nil {
 			return nil, err
 		}
 		p.Graph = u.Graph
-	} else {
+	default:
 		mem := passes.DefaultMemOptions()
 		mem.Budget = 0
 		u, err := pipeline.Compile(step, &pipeline.Config{Passes: cfg, Mem: train.MemOptions(dev, mem), Target: dev.Target()})
@@ -154,4 +173,52 @@ func (d *Decoder) Step(tokens []int) ([]float64, error) {
 		d.params[u.Param] = res.Value(u.Value)
 	}
 	return res.Outputs["logits"].Data, nil
+}
+
+// Report is what one decode step costs, from the compiled plan: launches,
+// global memory traffic, and the roofline prediction for an M4 (passes.M4;
+// a prediction, not a measurement).
+type Report struct {
+	Model                string  `json:"model"`
+	Mode                 string  `json:"mode"`
+	Batch                int     `json:"batch"`
+	Kernels              int     `json:"decode_kernels"`
+	Launches             int     `json:"decode_launches_per_step"`
+	BytesPerToken        int64   `json:"decode_global_bytes_per_token"`
+	WeightBytes          int64   `json:"weight_bytes"`
+	StateBytes           int64   `json:"state_bytes"`
+	ArenaBytes           int64   `json:"decode_arena_bytes"`
+	PredictedM4StepMS    float64 `json:"predicted_m4_decode_step_ms"`
+	PredictedM4TokensPS  float64 `json:"predicted_m4_decode_tokens_per_s"`
+	BandwidthM4TokensPS  float64 `json:"predicted_m4_bandwidth_bound_tokens_per_s"`
+	PredictionMachine    string  `json:"prediction_machine"`
+	PredictionBandwidth  float64 `json:"prediction_bandwidth_bytes_per_s"`
+	PredictionLaunchCost float64 `json:"prediction_launch_us"`
+}
+
+// Report describes a compiled step (nil on the reference interpreter).
+func (p *Program) Report() *Report {
+	u := p.Unit
+	if u == nil || u.Prog == nil {
+		return nil
+	}
+	r := &Report{Model: p.Graph.Name, Mode: p.Graph.Train.Mode, Batch: p.Batch, Kernels: len(u.Prog.Module.Kernels),
+		Launches: len(u.Prog.Dispatches), WeightBytes: p.Graph.ParamBytes(ir.Trainable, ir.Frozen, ir.FrozenNF4),
+		PredictionMachine: passes.M4.Name, PredictionBandwidth: passes.M4.Bandwidth, PredictionLaunchCost: float64(passes.M4.Launch.Microseconds())}
+	for _, s := range p.States {
+		r.StateBytes += s.Type.Bytes()
+	}
+	r.WeightBytes -= r.StateBytes // the states are frozen parameters too
+	r.BytesPerToken = u.Sched.GlobalBytes() / int64(max(p.Batch, 1))
+	if u.Memory != nil && u.Memory.Plan != nil {
+		r.ArenaBytes = u.Memory.Plan.ArenaBytes
+	}
+	var step float64
+	for i := range u.Prog.Dispatches {
+		step += passes.M4.Time(u.Prog.Dispatches[i].Cost()).Seconds()
+	}
+	r.PredictedM4StepMS = step * 1e3
+	r.PredictedM4TokensPS = float64(p.Batch) / step
+	r.BandwidthM4TokensPS = passes.M4.Bandwidth / float64(r.BytesPerToken)
+	return r
 }

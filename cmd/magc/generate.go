@@ -8,8 +8,10 @@ import (
 	"strings"
 
 	"github.com/scm-magellano/magc/gen"
+	"github.com/scm-magellano/magc/ir"
 	"github.com/scm-magellano/magc/models"
 	"github.com/scm-magellano/magc/passes"
+	"github.com/scm-magellano/magc/train"
 )
 
 type generateCmd struct {
@@ -27,9 +29,36 @@ type generateCmd struct {
 	Seed        uint64  `default:"0" help:"Seed for sampling (and for initialising parameters no file gives)."`
 	Mode        string  `enum:"full,qlora," default:"" help:"Compile the model in this mode (default: the checkpoint's, else full)."`
 	IgnoreEOS   bool    `name:"ignore-eos" help:"Keep generating after the end-of-text token."`
+	CompileOnly bool    `name:"compile-only" help:"Compile the decode step (Metal) and print what a step costs (with --report, as JSON); generate nothing."`
+	Report      string  `help:"Write the decode step's report (launches, bytes per token, the M4 prediction) to this JSON file." placeholder:"FILE"`
+}
+
+// compileOnly compiles the step for Metal without a device and reports it.
+func (c *generateCmd) compileOnly(e *env, g *ir.Graph, cfg passes.Config) error {
+	prog, err := gen.Plan(g, cfg, "msl")
+	if err != nil {
+		return err
+	}
+	r := prog.Report()
+	fmt.Fprintf(e.stdout, "%s decode step (%s, batch %d): %d kernels, %d launches, %s of global memory traffic per token\n",
+		r.Model, r.Mode, r.Batch, r.Kernels, r.Launches, gigabytes(r.BytesPerToken))
+	fmt.Fprintf(e.stdout, "  weights %s, states %s, arena %s\n", gigabytes(r.WeightBytes), gigabytes(r.StateBytes), gigabytes(r.ArenaBytes))
+	fmt.Fprintf(e.stdout, "  predicted on an M4 (roofline, not measured): %.2f ms a step, %.1f tokens/s; bandwidth bound alone (%.0f GB/s): %.1f tokens/s\n",
+		r.PredictedM4StepMS, r.PredictedM4TokensPS, r.PredictionBandwidth/1e9, r.BandwidthM4TokensPS)
+	if c.Report != "" {
+		return train.WriteJSON(c.Report, r)
+	}
+	return nil
 }
 
 func (c *generateCmd) Run(e *env) error {
+	if c.CompileOnly {
+		g, err := loadModel(c.Model, "1", 1)
+		if err != nil {
+			return err
+		}
+		return c.compileOnly(e, g, passes.Config{Mode: c.Mode})
+	}
 	if c.MaxTokens < 1 {
 		return fmt.Errorf("--max-tokens must be positive, got %d", c.MaxTokens)
 	}
@@ -129,6 +158,15 @@ func (c *generateCmd) Run(e *env) error {
 	}
 	fmt.Fprintf(e.stderr, "prefill: %d tokens, %.1f tokens/s; decode: %d tokens, %.1f tokens/s (%s)\n",
 		st.PromptTokens, st.PrefillRate(), st.NewTokens, st.DecodeRate(), where)
+	if c.Report != "" {
+		type measured struct {
+			*gen.Report
+			Device          string  `json:"device"`
+			PrefillTokensPS float64 `json:"measured_prefill_tokens_per_s"`
+			DecodeTokensPS  float64 `json:"measured_decode_tokens_per_s"`
+		}
+		return train.WriteJSON(c.Report, measured{prog.Report(), c.name(), st.PrefillRate(), st.DecodeRate()})
+	}
 	return nil
 }
 

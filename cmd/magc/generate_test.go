@@ -106,3 +106,28 @@ func TestGenerateRefusesBadInput(t *testing.T) {
 		t.Errorf("tiny with a text prompt: exit %d: %s", code, stderr)
 	}
 }
+
+func TestGenerateCompileOnlyReport(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "decode.json")
+	code, stdout, stderr := magc(t, "generate", "--model", "tiny", "--compile-only", "--report", path)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	if !strings.Contains(stdout, "launches") || !strings.Contains(stdout, "predicted on an M4") {
+		t.Errorf("summary: %s", stdout)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r map[string]any
+	if err := json.Unmarshal(b, &r); err != nil {
+		t.Fatal(err)
+	}
+	launches, bytes := r["decode_launches_per_step"].(float64), r["decode_global_bytes_per_token"].(float64)
+	weights := r["weight_bytes"].(float64)
+	// A step reads every weight at least once; tiny's step is a few kernels per layer.
+	if launches < 3 || launches > 40 || bytes < weights || r["predicted_m4_bandwidth_bound_tokens_per_s"].(float64) <= 0 {
+		t.Errorf("report %v", r)
+	}
+}
