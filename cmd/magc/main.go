@@ -26,10 +26,13 @@ const (
 )
 
 type cli struct {
-	Compile compileCmd `cmd:"" help:"Parse, verify and compile a .graph model; print a summary."`
-	Eval    evalCmd    `cmd:"" help:"Evaluate a model's outputs with the float64 reference interpreter."`
-	Run     runCmd     `cmd:"" help:"Train a model (--train) or evaluate it, on the sim, Metal, CUDA or the reference interpreter."`
-	Bench   benchCmd   `cmd:"" help:"Time a model's train step on a device: first step, steady-state tokens/s, and (--profile) each kernel against its roofline."`
+	Compile  compileCmd  `cmd:"" help:"Parse, verify and compile a .graph model; print a summary."`
+	Eval     evalCmd     `cmd:"" help:"Evaluate a model's outputs with the float64 reference interpreter."`
+	Run      runCmd      `cmd:"" help:"Train a model (--train) or evaluate it, on the sim, Metal, CUDA or the reference interpreter."`
+	Bench    benchCmd    `cmd:"" help:"Time a model's train step on a device: first step, steady-state tokens/s, and (--profile) each kernel against its roofline."`
+	Import   importCmd   `cmd:"" help:"Import a Hugging Face MambaForCausalLM checkpoint as a model file and weights."`
+	Generate generateCmd `cmd:"" help:"Generate text from a model with compiled recurrent decoding."`
+	Export   exportCmd   `cmd:"" help:"Write a trained model in the Hugging Face MambaForCausalLM layout (LoRA merged), or its LoRA adapters alone."`
 }
 
 // env is what commands write to; tests substitute buffers.

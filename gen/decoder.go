@@ -1,0 +1,224 @@
+// Package gen generates tokens with a model's compiled recurrent step
+// (passes.DecodeStep): prefill feeds the prompt, decode feeds back each
+// sampled token, on a device or the reference interpreter.
+package gen
+
+import (
+	"fmt"
+
+	"github.com/scm-magellano/magc/device"
+	"github.com/scm-magellano/magc/ir"
+	"github.com/scm-magellano/magc/ir/ref"
+	"github.com/scm-magellano/magc/passes"
+	"github.com/scm-magellano/magc/pipeline"
+	"github.com/scm-magellano/magc/train"
+)
+
+// Program is a model's decode step, through the graph passes (QLoRA mode
+// makes its LoRA weights NF4 plus adapters, as in training) and, for a
+// device, compiled like a train step: fusion, planning, kernels.
+type Program struct {
+	Graph  *ir.Graph      // the step after the graph passes: its parameters are what Start needs
+	Unit   *pipeline.Unit // the compiled step; nil on the reference interpreter
+	States []passes.DecodeState
+	Batch  int
+	Vocab  int
+	dev    device.Device
+}
+
+// Compile derives the decode step of model, which must be built with
+// context 1 (lang.Options.Overrides), and compiles it for dev (nil: the
+// float64 reference interpreter).
+func Compile(model *ir.Graph, cfg passes.Config, dev device.Device) (*Program, error) {
+	return compile(model, cfg, dev, "")
+}
+
+// Plan compiles the decode step for a target language without a device
+// (for its report: launches and traffic per token).
+func Plan(model *ir.Graph, cfg passes.Config, target string) (*Program, error) {
+	return compile(model, cfg, nil, target)
+}
+
+func compile(model *ir.Graph, cfg passes.Config, dev device.Device, target string) (*Program, error) {
+	step, states, err := passes.DecodeStep(model)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Train = false
+	p := &Program{States: states, dev: dev}
+	switch {
+	case target != "":
+		mem := passes.DefaultMemOptions()
+		mem.Budget = 0
+		u, err := pipeline.Compile(step, &pipeline.Config{Passes: cfg, Mem: mem, Target: target})
+		if err != nil {
+			return nil, err
+		}
+		p.Unit, p.Graph = u, u.Graph
+	case dev == nil:
+		u, err := pipeline.Run(step, &pipeline.Config{Passes: cfg}, "remat")
+		if err != nil {
+			return nil, err
+		}
+		p.Graph = u.Graph
+	default:
+		mem := passes.DefaultMemOptions()
+		mem.Budget = 0
+		u, err := pipeline.Compile(step, &pipeline.Config{Passes: cfg, Mem: train.MemOptions(dev, mem), Target: dev.Target()})
+		if err != nil {
+			return nil, fmt.Errorf("compiling the decode step of %s for %s: %w", model.Name, dev.Name(), err)
+		}
+		p.Unit, p.Graph = u, u.Graph
+	}
+	logits := p.Graph.Output("logits").Value.Type.Shape
+	if len(logits) != 3 || logits[1] != 1 {
+		return nil, fmt.Errorf("%s: the step's logits are %v, want (batch, 1, vocab)", model.Name, logits)
+	}
+	p.Batch, p.Vocab = logits[0], logits[2]
+	return p, nil
+}
+
+// Launches is the number of kernel dispatches of one step (0 on the reference).
+func (p *Program) Launches() int {
+	if p.Unit == nil || p.Unit.Plan == nil {
+		return 0
+	}
+	return len(p.Unit.Plan.Dispatches)
+}
+
+// Decoder is a started Program: weights in place, states at zero.
+type Decoder struct {
+	p      *Program
+	params map[string]*ref.Tensor // reference: every parameter, states included
+	sess   *train.Session
+}
+
+// Start places the weights (every parameter of p.Graph but the states,
+// which start at zero).
+func (p *Program) Start(weights map[string]*ref.Tensor) (*Decoder, error) {
+	params := map[string]*ref.Tensor{}
+	for _, prm := range p.Graph.Params {
+		if t, ok := weights[prm.Name]; ok {
+			params[prm.Name] = t
+		}
+	}
+	for _, s := range p.States {
+		params[s.Name] = ref.New(s.Type)
+	}
+	for _, prm := range p.Graph.Params {
+		if params[prm.Name] == nil {
+			return nil, fmt.Errorf("no weights for %s", prm.Name)
+		}
+	}
+	d := &Decoder{p: p, params: params}
+	if p.dev != nil {
+		s, err := train.NewSession(p.dev, p.Unit, params)
+		if err != nil {
+			return nil, err
+		}
+		d.sess, d.params = s, nil
+	}
+	return d, nil
+}
+
+// Program is what d runs.
+func (d *Decoder) Program() *Program { return d.p }
+
+// Reset zeroes the states: the next step starts new sequences.
+func (d *Decoder) Reset() error {
+	zero := map[string]*ref.Tensor{}
+	for _, s := range d.p.States {
+		zero[s.Name] = ref.New(s.Type)
+	}
+	if d.sess != nil {
+		return d.sess.Set(zero)
+	}
+	for k, v := range zero {
+		d.params[k] = v
+	}
+	return nil
+}
+
+// Step feeds one token per sequence and returns the next-token logits,
+// batch × vocab, row-major.
+func (d *Decoder) Step(tokens []int) ([]float64, error) {
+	if len(tokens) != d.p.Batch {
+		return nil, fmt.Errorf("%d tokens for a step of batch %d", len(tokens), d.p.Batch)
+	}
+	for _, t := range tokens {
+		if t < 0 || t >= d.p.Vocab {
+			return nil, fmt.Errorf("token %d is outside the vocabulary [0, %d)", t, d.p.Vocab)
+		}
+	}
+	in, err := ref.FromInts([]int{d.p.Batch, 1}, tokens)
+	if err != nil {
+		return nil, err
+	}
+	inputs := map[string]*ref.Tensor{"tokens": in}
+	if d.sess != nil {
+		if err := d.sess.Run(inputs); err != nil {
+			return nil, err
+		}
+		t, err := d.sess.Output("logits")
+		if err != nil {
+			return nil, err
+		}
+		return t.Data, nil
+	}
+	res, err := ref.Eval(d.p.Graph, inputs, d.params)
+	if err != nil {
+		return nil, err
+	}
+	for _, u := range d.p.Graph.Updates {
+		d.params[u.Param] = res.Value(u.Value)
+	}
+	return res.Outputs["logits"].Data, nil
+}
+
+// Report is what one decode step costs, from the compiled plan: launches,
+// global memory traffic, and the roofline prediction for an M4 (passes.M4;
+// a prediction, not a measurement).
+type Report struct {
+	Model                string  `json:"model"`
+	Mode                 string  `json:"mode"`
+	Batch                int     `json:"batch"`
+	Kernels              int     `json:"decode_kernels"`
+	Launches             int     `json:"decode_launches_per_step"`
+	BytesPerToken        int64   `json:"decode_global_bytes_per_token"`
+	WeightBytes          int64   `json:"weight_bytes"`
+	StateBytes           int64   `json:"state_bytes"`
+	ArenaBytes           int64   `json:"decode_arena_bytes"`
+	PredictedM4StepMS    float64 `json:"predicted_m4_decode_step_ms"`
+	PredictedM4TokensPS  float64 `json:"predicted_m4_decode_tokens_per_s"`
+	BandwidthM4TokensPS  float64 `json:"predicted_m4_bandwidth_bound_tokens_per_s"`
+	PredictionMachine    string  `json:"prediction_machine"`
+	PredictionBandwidth  float64 `json:"prediction_bandwidth_bytes_per_s"`
+	PredictionLaunchCost float64 `json:"prediction_launch_us"`
+}
+
+// Report describes a compiled step (nil on the reference interpreter).
+func (p *Program) Report() *Report {
+	u := p.Unit
+	if u == nil || u.Prog == nil {
+		return nil
+	}
+	r := &Report{Model: p.Graph.Name, Mode: p.Graph.Train.Mode, Batch: p.Batch, Kernels: len(u.Prog.Module.Kernels),
+		Launches: len(u.Prog.Dispatches), WeightBytes: p.Graph.ParamBytes(ir.Trainable, ir.Frozen, ir.FrozenNF4),
+		PredictionMachine: passes.M4.Name, PredictionBandwidth: passes.M4.Bandwidth, PredictionLaunchCost: float64(passes.M4.Launch.Microseconds())}
+	for _, s := range p.States {
+		r.StateBytes += s.Type.Bytes()
+	}
+	r.WeightBytes -= r.StateBytes // the states are frozen parameters too
+	r.BytesPerToken = u.Sched.GlobalBytes() / int64(max(p.Batch, 1))
+	if u.Memory != nil && u.Memory.Plan != nil {
+		r.ArenaBytes = u.Memory.Plan.ArenaBytes
+	}
+	var step float64
+	for i := range u.Prog.Dispatches {
+		step += passes.M4.Time(u.Prog.Dispatches[i].Cost()).Seconds()
+	}
+	r.PredictedM4StepMS = step * 1e3
+	r.PredictedM4TokensPS = float64(p.Batch) / step
+	r.BandwidthM4TokensPS = passes.M4.Bandwidth / float64(r.BytesPerToken)
+	return r
+}
