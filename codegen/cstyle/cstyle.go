@@ -21,12 +21,14 @@ type Dialect struct {
 	Types, Tiles map[kir.Type]string
 	// Prelude opens the file: a header comment, includes, helpers.
 	Prelude func(m *kir.Module) string
-	// Signature gives a kernel's opening up to its "(" and its parameters.
-	Signature func(k *kir.Kernel) (open string, params []string)
+	// Params lists a kernel's parameters: buffers, then what the dialect
+	// needs to name thread positions.
+	Params func(k *kir.Kernel) []string
 	// Builtin spells a thread position (kir.Builtin) as an int.
 	Builtin func(kind string, dim int) string
 
 	Launch    string // comment above a kernel: threads, groups ("8×1×1")
+	Kernel    string // a kernel's opening up to its "(": name, threads per threadgroup (the launch bound)
 	Table     string // constant table: type, name, length, values
 	Shared    string // threadgroup array: type, name, length
 	Barrier   string // statement
@@ -118,8 +120,8 @@ func (p *printer) kernel(k *kir.Kernel) {
 		}
 	}
 	p.line(p.d.Launch, dims(k.Threads), dims(k.Groups))
-	open, params := p.d.Signature(k)
-	p.line("%s", open)
+	params := p.d.Params(k)
+	p.line(p.d.Kernel, k.Name, k.Threads[0]*k.Threads[1]*k.Threads[2])
 	p.indent += 2
 	for i, s := range params {
 		sep := ","

@@ -4,6 +4,7 @@ using namespace metal;
 
 // fuses broadcast %2, add %3
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void add_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -25,6 +26,7 @@ kernel void add_0(
 // part 1 (const): fuses const %6
 // part 2 (mul_scale): fuses const %7, reshape %8, broadcast %9, scale %10, mul %11
 // threadgroup 32×1×1, grid 17×1×1 threadgroups
+[[max_total_threads_per_threadgroup(32)]]
 kernel void reduce_mean_const_x3_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -71,6 +73,7 @@ kernel void reduce_mean_const_x3_0(
 
 // fuses scale %12, reduce_sum %13
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void reduce_sum_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -102,6 +105,7 @@ kernel void reduce_sum_0(
 // fuses scale %12, reshape %14, reshape %15, concat %16, square %17, reduce_sum %18, sqrt %19,
 //   const %20, const %21, div %22, min %23 (optimizer)
 // threadgroup 32×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(32)]]
 kernel void reduce_sum_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -142,6 +146,7 @@ kernel void reduce_sum_1(
 // part 0 (adamw_mul_scale): fuses scale %12, broadcast %24, mul %25, adamw %32 (optimizer)
 // part 1 (adamw_mul): fuses broadcast %26, mul %27, adamw %37 (optimizer)
 // threadgroup 256×1×1, grid 2×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_scale_adamw_mul_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],

@@ -6,6 +6,7 @@ using namespace metal;
 // part 0 (reduce_sum): fuses reshape %5, slice %11, cast %12, const %13, ge %14, reduce_sum %15
 // part 1 (reduce_sum): fuses reshape %5, slice %17, cast %18, const %19, ge %20, reduce_sum %21
 // threadgroup 32×1×1, grid 2×1×1 threadgroups
+[[max_total_threads_per_threadgroup(32)]]
 kernel void reduce_sum_x2_0(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -48,6 +49,7 @@ kernel void reduce_sum_x2_0(
 // fuses const %1, reshape %5, slice %6, cast %7, const %8, ge %9, reduce_sum %10, add %16,
 //   add %22, const %23, max %24, div %25 (loss.2)
 // threadgroup 32×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(32)]]
 kernel void reduce_sum_0(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -82,6 +84,7 @@ kernel void reduce_sum_0(
 
 // fuses reshape %4, slice %29, matmul %30 (loss.0)
 // threadgroup 128×1×1, grid 2×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -163,6 +166,7 @@ kernel void matmul_0(
 
 // fuses reshape %5, mul %28, slice %31, cross_entropy_bwd %32 (loss.0)
 // threadgroup 128×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void cross_entropy_bwd_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -237,6 +241,7 @@ kernel void cross_entropy_bwd_0(
 // part 1 (cross_entropy): fuses reshape %5, slice %31, cross_entropy %34 (loss.0)
 // part 2 (matmul): fuses reshape %4, slice %36, matmul %37 (loss.1)
 // threadgroup 128×1×1, grid 5×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_cross_entropy_x3_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -457,6 +462,7 @@ kernel void matmul_cross_entropy_x3_0(
 // part 1 (cross_entropy): fuses reshape %5, slice %38, cross_entropy %41 (loss.1)
 // part 2 (matmul): fuses reshape %4, slice %44, matmul %45 (loss.2)
 // threadgroup 128×1×1, grid 4×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void cross_entropy_bwd_cross_entropy_x3_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -667,6 +673,7 @@ kernel void cross_entropy_bwd_cross_entropy_x3_0(
 // part 0 (cross_entropy_bwd): fuses reshape %5, mul %26, slice %46, cross_entropy_bwd %47 (loss.2)
 // part 1 (cross_entropy): fuses reshape %5, slice %46, cross_entropy %51 (loss.2)
 // threadgroup 64×1×1, grid 2×1×1 threadgroups
+[[max_total_threads_per_threadgroup(64)]]
 kernel void cross_entropy_bwd_cross_entropy_x2_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -803,6 +810,7 @@ kernel void cross_entropy_bwd_cross_entropy_x2_0(
 // part 1 (div_add_mul): fuses mul %35, mul %42, add %43, mul %52, add %53, div %54 (loss.2)
 // part 2 (const): fuses const %55
 // threadgroup 128×1×1, grid 6×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_div_add_mul_x3_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -972,6 +980,7 @@ kernel void matmul_div_add_mul_x3_0(
 
 // fuses reshape %56, square %57, reduce_sum %58, sqrt %59 (optimizer)
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void reduce_sum_1(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -1009,6 +1018,7 @@ kernel void reduce_sum_1(
 
 // fuses const %60, const %61, div %62, min %63, broadcast %64, mul %65, adamw %70 (optimizer)
 // threadgroup 256×1×1, grid 4×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_min_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],

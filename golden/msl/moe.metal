@@ -4,6 +4,7 @@ using namespace metal;
 
 // fuses rmsnorm %5 (moe.0)
 // threadgroup 32×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(32)]]
 kernel void rmsnorm_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -33,6 +34,7 @@ kernel void rmsnorm_0(
 
 // fuses reshape %6, matmul %7 (moe.0)
 // threadgroup 128×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -114,6 +116,7 @@ kernel void matmul_0(
 
 // fuses softmax %8, topk %9, reduce_sum %11, broadcast %12, div %13 (moe.0)
 // threadgroup 32×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(32)]]
 kernel void topk_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -170,6 +173,7 @@ kernel void topk_0(
 
 // fuses moe_route %14 (moe.0)
 // threadgroup 32×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(32)]]
 kernel void moe_route_0(
         device int* p0 [[buffer(0)]],
         const device int* p1 [[buffer(1)]],
@@ -211,6 +215,7 @@ kernel void moe_route_0(
 
 // fuses reshape %6, gather %17, grouped_matmul %18 (moe.0)
 // threadgroup 128×1×1, grid 2×1×5 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void grouped_matmul_0(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -315,6 +320,7 @@ kernel void grouped_matmul_0(
 // fuses slice %19, slice %20, silu %21, mul %22, grouped_matmul %23, reshape %24, gather %25,
 //   reshape %26, broadcast %27, mul %28 (moe.0)
 // threadgroup 128×1×1, grid 1×1×5 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void grouped_matmul_1(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -443,6 +449,7 @@ kernel void grouped_matmul_1(
 // part 1 (reduce_mean): fuses slice %30, one_hot %31, reduce_mean %32 (moe.0)
 // part 2 (reduce_mean): fuses reduce_mean %33 (moe.0)
 // threadgroup 64×1×1, grid 6×1×1 threadgroups
+[[max_total_threads_per_threadgroup(64)]]
 kernel void scatter_add_reduce_mean_x3_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -515,6 +522,7 @@ kernel void scatter_add_reduce_mean_x3_0(
 // part 0 (reduce_sum): fuses mul %34, reduce_sum %35, scale %36 (moe.0)
 // part 1 (add): fuses reshape %37, add %38 (moe.0)
 // threadgroup 32×1×1, grid 9×1×1 threadgroups
+[[max_total_threads_per_threadgroup(32)]]
 kernel void reduce_sum_add_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -554,6 +562,7 @@ kernel void reduce_sum_add_x2_0(
 // part 0 (reduce_mean): fuses square %39, reduce_mean %40, add %41
 // part 1 (mul_scale): fuses const %42, reshape %43, broadcast %44, scale %45, mul %46
 // threadgroup 32×1×1, grid 9×1×1 threadgroups
+[[max_total_threads_per_threadgroup(32)]]
 kernel void reduce_mean_mul_scale_x2_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -596,6 +605,7 @@ kernel void reduce_mean_mul_scale_x2_0(
 //   mul %57 (moe.0)
 // part 1 (reduce_sum): fuses scale %47, reshape %48, gather %56, mul %58, reduce_sum %59 (moe.0)
 // threadgroup 32×1×1, grid 17×1×1 threadgroups
+[[max_total_threads_per_threadgroup(32)]]
 kernel void mul_gather_scale_reduce_sum_x2_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -641,6 +651,7 @@ kernel void mul_gather_scale_reduce_sum_x2_0(
 // part 2 (grouped_matmul): fuses slice %19, slice %20, grouped_matmul %64, mul %66, mul %67, sigmoid %68, const %69,
 //   sub %70, mul %71, add %72, mul %73 (moe.0)
 // threadgroup 128×1×1, grid 10×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void scatter_add_grouped_matmul_wgrad_x3_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -869,6 +880,7 @@ kernel void scatter_add_grouped_matmul_wgrad_x3_0(
 // part 0 (grouped_matmul): fuses concat %74, grouped_matmul %75 (moe.0)
 // part 1 (grouped_matmul_wgrad): fuses reshape %6, gather %17, concat %74, grouped_matmul_wgrad %76 (moe.0)
 // threadgroup 128×1×1, grid 13×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -1068,6 +1080,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
 // part 0 (scatter_add): fuses scatter_add %77 (moe.0)
 // part 1 (reduce_sum): fuses broadcast %12, reshape %63, mul %79, div %80, neg %81, reduce_sum %82 (moe.0)
 // threadgroup 32×1×1, grid 9×1×1 threadgroups
+[[max_total_threads_per_threadgroup(32)]]
 kernel void scatter_add_reduce_sum_x2_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -1117,6 +1130,7 @@ kernel void scatter_add_reduce_sum_x2_0(
 //   broadcast %54, scale %55, reshape %63, div %78, reshape %83, broadcast %84, add %85,
 //   one_hot %86, reshape %87, broadcast %88, mul %89, reduce_sum %90, add %91 (moe.0)
 // threadgroup 64×1×1, grid 2×1×1 threadgroups
+[[max_total_threads_per_threadgroup(64)]]
 kernel void reduce_sum_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -1163,6 +1177,7 @@ kernel void reduce_sum_0(
 
 // fuses mul %92, reduce_sum %93, broadcast %94, sub %95, mul %96 (moe.0)
 // threadgroup 32×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(32)]]
 kernel void reduce_sum_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -1195,6 +1210,7 @@ kernel void reduce_sum_1(
 // part 0 (matmul): fuses matmul %97 (moe.0)
 // part 1 (matmul): fuses reshape %6, matmul %98 (moe.0)
 // threadgroup 128×1×1, grid 2×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -1352,6 +1368,7 @@ kernel void matmul_x2_0(
 
 // fuses add %99, reshape %100, rmsnorm_bwd %101 (moe.0)
 // threadgroup 32×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(32)]]
 kernel void rmsnorm_bwd_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -1406,6 +1423,7 @@ kernel void rmsnorm_bwd_0(
 // fuses reshape %103, reshape %104, reshape %105, reshape %106, concat %107, square %108,
 //   reduce_sum %109, sqrt %110, const %111, const %112, div %113, min %114 (optimizer)
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void reduce_sum_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -1467,6 +1485,7 @@ kernel void reduce_sum_2(
 // part 2 (adamw_mul): fuses broadcast %119, mul %120, adamw %137 (optimizer)
 // part 3 (adamw_mul): fuses broadcast %121, mul %122, adamw %142 (optimizer)
 // threadgroup 256×1×1, grid 20×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_x4_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],

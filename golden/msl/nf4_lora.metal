@@ -8,6 +8,7 @@ constant float NF4_ABSMAX_MAP[256] = {-0.99296874f, -0.9789062f, -0.96484375f, -
 
 // fuses matmul %9
 // threadgroup 128×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -101,6 +102,7 @@ kernel void matmul_0(
 
 // fuses dequant %4, matmul %10, matmul %11, scale %12, add %13, silu %14
 // threadgroup 128×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -251,6 +253,7 @@ kernel void matmul_1(
 
 // fuses matmul %15
 // threadgroup 128×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -344,6 +347,7 @@ kernel void matmul_2(
 
 // fuses dequant %8, matmul %16, matmul %17, scale %18, add %19
 // threadgroup 128×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_3(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -469,6 +473,7 @@ kernel void matmul_3(
 // part 0 (reduce_mean): fuses square %20, reduce_mean %21
 // part 1 (const): fuses const %22
 // threadgroup 256×1×1, grid 2×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void reduce_mean_const_x2_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -515,6 +520,7 @@ kernel void reduce_mean_const_x2_0(
 // fuses const %23, reshape %24, broadcast %25, scale %26, mul %27, scale %28, scale %29,
 //   matmul %32
 // threadgroup 128×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_4(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -620,6 +626,7 @@ kernel void matmul_4(
 // part 2 (matmul): fuses scale %28, dequant %30, matmul %31, matmul %34, add %36, sigmoid %37, const %38, sub %39,
 //   mul %40, add %41, mul %42
 // threadgroup 128×1×1, grid 3×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_x3_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -985,6 +992,7 @@ kernel void matmul_x3_0(
 // part 0 (matmul): fuses scale %43, matmul %44
 // part 1 (matmul): fuses scale %43, matmul %45
 // threadgroup 128×1×1, grid 2×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -1198,6 +1206,7 @@ kernel void matmul_x2_0(
 
 // fuses matmul %46
 // threadgroup 128×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_5(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -1294,6 +1303,7 @@ kernel void matmul_5(
 // fuses reshape %47, reshape %48, reshape %49, reshape %50, concat %51, square %52,
 //   reduce_sum %53, sqrt %54, const %55, const %56, div %57, min %58 (optimizer)
 // threadgroup 1024×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(1024)]]
 kernel void reduce_sum_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -1353,6 +1363,7 @@ kernel void reduce_sum_0(
 // part 2 (adamw_mul): fuses broadcast %63, mul %64, adamw %81 (optimizer)
 // part 3 (adamw_mul): fuses broadcast %65, mul %66, adamw %86 (optimizer)
 // threadgroup 256×1×1, grid 48×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_x4_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],

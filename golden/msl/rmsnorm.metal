@@ -4,6 +4,7 @@ using namespace metal;
 
 // fuses rmsnorm %3
 // threadgroup 192×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(192)]]
 kernel void rmsnorm_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -38,6 +39,7 @@ kernel void rmsnorm_0(
 // part 0 (reduce_mean): fuses broadcast %4, mul %5, reduce_mean %6
 // part 1 (const): fuses const %7
 // threadgroup 32×1×1, grid 9×1×1 threadgroups
+[[max_total_threads_per_threadgroup(32)]]
 kernel void reduce_mean_const_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -75,6 +77,7 @@ kernel void reduce_mean_const_x2_0(
 
 // fuses const %8, reshape %9, broadcast %10, scale %11, mul %13, reduce_sum %14
 // threadgroup 256×1×1, grid 2×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void reduce_sum_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -106,6 +109,7 @@ kernel void reduce_sum_0(
 
 // fuses broadcast %4, const %8, reshape %9, broadcast %10, scale %11, mul %12, rmsnorm_bwd %15
 // threadgroup 64×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(64)]]
 kernel void rmsnorm_bwd_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -176,6 +180,7 @@ kernel void rmsnorm_bwd_0(
 // fuses reshape %17, reshape %18, concat %19, square %20, reduce_sum %21, sqrt %22, const %23,
 //   const %24, div %25, min %26 (optimizer)
 // threadgroup 32×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(32)]]
 kernel void reduce_sum_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -215,6 +220,7 @@ kernel void reduce_sum_1(
 // part 0 (adamw_mul): fuses broadcast %27, mul %28, adamw %35 (optimizer)
 // part 1 (adamw_mul): fuses broadcast %29, mul %30, adamw %40 (optimizer)
 // threadgroup 256×1×1, grid 2×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],

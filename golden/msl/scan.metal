@@ -6,6 +6,7 @@ using namespace metal;
 // part 0 (softplus_add): fuses broadcast %8, add %9, softplus %10
 // part 1 (exp): fuses exp %11
 // threadgroup 256×1×1, grid 2×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void softplus_add_exp_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -42,6 +43,7 @@ kernel void softplus_add_exp_x2_0(
 
 // fuses neg %12, selective_scan %13
 // threadgroup 32×1×1, grid 1×2×1 threadgroups
+[[max_total_threads_per_threadgroup(32)]]
 kernel void selective_scan_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -82,6 +84,7 @@ kernel void selective_scan_0(
 // part 0 (reduce_mean): fuses broadcast %15, mul %16, reduce_mean %17
 // part 1 (const): fuses const %18
 // threadgroup 32×1×1, grid 9×1×1 threadgroups
+[[max_total_threads_per_threadgroup(32)]]
 kernel void reduce_mean_const_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -117,6 +120,7 @@ kernel void reduce_mean_const_x2_0(
 
 // fuses const %19, reshape %20, broadcast %21, scale %22, mul %24, reduce_sum %25
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void reduce_sum_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -147,6 +151,7 @@ kernel void reduce_sum_0(
 // fuses neg %12, broadcast %15, const %19, reshape %20, broadcast %21, scale %22, mul %23,
 //   selective_scan_bwd %26
 // threadgroup 128×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void selective_scan_bwd_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -220,6 +225,7 @@ kernel void selective_scan_bwd_0(
 // part 0 (mul_neg): fuses neg %32, mul %33
 // part 1 (reduce_sum): fuses sigmoid %34, mul %35, reduce_sum %36
 // threadgroup 256×1×1, grid 2×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void mul_neg_reduce_sum_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -269,6 +275,7 @@ kernel void mul_neg_reduce_sum_x2_0(
 // fuses reshape %37, reshape %38, reshape %39, reshape %40, concat %41, square %42,
 //   reduce_sum %43, sqrt %44, const %45, const %46, div %47, min %48 (optimizer)
 // threadgroup 32×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(32)]]
 kernel void reduce_sum_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -318,6 +325,7 @@ kernel void reduce_sum_1(
 // part 2 (adamw_mul): fuses broadcast %53, mul %54, adamw %71 (optimizer)
 // part 3 (adamw_mul): fuses broadcast %55, mul %56, adamw %76 (optimizer)
 // threadgroup 256×1×1, grid 4×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_x4_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],

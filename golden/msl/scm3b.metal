@@ -8,6 +8,7 @@ constant float NF4_ABSMAX_MAP[256] = {-0.99296874f, -0.9789062f, -0.96484375f, -
 
 // fuses gather %4, rmsnorm %21 (mamba.0)
 // threadgroup 256×1×1, grid 512×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void rmsnorm_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -51,6 +52,7 @@ kernel void rmsnorm_0(
 
 // fuses matmul %22 (mamba.0)
 // threadgroup 128×1×1, grid 2×8×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -173,6 +175,7 @@ kernel void matmul_0(
 
 // fuses dequant %9, matmul %23, matmul %24, scale %25, add %26 (mamba.0)
 // threadgroup 128×1×1, grid 128×8×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -359,6 +362,7 @@ kernel void matmul_1(
 
 // fuses slice %27, causal_conv1d %29, silu %30, matmul %31 (mamba.0)
 // threadgroup 128×1×1, grid 3×8×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -503,6 +507,7 @@ kernel void matmul_2(
 // part 0 (matmul): fuses slice %32, matmul %35, broadcast %36, add %37, softplus %38 (mamba.0)
 // part 1 (exp): fuses exp %39 (mamba.0)
 // threadgroup 128×1×1, grid 1024×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_exp_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -637,6 +642,7 @@ kernel void matmul_exp_x2_0(
 
 // fuses slice %28, slice %33, slice %34, neg %40, selective_scan %41, silu %43, mul %44 (mamba.0)
 // threadgroup 256×1×1, grid 256×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void selective_scan_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -685,6 +691,7 @@ kernel void selective_scan_0(
 
 // fuses matmul %45 (mamba.0)
 // threadgroup 128×1×1, grid 2×8×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_3(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -807,6 +814,7 @@ kernel void matmul_3(
 
 // fuses gather %4, dequant %20, matmul %46, matmul %47, scale %48, add %49, add %50 (mamba.0)
 // threadgroup 128×1×1, grid 32×8×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_4(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -998,6 +1006,7 @@ kernel void matmul_4(
 
 // fuses rmsnorm %67 (mamba.1)
 // threadgroup 256×1×1, grid 512×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void rmsnorm_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -1039,6 +1048,7 @@ kernel void rmsnorm_1(
 
 // fuses dequant %66, matmul %92, matmul %93, scale %94, add %95, add %96 (mamba.1)
 // threadgroup 128×1×1, grid 32×8×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_5(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -1228,6 +1238,7 @@ kernel void matmul_5(
 
 // fuses reshape %154, matmul %155 (moe.0)
 // threadgroup 128×1×1, grid 1×8×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_6(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -1321,6 +1332,7 @@ kernel void matmul_6(
 
 // fuses softmax %156, topk %157, reduce_sum %159, broadcast %160, div %161 (moe.0)
 // threadgroup 256×1×1, grid 2×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void topk_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -1374,6 +1386,7 @@ kernel void topk_0(
 
 // fuses moe_route %162 (moe.0)
 // threadgroup 1024×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(1024)]]
 kernel void moe_route_0(
         device int* p0 [[buffer(0)]],
         const device int* p1 [[buffer(1)]],
@@ -1429,6 +1442,7 @@ kernel void moe_route_0(
 
 // fuses reshape %154, gather %165, grouped_matmul %166 (moe.0)
 // threadgroup 128×1×1, grid 2×16×9 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void grouped_matmul_0(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -1577,6 +1591,7 @@ kernel void grouped_matmul_0(
 // fuses dequant %148, reshape %154, gather %165, grouped_matmul %167, grouped_matmul %168,
 //   scale %169, add %170 (moe.0)
 // threadgroup 128×1×1, grid 168×16×9 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void grouped_matmul_1(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -1791,6 +1806,7 @@ kernel void grouped_matmul_1(
 
 // fuses slice %171, slice %172, silu %173, mul %174, grouped_matmul %175 (moe.0)
 // threadgroup 128×1×1, grid 2×16×9 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void grouped_matmul_2(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -1948,6 +1964,7 @@ kernel void grouped_matmul_2(
 // fuses dequant %152, grouped_matmul %176, grouped_matmul %177, scale %178, add %179,
 //   reshape %180, gather %181, reshape %182, broadcast %183, mul %184 (moe.0)
 // threadgroup 128×1×1, grid 32×16×9 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void grouped_matmul_3(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -2174,6 +2191,7 @@ kernel void grouped_matmul_3(
 // part 1 (reduce_mean): fuses slice %186, one_hot %187, reduce_mean %188 (moe.0)
 // part 2 (reduce_mean): fuses reduce_mean %189 (moe.0)
 // threadgroup 256×1×1, grid 34×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void scatter_add_reduce_mean_x3_0(
         device float* p0 [[buffer(0)]],
         const device int* p1 [[buffer(1)]],
@@ -2246,6 +2264,7 @@ kernel void scatter_add_reduce_mean_x3_0(
 
 // fuses reshape %193, add %194 (moe.0)
 // threadgroup 256×1×1, grid 4096×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void add_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -2262,6 +2281,7 @@ kernel void add_0(
 // part 0 (reduce_sum): fuses mul %380, reduce_sum %381, scale %382 (moe.1)
 // part 1 (add): fuses reshape %383, add %384 (moe.1)
 // threadgroup 32×1×1, grid 32769×1×1 threadgroups
+[[max_total_threads_per_threadgroup(32)]]
 kernel void reduce_sum_add_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -2302,6 +2322,7 @@ kernel void reduce_sum_add_x2_0(
 // part 1 (add): fuses reshape %1713, add %1714 (moe.8)
 // part 2 (reduce_sum): fuses reshape %1856, slice %1862, cast %1863, const %1864, ge %1865, reduce_sum %1866
 // threadgroup 32×1×1, grid 32770×1×1 threadgroups
+[[max_total_threads_per_threadgroup(32)]]
 kernel void reduce_sum_add_x3_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -2358,6 +2379,7 @@ kernel void reduce_sum_add_x3_0(
 // fuses const %1, reshape %1856, slice %1857, cast %1858, const %1859, ge %1860,
 //   reduce_sum %1861, add %1867, const %1868, max %1869, div %1870 (loss.1)
 // threadgroup 32×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(32)]]
 kernel void reduce_sum_0(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -2390,6 +2412,7 @@ kernel void reduce_sum_0(
 
 // fuses reshape %1855, slice %1873, matmul %1874 (loss.0)
 // threadgroup 128×1×1, grid 786×4×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_7(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -2513,6 +2536,7 @@ kernel void matmul_7(
 // part 0 (cross_entropy_bwd): fuses reshape %1856, mul %1872, slice %1875, cross_entropy_bwd %1876 (loss.0)
 // part 1 (cross_entropy): fuses reshape %1856, slice %1875, cross_entropy %1878 (loss.0)
 // threadgroup 1024×1×1, grid 257×1×1 threadgroups
+[[max_total_threads_per_threadgroup(1024)]]
 kernel void cross_entropy_bwd_cross_entropy_x2_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -2655,6 +2679,7 @@ kernel void cross_entropy_bwd_cross_entropy_x2_0(
 // part 0 (matmul): fuses matmul %1877 (loss.0)
 // part 1 (matmul): fuses reshape %1855, slice %1880, matmul %1881 (loss.1)
 // threadgroup 128×1×1, grid 3272×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -2896,6 +2921,7 @@ kernel void matmul_x2_0(
 // part 0 (cross_entropy_bwd): fuses reshape %1856, mul %1871, slice %1882, cross_entropy_bwd %1883 (loss.1)
 // part 1 (cross_entropy): fuses reshape %1856, slice %1882, cross_entropy %1886 (loss.1)
 // threadgroup 1024×1×1, grid 257×1×1 threadgroups
+[[max_total_threads_per_threadgroup(1024)]]
 kernel void cross_entropy_bwd_cross_entropy_x2_1(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -3038,6 +3064,7 @@ kernel void cross_entropy_bwd_cross_entropy_x2_1(
 // part 0 (matmul): fuses matmul %1884 (loss.1)
 // part 1 (div_add_mul): fuses mul %1879, mul %1887, add %1888, div %1889 (loss.1)
 // threadgroup 128×1×1, grid 130×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_div_add_mul_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -3187,6 +3214,7 @@ kernel void matmul_div_add_mul_x2_0(
 // fuses mul %190, reduce_sum %191, scale %192, add %1890, add %1891, add %1892, add %1893,
 //   add %1894, add %1895, add %1896, add %1897, add %1898
 // threadgroup 32×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(32)]]
 kernel void reduce_sum_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -3242,6 +3270,7 @@ kernel void reduce_sum_1(
 
 // fuses concat %1885, reshape %1899, rmsnorm_bwd %1900
 // threadgroup 256×1×1, grid 512×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void rmsnorm_bwd_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -3309,6 +3338,7 @@ kernel void rmsnorm_bwd_0(
 // part 0 (matmul): fuses scale %1902, matmul %1905 (mamba.29)
 // part 1 (matmul): fuses scale %1902, reshape %1906, reshape %1907, matmul %1908 (mamba.29)
 // threadgroup 128×1×1, grid 80×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_x2_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -3552,6 +3582,7 @@ kernel void matmul_x2_1(
 // part 1 (matmul): fuses slice %1830, dequant %1903, matmul %1904, matmul %1909, add %1913, mul %1915,
 //   sigmoid %1916, const %1917, sub %1918, mul %1919, add %1920, mul %1921 (mamba.29)
 // threadgroup 128×1×1, grid 640×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_x2_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -3868,6 +3899,7 @@ kernel void matmul_x2_2(
 
 // fuses slice %1835, slice %1836, neg %1842, mul %1914, selective_scan_bwd %1922 (mamba.29)
 // threadgroup 1024×1×1, grid 80×1×1 threadgroups
+[[max_total_threads_per_threadgroup(1024)]]
 kernel void selective_scan_bwd_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -4025,6 +4057,7 @@ kernel void selective_scan_bwd_0(
 
 // fuses sigmoid %1928, mul %1929, matmul %1930 (mamba.29)
 // threadgroup 128×1×1, grid 2×8×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_8(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -4146,6 +4179,7 @@ kernel void matmul_8(
 // fuses concat %1931, matmul %1932, add %1933, sigmoid %1934, const %1935, sub %1936, mul %1937,
 //   add %1938, mul %1939 (mamba.29)
 // threadgroup 128×1×1, grid 64×8×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_9(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -4287,6 +4321,7 @@ kernel void matmul_9(
 
 // fuses slice %1829, causal_conv1d_bwd %1940, concat %1943, scale %1944, matmul %1947 (mamba.29)
 // threadgroup 128×1×1, grid 2×8×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_10(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -4434,6 +4469,7 @@ kernel void matmul_10(
 // part 1 (matmul): fuses reshape %1952, reshape %1953, matmul %1954 (mamba.29)
 // part 2 (matmul): fuses concat %1943, dequant %1945, matmul %1946, matmul %1951, add %1955 (mamba.29)
 // threadgroup 128×1×1, grid 576×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_x3_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -4865,6 +4901,7 @@ kernel void matmul_x3_0(
 
 // fuses rmsnorm_bwd %1956, add %1958 (mamba.29)
 // threadgroup 256×1×1, grid 512×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void rmsnorm_bwd_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -4926,6 +4963,7 @@ kernel void rmsnorm_bwd_1(
 
 // fuses reshape %2073, gather %2081, mul %2083, reduce_sum %2084 (moe.8)
 // threadgroup 256×1×1, grid 1024×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void reduce_sum_2(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -4967,6 +5005,7 @@ kernel void reduce_sum_2(
 // part 1 (grouped_matmul): fuses reshape %1700, gather %1701, reshape %1702, broadcast %1703, reshape %2073, gather %2081,
 //   mul %2082, scale %2089, grouped_matmul %2092 (moe.8)
 // threadgroup 128×1×1, grid 296×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void scatter_add_grouped_matmul_x2_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -5147,6 +5186,7 @@ kernel void scatter_add_grouped_matmul_x2_0(
 //   add %2096, mul %2097, mul %2098, sigmoid %2099, const %2100, sub %2101, mul %2102, add %2103,
 //   mul %2104 (moe.8)
 // threadgroup 128×1×1, grid 13952×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -5630,6 +5670,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
 // part 0 (grouped_matmul): fuses concat %2105, scale %2106, grouped_matmul %2109 (moe.8)
 // part 1 (grouped_matmul_wgrad): fuses concat %2105, scale %2106, grouped_matmul_wgrad %2110 (moe.8)
 // threadgroup 128×1×1, grid 2976×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -5917,6 +5958,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
 // part 0 (grouped_matmul_wgrad): fuses reshape %1674, gather %1685, grouped_matmul_wgrad %2112 (moe.8)
 // part 1 (grouped_matmul): fuses concat %2105, dequant %2107, grouped_matmul %2108, grouped_matmul %2111, add %2113 (moe.8)
 // threadgroup 128×1×1, grid 5120×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -6264,6 +6306,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
 // part 0 (scatter_add): fuses scatter_add %2114 (moe.8)
 // part 1 (reduce_sum): fuses broadcast %1680, reshape %2088, mul %2116, div %2117, neg %2118, reduce_sum %2119 (moe.8)
 // threadgroup 256×1×1, grid 34×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void scatter_add_reduce_sum_x2_0(
         device float* p0 [[buffer(0)]],
         const device int* p1 [[buffer(1)]],
@@ -6313,6 +6356,7 @@ kernel void scatter_add_reduce_sum_x2_0(
 //   broadcast %2121, add %2122, one_hot %2123, reshape %2124, broadcast %2125, mul %2126,
 //   reduce_sum %2127, add %2128 (moe.8)
 // threadgroup 64×1×1, grid 128×1×1 threadgroups
+[[max_total_threads_per_threadgroup(64)]]
 kernel void reduce_sum_3(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -6359,6 +6403,7 @@ kernel void reduce_sum_3(
 
 // fuses mul %2129, reduce_sum %2130, broadcast %2131, sub %2132, mul %2133 (moe.8)
 // threadgroup 256×1×1, grid 2×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void reduce_sum_4(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -6386,6 +6431,7 @@ kernel void reduce_sum_4(
 
 // fuses matmul %2134 (moe.8)
 // threadgroup 128×1×1, grid 32×8×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_11(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -6509,6 +6555,7 @@ kernel void matmul_11(
 
 // fuses add %2135, reshape %2136, rmsnorm_bwd %2137, add %2139 (moe.8)
 // threadgroup 256×1×1, grid 512×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void rmsnorm_bwd_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -6577,6 +6624,7 @@ kernel void rmsnorm_bwd_2(
 //   reshape %4450, reshape %4451, reshape %4452, reshape %4453, reshape %4454, concat %4455,
 //   square %4456, reduce_sum %4457 (optimizer)
 // threadgroup 1024×1×1, grid 81×1×1 threadgroups
+[[max_total_threads_per_threadgroup(1024)]]
 kernel void selective_scan_bwd_reduce_sum_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -6815,6 +6863,7 @@ kernel void selective_scan_bwd_reduce_sum_x2_0(
 // part 2 (reduce_sum): fuses reshape %4459, reshape %4460, reshape %4461, concat %4462, square %4463,
 //   reduce_sum %4464 (optimizer)
 // threadgroup 1024×1×1, grid 82×1×1 threadgroups
+[[max_total_threads_per_threadgroup(1024)]]
 kernel void selective_scan_bwd_reduce_sum_x3_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -7067,6 +7116,7 @@ kernel void selective_scan_bwd_reduce_sum_x3_0(
 // part 3 (reduce_sum): fuses reshape %4413, square %4414, reduce_sum %4415 (optimizer)
 // part 4 (reduce_sum): fuses reshape %4440, square %4441, reduce_sum %4442 (optimizer)
 // threadgroup 1024×1×1, grid 84×1×1 threadgroups
+[[max_total_threads_per_threadgroup(1024)]]
 kernel void selective_scan_bwd_reduce_sum_x5_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -7363,6 +7413,7 @@ kernel void selective_scan_bwd_reduce_sum_x5_0(
 // part 3 (reduce_sum): fuses reshape %4378, reshape %4379, reshape %4380, reshape %4381, concat %4382, square %4383,
 //   reduce_sum %4384 (optimizer)
 // threadgroup 1024×1×1, grid 83×1×1 threadgroups
+[[max_total_threads_per_threadgroup(1024)]]
 kernel void selective_scan_bwd_reduce_sum_x4_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -7647,6 +7698,7 @@ kernel void selective_scan_bwd_reduce_sum_x4_0(
 //   reduce_sum %4330 (optimizer)
 // part 3 (reduce_sum): fuses reshape %4332, square %4333, reduce_sum %4334 (optimizer)
 // threadgroup 1024×1×1, grid 83×1×1 threadgroups
+[[max_total_threads_per_threadgroup(1024)]]
 kernel void selective_scan_bwd_reduce_sum_x4_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -7927,6 +7979,7 @@ kernel void selective_scan_bwd_reduce_sum_x4_1(
 // part 0 (matmul): fuses concat %4199, scale %4200, reshape %4202, reshape %4203, matmul %4204 (mamba.0)
 // part 1 (matmul): fuses reshape %4205, reshape %4206, matmul %4207 (mamba.0)
 // threadgroup 128×1×1, grid 320×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_x2_3(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -8180,6 +8233,7 @@ kernel void matmul_x2_3(
 // part 1 (reduce_sum): fuses reshape %4270, reshape %4271, reshape %4272, reshape %4273, concat %4274, square %4275,
 //   reduce_sum %4276 (optimizer)
 // threadgroup 1024×1×1, grid 2×1×1 threadgroups
+[[max_total_threads_per_threadgroup(1024)]]
 kernel void reduce_sum_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -8332,6 +8386,7 @@ kernel void reduce_sum_x2_0(
 //   add %4377, add %4385, add %4389, add %4404, add %4412, add %4416, add %4431, add %4439,
 //   add %4443, add %4458, add %4465, sqrt %4466 (optimizer)
 // threadgroup 1024×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(1024)]]
 kernel void reduce_sum_5(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -8433,6 +8488,7 @@ kernel void reduce_sum_5(
 
 // fuses const %4467, const %4468, div %4469, min %4470 (optimizer)
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void min_div_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -8454,6 +8510,7 @@ kernel void min_div_0(
 // part 3 (adamw_mul): fuses broadcast %4477, mul %4478, adamw %4802 (optimizer)
 // part 4 (adamw_mul): fuses broadcast %4479, mul %4480, adamw %4807 (optimizer)
 // threadgroup 256×1×1, grid 6048×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_x5_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -8575,6 +8632,7 @@ kernel void adamw_mul_x5_0(
 // part 3 (adamw_mul): fuses broadcast %4487, mul %4488, adamw %4827 (optimizer)
 // part 4 (adamw_mul): fuses broadcast %4489, mul %4490, adamw %4832 (optimizer)
 // threadgroup 256×1×1, grid 8064×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_x5_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -8696,6 +8754,7 @@ kernel void adamw_mul_x5_1(
 // part 3 (adamw_mul): fuses broadcast %4497, mul %4498, adamw %4852 (optimizer)
 // part 4 (adamw_mul): fuses broadcast %4499, mul %4500, adamw %4857 (optimizer)
 // threadgroup 256×1×1, grid 49728×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_x5_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -8817,6 +8876,7 @@ kernel void adamw_mul_x5_2(
 // part 3 (adamw_mul): fuses broadcast %4507, mul %4508, adamw %4877 (optimizer)
 // part 4 (adamw_mul): fuses broadcast %4509, mul %4510, adamw %4882 (optimizer)
 // threadgroup 256×1×1, grid 10752×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_x5_3(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -8938,6 +8998,7 @@ kernel void adamw_mul_x5_3(
 // part 3 (adamw_mul): fuses broadcast %4527, mul %4528, adamw %4927 (optimizer)
 // part 4 (adamw_mul): fuses broadcast %4529, mul %4530, adamw %4932 (optimizer)
 // threadgroup 256×1×1, grid 38304×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_x5_4(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -9059,6 +9120,7 @@ kernel void adamw_mul_x5_4(
 // part 3 (adamw_mul): fuses broadcast %4537, mul %4538, adamw %4952 (optimizer)
 // part 4 (adamw_mul): fuses broadcast %4539, mul %4540, adamw %4957 (optimizer)
 // threadgroup 256×1×1, grid 24192×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_x5_5(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -9180,6 +9242,7 @@ kernel void adamw_mul_x5_5(
 // part 3 (adamw_mul): fuses broadcast %4547, mul %4548, adamw %4977 (optimizer)
 // part 4 (adamw_mul): fuses broadcast %4549, mul %4550, adamw %4982 (optimizer)
 // threadgroup 256×1×1, grid 6048×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_x5_6(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -9301,6 +9364,7 @@ kernel void adamw_mul_x5_6(
 // part 3 (adamw_mul): fuses broadcast %4557, mul %4558, adamw %5002 (optimizer)
 // part 4 (adamw_mul): fuses broadcast %4559, mul %4560, adamw %5007 (optimizer)
 // threadgroup 256×1×1, grid 10752×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_x5_7(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -9422,6 +9486,7 @@ kernel void adamw_mul_x5_7(
 // part 3 (adamw_mul): fuses broadcast %4567, mul %4568, adamw %5027 (optimizer)
 // part 4 (adamw_mul): fuses broadcast %4569, mul %4570, adamw %5032 (optimizer)
 // threadgroup 256×1×1, grid 51072×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_x5_8(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -9543,6 +9608,7 @@ kernel void adamw_mul_x5_8(
 // part 3 (adamw_mul): fuses broadcast %4577, mul %4578, adamw %5052 (optimizer)
 // part 4 (adamw_mul): fuses broadcast %4579, mul %4580, adamw %5057 (optimizer)
 // threadgroup 256×1×1, grid 6720×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_x5_9(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -9664,6 +9730,7 @@ kernel void adamw_mul_x5_9(
 // part 3 (adamw_mul): fuses broadcast %4597, mul %4598, adamw %5102 (optimizer)
 // part 4 (adamw_mul): fuses broadcast %4599, mul %4600, adamw %5107 (optimizer)
 // threadgroup 256×1×1, grid 53760×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_x5_10(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -9785,6 +9852,7 @@ kernel void adamw_mul_x5_10(
 // part 3 (adamw_mul): fuses broadcast %4627, mul %4628, adamw %5177 (optimizer)
 // part 4 (adamw_mul): fuses broadcast %4629, mul %4630, adamw %5182 (optimizer)
 // threadgroup 256×1×1, grid 53760×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_x5_11(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -9901,6 +9969,7 @@ kernel void adamw_mul_x5_11(
 
 // fuses broadcast %4781, mul %4782, adamw %5562 (optimizer)
 // threadgroup 256×1×1, grid 672×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],

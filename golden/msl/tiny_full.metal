@@ -4,6 +4,7 @@ using namespace metal;
 
 // fuses gather %3, rmsnorm %14 (mamba.0)
 // threadgroup 256×1×1, grid 32×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void rmsnorm_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -36,6 +37,7 @@ kernel void rmsnorm_0(
 
 // fuses matmul %15 (mamba.0)
 // threadgroup 128×1×1, grid 4×1×16 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -130,6 +132,7 @@ kernel void matmul_0(
 
 // fuses slice %16, causal_conv1d %18, silu %19, matmul %20 (mamba.0)
 // threadgroup 128×1×1, grid 2×1×16 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -234,6 +237,7 @@ kernel void matmul_1(
 // part 0 (matmul): fuses slice %21, matmul %24, broadcast %25, add %26, softplus %27 (mamba.0)
 // part 1 (exp): fuses exp %28 (mamba.0)
 // threadgroup 128×1×1, grid 48×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_exp_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -350,6 +354,7 @@ kernel void matmul_exp_x2_0(
 
 // fuses slice %17, slice %22, slice %23, neg %29, selective_scan %30, silu %32, mul %33 (mamba.0)
 // threadgroup 256×1×1, grid 8×16×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void selective_scan_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -398,6 +403,7 @@ kernel void selective_scan_0(
 
 // fuses gather %3, matmul %34, add %35 (mamba.0)
 // threadgroup 128×1×1, grid 1×1×16 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -498,6 +504,7 @@ kernel void matmul_2(
 
 // fuses rmsnorm %40 (moe.0)
 // threadgroup 256×1×1, grid 32×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void rmsnorm_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -528,6 +535,7 @@ kernel void rmsnorm_1(
 
 // fuses reshape %41, matmul %42 (moe.0)
 // threadgroup 128×1×1, grid 1×4×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_3(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -621,6 +629,7 @@ kernel void matmul_3(
 
 // fuses softmax %43, topk %44, reduce_sum %46, broadcast %47, div %48 (moe.0)
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void topk_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -674,6 +683,7 @@ kernel void topk_0(
 
 // fuses moe_route %49 (moe.0)
 // threadgroup 512×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(512)]]
 kernel void moe_route_0(
         device int* p0 [[buffer(0)]],
         const device int* p1 [[buffer(1)]],
@@ -729,6 +739,7 @@ kernel void moe_route_0(
 
 // fuses reshape %41, gather %52, grouped_matmul %53 (moe.0)
 // threadgroup 128×1×1, grid 2×8×5 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void grouped_matmul_0(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -873,6 +884,7 @@ kernel void grouped_matmul_0(
 // fuses slice %54, slice %55, silu %56, mul %57, grouped_matmul %58, reshape %59, gather %60,
 //   reshape %61, broadcast %62, mul %63 (moe.0)
 // threadgroup 128×1×1, grid 1×8×5 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void grouped_matmul_1(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -1041,6 +1053,7 @@ kernel void grouped_matmul_1(
 // part 1 (reduce_mean): fuses slice %65, one_hot %66, reduce_mean %67 (moe.0)
 // part 2 (reduce_mean): fuses reduce_mean %68 (moe.0)
 // threadgroup 256×1×1, grid 34×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void scatter_add_reduce_mean_x3_0(
         device float* p0 [[buffer(0)]],
         const device int* p1 [[buffer(1)]],
@@ -1113,6 +1126,7 @@ kernel void scatter_add_reduce_mean_x3_0(
 
 // fuses reshape %72, add %73 (moe.0)
 // threadgroup 256×1×1, grid 64×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void add_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -1127,6 +1141,7 @@ kernel void add_0(
 
 // fuses matmul %104, add %105 (mamba.1)
 // threadgroup 128×1×1, grid 1×1×16 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_4(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -1225,6 +1240,7 @@ kernel void matmul_4(
 
 // fuses matmul %108
 // threadgroup 128×1×1, grid 1×1×16 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_5(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -1309,6 +1325,7 @@ kernel void matmul_5(
 // part 0 (cross_entropy): fuses cross_entropy %109
 // part 1 (cross_entropy_bwd): fuses const %111, cross_entropy_bwd %112
 // threadgroup 256×1×1, grid 2×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void cross_entropy_cross_entropy_bwd_x2_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -1423,6 +1440,7 @@ kernel void cross_entropy_cross_entropy_bwd_x2_0(
 
 // fuses mul %69, reduce_sum %70, scale %71, add %110
 // threadgroup 32×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(32)]]
 kernel void reduce_sum_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -1452,6 +1470,7 @@ kernel void reduce_sum_0(
 
 // fuses matmul %113
 // threadgroup 128×1×1, grid 1×1×16 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_6(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -1550,6 +1569,7 @@ kernel void matmul_6(
 
 // fuses rmsnorm_bwd %117
 // threadgroup 64×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(64)]]
 kernel void rmsnorm_bwd_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -1620,6 +1640,7 @@ kernel void rmsnorm_bwd_0(
 // part 1 (matmul): fuses slice %87, matmul %119, mul %124, sigmoid %125, const %126, sub %127, mul %128, add %129,
 //   mul %130 (mamba.1)
 // threadgroup 128×1×1, grid 34×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -1839,6 +1860,7 @@ kernel void matmul_x2_0(
 
 // fuses slice %92, slice %93, neg %99, mul %123, selective_scan_bwd %131 (mamba.1)
 // threadgroup 256×1×1, grid 136×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void selective_scan_bwd_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -1998,6 +2020,7 @@ kernel void selective_scan_bwd_0(
 // part 0 (mul_neg): fuses neg %137, mul %138 (mamba.1)
 // part 1 (mul_sigmoid): fuses sigmoid %139, mul %140 (mamba.1)
 // threadgroup 256×1×1, grid 136×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void mul_neg_mul_sigmoid_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -2028,6 +2051,7 @@ kernel void mul_neg_mul_sigmoid_x2_0(
 
 // fuses reduce_sum %141 (mamba.1)
 // threadgroup 256×1×1, grid 4×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void reduce_sum_1(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -2057,6 +2081,7 @@ kernel void reduce_sum_1(
 // part 0 (matmul): fuses matmul %142 (mamba.1)
 // part 1 (matmul): fuses slice %91, reshape %143, reshape %144, matmul %145 (mamba.1)
 // threadgroup 128×1×1, grid 18×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_x2_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -2230,6 +2255,7 @@ kernel void matmul_x2_1(
 // part 1 (matmul): fuses concat %146, matmul %147, add %151, sigmoid %152, const %153, sub %154, mul %155,
 //   add %156, mul %157 (mamba.1)
 // threadgroup 128×1×1, grid 36×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_x2_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -2450,6 +2476,7 @@ kernel void matmul_x2_2(
 
 // fuses slice %86, causal_conv1d_bwd %158 (mamba.1)
 // threadgroup 256×1×1, grid 131×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void causal_conv1d_bwd_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -2505,6 +2532,7 @@ kernel void causal_conv1d_bwd_0(
 // part 0 (matmul): fuses concat %161, matmul %162 (mamba.1)
 // part 1 (matmul): fuses concat %161, reshape %163, reshape %164, matmul %165 (mamba.1)
 // threadgroup 128×1×1, grid 20×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_x2_3(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -2724,6 +2752,7 @@ kernel void matmul_x2_3(
 
 // fuses rmsnorm_bwd %166, add %168 (mamba.1)
 // threadgroup 64×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(64)]]
 kernel void rmsnorm_bwd_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -2798,6 +2827,7 @@ kernel void rmsnorm_bwd_1(
 //   mul %178 (moe.0)
 // part 1 (reduce_sum): fuses reshape %169, gather %177, mul %179, reduce_sum %180 (moe.0)
 // threadgroup 256×1×1, grid 192×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void mul_gather_reduce_sum_x2_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -2846,6 +2876,7 @@ kernel void mul_gather_reduce_sum_x2_0(
 // part 2 (grouped_matmul): fuses slice %54, slice %55, grouped_matmul %185, mul %187, mul %188, sigmoid %189, const %190,
 //   sub %191, mul %192, add %193, mul %194 (moe.0)
 // threadgroup 128×1×1, grid 48×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void scatter_add_grouped_matmul_wgrad_x3_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -3153,6 +3184,7 @@ kernel void scatter_add_grouped_matmul_wgrad_x3_0(
 // part 0 (grouped_matmul): fuses concat %195, grouped_matmul %196 (moe.0)
 // part 1 (grouped_matmul_wgrad): fuses reshape %41, gather %52, concat %195, grouped_matmul_wgrad %197 (moe.0)
 // threadgroup 128×1×1, grid 48×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -3434,6 +3466,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
 // part 0 (scatter_add): fuses scatter_add %198 (moe.0)
 // part 1 (reduce_sum): fuses broadcast %47, reshape %184, mul %200, div %201, neg %202, reduce_sum %203 (moe.0)
 // threadgroup 256×1×1, grid 33×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void scatter_add_reduce_sum_x2_0(
         device float* p0 [[buffer(0)]],
         const device int* p1 [[buffer(1)]],
@@ -3483,6 +3516,7 @@ kernel void scatter_add_reduce_sum_x2_0(
 //   broadcast %205, add %206, one_hot %207, reshape %208, broadcast %209, mul %210,
 //   reduce_sum %211, add %212 (moe.0)
 // threadgroup 64×1×1, grid 32×1×1 threadgroups
+[[max_total_threads_per_threadgroup(64)]]
 kernel void reduce_sum_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -3529,6 +3563,7 @@ kernel void reduce_sum_2(
 
 // fuses mul %213, reduce_sum %214, broadcast %215, sub %216, mul %217 (moe.0)
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void reduce_sum_3(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -3558,6 +3593,7 @@ kernel void reduce_sum_3(
 // part 0 (matmul): fuses matmul %218 (moe.0)
 // part 1 (matmul): fuses reshape %41, matmul %219 (moe.0)
 // threadgroup 128×1×1, grid 5×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_x2_4(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -3769,6 +3805,7 @@ kernel void matmul_x2_4(
 
 // fuses add %220, reshape %221, rmsnorm_bwd %222, add %224 (moe.0)
 // threadgroup 64×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(64)]]
 kernel void rmsnorm_bwd_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -3843,6 +3880,7 @@ kernel void rmsnorm_bwd_2(
 
 // fuses gather %3, rmsnorm_bwd %272, add %274 (mamba.0)
 // threadgroup 64×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(64)]]
 kernel void rmsnorm_bwd_3(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -3920,6 +3958,7 @@ kernel void rmsnorm_bwd_3(
 //   reshape %302, reshape %303, reshape %304, reshape %305, concat %306, square %307,
 //   reduce_sum %308 (optimizer)
 // threadgroup 1024×1×1, grid 2×1×1 threadgroups
+[[max_total_threads_per_threadgroup(1024)]]
 kernel void scatter_add_reduce_sum_x2_1(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -4018,6 +4057,7 @@ kernel void scatter_add_reduce_sum_x2_1(
 
 // fuses reshape %114, reshape %115, matmul %116, add %276
 // threadgroup 128×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_7(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -4118,6 +4158,7 @@ kernel void matmul_7(
 //   reshape %289, reshape %290, reshape %291, reshape %292, concat %293, square %294,
 //   reduce_sum %295, add %309, sqrt %310, const %311, const %312, div %313, min %314 (optimizer)
 // threadgroup 1024×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(1024)]]
 kernel void reduce_sum_4(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -4231,6 +4272,7 @@ kernel void reduce_sum_4(
 // part 3 (adamw_mul): fuses broadcast %321, mul %322, adamw %386 (optimizer)
 // part 4 (adamw_mul): fuses broadcast %323, mul %324, adamw %391 (optimizer)
 // threadgroup 256×1×1, grid 72×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_x5_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -4358,6 +4400,7 @@ kernel void adamw_mul_x5_0(
 // part 3 (adamw_mul): fuses broadcast %331, mul %332, adamw %411 (optimizer)
 // part 4 (adamw_mul): fuses broadcast %333, mul %334, adamw %416 (optimizer)
 // threadgroup 256×1×1, grid 30×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_x5_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -4485,6 +4528,7 @@ kernel void adamw_mul_x5_1(
 // part 3 (adamw_mul): fuses broadcast %341, mul %342, adamw %436 (optimizer)
 // part 4 (adamw_mul): fuses broadcast %343, mul %344, adamw %441 (optimizer)
 // threadgroup 256×1×1, grid 226×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_x5_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -4609,6 +4653,7 @@ kernel void adamw_mul_x5_2(
 // part 3 (adamw_mul): fuses broadcast %351, mul %352, adamw %461 (optimizer)
 // part 4 (adamw_mul): fuses broadcast %353, mul %354, adamw %466 (optimizer)
 // threadgroup 256×1×1, grid 86×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_x5_3(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -4736,6 +4781,7 @@ kernel void adamw_mul_x5_3(
 // part 3 (adamw_mul): fuses broadcast %361, mul %362, adamw %486 (optimizer)
 // part 4 (adamw_mul): fuses broadcast %363, mul %364, adamw %491 (optimizer)
 // threadgroup 256×1×1, grid 44×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_x5_4(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -4858,6 +4904,7 @@ kernel void adamw_mul_x5_4(
 
 // fuses broadcast %365, mul %366, adamw %496 (optimizer)
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],

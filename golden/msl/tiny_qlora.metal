@@ -8,6 +8,7 @@ constant float NF4_ABSMAX_MAP[256] = {-0.99296874f, -0.9789062f, -0.96484375f, -
 
 // fuses gather %3, rmsnorm %20 (mamba.0)
 // threadgroup 256×1×1, grid 32×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void rmsnorm_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -40,6 +41,7 @@ kernel void rmsnorm_0(
 
 // fuses matmul %21 (mamba.0)
 // threadgroup 128×1×1, grid 1×1×16 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -134,6 +136,7 @@ kernel void matmul_0(
 
 // fuses dequant %8, matmul %22, matmul %23, scale %24, add %25 (mamba.0)
 // threadgroup 128×1×1, grid 4×1×16 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -282,6 +285,7 @@ kernel void matmul_1(
 
 // fuses slice %26, causal_conv1d %28, silu %29, matmul %30 (mamba.0)
 // threadgroup 128×1×1, grid 2×1×16 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -386,6 +390,7 @@ kernel void matmul_2(
 // part 0 (matmul): fuses slice %31, matmul %34, broadcast %35, add %36, softplus %37 (mamba.0)
 // part 1 (exp): fuses exp %38 (mamba.0)
 // threadgroup 128×1×1, grid 48×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_exp_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -502,6 +507,7 @@ kernel void matmul_exp_x2_0(
 
 // fuses slice %27, slice %32, slice %33, neg %39, selective_scan %40, silu %42, mul %43 (mamba.0)
 // threadgroup 256×1×1, grid 8×16×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void selective_scan_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -550,6 +556,7 @@ kernel void selective_scan_0(
 
 // fuses matmul %44 (mamba.0)
 // threadgroup 128×1×1, grid 1×1×16 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_3(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -644,6 +651,7 @@ kernel void matmul_3(
 
 // fuses gather %3, dequant %19, matmul %45, matmul %46, scale %47, add %48, add %49 (mamba.0)
 // threadgroup 128×1×1, grid 1×1×16 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_4(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -797,6 +805,7 @@ kernel void matmul_4(
 
 // fuses rmsnorm %60 (moe.0)
 // threadgroup 256×1×1, grid 32×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void rmsnorm_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -827,6 +836,7 @@ kernel void rmsnorm_1(
 
 // fuses reshape %61, matmul %62 (moe.0)
 // threadgroup 128×1×1, grid 1×4×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_5(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -920,6 +930,7 @@ kernel void matmul_5(
 
 // fuses softmax %63, topk %64, reduce_sum %66, broadcast %67, div %68 (moe.0)
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void topk_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -973,6 +984,7 @@ kernel void topk_0(
 
 // fuses moe_route %69 (moe.0)
 // threadgroup 512×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(512)]]
 kernel void moe_route_0(
         device int* p0 [[buffer(0)]],
         const device int* p1 [[buffer(1)]],
@@ -1028,6 +1040,7 @@ kernel void moe_route_0(
 
 // fuses reshape %61, gather %72, grouped_matmul %73 (moe.0)
 // threadgroup 128×1×1, grid 1×8×5 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void grouped_matmul_0(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -1172,6 +1185,7 @@ kernel void grouped_matmul_0(
 // fuses dequant %55, reshape %61, gather %72, grouped_matmul %74, grouped_matmul %75, scale %76,
 //   add %77 (moe.0)
 // threadgroup 128×1×1, grid 2×8×5 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void grouped_matmul_1(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -1382,6 +1396,7 @@ kernel void grouped_matmul_1(
 
 // fuses slice %78, slice %79, silu %80, mul %81, grouped_matmul %82 (moe.0)
 // threadgroup 128×1×1, grid 1×8×5 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void grouped_matmul_2(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -1535,6 +1550,7 @@ kernel void grouped_matmul_2(
 // fuses dequant %59, grouped_matmul %83, grouped_matmul %84, scale %85, add %86, reshape %87,
 //   gather %88, reshape %89, broadcast %90, mul %91 (moe.0)
 // threadgroup 128×1×1, grid 1×8×5 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void grouped_matmul_3(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -1757,6 +1773,7 @@ kernel void grouped_matmul_3(
 // part 1 (reduce_mean): fuses slice %93, one_hot %94, reduce_mean %95 (moe.0)
 // part 2 (reduce_mean): fuses reduce_mean %96 (moe.0)
 // threadgroup 256×1×1, grid 34×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void scatter_add_reduce_mean_x3_0(
         device float* p0 [[buffer(0)]],
         const device int* p1 [[buffer(1)]],
@@ -1829,6 +1846,7 @@ kernel void scatter_add_reduce_mean_x3_0(
 
 // fuses reshape %100, add %101 (moe.0)
 // threadgroup 256×1×1, grid 64×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void add_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -1843,6 +1861,7 @@ kernel void add_0(
 
 // fuses dequant %117, matmul %143, matmul %144, scale %145, add %146, add %147 (mamba.1)
 // threadgroup 128×1×1, grid 1×1×16 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_6(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -1994,6 +2013,7 @@ kernel void matmul_6(
 
 // fuses matmul %150
 // threadgroup 128×1×1, grid 1×1×16 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_7(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -2078,6 +2098,7 @@ kernel void matmul_7(
 // part 0 (cross_entropy): fuses cross_entropy %151
 // part 1 (cross_entropy_bwd): fuses const %153, cross_entropy_bwd %154
 // threadgroup 256×1×1, grid 2×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void cross_entropy_cross_entropy_bwd_x2_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -2192,6 +2213,7 @@ kernel void cross_entropy_cross_entropy_bwd_x2_0(
 
 // fuses mul %97, reduce_sum %98, scale %99, add %152
 // threadgroup 32×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(32)]]
 kernel void reduce_sum_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -2221,6 +2243,7 @@ kernel void reduce_sum_0(
 
 // fuses matmul %155
 // threadgroup 128×1×1, grid 1×1×16 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_8(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -2319,6 +2342,7 @@ kernel void matmul_8(
 
 // fuses rmsnorm_bwd %156
 // threadgroup 256×1×1, grid 32×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void rmsnorm_bwd_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -2361,6 +2385,7 @@ kernel void rmsnorm_bwd_0(
 // part 0 (matmul): fuses scale %158, matmul %161 (mamba.1)
 // part 1 (matmul): fuses scale %158, reshape %162, reshape %163, matmul %164 (mamba.1)
 // threadgroup 128×1×1, grid 17×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -2570,6 +2595,7 @@ kernel void matmul_x2_0(
 // part 1 (matmul): fuses slice %125, dequant %159, matmul %160, matmul %165, add %169, mul %171, sigmoid %172,
 //   const %173, sub %174, mul %175, add %176, mul %177 (mamba.1)
 // threadgroup 128×1×1, grid 34×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_x2_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -2842,6 +2868,7 @@ kernel void matmul_x2_1(
 
 // fuses slice %130, slice %131, neg %137, mul %170, selective_scan_bwd %178 (mamba.1)
 // threadgroup 256×1×1, grid 136×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void selective_scan_bwd_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -2991,6 +3018,7 @@ kernel void selective_scan_bwd_0(
 
 // fuses sigmoid %184, mul %185, matmul %186 (mamba.1)
 // threadgroup 128×1×1, grid 1×1×16 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_9(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -3078,6 +3106,7 @@ kernel void matmul_9(
 // fuses concat %187, matmul %188, add %189, sigmoid %190, const %191, sub %192, mul %193,
 //   add %194, mul %195 (mamba.1)
 // threadgroup 128×1×1, grid 2×1×16 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_10(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -3201,6 +3230,7 @@ kernel void matmul_10(
 
 // fuses slice %124, causal_conv1d_bwd %196, concat %199, scale %200, matmul %203 (mamba.1)
 // threadgroup 128×1×1, grid 1×1×16 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_11(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -3320,6 +3350,7 @@ kernel void matmul_11(
 // part 1 (matmul): fuses reshape %208, reshape %209, matmul %210 (mamba.1)
 // part 2 (matmul): fuses concat %199, dequant %201, matmul %202, matmul %207, add %211 (mamba.1)
 // threadgroup 128×1×1, grid 21×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_x3_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -3701,6 +3732,7 @@ kernel void matmul_x3_0(
 
 // fuses rmsnorm_bwd %212, add %214 (mamba.1)
 // threadgroup 256×1×1, grid 32×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void rmsnorm_bwd_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -3745,6 +3777,7 @@ kernel void rmsnorm_bwd_1(
 
 // fuses reshape %215, gather %223, mul %225, reduce_sum %226 (moe.0)
 // threadgroup 256×1×1, grid 64×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void reduce_sum_1(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -3775,6 +3808,7 @@ kernel void reduce_sum_1(
 // part 1 (grouped_matmul): fuses reshape %87, gather %88, reshape %89, broadcast %90, reshape %215, gather %223, mul %224,
 //   scale %231, grouped_matmul %234 (moe.0)
 // threadgroup 128×1×1, grid 44×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void scatter_add_grouped_matmul_x2_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -3950,6 +3984,7 @@ kernel void scatter_add_grouped_matmul_x2_0(
 // part 2 (grouped_matmul): fuses slice %78, slice %79, dequant %232, grouped_matmul %233, grouped_matmul %236, add %238,
 //   mul %239, mul %240, sigmoid %241, const %242, sub %243, mul %244, add %245, mul %246 (moe.0)
 // threadgroup 128×1×1, grid 48×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -4425,6 +4460,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
 // part 0 (grouped_matmul): fuses concat %247, scale %248, grouped_matmul %251 (moe.0)
 // part 1 (grouped_matmul_wgrad): fuses concat %247, scale %248, grouped_matmul_wgrad %252 (moe.0)
 // threadgroup 128×1×1, grid 48×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -4706,6 +4742,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
 // part 0 (grouped_matmul_wgrad): fuses reshape %61, gather %72, grouped_matmul_wgrad %254 (moe.0)
 // part 1 (grouped_matmul): fuses concat %247, dequant %249, grouped_matmul %250, grouped_matmul %253, add %255 (moe.0)
 // threadgroup 128×1×1, grid 44×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -5047,6 +5084,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
 // part 0 (scatter_add): fuses scatter_add %256 (moe.0)
 // part 1 (reduce_sum): fuses broadcast %67, reshape %230, mul %258, div %259, neg %260, reduce_sum %261 (moe.0)
 // threadgroup 256×1×1, grid 33×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void scatter_add_reduce_sum_x2_0(
         device float* p0 [[buffer(0)]],
         const device int* p1 [[buffer(1)]],
@@ -5096,6 +5134,7 @@ kernel void scatter_add_reduce_sum_x2_0(
 //   broadcast %263, add %264, one_hot %265, reshape %266, broadcast %267, mul %268,
 //   reduce_sum %269, add %270 (moe.0)
 // threadgroup 64×1×1, grid 32×1×1 threadgroups
+[[max_total_threads_per_threadgroup(64)]]
 kernel void reduce_sum_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -5142,6 +5181,7 @@ kernel void reduce_sum_2(
 
 // fuses mul %271, reduce_sum %272 (moe.0)
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void reduce_sum_3(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -5162,6 +5202,7 @@ kernel void reduce_sum_3(
 
 // fuses broadcast %273, sub %274, mul %275, matmul %276 (moe.0)
 // threadgroup 128×1×1, grid 1×4×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_12(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -5291,6 +5332,7 @@ kernel void matmul_12(
 
 // fuses add %277, reshape %278, rmsnorm_bwd %279, add %281 (moe.0)
 // threadgroup 256×1×1, grid 32×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void rmsnorm_bwd_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -5340,6 +5382,7 @@ kernel void rmsnorm_bwd_2(
 // part 0 (matmul): fuses concat %323, scale %324, reshape %326, reshape %327, matmul %328 (mamba.0)
 // part 1 (matmul): fuses reshape %329, reshape %330, matmul %331 (mamba.0)
 // threadgroup 128×1×1, grid 5×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_x2_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -5578,6 +5621,7 @@ kernel void matmul_x2_2(
 //   concat %344, square %345, reduce_sum %346, sqrt %347, const %348, const %349, div %350,
 //   min %351 (optimizer)
 // threadgroup 1024×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(1024)]]
 kernel void reduce_sum_4(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -5670,6 +5714,7 @@ kernel void reduce_sum_4(
 // part 3 (adamw_mul): fuses broadcast %358, mul %359, adamw %395 (optimizer)
 // part 4 (adamw_mul): fuses broadcast %360, mul %361, adamw %400 (optimizer)
 // threadgroup 256×1×1, grid 192×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_x5_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -5791,6 +5836,7 @@ kernel void adamw_mul_x5_0(
 // part 3 (adamw_mul): fuses broadcast %368, mul %369, adamw %420 (optimizer)
 // part 4 (adamw_mul): fuses broadcast %370, mul %371, adamw %425 (optimizer)
 // threadgroup 256×1×1, grid 336×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_x5_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -5909,6 +5955,7 @@ kernel void adamw_mul_x5_1(
 // part 0 (adamw_mul): fuses broadcast %372, mul %373, adamw %430 (optimizer)
 // part 1 (adamw_mul): fuses broadcast %374, mul %375, adamw %435 (optimizer)
 // threadgroup 256×1×1, grid 48×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
