@@ -243,8 +243,8 @@ extern "C" __global__ void __launch_bounds__(128) cross_entropy_bwd_0(
         float* p4) {
     __shared__ int sh8[4];
     const int lid1 = int(threadIdx.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = magc_lane();
+    const int sg3 = magc_simdgroup();
     int cnt4 = 0;
     for (int i5 = lid1; i5 < 4; i5 += 128) {
         const int t6 = p0[i5];
@@ -264,7 +264,7 @@ extern "C" __global__ void __launch_bounds__(128) cross_entropy_bwd_0(
     const float t12 = p2[0];
     const float t13 = (t11 * t12);
     const float scale14 = (t13 / float(acc9));
-    const int row15 = ((int(blockIdx.x) * 4) + (lid1 / 32));
+    const int row15 = ((int(blockIdx.x) * 4) + sg3);
     const int t16 = p0[row15];
     if (((t16 >= 0) && (t16 < 50))) {
         float reg17[2];
@@ -317,8 +317,8 @@ extern "C" __global__ void __launch_bounds__(128) matmul_cross_entropy_x3_0(
         const float* p6,
         float* p7) {
     __shared__ float sh[2304];
-    __shared__ float sh18[4];
-    __shared__ int sh22[4];
+    __shared__ float sh17[4];
+    __shared__ int sh21[4];
     if ((int(blockIdx.x) < 2)) {
         const int h0 = (int(blockIdx.x) - 0);
         const int m01 = (h0 * 32);
@@ -393,57 +393,56 @@ extern "C" __global__ void __launch_bounds__(128) matmul_cross_entropy_x3_0(
     } else if ((int(blockIdx.x) < 3)) {
         const int h1 = (int(blockIdx.x) - 2);
         const int lid1 = int(threadIdx.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
-        const int team4 = (lid1 / 32);
-        float loss5 = 0.0f;
-        int cnt6 = 0;
-        for (int row7 = team4; row7 < 4; row7 += 4) {
-            const int t8 = p3[row7];
-            if (((t8 >= 0) && (t8 < 50))) {
-                float m9 = (-__int_as_float(0x7f800000));
-                float s10 = 0.0f;
-                for (int k11 = 0; k11 < 2; k11 += 1) {
-                    const int j12 = (l32_2 + (k11 * 32));
-                    if ((j12 < 50)) {
-                        const float t13 = p4[((row7 * 50) + j12)];
-                        if ((t13 > m9)) {
-                            s10 = ((s10 * expf((m9 - t13))) + 1.0f);
-                            m9 = t13;
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
+        float loss4 = 0.0f;
+        int cnt5 = 0;
+        for (int row6 = sg3; row6 < 4; row6 += 4) {
+            const int t7 = p3[row6];
+            if (((t7 >= 0) && (t7 < 50))) {
+                float m8 = (-__int_as_float(0x7f800000));
+                float s9 = 0.0f;
+                for (int k10 = 0; k10 < 2; k10 += 1) {
+                    const int j11 = (l32_2 + (k10 * 32));
+                    if ((j11 < 50)) {
+                        const float t12 = p4[((row6 * 50) + j11)];
+                        if ((t12 > m8)) {
+                            s9 = ((s9 * expf((m8 - t12))) + 1.0f);
+                            m8 = t12;
                         } else {
-                            s10 += ((t13 == m9) ? 1.0f : expf((t13 - m9)));
+                            s9 += ((t12 == m8) ? 1.0f : expf((t12 - m8)));
                         }
                     }
                 }
-                const float M14 = magc_simd_max(m9);
-                const float S15 = magc_simd_sum(((m9 == M14) ? s10 : (s10 * expf((m9 - M14)))));
-                const float t16 = p4[((row7 * 50) + t8)];
-                loss5 += ((M14 - t16) + logf(S15));
-                cnt6 += 1;
+                const float M13 = magc_simd_max(m8);
+                const float S14 = magc_simd_sum(((m8 == M13) ? s9 : (s9 * expf((m8 - M13)))));
+                const float t15 = p4[((row6 * 50) + t7)];
+                loss4 += ((M13 - t15) + logf(S14));
+                cnt5 += 1;
             }
         }
-        const float s17 = magc_simd_sum(((l32_2 == 0) ? loss5 : 0.0f));
+        const float s16 = magc_simd_sum(((l32_2 == 0) ? loss4 : 0.0f));
         if ((l32_2 == 0)) {
-            sh18[sg3] = s17;
+            sh17[sg3] = s16;
         }
         __syncthreads();
-        float acc19 = sh18[0];
-        for (int s20 = 1; s20 < 4; s20 += 1) {
-            acc19 += sh18[s20];
+        float acc18 = sh17[0];
+        for (int s19 = 1; s19 < 4; s19 += 1) {
+            acc18 += sh17[s19];
         }
         __syncthreads();
-        const int s21 = magc_simd_sum(((l32_2 == 0) ? cnt6 : 0));
+        const int s20 = magc_simd_sum(((l32_2 == 0) ? cnt5 : 0));
         if ((l32_2 == 0)) {
-            sh22[sg3] = s21;
+            sh21[sg3] = s20;
         }
         __syncthreads();
-        int acc23 = sh22[0];
-        for (int s24 = 1; s24 < 4; s24 += 1) {
-            acc23 += sh22[s24];
+        int acc22 = sh21[0];
+        for (int s23 = 1; s23 < 4; s23 += 1) {
+            acc22 += sh21[s23];
         }
         __syncthreads();
         if ((lid1 == 0)) {
-            p5[0] = ((acc23 > 0) ? (acc19 / float(acc23)) : 0.0f);
+            p5[0] = ((acc22 > 0) ? (acc18 / float(acc22)) : 0.0f);
         }
     } else if ((int(blockIdx.x) < 5)) {
         const int h2 = (int(blockIdx.x) - 3);
@@ -535,14 +534,14 @@ extern "C" __global__ void __launch_bounds__(128) cross_entropy_bwd_cross_entrop
         const float* p7,
         float* p8) {
     __shared__ int sh8[4];
-    __shared__ float sh18[4];
-    __shared__ int sh22[4];
+    __shared__ float sh17[4];
+    __shared__ int sh21[4];
     __shared__ float sh[2304];
     if ((int(blockIdx.x) < 1)) {
         const int h0 = (int(blockIdx.x) - 0);
         const int lid1 = int(threadIdx.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
         int cnt4 = 0;
         for (int i5 = lid1; i5 < 4; i5 += 128) {
             const int t6 = p0[(i5 + 4)];
@@ -562,7 +561,7 @@ extern "C" __global__ void __launch_bounds__(128) cross_entropy_bwd_cross_entrop
         const float t12 = p2[0];
         const float t13 = (t11 * t12);
         const float scale14 = (t13 / float(acc9));
-        const int row15 = ((h0 * 4) + (lid1 / 32));
+        const int row15 = ((h0 * 4) + sg3);
         const int t16 = p0[(row15 + 4)];
         if (((t16 >= 0) && (t16 < 50))) {
             float reg17[2];
@@ -601,57 +600,56 @@ extern "C" __global__ void __launch_bounds__(128) cross_entropy_bwd_cross_entrop
     } else if ((int(blockIdx.x) < 2)) {
         const int h1 = (int(blockIdx.x) - 1);
         const int lid1 = int(threadIdx.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
-        const int team4 = (lid1 / 32);
-        float loss5 = 0.0f;
-        int cnt6 = 0;
-        for (int row7 = team4; row7 < 4; row7 += 4) {
-            const int t8 = p0[(row7 + 4)];
-            if (((t8 >= 0) && (t8 < 50))) {
-                float m9 = (-__int_as_float(0x7f800000));
-                float s10 = 0.0f;
-                for (int k11 = 0; k11 < 2; k11 += 1) {
-                    const int j12 = (l32_2 + (k11 * 32));
-                    if ((j12 < 50)) {
-                        const float t13 = p3[((row7 * 50) + j12)];
-                        if ((t13 > m9)) {
-                            s10 = ((s10 * expf((m9 - t13))) + 1.0f);
-                            m9 = t13;
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
+        float loss4 = 0.0f;
+        int cnt5 = 0;
+        for (int row6 = sg3; row6 < 4; row6 += 4) {
+            const int t7 = p0[(row6 + 4)];
+            if (((t7 >= 0) && (t7 < 50))) {
+                float m8 = (-__int_as_float(0x7f800000));
+                float s9 = 0.0f;
+                for (int k10 = 0; k10 < 2; k10 += 1) {
+                    const int j11 = (l32_2 + (k10 * 32));
+                    if ((j11 < 50)) {
+                        const float t12 = p3[((row6 * 50) + j11)];
+                        if ((t12 > m8)) {
+                            s9 = ((s9 * expf((m8 - t12))) + 1.0f);
+                            m8 = t12;
                         } else {
-                            s10 += ((t13 == m9) ? 1.0f : expf((t13 - m9)));
+                            s9 += ((t12 == m8) ? 1.0f : expf((t12 - m8)));
                         }
                     }
                 }
-                const float M14 = magc_simd_max(m9);
-                const float S15 = magc_simd_sum(((m9 == M14) ? s10 : (s10 * expf((m9 - M14)))));
-                const float t16 = p3[((row7 * 50) + t8)];
-                loss5 += ((M14 - t16) + logf(S15));
-                cnt6 += 1;
+                const float M13 = magc_simd_max(m8);
+                const float S14 = magc_simd_sum(((m8 == M13) ? s9 : (s9 * expf((m8 - M13)))));
+                const float t15 = p3[((row6 * 50) + t7)];
+                loss4 += ((M13 - t15) + logf(S14));
+                cnt5 += 1;
             }
         }
-        const float s17 = magc_simd_sum(((l32_2 == 0) ? loss5 : 0.0f));
+        const float s16 = magc_simd_sum(((l32_2 == 0) ? loss4 : 0.0f));
         if ((l32_2 == 0)) {
-            sh18[sg3] = s17;
+            sh17[sg3] = s16;
         }
         __syncthreads();
-        float acc19 = sh18[0];
-        for (int s20 = 1; s20 < 4; s20 += 1) {
-            acc19 += sh18[s20];
+        float acc18 = sh17[0];
+        for (int s19 = 1; s19 < 4; s19 += 1) {
+            acc18 += sh17[s19];
         }
         __syncthreads();
-        const int s21 = magc_simd_sum(((l32_2 == 0) ? cnt6 : 0));
+        const int s20 = magc_simd_sum(((l32_2 == 0) ? cnt5 : 0));
         if ((l32_2 == 0)) {
-            sh22[sg3] = s21;
+            sh21[sg3] = s20;
         }
         __syncthreads();
-        int acc23 = sh22[0];
-        for (int s24 = 1; s24 < 4; s24 += 1) {
-            acc23 += sh22[s24];
+        int acc22 = sh21[0];
+        for (int s23 = 1; s23 < 4; s23 += 1) {
+            acc22 += sh21[s23];
         }
         __syncthreads();
         if ((lid1 == 0)) {
-            p5[0] = ((acc23 > 0) ? (acc19 / float(acc23)) : 0.0f);
+            p5[0] = ((acc22 > 0) ? (acc18 / float(acc22)) : 0.0f);
         }
     } else if ((int(blockIdx.x) < 4)) {
         const int h2 = (int(blockIdx.x) - 2);
@@ -739,13 +737,13 @@ extern "C" __global__ void __launch_bounds__(64) cross_entropy_bwd_cross_entropy
         float* p4,
         float* p5) {
     __shared__ int sh8[2];
-    __shared__ float sh18[2];
-    __shared__ int sh22[2];
+    __shared__ float sh17[2];
+    __shared__ int sh21[2];
     if ((int(blockIdx.x) < 1)) {
         const int h0 = (int(blockIdx.x) - 0);
         const int lid1 = int(threadIdx.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
         int cnt4 = 0;
         for (int i5 = lid1; i5 < 2; i5 += 64) {
             const int t6 = p0[(i5 + 8)];
@@ -765,7 +763,7 @@ extern "C" __global__ void __launch_bounds__(64) cross_entropy_bwd_cross_entropy
         const float t12 = p2[0];
         const float t13 = (t11 * t12);
         const float scale14 = (t13 / float(acc9));
-        const int row15 = ((h0 * 2) + (lid1 / 32));
+        const int row15 = ((h0 * 2) + sg3);
         const int t16 = p0[(row15 + 8)];
         if (((t16 >= 0) && (t16 < 50))) {
             float reg17[2];
@@ -804,57 +802,56 @@ extern "C" __global__ void __launch_bounds__(64) cross_entropy_bwd_cross_entropy
     } else if ((int(blockIdx.x) < 2)) {
         const int h1 = (int(blockIdx.x) - 1);
         const int lid1 = int(threadIdx.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
-        const int team4 = (lid1 / 32);
-        float loss5 = 0.0f;
-        int cnt6 = 0;
-        for (int row7 = team4; row7 < 2; row7 += 2) {
-            const int t8 = p0[(row7 + 8)];
-            if (((t8 >= 0) && (t8 < 50))) {
-                float m9 = (-__int_as_float(0x7f800000));
-                float s10 = 0.0f;
-                for (int k11 = 0; k11 < 2; k11 += 1) {
-                    const int j12 = (l32_2 + (k11 * 32));
-                    if ((j12 < 50)) {
-                        const float t13 = p3[((row7 * 50) + j12)];
-                        if ((t13 > m9)) {
-                            s10 = ((s10 * expf((m9 - t13))) + 1.0f);
-                            m9 = t13;
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
+        float loss4 = 0.0f;
+        int cnt5 = 0;
+        for (int row6 = sg3; row6 < 2; row6 += 2) {
+            const int t7 = p0[(row6 + 8)];
+            if (((t7 >= 0) && (t7 < 50))) {
+                float m8 = (-__int_as_float(0x7f800000));
+                float s9 = 0.0f;
+                for (int k10 = 0; k10 < 2; k10 += 1) {
+                    const int j11 = (l32_2 + (k10 * 32));
+                    if ((j11 < 50)) {
+                        const float t12 = p3[((row6 * 50) + j11)];
+                        if ((t12 > m8)) {
+                            s9 = ((s9 * expf((m8 - t12))) + 1.0f);
+                            m8 = t12;
                         } else {
-                            s10 += ((t13 == m9) ? 1.0f : expf((t13 - m9)));
+                            s9 += ((t12 == m8) ? 1.0f : expf((t12 - m8)));
                         }
                     }
                 }
-                const float M14 = magc_simd_max(m9);
-                const float S15 = magc_simd_sum(((m9 == M14) ? s10 : (s10 * expf((m9 - M14)))));
-                const float t16 = p3[((row7 * 50) + t8)];
-                loss5 += ((M14 - t16) + logf(S15));
-                cnt6 += 1;
+                const float M13 = magc_simd_max(m8);
+                const float S14 = magc_simd_sum(((m8 == M13) ? s9 : (s9 * expf((m8 - M13)))));
+                const float t15 = p3[((row6 * 50) + t7)];
+                loss4 += ((M13 - t15) + logf(S14));
+                cnt5 += 1;
             }
         }
-        const float s17 = magc_simd_sum(((l32_2 == 0) ? loss5 : 0.0f));
+        const float s16 = magc_simd_sum(((l32_2 == 0) ? loss4 : 0.0f));
         if ((l32_2 == 0)) {
-            sh18[sg3] = s17;
+            sh17[sg3] = s16;
         }
         __syncthreads();
-        float acc19 = sh18[0];
-        for (int s20 = 1; s20 < 2; s20 += 1) {
-            acc19 += sh18[s20];
+        float acc18 = sh17[0];
+        for (int s19 = 1; s19 < 2; s19 += 1) {
+            acc18 += sh17[s19];
         }
         __syncthreads();
-        const int s21 = magc_simd_sum(((l32_2 == 0) ? cnt6 : 0));
+        const int s20 = magc_simd_sum(((l32_2 == 0) ? cnt5 : 0));
         if ((l32_2 == 0)) {
-            sh22[sg3] = s21;
+            sh21[sg3] = s20;
         }
         __syncthreads();
-        int acc23 = sh22[0];
-        for (int s24 = 1; s24 < 2; s24 += 1) {
-            acc23 += sh22[s24];
+        int acc22 = sh21[0];
+        for (int s23 = 1; s23 < 2; s23 += 1) {
+            acc22 += sh21[s23];
         }
         __syncthreads();
         if ((lid1 == 0)) {
-            p5[0] = ((acc23 > 0) ? (acc19 / float(acc23)) : 0.0f);
+            p5[0] = ((acc22 > 0) ? (acc18 / float(acc22)) : 0.0f);
         }
     }
 }
@@ -1036,8 +1033,8 @@ extern "C" __global__ void __launch_bounds__(256) reduce_sum_1(
         float* p1) {
     __shared__ float sh11[8];
     const int lid1 = int(threadIdx.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = magc_lane();
+    const int sg3 = magc_simdgroup();
     const int row4 = int(blockIdx.x);
     float acc5 = 0.0f;
     for (int k6 = 0; k6 < 4; k6 += 1) {

@@ -1457,8 +1457,8 @@ extern "C" __global__ void __launch_bounds__(256) reduce_sum_2(
         float* p5) {
     __shared__ float sh15[8];
     const int lid1 = int(threadIdx.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = magc_lane();
+    const int sg3 = magc_simdgroup();
     const int row4 = int(blockIdx.x);
     float acc5 = 0.0f;
     for (int k6 = 0; k6 < 19; k6 += 1) {

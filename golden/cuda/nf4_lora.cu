@@ -544,8 +544,8 @@ extern "C" __global__ void __launch_bounds__(256) reduce_mean_const_x2_0(
     if ((int(blockIdx.x) < 1)) {
         const int h0 = (int(blockIdx.x) - 0);
         const int lid1 = int(threadIdx.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
         const int row4 = h0;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 3; k6 += 1) {
@@ -1356,8 +1356,8 @@ extern "C" __global__ void __launch_bounds__(1024) reduce_sum_0(
         float* p5) {
     __shared__ float sh15[32];
     const int lid1 = int(threadIdx.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = magc_lane();
+    const int sg3 = magc_simdgroup();
     const int row4 = int(blockIdx.x);
     float acc5 = 0.0f;
     for (int k6 = 0; k6 < 12; k6 += 1) {

@@ -87,9 +87,9 @@ extern "C" __global__ void __launch_bounds__(192) rmsnorm_0(
         const float* p0,
         const float* p1,
         float* p2) {
-    const int lid1 = int(threadIdx.x);
-    const int l32_2 = (lid1 % 32);
-    const int row4 = ((int(blockIdx.x) * 6) + (lid1 / 32));
+    const int l32_2 = magc_lane();
+    const int sg3 = magc_simdgroup();
+    const int row4 = ((int(blockIdx.x) * 6) + sg3);
     float reg5[2];
     float ss6 = 0.0f;
     for (int k7 = 0; k7 < 2; k7 += 1) {
@@ -187,8 +187,8 @@ extern "C" __global__ void __launch_bounds__(64) rmsnorm_bwd_0(
     __shared__ float sh20[2];
     __shared__ float sh21[2];
     const int lid1 = int(threadIdx.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = magc_lane();
+    const int sg3 = magc_simdgroup();
     float dg4[1];
     for (int k5 = 0; k5 < 1; k5 += 1) {
         dg4[k5] = 0.0f;

@@ -94,8 +94,8 @@ extern "C" __global__ void __launch_bounds__(256) rmsnorm_0(
         float* p3) {
     __shared__ float sh14[8];
     const int lid1 = int(threadIdx.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = magc_lane();
+    const int sg3 = magc_simdgroup();
     const int row4 = int(blockIdx.x);
     const int c5 = (row4 / 512);
     const int c6 = (row4 % 512);
@@ -1061,8 +1061,8 @@ extern "C" __global__ void __launch_bounds__(256) rmsnorm_1(
         float* p2) {
     __shared__ float sh13[8];
     const int lid1 = int(threadIdx.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = magc_lane();
+    const int sg3 = magc_simdgroup();
     const int row4 = int(blockIdx.x);
     const int c5 = (row4 / 512);
     const int c6 = (row4 % 512);
@@ -1429,8 +1429,8 @@ extern "C" __global__ void __launch_bounds__(1024) moe_route_0(
         int* p3) {
     __shared__ int sh15[32];
     const int lid1 = int(threadIdx.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = magc_lane();
+    const int sg3 = magc_simdgroup();
     const int lo4 = (lid1 * 1);
     const int hi5 = min((lo4 + 1), 1024);
     int off6 = 0;
@@ -2551,8 +2551,8 @@ extern "C" __global__ void __launch_bounds__(1024) cross_entropy_bwd_cross_entro
     if ((int(blockIdx.x) < 256)) {
         const int h0 = (int(blockIdx.x) - 0);
         const int lid1 = int(threadIdx.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
         int cnt4 = 0;
         for (int i5 = lid1; i5 < 256; i5 += 1024) {
             const int t6 = p0[i5];
@@ -2624,8 +2624,8 @@ extern "C" __global__ void __launch_bounds__(1024) cross_entropy_bwd_cross_entro
     } else if ((int(blockIdx.x) < 257)) {
         const int h1 = (int(blockIdx.x) - 256);
         const int lid1 = int(threadIdx.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
         float loss4 = 0.0f;
         int cnt5 = 0;
         for (int row6 = 0; row6 < 256; row6 += 1) {
@@ -2929,8 +2929,8 @@ extern "C" __global__ void __launch_bounds__(1024) cross_entropy_bwd_cross_entro
     if ((int(blockIdx.x) < 256)) {
         const int h0 = (int(blockIdx.x) - 0);
         const int lid1 = int(threadIdx.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
         int cnt4 = 0;
         for (int i5 = lid1; i5 < 256; i5 += 1024) {
             const int t6 = p0[(i5 + 256)];
@@ -3002,8 +3002,8 @@ extern "C" __global__ void __launch_bounds__(1024) cross_entropy_bwd_cross_entro
     } else if ((int(blockIdx.x) < 257)) {
         const int h1 = (int(blockIdx.x) - 256);
         const int lid1 = int(threadIdx.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
         float loss4 = 0.0f;
         int cnt5 = 0;
         for (int row6 = 0; row6 < 256; row6 += 1) {
@@ -3262,8 +3262,8 @@ extern "C" __global__ void __launch_bounds__(256) rmsnorm_bwd_0(
     __shared__ float sh20[8];
     __shared__ float sh21[8];
     const int lid1 = int(threadIdx.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = magc_lane();
+    const int sg3 = magc_simdgroup();
     const int row4 = int(blockIdx.x);
     const int c5 = (row4 / 512);
     const int c6 = (row4 % 512);
@@ -4861,8 +4861,8 @@ extern "C" __global__ void __launch_bounds__(256) rmsnorm_bwd_1(
     __shared__ float sh18[8];
     __shared__ float sh19[8];
     const int lid1 = int(threadIdx.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = magc_lane();
+    const int sg3 = magc_simdgroup();
     const int row4 = int(blockIdx.x);
     const int c5 = (row4 / 512);
     const int c6 = (row4 % 512);
@@ -4918,8 +4918,8 @@ extern "C" __global__ void __launch_bounds__(256) reduce_sum_2(
         float* p3) {
     __shared__ float sh13[8];
     const int lid1 = int(threadIdx.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = magc_lane();
+    const int sg3 = magc_simdgroup();
     const int row4 = int(blockIdx.x);
     float acc5 = 0.0f;
     for (int k6 = 0; k6 < 8; k6 += 1) {
@@ -6481,8 +6481,8 @@ extern "C" __global__ void __launch_bounds__(256) rmsnorm_bwd_2(
     __shared__ float sh20[8];
     __shared__ float sh21[8];
     const int lid1 = int(threadIdx.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = magc_lane();
+    const int sg3 = magc_simdgroup();
     const int row4 = int(blockIdx.x);
     const int c5 = (row4 / 512);
     const int c6 = (row4 % 512);
@@ -6704,8 +6704,8 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
     } else if ((int(blockIdx.x) < 81)) {
         const int h1 = (int(blockIdx.x) - 80);
         const int lid1 = int(threadIdx.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
         const int row4 = h1;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 7728; k6 += 1) {
@@ -6936,8 +6936,8 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
     } else if ((int(blockIdx.x) < 81)) {
         const int h1 = (int(blockIdx.x) - 80);
         const int lid1 = int(threadIdx.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
         const int row4 = h1;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 2520; k6 += 1) {
@@ -6975,8 +6975,8 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
     } else if ((int(blockIdx.x) < 82)) {
         const int h2 = (int(blockIdx.x) - 81);
         const int lid1 = int(threadIdx.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
         const int row4 = h2;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 1176; k6 += 1) {
@@ -7186,8 +7186,8 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
     } else if ((int(blockIdx.x) < 81)) {
         const int h1 = (int(blockIdx.x) - 80);
         const int lid1 = int(threadIdx.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
         const int row4 = h1;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 7056; k6 += 1) {
@@ -7212,8 +7212,8 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
     } else if ((int(blockIdx.x) < 82)) {
         const int h2 = (int(blockIdx.x) - 81);
         const int lid1 = int(threadIdx.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
         const int row4 = h2;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 2520; k6 += 1) {
@@ -7251,8 +7251,8 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
     } else if ((int(blockIdx.x) < 83)) {
         const int h3 = (int(blockIdx.x) - 82);
         const int lid1 = int(threadIdx.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
         const int row4 = h3;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 7056; k6 += 1) {
@@ -7277,8 +7277,8 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
     } else if ((int(blockIdx.x) < 84)) {
         const int h4 = (int(blockIdx.x) - 83);
         const int lid1 = int(threadIdx.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
         const int row4 = h4;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 7056; k6 += 1) {
@@ -7479,8 +7479,8 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
     } else if ((int(blockIdx.x) < 81)) {
         const int h1 = (int(blockIdx.x) - 80);
         const int lid1 = int(threadIdx.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
         const int row4 = h1;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 2520; k6 += 1) {
@@ -7518,8 +7518,8 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
     } else if ((int(blockIdx.x) < 82)) {
         const int h2 = (int(blockIdx.x) - 81);
         const int lid1 = int(threadIdx.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
         const int row4 = h2;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 7056; k6 += 1) {
@@ -7544,8 +7544,8 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
     } else if ((int(blockIdx.x) < 83)) {
         const int h3 = (int(blockIdx.x) - 82);
         const int lid1 = int(threadIdx.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
         const int row4 = h3;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 2520; k6 += 1) {
@@ -7759,8 +7759,8 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
     } else if ((int(blockIdx.x) < 81)) {
         const int h1 = (int(blockIdx.x) - 80);
         const int lid1 = int(threadIdx.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
         const int row4 = h1;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 2520; k6 += 1) {
@@ -7798,8 +7798,8 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
     } else if ((int(blockIdx.x) < 82)) {
         const int h2 = (int(blockIdx.x) - 81);
         const int lid1 = int(threadIdx.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
         const int row4 = h2;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 2520; k6 += 1) {
@@ -7837,8 +7837,8 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
     } else if ((int(blockIdx.x) < 83)) {
         const int h3 = (int(blockIdx.x) - 82);
         const int lid1 = int(threadIdx.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
         const int row4 = h3;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 7056; k6 += 1) {
@@ -8147,8 +8147,8 @@ extern "C" __global__ void __launch_bounds__(1024) reduce_sum_x2_0(
     if ((int(blockIdx.x) < 1)) {
         const int h0 = (int(blockIdx.x) - 0);
         const int lid1 = int(threadIdx.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
         const int row4 = h0;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 5376; k6 += 1) {
@@ -8223,8 +8223,8 @@ extern "C" __global__ void __launch_bounds__(1024) reduce_sum_x2_0(
     } else if ((int(blockIdx.x) < 2)) {
         const int h1 = (int(blockIdx.x) - 1);
         const int lid1 = int(threadIdx.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
         const int row4 = h1;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 2520; k6 += 1) {
@@ -8294,8 +8294,8 @@ extern "C" __global__ void __launch_bounds__(1024) reduce_sum_5(
         float* p23) {
     __shared__ float sh11[32];
     const int lid1 = int(threadIdx.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = magc_lane();
+    const int sg3 = magc_simdgroup();
     const int row4 = int(blockIdx.x);
     float acc5 = 0.0f;
     for (int k6 = 0; k6 < 7056; k6 += 1) {

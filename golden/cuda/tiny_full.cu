@@ -88,9 +88,9 @@ extern "C" __global__ void __launch_bounds__(256) rmsnorm_0(
         const float* p1,
         const float* p2,
         float* p3) {
-    const int lid1 = int(threadIdx.x);
-    const int l32_2 = (lid1 % 32);
-    const int row4 = ((int(blockIdx.x) * 8) + (lid1 / 32));
+    const int l32_2 = magc_lane();
+    const int sg3 = magc_simdgroup();
+    const int row4 = ((int(blockIdx.x) * 8) + sg3);
     const int c5 = (row4 / 16);
     const int c6 = (row4 % 16);
     float reg7[2];
@@ -565,9 +565,9 @@ extern "C" __global__ void __launch_bounds__(256) rmsnorm_1(
         const float* p0,
         const float* p1,
         float* p2) {
-    const int lid1 = int(threadIdx.x);
-    const int l32_2 = (lid1 % 32);
-    const int row4 = ((int(blockIdx.x) * 8) + (lid1 / 32));
+    const int l32_2 = magc_lane();
+    const int sg3 = magc_simdgroup();
+    const int row4 = ((int(blockIdx.x) * 8) + sg3);
     const int c5 = (row4 / 16);
     const int c6 = (row4 % 16);
     float reg7[2];
@@ -738,8 +738,8 @@ extern "C" __global__ void __launch_bounds__(512) moe_route_0(
         int* p3) {
     __shared__ int sh15[16];
     const int lid1 = int(threadIdx.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = magc_lane();
+    const int sg3 = magc_simdgroup();
     const int lo4 = (lid1 * 1);
     const int hi5 = min((lo4 + 1), 512);
     int off6 = 0;
@@ -1361,8 +1361,8 @@ extern "C" __global__ void __launch_bounds__(256) cross_entropy_cross_entropy_bw
     if ((int(blockIdx.x) < 1)) {
         const int h0 = (int(blockIdx.x) - 0);
         const int lid1 = int(threadIdx.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
         float loss4 = 0.0f;
         int cnt5 = 0;
         for (int row6 = lid1; row6 < 256; row6 += 256) {
@@ -1412,8 +1412,8 @@ extern "C" __global__ void __launch_bounds__(256) cross_entropy_cross_entropy_bw
     } else if ((int(blockIdx.x) < 2)) {
         const int h1 = (int(blockIdx.x) - 1);
         const int lid1 = int(threadIdx.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
         int cnt4 = 0;
         for (int i5 = lid1; i5 < 256; i5 += 256) {
             const int t8 = p0[i5];
@@ -1593,8 +1593,8 @@ extern "C" __global__ void __launch_bounds__(64) rmsnorm_bwd_0(
     __shared__ float sh20[2];
     __shared__ float sh21[2];
     const int lid1 = int(threadIdx.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = magc_lane();
+    const int sg3 = magc_simdgroup();
     float dg4[1];
     for (int k5 = 0; k5 < 1; k5 += 1) {
         dg4[k5] = 0.0f;
@@ -2746,8 +2746,8 @@ extern "C" __global__ void __launch_bounds__(64) rmsnorm_bwd_1(
     __shared__ float sh20[2];
     __shared__ float sh21[2];
     const int lid1 = int(threadIdx.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = magc_lane();
+    const int sg3 = magc_simdgroup();
     float dg4[1];
     for (int k5 = 0; k5 < 1; k5 += 1) {
         dg4[k5] = 0.0f;
@@ -2830,9 +2830,9 @@ extern "C" __global__ void __launch_bounds__(256) mul_gather_reduce_sum_x2_0(
         p4[i1] = t8;
     } else if ((int(blockIdx.x) < 192)) {
         const int h1 = (int(blockIdx.x) - 128);
-        const int lid1 = int(threadIdx.x);
-        const int l32_2 = (lid1 % 32);
-        const int row4 = ((h1 * 8) + (lid1 / 32));
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
+        const int row4 = ((h1 * 8) + sg3);
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 2; k6 += 1) {
             const int j7 = (l32_2 + (k6 * 32));
@@ -3774,8 +3774,8 @@ extern "C" __global__ void __launch_bounds__(64) rmsnorm_bwd_2(
     __shared__ float sh22[2];
     __shared__ float sh23[2];
     const int lid1 = int(threadIdx.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = magc_lane();
+    const int sg3 = magc_simdgroup();
     float dg4[1];
     for (int k5 = 0; k5 < 1; k5 += 1) {
         dg4[k5] = 0.0f;
@@ -3847,8 +3847,8 @@ extern "C" __global__ void __launch_bounds__(64) rmsnorm_bwd_3(
     __shared__ float sh21[2];
     __shared__ float sh22[2];
     const int lid1 = int(threadIdx.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = magc_lane();
+    const int sg3 = magc_simdgroup();
     float dg4[1];
     for (int k5 = 0; k5 < 1; k5 += 1) {
         dg4[k5] = 0.0f;
@@ -3947,8 +3947,8 @@ extern "C" __global__ void __launch_bounds__(1024) scatter_add_reduce_sum_x2_1(
     } else if ((int(blockIdx.x) < 2)) {
         const int h1 = (int(blockIdx.x) - 1);
         const int lid1 = int(threadIdx.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
         const int row4 = h1;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 32; k6 += 1) {
@@ -4127,8 +4127,8 @@ extern "C" __global__ void __launch_bounds__(1024) reduce_sum_4(
         float* p18) {
     __shared__ float sh27[32];
     const int lid1 = int(threadIdx.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = magc_lane();
+    const int sg3 = magc_simdgroup();
     const int row4 = int(blockIdx.x);
     float acc5 = 0.0f;
     for (int k6 = 0; k6 < 82; k6 += 1) {

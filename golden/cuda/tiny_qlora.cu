@@ -92,9 +92,9 @@ extern "C" __global__ void __launch_bounds__(256) rmsnorm_0(
         const float* p1,
         const float* p2,
         float* p3) {
-    const int lid1 = int(threadIdx.x);
-    const int l32_2 = (lid1 % 32);
-    const int row4 = ((int(blockIdx.x) * 8) + (lid1 / 32));
+    const int l32_2 = magc_lane();
+    const int sg3 = magc_simdgroup();
+    const int row4 = ((int(blockIdx.x) * 8) + sg3);
     const int c5 = (row4 / 16);
     const int c6 = (row4 % 16);
     float reg7[2];
@@ -858,9 +858,9 @@ extern "C" __global__ void __launch_bounds__(256) rmsnorm_1(
         const float* p0,
         const float* p1,
         float* p2) {
-    const int lid1 = int(threadIdx.x);
-    const int l32_2 = (lid1 % 32);
-    const int row4 = ((int(blockIdx.x) * 8) + (lid1 / 32));
+    const int l32_2 = magc_lane();
+    const int sg3 = magc_simdgroup();
+    const int row4 = ((int(blockIdx.x) * 8) + sg3);
     const int c5 = (row4 / 16);
     const int c6 = (row4 % 16);
     float reg7[2];
@@ -1031,8 +1031,8 @@ extern "C" __global__ void __launch_bounds__(512) moe_route_0(
         int* p3) {
     __shared__ int sh15[16];
     const int lid1 = int(threadIdx.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = magc_lane();
+    const int sg3 = magc_simdgroup();
     const int lo4 = (lid1 * 1);
     const int hi5 = min((lo4 + 1), 512);
     int off6 = 0;
@@ -2118,8 +2118,8 @@ extern "C" __global__ void __launch_bounds__(256) cross_entropy_cross_entropy_bw
     if ((int(blockIdx.x) < 1)) {
         const int h0 = (int(blockIdx.x) - 0);
         const int lid1 = int(threadIdx.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
         float loss4 = 0.0f;
         int cnt5 = 0;
         for (int row6 = lid1; row6 < 256; row6 += 256) {
@@ -2169,8 +2169,8 @@ extern "C" __global__ void __launch_bounds__(256) cross_entropy_cross_entropy_bw
     } else if ((int(blockIdx.x) < 2)) {
         const int h1 = (int(blockIdx.x) - 1);
         const int lid1 = int(threadIdx.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
         int cnt4 = 0;
         for (int i5 = lid1; i5 < 256; i5 += 256) {
             const int t8 = p0[i5];
@@ -2346,9 +2346,9 @@ extern "C" __global__ void __launch_bounds__(256) rmsnorm_bwd_0(
         const float* p1,
         const float* p2,
         float* p3) {
-    const int lid1 = int(threadIdx.x);
-    const int l32_2 = (lid1 % 32);
-    const int row4 = ((int(blockIdx.x) * 8) + (lid1 / 32));
+    const int l32_2 = magc_lane();
+    const int sg3 = magc_simdgroup();
+    const int row4 = ((int(blockIdx.x) * 8) + sg3);
     const int c5 = (row4 / 16);
     const int c6 = (row4 % 16);
     float reg7[2];
@@ -3705,9 +3705,9 @@ extern "C" __global__ void __launch_bounds__(256) rmsnorm_bwd_1(
         const float* p2,
         const float* p3,
         float* p4) {
-    const int lid1 = int(threadIdx.x);
-    const int l32_2 = (lid1 % 32);
-    const int row4 = ((int(blockIdx.x) * 8) + (lid1 / 32));
+    const int l32_2 = magc_lane();
+    const int sg3 = magc_simdgroup();
+    const int row4 = ((int(blockIdx.x) * 8) + sg3);
     const int c5 = (row4 / 16);
     const int c6 = (row4 % 16);
     float reg7[2];
@@ -3746,9 +3746,9 @@ extern "C" __global__ void __launch_bounds__(256) reduce_sum_1(
         const float* p1,
         const float* p2,
         float* p3) {
-    const int lid1 = int(threadIdx.x);
-    const int l32_2 = (lid1 % 32);
-    const int row4 = ((int(blockIdx.x) * 8) + (lid1 / 32));
+    const int l32_2 = magc_lane();
+    const int sg3 = magc_simdgroup();
+    const int row4 = ((int(blockIdx.x) * 8) + sg3);
     float acc5 = 0.0f;
     for (int k6 = 0; k6 < 2; k6 += 1) {
         const int j7 = (l32_2 + (k6 * 32));
@@ -5271,9 +5271,9 @@ extern "C" __global__ void __launch_bounds__(256) rmsnorm_bwd_2(
         const float* p3,
         const float* p4,
         float* p5) {
-    const int lid1 = int(threadIdx.x);
-    const int l32_2 = (lid1 % 32);
-    const int row4 = ((int(blockIdx.x) * 8) + (lid1 / 32));
+    const int l32_2 = magc_lane();
+    const int sg3 = magc_simdgroup();
+    const int row4 = ((int(blockIdx.x) * 8) + sg3);
     const int c5 = (row4 / 16);
     const int c6 = (row4 % 16);
     float reg7[2];
@@ -5563,8 +5563,8 @@ extern "C" __global__ void __launch_bounds__(1024) reduce_sum_4(
         float* p13) {
     __shared__ float sh23[32];
     const int lid1 = int(threadIdx.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = magc_lane();
+    const int sg3 = magc_simdgroup();
     const int row4 = int(blockIdx.x);
     float acc5 = 0.0f;
     for (int k6 = 0; k6 < 144; k6 += 1) {

@@ -174,11 +174,13 @@ kernel void cross_entropy_bwd_0(
         const device float* p3 [[buffer(3)]],
         device float* p4 [[buffer(4)]],
         uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup int sh8[4];
     const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = int(lane);
+    const int sg3 = int(sg);
     int cnt4 = 0;
     for (int i5 = lid1; i5 < 4; i5 += 128) {
         const int t6 = p0[i5];
@@ -198,7 +200,7 @@ kernel void cross_entropy_bwd_0(
     const float t12 = p2[0];
     const float t13 = (t11 * t12);
     const float scale14 = (t13 / float(acc9));
-    const int row15 = ((int(gid.x) * 4) + (lid1 / 32));
+    const int row15 = ((int(gid.x) * 4) + sg3);
     const int t16 = p0[row15];
     if (((t16 >= 0) && (t16 < 50))) {
         float reg17[2];
@@ -253,10 +255,11 @@ kernel void matmul_cross_entropy_x3_0(
         device float* p7 [[buffer(7)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
+        uint lane [[thread_index_in_simdgroup]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[2304];
-    threadgroup float sh18[4];
-    threadgroup int sh22[4];
+    threadgroup float sh17[4];
+    threadgroup int sh21[4];
     if ((int(gid.x) < 2)) {
         const int h0 = (int(gid.x) - 0);
         const int m01 = (h0 * 32);
@@ -331,57 +334,56 @@ kernel void matmul_cross_entropy_x3_0(
     } else if ((int(gid.x) < 3)) {
         const int h1 = (int(gid.x) - 2);
         const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
-        const int team4 = (lid1 / 32);
-        float loss5 = 0.0f;
-        int cnt6 = 0;
-        for (int row7 = team4; row7 < 4; row7 += 4) {
-            const int t8 = p3[row7];
-            if (((t8 >= 0) && (t8 < 50))) {
-                float m9 = (-INFINITY);
-                float s10 = 0.0f;
-                for (int k11 = 0; k11 < 2; k11 += 1) {
-                    const int j12 = (l32_2 + (k11 * 32));
-                    if ((j12 < 50)) {
-                        const float t13 = p4[((row7 * 50) + j12)];
-                        if ((t13 > m9)) {
-                            s10 = ((s10 * exp((m9 - t13))) + 1.0f);
-                            m9 = t13;
+        const int l32_2 = int(lane);
+        const int sg3 = int(sg);
+        float loss4 = 0.0f;
+        int cnt5 = 0;
+        for (int row6 = sg3; row6 < 4; row6 += 4) {
+            const int t7 = p3[row6];
+            if (((t7 >= 0) && (t7 < 50))) {
+                float m8 = (-INFINITY);
+                float s9 = 0.0f;
+                for (int k10 = 0; k10 < 2; k10 += 1) {
+                    const int j11 = (l32_2 + (k10 * 32));
+                    if ((j11 < 50)) {
+                        const float t12 = p4[((row6 * 50) + j11)];
+                        if ((t12 > m8)) {
+                            s9 = ((s9 * exp((m8 - t12))) + 1.0f);
+                            m8 = t12;
                         } else {
-                            s10 += ((t13 == m9) ? 1.0f : exp((t13 - m9)));
+                            s9 += ((t12 == m8) ? 1.0f : exp((t12 - m8)));
                         }
                     }
                 }
-                const float M14 = simd_max(m9);
-                const float S15 = simd_sum(((m9 == M14) ? s10 : (s10 * exp((m9 - M14)))));
-                const float t16 = p4[((row7 * 50) + t8)];
-                loss5 += ((M14 - t16) + log(S15));
-                cnt6 += 1;
+                const float M13 = simd_max(m8);
+                const float S14 = simd_sum(((m8 == M13) ? s9 : (s9 * exp((m8 - M13)))));
+                const float t15 = p4[((row6 * 50) + t7)];
+                loss4 += ((M13 - t15) + log(S14));
+                cnt5 += 1;
             }
         }
-        const float s17 = simd_sum(((l32_2 == 0) ? loss5 : 0.0f));
+        const float s16 = simd_sum(((l32_2 == 0) ? loss4 : 0.0f));
         if ((l32_2 == 0)) {
-            sh18[sg3] = s17;
+            sh17[sg3] = s16;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        float acc19 = sh18[0];
-        for (int s20 = 1; s20 < 4; s20 += 1) {
-            acc19 += sh18[s20];
+        float acc18 = sh17[0];
+        for (int s19 = 1; s19 < 4; s19 += 1) {
+            acc18 += sh17[s19];
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        const int s21 = simd_sum(((l32_2 == 0) ? cnt6 : 0));
+        const int s20 = simd_sum(((l32_2 == 0) ? cnt5 : 0));
         if ((l32_2 == 0)) {
-            sh22[sg3] = s21;
+            sh21[sg3] = s20;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        int acc23 = sh22[0];
-        for (int s24 = 1; s24 < 4; s24 += 1) {
-            acc23 += sh22[s24];
+        int acc22 = sh21[0];
+        for (int s23 = 1; s23 < 4; s23 += 1) {
+            acc22 += sh21[s23];
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         if ((lid1 == 0)) {
-            p5[0] = ((acc23 > 0) ? (acc19 / float(acc23)) : 0.0f);
+            p5[0] = ((acc22 > 0) ? (acc18 / float(acc22)) : 0.0f);
         }
     } else if ((int(gid.x) < 5)) {
         const int h2 = (int(gid.x) - 3);
@@ -475,16 +477,17 @@ kernel void cross_entropy_bwd_cross_entropy_x3_0(
         device float* p8 [[buffer(8)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
+        uint lane [[thread_index_in_simdgroup]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup int sh8[4];
-    threadgroup float sh18[4];
-    threadgroup int sh22[4];
+    threadgroup float sh17[4];
+    threadgroup int sh21[4];
     threadgroup float sh[2304];
     if ((int(gid.x) < 1)) {
         const int h0 = (int(gid.x) - 0);
         const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = int(lane);
+        const int sg3 = int(sg);
         int cnt4 = 0;
         for (int i5 = lid1; i5 < 4; i5 += 128) {
             const int t6 = p0[(i5 + 4)];
@@ -504,7 +507,7 @@ kernel void cross_entropy_bwd_cross_entropy_x3_0(
         const float t12 = p2[0];
         const float t13 = (t11 * t12);
         const float scale14 = (t13 / float(acc9));
-        const int row15 = ((h0 * 4) + (lid1 / 32));
+        const int row15 = ((h0 * 4) + sg3);
         const int t16 = p0[(row15 + 4)];
         if (((t16 >= 0) && (t16 < 50))) {
             float reg17[2];
@@ -543,57 +546,56 @@ kernel void cross_entropy_bwd_cross_entropy_x3_0(
     } else if ((int(gid.x) < 2)) {
         const int h1 = (int(gid.x) - 1);
         const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
-        const int team4 = (lid1 / 32);
-        float loss5 = 0.0f;
-        int cnt6 = 0;
-        for (int row7 = team4; row7 < 4; row7 += 4) {
-            const int t8 = p0[(row7 + 4)];
-            if (((t8 >= 0) && (t8 < 50))) {
-                float m9 = (-INFINITY);
-                float s10 = 0.0f;
-                for (int k11 = 0; k11 < 2; k11 += 1) {
-                    const int j12 = (l32_2 + (k11 * 32));
-                    if ((j12 < 50)) {
-                        const float t13 = p3[((row7 * 50) + j12)];
-                        if ((t13 > m9)) {
-                            s10 = ((s10 * exp((m9 - t13))) + 1.0f);
-                            m9 = t13;
+        const int l32_2 = int(lane);
+        const int sg3 = int(sg);
+        float loss4 = 0.0f;
+        int cnt5 = 0;
+        for (int row6 = sg3; row6 < 4; row6 += 4) {
+            const int t7 = p0[(row6 + 4)];
+            if (((t7 >= 0) && (t7 < 50))) {
+                float m8 = (-INFINITY);
+                float s9 = 0.0f;
+                for (int k10 = 0; k10 < 2; k10 += 1) {
+                    const int j11 = (l32_2 + (k10 * 32));
+                    if ((j11 < 50)) {
+                        const float t12 = p3[((row6 * 50) + j11)];
+                        if ((t12 > m8)) {
+                            s9 = ((s9 * exp((m8 - t12))) + 1.0f);
+                            m8 = t12;
                         } else {
-                            s10 += ((t13 == m9) ? 1.0f : exp((t13 - m9)));
+                            s9 += ((t12 == m8) ? 1.0f : exp((t12 - m8)));
                         }
                     }
                 }
-                const float M14 = simd_max(m9);
-                const float S15 = simd_sum(((m9 == M14) ? s10 : (s10 * exp((m9 - M14)))));
-                const float t16 = p3[((row7 * 50) + t8)];
-                loss5 += ((M14 - t16) + log(S15));
-                cnt6 += 1;
+                const float M13 = simd_max(m8);
+                const float S14 = simd_sum(((m8 == M13) ? s9 : (s9 * exp((m8 - M13)))));
+                const float t15 = p3[((row6 * 50) + t7)];
+                loss4 += ((M13 - t15) + log(S14));
+                cnt5 += 1;
             }
         }
-        const float s17 = simd_sum(((l32_2 == 0) ? loss5 : 0.0f));
+        const float s16 = simd_sum(((l32_2 == 0) ? loss4 : 0.0f));
         if ((l32_2 == 0)) {
-            sh18[sg3] = s17;
+            sh17[sg3] = s16;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        float acc19 = sh18[0];
-        for (int s20 = 1; s20 < 4; s20 += 1) {
-            acc19 += sh18[s20];
+        float acc18 = sh17[0];
+        for (int s19 = 1; s19 < 4; s19 += 1) {
+            acc18 += sh17[s19];
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        const int s21 = simd_sum(((l32_2 == 0) ? cnt6 : 0));
+        const int s20 = simd_sum(((l32_2 == 0) ? cnt5 : 0));
         if ((l32_2 == 0)) {
-            sh22[sg3] = s21;
+            sh21[sg3] = s20;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        int acc23 = sh22[0];
-        for (int s24 = 1; s24 < 4; s24 += 1) {
-            acc23 += sh22[s24];
+        int acc22 = sh21[0];
+        for (int s23 = 1; s23 < 4; s23 += 1) {
+            acc22 += sh21[s23];
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         if ((lid1 == 0)) {
-            p5[0] = ((acc23 > 0) ? (acc19 / float(acc23)) : 0.0f);
+            p5[0] = ((acc22 > 0) ? (acc18 / float(acc22)) : 0.0f);
         }
     } else if ((int(gid.x) < 4)) {
         const int h2 = (int(gid.x) - 2);
@@ -682,15 +684,17 @@ kernel void cross_entropy_bwd_cross_entropy_x2_0(
         device float* p4 [[buffer(4)]],
         device float* p5 [[buffer(5)]],
         uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup int sh8[2];
-    threadgroup float sh18[2];
-    threadgroup int sh22[2];
+    threadgroup float sh17[2];
+    threadgroup int sh21[2];
     if ((int(gid.x) < 1)) {
         const int h0 = (int(gid.x) - 0);
         const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = int(lane);
+        const int sg3 = int(sg);
         int cnt4 = 0;
         for (int i5 = lid1; i5 < 2; i5 += 64) {
             const int t6 = p0[(i5 + 8)];
@@ -710,7 +714,7 @@ kernel void cross_entropy_bwd_cross_entropy_x2_0(
         const float t12 = p2[0];
         const float t13 = (t11 * t12);
         const float scale14 = (t13 / float(acc9));
-        const int row15 = ((h0 * 2) + (lid1 / 32));
+        const int row15 = ((h0 * 2) + sg3);
         const int t16 = p0[(row15 + 8)];
         if (((t16 >= 0) && (t16 < 50))) {
             float reg17[2];
@@ -749,57 +753,56 @@ kernel void cross_entropy_bwd_cross_entropy_x2_0(
     } else if ((int(gid.x) < 2)) {
         const int h1 = (int(gid.x) - 1);
         const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
-        const int team4 = (lid1 / 32);
-        float loss5 = 0.0f;
-        int cnt6 = 0;
-        for (int row7 = team4; row7 < 2; row7 += 2) {
-            const int t8 = p0[(row7 + 8)];
-            if (((t8 >= 0) && (t8 < 50))) {
-                float m9 = (-INFINITY);
-                float s10 = 0.0f;
-                for (int k11 = 0; k11 < 2; k11 += 1) {
-                    const int j12 = (l32_2 + (k11 * 32));
-                    if ((j12 < 50)) {
-                        const float t13 = p3[((row7 * 50) + j12)];
-                        if ((t13 > m9)) {
-                            s10 = ((s10 * exp((m9 - t13))) + 1.0f);
-                            m9 = t13;
+        const int l32_2 = int(lane);
+        const int sg3 = int(sg);
+        float loss4 = 0.0f;
+        int cnt5 = 0;
+        for (int row6 = sg3; row6 < 2; row6 += 2) {
+            const int t7 = p0[(row6 + 8)];
+            if (((t7 >= 0) && (t7 < 50))) {
+                float m8 = (-INFINITY);
+                float s9 = 0.0f;
+                for (int k10 = 0; k10 < 2; k10 += 1) {
+                    const int j11 = (l32_2 + (k10 * 32));
+                    if ((j11 < 50)) {
+                        const float t12 = p3[((row6 * 50) + j11)];
+                        if ((t12 > m8)) {
+                            s9 = ((s9 * exp((m8 - t12))) + 1.0f);
+                            m8 = t12;
                         } else {
-                            s10 += ((t13 == m9) ? 1.0f : exp((t13 - m9)));
+                            s9 += ((t12 == m8) ? 1.0f : exp((t12 - m8)));
                         }
                     }
                 }
-                const float M14 = simd_max(m9);
-                const float S15 = simd_sum(((m9 == M14) ? s10 : (s10 * exp((m9 - M14)))));
-                const float t16 = p3[((row7 * 50) + t8)];
-                loss5 += ((M14 - t16) + log(S15));
-                cnt6 += 1;
+                const float M13 = simd_max(m8);
+                const float S14 = simd_sum(((m8 == M13) ? s9 : (s9 * exp((m8 - M13)))));
+                const float t15 = p3[((row6 * 50) + t7)];
+                loss4 += ((M13 - t15) + log(S14));
+                cnt5 += 1;
             }
         }
-        const float s17 = simd_sum(((l32_2 == 0) ? loss5 : 0.0f));
+        const float s16 = simd_sum(((l32_2 == 0) ? loss4 : 0.0f));
         if ((l32_2 == 0)) {
-            sh18[sg3] = s17;
+            sh17[sg3] = s16;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        float acc19 = sh18[0];
-        for (int s20 = 1; s20 < 2; s20 += 1) {
-            acc19 += sh18[s20];
+        float acc18 = sh17[0];
+        for (int s19 = 1; s19 < 2; s19 += 1) {
+            acc18 += sh17[s19];
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        const int s21 = simd_sum(((l32_2 == 0) ? cnt6 : 0));
+        const int s20 = simd_sum(((l32_2 == 0) ? cnt5 : 0));
         if ((l32_2 == 0)) {
-            sh22[sg3] = s21;
+            sh21[sg3] = s20;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        int acc23 = sh22[0];
-        for (int s24 = 1; s24 < 2; s24 += 1) {
-            acc23 += sh22[s24];
+        int acc22 = sh21[0];
+        for (int s23 = 1; s23 < 2; s23 += 1) {
+            acc22 += sh21[s23];
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         if ((lid1 == 0)) {
-            p5[0] = ((acc23 > 0) ? (acc19 / float(acc23)) : 0.0f);
+            p5[0] = ((acc22 > 0) ? (acc18 / float(acc22)) : 0.0f);
         }
     }
 }
@@ -985,11 +988,13 @@ kernel void reduce_sum_1(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh11[8];
     const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = int(lane);
+    const int sg3 = int(sg);
     const int row4 = int(gid.x);
     float acc5 = 0.0f;
     for (int k6 = 0; k6 < 4; k6 += 1) {

@@ -9,11 +9,12 @@ kernel void rmsnorm_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int row4 = ((int(gid.x) * 6) + (lid1 / 32));
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
+    const int l32_2 = int(lane);
+    const int sg3 = int(sg);
+    const int row4 = ((int(gid.x) * 6) + sg3);
     float reg5[2];
     float ss6 = 0.0f;
     for (int k7 = 0; k7 < 2; k7 += 1) {
@@ -115,12 +116,14 @@ kernel void rmsnorm_bwd_0(
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
         device float* p3 [[buffer(3)]],
-        uint3 lid [[thread_position_in_threadgroup]]) {
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh20[2];
     threadgroup float sh21[2];
     const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = int(lane);
+    const int sg3 = int(sg);
     float dg4[1];
     for (int k5 = 0; k5 < 1; k5 += 1) {
         dg4[k5] = 0.0f;

@@ -15,11 +15,13 @@ kernel void rmsnorm_0(
         const device float* p2 [[buffer(2)]],
         device float* p3 [[buffer(3)]],
         uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh14[8];
     const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = int(lane);
+    const int sg3 = int(sg);
     const int row4 = int(gid.x);
     const int c5 = (row4 / 512);
     const int c6 = (row4 % 512);
@@ -1012,11 +1014,13 @@ kernel void rmsnorm_1(
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh13[8];
     const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = int(lane);
+    const int sg3 = int(sg);
     const int row4 = int(gid.x);
     const int c5 = (row4 / 512);
     const int c6 = (row4 % 512);
@@ -1392,11 +1396,13 @@ kernel void moe_route_0(
         const device int* p1 [[buffer(1)]],
         device int* p2 [[buffer(2)]],
         device int* p3 [[buffer(3)]],
-        uint3 lid [[thread_position_in_threadgroup]]) {
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup int sh15[32];
     const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = int(lane);
+    const int sg3 = int(sg);
     const int lo4 = (lid1 * 1);
     const int hi5 = min((lo4 + 1), 1024);
     int off6 = 0;
@@ -2545,7 +2551,9 @@ kernel void cross_entropy_bwd_cross_entropy_x2_0(
         device float* p4 [[buffer(4)]],
         device float* p5 [[buffer(5)]],
         uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup int sh8[32];
     threadgroup float sh24[32];
     threadgroup float sh25[32];
@@ -2554,8 +2562,8 @@ kernel void cross_entropy_bwd_cross_entropy_x2_0(
     if ((int(gid.x) < 256)) {
         const int h0 = (int(gid.x) - 0);
         const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = int(lane);
+        const int sg3 = int(sg);
         int cnt4 = 0;
         for (int i5 = lid1; i5 < 256; i5 += 1024) {
             const int t6 = p0[i5];
@@ -2627,8 +2635,8 @@ kernel void cross_entropy_bwd_cross_entropy_x2_0(
     } else if ((int(gid.x) < 257)) {
         const int h1 = (int(gid.x) - 256);
         const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = int(lane);
+        const int sg3 = int(sg);
         float loss4 = 0.0f;
         int cnt5 = 0;
         for (int row6 = 0; row6 < 256; row6 += 1) {
@@ -2930,7 +2938,9 @@ kernel void cross_entropy_bwd_cross_entropy_x2_1(
         device float* p4 [[buffer(4)]],
         device float* p5 [[buffer(5)]],
         uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup int sh8[32];
     threadgroup float sh24[32];
     threadgroup float sh25[32];
@@ -2939,8 +2949,8 @@ kernel void cross_entropy_bwd_cross_entropy_x2_1(
     if ((int(gid.x) < 256)) {
         const int h0 = (int(gid.x) - 0);
         const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = int(lane);
+        const int sg3 = int(sg);
         int cnt4 = 0;
         for (int i5 = lid1; i5 < 256; i5 += 1024) {
             const int t6 = p0[(i5 + 256)];
@@ -3012,8 +3022,8 @@ kernel void cross_entropy_bwd_cross_entropy_x2_1(
     } else if ((int(gid.x) < 257)) {
         const int h1 = (int(gid.x) - 256);
         const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = int(lane);
+        const int sg3 = int(sg);
         float loss4 = 0.0f;
         int cnt5 = 0;
         for (int row6 = 0; row6 < 256; row6 += 1) {
@@ -3278,12 +3288,14 @@ kernel void rmsnorm_bwd_0(
         const device float* p3 [[buffer(3)]],
         device float* p4 [[buffer(4)]],
         uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh20[8];
     threadgroup float sh21[8];
     const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = int(lane);
+    const int sg3 = int(sg);
     const int row4 = int(gid.x);
     const int c5 = (row4 / 512);
     const int c6 = (row4 % 512);
@@ -4909,12 +4921,14 @@ kernel void rmsnorm_bwd_1(
         const device float* p3 [[buffer(3)]],
         device float* p4 [[buffer(4)]],
         uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh18[8];
     threadgroup float sh19[8];
     const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = int(lane);
+    const int sg3 = int(sg);
     const int row4 = int(gid.x);
     const int c5 = (row4 / 512);
     const int c6 = (row4 % 512);
@@ -4970,11 +4984,13 @@ kernel void reduce_sum_2(
         const device float* p2 [[buffer(2)]],
         device float* p3 [[buffer(3)]],
         uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh13[8];
     const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = int(lane);
+    const int sg3 = int(sg);
     const int row4 = int(gid.x);
     float acc5 = 0.0f;
     for (int k6 = 0; k6 < 8; k6 += 1) {
@@ -6564,12 +6580,14 @@ kernel void rmsnorm_bwd_2(
         const device float* p4 [[buffer(4)]],
         device float* p5 [[buffer(5)]],
         uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh20[8];
     threadgroup float sh21[8];
     const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = int(lane);
+    const int sg3 = int(sg);
     const int row4 = int(gid.x);
     const int c5 = (row4 / 512);
     const int c6 = (row4 % 512);
@@ -6796,8 +6814,8 @@ kernel void selective_scan_bwd_reduce_sum_x2_0(
     } else if ((int(gid.x) < 81)) {
         const int h1 = (int(gid.x) - 80);
         const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = int(lane);
+        const int sg3 = int(sg);
         const int row4 = h1;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 7728; k6 += 1) {
@@ -7033,8 +7051,8 @@ kernel void selective_scan_bwd_reduce_sum_x3_0(
     } else if ((int(gid.x) < 81)) {
         const int h1 = (int(gid.x) - 80);
         const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = int(lane);
+        const int sg3 = int(sg);
         const int row4 = h1;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 2520; k6 += 1) {
@@ -7072,8 +7090,8 @@ kernel void selective_scan_bwd_reduce_sum_x3_0(
     } else if ((int(gid.x) < 82)) {
         const int h2 = (int(gid.x) - 81);
         const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = int(lane);
+        const int sg3 = int(sg);
         const int row4 = h2;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 1176; k6 += 1) {
@@ -7288,8 +7306,8 @@ kernel void selective_scan_bwd_reduce_sum_x5_0(
     } else if ((int(gid.x) < 81)) {
         const int h1 = (int(gid.x) - 80);
         const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = int(lane);
+        const int sg3 = int(sg);
         const int row4 = h1;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 7056; k6 += 1) {
@@ -7314,8 +7332,8 @@ kernel void selective_scan_bwd_reduce_sum_x5_0(
     } else if ((int(gid.x) < 82)) {
         const int h2 = (int(gid.x) - 81);
         const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = int(lane);
+        const int sg3 = int(sg);
         const int row4 = h2;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 2520; k6 += 1) {
@@ -7353,8 +7371,8 @@ kernel void selective_scan_bwd_reduce_sum_x5_0(
     } else if ((int(gid.x) < 83)) {
         const int h3 = (int(gid.x) - 82);
         const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = int(lane);
+        const int sg3 = int(sg);
         const int row4 = h3;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 7056; k6 += 1) {
@@ -7379,8 +7397,8 @@ kernel void selective_scan_bwd_reduce_sum_x5_0(
     } else if ((int(gid.x) < 84)) {
         const int h4 = (int(gid.x) - 83);
         const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = int(lane);
+        const int sg3 = int(sg);
         const int row4 = h4;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 7056; k6 += 1) {
@@ -7586,8 +7604,8 @@ kernel void selective_scan_bwd_reduce_sum_x4_0(
     } else if ((int(gid.x) < 81)) {
         const int h1 = (int(gid.x) - 80);
         const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = int(lane);
+        const int sg3 = int(sg);
         const int row4 = h1;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 2520; k6 += 1) {
@@ -7625,8 +7643,8 @@ kernel void selective_scan_bwd_reduce_sum_x4_0(
     } else if ((int(gid.x) < 82)) {
         const int h2 = (int(gid.x) - 81);
         const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = int(lane);
+        const int sg3 = int(sg);
         const int row4 = h2;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 7056; k6 += 1) {
@@ -7651,8 +7669,8 @@ kernel void selective_scan_bwd_reduce_sum_x4_0(
     } else if ((int(gid.x) < 83)) {
         const int h3 = (int(gid.x) - 82);
         const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = int(lane);
+        const int sg3 = int(sg);
         const int row4 = h3;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 2520; k6 += 1) {
@@ -7871,8 +7889,8 @@ kernel void selective_scan_bwd_reduce_sum_x4_1(
     } else if ((int(gid.x) < 81)) {
         const int h1 = (int(gid.x) - 80);
         const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = int(lane);
+        const int sg3 = int(sg);
         const int row4 = h1;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 2520; k6 += 1) {
@@ -7910,8 +7928,8 @@ kernel void selective_scan_bwd_reduce_sum_x4_1(
     } else if ((int(gid.x) < 82)) {
         const int h2 = (int(gid.x) - 81);
         const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = int(lane);
+        const int sg3 = int(sg);
         const int row4 = h2;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 2520; k6 += 1) {
@@ -7949,8 +7967,8 @@ kernel void selective_scan_bwd_reduce_sum_x4_1(
     } else if ((int(gid.x) < 83)) {
         const int h3 = (int(gid.x) - 82);
         const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = int(lane);
+        const int sg3 = int(sg);
         const int row4 = h3;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 7056; k6 += 1) {
@@ -8260,14 +8278,16 @@ kernel void reduce_sum_x2_0(
         const device float* p22 [[buffer(22)]],
         device float* p23 [[buffer(23)]],
         uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh24[32];
     threadgroup float sh15[32];
     if ((int(gid.x) < 1)) {
         const int h0 = (int(gid.x) - 0);
         const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = int(lane);
+        const int sg3 = int(sg);
         const int row4 = h0;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 5376; k6 += 1) {
@@ -8342,8 +8362,8 @@ kernel void reduce_sum_x2_0(
     } else if ((int(gid.x) < 2)) {
         const int h1 = (int(gid.x) - 1);
         const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = int(lane);
+        const int sg3 = int(sg);
         const int row4 = h1;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 2520; k6 += 1) {
@@ -8413,11 +8433,13 @@ kernel void reduce_sum_5(
         const device float* p22 [[buffer(22)]],
         device float* p23 [[buffer(23)]],
         uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh11[32];
     const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = int(lane);
+    const int sg3 = int(sg);
     const int row4 = int(gid.x);
     float acc5 = 0.0f;
     for (int k6 = 0; k6 < 7056; k6 += 1) {
