@@ -173,7 +173,7 @@ func (p *printer) stmt(s kir.Stmt) {
 		p.block(s.Body)
 		p.line("}")
 	case kir.If:
-		p.line("if (%s) {", p.expr(s.Cond))
+		p.line("if (%s) {", p.cond(s.Cond))
 		p.block(s.Then)
 		// An else holding just another if reads as a chain: else if.
 		for len(s.Else) == 1 {
@@ -181,7 +181,7 @@ func (p *printer) stmt(s kir.Stmt) {
 			if !ok {
 				break
 			}
-			p.line("} else if (%s) {", p.expr(next.Cond))
+			p.line("} else if (%s) {", p.cond(next.Cond))
 			p.block(next.Then)
 			s = next
 		}
@@ -215,6 +215,20 @@ func (p *printer) stmt(s kir.Stmt) {
 	default:
 		p.fail("unknown statement %T", s)
 	}
+}
+
+// cond prints an if's condition without the parentheses expr puts around
+// an operator: clang (Apple's Metal compiler) warns on if ((a == b)).
+func (p *printer) cond(e kir.Expr) string {
+	switch e := e.(type) {
+	case kir.Bin:
+		if e.Op != "min" && e.Op != "max" {
+			return p.expr(e.A) + " " + e.Op + " " + p.expr(e.B)
+		}
+	case kir.Not:
+		return "!" + p.expr(e.X)
+	}
+	return p.expr(e)
 }
 
 func (p *printer) expr(e kir.Expr) string {

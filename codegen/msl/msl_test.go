@@ -21,3 +21,22 @@ func TestLaunchBound(t *testing.T) {
 		t.Errorf("no launch bound of 64 before the kernel:\n%s", src)
 	}
 }
+
+// TestIfParentheses: an if's condition has one pair of parentheses (Apple's
+// compiler warns on if ((a == b))); else-if chains too.
+func TestIfParentheses(t *testing.T) {
+	eq := kir.Op("==", kir.Local(0), kir.I(0))
+	k := &kir.Kernel{Name: "k", Threads: [3]int{32, 1, 1}, Groups: [3]int{1, 1, 1},
+		Params: []kir.Param{{Name: "p0", Elem: kir.F32}},
+		Body: []kir.Stmt{kir.If{Cond: eq, Then: []kir.Stmt{kir.Return{}},
+			Else: []kir.Stmt{kir.If{Cond: kir.Not{X: eq}, Then: []kir.Stmt{kir.Set(kir.At("p0", kir.I(0)), kir.F(1))}}}}}}
+	src, err := RenderKernel(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"    if (int(lid.x) == 0) {\n", "    } else if (!(int(lid.x) == 0)) {\n"} {
+		if !strings.Contains(src, want) {
+			t.Errorf("want %q in:\n%s", want, src)
+		}
+	}
+}

@@ -11,7 +11,7 @@ kernel void add_0(
         device float* p2 [[buffer(2)]],
         uint3 tid [[thread_position_in_grid]]) {
     const int i1 = int(tid.x);
-    if ((i1 >= 231)) {
+    if (i1 >= 231) {
         return;
     }
     const int c3 = (i1 % 7);
@@ -34,34 +34,34 @@ kernel void reduce_mean_const_x3_0(
         device float* p3 [[buffer(3)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 1)) {
+    if (int(gid.x) < 1) {
         const int h0 = (int(gid.x) - 0);
         const int lid1 = int(lid.x);
         const int row4 = h0;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 8; k6 += 1) {
             const int j7 = (lid1 + (k6 * 32));
-            if ((j7 < 231)) {
+            if (j7 < 231) {
                 const float t8 = p0[(((j7 / 7) * 7) + (j7 % 7))];
                 const float t9 = (t8 * t8);
                 acc5 += t9;
             }
         }
         const float s10 = simd_sum(acc5);
-        if ((lid1 == 0)) {
+        if (lid1 == 0) {
             p1[row4] = (s10 / 231.0f);
         }
-    } else if ((int(gid.x) < 9)) {
+    } else if (int(gid.x) < 9) {
         const int h1 = (int(gid.x) - 1);
         const int i1 = ((h1 * 32) + int(lid.x));
-        if ((i1 >= 1)) {
+        if (i1 >= 1) {
             return;
         }
         p2[i1] = 0.0f;
-    } else if ((int(gid.x) < 17)) {
+    } else if (int(gid.x) < 17) {
         const int h2 = (int(gid.x) - 9);
         const int i1 = ((h2 * 32) + int(lid.x));
-        if ((i1 >= 231)) {
+        if (i1 >= 231) {
             return;
         }
         const float t4 = (1.0f * 0.0043290043f);
@@ -85,7 +85,7 @@ kernel void reduce_sum_0(
     const int part3 = (lid1 / 8);
     const int o4 = ((int(gid.x) * 8) + col2);
     float acc5 = 0.0f;
-    if ((o4 < 7)) {
+    if (o4 < 7) {
         for (int k6 = part3; k6 < 33; k6 += 32) {
             const float t7 = p0[((k6 * 7) + o4)];
             const float t8 = (t7 * 2.0f);
@@ -94,7 +94,7 @@ kernel void reduce_sum_0(
     }
     sh9[lid1] = acc5;
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if (((part3 == 0) && (o4 < 7))) {
+    if ((part3 == 0) && (o4 < 7)) {
         for (int pr10 = 1; pr10 < 32; pr10 += 1) {
             acc5 += sh9[((pr10 * 8) + col2)];
         }
@@ -118,9 +118,9 @@ kernel void reduce_sum_1(
     float acc5 = 0.0f;
     for (int k6 = 0; k6 < 8; k6 += 1) {
         const int j7 = (lid1 + (k6 * 32));
-        if ((j7 < 238)) {
+        if (j7 < 238) {
             float cat8 = 0.0f;
-            if ((j7 < 231)) {
+            if (j7 < 231) {
                 const float t9 = p0[(j7 - 0)];
                 const float t10 = (t9 * 2.0f);
                 cat8 = t10;
@@ -133,7 +133,7 @@ kernel void reduce_sum_1(
         }
     }
     const float s13 = simd_sum(acc5);
-    if ((lid1 == 0)) {
+    if (lid1 == 0) {
         const float t14 = sqrt(s13);
         p2[row4] = t14;
         const float t15 = (1.0f / t14);
@@ -161,10 +161,10 @@ kernel void adamw_mul_scale_adamw_mul_x2_0(
         device float* p10 [[buffer(10)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 1)) {
+    if (int(gid.x) < 1) {
         const int h0 = (int(gid.x) - 0);
         const int i1 = ((h0 * 256) + int(lid.x));
-        if ((i1 >= 231)) {
+        if (i1 >= 231) {
             return;
         }
         const float t4 = p0[i1];
@@ -182,10 +182,10 @@ kernel void adamw_mul_scale_adamw_mul_x2_0(
         p6[i1] = t15;
         p2[i1] = t9;
         p3[i1] = t11;
-    } else if ((int(gid.x) < 2)) {
+    } else if (int(gid.x) < 2) {
         const int h1 = (int(gid.x) - 1);
         const int i1 = ((h1 * 256) + int(lid.x));
-        if ((i1 >= 7)) {
+        if (i1 >= 7) {
             return;
         }
         const float t2 = p7[i1];

@@ -13,11 +13,11 @@ kernel void reduce_sum_x2_0(
         device float* p2 [[buffer(2)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 1)) {
+    if (int(gid.x) < 1) {
         const int h0 = (int(gid.x) - 0);
         const int lid1 = int(lid.x);
         const int row4 = ((h0 * 32) + lid1);
-        if ((row4 >= 1)) {
+        if (row4 >= 1) {
             return;
         }
         float acc5 = 0.0f;
@@ -28,11 +28,11 @@ kernel void reduce_sum_x2_0(
             acc5 += t9;
         }
         p1[row4] = acc5;
-    } else if ((int(gid.x) < 2)) {
+    } else if (int(gid.x) < 2) {
         const int h1 = (int(gid.x) - 1);
         const int lid1 = int(lid.x);
         const int row4 = ((h1 * 32) + lid1);
-        if ((row4 >= 1)) {
+        if (row4 >= 1) {
             return;
         }
         float acc5 = 0.0f;
@@ -61,7 +61,7 @@ kernel void reduce_sum_0(
         uint3 gid [[threadgroup_position_in_grid]]) {
     const int lid1 = int(lid.x);
     const int row4 = ((int(gid.x) * 32) + lid1);
-    if ((row4 >= 1)) {
+    if (row4 >= 1) {
         return;
     }
     float acc5 = 0.0f;
@@ -110,7 +110,7 @@ kernel void matmul_0(
             const int k10 = (l8 % 32);
             const int gi11 = (m01 + i9);
             const int gk12 = (k0 + k10);
-            if (((gi11 < 4) && (gk12 < 16))) {
+            if ((gi11 < 4) && (gk12 < 16)) {
                 const float t13 = p0[((gi11 * 16) + gk12)];
                 sh[((i9 * 36) + k10)] = t13;
             } else {
@@ -123,7 +123,7 @@ kernel void matmul_0(
             const int k17 = (l15 % 32);
             const int gi18 = (n02 + i16);
             const int gk19 = (k0 + k17);
-            if (((gi18 < 50) && (gk19 < 16))) {
+            if ((gi18 < 50) && (gk19 < 16)) {
                 const float t20 = p1[((gi18 * 16) + gk19)];
                 sh[(((i16 * 36) + k17) + 1152)] = t20;
             } else {
@@ -158,7 +158,7 @@ kernel void matmul_0(
         const int j24 = (l22 % 32);
         const int gi25 = (m01 + i23);
         const int gj26 = (n02 + j24);
-        if (((gi25 < 4) && (gj26 < 50))) {
+        if ((gi25 < 4) && (gj26 < 50)) {
             p2[((gi25 * 50) + gj26)] = sh[((i23 * 36) + j24)];
         }
     }
@@ -187,7 +187,7 @@ kernel void cross_entropy_bwd_0(
         cnt4 += (((t6 >= 0) && (t6 < 50)) ? 1 : 0);
     }
     const int s7 = simd_sum(cnt4);
-    if ((l32_2 == 0)) {
+    if (l32_2 == 0) {
         sh8[sg3] = s7;
     }
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -202,16 +202,16 @@ kernel void cross_entropy_bwd_0(
     const float scale14 = (t13 / float(acc9));
     const int row15 = ((int(gid.x) * 4) + sg3);
     const int t16 = p0[row15];
-    if (((t16 >= 0) && (t16 < 50))) {
+    if ((t16 >= 0) && (t16 < 50)) {
         float reg17[2];
         float m18 = (-INFINITY);
         float s19 = 0.0f;
         for (int k20 = 0; k20 < 2; k20 += 1) {
             const int j21 = (l32_2 + (k20 * 32));
-            if ((j21 < 50)) {
+            if (j21 < 50) {
                 const float t22 = p3[((row15 * 50) + j21)];
                 reg17[k20] = t22;
-                if ((t22 > m18)) {
+                if (t22 > m18) {
                     s19 = ((s19 * exp((m18 - t22))) + 1.0f);
                     m18 = t22;
                 } else {
@@ -224,14 +224,14 @@ kernel void cross_entropy_bwd_0(
         const float inv25 = (1.0f / S24);
         for (int k26 = 0; k26 < 2; k26 += 1) {
             const int j27 = (l32_2 + (k26 * 32));
-            if ((j27 < 50)) {
+            if (j27 < 50) {
                 p4[((row15 * 50) + j27)] = (((exp((reg17[k26] - M23)) * inv25) - ((j27 == t16) ? 1.0f : 0.0f)) * scale14);
             }
         }
     } else {
         for (int k28 = 0; k28 < 2; k28 += 1) {
             const int j29 = (l32_2 + (k28 * 32));
-            if ((j29 < 50)) {
+            if (j29 < 50) {
                 p4[((row15 * 50) + j29)] = 0.0f;
             }
         }
@@ -260,7 +260,7 @@ kernel void matmul_cross_entropy_x3_0(
     threadgroup float sh[2304];
     threadgroup float sh17[4];
     threadgroup int sh21[4];
-    if ((int(gid.x) < 2)) {
+    if (int(gid.x) < 2) {
         const int h0 = (int(gid.x) - 0);
         const int m01 = (h0 * 32);
         const int n02 = ((h0 % 1) * 32);
@@ -279,7 +279,7 @@ kernel void matmul_cross_entropy_x3_0(
                 const int i10 = (l8 % 32);
                 const int gi11 = (m01 + i10);
                 const int gk12 = (k0 + k9);
-                if (((gi11 < 50) && (gk12 < 4))) {
+                if ((gi11 < 50) && (gk12 < 4)) {
                     const float t13 = p0[((gk12 * 50) + gi11)];
                     sh[((k9 * 36) + i10)] = t13;
                 } else {
@@ -292,7 +292,7 @@ kernel void matmul_cross_entropy_x3_0(
                 const int i17 = (l15 % 32);
                 const int gi18 = (n02 + i17);
                 const int gk19 = (k0 + k16);
-                if (((gi18 < 16) && (gk19 < 4))) {
+                if ((gi18 < 16) && (gk19 < 4)) {
                     const float t20 = p1[((gk19 * 16) + gi18)];
                     sh[(((k16 * 36) + i17) + 1152)] = t20;
                 } else {
@@ -327,11 +327,11 @@ kernel void matmul_cross_entropy_x3_0(
             const int j24 = (l22 % 32);
             const int gi25 = (m01 + i23);
             const int gj26 = (n02 + j24);
-            if (((gi25 < 50) && (gj26 < 16))) {
+            if ((gi25 < 50) && (gj26 < 16)) {
                 p2[((gi25 * 16) + gj26)] = sh[((i23 * 36) + j24)];
             }
         }
-    } else if ((int(gid.x) < 3)) {
+    } else if (int(gid.x) < 3) {
         const int h1 = (int(gid.x) - 2);
         const int lid1 = int(lid.x);
         const int l32_2 = int(lane);
@@ -340,14 +340,14 @@ kernel void matmul_cross_entropy_x3_0(
         int cnt5 = 0;
         for (int row6 = sg3; row6 < 4; row6 += 4) {
             const int t7 = p3[row6];
-            if (((t7 >= 0) && (t7 < 50))) {
+            if ((t7 >= 0) && (t7 < 50)) {
                 float m8 = (-INFINITY);
                 float s9 = 0.0f;
                 for (int k10 = 0; k10 < 2; k10 += 1) {
                     const int j11 = (l32_2 + (k10 * 32));
-                    if ((j11 < 50)) {
+                    if (j11 < 50) {
                         const float t12 = p4[((row6 * 50) + j11)];
-                        if ((t12 > m8)) {
+                        if (t12 > m8) {
                             s9 = ((s9 * exp((m8 - t12))) + 1.0f);
                             m8 = t12;
                         } else {
@@ -363,7 +363,7 @@ kernel void matmul_cross_entropy_x3_0(
             }
         }
         const float s16 = simd_sum(((l32_2 == 0) ? loss4 : 0.0f));
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh17[sg3] = s16;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -373,7 +373,7 @@ kernel void matmul_cross_entropy_x3_0(
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         const int s20 = simd_sum(((l32_2 == 0) ? cnt5 : 0));
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh21[sg3] = s20;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -382,10 +382,10 @@ kernel void matmul_cross_entropy_x3_0(
             acc22 += sh21[s23];
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((lid1 == 0)) {
+        if (lid1 == 0) {
             p5[0] = ((acc22 > 0) ? (acc18 / float(acc22)) : 0.0f);
         }
-    } else if ((int(gid.x) < 5)) {
+    } else if (int(gid.x) < 5) {
         const int h2 = (int(gid.x) - 3);
         const int m01 = ((h2 / 2) * 32);
         const int n02 = (h2 * 32);
@@ -404,7 +404,7 @@ kernel void matmul_cross_entropy_x3_0(
                 const int k10 = (l8 % 32);
                 const int gi11 = (m01 + i9);
                 const int gk12 = (k0 + k10);
-                if (((gi11 < 4) && (gk12 < 16))) {
+                if ((gi11 < 4) && (gk12 < 16)) {
                     const float t13 = p1[(((gi11 + 4) * 16) + gk12)];
                     sh[((i9 * 36) + k10)] = t13;
                 } else {
@@ -417,7 +417,7 @@ kernel void matmul_cross_entropy_x3_0(
                 const int k17 = (l15 % 32);
                 const int gi18 = (n02 + i16);
                 const int gk19 = (k0 + k17);
-                if (((gi18 < 50) && (gk19 < 16))) {
+                if ((gi18 < 50) && (gk19 < 16)) {
                     const float t20 = p6[((gi18 * 16) + gk19)];
                     sh[(((i16 * 36) + k17) + 1152)] = t20;
                 } else {
@@ -452,7 +452,7 @@ kernel void matmul_cross_entropy_x3_0(
             const int j24 = (l22 % 32);
             const int gi25 = (m01 + i23);
             const int gj26 = (n02 + j24);
-            if (((gi25 < 4) && (gj26 < 50))) {
+            if ((gi25 < 4) && (gj26 < 50)) {
                 p7[((gi25 * 50) + gj26)] = sh[((i23 * 36) + j24)];
             }
         }
@@ -483,7 +483,7 @@ kernel void cross_entropy_bwd_cross_entropy_x3_0(
     threadgroup float sh17[4];
     threadgroup int sh21[4];
     threadgroup float sh[2304];
-    if ((int(gid.x) < 1)) {
+    if (int(gid.x) < 1) {
         const int h0 = (int(gid.x) - 0);
         const int lid1 = int(lid.x);
         const int l32_2 = int(lane);
@@ -494,7 +494,7 @@ kernel void cross_entropy_bwd_cross_entropy_x3_0(
             cnt4 += (((t6 >= 0) && (t6 < 50)) ? 1 : 0);
         }
         const int s7 = simd_sum(cnt4);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh8[sg3] = s7;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -509,16 +509,16 @@ kernel void cross_entropy_bwd_cross_entropy_x3_0(
         const float scale14 = (t13 / float(acc9));
         const int row15 = ((h0 * 4) + sg3);
         const int t16 = p0[(row15 + 4)];
-        if (((t16 >= 0) && (t16 < 50))) {
+        if ((t16 >= 0) && (t16 < 50)) {
             float reg17[2];
             float m18 = (-INFINITY);
             float s19 = 0.0f;
             for (int k20 = 0; k20 < 2; k20 += 1) {
                 const int j21 = (l32_2 + (k20 * 32));
-                if ((j21 < 50)) {
+                if (j21 < 50) {
                     const float t22 = p3[((row15 * 50) + j21)];
                     reg17[k20] = t22;
-                    if ((t22 > m18)) {
+                    if (t22 > m18) {
                         s19 = ((s19 * exp((m18 - t22))) + 1.0f);
                         m18 = t22;
                     } else {
@@ -531,19 +531,19 @@ kernel void cross_entropy_bwd_cross_entropy_x3_0(
             const float inv25 = (1.0f / S24);
             for (int k26 = 0; k26 < 2; k26 += 1) {
                 const int j27 = (l32_2 + (k26 * 32));
-                if ((j27 < 50)) {
+                if (j27 < 50) {
                     p4[((row15 * 50) + j27)] = (((exp((reg17[k26] - M23)) * inv25) - ((j27 == t16) ? 1.0f : 0.0f)) * scale14);
                 }
             }
         } else {
             for (int k28 = 0; k28 < 2; k28 += 1) {
                 const int j29 = (l32_2 + (k28 * 32));
-                if ((j29 < 50)) {
+                if (j29 < 50) {
                     p4[((row15 * 50) + j29)] = 0.0f;
                 }
             }
         }
-    } else if ((int(gid.x) < 2)) {
+    } else if (int(gid.x) < 2) {
         const int h1 = (int(gid.x) - 1);
         const int lid1 = int(lid.x);
         const int l32_2 = int(lane);
@@ -552,14 +552,14 @@ kernel void cross_entropy_bwd_cross_entropy_x3_0(
         int cnt5 = 0;
         for (int row6 = sg3; row6 < 4; row6 += 4) {
             const int t7 = p0[(row6 + 4)];
-            if (((t7 >= 0) && (t7 < 50))) {
+            if ((t7 >= 0) && (t7 < 50)) {
                 float m8 = (-INFINITY);
                 float s9 = 0.0f;
                 for (int k10 = 0; k10 < 2; k10 += 1) {
                     const int j11 = (l32_2 + (k10 * 32));
-                    if ((j11 < 50)) {
+                    if (j11 < 50) {
                         const float t12 = p3[((row6 * 50) + j11)];
-                        if ((t12 > m8)) {
+                        if (t12 > m8) {
                             s9 = ((s9 * exp((m8 - t12))) + 1.0f);
                             m8 = t12;
                         } else {
@@ -575,7 +575,7 @@ kernel void cross_entropy_bwd_cross_entropy_x3_0(
             }
         }
         const float s16 = simd_sum(((l32_2 == 0) ? loss4 : 0.0f));
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh17[sg3] = s16;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -585,7 +585,7 @@ kernel void cross_entropy_bwd_cross_entropy_x3_0(
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         const int s20 = simd_sum(((l32_2 == 0) ? cnt5 : 0));
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh21[sg3] = s20;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -594,10 +594,10 @@ kernel void cross_entropy_bwd_cross_entropy_x3_0(
             acc22 += sh21[s23];
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((lid1 == 0)) {
+        if (lid1 == 0) {
             p5[0] = ((acc22 > 0) ? (acc18 / float(acc22)) : 0.0f);
         }
-    } else if ((int(gid.x) < 4)) {
+    } else if (int(gid.x) < 4) {
         const int h2 = (int(gid.x) - 2);
         const int m01 = ((h2 / 2) * 32);
         const int n02 = (h2 * 32);
@@ -616,7 +616,7 @@ kernel void cross_entropy_bwd_cross_entropy_x3_0(
                 const int k10 = (l8 % 32);
                 const int gi11 = (m01 + i9);
                 const int gk12 = (k0 + k10);
-                if (((gi11 < 2) && (gk12 < 16))) {
+                if ((gi11 < 2) && (gk12 < 16)) {
                     const float t13 = p6[(((gi11 + 8) * 16) + gk12)];
                     sh[((i9 * 36) + k10)] = t13;
                 } else {
@@ -629,7 +629,7 @@ kernel void cross_entropy_bwd_cross_entropy_x3_0(
                 const int k17 = (l15 % 32);
                 const int gi18 = (n02 + i16);
                 const int gk19 = (k0 + k17);
-                if (((gi18 < 50) && (gk19 < 16))) {
+                if ((gi18 < 50) && (gk19 < 16)) {
                     const float t20 = p7[((gi18 * 16) + gk19)];
                     sh[(((i16 * 36) + k17) + 1152)] = t20;
                 } else {
@@ -664,7 +664,7 @@ kernel void cross_entropy_bwd_cross_entropy_x3_0(
             const int j24 = (l22 % 32);
             const int gi25 = (m01 + i23);
             const int gj26 = (n02 + j24);
-            if (((gi25 < 2) && (gj26 < 50))) {
+            if ((gi25 < 2) && (gj26 < 50)) {
                 p8[((gi25 * 50) + gj26)] = sh[((i23 * 36) + j24)];
             }
         }
@@ -690,7 +690,7 @@ kernel void cross_entropy_bwd_cross_entropy_x2_0(
     threadgroup int sh8[2];
     threadgroup float sh17[2];
     threadgroup int sh21[2];
-    if ((int(gid.x) < 1)) {
+    if (int(gid.x) < 1) {
         const int h0 = (int(gid.x) - 0);
         const int lid1 = int(lid.x);
         const int l32_2 = int(lane);
@@ -701,7 +701,7 @@ kernel void cross_entropy_bwd_cross_entropy_x2_0(
             cnt4 += (((t6 >= 0) && (t6 < 50)) ? 1 : 0);
         }
         const int s7 = simd_sum(cnt4);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh8[sg3] = s7;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -716,16 +716,16 @@ kernel void cross_entropy_bwd_cross_entropy_x2_0(
         const float scale14 = (t13 / float(acc9));
         const int row15 = ((h0 * 2) + sg3);
         const int t16 = p0[(row15 + 8)];
-        if (((t16 >= 0) && (t16 < 50))) {
+        if ((t16 >= 0) && (t16 < 50)) {
             float reg17[2];
             float m18 = (-INFINITY);
             float s19 = 0.0f;
             for (int k20 = 0; k20 < 2; k20 += 1) {
                 const int j21 = (l32_2 + (k20 * 32));
-                if ((j21 < 50)) {
+                if (j21 < 50) {
                     const float t22 = p3[((row15 * 50) + j21)];
                     reg17[k20] = t22;
-                    if ((t22 > m18)) {
+                    if (t22 > m18) {
                         s19 = ((s19 * exp((m18 - t22))) + 1.0f);
                         m18 = t22;
                     } else {
@@ -738,19 +738,19 @@ kernel void cross_entropy_bwd_cross_entropy_x2_0(
             const float inv25 = (1.0f / S24);
             for (int k26 = 0; k26 < 2; k26 += 1) {
                 const int j27 = (l32_2 + (k26 * 32));
-                if ((j27 < 50)) {
+                if (j27 < 50) {
                     p4[((row15 * 50) + j27)] = (((exp((reg17[k26] - M23)) * inv25) - ((j27 == t16) ? 1.0f : 0.0f)) * scale14);
                 }
             }
         } else {
             for (int k28 = 0; k28 < 2; k28 += 1) {
                 const int j29 = (l32_2 + (k28 * 32));
-                if ((j29 < 50)) {
+                if (j29 < 50) {
                     p4[((row15 * 50) + j29)] = 0.0f;
                 }
             }
         }
-    } else if ((int(gid.x) < 2)) {
+    } else if (int(gid.x) < 2) {
         const int h1 = (int(gid.x) - 1);
         const int lid1 = int(lid.x);
         const int l32_2 = int(lane);
@@ -759,14 +759,14 @@ kernel void cross_entropy_bwd_cross_entropy_x2_0(
         int cnt5 = 0;
         for (int row6 = sg3; row6 < 2; row6 += 2) {
             const int t7 = p0[(row6 + 8)];
-            if (((t7 >= 0) && (t7 < 50))) {
+            if ((t7 >= 0) && (t7 < 50)) {
                 float m8 = (-INFINITY);
                 float s9 = 0.0f;
                 for (int k10 = 0; k10 < 2; k10 += 1) {
                     const int j11 = (l32_2 + (k10 * 32));
-                    if ((j11 < 50)) {
+                    if (j11 < 50) {
                         const float t12 = p3[((row6 * 50) + j11)];
-                        if ((t12 > m8)) {
+                        if (t12 > m8) {
                             s9 = ((s9 * exp((m8 - t12))) + 1.0f);
                             m8 = t12;
                         } else {
@@ -782,7 +782,7 @@ kernel void cross_entropy_bwd_cross_entropy_x2_0(
             }
         }
         const float s16 = simd_sum(((l32_2 == 0) ? loss4 : 0.0f));
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh17[sg3] = s16;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -792,7 +792,7 @@ kernel void cross_entropy_bwd_cross_entropy_x2_0(
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         const int s20 = simd_sum(((l32_2 == 0) ? cnt5 : 0));
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh21[sg3] = s20;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -801,7 +801,7 @@ kernel void cross_entropy_bwd_cross_entropy_x2_0(
             acc22 += sh21[s23];
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((lid1 == 0)) {
+        if (lid1 == 0) {
             p5[0] = ((acc22 > 0) ? (acc18 / float(acc22)) : 0.0f);
         }
     }
@@ -833,7 +833,7 @@ kernel void matmul_div_add_mul_x3_0(
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[2304];
-    if ((int(gid.x) < 2)) {
+    if (int(gid.x) < 2) {
         const int h0 = (int(gid.x) - 0);
         const int m01 = (h0 * 32);
         const int n02 = ((h0 % 1) * 32);
@@ -852,7 +852,7 @@ kernel void matmul_div_add_mul_x3_0(
                 const int i10 = (l8 % 32);
                 const int gi11 = (m01 + i10);
                 const int gk12 = (k0 + k9);
-                if (((gi11 < 50) && (gk12 < 2))) {
+                if ((gi11 < 50) && (gk12 < 2)) {
                     const float t13 = p0[((gk12 * 50) + gi11)];
                     sh[((k9 * 36) + i10)] = t13;
                 } else {
@@ -865,7 +865,7 @@ kernel void matmul_div_add_mul_x3_0(
                 const int i17 = (l15 % 32);
                 const int gi18 = (n02 + i17);
                 const int gk19 = (k0 + k16);
-                if (((gi18 < 16) && (gk19 < 2))) {
+                if ((gi18 < 16) && (gk19 < 2)) {
                     const float t20 = p1[(((gk19 + 8) * 16) + gi18)];
                     sh[(((k16 * 36) + i17) + 1152)] = t20;
                 } else {
@@ -896,7 +896,7 @@ kernel void matmul_div_add_mul_x3_0(
                 const int i24 = (l22 % 32);
                 const int gi25 = (m01 + i24);
                 const int gk26 = (k0 + k23);
-                if (((gi25 < 50) && (gk26 < 4))) {
+                if ((gi25 < 50) && (gk26 < 4)) {
                     const float t27 = p2[((gk26 * 50) + gi25)];
                     sh[((k23 * 36) + i24)] = t27;
                 } else {
@@ -909,7 +909,7 @@ kernel void matmul_div_add_mul_x3_0(
                 const int i31 = (l29 % 32);
                 const int gi32 = (n02 + i31);
                 const int gk33 = (k0 + k30);
-                if (((gi32 < 16) && (gk33 < 4))) {
+                if ((gi32 < 16) && (gk33 < 4)) {
                     const float t34 = p1[(((gk33 + 4) * 16) + gi32)];
                     sh[(((k30 * 36) + i31) + 1152)] = t34;
                 } else {
@@ -944,17 +944,17 @@ kernel void matmul_div_add_mul_x3_0(
             const int j38 = (l36 % 32);
             const int gi39 = (m01 + i37);
             const int gj40 = (n02 + j38);
-            if (((gi39 < 50) && (gj40 < 16))) {
+            if ((gi39 < 50) && (gj40 < 16)) {
                 const float acc41 = sh[((i37 * 36) + j38)];
                 const float t42 = p3[((gi39 * 16) + gj40)];
                 const float t43 = (acc41 + t42);
                 p4[((gi39 * 16) + gj40)] = t43;
             }
         }
-    } else if ((int(gid.x) < 4)) {
+    } else if (int(gid.x) < 4) {
         const int h1 = (int(gid.x) - 2);
         const int i1 = ((h1 * 128) + int(lid.x));
-        if ((i1 >= 1)) {
+        if (i1 >= 1) {
             return;
         }
         const float t2 = p5[i1];
@@ -971,10 +971,10 @@ kernel void matmul_div_add_mul_x3_0(
         const float t13 = p11[i1];
         const float t14 = (t12 / t13);
         p12[i1] = t14;
-    } else if ((int(gid.x) < 6)) {
+    } else if (int(gid.x) < 6) {
         const int h2 = (int(gid.x) - 4);
         const int i1 = ((h2 * 128) + int(lid.x));
-        if ((i1 >= 1)) {
+        if (i1 >= 1) {
             return;
         }
         p13[i1] = 0.0f;
@@ -999,14 +999,14 @@ kernel void reduce_sum_1(
     float acc5 = 0.0f;
     for (int k6 = 0; k6 < 4; k6 += 1) {
         const int j7 = (lid1 + (k6 * 256));
-        if ((j7 < 800)) {
+        if (j7 < 800) {
             const float t8 = p0[j7];
             const float t9 = (t8 * t8);
             acc5 += t9;
         }
     }
     const float s10 = simd_sum(acc5);
-    if ((l32_2 == 0)) {
+    if (l32_2 == 0) {
         sh11[sg3] = s10;
     }
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -1015,7 +1015,7 @@ kernel void reduce_sum_1(
         acc12 += sh11[s13];
     }
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if ((lid1 == 0)) {
+    if (lid1 == 0) {
         const float t14 = sqrt(acc12);
         p1[row4] = t14;
     }
@@ -1034,7 +1034,7 @@ kernel void adamw_mul_min_0(
         device float* p6 [[buffer(6)]],
         uint3 tid [[thread_position_in_grid]]) {
     const int i1 = int(tid.x);
-    if ((i1 >= 800)) {
+    if (i1 >= 800) {
         return;
     }
     const float t4 = p0[i1];

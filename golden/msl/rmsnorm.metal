@@ -19,7 +19,7 @@ kernel void rmsnorm_0(
     float ss6 = 0.0f;
     for (int k7 = 0; k7 < 2; k7 += 1) {
         const int j8 = (l32_2 + (k7 * 32));
-        if ((j8 < 40)) {
+        if (j8 < 40) {
             const float t9 = p0[((row4 * 40) + j8)];
             reg5[k7] = t9;
             ss6 += (t9 * t9);
@@ -29,7 +29,7 @@ kernel void rmsnorm_0(
     const float r11 = rsqrt(((s10 / 40.0f) + 1e-05f));
     for (int k12 = 0; k12 < 2; k12 += 1) {
         const int j13 = (l32_2 + (k12 * 32));
-        if ((j13 < 40)) {
+        if (j13 < 40) {
             const float t14 = p1[j13];
             p2[((row4 * 40) + j13)] = ((reg5[k12] * r11) * t14);
         }
@@ -48,14 +48,14 @@ kernel void reduce_mean_const_x2_0(
         device float* p3 [[buffer(3)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 1)) {
+    if (int(gid.x) < 1) {
         const int h0 = (int(gid.x) - 0);
         const int lid1 = int(lid.x);
         const int row4 = h0;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 8; k6 += 1) {
             const int j7 = (lid1 + (k6 * 32));
-            if ((j7 < 240)) {
+            if (j7 < 240) {
                 const float t8 = p0[(((j7 / 40) * 40) + (j7 % 40))];
                 const float t9 = p1[(j7 % 40)];
                 const float t10 = (t8 * t9);
@@ -63,13 +63,13 @@ kernel void reduce_mean_const_x2_0(
             }
         }
         const float s11 = simd_sum(acc5);
-        if ((lid1 == 0)) {
+        if (lid1 == 0) {
             p2[row4] = (s11 / 240.0f);
         }
-    } else if ((int(gid.x) < 9)) {
+    } else if (int(gid.x) < 9) {
         const int h1 = (int(gid.x) - 1);
         const int i1 = ((h1 * 32) + int(lid.x));
-        if ((i1 >= 1)) {
+        if (i1 >= 1) {
             return;
         }
         p3[i1] = 0.0f;
@@ -90,7 +90,7 @@ kernel void reduce_sum_0(
     const int part3 = (lid1 / 32);
     const int o4 = ((int(gid.x) * 32) + col2);
     float acc5 = 0.0f;
-    if ((o4 < 40)) {
+    if (o4 < 40) {
         for (int k6 = part3; k6 < 6; k6 += 8) {
             const float t7 = (1.0f * 0.004166667f);
             const float t8 = p0[((k6 * 40) + o4)];
@@ -100,7 +100,7 @@ kernel void reduce_sum_0(
     }
     sh10[lid1] = acc5;
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if (((part3 == 0) && (o4 < 40))) {
+    if ((part3 == 0) && (o4 < 40)) {
         for (int pr11 = 1; pr11 < 8; pr11 += 1) {
             acc5 += sh10[((pr11 * 32) + col2)];
         }
@@ -135,7 +135,7 @@ kernel void rmsnorm_bwd_0(
         float dot10 = 0.0f;
         for (int k11 = 0; k11 < 1; k11 += 1) {
             const int j12 = (lid1 + (k11 * 64));
-            if ((j12 < 40)) {
+            if (j12 < 40) {
                 const float t13 = p0[((row6 * 40) + j12)];
                 reg7[k11] = t13;
                 const float t14 = (1.0f * 0.004166667f);
@@ -149,7 +149,7 @@ kernel void rmsnorm_bwd_0(
         }
         const float s18 = simd_sum(ss9);
         const float s19 = simd_sum(dot10);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh20[sg3] = s18;
             sh21[sg3] = s19;
         }
@@ -166,7 +166,7 @@ kernel void rmsnorm_bwd_0(
         const float r26 = rsqrt(((acc22 / 40.0f) + 1e-05f));
         for (int k28 = 0; k28 < 1; k28 += 1) {
             const int j29 = (lid1 + (k28 * 64));
-            if ((j29 < 40)) {
+            if (j29 < 40) {
                 const float xh30 = (reg7[k28] * r26);
                 dg4[k28] += (reg8[k28] * xh30);
             }
@@ -174,7 +174,7 @@ kernel void rmsnorm_bwd_0(
     }
     for (int k31 = 0; k31 < 1; k31 += 1) {
         const int j32 = (lid1 + (k31 * 64));
-        if ((j32 < 40)) {
+        if (j32 < 40) {
             p3[j32] = dg4[k31];
         }
     }
@@ -196,9 +196,9 @@ kernel void reduce_sum_1(
     float acc5 = 0.0f;
     for (int k6 = 0; k6 < 3; k6 += 1) {
         const int j7 = (lid1 + (k6 * 32));
-        if ((j7 < 80)) {
+        if (j7 < 80) {
             float cat8 = 0.0f;
-            if ((j7 < 40)) {
+            if (j7 < 40) {
                 const float t9 = p0[(j7 - 0)];
                 cat8 = t9;
             } else {
@@ -210,7 +210,7 @@ kernel void reduce_sum_1(
         }
     }
     const float s12 = simd_sum(acc5);
-    if ((lid1 == 0)) {
+    if (lid1 == 0) {
         const float t13 = sqrt(s12);
         p2[row4] = t13;
         const float t14 = (1.0f / t13);
@@ -238,10 +238,10 @@ kernel void adamw_mul_x2_0(
         device float* p10 [[buffer(10)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 1)) {
+    if (int(gid.x) < 1) {
         const int h0 = (int(gid.x) - 0);
         const int i1 = ((h0 * 256) + int(lid.x));
-        if ((i1 >= 40)) {
+        if (i1 >= 40) {
             return;
         }
         const float t2 = p0[i1];
@@ -258,10 +258,10 @@ kernel void adamw_mul_x2_0(
         p6[i1] = t12;
         p2[i1] = t6;
         p3[i1] = t8;
-    } else if ((int(gid.x) < 2)) {
+    } else if (int(gid.x) < 2) {
         const int h1 = (int(gid.x) - 1);
         const int i1 = ((h1 * 256) + int(lid.x));
-        if ((i1 >= 40)) {
+        if (i1 >= 40) {
             return;
         }
         const float t2 = p7[i1];

@@ -69,7 +69,7 @@ kernel void matmul_0(
             const int k11 = (l9 % 32);
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
-            if ((gi12 < 16)) {
+            if (gi12 < 16) {
                 const float t14 = p0[((((c1 * 16) + gi12) * 64) + gk13)];
                 sh[((i10 * 36) + k11)] = t14;
             } else {
@@ -125,7 +125,7 @@ kernel void matmul_0(
         const int j25 = (l23 % 64);
         const int gi26 = (m02 + i24);
         const int gj27 = (n03 + j25);
-        if ((gi26 < 16)) {
+        if (gi26 < 16) {
             p2[((((c1 * 16) + gi26) * 256) + gj27)] = sh[((i24 * 68) + j25)];
         }
     }
@@ -164,7 +164,7 @@ kernel void matmul_1(
             const int k11 = (l9 % 32);
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
-            if ((gi12 < 16)) {
+            if (gi12 < 16) {
                 const float t14 = p0[gk13];
                 const float t15 = p1[((gk13 * 4) + 0)];
                 const float t16 = p2[((((c1 * 16) + max((gi12 - 3), 0)) * 256) + gk13)];
@@ -175,11 +175,11 @@ kernel void matmul_1(
                 const float t21 = p1[((gk13 * 4) + 3)];
                 const float t22 = p2[((((c1 * 16) + gi12) * 256) + gk13)];
                 const float t23 = ((((t14 + ((gi12 >= 3) ? (t15 * t16) : 0.0f)) + ((gi12 >= 2) ? (t17 * t18) : 0.0f)) + ((gi12 >= 1) ? (t19 * t20) : 0.0f)) + (t21 * t22));
-                if ((n03 == 0)) {
+                if (n03 == 0) {
                     p3[((((c1 * 16) + gi12) * 128) + gk13)] = t23;
                 }
                 const float t24 = (t23 / (1.0f + exp((-t23))));
-                if ((n03 == 0)) {
+                if (n03 == 0) {
                     p4[((((c1 * 16) + gi12) * 128) + gk13)] = t24;
                 }
                 sh[((i10 * 36) + k11)] = t24;
@@ -193,7 +193,7 @@ kernel void matmul_1(
             const int k28 = (l26 % 32);
             const int gi29 = (n03 + i27);
             const int gk30 = (k0 + k28);
-            if ((gi29 < 36)) {
+            if (gi29 < 36) {
                 const float t31 = p5[((gi29 * 128) + gk30)];
                 sh[(((i27 * 36) + k28) + 1152)] = t31;
             } else {
@@ -228,7 +228,7 @@ kernel void matmul_1(
         const int j35 = (l33 % 32);
         const int gi36 = (m02 + i34);
         const int gj37 = (n03 + j35);
-        if (((gi36 < 16) && (gj37 < 36))) {
+        if ((gi36 < 16) && (gj37 < 36)) {
             p6[((((c1 * 16) + gi36) * 36) + gj37)] = sh[((i34 * 36) + j35)];
         }
     }
@@ -251,7 +251,7 @@ kernel void matmul_exp_x2_0(
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[3456];
-    if ((int(gid.x) < 32)) {
+    if (int(gid.x) < 32) {
         const int h0 = (int(gid.x) - 0);
         const int c1 = (h0 / 2);
         const int m02 = (((h0 / 2) % 1) * 32);
@@ -275,7 +275,7 @@ kernel void matmul_exp_x2_0(
                 const int k11 = (l9 % 32);
                 const int gi12 = (m02 + i10);
                 const int gk13 = (k0 + k11);
-                if (((gi12 < 16) && (gk13 < 4))) {
+                if ((gi12 < 16) && (gk13 < 4)) {
                     const float t14 = p0[((((c1 * 16) + gi12) * 36) + gk13)];
                     sh[((i10 * 36) + k11)] = t14;
                 } else {
@@ -288,7 +288,7 @@ kernel void matmul_exp_x2_0(
                 const int k18 = (l16 % 32);
                 const int gi19 = (n03 + i17);
                 const int gk20 = (k0 + k18);
-                if ((gk20 < 4)) {
+                if (gk20 < 4) {
                     const float t21 = p1[((gi19 * 4) + gk20)];
                     sh[(((i17 * 36) + k18) + 1152)] = t21;
                 } else {
@@ -335,7 +335,7 @@ kernel void matmul_exp_x2_0(
             const int j25 = (l23 % 64);
             const int gi26 = (m02 + i24);
             const int gj27 = (n03 + j25);
-            if ((gi26 < 16)) {
+            if (gi26 < 16) {
                 const float acc28 = sh[((i24 * 68) + j25)];
                 const float t29 = p2[gj27];
                 const float t30 = (acc28 + t29);
@@ -344,7 +344,7 @@ kernel void matmul_exp_x2_0(
                 p4[((((c1 * 16) + gi26) * 128) + gj27)] = t31;
             }
         }
-    } else if ((int(gid.x) < 48)) {
+    } else if (int(gid.x) < 48) {
         const int h1 = (int(gid.x) - 32);
         const int i1 = ((h1 * 128) + int(lid.x));
         const float t4 = p5[i1];
@@ -389,7 +389,7 @@ kernel void selective_scan_0(
             const float r16 = (r15 + simd_shuffle_xor(r15, ushort(4)));
             const float r17 = (r16 + simd_shuffle_xor(r16, ushort(2)));
             const float r18 = (r17 + simd_shuffle_xor(r17, ushort(1)));
-            if ((n3 == 0)) {
+            if (n3 == 0) {
                 const float acc19 = (r18 + (t6 * t11));
                 p6[((((b1 * 16) + t9) * 128) + ch2)] = acc19;
                 const float t20 = p7[((((b1 * 16) + t9) * 256) + (ch2 + 128))];
@@ -437,7 +437,7 @@ kernel void matmul_2(
             const int k11 = (l9 % 32);
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
-            if ((gi12 < 16)) {
+            if (gi12 < 16) {
                 const float t14 = p0[((((c1 * 16) + gi12) * 128) + gk13)];
                 sh[((i10 * 36) + k11)] = t14;
             } else {
@@ -493,7 +493,7 @@ kernel void matmul_2(
         const int j25 = (l23 % 64);
         const int gi26 = (m02 + i24);
         const int gj27 = (n03 + j25);
-        if ((gi26 < 16)) {
+        if (gi26 < 16) {
             const float acc28 = sh[((i24 * 68) + j25)];
             const int t29 = p2[((c1 * 16) + gi26)];
             const float t30 = p3[((t29 * 64) + gj27)];
@@ -576,7 +576,7 @@ kernel void matmul_3(
             const int k17 = (l15 % 32);
             const int gi18 = (n02 + i16);
             const int gk19 = (k0 + k17);
-            if ((gi18 < 4)) {
+            if (gi18 < 4) {
                 const float t20 = p1[((gi18 * 64) + gk19)];
                 sh[(((i16 * 36) + k17) + 2304)] = t20;
             } else {
@@ -623,7 +623,7 @@ kernel void matmul_3(
         const int j24 = (l22 % 32);
         const int gi25 = (m01 + i23);
         const int gj26 = (n02 + j24);
-        if ((gj26 < 4)) {
+        if (gj26 < 4) {
             p2[((gi25 * 4) + gj26)] = sh[((i23 * 36) + j24)];
         }
     }
@@ -665,7 +665,7 @@ kernel void topk_0(
         for (int i18 = 0; i18 < 4; i18 += 1) {
             const float t19 = p0[((row1 * 4) + i18)];
             const float v20 = (exp((t19 - m2)) * inv8);
-            if ((((pi14 < 0) || (((isnan(pv13) && (!isnan(v20))) || (pv13 > v20)) || ((!((isnan(v20) && (!isnan(pv13))) || (v20 > pv13))) && (i18 > pi14)))) && ((bi17 < 0) || ((isnan(v20) && (!isnan(bv16))) || (v20 > bv16))))) {
+            if (((pi14 < 0) || (((isnan(pv13) && (!isnan(v20))) || (pv13 > v20)) || ((!((isnan(v20) && (!isnan(pv13))) || (v20 > pv13))) && (i18 > pi14)))) && ((bi17 < 0) || ((isnan(v20) && (!isnan(bv16))) || (v20 > bv16)))) {
                 bv16 = v20;
                 bi17 = i18;
             }
@@ -702,19 +702,19 @@ kernel void moe_route_0(
     const int hi5 = min((lo4 + 1), 512);
     int off6 = 0;
     for (int ex7 = 0; ex7 < 4; ex7 += 1) {
-        if ((lid1 == 0)) {
+        if (lid1 == 0) {
             p0[ex7] = off6;
         }
         int c8 = 0;
         for (int i9 = lo4; i9 < hi5; i9 += 1) {
             const int t12 = p1[i9];
-            if ((t12 == ex7)) {
+            if (t12 == ex7) {
                 c8 += 1;
             }
         }
         const int pre13 = simd_prefix_exclusive_sum(c8);
         const int sgt14 = simd_sum(c8);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh15[sg3] = sgt14;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -728,7 +728,7 @@ kernel void moe_route_0(
         int pos19 = (off6 + base16);
         for (int i20 = lo4; i20 < hi5; i20 += 1) {
             const int t23 = p1[i20];
-            if ((t23 == ex7)) {
+            if (t23 == ex7) {
                 p2[pos19] = (i20 / 2);
                 p3[pos19] = i20;
                 pos19 += 1;
@@ -736,7 +736,7 @@ kernel void moe_route_0(
         }
         off6 += tot17;
     }
-    if ((lid1 == 0)) {
+    if (lid1 == 0) {
         p0[4] = off6;
     }
 }
@@ -755,14 +755,14 @@ kernel void grouped_matmul_0(
         uint sg [[simdgroup_index_in_threadgroup]]) {
     const int ex1 = int(gid.z);
     const int n02 = (int(gid.x) * 64);
-    if ((ex1 == 4)) {
+    if (ex1 == 4) {
         const int t3 = p0[0];
         const int t4 = p0[4];
         for (int s5 = 0; s5 < 32; s5 += 1) {
             const int l6 = ((s5 * 128) + int(lid.x));
             const int r7 = ((int(gid.y) * 64) + (l6 / 64));
             const int j8 = (n02 + (l6 % 64));
-            if (((r7 < t3) || (r7 >= t4))) {
+            if ((r7 < t3) || (r7 >= t4)) {
                 p1[((r7 * 128) + j8)] = 0.0f;
             }
         }
@@ -771,7 +771,7 @@ kernel void grouped_matmul_0(
     const int t9 = p0[ex1];
     const int t10 = p0[(ex1 + 1)];
     const int m011 = (t9 + (int(gid.y) * 64));
-    if ((m011 >= t10)) {
+    if (m011 >= t10) {
         return;
     }
     threadgroup float sh[4352];
@@ -802,7 +802,7 @@ kernel void grouped_matmul_0(
             const int k19 = (l17 % 16);
             const int gi20 = (m011 + i18);
             const int gk21 = (k0 + k19);
-            if ((gi20 < t10)) {
+            if (gi20 < t10) {
                 const int t22 = p2[gi20];
                 const float t23 = p3[((t22 * 64) + gk21)];
                 sh[((i18 * 20) + k19)] = t23;
@@ -879,7 +879,7 @@ kernel void grouped_matmul_0(
         const int j34 = (l32 % 64);
         const int gi35 = (m011 + i33);
         const int gj36 = (n02 + j34);
-        if ((gi35 < t10)) {
+        if (gi35 < t10) {
             p1[((gi35 * 128) + gj36)] = sh[((i33 * 68) + j34)];
         }
     }
@@ -904,14 +904,14 @@ kernel void grouped_matmul_1(
         uint sg [[simdgroup_index_in_threadgroup]]) {
     const int ex1 = int(gid.z);
     const int n02 = (int(gid.x) * 64);
-    if ((ex1 == 4)) {
+    if (ex1 == 4) {
         const int t3 = p0[0];
         const int t4 = p0[4];
         for (int s5 = 0; s5 < 32; s5 += 1) {
             const int l6 = ((s5 * 128) + int(lid.x));
             const int r7 = ((int(gid.y) * 64) + (l6 / 64));
             const int j8 = (n02 + (l6 % 64));
-            if (((r7 < t3) || (r7 >= t4))) {
+            if ((r7 < t3) || (r7 >= t4)) {
                 const float acc9 = 0.0f;
                 p1[((r7 * 64) + j8)] = acc9;
                 const int t10 = p2[((r7 * 1) + 0)];
@@ -925,7 +925,7 @@ kernel void grouped_matmul_1(
     const int t13 = p0[ex1];
     const int t14 = p0[(ex1 + 1)];
     const int m015 = (t13 + (int(gid.y) * 64));
-    if ((m015 >= t14)) {
+    if (m015 >= t14) {
         return;
     }
     threadgroup float sh[4352];
@@ -956,15 +956,15 @@ kernel void grouped_matmul_1(
             const int k23 = (l21 % 16);
             const int gi24 = (m015 + i22);
             const int gk25 = (k0 + k23);
-            if ((gi24 < t14)) {
+            if (gi24 < t14) {
                 const float t26 = p5[((gi24 * 128) + gk25)];
                 const float t27 = (t26 / (1.0f + exp((-t26))));
-                if ((n02 == 0)) {
+                if (n02 == 0) {
                     p6[((gi24 * 64) + gk25)] = t27;
                 }
                 const float t28 = p5[((gi24 * 128) + (gk25 + 64))];
                 const float t29 = (t27 * t28);
-                if ((n02 == 0)) {
+                if (n02 == 0) {
                     p7[((gi24 * 64) + gk25)] = t29;
                 }
                 sh[((i22 * 20) + k23)] = t29;
@@ -1041,7 +1041,7 @@ kernel void grouped_matmul_1(
         const int j40 = (l38 % 64);
         const int gi41 = (m015 + i39);
         const int gj42 = (n02 + j40);
-        if ((gi41 < t14)) {
+        if (gi41 < t14) {
             const float acc43 = sh[((i39 * 68) + j40)];
             p1[((gi41 * 64) + gj42)] = acc43;
             const int t44 = p2[((gi41 * 1) + 0)];
@@ -1070,7 +1070,7 @@ kernel void scatter_add_reduce_mean_x3_0(
         uint3 gid [[threadgroup_position_in_grid]]) {
     threadgroup float sh9[256];
     threadgroup float sh8[256];
-    if ((int(gid.x) < 32)) {
+    if (int(gid.x) < 32) {
         const int h0 = (int(gid.x) - 0);
         const int t1 = ((h0 * 256) + int(lid.x));
         const int c2 = (t1 % 64);
@@ -1081,12 +1081,12 @@ kernel void scatter_add_reduce_mean_x3_0(
         }
         for (int i4 = 0; i4 < 512; i4 += 1) {
             const int t7 = p1[i4];
-            if (((t7 >= lo3) && (t7 < hi5))) {
+            if ((t7 >= lo3) && (t7 < hi5)) {
                 const float t8 = p2[((i4 * 64) + c2)];
                 p0[((t7 * 64) + c2)] = (p0[((t7 * 64) + c2)] + t8);
             }
         }
-    } else if ((int(gid.x) < 33)) {
+    } else if (int(gid.x) < 33) {
         const int h1 = (int(gid.x) - 32);
         const int lid1 = int(lid.x);
         const int col2 = (lid1 % 4);
@@ -1100,13 +1100,13 @@ kernel void scatter_add_reduce_mean_x3_0(
         }
         sh9[lid1] = acc5;
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((part3 == 0)) {
+        if (part3 == 0) {
             for (int pr10 = 1; pr10 < 64; pr10 += 1) {
                 acc5 += sh9[((pr10 * 4) + col2)];
             }
             p4[o4] = (acc5 / 256.0f);
         }
-    } else if ((int(gid.x) < 34)) {
+    } else if (int(gid.x) < 34) {
         const int h2 = (int(gid.x) - 33);
         const int lid1 = int(lid.x);
         const int col2 = (lid1 % 4);
@@ -1119,7 +1119,7 @@ kernel void scatter_add_reduce_mean_x3_0(
         }
         sh8[lid1] = acc5;
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((part3 == 0)) {
+        if (part3 == 0) {
             for (int pr9 = 1; pr9 < 64; pr9 += 1) {
                 acc5 += sh8[((pr9 * 4) + col2)];
             }
@@ -1177,7 +1177,7 @@ kernel void matmul_4(
             const int k11 = (l9 % 32);
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
-            if ((gi12 < 16)) {
+            if (gi12 < 16) {
                 const float t14 = p0[((((c1 * 16) + gi12) * 128) + gk13)];
                 sh[((i10 * 36) + k11)] = t14;
             } else {
@@ -1233,7 +1233,7 @@ kernel void matmul_4(
         const int j25 = (l23 % 64);
         const int gi26 = (m02 + i24);
         const int gj27 = (n03 + j25);
-        if ((gi26 < 16)) {
+        if (gi26 < 16) {
             const float acc28 = sh[((i24 * 68) + j25)];
             const float t29 = p2[((((c1 * 16) + gi26) * 64) + gj27)];
             const float t30 = (t29 + acc28);
@@ -1271,7 +1271,7 @@ kernel void matmul_5(
             const int k11 = (l9 % 32);
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
-            if ((gi12 < 16)) {
+            if (gi12 < 16) {
                 const float t14 = p0[((((c1 * 16) + gi12) * 64) + gk13)];
                 sh[((i10 * 36) + k11)] = t14;
             } else {
@@ -1284,7 +1284,7 @@ kernel void matmul_5(
             const int k18 = (l16 % 32);
             const int gi19 = (n03 + i17);
             const int gk20 = (k0 + k18);
-            if ((gi19 < 16)) {
+            if (gi19 < 16) {
                 const float t21 = p1[((gi19 * 64) + gk20)];
                 sh[(((i17 * 36) + k18) + 1152)] = t21;
             } else {
@@ -1319,7 +1319,7 @@ kernel void matmul_5(
         const int j25 = (l23 % 32);
         const int gi26 = (m02 + i24);
         const int gj27 = (n03 + j25);
-        if (((gi26 < 16) && (gj27 < 16))) {
+        if ((gi26 < 16) && (gj27 < 16)) {
             p2[((((c1 * 16) + gi26) * 16) + gj27)] = sh[((i24 * 36) + j25)];
         }
     }
@@ -1342,7 +1342,7 @@ kernel void cross_entropy_cross_entropy_bwd_x2_0(
     threadgroup float sh16[8];
     threadgroup int sh20[8];
     threadgroup int sh10[8];
-    if ((int(gid.x) < 1)) {
+    if (int(gid.x) < 1) {
         const int h0 = (int(gid.x) - 0);
         const int lid1 = int(lid.x);
         const int l32_2 = int(lane);
@@ -1353,12 +1353,12 @@ kernel void cross_entropy_cross_entropy_bwd_x2_0(
             const int c7 = (row6 / 16);
             const int c8 = (row6 % 16);
             const int t9 = p0[row6];
-            if (((t9 >= 0) && (t9 < 16))) {
+            if ((t9 >= 0) && (t9 < 16)) {
                 float m10 = (-INFINITY);
                 float s11 = 0.0f;
                 for (int k12 = 0; k12 < 16; k12 += 1) {
                     const float t13 = p1[((((c7 * 16) + c8) * 16) + k12)];
-                    if ((t13 > m10)) {
+                    if (t13 > m10) {
                         s11 = ((s11 * exp((m10 - t13))) + 1.0f);
                         m10 = t13;
                     } else {
@@ -1371,7 +1371,7 @@ kernel void cross_entropy_cross_entropy_bwd_x2_0(
             }
         }
         const float s15 = simd_sum(loss4);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh16[sg3] = s15;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -1381,7 +1381,7 @@ kernel void cross_entropy_cross_entropy_bwd_x2_0(
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         const int s19 = simd_sum(cnt5);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh20[sg3] = s19;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -1390,10 +1390,10 @@ kernel void cross_entropy_cross_entropy_bwd_x2_0(
             acc21 += sh20[s22];
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((lid1 == 0)) {
+        if (lid1 == 0) {
             p2[0] = ((acc21 > 0) ? (acc17 / float(acc21)) : 0.0f);
         }
-    } else if ((int(gid.x) < 2)) {
+    } else if (int(gid.x) < 2) {
         const int h1 = (int(gid.x) - 1);
         const int lid1 = int(lid.x);
         const int l32_2 = int(lane);
@@ -1404,7 +1404,7 @@ kernel void cross_entropy_cross_entropy_bwd_x2_0(
             cnt4 += (((t8 >= 0) && (t8 < 16)) ? 1 : 0);
         }
         const int s9 = simd_sum(cnt4);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh10[sg3] = s9;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -1418,14 +1418,14 @@ kernel void cross_entropy_cross_entropy_bwd_x2_0(
         const int c15 = (row14 / 16);
         const int c16 = (row14 % 16);
         const int t17 = p0[row14];
-        if (((t17 >= 0) && (t17 < 16))) {
+        if ((t17 >= 0) && (t17 < 16)) {
             float reg18[16];
             float m19 = (-INFINITY);
             float s20 = 0.0f;
             for (int k21 = 0; k21 < 16; k21 += 1) {
                 const float t22 = p1[((((c15 * 16) + c16) * 16) + k21)];
                 reg18[k21] = t22;
-                if ((t22 > m19)) {
+                if (t22 > m19) {
                     s20 = ((s20 * exp((m19 - t22))) + 1.0f);
                     m19 = t22;
                 } else {
@@ -1457,7 +1457,7 @@ kernel void reduce_sum_0(
         uint3 gid [[threadgroup_position_in_grid]]) {
     const int lid1 = int(lid.x);
     const int row4 = ((int(gid.x) * 32) + lid1);
-    if ((row4 >= 1)) {
+    if (row4 >= 1) {
         return;
     }
     float acc5 = 0.0f;
@@ -1507,7 +1507,7 @@ kernel void matmul_6(
             const int k11 = (l9 % 32);
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
-            if (((gi12 < 16) && (gk13 < 16))) {
+            if ((gi12 < 16) && (gk13 < 16)) {
                 const float t14 = p0[((((c1 * 16) + gi12) * 16) + gk13)];
                 sh[((i10 * 36) + k11)] = t14;
             } else {
@@ -1520,7 +1520,7 @@ kernel void matmul_6(
             const int i18 = (l16 % 64);
             const int gi19 = (n03 + i18);
             const int gk20 = (k0 + k17);
-            if ((gk20 < 16)) {
+            if (gk20 < 16) {
                 const float t21 = p1[((gk20 * 64) + gi19)];
                 sh[(((k17 * 68) + i18) + 1152)] = t21;
             } else {
@@ -1567,7 +1567,7 @@ kernel void matmul_6(
         const int j25 = (l23 % 64);
         const int gi26 = (m02 + i24);
         const int gj27 = (n03 + j25);
-        if ((gi26 < 16)) {
+        if (gi26 < 16) {
             p2[((((c1 * 16) + gi26) * 64) + gj27)] = sh[((i24 * 68) + j25)];
         }
     }
@@ -1613,7 +1613,7 @@ kernel void rmsnorm_bwd_0(
         }
         const float s18 = simd_sum(ss11);
         const float s19 = simd_sum(dot12);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh20[sg3] = s18;
             sh21[sg3] = s19;
         }
@@ -1663,7 +1663,7 @@ kernel void matmul_x2_0(
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[4352];
-    if ((int(gid.x) < 2)) {
+    if (int(gid.x) < 2) {
         const int h0 = (int(gid.x) - 0);
         const int m01 = ((h0 / 2) * 64);
         const int n02 = (h0 * 64);
@@ -1768,7 +1768,7 @@ kernel void matmul_x2_0(
             const int gj26 = (n02 + j24);
             p2[((gi25 * 128) + gj26)] = sh[((i23 * 68) + j24)];
         }
-    } else if ((int(gid.x) < 34)) {
+    } else if (int(gid.x) < 34) {
         const int h1 = (int(gid.x) - 2);
         const int c1 = (h1 / 2);
         const int m02 = (((h1 / 2) % 1) * 32);
@@ -1792,7 +1792,7 @@ kernel void matmul_x2_0(
                 const int k11 = (l9 % 32);
                 const int gi12 = (m02 + i10);
                 const int gk13 = (k0 + k11);
-                if ((gi12 < 16)) {
+                if (gi12 < 16) {
                     const float t14 = p0[((((c1 * 16) + gi12) * 64) + gk13)];
                     sh[((i10 * 36) + k11)] = t14;
                 } else {
@@ -1848,7 +1848,7 @@ kernel void matmul_x2_0(
             const int j25 = (l23 % 64);
             const int gi26 = (m02 + i24);
             const int gj27 = (n03 + j25);
-            if ((gi26 < 16)) {
+            if (gi26 < 16) {
                 const float acc28 = sh[((i24 * 68) + j25)];
                 p4[((((c1 * 16) + gi26) * 128) + gj27)] = acc28;
                 const float t29 = p5[((((c1 * 16) + gi26) * 128) + gj27)];
@@ -1891,7 +1891,7 @@ kernel void selective_scan_bwd_0(
     float seq1[8];
     threadgroup float red2[512];
     const int gid3 = int(gid.x);
-    if ((gid3 < 128)) {
+    if (gid3 < 128) {
         const int b4 = (gid3 / 8);
         const int n05 = ((gid3 % 8) * 2);
         const int n6 = (n05 + (int(lid.x) / 128));
@@ -1936,7 +1936,7 @@ kernel void selective_scan_bwd_0(
                         carry14 = (a41 * g42);
                         const float sp43 = simd_sum(((g42 * t33) * t34));
                         const float sp44 = simd_sum((((a41 * sp40) + ((t33 * t35) * t34)) * t39));
-                        if ((lane8 == 0)) {
+                        if (lane8 == 0) {
                             red2[(rb30 + ((((0 * 16) + j31) * 8) + sg7))] = sp43;
                             red2[(rb30 + ((((1 * 16) + j31) * 8) + sg7))] = sp44;
                         }
@@ -1950,11 +1950,11 @@ kernel void selective_scan_bwd_0(
                         const float tot50 = simd_sum(((lane8 < 4) ? red2[(rb30 + ((((q47 * 16) + j48) * 8) + ((ns49 * 4) + min(lane8, 3))))] : 0.0f));
                         const int t51 = ((t118 - 1) - (i028 + j48));
                         const int nn52 = (n05 + ns49);
-                        if ((lane8 == 0)) {
-                            if ((q47 == 0)) {
+                        if (lane8 == 0) {
+                            if (q47 == 0) {
                                 p7[((((b4 * 16) + t51) * 16) + nn52)] = tot50;
                             }
-                            if ((q47 == 1)) {
+                            if (q47 == 1) {
                                 p8[((((b4 * 16) + t51) * 16) + nn52)] = tot50;
                             }
                         }
@@ -2010,7 +2010,7 @@ kernel void selective_scan_bwd_0(
                     const float r91 = (r90 + simd_shuffle_xor(r90, ushort(4)));
                     const float r92 = (r91 + simd_shuffle_xor(r91, ushort(2)));
                     const float r93 = (r92 + simd_shuffle_xor(r92, ushort(1)));
-                    if ((n54 == 0)) {
+                    if (n54 == 0) {
                         p10[((((b60 * 16) + t75) * 128) + ch53)] = (r89 + (t57 * t82));
                         p11[((((b60 * 16) + t75) * 128) + ch53)] = r93;
                     }
@@ -2018,7 +2018,7 @@ kernel void selective_scan_bwd_0(
             }
         }
         p12[((ch53 * 16) + n54)] = dA58;
-        if ((n54 == 0)) {
+        if (n54 == 0) {
             p13[ch53] = dD59;
         }
     }
@@ -2038,7 +2038,7 @@ kernel void mul_neg_mul_sigmoid_x2_0(
         device float* p5 [[buffer(5)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 8)) {
+    if (int(gid.x) < 8) {
         const int h0 = (int(gid.x) - 0);
         const int i1 = ((h0 * 256) + int(lid.x));
         const float t4 = p0[i1];
@@ -2046,7 +2046,7 @@ kernel void mul_neg_mul_sigmoid_x2_0(
         const float t6 = p1[i1];
         const float t7 = (t5 * t6);
         p2[i1] = t7;
-    } else if ((int(gid.x) < 136)) {
+    } else if (int(gid.x) < 136) {
         const int h1 = (int(gid.x) - 8);
         const int i1 = ((h1 * 256) + int(lid.x));
         const float t5 = p3[i1];
@@ -2077,7 +2077,7 @@ kernel void reduce_sum_1(
     }
     sh8[lid1] = acc5;
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if ((part3 == 0)) {
+    if (part3 == 0) {
         for (int pr9 = 1; pr9 < 8; pr9 += 1) {
             acc5 += sh8[((pr9 * 32) + col2)];
         }
@@ -2100,7 +2100,7 @@ kernel void matmul_x2_1(
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[3328];
-    if ((int(gid.x) < 16)) {
+    if (int(gid.x) < 16) {
         const int h0 = (int(gid.x) - 0);
         const int c1 = h0;
         const int m02 = ((h0 % 1) * 32);
@@ -2120,7 +2120,7 @@ kernel void matmul_x2_1(
                 const int k11 = (l9 % 32);
                 const int gi12 = (m02 + i10);
                 const int gk13 = (k0 + k11);
-                if ((gi12 < 16)) {
+                if (gi12 < 16) {
                     const float t14 = p0[((((c1 * 16) + gi12) * 128) + gk13)];
                     sh[((i10 * 36) + k11)] = t14;
                 } else {
@@ -2133,7 +2133,7 @@ kernel void matmul_x2_1(
                 const int i18 = (l16 % 32);
                 const int gi19 = (n03 + i18);
                 const int gk20 = (k0 + k17);
-                if ((gi19 < 4)) {
+                if (gi19 < 4) {
                     const float t21 = p1[((gk20 * 4) + gi19)];
                     sh[(((k17 * 36) + i18) + 1152)] = t21;
                 } else {
@@ -2168,11 +2168,11 @@ kernel void matmul_x2_1(
             const int j25 = (l23 % 32);
             const int gi26 = (m02 + i24);
             const int gj27 = (n03 + j25);
-            if (((gi26 < 16) && (gj27 < 4))) {
+            if ((gi26 < 16) && (gj27 < 4)) {
                 p2[((((c1 * 16) + gi26) * 4) + gj27)] = sh[((i24 * 36) + j25)];
             }
         }
-    } else if ((int(gid.x) < 18)) {
+    } else if (int(gid.x) < 18) {
         const int h1 = (int(gid.x) - 16);
         const int m01 = (h1 * 64);
         const int n02 = ((h1 % 1) * 32);
@@ -2204,7 +2204,7 @@ kernel void matmul_x2_1(
                 const int i17 = (l15 % 32);
                 const int gi18 = (n02 + i17);
                 const int gk19 = (k0 + k16);
-                if ((gi18 < 4)) {
+                if (gi18 < 4) {
                     const float t20 = p3[(((((((gk19 * 4) + gi18) / 64) * 16) + ((((gk19 * 4) + gi18) / 4) % 16)) * 36) + (((gk19 * 4) + gi18) % 4))];
                     sh[(((k16 * 36) + i17) + 2176)] = t20;
                 } else {
@@ -2251,7 +2251,7 @@ kernel void matmul_x2_1(
             const int j24 = (l22 % 32);
             const int gi25 = (m01 + i23);
             const int gj26 = (n02 + j24);
-            if ((gj26 < 4)) {
+            if (gj26 < 4) {
                 p4[((gi25 * 4) + gj26)] = sh[((i23 * 36) + j24)];
             }
         }
@@ -2278,7 +2278,7 @@ kernel void matmul_x2_2(
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[3328];
-    if ((int(gid.x) < 4)) {
+    if (int(gid.x) < 4) {
         const int h0 = (int(gid.x) - 0);
         const int m01 = ((h0 / 2) * 32);
         const int n02 = ((h0 % 2) * 64);
@@ -2301,12 +2301,12 @@ kernel void matmul_x2_2(
                 const int i10 = (l8 % 32);
                 const int gi11 = (m01 + i10);
                 const int gk12 = (k0 + k9);
-                if ((gi11 < 36)) {
+                if (gi11 < 36) {
                     float cat13 = 0.0f;
-                    if (((((gk12 * 36) + gi11) % 36) < 4)) {
+                    if ((((gk12 * 36) + gi11) % 36) < 4) {
                         const float t14 = p0[(((((((gk12 * 36) + gi11) / 576) * 16) + ((((gk12 * 36) + gi11) / 36) % 16)) * 4) + ((((gk12 * 36) + gi11) % 36) - 0))];
                         cat13 = t14;
-                    } else if (((((gk12 * 36) + gi11) % 36) < 20)) {
+                    } else if ((((gk12 * 36) + gi11) % 36) < 20) {
                         const float t15 = p1[(((((((gk12 * 36) + gi11) / 576) * 16) + ((((gk12 * 36) + gi11) / 36) % 16)) * 16) + ((((gk12 * 36) + gi11) % 36) - 4))];
                         cat13 = t15;
                     } else {
@@ -2367,11 +2367,11 @@ kernel void matmul_x2_2(
             const int j27 = (l25 % 64);
             const int gi28 = (m01 + i26);
             const int gj29 = (n02 + j27);
-            if ((gi28 < 36)) {
+            if (gi28 < 36) {
                 p4[((gi28 * 128) + gj29)] = sh[((i26 * 68) + j27)];
             }
         }
-    } else if ((int(gid.x) < 36)) {
+    } else if (int(gid.x) < 36) {
         const int h1 = (int(gid.x) - 4);
         const int c1 = (h1 / 2);
         const int m02 = (((h1 / 2) % 1) * 32);
@@ -2395,12 +2395,12 @@ kernel void matmul_x2_2(
                 const int k11 = (l9 % 32);
                 const int gi12 = (m02 + i10);
                 const int gk13 = (k0 + k11);
-                if (((gi12 < 16) && (gk13 < 36))) {
+                if ((gi12 < 16) && (gk13 < 36)) {
                     float cat14 = 0.0f;
-                    if ((gk13 < 4)) {
+                    if (gk13 < 4) {
                         const float t15 = p0[((((c1 * 16) + gi12) * 4) + (gk13 - 0))];
                         cat14 = t15;
-                    } else if ((gk13 < 20)) {
+                    } else if (gk13 < 20) {
                         const float t16 = p1[((((c1 * 16) + gi12) * 16) + (gk13 - 4))];
                         cat14 = t16;
                     } else {
@@ -2418,7 +2418,7 @@ kernel void matmul_x2_2(
                 const int i21 = (l19 % 64);
                 const int gi22 = (n03 + i21);
                 const int gk23 = (k0 + k20);
-                if ((gk23 < 36)) {
+                if (gk23 < 36) {
                     const float t24 = p5[((gk23 * 128) + gi22)];
                     sh[(((k20 * 68) + i21) + 1152)] = t24;
                 } else {
@@ -2465,7 +2465,7 @@ kernel void matmul_x2_2(
             const int j28 = (l26 % 64);
             const int gi29 = (m02 + i27);
             const int gj30 = (n03 + j28);
-            if ((gi29 < 16)) {
+            if (gi29 < 16) {
                 const float acc31 = sh[((i27 * 68) + j28)];
                 const float t32 = p6[((((c1 * 16) + gi29) * 128) + gj30)];
                 const float t33 = (t32 + acc31);
@@ -2494,10 +2494,10 @@ kernel void causal_conv1d_bwd_0(
         device float* p5 [[buffer(5)]],
         uint3 tid [[thread_position_in_grid]]) {
     const int i1 = int(tid.x);
-    if ((i1 >= 33408)) {
+    if (i1 >= 33408) {
         return;
     }
-    if ((i1 < 32768)) {
+    if (i1 < 32768) {
         const int c15 = (i1 / 2048);
         const int c16 = ((i1 / 128) % 16);
         const int c17 = (i1 % 128);
@@ -2510,7 +2510,7 @@ kernel void causal_conv1d_bwd_0(
         const float t24 = p0[((((c15 * 16) + min((c16 + 3), 15)) * 128) + c17)];
         const float t25 = p4[((c17 * 4) + 0)];
         p5[i1] = ((((t18 * t19) + ((c16 < 15) ? (t20 * t21) : 0.0f)) + ((c16 < 14) ? (t22 * t23) : 0.0f)) + ((c16 < 13) ? (t24 * t25) : 0.0f));
-    } else if ((i1 < 33280)) {
+    } else if (i1 < 33280) {
         const int j7 = (i1 - 32768);
         const int k8 = (j7 / 128);
         const int ch9 = (j7 % 128);
@@ -2552,7 +2552,7 @@ kernel void matmul_x2_3(
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[4352];
-    if ((int(gid.x) < 16)) {
+    if (int(gid.x) < 16) {
         const int h0 = (int(gid.x) - 0);
         const int c1 = h0;
         const int m02 = ((h0 % 1) * 32);
@@ -2576,9 +2576,9 @@ kernel void matmul_x2_3(
                 const int k11 = (l9 % 32);
                 const int gi12 = (m02 + i10);
                 const int gk13 = (k0 + k11);
-                if ((gi12 < 16)) {
+                if (gi12 < 16) {
                     float cat14 = 0.0f;
-                    if ((gk13 < 128)) {
+                    if (gk13 < 128) {
                         const float t15 = p0[((((c1 * 16) + gi12) * 128) + (gk13 - 0))];
                         cat14 = t15;
                     } else {
@@ -2639,11 +2639,11 @@ kernel void matmul_x2_3(
             const int j27 = (l25 % 64);
             const int gi28 = (m02 + i26);
             const int gj29 = (n03 + j27);
-            if ((gi28 < 16)) {
+            if (gi28 < 16) {
                 p3[((((c1 * 16) + gi28) * 64) + gj29)] = sh[((i26 * 68) + j27)];
             }
         }
-    } else if ((int(gid.x) < 20)) {
+    } else if (int(gid.x) < 20) {
         const int h1 = (int(gid.x) - 16);
         const int m01 = (h1 * 64);
         const int n02 = ((h1 % 1) * 64);
@@ -2675,7 +2675,7 @@ kernel void matmul_x2_3(
                 const int gi11 = (m01 + i10);
                 const int gk12 = (k0 + k9);
                 float cat13 = 0.0f;
-                if (((((gk12 * 256) + gi11) % 256) < 128)) {
+                if ((((gk12 * 256) + gi11) % 256) < 128) {
                     const float t14 = p0[(((((((gk12 * 256) + gi11) / 4096) * 16) + ((((gk12 * 256) + gi11) / 256) % 16)) * 128) + ((((gk12 * 256) + gi11) % 256) - 0))];
                     cat13 = t14;
                 } else {
@@ -2799,7 +2799,7 @@ kernel void rmsnorm_bwd_1(
         }
         const float s18 = simd_sum(ss11);
         const float s19 = simd_sum(dot12);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh20[sg3] = s18;
             sh21[sg3] = s19;
         }
@@ -2850,7 +2850,7 @@ kernel void mul_gather_reduce_sum_x2_0(
         uint3 gid [[threadgroup_position_in_grid]],
         uint lane [[thread_index_in_simdgroup]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
-    if ((int(gid.x) < 128)) {
+    if (int(gid.x) < 128) {
         const int h0 = (int(gid.x) - 0);
         const int i1 = ((h0 * 256) + int(lid.x));
         const int c2 = (i1 / 64);
@@ -2861,7 +2861,7 @@ kernel void mul_gather_reduce_sum_x2_0(
         const float t7 = p3[t6];
         const float t8 = (t5 * t7);
         p4[i1] = t8;
-    } else if ((int(gid.x) < 192)) {
+    } else if (int(gid.x) < 192) {
         const int h1 = (int(gid.x) - 128);
         const int l32_2 = int(lane);
         const int sg3 = int(sg);
@@ -2876,7 +2876,7 @@ kernel void mul_gather_reduce_sum_x2_0(
             acc5 += t11;
         }
         const float s12 = simd_sum(acc5);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             p6[row4] = s12;
         }
     }
@@ -2906,20 +2906,20 @@ kernel void scatter_add_grouped_matmul_wgrad_x3_0(
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[4352];
-    if ((int(gid.x) < 4)) {
+    if (int(gid.x) < 4) {
         const int h0 = (int(gid.x) - 0);
         const int t1 = ((h0 * 128) + int(lid.x));
         const int lo2 = t1;
         float acc4 = 0.0f;
         for (int i3 = 0; i3 < 512; i3 += 1) {
             const int t5 = p0[i3];
-            if ((t5 == lo2)) {
+            if (t5 == lo2) {
                 const float t6 = p1[i3];
                 acc4 += t6;
             }
         }
         p2[lo2] = acc4;
-    } else if ((int(gid.x) < 8)) {
+    } else if (int(gid.x) < 8) {
         const int h1 = (int(gid.x) - 4);
         const int ex1 = h1;
         const int m02 = ((h1 % 1) * 64);
@@ -2953,7 +2953,7 @@ kernel void scatter_add_grouped_matmul_wgrad_x3_0(
                 const int i13 = (l11 % 64);
                 const int gi14 = (m02 + i13);
                 const int gk15 = (k0 + k12);
-                if ((gk15 < t5)) {
+                if (gk15 < t5) {
                     const float t16 = p4[((gk15 * 64) + gi14)];
                     sh[((k12 * 68) + i13)] = t16;
                 } else {
@@ -2966,7 +2966,7 @@ kernel void scatter_add_grouped_matmul_wgrad_x3_0(
                 const int i20 = (l18 % 64);
                 const int gi21 = (n03 + i20);
                 const int gk22 = (k0 + k19);
-                if ((gk22 < t5)) {
+                if (gk22 < t5) {
                     const float t23 = p5[((gk22 * 64) + gi21)];
                     sh[(((k19 * 68) + i20) + 1088)] = t23;
                 } else {
@@ -3035,18 +3035,18 @@ kernel void scatter_add_grouped_matmul_wgrad_x3_0(
             const int gj29 = (n03 + j27);
             p6[((((ex1 * 64) + gi28) * 64) + gj29)] = sh[((i26 * 68) + j27)];
         }
-    } else if ((int(gid.x) < 48)) {
+    } else if (int(gid.x) < 48) {
         const int h2 = (int(gid.x) - 8);
         const int ex1 = (h2 / 8);
         const int n02 = ((h2 % 1) * 64);
-        if ((ex1 == 4)) {
+        if (ex1 == 4) {
             const int t3 = p3[0];
             const int t4 = p3[4];
             for (int s5 = 0; s5 < 32; s5 += 1) {
                 const int l6 = ((s5 * 128) + int(lid.x));
                 const int r7 = (((h2 % 8) * 64) + (l6 / 64));
                 const int j8 = (n02 + (l6 % 64));
-                if (((r7 < t3) || (r7 >= t4))) {
+                if ((r7 < t3) || (r7 >= t4)) {
                     const float acc9 = 0.0f;
                     const float t10 = p7[((r7 * 64) + j8)];
                     const float t11 = (acc9 * t10);
@@ -3067,7 +3067,7 @@ kernel void scatter_add_grouped_matmul_wgrad_x3_0(
         const int t20 = p3[ex1];
         const int t21 = p3[(ex1 + 1)];
         const int m022 = (t20 + ((h2 % 8) * 64));
-        if ((m022 >= t21)) {
+        if (m022 >= t21) {
             return;
         }
         const int ti23 = int(lid.x);
@@ -3097,7 +3097,7 @@ kernel void scatter_add_grouped_matmul_wgrad_x3_0(
                 const int k30 = (l28 % 16);
                 const int gi31 = (m022 + i29);
                 const int gk32 = (k0 + k30);
-                if ((gi31 < t21)) {
+                if (gi31 < t21) {
                     const float t33 = p4[((gi31 * 64) + gk32)];
                     sh[((i29 * 20) + k30)] = t33;
                 } else {
@@ -3173,7 +3173,7 @@ kernel void scatter_add_grouped_matmul_wgrad_x3_0(
             const int j44 = (l42 % 64);
             const int gi45 = (m022 + i43);
             const int gj46 = (n02 + j44);
-            if ((gi45 < t21)) {
+            if (gi45 < t21) {
                 const float acc47 = sh[((i43 * 68) + j44)];
                 const float t48 = p7[((gi45 * 64) + gj46)];
                 const float t49 = (acc47 * t48);
@@ -3210,18 +3210,18 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[4352];
-    if ((int(gid.x) < 40)) {
+    if (int(gid.x) < 40) {
         const int h0 = (int(gid.x) - 0);
         const int ex1 = (h0 / 8);
         const int n02 = ((h0 % 1) * 64);
-        if ((ex1 == 4)) {
+        if (ex1 == 4) {
             const int t3 = p0[0];
             const int t4 = p0[4];
             for (int s5 = 0; s5 < 32; s5 += 1) {
                 const int l6 = ((s5 * 128) + int(lid.x));
                 const int r7 = (((h0 % 8) * 64) + (l6 / 64));
                 const int j8 = (n02 + (l6 % 64));
-                if (((r7 < t3) || (r7 >= t4))) {
+                if ((r7 < t3) || (r7 >= t4)) {
                     p1[((r7 * 64) + j8)] = 0.0f;
                 }
             }
@@ -3230,7 +3230,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
         const int t9 = p0[ex1];
         const int t10 = p0[(ex1 + 1)];
         const int m011 = (t9 + ((h0 % 8) * 64));
-        if ((m011 >= t10)) {
+        if (m011 >= t10) {
             return;
         }
         const int ti12 = int(lid.x);
@@ -3260,9 +3260,9 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                 const int k19 = (l17 % 16);
                 const int gi20 = (m011 + i18);
                 const int gk21 = (k0 + k19);
-                if ((gi20 < t10)) {
+                if (gi20 < t10) {
                     float cat22 = 0.0f;
-                    if ((gk21 < 64)) {
+                    if (gk21 < 64) {
                         const float t23 = p2[((gi20 * 64) + (gk21 - 0))];
                         cat22 = t23;
                     } else {
@@ -3343,11 +3343,11 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
             const int j35 = (l33 % 64);
             const int gi36 = (m011 + i34);
             const int gj37 = (n02 + j35);
-            if ((gi36 < t10)) {
+            if (gi36 < t10) {
                 p1[((gi36 * 64) + gj37)] = sh[((i34 * 68) + j35)];
             }
         }
-    } else if ((int(gid.x) < 48)) {
+    } else if (int(gid.x) < 48) {
         const int h1 = (int(gid.x) - 40);
         const int ex1 = (h1 / 2);
         const int m02 = ((h1 % 2) * 64);
@@ -3381,9 +3381,9 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                 const int i13 = (l11 % 64);
                 const int gi14 = (m02 + i13);
                 const int gk15 = (k0 + k12);
-                if ((gk15 < t5)) {
+                if (gk15 < t5) {
                     float cat16 = 0.0f;
-                    if ((gi14 < 64)) {
+                    if (gi14 < 64) {
                         const float t17 = p2[((gk15 * 64) + (gi14 - 0))];
                         cat16 = t17;
                     } else {
@@ -3401,7 +3401,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                 const int i22 = (l20 % 64);
                 const int gi23 = (n03 + i22);
                 const int gk24 = (k0 + k21);
-                if ((gk24 < t5)) {
+                if (gk24 < t5) {
                     const int t25 = p5[gk24];
                     const float t26 = p6[((t25 * 64) + gi23)];
                     sh[(((k21 * 68) + i22) + 1088)] = t26;
@@ -3489,7 +3489,7 @@ kernel void scatter_add_reduce_sum_x2_0(
         device float* p6 [[buffer(6)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 32)) {
+    if (int(gid.x) < 32) {
         const int h0 = (int(gid.x) - 0);
         const int t1 = ((h0 * 256) + int(lid.x));
         const int c2 = (t1 % 64);
@@ -3500,12 +3500,12 @@ kernel void scatter_add_reduce_sum_x2_0(
         }
         for (int i4 = 0; i4 < 512; i4 += 1) {
             const int t7 = p1[i4];
-            if (((t7 >= lo3) && (t7 < hi5))) {
+            if ((t7 >= lo3) && (t7 < hi5)) {
                 const float t8 = p2[((i4 * 64) + c2)];
                 p0[((t7 * 64) + c2)] = (p0[((t7 * 64) + c2)] + t8);
             }
         }
-    } else if ((int(gid.x) < 33)) {
+    } else if (int(gid.x) < 33) {
         const int h1 = (int(gid.x) - 32);
         const int lid1 = int(lid.x);
         const int row4 = ((h1 * 256) + lid1);
@@ -3559,7 +3559,7 @@ kernel void reduce_sum_2(
     }
     sh17[lid1] = acc5;
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if ((part3 == 0)) {
+    if (part3 == 0) {
         for (int pr18 = 1; pr18 < 2; pr18 += 1) {
             acc5 += sh17[((pr18 * 32) + col2)];
         }
@@ -3616,7 +3616,7 @@ kernel void matmul_x2_4(
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[4352];
-    if ((int(gid.x) < 4)) {
+    if (int(gid.x) < 4) {
         const int h0 = (int(gid.x) - 0);
         const int m01 = (h0 * 64);
         const int n02 = ((h0 % 1) * 64);
@@ -3647,7 +3647,7 @@ kernel void matmul_x2_4(
                 const int k10 = (l8 % 16);
                 const int gi11 = (m01 + i9);
                 const int gk12 = (k0 + k10);
-                if ((gk12 < 4)) {
+                if (gk12 < 4) {
                     const float t13 = p0[((gi11 * 4) + gk12)];
                     sh[((i9 * 20) + k10)] = t13;
                 } else {
@@ -3660,7 +3660,7 @@ kernel void matmul_x2_4(
                 const int i17 = (l15 % 64);
                 const int gi18 = (n02 + i17);
                 const int gk19 = (k0 + k16);
-                if ((gk19 < 4)) {
+                if (gk19 < 4) {
                     const float t20 = p1[((gk19 * 64) + gi18)];
                     sh[(((k16 * 68) + i17) + 1280)] = t20;
                 } else {
@@ -3729,7 +3729,7 @@ kernel void matmul_x2_4(
             const int gj26 = (n02 + j24);
             p2[((gi25 * 64) + gj26)] = sh[((i23 * 68) + j24)];
         }
-    } else if ((int(gid.x) < 5)) {
+    } else if (int(gid.x) < 5) {
         const int h1 = (int(gid.x) - 4);
         const int m01 = (h1 * 32);
         const int n02 = (h1 * 64);
@@ -3752,7 +3752,7 @@ kernel void matmul_x2_4(
                 const int i10 = (l8 % 32);
                 const int gi11 = (m01 + i10);
                 const int gk12 = (k0 + k9);
-                if ((gi11 < 4)) {
+                if (gi11 < 4) {
                     const float t13 = p0[((gk12 * 4) + gi11)];
                     sh[((k9 * 36) + i10)] = t13;
                 } else {
@@ -3808,7 +3808,7 @@ kernel void matmul_x2_4(
             const int j24 = (l22 % 64);
             const int gi25 = (m01 + i23);
             const int gj26 = (n02 + j24);
-            if ((gi25 < 4)) {
+            if (gi25 < 4) {
                 p4[((gi25 * 64) + gj26)] = sh[((i23 * 68) + j24)];
             }
         }
@@ -3859,7 +3859,7 @@ kernel void rmsnorm_bwd_2(
         }
         const float s20 = simd_sum(ss11);
         const float s21 = simd_sum(dot12);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh22[sg3] = s20;
             sh23[sg3] = s21;
         }
@@ -3935,7 +3935,7 @@ kernel void rmsnorm_bwd_3(
         }
         const float s19 = simd_sum(ss11);
         const float s20 = simd_sum(dot12);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh21[sg3] = s19;
             sh22[sg3] = s20;
         }
@@ -3995,7 +3995,7 @@ kernel void scatter_add_reduce_sum_x2_1(
         uint lane [[thread_index_in_simdgroup]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh21[32];
-    if ((int(gid.x) < 1)) {
+    if (int(gid.x) < 1) {
         const int h0 = (int(gid.x) - 0);
         const int t1 = ((h0 * 1024) + int(lid.x));
         const int c2 = (t1 % 64);
@@ -4003,7 +4003,7 @@ kernel void scatter_add_reduce_sum_x2_1(
         float acc5 = 0.0f;
         for (int i4 = 0; i4 < 256; i4 += 1) {
             const int t8 = p0[i4];
-            if ((t8 == lo3)) {
+            if (t8 == lo3) {
                 const int c9 = (i4 / 16);
                 const int c10 = (i4 % 16);
                 const float t11 = p1[((((c9 * 16) + c10) * 64) + c2)];
@@ -4011,7 +4011,7 @@ kernel void scatter_add_reduce_sum_x2_1(
             }
         }
         p2[((lo3 * 64) + c2)] = acc5;
-    } else if ((int(gid.x) < 2)) {
+    } else if (int(gid.x) < 2) {
         const int h1 = (int(gid.x) - 1);
         const int lid1 = int(lid.x);
         const int l32_2 = int(lane);
@@ -4020,33 +4020,33 @@ kernel void scatter_add_reduce_sum_x2_1(
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 32; k6 += 1) {
             const int j7 = (lid1 + (k6 * 1024));
-            if ((j7 < 32704)) {
+            if (j7 < 32704) {
                 float cat8 = 0.0f;
-                if ((j7 < 16384)) {
+                if (j7 < 16384) {
                     const float t9 = p3[(j7 - 0)];
                     cat8 = t9;
-                } else if ((j7 < 16896)) {
+                } else if (j7 < 16896) {
                     const float t10 = p4[(j7 - 16384)];
                     cat8 = t10;
-                } else if ((j7 < 17024)) {
+                } else if (j7 < 17024) {
                     const float t11 = p5[(j7 - 16896)];
                     cat8 = t11;
-                } else if ((j7 < 21632)) {
+                } else if (j7 < 21632) {
                     const float t12 = p6[(j7 - 17024)];
                     cat8 = t12;
-                } else if ((j7 < 22144)) {
+                } else if (j7 < 22144) {
                     const float t13 = p7[(j7 - 21632)];
                     cat8 = t13;
-                } else if ((j7 < 22272)) {
+                } else if (j7 < 22272) {
                     const float t14 = p8[(j7 - 22144)];
                     cat8 = t14;
-                } else if ((j7 < 24320)) {
+                } else if (j7 < 24320) {
                     const float t15 = p9[(j7 - 22272)];
                     cat8 = t15;
-                } else if ((j7 < 24448)) {
+                } else if (j7 < 24448) {
                     const float t16 = p10[(j7 - 24320)];
                     cat8 = t16;
-                } else if ((j7 < 32640)) {
+                } else if (j7 < 32640) {
                     const float t17 = p11[(j7 - 24448)];
                     cat8 = t17;
                 } else {
@@ -4058,7 +4058,7 @@ kernel void scatter_add_reduce_sum_x2_1(
             }
         }
         const float s20 = simd_sum(acc5);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh21[sg3] = s20;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -4067,7 +4067,7 @@ kernel void scatter_add_reduce_sum_x2_1(
             acc22 += sh21[s23];
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((lid1 == 0)) {
+        if (lid1 == 0) {
             p13[row4] = acc22;
         }
     }
@@ -4106,7 +4106,7 @@ kernel void matmul_7(
             const int i10 = (l8 % 32);
             const int gi11 = (m01 + i10);
             const int gk12 = (k0 + k9);
-            if ((gi11 < 16)) {
+            if (gi11 < 16) {
                 const float t13 = p0[((gk12 * 16) + gi11)];
                 sh[((k9 * 36) + i10)] = t13;
             } else {
@@ -4162,7 +4162,7 @@ kernel void matmul_7(
         const int j24 = (l22 % 64);
         const int gi25 = (m01 + i23);
         const int gj26 = (n02 + j24);
-        if ((gi25 < 16)) {
+        if (gi25 < 16) {
             const float acc27 = sh[((i23 * 68) + j24)];
             const float t28 = p2[((gi25 * 64) + gj26)];
             const float t29 = (acc27 + t28);
@@ -4209,51 +4209,51 @@ kernel void reduce_sum_4(
     float acc5 = 0.0f;
     for (int k6 = 0; k6 < 82; k6 += 1) {
         const int j7 = (lid1 + (k6 * 1024));
-        if ((j7 < 83264)) {
+        if (j7 < 83264) {
             float cat8 = 0.0f;
-            if ((j7 < 1024)) {
+            if (j7 < 1024) {
                 const float t9 = p0[(j7 - 0)];
                 cat8 = t9;
-            } else if ((j7 < 1088)) {
+            } else if (j7 < 1088) {
                 const float t10 = p1[(j7 - 1024)];
                 cat8 = t10;
-            } else if ((j7 < 17472)) {
+            } else if (j7 < 17472) {
                 const float t11 = p2[(j7 - 1088)];
                 cat8 = t11;
-            } else if ((j7 < 17984)) {
+            } else if (j7 < 17984) {
                 const float t12 = p3[(j7 - 17472)];
                 cat8 = t12;
-            } else if ((j7 < 18112)) {
+            } else if (j7 < 18112) {
                 const float t13 = p4[(j7 - 17984)];
                 cat8 = t13;
-            } else if ((j7 < 22720)) {
+            } else if (j7 < 22720) {
                 const float t14 = p5[(j7 - 18112)];
                 cat8 = t14;
-            } else if ((j7 < 23232)) {
+            } else if (j7 < 23232) {
                 const float t15 = p6[(j7 - 22720)];
                 cat8 = t15;
-            } else if ((j7 < 23360)) {
+            } else if (j7 < 23360) {
                 const float t16 = p7[(j7 - 23232)];
                 cat8 = t16;
-            } else if ((j7 < 25408)) {
+            } else if (j7 < 25408) {
                 const float t17 = p8[(j7 - 23360)];
                 cat8 = t17;
-            } else if ((j7 < 25536)) {
+            } else if (j7 < 25536) {
                 const float t18 = p9[(j7 - 25408)];
                 cat8 = t18;
-            } else if ((j7 < 33728)) {
+            } else if (j7 < 33728) {
                 const float t19 = p10[(j7 - 25536)];
                 cat8 = t19;
-            } else if ((j7 < 33792)) {
+            } else if (j7 < 33792) {
                 const float t20 = p11[(j7 - 33728)];
                 cat8 = t20;
-            } else if ((j7 < 34048)) {
+            } else if (j7 < 34048) {
                 const float t21 = p12[(j7 - 33792)];
                 cat8 = t21;
-            } else if ((j7 < 66816)) {
+            } else if (j7 < 66816) {
                 const float t22 = p13[(j7 - 34048)];
                 cat8 = t22;
-            } else if ((j7 < 83200)) {
+            } else if (j7 < 83200) {
                 const float t23 = p14[(j7 - 66816)];
                 cat8 = t23;
             } else {
@@ -4265,7 +4265,7 @@ kernel void reduce_sum_4(
         }
     }
     const float s26 = simd_sum(acc5);
-    if ((l32_2 == 0)) {
+    if (l32_2 == 0) {
         sh27[sg3] = s26;
     }
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -4274,7 +4274,7 @@ kernel void reduce_sum_4(
         acc28 += sh27[s29];
     }
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if ((lid1 == 0)) {
+    if (lid1 == 0) {
         const float t30 = p16[row4];
         const float t31 = (acc28 + t30);
         const float t32 = sqrt(t31);
@@ -4319,7 +4319,7 @@ kernel void adamw_mul_x5_0(
         device float* p22 [[buffer(22)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 4)) {
+    if (int(gid.x) < 4) {
         const int h0 = (int(gid.x) - 0);
         const int i1 = ((h0 * 256) + int(lid.x));
         const float t4 = p0[i1];
@@ -4336,10 +4336,10 @@ kernel void adamw_mul_x5_0(
         p6[i1] = t14;
         p2[i1] = t8;
         p3[i1] = t10;
-    } else if ((int(gid.x) < 5)) {
+    } else if (int(gid.x) < 5) {
         const int h1 = (int(gid.x) - 4);
         const int i1 = ((h1 * 256) + int(lid.x));
-        if ((i1 >= 64)) {
+        if (i1 >= 64) {
             return;
         }
         const float t2 = p7[i1];
@@ -4356,7 +4356,7 @@ kernel void adamw_mul_x5_0(
         p10[i1] = t12;
         p8[i1] = t6;
         p9[i1] = t8;
-    } else if ((int(gid.x) < 69)) {
+    } else if (int(gid.x) < 69) {
         const int h2 = (int(gid.x) - 5);
         const int i1 = ((h2 * 256) + int(lid.x));
         const float t4 = p11[i1];
@@ -4373,7 +4373,7 @@ kernel void adamw_mul_x5_0(
         p14[i1] = t14;
         p12[i1] = t8;
         p13[i1] = t10;
-    } else if ((int(gid.x) < 71)) {
+    } else if (int(gid.x) < 71) {
         const int h3 = (int(gid.x) - 69);
         const int i1 = ((h3 * 256) + int(lid.x));
         const float t4 = p15[i1];
@@ -4390,10 +4390,10 @@ kernel void adamw_mul_x5_0(
         p18[i1] = t14;
         p16[i1] = t8;
         p17[i1] = t10;
-    } else if ((int(gid.x) < 72)) {
+    } else if (int(gid.x) < 72) {
         const int h4 = (int(gid.x) - 71);
         const int i1 = ((h4 * 256) + int(lid.x));
-        if ((i1 >= 128)) {
+        if (i1 >= 128) {
             return;
         }
         const float t2 = p19[i1];
@@ -4447,7 +4447,7 @@ kernel void adamw_mul_x5_1(
         device float* p22 [[buffer(22)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 18)) {
+    if (int(gid.x) < 18) {
         const int h0 = (int(gid.x) - 0);
         const int i1 = ((h0 * 256) + int(lid.x));
         const float t4 = p0[i1];
@@ -4464,7 +4464,7 @@ kernel void adamw_mul_x5_1(
         p6[i1] = t14;
         p2[i1] = t8;
         p3[i1] = t10;
-    } else if ((int(gid.x) < 20)) {
+    } else if (int(gid.x) < 20) {
         const int h1 = (int(gid.x) - 18);
         const int i1 = ((h1 * 256) + int(lid.x));
         const float t4 = p7[i1];
@@ -4481,10 +4481,10 @@ kernel void adamw_mul_x5_1(
         p10[i1] = t14;
         p8[i1] = t8;
         p9[i1] = t10;
-    } else if ((int(gid.x) < 21)) {
+    } else if (int(gid.x) < 21) {
         const int h2 = (int(gid.x) - 20);
         const int i1 = ((h2 * 256) + int(lid.x));
-        if ((i1 >= 128)) {
+        if (i1 >= 128) {
             return;
         }
         const float t2 = p11[i1];
@@ -4501,7 +4501,7 @@ kernel void adamw_mul_x5_1(
         p14[i1] = t12;
         p12[i1] = t6;
         p13[i1] = t8;
-    } else if ((int(gid.x) < 29)) {
+    } else if (int(gid.x) < 29) {
         const int h3 = (int(gid.x) - 21);
         const int i1 = ((h3 * 256) + int(lid.x));
         const float t4 = p15[i1];
@@ -4518,10 +4518,10 @@ kernel void adamw_mul_x5_1(
         p18[i1] = t14;
         p16[i1] = t8;
         p17[i1] = t10;
-    } else if ((int(gid.x) < 30)) {
+    } else if (int(gid.x) < 30) {
         const int h4 = (int(gid.x) - 29);
         const int i1 = ((h4 * 256) + int(lid.x));
-        if ((i1 >= 128)) {
+        if (i1 >= 128) {
             return;
         }
         const float t2 = p19[i1];
@@ -4575,7 +4575,7 @@ kernel void adamw_mul_x5_2(
         device float* p22 [[buffer(22)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 32)) {
+    if (int(gid.x) < 32) {
         const int h0 = (int(gid.x) - 0);
         const int i1 = ((h0 * 256) + int(lid.x));
         const float t4 = p0[i1];
@@ -4592,10 +4592,10 @@ kernel void adamw_mul_x5_2(
         p6[i1] = t14;
         p2[i1] = t8;
         p3[i1] = t10;
-    } else if ((int(gid.x) < 33)) {
+    } else if (int(gid.x) < 33) {
         const int h1 = (int(gid.x) - 32);
         const int i1 = ((h1 * 256) + int(lid.x));
-        if ((i1 >= 64)) {
+        if (i1 >= 64) {
             return;
         }
         const float t2 = p7[i1];
@@ -4612,7 +4612,7 @@ kernel void adamw_mul_x5_2(
         p10[i1] = t12;
         p8[i1] = t6;
         p9[i1] = t8;
-    } else if ((int(gid.x) < 34)) {
+    } else if (int(gid.x) < 34) {
         const int h2 = (int(gid.x) - 33);
         const int i1 = ((h2 * 256) + int(lid.x));
         const float t4 = p11[i1];
@@ -4629,7 +4629,7 @@ kernel void adamw_mul_x5_2(
         p14[i1] = t14;
         p12[i1] = t8;
         p13[i1] = t10;
-    } else if ((int(gid.x) < 162)) {
+    } else if (int(gid.x) < 162) {
         const int h3 = (int(gid.x) - 34);
         const int i1 = ((h3 * 256) + int(lid.x));
         const float t5 = p15[i1];
@@ -4646,7 +4646,7 @@ kernel void adamw_mul_x5_2(
         p18[i1] = t15;
         p16[i1] = t9;
         p17[i1] = t11;
-    } else if ((int(gid.x) < 226)) {
+    } else if (int(gid.x) < 226) {
         const int h4 = (int(gid.x) - 162);
         const int i1 = ((h4 * 256) + int(lid.x));
         const float t5 = p19[i1];
@@ -4700,10 +4700,10 @@ kernel void adamw_mul_x5_3(
         device float* p22 [[buffer(22)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 1)) {
+    if (int(gid.x) < 1) {
         const int h0 = (int(gid.x) - 0);
         const int i1 = ((h0 * 256) + int(lid.x));
-        if ((i1 >= 64)) {
+        if (i1 >= 64) {
             return;
         }
         const float t2 = p0[i1];
@@ -4720,7 +4720,7 @@ kernel void adamw_mul_x5_3(
         p6[i1] = t12;
         p2[i1] = t6;
         p3[i1] = t8;
-    } else if ((int(gid.x) < 65)) {
+    } else if (int(gid.x) < 65) {
         const int h1 = (int(gid.x) - 1);
         const int i1 = ((h1 * 256) + int(lid.x));
         const float t4 = p7[i1];
@@ -4737,7 +4737,7 @@ kernel void adamw_mul_x5_3(
         p10[i1] = t14;
         p8[i1] = t8;
         p9[i1] = t10;
-    } else if ((int(gid.x) < 67)) {
+    } else if (int(gid.x) < 67) {
         const int h2 = (int(gid.x) - 65);
         const int i1 = ((h2 * 256) + int(lid.x));
         const float t4 = p11[i1];
@@ -4754,10 +4754,10 @@ kernel void adamw_mul_x5_3(
         p14[i1] = t14;
         p12[i1] = t8;
         p13[i1] = t10;
-    } else if ((int(gid.x) < 68)) {
+    } else if (int(gid.x) < 68) {
         const int h3 = (int(gid.x) - 67);
         const int i1 = ((h3 * 256) + int(lid.x));
-        if ((i1 >= 128)) {
+        if (i1 >= 128) {
             return;
         }
         const float t2 = p15[i1];
@@ -4774,7 +4774,7 @@ kernel void adamw_mul_x5_3(
         p18[i1] = t12;
         p16[i1] = t6;
         p17[i1] = t8;
-    } else if ((int(gid.x) < 86)) {
+    } else if (int(gid.x) < 86) {
         const int h4 = (int(gid.x) - 68);
         const int i1 = ((h4 * 256) + int(lid.x));
         const float t4 = p19[i1];
@@ -4828,7 +4828,7 @@ kernel void adamw_mul_x5_4(
         device float* p22 [[buffer(22)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 2)) {
+    if (int(gid.x) < 2) {
         const int h0 = (int(gid.x) - 0);
         const int i1 = ((h0 * 256) + int(lid.x));
         const float t4 = p0[i1];
@@ -4845,10 +4845,10 @@ kernel void adamw_mul_x5_4(
         p6[i1] = t14;
         p2[i1] = t8;
         p3[i1] = t10;
-    } else if ((int(gid.x) < 3)) {
+    } else if (int(gid.x) < 3) {
         const int h1 = (int(gid.x) - 2);
         const int i1 = ((h1 * 256) + int(lid.x));
-        if ((i1 >= 128)) {
+        if (i1 >= 128) {
             return;
         }
         const float t2 = p7[i1];
@@ -4865,7 +4865,7 @@ kernel void adamw_mul_x5_4(
         p10[i1] = t12;
         p8[i1] = t6;
         p9[i1] = t8;
-    } else if ((int(gid.x) < 11)) {
+    } else if (int(gid.x) < 11) {
         const int h2 = (int(gid.x) - 3);
         const int i1 = ((h2 * 256) + int(lid.x));
         const float t4 = p11[i1];
@@ -4882,10 +4882,10 @@ kernel void adamw_mul_x5_4(
         p14[i1] = t14;
         p12[i1] = t8;
         p13[i1] = t10;
-    } else if ((int(gid.x) < 12)) {
+    } else if (int(gid.x) < 12) {
         const int h3 = (int(gid.x) - 11);
         const int i1 = ((h3 * 256) + int(lid.x));
-        if ((i1 >= 128)) {
+        if (i1 >= 128) {
             return;
         }
         const float t2 = p15[i1];
@@ -4902,7 +4902,7 @@ kernel void adamw_mul_x5_4(
         p18[i1] = t12;
         p16[i1] = t6;
         p17[i1] = t8;
-    } else if ((int(gid.x) < 44)) {
+    } else if (int(gid.x) < 44) {
         const int h4 = (int(gid.x) - 12);
         const int i1 = ((h4 * 256) + int(lid.x));
         const float t4 = p19[i1];
@@ -4935,7 +4935,7 @@ kernel void adamw_mul_0(
         device float* p6 [[buffer(6)]],
         uint3 tid [[thread_position_in_grid]]) {
     const int i1 = int(tid.x);
-    if ((i1 >= 64)) {
+    if (i1 >= 64) {
         return;
     }
     const float t2 = p0[i1];

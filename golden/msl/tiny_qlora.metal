@@ -73,7 +73,7 @@ kernel void matmul_0(
             const int k11 = (l9 % 32);
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
-            if ((gi12 < 16)) {
+            if (gi12 < 16) {
                 const float t14 = p0[((((c1 * 16) + gi12) * 64) + gk13)];
                 sh[((i10 * 36) + k11)] = t14;
             } else {
@@ -129,7 +129,7 @@ kernel void matmul_0(
         const int j25 = (l23 % 64);
         const int gi26 = (m02 + i24);
         const int gj27 = (n03 + j25);
-        if ((gi26 < 16)) {
+        if (gi26 < 16) {
             p2[((((c1 * 16) + gi26) * 64) + gj27)] = sh[((i24 * 68) + j25)];
         }
     }
@@ -173,7 +173,7 @@ kernel void matmul_1(
             const int k11 = (l9 % 32);
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
-            if ((gi12 < 16)) {
+            if (gi12 < 16) {
                 const float t14 = p0[((((c1 * 16) + gi12) * 64) + gk13)];
                 sh[((i10 * 36) + k11)] = (t14 * 0.25f);
             } else {
@@ -221,7 +221,7 @@ kernel void matmul_1(
             const int k25 = (l23 % 32);
             const int gi26 = (m02 + i24);
             const int gk27 = (k0 + k25);
-            if ((gi26 < 16)) {
+            if (gi26 < 16) {
                 const float t28 = p2[((((c1 * 16) + gi26) * 64) + gk27)];
                 sh[((i24 * 36) + k25)] = t28;
             } else {
@@ -277,7 +277,7 @@ kernel void matmul_1(
         const int j39 = (l37 % 64);
         const int gi40 = (m02 + i38);
         const int gj41 = (n03 + j39);
-        if ((gi40 < 16)) {
+        if (gi40 < 16) {
             const float acc42 = sh[((i38 * 68) + j39)];
             p7[((((c1 * 16) + gi40) * 256) + gj41)] = acc42;
         }
@@ -317,7 +317,7 @@ kernel void matmul_2(
             const int k11 = (l9 % 32);
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
-            if ((gi12 < 16)) {
+            if (gi12 < 16) {
                 const float t14 = p0[gk13];
                 const float t15 = p1[((gk13 * 4) + 0)];
                 const float t16 = p2[((((c1 * 16) + max((gi12 - 3), 0)) * 256) + gk13)];
@@ -328,11 +328,11 @@ kernel void matmul_2(
                 const float t21 = p1[((gk13 * 4) + 3)];
                 const float t22 = p2[((((c1 * 16) + gi12) * 256) + gk13)];
                 const float t23 = ((((t14 + ((gi12 >= 3) ? (t15 * t16) : 0.0f)) + ((gi12 >= 2) ? (t17 * t18) : 0.0f)) + ((gi12 >= 1) ? (t19 * t20) : 0.0f)) + (t21 * t22));
-                if ((n03 == 0)) {
+                if (n03 == 0) {
                     p3[((((c1 * 16) + gi12) * 128) + gk13)] = t23;
                 }
                 const float t24 = (t23 / (1.0f + exp((-t23))));
-                if ((n03 == 0)) {
+                if (n03 == 0) {
                     p4[((((c1 * 16) + gi12) * 128) + gk13)] = t24;
                 }
                 sh[((i10 * 36) + k11)] = t24;
@@ -346,7 +346,7 @@ kernel void matmul_2(
             const int k28 = (l26 % 32);
             const int gi29 = (n03 + i27);
             const int gk30 = (k0 + k28);
-            if ((gi29 < 36)) {
+            if (gi29 < 36) {
                 const float t31 = p5[((gi29 * 128) + gk30)];
                 sh[(((i27 * 36) + k28) + 1152)] = t31;
             } else {
@@ -381,7 +381,7 @@ kernel void matmul_2(
         const int j35 = (l33 % 32);
         const int gi36 = (m02 + i34);
         const int gj37 = (n03 + j35);
-        if (((gi36 < 16) && (gj37 < 36))) {
+        if ((gi36 < 16) && (gj37 < 36)) {
             p6[((((c1 * 16) + gi36) * 36) + gj37)] = sh[((i34 * 36) + j35)];
         }
     }
@@ -404,7 +404,7 @@ kernel void matmul_exp_x2_0(
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[3456];
-    if ((int(gid.x) < 32)) {
+    if (int(gid.x) < 32) {
         const int h0 = (int(gid.x) - 0);
         const int c1 = (h0 / 2);
         const int m02 = (((h0 / 2) % 1) * 32);
@@ -428,7 +428,7 @@ kernel void matmul_exp_x2_0(
                 const int k11 = (l9 % 32);
                 const int gi12 = (m02 + i10);
                 const int gk13 = (k0 + k11);
-                if (((gi12 < 16) && (gk13 < 4))) {
+                if ((gi12 < 16) && (gk13 < 4)) {
                     const float t14 = p0[((((c1 * 16) + gi12) * 36) + gk13)];
                     sh[((i10 * 36) + k11)] = t14;
                 } else {
@@ -441,7 +441,7 @@ kernel void matmul_exp_x2_0(
                 const int k18 = (l16 % 32);
                 const int gi19 = (n03 + i17);
                 const int gk20 = (k0 + k18);
-                if ((gk20 < 4)) {
+                if (gk20 < 4) {
                     const float t21 = p1[((gi19 * 4) + gk20)];
                     sh[(((i17 * 36) + k18) + 1152)] = t21;
                 } else {
@@ -488,7 +488,7 @@ kernel void matmul_exp_x2_0(
             const int j25 = (l23 % 64);
             const int gi26 = (m02 + i24);
             const int gj27 = (n03 + j25);
-            if ((gi26 < 16)) {
+            if (gi26 < 16) {
                 const float acc28 = sh[((i24 * 68) + j25)];
                 const float t29 = p2[gj27];
                 const float t30 = (acc28 + t29);
@@ -497,7 +497,7 @@ kernel void matmul_exp_x2_0(
                 p4[((((c1 * 16) + gi26) * 128) + gj27)] = t31;
             }
         }
-    } else if ((int(gid.x) < 48)) {
+    } else if (int(gid.x) < 48) {
         const int h1 = (int(gid.x) - 32);
         const int i1 = ((h1 * 128) + int(lid.x));
         const float t4 = p5[i1];
@@ -542,7 +542,7 @@ kernel void selective_scan_0(
             const float r16 = (r15 + simd_shuffle_xor(r15, ushort(4)));
             const float r17 = (r16 + simd_shuffle_xor(r16, ushort(2)));
             const float r18 = (r17 + simd_shuffle_xor(r17, ushort(1)));
-            if ((n3 == 0)) {
+            if (n3 == 0) {
                 const float acc19 = (r18 + (t6 * t11));
                 p6[((((b1 * 16) + t9) * 128) + ch2)] = acc19;
                 const float t20 = p7[((((b1 * 16) + t9) * 256) + (ch2 + 128))];
@@ -588,7 +588,7 @@ kernel void matmul_3(
             const int k11 = (l9 % 32);
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
-            if ((gi12 < 16)) {
+            if (gi12 < 16) {
                 const float t14 = p0[((((c1 * 16) + gi12) * 128) + gk13)];
                 sh[((i10 * 36) + k11)] = t14;
             } else {
@@ -644,7 +644,7 @@ kernel void matmul_3(
         const int j25 = (l23 % 64);
         const int gi26 = (m02 + i24);
         const int gj27 = (n03 + j25);
-        if ((gi26 < 16)) {
+        if (gi26 < 16) {
             p2[((((c1 * 16) + gi26) * 64) + gj27)] = sh[((i24 * 68) + j25)];
         }
     }
@@ -690,7 +690,7 @@ kernel void matmul_4(
             const int k11 = (l9 % 32);
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
-            if ((gi12 < 16)) {
+            if (gi12 < 16) {
                 const float t14 = p0[((((c1 * 16) + gi12) * 64) + gk13)];
                 sh[((i10 * 36) + k11)] = (t14 * 0.25f);
             } else {
@@ -738,7 +738,7 @@ kernel void matmul_4(
             const int k25 = (l23 % 32);
             const int gi26 = (m02 + i24);
             const int gk27 = (k0 + k25);
-            if ((gi26 < 16)) {
+            if (gi26 < 16) {
                 const float t28 = p2[((((c1 * 16) + gi26) * 128) + gk27)];
                 sh[((i24 * 36) + k25)] = t28;
             } else {
@@ -794,7 +794,7 @@ kernel void matmul_4(
         const int j39 = (l37 % 64);
         const int gi40 = (m02 + i38);
         const int gj41 = (n03 + j39);
-        if ((gi40 < 16)) {
+        if (gi40 < 16) {
             const float acc42 = sh[((i38 * 68) + j39)];
             const int t43 = p7[((c1 * 16) + gi40)];
             const float t44 = p8[((t43 * 64) + gj41)];
@@ -877,7 +877,7 @@ kernel void matmul_5(
             const int k17 = (l15 % 32);
             const int gi18 = (n02 + i16);
             const int gk19 = (k0 + k17);
-            if ((gi18 < 4)) {
+            if (gi18 < 4) {
                 const float t20 = p1[((gi18 * 64) + gk19)];
                 sh[(((i16 * 36) + k17) + 2304)] = t20;
             } else {
@@ -924,7 +924,7 @@ kernel void matmul_5(
         const int j24 = (l22 % 32);
         const int gi25 = (m01 + i23);
         const int gj26 = (n02 + j24);
-        if ((gj26 < 4)) {
+        if (gj26 < 4) {
             p2[((gi25 * 4) + gj26)] = sh[((i23 * 36) + j24)];
         }
     }
@@ -966,7 +966,7 @@ kernel void topk_0(
         for (int i18 = 0; i18 < 4; i18 += 1) {
             const float t19 = p0[((row1 * 4) + i18)];
             const float v20 = (exp((t19 - m2)) * inv8);
-            if ((((pi14 < 0) || (((isnan(pv13) && (!isnan(v20))) || (pv13 > v20)) || ((!((isnan(v20) && (!isnan(pv13))) || (v20 > pv13))) && (i18 > pi14)))) && ((bi17 < 0) || ((isnan(v20) && (!isnan(bv16))) || (v20 > bv16))))) {
+            if (((pi14 < 0) || (((isnan(pv13) && (!isnan(v20))) || (pv13 > v20)) || ((!((isnan(v20) && (!isnan(pv13))) || (v20 > pv13))) && (i18 > pi14)))) && ((bi17 < 0) || ((isnan(v20) && (!isnan(bv16))) || (v20 > bv16)))) {
                 bv16 = v20;
                 bi17 = i18;
             }
@@ -1003,19 +1003,19 @@ kernel void moe_route_0(
     const int hi5 = min((lo4 + 1), 512);
     int off6 = 0;
     for (int ex7 = 0; ex7 < 4; ex7 += 1) {
-        if ((lid1 == 0)) {
+        if (lid1 == 0) {
             p0[ex7] = off6;
         }
         int c8 = 0;
         for (int i9 = lo4; i9 < hi5; i9 += 1) {
             const int t12 = p1[i9];
-            if ((t12 == ex7)) {
+            if (t12 == ex7) {
                 c8 += 1;
             }
         }
         const int pre13 = simd_prefix_exclusive_sum(c8);
         const int sgt14 = simd_sum(c8);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh15[sg3] = sgt14;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -1029,7 +1029,7 @@ kernel void moe_route_0(
         int pos19 = (off6 + base16);
         for (int i20 = lo4; i20 < hi5; i20 += 1) {
             const int t23 = p1[i20];
-            if ((t23 == ex7)) {
+            if (t23 == ex7) {
                 p2[pos19] = (i20 / 2);
                 p3[pos19] = i20;
                 pos19 += 1;
@@ -1037,7 +1037,7 @@ kernel void moe_route_0(
         }
         off6 += tot17;
     }
-    if ((lid1 == 0)) {
+    if (lid1 == 0) {
         p0[4] = off6;
     }
 }
@@ -1056,14 +1056,14 @@ kernel void grouped_matmul_0(
         uint sg [[simdgroup_index_in_threadgroup]]) {
     const int ex1 = int(gid.z);
     const int n02 = (int(gid.x) * 64);
-    if ((ex1 == 4)) {
+    if (ex1 == 4) {
         const int t3 = p0[0];
         const int t4 = p0[4];
         for (int s5 = 0; s5 < 32; s5 += 1) {
             const int l6 = ((s5 * 128) + int(lid.x));
             const int r7 = ((int(gid.y) * 64) + (l6 / 64));
             const int j8 = (n02 + (l6 % 64));
-            if (((r7 < t3) || (r7 >= t4))) {
+            if ((r7 < t3) || (r7 >= t4)) {
                 p1[((r7 * 64) + j8)] = 0.0f;
             }
         }
@@ -1072,7 +1072,7 @@ kernel void grouped_matmul_0(
     const int t9 = p0[ex1];
     const int t10 = p0[(ex1 + 1)];
     const int m011 = (t9 + (int(gid.y) * 64));
-    if ((m011 >= t10)) {
+    if (m011 >= t10) {
         return;
     }
     threadgroup float sh[4352];
@@ -1103,7 +1103,7 @@ kernel void grouped_matmul_0(
             const int k19 = (l17 % 16);
             const int gi20 = (m011 + i18);
             const int gk21 = (k0 + k19);
-            if ((gi20 < t10)) {
+            if (gi20 < t10) {
                 const int t22 = p2[gi20];
                 const float t23 = p3[((t22 * 64) + gk21)];
                 sh[((i18 * 20) + k19)] = t23;
@@ -1180,7 +1180,7 @@ kernel void grouped_matmul_0(
         const int j34 = (l32 % 64);
         const int gi35 = (m011 + i33);
         const int gj36 = (n02 + j34);
-        if ((gi35 < t10)) {
+        if (gi35 < t10) {
             p1[((gi35 * 64) + gj36)] = sh[((i33 * 68) + j34)];
         }
     }
@@ -1206,14 +1206,14 @@ kernel void grouped_matmul_1(
         uint sg [[simdgroup_index_in_threadgroup]]) {
     const int ex1 = int(gid.z);
     const int n02 = (int(gid.x) * 64);
-    if ((ex1 == 4)) {
+    if (ex1 == 4) {
         const int t3 = p0[0];
         const int t4 = p0[4];
         for (int s5 = 0; s5 < 32; s5 += 1) {
             const int l6 = ((s5 * 128) + int(lid.x));
             const int r7 = ((int(gid.y) * 64) + (l6 / 64));
             const int j8 = (n02 + (l6 % 64));
-            if (((r7 < t3) || (r7 >= t4))) {
+            if ((r7 < t3) || (r7 >= t4)) {
                 const float acc9 = 0.0f;
                 p1[((r7 * 128) + j8)] = acc9;
             }
@@ -1223,7 +1223,7 @@ kernel void grouped_matmul_1(
     const int t10 = p0[ex1];
     const int t11 = p0[(ex1 + 1)];
     const int m012 = (t10 + (int(gid.y) * 64));
-    if ((m012 >= t11)) {
+    if (m012 >= t11) {
         return;
     }
     threadgroup float sh[4352];
@@ -1254,7 +1254,7 @@ kernel void grouped_matmul_1(
             const int k20 = (l18 % 16);
             const int gi21 = (m012 + i19);
             const int gk22 = (k0 + k20);
-            if ((gi21 < t11)) {
+            if (gi21 < t11) {
                 const float t23 = p2[((gi21 * 64) + gk22)];
                 sh[((i19 * 20) + k20)] = (t23 * 0.25f);
             } else {
@@ -1314,7 +1314,7 @@ kernel void grouped_matmul_1(
             const int k34 = (l32 % 16);
             const int gi35 = (m012 + i33);
             const int gk36 = (k0 + k34);
-            if ((gi35 < t11)) {
+            if (gi35 < t11) {
                 const int t37 = p4[gi35];
                 const float t38 = p5[((t37 * 64) + gk36)];
                 sh[((i33 * 20) + k34)] = t38;
@@ -1391,7 +1391,7 @@ kernel void grouped_matmul_1(
         const int j49 = (l47 % 64);
         const int gi50 = (m012 + i48);
         const int gj51 = (n02 + j49);
-        if ((gi50 < t11)) {
+        if (gi50 < t11) {
             const float acc52 = sh[((i48 * 68) + j49)];
             p1[((gi50 * 128) + gj51)] = acc52;
         }
@@ -1413,14 +1413,14 @@ kernel void grouped_matmul_2(
         uint sg [[simdgroup_index_in_threadgroup]]) {
     const int ex1 = int(gid.z);
     const int n02 = (int(gid.x) * 64);
-    if ((ex1 == 4)) {
+    if (ex1 == 4) {
         const int t3 = p0[0];
         const int t4 = p0[4];
         for (int s5 = 0; s5 < 32; s5 += 1) {
             const int l6 = ((s5 * 128) + int(lid.x));
             const int r7 = ((int(gid.y) * 64) + (l6 / 64));
             const int j8 = (n02 + (l6 % 64));
-            if (((r7 < t3) || (r7 >= t4))) {
+            if ((r7 < t3) || (r7 >= t4)) {
                 p1[((r7 * 64) + j8)] = 0.0f;
             }
         }
@@ -1429,7 +1429,7 @@ kernel void grouped_matmul_2(
     const int t9 = p0[ex1];
     const int t10 = p0[(ex1 + 1)];
     const int m011 = (t9 + (int(gid.y) * 64));
-    if ((m011 >= t10)) {
+    if (m011 >= t10) {
         return;
     }
     threadgroup float sh[4352];
@@ -1460,15 +1460,15 @@ kernel void grouped_matmul_2(
             const int k19 = (l17 % 16);
             const int gi20 = (m011 + i18);
             const int gk21 = (k0 + k19);
-            if ((gi20 < t10)) {
+            if (gi20 < t10) {
                 const float t22 = p2[((gi20 * 128) + gk21)];
                 const float t23 = (t22 / (1.0f + exp((-t22))));
-                if ((n02 == 0)) {
+                if (n02 == 0) {
                     p3[((gi20 * 64) + gk21)] = t23;
                 }
                 const float t24 = p2[((gi20 * 128) + (gk21 + 64))];
                 const float t25 = (t23 * t24);
-                if ((n02 == 0)) {
+                if (n02 == 0) {
                     p4[((gi20 * 64) + gk21)] = t25;
                 }
                 sh[((i18 * 20) + k19)] = t25;
@@ -1545,7 +1545,7 @@ kernel void grouped_matmul_2(
         const int j36 = (l34 % 64);
         const int gi37 = (m011 + i35);
         const int gj38 = (n02 + j36);
-        if ((gi37 < t10)) {
+        if (gi37 < t10) {
             p1[((gi37 * 64) + gj38)] = sh[((i35 * 68) + j36)];
         }
     }
@@ -1573,14 +1573,14 @@ kernel void grouped_matmul_3(
         uint sg [[simdgroup_index_in_threadgroup]]) {
     const int ex1 = int(gid.z);
     const int n02 = (int(gid.x) * 64);
-    if ((ex1 == 4)) {
+    if (ex1 == 4) {
         const int t3 = p0[0];
         const int t4 = p0[4];
         for (int s5 = 0; s5 < 32; s5 += 1) {
             const int l6 = ((s5 * 128) + int(lid.x));
             const int r7 = ((int(gid.y) * 64) + (l6 / 64));
             const int j8 = (n02 + (l6 % 64));
-            if (((r7 < t3) || (r7 >= t4))) {
+            if ((r7 < t3) || (r7 >= t4)) {
                 const float acc9 = 0.0f;
                 p1[((r7 * 64) + j8)] = acc9;
                 const int t10 = p2[((r7 * 1) + 0)];
@@ -1594,7 +1594,7 @@ kernel void grouped_matmul_3(
     const int t13 = p0[ex1];
     const int t14 = p0[(ex1 + 1)];
     const int m015 = (t13 + (int(gid.y) * 64));
-    if ((m015 >= t14)) {
+    if (m015 >= t14) {
         return;
     }
     threadgroup float sh[4352];
@@ -1625,7 +1625,7 @@ kernel void grouped_matmul_3(
             const int k23 = (l21 % 16);
             const int gi24 = (m015 + i22);
             const int gk25 = (k0 + k23);
-            if ((gi24 < t14)) {
+            if (gi24 < t14) {
                 const float t26 = p5[((gi24 * 64) + gk25)];
                 sh[((i22 * 20) + k23)] = (t26 * 0.25f);
             } else {
@@ -1685,7 +1685,7 @@ kernel void grouped_matmul_3(
             const int k37 = (l35 % 16);
             const int gi38 = (m015 + i36);
             const int gk39 = (k0 + k37);
-            if ((gi38 < t14)) {
+            if (gi38 < t14) {
                 const float t40 = p7[((gi38 * 64) + gk39)];
                 sh[((i36 * 20) + k37)] = t40;
             } else {
@@ -1761,7 +1761,7 @@ kernel void grouped_matmul_3(
         const int j51 = (l49 % 64);
         const int gi52 = (m015 + i50);
         const int gj53 = (n02 + j51);
-        if ((gi52 < t14)) {
+        if (gi52 < t14) {
             const float acc54 = sh[((i50 * 68) + j51)];
             p1[((gi52 * 64) + gj53)] = acc54;
             const int t55 = p2[((gi52 * 1) + 0)];
@@ -1790,7 +1790,7 @@ kernel void scatter_add_reduce_mean_x3_0(
         uint3 gid [[threadgroup_position_in_grid]]) {
     threadgroup float sh9[256];
     threadgroup float sh8[256];
-    if ((int(gid.x) < 32)) {
+    if (int(gid.x) < 32) {
         const int h0 = (int(gid.x) - 0);
         const int t1 = ((h0 * 256) + int(lid.x));
         const int c2 = (t1 % 64);
@@ -1801,12 +1801,12 @@ kernel void scatter_add_reduce_mean_x3_0(
         }
         for (int i4 = 0; i4 < 512; i4 += 1) {
             const int t7 = p1[i4];
-            if (((t7 >= lo3) && (t7 < hi5))) {
+            if ((t7 >= lo3) && (t7 < hi5)) {
                 const float t8 = p2[((i4 * 64) + c2)];
                 p0[((t7 * 64) + c2)] = (p0[((t7 * 64) + c2)] + t8);
             }
         }
-    } else if ((int(gid.x) < 33)) {
+    } else if (int(gid.x) < 33) {
         const int h1 = (int(gid.x) - 32);
         const int lid1 = int(lid.x);
         const int col2 = (lid1 % 4);
@@ -1820,13 +1820,13 @@ kernel void scatter_add_reduce_mean_x3_0(
         }
         sh9[lid1] = acc5;
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((part3 == 0)) {
+        if (part3 == 0) {
             for (int pr10 = 1; pr10 < 64; pr10 += 1) {
                 acc5 += sh9[((pr10 * 4) + col2)];
             }
             p4[o4] = (acc5 / 256.0f);
         }
-    } else if ((int(gid.x) < 34)) {
+    } else if (int(gid.x) < 34) {
         const int h2 = (int(gid.x) - 33);
         const int lid1 = int(lid.x);
         const int col2 = (lid1 % 4);
@@ -1839,7 +1839,7 @@ kernel void scatter_add_reduce_mean_x3_0(
         }
         sh8[lid1] = acc5;
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((part3 == 0)) {
+        if (part3 == 0) {
             for (int pr9 = 1; pr9 < 64; pr9 += 1) {
                 acc5 += sh8[((pr9 * 4) + col2)];
             }
@@ -1902,7 +1902,7 @@ kernel void matmul_6(
             const int k11 = (l9 % 32);
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
-            if ((gi12 < 16)) {
+            if (gi12 < 16) {
                 const float t14 = p0[((((c1 * 16) + gi12) * 64) + gk13)];
                 sh[((i10 * 36) + k11)] = (t14 * 0.25f);
             } else {
@@ -1950,7 +1950,7 @@ kernel void matmul_6(
             const int k25 = (l23 % 32);
             const int gi26 = (m02 + i24);
             const int gk27 = (k0 + k25);
-            if ((gi26 < 16)) {
+            if (gi26 < 16) {
                 const float t28 = p2[((((c1 * 16) + gi26) * 128) + gk27)];
                 sh[((i24 * 36) + k25)] = t28;
             } else {
@@ -2006,7 +2006,7 @@ kernel void matmul_6(
         const int j39 = (l37 % 64);
         const int gi40 = (m02 + i38);
         const int gj41 = (n03 + j39);
-        if ((gi40 < 16)) {
+        if (gi40 < 16) {
             const float acc42 = sh[((i38 * 68) + j39)];
             const float t43 = p7[((((c1 * 16) + gi40) * 64) + gj41)];
             const float t44 = (t43 + acc42);
@@ -2044,7 +2044,7 @@ kernel void matmul_7(
             const int k11 = (l9 % 32);
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
-            if ((gi12 < 16)) {
+            if (gi12 < 16) {
                 const float t14 = p0[((((c1 * 16) + gi12) * 64) + gk13)];
                 sh[((i10 * 36) + k11)] = t14;
             } else {
@@ -2057,7 +2057,7 @@ kernel void matmul_7(
             const int k18 = (l16 % 32);
             const int gi19 = (n03 + i17);
             const int gk20 = (k0 + k18);
-            if ((gi19 < 16)) {
+            if (gi19 < 16) {
                 const float t21 = p1[((gi19 * 64) + gk20)];
                 sh[(((i17 * 36) + k18) + 1152)] = t21;
             } else {
@@ -2092,7 +2092,7 @@ kernel void matmul_7(
         const int j25 = (l23 % 32);
         const int gi26 = (m02 + i24);
         const int gj27 = (n03 + j25);
-        if (((gi26 < 16) && (gj27 < 16))) {
+        if ((gi26 < 16) && (gj27 < 16)) {
             p2[((((c1 * 16) + gi26) * 16) + gj27)] = sh[((i24 * 36) + j25)];
         }
     }
@@ -2115,7 +2115,7 @@ kernel void cross_entropy_cross_entropy_bwd_x2_0(
     threadgroup float sh16[8];
     threadgroup int sh20[8];
     threadgroup int sh10[8];
-    if ((int(gid.x) < 1)) {
+    if (int(gid.x) < 1) {
         const int h0 = (int(gid.x) - 0);
         const int lid1 = int(lid.x);
         const int l32_2 = int(lane);
@@ -2126,12 +2126,12 @@ kernel void cross_entropy_cross_entropy_bwd_x2_0(
             const int c7 = (row6 / 16);
             const int c8 = (row6 % 16);
             const int t9 = p0[row6];
-            if (((t9 >= 0) && (t9 < 16))) {
+            if ((t9 >= 0) && (t9 < 16)) {
                 float m10 = (-INFINITY);
                 float s11 = 0.0f;
                 for (int k12 = 0; k12 < 16; k12 += 1) {
                     const float t13 = p1[((((c7 * 16) + c8) * 16) + k12)];
-                    if ((t13 > m10)) {
+                    if (t13 > m10) {
                         s11 = ((s11 * exp((m10 - t13))) + 1.0f);
                         m10 = t13;
                     } else {
@@ -2144,7 +2144,7 @@ kernel void cross_entropy_cross_entropy_bwd_x2_0(
             }
         }
         const float s15 = simd_sum(loss4);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh16[sg3] = s15;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -2154,7 +2154,7 @@ kernel void cross_entropy_cross_entropy_bwd_x2_0(
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
         const int s19 = simd_sum(cnt5);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh20[sg3] = s19;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -2163,10 +2163,10 @@ kernel void cross_entropy_cross_entropy_bwd_x2_0(
             acc21 += sh20[s22];
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((lid1 == 0)) {
+        if (lid1 == 0) {
             p2[0] = ((acc21 > 0) ? (acc17 / float(acc21)) : 0.0f);
         }
-    } else if ((int(gid.x) < 2)) {
+    } else if (int(gid.x) < 2) {
         const int h1 = (int(gid.x) - 1);
         const int lid1 = int(lid.x);
         const int l32_2 = int(lane);
@@ -2177,7 +2177,7 @@ kernel void cross_entropy_cross_entropy_bwd_x2_0(
             cnt4 += (((t8 >= 0) && (t8 < 16)) ? 1 : 0);
         }
         const int s9 = simd_sum(cnt4);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh10[sg3] = s9;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -2191,14 +2191,14 @@ kernel void cross_entropy_cross_entropy_bwd_x2_0(
         const int c15 = (row14 / 16);
         const int c16 = (row14 % 16);
         const int t17 = p0[row14];
-        if (((t17 >= 0) && (t17 < 16))) {
+        if ((t17 >= 0) && (t17 < 16)) {
             float reg18[16];
             float m19 = (-INFINITY);
             float s20 = 0.0f;
             for (int k21 = 0; k21 < 16; k21 += 1) {
                 const float t22 = p1[((((c15 * 16) + c16) * 16) + k21)];
                 reg18[k21] = t22;
-                if ((t22 > m19)) {
+                if (t22 > m19) {
                     s20 = ((s20 * exp((m19 - t22))) + 1.0f);
                     m19 = t22;
                 } else {
@@ -2230,7 +2230,7 @@ kernel void reduce_sum_0(
         uint3 gid [[threadgroup_position_in_grid]]) {
     const int lid1 = int(lid.x);
     const int row4 = ((int(gid.x) * 32) + lid1);
-    if ((row4 >= 1)) {
+    if (row4 >= 1) {
         return;
     }
     float acc5 = 0.0f;
@@ -2280,7 +2280,7 @@ kernel void matmul_8(
             const int k11 = (l9 % 32);
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
-            if (((gi12 < 16) && (gk13 < 16))) {
+            if ((gi12 < 16) && (gk13 < 16)) {
                 const float t14 = p0[((((c1 * 16) + gi12) * 16) + gk13)];
                 sh[((i10 * 36) + k11)] = t14;
             } else {
@@ -2293,7 +2293,7 @@ kernel void matmul_8(
             const int i18 = (l16 % 64);
             const int gi19 = (n03 + i18);
             const int gk20 = (k0 + k17);
-            if ((gk20 < 16)) {
+            if (gk20 < 16) {
                 const float t21 = p1[((gk20 * 64) + gi19)];
                 sh[(((k17 * 68) + i18) + 1152)] = t21;
             } else {
@@ -2340,7 +2340,7 @@ kernel void matmul_8(
         const int j25 = (l23 % 64);
         const int gi26 = (m02 + i24);
         const int gj27 = (n03 + j25);
-        if ((gi26 < 16)) {
+        if (gi26 < 16) {
             p2[((((c1 * 16) + gi26) * 64) + gj27)] = sh[((i24 * 68) + j25)];
         }
     }
@@ -2403,7 +2403,7 @@ kernel void matmul_x2_0(
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[4352];
-    if ((int(gid.x) < 16)) {
+    if (int(gid.x) < 16) {
         const int h0 = (int(gid.x) - 0);
         const int c1 = h0;
         const int m02 = ((h0 % 1) * 32);
@@ -2427,7 +2427,7 @@ kernel void matmul_x2_0(
                 const int k11 = (l9 % 32);
                 const int gi12 = (m02 + i10);
                 const int gk13 = (k0 + k11);
-                if ((gi12 < 16)) {
+                if (gi12 < 16) {
                     const float t14 = p0[((((c1 * 16) + gi12) * 64) + gk13)];
                     const float t15 = (t14 * 0.25f);
                     sh[((i10 * 36) + k11)] = t15;
@@ -2484,11 +2484,11 @@ kernel void matmul_x2_0(
             const int j26 = (l24 % 64);
             const int gi27 = (m02 + i25);
             const int gj28 = (n03 + j26);
-            if ((gi27 < 16)) {
+            if (gi27 < 16) {
                 p2[((((c1 * 16) + gi27) * 64) + gj28)] = sh[((i25 * 68) + j26)];
             }
         }
-    } else if ((int(gid.x) < 17)) {
+    } else if (int(gid.x) < 17) {
         const int h1 = (int(gid.x) - 16);
         const int m01 = (h1 * 64);
         const int n02 = (h1 * 64);
@@ -2622,7 +2622,7 @@ kernel void matmul_x2_1(
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[4352];
-    if ((int(gid.x) < 2)) {
+    if (int(gid.x) < 2) {
         const int h0 = (int(gid.x) - 0);
         const int m01 = ((h0 / 2) * 64);
         const int n02 = (h0 * 64);
@@ -2727,7 +2727,7 @@ kernel void matmul_x2_1(
             const int gj26 = (n02 + j24);
             p2[((gi25 * 128) + gj26)] = sh[((i23 * 68) + j24)];
         }
-    } else if ((int(gid.x) < 34)) {
+    } else if (int(gid.x) < 34) {
         const int h1 = (int(gid.x) - 2);
         const int c1 = (h1 / 2);
         const int m02 = (((h1 / 2) % 1) * 32);
@@ -2751,7 +2751,7 @@ kernel void matmul_x2_1(
                 const int k11 = (l9 % 32);
                 const int gi12 = (m02 + i10);
                 const int gk13 = (k0 + k11);
-                if ((gi12 < 16)) {
+                if (gi12 < 16) {
                     const float t14 = p3[((((c1 * 16) + gi12) * 64) + gk13)];
                     sh[((i10 * 36) + k11)] = t14;
                 } else {
@@ -2799,7 +2799,7 @@ kernel void matmul_x2_1(
                 const int k25 = (l23 % 32);
                 const int gi26 = (m02 + i24);
                 const int gk27 = (k0 + k25);
-                if ((gi26 < 16)) {
+                if (gi26 < 16) {
                     const float t28 = p0[((((c1 * 16) + gi26) * 64) + gk27)];
                     sh[((i24 * 36) + k25)] = t28;
                 } else {
@@ -2855,7 +2855,7 @@ kernel void matmul_x2_1(
             const int j39 = (l37 % 64);
             const int gi40 = (m02 + i38);
             const int gj41 = (n03 + j39);
-            if ((gi40 < 16)) {
+            if (gi40 < 16) {
                 const float acc42 = sh[((i38 * 68) + j39)];
                 p9[((((c1 * 16) + gi40) * 128) + gj41)] = acc42;
                 const float t43 = p10[((((c1 * 16) + gi40) * 128) + gj41)];
@@ -2896,7 +2896,7 @@ kernel void selective_scan_bwd_0(
     float seq1[8];
     threadgroup float red2[512];
     const int gid3 = int(gid.x);
-    if ((gid3 < 128)) {
+    if (gid3 < 128) {
         const int b4 = (gid3 / 8);
         const int n05 = ((gid3 % 8) * 2);
         const int n6 = (n05 + (int(lid.x) / 128));
@@ -2941,7 +2941,7 @@ kernel void selective_scan_bwd_0(
                         carry14 = (a41 * g42);
                         const float sp43 = simd_sum(((g42 * t33) * t34));
                         const float sp44 = simd_sum((((a41 * sp40) + ((t33 * t35) * t34)) * t39));
-                        if ((lane8 == 0)) {
+                        if (lane8 == 0) {
                             red2[(rb30 + ((((0 * 16) + j31) * 8) + sg7))] = sp43;
                             red2[(rb30 + ((((1 * 16) + j31) * 8) + sg7))] = sp44;
                         }
@@ -2955,11 +2955,11 @@ kernel void selective_scan_bwd_0(
                         const float tot50 = simd_sum(((lane8 < 4) ? red2[(rb30 + ((((q47 * 16) + j48) * 8) + ((ns49 * 4) + min(lane8, 3))))] : 0.0f));
                         const int t51 = ((t118 - 1) - (i028 + j48));
                         const int nn52 = (n05 + ns49);
-                        if ((lane8 == 0)) {
-                            if ((q47 == 0)) {
+                        if (lane8 == 0) {
+                            if (q47 == 0) {
                                 p7[((((b4 * 16) + t51) * 16) + nn52)] = tot50;
                             }
-                            if ((q47 == 1)) {
+                            if (q47 == 1) {
                                 p8[((((b4 * 16) + t51) * 16) + nn52)] = tot50;
                             }
                         }
@@ -3013,7 +3013,7 @@ kernel void selective_scan_bwd_0(
                     const float r91 = (r90 + simd_shuffle_xor(r90, ushort(4)));
                     const float r92 = (r91 + simd_shuffle_xor(r91, ushort(2)));
                     const float r93 = (r92 + simd_shuffle_xor(r92, ushort(1)));
-                    if ((n54 == 0)) {
+                    if (n54 == 0) {
                         p10[((((b60 * 16) + t75) * 128) + ch53)] = (r89 + (t57 * t82));
                         p11[((((b60 * 16) + t75) * 128) + ch53)] = r93;
                     }
@@ -3053,7 +3053,7 @@ kernel void matmul_9(
             const int k11 = (l9 % 32);
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
-            if ((gi12 < 16)) {
+            if (gi12 < 16) {
                 const float t14 = p0[((((c1 * 16) + gi12) * 128) + gk13)];
                 const float t15 = p1[((((c1 * 16) + gi12) * 128) + gk13)];
                 const float t16 = (1.0f / (1.0f + exp((-t15))));
@@ -3069,7 +3069,7 @@ kernel void matmul_9(
             const int i21 = (l19 % 32);
             const int gi22 = (n03 + i21);
             const int gk23 = (k0 + k20);
-            if ((gi22 < 4)) {
+            if (gi22 < 4) {
                 const float t24 = p2[((gk23 * 4) + gi22)];
                 sh[(((k20 * 36) + i21) + 1152)] = t24;
             } else {
@@ -3104,7 +3104,7 @@ kernel void matmul_9(
         const int j28 = (l26 % 32);
         const int gi29 = (m02 + i27);
         const int gj30 = (n03 + j28);
-        if (((gi29 < 16) && (gj30 < 4))) {
+        if ((gi29 < 16) && (gj30 < 4)) {
             p3[((((c1 * 16) + gi29) * 4) + gj30)] = sh[((i27 * 36) + j28)];
         }
     }
@@ -3149,12 +3149,12 @@ kernel void matmul_10(
             const int k11 = (l9 % 32);
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
-            if (((gi12 < 16) && (gk13 < 36))) {
+            if ((gi12 < 16) && (gk13 < 36)) {
                 float cat14 = 0.0f;
-                if ((gk13 < 4)) {
+                if (gk13 < 4) {
                     const float t15 = p0[((((c1 * 16) + gi12) * 4) + (gk13 - 0))];
                     cat14 = t15;
-                } else if ((gk13 < 20)) {
+                } else if (gk13 < 20) {
                     const float t16 = p1[((((c1 * 16) + gi12) * 16) + (gk13 - 4))];
                     cat14 = t16;
                 } else {
@@ -3172,7 +3172,7 @@ kernel void matmul_10(
             const int i21 = (l19 % 64);
             const int gi22 = (n03 + i21);
             const int gk23 = (k0 + k20);
-            if ((gk23 < 36)) {
+            if (gk23 < 36) {
                 const float t24 = p3[((gk23 * 128) + gi22)];
                 sh[(((k20 * 68) + i21) + 1152)] = t24;
             } else {
@@ -3219,7 +3219,7 @@ kernel void matmul_10(
         const int j28 = (l26 % 64);
         const int gi29 = (m02 + i27);
         const int gj30 = (n03 + j28);
-        if ((gi29 < 16)) {
+        if (gi29 < 16) {
             const float acc31 = sh[((i27 * 68) + j28)];
             const float t32 = p4[((((c1 * 16) + gi29) * 128) + gj30)];
             const float t33 = (t32 + acc31);
@@ -3271,9 +3271,9 @@ kernel void matmul_11(
             const int k11 = (l9 % 32);
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
-            if ((gi12 < 16)) {
+            if (gi12 < 16) {
                 float cat14 = 0.0f;
-                if ((gk13 < 128)) {
+                if (gk13 < 128) {
                     const float t15 = p0[((((c1 * 16) + gi12) * 128) + (gk13 - 0))];
                     const float t16 = p1[(((gk13 - 0) * 4) + 3)];
                     const float t17 = p0[((((c1 * 16) + min((gi12 + 1), 15)) * 128) + (gk13 - 0))];
@@ -3283,7 +3283,7 @@ kernel void matmul_11(
                     const float t21 = p0[((((c1 * 16) + min((gi12 + 3), 15)) * 128) + (gk13 - 0))];
                     const float t22 = p1[(((gk13 - 0) * 4) + 0)];
                     const float t23 = ((((t15 * t16) + ((gi12 < 15) ? (t17 * t18) : 0.0f)) + ((gi12 < 14) ? (t19 * t20) : 0.0f)) + ((gi12 < 13) ? (t21 * t22) : 0.0f));
-                    if ((n03 == 0)) {
+                    if (n03 == 0) {
                         p2[((((c1 * 16) + gi12) * 128) + (gk13 - 0))] = t23;
                     }
                     cat14 = t23;
@@ -3346,7 +3346,7 @@ kernel void matmul_11(
         const int j36 = (l34 % 64);
         const int gi37 = (m02 + i35);
         const int gj38 = (n03 + j36);
-        if ((gi37 < 16)) {
+        if (gi37 < 16) {
             p5[((((c1 * 16) + gi37) * 64) + gj38)] = sh[((i35 * 68) + j36)];
         }
     }
@@ -3376,7 +3376,7 @@ kernel void matmul_x3_0(
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[4352];
-    if ((int(gid.x) < 4)) {
+    if (int(gid.x) < 4) {
         const int h0 = (int(gid.x) - 0);
         const int m01 = (h0 * 64);
         const int n02 = ((h0 % 1) * 64);
@@ -3408,7 +3408,7 @@ kernel void matmul_x3_0(
                 const int gi11 = (m01 + i10);
                 const int gk12 = (k0 + k9);
                 float cat13 = 0.0f;
-                if (((((gk12 * 256) + gi11) % 256) < 128)) {
+                if ((((gk12 * 256) + gi11) % 256) < 128) {
                     const float t14 = p0[(((((((gk12 * 256) + gi11) / 4096) * 16) + ((((gk12 * 256) + gi11) / 256) % 16)) * 128) + ((((gk12 * 256) + gi11) % 256) - 0))];
                     cat13 = t14;
                 } else {
@@ -3489,7 +3489,7 @@ kernel void matmul_x3_0(
             const int gj29 = (n02 + j27);
             p3[((gi28 * 64) + gj29)] = sh[((i26 * 68) + j27)];
         }
-    } else if ((int(gid.x) < 5)) {
+    } else if (int(gid.x) < 5) {
         const int h1 = (int(gid.x) - 4);
         const int m01 = (h1 * 64);
         const int n02 = (h1 * 64);
@@ -3594,7 +3594,7 @@ kernel void matmul_x3_0(
             const int gj26 = (n02 + j24);
             p6[((gi25 * 64) + gj26)] = sh[((i23 * 68) + j24)];
         }
-    } else if ((int(gid.x) < 21)) {
+    } else if (int(gid.x) < 21) {
         const int h2 = (int(gid.x) - 5);
         const int c1 = h2;
         const int m02 = ((h2 % 1) * 32);
@@ -3618,9 +3618,9 @@ kernel void matmul_x3_0(
                 const int k11 = (l9 % 32);
                 const int gi12 = (m02 + i10);
                 const int gk13 = (k0 + k11);
-                if ((gi12 < 16)) {
+                if (gi12 < 16) {
                     float cat14 = 0.0f;
-                    if ((gk13 < 128)) {
+                    if (gk13 < 128) {
                         const float t15 = p0[((((c1 * 16) + gi12) * 128) + (gk13 - 0))];
                         cat14 = t15;
                     } else {
@@ -3673,7 +3673,7 @@ kernel void matmul_x3_0(
                 const int k27 = (l25 % 32);
                 const int gi28 = (m02 + i26);
                 const int gk29 = (k0 + k27);
-                if ((gi28 < 16)) {
+                if (gi28 < 16) {
                     const float t30 = p4[((((c1 * 16) + gi28) * 64) + gk29)];
                     sh[((i26 * 36) + k27)] = t30;
                 } else {
@@ -3729,7 +3729,7 @@ kernel void matmul_x3_0(
             const int j41 = (l39 % 64);
             const int gi42 = (m02 + i40);
             const int gj43 = (n03 + j41);
-            if ((gi42 < 16)) {
+            if (gi42 < 16) {
                 const float acc44 = sh[((i40 * 68) + j41)];
                 p12[((((c1 * 16) + gi42) * 64) + gj43)] = acc44;
             }
@@ -3807,7 +3807,7 @@ kernel void reduce_sum_1(
         acc5 += t11;
     }
     const float s12 = simd_sum(acc5);
-    if ((l32_2 == 0)) {
+    if (l32_2 == 0) {
         p3[row4] = s12;
     }
 }
@@ -3833,31 +3833,31 @@ kernel void scatter_add_grouped_matmul_x2_0(
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[4352];
-    if ((int(gid.x) < 4)) {
+    if (int(gid.x) < 4) {
         const int h0 = (int(gid.x) - 0);
         const int t1 = ((h0 * 128) + int(lid.x));
         const int lo2 = t1;
         float acc4 = 0.0f;
         for (int i3 = 0; i3 < 512; i3 += 1) {
             const int t5 = p0[i3];
-            if ((t5 == lo2)) {
+            if (t5 == lo2) {
                 const float t6 = p1[i3];
                 acc4 += t6;
             }
         }
         p2[lo2] = acc4;
-    } else if ((int(gid.x) < 44)) {
+    } else if (int(gid.x) < 44) {
         const int h1 = (int(gid.x) - 4);
         const int ex1 = (h1 / 8);
         const int n02 = ((h1 % 1) * 64);
-        if ((ex1 == 4)) {
+        if (ex1 == 4) {
             const int t3 = p3[0];
             const int t4 = p3[4];
             for (int s5 = 0; s5 < 32; s5 += 1) {
                 const int l6 = ((s5 * 128) + int(lid.x));
                 const int r7 = (((h1 % 8) * 64) + (l6 / 64));
                 const int j8 = (n02 + (l6 % 64));
-                if (((r7 < t3) || (r7 >= t4))) {
+                if ((r7 < t3) || (r7 >= t4)) {
                     p4[((r7 * 64) + j8)] = 0.0f;
                 }
             }
@@ -3866,7 +3866,7 @@ kernel void scatter_add_grouped_matmul_x2_0(
         const int t9 = p3[ex1];
         const int t10 = p3[(ex1 + 1)];
         const int m011 = (t9 + ((h1 % 8) * 64));
-        if ((m011 >= t10)) {
+        if (m011 >= t10) {
             return;
         }
         const int ti12 = int(lid.x);
@@ -3896,13 +3896,13 @@ kernel void scatter_add_grouped_matmul_x2_0(
                 const int k19 = (l17 % 16);
                 const int gi20 = (m011 + i18);
                 const int gk21 = (k0 + k19);
-                if ((gi20 < t10)) {
+                if (gi20 < t10) {
                     const int t22 = p5[gi20];
                     const float t23 = p6[((t22 * 64) + gk21)];
                     const int t24 = p0[((gi20 * 1) + 0)];
                     const float t25 = p7[t24];
                     const float t26 = (t23 * t25);
-                    if ((n02 == 0)) {
+                    if (n02 == 0) {
                         p8[((gi20 * 64) + gk21)] = t26;
                     }
                     const float t27 = (t26 * 0.25f);
@@ -3980,7 +3980,7 @@ kernel void scatter_add_grouped_matmul_x2_0(
             const int j38 = (l36 % 64);
             const int gi39 = (m011 + i37);
             const int gj40 = (n02 + j38);
-            if ((gi39 < t10)) {
+            if (gi39 < t10) {
                 p4[((gi39 * 64) + gj40)] = sh[((i37 * 68) + j38)];
             }
         }
@@ -4015,7 +4015,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[4352];
-    if ((int(gid.x) < 4)) {
+    if (int(gid.x) < 4) {
         const int h0 = (int(gid.x) - 0);
         const int ex1 = h0;
         const int m02 = ((h0 % 1) * 64);
@@ -4049,7 +4049,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
                 const int i13 = (l11 % 64);
                 const int gi14 = (m02 + i13);
                 const int gk15 = (k0 + k12);
-                if ((gk15 < t5)) {
+                if (gk15 < t5) {
                     const float t16 = p1[((gk15 * 64) + gi14)];
                     const float t17 = (t16 * 0.25f);
                     sh[((k12 * 68) + i13)] = t17;
@@ -4063,7 +4063,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
                 const int i21 = (l19 % 64);
                 const int gi22 = (n03 + i21);
                 const int gk23 = (k0 + k20);
-                if ((gk23 < t5)) {
+                if (gk23 < t5) {
                     const float t24 = p2[((gk23 * 64) + gi22)];
                     sh[(((k20 * 68) + i21) + 1088)] = t24;
                 } else {
@@ -4132,7 +4132,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
             const int gj30 = (n03 + j28);
             p3[((((ex1 * 64) + gi29) * 64) + gj30)] = sh[((i27 * 68) + j28)];
         }
-    } else if ((int(gid.x) < 8)) {
+    } else if (int(gid.x) < 8) {
         const int h1 = (int(gid.x) - 4);
         const int ex1 = h1;
         const int m02 = ((h1 % 1) * 64);
@@ -4166,7 +4166,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
                 const int i13 = (l11 % 64);
                 const int gi14 = (m02 + i13);
                 const int gk15 = (k0 + k12);
-                if ((gk15 < t5)) {
+                if (gk15 < t5) {
                     const float t16 = p4[((gk15 * 64) + gi14)];
                     sh[((k12 * 68) + i13)] = t16;
                 } else {
@@ -4179,7 +4179,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
                 const int i20 = (l18 % 64);
                 const int gi21 = (n03 + i20);
                 const int gk22 = (k0 + k19);
-                if ((gk22 < t5)) {
+                if (gk22 < t5) {
                     const float t23 = p5[((gk22 * 64) + gi21)];
                     sh[(((k19 * 68) + i20) + 1088)] = t23;
                 } else {
@@ -4248,18 +4248,18 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
             const int gj29 = (n03 + j27);
             p6[((((ex1 * 64) + gi28) * 64) + gj29)] = sh[((i26 * 68) + j27)];
         }
-    } else if ((int(gid.x) < 48)) {
+    } else if (int(gid.x) < 48) {
         const int h2 = (int(gid.x) - 8);
         const int ex1 = (h2 / 8);
         const int n02 = ((h2 % 1) * 64);
-        if ((ex1 == 4)) {
+        if (ex1 == 4) {
             const int t3 = p0[0];
             const int t4 = p0[4];
             for (int s5 = 0; s5 < 32; s5 += 1) {
                 const int l6 = ((s5 * 128) + int(lid.x));
                 const int r7 = (((h2 % 8) * 64) + (l6 / 64));
                 const int j8 = (n02 + (l6 % 64));
-                if (((r7 < t3) || (r7 >= t4))) {
+                if ((r7 < t3) || (r7 >= t4)) {
                     const float acc9 = 0.0f;
                     const float t10 = p7[((r7 * 64) + j8)];
                     const float t11 = (acc9 * t10);
@@ -4280,7 +4280,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
         const int t20 = p0[ex1];
         const int t21 = p0[(ex1 + 1)];
         const int m022 = (t20 + ((h2 % 8) * 64));
-        if ((m022 >= t21)) {
+        if (m022 >= t21) {
             return;
         }
         const int ti23 = int(lid.x);
@@ -4310,7 +4310,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
                 const int k30 = (l28 % 16);
                 const int gi31 = (m022 + i29);
                 const int gk32 = (k0 + k30);
-                if ((gi31 < t21)) {
+                if (gi31 < t21) {
                     const float t33 = p1[((gi31 * 64) + gk32)];
                     sh[((i29 * 20) + k30)] = t33;
                 } else {
@@ -4370,7 +4370,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
                 const int k44 = (l42 % 16);
                 const int gi45 = (m022 + i43);
                 const int gk46 = (k0 + k44);
-                if ((gi45 < t21)) {
+                if (gi45 < t21) {
                     const float t47 = p4[((gi45 * 64) + gk46)];
                     sh[((i43 * 20) + k44)] = t47;
                 } else {
@@ -4446,7 +4446,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
             const int j58 = (l56 % 64);
             const int gi59 = (m022 + i57);
             const int gj60 = (n02 + j58);
-            if ((gi59 < t21)) {
+            if (gi59 < t21) {
                 const float acc61 = sh[((i57 * 68) + j58)];
                 const float t62 = p7[((gi59 * 64) + gj60)];
                 const float t63 = (acc61 * t62);
@@ -4482,18 +4482,18 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[4352];
-    if ((int(gid.x) < 40)) {
+    if (int(gid.x) < 40) {
         const int h0 = (int(gid.x) - 0);
         const int ex1 = (h0 / 8);
         const int n02 = ((h0 % 1) * 64);
-        if ((ex1 == 4)) {
+        if (ex1 == 4) {
             const int t3 = p0[0];
             const int t4 = p0[4];
             for (int s5 = 0; s5 < 32; s5 += 1) {
                 const int l6 = ((s5 * 128) + int(lid.x));
                 const int r7 = (((h0 % 8) * 64) + (l6 / 64));
                 const int j8 = (n02 + (l6 % 64));
-                if (((r7 < t3) || (r7 >= t4))) {
+                if ((r7 < t3) || (r7 >= t4)) {
                     p1[((r7 * 64) + j8)] = 0.0f;
                 }
             }
@@ -4502,7 +4502,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
         const int t9 = p0[ex1];
         const int t10 = p0[(ex1 + 1)];
         const int m011 = (t9 + ((h0 % 8) * 64));
-        if ((m011 >= t10)) {
+        if (m011 >= t10) {
             return;
         }
         const int ti12 = int(lid.x);
@@ -4532,9 +4532,9 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                 const int k19 = (l17 % 16);
                 const int gi20 = (m011 + i18);
                 const int gk21 = (k0 + k19);
-                if ((gi20 < t10)) {
+                if (gi20 < t10) {
                     float cat22 = 0.0f;
-                    if ((gk21 < 64)) {
+                    if (gk21 < 64) {
                         const float t23 = p2[((gi20 * 64) + (gk21 - 0))];
                         cat22 = t23;
                     } else {
@@ -4616,11 +4616,11 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
             const int j36 = (l34 % 64);
             const int gi37 = (m011 + i35);
             const int gj38 = (n02 + j36);
-            if ((gi37 < t10)) {
+            if (gi37 < t10) {
                 p1[((gi37 * 64) + gj38)] = sh[((i35 * 68) + j36)];
             }
         }
-    } else if ((int(gid.x) < 48)) {
+    } else if (int(gid.x) < 48) {
         const int h1 = (int(gid.x) - 40);
         const int ex1 = (h1 / 2);
         const int m02 = ((h1 % 2) * 64);
@@ -4654,9 +4654,9 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                 const int i13 = (l11 % 64);
                 const int gi14 = (m02 + i13);
                 const int gk15 = (k0 + k12);
-                if ((gk15 < t5)) {
+                if (gk15 < t5) {
                     float cat16 = 0.0f;
-                    if ((gi14 < 64)) {
+                    if (gi14 < 64) {
                         const float t17 = p2[((gk15 * 64) + (gi14 - 0))];
                         cat16 = t17;
                     } else {
@@ -4675,7 +4675,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                 const int i23 = (l21 % 64);
                 const int gi24 = (n03 + i23);
                 const int gk25 = (k0 + k22);
-                if ((gk25 < t5)) {
+                if (gk25 < t5) {
                     const float t26 = p5[((gk25 * 64) + gi24)];
                     sh[(((k22 * 68) + i23) + 1088)] = t26;
                 } else {
@@ -4770,7 +4770,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[4352];
-    if ((int(gid.x) < 4)) {
+    if (int(gid.x) < 4) {
         const int h0 = (int(gid.x) - 0);
         const int ex1 = h0;
         const int m02 = ((h0 % 1) * 64);
@@ -4804,7 +4804,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
                 const int i13 = (l11 % 64);
                 const int gi14 = (m02 + i13);
                 const int gk15 = (k0 + k12);
-                if ((gk15 < t5)) {
+                if (gk15 < t5) {
                     const float t16 = p1[((gk15 * 64) + gi14)];
                     sh[((k12 * 68) + i13)] = t16;
                 } else {
@@ -4817,7 +4817,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
                 const int i20 = (l18 % 64);
                 const int gi21 = (n03 + i20);
                 const int gk22 = (k0 + k19);
-                if ((gk22 < t5)) {
+                if (gk22 < t5) {
                     const int t23 = p2[gk22];
                     const float t24 = p3[((t23 * 64) + gi21)];
                     sh[(((k19 * 68) + i20) + 1088)] = t24;
@@ -4887,18 +4887,18 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
             const int gj30 = (n03 + j28);
             p4[((((ex1 * 64) + gi29) * 64) + gj30)] = sh[((i27 * 68) + j28)];
         }
-    } else if ((int(gid.x) < 44)) {
+    } else if (int(gid.x) < 44) {
         const int h1 = (int(gid.x) - 4);
         const int ex1 = (h1 / 8);
         const int n02 = ((h1 % 1) * 64);
-        if ((ex1 == 4)) {
+        if (ex1 == 4) {
             const int t3 = p0[0];
             const int t4 = p0[4];
             for (int s5 = 0; s5 < 32; s5 += 1) {
                 const int l6 = ((s5 * 128) + int(lid.x));
                 const int r7 = (((h1 % 8) * 64) + (l6 / 64));
                 const int j8 = (n02 + (l6 % 64));
-                if (((r7 < t3) || (r7 >= t4))) {
+                if ((r7 < t3) || (r7 >= t4)) {
                     const float acc9 = 0.0f;
                     p5[((r7 * 64) + j8)] = acc9;
                 }
@@ -4908,7 +4908,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
         const int t10 = p0[ex1];
         const int t11 = p0[(ex1 + 1)];
         const int m012 = (t10 + ((h1 % 8) * 64));
-        if ((m012 >= t11)) {
+        if (m012 >= t11) {
             return;
         }
         const int ti13 = int(lid.x);
@@ -4938,9 +4938,9 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
                 const int k20 = (l18 % 16);
                 const int gi21 = (m012 + i19);
                 const int gk22 = (k0 + k20);
-                if ((gi21 < t11)) {
+                if (gi21 < t11) {
                     float cat23 = 0.0f;
-                    if ((gk22 < 64)) {
+                    if (gk22 < 64) {
                         const float t24 = p6[((gi21 * 64) + (gk22 - 0))];
                         cat23 = t24;
                     } else {
@@ -5005,7 +5005,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
                 const int k36 = (l34 % 16);
                 const int gi37 = (m012 + i35);
                 const int gk38 = (k0 + k36);
-                if ((gi37 < t11)) {
+                if (gi37 < t11) {
                     const float t39 = p1[((gi37 * 64) + gk38)];
                     sh[((i35 * 20) + k36)] = t39;
                 } else {
@@ -5081,7 +5081,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
             const int j50 = (l48 % 64);
             const int gi51 = (m012 + i49);
             const int gj52 = (n02 + j50);
-            if ((gi51 < t11)) {
+            if (gi51 < t11) {
                 const float acc53 = sh[((i49 * 68) + j50)];
                 p5[((gi51 * 64) + gj52)] = acc53;
             }
@@ -5104,7 +5104,7 @@ kernel void scatter_add_reduce_sum_x2_0(
         device float* p6 [[buffer(6)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 32)) {
+    if (int(gid.x) < 32) {
         const int h0 = (int(gid.x) - 0);
         const int t1 = ((h0 * 256) + int(lid.x));
         const int c2 = (t1 % 64);
@@ -5115,12 +5115,12 @@ kernel void scatter_add_reduce_sum_x2_0(
         }
         for (int i4 = 0; i4 < 512; i4 += 1) {
             const int t7 = p1[i4];
-            if (((t7 >= lo3) && (t7 < hi5))) {
+            if ((t7 >= lo3) && (t7 < hi5)) {
                 const float t8 = p2[((i4 * 64) + c2)];
                 p0[((t7 * 64) + c2)] = (p0[((t7 * 64) + c2)] + t8);
             }
         }
-    } else if ((int(gid.x) < 33)) {
+    } else if (int(gid.x) < 33) {
         const int h1 = (int(gid.x) - 32);
         const int lid1 = int(lid.x);
         const int row4 = ((h1 * 256) + lid1);
@@ -5174,7 +5174,7 @@ kernel void reduce_sum_2(
     }
     sh17[lid1] = acc5;
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if ((part3 == 0)) {
+    if (part3 == 0) {
         for (int pr18 = 1; pr18 < 2; pr18 += 1) {
             acc5 += sh17[((pr18 * 32) + col2)];
         }
@@ -5251,7 +5251,7 @@ kernel void matmul_12(
             const int k10 = (l8 % 16);
             const int gi11 = (m01 + i9);
             const int gk12 = (k0 + k10);
-            if ((gk12 < 4)) {
+            if (gk12 < 4) {
                 const float t13 = p0[((gi11 * 4) + gk12)];
                 const float t14 = p1[((gi11 * 4) + gk12)];
                 const float t15 = p2[((gi11 * 1) + 0)];
@@ -5268,7 +5268,7 @@ kernel void matmul_12(
             const int i21 = (l19 % 64);
             const int gi22 = (n02 + i21);
             const int gk23 = (k0 + k20);
-            if ((gk23 < 4)) {
+            if (gk23 < 4) {
                 const float t24 = p3[((gk23 * 64) + gi22)];
                 sh[(((k20 * 68) + i21) + 1280)] = t24;
             } else {
@@ -5405,7 +5405,7 @@ kernel void matmul_x2_2(
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[4352];
-    if ((int(gid.x) < 4)) {
+    if (int(gid.x) < 4) {
         const int h0 = (int(gid.x) - 0);
         const int m01 = (h0 * 64);
         const int n02 = ((h0 % 1) * 64);
@@ -5437,7 +5437,7 @@ kernel void matmul_x2_2(
                 const int gi11 = (m01 + i10);
                 const int gk12 = (k0 + k9);
                 float cat13 = 0.0f;
-                if (((((gk12 * 256) + gi11) % 256) < 128)) {
+                if ((((gk12 * 256) + gi11) % 256) < 128) {
                     const float t14 = p0[(((((((gk12 * 256) + gi11) / 4096) * 16) + ((((gk12 * 256) + gi11) / 256) % 16)) * 128) + ((((gk12 * 256) + gi11) % 256) - 0))];
                     cat13 = t14;
                 } else {
@@ -5518,7 +5518,7 @@ kernel void matmul_x2_2(
             const int gj29 = (n02 + j27);
             p3[((gi28 * 64) + gj29)] = sh[((i26 * 68) + j27)];
         }
-    } else if ((int(gid.x) < 5)) {
+    } else if (int(gid.x) < 5) {
         const int h1 = (int(gid.x) - 4);
         const int m01 = (h1 * 64);
         const int n02 = (h1 * 64);
@@ -5660,37 +5660,37 @@ kernel void reduce_sum_4(
     for (int k6 = 0; k6 < 144; k6 += 1) {
         const int j7 = (lid1 + (k6 * 1024));
         float cat8 = 0.0f;
-        if ((j7 < 4096)) {
+        if (j7 < 4096) {
             const float t9 = p0[(j7 - 0)];
             cat8 = t9;
-        } else if ((j7 < 20480)) {
+        } else if (j7 < 20480) {
             const float t10 = p1[(j7 - 4096)];
             cat8 = t10;
-        } else if ((j7 < 28672)) {
+        } else if (j7 < 28672) {
             const float t11 = p2[(j7 - 20480)];
             cat8 = t11;
-        } else if ((j7 < 32768)) {
+        } else if (j7 < 32768) {
             const float t12 = p3[(j7 - 28672)];
             cat8 = t12;
-        } else if ((j7 < 49152)) {
+        } else if (j7 < 49152) {
             const float t13 = p4[(j7 - 32768)];
             cat8 = t13;
-        } else if ((j7 < 81920)) {
+        } else if (j7 < 81920) {
             const float t14 = p5[(j7 - 49152)];
             cat8 = t14;
-        } else if ((j7 < 98304)) {
+        } else if (j7 < 98304) {
             const float t15 = p6[(j7 - 81920)];
             cat8 = t15;
-        } else if ((j7 < 114688)) {
+        } else if (j7 < 114688) {
             const float t16 = p7[(j7 - 98304)];
             cat8 = t16;
-        } else if ((j7 < 118784)) {
+        } else if (j7 < 118784) {
             const float t17 = p8[(j7 - 114688)];
             cat8 = t17;
-        } else if ((j7 < 135168)) {
+        } else if (j7 < 135168) {
             const float t18 = p9[(j7 - 118784)];
             cat8 = t18;
-        } else if ((j7 < 143360)) {
+        } else if (j7 < 143360) {
             const float t19 = p10[(j7 - 135168)];
             cat8 = t19;
         } else {
@@ -5701,7 +5701,7 @@ kernel void reduce_sum_4(
         acc5 += t21;
     }
     const float s22 = simd_sum(acc5);
-    if ((l32_2 == 0)) {
+    if (l32_2 == 0) {
         sh23[sg3] = s22;
     }
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
@@ -5710,7 +5710,7 @@ kernel void reduce_sum_4(
         acc24 += sh23[s25];
     }
     threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if ((lid1 == 0)) {
+    if (lid1 == 0) {
         const float t26 = sqrt(acc24);
         p12[row4] = t26;
         const float t27 = (0.3f / t26);
@@ -5753,7 +5753,7 @@ kernel void adamw_mul_x5_0(
         device float* p22 [[buffer(22)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 16)) {
+    if (int(gid.x) < 16) {
         const int h0 = (int(gid.x) - 0);
         const int i1 = ((h0 * 256) + int(lid.x));
         const float t4 = p0[i1];
@@ -5770,7 +5770,7 @@ kernel void adamw_mul_x5_0(
         p6[i1] = t14;
         p2[i1] = t8;
         p3[i1] = t10;
-    } else if ((int(gid.x) < 80)) {
+    } else if (int(gid.x) < 80) {
         const int h1 = (int(gid.x) - 16);
         const int i1 = ((h1 * 256) + int(lid.x));
         const float t4 = p7[i1];
@@ -5787,7 +5787,7 @@ kernel void adamw_mul_x5_0(
         p10[i1] = t14;
         p8[i1] = t8;
         p9[i1] = t10;
-    } else if ((int(gid.x) < 112)) {
+    } else if (int(gid.x) < 112) {
         const int h2 = (int(gid.x) - 80);
         const int i1 = ((h2 * 256) + int(lid.x));
         const float t4 = p11[i1];
@@ -5804,7 +5804,7 @@ kernel void adamw_mul_x5_0(
         p14[i1] = t14;
         p12[i1] = t8;
         p13[i1] = t10;
-    } else if ((int(gid.x) < 128)) {
+    } else if (int(gid.x) < 128) {
         const int h3 = (int(gid.x) - 112);
         const int i1 = ((h3 * 256) + int(lid.x));
         const float t4 = p15[i1];
@@ -5821,7 +5821,7 @@ kernel void adamw_mul_x5_0(
         p18[i1] = t14;
         p16[i1] = t8;
         p17[i1] = t10;
-    } else if ((int(gid.x) < 192)) {
+    } else if (int(gid.x) < 192) {
         const int h4 = (int(gid.x) - 128);
         const int i1 = ((h4 * 256) + int(lid.x));
         const float t5 = p19[i1];
@@ -5875,7 +5875,7 @@ kernel void adamw_mul_x5_1(
         device float* p22 [[buffer(22)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 128)) {
+    if (int(gid.x) < 128) {
         const int h0 = (int(gid.x) - 0);
         const int i1 = ((h0 * 256) + int(lid.x));
         const float t5 = p0[i1];
@@ -5892,7 +5892,7 @@ kernel void adamw_mul_x5_1(
         p6[i1] = t15;
         p2[i1] = t9;
         p3[i1] = t11;
-    } else if ((int(gid.x) < 192)) {
+    } else if (int(gid.x) < 192) {
         const int h1 = (int(gid.x) - 128);
         const int i1 = ((h1 * 256) + int(lid.x));
         const float t5 = p7[i1];
@@ -5909,7 +5909,7 @@ kernel void adamw_mul_x5_1(
         p10[i1] = t15;
         p8[i1] = t9;
         p9[i1] = t11;
-    } else if ((int(gid.x) < 256)) {
+    } else if (int(gid.x) < 256) {
         const int h2 = (int(gid.x) - 192);
         const int i1 = ((h2 * 256) + int(lid.x));
         const float t5 = p11[i1];
@@ -5926,7 +5926,7 @@ kernel void adamw_mul_x5_1(
         p14[i1] = t15;
         p12[i1] = t9;
         p13[i1] = t11;
-    } else if ((int(gid.x) < 272)) {
+    } else if (int(gid.x) < 272) {
         const int h3 = (int(gid.x) - 256);
         const int i1 = ((h3 * 256) + int(lid.x));
         const float t4 = p15[i1];
@@ -5943,7 +5943,7 @@ kernel void adamw_mul_x5_1(
         p18[i1] = t14;
         p16[i1] = t8;
         p17[i1] = t10;
-    } else if ((int(gid.x) < 336)) {
+    } else if (int(gid.x) < 336) {
         const int h4 = (int(gid.x) - 272);
         const int i1 = ((h4 * 256) + int(lid.x));
         const float t4 = p19[i1];
@@ -5982,7 +5982,7 @@ kernel void adamw_mul_x2_0(
         device float* p10 [[buffer(10)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 32)) {
+    if (int(gid.x) < 32) {
         const int h0 = (int(gid.x) - 0);
         const int i1 = ((h0 * 256) + int(lid.x));
         const float t4 = p0[i1];
@@ -5999,7 +5999,7 @@ kernel void adamw_mul_x2_0(
         p6[i1] = t14;
         p2[i1] = t8;
         p3[i1] = t10;
-    } else if ((int(gid.x) < 48)) {
+    } else if (int(gid.x) < 48) {
         const int h1 = (int(gid.x) - 32);
         const int i1 = ((h1 * 256) + int(lid.x));
         const float t4 = p7[i1];
