@@ -31,7 +31,8 @@ type Dialect struct {
 	Kernel    string // a kernel's opening up to its "(": name, threads per threadgroup (the launch bound)
 	Table     string // constant table: type, name, length, values
 	Shared    string // threadgroup array: type, name, length
-	Barrier   string // statement
+	Barrier   string // statement: threadgroup memory
+	BarrierD  string // statement: threadgroup and device memory (kir.Barrier.Device)
 	TileZero  string // zero-filled tile: tile type, name, element type
 	TileLoad  string // tile, base pointer, offset, row stride
 	TileLoadT string // TileLoad, transposed
@@ -191,7 +192,11 @@ func (p *printer) stmt(s kir.Stmt) {
 		}
 		p.line("}")
 	case kir.Barrier:
-		p.line("%s", d.Barrier)
+		if s.Device {
+			p.line("%s", d.BarrierD)
+		} else {
+			p.line("%s", d.Barrier)
+		}
 	case kir.Return:
 		p.line("return;")
 	case kir.Comment:

@@ -28,7 +28,8 @@ var Dialect = &cstyle.Dialect{
 	Kernel:    `extern "C" __global__ void __launch_bounds__(%[2]d) %[1]s(`,
 	Table:     "__constant__ %s %s[%d] = {%s};",
 	Shared:    "__shared__ %s %s[%d];",
-	Barrier:   "__syncthreads();",
+	Barrier:   "__syncthreads();", // orders shared and global memory alike
+	BarrierD:  "__syncthreads();",
 	TileZero:  "%[1]s %[2]s = {};",
 	TileLoad:  "magc_tile_load(%s, %s + %s, %s);",
 	TileLoadT: "magc_tile_load_t(%s, %s + %s, %s);",

@@ -40,3 +40,19 @@ func TestIfParentheses(t *testing.T) {
 		}
 	}
 }
+
+// TestBarrierFences: a barrier fences device memory only where the kernel
+// IR marks a device-memory exchange.
+func TestBarrierFences(t *testing.T) {
+	k := &kir.Kernel{Name: "k", Threads: [3]int{32, 1, 1}, Groups: [3]int{1, 1, 1},
+		Body: []kir.Stmt{kir.Barrier{}, kir.Barrier{Device: true}}}
+	src, err := RenderKernel(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "    threadgroup_barrier(mem_flags::mem_threadgroup);\n" +
+		"    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);\n"
+	if !strings.Contains(src, want) {
+		t.Errorf("want\n%s\nin:\n%s", want, src)
+	}
+}

@@ -93,7 +93,7 @@ kernel void reduce_sum_0(
         }
     }
     sh9[lid1] = acc5;
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     if ((part3 == 0) && (o4 < 7)) {
         for (int pr10 = 1; pr10 < 32; pr10 += 1) {
             acc5 += sh9[((pr10 * 8) + col2)];

@@ -130,7 +130,7 @@ kernel void matmul_0(
                 sh[(((i16 * 36) + k17) + 1152)] = 0.0f;
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr5 * 36) + kk), 36);
@@ -145,13 +145,13 @@ kernel void matmul_0(
             simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
             simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr5 * 36) + sc6), 36);
     simdgroup_store(acc0_1, sh + ((sr5 * 36) + (sc6 + 8)), 36);
     simdgroup_store(acc1_0, sh + (((sr5 + 8) * 36) + sc6), 36);
     simdgroup_store(acc1_1, sh + (((sr5 + 8) * 36) + (sc6 + 8)), 36);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s21 = 0; s21 < 8; s21 += 1) {
         const int l22 = ((s21 * 128) + ti3);
         const int i23 = (l22 / 32);
@@ -190,12 +190,12 @@ kernel void cross_entropy_bwd_0(
     if (l32_2 == 0) {
         sh8[sg3] = s7;
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     int acc9 = sh8[0];
     for (int s10 = 1; s10 < 4; s10 += 1) {
         acc9 += sh8[s10];
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     const float t11 = p1[0];
     const float t12 = p2[0];
     const float t13 = (t11 * t12);
@@ -299,7 +299,7 @@ kernel void matmul_cross_entropy_x3_0(
                     sh[(((k16 * 36) + i17) + 1152)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 32; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 36) + sr5), 36, ulong2(0, 0), true);
@@ -314,13 +314,13 @@ kernel void matmul_cross_entropy_x3_0(
                 simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
                 simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 36) + sc6), 36);
         simdgroup_store(acc0_1, sh + ((sr5 * 36) + (sc6 + 8)), 36);
         simdgroup_store(acc1_0, sh + (((sr5 + 8) * 36) + sc6), 36);
         simdgroup_store(acc1_1, sh + (((sr5 + 8) * 36) + (sc6 + 8)), 36);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s21 = 0; s21 < 8; s21 += 1) {
             const int l22 = ((s21 * 128) + ti3);
             const int i23 = (l22 / 32);
@@ -366,22 +366,22 @@ kernel void matmul_cross_entropy_x3_0(
         if (l32_2 == 0) {
             sh17[sg3] = s16;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         float acc18 = sh17[0];
         for (int s19 = 1; s19 < 4; s19 += 1) {
             acc18 += sh17[s19];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         const int s20 = simd_sum(((l32_2 == 0) ? cnt5 : 0));
         if (l32_2 == 0) {
             sh21[sg3] = s20;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         int acc22 = sh21[0];
         for (int s23 = 1; s23 < 4; s23 += 1) {
             acc22 += sh21[s23];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         if (lid1 == 0) {
             p5[0] = ((acc22 > 0) ? (acc18 / float(acc22)) : 0.0f);
         }
@@ -424,7 +424,7 @@ kernel void matmul_cross_entropy_x3_0(
                     sh[(((i16 * 36) + k17) + 1152)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 32; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr5 * 36) + kk), 36);
@@ -439,13 +439,13 @@ kernel void matmul_cross_entropy_x3_0(
                 simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
                 simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 36) + sc6), 36);
         simdgroup_store(acc0_1, sh + ((sr5 * 36) + (sc6 + 8)), 36);
         simdgroup_store(acc1_0, sh + (((sr5 + 8) * 36) + sc6), 36);
         simdgroup_store(acc1_1, sh + (((sr5 + 8) * 36) + (sc6 + 8)), 36);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s21 = 0; s21 < 8; s21 += 1) {
             const int l22 = ((s21 * 128) + ti3);
             const int i23 = (l22 / 32);
@@ -497,12 +497,12 @@ kernel void cross_entropy_bwd_cross_entropy_x3_0(
         if (l32_2 == 0) {
             sh8[sg3] = s7;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         int acc9 = sh8[0];
         for (int s10 = 1; s10 < 4; s10 += 1) {
             acc9 += sh8[s10];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         const float t11 = p1[0];
         const float t12 = p2[0];
         const float t13 = (t11 * t12);
@@ -578,22 +578,22 @@ kernel void cross_entropy_bwd_cross_entropy_x3_0(
         if (l32_2 == 0) {
             sh17[sg3] = s16;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         float acc18 = sh17[0];
         for (int s19 = 1; s19 < 4; s19 += 1) {
             acc18 += sh17[s19];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         const int s20 = simd_sum(((l32_2 == 0) ? cnt5 : 0));
         if (l32_2 == 0) {
             sh21[sg3] = s20;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         int acc22 = sh21[0];
         for (int s23 = 1; s23 < 4; s23 += 1) {
             acc22 += sh21[s23];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         if (lid1 == 0) {
             p5[0] = ((acc22 > 0) ? (acc18 / float(acc22)) : 0.0f);
         }
@@ -636,7 +636,7 @@ kernel void cross_entropy_bwd_cross_entropy_x3_0(
                     sh[(((i16 * 36) + k17) + 1152)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 32; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr5 * 36) + kk), 36);
@@ -651,13 +651,13 @@ kernel void cross_entropy_bwd_cross_entropy_x3_0(
                 simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
                 simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 36) + sc6), 36);
         simdgroup_store(acc0_1, sh + ((sr5 * 36) + (sc6 + 8)), 36);
         simdgroup_store(acc1_0, sh + (((sr5 + 8) * 36) + sc6), 36);
         simdgroup_store(acc1_1, sh + (((sr5 + 8) * 36) + (sc6 + 8)), 36);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s21 = 0; s21 < 8; s21 += 1) {
             const int l22 = ((s21 * 128) + ti3);
             const int i23 = (l22 / 32);
@@ -704,12 +704,12 @@ kernel void cross_entropy_bwd_cross_entropy_x2_0(
         if (l32_2 == 0) {
             sh8[sg3] = s7;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         int acc9 = sh8[0];
         for (int s10 = 1; s10 < 2; s10 += 1) {
             acc9 += sh8[s10];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         const float t11 = p1[0];
         const float t12 = p2[0];
         const float t13 = (t11 * t12);
@@ -785,22 +785,22 @@ kernel void cross_entropy_bwd_cross_entropy_x2_0(
         if (l32_2 == 0) {
             sh17[sg3] = s16;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         float acc18 = sh17[0];
         for (int s19 = 1; s19 < 2; s19 += 1) {
             acc18 += sh17[s19];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         const int s20 = simd_sum(((l32_2 == 0) ? cnt5 : 0));
         if (l32_2 == 0) {
             sh21[sg3] = s20;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         int acc22 = sh21[0];
         for (int s23 = 1; s23 < 2; s23 += 1) {
             acc22 += sh21[s23];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         if (lid1 == 0) {
             p5[0] = ((acc22 > 0) ? (acc18 / float(acc22)) : 0.0f);
         }
@@ -872,7 +872,7 @@ kernel void matmul_div_add_mul_x3_0(
                     sh[(((k16 * 36) + i17) + 1152)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 32; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 36) + sr5), 36, ulong2(0, 0), true);
@@ -887,7 +887,7 @@ kernel void matmul_div_add_mul_x3_0(
                 simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
                 simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         for (int k0 = 0; k0 < 4; k0 += 32) {
             for (int s21 = 0; s21 < 8; s21 += 1) {
@@ -916,7 +916,7 @@ kernel void matmul_div_add_mul_x3_0(
                     sh[(((k30 * 36) + i31) + 1152)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 32; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 36) + sr5), 36, ulong2(0, 0), true);
@@ -931,13 +931,13 @@ kernel void matmul_div_add_mul_x3_0(
                 simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
                 simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 36) + sc6), 36);
         simdgroup_store(acc0_1, sh + ((sr5 * 36) + (sc6 + 8)), 36);
         simdgroup_store(acc1_0, sh + (((sr5 + 8) * 36) + sc6), 36);
         simdgroup_store(acc1_1, sh + (((sr5 + 8) * 36) + (sc6 + 8)), 36);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s35 = 0; s35 < 8; s35 += 1) {
             const int l36 = ((s35 * 128) + ti3);
             const int i37 = (l36 / 32);
@@ -1009,12 +1009,12 @@ kernel void reduce_sum_1(
     if (l32_2 == 0) {
         sh11[sg3] = s10;
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     float acc12 = sh11[0];
     for (int s13 = 1; s13 < 8; s13 += 1) {
         acc12 += sh11[s13];
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     if (lid1 == 0) {
         const float t14 = sqrt(acc12);
         p1[row4] = t14;

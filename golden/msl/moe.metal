@@ -80,7 +80,7 @@ kernel void matmul_0(
                 sh[(((i16 * 36) + k17) + 1152)] = 0.0f;
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr5 * 36) + kk), 36);
@@ -95,13 +95,13 @@ kernel void matmul_0(
             simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
             simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr5 * 36) + sc6), 36);
     simdgroup_store(acc0_1, sh + ((sr5 * 36) + (sc6 + 8)), 36);
     simdgroup_store(acc1_0, sh + (((sr5 + 8) * 36) + sc6), 36);
     simdgroup_store(acc1_1, sh + (((sr5 + 8) * 36) + (sc6 + 8)), 36);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s21 = 0; s21 < 8; s21 += 1) {
         const int l22 = ((s21 * 128) + ti3);
         const int i23 = (l22 / 32);
@@ -283,7 +283,7 @@ kernel void grouped_matmul_0(
                 sh[(((i26 * 36) + k27) + 1152)] = 0.0f;
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr14 * 36) + kk), 36);
@@ -298,13 +298,13 @@ kernel void grouped_matmul_0(
             simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
             simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr14 * 36) + sc15), 36);
     simdgroup_store(acc0_1, sh + ((sr14 * 36) + (sc15 + 8)), 36);
     simdgroup_store(acc1_0, sh + (((sr14 + 8) * 36) + sc15), 36);
     simdgroup_store(acc1_1, sh + (((sr14 + 8) * 36) + (sc15 + 8)), 36);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s31 = 0; s31 < 8; s31 += 1) {
         const int l32 = ((s31 * 128) + ti12);
         const int i33 = (l32 / 32);
@@ -405,7 +405,7 @@ kernel void grouped_matmul_1(
                 sh[(((i32 * 36) + k33) + 1152)] = 0.0f;
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr18 * 36) + kk), 36);
@@ -420,13 +420,13 @@ kernel void grouped_matmul_1(
             simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
             simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr18 * 36) + sc19), 36);
     simdgroup_store(acc0_1, sh + ((sr18 * 36) + (sc19 + 8)), 36);
     simdgroup_store(acc1_0, sh + (((sr18 + 8) * 36) + sc19), 36);
     simdgroup_store(acc1_1, sh + (((sr18 + 8) * 36) + (sc19 + 8)), 36);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s37 = 0; s37 < 8; s37 += 1) {
         const int l38 = ((s37 * 128) + ti16);
         const int i39 = (l38 / 32);
@@ -489,7 +489,7 @@ kernel void scatter_add_reduce_mean_x3_0(
             acc5 += t8;
         }
         sh9[lid1] = acc5;
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         if (part3 == 0) {
             for (int pr10 = 1; pr10 < 16; pr10 += 1) {
                 acc5 += sh9[((pr10 * 4) + col2)];
@@ -508,7 +508,7 @@ kernel void scatter_add_reduce_mean_x3_0(
             acc5 += t7;
         }
         sh8[lid1] = acc5;
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         if (part3 == 0) {
             for (int pr9 = 1; pr9 < 16; pr9 += 1) {
                 acc5 += sh8[((pr9 * 4) + col2)];
@@ -727,7 +727,7 @@ kernel void scatter_add_grouped_matmul_wgrad_x3_0(
                     sh[(((k19 * 36) + i20) + 1152)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 32; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 36) + sr8), 36, ulong2(0, 0), true);
@@ -742,13 +742,13 @@ kernel void scatter_add_grouped_matmul_wgrad_x3_0(
                 simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
                 simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr8 * 36) + sc9), 36);
         simdgroup_store(acc0_1, sh + ((sr8 * 36) + (sc9 + 8)), 36);
         simdgroup_store(acc1_0, sh + (((sr8 + 8) * 36) + sc9), 36);
         simdgroup_store(acc1_1, sh + (((sr8 + 8) * 36) + (sc9 + 8)), 36);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s24 = 0; s24 < 8; s24 += 1) {
             const int l25 = ((s24 * 128) + ti6);
             const int i26 = (l25 / 32);
@@ -829,7 +829,7 @@ kernel void scatter_add_grouped_matmul_wgrad_x3_0(
                     sh[(((k36 * 36) + i37) + 1152)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 32; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr25 * 36) + kk), 36);
@@ -844,13 +844,13 @@ kernel void scatter_add_grouped_matmul_wgrad_x3_0(
                 simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
                 simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr25 * 36) + sc26), 36);
         simdgroup_store(acc0_1, sh + ((sr25 * 36) + (sc26 + 8)), 36);
         simdgroup_store(acc1_0, sh + (((sr25 + 8) * 36) + sc26), 36);
         simdgroup_store(acc1_1, sh + (((sr25 + 8) * 36) + (sc26 + 8)), 36);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s41 = 0; s41 < 8; s41 += 1) {
             const int l42 = ((s41 * 128) + ti23);
             const int i43 = (l42 / 32);
@@ -959,7 +959,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                     sh[(((k27 * 36) + i28) + 1152)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 32; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr14 * 36) + kk), 36);
@@ -974,13 +974,13 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                 simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
                 simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr14 * 36) + sc15), 36);
         simdgroup_store(acc0_1, sh + ((sr14 * 36) + (sc15 + 8)), 36);
         simdgroup_store(acc1_0, sh + (((sr14 + 8) * 36) + sc15), 36);
         simdgroup_store(acc1_1, sh + (((sr14 + 8) * 36) + (sc15 + 8)), 36);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s32 = 0; s32 < 8; s32 += 1) {
             const int l33 = ((s32 * 128) + ti12);
             const int i34 = (l33 / 32);
@@ -1041,7 +1041,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                     sh[(((k21 * 36) + i22) + 1152)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 32; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 36) + sr8), 36, ulong2(0, 0), true);
@@ -1056,13 +1056,13 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                 simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
                 simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr8 * 36) + sc9), 36);
         simdgroup_store(acc0_1, sh + ((sr8 * 36) + (sc9 + 8)), 36);
         simdgroup_store(acc1_0, sh + (((sr8 + 8) * 36) + sc9), 36);
         simdgroup_store(acc1_1, sh + (((sr8 + 8) * 36) + (sc9 + 8)), 36);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s27 = 0; s27 < 8; s27 += 1) {
             const int l28 = ((s27 * 128) + ti6);
             const int i29 = (l28 / 32);
@@ -1160,7 +1160,7 @@ kernel void reduce_sum_0(
         acc5 += t16;
     }
     sh17[lid1] = acc5;
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     if (part3 == 0) {
         for (int pr18 = 1; pr18 < 2; pr18 += 1) {
             acc5 += sh17[((pr18 * 32) + col2)];
@@ -1260,7 +1260,7 @@ kernel void matmul_x2_0(
                     sh[(((k16 * 36) + i17) + 1152)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 32; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr5 * 36) + kk), 36);
@@ -1275,13 +1275,13 @@ kernel void matmul_x2_0(
                 simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
                 simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 36) + sc6), 36);
         simdgroup_store(acc0_1, sh + ((sr5 * 36) + (sc6 + 8)), 36);
         simdgroup_store(acc1_0, sh + (((sr5 + 8) * 36) + sc6), 36);
         simdgroup_store(acc1_1, sh + (((sr5 + 8) * 36) + (sc6 + 8)), 36);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s21 = 0; s21 < 8; s21 += 1) {
             const int l22 = ((s21 * 128) + ti3);
             const int i23 = (l22 / 32);
@@ -1331,7 +1331,7 @@ kernel void matmul_x2_0(
                     sh[(((k16 * 36) + i17) + 1152)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 32; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 36) + sr5), 36, ulong2(0, 0), true);
@@ -1346,13 +1346,13 @@ kernel void matmul_x2_0(
                 simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
                 simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 36) + sc6), 36);
         simdgroup_store(acc0_1, sh + ((sr5 * 36) + (sc6 + 8)), 36);
         simdgroup_store(acc1_0, sh + (((sr5 + 8) * 36) + sc6), 36);
         simdgroup_store(acc1_1, sh + (((sr5 + 8) * 36) + (sc6 + 8)), 36);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s21 = 0; s21 < 8; s21 += 1) {
             const int l22 = ((s21 * 128) + ti3);
             const int i23 = (l22 / 32);
@@ -1466,12 +1466,12 @@ kernel void reduce_sum_2(
     if (l32_2 == 0) {
         sh15[sg3] = s14;
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     float acc16 = sh15[0];
     for (int s17 = 1; s17 < 8; s17 += 1) {
         acc16 += sh15[s17];
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     if (lid1 == 0) {
         const float t18 = sqrt(acc16);
         p4[row4] = t18;

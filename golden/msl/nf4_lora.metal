@@ -54,7 +54,7 @@ kernel void matmul_0(
             const float t20 = p1[((gi18 * 32) + gk19)];
             sh[(((i16 * 36) + k17) + 1152)] = t20;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr5 * 36) + kk), 36);
@@ -77,7 +77,7 @@ kernel void matmul_0(
             simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
             simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
     simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -87,7 +87,7 @@ kernel void matmul_0(
     simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
     simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
     simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s21 = 0; s21 < 16; s21 += 1) {
         const int l22 = ((s21 * 128) + ti3);
         const int i23 = (l22 / 64);
@@ -154,7 +154,7 @@ kernel void matmul_1(
             const float t20 = p1[((gi18 * 64) + gk19)];
             sh[(((i16 * 36) + k17) + 1152)] = t20;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr5 * 36) + kk), 36);
@@ -177,7 +177,7 @@ kernel void matmul_1(
             simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
             simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     for (int k0 = 0; k0 < 32; k0 += 32) {
         for (int s21 = 0; s21 < 8; s21 += 1) {
@@ -202,7 +202,7 @@ kernel void matmul_1(
             const float t34 = (NF4_CODE[((int(p3_codes[(((gi32 * 32) + gk33) / 2)]) >> (((((gi32 * 32) + gk33) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p4_qabsmax[(((gi32 * 32) + gk33) / 64)])] * p5_scales[((((gi32 * 32) + gk33) / 64) / 256)]) + p6_offset[0]));
             sh[(((i30 * 36) + k31) + 1152)] = t34;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr5 * 36) + kk), 36);
@@ -225,7 +225,7 @@ kernel void matmul_1(
             simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
             simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
     simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -235,7 +235,7 @@ kernel void matmul_1(
     simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
     simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
     simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s35 = 0; s35 < 16; s35 += 1) {
         const int l36 = ((s35 * 128) + ti3);
         const int i37 = (l36 / 64);
@@ -299,7 +299,7 @@ kernel void matmul_2(
             const float t20 = p1[((gi18 * 64) + gk19)];
             sh[(((i16 * 36) + k17) + 1152)] = t20;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr5 * 36) + kk), 36);
@@ -322,7 +322,7 @@ kernel void matmul_2(
             simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
             simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
     simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -332,7 +332,7 @@ kernel void matmul_2(
     simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
     simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
     simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s21 = 0; s21 < 16; s21 += 1) {
         const int l22 = ((s21 * 128) + ti3);
         const int i23 = (l22 / 64);
@@ -394,7 +394,7 @@ kernel void matmul_3(
             const float t20 = p1[((gi18 * 64) + gk19)];
             sh[(((i16 * 36) + k17) + 1152)] = t20;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr5 * 36) + kk), 36);
@@ -409,7 +409,7 @@ kernel void matmul_3(
             simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
             simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     for (int k0 = 0; k0 < 64; k0 += 32) {
         for (int s21 = 0; s21 < 8; s21 += 1) {
@@ -434,7 +434,7 @@ kernel void matmul_3(
             const float t34 = (NF4_CODE[((int(p3_codes[(((gi32 * 64) + gk33) / 2)]) >> (((((gi32 * 64) + gk33) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p4_qabsmax[(((gi32 * 64) + gk33) / 64)])] * p5_scales[((((gi32 * 64) + gk33) / 64) / 256)]) + p6_offset[0]));
             sh[(((i30 * 36) + k31) + 1152)] = t34;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr5 * 36) + kk), 36);
@@ -449,13 +449,13 @@ kernel void matmul_3(
             simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
             simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr5 * 36) + sc6), 36);
     simdgroup_store(acc0_1, sh + ((sr5 * 36) + (sc6 + 8)), 36);
     simdgroup_store(acc1_0, sh + (((sr5 + 8) * 36) + sc6), 36);
     simdgroup_store(acc1_1, sh + (((sr5 + 8) * 36) + (sc6 + 8)), 36);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s35 = 0; s35 < 8; s35 += 1) {
         const int l36 = ((s35 * 128) + ti3);
         const int i37 = (l36 / 32);
@@ -500,12 +500,12 @@ kernel void reduce_mean_const_x2_0(
         if (l32_2 == 0) {
             sh11[sg3] = s10;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         float acc12 = sh11[0];
         for (int s13 = 1; s13 < 8; s13 += 1) {
             acc12 += sh11[s13];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         if (lid1 == 0) {
             p1[row4] = (acc12 / 768.0f);
         }
@@ -576,7 +576,7 @@ kernel void matmul_4(
             const float t24 = p2[((gk23 * 64) + gi22)];
             sh[(((k20 * 68) + i21) + 1152)] = t24;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr5 * 36) + kk), 36);
@@ -599,7 +599,7 @@ kernel void matmul_4(
             simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
             simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
     simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -609,7 +609,7 @@ kernel void matmul_4(
     simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
     simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
     simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s25 = 0; s25 < 16; s25 += 1) {
         const int l26 = ((s25 * 128) + ti3);
         const int i27 = (l26 / 64);
@@ -692,7 +692,7 @@ kernel void matmul_x3_0(
                     sh[(((k18 * 68) + i19) + 1152)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 32; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 36) + sr5), 36, ulong2(0, 0), true);
@@ -715,7 +715,7 @@ kernel void matmul_x3_0(
                 simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
                 simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
         simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -725,7 +725,7 @@ kernel void matmul_x3_0(
         simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
         simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
         simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s23 = 0; s23 < 16; s23 += 1) {
             const int l24 = ((s23 * 128) + ti3);
             const int i25 = (l24 / 64);
@@ -785,7 +785,7 @@ kernel void matmul_x3_0(
                     sh[(((k16 * 68) + i17) + 1088)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
@@ -820,7 +820,7 @@ kernel void matmul_x3_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
         simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -838,7 +838,7 @@ kernel void matmul_x3_0(
         simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s21 = 0; s21 < 32; s21 += 1) {
             const int l22 = ((s21 * 128) + ti3);
             const int i23 = (l22 / 64);
@@ -887,7 +887,7 @@ kernel void matmul_x3_0(
                 const float t21 = (NF4_CODE[((int(p6[(((gk20 * 64) + gi19) / 2)]) >> (((((gk20 * 64) + gi19) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p7[(((gk20 * 64) + gi19) / 64)])] * p8[((((gk20 * 64) + gi19) / 64) / 256)]) + p9[0]));
                 sh[(((k17 * 68) + i18) + 1152)] = t21;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 32; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr5 * 36) + kk), 36);
@@ -910,7 +910,7 @@ kernel void matmul_x3_0(
                 simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
                 simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         for (int k0 = 0; k0 < 64; k0 += 32) {
             for (int s22 = 0; s22 < 8; s22 += 1) {
@@ -935,7 +935,7 @@ kernel void matmul_x3_0(
                 const float t35 = p10[((gk34 * 64) + gi33)];
                 sh[(((k31 * 68) + i32) + 1152)] = t35;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 32; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr5 * 36) + kk), 36);
@@ -958,7 +958,7 @@ kernel void matmul_x3_0(
                 simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
                 simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
         simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -968,7 +968,7 @@ kernel void matmul_x3_0(
         simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
         simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
         simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s36 = 0; s36 < 16; s36 += 1) {
             const int l37 = ((s36 * 128) + ti3);
             const int i38 = (l37 / 64);
@@ -1045,7 +1045,7 @@ kernel void matmul_x2_0(
                 const float t21 = p1[((gk20 * 64) + gi19)];
                 sh[(((k17 * 68) + i18) + 1152)] = t21;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 32; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr5 * 36) + kk), 36);
@@ -1068,7 +1068,7 @@ kernel void matmul_x2_0(
                 simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
                 simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
         simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -1078,7 +1078,7 @@ kernel void matmul_x2_0(
         simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
         simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
         simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s22 = 0; s22 < 16; s22 += 1) {
             const int l23 = ((s22 * 128) + ti3);
             const int i24 = (l23 / 64);
@@ -1141,7 +1141,7 @@ kernel void matmul_x2_0(
                     sh[(((k17 * 68) + i18) + 1088)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
@@ -1176,7 +1176,7 @@ kernel void matmul_x2_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
         simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -1194,7 +1194,7 @@ kernel void matmul_x2_0(
         simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s22 = 0; s22 < 32; s22 += 1) {
             const int l23 = ((s22 * 128) + ti3);
             const int i24 = (l23 / 64);
@@ -1258,7 +1258,7 @@ kernel void matmul_5(
                 sh[(((k16 * 36) + i17) + 2176)] = 0.0f;
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
@@ -1281,7 +1281,7 @@ kernel void matmul_5(
             simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
             simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr5 * 36) + sc6), 36);
     simdgroup_store(acc0_1, sh + ((sr5 * 36) + (sc6 + 8)), 36);
@@ -1291,7 +1291,7 @@ kernel void matmul_5(
     simdgroup_store(acc2_1, sh + (((sr5 + 16) * 36) + (sc6 + 8)), 36);
     simdgroup_store(acc3_0, sh + (((sr5 + 24) * 36) + sc6), 36);
     simdgroup_store(acc3_1, sh + (((sr5 + 24) * 36) + (sc6 + 8)), 36);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s21 = 0; s21 < 16; s21 += 1) {
         const int l22 = ((s21 * 128) + ti3);
         const int i23 = (l22 / 32);
@@ -1346,12 +1346,12 @@ kernel void reduce_sum_0(
     if (l32_2 == 0) {
         sh15[sg3] = s14;
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     float acc16 = sh15[0];
     for (int s17 = 1; s17 < 32; s17 += 1) {
         acc16 += sh15[s17];
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     if (lid1 == 0) {
         const float t18 = sqrt(acc16);
         p4[row4] = t18;

@@ -99,7 +99,7 @@ kernel void reduce_sum_0(
         }
     }
     sh10[lid1] = acc5;
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     if ((part3 == 0) && (o4 < 40)) {
         for (int pr11 = 1; pr11 < 8; pr11 += 1) {
             acc5 += sh10[((pr11 * 32) + col2)];
@@ -153,7 +153,7 @@ kernel void rmsnorm_bwd_0(
             sh20[sg3] = s18;
             sh21[sg3] = s19;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         float acc22 = sh20[0];
         for (int s23 = 1; s23 < 2; s23 += 1) {
             acc22 += sh20[s23];
@@ -162,7 +162,7 @@ kernel void rmsnorm_bwd_0(
         for (int s25 = 1; s25 < 2; s25 += 1) {
             acc24 += sh21[s25];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         const float r26 = rsqrt(((acc22 / 40.0f) + 1e-05f));
         for (int k28 = 0; k28 < 1; k28 += 1) {
             const int j29 = (lid1 + (k28 * 64));

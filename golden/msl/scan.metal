@@ -139,7 +139,7 @@ kernel void reduce_sum_0(
         acc5 += t9;
     }
     sh10[lid1] = acc5;
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     if (part3 == 0) {
         for (int pr11 = 1; pr11 < 32; pr11 += 1) {
             acc5 += sh10[((pr11 * 8) + col2)];
@@ -262,7 +262,7 @@ kernel void mul_neg_reduce_sum_x2_0(
             acc5 += t10;
         }
         sh11[lid1] = acc5;
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         if (part3 == 0) {
             for (int pr12 = 1; pr12 < 32; pr12 += 1) {
                 acc5 += sh11[((pr12 * 8) + col2)];

@@ -38,12 +38,12 @@ kernel void rmsnorm_0(
     if (l32_2 == 0) {
         sh14[sg3] = s13;
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     float acc15 = sh14[0];
     for (int s16 = 1; s16 < 8; s16 += 1) {
         acc15 += sh14[s16];
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     const float r17 = rsqrt(((acc15 / 2048.0f) + 1e-05f));
     for (int k18 = 0; k18 < 8; k18 += 1) {
         const int j19 = (lid1 + (k18 * 256));
@@ -109,7 +109,7 @@ kernel void matmul_0(
                 sh[(((i17 * 20) + k18) + 1280)] = 0.0f;
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
@@ -144,7 +144,7 @@ kernel void matmul_0(
             simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
             simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
     simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -162,7 +162,7 @@ kernel void matmul_0(
     simdgroup_store(acc3_1, sh + (((sr6 + 24) * 68) + (sc7 + 8)), 68);
     simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s22 = 0; s22 < 32; s22 += 1) {
         const int l23 = ((s22 * 128) + ti4);
         const int i24 = (l23 / 64);
@@ -241,7 +241,7 @@ kernel void matmul_1(
                 sh[(((i17 * 20) + k18) + 1280)] = 0.0f;
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
@@ -276,7 +276,7 @@ kernel void matmul_1(
             simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
             simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     for (int k0 = 0; k0 < 2048; k0 += 16) {
         for (int s22 = 0; s22 < 8; s22 += 1) {
@@ -297,7 +297,7 @@ kernel void matmul_1(
             const float t35 = (NF4_CODE[((int(p3_codes[(((gi33 * 2048) + gk34) / 2)]) >> (((((gi33 * 2048) + gk34) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p4_qabsmax[(((gi33 * 2048) + gk34) / 64)])] * p5_scales[((((gi33 * 2048) + gk34) / 64) / 256)]) + p6_offset[0]));
             sh[(((i31 * 20) + k32) + 1280)] = t35;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
@@ -332,7 +332,7 @@ kernel void matmul_1(
             simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
             simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
     simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -350,7 +350,7 @@ kernel void matmul_1(
     simdgroup_store(acc3_1, sh + (((sr6 + 24) * 68) + (sc7 + 8)), 68);
     simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s36 = 0; s36 < 32; s36 += 1) {
         const int l37 = ((s36 * 128) + ti4);
         const int i38 = (l37 / 64);
@@ -439,7 +439,7 @@ kernel void matmul_2(
                 sh[(((i27 * 20) + k28) + 1280)] = 0.0f;
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
@@ -474,7 +474,7 @@ kernel void matmul_2(
             simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
             simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
     simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -492,7 +492,7 @@ kernel void matmul_2(
     simdgroup_store(acc3_1, sh + (((sr6 + 24) * 68) + (sc7 + 8)), 68);
     simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s32 = 0; s32 < 32; s32 += 1) {
         const int l33 = ((s32 * 128) + ti4);
         const int i34 = (l33 / 64);
@@ -566,7 +566,7 @@ kernel void matmul_exp_x2_0(
                 const float t21 = p1[((gi19 * 128) + gk20)];
                 sh[(((i17 * 20) + k18) + 1280)] = t21;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
@@ -601,7 +601,7 @@ kernel void matmul_exp_x2_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
         simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -619,7 +619,7 @@ kernel void matmul_exp_x2_0(
         simdgroup_store(acc3_1, sh + (((sr6 + 24) * 68) + (sc7 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s22 = 0; s22 < 32; s22 += 1) {
             const int l23 = ((s22 * 128) + ti4);
             const int i24 = (l23 / 64);
@@ -748,7 +748,7 @@ kernel void matmul_3(
                 sh[(((i17 * 20) + k18) + 1280)] = 0.0f;
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
@@ -783,7 +783,7 @@ kernel void matmul_3(
             simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
             simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
     simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -801,7 +801,7 @@ kernel void matmul_3(
     simdgroup_store(acc3_1, sh + (((sr6 + 24) * 68) + (sc7 + 8)), 68);
     simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s22 = 0; s22 < 32; s22 += 1) {
         const int l23 = ((s22 * 128) + ti4);
         const int i24 = (l23 / 64);
@@ -882,7 +882,7 @@ kernel void matmul_4(
                 sh[(((i17 * 20) + k18) + 1280)] = 0.0f;
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
@@ -917,7 +917,7 @@ kernel void matmul_4(
             simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
             simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     for (int k0 = 0; k0 < 4096; k0 += 16) {
         for (int s22 = 0; s22 < 8; s22 += 1) {
@@ -938,7 +938,7 @@ kernel void matmul_4(
             const float t35 = (NF4_CODE[((int(p3_codes[(((gi33 * 4096) + gk34) / 2)]) >> (((((gi33 * 4096) + gk34) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p4_qabsmax[(((gi33 * 4096) + gk34) / 64)])] * p5_scales[((((gi33 * 4096) + gk34) / 64) / 256)]) + p6_offset[0]));
             sh[(((i31 * 20) + k32) + 1280)] = t35;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
@@ -973,7 +973,7 @@ kernel void matmul_4(
             simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
             simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
     simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -991,7 +991,7 @@ kernel void matmul_4(
     simdgroup_store(acc3_1, sh + (((sr6 + 24) * 68) + (sc7 + 8)), 68);
     simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s36 = 0; s36 < 32; s36 += 1) {
         const int l37 = ((s36 * 128) + ti4);
         const int i38 = (l37 / 64);
@@ -1036,12 +1036,12 @@ kernel void rmsnorm_1(
     if (l32_2 == 0) {
         sh13[sg3] = s12;
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     float acc14 = sh13[0];
     for (int s15 = 1; s15 < 8; s15 += 1) {
         acc14 += sh13[s15];
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     const float r16 = rsqrt(((acc14 / 2048.0f) + 1e-05f));
     for (int k17 = 0; k17 < 8; k17 += 1) {
         const int j18 = (lid1 + (k17 * 256));
@@ -1117,7 +1117,7 @@ kernel void matmul_5(
                 sh[(((i17 * 20) + k18) + 1280)] = 0.0f;
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
@@ -1152,7 +1152,7 @@ kernel void matmul_5(
             simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
             simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     for (int k0 = 0; k0 < 4096; k0 += 16) {
         for (int s22 = 0; s22 < 8; s22 += 1) {
@@ -1173,7 +1173,7 @@ kernel void matmul_5(
             const float t35 = (NF4_CODE[((int(p3_codes[(((gi33 * 4096) + gk34) / 2)]) >> (((((gi33 * 4096) + gk34) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p4_qabsmax[(((gi33 * 4096) + gk34) / 64)])] * p5_scales[((((gi33 * 4096) + gk34) / 64) / 256)]) + p6_offset[0]));
             sh[(((i31 * 20) + k32) + 1280)] = t35;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
@@ -1208,7 +1208,7 @@ kernel void matmul_5(
             simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
             simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
     simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -1226,7 +1226,7 @@ kernel void matmul_5(
     simdgroup_store(acc3_1, sh + (((sr6 + 24) * 68) + (sc7 + 8)), 68);
     simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s36 = 0; s36 < 32; s36 += 1) {
         const int l37 = ((s36 * 128) + ti4);
         const int i38 = (l37 / 64);
@@ -1288,7 +1288,7 @@ kernel void matmul_6(
                 sh[(((i16 * 36) + k17) + 2304)] = 0.0f;
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr5 * 36) + kk), 36);
@@ -1311,7 +1311,7 @@ kernel void matmul_6(
             simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
             simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr5 * 36) + sc6), 36);
     simdgroup_store(acc0_1, sh + ((sr5 * 36) + (sc6 + 8)), 36);
@@ -1321,7 +1321,7 @@ kernel void matmul_6(
     simdgroup_store(acc2_1, sh + (((sr5 + 16) * 36) + (sc6 + 8)), 36);
     simdgroup_store(acc3_0, sh + (((sr5 + 24) * 36) + sc6), 36);
     simdgroup_store(acc3_1, sh + (((sr5 + 24) * 36) + (sc6 + 8)), 36);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s21 = 0; s21 < 16; s21 += 1) {
         const int l22 = ((s21 * 128) + ti3);
         const int i23 = (l22 / 32);
@@ -1422,14 +1422,14 @@ kernel void moe_route_0(
         if (l32_2 == 0) {
             sh15[sg3] = sgt14;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         int base16 = pre13;
         int tot17 = 0;
         for (int s18 = 0; s18 < 32; s18 += 1) {
             base16 += ((s18 < sg3) ? sh15[s18] : 0);
             tot17 += sh15[s18];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         int pos19 = (off6 + base16);
         for (int i20 = lo4; i20 < hi5; i20 += 1) {
             const int t23 = p1[i20];
@@ -1528,7 +1528,7 @@ kernel void grouped_matmul_0(
                 sh[(((i26 * 20) + k27) + 1280)] = 0.0f;
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr14 * 20) + kk), 20);
@@ -1563,7 +1563,7 @@ kernel void grouped_matmul_0(
             simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
             simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr14 * 68) + sc15), 68);
     simdgroup_store(acc0_1, sh + ((sr14 * 68) + (sc15 + 8)), 68);
@@ -1581,7 +1581,7 @@ kernel void grouped_matmul_0(
     simdgroup_store(acc3_1, sh + (((sr14 + 24) * 68) + (sc15 + 8)), 68);
     simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s31 = 0; s31 < 32; s31 += 1) {
         const int l32 = ((s31 * 128) + ti12);
         const int i33 = (l32 / 64);
@@ -1682,7 +1682,7 @@ kernel void grouped_matmul_1(
                 sh[(((i26 * 20) + k27) + 1280)] = 0.0f;
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr15 * 20) + kk), 20);
@@ -1717,7 +1717,7 @@ kernel void grouped_matmul_1(
             simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
             simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     for (int k0 = 0; k0 < 2048; k0 += 16) {
         for (int s31 = 0; s31 < 8; s31 += 1) {
@@ -1743,7 +1743,7 @@ kernel void grouped_matmul_1(
             const float t45 = (NF4_CODE[((int(p6_codes[(((((ex1 * 10752) + gi43) * 2048) + gk44) / 2)]) >> (((((((ex1 * 10752) + gi43) * 2048) + gk44) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p7_qabsmax[(((((ex1 * 10752) + gi43) * 2048) + gk44) / 64)])] * p8_scales[((((((ex1 * 10752) + gi43) * 2048) + gk44) / 64) / 256)]) + p9_offset[0]));
             sh[(((i41 * 20) + k42) + 1280)] = t45;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr15 * 20) + kk), 20);
@@ -1778,7 +1778,7 @@ kernel void grouped_matmul_1(
             simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
             simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr15 * 68) + sc16), 68);
     simdgroup_store(acc0_1, sh + ((sr15 * 68) + (sc16 + 8)), 68);
@@ -1796,7 +1796,7 @@ kernel void grouped_matmul_1(
     simdgroup_store(acc3_1, sh + (((sr15 + 24) * 68) + (sc16 + 8)), 68);
     simdgroup_store(acc3_2, sh + (((sr15 + 24) * 68) + (sc16 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr15 + 24) * 68) + (sc16 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s46 = 0; s46 < 32; s46 += 1) {
         const int l47 = ((s46 * 128) + ti13);
         const int i48 = (l47 / 64);
@@ -1901,7 +1901,7 @@ kernel void grouped_matmul_2(
                 sh[(((i28 * 20) + k29) + 1280)] = 0.0f;
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr14 * 20) + kk), 20);
@@ -1936,7 +1936,7 @@ kernel void grouped_matmul_2(
             simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
             simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr14 * 68) + sc15), 68);
     simdgroup_store(acc0_1, sh + ((sr14 * 68) + (sc15 + 8)), 68);
@@ -1954,7 +1954,7 @@ kernel void grouped_matmul_2(
     simdgroup_store(acc3_1, sh + (((sr14 + 24) * 68) + (sc15 + 8)), 68);
     simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s33 = 0; s33 < 32; s33 += 1) {
         const int l34 = ((s33 * 128) + ti12);
         const int i35 = (l34 / 64);
@@ -2061,7 +2061,7 @@ kernel void grouped_matmul_3(
                 sh[(((i29 * 20) + k30) + 1280)] = 0.0f;
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr18 * 20) + kk), 20);
@@ -2096,7 +2096,7 @@ kernel void grouped_matmul_3(
             simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
             simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     for (int k0 = 0; k0 < 5376; k0 += 16) {
         for (int s34 = 0; s34 < 8; s34 += 1) {
@@ -2121,7 +2121,7 @@ kernel void grouped_matmul_3(
             const float t47 = (NF4_CODE[((int(p8_codes[(((((ex1 * 2048) + gi45) * 5376) + gk46) / 2)]) >> (((((((ex1 * 2048) + gi45) * 5376) + gk46) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p9_qabsmax[(((((ex1 * 2048) + gi45) * 5376) + gk46) / 64)])] * p10_scales[((((((ex1 * 2048) + gi45) * 5376) + gk46) / 64) / 256)]) + p11_offset[0]));
             sh[(((i43 * 20) + k44) + 1280)] = t47;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr18 * 20) + kk), 20);
@@ -2156,7 +2156,7 @@ kernel void grouped_matmul_3(
             simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
             simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr18 * 68) + sc19), 68);
     simdgroup_store(acc0_1, sh + ((sr18 * 68) + (sc19 + 8)), 68);
@@ -2174,7 +2174,7 @@ kernel void grouped_matmul_3(
     simdgroup_store(acc3_1, sh + (((sr18 + 24) * 68) + (sc19 + 8)), 68);
     simdgroup_store(acc3_2, sh + (((sr18 + 24) * 68) + (sc19 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr18 + 24) * 68) + (sc19 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s48 = 0; s48 < 32; s48 += 1) {
         const int l49 = ((s48 * 128) + ti16);
         const int i50 = (l49 / 64);
@@ -2239,7 +2239,7 @@ kernel void scatter_add_reduce_mean_x3_0(
             acc5 += t8;
         }
         sh9[lid1] = acc5;
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         if (part3 == 0) {
             for (int pr10 = 1; pr10 < 32; pr10 += 1) {
                 acc5 += sh9[((pr10 * 8) + col2)];
@@ -2258,7 +2258,7 @@ kernel void scatter_add_reduce_mean_x3_0(
             acc5 += t7;
         }
         sh8[lid1] = acc5;
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         if (part3 == 0) {
             for (int pr9 = 1; pr9 < 32; pr9 += 1) {
                 acc5 += sh8[((pr9 * 8) + col2)];
@@ -2472,7 +2472,7 @@ kernel void matmul_7(
                 sh[(((i16 * 20) + k17) + 1280)] = 0.0f;
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr5 * 20) + kk), 20);
@@ -2507,7 +2507,7 @@ kernel void matmul_7(
             simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
             simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
     simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -2525,7 +2525,7 @@ kernel void matmul_7(
     simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
     simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s21 = 0; s21 < 32; s21 += 1) {
         const int l22 = ((s21 * 128) + ti3);
         const int i23 = (l22 / 64);
@@ -2573,12 +2573,12 @@ kernel void cross_entropy_bwd_cross_entropy_x2_0(
         if (l32_2 == 0) {
             sh8[sg3] = s7;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         int acc9 = sh8[0];
         for (int s10 = 1; s10 < 32; s10 += 1) {
             acc9 += sh8[s10];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         const float t11 = p1[0];
         const float t12 = p2[0];
         const float t13 = (t11 * t12);
@@ -2606,7 +2606,7 @@ kernel void cross_entropy_bwd_cross_entropy_x2_0(
                 sh24[sg3] = M22;
                 sh25[sg3] = S23;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             float M26 = sh24[0];
             for (int s27 = 1; s27 < 32; s27 += 1) {
                 M26 = max(M26, sh24[s27]);
@@ -2615,7 +2615,7 @@ kernel void cross_entropy_bwd_cross_entropy_x2_0(
             for (int s29 = 0; s29 < 32; s29 += 1) {
                 S28 += ((sh24[s29] == M26) ? sh25[s29] : (sh25[s29] * exp((sh24[s29] - M26))));
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             const float inv30 = (1.0f / S28);
             for (int k31 = 0; k31 < 50; k31 += 1) {
                 const int j32 = (lid1 + (k31 * 1024));
@@ -2662,7 +2662,7 @@ kernel void cross_entropy_bwd_cross_entropy_x2_0(
                     sh15[sg3] = M13;
                     sh16[sg3] = S14;
                 }
-                threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+                threadgroup_barrier(mem_flags::mem_threadgroup);
                 float M17 = sh15[0];
                 for (int s18 = 1; s18 < 32; s18 += 1) {
                     M17 = max(M17, sh15[s18]);
@@ -2671,7 +2671,7 @@ kernel void cross_entropy_bwd_cross_entropy_x2_0(
                 for (int s20 = 0; s20 < 32; s20 += 1) {
                     S19 += ((sh15[s20] == M17) ? sh16[s20] : (sh16[s20] * exp((sh15[s20] - M17))));
                 }
-                threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+                threadgroup_barrier(mem_flags::mem_threadgroup);
                 const float t21 = p3[((row6 * 50257) + t7)];
                 loss4 += ((M17 - t21) + log(S19));
                 cnt5 += 1;
@@ -2749,7 +2749,7 @@ kernel void matmul_x2_0(
                     sh[(((k16 * 68) + i17) + 1280)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr5 * 20) + kk), 20);
@@ -2784,7 +2784,7 @@ kernel void matmul_x2_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
         simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -2802,7 +2802,7 @@ kernel void matmul_x2_0(
         simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s21 = 0; s21 < 32; s21 += 1) {
             const int l22 = ((s21 * 128) + ti3);
             const int i23 = (l22 / 64);
@@ -2858,7 +2858,7 @@ kernel void matmul_x2_0(
                     sh[(((i16 * 20) + k17) + 1280)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr5 * 20) + kk), 20);
@@ -2893,7 +2893,7 @@ kernel void matmul_x2_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
         simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -2911,7 +2911,7 @@ kernel void matmul_x2_0(
         simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s21 = 0; s21 < 32; s21 += 1) {
             const int l22 = ((s21 * 128) + ti3);
             const int i23 = (l22 / 64);
@@ -2960,12 +2960,12 @@ kernel void cross_entropy_bwd_cross_entropy_x2_1(
         if (l32_2 == 0) {
             sh8[sg3] = s7;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         int acc9 = sh8[0];
         for (int s10 = 1; s10 < 32; s10 += 1) {
             acc9 += sh8[s10];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         const float t11 = p1[0];
         const float t12 = p2[0];
         const float t13 = (t11 * t12);
@@ -2993,7 +2993,7 @@ kernel void cross_entropy_bwd_cross_entropy_x2_1(
                 sh24[sg3] = M22;
                 sh25[sg3] = S23;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             float M26 = sh24[0];
             for (int s27 = 1; s27 < 32; s27 += 1) {
                 M26 = max(M26, sh24[s27]);
@@ -3002,7 +3002,7 @@ kernel void cross_entropy_bwd_cross_entropy_x2_1(
             for (int s29 = 0; s29 < 32; s29 += 1) {
                 S28 += ((sh24[s29] == M26) ? sh25[s29] : (sh25[s29] * exp((sh24[s29] - M26))));
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             const float inv30 = (1.0f / S28);
             for (int k31 = 0; k31 < 50; k31 += 1) {
                 const int j32 = (lid1 + (k31 * 1024));
@@ -3049,7 +3049,7 @@ kernel void cross_entropy_bwd_cross_entropy_x2_1(
                     sh15[sg3] = M13;
                     sh16[sg3] = S14;
                 }
-                threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+                threadgroup_barrier(mem_flags::mem_threadgroup);
                 float M17 = sh15[0];
                 for (int s18 = 1; s18 < 32; s18 += 1) {
                     M17 = max(M17, sh15[s18]);
@@ -3058,7 +3058,7 @@ kernel void cross_entropy_bwd_cross_entropy_x2_1(
                 for (int s20 = 0; s20 < 32; s20 += 1) {
                     S19 += ((sh15[s20] == M17) ? sh16[s20] : (sh16[s20] * exp((sh15[s20] - M17))));
                 }
-                threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+                threadgroup_barrier(mem_flags::mem_threadgroup);
                 const float t21 = p3[((row6 * 50257) + t7)];
                 loss4 += ((M17 - t21) + log(S19));
                 cnt5 += 1;
@@ -3140,7 +3140,7 @@ kernel void matmul_div_add_mul_x2_0(
                     sh[(((k16 * 68) + i17) + 1280)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr5 * 20) + kk), 20);
@@ -3175,7 +3175,7 @@ kernel void matmul_div_add_mul_x2_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
         simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -3193,7 +3193,7 @@ kernel void matmul_div_add_mul_x2_0(
         simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s21 = 0; s21 < 32; s21 += 1) {
             const int l22 = ((s21 * 128) + ti3);
             const int i23 = (l22 / 64);
@@ -3326,7 +3326,7 @@ kernel void rmsnorm_bwd_0(
         sh20[sg3] = s18;
         sh21[sg3] = s19;
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     float acc22 = sh20[0];
     for (int s23 = 1; s23 < 8; s23 += 1) {
         acc22 += sh20[s23];
@@ -3335,7 +3335,7 @@ kernel void rmsnorm_bwd_0(
     for (int s25 = 1; s25 < 8; s25 += 1) {
         acc24 += sh21[s25];
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     const float r26 = rsqrt(((acc22 / 2048.0f) + 1e-05f));
     const float mean27 = ((acc24 * r26) / 2048.0f);
     for (int k28 = 0; k28 < 8; k28 += 1) {
@@ -3410,7 +3410,7 @@ kernel void matmul_x2_1(
                     sh[(((k18 * 68) + i19) + 1280)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
@@ -3445,7 +3445,7 @@ kernel void matmul_x2_1(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
         simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -3463,7 +3463,7 @@ kernel void matmul_x2_1(
         simdgroup_store(acc3_1, sh + (((sr6 + 24) * 68) + (sc7 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s23 = 0; s23 < 32; s23 += 1) {
             const int l24 = ((s23 * 128) + ti4);
             const int i25 = (l24 / 64);
@@ -3522,7 +3522,7 @@ kernel void matmul_x2_1(
                     sh[(((k17 * 68) + i18) + 1088)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
@@ -3557,7 +3557,7 @@ kernel void matmul_x2_1(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
         simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -3575,7 +3575,7 @@ kernel void matmul_x2_1(
         simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s22 = 0; s22 < 32; s22 += 1) {
             const int l23 = ((s22 * 128) + ti3);
             const int i24 = (l23 / 64);
@@ -3661,7 +3661,7 @@ kernel void matmul_x2_2(
                 const float t20 = p1[((gk19 * 4096) + gi18)];
                 sh[(((k16 * 68) + i17) + 1088)] = t20;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
@@ -3696,7 +3696,7 @@ kernel void matmul_x2_2(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
         simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -3714,7 +3714,7 @@ kernel void matmul_x2_2(
         simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s21 = 0; s21 < 32; s21 += 1) {
             const int l22 = ((s21 * 128) + ti3);
             const int i23 = (l22 / 64);
@@ -3769,7 +3769,7 @@ kernel void matmul_x2_2(
                 const float t21 = (NF4_CODE[((int(p4[(((gk20 * 4096) + gi19) / 2)]) >> (((((gk20 * 4096) + gi19) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p5[(((gk20 * 4096) + gi19) / 64)])] * p6[((((gk20 * 4096) + gi19) / 64) / 256)]) + p7[0]));
                 sh[(((k17 * 68) + i18) + 1280)] = t21;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
@@ -3804,7 +3804,7 @@ kernel void matmul_x2_2(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         for (int k0 = 0; k0 < 84; k0 += 16) {
             for (int s22 = 0; s22 < 8; s22 += 1) {
@@ -3833,7 +3833,7 @@ kernel void matmul_x2_2(
                     sh[(((k31 * 68) + i32) + 1280)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
@@ -3868,7 +3868,7 @@ kernel void matmul_x2_2(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
         simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -3886,7 +3886,7 @@ kernel void matmul_x2_2(
         simdgroup_store(acc3_1, sh + (((sr6 + 24) * 68) + (sc7 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s36 = 0; s36 < 32; s36 += 1) {
             const int l37 = ((s36 * 128) + ti4);
             const int i38 = (l37 / 64);
@@ -3982,7 +3982,7 @@ kernel void selective_scan_bwd_0(
                             red2[(rb30 + ((((1 * 16) + j31) * 32) + sg7))] = sp44;
                         }
                     }
-                    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+                    threadgroup_barrier(mem_flags::mem_threadgroup);
                     const int per45 = (cnt29 * 1);
                     for (int k46 = sg7; k46 < (2 * per45); k46 += 32) {
                         const int q47 = (k46 / per45);
@@ -4124,7 +4124,7 @@ kernel void matmul_8(
             const float t24 = p2[((gk23 * 128) + gi22)];
             sh[(((k20 * 68) + i21) + 1280)] = t24;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
@@ -4159,7 +4159,7 @@ kernel void matmul_8(
             simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
             simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
     simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -4177,7 +4177,7 @@ kernel void matmul_8(
     simdgroup_store(acc3_1, sh + (((sr6 + 24) * 68) + (sc7 + 8)), 68);
     simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s25 = 0; s25 < 32; s25 += 1) {
         const int l26 = ((s25 * 128) + ti4);
         const int i27 = (l26 / 64);
@@ -4257,7 +4257,7 @@ kernel void matmul_9(
             const float t24 = p3[((gk23 * 4096) + gi22)];
             sh[(((k20 * 68) + i21) + 1280)] = t24;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
@@ -4292,7 +4292,7 @@ kernel void matmul_9(
             simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
             simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
     simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -4310,7 +4310,7 @@ kernel void matmul_9(
     simdgroup_store(acc3_1, sh + (((sr6 + 24) * 68) + (sc7 + 8)), 68);
     simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s25 = 0; s25 < 32; s25 += 1) {
         const int l26 = ((s25 * 128) + ti4);
         const int i27 = (l26 / 64);
@@ -4410,7 +4410,7 @@ kernel void matmul_10(
                 sh[(((k28 * 68) + i29) + 1280)] = 0.0f;
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
@@ -4445,7 +4445,7 @@ kernel void matmul_10(
             simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
             simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
     simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -4463,7 +4463,7 @@ kernel void matmul_10(
     simdgroup_store(acc3_1, sh + (((sr6 + 24) * 68) + (sc7 + 8)), 68);
     simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s33 = 0; s33 < 32; s33 += 1) {
         const int l34 = ((s33 * 128) + ti4);
         const int i35 = (l34 / 64);
@@ -4555,7 +4555,7 @@ kernel void matmul_x3_0(
                     sh[(((k19 * 68) + i20) + 1088)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
@@ -4590,7 +4590,7 @@ kernel void matmul_x3_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
         simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -4608,7 +4608,7 @@ kernel void matmul_x3_0(
         simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s24 = 0; s24 < 32; s24 += 1) {
             const int l25 = ((s24 * 128) + ti3);
             const int i26 = (l25 / 64);
@@ -4666,7 +4666,7 @@ kernel void matmul_x3_0(
                 const float t20 = p5[((gk19 * 2048) + gi18)];
                 sh[(((k16 * 68) + i17) + 1088)] = t20;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
@@ -4701,7 +4701,7 @@ kernel void matmul_x3_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
         simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -4719,7 +4719,7 @@ kernel void matmul_x3_0(
         simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s21 = 0; s21 < 32; s21 += 1) {
             const int l22 = ((s21 * 128) + ti3);
             const int i23 = (l22 / 64);
@@ -4781,7 +4781,7 @@ kernel void matmul_x3_0(
                 const float t23 = (NF4_CODE[((int(p7[(((gk22 * 2048) + gi21) / 2)]) >> (((((gk22 * 2048) + gi21) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p8[(((gk22 * 2048) + gi21) / 64)])] * p9[((((gk22 * 2048) + gi21) / 64) / 256)]) + p10[0]));
                 sh[(((k19 * 68) + i20) + 1280)] = t23;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
@@ -4816,7 +4816,7 @@ kernel void matmul_x3_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         for (int k0 = 0; k0 < 84; k0 += 16) {
             for (int s24 = 0; s24 < 8; s24 += 1) {
@@ -4845,7 +4845,7 @@ kernel void matmul_x3_0(
                     sh[(((k33 * 68) + i34) + 1280)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
@@ -4880,7 +4880,7 @@ kernel void matmul_x3_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
         simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -4898,7 +4898,7 @@ kernel void matmul_x3_0(
         simdgroup_store(acc3_1, sh + (((sr6 + 24) * 68) + (sc7 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s38 = 0; s38 < 32; s38 += 1) {
             const int l39 = ((s38 * 128) + ti4);
             const int i40 = (l39 / 64);
@@ -4952,7 +4952,7 @@ kernel void rmsnorm_bwd_1(
         sh18[sg3] = s16;
         sh19[sg3] = s17;
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     float acc20 = sh18[0];
     for (int s21 = 1; s21 < 8; s21 += 1) {
         acc20 += sh18[s21];
@@ -4961,7 +4961,7 @@ kernel void rmsnorm_bwd_1(
     for (int s23 = 1; s23 < 8; s23 += 1) {
         acc22 += sh19[s23];
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     const float r24 = rsqrt(((acc20 / 2048.0f) + 1e-05f));
     const float mean25 = ((acc22 * r24) / 2048.0f);
     for (int k26 = 0; k26 < 8; k26 += 1) {
@@ -5005,12 +5005,12 @@ kernel void reduce_sum_2(
     if (l32_2 == 0) {
         sh13[sg3] = s12;
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     float acc14 = sh13[0];
     for (int s15 = 1; s15 < 8; s15 += 1) {
         acc14 += sh13[s15];
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     if (lid1 == 0) {
         p3[row4] = acc14;
     }
@@ -5128,7 +5128,7 @@ kernel void scatter_add_grouped_matmul_x2_0(
                     sh[(((k30 * 68) + i31) + 1280)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr14 * 20) + kk), 20);
@@ -5163,7 +5163,7 @@ kernel void scatter_add_grouped_matmul_x2_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr14 * 68) + sc15), 68);
         simdgroup_store(acc0_1, sh + ((sr14 * 68) + (sc15 + 8)), 68);
@@ -5181,7 +5181,7 @@ kernel void scatter_add_grouped_matmul_x2_0(
         simdgroup_store(acc3_1, sh + (((sr14 + 24) * 68) + (sc15 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s35 = 0; s35 < 32; s35 += 1) {
             const int l36 = ((s35 * 128) + ti12);
             const int i37 = (l36 / 64);
@@ -5279,7 +5279,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
                     sh[(((k20 * 68) + i21) + 1088)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 68) + sr8), 68, ulong2(0, 0), true);
@@ -5314,7 +5314,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr8 * 68) + sc9), 68);
         simdgroup_store(acc0_1, sh + ((sr8 * 68) + (sc9 + 8)), 68);
@@ -5332,7 +5332,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
         simdgroup_store(acc3_1, sh + (((sr8 + 24) * 68) + (sc9 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr8 + 24) * 68) + (sc9 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr8 + 24) * 68) + (sc9 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s25 = 0; s25 < 32; s25 += 1) {
             const int l26 = ((s25 * 128) + ti6);
             const int i27 = (l26 / 64);
@@ -5397,7 +5397,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
                     sh[(((k19 * 68) + i20) + 1088)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 68) + sr8), 68, ulong2(0, 0), true);
@@ -5432,7 +5432,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr8 * 68) + sc9), 68);
         simdgroup_store(acc0_1, sh + ((sr8 * 68) + (sc9 + 8)), 68);
@@ -5450,7 +5450,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
         simdgroup_store(acc3_1, sh + (((sr8 + 24) * 68) + (sc9 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr8 + 24) * 68) + (sc9 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr8 + 24) * 68) + (sc9 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s24 = 0; s24 < 32; s24 += 1) {
             const int l25 = ((s24 * 128) + ti6);
             const int i26 = (l25 / 64);
@@ -5539,7 +5539,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
                 const float t40 = (NF4_CODE[((int(p11[(((((ex1 * 2048) + gk39) * 5376) + gi38) / 2)]) >> (((((((ex1 * 2048) + gk39) * 5376) + gi38) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p12[(((((ex1 * 2048) + gk39) * 5376) + gi38) / 64)])] * p13[((((((ex1 * 2048) + gk39) * 5376) + gi38) / 64) / 256)]) + p14[0]));
                 sh[(((k36 * 68) + i37) + 1280)] = t40;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr25 * 20) + kk), 20);
@@ -5574,7 +5574,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         for (int k0 = 0; k0 < 84; k0 += 16) {
             for (int s41 = 0; s41 < 8; s41 += 1) {
@@ -5603,7 +5603,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
                     sh[(((k50 * 68) + i51) + 1280)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr25 * 20) + kk), 20);
@@ -5638,7 +5638,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr25 * 68) + sc26), 68);
         simdgroup_store(acc0_1, sh + ((sr25 * 68) + (sc26 + 8)), 68);
@@ -5656,7 +5656,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
         simdgroup_store(acc3_1, sh + (((sr25 + 24) * 68) + (sc26 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr25 + 24) * 68) + (sc26 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr25 + 24) * 68) + (sc26 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s55 = 0; s55 < 32; s55 += 1) {
             const int l56 = ((s55 * 128) + ti23);
             const int i57 = (l56 / 64);
@@ -5777,7 +5777,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                     sh[(((k28 * 68) + i29) + 1280)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr14 * 20) + kk), 20);
@@ -5812,7 +5812,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr14 * 68) + sc15), 68);
         simdgroup_store(acc0_1, sh + ((sr14 * 68) + (sc15 + 8)), 68);
@@ -5830,7 +5830,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
         simdgroup_store(acc3_1, sh + (((sr14 + 24) * 68) + (sc15 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s33 = 0; s33 < 32; s33 += 1) {
             const int l34 = ((s33 * 128) + ti12);
             const int i35 = (l34 / 64);
@@ -5903,7 +5903,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                     sh[(((k22 * 68) + i23) + 1088)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 68) + sr8), 68, ulong2(0, 0), true);
@@ -5938,7 +5938,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr8 * 68) + sc9), 68);
         simdgroup_store(acc0_1, sh + ((sr8 * 68) + (sc9 + 8)), 68);
@@ -5956,7 +5956,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
         simdgroup_store(acc3_1, sh + (((sr8 + 24) * 68) + (sc9 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr8 + 24) * 68) + (sc9 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr8 + 24) * 68) + (sc9 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s27 = 0; s27 < 32; s27 += 1) {
             const int l28 = ((s27 * 128) + ti6);
             const int i29 = (l28 / 64);
@@ -6048,7 +6048,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
                     sh[(((k19 * 68) + i20) + 1088)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 68) + sr8), 68, ulong2(0, 0), true);
@@ -6083,7 +6083,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr8 * 68) + sc9), 68);
         simdgroup_store(acc0_1, sh + ((sr8 * 68) + (sc9 + 8)), 68);
@@ -6101,7 +6101,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
         simdgroup_store(acc3_1, sh + (((sr8 + 24) * 68) + (sc9 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr8 + 24) * 68) + (sc9 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr8 + 24) * 68) + (sc9 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s25 = 0; s25 < 32; s25 += 1) {
             const int l26 = ((s25 * 128) + ti6);
             const int i27 = (l26 / 64);
@@ -6186,7 +6186,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
                 const float t32 = (NF4_CODE[((int(p8[(((((ex1 * 10752) + gk31) * 2048) + gi30) / 2)]) >> (((((((ex1 * 10752) + gk31) * 2048) + gi30) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p9[(((((ex1 * 10752) + gk31) * 2048) + gi30) / 64)])] * p10[((((((ex1 * 10752) + gk31) * 2048) + gi30) / 64) / 256)]) + p11[0]));
                 sh[(((k28 * 68) + i29) + 1280)] = t32;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr15 * 20) + kk), 20);
@@ -6221,7 +6221,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         for (int k0 = 0; k0 < 84; k0 += 16) {
             for (int s33 = 0; s33 < 8; s33 += 1) {
@@ -6250,7 +6250,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
                     sh[(((k42 * 68) + i43) + 1280)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr15 * 20) + kk), 20);
@@ -6285,7 +6285,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr15 * 68) + sc16), 68);
         simdgroup_store(acc0_1, sh + ((sr15 * 68) + (sc16 + 8)), 68);
@@ -6303,7 +6303,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
         simdgroup_store(acc3_1, sh + (((sr15 + 24) * 68) + (sc16 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr15 + 24) * 68) + (sc16 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr15 + 24) * 68) + (sc16 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s47 = 0; s47 < 32; s47 += 1) {
             const int l48 = ((s47 * 128) + ti13);
             const int i49 = (l48 / 64);
@@ -6402,7 +6402,7 @@ kernel void reduce_sum_3(
         acc5 += t16;
     }
     sh17[lid1] = acc5;
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     if (part3 == 0) {
         for (int pr18 = 1; pr18 < 2; pr18 += 1) {
             acc5 += sh17[((pr18 * 32) + col2)];
@@ -6505,7 +6505,7 @@ kernel void matmul_11(
                 sh[(((k16 * 68) + i17) + 1280)] = 0.0f;
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr5 * 20) + kk), 20);
@@ -6540,7 +6540,7 @@ kernel void matmul_11(
             simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
             simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
     simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -6558,7 +6558,7 @@ kernel void matmul_11(
     simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
     simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s21 = 0; s21 < 32; s21 += 1) {
         const int l22 = ((s21 * 128) + ti3);
         const int i23 = (l22 / 64);
@@ -6613,7 +6613,7 @@ kernel void rmsnorm_bwd_2(
         sh20[sg3] = s18;
         sh21[sg3] = s19;
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     float acc22 = sh20[0];
     for (int s23 = 1; s23 < 8; s23 += 1) {
         acc22 += sh20[s23];
@@ -6622,7 +6622,7 @@ kernel void rmsnorm_bwd_2(
     for (int s25 = 1; s25 < 8; s25 += 1) {
         acc24 += sh21[s25];
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     const float r26 = rsqrt(((acc22 / 2048.0f) + 1e-05f));
     const float mean27 = ((acc24 * r26) / 2048.0f);
     for (int k28 = 0; k28 < 8; k28 += 1) {
@@ -6728,7 +6728,7 @@ kernel void selective_scan_bwd_reduce_sum_x2_0(
                                 red2[(rb30 + ((((1 * 16) + j31) * 32) + sg7))] = sp44;
                             }
                         }
-                        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+                        threadgroup_barrier(mem_flags::mem_threadgroup);
                         const int per45 = (cnt29 * 1);
                         for (int k46 = sg7; k46 < (2 * per45); k46 += 32) {
                             const int q47 = (k46 / per45);
@@ -6862,12 +6862,12 @@ kernel void selective_scan_bwd_reduce_sum_x2_0(
         if (l32_2 == 0) {
             sh22[sg3] = s21;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         float acc23 = sh22[0];
         for (int s24 = 1; s24 < 32; s24 += 1) {
             acc23 += sh22[s24];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         if (lid1 == 0) {
             p23[row4] = acc23;
         }
@@ -6965,7 +6965,7 @@ kernel void selective_scan_bwd_reduce_sum_x3_0(
                                 red2[(rb30 + ((((1 * 16) + j31) * 32) + sg7))] = sp44;
                             }
                         }
-                        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+                        threadgroup_barrier(mem_flags::mem_threadgroup);
                         const int per45 = (cnt29 * 1);
                         for (int k46 = sg7; k46 < (2 * per45); k46 += 32) {
                             const int q47 = (k46 / per45);
@@ -7078,12 +7078,12 @@ kernel void selective_scan_bwd_reduce_sum_x3_0(
         if (l32_2 == 0) {
             sh15[sg3] = s14;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         float acc16 = sh15[0];
         for (int s17 = 1; s17 < 32; s17 += 1) {
             acc16 += sh15[s17];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         if (lid1 == 0) {
             p16[row4] = acc16;
         }
@@ -7114,12 +7114,12 @@ kernel void selective_scan_bwd_reduce_sum_x3_0(
         if (l32_2 == 0) {
             sh14[sg3] = s13;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         float acc15 = sh14[0];
         for (int s16 = 1; s16 < 32; s16 += 1) {
             acc15 += sh14[s16];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         if (lid1 == 0) {
             p20[row4] = acc15;
         }
@@ -7220,7 +7220,7 @@ kernel void selective_scan_bwd_reduce_sum_x5_0(
                                 red2[(rb30 + ((((1 * 16) + j31) * 32) + sg7))] = sp44;
                             }
                         }
-                        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+                        threadgroup_barrier(mem_flags::mem_threadgroup);
                         const int per45 = (cnt29 * 1);
                         for (int k46 = sg7; k46 < (2 * per45); k46 += 32) {
                             const int q47 = (k46 / per45);
@@ -7320,12 +7320,12 @@ kernel void selective_scan_bwd_reduce_sum_x5_0(
         if (l32_2 == 0) {
             sh11[sg3] = s10;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         float acc12 = sh11[0];
         for (int s13 = 1; s13 < 32; s13 += 1) {
             acc12 += sh11[s13];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         if (lid1 == 0) {
             p13[row4] = acc12;
         }
@@ -7359,12 +7359,12 @@ kernel void selective_scan_bwd_reduce_sum_x5_0(
         if (l32_2 == 0) {
             sh15[sg3] = s14;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         float acc16 = sh15[0];
         for (int s17 = 1; s17 < 32; s17 += 1) {
             acc16 += sh15[s17];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         if (lid1 == 0) {
             p18[row4] = acc16;
         }
@@ -7385,12 +7385,12 @@ kernel void selective_scan_bwd_reduce_sum_x5_0(
         if (l32_2 == 0) {
             sh11[sg3] = s10;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         float acc12 = sh11[0];
         for (int s13 = 1; s13 < 32; s13 += 1) {
             acc12 += sh11[s13];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         if (lid1 == 0) {
             p20[row4] = acc12;
         }
@@ -7411,12 +7411,12 @@ kernel void selective_scan_bwd_reduce_sum_x5_0(
         if (l32_2 == 0) {
             sh11[sg3] = s10;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         float acc12 = sh11[0];
         for (int s13 = 1; s13 < 32; s13 += 1) {
             acc12 += sh11[s13];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         if (lid1 == 0) {
             p22[row4] = acc12;
         }
@@ -7518,7 +7518,7 @@ kernel void selective_scan_bwd_reduce_sum_x4_0(
                                 red2[(rb30 + ((((1 * 16) + j31) * 32) + sg7))] = sp44;
                             }
                         }
-                        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+                        threadgroup_barrier(mem_flags::mem_threadgroup);
                         const int per45 = (cnt29 * 1);
                         for (int k46 = sg7; k46 < (2 * per45); k46 += 32) {
                             const int q47 = (k46 / per45);
@@ -7631,12 +7631,12 @@ kernel void selective_scan_bwd_reduce_sum_x4_0(
         if (l32_2 == 0) {
             sh15[sg3] = s14;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         float acc16 = sh15[0];
         for (int s17 = 1; s17 < 32; s17 += 1) {
             acc16 += sh15[s17];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         if (lid1 == 0) {
             p16[row4] = acc16;
         }
@@ -7657,12 +7657,12 @@ kernel void selective_scan_bwd_reduce_sum_x4_0(
         if (l32_2 == 0) {
             sh11[sg3] = s10;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         float acc12 = sh11[0];
         for (int s13 = 1; s13 < 32; s13 += 1) {
             acc12 += sh11[s13];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         if (lid1 == 0) {
             p18[row4] = acc12;
         }
@@ -7696,12 +7696,12 @@ kernel void selective_scan_bwd_reduce_sum_x4_0(
         if (l32_2 == 0) {
             sh15[sg3] = s14;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         float acc16 = sh15[0];
         for (int s17 = 1; s17 < 32; s17 += 1) {
             acc16 += sh15[s17];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         if (lid1 == 0) {
             p23[row4] = acc16;
         }
@@ -7803,7 +7803,7 @@ kernel void selective_scan_bwd_reduce_sum_x4_1(
                                 red2[(rb30 + ((((1 * 16) + j31) * 32) + sg7))] = sp44;
                             }
                         }
-                        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+                        threadgroup_barrier(mem_flags::mem_threadgroup);
                         const int per45 = (cnt29 * 1);
                         for (int k46 = sg7; k46 < (2 * per45); k46 += 32) {
                             const int q47 = (k46 / per45);
@@ -7916,12 +7916,12 @@ kernel void selective_scan_bwd_reduce_sum_x4_1(
         if (l32_2 == 0) {
             sh15[sg3] = s14;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         float acc16 = sh15[0];
         for (int s17 = 1; s17 < 32; s17 += 1) {
             acc16 += sh15[s17];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         if (lid1 == 0) {
             p16[row4] = acc16;
         }
@@ -7955,12 +7955,12 @@ kernel void selective_scan_bwd_reduce_sum_x4_1(
         if (l32_2 == 0) {
             sh15[sg3] = s14;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         float acc16 = sh15[0];
         for (int s17 = 1; s17 < 32; s17 += 1) {
             acc16 += sh15[s17];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         if (lid1 == 0) {
             p21[row4] = acc16;
         }
@@ -7981,12 +7981,12 @@ kernel void selective_scan_bwd_reduce_sum_x4_1(
         if (l32_2 == 0) {
             sh11[sg3] = s10;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         float acc12 = sh11[0];
         for (int s13 = 1; s13 < 32; s13 += 1) {
             acc12 += sh11[s13];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         if (lid1 == 0) {
             p23[row4] = acc12;
         }
@@ -8065,7 +8065,7 @@ kernel void matmul_x2_3(
                     sh[(((k19 * 68) + i20) + 1088)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
@@ -8100,7 +8100,7 @@ kernel void matmul_x2_3(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
         simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -8118,7 +8118,7 @@ kernel void matmul_x2_3(
         simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s24 = 0; s24 < 32; s24 += 1) {
             const int l25 = ((s24 * 128) + ti3);
             const int i26 = (l25 / 64);
@@ -8176,7 +8176,7 @@ kernel void matmul_x2_3(
                 const float t20 = p5[((gk19 * 2048) + gi18)];
                 sh[(((k16 * 68) + i17) + 1088)] = t20;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
@@ -8211,7 +8211,7 @@ kernel void matmul_x2_3(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
         simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -8229,7 +8229,7 @@ kernel void matmul_x2_3(
         simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s21 = 0; s21 < 32; s21 += 1) {
             const int l22 = ((s21 * 128) + ti3);
             const int i23 = (l22 / 64);
@@ -8340,12 +8340,12 @@ kernel void reduce_sum_x2_0(
         if (l32_2 == 0) {
             sh24[sg3] = s23;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         float acc25 = sh24[0];
         for (int s26 = 1; s26 < 32; s26 += 1) {
             acc25 += sh24[s26];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         if (lid1 == 0) {
             const float t27 = p13[row4];
             const float t28 = (acc25 + t27);
@@ -8389,12 +8389,12 @@ kernel void reduce_sum_x2_0(
         if (l32_2 == 0) {
             sh15[sg3] = s14;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         float acc16 = sh15[0];
         for (int s17 = 1; s17 < 32; s17 += 1) {
             acc16 += sh15[s17];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         if (lid1 == 0) {
             p23[row4] = acc16;
         }
@@ -8452,12 +8452,12 @@ kernel void reduce_sum_5(
     if (l32_2 == 0) {
         sh11[sg3] = s10;
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     float acc12 = sh11[0];
     for (int s13 = 1; s13 < 32; s13 += 1) {
         acc12 += sh11[s13];
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     if (lid1 == 0) {
         const float t14 = p1[row4];
         const float t15 = p2[row4];

@@ -85,7 +85,7 @@ kernel void matmul_0(
             const float t21 = p1[((gi19 * 64) + gk20)];
             sh[(((i17 * 36) + k18) + 1152)] = t21;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
@@ -108,7 +108,7 @@ kernel void matmul_0(
             simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
             simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
     simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -118,7 +118,7 @@ kernel void matmul_0(
     simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
     simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
     simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s22 = 0; s22 < 16; s22 += 1) {
         const int l23 = ((s22 * 128) + ti4);
         const int i24 = (l23 / 64);
@@ -200,7 +200,7 @@ kernel void matmul_1(
                 sh[(((i27 * 36) + k28) + 1152)] = 0.0f;
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
@@ -215,13 +215,13 @@ kernel void matmul_1(
             simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
             simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr6 * 36) + sc7), 36);
     simdgroup_store(acc0_1, sh + ((sr6 * 36) + (sc7 + 8)), 36);
     simdgroup_store(acc1_0, sh + (((sr6 + 8) * 36) + sc7), 36);
     simdgroup_store(acc1_1, sh + (((sr6 + 8) * 36) + (sc7 + 8)), 36);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s32 = 0; s32 < 8; s32 += 1) {
         const int l33 = ((s32 * 128) + ti4);
         const int i34 = (l33 / 32);
@@ -295,7 +295,7 @@ kernel void matmul_exp_x2_0(
                     sh[(((i17 * 36) + k18) + 1152)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 32; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
@@ -318,7 +318,7 @@ kernel void matmul_exp_x2_0(
                 simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
                 simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
         simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -328,7 +328,7 @@ kernel void matmul_exp_x2_0(
         simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
         simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
         simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s22 = 0; s22 < 16; s22 += 1) {
             const int l23 = ((s22 * 128) + ti4);
             const int i24 = (l23 / 64);
@@ -453,7 +453,7 @@ kernel void matmul_2(
             const float t21 = p1[((gi19 * 128) + gk20)];
             sh[(((i17 * 36) + k18) + 1152)] = t21;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
@@ -476,7 +476,7 @@ kernel void matmul_2(
             simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
             simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
     simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -486,7 +486,7 @@ kernel void matmul_2(
     simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
     simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
     simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s22 = 0; s22 < 16; s22 += 1) {
         const int l23 = ((s22 * 128) + ti4);
         const int i24 = (l23 / 64);
@@ -583,7 +583,7 @@ kernel void matmul_3(
                 sh[(((i16 * 36) + k17) + 2304)] = 0.0f;
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr5 * 36) + kk), 36);
@@ -606,7 +606,7 @@ kernel void matmul_3(
             simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
             simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr5 * 36) + sc6), 36);
     simdgroup_store(acc0_1, sh + ((sr5 * 36) + (sc6 + 8)), 36);
@@ -616,7 +616,7 @@ kernel void matmul_3(
     simdgroup_store(acc2_1, sh + (((sr5 + 16) * 36) + (sc6 + 8)), 36);
     simdgroup_store(acc3_0, sh + (((sr5 + 24) * 36) + sc6), 36);
     simdgroup_store(acc3_1, sh + (((sr5 + 24) * 36) + (sc6 + 8)), 36);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s21 = 0; s21 < 16; s21 += 1) {
         const int l22 = ((s21 * 128) + ti3);
         const int i23 = (l22 / 32);
@@ -717,14 +717,14 @@ kernel void moe_route_0(
         if (l32_2 == 0) {
             sh15[sg3] = sgt14;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         int base16 = pre13;
         int tot17 = 0;
         for (int s18 = 0; s18 < 16; s18 += 1) {
             base16 += ((s18 < sg3) ? sh15[s18] : 0);
             tot17 += sh15[s18];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         int pos19 = (off6 + base16);
         for (int i20 = lo4; i20 < hi5; i20 += 1) {
             const int t23 = p1[i20];
@@ -819,7 +819,7 @@ kernel void grouped_matmul_0(
             const float t30 = p4[((((ex1 * 128) + gi28) * 64) + gk29)];
             sh[(((i26 * 20) + k27) + 1280)] = t30;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr14 * 20) + kk), 20);
@@ -854,7 +854,7 @@ kernel void grouped_matmul_0(
             simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
             simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr14 * 68) + sc15), 68);
     simdgroup_store(acc0_1, sh + ((sr14 * 68) + (sc15 + 8)), 68);
@@ -872,7 +872,7 @@ kernel void grouped_matmul_0(
     simdgroup_store(acc3_1, sh + (((sr14 + 24) * 68) + (sc15 + 8)), 68);
     simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s31 = 0; s31 < 32; s31 += 1) {
         const int l32 = ((s31 * 128) + ti12);
         const int i33 = (l32 / 64);
@@ -981,7 +981,7 @@ kernel void grouped_matmul_1(
             const float t36 = p8[((((ex1 * 64) + gi34) * 64) + gk35)];
             sh[(((i32 * 20) + k33) + 1280)] = t36;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr18 * 20) + kk), 20);
@@ -1016,7 +1016,7 @@ kernel void grouped_matmul_1(
             simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
             simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr18 * 68) + sc19), 68);
     simdgroup_store(acc0_1, sh + ((sr18 * 68) + (sc19 + 8)), 68);
@@ -1034,7 +1034,7 @@ kernel void grouped_matmul_1(
     simdgroup_store(acc3_1, sh + (((sr18 + 24) * 68) + (sc19 + 8)), 68);
     simdgroup_store(acc3_2, sh + (((sr18 + 24) * 68) + (sc19 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr18 + 24) * 68) + (sc19 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s37 = 0; s37 < 32; s37 += 1) {
         const int l38 = ((s37 * 128) + ti16);
         const int i39 = (l38 / 64);
@@ -1099,7 +1099,7 @@ kernel void scatter_add_reduce_mean_x3_0(
             acc5 += t8;
         }
         sh9[lid1] = acc5;
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         if (part3 == 0) {
             for (int pr10 = 1; pr10 < 64; pr10 += 1) {
                 acc5 += sh9[((pr10 * 4) + col2)];
@@ -1118,7 +1118,7 @@ kernel void scatter_add_reduce_mean_x3_0(
             acc5 += t7;
         }
         sh8[lid1] = acc5;
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         if (part3 == 0) {
             for (int pr9 = 1; pr9 < 64; pr9 += 1) {
                 acc5 += sh8[((pr9 * 4) + col2)];
@@ -1193,7 +1193,7 @@ kernel void matmul_4(
             const float t21 = p1[((gi19 * 128) + gk20)];
             sh[(((i17 * 36) + k18) + 1152)] = t21;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
@@ -1216,7 +1216,7 @@ kernel void matmul_4(
             simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
             simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
     simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -1226,7 +1226,7 @@ kernel void matmul_4(
     simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
     simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
     simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s22 = 0; s22 < 16; s22 += 1) {
         const int l23 = ((s22 * 128) + ti4);
         const int i24 = (l23 / 64);
@@ -1291,7 +1291,7 @@ kernel void matmul_5(
                 sh[(((i17 * 36) + k18) + 1152)] = 0.0f;
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
@@ -1306,13 +1306,13 @@ kernel void matmul_5(
             simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
             simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr6 * 36) + sc7), 36);
     simdgroup_store(acc0_1, sh + ((sr6 * 36) + (sc7 + 8)), 36);
     simdgroup_store(acc1_0, sh + (((sr6 + 8) * 36) + sc7), 36);
     simdgroup_store(acc1_1, sh + (((sr6 + 8) * 36) + (sc7 + 8)), 36);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s22 = 0; s22 < 8; s22 += 1) {
         const int l23 = ((s22 * 128) + ti4);
         const int i24 = (l23 / 32);
@@ -1374,22 +1374,22 @@ kernel void cross_entropy_cross_entropy_bwd_x2_0(
         if (l32_2 == 0) {
             sh16[sg3] = s15;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         float acc17 = sh16[0];
         for (int s18 = 1; s18 < 8; s18 += 1) {
             acc17 += sh16[s18];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         const int s19 = simd_sum(cnt5);
         if (l32_2 == 0) {
             sh20[sg3] = s19;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         int acc21 = sh20[0];
         for (int s22 = 1; s22 < 8; s22 += 1) {
             acc21 += sh20[s22];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         if (lid1 == 0) {
             p2[0] = ((acc21 > 0) ? (acc17 / float(acc21)) : 0.0f);
         }
@@ -1407,12 +1407,12 @@ kernel void cross_entropy_cross_entropy_bwd_x2_0(
         if (l32_2 == 0) {
             sh10[sg3] = s9;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         int acc11 = sh10[0];
         for (int s12 = 1; s12 < 8; s12 += 1) {
             acc11 += sh10[s12];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         const float scale13 = (1.0f / float(acc11));
         const int row14 = ((h1 * 256) + lid1);
         const int c15 = (row14 / 16);
@@ -1527,7 +1527,7 @@ kernel void matmul_6(
                 sh[(((k17 * 68) + i18) + 1152)] = 0.0f;
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
@@ -1550,7 +1550,7 @@ kernel void matmul_6(
             simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
             simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
     simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -1560,7 +1560,7 @@ kernel void matmul_6(
     simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
     simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
     simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s22 = 0; s22 < 16; s22 += 1) {
         const int l23 = ((s22 * 128) + ti4);
         const int i24 = (l23 / 64);
@@ -1617,7 +1617,7 @@ kernel void rmsnorm_bwd_0(
             sh20[sg3] = s18;
             sh21[sg3] = s19;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         float acc22 = sh20[0];
         for (int s23 = 1; s23 < 2; s23 += 1) {
             acc22 += sh20[s23];
@@ -1626,7 +1626,7 @@ kernel void rmsnorm_bwd_0(
         for (int s25 = 1; s25 < 2; s25 += 1) {
             acc24 += sh21[s25];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         const float r26 = rsqrt(((acc22 / 64.0f) + 1e-05f));
         const float mean27 = ((acc24 * r26) / 64.0f);
         for (int k28 = 0; k28 < 1; k28 += 1) {
@@ -1706,7 +1706,7 @@ kernel void matmul_x2_0(
                 const float t20 = p1[((gk19 * 128) + gi18)];
                 sh[(((k16 * 68) + i17) + 1088)] = t20;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
@@ -1741,7 +1741,7 @@ kernel void matmul_x2_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
         simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -1759,7 +1759,7 @@ kernel void matmul_x2_0(
         simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s21 = 0; s21 < 32; s21 += 1) {
             const int l22 = ((s21 * 128) + ti3);
             const int i23 = (l22 / 64);
@@ -1808,7 +1808,7 @@ kernel void matmul_x2_0(
                 const float t21 = p3[((gk20 * 128) + gi19)];
                 sh[(((k17 * 68) + i18) + 1152)] = t21;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 32; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
@@ -1831,7 +1831,7 @@ kernel void matmul_x2_0(
                 simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
                 simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
         simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -1841,7 +1841,7 @@ kernel void matmul_x2_0(
         simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
         simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
         simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s22 = 0; s22 < 16; s22 += 1) {
             const int l23 = ((s22 * 128) + ti4);
             const int i24 = (l23 / 64);
@@ -1941,7 +1941,7 @@ kernel void selective_scan_bwd_0(
                             red2[(rb30 + ((((1 * 16) + j31) * 8) + sg7))] = sp44;
                         }
                     }
-                    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+                    threadgroup_barrier(mem_flags::mem_threadgroup);
                     const int per45 = (cnt29 * 2);
                     for (int k46 = sg7; k46 < (2 * per45); k46 += 8) {
                         const int q47 = (k46 / per45);
@@ -2076,7 +2076,7 @@ kernel void reduce_sum_1(
         acc5 += t7;
     }
     sh8[lid1] = acc5;
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     if (part3 == 0) {
         for (int pr9 = 1; pr9 < 8; pr9 += 1) {
             acc5 += sh8[((pr9 * 32) + col2)];
@@ -2140,7 +2140,7 @@ kernel void matmul_x2_1(
                     sh[(((k17 * 36) + i18) + 1152)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 32; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
@@ -2155,13 +2155,13 @@ kernel void matmul_x2_1(
                 simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
                 simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr6 * 36) + sc7), 36);
         simdgroup_store(acc0_1, sh + ((sr6 * 36) + (sc7 + 8)), 36);
         simdgroup_store(acc1_0, sh + (((sr6 + 8) * 36) + sc7), 36);
         simdgroup_store(acc1_1, sh + (((sr6 + 8) * 36) + (sc7 + 8)), 36);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s22 = 0; s22 < 8; s22 += 1) {
             const int l23 = ((s22 * 128) + ti4);
             const int i24 = (l23 / 32);
@@ -2211,7 +2211,7 @@ kernel void matmul_x2_1(
                     sh[(((k16 * 36) + i17) + 2176)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 32; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
@@ -2234,7 +2234,7 @@ kernel void matmul_x2_1(
                 simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
                 simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 36) + sc6), 36);
         simdgroup_store(acc0_1, sh + ((sr5 * 36) + (sc6 + 8)), 36);
@@ -2244,7 +2244,7 @@ kernel void matmul_x2_1(
         simdgroup_store(acc2_1, sh + (((sr5 + 16) * 36) + (sc6 + 8)), 36);
         simdgroup_store(acc3_0, sh + (((sr5 + 24) * 36) + sc6), 36);
         simdgroup_store(acc3_1, sh + (((sr5 + 24) * 36) + (sc6 + 8)), 36);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s21 = 0; s21 < 16; s21 += 1) {
             const int l22 = ((s21 * 128) + ti3);
             const int i23 = (l22 / 32);
@@ -2327,7 +2327,7 @@ kernel void matmul_x2_2(
                 const float t23 = p3[((gk22 * 128) + gi21)];
                 sh[(((k19 * 68) + i20) + 1152)] = t23;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 32; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 36) + sr5), 36, ulong2(0, 0), true);
@@ -2350,7 +2350,7 @@ kernel void matmul_x2_2(
                 simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
                 simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
         simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -2360,7 +2360,7 @@ kernel void matmul_x2_2(
         simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
         simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
         simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s24 = 0; s24 < 16; s24 += 1) {
             const int l25 = ((s24 * 128) + ti3);
             const int i26 = (l25 / 64);
@@ -2425,7 +2425,7 @@ kernel void matmul_x2_2(
                     sh[(((k20 * 68) + i21) + 1152)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 32; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
@@ -2448,7 +2448,7 @@ kernel void matmul_x2_2(
                 simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
                 simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
         simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -2458,7 +2458,7 @@ kernel void matmul_x2_2(
         simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
         simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
         simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s25 = 0; s25 < 16; s25 += 1) {
             const int l26 = ((s25 * 128) + ti4);
             const int i27 = (l26 / 64);
@@ -2599,7 +2599,7 @@ kernel void matmul_x2_3(
                 const float t23 = p2[((gk22 * 64) + gi21)];
                 sh[(((k19 * 68) + i20) + 1152)] = t23;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 32; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
@@ -2622,7 +2622,7 @@ kernel void matmul_x2_3(
                 simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
                 simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
         simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -2632,7 +2632,7 @@ kernel void matmul_x2_3(
         simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
         simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
         simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s24 = 0; s24 < 16; s24 += 1) {
             const int l25 = ((s24 * 128) + ti4);
             const int i26 = (l25 / 64);
@@ -2693,7 +2693,7 @@ kernel void matmul_x2_3(
                 const float t22 = p4[((gk21 * 64) + gi20)];
                 sh[(((k18 * 68) + i19) + 1088)] = t22;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
@@ -2728,7 +2728,7 @@ kernel void matmul_x2_3(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
         simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -2746,7 +2746,7 @@ kernel void matmul_x2_3(
         simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s23 = 0; s23 < 32; s23 += 1) {
             const int l24 = ((s23 * 128) + ti3);
             const int i25 = (l24 / 64);
@@ -2803,7 +2803,7 @@ kernel void rmsnorm_bwd_1(
             sh20[sg3] = s18;
             sh21[sg3] = s19;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         float acc22 = sh20[0];
         for (int s23 = 1; s23 < 2; s23 += 1) {
             acc22 += sh20[s23];
@@ -2812,7 +2812,7 @@ kernel void rmsnorm_bwd_1(
         for (int s25 = 1; s25 < 2; s25 += 1) {
             acc24 += sh21[s25];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         const float r26 = rsqrt(((acc22 / 64.0f) + 1e-05f));
         const float mean27 = ((acc24 * r26) / 64.0f);
         for (int k28 = 0; k28 < 1; k28 += 1) {
@@ -2973,7 +2973,7 @@ kernel void scatter_add_grouped_matmul_wgrad_x3_0(
                     sh[(((k19 * 68) + i20) + 1088)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 68) + sr8), 68, ulong2(0, 0), true);
@@ -3008,7 +3008,7 @@ kernel void scatter_add_grouped_matmul_wgrad_x3_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr8 * 68) + sc9), 68);
         simdgroup_store(acc0_1, sh + ((sr8 * 68) + (sc9 + 8)), 68);
@@ -3026,7 +3026,7 @@ kernel void scatter_add_grouped_matmul_wgrad_x3_0(
         simdgroup_store(acc3_1, sh + (((sr8 + 24) * 68) + (sc9 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr8 + 24) * 68) + (sc9 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr8 + 24) * 68) + (sc9 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s24 = 0; s24 < 32; s24 += 1) {
             const int l25 = ((s24 * 128) + ti6);
             const int i26 = (l25 / 64);
@@ -3113,7 +3113,7 @@ kernel void scatter_add_grouped_matmul_wgrad_x3_0(
                 const float t40 = p11[((((ex1 * 64) + gk39) * 64) + gi38)];
                 sh[(((k36 * 68) + i37) + 1280)] = t40;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr25 * 20) + kk), 20);
@@ -3148,7 +3148,7 @@ kernel void scatter_add_grouped_matmul_wgrad_x3_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr25 * 68) + sc26), 68);
         simdgroup_store(acc0_1, sh + ((sr25 * 68) + (sc26 + 8)), 68);
@@ -3166,7 +3166,7 @@ kernel void scatter_add_grouped_matmul_wgrad_x3_0(
         simdgroup_store(acc3_1, sh + (((sr25 + 24) * 68) + (sc26 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr25 + 24) * 68) + (sc26 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr25 + 24) * 68) + (sc26 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s41 = 0; s41 < 32; s41 += 1) {
             const int l42 = ((s41 * 128) + ti23);
             const int i43 = (l42 / 64);
@@ -3283,7 +3283,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                 const float t31 = p4[((((ex1 * 128) + gk30) * 64) + gi29)];
                 sh[(((k27 * 68) + i28) + 1280)] = t31;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr14 * 20) + kk), 20);
@@ -3318,7 +3318,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr14 * 68) + sc15), 68);
         simdgroup_store(acc0_1, sh + ((sr14 * 68) + (sc15 + 8)), 68);
@@ -3336,7 +3336,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
         simdgroup_store(acc3_1, sh + (((sr14 + 24) * 68) + (sc15 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s32 = 0; s32 < 32; s32 += 1) {
             const int l33 = ((s32 * 128) + ti12);
             const int i34 = (l33 / 64);
@@ -3409,7 +3409,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                     sh[(((k21 * 68) + i22) + 1088)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 68) + sr8), 68, ulong2(0, 0), true);
@@ -3444,7 +3444,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr8 * 68) + sc9), 68);
         simdgroup_store(acc0_1, sh + ((sr8 * 68) + (sc9 + 8)), 68);
@@ -3462,7 +3462,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
         simdgroup_store(acc3_1, sh + (((sr8 + 24) * 68) + (sc9 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr8 + 24) * 68) + (sc9 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr8 + 24) * 68) + (sc9 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s27 = 0; s27 < 32; s27 += 1) {
             const int l28 = ((s27 * 128) + ti6);
             const int i29 = (l28 / 64);
@@ -3558,7 +3558,7 @@ kernel void reduce_sum_2(
         acc5 += t16;
     }
     sh17[lid1] = acc5;
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     if (part3 == 0) {
         for (int pr18 = 1; pr18 < 2; pr18 += 1) {
             acc5 += sh17[((pr18 * 32) + col2)];
@@ -3667,7 +3667,7 @@ kernel void matmul_x2_4(
                     sh[(((k16 * 68) + i17) + 1280)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr5 * 20) + kk), 20);
@@ -3702,7 +3702,7 @@ kernel void matmul_x2_4(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
         simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -3720,7 +3720,7 @@ kernel void matmul_x2_4(
         simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s21 = 0; s21 < 32; s21 += 1) {
             const int l22 = ((s21 * 128) + ti3);
             const int i23 = (l22 / 64);
@@ -3768,7 +3768,7 @@ kernel void matmul_x2_4(
                 const float t20 = p3[((gk19 * 64) + gi18)];
                 sh[(((k16 * 68) + i17) + 1152)] = t20;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 32; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 36) + sr5), 36, ulong2(0, 0), true);
@@ -3791,7 +3791,7 @@ kernel void matmul_x2_4(
                 simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
                 simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
         simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -3801,7 +3801,7 @@ kernel void matmul_x2_4(
         simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
         simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
         simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s21 = 0; s21 < 16; s21 += 1) {
             const int l22 = ((s21 * 128) + ti3);
             const int i23 = (l22 / 64);
@@ -3863,7 +3863,7 @@ kernel void rmsnorm_bwd_2(
             sh22[sg3] = s20;
             sh23[sg3] = s21;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         float acc24 = sh22[0];
         for (int s25 = 1; s25 < 2; s25 += 1) {
             acc24 += sh22[s25];
@@ -3872,7 +3872,7 @@ kernel void rmsnorm_bwd_2(
         for (int s27 = 1; s27 < 2; s27 += 1) {
             acc26 += sh23[s27];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         const float r28 = rsqrt(((acc24 / 64.0f) + 1e-05f));
         const float mean29 = ((acc26 * r28) / 64.0f);
         for (int k30 = 0; k30 < 1; k30 += 1) {
@@ -3939,7 +3939,7 @@ kernel void rmsnorm_bwd_3(
             sh21[sg3] = s19;
             sh22[sg3] = s20;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         float acc23 = sh21[0];
         for (int s24 = 1; s24 < 2; s24 += 1) {
             acc23 += sh21[s24];
@@ -3948,7 +3948,7 @@ kernel void rmsnorm_bwd_3(
         for (int s26 = 1; s26 < 2; s26 += 1) {
             acc25 += sh22[s26];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         const float r27 = rsqrt(((acc23 / 64.0f) + 1e-05f));
         const float mean28 = ((acc25 * r27) / 64.0f);
         for (int k29 = 0; k29 < 1; k29 += 1) {
@@ -4061,12 +4061,12 @@ kernel void scatter_add_reduce_sum_x2_1(
         if (l32_2 == 0) {
             sh21[sg3] = s20;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         float acc22 = sh21[0];
         for (int s23 = 1; s23 < 32; s23 += 1) {
             acc22 += sh21[s23];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         if (lid1 == 0) {
             p13[row4] = acc22;
         }
@@ -4122,7 +4122,7 @@ kernel void matmul_7(
             const float t20 = p1[((gk19 * 64) + gi18)];
             sh[(((k16 * 68) + i17) + 1152)] = t20;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((kk * 36) + sr5), 36, ulong2(0, 0), true);
@@ -4145,7 +4145,7 @@ kernel void matmul_7(
             simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
             simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
     simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -4155,7 +4155,7 @@ kernel void matmul_7(
     simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
     simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
     simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s21 = 0; s21 < 16; s21 += 1) {
         const int l22 = ((s21 * 128) + ti3);
         const int i23 = (l22 / 64);
@@ -4268,12 +4268,12 @@ kernel void reduce_sum_4(
     if (l32_2 == 0) {
         sh27[sg3] = s26;
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     float acc28 = sh27[0];
     for (int s29 = 1; s29 < 32; s29 += 1) {
         acc28 += sh27[s29];
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     if (lid1 == 0) {
         const float t30 = p16[row4];
         const float t31 = (acc28 + t30);

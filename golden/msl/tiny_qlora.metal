@@ -89,7 +89,7 @@ kernel void matmul_0(
             const float t21 = p1[((gi19 * 64) + gk20)];
             sh[(((i17 * 36) + k18) + 1152)] = t21;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
@@ -112,7 +112,7 @@ kernel void matmul_0(
             simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
             simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
     simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -122,7 +122,7 @@ kernel void matmul_0(
     simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
     simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
     simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s22 = 0; s22 < 16; s22 += 1) {
         const int l23 = ((s22 * 128) + ti4);
         const int i24 = (l23 / 64);
@@ -189,7 +189,7 @@ kernel void matmul_1(
             const float t21 = p1[((gi19 * 64) + gk20)];
             sh[(((i17 * 36) + k18) + 1152)] = t21;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
@@ -212,7 +212,7 @@ kernel void matmul_1(
             simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
             simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     for (int k0 = 0; k0 < 64; k0 += 32) {
         for (int s22 = 0; s22 < 8; s22 += 1) {
@@ -237,7 +237,7 @@ kernel void matmul_1(
             const float t35 = (NF4_CODE[((int(p3_codes[(((gi33 * 64) + gk34) / 2)]) >> (((((gi33 * 64) + gk34) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p4_qabsmax[(((gi33 * 64) + gk34) / 64)])] * p5_scales[((((gi33 * 64) + gk34) / 64) / 256)]) + p6_offset[0]));
             sh[(((i31 * 36) + k32) + 1152)] = t35;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
@@ -260,7 +260,7 @@ kernel void matmul_1(
             simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
             simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
     simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -270,7 +270,7 @@ kernel void matmul_1(
     simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
     simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
     simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s36 = 0; s36 < 16; s36 += 1) {
         const int l37 = ((s36 * 128) + ti4);
         const int i38 = (l37 / 64);
@@ -353,7 +353,7 @@ kernel void matmul_2(
                 sh[(((i27 * 36) + k28) + 1152)] = 0.0f;
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
@@ -368,13 +368,13 @@ kernel void matmul_2(
             simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
             simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr6 * 36) + sc7), 36);
     simdgroup_store(acc0_1, sh + ((sr6 * 36) + (sc7 + 8)), 36);
     simdgroup_store(acc1_0, sh + (((sr6 + 8) * 36) + sc7), 36);
     simdgroup_store(acc1_1, sh + (((sr6 + 8) * 36) + (sc7 + 8)), 36);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s32 = 0; s32 < 8; s32 += 1) {
         const int l33 = ((s32 * 128) + ti4);
         const int i34 = (l33 / 32);
@@ -448,7 +448,7 @@ kernel void matmul_exp_x2_0(
                     sh[(((i17 * 36) + k18) + 1152)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 32; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
@@ -471,7 +471,7 @@ kernel void matmul_exp_x2_0(
                 simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
                 simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
         simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -481,7 +481,7 @@ kernel void matmul_exp_x2_0(
         simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
         simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
         simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s22 = 0; s22 < 16; s22 += 1) {
             const int l23 = ((s22 * 128) + ti4);
             const int i24 = (l23 / 64);
@@ -604,7 +604,7 @@ kernel void matmul_3(
             const float t21 = p1[((gi19 * 128) + gk20)];
             sh[(((i17 * 36) + k18) + 1152)] = t21;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
@@ -627,7 +627,7 @@ kernel void matmul_3(
             simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
             simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
     simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -637,7 +637,7 @@ kernel void matmul_3(
     simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
     simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
     simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s22 = 0; s22 < 16; s22 += 1) {
         const int l23 = ((s22 * 128) + ti4);
         const int i24 = (l23 / 64);
@@ -706,7 +706,7 @@ kernel void matmul_4(
             const float t21 = p1[((gi19 * 64) + gk20)];
             sh[(((i17 * 36) + k18) + 1152)] = t21;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
@@ -729,7 +729,7 @@ kernel void matmul_4(
             simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
             simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     for (int k0 = 0; k0 < 128; k0 += 32) {
         for (int s22 = 0; s22 < 8; s22 += 1) {
@@ -754,7 +754,7 @@ kernel void matmul_4(
             const float t35 = (NF4_CODE[((int(p3_codes[(((gi33 * 128) + gk34) / 2)]) >> (((((gi33 * 128) + gk34) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p4_qabsmax[(((gi33 * 128) + gk34) / 64)])] * p5_scales[((((gi33 * 128) + gk34) / 64) / 256)]) + p6_offset[0]));
             sh[(((i31 * 36) + k32) + 1152)] = t35;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
@@ -777,7 +777,7 @@ kernel void matmul_4(
             simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
             simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
     simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -787,7 +787,7 @@ kernel void matmul_4(
     simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
     simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
     simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s36 = 0; s36 < 16; s36 += 1) {
         const int l37 = ((s36 * 128) + ti4);
         const int i38 = (l37 / 64);
@@ -884,7 +884,7 @@ kernel void matmul_5(
                 sh[(((i16 * 36) + k17) + 2304)] = 0.0f;
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr5 * 36) + kk), 36);
@@ -907,7 +907,7 @@ kernel void matmul_5(
             simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
             simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr5 * 36) + sc6), 36);
     simdgroup_store(acc0_1, sh + ((sr5 * 36) + (sc6 + 8)), 36);
@@ -917,7 +917,7 @@ kernel void matmul_5(
     simdgroup_store(acc2_1, sh + (((sr5 + 16) * 36) + (sc6 + 8)), 36);
     simdgroup_store(acc3_0, sh + (((sr5 + 24) * 36) + sc6), 36);
     simdgroup_store(acc3_1, sh + (((sr5 + 24) * 36) + (sc6 + 8)), 36);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s21 = 0; s21 < 16; s21 += 1) {
         const int l22 = ((s21 * 128) + ti3);
         const int i23 = (l22 / 32);
@@ -1018,14 +1018,14 @@ kernel void moe_route_0(
         if (l32_2 == 0) {
             sh15[sg3] = sgt14;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         int base16 = pre13;
         int tot17 = 0;
         for (int s18 = 0; s18 < 16; s18 += 1) {
             base16 += ((s18 < sg3) ? sh15[s18] : 0);
             tot17 += sh15[s18];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         int pos19 = (off6 + base16);
         for (int i20 = lo4; i20 < hi5; i20 += 1) {
             const int t23 = p1[i20];
@@ -1120,7 +1120,7 @@ kernel void grouped_matmul_0(
             const float t30 = p4[((((ex1 * 64) + gi28) * 64) + gk29)];
             sh[(((i26 * 20) + k27) + 1280)] = t30;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr14 * 20) + kk), 20);
@@ -1155,7 +1155,7 @@ kernel void grouped_matmul_0(
             simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
             simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr14 * 68) + sc15), 68);
     simdgroup_store(acc0_1, sh + ((sr14 * 68) + (sc15 + 8)), 68);
@@ -1173,7 +1173,7 @@ kernel void grouped_matmul_0(
     simdgroup_store(acc3_1, sh + (((sr14 + 24) * 68) + (sc15 + 8)), 68);
     simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s31 = 0; s31 < 32; s31 += 1) {
         const int l32 = ((s31 * 128) + ti12);
         const int i33 = (l32 / 64);
@@ -1270,7 +1270,7 @@ kernel void grouped_matmul_1(
             const float t30 = p3[((((ex1 * 128) + gi28) * 64) + gk29)];
             sh[(((i26 * 20) + k27) + 1280)] = t30;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr15 * 20) + kk), 20);
@@ -1305,7 +1305,7 @@ kernel void grouped_matmul_1(
             simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
             simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     for (int k0 = 0; k0 < 64; k0 += 16) {
         for (int s31 = 0; s31 < 8; s31 += 1) {
@@ -1331,7 +1331,7 @@ kernel void grouped_matmul_1(
             const float t45 = (NF4_CODE[((int(p6_codes[(((((ex1 * 128) + gi43) * 64) + gk44) / 2)]) >> (((((((ex1 * 128) + gi43) * 64) + gk44) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p7_qabsmax[(((((ex1 * 128) + gi43) * 64) + gk44) / 64)])] * p8_scales[((((((ex1 * 128) + gi43) * 64) + gk44) / 64) / 256)]) + p9_offset[0]));
             sh[(((i41 * 20) + k42) + 1280)] = t45;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr15 * 20) + kk), 20);
@@ -1366,7 +1366,7 @@ kernel void grouped_matmul_1(
             simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
             simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr15 * 68) + sc16), 68);
     simdgroup_store(acc0_1, sh + ((sr15 * 68) + (sc16 + 8)), 68);
@@ -1384,7 +1384,7 @@ kernel void grouped_matmul_1(
     simdgroup_store(acc3_1, sh + (((sr15 + 24) * 68) + (sc16 + 8)), 68);
     simdgroup_store(acc3_2, sh + (((sr15 + 24) * 68) + (sc16 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr15 + 24) * 68) + (sc16 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s46 = 0; s46 < 32; s46 += 1) {
         const int l47 = ((s46 * 128) + ti13);
         const int i48 = (l47 / 64);
@@ -1485,7 +1485,7 @@ kernel void grouped_matmul_2(
             const float t32 = p5[((((ex1 * 64) + gi30) * 64) + gk31)];
             sh[(((i28 * 20) + k29) + 1280)] = t32;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr14 * 20) + kk), 20);
@@ -1520,7 +1520,7 @@ kernel void grouped_matmul_2(
             simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
             simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr14 * 68) + sc15), 68);
     simdgroup_store(acc0_1, sh + ((sr14 * 68) + (sc15 + 8)), 68);
@@ -1538,7 +1538,7 @@ kernel void grouped_matmul_2(
     simdgroup_store(acc3_1, sh + (((sr14 + 24) * 68) + (sc15 + 8)), 68);
     simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s33 = 0; s33 < 32; s33 += 1) {
         const int l34 = ((s33 * 128) + ti12);
         const int i35 = (l34 / 64);
@@ -1641,7 +1641,7 @@ kernel void grouped_matmul_3(
             const float t33 = p6[((((ex1 * 64) + gi31) * 64) + gk32)];
             sh[(((i29 * 20) + k30) + 1280)] = t33;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr18 * 20) + kk), 20);
@@ -1676,7 +1676,7 @@ kernel void grouped_matmul_3(
             simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
             simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     for (int k0 = 0; k0 < 64; k0 += 16) {
         for (int s34 = 0; s34 < 8; s34 += 1) {
@@ -1701,7 +1701,7 @@ kernel void grouped_matmul_3(
             const float t47 = (NF4_CODE[((int(p8_codes[(((((ex1 * 64) + gi45) * 64) + gk46) / 2)]) >> (((((((ex1 * 64) + gi45) * 64) + gk46) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p9_qabsmax[(((((ex1 * 64) + gi45) * 64) + gk46) / 64)])] * p10_scales[((((((ex1 * 64) + gi45) * 64) + gk46) / 64) / 256)]) + p11_offset[0]));
             sh[(((i43 * 20) + k44) + 1280)] = t47;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr18 * 20) + kk), 20);
@@ -1736,7 +1736,7 @@ kernel void grouped_matmul_3(
             simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
             simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr18 * 68) + sc19), 68);
     simdgroup_store(acc0_1, sh + ((sr18 * 68) + (sc19 + 8)), 68);
@@ -1754,7 +1754,7 @@ kernel void grouped_matmul_3(
     simdgroup_store(acc3_1, sh + (((sr18 + 24) * 68) + (sc19 + 8)), 68);
     simdgroup_store(acc3_2, sh + (((sr18 + 24) * 68) + (sc19 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr18 + 24) * 68) + (sc19 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s48 = 0; s48 < 32; s48 += 1) {
         const int l49 = ((s48 * 128) + ti16);
         const int i50 = (l49 / 64);
@@ -1819,7 +1819,7 @@ kernel void scatter_add_reduce_mean_x3_0(
             acc5 += t8;
         }
         sh9[lid1] = acc5;
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         if (part3 == 0) {
             for (int pr10 = 1; pr10 < 64; pr10 += 1) {
                 acc5 += sh9[((pr10 * 4) + col2)];
@@ -1838,7 +1838,7 @@ kernel void scatter_add_reduce_mean_x3_0(
             acc5 += t7;
         }
         sh8[lid1] = acc5;
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         if (part3 == 0) {
             for (int pr9 = 1; pr9 < 64; pr9 += 1) {
                 acc5 += sh8[((pr9 * 4) + col2)];
@@ -1918,7 +1918,7 @@ kernel void matmul_6(
             const float t21 = p1[((gi19 * 64) + gk20)];
             sh[(((i17 * 36) + k18) + 1152)] = t21;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
@@ -1941,7 +1941,7 @@ kernel void matmul_6(
             simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
             simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     for (int k0 = 0; k0 < 128; k0 += 32) {
         for (int s22 = 0; s22 < 8; s22 += 1) {
@@ -1966,7 +1966,7 @@ kernel void matmul_6(
             const float t35 = (NF4_CODE[((int(p3_codes[(((gi33 * 128) + gk34) / 2)]) >> (((((gi33 * 128) + gk34) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p4_qabsmax[(((gi33 * 128) + gk34) / 64)])] * p5_scales[((((gi33 * 128) + gk34) / 64) / 256)]) + p6_offset[0]));
             sh[(((i31 * 36) + k32) + 1152)] = t35;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
@@ -1989,7 +1989,7 @@ kernel void matmul_6(
             simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
             simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
     simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -1999,7 +1999,7 @@ kernel void matmul_6(
     simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
     simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
     simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s36 = 0; s36 < 16; s36 += 1) {
         const int l37 = ((s36 * 128) + ti4);
         const int i38 = (l37 / 64);
@@ -2064,7 +2064,7 @@ kernel void matmul_7(
                 sh[(((i17 * 36) + k18) + 1152)] = 0.0f;
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
@@ -2079,13 +2079,13 @@ kernel void matmul_7(
             simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
             simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr6 * 36) + sc7), 36);
     simdgroup_store(acc0_1, sh + ((sr6 * 36) + (sc7 + 8)), 36);
     simdgroup_store(acc1_0, sh + (((sr6 + 8) * 36) + sc7), 36);
     simdgroup_store(acc1_1, sh + (((sr6 + 8) * 36) + (sc7 + 8)), 36);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s22 = 0; s22 < 8; s22 += 1) {
         const int l23 = ((s22 * 128) + ti4);
         const int i24 = (l23 / 32);
@@ -2147,22 +2147,22 @@ kernel void cross_entropy_cross_entropy_bwd_x2_0(
         if (l32_2 == 0) {
             sh16[sg3] = s15;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         float acc17 = sh16[0];
         for (int s18 = 1; s18 < 8; s18 += 1) {
             acc17 += sh16[s18];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         const int s19 = simd_sum(cnt5);
         if (l32_2 == 0) {
             sh20[sg3] = s19;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         int acc21 = sh20[0];
         for (int s22 = 1; s22 < 8; s22 += 1) {
             acc21 += sh20[s22];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         if (lid1 == 0) {
             p2[0] = ((acc21 > 0) ? (acc17 / float(acc21)) : 0.0f);
         }
@@ -2180,12 +2180,12 @@ kernel void cross_entropy_cross_entropy_bwd_x2_0(
         if (l32_2 == 0) {
             sh10[sg3] = s9;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         int acc11 = sh10[0];
         for (int s12 = 1; s12 < 8; s12 += 1) {
             acc11 += sh10[s12];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         const float scale13 = (1.0f / float(acc11));
         const int row14 = ((h1 * 256) + lid1);
         const int c15 = (row14 / 16);
@@ -2300,7 +2300,7 @@ kernel void matmul_8(
                 sh[(((k17 * 68) + i18) + 1152)] = 0.0f;
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
@@ -2323,7 +2323,7 @@ kernel void matmul_8(
             simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
             simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
     simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -2333,7 +2333,7 @@ kernel void matmul_8(
     simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
     simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
     simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s22 = 0; s22 < 16; s22 += 1) {
         const int l23 = ((s22 * 128) + ti4);
         const int i24 = (l23 / 64);
@@ -2444,7 +2444,7 @@ kernel void matmul_x2_0(
                 const float t22 = p1[((gk21 * 64) + gi20)];
                 sh[(((k18 * 68) + i19) + 1152)] = t22;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 32; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
@@ -2467,7 +2467,7 @@ kernel void matmul_x2_0(
                 simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
                 simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
         simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -2477,7 +2477,7 @@ kernel void matmul_x2_0(
         simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
         simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
         simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s23 = 0; s23 < 16; s23 += 1) {
             const int l24 = ((s23 * 128) + ti4);
             const int i25 = (l24 / 64);
@@ -2532,7 +2532,7 @@ kernel void matmul_x2_0(
                 const float t21 = p3[((gk20 * 64) + gi19)];
                 sh[(((k17 * 68) + i18) + 1088)] = t21;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
@@ -2567,7 +2567,7 @@ kernel void matmul_x2_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
         simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -2585,7 +2585,7 @@ kernel void matmul_x2_0(
         simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s22 = 0; s22 < 32; s22 += 1) {
             const int l23 = ((s22 * 128) + ti3);
             const int i24 = (l23 / 64);
@@ -2665,7 +2665,7 @@ kernel void matmul_x2_1(
                 const float t20 = p1[((gk19 * 128) + gi18)];
                 sh[(((k16 * 68) + i17) + 1088)] = t20;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
@@ -2700,7 +2700,7 @@ kernel void matmul_x2_1(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
         simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -2718,7 +2718,7 @@ kernel void matmul_x2_1(
         simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s21 = 0; s21 < 32; s21 += 1) {
             const int l22 = ((s21 * 128) + ti3);
             const int i23 = (l22 / 64);
@@ -2767,7 +2767,7 @@ kernel void matmul_x2_1(
                 const float t21 = (NF4_CODE[((int(p4[(((gk20 * 128) + gi19) / 2)]) >> (((((gk20 * 128) + gi19) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p5[(((gk20 * 128) + gi19) / 64)])] * p6[((((gk20 * 128) + gi19) / 64) / 256)]) + p7[0]));
                 sh[(((k17 * 68) + i18) + 1152)] = t21;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 32; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
@@ -2790,7 +2790,7 @@ kernel void matmul_x2_1(
                 simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
                 simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         for (int k0 = 0; k0 < 64; k0 += 32) {
             for (int s22 = 0; s22 < 8; s22 += 1) {
@@ -2815,7 +2815,7 @@ kernel void matmul_x2_1(
                 const float t35 = p8[((gk34 * 128) + gi33)];
                 sh[(((k31 * 68) + i32) + 1152)] = t35;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 32; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
@@ -2838,7 +2838,7 @@ kernel void matmul_x2_1(
                 simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
                 simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
         simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -2848,7 +2848,7 @@ kernel void matmul_x2_1(
         simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
         simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
         simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s36 = 0; s36 < 16; s36 += 1) {
             const int l37 = ((s36 * 128) + ti4);
             const int i38 = (l37 / 64);
@@ -2946,7 +2946,7 @@ kernel void selective_scan_bwd_0(
                             red2[(rb30 + ((((1 * 16) + j31) * 8) + sg7))] = sp44;
                         }
                     }
-                    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+                    threadgroup_barrier(mem_flags::mem_threadgroup);
                     const int per45 = (cnt29 * 2);
                     for (int k46 = sg7; k46 < (2 * per45); k46 += 8) {
                         const int q47 = (k46 / per45);
@@ -3076,7 +3076,7 @@ kernel void matmul_9(
                 sh[(((k20 * 36) + i21) + 1152)] = 0.0f;
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
@@ -3091,13 +3091,13 @@ kernel void matmul_9(
             simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
             simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr6 * 36) + sc7), 36);
     simdgroup_store(acc0_1, sh + ((sr6 * 36) + (sc7 + 8)), 36);
     simdgroup_store(acc1_0, sh + (((sr6 + 8) * 36) + sc7), 36);
     simdgroup_store(acc1_1, sh + (((sr6 + 8) * 36) + (sc7 + 8)), 36);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s25 = 0; s25 < 8; s25 += 1) {
         const int l26 = ((s25 * 128) + ti4);
         const int i27 = (l26 / 32);
@@ -3179,7 +3179,7 @@ kernel void matmul_10(
                 sh[(((k20 * 68) + i21) + 1152)] = 0.0f;
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
@@ -3202,7 +3202,7 @@ kernel void matmul_10(
             simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
             simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
     simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -3212,7 +3212,7 @@ kernel void matmul_10(
     simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
     simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
     simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s25 = 0; s25 < 16; s25 += 1) {
         const int l26 = ((s25 * 128) + ti4);
         const int i27 = (l26 / 64);
@@ -3306,7 +3306,7 @@ kernel void matmul_11(
             const float t32 = p4[((gk31 * 64) + gi30)];
             sh[(((k28 * 68) + i29) + 1152)] = t32;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
@@ -3329,7 +3329,7 @@ kernel void matmul_11(
             simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
             simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
     simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -3339,7 +3339,7 @@ kernel void matmul_11(
     simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
     simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
     simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s33 = 0; s33 < 16; s33 += 1) {
         const int l34 = ((s33 * 128) + ti4);
         const int i35 = (l34 / 64);
@@ -3427,7 +3427,7 @@ kernel void matmul_x3_0(
                 const float t23 = p2[((gk22 * 64) + gi21)];
                 sh[(((k19 * 68) + i20) + 1088)] = t23;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
@@ -3462,7 +3462,7 @@ kernel void matmul_x3_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
         simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -3480,7 +3480,7 @@ kernel void matmul_x3_0(
         simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s24 = 0; s24 < 32; s24 += 1) {
             const int l25 = ((s24 * 128) + ti3);
             const int i26 = (l25 / 64);
@@ -3532,7 +3532,7 @@ kernel void matmul_x3_0(
                 const float t20 = p5[((gk19 * 64) + gi18)];
                 sh[(((k16 * 68) + i17) + 1088)] = t20;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
@@ -3567,7 +3567,7 @@ kernel void matmul_x3_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
         simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -3585,7 +3585,7 @@ kernel void matmul_x3_0(
         simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s21 = 0; s21 < 32; s21 += 1) {
             const int l22 = ((s21 * 128) + ti3);
             const int i23 = (l22 / 64);
@@ -3641,7 +3641,7 @@ kernel void matmul_x3_0(
                 const float t23 = (NF4_CODE[((int(p7[(((gk22 * 64) + gi21) / 2)]) >> (((((gk22 * 64) + gi21) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p8[(((gk22 * 64) + gi21) / 64)])] * p9[((((gk22 * 64) + gi21) / 64) / 256)]) + p10[0]));
                 sh[(((k19 * 68) + i20) + 1152)] = t23;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 32; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
@@ -3664,7 +3664,7 @@ kernel void matmul_x3_0(
                 simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
                 simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         for (int k0 = 0; k0 < 64; k0 += 32) {
             for (int s24 = 0; s24 < 8; s24 += 1) {
@@ -3689,7 +3689,7 @@ kernel void matmul_x3_0(
                 const float t37 = p11[((gk36 * 64) + gi35)];
                 sh[(((k33 * 68) + i34) + 1152)] = t37;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 32; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
@@ -3712,7 +3712,7 @@ kernel void matmul_x3_0(
                 simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
                 simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
         simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -3722,7 +3722,7 @@ kernel void matmul_x3_0(
         simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
         simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
         simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s38 = 0; s38 < 16; s38 += 1) {
             const int l39 = ((s38 * 128) + ti4);
             const int i40 = (l39 / 64);
@@ -3920,7 +3920,7 @@ kernel void scatter_add_grouped_matmul_x2_0(
                 const float t34 = p9[((((ex1 * 64) + gk33) * 64) + gi32)];
                 sh[(((k30 * 68) + i31) + 1280)] = t34;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr14 * 20) + kk), 20);
@@ -3955,7 +3955,7 @@ kernel void scatter_add_grouped_matmul_x2_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr14 * 68) + sc15), 68);
         simdgroup_store(acc0_1, sh + ((sr14 * 68) + (sc15 + 8)), 68);
@@ -3973,7 +3973,7 @@ kernel void scatter_add_grouped_matmul_x2_0(
         simdgroup_store(acc3_1, sh + (((sr14 + 24) * 68) + (sc15 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s35 = 0; s35 < 32; s35 += 1) {
             const int l36 = ((s35 * 128) + ti12);
             const int i37 = (l36 / 64);
@@ -4070,7 +4070,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
                     sh[(((k20 * 68) + i21) + 1088)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 68) + sr8), 68, ulong2(0, 0), true);
@@ -4105,7 +4105,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr8 * 68) + sc9), 68);
         simdgroup_store(acc0_1, sh + ((sr8 * 68) + (sc9 + 8)), 68);
@@ -4123,7 +4123,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
         simdgroup_store(acc3_1, sh + (((sr8 + 24) * 68) + (sc9 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr8 + 24) * 68) + (sc9 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr8 + 24) * 68) + (sc9 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s25 = 0; s25 < 32; s25 += 1) {
             const int l26 = ((s25 * 128) + ti6);
             const int i27 = (l26 / 64);
@@ -4186,7 +4186,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
                     sh[(((k19 * 68) + i20) + 1088)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 68) + sr8), 68, ulong2(0, 0), true);
@@ -4221,7 +4221,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr8 * 68) + sc9), 68);
         simdgroup_store(acc0_1, sh + ((sr8 * 68) + (sc9 + 8)), 68);
@@ -4239,7 +4239,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
         simdgroup_store(acc3_1, sh + (((sr8 + 24) * 68) + (sc9 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr8 + 24) * 68) + (sc9 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr8 + 24) * 68) + (sc9 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s24 = 0; s24 < 32; s24 += 1) {
             const int l25 = ((s24 * 128) + ti6);
             const int i26 = (l25 / 64);
@@ -4326,7 +4326,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
                 const float t40 = (NF4_CODE[((int(p11[(((((ex1 * 64) + gk39) * 64) + gi38) / 2)]) >> (((((((ex1 * 64) + gk39) * 64) + gi38) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p12[(((((ex1 * 64) + gk39) * 64) + gi38) / 64)])] * p13[((((((ex1 * 64) + gk39) * 64) + gi38) / 64) / 256)]) + p14[0]));
                 sh[(((k36 * 68) + i37) + 1280)] = t40;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr25 * 20) + kk), 20);
@@ -4361,7 +4361,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         for (int k0 = 0; k0 < 64; k0 += 16) {
             for (int s41 = 0; s41 < 8; s41 += 1) {
@@ -4386,7 +4386,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
                 const float t54 = p15[((((ex1 * 64) + gk53) * 64) + gi52)];
                 sh[(((k50 * 68) + i51) + 1280)] = t54;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr25 * 20) + kk), 20);
@@ -4421,7 +4421,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr25 * 68) + sc26), 68);
         simdgroup_store(acc0_1, sh + ((sr25 * 68) + (sc26 + 8)), 68);
@@ -4439,7 +4439,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
         simdgroup_store(acc3_1, sh + (((sr25 + 24) * 68) + (sc26 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr25 + 24) * 68) + (sc26 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr25 + 24) * 68) + (sc26 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s55 = 0; s55 < 32; s55 += 1) {
             const int l56 = ((s55 * 128) + ti23);
             const int i57 = (l56 / 64);
@@ -4556,7 +4556,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                 const float t32 = p4[((((ex1 * 128) + gk31) * 64) + gi30)];
                 sh[(((k28 * 68) + i29) + 1280)] = t32;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr14 * 20) + kk), 20);
@@ -4591,7 +4591,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr14 * 68) + sc15), 68);
         simdgroup_store(acc0_1, sh + ((sr14 * 68) + (sc15 + 8)), 68);
@@ -4609,7 +4609,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
         simdgroup_store(acc3_1, sh + (((sr14 + 24) * 68) + (sc15 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s33 = 0; s33 < 32; s33 += 1) {
             const int l34 = ((s33 * 128) + ti12);
             const int i35 = (l34 / 64);
@@ -4682,7 +4682,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                     sh[(((k22 * 68) + i23) + 1088)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 68) + sr8), 68, ulong2(0, 0), true);
@@ -4717,7 +4717,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr8 * 68) + sc9), 68);
         simdgroup_store(acc0_1, sh + ((sr8 * 68) + (sc9 + 8)), 68);
@@ -4735,7 +4735,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
         simdgroup_store(acc3_1, sh + (((sr8 + 24) * 68) + (sc9 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr8 + 24) * 68) + (sc9 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr8 + 24) * 68) + (sc9 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s27 = 0; s27 < 32; s27 += 1) {
             const int l28 = ((s27 * 128) + ti6);
             const int i29 = (l28 / 64);
@@ -4825,7 +4825,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
                     sh[(((k19 * 68) + i20) + 1088)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 68) + sr8), 68, ulong2(0, 0), true);
@@ -4860,7 +4860,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr8 * 68) + sc9), 68);
         simdgroup_store(acc0_1, sh + ((sr8 * 68) + (sc9 + 8)), 68);
@@ -4878,7 +4878,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
         simdgroup_store(acc3_1, sh + (((sr8 + 24) * 68) + (sc9 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr8 + 24) * 68) + (sc9 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr8 + 24) * 68) + (sc9 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s25 = 0; s25 < 32; s25 += 1) {
             const int l26 = ((s25 * 128) + ti6);
             const int i27 = (l26 / 64);
@@ -4961,7 +4961,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
                 const float t32 = (NF4_CODE[((int(p8[(((((ex1 * 128) + gk31) * 64) + gi30) / 2)]) >> (((((((ex1 * 128) + gk31) * 64) + gi30) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p9[(((((ex1 * 128) + gk31) * 64) + gi30) / 64)])] * p10[((((((ex1 * 128) + gk31) * 64) + gi30) / 64) / 256)]) + p11[0]));
                 sh[(((k28 * 68) + i29) + 1280)] = t32;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr15 * 20) + kk), 20);
@@ -4996,7 +4996,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         for (int k0 = 0; k0 < 64; k0 += 16) {
             for (int s33 = 0; s33 < 8; s33 += 1) {
@@ -5021,7 +5021,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
                 const float t46 = p12[((((ex1 * 64) + gk45) * 64) + gi44)];
                 sh[(((k42 * 68) + i43) + 1280)] = t46;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr15 * 20) + kk), 20);
@@ -5056,7 +5056,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr15 * 68) + sc16), 68);
         simdgroup_store(acc0_1, sh + ((sr15 * 68) + (sc16 + 8)), 68);
@@ -5074,7 +5074,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
         simdgroup_store(acc3_1, sh + (((sr15 + 24) * 68) + (sc16 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr15 + 24) * 68) + (sc16 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr15 + 24) * 68) + (sc16 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s47 = 0; s47 < 32; s47 += 1) {
             const int l48 = ((s47 * 128) + ti13);
             const int i49 = (l48 / 64);
@@ -5173,7 +5173,7 @@ kernel void reduce_sum_2(
         acc5 += t16;
     }
     sh17[lid1] = acc5;
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     if (part3 == 0) {
         for (int pr18 = 1; pr18 < 2; pr18 += 1) {
             acc5 += sh17[((pr18 * 32) + col2)];
@@ -5275,7 +5275,7 @@ kernel void matmul_12(
                 sh[(((k20 * 68) + i21) + 1280)] = 0.0f;
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr5 * 20) + kk), 20);
@@ -5310,7 +5310,7 @@ kernel void matmul_12(
             simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
             simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
     simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -5328,7 +5328,7 @@ kernel void matmul_12(
     simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
     simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s25 = 0; s25 < 32; s25 += 1) {
         const int l26 = ((s25 * 128) + ti3);
         const int i27 = (l26 / 64);
@@ -5456,7 +5456,7 @@ kernel void matmul_x2_2(
                 const float t23 = p2[((gk22 * 64) + gi21)];
                 sh[(((k19 * 68) + i20) + 1088)] = t23;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
@@ -5491,7 +5491,7 @@ kernel void matmul_x2_2(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
         simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -5509,7 +5509,7 @@ kernel void matmul_x2_2(
         simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s24 = 0; s24 < 32; s24 += 1) {
             const int l25 = ((s24 * 128) + ti3);
             const int i26 = (l25 / 64);
@@ -5561,7 +5561,7 @@ kernel void matmul_x2_2(
                 const float t20 = p5[((gk19 * 64) + gi18)];
                 sh[(((k16 * 68) + i17) + 1088)] = t20;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
@@ -5596,7 +5596,7 @@ kernel void matmul_x2_2(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
         simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -5614,7 +5614,7 @@ kernel void matmul_x2_2(
         simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s21 = 0; s21 < 32; s21 += 1) {
             const int l22 = ((s21 * 128) + ti3);
             const int i23 = (l22 / 64);
@@ -5704,12 +5704,12 @@ kernel void reduce_sum_4(
     if (l32_2 == 0) {
         sh23[sg3] = s22;
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     float acc24 = sh23[0];
     for (int s25 = 1; s25 < 32; s25 += 1) {
         acc24 += sh23[s25];
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     if (lid1 == 0) {
         const float t26 = sqrt(acc24);
         p12[row4] = t26;
