@@ -290,22 +290,11 @@ func (p *printer) expr(e kir.Expr) string {
 func (p *printer) lit(l kir.Lit) string {
 	switch l.Type {
 	case kir.F32, kir.F16, kir.BF16:
-		switch {
-		case math.IsInf(l.V, 1):
-			return p.d.Inf
-		case math.IsInf(l.V, -1):
-			return "(-" + p.d.Inf + ")"
-		case math.IsNaN(l.V):
-			return p.d.NaN
+		s := p.floatLit(l.V)
+		if l.Type != kir.F32 { // typed: no implicit narrowing (Metal refuses it for bfloat)
+			return p.d.Types[l.Type] + "(" + s + ")"
 		}
-		s := strconv.FormatFloat(float64(float32(l.V)), 'g', -1, 32)
-		if !strings.ContainsAny(s, ".e") {
-			s += ".0"
-		}
-		if l.Type == kir.F16 {
-			return p.d.Types[kir.F16] + "(" + s + "f)"
-		}
-		return s + "f"
+		return s
 	case kir.U32:
 		return strconv.FormatInt(int64(l.V), 10) + "u"
 	case kir.Bool:
@@ -315,4 +304,21 @@ func (p *printer) lit(l kir.Lit) string {
 		return "false"
 	}
 	return strconv.FormatInt(int64(l.V), 10)
+}
+
+// floatLit spells v as an f32 literal.
+func (p *printer) floatLit(v float64) string {
+	switch {
+	case math.IsInf(v, 1):
+		return p.d.Inf
+	case math.IsInf(v, -1):
+		return "(-" + p.d.Inf + ")"
+	case math.IsNaN(v):
+		return p.d.NaN
+	}
+	s := strconv.FormatFloat(float64(float32(v)), 'g', -1, 32)
+	if !strings.ContainsAny(s, ".e") {
+		s += ".0"
+	}
+	return s + "f"
 }

@@ -1,6 +1,7 @@
 package msl
 
 import (
+	"math"
 	"strings"
 	"testing"
 
@@ -54,5 +55,26 @@ func TestBarrierFences(t *testing.T) {
 		"    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);\n"
 	if !strings.Contains(src, want) {
 		t.Errorf("want\n%s\nin:\n%s", want, src)
+	}
+}
+
+// TestTypedLiterals: half and bfloat literals are spelled as conversions,
+// infinities included; f32 literals carry their suffix.
+func TestTypedLiterals(t *testing.T) {
+	k := &kir.Kernel{Name: "k", Threads: [3]int{1, 1, 1}, Groups: [3]int{1, 1, 1},
+		Params: []kir.Param{{Name: "h", Elem: kir.F16}, {Name: "b", Elem: kir.BF16}, {Name: "f", Elem: kir.F32}},
+		Body: []kir.Stmt{
+			kir.Set(kir.At("h", kir.I(0)), kir.Lit{Type: kir.F16, V: 1}),
+			kir.Set(kir.At("b", kir.I(0)), kir.Lit{Type: kir.BF16, V: math.Inf(-1)}),
+			kir.Set(kir.At("f", kir.I(0)), kir.F(2)),
+		}}
+	src, err := RenderKernel(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"h[0] = half(1.0f);", "b[0] = bfloat((-INFINITY));", "f[0] = 2.0f;"} {
+		if !strings.Contains(src, want) {
+			t.Errorf("want %q in:\n%s", want, src)
+		}
 	}
 }

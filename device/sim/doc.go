@@ -45,7 +45,10 @@
 //     3 and 4 of float, half, bfloat, int, uint, short, ushort, char, uchar,
 //     long, ulong, bool, packed_ variants, with Metal's sizes and alignments,
 //     .x .y .z .w and [i], arithmetic, comparisons and conversions;
-//     as_type; literal suffixes 1.0h and 1.0bf.
+//     as_type; literal suffixes 1.0h and 1.0bf. Narrowing to half or
+//     bfloat is explicit (half(x), bfloat(x)): Metal refuses an implicit
+//     float -> bfloat conversion, and the sim refuses it for half too (an
+//     integer still converts to half implicitly).
 //   - metal:: math (exp, exp2, exp10, log, log2, log10, sqrt, rsqrt, pow,
 //     powr, sin ... atanh, tanh, fma, mad, floor, ceil, round, rint, trunc,
 //     fract, fabs, abs, min, max, fmin, fmax, clamp, saturate, mix, step,

@@ -586,3 +586,38 @@ kernel void k(device uint* x [[buffer(0)]], uint i [[thread_position_in_threadgr
 		}
 	})
 }
+
+// TestNarrowingIsExplicit: float (or an integer, for bfloat) converts to
+// half and bfloat only when written out, as Metal requires for bfloat; the
+// sim refuses the implicit form for half too, so magc's kernels convert in
+// the open.
+func TestNarrowingIsExplicit(t *testing.T) {
+	forEachCompiler(t, func(t *testing.T, d *sim.Device) {
+		kernelWith := func(body string) string {
+			return `#include <metal_stdlib>
+using namespace metal;
+kernel void k(device half* h [[buffer(0)]], device bfloat* b [[buffer(1)]], device const float* x [[buffer(2)]],
+              uint i [[thread_position_in_grid]]) {
+    ` + body + `
+}
+`
+		}
+		for _, body := range []string{
+			"b[i] = x[i];",
+			"bfloat v = x[i]; b[i] = v;",
+			"b[i] = 1.0f;",
+			"b[i] = 1;",
+			"h[i] = x[i];",
+			"half v = 0.5f; h[i] = v;",
+			"h[i] = x[i] * 2.0;",
+		} {
+			if _, err := d.Compile(kernelWith(body)); err == nil {
+				t.Errorf("%s: compiled, want an error", body)
+			}
+		}
+		ok := "b[i] = bfloat(x[i]); h[i] = half(x[i]) + half(0.5f); h[i] += 1; float f = h[i] * float(b[i]); b[i] = bfloat(f); h[i] = 2;"
+		if _, err := d.Compile(kernelWith(ok)); err != nil {
+			t.Errorf("explicit conversions refused: %v", err)
+		}
+	})
+}
