@@ -78,6 +78,11 @@
 //
 // A kernel whose threads do not all reach the same barriers (or whose lanes
 // do not all reach the same simd_* calls) fails its dispatch with a
-// deadlock error. A fiber that overflows its stack (over 52 KiB) hits a
+// deadlock error. What is undefined on a GPU fails the dispatch too, naming
+// the kernel and threadgroup: a threadgroup_barrier reached after some of
+// the threadgroup's threads returned, and a simdgroup matrix function
+// (simdgroup_load, _store, _multiply, _multiply_accumulate) called by a
+// simdgroup of fewer than 32 live lanes, or by lanes at different calls
+// (lines) or with different pointers, strides or origins. A fiber that overflows its stack (over 52 KiB) hits a
 // guard page and crashes the process, as an out-of-bounds access can.
 package sim
