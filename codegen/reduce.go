@@ -61,16 +61,19 @@ type redTeam struct {
 	shared         *[]kir.Stmt
 }
 
-// newRedTeam declares the thread positions; lanes is 1, 32 or threads (a
-// multiple of 32).
+// newRedTeam declares the thread positions of the kernel's one-dimensional
+// threadgroup of threads (already set); lanes is 1, 32 or threads (a
+// multiple of 32). Lane and simdgroup come from the target's own indices
+// (Metal's thread_index_in_simdgroup), which equal lid % 32 and lid / 32
+// only in a one-dimensional threadgroup.
 func newRedTeam(e *Emitter, threads, lanes int) *redTeam {
-	if lanes != 1 && lanes != 32 && lanes != threads || threads%32 != 0 {
-		panic(fmt.Sprintf("codegen: team of %d lanes in %d threads", lanes, threads))
+	if lanes != 1 && lanes != 32 && lanes != threads || threads%32 != 0 || e.K.Threads != [3]int{threads, 1, 1} {
+		panic(fmt.Sprintf("codegen: team of %d lanes in %d threads (threadgroup %v)", lanes, threads, e.K.Threads))
 	}
 	t := &redTeam{e: e, threads: threads, lanes: lanes, shared: new([]kir.Stmt)}
 	t.lid = e.Let("lid", kir.I32, kir.Local(0))
-	t.l32 = e.Let("l32_", kir.I32, kir.Mod(t.lid, kir.I(32)))
-	t.sg = e.Let("sg", kir.I32, kir.Div(t.lid, kir.I(32)))
+	t.l32 = e.Let("l32_", kir.I32, kir.Builtin{Kind: "lane"})
+	t.sg = e.Let("sg", kir.I32, kir.Builtin{Kind: "simdgroup"})
 	switch lanes {
 	case 1:
 		t.lane = kir.I(0)
@@ -282,8 +285,8 @@ func (r *rowKernel) start() {
 		r.row = e.Let("row", kir.I32, kir.Group(0))
 	} else {
 		team := r.lid
-		if r.lanes > 1 {
-			team = kir.Div(r.lid, kir.I(r.lanes))
+		if r.lanes > 1 { // 32: a team is a simdgroup
+			team = r.sg
 		}
 		r.row = e.Let("row", kir.I32, kir.Add(kir.Mul(kir.Group(0), kir.I(per)), team))
 		if r.rows%per != 0 {
@@ -483,8 +486,8 @@ func crossEntropy(e *Emitter, grp *passes.Group) error {
 	switch {
 	case lanes == 1:
 		first = t.lid
-	case teams > 1:
-		first = e.Let("team", kir.I32, kir.Div(t.lid, kir.I(lanes)))
+	case teams > 1: // teams of 32 lanes: simdgroups
+		first = t.sg
 	}
 	loss := t.mut("loss", kir.F32, kir.F(0))
 	cnt := t.mut("cnt", kir.I32, kir.I(0))

@@ -21,15 +21,18 @@ type Dialect struct {
 	Types, Tiles map[kir.Type]string
 	// Prelude opens the file: a header comment, includes, helpers.
 	Prelude func(m *kir.Module) string
-	// Signature gives a kernel's opening up to its "(" and its parameters.
-	Signature func(k *kir.Kernel) (open string, params []string)
+	// Params lists a kernel's parameters: buffers, then what the dialect
+	// needs to name thread positions.
+	Params func(k *kir.Kernel) []string
 	// Builtin spells a thread position (kir.Builtin) as an int.
 	Builtin func(kind string, dim int) string
 
 	Launch    string // comment above a kernel: threads, groups ("8×1×1")
+	Kernel    string // a kernel's opening up to its "(": name, threads per threadgroup (the launch bound)
 	Table     string // constant table: type, name, length, values
 	Shared    string // threadgroup array: type, name, length
-	Barrier   string // statement
+	Barrier   string // statement: threadgroup memory
+	BarrierD  string // statement: threadgroup and device memory (kir.Barrier.Device)
 	TileZero  string // zero-filled tile: tile type, name, element type
 	TileLoad  string // tile, base pointer, offset, row stride
 	TileLoadT string // TileLoad, transposed
@@ -118,8 +121,8 @@ func (p *printer) kernel(k *kir.Kernel) {
 		}
 	}
 	p.line(p.d.Launch, dims(k.Threads), dims(k.Groups))
-	open, params := p.d.Signature(k)
-	p.line("%s", open)
+	params := p.d.Params(k)
+	p.line(p.d.Kernel, k.Name, k.Threads[0]*k.Threads[1]*k.Threads[2])
 	p.indent += 2
 	for i, s := range params {
 		sep := ","
@@ -171,7 +174,7 @@ func (p *printer) stmt(s kir.Stmt) {
 		p.block(s.Body)
 		p.line("}")
 	case kir.If:
-		p.line("if (%s) {", p.expr(s.Cond))
+		p.line("if (%s) {", p.cond(s.Cond))
 		p.block(s.Then)
 		// An else holding just another if reads as a chain: else if.
 		for len(s.Else) == 1 {
@@ -179,7 +182,7 @@ func (p *printer) stmt(s kir.Stmt) {
 			if !ok {
 				break
 			}
-			p.line("} else if (%s) {", p.expr(next.Cond))
+			p.line("} else if (%s) {", p.cond(next.Cond))
 			p.block(next.Then)
 			s = next
 		}
@@ -189,7 +192,11 @@ func (p *printer) stmt(s kir.Stmt) {
 		}
 		p.line("}")
 	case kir.Barrier:
-		p.line("%s", d.Barrier)
+		if s.Device {
+			p.line("%s", d.BarrierD)
+		} else {
+			p.line("%s", d.Barrier)
+		}
 	case kir.Return:
 		p.line("return;")
 	case kir.Comment:
@@ -213,6 +220,20 @@ func (p *printer) stmt(s kir.Stmt) {
 	default:
 		p.fail("unknown statement %T", s)
 	}
+}
+
+// cond prints an if's condition without the parentheses expr puts around
+// an operator: clang (Apple's Metal compiler) warns on if ((a == b)).
+func (p *printer) cond(e kir.Expr) string {
+	switch e := e.(type) {
+	case kir.Bin:
+		if e.Op != "min" && e.Op != "max" {
+			return p.expr(e.A) + " " + e.Op + " " + p.expr(e.B)
+		}
+	case kir.Not:
+		return "!" + p.expr(e.X)
+	}
+	return p.expr(e)
 }
 
 func (p *printer) expr(e kir.Expr) string {
@@ -269,22 +290,11 @@ func (p *printer) expr(e kir.Expr) string {
 func (p *printer) lit(l kir.Lit) string {
 	switch l.Type {
 	case kir.F32, kir.F16, kir.BF16:
-		switch {
-		case math.IsInf(l.V, 1):
-			return p.d.Inf
-		case math.IsInf(l.V, -1):
-			return "(-" + p.d.Inf + ")"
-		case math.IsNaN(l.V):
-			return p.d.NaN
+		s := p.floatLit(l.V)
+		if l.Type != kir.F32 { // typed: no implicit narrowing (Metal refuses it for bfloat)
+			return p.d.Types[l.Type] + "(" + s + ")"
 		}
-		s := strconv.FormatFloat(float64(float32(l.V)), 'g', -1, 32)
-		if !strings.ContainsAny(s, ".e") {
-			s += ".0"
-		}
-		if l.Type == kir.F16 {
-			return p.d.Types[kir.F16] + "(" + s + "f)"
-		}
-		return s + "f"
+		return s
 	case kir.U32:
 		return strconv.FormatInt(int64(l.V), 10) + "u"
 	case kir.Bool:
@@ -294,4 +304,21 @@ func (p *printer) lit(l kir.Lit) string {
 		return "false"
 	}
 	return strconv.FormatInt(int64(l.V), 10)
+}
+
+// floatLit spells v as an f32 literal.
+func (p *printer) floatLit(v float64) string {
+	switch {
+	case math.IsInf(v, 1):
+		return p.d.Inf
+	case math.IsInf(v, -1):
+		return "(-" + p.d.Inf + ")"
+	case math.IsNaN(v):
+		return p.d.NaN
+	}
+	s := strconv.FormatFloat(float64(float32(v)), 'g', -1, 32)
+	if !strings.ContainsAny(s, ".e") {
+		s += ".0"
+	}
+	return s + "f"
 }

@@ -18,16 +18,18 @@ import (
 
 // Dialect is CUDA's spelling of kernel IR.
 var Dialect = &cstyle.Dialect{
-	Types:     types,
-	Tiles:     map[kir.Type]string{kir.F32: "magc_tile"},
-	Prelude:   prelude,
-	Signature: signature,
-	Builtin:   builtin,
+	Types:   types,
+	Tiles:   map[kir.Type]string{kir.F32: "magc_tile"},
+	Prelude: prelude,
+	Params:  params,
+	Builtin: builtin,
 
 	Launch:    "// block %s, grid %s blocks",
+	Kernel:    `extern "C" __global__ void __launch_bounds__(%[2]d) %[1]s(`,
 	Table:     "__constant__ %s %s[%d] = {%s};",
 	Shared:    "__shared__ %s %s[%d];",
-	Barrier:   "__syncthreads();",
+	Barrier:   "__syncthreads();", // orders shared and global memory alike
+	BarrierD:  "__syncthreads();",
 	TileZero:  "%[1]s %[2]s = {};",
 	TileLoad:  "magc_tile_load(%s, %s + %s, %s);",
 	TileLoadT: "magc_tile_load_t(%s, %s + %s, %s);",
@@ -55,9 +57,8 @@ var types = map[kir.Type]string{
 // Render prints a module as one .cu file. The output is deterministic.
 func Render(m *kir.Module) (string, error) { return cstyle.Render(Dialect, m) }
 
-// signature: pointers only (no __restrict__: a buffer may be bound twice),
-// and launch bounds of the block's size.
-func signature(k *kir.Kernel) (string, []string) {
+// params: pointers only (no __restrict__: a buffer may be bound twice).
+func params(k *kir.Kernel) []string {
 	params := make([]string, len(k.Params))
 	for i, p := range k.Params {
 		q := ""
@@ -66,8 +67,7 @@ func signature(k *kir.Kernel) (string, []string) {
 		}
 		params[i] = fmt.Sprintf("%s%s* %s", q, types[p.Elem], p.Name)
 	}
-	n := k.Threads[0] * k.Threads[1] * k.Threads[2]
-	return fmt.Sprintf(`extern "C" __global__ void __launch_bounds__(%d) %s(`, n, k.Name), params
+	return params
 }
 
 func builtin(kind string, dim int) string {

@@ -92,8 +92,11 @@ type (
 		Cond       Expr
 		Then, Else []Stmt
 	}
-	// Barrier synchronises the threadgroup (threadgroup and device memory).
-	Barrier struct{}
+	// Barrier synchronises the threadgroup and orders its threadgroup
+	// memory. Device is set where threads of the threadgroup exchange
+	// device memory across it (one writes, another reads after): only then
+	// must it order device memory too, which costs more on a GPU.
+	Barrier struct{ Device bool }
 	// Return ends the thread.
 	Return struct{}
 	// Comment is a line of explanation in the output.

@@ -1,13 +1,21 @@
 // Package metal is the Metal device: the small cgo runtime that runs magc's
 // kernels on an Apple GPU. It implements device.Device with one
 // MTLBuffer per arena segment (shared storage), libraries compiled from
-// source once and cached by content hash, compute pipeline states, and one
-// command buffer per Sync with a compute encoder, each inside an autorelease
-// pool on a locked OS thread.
+// source once (MSL 3.1, safe math) and cached by content hash, and compute
+// pipeline states. Dispatches go into command buffers of one queue, one
+// compute encoder each, committed every MAGC_METAL_BATCH dispatches
+// (default 32) so that no command buffer runs long enough for macOS to
+// abort it; Sync waits for them. Each dispatch sits in a debug group
+// naming it, and a fault reports the command buffer's range of dispatches
+// and the encoder that faulted; MAGC_METAL_SYNC=1 waits after every
+// dispatch, so a fault names exactly one. Each Objective-C entry point has
+// its own autorelease pool, and every Go method holds the device's mutex,
+// so any goroutine on any OS thread may call it.
 //
 // Everything above the Device interface is shared with the sim device and
 // tested on Linux; this package builds only on macOS with cgo. Elsewhere New
-// returns an error that says so.
+// returns an error that says so. On Linux its darwin files are only
+// type-checked (TestDarwinFilesTypeCheck), with cgo faked.
 package metal
 
 import (

@@ -45,7 +45,10 @@
 //     3 and 4 of float, half, bfloat, int, uint, short, ushort, char, uchar,
 //     long, ulong, bool, packed_ variants, with Metal's sizes and alignments,
 //     .x .y .z .w and [i], arithmetic, comparisons and conversions;
-//     as_type; literal suffixes 1.0h and 1.0bf.
+//     as_type; literal suffixes 1.0h and 1.0bf. Narrowing to half or
+//     bfloat is explicit (half(x), bfloat(x)): Metal refuses an implicit
+//     float -> bfloat conversion, and the sim refuses it for half too (an
+//     integer still converts to half implicitly).
 //   - metal:: math (exp, exp2, exp10, log, log2, log10, sqrt, rsqrt, pow,
 //     powr, sin ... atanh, tanh, fma, mad, floor, ceil, round, rint, trunc,
 //     fract, fabs, abs, min, max, fmin, fmax, clamp, saturate, mix, step,
@@ -75,6 +78,11 @@
 //
 // A kernel whose threads do not all reach the same barriers (or whose lanes
 // do not all reach the same simd_* calls) fails its dispatch with a
-// deadlock error. A fiber that overflows its stack (over 52 KiB) hits a
+// deadlock error. What is undefined on a GPU fails the dispatch too, naming
+// the kernel and threadgroup: a threadgroup_barrier reached after some of
+// the threadgroup's threads returned, and a simdgroup matrix function
+// (simdgroup_load, _store, _multiply, _multiply_accumulate) called by a
+// simdgroup of fewer than 32 live lanes, or by lanes at different calls
+// (lines) or with different pointers, strides or origins. A fiber that overflows its stack (over 52 KiB) hits a
 // guard page and crashes the process, as an out-of-bounds access can.
 package sim

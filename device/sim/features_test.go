@@ -1,6 +1,7 @@
 package sim_test
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/scm-magellano/magc/device"
@@ -53,24 +54,36 @@ func TestAtomics(t *testing.T) {
 	})
 }
 
-func TestEarlyExitBeforeBarrier(t *testing.T) {
+// TestBarrierAfterReturn: a barrier reached after some threads of the
+// threadgroup returned fails the dispatch, naming the kernel and the
+// threadgroup; with every thread present the kernel runs.
+func TestBarrierAfterReturn(t *testing.T) {
 	forEachCompiler(t, func(t *testing.T, d *sim.Device) {
-		const n, nt = 600, 256
-		out := alloc(t, d, make([]byte, 4*3*nt))
+		const nt = 256
 		k := kernel(t, d, "features.metal", "early_exit")
-		dispatch(t, d, k, [3]int{3, 1, 1}, [3]int{nt, 1, 1}, device.BufferArg(out, 0), device.BytesArg(u32bytes([]uint32{n})))
+		run := func(n int) (device.Buffer, error) {
+			out := alloc(t, d, make([]byte, 4*3*nt))
+			err := d.Dispatch(k, [3]int{3, 1, 1}, [3]int{nt, 1, 1}, []device.Arg{device.BufferArg(out, 0), device.BytesArg(u32bytes([]uint32{uint32(n)}))})
+			return out, err
+		}
+		out, err := run(3 * nt)
+		if err != nil {
+			t.Fatal(err)
+		}
 		got := bytesF32(read(t, d, out))
 		for i := 0; i < 3*nt; i++ {
+			g := i / nt
 			var want float32
-			if i < n {
-				g := i / nt
-				for j := g * nt; j < min(n, (g+1)*nt); j++ {
-					want += float32(j)
-				}
+			for j := g * nt; j < (g+1)*nt; j++ {
+				want += float32(j)
 			}
 			if got[i] != want {
 				t.Fatalf("out[%d] = %v, want %v", i, got[i], want)
 			}
+		}
+		_, err = run(600) // the last threadgroup has 88 live threads
+		if err == nil || !strings.Contains(err.Error(), "kernel early_exit, threadgroup (2,0,0): a threadgroup_barrier is reached after") {
+			t.Errorf("got %v, want a barrier-after-return error", err)
 		}
 	})
 }

@@ -108,7 +108,9 @@ func (p *parser) skipInitList(k int) int {
 }
 
 func isSyncName(s string) bool {
-	return s == "threadgroup_barrier" || s == "simdgroup_barrier" || strings.HasPrefix(s, "simd_") || strings.HasPrefix(s, "quad_")
+	return s == "threadgroup_barrier" || s == "simdgroup_barrier" || strings.HasPrefix(s, "simd_") || strings.HasPrefix(s, "quad_") ||
+		// simdgroup matrix functions check that their simdgroup is converged
+		s == "simdgroup_load" || s == "simdgroup_store" || s == "simdgroup_multiply" || s == "simdgroup_multiply_accumulate"
 }
 
 // syncAnalysis finds the functions (and macros) that reach a barrier or simd

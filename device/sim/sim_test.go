@@ -579,10 +579,96 @@ kernel void k(device uint* x [[buffer(0)]], uint i [[thread_position_in_threadgr
 			t.Fatal(err)
 		}
 		k, _ := lib.Kernel("k")
-		buf := alloc(t, d, make([]byte, 4*64))
-		err = d.Dispatch(k, [3]int{4, 1, 1}, [3]int{64, 1, 1}, []device.Arg{device.BufferArg(buf, 0)})
+		// One simdgroup, so that no thread returns while the others wait
+		// (that is an error of its own).
+		buf := alloc(t, d, make([]byte, 4*32))
+		err = d.Dispatch(k, [3]int{4, 1, 1}, [3]int{32, 1, 1}, []device.Arg{device.BufferArg(buf, 0)})
 		if err == nil || !strings.Contains(err.Error(), "deadlocked") {
 			t.Errorf("got %v, want a deadlock error", err)
+		}
+	})
+}
+
+// TestNarrowingIsExplicit: float (or an integer, for bfloat) converts to
+// half and bfloat only when written out, as Metal requires for bfloat; the
+// sim refuses the implicit form for half too, so magc's kernels convert in
+// the open.
+func TestNarrowingIsExplicit(t *testing.T) {
+	forEachCompiler(t, func(t *testing.T, d *sim.Device) {
+		kernelWith := func(body string) string {
+			return `#include <metal_stdlib>
+using namespace metal;
+kernel void k(device half* h [[buffer(0)]], device bfloat* b [[buffer(1)]], device const float* x [[buffer(2)]],
+              uint i [[thread_position_in_grid]]) {
+    ` + body + `
+}
+`
+		}
+		for _, body := range []string{
+			"b[i] = x[i];",
+			"bfloat v = x[i]; b[i] = v;",
+			"b[i] = 1.0f;",
+			"b[i] = 1;",
+			"h[i] = x[i];",
+			"half v = 0.5f; h[i] = v;",
+			"h[i] = x[i] * 2.0;",
+		} {
+			if _, err := d.Compile(kernelWith(body)); err == nil {
+				t.Errorf("%s: compiled, want an error", body)
+			}
+		}
+		ok := "b[i] = bfloat(x[i]); h[i] = half(x[i]) + half(0.5f); h[i] += 1; float f = h[i] * float(b[i]); b[i] = bfloat(f); h[i] = 2;"
+		if _, err := d.Compile(kernelWith(ok)); err != nil {
+			t.Errorf("explicit conversions refused: %v", err)
+		}
+	})
+}
+
+// TestMatrixNeedsWholeSimdgroup: simdgroup matrix functions called by a
+// partial simdgroup, by lanes of which some returned, by lanes on different
+// paths or with different arguments fail the dispatch; the same kernel
+// with every lane together runs.
+func TestMatrixNeedsWholeSimdgroup(t *testing.T) {
+	forEachCompiler(t, func(t *testing.T, d *sim.Device) {
+		lib, err := d.Compile(`#include <metal_stdlib>
+using namespace metal;
+kernel void k(device float* x [[buffer(0)]], constant uint& mode [[buffer(1)]],
+              uint lane [[thread_index_in_simdgroup]]) {
+    simdgroup_float8x8 a;
+    if (mode == 1 && lane >= 16) return;
+    if (mode == 2 && lane < 16) {
+        simdgroup_load(a, x, 8);
+    } else {
+        simdgroup_load(a, x + (mode == 3 ? lane % 2 : 0), 8);
+    }
+    simdgroup_multiply_accumulate(a, a, a, a);
+    simdgroup_store(a, x + 64, 8);
+}
+`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k, _ := lib.Kernel("k")
+		for _, c := range []struct {
+			mode, threads int
+			want          string // "" for success
+		}{
+			{0, 32, ""},
+			{0, 64, ""},
+			{0, 48, "simdgroup 1: simdgroup_load at kernels.metal:10: only 16 of 32 lanes are live in the simdgroup"},
+			{1, 32, "simdgroup_load at kernels.metal:10: only 16 of 32 lanes took part"},
+			{2, 32, "(lanes diverged)"},
+			{3, 32, "simdgroup_load at kernels.metal:10: lane "},
+		} {
+			buf := alloc(t, d, make([]byte, 4*128))
+			err := d.Dispatch(k, [3]int{1, 1, 1}, [3]int{c.threads, 1, 1},
+				[]device.Arg{device.BufferArg(buf, 0), device.BytesArg(u32bytes([]uint32{uint32(c.mode)}))})
+			switch {
+			case c.want == "" && err != nil:
+				t.Errorf("mode %d, %d threads: %v", c.mode, c.threads, err)
+			case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+				t.Errorf("mode %d, %d threads: got %v, want an error with %q", c.mode, c.threads, err, c.want)
+			}
 		}
 	})
 }

@@ -88,7 +88,7 @@ extern "C" __global__ void __launch_bounds__(256) add_0(
         const float* p1,
         float* p2) {
     const int i1 = int(blockIdx.x * blockDim.x + threadIdx.x);
-    if ((i1 >= 231)) {
+    if (i1 >= 231) {
         return;
     }
     const int c3 = (i1 % 7);
@@ -108,34 +108,34 @@ extern "C" __global__ void __launch_bounds__(32) reduce_mean_const_x3_0(
         float* p1,
         float* p2,
         float* p3) {
-    if ((int(blockIdx.x) < 1)) {
+    if (int(blockIdx.x) < 1) {
         const int h0 = (int(blockIdx.x) - 0);
         const int lid1 = int(threadIdx.x);
         const int row4 = h0;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 8; k6 += 1) {
             const int j7 = (lid1 + (k6 * 32));
-            if ((j7 < 231)) {
+            if (j7 < 231) {
                 const float t8 = p0[(((j7 / 7) * 7) + (j7 % 7))];
                 const float t9 = (t8 * t8);
                 acc5 += t9;
             }
         }
         const float s10 = magc_simd_sum(acc5);
-        if ((lid1 == 0)) {
+        if (lid1 == 0) {
             p1[row4] = (s10 / 231.0f);
         }
-    } else if ((int(blockIdx.x) < 9)) {
+    } else if (int(blockIdx.x) < 9) {
         const int h1 = (int(blockIdx.x) - 1);
         const int i1 = ((h1 * 32) + int(threadIdx.x));
-        if ((i1 >= 1)) {
+        if (i1 >= 1) {
             return;
         }
         p2[i1] = 0.0f;
-    } else if ((int(blockIdx.x) < 17)) {
+    } else if (int(blockIdx.x) < 17) {
         const int h2 = (int(blockIdx.x) - 9);
         const int i1 = ((h2 * 32) + int(threadIdx.x));
-        if ((i1 >= 231)) {
+        if (i1 >= 231) {
             return;
         }
         const float t4 = (1.0f * 0.0043290043f);
@@ -156,7 +156,7 @@ extern "C" __global__ void __launch_bounds__(256) reduce_sum_0(
     const int part3 = (lid1 / 8);
     const int o4 = ((int(blockIdx.x) * 8) + col2);
     float acc5 = 0.0f;
-    if ((o4 < 7)) {
+    if (o4 < 7) {
         for (int k6 = part3; k6 < 33; k6 += 32) {
             const float t7 = p0[((k6 * 7) + o4)];
             const float t8 = (t7 * 2.0f);
@@ -165,7 +165,7 @@ extern "C" __global__ void __launch_bounds__(256) reduce_sum_0(
     }
     sh9[lid1] = acc5;
     __syncthreads();
-    if (((part3 == 0) && (o4 < 7))) {
+    if ((part3 == 0) && (o4 < 7)) {
         for (int pr10 = 1; pr10 < 32; pr10 += 1) {
             acc5 += sh9[((pr10 * 8) + col2)];
         }
@@ -186,9 +186,9 @@ extern "C" __global__ void __launch_bounds__(32) reduce_sum_1(
     float acc5 = 0.0f;
     for (int k6 = 0; k6 < 8; k6 += 1) {
         const int j7 = (lid1 + (k6 * 32));
-        if ((j7 < 238)) {
+        if (j7 < 238) {
             float cat8 = 0.0f;
-            if ((j7 < 231)) {
+            if (j7 < 231) {
                 const float t9 = p0[(j7 - 0)];
                 const float t10 = (t9 * 2.0f);
                 cat8 = t10;
@@ -201,7 +201,7 @@ extern "C" __global__ void __launch_bounds__(32) reduce_sum_1(
         }
     }
     const float s13 = magc_simd_sum(acc5);
-    if ((lid1 == 0)) {
+    if (lid1 == 0) {
         const float t14 = sqrtf(s13);
         p2[row4] = t14;
         const float t15 = (1.0f / t14);
@@ -226,10 +226,10 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_scale_adamw_mul_x2_0
         float* p8,
         float* p9,
         float* p10) {
-    if ((int(blockIdx.x) < 1)) {
+    if (int(blockIdx.x) < 1) {
         const int h0 = (int(blockIdx.x) - 0);
         const int i1 = ((h0 * 256) + int(threadIdx.x));
-        if ((i1 >= 231)) {
+        if (i1 >= 231) {
             return;
         }
         const float t4 = p0[i1];
@@ -247,10 +247,10 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_scale_adamw_mul_x2_0
         p6[i1] = t15;
         p2[i1] = t9;
         p3[i1] = t11;
-    } else if ((int(blockIdx.x) < 2)) {
+    } else if (int(blockIdx.x) < 2) {
         const int h1 = (int(blockIdx.x) - 1);
         const int i1 = ((h1 * 256) + int(threadIdx.x));
-        if ((i1 >= 7)) {
+        if (i1 >= 7) {
             return;
         }
         const float t2 = p7[i1];

@@ -89,11 +89,11 @@ extern "C" __global__ void __launch_bounds__(32) reduce_sum_x2_0(
         const int* p0,
         float* p1,
         float* p2) {
-    if ((int(blockIdx.x) < 1)) {
+    if (int(blockIdx.x) < 1) {
         const int h0 = (int(blockIdx.x) - 0);
         const int lid1 = int(threadIdx.x);
         const int row4 = ((h0 * 32) + lid1);
-        if ((row4 >= 1)) {
+        if (row4 >= 1) {
             return;
         }
         float acc5 = 0.0f;
@@ -104,11 +104,11 @@ extern "C" __global__ void __launch_bounds__(32) reduce_sum_x2_0(
             acc5 += t9;
         }
         p1[row4] = acc5;
-    } else if ((int(blockIdx.x) < 2)) {
+    } else if (int(blockIdx.x) < 2) {
         const int h1 = (int(blockIdx.x) - 1);
         const int lid1 = int(threadIdx.x);
         const int row4 = ((h1 * 32) + lid1);
-        if ((row4 >= 1)) {
+        if (row4 >= 1) {
             return;
         }
         float acc5 = 0.0f;
@@ -134,7 +134,7 @@ extern "C" __global__ void __launch_bounds__(32) reduce_sum_0(
         float* p5) {
     const int lid1 = int(threadIdx.x);
     const int row4 = ((int(blockIdx.x) * 32) + lid1);
-    if ((row4 >= 1)) {
+    if (row4 >= 1) {
         return;
     }
     float acc5 = 0.0f;
@@ -179,7 +179,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_0(
             const int k10 = (l8 % 32);
             const int gi11 = (m01 + i9);
             const int gk12 = (k0 + k10);
-            if (((gi11 < 4) && (gk12 < 16))) {
+            if ((gi11 < 4) && (gk12 < 16)) {
                 const float t13 = p0[((gi11 * 16) + gk12)];
                 sh[((i9 * 36) + k10)] = t13;
             } else {
@@ -192,7 +192,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_0(
             const int k17 = (l15 % 32);
             const int gi18 = (n02 + i16);
             const int gk19 = (k0 + k17);
-            if (((gi18 < 50) && (gk19 < 16))) {
+            if ((gi18 < 50) && (gk19 < 16)) {
                 const float t20 = p1[((gi18 * 16) + gk19)];
                 sh[(((i16 * 36) + k17) + 1152)] = t20;
             } else {
@@ -227,7 +227,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_0(
         const int j24 = (l22 % 32);
         const int gi25 = (m01 + i23);
         const int gj26 = (n02 + j24);
-        if (((gi25 < 4) && (gj26 < 50))) {
+        if ((gi25 < 4) && (gj26 < 50)) {
             p2[((gi25 * 50) + gj26)] = sh[((i23 * 36) + j24)];
         }
     }
@@ -243,15 +243,15 @@ extern "C" __global__ void __launch_bounds__(128) cross_entropy_bwd_0(
         float* p4) {
     __shared__ int sh8[4];
     const int lid1 = int(threadIdx.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = magc_lane();
+    const int sg3 = magc_simdgroup();
     int cnt4 = 0;
     for (int i5 = lid1; i5 < 4; i5 += 128) {
         const int t6 = p0[i5];
         cnt4 += (((t6 >= 0) && (t6 < 50)) ? 1 : 0);
     }
     const int s7 = magc_simd_sum(cnt4);
-    if ((l32_2 == 0)) {
+    if (l32_2 == 0) {
         sh8[sg3] = s7;
     }
     __syncthreads();
@@ -264,18 +264,18 @@ extern "C" __global__ void __launch_bounds__(128) cross_entropy_bwd_0(
     const float t12 = p2[0];
     const float t13 = (t11 * t12);
     const float scale14 = (t13 / float(acc9));
-    const int row15 = ((int(blockIdx.x) * 4) + (lid1 / 32));
+    const int row15 = ((int(blockIdx.x) * 4) + sg3);
     const int t16 = p0[row15];
-    if (((t16 >= 0) && (t16 < 50))) {
+    if ((t16 >= 0) && (t16 < 50)) {
         float reg17[2];
         float m18 = (-__int_as_float(0x7f800000));
         float s19 = 0.0f;
         for (int k20 = 0; k20 < 2; k20 += 1) {
             const int j21 = (l32_2 + (k20 * 32));
-            if ((j21 < 50)) {
+            if (j21 < 50) {
                 const float t22 = p3[((row15 * 50) + j21)];
                 reg17[k20] = t22;
-                if ((t22 > m18)) {
+                if (t22 > m18) {
                     s19 = ((s19 * expf((m18 - t22))) + 1.0f);
                     m18 = t22;
                 } else {
@@ -288,14 +288,14 @@ extern "C" __global__ void __launch_bounds__(128) cross_entropy_bwd_0(
         const float inv25 = (1.0f / S24);
         for (int k26 = 0; k26 < 2; k26 += 1) {
             const int j27 = (l32_2 + (k26 * 32));
-            if ((j27 < 50)) {
+            if (j27 < 50) {
                 p4[((row15 * 50) + j27)] = (((expf((reg17[k26] - M23)) * inv25) - ((j27 == t16) ? 1.0f : 0.0f)) * scale14);
             }
         }
     } else {
         for (int k28 = 0; k28 < 2; k28 += 1) {
             const int j29 = (l32_2 + (k28 * 32));
-            if ((j29 < 50)) {
+            if (j29 < 50) {
                 p4[((row15 * 50) + j29)] = 0.0f;
             }
         }
@@ -317,9 +317,9 @@ extern "C" __global__ void __launch_bounds__(128) matmul_cross_entropy_x3_0(
         const float* p6,
         float* p7) {
     __shared__ float sh[2304];
-    __shared__ float sh18[4];
-    __shared__ int sh22[4];
-    if ((int(blockIdx.x) < 2)) {
+    __shared__ float sh17[4];
+    __shared__ int sh21[4];
+    if (int(blockIdx.x) < 2) {
         const int h0 = (int(blockIdx.x) - 0);
         const int m01 = (h0 * 32);
         const int n02 = ((h0 % 1) * 32);
@@ -338,7 +338,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_cross_entropy_x3_0(
                 const int i10 = (l8 % 32);
                 const int gi11 = (m01 + i10);
                 const int gk12 = (k0 + k9);
-                if (((gi11 < 50) && (gk12 < 4))) {
+                if ((gi11 < 50) && (gk12 < 4)) {
                     const float t13 = p0[((gk12 * 50) + gi11)];
                     sh[((k9 * 36) + i10)] = t13;
                 } else {
@@ -351,7 +351,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_cross_entropy_x3_0(
                 const int i17 = (l15 % 32);
                 const int gi18 = (n02 + i17);
                 const int gk19 = (k0 + k16);
-                if (((gi18 < 16) && (gk19 < 4))) {
+                if ((gi18 < 16) && (gk19 < 4)) {
                     const float t20 = p1[((gk19 * 16) + gi18)];
                     sh[(((k16 * 36) + i17) + 1152)] = t20;
                 } else {
@@ -386,66 +386,65 @@ extern "C" __global__ void __launch_bounds__(128) matmul_cross_entropy_x3_0(
             const int j24 = (l22 % 32);
             const int gi25 = (m01 + i23);
             const int gj26 = (n02 + j24);
-            if (((gi25 < 50) && (gj26 < 16))) {
+            if ((gi25 < 50) && (gj26 < 16)) {
                 p2[((gi25 * 16) + gj26)] = sh[((i23 * 36) + j24)];
             }
         }
-    } else if ((int(blockIdx.x) < 3)) {
+    } else if (int(blockIdx.x) < 3) {
         const int h1 = (int(blockIdx.x) - 2);
         const int lid1 = int(threadIdx.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
-        const int team4 = (lid1 / 32);
-        float loss5 = 0.0f;
-        int cnt6 = 0;
-        for (int row7 = team4; row7 < 4; row7 += 4) {
-            const int t8 = p3[row7];
-            if (((t8 >= 0) && (t8 < 50))) {
-                float m9 = (-__int_as_float(0x7f800000));
-                float s10 = 0.0f;
-                for (int k11 = 0; k11 < 2; k11 += 1) {
-                    const int j12 = (l32_2 + (k11 * 32));
-                    if ((j12 < 50)) {
-                        const float t13 = p4[((row7 * 50) + j12)];
-                        if ((t13 > m9)) {
-                            s10 = ((s10 * expf((m9 - t13))) + 1.0f);
-                            m9 = t13;
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
+        float loss4 = 0.0f;
+        int cnt5 = 0;
+        for (int row6 = sg3; row6 < 4; row6 += 4) {
+            const int t7 = p3[row6];
+            if ((t7 >= 0) && (t7 < 50)) {
+                float m8 = (-__int_as_float(0x7f800000));
+                float s9 = 0.0f;
+                for (int k10 = 0; k10 < 2; k10 += 1) {
+                    const int j11 = (l32_2 + (k10 * 32));
+                    if (j11 < 50) {
+                        const float t12 = p4[((row6 * 50) + j11)];
+                        if (t12 > m8) {
+                            s9 = ((s9 * expf((m8 - t12))) + 1.0f);
+                            m8 = t12;
                         } else {
-                            s10 += ((t13 == m9) ? 1.0f : expf((t13 - m9)));
+                            s9 += ((t12 == m8) ? 1.0f : expf((t12 - m8)));
                         }
                     }
                 }
-                const float M14 = magc_simd_max(m9);
-                const float S15 = magc_simd_sum(((m9 == M14) ? s10 : (s10 * expf((m9 - M14)))));
-                const float t16 = p4[((row7 * 50) + t8)];
-                loss5 += ((M14 - t16) + logf(S15));
-                cnt6 += 1;
+                const float M13 = magc_simd_max(m8);
+                const float S14 = magc_simd_sum(((m8 == M13) ? s9 : (s9 * expf((m8 - M13)))));
+                const float t15 = p4[((row6 * 50) + t7)];
+                loss4 += ((M13 - t15) + logf(S14));
+                cnt5 += 1;
             }
         }
-        const float s17 = magc_simd_sum(((l32_2 == 0) ? loss5 : 0.0f));
-        if ((l32_2 == 0)) {
-            sh18[sg3] = s17;
+        const float s16 = magc_simd_sum(((l32_2 == 0) ? loss4 : 0.0f));
+        if (l32_2 == 0) {
+            sh17[sg3] = s16;
         }
         __syncthreads();
-        float acc19 = sh18[0];
-        for (int s20 = 1; s20 < 4; s20 += 1) {
-            acc19 += sh18[s20];
+        float acc18 = sh17[0];
+        for (int s19 = 1; s19 < 4; s19 += 1) {
+            acc18 += sh17[s19];
         }
         __syncthreads();
-        const int s21 = magc_simd_sum(((l32_2 == 0) ? cnt6 : 0));
-        if ((l32_2 == 0)) {
-            sh22[sg3] = s21;
+        const int s20 = magc_simd_sum(((l32_2 == 0) ? cnt5 : 0));
+        if (l32_2 == 0) {
+            sh21[sg3] = s20;
         }
         __syncthreads();
-        int acc23 = sh22[0];
-        for (int s24 = 1; s24 < 4; s24 += 1) {
-            acc23 += sh22[s24];
+        int acc22 = sh21[0];
+        for (int s23 = 1; s23 < 4; s23 += 1) {
+            acc22 += sh21[s23];
         }
         __syncthreads();
-        if ((lid1 == 0)) {
-            p5[0] = ((acc23 > 0) ? (acc19 / float(acc23)) : 0.0f);
+        if (lid1 == 0) {
+            p5[0] = ((acc22 > 0) ? (acc18 / float(acc22)) : 0.0f);
         }
-    } else if ((int(blockIdx.x) < 5)) {
+    } else if (int(blockIdx.x) < 5) {
         const int h2 = (int(blockIdx.x) - 3);
         const int m01 = ((h2 / 2) * 32);
         const int n02 = (h2 * 32);
@@ -464,7 +463,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_cross_entropy_x3_0(
                 const int k10 = (l8 % 32);
                 const int gi11 = (m01 + i9);
                 const int gk12 = (k0 + k10);
-                if (((gi11 < 4) && (gk12 < 16))) {
+                if ((gi11 < 4) && (gk12 < 16)) {
                     const float t13 = p1[(((gi11 + 4) * 16) + gk12)];
                     sh[((i9 * 36) + k10)] = t13;
                 } else {
@@ -477,7 +476,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_cross_entropy_x3_0(
                 const int k17 = (l15 % 32);
                 const int gi18 = (n02 + i16);
                 const int gk19 = (k0 + k17);
-                if (((gi18 < 50) && (gk19 < 16))) {
+                if ((gi18 < 50) && (gk19 < 16)) {
                     const float t20 = p6[((gi18 * 16) + gk19)];
                     sh[(((i16 * 36) + k17) + 1152)] = t20;
                 } else {
@@ -512,7 +511,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_cross_entropy_x3_0(
             const int j24 = (l22 % 32);
             const int gi25 = (m01 + i23);
             const int gj26 = (n02 + j24);
-            if (((gi25 < 4) && (gj26 < 50))) {
+            if ((gi25 < 4) && (gj26 < 50)) {
                 p7[((gi25 * 50) + gj26)] = sh[((i23 * 36) + j24)];
             }
         }
@@ -535,21 +534,21 @@ extern "C" __global__ void __launch_bounds__(128) cross_entropy_bwd_cross_entrop
         const float* p7,
         float* p8) {
     __shared__ int sh8[4];
-    __shared__ float sh18[4];
-    __shared__ int sh22[4];
+    __shared__ float sh17[4];
+    __shared__ int sh21[4];
     __shared__ float sh[2304];
-    if ((int(blockIdx.x) < 1)) {
+    if (int(blockIdx.x) < 1) {
         const int h0 = (int(blockIdx.x) - 0);
         const int lid1 = int(threadIdx.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
         int cnt4 = 0;
         for (int i5 = lid1; i5 < 4; i5 += 128) {
             const int t6 = p0[(i5 + 4)];
             cnt4 += (((t6 >= 0) && (t6 < 50)) ? 1 : 0);
         }
         const int s7 = magc_simd_sum(cnt4);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh8[sg3] = s7;
         }
         __syncthreads();
@@ -562,18 +561,18 @@ extern "C" __global__ void __launch_bounds__(128) cross_entropy_bwd_cross_entrop
         const float t12 = p2[0];
         const float t13 = (t11 * t12);
         const float scale14 = (t13 / float(acc9));
-        const int row15 = ((h0 * 4) + (lid1 / 32));
+        const int row15 = ((h0 * 4) + sg3);
         const int t16 = p0[(row15 + 4)];
-        if (((t16 >= 0) && (t16 < 50))) {
+        if ((t16 >= 0) && (t16 < 50)) {
             float reg17[2];
             float m18 = (-__int_as_float(0x7f800000));
             float s19 = 0.0f;
             for (int k20 = 0; k20 < 2; k20 += 1) {
                 const int j21 = (l32_2 + (k20 * 32));
-                if ((j21 < 50)) {
+                if (j21 < 50) {
                     const float t22 = p3[((row15 * 50) + j21)];
                     reg17[k20] = t22;
-                    if ((t22 > m18)) {
+                    if (t22 > m18) {
                         s19 = ((s19 * expf((m18 - t22))) + 1.0f);
                         m18 = t22;
                     } else {
@@ -586,74 +585,73 @@ extern "C" __global__ void __launch_bounds__(128) cross_entropy_bwd_cross_entrop
             const float inv25 = (1.0f / S24);
             for (int k26 = 0; k26 < 2; k26 += 1) {
                 const int j27 = (l32_2 + (k26 * 32));
-                if ((j27 < 50)) {
+                if (j27 < 50) {
                     p4[((row15 * 50) + j27)] = (((expf((reg17[k26] - M23)) * inv25) - ((j27 == t16) ? 1.0f : 0.0f)) * scale14);
                 }
             }
         } else {
             for (int k28 = 0; k28 < 2; k28 += 1) {
                 const int j29 = (l32_2 + (k28 * 32));
-                if ((j29 < 50)) {
+                if (j29 < 50) {
                     p4[((row15 * 50) + j29)] = 0.0f;
                 }
             }
         }
-    } else if ((int(blockIdx.x) < 2)) {
+    } else if (int(blockIdx.x) < 2) {
         const int h1 = (int(blockIdx.x) - 1);
         const int lid1 = int(threadIdx.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
-        const int team4 = (lid1 / 32);
-        float loss5 = 0.0f;
-        int cnt6 = 0;
-        for (int row7 = team4; row7 < 4; row7 += 4) {
-            const int t8 = p0[(row7 + 4)];
-            if (((t8 >= 0) && (t8 < 50))) {
-                float m9 = (-__int_as_float(0x7f800000));
-                float s10 = 0.0f;
-                for (int k11 = 0; k11 < 2; k11 += 1) {
-                    const int j12 = (l32_2 + (k11 * 32));
-                    if ((j12 < 50)) {
-                        const float t13 = p3[((row7 * 50) + j12)];
-                        if ((t13 > m9)) {
-                            s10 = ((s10 * expf((m9 - t13))) + 1.0f);
-                            m9 = t13;
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
+        float loss4 = 0.0f;
+        int cnt5 = 0;
+        for (int row6 = sg3; row6 < 4; row6 += 4) {
+            const int t7 = p0[(row6 + 4)];
+            if ((t7 >= 0) && (t7 < 50)) {
+                float m8 = (-__int_as_float(0x7f800000));
+                float s9 = 0.0f;
+                for (int k10 = 0; k10 < 2; k10 += 1) {
+                    const int j11 = (l32_2 + (k10 * 32));
+                    if (j11 < 50) {
+                        const float t12 = p3[((row6 * 50) + j11)];
+                        if (t12 > m8) {
+                            s9 = ((s9 * expf((m8 - t12))) + 1.0f);
+                            m8 = t12;
                         } else {
-                            s10 += ((t13 == m9) ? 1.0f : expf((t13 - m9)));
+                            s9 += ((t12 == m8) ? 1.0f : expf((t12 - m8)));
                         }
                     }
                 }
-                const float M14 = magc_simd_max(m9);
-                const float S15 = magc_simd_sum(((m9 == M14) ? s10 : (s10 * expf((m9 - M14)))));
-                const float t16 = p3[((row7 * 50) + t8)];
-                loss5 += ((M14 - t16) + logf(S15));
-                cnt6 += 1;
+                const float M13 = magc_simd_max(m8);
+                const float S14 = magc_simd_sum(((m8 == M13) ? s9 : (s9 * expf((m8 - M13)))));
+                const float t15 = p3[((row6 * 50) + t7)];
+                loss4 += ((M13 - t15) + logf(S14));
+                cnt5 += 1;
             }
         }
-        const float s17 = magc_simd_sum(((l32_2 == 0) ? loss5 : 0.0f));
-        if ((l32_2 == 0)) {
-            sh18[sg3] = s17;
+        const float s16 = magc_simd_sum(((l32_2 == 0) ? loss4 : 0.0f));
+        if (l32_2 == 0) {
+            sh17[sg3] = s16;
         }
         __syncthreads();
-        float acc19 = sh18[0];
-        for (int s20 = 1; s20 < 4; s20 += 1) {
-            acc19 += sh18[s20];
+        float acc18 = sh17[0];
+        for (int s19 = 1; s19 < 4; s19 += 1) {
+            acc18 += sh17[s19];
         }
         __syncthreads();
-        const int s21 = magc_simd_sum(((l32_2 == 0) ? cnt6 : 0));
-        if ((l32_2 == 0)) {
-            sh22[sg3] = s21;
+        const int s20 = magc_simd_sum(((l32_2 == 0) ? cnt5 : 0));
+        if (l32_2 == 0) {
+            sh21[sg3] = s20;
         }
         __syncthreads();
-        int acc23 = sh22[0];
-        for (int s24 = 1; s24 < 4; s24 += 1) {
-            acc23 += sh22[s24];
+        int acc22 = sh21[0];
+        for (int s23 = 1; s23 < 4; s23 += 1) {
+            acc22 += sh21[s23];
         }
         __syncthreads();
-        if ((lid1 == 0)) {
-            p5[0] = ((acc23 > 0) ? (acc19 / float(acc23)) : 0.0f);
+        if (lid1 == 0) {
+            p5[0] = ((acc22 > 0) ? (acc18 / float(acc22)) : 0.0f);
         }
-    } else if ((int(blockIdx.x) < 4)) {
+    } else if (int(blockIdx.x) < 4) {
         const int h2 = (int(blockIdx.x) - 2);
         const int m01 = ((h2 / 2) * 32);
         const int n02 = (h2 * 32);
@@ -672,7 +670,7 @@ extern "C" __global__ void __launch_bounds__(128) cross_entropy_bwd_cross_entrop
                 const int k10 = (l8 % 32);
                 const int gi11 = (m01 + i9);
                 const int gk12 = (k0 + k10);
-                if (((gi11 < 2) && (gk12 < 16))) {
+                if ((gi11 < 2) && (gk12 < 16)) {
                     const float t13 = p6[(((gi11 + 8) * 16) + gk12)];
                     sh[((i9 * 36) + k10)] = t13;
                 } else {
@@ -685,7 +683,7 @@ extern "C" __global__ void __launch_bounds__(128) cross_entropy_bwd_cross_entrop
                 const int k17 = (l15 % 32);
                 const int gi18 = (n02 + i16);
                 const int gk19 = (k0 + k17);
-                if (((gi18 < 50) && (gk19 < 16))) {
+                if ((gi18 < 50) && (gk19 < 16)) {
                     const float t20 = p7[((gi18 * 16) + gk19)];
                     sh[(((i16 * 36) + k17) + 1152)] = t20;
                 } else {
@@ -720,7 +718,7 @@ extern "C" __global__ void __launch_bounds__(128) cross_entropy_bwd_cross_entrop
             const int j24 = (l22 % 32);
             const int gi25 = (m01 + i23);
             const int gj26 = (n02 + j24);
-            if (((gi25 < 2) && (gj26 < 50))) {
+            if ((gi25 < 2) && (gj26 < 50)) {
                 p8[((gi25 * 50) + gj26)] = sh[((i23 * 36) + j24)];
             }
         }
@@ -739,20 +737,20 @@ extern "C" __global__ void __launch_bounds__(64) cross_entropy_bwd_cross_entropy
         float* p4,
         float* p5) {
     __shared__ int sh8[2];
-    __shared__ float sh18[2];
-    __shared__ int sh22[2];
-    if ((int(blockIdx.x) < 1)) {
+    __shared__ float sh17[2];
+    __shared__ int sh21[2];
+    if (int(blockIdx.x) < 1) {
         const int h0 = (int(blockIdx.x) - 0);
         const int lid1 = int(threadIdx.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
         int cnt4 = 0;
         for (int i5 = lid1; i5 < 2; i5 += 64) {
             const int t6 = p0[(i5 + 8)];
             cnt4 += (((t6 >= 0) && (t6 < 50)) ? 1 : 0);
         }
         const int s7 = magc_simd_sum(cnt4);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh8[sg3] = s7;
         }
         __syncthreads();
@@ -765,18 +763,18 @@ extern "C" __global__ void __launch_bounds__(64) cross_entropy_bwd_cross_entropy
         const float t12 = p2[0];
         const float t13 = (t11 * t12);
         const float scale14 = (t13 / float(acc9));
-        const int row15 = ((h0 * 2) + (lid1 / 32));
+        const int row15 = ((h0 * 2) + sg3);
         const int t16 = p0[(row15 + 8)];
-        if (((t16 >= 0) && (t16 < 50))) {
+        if ((t16 >= 0) && (t16 < 50)) {
             float reg17[2];
             float m18 = (-__int_as_float(0x7f800000));
             float s19 = 0.0f;
             for (int k20 = 0; k20 < 2; k20 += 1) {
                 const int j21 = (l32_2 + (k20 * 32));
-                if ((j21 < 50)) {
+                if (j21 < 50) {
                     const float t22 = p3[((row15 * 50) + j21)];
                     reg17[k20] = t22;
-                    if ((t22 > m18)) {
+                    if (t22 > m18) {
                         s19 = ((s19 * expf((m18 - t22))) + 1.0f);
                         m18 = t22;
                     } else {
@@ -789,72 +787,71 @@ extern "C" __global__ void __launch_bounds__(64) cross_entropy_bwd_cross_entropy
             const float inv25 = (1.0f / S24);
             for (int k26 = 0; k26 < 2; k26 += 1) {
                 const int j27 = (l32_2 + (k26 * 32));
-                if ((j27 < 50)) {
+                if (j27 < 50) {
                     p4[((row15 * 50) + j27)] = (((expf((reg17[k26] - M23)) * inv25) - ((j27 == t16) ? 1.0f : 0.0f)) * scale14);
                 }
             }
         } else {
             for (int k28 = 0; k28 < 2; k28 += 1) {
                 const int j29 = (l32_2 + (k28 * 32));
-                if ((j29 < 50)) {
+                if (j29 < 50) {
                     p4[((row15 * 50) + j29)] = 0.0f;
                 }
             }
         }
-    } else if ((int(blockIdx.x) < 2)) {
+    } else if (int(blockIdx.x) < 2) {
         const int h1 = (int(blockIdx.x) - 1);
         const int lid1 = int(threadIdx.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
-        const int team4 = (lid1 / 32);
-        float loss5 = 0.0f;
-        int cnt6 = 0;
-        for (int row7 = team4; row7 < 2; row7 += 2) {
-            const int t8 = p0[(row7 + 8)];
-            if (((t8 >= 0) && (t8 < 50))) {
-                float m9 = (-__int_as_float(0x7f800000));
-                float s10 = 0.0f;
-                for (int k11 = 0; k11 < 2; k11 += 1) {
-                    const int j12 = (l32_2 + (k11 * 32));
-                    if ((j12 < 50)) {
-                        const float t13 = p3[((row7 * 50) + j12)];
-                        if ((t13 > m9)) {
-                            s10 = ((s10 * expf((m9 - t13))) + 1.0f);
-                            m9 = t13;
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
+        float loss4 = 0.0f;
+        int cnt5 = 0;
+        for (int row6 = sg3; row6 < 2; row6 += 2) {
+            const int t7 = p0[(row6 + 8)];
+            if ((t7 >= 0) && (t7 < 50)) {
+                float m8 = (-__int_as_float(0x7f800000));
+                float s9 = 0.0f;
+                for (int k10 = 0; k10 < 2; k10 += 1) {
+                    const int j11 = (l32_2 + (k10 * 32));
+                    if (j11 < 50) {
+                        const float t12 = p3[((row6 * 50) + j11)];
+                        if (t12 > m8) {
+                            s9 = ((s9 * expf((m8 - t12))) + 1.0f);
+                            m8 = t12;
                         } else {
-                            s10 += ((t13 == m9) ? 1.0f : expf((t13 - m9)));
+                            s9 += ((t12 == m8) ? 1.0f : expf((t12 - m8)));
                         }
                     }
                 }
-                const float M14 = magc_simd_max(m9);
-                const float S15 = magc_simd_sum(((m9 == M14) ? s10 : (s10 * expf((m9 - M14)))));
-                const float t16 = p3[((row7 * 50) + t8)];
-                loss5 += ((M14 - t16) + logf(S15));
-                cnt6 += 1;
+                const float M13 = magc_simd_max(m8);
+                const float S14 = magc_simd_sum(((m8 == M13) ? s9 : (s9 * expf((m8 - M13)))));
+                const float t15 = p3[((row6 * 50) + t7)];
+                loss4 += ((M13 - t15) + logf(S14));
+                cnt5 += 1;
             }
         }
-        const float s17 = magc_simd_sum(((l32_2 == 0) ? loss5 : 0.0f));
-        if ((l32_2 == 0)) {
-            sh18[sg3] = s17;
+        const float s16 = magc_simd_sum(((l32_2 == 0) ? loss4 : 0.0f));
+        if (l32_2 == 0) {
+            sh17[sg3] = s16;
         }
         __syncthreads();
-        float acc19 = sh18[0];
-        for (int s20 = 1; s20 < 2; s20 += 1) {
-            acc19 += sh18[s20];
+        float acc18 = sh17[0];
+        for (int s19 = 1; s19 < 2; s19 += 1) {
+            acc18 += sh17[s19];
         }
         __syncthreads();
-        const int s21 = magc_simd_sum(((l32_2 == 0) ? cnt6 : 0));
-        if ((l32_2 == 0)) {
-            sh22[sg3] = s21;
+        const int s20 = magc_simd_sum(((l32_2 == 0) ? cnt5 : 0));
+        if (l32_2 == 0) {
+            sh21[sg3] = s20;
         }
         __syncthreads();
-        int acc23 = sh22[0];
-        for (int s24 = 1; s24 < 2; s24 += 1) {
-            acc23 += sh22[s24];
+        int acc22 = sh21[0];
+        for (int s23 = 1; s23 < 2; s23 += 1) {
+            acc22 += sh21[s23];
         }
         __syncthreads();
-        if ((lid1 == 0)) {
-            p5[0] = ((acc23 > 0) ? (acc19 / float(acc23)) : 0.0f);
+        if (lid1 == 0) {
+            p5[0] = ((acc22 > 0) ? (acc18 / float(acc22)) : 0.0f);
         }
     }
 }
@@ -881,7 +878,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_div_add_mul_x3_0(
         float* p12,
         float* p13) {
     __shared__ float sh[2304];
-    if ((int(blockIdx.x) < 2)) {
+    if (int(blockIdx.x) < 2) {
         const int h0 = (int(blockIdx.x) - 0);
         const int m01 = (h0 * 32);
         const int n02 = ((h0 % 1) * 32);
@@ -900,7 +897,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_div_add_mul_x3_0(
                 const int i10 = (l8 % 32);
                 const int gi11 = (m01 + i10);
                 const int gk12 = (k0 + k9);
-                if (((gi11 < 50) && (gk12 < 2))) {
+                if ((gi11 < 50) && (gk12 < 2)) {
                     const float t13 = p0[((gk12 * 50) + gi11)];
                     sh[((k9 * 36) + i10)] = t13;
                 } else {
@@ -913,7 +910,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_div_add_mul_x3_0(
                 const int i17 = (l15 % 32);
                 const int gi18 = (n02 + i17);
                 const int gk19 = (k0 + k16);
-                if (((gi18 < 16) && (gk19 < 2))) {
+                if ((gi18 < 16) && (gk19 < 2)) {
                     const float t20 = p1[(((gk19 + 8) * 16) + gi18)];
                     sh[(((k16 * 36) + i17) + 1152)] = t20;
                 } else {
@@ -944,7 +941,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_div_add_mul_x3_0(
                 const int i24 = (l22 % 32);
                 const int gi25 = (m01 + i24);
                 const int gk26 = (k0 + k23);
-                if (((gi25 < 50) && (gk26 < 4))) {
+                if ((gi25 < 50) && (gk26 < 4)) {
                     const float t27 = p2[((gk26 * 50) + gi25)];
                     sh[((k23 * 36) + i24)] = t27;
                 } else {
@@ -957,7 +954,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_div_add_mul_x3_0(
                 const int i31 = (l29 % 32);
                 const int gi32 = (n02 + i31);
                 const int gk33 = (k0 + k30);
-                if (((gi32 < 16) && (gk33 < 4))) {
+                if ((gi32 < 16) && (gk33 < 4)) {
                     const float t34 = p1[(((gk33 + 4) * 16) + gi32)];
                     sh[(((k30 * 36) + i31) + 1152)] = t34;
                 } else {
@@ -992,17 +989,17 @@ extern "C" __global__ void __launch_bounds__(128) matmul_div_add_mul_x3_0(
             const int j38 = (l36 % 32);
             const int gi39 = (m01 + i37);
             const int gj40 = (n02 + j38);
-            if (((gi39 < 50) && (gj40 < 16))) {
+            if ((gi39 < 50) && (gj40 < 16)) {
                 const float acc41 = sh[((i37 * 36) + j38)];
                 const float t42 = p3[((gi39 * 16) + gj40)];
                 const float t43 = (acc41 + t42);
                 p4[((gi39 * 16) + gj40)] = t43;
             }
         }
-    } else if ((int(blockIdx.x) < 4)) {
+    } else if (int(blockIdx.x) < 4) {
         const int h1 = (int(blockIdx.x) - 2);
         const int i1 = ((h1 * 128) + int(threadIdx.x));
-        if ((i1 >= 1)) {
+        if (i1 >= 1) {
             return;
         }
         const float t2 = p5[i1];
@@ -1019,10 +1016,10 @@ extern "C" __global__ void __launch_bounds__(128) matmul_div_add_mul_x3_0(
         const float t13 = p11[i1];
         const float t14 = (t12 / t13);
         p12[i1] = t14;
-    } else if ((int(blockIdx.x) < 6)) {
+    } else if (int(blockIdx.x) < 6) {
         const int h2 = (int(blockIdx.x) - 4);
         const int i1 = ((h2 * 128) + int(threadIdx.x));
-        if ((i1 >= 1)) {
+        if (i1 >= 1) {
             return;
         }
         p13[i1] = 0.0f;
@@ -1036,20 +1033,20 @@ extern "C" __global__ void __launch_bounds__(256) reduce_sum_1(
         float* p1) {
     __shared__ float sh11[8];
     const int lid1 = int(threadIdx.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = magc_lane();
+    const int sg3 = magc_simdgroup();
     const int row4 = int(blockIdx.x);
     float acc5 = 0.0f;
     for (int k6 = 0; k6 < 4; k6 += 1) {
         const int j7 = (lid1 + (k6 * 256));
-        if ((j7 < 800)) {
+        if (j7 < 800) {
             const float t8 = p0[j7];
             const float t9 = (t8 * t8);
             acc5 += t9;
         }
     }
     const float s10 = magc_simd_sum(acc5);
-    if ((l32_2 == 0)) {
+    if (l32_2 == 0) {
         sh11[sg3] = s10;
     }
     __syncthreads();
@@ -1058,7 +1055,7 @@ extern "C" __global__ void __launch_bounds__(256) reduce_sum_1(
         acc12 += sh11[s13];
     }
     __syncthreads();
-    if ((lid1 == 0)) {
+    if (lid1 == 0) {
         const float t14 = sqrtf(acc12);
         p1[row4] = t14;
     }
@@ -1075,7 +1072,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_min_0(
         const float* p5,
         float* p6) {
     const int i1 = int(blockIdx.x * blockDim.x + threadIdx.x);
-    if ((i1 >= 800)) {
+    if (i1 >= 800) {
         return;
     }
     const float t4 = p0[i1];

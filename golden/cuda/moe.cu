@@ -89,7 +89,7 @@ extern "C" __global__ void __launch_bounds__(32) rmsnorm_0(
         float* p2) {
     const int lid1 = int(threadIdx.x);
     const int row4 = ((int(blockIdx.x) * 32) + lid1);
-    if ((row4 >= 16)) {
+    if (row4 >= 16) {
         return;
     }
     const int c5 = (row4 / 8);
@@ -132,7 +132,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_0(
             const int k10 = (l8 % 32);
             const int gi11 = (m01 + i9);
             const int gk12 = (k0 + k10);
-            if (((gi11 < 16) && (gk12 < 16))) {
+            if ((gi11 < 16) && (gk12 < 16)) {
                 const float t13 = p0[((gi11 * 16) + gk12)];
                 sh[((i9 * 36) + k10)] = t13;
             } else {
@@ -145,7 +145,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_0(
             const int k17 = (l15 % 32);
             const int gi18 = (n02 + i16);
             const int gk19 = (k0 + k17);
-            if (((gi18 < 4) && (gk19 < 16))) {
+            if ((gi18 < 4) && (gk19 < 16)) {
                 const float t20 = p1[((gi18 * 16) + gk19)];
                 sh[(((i16 * 36) + k17) + 1152)] = t20;
             } else {
@@ -180,7 +180,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_0(
         const int j24 = (l22 % 32);
         const int gi25 = (m01 + i23);
         const int gj26 = (n02 + j24);
-        if (((gi25 < 16) && (gj26 < 4))) {
+        if ((gi25 < 16) && (gj26 < 4)) {
             p2[((gi25 * 4) + gj26)] = sh[((i23 * 36) + j24)];
         }
     }
@@ -195,7 +195,7 @@ extern "C" __global__ void __launch_bounds__(32) topk_0(
         float* p3,
         float* p4) {
     const int row1 = int(blockIdx.x * blockDim.x + threadIdx.x);
-    if ((row1 >= 16)) {
+    if (row1 >= 16) {
         return;
     }
     float m2 = (-__int_as_float(0x7f800000));
@@ -223,7 +223,7 @@ extern "C" __global__ void __launch_bounds__(32) topk_0(
         for (int i18 = 0; i18 < 4; i18 += 1) {
             const float t19 = p0[((row1 * 4) + i18)];
             const float v20 = (expf((t19 - m2)) * inv8);
-            if ((((pi14 < 0) || (((isnan(pv13) && (!isnan(v20))) || (pv13 > v20)) || ((!((isnan(v20) && (!isnan(pv13))) || (v20 > pv13))) && (i18 > pi14)))) && ((bi17 < 0) || ((isnan(v20) && (!isnan(bv16))) || (v20 > bv16))))) {
+            if (((pi14 < 0) || (((isnan(pv13) && (!isnan(v20))) || (pv13 > v20)) || ((!((isnan(v20) && (!isnan(pv13))) || (v20 > pv13))) && (i18 > pi14)))) && ((bi17 < 0) || ((isnan(v20) && (!isnan(bv16))) || (v20 > bv16)))) {
                 bv16 = v20;
                 bi17 = i18;
             }
@@ -253,13 +253,13 @@ extern "C" __global__ void __launch_bounds__(32) moe_route_0(
     const int hi5 = min((lo4 + 1), 32);
     int off6 = 0;
     for (int ex7 = 0; ex7 < 4; ex7 += 1) {
-        if ((lid1 == 0)) {
+        if (lid1 == 0) {
             p0[ex7] = off6;
         }
         int c8 = 0;
         for (int i9 = lo4; i9 < hi5; i9 += 1) {
             const int t12 = p1[i9];
-            if ((t12 == ex7)) {
+            if (t12 == ex7) {
                 c8 += 1;
             }
         }
@@ -268,7 +268,7 @@ extern "C" __global__ void __launch_bounds__(32) moe_route_0(
         int pos15 = (off6 + pre13);
         for (int i16 = lo4; i16 < hi5; i16 += 1) {
             const int t19 = p1[i16];
-            if ((t19 == ex7)) {
+            if (t19 == ex7) {
                 p2[pos15] = (i16 / 2);
                 p3[pos15] = i16;
                 pos15 += 1;
@@ -276,7 +276,7 @@ extern "C" __global__ void __launch_bounds__(32) moe_route_0(
         }
         off6 += sgt14;
     }
-    if ((lid1 == 0)) {
+    if (lid1 == 0) {
         p0[4] = off6;
     }
 }
@@ -291,14 +291,14 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_0(
         const float* p4) {
     const int ex1 = int(blockIdx.z);
     const int n02 = (int(blockIdx.x) * 32);
-    if ((ex1 == 4)) {
+    if (ex1 == 4) {
         const int t3 = p0[0];
         const int t4 = p0[4];
         for (int s5 = 0; s5 < 8; s5 += 1) {
             const int l6 = ((s5 * 128) + int(threadIdx.x));
             const int r7 = ((int(blockIdx.y) * 32) + (l6 / 32));
             const int j8 = (n02 + (l6 % 32));
-            if (((j8 < 48) && ((r7 < t3) || (r7 >= t4)))) {
+            if ((j8 < 48) && ((r7 < t3) || (r7 >= t4))) {
                 p1[((r7 * 48) + j8)] = 0.0f;
             }
         }
@@ -307,7 +307,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_0(
     const int t9 = p0[ex1];
     const int t10 = p0[(ex1 + 1)];
     const int m011 = (t9 + (int(blockIdx.y) * 32));
-    if ((m011 >= t10)) {
+    if (m011 >= t10) {
         return;
     }
     __shared__ float sh[2304];
@@ -326,7 +326,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_0(
             const int k19 = (l17 % 32);
             const int gi20 = (m011 + i18);
             const int gk21 = (k0 + k19);
-            if (((gi20 < t10) && (gk21 < 16))) {
+            if ((gi20 < t10) && (gk21 < 16)) {
                 const int t22 = p2[gi20];
                 const float t23 = p3[((t22 * 16) + gk21)];
                 sh[((i18 * 36) + k19)] = t23;
@@ -340,7 +340,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_0(
             const int k27 = (l25 % 32);
             const int gi28 = (n02 + i26);
             const int gk29 = (k0 + k27);
-            if (((gi28 < 48) && (gk29 < 16))) {
+            if ((gi28 < 48) && (gk29 < 16)) {
                 const float t30 = p4[((((ex1 * 48) + gi28) * 16) + gk29)];
                 sh[(((i26 * 36) + k27) + 1152)] = t30;
             } else {
@@ -375,7 +375,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_0(
         const int j34 = (l32 % 32);
         const int gi35 = (m011 + i33);
         const int gj36 = (n02 + j34);
-        if (((gi35 < t10) && (gj36 < 48))) {
+        if ((gi35 < t10) && (gj36 < 48)) {
             p1[((gi35 * 48) + gj36)] = sh[((i33 * 36) + j34)];
         }
     }
@@ -396,14 +396,14 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_1(
         const float* p8) {
     const int ex1 = int(blockIdx.z);
     const int n02 = (int(blockIdx.x) * 32);
-    if ((ex1 == 4)) {
+    if (ex1 == 4) {
         const int t3 = p0[0];
         const int t4 = p0[4];
         for (int s5 = 0; s5 < 8; s5 += 1) {
             const int l6 = ((s5 * 128) + int(threadIdx.x));
             const int r7 = ((int(blockIdx.y) * 32) + (l6 / 32));
             const int j8 = (n02 + (l6 % 32));
-            if (((j8 < 16) && ((r7 < t3) || (r7 >= t4)))) {
+            if ((j8 < 16) && ((r7 < t3) || (r7 >= t4))) {
                 const float acc9 = 0.0f;
                 p1[((r7 * 16) + j8)] = acc9;
                 const int t10 = p2[((r7 * 1) + 0)];
@@ -417,7 +417,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_1(
     const int t13 = p0[ex1];
     const int t14 = p0[(ex1 + 1)];
     const int m015 = (t13 + (int(blockIdx.y) * 32));
-    if ((m015 >= t14)) {
+    if (m015 >= t14) {
         return;
     }
     __shared__ float sh[2304];
@@ -436,15 +436,15 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_1(
             const int k23 = (l21 % 32);
             const int gi24 = (m015 + i22);
             const int gk25 = (k0 + k23);
-            if (((gi24 < t14) && (gk25 < 24))) {
+            if ((gi24 < t14) && (gk25 < 24)) {
                 const float t26 = p5[((gi24 * 48) + gk25)];
                 const float t27 = (t26 / (1.0f + expf((-t26))));
-                if ((n02 == 0)) {
+                if (n02 == 0) {
                     p6[((gi24 * 24) + gk25)] = t27;
                 }
                 const float t28 = p5[((gi24 * 48) + (gk25 + 24))];
                 const float t29 = (t27 * t28);
-                if ((n02 == 0)) {
+                if (n02 == 0) {
                     p7[((gi24 * 24) + gk25)] = t29;
                 }
                 sh[((i22 * 36) + k23)] = t29;
@@ -458,7 +458,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_1(
             const int k33 = (l31 % 32);
             const int gi34 = (n02 + i32);
             const int gk35 = (k0 + k33);
-            if (((gi34 < 16) && (gk35 < 24))) {
+            if ((gi34 < 16) && (gk35 < 24)) {
                 const float t36 = p8[((((ex1 * 16) + gi34) * 24) + gk35)];
                 sh[(((i32 * 36) + k33) + 1152)] = t36;
             } else {
@@ -493,7 +493,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_1(
         const int j40 = (l38 % 32);
         const int gi41 = (m015 + i39);
         const int gj42 = (n02 + j40);
-        if (((gi41 < t14) && (gj42 < 16))) {
+        if ((gi41 < t14) && (gj42 < 16)) {
             const float acc43 = sh[((i39 * 36) + j40)];
             p1[((gi41 * 16) + gj42)] = acc43;
             const int t44 = p2[((gi41 * 1) + 0)];
@@ -519,7 +519,7 @@ extern "C" __global__ void __launch_bounds__(64) scatter_add_reduce_mean_x3_0(
         float* p6) {
     __shared__ float sh9[64];
     __shared__ float sh8[64];
-    if ((int(blockIdx.x) < 4)) {
+    if (int(blockIdx.x) < 4) {
         const int h0 = (int(blockIdx.x) - 0);
         const int t1 = ((h0 * 64) + int(threadIdx.x));
         const int c2 = (t1 % 16);
@@ -527,13 +527,13 @@ extern "C" __global__ void __launch_bounds__(64) scatter_add_reduce_mean_x3_0(
         float acc5 = 0.0f;
         for (int i4 = 0; i4 < 32; i4 += 1) {
             const int t6 = p0[i4];
-            if ((t6 == lo3)) {
+            if (t6 == lo3) {
                 const float t7 = p1[((i4 * 16) + c2)];
                 acc5 += t7;
             }
         }
         p2[((lo3 * 16) + c2)] = acc5;
-    } else if ((int(blockIdx.x) < 5)) {
+    } else if (int(blockIdx.x) < 5) {
         const int h1 = (int(blockIdx.x) - 4);
         const int lid1 = int(threadIdx.x);
         const int col2 = (lid1 % 4);
@@ -547,13 +547,13 @@ extern "C" __global__ void __launch_bounds__(64) scatter_add_reduce_mean_x3_0(
         }
         sh9[lid1] = acc5;
         __syncthreads();
-        if ((part3 == 0)) {
+        if (part3 == 0) {
             for (int pr10 = 1; pr10 < 16; pr10 += 1) {
                 acc5 += sh9[((pr10 * 4) + col2)];
             }
             p4[o4] = (acc5 / 16.0f);
         }
-    } else if ((int(blockIdx.x) < 6)) {
+    } else if (int(blockIdx.x) < 6) {
         const int h2 = (int(blockIdx.x) - 5);
         const int lid1 = int(threadIdx.x);
         const int col2 = (lid1 % 4);
@@ -566,7 +566,7 @@ extern "C" __global__ void __launch_bounds__(64) scatter_add_reduce_mean_x3_0(
         }
         sh8[lid1] = acc5;
         __syncthreads();
-        if ((part3 == 0)) {
+        if (part3 == 0) {
             for (int pr9 = 1; pr9 < 16; pr9 += 1) {
                 acc5 += sh8[((pr9 * 4) + col2)];
             }
@@ -586,11 +586,11 @@ extern "C" __global__ void __launch_bounds__(32) reduce_sum_add_x2_0(
         const float* p3,
         const float* p4,
         float* p5) {
-    if ((int(blockIdx.x) < 1)) {
+    if (int(blockIdx.x) < 1) {
         const int h0 = (int(blockIdx.x) - 0);
         const int lid1 = int(threadIdx.x);
         const int row4 = ((h0 * 32) + lid1);
-        if ((row4 >= 1)) {
+        if (row4 >= 1) {
             return;
         }
         float acc5 = 0.0f;
@@ -602,7 +602,7 @@ extern "C" __global__ void __launch_bounds__(32) reduce_sum_add_x2_0(
         }
         const float t10 = (acc5 * 0.04f);
         p2[row4] = t10;
-    } else if ((int(blockIdx.x) < 9)) {
+    } else if (int(blockIdx.x) < 9) {
         const int h1 = (int(blockIdx.x) - 1);
         const int i1 = ((h1 * 32) + int(threadIdx.x));
         const float t5 = p3[i1];
@@ -622,7 +622,7 @@ extern "C" __global__ void __launch_bounds__(32) reduce_mean_mul_scale_x2_0(
         const float* p2,
         float* p3,
         float* p4) {
-    if ((int(blockIdx.x) < 1)) {
+    if (int(blockIdx.x) < 1) {
         const int h0 = (int(blockIdx.x) - 0);
         const int lid1 = int(threadIdx.x);
         const int row4 = h0;
@@ -634,14 +634,14 @@ extern "C" __global__ void __launch_bounds__(32) reduce_mean_mul_scale_x2_0(
             acc5 += t9;
         }
         const float s10 = magc_simd_sum(acc5);
-        if ((lid1 == 0)) {
+        if (lid1 == 0) {
             const float acc11 = (s10 / 256.0f);
             p1[row4] = acc11;
             const float t12 = p2[row4];
             const float t13 = (acc11 + t12);
             p3[row4] = t13;
         }
-    } else if ((int(blockIdx.x) < 9)) {
+    } else if (int(blockIdx.x) < 9) {
         const int h1 = (int(blockIdx.x) - 1);
         const int i1 = ((h1 * 32) + int(threadIdx.x));
         const float t5 = (1.0f * 0.00390625f);
@@ -664,7 +664,7 @@ extern "C" __global__ void __launch_bounds__(32) mul_gather_scale_reduce_sum_x2_
         float* p4,
         const float* p5,
         float* p6) {
-    if ((int(blockIdx.x) < 16)) {
+    if (int(blockIdx.x) < 16) {
         const int h0 = (int(blockIdx.x) - 0);
         const int i1 = ((h0 * 32) + int(threadIdx.x));
         const int c2 = (i1 / 16);
@@ -676,7 +676,7 @@ extern "C" __global__ void __launch_bounds__(32) mul_gather_scale_reduce_sum_x2_
         const float t8 = p3[t7];
         const float t9 = (t6 * t8);
         p4[i1] = t9;
-    } else if ((int(blockIdx.x) < 17)) {
+    } else if (int(blockIdx.x) < 17) {
         const int h1 = (int(blockIdx.x) - 16);
         const int lid1 = int(threadIdx.x);
         const int row4 = ((h1 * 32) + lid1);
@@ -713,9 +713,9 @@ extern "C" __global__ void __launch_bounds__(128) scatter_add_grouped_matmul_wgr
         float* p10,
         const float* p11) {
     __shared__ float sh[2304];
-    if ((int(blockIdx.x) < 1)) {
+    if (int(blockIdx.x) < 1) {
         const int h0 = (int(blockIdx.x) - 0);
-        if ((((h0 * 128) + int(threadIdx.x)) >= 32)) {
+        if (((h0 * 128) + int(threadIdx.x)) >= 32) {
             return;
         }
         const int t1 = ((h0 * 128) + int(threadIdx.x));
@@ -723,13 +723,13 @@ extern "C" __global__ void __launch_bounds__(128) scatter_add_grouped_matmul_wgr
         float acc4 = 0.0f;
         for (int i3 = 0; i3 < 32; i3 += 1) {
             const int t5 = p0[i3];
-            if ((t5 == lo2)) {
+            if (t5 == lo2) {
                 const float t6 = p1[i3];
                 acc4 += t6;
             }
         }
         p2[lo2] = acc4;
-    } else if ((int(blockIdx.x) < 5)) {
+    } else if (int(blockIdx.x) < 5) {
         const int h1 = (int(blockIdx.x) - 1);
         const int ex1 = h1;
         const int m02 = ((h1 % 1) * 32);
@@ -751,7 +751,7 @@ extern "C" __global__ void __launch_bounds__(128) scatter_add_grouped_matmul_wgr
                 const int i13 = (l11 % 32);
                 const int gi14 = (m02 + i13);
                 const int gk15 = (k0 + k12);
-                if (((gi14 < 16) && (gk15 < t5))) {
+                if ((gi14 < 16) && (gk15 < t5)) {
                     const float t16 = p4[((gk15 * 16) + gi14)];
                     sh[((k12 * 36) + i13)] = t16;
                 } else {
@@ -764,7 +764,7 @@ extern "C" __global__ void __launch_bounds__(128) scatter_add_grouped_matmul_wgr
                 const int i20 = (l18 % 32);
                 const int gi21 = (n03 + i20);
                 const int gk22 = (k0 + k19);
-                if (((gi21 < 24) && (gk22 < t5))) {
+                if ((gi21 < 24) && (gk22 < t5)) {
                     const float t23 = p5[((gk22 * 24) + gi21)];
                     sh[(((k19 * 36) + i20) + 1152)] = t23;
                 } else {
@@ -799,22 +799,22 @@ extern "C" __global__ void __launch_bounds__(128) scatter_add_grouped_matmul_wgr
             const int j27 = (l25 % 32);
             const int gi28 = (m02 + i26);
             const int gj29 = (n03 + j27);
-            if (((gi28 < 16) && (gj29 < 24))) {
+            if ((gi28 < 16) && (gj29 < 24)) {
                 p6[((((ex1 * 16) + gi28) * 24) + gj29)] = sh[((i26 * 36) + j27)];
             }
         }
-    } else if ((int(blockIdx.x) < 10)) {
+    } else if (int(blockIdx.x) < 10) {
         const int h2 = (int(blockIdx.x) - 5);
         const int ex1 = h2;
         const int n02 = ((h2 % 1) * 32);
-        if ((ex1 == 4)) {
+        if (ex1 == 4) {
             const int t3 = p3[0];
             const int t4 = p3[4];
             for (int s5 = 0; s5 < 8; s5 += 1) {
                 const int l6 = ((s5 * 128) + int(threadIdx.x));
                 const int r7 = (((h2 % 1) * 32) + (l6 / 32));
                 const int j8 = (n02 + (l6 % 32));
-                if (((j8 < 24) && ((r7 < t3) || (r7 >= t4)))) {
+                if ((j8 < 24) && ((r7 < t3) || (r7 >= t4))) {
                     const float acc9 = 0.0f;
                     const float t10 = p7[((r7 * 24) + j8)];
                     const float t11 = (acc9 * t10);
@@ -835,7 +835,7 @@ extern "C" __global__ void __launch_bounds__(128) scatter_add_grouped_matmul_wgr
         const int t20 = p3[ex1];
         const int t21 = p3[(ex1 + 1)];
         const int m022 = (t20 + ((h2 % 1) * 32));
-        if ((m022 >= t21)) {
+        if (m022 >= t21) {
             return;
         }
         const int ti23 = int(threadIdx.x);
@@ -853,7 +853,7 @@ extern "C" __global__ void __launch_bounds__(128) scatter_add_grouped_matmul_wgr
                 const int k30 = (l28 % 32);
                 const int gi31 = (m022 + i29);
                 const int gk32 = (k0 + k30);
-                if (((gi31 < t21) && (gk32 < 16))) {
+                if ((gi31 < t21) && (gk32 < 16)) {
                     const float t33 = p4[((gi31 * 16) + gk32)];
                     sh[((i29 * 36) + k30)] = t33;
                 } else {
@@ -866,7 +866,7 @@ extern "C" __global__ void __launch_bounds__(128) scatter_add_grouped_matmul_wgr
                 const int i37 = (l35 % 32);
                 const int gi38 = (n02 + i37);
                 const int gk39 = (k0 + k36);
-                if (((gi38 < 24) && (gk39 < 16))) {
+                if ((gi38 < 24) && (gk39 < 16)) {
                     const float t40 = p11[((((ex1 * 16) + gk39) * 24) + gi38)];
                     sh[(((k36 * 36) + i37) + 1152)] = t40;
                 } else {
@@ -901,7 +901,7 @@ extern "C" __global__ void __launch_bounds__(128) scatter_add_grouped_matmul_wgr
             const int j44 = (l42 % 32);
             const int gi45 = (m022 + i43);
             const int gj46 = (n02 + j44);
-            if (((gi45 < t21) && (gj46 < 24))) {
+            if ((gi45 < t21) && (gj46 < 24)) {
                 const float acc47 = sh[((i43 * 36) + j44)];
                 const float t48 = p7[((gi45 * 24) + gj46)];
                 const float t49 = (acc47 * t48);
@@ -934,18 +934,18 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_grouped_matmul_
         const float* p6,
         float* p7) {
     __shared__ float sh[2304];
-    if ((int(blockIdx.x) < 5)) {
+    if (int(blockIdx.x) < 5) {
         const int h0 = (int(blockIdx.x) - 0);
         const int ex1 = h0;
         const int n02 = ((h0 % 1) * 32);
-        if ((ex1 == 4)) {
+        if (ex1 == 4) {
             const int t3 = p0[0];
             const int t4 = p0[4];
             for (int s5 = 0; s5 < 8; s5 += 1) {
                 const int l6 = ((s5 * 128) + int(threadIdx.x));
                 const int r7 = (((h0 % 1) * 32) + (l6 / 32));
                 const int j8 = (n02 + (l6 % 32));
-                if (((j8 < 16) && ((r7 < t3) || (r7 >= t4)))) {
+                if ((j8 < 16) && ((r7 < t3) || (r7 >= t4))) {
                     p1[((r7 * 16) + j8)] = 0.0f;
                 }
             }
@@ -954,7 +954,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_grouped_matmul_
         const int t9 = p0[ex1];
         const int t10 = p0[(ex1 + 1)];
         const int m011 = (t9 + ((h0 % 1) * 32));
-        if ((m011 >= t10)) {
+        if (m011 >= t10) {
             return;
         }
         const int ti12 = int(threadIdx.x);
@@ -972,9 +972,9 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_grouped_matmul_
                 const int k19 = (l17 % 32);
                 const int gi20 = (m011 + i18);
                 const int gk21 = (k0 + k19);
-                if (((gi20 < t10) && (gk21 < 48))) {
+                if ((gi20 < t10) && (gk21 < 48)) {
                     float cat22 = 0.0f;
-                    if ((gk21 < 24)) {
+                    if (gk21 < 24) {
                         const float t23 = p2[((gi20 * 24) + (gk21 - 0))];
                         cat22 = t23;
                     } else {
@@ -992,7 +992,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_grouped_matmul_
                 const int i28 = (l26 % 32);
                 const int gi29 = (n02 + i28);
                 const int gk30 = (k0 + k27);
-                if (((gi29 < 16) && (gk30 < 48))) {
+                if ((gi29 < 16) && (gk30 < 48)) {
                     const float t31 = p4[((((ex1 * 48) + gk30) * 16) + gi29)];
                     sh[(((k27 * 36) + i28) + 1152)] = t31;
                 } else {
@@ -1027,11 +1027,11 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_grouped_matmul_
             const int j35 = (l33 % 32);
             const int gi36 = (m011 + i34);
             const int gj37 = (n02 + j35);
-            if (((gi36 < t10) && (gj37 < 16))) {
+            if ((gi36 < t10) && (gj37 < 16)) {
                 p1[((gi36 * 16) + gj37)] = sh[((i34 * 36) + j35)];
             }
         }
-    } else if ((int(blockIdx.x) < 13)) {
+    } else if (int(blockIdx.x) < 13) {
         const int h1 = (int(blockIdx.x) - 5);
         const int ex1 = (h1 / 2);
         const int m02 = ((h1 % 2) * 32);
@@ -1053,9 +1053,9 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_grouped_matmul_
                 const int i13 = (l11 % 32);
                 const int gi14 = (m02 + i13);
                 const int gk15 = (k0 + k12);
-                if (((gi14 < 48) && (gk15 < t5))) {
+                if ((gi14 < 48) && (gk15 < t5)) {
                     float cat16 = 0.0f;
-                    if ((gi14 < 24)) {
+                    if (gi14 < 24) {
                         const float t17 = p2[((gk15 * 24) + (gi14 - 0))];
                         cat16 = t17;
                     } else {
@@ -1073,7 +1073,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_grouped_matmul_
                 const int i22 = (l20 % 32);
                 const int gi23 = (n03 + i22);
                 const int gk24 = (k0 + k21);
-                if (((gi23 < 16) && (gk24 < t5))) {
+                if ((gi23 < 16) && (gk24 < t5)) {
                     const int t25 = p5[gk24];
                     const float t26 = p6[((t25 * 16) + gi23)];
                     sh[(((k21 * 36) + i22) + 1152)] = t26;
@@ -1109,7 +1109,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_grouped_matmul_
             const int j30 = (l28 % 32);
             const int gi31 = (m02 + i29);
             const int gj32 = (n03 + j30);
-            if (((gi31 < 48) && (gj32 < 16))) {
+            if ((gi31 < 48) && (gj32 < 16)) {
                 p7[((((ex1 * 48) + gi31) * 16) + gj32)] = sh[((i29 * 36) + j30)];
             }
         }
@@ -1128,7 +1128,7 @@ extern "C" __global__ void __launch_bounds__(32) scatter_add_reduce_sum_x2_0(
         const float* p4,
         const float* p5,
         float* p6) {
-    if ((int(blockIdx.x) < 8)) {
+    if (int(blockIdx.x) < 8) {
         const int h0 = (int(blockIdx.x) - 0);
         const int t1 = ((h0 * 32) + int(threadIdx.x));
         const int c2 = (t1 % 16);
@@ -1136,17 +1136,17 @@ extern "C" __global__ void __launch_bounds__(32) scatter_add_reduce_sum_x2_0(
         float acc5 = 0.0f;
         for (int i4 = 0; i4 < 32; i4 += 1) {
             const int t6 = p0[i4];
-            if ((t6 == lo3)) {
+            if (t6 == lo3) {
                 const float t7 = p1[((i4 * 16) + c2)];
                 acc5 += t7;
             }
         }
         p2[((lo3 * 16) + c2)] = acc5;
-    } else if ((int(blockIdx.x) < 9)) {
+    } else if (int(blockIdx.x) < 9) {
         const int h1 = (int(blockIdx.x) - 8);
         const int lid1 = int(threadIdx.x);
         const int row4 = ((h1 * 32) + lid1);
-        if ((row4 >= 16)) {
+        if (row4 >= 16) {
             return;
         }
         float acc5 = 0.0f;
@@ -1195,7 +1195,7 @@ extern "C" __global__ void __launch_bounds__(64) reduce_sum_0(
     }
     sh17[lid1] = acc5;
     __syncthreads();
-    if ((part3 == 0)) {
+    if (part3 == 0) {
         for (int pr18 = 1; pr18 < 2; pr18 += 1) {
             acc5 += sh17[((pr18 * 32) + col2)];
         }
@@ -1217,7 +1217,7 @@ extern "C" __global__ void __launch_bounds__(32) reduce_sum_1(
         float* p2) {
     const int lid1 = int(threadIdx.x);
     const int row4 = ((int(blockIdx.x) * 32) + lid1);
-    if ((row4 >= 16)) {
+    if (row4 >= 16) {
         return;
     }
     float acc5 = 0.0f;
@@ -1248,7 +1248,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_0(
         const float* p3,
         float* p4) {
     __shared__ float sh[2304];
-    if ((int(blockIdx.x) < 1)) {
+    if (int(blockIdx.x) < 1) {
         const int h0 = (int(blockIdx.x) - 0);
         const int m01 = (h0 * 32);
         const int n02 = (h0 * 32);
@@ -1267,7 +1267,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_0(
                 const int k10 = (l8 % 32);
                 const int gi11 = (m01 + i9);
                 const int gk12 = (k0 + k10);
-                if (((gi11 < 16) && (gk12 < 4))) {
+                if ((gi11 < 16) && (gk12 < 4)) {
                     const float t13 = p0[((gi11 * 4) + gk12)];
                     sh[((i9 * 36) + k10)] = t13;
                 } else {
@@ -1280,7 +1280,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_0(
                 const int i17 = (l15 % 32);
                 const int gi18 = (n02 + i17);
                 const int gk19 = (k0 + k16);
-                if (((gi18 < 16) && (gk19 < 4))) {
+                if ((gi18 < 16) && (gk19 < 4)) {
                     const float t20 = p1[((gk19 * 16) + gi18)];
                     sh[(((k16 * 36) + i17) + 1152)] = t20;
                 } else {
@@ -1315,11 +1315,11 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_0(
             const int j24 = (l22 % 32);
             const int gi25 = (m01 + i23);
             const int gj26 = (n02 + j24);
-            if (((gi25 < 16) && (gj26 < 16))) {
+            if ((gi25 < 16) && (gj26 < 16)) {
                 p2[((gi25 * 16) + gj26)] = sh[((i23 * 36) + j24)];
             }
         }
-    } else if ((int(blockIdx.x) < 2)) {
+    } else if (int(blockIdx.x) < 2) {
         const int h1 = (int(blockIdx.x) - 1);
         const int m01 = (h1 * 32);
         const int n02 = (h1 * 32);
@@ -1338,7 +1338,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_0(
                 const int i10 = (l8 % 32);
                 const int gi11 = (m01 + i10);
                 const int gk12 = (k0 + k9);
-                if (((gi11 < 4) && (gk12 < 16))) {
+                if ((gi11 < 4) && (gk12 < 16)) {
                     const float t13 = p0[((gk12 * 4) + gi11)];
                     sh[((k9 * 36) + i10)] = t13;
                 } else {
@@ -1351,7 +1351,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_0(
                 const int i17 = (l15 % 32);
                 const int gi18 = (n02 + i17);
                 const int gk19 = (k0 + k16);
-                if (((gi18 < 16) && (gk19 < 16))) {
+                if ((gi18 < 16) && (gk19 < 16)) {
                     const float t20 = p3[((gk19 * 16) + gi18)];
                     sh[(((k16 * 36) + i17) + 1152)] = t20;
                 } else {
@@ -1386,7 +1386,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_0(
             const int j24 = (l22 % 32);
             const int gi25 = (m01 + i23);
             const int gj26 = (n02 + j24);
-            if (((gi25 < 4) && (gj26 < 16))) {
+            if ((gi25 < 4) && (gj26 < 16)) {
                 p4[((gi25 * 16) + gj26)] = sh[((i23 * 36) + j24)];
             }
         }
@@ -1415,7 +1415,7 @@ extern "C" __global__ void __launch_bounds__(32) rmsnorm_bwd_0(
         float dot12 = 0.0f;
         for (int k13 = 0; k13 < 1; k13 += 1) {
             const int j14 = (lid1 + (k13 * 32));
-            if ((j14 < 16)) {
+            if (j14 < 16) {
                 const float t15 = p0[((((c7 * 8) + c8) * 16) + j14)];
                 reg9[k13] = t15;
                 const float t16 = p1[((((c7 * 8) + c8) * 16) + j14)];
@@ -1431,7 +1431,7 @@ extern "C" __global__ void __launch_bounds__(32) rmsnorm_bwd_0(
         const float r22 = rsqrtf(((s20 / 16.0f) + 1e-05f));
         for (int k24 = 0; k24 < 1; k24 += 1) {
             const int j25 = (lid1 + (k24 * 32));
-            if ((j25 < 16)) {
+            if (j25 < 16) {
                 const float xh26 = (reg9[k24] * r22);
                 dg4[k24] += (reg10[k24] * xh26);
             }
@@ -1439,7 +1439,7 @@ extern "C" __global__ void __launch_bounds__(32) rmsnorm_bwd_0(
     }
     for (int k27 = 0; k27 < 1; k27 += 1) {
         const int j28 = (lid1 + (k27 * 32));
-        if ((j28 < 16)) {
+        if (j28 < 16) {
             p4[j28] = dg4[k27];
         }
     }
@@ -1457,21 +1457,21 @@ extern "C" __global__ void __launch_bounds__(256) reduce_sum_2(
         float* p5) {
     __shared__ float sh15[8];
     const int lid1 = int(threadIdx.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = magc_lane();
+    const int sg3 = magc_simdgroup();
     const int row4 = int(blockIdx.x);
     float acc5 = 0.0f;
     for (int k6 = 0; k6 < 19; k6 += 1) {
         const int j7 = (lid1 + (k6 * 256));
-        if ((j7 < 4688)) {
+        if (j7 < 4688) {
             float cat8 = 0.0f;
-            if ((j7 < 16)) {
+            if (j7 < 16) {
                 const float t9 = p0[(j7 - 0)];
                 cat8 = t9;
-            } else if ((j7 < 80)) {
+            } else if (j7 < 80) {
                 const float t10 = p1[(j7 - 16)];
                 cat8 = t10;
-            } else if ((j7 < 3152)) {
+            } else if (j7 < 3152) {
                 const float t11 = p2[(j7 - 80)];
                 cat8 = t11;
             } else {
@@ -1483,7 +1483,7 @@ extern "C" __global__ void __launch_bounds__(256) reduce_sum_2(
         }
     }
     const float s14 = magc_simd_sum(acc5);
-    if ((l32_2 == 0)) {
+    if (l32_2 == 0) {
         sh15[sg3] = s14;
     }
     __syncthreads();
@@ -1492,7 +1492,7 @@ extern "C" __global__ void __launch_bounds__(256) reduce_sum_2(
         acc16 += sh15[s17];
     }
     __syncthreads();
-    if ((lid1 == 0)) {
+    if (lid1 == 0) {
         const float t18 = sqrtf(acc16);
         p4[row4] = t18;
         const float t19 = (1.0f / t18);
@@ -1527,10 +1527,10 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x4_0(
         float* p16,
         float* p17,
         float* p18) {
-    if ((int(blockIdx.x) < 1)) {
+    if (int(blockIdx.x) < 1) {
         const int h0 = (int(blockIdx.x) - 0);
         const int i1 = ((h0 * 256) + int(threadIdx.x));
-        if ((i1 >= 16)) {
+        if (i1 >= 16) {
             return;
         }
         const float t2 = p0[i1];
@@ -1547,10 +1547,10 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x4_0(
         p6[i1] = t12;
         p2[i1] = t6;
         p3[i1] = t8;
-    } else if ((int(blockIdx.x) < 2)) {
+    } else if (int(blockIdx.x) < 2) {
         const int h1 = (int(blockIdx.x) - 1);
         const int i1 = ((h1 * 256) + int(threadIdx.x));
-        if ((i1 >= 64)) {
+        if (i1 >= 64) {
             return;
         }
         const float t4 = p7[i1];
@@ -1567,7 +1567,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x4_0(
         p10[i1] = t14;
         p8[i1] = t8;
         p9[i1] = t10;
-    } else if ((int(blockIdx.x) < 14)) {
+    } else if (int(blockIdx.x) < 14) {
         const int h2 = (int(blockIdx.x) - 2);
         const int i1 = ((h2 * 256) + int(threadIdx.x));
         const float t5 = p11[i1];
@@ -1584,7 +1584,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x4_0(
         p14[i1] = t15;
         p12[i1] = t9;
         p13[i1] = t11;
-    } else if ((int(blockIdx.x) < 20)) {
+    } else if (int(blockIdx.x) < 20) {
         const int h3 = (int(blockIdx.x) - 14);
         const int i1 = ((h3 * 256) + int(threadIdx.x));
         const float t5 = p15[i1];

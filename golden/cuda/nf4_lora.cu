@@ -113,7 +113,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_0(
             const int k10 = (l8 % 32);
             const int gi11 = (m01 + i9);
             const int gk12 = (k0 + k10);
-            if ((gi11 < 24)) {
+            if (gi11 < 24) {
                 const float t13 = p0[((gi11 * 32) + gk12)];
                 sh[((i9 * 36) + k10)] = t13;
             } else {
@@ -169,7 +169,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_0(
         const int j24 = (l22 % 64);
         const int gi25 = (m01 + i23);
         const int gj26 = (n02 + j24);
-        if ((gi25 < 24)) {
+        if (gi25 < 24) {
             p2[((gi25 * 64) + gj26)] = sh[((i23 * 68) + j24)];
         }
     }
@@ -209,7 +209,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_1(
             const int k10 = (l8 % 32);
             const int gi11 = (m01 + i9);
             const int gk12 = (k0 + k10);
-            if ((gi11 < 24)) {
+            if (gi11 < 24) {
                 const float t13 = p0[((gi11 * 64) + gk12)];
                 sh[((i9 * 36) + k10)] = (t13 * 0.25f);
             } else {
@@ -257,7 +257,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_1(
             const int k24 = (l22 % 32);
             const int gi25 = (m01 + i23);
             const int gk26 = (k0 + k24);
-            if ((gi25 < 24)) {
+            if (gi25 < 24) {
                 const float t27 = p2[((gi25 * 32) + gk26)];
                 sh[((i23 * 36) + k24)] = t27;
             } else {
@@ -313,7 +313,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_1(
         const int j38 = (l36 % 64);
         const int gi39 = (m01 + i37);
         const int gj40 = (n02 + j38);
-        if ((gi39 < 24)) {
+        if (gi39 < 24) {
             const float acc41 = sh[((i37 * 68) + j38)];
             p7[((gi39 * 64) + gj40)] = acc41;
             const float t42 = (acc41 / (1.0f + expf((-acc41))));
@@ -350,7 +350,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_2(
             const int k10 = (l8 % 32);
             const int gi11 = (m01 + i9);
             const int gk12 = (k0 + k10);
-            if ((gi11 < 24)) {
+            if (gi11 < 24) {
                 const float t13 = p0[((gi11 * 64) + gk12)];
                 sh[((i9 * 36) + k10)] = t13;
             } else {
@@ -406,7 +406,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_2(
         const int j24 = (l22 % 64);
         const int gi25 = (m01 + i23);
         const int gj26 = (n02 + j24);
-        if ((gi25 < 24)) {
+        if (gi25 < 24) {
             p2[((gi25 * 64) + gj26)] = sh[((i23 * 68) + j24)];
         }
     }
@@ -441,7 +441,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_3(
             const int k10 = (l8 % 32);
             const int gi11 = (m01 + i9);
             const int gk12 = (k0 + k10);
-            if ((gi11 < 24)) {
+            if (gi11 < 24) {
                 const float t13 = p0[((gi11 * 64) + gk12)];
                 sh[((i9 * 36) + k10)] = (t13 * 0.25f);
             } else {
@@ -481,7 +481,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_3(
             const int k24 = (l22 % 32);
             const int gi25 = (m01 + i23);
             const int gk26 = (k0 + k24);
-            if ((gi25 < 24)) {
+            if (gi25 < 24) {
                 const float t27 = p2[((gi25 * 64) + gk26)];
                 sh[((i23 * 36) + k24)] = t27;
             } else {
@@ -525,7 +525,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_3(
         const int j38 = (l36 % 32);
         const int gi39 = (m01 + i37);
         const int gj40 = (n02 + j38);
-        if ((gi39 < 24)) {
+        if (gi39 < 24) {
             const float acc41 = sh[((i37 * 36) + j38)];
             p7[((gi39 * 32) + gj40)] = acc41;
         }
@@ -541,11 +541,11 @@ extern "C" __global__ void __launch_bounds__(256) reduce_mean_const_x2_0(
         float* p1,
         float* p2) {
     __shared__ float sh11[8];
-    if ((int(blockIdx.x) < 1)) {
+    if (int(blockIdx.x) < 1) {
         const int h0 = (int(blockIdx.x) - 0);
         const int lid1 = int(threadIdx.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
         const int row4 = h0;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 3; k6 += 1) {
@@ -555,7 +555,7 @@ extern "C" __global__ void __launch_bounds__(256) reduce_mean_const_x2_0(
             acc5 += t9;
         }
         const float s10 = magc_simd_sum(acc5);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh11[sg3] = s10;
         }
         __syncthreads();
@@ -564,13 +564,13 @@ extern "C" __global__ void __launch_bounds__(256) reduce_mean_const_x2_0(
             acc12 += sh11[s13];
         }
         __syncthreads();
-        if ((lid1 == 0)) {
+        if (lid1 == 0) {
             p1[row4] = (acc12 / 768.0f);
         }
-    } else if ((int(blockIdx.x) < 2)) {
+    } else if (int(blockIdx.x) < 2) {
         const int h1 = (int(blockIdx.x) - 1);
         const int i1 = ((h1 * 256) + int(threadIdx.x));
-        if ((i1 >= 1)) {
+        if (i1 >= 1) {
             return;
         }
         p2[i1] = 0.0f;
@@ -607,11 +607,11 @@ extern "C" __global__ void __launch_bounds__(128) matmul_4(
             const int k10 = (l8 % 32);
             const int gi11 = (m01 + i9);
             const int gk12 = (k0 + k10);
-            if ((gi11 < 24)) {
+            if (gi11 < 24) {
                 const float t13 = (1.0f * 0.0013020834f);
                 const float t14 = p0[((gi11 * 32) + gk12)];
                 const float t15 = (t13 * t14);
-                if ((n02 == 0)) {
+                if (n02 == 0) {
                     p1[((gi11 * 32) + gk12)] = t15;
                 }
                 const float t16 = (t15 * 2.0f);
@@ -670,7 +670,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_4(
         const int j28 = (l26 % 64);
         const int gi29 = (m01 + i27);
         const int gj30 = (n02 + j28);
-        if ((gi29 < 24)) {
+        if (gi29 < 24) {
             p3[((gi29 * 64) + gj30)] = sh[((i27 * 68) + j28)];
         }
     }
@@ -697,7 +697,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x3_0(
         const float* p11,
         float* p12) {
     __shared__ float sh[4352];
-    if ((int(blockIdx.x) < 1)) {
+    if (int(blockIdx.x) < 1) {
         const int h0 = (int(blockIdx.x) - 0);
         const int m01 = (h0 * 32);
         const int n02 = (h0 * 64);
@@ -720,7 +720,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x3_0(
                 const int i10 = (l8 % 32);
                 const int gi11 = (m01 + i10);
                 const int gk12 = (k0 + k9);
-                if ((gk12 < 24)) {
+                if (gk12 < 24) {
                     const float t13 = p0[((gk12 * 32) + gi11)];
                     const float t14 = (t13 * 2.0f);
                     const float t15 = (t14 * 0.25f);
@@ -735,7 +735,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x3_0(
                 const int i19 = (l17 % 64);
                 const int gi20 = (n02 + i19);
                 const int gk21 = (k0 + k18);
-                if ((gk21 < 24)) {
+                if (gk21 < 24) {
                     const float t22 = p1[((gk21 * 64) + gi20)];
                     sh[(((k18 * 68) + i19) + 1152)] = t22;
                 } else {
@@ -784,7 +784,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x3_0(
             const int gj28 = (n02 + j26);
             p2[((gi27 * 64) + gj28)] = sh[((i25 * 68) + j26)];
         }
-    } else if ((int(blockIdx.x) < 2)) {
+    } else if (int(blockIdx.x) < 2) {
         const int h1 = (int(blockIdx.x) - 1);
         const int m01 = (h1 * 64);
         const int n02 = (h1 * 64);
@@ -815,7 +815,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x3_0(
                 const int i10 = (l8 % 64);
                 const int gi11 = (m01 + i10);
                 const int gk12 = (k0 + k9);
-                if ((gk12 < 24)) {
+                if (gk12 < 24) {
                     const float t13 = p3[((gk12 * 64) + gi11)];
                     sh[((k9 * 68) + i10)] = t13;
                 } else {
@@ -828,7 +828,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x3_0(
                 const int i17 = (l15 % 64);
                 const int gi18 = (n02 + i17);
                 const int gk19 = (k0 + k16);
-                if ((gk19 < 24)) {
+                if (gk19 < 24) {
                     const float t20 = p4[((gk19 * 64) + gi18)];
                     sh[(((k16 * 68) + i17) + 1088)] = t20;
                 } else {
@@ -897,7 +897,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x3_0(
             const int gj26 = (n02 + j24);
             p5[((gi25 * 64) + gj26)] = sh[((i23 * 68) + j24)];
         }
-    } else if ((int(blockIdx.x) < 3)) {
+    } else if (int(blockIdx.x) < 3) {
         const int h2 = (int(blockIdx.x) - 2);
         const int m01 = (h2 * 32);
         const int n02 = (h2 * 64);
@@ -920,7 +920,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x3_0(
                 const int k10 = (l8 % 32);
                 const int gi11 = (m01 + i9);
                 const int gk12 = (k0 + k10);
-                if ((gi11 < 24)) {
+                if (gi11 < 24) {
                     const float t13 = p0[((gi11 * 32) + gk12)];
                     const float t14 = (t13 * 2.0f);
                     sh[((i9 * 36) + k10)] = t14;
@@ -969,7 +969,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x3_0(
                 const int k25 = (l23 % 32);
                 const int gi26 = (m01 + i24);
                 const int gk27 = (k0 + k25);
-                if ((gi26 < 24)) {
+                if (gi26 < 24) {
                     const float t28 = p3[((gi26 * 64) + gk27)];
                     sh[((i24 * 36) + k25)] = t28;
                 } else {
@@ -1025,7 +1025,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x3_0(
             const int j39 = (l37 % 64);
             const int gi40 = (m01 + i38);
             const int gj41 = (n02 + j39);
-            if ((gi40 < 24)) {
+            if (gi40 < 24) {
                 const float acc42 = sh[((i38 * 68) + j39)];
                 const float t43 = p11[((gi40 * 64) + gj41)];
                 const float t44 = (1.0f / (1.0f + expf((-t43))));
@@ -1051,7 +1051,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_0(
         const float* p3,
         float* p4) {
     __shared__ float sh[4352];
-    if ((int(blockIdx.x) < 1)) {
+    if (int(blockIdx.x) < 1) {
         const int h0 = (int(blockIdx.x) - 0);
         const int m01 = (h0 * 32);
         const int n02 = (h0 * 64);
@@ -1074,7 +1074,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_0(
                 const int k10 = (l8 % 32);
                 const int gi11 = (m01 + i9);
                 const int gk12 = (k0 + k10);
-                if ((gi11 < 24)) {
+                if (gi11 < 24) {
                     const float t13 = p0[((gi11 * 64) + gk12)];
                     const float t14 = (t13 * 0.25f);
                     sh[((i9 * 36) + k10)] = t14;
@@ -1131,11 +1131,11 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_0(
             const int j25 = (l23 % 64);
             const int gi26 = (m01 + i24);
             const int gj27 = (n02 + j25);
-            if ((gi26 < 24)) {
+            if (gi26 < 24) {
                 p2[((gi26 * 64) + gj27)] = sh[((i24 * 68) + j25)];
             }
         }
-    } else if ((int(blockIdx.x) < 2)) {
+    } else if (int(blockIdx.x) < 2) {
         const int h1 = (int(blockIdx.x) - 1);
         const int m01 = (h1 * 64);
         const int n02 = (h1 * 64);
@@ -1166,7 +1166,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_0(
                 const int i10 = (l8 % 64);
                 const int gi11 = (m01 + i10);
                 const int gk12 = (k0 + k9);
-                if ((gk12 < 24)) {
+                if (gk12 < 24) {
                     const float t13 = p0[((gk12 * 64) + gi11)];
                     const float t14 = (t13 * 0.25f);
                     sh[((k9 * 68) + i10)] = t14;
@@ -1180,7 +1180,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_0(
                 const int i18 = (l16 % 64);
                 const int gi19 = (n02 + i18);
                 const int gk20 = (k0 + k17);
-                if ((gk20 < 24)) {
+                if (gk20 < 24) {
                     const float t21 = p3[((gk20 * 64) + gi19)];
                     sh[(((k17 * 68) + i18) + 1088)] = t21;
                 } else {
@@ -1280,7 +1280,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_5(
             const int i10 = (l8 % 64);
             const int gi11 = (m01 + i10);
             const int gk12 = (k0 + k9);
-            if ((gk12 < 24)) {
+            if (gk12 < 24) {
                 const float t13 = p0[((gk12 * 64) + gi11)];
                 sh[((k9 * 68) + i10)] = t13;
             } else {
@@ -1293,7 +1293,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_5(
             const int i17 = (l15 % 32);
             const int gi18 = (n02 + i17);
             const int gk19 = (k0 + k16);
-            if ((gk19 < 24)) {
+            if (gk19 < 24) {
                 const float t20 = p1[((gk19 * 32) + gi18)];
                 sh[(((k16 * 36) + i17) + 2176)] = t20;
             } else {
@@ -1356,20 +1356,20 @@ extern "C" __global__ void __launch_bounds__(1024) reduce_sum_0(
         float* p5) {
     __shared__ float sh15[32];
     const int lid1 = int(threadIdx.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = magc_lane();
+    const int sg3 = magc_simdgroup();
     const int row4 = int(blockIdx.x);
     float acc5 = 0.0f;
     for (int k6 = 0; k6 < 12; k6 += 1) {
         const int j7 = (lid1 + (k6 * 1024));
         float cat8 = 0.0f;
-        if ((j7 < 2048)) {
+        if (j7 < 2048) {
             const float t9 = p0[(j7 - 0)];
             cat8 = t9;
-        } else if ((j7 < 6144)) {
+        } else if (j7 < 6144) {
             const float t10 = p1[(j7 - 2048)];
             cat8 = t10;
-        } else if ((j7 < 10240)) {
+        } else if (j7 < 10240) {
             const float t11 = p2[(j7 - 6144)];
             cat8 = t11;
         } else {
@@ -1380,7 +1380,7 @@ extern "C" __global__ void __launch_bounds__(1024) reduce_sum_0(
         acc5 += t13;
     }
     const float s14 = magc_simd_sum(acc5);
-    if ((l32_2 == 0)) {
+    if (l32_2 == 0) {
         sh15[sg3] = s14;
     }
     __syncthreads();
@@ -1389,7 +1389,7 @@ extern "C" __global__ void __launch_bounds__(1024) reduce_sum_0(
         acc16 += sh15[s17];
     }
     __syncthreads();
-    if ((lid1 == 0)) {
+    if (lid1 == 0) {
         const float t18 = sqrtf(acc16);
         p4[row4] = t18;
         const float t19 = (0.3f / t18);
@@ -1424,7 +1424,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x4_0(
         float* p16,
         float* p17,
         float* p18) {
-    if ((int(blockIdx.x) < 8)) {
+    if (int(blockIdx.x) < 8) {
         const int h0 = (int(blockIdx.x) - 0);
         const int i1 = ((h0 * 256) + int(threadIdx.x));
         const float t4 = p0[i1];
@@ -1441,7 +1441,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x4_0(
         p6[i1] = t14;
         p2[i1] = t8;
         p3[i1] = t10;
-    } else if ((int(blockIdx.x) < 24)) {
+    } else if (int(blockIdx.x) < 24) {
         const int h1 = (int(blockIdx.x) - 8);
         const int i1 = ((h1 * 256) + int(threadIdx.x));
         const float t4 = p7[i1];
@@ -1458,7 +1458,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x4_0(
         p10[i1] = t14;
         p8[i1] = t8;
         p9[i1] = t10;
-    } else if ((int(blockIdx.x) < 40)) {
+    } else if (int(blockIdx.x) < 40) {
         const int h2 = (int(blockIdx.x) - 24);
         const int i1 = ((h2 * 256) + int(threadIdx.x));
         const float t4 = p11[i1];
@@ -1475,7 +1475,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x4_0(
         p14[i1] = t14;
         p12[i1] = t8;
         p13[i1] = t10;
-    } else if ((int(blockIdx.x) < 48)) {
+    } else if (int(blockIdx.x) < 48) {
         const int h3 = (int(blockIdx.x) - 40);
         const int i1 = ((h3 * 256) + int(threadIdx.x));
         const float t4 = p15[i1];

@@ -87,14 +87,14 @@ extern "C" __global__ void __launch_bounds__(192) rmsnorm_0(
         const float* p0,
         const float* p1,
         float* p2) {
-    const int lid1 = int(threadIdx.x);
-    const int l32_2 = (lid1 % 32);
-    const int row4 = ((int(blockIdx.x) * 6) + (lid1 / 32));
+    const int l32_2 = magc_lane();
+    const int sg3 = magc_simdgroup();
+    const int row4 = ((int(blockIdx.x) * 6) + sg3);
     float reg5[2];
     float ss6 = 0.0f;
     for (int k7 = 0; k7 < 2; k7 += 1) {
         const int j8 = (l32_2 + (k7 * 32));
-        if ((j8 < 40)) {
+        if (j8 < 40) {
             const float t9 = p0[((row4 * 40) + j8)];
             reg5[k7] = t9;
             ss6 += (t9 * t9);
@@ -104,7 +104,7 @@ extern "C" __global__ void __launch_bounds__(192) rmsnorm_0(
     const float r11 = rsqrtf(((s10 / 40.0f) + 1e-05f));
     for (int k12 = 0; k12 < 2; k12 += 1) {
         const int j13 = (l32_2 + (k12 * 32));
-        if ((j13 < 40)) {
+        if (j13 < 40) {
             const float t14 = p1[j13];
             p2[((row4 * 40) + j13)] = ((reg5[k12] * r11) * t14);
         }
@@ -120,14 +120,14 @@ extern "C" __global__ void __launch_bounds__(32) reduce_mean_const_x2_0(
         const float* p1,
         float* p2,
         float* p3) {
-    if ((int(blockIdx.x) < 1)) {
+    if (int(blockIdx.x) < 1) {
         const int h0 = (int(blockIdx.x) - 0);
         const int lid1 = int(threadIdx.x);
         const int row4 = h0;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 8; k6 += 1) {
             const int j7 = (lid1 + (k6 * 32));
-            if ((j7 < 240)) {
+            if (j7 < 240) {
                 const float t8 = p0[(((j7 / 40) * 40) + (j7 % 40))];
                 const float t9 = p1[(j7 % 40)];
                 const float t10 = (t8 * t9);
@@ -135,13 +135,13 @@ extern "C" __global__ void __launch_bounds__(32) reduce_mean_const_x2_0(
             }
         }
         const float s11 = magc_simd_sum(acc5);
-        if ((lid1 == 0)) {
+        if (lid1 == 0) {
             p2[row4] = (s11 / 240.0f);
         }
-    } else if ((int(blockIdx.x) < 9)) {
+    } else if (int(blockIdx.x) < 9) {
         const int h1 = (int(blockIdx.x) - 1);
         const int i1 = ((h1 * 32) + int(threadIdx.x));
-        if ((i1 >= 1)) {
+        if (i1 >= 1) {
             return;
         }
         p3[i1] = 0.0f;
@@ -159,7 +159,7 @@ extern "C" __global__ void __launch_bounds__(256) reduce_sum_0(
     const int part3 = (lid1 / 32);
     const int o4 = ((int(blockIdx.x) * 32) + col2);
     float acc5 = 0.0f;
-    if ((o4 < 40)) {
+    if (o4 < 40) {
         for (int k6 = part3; k6 < 6; k6 += 8) {
             const float t7 = (1.0f * 0.004166667f);
             const float t8 = p0[((k6 * 40) + o4)];
@@ -169,7 +169,7 @@ extern "C" __global__ void __launch_bounds__(256) reduce_sum_0(
     }
     sh10[lid1] = acc5;
     __syncthreads();
-    if (((part3 == 0) && (o4 < 40))) {
+    if ((part3 == 0) && (o4 < 40)) {
         for (int pr11 = 1; pr11 < 8; pr11 += 1) {
             acc5 += sh10[((pr11 * 32) + col2)];
         }
@@ -187,8 +187,8 @@ extern "C" __global__ void __launch_bounds__(64) rmsnorm_bwd_0(
     __shared__ float sh20[2];
     __shared__ float sh21[2];
     const int lid1 = int(threadIdx.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = magc_lane();
+    const int sg3 = magc_simdgroup();
     float dg4[1];
     for (int k5 = 0; k5 < 1; k5 += 1) {
         dg4[k5] = 0.0f;
@@ -200,7 +200,7 @@ extern "C" __global__ void __launch_bounds__(64) rmsnorm_bwd_0(
         float dot10 = 0.0f;
         for (int k11 = 0; k11 < 1; k11 += 1) {
             const int j12 = (lid1 + (k11 * 64));
-            if ((j12 < 40)) {
+            if (j12 < 40) {
                 const float t13 = p0[((row6 * 40) + j12)];
                 reg7[k11] = t13;
                 const float t14 = (1.0f * 0.004166667f);
@@ -214,7 +214,7 @@ extern "C" __global__ void __launch_bounds__(64) rmsnorm_bwd_0(
         }
         const float s18 = magc_simd_sum(ss9);
         const float s19 = magc_simd_sum(dot10);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh20[sg3] = s18;
             sh21[sg3] = s19;
         }
@@ -231,7 +231,7 @@ extern "C" __global__ void __launch_bounds__(64) rmsnorm_bwd_0(
         const float r26 = rsqrtf(((acc22 / 40.0f) + 1e-05f));
         for (int k28 = 0; k28 < 1; k28 += 1) {
             const int j29 = (lid1 + (k28 * 64));
-            if ((j29 < 40)) {
+            if (j29 < 40) {
                 const float xh30 = (reg7[k28] * r26);
                 dg4[k28] += (reg8[k28] * xh30);
             }
@@ -239,7 +239,7 @@ extern "C" __global__ void __launch_bounds__(64) rmsnorm_bwd_0(
     }
     for (int k31 = 0; k31 < 1; k31 += 1) {
         const int j32 = (lid1 + (k31 * 64));
-        if ((j32 < 40)) {
+        if (j32 < 40) {
             p3[j32] = dg4[k31];
         }
     }
@@ -258,9 +258,9 @@ extern "C" __global__ void __launch_bounds__(32) reduce_sum_1(
     float acc5 = 0.0f;
     for (int k6 = 0; k6 < 3; k6 += 1) {
         const int j7 = (lid1 + (k6 * 32));
-        if ((j7 < 80)) {
+        if (j7 < 80) {
             float cat8 = 0.0f;
-            if ((j7 < 40)) {
+            if (j7 < 40) {
                 const float t9 = p0[(j7 - 0)];
                 cat8 = t9;
             } else {
@@ -272,7 +272,7 @@ extern "C" __global__ void __launch_bounds__(32) reduce_sum_1(
         }
     }
     const float s12 = magc_simd_sum(acc5);
-    if ((lid1 == 0)) {
+    if (lid1 == 0) {
         const float t13 = sqrtf(s12);
         p2[row4] = t13;
         const float t14 = (1.0f / t13);
@@ -297,10 +297,10 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x2_0(
         float* p8,
         float* p9,
         float* p10) {
-    if ((int(blockIdx.x) < 1)) {
+    if (int(blockIdx.x) < 1) {
         const int h0 = (int(blockIdx.x) - 0);
         const int i1 = ((h0 * 256) + int(threadIdx.x));
-        if ((i1 >= 40)) {
+        if (i1 >= 40) {
             return;
         }
         const float t2 = p0[i1];
@@ -317,10 +317,10 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x2_0(
         p6[i1] = t12;
         p2[i1] = t6;
         p3[i1] = t8;
-    } else if ((int(blockIdx.x) < 2)) {
+    } else if (int(blockIdx.x) < 2) {
         const int h1 = (int(blockIdx.x) - 1);
         const int i1 = ((h1 * 256) + int(threadIdx.x));
-        if ((i1 >= 40)) {
+        if (i1 >= 40) {
             return;
         }
         const float t2 = p7[i1];

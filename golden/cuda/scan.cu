@@ -92,10 +92,10 @@ extern "C" __global__ void __launch_bounds__(256) softplus_add_exp_x2_0(
         float* p3,
         const float* p4,
         float* p5) {
-    if ((int(blockIdx.x) < 1)) {
+    if (int(blockIdx.x) < 1) {
         const int h0 = (int(blockIdx.x) - 0);
         const int i1 = ((h0 * 256) + int(threadIdx.x));
-        if ((i1 >= 192)) {
+        if (i1 >= 192) {
             return;
         }
         const int c4 = (i1 % 8);
@@ -105,10 +105,10 @@ extern "C" __global__ void __launch_bounds__(256) softplus_add_exp_x2_0(
         p2[i1] = t7;
         const float t8 = (max(t7, 0.0f) + logf((1.0f + expf((-fabsf(t7))))));
         p3[i1] = t8;
-    } else if ((int(blockIdx.x) < 2)) {
+    } else if (int(blockIdx.x) < 2) {
         const int h1 = (int(blockIdx.x) - 1);
         const int i1 = ((h1 * 256) + int(threadIdx.x));
-        if ((i1 >= 32)) {
+        if (i1 >= 32) {
             return;
         }
         const float t4 = p4[i1];
@@ -146,7 +146,7 @@ extern "C" __global__ void __launch_bounds__(32) selective_scan_0(
             s7 = ((a14 * s7) + ((t10 * t12) * t11));
             const float r15 = ((s7 * t13) + magc_simd_shuffle_xor((s7 * t13), 2));
             const float r16 = (r15 + magc_simd_shuffle_xor(r15, 1));
-            if ((n3 == 0)) {
+            if (n3 == 0) {
                 p7[((((b1 * 12) + t9) * 8) + ch2)] = (r16 + (t6 * t11));
             }
         }
@@ -162,7 +162,7 @@ extern "C" __global__ void __launch_bounds__(32) reduce_mean_const_x2_0(
         const float* p1,
         float* p2,
         float* p3) {
-    if ((int(blockIdx.x) < 1)) {
+    if (int(blockIdx.x) < 1) {
         const int h0 = (int(blockIdx.x) - 0);
         const int lid1 = int(threadIdx.x);
         const int row4 = h0;
@@ -175,13 +175,13 @@ extern "C" __global__ void __launch_bounds__(32) reduce_mean_const_x2_0(
             acc5 += t10;
         }
         const float s11 = magc_simd_sum(acc5);
-        if ((lid1 == 0)) {
+        if (lid1 == 0) {
             p2[row4] = (s11 / 192.0f);
         }
-    } else if ((int(blockIdx.x) < 9)) {
+    } else if (int(blockIdx.x) < 9) {
         const int h1 = (int(blockIdx.x) - 1);
         const int i1 = ((h1 * 32) + int(threadIdx.x));
-        if ((i1 >= 1)) {
+        if (i1 >= 1) {
             return;
         }
         p3[i1] = 0.0f;
@@ -207,7 +207,7 @@ extern "C" __global__ void __launch_bounds__(256) reduce_sum_0(
     }
     sh10[lid1] = acc5;
     __syncthreads();
-    if ((part3 == 0)) {
+    if (part3 == 0) {
         for (int pr11 = 1; pr11 < 32; pr11 += 1) {
             acc5 += sh10[((pr11 * 8) + col2)];
         }
@@ -271,16 +271,16 @@ extern "C" __global__ void __launch_bounds__(128) selective_scan_bwd_0(
                 dD57 += (t75 * t80);
                 const float r84 = ((g83 * (((t55 * a82) * sp81) + (t76 * t75))) + magc_simd_shuffle_xor((g83 * (((t55 * a82) * sp81) + (t76 * t75))), 2));
                 const float r85 = (r84 + magc_simd_shuffle_xor(r84, 1));
-                if (((n53 == 0) && (ch51 < 8))) {
+                if ((n53 == 0) && (ch51 < 8)) {
                     p7[((((b58 * 12) + t73) * 8) + ch51)] = r85;
                 }
             }
         }
     }
-    if ((ch51 < 8)) {
+    if (ch51 < 8) {
         p8[((ch51 * 4) + n53)] = dA56;
     }
-    if (((n53 == 0) && (ch51 < 8))) {
+    if ((n53 == 0) && (ch51 < 8)) {
         p9[ch51] = dD57;
     }
 }
@@ -297,10 +297,10 @@ extern "C" __global__ void __launch_bounds__(256) mul_neg_reduce_sum_x2_0(
         const float* p4,
         float* p5) {
     __shared__ float sh11[256];
-    if ((int(blockIdx.x) < 1)) {
+    if (int(blockIdx.x) < 1) {
         const int h0 = (int(blockIdx.x) - 0);
         const int i1 = ((h0 * 256) + int(threadIdx.x));
-        if ((i1 >= 32)) {
+        if (i1 >= 32) {
             return;
         }
         const float t4 = p0[i1];
@@ -308,7 +308,7 @@ extern "C" __global__ void __launch_bounds__(256) mul_neg_reduce_sum_x2_0(
         const float t6 = p1[i1];
         const float t7 = (t5 * t6);
         p2[i1] = t7;
-    } else if ((int(blockIdx.x) < 2)) {
+    } else if (int(blockIdx.x) < 2) {
         const int h1 = (int(blockIdx.x) - 1);
         const int lid1 = int(threadIdx.x);
         const int col2 = (lid1 % 8);
@@ -324,7 +324,7 @@ extern "C" __global__ void __launch_bounds__(256) mul_neg_reduce_sum_x2_0(
         }
         sh11[lid1] = acc5;
         __syncthreads();
-        if ((part3 == 0)) {
+        if (part3 == 0) {
             for (int pr12 = 1; pr12 < 32; pr12 += 1) {
                 acc5 += sh11[((pr12 * 8) + col2)];
             }
@@ -348,15 +348,15 @@ extern "C" __global__ void __launch_bounds__(32) reduce_sum_1(
     float acc5 = 0.0f;
     for (int k6 = 0; k6 < 2; k6 += 1) {
         const int j7 = (lid1 + (k6 * 32));
-        if ((j7 < 56)) {
+        if (j7 < 56) {
             float cat8 = 0.0f;
-            if ((j7 < 8)) {
+            if (j7 < 8) {
                 const float t9 = p0[(j7 - 0)];
                 cat8 = t9;
-            } else if ((j7 < 40)) {
+            } else if (j7 < 40) {
                 const float t10 = p1[(j7 - 8)];
                 cat8 = t10;
-            } else if ((j7 < 48)) {
+            } else if (j7 < 48) {
                 const float t11 = p2[(j7 - 40)];
                 cat8 = t11;
             } else {
@@ -368,7 +368,7 @@ extern "C" __global__ void __launch_bounds__(32) reduce_sum_1(
         }
     }
     const float s14 = magc_simd_sum(acc5);
-    if ((lid1 == 0)) {
+    if (lid1 == 0) {
         const float t15 = sqrtf(s14);
         p4[row4] = t15;
         const float t16 = (1.0f / t15);
@@ -403,10 +403,10 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x4_0(
         float* p16,
         float* p17,
         float* p18) {
-    if ((int(blockIdx.x) < 1)) {
+    if (int(blockIdx.x) < 1) {
         const int h0 = (int(blockIdx.x) - 0);
         const int i1 = ((h0 * 256) + int(threadIdx.x));
-        if ((i1 >= 8)) {
+        if (i1 >= 8) {
             return;
         }
         const float t2 = p0[i1];
@@ -423,10 +423,10 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x4_0(
         p6[i1] = t12;
         p2[i1] = t6;
         p3[i1] = t8;
-    } else if ((int(blockIdx.x) < 2)) {
+    } else if (int(blockIdx.x) < 2) {
         const int h1 = (int(blockIdx.x) - 1);
         const int i1 = ((h1 * 256) + int(threadIdx.x));
-        if ((i1 >= 32)) {
+        if (i1 >= 32) {
             return;
         }
         const float t4 = p7[i1];
@@ -443,10 +443,10 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x4_0(
         p10[i1] = t14;
         p8[i1] = t8;
         p9[i1] = t10;
-    } else if ((int(blockIdx.x) < 3)) {
+    } else if (int(blockIdx.x) < 3) {
         const int h2 = (int(blockIdx.x) - 2);
         const int i1 = ((h2 * 256) + int(threadIdx.x));
-        if ((i1 >= 8)) {
+        if (i1 >= 8) {
             return;
         }
         const float t2 = p11[i1];
@@ -463,10 +463,10 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x4_0(
         p14[i1] = t12;
         p12[i1] = t6;
         p13[i1] = t8;
-    } else if ((int(blockIdx.x) < 4)) {
+    } else if (int(blockIdx.x) < 4) {
         const int h3 = (int(blockIdx.x) - 3);
         const int i1 = ((h3 * 256) + int(threadIdx.x));
-        if ((i1 >= 8)) {
+        if (i1 >= 8) {
             return;
         }
         const float t2 = p15[i1];

@@ -94,8 +94,8 @@ extern "C" __global__ void __launch_bounds__(256) rmsnorm_0(
         float* p3) {
     __shared__ float sh14[8];
     const int lid1 = int(threadIdx.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = magc_lane();
+    const int sg3 = magc_simdgroup();
     const int row4 = int(blockIdx.x);
     const int c5 = (row4 / 512);
     const int c6 = (row4 % 512);
@@ -109,7 +109,7 @@ extern "C" __global__ void __launch_bounds__(256) rmsnorm_0(
         ss8 += (t12 * t12);
     }
     const float s13 = magc_simd_sum(ss8);
-    if ((l32_2 == 0)) {
+    if (l32_2 == 0) {
         sh14[sg3] = s13;
     }
     __syncthreads();
@@ -172,7 +172,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_0(
             const int k18 = (l16 % 16);
             const int gi19 = (n03 + i17);
             const int gk20 = (k0 + k18);
-            if ((gi19 < 84)) {
+            if (gi19 < 84) {
                 const float t21 = p1[((gi19 * 2048) + gk20)];
                 sh[(((i17 * 20) + k18) + 1280)] = t21;
             } else {
@@ -239,7 +239,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_0(
         const int j25 = (l23 % 64);
         const int gi26 = (m02 + i24);
         const int gj27 = (n03 + j25);
-        if ((gj27 < 84)) {
+        if (gj27 < 84) {
             p2[((((c1 * 512) + gi26) * 84) + gj27)] = sh[((i24 * 68) + j25)];
         }
     }
@@ -287,7 +287,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_1(
             const int k11 = (l9 % 16);
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
-            if ((gk13 < 84)) {
+            if (gk13 < 84) {
                 const float t14 = p0[((((c1 * 512) + gi12) * 84) + gk13)];
                 sh[((i10 * 20) + k11)] = (t14 * 0.1904762f);
             } else {
@@ -300,7 +300,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_1(
             const int k18 = (l16 % 16);
             const int gi19 = (n03 + i17);
             const int gk20 = (k0 + k18);
-            if ((gk20 < 84)) {
+            if (gk20 < 84) {
                 const float t21 = p1[((gi19 * 84) + gk20)];
                 sh[(((i17 * 20) + k18) + 1280)] = t21;
             } else {
@@ -479,11 +479,11 @@ extern "C" __global__ void __launch_bounds__(128) matmul_2(
             const float t21 = p1[((gk13 * 4) + 3)];
             const float t22 = p2[((((c1 * 512) + gi12) * 8192) + gk13)];
             const float t23 = ((((t14 + ((gi12 >= 3) ? (t15 * t16) : 0.0f)) + ((gi12 >= 2) ? (t17 * t18) : 0.0f)) + ((gi12 >= 1) ? (t19 * t20) : 0.0f)) + (t21 * t22));
-            if ((n03 == 0)) {
+            if (n03 == 0) {
                 p3[((((c1 * 512) + gi12) * 4096) + gk13)] = t23;
             }
             const float t24 = (t23 / (1.0f + expf((-t23))));
-            if ((n03 == 0)) {
+            if (n03 == 0) {
                 p4[((((c1 * 512) + gi12) * 4096) + gk13)] = t24;
             }
             sh[((i10 * 20) + k11)] = t24;
@@ -494,7 +494,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_2(
             const int k28 = (l26 % 16);
             const int gi29 = (n03 + i27);
             const int gk30 = (k0 + k28);
-            if ((gi29 < 160)) {
+            if (gi29 < 160) {
                 const float t31 = p5[((gi29 * 4096) + gk30)];
                 sh[(((i27 * 20) + k28) + 1280)] = t31;
             } else {
@@ -561,7 +561,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_2(
         const int j35 = (l33 % 64);
         const int gi36 = (m02 + i34);
         const int gj37 = (n03 + j35);
-        if ((gj37 < 160)) {
+        if (gj37 < 160) {
             p6[((((c1 * 512) + gi36) * 160) + gj37)] = sh[((i34 * 68) + j35)];
         }
     }
@@ -580,7 +580,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_exp_x2_0(
         const float* p5,
         float* p6) {
     __shared__ float sh[4352];
-    if ((int(blockIdx.x) < 512)) {
+    if (int(blockIdx.x) < 512) {
         const int h0 = (int(blockIdx.x) - 0);
         const int c1 = (h0 / 512);
         const int m02 = ((h0 / 64) * 64);
@@ -691,7 +691,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_exp_x2_0(
             const float t31 = (max(t30, 0.0f) + logf((1.0f + expf((-fabsf(t30))))));
             p4[((((c1 * 512) + gi26) * 4096) + gj27)] = t31;
         }
-    } else if ((int(blockIdx.x) < 1024)) {
+    } else if (int(blockIdx.x) < 1024) {
         const int h1 = (int(blockIdx.x) - 512);
         const int i1 = ((h1 * 128) + int(threadIdx.x));
         const float t4 = p5[i1];
@@ -733,7 +733,7 @@ extern "C" __global__ void __launch_bounds__(256) selective_scan_0(
             const float r16 = (r15 + magc_simd_shuffle_xor(r15, 4));
             const float r17 = (r16 + magc_simd_shuffle_xor(r16, 2));
             const float r18 = (r17 + magc_simd_shuffle_xor(r17, 1));
-            if ((n3 == 0)) {
+            if (n3 == 0) {
                 const float acc19 = (r18 + (t6 * t11));
                 p6[((((b1 * 512) + t9) * 4096) + ch2)] = acc19;
                 const float t20 = p7[((((b1 * 512) + t9) * 8192) + (ch2 + 4096))];
@@ -792,7 +792,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_3(
             const int k18 = (l16 % 16);
             const int gi19 = (n03 + i17);
             const int gk20 = (k0 + k18);
-            if ((gi19 < 84)) {
+            if (gi19 < 84) {
                 const float t21 = p1[((gi19 * 4096) + gk20)];
                 sh[(((i17 * 20) + k18) + 1280)] = t21;
             } else {
@@ -859,7 +859,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_3(
         const int j25 = (l23 % 64);
         const int gi26 = (m02 + i24);
         const int gj27 = (n03 + j25);
-        if ((gj27 < 84)) {
+        if (gj27 < 84) {
             p2[((((c1 * 512) + gi26) * 84) + gj27)] = sh[((i24 * 68) + j25)];
         }
     }
@@ -909,7 +909,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_4(
             const int k11 = (l9 % 16);
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
-            if ((gk13 < 84)) {
+            if (gk13 < 84) {
                 const float t14 = p0[((((c1 * 512) + gi12) * 84) + gk13)];
                 sh[((i10 * 20) + k11)] = (t14 * 0.1904762f);
             } else {
@@ -922,7 +922,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_4(
             const int k18 = (l16 % 16);
             const int gi19 = (n03 + i17);
             const int gk20 = (k0 + k18);
-            if ((gk20 < 84)) {
+            if (gk20 < 84) {
                 const float t21 = p1[((gi19 * 84) + gk20)];
                 sh[(((i17 * 20) + k18) + 1280)] = t21;
             } else {
@@ -1061,8 +1061,8 @@ extern "C" __global__ void __launch_bounds__(256) rmsnorm_1(
         float* p2) {
     __shared__ float sh13[8];
     const int lid1 = int(threadIdx.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = magc_lane();
+    const int sg3 = magc_simdgroup();
     const int row4 = int(blockIdx.x);
     const int c5 = (row4 / 512);
     const int c6 = (row4 % 512);
@@ -1075,7 +1075,7 @@ extern "C" __global__ void __launch_bounds__(256) rmsnorm_1(
         ss8 += (t11 * t11);
     }
     const float s12 = magc_simd_sum(ss8);
-    if ((l32_2 == 0)) {
+    if (l32_2 == 0) {
         sh13[sg3] = s12;
     }
     __syncthreads();
@@ -1135,7 +1135,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_5(
             const int k11 = (l9 % 16);
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
-            if ((gk13 < 84)) {
+            if (gk13 < 84) {
                 const float t14 = p0[((((c1 * 512) + gi12) * 84) + gk13)];
                 sh[((i10 * 20) + k11)] = (t14 * 0.1904762f);
             } else {
@@ -1148,7 +1148,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_5(
             const int k18 = (l16 % 16);
             const int gi19 = (n03 + i17);
             const int gk20 = (k0 + k18);
-            if ((gk20 < 84)) {
+            if (gk20 < 84) {
                 const float t21 = p1[((gi19 * 84) + gk20)];
                 sh[(((i17 * 20) + k18) + 1280)] = t21;
             } else {
@@ -1315,7 +1315,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_6(
             const int k17 = (l15 % 32);
             const int gi18 = (n02 + i16);
             const int gk19 = (k0 + k17);
-            if ((gi18 < 8)) {
+            if (gi18 < 8) {
                 const float t20 = p1[((gi18 * 2048) + gk19)];
                 sh[(((i16 * 36) + k17) + 2304)] = t20;
             } else {
@@ -1362,7 +1362,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_6(
         const int j24 = (l22 % 32);
         const int gi25 = (m01 + i23);
         const int gj26 = (n02 + j24);
-        if ((gj26 < 8)) {
+        if (gj26 < 8) {
             p2[((gi25 * 8) + gj26)] = sh[((i23 * 36) + j24)];
         }
     }
@@ -1402,7 +1402,7 @@ extern "C" __global__ void __launch_bounds__(256) topk_0(
         for (int i18 = 0; i18 < 8; i18 += 1) {
             const float t19 = p0[((row1 * 8) + i18)];
             const float v20 = (expf((t19 - m2)) * inv8);
-            if ((((pi14 < 0) || (((isnan(pv13) && (!isnan(v20))) || (pv13 > v20)) || ((!((isnan(v20) && (!isnan(pv13))) || (v20 > pv13))) && (i18 > pi14)))) && ((bi17 < 0) || ((isnan(v20) && (!isnan(bv16))) || (v20 > bv16))))) {
+            if (((pi14 < 0) || (((isnan(pv13) && (!isnan(v20))) || (pv13 > v20)) || ((!((isnan(v20) && (!isnan(pv13))) || (v20 > pv13))) && (i18 > pi14)))) && ((bi17 < 0) || ((isnan(v20) && (!isnan(bv16))) || (v20 > bv16)))) {
                 bv16 = v20;
                 bi17 = i18;
             }
@@ -1429,25 +1429,25 @@ extern "C" __global__ void __launch_bounds__(1024) moe_route_0(
         int* p3) {
     __shared__ int sh15[32];
     const int lid1 = int(threadIdx.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = magc_lane();
+    const int sg3 = magc_simdgroup();
     const int lo4 = (lid1 * 1);
     const int hi5 = min((lo4 + 1), 1024);
     int off6 = 0;
     for (int ex7 = 0; ex7 < 8; ex7 += 1) {
-        if ((lid1 == 0)) {
+        if (lid1 == 0) {
             p0[ex7] = off6;
         }
         int c8 = 0;
         for (int i9 = lo4; i9 < hi5; i9 += 1) {
             const int t12 = p1[i9];
-            if ((t12 == ex7)) {
+            if (t12 == ex7) {
                 c8 += 1;
             }
         }
         const int pre13 = magc_simd_prefix_sum(c8);
         const int sgt14 = magc_simd_sum(c8);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh15[sg3] = sgt14;
         }
         __syncthreads();
@@ -1461,7 +1461,7 @@ extern "C" __global__ void __launch_bounds__(1024) moe_route_0(
         int pos19 = (off6 + base16);
         for (int i20 = lo4; i20 < hi5; i20 += 1) {
             const int t23 = p1[i20];
-            if ((t23 == ex7)) {
+            if (t23 == ex7) {
                 p2[pos19] = (i20 / 2);
                 p3[pos19] = i20;
                 pos19 += 1;
@@ -1469,7 +1469,7 @@ extern "C" __global__ void __launch_bounds__(1024) moe_route_0(
         }
         off6 += tot17;
     }
-    if ((lid1 == 0)) {
+    if (lid1 == 0) {
         p0[8] = off6;
     }
 }
@@ -1484,14 +1484,14 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_0(
         const float* p4) {
     const int ex1 = int(blockIdx.z);
     const int n02 = (int(blockIdx.x) * 64);
-    if ((ex1 == 8)) {
+    if (ex1 == 8) {
         const int t3 = p0[0];
         const int t4 = p0[8];
         for (int s5 = 0; s5 < 32; s5 += 1) {
             const int l6 = ((s5 * 128) + int(threadIdx.x));
             const int r7 = ((int(blockIdx.y) * 64) + (l6 / 64));
             const int j8 = (n02 + (l6 % 64));
-            if (((j8 < 84) && ((r7 < t3) || (r7 >= t4)))) {
+            if ((j8 < 84) && ((r7 < t3) || (r7 >= t4))) {
                 p1[((r7 * 84) + j8)] = 0.0f;
             }
         }
@@ -1500,7 +1500,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_0(
     const int t9 = p0[ex1];
     const int t10 = p0[(ex1 + 1)];
     const int m011 = (t9 + (int(blockIdx.y) * 64));
-    if ((m011 >= t10)) {
+    if (m011 >= t10) {
         return;
     }
     __shared__ float sh[4352];
@@ -1531,7 +1531,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_0(
             const int k19 = (l17 % 16);
             const int gi20 = (m011 + i18);
             const int gk21 = (k0 + k19);
-            if ((gi20 < t10)) {
+            if (gi20 < t10) {
                 const int t22 = p2[gi20];
                 const float t23 = p3[((t22 * 2048) + gk21)];
                 sh[((i18 * 20) + k19)] = t23;
@@ -1545,7 +1545,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_0(
             const int k27 = (l25 % 16);
             const int gi28 = (n02 + i26);
             const int gk29 = (k0 + k27);
-            if ((gi28 < 84)) {
+            if (gi28 < 84) {
                 const float t30 = p4[((((ex1 * 84) + gi28) * 2048) + gk29)];
                 sh[(((i26 * 20) + k27) + 1280)] = t30;
             } else {
@@ -1612,7 +1612,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_0(
         const int j34 = (l32 % 64);
         const int gi35 = (m011 + i33);
         const int gj36 = (n02 + j34);
-        if (((gi35 < t10) && (gj36 < 84))) {
+        if ((gi35 < t10) && (gj36 < 84)) {
             p1[((gi35 * 84) + gj36)] = sh[((i33 * 68) + j34)];
         }
     }
@@ -1634,14 +1634,14 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_1(
         const float* p9_offset) {
     const int ex1 = int(blockIdx.z);
     const int n02 = (int(blockIdx.x) * 64);
-    if ((ex1 == 8)) {
+    if (ex1 == 8) {
         const int t3 = p0[0];
         const int t4 = p0[8];
         for (int s5 = 0; s5 < 32; s5 += 1) {
             const int l6 = ((s5 * 128) + int(threadIdx.x));
             const int r7 = ((int(blockIdx.y) * 64) + (l6 / 64));
             const int j8 = (n02 + (l6 % 64));
-            if (((r7 < t3) || (r7 >= t4))) {
+            if ((r7 < t3) || (r7 >= t4)) {
                 const float acc9 = 0.0f;
                 p1[((r7 * 10752) + j8)] = acc9;
             }
@@ -1651,7 +1651,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_1(
     const int t10 = p0[ex1];
     const int t11 = p0[(ex1 + 1)];
     const int m012 = (t10 + (int(blockIdx.y) * 64));
-    if ((m012 >= t11)) {
+    if (m012 >= t11) {
         return;
     }
     __shared__ float sh[4352];
@@ -1682,7 +1682,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_1(
             const int k20 = (l18 % 16);
             const int gi21 = (m012 + i19);
             const int gk22 = (k0 + k20);
-            if (((gi21 < t11) && (gk22 < 84))) {
+            if ((gi21 < t11) && (gk22 < 84)) {
                 const float t23 = p2[((gi21 * 84) + gk22)];
                 sh[((i19 * 20) + k20)] = (t23 * 0.1904762f);
             } else {
@@ -1695,7 +1695,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_1(
             const int k27 = (l25 % 16);
             const int gi28 = (n02 + i26);
             const int gk29 = (k0 + k27);
-            if ((gk29 < 84)) {
+            if (gk29 < 84) {
                 const float t30 = p3[((((ex1 * 10752) + gi28) * 84) + gk29)];
                 sh[(((i26 * 20) + k27) + 1280)] = t30;
             } else {
@@ -1746,7 +1746,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_1(
             const int k34 = (l32 % 16);
             const int gi35 = (m012 + i33);
             const int gk36 = (k0 + k34);
-            if ((gi35 < t11)) {
+            if (gi35 < t11) {
                 const int t37 = p4[gi35];
                 const float t38 = p5[((t37 * 2048) + gk36)];
                 sh[((i33 * 20) + k34)] = t38;
@@ -1823,7 +1823,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_1(
         const int j49 = (l47 % 64);
         const int gi50 = (m012 + i48);
         const int gj51 = (n02 + j49);
-        if ((gi50 < t11)) {
+        if (gi50 < t11) {
             const float acc52 = sh[((i48 * 68) + j49)];
             p1[((gi50 * 10752) + gj51)] = acc52;
         }
@@ -1841,14 +1841,14 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_2(
         const float* p5) {
     const int ex1 = int(blockIdx.z);
     const int n02 = (int(blockIdx.x) * 64);
-    if ((ex1 == 8)) {
+    if (ex1 == 8) {
         const int t3 = p0[0];
         const int t4 = p0[8];
         for (int s5 = 0; s5 < 32; s5 += 1) {
             const int l6 = ((s5 * 128) + int(threadIdx.x));
             const int r7 = ((int(blockIdx.y) * 64) + (l6 / 64));
             const int j8 = (n02 + (l6 % 64));
-            if (((j8 < 84) && ((r7 < t3) || (r7 >= t4)))) {
+            if ((j8 < 84) && ((r7 < t3) || (r7 >= t4))) {
                 p1[((r7 * 84) + j8)] = 0.0f;
             }
         }
@@ -1857,7 +1857,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_2(
     const int t9 = p0[ex1];
     const int t10 = p0[(ex1 + 1)];
     const int m011 = (t9 + (int(blockIdx.y) * 64));
-    if ((m011 >= t10)) {
+    if (m011 >= t10) {
         return;
     }
     __shared__ float sh[4352];
@@ -1888,15 +1888,15 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_2(
             const int k19 = (l17 % 16);
             const int gi20 = (m011 + i18);
             const int gk21 = (k0 + k19);
-            if ((gi20 < t10)) {
+            if (gi20 < t10) {
                 const float t22 = p2[((gi20 * 10752) + gk21)];
                 const float t23 = (t22 / (1.0f + expf((-t22))));
-                if ((n02 == 0)) {
+                if (n02 == 0) {
                     p3[((gi20 * 5376) + gk21)] = t23;
                 }
                 const float t24 = p2[((gi20 * 10752) + (gk21 + 5376))];
                 const float t25 = (t23 * t24);
-                if ((n02 == 0)) {
+                if (n02 == 0) {
                     p4[((gi20 * 5376) + gk21)] = t25;
                 }
                 sh[((i18 * 20) + k19)] = t25;
@@ -1910,7 +1910,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_2(
             const int k29 = (l27 % 16);
             const int gi30 = (n02 + i28);
             const int gk31 = (k0 + k29);
-            if ((gi30 < 84)) {
+            if (gi30 < 84) {
                 const float t32 = p5[((((ex1 * 84) + gi30) * 5376) + gk31)];
                 sh[(((i28 * 20) + k29) + 1280)] = t32;
             } else {
@@ -1977,7 +1977,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_2(
         const int j36 = (l34 % 64);
         const int gi37 = (m011 + i35);
         const int gj38 = (n02 + j36);
-        if (((gi37 < t10) && (gj38 < 84))) {
+        if ((gi37 < t10) && (gj38 < 84)) {
             p1[((gi37 * 84) + gj38)] = sh[((i35 * 68) + j36)];
         }
     }
@@ -2001,14 +2001,14 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_3(
         const float* p11_offset) {
     const int ex1 = int(blockIdx.z);
     const int n02 = (int(blockIdx.x) * 64);
-    if ((ex1 == 8)) {
+    if (ex1 == 8) {
         const int t3 = p0[0];
         const int t4 = p0[8];
         for (int s5 = 0; s5 < 32; s5 += 1) {
             const int l6 = ((s5 * 128) + int(threadIdx.x));
             const int r7 = ((int(blockIdx.y) * 64) + (l6 / 64));
             const int j8 = (n02 + (l6 % 64));
-            if (((r7 < t3) || (r7 >= t4))) {
+            if ((r7 < t3) || (r7 >= t4)) {
                 const float acc9 = 0.0f;
                 p1[((r7 * 2048) + j8)] = acc9;
                 const int t10 = p2[((r7 * 1) + 0)];
@@ -2022,7 +2022,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_3(
     const int t13 = p0[ex1];
     const int t14 = p0[(ex1 + 1)];
     const int m015 = (t13 + (int(blockIdx.y) * 64));
-    if ((m015 >= t14)) {
+    if (m015 >= t14) {
         return;
     }
     __shared__ float sh[4352];
@@ -2053,7 +2053,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_3(
             const int k23 = (l21 % 16);
             const int gi24 = (m015 + i22);
             const int gk25 = (k0 + k23);
-            if (((gi24 < t14) && (gk25 < 84))) {
+            if ((gi24 < t14) && (gk25 < 84)) {
                 const float t26 = p5[((gi24 * 84) + gk25)];
                 sh[((i22 * 20) + k23)] = (t26 * 0.1904762f);
             } else {
@@ -2066,7 +2066,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_3(
             const int k30 = (l28 % 16);
             const int gi31 = (n02 + i29);
             const int gk32 = (k0 + k30);
-            if ((gk32 < 84)) {
+            if (gk32 < 84) {
                 const float t33 = p6[((((ex1 * 2048) + gi31) * 84) + gk32)];
                 sh[(((i29 * 20) + k30) + 1280)] = t33;
             } else {
@@ -2117,7 +2117,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_3(
             const int k37 = (l35 % 16);
             const int gi38 = (m015 + i36);
             const int gk39 = (k0 + k37);
-            if ((gi38 < t14)) {
+            if (gi38 < t14) {
                 const float t40 = p7[((gi38 * 5376) + gk39)];
                 sh[((i36 * 20) + k37)] = t40;
             } else {
@@ -2193,7 +2193,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_3(
         const int j51 = (l49 % 64);
         const int gi52 = (m015 + i50);
         const int gj53 = (n02 + j51);
-        if ((gi52 < t14)) {
+        if (gi52 < t14) {
             const float acc54 = sh[((i50 * 68) + j51)];
             p1[((gi52 * 2048) + gj53)] = acc54;
             const int t55 = p2[((gi52 * 1) + 0)];
@@ -2219,7 +2219,7 @@ extern "C" __global__ void __launch_bounds__(256) scatter_add_reduce_mean_x3_0(
         float* p6) {
     __shared__ float sh9[256];
     __shared__ float sh8[256];
-    if ((int(blockIdx.x) < 32)) {
+    if (int(blockIdx.x) < 32) {
         const int h0 = (int(blockIdx.x) - 0);
         const int t1 = ((h0 * 256) + int(threadIdx.x));
         const int c2 = (t1 % 2048);
@@ -2230,12 +2230,12 @@ extern "C" __global__ void __launch_bounds__(256) scatter_add_reduce_mean_x3_0(
         }
         for (int i4 = 0; i4 < 1024; i4 += 1) {
             const int t7 = p1[i4];
-            if (((t7 >= lo3) && (t7 < hi5))) {
+            if ((t7 >= lo3) && (t7 < hi5)) {
                 const float t8 = p2[((i4 * 2048) + c2)];
                 p0[((t7 * 2048) + c2)] = (p0[((t7 * 2048) + c2)] + t8);
             }
         }
-    } else if ((int(blockIdx.x) < 33)) {
+    } else if (int(blockIdx.x) < 33) {
         const int h1 = (int(blockIdx.x) - 32);
         const int lid1 = int(threadIdx.x);
         const int col2 = (lid1 % 8);
@@ -2249,13 +2249,13 @@ extern "C" __global__ void __launch_bounds__(256) scatter_add_reduce_mean_x3_0(
         }
         sh9[lid1] = acc5;
         __syncthreads();
-        if ((part3 == 0)) {
+        if (part3 == 0) {
             for (int pr10 = 1; pr10 < 32; pr10 += 1) {
                 acc5 += sh9[((pr10 * 8) + col2)];
             }
             p4[o4] = (acc5 / 512.0f);
         }
-    } else if ((int(blockIdx.x) < 34)) {
+    } else if (int(blockIdx.x) < 34) {
         const int h2 = (int(blockIdx.x) - 33);
         const int lid1 = int(threadIdx.x);
         const int col2 = (lid1 % 8);
@@ -2268,7 +2268,7 @@ extern "C" __global__ void __launch_bounds__(256) scatter_add_reduce_mean_x3_0(
         }
         sh8[lid1] = acc5;
         __syncthreads();
-        if ((part3 == 0)) {
+        if (part3 == 0) {
             for (int pr9 = 1; pr9 < 32; pr9 += 1) {
                 acc5 += sh8[((pr9 * 8) + col2)];
             }
@@ -2301,11 +2301,11 @@ extern "C" __global__ void __launch_bounds__(32) reduce_sum_add_x2_0(
         const float* p3,
         const float* p4,
         float* p5) {
-    if ((int(blockIdx.x) < 1)) {
+    if (int(blockIdx.x) < 1) {
         const int h0 = (int(blockIdx.x) - 0);
         const int lid1 = int(threadIdx.x);
         const int row4 = ((h0 * 32) + lid1);
-        if ((row4 >= 1)) {
+        if (row4 >= 1) {
             return;
         }
         float acc5 = 0.0f;
@@ -2317,7 +2317,7 @@ extern "C" __global__ void __launch_bounds__(32) reduce_sum_add_x2_0(
         }
         const float t10 = (acc5 * 0.08f);
         p2[row4] = t10;
-    } else if ((int(blockIdx.x) < 32769)) {
+    } else if (int(blockIdx.x) < 32769) {
         const int h1 = (int(blockIdx.x) - 1);
         const int i1 = ((h1 * 32) + int(threadIdx.x));
         const float t5 = p3[i1];
@@ -2341,11 +2341,11 @@ extern "C" __global__ void __launch_bounds__(32) reduce_sum_add_x3_0(
         float* p5,
         const int* p6,
         float* p7) {
-    if ((int(blockIdx.x) < 1)) {
+    if (int(blockIdx.x) < 1) {
         const int h0 = (int(blockIdx.x) - 0);
         const int lid1 = int(threadIdx.x);
         const int row4 = ((h0 * 32) + lid1);
-        if ((row4 >= 1)) {
+        if (row4 >= 1) {
             return;
         }
         float acc5 = 0.0f;
@@ -2357,14 +2357,14 @@ extern "C" __global__ void __launch_bounds__(32) reduce_sum_add_x3_0(
         }
         const float t10 = (acc5 * 0.08f);
         p2[row4] = t10;
-    } else if ((int(blockIdx.x) < 32769)) {
+    } else if (int(blockIdx.x) < 32769) {
         const int h1 = (int(blockIdx.x) - 1);
         const int i1 = ((h1 * 32) + int(threadIdx.x));
         const float t5 = p3[i1];
         const float t6 = p4[i1];
         const float t7 = (t5 + t6);
         p5[i1] = t7;
-    } else if ((int(blockIdx.x) < 32770)) {
+    } else if (int(blockIdx.x) < 32770) {
         const int h2 = (int(blockIdx.x) - 32769);
         const int lid1 = int(threadIdx.x);
         const int row4 = h2;
@@ -2377,7 +2377,7 @@ extern "C" __global__ void __launch_bounds__(32) reduce_sum_add_x3_0(
             acc5 += t10;
         }
         const float s11 = magc_simd_sum(acc5);
-        if ((lid1 == 0)) {
+        if (lid1 == 0) {
             p7[row4] = s11;
         }
     }
@@ -2403,7 +2403,7 @@ extern "C" __global__ void __launch_bounds__(32) reduce_sum_0(
         acc5 += t10;
     }
     const float s11 = magc_simd_sum(acc5);
-    if ((lid1 == 0)) {
+    if (lid1 == 0) {
         p1[row4] = s11;
         const float t12 = p2[row4];
         const float t13 = (s11 + t12);
@@ -2459,7 +2459,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_7(
             const int k17 = (l15 % 16);
             const int gi18 = (n02 + i16);
             const int gk19 = (k0 + k17);
-            if ((gi18 < 50257)) {
+            if (gi18 < 50257) {
                 const float t20 = p1[((gi18 * 2048) + gk19)];
                 sh[(((i16 * 20) + k17) + 1280)] = t20;
             } else {
@@ -2526,7 +2526,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_7(
         const int j24 = (l22 % 64);
         const int gi25 = (m01 + i23);
         const int gj26 = (n02 + j24);
-        if ((gj26 < 50257)) {
+        if (gj26 < 50257) {
             p2[((gi25 * 50257) + gj26)] = sh[((i23 * 68) + j24)];
         }
     }
@@ -2548,18 +2548,18 @@ extern "C" __global__ void __launch_bounds__(1024) cross_entropy_bwd_cross_entro
     __shared__ float sh25[32];
     __shared__ float sh15[32];
     __shared__ float sh16[32];
-    if ((int(blockIdx.x) < 256)) {
+    if (int(blockIdx.x) < 256) {
         const int h0 = (int(blockIdx.x) - 0);
         const int lid1 = int(threadIdx.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
         int cnt4 = 0;
         for (int i5 = lid1; i5 < 256; i5 += 1024) {
             const int t6 = p0[i5];
             cnt4 += (((t6 >= 0) && (t6 < 50257)) ? 1 : 0);
         }
         const int s7 = magc_simd_sum(cnt4);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh8[sg3] = s7;
         }
         __syncthreads();
@@ -2574,14 +2574,14 @@ extern "C" __global__ void __launch_bounds__(1024) cross_entropy_bwd_cross_entro
         const float scale14 = (t13 / float(acc9));
         const int row15 = h0;
         const int t16 = p0[row15];
-        if (((t16 >= 0) && (t16 < 50257))) {
+        if ((t16 >= 0) && (t16 < 50257)) {
             float m17 = (-__int_as_float(0x7f800000));
             float s18 = 0.0f;
             for (int k19 = 0; k19 < 50; k19 += 1) {
                 const int j20 = (lid1 + (k19 * 1024));
-                if ((j20 < 50257)) {
+                if (j20 < 50257) {
                     const float t21 = p3[((row15 * 50257) + j20)];
-                    if ((t21 > m17)) {
+                    if (t21 > m17) {
                         s18 = ((s18 * expf((m17 - t21))) + 1.0f);
                         m17 = t21;
                     } else {
@@ -2591,7 +2591,7 @@ extern "C" __global__ void __launch_bounds__(1024) cross_entropy_bwd_cross_entro
             }
             const float M22 = magc_simd_max(m17);
             const float S23 = magc_simd_sum(((m17 == M22) ? s18 : (s18 * expf((m17 - M22)))));
-            if ((l32_2 == 0)) {
+            if (l32_2 == 0) {
                 sh24[sg3] = M22;
                 sh25[sg3] = S23;
             }
@@ -2608,7 +2608,7 @@ extern "C" __global__ void __launch_bounds__(1024) cross_entropy_bwd_cross_entro
             const float inv30 = (1.0f / S28);
             for (int k31 = 0; k31 < 50; k31 += 1) {
                 const int j32 = (lid1 + (k31 * 1024));
-                if ((j32 < 50257)) {
+                if (j32 < 50257) {
                     const float t33 = p3[((row15 * 50257) + j32)];
                     p4[((row15 * 50257) + j32)] = (((expf((t33 - M26)) * inv30) - ((j32 == t16) ? 1.0f : 0.0f)) * scale14);
                 }
@@ -2616,28 +2616,28 @@ extern "C" __global__ void __launch_bounds__(1024) cross_entropy_bwd_cross_entro
         } else {
             for (int k34 = 0; k34 < 50; k34 += 1) {
                 const int j35 = (lid1 + (k34 * 1024));
-                if ((j35 < 50257)) {
+                if (j35 < 50257) {
                     p4[((row15 * 50257) + j35)] = 0.0f;
                 }
             }
         }
-    } else if ((int(blockIdx.x) < 257)) {
+    } else if (int(blockIdx.x) < 257) {
         const int h1 = (int(blockIdx.x) - 256);
         const int lid1 = int(threadIdx.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
         float loss4 = 0.0f;
         int cnt5 = 0;
         for (int row6 = 0; row6 < 256; row6 += 1) {
             const int t7 = p0[row6];
-            if (((t7 >= 0) && (t7 < 50257))) {
+            if ((t7 >= 0) && (t7 < 50257)) {
                 float m8 = (-__int_as_float(0x7f800000));
                 float s9 = 0.0f;
                 for (int k10 = 0; k10 < 50; k10 += 1) {
                     const int j11 = (lid1 + (k10 * 1024));
-                    if ((j11 < 50257)) {
+                    if (j11 < 50257) {
                         const float t12 = p3[((row6 * 50257) + j11)];
-                        if ((t12 > m8)) {
+                        if (t12 > m8) {
                             s9 = ((s9 * expf((m8 - t12))) + 1.0f);
                             m8 = t12;
                         } else {
@@ -2647,7 +2647,7 @@ extern "C" __global__ void __launch_bounds__(1024) cross_entropy_bwd_cross_entro
                 }
                 const float M13 = magc_simd_max(m8);
                 const float S14 = magc_simd_sum(((m8 == M13) ? s9 : (s9 * expf((m8 - M13)))));
-                if ((l32_2 == 0)) {
+                if (l32_2 == 0) {
                     sh15[sg3] = M13;
                     sh16[sg3] = S14;
                 }
@@ -2666,7 +2666,7 @@ extern "C" __global__ void __launch_bounds__(1024) cross_entropy_bwd_cross_entro
                 cnt5 += 1;
             }
         }
-        if ((lid1 == 0)) {
+        if (lid1 == 0) {
             p5[0] = ((cnt5 > 0) ? (loss4 / float(cnt5)) : 0.0f);
         }
     }
@@ -2683,7 +2683,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_0(
         const float* p3,
         float* p4) {
     __shared__ float sh[4352];
-    if ((int(blockIdx.x) < 128)) {
+    if (int(blockIdx.x) < 128) {
         const int h0 = (int(blockIdx.x) - 0);
         const int m01 = ((h0 / 32) * 64);
         const int n02 = ((h0 % 32) * 64);
@@ -2714,7 +2714,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_0(
                 const int k10 = (l8 % 16);
                 const int gi11 = (m01 + i9);
                 const int gk12 = (k0 + k10);
-                if ((gk12 < 50257)) {
+                if (gk12 < 50257) {
                     const float t13 = p0[((gi11 * 50257) + gk12)];
                     sh[((i9 * 20) + k10)] = t13;
                 } else {
@@ -2727,7 +2727,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_0(
                 const int i17 = (l15 % 64);
                 const int gi18 = (n02 + i17);
                 const int gk19 = (k0 + k16);
-                if ((gk19 < 50257)) {
+                if (gk19 < 50257) {
                     const float t20 = p1[((gk19 * 2048) + gi18)];
                     sh[(((k16 * 68) + i17) + 1280)] = t20;
                 } else {
@@ -2796,7 +2796,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_0(
             const int gj26 = (n02 + j24);
             p2[((gi25 * 2048) + gj26)] = sh[((i23 * 68) + j24)];
         }
-    } else if ((int(blockIdx.x) < 3272)) {
+    } else if (int(blockIdx.x) < 3272) {
         const int h1 = (int(blockIdx.x) - 128);
         const int m01 = ((h1 / 786) * 64);
         const int n02 = ((h1 % 786) * 64);
@@ -2836,7 +2836,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_0(
                 const int k17 = (l15 % 16);
                 const int gi18 = (n02 + i16);
                 const int gk19 = (k0 + k17);
-                if ((gi18 < 50257)) {
+                if (gi18 < 50257) {
                     const float t20 = p1[((gi18 * 2048) + gk19)];
                     sh[(((i16 * 20) + k17) + 1280)] = t20;
                 } else {
@@ -2903,7 +2903,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_0(
             const int j24 = (l22 % 64);
             const int gi25 = (m01 + i23);
             const int gj26 = (n02 + j24);
-            if ((gj26 < 50257)) {
+            if (gj26 < 50257) {
                 p4[((gi25 * 50257) + gj26)] = sh[((i23 * 68) + j24)];
             }
         }
@@ -2926,18 +2926,18 @@ extern "C" __global__ void __launch_bounds__(1024) cross_entropy_bwd_cross_entro
     __shared__ float sh25[32];
     __shared__ float sh15[32];
     __shared__ float sh16[32];
-    if ((int(blockIdx.x) < 256)) {
+    if (int(blockIdx.x) < 256) {
         const int h0 = (int(blockIdx.x) - 0);
         const int lid1 = int(threadIdx.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
         int cnt4 = 0;
         for (int i5 = lid1; i5 < 256; i5 += 1024) {
             const int t6 = p0[(i5 + 256)];
             cnt4 += (((t6 >= 0) && (t6 < 50257)) ? 1 : 0);
         }
         const int s7 = magc_simd_sum(cnt4);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh8[sg3] = s7;
         }
         __syncthreads();
@@ -2952,14 +2952,14 @@ extern "C" __global__ void __launch_bounds__(1024) cross_entropy_bwd_cross_entro
         const float scale14 = (t13 / float(acc9));
         const int row15 = h0;
         const int t16 = p0[(row15 + 256)];
-        if (((t16 >= 0) && (t16 < 50257))) {
+        if ((t16 >= 0) && (t16 < 50257)) {
             float m17 = (-__int_as_float(0x7f800000));
             float s18 = 0.0f;
             for (int k19 = 0; k19 < 50; k19 += 1) {
                 const int j20 = (lid1 + (k19 * 1024));
-                if ((j20 < 50257)) {
+                if (j20 < 50257) {
                     const float t21 = p3[((row15 * 50257) + j20)];
-                    if ((t21 > m17)) {
+                    if (t21 > m17) {
                         s18 = ((s18 * expf((m17 - t21))) + 1.0f);
                         m17 = t21;
                     } else {
@@ -2969,7 +2969,7 @@ extern "C" __global__ void __launch_bounds__(1024) cross_entropy_bwd_cross_entro
             }
             const float M22 = magc_simd_max(m17);
             const float S23 = magc_simd_sum(((m17 == M22) ? s18 : (s18 * expf((m17 - M22)))));
-            if ((l32_2 == 0)) {
+            if (l32_2 == 0) {
                 sh24[sg3] = M22;
                 sh25[sg3] = S23;
             }
@@ -2986,7 +2986,7 @@ extern "C" __global__ void __launch_bounds__(1024) cross_entropy_bwd_cross_entro
             const float inv30 = (1.0f / S28);
             for (int k31 = 0; k31 < 50; k31 += 1) {
                 const int j32 = (lid1 + (k31 * 1024));
-                if ((j32 < 50257)) {
+                if (j32 < 50257) {
                     const float t33 = p3[((row15 * 50257) + j32)];
                     p4[((row15 * 50257) + j32)] = (((expf((t33 - M26)) * inv30) - ((j32 == t16) ? 1.0f : 0.0f)) * scale14);
                 }
@@ -2994,28 +2994,28 @@ extern "C" __global__ void __launch_bounds__(1024) cross_entropy_bwd_cross_entro
         } else {
             for (int k34 = 0; k34 < 50; k34 += 1) {
                 const int j35 = (lid1 + (k34 * 1024));
-                if ((j35 < 50257)) {
+                if (j35 < 50257) {
                     p4[((row15 * 50257) + j35)] = 0.0f;
                 }
             }
         }
-    } else if ((int(blockIdx.x) < 257)) {
+    } else if (int(blockIdx.x) < 257) {
         const int h1 = (int(blockIdx.x) - 256);
         const int lid1 = int(threadIdx.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
         float loss4 = 0.0f;
         int cnt5 = 0;
         for (int row6 = 0; row6 < 256; row6 += 1) {
             const int t7 = p0[(row6 + 256)];
-            if (((t7 >= 0) && (t7 < 50257))) {
+            if ((t7 >= 0) && (t7 < 50257)) {
                 float m8 = (-__int_as_float(0x7f800000));
                 float s9 = 0.0f;
                 for (int k10 = 0; k10 < 50; k10 += 1) {
                     const int j11 = (lid1 + (k10 * 1024));
-                    if ((j11 < 50257)) {
+                    if (j11 < 50257) {
                         const float t12 = p3[((row6 * 50257) + j11)];
-                        if ((t12 > m8)) {
+                        if (t12 > m8) {
                             s9 = ((s9 * expf((m8 - t12))) + 1.0f);
                             m8 = t12;
                         } else {
@@ -3025,7 +3025,7 @@ extern "C" __global__ void __launch_bounds__(1024) cross_entropy_bwd_cross_entro
                 }
                 const float M13 = magc_simd_max(m8);
                 const float S14 = magc_simd_sum(((m8 == M13) ? s9 : (s9 * expf((m8 - M13)))));
-                if ((l32_2 == 0)) {
+                if (l32_2 == 0) {
                     sh15[sg3] = M13;
                     sh16[sg3] = S14;
                 }
@@ -3044,7 +3044,7 @@ extern "C" __global__ void __launch_bounds__(1024) cross_entropy_bwd_cross_entro
                 cnt5 += 1;
             }
         }
-        if ((lid1 == 0)) {
+        if (lid1 == 0) {
             p5[0] = ((cnt5 > 0) ? (loss4 / float(cnt5)) : 0.0f);
         }
     }
@@ -3065,7 +3065,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_div_add_mul_x2_0(
         const float* p7,
         float* p8) {
     __shared__ float sh[4352];
-    if ((int(blockIdx.x) < 128)) {
+    if (int(blockIdx.x) < 128) {
         const int h0 = (int(blockIdx.x) - 0);
         const int m01 = ((h0 / 32) * 64);
         const int n02 = ((h0 % 32) * 64);
@@ -3096,7 +3096,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_div_add_mul_x2_0(
                 const int k10 = (l8 % 16);
                 const int gi11 = (m01 + i9);
                 const int gk12 = (k0 + k10);
-                if ((gk12 < 50257)) {
+                if (gk12 < 50257) {
                     const float t13 = p0[((gi11 * 50257) + gk12)];
                     sh[((i9 * 20) + k10)] = t13;
                 } else {
@@ -3109,7 +3109,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_div_add_mul_x2_0(
                 const int i17 = (l15 % 64);
                 const int gi18 = (n02 + i17);
                 const int gk19 = (k0 + k16);
-                if ((gk19 < 50257)) {
+                if (gk19 < 50257) {
                     const float t20 = p1[((gk19 * 2048) + gi18)];
                     sh[(((k16 * 68) + i17) + 1280)] = t20;
                 } else {
@@ -3178,10 +3178,10 @@ extern "C" __global__ void __launch_bounds__(128) matmul_div_add_mul_x2_0(
             const int gj26 = (n02 + j24);
             p2[((gi25 * 2048) + gj26)] = sh[((i23 * 68) + j24)];
         }
-    } else if ((int(blockIdx.x) < 130)) {
+    } else if (int(blockIdx.x) < 130) {
         const int h1 = (int(blockIdx.x) - 128);
         const int i1 = ((h1 * 128) + int(threadIdx.x));
-        if ((i1 >= 1)) {
+        if (i1 >= 1) {
             return;
         }
         const float t2 = p3[i1];
@@ -3217,7 +3217,7 @@ extern "C" __global__ void __launch_bounds__(32) reduce_sum_1(
         float* p13) {
     const int lid1 = int(threadIdx.x);
     const int row4 = ((int(blockIdx.x) * 32) + lid1);
-    if ((row4 >= 1)) {
+    if (row4 >= 1) {
         return;
     }
     float acc5 = 0.0f;
@@ -3262,8 +3262,8 @@ extern "C" __global__ void __launch_bounds__(256) rmsnorm_bwd_0(
     __shared__ float sh20[8];
     __shared__ float sh21[8];
     const int lid1 = int(threadIdx.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = magc_lane();
+    const int sg3 = magc_simdgroup();
     const int row4 = int(blockIdx.x);
     const int c5 = (row4 / 512);
     const int c6 = (row4 % 512);
@@ -3276,7 +3276,7 @@ extern "C" __global__ void __launch_bounds__(256) rmsnorm_bwd_0(
         const float t13 = p0[((((c5 * 512) + c6) * 2048) + j12)];
         reg7[k11] = t13;
         float cat14 = 0.0f;
-        if (((((((c5 * 512) + c6) * 2048) + j12) / 2048) < 256)) {
+        if ((((((c5 * 512) + c6) * 2048) + j12) / 2048) < 256) {
             const float t15 = p1[((((((((c5 * 512) + c6) * 2048) + j12) / 2048) - 0) * 2048) + (((((c5 * 512) + c6) * 2048) + j12) % 2048))];
             cat14 = t15;
         } else {
@@ -3290,7 +3290,7 @@ extern "C" __global__ void __launch_bounds__(256) rmsnorm_bwd_0(
     }
     const float s18 = magc_simd_sum(ss9);
     const float s19 = magc_simd_sum(dot10);
-    if ((l32_2 == 0)) {
+    if (l32_2 == 0) {
         sh20[sg3] = s18;
         sh21[sg3] = s19;
     }
@@ -3325,7 +3325,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_1(
         const float* p3,
         float* p4) {
     __shared__ float sh[4352];
-    if ((int(blockIdx.x) < 16)) {
+    if (int(blockIdx.x) < 16) {
         const int h0 = (int(blockIdx.x) - 0);
         const int c1 = (h0 / 16);
         const int m02 = ((h0 / 2) * 64);
@@ -3367,7 +3367,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_1(
                 const int i19 = (l17 % 64);
                 const int gi20 = (n03 + i19);
                 const int gk21 = (k0 + k18);
-                if ((gi20 < 84)) {
+                if (gi20 < 84) {
                     const float t22 = p1[((gk21 * 84) + gi20)];
                     sh[(((k18 * 68) + i19) + 1280)] = t22;
                 } else {
@@ -3434,11 +3434,11 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_1(
             const int j26 = (l24 % 64);
             const int gi27 = (m02 + i25);
             const int gj28 = (n03 + j26);
-            if ((gj28 < 84)) {
+            if (gj28 < 84) {
                 p2[((((c1 * 512) + gi27) * 84) + gj28)] = sh[((i25 * 68) + j26)];
             }
         }
-    } else if ((int(blockIdx.x) < 80)) {
+    } else if (int(blockIdx.x) < 80) {
         const int h1 = (int(blockIdx.x) - 16);
         const int m01 = ((h1 / 2) * 64);
         const int n02 = ((h1 % 2) * 64);
@@ -3479,7 +3479,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_1(
                 const int i18 = (l16 % 64);
                 const int gi19 = (n02 + i18);
                 const int gk20 = (k0 + k17);
-                if ((gi19 < 84)) {
+                if (gi19 < 84) {
                     const float t21 = p3[((gk20 * 84) + gi19)];
                     sh[(((k17 * 68) + i18) + 1088)] = t21;
                 } else {
@@ -3546,7 +3546,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_1(
             const int j25 = (l23 % 64);
             const int gi26 = (m01 + i24);
             const int gj27 = (n02 + j25);
-            if ((gj27 < 84)) {
+            if (gj27 < 84) {
                 p4[((gi26 * 84) + gj27)] = sh[((i24 * 68) + j25)];
             }
         }
@@ -3574,7 +3574,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_2(
         const float* p12,
         float* p13) {
     __shared__ float sh[4352];
-    if ((int(blockIdx.x) < 128)) {
+    if (int(blockIdx.x) < 128) {
         const int h0 = (int(blockIdx.x) - 0);
         const int m01 = ((h0 / 64) * 64);
         const int n02 = ((h0 % 64) * 64);
@@ -3605,7 +3605,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_2(
                 const int i10 = (l8 % 64);
                 const int gi11 = (m01 + i10);
                 const int gk12 = (k0 + k9);
-                if ((gi11 < 84)) {
+                if (gi11 < 84) {
                     const float t13 = p0[((gk12 * 84) + gi11)];
                     sh[((k9 * 68) + i10)] = t13;
                 } else {
@@ -3681,11 +3681,11 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_2(
             const int j24 = (l22 % 64);
             const int gi25 = (m01 + i23);
             const int gj26 = (n02 + j24);
-            if ((gi25 < 84)) {
+            if (gi25 < 84) {
                 p2[((gi25 * 4096) + gj26)] = sh[((i23 * 68) + j24)];
             }
         }
-    } else if ((int(blockIdx.x) < 640)) {
+    } else if (int(blockIdx.x) < 640) {
         const int h1 = (int(blockIdx.x) - 128);
         const int c1 = (h1 / 512);
         const int m02 = ((h1 / 64) * 64);
@@ -3773,7 +3773,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_2(
                 const int k25 = (l23 % 16);
                 const int gi26 = (m02 + i24);
                 const int gk27 = (k0 + k25);
-                if ((gk27 < 84)) {
+                if (gk27 < 84) {
                     const float t28 = p0[((((c1 * 512) + gi26) * 84) + gk27)];
                     sh[((i24 * 20) + k25)] = t28;
                 } else {
@@ -3786,7 +3786,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_2(
                 const int i32 = (l30 % 64);
                 const int gi33 = (n03 + i32);
                 const int gk34 = (k0 + k31);
-                if ((gk34 < 84)) {
+                if (gk34 < 84) {
                     const float t35 = p8[((gk34 * 4096) + gi33)];
                     sh[(((k31 * 68) + i32) + 1280)] = t35;
                 } else {
@@ -3887,7 +3887,7 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_0(
     float seq1[128];
     __shared__ float red2[2048];
     const int gid3 = int(blockIdx.x);
-    if ((gid3 < 16)) {
+    if (gid3 < 16) {
         const int b4 = (gid3 / 16);
         const int n05 = ((gid3 % 16) * 1);
         const int n6 = (n05 + (int(threadIdx.x) / 1024));
@@ -3932,7 +3932,7 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_0(
                         carry14 = (a41 * g42);
                         const float sp43 = magc_simd_sum(((g42 * t33) * t34));
                         const float sp44 = magc_simd_sum((((a41 * sp40) + ((t33 * t35) * t34)) * t39));
-                        if ((lane8 == 0)) {
+                        if (lane8 == 0) {
                             red2[(rb30 + ((((0 * 16) + j31) * 32) + sg7))] = sp43;
                             red2[(rb30 + ((((1 * 16) + j31) * 32) + sg7))] = sp44;
                         }
@@ -3946,16 +3946,16 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_0(
                         const float tot50 = magc_simd_sum(red2[(rb30 + ((((q47 * 16) + j48) * 32) + ((ns49 * 32) + lane8)))]);
                         const int t51 = ((t118 - 1) - (i028 + j48));
                         const int nn52 = (n05 + ns49);
-                        if ((lane8 == 0)) {
-                            if ((q47 == 0)) {
-                                if ((blk10 == 0)) {
+                        if (lane8 == 0) {
+                            if (q47 == 0) {
+                                if (blk10 == 0) {
                                     p7[((((b4 * 512) + t51) * 16) + nn52)] = tot50;
                                 } else {
                                     p7[((((b4 * 512) + t51) * 16) + nn52)] += tot50;
                                 }
                             }
-                            if ((q47 == 1)) {
-                                if ((blk10 == 0)) {
+                            if (q47 == 1) {
+                                if (blk10 == 0) {
                                     p8[((((b4 * 512) + t51) * 16) + nn52)] = tot50;
                                 } else {
                                     p8[((((b4 * 512) + t51) * 16) + nn52)] += tot50;
@@ -4012,7 +4012,7 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_0(
                     const float r91 = (r90 + magc_simd_shuffle_xor(r90, 4));
                     const float r92 = (r91 + magc_simd_shuffle_xor(r91, 2));
                     const float r93 = (r92 + magc_simd_shuffle_xor(r92, 1));
-                    if ((n54 == 0)) {
+                    if (n54 == 0) {
                         p10[((((b60 * 512) + t75) * 4096) + ch53)] = (r89 + (t57 * t82));
                         p11[((((b60 * 512) + t75) * 4096) + ch53)] = r93;
                     }
@@ -4183,10 +4183,10 @@ extern "C" __global__ void __launch_bounds__(128) matmul_9(
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
             float cat14 = 0.0f;
-            if ((gk13 < 128)) {
+            if (gk13 < 128) {
                 const float t15 = p0[((((c1 * 512) + gi12) * 128) + (gk13 - 0))];
                 cat14 = t15;
-            } else if ((gk13 < 144)) {
+            } else if (gk13 < 144) {
                 const float t16 = p1[((((c1 * 512) + gi12) * 16) + (gk13 - 128))];
                 cat14 = t16;
             } else {
@@ -4319,7 +4319,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_10(
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
             float cat14 = 0.0f;
-            if ((gk13 < 4096)) {
+            if (gk13 < 4096) {
                 const float t15 = p0[((((c1 * 512) + gi12) * 4096) + (gk13 - 0))];
                 const float t16 = p1[(((gk13 - 0) * 4) + 3)];
                 const float t17 = p0[((((c1 * 512) + min((gi12 + 1), 511)) * 4096) + (gk13 - 0))];
@@ -4329,7 +4329,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_10(
                 const float t21 = p0[((((c1 * 512) + min((gi12 + 3), 511)) * 4096) + (gk13 - 0))];
                 const float t22 = p1[(((gk13 - 0) * 4) + 0)];
                 const float t23 = ((((t15 * t16) + ((gi12 < 511) ? (t17 * t18) : 0.0f)) + ((gi12 < 510) ? (t19 * t20) : 0.0f)) + ((gi12 < 509) ? (t21 * t22) : 0.0f));
-                if ((n03 == 0)) {
+                if (n03 == 0) {
                     p2[((((c1 * 512) + gi12) * 4096) + (gk13 - 0))] = t23;
                 }
                 cat14 = t23;
@@ -4346,7 +4346,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_10(
             const int i29 = (l27 % 64);
             const int gi30 = (n03 + i29);
             const int gk31 = (k0 + k28);
-            if ((gi30 < 84)) {
+            if (gi30 < 84) {
                 const float t32 = p4[((gk31 * 84) + gi30)];
                 sh[(((k28 * 68) + i29) + 1280)] = t32;
             } else {
@@ -4413,7 +4413,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_10(
         const int j36 = (l34 % 64);
         const int gi37 = (m02 + i35);
         const int gj38 = (n03 + j36);
-        if ((gj38 < 84)) {
+        if (gj38 < 84) {
             p5[((((c1 * 512) + gi37) * 84) + gj38)] = sh[((i35 * 68) + j36)];
         }
     }
@@ -4439,7 +4439,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x3_0(
         const float* p11,
         float* p12) {
     __shared__ float sh[4352];
-    if ((int(blockIdx.x) < 256)) {
+    if (int(blockIdx.x) < 256) {
         const int h0 = (int(blockIdx.x) - 0);
         const int m01 = ((h0 / 2) * 64);
         const int n02 = ((h0 % 2) * 64);
@@ -4471,7 +4471,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x3_0(
                 const int gi11 = (m01 + i10);
                 const int gk12 = (k0 + k9);
                 float cat13 = 0.0f;
-                if (((((gk12 * 8192) + gi11) % 8192) < 4096)) {
+                if ((((gk12 * 8192) + gi11) % 8192) < 4096) {
                     const float t14 = p0[(((((((gk12 * 8192) + gi11) / 4194304) * 512) + ((((gk12 * 8192) + gi11) / 8192) % 512)) * 4096) + ((((gk12 * 8192) + gi11) % 8192) - 0))];
                     cat13 = t14;
                 } else {
@@ -4487,7 +4487,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x3_0(
                 const int i20 = (l18 % 64);
                 const int gi21 = (n02 + i20);
                 const int gk22 = (k0 + k19);
-                if ((gi21 < 84)) {
+                if (gi21 < 84) {
                     const float t23 = p2[((gk22 * 84) + gi21)];
                     sh[(((k19 * 68) + i20) + 1088)] = t23;
                 } else {
@@ -4554,11 +4554,11 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x3_0(
             const int j27 = (l25 % 64);
             const int gi28 = (m01 + i26);
             const int gj29 = (n02 + j27);
-            if ((gj29 < 84)) {
+            if (gj29 < 84) {
                 p3[((gi28 * 84) + gj29)] = sh[((i26 * 68) + j27)];
             }
         }
-    } else if ((int(blockIdx.x) < 320)) {
+    } else if (int(blockIdx.x) < 320) {
         const int h1 = (int(blockIdx.x) - 256);
         const int m01 = ((h1 / 32) * 64);
         const int n02 = ((h1 % 32) * 64);
@@ -4589,7 +4589,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x3_0(
                 const int i10 = (l8 % 64);
                 const int gi11 = (m01 + i10);
                 const int gk12 = (k0 + k9);
-                if ((gi11 < 84)) {
+                if (gi11 < 84) {
                     const float t13 = p4[((gk12 * 84) + gi11)];
                     sh[((k9 * 68) + i10)] = t13;
                 } else {
@@ -4665,11 +4665,11 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x3_0(
             const int j24 = (l22 % 64);
             const int gi25 = (m01 + i23);
             const int gj26 = (n02 + j24);
-            if ((gi25 < 84)) {
+            if (gi25 < 84) {
                 p6[((gi25 * 2048) + gj26)] = sh[((i23 * 68) + j24)];
             }
         }
-    } else if ((int(blockIdx.x) < 576)) {
+    } else if (int(blockIdx.x) < 576) {
         const int h2 = (int(blockIdx.x) - 320);
         const int c1 = (h2 / 256);
         const int m02 = ((h2 / 32) * 64);
@@ -4702,7 +4702,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x3_0(
                 const int gi12 = (m02 + i10);
                 const int gk13 = (k0 + k11);
                 float cat14 = 0.0f;
-                if ((gk13 < 4096)) {
+                if (gk13 < 4096) {
                     const float t15 = p0[((((c1 * 512) + gi12) * 4096) + (gk13 - 0))];
                     cat14 = t15;
                 } else {
@@ -4764,7 +4764,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x3_0(
                 const int k27 = (l25 % 16);
                 const int gi28 = (m02 + i26);
                 const int gk29 = (k0 + k27);
-                if ((gk29 < 84)) {
+                if (gk29 < 84) {
                     const float t30 = p4[((((c1 * 512) + gi28) * 84) + gk29)];
                     sh[((i26 * 20) + k27)] = t30;
                 } else {
@@ -4777,7 +4777,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x3_0(
                 const int i34 = (l32 % 64);
                 const int gi35 = (n03 + i34);
                 const int gk36 = (k0 + k33);
-                if ((gk36 < 84)) {
+                if (gk36 < 84) {
                     const float t37 = p11[((gk36 * 2048) + gi35)];
                     sh[(((k33 * 68) + i34) + 1280)] = t37;
                 } else {
@@ -4861,8 +4861,8 @@ extern "C" __global__ void __launch_bounds__(256) rmsnorm_bwd_1(
     __shared__ float sh18[8];
     __shared__ float sh19[8];
     const int lid1 = int(threadIdx.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = magc_lane();
+    const int sg3 = magc_simdgroup();
     const int row4 = int(blockIdx.x);
     const int c5 = (row4 / 512);
     const int c6 = (row4 % 512);
@@ -4882,7 +4882,7 @@ extern "C" __global__ void __launch_bounds__(256) rmsnorm_bwd_1(
     }
     const float s16 = magc_simd_sum(ss9);
     const float s17 = magc_simd_sum(dot10);
-    if ((l32_2 == 0)) {
+    if (l32_2 == 0) {
         sh18[sg3] = s16;
         sh19[sg3] = s17;
     }
@@ -4918,8 +4918,8 @@ extern "C" __global__ void __launch_bounds__(256) reduce_sum_2(
         float* p3) {
     __shared__ float sh13[8];
     const int lid1 = int(threadIdx.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = magc_lane();
+    const int sg3 = magc_simdgroup();
     const int row4 = int(blockIdx.x);
     float acc5 = 0.0f;
     for (int k6 = 0; k6 < 8; k6 += 1) {
@@ -4931,7 +4931,7 @@ extern "C" __global__ void __launch_bounds__(256) reduce_sum_2(
         acc5 += t11;
     }
     const float s12 = magc_simd_sum(acc5);
-    if ((l32_2 == 0)) {
+    if (l32_2 == 0) {
         sh13[sg3] = s12;
     }
     __syncthreads();
@@ -4940,7 +4940,7 @@ extern "C" __global__ void __launch_bounds__(256) reduce_sum_2(
         acc14 += sh13[s15];
     }
     __syncthreads();
-    if ((lid1 == 0)) {
+    if (lid1 == 0) {
         p3[row4] = acc14;
     }
 }
@@ -4962,31 +4962,31 @@ extern "C" __global__ void __launch_bounds__(128) scatter_add_grouped_matmul_x2_
         float* p8,
         const float* p9) {
     __shared__ float sh[4352];
-    if ((int(blockIdx.x) < 8)) {
+    if (int(blockIdx.x) < 8) {
         const int h0 = (int(blockIdx.x) - 0);
         const int t1 = ((h0 * 128) + int(threadIdx.x));
         const int lo2 = t1;
         float acc4 = 0.0f;
         for (int i3 = 0; i3 < 1024; i3 += 1) {
             const int t5 = p0[i3];
-            if ((t5 == lo2)) {
+            if (t5 == lo2) {
                 const float t6 = p1[i3];
                 acc4 += t6;
             }
         }
         p2[lo2] = acc4;
-    } else if ((int(blockIdx.x) < 296)) {
+    } else if (int(blockIdx.x) < 296) {
         const int h1 = (int(blockIdx.x) - 8);
         const int ex1 = (h1 / 32);
         const int n02 = ((h1 % 2) * 64);
-        if ((ex1 == 8)) {
+        if (ex1 == 8) {
             const int t3 = p3[0];
             const int t4 = p3[8];
             for (int s5 = 0; s5 < 32; s5 += 1) {
                 const int l6 = ((s5 * 128) + int(threadIdx.x));
                 const int r7 = ((((h1 / 2) % 16) * 64) + (l6 / 64));
                 const int j8 = (n02 + (l6 % 64));
-                if (((j8 < 84) && ((r7 < t3) || (r7 >= t4)))) {
+                if ((j8 < 84) && ((r7 < t3) || (r7 >= t4))) {
                     p4[((r7 * 84) + j8)] = 0.0f;
                 }
             }
@@ -4995,7 +4995,7 @@ extern "C" __global__ void __launch_bounds__(128) scatter_add_grouped_matmul_x2_
         const int t9 = p3[ex1];
         const int t10 = p3[(ex1 + 1)];
         const int m011 = (t9 + (((h1 / 2) % 16) * 64));
-        if ((m011 >= t10)) {
+        if (m011 >= t10) {
             return;
         }
         const int ti12 = int(threadIdx.x);
@@ -5025,13 +5025,13 @@ extern "C" __global__ void __launch_bounds__(128) scatter_add_grouped_matmul_x2_
                 const int k19 = (l17 % 16);
                 const int gi20 = (m011 + i18);
                 const int gk21 = (k0 + k19);
-                if ((gi20 < t10)) {
+                if (gi20 < t10) {
                     const int t22 = p5[gi20];
                     const float t23 = p6[((t22 * 2048) + gk21)];
                     const int t24 = p0[((gi20 * 1) + 0)];
                     const float t25 = p7[t24];
                     const float t26 = (t23 * t25);
-                    if ((n02 == 0)) {
+                    if (n02 == 0) {
                         p8[((gi20 * 2048) + gk21)] = t26;
                     }
                     const float t27 = (t26 * 0.1904762f);
@@ -5046,7 +5046,7 @@ extern "C" __global__ void __launch_bounds__(128) scatter_add_grouped_matmul_x2_
                 const int i31 = (l29 % 64);
                 const int gi32 = (n02 + i31);
                 const int gk33 = (k0 + k30);
-                if ((gi32 < 84)) {
+                if (gi32 < 84) {
                     const float t34 = p9[((((ex1 * 2048) + gk33) * 84) + gi32)];
                     sh[(((k30 * 68) + i31) + 1280)] = t34;
                 } else {
@@ -5113,7 +5113,7 @@ extern "C" __global__ void __launch_bounds__(128) scatter_add_grouped_matmul_x2_
             const int j38 = (l36 % 64);
             const int gi39 = (m011 + i37);
             const int gj40 = (n02 + j38);
-            if (((gi39 < t10) && (gj40 < 84))) {
+            if ((gi39 < t10) && (gj40 < 84)) {
                 p4[((gi39 * 84) + gj40)] = sh[((i37 * 68) + j38)];
             }
         }
@@ -5145,7 +5145,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_wgrad_grouped_m
         const float* p14,
         const float* p15) {
     __shared__ float sh[4352];
-    if ((int(blockIdx.x) < 512)) {
+    if (int(blockIdx.x) < 512) {
         const int h0 = (int(blockIdx.x) - 0);
         const int ex1 = (h0 / 64);
         const int m02 = (((h0 / 2) % 32) * 64);
@@ -5179,7 +5179,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_wgrad_grouped_m
                 const int i13 = (l11 % 64);
                 const int gi14 = (m02 + i13);
                 const int gk15 = (k0 + k12);
-                if ((gk15 < t5)) {
+                if (gk15 < t5) {
                     const float t16 = p1[((gk15 * 2048) + gi14)];
                     const float t17 = (t16 * 0.1904762f);
                     sh[((k12 * 68) + i13)] = t17;
@@ -5193,7 +5193,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_wgrad_grouped_m
                 const int i21 = (l19 % 64);
                 const int gi22 = (n03 + i21);
                 const int gk23 = (k0 + k20);
-                if (((gi22 < 84) && (gk23 < t5))) {
+                if ((gi22 < 84) && (gk23 < t5)) {
                     const float t24 = p2[((gk23 * 84) + gi22)];
                     sh[(((k20 * 68) + i21) + 1088)] = t24;
                 } else {
@@ -5260,11 +5260,11 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_wgrad_grouped_m
             const int j28 = (l26 % 64);
             const int gi29 = (m02 + i27);
             const int gj30 = (n03 + j28);
-            if ((gj30 < 84)) {
+            if (gj30 < 84) {
                 p3[((((ex1 * 2048) + gi29) * 84) + gj30)] = sh[((i27 * 68) + j28)];
             }
         }
-    } else if ((int(blockIdx.x) < 1856)) {
+    } else if (int(blockIdx.x) < 1856) {
         const int h1 = (int(blockIdx.x) - 512);
         const int ex1 = (h1 / 168);
         const int m02 = (((h1 / 84) % 2) * 64);
@@ -5298,7 +5298,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_wgrad_grouped_m
                 const int i13 = (l11 % 64);
                 const int gi14 = (m02 + i13);
                 const int gk15 = (k0 + k12);
-                if (((gi14 < 84) && (gk15 < t5))) {
+                if ((gi14 < 84) && (gk15 < t5)) {
                     const float t16 = p4[((gk15 * 84) + gi14)];
                     sh[((k12 * 68) + i13)] = t16;
                 } else {
@@ -5311,7 +5311,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_wgrad_grouped_m
                 const int i20 = (l18 % 64);
                 const int gi21 = (n03 + i20);
                 const int gk22 = (k0 + k19);
-                if ((gk22 < t5)) {
+                if (gk22 < t5) {
                     const float t23 = p5[((gk22 * 5376) + gi21)];
                     sh[(((k19 * 68) + i20) + 1088)] = t23;
                 } else {
@@ -5378,22 +5378,22 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_wgrad_grouped_m
             const int j27 = (l25 % 64);
             const int gi28 = (m02 + i26);
             const int gj29 = (n03 + j27);
-            if ((gi28 < 84)) {
+            if (gi28 < 84) {
                 p6[((((ex1 * 84) + gi28) * 5376) + gj29)] = sh[((i26 * 68) + j27)];
             }
         }
-    } else if ((int(blockIdx.x) < 13952)) {
+    } else if (int(blockIdx.x) < 13952) {
         const int h2 = (int(blockIdx.x) - 1856);
         const int ex1 = (h2 / 1344);
         const int n02 = ((h2 % 84) * 64);
-        if ((ex1 == 8)) {
+        if (ex1 == 8) {
             const int t3 = p0[0];
             const int t4 = p0[8];
             for (int s5 = 0; s5 < 32; s5 += 1) {
                 const int l6 = ((s5 * 128) + int(threadIdx.x));
                 const int r7 = ((((h2 / 84) % 16) * 64) + (l6 / 64));
                 const int j8 = (n02 + (l6 % 64));
-                if (((r7 < t3) || (r7 >= t4))) {
+                if ((r7 < t3) || (r7 >= t4)) {
                     const float acc9 = 0.0f;
                     const float t10 = p7[((r7 * 5376) + j8)];
                     const float t11 = (acc9 * t10);
@@ -5414,7 +5414,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_wgrad_grouped_m
         const int t20 = p0[ex1];
         const int t21 = p0[(ex1 + 1)];
         const int m022 = (t20 + (((h2 / 84) % 16) * 64));
-        if ((m022 >= t21)) {
+        if (m022 >= t21) {
             return;
         }
         const int ti23 = int(threadIdx.x);
@@ -5444,7 +5444,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_wgrad_grouped_m
                 const int k30 = (l28 % 16);
                 const int gi31 = (m022 + i29);
                 const int gk32 = (k0 + k30);
-                if ((gi31 < t21)) {
+                if (gi31 < t21) {
                     const float t33 = p1[((gi31 * 2048) + gk32)];
                     sh[((i29 * 20) + k30)] = t33;
                 } else {
@@ -5504,7 +5504,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_wgrad_grouped_m
                 const int k44 = (l42 % 16);
                 const int gi45 = (m022 + i43);
                 const int gk46 = (k0 + k44);
-                if (((gi45 < t21) && (gk46 < 84))) {
+                if ((gi45 < t21) && (gk46 < 84)) {
                     const float t47 = p4[((gi45 * 84) + gk46)];
                     sh[((i43 * 20) + k44)] = t47;
                 } else {
@@ -5517,7 +5517,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_wgrad_grouped_m
                 const int i51 = (l49 % 64);
                 const int gi52 = (n02 + i51);
                 const int gk53 = (k0 + k50);
-                if ((gk53 < 84)) {
+                if (gk53 < 84) {
                     const float t54 = p15[((((ex1 * 84) + gk53) * 5376) + gi52)];
                     sh[(((k50 * 68) + i51) + 1280)] = t54;
                 } else {
@@ -5584,7 +5584,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_wgrad_grouped_m
             const int j58 = (l56 % 64);
             const int gi59 = (m022 + i57);
             const int gj60 = (n02 + j58);
-            if ((gi59 < t21)) {
+            if (gi59 < t21) {
                 const float acc61 = sh[((i57 * 68) + j58)];
                 const float t62 = p7[((gi59 * 5376) + gj60)];
                 const float t63 = (acc61 * t62);
@@ -5616,18 +5616,18 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_grouped_matmul_
         const float* p5,
         float* p6) {
     __shared__ float sh[4352];
-    if ((int(blockIdx.x) < 288)) {
+    if (int(blockIdx.x) < 288) {
         const int h0 = (int(blockIdx.x) - 0);
         const int ex1 = (h0 / 32);
         const int n02 = ((h0 % 2) * 64);
-        if ((ex1 == 8)) {
+        if (ex1 == 8) {
             const int t3 = p0[0];
             const int t4 = p0[8];
             for (int s5 = 0; s5 < 32; s5 += 1) {
                 const int l6 = ((s5 * 128) + int(threadIdx.x));
                 const int r7 = ((((h0 / 2) % 16) * 64) + (l6 / 64));
                 const int j8 = (n02 + (l6 % 64));
-                if (((j8 < 84) && ((r7 < t3) || (r7 >= t4)))) {
+                if ((j8 < 84) && ((r7 < t3) || (r7 >= t4))) {
                     p1[((r7 * 84) + j8)] = 0.0f;
                 }
             }
@@ -5636,7 +5636,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_grouped_matmul_
         const int t9 = p0[ex1];
         const int t10 = p0[(ex1 + 1)];
         const int m011 = (t9 + (((h0 / 2) % 16) * 64));
-        if ((m011 >= t10)) {
+        if (m011 >= t10) {
             return;
         }
         const int ti12 = int(threadIdx.x);
@@ -5666,9 +5666,9 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_grouped_matmul_
                 const int k19 = (l17 % 16);
                 const int gi20 = (m011 + i18);
                 const int gk21 = (k0 + k19);
-                if ((gi20 < t10)) {
+                if (gi20 < t10) {
                     float cat22 = 0.0f;
-                    if ((gk21 < 5376)) {
+                    if (gk21 < 5376) {
                         const float t23 = p2[((gi20 * 5376) + (gk21 - 0))];
                         cat22 = t23;
                     } else {
@@ -5687,7 +5687,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_grouped_matmul_
                 const int i29 = (l27 % 64);
                 const int gi30 = (n02 + i29);
                 const int gk31 = (k0 + k28);
-                if ((gi30 < 84)) {
+                if (gi30 < 84) {
                     const float t32 = p4[((((ex1 * 10752) + gk31) * 84) + gi30)];
                     sh[(((k28 * 68) + i29) + 1280)] = t32;
                 } else {
@@ -5754,11 +5754,11 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_grouped_matmul_
             const int j36 = (l34 % 64);
             const int gi37 = (m011 + i35);
             const int gj38 = (n02 + j36);
-            if (((gi37 < t10) && (gj38 < 84))) {
+            if ((gi37 < t10) && (gj38 < 84)) {
                 p1[((gi37 * 84) + gj38)] = sh[((i35 * 68) + j36)];
             }
         }
-    } else if ((int(blockIdx.x) < 2976)) {
+    } else if (int(blockIdx.x) < 2976) {
         const int h1 = (int(blockIdx.x) - 288);
         const int ex1 = (h1 / 336);
         const int m02 = (((h1 / 2) % 168) * 64);
@@ -5792,9 +5792,9 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_grouped_matmul_
                 const int i13 = (l11 % 64);
                 const int gi14 = (m02 + i13);
                 const int gk15 = (k0 + k12);
-                if ((gk15 < t5)) {
+                if (gk15 < t5) {
                     float cat16 = 0.0f;
-                    if ((gi14 < 5376)) {
+                    if (gi14 < 5376) {
                         const float t17 = p2[((gk15 * 5376) + (gi14 - 0))];
                         cat16 = t17;
                     } else {
@@ -5813,7 +5813,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_grouped_matmul_
                 const int i23 = (l21 % 64);
                 const int gi24 = (n03 + i23);
                 const int gk25 = (k0 + k22);
-                if (((gi24 < 84) && (gk25 < t5))) {
+                if ((gi24 < 84) && (gk25 < t5)) {
                     const float t26 = p5[((gk25 * 84) + gi24)];
                     sh[(((k22 * 68) + i23) + 1088)] = t26;
                 } else {
@@ -5880,7 +5880,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_grouped_matmul_
             const int j30 = (l28 % 64);
             const int gi31 = (m02 + i29);
             const int gj32 = (n03 + j30);
-            if ((gj32 < 84)) {
+            if (gj32 < 84) {
                 p6[((((ex1 * 10752) + gi31) * 84) + gj32)] = sh[((i29 * 68) + j30)];
             }
         }
@@ -5906,7 +5906,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_wgrad_grouped_m
         const float* p11,
         const float* p12) {
     __shared__ float sh[4352];
-    if ((int(blockIdx.x) < 512)) {
+    if (int(blockIdx.x) < 512) {
         const int h0 = (int(blockIdx.x) - 0);
         const int ex1 = (h0 / 64);
         const int m02 = (((h0 / 32) % 2) * 64);
@@ -5940,7 +5940,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_wgrad_grouped_m
                 const int i13 = (l11 % 64);
                 const int gi14 = (m02 + i13);
                 const int gk15 = (k0 + k12);
-                if (((gi14 < 84) && (gk15 < t5))) {
+                if ((gi14 < 84) && (gk15 < t5)) {
                     const float t16 = p1[((gk15 * 84) + gi14)];
                     sh[((k12 * 68) + i13)] = t16;
                 } else {
@@ -5953,7 +5953,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_wgrad_grouped_m
                 const int i20 = (l18 % 64);
                 const int gi21 = (n03 + i20);
                 const int gk22 = (k0 + k19);
-                if ((gk22 < t5)) {
+                if (gk22 < t5) {
                     const int t23 = p2[gk22];
                     const float t24 = p3[((t23 * 2048) + gi21)];
                     sh[(((k19 * 68) + i20) + 1088)] = t24;
@@ -6021,22 +6021,22 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_wgrad_grouped_m
             const int j28 = (l26 % 64);
             const int gi29 = (m02 + i27);
             const int gj30 = (n03 + j28);
-            if ((gi29 < 84)) {
+            if (gi29 < 84) {
                 p4[((((ex1 * 84) + gi29) * 2048) + gj30)] = sh[((i27 * 68) + j28)];
             }
         }
-    } else if ((int(blockIdx.x) < 5120)) {
+    } else if (int(blockIdx.x) < 5120) {
         const int h1 = (int(blockIdx.x) - 512);
         const int ex1 = (h1 / 512);
         const int n02 = ((h1 % 32) * 64);
-        if ((ex1 == 8)) {
+        if (ex1 == 8) {
             const int t3 = p0[0];
             const int t4 = p0[8];
             for (int s5 = 0; s5 < 32; s5 += 1) {
                 const int l6 = ((s5 * 128) + int(threadIdx.x));
                 const int r7 = ((((h1 / 32) % 16) * 64) + (l6 / 64));
                 const int j8 = (n02 + (l6 % 64));
-                if (((r7 < t3) || (r7 >= t4))) {
+                if ((r7 < t3) || (r7 >= t4)) {
                     const float acc9 = 0.0f;
                     p5[((r7 * 2048) + j8)] = acc9;
                 }
@@ -6046,7 +6046,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_wgrad_grouped_m
         const int t10 = p0[ex1];
         const int t11 = p0[(ex1 + 1)];
         const int m012 = (t10 + (((h1 / 32) % 16) * 64));
-        if ((m012 >= t11)) {
+        if (m012 >= t11) {
             return;
         }
         const int ti13 = int(threadIdx.x);
@@ -6076,9 +6076,9 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_wgrad_grouped_m
                 const int k20 = (l18 % 16);
                 const int gi21 = (m012 + i19);
                 const int gk22 = (k0 + k20);
-                if ((gi21 < t11)) {
+                if (gi21 < t11) {
                     float cat23 = 0.0f;
-                    if ((gk22 < 5376)) {
+                    if (gk22 < 5376) {
                         const float t24 = p6[((gi21 * 5376) + (gk22 - 0))];
                         cat23 = t24;
                     } else {
@@ -6143,7 +6143,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_wgrad_grouped_m
                 const int k36 = (l34 % 16);
                 const int gi37 = (m012 + i35);
                 const int gk38 = (k0 + k36);
-                if (((gi37 < t11) && (gk38 < 84))) {
+                if ((gi37 < t11) && (gk38 < 84)) {
                     const float t39 = p1[((gi37 * 84) + gk38)];
                     sh[((i35 * 20) + k36)] = t39;
                 } else {
@@ -6156,7 +6156,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_wgrad_grouped_m
                 const int i43 = (l41 % 64);
                 const int gi44 = (n02 + i43);
                 const int gk45 = (k0 + k42);
-                if ((gk45 < 84)) {
+                if (gk45 < 84) {
                     const float t46 = p12[((((ex1 * 84) + gk45) * 2048) + gi44)];
                     sh[(((k42 * 68) + i43) + 1280)] = t46;
                 } else {
@@ -6223,7 +6223,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_wgrad_grouped_m
             const int j50 = (l48 % 64);
             const int gi51 = (m012 + i49);
             const int gj52 = (n02 + j50);
-            if ((gi51 < t11)) {
+            if (gi51 < t11) {
                 const float acc53 = sh[((i49 * 68) + j50)];
                 p5[((gi51 * 2048) + gj52)] = acc53;
             }
@@ -6243,7 +6243,7 @@ extern "C" __global__ void __launch_bounds__(256) scatter_add_reduce_sum_x2_0(
         const float* p4,
         const float* p5,
         float* p6) {
-    if ((int(blockIdx.x) < 32)) {
+    if (int(blockIdx.x) < 32) {
         const int h0 = (int(blockIdx.x) - 0);
         const int t1 = ((h0 * 256) + int(threadIdx.x));
         const int c2 = (t1 % 2048);
@@ -6254,12 +6254,12 @@ extern "C" __global__ void __launch_bounds__(256) scatter_add_reduce_sum_x2_0(
         }
         for (int i4 = 0; i4 < 1024; i4 += 1) {
             const int t7 = p1[i4];
-            if (((t7 >= lo3) && (t7 < hi5))) {
+            if ((t7 >= lo3) && (t7 < hi5)) {
                 const float t8 = p2[((i4 * 2048) + c2)];
                 p0[((t7 * 2048) + c2)] = (p0[((t7 * 2048) + c2)] + t8);
             }
         }
-    } else if ((int(blockIdx.x) < 34)) {
+    } else if (int(blockIdx.x) < 34) {
         const int h1 = (int(blockIdx.x) - 32);
         const int lid1 = int(threadIdx.x);
         const int row4 = ((h1 * 256) + lid1);
@@ -6310,7 +6310,7 @@ extern "C" __global__ void __launch_bounds__(64) reduce_sum_3(
     }
     sh17[lid1] = acc5;
     __syncthreads();
-    if ((part3 == 0)) {
+    if (part3 == 0) {
         for (int pr18 = 1; pr18 < 2; pr18 += 1) {
             acc5 += sh17[((pr18 * 32) + col2)];
         }
@@ -6385,7 +6385,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_11(
             const int k10 = (l8 % 16);
             const int gi11 = (m01 + i9);
             const int gk12 = (k0 + k10);
-            if ((gk12 < 8)) {
+            if (gk12 < 8) {
                 const float t13 = p0[((gi11 * 8) + gk12)];
                 sh[((i9 * 20) + k10)] = t13;
             } else {
@@ -6398,7 +6398,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_11(
             const int i17 = (l15 % 64);
             const int gi18 = (n02 + i17);
             const int gk19 = (k0 + k16);
-            if ((gk19 < 8)) {
+            if (gk19 < 8) {
                 const float t20 = p1[((gk19 * 2048) + gi18)];
                 sh[(((k16 * 68) + i17) + 1280)] = t20;
             } else {
@@ -6481,8 +6481,8 @@ extern "C" __global__ void __launch_bounds__(256) rmsnorm_bwd_2(
     __shared__ float sh20[8];
     __shared__ float sh21[8];
     const int lid1 = int(threadIdx.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = magc_lane();
+    const int sg3 = magc_simdgroup();
     const int row4 = int(blockIdx.x);
     const int c5 = (row4 / 512);
     const int c6 = (row4 % 512);
@@ -6504,7 +6504,7 @@ extern "C" __global__ void __launch_bounds__(256) rmsnorm_bwd_2(
     }
     const float s18 = magc_simd_sum(ss9);
     const float s19 = magc_simd_sum(dot10);
-    if ((l32_2 == 0)) {
+    if (l32_2 == 0) {
         sh20[sg3] = s18;
         sh21[sg3] = s19;
     }
@@ -6564,11 +6564,11 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
         float* p23) {
     __shared__ float red2[2048];
     __shared__ float sh22[32];
-    if ((int(blockIdx.x) < 80)) {
+    if (int(blockIdx.x) < 80) {
         const int h0 = (int(blockIdx.x) - 0);
         float seq1[128];
         const int gid3 = h0;
-        if ((gid3 < 16)) {
+        if (gid3 < 16) {
             const int b4 = (gid3 / 16);
             const int n05 = ((gid3 % 16) * 1);
             const int n6 = (n05 + (int(threadIdx.x) / 1024));
@@ -6613,7 +6613,7 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
                             carry14 = (a41 * g42);
                             const float sp43 = magc_simd_sum(((g42 * t33) * t34));
                             const float sp44 = magc_simd_sum((((a41 * sp40) + ((t33 * t35) * t34)) * t39));
-                            if ((lane8 == 0)) {
+                            if (lane8 == 0) {
                                 red2[(rb30 + ((((0 * 16) + j31) * 32) + sg7))] = sp43;
                                 red2[(rb30 + ((((1 * 16) + j31) * 32) + sg7))] = sp44;
                             }
@@ -6627,16 +6627,16 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
                             const float tot50 = magc_simd_sum(red2[(rb30 + ((((q47 * 16) + j48) * 32) + ((ns49 * 32) + lane8)))]);
                             const int t51 = ((t118 - 1) - (i028 + j48));
                             const int nn52 = (n05 + ns49);
-                            if ((lane8 == 0)) {
-                                if ((q47 == 0)) {
-                                    if ((blk10 == 0)) {
+                            if (lane8 == 0) {
+                                if (q47 == 0) {
+                                    if (blk10 == 0) {
                                         p7[((((b4 * 512) + t51) * 16) + nn52)] = tot50;
                                     } else {
                                         p7[((((b4 * 512) + t51) * 16) + nn52)] += tot50;
                                     }
                                 }
-                                if ((q47 == 1)) {
-                                    if ((blk10 == 0)) {
+                                if (q47 == 1) {
+                                    if (blk10 == 0) {
                                         p8[((((b4 * 512) + t51) * 16) + nn52)] = tot50;
                                     } else {
                                         p8[((((b4 * 512) + t51) * 16) + nn52)] += tot50;
@@ -6693,7 +6693,7 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
                         const float r91 = (r90 + magc_simd_shuffle_xor(r90, 4));
                         const float r92 = (r91 + magc_simd_shuffle_xor(r91, 2));
                         const float r93 = (r92 + magc_simd_shuffle_xor(r92, 1));
-                        if ((n54 == 0)) {
+                        if (n54 == 0) {
                             p10[((((b60 * 512) + t75) * 4096) + ch53)] = (r89 + (t57 * t82));
                             p11[((((b60 * 512) + t75) * 4096) + ch53)] = r93;
                         }
@@ -6701,44 +6701,44 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
                 }
             }
         }
-    } else if ((int(blockIdx.x) < 81)) {
+    } else if (int(blockIdx.x) < 81) {
         const int h1 = (int(blockIdx.x) - 80);
         const int lid1 = int(threadIdx.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
         const int row4 = h1;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 7728; k6 += 1) {
             const int j7 = (lid1 + (k6 * 1024));
             float cat8 = 0.0f;
-            if ((j7 < 3612672)) {
+            if (j7 < 3612672) {
                 const float t9 = p12[(j7 - 0)];
                 cat8 = t9;
-            } else if ((j7 < 4988928)) {
+            } else if (j7 < 4988928) {
                 const float t10 = p13[(j7 - 3612672)];
                 cat8 = t10;
-            } else if ((j7 < 5160960)) {
+            } else if (j7 < 5160960) {
                 const float t11 = p14[(j7 - 4988928)];
                 cat8 = t11;
-            } else if ((j7 < 5849088)) {
+            } else if (j7 < 5849088) {
                 const float t12 = p15[(j7 - 5160960)];
                 cat8 = t12;
-            } else if ((j7 < 6193152)) {
+            } else if (j7 < 6193152) {
                 const float t13 = p16[(j7 - 5849088)];
                 cat8 = t13;
-            } else if ((j7 < 6365184)) {
+            } else if (j7 < 6365184) {
                 const float t14 = p17[(j7 - 6193152)];
                 cat8 = t14;
-            } else if ((j7 < 6537216)) {
+            } else if (j7 < 6537216) {
                 const float t15 = p18[(j7 - 6365184)];
                 cat8 = t15;
-            } else if ((j7 < 7225344)) {
+            } else if (j7 < 7225344) {
                 const float t16 = p19[(j7 - 6537216)];
                 cat8 = t16;
-            } else if ((j7 < 7569408)) {
+            } else if (j7 < 7569408) {
                 const float t17 = p20[(j7 - 7225344)];
                 cat8 = t17;
-            } else if ((j7 < 7741440)) {
+            } else if (j7 < 7741440) {
                 const float t18 = p21[(j7 - 7569408)];
                 cat8 = t18;
             } else {
@@ -6749,7 +6749,7 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
             acc5 += t20;
         }
         const float s21 = magc_simd_sum(acc5);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh22[sg3] = s21;
         }
         __syncthreads();
@@ -6758,7 +6758,7 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
             acc23 += sh22[s24];
         }
         __syncthreads();
-        if ((lid1 == 0)) {
+        if (lid1 == 0) {
             p23[row4] = acc23;
         }
     }
@@ -6796,11 +6796,11 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
     __shared__ float red2[2048];
     __shared__ float sh15[32];
     __shared__ float sh14[32];
-    if ((int(blockIdx.x) < 80)) {
+    if (int(blockIdx.x) < 80) {
         const int h0 = (int(blockIdx.x) - 0);
         float seq1[128];
         const int gid3 = h0;
-        if ((gid3 < 16)) {
+        if (gid3 < 16) {
             const int b4 = (gid3 / 16);
             const int n05 = ((gid3 % 16) * 1);
             const int n6 = (n05 + (int(threadIdx.x) / 1024));
@@ -6845,7 +6845,7 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
                             carry14 = (a41 * g42);
                             const float sp43 = magc_simd_sum(((g42 * t33) * t34));
                             const float sp44 = magc_simd_sum((((a41 * sp40) + ((t33 * t35) * t34)) * t39));
-                            if ((lane8 == 0)) {
+                            if (lane8 == 0) {
                                 red2[(rb30 + ((((0 * 16) + j31) * 32) + sg7))] = sp43;
                                 red2[(rb30 + ((((1 * 16) + j31) * 32) + sg7))] = sp44;
                             }
@@ -6859,16 +6859,16 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
                             const float tot50 = magc_simd_sum(red2[(rb30 + ((((q47 * 16) + j48) * 32) + ((ns49 * 32) + lane8)))]);
                             const int t51 = ((t118 - 1) - (i028 + j48));
                             const int nn52 = (n05 + ns49);
-                            if ((lane8 == 0)) {
-                                if ((q47 == 0)) {
-                                    if ((blk10 == 0)) {
+                            if (lane8 == 0) {
+                                if (q47 == 0) {
+                                    if (blk10 == 0) {
                                         p7[((((b4 * 512) + t51) * 16) + nn52)] = tot50;
                                     } else {
                                         p7[((((b4 * 512) + t51) * 16) + nn52)] += tot50;
                                     }
                                 }
-                                if ((q47 == 1)) {
-                                    if ((blk10 == 0)) {
+                                if (q47 == 1) {
+                                    if (blk10 == 0) {
                                         p8[((((b4 * 512) + t51) * 16) + nn52)] = tot50;
                                     } else {
                                         p8[((((b4 * 512) + t51) * 16) + nn52)] += tot50;
@@ -6925,7 +6925,7 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
                         const float r91 = (r90 + magc_simd_shuffle_xor(r90, 4));
                         const float r92 = (r91 + magc_simd_shuffle_xor(r91, 2));
                         const float r93 = (r92 + magc_simd_shuffle_xor(r92, 1));
-                        if ((n54 == 0)) {
+                        if (n54 == 0) {
                             p10[((((b60 * 512) + t75) * 4096) + ch53)] = (r89 + (t57 * t82));
                             p11[((((b60 * 512) + t75) * 4096) + ch53)] = r93;
                         }
@@ -6933,23 +6933,23 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
                 }
             }
         }
-    } else if ((int(blockIdx.x) < 81)) {
+    } else if (int(blockIdx.x) < 81) {
         const int h1 = (int(blockIdx.x) - 80);
         const int lid1 = int(threadIdx.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
         const int row4 = h1;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 2520; k6 += 1) {
             const int j7 = (lid1 + (k6 * 1024));
             float cat8 = 0.0f;
-            if ((j7 < 688128)) {
+            if (j7 < 688128) {
                 const float t9 = p12[(j7 - 0)];
                 cat8 = t9;
-            } else if ((j7 < 1032192)) {
+            } else if (j7 < 1032192) {
                 const float t10 = p13[(j7 - 688128)];
                 cat8 = t10;
-            } else if ((j7 < 1204224)) {
+            } else if (j7 < 1204224) {
                 const float t11 = p14[(j7 - 1032192)];
                 cat8 = t11;
             } else {
@@ -6960,7 +6960,7 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
             acc5 += t13;
         }
         const float s14 = magc_simd_sum(acc5);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh15[sg3] = s14;
         }
         __syncthreads();
@@ -6969,23 +6969,23 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
             acc16 += sh15[s17];
         }
         __syncthreads();
-        if ((lid1 == 0)) {
+        if (lid1 == 0) {
             p16[row4] = acc16;
         }
-    } else if ((int(blockIdx.x) < 82)) {
+    } else if (int(blockIdx.x) < 82) {
         const int h2 = (int(blockIdx.x) - 81);
         const int lid1 = int(threadIdx.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
         const int row4 = h2;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 1176; k6 += 1) {
             const int j7 = (lid1 + (k6 * 1024));
             float cat8 = 0.0f;
-            if ((j7 < 688128)) {
+            if (j7 < 688128) {
                 const float t9 = p17[(j7 - 0)];
                 cat8 = t9;
-            } else if ((j7 < 1032192)) {
+            } else if (j7 < 1032192) {
                 const float t10 = p18[(j7 - 688128)];
                 cat8 = t10;
             } else {
@@ -6996,7 +6996,7 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
             acc5 += t12;
         }
         const float s13 = magc_simd_sum(acc5);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh14[sg3] = s13;
         }
         __syncthreads();
@@ -7005,7 +7005,7 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
             acc15 += sh14[s16];
         }
         __syncthreads();
-        if ((lid1 == 0)) {
+        if (lid1 == 0) {
             p20[row4] = acc15;
         }
     }
@@ -7046,11 +7046,11 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
     __shared__ float red2[2048];
     __shared__ float sh11[32];
     __shared__ float sh15[32];
-    if ((int(blockIdx.x) < 80)) {
+    if (int(blockIdx.x) < 80) {
         const int h0 = (int(blockIdx.x) - 0);
         float seq1[128];
         const int gid3 = h0;
-        if ((gid3 < 16)) {
+        if (gid3 < 16) {
             const int b4 = (gid3 / 16);
             const int n05 = ((gid3 % 16) * 1);
             const int n6 = (n05 + (int(threadIdx.x) / 1024));
@@ -7095,7 +7095,7 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
                             carry14 = (a41 * g42);
                             const float sp43 = magc_simd_sum(((g42 * t33) * t34));
                             const float sp44 = magc_simd_sum((((a41 * sp40) + ((t33 * t35) * t34)) * t39));
-                            if ((lane8 == 0)) {
+                            if (lane8 == 0) {
                                 red2[(rb30 + ((((0 * 16) + j31) * 32) + sg7))] = sp43;
                                 red2[(rb30 + ((((1 * 16) + j31) * 32) + sg7))] = sp44;
                             }
@@ -7109,16 +7109,16 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
                             const float tot50 = magc_simd_sum(red2[(rb30 + ((((q47 * 16) + j48) * 32) + ((ns49 * 32) + lane8)))]);
                             const int t51 = ((t118 - 1) - (i028 + j48));
                             const int nn52 = (n05 + ns49);
-                            if ((lane8 == 0)) {
-                                if ((q47 == 0)) {
-                                    if ((blk10 == 0)) {
+                            if (lane8 == 0) {
+                                if (q47 == 0) {
+                                    if (blk10 == 0) {
                                         p7[((((b4 * 512) + t51) * 16) + nn52)] = tot50;
                                     } else {
                                         p7[((((b4 * 512) + t51) * 16) + nn52)] += tot50;
                                     }
                                 }
-                                if ((q47 == 1)) {
-                                    if ((blk10 == 0)) {
+                                if (q47 == 1) {
+                                    if (blk10 == 0) {
                                         p8[((((b4 * 512) + t51) * 16) + nn52)] = tot50;
                                     } else {
                                         p8[((((b4 * 512) + t51) * 16) + nn52)] += tot50;
@@ -7175,7 +7175,7 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
                         const float r91 = (r90 + magc_simd_shuffle_xor(r90, 4));
                         const float r92 = (r91 + magc_simd_shuffle_xor(r91, 2));
                         const float r93 = (r92 + magc_simd_shuffle_xor(r92, 1));
-                        if ((n54 == 0)) {
+                        if (n54 == 0) {
                             p10[((((b60 * 512) + t75) * 4096) + ch53)] = (r89 + (t57 * t82));
                             p11[((((b60 * 512) + t75) * 4096) + ch53)] = r93;
                         }
@@ -7183,11 +7183,11 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
                 }
             }
         }
-    } else if ((int(blockIdx.x) < 81)) {
+    } else if (int(blockIdx.x) < 81) {
         const int h1 = (int(blockIdx.x) - 80);
         const int lid1 = int(threadIdx.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
         const int row4 = h1;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 7056; k6 += 1) {
@@ -7197,7 +7197,7 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
             acc5 += t9;
         }
         const float s10 = magc_simd_sum(acc5);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh11[sg3] = s10;
         }
         __syncthreads();
@@ -7206,26 +7206,26 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
             acc12 += sh11[s13];
         }
         __syncthreads();
-        if ((lid1 == 0)) {
+        if (lid1 == 0) {
             p13[row4] = acc12;
         }
-    } else if ((int(blockIdx.x) < 82)) {
+    } else if (int(blockIdx.x) < 82) {
         const int h2 = (int(blockIdx.x) - 81);
         const int lid1 = int(threadIdx.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
         const int row4 = h2;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 2520; k6 += 1) {
             const int j7 = (lid1 + (k6 * 1024));
             float cat8 = 0.0f;
-            if ((j7 < 688128)) {
+            if (j7 < 688128) {
                 const float t9 = p14[(j7 - 0)];
                 cat8 = t9;
-            } else if ((j7 < 1032192)) {
+            } else if (j7 < 1032192) {
                 const float t10 = p15[(j7 - 688128)];
                 cat8 = t10;
-            } else if ((j7 < 1204224)) {
+            } else if (j7 < 1204224) {
                 const float t11 = p16[(j7 - 1032192)];
                 cat8 = t11;
             } else {
@@ -7236,7 +7236,7 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
             acc5 += t13;
         }
         const float s14 = magc_simd_sum(acc5);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh15[sg3] = s14;
         }
         __syncthreads();
@@ -7245,14 +7245,14 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
             acc16 += sh15[s17];
         }
         __syncthreads();
-        if ((lid1 == 0)) {
+        if (lid1 == 0) {
             p18[row4] = acc16;
         }
-    } else if ((int(blockIdx.x) < 83)) {
+    } else if (int(blockIdx.x) < 83) {
         const int h3 = (int(blockIdx.x) - 82);
         const int lid1 = int(threadIdx.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
         const int row4 = h3;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 7056; k6 += 1) {
@@ -7262,7 +7262,7 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
             acc5 += t9;
         }
         const float s10 = magc_simd_sum(acc5);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh11[sg3] = s10;
         }
         __syncthreads();
@@ -7271,14 +7271,14 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
             acc12 += sh11[s13];
         }
         __syncthreads();
-        if ((lid1 == 0)) {
+        if (lid1 == 0) {
             p20[row4] = acc12;
         }
-    } else if ((int(blockIdx.x) < 84)) {
+    } else if (int(blockIdx.x) < 84) {
         const int h4 = (int(blockIdx.x) - 83);
         const int lid1 = int(threadIdx.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
         const int row4 = h4;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 7056; k6 += 1) {
@@ -7288,7 +7288,7 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
             acc5 += t9;
         }
         const float s10 = magc_simd_sum(acc5);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh11[sg3] = s10;
         }
         __syncthreads();
@@ -7297,7 +7297,7 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
             acc12 += sh11[s13];
         }
         __syncthreads();
-        if ((lid1 == 0)) {
+        if (lid1 == 0) {
             p22[row4] = acc12;
         }
     }
@@ -7339,11 +7339,11 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
     __shared__ float red2[2048];
     __shared__ float sh15[32];
     __shared__ float sh11[32];
-    if ((int(blockIdx.x) < 80)) {
+    if (int(blockIdx.x) < 80) {
         const int h0 = (int(blockIdx.x) - 0);
         float seq1[128];
         const int gid3 = h0;
-        if ((gid3 < 16)) {
+        if (gid3 < 16) {
             const int b4 = (gid3 / 16);
             const int n05 = ((gid3 % 16) * 1);
             const int n6 = (n05 + (int(threadIdx.x) / 1024));
@@ -7388,7 +7388,7 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
                             carry14 = (a41 * g42);
                             const float sp43 = magc_simd_sum(((g42 * t33) * t34));
                             const float sp44 = magc_simd_sum((((a41 * sp40) + ((t33 * t35) * t34)) * t39));
-                            if ((lane8 == 0)) {
+                            if (lane8 == 0) {
                                 red2[(rb30 + ((((0 * 16) + j31) * 32) + sg7))] = sp43;
                                 red2[(rb30 + ((((1 * 16) + j31) * 32) + sg7))] = sp44;
                             }
@@ -7402,16 +7402,16 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
                             const float tot50 = magc_simd_sum(red2[(rb30 + ((((q47 * 16) + j48) * 32) + ((ns49 * 32) + lane8)))]);
                             const int t51 = ((t118 - 1) - (i028 + j48));
                             const int nn52 = (n05 + ns49);
-                            if ((lane8 == 0)) {
-                                if ((q47 == 0)) {
-                                    if ((blk10 == 0)) {
+                            if (lane8 == 0) {
+                                if (q47 == 0) {
+                                    if (blk10 == 0) {
                                         p7[((((b4 * 512) + t51) * 16) + nn52)] = tot50;
                                     } else {
                                         p7[((((b4 * 512) + t51) * 16) + nn52)] += tot50;
                                     }
                                 }
-                                if ((q47 == 1)) {
-                                    if ((blk10 == 0)) {
+                                if (q47 == 1) {
+                                    if (blk10 == 0) {
                                         p8[((((b4 * 512) + t51) * 16) + nn52)] = tot50;
                                     } else {
                                         p8[((((b4 * 512) + t51) * 16) + nn52)] += tot50;
@@ -7468,7 +7468,7 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
                         const float r91 = (r90 + magc_simd_shuffle_xor(r90, 4));
                         const float r92 = (r91 + magc_simd_shuffle_xor(r91, 2));
                         const float r93 = (r92 + magc_simd_shuffle_xor(r92, 1));
-                        if ((n54 == 0)) {
+                        if (n54 == 0) {
                             p10[((((b60 * 512) + t75) * 4096) + ch53)] = (r89 + (t57 * t82));
                             p11[((((b60 * 512) + t75) * 4096) + ch53)] = r93;
                         }
@@ -7476,23 +7476,23 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
                 }
             }
         }
-    } else if ((int(blockIdx.x) < 81)) {
+    } else if (int(blockIdx.x) < 81) {
         const int h1 = (int(blockIdx.x) - 80);
         const int lid1 = int(threadIdx.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
         const int row4 = h1;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 2520; k6 += 1) {
             const int j7 = (lid1 + (k6 * 1024));
             float cat8 = 0.0f;
-            if ((j7 < 688128)) {
+            if (j7 < 688128) {
                 const float t9 = p12[(j7 - 0)];
                 cat8 = t9;
-            } else if ((j7 < 1032192)) {
+            } else if (j7 < 1032192) {
                 const float t10 = p13[(j7 - 688128)];
                 cat8 = t10;
-            } else if ((j7 < 1204224)) {
+            } else if (j7 < 1204224) {
                 const float t11 = p14[(j7 - 1032192)];
                 cat8 = t11;
             } else {
@@ -7503,7 +7503,7 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
             acc5 += t13;
         }
         const float s14 = magc_simd_sum(acc5);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh15[sg3] = s14;
         }
         __syncthreads();
@@ -7512,14 +7512,14 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
             acc16 += sh15[s17];
         }
         __syncthreads();
-        if ((lid1 == 0)) {
+        if (lid1 == 0) {
             p16[row4] = acc16;
         }
-    } else if ((int(blockIdx.x) < 82)) {
+    } else if (int(blockIdx.x) < 82) {
         const int h2 = (int(blockIdx.x) - 81);
         const int lid1 = int(threadIdx.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
         const int row4 = h2;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 7056; k6 += 1) {
@@ -7529,7 +7529,7 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
             acc5 += t9;
         }
         const float s10 = magc_simd_sum(acc5);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh11[sg3] = s10;
         }
         __syncthreads();
@@ -7538,26 +7538,26 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
             acc12 += sh11[s13];
         }
         __syncthreads();
-        if ((lid1 == 0)) {
+        if (lid1 == 0) {
             p18[row4] = acc12;
         }
-    } else if ((int(blockIdx.x) < 83)) {
+    } else if (int(blockIdx.x) < 83) {
         const int h3 = (int(blockIdx.x) - 82);
         const int lid1 = int(threadIdx.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
         const int row4 = h3;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 2520; k6 += 1) {
             const int j7 = (lid1 + (k6 * 1024));
             float cat8 = 0.0f;
-            if ((j7 < 688128)) {
+            if (j7 < 688128) {
                 const float t9 = p19[(j7 - 0)];
                 cat8 = t9;
-            } else if ((j7 < 1032192)) {
+            } else if (j7 < 1032192) {
                 const float t10 = p20[(j7 - 688128)];
                 cat8 = t10;
-            } else if ((j7 < 1204224)) {
+            } else if (j7 < 1204224) {
                 const float t11 = p21[(j7 - 1032192)];
                 cat8 = t11;
             } else {
@@ -7568,7 +7568,7 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
             acc5 += t13;
         }
         const float s14 = magc_simd_sum(acc5);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh15[sg3] = s14;
         }
         __syncthreads();
@@ -7577,7 +7577,7 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
             acc16 += sh15[s17];
         }
         __syncthreads();
-        if ((lid1 == 0)) {
+        if (lid1 == 0) {
             p23[row4] = acc16;
         }
     }
@@ -7619,11 +7619,11 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
     __shared__ float red2[2048];
     __shared__ float sh15[32];
     __shared__ float sh11[32];
-    if ((int(blockIdx.x) < 80)) {
+    if (int(blockIdx.x) < 80) {
         const int h0 = (int(blockIdx.x) - 0);
         float seq1[128];
         const int gid3 = h0;
-        if ((gid3 < 16)) {
+        if (gid3 < 16) {
             const int b4 = (gid3 / 16);
             const int n05 = ((gid3 % 16) * 1);
             const int n6 = (n05 + (int(threadIdx.x) / 1024));
@@ -7668,7 +7668,7 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
                             carry14 = (a41 * g42);
                             const float sp43 = magc_simd_sum(((g42 * t33) * t34));
                             const float sp44 = magc_simd_sum((((a41 * sp40) + ((t33 * t35) * t34)) * t39));
-                            if ((lane8 == 0)) {
+                            if (lane8 == 0) {
                                 red2[(rb30 + ((((0 * 16) + j31) * 32) + sg7))] = sp43;
                                 red2[(rb30 + ((((1 * 16) + j31) * 32) + sg7))] = sp44;
                             }
@@ -7682,16 +7682,16 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
                             const float tot50 = magc_simd_sum(red2[(rb30 + ((((q47 * 16) + j48) * 32) + ((ns49 * 32) + lane8)))]);
                             const int t51 = ((t118 - 1) - (i028 + j48));
                             const int nn52 = (n05 + ns49);
-                            if ((lane8 == 0)) {
-                                if ((q47 == 0)) {
-                                    if ((blk10 == 0)) {
+                            if (lane8 == 0) {
+                                if (q47 == 0) {
+                                    if (blk10 == 0) {
                                         p7[((((b4 * 512) + t51) * 16) + nn52)] = tot50;
                                     } else {
                                         p7[((((b4 * 512) + t51) * 16) + nn52)] += tot50;
                                     }
                                 }
-                                if ((q47 == 1)) {
-                                    if ((blk10 == 0)) {
+                                if (q47 == 1) {
+                                    if (blk10 == 0) {
                                         p8[((((b4 * 512) + t51) * 16) + nn52)] = tot50;
                                     } else {
                                         p8[((((b4 * 512) + t51) * 16) + nn52)] += tot50;
@@ -7748,7 +7748,7 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
                         const float r91 = (r90 + magc_simd_shuffle_xor(r90, 4));
                         const float r92 = (r91 + magc_simd_shuffle_xor(r91, 2));
                         const float r93 = (r92 + magc_simd_shuffle_xor(r92, 1));
-                        if ((n54 == 0)) {
+                        if (n54 == 0) {
                             p10[((((b60 * 512) + t75) * 4096) + ch53)] = (r89 + (t57 * t82));
                             p11[((((b60 * 512) + t75) * 4096) + ch53)] = r93;
                         }
@@ -7756,23 +7756,23 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
                 }
             }
         }
-    } else if ((int(blockIdx.x) < 81)) {
+    } else if (int(blockIdx.x) < 81) {
         const int h1 = (int(blockIdx.x) - 80);
         const int lid1 = int(threadIdx.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
         const int row4 = h1;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 2520; k6 += 1) {
             const int j7 = (lid1 + (k6 * 1024));
             float cat8 = 0.0f;
-            if ((j7 < 688128)) {
+            if (j7 < 688128) {
                 const float t9 = p12[(j7 - 0)];
                 cat8 = t9;
-            } else if ((j7 < 1032192)) {
+            } else if (j7 < 1032192) {
                 const float t10 = p13[(j7 - 688128)];
                 cat8 = t10;
-            } else if ((j7 < 1204224)) {
+            } else if (j7 < 1204224) {
                 const float t11 = p14[(j7 - 1032192)];
                 cat8 = t11;
             } else {
@@ -7783,7 +7783,7 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
             acc5 += t13;
         }
         const float s14 = magc_simd_sum(acc5);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh15[sg3] = s14;
         }
         __syncthreads();
@@ -7792,26 +7792,26 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
             acc16 += sh15[s17];
         }
         __syncthreads();
-        if ((lid1 == 0)) {
+        if (lid1 == 0) {
             p16[row4] = acc16;
         }
-    } else if ((int(blockIdx.x) < 82)) {
+    } else if (int(blockIdx.x) < 82) {
         const int h2 = (int(blockIdx.x) - 81);
         const int lid1 = int(threadIdx.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
         const int row4 = h2;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 2520; k6 += 1) {
             const int j7 = (lid1 + (k6 * 1024));
             float cat8 = 0.0f;
-            if ((j7 < 688128)) {
+            if (j7 < 688128) {
                 const float t9 = p17[(j7 - 0)];
                 cat8 = t9;
-            } else if ((j7 < 1032192)) {
+            } else if (j7 < 1032192) {
                 const float t10 = p18[(j7 - 688128)];
                 cat8 = t10;
-            } else if ((j7 < 1204224)) {
+            } else if (j7 < 1204224) {
                 const float t11 = p19[(j7 - 1032192)];
                 cat8 = t11;
             } else {
@@ -7822,7 +7822,7 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
             acc5 += t13;
         }
         const float s14 = magc_simd_sum(acc5);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh15[sg3] = s14;
         }
         __syncthreads();
@@ -7831,14 +7831,14 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
             acc16 += sh15[s17];
         }
         __syncthreads();
-        if ((lid1 == 0)) {
+        if (lid1 == 0) {
             p21[row4] = acc16;
         }
-    } else if ((int(blockIdx.x) < 83)) {
+    } else if (int(blockIdx.x) < 83) {
         const int h3 = (int(blockIdx.x) - 82);
         const int lid1 = int(threadIdx.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
         const int row4 = h3;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 7056; k6 += 1) {
@@ -7848,7 +7848,7 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
             acc5 += t9;
         }
         const float s10 = magc_simd_sum(acc5);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh11[sg3] = s10;
         }
         __syncthreads();
@@ -7857,7 +7857,7 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
             acc12 += sh11[s13];
         }
         __syncthreads();
-        if ((lid1 == 0)) {
+        if (lid1 == 0) {
             p23[row4] = acc12;
         }
     }
@@ -7876,7 +7876,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_3(
         const float* p5,
         float* p6) {
     __shared__ float sh[4352];
-    if ((int(blockIdx.x) < 256)) {
+    if (int(blockIdx.x) < 256) {
         const int h0 = (int(blockIdx.x) - 0);
         const int m01 = ((h0 / 2) * 64);
         const int n02 = ((h0 % 2) * 64);
@@ -7908,7 +7908,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_3(
                 const int gi11 = (m01 + i10);
                 const int gk12 = (k0 + k9);
                 float cat13 = 0.0f;
-                if (((((gk12 * 8192) + gi11) % 8192) < 4096)) {
+                if ((((gk12 * 8192) + gi11) % 8192) < 4096) {
                     const float t14 = p0[(((((((gk12 * 8192) + gi11) / 4194304) * 512) + ((((gk12 * 8192) + gi11) / 8192) % 512)) * 4096) + ((((gk12 * 8192) + gi11) % 8192) - 0))];
                     cat13 = t14;
                 } else {
@@ -7924,7 +7924,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_3(
                 const int i20 = (l18 % 64);
                 const int gi21 = (n02 + i20);
                 const int gk22 = (k0 + k19);
-                if ((gi21 < 84)) {
+                if (gi21 < 84) {
                     const float t23 = p2[((gk22 * 84) + gi21)];
                     sh[(((k19 * 68) + i20) + 1088)] = t23;
                 } else {
@@ -7991,11 +7991,11 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_3(
             const int j27 = (l25 % 64);
             const int gi28 = (m01 + i26);
             const int gj29 = (n02 + j27);
-            if ((gj29 < 84)) {
+            if (gj29 < 84) {
                 p3[((gi28 * 84) + gj29)] = sh[((i26 * 68) + j27)];
             }
         }
-    } else if ((int(blockIdx.x) < 320)) {
+    } else if (int(blockIdx.x) < 320) {
         const int h1 = (int(blockIdx.x) - 256);
         const int m01 = ((h1 / 32) * 64);
         const int n02 = ((h1 % 32) * 64);
@@ -8026,7 +8026,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_3(
                 const int i10 = (l8 % 64);
                 const int gi11 = (m01 + i10);
                 const int gk12 = (k0 + k9);
-                if ((gi11 < 84)) {
+                if (gi11 < 84) {
                     const float t13 = p4[((gk12 * 84) + gi11)];
                     sh[((k9 * 68) + i10)] = t13;
                 } else {
@@ -8102,7 +8102,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_3(
             const int j24 = (l22 % 64);
             const int gi25 = (m01 + i23);
             const int gj26 = (n02 + j24);
-            if ((gi25 < 84)) {
+            if (gi25 < 84) {
                 p6[((gi25 * 2048) + gj26)] = sh[((i23 * 68) + j24)];
             }
         }
@@ -8144,50 +8144,50 @@ extern "C" __global__ void __launch_bounds__(1024) reduce_sum_x2_0(
         float* p23) {
     __shared__ float sh24[32];
     __shared__ float sh15[32];
-    if ((int(blockIdx.x) < 1)) {
+    if (int(blockIdx.x) < 1) {
         const int h0 = (int(blockIdx.x) - 0);
         const int lid1 = int(threadIdx.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
         const int row4 = h0;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 5376; k6 += 1) {
             const int j7 = (lid1 + (k6 * 1024));
             float cat8 = 0.0f;
-            if ((j7 < 172032)) {
+            if (j7 < 172032) {
                 const float t9 = p0[(j7 - 0)];
                 cat8 = t9;
-            } else if ((j7 < 860160)) {
+            } else if (j7 < 860160) {
                 const float t10 = p1[(j7 - 172032)];
                 cat8 = t10;
-            } else if ((j7 < 1204224)) {
+            } else if (j7 < 1204224) {
                 const float t11 = p2[(j7 - 860160)];
                 cat8 = t11;
-            } else if ((j7 < 1376256)) {
+            } else if (j7 < 1376256) {
                 const float t12 = p3[(j7 - 1204224)];
                 cat8 = t12;
-            } else if ((j7 < 1548288)) {
+            } else if (j7 < 1548288) {
                 const float t13 = p4[(j7 - 1376256)];
                 cat8 = t13;
-            } else if ((j7 < 2236416)) {
+            } else if (j7 < 2236416) {
                 const float t14 = p5[(j7 - 1548288)];
                 cat8 = t14;
-            } else if ((j7 < 2580480)) {
+            } else if (j7 < 2580480) {
                 const float t15 = p6[(j7 - 2236416)];
                 cat8 = t15;
-            } else if ((j7 < 2752512)) {
+            } else if (j7 < 2752512) {
                 const float t16 = p7[(j7 - 2580480)];
                 cat8 = t16;
-            } else if ((j7 < 2924544)) {
+            } else if (j7 < 2924544) {
                 const float t17 = p8[(j7 - 2752512)];
                 cat8 = t17;
-            } else if ((j7 < 3612672)) {
+            } else if (j7 < 3612672) {
                 const float t18 = p9[(j7 - 2924544)];
                 cat8 = t18;
-            } else if ((j7 < 3956736)) {
+            } else if (j7 < 3956736) {
                 const float t19 = p10[(j7 - 3612672)];
                 cat8 = t19;
-            } else if ((j7 < 4128768)) {
+            } else if (j7 < 4128768) {
                 const float t20 = p11[(j7 - 3956736)];
                 cat8 = t20;
             } else {
@@ -8198,7 +8198,7 @@ extern "C" __global__ void __launch_bounds__(1024) reduce_sum_x2_0(
             acc5 += t22;
         }
         const float s23 = magc_simd_sum(acc5);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh24[sg3] = s23;
         }
         __syncthreads();
@@ -8207,7 +8207,7 @@ extern "C" __global__ void __launch_bounds__(1024) reduce_sum_x2_0(
             acc25 += sh24[s26];
         }
         __syncthreads();
-        if ((lid1 == 0)) {
+        if (lid1 == 0) {
             const float t27 = p13[row4];
             const float t28 = (acc25 + t27);
             const float t29 = p14[row4];
@@ -8220,23 +8220,23 @@ extern "C" __global__ void __launch_bounds__(1024) reduce_sum_x2_0(
             const float t36 = (t34 + t35);
             p18[row4] = t36;
         }
-    } else if ((int(blockIdx.x) < 2)) {
+    } else if (int(blockIdx.x) < 2) {
         const int h1 = (int(blockIdx.x) - 1);
         const int lid1 = int(threadIdx.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
         const int row4 = h1;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 2520; k6 += 1) {
             const int j7 = (lid1 + (k6 * 1024));
             float cat8 = 0.0f;
-            if ((j7 < 688128)) {
+            if (j7 < 688128) {
                 const float t9 = p19[(j7 - 0)];
                 cat8 = t9;
-            } else if ((j7 < 1032192)) {
+            } else if (j7 < 1032192) {
                 const float t10 = p20[(j7 - 688128)];
                 cat8 = t10;
-            } else if ((j7 < 1204224)) {
+            } else if (j7 < 1204224) {
                 const float t11 = p21[(j7 - 1032192)];
                 cat8 = t11;
             } else {
@@ -8247,7 +8247,7 @@ extern "C" __global__ void __launch_bounds__(1024) reduce_sum_x2_0(
             acc5 += t13;
         }
         const float s14 = magc_simd_sum(acc5);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh15[sg3] = s14;
         }
         __syncthreads();
@@ -8256,7 +8256,7 @@ extern "C" __global__ void __launch_bounds__(1024) reduce_sum_x2_0(
             acc16 += sh15[s17];
         }
         __syncthreads();
-        if ((lid1 == 0)) {
+        if (lid1 == 0) {
             p23[row4] = acc16;
         }
     }
@@ -8294,8 +8294,8 @@ extern "C" __global__ void __launch_bounds__(1024) reduce_sum_5(
         float* p23) {
     __shared__ float sh11[32];
     const int lid1 = int(threadIdx.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = magc_lane();
+    const int sg3 = magc_simdgroup();
     const int row4 = int(blockIdx.x);
     float acc5 = 0.0f;
     for (int k6 = 0; k6 < 7056; k6 += 1) {
@@ -8305,7 +8305,7 @@ extern "C" __global__ void __launch_bounds__(1024) reduce_sum_5(
         acc5 += t9;
     }
     const float s10 = magc_simd_sum(acc5);
-    if ((l32_2 == 0)) {
+    if (l32_2 == 0) {
         sh11[sg3] = s10;
     }
     __syncthreads();
@@ -8314,7 +8314,7 @@ extern "C" __global__ void __launch_bounds__(1024) reduce_sum_5(
         acc12 += sh11[s13];
     }
     __syncthreads();
-    if ((lid1 == 0)) {
+    if (lid1 == 0) {
         const float t14 = p1[row4];
         const float t15 = p2[row4];
         const float t16 = (t14 + t15);
@@ -8370,7 +8370,7 @@ extern "C" __global__ void __launch_bounds__(256) min_div_0(
         const float* p0,
         float* p1) {
     const int i1 = int(blockIdx.x * blockDim.x + threadIdx.x);
-    if ((i1 >= 1)) {
+    if (i1 >= 1) {
         return;
     }
     const float t2 = p0[i1];
@@ -8410,7 +8410,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_0(
         float* p20,
         float* p21,
         float* p22) {
-    if ((int(blockIdx.x) < 672)) {
+    if (int(blockIdx.x) < 672) {
         const int h0 = (int(blockIdx.x) - 0);
         const int i1 = ((h0 * 256) + int(threadIdx.x));
         const float t4 = p0[i1];
@@ -8427,7 +8427,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_0(
         p6[i1] = t14;
         p2[i1] = t8;
         p3[i1] = t10;
-    } else if ((int(blockIdx.x) < 3360)) {
+    } else if (int(blockIdx.x) < 3360) {
         const int h1 = (int(blockIdx.x) - 672);
         const int i1 = ((h1 * 256) + int(threadIdx.x));
         const float t4 = p7[i1];
@@ -8444,7 +8444,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_0(
         p10[i1] = t14;
         p8[i1] = t8;
         p9[i1] = t10;
-    } else if ((int(blockIdx.x) < 4704)) {
+    } else if (int(blockIdx.x) < 4704) {
         const int h2 = (int(blockIdx.x) - 3360);
         const int i1 = ((h2 * 256) + int(threadIdx.x));
         const float t4 = p11[i1];
@@ -8461,7 +8461,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_0(
         p14[i1] = t14;
         p12[i1] = t8;
         p13[i1] = t10;
-    } else if ((int(blockIdx.x) < 5376)) {
+    } else if (int(blockIdx.x) < 5376) {
         const int h3 = (int(blockIdx.x) - 4704);
         const int i1 = ((h3 * 256) + int(threadIdx.x));
         const float t4 = p15[i1];
@@ -8478,7 +8478,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_0(
         p18[i1] = t14;
         p16[i1] = t8;
         p17[i1] = t10;
-    } else if ((int(blockIdx.x) < 6048)) {
+    } else if (int(blockIdx.x) < 6048) {
         const int h4 = (int(blockIdx.x) - 5376);
         const int i1 = ((h4 * 256) + int(threadIdx.x));
         const float t4 = p19[i1];
@@ -8529,7 +8529,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_1(
         float* p20,
         float* p21,
         float* p22) {
-    if ((int(blockIdx.x) < 2688)) {
+    if (int(blockIdx.x) < 2688) {
         const int h0 = (int(blockIdx.x) - 0);
         const int i1 = ((h0 * 256) + int(threadIdx.x));
         const float t4 = p0[i1];
@@ -8546,7 +8546,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_1(
         p6[i1] = t14;
         p2[i1] = t8;
         p3[i1] = t10;
-    } else if ((int(blockIdx.x) < 4032)) {
+    } else if (int(blockIdx.x) < 4032) {
         const int h1 = (int(blockIdx.x) - 2688);
         const int i1 = ((h1 * 256) + int(threadIdx.x));
         const float t4 = p7[i1];
@@ -8563,7 +8563,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_1(
         p10[i1] = t14;
         p8[i1] = t8;
         p9[i1] = t10;
-    } else if ((int(blockIdx.x) < 4704)) {
+    } else if (int(blockIdx.x) < 4704) {
         const int h2 = (int(blockIdx.x) - 4032);
         const int i1 = ((h2 * 256) + int(threadIdx.x));
         const float t4 = p11[i1];
@@ -8580,7 +8580,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_1(
         p14[i1] = t14;
         p12[i1] = t8;
         p13[i1] = t10;
-    } else if ((int(blockIdx.x) < 5376)) {
+    } else if (int(blockIdx.x) < 5376) {
         const int h3 = (int(blockIdx.x) - 4704);
         const int i1 = ((h3 * 256) + int(threadIdx.x));
         const float t4 = p15[i1];
@@ -8597,7 +8597,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_1(
         p18[i1] = t14;
         p16[i1] = t8;
         p17[i1] = t10;
-    } else if ((int(blockIdx.x) < 8064)) {
+    } else if (int(blockIdx.x) < 8064) {
         const int h4 = (int(blockIdx.x) - 5376);
         const int i1 = ((h4 * 256) + int(threadIdx.x));
         const float t4 = p19[i1];
@@ -8648,7 +8648,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_2(
         float* p20,
         float* p21,
         float* p22) {
-    if ((int(blockIdx.x) < 1344)) {
+    if (int(blockIdx.x) < 1344) {
         const int h0 = (int(blockIdx.x) - 0);
         const int i1 = ((h0 * 256) + int(threadIdx.x));
         const float t4 = p0[i1];
@@ -8665,7 +8665,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_2(
         p6[i1] = t14;
         p2[i1] = t8;
         p3[i1] = t10;
-    } else if ((int(blockIdx.x) < 2016)) {
+    } else if (int(blockIdx.x) < 2016) {
         const int h1 = (int(blockIdx.x) - 1344);
         const int i1 = ((h1 * 256) + int(threadIdx.x));
         const float t4 = p7[i1];
@@ -8682,7 +8682,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_2(
         p10[i1] = t14;
         p8[i1] = t8;
         p9[i1] = t10;
-    } else if ((int(blockIdx.x) < 7392)) {
+    } else if (int(blockIdx.x) < 7392) {
         const int h2 = (int(blockIdx.x) - 2016);
         const int i1 = ((h2 * 256) + int(threadIdx.x));
         const float t5 = p11[i1];
@@ -8699,7 +8699,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_2(
         p14[i1] = t15;
         p12[i1] = t9;
         p13[i1] = t11;
-    } else if ((int(blockIdx.x) < 35616)) {
+    } else if (int(blockIdx.x) < 35616) {
         const int h3 = (int(blockIdx.x) - 7392);
         const int i1 = ((h3 * 256) + int(threadIdx.x));
         const float t5 = p15[i1];
@@ -8716,7 +8716,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_2(
         p18[i1] = t15;
         p16[i1] = t9;
         p17[i1] = t11;
-    } else if ((int(blockIdx.x) < 49728)) {
+    } else if (int(blockIdx.x) < 49728) {
         const int h4 = (int(blockIdx.x) - 35616);
         const int i1 = ((h4 * 256) + int(threadIdx.x));
         const float t5 = p19[i1];
@@ -8767,7 +8767,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_3(
         float* p20,
         float* p21,
         float* p22) {
-    if ((int(blockIdx.x) < 5376)) {
+    if (int(blockIdx.x) < 5376) {
         const int h0 = (int(blockIdx.x) - 0);
         const int i1 = ((h0 * 256) + int(threadIdx.x));
         const float t5 = p0[i1];
@@ -8784,7 +8784,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_3(
         p6[i1] = t15;
         p2[i1] = t9;
         p3[i1] = t11;
-    } else if ((int(blockIdx.x) < 6048)) {
+    } else if (int(blockIdx.x) < 6048) {
         const int h1 = (int(blockIdx.x) - 5376);
         const int i1 = ((h1 * 256) + int(threadIdx.x));
         const float t4 = p7[i1];
@@ -8801,7 +8801,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_3(
         p10[i1] = t14;
         p8[i1] = t8;
         p9[i1] = t10;
-    } else if ((int(blockIdx.x) < 8736)) {
+    } else if (int(blockIdx.x) < 8736) {
         const int h2 = (int(blockIdx.x) - 6048);
         const int i1 = ((h2 * 256) + int(threadIdx.x));
         const float t4 = p11[i1];
@@ -8818,7 +8818,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_3(
         p14[i1] = t14;
         p12[i1] = t8;
         p13[i1] = t10;
-    } else if ((int(blockIdx.x) < 10080)) {
+    } else if (int(blockIdx.x) < 10080) {
         const int h3 = (int(blockIdx.x) - 8736);
         const int i1 = ((h3 * 256) + int(threadIdx.x));
         const float t4 = p15[i1];
@@ -8835,7 +8835,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_3(
         p18[i1] = t14;
         p16[i1] = t8;
         p17[i1] = t10;
-    } else if ((int(blockIdx.x) < 10752)) {
+    } else if (int(blockIdx.x) < 10752) {
         const int h4 = (int(blockIdx.x) - 10080);
         const int i1 = ((h4 * 256) + int(threadIdx.x));
         const float t4 = p19[i1];
@@ -8886,7 +8886,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_4(
         float* p20,
         float* p21,
         float* p22) {
-    if ((int(blockIdx.x) < 2688)) {
+    if (int(blockIdx.x) < 2688) {
         const int h0 = (int(blockIdx.x) - 0);
         const int i1 = ((h0 * 256) + int(threadIdx.x));
         const float t4 = p0[i1];
@@ -8903,7 +8903,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_4(
         p6[i1] = t14;
         p2[i1] = t8;
         p3[i1] = t10;
-    } else if ((int(blockIdx.x) < 4032)) {
+    } else if (int(blockIdx.x) < 4032) {
         const int h1 = (int(blockIdx.x) - 2688);
         const int i1 = ((h1 * 256) + int(threadIdx.x));
         const float t4 = p7[i1];
@@ -8920,7 +8920,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_4(
         p10[i1] = t14;
         p8[i1] = t8;
         p9[i1] = t10;
-    } else if ((int(blockIdx.x) < 4704)) {
+    } else if (int(blockIdx.x) < 4704) {
         const int h2 = (int(blockIdx.x) - 4032);
         const int i1 = ((h2 * 256) + int(threadIdx.x));
         const float t4 = p11[i1];
@@ -8937,7 +8937,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_4(
         p14[i1] = t14;
         p12[i1] = t8;
         p13[i1] = t10;
-    } else if ((int(blockIdx.x) < 10080)) {
+    } else if (int(blockIdx.x) < 10080) {
         const int h3 = (int(blockIdx.x) - 4704);
         const int i1 = ((h3 * 256) + int(threadIdx.x));
         const float t5 = p15[i1];
@@ -8954,7 +8954,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_4(
         p18[i1] = t15;
         p16[i1] = t9;
         p17[i1] = t11;
-    } else if ((int(blockIdx.x) < 38304)) {
+    } else if (int(blockIdx.x) < 38304) {
         const int h4 = (int(blockIdx.x) - 10080);
         const int i1 = ((h4 * 256) + int(threadIdx.x));
         const float t5 = p19[i1];
@@ -9005,7 +9005,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_5(
         float* p20,
         float* p21,
         float* p22) {
-    if ((int(blockIdx.x) < 14112)) {
+    if (int(blockIdx.x) < 14112) {
         const int h0 = (int(blockIdx.x) - 0);
         const int i1 = ((h0 * 256) + int(threadIdx.x));
         const float t5 = p0[i1];
@@ -9022,7 +9022,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_5(
         p6[i1] = t15;
         p2[i1] = t9;
         p3[i1] = t11;
-    } else if ((int(blockIdx.x) < 19488)) {
+    } else if (int(blockIdx.x) < 19488) {
         const int h1 = (int(blockIdx.x) - 14112);
         const int i1 = ((h1 * 256) + int(threadIdx.x));
         const float t5 = p7[i1];
@@ -9039,7 +9039,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_5(
         p10[i1] = t15;
         p8[i1] = t9;
         p9[i1] = t11;
-    } else if ((int(blockIdx.x) < 20160)) {
+    } else if (int(blockIdx.x) < 20160) {
         const int h2 = (int(blockIdx.x) - 19488);
         const int i1 = ((h2 * 256) + int(threadIdx.x));
         const float t4 = p11[i1];
@@ -9056,7 +9056,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_5(
         p14[i1] = t14;
         p12[i1] = t8;
         p13[i1] = t10;
-    } else if ((int(blockIdx.x) < 22848)) {
+    } else if (int(blockIdx.x) < 22848) {
         const int h3 = (int(blockIdx.x) - 20160);
         const int i1 = ((h3 * 256) + int(threadIdx.x));
         const float t4 = p15[i1];
@@ -9073,7 +9073,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_5(
         p18[i1] = t14;
         p16[i1] = t8;
         p17[i1] = t10;
-    } else if ((int(blockIdx.x) < 24192)) {
+    } else if (int(blockIdx.x) < 24192) {
         const int h4 = (int(blockIdx.x) - 22848);
         const int i1 = ((h4 * 256) + int(threadIdx.x));
         const float t4 = p19[i1];
@@ -9124,7 +9124,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_6(
         float* p20,
         float* p21,
         float* p22) {
-    if ((int(blockIdx.x) < 672)) {
+    if (int(blockIdx.x) < 672) {
         const int h0 = (int(blockIdx.x) - 0);
         const int i1 = ((h0 * 256) + int(threadIdx.x));
         const float t4 = p0[i1];
@@ -9141,7 +9141,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_6(
         p6[i1] = t14;
         p2[i1] = t8;
         p3[i1] = t10;
-    } else if ((int(blockIdx.x) < 1344)) {
+    } else if (int(blockIdx.x) < 1344) {
         const int h1 = (int(blockIdx.x) - 672);
         const int i1 = ((h1 * 256) + int(threadIdx.x));
         const float t4 = p7[i1];
@@ -9158,7 +9158,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_6(
         p10[i1] = t14;
         p8[i1] = t8;
         p9[i1] = t10;
-    } else if ((int(blockIdx.x) < 4032)) {
+    } else if (int(blockIdx.x) < 4032) {
         const int h2 = (int(blockIdx.x) - 1344);
         const int i1 = ((h2 * 256) + int(threadIdx.x));
         const float t4 = p11[i1];
@@ -9175,7 +9175,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_6(
         p14[i1] = t14;
         p12[i1] = t8;
         p13[i1] = t10;
-    } else if ((int(blockIdx.x) < 5376)) {
+    } else if (int(blockIdx.x) < 5376) {
         const int h3 = (int(blockIdx.x) - 4032);
         const int i1 = ((h3 * 256) + int(threadIdx.x));
         const float t4 = p15[i1];
@@ -9192,7 +9192,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_6(
         p18[i1] = t14;
         p16[i1] = t8;
         p17[i1] = t10;
-    } else if ((int(blockIdx.x) < 6048)) {
+    } else if (int(blockIdx.x) < 6048) {
         const int h4 = (int(blockIdx.x) - 5376);
         const int i1 = ((h4 * 256) + int(threadIdx.x));
         const float t4 = p19[i1];
@@ -9243,7 +9243,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_7(
         float* p20,
         float* p21,
         float* p22) {
-    if ((int(blockIdx.x) < 672)) {
+    if (int(blockIdx.x) < 672) {
         const int h0 = (int(blockIdx.x) - 0);
         const int i1 = ((h0 * 256) + int(threadIdx.x));
         const float t4 = p0[i1];
@@ -9260,7 +9260,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_7(
         p6[i1] = t14;
         p2[i1] = t8;
         p3[i1] = t10;
-    } else if ((int(blockIdx.x) < 3360)) {
+    } else if (int(blockIdx.x) < 3360) {
         const int h1 = (int(blockIdx.x) - 672);
         const int i1 = ((h1 * 256) + int(threadIdx.x));
         const float t4 = p7[i1];
@@ -9277,7 +9277,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_7(
         p10[i1] = t14;
         p8[i1] = t8;
         p9[i1] = t10;
-    } else if ((int(blockIdx.x) < 4704)) {
+    } else if (int(blockIdx.x) < 4704) {
         const int h2 = (int(blockIdx.x) - 3360);
         const int i1 = ((h2 * 256) + int(threadIdx.x));
         const float t4 = p11[i1];
@@ -9294,7 +9294,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_7(
         p14[i1] = t14;
         p12[i1] = t8;
         p13[i1] = t10;
-    } else if ((int(blockIdx.x) < 5376)) {
+    } else if (int(blockIdx.x) < 5376) {
         const int h3 = (int(blockIdx.x) - 4704);
         const int i1 = ((h3 * 256) + int(threadIdx.x));
         const float t4 = p15[i1];
@@ -9311,7 +9311,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_7(
         p18[i1] = t14;
         p16[i1] = t8;
         p17[i1] = t10;
-    } else if ((int(blockIdx.x) < 10752)) {
+    } else if (int(blockIdx.x) < 10752) {
         const int h4 = (int(blockIdx.x) - 5376);
         const int i1 = ((h4 * 256) + int(threadIdx.x));
         const float t5 = p19[i1];
@@ -9362,7 +9362,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_8(
         float* p20,
         float* p21,
         float* p22) {
-    if ((int(blockIdx.x) < 28224)) {
+    if (int(blockIdx.x) < 28224) {
         const int h0 = (int(blockIdx.x) - 0);
         const int i1 = ((h0 * 256) + int(threadIdx.x));
         const float t5 = p0[i1];
@@ -9379,7 +9379,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_8(
         p6[i1] = t15;
         p2[i1] = t9;
         p3[i1] = t11;
-    } else if ((int(blockIdx.x) < 42336)) {
+    } else if (int(blockIdx.x) < 42336) {
         const int h1 = (int(blockIdx.x) - 28224);
         const int i1 = ((h1 * 256) + int(threadIdx.x));
         const float t5 = p7[i1];
@@ -9396,7 +9396,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_8(
         p10[i1] = t15;
         p8[i1] = t9;
         p9[i1] = t11;
-    } else if ((int(blockIdx.x) < 47712)) {
+    } else if (int(blockIdx.x) < 47712) {
         const int h2 = (int(blockIdx.x) - 42336);
         const int i1 = ((h2 * 256) + int(threadIdx.x));
         const float t5 = p11[i1];
@@ -9413,7 +9413,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_8(
         p14[i1] = t15;
         p12[i1] = t9;
         p13[i1] = t11;
-    } else if ((int(blockIdx.x) < 48384)) {
+    } else if (int(blockIdx.x) < 48384) {
         const int h3 = (int(blockIdx.x) - 47712);
         const int i1 = ((h3 * 256) + int(threadIdx.x));
         const float t4 = p15[i1];
@@ -9430,7 +9430,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_8(
         p18[i1] = t14;
         p16[i1] = t8;
         p17[i1] = t10;
-    } else if ((int(blockIdx.x) < 51072)) {
+    } else if (int(blockIdx.x) < 51072) {
         const int h4 = (int(blockIdx.x) - 48384);
         const int i1 = ((h4 * 256) + int(threadIdx.x));
         const float t4 = p19[i1];
@@ -9481,7 +9481,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_9(
         float* p20,
         float* p21,
         float* p22) {
-    if ((int(blockIdx.x) < 1344)) {
+    if (int(blockIdx.x) < 1344) {
         const int h0 = (int(blockIdx.x) - 0);
         const int i1 = ((h0 * 256) + int(threadIdx.x));
         const float t4 = p0[i1];
@@ -9498,7 +9498,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_9(
         p6[i1] = t14;
         p2[i1] = t8;
         p3[i1] = t10;
-    } else if ((int(blockIdx.x) < 2016)) {
+    } else if (int(blockIdx.x) < 2016) {
         const int h1 = (int(blockIdx.x) - 1344);
         const int i1 = ((h1 * 256) + int(threadIdx.x));
         const float t4 = p7[i1];
@@ -9515,7 +9515,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_9(
         p10[i1] = t14;
         p8[i1] = t8;
         p9[i1] = t10;
-    } else if ((int(blockIdx.x) < 2688)) {
+    } else if (int(blockIdx.x) < 2688) {
         const int h2 = (int(blockIdx.x) - 2016);
         const int i1 = ((h2 * 256) + int(threadIdx.x));
         const float t4 = p11[i1];
@@ -9532,7 +9532,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_9(
         p14[i1] = t14;
         p12[i1] = t8;
         p13[i1] = t10;
-    } else if ((int(blockIdx.x) < 5376)) {
+    } else if (int(blockIdx.x) < 5376) {
         const int h3 = (int(blockIdx.x) - 2688);
         const int i1 = ((h3 * 256) + int(threadIdx.x));
         const float t4 = p15[i1];
@@ -9549,7 +9549,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_9(
         p18[i1] = t14;
         p16[i1] = t8;
         p17[i1] = t10;
-    } else if ((int(blockIdx.x) < 6720)) {
+    } else if (int(blockIdx.x) < 6720) {
         const int h4 = (int(blockIdx.x) - 5376);
         const int i1 = ((h4 * 256) + int(threadIdx.x));
         const float t4 = p19[i1];
@@ -9600,7 +9600,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_10(
         float* p20,
         float* p21,
         float* p22) {
-    if ((int(blockIdx.x) < 5376)) {
+    if (int(blockIdx.x) < 5376) {
         const int h0 = (int(blockIdx.x) - 0);
         const int i1 = ((h0 * 256) + int(threadIdx.x));
         const float t5 = p0[i1];
@@ -9617,7 +9617,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_10(
         p6[i1] = t15;
         p2[i1] = t9;
         p3[i1] = t11;
-    } else if ((int(blockIdx.x) < 33600)) {
+    } else if (int(blockIdx.x) < 33600) {
         const int h1 = (int(blockIdx.x) - 5376);
         const int i1 = ((h1 * 256) + int(threadIdx.x));
         const float t5 = p7[i1];
@@ -9634,7 +9634,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_10(
         p10[i1] = t15;
         p8[i1] = t9;
         p9[i1] = t11;
-    } else if ((int(blockIdx.x) < 47712)) {
+    } else if (int(blockIdx.x) < 47712) {
         const int h2 = (int(blockIdx.x) - 33600);
         const int i1 = ((h2 * 256) + int(threadIdx.x));
         const float t5 = p11[i1];
@@ -9651,7 +9651,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_10(
         p14[i1] = t15;
         p12[i1] = t9;
         p13[i1] = t11;
-    } else if ((int(blockIdx.x) < 53088)) {
+    } else if (int(blockIdx.x) < 53088) {
         const int h3 = (int(blockIdx.x) - 47712);
         const int i1 = ((h3 * 256) + int(threadIdx.x));
         const float t5 = p15[i1];
@@ -9668,7 +9668,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_10(
         p18[i1] = t15;
         p16[i1] = t9;
         p17[i1] = t11;
-    } else if ((int(blockIdx.x) < 53760)) {
+    } else if (int(blockIdx.x) < 53760) {
         const int h4 = (int(blockIdx.x) - 53088);
         const int i1 = ((h4 * 256) + int(threadIdx.x));
         const float t4 = p19[i1];
@@ -9719,7 +9719,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_11(
         float* p20,
         float* p21,
         float* p22) {
-    if ((int(blockIdx.x) < 672)) {
+    if (int(blockIdx.x) < 672) {
         const int h0 = (int(blockIdx.x) - 0);
         const int i1 = ((h0 * 256) + int(threadIdx.x));
         const float t4 = p0[i1];
@@ -9736,7 +9736,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_11(
         p6[i1] = t14;
         p2[i1] = t8;
         p3[i1] = t10;
-    } else if ((int(blockIdx.x) < 6048)) {
+    } else if (int(blockIdx.x) < 6048) {
         const int h1 = (int(blockIdx.x) - 672);
         const int i1 = ((h1 * 256) + int(threadIdx.x));
         const float t5 = p7[i1];
@@ -9753,7 +9753,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_11(
         p10[i1] = t15;
         p8[i1] = t9;
         p9[i1] = t11;
-    } else if ((int(blockIdx.x) < 34272)) {
+    } else if (int(blockIdx.x) < 34272) {
         const int h2 = (int(blockIdx.x) - 6048);
         const int i1 = ((h2 * 256) + int(threadIdx.x));
         const float t5 = p11[i1];
@@ -9770,7 +9770,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_11(
         p14[i1] = t15;
         p12[i1] = t9;
         p13[i1] = t11;
-    } else if ((int(blockIdx.x) < 48384)) {
+    } else if (int(blockIdx.x) < 48384) {
         const int h3 = (int(blockIdx.x) - 34272);
         const int i1 = ((h3 * 256) + int(threadIdx.x));
         const float t5 = p15[i1];
@@ -9787,7 +9787,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_11(
         p18[i1] = t15;
         p16[i1] = t9;
         p17[i1] = t11;
-    } else if ((int(blockIdx.x) < 53760)) {
+    } else if (int(blockIdx.x) < 53760) {
         const int h4 = (int(blockIdx.x) - 48384);
         const int i1 = ((h4 * 256) + int(threadIdx.x));
         const float t5 = p19[i1];

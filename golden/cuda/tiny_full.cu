@@ -88,9 +88,9 @@ extern "C" __global__ void __launch_bounds__(256) rmsnorm_0(
         const float* p1,
         const float* p2,
         float* p3) {
-    const int lid1 = int(threadIdx.x);
-    const int l32_2 = (lid1 % 32);
-    const int row4 = ((int(blockIdx.x) * 8) + (lid1 / 32));
+    const int l32_2 = magc_lane();
+    const int sg3 = magc_simdgroup();
+    const int row4 = ((int(blockIdx.x) * 8) + sg3);
     const int c5 = (row4 / 16);
     const int c6 = (row4 % 16);
     float reg7[2];
@@ -140,7 +140,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_0(
             const int k11 = (l9 % 32);
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
-            if ((gi12 < 16)) {
+            if (gi12 < 16) {
                 const float t14 = p0[((((c1 * 16) + gi12) * 64) + gk13)];
                 sh[((i10 * 36) + k11)] = t14;
             } else {
@@ -196,7 +196,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_0(
         const int j25 = (l23 % 64);
         const int gi26 = (m02 + i24);
         const int gj27 = (n03 + j25);
-        if ((gi26 < 16)) {
+        if (gi26 < 16) {
             p2[((((c1 * 16) + gi26) * 256) + gj27)] = sh[((i24 * 68) + j25)];
         }
     }
@@ -231,7 +231,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_1(
             const int k11 = (l9 % 32);
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
-            if ((gi12 < 16)) {
+            if (gi12 < 16) {
                 const float t14 = p0[gk13];
                 const float t15 = p1[((gk13 * 4) + 0)];
                 const float t16 = p2[((((c1 * 16) + max((gi12 - 3), 0)) * 256) + gk13)];
@@ -242,11 +242,11 @@ extern "C" __global__ void __launch_bounds__(128) matmul_1(
                 const float t21 = p1[((gk13 * 4) + 3)];
                 const float t22 = p2[((((c1 * 16) + gi12) * 256) + gk13)];
                 const float t23 = ((((t14 + ((gi12 >= 3) ? (t15 * t16) : 0.0f)) + ((gi12 >= 2) ? (t17 * t18) : 0.0f)) + ((gi12 >= 1) ? (t19 * t20) : 0.0f)) + (t21 * t22));
-                if ((n03 == 0)) {
+                if (n03 == 0) {
                     p3[((((c1 * 16) + gi12) * 128) + gk13)] = t23;
                 }
                 const float t24 = (t23 / (1.0f + expf((-t23))));
-                if ((n03 == 0)) {
+                if (n03 == 0) {
                     p4[((((c1 * 16) + gi12) * 128) + gk13)] = t24;
                 }
                 sh[((i10 * 36) + k11)] = t24;
@@ -260,7 +260,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_1(
             const int k28 = (l26 % 32);
             const int gi29 = (n03 + i27);
             const int gk30 = (k0 + k28);
-            if ((gi29 < 36)) {
+            if (gi29 < 36) {
                 const float t31 = p5[((gi29 * 128) + gk30)];
                 sh[(((i27 * 36) + k28) + 1152)] = t31;
             } else {
@@ -295,7 +295,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_1(
         const int j35 = (l33 % 32);
         const int gi36 = (m02 + i34);
         const int gj37 = (n03 + j35);
-        if (((gi36 < 16) && (gj37 < 36))) {
+        if ((gi36 < 16) && (gj37 < 36)) {
             p6[((((c1 * 16) + gi36) * 36) + gj37)] = sh[((i34 * 36) + j35)];
         }
     }
@@ -314,7 +314,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_exp_x2_0(
         const float* p5,
         float* p6) {
     __shared__ float sh[3456];
-    if ((int(blockIdx.x) < 32)) {
+    if (int(blockIdx.x) < 32) {
         const int h0 = (int(blockIdx.x) - 0);
         const int c1 = (h0 / 2);
         const int m02 = (((h0 / 2) % 1) * 32);
@@ -338,7 +338,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_exp_x2_0(
                 const int k11 = (l9 % 32);
                 const int gi12 = (m02 + i10);
                 const int gk13 = (k0 + k11);
-                if (((gi12 < 16) && (gk13 < 4))) {
+                if ((gi12 < 16) && (gk13 < 4)) {
                     const float t14 = p0[((((c1 * 16) + gi12) * 36) + gk13)];
                     sh[((i10 * 36) + k11)] = t14;
                 } else {
@@ -351,7 +351,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_exp_x2_0(
                 const int k18 = (l16 % 32);
                 const int gi19 = (n03 + i17);
                 const int gk20 = (k0 + k18);
-                if ((gk20 < 4)) {
+                if (gk20 < 4) {
                     const float t21 = p1[((gi19 * 4) + gk20)];
                     sh[(((i17 * 36) + k18) + 1152)] = t21;
                 } else {
@@ -398,7 +398,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_exp_x2_0(
             const int j25 = (l23 % 64);
             const int gi26 = (m02 + i24);
             const int gj27 = (n03 + j25);
-            if ((gi26 < 16)) {
+            if (gi26 < 16) {
                 const float acc28 = sh[((i24 * 68) + j25)];
                 const float t29 = p2[gj27];
                 const float t30 = (acc28 + t29);
@@ -407,7 +407,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_exp_x2_0(
                 p4[((((c1 * 16) + gi26) * 128) + gj27)] = t31;
             }
         }
-    } else if ((int(blockIdx.x) < 48)) {
+    } else if (int(blockIdx.x) < 48) {
         const int h1 = (int(blockIdx.x) - 32);
         const int i1 = ((h1 * 128) + int(threadIdx.x));
         const float t4 = p5[i1];
@@ -449,7 +449,7 @@ extern "C" __global__ void __launch_bounds__(256) selective_scan_0(
             const float r16 = (r15 + magc_simd_shuffle_xor(r15, 4));
             const float r17 = (r16 + magc_simd_shuffle_xor(r16, 2));
             const float r18 = (r17 + magc_simd_shuffle_xor(r17, 1));
-            if ((n3 == 0)) {
+            if (n3 == 0) {
                 const float acc19 = (r18 + (t6 * t11));
                 p6[((((b1 * 16) + t9) * 128) + ch2)] = acc19;
                 const float t20 = p7[((((b1 * 16) + t9) * 256) + (ch2 + 128))];
@@ -493,7 +493,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_2(
             const int k11 = (l9 % 32);
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
-            if ((gi12 < 16)) {
+            if (gi12 < 16) {
                 const float t14 = p0[((((c1 * 16) + gi12) * 128) + gk13)];
                 sh[((i10 * 36) + k11)] = t14;
             } else {
@@ -549,7 +549,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_2(
         const int j25 = (l23 % 64);
         const int gi26 = (m02 + i24);
         const int gj27 = (n03 + j25);
-        if ((gi26 < 16)) {
+        if (gi26 < 16) {
             const float acc28 = sh[((i24 * 68) + j25)];
             const int t29 = p2[((c1 * 16) + gi26)];
             const float t30 = p3[((t29 * 64) + gj27)];
@@ -565,9 +565,9 @@ extern "C" __global__ void __launch_bounds__(256) rmsnorm_1(
         const float* p0,
         const float* p1,
         float* p2) {
-    const int lid1 = int(threadIdx.x);
-    const int l32_2 = (lid1 % 32);
-    const int row4 = ((int(blockIdx.x) * 8) + (lid1 / 32));
+    const int l32_2 = magc_lane();
+    const int sg3 = magc_simdgroup();
+    const int row4 = ((int(blockIdx.x) * 8) + sg3);
     const int c5 = (row4 / 16);
     const int c6 = (row4 % 16);
     float reg7[2];
@@ -624,7 +624,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_3(
             const int k17 = (l15 % 32);
             const int gi18 = (n02 + i16);
             const int gk19 = (k0 + k17);
-            if ((gi18 < 4)) {
+            if (gi18 < 4) {
                 const float t20 = p1[((gi18 * 64) + gk19)];
                 sh[(((i16 * 36) + k17) + 2304)] = t20;
             } else {
@@ -671,7 +671,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_3(
         const int j24 = (l22 % 32);
         const int gi25 = (m01 + i23);
         const int gj26 = (n02 + j24);
-        if ((gj26 < 4)) {
+        if (gj26 < 4) {
             p2[((gi25 * 4) + gj26)] = sh[((i23 * 36) + j24)];
         }
     }
@@ -711,7 +711,7 @@ extern "C" __global__ void __launch_bounds__(256) topk_0(
         for (int i18 = 0; i18 < 4; i18 += 1) {
             const float t19 = p0[((row1 * 4) + i18)];
             const float v20 = (expf((t19 - m2)) * inv8);
-            if ((((pi14 < 0) || (((isnan(pv13) && (!isnan(v20))) || (pv13 > v20)) || ((!((isnan(v20) && (!isnan(pv13))) || (v20 > pv13))) && (i18 > pi14)))) && ((bi17 < 0) || ((isnan(v20) && (!isnan(bv16))) || (v20 > bv16))))) {
+            if (((pi14 < 0) || (((isnan(pv13) && (!isnan(v20))) || (pv13 > v20)) || ((!((isnan(v20) && (!isnan(pv13))) || (v20 > pv13))) && (i18 > pi14)))) && ((bi17 < 0) || ((isnan(v20) && (!isnan(bv16))) || (v20 > bv16)))) {
                 bv16 = v20;
                 bi17 = i18;
             }
@@ -738,25 +738,25 @@ extern "C" __global__ void __launch_bounds__(512) moe_route_0(
         int* p3) {
     __shared__ int sh15[16];
     const int lid1 = int(threadIdx.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = magc_lane();
+    const int sg3 = magc_simdgroup();
     const int lo4 = (lid1 * 1);
     const int hi5 = min((lo4 + 1), 512);
     int off6 = 0;
     for (int ex7 = 0; ex7 < 4; ex7 += 1) {
-        if ((lid1 == 0)) {
+        if (lid1 == 0) {
             p0[ex7] = off6;
         }
         int c8 = 0;
         for (int i9 = lo4; i9 < hi5; i9 += 1) {
             const int t12 = p1[i9];
-            if ((t12 == ex7)) {
+            if (t12 == ex7) {
                 c8 += 1;
             }
         }
         const int pre13 = magc_simd_prefix_sum(c8);
         const int sgt14 = magc_simd_sum(c8);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh15[sg3] = sgt14;
         }
         __syncthreads();
@@ -770,7 +770,7 @@ extern "C" __global__ void __launch_bounds__(512) moe_route_0(
         int pos19 = (off6 + base16);
         for (int i20 = lo4; i20 < hi5; i20 += 1) {
             const int t23 = p1[i20];
-            if ((t23 == ex7)) {
+            if (t23 == ex7) {
                 p2[pos19] = (i20 / 2);
                 p3[pos19] = i20;
                 pos19 += 1;
@@ -778,7 +778,7 @@ extern "C" __global__ void __launch_bounds__(512) moe_route_0(
         }
         off6 += tot17;
     }
-    if ((lid1 == 0)) {
+    if (lid1 == 0) {
         p0[4] = off6;
     }
 }
@@ -793,14 +793,14 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_0(
         const float* p4) {
     const int ex1 = int(blockIdx.z);
     const int n02 = (int(blockIdx.x) * 64);
-    if ((ex1 == 4)) {
+    if (ex1 == 4) {
         const int t3 = p0[0];
         const int t4 = p0[4];
         for (int s5 = 0; s5 < 32; s5 += 1) {
             const int l6 = ((s5 * 128) + int(threadIdx.x));
             const int r7 = ((int(blockIdx.y) * 64) + (l6 / 64));
             const int j8 = (n02 + (l6 % 64));
-            if (((r7 < t3) || (r7 >= t4))) {
+            if ((r7 < t3) || (r7 >= t4)) {
                 p1[((r7 * 128) + j8)] = 0.0f;
             }
         }
@@ -809,7 +809,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_0(
     const int t9 = p0[ex1];
     const int t10 = p0[(ex1 + 1)];
     const int m011 = (t9 + (int(blockIdx.y) * 64));
-    if ((m011 >= t10)) {
+    if (m011 >= t10) {
         return;
     }
     __shared__ float sh[4352];
@@ -840,7 +840,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_0(
             const int k19 = (l17 % 16);
             const int gi20 = (m011 + i18);
             const int gk21 = (k0 + k19);
-            if ((gi20 < t10)) {
+            if (gi20 < t10) {
                 const int t22 = p2[gi20];
                 const float t23 = p3[((t22 * 64) + gk21)];
                 sh[((i18 * 20) + k19)] = t23;
@@ -917,7 +917,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_0(
         const int j34 = (l32 % 64);
         const int gi35 = (m011 + i33);
         const int gj36 = (n02 + j34);
-        if ((gi35 < t10)) {
+        if (gi35 < t10) {
             p1[((gi35 * 128) + gj36)] = sh[((i33 * 68) + j34)];
         }
     }
@@ -938,14 +938,14 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_1(
         const float* p8) {
     const int ex1 = int(blockIdx.z);
     const int n02 = (int(blockIdx.x) * 64);
-    if ((ex1 == 4)) {
+    if (ex1 == 4) {
         const int t3 = p0[0];
         const int t4 = p0[4];
         for (int s5 = 0; s5 < 32; s5 += 1) {
             const int l6 = ((s5 * 128) + int(threadIdx.x));
             const int r7 = ((int(blockIdx.y) * 64) + (l6 / 64));
             const int j8 = (n02 + (l6 % 64));
-            if (((r7 < t3) || (r7 >= t4))) {
+            if ((r7 < t3) || (r7 >= t4)) {
                 const float acc9 = 0.0f;
                 p1[((r7 * 64) + j8)] = acc9;
                 const int t10 = p2[((r7 * 1) + 0)];
@@ -959,7 +959,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_1(
     const int t13 = p0[ex1];
     const int t14 = p0[(ex1 + 1)];
     const int m015 = (t13 + (int(blockIdx.y) * 64));
-    if ((m015 >= t14)) {
+    if (m015 >= t14) {
         return;
     }
     __shared__ float sh[4352];
@@ -990,15 +990,15 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_1(
             const int k23 = (l21 % 16);
             const int gi24 = (m015 + i22);
             const int gk25 = (k0 + k23);
-            if ((gi24 < t14)) {
+            if (gi24 < t14) {
                 const float t26 = p5[((gi24 * 128) + gk25)];
                 const float t27 = (t26 / (1.0f + expf((-t26))));
-                if ((n02 == 0)) {
+                if (n02 == 0) {
                     p6[((gi24 * 64) + gk25)] = t27;
                 }
                 const float t28 = p5[((gi24 * 128) + (gk25 + 64))];
                 const float t29 = (t27 * t28);
-                if ((n02 == 0)) {
+                if (n02 == 0) {
                     p7[((gi24 * 64) + gk25)] = t29;
                 }
                 sh[((i22 * 20) + k23)] = t29;
@@ -1075,7 +1075,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_1(
         const int j40 = (l38 % 64);
         const int gi41 = (m015 + i39);
         const int gj42 = (n02 + j40);
-        if ((gi41 < t14)) {
+        if (gi41 < t14) {
             const float acc43 = sh[((i39 * 68) + j40)];
             p1[((gi41 * 64) + gj42)] = acc43;
             const int t44 = p2[((gi41 * 1) + 0)];
@@ -1101,7 +1101,7 @@ extern "C" __global__ void __launch_bounds__(256) scatter_add_reduce_mean_x3_0(
         float* p6) {
     __shared__ float sh9[256];
     __shared__ float sh8[256];
-    if ((int(blockIdx.x) < 32)) {
+    if (int(blockIdx.x) < 32) {
         const int h0 = (int(blockIdx.x) - 0);
         const int t1 = ((h0 * 256) + int(threadIdx.x));
         const int c2 = (t1 % 64);
@@ -1112,12 +1112,12 @@ extern "C" __global__ void __launch_bounds__(256) scatter_add_reduce_mean_x3_0(
         }
         for (int i4 = 0; i4 < 512; i4 += 1) {
             const int t7 = p1[i4];
-            if (((t7 >= lo3) && (t7 < hi5))) {
+            if ((t7 >= lo3) && (t7 < hi5)) {
                 const float t8 = p2[((i4 * 64) + c2)];
                 p0[((t7 * 64) + c2)] = (p0[((t7 * 64) + c2)] + t8);
             }
         }
-    } else if ((int(blockIdx.x) < 33)) {
+    } else if (int(blockIdx.x) < 33) {
         const int h1 = (int(blockIdx.x) - 32);
         const int lid1 = int(threadIdx.x);
         const int col2 = (lid1 % 4);
@@ -1131,13 +1131,13 @@ extern "C" __global__ void __launch_bounds__(256) scatter_add_reduce_mean_x3_0(
         }
         sh9[lid1] = acc5;
         __syncthreads();
-        if ((part3 == 0)) {
+        if (part3 == 0) {
             for (int pr10 = 1; pr10 < 64; pr10 += 1) {
                 acc5 += sh9[((pr10 * 4) + col2)];
             }
             p4[o4] = (acc5 / 256.0f);
         }
-    } else if ((int(blockIdx.x) < 34)) {
+    } else if (int(blockIdx.x) < 34) {
         const int h2 = (int(blockIdx.x) - 33);
         const int lid1 = int(threadIdx.x);
         const int col2 = (lid1 % 4);
@@ -1150,7 +1150,7 @@ extern "C" __global__ void __launch_bounds__(256) scatter_add_reduce_mean_x3_0(
         }
         sh8[lid1] = acc5;
         __syncthreads();
-        if ((part3 == 0)) {
+        if (part3 == 0) {
             for (int pr9 = 1; pr9 < 64; pr9 += 1) {
                 acc5 += sh8[((pr9 * 4) + col2)];
             }
@@ -1202,7 +1202,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_4(
             const int k11 = (l9 % 32);
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
-            if ((gi12 < 16)) {
+            if (gi12 < 16) {
                 const float t14 = p0[((((c1 * 16) + gi12) * 128) + gk13)];
                 sh[((i10 * 36) + k11)] = t14;
             } else {
@@ -1258,7 +1258,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_4(
         const int j25 = (l23 % 64);
         const int gi26 = (m02 + i24);
         const int gj27 = (n03 + j25);
-        if ((gi26 < 16)) {
+        if (gi26 < 16) {
             const float acc28 = sh[((i24 * 68) + j25)];
             const float t29 = p2[((((c1 * 16) + gi26) * 64) + gj27)];
             const float t30 = (t29 + acc28);
@@ -1292,7 +1292,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_5(
             const int k11 = (l9 % 32);
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
-            if ((gi12 < 16)) {
+            if (gi12 < 16) {
                 const float t14 = p0[((((c1 * 16) + gi12) * 64) + gk13)];
                 sh[((i10 * 36) + k11)] = t14;
             } else {
@@ -1305,7 +1305,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_5(
             const int k18 = (l16 % 32);
             const int gi19 = (n03 + i17);
             const int gk20 = (k0 + k18);
-            if ((gi19 < 16)) {
+            if (gi19 < 16) {
                 const float t21 = p1[((gi19 * 64) + gk20)];
                 sh[(((i17 * 36) + k18) + 1152)] = t21;
             } else {
@@ -1340,7 +1340,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_5(
         const int j25 = (l23 % 32);
         const int gi26 = (m02 + i24);
         const int gj27 = (n03 + j25);
-        if (((gi26 < 16) && (gj27 < 16))) {
+        if ((gi26 < 16) && (gj27 < 16)) {
             p2[((((c1 * 16) + gi26) * 16) + gj27)] = sh[((i24 * 36) + j25)];
         }
     }
@@ -1358,23 +1358,23 @@ extern "C" __global__ void __launch_bounds__(256) cross_entropy_cross_entropy_bw
     __shared__ float sh16[8];
     __shared__ int sh20[8];
     __shared__ int sh10[8];
-    if ((int(blockIdx.x) < 1)) {
+    if (int(blockIdx.x) < 1) {
         const int h0 = (int(blockIdx.x) - 0);
         const int lid1 = int(threadIdx.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
         float loss4 = 0.0f;
         int cnt5 = 0;
         for (int row6 = lid1; row6 < 256; row6 += 256) {
             const int c7 = (row6 / 16);
             const int c8 = (row6 % 16);
             const int t9 = p0[row6];
-            if (((t9 >= 0) && (t9 < 16))) {
+            if ((t9 >= 0) && (t9 < 16)) {
                 float m10 = (-__int_as_float(0x7f800000));
                 float s11 = 0.0f;
                 for (int k12 = 0; k12 < 16; k12 += 1) {
                     const float t13 = p1[((((c7 * 16) + c8) * 16) + k12)];
-                    if ((t13 > m10)) {
+                    if (t13 > m10) {
                         s11 = ((s11 * expf((m10 - t13))) + 1.0f);
                         m10 = t13;
                     } else {
@@ -1387,7 +1387,7 @@ extern "C" __global__ void __launch_bounds__(256) cross_entropy_cross_entropy_bw
             }
         }
         const float s15 = magc_simd_sum(loss4);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh16[sg3] = s15;
         }
         __syncthreads();
@@ -1397,7 +1397,7 @@ extern "C" __global__ void __launch_bounds__(256) cross_entropy_cross_entropy_bw
         }
         __syncthreads();
         const int s19 = magc_simd_sum(cnt5);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh20[sg3] = s19;
         }
         __syncthreads();
@@ -1406,21 +1406,21 @@ extern "C" __global__ void __launch_bounds__(256) cross_entropy_cross_entropy_bw
             acc21 += sh20[s22];
         }
         __syncthreads();
-        if ((lid1 == 0)) {
+        if (lid1 == 0) {
             p2[0] = ((acc21 > 0) ? (acc17 / float(acc21)) : 0.0f);
         }
-    } else if ((int(blockIdx.x) < 2)) {
+    } else if (int(blockIdx.x) < 2) {
         const int h1 = (int(blockIdx.x) - 1);
         const int lid1 = int(threadIdx.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
         int cnt4 = 0;
         for (int i5 = lid1; i5 < 256; i5 += 256) {
             const int t8 = p0[i5];
             cnt4 += (((t8 >= 0) && (t8 < 16)) ? 1 : 0);
         }
         const int s9 = magc_simd_sum(cnt4);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh10[sg3] = s9;
         }
         __syncthreads();
@@ -1434,14 +1434,14 @@ extern "C" __global__ void __launch_bounds__(256) cross_entropy_cross_entropy_bw
         const int c15 = (row14 / 16);
         const int c16 = (row14 % 16);
         const int t17 = p0[row14];
-        if (((t17 >= 0) && (t17 < 16))) {
+        if ((t17 >= 0) && (t17 < 16)) {
             float reg18[16];
             float m19 = (-__int_as_float(0x7f800000));
             float s20 = 0.0f;
             for (int k21 = 0; k21 < 16; k21 += 1) {
                 const float t22 = p1[((((c15 * 16) + c16) * 16) + k21)];
                 reg18[k21] = t22;
-                if ((t22 > m19)) {
+                if (t22 > m19) {
                     s20 = ((s20 * expf((m19 - t22))) + 1.0f);
                     m19 = t22;
                 } else {
@@ -1470,7 +1470,7 @@ extern "C" __global__ void __launch_bounds__(32) reduce_sum_0(
         float* p4) {
     const int lid1 = int(threadIdx.x);
     const int row4 = ((int(blockIdx.x) * 32) + lid1);
-    if ((row4 >= 1)) {
+    if (row4 >= 1) {
         return;
     }
     float acc5 = 0.0f;
@@ -1516,7 +1516,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_6(
             const int k11 = (l9 % 32);
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
-            if (((gi12 < 16) && (gk13 < 16))) {
+            if ((gi12 < 16) && (gk13 < 16)) {
                 const float t14 = p0[((((c1 * 16) + gi12) * 16) + gk13)];
                 sh[((i10 * 36) + k11)] = t14;
             } else {
@@ -1529,7 +1529,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_6(
             const int i18 = (l16 % 64);
             const int gi19 = (n03 + i18);
             const int gk20 = (k0 + k17);
-            if ((gk20 < 16)) {
+            if (gk20 < 16) {
                 const float t21 = p1[((gk20 * 64) + gi19)];
                 sh[(((k17 * 68) + i18) + 1152)] = t21;
             } else {
@@ -1576,7 +1576,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_6(
         const int j25 = (l23 % 64);
         const int gi26 = (m02 + i24);
         const int gj27 = (n03 + j25);
-        if ((gi26 < 16)) {
+        if (gi26 < 16) {
             p2[((((c1 * 16) + gi26) * 64) + gj27)] = sh[((i24 * 68) + j25)];
         }
     }
@@ -1593,8 +1593,8 @@ extern "C" __global__ void __launch_bounds__(64) rmsnorm_bwd_0(
     __shared__ float sh20[2];
     __shared__ float sh21[2];
     const int lid1 = int(threadIdx.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = magc_lane();
+    const int sg3 = magc_simdgroup();
     float dg4[1];
     for (int k5 = 0; k5 < 1; k5 += 1) {
         dg4[k5] = 0.0f;
@@ -1618,7 +1618,7 @@ extern "C" __global__ void __launch_bounds__(64) rmsnorm_bwd_0(
         }
         const float s18 = magc_simd_sum(ss11);
         const float s19 = magc_simd_sum(dot12);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh20[sg3] = s18;
             sh21[sg3] = s19;
         }
@@ -1664,7 +1664,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_0(
         const float* p7,
         float* p8) {
     __shared__ float sh[4352];
-    if ((int(blockIdx.x) < 2)) {
+    if (int(blockIdx.x) < 2) {
         const int h0 = (int(blockIdx.x) - 0);
         const int m01 = ((h0 / 2) * 64);
         const int n02 = (h0 * 64);
@@ -1769,7 +1769,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_0(
             const int gj26 = (n02 + j24);
             p2[((gi25 * 128) + gj26)] = sh[((i23 * 68) + j24)];
         }
-    } else if ((int(blockIdx.x) < 34)) {
+    } else if (int(blockIdx.x) < 34) {
         const int h1 = (int(blockIdx.x) - 2);
         const int c1 = (h1 / 2);
         const int m02 = (((h1 / 2) % 1) * 32);
@@ -1793,7 +1793,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_0(
                 const int k11 = (l9 % 32);
                 const int gi12 = (m02 + i10);
                 const int gk13 = (k0 + k11);
-                if ((gi12 < 16)) {
+                if (gi12 < 16) {
                     const float t14 = p0[((((c1 * 16) + gi12) * 64) + gk13)];
                     sh[((i10 * 36) + k11)] = t14;
                 } else {
@@ -1849,7 +1849,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_0(
             const int j25 = (l23 % 64);
             const int gi26 = (m02 + i24);
             const int gj27 = (n03 + j25);
-            if ((gi26 < 16)) {
+            if (gi26 < 16) {
                 const float acc28 = sh[((i24 * 68) + j25)];
                 p4[((((c1 * 16) + gi26) * 128) + gj27)] = acc28;
                 const float t29 = p5[((((c1 * 16) + gi26) * 128) + gj27)];
@@ -1887,7 +1887,7 @@ extern "C" __global__ void __launch_bounds__(256) selective_scan_bwd_0(
     float seq1[8];
     __shared__ float red2[512];
     const int gid3 = int(blockIdx.x);
-    if ((gid3 < 128)) {
+    if (gid3 < 128) {
         const int b4 = (gid3 / 8);
         const int n05 = ((gid3 % 8) * 2);
         const int n6 = (n05 + (int(threadIdx.x) / 128));
@@ -1932,7 +1932,7 @@ extern "C" __global__ void __launch_bounds__(256) selective_scan_bwd_0(
                         carry14 = (a41 * g42);
                         const float sp43 = magc_simd_sum(((g42 * t33) * t34));
                         const float sp44 = magc_simd_sum((((a41 * sp40) + ((t33 * t35) * t34)) * t39));
-                        if ((lane8 == 0)) {
+                        if (lane8 == 0) {
                             red2[(rb30 + ((((0 * 16) + j31) * 8) + sg7))] = sp43;
                             red2[(rb30 + ((((1 * 16) + j31) * 8) + sg7))] = sp44;
                         }
@@ -1946,11 +1946,11 @@ extern "C" __global__ void __launch_bounds__(256) selective_scan_bwd_0(
                         const float tot50 = magc_simd_sum(((lane8 < 4) ? red2[(rb30 + ((((q47 * 16) + j48) * 8) + ((ns49 * 4) + min(lane8, 3))))] : 0.0f));
                         const int t51 = ((t118 - 1) - (i028 + j48));
                         const int nn52 = (n05 + ns49);
-                        if ((lane8 == 0)) {
-                            if ((q47 == 0)) {
+                        if (lane8 == 0) {
+                            if (q47 == 0) {
                                 p7[((((b4 * 16) + t51) * 16) + nn52)] = tot50;
                             }
-                            if ((q47 == 1)) {
+                            if (q47 == 1) {
                                 p8[((((b4 * 16) + t51) * 16) + nn52)] = tot50;
                             }
                         }
@@ -2006,7 +2006,7 @@ extern "C" __global__ void __launch_bounds__(256) selective_scan_bwd_0(
                     const float r91 = (r90 + magc_simd_shuffle_xor(r90, 4));
                     const float r92 = (r91 + magc_simd_shuffle_xor(r91, 2));
                     const float r93 = (r92 + magc_simd_shuffle_xor(r92, 1));
-                    if ((n54 == 0)) {
+                    if (n54 == 0) {
                         p10[((((b60 * 16) + t75) * 128) + ch53)] = (r89 + (t57 * t82));
                         p11[((((b60 * 16) + t75) * 128) + ch53)] = r93;
                     }
@@ -2014,7 +2014,7 @@ extern "C" __global__ void __launch_bounds__(256) selective_scan_bwd_0(
             }
         }
         p12[((ch53 * 16) + n54)] = dA58;
-        if ((n54 == 0)) {
+        if (n54 == 0) {
             p13[ch53] = dD59;
         }
     }
@@ -2031,7 +2031,7 @@ extern "C" __global__ void __launch_bounds__(256) mul_neg_mul_sigmoid_x2_0(
         const float* p3,
         const float* p4,
         float* p5) {
-    if ((int(blockIdx.x) < 8)) {
+    if (int(blockIdx.x) < 8) {
         const int h0 = (int(blockIdx.x) - 0);
         const int i1 = ((h0 * 256) + int(threadIdx.x));
         const float t4 = p0[i1];
@@ -2039,7 +2039,7 @@ extern "C" __global__ void __launch_bounds__(256) mul_neg_mul_sigmoid_x2_0(
         const float t6 = p1[i1];
         const float t7 = (t5 * t6);
         p2[i1] = t7;
-    } else if ((int(blockIdx.x) < 136)) {
+    } else if (int(blockIdx.x) < 136) {
         const int h1 = (int(blockIdx.x) - 8);
         const int i1 = ((h1 * 256) + int(threadIdx.x));
         const float t5 = p3[i1];
@@ -2067,7 +2067,7 @@ extern "C" __global__ void __launch_bounds__(256) reduce_sum_1(
     }
     sh8[lid1] = acc5;
     __syncthreads();
-    if ((part3 == 0)) {
+    if (part3 == 0) {
         for (int pr9 = 1; pr9 < 8; pr9 += 1) {
             acc5 += sh8[((pr9 * 32) + col2)];
         }
@@ -2086,7 +2086,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_1(
         const float* p3,
         float* p4) {
     __shared__ float sh[3328];
-    if ((int(blockIdx.x) < 16)) {
+    if (int(blockIdx.x) < 16) {
         const int h0 = (int(blockIdx.x) - 0);
         const int c1 = h0;
         const int m02 = ((h0 % 1) * 32);
@@ -2106,7 +2106,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_1(
                 const int k11 = (l9 % 32);
                 const int gi12 = (m02 + i10);
                 const int gk13 = (k0 + k11);
-                if ((gi12 < 16)) {
+                if (gi12 < 16) {
                     const float t14 = p0[((((c1 * 16) + gi12) * 128) + gk13)];
                     sh[((i10 * 36) + k11)] = t14;
                 } else {
@@ -2119,7 +2119,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_1(
                 const int i18 = (l16 % 32);
                 const int gi19 = (n03 + i18);
                 const int gk20 = (k0 + k17);
-                if ((gi19 < 4)) {
+                if (gi19 < 4) {
                     const float t21 = p1[((gk20 * 4) + gi19)];
                     sh[(((k17 * 36) + i18) + 1152)] = t21;
                 } else {
@@ -2154,11 +2154,11 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_1(
             const int j25 = (l23 % 32);
             const int gi26 = (m02 + i24);
             const int gj27 = (n03 + j25);
-            if (((gi26 < 16) && (gj27 < 4))) {
+            if ((gi26 < 16) && (gj27 < 4)) {
                 p2[((((c1 * 16) + gi26) * 4) + gj27)] = sh[((i24 * 36) + j25)];
             }
         }
-    } else if ((int(blockIdx.x) < 18)) {
+    } else if (int(blockIdx.x) < 18) {
         const int h1 = (int(blockIdx.x) - 16);
         const int m01 = (h1 * 64);
         const int n02 = ((h1 % 1) * 32);
@@ -2190,7 +2190,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_1(
                 const int i17 = (l15 % 32);
                 const int gi18 = (n02 + i17);
                 const int gk19 = (k0 + k16);
-                if ((gi18 < 4)) {
+                if (gi18 < 4) {
                     const float t20 = p3[(((((((gk19 * 4) + gi18) / 64) * 16) + ((((gk19 * 4) + gi18) / 4) % 16)) * 36) + (((gk19 * 4) + gi18) % 4))];
                     sh[(((k16 * 36) + i17) + 2176)] = t20;
                 } else {
@@ -2237,7 +2237,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_1(
             const int j24 = (l22 % 32);
             const int gi25 = (m01 + i23);
             const int gj26 = (n02 + j24);
-            if ((gj26 < 4)) {
+            if (gj26 < 4) {
                 p4[((gi25 * 4) + gj26)] = sh[((i23 * 36) + j24)];
             }
         }
@@ -2260,7 +2260,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_2(
         const float* p7,
         float* p8) {
     __shared__ float sh[3328];
-    if ((int(blockIdx.x) < 4)) {
+    if (int(blockIdx.x) < 4) {
         const int h0 = (int(blockIdx.x) - 0);
         const int m01 = ((h0 / 2) * 32);
         const int n02 = ((h0 % 2) * 64);
@@ -2283,12 +2283,12 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_2(
                 const int i10 = (l8 % 32);
                 const int gi11 = (m01 + i10);
                 const int gk12 = (k0 + k9);
-                if ((gi11 < 36)) {
+                if (gi11 < 36) {
                     float cat13 = 0.0f;
-                    if (((((gk12 * 36) + gi11) % 36) < 4)) {
+                    if ((((gk12 * 36) + gi11) % 36) < 4) {
                         const float t14 = p0[(((((((gk12 * 36) + gi11) / 576) * 16) + ((((gk12 * 36) + gi11) / 36) % 16)) * 4) + ((((gk12 * 36) + gi11) % 36) - 0))];
                         cat13 = t14;
-                    } else if (((((gk12 * 36) + gi11) % 36) < 20)) {
+                    } else if ((((gk12 * 36) + gi11) % 36) < 20) {
                         const float t15 = p1[(((((((gk12 * 36) + gi11) / 576) * 16) + ((((gk12 * 36) + gi11) / 36) % 16)) * 16) + ((((gk12 * 36) + gi11) % 36) - 4))];
                         cat13 = t15;
                     } else {
@@ -2349,11 +2349,11 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_2(
             const int j27 = (l25 % 64);
             const int gi28 = (m01 + i26);
             const int gj29 = (n02 + j27);
-            if ((gi28 < 36)) {
+            if (gi28 < 36) {
                 p4[((gi28 * 128) + gj29)] = sh[((i26 * 68) + j27)];
             }
         }
-    } else if ((int(blockIdx.x) < 36)) {
+    } else if (int(blockIdx.x) < 36) {
         const int h1 = (int(blockIdx.x) - 4);
         const int c1 = (h1 / 2);
         const int m02 = (((h1 / 2) % 1) * 32);
@@ -2377,12 +2377,12 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_2(
                 const int k11 = (l9 % 32);
                 const int gi12 = (m02 + i10);
                 const int gk13 = (k0 + k11);
-                if (((gi12 < 16) && (gk13 < 36))) {
+                if ((gi12 < 16) && (gk13 < 36)) {
                     float cat14 = 0.0f;
-                    if ((gk13 < 4)) {
+                    if (gk13 < 4) {
                         const float t15 = p0[((((c1 * 16) + gi12) * 4) + (gk13 - 0))];
                         cat14 = t15;
-                    } else if ((gk13 < 20)) {
+                    } else if (gk13 < 20) {
                         const float t16 = p1[((((c1 * 16) + gi12) * 16) + (gk13 - 4))];
                         cat14 = t16;
                     } else {
@@ -2400,7 +2400,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_2(
                 const int i21 = (l19 % 64);
                 const int gi22 = (n03 + i21);
                 const int gk23 = (k0 + k20);
-                if ((gk23 < 36)) {
+                if (gk23 < 36) {
                     const float t24 = p5[((gk23 * 128) + gi22)];
                     sh[(((k20 * 68) + i21) + 1152)] = t24;
                 } else {
@@ -2447,7 +2447,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_2(
             const int j28 = (l26 % 64);
             const int gi29 = (m02 + i27);
             const int gj30 = (n03 + j28);
-            if ((gi29 < 16)) {
+            if (gi29 < 16) {
                 const float acc31 = sh[((i27 * 68) + j28)];
                 const float t32 = p6[((((c1 * 16) + gi29) * 128) + gj30)];
                 const float t33 = (t32 + acc31);
@@ -2474,10 +2474,10 @@ extern "C" __global__ void __launch_bounds__(256) causal_conv1d_bwd_0(
         const float* p4,
         float* p5) {
     const int i1 = int(blockIdx.x * blockDim.x + threadIdx.x);
-    if ((i1 >= 33408)) {
+    if (i1 >= 33408) {
         return;
     }
-    if ((i1 < 32768)) {
+    if (i1 < 32768) {
         const int c15 = (i1 / 2048);
         const int c16 = ((i1 / 128) % 16);
         const int c17 = (i1 % 128);
@@ -2490,7 +2490,7 @@ extern "C" __global__ void __launch_bounds__(256) causal_conv1d_bwd_0(
         const float t24 = p0[((((c15 * 16) + min((c16 + 3), 15)) * 128) + c17)];
         const float t25 = p4[((c17 * 4) + 0)];
         p5[i1] = ((((t18 * t19) + ((c16 < 15) ? (t20 * t21) : 0.0f)) + ((c16 < 14) ? (t22 * t23) : 0.0f)) + ((c16 < 13) ? (t24 * t25) : 0.0f));
-    } else if ((i1 < 33280)) {
+    } else if (i1 < 33280) {
         const int j7 = (i1 - 32768);
         const int k8 = (j7 / 128);
         const int ch9 = (j7 % 128);
@@ -2528,7 +2528,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_3(
         const float* p4,
         float* p5) {
     __shared__ float sh[4352];
-    if ((int(blockIdx.x) < 16)) {
+    if (int(blockIdx.x) < 16) {
         const int h0 = (int(blockIdx.x) - 0);
         const int c1 = h0;
         const int m02 = ((h0 % 1) * 32);
@@ -2552,9 +2552,9 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_3(
                 const int k11 = (l9 % 32);
                 const int gi12 = (m02 + i10);
                 const int gk13 = (k0 + k11);
-                if ((gi12 < 16)) {
+                if (gi12 < 16) {
                     float cat14 = 0.0f;
-                    if ((gk13 < 128)) {
+                    if (gk13 < 128) {
                         const float t15 = p0[((((c1 * 16) + gi12) * 128) + (gk13 - 0))];
                         cat14 = t15;
                     } else {
@@ -2615,11 +2615,11 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_3(
             const int j27 = (l25 % 64);
             const int gi28 = (m02 + i26);
             const int gj29 = (n03 + j27);
-            if ((gi28 < 16)) {
+            if (gi28 < 16) {
                 p3[((((c1 * 16) + gi28) * 64) + gj29)] = sh[((i26 * 68) + j27)];
             }
         }
-    } else if ((int(blockIdx.x) < 20)) {
+    } else if (int(blockIdx.x) < 20) {
         const int h1 = (int(blockIdx.x) - 16);
         const int m01 = (h1 * 64);
         const int n02 = ((h1 % 1) * 64);
@@ -2651,7 +2651,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_3(
                 const int gi11 = (m01 + i10);
                 const int gk12 = (k0 + k9);
                 float cat13 = 0.0f;
-                if (((((gk12 * 256) + gi11) % 256) < 128)) {
+                if ((((gk12 * 256) + gi11) % 256) < 128) {
                     const float t14 = p0[(((((((gk12 * 256) + gi11) / 4096) * 16) + ((((gk12 * 256) + gi11) / 256) % 16)) * 128) + ((((gk12 * 256) + gi11) % 256) - 0))];
                     cat13 = t14;
                 } else {
@@ -2746,8 +2746,8 @@ extern "C" __global__ void __launch_bounds__(64) rmsnorm_bwd_1(
     __shared__ float sh20[2];
     __shared__ float sh21[2];
     const int lid1 = int(threadIdx.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = magc_lane();
+    const int sg3 = magc_simdgroup();
     float dg4[1];
     for (int k5 = 0; k5 < 1; k5 += 1) {
         dg4[k5] = 0.0f;
@@ -2771,7 +2771,7 @@ extern "C" __global__ void __launch_bounds__(64) rmsnorm_bwd_1(
         }
         const float s18 = magc_simd_sum(ss11);
         const float s19 = magc_simd_sum(dot12);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh20[sg3] = s18;
             sh21[sg3] = s19;
         }
@@ -2817,7 +2817,7 @@ extern "C" __global__ void __launch_bounds__(256) mul_gather_reduce_sum_x2_0(
         float* p4,
         const float* p5,
         float* p6) {
-    if ((int(blockIdx.x) < 128)) {
+    if (int(blockIdx.x) < 128) {
         const int h0 = (int(blockIdx.x) - 0);
         const int i1 = ((h0 * 256) + int(threadIdx.x));
         const int c2 = (i1 / 64);
@@ -2828,11 +2828,11 @@ extern "C" __global__ void __launch_bounds__(256) mul_gather_reduce_sum_x2_0(
         const float t7 = p3[t6];
         const float t8 = (t5 * t7);
         p4[i1] = t8;
-    } else if ((int(blockIdx.x) < 192)) {
+    } else if (int(blockIdx.x) < 192) {
         const int h1 = (int(blockIdx.x) - 128);
-        const int lid1 = int(threadIdx.x);
-        const int l32_2 = (lid1 % 32);
-        const int row4 = ((h1 * 8) + (lid1 / 32));
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
+        const int row4 = ((h1 * 8) + sg3);
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 2; k6 += 1) {
             const int j7 = (l32_2 + (k6 * 32));
@@ -2843,7 +2843,7 @@ extern "C" __global__ void __launch_bounds__(256) mul_gather_reduce_sum_x2_0(
             acc5 += t11;
         }
         const float s12 = magc_simd_sum(acc5);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             p6[row4] = s12;
         }
     }
@@ -2869,20 +2869,20 @@ extern "C" __global__ void __launch_bounds__(128) scatter_add_grouped_matmul_wgr
         float* p10,
         const float* p11) {
     __shared__ float sh[4352];
-    if ((int(blockIdx.x) < 4)) {
+    if (int(blockIdx.x) < 4) {
         const int h0 = (int(blockIdx.x) - 0);
         const int t1 = ((h0 * 128) + int(threadIdx.x));
         const int lo2 = t1;
         float acc4 = 0.0f;
         for (int i3 = 0; i3 < 512; i3 += 1) {
             const int t5 = p0[i3];
-            if ((t5 == lo2)) {
+            if (t5 == lo2) {
                 const float t6 = p1[i3];
                 acc4 += t6;
             }
         }
         p2[lo2] = acc4;
-    } else if ((int(blockIdx.x) < 8)) {
+    } else if (int(blockIdx.x) < 8) {
         const int h1 = (int(blockIdx.x) - 4);
         const int ex1 = h1;
         const int m02 = ((h1 % 1) * 64);
@@ -2916,7 +2916,7 @@ extern "C" __global__ void __launch_bounds__(128) scatter_add_grouped_matmul_wgr
                 const int i13 = (l11 % 64);
                 const int gi14 = (m02 + i13);
                 const int gk15 = (k0 + k12);
-                if ((gk15 < t5)) {
+                if (gk15 < t5) {
                     const float t16 = p4[((gk15 * 64) + gi14)];
                     sh[((k12 * 68) + i13)] = t16;
                 } else {
@@ -2929,7 +2929,7 @@ extern "C" __global__ void __launch_bounds__(128) scatter_add_grouped_matmul_wgr
                 const int i20 = (l18 % 64);
                 const int gi21 = (n03 + i20);
                 const int gk22 = (k0 + k19);
-                if ((gk22 < t5)) {
+                if (gk22 < t5) {
                     const float t23 = p5[((gk22 * 64) + gi21)];
                     sh[(((k19 * 68) + i20) + 1088)] = t23;
                 } else {
@@ -2998,18 +2998,18 @@ extern "C" __global__ void __launch_bounds__(128) scatter_add_grouped_matmul_wgr
             const int gj29 = (n03 + j27);
             p6[((((ex1 * 64) + gi28) * 64) + gj29)] = sh[((i26 * 68) + j27)];
         }
-    } else if ((int(blockIdx.x) < 48)) {
+    } else if (int(blockIdx.x) < 48) {
         const int h2 = (int(blockIdx.x) - 8);
         const int ex1 = (h2 / 8);
         const int n02 = ((h2 % 1) * 64);
-        if ((ex1 == 4)) {
+        if (ex1 == 4) {
             const int t3 = p3[0];
             const int t4 = p3[4];
             for (int s5 = 0; s5 < 32; s5 += 1) {
                 const int l6 = ((s5 * 128) + int(threadIdx.x));
                 const int r7 = (((h2 % 8) * 64) + (l6 / 64));
                 const int j8 = (n02 + (l6 % 64));
-                if (((r7 < t3) || (r7 >= t4))) {
+                if ((r7 < t3) || (r7 >= t4)) {
                     const float acc9 = 0.0f;
                     const float t10 = p7[((r7 * 64) + j8)];
                     const float t11 = (acc9 * t10);
@@ -3030,7 +3030,7 @@ extern "C" __global__ void __launch_bounds__(128) scatter_add_grouped_matmul_wgr
         const int t20 = p3[ex1];
         const int t21 = p3[(ex1 + 1)];
         const int m022 = (t20 + ((h2 % 8) * 64));
-        if ((m022 >= t21)) {
+        if (m022 >= t21) {
             return;
         }
         const int ti23 = int(threadIdx.x);
@@ -3060,7 +3060,7 @@ extern "C" __global__ void __launch_bounds__(128) scatter_add_grouped_matmul_wgr
                 const int k30 = (l28 % 16);
                 const int gi31 = (m022 + i29);
                 const int gk32 = (k0 + k30);
-                if ((gi31 < t21)) {
+                if (gi31 < t21) {
                     const float t33 = p4[((gi31 * 64) + gk32)];
                     sh[((i29 * 20) + k30)] = t33;
                 } else {
@@ -3136,7 +3136,7 @@ extern "C" __global__ void __launch_bounds__(128) scatter_add_grouped_matmul_wgr
             const int j44 = (l42 % 64);
             const int gi45 = (m022 + i43);
             const int gj46 = (n02 + j44);
-            if ((gi45 < t21)) {
+            if (gi45 < t21) {
                 const float acc47 = sh[((i43 * 68) + j44)];
                 const float t48 = p7[((gi45 * 64) + gj46)];
                 const float t49 = (acc47 * t48);
@@ -3169,18 +3169,18 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_grouped_matmul_
         const float* p6,
         float* p7) {
     __shared__ float sh[4352];
-    if ((int(blockIdx.x) < 40)) {
+    if (int(blockIdx.x) < 40) {
         const int h0 = (int(blockIdx.x) - 0);
         const int ex1 = (h0 / 8);
         const int n02 = ((h0 % 1) * 64);
-        if ((ex1 == 4)) {
+        if (ex1 == 4) {
             const int t3 = p0[0];
             const int t4 = p0[4];
             for (int s5 = 0; s5 < 32; s5 += 1) {
                 const int l6 = ((s5 * 128) + int(threadIdx.x));
                 const int r7 = (((h0 % 8) * 64) + (l6 / 64));
                 const int j8 = (n02 + (l6 % 64));
-                if (((r7 < t3) || (r7 >= t4))) {
+                if ((r7 < t3) || (r7 >= t4)) {
                     p1[((r7 * 64) + j8)] = 0.0f;
                 }
             }
@@ -3189,7 +3189,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_grouped_matmul_
         const int t9 = p0[ex1];
         const int t10 = p0[(ex1 + 1)];
         const int m011 = (t9 + ((h0 % 8) * 64));
-        if ((m011 >= t10)) {
+        if (m011 >= t10) {
             return;
         }
         const int ti12 = int(threadIdx.x);
@@ -3219,9 +3219,9 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_grouped_matmul_
                 const int k19 = (l17 % 16);
                 const int gi20 = (m011 + i18);
                 const int gk21 = (k0 + k19);
-                if ((gi20 < t10)) {
+                if (gi20 < t10) {
                     float cat22 = 0.0f;
-                    if ((gk21 < 64)) {
+                    if (gk21 < 64) {
                         const float t23 = p2[((gi20 * 64) + (gk21 - 0))];
                         cat22 = t23;
                     } else {
@@ -3302,11 +3302,11 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_grouped_matmul_
             const int j35 = (l33 % 64);
             const int gi36 = (m011 + i34);
             const int gj37 = (n02 + j35);
-            if ((gi36 < t10)) {
+            if (gi36 < t10) {
                 p1[((gi36 * 64) + gj37)] = sh[((i34 * 68) + j35)];
             }
         }
-    } else if ((int(blockIdx.x) < 48)) {
+    } else if (int(blockIdx.x) < 48) {
         const int h1 = (int(blockIdx.x) - 40);
         const int ex1 = (h1 / 2);
         const int m02 = ((h1 % 2) * 64);
@@ -3340,9 +3340,9 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_grouped_matmul_
                 const int i13 = (l11 % 64);
                 const int gi14 = (m02 + i13);
                 const int gk15 = (k0 + k12);
-                if ((gk15 < t5)) {
+                if (gk15 < t5) {
                     float cat16 = 0.0f;
-                    if ((gi14 < 64)) {
+                    if (gi14 < 64) {
                         const float t17 = p2[((gk15 * 64) + (gi14 - 0))];
                         cat16 = t17;
                     } else {
@@ -3360,7 +3360,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_grouped_matmul_
                 const int i22 = (l20 % 64);
                 const int gi23 = (n03 + i22);
                 const int gk24 = (k0 + k21);
-                if ((gk24 < t5)) {
+                if (gk24 < t5) {
                     const int t25 = p5[gk24];
                     const float t26 = p6[((t25 * 64) + gi23)];
                     sh[(((k21 * 68) + i22) + 1088)] = t26;
@@ -3445,7 +3445,7 @@ extern "C" __global__ void __launch_bounds__(256) scatter_add_reduce_sum_x2_0(
         const float* p4,
         const float* p5,
         float* p6) {
-    if ((int(blockIdx.x) < 32)) {
+    if (int(blockIdx.x) < 32) {
         const int h0 = (int(blockIdx.x) - 0);
         const int t1 = ((h0 * 256) + int(threadIdx.x));
         const int c2 = (t1 % 64);
@@ -3456,12 +3456,12 @@ extern "C" __global__ void __launch_bounds__(256) scatter_add_reduce_sum_x2_0(
         }
         for (int i4 = 0; i4 < 512; i4 += 1) {
             const int t7 = p1[i4];
-            if (((t7 >= lo3) && (t7 < hi5))) {
+            if ((t7 >= lo3) && (t7 < hi5)) {
                 const float t8 = p2[((i4 * 64) + c2)];
                 p0[((t7 * 64) + c2)] = (p0[((t7 * 64) + c2)] + t8);
             }
         }
-    } else if ((int(blockIdx.x) < 33)) {
+    } else if (int(blockIdx.x) < 33) {
         const int h1 = (int(blockIdx.x) - 32);
         const int lid1 = int(threadIdx.x);
         const int row4 = ((h1 * 256) + lid1);
@@ -3512,7 +3512,7 @@ extern "C" __global__ void __launch_bounds__(64) reduce_sum_2(
     }
     sh17[lid1] = acc5;
     __syncthreads();
-    if ((part3 == 0)) {
+    if (part3 == 0) {
         for (int pr18 = 1; pr18 < 2; pr18 += 1) {
             acc5 += sh17[((pr18 * 32) + col2)];
         }
@@ -3562,7 +3562,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_4(
         const float* p3,
         float* p4) {
     __shared__ float sh[4352];
-    if ((int(blockIdx.x) < 4)) {
+    if (int(blockIdx.x) < 4) {
         const int h0 = (int(blockIdx.x) - 0);
         const int m01 = (h0 * 64);
         const int n02 = ((h0 % 1) * 64);
@@ -3593,7 +3593,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_4(
                 const int k10 = (l8 % 16);
                 const int gi11 = (m01 + i9);
                 const int gk12 = (k0 + k10);
-                if ((gk12 < 4)) {
+                if (gk12 < 4) {
                     const float t13 = p0[((gi11 * 4) + gk12)];
                     sh[((i9 * 20) + k10)] = t13;
                 } else {
@@ -3606,7 +3606,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_4(
                 const int i17 = (l15 % 64);
                 const int gi18 = (n02 + i17);
                 const int gk19 = (k0 + k16);
-                if ((gk19 < 4)) {
+                if (gk19 < 4) {
                     const float t20 = p1[((gk19 * 64) + gi18)];
                     sh[(((k16 * 68) + i17) + 1280)] = t20;
                 } else {
@@ -3675,7 +3675,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_4(
             const int gj26 = (n02 + j24);
             p2[((gi25 * 64) + gj26)] = sh[((i23 * 68) + j24)];
         }
-    } else if ((int(blockIdx.x) < 5)) {
+    } else if (int(blockIdx.x) < 5) {
         const int h1 = (int(blockIdx.x) - 4);
         const int m01 = (h1 * 32);
         const int n02 = (h1 * 64);
@@ -3698,7 +3698,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_4(
                 const int i10 = (l8 % 32);
                 const int gi11 = (m01 + i10);
                 const int gk12 = (k0 + k9);
-                if ((gi11 < 4)) {
+                if (gi11 < 4) {
                     const float t13 = p0[((gk12 * 4) + gi11)];
                     sh[((k9 * 36) + i10)] = t13;
                 } else {
@@ -3754,7 +3754,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_4(
             const int j24 = (l22 % 64);
             const int gi25 = (m01 + i23);
             const int gj26 = (n02 + j24);
-            if ((gi25 < 4)) {
+            if (gi25 < 4) {
                 p4[((gi25 * 64) + gj26)] = sh[((i23 * 68) + j24)];
             }
         }
@@ -3774,8 +3774,8 @@ extern "C" __global__ void __launch_bounds__(64) rmsnorm_bwd_2(
     __shared__ float sh22[2];
     __shared__ float sh23[2];
     const int lid1 = int(threadIdx.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = magc_lane();
+    const int sg3 = magc_simdgroup();
     float dg4[1];
     for (int k5 = 0; k5 < 1; k5 += 1) {
         dg4[k5] = 0.0f;
@@ -3801,7 +3801,7 @@ extern "C" __global__ void __launch_bounds__(64) rmsnorm_bwd_2(
         }
         const float s20 = magc_simd_sum(ss11);
         const float s21 = magc_simd_sum(dot12);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh22[sg3] = s20;
             sh23[sg3] = s21;
         }
@@ -3847,8 +3847,8 @@ extern "C" __global__ void __launch_bounds__(64) rmsnorm_bwd_3(
     __shared__ float sh21[2];
     __shared__ float sh22[2];
     const int lid1 = int(threadIdx.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = magc_lane();
+    const int sg3 = magc_simdgroup();
     float dg4[1];
     for (int k5 = 0; k5 < 1; k5 += 1) {
         dg4[k5] = 0.0f;
@@ -3873,7 +3873,7 @@ extern "C" __global__ void __launch_bounds__(64) rmsnorm_bwd_3(
         }
         const float s19 = magc_simd_sum(ss11);
         const float s20 = magc_simd_sum(dot12);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh21[sg3] = s19;
             sh22[sg3] = s20;
         }
@@ -3928,7 +3928,7 @@ extern "C" __global__ void __launch_bounds__(1024) scatter_add_reduce_sum_x2_1(
         const float* p12,
         float* p13) {
     __shared__ float sh21[32];
-    if ((int(blockIdx.x) < 1)) {
+    if (int(blockIdx.x) < 1) {
         const int h0 = (int(blockIdx.x) - 0);
         const int t1 = ((h0 * 1024) + int(threadIdx.x));
         const int c2 = (t1 % 64);
@@ -3936,7 +3936,7 @@ extern "C" __global__ void __launch_bounds__(1024) scatter_add_reduce_sum_x2_1(
         float acc5 = 0.0f;
         for (int i4 = 0; i4 < 256; i4 += 1) {
             const int t8 = p0[i4];
-            if ((t8 == lo3)) {
+            if (t8 == lo3) {
                 const int c9 = (i4 / 16);
                 const int c10 = (i4 % 16);
                 const float t11 = p1[((((c9 * 16) + c10) * 64) + c2)];
@@ -3944,42 +3944,42 @@ extern "C" __global__ void __launch_bounds__(1024) scatter_add_reduce_sum_x2_1(
             }
         }
         p2[((lo3 * 64) + c2)] = acc5;
-    } else if ((int(blockIdx.x) < 2)) {
+    } else if (int(blockIdx.x) < 2) {
         const int h1 = (int(blockIdx.x) - 1);
         const int lid1 = int(threadIdx.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
         const int row4 = h1;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 32; k6 += 1) {
             const int j7 = (lid1 + (k6 * 1024));
-            if ((j7 < 32704)) {
+            if (j7 < 32704) {
                 float cat8 = 0.0f;
-                if ((j7 < 16384)) {
+                if (j7 < 16384) {
                     const float t9 = p3[(j7 - 0)];
                     cat8 = t9;
-                } else if ((j7 < 16896)) {
+                } else if (j7 < 16896) {
                     const float t10 = p4[(j7 - 16384)];
                     cat8 = t10;
-                } else if ((j7 < 17024)) {
+                } else if (j7 < 17024) {
                     const float t11 = p5[(j7 - 16896)];
                     cat8 = t11;
-                } else if ((j7 < 21632)) {
+                } else if (j7 < 21632) {
                     const float t12 = p6[(j7 - 17024)];
                     cat8 = t12;
-                } else if ((j7 < 22144)) {
+                } else if (j7 < 22144) {
                     const float t13 = p7[(j7 - 21632)];
                     cat8 = t13;
-                } else if ((j7 < 22272)) {
+                } else if (j7 < 22272) {
                     const float t14 = p8[(j7 - 22144)];
                     cat8 = t14;
-                } else if ((j7 < 24320)) {
+                } else if (j7 < 24320) {
                     const float t15 = p9[(j7 - 22272)];
                     cat8 = t15;
-                } else if ((j7 < 24448)) {
+                } else if (j7 < 24448) {
                     const float t16 = p10[(j7 - 24320)];
                     cat8 = t16;
-                } else if ((j7 < 32640)) {
+                } else if (j7 < 32640) {
                     const float t17 = p11[(j7 - 24448)];
                     cat8 = t17;
                 } else {
@@ -3991,7 +3991,7 @@ extern "C" __global__ void __launch_bounds__(1024) scatter_add_reduce_sum_x2_1(
             }
         }
         const float s20 = magc_simd_sum(acc5);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh21[sg3] = s20;
         }
         __syncthreads();
@@ -4000,7 +4000,7 @@ extern "C" __global__ void __launch_bounds__(1024) scatter_add_reduce_sum_x2_1(
             acc22 += sh21[s23];
         }
         __syncthreads();
-        if ((lid1 == 0)) {
+        if (lid1 == 0) {
             p13[row4] = acc22;
         }
     }
@@ -4035,7 +4035,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_7(
             const int i10 = (l8 % 32);
             const int gi11 = (m01 + i10);
             const int gk12 = (k0 + k9);
-            if ((gi11 < 16)) {
+            if (gi11 < 16) {
                 const float t13 = p0[((gk12 * 16) + gi11)];
                 sh[((k9 * 36) + i10)] = t13;
             } else {
@@ -4091,7 +4091,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_7(
         const int j24 = (l22 % 64);
         const int gi25 = (m01 + i23);
         const int gj26 = (n02 + j24);
-        if ((gi25 < 16)) {
+        if (gi25 < 16) {
             const float acc27 = sh[((i23 * 68) + j24)];
             const float t28 = p2[((gi25 * 64) + gj26)];
             const float t29 = (acc27 + t28);
@@ -4127,57 +4127,57 @@ extern "C" __global__ void __launch_bounds__(1024) reduce_sum_4(
         float* p18) {
     __shared__ float sh27[32];
     const int lid1 = int(threadIdx.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = magc_lane();
+    const int sg3 = magc_simdgroup();
     const int row4 = int(blockIdx.x);
     float acc5 = 0.0f;
     for (int k6 = 0; k6 < 82; k6 += 1) {
         const int j7 = (lid1 + (k6 * 1024));
-        if ((j7 < 83264)) {
+        if (j7 < 83264) {
             float cat8 = 0.0f;
-            if ((j7 < 1024)) {
+            if (j7 < 1024) {
                 const float t9 = p0[(j7 - 0)];
                 cat8 = t9;
-            } else if ((j7 < 1088)) {
+            } else if (j7 < 1088) {
                 const float t10 = p1[(j7 - 1024)];
                 cat8 = t10;
-            } else if ((j7 < 17472)) {
+            } else if (j7 < 17472) {
                 const float t11 = p2[(j7 - 1088)];
                 cat8 = t11;
-            } else if ((j7 < 17984)) {
+            } else if (j7 < 17984) {
                 const float t12 = p3[(j7 - 17472)];
                 cat8 = t12;
-            } else if ((j7 < 18112)) {
+            } else if (j7 < 18112) {
                 const float t13 = p4[(j7 - 17984)];
                 cat8 = t13;
-            } else if ((j7 < 22720)) {
+            } else if (j7 < 22720) {
                 const float t14 = p5[(j7 - 18112)];
                 cat8 = t14;
-            } else if ((j7 < 23232)) {
+            } else if (j7 < 23232) {
                 const float t15 = p6[(j7 - 22720)];
                 cat8 = t15;
-            } else if ((j7 < 23360)) {
+            } else if (j7 < 23360) {
                 const float t16 = p7[(j7 - 23232)];
                 cat8 = t16;
-            } else if ((j7 < 25408)) {
+            } else if (j7 < 25408) {
                 const float t17 = p8[(j7 - 23360)];
                 cat8 = t17;
-            } else if ((j7 < 25536)) {
+            } else if (j7 < 25536) {
                 const float t18 = p9[(j7 - 25408)];
                 cat8 = t18;
-            } else if ((j7 < 33728)) {
+            } else if (j7 < 33728) {
                 const float t19 = p10[(j7 - 25536)];
                 cat8 = t19;
-            } else if ((j7 < 33792)) {
+            } else if (j7 < 33792) {
                 const float t20 = p11[(j7 - 33728)];
                 cat8 = t20;
-            } else if ((j7 < 34048)) {
+            } else if (j7 < 34048) {
                 const float t21 = p12[(j7 - 33792)];
                 cat8 = t21;
-            } else if ((j7 < 66816)) {
+            } else if (j7 < 66816) {
                 const float t22 = p13[(j7 - 34048)];
                 cat8 = t22;
-            } else if ((j7 < 83200)) {
+            } else if (j7 < 83200) {
                 const float t23 = p14[(j7 - 66816)];
                 cat8 = t23;
             } else {
@@ -4189,7 +4189,7 @@ extern "C" __global__ void __launch_bounds__(1024) reduce_sum_4(
         }
     }
     const float s26 = magc_simd_sum(acc5);
-    if ((l32_2 == 0)) {
+    if (l32_2 == 0) {
         sh27[sg3] = s26;
     }
     __syncthreads();
@@ -4198,7 +4198,7 @@ extern "C" __global__ void __launch_bounds__(1024) reduce_sum_4(
         acc28 += sh27[s29];
     }
     __syncthreads();
-    if ((lid1 == 0)) {
+    if (lid1 == 0) {
         const float t30 = p16[row4];
         const float t31 = (acc28 + t30);
         const float t32 = sqrtf(t31);
@@ -4240,7 +4240,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_0(
         float* p20,
         float* p21,
         float* p22) {
-    if ((int(blockIdx.x) < 4)) {
+    if (int(blockIdx.x) < 4) {
         const int h0 = (int(blockIdx.x) - 0);
         const int i1 = ((h0 * 256) + int(threadIdx.x));
         const float t4 = p0[i1];
@@ -4257,10 +4257,10 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_0(
         p6[i1] = t14;
         p2[i1] = t8;
         p3[i1] = t10;
-    } else if ((int(blockIdx.x) < 5)) {
+    } else if (int(blockIdx.x) < 5) {
         const int h1 = (int(blockIdx.x) - 4);
         const int i1 = ((h1 * 256) + int(threadIdx.x));
-        if ((i1 >= 64)) {
+        if (i1 >= 64) {
             return;
         }
         const float t2 = p7[i1];
@@ -4277,7 +4277,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_0(
         p10[i1] = t12;
         p8[i1] = t6;
         p9[i1] = t8;
-    } else if ((int(blockIdx.x) < 69)) {
+    } else if (int(blockIdx.x) < 69) {
         const int h2 = (int(blockIdx.x) - 5);
         const int i1 = ((h2 * 256) + int(threadIdx.x));
         const float t4 = p11[i1];
@@ -4294,7 +4294,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_0(
         p14[i1] = t14;
         p12[i1] = t8;
         p13[i1] = t10;
-    } else if ((int(blockIdx.x) < 71)) {
+    } else if (int(blockIdx.x) < 71) {
         const int h3 = (int(blockIdx.x) - 69);
         const int i1 = ((h3 * 256) + int(threadIdx.x));
         const float t4 = p15[i1];
@@ -4311,10 +4311,10 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_0(
         p18[i1] = t14;
         p16[i1] = t8;
         p17[i1] = t10;
-    } else if ((int(blockIdx.x) < 72)) {
+    } else if (int(blockIdx.x) < 72) {
         const int h4 = (int(blockIdx.x) - 71);
         const int i1 = ((h4 * 256) + int(threadIdx.x));
-        if ((i1 >= 128)) {
+        if (i1 >= 128) {
             return;
         }
         const float t2 = p19[i1];
@@ -4365,7 +4365,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_1(
         float* p20,
         float* p21,
         float* p22) {
-    if ((int(blockIdx.x) < 18)) {
+    if (int(blockIdx.x) < 18) {
         const int h0 = (int(blockIdx.x) - 0);
         const int i1 = ((h0 * 256) + int(threadIdx.x));
         const float t4 = p0[i1];
@@ -4382,7 +4382,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_1(
         p6[i1] = t14;
         p2[i1] = t8;
         p3[i1] = t10;
-    } else if ((int(blockIdx.x) < 20)) {
+    } else if (int(blockIdx.x) < 20) {
         const int h1 = (int(blockIdx.x) - 18);
         const int i1 = ((h1 * 256) + int(threadIdx.x));
         const float t4 = p7[i1];
@@ -4399,10 +4399,10 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_1(
         p10[i1] = t14;
         p8[i1] = t8;
         p9[i1] = t10;
-    } else if ((int(blockIdx.x) < 21)) {
+    } else if (int(blockIdx.x) < 21) {
         const int h2 = (int(blockIdx.x) - 20);
         const int i1 = ((h2 * 256) + int(threadIdx.x));
-        if ((i1 >= 128)) {
+        if (i1 >= 128) {
             return;
         }
         const float t2 = p11[i1];
@@ -4419,7 +4419,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_1(
         p14[i1] = t12;
         p12[i1] = t6;
         p13[i1] = t8;
-    } else if ((int(blockIdx.x) < 29)) {
+    } else if (int(blockIdx.x) < 29) {
         const int h3 = (int(blockIdx.x) - 21);
         const int i1 = ((h3 * 256) + int(threadIdx.x));
         const float t4 = p15[i1];
@@ -4436,10 +4436,10 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_1(
         p18[i1] = t14;
         p16[i1] = t8;
         p17[i1] = t10;
-    } else if ((int(blockIdx.x) < 30)) {
+    } else if (int(blockIdx.x) < 30) {
         const int h4 = (int(blockIdx.x) - 29);
         const int i1 = ((h4 * 256) + int(threadIdx.x));
-        if ((i1 >= 128)) {
+        if (i1 >= 128) {
             return;
         }
         const float t2 = p19[i1];
@@ -4490,7 +4490,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_2(
         float* p20,
         float* p21,
         float* p22) {
-    if ((int(blockIdx.x) < 32)) {
+    if (int(blockIdx.x) < 32) {
         const int h0 = (int(blockIdx.x) - 0);
         const int i1 = ((h0 * 256) + int(threadIdx.x));
         const float t4 = p0[i1];
@@ -4507,10 +4507,10 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_2(
         p6[i1] = t14;
         p2[i1] = t8;
         p3[i1] = t10;
-    } else if ((int(blockIdx.x) < 33)) {
+    } else if (int(blockIdx.x) < 33) {
         const int h1 = (int(blockIdx.x) - 32);
         const int i1 = ((h1 * 256) + int(threadIdx.x));
-        if ((i1 >= 64)) {
+        if (i1 >= 64) {
             return;
         }
         const float t2 = p7[i1];
@@ -4527,7 +4527,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_2(
         p10[i1] = t12;
         p8[i1] = t6;
         p9[i1] = t8;
-    } else if ((int(blockIdx.x) < 34)) {
+    } else if (int(blockIdx.x) < 34) {
         const int h2 = (int(blockIdx.x) - 33);
         const int i1 = ((h2 * 256) + int(threadIdx.x));
         const float t4 = p11[i1];
@@ -4544,7 +4544,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_2(
         p14[i1] = t14;
         p12[i1] = t8;
         p13[i1] = t10;
-    } else if ((int(blockIdx.x) < 162)) {
+    } else if (int(blockIdx.x) < 162) {
         const int h3 = (int(blockIdx.x) - 34);
         const int i1 = ((h3 * 256) + int(threadIdx.x));
         const float t5 = p15[i1];
@@ -4561,7 +4561,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_2(
         p18[i1] = t15;
         p16[i1] = t9;
         p17[i1] = t11;
-    } else if ((int(blockIdx.x) < 226)) {
+    } else if (int(blockIdx.x) < 226) {
         const int h4 = (int(blockIdx.x) - 162);
         const int i1 = ((h4 * 256) + int(threadIdx.x));
         const float t5 = p19[i1];
@@ -4612,10 +4612,10 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_3(
         float* p20,
         float* p21,
         float* p22) {
-    if ((int(blockIdx.x) < 1)) {
+    if (int(blockIdx.x) < 1) {
         const int h0 = (int(blockIdx.x) - 0);
         const int i1 = ((h0 * 256) + int(threadIdx.x));
-        if ((i1 >= 64)) {
+        if (i1 >= 64) {
             return;
         }
         const float t2 = p0[i1];
@@ -4632,7 +4632,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_3(
         p6[i1] = t12;
         p2[i1] = t6;
         p3[i1] = t8;
-    } else if ((int(blockIdx.x) < 65)) {
+    } else if (int(blockIdx.x) < 65) {
         const int h1 = (int(blockIdx.x) - 1);
         const int i1 = ((h1 * 256) + int(threadIdx.x));
         const float t4 = p7[i1];
@@ -4649,7 +4649,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_3(
         p10[i1] = t14;
         p8[i1] = t8;
         p9[i1] = t10;
-    } else if ((int(blockIdx.x) < 67)) {
+    } else if (int(blockIdx.x) < 67) {
         const int h2 = (int(blockIdx.x) - 65);
         const int i1 = ((h2 * 256) + int(threadIdx.x));
         const float t4 = p11[i1];
@@ -4666,10 +4666,10 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_3(
         p14[i1] = t14;
         p12[i1] = t8;
         p13[i1] = t10;
-    } else if ((int(blockIdx.x) < 68)) {
+    } else if (int(blockIdx.x) < 68) {
         const int h3 = (int(blockIdx.x) - 67);
         const int i1 = ((h3 * 256) + int(threadIdx.x));
-        if ((i1 >= 128)) {
+        if (i1 >= 128) {
             return;
         }
         const float t2 = p15[i1];
@@ -4686,7 +4686,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_3(
         p18[i1] = t12;
         p16[i1] = t6;
         p17[i1] = t8;
-    } else if ((int(blockIdx.x) < 86)) {
+    } else if (int(blockIdx.x) < 86) {
         const int h4 = (int(blockIdx.x) - 68);
         const int i1 = ((h4 * 256) + int(threadIdx.x));
         const float t4 = p19[i1];
@@ -4737,7 +4737,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_4(
         float* p20,
         float* p21,
         float* p22) {
-    if ((int(blockIdx.x) < 2)) {
+    if (int(blockIdx.x) < 2) {
         const int h0 = (int(blockIdx.x) - 0);
         const int i1 = ((h0 * 256) + int(threadIdx.x));
         const float t4 = p0[i1];
@@ -4754,10 +4754,10 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_4(
         p6[i1] = t14;
         p2[i1] = t8;
         p3[i1] = t10;
-    } else if ((int(blockIdx.x) < 3)) {
+    } else if (int(blockIdx.x) < 3) {
         const int h1 = (int(blockIdx.x) - 2);
         const int i1 = ((h1 * 256) + int(threadIdx.x));
-        if ((i1 >= 128)) {
+        if (i1 >= 128) {
             return;
         }
         const float t2 = p7[i1];
@@ -4774,7 +4774,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_4(
         p10[i1] = t12;
         p8[i1] = t6;
         p9[i1] = t8;
-    } else if ((int(blockIdx.x) < 11)) {
+    } else if (int(blockIdx.x) < 11) {
         const int h2 = (int(blockIdx.x) - 3);
         const int i1 = ((h2 * 256) + int(threadIdx.x));
         const float t4 = p11[i1];
@@ -4791,10 +4791,10 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_4(
         p14[i1] = t14;
         p12[i1] = t8;
         p13[i1] = t10;
-    } else if ((int(blockIdx.x) < 12)) {
+    } else if (int(blockIdx.x) < 12) {
         const int h3 = (int(blockIdx.x) - 11);
         const int i1 = ((h3 * 256) + int(threadIdx.x));
-        if ((i1 >= 128)) {
+        if (i1 >= 128) {
             return;
         }
         const float t2 = p15[i1];
@@ -4811,7 +4811,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_4(
         p18[i1] = t12;
         p16[i1] = t6;
         p17[i1] = t8;
-    } else if ((int(blockIdx.x) < 44)) {
+    } else if (int(blockIdx.x) < 44) {
         const int h4 = (int(blockIdx.x) - 12);
         const int i1 = ((h4 * 256) + int(threadIdx.x));
         const float t4 = p19[i1];
@@ -4842,7 +4842,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_0(
         const float* p5,
         float* p6) {
     const int i1 = int(blockIdx.x * blockDim.x + threadIdx.x);
-    if ((i1 >= 64)) {
+    if (i1 >= 64) {
         return;
     }
     const float t2 = p0[i1];

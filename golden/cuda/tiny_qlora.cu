@@ -92,9 +92,9 @@ extern "C" __global__ void __launch_bounds__(256) rmsnorm_0(
         const float* p1,
         const float* p2,
         float* p3) {
-    const int lid1 = int(threadIdx.x);
-    const int l32_2 = (lid1 % 32);
-    const int row4 = ((int(blockIdx.x) * 8) + (lid1 / 32));
+    const int l32_2 = magc_lane();
+    const int sg3 = magc_simdgroup();
+    const int row4 = ((int(blockIdx.x) * 8) + sg3);
     const int c5 = (row4 / 16);
     const int c6 = (row4 % 16);
     float reg7[2];
@@ -144,7 +144,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_0(
             const int k11 = (l9 % 32);
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
-            if ((gi12 < 16)) {
+            if (gi12 < 16) {
                 const float t14 = p0[((((c1 * 16) + gi12) * 64) + gk13)];
                 sh[((i10 * 36) + k11)] = t14;
             } else {
@@ -200,7 +200,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_0(
         const int j25 = (l23 % 64);
         const int gi26 = (m02 + i24);
         const int gj27 = (n03 + j25);
-        if ((gi26 < 16)) {
+        if (gi26 < 16) {
             p2[((((c1 * 16) + gi26) * 64) + gj27)] = sh[((i24 * 68) + j25)];
         }
     }
@@ -240,7 +240,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_1(
             const int k11 = (l9 % 32);
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
-            if ((gi12 < 16)) {
+            if (gi12 < 16) {
                 const float t14 = p0[((((c1 * 16) + gi12) * 64) + gk13)];
                 sh[((i10 * 36) + k11)] = (t14 * 0.25f);
             } else {
@@ -288,7 +288,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_1(
             const int k25 = (l23 % 32);
             const int gi26 = (m02 + i24);
             const int gk27 = (k0 + k25);
-            if ((gi26 < 16)) {
+            if (gi26 < 16) {
                 const float t28 = p2[((((c1 * 16) + gi26) * 64) + gk27)];
                 sh[((i24 * 36) + k25)] = t28;
             } else {
@@ -344,7 +344,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_1(
         const int j39 = (l37 % 64);
         const int gi40 = (m02 + i38);
         const int gj41 = (n03 + j39);
-        if ((gi40 < 16)) {
+        if (gi40 < 16) {
             const float acc42 = sh[((i38 * 68) + j39)];
             p7[((((c1 * 16) + gi40) * 256) + gj41)] = acc42;
         }
@@ -380,7 +380,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_2(
             const int k11 = (l9 % 32);
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
-            if ((gi12 < 16)) {
+            if (gi12 < 16) {
                 const float t14 = p0[gk13];
                 const float t15 = p1[((gk13 * 4) + 0)];
                 const float t16 = p2[((((c1 * 16) + max((gi12 - 3), 0)) * 256) + gk13)];
@@ -391,11 +391,11 @@ extern "C" __global__ void __launch_bounds__(128) matmul_2(
                 const float t21 = p1[((gk13 * 4) + 3)];
                 const float t22 = p2[((((c1 * 16) + gi12) * 256) + gk13)];
                 const float t23 = ((((t14 + ((gi12 >= 3) ? (t15 * t16) : 0.0f)) + ((gi12 >= 2) ? (t17 * t18) : 0.0f)) + ((gi12 >= 1) ? (t19 * t20) : 0.0f)) + (t21 * t22));
-                if ((n03 == 0)) {
+                if (n03 == 0) {
                     p3[((((c1 * 16) + gi12) * 128) + gk13)] = t23;
                 }
                 const float t24 = (t23 / (1.0f + expf((-t23))));
-                if ((n03 == 0)) {
+                if (n03 == 0) {
                     p4[((((c1 * 16) + gi12) * 128) + gk13)] = t24;
                 }
                 sh[((i10 * 36) + k11)] = t24;
@@ -409,7 +409,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_2(
             const int k28 = (l26 % 32);
             const int gi29 = (n03 + i27);
             const int gk30 = (k0 + k28);
-            if ((gi29 < 36)) {
+            if (gi29 < 36) {
                 const float t31 = p5[((gi29 * 128) + gk30)];
                 sh[(((i27 * 36) + k28) + 1152)] = t31;
             } else {
@@ -444,7 +444,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_2(
         const int j35 = (l33 % 32);
         const int gi36 = (m02 + i34);
         const int gj37 = (n03 + j35);
-        if (((gi36 < 16) && (gj37 < 36))) {
+        if ((gi36 < 16) && (gj37 < 36)) {
             p6[((((c1 * 16) + gi36) * 36) + gj37)] = sh[((i34 * 36) + j35)];
         }
     }
@@ -463,7 +463,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_exp_x2_0(
         const float* p5,
         float* p6) {
     __shared__ float sh[3456];
-    if ((int(blockIdx.x) < 32)) {
+    if (int(blockIdx.x) < 32) {
         const int h0 = (int(blockIdx.x) - 0);
         const int c1 = (h0 / 2);
         const int m02 = (((h0 / 2) % 1) * 32);
@@ -487,7 +487,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_exp_x2_0(
                 const int k11 = (l9 % 32);
                 const int gi12 = (m02 + i10);
                 const int gk13 = (k0 + k11);
-                if (((gi12 < 16) && (gk13 < 4))) {
+                if ((gi12 < 16) && (gk13 < 4)) {
                     const float t14 = p0[((((c1 * 16) + gi12) * 36) + gk13)];
                     sh[((i10 * 36) + k11)] = t14;
                 } else {
@@ -500,7 +500,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_exp_x2_0(
                 const int k18 = (l16 % 32);
                 const int gi19 = (n03 + i17);
                 const int gk20 = (k0 + k18);
-                if ((gk20 < 4)) {
+                if (gk20 < 4) {
                     const float t21 = p1[((gi19 * 4) + gk20)];
                     sh[(((i17 * 36) + k18) + 1152)] = t21;
                 } else {
@@ -547,7 +547,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_exp_x2_0(
             const int j25 = (l23 % 64);
             const int gi26 = (m02 + i24);
             const int gj27 = (n03 + j25);
-            if ((gi26 < 16)) {
+            if (gi26 < 16) {
                 const float acc28 = sh[((i24 * 68) + j25)];
                 const float t29 = p2[gj27];
                 const float t30 = (acc28 + t29);
@@ -556,7 +556,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_exp_x2_0(
                 p4[((((c1 * 16) + gi26) * 128) + gj27)] = t31;
             }
         }
-    } else if ((int(blockIdx.x) < 48)) {
+    } else if (int(blockIdx.x) < 48) {
         const int h1 = (int(blockIdx.x) - 32);
         const int i1 = ((h1 * 128) + int(threadIdx.x));
         const float t4 = p5[i1];
@@ -598,7 +598,7 @@ extern "C" __global__ void __launch_bounds__(256) selective_scan_0(
             const float r16 = (r15 + magc_simd_shuffle_xor(r15, 4));
             const float r17 = (r16 + magc_simd_shuffle_xor(r16, 2));
             const float r18 = (r17 + magc_simd_shuffle_xor(r17, 1));
-            if ((n3 == 0)) {
+            if (n3 == 0) {
                 const float acc19 = (r18 + (t6 * t11));
                 p6[((((b1 * 16) + t9) * 128) + ch2)] = acc19;
                 const float t20 = p7[((((b1 * 16) + t9) * 256) + (ch2 + 128))];
@@ -640,7 +640,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_3(
             const int k11 = (l9 % 32);
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
-            if ((gi12 < 16)) {
+            if (gi12 < 16) {
                 const float t14 = p0[((((c1 * 16) + gi12) * 128) + gk13)];
                 sh[((i10 * 36) + k11)] = t14;
             } else {
@@ -696,7 +696,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_3(
         const int j25 = (l23 % 64);
         const int gi26 = (m02 + i24);
         const int gj27 = (n03 + j25);
-        if ((gi26 < 16)) {
+        if (gi26 < 16) {
             p2[((((c1 * 16) + gi26) * 64) + gj27)] = sh[((i24 * 68) + j25)];
         }
     }
@@ -738,7 +738,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_4(
             const int k11 = (l9 % 32);
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
-            if ((gi12 < 16)) {
+            if (gi12 < 16) {
                 const float t14 = p0[((((c1 * 16) + gi12) * 64) + gk13)];
                 sh[((i10 * 36) + k11)] = (t14 * 0.25f);
             } else {
@@ -786,7 +786,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_4(
             const int k25 = (l23 % 32);
             const int gi26 = (m02 + i24);
             const int gk27 = (k0 + k25);
-            if ((gi26 < 16)) {
+            if (gi26 < 16) {
                 const float t28 = p2[((((c1 * 16) + gi26) * 128) + gk27)];
                 sh[((i24 * 36) + k25)] = t28;
             } else {
@@ -842,7 +842,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_4(
         const int j39 = (l37 % 64);
         const int gi40 = (m02 + i38);
         const int gj41 = (n03 + j39);
-        if ((gi40 < 16)) {
+        if (gi40 < 16) {
             const float acc42 = sh[((i38 * 68) + j39)];
             const int t43 = p7[((c1 * 16) + gi40)];
             const float t44 = p8[((t43 * 64) + gj41)];
@@ -858,9 +858,9 @@ extern "C" __global__ void __launch_bounds__(256) rmsnorm_1(
         const float* p0,
         const float* p1,
         float* p2) {
-    const int lid1 = int(threadIdx.x);
-    const int l32_2 = (lid1 % 32);
-    const int row4 = ((int(blockIdx.x) * 8) + (lid1 / 32));
+    const int l32_2 = magc_lane();
+    const int sg3 = magc_simdgroup();
+    const int row4 = ((int(blockIdx.x) * 8) + sg3);
     const int c5 = (row4 / 16);
     const int c6 = (row4 % 16);
     float reg7[2];
@@ -917,7 +917,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_5(
             const int k17 = (l15 % 32);
             const int gi18 = (n02 + i16);
             const int gk19 = (k0 + k17);
-            if ((gi18 < 4)) {
+            if (gi18 < 4) {
                 const float t20 = p1[((gi18 * 64) + gk19)];
                 sh[(((i16 * 36) + k17) + 2304)] = t20;
             } else {
@@ -964,7 +964,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_5(
         const int j24 = (l22 % 32);
         const int gi25 = (m01 + i23);
         const int gj26 = (n02 + j24);
-        if ((gj26 < 4)) {
+        if (gj26 < 4) {
             p2[((gi25 * 4) + gj26)] = sh[((i23 * 36) + j24)];
         }
     }
@@ -1004,7 +1004,7 @@ extern "C" __global__ void __launch_bounds__(256) topk_0(
         for (int i18 = 0; i18 < 4; i18 += 1) {
             const float t19 = p0[((row1 * 4) + i18)];
             const float v20 = (expf((t19 - m2)) * inv8);
-            if ((((pi14 < 0) || (((isnan(pv13) && (!isnan(v20))) || (pv13 > v20)) || ((!((isnan(v20) && (!isnan(pv13))) || (v20 > pv13))) && (i18 > pi14)))) && ((bi17 < 0) || ((isnan(v20) && (!isnan(bv16))) || (v20 > bv16))))) {
+            if (((pi14 < 0) || (((isnan(pv13) && (!isnan(v20))) || (pv13 > v20)) || ((!((isnan(v20) && (!isnan(pv13))) || (v20 > pv13))) && (i18 > pi14)))) && ((bi17 < 0) || ((isnan(v20) && (!isnan(bv16))) || (v20 > bv16)))) {
                 bv16 = v20;
                 bi17 = i18;
             }
@@ -1031,25 +1031,25 @@ extern "C" __global__ void __launch_bounds__(512) moe_route_0(
         int* p3) {
     __shared__ int sh15[16];
     const int lid1 = int(threadIdx.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = magc_lane();
+    const int sg3 = magc_simdgroup();
     const int lo4 = (lid1 * 1);
     const int hi5 = min((lo4 + 1), 512);
     int off6 = 0;
     for (int ex7 = 0; ex7 < 4; ex7 += 1) {
-        if ((lid1 == 0)) {
+        if (lid1 == 0) {
             p0[ex7] = off6;
         }
         int c8 = 0;
         for (int i9 = lo4; i9 < hi5; i9 += 1) {
             const int t12 = p1[i9];
-            if ((t12 == ex7)) {
+            if (t12 == ex7) {
                 c8 += 1;
             }
         }
         const int pre13 = magc_simd_prefix_sum(c8);
         const int sgt14 = magc_simd_sum(c8);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh15[sg3] = sgt14;
         }
         __syncthreads();
@@ -1063,7 +1063,7 @@ extern "C" __global__ void __launch_bounds__(512) moe_route_0(
         int pos19 = (off6 + base16);
         for (int i20 = lo4; i20 < hi5; i20 += 1) {
             const int t23 = p1[i20];
-            if ((t23 == ex7)) {
+            if (t23 == ex7) {
                 p2[pos19] = (i20 / 2);
                 p3[pos19] = i20;
                 pos19 += 1;
@@ -1071,7 +1071,7 @@ extern "C" __global__ void __launch_bounds__(512) moe_route_0(
         }
         off6 += tot17;
     }
-    if ((lid1 == 0)) {
+    if (lid1 == 0) {
         p0[4] = off6;
     }
 }
@@ -1086,14 +1086,14 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_0(
         const float* p4) {
     const int ex1 = int(blockIdx.z);
     const int n02 = (int(blockIdx.x) * 64);
-    if ((ex1 == 4)) {
+    if (ex1 == 4) {
         const int t3 = p0[0];
         const int t4 = p0[4];
         for (int s5 = 0; s5 < 32; s5 += 1) {
             const int l6 = ((s5 * 128) + int(threadIdx.x));
             const int r7 = ((int(blockIdx.y) * 64) + (l6 / 64));
             const int j8 = (n02 + (l6 % 64));
-            if (((r7 < t3) || (r7 >= t4))) {
+            if ((r7 < t3) || (r7 >= t4)) {
                 p1[((r7 * 64) + j8)] = 0.0f;
             }
         }
@@ -1102,7 +1102,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_0(
     const int t9 = p0[ex1];
     const int t10 = p0[(ex1 + 1)];
     const int m011 = (t9 + (int(blockIdx.y) * 64));
-    if ((m011 >= t10)) {
+    if (m011 >= t10) {
         return;
     }
     __shared__ float sh[4352];
@@ -1133,7 +1133,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_0(
             const int k19 = (l17 % 16);
             const int gi20 = (m011 + i18);
             const int gk21 = (k0 + k19);
-            if ((gi20 < t10)) {
+            if (gi20 < t10) {
                 const int t22 = p2[gi20];
                 const float t23 = p3[((t22 * 64) + gk21)];
                 sh[((i18 * 20) + k19)] = t23;
@@ -1210,7 +1210,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_0(
         const int j34 = (l32 % 64);
         const int gi35 = (m011 + i33);
         const int gj36 = (n02 + j34);
-        if ((gi35 < t10)) {
+        if (gi35 < t10) {
             p1[((gi35 * 64) + gj36)] = sh[((i33 * 68) + j34)];
         }
     }
@@ -1232,14 +1232,14 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_1(
         const float* p9_offset) {
     const int ex1 = int(blockIdx.z);
     const int n02 = (int(blockIdx.x) * 64);
-    if ((ex1 == 4)) {
+    if (ex1 == 4) {
         const int t3 = p0[0];
         const int t4 = p0[4];
         for (int s5 = 0; s5 < 32; s5 += 1) {
             const int l6 = ((s5 * 128) + int(threadIdx.x));
             const int r7 = ((int(blockIdx.y) * 64) + (l6 / 64));
             const int j8 = (n02 + (l6 % 64));
-            if (((r7 < t3) || (r7 >= t4))) {
+            if ((r7 < t3) || (r7 >= t4)) {
                 const float acc9 = 0.0f;
                 p1[((r7 * 128) + j8)] = acc9;
             }
@@ -1249,7 +1249,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_1(
     const int t10 = p0[ex1];
     const int t11 = p0[(ex1 + 1)];
     const int m012 = (t10 + (int(blockIdx.y) * 64));
-    if ((m012 >= t11)) {
+    if (m012 >= t11) {
         return;
     }
     __shared__ float sh[4352];
@@ -1280,7 +1280,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_1(
             const int k20 = (l18 % 16);
             const int gi21 = (m012 + i19);
             const int gk22 = (k0 + k20);
-            if ((gi21 < t11)) {
+            if (gi21 < t11) {
                 const float t23 = p2[((gi21 * 64) + gk22)];
                 sh[((i19 * 20) + k20)] = (t23 * 0.25f);
             } else {
@@ -1340,7 +1340,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_1(
             const int k34 = (l32 % 16);
             const int gi35 = (m012 + i33);
             const int gk36 = (k0 + k34);
-            if ((gi35 < t11)) {
+            if (gi35 < t11) {
                 const int t37 = p4[gi35];
                 const float t38 = p5[((t37 * 64) + gk36)];
                 sh[((i33 * 20) + k34)] = t38;
@@ -1417,7 +1417,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_1(
         const int j49 = (l47 % 64);
         const int gi50 = (m012 + i48);
         const int gj51 = (n02 + j49);
-        if ((gi50 < t11)) {
+        if (gi50 < t11) {
             const float acc52 = sh[((i48 * 68) + j49)];
             p1[((gi50 * 128) + gj51)] = acc52;
         }
@@ -1435,14 +1435,14 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_2(
         const float* p5) {
     const int ex1 = int(blockIdx.z);
     const int n02 = (int(blockIdx.x) * 64);
-    if ((ex1 == 4)) {
+    if (ex1 == 4) {
         const int t3 = p0[0];
         const int t4 = p0[4];
         for (int s5 = 0; s5 < 32; s5 += 1) {
             const int l6 = ((s5 * 128) + int(threadIdx.x));
             const int r7 = ((int(blockIdx.y) * 64) + (l6 / 64));
             const int j8 = (n02 + (l6 % 64));
-            if (((r7 < t3) || (r7 >= t4))) {
+            if ((r7 < t3) || (r7 >= t4)) {
                 p1[((r7 * 64) + j8)] = 0.0f;
             }
         }
@@ -1451,7 +1451,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_2(
     const int t9 = p0[ex1];
     const int t10 = p0[(ex1 + 1)];
     const int m011 = (t9 + (int(blockIdx.y) * 64));
-    if ((m011 >= t10)) {
+    if (m011 >= t10) {
         return;
     }
     __shared__ float sh[4352];
@@ -1482,15 +1482,15 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_2(
             const int k19 = (l17 % 16);
             const int gi20 = (m011 + i18);
             const int gk21 = (k0 + k19);
-            if ((gi20 < t10)) {
+            if (gi20 < t10) {
                 const float t22 = p2[((gi20 * 128) + gk21)];
                 const float t23 = (t22 / (1.0f + expf((-t22))));
-                if ((n02 == 0)) {
+                if (n02 == 0) {
                     p3[((gi20 * 64) + gk21)] = t23;
                 }
                 const float t24 = p2[((gi20 * 128) + (gk21 + 64))];
                 const float t25 = (t23 * t24);
-                if ((n02 == 0)) {
+                if (n02 == 0) {
                     p4[((gi20 * 64) + gk21)] = t25;
                 }
                 sh[((i18 * 20) + k19)] = t25;
@@ -1567,7 +1567,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_2(
         const int j36 = (l34 % 64);
         const int gi37 = (m011 + i35);
         const int gj38 = (n02 + j36);
-        if ((gi37 < t10)) {
+        if (gi37 < t10) {
             p1[((gi37 * 64) + gj38)] = sh[((i35 * 68) + j36)];
         }
     }
@@ -1591,14 +1591,14 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_3(
         const float* p11_offset) {
     const int ex1 = int(blockIdx.z);
     const int n02 = (int(blockIdx.x) * 64);
-    if ((ex1 == 4)) {
+    if (ex1 == 4) {
         const int t3 = p0[0];
         const int t4 = p0[4];
         for (int s5 = 0; s5 < 32; s5 += 1) {
             const int l6 = ((s5 * 128) + int(threadIdx.x));
             const int r7 = ((int(blockIdx.y) * 64) + (l6 / 64));
             const int j8 = (n02 + (l6 % 64));
-            if (((r7 < t3) || (r7 >= t4))) {
+            if ((r7 < t3) || (r7 >= t4)) {
                 const float acc9 = 0.0f;
                 p1[((r7 * 64) + j8)] = acc9;
                 const int t10 = p2[((r7 * 1) + 0)];
@@ -1612,7 +1612,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_3(
     const int t13 = p0[ex1];
     const int t14 = p0[(ex1 + 1)];
     const int m015 = (t13 + (int(blockIdx.y) * 64));
-    if ((m015 >= t14)) {
+    if (m015 >= t14) {
         return;
     }
     __shared__ float sh[4352];
@@ -1643,7 +1643,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_3(
             const int k23 = (l21 % 16);
             const int gi24 = (m015 + i22);
             const int gk25 = (k0 + k23);
-            if ((gi24 < t14)) {
+            if (gi24 < t14) {
                 const float t26 = p5[((gi24 * 64) + gk25)];
                 sh[((i22 * 20) + k23)] = (t26 * 0.25f);
             } else {
@@ -1703,7 +1703,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_3(
             const int k37 = (l35 % 16);
             const int gi38 = (m015 + i36);
             const int gk39 = (k0 + k37);
-            if ((gi38 < t14)) {
+            if (gi38 < t14) {
                 const float t40 = p7[((gi38 * 64) + gk39)];
                 sh[((i36 * 20) + k37)] = t40;
             } else {
@@ -1779,7 +1779,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_3(
         const int j51 = (l49 % 64);
         const int gi52 = (m015 + i50);
         const int gj53 = (n02 + j51);
-        if ((gi52 < t14)) {
+        if (gi52 < t14) {
             const float acc54 = sh[((i50 * 68) + j51)];
             p1[((gi52 * 64) + gj53)] = acc54;
             const int t55 = p2[((gi52 * 1) + 0)];
@@ -1805,7 +1805,7 @@ extern "C" __global__ void __launch_bounds__(256) scatter_add_reduce_mean_x3_0(
         float* p6) {
     __shared__ float sh9[256];
     __shared__ float sh8[256];
-    if ((int(blockIdx.x) < 32)) {
+    if (int(blockIdx.x) < 32) {
         const int h0 = (int(blockIdx.x) - 0);
         const int t1 = ((h0 * 256) + int(threadIdx.x));
         const int c2 = (t1 % 64);
@@ -1816,12 +1816,12 @@ extern "C" __global__ void __launch_bounds__(256) scatter_add_reduce_mean_x3_0(
         }
         for (int i4 = 0; i4 < 512; i4 += 1) {
             const int t7 = p1[i4];
-            if (((t7 >= lo3) && (t7 < hi5))) {
+            if ((t7 >= lo3) && (t7 < hi5)) {
                 const float t8 = p2[((i4 * 64) + c2)];
                 p0[((t7 * 64) + c2)] = (p0[((t7 * 64) + c2)] + t8);
             }
         }
-    } else if ((int(blockIdx.x) < 33)) {
+    } else if (int(blockIdx.x) < 33) {
         const int h1 = (int(blockIdx.x) - 32);
         const int lid1 = int(threadIdx.x);
         const int col2 = (lid1 % 4);
@@ -1835,13 +1835,13 @@ extern "C" __global__ void __launch_bounds__(256) scatter_add_reduce_mean_x3_0(
         }
         sh9[lid1] = acc5;
         __syncthreads();
-        if ((part3 == 0)) {
+        if (part3 == 0) {
             for (int pr10 = 1; pr10 < 64; pr10 += 1) {
                 acc5 += sh9[((pr10 * 4) + col2)];
             }
             p4[o4] = (acc5 / 256.0f);
         }
-    } else if ((int(blockIdx.x) < 34)) {
+    } else if (int(blockIdx.x) < 34) {
         const int h2 = (int(blockIdx.x) - 33);
         const int lid1 = int(threadIdx.x);
         const int col2 = (lid1 % 4);
@@ -1854,7 +1854,7 @@ extern "C" __global__ void __launch_bounds__(256) scatter_add_reduce_mean_x3_0(
         }
         sh8[lid1] = acc5;
         __syncthreads();
-        if ((part3 == 0)) {
+        if (part3 == 0) {
             for (int pr9 = 1; pr9 < 64; pr9 += 1) {
                 acc5 += sh8[((pr9 * 4) + col2)];
             }
@@ -1911,7 +1911,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_6(
             const int k11 = (l9 % 32);
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
-            if ((gi12 < 16)) {
+            if (gi12 < 16) {
                 const float t14 = p0[((((c1 * 16) + gi12) * 64) + gk13)];
                 sh[((i10 * 36) + k11)] = (t14 * 0.25f);
             } else {
@@ -1959,7 +1959,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_6(
             const int k25 = (l23 % 32);
             const int gi26 = (m02 + i24);
             const int gk27 = (k0 + k25);
-            if ((gi26 < 16)) {
+            if (gi26 < 16) {
                 const float t28 = p2[((((c1 * 16) + gi26) * 128) + gk27)];
                 sh[((i24 * 36) + k25)] = t28;
             } else {
@@ -2015,7 +2015,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_6(
         const int j39 = (l37 % 64);
         const int gi40 = (m02 + i38);
         const int gj41 = (n03 + j39);
-        if ((gi40 < 16)) {
+        if (gi40 < 16) {
             const float acc42 = sh[((i38 * 68) + j39)];
             const float t43 = p7[((((c1 * 16) + gi40) * 64) + gj41)];
             const float t44 = (t43 + acc42);
@@ -2049,7 +2049,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_7(
             const int k11 = (l9 % 32);
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
-            if ((gi12 < 16)) {
+            if (gi12 < 16) {
                 const float t14 = p0[((((c1 * 16) + gi12) * 64) + gk13)];
                 sh[((i10 * 36) + k11)] = t14;
             } else {
@@ -2062,7 +2062,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_7(
             const int k18 = (l16 % 32);
             const int gi19 = (n03 + i17);
             const int gk20 = (k0 + k18);
-            if ((gi19 < 16)) {
+            if (gi19 < 16) {
                 const float t21 = p1[((gi19 * 64) + gk20)];
                 sh[(((i17 * 36) + k18) + 1152)] = t21;
             } else {
@@ -2097,7 +2097,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_7(
         const int j25 = (l23 % 32);
         const int gi26 = (m02 + i24);
         const int gj27 = (n03 + j25);
-        if (((gi26 < 16) && (gj27 < 16))) {
+        if ((gi26 < 16) && (gj27 < 16)) {
             p2[((((c1 * 16) + gi26) * 16) + gj27)] = sh[((i24 * 36) + j25)];
         }
     }
@@ -2115,23 +2115,23 @@ extern "C" __global__ void __launch_bounds__(256) cross_entropy_cross_entropy_bw
     __shared__ float sh16[8];
     __shared__ int sh20[8];
     __shared__ int sh10[8];
-    if ((int(blockIdx.x) < 1)) {
+    if (int(blockIdx.x) < 1) {
         const int h0 = (int(blockIdx.x) - 0);
         const int lid1 = int(threadIdx.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
         float loss4 = 0.0f;
         int cnt5 = 0;
         for (int row6 = lid1; row6 < 256; row6 += 256) {
             const int c7 = (row6 / 16);
             const int c8 = (row6 % 16);
             const int t9 = p0[row6];
-            if (((t9 >= 0) && (t9 < 16))) {
+            if ((t9 >= 0) && (t9 < 16)) {
                 float m10 = (-__int_as_float(0x7f800000));
                 float s11 = 0.0f;
                 for (int k12 = 0; k12 < 16; k12 += 1) {
                     const float t13 = p1[((((c7 * 16) + c8) * 16) + k12)];
-                    if ((t13 > m10)) {
+                    if (t13 > m10) {
                         s11 = ((s11 * expf((m10 - t13))) + 1.0f);
                         m10 = t13;
                     } else {
@@ -2144,7 +2144,7 @@ extern "C" __global__ void __launch_bounds__(256) cross_entropy_cross_entropy_bw
             }
         }
         const float s15 = magc_simd_sum(loss4);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh16[sg3] = s15;
         }
         __syncthreads();
@@ -2154,7 +2154,7 @@ extern "C" __global__ void __launch_bounds__(256) cross_entropy_cross_entropy_bw
         }
         __syncthreads();
         const int s19 = magc_simd_sum(cnt5);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh20[sg3] = s19;
         }
         __syncthreads();
@@ -2163,21 +2163,21 @@ extern "C" __global__ void __launch_bounds__(256) cross_entropy_cross_entropy_bw
             acc21 += sh20[s22];
         }
         __syncthreads();
-        if ((lid1 == 0)) {
+        if (lid1 == 0) {
             p2[0] = ((acc21 > 0) ? (acc17 / float(acc21)) : 0.0f);
         }
-    } else if ((int(blockIdx.x) < 2)) {
+    } else if (int(blockIdx.x) < 2) {
         const int h1 = (int(blockIdx.x) - 1);
         const int lid1 = int(threadIdx.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
         int cnt4 = 0;
         for (int i5 = lid1; i5 < 256; i5 += 256) {
             const int t8 = p0[i5];
             cnt4 += (((t8 >= 0) && (t8 < 16)) ? 1 : 0);
         }
         const int s9 = magc_simd_sum(cnt4);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh10[sg3] = s9;
         }
         __syncthreads();
@@ -2191,14 +2191,14 @@ extern "C" __global__ void __launch_bounds__(256) cross_entropy_cross_entropy_bw
         const int c15 = (row14 / 16);
         const int c16 = (row14 % 16);
         const int t17 = p0[row14];
-        if (((t17 >= 0) && (t17 < 16))) {
+        if ((t17 >= 0) && (t17 < 16)) {
             float reg18[16];
             float m19 = (-__int_as_float(0x7f800000));
             float s20 = 0.0f;
             for (int k21 = 0; k21 < 16; k21 += 1) {
                 const float t22 = p1[((((c15 * 16) + c16) * 16) + k21)];
                 reg18[k21] = t22;
-                if ((t22 > m19)) {
+                if (t22 > m19) {
                     s20 = ((s20 * expf((m19 - t22))) + 1.0f);
                     m19 = t22;
                 } else {
@@ -2227,7 +2227,7 @@ extern "C" __global__ void __launch_bounds__(32) reduce_sum_0(
         float* p4) {
     const int lid1 = int(threadIdx.x);
     const int row4 = ((int(blockIdx.x) * 32) + lid1);
-    if ((row4 >= 1)) {
+    if (row4 >= 1) {
         return;
     }
     float acc5 = 0.0f;
@@ -2273,7 +2273,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_8(
             const int k11 = (l9 % 32);
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
-            if (((gi12 < 16) && (gk13 < 16))) {
+            if ((gi12 < 16) && (gk13 < 16)) {
                 const float t14 = p0[((((c1 * 16) + gi12) * 16) + gk13)];
                 sh[((i10 * 36) + k11)] = t14;
             } else {
@@ -2286,7 +2286,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_8(
             const int i18 = (l16 % 64);
             const int gi19 = (n03 + i18);
             const int gk20 = (k0 + k17);
-            if ((gk20 < 16)) {
+            if (gk20 < 16) {
                 const float t21 = p1[((gk20 * 64) + gi19)];
                 sh[(((k17 * 68) + i18) + 1152)] = t21;
             } else {
@@ -2333,7 +2333,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_8(
         const int j25 = (l23 % 64);
         const int gi26 = (m02 + i24);
         const int gj27 = (n03 + j25);
-        if ((gi26 < 16)) {
+        if (gi26 < 16) {
             p2[((((c1 * 16) + gi26) * 64) + gj27)] = sh[((i24 * 68) + j25)];
         }
     }
@@ -2346,9 +2346,9 @@ extern "C" __global__ void __launch_bounds__(256) rmsnorm_bwd_0(
         const float* p1,
         const float* p2,
         float* p3) {
-    const int lid1 = int(threadIdx.x);
-    const int l32_2 = (lid1 % 32);
-    const int row4 = ((int(blockIdx.x) * 8) + (lid1 / 32));
+    const int l32_2 = magc_lane();
+    const int sg3 = magc_simdgroup();
+    const int row4 = ((int(blockIdx.x) * 8) + sg3);
     const int c5 = (row4 / 16);
     const int c6 = (row4 % 16);
     float reg7[2];
@@ -2388,7 +2388,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_0(
         const float* p3,
         float* p4) {
     __shared__ float sh[4352];
-    if ((int(blockIdx.x) < 16)) {
+    if (int(blockIdx.x) < 16) {
         const int h0 = (int(blockIdx.x) - 0);
         const int c1 = h0;
         const int m02 = ((h0 % 1) * 32);
@@ -2412,7 +2412,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_0(
                 const int k11 = (l9 % 32);
                 const int gi12 = (m02 + i10);
                 const int gk13 = (k0 + k11);
-                if ((gi12 < 16)) {
+                if (gi12 < 16) {
                     const float t14 = p0[((((c1 * 16) + gi12) * 64) + gk13)];
                     const float t15 = (t14 * 0.25f);
                     sh[((i10 * 36) + k11)] = t15;
@@ -2469,11 +2469,11 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_0(
             const int j26 = (l24 % 64);
             const int gi27 = (m02 + i25);
             const int gj28 = (n03 + j26);
-            if ((gi27 < 16)) {
+            if (gi27 < 16) {
                 p2[((((c1 * 16) + gi27) * 64) + gj28)] = sh[((i25 * 68) + j26)];
             }
         }
-    } else if ((int(blockIdx.x) < 17)) {
+    } else if (int(blockIdx.x) < 17) {
         const int h1 = (int(blockIdx.x) - 16);
         const int m01 = (h1 * 64);
         const int n02 = (h1 * 64);
@@ -2603,7 +2603,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_1(
         const float* p12,
         float* p13) {
     __shared__ float sh[4352];
-    if ((int(blockIdx.x) < 2)) {
+    if (int(blockIdx.x) < 2) {
         const int h0 = (int(blockIdx.x) - 0);
         const int m01 = ((h0 / 2) * 64);
         const int n02 = (h0 * 64);
@@ -2708,7 +2708,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_1(
             const int gj26 = (n02 + j24);
             p2[((gi25 * 128) + gj26)] = sh[((i23 * 68) + j24)];
         }
-    } else if ((int(blockIdx.x) < 34)) {
+    } else if (int(blockIdx.x) < 34) {
         const int h1 = (int(blockIdx.x) - 2);
         const int c1 = (h1 / 2);
         const int m02 = (((h1 / 2) % 1) * 32);
@@ -2732,7 +2732,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_1(
                 const int k11 = (l9 % 32);
                 const int gi12 = (m02 + i10);
                 const int gk13 = (k0 + k11);
-                if ((gi12 < 16)) {
+                if (gi12 < 16) {
                     const float t14 = p3[((((c1 * 16) + gi12) * 64) + gk13)];
                     sh[((i10 * 36) + k11)] = t14;
                 } else {
@@ -2780,7 +2780,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_1(
                 const int k25 = (l23 % 32);
                 const int gi26 = (m02 + i24);
                 const int gk27 = (k0 + k25);
-                if ((gi26 < 16)) {
+                if (gi26 < 16) {
                     const float t28 = p0[((((c1 * 16) + gi26) * 64) + gk27)];
                     sh[((i24 * 36) + k25)] = t28;
                 } else {
@@ -2836,7 +2836,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_1(
             const int j39 = (l37 % 64);
             const int gi40 = (m02 + i38);
             const int gj41 = (n03 + j39);
-            if ((gi40 < 16)) {
+            if (gi40 < 16) {
                 const float acc42 = sh[((i38 * 68) + j39)];
                 p9[((((c1 * 16) + gi40) * 128) + gj41)] = acc42;
                 const float t43 = p10[((((c1 * 16) + gi40) * 128) + gj41)];
@@ -2872,7 +2872,7 @@ extern "C" __global__ void __launch_bounds__(256) selective_scan_bwd_0(
     float seq1[8];
     __shared__ float red2[512];
     const int gid3 = int(blockIdx.x);
-    if ((gid3 < 128)) {
+    if (gid3 < 128) {
         const int b4 = (gid3 / 8);
         const int n05 = ((gid3 % 8) * 2);
         const int n6 = (n05 + (int(threadIdx.x) / 128));
@@ -2917,7 +2917,7 @@ extern "C" __global__ void __launch_bounds__(256) selective_scan_bwd_0(
                         carry14 = (a41 * g42);
                         const float sp43 = magc_simd_sum(((g42 * t33) * t34));
                         const float sp44 = magc_simd_sum((((a41 * sp40) + ((t33 * t35) * t34)) * t39));
-                        if ((lane8 == 0)) {
+                        if (lane8 == 0) {
                             red2[(rb30 + ((((0 * 16) + j31) * 8) + sg7))] = sp43;
                             red2[(rb30 + ((((1 * 16) + j31) * 8) + sg7))] = sp44;
                         }
@@ -2931,11 +2931,11 @@ extern "C" __global__ void __launch_bounds__(256) selective_scan_bwd_0(
                         const float tot50 = magc_simd_sum(((lane8 < 4) ? red2[(rb30 + ((((q47 * 16) + j48) * 8) + ((ns49 * 4) + min(lane8, 3))))] : 0.0f));
                         const int t51 = ((t118 - 1) - (i028 + j48));
                         const int nn52 = (n05 + ns49);
-                        if ((lane8 == 0)) {
-                            if ((q47 == 0)) {
+                        if (lane8 == 0) {
+                            if (q47 == 0) {
                                 p7[((((b4 * 16) + t51) * 16) + nn52)] = tot50;
                             }
-                            if ((q47 == 1)) {
+                            if (q47 == 1) {
                                 p8[((((b4 * 16) + t51) * 16) + nn52)] = tot50;
                             }
                         }
@@ -2989,7 +2989,7 @@ extern "C" __global__ void __launch_bounds__(256) selective_scan_bwd_0(
                     const float r91 = (r90 + magc_simd_shuffle_xor(r90, 4));
                     const float r92 = (r91 + magc_simd_shuffle_xor(r91, 2));
                     const float r93 = (r92 + magc_simd_shuffle_xor(r92, 1));
-                    if ((n54 == 0)) {
+                    if (n54 == 0) {
                         p10[((((b60 * 16) + t75) * 128) + ch53)] = (r89 + (t57 * t82));
                         p11[((((b60 * 16) + t75) * 128) + ch53)] = r93;
                     }
@@ -3025,7 +3025,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_9(
             const int k11 = (l9 % 32);
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
-            if ((gi12 < 16)) {
+            if (gi12 < 16) {
                 const float t14 = p0[((((c1 * 16) + gi12) * 128) + gk13)];
                 const float t15 = p1[((((c1 * 16) + gi12) * 128) + gk13)];
                 const float t16 = (1.0f / (1.0f + expf((-t15))));
@@ -3041,7 +3041,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_9(
             const int i21 = (l19 % 32);
             const int gi22 = (n03 + i21);
             const int gk23 = (k0 + k20);
-            if ((gi22 < 4)) {
+            if (gi22 < 4) {
                 const float t24 = p2[((gk23 * 4) + gi22)];
                 sh[(((k20 * 36) + i21) + 1152)] = t24;
             } else {
@@ -3076,7 +3076,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_9(
         const int j28 = (l26 % 32);
         const int gi29 = (m02 + i27);
         const int gj30 = (n03 + j28);
-        if (((gi29 < 16) && (gj30 < 4))) {
+        if ((gi29 < 16) && (gj30 < 4)) {
             p3[((((c1 * 16) + gi29) * 4) + gj30)] = sh[((i27 * 36) + j28)];
         }
     }
@@ -3117,12 +3117,12 @@ extern "C" __global__ void __launch_bounds__(128) matmul_10(
             const int k11 = (l9 % 32);
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
-            if (((gi12 < 16) && (gk13 < 36))) {
+            if ((gi12 < 16) && (gk13 < 36)) {
                 float cat14 = 0.0f;
-                if ((gk13 < 4)) {
+                if (gk13 < 4) {
                     const float t15 = p0[((((c1 * 16) + gi12) * 4) + (gk13 - 0))];
                     cat14 = t15;
-                } else if ((gk13 < 20)) {
+                } else if (gk13 < 20) {
                     const float t16 = p1[((((c1 * 16) + gi12) * 16) + (gk13 - 4))];
                     cat14 = t16;
                 } else {
@@ -3140,7 +3140,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_10(
             const int i21 = (l19 % 64);
             const int gi22 = (n03 + i21);
             const int gk23 = (k0 + k20);
-            if ((gk23 < 36)) {
+            if (gk23 < 36) {
                 const float t24 = p3[((gk23 * 128) + gi22)];
                 sh[(((k20 * 68) + i21) + 1152)] = t24;
             } else {
@@ -3187,7 +3187,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_10(
         const int j28 = (l26 % 64);
         const int gi29 = (m02 + i27);
         const int gj30 = (n03 + j28);
-        if ((gi29 < 16)) {
+        if (gi29 < 16) {
             const float acc31 = sh[((i27 * 68) + j28)];
             const float t32 = p4[((((c1 * 16) + gi29) * 128) + gj30)];
             const float t33 = (t32 + acc31);
@@ -3235,9 +3235,9 @@ extern "C" __global__ void __launch_bounds__(128) matmul_11(
             const int k11 = (l9 % 32);
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
-            if ((gi12 < 16)) {
+            if (gi12 < 16) {
                 float cat14 = 0.0f;
-                if ((gk13 < 128)) {
+                if (gk13 < 128) {
                     const float t15 = p0[((((c1 * 16) + gi12) * 128) + (gk13 - 0))];
                     const float t16 = p1[(((gk13 - 0) * 4) + 3)];
                     const float t17 = p0[((((c1 * 16) + min((gi12 + 1), 15)) * 128) + (gk13 - 0))];
@@ -3247,7 +3247,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_11(
                     const float t21 = p0[((((c1 * 16) + min((gi12 + 3), 15)) * 128) + (gk13 - 0))];
                     const float t22 = p1[(((gk13 - 0) * 4) + 0)];
                     const float t23 = ((((t15 * t16) + ((gi12 < 15) ? (t17 * t18) : 0.0f)) + ((gi12 < 14) ? (t19 * t20) : 0.0f)) + ((gi12 < 13) ? (t21 * t22) : 0.0f));
-                    if ((n03 == 0)) {
+                    if (n03 == 0) {
                         p2[((((c1 * 16) + gi12) * 128) + (gk13 - 0))] = t23;
                     }
                     cat14 = t23;
@@ -3310,7 +3310,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_11(
         const int j36 = (l34 % 64);
         const int gi37 = (m02 + i35);
         const int gj38 = (n03 + j36);
-        if ((gi37 < 16)) {
+        if (gi37 < 16) {
             p5[((((c1 * 16) + gi37) * 64) + gj38)] = sh[((i35 * 68) + j36)];
         }
     }
@@ -3336,7 +3336,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x3_0(
         const float* p11,
         float* p12) {
     __shared__ float sh[4352];
-    if ((int(blockIdx.x) < 4)) {
+    if (int(blockIdx.x) < 4) {
         const int h0 = (int(blockIdx.x) - 0);
         const int m01 = (h0 * 64);
         const int n02 = ((h0 % 1) * 64);
@@ -3368,7 +3368,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x3_0(
                 const int gi11 = (m01 + i10);
                 const int gk12 = (k0 + k9);
                 float cat13 = 0.0f;
-                if (((((gk12 * 256) + gi11) % 256) < 128)) {
+                if ((((gk12 * 256) + gi11) % 256) < 128) {
                     const float t14 = p0[(((((((gk12 * 256) + gi11) / 4096) * 16) + ((((gk12 * 256) + gi11) / 256) % 16)) * 128) + ((((gk12 * 256) + gi11) % 256) - 0))];
                     cat13 = t14;
                 } else {
@@ -3449,7 +3449,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x3_0(
             const int gj29 = (n02 + j27);
             p3[((gi28 * 64) + gj29)] = sh[((i26 * 68) + j27)];
         }
-    } else if ((int(blockIdx.x) < 5)) {
+    } else if (int(blockIdx.x) < 5) {
         const int h1 = (int(blockIdx.x) - 4);
         const int m01 = (h1 * 64);
         const int n02 = (h1 * 64);
@@ -3554,7 +3554,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x3_0(
             const int gj26 = (n02 + j24);
             p6[((gi25 * 64) + gj26)] = sh[((i23 * 68) + j24)];
         }
-    } else if ((int(blockIdx.x) < 21)) {
+    } else if (int(blockIdx.x) < 21) {
         const int h2 = (int(blockIdx.x) - 5);
         const int c1 = h2;
         const int m02 = ((h2 % 1) * 32);
@@ -3578,9 +3578,9 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x3_0(
                 const int k11 = (l9 % 32);
                 const int gi12 = (m02 + i10);
                 const int gk13 = (k0 + k11);
-                if ((gi12 < 16)) {
+                if (gi12 < 16) {
                     float cat14 = 0.0f;
-                    if ((gk13 < 128)) {
+                    if (gk13 < 128) {
                         const float t15 = p0[((((c1 * 16) + gi12) * 128) + (gk13 - 0))];
                         cat14 = t15;
                     } else {
@@ -3633,7 +3633,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x3_0(
                 const int k27 = (l25 % 32);
                 const int gi28 = (m02 + i26);
                 const int gk29 = (k0 + k27);
-                if ((gi28 < 16)) {
+                if (gi28 < 16) {
                     const float t30 = p4[((((c1 * 16) + gi28) * 64) + gk29)];
                     sh[((i26 * 36) + k27)] = t30;
                 } else {
@@ -3689,7 +3689,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x3_0(
             const int j41 = (l39 % 64);
             const int gi42 = (m02 + i40);
             const int gj43 = (n03 + j41);
-            if ((gi42 < 16)) {
+            if (gi42 < 16) {
                 const float acc44 = sh[((i40 * 68) + j41)];
                 p12[((((c1 * 16) + gi42) * 64) + gj43)] = acc44;
             }
@@ -3705,9 +3705,9 @@ extern "C" __global__ void __launch_bounds__(256) rmsnorm_bwd_1(
         const float* p2,
         const float* p3,
         float* p4) {
-    const int lid1 = int(threadIdx.x);
-    const int l32_2 = (lid1 % 32);
-    const int row4 = ((int(blockIdx.x) * 8) + (lid1 / 32));
+    const int l32_2 = magc_lane();
+    const int sg3 = magc_simdgroup();
+    const int row4 = ((int(blockIdx.x) * 8) + sg3);
     const int c5 = (row4 / 16);
     const int c6 = (row4 % 16);
     float reg7[2];
@@ -3746,9 +3746,9 @@ extern "C" __global__ void __launch_bounds__(256) reduce_sum_1(
         const float* p1,
         const float* p2,
         float* p3) {
-    const int lid1 = int(threadIdx.x);
-    const int l32_2 = (lid1 % 32);
-    const int row4 = ((int(blockIdx.x) * 8) + (lid1 / 32));
+    const int l32_2 = magc_lane();
+    const int sg3 = magc_simdgroup();
+    const int row4 = ((int(blockIdx.x) * 8) + sg3);
     float acc5 = 0.0f;
     for (int k6 = 0; k6 < 2; k6 += 1) {
         const int j7 = (l32_2 + (k6 * 32));
@@ -3759,7 +3759,7 @@ extern "C" __global__ void __launch_bounds__(256) reduce_sum_1(
         acc5 += t11;
     }
     const float s12 = magc_simd_sum(acc5);
-    if ((l32_2 == 0)) {
+    if (l32_2 == 0) {
         p3[row4] = s12;
     }
 }
@@ -3781,31 +3781,31 @@ extern "C" __global__ void __launch_bounds__(128) scatter_add_grouped_matmul_x2_
         float* p8,
         const float* p9) {
     __shared__ float sh[4352];
-    if ((int(blockIdx.x) < 4)) {
+    if (int(blockIdx.x) < 4) {
         const int h0 = (int(blockIdx.x) - 0);
         const int t1 = ((h0 * 128) + int(threadIdx.x));
         const int lo2 = t1;
         float acc4 = 0.0f;
         for (int i3 = 0; i3 < 512; i3 += 1) {
             const int t5 = p0[i3];
-            if ((t5 == lo2)) {
+            if (t5 == lo2) {
                 const float t6 = p1[i3];
                 acc4 += t6;
             }
         }
         p2[lo2] = acc4;
-    } else if ((int(blockIdx.x) < 44)) {
+    } else if (int(blockIdx.x) < 44) {
         const int h1 = (int(blockIdx.x) - 4);
         const int ex1 = (h1 / 8);
         const int n02 = ((h1 % 1) * 64);
-        if ((ex1 == 4)) {
+        if (ex1 == 4) {
             const int t3 = p3[0];
             const int t4 = p3[4];
             for (int s5 = 0; s5 < 32; s5 += 1) {
                 const int l6 = ((s5 * 128) + int(threadIdx.x));
                 const int r7 = (((h1 % 8) * 64) + (l6 / 64));
                 const int j8 = (n02 + (l6 % 64));
-                if (((r7 < t3) || (r7 >= t4))) {
+                if ((r7 < t3) || (r7 >= t4)) {
                     p4[((r7 * 64) + j8)] = 0.0f;
                 }
             }
@@ -3814,7 +3814,7 @@ extern "C" __global__ void __launch_bounds__(128) scatter_add_grouped_matmul_x2_
         const int t9 = p3[ex1];
         const int t10 = p3[(ex1 + 1)];
         const int m011 = (t9 + ((h1 % 8) * 64));
-        if ((m011 >= t10)) {
+        if (m011 >= t10) {
             return;
         }
         const int ti12 = int(threadIdx.x);
@@ -3844,13 +3844,13 @@ extern "C" __global__ void __launch_bounds__(128) scatter_add_grouped_matmul_x2_
                 const int k19 = (l17 % 16);
                 const int gi20 = (m011 + i18);
                 const int gk21 = (k0 + k19);
-                if ((gi20 < t10)) {
+                if (gi20 < t10) {
                     const int t22 = p5[gi20];
                     const float t23 = p6[((t22 * 64) + gk21)];
                     const int t24 = p0[((gi20 * 1) + 0)];
                     const float t25 = p7[t24];
                     const float t26 = (t23 * t25);
-                    if ((n02 == 0)) {
+                    if (n02 == 0) {
                         p8[((gi20 * 64) + gk21)] = t26;
                     }
                     const float t27 = (t26 * 0.25f);
@@ -3928,7 +3928,7 @@ extern "C" __global__ void __launch_bounds__(128) scatter_add_grouped_matmul_x2_
             const int j38 = (l36 % 64);
             const int gi39 = (m011 + i37);
             const int gj40 = (n02 + j38);
-            if ((gi39 < t10)) {
+            if (gi39 < t10) {
                 p4[((gi39 * 64) + gj40)] = sh[((i37 * 68) + j38)];
             }
         }
@@ -3959,7 +3959,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_wgrad_grouped_m
         const float* p14,
         const float* p15) {
     __shared__ float sh[4352];
-    if ((int(blockIdx.x) < 4)) {
+    if (int(blockIdx.x) < 4) {
         const int h0 = (int(blockIdx.x) - 0);
         const int ex1 = h0;
         const int m02 = ((h0 % 1) * 64);
@@ -3993,7 +3993,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_wgrad_grouped_m
                 const int i13 = (l11 % 64);
                 const int gi14 = (m02 + i13);
                 const int gk15 = (k0 + k12);
-                if ((gk15 < t5)) {
+                if (gk15 < t5) {
                     const float t16 = p1[((gk15 * 64) + gi14)];
                     const float t17 = (t16 * 0.25f);
                     sh[((k12 * 68) + i13)] = t17;
@@ -4007,7 +4007,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_wgrad_grouped_m
                 const int i21 = (l19 % 64);
                 const int gi22 = (n03 + i21);
                 const int gk23 = (k0 + k20);
-                if ((gk23 < t5)) {
+                if (gk23 < t5) {
                     const float t24 = p2[((gk23 * 64) + gi22)];
                     sh[(((k20 * 68) + i21) + 1088)] = t24;
                 } else {
@@ -4076,7 +4076,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_wgrad_grouped_m
             const int gj30 = (n03 + j28);
             p3[((((ex1 * 64) + gi29) * 64) + gj30)] = sh[((i27 * 68) + j28)];
         }
-    } else if ((int(blockIdx.x) < 8)) {
+    } else if (int(blockIdx.x) < 8) {
         const int h1 = (int(blockIdx.x) - 4);
         const int ex1 = h1;
         const int m02 = ((h1 % 1) * 64);
@@ -4110,7 +4110,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_wgrad_grouped_m
                 const int i13 = (l11 % 64);
                 const int gi14 = (m02 + i13);
                 const int gk15 = (k0 + k12);
-                if ((gk15 < t5)) {
+                if (gk15 < t5) {
                     const float t16 = p4[((gk15 * 64) + gi14)];
                     sh[((k12 * 68) + i13)] = t16;
                 } else {
@@ -4123,7 +4123,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_wgrad_grouped_m
                 const int i20 = (l18 % 64);
                 const int gi21 = (n03 + i20);
                 const int gk22 = (k0 + k19);
-                if ((gk22 < t5)) {
+                if (gk22 < t5) {
                     const float t23 = p5[((gk22 * 64) + gi21)];
                     sh[(((k19 * 68) + i20) + 1088)] = t23;
                 } else {
@@ -4192,18 +4192,18 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_wgrad_grouped_m
             const int gj29 = (n03 + j27);
             p6[((((ex1 * 64) + gi28) * 64) + gj29)] = sh[((i26 * 68) + j27)];
         }
-    } else if ((int(blockIdx.x) < 48)) {
+    } else if (int(blockIdx.x) < 48) {
         const int h2 = (int(blockIdx.x) - 8);
         const int ex1 = (h2 / 8);
         const int n02 = ((h2 % 1) * 64);
-        if ((ex1 == 4)) {
+        if (ex1 == 4) {
             const int t3 = p0[0];
             const int t4 = p0[4];
             for (int s5 = 0; s5 < 32; s5 += 1) {
                 const int l6 = ((s5 * 128) + int(threadIdx.x));
                 const int r7 = (((h2 % 8) * 64) + (l6 / 64));
                 const int j8 = (n02 + (l6 % 64));
-                if (((r7 < t3) || (r7 >= t4))) {
+                if ((r7 < t3) || (r7 >= t4)) {
                     const float acc9 = 0.0f;
                     const float t10 = p7[((r7 * 64) + j8)];
                     const float t11 = (acc9 * t10);
@@ -4224,7 +4224,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_wgrad_grouped_m
         const int t20 = p0[ex1];
         const int t21 = p0[(ex1 + 1)];
         const int m022 = (t20 + ((h2 % 8) * 64));
-        if ((m022 >= t21)) {
+        if (m022 >= t21) {
             return;
         }
         const int ti23 = int(threadIdx.x);
@@ -4254,7 +4254,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_wgrad_grouped_m
                 const int k30 = (l28 % 16);
                 const int gi31 = (m022 + i29);
                 const int gk32 = (k0 + k30);
-                if ((gi31 < t21)) {
+                if (gi31 < t21) {
                     const float t33 = p1[((gi31 * 64) + gk32)];
                     sh[((i29 * 20) + k30)] = t33;
                 } else {
@@ -4314,7 +4314,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_wgrad_grouped_m
                 const int k44 = (l42 % 16);
                 const int gi45 = (m022 + i43);
                 const int gk46 = (k0 + k44);
-                if ((gi45 < t21)) {
+                if (gi45 < t21) {
                     const float t47 = p4[((gi45 * 64) + gk46)];
                     sh[((i43 * 20) + k44)] = t47;
                 } else {
@@ -4390,7 +4390,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_wgrad_grouped_m
             const int j58 = (l56 % 64);
             const int gi59 = (m022 + i57);
             const int gj60 = (n02 + j58);
-            if ((gi59 < t21)) {
+            if (gi59 < t21) {
                 const float acc61 = sh[((i57 * 68) + j58)];
                 const float t62 = p7[((gi59 * 64) + gj60)];
                 const float t63 = (acc61 * t62);
@@ -4422,18 +4422,18 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_grouped_matmul_
         const float* p5,
         float* p6) {
     __shared__ float sh[4352];
-    if ((int(blockIdx.x) < 40)) {
+    if (int(blockIdx.x) < 40) {
         const int h0 = (int(blockIdx.x) - 0);
         const int ex1 = (h0 / 8);
         const int n02 = ((h0 % 1) * 64);
-        if ((ex1 == 4)) {
+        if (ex1 == 4) {
             const int t3 = p0[0];
             const int t4 = p0[4];
             for (int s5 = 0; s5 < 32; s5 += 1) {
                 const int l6 = ((s5 * 128) + int(threadIdx.x));
                 const int r7 = (((h0 % 8) * 64) + (l6 / 64));
                 const int j8 = (n02 + (l6 % 64));
-                if (((r7 < t3) || (r7 >= t4))) {
+                if ((r7 < t3) || (r7 >= t4)) {
                     p1[((r7 * 64) + j8)] = 0.0f;
                 }
             }
@@ -4442,7 +4442,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_grouped_matmul_
         const int t9 = p0[ex1];
         const int t10 = p0[(ex1 + 1)];
         const int m011 = (t9 + ((h0 % 8) * 64));
-        if ((m011 >= t10)) {
+        if (m011 >= t10) {
             return;
         }
         const int ti12 = int(threadIdx.x);
@@ -4472,9 +4472,9 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_grouped_matmul_
                 const int k19 = (l17 % 16);
                 const int gi20 = (m011 + i18);
                 const int gk21 = (k0 + k19);
-                if ((gi20 < t10)) {
+                if (gi20 < t10) {
                     float cat22 = 0.0f;
-                    if ((gk21 < 64)) {
+                    if (gk21 < 64) {
                         const float t23 = p2[((gi20 * 64) + (gk21 - 0))];
                         cat22 = t23;
                     } else {
@@ -4556,11 +4556,11 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_grouped_matmul_
             const int j36 = (l34 % 64);
             const int gi37 = (m011 + i35);
             const int gj38 = (n02 + j36);
-            if ((gi37 < t10)) {
+            if (gi37 < t10) {
                 p1[((gi37 * 64) + gj38)] = sh[((i35 * 68) + j36)];
             }
         }
-    } else if ((int(blockIdx.x) < 48)) {
+    } else if (int(blockIdx.x) < 48) {
         const int h1 = (int(blockIdx.x) - 40);
         const int ex1 = (h1 / 2);
         const int m02 = ((h1 % 2) * 64);
@@ -4594,9 +4594,9 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_grouped_matmul_
                 const int i13 = (l11 % 64);
                 const int gi14 = (m02 + i13);
                 const int gk15 = (k0 + k12);
-                if ((gk15 < t5)) {
+                if (gk15 < t5) {
                     float cat16 = 0.0f;
-                    if ((gi14 < 64)) {
+                    if (gi14 < 64) {
                         const float t17 = p2[((gk15 * 64) + (gi14 - 0))];
                         cat16 = t17;
                     } else {
@@ -4615,7 +4615,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_grouped_matmul_
                 const int i23 = (l21 % 64);
                 const int gi24 = (n03 + i23);
                 const int gk25 = (k0 + k22);
-                if ((gk25 < t5)) {
+                if (gk25 < t5) {
                     const float t26 = p5[((gk25 * 64) + gi24)];
                     sh[(((k22 * 68) + i23) + 1088)] = t26;
                 } else {
@@ -4706,7 +4706,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_wgrad_grouped_m
         const float* p11,
         const float* p12) {
     __shared__ float sh[4352];
-    if ((int(blockIdx.x) < 4)) {
+    if (int(blockIdx.x) < 4) {
         const int h0 = (int(blockIdx.x) - 0);
         const int ex1 = h0;
         const int m02 = ((h0 % 1) * 64);
@@ -4740,7 +4740,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_wgrad_grouped_m
                 const int i13 = (l11 % 64);
                 const int gi14 = (m02 + i13);
                 const int gk15 = (k0 + k12);
-                if ((gk15 < t5)) {
+                if (gk15 < t5) {
                     const float t16 = p1[((gk15 * 64) + gi14)];
                     sh[((k12 * 68) + i13)] = t16;
                 } else {
@@ -4753,7 +4753,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_wgrad_grouped_m
                 const int i20 = (l18 % 64);
                 const int gi21 = (n03 + i20);
                 const int gk22 = (k0 + k19);
-                if ((gk22 < t5)) {
+                if (gk22 < t5) {
                     const int t23 = p2[gk22];
                     const float t24 = p3[((t23 * 64) + gi21)];
                     sh[(((k19 * 68) + i20) + 1088)] = t24;
@@ -4823,18 +4823,18 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_wgrad_grouped_m
             const int gj30 = (n03 + j28);
             p4[((((ex1 * 64) + gi29) * 64) + gj30)] = sh[((i27 * 68) + j28)];
         }
-    } else if ((int(blockIdx.x) < 44)) {
+    } else if (int(blockIdx.x) < 44) {
         const int h1 = (int(blockIdx.x) - 4);
         const int ex1 = (h1 / 8);
         const int n02 = ((h1 % 1) * 64);
-        if ((ex1 == 4)) {
+        if (ex1 == 4) {
             const int t3 = p0[0];
             const int t4 = p0[4];
             for (int s5 = 0; s5 < 32; s5 += 1) {
                 const int l6 = ((s5 * 128) + int(threadIdx.x));
                 const int r7 = (((h1 % 8) * 64) + (l6 / 64));
                 const int j8 = (n02 + (l6 % 64));
-                if (((r7 < t3) || (r7 >= t4))) {
+                if ((r7 < t3) || (r7 >= t4)) {
                     const float acc9 = 0.0f;
                     p5[((r7 * 64) + j8)] = acc9;
                 }
@@ -4844,7 +4844,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_wgrad_grouped_m
         const int t10 = p0[ex1];
         const int t11 = p0[(ex1 + 1)];
         const int m012 = (t10 + ((h1 % 8) * 64));
-        if ((m012 >= t11)) {
+        if (m012 >= t11) {
             return;
         }
         const int ti13 = int(threadIdx.x);
@@ -4874,9 +4874,9 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_wgrad_grouped_m
                 const int k20 = (l18 % 16);
                 const int gi21 = (m012 + i19);
                 const int gk22 = (k0 + k20);
-                if ((gi21 < t11)) {
+                if (gi21 < t11) {
                     float cat23 = 0.0f;
-                    if ((gk22 < 64)) {
+                    if (gk22 < 64) {
                         const float t24 = p6[((gi21 * 64) + (gk22 - 0))];
                         cat23 = t24;
                     } else {
@@ -4941,7 +4941,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_wgrad_grouped_m
                 const int k36 = (l34 % 16);
                 const int gi37 = (m012 + i35);
                 const int gk38 = (k0 + k36);
-                if ((gi37 < t11)) {
+                if (gi37 < t11) {
                     const float t39 = p1[((gi37 * 64) + gk38)];
                     sh[((i35 * 20) + k36)] = t39;
                 } else {
@@ -5017,7 +5017,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_wgrad_grouped_m
             const int j50 = (l48 % 64);
             const int gi51 = (m012 + i49);
             const int gj52 = (n02 + j50);
-            if ((gi51 < t11)) {
+            if (gi51 < t11) {
                 const float acc53 = sh[((i49 * 68) + j50)];
                 p5[((gi51 * 64) + gj52)] = acc53;
             }
@@ -5037,7 +5037,7 @@ extern "C" __global__ void __launch_bounds__(256) scatter_add_reduce_sum_x2_0(
         const float* p4,
         const float* p5,
         float* p6) {
-    if ((int(blockIdx.x) < 32)) {
+    if (int(blockIdx.x) < 32) {
         const int h0 = (int(blockIdx.x) - 0);
         const int t1 = ((h0 * 256) + int(threadIdx.x));
         const int c2 = (t1 % 64);
@@ -5048,12 +5048,12 @@ extern "C" __global__ void __launch_bounds__(256) scatter_add_reduce_sum_x2_0(
         }
         for (int i4 = 0; i4 < 512; i4 += 1) {
             const int t7 = p1[i4];
-            if (((t7 >= lo3) && (t7 < hi5))) {
+            if ((t7 >= lo3) && (t7 < hi5)) {
                 const float t8 = p2[((i4 * 64) + c2)];
                 p0[((t7 * 64) + c2)] = (p0[((t7 * 64) + c2)] + t8);
             }
         }
-    } else if ((int(blockIdx.x) < 33)) {
+    } else if (int(blockIdx.x) < 33) {
         const int h1 = (int(blockIdx.x) - 32);
         const int lid1 = int(threadIdx.x);
         const int row4 = ((h1 * 256) + lid1);
@@ -5104,7 +5104,7 @@ extern "C" __global__ void __launch_bounds__(64) reduce_sum_2(
     }
     sh17[lid1] = acc5;
     __syncthreads();
-    if ((part3 == 0)) {
+    if (part3 == 0) {
         for (int pr18 = 1; pr18 < 2; pr18 += 1) {
             acc5 += sh17[((pr18 * 32) + col2)];
         }
@@ -5174,7 +5174,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_12(
             const int k10 = (l8 % 16);
             const int gi11 = (m01 + i9);
             const int gk12 = (k0 + k10);
-            if ((gk12 < 4)) {
+            if (gk12 < 4) {
                 const float t13 = p0[((gi11 * 4) + gk12)];
                 const float t14 = p1[((gi11 * 4) + gk12)];
                 const float t15 = p2[((gi11 * 1) + 0)];
@@ -5191,7 +5191,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_12(
             const int i21 = (l19 % 64);
             const int gi22 = (n02 + i21);
             const int gk23 = (k0 + k20);
-            if ((gk23 < 4)) {
+            if (gk23 < 4) {
                 const float t24 = p3[((gk23 * 64) + gi22)];
                 sh[(((k20 * 68) + i21) + 1280)] = t24;
             } else {
@@ -5271,9 +5271,9 @@ extern "C" __global__ void __launch_bounds__(256) rmsnorm_bwd_2(
         const float* p3,
         const float* p4,
         float* p5) {
-    const int lid1 = int(threadIdx.x);
-    const int l32_2 = (lid1 % 32);
-    const int row4 = ((int(blockIdx.x) * 8) + (lid1 / 32));
+    const int l32_2 = magc_lane();
+    const int sg3 = magc_simdgroup();
+    const int row4 = ((int(blockIdx.x) * 8) + sg3);
     const int c5 = (row4 / 16);
     const int c6 = (row4 % 16);
     float reg7[2];
@@ -5320,7 +5320,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_2(
         const float* p5,
         float* p6) {
     __shared__ float sh[4352];
-    if ((int(blockIdx.x) < 4)) {
+    if (int(blockIdx.x) < 4) {
         const int h0 = (int(blockIdx.x) - 0);
         const int m01 = (h0 * 64);
         const int n02 = ((h0 % 1) * 64);
@@ -5352,7 +5352,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_2(
                 const int gi11 = (m01 + i10);
                 const int gk12 = (k0 + k9);
                 float cat13 = 0.0f;
-                if (((((gk12 * 256) + gi11) % 256) < 128)) {
+                if ((((gk12 * 256) + gi11) % 256) < 128) {
                     const float t14 = p0[(((((((gk12 * 256) + gi11) / 4096) * 16) + ((((gk12 * 256) + gi11) / 256) % 16)) * 128) + ((((gk12 * 256) + gi11) % 256) - 0))];
                     cat13 = t14;
                 } else {
@@ -5433,7 +5433,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_2(
             const int gj29 = (n02 + j27);
             p3[((gi28 * 64) + gj29)] = sh[((i26 * 68) + j27)];
         }
-    } else if ((int(blockIdx.x) < 5)) {
+    } else if (int(blockIdx.x) < 5) {
         const int h1 = (int(blockIdx.x) - 4);
         const int m01 = (h1 * 64);
         const int n02 = (h1 * 64);
@@ -5563,44 +5563,44 @@ extern "C" __global__ void __launch_bounds__(1024) reduce_sum_4(
         float* p13) {
     __shared__ float sh23[32];
     const int lid1 = int(threadIdx.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = magc_lane();
+    const int sg3 = magc_simdgroup();
     const int row4 = int(blockIdx.x);
     float acc5 = 0.0f;
     for (int k6 = 0; k6 < 144; k6 += 1) {
         const int j7 = (lid1 + (k6 * 1024));
         float cat8 = 0.0f;
-        if ((j7 < 4096)) {
+        if (j7 < 4096) {
             const float t9 = p0[(j7 - 0)];
             cat8 = t9;
-        } else if ((j7 < 20480)) {
+        } else if (j7 < 20480) {
             const float t10 = p1[(j7 - 4096)];
             cat8 = t10;
-        } else if ((j7 < 28672)) {
+        } else if (j7 < 28672) {
             const float t11 = p2[(j7 - 20480)];
             cat8 = t11;
-        } else if ((j7 < 32768)) {
+        } else if (j7 < 32768) {
             const float t12 = p3[(j7 - 28672)];
             cat8 = t12;
-        } else if ((j7 < 49152)) {
+        } else if (j7 < 49152) {
             const float t13 = p4[(j7 - 32768)];
             cat8 = t13;
-        } else if ((j7 < 81920)) {
+        } else if (j7 < 81920) {
             const float t14 = p5[(j7 - 49152)];
             cat8 = t14;
-        } else if ((j7 < 98304)) {
+        } else if (j7 < 98304) {
             const float t15 = p6[(j7 - 81920)];
             cat8 = t15;
-        } else if ((j7 < 114688)) {
+        } else if (j7 < 114688) {
             const float t16 = p7[(j7 - 98304)];
             cat8 = t16;
-        } else if ((j7 < 118784)) {
+        } else if (j7 < 118784) {
             const float t17 = p8[(j7 - 114688)];
             cat8 = t17;
-        } else if ((j7 < 135168)) {
+        } else if (j7 < 135168) {
             const float t18 = p9[(j7 - 118784)];
             cat8 = t18;
-        } else if ((j7 < 143360)) {
+        } else if (j7 < 143360) {
             const float t19 = p10[(j7 - 135168)];
             cat8 = t19;
         } else {
@@ -5611,7 +5611,7 @@ extern "C" __global__ void __launch_bounds__(1024) reduce_sum_4(
         acc5 += t21;
     }
     const float s22 = magc_simd_sum(acc5);
-    if ((l32_2 == 0)) {
+    if (l32_2 == 0) {
         sh23[sg3] = s22;
     }
     __syncthreads();
@@ -5620,7 +5620,7 @@ extern "C" __global__ void __launch_bounds__(1024) reduce_sum_4(
         acc24 += sh23[s25];
     }
     __syncthreads();
-    if ((lid1 == 0)) {
+    if (lid1 == 0) {
         const float t26 = sqrtf(acc24);
         p12[row4] = t26;
         const float t27 = (0.3f / t26);
@@ -5660,7 +5660,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_0(
         float* p20,
         float* p21,
         float* p22) {
-    if ((int(blockIdx.x) < 16)) {
+    if (int(blockIdx.x) < 16) {
         const int h0 = (int(blockIdx.x) - 0);
         const int i1 = ((h0 * 256) + int(threadIdx.x));
         const float t4 = p0[i1];
@@ -5677,7 +5677,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_0(
         p6[i1] = t14;
         p2[i1] = t8;
         p3[i1] = t10;
-    } else if ((int(blockIdx.x) < 80)) {
+    } else if (int(blockIdx.x) < 80) {
         const int h1 = (int(blockIdx.x) - 16);
         const int i1 = ((h1 * 256) + int(threadIdx.x));
         const float t4 = p7[i1];
@@ -5694,7 +5694,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_0(
         p10[i1] = t14;
         p8[i1] = t8;
         p9[i1] = t10;
-    } else if ((int(blockIdx.x) < 112)) {
+    } else if (int(blockIdx.x) < 112) {
         const int h2 = (int(blockIdx.x) - 80);
         const int i1 = ((h2 * 256) + int(threadIdx.x));
         const float t4 = p11[i1];
@@ -5711,7 +5711,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_0(
         p14[i1] = t14;
         p12[i1] = t8;
         p13[i1] = t10;
-    } else if ((int(blockIdx.x) < 128)) {
+    } else if (int(blockIdx.x) < 128) {
         const int h3 = (int(blockIdx.x) - 112);
         const int i1 = ((h3 * 256) + int(threadIdx.x));
         const float t4 = p15[i1];
@@ -5728,7 +5728,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_0(
         p18[i1] = t14;
         p16[i1] = t8;
         p17[i1] = t10;
-    } else if ((int(blockIdx.x) < 192)) {
+    } else if (int(blockIdx.x) < 192) {
         const int h4 = (int(blockIdx.x) - 128);
         const int i1 = ((h4 * 256) + int(threadIdx.x));
         const float t5 = p19[i1];
@@ -5779,7 +5779,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_1(
         float* p20,
         float* p21,
         float* p22) {
-    if ((int(blockIdx.x) < 128)) {
+    if (int(blockIdx.x) < 128) {
         const int h0 = (int(blockIdx.x) - 0);
         const int i1 = ((h0 * 256) + int(threadIdx.x));
         const float t5 = p0[i1];
@@ -5796,7 +5796,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_1(
         p6[i1] = t15;
         p2[i1] = t9;
         p3[i1] = t11;
-    } else if ((int(blockIdx.x) < 192)) {
+    } else if (int(blockIdx.x) < 192) {
         const int h1 = (int(blockIdx.x) - 128);
         const int i1 = ((h1 * 256) + int(threadIdx.x));
         const float t5 = p7[i1];
@@ -5813,7 +5813,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_1(
         p10[i1] = t15;
         p8[i1] = t9;
         p9[i1] = t11;
-    } else if ((int(blockIdx.x) < 256)) {
+    } else if (int(blockIdx.x) < 256) {
         const int h2 = (int(blockIdx.x) - 192);
         const int i1 = ((h2 * 256) + int(threadIdx.x));
         const float t5 = p11[i1];
@@ -5830,7 +5830,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_1(
         p14[i1] = t15;
         p12[i1] = t9;
         p13[i1] = t11;
-    } else if ((int(blockIdx.x) < 272)) {
+    } else if (int(blockIdx.x) < 272) {
         const int h3 = (int(blockIdx.x) - 256);
         const int i1 = ((h3 * 256) + int(threadIdx.x));
         const float t4 = p15[i1];
@@ -5847,7 +5847,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_1(
         p18[i1] = t14;
         p16[i1] = t8;
         p17[i1] = t10;
-    } else if ((int(blockIdx.x) < 336)) {
+    } else if (int(blockIdx.x) < 336) {
         const int h4 = (int(blockIdx.x) - 272);
         const int i1 = ((h4 * 256) + int(threadIdx.x));
         const float t4 = p19[i1];
@@ -5883,7 +5883,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x2_0(
         float* p8,
         float* p9,
         float* p10) {
-    if ((int(blockIdx.x) < 32)) {
+    if (int(blockIdx.x) < 32) {
         const int h0 = (int(blockIdx.x) - 0);
         const int i1 = ((h0 * 256) + int(threadIdx.x));
         const float t4 = p0[i1];
@@ -5900,7 +5900,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x2_0(
         p6[i1] = t14;
         p2[i1] = t8;
         p3[i1] = t10;
-    } else if ((int(blockIdx.x) < 48)) {
+    } else if (int(blockIdx.x) < 48) {
         const int h1 = (int(blockIdx.x) - 32);
         const int i1 = ((h1 * 256) + int(threadIdx.x));
         const float t4 = p7[i1];

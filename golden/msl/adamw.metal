@@ -4,13 +4,14 @@ using namespace metal;
 
 // fuses broadcast %2, add %3
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void add_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         uint3 tid [[thread_position_in_grid]]) {
     const int i1 = int(tid.x);
-    if ((i1 >= 231)) {
+    if (i1 >= 231) {
         return;
     }
     const int c3 = (i1 % 7);
@@ -25,6 +26,7 @@ kernel void add_0(
 // part 1 (const): fuses const %6
 // part 2 (mul_scale): fuses const %7, reshape %8, broadcast %9, scale %10, mul %11
 // threadgroup 32×1×1, grid 17×1×1 threadgroups
+[[max_total_threads_per_threadgroup(32)]]
 kernel void reduce_mean_const_x3_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -32,34 +34,34 @@ kernel void reduce_mean_const_x3_0(
         device float* p3 [[buffer(3)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 1)) {
+    if (int(gid.x) < 1) {
         const int h0 = (int(gid.x) - 0);
         const int lid1 = int(lid.x);
         const int row4 = h0;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 8; k6 += 1) {
             const int j7 = (lid1 + (k6 * 32));
-            if ((j7 < 231)) {
+            if (j7 < 231) {
                 const float t8 = p0[(((j7 / 7) * 7) + (j7 % 7))];
                 const float t9 = (t8 * t8);
                 acc5 += t9;
             }
         }
         const float s10 = simd_sum(acc5);
-        if ((lid1 == 0)) {
+        if (lid1 == 0) {
             p1[row4] = (s10 / 231.0f);
         }
-    } else if ((int(gid.x) < 9)) {
+    } else if (int(gid.x) < 9) {
         const int h1 = (int(gid.x) - 1);
         const int i1 = ((h1 * 32) + int(lid.x));
-        if ((i1 >= 1)) {
+        if (i1 >= 1) {
             return;
         }
         p2[i1] = 0.0f;
-    } else if ((int(gid.x) < 17)) {
+    } else if (int(gid.x) < 17) {
         const int h2 = (int(gid.x) - 9);
         const int i1 = ((h2 * 32) + int(lid.x));
-        if ((i1 >= 231)) {
+        if (i1 >= 231) {
             return;
         }
         const float t4 = (1.0f * 0.0043290043f);
@@ -71,6 +73,7 @@ kernel void reduce_mean_const_x3_0(
 
 // fuses scale %12, reduce_sum %13
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void reduce_sum_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -82,7 +85,7 @@ kernel void reduce_sum_0(
     const int part3 = (lid1 / 8);
     const int o4 = ((int(gid.x) * 8) + col2);
     float acc5 = 0.0f;
-    if ((o4 < 7)) {
+    if (o4 < 7) {
         for (int k6 = part3; k6 < 33; k6 += 32) {
             const float t7 = p0[((k6 * 7) + o4)];
             const float t8 = (t7 * 2.0f);
@@ -90,8 +93,8 @@ kernel void reduce_sum_0(
         }
     }
     sh9[lid1] = acc5;
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if (((part3 == 0) && (o4 < 7))) {
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    if ((part3 == 0) && (o4 < 7)) {
         for (int pr10 = 1; pr10 < 32; pr10 += 1) {
             acc5 += sh9[((pr10 * 8) + col2)];
         }
@@ -102,6 +105,7 @@ kernel void reduce_sum_0(
 // fuses scale %12, reshape %14, reshape %15, concat %16, square %17, reduce_sum %18, sqrt %19,
 //   const %20, const %21, div %22, min %23 (optimizer)
 // threadgroup 32×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(32)]]
 kernel void reduce_sum_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -114,9 +118,9 @@ kernel void reduce_sum_1(
     float acc5 = 0.0f;
     for (int k6 = 0; k6 < 8; k6 += 1) {
         const int j7 = (lid1 + (k6 * 32));
-        if ((j7 < 238)) {
+        if (j7 < 238) {
             float cat8 = 0.0f;
-            if ((j7 < 231)) {
+            if (j7 < 231) {
                 const float t9 = p0[(j7 - 0)];
                 const float t10 = (t9 * 2.0f);
                 cat8 = t10;
@@ -129,7 +133,7 @@ kernel void reduce_sum_1(
         }
     }
     const float s13 = simd_sum(acc5);
-    if ((lid1 == 0)) {
+    if (lid1 == 0) {
         const float t14 = sqrt(s13);
         p2[row4] = t14;
         const float t15 = (1.0f / t14);
@@ -142,6 +146,7 @@ kernel void reduce_sum_1(
 // part 0 (adamw_mul_scale): fuses scale %12, broadcast %24, mul %25, adamw %32 (optimizer)
 // part 1 (adamw_mul): fuses broadcast %26, mul %27, adamw %37 (optimizer)
 // threadgroup 256×1×1, grid 2×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_scale_adamw_mul_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -156,10 +161,10 @@ kernel void adamw_mul_scale_adamw_mul_x2_0(
         device float* p10 [[buffer(10)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 1)) {
+    if (int(gid.x) < 1) {
         const int h0 = (int(gid.x) - 0);
         const int i1 = ((h0 * 256) + int(lid.x));
-        if ((i1 >= 231)) {
+        if (i1 >= 231) {
             return;
         }
         const float t4 = p0[i1];
@@ -177,10 +182,10 @@ kernel void adamw_mul_scale_adamw_mul_x2_0(
         p6[i1] = t15;
         p2[i1] = t9;
         p3[i1] = t11;
-    } else if ((int(gid.x) < 2)) {
+    } else if (int(gid.x) < 2) {
         const int h1 = (int(gid.x) - 1);
         const int i1 = ((h1 * 256) + int(lid.x));
-        if ((i1 >= 7)) {
+        if (i1 >= 7) {
             return;
         }
         const float t2 = p7[i1];

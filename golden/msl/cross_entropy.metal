@@ -6,17 +6,18 @@ using namespace metal;
 // part 0 (reduce_sum): fuses reshape %5, slice %11, cast %12, const %13, ge %14, reduce_sum %15
 // part 1 (reduce_sum): fuses reshape %5, slice %17, cast %18, const %19, ge %20, reduce_sum %21
 // threadgroup 32×1×1, grid 2×1×1 threadgroups
+[[max_total_threads_per_threadgroup(32)]]
 kernel void reduce_sum_x2_0(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 1)) {
+    if (int(gid.x) < 1) {
         const int h0 = (int(gid.x) - 0);
         const int lid1 = int(lid.x);
         const int row4 = ((h0 * 32) + lid1);
-        if ((row4 >= 1)) {
+        if (row4 >= 1) {
             return;
         }
         float acc5 = 0.0f;
@@ -27,11 +28,11 @@ kernel void reduce_sum_x2_0(
             acc5 += t9;
         }
         p1[row4] = acc5;
-    } else if ((int(gid.x) < 2)) {
+    } else if (int(gid.x) < 2) {
         const int h1 = (int(gid.x) - 1);
         const int lid1 = int(lid.x);
         const int row4 = ((h1 * 32) + lid1);
-        if ((row4 >= 1)) {
+        if (row4 >= 1) {
             return;
         }
         float acc5 = 0.0f;
@@ -48,6 +49,7 @@ kernel void reduce_sum_x2_0(
 // fuses const %1, reshape %5, slice %6, cast %7, const %8, ge %9, reduce_sum %10, add %16,
 //   add %22, const %23, max %24, div %25 (loss.2)
 // threadgroup 32×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(32)]]
 kernel void reduce_sum_0(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -59,7 +61,7 @@ kernel void reduce_sum_0(
         uint3 gid [[threadgroup_position_in_grid]]) {
     const int lid1 = int(lid.x);
     const int row4 = ((int(gid.x) * 32) + lid1);
-    if ((row4 >= 1)) {
+    if (row4 >= 1) {
         return;
     }
     float acc5 = 0.0f;
@@ -82,6 +84,7 @@ kernel void reduce_sum_0(
 
 // fuses reshape %4, slice %29, matmul %30 (loss.0)
 // threadgroup 128×1×1, grid 2×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -107,7 +110,7 @@ kernel void matmul_0(
             const int k10 = (l8 % 32);
             const int gi11 = (m01 + i9);
             const int gk12 = (k0 + k10);
-            if (((gi11 < 4) && (gk12 < 16))) {
+            if ((gi11 < 4) && (gk12 < 16)) {
                 const float t13 = p0[((gi11 * 16) + gk12)];
                 sh[((i9 * 36) + k10)] = t13;
             } else {
@@ -120,14 +123,14 @@ kernel void matmul_0(
             const int k17 = (l15 % 32);
             const int gi18 = (n02 + i16);
             const int gk19 = (k0 + k17);
-            if (((gi18 < 50) && (gk19 < 16))) {
+            if ((gi18 < 50) && (gk19 < 16)) {
                 const float t20 = p1[((gi18 * 16) + gk19)];
                 sh[(((i16 * 36) + k17) + 1152)] = t20;
             } else {
                 sh[(((i16 * 36) + k17) + 1152)] = 0.0f;
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr5 * 36) + kk), 36);
@@ -142,20 +145,20 @@ kernel void matmul_0(
             simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
             simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr5 * 36) + sc6), 36);
     simdgroup_store(acc0_1, sh + ((sr5 * 36) + (sc6 + 8)), 36);
     simdgroup_store(acc1_0, sh + (((sr5 + 8) * 36) + sc6), 36);
     simdgroup_store(acc1_1, sh + (((sr5 + 8) * 36) + (sc6 + 8)), 36);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s21 = 0; s21 < 8; s21 += 1) {
         const int l22 = ((s21 * 128) + ti3);
         const int i23 = (l22 / 32);
         const int j24 = (l22 % 32);
         const int gi25 = (m01 + i23);
         const int gj26 = (n02 + j24);
-        if (((gi25 < 4) && (gj26 < 50))) {
+        if ((gi25 < 4) && (gj26 < 50)) {
             p2[((gi25 * 50) + gj26)] = sh[((i23 * 36) + j24)];
         }
     }
@@ -163,6 +166,7 @@ kernel void matmul_0(
 
 // fuses reshape %5, mul %28, slice %31, cross_entropy_bwd %32 (loss.0)
 // threadgroup 128×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void cross_entropy_bwd_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -170,42 +174,44 @@ kernel void cross_entropy_bwd_0(
         const device float* p3 [[buffer(3)]],
         device float* p4 [[buffer(4)]],
         uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup int sh8[4];
     const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = int(lane);
+    const int sg3 = int(sg);
     int cnt4 = 0;
     for (int i5 = lid1; i5 < 4; i5 += 128) {
         const int t6 = p0[i5];
         cnt4 += (((t6 >= 0) && (t6 < 50)) ? 1 : 0);
     }
     const int s7 = simd_sum(cnt4);
-    if ((l32_2 == 0)) {
+    if (l32_2 == 0) {
         sh8[sg3] = s7;
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     int acc9 = sh8[0];
     for (int s10 = 1; s10 < 4; s10 += 1) {
         acc9 += sh8[s10];
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     const float t11 = p1[0];
     const float t12 = p2[0];
     const float t13 = (t11 * t12);
     const float scale14 = (t13 / float(acc9));
-    const int row15 = ((int(gid.x) * 4) + (lid1 / 32));
+    const int row15 = ((int(gid.x) * 4) + sg3);
     const int t16 = p0[row15];
-    if (((t16 >= 0) && (t16 < 50))) {
+    if ((t16 >= 0) && (t16 < 50)) {
         float reg17[2];
         float m18 = (-INFINITY);
         float s19 = 0.0f;
         for (int k20 = 0; k20 < 2; k20 += 1) {
             const int j21 = (l32_2 + (k20 * 32));
-            if ((j21 < 50)) {
+            if (j21 < 50) {
                 const float t22 = p3[((row15 * 50) + j21)];
                 reg17[k20] = t22;
-                if ((t22 > m18)) {
+                if (t22 > m18) {
                     s19 = ((s19 * exp((m18 - t22))) + 1.0f);
                     m18 = t22;
                 } else {
@@ -218,14 +224,14 @@ kernel void cross_entropy_bwd_0(
         const float inv25 = (1.0f / S24);
         for (int k26 = 0; k26 < 2; k26 += 1) {
             const int j27 = (l32_2 + (k26 * 32));
-            if ((j27 < 50)) {
+            if (j27 < 50) {
                 p4[((row15 * 50) + j27)] = (((exp((reg17[k26] - M23)) * inv25) - ((j27 == t16) ? 1.0f : 0.0f)) * scale14);
             }
         }
     } else {
         for (int k28 = 0; k28 < 2; k28 += 1) {
             const int j29 = (l32_2 + (k28 * 32));
-            if ((j29 < 50)) {
+            if (j29 < 50) {
                 p4[((row15 * 50) + j29)] = 0.0f;
             }
         }
@@ -237,6 +243,7 @@ kernel void cross_entropy_bwd_0(
 // part 1 (cross_entropy): fuses reshape %5, slice %31, cross_entropy %34 (loss.0)
 // part 2 (matmul): fuses reshape %4, slice %36, matmul %37 (loss.1)
 // threadgroup 128×1×1, grid 5×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_cross_entropy_x3_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -248,11 +255,12 @@ kernel void matmul_cross_entropy_x3_0(
         device float* p7 [[buffer(7)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
+        uint lane [[thread_index_in_simdgroup]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[2304];
-    threadgroup float sh18[4];
-    threadgroup int sh22[4];
-    if ((int(gid.x) < 2)) {
+    threadgroup float sh17[4];
+    threadgroup int sh21[4];
+    if (int(gid.x) < 2) {
         const int h0 = (int(gid.x) - 0);
         const int m01 = (h0 * 32);
         const int n02 = ((h0 % 1) * 32);
@@ -271,7 +279,7 @@ kernel void matmul_cross_entropy_x3_0(
                 const int i10 = (l8 % 32);
                 const int gi11 = (m01 + i10);
                 const int gk12 = (k0 + k9);
-                if (((gi11 < 50) && (gk12 < 4))) {
+                if ((gi11 < 50) && (gk12 < 4)) {
                     const float t13 = p0[((gk12 * 50) + gi11)];
                     sh[((k9 * 36) + i10)] = t13;
                 } else {
@@ -284,14 +292,14 @@ kernel void matmul_cross_entropy_x3_0(
                 const int i17 = (l15 % 32);
                 const int gi18 = (n02 + i17);
                 const int gk19 = (k0 + k16);
-                if (((gi18 < 16) && (gk19 < 4))) {
+                if ((gi18 < 16) && (gk19 < 4)) {
                     const float t20 = p1[((gk19 * 16) + gi18)];
                     sh[(((k16 * 36) + i17) + 1152)] = t20;
                 } else {
                     sh[(((k16 * 36) + i17) + 1152)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 32; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 36) + sr5), 36, ulong2(0, 0), true);
@@ -306,79 +314,78 @@ kernel void matmul_cross_entropy_x3_0(
                 simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
                 simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 36) + sc6), 36);
         simdgroup_store(acc0_1, sh + ((sr5 * 36) + (sc6 + 8)), 36);
         simdgroup_store(acc1_0, sh + (((sr5 + 8) * 36) + sc6), 36);
         simdgroup_store(acc1_1, sh + (((sr5 + 8) * 36) + (sc6 + 8)), 36);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s21 = 0; s21 < 8; s21 += 1) {
             const int l22 = ((s21 * 128) + ti3);
             const int i23 = (l22 / 32);
             const int j24 = (l22 % 32);
             const int gi25 = (m01 + i23);
             const int gj26 = (n02 + j24);
-            if (((gi25 < 50) && (gj26 < 16))) {
+            if ((gi25 < 50) && (gj26 < 16)) {
                 p2[((gi25 * 16) + gj26)] = sh[((i23 * 36) + j24)];
             }
         }
-    } else if ((int(gid.x) < 3)) {
+    } else if (int(gid.x) < 3) {
         const int h1 = (int(gid.x) - 2);
         const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
-        const int team4 = (lid1 / 32);
-        float loss5 = 0.0f;
-        int cnt6 = 0;
-        for (int row7 = team4; row7 < 4; row7 += 4) {
-            const int t8 = p3[row7];
-            if (((t8 >= 0) && (t8 < 50))) {
-                float m9 = (-INFINITY);
-                float s10 = 0.0f;
-                for (int k11 = 0; k11 < 2; k11 += 1) {
-                    const int j12 = (l32_2 + (k11 * 32));
-                    if ((j12 < 50)) {
-                        const float t13 = p4[((row7 * 50) + j12)];
-                        if ((t13 > m9)) {
-                            s10 = ((s10 * exp((m9 - t13))) + 1.0f);
-                            m9 = t13;
+        const int l32_2 = int(lane);
+        const int sg3 = int(sg);
+        float loss4 = 0.0f;
+        int cnt5 = 0;
+        for (int row6 = sg3; row6 < 4; row6 += 4) {
+            const int t7 = p3[row6];
+            if ((t7 >= 0) && (t7 < 50)) {
+                float m8 = (-INFINITY);
+                float s9 = 0.0f;
+                for (int k10 = 0; k10 < 2; k10 += 1) {
+                    const int j11 = (l32_2 + (k10 * 32));
+                    if (j11 < 50) {
+                        const float t12 = p4[((row6 * 50) + j11)];
+                        if (t12 > m8) {
+                            s9 = ((s9 * exp((m8 - t12))) + 1.0f);
+                            m8 = t12;
                         } else {
-                            s10 += ((t13 == m9) ? 1.0f : exp((t13 - m9)));
+                            s9 += ((t12 == m8) ? 1.0f : exp((t12 - m8)));
                         }
                     }
                 }
-                const float M14 = simd_max(m9);
-                const float S15 = simd_sum(((m9 == M14) ? s10 : (s10 * exp((m9 - M14)))));
-                const float t16 = p4[((row7 * 50) + t8)];
-                loss5 += ((M14 - t16) + log(S15));
-                cnt6 += 1;
+                const float M13 = simd_max(m8);
+                const float S14 = simd_sum(((m8 == M13) ? s9 : (s9 * exp((m8 - M13)))));
+                const float t15 = p4[((row6 * 50) + t7)];
+                loss4 += ((M13 - t15) + log(S14));
+                cnt5 += 1;
             }
         }
-        const float s17 = simd_sum(((l32_2 == 0) ? loss5 : 0.0f));
-        if ((l32_2 == 0)) {
-            sh18[sg3] = s17;
+        const float s16 = simd_sum(((l32_2 == 0) ? loss4 : 0.0f));
+        if (l32_2 == 0) {
+            sh17[sg3] = s16;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        float acc19 = sh18[0];
-        for (int s20 = 1; s20 < 4; s20 += 1) {
-            acc19 += sh18[s20];
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+        float acc18 = sh17[0];
+        for (int s19 = 1; s19 < 4; s19 += 1) {
+            acc18 += sh17[s19];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        const int s21 = simd_sum(((l32_2 == 0) ? cnt6 : 0));
-        if ((l32_2 == 0)) {
-            sh22[sg3] = s21;
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+        const int s20 = simd_sum(((l32_2 == 0) ? cnt5 : 0));
+        if (l32_2 == 0) {
+            sh21[sg3] = s20;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        int acc23 = sh22[0];
-        for (int s24 = 1; s24 < 4; s24 += 1) {
-            acc23 += sh22[s24];
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+        int acc22 = sh21[0];
+        for (int s23 = 1; s23 < 4; s23 += 1) {
+            acc22 += sh21[s23];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((lid1 == 0)) {
-            p5[0] = ((acc23 > 0) ? (acc19 / float(acc23)) : 0.0f);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+        if (lid1 == 0) {
+            p5[0] = ((acc22 > 0) ? (acc18 / float(acc22)) : 0.0f);
         }
-    } else if ((int(gid.x) < 5)) {
+    } else if (int(gid.x) < 5) {
         const int h2 = (int(gid.x) - 3);
         const int m01 = ((h2 / 2) * 32);
         const int n02 = (h2 * 32);
@@ -397,7 +404,7 @@ kernel void matmul_cross_entropy_x3_0(
                 const int k10 = (l8 % 32);
                 const int gi11 = (m01 + i9);
                 const int gk12 = (k0 + k10);
-                if (((gi11 < 4) && (gk12 < 16))) {
+                if ((gi11 < 4) && (gk12 < 16)) {
                     const float t13 = p1[(((gi11 + 4) * 16) + gk12)];
                     sh[((i9 * 36) + k10)] = t13;
                 } else {
@@ -410,14 +417,14 @@ kernel void matmul_cross_entropy_x3_0(
                 const int k17 = (l15 % 32);
                 const int gi18 = (n02 + i16);
                 const int gk19 = (k0 + k17);
-                if (((gi18 < 50) && (gk19 < 16))) {
+                if ((gi18 < 50) && (gk19 < 16)) {
                     const float t20 = p6[((gi18 * 16) + gk19)];
                     sh[(((i16 * 36) + k17) + 1152)] = t20;
                 } else {
                     sh[(((i16 * 36) + k17) + 1152)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 32; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr5 * 36) + kk), 36);
@@ -432,20 +439,20 @@ kernel void matmul_cross_entropy_x3_0(
                 simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
                 simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 36) + sc6), 36);
         simdgroup_store(acc0_1, sh + ((sr5 * 36) + (sc6 + 8)), 36);
         simdgroup_store(acc1_0, sh + (((sr5 + 8) * 36) + sc6), 36);
         simdgroup_store(acc1_1, sh + (((sr5 + 8) * 36) + (sc6 + 8)), 36);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s21 = 0; s21 < 8; s21 += 1) {
             const int l22 = ((s21 * 128) + ti3);
             const int i23 = (l22 / 32);
             const int j24 = (l22 % 32);
             const int gi25 = (m01 + i23);
             const int gj26 = (n02 + j24);
-            if (((gi25 < 4) && (gj26 < 50))) {
+            if ((gi25 < 4) && (gj26 < 50)) {
                 p7[((gi25 * 50) + gj26)] = sh[((i23 * 36) + j24)];
             }
         }
@@ -457,6 +464,7 @@ kernel void matmul_cross_entropy_x3_0(
 // part 1 (cross_entropy): fuses reshape %5, slice %38, cross_entropy %41 (loss.1)
 // part 2 (matmul): fuses reshape %4, slice %44, matmul %45 (loss.2)
 // threadgroup 128×1×1, grid 4×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void cross_entropy_bwd_cross_entropy_x3_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -469,47 +477,48 @@ kernel void cross_entropy_bwd_cross_entropy_x3_0(
         device float* p8 [[buffer(8)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
+        uint lane [[thread_index_in_simdgroup]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup int sh8[4];
-    threadgroup float sh18[4];
-    threadgroup int sh22[4];
+    threadgroup float sh17[4];
+    threadgroup int sh21[4];
     threadgroup float sh[2304];
-    if ((int(gid.x) < 1)) {
+    if (int(gid.x) < 1) {
         const int h0 = (int(gid.x) - 0);
         const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = int(lane);
+        const int sg3 = int(sg);
         int cnt4 = 0;
         for (int i5 = lid1; i5 < 4; i5 += 128) {
             const int t6 = p0[(i5 + 4)];
             cnt4 += (((t6 >= 0) && (t6 < 50)) ? 1 : 0);
         }
         const int s7 = simd_sum(cnt4);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh8[sg3] = s7;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         int acc9 = sh8[0];
         for (int s10 = 1; s10 < 4; s10 += 1) {
             acc9 += sh8[s10];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         const float t11 = p1[0];
         const float t12 = p2[0];
         const float t13 = (t11 * t12);
         const float scale14 = (t13 / float(acc9));
-        const int row15 = ((h0 * 4) + (lid1 / 32));
+        const int row15 = ((h0 * 4) + sg3);
         const int t16 = p0[(row15 + 4)];
-        if (((t16 >= 0) && (t16 < 50))) {
+        if ((t16 >= 0) && (t16 < 50)) {
             float reg17[2];
             float m18 = (-INFINITY);
             float s19 = 0.0f;
             for (int k20 = 0; k20 < 2; k20 += 1) {
                 const int j21 = (l32_2 + (k20 * 32));
-                if ((j21 < 50)) {
+                if (j21 < 50) {
                     const float t22 = p3[((row15 * 50) + j21)];
                     reg17[k20] = t22;
-                    if ((t22 > m18)) {
+                    if (t22 > m18) {
                         s19 = ((s19 * exp((m18 - t22))) + 1.0f);
                         m18 = t22;
                     } else {
@@ -522,74 +531,73 @@ kernel void cross_entropy_bwd_cross_entropy_x3_0(
             const float inv25 = (1.0f / S24);
             for (int k26 = 0; k26 < 2; k26 += 1) {
                 const int j27 = (l32_2 + (k26 * 32));
-                if ((j27 < 50)) {
+                if (j27 < 50) {
                     p4[((row15 * 50) + j27)] = (((exp((reg17[k26] - M23)) * inv25) - ((j27 == t16) ? 1.0f : 0.0f)) * scale14);
                 }
             }
         } else {
             for (int k28 = 0; k28 < 2; k28 += 1) {
                 const int j29 = (l32_2 + (k28 * 32));
-                if ((j29 < 50)) {
+                if (j29 < 50) {
                     p4[((row15 * 50) + j29)] = 0.0f;
                 }
             }
         }
-    } else if ((int(gid.x) < 2)) {
+    } else if (int(gid.x) < 2) {
         const int h1 = (int(gid.x) - 1);
         const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
-        const int team4 = (lid1 / 32);
-        float loss5 = 0.0f;
-        int cnt6 = 0;
-        for (int row7 = team4; row7 < 4; row7 += 4) {
-            const int t8 = p0[(row7 + 4)];
-            if (((t8 >= 0) && (t8 < 50))) {
-                float m9 = (-INFINITY);
-                float s10 = 0.0f;
-                for (int k11 = 0; k11 < 2; k11 += 1) {
-                    const int j12 = (l32_2 + (k11 * 32));
-                    if ((j12 < 50)) {
-                        const float t13 = p3[((row7 * 50) + j12)];
-                        if ((t13 > m9)) {
-                            s10 = ((s10 * exp((m9 - t13))) + 1.0f);
-                            m9 = t13;
+        const int l32_2 = int(lane);
+        const int sg3 = int(sg);
+        float loss4 = 0.0f;
+        int cnt5 = 0;
+        for (int row6 = sg3; row6 < 4; row6 += 4) {
+            const int t7 = p0[(row6 + 4)];
+            if ((t7 >= 0) && (t7 < 50)) {
+                float m8 = (-INFINITY);
+                float s9 = 0.0f;
+                for (int k10 = 0; k10 < 2; k10 += 1) {
+                    const int j11 = (l32_2 + (k10 * 32));
+                    if (j11 < 50) {
+                        const float t12 = p3[((row6 * 50) + j11)];
+                        if (t12 > m8) {
+                            s9 = ((s9 * exp((m8 - t12))) + 1.0f);
+                            m8 = t12;
                         } else {
-                            s10 += ((t13 == m9) ? 1.0f : exp((t13 - m9)));
+                            s9 += ((t12 == m8) ? 1.0f : exp((t12 - m8)));
                         }
                     }
                 }
-                const float M14 = simd_max(m9);
-                const float S15 = simd_sum(((m9 == M14) ? s10 : (s10 * exp((m9 - M14)))));
-                const float t16 = p3[((row7 * 50) + t8)];
-                loss5 += ((M14 - t16) + log(S15));
-                cnt6 += 1;
+                const float M13 = simd_max(m8);
+                const float S14 = simd_sum(((m8 == M13) ? s9 : (s9 * exp((m8 - M13)))));
+                const float t15 = p3[((row6 * 50) + t7)];
+                loss4 += ((M13 - t15) + log(S14));
+                cnt5 += 1;
             }
         }
-        const float s17 = simd_sum(((l32_2 == 0) ? loss5 : 0.0f));
-        if ((l32_2 == 0)) {
-            sh18[sg3] = s17;
+        const float s16 = simd_sum(((l32_2 == 0) ? loss4 : 0.0f));
+        if (l32_2 == 0) {
+            sh17[sg3] = s16;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        float acc19 = sh18[0];
-        for (int s20 = 1; s20 < 4; s20 += 1) {
-            acc19 += sh18[s20];
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+        float acc18 = sh17[0];
+        for (int s19 = 1; s19 < 4; s19 += 1) {
+            acc18 += sh17[s19];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        const int s21 = simd_sum(((l32_2 == 0) ? cnt6 : 0));
-        if ((l32_2 == 0)) {
-            sh22[sg3] = s21;
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+        const int s20 = simd_sum(((l32_2 == 0) ? cnt5 : 0));
+        if (l32_2 == 0) {
+            sh21[sg3] = s20;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        int acc23 = sh22[0];
-        for (int s24 = 1; s24 < 4; s24 += 1) {
-            acc23 += sh22[s24];
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+        int acc22 = sh21[0];
+        for (int s23 = 1; s23 < 4; s23 += 1) {
+            acc22 += sh21[s23];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((lid1 == 0)) {
-            p5[0] = ((acc23 > 0) ? (acc19 / float(acc23)) : 0.0f);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+        if (lid1 == 0) {
+            p5[0] = ((acc22 > 0) ? (acc18 / float(acc22)) : 0.0f);
         }
-    } else if ((int(gid.x) < 4)) {
+    } else if (int(gid.x) < 4) {
         const int h2 = (int(gid.x) - 2);
         const int m01 = ((h2 / 2) * 32);
         const int n02 = (h2 * 32);
@@ -608,7 +616,7 @@ kernel void cross_entropy_bwd_cross_entropy_x3_0(
                 const int k10 = (l8 % 32);
                 const int gi11 = (m01 + i9);
                 const int gk12 = (k0 + k10);
-                if (((gi11 < 2) && (gk12 < 16))) {
+                if ((gi11 < 2) && (gk12 < 16)) {
                     const float t13 = p6[(((gi11 + 8) * 16) + gk12)];
                     sh[((i9 * 36) + k10)] = t13;
                 } else {
@@ -621,14 +629,14 @@ kernel void cross_entropy_bwd_cross_entropy_x3_0(
                 const int k17 = (l15 % 32);
                 const int gi18 = (n02 + i16);
                 const int gk19 = (k0 + k17);
-                if (((gi18 < 50) && (gk19 < 16))) {
+                if ((gi18 < 50) && (gk19 < 16)) {
                     const float t20 = p7[((gi18 * 16) + gk19)];
                     sh[(((i16 * 36) + k17) + 1152)] = t20;
                 } else {
                     sh[(((i16 * 36) + k17) + 1152)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 32; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr5 * 36) + kk), 36);
@@ -643,20 +651,20 @@ kernel void cross_entropy_bwd_cross_entropy_x3_0(
                 simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
                 simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 36) + sc6), 36);
         simdgroup_store(acc0_1, sh + ((sr5 * 36) + (sc6 + 8)), 36);
         simdgroup_store(acc1_0, sh + (((sr5 + 8) * 36) + sc6), 36);
         simdgroup_store(acc1_1, sh + (((sr5 + 8) * 36) + (sc6 + 8)), 36);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s21 = 0; s21 < 8; s21 += 1) {
             const int l22 = ((s21 * 128) + ti3);
             const int i23 = (l22 / 32);
             const int j24 = (l22 % 32);
             const int gi25 = (m01 + i23);
             const int gj26 = (n02 + j24);
-            if (((gi25 < 2) && (gj26 < 50))) {
+            if ((gi25 < 2) && (gj26 < 50)) {
                 p8[((gi25 * 50) + gj26)] = sh[((i23 * 36) + j24)];
             }
         }
@@ -667,6 +675,7 @@ kernel void cross_entropy_bwd_cross_entropy_x3_0(
 // part 0 (cross_entropy_bwd): fuses reshape %5, mul %26, slice %46, cross_entropy_bwd %47 (loss.2)
 // part 1 (cross_entropy): fuses reshape %5, slice %46, cross_entropy %51 (loss.2)
 // threadgroup 64×1×1, grid 2×1×1 threadgroups
+[[max_total_threads_per_threadgroup(64)]]
 kernel void cross_entropy_bwd_cross_entropy_x2_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -675,46 +684,48 @@ kernel void cross_entropy_bwd_cross_entropy_x2_0(
         device float* p4 [[buffer(4)]],
         device float* p5 [[buffer(5)]],
         uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup int sh8[2];
-    threadgroup float sh18[2];
-    threadgroup int sh22[2];
-    if ((int(gid.x) < 1)) {
+    threadgroup float sh17[2];
+    threadgroup int sh21[2];
+    if (int(gid.x) < 1) {
         const int h0 = (int(gid.x) - 0);
         const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = int(lane);
+        const int sg3 = int(sg);
         int cnt4 = 0;
         for (int i5 = lid1; i5 < 2; i5 += 64) {
             const int t6 = p0[(i5 + 8)];
             cnt4 += (((t6 >= 0) && (t6 < 50)) ? 1 : 0);
         }
         const int s7 = simd_sum(cnt4);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh8[sg3] = s7;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         int acc9 = sh8[0];
         for (int s10 = 1; s10 < 2; s10 += 1) {
             acc9 += sh8[s10];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         const float t11 = p1[0];
         const float t12 = p2[0];
         const float t13 = (t11 * t12);
         const float scale14 = (t13 / float(acc9));
-        const int row15 = ((h0 * 2) + (lid1 / 32));
+        const int row15 = ((h0 * 2) + sg3);
         const int t16 = p0[(row15 + 8)];
-        if (((t16 >= 0) && (t16 < 50))) {
+        if ((t16 >= 0) && (t16 < 50)) {
             float reg17[2];
             float m18 = (-INFINITY);
             float s19 = 0.0f;
             for (int k20 = 0; k20 < 2; k20 += 1) {
                 const int j21 = (l32_2 + (k20 * 32));
-                if ((j21 < 50)) {
+                if (j21 < 50) {
                     const float t22 = p3[((row15 * 50) + j21)];
                     reg17[k20] = t22;
-                    if ((t22 > m18)) {
+                    if (t22 > m18) {
                         s19 = ((s19 * exp((m18 - t22))) + 1.0f);
                         m18 = t22;
                     } else {
@@ -727,72 +738,71 @@ kernel void cross_entropy_bwd_cross_entropy_x2_0(
             const float inv25 = (1.0f / S24);
             for (int k26 = 0; k26 < 2; k26 += 1) {
                 const int j27 = (l32_2 + (k26 * 32));
-                if ((j27 < 50)) {
+                if (j27 < 50) {
                     p4[((row15 * 50) + j27)] = (((exp((reg17[k26] - M23)) * inv25) - ((j27 == t16) ? 1.0f : 0.0f)) * scale14);
                 }
             }
         } else {
             for (int k28 = 0; k28 < 2; k28 += 1) {
                 const int j29 = (l32_2 + (k28 * 32));
-                if ((j29 < 50)) {
+                if (j29 < 50) {
                     p4[((row15 * 50) + j29)] = 0.0f;
                 }
             }
         }
-    } else if ((int(gid.x) < 2)) {
+    } else if (int(gid.x) < 2) {
         const int h1 = (int(gid.x) - 1);
         const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
-        const int team4 = (lid1 / 32);
-        float loss5 = 0.0f;
-        int cnt6 = 0;
-        for (int row7 = team4; row7 < 2; row7 += 2) {
-            const int t8 = p0[(row7 + 8)];
-            if (((t8 >= 0) && (t8 < 50))) {
-                float m9 = (-INFINITY);
-                float s10 = 0.0f;
-                for (int k11 = 0; k11 < 2; k11 += 1) {
-                    const int j12 = (l32_2 + (k11 * 32));
-                    if ((j12 < 50)) {
-                        const float t13 = p3[((row7 * 50) + j12)];
-                        if ((t13 > m9)) {
-                            s10 = ((s10 * exp((m9 - t13))) + 1.0f);
-                            m9 = t13;
+        const int l32_2 = int(lane);
+        const int sg3 = int(sg);
+        float loss4 = 0.0f;
+        int cnt5 = 0;
+        for (int row6 = sg3; row6 < 2; row6 += 2) {
+            const int t7 = p0[(row6 + 8)];
+            if ((t7 >= 0) && (t7 < 50)) {
+                float m8 = (-INFINITY);
+                float s9 = 0.0f;
+                for (int k10 = 0; k10 < 2; k10 += 1) {
+                    const int j11 = (l32_2 + (k10 * 32));
+                    if (j11 < 50) {
+                        const float t12 = p3[((row6 * 50) + j11)];
+                        if (t12 > m8) {
+                            s9 = ((s9 * exp((m8 - t12))) + 1.0f);
+                            m8 = t12;
                         } else {
-                            s10 += ((t13 == m9) ? 1.0f : exp((t13 - m9)));
+                            s9 += ((t12 == m8) ? 1.0f : exp((t12 - m8)));
                         }
                     }
                 }
-                const float M14 = simd_max(m9);
-                const float S15 = simd_sum(((m9 == M14) ? s10 : (s10 * exp((m9 - M14)))));
-                const float t16 = p3[((row7 * 50) + t8)];
-                loss5 += ((M14 - t16) + log(S15));
-                cnt6 += 1;
+                const float M13 = simd_max(m8);
+                const float S14 = simd_sum(((m8 == M13) ? s9 : (s9 * exp((m8 - M13)))));
+                const float t15 = p3[((row6 * 50) + t7)];
+                loss4 += ((M13 - t15) + log(S14));
+                cnt5 += 1;
             }
         }
-        const float s17 = simd_sum(((l32_2 == 0) ? loss5 : 0.0f));
-        if ((l32_2 == 0)) {
-            sh18[sg3] = s17;
+        const float s16 = simd_sum(((l32_2 == 0) ? loss4 : 0.0f));
+        if (l32_2 == 0) {
+            sh17[sg3] = s16;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        float acc19 = sh18[0];
-        for (int s20 = 1; s20 < 2; s20 += 1) {
-            acc19 += sh18[s20];
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+        float acc18 = sh17[0];
+        for (int s19 = 1; s19 < 2; s19 += 1) {
+            acc18 += sh17[s19];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        const int s21 = simd_sum(((l32_2 == 0) ? cnt6 : 0));
-        if ((l32_2 == 0)) {
-            sh22[sg3] = s21;
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+        const int s20 = simd_sum(((l32_2 == 0) ? cnt5 : 0));
+        if (l32_2 == 0) {
+            sh21[sg3] = s20;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        int acc23 = sh22[0];
-        for (int s24 = 1; s24 < 2; s24 += 1) {
-            acc23 += sh22[s24];
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+        int acc22 = sh21[0];
+        for (int s23 = 1; s23 < 2; s23 += 1) {
+            acc22 += sh21[s23];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((lid1 == 0)) {
-            p5[0] = ((acc23 > 0) ? (acc19 / float(acc23)) : 0.0f);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+        if (lid1 == 0) {
+            p5[0] = ((acc22 > 0) ? (acc18 / float(acc22)) : 0.0f);
         }
     }
 }
@@ -803,6 +813,7 @@ kernel void cross_entropy_bwd_cross_entropy_x2_0(
 // part 1 (div_add_mul): fuses mul %35, mul %42, add %43, mul %52, add %53, div %54 (loss.2)
 // part 2 (const): fuses const %55
 // threadgroup 128×1×1, grid 6×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_div_add_mul_x3_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -822,7 +833,7 @@ kernel void matmul_div_add_mul_x3_0(
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[2304];
-    if ((int(gid.x) < 2)) {
+    if (int(gid.x) < 2) {
         const int h0 = (int(gid.x) - 0);
         const int m01 = (h0 * 32);
         const int n02 = ((h0 % 1) * 32);
@@ -841,7 +852,7 @@ kernel void matmul_div_add_mul_x3_0(
                 const int i10 = (l8 % 32);
                 const int gi11 = (m01 + i10);
                 const int gk12 = (k0 + k9);
-                if (((gi11 < 50) && (gk12 < 2))) {
+                if ((gi11 < 50) && (gk12 < 2)) {
                     const float t13 = p0[((gk12 * 50) + gi11)];
                     sh[((k9 * 36) + i10)] = t13;
                 } else {
@@ -854,14 +865,14 @@ kernel void matmul_div_add_mul_x3_0(
                 const int i17 = (l15 % 32);
                 const int gi18 = (n02 + i17);
                 const int gk19 = (k0 + k16);
-                if (((gi18 < 16) && (gk19 < 2))) {
+                if ((gi18 < 16) && (gk19 < 2)) {
                     const float t20 = p1[(((gk19 + 8) * 16) + gi18)];
                     sh[(((k16 * 36) + i17) + 1152)] = t20;
                 } else {
                     sh[(((k16 * 36) + i17) + 1152)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 32; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 36) + sr5), 36, ulong2(0, 0), true);
@@ -876,7 +887,7 @@ kernel void matmul_div_add_mul_x3_0(
                 simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
                 simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         for (int k0 = 0; k0 < 4; k0 += 32) {
             for (int s21 = 0; s21 < 8; s21 += 1) {
@@ -885,7 +896,7 @@ kernel void matmul_div_add_mul_x3_0(
                 const int i24 = (l22 % 32);
                 const int gi25 = (m01 + i24);
                 const int gk26 = (k0 + k23);
-                if (((gi25 < 50) && (gk26 < 4))) {
+                if ((gi25 < 50) && (gk26 < 4)) {
                     const float t27 = p2[((gk26 * 50) + gi25)];
                     sh[((k23 * 36) + i24)] = t27;
                 } else {
@@ -898,14 +909,14 @@ kernel void matmul_div_add_mul_x3_0(
                 const int i31 = (l29 % 32);
                 const int gi32 = (n02 + i31);
                 const int gk33 = (k0 + k30);
-                if (((gi32 < 16) && (gk33 < 4))) {
+                if ((gi32 < 16) && (gk33 < 4)) {
                     const float t34 = p1[(((gk33 + 4) * 16) + gi32)];
                     sh[(((k30 * 36) + i31) + 1152)] = t34;
                 } else {
                     sh[(((k30 * 36) + i31) + 1152)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 32; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 36) + sr5), 36, ulong2(0, 0), true);
@@ -920,30 +931,30 @@ kernel void matmul_div_add_mul_x3_0(
                 simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
                 simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 36) + sc6), 36);
         simdgroup_store(acc0_1, sh + ((sr5 * 36) + (sc6 + 8)), 36);
         simdgroup_store(acc1_0, sh + (((sr5 + 8) * 36) + sc6), 36);
         simdgroup_store(acc1_1, sh + (((sr5 + 8) * 36) + (sc6 + 8)), 36);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s35 = 0; s35 < 8; s35 += 1) {
             const int l36 = ((s35 * 128) + ti3);
             const int i37 = (l36 / 32);
             const int j38 = (l36 % 32);
             const int gi39 = (m01 + i37);
             const int gj40 = (n02 + j38);
-            if (((gi39 < 50) && (gj40 < 16))) {
+            if ((gi39 < 50) && (gj40 < 16)) {
                 const float acc41 = sh[((i37 * 36) + j38)];
                 const float t42 = p3[((gi39 * 16) + gj40)];
                 const float t43 = (acc41 + t42);
                 p4[((gi39 * 16) + gj40)] = t43;
             }
         }
-    } else if ((int(gid.x) < 4)) {
+    } else if (int(gid.x) < 4) {
         const int h1 = (int(gid.x) - 2);
         const int i1 = ((h1 * 128) + int(lid.x));
-        if ((i1 >= 1)) {
+        if (i1 >= 1) {
             return;
         }
         const float t2 = p5[i1];
@@ -960,10 +971,10 @@ kernel void matmul_div_add_mul_x3_0(
         const float t13 = p11[i1];
         const float t14 = (t12 / t13);
         p12[i1] = t14;
-    } else if ((int(gid.x) < 6)) {
+    } else if (int(gid.x) < 6) {
         const int h2 = (int(gid.x) - 4);
         const int i1 = ((h2 * 128) + int(lid.x));
-        if ((i1 >= 1)) {
+        if (i1 >= 1) {
             return;
         }
         p13[i1] = 0.0f;
@@ -972,36 +983,39 @@ kernel void matmul_div_add_mul_x3_0(
 
 // fuses reshape %56, square %57, reduce_sum %58, sqrt %59 (optimizer)
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void reduce_sum_1(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh11[8];
     const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = int(lane);
+    const int sg3 = int(sg);
     const int row4 = int(gid.x);
     float acc5 = 0.0f;
     for (int k6 = 0; k6 < 4; k6 += 1) {
         const int j7 = (lid1 + (k6 * 256));
-        if ((j7 < 800)) {
+        if (j7 < 800) {
             const float t8 = p0[j7];
             const float t9 = (t8 * t8);
             acc5 += t9;
         }
     }
     const float s10 = simd_sum(acc5);
-    if ((l32_2 == 0)) {
+    if (l32_2 == 0) {
         sh11[sg3] = s10;
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     float acc12 = sh11[0];
     for (int s13 = 1; s13 < 8; s13 += 1) {
         acc12 += sh11[s13];
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if ((lid1 == 0)) {
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    if (lid1 == 0) {
         const float t14 = sqrt(acc12);
         p1[row4] = t14;
     }
@@ -1009,6 +1023,7 @@ kernel void reduce_sum_1(
 
 // fuses const %60, const %61, div %62, min %63, broadcast %64, mul %65, adamw %70 (optimizer)
 // threadgroup 256×1×1, grid 4×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_min_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -1019,7 +1034,7 @@ kernel void adamw_mul_min_0(
         device float* p6 [[buffer(6)]],
         uint3 tid [[thread_position_in_grid]]) {
     const int i1 = int(tid.x);
-    if ((i1 >= 800)) {
+    if (i1 >= 800) {
         return;
     }
     const float t4 = p0[i1];

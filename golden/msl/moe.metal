@@ -4,6 +4,7 @@ using namespace metal;
 
 // fuses rmsnorm %5 (moe.0)
 // threadgroup 32×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(32)]]
 kernel void rmsnorm_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -12,7 +13,7 @@ kernel void rmsnorm_0(
         uint3 gid [[threadgroup_position_in_grid]]) {
     const int lid1 = int(lid.x);
     const int row4 = ((int(gid.x) * 32) + lid1);
-    if ((row4 >= 16)) {
+    if (row4 >= 16) {
         return;
     }
     const int c5 = (row4 / 8);
@@ -33,6 +34,7 @@ kernel void rmsnorm_0(
 
 // fuses reshape %6, matmul %7 (moe.0)
 // threadgroup 128×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -58,7 +60,7 @@ kernel void matmul_0(
             const int k10 = (l8 % 32);
             const int gi11 = (m01 + i9);
             const int gk12 = (k0 + k10);
-            if (((gi11 < 16) && (gk12 < 16))) {
+            if ((gi11 < 16) && (gk12 < 16)) {
                 const float t13 = p0[((gi11 * 16) + gk12)];
                 sh[((i9 * 36) + k10)] = t13;
             } else {
@@ -71,14 +73,14 @@ kernel void matmul_0(
             const int k17 = (l15 % 32);
             const int gi18 = (n02 + i16);
             const int gk19 = (k0 + k17);
-            if (((gi18 < 4) && (gk19 < 16))) {
+            if ((gi18 < 4) && (gk19 < 16)) {
                 const float t20 = p1[((gi18 * 16) + gk19)];
                 sh[(((i16 * 36) + k17) + 1152)] = t20;
             } else {
                 sh[(((i16 * 36) + k17) + 1152)] = 0.0f;
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr5 * 36) + kk), 36);
@@ -93,20 +95,20 @@ kernel void matmul_0(
             simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
             simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr5 * 36) + sc6), 36);
     simdgroup_store(acc0_1, sh + ((sr5 * 36) + (sc6 + 8)), 36);
     simdgroup_store(acc1_0, sh + (((sr5 + 8) * 36) + sc6), 36);
     simdgroup_store(acc1_1, sh + (((sr5 + 8) * 36) + (sc6 + 8)), 36);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s21 = 0; s21 < 8; s21 += 1) {
         const int l22 = ((s21 * 128) + ti3);
         const int i23 = (l22 / 32);
         const int j24 = (l22 % 32);
         const int gi25 = (m01 + i23);
         const int gj26 = (n02 + j24);
-        if (((gi25 < 16) && (gj26 < 4))) {
+        if ((gi25 < 16) && (gj26 < 4)) {
             p2[((gi25 * 4) + gj26)] = sh[((i23 * 36) + j24)];
         }
     }
@@ -114,6 +116,7 @@ kernel void matmul_0(
 
 // fuses softmax %8, topk %9, reduce_sum %11, broadcast %12, div %13 (moe.0)
 // threadgroup 32×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(32)]]
 kernel void topk_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -122,7 +125,7 @@ kernel void topk_0(
         device float* p4 [[buffer(4)]],
         uint3 tid [[thread_position_in_grid]]) {
     const int row1 = int(tid.x);
-    if ((row1 >= 16)) {
+    if (row1 >= 16) {
         return;
     }
     float m2 = (-INFINITY);
@@ -150,7 +153,7 @@ kernel void topk_0(
         for (int i18 = 0; i18 < 4; i18 += 1) {
             const float t19 = p0[((row1 * 4) + i18)];
             const float v20 = (exp((t19 - m2)) * inv8);
-            if ((((pi14 < 0) || (((isnan(pv13) && (!isnan(v20))) || (pv13 > v20)) || ((!((isnan(v20) && (!isnan(pv13))) || (v20 > pv13))) && (i18 > pi14)))) && ((bi17 < 0) || ((isnan(v20) && (!isnan(bv16))) || (v20 > bv16))))) {
+            if (((pi14 < 0) || (((isnan(pv13) && (!isnan(v20))) || (pv13 > v20)) || ((!((isnan(v20) && (!isnan(pv13))) || (v20 > pv13))) && (i18 > pi14)))) && ((bi17 < 0) || ((isnan(v20) && (!isnan(bv16))) || (v20 > bv16)))) {
                 bv16 = v20;
                 bi17 = i18;
             }
@@ -170,6 +173,7 @@ kernel void topk_0(
 
 // fuses moe_route %14 (moe.0)
 // threadgroup 32×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(32)]]
 kernel void moe_route_0(
         device int* p0 [[buffer(0)]],
         const device int* p1 [[buffer(1)]],
@@ -181,13 +185,13 @@ kernel void moe_route_0(
     const int hi5 = min((lo4 + 1), 32);
     int off6 = 0;
     for (int ex7 = 0; ex7 < 4; ex7 += 1) {
-        if ((lid1 == 0)) {
+        if (lid1 == 0) {
             p0[ex7] = off6;
         }
         int c8 = 0;
         for (int i9 = lo4; i9 < hi5; i9 += 1) {
             const int t12 = p1[i9];
-            if ((t12 == ex7)) {
+            if (t12 == ex7) {
                 c8 += 1;
             }
         }
@@ -196,7 +200,7 @@ kernel void moe_route_0(
         int pos15 = (off6 + pre13);
         for (int i16 = lo4; i16 < hi5; i16 += 1) {
             const int t19 = p1[i16];
-            if ((t19 == ex7)) {
+            if (t19 == ex7) {
                 p2[pos15] = (i16 / 2);
                 p3[pos15] = i16;
                 pos15 += 1;
@@ -204,13 +208,14 @@ kernel void moe_route_0(
         }
         off6 += sgt14;
     }
-    if ((lid1 == 0)) {
+    if (lid1 == 0) {
         p0[4] = off6;
     }
 }
 
 // fuses reshape %6, gather %17, grouped_matmul %18 (moe.0)
 // threadgroup 128×1×1, grid 2×1×5 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void grouped_matmul_0(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -222,14 +227,14 @@ kernel void grouped_matmul_0(
         uint sg [[simdgroup_index_in_threadgroup]]) {
     const int ex1 = int(gid.z);
     const int n02 = (int(gid.x) * 32);
-    if ((ex1 == 4)) {
+    if (ex1 == 4) {
         const int t3 = p0[0];
         const int t4 = p0[4];
         for (int s5 = 0; s5 < 8; s5 += 1) {
             const int l6 = ((s5 * 128) + int(lid.x));
             const int r7 = ((int(gid.y) * 32) + (l6 / 32));
             const int j8 = (n02 + (l6 % 32));
-            if (((j8 < 48) && ((r7 < t3) || (r7 >= t4)))) {
+            if ((j8 < 48) && ((r7 < t3) || (r7 >= t4))) {
                 p1[((r7 * 48) + j8)] = 0.0f;
             }
         }
@@ -238,7 +243,7 @@ kernel void grouped_matmul_0(
     const int t9 = p0[ex1];
     const int t10 = p0[(ex1 + 1)];
     const int m011 = (t9 + (int(gid.y) * 32));
-    if ((m011 >= t10)) {
+    if (m011 >= t10) {
         return;
     }
     threadgroup float sh[2304];
@@ -257,7 +262,7 @@ kernel void grouped_matmul_0(
             const int k19 = (l17 % 32);
             const int gi20 = (m011 + i18);
             const int gk21 = (k0 + k19);
-            if (((gi20 < t10) && (gk21 < 16))) {
+            if ((gi20 < t10) && (gk21 < 16)) {
                 const int t22 = p2[gi20];
                 const float t23 = p3[((t22 * 16) + gk21)];
                 sh[((i18 * 36) + k19)] = t23;
@@ -271,14 +276,14 @@ kernel void grouped_matmul_0(
             const int k27 = (l25 % 32);
             const int gi28 = (n02 + i26);
             const int gk29 = (k0 + k27);
-            if (((gi28 < 48) && (gk29 < 16))) {
+            if ((gi28 < 48) && (gk29 < 16)) {
                 const float t30 = p4[((((ex1 * 48) + gi28) * 16) + gk29)];
                 sh[(((i26 * 36) + k27) + 1152)] = t30;
             } else {
                 sh[(((i26 * 36) + k27) + 1152)] = 0.0f;
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr14 * 36) + kk), 36);
@@ -293,20 +298,20 @@ kernel void grouped_matmul_0(
             simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
             simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr14 * 36) + sc15), 36);
     simdgroup_store(acc0_1, sh + ((sr14 * 36) + (sc15 + 8)), 36);
     simdgroup_store(acc1_0, sh + (((sr14 + 8) * 36) + sc15), 36);
     simdgroup_store(acc1_1, sh + (((sr14 + 8) * 36) + (sc15 + 8)), 36);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s31 = 0; s31 < 8; s31 += 1) {
         const int l32 = ((s31 * 128) + ti12);
         const int i33 = (l32 / 32);
         const int j34 = (l32 % 32);
         const int gi35 = (m011 + i33);
         const int gj36 = (n02 + j34);
-        if (((gi35 < t10) && (gj36 < 48))) {
+        if ((gi35 < t10) && (gj36 < 48)) {
             p1[((gi35 * 48) + gj36)] = sh[((i33 * 36) + j34)];
         }
     }
@@ -315,6 +320,7 @@ kernel void grouped_matmul_0(
 // fuses slice %19, slice %20, silu %21, mul %22, grouped_matmul %23, reshape %24, gather %25,
 //   reshape %26, broadcast %27, mul %28 (moe.0)
 // threadgroup 128×1×1, grid 1×1×5 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void grouped_matmul_1(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -330,14 +336,14 @@ kernel void grouped_matmul_1(
         uint sg [[simdgroup_index_in_threadgroup]]) {
     const int ex1 = int(gid.z);
     const int n02 = (int(gid.x) * 32);
-    if ((ex1 == 4)) {
+    if (ex1 == 4) {
         const int t3 = p0[0];
         const int t4 = p0[4];
         for (int s5 = 0; s5 < 8; s5 += 1) {
             const int l6 = ((s5 * 128) + int(lid.x));
             const int r7 = ((int(gid.y) * 32) + (l6 / 32));
             const int j8 = (n02 + (l6 % 32));
-            if (((j8 < 16) && ((r7 < t3) || (r7 >= t4)))) {
+            if ((j8 < 16) && ((r7 < t3) || (r7 >= t4))) {
                 const float acc9 = 0.0f;
                 p1[((r7 * 16) + j8)] = acc9;
                 const int t10 = p2[((r7 * 1) + 0)];
@@ -351,7 +357,7 @@ kernel void grouped_matmul_1(
     const int t13 = p0[ex1];
     const int t14 = p0[(ex1 + 1)];
     const int m015 = (t13 + (int(gid.y) * 32));
-    if ((m015 >= t14)) {
+    if (m015 >= t14) {
         return;
     }
     threadgroup float sh[2304];
@@ -370,15 +376,15 @@ kernel void grouped_matmul_1(
             const int k23 = (l21 % 32);
             const int gi24 = (m015 + i22);
             const int gk25 = (k0 + k23);
-            if (((gi24 < t14) && (gk25 < 24))) {
+            if ((gi24 < t14) && (gk25 < 24)) {
                 const float t26 = p5[((gi24 * 48) + gk25)];
                 const float t27 = (t26 / (1.0f + exp((-t26))));
-                if ((n02 == 0)) {
+                if (n02 == 0) {
                     p6[((gi24 * 24) + gk25)] = t27;
                 }
                 const float t28 = p5[((gi24 * 48) + (gk25 + 24))];
                 const float t29 = (t27 * t28);
-                if ((n02 == 0)) {
+                if (n02 == 0) {
                     p7[((gi24 * 24) + gk25)] = t29;
                 }
                 sh[((i22 * 36) + k23)] = t29;
@@ -392,14 +398,14 @@ kernel void grouped_matmul_1(
             const int k33 = (l31 % 32);
             const int gi34 = (n02 + i32);
             const int gk35 = (k0 + k33);
-            if (((gi34 < 16) && (gk35 < 24))) {
+            if ((gi34 < 16) && (gk35 < 24)) {
                 const float t36 = p8[((((ex1 * 16) + gi34) * 24) + gk35)];
                 sh[(((i32 * 36) + k33) + 1152)] = t36;
             } else {
                 sh[(((i32 * 36) + k33) + 1152)] = 0.0f;
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr18 * 36) + kk), 36);
@@ -414,20 +420,20 @@ kernel void grouped_matmul_1(
             simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
             simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr18 * 36) + sc19), 36);
     simdgroup_store(acc0_1, sh + ((sr18 * 36) + (sc19 + 8)), 36);
     simdgroup_store(acc1_0, sh + (((sr18 + 8) * 36) + sc19), 36);
     simdgroup_store(acc1_1, sh + (((sr18 + 8) * 36) + (sc19 + 8)), 36);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s37 = 0; s37 < 8; s37 += 1) {
         const int l38 = ((s37 * 128) + ti16);
         const int i39 = (l38 / 32);
         const int j40 = (l38 % 32);
         const int gi41 = (m015 + i39);
         const int gj42 = (n02 + j40);
-        if (((gi41 < t14) && (gj42 < 16))) {
+        if ((gi41 < t14) && (gj42 < 16)) {
             const float acc43 = sh[((i39 * 36) + j40)];
             p1[((gi41 * 16) + gj42)] = acc43;
             const int t44 = p2[((gi41 * 1) + 0)];
@@ -443,6 +449,7 @@ kernel void grouped_matmul_1(
 // part 1 (reduce_mean): fuses slice %30, one_hot %31, reduce_mean %32 (moe.0)
 // part 2 (reduce_mean): fuses reduce_mean %33 (moe.0)
 // threadgroup 64×1×1, grid 6×1×1 threadgroups
+[[max_total_threads_per_threadgroup(64)]]
 kernel void scatter_add_reduce_mean_x3_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -455,7 +462,7 @@ kernel void scatter_add_reduce_mean_x3_0(
         uint3 gid [[threadgroup_position_in_grid]]) {
     threadgroup float sh9[64];
     threadgroup float sh8[64];
-    if ((int(gid.x) < 4)) {
+    if (int(gid.x) < 4) {
         const int h0 = (int(gid.x) - 0);
         const int t1 = ((h0 * 64) + int(lid.x));
         const int c2 = (t1 % 16);
@@ -463,13 +470,13 @@ kernel void scatter_add_reduce_mean_x3_0(
         float acc5 = 0.0f;
         for (int i4 = 0; i4 < 32; i4 += 1) {
             const int t6 = p0[i4];
-            if ((t6 == lo3)) {
+            if (t6 == lo3) {
                 const float t7 = p1[((i4 * 16) + c2)];
                 acc5 += t7;
             }
         }
         p2[((lo3 * 16) + c2)] = acc5;
-    } else if ((int(gid.x) < 5)) {
+    } else if (int(gid.x) < 5) {
         const int h1 = (int(gid.x) - 4);
         const int lid1 = int(lid.x);
         const int col2 = (lid1 % 4);
@@ -482,14 +489,14 @@ kernel void scatter_add_reduce_mean_x3_0(
             acc5 += t8;
         }
         sh9[lid1] = acc5;
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((part3 == 0)) {
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+        if (part3 == 0) {
             for (int pr10 = 1; pr10 < 16; pr10 += 1) {
                 acc5 += sh9[((pr10 * 4) + col2)];
             }
             p4[o4] = (acc5 / 16.0f);
         }
-    } else if ((int(gid.x) < 6)) {
+    } else if (int(gid.x) < 6) {
         const int h2 = (int(gid.x) - 5);
         const int lid1 = int(lid.x);
         const int col2 = (lid1 % 4);
@@ -501,8 +508,8 @@ kernel void scatter_add_reduce_mean_x3_0(
             acc5 += t7;
         }
         sh8[lid1] = acc5;
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((part3 == 0)) {
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+        if (part3 == 0) {
             for (int pr9 = 1; pr9 < 16; pr9 += 1) {
                 acc5 += sh8[((pr9 * 4) + col2)];
             }
@@ -515,6 +522,7 @@ kernel void scatter_add_reduce_mean_x3_0(
 // part 0 (reduce_sum): fuses mul %34, reduce_sum %35, scale %36 (moe.0)
 // part 1 (add): fuses reshape %37, add %38 (moe.0)
 // threadgroup 32×1×1, grid 9×1×1 threadgroups
+[[max_total_threads_per_threadgroup(32)]]
 kernel void reduce_sum_add_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -524,11 +532,11 @@ kernel void reduce_sum_add_x2_0(
         device float* p5 [[buffer(5)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 1)) {
+    if (int(gid.x) < 1) {
         const int h0 = (int(gid.x) - 0);
         const int lid1 = int(lid.x);
         const int row4 = ((h0 * 32) + lid1);
-        if ((row4 >= 1)) {
+        if (row4 >= 1) {
             return;
         }
         float acc5 = 0.0f;
@@ -540,7 +548,7 @@ kernel void reduce_sum_add_x2_0(
         }
         const float t10 = (acc5 * 0.04f);
         p2[row4] = t10;
-    } else if ((int(gid.x) < 9)) {
+    } else if (int(gid.x) < 9) {
         const int h1 = (int(gid.x) - 1);
         const int i1 = ((h1 * 32) + int(lid.x));
         const float t5 = p3[i1];
@@ -554,6 +562,7 @@ kernel void reduce_sum_add_x2_0(
 // part 0 (reduce_mean): fuses square %39, reduce_mean %40, add %41
 // part 1 (mul_scale): fuses const %42, reshape %43, broadcast %44, scale %45, mul %46
 // threadgroup 32×1×1, grid 9×1×1 threadgroups
+[[max_total_threads_per_threadgroup(32)]]
 kernel void reduce_mean_mul_scale_x2_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -562,7 +571,7 @@ kernel void reduce_mean_mul_scale_x2_0(
         device float* p4 [[buffer(4)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 1)) {
+    if (int(gid.x) < 1) {
         const int h0 = (int(gid.x) - 0);
         const int lid1 = int(lid.x);
         const int row4 = h0;
@@ -574,14 +583,14 @@ kernel void reduce_mean_mul_scale_x2_0(
             acc5 += t9;
         }
         const float s10 = simd_sum(acc5);
-        if ((lid1 == 0)) {
+        if (lid1 == 0) {
             const float acc11 = (s10 / 256.0f);
             p1[row4] = acc11;
             const float t12 = p2[row4];
             const float t13 = (acc11 + t12);
             p3[row4] = t13;
         }
-    } else if ((int(gid.x) < 9)) {
+    } else if (int(gid.x) < 9) {
         const int h1 = (int(gid.x) - 1);
         const int i1 = ((h1 * 32) + int(lid.x));
         const float t5 = (1.0f * 0.00390625f);
@@ -596,6 +605,7 @@ kernel void reduce_mean_mul_scale_x2_0(
 //   mul %57 (moe.0)
 // part 1 (reduce_sum): fuses scale %47, reshape %48, gather %56, mul %58, reduce_sum %59 (moe.0)
 // threadgroup 32×1×1, grid 17×1×1 threadgroups
+[[max_total_threads_per_threadgroup(32)]]
 kernel void mul_gather_scale_reduce_sum_x2_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -606,7 +616,7 @@ kernel void mul_gather_scale_reduce_sum_x2_0(
         device float* p6 [[buffer(6)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 16)) {
+    if (int(gid.x) < 16) {
         const int h0 = (int(gid.x) - 0);
         const int i1 = ((h0 * 32) + int(lid.x));
         const int c2 = (i1 / 16);
@@ -618,7 +628,7 @@ kernel void mul_gather_scale_reduce_sum_x2_0(
         const float t8 = p3[t7];
         const float t9 = (t6 * t8);
         p4[i1] = t9;
-    } else if ((int(gid.x) < 17)) {
+    } else if (int(gid.x) < 17) {
         const int h1 = (int(gid.x) - 16);
         const int lid1 = int(lid.x);
         const int row4 = ((h1 * 32) + lid1);
@@ -641,6 +651,7 @@ kernel void mul_gather_scale_reduce_sum_x2_0(
 // part 2 (grouped_matmul): fuses slice %19, slice %20, grouped_matmul %64, mul %66, mul %67, sigmoid %68, const %69,
 //   sub %70, mul %71, add %72, mul %73 (moe.0)
 // threadgroup 128×1×1, grid 10×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void scatter_add_grouped_matmul_wgrad_x3_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -658,9 +669,9 @@ kernel void scatter_add_grouped_matmul_wgrad_x3_0(
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[2304];
-    if ((int(gid.x) < 1)) {
+    if (int(gid.x) < 1) {
         const int h0 = (int(gid.x) - 0);
-        if ((((h0 * 128) + int(lid.x)) >= 32)) {
+        if (((h0 * 128) + int(lid.x)) >= 32) {
             return;
         }
         const int t1 = ((h0 * 128) + int(lid.x));
@@ -668,13 +679,13 @@ kernel void scatter_add_grouped_matmul_wgrad_x3_0(
         float acc4 = 0.0f;
         for (int i3 = 0; i3 < 32; i3 += 1) {
             const int t5 = p0[i3];
-            if ((t5 == lo2)) {
+            if (t5 == lo2) {
                 const float t6 = p1[i3];
                 acc4 += t6;
             }
         }
         p2[lo2] = acc4;
-    } else if ((int(gid.x) < 5)) {
+    } else if (int(gid.x) < 5) {
         const int h1 = (int(gid.x) - 1);
         const int ex1 = h1;
         const int m02 = ((h1 % 1) * 32);
@@ -696,7 +707,7 @@ kernel void scatter_add_grouped_matmul_wgrad_x3_0(
                 const int i13 = (l11 % 32);
                 const int gi14 = (m02 + i13);
                 const int gk15 = (k0 + k12);
-                if (((gi14 < 16) && (gk15 < t5))) {
+                if ((gi14 < 16) && (gk15 < t5)) {
                     const float t16 = p4[((gk15 * 16) + gi14)];
                     sh[((k12 * 36) + i13)] = t16;
                 } else {
@@ -709,14 +720,14 @@ kernel void scatter_add_grouped_matmul_wgrad_x3_0(
                 const int i20 = (l18 % 32);
                 const int gi21 = (n03 + i20);
                 const int gk22 = (k0 + k19);
-                if (((gi21 < 24) && (gk22 < t5))) {
+                if ((gi21 < 24) && (gk22 < t5)) {
                     const float t23 = p5[((gk22 * 24) + gi21)];
                     sh[(((k19 * 36) + i20) + 1152)] = t23;
                 } else {
                     sh[(((k19 * 36) + i20) + 1152)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 32; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 36) + sr8), 36, ulong2(0, 0), true);
@@ -731,35 +742,35 @@ kernel void scatter_add_grouped_matmul_wgrad_x3_0(
                 simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
                 simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr8 * 36) + sc9), 36);
         simdgroup_store(acc0_1, sh + ((sr8 * 36) + (sc9 + 8)), 36);
         simdgroup_store(acc1_0, sh + (((sr8 + 8) * 36) + sc9), 36);
         simdgroup_store(acc1_1, sh + (((sr8 + 8) * 36) + (sc9 + 8)), 36);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s24 = 0; s24 < 8; s24 += 1) {
             const int l25 = ((s24 * 128) + ti6);
             const int i26 = (l25 / 32);
             const int j27 = (l25 % 32);
             const int gi28 = (m02 + i26);
             const int gj29 = (n03 + j27);
-            if (((gi28 < 16) && (gj29 < 24))) {
+            if ((gi28 < 16) && (gj29 < 24)) {
                 p6[((((ex1 * 16) + gi28) * 24) + gj29)] = sh[((i26 * 36) + j27)];
             }
         }
-    } else if ((int(gid.x) < 10)) {
+    } else if (int(gid.x) < 10) {
         const int h2 = (int(gid.x) - 5);
         const int ex1 = h2;
         const int n02 = ((h2 % 1) * 32);
-        if ((ex1 == 4)) {
+        if (ex1 == 4) {
             const int t3 = p3[0];
             const int t4 = p3[4];
             for (int s5 = 0; s5 < 8; s5 += 1) {
                 const int l6 = ((s5 * 128) + int(lid.x));
                 const int r7 = (((h2 % 1) * 32) + (l6 / 32));
                 const int j8 = (n02 + (l6 % 32));
-                if (((j8 < 24) && ((r7 < t3) || (r7 >= t4)))) {
+                if ((j8 < 24) && ((r7 < t3) || (r7 >= t4))) {
                     const float acc9 = 0.0f;
                     const float t10 = p7[((r7 * 24) + j8)];
                     const float t11 = (acc9 * t10);
@@ -780,7 +791,7 @@ kernel void scatter_add_grouped_matmul_wgrad_x3_0(
         const int t20 = p3[ex1];
         const int t21 = p3[(ex1 + 1)];
         const int m022 = (t20 + ((h2 % 1) * 32));
-        if ((m022 >= t21)) {
+        if (m022 >= t21) {
             return;
         }
         const int ti23 = int(lid.x);
@@ -798,7 +809,7 @@ kernel void scatter_add_grouped_matmul_wgrad_x3_0(
                 const int k30 = (l28 % 32);
                 const int gi31 = (m022 + i29);
                 const int gk32 = (k0 + k30);
-                if (((gi31 < t21) && (gk32 < 16))) {
+                if ((gi31 < t21) && (gk32 < 16)) {
                     const float t33 = p4[((gi31 * 16) + gk32)];
                     sh[((i29 * 36) + k30)] = t33;
                 } else {
@@ -811,14 +822,14 @@ kernel void scatter_add_grouped_matmul_wgrad_x3_0(
                 const int i37 = (l35 % 32);
                 const int gi38 = (n02 + i37);
                 const int gk39 = (k0 + k36);
-                if (((gi38 < 24) && (gk39 < 16))) {
+                if ((gi38 < 24) && (gk39 < 16)) {
                     const float t40 = p11[((((ex1 * 16) + gk39) * 24) + gi38)];
                     sh[(((k36 * 36) + i37) + 1152)] = t40;
                 } else {
                     sh[(((k36 * 36) + i37) + 1152)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 32; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr25 * 36) + kk), 36);
@@ -833,20 +844,20 @@ kernel void scatter_add_grouped_matmul_wgrad_x3_0(
                 simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
                 simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr25 * 36) + sc26), 36);
         simdgroup_store(acc0_1, sh + ((sr25 * 36) + (sc26 + 8)), 36);
         simdgroup_store(acc1_0, sh + (((sr25 + 8) * 36) + sc26), 36);
         simdgroup_store(acc1_1, sh + (((sr25 + 8) * 36) + (sc26 + 8)), 36);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s41 = 0; s41 < 8; s41 += 1) {
             const int l42 = ((s41 * 128) + ti23);
             const int i43 = (l42 / 32);
             const int j44 = (l42 % 32);
             const int gi45 = (m022 + i43);
             const int gj46 = (n02 + j44);
-            if (((gi45 < t21) && (gj46 < 24))) {
+            if ((gi45 < t21) && (gj46 < 24)) {
                 const float acc47 = sh[((i43 * 36) + j44)];
                 const float t48 = p7[((gi45 * 24) + gj46)];
                 const float t49 = (acc47 * t48);
@@ -869,6 +880,7 @@ kernel void scatter_add_grouped_matmul_wgrad_x3_0(
 // part 0 (grouped_matmul): fuses concat %74, grouped_matmul %75 (moe.0)
 // part 1 (grouped_matmul_wgrad): fuses reshape %6, gather %17, concat %74, grouped_matmul_wgrad %76 (moe.0)
 // threadgroup 128×1×1, grid 13×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -882,18 +894,18 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[2304];
-    if ((int(gid.x) < 5)) {
+    if (int(gid.x) < 5) {
         const int h0 = (int(gid.x) - 0);
         const int ex1 = h0;
         const int n02 = ((h0 % 1) * 32);
-        if ((ex1 == 4)) {
+        if (ex1 == 4) {
             const int t3 = p0[0];
             const int t4 = p0[4];
             for (int s5 = 0; s5 < 8; s5 += 1) {
                 const int l6 = ((s5 * 128) + int(lid.x));
                 const int r7 = (((h0 % 1) * 32) + (l6 / 32));
                 const int j8 = (n02 + (l6 % 32));
-                if (((j8 < 16) && ((r7 < t3) || (r7 >= t4)))) {
+                if ((j8 < 16) && ((r7 < t3) || (r7 >= t4))) {
                     p1[((r7 * 16) + j8)] = 0.0f;
                 }
             }
@@ -902,7 +914,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
         const int t9 = p0[ex1];
         const int t10 = p0[(ex1 + 1)];
         const int m011 = (t9 + ((h0 % 1) * 32));
-        if ((m011 >= t10)) {
+        if (m011 >= t10) {
             return;
         }
         const int ti12 = int(lid.x);
@@ -920,9 +932,9 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                 const int k19 = (l17 % 32);
                 const int gi20 = (m011 + i18);
                 const int gk21 = (k0 + k19);
-                if (((gi20 < t10) && (gk21 < 48))) {
+                if ((gi20 < t10) && (gk21 < 48)) {
                     float cat22 = 0.0f;
-                    if ((gk21 < 24)) {
+                    if (gk21 < 24) {
                         const float t23 = p2[((gi20 * 24) + (gk21 - 0))];
                         cat22 = t23;
                     } else {
@@ -940,14 +952,14 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                 const int i28 = (l26 % 32);
                 const int gi29 = (n02 + i28);
                 const int gk30 = (k0 + k27);
-                if (((gi29 < 16) && (gk30 < 48))) {
+                if ((gi29 < 16) && (gk30 < 48)) {
                     const float t31 = p4[((((ex1 * 48) + gk30) * 16) + gi29)];
                     sh[(((k27 * 36) + i28) + 1152)] = t31;
                 } else {
                     sh[(((k27 * 36) + i28) + 1152)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 32; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr14 * 36) + kk), 36);
@@ -962,24 +974,24 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                 simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
                 simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr14 * 36) + sc15), 36);
         simdgroup_store(acc0_1, sh + ((sr14 * 36) + (sc15 + 8)), 36);
         simdgroup_store(acc1_0, sh + (((sr14 + 8) * 36) + sc15), 36);
         simdgroup_store(acc1_1, sh + (((sr14 + 8) * 36) + (sc15 + 8)), 36);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s32 = 0; s32 < 8; s32 += 1) {
             const int l33 = ((s32 * 128) + ti12);
             const int i34 = (l33 / 32);
             const int j35 = (l33 % 32);
             const int gi36 = (m011 + i34);
             const int gj37 = (n02 + j35);
-            if (((gi36 < t10) && (gj37 < 16))) {
+            if ((gi36 < t10) && (gj37 < 16)) {
                 p1[((gi36 * 16) + gj37)] = sh[((i34 * 36) + j35)];
             }
         }
-    } else if ((int(gid.x) < 13)) {
+    } else if (int(gid.x) < 13) {
         const int h1 = (int(gid.x) - 5);
         const int ex1 = (h1 / 2);
         const int m02 = ((h1 % 2) * 32);
@@ -1001,9 +1013,9 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                 const int i13 = (l11 % 32);
                 const int gi14 = (m02 + i13);
                 const int gk15 = (k0 + k12);
-                if (((gi14 < 48) && (gk15 < t5))) {
+                if ((gi14 < 48) && (gk15 < t5)) {
                     float cat16 = 0.0f;
-                    if ((gi14 < 24)) {
+                    if (gi14 < 24) {
                         const float t17 = p2[((gk15 * 24) + (gi14 - 0))];
                         cat16 = t17;
                     } else {
@@ -1021,7 +1033,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                 const int i22 = (l20 % 32);
                 const int gi23 = (n03 + i22);
                 const int gk24 = (k0 + k21);
-                if (((gi23 < 16) && (gk24 < t5))) {
+                if ((gi23 < 16) && (gk24 < t5)) {
                     const int t25 = p5[gk24];
                     const float t26 = p6[((t25 * 16) + gi23)];
                     sh[(((k21 * 36) + i22) + 1152)] = t26;
@@ -1029,7 +1041,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                     sh[(((k21 * 36) + i22) + 1152)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 32; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 36) + sr8), 36, ulong2(0, 0), true);
@@ -1044,20 +1056,20 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                 simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
                 simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr8 * 36) + sc9), 36);
         simdgroup_store(acc0_1, sh + ((sr8 * 36) + (sc9 + 8)), 36);
         simdgroup_store(acc1_0, sh + (((sr8 + 8) * 36) + sc9), 36);
         simdgroup_store(acc1_1, sh + (((sr8 + 8) * 36) + (sc9 + 8)), 36);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s27 = 0; s27 < 8; s27 += 1) {
             const int l28 = ((s27 * 128) + ti6);
             const int i29 = (l28 / 32);
             const int j30 = (l28 % 32);
             const int gi31 = (m02 + i29);
             const int gj32 = (n03 + j30);
-            if (((gi31 < 48) && (gj32 < 16))) {
+            if ((gi31 < 48) && (gj32 < 16)) {
                 p7[((((ex1 * 48) + gi31) * 16) + gj32)] = sh[((i29 * 36) + j30)];
             }
         }
@@ -1068,6 +1080,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
 // part 0 (scatter_add): fuses scatter_add %77 (moe.0)
 // part 1 (reduce_sum): fuses broadcast %12, reshape %63, mul %79, div %80, neg %81, reduce_sum %82 (moe.0)
 // threadgroup 32×1×1, grid 9×1×1 threadgroups
+[[max_total_threads_per_threadgroup(32)]]
 kernel void scatter_add_reduce_sum_x2_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -1078,7 +1091,7 @@ kernel void scatter_add_reduce_sum_x2_0(
         device float* p6 [[buffer(6)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 8)) {
+    if (int(gid.x) < 8) {
         const int h0 = (int(gid.x) - 0);
         const int t1 = ((h0 * 32) + int(lid.x));
         const int c2 = (t1 % 16);
@@ -1086,17 +1099,17 @@ kernel void scatter_add_reduce_sum_x2_0(
         float acc5 = 0.0f;
         for (int i4 = 0; i4 < 32; i4 += 1) {
             const int t6 = p0[i4];
-            if ((t6 == lo3)) {
+            if (t6 == lo3) {
                 const float t7 = p1[((i4 * 16) + c2)];
                 acc5 += t7;
             }
         }
         p2[((lo3 * 16) + c2)] = acc5;
-    } else if ((int(gid.x) < 9)) {
+    } else if (int(gid.x) < 9) {
         const int h1 = (int(gid.x) - 8);
         const int lid1 = int(lid.x);
         const int row4 = ((h1 * 32) + lid1);
-        if ((row4 >= 16)) {
+        if (row4 >= 16) {
             return;
         }
         float acc5 = 0.0f;
@@ -1117,6 +1130,7 @@ kernel void scatter_add_reduce_sum_x2_0(
 //   broadcast %54, scale %55, reshape %63, div %78, reshape %83, broadcast %84, add %85,
 //   one_hot %86, reshape %87, broadcast %88, mul %89, reduce_sum %90, add %91 (moe.0)
 // threadgroup 64×1×1, grid 2×1×1 threadgroups
+[[max_total_threads_per_threadgroup(64)]]
 kernel void reduce_sum_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -1146,8 +1160,8 @@ kernel void reduce_sum_0(
         acc5 += t16;
     }
     sh17[lid1] = acc5;
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if ((part3 == 0)) {
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    if (part3 == 0) {
         for (int pr18 = 1; pr18 < 2; pr18 += 1) {
             acc5 += sh17[((pr18 * 32) + col2)];
         }
@@ -1163,6 +1177,7 @@ kernel void reduce_sum_0(
 
 // fuses mul %92, reduce_sum %93, broadcast %94, sub %95, mul %96 (moe.0)
 // threadgroup 32×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(32)]]
 kernel void reduce_sum_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -1171,7 +1186,7 @@ kernel void reduce_sum_1(
         uint3 gid [[threadgroup_position_in_grid]]) {
     const int lid1 = int(lid.x);
     const int row4 = ((int(gid.x) * 32) + lid1);
-    if ((row4 >= 16)) {
+    if (row4 >= 16) {
         return;
     }
     float acc5 = 0.0f;
@@ -1195,6 +1210,7 @@ kernel void reduce_sum_1(
 // part 0 (matmul): fuses matmul %97 (moe.0)
 // part 1 (matmul): fuses reshape %6, matmul %98 (moe.0)
 // threadgroup 128×1×1, grid 2×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -1205,7 +1221,7 @@ kernel void matmul_x2_0(
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[2304];
-    if ((int(gid.x) < 1)) {
+    if (int(gid.x) < 1) {
         const int h0 = (int(gid.x) - 0);
         const int m01 = (h0 * 32);
         const int n02 = (h0 * 32);
@@ -1224,7 +1240,7 @@ kernel void matmul_x2_0(
                 const int k10 = (l8 % 32);
                 const int gi11 = (m01 + i9);
                 const int gk12 = (k0 + k10);
-                if (((gi11 < 16) && (gk12 < 4))) {
+                if ((gi11 < 16) && (gk12 < 4)) {
                     const float t13 = p0[((gi11 * 4) + gk12)];
                     sh[((i9 * 36) + k10)] = t13;
                 } else {
@@ -1237,14 +1253,14 @@ kernel void matmul_x2_0(
                 const int i17 = (l15 % 32);
                 const int gi18 = (n02 + i17);
                 const int gk19 = (k0 + k16);
-                if (((gi18 < 16) && (gk19 < 4))) {
+                if ((gi18 < 16) && (gk19 < 4)) {
                     const float t20 = p1[((gk19 * 16) + gi18)];
                     sh[(((k16 * 36) + i17) + 1152)] = t20;
                 } else {
                     sh[(((k16 * 36) + i17) + 1152)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 32; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr5 * 36) + kk), 36);
@@ -1259,24 +1275,24 @@ kernel void matmul_x2_0(
                 simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
                 simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 36) + sc6), 36);
         simdgroup_store(acc0_1, sh + ((sr5 * 36) + (sc6 + 8)), 36);
         simdgroup_store(acc1_0, sh + (((sr5 + 8) * 36) + sc6), 36);
         simdgroup_store(acc1_1, sh + (((sr5 + 8) * 36) + (sc6 + 8)), 36);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s21 = 0; s21 < 8; s21 += 1) {
             const int l22 = ((s21 * 128) + ti3);
             const int i23 = (l22 / 32);
             const int j24 = (l22 % 32);
             const int gi25 = (m01 + i23);
             const int gj26 = (n02 + j24);
-            if (((gi25 < 16) && (gj26 < 16))) {
+            if ((gi25 < 16) && (gj26 < 16)) {
                 p2[((gi25 * 16) + gj26)] = sh[((i23 * 36) + j24)];
             }
         }
-    } else if ((int(gid.x) < 2)) {
+    } else if (int(gid.x) < 2) {
         const int h1 = (int(gid.x) - 1);
         const int m01 = (h1 * 32);
         const int n02 = (h1 * 32);
@@ -1295,7 +1311,7 @@ kernel void matmul_x2_0(
                 const int i10 = (l8 % 32);
                 const int gi11 = (m01 + i10);
                 const int gk12 = (k0 + k9);
-                if (((gi11 < 4) && (gk12 < 16))) {
+                if ((gi11 < 4) && (gk12 < 16)) {
                     const float t13 = p0[((gk12 * 4) + gi11)];
                     sh[((k9 * 36) + i10)] = t13;
                 } else {
@@ -1308,14 +1324,14 @@ kernel void matmul_x2_0(
                 const int i17 = (l15 % 32);
                 const int gi18 = (n02 + i17);
                 const int gk19 = (k0 + k16);
-                if (((gi18 < 16) && (gk19 < 16))) {
+                if ((gi18 < 16) && (gk19 < 16)) {
                     const float t20 = p3[((gk19 * 16) + gi18)];
                     sh[(((k16 * 36) + i17) + 1152)] = t20;
                 } else {
                     sh[(((k16 * 36) + i17) + 1152)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 32; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 36) + sr5), 36, ulong2(0, 0), true);
@@ -1330,20 +1346,20 @@ kernel void matmul_x2_0(
                 simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
                 simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 36) + sc6), 36);
         simdgroup_store(acc0_1, sh + ((sr5 * 36) + (sc6 + 8)), 36);
         simdgroup_store(acc1_0, sh + (((sr5 + 8) * 36) + sc6), 36);
         simdgroup_store(acc1_1, sh + (((sr5 + 8) * 36) + (sc6 + 8)), 36);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s21 = 0; s21 < 8; s21 += 1) {
             const int l22 = ((s21 * 128) + ti3);
             const int i23 = (l22 / 32);
             const int j24 = (l22 % 32);
             const int gi25 = (m01 + i23);
             const int gj26 = (n02 + j24);
-            if (((gi25 < 4) && (gj26 < 16))) {
+            if ((gi25 < 4) && (gj26 < 16)) {
                 p4[((gi25 * 16) + gj26)] = sh[((i23 * 36) + j24)];
             }
         }
@@ -1352,6 +1368,7 @@ kernel void matmul_x2_0(
 
 // fuses add %99, reshape %100, rmsnorm_bwd %101 (moe.0)
 // threadgroup 32×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(32)]]
 kernel void rmsnorm_bwd_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -1373,7 +1390,7 @@ kernel void rmsnorm_bwd_0(
         float dot12 = 0.0f;
         for (int k13 = 0; k13 < 1; k13 += 1) {
             const int j14 = (lid1 + (k13 * 32));
-            if ((j14 < 16)) {
+            if (j14 < 16) {
                 const float t15 = p0[((((c7 * 8) + c8) * 16) + j14)];
                 reg9[k13] = t15;
                 const float t16 = p1[((((c7 * 8) + c8) * 16) + j14)];
@@ -1389,7 +1406,7 @@ kernel void rmsnorm_bwd_0(
         const float r22 = rsqrt(((s20 / 16.0f) + 1e-05f));
         for (int k24 = 0; k24 < 1; k24 += 1) {
             const int j25 = (lid1 + (k24 * 32));
-            if ((j25 < 16)) {
+            if (j25 < 16) {
                 const float xh26 = (reg9[k24] * r22);
                 dg4[k24] += (reg10[k24] * xh26);
             }
@@ -1397,7 +1414,7 @@ kernel void rmsnorm_bwd_0(
     }
     for (int k27 = 0; k27 < 1; k27 += 1) {
         const int j28 = (lid1 + (k27 * 32));
-        if ((j28 < 16)) {
+        if (j28 < 16) {
             p4[j28] = dg4[k27];
         }
     }
@@ -1406,6 +1423,7 @@ kernel void rmsnorm_bwd_0(
 // fuses reshape %103, reshape %104, reshape %105, reshape %106, concat %107, square %108,
 //   reduce_sum %109, sqrt %110, const %111, const %112, div %113, min %114 (optimizer)
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void reduce_sum_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -1414,24 +1432,26 @@ kernel void reduce_sum_2(
         device float* p4 [[buffer(4)]],
         device float* p5 [[buffer(5)]],
         uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh15[8];
     const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = int(lane);
+    const int sg3 = int(sg);
     const int row4 = int(gid.x);
     float acc5 = 0.0f;
     for (int k6 = 0; k6 < 19; k6 += 1) {
         const int j7 = (lid1 + (k6 * 256));
-        if ((j7 < 4688)) {
+        if (j7 < 4688) {
             float cat8 = 0.0f;
-            if ((j7 < 16)) {
+            if (j7 < 16) {
                 const float t9 = p0[(j7 - 0)];
                 cat8 = t9;
-            } else if ((j7 < 80)) {
+            } else if (j7 < 80) {
                 const float t10 = p1[(j7 - 16)];
                 cat8 = t10;
-            } else if ((j7 < 3152)) {
+            } else if (j7 < 3152) {
                 const float t11 = p2[(j7 - 80)];
                 cat8 = t11;
             } else {
@@ -1443,16 +1463,16 @@ kernel void reduce_sum_2(
         }
     }
     const float s14 = simd_sum(acc5);
-    if ((l32_2 == 0)) {
+    if (l32_2 == 0) {
         sh15[sg3] = s14;
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     float acc16 = sh15[0];
     for (int s17 = 1; s17 < 8; s17 += 1) {
         acc16 += sh15[s17];
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if ((lid1 == 0)) {
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    if (lid1 == 0) {
         const float t18 = sqrt(acc16);
         p4[row4] = t18;
         const float t19 = (1.0f / t18);
@@ -1467,6 +1487,7 @@ kernel void reduce_sum_2(
 // part 2 (adamw_mul): fuses broadcast %119, mul %120, adamw %137 (optimizer)
 // part 3 (adamw_mul): fuses broadcast %121, mul %122, adamw %142 (optimizer)
 // threadgroup 256×1×1, grid 20×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_x4_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -1489,10 +1510,10 @@ kernel void adamw_mul_x4_0(
         device float* p18 [[buffer(18)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 1)) {
+    if (int(gid.x) < 1) {
         const int h0 = (int(gid.x) - 0);
         const int i1 = ((h0 * 256) + int(lid.x));
-        if ((i1 >= 16)) {
+        if (i1 >= 16) {
             return;
         }
         const float t2 = p0[i1];
@@ -1509,10 +1530,10 @@ kernel void adamw_mul_x4_0(
         p6[i1] = t12;
         p2[i1] = t6;
         p3[i1] = t8;
-    } else if ((int(gid.x) < 2)) {
+    } else if (int(gid.x) < 2) {
         const int h1 = (int(gid.x) - 1);
         const int i1 = ((h1 * 256) + int(lid.x));
-        if ((i1 >= 64)) {
+        if (i1 >= 64) {
             return;
         }
         const float t4 = p7[i1];
@@ -1529,7 +1550,7 @@ kernel void adamw_mul_x4_0(
         p10[i1] = t14;
         p8[i1] = t8;
         p9[i1] = t10;
-    } else if ((int(gid.x) < 14)) {
+    } else if (int(gid.x) < 14) {
         const int h2 = (int(gid.x) - 2);
         const int i1 = ((h2 * 256) + int(lid.x));
         const float t5 = p11[i1];
@@ -1546,7 +1567,7 @@ kernel void adamw_mul_x4_0(
         p14[i1] = t15;
         p12[i1] = t9;
         p13[i1] = t11;
-    } else if ((int(gid.x) < 20)) {
+    } else if (int(gid.x) < 20) {
         const int h3 = (int(gid.x) - 14);
         const int i1 = ((h3 * 256) + int(lid.x));
         const float t5 = p15[i1];

@@ -8,6 +8,7 @@ constant float NF4_ABSMAX_MAP[256] = {-0.99296874f, -0.9789062f, -0.96484375f, -
 
 // fuses matmul %9
 // threadgroup 128×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -37,7 +38,7 @@ kernel void matmul_0(
             const int k10 = (l8 % 32);
             const int gi11 = (m01 + i9);
             const int gk12 = (k0 + k10);
-            if ((gi11 < 24)) {
+            if (gi11 < 24) {
                 const float t13 = p0[((gi11 * 32) + gk12)];
                 sh[((i9 * 36) + k10)] = t13;
             } else {
@@ -53,7 +54,7 @@ kernel void matmul_0(
             const float t20 = p1[((gi18 * 32) + gk19)];
             sh[(((i16 * 36) + k17) + 1152)] = t20;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr5 * 36) + kk), 36);
@@ -76,7 +77,7 @@ kernel void matmul_0(
             simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
             simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
     simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -86,14 +87,14 @@ kernel void matmul_0(
     simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
     simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
     simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s21 = 0; s21 < 16; s21 += 1) {
         const int l22 = ((s21 * 128) + ti3);
         const int i23 = (l22 / 64);
         const int j24 = (l22 % 64);
         const int gi25 = (m01 + i23);
         const int gj26 = (n02 + j24);
-        if ((gi25 < 24)) {
+        if (gi25 < 24) {
             p2[((gi25 * 64) + gj26)] = sh[((i23 * 68) + j24)];
         }
     }
@@ -101,6 +102,7 @@ kernel void matmul_0(
 
 // fuses dequant %4, matmul %10, matmul %11, scale %12, add %13, silu %14
 // threadgroup 128×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -136,7 +138,7 @@ kernel void matmul_1(
             const int k10 = (l8 % 32);
             const int gi11 = (m01 + i9);
             const int gk12 = (k0 + k10);
-            if ((gi11 < 24)) {
+            if (gi11 < 24) {
                 const float t13 = p0[((gi11 * 64) + gk12)];
                 sh[((i9 * 36) + k10)] = (t13 * 0.25f);
             } else {
@@ -152,7 +154,7 @@ kernel void matmul_1(
             const float t20 = p1[((gi18 * 64) + gk19)];
             sh[(((i16 * 36) + k17) + 1152)] = t20;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr5 * 36) + kk), 36);
@@ -175,7 +177,7 @@ kernel void matmul_1(
             simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
             simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     for (int k0 = 0; k0 < 32; k0 += 32) {
         for (int s21 = 0; s21 < 8; s21 += 1) {
@@ -184,7 +186,7 @@ kernel void matmul_1(
             const int k24 = (l22 % 32);
             const int gi25 = (m01 + i23);
             const int gk26 = (k0 + k24);
-            if ((gi25 < 24)) {
+            if (gi25 < 24) {
                 const float t27 = p2[((gi25 * 32) + gk26)];
                 sh[((i23 * 36) + k24)] = t27;
             } else {
@@ -200,7 +202,7 @@ kernel void matmul_1(
             const float t34 = (NF4_CODE[((int(p3_codes[(((gi32 * 32) + gk33) / 2)]) >> (((((gi32 * 32) + gk33) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p4_qabsmax[(((gi32 * 32) + gk33) / 64)])] * p5_scales[((((gi32 * 32) + gk33) / 64) / 256)]) + p6_offset[0]));
             sh[(((i30 * 36) + k31) + 1152)] = t34;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr5 * 36) + kk), 36);
@@ -223,7 +225,7 @@ kernel void matmul_1(
             simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
             simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
     simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -233,14 +235,14 @@ kernel void matmul_1(
     simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
     simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
     simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s35 = 0; s35 < 16; s35 += 1) {
         const int l36 = ((s35 * 128) + ti3);
         const int i37 = (l36 / 64);
         const int j38 = (l36 % 64);
         const int gi39 = (m01 + i37);
         const int gj40 = (n02 + j38);
-        if ((gi39 < 24)) {
+        if (gi39 < 24) {
             const float acc41 = sh[((i37 * 68) + j38)];
             p7[((gi39 * 64) + gj40)] = acc41;
             const float t42 = (acc41 / (1.0f + exp((-acc41))));
@@ -251,6 +253,7 @@ kernel void matmul_1(
 
 // fuses matmul %15
 // threadgroup 128×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -280,7 +283,7 @@ kernel void matmul_2(
             const int k10 = (l8 % 32);
             const int gi11 = (m01 + i9);
             const int gk12 = (k0 + k10);
-            if ((gi11 < 24)) {
+            if (gi11 < 24) {
                 const float t13 = p0[((gi11 * 64) + gk12)];
                 sh[((i9 * 36) + k10)] = t13;
             } else {
@@ -296,7 +299,7 @@ kernel void matmul_2(
             const float t20 = p1[((gi18 * 64) + gk19)];
             sh[(((i16 * 36) + k17) + 1152)] = t20;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr5 * 36) + kk), 36);
@@ -319,7 +322,7 @@ kernel void matmul_2(
             simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
             simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
     simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -329,14 +332,14 @@ kernel void matmul_2(
     simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
     simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
     simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s21 = 0; s21 < 16; s21 += 1) {
         const int l22 = ((s21 * 128) + ti3);
         const int i23 = (l22 / 64);
         const int j24 = (l22 % 64);
         const int gi25 = (m01 + i23);
         const int gj26 = (n02 + j24);
-        if ((gi25 < 24)) {
+        if (gi25 < 24) {
             p2[((gi25 * 64) + gj26)] = sh[((i23 * 68) + j24)];
         }
     }
@@ -344,6 +347,7 @@ kernel void matmul_2(
 
 // fuses dequant %8, matmul %16, matmul %17, scale %18, add %19
 // threadgroup 128×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_3(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -374,7 +378,7 @@ kernel void matmul_3(
             const int k10 = (l8 % 32);
             const int gi11 = (m01 + i9);
             const int gk12 = (k0 + k10);
-            if ((gi11 < 24)) {
+            if (gi11 < 24) {
                 const float t13 = p0[((gi11 * 64) + gk12)];
                 sh[((i9 * 36) + k10)] = (t13 * 0.25f);
             } else {
@@ -390,7 +394,7 @@ kernel void matmul_3(
             const float t20 = p1[((gi18 * 64) + gk19)];
             sh[(((i16 * 36) + k17) + 1152)] = t20;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr5 * 36) + kk), 36);
@@ -405,7 +409,7 @@ kernel void matmul_3(
             simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
             simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     for (int k0 = 0; k0 < 64; k0 += 32) {
         for (int s21 = 0; s21 < 8; s21 += 1) {
@@ -414,7 +418,7 @@ kernel void matmul_3(
             const int k24 = (l22 % 32);
             const int gi25 = (m01 + i23);
             const int gk26 = (k0 + k24);
-            if ((gi25 < 24)) {
+            if (gi25 < 24) {
                 const float t27 = p2[((gi25 * 64) + gk26)];
                 sh[((i23 * 36) + k24)] = t27;
             } else {
@@ -430,7 +434,7 @@ kernel void matmul_3(
             const float t34 = (NF4_CODE[((int(p3_codes[(((gi32 * 64) + gk33) / 2)]) >> (((((gi32 * 64) + gk33) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p4_qabsmax[(((gi32 * 64) + gk33) / 64)])] * p5_scales[((((gi32 * 64) + gk33) / 64) / 256)]) + p6_offset[0]));
             sh[(((i30 * 36) + k31) + 1152)] = t34;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr5 * 36) + kk), 36);
@@ -445,20 +449,20 @@ kernel void matmul_3(
             simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
             simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr5 * 36) + sc6), 36);
     simdgroup_store(acc0_1, sh + ((sr5 * 36) + (sc6 + 8)), 36);
     simdgroup_store(acc1_0, sh + (((sr5 + 8) * 36) + sc6), 36);
     simdgroup_store(acc1_1, sh + (((sr5 + 8) * 36) + (sc6 + 8)), 36);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s35 = 0; s35 < 8; s35 += 1) {
         const int l36 = ((s35 * 128) + ti3);
         const int i37 = (l36 / 32);
         const int j38 = (l36 % 32);
         const int gi39 = (m01 + i37);
         const int gj40 = (n02 + j38);
-        if ((gi39 < 24)) {
+        if (gi39 < 24) {
             const float acc41 = sh[((i37 * 36) + j38)];
             p7[((gi39 * 32) + gj40)] = acc41;
         }
@@ -469,18 +473,21 @@ kernel void matmul_3(
 // part 0 (reduce_mean): fuses square %20, reduce_mean %21
 // part 1 (const): fuses const %22
 // threadgroup 256×1×1, grid 2×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void reduce_mean_const_x2_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh11[8];
-    if ((int(gid.x) < 1)) {
+    if (int(gid.x) < 1) {
         const int h0 = (int(gid.x) - 0);
         const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = int(lane);
+        const int sg3 = int(sg);
         const int row4 = h0;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 3; k6 += 1) {
@@ -490,22 +497,22 @@ kernel void reduce_mean_const_x2_0(
             acc5 += t9;
         }
         const float s10 = simd_sum(acc5);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh11[sg3] = s10;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         float acc12 = sh11[0];
         for (int s13 = 1; s13 < 8; s13 += 1) {
             acc12 += sh11[s13];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((lid1 == 0)) {
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+        if (lid1 == 0) {
             p1[row4] = (acc12 / 768.0f);
         }
-    } else if ((int(gid.x) < 2)) {
+    } else if (int(gid.x) < 2) {
         const int h1 = (int(gid.x) - 1);
         const int i1 = ((h1 * 256) + int(lid.x));
-        if ((i1 >= 1)) {
+        if (i1 >= 1) {
             return;
         }
         p2[i1] = 0.0f;
@@ -515,6 +522,7 @@ kernel void reduce_mean_const_x2_0(
 // fuses const %23, reshape %24, broadcast %25, scale %26, mul %27, scale %28, scale %29,
 //   matmul %32
 // threadgroup 128×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_4(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -545,11 +553,11 @@ kernel void matmul_4(
             const int k10 = (l8 % 32);
             const int gi11 = (m01 + i9);
             const int gk12 = (k0 + k10);
-            if ((gi11 < 24)) {
+            if (gi11 < 24) {
                 const float t13 = (1.0f * 0.0013020834f);
                 const float t14 = p0[((gi11 * 32) + gk12)];
                 const float t15 = (t13 * t14);
-                if ((n02 == 0)) {
+                if (n02 == 0) {
                     p1[((gi11 * 32) + gk12)] = t15;
                 }
                 const float t16 = (t15 * 2.0f);
@@ -568,7 +576,7 @@ kernel void matmul_4(
             const float t24 = p2[((gk23 * 64) + gi22)];
             sh[(((k20 * 68) + i21) + 1152)] = t24;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr5 * 36) + kk), 36);
@@ -591,7 +599,7 @@ kernel void matmul_4(
             simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
             simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
     simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -601,14 +609,14 @@ kernel void matmul_4(
     simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
     simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
     simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s25 = 0; s25 < 16; s25 += 1) {
         const int l26 = ((s25 * 128) + ti3);
         const int i27 = (l26 / 64);
         const int j28 = (l26 % 64);
         const int gi29 = (m01 + i27);
         const int gj30 = (n02 + j28);
-        if ((gi29 < 24)) {
+        if (gi29 < 24) {
             p3[((gi29 * 64) + gj30)] = sh[((i27 * 68) + j28)];
         }
     }
@@ -620,6 +628,7 @@ kernel void matmul_4(
 // part 2 (matmul): fuses scale %28, dequant %30, matmul %31, matmul %34, add %36, sigmoid %37, const %38, sub %39,
 //   mul %40, add %41, mul %42
 // threadgroup 128×1×1, grid 3×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_x3_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -638,7 +647,7 @@ kernel void matmul_x3_0(
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[4352];
-    if ((int(gid.x) < 1)) {
+    if (int(gid.x) < 1) {
         const int h0 = (int(gid.x) - 0);
         const int m01 = (h0 * 32);
         const int n02 = (h0 * 64);
@@ -661,7 +670,7 @@ kernel void matmul_x3_0(
                 const int i10 = (l8 % 32);
                 const int gi11 = (m01 + i10);
                 const int gk12 = (k0 + k9);
-                if ((gk12 < 24)) {
+                if (gk12 < 24) {
                     const float t13 = p0[((gk12 * 32) + gi11)];
                     const float t14 = (t13 * 2.0f);
                     const float t15 = (t14 * 0.25f);
@@ -676,14 +685,14 @@ kernel void matmul_x3_0(
                 const int i19 = (l17 % 64);
                 const int gi20 = (n02 + i19);
                 const int gk21 = (k0 + k18);
-                if ((gk21 < 24)) {
+                if (gk21 < 24) {
                     const float t22 = p1[((gk21 * 64) + gi20)];
                     sh[(((k18 * 68) + i19) + 1152)] = t22;
                 } else {
                     sh[(((k18 * 68) + i19) + 1152)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 32; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 36) + sr5), 36, ulong2(0, 0), true);
@@ -706,7 +715,7 @@ kernel void matmul_x3_0(
                 simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
                 simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
         simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -716,7 +725,7 @@ kernel void matmul_x3_0(
         simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
         simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
         simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s23 = 0; s23 < 16; s23 += 1) {
             const int l24 = ((s23 * 128) + ti3);
             const int i25 = (l24 / 64);
@@ -725,7 +734,7 @@ kernel void matmul_x3_0(
             const int gj28 = (n02 + j26);
             p2[((gi27 * 64) + gj28)] = sh[((i25 * 68) + j26)];
         }
-    } else if ((int(gid.x) < 2)) {
+    } else if (int(gid.x) < 2) {
         const int h1 = (int(gid.x) - 1);
         const int m01 = (h1 * 64);
         const int n02 = (h1 * 64);
@@ -756,7 +765,7 @@ kernel void matmul_x3_0(
                 const int i10 = (l8 % 64);
                 const int gi11 = (m01 + i10);
                 const int gk12 = (k0 + k9);
-                if ((gk12 < 24)) {
+                if (gk12 < 24) {
                     const float t13 = p3[((gk12 * 64) + gi11)];
                     sh[((k9 * 68) + i10)] = t13;
                 } else {
@@ -769,14 +778,14 @@ kernel void matmul_x3_0(
                 const int i17 = (l15 % 64);
                 const int gi18 = (n02 + i17);
                 const int gk19 = (k0 + k16);
-                if ((gk19 < 24)) {
+                if (gk19 < 24) {
                     const float t20 = p4[((gk19 * 64) + gi18)];
                     sh[(((k16 * 68) + i17) + 1088)] = t20;
                 } else {
                     sh[(((k16 * 68) + i17) + 1088)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
@@ -811,7 +820,7 @@ kernel void matmul_x3_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
         simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -829,7 +838,7 @@ kernel void matmul_x3_0(
         simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s21 = 0; s21 < 32; s21 += 1) {
             const int l22 = ((s21 * 128) + ti3);
             const int i23 = (l22 / 64);
@@ -838,7 +847,7 @@ kernel void matmul_x3_0(
             const int gj26 = (n02 + j24);
             p5[((gi25 * 64) + gj26)] = sh[((i23 * 68) + j24)];
         }
-    } else if ((int(gid.x) < 3)) {
+    } else if (int(gid.x) < 3) {
         const int h2 = (int(gid.x) - 2);
         const int m01 = (h2 * 32);
         const int n02 = (h2 * 64);
@@ -861,7 +870,7 @@ kernel void matmul_x3_0(
                 const int k10 = (l8 % 32);
                 const int gi11 = (m01 + i9);
                 const int gk12 = (k0 + k10);
-                if ((gi11 < 24)) {
+                if (gi11 < 24) {
                     const float t13 = p0[((gi11 * 32) + gk12)];
                     const float t14 = (t13 * 2.0f);
                     sh[((i9 * 36) + k10)] = t14;
@@ -878,7 +887,7 @@ kernel void matmul_x3_0(
                 const float t21 = (NF4_CODE[((int(p6[(((gk20 * 64) + gi19) / 2)]) >> (((((gk20 * 64) + gi19) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p7[(((gk20 * 64) + gi19) / 64)])] * p8[((((gk20 * 64) + gi19) / 64) / 256)]) + p9[0]));
                 sh[(((k17 * 68) + i18) + 1152)] = t21;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 32; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr5 * 36) + kk), 36);
@@ -901,7 +910,7 @@ kernel void matmul_x3_0(
                 simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
                 simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         for (int k0 = 0; k0 < 64; k0 += 32) {
             for (int s22 = 0; s22 < 8; s22 += 1) {
@@ -910,7 +919,7 @@ kernel void matmul_x3_0(
                 const int k25 = (l23 % 32);
                 const int gi26 = (m01 + i24);
                 const int gk27 = (k0 + k25);
-                if ((gi26 < 24)) {
+                if (gi26 < 24) {
                     const float t28 = p3[((gi26 * 64) + gk27)];
                     sh[((i24 * 36) + k25)] = t28;
                 } else {
@@ -926,7 +935,7 @@ kernel void matmul_x3_0(
                 const float t35 = p10[((gk34 * 64) + gi33)];
                 sh[(((k31 * 68) + i32) + 1152)] = t35;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 32; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr5 * 36) + kk), 36);
@@ -949,7 +958,7 @@ kernel void matmul_x3_0(
                 simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
                 simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
         simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -959,14 +968,14 @@ kernel void matmul_x3_0(
         simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
         simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
         simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s36 = 0; s36 < 16; s36 += 1) {
             const int l37 = ((s36 * 128) + ti3);
             const int i38 = (l37 / 64);
             const int j39 = (l37 % 64);
             const int gi40 = (m01 + i38);
             const int gj41 = (n02 + j39);
-            if ((gi40 < 24)) {
+            if (gi40 < 24) {
                 const float acc42 = sh[((i38 * 68) + j39)];
                 const float t43 = p11[((gi40 * 64) + gj41)];
                 const float t44 = (1.0f / (1.0f + exp((-t43))));
@@ -985,6 +994,7 @@ kernel void matmul_x3_0(
 // part 0 (matmul): fuses scale %43, matmul %44
 // part 1 (matmul): fuses scale %43, matmul %45
 // threadgroup 128×1×1, grid 2×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -995,7 +1005,7 @@ kernel void matmul_x2_0(
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[4352];
-    if ((int(gid.x) < 1)) {
+    if (int(gid.x) < 1) {
         const int h0 = (int(gid.x) - 0);
         const int m01 = (h0 * 32);
         const int n02 = (h0 * 64);
@@ -1018,7 +1028,7 @@ kernel void matmul_x2_0(
                 const int k10 = (l8 % 32);
                 const int gi11 = (m01 + i9);
                 const int gk12 = (k0 + k10);
-                if ((gi11 < 24)) {
+                if (gi11 < 24) {
                     const float t13 = p0[((gi11 * 64) + gk12)];
                     const float t14 = (t13 * 0.25f);
                     sh[((i9 * 36) + k10)] = t14;
@@ -1035,7 +1045,7 @@ kernel void matmul_x2_0(
                 const float t21 = p1[((gk20 * 64) + gi19)];
                 sh[(((k17 * 68) + i18) + 1152)] = t21;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 32; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr5 * 36) + kk), 36);
@@ -1058,7 +1068,7 @@ kernel void matmul_x2_0(
                 simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
                 simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
         simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -1068,18 +1078,18 @@ kernel void matmul_x2_0(
         simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
         simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
         simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s22 = 0; s22 < 16; s22 += 1) {
             const int l23 = ((s22 * 128) + ti3);
             const int i24 = (l23 / 64);
             const int j25 = (l23 % 64);
             const int gi26 = (m01 + i24);
             const int gj27 = (n02 + j25);
-            if ((gi26 < 24)) {
+            if (gi26 < 24) {
                 p2[((gi26 * 64) + gj27)] = sh[((i24 * 68) + j25)];
             }
         }
-    } else if ((int(gid.x) < 2)) {
+    } else if (int(gid.x) < 2) {
         const int h1 = (int(gid.x) - 1);
         const int m01 = (h1 * 64);
         const int n02 = (h1 * 64);
@@ -1110,7 +1120,7 @@ kernel void matmul_x2_0(
                 const int i10 = (l8 % 64);
                 const int gi11 = (m01 + i10);
                 const int gk12 = (k0 + k9);
-                if ((gk12 < 24)) {
+                if (gk12 < 24) {
                     const float t13 = p0[((gk12 * 64) + gi11)];
                     const float t14 = (t13 * 0.25f);
                     sh[((k9 * 68) + i10)] = t14;
@@ -1124,14 +1134,14 @@ kernel void matmul_x2_0(
                 const int i18 = (l16 % 64);
                 const int gi19 = (n02 + i18);
                 const int gk20 = (k0 + k17);
-                if ((gk20 < 24)) {
+                if (gk20 < 24) {
                     const float t21 = p3[((gk20 * 64) + gi19)];
                     sh[(((k17 * 68) + i18) + 1088)] = t21;
                 } else {
                     sh[(((k17 * 68) + i18) + 1088)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
@@ -1166,7 +1176,7 @@ kernel void matmul_x2_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
         simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -1184,7 +1194,7 @@ kernel void matmul_x2_0(
         simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s22 = 0; s22 < 32; s22 += 1) {
             const int l23 = ((s22 * 128) + ti3);
             const int i24 = (l23 / 64);
@@ -1198,6 +1208,7 @@ kernel void matmul_x2_0(
 
 // fuses matmul %46
 // threadgroup 128×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_5(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -1227,7 +1238,7 @@ kernel void matmul_5(
             const int i10 = (l8 % 64);
             const int gi11 = (m01 + i10);
             const int gk12 = (k0 + k9);
-            if ((gk12 < 24)) {
+            if (gk12 < 24) {
                 const float t13 = p0[((gk12 * 64) + gi11)];
                 sh[((k9 * 68) + i10)] = t13;
             } else {
@@ -1240,14 +1251,14 @@ kernel void matmul_5(
             const int i17 = (l15 % 32);
             const int gi18 = (n02 + i17);
             const int gk19 = (k0 + k16);
-            if ((gk19 < 24)) {
+            if (gk19 < 24) {
                 const float t20 = p1[((gk19 * 32) + gi18)];
                 sh[(((k16 * 36) + i17) + 2176)] = t20;
             } else {
                 sh[(((k16 * 36) + i17) + 2176)] = 0.0f;
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
@@ -1270,7 +1281,7 @@ kernel void matmul_5(
             simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
             simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr5 * 36) + sc6), 36);
     simdgroup_store(acc0_1, sh + ((sr5 * 36) + (sc6 + 8)), 36);
@@ -1280,7 +1291,7 @@ kernel void matmul_5(
     simdgroup_store(acc2_1, sh + (((sr5 + 16) * 36) + (sc6 + 8)), 36);
     simdgroup_store(acc3_0, sh + (((sr5 + 24) * 36) + sc6), 36);
     simdgroup_store(acc3_1, sh + (((sr5 + 24) * 36) + (sc6 + 8)), 36);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s21 = 0; s21 < 16; s21 += 1) {
         const int l22 = ((s21 * 128) + ti3);
         const int i23 = (l22 / 32);
@@ -1294,6 +1305,7 @@ kernel void matmul_5(
 // fuses reshape %47, reshape %48, reshape %49, reshape %50, concat %51, square %52,
 //   reduce_sum %53, sqrt %54, const %55, const %56, div %57, min %58 (optimizer)
 // threadgroup 1024×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(1024)]]
 kernel void reduce_sum_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -1302,23 +1314,25 @@ kernel void reduce_sum_0(
         device float* p4 [[buffer(4)]],
         device float* p5 [[buffer(5)]],
         uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh15[32];
     const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = int(lane);
+    const int sg3 = int(sg);
     const int row4 = int(gid.x);
     float acc5 = 0.0f;
     for (int k6 = 0; k6 < 12; k6 += 1) {
         const int j7 = (lid1 + (k6 * 1024));
         float cat8 = 0.0f;
-        if ((j7 < 2048)) {
+        if (j7 < 2048) {
             const float t9 = p0[(j7 - 0)];
             cat8 = t9;
-        } else if ((j7 < 6144)) {
+        } else if (j7 < 6144) {
             const float t10 = p1[(j7 - 2048)];
             cat8 = t10;
-        } else if ((j7 < 10240)) {
+        } else if (j7 < 10240) {
             const float t11 = p2[(j7 - 6144)];
             cat8 = t11;
         } else {
@@ -1329,16 +1343,16 @@ kernel void reduce_sum_0(
         acc5 += t13;
     }
     const float s14 = simd_sum(acc5);
-    if ((l32_2 == 0)) {
+    if (l32_2 == 0) {
         sh15[sg3] = s14;
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     float acc16 = sh15[0];
     for (int s17 = 1; s17 < 32; s17 += 1) {
         acc16 += sh15[s17];
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if ((lid1 == 0)) {
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    if (lid1 == 0) {
         const float t18 = sqrt(acc16);
         p4[row4] = t18;
         const float t19 = (0.3f / t18);
@@ -1353,6 +1367,7 @@ kernel void reduce_sum_0(
 // part 2 (adamw_mul): fuses broadcast %63, mul %64, adamw %81 (optimizer)
 // part 3 (adamw_mul): fuses broadcast %65, mul %66, adamw %86 (optimizer)
 // threadgroup 256×1×1, grid 48×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_x4_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -1375,7 +1390,7 @@ kernel void adamw_mul_x4_0(
         device float* p18 [[buffer(18)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 8)) {
+    if (int(gid.x) < 8) {
         const int h0 = (int(gid.x) - 0);
         const int i1 = ((h0 * 256) + int(lid.x));
         const float t4 = p0[i1];
@@ -1392,7 +1407,7 @@ kernel void adamw_mul_x4_0(
         p6[i1] = t14;
         p2[i1] = t8;
         p3[i1] = t10;
-    } else if ((int(gid.x) < 24)) {
+    } else if (int(gid.x) < 24) {
         const int h1 = (int(gid.x) - 8);
         const int i1 = ((h1 * 256) + int(lid.x));
         const float t4 = p7[i1];
@@ -1409,7 +1424,7 @@ kernel void adamw_mul_x4_0(
         p10[i1] = t14;
         p8[i1] = t8;
         p9[i1] = t10;
-    } else if ((int(gid.x) < 40)) {
+    } else if (int(gid.x) < 40) {
         const int h2 = (int(gid.x) - 24);
         const int i1 = ((h2 * 256) + int(lid.x));
         const float t4 = p11[i1];
@@ -1426,7 +1441,7 @@ kernel void adamw_mul_x4_0(
         p14[i1] = t14;
         p12[i1] = t8;
         p13[i1] = t10;
-    } else if ((int(gid.x) < 48)) {
+    } else if (int(gid.x) < 48) {
         const int h3 = (int(gid.x) - 40);
         const int i1 = ((h3 * 256) + int(lid.x));
         const float t4 = p15[i1];

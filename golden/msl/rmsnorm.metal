@@ -4,20 +4,22 @@ using namespace metal;
 
 // fuses rmsnorm %3
 // threadgroup 192×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(192)]]
 kernel void rmsnorm_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int row4 = ((int(gid.x) * 6) + (lid1 / 32));
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
+    const int l32_2 = int(lane);
+    const int sg3 = int(sg);
+    const int row4 = ((int(gid.x) * 6) + sg3);
     float reg5[2];
     float ss6 = 0.0f;
     for (int k7 = 0; k7 < 2; k7 += 1) {
         const int j8 = (l32_2 + (k7 * 32));
-        if ((j8 < 40)) {
+        if (j8 < 40) {
             const float t9 = p0[((row4 * 40) + j8)];
             reg5[k7] = t9;
             ss6 += (t9 * t9);
@@ -27,7 +29,7 @@ kernel void rmsnorm_0(
     const float r11 = rsqrt(((s10 / 40.0f) + 1e-05f));
     for (int k12 = 0; k12 < 2; k12 += 1) {
         const int j13 = (l32_2 + (k12 * 32));
-        if ((j13 < 40)) {
+        if (j13 < 40) {
             const float t14 = p1[j13];
             p2[((row4 * 40) + j13)] = ((reg5[k12] * r11) * t14);
         }
@@ -38,6 +40,7 @@ kernel void rmsnorm_0(
 // part 0 (reduce_mean): fuses broadcast %4, mul %5, reduce_mean %6
 // part 1 (const): fuses const %7
 // threadgroup 32×1×1, grid 9×1×1 threadgroups
+[[max_total_threads_per_threadgroup(32)]]
 kernel void reduce_mean_const_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -45,14 +48,14 @@ kernel void reduce_mean_const_x2_0(
         device float* p3 [[buffer(3)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 1)) {
+    if (int(gid.x) < 1) {
         const int h0 = (int(gid.x) - 0);
         const int lid1 = int(lid.x);
         const int row4 = h0;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 8; k6 += 1) {
             const int j7 = (lid1 + (k6 * 32));
-            if ((j7 < 240)) {
+            if (j7 < 240) {
                 const float t8 = p0[(((j7 / 40) * 40) + (j7 % 40))];
                 const float t9 = p1[(j7 % 40)];
                 const float t10 = (t8 * t9);
@@ -60,13 +63,13 @@ kernel void reduce_mean_const_x2_0(
             }
         }
         const float s11 = simd_sum(acc5);
-        if ((lid1 == 0)) {
+        if (lid1 == 0) {
             p2[row4] = (s11 / 240.0f);
         }
-    } else if ((int(gid.x) < 9)) {
+    } else if (int(gid.x) < 9) {
         const int h1 = (int(gid.x) - 1);
         const int i1 = ((h1 * 32) + int(lid.x));
-        if ((i1 >= 1)) {
+        if (i1 >= 1) {
             return;
         }
         p3[i1] = 0.0f;
@@ -75,6 +78,7 @@ kernel void reduce_mean_const_x2_0(
 
 // fuses const %8, reshape %9, broadcast %10, scale %11, mul %13, reduce_sum %14
 // threadgroup 256×1×1, grid 2×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void reduce_sum_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -86,7 +90,7 @@ kernel void reduce_sum_0(
     const int part3 = (lid1 / 32);
     const int o4 = ((int(gid.x) * 32) + col2);
     float acc5 = 0.0f;
-    if ((o4 < 40)) {
+    if (o4 < 40) {
         for (int k6 = part3; k6 < 6; k6 += 8) {
             const float t7 = (1.0f * 0.004166667f);
             const float t8 = p0[((k6 * 40) + o4)];
@@ -95,8 +99,8 @@ kernel void reduce_sum_0(
         }
     }
     sh10[lid1] = acc5;
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if (((part3 == 0) && (o4 < 40))) {
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    if ((part3 == 0) && (o4 < 40)) {
         for (int pr11 = 1; pr11 < 8; pr11 += 1) {
             acc5 += sh10[((pr11 * 32) + col2)];
         }
@@ -106,17 +110,20 @@ kernel void reduce_sum_0(
 
 // fuses broadcast %4, const %8, reshape %9, broadcast %10, scale %11, mul %12, rmsnorm_bwd %15
 // threadgroup 64×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(64)]]
 kernel void rmsnorm_bwd_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
         device float* p3 [[buffer(3)]],
-        uint3 lid [[thread_position_in_threadgroup]]) {
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh20[2];
     threadgroup float sh21[2];
     const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = int(lane);
+    const int sg3 = int(sg);
     float dg4[1];
     for (int k5 = 0; k5 < 1; k5 += 1) {
         dg4[k5] = 0.0f;
@@ -128,7 +135,7 @@ kernel void rmsnorm_bwd_0(
         float dot10 = 0.0f;
         for (int k11 = 0; k11 < 1; k11 += 1) {
             const int j12 = (lid1 + (k11 * 64));
-            if ((j12 < 40)) {
+            if (j12 < 40) {
                 const float t13 = p0[((row6 * 40) + j12)];
                 reg7[k11] = t13;
                 const float t14 = (1.0f * 0.004166667f);
@@ -142,11 +149,11 @@ kernel void rmsnorm_bwd_0(
         }
         const float s18 = simd_sum(ss9);
         const float s19 = simd_sum(dot10);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh20[sg3] = s18;
             sh21[sg3] = s19;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         float acc22 = sh20[0];
         for (int s23 = 1; s23 < 2; s23 += 1) {
             acc22 += sh20[s23];
@@ -155,11 +162,11 @@ kernel void rmsnorm_bwd_0(
         for (int s25 = 1; s25 < 2; s25 += 1) {
             acc24 += sh21[s25];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         const float r26 = rsqrt(((acc22 / 40.0f) + 1e-05f));
         for (int k28 = 0; k28 < 1; k28 += 1) {
             const int j29 = (lid1 + (k28 * 64));
-            if ((j29 < 40)) {
+            if (j29 < 40) {
                 const float xh30 = (reg7[k28] * r26);
                 dg4[k28] += (reg8[k28] * xh30);
             }
@@ -167,7 +174,7 @@ kernel void rmsnorm_bwd_0(
     }
     for (int k31 = 0; k31 < 1; k31 += 1) {
         const int j32 = (lid1 + (k31 * 64));
-        if ((j32 < 40)) {
+        if (j32 < 40) {
             p3[j32] = dg4[k31];
         }
     }
@@ -176,6 +183,7 @@ kernel void rmsnorm_bwd_0(
 // fuses reshape %17, reshape %18, concat %19, square %20, reduce_sum %21, sqrt %22, const %23,
 //   const %24, div %25, min %26 (optimizer)
 // threadgroup 32×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(32)]]
 kernel void reduce_sum_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -188,9 +196,9 @@ kernel void reduce_sum_1(
     float acc5 = 0.0f;
     for (int k6 = 0; k6 < 3; k6 += 1) {
         const int j7 = (lid1 + (k6 * 32));
-        if ((j7 < 80)) {
+        if (j7 < 80) {
             float cat8 = 0.0f;
-            if ((j7 < 40)) {
+            if (j7 < 40) {
                 const float t9 = p0[(j7 - 0)];
                 cat8 = t9;
             } else {
@@ -202,7 +210,7 @@ kernel void reduce_sum_1(
         }
     }
     const float s12 = simd_sum(acc5);
-    if ((lid1 == 0)) {
+    if (lid1 == 0) {
         const float t13 = sqrt(s12);
         p2[row4] = t13;
         const float t14 = (1.0f / t13);
@@ -215,6 +223,7 @@ kernel void reduce_sum_1(
 // part 0 (adamw_mul): fuses broadcast %27, mul %28, adamw %35 (optimizer)
 // part 1 (adamw_mul): fuses broadcast %29, mul %30, adamw %40 (optimizer)
 // threadgroup 256×1×1, grid 2×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -229,10 +238,10 @@ kernel void adamw_mul_x2_0(
         device float* p10 [[buffer(10)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 1)) {
+    if (int(gid.x) < 1) {
         const int h0 = (int(gid.x) - 0);
         const int i1 = ((h0 * 256) + int(lid.x));
-        if ((i1 >= 40)) {
+        if (i1 >= 40) {
             return;
         }
         const float t2 = p0[i1];
@@ -249,10 +258,10 @@ kernel void adamw_mul_x2_0(
         p6[i1] = t12;
         p2[i1] = t6;
         p3[i1] = t8;
-    } else if ((int(gid.x) < 2)) {
+    } else if (int(gid.x) < 2) {
         const int h1 = (int(gid.x) - 1);
         const int i1 = ((h1 * 256) + int(lid.x));
-        if ((i1 >= 40)) {
+        if (i1 >= 40) {
             return;
         }
         const float t2 = p7[i1];

@@ -6,6 +6,7 @@ using namespace metal;
 // part 0 (softplus_add): fuses broadcast %8, add %9, softplus %10
 // part 1 (exp): fuses exp %11
 // threadgroup 256×1×1, grid 2×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void softplus_add_exp_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -15,10 +16,10 @@ kernel void softplus_add_exp_x2_0(
         device float* p5 [[buffer(5)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 1)) {
+    if (int(gid.x) < 1) {
         const int h0 = (int(gid.x) - 0);
         const int i1 = ((h0 * 256) + int(lid.x));
-        if ((i1 >= 192)) {
+        if (i1 >= 192) {
             return;
         }
         const int c4 = (i1 % 8);
@@ -28,10 +29,10 @@ kernel void softplus_add_exp_x2_0(
         p2[i1] = t7;
         const float t8 = (max(t7, 0.0f) + log((1.0f + exp((-fabs(t7))))));
         p3[i1] = t8;
-    } else if ((int(gid.x) < 2)) {
+    } else if (int(gid.x) < 2) {
         const int h1 = (int(gid.x) - 1);
         const int i1 = ((h1 * 256) + int(lid.x));
-        if ((i1 >= 32)) {
+        if (i1 >= 32) {
             return;
         }
         const float t4 = p4[i1];
@@ -42,6 +43,7 @@ kernel void softplus_add_exp_x2_0(
 
 // fuses neg %12, selective_scan %13
 // threadgroup 32×1×1, grid 1×2×1 threadgroups
+[[max_total_threads_per_threadgroup(32)]]
 kernel void selective_scan_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -71,7 +73,7 @@ kernel void selective_scan_0(
             s7 = ((a14 * s7) + ((t10 * t12) * t11));
             const float r15 = ((s7 * t13) + simd_shuffle_xor((s7 * t13), ushort(2)));
             const float r16 = (r15 + simd_shuffle_xor(r15, ushort(1)));
-            if ((n3 == 0)) {
+            if (n3 == 0) {
                 p7[((((b1 * 12) + t9) * 8) + ch2)] = (r16 + (t6 * t11));
             }
         }
@@ -82,6 +84,7 @@ kernel void selective_scan_0(
 // part 0 (reduce_mean): fuses broadcast %15, mul %16, reduce_mean %17
 // part 1 (const): fuses const %18
 // threadgroup 32×1×1, grid 9×1×1 threadgroups
+[[max_total_threads_per_threadgroup(32)]]
 kernel void reduce_mean_const_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -89,7 +92,7 @@ kernel void reduce_mean_const_x2_0(
         device float* p3 [[buffer(3)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 1)) {
+    if (int(gid.x) < 1) {
         const int h0 = (int(gid.x) - 0);
         const int lid1 = int(lid.x);
         const int row4 = h0;
@@ -102,13 +105,13 @@ kernel void reduce_mean_const_x2_0(
             acc5 += t10;
         }
         const float s11 = simd_sum(acc5);
-        if ((lid1 == 0)) {
+        if (lid1 == 0) {
             p2[row4] = (s11 / 192.0f);
         }
-    } else if ((int(gid.x) < 9)) {
+    } else if (int(gid.x) < 9) {
         const int h1 = (int(gid.x) - 1);
         const int i1 = ((h1 * 32) + int(lid.x));
-        if ((i1 >= 1)) {
+        if (i1 >= 1) {
             return;
         }
         p3[i1] = 0.0f;
@@ -117,6 +120,7 @@ kernel void reduce_mean_const_x2_0(
 
 // fuses const %19, reshape %20, broadcast %21, scale %22, mul %24, reduce_sum %25
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void reduce_sum_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -135,8 +139,8 @@ kernel void reduce_sum_0(
         acc5 += t9;
     }
     sh10[lid1] = acc5;
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if ((part3 == 0)) {
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    if (part3 == 0) {
         for (int pr11 = 1; pr11 < 32; pr11 += 1) {
             acc5 += sh10[((pr11 * 8) + col2)];
         }
@@ -147,6 +151,7 @@ kernel void reduce_sum_0(
 // fuses neg %12, broadcast %15, const %19, reshape %20, broadcast %21, scale %22, mul %23,
 //   selective_scan_bwd %26
 // threadgroup 128×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void selective_scan_bwd_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -202,16 +207,16 @@ kernel void selective_scan_bwd_0(
                 dD57 += (t75 * t80);
                 const float r84 = ((g83 * (((t55 * a82) * sp81) + (t76 * t75))) + simd_shuffle_xor((g83 * (((t55 * a82) * sp81) + (t76 * t75))), ushort(2)));
                 const float r85 = (r84 + simd_shuffle_xor(r84, ushort(1)));
-                if (((n53 == 0) && (ch51 < 8))) {
+                if ((n53 == 0) && (ch51 < 8)) {
                     p7[((((b58 * 12) + t73) * 8) + ch51)] = r85;
                 }
             }
         }
     }
-    if ((ch51 < 8)) {
+    if (ch51 < 8) {
         p8[((ch51 * 4) + n53)] = dA56;
     }
-    if (((n53 == 0) && (ch51 < 8))) {
+    if ((n53 == 0) && (ch51 < 8)) {
         p9[ch51] = dD57;
     }
 }
@@ -220,6 +225,7 @@ kernel void selective_scan_bwd_0(
 // part 0 (mul_neg): fuses neg %32, mul %33
 // part 1 (reduce_sum): fuses sigmoid %34, mul %35, reduce_sum %36
 // threadgroup 256×1×1, grid 2×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void mul_neg_reduce_sum_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -230,10 +236,10 @@ kernel void mul_neg_reduce_sum_x2_0(
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     threadgroup float sh11[256];
-    if ((int(gid.x) < 1)) {
+    if (int(gid.x) < 1) {
         const int h0 = (int(gid.x) - 0);
         const int i1 = ((h0 * 256) + int(lid.x));
-        if ((i1 >= 32)) {
+        if (i1 >= 32) {
             return;
         }
         const float t4 = p0[i1];
@@ -241,7 +247,7 @@ kernel void mul_neg_reduce_sum_x2_0(
         const float t6 = p1[i1];
         const float t7 = (t5 * t6);
         p2[i1] = t7;
-    } else if ((int(gid.x) < 2)) {
+    } else if (int(gid.x) < 2) {
         const int h1 = (int(gid.x) - 1);
         const int lid1 = int(lid.x);
         const int col2 = (lid1 % 8);
@@ -256,8 +262,8 @@ kernel void mul_neg_reduce_sum_x2_0(
             acc5 += t10;
         }
         sh11[lid1] = acc5;
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((part3 == 0)) {
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+        if (part3 == 0) {
             for (int pr12 = 1; pr12 < 32; pr12 += 1) {
                 acc5 += sh11[((pr12 * 8) + col2)];
             }
@@ -269,6 +275,7 @@ kernel void mul_neg_reduce_sum_x2_0(
 // fuses reshape %37, reshape %38, reshape %39, reshape %40, concat %41, square %42,
 //   reduce_sum %43, sqrt %44, const %45, const %46, div %47, min %48 (optimizer)
 // threadgroup 32×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(32)]]
 kernel void reduce_sum_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -283,15 +290,15 @@ kernel void reduce_sum_1(
     float acc5 = 0.0f;
     for (int k6 = 0; k6 < 2; k6 += 1) {
         const int j7 = (lid1 + (k6 * 32));
-        if ((j7 < 56)) {
+        if (j7 < 56) {
             float cat8 = 0.0f;
-            if ((j7 < 8)) {
+            if (j7 < 8) {
                 const float t9 = p0[(j7 - 0)];
                 cat8 = t9;
-            } else if ((j7 < 40)) {
+            } else if (j7 < 40) {
                 const float t10 = p1[(j7 - 8)];
                 cat8 = t10;
-            } else if ((j7 < 48)) {
+            } else if (j7 < 48) {
                 const float t11 = p2[(j7 - 40)];
                 cat8 = t11;
             } else {
@@ -303,7 +310,7 @@ kernel void reduce_sum_1(
         }
     }
     const float s14 = simd_sum(acc5);
-    if ((lid1 == 0)) {
+    if (lid1 == 0) {
         const float t15 = sqrt(s14);
         p4[row4] = t15;
         const float t16 = (1.0f / t15);
@@ -318,6 +325,7 @@ kernel void reduce_sum_1(
 // part 2 (adamw_mul): fuses broadcast %53, mul %54, adamw %71 (optimizer)
 // part 3 (adamw_mul): fuses broadcast %55, mul %56, adamw %76 (optimizer)
 // threadgroup 256×1×1, grid 4×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_x4_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -340,10 +348,10 @@ kernel void adamw_mul_x4_0(
         device float* p18 [[buffer(18)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 1)) {
+    if (int(gid.x) < 1) {
         const int h0 = (int(gid.x) - 0);
         const int i1 = ((h0 * 256) + int(lid.x));
-        if ((i1 >= 8)) {
+        if (i1 >= 8) {
             return;
         }
         const float t2 = p0[i1];
@@ -360,10 +368,10 @@ kernel void adamw_mul_x4_0(
         p6[i1] = t12;
         p2[i1] = t6;
         p3[i1] = t8;
-    } else if ((int(gid.x) < 2)) {
+    } else if (int(gid.x) < 2) {
         const int h1 = (int(gid.x) - 1);
         const int i1 = ((h1 * 256) + int(lid.x));
-        if ((i1 >= 32)) {
+        if (i1 >= 32) {
             return;
         }
         const float t4 = p7[i1];
@@ -380,10 +388,10 @@ kernel void adamw_mul_x4_0(
         p10[i1] = t14;
         p8[i1] = t8;
         p9[i1] = t10;
-    } else if ((int(gid.x) < 3)) {
+    } else if (int(gid.x) < 3) {
         const int h2 = (int(gid.x) - 2);
         const int i1 = ((h2 * 256) + int(lid.x));
-        if ((i1 >= 8)) {
+        if (i1 >= 8) {
             return;
         }
         const float t2 = p11[i1];
@@ -400,10 +408,10 @@ kernel void adamw_mul_x4_0(
         p14[i1] = t12;
         p12[i1] = t6;
         p13[i1] = t8;
-    } else if ((int(gid.x) < 4)) {
+    } else if (int(gid.x) < 4) {
         const int h3 = (int(gid.x) - 3);
         const int i1 = ((h3 * 256) + int(lid.x));
-        if ((i1 >= 8)) {
+        if (i1 >= 8) {
             return;
         }
         const float t2 = p15[i1];

@@ -8,17 +8,20 @@ constant float NF4_ABSMAX_MAP[256] = {-0.99296874f, -0.9789062f, -0.96484375f, -
 
 // fuses gather %4, rmsnorm %21 (mamba.0)
 // threadgroup 256×1×1, grid 512×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void rmsnorm_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
         device float* p3 [[buffer(3)]],
         uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh14[8];
     const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = int(lane);
+    const int sg3 = int(sg);
     const int row4 = int(gid.x);
     const int c5 = (row4 / 512);
     const int c6 = (row4 % 512);
@@ -32,15 +35,15 @@ kernel void rmsnorm_0(
         ss8 += (t12 * t12);
     }
     const float s13 = simd_sum(ss8);
-    if ((l32_2 == 0)) {
+    if (l32_2 == 0) {
         sh14[sg3] = s13;
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     float acc15 = sh14[0];
     for (int s16 = 1; s16 < 8; s16 += 1) {
         acc15 += sh14[s16];
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     const float r17 = rsqrt(((acc15 / 2048.0f) + 1e-05f));
     for (int k18 = 0; k18 < 8; k18 += 1) {
         const int j19 = (lid1 + (k18 * 256));
@@ -51,6 +54,7 @@ kernel void rmsnorm_0(
 
 // fuses matmul %22 (mamba.0)
 // threadgroup 128×1×1, grid 2×8×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -98,14 +102,14 @@ kernel void matmul_0(
             const int k18 = (l16 % 16);
             const int gi19 = (n03 + i17);
             const int gk20 = (k0 + k18);
-            if ((gi19 < 84)) {
+            if (gi19 < 84) {
                 const float t21 = p1[((gi19 * 2048) + gk20)];
                 sh[(((i17 * 20) + k18) + 1280)] = t21;
             } else {
                 sh[(((i17 * 20) + k18) + 1280)] = 0.0f;
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
@@ -140,7 +144,7 @@ kernel void matmul_0(
             simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
             simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
     simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -158,14 +162,14 @@ kernel void matmul_0(
     simdgroup_store(acc3_1, sh + (((sr6 + 24) * 68) + (sc7 + 8)), 68);
     simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s22 = 0; s22 < 32; s22 += 1) {
         const int l23 = ((s22 * 128) + ti4);
         const int i24 = (l23 / 64);
         const int j25 = (l23 % 64);
         const int gi26 = (m02 + i24);
         const int gj27 = (n03 + j25);
-        if ((gj27 < 84)) {
+        if (gj27 < 84) {
             p2[((((c1 * 512) + gi26) * 84) + gj27)] = sh[((i24 * 68) + j25)];
         }
     }
@@ -173,6 +177,7 @@ kernel void matmul_0(
 
 // fuses dequant %9, matmul %23, matmul %24, scale %25, add %26 (mamba.0)
 // threadgroup 128×1×1, grid 128×8×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -216,7 +221,7 @@ kernel void matmul_1(
             const int k11 = (l9 % 16);
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
-            if ((gk13 < 84)) {
+            if (gk13 < 84) {
                 const float t14 = p0[((((c1 * 512) + gi12) * 84) + gk13)];
                 sh[((i10 * 20) + k11)] = (t14 * 0.1904762f);
             } else {
@@ -229,14 +234,14 @@ kernel void matmul_1(
             const int k18 = (l16 % 16);
             const int gi19 = (n03 + i17);
             const int gk20 = (k0 + k18);
-            if ((gk20 < 84)) {
+            if (gk20 < 84) {
                 const float t21 = p1[((gi19 * 84) + gk20)];
                 sh[(((i17 * 20) + k18) + 1280)] = t21;
             } else {
                 sh[(((i17 * 20) + k18) + 1280)] = 0.0f;
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
@@ -271,7 +276,7 @@ kernel void matmul_1(
             simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
             simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     for (int k0 = 0; k0 < 2048; k0 += 16) {
         for (int s22 = 0; s22 < 8; s22 += 1) {
@@ -292,7 +297,7 @@ kernel void matmul_1(
             const float t35 = (NF4_CODE[((int(p3_codes[(((gi33 * 2048) + gk34) / 2)]) >> (((((gi33 * 2048) + gk34) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p4_qabsmax[(((gi33 * 2048) + gk34) / 64)])] * p5_scales[((((gi33 * 2048) + gk34) / 64) / 256)]) + p6_offset[0]));
             sh[(((i31 * 20) + k32) + 1280)] = t35;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
@@ -327,7 +332,7 @@ kernel void matmul_1(
             simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
             simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
     simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -345,7 +350,7 @@ kernel void matmul_1(
     simdgroup_store(acc3_1, sh + (((sr6 + 24) * 68) + (sc7 + 8)), 68);
     simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s36 = 0; s36 < 32; s36 += 1) {
         const int l37 = ((s36 * 128) + ti4);
         const int i38 = (l37 / 64);
@@ -359,6 +364,7 @@ kernel void matmul_1(
 
 // fuses slice %27, causal_conv1d %29, silu %30, matmul %31 (mamba.0)
 // threadgroup 128×1×1, grid 3×8×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -411,11 +417,11 @@ kernel void matmul_2(
             const float t21 = p1[((gk13 * 4) + 3)];
             const float t22 = p2[((((c1 * 512) + gi12) * 8192) + gk13)];
             const float t23 = ((((t14 + ((gi12 >= 3) ? (t15 * t16) : 0.0f)) + ((gi12 >= 2) ? (t17 * t18) : 0.0f)) + ((gi12 >= 1) ? (t19 * t20) : 0.0f)) + (t21 * t22));
-            if ((n03 == 0)) {
+            if (n03 == 0) {
                 p3[((((c1 * 512) + gi12) * 4096) + gk13)] = t23;
             }
             const float t24 = (t23 / (1.0f + exp((-t23))));
-            if ((n03 == 0)) {
+            if (n03 == 0) {
                 p4[((((c1 * 512) + gi12) * 4096) + gk13)] = t24;
             }
             sh[((i10 * 20) + k11)] = t24;
@@ -426,14 +432,14 @@ kernel void matmul_2(
             const int k28 = (l26 % 16);
             const int gi29 = (n03 + i27);
             const int gk30 = (k0 + k28);
-            if ((gi29 < 160)) {
+            if (gi29 < 160) {
                 const float t31 = p5[((gi29 * 4096) + gk30)];
                 sh[(((i27 * 20) + k28) + 1280)] = t31;
             } else {
                 sh[(((i27 * 20) + k28) + 1280)] = 0.0f;
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
@@ -468,7 +474,7 @@ kernel void matmul_2(
             simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
             simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
     simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -486,14 +492,14 @@ kernel void matmul_2(
     simdgroup_store(acc3_1, sh + (((sr6 + 24) * 68) + (sc7 + 8)), 68);
     simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s32 = 0; s32 < 32; s32 += 1) {
         const int l33 = ((s32 * 128) + ti4);
         const int i34 = (l33 / 64);
         const int j35 = (l33 % 64);
         const int gi36 = (m02 + i34);
         const int gj37 = (n03 + j35);
-        if ((gj37 < 160)) {
+        if (gj37 < 160) {
             p6[((((c1 * 512) + gi36) * 160) + gj37)] = sh[((i34 * 68) + j35)];
         }
     }
@@ -503,6 +509,7 @@ kernel void matmul_2(
 // part 0 (matmul): fuses slice %32, matmul %35, broadcast %36, add %37, softplus %38 (mamba.0)
 // part 1 (exp): fuses exp %39 (mamba.0)
 // threadgroup 128×1×1, grid 1024×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_exp_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -515,7 +522,7 @@ kernel void matmul_exp_x2_0(
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[4352];
-    if ((int(gid.x) < 512)) {
+    if (int(gid.x) < 512) {
         const int h0 = (int(gid.x) - 0);
         const int c1 = (h0 / 512);
         const int m02 = ((h0 / 64) * 64);
@@ -559,7 +566,7 @@ kernel void matmul_exp_x2_0(
                 const float t21 = p1[((gi19 * 128) + gk20)];
                 sh[(((i17 * 20) + k18) + 1280)] = t21;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
@@ -594,7 +601,7 @@ kernel void matmul_exp_x2_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
         simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -612,7 +619,7 @@ kernel void matmul_exp_x2_0(
         simdgroup_store(acc3_1, sh + (((sr6 + 24) * 68) + (sc7 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s22 = 0; s22 < 32; s22 += 1) {
             const int l23 = ((s22 * 128) + ti4);
             const int i24 = (l23 / 64);
@@ -626,7 +633,7 @@ kernel void matmul_exp_x2_0(
             const float t31 = (max(t30, 0.0f) + log((1.0f + exp((-fabs(t30))))));
             p4[((((c1 * 512) + gi26) * 4096) + gj27)] = t31;
         }
-    } else if ((int(gid.x) < 1024)) {
+    } else if (int(gid.x) < 1024) {
         const int h1 = (int(gid.x) - 512);
         const int i1 = ((h1 * 128) + int(lid.x));
         const float t4 = p5[i1];
@@ -637,6 +644,7 @@ kernel void matmul_exp_x2_0(
 
 // fuses slice %28, slice %33, slice %34, neg %40, selective_scan %41, silu %43, mul %44 (mamba.0)
 // threadgroup 256×1×1, grid 256×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void selective_scan_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -670,7 +678,7 @@ kernel void selective_scan_0(
             const float r16 = (r15 + simd_shuffle_xor(r15, ushort(4)));
             const float r17 = (r16 + simd_shuffle_xor(r16, ushort(2)));
             const float r18 = (r17 + simd_shuffle_xor(r17, ushort(1)));
-            if ((n3 == 0)) {
+            if (n3 == 0) {
                 const float acc19 = (r18 + (t6 * t11));
                 p6[((((b1 * 512) + t9) * 4096) + ch2)] = acc19;
                 const float t20 = p7[((((b1 * 512) + t9) * 8192) + (ch2 + 4096))];
@@ -685,6 +693,7 @@ kernel void selective_scan_0(
 
 // fuses matmul %45 (mamba.0)
 // threadgroup 128×1×1, grid 2×8×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_3(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -732,14 +741,14 @@ kernel void matmul_3(
             const int k18 = (l16 % 16);
             const int gi19 = (n03 + i17);
             const int gk20 = (k0 + k18);
-            if ((gi19 < 84)) {
+            if (gi19 < 84) {
                 const float t21 = p1[((gi19 * 4096) + gk20)];
                 sh[(((i17 * 20) + k18) + 1280)] = t21;
             } else {
                 sh[(((i17 * 20) + k18) + 1280)] = 0.0f;
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
@@ -774,7 +783,7 @@ kernel void matmul_3(
             simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
             simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
     simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -792,14 +801,14 @@ kernel void matmul_3(
     simdgroup_store(acc3_1, sh + (((sr6 + 24) * 68) + (sc7 + 8)), 68);
     simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s22 = 0; s22 < 32; s22 += 1) {
         const int l23 = ((s22 * 128) + ti4);
         const int i24 = (l23 / 64);
         const int j25 = (l23 % 64);
         const int gi26 = (m02 + i24);
         const int gj27 = (n03 + j25);
-        if ((gj27 < 84)) {
+        if (gj27 < 84) {
             p2[((((c1 * 512) + gi26) * 84) + gj27)] = sh[((i24 * 68) + j25)];
         }
     }
@@ -807,6 +816,7 @@ kernel void matmul_3(
 
 // fuses gather %4, dequant %20, matmul %46, matmul %47, scale %48, add %49, add %50 (mamba.0)
 // threadgroup 128×1×1, grid 32×8×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_4(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -852,7 +862,7 @@ kernel void matmul_4(
             const int k11 = (l9 % 16);
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
-            if ((gk13 < 84)) {
+            if (gk13 < 84) {
                 const float t14 = p0[((((c1 * 512) + gi12) * 84) + gk13)];
                 sh[((i10 * 20) + k11)] = (t14 * 0.1904762f);
             } else {
@@ -865,14 +875,14 @@ kernel void matmul_4(
             const int k18 = (l16 % 16);
             const int gi19 = (n03 + i17);
             const int gk20 = (k0 + k18);
-            if ((gk20 < 84)) {
+            if (gk20 < 84) {
                 const float t21 = p1[((gi19 * 84) + gk20)];
                 sh[(((i17 * 20) + k18) + 1280)] = t21;
             } else {
                 sh[(((i17 * 20) + k18) + 1280)] = 0.0f;
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
@@ -907,7 +917,7 @@ kernel void matmul_4(
             simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
             simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     for (int k0 = 0; k0 < 4096; k0 += 16) {
         for (int s22 = 0; s22 < 8; s22 += 1) {
@@ -928,7 +938,7 @@ kernel void matmul_4(
             const float t35 = (NF4_CODE[((int(p3_codes[(((gi33 * 4096) + gk34) / 2)]) >> (((((gi33 * 4096) + gk34) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p4_qabsmax[(((gi33 * 4096) + gk34) / 64)])] * p5_scales[((((gi33 * 4096) + gk34) / 64) / 256)]) + p6_offset[0]));
             sh[(((i31 * 20) + k32) + 1280)] = t35;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
@@ -963,7 +973,7 @@ kernel void matmul_4(
             simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
             simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
     simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -981,7 +991,7 @@ kernel void matmul_4(
     simdgroup_store(acc3_1, sh + (((sr6 + 24) * 68) + (sc7 + 8)), 68);
     simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s36 = 0; s36 < 32; s36 += 1) {
         const int l37 = ((s36 * 128) + ti4);
         const int i38 = (l37 / 64);
@@ -998,16 +1008,19 @@ kernel void matmul_4(
 
 // fuses rmsnorm %67 (mamba.1)
 // threadgroup 256×1×1, grid 512×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void rmsnorm_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh13[8];
     const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = int(lane);
+    const int sg3 = int(sg);
     const int row4 = int(gid.x);
     const int c5 = (row4 / 512);
     const int c6 = (row4 % 512);
@@ -1020,15 +1033,15 @@ kernel void rmsnorm_1(
         ss8 += (t11 * t11);
     }
     const float s12 = simd_sum(ss8);
-    if ((l32_2 == 0)) {
+    if (l32_2 == 0) {
         sh13[sg3] = s12;
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     float acc14 = sh13[0];
     for (int s15 = 1; s15 < 8; s15 += 1) {
         acc14 += sh13[s15];
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     const float r16 = rsqrt(((acc14 / 2048.0f) + 1e-05f));
     for (int k17 = 0; k17 < 8; k17 += 1) {
         const int j18 = (lid1 + (k17 * 256));
@@ -1039,6 +1052,7 @@ kernel void rmsnorm_1(
 
 // fuses dequant %66, matmul %92, matmul %93, scale %94, add %95, add %96 (mamba.1)
 // threadgroup 128×1×1, grid 32×8×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_5(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -1083,7 +1097,7 @@ kernel void matmul_5(
             const int k11 = (l9 % 16);
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
-            if ((gk13 < 84)) {
+            if (gk13 < 84) {
                 const float t14 = p0[((((c1 * 512) + gi12) * 84) + gk13)];
                 sh[((i10 * 20) + k11)] = (t14 * 0.1904762f);
             } else {
@@ -1096,14 +1110,14 @@ kernel void matmul_5(
             const int k18 = (l16 % 16);
             const int gi19 = (n03 + i17);
             const int gk20 = (k0 + k18);
-            if ((gk20 < 84)) {
+            if (gk20 < 84) {
                 const float t21 = p1[((gi19 * 84) + gk20)];
                 sh[(((i17 * 20) + k18) + 1280)] = t21;
             } else {
                 sh[(((i17 * 20) + k18) + 1280)] = 0.0f;
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
@@ -1138,7 +1152,7 @@ kernel void matmul_5(
             simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
             simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     for (int k0 = 0; k0 < 4096; k0 += 16) {
         for (int s22 = 0; s22 < 8; s22 += 1) {
@@ -1159,7 +1173,7 @@ kernel void matmul_5(
             const float t35 = (NF4_CODE[((int(p3_codes[(((gi33 * 4096) + gk34) / 2)]) >> (((((gi33 * 4096) + gk34) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p4_qabsmax[(((gi33 * 4096) + gk34) / 64)])] * p5_scales[((((gi33 * 4096) + gk34) / 64) / 256)]) + p6_offset[0]));
             sh[(((i31 * 20) + k32) + 1280)] = t35;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
@@ -1194,7 +1208,7 @@ kernel void matmul_5(
             simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
             simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
     simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -1212,7 +1226,7 @@ kernel void matmul_5(
     simdgroup_store(acc3_1, sh + (((sr6 + 24) * 68) + (sc7 + 8)), 68);
     simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s36 = 0; s36 < 32; s36 += 1) {
         const int l37 = ((s36 * 128) + ti4);
         const int i38 = (l37 / 64);
@@ -1228,6 +1242,7 @@ kernel void matmul_5(
 
 // fuses reshape %154, matmul %155 (moe.0)
 // threadgroup 128×1×1, grid 1×8×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_6(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -1266,14 +1281,14 @@ kernel void matmul_6(
             const int k17 = (l15 % 32);
             const int gi18 = (n02 + i16);
             const int gk19 = (k0 + k17);
-            if ((gi18 < 8)) {
+            if (gi18 < 8) {
                 const float t20 = p1[((gi18 * 2048) + gk19)];
                 sh[(((i16 * 36) + k17) + 2304)] = t20;
             } else {
                 sh[(((i16 * 36) + k17) + 2304)] = 0.0f;
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr5 * 36) + kk), 36);
@@ -1296,7 +1311,7 @@ kernel void matmul_6(
             simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
             simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr5 * 36) + sc6), 36);
     simdgroup_store(acc0_1, sh + ((sr5 * 36) + (sc6 + 8)), 36);
@@ -1306,14 +1321,14 @@ kernel void matmul_6(
     simdgroup_store(acc2_1, sh + (((sr5 + 16) * 36) + (sc6 + 8)), 36);
     simdgroup_store(acc3_0, sh + (((sr5 + 24) * 36) + sc6), 36);
     simdgroup_store(acc3_1, sh + (((sr5 + 24) * 36) + (sc6 + 8)), 36);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s21 = 0; s21 < 16; s21 += 1) {
         const int l22 = ((s21 * 128) + ti3);
         const int i23 = (l22 / 32);
         const int j24 = (l22 % 32);
         const int gi25 = (m01 + i23);
         const int gj26 = (n02 + j24);
-        if ((gj26 < 8)) {
+        if (gj26 < 8) {
             p2[((gi25 * 8) + gj26)] = sh[((i23 * 36) + j24)];
         }
     }
@@ -1321,6 +1336,7 @@ kernel void matmul_6(
 
 // fuses softmax %156, topk %157, reduce_sum %159, broadcast %160, div %161 (moe.0)
 // threadgroup 256×1×1, grid 2×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void topk_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -1354,7 +1370,7 @@ kernel void topk_0(
         for (int i18 = 0; i18 < 8; i18 += 1) {
             const float t19 = p0[((row1 * 8) + i18)];
             const float v20 = (exp((t19 - m2)) * inv8);
-            if ((((pi14 < 0) || (((isnan(pv13) && (!isnan(v20))) || (pv13 > v20)) || ((!((isnan(v20) && (!isnan(pv13))) || (v20 > pv13))) && (i18 > pi14)))) && ((bi17 < 0) || ((isnan(v20) && (!isnan(bv16))) || (v20 > bv16))))) {
+            if (((pi14 < 0) || (((isnan(pv13) && (!isnan(v20))) || (pv13 > v20)) || ((!((isnan(v20) && (!isnan(pv13))) || (v20 > pv13))) && (i18 > pi14)))) && ((bi17 < 0) || ((isnan(v20) && (!isnan(bv16))) || (v20 > bv16)))) {
                 bv16 = v20;
                 bi17 = i18;
             }
@@ -1374,47 +1390,50 @@ kernel void topk_0(
 
 // fuses moe_route %162 (moe.0)
 // threadgroup 1024×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(1024)]]
 kernel void moe_route_0(
         device int* p0 [[buffer(0)]],
         const device int* p1 [[buffer(1)]],
         device int* p2 [[buffer(2)]],
         device int* p3 [[buffer(3)]],
-        uint3 lid [[thread_position_in_threadgroup]]) {
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup int sh15[32];
     const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = int(lane);
+    const int sg3 = int(sg);
     const int lo4 = (lid1 * 1);
     const int hi5 = min((lo4 + 1), 1024);
     int off6 = 0;
     for (int ex7 = 0; ex7 < 8; ex7 += 1) {
-        if ((lid1 == 0)) {
+        if (lid1 == 0) {
             p0[ex7] = off6;
         }
         int c8 = 0;
         for (int i9 = lo4; i9 < hi5; i9 += 1) {
             const int t12 = p1[i9];
-            if ((t12 == ex7)) {
+            if (t12 == ex7) {
                 c8 += 1;
             }
         }
         const int pre13 = simd_prefix_exclusive_sum(c8);
         const int sgt14 = simd_sum(c8);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh15[sg3] = sgt14;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         int base16 = pre13;
         int tot17 = 0;
         for (int s18 = 0; s18 < 32; s18 += 1) {
             base16 += ((s18 < sg3) ? sh15[s18] : 0);
             tot17 += sh15[s18];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         int pos19 = (off6 + base16);
         for (int i20 = lo4; i20 < hi5; i20 += 1) {
             const int t23 = p1[i20];
-            if ((t23 == ex7)) {
+            if (t23 == ex7) {
                 p2[pos19] = (i20 / 2);
                 p3[pos19] = i20;
                 pos19 += 1;
@@ -1422,13 +1441,14 @@ kernel void moe_route_0(
         }
         off6 += tot17;
     }
-    if ((lid1 == 0)) {
+    if (lid1 == 0) {
         p0[8] = off6;
     }
 }
 
 // fuses reshape %154, gather %165, grouped_matmul %166 (moe.0)
 // threadgroup 128×1×1, grid 2×16×9 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void grouped_matmul_0(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -1440,14 +1460,14 @@ kernel void grouped_matmul_0(
         uint sg [[simdgroup_index_in_threadgroup]]) {
     const int ex1 = int(gid.z);
     const int n02 = (int(gid.x) * 64);
-    if ((ex1 == 8)) {
+    if (ex1 == 8) {
         const int t3 = p0[0];
         const int t4 = p0[8];
         for (int s5 = 0; s5 < 32; s5 += 1) {
             const int l6 = ((s5 * 128) + int(lid.x));
             const int r7 = ((int(gid.y) * 64) + (l6 / 64));
             const int j8 = (n02 + (l6 % 64));
-            if (((j8 < 84) && ((r7 < t3) || (r7 >= t4)))) {
+            if ((j8 < 84) && ((r7 < t3) || (r7 >= t4))) {
                 p1[((r7 * 84) + j8)] = 0.0f;
             }
         }
@@ -1456,7 +1476,7 @@ kernel void grouped_matmul_0(
     const int t9 = p0[ex1];
     const int t10 = p0[(ex1 + 1)];
     const int m011 = (t9 + (int(gid.y) * 64));
-    if ((m011 >= t10)) {
+    if (m011 >= t10) {
         return;
     }
     threadgroup float sh[4352];
@@ -1487,7 +1507,7 @@ kernel void grouped_matmul_0(
             const int k19 = (l17 % 16);
             const int gi20 = (m011 + i18);
             const int gk21 = (k0 + k19);
-            if ((gi20 < t10)) {
+            if (gi20 < t10) {
                 const int t22 = p2[gi20];
                 const float t23 = p3[((t22 * 2048) + gk21)];
                 sh[((i18 * 20) + k19)] = t23;
@@ -1501,14 +1521,14 @@ kernel void grouped_matmul_0(
             const int k27 = (l25 % 16);
             const int gi28 = (n02 + i26);
             const int gk29 = (k0 + k27);
-            if ((gi28 < 84)) {
+            if (gi28 < 84) {
                 const float t30 = p4[((((ex1 * 84) + gi28) * 2048) + gk29)];
                 sh[(((i26 * 20) + k27) + 1280)] = t30;
             } else {
                 sh[(((i26 * 20) + k27) + 1280)] = 0.0f;
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr14 * 20) + kk), 20);
@@ -1543,7 +1563,7 @@ kernel void grouped_matmul_0(
             simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
             simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr14 * 68) + sc15), 68);
     simdgroup_store(acc0_1, sh + ((sr14 * 68) + (sc15 + 8)), 68);
@@ -1561,14 +1581,14 @@ kernel void grouped_matmul_0(
     simdgroup_store(acc3_1, sh + (((sr14 + 24) * 68) + (sc15 + 8)), 68);
     simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s31 = 0; s31 < 32; s31 += 1) {
         const int l32 = ((s31 * 128) + ti12);
         const int i33 = (l32 / 64);
         const int j34 = (l32 % 64);
         const int gi35 = (m011 + i33);
         const int gj36 = (n02 + j34);
-        if (((gi35 < t10) && (gj36 < 84))) {
+        if ((gi35 < t10) && (gj36 < 84)) {
             p1[((gi35 * 84) + gj36)] = sh[((i33 * 68) + j34)];
         }
     }
@@ -1577,6 +1597,7 @@ kernel void grouped_matmul_0(
 // fuses dequant %148, reshape %154, gather %165, grouped_matmul %167, grouped_matmul %168,
 //   scale %169, add %170 (moe.0)
 // threadgroup 128×1×1, grid 168×16×9 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void grouped_matmul_1(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -1593,14 +1614,14 @@ kernel void grouped_matmul_1(
         uint sg [[simdgroup_index_in_threadgroup]]) {
     const int ex1 = int(gid.z);
     const int n02 = (int(gid.x) * 64);
-    if ((ex1 == 8)) {
+    if (ex1 == 8) {
         const int t3 = p0[0];
         const int t4 = p0[8];
         for (int s5 = 0; s5 < 32; s5 += 1) {
             const int l6 = ((s5 * 128) + int(lid.x));
             const int r7 = ((int(gid.y) * 64) + (l6 / 64));
             const int j8 = (n02 + (l6 % 64));
-            if (((r7 < t3) || (r7 >= t4))) {
+            if ((r7 < t3) || (r7 >= t4)) {
                 const float acc9 = 0.0f;
                 p1[((r7 * 10752) + j8)] = acc9;
             }
@@ -1610,7 +1631,7 @@ kernel void grouped_matmul_1(
     const int t10 = p0[ex1];
     const int t11 = p0[(ex1 + 1)];
     const int m012 = (t10 + (int(gid.y) * 64));
-    if ((m012 >= t11)) {
+    if (m012 >= t11) {
         return;
     }
     threadgroup float sh[4352];
@@ -1641,7 +1662,7 @@ kernel void grouped_matmul_1(
             const int k20 = (l18 % 16);
             const int gi21 = (m012 + i19);
             const int gk22 = (k0 + k20);
-            if (((gi21 < t11) && (gk22 < 84))) {
+            if ((gi21 < t11) && (gk22 < 84)) {
                 const float t23 = p2[((gi21 * 84) + gk22)];
                 sh[((i19 * 20) + k20)] = (t23 * 0.1904762f);
             } else {
@@ -1654,14 +1675,14 @@ kernel void grouped_matmul_1(
             const int k27 = (l25 % 16);
             const int gi28 = (n02 + i26);
             const int gk29 = (k0 + k27);
-            if ((gk29 < 84)) {
+            if (gk29 < 84) {
                 const float t30 = p3[((((ex1 * 10752) + gi28) * 84) + gk29)];
                 sh[(((i26 * 20) + k27) + 1280)] = t30;
             } else {
                 sh[(((i26 * 20) + k27) + 1280)] = 0.0f;
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr15 * 20) + kk), 20);
@@ -1696,7 +1717,7 @@ kernel void grouped_matmul_1(
             simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
             simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     for (int k0 = 0; k0 < 2048; k0 += 16) {
         for (int s31 = 0; s31 < 8; s31 += 1) {
@@ -1705,7 +1726,7 @@ kernel void grouped_matmul_1(
             const int k34 = (l32 % 16);
             const int gi35 = (m012 + i33);
             const int gk36 = (k0 + k34);
-            if ((gi35 < t11)) {
+            if (gi35 < t11) {
                 const int t37 = p4[gi35];
                 const float t38 = p5[((t37 * 2048) + gk36)];
                 sh[((i33 * 20) + k34)] = t38;
@@ -1722,7 +1743,7 @@ kernel void grouped_matmul_1(
             const float t45 = (NF4_CODE[((int(p6_codes[(((((ex1 * 10752) + gi43) * 2048) + gk44) / 2)]) >> (((((((ex1 * 10752) + gi43) * 2048) + gk44) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p7_qabsmax[(((((ex1 * 10752) + gi43) * 2048) + gk44) / 64)])] * p8_scales[((((((ex1 * 10752) + gi43) * 2048) + gk44) / 64) / 256)]) + p9_offset[0]));
             sh[(((i41 * 20) + k42) + 1280)] = t45;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr15 * 20) + kk), 20);
@@ -1757,7 +1778,7 @@ kernel void grouped_matmul_1(
             simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
             simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr15 * 68) + sc16), 68);
     simdgroup_store(acc0_1, sh + ((sr15 * 68) + (sc16 + 8)), 68);
@@ -1775,14 +1796,14 @@ kernel void grouped_matmul_1(
     simdgroup_store(acc3_1, sh + (((sr15 + 24) * 68) + (sc16 + 8)), 68);
     simdgroup_store(acc3_2, sh + (((sr15 + 24) * 68) + (sc16 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr15 + 24) * 68) + (sc16 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s46 = 0; s46 < 32; s46 += 1) {
         const int l47 = ((s46 * 128) + ti13);
         const int i48 = (l47 / 64);
         const int j49 = (l47 % 64);
         const int gi50 = (m012 + i48);
         const int gj51 = (n02 + j49);
-        if ((gi50 < t11)) {
+        if (gi50 < t11) {
             const float acc52 = sh[((i48 * 68) + j49)];
             p1[((gi50 * 10752) + gj51)] = acc52;
         }
@@ -1791,6 +1812,7 @@ kernel void grouped_matmul_1(
 
 // fuses slice %171, slice %172, silu %173, mul %174, grouped_matmul %175 (moe.0)
 // threadgroup 128×1×1, grid 2×16×9 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void grouped_matmul_2(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -1803,14 +1825,14 @@ kernel void grouped_matmul_2(
         uint sg [[simdgroup_index_in_threadgroup]]) {
     const int ex1 = int(gid.z);
     const int n02 = (int(gid.x) * 64);
-    if ((ex1 == 8)) {
+    if (ex1 == 8) {
         const int t3 = p0[0];
         const int t4 = p0[8];
         for (int s5 = 0; s5 < 32; s5 += 1) {
             const int l6 = ((s5 * 128) + int(lid.x));
             const int r7 = ((int(gid.y) * 64) + (l6 / 64));
             const int j8 = (n02 + (l6 % 64));
-            if (((j8 < 84) && ((r7 < t3) || (r7 >= t4)))) {
+            if ((j8 < 84) && ((r7 < t3) || (r7 >= t4))) {
                 p1[((r7 * 84) + j8)] = 0.0f;
             }
         }
@@ -1819,7 +1841,7 @@ kernel void grouped_matmul_2(
     const int t9 = p0[ex1];
     const int t10 = p0[(ex1 + 1)];
     const int m011 = (t9 + (int(gid.y) * 64));
-    if ((m011 >= t10)) {
+    if (m011 >= t10) {
         return;
     }
     threadgroup float sh[4352];
@@ -1850,15 +1872,15 @@ kernel void grouped_matmul_2(
             const int k19 = (l17 % 16);
             const int gi20 = (m011 + i18);
             const int gk21 = (k0 + k19);
-            if ((gi20 < t10)) {
+            if (gi20 < t10) {
                 const float t22 = p2[((gi20 * 10752) + gk21)];
                 const float t23 = (t22 / (1.0f + exp((-t22))));
-                if ((n02 == 0)) {
+                if (n02 == 0) {
                     p3[((gi20 * 5376) + gk21)] = t23;
                 }
                 const float t24 = p2[((gi20 * 10752) + (gk21 + 5376))];
                 const float t25 = (t23 * t24);
-                if ((n02 == 0)) {
+                if (n02 == 0) {
                     p4[((gi20 * 5376) + gk21)] = t25;
                 }
                 sh[((i18 * 20) + k19)] = t25;
@@ -1872,14 +1894,14 @@ kernel void grouped_matmul_2(
             const int k29 = (l27 % 16);
             const int gi30 = (n02 + i28);
             const int gk31 = (k0 + k29);
-            if ((gi30 < 84)) {
+            if (gi30 < 84) {
                 const float t32 = p5[((((ex1 * 84) + gi30) * 5376) + gk31)];
                 sh[(((i28 * 20) + k29) + 1280)] = t32;
             } else {
                 sh[(((i28 * 20) + k29) + 1280)] = 0.0f;
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr14 * 20) + kk), 20);
@@ -1914,7 +1936,7 @@ kernel void grouped_matmul_2(
             simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
             simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr14 * 68) + sc15), 68);
     simdgroup_store(acc0_1, sh + ((sr14 * 68) + (sc15 + 8)), 68);
@@ -1932,14 +1954,14 @@ kernel void grouped_matmul_2(
     simdgroup_store(acc3_1, sh + (((sr14 + 24) * 68) + (sc15 + 8)), 68);
     simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s33 = 0; s33 < 32; s33 += 1) {
         const int l34 = ((s33 * 128) + ti12);
         const int i35 = (l34 / 64);
         const int j36 = (l34 % 64);
         const int gi37 = (m011 + i35);
         const int gj38 = (n02 + j36);
-        if (((gi37 < t10) && (gj38 < 84))) {
+        if ((gi37 < t10) && (gj38 < 84)) {
             p1[((gi37 * 84) + gj38)] = sh[((i35 * 68) + j36)];
         }
     }
@@ -1948,6 +1970,7 @@ kernel void grouped_matmul_2(
 // fuses dequant %152, grouped_matmul %176, grouped_matmul %177, scale %178, add %179,
 //   reshape %180, gather %181, reshape %182, broadcast %183, mul %184 (moe.0)
 // threadgroup 128×1×1, grid 32×16×9 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void grouped_matmul_3(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -1966,14 +1989,14 @@ kernel void grouped_matmul_3(
         uint sg [[simdgroup_index_in_threadgroup]]) {
     const int ex1 = int(gid.z);
     const int n02 = (int(gid.x) * 64);
-    if ((ex1 == 8)) {
+    if (ex1 == 8) {
         const int t3 = p0[0];
         const int t4 = p0[8];
         for (int s5 = 0; s5 < 32; s5 += 1) {
             const int l6 = ((s5 * 128) + int(lid.x));
             const int r7 = ((int(gid.y) * 64) + (l6 / 64));
             const int j8 = (n02 + (l6 % 64));
-            if (((r7 < t3) || (r7 >= t4))) {
+            if ((r7 < t3) || (r7 >= t4)) {
                 const float acc9 = 0.0f;
                 p1[((r7 * 2048) + j8)] = acc9;
                 const int t10 = p2[((r7 * 1) + 0)];
@@ -1987,7 +2010,7 @@ kernel void grouped_matmul_3(
     const int t13 = p0[ex1];
     const int t14 = p0[(ex1 + 1)];
     const int m015 = (t13 + (int(gid.y) * 64));
-    if ((m015 >= t14)) {
+    if (m015 >= t14) {
         return;
     }
     threadgroup float sh[4352];
@@ -2018,7 +2041,7 @@ kernel void grouped_matmul_3(
             const int k23 = (l21 % 16);
             const int gi24 = (m015 + i22);
             const int gk25 = (k0 + k23);
-            if (((gi24 < t14) && (gk25 < 84))) {
+            if ((gi24 < t14) && (gk25 < 84)) {
                 const float t26 = p5[((gi24 * 84) + gk25)];
                 sh[((i22 * 20) + k23)] = (t26 * 0.1904762f);
             } else {
@@ -2031,14 +2054,14 @@ kernel void grouped_matmul_3(
             const int k30 = (l28 % 16);
             const int gi31 = (n02 + i29);
             const int gk32 = (k0 + k30);
-            if ((gk32 < 84)) {
+            if (gk32 < 84) {
                 const float t33 = p6[((((ex1 * 2048) + gi31) * 84) + gk32)];
                 sh[(((i29 * 20) + k30) + 1280)] = t33;
             } else {
                 sh[(((i29 * 20) + k30) + 1280)] = 0.0f;
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr18 * 20) + kk), 20);
@@ -2073,7 +2096,7 @@ kernel void grouped_matmul_3(
             simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
             simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     for (int k0 = 0; k0 < 5376; k0 += 16) {
         for (int s34 = 0; s34 < 8; s34 += 1) {
@@ -2082,7 +2105,7 @@ kernel void grouped_matmul_3(
             const int k37 = (l35 % 16);
             const int gi38 = (m015 + i36);
             const int gk39 = (k0 + k37);
-            if ((gi38 < t14)) {
+            if (gi38 < t14) {
                 const float t40 = p7[((gi38 * 5376) + gk39)];
                 sh[((i36 * 20) + k37)] = t40;
             } else {
@@ -2098,7 +2121,7 @@ kernel void grouped_matmul_3(
             const float t47 = (NF4_CODE[((int(p8_codes[(((((ex1 * 2048) + gi45) * 5376) + gk46) / 2)]) >> (((((((ex1 * 2048) + gi45) * 5376) + gk46) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p9_qabsmax[(((((ex1 * 2048) + gi45) * 5376) + gk46) / 64)])] * p10_scales[((((((ex1 * 2048) + gi45) * 5376) + gk46) / 64) / 256)]) + p11_offset[0]));
             sh[(((i43 * 20) + k44) + 1280)] = t47;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr18 * 20) + kk), 20);
@@ -2133,7 +2156,7 @@ kernel void grouped_matmul_3(
             simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
             simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr18 * 68) + sc19), 68);
     simdgroup_store(acc0_1, sh + ((sr18 * 68) + (sc19 + 8)), 68);
@@ -2151,14 +2174,14 @@ kernel void grouped_matmul_3(
     simdgroup_store(acc3_1, sh + (((sr18 + 24) * 68) + (sc19 + 8)), 68);
     simdgroup_store(acc3_2, sh + (((sr18 + 24) * 68) + (sc19 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr18 + 24) * 68) + (sc19 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s48 = 0; s48 < 32; s48 += 1) {
         const int l49 = ((s48 * 128) + ti16);
         const int i50 = (l49 / 64);
         const int j51 = (l49 % 64);
         const int gi52 = (m015 + i50);
         const int gj53 = (n02 + j51);
-        if ((gi52 < t14)) {
+        if (gi52 < t14) {
             const float acc54 = sh[((i50 * 68) + j51)];
             p1[((gi52 * 2048) + gj53)] = acc54;
             const int t55 = p2[((gi52 * 1) + 0)];
@@ -2174,6 +2197,7 @@ kernel void grouped_matmul_3(
 // part 1 (reduce_mean): fuses slice %186, one_hot %187, reduce_mean %188 (moe.0)
 // part 2 (reduce_mean): fuses reduce_mean %189 (moe.0)
 // threadgroup 256×1×1, grid 34×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void scatter_add_reduce_mean_x3_0(
         device float* p0 [[buffer(0)]],
         const device int* p1 [[buffer(1)]],
@@ -2186,7 +2210,7 @@ kernel void scatter_add_reduce_mean_x3_0(
         uint3 gid [[threadgroup_position_in_grid]]) {
     threadgroup float sh9[256];
     threadgroup float sh8[256];
-    if ((int(gid.x) < 32)) {
+    if (int(gid.x) < 32) {
         const int h0 = (int(gid.x) - 0);
         const int t1 = ((h0 * 256) + int(lid.x));
         const int c2 = (t1 % 2048);
@@ -2197,12 +2221,12 @@ kernel void scatter_add_reduce_mean_x3_0(
         }
         for (int i4 = 0; i4 < 1024; i4 += 1) {
             const int t7 = p1[i4];
-            if (((t7 >= lo3) && (t7 < hi5))) {
+            if ((t7 >= lo3) && (t7 < hi5)) {
                 const float t8 = p2[((i4 * 2048) + c2)];
                 p0[((t7 * 2048) + c2)] = (p0[((t7 * 2048) + c2)] + t8);
             }
         }
-    } else if ((int(gid.x) < 33)) {
+    } else if (int(gid.x) < 33) {
         const int h1 = (int(gid.x) - 32);
         const int lid1 = int(lid.x);
         const int col2 = (lid1 % 8);
@@ -2215,14 +2239,14 @@ kernel void scatter_add_reduce_mean_x3_0(
             acc5 += t8;
         }
         sh9[lid1] = acc5;
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((part3 == 0)) {
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+        if (part3 == 0) {
             for (int pr10 = 1; pr10 < 32; pr10 += 1) {
                 acc5 += sh9[((pr10 * 8) + col2)];
             }
             p4[o4] = (acc5 / 512.0f);
         }
-    } else if ((int(gid.x) < 34)) {
+    } else if (int(gid.x) < 34) {
         const int h2 = (int(gid.x) - 33);
         const int lid1 = int(lid.x);
         const int col2 = (lid1 % 8);
@@ -2234,8 +2258,8 @@ kernel void scatter_add_reduce_mean_x3_0(
             acc5 += t7;
         }
         sh8[lid1] = acc5;
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((part3 == 0)) {
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+        if (part3 == 0) {
             for (int pr9 = 1; pr9 < 32; pr9 += 1) {
                 acc5 += sh8[((pr9 * 8) + col2)];
             }
@@ -2246,6 +2270,7 @@ kernel void scatter_add_reduce_mean_x3_0(
 
 // fuses reshape %193, add %194 (moe.0)
 // threadgroup 256×1×1, grid 4096×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void add_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -2262,6 +2287,7 @@ kernel void add_0(
 // part 0 (reduce_sum): fuses mul %380, reduce_sum %381, scale %382 (moe.1)
 // part 1 (add): fuses reshape %383, add %384 (moe.1)
 // threadgroup 32×1×1, grid 32769×1×1 threadgroups
+[[max_total_threads_per_threadgroup(32)]]
 kernel void reduce_sum_add_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -2271,11 +2297,11 @@ kernel void reduce_sum_add_x2_0(
         device float* p5 [[buffer(5)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 1)) {
+    if (int(gid.x) < 1) {
         const int h0 = (int(gid.x) - 0);
         const int lid1 = int(lid.x);
         const int row4 = ((h0 * 32) + lid1);
-        if ((row4 >= 1)) {
+        if (row4 >= 1) {
             return;
         }
         float acc5 = 0.0f;
@@ -2287,7 +2313,7 @@ kernel void reduce_sum_add_x2_0(
         }
         const float t10 = (acc5 * 0.08f);
         p2[row4] = t10;
-    } else if ((int(gid.x) < 32769)) {
+    } else if (int(gid.x) < 32769) {
         const int h1 = (int(gid.x) - 1);
         const int i1 = ((h1 * 32) + int(lid.x));
         const float t5 = p3[i1];
@@ -2302,6 +2328,7 @@ kernel void reduce_sum_add_x2_0(
 // part 1 (add): fuses reshape %1713, add %1714 (moe.8)
 // part 2 (reduce_sum): fuses reshape %1856, slice %1862, cast %1863, const %1864, ge %1865, reduce_sum %1866
 // threadgroup 32×1×1, grid 32770×1×1 threadgroups
+[[max_total_threads_per_threadgroup(32)]]
 kernel void reduce_sum_add_x3_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -2313,11 +2340,11 @@ kernel void reduce_sum_add_x3_0(
         device float* p7 [[buffer(7)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 1)) {
+    if (int(gid.x) < 1) {
         const int h0 = (int(gid.x) - 0);
         const int lid1 = int(lid.x);
         const int row4 = ((h0 * 32) + lid1);
-        if ((row4 >= 1)) {
+        if (row4 >= 1) {
             return;
         }
         float acc5 = 0.0f;
@@ -2329,14 +2356,14 @@ kernel void reduce_sum_add_x3_0(
         }
         const float t10 = (acc5 * 0.08f);
         p2[row4] = t10;
-    } else if ((int(gid.x) < 32769)) {
+    } else if (int(gid.x) < 32769) {
         const int h1 = (int(gid.x) - 1);
         const int i1 = ((h1 * 32) + int(lid.x));
         const float t5 = p3[i1];
         const float t6 = p4[i1];
         const float t7 = (t5 + t6);
         p5[i1] = t7;
-    } else if ((int(gid.x) < 32770)) {
+    } else if (int(gid.x) < 32770) {
         const int h2 = (int(gid.x) - 32769);
         const int lid1 = int(lid.x);
         const int row4 = h2;
@@ -2349,7 +2376,7 @@ kernel void reduce_sum_add_x3_0(
             acc5 += t10;
         }
         const float s11 = simd_sum(acc5);
-        if ((lid1 == 0)) {
+        if (lid1 == 0) {
             p7[row4] = s11;
         }
     }
@@ -2358,6 +2385,7 @@ kernel void reduce_sum_add_x3_0(
 // fuses const %1, reshape %1856, slice %1857, cast %1858, const %1859, ge %1860,
 //   reduce_sum %1861, add %1867, const %1868, max %1869, div %1870 (loss.1)
 // threadgroup 32×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(32)]]
 kernel void reduce_sum_0(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -2377,7 +2405,7 @@ kernel void reduce_sum_0(
         acc5 += t10;
     }
     const float s11 = simd_sum(acc5);
-    if ((lid1 == 0)) {
+    if (lid1 == 0) {
         p1[row4] = s11;
         const float t12 = p2[row4];
         const float t13 = (s11 + t12);
@@ -2390,6 +2418,7 @@ kernel void reduce_sum_0(
 
 // fuses reshape %1855, slice %1873, matmul %1874 (loss.0)
 // threadgroup 128×1×1, grid 786×4×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_7(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -2436,14 +2465,14 @@ kernel void matmul_7(
             const int k17 = (l15 % 16);
             const int gi18 = (n02 + i16);
             const int gk19 = (k0 + k17);
-            if ((gi18 < 50257)) {
+            if (gi18 < 50257) {
                 const float t20 = p1[((gi18 * 2048) + gk19)];
                 sh[(((i16 * 20) + k17) + 1280)] = t20;
             } else {
                 sh[(((i16 * 20) + k17) + 1280)] = 0.0f;
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr5 * 20) + kk), 20);
@@ -2478,7 +2507,7 @@ kernel void matmul_7(
             simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
             simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
     simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -2496,14 +2525,14 @@ kernel void matmul_7(
     simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
     simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s21 = 0; s21 < 32; s21 += 1) {
         const int l22 = ((s21 * 128) + ti3);
         const int i23 = (l22 / 64);
         const int j24 = (l22 % 64);
         const int gi25 = (m01 + i23);
         const int gj26 = (n02 + j24);
-        if ((gj26 < 50257)) {
+        if (gj26 < 50257) {
             p2[((gi25 * 50257) + gj26)] = sh[((i23 * 68) + j24)];
         }
     }
@@ -2513,6 +2542,7 @@ kernel void matmul_7(
 // part 0 (cross_entropy_bwd): fuses reshape %1856, mul %1872, slice %1875, cross_entropy_bwd %1876 (loss.0)
 // part 1 (cross_entropy): fuses reshape %1856, slice %1875, cross_entropy %1878 (loss.0)
 // threadgroup 1024×1×1, grid 257×1×1 threadgroups
+[[max_total_threads_per_threadgroup(1024)]]
 kernel void cross_entropy_bwd_cross_entropy_x2_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -2521,46 +2551,48 @@ kernel void cross_entropy_bwd_cross_entropy_x2_0(
         device float* p4 [[buffer(4)]],
         device float* p5 [[buffer(5)]],
         uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup int sh8[32];
     threadgroup float sh24[32];
     threadgroup float sh25[32];
     threadgroup float sh15[32];
     threadgroup float sh16[32];
-    if ((int(gid.x) < 256)) {
+    if (int(gid.x) < 256) {
         const int h0 = (int(gid.x) - 0);
         const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = int(lane);
+        const int sg3 = int(sg);
         int cnt4 = 0;
         for (int i5 = lid1; i5 < 256; i5 += 1024) {
             const int t6 = p0[i5];
             cnt4 += (((t6 >= 0) && (t6 < 50257)) ? 1 : 0);
         }
         const int s7 = simd_sum(cnt4);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh8[sg3] = s7;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         int acc9 = sh8[0];
         for (int s10 = 1; s10 < 32; s10 += 1) {
             acc9 += sh8[s10];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         const float t11 = p1[0];
         const float t12 = p2[0];
         const float t13 = (t11 * t12);
         const float scale14 = (t13 / float(acc9));
         const int row15 = h0;
         const int t16 = p0[row15];
-        if (((t16 >= 0) && (t16 < 50257))) {
+        if ((t16 >= 0) && (t16 < 50257)) {
             float m17 = (-INFINITY);
             float s18 = 0.0f;
             for (int k19 = 0; k19 < 50; k19 += 1) {
                 const int j20 = (lid1 + (k19 * 1024));
-                if ((j20 < 50257)) {
+                if (j20 < 50257) {
                     const float t21 = p3[((row15 * 50257) + j20)];
-                    if ((t21 > m17)) {
+                    if (t21 > m17) {
                         s18 = ((s18 * exp((m17 - t21))) + 1.0f);
                         m17 = t21;
                     } else {
@@ -2570,11 +2602,11 @@ kernel void cross_entropy_bwd_cross_entropy_x2_0(
             }
             const float M22 = simd_max(m17);
             const float S23 = simd_sum(((m17 == M22) ? s18 : (s18 * exp((m17 - M22)))));
-            if ((l32_2 == 0)) {
+            if (l32_2 == 0) {
                 sh24[sg3] = M22;
                 sh25[sg3] = S23;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             float M26 = sh24[0];
             for (int s27 = 1; s27 < 32; s27 += 1) {
                 M26 = max(M26, sh24[s27]);
@@ -2583,11 +2615,11 @@ kernel void cross_entropy_bwd_cross_entropy_x2_0(
             for (int s29 = 0; s29 < 32; s29 += 1) {
                 S28 += ((sh24[s29] == M26) ? sh25[s29] : (sh25[s29] * exp((sh24[s29] - M26))));
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             const float inv30 = (1.0f / S28);
             for (int k31 = 0; k31 < 50; k31 += 1) {
                 const int j32 = (lid1 + (k31 * 1024));
-                if ((j32 < 50257)) {
+                if (j32 < 50257) {
                     const float t33 = p3[((row15 * 50257) + j32)];
                     p4[((row15 * 50257) + j32)] = (((exp((t33 - M26)) * inv30) - ((j32 == t16) ? 1.0f : 0.0f)) * scale14);
                 }
@@ -2595,28 +2627,28 @@ kernel void cross_entropy_bwd_cross_entropy_x2_0(
         } else {
             for (int k34 = 0; k34 < 50; k34 += 1) {
                 const int j35 = (lid1 + (k34 * 1024));
-                if ((j35 < 50257)) {
+                if (j35 < 50257) {
                     p4[((row15 * 50257) + j35)] = 0.0f;
                 }
             }
         }
-    } else if ((int(gid.x) < 257)) {
+    } else if (int(gid.x) < 257) {
         const int h1 = (int(gid.x) - 256);
         const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = int(lane);
+        const int sg3 = int(sg);
         float loss4 = 0.0f;
         int cnt5 = 0;
         for (int row6 = 0; row6 < 256; row6 += 1) {
             const int t7 = p0[row6];
-            if (((t7 >= 0) && (t7 < 50257))) {
+            if ((t7 >= 0) && (t7 < 50257)) {
                 float m8 = (-INFINITY);
                 float s9 = 0.0f;
                 for (int k10 = 0; k10 < 50; k10 += 1) {
                     const int j11 = (lid1 + (k10 * 1024));
-                    if ((j11 < 50257)) {
+                    if (j11 < 50257) {
                         const float t12 = p3[((row6 * 50257) + j11)];
-                        if ((t12 > m8)) {
+                        if (t12 > m8) {
                             s9 = ((s9 * exp((m8 - t12))) + 1.0f);
                             m8 = t12;
                         } else {
@@ -2626,11 +2658,11 @@ kernel void cross_entropy_bwd_cross_entropy_x2_0(
                 }
                 const float M13 = simd_max(m8);
                 const float S14 = simd_sum(((m8 == M13) ? s9 : (s9 * exp((m8 - M13)))));
-                if ((l32_2 == 0)) {
+                if (l32_2 == 0) {
                     sh15[sg3] = M13;
                     sh16[sg3] = S14;
                 }
-                threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+                threadgroup_barrier(mem_flags::mem_threadgroup);
                 float M17 = sh15[0];
                 for (int s18 = 1; s18 < 32; s18 += 1) {
                     M17 = max(M17, sh15[s18]);
@@ -2639,13 +2671,13 @@ kernel void cross_entropy_bwd_cross_entropy_x2_0(
                 for (int s20 = 0; s20 < 32; s20 += 1) {
                     S19 += ((sh15[s20] == M17) ? sh16[s20] : (sh16[s20] * exp((sh15[s20] - M17))));
                 }
-                threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+                threadgroup_barrier(mem_flags::mem_threadgroup);
                 const float t21 = p3[((row6 * 50257) + t7)];
                 loss4 += ((M17 - t21) + log(S19));
                 cnt5 += 1;
             }
         }
-        if ((lid1 == 0)) {
+        if (lid1 == 0) {
             p5[0] = ((cnt5 > 0) ? (loss4 / float(cnt5)) : 0.0f);
         }
     }
@@ -2655,6 +2687,7 @@ kernel void cross_entropy_bwd_cross_entropy_x2_0(
 // part 0 (matmul): fuses matmul %1877 (loss.0)
 // part 1 (matmul): fuses reshape %1855, slice %1880, matmul %1881 (loss.1)
 // threadgroup 128×1×1, grid 3272×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -2665,7 +2698,7 @@ kernel void matmul_x2_0(
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[4352];
-    if ((int(gid.x) < 128)) {
+    if (int(gid.x) < 128) {
         const int h0 = (int(gid.x) - 0);
         const int m01 = ((h0 / 32) * 64);
         const int n02 = ((h0 % 32) * 64);
@@ -2696,7 +2729,7 @@ kernel void matmul_x2_0(
                 const int k10 = (l8 % 16);
                 const int gi11 = (m01 + i9);
                 const int gk12 = (k0 + k10);
-                if ((gk12 < 50257)) {
+                if (gk12 < 50257) {
                     const float t13 = p0[((gi11 * 50257) + gk12)];
                     sh[((i9 * 20) + k10)] = t13;
                 } else {
@@ -2709,14 +2742,14 @@ kernel void matmul_x2_0(
                 const int i17 = (l15 % 64);
                 const int gi18 = (n02 + i17);
                 const int gk19 = (k0 + k16);
-                if ((gk19 < 50257)) {
+                if (gk19 < 50257) {
                     const float t20 = p1[((gk19 * 2048) + gi18)];
                     sh[(((k16 * 68) + i17) + 1280)] = t20;
                 } else {
                     sh[(((k16 * 68) + i17) + 1280)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr5 * 20) + kk), 20);
@@ -2751,7 +2784,7 @@ kernel void matmul_x2_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
         simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -2769,7 +2802,7 @@ kernel void matmul_x2_0(
         simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s21 = 0; s21 < 32; s21 += 1) {
             const int l22 = ((s21 * 128) + ti3);
             const int i23 = (l22 / 64);
@@ -2778,7 +2811,7 @@ kernel void matmul_x2_0(
             const int gj26 = (n02 + j24);
             p2[((gi25 * 2048) + gj26)] = sh[((i23 * 68) + j24)];
         }
-    } else if ((int(gid.x) < 3272)) {
+    } else if (int(gid.x) < 3272) {
         const int h1 = (int(gid.x) - 128);
         const int m01 = ((h1 / 786) * 64);
         const int n02 = ((h1 % 786) * 64);
@@ -2818,14 +2851,14 @@ kernel void matmul_x2_0(
                 const int k17 = (l15 % 16);
                 const int gi18 = (n02 + i16);
                 const int gk19 = (k0 + k17);
-                if ((gi18 < 50257)) {
+                if (gi18 < 50257) {
                     const float t20 = p1[((gi18 * 2048) + gk19)];
                     sh[(((i16 * 20) + k17) + 1280)] = t20;
                 } else {
                     sh[(((i16 * 20) + k17) + 1280)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr5 * 20) + kk), 20);
@@ -2860,7 +2893,7 @@ kernel void matmul_x2_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
         simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -2878,14 +2911,14 @@ kernel void matmul_x2_0(
         simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s21 = 0; s21 < 32; s21 += 1) {
             const int l22 = ((s21 * 128) + ti3);
             const int i23 = (l22 / 64);
             const int j24 = (l22 % 64);
             const int gi25 = (m01 + i23);
             const int gj26 = (n02 + j24);
-            if ((gj26 < 50257)) {
+            if (gj26 < 50257) {
                 p4[((gi25 * 50257) + gj26)] = sh[((i23 * 68) + j24)];
             }
         }
@@ -2896,6 +2929,7 @@ kernel void matmul_x2_0(
 // part 0 (cross_entropy_bwd): fuses reshape %1856, mul %1871, slice %1882, cross_entropy_bwd %1883 (loss.1)
 // part 1 (cross_entropy): fuses reshape %1856, slice %1882, cross_entropy %1886 (loss.1)
 // threadgroup 1024×1×1, grid 257×1×1 threadgroups
+[[max_total_threads_per_threadgroup(1024)]]
 kernel void cross_entropy_bwd_cross_entropy_x2_1(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -2904,46 +2938,48 @@ kernel void cross_entropy_bwd_cross_entropy_x2_1(
         device float* p4 [[buffer(4)]],
         device float* p5 [[buffer(5)]],
         uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup int sh8[32];
     threadgroup float sh24[32];
     threadgroup float sh25[32];
     threadgroup float sh15[32];
     threadgroup float sh16[32];
-    if ((int(gid.x) < 256)) {
+    if (int(gid.x) < 256) {
         const int h0 = (int(gid.x) - 0);
         const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = int(lane);
+        const int sg3 = int(sg);
         int cnt4 = 0;
         for (int i5 = lid1; i5 < 256; i5 += 1024) {
             const int t6 = p0[(i5 + 256)];
             cnt4 += (((t6 >= 0) && (t6 < 50257)) ? 1 : 0);
         }
         const int s7 = simd_sum(cnt4);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh8[sg3] = s7;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         int acc9 = sh8[0];
         for (int s10 = 1; s10 < 32; s10 += 1) {
             acc9 += sh8[s10];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         const float t11 = p1[0];
         const float t12 = p2[0];
         const float t13 = (t11 * t12);
         const float scale14 = (t13 / float(acc9));
         const int row15 = h0;
         const int t16 = p0[(row15 + 256)];
-        if (((t16 >= 0) && (t16 < 50257))) {
+        if ((t16 >= 0) && (t16 < 50257)) {
             float m17 = (-INFINITY);
             float s18 = 0.0f;
             for (int k19 = 0; k19 < 50; k19 += 1) {
                 const int j20 = (lid1 + (k19 * 1024));
-                if ((j20 < 50257)) {
+                if (j20 < 50257) {
                     const float t21 = p3[((row15 * 50257) + j20)];
-                    if ((t21 > m17)) {
+                    if (t21 > m17) {
                         s18 = ((s18 * exp((m17 - t21))) + 1.0f);
                         m17 = t21;
                     } else {
@@ -2953,11 +2989,11 @@ kernel void cross_entropy_bwd_cross_entropy_x2_1(
             }
             const float M22 = simd_max(m17);
             const float S23 = simd_sum(((m17 == M22) ? s18 : (s18 * exp((m17 - M22)))));
-            if ((l32_2 == 0)) {
+            if (l32_2 == 0) {
                 sh24[sg3] = M22;
                 sh25[sg3] = S23;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             float M26 = sh24[0];
             for (int s27 = 1; s27 < 32; s27 += 1) {
                 M26 = max(M26, sh24[s27]);
@@ -2966,11 +3002,11 @@ kernel void cross_entropy_bwd_cross_entropy_x2_1(
             for (int s29 = 0; s29 < 32; s29 += 1) {
                 S28 += ((sh24[s29] == M26) ? sh25[s29] : (sh25[s29] * exp((sh24[s29] - M26))));
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             const float inv30 = (1.0f / S28);
             for (int k31 = 0; k31 < 50; k31 += 1) {
                 const int j32 = (lid1 + (k31 * 1024));
-                if ((j32 < 50257)) {
+                if (j32 < 50257) {
                     const float t33 = p3[((row15 * 50257) + j32)];
                     p4[((row15 * 50257) + j32)] = (((exp((t33 - M26)) * inv30) - ((j32 == t16) ? 1.0f : 0.0f)) * scale14);
                 }
@@ -2978,28 +3014,28 @@ kernel void cross_entropy_bwd_cross_entropy_x2_1(
         } else {
             for (int k34 = 0; k34 < 50; k34 += 1) {
                 const int j35 = (lid1 + (k34 * 1024));
-                if ((j35 < 50257)) {
+                if (j35 < 50257) {
                     p4[((row15 * 50257) + j35)] = 0.0f;
                 }
             }
         }
-    } else if ((int(gid.x) < 257)) {
+    } else if (int(gid.x) < 257) {
         const int h1 = (int(gid.x) - 256);
         const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = int(lane);
+        const int sg3 = int(sg);
         float loss4 = 0.0f;
         int cnt5 = 0;
         for (int row6 = 0; row6 < 256; row6 += 1) {
             const int t7 = p0[(row6 + 256)];
-            if (((t7 >= 0) && (t7 < 50257))) {
+            if ((t7 >= 0) && (t7 < 50257)) {
                 float m8 = (-INFINITY);
                 float s9 = 0.0f;
                 for (int k10 = 0; k10 < 50; k10 += 1) {
                     const int j11 = (lid1 + (k10 * 1024));
-                    if ((j11 < 50257)) {
+                    if (j11 < 50257) {
                         const float t12 = p3[((row6 * 50257) + j11)];
-                        if ((t12 > m8)) {
+                        if (t12 > m8) {
                             s9 = ((s9 * exp((m8 - t12))) + 1.0f);
                             m8 = t12;
                         } else {
@@ -3009,11 +3045,11 @@ kernel void cross_entropy_bwd_cross_entropy_x2_1(
                 }
                 const float M13 = simd_max(m8);
                 const float S14 = simd_sum(((m8 == M13) ? s9 : (s9 * exp((m8 - M13)))));
-                if ((l32_2 == 0)) {
+                if (l32_2 == 0) {
                     sh15[sg3] = M13;
                     sh16[sg3] = S14;
                 }
-                threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+                threadgroup_barrier(mem_flags::mem_threadgroup);
                 float M17 = sh15[0];
                 for (int s18 = 1; s18 < 32; s18 += 1) {
                     M17 = max(M17, sh15[s18]);
@@ -3022,13 +3058,13 @@ kernel void cross_entropy_bwd_cross_entropy_x2_1(
                 for (int s20 = 0; s20 < 32; s20 += 1) {
                     S19 += ((sh15[s20] == M17) ? sh16[s20] : (sh16[s20] * exp((sh15[s20] - M17))));
                 }
-                threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+                threadgroup_barrier(mem_flags::mem_threadgroup);
                 const float t21 = p3[((row6 * 50257) + t7)];
                 loss4 += ((M17 - t21) + log(S19));
                 cnt5 += 1;
             }
         }
-        if ((lid1 == 0)) {
+        if (lid1 == 0) {
             p5[0] = ((cnt5 > 0) ? (loss4 / float(cnt5)) : 0.0f);
         }
     }
@@ -3038,6 +3074,7 @@ kernel void cross_entropy_bwd_cross_entropy_x2_1(
 // part 0 (matmul): fuses matmul %1884 (loss.1)
 // part 1 (div_add_mul): fuses mul %1879, mul %1887, add %1888, div %1889 (loss.1)
 // threadgroup 128×1×1, grid 130×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_div_add_mul_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -3052,7 +3089,7 @@ kernel void matmul_div_add_mul_x2_0(
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[4352];
-    if ((int(gid.x) < 128)) {
+    if (int(gid.x) < 128) {
         const int h0 = (int(gid.x) - 0);
         const int m01 = ((h0 / 32) * 64);
         const int n02 = ((h0 % 32) * 64);
@@ -3083,7 +3120,7 @@ kernel void matmul_div_add_mul_x2_0(
                 const int k10 = (l8 % 16);
                 const int gi11 = (m01 + i9);
                 const int gk12 = (k0 + k10);
-                if ((gk12 < 50257)) {
+                if (gk12 < 50257) {
                     const float t13 = p0[((gi11 * 50257) + gk12)];
                     sh[((i9 * 20) + k10)] = t13;
                 } else {
@@ -3096,14 +3133,14 @@ kernel void matmul_div_add_mul_x2_0(
                 const int i17 = (l15 % 64);
                 const int gi18 = (n02 + i17);
                 const int gk19 = (k0 + k16);
-                if ((gk19 < 50257)) {
+                if (gk19 < 50257) {
                     const float t20 = p1[((gk19 * 2048) + gi18)];
                     sh[(((k16 * 68) + i17) + 1280)] = t20;
                 } else {
                     sh[(((k16 * 68) + i17) + 1280)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr5 * 20) + kk), 20);
@@ -3138,7 +3175,7 @@ kernel void matmul_div_add_mul_x2_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
         simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -3156,7 +3193,7 @@ kernel void matmul_div_add_mul_x2_0(
         simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s21 = 0; s21 < 32; s21 += 1) {
             const int l22 = ((s21 * 128) + ti3);
             const int i23 = (l22 / 64);
@@ -3165,10 +3202,10 @@ kernel void matmul_div_add_mul_x2_0(
             const int gj26 = (n02 + j24);
             p2[((gi25 * 2048) + gj26)] = sh[((i23 * 68) + j24)];
         }
-    } else if ((int(gid.x) < 130)) {
+    } else if (int(gid.x) < 130) {
         const int h1 = (int(gid.x) - 128);
         const int i1 = ((h1 * 128) + int(lid.x));
-        if ((i1 >= 1)) {
+        if (i1 >= 1) {
             return;
         }
         const float t2 = p3[i1];
@@ -3187,6 +3224,7 @@ kernel void matmul_div_add_mul_x2_0(
 // fuses mul %190, reduce_sum %191, scale %192, add %1890, add %1891, add %1892, add %1893,
 //   add %1894, add %1895, add %1896, add %1897, add %1898
 // threadgroup 32×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(32)]]
 kernel void reduce_sum_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -3206,7 +3244,7 @@ kernel void reduce_sum_1(
         uint3 gid [[threadgroup_position_in_grid]]) {
     const int lid1 = int(lid.x);
     const int row4 = ((int(gid.x) * 32) + lid1);
-    if ((row4 >= 1)) {
+    if (row4 >= 1) {
         return;
     }
     float acc5 = 0.0f;
@@ -3242,6 +3280,7 @@ kernel void reduce_sum_1(
 
 // fuses concat %1885, reshape %1899, rmsnorm_bwd %1900
 // threadgroup 256×1×1, grid 512×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void rmsnorm_bwd_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -3249,12 +3288,14 @@ kernel void rmsnorm_bwd_0(
         const device float* p3 [[buffer(3)]],
         device float* p4 [[buffer(4)]],
         uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh20[8];
     threadgroup float sh21[8];
     const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = int(lane);
+    const int sg3 = int(sg);
     const int row4 = int(gid.x);
     const int c5 = (row4 / 512);
     const int c6 = (row4 % 512);
@@ -3267,7 +3308,7 @@ kernel void rmsnorm_bwd_0(
         const float t13 = p0[((((c5 * 512) + c6) * 2048) + j12)];
         reg7[k11] = t13;
         float cat14 = 0.0f;
-        if (((((((c5 * 512) + c6) * 2048) + j12) / 2048) < 256)) {
+        if ((((((c5 * 512) + c6) * 2048) + j12) / 2048) < 256) {
             const float t15 = p1[((((((((c5 * 512) + c6) * 2048) + j12) / 2048) - 0) * 2048) + (((((c5 * 512) + c6) * 2048) + j12) % 2048))];
             cat14 = t15;
         } else {
@@ -3281,11 +3322,11 @@ kernel void rmsnorm_bwd_0(
     }
     const float s18 = simd_sum(ss9);
     const float s19 = simd_sum(dot10);
-    if ((l32_2 == 0)) {
+    if (l32_2 == 0) {
         sh20[sg3] = s18;
         sh21[sg3] = s19;
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     float acc22 = sh20[0];
     for (int s23 = 1; s23 < 8; s23 += 1) {
         acc22 += sh20[s23];
@@ -3294,7 +3335,7 @@ kernel void rmsnorm_bwd_0(
     for (int s25 = 1; s25 < 8; s25 += 1) {
         acc24 += sh21[s25];
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     const float r26 = rsqrt(((acc22 / 2048.0f) + 1e-05f));
     const float mean27 = ((acc24 * r26) / 2048.0f);
     for (int k28 = 0; k28 < 8; k28 += 1) {
@@ -3309,6 +3350,7 @@ kernel void rmsnorm_bwd_0(
 // part 0 (matmul): fuses scale %1902, matmul %1905 (mamba.29)
 // part 1 (matmul): fuses scale %1902, reshape %1906, reshape %1907, matmul %1908 (mamba.29)
 // threadgroup 128×1×1, grid 80×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_x2_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -3319,7 +3361,7 @@ kernel void matmul_x2_1(
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[4352];
-    if ((int(gid.x) < 16)) {
+    if (int(gid.x) < 16) {
         const int h0 = (int(gid.x) - 0);
         const int c1 = (h0 / 16);
         const int m02 = ((h0 / 2) * 64);
@@ -3361,14 +3403,14 @@ kernel void matmul_x2_1(
                 const int i19 = (l17 % 64);
                 const int gi20 = (n03 + i19);
                 const int gk21 = (k0 + k18);
-                if ((gi20 < 84)) {
+                if (gi20 < 84) {
                     const float t22 = p1[((gk21 * 84) + gi20)];
                     sh[(((k18 * 68) + i19) + 1280)] = t22;
                 } else {
                     sh[(((k18 * 68) + i19) + 1280)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
@@ -3403,7 +3445,7 @@ kernel void matmul_x2_1(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
         simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -3421,18 +3463,18 @@ kernel void matmul_x2_1(
         simdgroup_store(acc3_1, sh + (((sr6 + 24) * 68) + (sc7 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s23 = 0; s23 < 32; s23 += 1) {
             const int l24 = ((s23 * 128) + ti4);
             const int i25 = (l24 / 64);
             const int j26 = (l24 % 64);
             const int gi27 = (m02 + i25);
             const int gj28 = (n03 + j26);
-            if ((gj28 < 84)) {
+            if (gj28 < 84) {
                 p2[((((c1 * 512) + gi27) * 84) + gj28)] = sh[((i25 * 68) + j26)];
             }
         }
-    } else if ((int(gid.x) < 80)) {
+    } else if (int(gid.x) < 80) {
         const int h1 = (int(gid.x) - 16);
         const int m01 = ((h1 / 2) * 64);
         const int n02 = ((h1 % 2) * 64);
@@ -3473,14 +3515,14 @@ kernel void matmul_x2_1(
                 const int i18 = (l16 % 64);
                 const int gi19 = (n02 + i18);
                 const int gk20 = (k0 + k17);
-                if ((gi19 < 84)) {
+                if (gi19 < 84) {
                     const float t21 = p3[((gk20 * 84) + gi19)];
                     sh[(((k17 * 68) + i18) + 1088)] = t21;
                 } else {
                     sh[(((k17 * 68) + i18) + 1088)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
@@ -3515,7 +3557,7 @@ kernel void matmul_x2_1(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
         simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -3533,14 +3575,14 @@ kernel void matmul_x2_1(
         simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s22 = 0; s22 < 32; s22 += 1) {
             const int l23 = ((s22 * 128) + ti3);
             const int i24 = (l23 / 64);
             const int j25 = (l23 % 64);
             const int gi26 = (m01 + i24);
             const int gj27 = (n02 + j25);
-            if ((gj27 < 84)) {
+            if (gj27 < 84) {
                 p4[((gi26 * 84) + gj27)] = sh[((i24 * 68) + j25)];
             }
         }
@@ -3552,6 +3594,7 @@ kernel void matmul_x2_1(
 // part 1 (matmul): fuses slice %1830, dequant %1903, matmul %1904, matmul %1909, add %1913, mul %1915,
 //   sigmoid %1916, const %1917, sub %1918, mul %1919, add %1920, mul %1921 (mamba.29)
 // threadgroup 128×1×1, grid 640×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_x2_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -3571,7 +3614,7 @@ kernel void matmul_x2_2(
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[4352];
-    if ((int(gid.x) < 128)) {
+    if (int(gid.x) < 128) {
         const int h0 = (int(gid.x) - 0);
         const int m01 = ((h0 / 64) * 64);
         const int n02 = ((h0 % 64) * 64);
@@ -3602,7 +3645,7 @@ kernel void matmul_x2_2(
                 const int i10 = (l8 % 64);
                 const int gi11 = (m01 + i10);
                 const int gk12 = (k0 + k9);
-                if ((gi11 < 84)) {
+                if (gi11 < 84) {
                     const float t13 = p0[((gk12 * 84) + gi11)];
                     sh[((k9 * 68) + i10)] = t13;
                 } else {
@@ -3618,7 +3661,7 @@ kernel void matmul_x2_2(
                 const float t20 = p1[((gk19 * 4096) + gi18)];
                 sh[(((k16 * 68) + i17) + 1088)] = t20;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
@@ -3653,7 +3696,7 @@ kernel void matmul_x2_2(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
         simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -3671,18 +3714,18 @@ kernel void matmul_x2_2(
         simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s21 = 0; s21 < 32; s21 += 1) {
             const int l22 = ((s21 * 128) + ti3);
             const int i23 = (l22 / 64);
             const int j24 = (l22 % 64);
             const int gi25 = (m01 + i23);
             const int gj26 = (n02 + j24);
-            if ((gi25 < 84)) {
+            if (gi25 < 84) {
                 p2[((gi25 * 4096) + gj26)] = sh[((i23 * 68) + j24)];
             }
         }
-    } else if ((int(gid.x) < 640)) {
+    } else if (int(gid.x) < 640) {
         const int h1 = (int(gid.x) - 128);
         const int c1 = (h1 / 512);
         const int m02 = ((h1 / 64) * 64);
@@ -3726,7 +3769,7 @@ kernel void matmul_x2_2(
                 const float t21 = (NF4_CODE[((int(p4[(((gk20 * 4096) + gi19) / 2)]) >> (((((gk20 * 4096) + gi19) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p5[(((gk20 * 4096) + gi19) / 64)])] * p6[((((gk20 * 4096) + gi19) / 64) / 256)]) + p7[0]));
                 sh[(((k17 * 68) + i18) + 1280)] = t21;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
@@ -3761,7 +3804,7 @@ kernel void matmul_x2_2(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         for (int k0 = 0; k0 < 84; k0 += 16) {
             for (int s22 = 0; s22 < 8; s22 += 1) {
@@ -3770,7 +3813,7 @@ kernel void matmul_x2_2(
                 const int k25 = (l23 % 16);
                 const int gi26 = (m02 + i24);
                 const int gk27 = (k0 + k25);
-                if ((gk27 < 84)) {
+                if (gk27 < 84) {
                     const float t28 = p0[((((c1 * 512) + gi26) * 84) + gk27)];
                     sh[((i24 * 20) + k25)] = t28;
                 } else {
@@ -3783,14 +3826,14 @@ kernel void matmul_x2_2(
                 const int i32 = (l30 % 64);
                 const int gi33 = (n03 + i32);
                 const int gk34 = (k0 + k31);
-                if ((gk34 < 84)) {
+                if (gk34 < 84) {
                     const float t35 = p8[((gk34 * 4096) + gi33)];
                     sh[(((k31 * 68) + i32) + 1280)] = t35;
                 } else {
                     sh[(((k31 * 68) + i32) + 1280)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
@@ -3825,7 +3868,7 @@ kernel void matmul_x2_2(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
         simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -3843,7 +3886,7 @@ kernel void matmul_x2_2(
         simdgroup_store(acc3_1, sh + (((sr6 + 24) * 68) + (sc7 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s36 = 0; s36 < 32; s36 += 1) {
             const int l37 = ((s36 * 128) + ti4);
             const int i38 = (l37 / 64);
@@ -3868,6 +3911,7 @@ kernel void matmul_x2_2(
 
 // fuses slice %1835, slice %1836, neg %1842, mul %1914, selective_scan_bwd %1922 (mamba.29)
 // threadgroup 1024×1×1, grid 80×1×1 threadgroups
+[[max_total_threads_per_threadgroup(1024)]]
 kernel void selective_scan_bwd_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -3888,7 +3932,7 @@ kernel void selective_scan_bwd_0(
     float seq1[128];
     threadgroup float red2[2048];
     const int gid3 = int(gid.x);
-    if ((gid3 < 16)) {
+    if (gid3 < 16) {
         const int b4 = (gid3 / 16);
         const int n05 = ((gid3 % 16) * 1);
         const int n6 = (n05 + (int(lid.x) / 1024));
@@ -3933,12 +3977,12 @@ kernel void selective_scan_bwd_0(
                         carry14 = (a41 * g42);
                         const float sp43 = simd_sum(((g42 * t33) * t34));
                         const float sp44 = simd_sum((((a41 * sp40) + ((t33 * t35) * t34)) * t39));
-                        if ((lane8 == 0)) {
+                        if (lane8 == 0) {
                             red2[(rb30 + ((((0 * 16) + j31) * 32) + sg7))] = sp43;
                             red2[(rb30 + ((((1 * 16) + j31) * 32) + sg7))] = sp44;
                         }
                     }
-                    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+                    threadgroup_barrier(mem_flags::mem_threadgroup);
                     const int per45 = (cnt29 * 1);
                     for (int k46 = sg7; k46 < (2 * per45); k46 += 32) {
                         const int q47 = (k46 / per45);
@@ -3947,16 +3991,16 @@ kernel void selective_scan_bwd_0(
                         const float tot50 = simd_sum(red2[(rb30 + ((((q47 * 16) + j48) * 32) + ((ns49 * 32) + lane8)))]);
                         const int t51 = ((t118 - 1) - (i028 + j48));
                         const int nn52 = (n05 + ns49);
-                        if ((lane8 == 0)) {
-                            if ((q47 == 0)) {
-                                if ((blk10 == 0)) {
+                        if (lane8 == 0) {
+                            if (q47 == 0) {
+                                if (blk10 == 0) {
                                     p7[((((b4 * 512) + t51) * 16) + nn52)] = tot50;
                                 } else {
                                     p7[((((b4 * 512) + t51) * 16) + nn52)] += tot50;
                                 }
                             }
-                            if ((q47 == 1)) {
-                                if ((blk10 == 0)) {
+                            if (q47 == 1) {
+                                if (blk10 == 0) {
                                     p8[((((b4 * 512) + t51) * 16) + nn52)] = tot50;
                                 } else {
                                     p8[((((b4 * 512) + t51) * 16) + nn52)] += tot50;
@@ -4013,7 +4057,7 @@ kernel void selective_scan_bwd_0(
                     const float r91 = (r90 + simd_shuffle_xor(r90, ushort(4)));
                     const float r92 = (r91 + simd_shuffle_xor(r91, ushort(2)));
                     const float r93 = (r92 + simd_shuffle_xor(r92, ushort(1)));
-                    if ((n54 == 0)) {
+                    if (n54 == 0) {
                         p10[((((b60 * 512) + t75) * 4096) + ch53)] = (r89 + (t57 * t82));
                         p11[((((b60 * 512) + t75) * 4096) + ch53)] = r93;
                     }
@@ -4025,6 +4069,7 @@ kernel void selective_scan_bwd_0(
 
 // fuses sigmoid %1928, mul %1929, matmul %1930 (mamba.29)
 // threadgroup 128×1×1, grid 2×8×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_8(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -4079,7 +4124,7 @@ kernel void matmul_8(
             const float t24 = p2[((gk23 * 128) + gi22)];
             sh[(((k20 * 68) + i21) + 1280)] = t24;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
@@ -4114,7 +4159,7 @@ kernel void matmul_8(
             simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
             simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
     simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -4132,7 +4177,7 @@ kernel void matmul_8(
     simdgroup_store(acc3_1, sh + (((sr6 + 24) * 68) + (sc7 + 8)), 68);
     simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s25 = 0; s25 < 32; s25 += 1) {
         const int l26 = ((s25 * 128) + ti4);
         const int i27 = (l26 / 64);
@@ -4146,6 +4191,7 @@ kernel void matmul_8(
 // fuses concat %1931, matmul %1932, add %1933, sigmoid %1934, const %1935, sub %1936, mul %1937,
 //   add %1938, mul %1939 (mamba.29)
 // threadgroup 128×1×1, grid 64×8×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_9(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -4190,10 +4236,10 @@ kernel void matmul_9(
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
             float cat14 = 0.0f;
-            if ((gk13 < 128)) {
+            if (gk13 < 128) {
                 const float t15 = p0[((((c1 * 512) + gi12) * 128) + (gk13 - 0))];
                 cat14 = t15;
-            } else if ((gk13 < 144)) {
+            } else if (gk13 < 144) {
                 const float t16 = p1[((((c1 * 512) + gi12) * 16) + (gk13 - 128))];
                 cat14 = t16;
             } else {
@@ -4211,7 +4257,7 @@ kernel void matmul_9(
             const float t24 = p3[((gk23 * 4096) + gi22)];
             sh[(((k20 * 68) + i21) + 1280)] = t24;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
@@ -4246,7 +4292,7 @@ kernel void matmul_9(
             simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
             simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
     simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -4264,7 +4310,7 @@ kernel void matmul_9(
     simdgroup_store(acc3_1, sh + (((sr6 + 24) * 68) + (sc7 + 8)), 68);
     simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s25 = 0; s25 < 32; s25 += 1) {
         const int l26 = ((s25 * 128) + ti4);
         const int i27 = (l26 / 64);
@@ -4287,6 +4333,7 @@ kernel void matmul_9(
 
 // fuses slice %1829, causal_conv1d_bwd %1940, concat %1943, scale %1944, matmul %1947 (mamba.29)
 // threadgroup 128×1×1, grid 2×8×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_10(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -4329,7 +4376,7 @@ kernel void matmul_10(
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
             float cat14 = 0.0f;
-            if ((gk13 < 4096)) {
+            if (gk13 < 4096) {
                 const float t15 = p0[((((c1 * 512) + gi12) * 4096) + (gk13 - 0))];
                 const float t16 = p1[(((gk13 - 0) * 4) + 3)];
                 const float t17 = p0[((((c1 * 512) + min((gi12 + 1), 511)) * 4096) + (gk13 - 0))];
@@ -4339,7 +4386,7 @@ kernel void matmul_10(
                 const float t21 = p0[((((c1 * 512) + min((gi12 + 3), 511)) * 4096) + (gk13 - 0))];
                 const float t22 = p1[(((gk13 - 0) * 4) + 0)];
                 const float t23 = ((((t15 * t16) + ((gi12 < 511) ? (t17 * t18) : 0.0f)) + ((gi12 < 510) ? (t19 * t20) : 0.0f)) + ((gi12 < 509) ? (t21 * t22) : 0.0f));
-                if ((n03 == 0)) {
+                if (n03 == 0) {
                     p2[((((c1 * 512) + gi12) * 4096) + (gk13 - 0))] = t23;
                 }
                 cat14 = t23;
@@ -4356,14 +4403,14 @@ kernel void matmul_10(
             const int i29 = (l27 % 64);
             const int gi30 = (n03 + i29);
             const int gk31 = (k0 + k28);
-            if ((gi30 < 84)) {
+            if (gi30 < 84) {
                 const float t32 = p4[((gk31 * 84) + gi30)];
                 sh[(((k28 * 68) + i29) + 1280)] = t32;
             } else {
                 sh[(((k28 * 68) + i29) + 1280)] = 0.0f;
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
@@ -4398,7 +4445,7 @@ kernel void matmul_10(
             simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
             simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
     simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -4416,14 +4463,14 @@ kernel void matmul_10(
     simdgroup_store(acc3_1, sh + (((sr6 + 24) * 68) + (sc7 + 8)), 68);
     simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s33 = 0; s33 < 32; s33 += 1) {
         const int l34 = ((s33 * 128) + ti4);
         const int i35 = (l34 / 64);
         const int j36 = (l34 % 64);
         const int gi37 = (m02 + i35);
         const int gj38 = (n03 + j36);
-        if ((gj38 < 84)) {
+        if (gj38 < 84) {
             p5[((((c1 * 512) + gi37) * 84) + gj38)] = sh[((i35 * 68) + j36)];
         }
     }
@@ -4434,6 +4481,7 @@ kernel void matmul_10(
 // part 1 (matmul): fuses reshape %1952, reshape %1953, matmul %1954 (mamba.29)
 // part 2 (matmul): fuses concat %1943, dequant %1945, matmul %1946, matmul %1951, add %1955 (mamba.29)
 // threadgroup 128×1×1, grid 576×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_x3_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -4452,7 +4500,7 @@ kernel void matmul_x3_0(
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[4352];
-    if ((int(gid.x) < 256)) {
+    if (int(gid.x) < 256) {
         const int h0 = (int(gid.x) - 0);
         const int m01 = ((h0 / 2) * 64);
         const int n02 = ((h0 % 2) * 64);
@@ -4484,7 +4532,7 @@ kernel void matmul_x3_0(
                 const int gi11 = (m01 + i10);
                 const int gk12 = (k0 + k9);
                 float cat13 = 0.0f;
-                if (((((gk12 * 8192) + gi11) % 8192) < 4096)) {
+                if ((((gk12 * 8192) + gi11) % 8192) < 4096) {
                     const float t14 = p0[(((((((gk12 * 8192) + gi11) / 4194304) * 512) + ((((gk12 * 8192) + gi11) / 8192) % 512)) * 4096) + ((((gk12 * 8192) + gi11) % 8192) - 0))];
                     cat13 = t14;
                 } else {
@@ -4500,14 +4548,14 @@ kernel void matmul_x3_0(
                 const int i20 = (l18 % 64);
                 const int gi21 = (n02 + i20);
                 const int gk22 = (k0 + k19);
-                if ((gi21 < 84)) {
+                if (gi21 < 84) {
                     const float t23 = p2[((gk22 * 84) + gi21)];
                     sh[(((k19 * 68) + i20) + 1088)] = t23;
                 } else {
                     sh[(((k19 * 68) + i20) + 1088)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
@@ -4542,7 +4590,7 @@ kernel void matmul_x3_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
         simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -4560,18 +4608,18 @@ kernel void matmul_x3_0(
         simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s24 = 0; s24 < 32; s24 += 1) {
             const int l25 = ((s24 * 128) + ti3);
             const int i26 = (l25 / 64);
             const int j27 = (l25 % 64);
             const int gi28 = (m01 + i26);
             const int gj29 = (n02 + j27);
-            if ((gj29 < 84)) {
+            if (gj29 < 84) {
                 p3[((gi28 * 84) + gj29)] = sh[((i26 * 68) + j27)];
             }
         }
-    } else if ((int(gid.x) < 320)) {
+    } else if (int(gid.x) < 320) {
         const int h1 = (int(gid.x) - 256);
         const int m01 = ((h1 / 32) * 64);
         const int n02 = ((h1 % 32) * 64);
@@ -4602,7 +4650,7 @@ kernel void matmul_x3_0(
                 const int i10 = (l8 % 64);
                 const int gi11 = (m01 + i10);
                 const int gk12 = (k0 + k9);
-                if ((gi11 < 84)) {
+                if (gi11 < 84) {
                     const float t13 = p4[((gk12 * 84) + gi11)];
                     sh[((k9 * 68) + i10)] = t13;
                 } else {
@@ -4618,7 +4666,7 @@ kernel void matmul_x3_0(
                 const float t20 = p5[((gk19 * 2048) + gi18)];
                 sh[(((k16 * 68) + i17) + 1088)] = t20;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
@@ -4653,7 +4701,7 @@ kernel void matmul_x3_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
         simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -4671,18 +4719,18 @@ kernel void matmul_x3_0(
         simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s21 = 0; s21 < 32; s21 += 1) {
             const int l22 = ((s21 * 128) + ti3);
             const int i23 = (l22 / 64);
             const int j24 = (l22 % 64);
             const int gi25 = (m01 + i23);
             const int gj26 = (n02 + j24);
-            if ((gi25 < 84)) {
+            if (gi25 < 84) {
                 p6[((gi25 * 2048) + gj26)] = sh[((i23 * 68) + j24)];
             }
         }
-    } else if ((int(gid.x) < 576)) {
+    } else if (int(gid.x) < 576) {
         const int h2 = (int(gid.x) - 320);
         const int c1 = (h2 / 256);
         const int m02 = ((h2 / 32) * 64);
@@ -4715,7 +4763,7 @@ kernel void matmul_x3_0(
                 const int gi12 = (m02 + i10);
                 const int gk13 = (k0 + k11);
                 float cat14 = 0.0f;
-                if ((gk13 < 4096)) {
+                if (gk13 < 4096) {
                     const float t15 = p0[((((c1 * 512) + gi12) * 4096) + (gk13 - 0))];
                     cat14 = t15;
                 } else {
@@ -4733,7 +4781,7 @@ kernel void matmul_x3_0(
                 const float t23 = (NF4_CODE[((int(p7[(((gk22 * 2048) + gi21) / 2)]) >> (((((gk22 * 2048) + gi21) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p8[(((gk22 * 2048) + gi21) / 64)])] * p9[((((gk22 * 2048) + gi21) / 64) / 256)]) + p10[0]));
                 sh[(((k19 * 68) + i20) + 1280)] = t23;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
@@ -4768,7 +4816,7 @@ kernel void matmul_x3_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         for (int k0 = 0; k0 < 84; k0 += 16) {
             for (int s24 = 0; s24 < 8; s24 += 1) {
@@ -4777,7 +4825,7 @@ kernel void matmul_x3_0(
                 const int k27 = (l25 % 16);
                 const int gi28 = (m02 + i26);
                 const int gk29 = (k0 + k27);
-                if ((gk29 < 84)) {
+                if (gk29 < 84) {
                     const float t30 = p4[((((c1 * 512) + gi28) * 84) + gk29)];
                     sh[((i26 * 20) + k27)] = t30;
                 } else {
@@ -4790,14 +4838,14 @@ kernel void matmul_x3_0(
                 const int i34 = (l32 % 64);
                 const int gi35 = (n03 + i34);
                 const int gk36 = (k0 + k33);
-                if ((gk36 < 84)) {
+                if (gk36 < 84) {
                     const float t37 = p11[((gk36 * 2048) + gi35)];
                     sh[(((k33 * 68) + i34) + 1280)] = t37;
                 } else {
                     sh[(((k33 * 68) + i34) + 1280)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr6 * 20) + kk), 20);
@@ -4832,7 +4880,7 @@ kernel void matmul_x3_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
         simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -4850,7 +4898,7 @@ kernel void matmul_x3_0(
         simdgroup_store(acc3_1, sh + (((sr6 + 24) * 68) + (sc7 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr6 + 24) * 68) + (sc7 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr6 + 24) * 68) + (sc7 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s38 = 0; s38 < 32; s38 += 1) {
             const int l39 = ((s38 * 128) + ti4);
             const int i40 = (l39 / 64);
@@ -4865,6 +4913,7 @@ kernel void matmul_x3_0(
 
 // fuses rmsnorm_bwd %1956, add %1958 (mamba.29)
 // threadgroup 256×1×1, grid 512×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void rmsnorm_bwd_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -4872,12 +4921,14 @@ kernel void rmsnorm_bwd_1(
         const device float* p3 [[buffer(3)]],
         device float* p4 [[buffer(4)]],
         uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh18[8];
     threadgroup float sh19[8];
     const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = int(lane);
+    const int sg3 = int(sg);
     const int row4 = int(gid.x);
     const int c5 = (row4 / 512);
     const int c6 = (row4 % 512);
@@ -4897,11 +4948,11 @@ kernel void rmsnorm_bwd_1(
     }
     const float s16 = simd_sum(ss9);
     const float s17 = simd_sum(dot10);
-    if ((l32_2 == 0)) {
+    if (l32_2 == 0) {
         sh18[sg3] = s16;
         sh19[sg3] = s17;
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     float acc20 = sh18[0];
     for (int s21 = 1; s21 < 8; s21 += 1) {
         acc20 += sh18[s21];
@@ -4910,7 +4961,7 @@ kernel void rmsnorm_bwd_1(
     for (int s23 = 1; s23 < 8; s23 += 1) {
         acc22 += sh19[s23];
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     const float r24 = rsqrt(((acc20 / 2048.0f) + 1e-05f));
     const float mean25 = ((acc22 * r24) / 2048.0f);
     for (int k26 = 0; k26 < 8; k26 += 1) {
@@ -4926,17 +4977,20 @@ kernel void rmsnorm_bwd_1(
 
 // fuses reshape %2073, gather %2081, mul %2083, reduce_sum %2084 (moe.8)
 // threadgroup 256×1×1, grid 1024×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void reduce_sum_2(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
         device float* p3 [[buffer(3)]],
         uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh13[8];
     const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = int(lane);
+    const int sg3 = int(sg);
     const int row4 = int(gid.x);
     float acc5 = 0.0f;
     for (int k6 = 0; k6 < 8; k6 += 1) {
@@ -4948,16 +5002,16 @@ kernel void reduce_sum_2(
         acc5 += t11;
     }
     const float s12 = simd_sum(acc5);
-    if ((l32_2 == 0)) {
+    if (l32_2 == 0) {
         sh13[sg3] = s12;
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     float acc14 = sh13[0];
     for (int s15 = 1; s15 < 8; s15 += 1) {
         acc14 += sh13[s15];
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if ((lid1 == 0)) {
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    if (lid1 == 0) {
         p3[row4] = acc14;
     }
 }
@@ -4967,6 +5021,7 @@ kernel void reduce_sum_2(
 // part 1 (grouped_matmul): fuses reshape %1700, gather %1701, reshape %1702, broadcast %1703, reshape %2073, gather %2081,
 //   mul %2082, scale %2089, grouped_matmul %2092 (moe.8)
 // threadgroup 128×1×1, grid 296×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void scatter_add_grouped_matmul_x2_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -4982,31 +5037,31 @@ kernel void scatter_add_grouped_matmul_x2_0(
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[4352];
-    if ((int(gid.x) < 8)) {
+    if (int(gid.x) < 8) {
         const int h0 = (int(gid.x) - 0);
         const int t1 = ((h0 * 128) + int(lid.x));
         const int lo2 = t1;
         float acc4 = 0.0f;
         for (int i3 = 0; i3 < 1024; i3 += 1) {
             const int t5 = p0[i3];
-            if ((t5 == lo2)) {
+            if (t5 == lo2) {
                 const float t6 = p1[i3];
                 acc4 += t6;
             }
         }
         p2[lo2] = acc4;
-    } else if ((int(gid.x) < 296)) {
+    } else if (int(gid.x) < 296) {
         const int h1 = (int(gid.x) - 8);
         const int ex1 = (h1 / 32);
         const int n02 = ((h1 % 2) * 64);
-        if ((ex1 == 8)) {
+        if (ex1 == 8) {
             const int t3 = p3[0];
             const int t4 = p3[8];
             for (int s5 = 0; s5 < 32; s5 += 1) {
                 const int l6 = ((s5 * 128) + int(lid.x));
                 const int r7 = ((((h1 / 2) % 16) * 64) + (l6 / 64));
                 const int j8 = (n02 + (l6 % 64));
-                if (((j8 < 84) && ((r7 < t3) || (r7 >= t4)))) {
+                if ((j8 < 84) && ((r7 < t3) || (r7 >= t4))) {
                     p4[((r7 * 84) + j8)] = 0.0f;
                 }
             }
@@ -5015,7 +5070,7 @@ kernel void scatter_add_grouped_matmul_x2_0(
         const int t9 = p3[ex1];
         const int t10 = p3[(ex1 + 1)];
         const int m011 = (t9 + (((h1 / 2) % 16) * 64));
-        if ((m011 >= t10)) {
+        if (m011 >= t10) {
             return;
         }
         const int ti12 = int(lid.x);
@@ -5045,13 +5100,13 @@ kernel void scatter_add_grouped_matmul_x2_0(
                 const int k19 = (l17 % 16);
                 const int gi20 = (m011 + i18);
                 const int gk21 = (k0 + k19);
-                if ((gi20 < t10)) {
+                if (gi20 < t10) {
                     const int t22 = p5[gi20];
                     const float t23 = p6[((t22 * 2048) + gk21)];
                     const int t24 = p0[((gi20 * 1) + 0)];
                     const float t25 = p7[t24];
                     const float t26 = (t23 * t25);
-                    if ((n02 == 0)) {
+                    if (n02 == 0) {
                         p8[((gi20 * 2048) + gk21)] = t26;
                     }
                     const float t27 = (t26 * 0.1904762f);
@@ -5066,14 +5121,14 @@ kernel void scatter_add_grouped_matmul_x2_0(
                 const int i31 = (l29 % 64);
                 const int gi32 = (n02 + i31);
                 const int gk33 = (k0 + k30);
-                if ((gi32 < 84)) {
+                if (gi32 < 84) {
                     const float t34 = p9[((((ex1 * 2048) + gk33) * 84) + gi32)];
                     sh[(((k30 * 68) + i31) + 1280)] = t34;
                 } else {
                     sh[(((k30 * 68) + i31) + 1280)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr14 * 20) + kk), 20);
@@ -5108,7 +5163,7 @@ kernel void scatter_add_grouped_matmul_x2_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr14 * 68) + sc15), 68);
         simdgroup_store(acc0_1, sh + ((sr14 * 68) + (sc15 + 8)), 68);
@@ -5126,14 +5181,14 @@ kernel void scatter_add_grouped_matmul_x2_0(
         simdgroup_store(acc3_1, sh + (((sr14 + 24) * 68) + (sc15 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s35 = 0; s35 < 32; s35 += 1) {
             const int l36 = ((s35 * 128) + ti12);
             const int i37 = (l36 / 64);
             const int j38 = (l36 % 64);
             const int gi39 = (m011 + i37);
             const int gj40 = (n02 + j38);
-            if (((gi39 < t10) && (gj40 < 84))) {
+            if ((gi39 < t10) && (gj40 < 84)) {
                 p4[((gi39 * 84) + gj40)] = sh[((i37 * 68) + j38)];
             }
         }
@@ -5147,6 +5202,7 @@ kernel void scatter_add_grouped_matmul_x2_0(
 //   add %2096, mul %2097, mul %2098, sigmoid %2099, const %2100, sub %2101, mul %2102, add %2103,
 //   mul %2104 (moe.8)
 // threadgroup 128×1×1, grid 13952×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -5168,7 +5224,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[4352];
-    if ((int(gid.x) < 512)) {
+    if (int(gid.x) < 512) {
         const int h0 = (int(gid.x) - 0);
         const int ex1 = (h0 / 64);
         const int m02 = (((h0 / 2) % 32) * 64);
@@ -5202,7 +5258,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
                 const int i13 = (l11 % 64);
                 const int gi14 = (m02 + i13);
                 const int gk15 = (k0 + k12);
-                if ((gk15 < t5)) {
+                if (gk15 < t5) {
                     const float t16 = p1[((gk15 * 2048) + gi14)];
                     const float t17 = (t16 * 0.1904762f);
                     sh[((k12 * 68) + i13)] = t17;
@@ -5216,14 +5272,14 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
                 const int i21 = (l19 % 64);
                 const int gi22 = (n03 + i21);
                 const int gk23 = (k0 + k20);
-                if (((gi22 < 84) && (gk23 < t5))) {
+                if ((gi22 < 84) && (gk23 < t5)) {
                     const float t24 = p2[((gk23 * 84) + gi22)];
                     sh[(((k20 * 68) + i21) + 1088)] = t24;
                 } else {
                     sh[(((k20 * 68) + i21) + 1088)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 68) + sr8), 68, ulong2(0, 0), true);
@@ -5258,7 +5314,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr8 * 68) + sc9), 68);
         simdgroup_store(acc0_1, sh + ((sr8 * 68) + (sc9 + 8)), 68);
@@ -5276,18 +5332,18 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
         simdgroup_store(acc3_1, sh + (((sr8 + 24) * 68) + (sc9 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr8 + 24) * 68) + (sc9 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr8 + 24) * 68) + (sc9 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s25 = 0; s25 < 32; s25 += 1) {
             const int l26 = ((s25 * 128) + ti6);
             const int i27 = (l26 / 64);
             const int j28 = (l26 % 64);
             const int gi29 = (m02 + i27);
             const int gj30 = (n03 + j28);
-            if ((gj30 < 84)) {
+            if (gj30 < 84) {
                 p3[((((ex1 * 2048) + gi29) * 84) + gj30)] = sh[((i27 * 68) + j28)];
             }
         }
-    } else if ((int(gid.x) < 1856)) {
+    } else if (int(gid.x) < 1856) {
         const int h1 = (int(gid.x) - 512);
         const int ex1 = (h1 / 168);
         const int m02 = (((h1 / 84) % 2) * 64);
@@ -5321,7 +5377,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
                 const int i13 = (l11 % 64);
                 const int gi14 = (m02 + i13);
                 const int gk15 = (k0 + k12);
-                if (((gi14 < 84) && (gk15 < t5))) {
+                if ((gi14 < 84) && (gk15 < t5)) {
                     const float t16 = p4[((gk15 * 84) + gi14)];
                     sh[((k12 * 68) + i13)] = t16;
                 } else {
@@ -5334,14 +5390,14 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
                 const int i20 = (l18 % 64);
                 const int gi21 = (n03 + i20);
                 const int gk22 = (k0 + k19);
-                if ((gk22 < t5)) {
+                if (gk22 < t5) {
                     const float t23 = p5[((gk22 * 5376) + gi21)];
                     sh[(((k19 * 68) + i20) + 1088)] = t23;
                 } else {
                     sh[(((k19 * 68) + i20) + 1088)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 68) + sr8), 68, ulong2(0, 0), true);
@@ -5376,7 +5432,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr8 * 68) + sc9), 68);
         simdgroup_store(acc0_1, sh + ((sr8 * 68) + (sc9 + 8)), 68);
@@ -5394,29 +5450,29 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
         simdgroup_store(acc3_1, sh + (((sr8 + 24) * 68) + (sc9 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr8 + 24) * 68) + (sc9 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr8 + 24) * 68) + (sc9 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s24 = 0; s24 < 32; s24 += 1) {
             const int l25 = ((s24 * 128) + ti6);
             const int i26 = (l25 / 64);
             const int j27 = (l25 % 64);
             const int gi28 = (m02 + i26);
             const int gj29 = (n03 + j27);
-            if ((gi28 < 84)) {
+            if (gi28 < 84) {
                 p6[((((ex1 * 84) + gi28) * 5376) + gj29)] = sh[((i26 * 68) + j27)];
             }
         }
-    } else if ((int(gid.x) < 13952)) {
+    } else if (int(gid.x) < 13952) {
         const int h2 = (int(gid.x) - 1856);
         const int ex1 = (h2 / 1344);
         const int n02 = ((h2 % 84) * 64);
-        if ((ex1 == 8)) {
+        if (ex1 == 8) {
             const int t3 = p0[0];
             const int t4 = p0[8];
             for (int s5 = 0; s5 < 32; s5 += 1) {
                 const int l6 = ((s5 * 128) + int(lid.x));
                 const int r7 = ((((h2 / 84) % 16) * 64) + (l6 / 64));
                 const int j8 = (n02 + (l6 % 64));
-                if (((r7 < t3) || (r7 >= t4))) {
+                if ((r7 < t3) || (r7 >= t4)) {
                     const float acc9 = 0.0f;
                     const float t10 = p7[((r7 * 5376) + j8)];
                     const float t11 = (acc9 * t10);
@@ -5437,7 +5493,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
         const int t20 = p0[ex1];
         const int t21 = p0[(ex1 + 1)];
         const int m022 = (t20 + (((h2 / 84) % 16) * 64));
-        if ((m022 >= t21)) {
+        if (m022 >= t21) {
             return;
         }
         const int ti23 = int(lid.x);
@@ -5467,7 +5523,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
                 const int k30 = (l28 % 16);
                 const int gi31 = (m022 + i29);
                 const int gk32 = (k0 + k30);
-                if ((gi31 < t21)) {
+                if (gi31 < t21) {
                     const float t33 = p1[((gi31 * 2048) + gk32)];
                     sh[((i29 * 20) + k30)] = t33;
                 } else {
@@ -5483,7 +5539,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
                 const float t40 = (NF4_CODE[((int(p11[(((((ex1 * 2048) + gk39) * 5376) + gi38) / 2)]) >> (((((((ex1 * 2048) + gk39) * 5376) + gi38) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p12[(((((ex1 * 2048) + gk39) * 5376) + gi38) / 64)])] * p13[((((((ex1 * 2048) + gk39) * 5376) + gi38) / 64) / 256)]) + p14[0]));
                 sh[(((k36 * 68) + i37) + 1280)] = t40;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr25 * 20) + kk), 20);
@@ -5518,7 +5574,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         for (int k0 = 0; k0 < 84; k0 += 16) {
             for (int s41 = 0; s41 < 8; s41 += 1) {
@@ -5527,7 +5583,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
                 const int k44 = (l42 % 16);
                 const int gi45 = (m022 + i43);
                 const int gk46 = (k0 + k44);
-                if (((gi45 < t21) && (gk46 < 84))) {
+                if ((gi45 < t21) && (gk46 < 84)) {
                     const float t47 = p4[((gi45 * 84) + gk46)];
                     sh[((i43 * 20) + k44)] = t47;
                 } else {
@@ -5540,14 +5596,14 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
                 const int i51 = (l49 % 64);
                 const int gi52 = (n02 + i51);
                 const int gk53 = (k0 + k50);
-                if ((gk53 < 84)) {
+                if (gk53 < 84) {
                     const float t54 = p15[((((ex1 * 84) + gk53) * 5376) + gi52)];
                     sh[(((k50 * 68) + i51) + 1280)] = t54;
                 } else {
                     sh[(((k50 * 68) + i51) + 1280)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr25 * 20) + kk), 20);
@@ -5582,7 +5638,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr25 * 68) + sc26), 68);
         simdgroup_store(acc0_1, sh + ((sr25 * 68) + (sc26 + 8)), 68);
@@ -5600,14 +5656,14 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
         simdgroup_store(acc3_1, sh + (((sr25 + 24) * 68) + (sc26 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr25 + 24) * 68) + (sc26 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr25 + 24) * 68) + (sc26 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s55 = 0; s55 < 32; s55 += 1) {
             const int l56 = ((s55 * 128) + ti23);
             const int i57 = (l56 / 64);
             const int j58 = (l56 % 64);
             const int gi59 = (m022 + i57);
             const int gj60 = (n02 + j58);
-            if ((gi59 < t21)) {
+            if (gi59 < t21) {
                 const float acc61 = sh[((i57 * 68) + j58)];
                 const float t62 = p7[((gi59 * 5376) + gj60)];
                 const float t63 = (acc61 * t62);
@@ -5630,6 +5686,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
 // part 0 (grouped_matmul): fuses concat %2105, scale %2106, grouped_matmul %2109 (moe.8)
 // part 1 (grouped_matmul_wgrad): fuses concat %2105, scale %2106, grouped_matmul_wgrad %2110 (moe.8)
 // threadgroup 128×1×1, grid 2976×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -5642,18 +5699,18 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[4352];
-    if ((int(gid.x) < 288)) {
+    if (int(gid.x) < 288) {
         const int h0 = (int(gid.x) - 0);
         const int ex1 = (h0 / 32);
         const int n02 = ((h0 % 2) * 64);
-        if ((ex1 == 8)) {
+        if (ex1 == 8) {
             const int t3 = p0[0];
             const int t4 = p0[8];
             for (int s5 = 0; s5 < 32; s5 += 1) {
                 const int l6 = ((s5 * 128) + int(lid.x));
                 const int r7 = ((((h0 / 2) % 16) * 64) + (l6 / 64));
                 const int j8 = (n02 + (l6 % 64));
-                if (((j8 < 84) && ((r7 < t3) || (r7 >= t4)))) {
+                if ((j8 < 84) && ((r7 < t3) || (r7 >= t4))) {
                     p1[((r7 * 84) + j8)] = 0.0f;
                 }
             }
@@ -5662,7 +5719,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
         const int t9 = p0[ex1];
         const int t10 = p0[(ex1 + 1)];
         const int m011 = (t9 + (((h0 / 2) % 16) * 64));
-        if ((m011 >= t10)) {
+        if (m011 >= t10) {
             return;
         }
         const int ti12 = int(lid.x);
@@ -5692,9 +5749,9 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                 const int k19 = (l17 % 16);
                 const int gi20 = (m011 + i18);
                 const int gk21 = (k0 + k19);
-                if ((gi20 < t10)) {
+                if (gi20 < t10) {
                     float cat22 = 0.0f;
-                    if ((gk21 < 5376)) {
+                    if (gk21 < 5376) {
                         const float t23 = p2[((gi20 * 5376) + (gk21 - 0))];
                         cat22 = t23;
                     } else {
@@ -5713,14 +5770,14 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                 const int i29 = (l27 % 64);
                 const int gi30 = (n02 + i29);
                 const int gk31 = (k0 + k28);
-                if ((gi30 < 84)) {
+                if (gi30 < 84) {
                     const float t32 = p4[((((ex1 * 10752) + gk31) * 84) + gi30)];
                     sh[(((k28 * 68) + i29) + 1280)] = t32;
                 } else {
                     sh[(((k28 * 68) + i29) + 1280)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr14 * 20) + kk), 20);
@@ -5755,7 +5812,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr14 * 68) + sc15), 68);
         simdgroup_store(acc0_1, sh + ((sr14 * 68) + (sc15 + 8)), 68);
@@ -5773,18 +5830,18 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
         simdgroup_store(acc3_1, sh + (((sr14 + 24) * 68) + (sc15 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s33 = 0; s33 < 32; s33 += 1) {
             const int l34 = ((s33 * 128) + ti12);
             const int i35 = (l34 / 64);
             const int j36 = (l34 % 64);
             const int gi37 = (m011 + i35);
             const int gj38 = (n02 + j36);
-            if (((gi37 < t10) && (gj38 < 84))) {
+            if ((gi37 < t10) && (gj38 < 84)) {
                 p1[((gi37 * 84) + gj38)] = sh[((i35 * 68) + j36)];
             }
         }
-    } else if ((int(gid.x) < 2976)) {
+    } else if (int(gid.x) < 2976) {
         const int h1 = (int(gid.x) - 288);
         const int ex1 = (h1 / 336);
         const int m02 = (((h1 / 2) % 168) * 64);
@@ -5818,9 +5875,9 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                 const int i13 = (l11 % 64);
                 const int gi14 = (m02 + i13);
                 const int gk15 = (k0 + k12);
-                if ((gk15 < t5)) {
+                if (gk15 < t5) {
                     float cat16 = 0.0f;
-                    if ((gi14 < 5376)) {
+                    if (gi14 < 5376) {
                         const float t17 = p2[((gk15 * 5376) + (gi14 - 0))];
                         cat16 = t17;
                     } else {
@@ -5839,14 +5896,14 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                 const int i23 = (l21 % 64);
                 const int gi24 = (n03 + i23);
                 const int gk25 = (k0 + k22);
-                if (((gi24 < 84) && (gk25 < t5))) {
+                if ((gi24 < 84) && (gk25 < t5)) {
                     const float t26 = p5[((gk25 * 84) + gi24)];
                     sh[(((k22 * 68) + i23) + 1088)] = t26;
                 } else {
                     sh[(((k22 * 68) + i23) + 1088)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 68) + sr8), 68, ulong2(0, 0), true);
@@ -5881,7 +5938,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr8 * 68) + sc9), 68);
         simdgroup_store(acc0_1, sh + ((sr8 * 68) + (sc9 + 8)), 68);
@@ -5899,14 +5956,14 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
         simdgroup_store(acc3_1, sh + (((sr8 + 24) * 68) + (sc9 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr8 + 24) * 68) + (sc9 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr8 + 24) * 68) + (sc9 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s27 = 0; s27 < 32; s27 += 1) {
             const int l28 = ((s27 * 128) + ti6);
             const int i29 = (l28 / 64);
             const int j30 = (l28 % 64);
             const int gi31 = (m02 + i29);
             const int gj32 = (n03 + j30);
-            if ((gj32 < 84)) {
+            if (gj32 < 84) {
                 p6[((((ex1 * 10752) + gi31) * 84) + gj32)] = sh[((i29 * 68) + j30)];
             }
         }
@@ -5917,6 +5974,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
 // part 0 (grouped_matmul_wgrad): fuses reshape %1674, gather %1685, grouped_matmul_wgrad %2112 (moe.8)
 // part 1 (grouped_matmul): fuses concat %2105, dequant %2107, grouped_matmul %2108, grouped_matmul %2111, add %2113 (moe.8)
 // threadgroup 128×1×1, grid 5120×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -5935,7 +5993,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[4352];
-    if ((int(gid.x) < 512)) {
+    if (int(gid.x) < 512) {
         const int h0 = (int(gid.x) - 0);
         const int ex1 = (h0 / 64);
         const int m02 = (((h0 / 32) % 2) * 64);
@@ -5969,7 +6027,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
                 const int i13 = (l11 % 64);
                 const int gi14 = (m02 + i13);
                 const int gk15 = (k0 + k12);
-                if (((gi14 < 84) && (gk15 < t5))) {
+                if ((gi14 < 84) && (gk15 < t5)) {
                     const float t16 = p1[((gk15 * 84) + gi14)];
                     sh[((k12 * 68) + i13)] = t16;
                 } else {
@@ -5982,7 +6040,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
                 const int i20 = (l18 % 64);
                 const int gi21 = (n03 + i20);
                 const int gk22 = (k0 + k19);
-                if ((gk22 < t5)) {
+                if (gk22 < t5) {
                     const int t23 = p2[gk22];
                     const float t24 = p3[((t23 * 2048) + gi21)];
                     sh[(((k19 * 68) + i20) + 1088)] = t24;
@@ -5990,7 +6048,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
                     sh[(((k19 * 68) + i20) + 1088)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 68) + sr8), 68, ulong2(0, 0), true);
@@ -6025,7 +6083,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr8 * 68) + sc9), 68);
         simdgroup_store(acc0_1, sh + ((sr8 * 68) + (sc9 + 8)), 68);
@@ -6043,29 +6101,29 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
         simdgroup_store(acc3_1, sh + (((sr8 + 24) * 68) + (sc9 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr8 + 24) * 68) + (sc9 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr8 + 24) * 68) + (sc9 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s25 = 0; s25 < 32; s25 += 1) {
             const int l26 = ((s25 * 128) + ti6);
             const int i27 = (l26 / 64);
             const int j28 = (l26 % 64);
             const int gi29 = (m02 + i27);
             const int gj30 = (n03 + j28);
-            if ((gi29 < 84)) {
+            if (gi29 < 84) {
                 p4[((((ex1 * 84) + gi29) * 2048) + gj30)] = sh[((i27 * 68) + j28)];
             }
         }
-    } else if ((int(gid.x) < 5120)) {
+    } else if (int(gid.x) < 5120) {
         const int h1 = (int(gid.x) - 512);
         const int ex1 = (h1 / 512);
         const int n02 = ((h1 % 32) * 64);
-        if ((ex1 == 8)) {
+        if (ex1 == 8) {
             const int t3 = p0[0];
             const int t4 = p0[8];
             for (int s5 = 0; s5 < 32; s5 += 1) {
                 const int l6 = ((s5 * 128) + int(lid.x));
                 const int r7 = ((((h1 / 32) % 16) * 64) + (l6 / 64));
                 const int j8 = (n02 + (l6 % 64));
-                if (((r7 < t3) || (r7 >= t4))) {
+                if ((r7 < t3) || (r7 >= t4)) {
                     const float acc9 = 0.0f;
                     p5[((r7 * 2048) + j8)] = acc9;
                 }
@@ -6075,7 +6133,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
         const int t10 = p0[ex1];
         const int t11 = p0[(ex1 + 1)];
         const int m012 = (t10 + (((h1 / 32) % 16) * 64));
-        if ((m012 >= t11)) {
+        if (m012 >= t11) {
             return;
         }
         const int ti13 = int(lid.x);
@@ -6105,9 +6163,9 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
                 const int k20 = (l18 % 16);
                 const int gi21 = (m012 + i19);
                 const int gk22 = (k0 + k20);
-                if ((gi21 < t11)) {
+                if (gi21 < t11) {
                     float cat23 = 0.0f;
-                    if ((gk22 < 5376)) {
+                    if (gk22 < 5376) {
                         const float t24 = p6[((gi21 * 5376) + (gk22 - 0))];
                         cat23 = t24;
                     } else {
@@ -6128,7 +6186,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
                 const float t32 = (NF4_CODE[((int(p8[(((((ex1 * 10752) + gk31) * 2048) + gi30) / 2)]) >> (((((((ex1 * 10752) + gk31) * 2048) + gi30) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p9[(((((ex1 * 10752) + gk31) * 2048) + gi30) / 64)])] * p10[((((((ex1 * 10752) + gk31) * 2048) + gi30) / 64) / 256)]) + p11[0]));
                 sh[(((k28 * 68) + i29) + 1280)] = t32;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr15 * 20) + kk), 20);
@@ -6163,7 +6221,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         for (int k0 = 0; k0 < 84; k0 += 16) {
             for (int s33 = 0; s33 < 8; s33 += 1) {
@@ -6172,7 +6230,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
                 const int k36 = (l34 % 16);
                 const int gi37 = (m012 + i35);
                 const int gk38 = (k0 + k36);
-                if (((gi37 < t11) && (gk38 < 84))) {
+                if ((gi37 < t11) && (gk38 < 84)) {
                     const float t39 = p1[((gi37 * 84) + gk38)];
                     sh[((i35 * 20) + k36)] = t39;
                 } else {
@@ -6185,14 +6243,14 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
                 const int i43 = (l41 % 64);
                 const int gi44 = (n02 + i43);
                 const int gk45 = (k0 + k42);
-                if ((gk45 < 84)) {
+                if (gk45 < 84) {
                     const float t46 = p12[((((ex1 * 84) + gk45) * 2048) + gi44)];
                     sh[(((k42 * 68) + i43) + 1280)] = t46;
                 } else {
                     sh[(((k42 * 68) + i43) + 1280)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr15 * 20) + kk), 20);
@@ -6227,7 +6285,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr15 * 68) + sc16), 68);
         simdgroup_store(acc0_1, sh + ((sr15 * 68) + (sc16 + 8)), 68);
@@ -6245,14 +6303,14 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
         simdgroup_store(acc3_1, sh + (((sr15 + 24) * 68) + (sc16 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr15 + 24) * 68) + (sc16 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr15 + 24) * 68) + (sc16 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s47 = 0; s47 < 32; s47 += 1) {
             const int l48 = ((s47 * 128) + ti13);
             const int i49 = (l48 / 64);
             const int j50 = (l48 % 64);
             const int gi51 = (m012 + i49);
             const int gj52 = (n02 + j50);
-            if ((gi51 < t11)) {
+            if (gi51 < t11) {
                 const float acc53 = sh[((i49 * 68) + j50)];
                 p5[((gi51 * 2048) + gj52)] = acc53;
             }
@@ -6264,6 +6322,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
 // part 0 (scatter_add): fuses scatter_add %2114 (moe.8)
 // part 1 (reduce_sum): fuses broadcast %1680, reshape %2088, mul %2116, div %2117, neg %2118, reduce_sum %2119 (moe.8)
 // threadgroup 256×1×1, grid 34×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void scatter_add_reduce_sum_x2_0(
         device float* p0 [[buffer(0)]],
         const device int* p1 [[buffer(1)]],
@@ -6274,7 +6333,7 @@ kernel void scatter_add_reduce_sum_x2_0(
         device float* p6 [[buffer(6)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 32)) {
+    if (int(gid.x) < 32) {
         const int h0 = (int(gid.x) - 0);
         const int t1 = ((h0 * 256) + int(lid.x));
         const int c2 = (t1 % 2048);
@@ -6285,12 +6344,12 @@ kernel void scatter_add_reduce_sum_x2_0(
         }
         for (int i4 = 0; i4 < 1024; i4 += 1) {
             const int t7 = p1[i4];
-            if (((t7 >= lo3) && (t7 < hi5))) {
+            if ((t7 >= lo3) && (t7 < hi5)) {
                 const float t8 = p2[((i4 * 2048) + c2)];
                 p0[((t7 * 2048) + c2)] = (p0[((t7 * 2048) + c2)] + t8);
             }
         }
-    } else if ((int(gid.x) < 34)) {
+    } else if (int(gid.x) < 34) {
         const int h1 = (int(gid.x) - 32);
         const int lid1 = int(lid.x);
         const int row4 = ((h1 * 256) + lid1);
@@ -6313,6 +6372,7 @@ kernel void scatter_add_reduce_sum_x2_0(
 //   broadcast %2121, add %2122, one_hot %2123, reshape %2124, broadcast %2125, mul %2126,
 //   reduce_sum %2127, add %2128 (moe.8)
 // threadgroup 64×1×1, grid 128×1×1 threadgroups
+[[max_total_threads_per_threadgroup(64)]]
 kernel void reduce_sum_3(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -6342,8 +6402,8 @@ kernel void reduce_sum_3(
         acc5 += t16;
     }
     sh17[lid1] = acc5;
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if ((part3 == 0)) {
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    if (part3 == 0) {
         for (int pr18 = 1; pr18 < 2; pr18 += 1) {
             acc5 += sh17[((pr18 * 32) + col2)];
         }
@@ -6359,6 +6419,7 @@ kernel void reduce_sum_3(
 
 // fuses mul %2129, reduce_sum %2130, broadcast %2131, sub %2132, mul %2133 (moe.8)
 // threadgroup 256×1×1, grid 2×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void reduce_sum_4(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -6386,6 +6447,7 @@ kernel void reduce_sum_4(
 
 // fuses matmul %2134 (moe.8)
 // threadgroup 128×1×1, grid 32×8×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_11(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -6423,7 +6485,7 @@ kernel void matmul_11(
             const int k10 = (l8 % 16);
             const int gi11 = (m01 + i9);
             const int gk12 = (k0 + k10);
-            if ((gk12 < 8)) {
+            if (gk12 < 8) {
                 const float t13 = p0[((gi11 * 8) + gk12)];
                 sh[((i9 * 20) + k10)] = t13;
             } else {
@@ -6436,14 +6498,14 @@ kernel void matmul_11(
             const int i17 = (l15 % 64);
             const int gi18 = (n02 + i17);
             const int gk19 = (k0 + k16);
-            if ((gk19 < 8)) {
+            if (gk19 < 8) {
                 const float t20 = p1[((gk19 * 2048) + gi18)];
                 sh[(((k16 * 68) + i17) + 1280)] = t20;
             } else {
                 sh[(((k16 * 68) + i17) + 1280)] = 0.0f;
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr5 * 20) + kk), 20);
@@ -6478,7 +6540,7 @@ kernel void matmul_11(
             simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
             simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
     simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -6496,7 +6558,7 @@ kernel void matmul_11(
     simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
     simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s21 = 0; s21 < 32; s21 += 1) {
         const int l22 = ((s21 * 128) + ti3);
         const int i23 = (l22 / 64);
@@ -6509,6 +6571,7 @@ kernel void matmul_11(
 
 // fuses add %2135, reshape %2136, rmsnorm_bwd %2137, add %2139 (moe.8)
 // threadgroup 256×1×1, grid 512×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void rmsnorm_bwd_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -6517,12 +6580,14 @@ kernel void rmsnorm_bwd_2(
         const device float* p4 [[buffer(4)]],
         device float* p5 [[buffer(5)]],
         uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh20[8];
     threadgroup float sh21[8];
     const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = int(lane);
+    const int sg3 = int(sg);
     const int row4 = int(gid.x);
     const int c5 = (row4 / 512);
     const int c6 = (row4 % 512);
@@ -6544,11 +6609,11 @@ kernel void rmsnorm_bwd_2(
     }
     const float s18 = simd_sum(ss9);
     const float s19 = simd_sum(dot10);
-    if ((l32_2 == 0)) {
+    if (l32_2 == 0) {
         sh20[sg3] = s18;
         sh21[sg3] = s19;
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     float acc22 = sh20[0];
     for (int s23 = 1; s23 < 8; s23 += 1) {
         acc22 += sh20[s23];
@@ -6557,7 +6622,7 @@ kernel void rmsnorm_bwd_2(
     for (int s25 = 1; s25 < 8; s25 += 1) {
         acc24 += sh21[s25];
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     const float r26 = rsqrt(((acc22 / 2048.0f) + 1e-05f));
     const float mean27 = ((acc24 * r26) / 2048.0f);
     for (int k28 = 0; k28 < 8; k28 += 1) {
@@ -6577,6 +6642,7 @@ kernel void rmsnorm_bwd_2(
 //   reshape %4450, reshape %4451, reshape %4452, reshape %4453, reshape %4454, concat %4455,
 //   square %4456, reduce_sum %4457 (optimizer)
 // threadgroup 1024×1×1, grid 81×1×1 threadgroups
+[[max_total_threads_per_threadgroup(1024)]]
 kernel void selective_scan_bwd_reduce_sum_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -6608,11 +6674,11 @@ kernel void selective_scan_bwd_reduce_sum_x2_0(
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float red2[2048];
     threadgroup float sh22[32];
-    if ((int(gid.x) < 80)) {
+    if (int(gid.x) < 80) {
         const int h0 = (int(gid.x) - 0);
         float seq1[128];
         const int gid3 = h0;
-        if ((gid3 < 16)) {
+        if (gid3 < 16) {
             const int b4 = (gid3 / 16);
             const int n05 = ((gid3 % 16) * 1);
             const int n6 = (n05 + (int(lid.x) / 1024));
@@ -6657,12 +6723,12 @@ kernel void selective_scan_bwd_reduce_sum_x2_0(
                             carry14 = (a41 * g42);
                             const float sp43 = simd_sum(((g42 * t33) * t34));
                             const float sp44 = simd_sum((((a41 * sp40) + ((t33 * t35) * t34)) * t39));
-                            if ((lane8 == 0)) {
+                            if (lane8 == 0) {
                                 red2[(rb30 + ((((0 * 16) + j31) * 32) + sg7))] = sp43;
                                 red2[(rb30 + ((((1 * 16) + j31) * 32) + sg7))] = sp44;
                             }
                         }
-                        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+                        threadgroup_barrier(mem_flags::mem_threadgroup);
                         const int per45 = (cnt29 * 1);
                         for (int k46 = sg7; k46 < (2 * per45); k46 += 32) {
                             const int q47 = (k46 / per45);
@@ -6671,16 +6737,16 @@ kernel void selective_scan_bwd_reduce_sum_x2_0(
                             const float tot50 = simd_sum(red2[(rb30 + ((((q47 * 16) + j48) * 32) + ((ns49 * 32) + lane8)))]);
                             const int t51 = ((t118 - 1) - (i028 + j48));
                             const int nn52 = (n05 + ns49);
-                            if ((lane8 == 0)) {
-                                if ((q47 == 0)) {
-                                    if ((blk10 == 0)) {
+                            if (lane8 == 0) {
+                                if (q47 == 0) {
+                                    if (blk10 == 0) {
                                         p7[((((b4 * 512) + t51) * 16) + nn52)] = tot50;
                                     } else {
                                         p7[((((b4 * 512) + t51) * 16) + nn52)] += tot50;
                                     }
                                 }
-                                if ((q47 == 1)) {
-                                    if ((blk10 == 0)) {
+                                if (q47 == 1) {
+                                    if (blk10 == 0) {
                                         p8[((((b4 * 512) + t51) * 16) + nn52)] = tot50;
                                     } else {
                                         p8[((((b4 * 512) + t51) * 16) + nn52)] += tot50;
@@ -6737,7 +6803,7 @@ kernel void selective_scan_bwd_reduce_sum_x2_0(
                         const float r91 = (r90 + simd_shuffle_xor(r90, ushort(4)));
                         const float r92 = (r91 + simd_shuffle_xor(r91, ushort(2)));
                         const float r93 = (r92 + simd_shuffle_xor(r92, ushort(1)));
-                        if ((n54 == 0)) {
+                        if (n54 == 0) {
                             p10[((((b60 * 512) + t75) * 4096) + ch53)] = (r89 + (t57 * t82));
                             p11[((((b60 * 512) + t75) * 4096) + ch53)] = r93;
                         }
@@ -6745,44 +6811,44 @@ kernel void selective_scan_bwd_reduce_sum_x2_0(
                 }
             }
         }
-    } else if ((int(gid.x) < 81)) {
+    } else if (int(gid.x) < 81) {
         const int h1 = (int(gid.x) - 80);
         const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = int(lane);
+        const int sg3 = int(sg);
         const int row4 = h1;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 7728; k6 += 1) {
             const int j7 = (lid1 + (k6 * 1024));
             float cat8 = 0.0f;
-            if ((j7 < 3612672)) {
+            if (j7 < 3612672) {
                 const float t9 = p12[(j7 - 0)];
                 cat8 = t9;
-            } else if ((j7 < 4988928)) {
+            } else if (j7 < 4988928) {
                 const float t10 = p13[(j7 - 3612672)];
                 cat8 = t10;
-            } else if ((j7 < 5160960)) {
+            } else if (j7 < 5160960) {
                 const float t11 = p14[(j7 - 4988928)];
                 cat8 = t11;
-            } else if ((j7 < 5849088)) {
+            } else if (j7 < 5849088) {
                 const float t12 = p15[(j7 - 5160960)];
                 cat8 = t12;
-            } else if ((j7 < 6193152)) {
+            } else if (j7 < 6193152) {
                 const float t13 = p16[(j7 - 5849088)];
                 cat8 = t13;
-            } else if ((j7 < 6365184)) {
+            } else if (j7 < 6365184) {
                 const float t14 = p17[(j7 - 6193152)];
                 cat8 = t14;
-            } else if ((j7 < 6537216)) {
+            } else if (j7 < 6537216) {
                 const float t15 = p18[(j7 - 6365184)];
                 cat8 = t15;
-            } else if ((j7 < 7225344)) {
+            } else if (j7 < 7225344) {
                 const float t16 = p19[(j7 - 6537216)];
                 cat8 = t16;
-            } else if ((j7 < 7569408)) {
+            } else if (j7 < 7569408) {
                 const float t17 = p20[(j7 - 7225344)];
                 cat8 = t17;
-            } else if ((j7 < 7741440)) {
+            } else if (j7 < 7741440) {
                 const float t18 = p21[(j7 - 7569408)];
                 cat8 = t18;
             } else {
@@ -6793,16 +6859,16 @@ kernel void selective_scan_bwd_reduce_sum_x2_0(
             acc5 += t20;
         }
         const float s21 = simd_sum(acc5);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh22[sg3] = s21;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         float acc23 = sh22[0];
         for (int s24 = 1; s24 < 32; s24 += 1) {
             acc23 += sh22[s24];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((lid1 == 0)) {
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+        if (lid1 == 0) {
             p23[row4] = acc23;
         }
     }
@@ -6815,6 +6881,7 @@ kernel void selective_scan_bwd_reduce_sum_x2_0(
 // part 2 (reduce_sum): fuses reshape %4459, reshape %4460, reshape %4461, concat %4462, square %4463,
 //   reduce_sum %4464 (optimizer)
 // threadgroup 1024×1×1, grid 82×1×1 threadgroups
+[[max_total_threads_per_threadgroup(1024)]]
 kernel void selective_scan_bwd_reduce_sum_x3_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -6844,11 +6911,11 @@ kernel void selective_scan_bwd_reduce_sum_x3_0(
     threadgroup float red2[2048];
     threadgroup float sh15[32];
     threadgroup float sh14[32];
-    if ((int(gid.x) < 80)) {
+    if (int(gid.x) < 80) {
         const int h0 = (int(gid.x) - 0);
         float seq1[128];
         const int gid3 = h0;
-        if ((gid3 < 16)) {
+        if (gid3 < 16) {
             const int b4 = (gid3 / 16);
             const int n05 = ((gid3 % 16) * 1);
             const int n6 = (n05 + (int(lid.x) / 1024));
@@ -6893,12 +6960,12 @@ kernel void selective_scan_bwd_reduce_sum_x3_0(
                             carry14 = (a41 * g42);
                             const float sp43 = simd_sum(((g42 * t33) * t34));
                             const float sp44 = simd_sum((((a41 * sp40) + ((t33 * t35) * t34)) * t39));
-                            if ((lane8 == 0)) {
+                            if (lane8 == 0) {
                                 red2[(rb30 + ((((0 * 16) + j31) * 32) + sg7))] = sp43;
                                 red2[(rb30 + ((((1 * 16) + j31) * 32) + sg7))] = sp44;
                             }
                         }
-                        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+                        threadgroup_barrier(mem_flags::mem_threadgroup);
                         const int per45 = (cnt29 * 1);
                         for (int k46 = sg7; k46 < (2 * per45); k46 += 32) {
                             const int q47 = (k46 / per45);
@@ -6907,16 +6974,16 @@ kernel void selective_scan_bwd_reduce_sum_x3_0(
                             const float tot50 = simd_sum(red2[(rb30 + ((((q47 * 16) + j48) * 32) + ((ns49 * 32) + lane8)))]);
                             const int t51 = ((t118 - 1) - (i028 + j48));
                             const int nn52 = (n05 + ns49);
-                            if ((lane8 == 0)) {
-                                if ((q47 == 0)) {
-                                    if ((blk10 == 0)) {
+                            if (lane8 == 0) {
+                                if (q47 == 0) {
+                                    if (blk10 == 0) {
                                         p7[((((b4 * 512) + t51) * 16) + nn52)] = tot50;
                                     } else {
                                         p7[((((b4 * 512) + t51) * 16) + nn52)] += tot50;
                                     }
                                 }
-                                if ((q47 == 1)) {
-                                    if ((blk10 == 0)) {
+                                if (q47 == 1) {
+                                    if (blk10 == 0) {
                                         p8[((((b4 * 512) + t51) * 16) + nn52)] = tot50;
                                     } else {
                                         p8[((((b4 * 512) + t51) * 16) + nn52)] += tot50;
@@ -6973,7 +7040,7 @@ kernel void selective_scan_bwd_reduce_sum_x3_0(
                         const float r91 = (r90 + simd_shuffle_xor(r90, ushort(4)));
                         const float r92 = (r91 + simd_shuffle_xor(r91, ushort(2)));
                         const float r93 = (r92 + simd_shuffle_xor(r92, ushort(1)));
-                        if ((n54 == 0)) {
+                        if (n54 == 0) {
                             p10[((((b60 * 512) + t75) * 4096) + ch53)] = (r89 + (t57 * t82));
                             p11[((((b60 * 512) + t75) * 4096) + ch53)] = r93;
                         }
@@ -6981,23 +7048,23 @@ kernel void selective_scan_bwd_reduce_sum_x3_0(
                 }
             }
         }
-    } else if ((int(gid.x) < 81)) {
+    } else if (int(gid.x) < 81) {
         const int h1 = (int(gid.x) - 80);
         const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = int(lane);
+        const int sg3 = int(sg);
         const int row4 = h1;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 2520; k6 += 1) {
             const int j7 = (lid1 + (k6 * 1024));
             float cat8 = 0.0f;
-            if ((j7 < 688128)) {
+            if (j7 < 688128) {
                 const float t9 = p12[(j7 - 0)];
                 cat8 = t9;
-            } else if ((j7 < 1032192)) {
+            } else if (j7 < 1032192) {
                 const float t10 = p13[(j7 - 688128)];
                 cat8 = t10;
-            } else if ((j7 < 1204224)) {
+            } else if (j7 < 1204224) {
                 const float t11 = p14[(j7 - 1032192)];
                 cat8 = t11;
             } else {
@@ -7008,32 +7075,32 @@ kernel void selective_scan_bwd_reduce_sum_x3_0(
             acc5 += t13;
         }
         const float s14 = simd_sum(acc5);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh15[sg3] = s14;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         float acc16 = sh15[0];
         for (int s17 = 1; s17 < 32; s17 += 1) {
             acc16 += sh15[s17];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((lid1 == 0)) {
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+        if (lid1 == 0) {
             p16[row4] = acc16;
         }
-    } else if ((int(gid.x) < 82)) {
+    } else if (int(gid.x) < 82) {
         const int h2 = (int(gid.x) - 81);
         const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = int(lane);
+        const int sg3 = int(sg);
         const int row4 = h2;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 1176; k6 += 1) {
             const int j7 = (lid1 + (k6 * 1024));
             float cat8 = 0.0f;
-            if ((j7 < 688128)) {
+            if (j7 < 688128) {
                 const float t9 = p17[(j7 - 0)];
                 cat8 = t9;
-            } else if ((j7 < 1032192)) {
+            } else if (j7 < 1032192) {
                 const float t10 = p18[(j7 - 688128)];
                 cat8 = t10;
             } else {
@@ -7044,16 +7111,16 @@ kernel void selective_scan_bwd_reduce_sum_x3_0(
             acc5 += t12;
         }
         const float s13 = simd_sum(acc5);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh14[sg3] = s13;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         float acc15 = sh14[0];
         for (int s16 = 1; s16 < 32; s16 += 1) {
             acc15 += sh14[s16];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((lid1 == 0)) {
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+        if (lid1 == 0) {
             p20[row4] = acc15;
         }
     }
@@ -7067,6 +7134,7 @@ kernel void selective_scan_bwd_reduce_sum_x3_0(
 // part 3 (reduce_sum): fuses reshape %4413, square %4414, reduce_sum %4415 (optimizer)
 // part 4 (reduce_sum): fuses reshape %4440, square %4441, reduce_sum %4442 (optimizer)
 // threadgroup 1024×1×1, grid 84×1×1 threadgroups
+[[max_total_threads_per_threadgroup(1024)]]
 kernel void selective_scan_bwd_reduce_sum_x5_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -7098,11 +7166,11 @@ kernel void selective_scan_bwd_reduce_sum_x5_0(
     threadgroup float red2[2048];
     threadgroup float sh11[32];
     threadgroup float sh15[32];
-    if ((int(gid.x) < 80)) {
+    if (int(gid.x) < 80) {
         const int h0 = (int(gid.x) - 0);
         float seq1[128];
         const int gid3 = h0;
-        if ((gid3 < 16)) {
+        if (gid3 < 16) {
             const int b4 = (gid3 / 16);
             const int n05 = ((gid3 % 16) * 1);
             const int n6 = (n05 + (int(lid.x) / 1024));
@@ -7147,12 +7215,12 @@ kernel void selective_scan_bwd_reduce_sum_x5_0(
                             carry14 = (a41 * g42);
                             const float sp43 = simd_sum(((g42 * t33) * t34));
                             const float sp44 = simd_sum((((a41 * sp40) + ((t33 * t35) * t34)) * t39));
-                            if ((lane8 == 0)) {
+                            if (lane8 == 0) {
                                 red2[(rb30 + ((((0 * 16) + j31) * 32) + sg7))] = sp43;
                                 red2[(rb30 + ((((1 * 16) + j31) * 32) + sg7))] = sp44;
                             }
                         }
-                        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+                        threadgroup_barrier(mem_flags::mem_threadgroup);
                         const int per45 = (cnt29 * 1);
                         for (int k46 = sg7; k46 < (2 * per45); k46 += 32) {
                             const int q47 = (k46 / per45);
@@ -7161,16 +7229,16 @@ kernel void selective_scan_bwd_reduce_sum_x5_0(
                             const float tot50 = simd_sum(red2[(rb30 + ((((q47 * 16) + j48) * 32) + ((ns49 * 32) + lane8)))]);
                             const int t51 = ((t118 - 1) - (i028 + j48));
                             const int nn52 = (n05 + ns49);
-                            if ((lane8 == 0)) {
-                                if ((q47 == 0)) {
-                                    if ((blk10 == 0)) {
+                            if (lane8 == 0) {
+                                if (q47 == 0) {
+                                    if (blk10 == 0) {
                                         p7[((((b4 * 512) + t51) * 16) + nn52)] = tot50;
                                     } else {
                                         p7[((((b4 * 512) + t51) * 16) + nn52)] += tot50;
                                     }
                                 }
-                                if ((q47 == 1)) {
-                                    if ((blk10 == 0)) {
+                                if (q47 == 1) {
+                                    if (blk10 == 0) {
                                         p8[((((b4 * 512) + t51) * 16) + nn52)] = tot50;
                                     } else {
                                         p8[((((b4 * 512) + t51) * 16) + nn52)] += tot50;
@@ -7227,7 +7295,7 @@ kernel void selective_scan_bwd_reduce_sum_x5_0(
                         const float r91 = (r90 + simd_shuffle_xor(r90, ushort(4)));
                         const float r92 = (r91 + simd_shuffle_xor(r91, ushort(2)));
                         const float r93 = (r92 + simd_shuffle_xor(r92, ushort(1)));
-                        if ((n54 == 0)) {
+                        if (n54 == 0) {
                             p10[((((b60 * 512) + t75) * 4096) + ch53)] = (r89 + (t57 * t82));
                             p11[((((b60 * 512) + t75) * 4096) + ch53)] = r93;
                         }
@@ -7235,11 +7303,11 @@ kernel void selective_scan_bwd_reduce_sum_x5_0(
                 }
             }
         }
-    } else if ((int(gid.x) < 81)) {
+    } else if (int(gid.x) < 81) {
         const int h1 = (int(gid.x) - 80);
         const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = int(lane);
+        const int sg3 = int(sg);
         const int row4 = h1;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 7056; k6 += 1) {
@@ -7249,35 +7317,35 @@ kernel void selective_scan_bwd_reduce_sum_x5_0(
             acc5 += t9;
         }
         const float s10 = simd_sum(acc5);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh11[sg3] = s10;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         float acc12 = sh11[0];
         for (int s13 = 1; s13 < 32; s13 += 1) {
             acc12 += sh11[s13];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((lid1 == 0)) {
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+        if (lid1 == 0) {
             p13[row4] = acc12;
         }
-    } else if ((int(gid.x) < 82)) {
+    } else if (int(gid.x) < 82) {
         const int h2 = (int(gid.x) - 81);
         const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = int(lane);
+        const int sg3 = int(sg);
         const int row4 = h2;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 2520; k6 += 1) {
             const int j7 = (lid1 + (k6 * 1024));
             float cat8 = 0.0f;
-            if ((j7 < 688128)) {
+            if (j7 < 688128) {
                 const float t9 = p14[(j7 - 0)];
                 cat8 = t9;
-            } else if ((j7 < 1032192)) {
+            } else if (j7 < 1032192) {
                 const float t10 = p15[(j7 - 688128)];
                 cat8 = t10;
-            } else if ((j7 < 1204224)) {
+            } else if (j7 < 1204224) {
                 const float t11 = p16[(j7 - 1032192)];
                 cat8 = t11;
             } else {
@@ -7288,23 +7356,23 @@ kernel void selective_scan_bwd_reduce_sum_x5_0(
             acc5 += t13;
         }
         const float s14 = simd_sum(acc5);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh15[sg3] = s14;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         float acc16 = sh15[0];
         for (int s17 = 1; s17 < 32; s17 += 1) {
             acc16 += sh15[s17];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((lid1 == 0)) {
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+        if (lid1 == 0) {
             p18[row4] = acc16;
         }
-    } else if ((int(gid.x) < 83)) {
+    } else if (int(gid.x) < 83) {
         const int h3 = (int(gid.x) - 82);
         const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = int(lane);
+        const int sg3 = int(sg);
         const int row4 = h3;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 7056; k6 += 1) {
@@ -7314,23 +7382,23 @@ kernel void selective_scan_bwd_reduce_sum_x5_0(
             acc5 += t9;
         }
         const float s10 = simd_sum(acc5);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh11[sg3] = s10;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         float acc12 = sh11[0];
         for (int s13 = 1; s13 < 32; s13 += 1) {
             acc12 += sh11[s13];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((lid1 == 0)) {
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+        if (lid1 == 0) {
             p20[row4] = acc12;
         }
-    } else if ((int(gid.x) < 84)) {
+    } else if (int(gid.x) < 84) {
         const int h4 = (int(gid.x) - 83);
         const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = int(lane);
+        const int sg3 = int(sg);
         const int row4 = h4;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 7056; k6 += 1) {
@@ -7340,16 +7408,16 @@ kernel void selective_scan_bwd_reduce_sum_x5_0(
             acc5 += t9;
         }
         const float s10 = simd_sum(acc5);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh11[sg3] = s10;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         float acc12 = sh11[0];
         for (int s13 = 1; s13 < 32; s13 += 1) {
             acc12 += sh11[s13];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((lid1 == 0)) {
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+        if (lid1 == 0) {
             p22[row4] = acc12;
         }
     }
@@ -7363,6 +7431,7 @@ kernel void selective_scan_bwd_reduce_sum_x5_0(
 // part 3 (reduce_sum): fuses reshape %4378, reshape %4379, reshape %4380, reshape %4381, concat %4382, square %4383,
 //   reduce_sum %4384 (optimizer)
 // threadgroup 1024×1×1, grid 83×1×1 threadgroups
+[[max_total_threads_per_threadgroup(1024)]]
 kernel void selective_scan_bwd_reduce_sum_x4_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -7395,11 +7464,11 @@ kernel void selective_scan_bwd_reduce_sum_x4_0(
     threadgroup float red2[2048];
     threadgroup float sh15[32];
     threadgroup float sh11[32];
-    if ((int(gid.x) < 80)) {
+    if (int(gid.x) < 80) {
         const int h0 = (int(gid.x) - 0);
         float seq1[128];
         const int gid3 = h0;
-        if ((gid3 < 16)) {
+        if (gid3 < 16) {
             const int b4 = (gid3 / 16);
             const int n05 = ((gid3 % 16) * 1);
             const int n6 = (n05 + (int(lid.x) / 1024));
@@ -7444,12 +7513,12 @@ kernel void selective_scan_bwd_reduce_sum_x4_0(
                             carry14 = (a41 * g42);
                             const float sp43 = simd_sum(((g42 * t33) * t34));
                             const float sp44 = simd_sum((((a41 * sp40) + ((t33 * t35) * t34)) * t39));
-                            if ((lane8 == 0)) {
+                            if (lane8 == 0) {
                                 red2[(rb30 + ((((0 * 16) + j31) * 32) + sg7))] = sp43;
                                 red2[(rb30 + ((((1 * 16) + j31) * 32) + sg7))] = sp44;
                             }
                         }
-                        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+                        threadgroup_barrier(mem_flags::mem_threadgroup);
                         const int per45 = (cnt29 * 1);
                         for (int k46 = sg7; k46 < (2 * per45); k46 += 32) {
                             const int q47 = (k46 / per45);
@@ -7458,16 +7527,16 @@ kernel void selective_scan_bwd_reduce_sum_x4_0(
                             const float tot50 = simd_sum(red2[(rb30 + ((((q47 * 16) + j48) * 32) + ((ns49 * 32) + lane8)))]);
                             const int t51 = ((t118 - 1) - (i028 + j48));
                             const int nn52 = (n05 + ns49);
-                            if ((lane8 == 0)) {
-                                if ((q47 == 0)) {
-                                    if ((blk10 == 0)) {
+                            if (lane8 == 0) {
+                                if (q47 == 0) {
+                                    if (blk10 == 0) {
                                         p7[((((b4 * 512) + t51) * 16) + nn52)] = tot50;
                                     } else {
                                         p7[((((b4 * 512) + t51) * 16) + nn52)] += tot50;
                                     }
                                 }
-                                if ((q47 == 1)) {
-                                    if ((blk10 == 0)) {
+                                if (q47 == 1) {
+                                    if (blk10 == 0) {
                                         p8[((((b4 * 512) + t51) * 16) + nn52)] = tot50;
                                     } else {
                                         p8[((((b4 * 512) + t51) * 16) + nn52)] += tot50;
@@ -7524,7 +7593,7 @@ kernel void selective_scan_bwd_reduce_sum_x4_0(
                         const float r91 = (r90 + simd_shuffle_xor(r90, ushort(4)));
                         const float r92 = (r91 + simd_shuffle_xor(r91, ushort(2)));
                         const float r93 = (r92 + simd_shuffle_xor(r92, ushort(1)));
-                        if ((n54 == 0)) {
+                        if (n54 == 0) {
                             p10[((((b60 * 512) + t75) * 4096) + ch53)] = (r89 + (t57 * t82));
                             p11[((((b60 * 512) + t75) * 4096) + ch53)] = r93;
                         }
@@ -7532,23 +7601,23 @@ kernel void selective_scan_bwd_reduce_sum_x4_0(
                 }
             }
         }
-    } else if ((int(gid.x) < 81)) {
+    } else if (int(gid.x) < 81) {
         const int h1 = (int(gid.x) - 80);
         const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = int(lane);
+        const int sg3 = int(sg);
         const int row4 = h1;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 2520; k6 += 1) {
             const int j7 = (lid1 + (k6 * 1024));
             float cat8 = 0.0f;
-            if ((j7 < 688128)) {
+            if (j7 < 688128) {
                 const float t9 = p12[(j7 - 0)];
                 cat8 = t9;
-            } else if ((j7 < 1032192)) {
+            } else if (j7 < 1032192) {
                 const float t10 = p13[(j7 - 688128)];
                 cat8 = t10;
-            } else if ((j7 < 1204224)) {
+            } else if (j7 < 1204224) {
                 const float t11 = p14[(j7 - 1032192)];
                 cat8 = t11;
             } else {
@@ -7559,23 +7628,23 @@ kernel void selective_scan_bwd_reduce_sum_x4_0(
             acc5 += t13;
         }
         const float s14 = simd_sum(acc5);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh15[sg3] = s14;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         float acc16 = sh15[0];
         for (int s17 = 1; s17 < 32; s17 += 1) {
             acc16 += sh15[s17];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((lid1 == 0)) {
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+        if (lid1 == 0) {
             p16[row4] = acc16;
         }
-    } else if ((int(gid.x) < 82)) {
+    } else if (int(gid.x) < 82) {
         const int h2 = (int(gid.x) - 81);
         const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = int(lane);
+        const int sg3 = int(sg);
         const int row4 = h2;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 7056; k6 += 1) {
@@ -7585,35 +7654,35 @@ kernel void selective_scan_bwd_reduce_sum_x4_0(
             acc5 += t9;
         }
         const float s10 = simd_sum(acc5);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh11[sg3] = s10;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         float acc12 = sh11[0];
         for (int s13 = 1; s13 < 32; s13 += 1) {
             acc12 += sh11[s13];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((lid1 == 0)) {
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+        if (lid1 == 0) {
             p18[row4] = acc12;
         }
-    } else if ((int(gid.x) < 83)) {
+    } else if (int(gid.x) < 83) {
         const int h3 = (int(gid.x) - 82);
         const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = int(lane);
+        const int sg3 = int(sg);
         const int row4 = h3;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 2520; k6 += 1) {
             const int j7 = (lid1 + (k6 * 1024));
             float cat8 = 0.0f;
-            if ((j7 < 688128)) {
+            if (j7 < 688128) {
                 const float t9 = p19[(j7 - 0)];
                 cat8 = t9;
-            } else if ((j7 < 1032192)) {
+            } else if (j7 < 1032192) {
                 const float t10 = p20[(j7 - 688128)];
                 cat8 = t10;
-            } else if ((j7 < 1204224)) {
+            } else if (j7 < 1204224) {
                 const float t11 = p21[(j7 - 1032192)];
                 cat8 = t11;
             } else {
@@ -7624,16 +7693,16 @@ kernel void selective_scan_bwd_reduce_sum_x4_0(
             acc5 += t13;
         }
         const float s14 = simd_sum(acc5);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh15[sg3] = s14;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         float acc16 = sh15[0];
         for (int s17 = 1; s17 < 32; s17 += 1) {
             acc16 += sh15[s17];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((lid1 == 0)) {
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+        if (lid1 == 0) {
             p23[row4] = acc16;
         }
     }
@@ -7647,6 +7716,7 @@ kernel void selective_scan_bwd_reduce_sum_x4_0(
 //   reduce_sum %4330 (optimizer)
 // part 3 (reduce_sum): fuses reshape %4332, square %4333, reduce_sum %4334 (optimizer)
 // threadgroup 1024×1×1, grid 83×1×1 threadgroups
+[[max_total_threads_per_threadgroup(1024)]]
 kernel void selective_scan_bwd_reduce_sum_x4_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -7679,11 +7749,11 @@ kernel void selective_scan_bwd_reduce_sum_x4_1(
     threadgroup float red2[2048];
     threadgroup float sh15[32];
     threadgroup float sh11[32];
-    if ((int(gid.x) < 80)) {
+    if (int(gid.x) < 80) {
         const int h0 = (int(gid.x) - 0);
         float seq1[128];
         const int gid3 = h0;
-        if ((gid3 < 16)) {
+        if (gid3 < 16) {
             const int b4 = (gid3 / 16);
             const int n05 = ((gid3 % 16) * 1);
             const int n6 = (n05 + (int(lid.x) / 1024));
@@ -7728,12 +7798,12 @@ kernel void selective_scan_bwd_reduce_sum_x4_1(
                             carry14 = (a41 * g42);
                             const float sp43 = simd_sum(((g42 * t33) * t34));
                             const float sp44 = simd_sum((((a41 * sp40) + ((t33 * t35) * t34)) * t39));
-                            if ((lane8 == 0)) {
+                            if (lane8 == 0) {
                                 red2[(rb30 + ((((0 * 16) + j31) * 32) + sg7))] = sp43;
                                 red2[(rb30 + ((((1 * 16) + j31) * 32) + sg7))] = sp44;
                             }
                         }
-                        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+                        threadgroup_barrier(mem_flags::mem_threadgroup);
                         const int per45 = (cnt29 * 1);
                         for (int k46 = sg7; k46 < (2 * per45); k46 += 32) {
                             const int q47 = (k46 / per45);
@@ -7742,16 +7812,16 @@ kernel void selective_scan_bwd_reduce_sum_x4_1(
                             const float tot50 = simd_sum(red2[(rb30 + ((((q47 * 16) + j48) * 32) + ((ns49 * 32) + lane8)))]);
                             const int t51 = ((t118 - 1) - (i028 + j48));
                             const int nn52 = (n05 + ns49);
-                            if ((lane8 == 0)) {
-                                if ((q47 == 0)) {
-                                    if ((blk10 == 0)) {
+                            if (lane8 == 0) {
+                                if (q47 == 0) {
+                                    if (blk10 == 0) {
                                         p7[((((b4 * 512) + t51) * 16) + nn52)] = tot50;
                                     } else {
                                         p7[((((b4 * 512) + t51) * 16) + nn52)] += tot50;
                                     }
                                 }
-                                if ((q47 == 1)) {
-                                    if ((blk10 == 0)) {
+                                if (q47 == 1) {
+                                    if (blk10 == 0) {
                                         p8[((((b4 * 512) + t51) * 16) + nn52)] = tot50;
                                     } else {
                                         p8[((((b4 * 512) + t51) * 16) + nn52)] += tot50;
@@ -7808,7 +7878,7 @@ kernel void selective_scan_bwd_reduce_sum_x4_1(
                         const float r91 = (r90 + simd_shuffle_xor(r90, ushort(4)));
                         const float r92 = (r91 + simd_shuffle_xor(r91, ushort(2)));
                         const float r93 = (r92 + simd_shuffle_xor(r92, ushort(1)));
-                        if ((n54 == 0)) {
+                        if (n54 == 0) {
                             p10[((((b60 * 512) + t75) * 4096) + ch53)] = (r89 + (t57 * t82));
                             p11[((((b60 * 512) + t75) * 4096) + ch53)] = r93;
                         }
@@ -7816,23 +7886,23 @@ kernel void selective_scan_bwd_reduce_sum_x4_1(
                 }
             }
         }
-    } else if ((int(gid.x) < 81)) {
+    } else if (int(gid.x) < 81) {
         const int h1 = (int(gid.x) - 80);
         const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = int(lane);
+        const int sg3 = int(sg);
         const int row4 = h1;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 2520; k6 += 1) {
             const int j7 = (lid1 + (k6 * 1024));
             float cat8 = 0.0f;
-            if ((j7 < 688128)) {
+            if (j7 < 688128) {
                 const float t9 = p12[(j7 - 0)];
                 cat8 = t9;
-            } else if ((j7 < 1032192)) {
+            } else if (j7 < 1032192) {
                 const float t10 = p13[(j7 - 688128)];
                 cat8 = t10;
-            } else if ((j7 < 1204224)) {
+            } else if (j7 < 1204224) {
                 const float t11 = p14[(j7 - 1032192)];
                 cat8 = t11;
             } else {
@@ -7843,35 +7913,35 @@ kernel void selective_scan_bwd_reduce_sum_x4_1(
             acc5 += t13;
         }
         const float s14 = simd_sum(acc5);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh15[sg3] = s14;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         float acc16 = sh15[0];
         for (int s17 = 1; s17 < 32; s17 += 1) {
             acc16 += sh15[s17];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((lid1 == 0)) {
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+        if (lid1 == 0) {
             p16[row4] = acc16;
         }
-    } else if ((int(gid.x) < 82)) {
+    } else if (int(gid.x) < 82) {
         const int h2 = (int(gid.x) - 81);
         const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = int(lane);
+        const int sg3 = int(sg);
         const int row4 = h2;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 2520; k6 += 1) {
             const int j7 = (lid1 + (k6 * 1024));
             float cat8 = 0.0f;
-            if ((j7 < 688128)) {
+            if (j7 < 688128) {
                 const float t9 = p17[(j7 - 0)];
                 cat8 = t9;
-            } else if ((j7 < 1032192)) {
+            } else if (j7 < 1032192) {
                 const float t10 = p18[(j7 - 688128)];
                 cat8 = t10;
-            } else if ((j7 < 1204224)) {
+            } else if (j7 < 1204224) {
                 const float t11 = p19[(j7 - 1032192)];
                 cat8 = t11;
             } else {
@@ -7882,23 +7952,23 @@ kernel void selective_scan_bwd_reduce_sum_x4_1(
             acc5 += t13;
         }
         const float s14 = simd_sum(acc5);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh15[sg3] = s14;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         float acc16 = sh15[0];
         for (int s17 = 1; s17 < 32; s17 += 1) {
             acc16 += sh15[s17];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((lid1 == 0)) {
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+        if (lid1 == 0) {
             p21[row4] = acc16;
         }
-    } else if ((int(gid.x) < 83)) {
+    } else if (int(gid.x) < 83) {
         const int h3 = (int(gid.x) - 82);
         const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = int(lane);
+        const int sg3 = int(sg);
         const int row4 = h3;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 7056; k6 += 1) {
@@ -7908,16 +7978,16 @@ kernel void selective_scan_bwd_reduce_sum_x4_1(
             acc5 += t9;
         }
         const float s10 = simd_sum(acc5);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh11[sg3] = s10;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         float acc12 = sh11[0];
         for (int s13 = 1; s13 < 32; s13 += 1) {
             acc12 += sh11[s13];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((lid1 == 0)) {
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+        if (lid1 == 0) {
             p23[row4] = acc12;
         }
     }
@@ -7927,6 +7997,7 @@ kernel void selective_scan_bwd_reduce_sum_x4_1(
 // part 0 (matmul): fuses concat %4199, scale %4200, reshape %4202, reshape %4203, matmul %4204 (mamba.0)
 // part 1 (matmul): fuses reshape %4205, reshape %4206, matmul %4207 (mamba.0)
 // threadgroup 128×1×1, grid 320×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_x2_3(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -7939,7 +8010,7 @@ kernel void matmul_x2_3(
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[4352];
-    if ((int(gid.x) < 256)) {
+    if (int(gid.x) < 256) {
         const int h0 = (int(gid.x) - 0);
         const int m01 = ((h0 / 2) * 64);
         const int n02 = ((h0 % 2) * 64);
@@ -7971,7 +8042,7 @@ kernel void matmul_x2_3(
                 const int gi11 = (m01 + i10);
                 const int gk12 = (k0 + k9);
                 float cat13 = 0.0f;
-                if (((((gk12 * 8192) + gi11) % 8192) < 4096)) {
+                if ((((gk12 * 8192) + gi11) % 8192) < 4096) {
                     const float t14 = p0[(((((((gk12 * 8192) + gi11) / 4194304) * 512) + ((((gk12 * 8192) + gi11) / 8192) % 512)) * 4096) + ((((gk12 * 8192) + gi11) % 8192) - 0))];
                     cat13 = t14;
                 } else {
@@ -7987,14 +8058,14 @@ kernel void matmul_x2_3(
                 const int i20 = (l18 % 64);
                 const int gi21 = (n02 + i20);
                 const int gk22 = (k0 + k19);
-                if ((gi21 < 84)) {
+                if (gi21 < 84) {
                     const float t23 = p2[((gk22 * 84) + gi21)];
                     sh[(((k19 * 68) + i20) + 1088)] = t23;
                 } else {
                     sh[(((k19 * 68) + i20) + 1088)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
@@ -8029,7 +8100,7 @@ kernel void matmul_x2_3(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
         simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -8047,18 +8118,18 @@ kernel void matmul_x2_3(
         simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s24 = 0; s24 < 32; s24 += 1) {
             const int l25 = ((s24 * 128) + ti3);
             const int i26 = (l25 / 64);
             const int j27 = (l25 % 64);
             const int gi28 = (m01 + i26);
             const int gj29 = (n02 + j27);
-            if ((gj29 < 84)) {
+            if (gj29 < 84) {
                 p3[((gi28 * 84) + gj29)] = sh[((i26 * 68) + j27)];
             }
         }
-    } else if ((int(gid.x) < 320)) {
+    } else if (int(gid.x) < 320) {
         const int h1 = (int(gid.x) - 256);
         const int m01 = ((h1 / 32) * 64);
         const int n02 = ((h1 % 32) * 64);
@@ -8089,7 +8160,7 @@ kernel void matmul_x2_3(
                 const int i10 = (l8 % 64);
                 const int gi11 = (m01 + i10);
                 const int gk12 = (k0 + k9);
-                if ((gi11 < 84)) {
+                if (gi11 < 84) {
                     const float t13 = p4[((gk12 * 84) + gi11)];
                     sh[((k9 * 68) + i10)] = t13;
                 } else {
@@ -8105,7 +8176,7 @@ kernel void matmul_x2_3(
                 const float t20 = p5[((gk19 * 2048) + gi18)];
                 sh[(((k16 * 68) + i17) + 1088)] = t20;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
@@ -8140,7 +8211,7 @@ kernel void matmul_x2_3(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
         simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -8158,14 +8229,14 @@ kernel void matmul_x2_3(
         simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s21 = 0; s21 < 32; s21 += 1) {
             const int l22 = ((s21 * 128) + ti3);
             const int i23 = (l22 / 64);
             const int j24 = (l22 % 64);
             const int gi25 = (m01 + i23);
             const int gj26 = (n02 + j24);
-            if ((gi25 < 84)) {
+            if (gi25 < 84) {
                 p6[((gi25 * 2048) + gj26)] = sh[((i23 * 68) + j24)];
             }
         }
@@ -8180,6 +8251,7 @@ kernel void matmul_x2_3(
 // part 1 (reduce_sum): fuses reshape %4270, reshape %4271, reshape %4272, reshape %4273, concat %4274, square %4275,
 //   reduce_sum %4276 (optimizer)
 // threadgroup 1024×1×1, grid 2×1×1 threadgroups
+[[max_total_threads_per_threadgroup(1024)]]
 kernel void reduce_sum_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -8206,53 +8278,55 @@ kernel void reduce_sum_x2_0(
         const device float* p22 [[buffer(22)]],
         device float* p23 [[buffer(23)]],
         uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh24[32];
     threadgroup float sh15[32];
-    if ((int(gid.x) < 1)) {
+    if (int(gid.x) < 1) {
         const int h0 = (int(gid.x) - 0);
         const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = int(lane);
+        const int sg3 = int(sg);
         const int row4 = h0;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 5376; k6 += 1) {
             const int j7 = (lid1 + (k6 * 1024));
             float cat8 = 0.0f;
-            if ((j7 < 172032)) {
+            if (j7 < 172032) {
                 const float t9 = p0[(j7 - 0)];
                 cat8 = t9;
-            } else if ((j7 < 860160)) {
+            } else if (j7 < 860160) {
                 const float t10 = p1[(j7 - 172032)];
                 cat8 = t10;
-            } else if ((j7 < 1204224)) {
+            } else if (j7 < 1204224) {
                 const float t11 = p2[(j7 - 860160)];
                 cat8 = t11;
-            } else if ((j7 < 1376256)) {
+            } else if (j7 < 1376256) {
                 const float t12 = p3[(j7 - 1204224)];
                 cat8 = t12;
-            } else if ((j7 < 1548288)) {
+            } else if (j7 < 1548288) {
                 const float t13 = p4[(j7 - 1376256)];
                 cat8 = t13;
-            } else if ((j7 < 2236416)) {
+            } else if (j7 < 2236416) {
                 const float t14 = p5[(j7 - 1548288)];
                 cat8 = t14;
-            } else if ((j7 < 2580480)) {
+            } else if (j7 < 2580480) {
                 const float t15 = p6[(j7 - 2236416)];
                 cat8 = t15;
-            } else if ((j7 < 2752512)) {
+            } else if (j7 < 2752512) {
                 const float t16 = p7[(j7 - 2580480)];
                 cat8 = t16;
-            } else if ((j7 < 2924544)) {
+            } else if (j7 < 2924544) {
                 const float t17 = p8[(j7 - 2752512)];
                 cat8 = t17;
-            } else if ((j7 < 3612672)) {
+            } else if (j7 < 3612672) {
                 const float t18 = p9[(j7 - 2924544)];
                 cat8 = t18;
-            } else if ((j7 < 3956736)) {
+            } else if (j7 < 3956736) {
                 const float t19 = p10[(j7 - 3612672)];
                 cat8 = t19;
-            } else if ((j7 < 4128768)) {
+            } else if (j7 < 4128768) {
                 const float t20 = p11[(j7 - 3956736)];
                 cat8 = t20;
             } else {
@@ -8263,16 +8337,16 @@ kernel void reduce_sum_x2_0(
             acc5 += t22;
         }
         const float s23 = simd_sum(acc5);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh24[sg3] = s23;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         float acc25 = sh24[0];
         for (int s26 = 1; s26 < 32; s26 += 1) {
             acc25 += sh24[s26];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((lid1 == 0)) {
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+        if (lid1 == 0) {
             const float t27 = p13[row4];
             const float t28 = (acc25 + t27);
             const float t29 = p14[row4];
@@ -8285,23 +8359,23 @@ kernel void reduce_sum_x2_0(
             const float t36 = (t34 + t35);
             p18[row4] = t36;
         }
-    } else if ((int(gid.x) < 2)) {
+    } else if (int(gid.x) < 2) {
         const int h1 = (int(gid.x) - 1);
         const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = int(lane);
+        const int sg3 = int(sg);
         const int row4 = h1;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 2520; k6 += 1) {
             const int j7 = (lid1 + (k6 * 1024));
             float cat8 = 0.0f;
-            if ((j7 < 688128)) {
+            if (j7 < 688128) {
                 const float t9 = p19[(j7 - 0)];
                 cat8 = t9;
-            } else if ((j7 < 1032192)) {
+            } else if (j7 < 1032192) {
                 const float t10 = p20[(j7 - 688128)];
                 cat8 = t10;
-            } else if ((j7 < 1204224)) {
+            } else if (j7 < 1204224) {
                 const float t11 = p21[(j7 - 1032192)];
                 cat8 = t11;
             } else {
@@ -8312,16 +8386,16 @@ kernel void reduce_sum_x2_0(
             acc5 += t13;
         }
         const float s14 = simd_sum(acc5);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh15[sg3] = s14;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         float acc16 = sh15[0];
         for (int s17 = 1; s17 < 32; s17 += 1) {
             acc16 += sh15[s17];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((lid1 == 0)) {
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+        if (lid1 == 0) {
             p23[row4] = acc16;
         }
     }
@@ -8332,6 +8406,7 @@ kernel void reduce_sum_x2_0(
 //   add %4377, add %4385, add %4389, add %4404, add %4412, add %4416, add %4431, add %4439,
 //   add %4443, add %4458, add %4465, sqrt %4466 (optimizer)
 // threadgroup 1024×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(1024)]]
 kernel void reduce_sum_5(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -8358,11 +8433,13 @@ kernel void reduce_sum_5(
         const device float* p22 [[buffer(22)]],
         device float* p23 [[buffer(23)]],
         uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh11[32];
     const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = int(lane);
+    const int sg3 = int(sg);
     const int row4 = int(gid.x);
     float acc5 = 0.0f;
     for (int k6 = 0; k6 < 7056; k6 += 1) {
@@ -8372,16 +8449,16 @@ kernel void reduce_sum_5(
         acc5 += t9;
     }
     const float s10 = simd_sum(acc5);
-    if ((l32_2 == 0)) {
+    if (l32_2 == 0) {
         sh11[sg3] = s10;
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     float acc12 = sh11[0];
     for (int s13 = 1; s13 < 32; s13 += 1) {
         acc12 += sh11[s13];
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if ((lid1 == 0)) {
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    if (lid1 == 0) {
         const float t14 = p1[row4];
         const float t15 = p2[row4];
         const float t16 = (t14 + t15);
@@ -8433,12 +8510,13 @@ kernel void reduce_sum_5(
 
 // fuses const %4467, const %4468, div %4469, min %4470 (optimizer)
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void min_div_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
         uint3 tid [[thread_position_in_grid]]) {
     const int i1 = int(tid.x);
-    if ((i1 >= 1)) {
+    if (i1 >= 1) {
         return;
     }
     const float t2 = p0[i1];
@@ -8454,6 +8532,7 @@ kernel void min_div_0(
 // part 3 (adamw_mul): fuses broadcast %4477, mul %4478, adamw %4802 (optimizer)
 // part 4 (adamw_mul): fuses broadcast %4479, mul %4480, adamw %4807 (optimizer)
 // threadgroup 256×1×1, grid 6048×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_x5_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -8480,7 +8559,7 @@ kernel void adamw_mul_x5_0(
         device float* p22 [[buffer(22)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 672)) {
+    if (int(gid.x) < 672) {
         const int h0 = (int(gid.x) - 0);
         const int i1 = ((h0 * 256) + int(lid.x));
         const float t4 = p0[i1];
@@ -8497,7 +8576,7 @@ kernel void adamw_mul_x5_0(
         p6[i1] = t14;
         p2[i1] = t8;
         p3[i1] = t10;
-    } else if ((int(gid.x) < 3360)) {
+    } else if (int(gid.x) < 3360) {
         const int h1 = (int(gid.x) - 672);
         const int i1 = ((h1 * 256) + int(lid.x));
         const float t4 = p7[i1];
@@ -8514,7 +8593,7 @@ kernel void adamw_mul_x5_0(
         p10[i1] = t14;
         p8[i1] = t8;
         p9[i1] = t10;
-    } else if ((int(gid.x) < 4704)) {
+    } else if (int(gid.x) < 4704) {
         const int h2 = (int(gid.x) - 3360);
         const int i1 = ((h2 * 256) + int(lid.x));
         const float t4 = p11[i1];
@@ -8531,7 +8610,7 @@ kernel void adamw_mul_x5_0(
         p14[i1] = t14;
         p12[i1] = t8;
         p13[i1] = t10;
-    } else if ((int(gid.x) < 5376)) {
+    } else if (int(gid.x) < 5376) {
         const int h3 = (int(gid.x) - 4704);
         const int i1 = ((h3 * 256) + int(lid.x));
         const float t4 = p15[i1];
@@ -8548,7 +8627,7 @@ kernel void adamw_mul_x5_0(
         p18[i1] = t14;
         p16[i1] = t8;
         p17[i1] = t10;
-    } else if ((int(gid.x) < 6048)) {
+    } else if (int(gid.x) < 6048) {
         const int h4 = (int(gid.x) - 5376);
         const int i1 = ((h4 * 256) + int(lid.x));
         const float t4 = p19[i1];
@@ -8575,6 +8654,7 @@ kernel void adamw_mul_x5_0(
 // part 3 (adamw_mul): fuses broadcast %4487, mul %4488, adamw %4827 (optimizer)
 // part 4 (adamw_mul): fuses broadcast %4489, mul %4490, adamw %4832 (optimizer)
 // threadgroup 256×1×1, grid 8064×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_x5_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -8601,7 +8681,7 @@ kernel void adamw_mul_x5_1(
         device float* p22 [[buffer(22)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 2688)) {
+    if (int(gid.x) < 2688) {
         const int h0 = (int(gid.x) - 0);
         const int i1 = ((h0 * 256) + int(lid.x));
         const float t4 = p0[i1];
@@ -8618,7 +8698,7 @@ kernel void adamw_mul_x5_1(
         p6[i1] = t14;
         p2[i1] = t8;
         p3[i1] = t10;
-    } else if ((int(gid.x) < 4032)) {
+    } else if (int(gid.x) < 4032) {
         const int h1 = (int(gid.x) - 2688);
         const int i1 = ((h1 * 256) + int(lid.x));
         const float t4 = p7[i1];
@@ -8635,7 +8715,7 @@ kernel void adamw_mul_x5_1(
         p10[i1] = t14;
         p8[i1] = t8;
         p9[i1] = t10;
-    } else if ((int(gid.x) < 4704)) {
+    } else if (int(gid.x) < 4704) {
         const int h2 = (int(gid.x) - 4032);
         const int i1 = ((h2 * 256) + int(lid.x));
         const float t4 = p11[i1];
@@ -8652,7 +8732,7 @@ kernel void adamw_mul_x5_1(
         p14[i1] = t14;
         p12[i1] = t8;
         p13[i1] = t10;
-    } else if ((int(gid.x) < 5376)) {
+    } else if (int(gid.x) < 5376) {
         const int h3 = (int(gid.x) - 4704);
         const int i1 = ((h3 * 256) + int(lid.x));
         const float t4 = p15[i1];
@@ -8669,7 +8749,7 @@ kernel void adamw_mul_x5_1(
         p18[i1] = t14;
         p16[i1] = t8;
         p17[i1] = t10;
-    } else if ((int(gid.x) < 8064)) {
+    } else if (int(gid.x) < 8064) {
         const int h4 = (int(gid.x) - 5376);
         const int i1 = ((h4 * 256) + int(lid.x));
         const float t4 = p19[i1];
@@ -8696,6 +8776,7 @@ kernel void adamw_mul_x5_1(
 // part 3 (adamw_mul): fuses broadcast %4497, mul %4498, adamw %4852 (optimizer)
 // part 4 (adamw_mul): fuses broadcast %4499, mul %4500, adamw %4857 (optimizer)
 // threadgroup 256×1×1, grid 49728×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_x5_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -8722,7 +8803,7 @@ kernel void adamw_mul_x5_2(
         device float* p22 [[buffer(22)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 1344)) {
+    if (int(gid.x) < 1344) {
         const int h0 = (int(gid.x) - 0);
         const int i1 = ((h0 * 256) + int(lid.x));
         const float t4 = p0[i1];
@@ -8739,7 +8820,7 @@ kernel void adamw_mul_x5_2(
         p6[i1] = t14;
         p2[i1] = t8;
         p3[i1] = t10;
-    } else if ((int(gid.x) < 2016)) {
+    } else if (int(gid.x) < 2016) {
         const int h1 = (int(gid.x) - 1344);
         const int i1 = ((h1 * 256) + int(lid.x));
         const float t4 = p7[i1];
@@ -8756,7 +8837,7 @@ kernel void adamw_mul_x5_2(
         p10[i1] = t14;
         p8[i1] = t8;
         p9[i1] = t10;
-    } else if ((int(gid.x) < 7392)) {
+    } else if (int(gid.x) < 7392) {
         const int h2 = (int(gid.x) - 2016);
         const int i1 = ((h2 * 256) + int(lid.x));
         const float t5 = p11[i1];
@@ -8773,7 +8854,7 @@ kernel void adamw_mul_x5_2(
         p14[i1] = t15;
         p12[i1] = t9;
         p13[i1] = t11;
-    } else if ((int(gid.x) < 35616)) {
+    } else if (int(gid.x) < 35616) {
         const int h3 = (int(gid.x) - 7392);
         const int i1 = ((h3 * 256) + int(lid.x));
         const float t5 = p15[i1];
@@ -8790,7 +8871,7 @@ kernel void adamw_mul_x5_2(
         p18[i1] = t15;
         p16[i1] = t9;
         p17[i1] = t11;
-    } else if ((int(gid.x) < 49728)) {
+    } else if (int(gid.x) < 49728) {
         const int h4 = (int(gid.x) - 35616);
         const int i1 = ((h4 * 256) + int(lid.x));
         const float t5 = p19[i1];
@@ -8817,6 +8898,7 @@ kernel void adamw_mul_x5_2(
 // part 3 (adamw_mul): fuses broadcast %4507, mul %4508, adamw %4877 (optimizer)
 // part 4 (adamw_mul): fuses broadcast %4509, mul %4510, adamw %4882 (optimizer)
 // threadgroup 256×1×1, grid 10752×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_x5_3(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -8843,7 +8925,7 @@ kernel void adamw_mul_x5_3(
         device float* p22 [[buffer(22)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 5376)) {
+    if (int(gid.x) < 5376) {
         const int h0 = (int(gid.x) - 0);
         const int i1 = ((h0 * 256) + int(lid.x));
         const float t5 = p0[i1];
@@ -8860,7 +8942,7 @@ kernel void adamw_mul_x5_3(
         p6[i1] = t15;
         p2[i1] = t9;
         p3[i1] = t11;
-    } else if ((int(gid.x) < 6048)) {
+    } else if (int(gid.x) < 6048) {
         const int h1 = (int(gid.x) - 5376);
         const int i1 = ((h1 * 256) + int(lid.x));
         const float t4 = p7[i1];
@@ -8877,7 +8959,7 @@ kernel void adamw_mul_x5_3(
         p10[i1] = t14;
         p8[i1] = t8;
         p9[i1] = t10;
-    } else if ((int(gid.x) < 8736)) {
+    } else if (int(gid.x) < 8736) {
         const int h2 = (int(gid.x) - 6048);
         const int i1 = ((h2 * 256) + int(lid.x));
         const float t4 = p11[i1];
@@ -8894,7 +8976,7 @@ kernel void adamw_mul_x5_3(
         p14[i1] = t14;
         p12[i1] = t8;
         p13[i1] = t10;
-    } else if ((int(gid.x) < 10080)) {
+    } else if (int(gid.x) < 10080) {
         const int h3 = (int(gid.x) - 8736);
         const int i1 = ((h3 * 256) + int(lid.x));
         const float t4 = p15[i1];
@@ -8911,7 +8993,7 @@ kernel void adamw_mul_x5_3(
         p18[i1] = t14;
         p16[i1] = t8;
         p17[i1] = t10;
-    } else if ((int(gid.x) < 10752)) {
+    } else if (int(gid.x) < 10752) {
         const int h4 = (int(gid.x) - 10080);
         const int i1 = ((h4 * 256) + int(lid.x));
         const float t4 = p19[i1];
@@ -8938,6 +9020,7 @@ kernel void adamw_mul_x5_3(
 // part 3 (adamw_mul): fuses broadcast %4527, mul %4528, adamw %4927 (optimizer)
 // part 4 (adamw_mul): fuses broadcast %4529, mul %4530, adamw %4932 (optimizer)
 // threadgroup 256×1×1, grid 38304×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_x5_4(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -8964,7 +9047,7 @@ kernel void adamw_mul_x5_4(
         device float* p22 [[buffer(22)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 2688)) {
+    if (int(gid.x) < 2688) {
         const int h0 = (int(gid.x) - 0);
         const int i1 = ((h0 * 256) + int(lid.x));
         const float t4 = p0[i1];
@@ -8981,7 +9064,7 @@ kernel void adamw_mul_x5_4(
         p6[i1] = t14;
         p2[i1] = t8;
         p3[i1] = t10;
-    } else if ((int(gid.x) < 4032)) {
+    } else if (int(gid.x) < 4032) {
         const int h1 = (int(gid.x) - 2688);
         const int i1 = ((h1 * 256) + int(lid.x));
         const float t4 = p7[i1];
@@ -8998,7 +9081,7 @@ kernel void adamw_mul_x5_4(
         p10[i1] = t14;
         p8[i1] = t8;
         p9[i1] = t10;
-    } else if ((int(gid.x) < 4704)) {
+    } else if (int(gid.x) < 4704) {
         const int h2 = (int(gid.x) - 4032);
         const int i1 = ((h2 * 256) + int(lid.x));
         const float t4 = p11[i1];
@@ -9015,7 +9098,7 @@ kernel void adamw_mul_x5_4(
         p14[i1] = t14;
         p12[i1] = t8;
         p13[i1] = t10;
-    } else if ((int(gid.x) < 10080)) {
+    } else if (int(gid.x) < 10080) {
         const int h3 = (int(gid.x) - 4704);
         const int i1 = ((h3 * 256) + int(lid.x));
         const float t5 = p15[i1];
@@ -9032,7 +9115,7 @@ kernel void adamw_mul_x5_4(
         p18[i1] = t15;
         p16[i1] = t9;
         p17[i1] = t11;
-    } else if ((int(gid.x) < 38304)) {
+    } else if (int(gid.x) < 38304) {
         const int h4 = (int(gid.x) - 10080);
         const int i1 = ((h4 * 256) + int(lid.x));
         const float t5 = p19[i1];
@@ -9059,6 +9142,7 @@ kernel void adamw_mul_x5_4(
 // part 3 (adamw_mul): fuses broadcast %4537, mul %4538, adamw %4952 (optimizer)
 // part 4 (adamw_mul): fuses broadcast %4539, mul %4540, adamw %4957 (optimizer)
 // threadgroup 256×1×1, grid 24192×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_x5_5(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -9085,7 +9169,7 @@ kernel void adamw_mul_x5_5(
         device float* p22 [[buffer(22)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 14112)) {
+    if (int(gid.x) < 14112) {
         const int h0 = (int(gid.x) - 0);
         const int i1 = ((h0 * 256) + int(lid.x));
         const float t5 = p0[i1];
@@ -9102,7 +9186,7 @@ kernel void adamw_mul_x5_5(
         p6[i1] = t15;
         p2[i1] = t9;
         p3[i1] = t11;
-    } else if ((int(gid.x) < 19488)) {
+    } else if (int(gid.x) < 19488) {
         const int h1 = (int(gid.x) - 14112);
         const int i1 = ((h1 * 256) + int(lid.x));
         const float t5 = p7[i1];
@@ -9119,7 +9203,7 @@ kernel void adamw_mul_x5_5(
         p10[i1] = t15;
         p8[i1] = t9;
         p9[i1] = t11;
-    } else if ((int(gid.x) < 20160)) {
+    } else if (int(gid.x) < 20160) {
         const int h2 = (int(gid.x) - 19488);
         const int i1 = ((h2 * 256) + int(lid.x));
         const float t4 = p11[i1];
@@ -9136,7 +9220,7 @@ kernel void adamw_mul_x5_5(
         p14[i1] = t14;
         p12[i1] = t8;
         p13[i1] = t10;
-    } else if ((int(gid.x) < 22848)) {
+    } else if (int(gid.x) < 22848) {
         const int h3 = (int(gid.x) - 20160);
         const int i1 = ((h3 * 256) + int(lid.x));
         const float t4 = p15[i1];
@@ -9153,7 +9237,7 @@ kernel void adamw_mul_x5_5(
         p18[i1] = t14;
         p16[i1] = t8;
         p17[i1] = t10;
-    } else if ((int(gid.x) < 24192)) {
+    } else if (int(gid.x) < 24192) {
         const int h4 = (int(gid.x) - 22848);
         const int i1 = ((h4 * 256) + int(lid.x));
         const float t4 = p19[i1];
@@ -9180,6 +9264,7 @@ kernel void adamw_mul_x5_5(
 // part 3 (adamw_mul): fuses broadcast %4547, mul %4548, adamw %4977 (optimizer)
 // part 4 (adamw_mul): fuses broadcast %4549, mul %4550, adamw %4982 (optimizer)
 // threadgroup 256×1×1, grid 6048×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_x5_6(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -9206,7 +9291,7 @@ kernel void adamw_mul_x5_6(
         device float* p22 [[buffer(22)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 672)) {
+    if (int(gid.x) < 672) {
         const int h0 = (int(gid.x) - 0);
         const int i1 = ((h0 * 256) + int(lid.x));
         const float t4 = p0[i1];
@@ -9223,7 +9308,7 @@ kernel void adamw_mul_x5_6(
         p6[i1] = t14;
         p2[i1] = t8;
         p3[i1] = t10;
-    } else if ((int(gid.x) < 1344)) {
+    } else if (int(gid.x) < 1344) {
         const int h1 = (int(gid.x) - 672);
         const int i1 = ((h1 * 256) + int(lid.x));
         const float t4 = p7[i1];
@@ -9240,7 +9325,7 @@ kernel void adamw_mul_x5_6(
         p10[i1] = t14;
         p8[i1] = t8;
         p9[i1] = t10;
-    } else if ((int(gid.x) < 4032)) {
+    } else if (int(gid.x) < 4032) {
         const int h2 = (int(gid.x) - 1344);
         const int i1 = ((h2 * 256) + int(lid.x));
         const float t4 = p11[i1];
@@ -9257,7 +9342,7 @@ kernel void adamw_mul_x5_6(
         p14[i1] = t14;
         p12[i1] = t8;
         p13[i1] = t10;
-    } else if ((int(gid.x) < 5376)) {
+    } else if (int(gid.x) < 5376) {
         const int h3 = (int(gid.x) - 4032);
         const int i1 = ((h3 * 256) + int(lid.x));
         const float t4 = p15[i1];
@@ -9274,7 +9359,7 @@ kernel void adamw_mul_x5_6(
         p18[i1] = t14;
         p16[i1] = t8;
         p17[i1] = t10;
-    } else if ((int(gid.x) < 6048)) {
+    } else if (int(gid.x) < 6048) {
         const int h4 = (int(gid.x) - 5376);
         const int i1 = ((h4 * 256) + int(lid.x));
         const float t4 = p19[i1];
@@ -9301,6 +9386,7 @@ kernel void adamw_mul_x5_6(
 // part 3 (adamw_mul): fuses broadcast %4557, mul %4558, adamw %5002 (optimizer)
 // part 4 (adamw_mul): fuses broadcast %4559, mul %4560, adamw %5007 (optimizer)
 // threadgroup 256×1×1, grid 10752×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_x5_7(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -9327,7 +9413,7 @@ kernel void adamw_mul_x5_7(
         device float* p22 [[buffer(22)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 672)) {
+    if (int(gid.x) < 672) {
         const int h0 = (int(gid.x) - 0);
         const int i1 = ((h0 * 256) + int(lid.x));
         const float t4 = p0[i1];
@@ -9344,7 +9430,7 @@ kernel void adamw_mul_x5_7(
         p6[i1] = t14;
         p2[i1] = t8;
         p3[i1] = t10;
-    } else if ((int(gid.x) < 3360)) {
+    } else if (int(gid.x) < 3360) {
         const int h1 = (int(gid.x) - 672);
         const int i1 = ((h1 * 256) + int(lid.x));
         const float t4 = p7[i1];
@@ -9361,7 +9447,7 @@ kernel void adamw_mul_x5_7(
         p10[i1] = t14;
         p8[i1] = t8;
         p9[i1] = t10;
-    } else if ((int(gid.x) < 4704)) {
+    } else if (int(gid.x) < 4704) {
         const int h2 = (int(gid.x) - 3360);
         const int i1 = ((h2 * 256) + int(lid.x));
         const float t4 = p11[i1];
@@ -9378,7 +9464,7 @@ kernel void adamw_mul_x5_7(
         p14[i1] = t14;
         p12[i1] = t8;
         p13[i1] = t10;
-    } else if ((int(gid.x) < 5376)) {
+    } else if (int(gid.x) < 5376) {
         const int h3 = (int(gid.x) - 4704);
         const int i1 = ((h3 * 256) + int(lid.x));
         const float t4 = p15[i1];
@@ -9395,7 +9481,7 @@ kernel void adamw_mul_x5_7(
         p18[i1] = t14;
         p16[i1] = t8;
         p17[i1] = t10;
-    } else if ((int(gid.x) < 10752)) {
+    } else if (int(gid.x) < 10752) {
         const int h4 = (int(gid.x) - 5376);
         const int i1 = ((h4 * 256) + int(lid.x));
         const float t5 = p19[i1];
@@ -9422,6 +9508,7 @@ kernel void adamw_mul_x5_7(
 // part 3 (adamw_mul): fuses broadcast %4567, mul %4568, adamw %5027 (optimizer)
 // part 4 (adamw_mul): fuses broadcast %4569, mul %4570, adamw %5032 (optimizer)
 // threadgroup 256×1×1, grid 51072×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_x5_8(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -9448,7 +9535,7 @@ kernel void adamw_mul_x5_8(
         device float* p22 [[buffer(22)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 28224)) {
+    if (int(gid.x) < 28224) {
         const int h0 = (int(gid.x) - 0);
         const int i1 = ((h0 * 256) + int(lid.x));
         const float t5 = p0[i1];
@@ -9465,7 +9552,7 @@ kernel void adamw_mul_x5_8(
         p6[i1] = t15;
         p2[i1] = t9;
         p3[i1] = t11;
-    } else if ((int(gid.x) < 42336)) {
+    } else if (int(gid.x) < 42336) {
         const int h1 = (int(gid.x) - 28224);
         const int i1 = ((h1 * 256) + int(lid.x));
         const float t5 = p7[i1];
@@ -9482,7 +9569,7 @@ kernel void adamw_mul_x5_8(
         p10[i1] = t15;
         p8[i1] = t9;
         p9[i1] = t11;
-    } else if ((int(gid.x) < 47712)) {
+    } else if (int(gid.x) < 47712) {
         const int h2 = (int(gid.x) - 42336);
         const int i1 = ((h2 * 256) + int(lid.x));
         const float t5 = p11[i1];
@@ -9499,7 +9586,7 @@ kernel void adamw_mul_x5_8(
         p14[i1] = t15;
         p12[i1] = t9;
         p13[i1] = t11;
-    } else if ((int(gid.x) < 48384)) {
+    } else if (int(gid.x) < 48384) {
         const int h3 = (int(gid.x) - 47712);
         const int i1 = ((h3 * 256) + int(lid.x));
         const float t4 = p15[i1];
@@ -9516,7 +9603,7 @@ kernel void adamw_mul_x5_8(
         p18[i1] = t14;
         p16[i1] = t8;
         p17[i1] = t10;
-    } else if ((int(gid.x) < 51072)) {
+    } else if (int(gid.x) < 51072) {
         const int h4 = (int(gid.x) - 48384);
         const int i1 = ((h4 * 256) + int(lid.x));
         const float t4 = p19[i1];
@@ -9543,6 +9630,7 @@ kernel void adamw_mul_x5_8(
 // part 3 (adamw_mul): fuses broadcast %4577, mul %4578, adamw %5052 (optimizer)
 // part 4 (adamw_mul): fuses broadcast %4579, mul %4580, adamw %5057 (optimizer)
 // threadgroup 256×1×1, grid 6720×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_x5_9(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -9569,7 +9657,7 @@ kernel void adamw_mul_x5_9(
         device float* p22 [[buffer(22)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 1344)) {
+    if (int(gid.x) < 1344) {
         const int h0 = (int(gid.x) - 0);
         const int i1 = ((h0 * 256) + int(lid.x));
         const float t4 = p0[i1];
@@ -9586,7 +9674,7 @@ kernel void adamw_mul_x5_9(
         p6[i1] = t14;
         p2[i1] = t8;
         p3[i1] = t10;
-    } else if ((int(gid.x) < 2016)) {
+    } else if (int(gid.x) < 2016) {
         const int h1 = (int(gid.x) - 1344);
         const int i1 = ((h1 * 256) + int(lid.x));
         const float t4 = p7[i1];
@@ -9603,7 +9691,7 @@ kernel void adamw_mul_x5_9(
         p10[i1] = t14;
         p8[i1] = t8;
         p9[i1] = t10;
-    } else if ((int(gid.x) < 2688)) {
+    } else if (int(gid.x) < 2688) {
         const int h2 = (int(gid.x) - 2016);
         const int i1 = ((h2 * 256) + int(lid.x));
         const float t4 = p11[i1];
@@ -9620,7 +9708,7 @@ kernel void adamw_mul_x5_9(
         p14[i1] = t14;
         p12[i1] = t8;
         p13[i1] = t10;
-    } else if ((int(gid.x) < 5376)) {
+    } else if (int(gid.x) < 5376) {
         const int h3 = (int(gid.x) - 2688);
         const int i1 = ((h3 * 256) + int(lid.x));
         const float t4 = p15[i1];
@@ -9637,7 +9725,7 @@ kernel void adamw_mul_x5_9(
         p18[i1] = t14;
         p16[i1] = t8;
         p17[i1] = t10;
-    } else if ((int(gid.x) < 6720)) {
+    } else if (int(gid.x) < 6720) {
         const int h4 = (int(gid.x) - 5376);
         const int i1 = ((h4 * 256) + int(lid.x));
         const float t4 = p19[i1];
@@ -9664,6 +9752,7 @@ kernel void adamw_mul_x5_9(
 // part 3 (adamw_mul): fuses broadcast %4597, mul %4598, adamw %5102 (optimizer)
 // part 4 (adamw_mul): fuses broadcast %4599, mul %4600, adamw %5107 (optimizer)
 // threadgroup 256×1×1, grid 53760×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_x5_10(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -9690,7 +9779,7 @@ kernel void adamw_mul_x5_10(
         device float* p22 [[buffer(22)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 5376)) {
+    if (int(gid.x) < 5376) {
         const int h0 = (int(gid.x) - 0);
         const int i1 = ((h0 * 256) + int(lid.x));
         const float t5 = p0[i1];
@@ -9707,7 +9796,7 @@ kernel void adamw_mul_x5_10(
         p6[i1] = t15;
         p2[i1] = t9;
         p3[i1] = t11;
-    } else if ((int(gid.x) < 33600)) {
+    } else if (int(gid.x) < 33600) {
         const int h1 = (int(gid.x) - 5376);
         const int i1 = ((h1 * 256) + int(lid.x));
         const float t5 = p7[i1];
@@ -9724,7 +9813,7 @@ kernel void adamw_mul_x5_10(
         p10[i1] = t15;
         p8[i1] = t9;
         p9[i1] = t11;
-    } else if ((int(gid.x) < 47712)) {
+    } else if (int(gid.x) < 47712) {
         const int h2 = (int(gid.x) - 33600);
         const int i1 = ((h2 * 256) + int(lid.x));
         const float t5 = p11[i1];
@@ -9741,7 +9830,7 @@ kernel void adamw_mul_x5_10(
         p14[i1] = t15;
         p12[i1] = t9;
         p13[i1] = t11;
-    } else if ((int(gid.x) < 53088)) {
+    } else if (int(gid.x) < 53088) {
         const int h3 = (int(gid.x) - 47712);
         const int i1 = ((h3 * 256) + int(lid.x));
         const float t5 = p15[i1];
@@ -9758,7 +9847,7 @@ kernel void adamw_mul_x5_10(
         p18[i1] = t15;
         p16[i1] = t9;
         p17[i1] = t11;
-    } else if ((int(gid.x) < 53760)) {
+    } else if (int(gid.x) < 53760) {
         const int h4 = (int(gid.x) - 53088);
         const int i1 = ((h4 * 256) + int(lid.x));
         const float t4 = p19[i1];
@@ -9785,6 +9874,7 @@ kernel void adamw_mul_x5_10(
 // part 3 (adamw_mul): fuses broadcast %4627, mul %4628, adamw %5177 (optimizer)
 // part 4 (adamw_mul): fuses broadcast %4629, mul %4630, adamw %5182 (optimizer)
 // threadgroup 256×1×1, grid 53760×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_x5_11(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -9811,7 +9901,7 @@ kernel void adamw_mul_x5_11(
         device float* p22 [[buffer(22)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 672)) {
+    if (int(gid.x) < 672) {
         const int h0 = (int(gid.x) - 0);
         const int i1 = ((h0 * 256) + int(lid.x));
         const float t4 = p0[i1];
@@ -9828,7 +9918,7 @@ kernel void adamw_mul_x5_11(
         p6[i1] = t14;
         p2[i1] = t8;
         p3[i1] = t10;
-    } else if ((int(gid.x) < 6048)) {
+    } else if (int(gid.x) < 6048) {
         const int h1 = (int(gid.x) - 672);
         const int i1 = ((h1 * 256) + int(lid.x));
         const float t5 = p7[i1];
@@ -9845,7 +9935,7 @@ kernel void adamw_mul_x5_11(
         p10[i1] = t15;
         p8[i1] = t9;
         p9[i1] = t11;
-    } else if ((int(gid.x) < 34272)) {
+    } else if (int(gid.x) < 34272) {
         const int h2 = (int(gid.x) - 6048);
         const int i1 = ((h2 * 256) + int(lid.x));
         const float t5 = p11[i1];
@@ -9862,7 +9952,7 @@ kernel void adamw_mul_x5_11(
         p14[i1] = t15;
         p12[i1] = t9;
         p13[i1] = t11;
-    } else if ((int(gid.x) < 48384)) {
+    } else if (int(gid.x) < 48384) {
         const int h3 = (int(gid.x) - 34272);
         const int i1 = ((h3 * 256) + int(lid.x));
         const float t5 = p15[i1];
@@ -9879,7 +9969,7 @@ kernel void adamw_mul_x5_11(
         p18[i1] = t15;
         p16[i1] = t9;
         p17[i1] = t11;
-    } else if ((int(gid.x) < 53760)) {
+    } else if (int(gid.x) < 53760) {
         const int h4 = (int(gid.x) - 48384);
         const int i1 = ((h4 * 256) + int(lid.x));
         const float t5 = p19[i1];
@@ -9901,6 +9991,7 @@ kernel void adamw_mul_x5_11(
 
 // fuses broadcast %4781, mul %4782, adamw %5562 (optimizer)
 // threadgroup 256×1×1, grid 672×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],

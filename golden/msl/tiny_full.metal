@@ -4,16 +4,18 @@ using namespace metal;
 
 // fuses gather %3, rmsnorm %14 (mamba.0)
 // threadgroup 256×1×1, grid 32×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void rmsnorm_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
         device float* p3 [[buffer(3)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int row4 = ((int(gid.x) * 8) + (lid1 / 32));
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
+    const int l32_2 = int(lane);
+    const int sg3 = int(sg);
+    const int row4 = ((int(gid.x) * 8) + sg3);
     const int c5 = (row4 / 16);
     const int c6 = (row4 % 16);
     float reg7[2];
@@ -36,6 +38,7 @@ kernel void rmsnorm_0(
 
 // fuses matmul %15 (mamba.0)
 // threadgroup 128×1×1, grid 4×1×16 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -66,7 +69,7 @@ kernel void matmul_0(
             const int k11 = (l9 % 32);
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
-            if ((gi12 < 16)) {
+            if (gi12 < 16) {
                 const float t14 = p0[((((c1 * 16) + gi12) * 64) + gk13)];
                 sh[((i10 * 36) + k11)] = t14;
             } else {
@@ -82,7 +85,7 @@ kernel void matmul_0(
             const float t21 = p1[((gi19 * 64) + gk20)];
             sh[(((i17 * 36) + k18) + 1152)] = t21;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
@@ -105,7 +108,7 @@ kernel void matmul_0(
             simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
             simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
     simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -115,14 +118,14 @@ kernel void matmul_0(
     simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
     simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
     simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s22 = 0; s22 < 16; s22 += 1) {
         const int l23 = ((s22 * 128) + ti4);
         const int i24 = (l23 / 64);
         const int j25 = (l23 % 64);
         const int gi26 = (m02 + i24);
         const int gj27 = (n03 + j25);
-        if ((gi26 < 16)) {
+        if (gi26 < 16) {
             p2[((((c1 * 16) + gi26) * 256) + gj27)] = sh[((i24 * 68) + j25)];
         }
     }
@@ -130,6 +133,7 @@ kernel void matmul_0(
 
 // fuses slice %16, causal_conv1d %18, silu %19, matmul %20 (mamba.0)
 // threadgroup 128×1×1, grid 2×1×16 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -160,7 +164,7 @@ kernel void matmul_1(
             const int k11 = (l9 % 32);
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
-            if ((gi12 < 16)) {
+            if (gi12 < 16) {
                 const float t14 = p0[gk13];
                 const float t15 = p1[((gk13 * 4) + 0)];
                 const float t16 = p2[((((c1 * 16) + max((gi12 - 3), 0)) * 256) + gk13)];
@@ -171,11 +175,11 @@ kernel void matmul_1(
                 const float t21 = p1[((gk13 * 4) + 3)];
                 const float t22 = p2[((((c1 * 16) + gi12) * 256) + gk13)];
                 const float t23 = ((((t14 + ((gi12 >= 3) ? (t15 * t16) : 0.0f)) + ((gi12 >= 2) ? (t17 * t18) : 0.0f)) + ((gi12 >= 1) ? (t19 * t20) : 0.0f)) + (t21 * t22));
-                if ((n03 == 0)) {
+                if (n03 == 0) {
                     p3[((((c1 * 16) + gi12) * 128) + gk13)] = t23;
                 }
                 const float t24 = (t23 / (1.0f + exp((-t23))));
-                if ((n03 == 0)) {
+                if (n03 == 0) {
                     p4[((((c1 * 16) + gi12) * 128) + gk13)] = t24;
                 }
                 sh[((i10 * 36) + k11)] = t24;
@@ -189,14 +193,14 @@ kernel void matmul_1(
             const int k28 = (l26 % 32);
             const int gi29 = (n03 + i27);
             const int gk30 = (k0 + k28);
-            if ((gi29 < 36)) {
+            if (gi29 < 36) {
                 const float t31 = p5[((gi29 * 128) + gk30)];
                 sh[(((i27 * 36) + k28) + 1152)] = t31;
             } else {
                 sh[(((i27 * 36) + k28) + 1152)] = 0.0f;
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
@@ -211,20 +215,20 @@ kernel void matmul_1(
             simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
             simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr6 * 36) + sc7), 36);
     simdgroup_store(acc0_1, sh + ((sr6 * 36) + (sc7 + 8)), 36);
     simdgroup_store(acc1_0, sh + (((sr6 + 8) * 36) + sc7), 36);
     simdgroup_store(acc1_1, sh + (((sr6 + 8) * 36) + (sc7 + 8)), 36);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s32 = 0; s32 < 8; s32 += 1) {
         const int l33 = ((s32 * 128) + ti4);
         const int i34 = (l33 / 32);
         const int j35 = (l33 % 32);
         const int gi36 = (m02 + i34);
         const int gj37 = (n03 + j35);
-        if (((gi36 < 16) && (gj37 < 36))) {
+        if ((gi36 < 16) && (gj37 < 36)) {
             p6[((((c1 * 16) + gi36) * 36) + gj37)] = sh[((i34 * 36) + j35)];
         }
     }
@@ -234,6 +238,7 @@ kernel void matmul_1(
 // part 0 (matmul): fuses slice %21, matmul %24, broadcast %25, add %26, softplus %27 (mamba.0)
 // part 1 (exp): fuses exp %28 (mamba.0)
 // threadgroup 128×1×1, grid 48×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_exp_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -246,7 +251,7 @@ kernel void matmul_exp_x2_0(
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[3456];
-    if ((int(gid.x) < 32)) {
+    if (int(gid.x) < 32) {
         const int h0 = (int(gid.x) - 0);
         const int c1 = (h0 / 2);
         const int m02 = (((h0 / 2) % 1) * 32);
@@ -270,7 +275,7 @@ kernel void matmul_exp_x2_0(
                 const int k11 = (l9 % 32);
                 const int gi12 = (m02 + i10);
                 const int gk13 = (k0 + k11);
-                if (((gi12 < 16) && (gk13 < 4))) {
+                if ((gi12 < 16) && (gk13 < 4)) {
                     const float t14 = p0[((((c1 * 16) + gi12) * 36) + gk13)];
                     sh[((i10 * 36) + k11)] = t14;
                 } else {
@@ -283,14 +288,14 @@ kernel void matmul_exp_x2_0(
                 const int k18 = (l16 % 32);
                 const int gi19 = (n03 + i17);
                 const int gk20 = (k0 + k18);
-                if ((gk20 < 4)) {
+                if (gk20 < 4) {
                     const float t21 = p1[((gi19 * 4) + gk20)];
                     sh[(((i17 * 36) + k18) + 1152)] = t21;
                 } else {
                     sh[(((i17 * 36) + k18) + 1152)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 32; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
@@ -313,7 +318,7 @@ kernel void matmul_exp_x2_0(
                 simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
                 simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
         simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -323,14 +328,14 @@ kernel void matmul_exp_x2_0(
         simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
         simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
         simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s22 = 0; s22 < 16; s22 += 1) {
             const int l23 = ((s22 * 128) + ti4);
             const int i24 = (l23 / 64);
             const int j25 = (l23 % 64);
             const int gi26 = (m02 + i24);
             const int gj27 = (n03 + j25);
-            if ((gi26 < 16)) {
+            if (gi26 < 16) {
                 const float acc28 = sh[((i24 * 68) + j25)];
                 const float t29 = p2[gj27];
                 const float t30 = (acc28 + t29);
@@ -339,7 +344,7 @@ kernel void matmul_exp_x2_0(
                 p4[((((c1 * 16) + gi26) * 128) + gj27)] = t31;
             }
         }
-    } else if ((int(gid.x) < 48)) {
+    } else if (int(gid.x) < 48) {
         const int h1 = (int(gid.x) - 32);
         const int i1 = ((h1 * 128) + int(lid.x));
         const float t4 = p5[i1];
@@ -350,6 +355,7 @@ kernel void matmul_exp_x2_0(
 
 // fuses slice %17, slice %22, slice %23, neg %29, selective_scan %30, silu %32, mul %33 (mamba.0)
 // threadgroup 256×1×1, grid 8×16×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void selective_scan_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -383,7 +389,7 @@ kernel void selective_scan_0(
             const float r16 = (r15 + simd_shuffle_xor(r15, ushort(4)));
             const float r17 = (r16 + simd_shuffle_xor(r16, ushort(2)));
             const float r18 = (r17 + simd_shuffle_xor(r17, ushort(1)));
-            if ((n3 == 0)) {
+            if (n3 == 0) {
                 const float acc19 = (r18 + (t6 * t11));
                 p6[((((b1 * 16) + t9) * 128) + ch2)] = acc19;
                 const float t20 = p7[((((b1 * 16) + t9) * 256) + (ch2 + 128))];
@@ -398,6 +404,7 @@ kernel void selective_scan_0(
 
 // fuses gather %3, matmul %34, add %35 (mamba.0)
 // threadgroup 128×1×1, grid 1×1×16 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -430,7 +437,7 @@ kernel void matmul_2(
             const int k11 = (l9 % 32);
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
-            if ((gi12 < 16)) {
+            if (gi12 < 16) {
                 const float t14 = p0[((((c1 * 16) + gi12) * 128) + gk13)];
                 sh[((i10 * 36) + k11)] = t14;
             } else {
@@ -446,7 +453,7 @@ kernel void matmul_2(
             const float t21 = p1[((gi19 * 128) + gk20)];
             sh[(((i17 * 36) + k18) + 1152)] = t21;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
@@ -469,7 +476,7 @@ kernel void matmul_2(
             simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
             simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
     simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -479,14 +486,14 @@ kernel void matmul_2(
     simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
     simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
     simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s22 = 0; s22 < 16; s22 += 1) {
         const int l23 = ((s22 * 128) + ti4);
         const int i24 = (l23 / 64);
         const int j25 = (l23 % 64);
         const int gi26 = (m02 + i24);
         const int gj27 = (n03 + j25);
-        if ((gi26 < 16)) {
+        if (gi26 < 16) {
             const float acc28 = sh[((i24 * 68) + j25)];
             const int t29 = p2[((c1 * 16) + gi26)];
             const float t30 = p3[((t29 * 64) + gj27)];
@@ -498,15 +505,17 @@ kernel void matmul_2(
 
 // fuses rmsnorm %40 (moe.0)
 // threadgroup 256×1×1, grid 32×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void rmsnorm_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int row4 = ((int(gid.x) * 8) + (lid1 / 32));
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
+    const int l32_2 = int(lane);
+    const int sg3 = int(sg);
+    const int row4 = ((int(gid.x) * 8) + sg3);
     const int c5 = (row4 / 16);
     const int c6 = (row4 % 16);
     float reg7[2];
@@ -528,6 +537,7 @@ kernel void rmsnorm_1(
 
 // fuses reshape %41, matmul %42 (moe.0)
 // threadgroup 128×1×1, grid 1×4×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_3(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -566,14 +576,14 @@ kernel void matmul_3(
             const int k17 = (l15 % 32);
             const int gi18 = (n02 + i16);
             const int gk19 = (k0 + k17);
-            if ((gi18 < 4)) {
+            if (gi18 < 4) {
                 const float t20 = p1[((gi18 * 64) + gk19)];
                 sh[(((i16 * 36) + k17) + 2304)] = t20;
             } else {
                 sh[(((i16 * 36) + k17) + 2304)] = 0.0f;
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr5 * 36) + kk), 36);
@@ -596,7 +606,7 @@ kernel void matmul_3(
             simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
             simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr5 * 36) + sc6), 36);
     simdgroup_store(acc0_1, sh + ((sr5 * 36) + (sc6 + 8)), 36);
@@ -606,14 +616,14 @@ kernel void matmul_3(
     simdgroup_store(acc2_1, sh + (((sr5 + 16) * 36) + (sc6 + 8)), 36);
     simdgroup_store(acc3_0, sh + (((sr5 + 24) * 36) + sc6), 36);
     simdgroup_store(acc3_1, sh + (((sr5 + 24) * 36) + (sc6 + 8)), 36);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s21 = 0; s21 < 16; s21 += 1) {
         const int l22 = ((s21 * 128) + ti3);
         const int i23 = (l22 / 32);
         const int j24 = (l22 % 32);
         const int gi25 = (m01 + i23);
         const int gj26 = (n02 + j24);
-        if ((gj26 < 4)) {
+        if (gj26 < 4) {
             p2[((gi25 * 4) + gj26)] = sh[((i23 * 36) + j24)];
         }
     }
@@ -621,6 +631,7 @@ kernel void matmul_3(
 
 // fuses softmax %43, topk %44, reduce_sum %46, broadcast %47, div %48 (moe.0)
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void topk_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -654,7 +665,7 @@ kernel void topk_0(
         for (int i18 = 0; i18 < 4; i18 += 1) {
             const float t19 = p0[((row1 * 4) + i18)];
             const float v20 = (exp((t19 - m2)) * inv8);
-            if ((((pi14 < 0) || (((isnan(pv13) && (!isnan(v20))) || (pv13 > v20)) || ((!((isnan(v20) && (!isnan(pv13))) || (v20 > pv13))) && (i18 > pi14)))) && ((bi17 < 0) || ((isnan(v20) && (!isnan(bv16))) || (v20 > bv16))))) {
+            if (((pi14 < 0) || (((isnan(pv13) && (!isnan(v20))) || (pv13 > v20)) || ((!((isnan(v20) && (!isnan(pv13))) || (v20 > pv13))) && (i18 > pi14)))) && ((bi17 < 0) || ((isnan(v20) && (!isnan(bv16))) || (v20 > bv16)))) {
                 bv16 = v20;
                 bi17 = i18;
             }
@@ -674,47 +685,50 @@ kernel void topk_0(
 
 // fuses moe_route %49 (moe.0)
 // threadgroup 512×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(512)]]
 kernel void moe_route_0(
         device int* p0 [[buffer(0)]],
         const device int* p1 [[buffer(1)]],
         device int* p2 [[buffer(2)]],
         device int* p3 [[buffer(3)]],
-        uint3 lid [[thread_position_in_threadgroup]]) {
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup int sh15[16];
     const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = int(lane);
+    const int sg3 = int(sg);
     const int lo4 = (lid1 * 1);
     const int hi5 = min((lo4 + 1), 512);
     int off6 = 0;
     for (int ex7 = 0; ex7 < 4; ex7 += 1) {
-        if ((lid1 == 0)) {
+        if (lid1 == 0) {
             p0[ex7] = off6;
         }
         int c8 = 0;
         for (int i9 = lo4; i9 < hi5; i9 += 1) {
             const int t12 = p1[i9];
-            if ((t12 == ex7)) {
+            if (t12 == ex7) {
                 c8 += 1;
             }
         }
         const int pre13 = simd_prefix_exclusive_sum(c8);
         const int sgt14 = simd_sum(c8);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh15[sg3] = sgt14;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         int base16 = pre13;
         int tot17 = 0;
         for (int s18 = 0; s18 < 16; s18 += 1) {
             base16 += ((s18 < sg3) ? sh15[s18] : 0);
             tot17 += sh15[s18];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         int pos19 = (off6 + base16);
         for (int i20 = lo4; i20 < hi5; i20 += 1) {
             const int t23 = p1[i20];
-            if ((t23 == ex7)) {
+            if (t23 == ex7) {
                 p2[pos19] = (i20 / 2);
                 p3[pos19] = i20;
                 pos19 += 1;
@@ -722,13 +736,14 @@ kernel void moe_route_0(
         }
         off6 += tot17;
     }
-    if ((lid1 == 0)) {
+    if (lid1 == 0) {
         p0[4] = off6;
     }
 }
 
 // fuses reshape %41, gather %52, grouped_matmul %53 (moe.0)
 // threadgroup 128×1×1, grid 2×8×5 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void grouped_matmul_0(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -740,14 +755,14 @@ kernel void grouped_matmul_0(
         uint sg [[simdgroup_index_in_threadgroup]]) {
     const int ex1 = int(gid.z);
     const int n02 = (int(gid.x) * 64);
-    if ((ex1 == 4)) {
+    if (ex1 == 4) {
         const int t3 = p0[0];
         const int t4 = p0[4];
         for (int s5 = 0; s5 < 32; s5 += 1) {
             const int l6 = ((s5 * 128) + int(lid.x));
             const int r7 = ((int(gid.y) * 64) + (l6 / 64));
             const int j8 = (n02 + (l6 % 64));
-            if (((r7 < t3) || (r7 >= t4))) {
+            if ((r7 < t3) || (r7 >= t4)) {
                 p1[((r7 * 128) + j8)] = 0.0f;
             }
         }
@@ -756,7 +771,7 @@ kernel void grouped_matmul_0(
     const int t9 = p0[ex1];
     const int t10 = p0[(ex1 + 1)];
     const int m011 = (t9 + (int(gid.y) * 64));
-    if ((m011 >= t10)) {
+    if (m011 >= t10) {
         return;
     }
     threadgroup float sh[4352];
@@ -787,7 +802,7 @@ kernel void grouped_matmul_0(
             const int k19 = (l17 % 16);
             const int gi20 = (m011 + i18);
             const int gk21 = (k0 + k19);
-            if ((gi20 < t10)) {
+            if (gi20 < t10) {
                 const int t22 = p2[gi20];
                 const float t23 = p3[((t22 * 64) + gk21)];
                 sh[((i18 * 20) + k19)] = t23;
@@ -804,7 +819,7 @@ kernel void grouped_matmul_0(
             const float t30 = p4[((((ex1 * 128) + gi28) * 64) + gk29)];
             sh[(((i26 * 20) + k27) + 1280)] = t30;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr14 * 20) + kk), 20);
@@ -839,7 +854,7 @@ kernel void grouped_matmul_0(
             simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
             simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr14 * 68) + sc15), 68);
     simdgroup_store(acc0_1, sh + ((sr14 * 68) + (sc15 + 8)), 68);
@@ -857,14 +872,14 @@ kernel void grouped_matmul_0(
     simdgroup_store(acc3_1, sh + (((sr14 + 24) * 68) + (sc15 + 8)), 68);
     simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s31 = 0; s31 < 32; s31 += 1) {
         const int l32 = ((s31 * 128) + ti12);
         const int i33 = (l32 / 64);
         const int j34 = (l32 % 64);
         const int gi35 = (m011 + i33);
         const int gj36 = (n02 + j34);
-        if ((gi35 < t10)) {
+        if (gi35 < t10) {
             p1[((gi35 * 128) + gj36)] = sh[((i33 * 68) + j34)];
         }
     }
@@ -873,6 +888,7 @@ kernel void grouped_matmul_0(
 // fuses slice %54, slice %55, silu %56, mul %57, grouped_matmul %58, reshape %59, gather %60,
 //   reshape %61, broadcast %62, mul %63 (moe.0)
 // threadgroup 128×1×1, grid 1×8×5 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void grouped_matmul_1(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -888,14 +904,14 @@ kernel void grouped_matmul_1(
         uint sg [[simdgroup_index_in_threadgroup]]) {
     const int ex1 = int(gid.z);
     const int n02 = (int(gid.x) * 64);
-    if ((ex1 == 4)) {
+    if (ex1 == 4) {
         const int t3 = p0[0];
         const int t4 = p0[4];
         for (int s5 = 0; s5 < 32; s5 += 1) {
             const int l6 = ((s5 * 128) + int(lid.x));
             const int r7 = ((int(gid.y) * 64) + (l6 / 64));
             const int j8 = (n02 + (l6 % 64));
-            if (((r7 < t3) || (r7 >= t4))) {
+            if ((r7 < t3) || (r7 >= t4)) {
                 const float acc9 = 0.0f;
                 p1[((r7 * 64) + j8)] = acc9;
                 const int t10 = p2[((r7 * 1) + 0)];
@@ -909,7 +925,7 @@ kernel void grouped_matmul_1(
     const int t13 = p0[ex1];
     const int t14 = p0[(ex1 + 1)];
     const int m015 = (t13 + (int(gid.y) * 64));
-    if ((m015 >= t14)) {
+    if (m015 >= t14) {
         return;
     }
     threadgroup float sh[4352];
@@ -940,15 +956,15 @@ kernel void grouped_matmul_1(
             const int k23 = (l21 % 16);
             const int gi24 = (m015 + i22);
             const int gk25 = (k0 + k23);
-            if ((gi24 < t14)) {
+            if (gi24 < t14) {
                 const float t26 = p5[((gi24 * 128) + gk25)];
                 const float t27 = (t26 / (1.0f + exp((-t26))));
-                if ((n02 == 0)) {
+                if (n02 == 0) {
                     p6[((gi24 * 64) + gk25)] = t27;
                 }
                 const float t28 = p5[((gi24 * 128) + (gk25 + 64))];
                 const float t29 = (t27 * t28);
-                if ((n02 == 0)) {
+                if (n02 == 0) {
                     p7[((gi24 * 64) + gk25)] = t29;
                 }
                 sh[((i22 * 20) + k23)] = t29;
@@ -965,7 +981,7 @@ kernel void grouped_matmul_1(
             const float t36 = p8[((((ex1 * 64) + gi34) * 64) + gk35)];
             sh[(((i32 * 20) + k33) + 1280)] = t36;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr18 * 20) + kk), 20);
@@ -1000,7 +1016,7 @@ kernel void grouped_matmul_1(
             simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
             simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr18 * 68) + sc19), 68);
     simdgroup_store(acc0_1, sh + ((sr18 * 68) + (sc19 + 8)), 68);
@@ -1018,14 +1034,14 @@ kernel void grouped_matmul_1(
     simdgroup_store(acc3_1, sh + (((sr18 + 24) * 68) + (sc19 + 8)), 68);
     simdgroup_store(acc3_2, sh + (((sr18 + 24) * 68) + (sc19 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr18 + 24) * 68) + (sc19 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s37 = 0; s37 < 32; s37 += 1) {
         const int l38 = ((s37 * 128) + ti16);
         const int i39 = (l38 / 64);
         const int j40 = (l38 % 64);
         const int gi41 = (m015 + i39);
         const int gj42 = (n02 + j40);
-        if ((gi41 < t14)) {
+        if (gi41 < t14) {
             const float acc43 = sh[((i39 * 68) + j40)];
             p1[((gi41 * 64) + gj42)] = acc43;
             const int t44 = p2[((gi41 * 1) + 0)];
@@ -1041,6 +1057,7 @@ kernel void grouped_matmul_1(
 // part 1 (reduce_mean): fuses slice %65, one_hot %66, reduce_mean %67 (moe.0)
 // part 2 (reduce_mean): fuses reduce_mean %68 (moe.0)
 // threadgroup 256×1×1, grid 34×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void scatter_add_reduce_mean_x3_0(
         device float* p0 [[buffer(0)]],
         const device int* p1 [[buffer(1)]],
@@ -1053,7 +1070,7 @@ kernel void scatter_add_reduce_mean_x3_0(
         uint3 gid [[threadgroup_position_in_grid]]) {
     threadgroup float sh9[256];
     threadgroup float sh8[256];
-    if ((int(gid.x) < 32)) {
+    if (int(gid.x) < 32) {
         const int h0 = (int(gid.x) - 0);
         const int t1 = ((h0 * 256) + int(lid.x));
         const int c2 = (t1 % 64);
@@ -1064,12 +1081,12 @@ kernel void scatter_add_reduce_mean_x3_0(
         }
         for (int i4 = 0; i4 < 512; i4 += 1) {
             const int t7 = p1[i4];
-            if (((t7 >= lo3) && (t7 < hi5))) {
+            if ((t7 >= lo3) && (t7 < hi5)) {
                 const float t8 = p2[((i4 * 64) + c2)];
                 p0[((t7 * 64) + c2)] = (p0[((t7 * 64) + c2)] + t8);
             }
         }
-    } else if ((int(gid.x) < 33)) {
+    } else if (int(gid.x) < 33) {
         const int h1 = (int(gid.x) - 32);
         const int lid1 = int(lid.x);
         const int col2 = (lid1 % 4);
@@ -1082,14 +1099,14 @@ kernel void scatter_add_reduce_mean_x3_0(
             acc5 += t8;
         }
         sh9[lid1] = acc5;
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((part3 == 0)) {
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+        if (part3 == 0) {
             for (int pr10 = 1; pr10 < 64; pr10 += 1) {
                 acc5 += sh9[((pr10 * 4) + col2)];
             }
             p4[o4] = (acc5 / 256.0f);
         }
-    } else if ((int(gid.x) < 34)) {
+    } else if (int(gid.x) < 34) {
         const int h2 = (int(gid.x) - 33);
         const int lid1 = int(lid.x);
         const int col2 = (lid1 % 4);
@@ -1101,8 +1118,8 @@ kernel void scatter_add_reduce_mean_x3_0(
             acc5 += t7;
         }
         sh8[lid1] = acc5;
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((part3 == 0)) {
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+        if (part3 == 0) {
             for (int pr9 = 1; pr9 < 64; pr9 += 1) {
                 acc5 += sh8[((pr9 * 4) + col2)];
             }
@@ -1113,6 +1130,7 @@ kernel void scatter_add_reduce_mean_x3_0(
 
 // fuses reshape %72, add %73 (moe.0)
 // threadgroup 256×1×1, grid 64×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void add_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -1127,6 +1145,7 @@ kernel void add_0(
 
 // fuses matmul %104, add %105 (mamba.1)
 // threadgroup 128×1×1, grid 1×1×16 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_4(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -1158,7 +1177,7 @@ kernel void matmul_4(
             const int k11 = (l9 % 32);
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
-            if ((gi12 < 16)) {
+            if (gi12 < 16) {
                 const float t14 = p0[((((c1 * 16) + gi12) * 128) + gk13)];
                 sh[((i10 * 36) + k11)] = t14;
             } else {
@@ -1174,7 +1193,7 @@ kernel void matmul_4(
             const float t21 = p1[((gi19 * 128) + gk20)];
             sh[(((i17 * 36) + k18) + 1152)] = t21;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
@@ -1197,7 +1216,7 @@ kernel void matmul_4(
             simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
             simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
     simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -1207,14 +1226,14 @@ kernel void matmul_4(
     simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
     simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
     simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s22 = 0; s22 < 16; s22 += 1) {
         const int l23 = ((s22 * 128) + ti4);
         const int i24 = (l23 / 64);
         const int j25 = (l23 % 64);
         const int gi26 = (m02 + i24);
         const int gj27 = (n03 + j25);
-        if ((gi26 < 16)) {
+        if (gi26 < 16) {
             const float acc28 = sh[((i24 * 68) + j25)];
             const float t29 = p2[((((c1 * 16) + gi26) * 64) + gj27)];
             const float t30 = (t29 + acc28);
@@ -1225,6 +1244,7 @@ kernel void matmul_4(
 
 // fuses matmul %108
 // threadgroup 128×1×1, grid 1×1×16 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_5(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -1251,7 +1271,7 @@ kernel void matmul_5(
             const int k11 = (l9 % 32);
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
-            if ((gi12 < 16)) {
+            if (gi12 < 16) {
                 const float t14 = p0[((((c1 * 16) + gi12) * 64) + gk13)];
                 sh[((i10 * 36) + k11)] = t14;
             } else {
@@ -1264,14 +1284,14 @@ kernel void matmul_5(
             const int k18 = (l16 % 32);
             const int gi19 = (n03 + i17);
             const int gk20 = (k0 + k18);
-            if ((gi19 < 16)) {
+            if (gi19 < 16) {
                 const float t21 = p1[((gi19 * 64) + gk20)];
                 sh[(((i17 * 36) + k18) + 1152)] = t21;
             } else {
                 sh[(((i17 * 36) + k18) + 1152)] = 0.0f;
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
@@ -1286,20 +1306,20 @@ kernel void matmul_5(
             simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
             simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr6 * 36) + sc7), 36);
     simdgroup_store(acc0_1, sh + ((sr6 * 36) + (sc7 + 8)), 36);
     simdgroup_store(acc1_0, sh + (((sr6 + 8) * 36) + sc7), 36);
     simdgroup_store(acc1_1, sh + (((sr6 + 8) * 36) + (sc7 + 8)), 36);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s22 = 0; s22 < 8; s22 += 1) {
         const int l23 = ((s22 * 128) + ti4);
         const int i24 = (l23 / 32);
         const int j25 = (l23 % 32);
         const int gi26 = (m02 + i24);
         const int gj27 = (n03 + j25);
-        if (((gi26 < 16) && (gj27 < 16))) {
+        if ((gi26 < 16) && (gj27 < 16)) {
             p2[((((c1 * 16) + gi26) * 16) + gj27)] = sh[((i24 * 36) + j25)];
         }
     }
@@ -1309,33 +1329,36 @@ kernel void matmul_5(
 // part 0 (cross_entropy): fuses cross_entropy %109
 // part 1 (cross_entropy_bwd): fuses const %111, cross_entropy_bwd %112
 // threadgroup 256×1×1, grid 2×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void cross_entropy_cross_entropy_bwd_x2_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         device float* p3 [[buffer(3)]],
         uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh16[8];
     threadgroup int sh20[8];
     threadgroup int sh10[8];
-    if ((int(gid.x) < 1)) {
+    if (int(gid.x) < 1) {
         const int h0 = (int(gid.x) - 0);
         const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = int(lane);
+        const int sg3 = int(sg);
         float loss4 = 0.0f;
         int cnt5 = 0;
         for (int row6 = lid1; row6 < 256; row6 += 256) {
             const int c7 = (row6 / 16);
             const int c8 = (row6 % 16);
             const int t9 = p0[row6];
-            if (((t9 >= 0) && (t9 < 16))) {
+            if ((t9 >= 0) && (t9 < 16)) {
                 float m10 = (-INFINITY);
                 float s11 = 0.0f;
                 for (int k12 = 0; k12 < 16; k12 += 1) {
                     const float t13 = p1[((((c7 * 16) + c8) * 16) + k12)];
-                    if ((t13 > m10)) {
+                    if (t13 > m10) {
                         s11 = ((s11 * exp((m10 - t13))) + 1.0f);
                         m10 = t13;
                     } else {
@@ -1348,61 +1371,61 @@ kernel void cross_entropy_cross_entropy_bwd_x2_0(
             }
         }
         const float s15 = simd_sum(loss4);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh16[sg3] = s15;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         float acc17 = sh16[0];
         for (int s18 = 1; s18 < 8; s18 += 1) {
             acc17 += sh16[s18];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         const int s19 = simd_sum(cnt5);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh20[sg3] = s19;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         int acc21 = sh20[0];
         for (int s22 = 1; s22 < 8; s22 += 1) {
             acc21 += sh20[s22];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((lid1 == 0)) {
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+        if (lid1 == 0) {
             p2[0] = ((acc21 > 0) ? (acc17 / float(acc21)) : 0.0f);
         }
-    } else if ((int(gid.x) < 2)) {
+    } else if (int(gid.x) < 2) {
         const int h1 = (int(gid.x) - 1);
         const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = int(lane);
+        const int sg3 = int(sg);
         int cnt4 = 0;
         for (int i5 = lid1; i5 < 256; i5 += 256) {
             const int t8 = p0[i5];
             cnt4 += (((t8 >= 0) && (t8 < 16)) ? 1 : 0);
         }
         const int s9 = simd_sum(cnt4);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh10[sg3] = s9;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         int acc11 = sh10[0];
         for (int s12 = 1; s12 < 8; s12 += 1) {
             acc11 += sh10[s12];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         const float scale13 = (1.0f / float(acc11));
         const int row14 = ((h1 * 256) + lid1);
         const int c15 = (row14 / 16);
         const int c16 = (row14 % 16);
         const int t17 = p0[row14];
-        if (((t17 >= 0) && (t17 < 16))) {
+        if ((t17 >= 0) && (t17 < 16)) {
             float reg18[16];
             float m19 = (-INFINITY);
             float s20 = 0.0f;
             for (int k21 = 0; k21 < 16; k21 += 1) {
                 const float t22 = p1[((((c15 * 16) + c16) * 16) + k21)];
                 reg18[k21] = t22;
-                if ((t22 > m19)) {
+                if (t22 > m19) {
                     s20 = ((s20 * exp((m19 - t22))) + 1.0f);
                     m19 = t22;
                 } else {
@@ -1423,6 +1446,7 @@ kernel void cross_entropy_cross_entropy_bwd_x2_0(
 
 // fuses mul %69, reduce_sum %70, scale %71, add %110
 // threadgroup 32×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(32)]]
 kernel void reduce_sum_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -1433,7 +1457,7 @@ kernel void reduce_sum_0(
         uint3 gid [[threadgroup_position_in_grid]]) {
     const int lid1 = int(lid.x);
     const int row4 = ((int(gid.x) * 32) + lid1);
-    if ((row4 >= 1)) {
+    if (row4 >= 1) {
         return;
     }
     float acc5 = 0.0f;
@@ -1452,6 +1476,7 @@ kernel void reduce_sum_0(
 
 // fuses matmul %113
 // threadgroup 128×1×1, grid 1×1×16 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_6(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -1482,7 +1507,7 @@ kernel void matmul_6(
             const int k11 = (l9 % 32);
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
-            if (((gi12 < 16) && (gk13 < 16))) {
+            if ((gi12 < 16) && (gk13 < 16)) {
                 const float t14 = p0[((((c1 * 16) + gi12) * 16) + gk13)];
                 sh[((i10 * 36) + k11)] = t14;
             } else {
@@ -1495,14 +1520,14 @@ kernel void matmul_6(
             const int i18 = (l16 % 64);
             const int gi19 = (n03 + i18);
             const int gk20 = (k0 + k17);
-            if ((gk20 < 16)) {
+            if (gk20 < 16) {
                 const float t21 = p1[((gk20 * 64) + gi19)];
                 sh[(((k17 * 68) + i18) + 1152)] = t21;
             } else {
                 sh[(((k17 * 68) + i18) + 1152)] = 0.0f;
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
@@ -1525,7 +1550,7 @@ kernel void matmul_6(
             simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
             simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
     simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -1535,14 +1560,14 @@ kernel void matmul_6(
     simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
     simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
     simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s22 = 0; s22 < 16; s22 += 1) {
         const int l23 = ((s22 * 128) + ti4);
         const int i24 = (l23 / 64);
         const int j25 = (l23 % 64);
         const int gi26 = (m02 + i24);
         const int gj27 = (n03 + j25);
-        if ((gi26 < 16)) {
+        if (gi26 < 16) {
             p2[((((c1 * 16) + gi26) * 64) + gj27)] = sh[((i24 * 68) + j25)];
         }
     }
@@ -1550,18 +1575,21 @@ kernel void matmul_6(
 
 // fuses rmsnorm_bwd %117
 // threadgroup 64×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(64)]]
 kernel void rmsnorm_bwd_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
         device float* p3 [[buffer(3)]],
         device float* p4 [[buffer(4)]],
-        uint3 lid [[thread_position_in_threadgroup]]) {
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh20[2];
     threadgroup float sh21[2];
     const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = int(lane);
+    const int sg3 = int(sg);
     float dg4[1];
     for (int k5 = 0; k5 < 1; k5 += 1) {
         dg4[k5] = 0.0f;
@@ -1585,11 +1613,11 @@ kernel void rmsnorm_bwd_0(
         }
         const float s18 = simd_sum(ss11);
         const float s19 = simd_sum(dot12);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh20[sg3] = s18;
             sh21[sg3] = s19;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         float acc22 = sh20[0];
         for (int s23 = 1; s23 < 2; s23 += 1) {
             acc22 += sh20[s23];
@@ -1598,7 +1626,7 @@ kernel void rmsnorm_bwd_0(
         for (int s25 = 1; s25 < 2; s25 += 1) {
             acc24 += sh21[s25];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         const float r26 = rsqrt(((acc22 / 64.0f) + 1e-05f));
         const float mean27 = ((acc24 * r26) / 64.0f);
         for (int k28 = 0; k28 < 1; k28 += 1) {
@@ -1620,6 +1648,7 @@ kernel void rmsnorm_bwd_0(
 // part 1 (matmul): fuses slice %87, matmul %119, mul %124, sigmoid %125, const %126, sub %127, mul %128, add %129,
 //   mul %130 (mamba.1)
 // threadgroup 128×1×1, grid 34×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -1634,7 +1663,7 @@ kernel void matmul_x2_0(
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[4352];
-    if ((int(gid.x) < 2)) {
+    if (int(gid.x) < 2) {
         const int h0 = (int(gid.x) - 0);
         const int m01 = ((h0 / 2) * 64);
         const int n02 = (h0 * 64);
@@ -1677,7 +1706,7 @@ kernel void matmul_x2_0(
                 const float t20 = p1[((gk19 * 128) + gi18)];
                 sh[(((k16 * 68) + i17) + 1088)] = t20;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
@@ -1712,7 +1741,7 @@ kernel void matmul_x2_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
         simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -1730,7 +1759,7 @@ kernel void matmul_x2_0(
         simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s21 = 0; s21 < 32; s21 += 1) {
             const int l22 = ((s21 * 128) + ti3);
             const int i23 = (l22 / 64);
@@ -1739,7 +1768,7 @@ kernel void matmul_x2_0(
             const int gj26 = (n02 + j24);
             p2[((gi25 * 128) + gj26)] = sh[((i23 * 68) + j24)];
         }
-    } else if ((int(gid.x) < 34)) {
+    } else if (int(gid.x) < 34) {
         const int h1 = (int(gid.x) - 2);
         const int c1 = (h1 / 2);
         const int m02 = (((h1 / 2) % 1) * 32);
@@ -1763,7 +1792,7 @@ kernel void matmul_x2_0(
                 const int k11 = (l9 % 32);
                 const int gi12 = (m02 + i10);
                 const int gk13 = (k0 + k11);
-                if ((gi12 < 16)) {
+                if (gi12 < 16) {
                     const float t14 = p0[((((c1 * 16) + gi12) * 64) + gk13)];
                     sh[((i10 * 36) + k11)] = t14;
                 } else {
@@ -1779,7 +1808,7 @@ kernel void matmul_x2_0(
                 const float t21 = p3[((gk20 * 128) + gi19)];
                 sh[(((k17 * 68) + i18) + 1152)] = t21;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 32; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
@@ -1802,7 +1831,7 @@ kernel void matmul_x2_0(
                 simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
                 simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
         simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -1812,14 +1841,14 @@ kernel void matmul_x2_0(
         simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
         simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
         simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s22 = 0; s22 < 16; s22 += 1) {
             const int l23 = ((s22 * 128) + ti4);
             const int i24 = (l23 / 64);
             const int j25 = (l23 % 64);
             const int gi26 = (m02 + i24);
             const int gj27 = (n03 + j25);
-            if ((gi26 < 16)) {
+            if (gi26 < 16) {
                 const float acc28 = sh[((i24 * 68) + j25)];
                 p4[((((c1 * 16) + gi26) * 128) + gj27)] = acc28;
                 const float t29 = p5[((((c1 * 16) + gi26) * 128) + gj27)];
@@ -1839,6 +1868,7 @@ kernel void matmul_x2_0(
 
 // fuses slice %92, slice %93, neg %99, mul %123, selective_scan_bwd %131 (mamba.1)
 // threadgroup 256×1×1, grid 136×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void selective_scan_bwd_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -1861,7 +1891,7 @@ kernel void selective_scan_bwd_0(
     float seq1[8];
     threadgroup float red2[512];
     const int gid3 = int(gid.x);
-    if ((gid3 < 128)) {
+    if (gid3 < 128) {
         const int b4 = (gid3 / 8);
         const int n05 = ((gid3 % 8) * 2);
         const int n6 = (n05 + (int(lid.x) / 128));
@@ -1906,12 +1936,12 @@ kernel void selective_scan_bwd_0(
                         carry14 = (a41 * g42);
                         const float sp43 = simd_sum(((g42 * t33) * t34));
                         const float sp44 = simd_sum((((a41 * sp40) + ((t33 * t35) * t34)) * t39));
-                        if ((lane8 == 0)) {
+                        if (lane8 == 0) {
                             red2[(rb30 + ((((0 * 16) + j31) * 8) + sg7))] = sp43;
                             red2[(rb30 + ((((1 * 16) + j31) * 8) + sg7))] = sp44;
                         }
                     }
-                    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+                    threadgroup_barrier(mem_flags::mem_threadgroup);
                     const int per45 = (cnt29 * 2);
                     for (int k46 = sg7; k46 < (2 * per45); k46 += 8) {
                         const int q47 = (k46 / per45);
@@ -1920,11 +1950,11 @@ kernel void selective_scan_bwd_0(
                         const float tot50 = simd_sum(((lane8 < 4) ? red2[(rb30 + ((((q47 * 16) + j48) * 8) + ((ns49 * 4) + min(lane8, 3))))] : 0.0f));
                         const int t51 = ((t118 - 1) - (i028 + j48));
                         const int nn52 = (n05 + ns49);
-                        if ((lane8 == 0)) {
-                            if ((q47 == 0)) {
+                        if (lane8 == 0) {
+                            if (q47 == 0) {
                                 p7[((((b4 * 16) + t51) * 16) + nn52)] = tot50;
                             }
-                            if ((q47 == 1)) {
+                            if (q47 == 1) {
                                 p8[((((b4 * 16) + t51) * 16) + nn52)] = tot50;
                             }
                         }
@@ -1980,7 +2010,7 @@ kernel void selective_scan_bwd_0(
                     const float r91 = (r90 + simd_shuffle_xor(r90, ushort(4)));
                     const float r92 = (r91 + simd_shuffle_xor(r91, ushort(2)));
                     const float r93 = (r92 + simd_shuffle_xor(r92, ushort(1)));
-                    if ((n54 == 0)) {
+                    if (n54 == 0) {
                         p10[((((b60 * 16) + t75) * 128) + ch53)] = (r89 + (t57 * t82));
                         p11[((((b60 * 16) + t75) * 128) + ch53)] = r93;
                     }
@@ -1988,7 +2018,7 @@ kernel void selective_scan_bwd_0(
             }
         }
         p12[((ch53 * 16) + n54)] = dA58;
-        if ((n54 == 0)) {
+        if (n54 == 0) {
             p13[ch53] = dD59;
         }
     }
@@ -1998,6 +2028,7 @@ kernel void selective_scan_bwd_0(
 // part 0 (mul_neg): fuses neg %137, mul %138 (mamba.1)
 // part 1 (mul_sigmoid): fuses sigmoid %139, mul %140 (mamba.1)
 // threadgroup 256×1×1, grid 136×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void mul_neg_mul_sigmoid_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -2007,7 +2038,7 @@ kernel void mul_neg_mul_sigmoid_x2_0(
         device float* p5 [[buffer(5)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 8)) {
+    if (int(gid.x) < 8) {
         const int h0 = (int(gid.x) - 0);
         const int i1 = ((h0 * 256) + int(lid.x));
         const float t4 = p0[i1];
@@ -2015,7 +2046,7 @@ kernel void mul_neg_mul_sigmoid_x2_0(
         const float t6 = p1[i1];
         const float t7 = (t5 * t6);
         p2[i1] = t7;
-    } else if ((int(gid.x) < 136)) {
+    } else if (int(gid.x) < 136) {
         const int h1 = (int(gid.x) - 8);
         const int i1 = ((h1 * 256) + int(lid.x));
         const float t5 = p3[i1];
@@ -2028,6 +2059,7 @@ kernel void mul_neg_mul_sigmoid_x2_0(
 
 // fuses reduce_sum %141 (mamba.1)
 // threadgroup 256×1×1, grid 4×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void reduce_sum_1(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -2044,8 +2076,8 @@ kernel void reduce_sum_1(
         acc5 += t7;
     }
     sh8[lid1] = acc5;
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if ((part3 == 0)) {
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    if (part3 == 0) {
         for (int pr9 = 1; pr9 < 8; pr9 += 1) {
             acc5 += sh8[((pr9 * 32) + col2)];
         }
@@ -2057,6 +2089,7 @@ kernel void reduce_sum_1(
 // part 0 (matmul): fuses matmul %142 (mamba.1)
 // part 1 (matmul): fuses slice %91, reshape %143, reshape %144, matmul %145 (mamba.1)
 // threadgroup 128×1×1, grid 18×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_x2_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -2067,7 +2100,7 @@ kernel void matmul_x2_1(
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[3328];
-    if ((int(gid.x) < 16)) {
+    if (int(gid.x) < 16) {
         const int h0 = (int(gid.x) - 0);
         const int c1 = h0;
         const int m02 = ((h0 % 1) * 32);
@@ -2087,7 +2120,7 @@ kernel void matmul_x2_1(
                 const int k11 = (l9 % 32);
                 const int gi12 = (m02 + i10);
                 const int gk13 = (k0 + k11);
-                if ((gi12 < 16)) {
+                if (gi12 < 16) {
                     const float t14 = p0[((((c1 * 16) + gi12) * 128) + gk13)];
                     sh[((i10 * 36) + k11)] = t14;
                 } else {
@@ -2100,14 +2133,14 @@ kernel void matmul_x2_1(
                 const int i18 = (l16 % 32);
                 const int gi19 = (n03 + i18);
                 const int gk20 = (k0 + k17);
-                if ((gi19 < 4)) {
+                if (gi19 < 4) {
                     const float t21 = p1[((gk20 * 4) + gi19)];
                     sh[(((k17 * 36) + i18) + 1152)] = t21;
                 } else {
                     sh[(((k17 * 36) + i18) + 1152)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 32; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
@@ -2122,24 +2155,24 @@ kernel void matmul_x2_1(
                 simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
                 simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr6 * 36) + sc7), 36);
         simdgroup_store(acc0_1, sh + ((sr6 * 36) + (sc7 + 8)), 36);
         simdgroup_store(acc1_0, sh + (((sr6 + 8) * 36) + sc7), 36);
         simdgroup_store(acc1_1, sh + (((sr6 + 8) * 36) + (sc7 + 8)), 36);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s22 = 0; s22 < 8; s22 += 1) {
             const int l23 = ((s22 * 128) + ti4);
             const int i24 = (l23 / 32);
             const int j25 = (l23 % 32);
             const int gi26 = (m02 + i24);
             const int gj27 = (n03 + j25);
-            if (((gi26 < 16) && (gj27 < 4))) {
+            if ((gi26 < 16) && (gj27 < 4)) {
                 p2[((((c1 * 16) + gi26) * 4) + gj27)] = sh[((i24 * 36) + j25)];
             }
         }
-    } else if ((int(gid.x) < 18)) {
+    } else if (int(gid.x) < 18) {
         const int h1 = (int(gid.x) - 16);
         const int m01 = (h1 * 64);
         const int n02 = ((h1 % 1) * 32);
@@ -2171,14 +2204,14 @@ kernel void matmul_x2_1(
                 const int i17 = (l15 % 32);
                 const int gi18 = (n02 + i17);
                 const int gk19 = (k0 + k16);
-                if ((gi18 < 4)) {
+                if (gi18 < 4) {
                     const float t20 = p3[(((((((gk19 * 4) + gi18) / 64) * 16) + ((((gk19 * 4) + gi18) / 4) % 16)) * 36) + (((gk19 * 4) + gi18) % 4))];
                     sh[(((k16 * 36) + i17) + 2176)] = t20;
                 } else {
                     sh[(((k16 * 36) + i17) + 2176)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 32; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
@@ -2201,7 +2234,7 @@ kernel void matmul_x2_1(
                 simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
                 simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 36) + sc6), 36);
         simdgroup_store(acc0_1, sh + ((sr5 * 36) + (sc6 + 8)), 36);
@@ -2211,14 +2244,14 @@ kernel void matmul_x2_1(
         simdgroup_store(acc2_1, sh + (((sr5 + 16) * 36) + (sc6 + 8)), 36);
         simdgroup_store(acc3_0, sh + (((sr5 + 24) * 36) + sc6), 36);
         simdgroup_store(acc3_1, sh + (((sr5 + 24) * 36) + (sc6 + 8)), 36);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s21 = 0; s21 < 16; s21 += 1) {
             const int l22 = ((s21 * 128) + ti3);
             const int i23 = (l22 / 32);
             const int j24 = (l22 % 32);
             const int gi25 = (m01 + i23);
             const int gj26 = (n02 + j24);
-            if ((gj26 < 4)) {
+            if (gj26 < 4) {
                 p4[((gi25 * 4) + gj26)] = sh[((i23 * 36) + j24)];
             }
         }
@@ -2230,6 +2263,7 @@ kernel void matmul_x2_1(
 // part 1 (matmul): fuses concat %146, matmul %147, add %151, sigmoid %152, const %153, sub %154, mul %155,
 //   add %156, mul %157 (mamba.1)
 // threadgroup 128×1×1, grid 36×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_x2_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -2244,7 +2278,7 @@ kernel void matmul_x2_2(
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[3328];
-    if ((int(gid.x) < 4)) {
+    if (int(gid.x) < 4) {
         const int h0 = (int(gid.x) - 0);
         const int m01 = ((h0 / 2) * 32);
         const int n02 = ((h0 % 2) * 64);
@@ -2267,12 +2301,12 @@ kernel void matmul_x2_2(
                 const int i10 = (l8 % 32);
                 const int gi11 = (m01 + i10);
                 const int gk12 = (k0 + k9);
-                if ((gi11 < 36)) {
+                if (gi11 < 36) {
                     float cat13 = 0.0f;
-                    if (((((gk12 * 36) + gi11) % 36) < 4)) {
+                    if ((((gk12 * 36) + gi11) % 36) < 4) {
                         const float t14 = p0[(((((((gk12 * 36) + gi11) / 576) * 16) + ((((gk12 * 36) + gi11) / 36) % 16)) * 4) + ((((gk12 * 36) + gi11) % 36) - 0))];
                         cat13 = t14;
-                    } else if (((((gk12 * 36) + gi11) % 36) < 20)) {
+                    } else if ((((gk12 * 36) + gi11) % 36) < 20) {
                         const float t15 = p1[(((((((gk12 * 36) + gi11) / 576) * 16) + ((((gk12 * 36) + gi11) / 36) % 16)) * 16) + ((((gk12 * 36) + gi11) % 36) - 4))];
                         cat13 = t15;
                     } else {
@@ -2293,7 +2327,7 @@ kernel void matmul_x2_2(
                 const float t23 = p3[((gk22 * 128) + gi21)];
                 sh[(((k19 * 68) + i20) + 1152)] = t23;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 32; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 36) + sr5), 36, ulong2(0, 0), true);
@@ -2316,7 +2350,7 @@ kernel void matmul_x2_2(
                 simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
                 simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
         simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -2326,18 +2360,18 @@ kernel void matmul_x2_2(
         simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
         simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
         simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s24 = 0; s24 < 16; s24 += 1) {
             const int l25 = ((s24 * 128) + ti3);
             const int i26 = (l25 / 64);
             const int j27 = (l25 % 64);
             const int gi28 = (m01 + i26);
             const int gj29 = (n02 + j27);
-            if ((gi28 < 36)) {
+            if (gi28 < 36) {
                 p4[((gi28 * 128) + gj29)] = sh[((i26 * 68) + j27)];
             }
         }
-    } else if ((int(gid.x) < 36)) {
+    } else if (int(gid.x) < 36) {
         const int h1 = (int(gid.x) - 4);
         const int c1 = (h1 / 2);
         const int m02 = (((h1 / 2) % 1) * 32);
@@ -2361,12 +2395,12 @@ kernel void matmul_x2_2(
                 const int k11 = (l9 % 32);
                 const int gi12 = (m02 + i10);
                 const int gk13 = (k0 + k11);
-                if (((gi12 < 16) && (gk13 < 36))) {
+                if ((gi12 < 16) && (gk13 < 36)) {
                     float cat14 = 0.0f;
-                    if ((gk13 < 4)) {
+                    if (gk13 < 4) {
                         const float t15 = p0[((((c1 * 16) + gi12) * 4) + (gk13 - 0))];
                         cat14 = t15;
-                    } else if ((gk13 < 20)) {
+                    } else if (gk13 < 20) {
                         const float t16 = p1[((((c1 * 16) + gi12) * 16) + (gk13 - 4))];
                         cat14 = t16;
                     } else {
@@ -2384,14 +2418,14 @@ kernel void matmul_x2_2(
                 const int i21 = (l19 % 64);
                 const int gi22 = (n03 + i21);
                 const int gk23 = (k0 + k20);
-                if ((gk23 < 36)) {
+                if (gk23 < 36) {
                     const float t24 = p5[((gk23 * 128) + gi22)];
                     sh[(((k20 * 68) + i21) + 1152)] = t24;
                 } else {
                     sh[(((k20 * 68) + i21) + 1152)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 32; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
@@ -2414,7 +2448,7 @@ kernel void matmul_x2_2(
                 simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
                 simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
         simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -2424,14 +2458,14 @@ kernel void matmul_x2_2(
         simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
         simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
         simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s25 = 0; s25 < 16; s25 += 1) {
             const int l26 = ((s25 * 128) + ti4);
             const int i27 = (l26 / 64);
             const int j28 = (l26 % 64);
             const int gi29 = (m02 + i27);
             const int gj30 = (n03 + j28);
-            if ((gi29 < 16)) {
+            if (gi29 < 16) {
                 const float acc31 = sh[((i27 * 68) + j28)];
                 const float t32 = p6[((((c1 * 16) + gi29) * 128) + gj30)];
                 const float t33 = (t32 + acc31);
@@ -2450,6 +2484,7 @@ kernel void matmul_x2_2(
 
 // fuses slice %86, causal_conv1d_bwd %158 (mamba.1)
 // threadgroup 256×1×1, grid 131×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void causal_conv1d_bwd_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -2459,10 +2494,10 @@ kernel void causal_conv1d_bwd_0(
         device float* p5 [[buffer(5)]],
         uint3 tid [[thread_position_in_grid]]) {
     const int i1 = int(tid.x);
-    if ((i1 >= 33408)) {
+    if (i1 >= 33408) {
         return;
     }
-    if ((i1 < 32768)) {
+    if (i1 < 32768) {
         const int c15 = (i1 / 2048);
         const int c16 = ((i1 / 128) % 16);
         const int c17 = (i1 % 128);
@@ -2475,7 +2510,7 @@ kernel void causal_conv1d_bwd_0(
         const float t24 = p0[((((c15 * 16) + min((c16 + 3), 15)) * 128) + c17)];
         const float t25 = p4[((c17 * 4) + 0)];
         p5[i1] = ((((t18 * t19) + ((c16 < 15) ? (t20 * t21) : 0.0f)) + ((c16 < 14) ? (t22 * t23) : 0.0f)) + ((c16 < 13) ? (t24 * t25) : 0.0f));
-    } else if ((i1 < 33280)) {
+    } else if (i1 < 33280) {
         const int j7 = (i1 - 32768);
         const int k8 = (j7 / 128);
         const int ch9 = (j7 % 128);
@@ -2505,6 +2540,7 @@ kernel void causal_conv1d_bwd_0(
 // part 0 (matmul): fuses concat %161, matmul %162 (mamba.1)
 // part 1 (matmul): fuses concat %161, reshape %163, reshape %164, matmul %165 (mamba.1)
 // threadgroup 128×1×1, grid 20×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_x2_3(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -2516,7 +2552,7 @@ kernel void matmul_x2_3(
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[4352];
-    if ((int(gid.x) < 16)) {
+    if (int(gid.x) < 16) {
         const int h0 = (int(gid.x) - 0);
         const int c1 = h0;
         const int m02 = ((h0 % 1) * 32);
@@ -2540,9 +2576,9 @@ kernel void matmul_x2_3(
                 const int k11 = (l9 % 32);
                 const int gi12 = (m02 + i10);
                 const int gk13 = (k0 + k11);
-                if ((gi12 < 16)) {
+                if (gi12 < 16) {
                     float cat14 = 0.0f;
-                    if ((gk13 < 128)) {
+                    if (gk13 < 128) {
                         const float t15 = p0[((((c1 * 16) + gi12) * 128) + (gk13 - 0))];
                         cat14 = t15;
                     } else {
@@ -2563,7 +2599,7 @@ kernel void matmul_x2_3(
                 const float t23 = p2[((gk22 * 64) + gi21)];
                 sh[(((k19 * 68) + i20) + 1152)] = t23;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 32; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
@@ -2586,7 +2622,7 @@ kernel void matmul_x2_3(
                 simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
                 simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
         simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -2596,18 +2632,18 @@ kernel void matmul_x2_3(
         simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
         simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
         simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s24 = 0; s24 < 16; s24 += 1) {
             const int l25 = ((s24 * 128) + ti4);
             const int i26 = (l25 / 64);
             const int j27 = (l25 % 64);
             const int gi28 = (m02 + i26);
             const int gj29 = (n03 + j27);
-            if ((gi28 < 16)) {
+            if (gi28 < 16) {
                 p3[((((c1 * 16) + gi28) * 64) + gj29)] = sh[((i26 * 68) + j27)];
             }
         }
-    } else if ((int(gid.x) < 20)) {
+    } else if (int(gid.x) < 20) {
         const int h1 = (int(gid.x) - 16);
         const int m01 = (h1 * 64);
         const int n02 = ((h1 % 1) * 64);
@@ -2639,7 +2675,7 @@ kernel void matmul_x2_3(
                 const int gi11 = (m01 + i10);
                 const int gk12 = (k0 + k9);
                 float cat13 = 0.0f;
-                if (((((gk12 * 256) + gi11) % 256) < 128)) {
+                if ((((gk12 * 256) + gi11) % 256) < 128) {
                     const float t14 = p0[(((((((gk12 * 256) + gi11) / 4096) * 16) + ((((gk12 * 256) + gi11) / 256) % 16)) * 128) + ((((gk12 * 256) + gi11) % 256) - 0))];
                     cat13 = t14;
                 } else {
@@ -2657,7 +2693,7 @@ kernel void matmul_x2_3(
                 const float t22 = p4[((gk21 * 64) + gi20)];
                 sh[(((k18 * 68) + i19) + 1088)] = t22;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
@@ -2692,7 +2728,7 @@ kernel void matmul_x2_3(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
         simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -2710,7 +2746,7 @@ kernel void matmul_x2_3(
         simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s23 = 0; s23 < 32; s23 += 1) {
             const int l24 = ((s23 * 128) + ti3);
             const int i25 = (l24 / 64);
@@ -2724,6 +2760,7 @@ kernel void matmul_x2_3(
 
 // fuses rmsnorm_bwd %166, add %168 (mamba.1)
 // threadgroup 64×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(64)]]
 kernel void rmsnorm_bwd_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -2731,12 +2768,14 @@ kernel void rmsnorm_bwd_1(
         const device float* p3 [[buffer(3)]],
         device float* p4 [[buffer(4)]],
         device float* p5 [[buffer(5)]],
-        uint3 lid [[thread_position_in_threadgroup]]) {
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh20[2];
     threadgroup float sh21[2];
     const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = int(lane);
+    const int sg3 = int(sg);
     float dg4[1];
     for (int k5 = 0; k5 < 1; k5 += 1) {
         dg4[k5] = 0.0f;
@@ -2760,11 +2799,11 @@ kernel void rmsnorm_bwd_1(
         }
         const float s18 = simd_sum(ss11);
         const float s19 = simd_sum(dot12);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh20[sg3] = s18;
             sh21[sg3] = s19;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         float acc22 = sh20[0];
         for (int s23 = 1; s23 < 2; s23 += 1) {
             acc22 += sh20[s23];
@@ -2773,7 +2812,7 @@ kernel void rmsnorm_bwd_1(
         for (int s25 = 1; s25 < 2; s25 += 1) {
             acc24 += sh21[s25];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         const float r26 = rsqrt(((acc22 / 64.0f) + 1e-05f));
         const float mean27 = ((acc24 * r26) / 64.0f);
         for (int k28 = 0; k28 < 1; k28 += 1) {
@@ -2798,6 +2837,7 @@ kernel void rmsnorm_bwd_1(
 //   mul %178 (moe.0)
 // part 1 (reduce_sum): fuses reshape %169, gather %177, mul %179, reduce_sum %180 (moe.0)
 // threadgroup 256×1×1, grid 192×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void mul_gather_reduce_sum_x2_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -2807,8 +2847,10 @@ kernel void mul_gather_reduce_sum_x2_0(
         const device float* p5 [[buffer(5)]],
         device float* p6 [[buffer(6)]],
         uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 128)) {
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
+    if (int(gid.x) < 128) {
         const int h0 = (int(gid.x) - 0);
         const int i1 = ((h0 * 256) + int(lid.x));
         const int c2 = (i1 / 64);
@@ -2819,11 +2861,11 @@ kernel void mul_gather_reduce_sum_x2_0(
         const float t7 = p3[t6];
         const float t8 = (t5 * t7);
         p4[i1] = t8;
-    } else if ((int(gid.x) < 192)) {
+    } else if (int(gid.x) < 192) {
         const int h1 = (int(gid.x) - 128);
-        const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int row4 = ((h1 * 8) + (lid1 / 32));
+        const int l32_2 = int(lane);
+        const int sg3 = int(sg);
+        const int row4 = ((h1 * 8) + sg3);
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 2; k6 += 1) {
             const int j7 = (l32_2 + (k6 * 32));
@@ -2834,7 +2876,7 @@ kernel void mul_gather_reduce_sum_x2_0(
             acc5 += t11;
         }
         const float s12 = simd_sum(acc5);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             p6[row4] = s12;
         }
     }
@@ -2846,6 +2888,7 @@ kernel void mul_gather_reduce_sum_x2_0(
 // part 2 (grouped_matmul): fuses slice %54, slice %55, grouped_matmul %185, mul %187, mul %188, sigmoid %189, const %190,
 //   sub %191, mul %192, add %193, mul %194 (moe.0)
 // threadgroup 128×1×1, grid 48×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void scatter_add_grouped_matmul_wgrad_x3_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -2863,20 +2906,20 @@ kernel void scatter_add_grouped_matmul_wgrad_x3_0(
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[4352];
-    if ((int(gid.x) < 4)) {
+    if (int(gid.x) < 4) {
         const int h0 = (int(gid.x) - 0);
         const int t1 = ((h0 * 128) + int(lid.x));
         const int lo2 = t1;
         float acc4 = 0.0f;
         for (int i3 = 0; i3 < 512; i3 += 1) {
             const int t5 = p0[i3];
-            if ((t5 == lo2)) {
+            if (t5 == lo2) {
                 const float t6 = p1[i3];
                 acc4 += t6;
             }
         }
         p2[lo2] = acc4;
-    } else if ((int(gid.x) < 8)) {
+    } else if (int(gid.x) < 8) {
         const int h1 = (int(gid.x) - 4);
         const int ex1 = h1;
         const int m02 = ((h1 % 1) * 64);
@@ -2910,7 +2953,7 @@ kernel void scatter_add_grouped_matmul_wgrad_x3_0(
                 const int i13 = (l11 % 64);
                 const int gi14 = (m02 + i13);
                 const int gk15 = (k0 + k12);
-                if ((gk15 < t5)) {
+                if (gk15 < t5) {
                     const float t16 = p4[((gk15 * 64) + gi14)];
                     sh[((k12 * 68) + i13)] = t16;
                 } else {
@@ -2923,14 +2966,14 @@ kernel void scatter_add_grouped_matmul_wgrad_x3_0(
                 const int i20 = (l18 % 64);
                 const int gi21 = (n03 + i20);
                 const int gk22 = (k0 + k19);
-                if ((gk22 < t5)) {
+                if (gk22 < t5) {
                     const float t23 = p5[((gk22 * 64) + gi21)];
                     sh[(((k19 * 68) + i20) + 1088)] = t23;
                 } else {
                     sh[(((k19 * 68) + i20) + 1088)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 68) + sr8), 68, ulong2(0, 0), true);
@@ -2965,7 +3008,7 @@ kernel void scatter_add_grouped_matmul_wgrad_x3_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr8 * 68) + sc9), 68);
         simdgroup_store(acc0_1, sh + ((sr8 * 68) + (sc9 + 8)), 68);
@@ -2983,7 +3026,7 @@ kernel void scatter_add_grouped_matmul_wgrad_x3_0(
         simdgroup_store(acc3_1, sh + (((sr8 + 24) * 68) + (sc9 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr8 + 24) * 68) + (sc9 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr8 + 24) * 68) + (sc9 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s24 = 0; s24 < 32; s24 += 1) {
             const int l25 = ((s24 * 128) + ti6);
             const int i26 = (l25 / 64);
@@ -2992,18 +3035,18 @@ kernel void scatter_add_grouped_matmul_wgrad_x3_0(
             const int gj29 = (n03 + j27);
             p6[((((ex1 * 64) + gi28) * 64) + gj29)] = sh[((i26 * 68) + j27)];
         }
-    } else if ((int(gid.x) < 48)) {
+    } else if (int(gid.x) < 48) {
         const int h2 = (int(gid.x) - 8);
         const int ex1 = (h2 / 8);
         const int n02 = ((h2 % 1) * 64);
-        if ((ex1 == 4)) {
+        if (ex1 == 4) {
             const int t3 = p3[0];
             const int t4 = p3[4];
             for (int s5 = 0; s5 < 32; s5 += 1) {
                 const int l6 = ((s5 * 128) + int(lid.x));
                 const int r7 = (((h2 % 8) * 64) + (l6 / 64));
                 const int j8 = (n02 + (l6 % 64));
-                if (((r7 < t3) || (r7 >= t4))) {
+                if ((r7 < t3) || (r7 >= t4)) {
                     const float acc9 = 0.0f;
                     const float t10 = p7[((r7 * 64) + j8)];
                     const float t11 = (acc9 * t10);
@@ -3024,7 +3067,7 @@ kernel void scatter_add_grouped_matmul_wgrad_x3_0(
         const int t20 = p3[ex1];
         const int t21 = p3[(ex1 + 1)];
         const int m022 = (t20 + ((h2 % 8) * 64));
-        if ((m022 >= t21)) {
+        if (m022 >= t21) {
             return;
         }
         const int ti23 = int(lid.x);
@@ -3054,7 +3097,7 @@ kernel void scatter_add_grouped_matmul_wgrad_x3_0(
                 const int k30 = (l28 % 16);
                 const int gi31 = (m022 + i29);
                 const int gk32 = (k0 + k30);
-                if ((gi31 < t21)) {
+                if (gi31 < t21) {
                     const float t33 = p4[((gi31 * 64) + gk32)];
                     sh[((i29 * 20) + k30)] = t33;
                 } else {
@@ -3070,7 +3113,7 @@ kernel void scatter_add_grouped_matmul_wgrad_x3_0(
                 const float t40 = p11[((((ex1 * 64) + gk39) * 64) + gi38)];
                 sh[(((k36 * 68) + i37) + 1280)] = t40;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr25 * 20) + kk), 20);
@@ -3105,7 +3148,7 @@ kernel void scatter_add_grouped_matmul_wgrad_x3_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr25 * 68) + sc26), 68);
         simdgroup_store(acc0_1, sh + ((sr25 * 68) + (sc26 + 8)), 68);
@@ -3123,14 +3166,14 @@ kernel void scatter_add_grouped_matmul_wgrad_x3_0(
         simdgroup_store(acc3_1, sh + (((sr25 + 24) * 68) + (sc26 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr25 + 24) * 68) + (sc26 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr25 + 24) * 68) + (sc26 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s41 = 0; s41 < 32; s41 += 1) {
             const int l42 = ((s41 * 128) + ti23);
             const int i43 = (l42 / 64);
             const int j44 = (l42 % 64);
             const int gi45 = (m022 + i43);
             const int gj46 = (n02 + j44);
-            if ((gi45 < t21)) {
+            if (gi45 < t21) {
                 const float acc47 = sh[((i43 * 68) + j44)];
                 const float t48 = p7[((gi45 * 64) + gj46)];
                 const float t49 = (acc47 * t48);
@@ -3153,6 +3196,7 @@ kernel void scatter_add_grouped_matmul_wgrad_x3_0(
 // part 0 (grouped_matmul): fuses concat %195, grouped_matmul %196 (moe.0)
 // part 1 (grouped_matmul_wgrad): fuses reshape %41, gather %52, concat %195, grouped_matmul_wgrad %197 (moe.0)
 // threadgroup 128×1×1, grid 48×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -3166,18 +3210,18 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[4352];
-    if ((int(gid.x) < 40)) {
+    if (int(gid.x) < 40) {
         const int h0 = (int(gid.x) - 0);
         const int ex1 = (h0 / 8);
         const int n02 = ((h0 % 1) * 64);
-        if ((ex1 == 4)) {
+        if (ex1 == 4) {
             const int t3 = p0[0];
             const int t4 = p0[4];
             for (int s5 = 0; s5 < 32; s5 += 1) {
                 const int l6 = ((s5 * 128) + int(lid.x));
                 const int r7 = (((h0 % 8) * 64) + (l6 / 64));
                 const int j8 = (n02 + (l6 % 64));
-                if (((r7 < t3) || (r7 >= t4))) {
+                if ((r7 < t3) || (r7 >= t4)) {
                     p1[((r7 * 64) + j8)] = 0.0f;
                 }
             }
@@ -3186,7 +3230,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
         const int t9 = p0[ex1];
         const int t10 = p0[(ex1 + 1)];
         const int m011 = (t9 + ((h0 % 8) * 64));
-        if ((m011 >= t10)) {
+        if (m011 >= t10) {
             return;
         }
         const int ti12 = int(lid.x);
@@ -3216,9 +3260,9 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                 const int k19 = (l17 % 16);
                 const int gi20 = (m011 + i18);
                 const int gk21 = (k0 + k19);
-                if ((gi20 < t10)) {
+                if (gi20 < t10) {
                     float cat22 = 0.0f;
-                    if ((gk21 < 64)) {
+                    if (gk21 < 64) {
                         const float t23 = p2[((gi20 * 64) + (gk21 - 0))];
                         cat22 = t23;
                     } else {
@@ -3239,7 +3283,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                 const float t31 = p4[((((ex1 * 128) + gk30) * 64) + gi29)];
                 sh[(((k27 * 68) + i28) + 1280)] = t31;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr14 * 20) + kk), 20);
@@ -3274,7 +3318,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr14 * 68) + sc15), 68);
         simdgroup_store(acc0_1, sh + ((sr14 * 68) + (sc15 + 8)), 68);
@@ -3292,18 +3336,18 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
         simdgroup_store(acc3_1, sh + (((sr14 + 24) * 68) + (sc15 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s32 = 0; s32 < 32; s32 += 1) {
             const int l33 = ((s32 * 128) + ti12);
             const int i34 = (l33 / 64);
             const int j35 = (l33 % 64);
             const int gi36 = (m011 + i34);
             const int gj37 = (n02 + j35);
-            if ((gi36 < t10)) {
+            if (gi36 < t10) {
                 p1[((gi36 * 64) + gj37)] = sh[((i34 * 68) + j35)];
             }
         }
-    } else if ((int(gid.x) < 48)) {
+    } else if (int(gid.x) < 48) {
         const int h1 = (int(gid.x) - 40);
         const int ex1 = (h1 / 2);
         const int m02 = ((h1 % 2) * 64);
@@ -3337,9 +3381,9 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                 const int i13 = (l11 % 64);
                 const int gi14 = (m02 + i13);
                 const int gk15 = (k0 + k12);
-                if ((gk15 < t5)) {
+                if (gk15 < t5) {
                     float cat16 = 0.0f;
-                    if ((gi14 < 64)) {
+                    if (gi14 < 64) {
                         const float t17 = p2[((gk15 * 64) + (gi14 - 0))];
                         cat16 = t17;
                     } else {
@@ -3357,7 +3401,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                 const int i22 = (l20 % 64);
                 const int gi23 = (n03 + i22);
                 const int gk24 = (k0 + k21);
-                if ((gk24 < t5)) {
+                if (gk24 < t5) {
                     const int t25 = p5[gk24];
                     const float t26 = p6[((t25 * 64) + gi23)];
                     sh[(((k21 * 68) + i22) + 1088)] = t26;
@@ -3365,7 +3409,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                     sh[(((k21 * 68) + i22) + 1088)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 68) + sr8), 68, ulong2(0, 0), true);
@@ -3400,7 +3444,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr8 * 68) + sc9), 68);
         simdgroup_store(acc0_1, sh + ((sr8 * 68) + (sc9 + 8)), 68);
@@ -3418,7 +3462,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
         simdgroup_store(acc3_1, sh + (((sr8 + 24) * 68) + (sc9 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr8 + 24) * 68) + (sc9 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr8 + 24) * 68) + (sc9 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s27 = 0; s27 < 32; s27 += 1) {
             const int l28 = ((s27 * 128) + ti6);
             const int i29 = (l28 / 64);
@@ -3434,6 +3478,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
 // part 0 (scatter_add): fuses scatter_add %198 (moe.0)
 // part 1 (reduce_sum): fuses broadcast %47, reshape %184, mul %200, div %201, neg %202, reduce_sum %203 (moe.0)
 // threadgroup 256×1×1, grid 33×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void scatter_add_reduce_sum_x2_0(
         device float* p0 [[buffer(0)]],
         const device int* p1 [[buffer(1)]],
@@ -3444,7 +3489,7 @@ kernel void scatter_add_reduce_sum_x2_0(
         device float* p6 [[buffer(6)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 32)) {
+    if (int(gid.x) < 32) {
         const int h0 = (int(gid.x) - 0);
         const int t1 = ((h0 * 256) + int(lid.x));
         const int c2 = (t1 % 64);
@@ -3455,12 +3500,12 @@ kernel void scatter_add_reduce_sum_x2_0(
         }
         for (int i4 = 0; i4 < 512; i4 += 1) {
             const int t7 = p1[i4];
-            if (((t7 >= lo3) && (t7 < hi5))) {
+            if ((t7 >= lo3) && (t7 < hi5)) {
                 const float t8 = p2[((i4 * 64) + c2)];
                 p0[((t7 * 64) + c2)] = (p0[((t7 * 64) + c2)] + t8);
             }
         }
-    } else if ((int(gid.x) < 33)) {
+    } else if (int(gid.x) < 33) {
         const int h1 = (int(gid.x) - 32);
         const int lid1 = int(lid.x);
         const int row4 = ((h1 * 256) + lid1);
@@ -3483,6 +3528,7 @@ kernel void scatter_add_reduce_sum_x2_0(
 //   broadcast %205, add %206, one_hot %207, reshape %208, broadcast %209, mul %210,
 //   reduce_sum %211, add %212 (moe.0)
 // threadgroup 64×1×1, grid 32×1×1 threadgroups
+[[max_total_threads_per_threadgroup(64)]]
 kernel void reduce_sum_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -3512,8 +3558,8 @@ kernel void reduce_sum_2(
         acc5 += t16;
     }
     sh17[lid1] = acc5;
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if ((part3 == 0)) {
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    if (part3 == 0) {
         for (int pr18 = 1; pr18 < 2; pr18 += 1) {
             acc5 += sh17[((pr18 * 32) + col2)];
         }
@@ -3529,6 +3575,7 @@ kernel void reduce_sum_2(
 
 // fuses mul %213, reduce_sum %214, broadcast %215, sub %216, mul %217 (moe.0)
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void reduce_sum_3(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -3558,6 +3605,7 @@ kernel void reduce_sum_3(
 // part 0 (matmul): fuses matmul %218 (moe.0)
 // part 1 (matmul): fuses reshape %41, matmul %219 (moe.0)
 // threadgroup 128×1×1, grid 5×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_x2_4(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -3568,7 +3616,7 @@ kernel void matmul_x2_4(
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[4352];
-    if ((int(gid.x) < 4)) {
+    if (int(gid.x) < 4) {
         const int h0 = (int(gid.x) - 0);
         const int m01 = (h0 * 64);
         const int n02 = ((h0 % 1) * 64);
@@ -3599,7 +3647,7 @@ kernel void matmul_x2_4(
                 const int k10 = (l8 % 16);
                 const int gi11 = (m01 + i9);
                 const int gk12 = (k0 + k10);
-                if ((gk12 < 4)) {
+                if (gk12 < 4) {
                     const float t13 = p0[((gi11 * 4) + gk12)];
                     sh[((i9 * 20) + k10)] = t13;
                 } else {
@@ -3612,14 +3660,14 @@ kernel void matmul_x2_4(
                 const int i17 = (l15 % 64);
                 const int gi18 = (n02 + i17);
                 const int gk19 = (k0 + k16);
-                if ((gk19 < 4)) {
+                if (gk19 < 4) {
                     const float t20 = p1[((gk19 * 64) + gi18)];
                     sh[(((k16 * 68) + i17) + 1280)] = t20;
                 } else {
                     sh[(((k16 * 68) + i17) + 1280)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr5 * 20) + kk), 20);
@@ -3654,7 +3702,7 @@ kernel void matmul_x2_4(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
         simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -3672,7 +3720,7 @@ kernel void matmul_x2_4(
         simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s21 = 0; s21 < 32; s21 += 1) {
             const int l22 = ((s21 * 128) + ti3);
             const int i23 = (l22 / 64);
@@ -3681,7 +3729,7 @@ kernel void matmul_x2_4(
             const int gj26 = (n02 + j24);
             p2[((gi25 * 64) + gj26)] = sh[((i23 * 68) + j24)];
         }
-    } else if ((int(gid.x) < 5)) {
+    } else if (int(gid.x) < 5) {
         const int h1 = (int(gid.x) - 4);
         const int m01 = (h1 * 32);
         const int n02 = (h1 * 64);
@@ -3704,7 +3752,7 @@ kernel void matmul_x2_4(
                 const int i10 = (l8 % 32);
                 const int gi11 = (m01 + i10);
                 const int gk12 = (k0 + k9);
-                if ((gi11 < 4)) {
+                if (gi11 < 4) {
                     const float t13 = p0[((gk12 * 4) + gi11)];
                     sh[((k9 * 36) + i10)] = t13;
                 } else {
@@ -3720,7 +3768,7 @@ kernel void matmul_x2_4(
                 const float t20 = p3[((gk19 * 64) + gi18)];
                 sh[(((k16 * 68) + i17) + 1152)] = t20;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 32; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 36) + sr5), 36, ulong2(0, 0), true);
@@ -3743,7 +3791,7 @@ kernel void matmul_x2_4(
                 simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
                 simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
         simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -3753,14 +3801,14 @@ kernel void matmul_x2_4(
         simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
         simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
         simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s21 = 0; s21 < 16; s21 += 1) {
             const int l22 = ((s21 * 128) + ti3);
             const int i23 = (l22 / 64);
             const int j24 = (l22 % 64);
             const int gi25 = (m01 + i23);
             const int gj26 = (n02 + j24);
-            if ((gi25 < 4)) {
+            if (gi25 < 4) {
                 p4[((gi25 * 64) + gj26)] = sh[((i23 * 68) + j24)];
             }
         }
@@ -3769,6 +3817,7 @@ kernel void matmul_x2_4(
 
 // fuses add %220, reshape %221, rmsnorm_bwd %222, add %224 (moe.0)
 // threadgroup 64×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(64)]]
 kernel void rmsnorm_bwd_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -3777,12 +3826,14 @@ kernel void rmsnorm_bwd_2(
         const device float* p4 [[buffer(4)]],
         device float* p5 [[buffer(5)]],
         device float* p6 [[buffer(6)]],
-        uint3 lid [[thread_position_in_threadgroup]]) {
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh22[2];
     threadgroup float sh23[2];
     const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = int(lane);
+    const int sg3 = int(sg);
     float dg4[1];
     for (int k5 = 0; k5 < 1; k5 += 1) {
         dg4[k5] = 0.0f;
@@ -3808,11 +3859,11 @@ kernel void rmsnorm_bwd_2(
         }
         const float s20 = simd_sum(ss11);
         const float s21 = simd_sum(dot12);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh22[sg3] = s20;
             sh23[sg3] = s21;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         float acc24 = sh22[0];
         for (int s25 = 1; s25 < 2; s25 += 1) {
             acc24 += sh22[s25];
@@ -3821,7 +3872,7 @@ kernel void rmsnorm_bwd_2(
         for (int s27 = 1; s27 < 2; s27 += 1) {
             acc26 += sh23[s27];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         const float r28 = rsqrt(((acc24 / 64.0f) + 1e-05f));
         const float mean29 = ((acc26 * r28) / 64.0f);
         for (int k30 = 0; k30 < 1; k30 += 1) {
@@ -3843,6 +3894,7 @@ kernel void rmsnorm_bwd_2(
 
 // fuses gather %3, rmsnorm_bwd %272, add %274 (mamba.0)
 // threadgroup 64×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(64)]]
 kernel void rmsnorm_bwd_3(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -3851,12 +3903,14 @@ kernel void rmsnorm_bwd_3(
         const device float* p4 [[buffer(4)]],
         device float* p5 [[buffer(5)]],
         device float* p6 [[buffer(6)]],
-        uint3 lid [[thread_position_in_threadgroup]]) {
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh21[2];
     threadgroup float sh22[2];
     const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = int(lane);
+    const int sg3 = int(sg);
     float dg4[1];
     for (int k5 = 0; k5 < 1; k5 += 1) {
         dg4[k5] = 0.0f;
@@ -3881,11 +3935,11 @@ kernel void rmsnorm_bwd_3(
         }
         const float s19 = simd_sum(ss11);
         const float s20 = simd_sum(dot12);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh21[sg3] = s19;
             sh22[sg3] = s20;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         float acc23 = sh21[0];
         for (int s24 = 1; s24 < 2; s24 += 1) {
             acc23 += sh21[s24];
@@ -3894,7 +3948,7 @@ kernel void rmsnorm_bwd_3(
         for (int s26 = 1; s26 < 2; s26 += 1) {
             acc25 += sh22[s26];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         const float r27 = rsqrt(((acc23 / 64.0f) + 1e-05f));
         const float mean28 = ((acc25 * r27) / 64.0f);
         for (int k29 = 0; k29 < 1; k29 += 1) {
@@ -3920,6 +3974,7 @@ kernel void rmsnorm_bwd_3(
 //   reshape %302, reshape %303, reshape %304, reshape %305, concat %306, square %307,
 //   reduce_sum %308 (optimizer)
 // threadgroup 1024×1×1, grid 2×1×1 threadgroups
+[[max_total_threads_per_threadgroup(1024)]]
 kernel void scatter_add_reduce_sum_x2_1(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -3936,9 +3991,11 @@ kernel void scatter_add_reduce_sum_x2_1(
         const device float* p12 [[buffer(12)]],
         device float* p13 [[buffer(13)]],
         uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh21[32];
-    if ((int(gid.x) < 1)) {
+    if (int(gid.x) < 1) {
         const int h0 = (int(gid.x) - 0);
         const int t1 = ((h0 * 1024) + int(lid.x));
         const int c2 = (t1 % 64);
@@ -3946,7 +4003,7 @@ kernel void scatter_add_reduce_sum_x2_1(
         float acc5 = 0.0f;
         for (int i4 = 0; i4 < 256; i4 += 1) {
             const int t8 = p0[i4];
-            if ((t8 == lo3)) {
+            if (t8 == lo3) {
                 const int c9 = (i4 / 16);
                 const int c10 = (i4 % 16);
                 const float t11 = p1[((((c9 * 16) + c10) * 64) + c2)];
@@ -3954,42 +4011,42 @@ kernel void scatter_add_reduce_sum_x2_1(
             }
         }
         p2[((lo3 * 64) + c2)] = acc5;
-    } else if ((int(gid.x) < 2)) {
+    } else if (int(gid.x) < 2) {
         const int h1 = (int(gid.x) - 1);
         const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = int(lane);
+        const int sg3 = int(sg);
         const int row4 = h1;
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 32; k6 += 1) {
             const int j7 = (lid1 + (k6 * 1024));
-            if ((j7 < 32704)) {
+            if (j7 < 32704) {
                 float cat8 = 0.0f;
-                if ((j7 < 16384)) {
+                if (j7 < 16384) {
                     const float t9 = p3[(j7 - 0)];
                     cat8 = t9;
-                } else if ((j7 < 16896)) {
+                } else if (j7 < 16896) {
                     const float t10 = p4[(j7 - 16384)];
                     cat8 = t10;
-                } else if ((j7 < 17024)) {
+                } else if (j7 < 17024) {
                     const float t11 = p5[(j7 - 16896)];
                     cat8 = t11;
-                } else if ((j7 < 21632)) {
+                } else if (j7 < 21632) {
                     const float t12 = p6[(j7 - 17024)];
                     cat8 = t12;
-                } else if ((j7 < 22144)) {
+                } else if (j7 < 22144) {
                     const float t13 = p7[(j7 - 21632)];
                     cat8 = t13;
-                } else if ((j7 < 22272)) {
+                } else if (j7 < 22272) {
                     const float t14 = p8[(j7 - 22144)];
                     cat8 = t14;
-                } else if ((j7 < 24320)) {
+                } else if (j7 < 24320) {
                     const float t15 = p9[(j7 - 22272)];
                     cat8 = t15;
-                } else if ((j7 < 24448)) {
+                } else if (j7 < 24448) {
                     const float t16 = p10[(j7 - 24320)];
                     cat8 = t16;
-                } else if ((j7 < 32640)) {
+                } else if (j7 < 32640) {
                     const float t17 = p11[(j7 - 24448)];
                     cat8 = t17;
                 } else {
@@ -4001,16 +4058,16 @@ kernel void scatter_add_reduce_sum_x2_1(
             }
         }
         const float s20 = simd_sum(acc5);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh21[sg3] = s20;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         float acc22 = sh21[0];
         for (int s23 = 1; s23 < 32; s23 += 1) {
             acc22 += sh21[s23];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((lid1 == 0)) {
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+        if (lid1 == 0) {
             p13[row4] = acc22;
         }
     }
@@ -4018,6 +4075,7 @@ kernel void scatter_add_reduce_sum_x2_1(
 
 // fuses reshape %114, reshape %115, matmul %116, add %276
 // threadgroup 128×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_7(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -4048,7 +4106,7 @@ kernel void matmul_7(
             const int i10 = (l8 % 32);
             const int gi11 = (m01 + i10);
             const int gk12 = (k0 + k9);
-            if ((gi11 < 16)) {
+            if (gi11 < 16) {
                 const float t13 = p0[((gk12 * 16) + gi11)];
                 sh[((k9 * 36) + i10)] = t13;
             } else {
@@ -4064,7 +4122,7 @@ kernel void matmul_7(
             const float t20 = p1[((gk19 * 64) + gi18)];
             sh[(((k16 * 68) + i17) + 1152)] = t20;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((kk * 36) + sr5), 36, ulong2(0, 0), true);
@@ -4087,7 +4145,7 @@ kernel void matmul_7(
             simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
             simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
     simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -4097,14 +4155,14 @@ kernel void matmul_7(
     simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
     simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
     simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s21 = 0; s21 < 16; s21 += 1) {
         const int l22 = ((s21 * 128) + ti3);
         const int i23 = (l22 / 64);
         const int j24 = (l22 % 64);
         const int gi25 = (m01 + i23);
         const int gj26 = (n02 + j24);
-        if ((gi25 < 16)) {
+        if (gi25 < 16) {
             const float acc27 = sh[((i23 * 68) + j24)];
             const float t28 = p2[((gi25 * 64) + gj26)];
             const float t29 = (acc27 + t28);
@@ -4118,6 +4176,7 @@ kernel void matmul_7(
 //   reshape %289, reshape %290, reshape %291, reshape %292, concat %293, square %294,
 //   reduce_sum %295, add %309, sqrt %310, const %311, const %312, div %313, min %314 (optimizer)
 // threadgroup 1024×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(1024)]]
 kernel void reduce_sum_4(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -4139,60 +4198,62 @@ kernel void reduce_sum_4(
         device float* p17 [[buffer(17)]],
         device float* p18 [[buffer(18)]],
         uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh27[32];
     const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = int(lane);
+    const int sg3 = int(sg);
     const int row4 = int(gid.x);
     float acc5 = 0.0f;
     for (int k6 = 0; k6 < 82; k6 += 1) {
         const int j7 = (lid1 + (k6 * 1024));
-        if ((j7 < 83264)) {
+        if (j7 < 83264) {
             float cat8 = 0.0f;
-            if ((j7 < 1024)) {
+            if (j7 < 1024) {
                 const float t9 = p0[(j7 - 0)];
                 cat8 = t9;
-            } else if ((j7 < 1088)) {
+            } else if (j7 < 1088) {
                 const float t10 = p1[(j7 - 1024)];
                 cat8 = t10;
-            } else if ((j7 < 17472)) {
+            } else if (j7 < 17472) {
                 const float t11 = p2[(j7 - 1088)];
                 cat8 = t11;
-            } else if ((j7 < 17984)) {
+            } else if (j7 < 17984) {
                 const float t12 = p3[(j7 - 17472)];
                 cat8 = t12;
-            } else if ((j7 < 18112)) {
+            } else if (j7 < 18112) {
                 const float t13 = p4[(j7 - 17984)];
                 cat8 = t13;
-            } else if ((j7 < 22720)) {
+            } else if (j7 < 22720) {
                 const float t14 = p5[(j7 - 18112)];
                 cat8 = t14;
-            } else if ((j7 < 23232)) {
+            } else if (j7 < 23232) {
                 const float t15 = p6[(j7 - 22720)];
                 cat8 = t15;
-            } else if ((j7 < 23360)) {
+            } else if (j7 < 23360) {
                 const float t16 = p7[(j7 - 23232)];
                 cat8 = t16;
-            } else if ((j7 < 25408)) {
+            } else if (j7 < 25408) {
                 const float t17 = p8[(j7 - 23360)];
                 cat8 = t17;
-            } else if ((j7 < 25536)) {
+            } else if (j7 < 25536) {
                 const float t18 = p9[(j7 - 25408)];
                 cat8 = t18;
-            } else if ((j7 < 33728)) {
+            } else if (j7 < 33728) {
                 const float t19 = p10[(j7 - 25536)];
                 cat8 = t19;
-            } else if ((j7 < 33792)) {
+            } else if (j7 < 33792) {
                 const float t20 = p11[(j7 - 33728)];
                 cat8 = t20;
-            } else if ((j7 < 34048)) {
+            } else if (j7 < 34048) {
                 const float t21 = p12[(j7 - 33792)];
                 cat8 = t21;
-            } else if ((j7 < 66816)) {
+            } else if (j7 < 66816) {
                 const float t22 = p13[(j7 - 34048)];
                 cat8 = t22;
-            } else if ((j7 < 83200)) {
+            } else if (j7 < 83200) {
                 const float t23 = p14[(j7 - 66816)];
                 cat8 = t23;
             } else {
@@ -4204,16 +4265,16 @@ kernel void reduce_sum_4(
         }
     }
     const float s26 = simd_sum(acc5);
-    if ((l32_2 == 0)) {
+    if (l32_2 == 0) {
         sh27[sg3] = s26;
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     float acc28 = sh27[0];
     for (int s29 = 1; s29 < 32; s29 += 1) {
         acc28 += sh27[s29];
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if ((lid1 == 0)) {
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    if (lid1 == 0) {
         const float t30 = p16[row4];
         const float t31 = (acc28 + t30);
         const float t32 = sqrt(t31);
@@ -4231,6 +4292,7 @@ kernel void reduce_sum_4(
 // part 3 (adamw_mul): fuses broadcast %321, mul %322, adamw %386 (optimizer)
 // part 4 (adamw_mul): fuses broadcast %323, mul %324, adamw %391 (optimizer)
 // threadgroup 256×1×1, grid 72×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_x5_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -4257,7 +4319,7 @@ kernel void adamw_mul_x5_0(
         device float* p22 [[buffer(22)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 4)) {
+    if (int(gid.x) < 4) {
         const int h0 = (int(gid.x) - 0);
         const int i1 = ((h0 * 256) + int(lid.x));
         const float t4 = p0[i1];
@@ -4274,10 +4336,10 @@ kernel void adamw_mul_x5_0(
         p6[i1] = t14;
         p2[i1] = t8;
         p3[i1] = t10;
-    } else if ((int(gid.x) < 5)) {
+    } else if (int(gid.x) < 5) {
         const int h1 = (int(gid.x) - 4);
         const int i1 = ((h1 * 256) + int(lid.x));
-        if ((i1 >= 64)) {
+        if (i1 >= 64) {
             return;
         }
         const float t2 = p7[i1];
@@ -4294,7 +4356,7 @@ kernel void adamw_mul_x5_0(
         p10[i1] = t12;
         p8[i1] = t6;
         p9[i1] = t8;
-    } else if ((int(gid.x) < 69)) {
+    } else if (int(gid.x) < 69) {
         const int h2 = (int(gid.x) - 5);
         const int i1 = ((h2 * 256) + int(lid.x));
         const float t4 = p11[i1];
@@ -4311,7 +4373,7 @@ kernel void adamw_mul_x5_0(
         p14[i1] = t14;
         p12[i1] = t8;
         p13[i1] = t10;
-    } else if ((int(gid.x) < 71)) {
+    } else if (int(gid.x) < 71) {
         const int h3 = (int(gid.x) - 69);
         const int i1 = ((h3 * 256) + int(lid.x));
         const float t4 = p15[i1];
@@ -4328,10 +4390,10 @@ kernel void adamw_mul_x5_0(
         p18[i1] = t14;
         p16[i1] = t8;
         p17[i1] = t10;
-    } else if ((int(gid.x) < 72)) {
+    } else if (int(gid.x) < 72) {
         const int h4 = (int(gid.x) - 71);
         const int i1 = ((h4 * 256) + int(lid.x));
-        if ((i1 >= 128)) {
+        if (i1 >= 128) {
             return;
         }
         const float t2 = p19[i1];
@@ -4358,6 +4420,7 @@ kernel void adamw_mul_x5_0(
 // part 3 (adamw_mul): fuses broadcast %331, mul %332, adamw %411 (optimizer)
 // part 4 (adamw_mul): fuses broadcast %333, mul %334, adamw %416 (optimizer)
 // threadgroup 256×1×1, grid 30×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_x5_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -4384,7 +4447,7 @@ kernel void adamw_mul_x5_1(
         device float* p22 [[buffer(22)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 18)) {
+    if (int(gid.x) < 18) {
         const int h0 = (int(gid.x) - 0);
         const int i1 = ((h0 * 256) + int(lid.x));
         const float t4 = p0[i1];
@@ -4401,7 +4464,7 @@ kernel void adamw_mul_x5_1(
         p6[i1] = t14;
         p2[i1] = t8;
         p3[i1] = t10;
-    } else if ((int(gid.x) < 20)) {
+    } else if (int(gid.x) < 20) {
         const int h1 = (int(gid.x) - 18);
         const int i1 = ((h1 * 256) + int(lid.x));
         const float t4 = p7[i1];
@@ -4418,10 +4481,10 @@ kernel void adamw_mul_x5_1(
         p10[i1] = t14;
         p8[i1] = t8;
         p9[i1] = t10;
-    } else if ((int(gid.x) < 21)) {
+    } else if (int(gid.x) < 21) {
         const int h2 = (int(gid.x) - 20);
         const int i1 = ((h2 * 256) + int(lid.x));
-        if ((i1 >= 128)) {
+        if (i1 >= 128) {
             return;
         }
         const float t2 = p11[i1];
@@ -4438,7 +4501,7 @@ kernel void adamw_mul_x5_1(
         p14[i1] = t12;
         p12[i1] = t6;
         p13[i1] = t8;
-    } else if ((int(gid.x) < 29)) {
+    } else if (int(gid.x) < 29) {
         const int h3 = (int(gid.x) - 21);
         const int i1 = ((h3 * 256) + int(lid.x));
         const float t4 = p15[i1];
@@ -4455,10 +4518,10 @@ kernel void adamw_mul_x5_1(
         p18[i1] = t14;
         p16[i1] = t8;
         p17[i1] = t10;
-    } else if ((int(gid.x) < 30)) {
+    } else if (int(gid.x) < 30) {
         const int h4 = (int(gid.x) - 29);
         const int i1 = ((h4 * 256) + int(lid.x));
-        if ((i1 >= 128)) {
+        if (i1 >= 128) {
             return;
         }
         const float t2 = p19[i1];
@@ -4485,6 +4548,7 @@ kernel void adamw_mul_x5_1(
 // part 3 (adamw_mul): fuses broadcast %341, mul %342, adamw %436 (optimizer)
 // part 4 (adamw_mul): fuses broadcast %343, mul %344, adamw %441 (optimizer)
 // threadgroup 256×1×1, grid 226×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_x5_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -4511,7 +4575,7 @@ kernel void adamw_mul_x5_2(
         device float* p22 [[buffer(22)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 32)) {
+    if (int(gid.x) < 32) {
         const int h0 = (int(gid.x) - 0);
         const int i1 = ((h0 * 256) + int(lid.x));
         const float t4 = p0[i1];
@@ -4528,10 +4592,10 @@ kernel void adamw_mul_x5_2(
         p6[i1] = t14;
         p2[i1] = t8;
         p3[i1] = t10;
-    } else if ((int(gid.x) < 33)) {
+    } else if (int(gid.x) < 33) {
         const int h1 = (int(gid.x) - 32);
         const int i1 = ((h1 * 256) + int(lid.x));
-        if ((i1 >= 64)) {
+        if (i1 >= 64) {
             return;
         }
         const float t2 = p7[i1];
@@ -4548,7 +4612,7 @@ kernel void adamw_mul_x5_2(
         p10[i1] = t12;
         p8[i1] = t6;
         p9[i1] = t8;
-    } else if ((int(gid.x) < 34)) {
+    } else if (int(gid.x) < 34) {
         const int h2 = (int(gid.x) - 33);
         const int i1 = ((h2 * 256) + int(lid.x));
         const float t4 = p11[i1];
@@ -4565,7 +4629,7 @@ kernel void adamw_mul_x5_2(
         p14[i1] = t14;
         p12[i1] = t8;
         p13[i1] = t10;
-    } else if ((int(gid.x) < 162)) {
+    } else if (int(gid.x) < 162) {
         const int h3 = (int(gid.x) - 34);
         const int i1 = ((h3 * 256) + int(lid.x));
         const float t5 = p15[i1];
@@ -4582,7 +4646,7 @@ kernel void adamw_mul_x5_2(
         p18[i1] = t15;
         p16[i1] = t9;
         p17[i1] = t11;
-    } else if ((int(gid.x) < 226)) {
+    } else if (int(gid.x) < 226) {
         const int h4 = (int(gid.x) - 162);
         const int i1 = ((h4 * 256) + int(lid.x));
         const float t5 = p19[i1];
@@ -4609,6 +4673,7 @@ kernel void adamw_mul_x5_2(
 // part 3 (adamw_mul): fuses broadcast %351, mul %352, adamw %461 (optimizer)
 // part 4 (adamw_mul): fuses broadcast %353, mul %354, adamw %466 (optimizer)
 // threadgroup 256×1×1, grid 86×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_x5_3(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -4635,10 +4700,10 @@ kernel void adamw_mul_x5_3(
         device float* p22 [[buffer(22)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 1)) {
+    if (int(gid.x) < 1) {
         const int h0 = (int(gid.x) - 0);
         const int i1 = ((h0 * 256) + int(lid.x));
-        if ((i1 >= 64)) {
+        if (i1 >= 64) {
             return;
         }
         const float t2 = p0[i1];
@@ -4655,7 +4720,7 @@ kernel void adamw_mul_x5_3(
         p6[i1] = t12;
         p2[i1] = t6;
         p3[i1] = t8;
-    } else if ((int(gid.x) < 65)) {
+    } else if (int(gid.x) < 65) {
         const int h1 = (int(gid.x) - 1);
         const int i1 = ((h1 * 256) + int(lid.x));
         const float t4 = p7[i1];
@@ -4672,7 +4737,7 @@ kernel void adamw_mul_x5_3(
         p10[i1] = t14;
         p8[i1] = t8;
         p9[i1] = t10;
-    } else if ((int(gid.x) < 67)) {
+    } else if (int(gid.x) < 67) {
         const int h2 = (int(gid.x) - 65);
         const int i1 = ((h2 * 256) + int(lid.x));
         const float t4 = p11[i1];
@@ -4689,10 +4754,10 @@ kernel void adamw_mul_x5_3(
         p14[i1] = t14;
         p12[i1] = t8;
         p13[i1] = t10;
-    } else if ((int(gid.x) < 68)) {
+    } else if (int(gid.x) < 68) {
         const int h3 = (int(gid.x) - 67);
         const int i1 = ((h3 * 256) + int(lid.x));
-        if ((i1 >= 128)) {
+        if (i1 >= 128) {
             return;
         }
         const float t2 = p15[i1];
@@ -4709,7 +4774,7 @@ kernel void adamw_mul_x5_3(
         p18[i1] = t12;
         p16[i1] = t6;
         p17[i1] = t8;
-    } else if ((int(gid.x) < 86)) {
+    } else if (int(gid.x) < 86) {
         const int h4 = (int(gid.x) - 68);
         const int i1 = ((h4 * 256) + int(lid.x));
         const float t4 = p19[i1];
@@ -4736,6 +4801,7 @@ kernel void adamw_mul_x5_3(
 // part 3 (adamw_mul): fuses broadcast %361, mul %362, adamw %486 (optimizer)
 // part 4 (adamw_mul): fuses broadcast %363, mul %364, adamw %491 (optimizer)
 // threadgroup 256×1×1, grid 44×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_x5_4(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -4762,7 +4828,7 @@ kernel void adamw_mul_x5_4(
         device float* p22 [[buffer(22)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 2)) {
+    if (int(gid.x) < 2) {
         const int h0 = (int(gid.x) - 0);
         const int i1 = ((h0 * 256) + int(lid.x));
         const float t4 = p0[i1];
@@ -4779,10 +4845,10 @@ kernel void adamw_mul_x5_4(
         p6[i1] = t14;
         p2[i1] = t8;
         p3[i1] = t10;
-    } else if ((int(gid.x) < 3)) {
+    } else if (int(gid.x) < 3) {
         const int h1 = (int(gid.x) - 2);
         const int i1 = ((h1 * 256) + int(lid.x));
-        if ((i1 >= 128)) {
+        if (i1 >= 128) {
             return;
         }
         const float t2 = p7[i1];
@@ -4799,7 +4865,7 @@ kernel void adamw_mul_x5_4(
         p10[i1] = t12;
         p8[i1] = t6;
         p9[i1] = t8;
-    } else if ((int(gid.x) < 11)) {
+    } else if (int(gid.x) < 11) {
         const int h2 = (int(gid.x) - 3);
         const int i1 = ((h2 * 256) + int(lid.x));
         const float t4 = p11[i1];
@@ -4816,10 +4882,10 @@ kernel void adamw_mul_x5_4(
         p14[i1] = t14;
         p12[i1] = t8;
         p13[i1] = t10;
-    } else if ((int(gid.x) < 12)) {
+    } else if (int(gid.x) < 12) {
         const int h3 = (int(gid.x) - 11);
         const int i1 = ((h3 * 256) + int(lid.x));
-        if ((i1 >= 128)) {
+        if (i1 >= 128) {
             return;
         }
         const float t2 = p15[i1];
@@ -4836,7 +4902,7 @@ kernel void adamw_mul_x5_4(
         p18[i1] = t12;
         p16[i1] = t6;
         p17[i1] = t8;
-    } else if ((int(gid.x) < 44)) {
+    } else if (int(gid.x) < 44) {
         const int h4 = (int(gid.x) - 12);
         const int i1 = ((h4 * 256) + int(lid.x));
         const float t4 = p19[i1];
@@ -4858,6 +4924,7 @@ kernel void adamw_mul_x5_4(
 
 // fuses broadcast %365, mul %366, adamw %496 (optimizer)
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -4868,7 +4935,7 @@ kernel void adamw_mul_0(
         device float* p6 [[buffer(6)]],
         uint3 tid [[thread_position_in_grid]]) {
     const int i1 = int(tid.x);
-    if ((i1 >= 64)) {
+    if (i1 >= 64) {
         return;
     }
     const float t2 = p0[i1];

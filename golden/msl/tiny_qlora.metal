@@ -8,16 +8,18 @@ constant float NF4_ABSMAX_MAP[256] = {-0.99296874f, -0.9789062f, -0.96484375f, -
 
 // fuses gather %3, rmsnorm %20 (mamba.0)
 // threadgroup 256×1×1, grid 32×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void rmsnorm_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
         device float* p3 [[buffer(3)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int row4 = ((int(gid.x) * 8) + (lid1 / 32));
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
+    const int l32_2 = int(lane);
+    const int sg3 = int(sg);
+    const int row4 = ((int(gid.x) * 8) + sg3);
     const int c5 = (row4 / 16);
     const int c6 = (row4 % 16);
     float reg7[2];
@@ -40,6 +42,7 @@ kernel void rmsnorm_0(
 
 // fuses matmul %21 (mamba.0)
 // threadgroup 128×1×1, grid 1×1×16 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -70,7 +73,7 @@ kernel void matmul_0(
             const int k11 = (l9 % 32);
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
-            if ((gi12 < 16)) {
+            if (gi12 < 16) {
                 const float t14 = p0[((((c1 * 16) + gi12) * 64) + gk13)];
                 sh[((i10 * 36) + k11)] = t14;
             } else {
@@ -86,7 +89,7 @@ kernel void matmul_0(
             const float t21 = p1[((gi19 * 64) + gk20)];
             sh[(((i17 * 36) + k18) + 1152)] = t21;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
@@ -109,7 +112,7 @@ kernel void matmul_0(
             simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
             simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
     simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -119,14 +122,14 @@ kernel void matmul_0(
     simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
     simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
     simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s22 = 0; s22 < 16; s22 += 1) {
         const int l23 = ((s22 * 128) + ti4);
         const int i24 = (l23 / 64);
         const int j25 = (l23 % 64);
         const int gi26 = (m02 + i24);
         const int gj27 = (n03 + j25);
-        if ((gi26 < 16)) {
+        if (gi26 < 16) {
             p2[((((c1 * 16) + gi26) * 64) + gj27)] = sh[((i24 * 68) + j25)];
         }
     }
@@ -134,6 +137,7 @@ kernel void matmul_0(
 
 // fuses dequant %8, matmul %22, matmul %23, scale %24, add %25 (mamba.0)
 // threadgroup 128×1×1, grid 4×1×16 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -169,7 +173,7 @@ kernel void matmul_1(
             const int k11 = (l9 % 32);
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
-            if ((gi12 < 16)) {
+            if (gi12 < 16) {
                 const float t14 = p0[((((c1 * 16) + gi12) * 64) + gk13)];
                 sh[((i10 * 36) + k11)] = (t14 * 0.25f);
             } else {
@@ -185,7 +189,7 @@ kernel void matmul_1(
             const float t21 = p1[((gi19 * 64) + gk20)];
             sh[(((i17 * 36) + k18) + 1152)] = t21;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
@@ -208,7 +212,7 @@ kernel void matmul_1(
             simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
             simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     for (int k0 = 0; k0 < 64; k0 += 32) {
         for (int s22 = 0; s22 < 8; s22 += 1) {
@@ -217,7 +221,7 @@ kernel void matmul_1(
             const int k25 = (l23 % 32);
             const int gi26 = (m02 + i24);
             const int gk27 = (k0 + k25);
-            if ((gi26 < 16)) {
+            if (gi26 < 16) {
                 const float t28 = p2[((((c1 * 16) + gi26) * 64) + gk27)];
                 sh[((i24 * 36) + k25)] = t28;
             } else {
@@ -233,7 +237,7 @@ kernel void matmul_1(
             const float t35 = (NF4_CODE[((int(p3_codes[(((gi33 * 64) + gk34) / 2)]) >> (((((gi33 * 64) + gk34) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p4_qabsmax[(((gi33 * 64) + gk34) / 64)])] * p5_scales[((((gi33 * 64) + gk34) / 64) / 256)]) + p6_offset[0]));
             sh[(((i31 * 36) + k32) + 1152)] = t35;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
@@ -256,7 +260,7 @@ kernel void matmul_1(
             simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
             simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
     simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -266,14 +270,14 @@ kernel void matmul_1(
     simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
     simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
     simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s36 = 0; s36 < 16; s36 += 1) {
         const int l37 = ((s36 * 128) + ti4);
         const int i38 = (l37 / 64);
         const int j39 = (l37 % 64);
         const int gi40 = (m02 + i38);
         const int gj41 = (n03 + j39);
-        if ((gi40 < 16)) {
+        if (gi40 < 16) {
             const float acc42 = sh[((i38 * 68) + j39)];
             p7[((((c1 * 16) + gi40) * 256) + gj41)] = acc42;
         }
@@ -282,6 +286,7 @@ kernel void matmul_1(
 
 // fuses slice %26, causal_conv1d %28, silu %29, matmul %30 (mamba.0)
 // threadgroup 128×1×1, grid 2×1×16 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -312,7 +317,7 @@ kernel void matmul_2(
             const int k11 = (l9 % 32);
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
-            if ((gi12 < 16)) {
+            if (gi12 < 16) {
                 const float t14 = p0[gk13];
                 const float t15 = p1[((gk13 * 4) + 0)];
                 const float t16 = p2[((((c1 * 16) + max((gi12 - 3), 0)) * 256) + gk13)];
@@ -323,11 +328,11 @@ kernel void matmul_2(
                 const float t21 = p1[((gk13 * 4) + 3)];
                 const float t22 = p2[((((c1 * 16) + gi12) * 256) + gk13)];
                 const float t23 = ((((t14 + ((gi12 >= 3) ? (t15 * t16) : 0.0f)) + ((gi12 >= 2) ? (t17 * t18) : 0.0f)) + ((gi12 >= 1) ? (t19 * t20) : 0.0f)) + (t21 * t22));
-                if ((n03 == 0)) {
+                if (n03 == 0) {
                     p3[((((c1 * 16) + gi12) * 128) + gk13)] = t23;
                 }
                 const float t24 = (t23 / (1.0f + exp((-t23))));
-                if ((n03 == 0)) {
+                if (n03 == 0) {
                     p4[((((c1 * 16) + gi12) * 128) + gk13)] = t24;
                 }
                 sh[((i10 * 36) + k11)] = t24;
@@ -341,14 +346,14 @@ kernel void matmul_2(
             const int k28 = (l26 % 32);
             const int gi29 = (n03 + i27);
             const int gk30 = (k0 + k28);
-            if ((gi29 < 36)) {
+            if (gi29 < 36) {
                 const float t31 = p5[((gi29 * 128) + gk30)];
                 sh[(((i27 * 36) + k28) + 1152)] = t31;
             } else {
                 sh[(((i27 * 36) + k28) + 1152)] = 0.0f;
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
@@ -363,20 +368,20 @@ kernel void matmul_2(
             simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
             simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr6 * 36) + sc7), 36);
     simdgroup_store(acc0_1, sh + ((sr6 * 36) + (sc7 + 8)), 36);
     simdgroup_store(acc1_0, sh + (((sr6 + 8) * 36) + sc7), 36);
     simdgroup_store(acc1_1, sh + (((sr6 + 8) * 36) + (sc7 + 8)), 36);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s32 = 0; s32 < 8; s32 += 1) {
         const int l33 = ((s32 * 128) + ti4);
         const int i34 = (l33 / 32);
         const int j35 = (l33 % 32);
         const int gi36 = (m02 + i34);
         const int gj37 = (n03 + j35);
-        if (((gi36 < 16) && (gj37 < 36))) {
+        if ((gi36 < 16) && (gj37 < 36)) {
             p6[((((c1 * 16) + gi36) * 36) + gj37)] = sh[((i34 * 36) + j35)];
         }
     }
@@ -386,6 +391,7 @@ kernel void matmul_2(
 // part 0 (matmul): fuses slice %31, matmul %34, broadcast %35, add %36, softplus %37 (mamba.0)
 // part 1 (exp): fuses exp %38 (mamba.0)
 // threadgroup 128×1×1, grid 48×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_exp_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -398,7 +404,7 @@ kernel void matmul_exp_x2_0(
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[3456];
-    if ((int(gid.x) < 32)) {
+    if (int(gid.x) < 32) {
         const int h0 = (int(gid.x) - 0);
         const int c1 = (h0 / 2);
         const int m02 = (((h0 / 2) % 1) * 32);
@@ -422,7 +428,7 @@ kernel void matmul_exp_x2_0(
                 const int k11 = (l9 % 32);
                 const int gi12 = (m02 + i10);
                 const int gk13 = (k0 + k11);
-                if (((gi12 < 16) && (gk13 < 4))) {
+                if ((gi12 < 16) && (gk13 < 4)) {
                     const float t14 = p0[((((c1 * 16) + gi12) * 36) + gk13)];
                     sh[((i10 * 36) + k11)] = t14;
                 } else {
@@ -435,14 +441,14 @@ kernel void matmul_exp_x2_0(
                 const int k18 = (l16 % 32);
                 const int gi19 = (n03 + i17);
                 const int gk20 = (k0 + k18);
-                if ((gk20 < 4)) {
+                if (gk20 < 4) {
                     const float t21 = p1[((gi19 * 4) + gk20)];
                     sh[(((i17 * 36) + k18) + 1152)] = t21;
                 } else {
                     sh[(((i17 * 36) + k18) + 1152)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 32; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
@@ -465,7 +471,7 @@ kernel void matmul_exp_x2_0(
                 simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
                 simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
         simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -475,14 +481,14 @@ kernel void matmul_exp_x2_0(
         simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
         simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
         simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s22 = 0; s22 < 16; s22 += 1) {
             const int l23 = ((s22 * 128) + ti4);
             const int i24 = (l23 / 64);
             const int j25 = (l23 % 64);
             const int gi26 = (m02 + i24);
             const int gj27 = (n03 + j25);
-            if ((gi26 < 16)) {
+            if (gi26 < 16) {
                 const float acc28 = sh[((i24 * 68) + j25)];
                 const float t29 = p2[gj27];
                 const float t30 = (acc28 + t29);
@@ -491,7 +497,7 @@ kernel void matmul_exp_x2_0(
                 p4[((((c1 * 16) + gi26) * 128) + gj27)] = t31;
             }
         }
-    } else if ((int(gid.x) < 48)) {
+    } else if (int(gid.x) < 48) {
         const int h1 = (int(gid.x) - 32);
         const int i1 = ((h1 * 128) + int(lid.x));
         const float t4 = p5[i1];
@@ -502,6 +508,7 @@ kernel void matmul_exp_x2_0(
 
 // fuses slice %27, slice %32, slice %33, neg %39, selective_scan %40, silu %42, mul %43 (mamba.0)
 // threadgroup 256×1×1, grid 8×16×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void selective_scan_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -535,7 +542,7 @@ kernel void selective_scan_0(
             const float r16 = (r15 + simd_shuffle_xor(r15, ushort(4)));
             const float r17 = (r16 + simd_shuffle_xor(r16, ushort(2)));
             const float r18 = (r17 + simd_shuffle_xor(r17, ushort(1)));
-            if ((n3 == 0)) {
+            if (n3 == 0) {
                 const float acc19 = (r18 + (t6 * t11));
                 p6[((((b1 * 16) + t9) * 128) + ch2)] = acc19;
                 const float t20 = p7[((((b1 * 16) + t9) * 256) + (ch2 + 128))];
@@ -550,6 +557,7 @@ kernel void selective_scan_0(
 
 // fuses matmul %44 (mamba.0)
 // threadgroup 128×1×1, grid 1×1×16 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_3(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -580,7 +588,7 @@ kernel void matmul_3(
             const int k11 = (l9 % 32);
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
-            if ((gi12 < 16)) {
+            if (gi12 < 16) {
                 const float t14 = p0[((((c1 * 16) + gi12) * 128) + gk13)];
                 sh[((i10 * 36) + k11)] = t14;
             } else {
@@ -596,7 +604,7 @@ kernel void matmul_3(
             const float t21 = p1[((gi19 * 128) + gk20)];
             sh[(((i17 * 36) + k18) + 1152)] = t21;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
@@ -619,7 +627,7 @@ kernel void matmul_3(
             simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
             simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
     simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -629,14 +637,14 @@ kernel void matmul_3(
     simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
     simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
     simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s22 = 0; s22 < 16; s22 += 1) {
         const int l23 = ((s22 * 128) + ti4);
         const int i24 = (l23 / 64);
         const int j25 = (l23 % 64);
         const int gi26 = (m02 + i24);
         const int gj27 = (n03 + j25);
-        if ((gi26 < 16)) {
+        if (gi26 < 16) {
             p2[((((c1 * 16) + gi26) * 64) + gj27)] = sh[((i24 * 68) + j25)];
         }
     }
@@ -644,6 +652,7 @@ kernel void matmul_3(
 
 // fuses gather %3, dequant %19, matmul %45, matmul %46, scale %47, add %48, add %49 (mamba.0)
 // threadgroup 128×1×1, grid 1×1×16 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_4(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -681,7 +690,7 @@ kernel void matmul_4(
             const int k11 = (l9 % 32);
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
-            if ((gi12 < 16)) {
+            if (gi12 < 16) {
                 const float t14 = p0[((((c1 * 16) + gi12) * 64) + gk13)];
                 sh[((i10 * 36) + k11)] = (t14 * 0.25f);
             } else {
@@ -697,7 +706,7 @@ kernel void matmul_4(
             const float t21 = p1[((gi19 * 64) + gk20)];
             sh[(((i17 * 36) + k18) + 1152)] = t21;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
@@ -720,7 +729,7 @@ kernel void matmul_4(
             simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
             simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     for (int k0 = 0; k0 < 128; k0 += 32) {
         for (int s22 = 0; s22 < 8; s22 += 1) {
@@ -729,7 +738,7 @@ kernel void matmul_4(
             const int k25 = (l23 % 32);
             const int gi26 = (m02 + i24);
             const int gk27 = (k0 + k25);
-            if ((gi26 < 16)) {
+            if (gi26 < 16) {
                 const float t28 = p2[((((c1 * 16) + gi26) * 128) + gk27)];
                 sh[((i24 * 36) + k25)] = t28;
             } else {
@@ -745,7 +754,7 @@ kernel void matmul_4(
             const float t35 = (NF4_CODE[((int(p3_codes[(((gi33 * 128) + gk34) / 2)]) >> (((((gi33 * 128) + gk34) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p4_qabsmax[(((gi33 * 128) + gk34) / 64)])] * p5_scales[((((gi33 * 128) + gk34) / 64) / 256)]) + p6_offset[0]));
             sh[(((i31 * 36) + k32) + 1152)] = t35;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
@@ -768,7 +777,7 @@ kernel void matmul_4(
             simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
             simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
     simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -778,14 +787,14 @@ kernel void matmul_4(
     simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
     simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
     simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s36 = 0; s36 < 16; s36 += 1) {
         const int l37 = ((s36 * 128) + ti4);
         const int i38 = (l37 / 64);
         const int j39 = (l37 % 64);
         const int gi40 = (m02 + i38);
         const int gj41 = (n03 + j39);
-        if ((gi40 < 16)) {
+        if (gi40 < 16) {
             const float acc42 = sh[((i38 * 68) + j39)];
             const int t43 = p7[((c1 * 16) + gi40)];
             const float t44 = p8[((t43 * 64) + gj41)];
@@ -797,15 +806,17 @@ kernel void matmul_4(
 
 // fuses rmsnorm %60 (moe.0)
 // threadgroup 256×1×1, grid 32×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void rmsnorm_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int row4 = ((int(gid.x) * 8) + (lid1 / 32));
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
+    const int l32_2 = int(lane);
+    const int sg3 = int(sg);
+    const int row4 = ((int(gid.x) * 8) + sg3);
     const int c5 = (row4 / 16);
     const int c6 = (row4 % 16);
     float reg7[2];
@@ -827,6 +838,7 @@ kernel void rmsnorm_1(
 
 // fuses reshape %61, matmul %62 (moe.0)
 // threadgroup 128×1×1, grid 1×4×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_5(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -865,14 +877,14 @@ kernel void matmul_5(
             const int k17 = (l15 % 32);
             const int gi18 = (n02 + i16);
             const int gk19 = (k0 + k17);
-            if ((gi18 < 4)) {
+            if (gi18 < 4) {
                 const float t20 = p1[((gi18 * 64) + gk19)];
                 sh[(((i16 * 36) + k17) + 2304)] = t20;
             } else {
                 sh[(((i16 * 36) + k17) + 2304)] = 0.0f;
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr5 * 36) + kk), 36);
@@ -895,7 +907,7 @@ kernel void matmul_5(
             simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
             simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr5 * 36) + sc6), 36);
     simdgroup_store(acc0_1, sh + ((sr5 * 36) + (sc6 + 8)), 36);
@@ -905,14 +917,14 @@ kernel void matmul_5(
     simdgroup_store(acc2_1, sh + (((sr5 + 16) * 36) + (sc6 + 8)), 36);
     simdgroup_store(acc3_0, sh + (((sr5 + 24) * 36) + sc6), 36);
     simdgroup_store(acc3_1, sh + (((sr5 + 24) * 36) + (sc6 + 8)), 36);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s21 = 0; s21 < 16; s21 += 1) {
         const int l22 = ((s21 * 128) + ti3);
         const int i23 = (l22 / 32);
         const int j24 = (l22 % 32);
         const int gi25 = (m01 + i23);
         const int gj26 = (n02 + j24);
-        if ((gj26 < 4)) {
+        if (gj26 < 4) {
             p2[((gi25 * 4) + gj26)] = sh[((i23 * 36) + j24)];
         }
     }
@@ -920,6 +932,7 @@ kernel void matmul_5(
 
 // fuses softmax %63, topk %64, reduce_sum %66, broadcast %67, div %68 (moe.0)
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void topk_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -953,7 +966,7 @@ kernel void topk_0(
         for (int i18 = 0; i18 < 4; i18 += 1) {
             const float t19 = p0[((row1 * 4) + i18)];
             const float v20 = (exp((t19 - m2)) * inv8);
-            if ((((pi14 < 0) || (((isnan(pv13) && (!isnan(v20))) || (pv13 > v20)) || ((!((isnan(v20) && (!isnan(pv13))) || (v20 > pv13))) && (i18 > pi14)))) && ((bi17 < 0) || ((isnan(v20) && (!isnan(bv16))) || (v20 > bv16))))) {
+            if (((pi14 < 0) || (((isnan(pv13) && (!isnan(v20))) || (pv13 > v20)) || ((!((isnan(v20) && (!isnan(pv13))) || (v20 > pv13))) && (i18 > pi14)))) && ((bi17 < 0) || ((isnan(v20) && (!isnan(bv16))) || (v20 > bv16)))) {
                 bv16 = v20;
                 bi17 = i18;
             }
@@ -973,47 +986,50 @@ kernel void topk_0(
 
 // fuses moe_route %69 (moe.0)
 // threadgroup 512×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(512)]]
 kernel void moe_route_0(
         device int* p0 [[buffer(0)]],
         const device int* p1 [[buffer(1)]],
         device int* p2 [[buffer(2)]],
         device int* p3 [[buffer(3)]],
-        uint3 lid [[thread_position_in_threadgroup]]) {
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup int sh15[16];
     const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = int(lane);
+    const int sg3 = int(sg);
     const int lo4 = (lid1 * 1);
     const int hi5 = min((lo4 + 1), 512);
     int off6 = 0;
     for (int ex7 = 0; ex7 < 4; ex7 += 1) {
-        if ((lid1 == 0)) {
+        if (lid1 == 0) {
             p0[ex7] = off6;
         }
         int c8 = 0;
         for (int i9 = lo4; i9 < hi5; i9 += 1) {
             const int t12 = p1[i9];
-            if ((t12 == ex7)) {
+            if (t12 == ex7) {
                 c8 += 1;
             }
         }
         const int pre13 = simd_prefix_exclusive_sum(c8);
         const int sgt14 = simd_sum(c8);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh15[sg3] = sgt14;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         int base16 = pre13;
         int tot17 = 0;
         for (int s18 = 0; s18 < 16; s18 += 1) {
             base16 += ((s18 < sg3) ? sh15[s18] : 0);
             tot17 += sh15[s18];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         int pos19 = (off6 + base16);
         for (int i20 = lo4; i20 < hi5; i20 += 1) {
             const int t23 = p1[i20];
-            if ((t23 == ex7)) {
+            if (t23 == ex7) {
                 p2[pos19] = (i20 / 2);
                 p3[pos19] = i20;
                 pos19 += 1;
@@ -1021,13 +1037,14 @@ kernel void moe_route_0(
         }
         off6 += tot17;
     }
-    if ((lid1 == 0)) {
+    if (lid1 == 0) {
         p0[4] = off6;
     }
 }
 
 // fuses reshape %61, gather %72, grouped_matmul %73 (moe.0)
 // threadgroup 128×1×1, grid 1×8×5 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void grouped_matmul_0(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -1039,14 +1056,14 @@ kernel void grouped_matmul_0(
         uint sg [[simdgroup_index_in_threadgroup]]) {
     const int ex1 = int(gid.z);
     const int n02 = (int(gid.x) * 64);
-    if ((ex1 == 4)) {
+    if (ex1 == 4) {
         const int t3 = p0[0];
         const int t4 = p0[4];
         for (int s5 = 0; s5 < 32; s5 += 1) {
             const int l6 = ((s5 * 128) + int(lid.x));
             const int r7 = ((int(gid.y) * 64) + (l6 / 64));
             const int j8 = (n02 + (l6 % 64));
-            if (((r7 < t3) || (r7 >= t4))) {
+            if ((r7 < t3) || (r7 >= t4)) {
                 p1[((r7 * 64) + j8)] = 0.0f;
             }
         }
@@ -1055,7 +1072,7 @@ kernel void grouped_matmul_0(
     const int t9 = p0[ex1];
     const int t10 = p0[(ex1 + 1)];
     const int m011 = (t9 + (int(gid.y) * 64));
-    if ((m011 >= t10)) {
+    if (m011 >= t10) {
         return;
     }
     threadgroup float sh[4352];
@@ -1086,7 +1103,7 @@ kernel void grouped_matmul_0(
             const int k19 = (l17 % 16);
             const int gi20 = (m011 + i18);
             const int gk21 = (k0 + k19);
-            if ((gi20 < t10)) {
+            if (gi20 < t10) {
                 const int t22 = p2[gi20];
                 const float t23 = p3[((t22 * 64) + gk21)];
                 sh[((i18 * 20) + k19)] = t23;
@@ -1103,7 +1120,7 @@ kernel void grouped_matmul_0(
             const float t30 = p4[((((ex1 * 64) + gi28) * 64) + gk29)];
             sh[(((i26 * 20) + k27) + 1280)] = t30;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr14 * 20) + kk), 20);
@@ -1138,7 +1155,7 @@ kernel void grouped_matmul_0(
             simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
             simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr14 * 68) + sc15), 68);
     simdgroup_store(acc0_1, sh + ((sr14 * 68) + (sc15 + 8)), 68);
@@ -1156,14 +1173,14 @@ kernel void grouped_matmul_0(
     simdgroup_store(acc3_1, sh + (((sr14 + 24) * 68) + (sc15 + 8)), 68);
     simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s31 = 0; s31 < 32; s31 += 1) {
         const int l32 = ((s31 * 128) + ti12);
         const int i33 = (l32 / 64);
         const int j34 = (l32 % 64);
         const int gi35 = (m011 + i33);
         const int gj36 = (n02 + j34);
-        if ((gi35 < t10)) {
+        if (gi35 < t10) {
             p1[((gi35 * 64) + gj36)] = sh[((i33 * 68) + j34)];
         }
     }
@@ -1172,6 +1189,7 @@ kernel void grouped_matmul_0(
 // fuses dequant %55, reshape %61, gather %72, grouped_matmul %74, grouped_matmul %75, scale %76,
 //   add %77 (moe.0)
 // threadgroup 128×1×1, grid 2×8×5 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void grouped_matmul_1(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -1188,14 +1206,14 @@ kernel void grouped_matmul_1(
         uint sg [[simdgroup_index_in_threadgroup]]) {
     const int ex1 = int(gid.z);
     const int n02 = (int(gid.x) * 64);
-    if ((ex1 == 4)) {
+    if (ex1 == 4) {
         const int t3 = p0[0];
         const int t4 = p0[4];
         for (int s5 = 0; s5 < 32; s5 += 1) {
             const int l6 = ((s5 * 128) + int(lid.x));
             const int r7 = ((int(gid.y) * 64) + (l6 / 64));
             const int j8 = (n02 + (l6 % 64));
-            if (((r7 < t3) || (r7 >= t4))) {
+            if ((r7 < t3) || (r7 >= t4)) {
                 const float acc9 = 0.0f;
                 p1[((r7 * 128) + j8)] = acc9;
             }
@@ -1205,7 +1223,7 @@ kernel void grouped_matmul_1(
     const int t10 = p0[ex1];
     const int t11 = p0[(ex1 + 1)];
     const int m012 = (t10 + (int(gid.y) * 64));
-    if ((m012 >= t11)) {
+    if (m012 >= t11) {
         return;
     }
     threadgroup float sh[4352];
@@ -1236,7 +1254,7 @@ kernel void grouped_matmul_1(
             const int k20 = (l18 % 16);
             const int gi21 = (m012 + i19);
             const int gk22 = (k0 + k20);
-            if ((gi21 < t11)) {
+            if (gi21 < t11) {
                 const float t23 = p2[((gi21 * 64) + gk22)];
                 sh[((i19 * 20) + k20)] = (t23 * 0.25f);
             } else {
@@ -1252,7 +1270,7 @@ kernel void grouped_matmul_1(
             const float t30 = p3[((((ex1 * 128) + gi28) * 64) + gk29)];
             sh[(((i26 * 20) + k27) + 1280)] = t30;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr15 * 20) + kk), 20);
@@ -1287,7 +1305,7 @@ kernel void grouped_matmul_1(
             simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
             simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     for (int k0 = 0; k0 < 64; k0 += 16) {
         for (int s31 = 0; s31 < 8; s31 += 1) {
@@ -1296,7 +1314,7 @@ kernel void grouped_matmul_1(
             const int k34 = (l32 % 16);
             const int gi35 = (m012 + i33);
             const int gk36 = (k0 + k34);
-            if ((gi35 < t11)) {
+            if (gi35 < t11) {
                 const int t37 = p4[gi35];
                 const float t38 = p5[((t37 * 64) + gk36)];
                 sh[((i33 * 20) + k34)] = t38;
@@ -1313,7 +1331,7 @@ kernel void grouped_matmul_1(
             const float t45 = (NF4_CODE[((int(p6_codes[(((((ex1 * 128) + gi43) * 64) + gk44) / 2)]) >> (((((((ex1 * 128) + gi43) * 64) + gk44) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p7_qabsmax[(((((ex1 * 128) + gi43) * 64) + gk44) / 64)])] * p8_scales[((((((ex1 * 128) + gi43) * 64) + gk44) / 64) / 256)]) + p9_offset[0]));
             sh[(((i41 * 20) + k42) + 1280)] = t45;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr15 * 20) + kk), 20);
@@ -1348,7 +1366,7 @@ kernel void grouped_matmul_1(
             simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
             simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr15 * 68) + sc16), 68);
     simdgroup_store(acc0_1, sh + ((sr15 * 68) + (sc16 + 8)), 68);
@@ -1366,14 +1384,14 @@ kernel void grouped_matmul_1(
     simdgroup_store(acc3_1, sh + (((sr15 + 24) * 68) + (sc16 + 8)), 68);
     simdgroup_store(acc3_2, sh + (((sr15 + 24) * 68) + (sc16 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr15 + 24) * 68) + (sc16 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s46 = 0; s46 < 32; s46 += 1) {
         const int l47 = ((s46 * 128) + ti13);
         const int i48 = (l47 / 64);
         const int j49 = (l47 % 64);
         const int gi50 = (m012 + i48);
         const int gj51 = (n02 + j49);
-        if ((gi50 < t11)) {
+        if (gi50 < t11) {
             const float acc52 = sh[((i48 * 68) + j49)];
             p1[((gi50 * 128) + gj51)] = acc52;
         }
@@ -1382,6 +1400,7 @@ kernel void grouped_matmul_1(
 
 // fuses slice %78, slice %79, silu %80, mul %81, grouped_matmul %82 (moe.0)
 // threadgroup 128×1×1, grid 1×8×5 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void grouped_matmul_2(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -1394,14 +1413,14 @@ kernel void grouped_matmul_2(
         uint sg [[simdgroup_index_in_threadgroup]]) {
     const int ex1 = int(gid.z);
     const int n02 = (int(gid.x) * 64);
-    if ((ex1 == 4)) {
+    if (ex1 == 4) {
         const int t3 = p0[0];
         const int t4 = p0[4];
         for (int s5 = 0; s5 < 32; s5 += 1) {
             const int l6 = ((s5 * 128) + int(lid.x));
             const int r7 = ((int(gid.y) * 64) + (l6 / 64));
             const int j8 = (n02 + (l6 % 64));
-            if (((r7 < t3) || (r7 >= t4))) {
+            if ((r7 < t3) || (r7 >= t4)) {
                 p1[((r7 * 64) + j8)] = 0.0f;
             }
         }
@@ -1410,7 +1429,7 @@ kernel void grouped_matmul_2(
     const int t9 = p0[ex1];
     const int t10 = p0[(ex1 + 1)];
     const int m011 = (t9 + (int(gid.y) * 64));
-    if ((m011 >= t10)) {
+    if (m011 >= t10) {
         return;
     }
     threadgroup float sh[4352];
@@ -1441,15 +1460,15 @@ kernel void grouped_matmul_2(
             const int k19 = (l17 % 16);
             const int gi20 = (m011 + i18);
             const int gk21 = (k0 + k19);
-            if ((gi20 < t10)) {
+            if (gi20 < t10) {
                 const float t22 = p2[((gi20 * 128) + gk21)];
                 const float t23 = (t22 / (1.0f + exp((-t22))));
-                if ((n02 == 0)) {
+                if (n02 == 0) {
                     p3[((gi20 * 64) + gk21)] = t23;
                 }
                 const float t24 = p2[((gi20 * 128) + (gk21 + 64))];
                 const float t25 = (t23 * t24);
-                if ((n02 == 0)) {
+                if (n02 == 0) {
                     p4[((gi20 * 64) + gk21)] = t25;
                 }
                 sh[((i18 * 20) + k19)] = t25;
@@ -1466,7 +1485,7 @@ kernel void grouped_matmul_2(
             const float t32 = p5[((((ex1 * 64) + gi30) * 64) + gk31)];
             sh[(((i28 * 20) + k29) + 1280)] = t32;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr14 * 20) + kk), 20);
@@ -1501,7 +1520,7 @@ kernel void grouped_matmul_2(
             simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
             simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr14 * 68) + sc15), 68);
     simdgroup_store(acc0_1, sh + ((sr14 * 68) + (sc15 + 8)), 68);
@@ -1519,14 +1538,14 @@ kernel void grouped_matmul_2(
     simdgroup_store(acc3_1, sh + (((sr14 + 24) * 68) + (sc15 + 8)), 68);
     simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s33 = 0; s33 < 32; s33 += 1) {
         const int l34 = ((s33 * 128) + ti12);
         const int i35 = (l34 / 64);
         const int j36 = (l34 % 64);
         const int gi37 = (m011 + i35);
         const int gj38 = (n02 + j36);
-        if ((gi37 < t10)) {
+        if (gi37 < t10) {
             p1[((gi37 * 64) + gj38)] = sh[((i35 * 68) + j36)];
         }
     }
@@ -1535,6 +1554,7 @@ kernel void grouped_matmul_2(
 // fuses dequant %59, grouped_matmul %83, grouped_matmul %84, scale %85, add %86, reshape %87,
 //   gather %88, reshape %89, broadcast %90, mul %91 (moe.0)
 // threadgroup 128×1×1, grid 1×8×5 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void grouped_matmul_3(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -1553,14 +1573,14 @@ kernel void grouped_matmul_3(
         uint sg [[simdgroup_index_in_threadgroup]]) {
     const int ex1 = int(gid.z);
     const int n02 = (int(gid.x) * 64);
-    if ((ex1 == 4)) {
+    if (ex1 == 4) {
         const int t3 = p0[0];
         const int t4 = p0[4];
         for (int s5 = 0; s5 < 32; s5 += 1) {
             const int l6 = ((s5 * 128) + int(lid.x));
             const int r7 = ((int(gid.y) * 64) + (l6 / 64));
             const int j8 = (n02 + (l6 % 64));
-            if (((r7 < t3) || (r7 >= t4))) {
+            if ((r7 < t3) || (r7 >= t4)) {
                 const float acc9 = 0.0f;
                 p1[((r7 * 64) + j8)] = acc9;
                 const int t10 = p2[((r7 * 1) + 0)];
@@ -1574,7 +1594,7 @@ kernel void grouped_matmul_3(
     const int t13 = p0[ex1];
     const int t14 = p0[(ex1 + 1)];
     const int m015 = (t13 + (int(gid.y) * 64));
-    if ((m015 >= t14)) {
+    if (m015 >= t14) {
         return;
     }
     threadgroup float sh[4352];
@@ -1605,7 +1625,7 @@ kernel void grouped_matmul_3(
             const int k23 = (l21 % 16);
             const int gi24 = (m015 + i22);
             const int gk25 = (k0 + k23);
-            if ((gi24 < t14)) {
+            if (gi24 < t14) {
                 const float t26 = p5[((gi24 * 64) + gk25)];
                 sh[((i22 * 20) + k23)] = (t26 * 0.25f);
             } else {
@@ -1621,7 +1641,7 @@ kernel void grouped_matmul_3(
             const float t33 = p6[((((ex1 * 64) + gi31) * 64) + gk32)];
             sh[(((i29 * 20) + k30) + 1280)] = t33;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr18 * 20) + kk), 20);
@@ -1656,7 +1676,7 @@ kernel void grouped_matmul_3(
             simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
             simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     for (int k0 = 0; k0 < 64; k0 += 16) {
         for (int s34 = 0; s34 < 8; s34 += 1) {
@@ -1665,7 +1685,7 @@ kernel void grouped_matmul_3(
             const int k37 = (l35 % 16);
             const int gi38 = (m015 + i36);
             const int gk39 = (k0 + k37);
-            if ((gi38 < t14)) {
+            if (gi38 < t14) {
                 const float t40 = p7[((gi38 * 64) + gk39)];
                 sh[((i36 * 20) + k37)] = t40;
             } else {
@@ -1681,7 +1701,7 @@ kernel void grouped_matmul_3(
             const float t47 = (NF4_CODE[((int(p8_codes[(((((ex1 * 64) + gi45) * 64) + gk46) / 2)]) >> (((((((ex1 * 64) + gi45) * 64) + gk46) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p9_qabsmax[(((((ex1 * 64) + gi45) * 64) + gk46) / 64)])] * p10_scales[((((((ex1 * 64) + gi45) * 64) + gk46) / 64) / 256)]) + p11_offset[0]));
             sh[(((i43 * 20) + k44) + 1280)] = t47;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr18 * 20) + kk), 20);
@@ -1716,7 +1736,7 @@ kernel void grouped_matmul_3(
             simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
             simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr18 * 68) + sc19), 68);
     simdgroup_store(acc0_1, sh + ((sr18 * 68) + (sc19 + 8)), 68);
@@ -1734,14 +1754,14 @@ kernel void grouped_matmul_3(
     simdgroup_store(acc3_1, sh + (((sr18 + 24) * 68) + (sc19 + 8)), 68);
     simdgroup_store(acc3_2, sh + (((sr18 + 24) * 68) + (sc19 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr18 + 24) * 68) + (sc19 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s48 = 0; s48 < 32; s48 += 1) {
         const int l49 = ((s48 * 128) + ti16);
         const int i50 = (l49 / 64);
         const int j51 = (l49 % 64);
         const int gi52 = (m015 + i50);
         const int gj53 = (n02 + j51);
-        if ((gi52 < t14)) {
+        if (gi52 < t14) {
             const float acc54 = sh[((i50 * 68) + j51)];
             p1[((gi52 * 64) + gj53)] = acc54;
             const int t55 = p2[((gi52 * 1) + 0)];
@@ -1757,6 +1777,7 @@ kernel void grouped_matmul_3(
 // part 1 (reduce_mean): fuses slice %93, one_hot %94, reduce_mean %95 (moe.0)
 // part 2 (reduce_mean): fuses reduce_mean %96 (moe.0)
 // threadgroup 256×1×1, grid 34×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void scatter_add_reduce_mean_x3_0(
         device float* p0 [[buffer(0)]],
         const device int* p1 [[buffer(1)]],
@@ -1769,7 +1790,7 @@ kernel void scatter_add_reduce_mean_x3_0(
         uint3 gid [[threadgroup_position_in_grid]]) {
     threadgroup float sh9[256];
     threadgroup float sh8[256];
-    if ((int(gid.x) < 32)) {
+    if (int(gid.x) < 32) {
         const int h0 = (int(gid.x) - 0);
         const int t1 = ((h0 * 256) + int(lid.x));
         const int c2 = (t1 % 64);
@@ -1780,12 +1801,12 @@ kernel void scatter_add_reduce_mean_x3_0(
         }
         for (int i4 = 0; i4 < 512; i4 += 1) {
             const int t7 = p1[i4];
-            if (((t7 >= lo3) && (t7 < hi5))) {
+            if ((t7 >= lo3) && (t7 < hi5)) {
                 const float t8 = p2[((i4 * 64) + c2)];
                 p0[((t7 * 64) + c2)] = (p0[((t7 * 64) + c2)] + t8);
             }
         }
-    } else if ((int(gid.x) < 33)) {
+    } else if (int(gid.x) < 33) {
         const int h1 = (int(gid.x) - 32);
         const int lid1 = int(lid.x);
         const int col2 = (lid1 % 4);
@@ -1798,14 +1819,14 @@ kernel void scatter_add_reduce_mean_x3_0(
             acc5 += t8;
         }
         sh9[lid1] = acc5;
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((part3 == 0)) {
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+        if (part3 == 0) {
             for (int pr10 = 1; pr10 < 64; pr10 += 1) {
                 acc5 += sh9[((pr10 * 4) + col2)];
             }
             p4[o4] = (acc5 / 256.0f);
         }
-    } else if ((int(gid.x) < 34)) {
+    } else if (int(gid.x) < 34) {
         const int h2 = (int(gid.x) - 33);
         const int lid1 = int(lid.x);
         const int col2 = (lid1 % 4);
@@ -1817,8 +1838,8 @@ kernel void scatter_add_reduce_mean_x3_0(
             acc5 += t7;
         }
         sh8[lid1] = acc5;
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((part3 == 0)) {
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+        if (part3 == 0) {
             for (int pr9 = 1; pr9 < 64; pr9 += 1) {
                 acc5 += sh8[((pr9 * 4) + col2)];
             }
@@ -1829,6 +1850,7 @@ kernel void scatter_add_reduce_mean_x3_0(
 
 // fuses reshape %100, add %101 (moe.0)
 // threadgroup 256×1×1, grid 64×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void add_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -1843,6 +1865,7 @@ kernel void add_0(
 
 // fuses dequant %117, matmul %143, matmul %144, scale %145, add %146, add %147 (mamba.1)
 // threadgroup 128×1×1, grid 1×1×16 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_6(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -1879,7 +1902,7 @@ kernel void matmul_6(
             const int k11 = (l9 % 32);
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
-            if ((gi12 < 16)) {
+            if (gi12 < 16) {
                 const float t14 = p0[((((c1 * 16) + gi12) * 64) + gk13)];
                 sh[((i10 * 36) + k11)] = (t14 * 0.25f);
             } else {
@@ -1895,7 +1918,7 @@ kernel void matmul_6(
             const float t21 = p1[((gi19 * 64) + gk20)];
             sh[(((i17 * 36) + k18) + 1152)] = t21;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
@@ -1918,7 +1941,7 @@ kernel void matmul_6(
             simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
             simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     for (int k0 = 0; k0 < 128; k0 += 32) {
         for (int s22 = 0; s22 < 8; s22 += 1) {
@@ -1927,7 +1950,7 @@ kernel void matmul_6(
             const int k25 = (l23 % 32);
             const int gi26 = (m02 + i24);
             const int gk27 = (k0 + k25);
-            if ((gi26 < 16)) {
+            if (gi26 < 16) {
                 const float t28 = p2[((((c1 * 16) + gi26) * 128) + gk27)];
                 sh[((i24 * 36) + k25)] = t28;
             } else {
@@ -1943,7 +1966,7 @@ kernel void matmul_6(
             const float t35 = (NF4_CODE[((int(p3_codes[(((gi33 * 128) + gk34) / 2)]) >> (((((gi33 * 128) + gk34) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p4_qabsmax[(((gi33 * 128) + gk34) / 64)])] * p5_scales[((((gi33 * 128) + gk34) / 64) / 256)]) + p6_offset[0]));
             sh[(((i31 * 36) + k32) + 1152)] = t35;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
@@ -1966,7 +1989,7 @@ kernel void matmul_6(
             simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
             simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
     simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -1976,14 +1999,14 @@ kernel void matmul_6(
     simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
     simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
     simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s36 = 0; s36 < 16; s36 += 1) {
         const int l37 = ((s36 * 128) + ti4);
         const int i38 = (l37 / 64);
         const int j39 = (l37 % 64);
         const int gi40 = (m02 + i38);
         const int gj41 = (n03 + j39);
-        if ((gi40 < 16)) {
+        if (gi40 < 16) {
             const float acc42 = sh[((i38 * 68) + j39)];
             const float t43 = p7[((((c1 * 16) + gi40) * 64) + gj41)];
             const float t44 = (t43 + acc42);
@@ -1994,6 +2017,7 @@ kernel void matmul_6(
 
 // fuses matmul %150
 // threadgroup 128×1×1, grid 1×1×16 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_7(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -2020,7 +2044,7 @@ kernel void matmul_7(
             const int k11 = (l9 % 32);
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
-            if ((gi12 < 16)) {
+            if (gi12 < 16) {
                 const float t14 = p0[((((c1 * 16) + gi12) * 64) + gk13)];
                 sh[((i10 * 36) + k11)] = t14;
             } else {
@@ -2033,14 +2057,14 @@ kernel void matmul_7(
             const int k18 = (l16 % 32);
             const int gi19 = (n03 + i17);
             const int gk20 = (k0 + k18);
-            if ((gi19 < 16)) {
+            if (gi19 < 16) {
                 const float t21 = p1[((gi19 * 64) + gk20)];
                 sh[(((i17 * 36) + k18) + 1152)] = t21;
             } else {
                 sh[(((i17 * 36) + k18) + 1152)] = 0.0f;
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
@@ -2055,20 +2079,20 @@ kernel void matmul_7(
             simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
             simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr6 * 36) + sc7), 36);
     simdgroup_store(acc0_1, sh + ((sr6 * 36) + (sc7 + 8)), 36);
     simdgroup_store(acc1_0, sh + (((sr6 + 8) * 36) + sc7), 36);
     simdgroup_store(acc1_1, sh + (((sr6 + 8) * 36) + (sc7 + 8)), 36);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s22 = 0; s22 < 8; s22 += 1) {
         const int l23 = ((s22 * 128) + ti4);
         const int i24 = (l23 / 32);
         const int j25 = (l23 % 32);
         const int gi26 = (m02 + i24);
         const int gj27 = (n03 + j25);
-        if (((gi26 < 16) && (gj27 < 16))) {
+        if ((gi26 < 16) && (gj27 < 16)) {
             p2[((((c1 * 16) + gi26) * 16) + gj27)] = sh[((i24 * 36) + j25)];
         }
     }
@@ -2078,33 +2102,36 @@ kernel void matmul_7(
 // part 0 (cross_entropy): fuses cross_entropy %151
 // part 1 (cross_entropy_bwd): fuses const %153, cross_entropy_bwd %154
 // threadgroup 256×1×1, grid 2×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void cross_entropy_cross_entropy_bwd_x2_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         device float* p3 [[buffer(3)]],
         uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh16[8];
     threadgroup int sh20[8];
     threadgroup int sh10[8];
-    if ((int(gid.x) < 1)) {
+    if (int(gid.x) < 1) {
         const int h0 = (int(gid.x) - 0);
         const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = int(lane);
+        const int sg3 = int(sg);
         float loss4 = 0.0f;
         int cnt5 = 0;
         for (int row6 = lid1; row6 < 256; row6 += 256) {
             const int c7 = (row6 / 16);
             const int c8 = (row6 % 16);
             const int t9 = p0[row6];
-            if (((t9 >= 0) && (t9 < 16))) {
+            if ((t9 >= 0) && (t9 < 16)) {
                 float m10 = (-INFINITY);
                 float s11 = 0.0f;
                 for (int k12 = 0; k12 < 16; k12 += 1) {
                     const float t13 = p1[((((c7 * 16) + c8) * 16) + k12)];
-                    if ((t13 > m10)) {
+                    if (t13 > m10) {
                         s11 = ((s11 * exp((m10 - t13))) + 1.0f);
                         m10 = t13;
                     } else {
@@ -2117,61 +2144,61 @@ kernel void cross_entropy_cross_entropy_bwd_x2_0(
             }
         }
         const float s15 = simd_sum(loss4);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh16[sg3] = s15;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         float acc17 = sh16[0];
         for (int s18 = 1; s18 < 8; s18 += 1) {
             acc17 += sh16[s18];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         const int s19 = simd_sum(cnt5);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh20[sg3] = s19;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         int acc21 = sh20[0];
         for (int s22 = 1; s22 < 8; s22 += 1) {
             acc21 += sh20[s22];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-        if ((lid1 == 0)) {
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+        if (lid1 == 0) {
             p2[0] = ((acc21 > 0) ? (acc17 / float(acc21)) : 0.0f);
         }
-    } else if ((int(gid.x) < 2)) {
+    } else if (int(gid.x) < 2) {
         const int h1 = (int(gid.x) - 1);
         const int lid1 = int(lid.x);
-        const int l32_2 = (lid1 % 32);
-        const int sg3 = (lid1 / 32);
+        const int l32_2 = int(lane);
+        const int sg3 = int(sg);
         int cnt4 = 0;
         for (int i5 = lid1; i5 < 256; i5 += 256) {
             const int t8 = p0[i5];
             cnt4 += (((t8 >= 0) && (t8 < 16)) ? 1 : 0);
         }
         const int s9 = simd_sum(cnt4);
-        if ((l32_2 == 0)) {
+        if (l32_2 == 0) {
             sh10[sg3] = s9;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         int acc11 = sh10[0];
         for (int s12 = 1; s12 < 8; s12 += 1) {
             acc11 += sh10[s12];
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         const float scale13 = (1.0f / float(acc11));
         const int row14 = ((h1 * 256) + lid1);
         const int c15 = (row14 / 16);
         const int c16 = (row14 % 16);
         const int t17 = p0[row14];
-        if (((t17 >= 0) && (t17 < 16))) {
+        if ((t17 >= 0) && (t17 < 16)) {
             float reg18[16];
             float m19 = (-INFINITY);
             float s20 = 0.0f;
             for (int k21 = 0; k21 < 16; k21 += 1) {
                 const float t22 = p1[((((c15 * 16) + c16) * 16) + k21)];
                 reg18[k21] = t22;
-                if ((t22 > m19)) {
+                if (t22 > m19) {
                     s20 = ((s20 * exp((m19 - t22))) + 1.0f);
                     m19 = t22;
                 } else {
@@ -2192,6 +2219,7 @@ kernel void cross_entropy_cross_entropy_bwd_x2_0(
 
 // fuses mul %97, reduce_sum %98, scale %99, add %152
 // threadgroup 32×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(32)]]
 kernel void reduce_sum_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -2202,7 +2230,7 @@ kernel void reduce_sum_0(
         uint3 gid [[threadgroup_position_in_grid]]) {
     const int lid1 = int(lid.x);
     const int row4 = ((int(gid.x) * 32) + lid1);
-    if ((row4 >= 1)) {
+    if (row4 >= 1) {
         return;
     }
     float acc5 = 0.0f;
@@ -2221,6 +2249,7 @@ kernel void reduce_sum_0(
 
 // fuses matmul %155
 // threadgroup 128×1×1, grid 1×1×16 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_8(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -2251,7 +2280,7 @@ kernel void matmul_8(
             const int k11 = (l9 % 32);
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
-            if (((gi12 < 16) && (gk13 < 16))) {
+            if ((gi12 < 16) && (gk13 < 16)) {
                 const float t14 = p0[((((c1 * 16) + gi12) * 16) + gk13)];
                 sh[((i10 * 36) + k11)] = t14;
             } else {
@@ -2264,14 +2293,14 @@ kernel void matmul_8(
             const int i18 = (l16 % 64);
             const int gi19 = (n03 + i18);
             const int gk20 = (k0 + k17);
-            if ((gk20 < 16)) {
+            if (gk20 < 16) {
                 const float t21 = p1[((gk20 * 64) + gi19)];
                 sh[(((k17 * 68) + i18) + 1152)] = t21;
             } else {
                 sh[(((k17 * 68) + i18) + 1152)] = 0.0f;
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
@@ -2294,7 +2323,7 @@ kernel void matmul_8(
             simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
             simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
     simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -2304,14 +2333,14 @@ kernel void matmul_8(
     simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
     simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
     simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s22 = 0; s22 < 16; s22 += 1) {
         const int l23 = ((s22 * 128) + ti4);
         const int i24 = (l23 / 64);
         const int j25 = (l23 % 64);
         const int gi26 = (m02 + i24);
         const int gj27 = (n03 + j25);
-        if ((gi26 < 16)) {
+        if (gi26 < 16) {
             p2[((((c1 * 16) + gi26) * 64) + gj27)] = sh[((i24 * 68) + j25)];
         }
     }
@@ -2319,16 +2348,18 @@ kernel void matmul_8(
 
 // fuses rmsnorm_bwd %156
 // threadgroup 256×1×1, grid 32×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void rmsnorm_bwd_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
         device float* p3 [[buffer(3)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int row4 = ((int(gid.x) * 8) + (lid1 / 32));
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
+    const int l32_2 = int(lane);
+    const int sg3 = int(sg);
+    const int row4 = ((int(gid.x) * 8) + sg3);
     const int c5 = (row4 / 16);
     const int c6 = (row4 % 16);
     float reg7[2];
@@ -2361,6 +2392,7 @@ kernel void rmsnorm_bwd_0(
 // part 0 (matmul): fuses scale %158, matmul %161 (mamba.1)
 // part 1 (matmul): fuses scale %158, reshape %162, reshape %163, matmul %164 (mamba.1)
 // threadgroup 128×1×1, grid 17×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -2371,7 +2403,7 @@ kernel void matmul_x2_0(
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[4352];
-    if ((int(gid.x) < 16)) {
+    if (int(gid.x) < 16) {
         const int h0 = (int(gid.x) - 0);
         const int c1 = h0;
         const int m02 = ((h0 % 1) * 32);
@@ -2395,7 +2427,7 @@ kernel void matmul_x2_0(
                 const int k11 = (l9 % 32);
                 const int gi12 = (m02 + i10);
                 const int gk13 = (k0 + k11);
-                if ((gi12 < 16)) {
+                if (gi12 < 16) {
                     const float t14 = p0[((((c1 * 16) + gi12) * 64) + gk13)];
                     const float t15 = (t14 * 0.25f);
                     sh[((i10 * 36) + k11)] = t15;
@@ -2412,7 +2444,7 @@ kernel void matmul_x2_0(
                 const float t22 = p1[((gk21 * 64) + gi20)];
                 sh[(((k18 * 68) + i19) + 1152)] = t22;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 32; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
@@ -2435,7 +2467,7 @@ kernel void matmul_x2_0(
                 simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
                 simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
         simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -2445,18 +2477,18 @@ kernel void matmul_x2_0(
         simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
         simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
         simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s23 = 0; s23 < 16; s23 += 1) {
             const int l24 = ((s23 * 128) + ti4);
             const int i25 = (l24 / 64);
             const int j26 = (l24 % 64);
             const int gi27 = (m02 + i25);
             const int gj28 = (n03 + j26);
-            if ((gi27 < 16)) {
+            if (gi27 < 16) {
                 p2[((((c1 * 16) + gi27) * 64) + gj28)] = sh[((i25 * 68) + j26)];
             }
         }
-    } else if ((int(gid.x) < 17)) {
+    } else if (int(gid.x) < 17) {
         const int h1 = (int(gid.x) - 16);
         const int m01 = (h1 * 64);
         const int n02 = (h1 * 64);
@@ -2500,7 +2532,7 @@ kernel void matmul_x2_0(
                 const float t21 = p3[((gk20 * 64) + gi19)];
                 sh[(((k17 * 68) + i18) + 1088)] = t21;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
@@ -2535,7 +2567,7 @@ kernel void matmul_x2_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
         simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -2553,7 +2585,7 @@ kernel void matmul_x2_0(
         simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s22 = 0; s22 < 32; s22 += 1) {
             const int l23 = ((s22 * 128) + ti3);
             const int i24 = (l23 / 64);
@@ -2570,6 +2602,7 @@ kernel void matmul_x2_0(
 // part 1 (matmul): fuses slice %125, dequant %159, matmul %160, matmul %165, add %169, mul %171, sigmoid %172,
 //   const %173, sub %174, mul %175, add %176, mul %177 (mamba.1)
 // threadgroup 128×1×1, grid 34×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_x2_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -2589,7 +2622,7 @@ kernel void matmul_x2_1(
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[4352];
-    if ((int(gid.x) < 2)) {
+    if (int(gid.x) < 2) {
         const int h0 = (int(gid.x) - 0);
         const int m01 = ((h0 / 2) * 64);
         const int n02 = (h0 * 64);
@@ -2632,7 +2665,7 @@ kernel void matmul_x2_1(
                 const float t20 = p1[((gk19 * 128) + gi18)];
                 sh[(((k16 * 68) + i17) + 1088)] = t20;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
@@ -2667,7 +2700,7 @@ kernel void matmul_x2_1(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
         simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -2685,7 +2718,7 @@ kernel void matmul_x2_1(
         simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s21 = 0; s21 < 32; s21 += 1) {
             const int l22 = ((s21 * 128) + ti3);
             const int i23 = (l22 / 64);
@@ -2694,7 +2727,7 @@ kernel void matmul_x2_1(
             const int gj26 = (n02 + j24);
             p2[((gi25 * 128) + gj26)] = sh[((i23 * 68) + j24)];
         }
-    } else if ((int(gid.x) < 34)) {
+    } else if (int(gid.x) < 34) {
         const int h1 = (int(gid.x) - 2);
         const int c1 = (h1 / 2);
         const int m02 = (((h1 / 2) % 1) * 32);
@@ -2718,7 +2751,7 @@ kernel void matmul_x2_1(
                 const int k11 = (l9 % 32);
                 const int gi12 = (m02 + i10);
                 const int gk13 = (k0 + k11);
-                if ((gi12 < 16)) {
+                if (gi12 < 16) {
                     const float t14 = p3[((((c1 * 16) + gi12) * 64) + gk13)];
                     sh[((i10 * 36) + k11)] = t14;
                 } else {
@@ -2734,7 +2767,7 @@ kernel void matmul_x2_1(
                 const float t21 = (NF4_CODE[((int(p4[(((gk20 * 128) + gi19) / 2)]) >> (((((gk20 * 128) + gi19) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p5[(((gk20 * 128) + gi19) / 64)])] * p6[((((gk20 * 128) + gi19) / 64) / 256)]) + p7[0]));
                 sh[(((k17 * 68) + i18) + 1152)] = t21;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 32; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
@@ -2757,7 +2790,7 @@ kernel void matmul_x2_1(
                 simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
                 simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         for (int k0 = 0; k0 < 64; k0 += 32) {
             for (int s22 = 0; s22 < 8; s22 += 1) {
@@ -2766,7 +2799,7 @@ kernel void matmul_x2_1(
                 const int k25 = (l23 % 32);
                 const int gi26 = (m02 + i24);
                 const int gk27 = (k0 + k25);
-                if ((gi26 < 16)) {
+                if (gi26 < 16) {
                     const float t28 = p0[((((c1 * 16) + gi26) * 64) + gk27)];
                     sh[((i24 * 36) + k25)] = t28;
                 } else {
@@ -2782,7 +2815,7 @@ kernel void matmul_x2_1(
                 const float t35 = p8[((gk34 * 128) + gi33)];
                 sh[(((k31 * 68) + i32) + 1152)] = t35;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 32; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
@@ -2805,7 +2838,7 @@ kernel void matmul_x2_1(
                 simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
                 simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
         simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -2815,14 +2848,14 @@ kernel void matmul_x2_1(
         simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
         simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
         simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s36 = 0; s36 < 16; s36 += 1) {
             const int l37 = ((s36 * 128) + ti4);
             const int i38 = (l37 / 64);
             const int j39 = (l37 % 64);
             const int gi40 = (m02 + i38);
             const int gj41 = (n03 + j39);
-            if ((gi40 < 16)) {
+            if (gi40 < 16) {
                 const float acc42 = sh[((i38 * 68) + j39)];
                 p9[((((c1 * 16) + gi40) * 128) + gj41)] = acc42;
                 const float t43 = p10[((((c1 * 16) + gi40) * 128) + gj41)];
@@ -2842,6 +2875,7 @@ kernel void matmul_x2_1(
 
 // fuses slice %130, slice %131, neg %137, mul %170, selective_scan_bwd %178 (mamba.1)
 // threadgroup 256×1×1, grid 136×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void selective_scan_bwd_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -2862,7 +2896,7 @@ kernel void selective_scan_bwd_0(
     float seq1[8];
     threadgroup float red2[512];
     const int gid3 = int(gid.x);
-    if ((gid3 < 128)) {
+    if (gid3 < 128) {
         const int b4 = (gid3 / 8);
         const int n05 = ((gid3 % 8) * 2);
         const int n6 = (n05 + (int(lid.x) / 128));
@@ -2907,12 +2941,12 @@ kernel void selective_scan_bwd_0(
                         carry14 = (a41 * g42);
                         const float sp43 = simd_sum(((g42 * t33) * t34));
                         const float sp44 = simd_sum((((a41 * sp40) + ((t33 * t35) * t34)) * t39));
-                        if ((lane8 == 0)) {
+                        if (lane8 == 0) {
                             red2[(rb30 + ((((0 * 16) + j31) * 8) + sg7))] = sp43;
                             red2[(rb30 + ((((1 * 16) + j31) * 8) + sg7))] = sp44;
                         }
                     }
-                    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+                    threadgroup_barrier(mem_flags::mem_threadgroup);
                     const int per45 = (cnt29 * 2);
                     for (int k46 = sg7; k46 < (2 * per45); k46 += 8) {
                         const int q47 = (k46 / per45);
@@ -2921,11 +2955,11 @@ kernel void selective_scan_bwd_0(
                         const float tot50 = simd_sum(((lane8 < 4) ? red2[(rb30 + ((((q47 * 16) + j48) * 8) + ((ns49 * 4) + min(lane8, 3))))] : 0.0f));
                         const int t51 = ((t118 - 1) - (i028 + j48));
                         const int nn52 = (n05 + ns49);
-                        if ((lane8 == 0)) {
-                            if ((q47 == 0)) {
+                        if (lane8 == 0) {
+                            if (q47 == 0) {
                                 p7[((((b4 * 16) + t51) * 16) + nn52)] = tot50;
                             }
-                            if ((q47 == 1)) {
+                            if (q47 == 1) {
                                 p8[((((b4 * 16) + t51) * 16) + nn52)] = tot50;
                             }
                         }
@@ -2979,7 +3013,7 @@ kernel void selective_scan_bwd_0(
                     const float r91 = (r90 + simd_shuffle_xor(r90, ushort(4)));
                     const float r92 = (r91 + simd_shuffle_xor(r91, ushort(2)));
                     const float r93 = (r92 + simd_shuffle_xor(r92, ushort(1)));
-                    if ((n54 == 0)) {
+                    if (n54 == 0) {
                         p10[((((b60 * 16) + t75) * 128) + ch53)] = (r89 + (t57 * t82));
                         p11[((((b60 * 16) + t75) * 128) + ch53)] = r93;
                     }
@@ -2991,6 +3025,7 @@ kernel void selective_scan_bwd_0(
 
 // fuses sigmoid %184, mul %185, matmul %186 (mamba.1)
 // threadgroup 128×1×1, grid 1×1×16 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_9(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -3018,7 +3053,7 @@ kernel void matmul_9(
             const int k11 = (l9 % 32);
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
-            if ((gi12 < 16)) {
+            if (gi12 < 16) {
                 const float t14 = p0[((((c1 * 16) + gi12) * 128) + gk13)];
                 const float t15 = p1[((((c1 * 16) + gi12) * 128) + gk13)];
                 const float t16 = (1.0f / (1.0f + exp((-t15))));
@@ -3034,14 +3069,14 @@ kernel void matmul_9(
             const int i21 = (l19 % 32);
             const int gi22 = (n03 + i21);
             const int gk23 = (k0 + k20);
-            if ((gi22 < 4)) {
+            if (gi22 < 4) {
                 const float t24 = p2[((gk23 * 4) + gi22)];
                 sh[(((k20 * 36) + i21) + 1152)] = t24;
             } else {
                 sh[(((k20 * 36) + i21) + 1152)] = 0.0f;
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
@@ -3056,20 +3091,20 @@ kernel void matmul_9(
             simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
             simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr6 * 36) + sc7), 36);
     simdgroup_store(acc0_1, sh + ((sr6 * 36) + (sc7 + 8)), 36);
     simdgroup_store(acc1_0, sh + (((sr6 + 8) * 36) + sc7), 36);
     simdgroup_store(acc1_1, sh + (((sr6 + 8) * 36) + (sc7 + 8)), 36);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s25 = 0; s25 < 8; s25 += 1) {
         const int l26 = ((s25 * 128) + ti4);
         const int i27 = (l26 / 32);
         const int j28 = (l26 % 32);
         const int gi29 = (m02 + i27);
         const int gj30 = (n03 + j28);
-        if (((gi29 < 16) && (gj30 < 4))) {
+        if ((gi29 < 16) && (gj30 < 4)) {
             p3[((((c1 * 16) + gi29) * 4) + gj30)] = sh[((i27 * 36) + j28)];
         }
     }
@@ -3078,6 +3113,7 @@ kernel void matmul_9(
 // fuses concat %187, matmul %188, add %189, sigmoid %190, const %191, sub %192, mul %193,
 //   add %194, mul %195 (mamba.1)
 // threadgroup 128×1×1, grid 2×1×16 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_10(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -3113,12 +3149,12 @@ kernel void matmul_10(
             const int k11 = (l9 % 32);
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
-            if (((gi12 < 16) && (gk13 < 36))) {
+            if ((gi12 < 16) && (gk13 < 36)) {
                 float cat14 = 0.0f;
-                if ((gk13 < 4)) {
+                if (gk13 < 4) {
                     const float t15 = p0[((((c1 * 16) + gi12) * 4) + (gk13 - 0))];
                     cat14 = t15;
-                } else if ((gk13 < 20)) {
+                } else if (gk13 < 20) {
                     const float t16 = p1[((((c1 * 16) + gi12) * 16) + (gk13 - 4))];
                     cat14 = t16;
                 } else {
@@ -3136,14 +3172,14 @@ kernel void matmul_10(
             const int i21 = (l19 % 64);
             const int gi22 = (n03 + i21);
             const int gk23 = (k0 + k20);
-            if ((gk23 < 36)) {
+            if (gk23 < 36) {
                 const float t24 = p3[((gk23 * 128) + gi22)];
                 sh[(((k20 * 68) + i21) + 1152)] = t24;
             } else {
                 sh[(((k20 * 68) + i21) + 1152)] = 0.0f;
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
@@ -3166,7 +3202,7 @@ kernel void matmul_10(
             simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
             simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
     simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -3176,14 +3212,14 @@ kernel void matmul_10(
     simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
     simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
     simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s25 = 0; s25 < 16; s25 += 1) {
         const int l26 = ((s25 * 128) + ti4);
         const int i27 = (l26 / 64);
         const int j28 = (l26 % 64);
         const int gi29 = (m02 + i27);
         const int gj30 = (n03 + j28);
-        if ((gi29 < 16)) {
+        if (gi29 < 16) {
             const float acc31 = sh[((i27 * 68) + j28)];
             const float t32 = p4[((((c1 * 16) + gi29) * 128) + gj30)];
             const float t33 = (t32 + acc31);
@@ -3201,6 +3237,7 @@ kernel void matmul_10(
 
 // fuses slice %124, causal_conv1d_bwd %196, concat %199, scale %200, matmul %203 (mamba.1)
 // threadgroup 128×1×1, grid 1×1×16 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_11(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -3234,9 +3271,9 @@ kernel void matmul_11(
             const int k11 = (l9 % 32);
             const int gi12 = (m02 + i10);
             const int gk13 = (k0 + k11);
-            if ((gi12 < 16)) {
+            if (gi12 < 16) {
                 float cat14 = 0.0f;
-                if ((gk13 < 128)) {
+                if (gk13 < 128) {
                     const float t15 = p0[((((c1 * 16) + gi12) * 128) + (gk13 - 0))];
                     const float t16 = p1[(((gk13 - 0) * 4) + 3)];
                     const float t17 = p0[((((c1 * 16) + min((gi12 + 1), 15)) * 128) + (gk13 - 0))];
@@ -3246,7 +3283,7 @@ kernel void matmul_11(
                     const float t21 = p0[((((c1 * 16) + min((gi12 + 3), 15)) * 128) + (gk13 - 0))];
                     const float t22 = p1[(((gk13 - 0) * 4) + 0)];
                     const float t23 = ((((t15 * t16) + ((gi12 < 15) ? (t17 * t18) : 0.0f)) + ((gi12 < 14) ? (t19 * t20) : 0.0f)) + ((gi12 < 13) ? (t21 * t22) : 0.0f));
-                    if ((n03 == 0)) {
+                    if (n03 == 0) {
                         p2[((((c1 * 16) + gi12) * 128) + (gk13 - 0))] = t23;
                     }
                     cat14 = t23;
@@ -3269,7 +3306,7 @@ kernel void matmul_11(
             const float t32 = p4[((gk31 * 64) + gi30)];
             sh[(((k28 * 68) + i29) + 1152)] = t32;
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 32; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
@@ -3292,7 +3329,7 @@ kernel void matmul_11(
             simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
             simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
     simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -3302,14 +3339,14 @@ kernel void matmul_11(
     simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
     simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
     simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s33 = 0; s33 < 16; s33 += 1) {
         const int l34 = ((s33 * 128) + ti4);
         const int i35 = (l34 / 64);
         const int j36 = (l34 % 64);
         const int gi37 = (m02 + i35);
         const int gj38 = (n03 + j36);
-        if ((gi37 < 16)) {
+        if (gi37 < 16) {
             p5[((((c1 * 16) + gi37) * 64) + gj38)] = sh[((i35 * 68) + j36)];
         }
     }
@@ -3320,6 +3357,7 @@ kernel void matmul_11(
 // part 1 (matmul): fuses reshape %208, reshape %209, matmul %210 (mamba.1)
 // part 2 (matmul): fuses concat %199, dequant %201, matmul %202, matmul %207, add %211 (mamba.1)
 // threadgroup 128×1×1, grid 21×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_x3_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -3338,7 +3376,7 @@ kernel void matmul_x3_0(
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[4352];
-    if ((int(gid.x) < 4)) {
+    if (int(gid.x) < 4) {
         const int h0 = (int(gid.x) - 0);
         const int m01 = (h0 * 64);
         const int n02 = ((h0 % 1) * 64);
@@ -3370,7 +3408,7 @@ kernel void matmul_x3_0(
                 const int gi11 = (m01 + i10);
                 const int gk12 = (k0 + k9);
                 float cat13 = 0.0f;
-                if (((((gk12 * 256) + gi11) % 256) < 128)) {
+                if ((((gk12 * 256) + gi11) % 256) < 128) {
                     const float t14 = p0[(((((((gk12 * 256) + gi11) / 4096) * 16) + ((((gk12 * 256) + gi11) / 256) % 16)) * 128) + ((((gk12 * 256) + gi11) % 256) - 0))];
                     cat13 = t14;
                 } else {
@@ -3389,7 +3427,7 @@ kernel void matmul_x3_0(
                 const float t23 = p2[((gk22 * 64) + gi21)];
                 sh[(((k19 * 68) + i20) + 1088)] = t23;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
@@ -3424,7 +3462,7 @@ kernel void matmul_x3_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
         simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -3442,7 +3480,7 @@ kernel void matmul_x3_0(
         simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s24 = 0; s24 < 32; s24 += 1) {
             const int l25 = ((s24 * 128) + ti3);
             const int i26 = (l25 / 64);
@@ -3451,7 +3489,7 @@ kernel void matmul_x3_0(
             const int gj29 = (n02 + j27);
             p3[((gi28 * 64) + gj29)] = sh[((i26 * 68) + j27)];
         }
-    } else if ((int(gid.x) < 5)) {
+    } else if (int(gid.x) < 5) {
         const int h1 = (int(gid.x) - 4);
         const int m01 = (h1 * 64);
         const int n02 = (h1 * 64);
@@ -3494,7 +3532,7 @@ kernel void matmul_x3_0(
                 const float t20 = p5[((gk19 * 64) + gi18)];
                 sh[(((k16 * 68) + i17) + 1088)] = t20;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
@@ -3529,7 +3567,7 @@ kernel void matmul_x3_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
         simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -3547,7 +3585,7 @@ kernel void matmul_x3_0(
         simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s21 = 0; s21 < 32; s21 += 1) {
             const int l22 = ((s21 * 128) + ti3);
             const int i23 = (l22 / 64);
@@ -3556,7 +3594,7 @@ kernel void matmul_x3_0(
             const int gj26 = (n02 + j24);
             p6[((gi25 * 64) + gj26)] = sh[((i23 * 68) + j24)];
         }
-    } else if ((int(gid.x) < 21)) {
+    } else if (int(gid.x) < 21) {
         const int h2 = (int(gid.x) - 5);
         const int c1 = h2;
         const int m02 = ((h2 % 1) * 32);
@@ -3580,9 +3618,9 @@ kernel void matmul_x3_0(
                 const int k11 = (l9 % 32);
                 const int gi12 = (m02 + i10);
                 const int gk13 = (k0 + k11);
-                if ((gi12 < 16)) {
+                if (gi12 < 16) {
                     float cat14 = 0.0f;
-                    if ((gk13 < 128)) {
+                    if (gk13 < 128) {
                         const float t15 = p0[((((c1 * 16) + gi12) * 128) + (gk13 - 0))];
                         cat14 = t15;
                     } else {
@@ -3603,7 +3641,7 @@ kernel void matmul_x3_0(
                 const float t23 = (NF4_CODE[((int(p7[(((gk22 * 64) + gi21) / 2)]) >> (((((gk22 * 64) + gi21) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p8[(((gk22 * 64) + gi21) / 64)])] * p9[((((gk22 * 64) + gi21) / 64) / 256)]) + p10[0]));
                 sh[(((k19 * 68) + i20) + 1152)] = t23;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 32; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
@@ -3626,7 +3664,7 @@ kernel void matmul_x3_0(
                 simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
                 simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         for (int k0 = 0; k0 < 64; k0 += 32) {
             for (int s24 = 0; s24 < 8; s24 += 1) {
@@ -3635,7 +3673,7 @@ kernel void matmul_x3_0(
                 const int k27 = (l25 % 32);
                 const int gi28 = (m02 + i26);
                 const int gk29 = (k0 + k27);
-                if ((gi28 < 16)) {
+                if (gi28 < 16) {
                     const float t30 = p4[((((c1 * 16) + gi28) * 64) + gk29)];
                     sh[((i26 * 36) + k27)] = t30;
                 } else {
@@ -3651,7 +3689,7 @@ kernel void matmul_x3_0(
                 const float t37 = p11[((gk36 * 64) + gi35)];
                 sh[(((k33 * 68) + i34) + 1152)] = t37;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 32; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr6 * 36) + kk), 36);
@@ -3674,7 +3712,7 @@ kernel void matmul_x3_0(
                 simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
                 simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr6 * 68) + sc7), 68);
         simdgroup_store(acc0_1, sh + ((sr6 * 68) + (sc7 + 8)), 68);
@@ -3684,14 +3722,14 @@ kernel void matmul_x3_0(
         simdgroup_store(acc1_1, sh + (((sr6 + 8) * 68) + (sc7 + 8)), 68);
         simdgroup_store(acc1_2, sh + (((sr6 + 8) * 68) + (sc7 + 16)), 68);
         simdgroup_store(acc1_3, sh + (((sr6 + 8) * 68) + (sc7 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s38 = 0; s38 < 16; s38 += 1) {
             const int l39 = ((s38 * 128) + ti4);
             const int i40 = (l39 / 64);
             const int j41 = (l39 % 64);
             const int gi42 = (m02 + i40);
             const int gj43 = (n03 + j41);
-            if ((gi42 < 16)) {
+            if (gi42 < 16) {
                 const float acc44 = sh[((i40 * 68) + j41)];
                 p12[((((c1 * 16) + gi42) * 64) + gj43)] = acc44;
             }
@@ -3701,17 +3739,19 @@ kernel void matmul_x3_0(
 
 // fuses rmsnorm_bwd %212, add %214 (mamba.1)
 // threadgroup 256×1×1, grid 32×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void rmsnorm_bwd_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
         const device float* p3 [[buffer(3)]],
         device float* p4 [[buffer(4)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int row4 = ((int(gid.x) * 8) + (lid1 / 32));
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
+    const int l32_2 = int(lane);
+    const int sg3 = int(sg);
+    const int row4 = ((int(gid.x) * 8) + sg3);
     const int c5 = (row4 / 16);
     const int c6 = (row4 % 16);
     float reg7[2];
@@ -3745,16 +3785,18 @@ kernel void rmsnorm_bwd_1(
 
 // fuses reshape %215, gather %223, mul %225, reduce_sum %226 (moe.0)
 // threadgroup 256×1×1, grid 64×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void reduce_sum_1(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
         device float* p3 [[buffer(3)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int row4 = ((int(gid.x) * 8) + (lid1 / 32));
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
+    const int l32_2 = int(lane);
+    const int sg3 = int(sg);
+    const int row4 = ((int(gid.x) * 8) + sg3);
     float acc5 = 0.0f;
     for (int k6 = 0; k6 < 2; k6 += 1) {
         const int j7 = (l32_2 + (k6 * 32));
@@ -3765,7 +3807,7 @@ kernel void reduce_sum_1(
         acc5 += t11;
     }
     const float s12 = simd_sum(acc5);
-    if ((l32_2 == 0)) {
+    if (l32_2 == 0) {
         p3[row4] = s12;
     }
 }
@@ -3775,6 +3817,7 @@ kernel void reduce_sum_1(
 // part 1 (grouped_matmul): fuses reshape %87, gather %88, reshape %89, broadcast %90, reshape %215, gather %223, mul %224,
 //   scale %231, grouped_matmul %234 (moe.0)
 // threadgroup 128×1×1, grid 44×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void scatter_add_grouped_matmul_x2_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -3790,31 +3833,31 @@ kernel void scatter_add_grouped_matmul_x2_0(
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[4352];
-    if ((int(gid.x) < 4)) {
+    if (int(gid.x) < 4) {
         const int h0 = (int(gid.x) - 0);
         const int t1 = ((h0 * 128) + int(lid.x));
         const int lo2 = t1;
         float acc4 = 0.0f;
         for (int i3 = 0; i3 < 512; i3 += 1) {
             const int t5 = p0[i3];
-            if ((t5 == lo2)) {
+            if (t5 == lo2) {
                 const float t6 = p1[i3];
                 acc4 += t6;
             }
         }
         p2[lo2] = acc4;
-    } else if ((int(gid.x) < 44)) {
+    } else if (int(gid.x) < 44) {
         const int h1 = (int(gid.x) - 4);
         const int ex1 = (h1 / 8);
         const int n02 = ((h1 % 1) * 64);
-        if ((ex1 == 4)) {
+        if (ex1 == 4) {
             const int t3 = p3[0];
             const int t4 = p3[4];
             for (int s5 = 0; s5 < 32; s5 += 1) {
                 const int l6 = ((s5 * 128) + int(lid.x));
                 const int r7 = (((h1 % 8) * 64) + (l6 / 64));
                 const int j8 = (n02 + (l6 % 64));
-                if (((r7 < t3) || (r7 >= t4))) {
+                if ((r7 < t3) || (r7 >= t4)) {
                     p4[((r7 * 64) + j8)] = 0.0f;
                 }
             }
@@ -3823,7 +3866,7 @@ kernel void scatter_add_grouped_matmul_x2_0(
         const int t9 = p3[ex1];
         const int t10 = p3[(ex1 + 1)];
         const int m011 = (t9 + ((h1 % 8) * 64));
-        if ((m011 >= t10)) {
+        if (m011 >= t10) {
             return;
         }
         const int ti12 = int(lid.x);
@@ -3853,13 +3896,13 @@ kernel void scatter_add_grouped_matmul_x2_0(
                 const int k19 = (l17 % 16);
                 const int gi20 = (m011 + i18);
                 const int gk21 = (k0 + k19);
-                if ((gi20 < t10)) {
+                if (gi20 < t10) {
                     const int t22 = p5[gi20];
                     const float t23 = p6[((t22 * 64) + gk21)];
                     const int t24 = p0[((gi20 * 1) + 0)];
                     const float t25 = p7[t24];
                     const float t26 = (t23 * t25);
-                    if ((n02 == 0)) {
+                    if (n02 == 0) {
                         p8[((gi20 * 64) + gk21)] = t26;
                     }
                     const float t27 = (t26 * 0.25f);
@@ -3877,7 +3920,7 @@ kernel void scatter_add_grouped_matmul_x2_0(
                 const float t34 = p9[((((ex1 * 64) + gk33) * 64) + gi32)];
                 sh[(((k30 * 68) + i31) + 1280)] = t34;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr14 * 20) + kk), 20);
@@ -3912,7 +3955,7 @@ kernel void scatter_add_grouped_matmul_x2_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr14 * 68) + sc15), 68);
         simdgroup_store(acc0_1, sh + ((sr14 * 68) + (sc15 + 8)), 68);
@@ -3930,14 +3973,14 @@ kernel void scatter_add_grouped_matmul_x2_0(
         simdgroup_store(acc3_1, sh + (((sr14 + 24) * 68) + (sc15 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s35 = 0; s35 < 32; s35 += 1) {
             const int l36 = ((s35 * 128) + ti12);
             const int i37 = (l36 / 64);
             const int j38 = (l36 % 64);
             const int gi39 = (m011 + i37);
             const int gj40 = (n02 + j38);
-            if ((gi39 < t10)) {
+            if (gi39 < t10) {
                 p4[((gi39 * 64) + gj40)] = sh[((i37 * 68) + j38)];
             }
         }
@@ -3950,6 +3993,7 @@ kernel void scatter_add_grouped_matmul_x2_0(
 // part 2 (grouped_matmul): fuses slice %78, slice %79, dequant %232, grouped_matmul %233, grouped_matmul %236, add %238,
 //   mul %239, mul %240, sigmoid %241, const %242, sub %243, mul %244, add %245, mul %246 (moe.0)
 // threadgroup 128×1×1, grid 48×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -3971,7 +4015,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[4352];
-    if ((int(gid.x) < 4)) {
+    if (int(gid.x) < 4) {
         const int h0 = (int(gid.x) - 0);
         const int ex1 = h0;
         const int m02 = ((h0 % 1) * 64);
@@ -4005,7 +4049,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
                 const int i13 = (l11 % 64);
                 const int gi14 = (m02 + i13);
                 const int gk15 = (k0 + k12);
-                if ((gk15 < t5)) {
+                if (gk15 < t5) {
                     const float t16 = p1[((gk15 * 64) + gi14)];
                     const float t17 = (t16 * 0.25f);
                     sh[((k12 * 68) + i13)] = t17;
@@ -4019,14 +4063,14 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
                 const int i21 = (l19 % 64);
                 const int gi22 = (n03 + i21);
                 const int gk23 = (k0 + k20);
-                if ((gk23 < t5)) {
+                if (gk23 < t5) {
                     const float t24 = p2[((gk23 * 64) + gi22)];
                     sh[(((k20 * 68) + i21) + 1088)] = t24;
                 } else {
                     sh[(((k20 * 68) + i21) + 1088)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 68) + sr8), 68, ulong2(0, 0), true);
@@ -4061,7 +4105,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr8 * 68) + sc9), 68);
         simdgroup_store(acc0_1, sh + ((sr8 * 68) + (sc9 + 8)), 68);
@@ -4079,7 +4123,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
         simdgroup_store(acc3_1, sh + (((sr8 + 24) * 68) + (sc9 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr8 + 24) * 68) + (sc9 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr8 + 24) * 68) + (sc9 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s25 = 0; s25 < 32; s25 += 1) {
             const int l26 = ((s25 * 128) + ti6);
             const int i27 = (l26 / 64);
@@ -4088,7 +4132,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
             const int gj30 = (n03 + j28);
             p3[((((ex1 * 64) + gi29) * 64) + gj30)] = sh[((i27 * 68) + j28)];
         }
-    } else if ((int(gid.x) < 8)) {
+    } else if (int(gid.x) < 8) {
         const int h1 = (int(gid.x) - 4);
         const int ex1 = h1;
         const int m02 = ((h1 % 1) * 64);
@@ -4122,7 +4166,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
                 const int i13 = (l11 % 64);
                 const int gi14 = (m02 + i13);
                 const int gk15 = (k0 + k12);
-                if ((gk15 < t5)) {
+                if (gk15 < t5) {
                     const float t16 = p4[((gk15 * 64) + gi14)];
                     sh[((k12 * 68) + i13)] = t16;
                 } else {
@@ -4135,14 +4179,14 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
                 const int i20 = (l18 % 64);
                 const int gi21 = (n03 + i20);
                 const int gk22 = (k0 + k19);
-                if ((gk22 < t5)) {
+                if (gk22 < t5) {
                     const float t23 = p5[((gk22 * 64) + gi21)];
                     sh[(((k19 * 68) + i20) + 1088)] = t23;
                 } else {
                     sh[(((k19 * 68) + i20) + 1088)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 68) + sr8), 68, ulong2(0, 0), true);
@@ -4177,7 +4221,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr8 * 68) + sc9), 68);
         simdgroup_store(acc0_1, sh + ((sr8 * 68) + (sc9 + 8)), 68);
@@ -4195,7 +4239,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
         simdgroup_store(acc3_1, sh + (((sr8 + 24) * 68) + (sc9 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr8 + 24) * 68) + (sc9 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr8 + 24) * 68) + (sc9 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s24 = 0; s24 < 32; s24 += 1) {
             const int l25 = ((s24 * 128) + ti6);
             const int i26 = (l25 / 64);
@@ -4204,18 +4248,18 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
             const int gj29 = (n03 + j27);
             p6[((((ex1 * 64) + gi28) * 64) + gj29)] = sh[((i26 * 68) + j27)];
         }
-    } else if ((int(gid.x) < 48)) {
+    } else if (int(gid.x) < 48) {
         const int h2 = (int(gid.x) - 8);
         const int ex1 = (h2 / 8);
         const int n02 = ((h2 % 1) * 64);
-        if ((ex1 == 4)) {
+        if (ex1 == 4) {
             const int t3 = p0[0];
             const int t4 = p0[4];
             for (int s5 = 0; s5 < 32; s5 += 1) {
                 const int l6 = ((s5 * 128) + int(lid.x));
                 const int r7 = (((h2 % 8) * 64) + (l6 / 64));
                 const int j8 = (n02 + (l6 % 64));
-                if (((r7 < t3) || (r7 >= t4))) {
+                if ((r7 < t3) || (r7 >= t4)) {
                     const float acc9 = 0.0f;
                     const float t10 = p7[((r7 * 64) + j8)];
                     const float t11 = (acc9 * t10);
@@ -4236,7 +4280,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
         const int t20 = p0[ex1];
         const int t21 = p0[(ex1 + 1)];
         const int m022 = (t20 + ((h2 % 8) * 64));
-        if ((m022 >= t21)) {
+        if (m022 >= t21) {
             return;
         }
         const int ti23 = int(lid.x);
@@ -4266,7 +4310,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
                 const int k30 = (l28 % 16);
                 const int gi31 = (m022 + i29);
                 const int gk32 = (k0 + k30);
-                if ((gi31 < t21)) {
+                if (gi31 < t21) {
                     const float t33 = p1[((gi31 * 64) + gk32)];
                     sh[((i29 * 20) + k30)] = t33;
                 } else {
@@ -4282,7 +4326,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
                 const float t40 = (NF4_CODE[((int(p11[(((((ex1 * 64) + gk39) * 64) + gi38) / 2)]) >> (((((((ex1 * 64) + gk39) * 64) + gi38) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p12[(((((ex1 * 64) + gk39) * 64) + gi38) / 64)])] * p13[((((((ex1 * 64) + gk39) * 64) + gi38) / 64) / 256)]) + p14[0]));
                 sh[(((k36 * 68) + i37) + 1280)] = t40;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr25 * 20) + kk), 20);
@@ -4317,7 +4361,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         for (int k0 = 0; k0 < 64; k0 += 16) {
             for (int s41 = 0; s41 < 8; s41 += 1) {
@@ -4326,7 +4370,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
                 const int k44 = (l42 % 16);
                 const int gi45 = (m022 + i43);
                 const int gk46 = (k0 + k44);
-                if ((gi45 < t21)) {
+                if (gi45 < t21) {
                     const float t47 = p4[((gi45 * 64) + gk46)];
                     sh[((i43 * 20) + k44)] = t47;
                 } else {
@@ -4342,7 +4386,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
                 const float t54 = p15[((((ex1 * 64) + gk53) * 64) + gi52)];
                 sh[(((k50 * 68) + i51) + 1280)] = t54;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr25 * 20) + kk), 20);
@@ -4377,7 +4421,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr25 * 68) + sc26), 68);
         simdgroup_store(acc0_1, sh + ((sr25 * 68) + (sc26 + 8)), 68);
@@ -4395,14 +4439,14 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
         simdgroup_store(acc3_1, sh + (((sr25 + 24) * 68) + (sc26 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr25 + 24) * 68) + (sc26 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr25 + 24) * 68) + (sc26 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s55 = 0; s55 < 32; s55 += 1) {
             const int l56 = ((s55 * 128) + ti23);
             const int i57 = (l56 / 64);
             const int j58 = (l56 % 64);
             const int gi59 = (m022 + i57);
             const int gj60 = (n02 + j58);
-            if ((gi59 < t21)) {
+            if (gi59 < t21) {
                 const float acc61 = sh[((i57 * 68) + j58)];
                 const float t62 = p7[((gi59 * 64) + gj60)];
                 const float t63 = (acc61 * t62);
@@ -4425,6 +4469,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
 // part 0 (grouped_matmul): fuses concat %247, scale %248, grouped_matmul %251 (moe.0)
 // part 1 (grouped_matmul_wgrad): fuses concat %247, scale %248, grouped_matmul_wgrad %252 (moe.0)
 // threadgroup 128×1×1, grid 48×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
         const device int* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
@@ -4437,18 +4482,18 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[4352];
-    if ((int(gid.x) < 40)) {
+    if (int(gid.x) < 40) {
         const int h0 = (int(gid.x) - 0);
         const int ex1 = (h0 / 8);
         const int n02 = ((h0 % 1) * 64);
-        if ((ex1 == 4)) {
+        if (ex1 == 4) {
             const int t3 = p0[0];
             const int t4 = p0[4];
             for (int s5 = 0; s5 < 32; s5 += 1) {
                 const int l6 = ((s5 * 128) + int(lid.x));
                 const int r7 = (((h0 % 8) * 64) + (l6 / 64));
                 const int j8 = (n02 + (l6 % 64));
-                if (((r7 < t3) || (r7 >= t4))) {
+                if ((r7 < t3) || (r7 >= t4)) {
                     p1[((r7 * 64) + j8)] = 0.0f;
                 }
             }
@@ -4457,7 +4502,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
         const int t9 = p0[ex1];
         const int t10 = p0[(ex1 + 1)];
         const int m011 = (t9 + ((h0 % 8) * 64));
-        if ((m011 >= t10)) {
+        if (m011 >= t10) {
             return;
         }
         const int ti12 = int(lid.x);
@@ -4487,9 +4532,9 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                 const int k19 = (l17 % 16);
                 const int gi20 = (m011 + i18);
                 const int gk21 = (k0 + k19);
-                if ((gi20 < t10)) {
+                if (gi20 < t10) {
                     float cat22 = 0.0f;
-                    if ((gk21 < 64)) {
+                    if (gk21 < 64) {
                         const float t23 = p2[((gi20 * 64) + (gk21 - 0))];
                         cat22 = t23;
                     } else {
@@ -4511,7 +4556,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                 const float t32 = p4[((((ex1 * 128) + gk31) * 64) + gi30)];
                 sh[(((k28 * 68) + i29) + 1280)] = t32;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr14 * 20) + kk), 20);
@@ -4546,7 +4591,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr14 * 68) + sc15), 68);
         simdgroup_store(acc0_1, sh + ((sr14 * 68) + (sc15 + 8)), 68);
@@ -4564,18 +4609,18 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
         simdgroup_store(acc3_1, sh + (((sr14 + 24) * 68) + (sc15 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr14 + 24) * 68) + (sc15 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr14 + 24) * 68) + (sc15 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s33 = 0; s33 < 32; s33 += 1) {
             const int l34 = ((s33 * 128) + ti12);
             const int i35 = (l34 / 64);
             const int j36 = (l34 % 64);
             const int gi37 = (m011 + i35);
             const int gj38 = (n02 + j36);
-            if ((gi37 < t10)) {
+            if (gi37 < t10) {
                 p1[((gi37 * 64) + gj38)] = sh[((i35 * 68) + j36)];
             }
         }
-    } else if ((int(gid.x) < 48)) {
+    } else if (int(gid.x) < 48) {
         const int h1 = (int(gid.x) - 40);
         const int ex1 = (h1 / 2);
         const int m02 = ((h1 % 2) * 64);
@@ -4609,9 +4654,9 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                 const int i13 = (l11 % 64);
                 const int gi14 = (m02 + i13);
                 const int gk15 = (k0 + k12);
-                if ((gk15 < t5)) {
+                if (gk15 < t5) {
                     float cat16 = 0.0f;
-                    if ((gi14 < 64)) {
+                    if (gi14 < 64) {
                         const float t17 = p2[((gk15 * 64) + (gi14 - 0))];
                         cat16 = t17;
                     } else {
@@ -4630,14 +4675,14 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                 const int i23 = (l21 % 64);
                 const int gi24 = (n03 + i23);
                 const int gk25 = (k0 + k22);
-                if ((gk25 < t5)) {
+                if (gk25 < t5) {
                     const float t26 = p5[((gk25 * 64) + gi24)];
                     sh[(((k22 * 68) + i23) + 1088)] = t26;
                 } else {
                     sh[(((k22 * 68) + i23) + 1088)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 68) + sr8), 68, ulong2(0, 0), true);
@@ -4672,7 +4717,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr8 * 68) + sc9), 68);
         simdgroup_store(acc0_1, sh + ((sr8 * 68) + (sc9 + 8)), 68);
@@ -4690,7 +4735,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
         simdgroup_store(acc3_1, sh + (((sr8 + 24) * 68) + (sc9 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr8 + 24) * 68) + (sc9 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr8 + 24) * 68) + (sc9 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s27 = 0; s27 < 32; s27 += 1) {
             const int l28 = ((s27 * 128) + ti6);
             const int i29 = (l28 / 64);
@@ -4706,6 +4751,7 @@ kernel void grouped_matmul_grouped_matmul_wgrad_x2_0(
 // part 0 (grouped_matmul_wgrad): fuses reshape %61, gather %72, grouped_matmul_wgrad %254 (moe.0)
 // part 1 (grouped_matmul): fuses concat %247, dequant %249, grouped_matmul %250, grouped_matmul %253, add %255 (moe.0)
 // threadgroup 128×1×1, grid 44×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -4724,7 +4770,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[4352];
-    if ((int(gid.x) < 4)) {
+    if (int(gid.x) < 4) {
         const int h0 = (int(gid.x) - 0);
         const int ex1 = h0;
         const int m02 = ((h0 % 1) * 64);
@@ -4758,7 +4804,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
                 const int i13 = (l11 % 64);
                 const int gi14 = (m02 + i13);
                 const int gk15 = (k0 + k12);
-                if ((gk15 < t5)) {
+                if (gk15 < t5) {
                     const float t16 = p1[((gk15 * 64) + gi14)];
                     sh[((k12 * 68) + i13)] = t16;
                 } else {
@@ -4771,7 +4817,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
                 const int i20 = (l18 % 64);
                 const int gi21 = (n03 + i20);
                 const int gk22 = (k0 + k19);
-                if ((gk22 < t5)) {
+                if (gk22 < t5) {
                     const int t23 = p2[gk22];
                     const float t24 = p3[((t23 * 64) + gi21)];
                     sh[(((k19 * 68) + i20) + 1088)] = t24;
@@ -4779,7 +4825,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
                     sh[(((k19 * 68) + i20) + 1088)] = 0.0f;
                 }
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 68) + sr8), 68, ulong2(0, 0), true);
@@ -4814,7 +4860,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr8 * 68) + sc9), 68);
         simdgroup_store(acc0_1, sh + ((sr8 * 68) + (sc9 + 8)), 68);
@@ -4832,7 +4878,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
         simdgroup_store(acc3_1, sh + (((sr8 + 24) * 68) + (sc9 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr8 + 24) * 68) + (sc9 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr8 + 24) * 68) + (sc9 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s25 = 0; s25 < 32; s25 += 1) {
             const int l26 = ((s25 * 128) + ti6);
             const int i27 = (l26 / 64);
@@ -4841,18 +4887,18 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
             const int gj30 = (n03 + j28);
             p4[((((ex1 * 64) + gi29) * 64) + gj30)] = sh[((i27 * 68) + j28)];
         }
-    } else if ((int(gid.x) < 44)) {
+    } else if (int(gid.x) < 44) {
         const int h1 = (int(gid.x) - 4);
         const int ex1 = (h1 / 8);
         const int n02 = ((h1 % 1) * 64);
-        if ((ex1 == 4)) {
+        if (ex1 == 4) {
             const int t3 = p0[0];
             const int t4 = p0[4];
             for (int s5 = 0; s5 < 32; s5 += 1) {
                 const int l6 = ((s5 * 128) + int(lid.x));
                 const int r7 = (((h1 % 8) * 64) + (l6 / 64));
                 const int j8 = (n02 + (l6 % 64));
-                if (((r7 < t3) || (r7 >= t4))) {
+                if ((r7 < t3) || (r7 >= t4)) {
                     const float acc9 = 0.0f;
                     p5[((r7 * 64) + j8)] = acc9;
                 }
@@ -4862,7 +4908,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
         const int t10 = p0[ex1];
         const int t11 = p0[(ex1 + 1)];
         const int m012 = (t10 + ((h1 % 8) * 64));
-        if ((m012 >= t11)) {
+        if (m012 >= t11) {
             return;
         }
         const int ti13 = int(lid.x);
@@ -4892,9 +4938,9 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
                 const int k20 = (l18 % 16);
                 const int gi21 = (m012 + i19);
                 const int gk22 = (k0 + k20);
-                if ((gi21 < t11)) {
+                if (gi21 < t11) {
                     float cat23 = 0.0f;
-                    if ((gk22 < 64)) {
+                    if (gk22 < 64) {
                         const float t24 = p6[((gi21 * 64) + (gk22 - 0))];
                         cat23 = t24;
                     } else {
@@ -4915,7 +4961,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
                 const float t32 = (NF4_CODE[((int(p8[(((((ex1 * 128) + gk31) * 64) + gi30) / 2)]) >> (((((((ex1 * 128) + gk31) * 64) + gi30) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p9[(((((ex1 * 128) + gk31) * 64) + gi30) / 64)])] * p10[((((((ex1 * 128) + gk31) * 64) + gi30) / 64) / 256)]) + p11[0]));
                 sh[(((k28 * 68) + i29) + 1280)] = t32;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr15 * 20) + kk), 20);
@@ -4950,7 +4996,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         for (int k0 = 0; k0 < 64; k0 += 16) {
             for (int s33 = 0; s33 < 8; s33 += 1) {
@@ -4959,7 +5005,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
                 const int k36 = (l34 % 16);
                 const int gi37 = (m012 + i35);
                 const int gk38 = (k0 + k36);
-                if ((gi37 < t11)) {
+                if (gi37 < t11) {
                     const float t39 = p1[((gi37 * 64) + gk38)];
                     sh[((i35 * 20) + k36)] = t39;
                 } else {
@@ -4975,7 +5021,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
                 const float t46 = p12[((((ex1 * 64) + gk45) * 64) + gi44)];
                 sh[(((k42 * 68) + i43) + 1280)] = t46;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((sr15 * 20) + kk), 20);
@@ -5010,7 +5056,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr15 * 68) + sc16), 68);
         simdgroup_store(acc0_1, sh + ((sr15 * 68) + (sc16 + 8)), 68);
@@ -5028,14 +5074,14 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
         simdgroup_store(acc3_1, sh + (((sr15 + 24) * 68) + (sc16 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr15 + 24) * 68) + (sc16 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr15 + 24) * 68) + (sc16 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s47 = 0; s47 < 32; s47 += 1) {
             const int l48 = ((s47 * 128) + ti13);
             const int i49 = (l48 / 64);
             const int j50 = (l48 % 64);
             const int gi51 = (m012 + i49);
             const int gj52 = (n02 + j50);
-            if ((gi51 < t11)) {
+            if (gi51 < t11) {
                 const float acc53 = sh[((i49 * 68) + j50)];
                 p5[((gi51 * 64) + gj52)] = acc53;
             }
@@ -5047,6 +5093,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
 // part 0 (scatter_add): fuses scatter_add %256 (moe.0)
 // part 1 (reduce_sum): fuses broadcast %67, reshape %230, mul %258, div %259, neg %260, reduce_sum %261 (moe.0)
 // threadgroup 256×1×1, grid 33×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void scatter_add_reduce_sum_x2_0(
         device float* p0 [[buffer(0)]],
         const device int* p1 [[buffer(1)]],
@@ -5057,7 +5104,7 @@ kernel void scatter_add_reduce_sum_x2_0(
         device float* p6 [[buffer(6)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 32)) {
+    if (int(gid.x) < 32) {
         const int h0 = (int(gid.x) - 0);
         const int t1 = ((h0 * 256) + int(lid.x));
         const int c2 = (t1 % 64);
@@ -5068,12 +5115,12 @@ kernel void scatter_add_reduce_sum_x2_0(
         }
         for (int i4 = 0; i4 < 512; i4 += 1) {
             const int t7 = p1[i4];
-            if (((t7 >= lo3) && (t7 < hi5))) {
+            if ((t7 >= lo3) && (t7 < hi5)) {
                 const float t8 = p2[((i4 * 64) + c2)];
                 p0[((t7 * 64) + c2)] = (p0[((t7 * 64) + c2)] + t8);
             }
         }
-    } else if ((int(gid.x) < 33)) {
+    } else if (int(gid.x) < 33) {
         const int h1 = (int(gid.x) - 32);
         const int lid1 = int(lid.x);
         const int row4 = ((h1 * 256) + lid1);
@@ -5096,6 +5143,7 @@ kernel void scatter_add_reduce_sum_x2_0(
 //   broadcast %263, add %264, one_hot %265, reshape %266, broadcast %267, mul %268,
 //   reduce_sum %269, add %270 (moe.0)
 // threadgroup 64×1×1, grid 32×1×1 threadgroups
+[[max_total_threads_per_threadgroup(64)]]
 kernel void reduce_sum_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -5125,8 +5173,8 @@ kernel void reduce_sum_2(
         acc5 += t16;
     }
     sh17[lid1] = acc5;
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if ((part3 == 0)) {
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    if (part3 == 0) {
         for (int pr18 = 1; pr18 < 2; pr18 += 1) {
             acc5 += sh17[((pr18 * 32) + col2)];
         }
@@ -5142,6 +5190,7 @@ kernel void reduce_sum_2(
 
 // fuses mul %271, reduce_sum %272 (moe.0)
 // threadgroup 256×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void reduce_sum_3(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -5162,6 +5211,7 @@ kernel void reduce_sum_3(
 
 // fuses broadcast %273, sub %274, mul %275, matmul %276 (moe.0)
 // threadgroup 128×1×1, grid 1×4×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_12(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -5201,7 +5251,7 @@ kernel void matmul_12(
             const int k10 = (l8 % 16);
             const int gi11 = (m01 + i9);
             const int gk12 = (k0 + k10);
-            if ((gk12 < 4)) {
+            if (gk12 < 4) {
                 const float t13 = p0[((gi11 * 4) + gk12)];
                 const float t14 = p1[((gi11 * 4) + gk12)];
                 const float t15 = p2[((gi11 * 1) + 0)];
@@ -5218,14 +5268,14 @@ kernel void matmul_12(
             const int i21 = (l19 % 64);
             const int gi22 = (n02 + i21);
             const int gk23 = (k0 + k20);
-            if ((gk23 < 4)) {
+            if (gk23 < 4) {
                 const float t24 = p3[((gk23 * 64) + gi22)];
                 sh[(((k20 * 68) + i21) + 1280)] = t24;
             } else {
                 sh[(((k20 * 68) + i21) + 1280)] = 0.0f;
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int kk = 0; kk < 16; kk += 8) {
             simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
             simdgroup_load(fa0, sh + ((sr5 * 20) + kk), 20);
@@ -5260,7 +5310,7 @@ kernel void matmul_12(
             simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
             simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
     simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -5278,7 +5328,7 @@ kernel void matmul_12(
     simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
     simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
     simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int s25 = 0; s25 < 32; s25 += 1) {
         const int l26 = ((s25 * 128) + ti3);
         const int i27 = (l26 / 64);
@@ -5291,6 +5341,7 @@ kernel void matmul_12(
 
 // fuses add %277, reshape %278, rmsnorm_bwd %279, add %281 (moe.0)
 // threadgroup 256×1×1, grid 32×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void rmsnorm_bwd_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -5298,11 +5349,12 @@ kernel void rmsnorm_bwd_2(
         const device float* p3 [[buffer(3)]],
         const device float* p4 [[buffer(4)]],
         device float* p5 [[buffer(5)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
-    const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int row4 = ((int(gid.x) * 8) + (lid1 / 32));
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
+    const int l32_2 = int(lane);
+    const int sg3 = int(sg);
+    const int row4 = ((int(gid.x) * 8) + sg3);
     const int c5 = (row4 / 16);
     const int c6 = (row4 % 16);
     float reg7[2];
@@ -5340,6 +5392,7 @@ kernel void rmsnorm_bwd_2(
 // part 0 (matmul): fuses concat %323, scale %324, reshape %326, reshape %327, matmul %328 (mamba.0)
 // part 1 (matmul): fuses reshape %329, reshape %330, matmul %331 (mamba.0)
 // threadgroup 128×1×1, grid 5×1×1 threadgroups
+[[max_total_threads_per_threadgroup(128)]]
 kernel void matmul_x2_2(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -5352,7 +5405,7 @@ kernel void matmul_x2_2(
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[4352];
-    if ((int(gid.x) < 4)) {
+    if (int(gid.x) < 4) {
         const int h0 = (int(gid.x) - 0);
         const int m01 = (h0 * 64);
         const int n02 = ((h0 % 1) * 64);
@@ -5384,7 +5437,7 @@ kernel void matmul_x2_2(
                 const int gi11 = (m01 + i10);
                 const int gk12 = (k0 + k9);
                 float cat13 = 0.0f;
-                if (((((gk12 * 256) + gi11) % 256) < 128)) {
+                if ((((gk12 * 256) + gi11) % 256) < 128) {
                     const float t14 = p0[(((((((gk12 * 256) + gi11) / 4096) * 16) + ((((gk12 * 256) + gi11) / 256) % 16)) * 128) + ((((gk12 * 256) + gi11) % 256) - 0))];
                     cat13 = t14;
                 } else {
@@ -5403,7 +5456,7 @@ kernel void matmul_x2_2(
                 const float t23 = p2[((gk22 * 64) + gi21)];
                 sh[(((k19 * 68) + i20) + 1088)] = t23;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
@@ -5438,7 +5491,7 @@ kernel void matmul_x2_2(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
         simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -5456,7 +5509,7 @@ kernel void matmul_x2_2(
         simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s24 = 0; s24 < 32; s24 += 1) {
             const int l25 = ((s24 * 128) + ti3);
             const int i26 = (l25 / 64);
@@ -5465,7 +5518,7 @@ kernel void matmul_x2_2(
             const int gj29 = (n02 + j27);
             p3[((gi28 * 64) + gj29)] = sh[((i26 * 68) + j27)];
         }
-    } else if ((int(gid.x) < 5)) {
+    } else if (int(gid.x) < 5) {
         const int h1 = (int(gid.x) - 4);
         const int m01 = (h1 * 64);
         const int n02 = (h1 * 64);
@@ -5508,7 +5561,7 @@ kernel void matmul_x2_2(
                 const float t20 = p5[((gk19 * 64) + gi18)];
                 sh[(((k16 * 68) + i17) + 1088)] = t20;
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
             for (int kk = 0; kk < 16; kk += 8) {
                 simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
                 simdgroup_load(fa0, sh + ((kk * 68) + sr5), 68, ulong2(0, 0), true);
@@ -5543,7 +5596,7 @@ kernel void matmul_x2_2(
                 simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
                 simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
             }
-            threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
         simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
         simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
@@ -5561,7 +5614,7 @@ kernel void matmul_x2_2(
         simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
         simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
         simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
-        threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         for (int s21 = 0; s21 < 32; s21 += 1) {
             const int l22 = ((s21 * 128) + ti3);
             const int i23 = (l22 / 64);
@@ -5578,6 +5631,7 @@ kernel void matmul_x2_2(
 //   concat %344, square %345, reduce_sum %346, sqrt %347, const %348, const %349, div %350,
 //   min %351 (optimizer)
 // threadgroup 1024×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(1024)]]
 kernel void reduce_sum_4(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -5594,47 +5648,49 @@ kernel void reduce_sum_4(
         device float* p12 [[buffer(12)]],
         device float* p13 [[buffer(13)]],
         uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]]) {
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh23[32];
     const int lid1 = int(lid.x);
-    const int l32_2 = (lid1 % 32);
-    const int sg3 = (lid1 / 32);
+    const int l32_2 = int(lane);
+    const int sg3 = int(sg);
     const int row4 = int(gid.x);
     float acc5 = 0.0f;
     for (int k6 = 0; k6 < 144; k6 += 1) {
         const int j7 = (lid1 + (k6 * 1024));
         float cat8 = 0.0f;
-        if ((j7 < 4096)) {
+        if (j7 < 4096) {
             const float t9 = p0[(j7 - 0)];
             cat8 = t9;
-        } else if ((j7 < 20480)) {
+        } else if (j7 < 20480) {
             const float t10 = p1[(j7 - 4096)];
             cat8 = t10;
-        } else if ((j7 < 28672)) {
+        } else if (j7 < 28672) {
             const float t11 = p2[(j7 - 20480)];
             cat8 = t11;
-        } else if ((j7 < 32768)) {
+        } else if (j7 < 32768) {
             const float t12 = p3[(j7 - 28672)];
             cat8 = t12;
-        } else if ((j7 < 49152)) {
+        } else if (j7 < 49152) {
             const float t13 = p4[(j7 - 32768)];
             cat8 = t13;
-        } else if ((j7 < 81920)) {
+        } else if (j7 < 81920) {
             const float t14 = p5[(j7 - 49152)];
             cat8 = t14;
-        } else if ((j7 < 98304)) {
+        } else if (j7 < 98304) {
             const float t15 = p6[(j7 - 81920)];
             cat8 = t15;
-        } else if ((j7 < 114688)) {
+        } else if (j7 < 114688) {
             const float t16 = p7[(j7 - 98304)];
             cat8 = t16;
-        } else if ((j7 < 118784)) {
+        } else if (j7 < 118784) {
             const float t17 = p8[(j7 - 114688)];
             cat8 = t17;
-        } else if ((j7 < 135168)) {
+        } else if (j7 < 135168) {
             const float t18 = p9[(j7 - 118784)];
             cat8 = t18;
-        } else if ((j7 < 143360)) {
+        } else if (j7 < 143360) {
             const float t19 = p10[(j7 - 135168)];
             cat8 = t19;
         } else {
@@ -5645,16 +5701,16 @@ kernel void reduce_sum_4(
         acc5 += t21;
     }
     const float s22 = simd_sum(acc5);
-    if ((l32_2 == 0)) {
+    if (l32_2 == 0) {
         sh23[sg3] = s22;
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     float acc24 = sh23[0];
     for (int s25 = 1; s25 < 32; s25 += 1) {
         acc24 += sh23[s25];
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
-    if ((lid1 == 0)) {
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    if (lid1 == 0) {
         const float t26 = sqrt(acc24);
         p12[row4] = t26;
         const float t27 = (0.3f / t26);
@@ -5670,6 +5726,7 @@ kernel void reduce_sum_4(
 // part 3 (adamw_mul): fuses broadcast %358, mul %359, adamw %395 (optimizer)
 // part 4 (adamw_mul): fuses broadcast %360, mul %361, adamw %400 (optimizer)
 // threadgroup 256×1×1, grid 192×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_x5_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -5696,7 +5753,7 @@ kernel void adamw_mul_x5_0(
         device float* p22 [[buffer(22)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 16)) {
+    if (int(gid.x) < 16) {
         const int h0 = (int(gid.x) - 0);
         const int i1 = ((h0 * 256) + int(lid.x));
         const float t4 = p0[i1];
@@ -5713,7 +5770,7 @@ kernel void adamw_mul_x5_0(
         p6[i1] = t14;
         p2[i1] = t8;
         p3[i1] = t10;
-    } else if ((int(gid.x) < 80)) {
+    } else if (int(gid.x) < 80) {
         const int h1 = (int(gid.x) - 16);
         const int i1 = ((h1 * 256) + int(lid.x));
         const float t4 = p7[i1];
@@ -5730,7 +5787,7 @@ kernel void adamw_mul_x5_0(
         p10[i1] = t14;
         p8[i1] = t8;
         p9[i1] = t10;
-    } else if ((int(gid.x) < 112)) {
+    } else if (int(gid.x) < 112) {
         const int h2 = (int(gid.x) - 80);
         const int i1 = ((h2 * 256) + int(lid.x));
         const float t4 = p11[i1];
@@ -5747,7 +5804,7 @@ kernel void adamw_mul_x5_0(
         p14[i1] = t14;
         p12[i1] = t8;
         p13[i1] = t10;
-    } else if ((int(gid.x) < 128)) {
+    } else if (int(gid.x) < 128) {
         const int h3 = (int(gid.x) - 112);
         const int i1 = ((h3 * 256) + int(lid.x));
         const float t4 = p15[i1];
@@ -5764,7 +5821,7 @@ kernel void adamw_mul_x5_0(
         p18[i1] = t14;
         p16[i1] = t8;
         p17[i1] = t10;
-    } else if ((int(gid.x) < 192)) {
+    } else if (int(gid.x) < 192) {
         const int h4 = (int(gid.x) - 128);
         const int i1 = ((h4 * 256) + int(lid.x));
         const float t5 = p19[i1];
@@ -5791,6 +5848,7 @@ kernel void adamw_mul_x5_0(
 // part 3 (adamw_mul): fuses broadcast %368, mul %369, adamw %420 (optimizer)
 // part 4 (adamw_mul): fuses broadcast %370, mul %371, adamw %425 (optimizer)
 // threadgroup 256×1×1, grid 336×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_x5_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -5817,7 +5875,7 @@ kernel void adamw_mul_x5_1(
         device float* p22 [[buffer(22)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 128)) {
+    if (int(gid.x) < 128) {
         const int h0 = (int(gid.x) - 0);
         const int i1 = ((h0 * 256) + int(lid.x));
         const float t5 = p0[i1];
@@ -5834,7 +5892,7 @@ kernel void adamw_mul_x5_1(
         p6[i1] = t15;
         p2[i1] = t9;
         p3[i1] = t11;
-    } else if ((int(gid.x) < 192)) {
+    } else if (int(gid.x) < 192) {
         const int h1 = (int(gid.x) - 128);
         const int i1 = ((h1 * 256) + int(lid.x));
         const float t5 = p7[i1];
@@ -5851,7 +5909,7 @@ kernel void adamw_mul_x5_1(
         p10[i1] = t15;
         p8[i1] = t9;
         p9[i1] = t11;
-    } else if ((int(gid.x) < 256)) {
+    } else if (int(gid.x) < 256) {
         const int h2 = (int(gid.x) - 192);
         const int i1 = ((h2 * 256) + int(lid.x));
         const float t5 = p11[i1];
@@ -5868,7 +5926,7 @@ kernel void adamw_mul_x5_1(
         p14[i1] = t15;
         p12[i1] = t9;
         p13[i1] = t11;
-    } else if ((int(gid.x) < 272)) {
+    } else if (int(gid.x) < 272) {
         const int h3 = (int(gid.x) - 256);
         const int i1 = ((h3 * 256) + int(lid.x));
         const float t4 = p15[i1];
@@ -5885,7 +5943,7 @@ kernel void adamw_mul_x5_1(
         p18[i1] = t14;
         p16[i1] = t8;
         p17[i1] = t10;
-    } else if ((int(gid.x) < 336)) {
+    } else if (int(gid.x) < 336) {
         const int h4 = (int(gid.x) - 272);
         const int i1 = ((h4 * 256) + int(lid.x));
         const float t4 = p19[i1];
@@ -5909,6 +5967,7 @@ kernel void adamw_mul_x5_1(
 // part 0 (adamw_mul): fuses broadcast %372, mul %373, adamw %430 (optimizer)
 // part 1 (adamw_mul): fuses broadcast %374, mul %375, adamw %435 (optimizer)
 // threadgroup 256×1×1, grid 48×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
@@ -5923,7 +5982,7 @@ kernel void adamw_mul_x2_0(
         device float* p10 [[buffer(10)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
-    if ((int(gid.x) < 32)) {
+    if (int(gid.x) < 32) {
         const int h0 = (int(gid.x) - 0);
         const int i1 = ((h0 * 256) + int(lid.x));
         const float t4 = p0[i1];
@@ -5940,7 +5999,7 @@ kernel void adamw_mul_x2_0(
         p6[i1] = t14;
         p2[i1] = t8;
         p3[i1] = t10;
-    } else if ((int(gid.x) < 48)) {
+    } else if (int(gid.x) < 48) {
         const int h1 = (int(gid.x) - 32);
         const int i1 = ((h1 * 256) + int(lid.x));
         const float t4 = p7[i1];

@@ -314,11 +314,16 @@ inline void complete_simd(Worker* w, SimdGroup& g) {
 
 void misuse(Worker* w);
 
-// tg_barrier waits until every live thread of the threadgroup arrives.
+void barrier_after_return(Worker* w);
+
+// tg_barrier waits until every live thread of the threadgroup arrives. A
+// barrier that some threads can no longer reach, as they returned, is
+// undefined on a GPU (it may hang or pass early): an error here.
 inline void tg_barrier() {
   Fiber* f = self();
   Worker* w = f->w;
   if (__builtin_expect(!f->fiber, 0)) return misuse(w);
+  if (__builtin_expect(w->live != w->nthreads, 0)) barrier_after_return(w);
   if (++w->arrived == w->live) return complete_tg(w);
   w->wait[w->nwait++] = (uint16_t)f->idx;
   block(f);
@@ -340,6 +345,7 @@ inline void simd_arrive(Fiber* f, SimdGroup& g) {
   SimdGroup& g = w->sg[f->sg];
   w->live--;
   g.live--;
+  if (w->arrived) barrier_after_return(w);  // others wait at a barrier it will never reach
   if (g.live && g.arrived == g.live) complete_simd(w, g);
   if (w->live && w->arrived == w->live) complete_tg(w);
   void* dummy;

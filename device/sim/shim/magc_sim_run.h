@@ -43,6 +43,22 @@ void deadlock(Worker* w) {
        w->kname, w->group[0], w->group[1], w->group[2], w->nwait, simd);
 }
 
+void barrier_after_return(Worker* w) {
+  fail(w,
+       "magc sim: kernel %s, threadgroup (%u,%u,%u): a threadgroup_barrier is reached after %u of its %u threads "
+       "returned; every thread of a threadgroup must reach each barrier (on a GPU this may hang or pass early)",
+       w->kname, w->group[0], w->group[1], w->group[2], w->nthreads - w->live, w->nthreads);
+}
+
+void matrix_misuse(Worker* w, const char* fn, unsigned line, const char* why, unsigned n) {
+  char detail[128];
+  snprintf(detail, sizeof detail, why, n);
+  fail(w,
+       "magc sim: kernel %s, threadgroup (%u,%u,%u), simdgroup %u: %s at kernels.metal:%u: %s; simdgroup matrix "
+       "functions need all 32 lanes of the simdgroup, converged, with the same arguments",
+       w->kname, w->group[0], w->group[1], w->group[2], self()->sg, fn, line, detail);
+}
+
 void misuse(Worker* w) {
   fail(w,
        "magc sim: kernel %s called a barrier or simd-group function that magc's source scan did not find, "

@@ -183,10 +183,49 @@ inline bool simd_is_first() {
   return s.mask && (uint32_t)__builtin_ctz(s.mask) == s.lane;
 }
 
+}  // namespace metal
+
+namespace magc_sim {
+
+void matrix_misuse(Worker* w, const char* fn, unsigned line, const char* why, unsigned n);  // why: a format of n
+
+// matrix_sync checks a simdgroup matrix call: Metal requires all 32 lanes
+// of the simdgroup to make it together (the hardware spreads the matrix
+// over them), so a simdgroup with lanes missing (a partial last simdgroup,
+// lanes that returned) or lanes at different calls or with different
+// arguments is an error. line is the caller's; key sums up the arguments
+// that must agree.
+inline void matrix_sync(const char* fn, unsigned line, uint64_t key) {
+  Fiber* f = self();
+  Worker* w = f->w;
+  if (__builtin_expect(!f->fiber, 0)) return misuse(w);
+  SimdGroup& g = w->sg[f->sg];
+  if (g.live != (uint32_t)kSimdWidth) return matrix_misuse(w, fn, line, "only %u of 32 lanes are live in the simdgroup", g.live);
+  struct Site {
+    uint64_t key;
+    uint32_t line, fn;  // fn: the low bits of the name's address
+  };
+  static_assert(sizeof(Site) <= 16, "a site fits an exchange slot");
+  const Site me{key, line, (uint32_t)(uintptr_t)fn};
+  auto s = simd_exchange(me);
+  if (s.mask != 0xffffffffu) return matrix_misuse(w, fn, line, "only %u of 32 lanes took part", __builtin_popcount(s.mask));
+  for (uint32_t j = 0; j < 32; j++) {
+    Site o = s.get(j);
+    if (o.fn != me.fn || o.line != line || o.key != key)
+      return matrix_misuse(w, fn, line, "lane %u made another call or passed other arguments (lanes diverged)", j);
+  }
+}
+
+inline uint64_t mix_key(uint64_t h, uint64_t v) { return (h ^ v) * 0x100000001b3ull; }
+
+}  // namespace magc_sim
+
+namespace metal {
+
 // simdgroup matrices: every lane holds the whole matrix. All lanes of a
-// simdgroup execute these functions with the same arguments (as Metal
-// requires), so each lane computing the full result is equivalent to the
-// hardware's distributed form and needs no exchange between lanes.
+// simdgroup execute these functions together with the same arguments (as
+// Metal requires; matrix_sync checks it), so each lane computing the full
+// result is equivalent to the hardware's distributed form.
 template <class T, int Cols, int Rows> struct simdgroup_matrix {
   T e[Rows][Cols];
   simdgroup_matrix() = default;
@@ -211,7 +250,12 @@ template <class T, int Cols, int Rows> inline simdgroup_matrix<T, Cols, Rows> ma
 // matrix_origin is (column, row) of the matrix's first element in src.
 template <class T, int Cols, int Rows, class S>
 inline void simdgroup_load(simdgroup_matrix<T, Cols, Rows>& d, const S* src, ulong elements_per_row = Cols,
-                           ulong2 matrix_origin = ulong2(0), bool transpose_matrix = false) {
+                           ulong2 matrix_origin = ulong2(0), bool transpose_matrix = false,
+                           unsigned line = __builtin_LINE()) {
+  using namespace magc_sim;
+  matrix_sync("simdgroup_load", line,
+              mix_key(mix_key(mix_key(mix_key((uintptr_t)src, elements_per_row), matrix_origin.x), matrix_origin.y),
+                      transpose_matrix));
   const S* base = src + matrix_origin.y * elements_per_row + matrix_origin.x;
   for (int r = 0; r < Rows; r++)
     for (int c = 0; c < Cols; c++)
@@ -220,7 +264,12 @@ inline void simdgroup_load(simdgroup_matrix<T, Cols, Rows>& d, const S* src, ulo
 
 template <class T, int Cols, int Rows, class S>
 inline void simdgroup_store(const simdgroup_matrix<T, Cols, Rows>& a, S* dst, ulong elements_per_row = Cols,
-                            ulong2 matrix_origin = ulong2(0), bool transpose_matrix = false) {
+                            ulong2 matrix_origin = ulong2(0), bool transpose_matrix = false,
+                            unsigned line = __builtin_LINE()) {
+  using namespace magc_sim;
+  matrix_sync("simdgroup_store", line,
+              mix_key(mix_key(mix_key(mix_key((uintptr_t)dst, elements_per_row), matrix_origin.x), matrix_origin.y),
+                      transpose_matrix));
   // Every lane stores the same values; lanes run one after another on one
   // OS thread, so the repeated stores do not race.
   S* base = dst + matrix_origin.y * elements_per_row + matrix_origin.x;
@@ -235,7 +284,9 @@ inline void simdgroup_store(const simdgroup_matrix<T, Cols, Rows>& a, S* dst, ul
 // d = a * b + c, accumulated in float.
 template <class TD, class TA, class TB, class TC, int M, int N, int K>
 inline void simdgroup_multiply_accumulate(simdgroup_matrix<TD, N, M>& d, const simdgroup_matrix<TA, K, M>& a,
-                                          const simdgroup_matrix<TB, N, K>& b, const simdgroup_matrix<TC, N, M>& c) {
+                                          const simdgroup_matrix<TB, N, K>& b, const simdgroup_matrix<TC, N, M>& c,
+                                          unsigned line = __builtin_LINE()) {
+  magc_sim::matrix_sync("simdgroup_multiply_accumulate", line, 0);  // operands are each lane's own
   float acc[M][N];
   for (int i = 0; i < M; i++)
     for (int j = 0; j < N; j++) acc[i][j] = float(c.e[i][j]);
@@ -250,8 +301,8 @@ inline void simdgroup_multiply_accumulate(simdgroup_matrix<TD, N, M>& d, const s
 
 template <class TD, class TA, class TB, int M, int N, int K>
 inline void simdgroup_multiply(simdgroup_matrix<TD, N, M>& d, const simdgroup_matrix<TA, K, M>& a,
-                               const simdgroup_matrix<TB, N, K>& b) {
-  simdgroup_multiply_accumulate(d, a, b, make_filled_simdgroup_matrix<float, N, M>(0.0f));
+                               const simdgroup_matrix<TB, N, K>& b, unsigned line = __builtin_LINE()) {
+  simdgroup_multiply_accumulate(d, a, b, make_filled_simdgroup_matrix<float, N, M>(0.0f), line);
 }
 
 }  // namespace metal

@@ -73,14 +73,21 @@ template <class T> struct is_fp16 : std::false_type {};
 
 }  // namespace magc_sim
 
-#define MAGC_FP16_TYPE(H, TOBITS, TOFLOAT)                                                        \
+// Narrowing to H is explicit: half(x), bfloat(x), or a typed literal.
+// Metal refuses an implicit float -> bfloat conversion; it accepts one to
+// half, but the sim refuses that too, so that code magc emits (which must
+// be correct for both) converts in the open. INT_IMPLICIT: whether an
+// integer converts implicitly (to half, as in MSL).
+#define MAGC_FP16_TYPE(H, TOBITS, TOFLOAT, INT_IMPLICIT)                                          \
   struct H {                                                                                      \
     uint16_t bits;                                                                                \
     H() = default;                                                                                \
-    H(float f) : bits(magc_sim::TOBITS(f)) {}                                                     \
-    H(double d) : bits(magc_sim::TOBITS((float)d)) {}                                             \
-    template <class I, std::enable_if_t<std::is_integral_v<I>, int> = 0>                          \
+    explicit H(float f) : bits(magc_sim::TOBITS(f)) {}                                            \
+    explicit H(double d) : bits(magc_sim::TOBITS((float)d)) {}                                    \
+    template <class I, std::enable_if_t<std::is_integral_v<I> && INT_IMPLICIT, int> = 0>          \
     H(I i) : bits(magc_sim::TOBITS((float)i)) {}                                                  \
+    template <class I, std::enable_if_t<std::is_integral_v<I> && !INT_IMPLICIT, int> = 0>         \
+    explicit H(I i) : bits(magc_sim::TOBITS((float)i)) {}                                         \
     operator float() const { return magc_sim::TOFLOAT(bits); }                                    \
     H& operator+=(H o) { return *this = H(float(*this) + float(o)); }                             \
     H& operator-=(H o) { return *this = H(float(*this) - float(o)); }                             \
@@ -121,8 +128,8 @@ template <class T> struct is_fp16 : std::false_type {};
   inline bool operator OP(H a, double b) { return float(a) OP float(b); }                         \
   inline bool operator OP(double a, H b) { return float(a) OP float(b); }
 
-#define MAGC_FP16(H, TOBITS, TOFLOAT) \
-  MAGC_FP16_TYPE(H, TOBITS, TOFLOAT)  \
+#define MAGC_FP16(H, TOBITS, TOFLOAT, INT_IMPLICIT) \
+  MAGC_FP16_TYPE(H, TOBITS, TOFLOAT, INT_IMPLICIT)  \
   MAGC_FP16_ARITH(H, +)               \
   MAGC_FP16_ARITH(H, -)               \
   MAGC_FP16_ARITH(H, *)               \
@@ -134,8 +141,8 @@ template <class T> struct is_fp16 : std::false_type {};
   MAGC_FP16_CMP(H, <=)                \
   MAGC_FP16_CMP(H, >=)
 
-MAGC_FP16(half, f2h, h2f)
-MAGC_FP16(bfloat, f2bf, bf2f)
+MAGC_FP16(half, f2h, h2f, true)
+MAGC_FP16(bfloat, f2bf, bf2f, false)
 
 // Literal suffixes: 1.0h is a half, 1.0bf a bfloat.
 inline half operator"" h(long double v) { return half((float)v); }

@@ -93,6 +93,6 @@ kernel void convert(device float* h2f [[buffer(0)]],
                     device const float* f [[buffer(4)]],
                     uint gid [[thread_position_in_grid]]) {
     h2f[gid] = h[gid];
-    f2h[gid] = f[gid];
+    f2h[gid] = half(f[gid]);
     f2bf[gid] = bfloat(f[gid]);
 }

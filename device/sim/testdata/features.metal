@@ -36,7 +36,8 @@ kernel void tg_atomics(device uint* out [[buffer(0)]],
     }
 }
 
-// Threads past n return before the barriers: those that remain still meet.
+// Threads past n return before the barriers: undefined on a GPU (the
+// barrier may hang or pass early), so an error on the sim.
 kernel void early_exit(device float* out [[buffer(0)]],
                        constant uint& n [[buffer(1)]],
                        uint gid [[thread_position_in_grid]],
