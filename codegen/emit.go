@@ -393,9 +393,13 @@ func (e *Emitter) compute(v *ir.Value, c []kir.Expr) kir.Expr {
 	case ir.OpConcat:
 		return e.concat(n, c)
 	case ir.OpGather:
+		// The index is clamped into the table: the host refuses bad indices
+		// (plan.IndexRange), and no index, however it got there, makes a
+		// kernel read outside its buffer.
 		idx := n.Inputs[1]
 		k := len(idx.Type.Shape)
-		row := e.At(idx, c[:k])
+		rows := n.Inputs[0].Type.Shape[0]
+		row := kir.Min(kir.Max(e.At(idx, c[:k]), kir.I(0)), kir.I(rows-1))
 		src := append([]kir.Expr{row}, c[k:]...)
 		return e.At(n.Inputs[0], src)
 	case ir.OpOneHot:

@@ -36,6 +36,9 @@ func (c *evalCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
+	if err := train.CheckIndexInputs(g, inputs); err != nil {
+		return fmt.Errorf("%s: %v", c.Inputs, err)
+	}
 	params, err := ref.InitParams(g, c.Seed)
 	if err != nil {
 		return internal(err)
