@@ -2,7 +2,6 @@ package train
 
 import (
 	"fmt"
-	"math"
 
 	"github.com/scm-magellano/magc/device"
 	"github.com/scm-magellano/magc/ir"
@@ -333,16 +332,6 @@ func (s *DeviceStepper) setArena(a *arena, params map[string]*ref.Tensor) error 
 }
 
 func (s *DeviceStepper) Close() error { return nil }
-
-// finite reports whether every step output is a finite number.
-func finite(out map[string]float64) bool {
-	for _, x := range out {
-		if math.IsNaN(x) || math.IsInf(x, 0) {
-			return false
-		}
-	}
-	return true
-}
 
 // RunGraph evaluates a compiled graph once on dev: it places params and
 // inputs in a fresh arena, launches every kernel and reads back the outputs

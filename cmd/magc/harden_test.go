@@ -1,11 +1,20 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/scm-magellano/magc/safetensors"
+	"github.com/scm-magellano/magc/train"
 )
 
 // writeInputs writes tiny's eval inputs with one token id and one target
@@ -51,5 +60,173 @@ func TestEvalRefusesBadIndices(t *testing.T) {
 	good := writeInputs(t, dir, "g", 0, 15, 0, 15)
 	if code, _, stderr := magc(t, "eval", "tiny", "--inputs", good, "--out", filepath.Join(dir, "o"), "--device", "sim"); code != 0 {
 		t.Errorf("good inputs: exit %d: %s", code, stderr)
+	}
+}
+
+// Zero, negative and non-finite flags are refused by every command that
+// takes them, naming the flag; none is read as "the default".
+func TestBadFlagsRefused(t *testing.T) {
+	cases := []struct {
+		args []string
+		msg  string
+	}{
+		{[]string{"--batch", "0"}, "--batch must be a positive"},
+		{[]string{"--batch=-2"}, "--batch must be a positive"},
+		{[]string{"--batch", "1.5"}, "--batch must be a positive"},
+		{[]string{"--seq", "0"}, "--seq must be positive, got 0"},
+		{[]string{"--seq=-4"}, "--seq must be positive, got -4"},
+		{[]string{"--lora-rank", "0"}, "--lora-rank must be positive, got 0"},
+		{[]string{"--lora-rank=-1"}, "--lora-rank must be positive"},
+	}
+	commands := map[string][]string{
+		"compile": {"compile", "tiny"},
+		"run":     {"run", "--train", "--out", t.TempDir()},
+		"eval":    {"eval", "tiny", "--inputs", "in", "--out", "out"},
+		"bench":   {"bench", "--device", "sim"},
+	}
+	for cmd, base := range commands {
+		for _, c := range cases {
+			args := append(append([]string(nil), base...), c.args...)
+			code, _, stderr := magc(t, args...)
+			if code != 1 || !strings.Contains(stderr, c.msg) {
+				t.Errorf("%s %v: exit %d, %q", cmd, c.args, code, stderr)
+			}
+		}
+	}
+	for _, c := range []struct {
+		args []string
+		msg  string
+	}{
+		{[]string{"compile", "tiny", "--arena", "0"}, "--arena must be a positive size"},
+		{[]string{"compile", "tiny", "--arena", "NaNGB"}, "--arena must be a positive size"},
+		{[]string{"compile", "tiny", "--arena", "1e400GB"}, "--arena must be a positive size"},
+		{[]string{"compile", "tiny", "--max-buffer", "0B"}, "--max-buffer must be a positive size"},
+		{[]string{"run", "--lr", "0"}, "--lr must be a positive finite number, got 0"},
+		{[]string{"run", "--lr=-1e-3"}, "--lr must be a positive finite number"},
+		{[]string{"run", "--lr", "NaN"}, "--lr must be a positive finite number, got NaN"},
+		{[]string{"run", "--lr", "Inf"}, "--lr must be a positive finite number, got +Inf"},
+		{[]string{"run", "--min-lr=-1"}, "--min-lr must be a finite number, 0 or more"},
+		{[]string{"run", "--min-lr", "nan"}, "--min-lr must be a finite number"},
+		{[]string{"run", "--eval-batches", "0"}, "--eval-batches must be positive, got 0"},
+		{[]string{"run", "--steps", "0"}, "--steps must be positive"},
+		{[]string{"run", "--warmup=-1"}, "--warmup must be 0 or more"},
+		{[]string{"run", "--save-every=-1"}, "--save-every must be 0 or more"},
+		{[]string{"run", "--batch", "max"}, "--batch max is for magc compile and bench"},
+	} {
+		code, _, stderr := magc(t, c.args...)
+		if code != 1 || !strings.Contains(stderr, c.msg) {
+			t.Errorf("%v: exit %d, %q (want %q)", c.args, code, stderr, c.msg)
+		}
+	}
+	// --batch max that reaches its search cap says so.
+	code, _, stderr := magc(t, "compile", "tiny", "--batch", "max")
+	if code != 0 || !strings.Contains(stderr, "batch 16384 fits") || !strings.Contains(stderr, "the search stops there") {
+		t.Errorf("--batch max on tiny: exit %d, %q", code, stderr)
+	}
+}
+
+// TestMain lets a test run magc in a child process (for signals).
+func TestMain(m *testing.M) {
+	if args := os.Getenv("MAGC_TEST_CHILD"); args != "" {
+		os.Exit(run(strings.Split(args, "\x1f"), os.Stdout, os.Stderr))
+	}
+	os.Exit(m.Run())
+}
+
+// SIGINT during training saves the step done, writes summary.json and
+// loss.png for the steps done, and says so.
+func TestInterruptSaves(t *testing.T) {
+	out := t.TempDir()
+	args := []string{"run", "--train", "--steps", "100000", "--save-every", "1", "--eval-every", "0", "--eval-batches", "1", "--out", out, "--quiet", "--device", "ref"}
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "MAGC_TEST_CHILD="+strings.Join(args, "\x1f"))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ckpt := filepath.Join(out, "checkpoint.safetensors")
+	for i := 0; i < 600; i++ {
+		if _, err := os.Stat(ckpt); err == nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cmd.Process.Signal(os.Interrupt)
+	err := cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("exit: %v\n%s", err, stderr.String())
+	}
+	var s train.Summary
+	raw, err := os.ReadFile(filepath.Join(out, "summary.json"))
+	if err == nil {
+		err = json.Unmarshal(raw, &s)
+	}
+	if err != nil || !s.Interrupted || s.Steps < 1 || len(s.Losses) != s.Steps {
+		t.Fatalf("summary.json: %+v, %v\n%s", s, err, stderr.String())
+	}
+	p, err := train.ReadProgress(ckpt)
+	if err != nil || p.Step != s.Steps {
+		t.Fatalf("checkpoint at %+v (%v), summary at step %d", p, err, s.Steps)
+	}
+	if _, err := os.Stat(filepath.Join(out, "loss.png")); err != nil {
+		t.Error(err)
+	}
+	if msg := stderr.String(); !strings.Contains(msg, fmt.Sprintf("interrupted: stopped after step %d of 100000, saved", s.Steps)) || !strings.Contains(msg, "--resume "+ckpt) {
+		t.Errorf("stderr: %s", msg)
+	}
+}
+
+// Lost work: a fresh run into an --out holding a checkpoint is refused
+// unless --force; evaluating a checkpoint takes its model and data from it;
+// non-finite --base weights and eval --params are refused by name.
+func TestCheckpointsKeptAndUsed(t *testing.T) {
+	out := t.TempDir()
+	base := []string{"run", "--train", "--steps", "2", "--eval-every", "0", "--eval-batches", "1", "--quiet", "--out", out, "--data", "induction-heads"}
+	if code, _, stderr := magc(t, base...); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	ckpt := filepath.Join(out, "checkpoint.safetensors")
+	before, _ := os.ReadFile(ckpt)
+	code, _, stderr := magc(t, base...)
+	if code != 1 || !strings.Contains(stderr, "holds a checkpoint of tiny at step 2 from another run") || !strings.Contains(stderr, "--force") {
+		t.Errorf("second fresh run: exit %d, %s", code, stderr)
+	}
+	if after, _ := os.ReadFile(ckpt); !bytes.Equal(before, after) {
+		t.Error("the refused run changed the checkpoint")
+	}
+	if code, _, stderr := magc(t, append(base, "--force")...); code != 0 {
+		t.Errorf("--force: exit %d, %s", code, stderr)
+	}
+	// Evaluating it: induction heads (from the checkpoint), not the default task.
+	code, stdout, stderr := magc(t, "run", "--resume", ckpt, "--eval-batches", "1")
+	if code != 0 || !strings.Contains(stdout, "induction heads") {
+		t.Errorf("evaluating the checkpoint: exit %d, %s %s", code, stdout, stderr)
+	}
+	// Resuming for more steps carries the loss history.
+	if code, _, stderr := magc(t, "run", "--train", "--resume", ckpt, "--steps", "3", "--eval-every", "0", "--eval-batches", "1", "--quiet", "--out", out); code != 0 {
+		t.Fatalf("resume: exit %d: %s", code, stderr)
+	}
+	var s train.Summary
+	raw, _ := os.ReadFile(filepath.Join(out, "summary.json"))
+	if json.Unmarshal(raw, &s); len(s.Losses) != 3 || s.ResumedFrom != 2 {
+		t.Errorf("summary after resuming: %+v", s)
+	}
+
+	// NaN in --base and eval --params.
+	nan := filepath.Join(t.TempDir(), "nan.safetensors")
+	w := make([]float32, 16*64)
+	w[70] = float32(math.NaN())
+	st, _ := safetensors.FromFloat32("F32", []int{16, 64}, w)
+	safetensors.WriteFile(nan, map[string]safetensors.Tensor{"embed": st}, nil)
+	code, _, stderr = magc(t, "run", "--train", "--base", nan, "--out", t.TempDir(), "--steps", "1", "--quiet")
+	if code != 1 || !strings.Contains(stderr, "embed: element 70 is NaN") {
+		t.Errorf("--base with NaN: exit %d, %s", code, stderr)
+	}
+	in := writeInputs(t, t.TempDir(), "in", 0, 1, 0, 1)
+	code, _, stderr = magc(t, "eval", "tiny", "--inputs", in, "--out", filepath.Join(t.TempDir(), "o"), "--params", nan)
+	if code != 1 || !strings.Contains(stderr, "embed: element 70 is NaN") {
+		t.Errorf("eval --params with NaN: exit %d, %s", code, stderr)
 	}
 }
