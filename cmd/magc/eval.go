@@ -39,6 +39,9 @@ func (c *evalCmd) Run(e *env) error {
 	if err := train.CheckIndexInputs(g, inputs); err != nil {
 		return fmt.Errorf("%s: %v", c.Inputs, err)
 	}
+	if err := checkHostMemory("evaluating "+g.Name, hostBytes(g, c.Device == "ref", 0), physicalMemory()); err != nil {
+		return err
+	}
 	params, err := ref.InitParams(g, c.Seed)
 	if err != nil {
 		return internal(err)
@@ -132,6 +135,9 @@ func (c *evalCmd) evaluate(model, g *ir.Graph, inputs, params map[string]*ref.Te
 		defer dev.Close()
 		u, err := compileFor(dev, model, c.config(), false)
 		if err != nil {
+			return nil, err
+		}
+		if err := checkHostMemory("evaluating "+g.Name+" on "+dev.Name(), hostBytes(g, false, hostArena(dev, u)), physicalMemory()); err != nil {
 			return nil, err
 		}
 		return train.RunGraph(dev, u, inputs, params)

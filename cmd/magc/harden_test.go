@@ -230,3 +230,38 @@ func TestCheckpointsKeptAndUsed(t *testing.T) {
 		t.Errorf("eval --params with NaN: exit %d, %s", code, stderr)
 	}
 }
+
+// Work too large for the machine is refused before anything is allocated,
+// and devices or endless files are refused before they are read.
+func TestRunawayCostRefused(t *testing.T) {
+	dir := t.TempDir()
+	huge := filepath.Join(dir, "huge.graph")
+	os.WriteFile(huge, []byte("model huge\ninput tokens: i32[2, 4]\nparam embed: f32[1000000, 1000000] = normal(std = 0.02)\noutput y = gather(embed, tokens)\n"), 0o644)
+	in := filepath.Join(dir, "in.safetensors")
+	tt, _ := safetensors.FromInt32([]int{2, 4}, make([]int32, 8))
+	safetensors.WriteFile(in, map[string]safetensors.Tensor{"tokens": tt}, nil)
+	for _, c := range []struct {
+		args []string
+		msg  string
+	}{
+		{[]string{"run", "--mode", "qlora", "--lora-rank", "1099511627776", "--device", "ref", "--out", dir}, "needs about"},
+		{[]string{"run", "--train", "--mode", "qlora", "--lora-rank", "1099511627776", "--device", "ref", "--out", dir}, "more than this machine's"},
+		{[]string{"eval", huge, "--inputs", in, "--out", filepath.Join(dir, "o")}, "evaluating huge needs about 8000"},
+		{[]string{"compile", "/dev/zero"}, "/dev/zero is not a regular file"},
+		{[]string{"run", "--resume", "/dev/zero"}, "/dev/zero: not a regular file"},
+		{[]string{"eval", "tiny", "--inputs", "/dev/zero", "--out", filepath.Join(dir, "o")}, "not a regular file"},
+		{[]string{"run", "--train", "--model", "tinytext", "--data", "/dev/zero", "--out", t.TempDir()}, "/dev/zero is not a regular file"},
+	} {
+		start := time.Now()
+		code, _, stderr := magc(t, c.args...)
+		if code != 1 || !strings.Contains(stderr, c.msg) || time.Since(start) > 20*time.Second {
+			t.Errorf("%v: exit %d after %v, %q (want %q)", c.args, code, time.Since(start), stderr, c.msg)
+		}
+	}
+	if err := checkHostMemory("x", 10<<30, 8<<30); err == nil || !strings.Contains(err.Error(), "x needs about 10.737 GB of memory, more than this machine's 8.590 GB") {
+		t.Errorf("checkHostMemory: %v", err)
+	}
+	if err := checkHostMemory("x", 10<<30, 0); err != nil {
+		t.Errorf("unknown RAM refuses: %v", err)
+	}
+}

@@ -222,6 +222,9 @@ func (c *runCmd) stepper(g *ir.Graph, dev device.Device) (train.Graphs, train.St
 			return train.Graphs{}, nil, err
 		}
 		graphs := train.Graphs{Train: tr.Graph, Forward: fwd.Graph}
+		if err := checkHostMemory("the reference interpreter's step of "+g.Name, hostBytes(tr.Graph, true, 0), physicalMemory()); err != nil {
+			return graphs, nil, err
+		}
 		params, err := c.initParams(graphs.Train)
 		if err != nil {
 			return graphs, nil, err
@@ -237,6 +240,9 @@ func (c *runCmd) stepper(g *ir.Graph, dev device.Device) (train.Graphs, train.St
 		return train.Graphs{}, nil, err
 	}
 	graphs := train.Graphs{Train: tr.Graph, Forward: fwd.Graph}
+	if err := checkHostMemory(g.Name+"'s weights and arenas on "+dev.Name(), hostBytes(tr.Graph, false, hostArena(dev, tr, fwd)), physicalMemory()); err != nil {
+		return graphs, nil, err
+	}
 	params, err := c.initParams(graphs.Train)
 	if err != nil {
 		return graphs, nil, err

@@ -39,7 +39,7 @@ func Load(path string, opts Options) (*ir.Graph, error) {
 	if read == nil {
 		read = os.ReadFile
 	}
-	src, err := read(path)
+	src, err := guard(read)(path)
 	if err != nil {
 		return nil, err
 	}
@@ -55,7 +55,25 @@ func Build(filename string, src []byte, opts Options) (*ir.Graph, error) {
 	return build(filename, src, opts, read)
 }
 
+// guard checks a file on disk before read reads it whole: a device such as
+// /dev/zero, or a file over maxSourceBytes, is refused without reading.
+// (Embedded models are not on disk: Stat fails and read goes ahead.)
+func guard(read func(string) ([]byte, error)) func(string) ([]byte, error) {
+	return func(path string) ([]byte, error) {
+		if info, err := os.Stat(path); err == nil {
+			if !info.Mode().IsRegular() {
+				return nil, fmt.Errorf("%s is not a regular file", path)
+			}
+			if info.Size() > maxSourceBytes {
+				return nil, fmt.Errorf("%s is %d bytes, more than the %d bytes (4 MiB) a model file may be", path, info.Size(), maxSourceBytes)
+			}
+		}
+		return read(path)
+	}
+}
+
 func build(filename string, src []byte, opts Options, read func(string) ([]byte, error)) (*ir.Graph, error) {
+	read = guard(read)
 	e := &evaluator{
 		b:       ir.NewBuilder(strings.TrimSuffix(filepath.Base(filename), filepath.Ext(filename))),
 		sources: map[string][]byte{},
