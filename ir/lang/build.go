@@ -136,29 +136,56 @@ func (e *evaluator) parse(filename string, src []byte) (*File, error) {
 	return parser.ParseBytes(filename, src)
 }
 
-// checkNesting bounds bracket depth before parsing: the parser recurses on
-// nesting and Go cannot recover from a stack overflow.
+// checkNesting bounds the parser's recursion before parsing: the parser
+// recurses on brackets and on unary minus, and Go cannot recover from a
+// stack overflow. It reads the file with the parser's own lexer, so a '#'
+// or a bracket inside a string is what the parser takes it for. Each open
+// bracket counts, with the unary minuses before it (-(-(x)) is four deep).
 func checkNesting(filename string, src []byte) error {
-	depth, line, col := 0, 1, 0
-	inComment := false
-	for _, c := range string(src) {
-		col++
+	lex, err := graphLexer.LexString(filename, string(src))
+	if err != nil {
+		return nil // the parser reports it
+	}
+	syms := graphLexer.Symbols()
+	punct, comment, space := syms["Punct"], syms["Comment"], syms["Whitespace"]
+	var open []int // per open bracket: its level and the minuses before it
+	depth, chain := 0, 0
+	operand := false // the last token ends an operand: a '-' after it is binary
+	for {
+		tok, err := lex.Next()
+		if err != nil || tok.EOF() {
+			return nil
+		}
 		switch {
-		case c == '\n':
-			line, col, inComment = line+1, 0, false
-		case inComment:
-		case c == '#':
-			inComment = true
-		case c == '(' || c == '[' || c == '{':
-			depth++
-			if depth > maxNesting {
-				return errAt(lexer.Position{Filename: filename, Line: line, Column: col}, "brackets nest deeper than %d levels", maxNesting)
+		case tok.Type == comment || tok.Type == space:
+			continue
+		case tok.Type != punct:
+			operand, chain = true, 0
+			continue
+		}
+		switch tok.Value {
+		case "(", "[", "{":
+			n := 1 + chain
+			open = append(open, n)
+			depth, chain, operand = depth+n, 0, false
+		case ")", "]", "}":
+			if len(open) > 0 {
+				depth -= open[len(open)-1]
+				open = open[:len(open)-1]
 			}
-		case c == ')' || c == ']' || c == '}':
-			depth--
+			operand, chain = true, 0
+		case "-":
+			if !operand {
+				chain++
+			}
+			operand = false
+		default:
+			operand = false
+		}
+		if depth+chain > maxNesting {
+			return errAt(tok.Pos, "brackets and unary minuses nest deeper than %d levels", maxNesting)
 		}
 	}
-	return nil
 }
 
 func (e *evaluator) run(filename string, src []byte) (*ir.Graph, error) {
