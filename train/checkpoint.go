@@ -85,6 +85,10 @@ type Checkpoint struct {
 	Params map[string]*ref.Tensor
 }
 
+// IsCheckpoint reports whether a safetensors file's metadata is a magc
+// training checkpoint's.
+func IsCheckpoint(md map[string]string) bool { return md["format"] == checkpointFormat }
+
 // ReadProgress reads a checkpoint's metadata alone (the model and data it
 // was trained on, its step), refusing a file that is not a checkpoint.
 func ReadProgress(path string) (*Progress, error) {

@@ -2,6 +2,7 @@ package train
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -366,9 +367,27 @@ func WriteJSON(path string, v any) error {
 	}
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
-		return err
+		os.Remove(tmp)
+		return pathError(path, err)
 	}
-	return os.Rename(tmp, path)
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return pathError(path, err)
+	}
+	return nil
+}
+
+// pathError words a failure to write path without the temp file's name.
+func pathError(path string, err error) error {
+	var pe *os.PathError
+	var le *os.LinkError
+	switch {
+	case errors.As(err, &pe):
+		return fmt.Errorf("writing %s: %w", path, pe.Err)
+	case errors.As(err, &le):
+		return fmt.Errorf("writing %s: %w", path, le.Err)
+	}
+	return err
 }
 
 func (t *Trainer) save(step int) error {

@@ -265,3 +265,72 @@ func TestRunawayCostRefused(t *testing.T) {
 		t.Errorf("unknown RAM refuses: %v", err)
 	}
 }
+
+// Messages a user meets: a typo in a task lists the tasks, a checkpoint
+// given as --base points to --resume, write errors name the user's path
+// and not a temp file, and --help lists the built-in models.
+func TestClearCommandMessages(t *testing.T) {
+	code, _, stderr := magc(t, "run", "--train", "--data", "selective-copyin", "--out", t.TempDir())
+	if code != 1 || !strings.Contains(stderr, "tasks: selective-copying, induction-heads") || !strings.Contains(stderr, "did you mean selective-copying?") {
+		t.Errorf("task typo: exit %d, %s", code, stderr)
+	}
+	out := t.TempDir()
+	if code, _, stderr := magc(t, "run", "--train", "--steps", "1", "--eval-batches", "1", "--quiet", "--out", out); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	ckpt := filepath.Join(out, "checkpoint.safetensors")
+	code, _, stderr = magc(t, "run", "--train", "--base", ckpt, "--out", t.TempDir(), "--quiet")
+	if code != 1 || !strings.Contains(stderr, "is a training checkpoint (tiny at step 1)") || !strings.Contains(stderr, "--resume "+ckpt) {
+		t.Errorf("checkpoint as --base: exit %d, %s", code, stderr)
+	}
+	// eval --params takes a checkpoint's weights (its moments are no parameters).
+	in := writeInputs(t, t.TempDir(), "in", 0, 1, 0, 1)
+	if code, _, stderr := magc(t, "eval", "tiny", "--inputs", in, "--out", filepath.Join(t.TempDir(), "o"), "--params", ckpt); code != 0 {
+		t.Errorf("eval --params checkpoint: exit %d, %s", code, stderr)
+	}
+	// A failed write names the file asked for, not a temp file beside it
+	// (the parent here is a file, which no permission can get around).
+	notDir := filepath.Join(t.TempDir(), "file")
+	os.WriteFile(notDir, nil, 0o644)
+	target := filepath.Join(notDir, "o.safetensors")
+	code, _, stderr = magc(t, "eval", "tiny", "--inputs", in, "--out", target)
+	if code != 1 || !strings.Contains(stderr, "writing "+target+": not a directory") || strings.Contains(stderr, ".tmp") {
+		t.Errorf("--out under a file: exit %d, %s", code, stderr)
+	}
+	code, _, stderr = magc(t, "compile", "tiny", "--report", filepath.Join(notDir, "r.json"))
+	if code != 1 || !strings.Contains(stderr, "r.json: not a directory") || strings.Contains(stderr, ".tmp") {
+		t.Errorf("--report under a file: exit %d, %s", code, stderr)
+	}
+	code, stdout, _ := magc(t, "--help")
+	if code != 0 || !strings.Contains(stdout, "tinytext") {
+		t.Errorf("--help does not list the built-in models:\n%s", stdout)
+	}
+}
+
+// eval --f64 writes the reference interpreter's outputs at its own
+// precision.
+func TestEvalF64(t *testing.T) {
+	dir := t.TempDir()
+	in := writeInputs(t, dir, "in", 0, 1, 0, 1)
+	out := filepath.Join(dir, "o.safetensors")
+	if code, _, stderr := magc(t, "eval", "tiny", "--inputs", in, "--out", out, "--f64"); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	f, err := safetensors.Read(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Tensors["loss"].DType != "F64" || f.Tensors["logits"].DType != "F64" {
+		t.Errorf("dtypes: loss %s, logits %s", f.Tensors["loss"].DType, f.Tensors["logits"].DType)
+	}
+	v, _ := f.Tensors["logits"].Float64s()
+	exact := 0
+	for _, x := range v {
+		if float64(float32(x)) == x {
+			exact++
+		}
+	}
+	if exact == len(v) {
+		t.Error("every F64 logit is an f32 value: not the interpreter's precision")
+	}
+}

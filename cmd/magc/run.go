@@ -2,8 +2,10 @@ package main
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math"
 	"os"
 	"os/signal"
@@ -201,9 +203,19 @@ func (c *runCmd) source(g *ir.Graph, batch, seq int) (data.Source, bool, error) 
 		}
 		return &data.InductionHeads{Seed: c.Seed, BatchSize: batch, Len: seq}, true, nil
 	}
+	if _, err := os.Stat(c.Data); errors.Is(err, fs.ErrNotExist) {
+		msg := fmt.Sprintf("--data %s: no such file or directory, and no built-in task of that name (tasks: %s)", c.Data, strings.Join(tasks, ", "))
+		if near := ir.Closest(c.Data, tasks); near != "" {
+			msg += fmt.Sprintf("; did you mean %s?", near)
+		}
+		return nil, false, errors.New(msg)
+	}
 	t, err := data.LoadText(c.Data, c.Seed, batch, seq)
 	return t, false, err
 }
+
+// tasks are the built-in synthetic data sets of --data.
+var tasks = []string{"selective-copying", "induction-heads"}
 
 // stepper compiles the train step and the forward graph for dev (for the
 // reference interpreter, dev nil, the graphs alone) and initialises the
@@ -264,6 +276,9 @@ func (c *runCmd) initParams(g *ir.Graph) (map[string]*ref.Tensor, error) {
 	f, err := safetensors.Read(c.Base)
 	if err != nil {
 		return nil, err
+	}
+	if p, err := train.ReadProgress(c.Base); err == nil {
+		return nil, fmt.Errorf("%s is a training checkpoint (%s at step %d), not initial weights: continue it with --resume %s", c.Base, p.Graph, p.Step, c.Base)
 	}
 	var unknown []string
 	for _, name := range f.Names() {

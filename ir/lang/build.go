@@ -1,10 +1,12 @@
 package lang
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 
@@ -126,6 +128,7 @@ func errAt(pos lexer.Position, format string, args ...any) error {
 func irPos(p lexer.Position) ir.Pos { return ir.Pos{File: p.Filename, Line: p.Line, Col: p.Column} }
 
 func (e *evaluator) parse(filename string, src []byte) (*File, error) {
+	src = bytes.TrimPrefix(src, []byte("\xef\xbb\xbf")) // a UTF-8 byte-order mark is not source
 	e.sources[filename] = src
 	if len(src) > maxSourceBytes {
 		return nil, errAt(lexer.Position{Filename: filename, Line: 1, Column: 1}, "file is larger than %d bytes", maxSourceBytes)
@@ -193,7 +196,7 @@ func (e *evaluator) run(filename string, src []byte) (*ir.Graph, error) {
 	if err != nil {
 		return nil, err
 	}
-	e.loaded[filename] = true
+	e.loaded[samePath(filename)] = true
 	e.imports = []string{filename}
 	if err := e.hoist(filename, f); err != nil {
 		return nil, err
@@ -272,11 +275,11 @@ func (e *evaluator) importFile(from string, it *Item) error {
 		path = filepath.Join(filepath.Dir(from), path)
 	}
 	for _, p := range e.imports {
-		if p == path {
+		if samePath(p) == samePath(path) {
 			return errAt(it.Pos, "import cycle: %s → %s", strings.Join(e.imports, " → "), path)
 		}
 	}
-	if e.loaded[path] {
+	if e.loaded[samePath(path)] {
 		return nil
 	}
 	src, err := e.read(path)
@@ -287,13 +290,22 @@ func (e *evaluator) importFile(from string, it *Item) error {
 	if err != nil {
 		return err
 	}
-	e.loaded[path] = true
+	e.loaded[samePath(path)] = true
 	if err := e.hoist(path, f); err != nil {
 		return err
 	}
 	e.imports = append(e.imports, path)
 	defer func() { e.imports = e.imports[:len(e.imports)-1] }()
 	return e.items(path, f, &frame{vars: map[string]val{}, top: true})
+}
+
+// samePath is the key two spellings of one file share ("./a.graph",
+// "a.graph", "/abs/a.graph"): its absolute, cleaned path.
+func samePath(p string) string {
+	if abs, err := filepath.Abs(p); err == nil {
+		return abs
+	}
+	return filepath.Clean(p)
 }
 
 func unwrapPathError(err error) error {
@@ -372,6 +384,23 @@ func suggest(name string, candidates []string) string {
 	return ""
 }
 
+// numberRange matches the parser's words for a literal out of range.
+var numberRange = regexp.MustCompile(`strconv\.Parse(Int|Float): parsing "([^"]*)": value out of range`)
+
+// plainMessage words the parser's messages without Go's library names.
+func plainMessage(msg string) string {
+	if m := numberRange.FindStringSubmatch(msg); m != nil {
+		if m[1] == "Int" {
+			return fmt.Sprintf("the number %s is too large (integers go up to 9223372036854775807)", m[2])
+		}
+		return fmt.Sprintf("the number %s is too large (floats go up to about 1.8e308)", m[2])
+	}
+	if rest, ok := strings.CutPrefix(msg, "failed to conform: "); ok {
+		return rest
+	}
+	return msg
+}
+
 // diagnose turns any build error into a Diagnostic with the source line.
 func (e *evaluator) diagnose(err error) error {
 	var pos ir.Pos
@@ -385,7 +414,7 @@ func (e *evaluator) diagnose(err error) error {
 	case errors.As(err, &ie):
 		pos, msg = ie.Pos, ie.Msg
 	case errors.As(err, &perr):
-		pos, msg = irPos(perr.Position()), perr.Message()
+		pos, msg = irPos(perr.Position()), plainMessage(perr.Message())
 	default:
 		return err
 	}
