@@ -403,7 +403,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_exp_x2_0(
                 const float t29 = p2[gj27];
                 const float t30 = (acc28 + t29);
                 p3[((((c1 * 16) + gi26) * 128) + gj27)] = t30;
-                const float t31 = (max(t30, 0.0f) + logf((1.0f + expf((-fabsf(t30))))));
+                const float t31 = (max(t30, 0.0f) + ((((1.0f + expf((-fabsf(t30)))) - 1.0f) == 0.0f) ? expf((-fabsf(t30))) : (logf((1.0f + expf((-fabsf(t30))))) * (expf((-fabsf(t30))) / ((1.0f + expf((-fabsf(t30)))) - 1.0f)))));
                 p4[((((c1 * 16) + gi26) * 128) + gj27)] = t31;
             }
         }

@@ -623,7 +623,7 @@ kernel void matmul_exp_x2_0(
             const float t29 = p2[gj27];
             const float t30 = (acc28 + t29);
             p3[((((c1 * 512) + gi26) * 4096) + gj27)] = t30;
-            const float t31 = (max(t30, 0.0f) + log((1.0f + exp((-fabs(t30))))));
+            const float t31 = (max(t30, 0.0f) + ((((1.0f + exp((-fabs(t30)))) - 1.0f) == 0.0f) ? exp((-fabs(t30))) : (log((1.0f + exp((-fabs(t30))))) * (exp((-fabs(t30))) / ((1.0f + exp((-fabs(t30)))) - 1.0f)))));
             p4[((((c1 * 512) + gi26) * 4096) + gj27)] = t31;
         }
     } else if ((int(gid.x) < 1024)) {
