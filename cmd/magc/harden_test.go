@@ -15,6 +15,7 @@ import (
 
 	"github.com/scm-magellano/magc/safetensors"
 	"github.com/scm-magellano/magc/train"
+	"github.com/scm-magellano/magc/train/data"
 )
 
 // writeInputs writes tiny's eval inputs with one token id and one target
@@ -332,5 +333,30 @@ func TestEvalF64(t *testing.T) {
 	}
 	if exact == len(v) {
 		t.Error("every F64 logit is an f32 value: not the interpreter's precision")
+	}
+}
+
+// Every --data file the README's workflow names exists in the repository
+// and loads as text for the model it trains.
+func TestReadmeDataFilesExist(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, line := range strings.Split(string(readme), "\n") {
+		f := strings.Fields(line)
+		for i := 0; i+1 < len(f); i++ {
+			if f[0] != "magc" || f[i] != "--data" || strings.HasPrefix(f[i+1], "/") {
+				continue
+			}
+			n++
+			if _, err := data.LoadText(filepath.Join("../..", f[i+1]), 1, 4, 32); err != nil {
+				t.Errorf("README: %s: %v", line, err)
+			}
+		}
+	}
+	if n == 0 {
+		t.Error("the README's workflow names no --data file")
 	}
 }
