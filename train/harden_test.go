@@ -129,6 +129,17 @@ func TestNonFiniteStopSaysWhat(t *testing.T) {
 			t.Errorf("no word on the parameters: %v", err)
 		}
 	}
+	// A forced fresh run that fails before saving leaves the earlier run's
+	// checkpoint, and says so.
+	dir := t.TempDir()
+	if _, err := trainer(t, gs, dir, 1).Run(); err != nil {
+		t.Fatal(err)
+	}
+	tr := trainer(t, gs, dir, 5)
+	tr.Step = &spy{Stepper: tr.Step, at: 2, output: "loss", value: math.NaN()}
+	if _, err := tr.Run(); err == nil || !strings.Contains(err.Error(), "this run saved nothing; "+filepath.Join(dir, train.CheckpointFile)+", from an earlier run, is unchanged") {
+		t.Errorf("forced run failing before its first save: %v", err)
+	}
 }
 
 // A fresh run into a directory holding another run's checkpoint is

@@ -223,6 +223,9 @@ func (t *Trainer) kept() string {
 	case t.resumed != "":
 		return fmt.Sprintf("this run saved nothing; %s (step %d), which it resumed from, is unchanged", t.resumed, t.Start)
 	}
+	if _, err := os.Stat(path); err == nil {
+		return fmt.Sprintf("this run saved nothing; %s, from an earlier run, is unchanged", path)
+	}
 	return "no checkpoint was saved"
 }
 
