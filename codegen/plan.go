@@ -141,11 +141,19 @@ func BuildPlan(g *ir.Graph, p *Program, m *Memory) *plan.Plan {
 			values[name] = v
 		}
 	}
+	ranges := plan.IndexRanges(g)
+	inputs := map[string]string{}
+	for _, in := range g.Inputs {
+		inputs[m.Buffer[in.Value]] = in.Name
+	}
 	for _, b := range m.Plan.Buffers {
 		v := values[b.Name]
 		pb := plan.Buffer{Name: b.Name, Segment: b.Segment, Offset: b.Offset, Bytes: b.Bytes, Role: b.Role, Live: [2]int{b.Start, b.End}}
 		if v != nil {
 			pb.DType, pb.Shape = v.Type.DType.String(), []int(v.Type.Shape)
+		}
+		if r, ok := ranges[inputs[b.Name]]; ok {
+			pb.Index = &r
 		}
 		out.Buffers = append(out.Buffers, pb)
 	}

@@ -35,6 +35,9 @@ type Buffer struct {
 	Role    ir.Role `json:"role"`
 	// Live is the first and last dispatch that touch the buffer.
 	Live [2]int `json:"live"`
+	// Index, on an integer input, is the range its values must lie in:
+	// Runner refuses writes outside it.
+	Index *IndexRange `json:"index,omitempty"`
 }
 
 // Kernel describes a kernel of the module (kernels.metal or kernels.cu).

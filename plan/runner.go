@@ -117,8 +117,12 @@ func Validate(p *Plan) error {
 			return fmt.Errorf("buffer %q (bytes %d..%d) lies outside segment %d (%d bytes)",
 				b.Name, b.Offset, b.Offset+b.Bytes, b.Segment, p.Segments[b.Segment])
 		}
-		if _, err := planType(b); err != nil {
+		t, err := planType(b)
+		if err != nil {
 			return err
+		}
+		if b.Index != nil && (t.DType.IsFloat() || b.Index.Below < 1) {
+			return fmt.Errorf("buffer %q (%v) has an index range below %d: only integer buffers index, and at least one row", b.Name, t, b.Index.Below)
 		}
 		bufs[b.Name] = b
 	}
@@ -332,6 +336,15 @@ func (r *Runner) WriteBytes(name string, data []byte) error {
 	}
 	if int64(len(data)) != b.Bytes {
 		return fmt.Errorf("%d bytes for %q, which holds %d (%s%v)", len(data), name, b.Bytes, b.DType, b.Shape)
+	}
+	if b.Index != nil {
+		v, err := Decode(r.types[b.Name], data)
+		if err != nil {
+			return err
+		}
+		if err := b.Index.Check(name, b.Shape, v); err != nil {
+			return err
+		}
 	}
 	return r.Dev.Write(r.segments[b.Segment], b.Offset, data)
 }

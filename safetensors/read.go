@@ -50,6 +50,10 @@ func Read(path string) (*File, error) {
 		}
 		return err
 	}
+	if !st.Mode().IsRegular() {
+		// A device's size says nothing of what it holds (/dev/zero reads forever).
+		return nil, named(&Error{Msg: "not a regular file"})
+	}
 	var prefix [8]byte
 	if _, err := io.ReadFull(f, prefix[:]); err != nil {
 		return nil, named(&Error{Msg: fmt.Sprintf("file is %d bytes, shorter than the 8-byte header length", size)})

@@ -3,6 +3,7 @@ package safetensors
 import (
 	"bufio"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -60,12 +61,13 @@ func WriteFile(path string, tensors map[string]Tensor, metadata map[string]strin
 	}
 	tmp, err := os.CreateTemp(dir, "."+base+".tmp-*")
 	if err != nil {
-		return err
+		return userPathError(path, err)
 	}
 	defer func() {
 		if err != nil {
 			tmp.Close()
 			os.Remove(tmp.Name())
+			err = userPathError(path, err)
 		}
 	}()
 	perm := os.FileMode(0o644)
@@ -102,6 +104,20 @@ func WriteFile(path string, tensors map[string]Tensor, metadata map[string]strin
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// userPathError words a failure to write path without the temp file's name
+// (the user asked for path, not for .path.tmp-123): the OS's reason alone.
+func userPathError(path string, err error) error {
+	var pe *os.PathError
+	var le *os.LinkError
+	switch {
+	case errors.As(err, &pe):
+		return fmt.Errorf("safetensors: writing %s: %w", path, pe.Err)
+	case errors.As(err, &le):
+		return fmt.Errorf("safetensors: writing %s: %w", path, le.Err)
+	}
+	return err
 }
 
 // prepare validates the tensors and builds the length-prefixed, padded

@@ -115,7 +115,16 @@ func TestPlanRunnerMatchesReference(t *testing.T) {
 				for i, x := range got {
 					g64[i] = float64(x)
 				}
-				if e := relErr(g64, wp[p.Name].Data); e > 1e-4 {
+				// Moments follow the gradients to f32 rounding. A weight
+				// that starts at zero (lora_b) is Adam's first step alone,
+				// m/(√v+ε), which maps each gradient to about ±lr whatever
+				// its size: f32 summation noise in gradients near ε (1e-8)
+				// shows up at full scale, so weights get a looser bound.
+				tol := 1e-4
+				if p.Role == ir.Trainable {
+					tol = 1e-3
+				}
+				if e := relErr(g64, wp[p.Name].Data); e > tol {
 					t.Errorf("%s after one step: relative error %.3g", p.Name, e)
 				}
 				n++

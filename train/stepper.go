@@ -2,7 +2,6 @@ package train
 
 import (
 	"fmt"
-	"math"
 
 	"github.com/scm-magellano/magc/device"
 	"github.com/scm-magellano/magc/ir"
@@ -33,8 +32,9 @@ type Graphs struct {
 	Train, Forward *ir.Graph
 }
 
-// batchInputs are a step's graph inputs.
-func batchInputs(g *ir.Graph, b data.Batch, lr float64, step int) (map[string]*ref.Tensor, error) {
+// batchInputs are a step's graph inputs, index inputs checked against
+// their ranges (plan.IndexRanges of g) before any executor sees them.
+func batchInputs(g *ir.Graph, ranges map[string]plan.IndexRange, b data.Batch, lr float64, step int) (map[string]*ref.Tensor, error) {
 	out := map[string]*ref.Tensor{}
 	for _, in := range g.Inputs {
 		t := in.Value.Type
@@ -51,6 +51,11 @@ func batchInputs(g *ir.Graph, b data.Batch, lr float64, step int) (map[string]*r
 			for i, x := range src {
 				v.Data[i] = float64(x)
 			}
+			if r, ok := ranges[in.Name]; ok {
+				if err := r.Check("the batch's "+in.Name, t.Shape, v.Data); err != nil {
+					return nil, err
+				}
+			}
 			out[in.Name] = v
 		case "lr":
 			out[in.Name] = ref.Scalar(lr)
@@ -65,17 +70,18 @@ func batchInputs(g *ir.Graph, b data.Batch, lr float64, step int) (map[string]*r
 
 // RefStepper trains with the float64 reference interpreter.
 type RefStepper struct {
-	g      Graphs
-	params map[string]*ref.Tensor
+	g                Graphs
+	params           map[string]*ref.Tensor
+	trainIdx, fwdIdx map[string]plan.IndexRange
 }
 
 // NewRefStepper holds params (initialised weights and zero moments).
 func NewRefStepper(g Graphs, params map[string]*ref.Tensor) *RefStepper {
-	return &RefStepper{g: g, params: params}
+	return &RefStepper{g: g, params: params, trainIdx: plan.IndexRanges(g.Train), fwdIdx: plan.IndexRanges(g.Forward)}
 }
 
 func (r *RefStepper) Step(b data.Batch, lr float64, step int) (map[string]float64, error) {
-	in, err := batchInputs(r.g.Train, b, lr, step)
+	in, err := batchInputs(r.g.Train, r.trainIdx, b, lr, step)
 	if err != nil {
 		return nil, err
 	}
@@ -100,7 +106,7 @@ func scalars(out map[string]*ref.Tensor) map[string]float64 {
 }
 
 func (r *RefStepper) Logits(b data.Batch) (*ref.Tensor, error) {
-	in, err := batchInputs(r.g.Forward, b, 0, 1)
+	in, err := batchInputs(r.g.Forward, r.fwdIdx, b, 0, 1)
 	if err != nil {
 		return nil, err
 	}
@@ -140,8 +146,9 @@ func (r *RefStepper) Close() error { return nil }
 // (the same plan.Runner that runs a plan.json), with tensors addressed by
 // IR value.
 type arena struct {
-	c *pipeline.Unit
-	r *plan.Runner
+	c   *pipeline.Unit
+	r   *plan.Runner
+	idx map[string]plan.IndexRange
 }
 
 func newArena(dev device.Device, c *pipeline.Unit) (*arena, error) {
@@ -152,7 +159,7 @@ func newArena(dev device.Device, c *pipeline.Unit) (*arena, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &arena{c: c, r: r}, nil
+	return &arena{c: c, r: r, idx: plan.IndexRanges(c.Graph)}, nil
 }
 
 // buffer names v's buffer in the plan.
@@ -240,7 +247,7 @@ func NewDeviceStepper(dev device.Device, train, forward *pipeline.Unit, params m
 }
 
 func (s *DeviceStepper) Step(b data.Batch, lr float64, step int) (map[string]float64, error) {
-	in, err := batchInputs(s.train.c.Graph, b, lr, step)
+	in, err := batchInputs(s.train.c.Graph, s.train.idx, b, lr, step)
 	if err != nil {
 		return nil, err
 	}
@@ -277,7 +284,7 @@ func (s *DeviceStepper) Logits(b data.Batch) (*ref.Tensor, error) {
 		}
 		s.stale = false
 	}
-	in, err := batchInputs(s.forward.c.Graph, b, 0, 1)
+	in, err := batchInputs(s.forward.c.Graph, s.forward.idx, b, 0, 1)
 	if err != nil {
 		return nil, err
 	}
@@ -326,16 +333,6 @@ func (s *DeviceStepper) setArena(a *arena, params map[string]*ref.Tensor) error 
 
 func (s *DeviceStepper) Close() error { return nil }
 
-// finite reports whether every step output is a finite number.
-func finite(out map[string]float64) bool {
-	for _, x := range out {
-		if math.IsNaN(x) || math.IsInf(x, 0) {
-			return false
-		}
-	}
-	return true
-}
-
 // RunGraph evaluates a compiled graph once on dev: it places params and
 // inputs in a fresh arena, launches every kernel and reads back the outputs
 // (aux losses as "aux_loss.N").
@@ -358,6 +355,9 @@ func RunGraph(dev device.Device, l *pipeline.Unit, inputs, params map[string]*re
 			return nil, fmt.Errorf("no value for input %s", in.Name)
 		}
 	}
+	if err := CheckIndexInputs(l.Graph, inputs); err != nil {
+		return nil, err
+	}
 	if err := a.run(inputs); err != nil {
 		return nil, err
 	}
@@ -378,4 +378,22 @@ func RunGraph(dev device.Device, l *pipeline.Unit, inputs, params map[string]*re
 		}
 	}
 	return out, nil
+}
+
+// CheckIndexInputs refuses an integer input of g holding a value outside
+// the range it indexes (a token id past the vocabulary, a target that is
+// neither a class nor ignored): every device path checks on the host first.
+func CheckIndexInputs(g *ir.Graph, inputs map[string]*ref.Tensor) error {
+	ranges := plan.IndexRanges(g)
+	for _, in := range g.Inputs {
+		r, ok := ranges[in.Name]
+		t := inputs[in.Name]
+		if !ok || t == nil {
+			continue
+		}
+		if err := r.Check("input "+in.Name, t.Type.Shape, t.Data); err != nil {
+			return err
+		}
+	}
+	return nil
 }

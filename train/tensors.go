@@ -2,7 +2,9 @@ package train
 
 import (
 	"fmt"
+	"math"
 	"slices"
+	"strings"
 
 	"github.com/scm-magellano/magc/ir"
 	"github.com/scm-magellano/magc/ir/nf4"
@@ -34,6 +36,11 @@ func FromSafetensors(name string, st safetensors.Tensor, want ir.Type) (*ref.Ten
 		if err != nil || !isFloat(st.DType) {
 			return nil, fmt.Errorf("%s: an NF4 weight is loaded from float values, got %s", name, st.DType)
 		}
+		for i, x := range v {
+			if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
+				return nil, fmt.Errorf("%s: element %d is %v: a weight must be a finite number", name, i, x)
+			}
+		}
 		return ref.QuantizeNF4(want.Shape, v)
 	default:
 		if !isFloat(st.DType) {
@@ -43,8 +50,26 @@ func FromSafetensors(name string, st safetensors.Tensor, want ir.Type) (*ref.Ten
 		if err != nil {
 			return nil, fmt.Errorf("%s: %v", name, err)
 		}
+		if err := checkValues(name, v); err != nil {
+			return nil, err
+		}
 		return ref.FromFloat64(want, v)
 	}
+}
+
+// checkValues refuses NaN and ±Inf, and negative Adam second moments
+// (their square root divides the update), naming the tensor and element.
+func checkValues(name string, v []float64) error {
+	second := strings.HasSuffix(name, ".adam_v")
+	for i, x := range v {
+		switch {
+		case math.IsNaN(x) || math.IsInf(x, 0):
+			return fmt.Errorf("%s: element %d is %v: every value must be a finite number", name, i, x)
+		case second && x < 0:
+			return fmt.Errorf("%s: element %d is %v: an Adam second moment (a running mean of squares) cannot be negative", name, i, x)
+		}
+	}
+	return nil
 }
 
 func isFloat(dtype string) bool {

@@ -2,12 +2,14 @@ package train
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -30,6 +32,18 @@ type TrainOptions struct {
 	Seed        uint64
 	Log         io.Writer // progress and summary
 	Progress    bool      // draw a progress bar (else print a line every 5% of the steps)
+	// Stop, when closed, ends the run after the step in progress: it is
+	// saved, and the summary and loss plot cover the steps done.
+	Stop <-chan struct{}
+	// Model and Data are recorded in checkpoints, so that evaluating one
+	// needs neither.
+	Model, Data string
+
+	// From and FromLR continue a schedule whose horizon changed (a resume
+	// with other --steps): after step From the rate decays from FromLR, the
+	// rate at From, instead of jumping to where a schedule of Steps would be.
+	From   int
+	FromLR float64
 }
 
 // LearningRate is the schedule's rate at step (counting from 1): linear
@@ -41,6 +55,10 @@ func (o *TrainOptions) LearningRate(step int) float64 {
 	if o.Schedule != "cosine" || o.Steps <= o.Warmup {
 		return o.LR
 	}
+	if o.From > 0 && step > o.From {
+		p := float64(step-o.From) / float64(o.Steps-o.From)
+		return o.MinLR + (o.FromLR-o.MinLR)*0.5*(1+math.Cos(math.Pi*p))
+	}
 	p := float64(step-o.Warmup) / float64(o.Steps-o.Warmup)
 	return o.MinLR + (o.LR-o.MinLR)*0.5*(1+math.Cos(math.Pi*p))
 }
@@ -51,6 +69,8 @@ type Summary struct {
 	Data         string    `json:"data"`
 	Device       string    `json:"device"`
 	Steps        int       `json:"steps"`
+	Interrupted  bool      `json:"interrupted,omitempty"`
+	ResumedFrom  int       `json:"resumed_from,omitempty"`
 	Tokens       int64     `json:"tokens"`
 	Seconds      float64   `json:"seconds"`
 	TokensPerS   float64   `json:"tokens_per_s"`
@@ -58,20 +78,27 @@ type Summary struct {
 	FinalLoss    float64   `json:"final_loss"`
 	EvalLoss     float64   `json:"eval_loss"`
 	EvalAccuracy *float64  `json:"eval_accuracy,omitempty"`
+	LossesFrom   int       `json:"losses_from,omitempty"`
 	Losses       []float64 `json:"losses"`
 }
 
 // Trainer runs the training loop over a Stepper.
 type Trainer struct {
-	Opt     TrainOptions
-	Src     data.Source
-	Step    Stepper
-	Graphs  Graphs
-	Device  string
-	Synth   bool // the source is a synthetic task: report accuracy
-	Start   int  // steps already done (after a resume)
-	Losses  []float64
-	summary Summary
+	Opt    TrainOptions
+	Src    data.Source
+	Step   Stepper
+	Graphs Graphs
+	Device string
+	Synth  bool // the source is a synthetic task: report accuracy
+	Start  int  // steps already done (after a resume)
+	// Losses are the training losses of steps LossesFrom+1 …: a resume
+	// carries the checkpoint's history, so they cover the whole run.
+	Losses     []float64
+	LossesFrom int
+	summary    Summary
+	resumed    string // the checkpoint resumed from
+	saved      int    // the last step this run saved (0: none)
+	lr         float64
 }
 
 // trainable names the parameters a checkpoint holds: trainable weights and optimizer state.
@@ -87,7 +114,9 @@ func (t *Trainer) trainable() []string {
 }
 
 // Run trains from t.Start to Opt.Steps, evaluating, checkpointing and
-// writing the summary, loss curve and final checkpoint into Opt.Out.
+// writing the summary, loss curve and final checkpoint into Opt.Out. When
+// Opt.Stop closes, it stops after the step in progress and does the same
+// for the steps done.
 func (t *Trainer) Run() (*Summary, error) {
 	o := &t.Opt
 	if t.Start >= o.Steps {
@@ -106,26 +135,35 @@ func (t *Trainer) Run() (*Summary, error) {
 	}
 	start := time.Now()
 	var tokens int64
-	for step := t.Start + 1; step <= o.Steps; step++ {
+	last := t.Start // the last step done
+	interrupted := false
+	for step := t.Start + 1; step <= o.Steps && !interrupted; step++ {
 		b := t.Src.Batch(step)
 		lr := o.LearningRate(step)
 		out, err := t.Step.Step(b, lr, step)
 		if err != nil {
-			return nil, fmt.Errorf("step %d: %w", step, err)
+			return nil, fmt.Errorf("step %d: %w; %s", step, err, t.kept())
 		}
-		if !finite(out) {
-			return nil, fmt.Errorf("step %d: the loss is not finite (%v); stopping. The last good checkpoint in %s is kept; try a lower --lr", step, out["loss"], o.Out)
+		if bad := nonFinite(out); bad != "" {
+			return nil, fmt.Errorf("step %d: %s; stopping. %s; try a lower --lr", step, t.whatIsNonFinite(bad), t.kept())
 		}
+		last, t.lr = step, lr
 		t.Losses = append(t.Losses, out["loss"])
 		tokens += int64(b.B * b.L)
 		rate := float64(tokens) / time.Since(start).Seconds()
 		status := fmt.Sprintf("step %d loss %.4f lr %.2e %.0f tok/s", step, out["loss"], lr, rate)
 		switch {
 		case bar != nil:
+			bar.Add(1) // the count first: Describe draws at once, with it
 			bar.Describe(status)
-			bar.Add(1)
 		case step%max(1, o.Steps/20) == 0:
 			fmt.Fprintln(o.Log, status) // a log, not a terminal: a line now and then
+		}
+		select {
+		case <-o.Stop:
+			interrupted = step < o.Steps
+			continue
+		default:
 		}
 		if o.EvalEvery > 0 && step%o.EvalEvery == 0 && step < o.Steps {
 			loss, acc, err := t.evaluate()
@@ -144,7 +182,7 @@ func (t *Trainer) Run() (*Summary, error) {
 	if bar != nil {
 		bar.Finish()
 	}
-	if err := t.save(o.Steps); err != nil {
+	if err := t.save(last); err != nil {
 		return nil, err
 	}
 	loss, acc, err := t.evaluate()
@@ -152,8 +190,9 @@ func (t *Trainer) Run() (*Summary, error) {
 		return nil, err
 	}
 	s := &t.summary
-	*s = Summary{Model: t.Graphs.Train.Name, Data: t.Src.Name(), Device: t.Device, Steps: o.Steps, Tokens: tokens,
-		Seconds: secs, TokensPerS: float64(tokens) / math.Max(secs, 1e-9), EvalLoss: loss, Losses: t.Losses}
+	*s = Summary{Model: t.Graphs.Train.Name, Data: t.Src.Name(), Device: t.Device, Steps: last, Interrupted: interrupted,
+		ResumedFrom: t.Start, Tokens: tokens, Seconds: secs, TokensPerS: float64(tokens) / math.Max(secs, 1e-9),
+		EvalLoss: loss, LossesFrom: t.LossesFrom, Losses: t.Losses}
 	if len(t.Losses) > 0 {
 		s.FirstLoss, s.FinalLoss = t.Losses[0], t.Losses[len(t.Losses)-1]
 	}
@@ -163,16 +202,106 @@ func (t *Trainer) Run() (*Summary, error) {
 	if err := WriteJSON(filepath.Join(o.Out, "summary.json"), s); err != nil {
 		return nil, err
 	}
-	if err := PlotLoss(t.Losses, t.Start, filepath.Join(o.Out, "loss.png"), t.Graphs.Train.Name+" on "+t.Src.Name()); err != nil {
+	if err := PlotLoss(t.Losses, t.LossesFrom, filepath.Join(o.Out, "loss.png"), t.Graphs.Train.Name+" on "+t.Src.Name()); err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(o.Log, "trained %d steps (%d tokens) in %.1f s: %.0f tokens/s on %s\n", o.Steps-t.Start, tokens, secs, s.TokensPerS, t.Device)
+	fmt.Fprintf(o.Log, "trained %d steps (%d tokens) in %.1f s: %.0f tokens/s on %s\n", last-t.Start, tokens, secs, s.TokensPerS, t.Device)
 	fmt.Fprintf(o.Log, "loss %.4f → %.4f; eval loss %.4f", s.FirstLoss, s.FinalLoss, loss)
 	if t.Synth {
 		fmt.Fprintf(o.Log, ", eval accuracy %.1f%%", 100*acc)
 	}
-	fmt.Fprintf(o.Log, "\nwrote %s (summary.json, loss.png, checkpoint.safetensors)\n", o.Out)
+	fmt.Fprintf(o.Log, "\nwrote %s (summary.json, loss.png, checkpoint.safetensors at step %d)\n", o.Out, last)
 	return s, nil
+}
+
+// kept says truthfully which checkpoint a failed run leaves.
+func (t *Trainer) kept() string {
+	path := filepath.Join(t.Opt.Out, CheckpointFile)
+	switch {
+	case t.saved > 0:
+		return fmt.Sprintf("the checkpoint of step %d in %s is the latest", t.saved, path)
+	case t.resumed != "":
+		return fmt.Sprintf("this run saved nothing; %s (step %d), which it resumed from, is unchanged", t.resumed, t.Start)
+	}
+	if _, err := os.Stat(path); err == nil {
+		return fmt.Sprintf("this run saved nothing; %s, from an earlier run, is unchanged", path)
+	}
+	return "no checkpoint was saved"
+}
+
+// CheckOut refuses to start training into out when it holds a checkpoint
+// of another run (one not being resumed), unless force: a fresh run would
+// replace it at its first save.
+func CheckOut(out, resume string, force bool) error {
+	path := filepath.Join(out, CheckpointFile)
+	info, err := os.Stat(path)
+	if err != nil || force {
+		return nil
+	}
+	if resume != "" {
+		if ri, err := os.Stat(resume); err == nil && os.SameFile(info, ri) {
+			return nil
+		}
+	}
+	what := "a checkpoint"
+	if p, err := ReadProgress(path); err == nil {
+		what = fmt.Sprintf("a checkpoint of %s at step %d", p.Graph, p.Step)
+	}
+	hint := "continue it with --resume " + path + ", "
+	if resume != "" {
+		hint = ""
+	}
+	return fmt.Errorf("%s holds %s from another run, which this run would replace: %strain into another --out, or give --force to replace it", path, what, hint)
+}
+
+// nonFinite lists the step outputs that are not finite numbers ("" if none).
+func nonFinite(out map[string]float64) string {
+	var bad []string
+	for name, x := range out {
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			bad = append(bad, fmt.Sprintf("%s is %v", name, x))
+		}
+	}
+	sort.Strings(bad)
+	return strings.Join(bad, ", ")
+}
+
+// whatIsNonFinite completes a report of non-finite step outputs with the
+// parameters the step left non-finite (the update wrote them).
+func (t *Trainer) whatIsNonFinite(bad string) string {
+	msg := "not finite: " + bad
+	var names []string
+	for _, p := range t.Graphs.Train.Params {
+		if p.Role == ir.Trainable {
+			names = append(names, p.Name)
+		}
+	}
+	params, err := t.Step.Get(names)
+	if err != nil {
+		return msg
+	}
+	var hit []string
+	for _, n := range names {
+		p := params[n]
+		if p == nil || p.Type.DType == ir.NF4 {
+			continue
+		}
+		for _, x := range p.Data {
+			if math.IsNaN(x) || math.IsInf(x, 0) {
+				hit = append(hit, n)
+				break
+			}
+		}
+	}
+	switch {
+	case len(hit) > 4:
+		msg += fmt.Sprintf("; the update left %d parameters non-finite (%s, …)", len(hit), strings.Join(hit[:4], ", "))
+	case len(hit) > 0:
+		msg += "; the update left non-finite: " + strings.Join(hit, ", ")
+	default:
+		msg += "; every parameter is still finite"
+	}
+	return msg
 }
 
 func (t *Trainer) logEval(bar *progressbar.ProgressBar, step int, loss, acc float64) {
@@ -241,9 +370,27 @@ func WriteJSON(path string, v any) error {
 	}
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
-		return err
+		os.Remove(tmp)
+		return pathError(path, err)
 	}
-	return os.Rename(tmp, path)
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return pathError(path, err)
+	}
+	return nil
+}
+
+// pathError words a failure to write path without the temp file's name.
+func pathError(path string, err error) error {
+	var pe *os.PathError
+	var le *os.LinkError
+	switch {
+	case errors.As(err, &pe):
+		return fmt.Errorf("writing %s: %w", path, pe.Err)
+	case errors.As(err, &le):
+		return fmt.Errorf("writing %s: %w", path, le.Err)
+	}
+	return err
 }
 
 func (t *Trainer) save(step int) error {
@@ -251,7 +398,14 @@ func (t *Trainer) save(step int) error {
 	if err != nil {
 		return err
 	}
-	return SaveCheckpoint(filepath.Join(t.Opt.Out, CheckpointFile), t.Graphs.Train, params, step, t.Opt.Seed)
+	o := &t.Opt
+	err = WriteCheckpoint(filepath.Join(o.Out, CheckpointFile), t.Graphs.Train, params, Progress{
+		Step: step, Seed: o.Seed, Steps: o.Steps, LR: t.lr, Losses: t.Losses, LossesFrom: t.LossesFrom, Model: o.Model, Data: o.Data})
+	if err != nil {
+		return fmt.Errorf("saving the checkpoint of step %d: %w; %s", step, err, t.kept())
+	}
+	t.saved = step
+	return nil
 }
 
 // Resume loads the checkpoint at path into the stepper and continues from its step.
@@ -263,6 +417,19 @@ func (t *Trainer) Resume(path string) error {
 	if c.Seed != t.Opt.Seed {
 		return fmt.Errorf("%s was trained with --seed %d, this run has --seed %d: the data would differ", path, c.Seed, t.Opt.Seed)
 	}
-	t.Start = c.Step
-	return t.Step.Set(c.Params)
+	if err := t.Step.Set(c.Params); err != nil {
+		return err
+	}
+	t.Start, t.resumed, t.lr = c.Step, path, c.LR
+	t.Losses, t.LossesFrom = c.Losses, c.LossesFrom
+	if len(c.Losses) == 0 {
+		t.LossesFrom = c.Step
+	}
+	// A new horizon continues the schedule from where it was; the same
+	// horizon (an interrupted run) follows it exactly.
+	o := &t.Opt
+	if c.Steps > 0 && c.Steps != o.Steps && c.Step > 0 && c.Step >= o.Warmup {
+		o.From, o.FromLR = c.Step, c.LR
+	}
+	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -29,35 +30,58 @@ type modelArg struct {
 	Model string `arg:"" help:"The .graph model file, or the name of a built-in model (${models})."`
 }
 
-// modelFlags adjust the model: one set for every command that loads one.
+// modelFlags adjust the model: one set for every command that loads one
+// (compile, run, eval, bench), checked the same way for each.
 type modelFlags struct {
 	Mode     string `help:"Training mode: full (all weights trainable) or qlora (frozen NF4 + LoRA). Default: the model's train line." enum:"full,qlora," default:""`
-	Batch    string `help:"Override the model's batch size (its 'batch' constant); 'max' (compile) finds the largest that fits the arena."`
-	Seq      int    `help:"Override the context length (the model's 'context' constant)."`
-	LoRARank int    `name:"lora-rank" help:"Override the LoRA rank r of qlora mode."`
+	Batch    string `help:"Override the model's batch size (its 'batch' constant); 'max' (compile, bench) finds the largest that fits the arena."`
+	Seq      *int   `help:"Override the context length (the model's 'context' constant)."`
+	LoRARank *int   `name:"lora-rank" help:"Override the LoRA rank r of qlora mode."`
+}
+
+// check refuses values no model can take: a flag given is a flag meant,
+// so zero is refused rather than read as "the default".
+func (m *modelFlags) check() error {
+	if m.Batch != "" && m.Batch != "max" {
+		if b, err := strconv.Atoi(m.Batch); err != nil || b < 1 {
+			return fmt.Errorf("--batch must be a positive whole number (or max), got %q", m.Batch)
+		}
+	}
+	if m.Seq != nil && *m.Seq < 1 {
+		return fmt.Errorf("--seq must be positive, got %d", *m.Seq)
+	}
+	if m.LoRARank != nil && *m.LoRARank < 1 {
+		return fmt.Errorf("--lora-rank must be positive, got %d", *m.LoRARank)
+	}
+	return nil
+}
+
+// seq is --seq, or 0 when not given.
+func (m *modelFlags) seq() int {
+	if m.Seq == nil {
+		return 0
+	}
+	return *m.Seq
 }
 
 // load parses a model file, applying the overrides.
 func (m *modelFlags) load(model string) (*ir.Graph, error) {
-	if m.LoRARank < 0 {
-		return nil, fmt.Errorf("--lora-rank must be positive, got %d", m.LoRARank)
+	if err := m.check(); err != nil {
+		return nil, err
 	}
-	return loadModel(model, m.Batch, m.Seq)
+	return loadModel(model, m.Batch, m.seq())
 }
 
 // loadModel parses a model (a file or a built-in name) with the batch and
-// context constants overridden when given.
+// context constants overridden when given (checked by modelFlags.check).
 func loadModel(model, batch string, seq int) (*ir.Graph, error) {
 	over := map[string]int{}
 	if batch != "" && batch != "max" {
 		b, err := strconv.Atoi(batch)
 		if err != nil || b < 1 {
-			return nil, fmt.Errorf("--batch must be a positive number (or max), got %q", batch)
+			return nil, fmt.Errorf("--batch must be a positive whole number (or max), got %q", batch)
 		}
 		over["batch"] = b
-	}
-	if seq < 0 {
-		return nil, fmt.Errorf("--seq must be positive, got %d", seq)
 	}
 	if seq > 0 {
 		over["context"] = seq
@@ -79,7 +103,11 @@ func loadModel(model, batch string, seq int) (*ir.Graph, error) {
 }
 
 func (m *modelFlags) config() passes.Config {
-	return passes.Config{Mode: m.Mode, LoRARank: m.LoRARank}
+	var rank int
+	if m.LoRARank != nil {
+		rank = *m.LoRARank
+	}
+	return passes.Config{Mode: m.Mode, LoRARank: rank}
 }
 
 type compileCmd struct {
@@ -213,12 +241,12 @@ func isBudget(err error) bool {
 
 func (c *compileCmd) memOptions() (passes.MemOptions, error) {
 	arena, err := parseBytes(c.Arena)
-	if err != nil {
-		return passes.MemOptions{}, fmt.Errorf("--arena: %v", err)
+	if err != nil || arena <= 0 {
+		return passes.MemOptions{}, fmt.Errorf("--arena must be a positive size (like 10.6GB or 8GiB), got %q", c.Arena)
 	}
 	maxBuf, err := parseBytes(c.MaxBuffer)
-	if err != nil {
-		return passes.MemOptions{}, fmt.Errorf("--max-buffer: %v", err)
+	if err != nil || maxBuf <= 0 {
+		return passes.MemOptions{}, fmt.Errorf("--max-buffer must be a positive size (like 8GiB or 512MB), got %q", c.MaxBuffer)
 	}
 	return passes.MemOptions{Align: passes.DefaultMemAlign, MaxSegment: maxBuf, Budget: arena}, nil
 }
@@ -226,7 +254,7 @@ func (c *compileCmd) memOptions() (passes.MemOptions, error) {
 // fits reports whether the model at a batch size has a plan within the
 // budget; with remat auto it asks for the least memory the policy can reach.
 func (c *compileCmd) fits(batch int, cfg *pipeline.Config) (bool, *ir.Graph, error) {
-	g, err := loadModel(c.Model, fmt.Sprint(batch), c.Seq)
+	g, err := loadModel(c.Model, fmt.Sprint(batch), c.seq())
 	if err != nil {
 		return false, nil, err
 	}
@@ -241,6 +269,9 @@ func (c *compileCmd) fits(batch int, cfg *pipeline.Config) (bool, *ir.Graph, err
 	return err == nil, g, err
 }
 
+// maxBatchCap is the largest batch --batch max tries.
+const maxBatchCap = 1 << 14
+
 // maxBatch finds the largest batch whose plan fits the budget: doubling,
 // then bisecting.
 func (c *compileCmd) maxBatch(e *env, cfg *pipeline.Config) (*ir.Graph, error) {
@@ -252,7 +283,7 @@ func (c *compileCmd) maxBatch(e *env, cfg *pipeline.Config) (*ir.Graph, error) {
 		return nil, fmt.Errorf("not even batch 1 fits the %s arena budget (try --remat auto, or a shorter --seq)", gigabytes(cfg.Mem.Budget))
 	}
 	lo, hi := 1, 0 // lo fits; hi, once found, does not
-	for b := 2; hi == 0 && b <= 1<<14; b *= 2 {
+	for b := 2; hi == 0 && b <= maxBatchCap; b *= 2 {
 		fit, gb, err := c.fits(b, cfg)
 		if err != nil {
 			return nil, err
@@ -274,6 +305,10 @@ func (c *compileCmd) maxBatch(e *env, cfg *pipeline.Config) (*ir.Graph, error) {
 		} else {
 			hi = mid
 		}
+	}
+	if hi == 0 {
+		fmt.Fprintf(e.stderr, "batch %d fits %s, and the search stops there: a larger batch may fit too (give --batch N to try one)\n", lo, gigabytes(cfg.Mem.Budget))
+		return g, nil
 	}
 	fmt.Fprintf(e.stderr, "the largest batch that fits %s is %d\n", gigabytes(cfg.Mem.Budget), lo)
 	return g, nil
@@ -349,7 +384,7 @@ func parseBytes(s string) (int64, error) {
 	for _, u := range units {
 		if num, ok := strings.CutSuffix(s, u.suffix); ok {
 			f, err := strconv.ParseFloat(strings.TrimSpace(num), 64)
-			if err != nil || f < 0 {
+			if err != nil || !(f >= 0 && f*u.scale < math.MaxInt64) {
 				return 0, fmt.Errorf("cannot read %q as a size (like 10.6GB or 8GiB)", s)
 			}
 			return int64(f * u.scale), nil

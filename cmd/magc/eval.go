@@ -20,6 +20,7 @@ type evalCmd struct {
 	Params string `help:"safetensors file of parameters; any it lacks are initialised from the model's init rules." placeholder:"FILE"`
 	Seed   uint64 `default:"0" help:"Seed for initialising parameters not in --params."`
 	Device string `default:"ref" enum:"ref,sim,metal,cuda" help:"ref: the float64 reference interpreter; sim: the emitted kernels on the CPU; metal, cuda: on a GPU."`
+	F64    bool   `name:"f64" help:"Write F64 outputs (with --device ref, the interpreter's own precision); default F32."`
 }
 
 func (c *evalCmd) Run(e *env) error {
@@ -34,6 +35,12 @@ func (c *evalCmd) Run(e *env) error {
 	g := u.Graph
 	inputs, err := readTensors(c.Inputs, "input", inputTypes(g), true)
 	if err != nil {
+		return err
+	}
+	if err := train.CheckIndexInputs(g, inputs); err != nil {
+		return fmt.Errorf("%s: %v", c.Inputs, err)
+	}
+	if err := checkHostMemory("evaluating "+g.Name, hostBytes(g, c.Device == "ref", 0), physicalMemory()); err != nil {
 		return err
 	}
 	params, err := ref.InitParams(g, c.Seed)
@@ -55,7 +62,12 @@ func (c *evalCmd) Run(e *env) error {
 	}
 	out := map[string]safetensors.Tensor{}
 	for name, t := range results {
-		if out[name], err = train.ToSafetensors(t); err != nil {
+		if c.F64 && t.Type.DType.IsFloat() {
+			out[name], err = safetensors.FromFloat64([]int(t.Type.Shape), t.Data)
+		} else {
+			out[name], err = train.ToSafetensors(t)
+		}
+		if err != nil {
 			return internal(err)
 		}
 	}
@@ -89,8 +101,12 @@ func readTensors(path, what string, want map[string]ir.Type, all bool) (map[stri
 	if err != nil {
 		return nil, err
 	}
+	isCheckpoint := what == "parameter" && train.IsCheckpoint(f.Metadata)
 	out := map[string]*ref.Tensor{}
 	for _, name := range f.Names() {
+		if isCheckpoint && (strings.HasSuffix(name, ".adam_m") || strings.HasSuffix(name, ".adam_v")) {
+			continue // a training checkpoint: its weights, without the optimizer state
+		}
 		t, ok := want[name]
 		if !ok {
 			return nil, fmt.Errorf("%s: %q is not a %s of the model (%ss: %s)", path, name, what, what, strings.Join(sortedNames(want), ", "))
@@ -129,6 +145,9 @@ func (c *evalCmd) evaluate(model, g *ir.Graph, inputs, params map[string]*ref.Te
 		defer dev.Close()
 		u, err := compileFor(dev, model, c.config(), false)
 		if err != nil {
+			return nil, err
+		}
+		if err := checkHostMemory("evaluating "+g.Name+" on "+dev.Name(), hostBytes(g, false, hostArena(dev, u)), physicalMemory()); err != nil {
 			return nil, err
 		}
 		return train.RunGraph(dev, u, inputs, params)

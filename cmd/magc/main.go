@@ -27,7 +27,7 @@ const (
 
 type cli struct {
 	Compile  compileCmd  `cmd:"" help:"Parse, verify and compile a .graph model; print a summary."`
-	Eval     evalCmd     `cmd:"" help:"Evaluate a model's outputs with the float64 reference interpreter."`
+	Eval     evalCmd     `cmd:"" help:"Evaluate a model's outputs on given inputs, with the float64 reference interpreter or on a device."`
 	Run      runCmd      `cmd:"" help:"Train a model (--train) or evaluate it, on the sim, Metal, CUDA or the reference interpreter."`
 	Bench    benchCmd    `cmd:"" help:"Time a model's train step on a device: first step, steady-state tokens/s, and (--profile) each kernel against its roofline."`
 	Import   importCmd   `cmd:"" help:"Import a Hugging Face MambaForCausalLM checkpoint as a model file and weights."`
@@ -54,7 +54,7 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 	exit := -1
 	parser, err := kong.New(&c,
 		kong.Name("magc"),
-		kong.Description("magc compiles dataflow-graph models (Mamba, mixture of experts, QLoRA) into fused Metal kernels and trains them."),
+		kong.Description("magc compiles dataflow-graph models (Mamba, mixture of experts, QLoRA) into fused Metal kernels and trains them. Built-in models: "+strings.Join(models.Names(), ", ")+"."),
 		kong.Writers(stdout, stderr),
 		kong.Exit(func(code int) { exit = code }),
 		kong.UsageOnError(),

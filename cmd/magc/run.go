@@ -2,10 +2,16 @@ package main
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"math"
 	"os"
+	"os/signal"
+	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/scm-magellano/magc/device"
 	"github.com/scm-magellano/magc/ir"
@@ -20,22 +26,23 @@ import (
 type runCmd struct {
 	modelFlags
 	deviceFlag
-	Train    bool    `help:"Train the model (without it, evaluate it)."`
-	Model    string  `default:"tiny" help:"Model file or built-in name (${models})."`
-	Data     string  `default:"selective-copying" help:"Training data: selective-copying or induction-heads (built-in synthetic tasks), a .txt file, or a directory with train.jsonl (and valid.jsonl)."`
-	Steps    int     `default:"300" help:"Training steps."`
-	LR       float64 `name:"lr" help:"Peak learning rate (default: the model's train line, else 1e-3 full, 2e-4 QLoRA)."`
-	MinLR    float64 `name:"min-lr" default:"1e-4" help:"Final learning rate of the cosine schedule."`
-	Warmup   int     `default:"30" help:"Linear warm-up steps."`
-	Schedule string  `default:"cosine" enum:"cosine,constant" help:"Learning-rate schedule after warm-up: cosine or constant."`
-	Seed     uint64  `default:"1" help:"Seed for initialisation and data."`
-	Copy     int     `default:"2" help:"Data tokens to copy in the selective-copying task."`
+	Train    bool     `help:"Train the model (without it, evaluate it)."`
+	Model    string   `help:"Model file or built-in name (${models}). Default: the --resume checkpoint's, else tiny."`
+	Data     string   `help:"Training data: selective-copying or induction-heads (built-in synthetic tasks), a .txt file, or a directory with train.jsonl (and valid.jsonl). Default: the --resume checkpoint's, else selective-copying."`
+	Steps    int      `default:"300" help:"Training steps."`
+	LR       *float64 `name:"lr" help:"Peak learning rate (default: the model's train line, else 1e-3 full, 2e-4 QLoRA)."`
+	MinLR    float64  `name:"min-lr" default:"1e-4" help:"Final learning rate of the cosine schedule."`
+	Warmup   int      `default:"30" help:"Linear warm-up steps."`
+	Schedule string   `default:"cosine" enum:"cosine,constant" help:"Learning-rate schedule after warm-up: cosine or constant."`
+	Seed     uint64   `default:"1" help:"Seed for initialisation and data."`
+	Copy     int      `default:"2" help:"Data tokens to copy in the selective-copying task."`
 
 	EvalEvery   int    `default:"50" help:"Evaluate every N steps (0: only at the end)."`
 	EvalBatches int    `default:"8" help:"Held-out batches per evaluation."`
 	SaveEvery   int    `default:"100" help:"Checkpoint every N steps (0: only at the end)."`
 	Out         string `default:"out" help:"Output directory: checkpoint, summary.json, loss.png."`
 	Resume      string `help:"Continue from this checkpoint (its step, weights and optimizer state)." placeholder:"FILE"`
+	Force       bool   `help:"Train into an --out that holds another run's checkpoint, replacing it."`
 	Base        string `help:"Initial weights (safetensors, named as the model's parameters; f32 weights of QLoRA targets are quantised to NF4 at load)." placeholder:"FILE"`
 
 	NoFuse bool   `help:"One kernel per op (the unfused baseline)."`
@@ -44,11 +51,19 @@ type runCmd struct {
 }
 
 func (c *runCmd) Run(e *env) error {
-	if c.Steps < 1 || c.EvalBatches < 1 || c.EvalEvery < 0 || c.SaveEvery < 0 || c.Warmup < 0 || c.LR < 0 {
-		return fmt.Errorf("--steps and --eval-batches must be positive; --lr, --eval-every, --save-every and --warmup not negative")
+	if err := c.check(); err != nil {
+		return err
 	}
 	if c.Batch == "max" {
-		return fmt.Errorf("--batch max is for magc compile; give run a number")
+		return fmt.Errorf("--batch max is for magc compile and bench; give run a number")
+	}
+	if err := c.defaults(); err != nil {
+		return err
+	}
+	if c.Train {
+		if err := train.CheckOut(c.Out, c.Resume, c.Force); err != nil {
+			return err
+		}
 	}
 	g, err := c.load(c.Model)
 	if err != nil {
@@ -72,10 +87,14 @@ func (c *runCmd) Run(e *env) error {
 	}
 	defer step.Close()
 	device := c.name()
-	lr := cmp.Or(c.LR, graphs.Train.Train.LR, map[string]float64{"full": 1e-3, "qlora": 2e-4}[graphs.Train.Train.Mode])
+	lr := cmp.Or(graphs.Train.Train.LR, map[string]float64{"full": 1e-3, "qlora": 2e-4}[graphs.Train.Train.Mode])
+	if c.LR != nil {
+		lr = *c.LR
+	}
 	t := &train.Trainer{Src: src, Step: step, Graphs: graphs, Device: device, Synth: synth, Opt: train.TrainOptions{
 		Steps: c.Steps, LR: lr, MinLR: c.MinLR, Warmup: c.Warmup, Schedule: c.Schedule, EvalEvery: c.EvalEvery,
 		EvalBatches: c.EvalBatches, SaveEvery: c.SaveEvery, Out: c.Out, Seed: c.Seed, Log: e.stderr, Progress: !c.Quiet && isTerminal(e.stderr),
+		Model: c.Model, Data: c.Data,
 	}}
 	if c.Resume != "" {
 		if err := t.Resume(c.Resume); err != nil {
@@ -96,8 +115,78 @@ func (c *runCmd) Run(e *env) error {
 	}
 	fmt.Fprintf(e.stderr, "training %s (%s, %s) on %s, batch %d × %d tokens, %d steps, lr %g, device %s\n",
 		graphs.Train.Name, graphs.Train.Train.Mode, millions(graphs.Train.ParamCount(ir.Trainable))+" trainable", src.Name(), batch, seq, c.Steps, lr, device)
-	_, err = t.Run()
-	return err
+	stop, release := onInterrupt(e.stderr)
+	defer release()
+	t.Opt.Stop = stop
+	sum, err := t.Run()
+	if err != nil {
+		return err
+	}
+	if sum.Interrupted {
+		return fmt.Errorf("interrupted: stopped after step %d of %d, saved, with summary.json and loss.png for the steps done; continue with --resume %s",
+			sum.Steps, c.Steps, filepath.Join(c.Out, train.CheckpointFile))
+	}
+	return nil
+}
+
+// onInterrupt turns the first SIGINT or SIGTERM into a closed channel (the
+// trainer then saves after the step in progress); a second one kills as usual.
+func onInterrupt(log io.Writer) (<-chan struct{}, func()) {
+	stop, done := make(chan struct{}), make(chan struct{})
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		select {
+		case s := <-sigs:
+			signal.Stop(sigs)
+			fmt.Fprintf(log, "\n%v: stopping after this step, then saving (again to quit at once)\n", s)
+			close(stop)
+		case <-done:
+		}
+	}()
+	return stop, func() { signal.Stop(sigs); close(done) }
+}
+
+// defaults fills --model, --data and --mode: from the --resume checkpoint
+// when it records them, else tiny on selective copying.
+func (c *runCmd) defaults() error {
+	if c.Resume != "" && (c.Model == "" || c.Data == "" || c.Mode == "") {
+		p, err := train.ReadProgress(c.Resume)
+		if err != nil {
+			return err
+		}
+		c.Model = cmp.Or(c.Model, p.Model, p.Graph)
+		c.Mode = cmp.Or(c.Mode, p.Mode)
+		c.Data = cmp.Or(c.Data, p.Data)
+	}
+	c.Model = cmp.Or(c.Model, "tiny")
+	c.Data = cmp.Or(c.Data, "selective-copying")
+	return nil
+}
+
+// check refuses flags no run can use, naming the flag: counts that must be
+// positive, and learning rates that must be finite (and not negative).
+func (c *runCmd) check() error {
+	for _, f := range []struct {
+		name string
+		v    int
+		min  int
+	}{{"--steps", c.Steps, 1}, {"--eval-batches", c.EvalBatches, 1}, {"--eval-every", c.EvalEvery, 0}, {"--save-every", c.SaveEvery, 0}, {"--warmup", c.Warmup, 0}, {"--copy", c.Copy, 1}} {
+		if f.v < f.min {
+			what := "positive"
+			if f.min == 0 {
+				what = "0 or more"
+			}
+			return fmt.Errorf("%s must be %s, got %d", f.name, what, f.v)
+		}
+	}
+	if c.LR != nil && !(*c.LR > 0 && !math.IsInf(*c.LR, 0)) {
+		return fmt.Errorf("--lr must be a positive finite number, got %v", *c.LR)
+	}
+	if !(c.MinLR >= 0 && !math.IsInf(c.MinLR, 0)) {
+		return fmt.Errorf("--min-lr must be a finite number, 0 or more, got %v", c.MinLR)
+	}
+	return nil
 }
 
 // source picks the training data.
@@ -114,9 +203,19 @@ func (c *runCmd) source(g *ir.Graph, batch, seq int) (data.Source, bool, error) 
 		}
 		return &data.InductionHeads{Seed: c.Seed, BatchSize: batch, Len: seq}, true, nil
 	}
+	if _, err := os.Stat(c.Data); errors.Is(err, fs.ErrNotExist) {
+		msg := fmt.Sprintf("--data %s: no such file or directory, and no built-in task of that name (tasks: %s)", c.Data, strings.Join(tasks, ", "))
+		if near := ir.Closest(c.Data, tasks); near != "" {
+			msg += fmt.Sprintf("; did you mean %s?", near)
+		}
+		return nil, false, errors.New(msg)
+	}
 	t, err := data.LoadText(c.Data, c.Seed, batch, seq)
 	return t, false, err
 }
+
+// tasks are the built-in synthetic data sets of --data.
+var tasks = []string{"selective-copying", "induction-heads"}
 
 // stepper compiles the train step and the forward graph for dev (for the
 // reference interpreter, dev nil, the graphs alone) and initialises the
@@ -135,6 +234,9 @@ func (c *runCmd) stepper(g *ir.Graph, dev device.Device) (train.Graphs, train.St
 			return train.Graphs{}, nil, err
 		}
 		graphs := train.Graphs{Train: tr.Graph, Forward: fwd.Graph}
+		if err := checkHostMemory("the reference interpreter's step of "+g.Name, hostBytes(tr.Graph, true, 0), physicalMemory()); err != nil {
+			return graphs, nil, err
+		}
 		params, err := c.initParams(graphs.Train)
 		if err != nil {
 			return graphs, nil, err
@@ -150,6 +252,9 @@ func (c *runCmd) stepper(g *ir.Graph, dev device.Device) (train.Graphs, train.St
 		return train.Graphs{}, nil, err
 	}
 	graphs := train.Graphs{Train: tr.Graph, Forward: fwd.Graph}
+	if err := checkHostMemory(g.Name+"'s weights and arenas on "+dev.Name(), hostBytes(tr.Graph, false, hostArena(dev, tr, fwd)), physicalMemory()); err != nil {
+		return graphs, nil, err
+	}
 	params, err := c.initParams(graphs.Train)
 	if err != nil {
 		return graphs, nil, err
@@ -171,6 +276,9 @@ func (c *runCmd) initParams(g *ir.Graph) (map[string]*ref.Tensor, error) {
 	f, err := safetensors.Read(c.Base)
 	if err != nil {
 		return nil, err
+	}
+	if p, err := train.ReadProgress(c.Base); err == nil {
+		return nil, fmt.Errorf("%s is a training checkpoint (%s at step %d), not initial weights: continue it with --resume %s", c.Base, p.Graph, p.Step, c.Base)
 	}
 	var unknown []string
 	for _, name := range f.Names() {

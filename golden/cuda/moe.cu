@@ -328,7 +328,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_0(
             const int gk21 = (k0 + k19);
             if ((gi20 < t10) && (gk21 < 16)) {
                 const int t22 = p2[gi20];
-                const float t23 = p3[((t22 * 16) + gk21)];
+                const float t23 = p3[((min(max(t22, 0), 15) * 16) + gk21)];
                 sh[((i18 * 36) + k19)] = t23;
             } else {
                 sh[((i18 * 36) + k19)] = 0.0f;
@@ -407,7 +407,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_1(
                 const float acc9 = 0.0f;
                 p1[((r7 * 16) + j8)] = acc9;
                 const int t10 = p2[((r7 * 1) + 0)];
-                const float t11 = p3[t10];
+                const float t11 = p3[min(max(t10, 0), 31)];
                 const float t12 = (acc9 * t11);
                 p4[((r7 * 16) + j8)] = t12;
             }
@@ -497,7 +497,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_1(
             const float acc43 = sh[((i39 * 36) + j40)];
             p1[((gi41 * 16) + gj42)] = acc43;
             const int t44 = p2[((gi41 * 1) + 0)];
-            const float t45 = p3[t44];
+            const float t45 = p3[min(max(t44, 0), 31)];
             const float t46 = (acc43 * t45);
             p4[((gi41 * 16) + gj42)] = t46;
         }
@@ -670,10 +670,10 @@ extern "C" __global__ void __launch_bounds__(32) mul_gather_scale_reduce_sum_x2_
         const int c2 = (i1 / 16);
         const int c3 = (i1 % 16);
         const int t4 = p0[c2];
-        const float t5 = p1[((t4 * 16) + c3)];
+        const float t5 = p1[((min(max(t4, 0), 15) * 16) + c3)];
         const float t6 = (t5 * 2.0f);
         const int t7 = p2[((c2 * 1) + 0)];
-        const float t8 = p3[t7];
+        const float t8 = p3[min(max(t7, 0), 31)];
         const float t9 = (t6 * t8);
         p4[i1] = t9;
     } else if (int(blockIdx.x) < 17) {
@@ -683,7 +683,7 @@ extern "C" __global__ void __launch_bounds__(32) mul_gather_scale_reduce_sum_x2_
         float acc5 = 0.0f;
         for (int k6 = 0; k6 < 16; k6 += 1) {
             const int t7 = p0[row4];
-            const float t8 = p1[((t7 * 16) + k6)];
+            const float t8 = p1[((min(max(t7, 0), 15) * 16) + k6)];
             const float t9 = (t8 * 2.0f);
             const float t10 = p5[((row4 * 16) + k6)];
             const float t11 = (t9 * t10);
@@ -1075,7 +1075,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_grouped_matmul_
                 const int gk24 = (k0 + k21);
                 if ((gi23 < 16) && (gk24 < t5)) {
                     const int t25 = p5[gk24];
-                    const float t26 = p6[((t25 * 16) + gi23)];
+                    const float t26 = p6[((min(max(t25, 0), 15) * 16) + gi23)];
                     sh[(((k21 * 36) + i22) + 1152)] = t26;
                 } else {
                     sh[(((k21 * 36) + i22) + 1152)] = 0.0f;

@@ -103,7 +103,7 @@ extern "C" __global__ void __launch_bounds__(256) softplus_add_exp_x2_0(
         const float t6 = p1[c4];
         const float t7 = (t5 + t6);
         p2[i1] = t7;
-        const float t8 = (max(t7, 0.0f) + logf((1.0f + expf((-fabsf(t7))))));
+        const float t8 = (max(t7, 0.0f) + ((((1.0f + expf((-fabsf(t7)))) - 1.0f) == 0.0f) ? expf((-fabsf(t7))) : (logf((1.0f + expf((-fabsf(t7))))) * (expf((-fabsf(t7))) / ((1.0f + expf((-fabsf(t7)))) - 1.0f)))));
         p3[i1] = t8;
     } else if (int(blockIdx.x) < 2) {
         const int h1 = (int(blockIdx.x) - 1);

@@ -104,7 +104,7 @@ extern "C" __global__ void __launch_bounds__(256) rmsnorm_0(
     for (int k9 = 0; k9 < 8; k9 += 1) {
         const int j10 = (lid1 + (k9 * 256));
         const int t11 = p0[row4];
-        const float t12 = p1[((t11 * 2048) + j10)];
+        const float t12 = p1[((min(max(t11, 0), 50256) * 2048) + j10)];
         reg7[k9] = t12;
         ss8 += (t12 * t12);
     }
@@ -688,7 +688,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_exp_x2_0(
             const float t29 = p2[gj27];
             const float t30 = (acc28 + t29);
             p3[((((c1 * 512) + gi26) * 4096) + gj27)] = t30;
-            const float t31 = (max(t30, 0.0f) + logf((1.0f + expf((-fabsf(t30))))));
+            const float t31 = (max(t30, 0.0f) + ((((1.0f + expf((-fabsf(t30)))) - 1.0f) == 0.0f) ? expf((-fabsf(t30))) : (logf((1.0f + expf((-fabsf(t30))))) * (expf((-fabsf(t30))) / ((1.0f + expf((-fabsf(t30)))) - 1.0f)))));
             p4[((((c1 * 512) + gi26) * 4096) + gj27)] = t31;
         }
     } else if (int(blockIdx.x) < 1024) {
@@ -1047,7 +1047,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_4(
         const int gj41 = (n03 + j39);
         const float acc42 = sh[((i38 * 68) + j39)];
         const int t43 = p7[((c1 * 512) + gi40)];
-        const float t44 = p8[((t43 * 2048) + gj41)];
+        const float t44 = p8[((min(max(t43, 0), 50256) * 2048) + gj41)];
         const float t45 = (t44 + acc42);
         p9[((((c1 * 512) + gi40) * 2048) + gj41)] = t45;
     }
@@ -1533,7 +1533,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_0(
             const int gk21 = (k0 + k19);
             if (gi20 < t10) {
                 const int t22 = p2[gi20];
-                const float t23 = p3[((t22 * 2048) + gk21)];
+                const float t23 = p3[((min(max(t22, 0), 511) * 2048) + gk21)];
                 sh[((i18 * 20) + k19)] = t23;
             } else {
                 sh[((i18 * 20) + k19)] = 0.0f;
@@ -1748,7 +1748,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_1(
             const int gk36 = (k0 + k34);
             if (gi35 < t11) {
                 const int t37 = p4[gi35];
-                const float t38 = p5[((t37 * 2048) + gk36)];
+                const float t38 = p5[((min(max(t37, 0), 511) * 2048) + gk36)];
                 sh[((i33 * 20) + k34)] = t38;
             } else {
                 sh[((i33 * 20) + k34)] = 0.0f;
@@ -2012,7 +2012,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_3(
                 const float acc9 = 0.0f;
                 p1[((r7 * 2048) + j8)] = acc9;
                 const int t10 = p2[((r7 * 1) + 0)];
-                const float t11 = p3[t10];
+                const float t11 = p3[min(max(t10, 0), 1023)];
                 const float t12 = (acc9 * t11);
                 p4[((r7 * 2048) + j8)] = t12;
             }
@@ -2197,7 +2197,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_3(
             const float acc54 = sh[((i50 * 68) + j51)];
             p1[((gi52 * 2048) + gj53)] = acc54;
             const int t55 = p2[((gi52 * 1) + 0)];
-            const float t56 = p3[t55];
+            const float t56 = p3[min(max(t55, 0), 1023)];
             const float t57 = (acc54 * t56);
             p4[((gi52 * 2048) + gj53)] = t57;
         }
@@ -4925,7 +4925,7 @@ extern "C" __global__ void __launch_bounds__(256) reduce_sum_2(
     for (int k6 = 0; k6 < 8; k6 += 1) {
         const int j7 = (lid1 + (k6 * 256));
         const int t8 = p0[row4];
-        const float t9 = p1[((t8 * 2048) + j7)];
+        const float t9 = p1[((min(max(t8, 0), 511) * 2048) + j7)];
         const float t10 = p2[((row4 * 2048) + j7)];
         const float t11 = (t9 * t10);
         acc5 += t11;
@@ -5027,9 +5027,9 @@ extern "C" __global__ void __launch_bounds__(128) scatter_add_grouped_matmul_x2_
                 const int gk21 = (k0 + k19);
                 if (gi20 < t10) {
                     const int t22 = p5[gi20];
-                    const float t23 = p6[((t22 * 2048) + gk21)];
+                    const float t23 = p6[((min(max(t22, 0), 511) * 2048) + gk21)];
                     const int t24 = p0[((gi20 * 1) + 0)];
-                    const float t25 = p7[t24];
+                    const float t25 = p7[min(max(t24, 0), 1023)];
                     const float t26 = (t23 * t25);
                     if (n02 == 0) {
                         p8[((gi20 * 2048) + gk21)] = t26;
@@ -5955,7 +5955,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_wgrad_grouped_m
                 const int gk22 = (k0 + k19);
                 if (gk22 < t5) {
                     const int t23 = p2[gk22];
-                    const float t24 = p3[((t23 * 2048) + gi21)];
+                    const float t24 = p3[((min(max(t23, 0), 511) * 2048) + gi21)];
                     sh[(((k19 * 68) + i20) + 1088)] = t24;
                 } else {
                     sh[(((k19 * 68) + i20) + 1088)] = 0.0f;

@@ -98,7 +98,7 @@ extern "C" __global__ void __launch_bounds__(256) rmsnorm_0(
     for (int k9 = 0; k9 < 2; k9 += 1) {
         const int j10 = (l32_2 + (k9 * 32));
         const int t11 = p0[row4];
-        const float t12 = p1[((t11 * 64) + j10)];
+        const float t12 = p1[((min(max(t11, 0), 15) * 64) + j10)];
         reg7[k9] = t12;
         ss8 += (t12 * t12);
     }
@@ -403,7 +403,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_exp_x2_0(
                 const float t29 = p2[gj27];
                 const float t30 = (acc28 + t29);
                 p3[((((c1 * 16) + gi26) * 128) + gj27)] = t30;
-                const float t31 = (max(t30, 0.0f) + logf((1.0f + expf((-fabsf(t30))))));
+                const float t31 = (max(t30, 0.0f) + ((((1.0f + expf((-fabsf(t30)))) - 1.0f) == 0.0f) ? expf((-fabsf(t30))) : (logf((1.0f + expf((-fabsf(t30))))) * (expf((-fabsf(t30))) / ((1.0f + expf((-fabsf(t30)))) - 1.0f)))));
                 p4[((((c1 * 16) + gi26) * 128) + gj27)] = t31;
             }
         }
@@ -552,7 +552,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_2(
         if (gi26 < 16) {
             const float acc28 = sh[((i24 * 68) + j25)];
             const int t29 = p2[((c1 * 16) + gi26)];
-            const float t30 = p3[((t29 * 64) + gj27)];
+            const float t30 = p3[((min(max(t29, 0), 15) * 64) + gj27)];
             const float t31 = (t30 + acc28);
             p4[((((c1 * 16) + gi26) * 64) + gj27)] = t31;
         }
@@ -842,7 +842,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_0(
             const int gk21 = (k0 + k19);
             if (gi20 < t10) {
                 const int t22 = p2[gi20];
-                const float t23 = p3[((t22 * 64) + gk21)];
+                const float t23 = p3[((min(max(t22, 0), 255) * 64) + gk21)];
                 sh[((i18 * 20) + k19)] = t23;
             } else {
                 sh[((i18 * 20) + k19)] = 0.0f;
@@ -949,7 +949,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_1(
                 const float acc9 = 0.0f;
                 p1[((r7 * 64) + j8)] = acc9;
                 const int t10 = p2[((r7 * 1) + 0)];
-                const float t11 = p3[t10];
+                const float t11 = p3[min(max(t10, 0), 511)];
                 const float t12 = (acc9 * t11);
                 p4[((r7 * 64) + j8)] = t12;
             }
@@ -1079,7 +1079,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_1(
             const float acc43 = sh[((i39 * 68) + j40)];
             p1[((gi41 * 64) + gj42)] = acc43;
             const int t44 = p2[((gi41 * 1) + 0)];
-            const float t45 = p3[t44];
+            const float t45 = p3[min(max(t44, 0), 511)];
             const float t46 = (acc43 * t45);
             p4[((gi41 * 64) + gj42)] = t46;
         }
@@ -2823,9 +2823,9 @@ extern "C" __global__ void __launch_bounds__(256) mul_gather_reduce_sum_x2_0(
         const int c2 = (i1 / 64);
         const int c3 = (i1 % 64);
         const int t4 = p0[c2];
-        const float t5 = p1[((t4 * 64) + c3)];
+        const float t5 = p1[((min(max(t4, 0), 255) * 64) + c3)];
         const int t6 = p2[((c2 * 1) + 0)];
-        const float t7 = p3[t6];
+        const float t7 = p3[min(max(t6, 0), 511)];
         const float t8 = (t5 * t7);
         p4[i1] = t8;
     } else if (int(blockIdx.x) < 192) {
@@ -2837,7 +2837,7 @@ extern "C" __global__ void __launch_bounds__(256) mul_gather_reduce_sum_x2_0(
         for (int k6 = 0; k6 < 2; k6 += 1) {
             const int j7 = (l32_2 + (k6 * 32));
             const int t8 = p0[row4];
-            const float t9 = p1[((t8 * 64) + j7)];
+            const float t9 = p1[((min(max(t8, 0), 255) * 64) + j7)];
             const float t10 = p5[((row4 * 64) + j7)];
             const float t11 = (t9 * t10);
             acc5 += t11;
@@ -3362,7 +3362,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_grouped_matmul_
                 const int gk24 = (k0 + k21);
                 if (gk24 < t5) {
                     const int t25 = p5[gk24];
-                    const float t26 = p6[((t25 * 64) + gi23)];
+                    const float t26 = p6[((min(max(t25, 0), 255) * 64) + gi23)];
                     sh[(((k21 * 68) + i22) + 1088)] = t26;
                 } else {
                     sh[(((k21 * 68) + i22) + 1088)] = 0.0f;
@@ -3863,7 +3863,7 @@ extern "C" __global__ void __launch_bounds__(64) rmsnorm_bwd_3(
         for (int k13 = 0; k13 < 1; k13 += 1) {
             const int j14 = (lid1 + (k13 * 64));
             const int t15 = p0[row6];
-            const float t16 = p1[((t15 * 64) + j14)];
+            const float t16 = p1[((min(max(t15, 0), 15) * 64) + j14)];
             reg9[k13] = t16;
             const float t17 = p2[((((c7 * 16) + c8) * 64) + j14)];
             reg10[k13] = t17;

@@ -102,7 +102,7 @@ extern "C" __global__ void __launch_bounds__(256) rmsnorm_0(
     for (int k9 = 0; k9 < 2; k9 += 1) {
         const int j10 = (l32_2 + (k9 * 32));
         const int t11 = p0[row4];
-        const float t12 = p1[((t11 * 64) + j10)];
+        const float t12 = p1[((min(max(t11, 0), 15) * 64) + j10)];
         reg7[k9] = t12;
         ss8 += (t12 * t12);
     }
@@ -552,7 +552,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_exp_x2_0(
                 const float t29 = p2[gj27];
                 const float t30 = (acc28 + t29);
                 p3[((((c1 * 16) + gi26) * 128) + gj27)] = t30;
-                const float t31 = (max(t30, 0.0f) + logf((1.0f + expf((-fabsf(t30))))));
+                const float t31 = (max(t30, 0.0f) + ((((1.0f + expf((-fabsf(t30)))) - 1.0f) == 0.0f) ? expf((-fabsf(t30))) : (logf((1.0f + expf((-fabsf(t30))))) * (expf((-fabsf(t30))) / ((1.0f + expf((-fabsf(t30)))) - 1.0f)))));
                 p4[((((c1 * 16) + gi26) * 128) + gj27)] = t31;
             }
         }
@@ -845,7 +845,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_4(
         if (gi40 < 16) {
             const float acc42 = sh[((i38 * 68) + j39)];
             const int t43 = p7[((c1 * 16) + gi40)];
-            const float t44 = p8[((t43 * 64) + gj41)];
+            const float t44 = p8[((min(max(t43, 0), 15) * 64) + gj41)];
             const float t45 = (t44 + acc42);
             p9[((((c1 * 16) + gi40) * 64) + gj41)] = t45;
         }
@@ -1135,7 +1135,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_0(
             const int gk21 = (k0 + k19);
             if (gi20 < t10) {
                 const int t22 = p2[gi20];
-                const float t23 = p3[((t22 * 64) + gk21)];
+                const float t23 = p3[((min(max(t22, 0), 255) * 64) + gk21)];
                 sh[((i18 * 20) + k19)] = t23;
             } else {
                 sh[((i18 * 20) + k19)] = 0.0f;
@@ -1342,7 +1342,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_1(
             const int gk36 = (k0 + k34);
             if (gi35 < t11) {
                 const int t37 = p4[gi35];
-                const float t38 = p5[((t37 * 64) + gk36)];
+                const float t38 = p5[((min(max(t37, 0), 255) * 64) + gk36)];
                 sh[((i33 * 20) + k34)] = t38;
             } else {
                 sh[((i33 * 20) + k34)] = 0.0f;
@@ -1602,7 +1602,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_3(
                 const float acc9 = 0.0f;
                 p1[((r7 * 64) + j8)] = acc9;
                 const int t10 = p2[((r7 * 1) + 0)];
-                const float t11 = p3[t10];
+                const float t11 = p3[min(max(t10, 0), 511)];
                 const float t12 = (acc9 * t11);
                 p4[((r7 * 64) + j8)] = t12;
             }
@@ -1783,7 +1783,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_3(
             const float acc54 = sh[((i50 * 68) + j51)];
             p1[((gi52 * 64) + gj53)] = acc54;
             const int t55 = p2[((gi52 * 1) + 0)];
-            const float t56 = p3[t55];
+            const float t56 = p3[min(max(t55, 0), 511)];
             const float t57 = (acc54 * t56);
             p4[((gi52 * 64) + gj53)] = t57;
         }
@@ -3753,7 +3753,7 @@ extern "C" __global__ void __launch_bounds__(256) reduce_sum_1(
     for (int k6 = 0; k6 < 2; k6 += 1) {
         const int j7 = (l32_2 + (k6 * 32));
         const int t8 = p0[row4];
-        const float t9 = p1[((t8 * 64) + j7)];
+        const float t9 = p1[((min(max(t8, 0), 255) * 64) + j7)];
         const float t10 = p2[((row4 * 64) + j7)];
         const float t11 = (t9 * t10);
         acc5 += t11;
@@ -3846,9 +3846,9 @@ extern "C" __global__ void __launch_bounds__(128) scatter_add_grouped_matmul_x2_
                 const int gk21 = (k0 + k19);
                 if (gi20 < t10) {
                     const int t22 = p5[gi20];
-                    const float t23 = p6[((t22 * 64) + gk21)];
+                    const float t23 = p6[((min(max(t22, 0), 255) * 64) + gk21)];
                     const int t24 = p0[((gi20 * 1) + 0)];
-                    const float t25 = p7[t24];
+                    const float t25 = p7[min(max(t24, 0), 511)];
                     const float t26 = (t23 * t25);
                     if (n02 == 0) {
                         p8[((gi20 * 64) + gk21)] = t26;
@@ -4755,7 +4755,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_wgrad_grouped_m
                 const int gk22 = (k0 + k19);
                 if (gk22 < t5) {
                     const int t23 = p2[gk22];
-                    const float t24 = p3[((t23 * 64) + gi21)];
+                    const float t24 = p3[((min(max(t23, 0), 255) * 64) + gi21)];
                     sh[(((k19 * 68) + i20) + 1088)] = t24;
                 } else {
                     sh[(((k19 * 68) + i20) + 1088)] = 0.0f;

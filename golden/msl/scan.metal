@@ -27,7 +27,7 @@ kernel void softplus_add_exp_x2_0(
         const float t6 = p1[c4];
         const float t7 = (t5 + t6);
         p2[i1] = t7;
-        const float t8 = (max(t7, 0.0f) + log((1.0f + exp((-fabs(t7))))));
+        const float t8 = (max(t7, 0.0f) + ((((1.0f + exp((-fabs(t7)))) - 1.0f) == 0.0f) ? exp((-fabs(t7))) : (log((1.0f + exp((-fabs(t7))))) * (exp((-fabs(t7))) / ((1.0f + exp((-fabs(t7)))) - 1.0f)))));
         p3[i1] = t8;
     } else if (int(gid.x) < 2) {
         const int h1 = (int(gid.x) - 1);

@@ -1,10 +1,12 @@
 package lang
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 
@@ -39,7 +41,7 @@ func Load(path string, opts Options) (*ir.Graph, error) {
 	if read == nil {
 		read = os.ReadFile
 	}
-	src, err := read(path)
+	src, err := guard(read)(path)
 	if err != nil {
 		return nil, err
 	}
@@ -55,7 +57,25 @@ func Build(filename string, src []byte, opts Options) (*ir.Graph, error) {
 	return build(filename, src, opts, read)
 }
 
+// guard checks a file on disk before read reads it whole: a device such as
+// /dev/zero, or a file over maxSourceBytes, is refused without reading.
+// (Embedded models are not on disk: Stat fails and read goes ahead.)
+func guard(read func(string) ([]byte, error)) func(string) ([]byte, error) {
+	return func(path string) ([]byte, error) {
+		if info, err := os.Stat(path); err == nil {
+			if !info.Mode().IsRegular() {
+				return nil, fmt.Errorf("%s is not a regular file", path)
+			}
+			if info.Size() > maxSourceBytes {
+				return nil, fmt.Errorf("%s is %d bytes, more than the %d bytes (4 MiB) a model file may be", path, info.Size(), maxSourceBytes)
+			}
+		}
+		return read(path)
+	}
+}
+
 func build(filename string, src []byte, opts Options, read func(string) ([]byte, error)) (*ir.Graph, error) {
+	read = guard(read)
 	e := &evaluator{
 		b:       ir.NewBuilder(strings.TrimSuffix(filepath.Base(filename), filepath.Ext(filename))),
 		sources: map[string][]byte{},
@@ -108,6 +128,7 @@ func errAt(pos lexer.Position, format string, args ...any) error {
 func irPos(p lexer.Position) ir.Pos { return ir.Pos{File: p.Filename, Line: p.Line, Col: p.Column} }
 
 func (e *evaluator) parse(filename string, src []byte) (*File, error) {
+	src = bytes.TrimPrefix(src, []byte("\xef\xbb\xbf")) // a UTF-8 byte-order mark is not source
 	e.sources[filename] = src
 	if len(src) > maxSourceBytes {
 		return nil, errAt(lexer.Position{Filename: filename, Line: 1, Column: 1}, "file is larger than %d bytes", maxSourceBytes)
@@ -118,29 +139,56 @@ func (e *evaluator) parse(filename string, src []byte) (*File, error) {
 	return parser.ParseBytes(filename, src)
 }
 
-// checkNesting bounds bracket depth before parsing: the parser recurses on
-// nesting and Go cannot recover from a stack overflow.
+// checkNesting bounds the parser's recursion before parsing: the parser
+// recurses on brackets and on unary minus, and Go cannot recover from a
+// stack overflow. It reads the file with the parser's own lexer, so a '#'
+// or a bracket inside a string is what the parser takes it for. Each open
+// bracket counts, with the unary minuses before it (-(-(x)) is four deep).
 func checkNesting(filename string, src []byte) error {
-	depth, line, col := 0, 1, 0
-	inComment := false
-	for _, c := range string(src) {
-		col++
+	lex, err := graphLexer.LexString(filename, string(src))
+	if err != nil {
+		return nil // the parser reports it
+	}
+	syms := graphLexer.Symbols()
+	punct, comment, space := syms["Punct"], syms["Comment"], syms["Whitespace"]
+	var open []int // per open bracket: its level and the minuses before it
+	depth, chain := 0, 0
+	operand := false // the last token ends an operand: a '-' after it is binary
+	for {
+		tok, err := lex.Next()
+		if err != nil || tok.EOF() {
+			return nil
+		}
 		switch {
-		case c == '\n':
-			line, col, inComment = line+1, 0, false
-		case inComment:
-		case c == '#':
-			inComment = true
-		case c == '(' || c == '[' || c == '{':
-			depth++
-			if depth > maxNesting {
-				return errAt(lexer.Position{Filename: filename, Line: line, Column: col}, "brackets nest deeper than %d levels", maxNesting)
+		case tok.Type == comment || tok.Type == space:
+			continue
+		case tok.Type != punct:
+			operand, chain = true, 0
+			continue
+		}
+		switch tok.Value {
+		case "(", "[", "{":
+			n := 1 + chain
+			open = append(open, n)
+			depth, chain, operand = depth+n, 0, false
+		case ")", "]", "}":
+			if len(open) > 0 {
+				depth -= open[len(open)-1]
+				open = open[:len(open)-1]
 			}
-		case c == ')' || c == ']' || c == '}':
-			depth--
+			operand, chain = true, 0
+		case "-":
+			if !operand {
+				chain++
+			}
+			operand = false
+		default:
+			operand = false
+		}
+		if depth+chain > maxNesting {
+			return errAt(tok.Pos, "brackets and unary minuses nest deeper than %d levels", maxNesting)
 		}
 	}
-	return nil
 }
 
 func (e *evaluator) run(filename string, src []byte) (*ir.Graph, error) {
@@ -148,7 +196,7 @@ func (e *evaluator) run(filename string, src []byte) (*ir.Graph, error) {
 	if err != nil {
 		return nil, err
 	}
-	e.loaded[filename] = true
+	e.loaded[samePath(filename)] = true
 	e.imports = []string{filename}
 	if err := e.hoist(filename, f); err != nil {
 		return nil, err
@@ -227,11 +275,11 @@ func (e *evaluator) importFile(from string, it *Item) error {
 		path = filepath.Join(filepath.Dir(from), path)
 	}
 	for _, p := range e.imports {
-		if p == path {
+		if samePath(p) == samePath(path) {
 			return errAt(it.Pos, "import cycle: %s → %s", strings.Join(e.imports, " → "), path)
 		}
 	}
-	if e.loaded[path] {
+	if e.loaded[samePath(path)] {
 		return nil
 	}
 	src, err := e.read(path)
@@ -242,13 +290,22 @@ func (e *evaluator) importFile(from string, it *Item) error {
 	if err != nil {
 		return err
 	}
-	e.loaded[path] = true
+	e.loaded[samePath(path)] = true
 	if err := e.hoist(path, f); err != nil {
 		return err
 	}
 	e.imports = append(e.imports, path)
 	defer func() { e.imports = e.imports[:len(e.imports)-1] }()
 	return e.items(path, f, &frame{vars: map[string]val{}, top: true})
+}
+
+// samePath is the key two spellings of one file share ("./a.graph",
+// "a.graph", "/abs/a.graph"): its absolute, cleaned path.
+func samePath(p string) string {
+	if abs, err := filepath.Abs(p); err == nil {
+		return abs
+	}
+	return filepath.Clean(p)
 }
 
 func unwrapPathError(err error) error {
@@ -327,6 +384,23 @@ func suggest(name string, candidates []string) string {
 	return ""
 }
 
+// numberRange matches the parser's words for a literal out of range.
+var numberRange = regexp.MustCompile(`strconv\.Parse(Int|Float): parsing "([^"]*)": value out of range`)
+
+// plainMessage words the parser's messages without Go's library names.
+func plainMessage(msg string) string {
+	if m := numberRange.FindStringSubmatch(msg); m != nil {
+		if m[1] == "Int" {
+			return fmt.Sprintf("the number %s is too large (integers go up to 9223372036854775807)", m[2])
+		}
+		return fmt.Sprintf("the number %s is too large (floats go up to about 1.8e308)", m[2])
+	}
+	if rest, ok := strings.CutPrefix(msg, "failed to conform: "); ok {
+		return rest
+	}
+	return msg
+}
+
 // diagnose turns any build error into a Diagnostic with the source line.
 func (e *evaluator) diagnose(err error) error {
 	var pos ir.Pos
@@ -340,7 +414,7 @@ func (e *evaluator) diagnose(err error) error {
 	case errors.As(err, &ie):
 		pos, msg = ie.Pos, ie.Msg
 	case errors.As(err, &perr):
-		pos, msg = irPos(perr.Position()), perr.Message()
+		pos, msg = irPos(perr.Position()), plainMessage(perr.Message())
 	default:
 		return err
 	}

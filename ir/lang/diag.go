@@ -28,11 +28,12 @@ func (d *Diagnostic) Error() string {
 	}
 	num := strconv.Itoa(d.Pos.Line)
 	gutter := strings.Repeat(" ", len(num))
-	sb.WriteString("\n " + num + " | " + d.Line + "\n " + gutter + " | ")
+	line, col := clip(d.Line, d.Pos.Col)
+	sb.WriteString("\n " + num + " | " + line + "\n " + gutter + " | ")
 	// Keep tabs so the caret lines up under tab-indented source.
-	col := 1
-	for _, r := range d.Line {
-		if col >= d.Pos.Col {
+	c := 1
+	for _, r := range line {
+		if c >= col {
 			break
 		}
 		if r == '\t' {
@@ -40,10 +41,34 @@ func (d *Diagnostic) Error() string {
 		} else {
 			sb.WriteByte(' ')
 		}
-		col++
+		c++
 	}
 	sb.WriteString("^")
 	return sb.String()
+}
+
+// clipWidth is how much of a long source line a diagnostic shows.
+const clipWidth = 120
+
+// clip cuts a line longer than clipWidth characters to a window around
+// column col, marked with … at each cut, and returns the column of the
+// same character in the window.
+func clip(line string, col int) (string, int) {
+	r := []rune(line)
+	if len(r) <= clipWidth {
+		return line, col
+	}
+	start := max(0, min(col-1-clipWidth/2, len(r)-clipWidth))
+	end := min(len(r), start+clipWidth)
+	out := string(r[start:end])
+	col -= start
+	if start > 0 {
+		out, col = "…"+out, col+1
+	}
+	if end < len(r) {
+		out += "…"
+	}
+	return out, col
 }
 
 func sourceLine(src []byte, line int) string {

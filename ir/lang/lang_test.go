@@ -66,7 +66,8 @@ func TestErrors(t *testing.T) {
 				t.Fatalf("got %s: %s\nwant %s: ...%s...", d.Pos, d.Msg, c.pos, c.msg)
 			}
 			text := err.Error()
-			if d.Line != "" && (!strings.Contains(text, d.Line) || !strings.Contains(text, "^")) {
+			shown, _ := clip(d.Line, d.Pos.Col)
+			if d.Line != "" && (!strings.Contains(text, shown) || !strings.Contains(text, "^")) {
 				t.Fatalf("diagnostic lacks the source line and caret:\n%s", text)
 			}
 		})

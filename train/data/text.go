@@ -1,13 +1,15 @@
 package data
 
 import (
-	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/tiktoken-go/tokenizer"
 )
@@ -42,10 +44,16 @@ func (t *Text) window(stream []int32, r interface{ IntN(int) int }) Batch {
 	return b
 }
 
-// LoadText reads a .txt file (one document) or a directory holding
-// train.jsonl and optionally valid.jsonl (mlx-lm's layout: one JSON object
-// per line with a "text" field), and tokenises it with GPT-2's BPE. Without
-// a validation file the last tenth of the tokens is held out.
+// MaxTextBytes is the most training data LoadText reads from one file: a
+// device such as /dev/zero, or a file far larger than a run can tokenise, is
+// refused before reading.
+const MaxTextBytes = 1 << 30
+
+// LoadText reads a .txt file (one document), a .jsonl file, or a directory
+// holding train.jsonl and optionally valid.jsonl (mlx-lm's layout: one JSON
+// object per line with a "text" field), and tokenises it with GPT-2's BPE.
+// Without a validation file the last tenth of the tokens is held out. A
+// binary file, or JSON lines in a file not named .jsonl, is refused.
 func LoadText(path string, seed uint64, batch, seqLen int) (*Text, error) {
 	enc, err := tokenizer.Get(tokenizer.R50kBase)
 	if err != nil {
@@ -56,7 +64,8 @@ func LoadText(path string, seed uint64, batch, seqLen int) (*Text, error) {
 	if err != nil {
 		return nil, err
 	}
-	if info.IsDir() {
+	switch {
+	case info.IsDir():
 		if t.Train, err = readJSONL(enc, filepath.Join(path, "train.jsonl")); err != nil {
 			return nil, err
 		}
@@ -66,13 +75,20 @@ func LoadText(path string, seed uint64, batch, seqLen int) (*Text, error) {
 				return nil, err
 			}
 		}
-	} else {
-		raw, err := os.ReadFile(path)
+	case strings.EqualFold(filepath.Ext(path), ".jsonl"):
+		if t.Train, err = readJSONL(enc, path); err != nil {
+			return nil, err
+		}
+	default:
+		raw, err := readText(path)
 		if err != nil {
 			return nil, err
 		}
 		if strings.TrimSpace(string(raw)) == "" {
 			return nil, fmt.Errorf("%s: the file is empty", path)
+		}
+		if looksLikeJSONL(raw) {
+			return nil, fmt.Errorf("%s holds JSON lines ({\"text\": …} per line), not plain text: name it .jsonl, or put it in a directory as train.jsonl, to train on the \"text\" fields", path)
 		}
 		if t.Train, err = encode(enc, string(raw)); err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
@@ -91,6 +107,68 @@ func LoadText(path string, seed uint64, batch, seqLen int) (*Text, error) {
 	return t, nil
 }
 
+// readText reads a regular file of at most MaxTextBytes and checks that it
+// is text: UTF-8 (a leading byte-order mark is dropped), without NUL bytes,
+// and with control characters other than whitespace under 1%.
+func readText(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !info.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file (a device, pipe or socket cannot be training data)", path)
+	}
+	if info.Size() > MaxTextBytes {
+		return nil, fmt.Errorf("%s is %d bytes, more than the %d bytes (1 GiB) of text magc reads from one file", path, info.Size(), MaxTextBytes)
+	}
+	raw, err := io.ReadAll(io.LimitReader(f, MaxTextBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(raw) > MaxTextBytes {
+		return nil, fmt.Errorf("%s grew past %d bytes while being read", path, MaxTextBytes)
+	}
+	raw = bytes.TrimPrefix(raw, []byte("\xef\xbb\xbf"))
+	control := 0
+	for i := 0; i < len(raw); {
+		r, n := utf8.DecodeRune(raw[i:])
+		switch {
+		case r == utf8.RuneError && n == 1:
+			return nil, fmt.Errorf("%s is not UTF-8 text (byte %d is 0x%02x): is it a binary file? Training data is a UTF-8 .txt file, a .jsonl file, or a directory with train.jsonl", path, i, raw[i])
+		case r == 0:
+			return nil, fmt.Errorf("%s holds a NUL byte at offset %d: is it a binary file? Training data is a UTF-8 .txt file, a .jsonl file, or a directory with train.jsonl", path, i)
+		case r < 0x20 && r != '\n' && r != '\r' && r != '\t' && r != '\f' && r != '\v', r == 0x7f:
+			control++
+		}
+		i += n
+	}
+	if control*100 > len(raw) {
+		return nil, fmt.Errorf("%s is %d%% control characters: is it a binary file? Training data is UTF-8 text", path, control*100/len(raw))
+	}
+	return raw, nil
+}
+
+// looksLikeJSONL reports whether the first non-blank line of raw is a JSON
+// object with a string "text" field.
+func looksLikeJSONL(raw []byte) bool {
+	for line := range bytes.SplitSeq(raw, []byte("\n")) {
+		line = bytes.TrimSpace(line)
+		if len(line) == 0 {
+			continue
+		}
+		var rec struct {
+			Text *string `json:"text"`
+		}
+		return line[0] == '{' && json.Unmarshal(line, &rec) == nil && rec.Text != nil
+	}
+	return false
+}
+
 func encode(enc tokenizer.Codec, text string) ([]int32, error) {
 	ids, _, err := enc.Encode(text)
 	if err != nil {
@@ -104,25 +182,22 @@ func encode(enc tokenizer.Codec, text string) ([]int32, error) {
 }
 
 func readJSONL(enc tokenizer.Codec, path string) ([]int32, error) {
-	f, err := os.Open(path)
+	raw, err := readText(path)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
 	var out []int32
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 64<<20)
 	line := 0
-	for sc.Scan() {
+	for b := range bytes.SplitSeq(raw, []byte("\n")) {
 		line++
-		if strings.TrimSpace(sc.Text()) == "" {
+		if len(bytes.TrimSpace(b)) == 0 {
 			continue
 		}
 		var rec struct {
 			Text *string `json:"text"`
 		}
-		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
-			return nil, fmt.Errorf("%s:%d: invalid JSON: %v", path, line, err)
+		if err := json.Unmarshal(b, &rec); err != nil {
+			return nil, fmt.Errorf("%s:%d: invalid JSON: %v", path, line, jsonMessage(err))
 		}
 		if rec.Text == nil {
 			return nil, fmt.Errorf("%s:%d: the object has no \"text\" field", path, line)
@@ -133,11 +208,17 @@ func readJSONL(enc tokenizer.Codec, path string) ([]int32, error) {
 		}
 		out = append(out, ids...)
 	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("%s:%d: %w", path, line+1, err)
-	}
 	if len(out) == 0 {
 		return nil, errors.New(path + ": no text (the file is empty)")
 	}
 	return out, nil
+}
+
+// jsonMessage words a JSON decoding error without Go's type names.
+func jsonMessage(err error) string {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		return fmt.Sprintf("each line must be an object with a \"text\" string, got a JSON %s", te.Value)
+	}
+	return strings.TrimPrefix(err.Error(), "json: ")
 }
