@@ -32,6 +32,7 @@ case $BIN in /*) ;; *) BIN=$ROOT/$BIN ;; esac
 PY=${PYTHON:-python3}
 TIMEOUT=${STEP_TIMEOUT:-300}
 TORCH_STEPS=${TORCH_STEPS:-20}
+# SANITIZE picks the sanitized steps (default: tiny_full tiny_qlora phase1).
 GROUPS_RUN=${*:-gpu checks speed torch sanitize train}
 
 # nvcc and compute-sanitizer often live outside PATH.
@@ -134,12 +135,16 @@ if wants sanitize; then
                 extra=()
                 [ "$tool" = racecheck ] && extra=(--racecheck-report all)
                 san=(compute-sanitizer --tool "$tool" ${extra[@]+"${extra[@]}"} --error-exitcode 1)
-                step "san_${tool}_tiny_full" "$ROOT" "${san[@]}" "$BIN/magc" bench --model tiny \
-                    --mode full --steps 1 --device cuda
-                step "san_${tool}_tiny_qlora" "$ROOT" "${san[@]}" "$BIN/magc" bench --model tiny \
-                    --mode qlora --steps 1 --device cuda
-                step "san_${tool}_phase1" "$ROOT" "${san[@]}" "$BIN/magc" bench --model phase1 \
-                    --batch 1 --seq 64 --steps 1 --device cuda
+                for target in ${SANITIZE:-tiny_full tiny_qlora phase1}; do
+                    case $target in
+                        tiny_full) args=(--model tiny --mode full) ;;
+                        tiny_qlora) args=(--model tiny --mode qlora) ;;
+                        phase1) args=(--model phase1 --batch 1 --seq 64) ;;
+                        *) continue ;;
+                    esac
+                    step "san_${tool}_$target" "$ROOT" "${san[@]}" "$BIN/magc" bench "${args[@]}" \
+                        --steps 1 --device cuda
+                done
             done
         fi
     else
