@@ -172,6 +172,7 @@ func lowerGroup(grp *passes.Group) (*part, error) {
 	if err := t(e, grp); err != nil {
 		return nil, fmt.Errorf("codegen: %s at %s: %w", grp.Kind, grp.Root.Pos, err)
 	}
+	e.StageTables()
 	e.K.Body = kir.Prune(e.K.Body)
 	if len(e.K.Params) > maxParams {
 		return nil, fmt.Errorf("codegen: a %s kernel at %s binds %d buffers, more than Metal's %d", grp.Kind, grp.Root.Pos, len(e.K.Params), maxParams)

@@ -41,6 +41,9 @@ type Emitter struct {
 	// records the values written.
 	storeAt map[*ir.Value]kir.Expr
 	stored  map[*ir.Value]bool
+	// nf4 records that the kernel dequantises: it stages the NF4 code table
+	// in threadgroup memory (see StageTables).
+	nf4 bool
 }
 
 // NewEmitter starts a kernel that computes the given nodes.
@@ -481,7 +484,37 @@ func (e *Emitter) concat(n *ir.Node, c []kir.Expr) kir.Expr {
 const (
 	nf4CodeTable = "NF4_CODE"
 	nf4MapTable  = "NF4_ABSMAX_MAP"
+	// nf4CodeShared is a kernel's threadgroup copy of the code table.
+	nf4CodeShared = "nf4_code"
 )
+
+// StageTables starts the kernel by copying the NF4 code table into
+// threadgroup memory, when it dequantises. The code index is a weight's
+// nibble, different in each thread: reads of a constant array at divergent
+// indices serialise on Apple GPUs (and on NVIDIA's constant cache), while
+// threadgroup memory serves them in one pass. The absmax lookup stays in
+// constant memory: threads of a simdgroup read one or two 64-element blocks
+// in every staging loop of the contraction templates (rows of 16 or 32
+// consecutive k, or 32 consecutive columns of one row), so that read is all
+// but uniform and the constant cache broadcasts it. Call it after the
+// template, which has set the threadgroup size; the copy and its barrier
+// come before any thread can return.
+func (e *Emitter) StageTables() {
+	if !e.nf4 {
+		return
+	}
+	t := e.K.Threads
+	lid := kir.Local(0)
+	if t[1] > 1 || t[2] > 1 {
+		lid = kir.Add(lid, kir.Mul(kir.I(t[0]), kir.Add(kir.Local(1), kir.Mul(kir.I(t[1]), kir.Local(2)))))
+	}
+	n := len(nf4.Code)
+	li := e.Temp("lc")
+	copyCode := kir.Loop(li, lid, kir.I(n), kir.I(t[0]*t[1]*t[2]),
+		kir.Set(kir.At(nf4CodeShared, kir.V(li)), kir.At(nf4CodeTable, kir.V(li))))
+	pro := []kir.Stmt{kir.Shared{Name: nf4CodeShared, Type: kir.F32, Len: n}, copyCode, kir.Barrier{}}
+	e.K.Body = append(pro, e.K.Body...)
+}
 
 // Tables returns the constant tables kernels may read.
 func Tables() []kir.Table {
@@ -513,7 +546,8 @@ func (e *Emitter) dequant(w *ir.Value, i kir.Expr) kir.Expr {
 	block := kir.Div(i, kir.I(nf4.DefaultBlockSize))
 	q := kir.Convert{Type: kir.I32, X: kir.At(qabs, block)}
 	absmax := kir.Add(kir.Mul(kir.At(nf4MapTable, q), kir.At(scales, kir.Div(block, kir.I(nf4.DoubleBlockSize)))), kir.At(offset, kir.I(0)))
-	return kir.Mul(kir.At(nf4CodeTable, code), absmax)
+	e.nf4 = true
+	return kir.Mul(kir.At(nf4CodeShared, code), absmax)
 }
 
 // adamw computes output k (θ', m' or v') of a decoupled AdamW step; θ'

@@ -1,7 +1,10 @@
 package codegen_test
 
 import (
+	"strings"
+
 	"fmt"
+	"github.com/scm-magellano/magc/codegen/msl"
 	"testing"
 
 	"github.com/scm-magellano/magc/codegen"
@@ -266,5 +269,48 @@ func TestMatmulLoRASum(t *testing.T) {
 	}
 	if n := checkOnSimWith(t, g, s, mmKinds, nil); n != 2 {
 		t.Errorf("%d kernels, want 2", n)
+	}
+}
+
+// Kernels that dequantise read the NF4 code table from a threadgroup copy
+// (a per-thread nibble indexes it, and divergent reads of a constant array
+// serialise): the constant table is read only by the copy, and the copy's
+// barrier comes first, before any thread may return (the element-wise
+// kernel of 70×63 elements returns past its last one). Unfused, the
+// dequant is an element-wise kernel; fused, the matmul stages it.
+func TestNF4CodeTableStaged(t *testing.T) {
+	b := ir.NewBuilder("nf4")
+	q := b.Op(ir.OpDequant, nil, mmParam(b, "q", ir.NF4, 70, 63))
+	x := mmParam(b, "x", ir.F32, 5, 63)
+	g := mmFinish(t, b, b.Matmul(x, q, false, true), b.Unary(ir.OpExp, q))
+	for _, fuse := range []bool{false, true} {
+		nf4CodeStaged(t, compileAndCheck(t, g, passes.Fuse(g, fuse), nil))
+	}
+}
+
+func nf4CodeStaged(t *testing.T, prog *codegen.Program) {
+	t.Helper()
+	staged := 0
+	for _, k := range prog.Module.Kernels {
+		src, err := msl.RenderKernel(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(src, "nf4_code[") {
+			continue
+		}
+		staged++
+		for _, line := range strings.Split(src, "\n") {
+			if strings.Contains(line, "NF4_CODE[") && !strings.Contains(line, "nf4_code[lc") {
+				t.Errorf("%s reads the constant code table outside the copy: %s", k.Name, strings.TrimSpace(line))
+			}
+		}
+		bar, ret := strings.Index(src, "threadgroup_barrier"), strings.Index(src, "return;")
+		if bar < 0 || (ret >= 0 && ret < bar) {
+			t.Errorf("%s: the copy's barrier does not come before every return", k.Name)
+		}
+	}
+	if staged == 0 {
+		t.Errorf("no kernel stages the code table")
 	}
 }

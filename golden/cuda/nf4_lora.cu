@@ -187,6 +187,11 @@ extern "C" __global__ void __launch_bounds__(128) matmul_1(
         const float* p6_offset,
         float* p7,
         float* p8) {
+    __shared__ float nf4_code[16];
+    for (int lc43 = int(threadIdx.x); lc43 < 16; lc43 += 128) {
+        nf4_code[lc43] = NF4_CODE[lc43];
+    }
+    __syncthreads();
     const int m01 = (int(blockIdx.y) * 32);
     const int n02 = (int(blockIdx.x) * 64);
     __shared__ float sh[3456];
@@ -270,7 +275,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_1(
             const int k31 = (l29 % 32);
             const int gi32 = (n02 + i30);
             const int gk33 = (k0 + k31);
-            const float t34 = (NF4_CODE[((int(p3_codes[(((gi32 * 32) + gk33) / 2)]) >> (((((gi32 * 32) + gk33) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p4_qabsmax[(((gi32 * 32) + gk33) / 64)])] * p5_scales[((((gi32 * 32) + gk33) / 64) / 256)]) + p6_offset[0]));
+            const float t34 = (nf4_code[((int(p3_codes[(((gi32 * 32) + gk33) / 2)]) >> (((((gi32 * 32) + gk33) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p4_qabsmax[(((gi32 * 32) + gk33) / 64)])] * p5_scales[((((gi32 * 32) + gk33) / 64) / 256)]) + p6_offset[0]));
             sh[(((i30 * 36) + k31) + 1152)] = t34;
         }
         __syncthreads();
@@ -423,6 +428,11 @@ extern "C" __global__ void __launch_bounds__(128) matmul_3(
         const float* p5_scales,
         const float* p6_offset,
         float* p7) {
+    __shared__ float nf4_code[16];
+    for (int lc42 = int(threadIdx.x); lc42 < 16; lc42 += 128) {
+        nf4_code[lc42] = NF4_CODE[lc42];
+    }
+    __syncthreads();
     const int m01 = (int(blockIdx.y) * 32);
     const int n02 = (int(blockIdx.x) * 32);
     __shared__ float sh[2304];
@@ -494,7 +504,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_3(
             const int k31 = (l29 % 32);
             const int gi32 = (n02 + i30);
             const int gk33 = (k0 + k31);
-            const float t34 = (NF4_CODE[((int(p3_codes[(((gi32 * 64) + gk33) / 2)]) >> (((((gi32 * 64) + gk33) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p4_qabsmax[(((gi32 * 64) + gk33) / 64)])] * p5_scales[((((gi32 * 64) + gk33) / 64) / 256)]) + p6_offset[0]));
+            const float t34 = (nf4_code[((int(p3_codes[(((gi32 * 64) + gk33) / 2)]) >> (((((gi32 * 64) + gk33) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p4_qabsmax[(((gi32 * 64) + gk33) / 64)])] * p5_scales[((((gi32 * 64) + gk33) / 64) / 256)]) + p6_offset[0]));
             sh[(((i30 * 36) + k31) + 1152)] = t34;
         }
         __syncthreads();
@@ -697,6 +707,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x3_0(
         const float* p11,
         float* p12) {
     __shared__ float sh[4352];
+    __shared__ float nf4_code[16];
     if (int(blockIdx.x) < 1) {
         const int h0 = (int(blockIdx.x) - 0);
         const int m01 = (h0 * 32);
@@ -899,6 +910,10 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x3_0(
         }
     } else if (int(blockIdx.x) < 3) {
         const int h2 = (int(blockIdx.x) - 2);
+        for (int lc50 = int(threadIdx.x); lc50 < 16; lc50 += 128) {
+            nf4_code[lc50] = NF4_CODE[lc50];
+        }
+        __syncthreads();
         const int m01 = (h2 * 32);
         const int n02 = (h2 * 64);
         const int ti3 = int(threadIdx.x);
@@ -934,7 +949,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x3_0(
                 const int i18 = (l16 % 64);
                 const int gi19 = (n02 + i18);
                 const int gk20 = (k0 + k17);
-                const float t21 = (NF4_CODE[((int(p6[(((gk20 * 64) + gi19) / 2)]) >> (((((gk20 * 64) + gi19) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p7[(((gk20 * 64) + gi19) / 64)])] * p8[((((gk20 * 64) + gi19) / 64) / 256)]) + p9[0]));
+                const float t21 = (nf4_code[((int(p6[(((gk20 * 64) + gi19) / 2)]) >> (((((gk20 * 64) + gi19) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p7[(((gk20 * 64) + gi19) / 64)])] * p8[((((gk20 * 64) + gi19) / 64) / 256)]) + p9[0]));
                 sh[(((k17 * 68) + i18) + 1152)] = t21;
             }
             __syncthreads();

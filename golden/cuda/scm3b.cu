@@ -256,6 +256,11 @@ extern "C" __global__ void __launch_bounds__(128) matmul_1(
         const float* p5_scales,
         const float* p6_offset,
         float* p7) {
+    __shared__ float nf4_code[16];
+    for (int lc43 = int(threadIdx.x); lc43 < 16; lc43 += 128) {
+        nf4_code[lc43] = NF4_CODE[lc43];
+    }
+    __syncthreads();
     const int c1 = int(blockIdx.z);
     const int m02 = (int(blockIdx.y) * 64);
     const int n03 = (int(blockIdx.x) * 64);
@@ -360,7 +365,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_1(
             const int k32 = (l30 % 16);
             const int gi33 = (n03 + i31);
             const int gk34 = (k0 + k32);
-            const float t35 = (NF4_CODE[((int(p3_codes[(((gi33 * 2048) + gk34) / 2)]) >> (((((gi33 * 2048) + gk34) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p4_qabsmax[(((gi33 * 2048) + gk34) / 64)])] * p5_scales[((((gi33 * 2048) + gk34) / 64) / 256)]) + p6_offset[0]));
+            const float t35 = (nf4_code[((int(p3_codes[(((gi33 * 2048) + gk34) / 2)]) >> (((((gi33 * 2048) + gk34) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p4_qabsmax[(((gi33 * 2048) + gk34) / 64)])] * p5_scales[((((gi33 * 2048) + gk34) / 64) / 256)]) + p6_offset[0]));
             sh[(((i31 * 20) + k32) + 1280)] = t35;
         }
         __syncthreads();
@@ -878,6 +883,11 @@ extern "C" __global__ void __launch_bounds__(128) matmul_4(
         const int* p7,
         const float* p8,
         float* p9) {
+    __shared__ float nf4_code[16];
+    for (int lc46 = int(threadIdx.x); lc46 < 16; lc46 += 128) {
+        nf4_code[lc46] = NF4_CODE[lc46];
+    }
+    __syncthreads();
     const int c1 = int(blockIdx.z);
     const int m02 = (int(blockIdx.y) * 64);
     const int n03 = (int(blockIdx.x) * 64);
@@ -982,7 +992,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_4(
             const int k32 = (l30 % 16);
             const int gi33 = (n03 + i31);
             const int gk34 = (k0 + k32);
-            const float t35 = (NF4_CODE[((int(p3_codes[(((gi33 * 4096) + gk34) / 2)]) >> (((((gi33 * 4096) + gk34) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p4_qabsmax[(((gi33 * 4096) + gk34) / 64)])] * p5_scales[((((gi33 * 4096) + gk34) / 64) / 256)]) + p6_offset[0]));
+            const float t35 = (nf4_code[((int(p3_codes[(((gi33 * 4096) + gk34) / 2)]) >> (((((gi33 * 4096) + gk34) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p4_qabsmax[(((gi33 * 4096) + gk34) / 64)])] * p5_scales[((((gi33 * 4096) + gk34) / 64) / 256)]) + p6_offset[0]));
             sh[(((i31 * 20) + k32) + 1280)] = t35;
         }
         __syncthreads();
@@ -1104,6 +1114,11 @@ extern "C" __global__ void __launch_bounds__(128) matmul_5(
         const float* p6_offset,
         const float* p7,
         float* p8) {
+    __shared__ float nf4_code[16];
+    for (int lc45 = int(threadIdx.x); lc45 < 16; lc45 += 128) {
+        nf4_code[lc45] = NF4_CODE[lc45];
+    }
+    __syncthreads();
     const int c1 = int(blockIdx.z);
     const int m02 = (int(blockIdx.y) * 64);
     const int n03 = (int(blockIdx.x) * 64);
@@ -1208,7 +1223,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_5(
             const int k32 = (l30 % 16);
             const int gi33 = (n03 + i31);
             const int gk34 = (k0 + k32);
-            const float t35 = (NF4_CODE[((int(p3_codes[(((gi33 * 4096) + gk34) / 2)]) >> (((((gi33 * 4096) + gk34) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p4_qabsmax[(((gi33 * 4096) + gk34) / 64)])] * p5_scales[((((gi33 * 4096) + gk34) / 64) / 256)]) + p6_offset[0]));
+            const float t35 = (nf4_code[((int(p3_codes[(((gi33 * 4096) + gk34) / 2)]) >> (((((gi33 * 4096) + gk34) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p4_qabsmax[(((gi33 * 4096) + gk34) / 64)])] * p5_scales[((((gi33 * 4096) + gk34) / 64) / 256)]) + p6_offset[0]));
             sh[(((i31 * 20) + k32) + 1280)] = t35;
         }
         __syncthreads();
@@ -1632,6 +1647,11 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_1(
         const uchar* p7_qabsmax,
         const float* p8_scales,
         const float* p9_offset) {
+    __shared__ float nf4_code[16];
+    for (int lc53 = int(threadIdx.x); lc53 < 16; lc53 += 128) {
+        nf4_code[lc53] = NF4_CODE[lc53];
+    }
+    __syncthreads();
     const int ex1 = int(blockIdx.z);
     const int n02 = (int(blockIdx.x) * 64);
     if (ex1 == 8) {
@@ -1760,7 +1780,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_1(
             const int k42 = (l40 % 16);
             const int gi43 = (n02 + i41);
             const int gk44 = (k0 + k42);
-            const float t45 = (NF4_CODE[((int(p6_codes[(((((ex1 * 10752) + gi43) * 2048) + gk44) / 2)]) >> (((((((ex1 * 10752) + gi43) * 2048) + gk44) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p7_qabsmax[(((((ex1 * 10752) + gi43) * 2048) + gk44) / 64)])] * p8_scales[((((((ex1 * 10752) + gi43) * 2048) + gk44) / 64) / 256)]) + p9_offset[0]));
+            const float t45 = (nf4_code[((int(p6_codes[(((((ex1 * 10752) + gi43) * 2048) + gk44) / 2)]) >> (((((((ex1 * 10752) + gi43) * 2048) + gk44) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p7_qabsmax[(((((ex1 * 10752) + gi43) * 2048) + gk44) / 64)])] * p8_scales[((((((ex1 * 10752) + gi43) * 2048) + gk44) / 64) / 256)]) + p9_offset[0]));
             sh[(((i41 * 20) + k42) + 1280)] = t45;
         }
         __syncthreads();
@@ -1999,6 +2019,11 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_3(
         const uchar* p9_qabsmax,
         const float* p10_scales,
         const float* p11_offset) {
+    __shared__ float nf4_code[16];
+    for (int lc58 = int(threadIdx.x); lc58 < 16; lc58 += 128) {
+        nf4_code[lc58] = NF4_CODE[lc58];
+    }
+    __syncthreads();
     const int ex1 = int(blockIdx.z);
     const int n02 = (int(blockIdx.x) * 64);
     if (ex1 == 8) {
@@ -2130,7 +2155,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_3(
             const int k44 = (l42 % 16);
             const int gi45 = (n02 + i43);
             const int gk46 = (k0 + k44);
-            const float t47 = (NF4_CODE[((int(p8_codes[(((((ex1 * 2048) + gi45) * 5376) + gk46) / 2)]) >> (((((((ex1 * 2048) + gi45) * 5376) + gk46) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p9_qabsmax[(((((ex1 * 2048) + gi45) * 5376) + gk46) / 64)])] * p10_scales[((((((ex1 * 2048) + gi45) * 5376) + gk46) / 64) / 256)]) + p11_offset[0]));
+            const float t47 = (nf4_code[((int(p8_codes[(((((ex1 * 2048) + gi45) * 5376) + gk46) / 2)]) >> (((((((ex1 * 2048) + gi45) * 5376) + gk46) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p9_qabsmax[(((((ex1 * 2048) + gi45) * 5376) + gk46) / 64)])] * p10_scales[((((((ex1 * 2048) + gi45) * 5376) + gk46) / 64) / 256)]) + p11_offset[0]));
             sh[(((i43 * 20) + k44) + 1280)] = t47;
         }
         __syncthreads();
@@ -3574,6 +3599,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_2(
         const float* p12,
         float* p13) {
     __shared__ float sh[4352];
+    __shared__ float nf4_code[16];
     if (int(blockIdx.x) < 128) {
         const int h0 = (int(blockIdx.x) - 0);
         const int m01 = ((h0 / 64) * 64);
@@ -3687,6 +3713,10 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_2(
         }
     } else if (int(blockIdx.x) < 640) {
         const int h1 = (int(blockIdx.x) - 128);
+        for (int lc52 = int(threadIdx.x); lc52 < 16; lc52 += 128) {
+            nf4_code[lc52] = NF4_CODE[lc52];
+        }
+        __syncthreads();
         const int c1 = (h1 / 512);
         const int m02 = ((h1 / 64) * 64);
         const int n03 = ((h1 % 64) * 64);
@@ -3726,7 +3756,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_2(
                 const int i18 = (l16 % 64);
                 const int gi19 = (n03 + i18);
                 const int gk20 = (k0 + k17);
-                const float t21 = (NF4_CODE[((int(p4[(((gk20 * 4096) + gi19) / 2)]) >> (((((gk20 * 4096) + gi19) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p5[(((gk20 * 4096) + gi19) / 64)])] * p6[((((gk20 * 4096) + gi19) / 64) / 256)]) + p7[0]));
+                const float t21 = (nf4_code[((int(p4[(((gk20 * 4096) + gi19) / 2)]) >> (((((gk20 * 4096) + gi19) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p5[(((gk20 * 4096) + gi19) / 64)])] * p6[((((gk20 * 4096) + gi19) / 64) / 256)]) + p7[0]));
                 sh[(((k17 * 68) + i18) + 1280)] = t21;
             }
             __syncthreads();
@@ -4439,6 +4469,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x3_0(
         const float* p11,
         float* p12) {
     __shared__ float sh[4352];
+    __shared__ float nf4_code[16];
     if (int(blockIdx.x) < 256) {
         const int h0 = (int(blockIdx.x) - 0);
         const int m01 = ((h0 / 2) * 64);
@@ -4671,6 +4702,10 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x3_0(
         }
     } else if (int(blockIdx.x) < 576) {
         const int h2 = (int(blockIdx.x) - 320);
+        for (int lc45 = int(threadIdx.x); lc45 < 16; lc45 += 128) {
+            nf4_code[lc45] = NF4_CODE[lc45];
+        }
+        __syncthreads();
         const int c1 = (h2 / 256);
         const int m02 = ((h2 / 32) * 64);
         const int n03 = ((h2 % 32) * 64);
@@ -4717,7 +4752,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x3_0(
                 const int i20 = (l18 % 64);
                 const int gi21 = (n03 + i20);
                 const int gk22 = (k0 + k19);
-                const float t23 = (NF4_CODE[((int(p7[(((gk22 * 2048) + gi21) / 2)]) >> (((((gk22 * 2048) + gi21) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p8[(((gk22 * 2048) + gi21) / 64)])] * p9[((((gk22 * 2048) + gi21) / 64) / 256)]) + p10[0]));
+                const float t23 = (nf4_code[((int(p7[(((gk22 * 2048) + gi21) / 2)]) >> (((((gk22 * 2048) + gi21) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p8[(((gk22 * 2048) + gi21) / 64)])] * p9[((((gk22 * 2048) + gi21) / 64) / 256)]) + p10[0]));
                 sh[(((k19 * 68) + i20) + 1280)] = t23;
             }
             __syncthreads();
@@ -5145,6 +5180,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_wgrad_grouped_m
         const float* p14,
         const float* p15) {
     __shared__ float sh[4352];
+    __shared__ float nf4_code[16];
     if (int(blockIdx.x) < 512) {
         const int h0 = (int(blockIdx.x) - 0);
         const int ex1 = (h0 / 64);
@@ -5384,6 +5420,10 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_wgrad_grouped_m
         }
     } else if (int(blockIdx.x) < 13952) {
         const int h2 = (int(blockIdx.x) - 1856);
+        for (int lc72 = int(threadIdx.x); lc72 < 16; lc72 += 128) {
+            nf4_code[lc72] = NF4_CODE[lc72];
+        }
+        __syncthreads();
         const int ex1 = (h2 / 1344);
         const int n02 = ((h2 % 84) * 64);
         if (ex1 == 8) {
@@ -5457,7 +5497,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_wgrad_grouped_m
                 const int i37 = (l35 % 64);
                 const int gi38 = (n02 + i37);
                 const int gk39 = (k0 + k36);
-                const float t40 = (NF4_CODE[((int(p11[(((((ex1 * 2048) + gk39) * 5376) + gi38) / 2)]) >> (((((((ex1 * 2048) + gk39) * 5376) + gi38) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p12[(((((ex1 * 2048) + gk39) * 5376) + gi38) / 64)])] * p13[((((((ex1 * 2048) + gk39) * 5376) + gi38) / 64) / 256)]) + p14[0]));
+                const float t40 = (nf4_code[((int(p11[(((((ex1 * 2048) + gk39) * 5376) + gi38) / 2)]) >> (((((((ex1 * 2048) + gk39) * 5376) + gi38) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p12[(((((ex1 * 2048) + gk39) * 5376) + gi38) / 64)])] * p13[((((((ex1 * 2048) + gk39) * 5376) + gi38) / 64) / 256)]) + p14[0]));
                 sh[(((k36 * 68) + i37) + 1280)] = t40;
             }
             __syncthreads();
@@ -5906,6 +5946,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_wgrad_grouped_m
         const float* p11,
         const float* p12) {
     __shared__ float sh[4352];
+    __shared__ float nf4_code[16];
     if (int(blockIdx.x) < 512) {
         const int h0 = (int(blockIdx.x) - 0);
         const int ex1 = (h0 / 64);
@@ -6027,6 +6068,10 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_wgrad_grouped_m
         }
     } else if (int(blockIdx.x) < 5120) {
         const int h1 = (int(blockIdx.x) - 512);
+        for (int lc54 = int(threadIdx.x); lc54 < 16; lc54 += 128) {
+            nf4_code[lc54] = NF4_CODE[lc54];
+        }
+        __syncthreads();
         const int ex1 = (h1 / 512);
         const int n02 = ((h1 % 32) * 64);
         if (ex1 == 8) {
@@ -6096,7 +6141,7 @@ extern "C" __global__ void __launch_bounds__(128) grouped_matmul_wgrad_grouped_m
                 const int i29 = (l27 % 64);
                 const int gi30 = (n02 + i29);
                 const int gk31 = (k0 + k28);
-                const float t32 = (NF4_CODE[((int(p8[(((((ex1 * 10752) + gk31) * 2048) + gi30) / 2)]) >> (((((((ex1 * 10752) + gk31) * 2048) + gi30) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p9[(((((ex1 * 10752) + gk31) * 2048) + gi30) / 64)])] * p10[((((((ex1 * 10752) + gk31) * 2048) + gi30) / 64) / 256)]) + p11[0]));
+                const float t32 = (nf4_code[((int(p8[(((((ex1 * 10752) + gk31) * 2048) + gi30) / 2)]) >> (((((((ex1 * 10752) + gk31) * 2048) + gi30) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p9[(((((ex1 * 10752) + gk31) * 2048) + gi30) / 64)])] * p10[((((((ex1 * 10752) + gk31) * 2048) + gi30) / 64) / 256)]) + p11[0]));
                 sh[(((k28 * 68) + i29) + 1280)] = t32;
             }
             __syncthreads();

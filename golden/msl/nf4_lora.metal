@@ -116,6 +116,11 @@ kernel void matmul_1(
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
+    threadgroup float nf4_code[16];
+    for (int lc43 = int(lid.x); lc43 < 16; lc43 += 128) {
+        nf4_code[lc43] = NF4_CODE[lc43];
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     const int m01 = (int(gid.y) * 32);
     const int n02 = (int(gid.x) * 64);
     threadgroup float sh[3456];
@@ -199,7 +204,7 @@ kernel void matmul_1(
             const int k31 = (l29 % 32);
             const int gi32 = (n02 + i30);
             const int gk33 = (k0 + k31);
-            const float t34 = (NF4_CODE[((int(p3_codes[(((gi32 * 32) + gk33) / 2)]) >> (((((gi32 * 32) + gk33) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p4_qabsmax[(((gi32 * 32) + gk33) / 64)])] * p5_scales[((((gi32 * 32) + gk33) / 64) / 256)]) + p6_offset[0]));
+            const float t34 = (nf4_code[((int(p3_codes[(((gi32 * 32) + gk33) / 2)]) >> (((((gi32 * 32) + gk33) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p4_qabsmax[(((gi32 * 32) + gk33) / 64)])] * p5_scales[((((gi32 * 32) + gk33) / 64) / 256)]) + p6_offset[0]));
             sh[(((i30 * 36) + k31) + 1152)] = t34;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup);
@@ -360,6 +365,11 @@ kernel void matmul_3(
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
+    threadgroup float nf4_code[16];
+    for (int lc42 = int(lid.x); lc42 < 16; lc42 += 128) {
+        nf4_code[lc42] = NF4_CODE[lc42];
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     const int m01 = (int(gid.y) * 32);
     const int n02 = (int(gid.x) * 32);
     threadgroup float sh[2304];
@@ -431,7 +441,7 @@ kernel void matmul_3(
             const int k31 = (l29 % 32);
             const int gi32 = (n02 + i30);
             const int gk33 = (k0 + k31);
-            const float t34 = (NF4_CODE[((int(p3_codes[(((gi32 * 64) + gk33) / 2)]) >> (((((gi32 * 64) + gk33) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p4_qabsmax[(((gi32 * 64) + gk33) / 64)])] * p5_scales[((((gi32 * 64) + gk33) / 64) / 256)]) + p6_offset[0]));
+            const float t34 = (nf4_code[((int(p3_codes[(((gi32 * 64) + gk33) / 2)]) >> (((((gi32 * 64) + gk33) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p4_qabsmax[(((gi32 * 64) + gk33) / 64)])] * p5_scales[((((gi32 * 64) + gk33) / 64) / 256)]) + p6_offset[0]));
             sh[(((i30 * 36) + k31) + 1152)] = t34;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup);
@@ -647,6 +657,7 @@ kernel void matmul_x3_0(
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[4352];
+    threadgroup float nf4_code[16];
     if (int(gid.x) < 1) {
         const int h0 = (int(gid.x) - 0);
         const int m01 = (h0 * 32);
@@ -849,6 +860,10 @@ kernel void matmul_x3_0(
         }
     } else if (int(gid.x) < 3) {
         const int h2 = (int(gid.x) - 2);
+        for (int lc50 = int(lid.x); lc50 < 16; lc50 += 128) {
+            nf4_code[lc50] = NF4_CODE[lc50];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         const int m01 = (h2 * 32);
         const int n02 = (h2 * 64);
         const int ti3 = int(lid.x);
@@ -884,7 +899,7 @@ kernel void matmul_x3_0(
                 const int i18 = (l16 % 64);
                 const int gi19 = (n02 + i18);
                 const int gk20 = (k0 + k17);
-                const float t21 = (NF4_CODE[((int(p6[(((gk20 * 64) + gi19) / 2)]) >> (((((gk20 * 64) + gi19) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p7[(((gk20 * 64) + gi19) / 64)])] * p8[((((gk20 * 64) + gi19) / 64) / 256)]) + p9[0]));
+                const float t21 = (nf4_code[((int(p6[(((gk20 * 64) + gi19) / 2)]) >> (((((gk20 * 64) + gi19) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p7[(((gk20 * 64) + gi19) / 64)])] * p8[((((gk20 * 64) + gi19) / 64) / 256)]) + p9[0]));
                 sh[(((k17 * 68) + i18) + 1152)] = t21;
             }
             threadgroup_barrier(mem_flags::mem_threadgroup);

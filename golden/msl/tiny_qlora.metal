@@ -150,6 +150,11 @@ kernel void matmul_1(
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
+    threadgroup float nf4_code[16];
+    for (int lc43 = int(lid.x); lc43 < 16; lc43 += 128) {
+        nf4_code[lc43] = NF4_CODE[lc43];
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     const int c1 = int(gid.z);
     const int m02 = (int(gid.y) * 32);
     const int n03 = (int(gid.x) * 64);
@@ -234,7 +239,7 @@ kernel void matmul_1(
             const int k32 = (l30 % 32);
             const int gi33 = (n03 + i31);
             const int gk34 = (k0 + k32);
-            const float t35 = (NF4_CODE[((int(p3_codes[(((gi33 * 64) + gk34) / 2)]) >> (((((gi33 * 64) + gk34) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p4_qabsmax[(((gi33 * 64) + gk34) / 64)])] * p5_scales[((((gi33 * 64) + gk34) / 64) / 256)]) + p6_offset[0]));
+            const float t35 = (nf4_code[((int(p3_codes[(((gi33 * 64) + gk34) / 2)]) >> (((((gi33 * 64) + gk34) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p4_qabsmax[(((gi33 * 64) + gk34) / 64)])] * p5_scales[((((gi33 * 64) + gk34) / 64) / 256)]) + p6_offset[0]));
             sh[(((i31 * 36) + k32) + 1152)] = t35;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup);
@@ -667,6 +672,11 @@ kernel void matmul_4(
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
+    threadgroup float nf4_code[16];
+    for (int lc46 = int(lid.x); lc46 < 16; lc46 += 128) {
+        nf4_code[lc46] = NF4_CODE[lc46];
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     const int c1 = int(gid.z);
     const int m02 = (int(gid.y) * 32);
     const int n03 = (int(gid.x) * 64);
@@ -751,7 +761,7 @@ kernel void matmul_4(
             const int k32 = (l30 % 32);
             const int gi33 = (n03 + i31);
             const int gk34 = (k0 + k32);
-            const float t35 = (NF4_CODE[((int(p3_codes[(((gi33 * 128) + gk34) / 2)]) >> (((((gi33 * 128) + gk34) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p4_qabsmax[(((gi33 * 128) + gk34) / 64)])] * p5_scales[((((gi33 * 128) + gk34) / 64) / 256)]) + p6_offset[0]));
+            const float t35 = (nf4_code[((int(p3_codes[(((gi33 * 128) + gk34) / 2)]) >> (((((gi33 * 128) + gk34) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p4_qabsmax[(((gi33 * 128) + gk34) / 64)])] * p5_scales[((((gi33 * 128) + gk34) / 64) / 256)]) + p6_offset[0]));
             sh[(((i31 * 36) + k32) + 1152)] = t35;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup);
@@ -1204,6 +1214,11 @@ kernel void grouped_matmul_1(
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
+    threadgroup float nf4_code[16];
+    for (int lc53 = int(lid.x); lc53 < 16; lc53 += 128) {
+        nf4_code[lc53] = NF4_CODE[lc53];
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     const int ex1 = int(gid.z);
     const int n02 = (int(gid.x) * 64);
     if (ex1 == 4) {
@@ -1328,7 +1343,7 @@ kernel void grouped_matmul_1(
             const int k42 = (l40 % 16);
             const int gi43 = (n02 + i41);
             const int gk44 = (k0 + k42);
-            const float t45 = (NF4_CODE[((int(p6_codes[(((((ex1 * 128) + gi43) * 64) + gk44) / 2)]) >> (((((((ex1 * 128) + gi43) * 64) + gk44) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p7_qabsmax[(((((ex1 * 128) + gi43) * 64) + gk44) / 64)])] * p8_scales[((((((ex1 * 128) + gi43) * 64) + gk44) / 64) / 256)]) + p9_offset[0]));
+            const float t45 = (nf4_code[((int(p6_codes[(((((ex1 * 128) + gi43) * 64) + gk44) / 2)]) >> (((((((ex1 * 128) + gi43) * 64) + gk44) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p7_qabsmax[(((((ex1 * 128) + gi43) * 64) + gk44) / 64)])] * p8_scales[((((((ex1 * 128) + gi43) * 64) + gk44) / 64) / 256)]) + p9_offset[0]));
             sh[(((i41 * 20) + k42) + 1280)] = t45;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup);
@@ -1571,6 +1586,11 @@ kernel void grouped_matmul_3(
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
+    threadgroup float nf4_code[16];
+    for (int lc58 = int(lid.x); lc58 < 16; lc58 += 128) {
+        nf4_code[lc58] = NF4_CODE[lc58];
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     const int ex1 = int(gid.z);
     const int n02 = (int(gid.x) * 64);
     if (ex1 == 4) {
@@ -1698,7 +1718,7 @@ kernel void grouped_matmul_3(
             const int k44 = (l42 % 16);
             const int gi45 = (n02 + i43);
             const int gk46 = (k0 + k44);
-            const float t47 = (NF4_CODE[((int(p8_codes[(((((ex1 * 64) + gi45) * 64) + gk46) / 2)]) >> (((((((ex1 * 64) + gi45) * 64) + gk46) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p9_qabsmax[(((((ex1 * 64) + gi45) * 64) + gk46) / 64)])] * p10_scales[((((((ex1 * 64) + gi45) * 64) + gk46) / 64) / 256)]) + p11_offset[0]));
+            const float t47 = (nf4_code[((int(p8_codes[(((((ex1 * 64) + gi45) * 64) + gk46) / 2)]) >> (((((((ex1 * 64) + gi45) * 64) + gk46) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p9_qabsmax[(((((ex1 * 64) + gi45) * 64) + gk46) / 64)])] * p10_scales[((((((ex1 * 64) + gi45) * 64) + gk46) / 64) / 256)]) + p11_offset[0]));
             sh[(((i43 * 20) + k44) + 1280)] = t47;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup);
@@ -1879,6 +1899,11 @@ kernel void matmul_6(
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
+    threadgroup float nf4_code[16];
+    for (int lc45 = int(lid.x); lc45 < 16; lc45 += 128) {
+        nf4_code[lc45] = NF4_CODE[lc45];
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     const int c1 = int(gid.z);
     const int m02 = (int(gid.y) * 32);
     const int n03 = (int(gid.x) * 64);
@@ -1963,7 +1988,7 @@ kernel void matmul_6(
             const int k32 = (l30 % 32);
             const int gi33 = (n03 + i31);
             const int gk34 = (k0 + k32);
-            const float t35 = (NF4_CODE[((int(p3_codes[(((gi33 * 128) + gk34) / 2)]) >> (((((gi33 * 128) + gk34) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p4_qabsmax[(((gi33 * 128) + gk34) / 64)])] * p5_scales[((((gi33 * 128) + gk34) / 64) / 256)]) + p6_offset[0]));
+            const float t35 = (nf4_code[((int(p3_codes[(((gi33 * 128) + gk34) / 2)]) >> (((((gi33 * 128) + gk34) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p4_qabsmax[(((gi33 * 128) + gk34) / 64)])] * p5_scales[((((gi33 * 128) + gk34) / 64) / 256)]) + p6_offset[0]));
             sh[(((i31 * 36) + k32) + 1152)] = t35;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup);
@@ -2622,6 +2647,7 @@ kernel void matmul_x2_1(
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[4352];
+    threadgroup float nf4_code[16];
     if (int(gid.x) < 2) {
         const int h0 = (int(gid.x) - 0);
         const int m01 = ((h0 / 2) * 64);
@@ -2729,6 +2755,10 @@ kernel void matmul_x2_1(
         }
     } else if (int(gid.x) < 34) {
         const int h1 = (int(gid.x) - 2);
+        for (int lc52 = int(lid.x); lc52 < 16; lc52 += 128) {
+            nf4_code[lc52] = NF4_CODE[lc52];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         const int c1 = (h1 / 2);
         const int m02 = (((h1 / 2) % 1) * 32);
         const int n03 = ((h1 % 2) * 64);
@@ -2764,7 +2794,7 @@ kernel void matmul_x2_1(
                 const int i18 = (l16 % 64);
                 const int gi19 = (n03 + i18);
                 const int gk20 = (k0 + k17);
-                const float t21 = (NF4_CODE[((int(p4[(((gk20 * 128) + gi19) / 2)]) >> (((((gk20 * 128) + gi19) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p5[(((gk20 * 128) + gi19) / 64)])] * p6[((((gk20 * 128) + gi19) / 64) / 256)]) + p7[0]));
+                const float t21 = (nf4_code[((int(p4[(((gk20 * 128) + gi19) / 2)]) >> (((((gk20 * 128) + gi19) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p5[(((gk20 * 128) + gi19) / 64)])] * p6[((((gk20 * 128) + gi19) / 64) / 256)]) + p7[0]));
                 sh[(((k17 * 68) + i18) + 1152)] = t21;
             }
             threadgroup_barrier(mem_flags::mem_threadgroup);
@@ -3376,6 +3406,7 @@ kernel void matmul_x3_0(
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[4352];
+    threadgroup float nf4_code[16];
     if (int(gid.x) < 4) {
         const int h0 = (int(gid.x) - 0);
         const int m01 = (h0 * 64);
@@ -3596,6 +3627,10 @@ kernel void matmul_x3_0(
         }
     } else if (int(gid.x) < 21) {
         const int h2 = (int(gid.x) - 5);
+        for (int lc45 = int(lid.x); lc45 < 16; lc45 += 128) {
+            nf4_code[lc45] = NF4_CODE[lc45];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         const int c1 = h2;
         const int m02 = ((h2 % 1) * 32);
         const int n03 = ((h2 % 1) * 64);
@@ -3638,7 +3673,7 @@ kernel void matmul_x3_0(
                 const int i20 = (l18 % 64);
                 const int gi21 = (n03 + i20);
                 const int gk22 = (k0 + k19);
-                const float t23 = (NF4_CODE[((int(p7[(((gk22 * 64) + gi21) / 2)]) >> (((((gk22 * 64) + gi21) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p8[(((gk22 * 64) + gi21) / 64)])] * p9[((((gk22 * 64) + gi21) / 64) / 256)]) + p10[0]));
+                const float t23 = (nf4_code[((int(p7[(((gk22 * 64) + gi21) / 2)]) >> (((((gk22 * 64) + gi21) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p8[(((gk22 * 64) + gi21) / 64)])] * p9[((((gk22 * 64) + gi21) / 64) / 256)]) + p10[0]));
                 sh[(((k19 * 68) + i20) + 1152)] = t23;
             }
             threadgroup_barrier(mem_flags::mem_threadgroup);
@@ -4015,6 +4050,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[4352];
+    threadgroup float nf4_code[16];
     if (int(gid.x) < 4) {
         const int h0 = (int(gid.x) - 0);
         const int ex1 = h0;
@@ -4250,6 +4286,10 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
         }
     } else if (int(gid.x) < 48) {
         const int h2 = (int(gid.x) - 8);
+        for (int lc72 = int(lid.x); lc72 < 16; lc72 += 128) {
+            nf4_code[lc72] = NF4_CODE[lc72];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         const int ex1 = (h2 / 8);
         const int n02 = ((h2 % 1) * 64);
         if (ex1 == 4) {
@@ -4323,7 +4363,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x3_0(
                 const int i37 = (l35 % 64);
                 const int gi38 = (n02 + i37);
                 const int gk39 = (k0 + k36);
-                const float t40 = (NF4_CODE[((int(p11[(((((ex1 * 64) + gk39) * 64) + gi38) / 2)]) >> (((((((ex1 * 64) + gk39) * 64) + gi38) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p12[(((((ex1 * 64) + gk39) * 64) + gi38) / 64)])] * p13[((((((ex1 * 64) + gk39) * 64) + gi38) / 64) / 256)]) + p14[0]));
+                const float t40 = (nf4_code[((int(p11[(((((ex1 * 64) + gk39) * 64) + gi38) / 2)]) >> (((((((ex1 * 64) + gk39) * 64) + gi38) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p12[(((((ex1 * 64) + gk39) * 64) + gi38) / 64)])] * p13[((((((ex1 * 64) + gk39) * 64) + gi38) / 64) / 256)]) + p14[0]));
                 sh[(((k36 * 68) + i37) + 1280)] = t40;
             }
             threadgroup_barrier(mem_flags::mem_threadgroup);
@@ -4770,6 +4810,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float sh[4352];
+    threadgroup float nf4_code[16];
     if (int(gid.x) < 4) {
         const int h0 = (int(gid.x) - 0);
         const int ex1 = h0;
@@ -4889,6 +4930,10 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
         }
     } else if (int(gid.x) < 44) {
         const int h1 = (int(gid.x) - 4);
+        for (int lc54 = int(lid.x); lc54 < 16; lc54 += 128) {
+            nf4_code[lc54] = NF4_CODE[lc54];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup);
         const int ex1 = (h1 / 8);
         const int n02 = ((h1 % 1) * 64);
         if (ex1 == 4) {
@@ -4958,7 +5003,7 @@ kernel void grouped_matmul_wgrad_grouped_matmul_x2_0(
                 const int i29 = (l27 % 64);
                 const int gi30 = (n02 + i29);
                 const int gk31 = (k0 + k28);
-                const float t32 = (NF4_CODE[((int(p8[(((((ex1 * 128) + gk31) * 64) + gi30) / 2)]) >> (((((((ex1 * 128) + gk31) * 64) + gi30) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p9[(((((ex1 * 128) + gk31) * 64) + gi30) / 64)])] * p10[((((((ex1 * 128) + gk31) * 64) + gi30) / 64) / 256)]) + p11[0]));
+                const float t32 = (nf4_code[((int(p8[(((((ex1 * 128) + gk31) * 64) + gi30) / 2)]) >> (((((((ex1 * 128) + gk31) * 64) + gi30) % 2) == 0) ? 4 : 0)) & 15)] * ((NF4_ABSMAX_MAP[int(p9[(((((ex1 * 128) + gk31) * 64) + gi30) / 64)])] * p10[((((((ex1 * 128) + gk31) * 64) + gi30) / 64) / 256)]) + p11[0]));
                 sh[(((k28 * 68) + i29) + 1280)] = t32;
             }
             threadgroup_barrier(mem_flags::mem_threadgroup);
