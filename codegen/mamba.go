@@ -30,9 +30,14 @@ import (
 //   - channel threadgroups, one per block of channels with P lanes each,
 //     looping over b: they own du, dΔ (sums over the lanes of a channel) and
 //     dA, dD (sums over b and t, kept in registers).
-// Both recompute each chunk's states from the saved start state into a
-// thread array of chunk length, then run the reverse scan through it,
-// carrying g across chunks from last to first. No state tensor is written.
+// Both recompute each chunk's states from the saved start state, then run
+// the reverse scan through them, carrying g across chunks from last to
+// first. No state tensor is written. A thread keeps every scanSub-th state
+// of the chunk (checkpoints) and, sub-chunk by sub-chunk from the last,
+// recomputes that sub-chunk's states from its checkpoint: chunk/scanSub +
+// scanSub floats per thread (24 for chunk 128) rather than a chunk's (128,
+// which spills to stack memory in threadgroups of 1024 threads), for one
+// more pass of the forward's arithmetic over the chunk.
 // For Magellano (B=1, E=4096, N=16, L=512, chunk 128) that is 16 row
 // threadgroups of 1024 threads, each making 4 passes over the sequence, and
 // 64 channel threadgroups making one; their latency, not the total work, is
@@ -59,7 +64,11 @@ const (
 	scanMaxChunk = 512
 	// scanBatch is how many tokens' partial dB/dC sums the row threadgroups
 	// gather in threadgroup memory between barriers.
-	scanBatch   = 16
+	scanBatch = 16
+	// scanSub is the backward's sub-chunk: the states it keeps per thread
+	// beside a chunk's checkpoints. It equals scanBatch, so a row
+	// threadgroup's batches still hold 16 tokens.
+	scanSub     = 16
 	convThreads = 256
 )
 
@@ -240,7 +249,8 @@ type bwdScan struct {
 	s          scanShape
 	op         scanOps
 	states, dy *ir.Value
-	seq        string // thread array: seq[i] = the state before token t0+i
+	seq        string // thread array: seq[i] = the state before token t0+i of a sub-chunk
+	ckpt       string // thread array: ckpt[k] = the state before the chunk's sub-chunk k; "" for chunks of one sub-chunk
 	chunkLen   int
 	// rb is the channels a row threadgroup runs at once, nr the states.
 	rb, nr int
@@ -252,15 +262,51 @@ func (w *bwdScan) chunkBounds(e *Emitter, c kir.Expr) (t0, t1 kir.Expr) {
 	return t0, e.Let("t1", kir.I32, kir.Min(kir.Add(t0, kir.I(w.s.chunk)), kir.I(w.s.l)))
 }
 
-// recompute fills seq with the states of chunk c from its saved start state,
-// with the same arithmetic as the forward.
-func (w *bwdScan) recompute(e *Emitter, b, c, t0, t1, ch, n, a kir.Expr) {
-	sv := mbMutable(e, "s", e.At(w.states, []kir.Expr{b, c, ch, n}))
+// recompute fills seq with the states of tokens [t0, t1) from the state
+// before t0, with the same arithmetic as the forward.
+func (w *bwdScan) recompute(e *Emitter, start, b, t0, t1, ch, n, a kir.Expr) {
+	sv := mbMutable(e, "s", start)
 	mbLoop(e, "t", t0, t1, func(t kir.Expr) {
 		e.Emit(kir.Set(kir.At(w.seq, kir.Sub(t, t0)), sv))
-		tk := readToken(e, w.op, b, t, ch, n)
-		at, in := scanStepExprs(e, tk, a)
-		e.Emit(kir.Set(sv, kir.Add(kir.Mul(at, sv), in)))
+		w.advance(e, sv, b, t, ch, n, a)
+	})
+}
+
+// advance steps state sv over token t.
+func (w *bwdScan) advance(e *Emitter, sv, b, t, ch, n, a kir.Expr) {
+	tk := readToken(e, w.op, b, t, ch, n)
+	at, in := scanStepExprs(e, tk, a)
+	e.Emit(kir.Set(sv, kir.Add(kir.Mul(at, sv), in)))
+}
+
+// reverseChunk runs body(u0, u1) over the tokens of chunk c in reverse
+// sub-chunks [u0, u1), last first, with seq holding each one's states:
+// the chunk's checkpoints first (one pass from the saved start state), then
+// for each sub-chunk its states again from its checkpoint. A chunk of one
+// sub-chunk fills seq from the saved state directly.
+func (w *bwdScan) reverseChunk(e *Emitter, b, c, ch, n, a kir.Expr, body func(u0, u1 kir.Expr)) {
+	t0, t1 := w.chunkBounds(e, c)
+	start := e.At(w.states, []kir.Expr{b, c, ch, n})
+	if w.ckpt == "" {
+		w.recompute(e, start, b, t0, t1, ch, n, a)
+		body(t0, t1)
+		return
+	}
+	subs := e.Let("subs", kir.I32, kir.Div(kir.Add(kir.Sub(t1, t0), kir.I(scanSub-1)), kir.I(scanSub)))
+	sv := mbMutable(e, "s", start)
+	mbLoop(e, "k", kir.I(0), subs, func(k kir.Expr) {
+		e.Emit(kir.Set(kir.At(w.ckpt, k), sv))
+		u0 := e.Let("u0", kir.I32, kir.Add(t0, kir.Mul(k, kir.I(scanSub))))
+		mbLoop(e, "t", u0, kir.Min(kir.Add(u0, kir.I(scanSub)), t1), func(t kir.Expr) {
+			w.advance(e, sv, b, t, ch, n, a)
+		})
+	})
+	mbLoop(e, "kk", kir.I(0), subs, func(kk kir.Expr) {
+		k := e.Let("k", kir.I32, kir.Sub(kir.Sub(subs, kir.I(1)), kk))
+		u0 := e.Let("u0", kir.I32, kir.Add(t0, kir.Mul(k, kir.I(scanSub))))
+		u1 := e.Let("u1", kir.I32, kir.Min(kir.Add(u0, kir.I(scanSub)), t1))
+		w.recompute(e, kir.At(w.ckpt, k), b, u0, u1, ch, n, a)
+		body(u0, u1)
 	})
 }
 
@@ -328,7 +374,13 @@ func scanBackward(e *Emitter, grp *passes.Group) error {
 	}
 	e.K.Groups = [3]int{rows + chans, 1, 1}
 	w.seq = e.Temp("seq")
-	e.Emit(kir.Array{Name: w.seq, Type: kir.F32, Len: w.chunkLen})
+	if w.chunkLen > scanSub {
+		w.ckpt = e.Temp("ckpt")
+		e.Emit(kir.Array{Name: w.ckpt, Type: kir.F32, Len: mbCeilDiv(w.chunkLen, scanSub)})
+		e.Emit(kir.Array{Name: w.seq, Type: kir.F32, Len: scanSub})
+	} else {
+		e.Emit(kir.Array{Name: w.seq, Type: kir.F32, Len: w.chunkLen})
+	}
 	red := ""
 	if rows > 0 {
 		// Partial dB/dC sums of each simdgroup for a batch of tokens, double
@@ -387,65 +439,65 @@ func (w *bwdScan) rowGroup(e *Emitter, grp *passes.Group, threads int, r kir.Exp
 		carry := mbMutable(e, "carry", kir.F(0))
 		mbLoop(e, "cc", kir.I(0), kir.I(s.chunks), func(cc kir.Expr) {
 			c := e.Let("c", kir.I32, kir.Sub(kir.I(s.chunks-1), cc))
-			t0, t1 := w.chunkBounds(e, c)
-			w.recompute(e, b, c, t0, t1, ch.clamped, n.clamped, a)
-			size := e.Let("len", kir.I32, kir.Sub(t1, t0))
-			mbLoopStep(e, "i0", kir.I(0), size, kir.I(scanBatch), func(i0 kir.Expr) {
-				cnt := e.Let("cnt", kir.I32, kir.Min(kir.I(scanBatch), kir.Sub(size, i0)))
-				base := e.Let("rb", kir.I32, kir.Mul(buf, kir.I(len(sums)*scanBatch*nsg)))
-				mbLoop(e, "j", kir.I(0), cnt, func(j kir.Expr) {
-					st := w.reverseStep(e, b, kir.Add(i0, j), t0, t1, ch.clamped, n.clamped, a, carry)
-					var parts []kir.Expr
-					for _, v := range sums {
-						var x kir.Expr
-						if v == root.Outputs[3] { // dB_t[n] = Σ_e g·Δ·u
-							x = kir.Mul(kir.Mul(st.g, st.tk.dt), st.tk.u)
-						} else { // dC_t[n] = Σ_e s_t·dy
-							cur := kir.Add(kir.Mul(st.at, st.prev), kir.Mul(kir.Mul(st.tk.dt, st.tk.bv), st.tk.u))
-							x = kir.Mul(cur, st.dy)
-						}
-						parts = append(parts, e.Let("sp", kir.F32, kir.Simd{Op: "sum", X: mbMask(ch.valid, x)}))
-					}
-					e.Emit(kir.If{Cond: kir.Op("==", lane, kir.I(0)), Then: e.Block(func() {
-						for q, x := range parts {
-							e.Emit(kir.Set(kir.At(red, slot(base, kir.I(q), j, sg)), x))
-						}
-					})})
-				})
-				e.Emit(kir.Barrier{})
-				// Simdgroup sg adds up sums k = sg, sg+nsg, …: sum q of
-				// token j for state slot ns.
-				per := e.Let("per", kir.I32, kir.Mul(cnt, kir.I(w.nr)))
-				mbLoopStep(e, "k", sg, kir.Mul(kir.I(len(sums)), per), kir.I(nsg), func(k kir.Expr) {
-					q := e.Let("q", kir.I32, kir.Div(k, per))
-					j := e.Let("j", kir.I32, kir.Div(kir.Mod(k, per), kir.I(w.nr)))
-					ns := e.Let("ns", kir.I32, kir.Mod(k, kir.I(w.nr)))
-					from := kir.Mul(ns, kir.I(spn))
-					var x kir.Expr
-					if spn == scanSimd {
-						x = kir.At(red, slot(base, q, j, kir.Add(from, lane)))
-					} else {
-						x = mbMask(kir.Lt(lane, kir.I(spn)), kir.At(red, slot(base, q, j, kir.Add(from, kir.Min(lane, kir.I(spn-1))))))
-					}
-					tot := e.Let("tot", kir.F32, kir.Simd{Op: "sum", X: x})
-					t := e.Let("t", kir.I32, kir.Sub(kir.Sub(t1, kir.I(1)), kir.Add(i0, j)))
-					nn := e.Let("nn", kir.I32, kir.Add(n0, ns))
-					cond := kir.Op("==", lane, kir.I(0))
-					if s.n%w.nr != 0 {
-						cond = mbAnd(cond, kir.Lt(nn, kir.I(s.n)))
-					}
-					e.Emit(kir.If{Cond: cond, Then: e.Block(func() {
-						for qi, v := range sums {
-							write := e.Block(func() { w.accumulate(e, v, []kir.Expr{b, t, nn}, tot, blk, blocks) })
-							if len(sums) == 1 {
-								e.Emit(write...)
-							} else {
-								e.Emit(kir.If{Cond: kir.Op("==", q, kir.I(qi)), Then: write})
+			w.reverseChunk(e, b, c, ch.clamped, n.clamped, a, func(t0, t1 kir.Expr) {
+				size := e.Let("len", kir.I32, kir.Sub(t1, t0))
+				mbLoopStep(e, "i0", kir.I(0), size, kir.I(scanBatch), func(i0 kir.Expr) {
+					cnt := e.Let("cnt", kir.I32, kir.Min(kir.I(scanBatch), kir.Sub(size, i0)))
+					base := e.Let("rb", kir.I32, kir.Mul(buf, kir.I(len(sums)*scanBatch*nsg)))
+					mbLoop(e, "j", kir.I(0), cnt, func(j kir.Expr) {
+						st := w.reverseStep(e, b, kir.Add(i0, j), t0, t1, ch.clamped, n.clamped, a, carry)
+						var parts []kir.Expr
+						for _, v := range sums {
+							var x kir.Expr
+							if v == root.Outputs[3] { // dB_t[n] = Σ_e g·Δ·u
+								x = kir.Mul(kir.Mul(st.g, st.tk.dt), st.tk.u)
+							} else { // dC_t[n] = Σ_e s_t·dy
+								cur := kir.Add(kir.Mul(st.at, st.prev), kir.Mul(kir.Mul(st.tk.dt, st.tk.bv), st.tk.u))
+								x = kir.Mul(cur, st.dy)
 							}
+							parts = append(parts, e.Let("sp", kir.F32, kir.Simd{Op: "sum", X: mbMask(ch.valid, x)}))
 						}
-					})})
+						e.Emit(kir.If{Cond: kir.Op("==", lane, kir.I(0)), Then: e.Block(func() {
+							for q, x := range parts {
+								e.Emit(kir.Set(kir.At(red, slot(base, kir.I(q), j, sg)), x))
+							}
+						})})
+					})
+					e.Emit(kir.Barrier{})
+					// Simdgroup sg adds up sums k = sg, sg+nsg, …: sum q of
+					// token j for state slot ns.
+					per := e.Let("per", kir.I32, kir.Mul(cnt, kir.I(w.nr)))
+					mbLoopStep(e, "k", sg, kir.Mul(kir.I(len(sums)), per), kir.I(nsg), func(k kir.Expr) {
+						q := e.Let("q", kir.I32, kir.Div(k, per))
+						j := e.Let("j", kir.I32, kir.Div(kir.Mod(k, per), kir.I(w.nr)))
+						ns := e.Let("ns", kir.I32, kir.Mod(k, kir.I(w.nr)))
+						from := kir.Mul(ns, kir.I(spn))
+						var x kir.Expr
+						if spn == scanSimd {
+							x = kir.At(red, slot(base, q, j, kir.Add(from, lane)))
+						} else {
+							x = mbMask(kir.Lt(lane, kir.I(spn)), kir.At(red, slot(base, q, j, kir.Add(from, kir.Min(lane, kir.I(spn-1))))))
+						}
+						tot := e.Let("tot", kir.F32, kir.Simd{Op: "sum", X: x})
+						t := e.Let("t", kir.I32, kir.Sub(kir.Sub(t1, kir.I(1)), kir.Add(i0, j)))
+						nn := e.Let("nn", kir.I32, kir.Add(n0, ns))
+						cond := kir.Op("==", lane, kir.I(0))
+						if s.n%w.nr != 0 {
+							cond = mbAnd(cond, kir.Lt(nn, kir.I(s.n)))
+						}
+						e.Emit(kir.If{Cond: cond, Then: e.Block(func() {
+							for qi, v := range sums {
+								write := e.Block(func() { w.accumulate(e, v, []kir.Expr{b, t, nn}, tot, blk, blocks) })
+								if len(sums) == 1 {
+									e.Emit(write...)
+								} else {
+									e.Emit(kir.If{Cond: kir.Op("==", q, kir.I(qi)), Then: write})
+								}
+							}
+						})})
+					})
+					e.Emit(kir.Set(buf, kir.Sub(kir.I(1), buf)))
 				})
-				e.Emit(kir.Set(buf, kir.Sub(kir.I(1), buf)))
 			})
 		})
 	})
@@ -487,33 +539,33 @@ func (w *bwdScan) channelGroup(e *Emitter, grp *passes.Group, threads int, blkId
 		carry := mbMutable(e, "carry", kir.F(0))
 		mbLoop(e, "cc", kir.I(0), kir.I(s.chunks), func(cc kir.Expr) {
 			c := e.Let("c", kir.I32, kir.Sub(kir.I(s.chunks-1), cc))
-			t0, t1 := w.chunkBounds(e, c)
-			w.recompute(e, b, c, t0, t1, ch.clamped, n.clamped, a)
-			mbLoop(e, "i", kir.I(0), kir.Sub(t1, t0), func(i kir.Expr) {
-				st := w.reverseStep(e, b, i, t0, t1, ch.clamped, n.clamped, a, carry)
-				coords := []kir.Expr{b, st.t, ch.idx}
-				var stores []func()
-				if writes(grp, daOut) { // dA = Σ g·Δ·a_t·s_{t−1}
-					e.Emit(kir.Assign{LHS: da, Op: "+=", RHS: kir.Mul(kir.Mul(kir.Mul(st.g, st.tk.dt), st.at), st.prev)})
-				}
-				if writes(grp, ddOut) { // dD = Σ u·dy
-					e.Emit(kir.Assign{LHS: dd, Op: "+=", RHS: kir.Mul(st.tk.u, st.dy)})
-				}
-				if writes(grp, duOut) { // du = Σ_n g·Δ·B + D·dy
-					x := mbLaneSum(e, mbMask(n.valid, kir.Mul(kir.Mul(st.g, st.tk.dt), st.tk.bv)), p)
-					stores = append(stores, func() { e.StoreThrough(grp, duOut, coords, kir.Add(x, kir.Mul(skip, st.dy))) })
-				}
-				if writes(grp, dtOut) { // dΔ = Σ_n g·(A·a_t·s_{t−1} + B·u)
-					x := mbLaneSum(e, mbMask(n.valid, kir.Mul(st.g, kir.Add(kir.Mul(kir.Mul(a, st.at), st.prev), kir.Mul(st.tk.bv, st.tk.u)))), p)
-					stores = append(stores, func() { e.StoreThrough(grp, dtOut, coords, x) })
-				}
-				if len(stores) > 0 {
-					e.Emit(mbGuard(first, e.Block(func() {
-						for _, f := range stores {
-							f()
-						}
-					}))...)
-				}
+			w.reverseChunk(e, b, c, ch.clamped, n.clamped, a, func(t0, t1 kir.Expr) {
+				mbLoop(e, "i", kir.I(0), kir.Sub(t1, t0), func(i kir.Expr) {
+					st := w.reverseStep(e, b, i, t0, t1, ch.clamped, n.clamped, a, carry)
+					coords := []kir.Expr{b, st.t, ch.idx}
+					var stores []func()
+					if writes(grp, daOut) { // dA = Σ g·Δ·a_t·s_{t−1}
+						e.Emit(kir.Assign{LHS: da, Op: "+=", RHS: kir.Mul(kir.Mul(kir.Mul(st.g, st.tk.dt), st.at), st.prev)})
+					}
+					if writes(grp, ddOut) { // dD = Σ u·dy
+						e.Emit(kir.Assign{LHS: dd, Op: "+=", RHS: kir.Mul(st.tk.u, st.dy)})
+					}
+					if writes(grp, duOut) { // du = Σ_n g·Δ·B + D·dy
+						x := mbLaneSum(e, mbMask(n.valid, kir.Mul(kir.Mul(st.g, st.tk.dt), st.tk.bv)), p)
+						stores = append(stores, func() { e.StoreThrough(grp, duOut, coords, kir.Add(x, kir.Mul(skip, st.dy))) })
+					}
+					if writes(grp, dtOut) { // dΔ = Σ_n g·(A·a_t·s_{t−1} + B·u)
+						x := mbLaneSum(e, mbMask(n.valid, kir.Mul(st.g, kir.Add(kir.Mul(kir.Mul(a, st.at), st.prev), kir.Mul(st.tk.bv, st.tk.u)))), p)
+						stores = append(stores, func() { e.StoreThrough(grp, dtOut, coords, x) })
+					}
+					if len(stores) > 0 {
+						e.Emit(mbGuard(first, e.Block(func() {
+							for _, f := range stores {
+								f()
+							}
+						}))...)
+					}
+				})
 			})
 		})
 	})

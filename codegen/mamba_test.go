@@ -72,6 +72,10 @@ func TestScanKernelsOnSim(t *testing.T) {
 		{2, 5, 40, 5, 2},   // backward rows: 4 states × 64 channels a threadgroup, the last group part masked
 		{1, 3, 100, 3, 2},  // backward rows: 2 states × 128 channels, 4 simdgroups a state
 		{1, 4, 1030, 4, 2}, // backward rows: two blocks of 1024 channels
+		// Chunks longer than the backward's sub-chunk (16): checkpoints, the
+		// last sub-chunk short, the last chunk shorter than one sub-chunk.
+		{1, 50, 5, 4, 40},
+		{2, 40, 40, 5, 33},
 	}
 	// One graph (one sim library) for all: the sim keeps fiber stacks per library.
 	g := mbScanGraph(t, true, cases...)

@@ -3959,137 +3959,174 @@ kernel void selective_scan_bwd_0(
         uint3 gid [[threadgroup_position_in_grid]],
         uint lane [[thread_index_in_simdgroup]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
-    float seq1[128];
-    threadgroup float red2[2048];
-    const int gid3 = int(gid.x);
-    if (gid3 < 16) {
-        const int b4 = (gid3 / 16);
-        const int n05 = ((gid3 % 16) * 1);
-        const int n6 = (n05 + (int(lid.x) / 1024));
-        const int sg7 = int(sg);
-        const int lane8 = int(lane);
-        int buf9 = 0;
-        for (int blk10 = 0; blk10 < 4; blk10 += 1) {
-            const int ch11 = ((blk10 * 1024) + (int(lid.x) % 1024));
-            const float t12 = p0[((ch11 * 16) + n6)];
-            const float t13 = (-t12);
-            float carry14 = 0.0f;
-            for (int cc15 = 0; cc15 < 4; cc15 += 1) {
-                const int c16 = (3 - cc15);
-                const int t017 = (c16 * 128);
-                const int t118 = min((t017 + 128), 512);
-                const float t19 = p1[((((((b4 * 4) + c16) * 4096) + ch11) * 16) + n6)];
-                float s20 = t19;
-                for (int t21 = t017; t21 < t118; t21 += 1) {
-                    seq1[(t21 - t017)] = s20;
-                    const float t22 = p2[((((b4 * 512) + t21) * 4096) + ch11)];
-                    const float t23 = p3[((((b4 * 512) + t21) * 4096) + ch11)];
-                    const float t24 = p4[((((b4 * 512) + t21) * 160) + (n6 + 128))];
-                    const float a26 = exp((t22 * t13));
-                    s20 = ((a26 * s20) + ((t22 * t24) * t23));
+    float ckpt2[8];
+    float seq1[16];
+    threadgroup float red3[2048];
+    const int gid4 = int(gid.x);
+    if (gid4 < 16) {
+        const int b5 = (gid4 / 16);
+        const int n06 = ((gid4 % 16) * 1);
+        const int n7 = (n06 + (int(lid.x) / 1024));
+        const int sg8 = int(sg);
+        const int lane9 = int(lane);
+        int buf10 = 0;
+        for (int blk11 = 0; blk11 < 4; blk11 += 1) {
+            const int ch12 = ((blk11 * 1024) + (int(lid.x) % 1024));
+            const float t13 = p0[((ch12 * 16) + n7)];
+            const float t14 = (-t13);
+            float carry15 = 0.0f;
+            for (int cc16 = 0; cc16 < 4; cc16 += 1) {
+                const int c17 = (3 - cc16);
+                const int t018 = (c17 * 128);
+                const int t119 = min((t018 + 128), 512);
+                const float t20 = p1[((((((b5 * 4) + c17) * 4096) + ch12) * 16) + n7)];
+                const int subs21 = (((t119 - t018) + 15) / 16);
+                float s22 = t20;
+                for (int k23 = 0; k23 < subs21; k23 += 1) {
+                    ckpt2[k23] = s22;
+                    const int u024 = (t018 + (k23 * 16));
+                    for (int t25 = u024; t25 < min((u024 + 16), t119); t25 += 1) {
+                        const float t26 = p2[((((b5 * 512) + t25) * 4096) + ch12)];
+                        const float t27 = p3[((((b5 * 512) + t25) * 4096) + ch12)];
+                        const float t28 = p4[((((b5 * 512) + t25) * 160) + (n7 + 128))];
+                        const float a30 = exp((t26 * t14));
+                        s22 = ((a30 * s22) + ((t26 * t28) * t27));
+                    }
                 }
-                const int len27 = (t118 - t017);
-                for (int i028 = 0; i028 < len27; i028 += 16) {
-                    const int cnt29 = min(16, (len27 - i028));
-                    const int rb30 = (buf9 * 1024);
-                    for (int j31 = 0; j31 < cnt29; j31 += 1) {
-                        const int t32 = ((t118 - 1) - (i028 + j31));
-                        const float t33 = p2[((((b4 * 512) + t32) * 4096) + ch11)];
-                        const float t34 = p3[((((b4 * 512) + t32) * 4096) + ch11)];
-                        const float t35 = p4[((((b4 * 512) + t32) * 160) + (n6 + 128))];
-                        const float t36 = p4[((((b4 * 512) + t32) * 160) + (n6 + 144))];
-                        const float t37 = p5[((((b4 * 512) + t32) * 4096) + ch11)];
-                        const float t38 = p6[((((b4 * 512) + t32) * 4096) + ch11)];
-                        const float t39 = (t37 * t38);
-                        const float sp40 = seq1[(t32 - t017)];
-                        const float a41 = exp((t33 * t13));
-                        const float g42 = ((t36 * t39) + carry14);
-                        carry14 = (a41 * g42);
-                        const float sp43 = simd_sum(((g42 * t33) * t34));
-                        const float sp44 = simd_sum((((a41 * sp40) + ((t33 * t35) * t34)) * t39));
-                        if (lane8 == 0) {
-                            red2[(rb30 + ((((0 * 16) + j31) * 32) + sg7))] = sp43;
-                            red2[(rb30 + ((((1 * 16) + j31) * 32) + sg7))] = sp44;
-                        }
+                for (int kk31 = 0; kk31 < subs21; kk31 += 1) {
+                    const int k32 = ((subs21 - 1) - kk31);
+                    const int u033 = (t018 + (k32 * 16));
+                    const int u134 = min((u033 + 16), t119);
+                    float s35 = ckpt2[k32];
+                    for (int t36 = u033; t36 < u134; t36 += 1) {
+                        seq1[(t36 - u033)] = s35;
+                        const float t37 = p2[((((b5 * 512) + t36) * 4096) + ch12)];
+                        const float t38 = p3[((((b5 * 512) + t36) * 4096) + ch12)];
+                        const float t39 = p4[((((b5 * 512) + t36) * 160) + (n7 + 128))];
+                        const float a41 = exp((t37 * t14));
+                        s35 = ((a41 * s35) + ((t37 * t39) * t38));
                     }
-                    threadgroup_barrier(mem_flags::mem_threadgroup);
-                    const int per45 = (cnt29 * 1);
-                    for (int k46 = sg7; k46 < (2 * per45); k46 += 32) {
-                        const int q47 = (k46 / per45);
-                        const int j48 = ((k46 % per45) / 1);
-                        const int ns49 = (k46 % 1);
-                        const float tot50 = simd_sum(red2[(rb30 + ((((q47 * 16) + j48) * 32) + ((ns49 * 32) + lane8)))]);
-                        const int t51 = ((t118 - 1) - (i028 + j48));
-                        const int nn52 = (n05 + ns49);
-                        if (lane8 == 0) {
-                            if (q47 == 0) {
-                                if (blk10 == 0) {
-                                    p7[((((b4 * 512) + t51) * 16) + nn52)] = tot50;
-                                } else {
-                                    p7[((((b4 * 512) + t51) * 16) + nn52)] += tot50;
-                                }
-                            }
-                            if (q47 == 1) {
-                                if (blk10 == 0) {
-                                    p8[((((b4 * 512) + t51) * 16) + nn52)] = tot50;
-                                } else {
-                                    p8[((((b4 * 512) + t51) * 16) + nn52)] += tot50;
-                                }
+                    const int len42 = (u134 - u033);
+                    for (int i043 = 0; i043 < len42; i043 += 16) {
+                        const int cnt44 = min(16, (len42 - i043));
+                        const int rb45 = (buf10 * 1024);
+                        for (int j46 = 0; j46 < cnt44; j46 += 1) {
+                            const int t47 = ((u134 - 1) - (i043 + j46));
+                            const float t48 = p2[((((b5 * 512) + t47) * 4096) + ch12)];
+                            const float t49 = p3[((((b5 * 512) + t47) * 4096) + ch12)];
+                            const float t50 = p4[((((b5 * 512) + t47) * 160) + (n7 + 128))];
+                            const float t51 = p4[((((b5 * 512) + t47) * 160) + (n7 + 144))];
+                            const float t52 = p5[((((b5 * 512) + t47) * 4096) + ch12)];
+                            const float t53 = p6[((((b5 * 512) + t47) * 4096) + ch12)];
+                            const float t54 = (t52 * t53);
+                            const float sp55 = seq1[(t47 - u033)];
+                            const float a56 = exp((t48 * t14));
+                            const float g57 = ((t51 * t54) + carry15);
+                            carry15 = (a56 * g57);
+                            const float sp58 = simd_sum(((g57 * t48) * t49));
+                            const float sp59 = simd_sum((((a56 * sp55) + ((t48 * t50) * t49)) * t54));
+                            if (lane9 == 0) {
+                                red3[(rb45 + ((((0 * 16) + j46) * 32) + sg8))] = sp58;
+                                red3[(rb45 + ((((1 * 16) + j46) * 32) + sg8))] = sp59;
                             }
                         }
+                        threadgroup_barrier(mem_flags::mem_threadgroup);
+                        const int per60 = (cnt44 * 1);
+                        for (int k61 = sg8; k61 < (2 * per60); k61 += 32) {
+                            const int q62 = (k61 / per60);
+                            const int j63 = ((k61 % per60) / 1);
+                            const int ns64 = (k61 % 1);
+                            const float tot65 = simd_sum(red3[(rb45 + ((((q62 * 16) + j63) * 32) + ((ns64 * 32) + lane9)))]);
+                            const int t66 = ((u134 - 1) - (i043 + j63));
+                            const int nn67 = (n06 + ns64);
+                            if (lane9 == 0) {
+                                if (q62 == 0) {
+                                    if (blk11 == 0) {
+                                        p7[((((b5 * 512) + t66) * 16) + nn67)] = tot65;
+                                    } else {
+                                        p7[((((b5 * 512) + t66) * 16) + nn67)] += tot65;
+                                    }
+                                }
+                                if (q62 == 1) {
+                                    if (blk11 == 0) {
+                                        p8[((((b5 * 512) + t66) * 16) + nn67)] = tot65;
+                                    } else {
+                                        p8[((((b5 * 512) + t66) * 16) + nn67)] += tot65;
+                                    }
+                                }
+                            }
+                        }
+                        buf10 = (1 - buf10);
                     }
-                    buf9 = (1 - buf9);
                 }
             }
         }
     } else {
-        const int ch53 = (((gid3 - 16) * 64) + (int(lid.x) / 16));
-        const int n54 = (int(lid.x) % 16);
-        const float t55 = p0[((ch53 * 16) + n54)];
-        const float t56 = (-t55);
-        const float t57 = p9[ch53];
-        float dA58 = 0.0f;
-        float dD59 = 0.0f;
-        for (int b60 = 0; b60 < 1; b60 += 1) {
-            float carry61 = 0.0f;
-            for (int cc62 = 0; cc62 < 4; cc62 += 1) {
-                const int c63 = (3 - cc62);
-                const int t064 = (c63 * 128);
-                const int t165 = min((t064 + 128), 512);
-                const float t66 = p1[((((((b60 * 4) + c63) * 4096) + ch53) * 16) + n54)];
-                float s67 = t66;
-                for (int t68 = t064; t68 < t165; t68 += 1) {
-                    seq1[(t68 - t064)] = s67;
-                    const float t69 = p2[((((b60 * 512) + t68) * 4096) + ch53)];
-                    const float t70 = p3[((((b60 * 512) + t68) * 4096) + ch53)];
-                    const float t71 = p4[((((b60 * 512) + t68) * 160) + (n54 + 128))];
-                    const float a73 = exp((t69 * t56));
-                    s67 = ((a73 * s67) + ((t69 * t71) * t70));
+        const int ch68 = (((gid4 - 16) * 64) + (int(lid.x) / 16));
+        const int n69 = (int(lid.x) % 16);
+        const float t70 = p0[((ch68 * 16) + n69)];
+        const float t71 = (-t70);
+        const float t72 = p9[ch68];
+        float dA73 = 0.0f;
+        float dD74 = 0.0f;
+        for (int b75 = 0; b75 < 1; b75 += 1) {
+            float carry76 = 0.0f;
+            for (int cc77 = 0; cc77 < 4; cc77 += 1) {
+                const int c78 = (3 - cc77);
+                const int t079 = (c78 * 128);
+                const int t180 = min((t079 + 128), 512);
+                const float t81 = p1[((((((b75 * 4) + c78) * 4096) + ch68) * 16) + n69)];
+                const int subs82 = (((t180 - t079) + 15) / 16);
+                float s83 = t81;
+                for (int k84 = 0; k84 < subs82; k84 += 1) {
+                    ckpt2[k84] = s83;
+                    const int u085 = (t079 + (k84 * 16));
+                    for (int t86 = u085; t86 < min((u085 + 16), t180); t86 += 1) {
+                        const float t87 = p2[((((b75 * 512) + t86) * 4096) + ch68)];
+                        const float t88 = p3[((((b75 * 512) + t86) * 4096) + ch68)];
+                        const float t89 = p4[((((b75 * 512) + t86) * 160) + (n69 + 128))];
+                        const float a91 = exp((t87 * t71));
+                        s83 = ((a91 * s83) + ((t87 * t89) * t88));
+                    }
                 }
-                for (int i74 = 0; i74 < (t165 - t064); i74 += 1) {
-                    const int t75 = ((t165 - 1) - i74);
-                    const float t76 = p2[((((b60 * 512) + t75) * 4096) + ch53)];
-                    const float t77 = p3[((((b60 * 512) + t75) * 4096) + ch53)];
-                    const float t78 = p4[((((b60 * 512) + t75) * 160) + (n54 + 128))];
-                    const float t79 = p4[((((b60 * 512) + t75) * 160) + (n54 + 144))];
-                    const float t80 = p5[((((b60 * 512) + t75) * 4096) + ch53)];
-                    const float t81 = p6[((((b60 * 512) + t75) * 4096) + ch53)];
-                    const float t82 = (t80 * t81);
-                    const float sp83 = seq1[(t75 - t064)];
-                    const float a84 = exp((t76 * t56));
-                    const float g85 = ((t79 * t82) + carry61);
-                    carry61 = (a84 * g85);
-                    const float r86 = (((g85 * t76) * t78) + simd_shuffle_xor(((g85 * t76) * t78), ushort(8)));
-                    const float r87 = (r86 + simd_shuffle_xor(r86, ushort(4)));
-                    const float r88 = (r87 + simd_shuffle_xor(r87, ushort(2)));
-                    const float r89 = (r88 + simd_shuffle_xor(r88, ushort(1)));
-                    const float r90 = ((g85 * (((t56 * a84) * sp83) + (t78 * t77))) + simd_shuffle_xor((g85 * (((t56 * a84) * sp83) + (t78 * t77))), ushort(8)));
-                    const float r91 = (r90 + simd_shuffle_xor(r90, ushort(4)));
-                    const float r92 = (r91 + simd_shuffle_xor(r91, ushort(2)));
-                    const float r93 = (r92 + simd_shuffle_xor(r92, ushort(1)));
-                    if (n54 == 0) {
-                        p10[((((b60 * 512) + t75) * 4096) + ch53)] = (r89 + (t57 * t82));
-                        p11[((((b60 * 512) + t75) * 4096) + ch53)] = r93;
+                for (int kk92 = 0; kk92 < subs82; kk92 += 1) {
+                    const int k93 = ((subs82 - 1) - kk92);
+                    const int u094 = (t079 + (k93 * 16));
+                    const int u195 = min((u094 + 16), t180);
+                    float s96 = ckpt2[k93];
+                    for (int t97 = u094; t97 < u195; t97 += 1) {
+                        seq1[(t97 - u094)] = s96;
+                        const float t98 = p2[((((b75 * 512) + t97) * 4096) + ch68)];
+                        const float t99 = p3[((((b75 * 512) + t97) * 4096) + ch68)];
+                        const float t100 = p4[((((b75 * 512) + t97) * 160) + (n69 + 128))];
+                        const float a102 = exp((t98 * t71));
+                        s96 = ((a102 * s96) + ((t98 * t100) * t99));
+                    }
+                    for (int i103 = 0; i103 < (u195 - u094); i103 += 1) {
+                        const int t104 = ((u195 - 1) - i103);
+                        const float t105 = p2[((((b75 * 512) + t104) * 4096) + ch68)];
+                        const float t106 = p3[((((b75 * 512) + t104) * 4096) + ch68)];
+                        const float t107 = p4[((((b75 * 512) + t104) * 160) + (n69 + 128))];
+                        const float t108 = p4[((((b75 * 512) + t104) * 160) + (n69 + 144))];
+                        const float t109 = p5[((((b75 * 512) + t104) * 4096) + ch68)];
+                        const float t110 = p6[((((b75 * 512) + t104) * 4096) + ch68)];
+                        const float t111 = (t109 * t110);
+                        const float sp112 = seq1[(t104 - u094)];
+                        const float a113 = exp((t105 * t71));
+                        const float g114 = ((t108 * t111) + carry76);
+                        carry76 = (a113 * g114);
+                        const float r115 = (((g114 * t105) * t107) + simd_shuffle_xor(((g114 * t105) * t107), ushort(8)));
+                        const float r116 = (r115 + simd_shuffle_xor(r115, ushort(4)));
+                        const float r117 = (r116 + simd_shuffle_xor(r116, ushort(2)));
+                        const float r118 = (r117 + simd_shuffle_xor(r117, ushort(1)));
+                        const float r119 = ((g114 * (((t71 * a113) * sp112) + (t107 * t106))) + simd_shuffle_xor((g114 * (((t71 * a113) * sp112) + (t107 * t106))), ushort(8)));
+                        const float r120 = (r119 + simd_shuffle_xor(r119, ushort(4)));
+                        const float r121 = (r120 + simd_shuffle_xor(r120, ushort(2)));
+                        const float r122 = (r121 + simd_shuffle_xor(r121, ushort(1)));
+                        if (n69 == 0) {
+                            p10[((((b75 * 512) + t104) * 4096) + ch68)] = (r118 + (t72 * t111));
+                            p11[((((b75 * 512) + t104) * 4096) + ch68)] = r122;
+                        }
                     }
                 }
             }
@@ -6717,140 +6754,177 @@ kernel void selective_scan_bwd_reduce_sum_x2_0(
         uint3 gid [[threadgroup_position_in_grid]],
         uint lane [[thread_index_in_simdgroup]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
-    threadgroup float red2[2048];
+    threadgroup float red3[2048];
     threadgroup float sh22[32];
     if (int(gid.x) < 80) {
         const int h0 = (int(gid.x) - 0);
-        float seq1[128];
-        const int gid3 = h0;
-        if (gid3 < 16) {
-            const int b4 = (gid3 / 16);
-            const int n05 = ((gid3 % 16) * 1);
-            const int n6 = (n05 + (int(lid.x) / 1024));
-            const int sg7 = int(sg);
-            const int lane8 = int(lane);
-            int buf9 = 0;
-            for (int blk10 = 0; blk10 < 4; blk10 += 1) {
-                const int ch11 = ((blk10 * 1024) + (int(lid.x) % 1024));
-                const float t12 = p0[((ch11 * 16) + n6)];
-                const float t13 = (-t12);
-                float carry14 = 0.0f;
-                for (int cc15 = 0; cc15 < 4; cc15 += 1) {
-                    const int c16 = (3 - cc15);
-                    const int t017 = (c16 * 128);
-                    const int t118 = min((t017 + 128), 512);
-                    const float t19 = p1[((((((b4 * 4) + c16) * 4096) + ch11) * 16) + n6)];
-                    float s20 = t19;
-                    for (int t21 = t017; t21 < t118; t21 += 1) {
-                        seq1[(t21 - t017)] = s20;
-                        const float t22 = p2[((((b4 * 512) + t21) * 4096) + ch11)];
-                        const float t23 = p3[((((b4 * 512) + t21) * 4096) + ch11)];
-                        const float t24 = p4[((((b4 * 512) + t21) * 160) + (n6 + 128))];
-                        const float a26 = exp((t22 * t13));
-                        s20 = ((a26 * s20) + ((t22 * t24) * t23));
+        float ckpt2[8];
+        float seq1[16];
+        const int gid4 = h0;
+        if (gid4 < 16) {
+            const int b5 = (gid4 / 16);
+            const int n06 = ((gid4 % 16) * 1);
+            const int n7 = (n06 + (int(lid.x) / 1024));
+            const int sg8 = int(sg);
+            const int lane9 = int(lane);
+            int buf10 = 0;
+            for (int blk11 = 0; blk11 < 4; blk11 += 1) {
+                const int ch12 = ((blk11 * 1024) + (int(lid.x) % 1024));
+                const float t13 = p0[((ch12 * 16) + n7)];
+                const float t14 = (-t13);
+                float carry15 = 0.0f;
+                for (int cc16 = 0; cc16 < 4; cc16 += 1) {
+                    const int c17 = (3 - cc16);
+                    const int t018 = (c17 * 128);
+                    const int t119 = min((t018 + 128), 512);
+                    const float t20 = p1[((((((b5 * 4) + c17) * 4096) + ch12) * 16) + n7)];
+                    const int subs21 = (((t119 - t018) + 15) / 16);
+                    float s22 = t20;
+                    for (int k23 = 0; k23 < subs21; k23 += 1) {
+                        ckpt2[k23] = s22;
+                        const int u024 = (t018 + (k23 * 16));
+                        for (int t25 = u024; t25 < min((u024 + 16), t119); t25 += 1) {
+                            const float t26 = p2[((((b5 * 512) + t25) * 4096) + ch12)];
+                            const float t27 = p3[((((b5 * 512) + t25) * 4096) + ch12)];
+                            const float t28 = p4[((((b5 * 512) + t25) * 160) + (n7 + 128))];
+                            const float a30 = exp((t26 * t14));
+                            s22 = ((a30 * s22) + ((t26 * t28) * t27));
+                        }
                     }
-                    const int len27 = (t118 - t017);
-                    for (int i028 = 0; i028 < len27; i028 += 16) {
-                        const int cnt29 = min(16, (len27 - i028));
-                        const int rb30 = (buf9 * 1024);
-                        for (int j31 = 0; j31 < cnt29; j31 += 1) {
-                            const int t32 = ((t118 - 1) - (i028 + j31));
-                            const float t33 = p2[((((b4 * 512) + t32) * 4096) + ch11)];
-                            const float t34 = p3[((((b4 * 512) + t32) * 4096) + ch11)];
-                            const float t35 = p4[((((b4 * 512) + t32) * 160) + (n6 + 128))];
-                            const float t36 = p4[((((b4 * 512) + t32) * 160) + (n6 + 144))];
-                            const float t37 = p5[((((b4 * 512) + t32) * 4096) + ch11)];
-                            const float t38 = p6[((((b4 * 512) + t32) * 4096) + ch11)];
-                            const float t39 = (t37 * t38);
-                            const float sp40 = seq1[(t32 - t017)];
-                            const float a41 = exp((t33 * t13));
-                            const float g42 = ((t36 * t39) + carry14);
-                            carry14 = (a41 * g42);
-                            const float sp43 = simd_sum(((g42 * t33) * t34));
-                            const float sp44 = simd_sum((((a41 * sp40) + ((t33 * t35) * t34)) * t39));
-                            if (lane8 == 0) {
-                                red2[(rb30 + ((((0 * 16) + j31) * 32) + sg7))] = sp43;
-                                red2[(rb30 + ((((1 * 16) + j31) * 32) + sg7))] = sp44;
-                            }
+                    for (int kk31 = 0; kk31 < subs21; kk31 += 1) {
+                        const int k32 = ((subs21 - 1) - kk31);
+                        const int u033 = (t018 + (k32 * 16));
+                        const int u134 = min((u033 + 16), t119);
+                        float s35 = ckpt2[k32];
+                        for (int t36 = u033; t36 < u134; t36 += 1) {
+                            seq1[(t36 - u033)] = s35;
+                            const float t37 = p2[((((b5 * 512) + t36) * 4096) + ch12)];
+                            const float t38 = p3[((((b5 * 512) + t36) * 4096) + ch12)];
+                            const float t39 = p4[((((b5 * 512) + t36) * 160) + (n7 + 128))];
+                            const float a41 = exp((t37 * t14));
+                            s35 = ((a41 * s35) + ((t37 * t39) * t38));
                         }
-                        threadgroup_barrier(mem_flags::mem_threadgroup);
-                        const int per45 = (cnt29 * 1);
-                        for (int k46 = sg7; k46 < (2 * per45); k46 += 32) {
-                            const int q47 = (k46 / per45);
-                            const int j48 = ((k46 % per45) / 1);
-                            const int ns49 = (k46 % 1);
-                            const float tot50 = simd_sum(red2[(rb30 + ((((q47 * 16) + j48) * 32) + ((ns49 * 32) + lane8)))]);
-                            const int t51 = ((t118 - 1) - (i028 + j48));
-                            const int nn52 = (n05 + ns49);
-                            if (lane8 == 0) {
-                                if (q47 == 0) {
-                                    if (blk10 == 0) {
-                                        p7[((((b4 * 512) + t51) * 16) + nn52)] = tot50;
-                                    } else {
-                                        p7[((((b4 * 512) + t51) * 16) + nn52)] += tot50;
-                                    }
-                                }
-                                if (q47 == 1) {
-                                    if (blk10 == 0) {
-                                        p8[((((b4 * 512) + t51) * 16) + nn52)] = tot50;
-                                    } else {
-                                        p8[((((b4 * 512) + t51) * 16) + nn52)] += tot50;
-                                    }
+                        const int len42 = (u134 - u033);
+                        for (int i043 = 0; i043 < len42; i043 += 16) {
+                            const int cnt44 = min(16, (len42 - i043));
+                            const int rb45 = (buf10 * 1024);
+                            for (int j46 = 0; j46 < cnt44; j46 += 1) {
+                                const int t47 = ((u134 - 1) - (i043 + j46));
+                                const float t48 = p2[((((b5 * 512) + t47) * 4096) + ch12)];
+                                const float t49 = p3[((((b5 * 512) + t47) * 4096) + ch12)];
+                                const float t50 = p4[((((b5 * 512) + t47) * 160) + (n7 + 128))];
+                                const float t51 = p4[((((b5 * 512) + t47) * 160) + (n7 + 144))];
+                                const float t52 = p5[((((b5 * 512) + t47) * 4096) + ch12)];
+                                const float t53 = p6[((((b5 * 512) + t47) * 4096) + ch12)];
+                                const float t54 = (t52 * t53);
+                                const float sp55 = seq1[(t47 - u033)];
+                                const float a56 = exp((t48 * t14));
+                                const float g57 = ((t51 * t54) + carry15);
+                                carry15 = (a56 * g57);
+                                const float sp58 = simd_sum(((g57 * t48) * t49));
+                                const float sp59 = simd_sum((((a56 * sp55) + ((t48 * t50) * t49)) * t54));
+                                if (lane9 == 0) {
+                                    red3[(rb45 + ((((0 * 16) + j46) * 32) + sg8))] = sp58;
+                                    red3[(rb45 + ((((1 * 16) + j46) * 32) + sg8))] = sp59;
                                 }
                             }
+                            threadgroup_barrier(mem_flags::mem_threadgroup);
+                            const int per60 = (cnt44 * 1);
+                            for (int k61 = sg8; k61 < (2 * per60); k61 += 32) {
+                                const int q62 = (k61 / per60);
+                                const int j63 = ((k61 % per60) / 1);
+                                const int ns64 = (k61 % 1);
+                                const float tot65 = simd_sum(red3[(rb45 + ((((q62 * 16) + j63) * 32) + ((ns64 * 32) + lane9)))]);
+                                const int t66 = ((u134 - 1) - (i043 + j63));
+                                const int nn67 = (n06 + ns64);
+                                if (lane9 == 0) {
+                                    if (q62 == 0) {
+                                        if (blk11 == 0) {
+                                            p7[((((b5 * 512) + t66) * 16) + nn67)] = tot65;
+                                        } else {
+                                            p7[((((b5 * 512) + t66) * 16) + nn67)] += tot65;
+                                        }
+                                    }
+                                    if (q62 == 1) {
+                                        if (blk11 == 0) {
+                                            p8[((((b5 * 512) + t66) * 16) + nn67)] = tot65;
+                                        } else {
+                                            p8[((((b5 * 512) + t66) * 16) + nn67)] += tot65;
+                                        }
+                                    }
+                                }
+                            }
+                            buf10 = (1 - buf10);
                         }
-                        buf9 = (1 - buf9);
                     }
                 }
             }
         } else {
-            const int ch53 = (((gid3 - 16) * 64) + (int(lid.x) / 16));
-            const int n54 = (int(lid.x) % 16);
-            const float t55 = p0[((ch53 * 16) + n54)];
-            const float t56 = (-t55);
-            const float t57 = p9[ch53];
-            float dA58 = 0.0f;
-            float dD59 = 0.0f;
-            for (int b60 = 0; b60 < 1; b60 += 1) {
-                float carry61 = 0.0f;
-                for (int cc62 = 0; cc62 < 4; cc62 += 1) {
-                    const int c63 = (3 - cc62);
-                    const int t064 = (c63 * 128);
-                    const int t165 = min((t064 + 128), 512);
-                    const float t66 = p1[((((((b60 * 4) + c63) * 4096) + ch53) * 16) + n54)];
-                    float s67 = t66;
-                    for (int t68 = t064; t68 < t165; t68 += 1) {
-                        seq1[(t68 - t064)] = s67;
-                        const float t69 = p2[((((b60 * 512) + t68) * 4096) + ch53)];
-                        const float t70 = p3[((((b60 * 512) + t68) * 4096) + ch53)];
-                        const float t71 = p4[((((b60 * 512) + t68) * 160) + (n54 + 128))];
-                        const float a73 = exp((t69 * t56));
-                        s67 = ((a73 * s67) + ((t69 * t71) * t70));
+            const int ch68 = (((gid4 - 16) * 64) + (int(lid.x) / 16));
+            const int n69 = (int(lid.x) % 16);
+            const float t70 = p0[((ch68 * 16) + n69)];
+            const float t71 = (-t70);
+            const float t72 = p9[ch68];
+            float dA73 = 0.0f;
+            float dD74 = 0.0f;
+            for (int b75 = 0; b75 < 1; b75 += 1) {
+                float carry76 = 0.0f;
+                for (int cc77 = 0; cc77 < 4; cc77 += 1) {
+                    const int c78 = (3 - cc77);
+                    const int t079 = (c78 * 128);
+                    const int t180 = min((t079 + 128), 512);
+                    const float t81 = p1[((((((b75 * 4) + c78) * 4096) + ch68) * 16) + n69)];
+                    const int subs82 = (((t180 - t079) + 15) / 16);
+                    float s83 = t81;
+                    for (int k84 = 0; k84 < subs82; k84 += 1) {
+                        ckpt2[k84] = s83;
+                        const int u085 = (t079 + (k84 * 16));
+                        for (int t86 = u085; t86 < min((u085 + 16), t180); t86 += 1) {
+                            const float t87 = p2[((((b75 * 512) + t86) * 4096) + ch68)];
+                            const float t88 = p3[((((b75 * 512) + t86) * 4096) + ch68)];
+                            const float t89 = p4[((((b75 * 512) + t86) * 160) + (n69 + 128))];
+                            const float a91 = exp((t87 * t71));
+                            s83 = ((a91 * s83) + ((t87 * t89) * t88));
+                        }
                     }
-                    for (int i74 = 0; i74 < (t165 - t064); i74 += 1) {
-                        const int t75 = ((t165 - 1) - i74);
-                        const float t76 = p2[((((b60 * 512) + t75) * 4096) + ch53)];
-                        const float t77 = p3[((((b60 * 512) + t75) * 4096) + ch53)];
-                        const float t78 = p4[((((b60 * 512) + t75) * 160) + (n54 + 128))];
-                        const float t79 = p4[((((b60 * 512) + t75) * 160) + (n54 + 144))];
-                        const float t80 = p5[((((b60 * 512) + t75) * 4096) + ch53)];
-                        const float t81 = p6[((((b60 * 512) + t75) * 4096) + ch53)];
-                        const float t82 = (t80 * t81);
-                        const float sp83 = seq1[(t75 - t064)];
-                        const float a84 = exp((t76 * t56));
-                        const float g85 = ((t79 * t82) + carry61);
-                        carry61 = (a84 * g85);
-                        const float r86 = (((g85 * t76) * t78) + simd_shuffle_xor(((g85 * t76) * t78), ushort(8)));
-                        const float r87 = (r86 + simd_shuffle_xor(r86, ushort(4)));
-                        const float r88 = (r87 + simd_shuffle_xor(r87, ushort(2)));
-                        const float r89 = (r88 + simd_shuffle_xor(r88, ushort(1)));
-                        const float r90 = ((g85 * (((t56 * a84) * sp83) + (t78 * t77))) + simd_shuffle_xor((g85 * (((t56 * a84) * sp83) + (t78 * t77))), ushort(8)));
-                        const float r91 = (r90 + simd_shuffle_xor(r90, ushort(4)));
-                        const float r92 = (r91 + simd_shuffle_xor(r91, ushort(2)));
-                        const float r93 = (r92 + simd_shuffle_xor(r92, ushort(1)));
-                        if (n54 == 0) {
-                            p10[((((b60 * 512) + t75) * 4096) + ch53)] = (r89 + (t57 * t82));
-                            p11[((((b60 * 512) + t75) * 4096) + ch53)] = r93;
+                    for (int kk92 = 0; kk92 < subs82; kk92 += 1) {
+                        const int k93 = ((subs82 - 1) - kk92);
+                        const int u094 = (t079 + (k93 * 16));
+                        const int u195 = min((u094 + 16), t180);
+                        float s96 = ckpt2[k93];
+                        for (int t97 = u094; t97 < u195; t97 += 1) {
+                            seq1[(t97 - u094)] = s96;
+                            const float t98 = p2[((((b75 * 512) + t97) * 4096) + ch68)];
+                            const float t99 = p3[((((b75 * 512) + t97) * 4096) + ch68)];
+                            const float t100 = p4[((((b75 * 512) + t97) * 160) + (n69 + 128))];
+                            const float a102 = exp((t98 * t71));
+                            s96 = ((a102 * s96) + ((t98 * t100) * t99));
+                        }
+                        for (int i103 = 0; i103 < (u195 - u094); i103 += 1) {
+                            const int t104 = ((u195 - 1) - i103);
+                            const float t105 = p2[((((b75 * 512) + t104) * 4096) + ch68)];
+                            const float t106 = p3[((((b75 * 512) + t104) * 4096) + ch68)];
+                            const float t107 = p4[((((b75 * 512) + t104) * 160) + (n69 + 128))];
+                            const float t108 = p4[((((b75 * 512) + t104) * 160) + (n69 + 144))];
+                            const float t109 = p5[((((b75 * 512) + t104) * 4096) + ch68)];
+                            const float t110 = p6[((((b75 * 512) + t104) * 4096) + ch68)];
+                            const float t111 = (t109 * t110);
+                            const float sp112 = seq1[(t104 - u094)];
+                            const float a113 = exp((t105 * t71));
+                            const float g114 = ((t108 * t111) + carry76);
+                            carry76 = (a113 * g114);
+                            const float r115 = (((g114 * t105) * t107) + simd_shuffle_xor(((g114 * t105) * t107), ushort(8)));
+                            const float r116 = (r115 + simd_shuffle_xor(r115, ushort(4)));
+                            const float r117 = (r116 + simd_shuffle_xor(r116, ushort(2)));
+                            const float r118 = (r117 + simd_shuffle_xor(r117, ushort(1)));
+                            const float r119 = ((g114 * (((t71 * a113) * sp112) + (t107 * t106))) + simd_shuffle_xor((g114 * (((t71 * a113) * sp112) + (t107 * t106))), ushort(8)));
+                            const float r120 = (r119 + simd_shuffle_xor(r119, ushort(4)));
+                            const float r121 = (r120 + simd_shuffle_xor(r120, ushort(2)));
+                            const float r122 = (r121 + simd_shuffle_xor(r121, ushort(1)));
+                            if (n69 == 0) {
+                                p10[((((b75 * 512) + t104) * 4096) + ch68)] = (r118 + (t72 * t111));
+                                p11[((((b75 * 512) + t104) * 4096) + ch68)] = r122;
+                            }
                         }
                     }
                 }
@@ -6953,141 +7027,178 @@ kernel void selective_scan_bwd_reduce_sum_x3_0(
         uint3 gid [[threadgroup_position_in_grid]],
         uint lane [[thread_index_in_simdgroup]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
-    threadgroup float red2[2048];
+    threadgroup float red3[2048];
     threadgroup float sh15[32];
     threadgroup float sh14[32];
     if (int(gid.x) < 80) {
         const int h0 = (int(gid.x) - 0);
-        float seq1[128];
-        const int gid3 = h0;
-        if (gid3 < 16) {
-            const int b4 = (gid3 / 16);
-            const int n05 = ((gid3 % 16) * 1);
-            const int n6 = (n05 + (int(lid.x) / 1024));
-            const int sg7 = int(sg);
-            const int lane8 = int(lane);
-            int buf9 = 0;
-            for (int blk10 = 0; blk10 < 4; blk10 += 1) {
-                const int ch11 = ((blk10 * 1024) + (int(lid.x) % 1024));
-                const float t12 = p0[((ch11 * 16) + n6)];
-                const float t13 = (-t12);
-                float carry14 = 0.0f;
-                for (int cc15 = 0; cc15 < 4; cc15 += 1) {
-                    const int c16 = (3 - cc15);
-                    const int t017 = (c16 * 128);
-                    const int t118 = min((t017 + 128), 512);
-                    const float t19 = p1[((((((b4 * 4) + c16) * 4096) + ch11) * 16) + n6)];
-                    float s20 = t19;
-                    for (int t21 = t017; t21 < t118; t21 += 1) {
-                        seq1[(t21 - t017)] = s20;
-                        const float t22 = p2[((((b4 * 512) + t21) * 4096) + ch11)];
-                        const float t23 = p3[((((b4 * 512) + t21) * 4096) + ch11)];
-                        const float t24 = p4[((((b4 * 512) + t21) * 160) + (n6 + 128))];
-                        const float a26 = exp((t22 * t13));
-                        s20 = ((a26 * s20) + ((t22 * t24) * t23));
+        float ckpt2[8];
+        float seq1[16];
+        const int gid4 = h0;
+        if (gid4 < 16) {
+            const int b5 = (gid4 / 16);
+            const int n06 = ((gid4 % 16) * 1);
+            const int n7 = (n06 + (int(lid.x) / 1024));
+            const int sg8 = int(sg);
+            const int lane9 = int(lane);
+            int buf10 = 0;
+            for (int blk11 = 0; blk11 < 4; blk11 += 1) {
+                const int ch12 = ((blk11 * 1024) + (int(lid.x) % 1024));
+                const float t13 = p0[((ch12 * 16) + n7)];
+                const float t14 = (-t13);
+                float carry15 = 0.0f;
+                for (int cc16 = 0; cc16 < 4; cc16 += 1) {
+                    const int c17 = (3 - cc16);
+                    const int t018 = (c17 * 128);
+                    const int t119 = min((t018 + 128), 512);
+                    const float t20 = p1[((((((b5 * 4) + c17) * 4096) + ch12) * 16) + n7)];
+                    const int subs21 = (((t119 - t018) + 15) / 16);
+                    float s22 = t20;
+                    for (int k23 = 0; k23 < subs21; k23 += 1) {
+                        ckpt2[k23] = s22;
+                        const int u024 = (t018 + (k23 * 16));
+                        for (int t25 = u024; t25 < min((u024 + 16), t119); t25 += 1) {
+                            const float t26 = p2[((((b5 * 512) + t25) * 4096) + ch12)];
+                            const float t27 = p3[((((b5 * 512) + t25) * 4096) + ch12)];
+                            const float t28 = p4[((((b5 * 512) + t25) * 160) + (n7 + 128))];
+                            const float a30 = exp((t26 * t14));
+                            s22 = ((a30 * s22) + ((t26 * t28) * t27));
+                        }
                     }
-                    const int len27 = (t118 - t017);
-                    for (int i028 = 0; i028 < len27; i028 += 16) {
-                        const int cnt29 = min(16, (len27 - i028));
-                        const int rb30 = (buf9 * 1024);
-                        for (int j31 = 0; j31 < cnt29; j31 += 1) {
-                            const int t32 = ((t118 - 1) - (i028 + j31));
-                            const float t33 = p2[((((b4 * 512) + t32) * 4096) + ch11)];
-                            const float t34 = p3[((((b4 * 512) + t32) * 4096) + ch11)];
-                            const float t35 = p4[((((b4 * 512) + t32) * 160) + (n6 + 128))];
-                            const float t36 = p4[((((b4 * 512) + t32) * 160) + (n6 + 144))];
-                            const float t37 = p5[((((b4 * 512) + t32) * 4096) + ch11)];
-                            const float t38 = p6[((((b4 * 512) + t32) * 4096) + ch11)];
-                            const float t39 = (t37 * t38);
-                            const float sp40 = seq1[(t32 - t017)];
-                            const float a41 = exp((t33 * t13));
-                            const float g42 = ((t36 * t39) + carry14);
-                            carry14 = (a41 * g42);
-                            const float sp43 = simd_sum(((g42 * t33) * t34));
-                            const float sp44 = simd_sum((((a41 * sp40) + ((t33 * t35) * t34)) * t39));
-                            if (lane8 == 0) {
-                                red2[(rb30 + ((((0 * 16) + j31) * 32) + sg7))] = sp43;
-                                red2[(rb30 + ((((1 * 16) + j31) * 32) + sg7))] = sp44;
-                            }
+                    for (int kk31 = 0; kk31 < subs21; kk31 += 1) {
+                        const int k32 = ((subs21 - 1) - kk31);
+                        const int u033 = (t018 + (k32 * 16));
+                        const int u134 = min((u033 + 16), t119);
+                        float s35 = ckpt2[k32];
+                        for (int t36 = u033; t36 < u134; t36 += 1) {
+                            seq1[(t36 - u033)] = s35;
+                            const float t37 = p2[((((b5 * 512) + t36) * 4096) + ch12)];
+                            const float t38 = p3[((((b5 * 512) + t36) * 4096) + ch12)];
+                            const float t39 = p4[((((b5 * 512) + t36) * 160) + (n7 + 128))];
+                            const float a41 = exp((t37 * t14));
+                            s35 = ((a41 * s35) + ((t37 * t39) * t38));
                         }
-                        threadgroup_barrier(mem_flags::mem_threadgroup);
-                        const int per45 = (cnt29 * 1);
-                        for (int k46 = sg7; k46 < (2 * per45); k46 += 32) {
-                            const int q47 = (k46 / per45);
-                            const int j48 = ((k46 % per45) / 1);
-                            const int ns49 = (k46 % 1);
-                            const float tot50 = simd_sum(red2[(rb30 + ((((q47 * 16) + j48) * 32) + ((ns49 * 32) + lane8)))]);
-                            const int t51 = ((t118 - 1) - (i028 + j48));
-                            const int nn52 = (n05 + ns49);
-                            if (lane8 == 0) {
-                                if (q47 == 0) {
-                                    if (blk10 == 0) {
-                                        p7[((((b4 * 512) + t51) * 16) + nn52)] = tot50;
-                                    } else {
-                                        p7[((((b4 * 512) + t51) * 16) + nn52)] += tot50;
-                                    }
-                                }
-                                if (q47 == 1) {
-                                    if (blk10 == 0) {
-                                        p8[((((b4 * 512) + t51) * 16) + nn52)] = tot50;
-                                    } else {
-                                        p8[((((b4 * 512) + t51) * 16) + nn52)] += tot50;
-                                    }
+                        const int len42 = (u134 - u033);
+                        for (int i043 = 0; i043 < len42; i043 += 16) {
+                            const int cnt44 = min(16, (len42 - i043));
+                            const int rb45 = (buf10 * 1024);
+                            for (int j46 = 0; j46 < cnt44; j46 += 1) {
+                                const int t47 = ((u134 - 1) - (i043 + j46));
+                                const float t48 = p2[((((b5 * 512) + t47) * 4096) + ch12)];
+                                const float t49 = p3[((((b5 * 512) + t47) * 4096) + ch12)];
+                                const float t50 = p4[((((b5 * 512) + t47) * 160) + (n7 + 128))];
+                                const float t51 = p4[((((b5 * 512) + t47) * 160) + (n7 + 144))];
+                                const float t52 = p5[((((b5 * 512) + t47) * 4096) + ch12)];
+                                const float t53 = p6[((((b5 * 512) + t47) * 4096) + ch12)];
+                                const float t54 = (t52 * t53);
+                                const float sp55 = seq1[(t47 - u033)];
+                                const float a56 = exp((t48 * t14));
+                                const float g57 = ((t51 * t54) + carry15);
+                                carry15 = (a56 * g57);
+                                const float sp58 = simd_sum(((g57 * t48) * t49));
+                                const float sp59 = simd_sum((((a56 * sp55) + ((t48 * t50) * t49)) * t54));
+                                if (lane9 == 0) {
+                                    red3[(rb45 + ((((0 * 16) + j46) * 32) + sg8))] = sp58;
+                                    red3[(rb45 + ((((1 * 16) + j46) * 32) + sg8))] = sp59;
                                 }
                             }
+                            threadgroup_barrier(mem_flags::mem_threadgroup);
+                            const int per60 = (cnt44 * 1);
+                            for (int k61 = sg8; k61 < (2 * per60); k61 += 32) {
+                                const int q62 = (k61 / per60);
+                                const int j63 = ((k61 % per60) / 1);
+                                const int ns64 = (k61 % 1);
+                                const float tot65 = simd_sum(red3[(rb45 + ((((q62 * 16) + j63) * 32) + ((ns64 * 32) + lane9)))]);
+                                const int t66 = ((u134 - 1) - (i043 + j63));
+                                const int nn67 = (n06 + ns64);
+                                if (lane9 == 0) {
+                                    if (q62 == 0) {
+                                        if (blk11 == 0) {
+                                            p7[((((b5 * 512) + t66) * 16) + nn67)] = tot65;
+                                        } else {
+                                            p7[((((b5 * 512) + t66) * 16) + nn67)] += tot65;
+                                        }
+                                    }
+                                    if (q62 == 1) {
+                                        if (blk11 == 0) {
+                                            p8[((((b5 * 512) + t66) * 16) + nn67)] = tot65;
+                                        } else {
+                                            p8[((((b5 * 512) + t66) * 16) + nn67)] += tot65;
+                                        }
+                                    }
+                                }
+                            }
+                            buf10 = (1 - buf10);
                         }
-                        buf9 = (1 - buf9);
                     }
                 }
             }
         } else {
-            const int ch53 = (((gid3 - 16) * 64) + (int(lid.x) / 16));
-            const int n54 = (int(lid.x) % 16);
-            const float t55 = p0[((ch53 * 16) + n54)];
-            const float t56 = (-t55);
-            const float t57 = p9[ch53];
-            float dA58 = 0.0f;
-            float dD59 = 0.0f;
-            for (int b60 = 0; b60 < 1; b60 += 1) {
-                float carry61 = 0.0f;
-                for (int cc62 = 0; cc62 < 4; cc62 += 1) {
-                    const int c63 = (3 - cc62);
-                    const int t064 = (c63 * 128);
-                    const int t165 = min((t064 + 128), 512);
-                    const float t66 = p1[((((((b60 * 4) + c63) * 4096) + ch53) * 16) + n54)];
-                    float s67 = t66;
-                    for (int t68 = t064; t68 < t165; t68 += 1) {
-                        seq1[(t68 - t064)] = s67;
-                        const float t69 = p2[((((b60 * 512) + t68) * 4096) + ch53)];
-                        const float t70 = p3[((((b60 * 512) + t68) * 4096) + ch53)];
-                        const float t71 = p4[((((b60 * 512) + t68) * 160) + (n54 + 128))];
-                        const float a73 = exp((t69 * t56));
-                        s67 = ((a73 * s67) + ((t69 * t71) * t70));
+            const int ch68 = (((gid4 - 16) * 64) + (int(lid.x) / 16));
+            const int n69 = (int(lid.x) % 16);
+            const float t70 = p0[((ch68 * 16) + n69)];
+            const float t71 = (-t70);
+            const float t72 = p9[ch68];
+            float dA73 = 0.0f;
+            float dD74 = 0.0f;
+            for (int b75 = 0; b75 < 1; b75 += 1) {
+                float carry76 = 0.0f;
+                for (int cc77 = 0; cc77 < 4; cc77 += 1) {
+                    const int c78 = (3 - cc77);
+                    const int t079 = (c78 * 128);
+                    const int t180 = min((t079 + 128), 512);
+                    const float t81 = p1[((((((b75 * 4) + c78) * 4096) + ch68) * 16) + n69)];
+                    const int subs82 = (((t180 - t079) + 15) / 16);
+                    float s83 = t81;
+                    for (int k84 = 0; k84 < subs82; k84 += 1) {
+                        ckpt2[k84] = s83;
+                        const int u085 = (t079 + (k84 * 16));
+                        for (int t86 = u085; t86 < min((u085 + 16), t180); t86 += 1) {
+                            const float t87 = p2[((((b75 * 512) + t86) * 4096) + ch68)];
+                            const float t88 = p3[((((b75 * 512) + t86) * 4096) + ch68)];
+                            const float t89 = p4[((((b75 * 512) + t86) * 160) + (n69 + 128))];
+                            const float a91 = exp((t87 * t71));
+                            s83 = ((a91 * s83) + ((t87 * t89) * t88));
+                        }
                     }
-                    for (int i74 = 0; i74 < (t165 - t064); i74 += 1) {
-                        const int t75 = ((t165 - 1) - i74);
-                        const float t76 = p2[((((b60 * 512) + t75) * 4096) + ch53)];
-                        const float t77 = p3[((((b60 * 512) + t75) * 4096) + ch53)];
-                        const float t78 = p4[((((b60 * 512) + t75) * 160) + (n54 + 128))];
-                        const float t79 = p4[((((b60 * 512) + t75) * 160) + (n54 + 144))];
-                        const float t80 = p5[((((b60 * 512) + t75) * 4096) + ch53)];
-                        const float t81 = p6[((((b60 * 512) + t75) * 4096) + ch53)];
-                        const float t82 = (t80 * t81);
-                        const float sp83 = seq1[(t75 - t064)];
-                        const float a84 = exp((t76 * t56));
-                        const float g85 = ((t79 * t82) + carry61);
-                        carry61 = (a84 * g85);
-                        const float r86 = (((g85 * t76) * t78) + simd_shuffle_xor(((g85 * t76) * t78), ushort(8)));
-                        const float r87 = (r86 + simd_shuffle_xor(r86, ushort(4)));
-                        const float r88 = (r87 + simd_shuffle_xor(r87, ushort(2)));
-                        const float r89 = (r88 + simd_shuffle_xor(r88, ushort(1)));
-                        const float r90 = ((g85 * (((t56 * a84) * sp83) + (t78 * t77))) + simd_shuffle_xor((g85 * (((t56 * a84) * sp83) + (t78 * t77))), ushort(8)));
-                        const float r91 = (r90 + simd_shuffle_xor(r90, ushort(4)));
-                        const float r92 = (r91 + simd_shuffle_xor(r91, ushort(2)));
-                        const float r93 = (r92 + simd_shuffle_xor(r92, ushort(1)));
-                        if (n54 == 0) {
-                            p10[((((b60 * 512) + t75) * 4096) + ch53)] = (r89 + (t57 * t82));
-                            p11[((((b60 * 512) + t75) * 4096) + ch53)] = r93;
+                    for (int kk92 = 0; kk92 < subs82; kk92 += 1) {
+                        const int k93 = ((subs82 - 1) - kk92);
+                        const int u094 = (t079 + (k93 * 16));
+                        const int u195 = min((u094 + 16), t180);
+                        float s96 = ckpt2[k93];
+                        for (int t97 = u094; t97 < u195; t97 += 1) {
+                            seq1[(t97 - u094)] = s96;
+                            const float t98 = p2[((((b75 * 512) + t97) * 4096) + ch68)];
+                            const float t99 = p3[((((b75 * 512) + t97) * 4096) + ch68)];
+                            const float t100 = p4[((((b75 * 512) + t97) * 160) + (n69 + 128))];
+                            const float a102 = exp((t98 * t71));
+                            s96 = ((a102 * s96) + ((t98 * t100) * t99));
+                        }
+                        for (int i103 = 0; i103 < (u195 - u094); i103 += 1) {
+                            const int t104 = ((u195 - 1) - i103);
+                            const float t105 = p2[((((b75 * 512) + t104) * 4096) + ch68)];
+                            const float t106 = p3[((((b75 * 512) + t104) * 4096) + ch68)];
+                            const float t107 = p4[((((b75 * 512) + t104) * 160) + (n69 + 128))];
+                            const float t108 = p4[((((b75 * 512) + t104) * 160) + (n69 + 144))];
+                            const float t109 = p5[((((b75 * 512) + t104) * 4096) + ch68)];
+                            const float t110 = p6[((((b75 * 512) + t104) * 4096) + ch68)];
+                            const float t111 = (t109 * t110);
+                            const float sp112 = seq1[(t104 - u094)];
+                            const float a113 = exp((t105 * t71));
+                            const float g114 = ((t108 * t111) + carry76);
+                            carry76 = (a113 * g114);
+                            const float r115 = (((g114 * t105) * t107) + simd_shuffle_xor(((g114 * t105) * t107), ushort(8)));
+                            const float r116 = (r115 + simd_shuffle_xor(r115, ushort(4)));
+                            const float r117 = (r116 + simd_shuffle_xor(r116, ushort(2)));
+                            const float r118 = (r117 + simd_shuffle_xor(r117, ushort(1)));
+                            const float r119 = ((g114 * (((t71 * a113) * sp112) + (t107 * t106))) + simd_shuffle_xor((g114 * (((t71 * a113) * sp112) + (t107 * t106))), ushort(8)));
+                            const float r120 = (r119 + simd_shuffle_xor(r119, ushort(4)));
+                            const float r121 = (r120 + simd_shuffle_xor(r120, ushort(2)));
+                            const float r122 = (r121 + simd_shuffle_xor(r121, ushort(1)));
+                            if (n69 == 0) {
+                                p10[((((b75 * 512) + t104) * 4096) + ch68)] = (r118 + (t72 * t111));
+                                p11[((((b75 * 512) + t104) * 4096) + ch68)] = r122;
+                            }
                         }
                     }
                 }
@@ -7208,141 +7319,178 @@ kernel void selective_scan_bwd_reduce_sum_x5_0(
         uint3 gid [[threadgroup_position_in_grid]],
         uint lane [[thread_index_in_simdgroup]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
-    threadgroup float red2[2048];
+    threadgroup float red3[2048];
     threadgroup float sh11[32];
     threadgroup float sh15[32];
     if (int(gid.x) < 80) {
         const int h0 = (int(gid.x) - 0);
-        float seq1[128];
-        const int gid3 = h0;
-        if (gid3 < 16) {
-            const int b4 = (gid3 / 16);
-            const int n05 = ((gid3 % 16) * 1);
-            const int n6 = (n05 + (int(lid.x) / 1024));
-            const int sg7 = int(sg);
-            const int lane8 = int(lane);
-            int buf9 = 0;
-            for (int blk10 = 0; blk10 < 4; blk10 += 1) {
-                const int ch11 = ((blk10 * 1024) + (int(lid.x) % 1024));
-                const float t12 = p0[((ch11 * 16) + n6)];
-                const float t13 = (-t12);
-                float carry14 = 0.0f;
-                for (int cc15 = 0; cc15 < 4; cc15 += 1) {
-                    const int c16 = (3 - cc15);
-                    const int t017 = (c16 * 128);
-                    const int t118 = min((t017 + 128), 512);
-                    const float t19 = p1[((((((b4 * 4) + c16) * 4096) + ch11) * 16) + n6)];
-                    float s20 = t19;
-                    for (int t21 = t017; t21 < t118; t21 += 1) {
-                        seq1[(t21 - t017)] = s20;
-                        const float t22 = p2[((((b4 * 512) + t21) * 4096) + ch11)];
-                        const float t23 = p3[((((b4 * 512) + t21) * 4096) + ch11)];
-                        const float t24 = p4[((((b4 * 512) + t21) * 160) + (n6 + 128))];
-                        const float a26 = exp((t22 * t13));
-                        s20 = ((a26 * s20) + ((t22 * t24) * t23));
+        float ckpt2[8];
+        float seq1[16];
+        const int gid4 = h0;
+        if (gid4 < 16) {
+            const int b5 = (gid4 / 16);
+            const int n06 = ((gid4 % 16) * 1);
+            const int n7 = (n06 + (int(lid.x) / 1024));
+            const int sg8 = int(sg);
+            const int lane9 = int(lane);
+            int buf10 = 0;
+            for (int blk11 = 0; blk11 < 4; blk11 += 1) {
+                const int ch12 = ((blk11 * 1024) + (int(lid.x) % 1024));
+                const float t13 = p0[((ch12 * 16) + n7)];
+                const float t14 = (-t13);
+                float carry15 = 0.0f;
+                for (int cc16 = 0; cc16 < 4; cc16 += 1) {
+                    const int c17 = (3 - cc16);
+                    const int t018 = (c17 * 128);
+                    const int t119 = min((t018 + 128), 512);
+                    const float t20 = p1[((((((b5 * 4) + c17) * 4096) + ch12) * 16) + n7)];
+                    const int subs21 = (((t119 - t018) + 15) / 16);
+                    float s22 = t20;
+                    for (int k23 = 0; k23 < subs21; k23 += 1) {
+                        ckpt2[k23] = s22;
+                        const int u024 = (t018 + (k23 * 16));
+                        for (int t25 = u024; t25 < min((u024 + 16), t119); t25 += 1) {
+                            const float t26 = p2[((((b5 * 512) + t25) * 4096) + ch12)];
+                            const float t27 = p3[((((b5 * 512) + t25) * 4096) + ch12)];
+                            const float t28 = p4[((((b5 * 512) + t25) * 160) + (n7 + 128))];
+                            const float a30 = exp((t26 * t14));
+                            s22 = ((a30 * s22) + ((t26 * t28) * t27));
+                        }
                     }
-                    const int len27 = (t118 - t017);
-                    for (int i028 = 0; i028 < len27; i028 += 16) {
-                        const int cnt29 = min(16, (len27 - i028));
-                        const int rb30 = (buf9 * 1024);
-                        for (int j31 = 0; j31 < cnt29; j31 += 1) {
-                            const int t32 = ((t118 - 1) - (i028 + j31));
-                            const float t33 = p2[((((b4 * 512) + t32) * 4096) + ch11)];
-                            const float t34 = p3[((((b4 * 512) + t32) * 4096) + ch11)];
-                            const float t35 = p4[((((b4 * 512) + t32) * 160) + (n6 + 128))];
-                            const float t36 = p4[((((b4 * 512) + t32) * 160) + (n6 + 144))];
-                            const float t37 = p5[((((b4 * 512) + t32) * 4096) + ch11)];
-                            const float t38 = p6[((((b4 * 512) + t32) * 4096) + ch11)];
-                            const float t39 = (t37 * t38);
-                            const float sp40 = seq1[(t32 - t017)];
-                            const float a41 = exp((t33 * t13));
-                            const float g42 = ((t36 * t39) + carry14);
-                            carry14 = (a41 * g42);
-                            const float sp43 = simd_sum(((g42 * t33) * t34));
-                            const float sp44 = simd_sum((((a41 * sp40) + ((t33 * t35) * t34)) * t39));
-                            if (lane8 == 0) {
-                                red2[(rb30 + ((((0 * 16) + j31) * 32) + sg7))] = sp43;
-                                red2[(rb30 + ((((1 * 16) + j31) * 32) + sg7))] = sp44;
-                            }
+                    for (int kk31 = 0; kk31 < subs21; kk31 += 1) {
+                        const int k32 = ((subs21 - 1) - kk31);
+                        const int u033 = (t018 + (k32 * 16));
+                        const int u134 = min((u033 + 16), t119);
+                        float s35 = ckpt2[k32];
+                        for (int t36 = u033; t36 < u134; t36 += 1) {
+                            seq1[(t36 - u033)] = s35;
+                            const float t37 = p2[((((b5 * 512) + t36) * 4096) + ch12)];
+                            const float t38 = p3[((((b5 * 512) + t36) * 4096) + ch12)];
+                            const float t39 = p4[((((b5 * 512) + t36) * 160) + (n7 + 128))];
+                            const float a41 = exp((t37 * t14));
+                            s35 = ((a41 * s35) + ((t37 * t39) * t38));
                         }
-                        threadgroup_barrier(mem_flags::mem_threadgroup);
-                        const int per45 = (cnt29 * 1);
-                        for (int k46 = sg7; k46 < (2 * per45); k46 += 32) {
-                            const int q47 = (k46 / per45);
-                            const int j48 = ((k46 % per45) / 1);
-                            const int ns49 = (k46 % 1);
-                            const float tot50 = simd_sum(red2[(rb30 + ((((q47 * 16) + j48) * 32) + ((ns49 * 32) + lane8)))]);
-                            const int t51 = ((t118 - 1) - (i028 + j48));
-                            const int nn52 = (n05 + ns49);
-                            if (lane8 == 0) {
-                                if (q47 == 0) {
-                                    if (blk10 == 0) {
-                                        p7[((((b4 * 512) + t51) * 16) + nn52)] = tot50;
-                                    } else {
-                                        p7[((((b4 * 512) + t51) * 16) + nn52)] += tot50;
-                                    }
-                                }
-                                if (q47 == 1) {
-                                    if (blk10 == 0) {
-                                        p8[((((b4 * 512) + t51) * 16) + nn52)] = tot50;
-                                    } else {
-                                        p8[((((b4 * 512) + t51) * 16) + nn52)] += tot50;
-                                    }
+                        const int len42 = (u134 - u033);
+                        for (int i043 = 0; i043 < len42; i043 += 16) {
+                            const int cnt44 = min(16, (len42 - i043));
+                            const int rb45 = (buf10 * 1024);
+                            for (int j46 = 0; j46 < cnt44; j46 += 1) {
+                                const int t47 = ((u134 - 1) - (i043 + j46));
+                                const float t48 = p2[((((b5 * 512) + t47) * 4096) + ch12)];
+                                const float t49 = p3[((((b5 * 512) + t47) * 4096) + ch12)];
+                                const float t50 = p4[((((b5 * 512) + t47) * 160) + (n7 + 128))];
+                                const float t51 = p4[((((b5 * 512) + t47) * 160) + (n7 + 144))];
+                                const float t52 = p5[((((b5 * 512) + t47) * 4096) + ch12)];
+                                const float t53 = p6[((((b5 * 512) + t47) * 4096) + ch12)];
+                                const float t54 = (t52 * t53);
+                                const float sp55 = seq1[(t47 - u033)];
+                                const float a56 = exp((t48 * t14));
+                                const float g57 = ((t51 * t54) + carry15);
+                                carry15 = (a56 * g57);
+                                const float sp58 = simd_sum(((g57 * t48) * t49));
+                                const float sp59 = simd_sum((((a56 * sp55) + ((t48 * t50) * t49)) * t54));
+                                if (lane9 == 0) {
+                                    red3[(rb45 + ((((0 * 16) + j46) * 32) + sg8))] = sp58;
+                                    red3[(rb45 + ((((1 * 16) + j46) * 32) + sg8))] = sp59;
                                 }
                             }
+                            threadgroup_barrier(mem_flags::mem_threadgroup);
+                            const int per60 = (cnt44 * 1);
+                            for (int k61 = sg8; k61 < (2 * per60); k61 += 32) {
+                                const int q62 = (k61 / per60);
+                                const int j63 = ((k61 % per60) / 1);
+                                const int ns64 = (k61 % 1);
+                                const float tot65 = simd_sum(red3[(rb45 + ((((q62 * 16) + j63) * 32) + ((ns64 * 32) + lane9)))]);
+                                const int t66 = ((u134 - 1) - (i043 + j63));
+                                const int nn67 = (n06 + ns64);
+                                if (lane9 == 0) {
+                                    if (q62 == 0) {
+                                        if (blk11 == 0) {
+                                            p7[((((b5 * 512) + t66) * 16) + nn67)] = tot65;
+                                        } else {
+                                            p7[((((b5 * 512) + t66) * 16) + nn67)] += tot65;
+                                        }
+                                    }
+                                    if (q62 == 1) {
+                                        if (blk11 == 0) {
+                                            p8[((((b5 * 512) + t66) * 16) + nn67)] = tot65;
+                                        } else {
+                                            p8[((((b5 * 512) + t66) * 16) + nn67)] += tot65;
+                                        }
+                                    }
+                                }
+                            }
+                            buf10 = (1 - buf10);
                         }
-                        buf9 = (1 - buf9);
                     }
                 }
             }
         } else {
-            const int ch53 = (((gid3 - 16) * 64) + (int(lid.x) / 16));
-            const int n54 = (int(lid.x) % 16);
-            const float t55 = p0[((ch53 * 16) + n54)];
-            const float t56 = (-t55);
-            const float t57 = p9[ch53];
-            float dA58 = 0.0f;
-            float dD59 = 0.0f;
-            for (int b60 = 0; b60 < 1; b60 += 1) {
-                float carry61 = 0.0f;
-                for (int cc62 = 0; cc62 < 4; cc62 += 1) {
-                    const int c63 = (3 - cc62);
-                    const int t064 = (c63 * 128);
-                    const int t165 = min((t064 + 128), 512);
-                    const float t66 = p1[((((((b60 * 4) + c63) * 4096) + ch53) * 16) + n54)];
-                    float s67 = t66;
-                    for (int t68 = t064; t68 < t165; t68 += 1) {
-                        seq1[(t68 - t064)] = s67;
-                        const float t69 = p2[((((b60 * 512) + t68) * 4096) + ch53)];
-                        const float t70 = p3[((((b60 * 512) + t68) * 4096) + ch53)];
-                        const float t71 = p4[((((b60 * 512) + t68) * 160) + (n54 + 128))];
-                        const float a73 = exp((t69 * t56));
-                        s67 = ((a73 * s67) + ((t69 * t71) * t70));
+            const int ch68 = (((gid4 - 16) * 64) + (int(lid.x) / 16));
+            const int n69 = (int(lid.x) % 16);
+            const float t70 = p0[((ch68 * 16) + n69)];
+            const float t71 = (-t70);
+            const float t72 = p9[ch68];
+            float dA73 = 0.0f;
+            float dD74 = 0.0f;
+            for (int b75 = 0; b75 < 1; b75 += 1) {
+                float carry76 = 0.0f;
+                for (int cc77 = 0; cc77 < 4; cc77 += 1) {
+                    const int c78 = (3 - cc77);
+                    const int t079 = (c78 * 128);
+                    const int t180 = min((t079 + 128), 512);
+                    const float t81 = p1[((((((b75 * 4) + c78) * 4096) + ch68) * 16) + n69)];
+                    const int subs82 = (((t180 - t079) + 15) / 16);
+                    float s83 = t81;
+                    for (int k84 = 0; k84 < subs82; k84 += 1) {
+                        ckpt2[k84] = s83;
+                        const int u085 = (t079 + (k84 * 16));
+                        for (int t86 = u085; t86 < min((u085 + 16), t180); t86 += 1) {
+                            const float t87 = p2[((((b75 * 512) + t86) * 4096) + ch68)];
+                            const float t88 = p3[((((b75 * 512) + t86) * 4096) + ch68)];
+                            const float t89 = p4[((((b75 * 512) + t86) * 160) + (n69 + 128))];
+                            const float a91 = exp((t87 * t71));
+                            s83 = ((a91 * s83) + ((t87 * t89) * t88));
+                        }
                     }
-                    for (int i74 = 0; i74 < (t165 - t064); i74 += 1) {
-                        const int t75 = ((t165 - 1) - i74);
-                        const float t76 = p2[((((b60 * 512) + t75) * 4096) + ch53)];
-                        const float t77 = p3[((((b60 * 512) + t75) * 4096) + ch53)];
-                        const float t78 = p4[((((b60 * 512) + t75) * 160) + (n54 + 128))];
-                        const float t79 = p4[((((b60 * 512) + t75) * 160) + (n54 + 144))];
-                        const float t80 = p5[((((b60 * 512) + t75) * 4096) + ch53)];
-                        const float t81 = p6[((((b60 * 512) + t75) * 4096) + ch53)];
-                        const float t82 = (t80 * t81);
-                        const float sp83 = seq1[(t75 - t064)];
-                        const float a84 = exp((t76 * t56));
-                        const float g85 = ((t79 * t82) + carry61);
-                        carry61 = (a84 * g85);
-                        const float r86 = (((g85 * t76) * t78) + simd_shuffle_xor(((g85 * t76) * t78), ushort(8)));
-                        const float r87 = (r86 + simd_shuffle_xor(r86, ushort(4)));
-                        const float r88 = (r87 + simd_shuffle_xor(r87, ushort(2)));
-                        const float r89 = (r88 + simd_shuffle_xor(r88, ushort(1)));
-                        const float r90 = ((g85 * (((t56 * a84) * sp83) + (t78 * t77))) + simd_shuffle_xor((g85 * (((t56 * a84) * sp83) + (t78 * t77))), ushort(8)));
-                        const float r91 = (r90 + simd_shuffle_xor(r90, ushort(4)));
-                        const float r92 = (r91 + simd_shuffle_xor(r91, ushort(2)));
-                        const float r93 = (r92 + simd_shuffle_xor(r92, ushort(1)));
-                        if (n54 == 0) {
-                            p10[((((b60 * 512) + t75) * 4096) + ch53)] = (r89 + (t57 * t82));
-                            p11[((((b60 * 512) + t75) * 4096) + ch53)] = r93;
+                    for (int kk92 = 0; kk92 < subs82; kk92 += 1) {
+                        const int k93 = ((subs82 - 1) - kk92);
+                        const int u094 = (t079 + (k93 * 16));
+                        const int u195 = min((u094 + 16), t180);
+                        float s96 = ckpt2[k93];
+                        for (int t97 = u094; t97 < u195; t97 += 1) {
+                            seq1[(t97 - u094)] = s96;
+                            const float t98 = p2[((((b75 * 512) + t97) * 4096) + ch68)];
+                            const float t99 = p3[((((b75 * 512) + t97) * 4096) + ch68)];
+                            const float t100 = p4[((((b75 * 512) + t97) * 160) + (n69 + 128))];
+                            const float a102 = exp((t98 * t71));
+                            s96 = ((a102 * s96) + ((t98 * t100) * t99));
+                        }
+                        for (int i103 = 0; i103 < (u195 - u094); i103 += 1) {
+                            const int t104 = ((u195 - 1) - i103);
+                            const float t105 = p2[((((b75 * 512) + t104) * 4096) + ch68)];
+                            const float t106 = p3[((((b75 * 512) + t104) * 4096) + ch68)];
+                            const float t107 = p4[((((b75 * 512) + t104) * 160) + (n69 + 128))];
+                            const float t108 = p4[((((b75 * 512) + t104) * 160) + (n69 + 144))];
+                            const float t109 = p5[((((b75 * 512) + t104) * 4096) + ch68)];
+                            const float t110 = p6[((((b75 * 512) + t104) * 4096) + ch68)];
+                            const float t111 = (t109 * t110);
+                            const float sp112 = seq1[(t104 - u094)];
+                            const float a113 = exp((t105 * t71));
+                            const float g114 = ((t108 * t111) + carry76);
+                            carry76 = (a113 * g114);
+                            const float r115 = (((g114 * t105) * t107) + simd_shuffle_xor(((g114 * t105) * t107), ushort(8)));
+                            const float r116 = (r115 + simd_shuffle_xor(r115, ushort(4)));
+                            const float r117 = (r116 + simd_shuffle_xor(r116, ushort(2)));
+                            const float r118 = (r117 + simd_shuffle_xor(r117, ushort(1)));
+                            const float r119 = ((g114 * (((t71 * a113) * sp112) + (t107 * t106))) + simd_shuffle_xor((g114 * (((t71 * a113) * sp112) + (t107 * t106))), ushort(8)));
+                            const float r120 = (r119 + simd_shuffle_xor(r119, ushort(4)));
+                            const float r121 = (r120 + simd_shuffle_xor(r120, ushort(2)));
+                            const float r122 = (r121 + simd_shuffle_xor(r121, ushort(1)));
+                            if (n69 == 0) {
+                                p10[((((b75 * 512) + t104) * 4096) + ch68)] = (r118 + (t72 * t111));
+                                p11[((((b75 * 512) + t104) * 4096) + ch68)] = r122;
+                            }
                         }
                     }
                 }
@@ -7506,141 +7654,178 @@ kernel void selective_scan_bwd_reduce_sum_x4_0(
         uint3 gid [[threadgroup_position_in_grid]],
         uint lane [[thread_index_in_simdgroup]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
-    threadgroup float red2[2048];
+    threadgroup float red3[2048];
     threadgroup float sh15[32];
     threadgroup float sh11[32];
     if (int(gid.x) < 80) {
         const int h0 = (int(gid.x) - 0);
-        float seq1[128];
-        const int gid3 = h0;
-        if (gid3 < 16) {
-            const int b4 = (gid3 / 16);
-            const int n05 = ((gid3 % 16) * 1);
-            const int n6 = (n05 + (int(lid.x) / 1024));
-            const int sg7 = int(sg);
-            const int lane8 = int(lane);
-            int buf9 = 0;
-            for (int blk10 = 0; blk10 < 4; blk10 += 1) {
-                const int ch11 = ((blk10 * 1024) + (int(lid.x) % 1024));
-                const float t12 = p0[((ch11 * 16) + n6)];
-                const float t13 = (-t12);
-                float carry14 = 0.0f;
-                for (int cc15 = 0; cc15 < 4; cc15 += 1) {
-                    const int c16 = (3 - cc15);
-                    const int t017 = (c16 * 128);
-                    const int t118 = min((t017 + 128), 512);
-                    const float t19 = p1[((((((b4 * 4) + c16) * 4096) + ch11) * 16) + n6)];
-                    float s20 = t19;
-                    for (int t21 = t017; t21 < t118; t21 += 1) {
-                        seq1[(t21 - t017)] = s20;
-                        const float t22 = p2[((((b4 * 512) + t21) * 4096) + ch11)];
-                        const float t23 = p3[((((b4 * 512) + t21) * 4096) + ch11)];
-                        const float t24 = p4[((((b4 * 512) + t21) * 160) + (n6 + 128))];
-                        const float a26 = exp((t22 * t13));
-                        s20 = ((a26 * s20) + ((t22 * t24) * t23));
+        float ckpt2[8];
+        float seq1[16];
+        const int gid4 = h0;
+        if (gid4 < 16) {
+            const int b5 = (gid4 / 16);
+            const int n06 = ((gid4 % 16) * 1);
+            const int n7 = (n06 + (int(lid.x) / 1024));
+            const int sg8 = int(sg);
+            const int lane9 = int(lane);
+            int buf10 = 0;
+            for (int blk11 = 0; blk11 < 4; blk11 += 1) {
+                const int ch12 = ((blk11 * 1024) + (int(lid.x) % 1024));
+                const float t13 = p0[((ch12 * 16) + n7)];
+                const float t14 = (-t13);
+                float carry15 = 0.0f;
+                for (int cc16 = 0; cc16 < 4; cc16 += 1) {
+                    const int c17 = (3 - cc16);
+                    const int t018 = (c17 * 128);
+                    const int t119 = min((t018 + 128), 512);
+                    const float t20 = p1[((((((b5 * 4) + c17) * 4096) + ch12) * 16) + n7)];
+                    const int subs21 = (((t119 - t018) + 15) / 16);
+                    float s22 = t20;
+                    for (int k23 = 0; k23 < subs21; k23 += 1) {
+                        ckpt2[k23] = s22;
+                        const int u024 = (t018 + (k23 * 16));
+                        for (int t25 = u024; t25 < min((u024 + 16), t119); t25 += 1) {
+                            const float t26 = p2[((((b5 * 512) + t25) * 4096) + ch12)];
+                            const float t27 = p3[((((b5 * 512) + t25) * 4096) + ch12)];
+                            const float t28 = p4[((((b5 * 512) + t25) * 160) + (n7 + 128))];
+                            const float a30 = exp((t26 * t14));
+                            s22 = ((a30 * s22) + ((t26 * t28) * t27));
+                        }
                     }
-                    const int len27 = (t118 - t017);
-                    for (int i028 = 0; i028 < len27; i028 += 16) {
-                        const int cnt29 = min(16, (len27 - i028));
-                        const int rb30 = (buf9 * 1024);
-                        for (int j31 = 0; j31 < cnt29; j31 += 1) {
-                            const int t32 = ((t118 - 1) - (i028 + j31));
-                            const float t33 = p2[((((b4 * 512) + t32) * 4096) + ch11)];
-                            const float t34 = p3[((((b4 * 512) + t32) * 4096) + ch11)];
-                            const float t35 = p4[((((b4 * 512) + t32) * 160) + (n6 + 128))];
-                            const float t36 = p4[((((b4 * 512) + t32) * 160) + (n6 + 144))];
-                            const float t37 = p5[((((b4 * 512) + t32) * 4096) + ch11)];
-                            const float t38 = p6[((((b4 * 512) + t32) * 4096) + ch11)];
-                            const float t39 = (t37 * t38);
-                            const float sp40 = seq1[(t32 - t017)];
-                            const float a41 = exp((t33 * t13));
-                            const float g42 = ((t36 * t39) + carry14);
-                            carry14 = (a41 * g42);
-                            const float sp43 = simd_sum(((g42 * t33) * t34));
-                            const float sp44 = simd_sum((((a41 * sp40) + ((t33 * t35) * t34)) * t39));
-                            if (lane8 == 0) {
-                                red2[(rb30 + ((((0 * 16) + j31) * 32) + sg7))] = sp43;
-                                red2[(rb30 + ((((1 * 16) + j31) * 32) + sg7))] = sp44;
-                            }
+                    for (int kk31 = 0; kk31 < subs21; kk31 += 1) {
+                        const int k32 = ((subs21 - 1) - kk31);
+                        const int u033 = (t018 + (k32 * 16));
+                        const int u134 = min((u033 + 16), t119);
+                        float s35 = ckpt2[k32];
+                        for (int t36 = u033; t36 < u134; t36 += 1) {
+                            seq1[(t36 - u033)] = s35;
+                            const float t37 = p2[((((b5 * 512) + t36) * 4096) + ch12)];
+                            const float t38 = p3[((((b5 * 512) + t36) * 4096) + ch12)];
+                            const float t39 = p4[((((b5 * 512) + t36) * 160) + (n7 + 128))];
+                            const float a41 = exp((t37 * t14));
+                            s35 = ((a41 * s35) + ((t37 * t39) * t38));
                         }
-                        threadgroup_barrier(mem_flags::mem_threadgroup);
-                        const int per45 = (cnt29 * 1);
-                        for (int k46 = sg7; k46 < (2 * per45); k46 += 32) {
-                            const int q47 = (k46 / per45);
-                            const int j48 = ((k46 % per45) / 1);
-                            const int ns49 = (k46 % 1);
-                            const float tot50 = simd_sum(red2[(rb30 + ((((q47 * 16) + j48) * 32) + ((ns49 * 32) + lane8)))]);
-                            const int t51 = ((t118 - 1) - (i028 + j48));
-                            const int nn52 = (n05 + ns49);
-                            if (lane8 == 0) {
-                                if (q47 == 0) {
-                                    if (blk10 == 0) {
-                                        p7[((((b4 * 512) + t51) * 16) + nn52)] = tot50;
-                                    } else {
-                                        p7[((((b4 * 512) + t51) * 16) + nn52)] += tot50;
-                                    }
-                                }
-                                if (q47 == 1) {
-                                    if (blk10 == 0) {
-                                        p8[((((b4 * 512) + t51) * 16) + nn52)] = tot50;
-                                    } else {
-                                        p8[((((b4 * 512) + t51) * 16) + nn52)] += tot50;
-                                    }
+                        const int len42 = (u134 - u033);
+                        for (int i043 = 0; i043 < len42; i043 += 16) {
+                            const int cnt44 = min(16, (len42 - i043));
+                            const int rb45 = (buf10 * 1024);
+                            for (int j46 = 0; j46 < cnt44; j46 += 1) {
+                                const int t47 = ((u134 - 1) - (i043 + j46));
+                                const float t48 = p2[((((b5 * 512) + t47) * 4096) + ch12)];
+                                const float t49 = p3[((((b5 * 512) + t47) * 4096) + ch12)];
+                                const float t50 = p4[((((b5 * 512) + t47) * 160) + (n7 + 128))];
+                                const float t51 = p4[((((b5 * 512) + t47) * 160) + (n7 + 144))];
+                                const float t52 = p5[((((b5 * 512) + t47) * 4096) + ch12)];
+                                const float t53 = p6[((((b5 * 512) + t47) * 4096) + ch12)];
+                                const float t54 = (t52 * t53);
+                                const float sp55 = seq1[(t47 - u033)];
+                                const float a56 = exp((t48 * t14));
+                                const float g57 = ((t51 * t54) + carry15);
+                                carry15 = (a56 * g57);
+                                const float sp58 = simd_sum(((g57 * t48) * t49));
+                                const float sp59 = simd_sum((((a56 * sp55) + ((t48 * t50) * t49)) * t54));
+                                if (lane9 == 0) {
+                                    red3[(rb45 + ((((0 * 16) + j46) * 32) + sg8))] = sp58;
+                                    red3[(rb45 + ((((1 * 16) + j46) * 32) + sg8))] = sp59;
                                 }
                             }
+                            threadgroup_barrier(mem_flags::mem_threadgroup);
+                            const int per60 = (cnt44 * 1);
+                            for (int k61 = sg8; k61 < (2 * per60); k61 += 32) {
+                                const int q62 = (k61 / per60);
+                                const int j63 = ((k61 % per60) / 1);
+                                const int ns64 = (k61 % 1);
+                                const float tot65 = simd_sum(red3[(rb45 + ((((q62 * 16) + j63) * 32) + ((ns64 * 32) + lane9)))]);
+                                const int t66 = ((u134 - 1) - (i043 + j63));
+                                const int nn67 = (n06 + ns64);
+                                if (lane9 == 0) {
+                                    if (q62 == 0) {
+                                        if (blk11 == 0) {
+                                            p7[((((b5 * 512) + t66) * 16) + nn67)] = tot65;
+                                        } else {
+                                            p7[((((b5 * 512) + t66) * 16) + nn67)] += tot65;
+                                        }
+                                    }
+                                    if (q62 == 1) {
+                                        if (blk11 == 0) {
+                                            p8[((((b5 * 512) + t66) * 16) + nn67)] = tot65;
+                                        } else {
+                                            p8[((((b5 * 512) + t66) * 16) + nn67)] += tot65;
+                                        }
+                                    }
+                                }
+                            }
+                            buf10 = (1 - buf10);
                         }
-                        buf9 = (1 - buf9);
                     }
                 }
             }
         } else {
-            const int ch53 = (((gid3 - 16) * 64) + (int(lid.x) / 16));
-            const int n54 = (int(lid.x) % 16);
-            const float t55 = p0[((ch53 * 16) + n54)];
-            const float t56 = (-t55);
-            const float t57 = p9[ch53];
-            float dA58 = 0.0f;
-            float dD59 = 0.0f;
-            for (int b60 = 0; b60 < 1; b60 += 1) {
-                float carry61 = 0.0f;
-                for (int cc62 = 0; cc62 < 4; cc62 += 1) {
-                    const int c63 = (3 - cc62);
-                    const int t064 = (c63 * 128);
-                    const int t165 = min((t064 + 128), 512);
-                    const float t66 = p1[((((((b60 * 4) + c63) * 4096) + ch53) * 16) + n54)];
-                    float s67 = t66;
-                    for (int t68 = t064; t68 < t165; t68 += 1) {
-                        seq1[(t68 - t064)] = s67;
-                        const float t69 = p2[((((b60 * 512) + t68) * 4096) + ch53)];
-                        const float t70 = p3[((((b60 * 512) + t68) * 4096) + ch53)];
-                        const float t71 = p4[((((b60 * 512) + t68) * 160) + (n54 + 128))];
-                        const float a73 = exp((t69 * t56));
-                        s67 = ((a73 * s67) + ((t69 * t71) * t70));
+            const int ch68 = (((gid4 - 16) * 64) + (int(lid.x) / 16));
+            const int n69 = (int(lid.x) % 16);
+            const float t70 = p0[((ch68 * 16) + n69)];
+            const float t71 = (-t70);
+            const float t72 = p9[ch68];
+            float dA73 = 0.0f;
+            float dD74 = 0.0f;
+            for (int b75 = 0; b75 < 1; b75 += 1) {
+                float carry76 = 0.0f;
+                for (int cc77 = 0; cc77 < 4; cc77 += 1) {
+                    const int c78 = (3 - cc77);
+                    const int t079 = (c78 * 128);
+                    const int t180 = min((t079 + 128), 512);
+                    const float t81 = p1[((((((b75 * 4) + c78) * 4096) + ch68) * 16) + n69)];
+                    const int subs82 = (((t180 - t079) + 15) / 16);
+                    float s83 = t81;
+                    for (int k84 = 0; k84 < subs82; k84 += 1) {
+                        ckpt2[k84] = s83;
+                        const int u085 = (t079 + (k84 * 16));
+                        for (int t86 = u085; t86 < min((u085 + 16), t180); t86 += 1) {
+                            const float t87 = p2[((((b75 * 512) + t86) * 4096) + ch68)];
+                            const float t88 = p3[((((b75 * 512) + t86) * 4096) + ch68)];
+                            const float t89 = p4[((((b75 * 512) + t86) * 160) + (n69 + 128))];
+                            const float a91 = exp((t87 * t71));
+                            s83 = ((a91 * s83) + ((t87 * t89) * t88));
+                        }
                     }
-                    for (int i74 = 0; i74 < (t165 - t064); i74 += 1) {
-                        const int t75 = ((t165 - 1) - i74);
-                        const float t76 = p2[((((b60 * 512) + t75) * 4096) + ch53)];
-                        const float t77 = p3[((((b60 * 512) + t75) * 4096) + ch53)];
-                        const float t78 = p4[((((b60 * 512) + t75) * 160) + (n54 + 128))];
-                        const float t79 = p4[((((b60 * 512) + t75) * 160) + (n54 + 144))];
-                        const float t80 = p5[((((b60 * 512) + t75) * 4096) + ch53)];
-                        const float t81 = p6[((((b60 * 512) + t75) * 4096) + ch53)];
-                        const float t82 = (t80 * t81);
-                        const float sp83 = seq1[(t75 - t064)];
-                        const float a84 = exp((t76 * t56));
-                        const float g85 = ((t79 * t82) + carry61);
-                        carry61 = (a84 * g85);
-                        const float r86 = (((g85 * t76) * t78) + simd_shuffle_xor(((g85 * t76) * t78), ushort(8)));
-                        const float r87 = (r86 + simd_shuffle_xor(r86, ushort(4)));
-                        const float r88 = (r87 + simd_shuffle_xor(r87, ushort(2)));
-                        const float r89 = (r88 + simd_shuffle_xor(r88, ushort(1)));
-                        const float r90 = ((g85 * (((t56 * a84) * sp83) + (t78 * t77))) + simd_shuffle_xor((g85 * (((t56 * a84) * sp83) + (t78 * t77))), ushort(8)));
-                        const float r91 = (r90 + simd_shuffle_xor(r90, ushort(4)));
-                        const float r92 = (r91 + simd_shuffle_xor(r91, ushort(2)));
-                        const float r93 = (r92 + simd_shuffle_xor(r92, ushort(1)));
-                        if (n54 == 0) {
-                            p10[((((b60 * 512) + t75) * 4096) + ch53)] = (r89 + (t57 * t82));
-                            p11[((((b60 * 512) + t75) * 4096) + ch53)] = r93;
+                    for (int kk92 = 0; kk92 < subs82; kk92 += 1) {
+                        const int k93 = ((subs82 - 1) - kk92);
+                        const int u094 = (t079 + (k93 * 16));
+                        const int u195 = min((u094 + 16), t180);
+                        float s96 = ckpt2[k93];
+                        for (int t97 = u094; t97 < u195; t97 += 1) {
+                            seq1[(t97 - u094)] = s96;
+                            const float t98 = p2[((((b75 * 512) + t97) * 4096) + ch68)];
+                            const float t99 = p3[((((b75 * 512) + t97) * 4096) + ch68)];
+                            const float t100 = p4[((((b75 * 512) + t97) * 160) + (n69 + 128))];
+                            const float a102 = exp((t98 * t71));
+                            s96 = ((a102 * s96) + ((t98 * t100) * t99));
+                        }
+                        for (int i103 = 0; i103 < (u195 - u094); i103 += 1) {
+                            const int t104 = ((u195 - 1) - i103);
+                            const float t105 = p2[((((b75 * 512) + t104) * 4096) + ch68)];
+                            const float t106 = p3[((((b75 * 512) + t104) * 4096) + ch68)];
+                            const float t107 = p4[((((b75 * 512) + t104) * 160) + (n69 + 128))];
+                            const float t108 = p4[((((b75 * 512) + t104) * 160) + (n69 + 144))];
+                            const float t109 = p5[((((b75 * 512) + t104) * 4096) + ch68)];
+                            const float t110 = p6[((((b75 * 512) + t104) * 4096) + ch68)];
+                            const float t111 = (t109 * t110);
+                            const float sp112 = seq1[(t104 - u094)];
+                            const float a113 = exp((t105 * t71));
+                            const float g114 = ((t108 * t111) + carry76);
+                            carry76 = (a113 * g114);
+                            const float r115 = (((g114 * t105) * t107) + simd_shuffle_xor(((g114 * t105) * t107), ushort(8)));
+                            const float r116 = (r115 + simd_shuffle_xor(r115, ushort(4)));
+                            const float r117 = (r116 + simd_shuffle_xor(r116, ushort(2)));
+                            const float r118 = (r117 + simd_shuffle_xor(r117, ushort(1)));
+                            const float r119 = ((g114 * (((t71 * a113) * sp112) + (t107 * t106))) + simd_shuffle_xor((g114 * (((t71 * a113) * sp112) + (t107 * t106))), ushort(8)));
+                            const float r120 = (r119 + simd_shuffle_xor(r119, ushort(4)));
+                            const float r121 = (r120 + simd_shuffle_xor(r120, ushort(2)));
+                            const float r122 = (r121 + simd_shuffle_xor(r121, ushort(1)));
+                            if (n69 == 0) {
+                                p10[((((b75 * 512) + t104) * 4096) + ch68)] = (r118 + (t72 * t111));
+                                p11[((((b75 * 512) + t104) * 4096) + ch68)] = r122;
+                            }
                         }
                     }
                 }
@@ -7791,141 +7976,178 @@ kernel void selective_scan_bwd_reduce_sum_x4_1(
         uint3 gid [[threadgroup_position_in_grid]],
         uint lane [[thread_index_in_simdgroup]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
-    threadgroup float red2[2048];
+    threadgroup float red3[2048];
     threadgroup float sh15[32];
     threadgroup float sh11[32];
     if (int(gid.x) < 80) {
         const int h0 = (int(gid.x) - 0);
-        float seq1[128];
-        const int gid3 = h0;
-        if (gid3 < 16) {
-            const int b4 = (gid3 / 16);
-            const int n05 = ((gid3 % 16) * 1);
-            const int n6 = (n05 + (int(lid.x) / 1024));
-            const int sg7 = int(sg);
-            const int lane8 = int(lane);
-            int buf9 = 0;
-            for (int blk10 = 0; blk10 < 4; blk10 += 1) {
-                const int ch11 = ((blk10 * 1024) + (int(lid.x) % 1024));
-                const float t12 = p0[((ch11 * 16) + n6)];
-                const float t13 = (-t12);
-                float carry14 = 0.0f;
-                for (int cc15 = 0; cc15 < 4; cc15 += 1) {
-                    const int c16 = (3 - cc15);
-                    const int t017 = (c16 * 128);
-                    const int t118 = min((t017 + 128), 512);
-                    const float t19 = p1[((((((b4 * 4) + c16) * 4096) + ch11) * 16) + n6)];
-                    float s20 = t19;
-                    for (int t21 = t017; t21 < t118; t21 += 1) {
-                        seq1[(t21 - t017)] = s20;
-                        const float t22 = p2[((((b4 * 512) + t21) * 4096) + ch11)];
-                        const float t23 = p3[((((b4 * 512) + t21) * 4096) + ch11)];
-                        const float t24 = p4[((((b4 * 512) + t21) * 160) + (n6 + 128))];
-                        const float a26 = exp((t22 * t13));
-                        s20 = ((a26 * s20) + ((t22 * t24) * t23));
+        float ckpt2[8];
+        float seq1[16];
+        const int gid4 = h0;
+        if (gid4 < 16) {
+            const int b5 = (gid4 / 16);
+            const int n06 = ((gid4 % 16) * 1);
+            const int n7 = (n06 + (int(lid.x) / 1024));
+            const int sg8 = int(sg);
+            const int lane9 = int(lane);
+            int buf10 = 0;
+            for (int blk11 = 0; blk11 < 4; blk11 += 1) {
+                const int ch12 = ((blk11 * 1024) + (int(lid.x) % 1024));
+                const float t13 = p0[((ch12 * 16) + n7)];
+                const float t14 = (-t13);
+                float carry15 = 0.0f;
+                for (int cc16 = 0; cc16 < 4; cc16 += 1) {
+                    const int c17 = (3 - cc16);
+                    const int t018 = (c17 * 128);
+                    const int t119 = min((t018 + 128), 512);
+                    const float t20 = p1[((((((b5 * 4) + c17) * 4096) + ch12) * 16) + n7)];
+                    const int subs21 = (((t119 - t018) + 15) / 16);
+                    float s22 = t20;
+                    for (int k23 = 0; k23 < subs21; k23 += 1) {
+                        ckpt2[k23] = s22;
+                        const int u024 = (t018 + (k23 * 16));
+                        for (int t25 = u024; t25 < min((u024 + 16), t119); t25 += 1) {
+                            const float t26 = p2[((((b5 * 512) + t25) * 4096) + ch12)];
+                            const float t27 = p3[((((b5 * 512) + t25) * 4096) + ch12)];
+                            const float t28 = p4[((((b5 * 512) + t25) * 160) + (n7 + 128))];
+                            const float a30 = exp((t26 * t14));
+                            s22 = ((a30 * s22) + ((t26 * t28) * t27));
+                        }
                     }
-                    const int len27 = (t118 - t017);
-                    for (int i028 = 0; i028 < len27; i028 += 16) {
-                        const int cnt29 = min(16, (len27 - i028));
-                        const int rb30 = (buf9 * 1024);
-                        for (int j31 = 0; j31 < cnt29; j31 += 1) {
-                            const int t32 = ((t118 - 1) - (i028 + j31));
-                            const float t33 = p2[((((b4 * 512) + t32) * 4096) + ch11)];
-                            const float t34 = p3[((((b4 * 512) + t32) * 4096) + ch11)];
-                            const float t35 = p4[((((b4 * 512) + t32) * 160) + (n6 + 128))];
-                            const float t36 = p4[((((b4 * 512) + t32) * 160) + (n6 + 144))];
-                            const float t37 = p5[((((b4 * 512) + t32) * 4096) + ch11)];
-                            const float t38 = p6[((((b4 * 512) + t32) * 4096) + ch11)];
-                            const float t39 = (t37 * t38);
-                            const float sp40 = seq1[(t32 - t017)];
-                            const float a41 = exp((t33 * t13));
-                            const float g42 = ((t36 * t39) + carry14);
-                            carry14 = (a41 * g42);
-                            const float sp43 = simd_sum(((g42 * t33) * t34));
-                            const float sp44 = simd_sum((((a41 * sp40) + ((t33 * t35) * t34)) * t39));
-                            if (lane8 == 0) {
-                                red2[(rb30 + ((((0 * 16) + j31) * 32) + sg7))] = sp43;
-                                red2[(rb30 + ((((1 * 16) + j31) * 32) + sg7))] = sp44;
-                            }
+                    for (int kk31 = 0; kk31 < subs21; kk31 += 1) {
+                        const int k32 = ((subs21 - 1) - kk31);
+                        const int u033 = (t018 + (k32 * 16));
+                        const int u134 = min((u033 + 16), t119);
+                        float s35 = ckpt2[k32];
+                        for (int t36 = u033; t36 < u134; t36 += 1) {
+                            seq1[(t36 - u033)] = s35;
+                            const float t37 = p2[((((b5 * 512) + t36) * 4096) + ch12)];
+                            const float t38 = p3[((((b5 * 512) + t36) * 4096) + ch12)];
+                            const float t39 = p4[((((b5 * 512) + t36) * 160) + (n7 + 128))];
+                            const float a41 = exp((t37 * t14));
+                            s35 = ((a41 * s35) + ((t37 * t39) * t38));
                         }
-                        threadgroup_barrier(mem_flags::mem_threadgroup);
-                        const int per45 = (cnt29 * 1);
-                        for (int k46 = sg7; k46 < (2 * per45); k46 += 32) {
-                            const int q47 = (k46 / per45);
-                            const int j48 = ((k46 % per45) / 1);
-                            const int ns49 = (k46 % 1);
-                            const float tot50 = simd_sum(red2[(rb30 + ((((q47 * 16) + j48) * 32) + ((ns49 * 32) + lane8)))]);
-                            const int t51 = ((t118 - 1) - (i028 + j48));
-                            const int nn52 = (n05 + ns49);
-                            if (lane8 == 0) {
-                                if (q47 == 0) {
-                                    if (blk10 == 0) {
-                                        p7[((((b4 * 512) + t51) * 16) + nn52)] = tot50;
-                                    } else {
-                                        p7[((((b4 * 512) + t51) * 16) + nn52)] += tot50;
-                                    }
-                                }
-                                if (q47 == 1) {
-                                    if (blk10 == 0) {
-                                        p8[((((b4 * 512) + t51) * 16) + nn52)] = tot50;
-                                    } else {
-                                        p8[((((b4 * 512) + t51) * 16) + nn52)] += tot50;
-                                    }
+                        const int len42 = (u134 - u033);
+                        for (int i043 = 0; i043 < len42; i043 += 16) {
+                            const int cnt44 = min(16, (len42 - i043));
+                            const int rb45 = (buf10 * 1024);
+                            for (int j46 = 0; j46 < cnt44; j46 += 1) {
+                                const int t47 = ((u134 - 1) - (i043 + j46));
+                                const float t48 = p2[((((b5 * 512) + t47) * 4096) + ch12)];
+                                const float t49 = p3[((((b5 * 512) + t47) * 4096) + ch12)];
+                                const float t50 = p4[((((b5 * 512) + t47) * 160) + (n7 + 128))];
+                                const float t51 = p4[((((b5 * 512) + t47) * 160) + (n7 + 144))];
+                                const float t52 = p5[((((b5 * 512) + t47) * 4096) + ch12)];
+                                const float t53 = p6[((((b5 * 512) + t47) * 4096) + ch12)];
+                                const float t54 = (t52 * t53);
+                                const float sp55 = seq1[(t47 - u033)];
+                                const float a56 = exp((t48 * t14));
+                                const float g57 = ((t51 * t54) + carry15);
+                                carry15 = (a56 * g57);
+                                const float sp58 = simd_sum(((g57 * t48) * t49));
+                                const float sp59 = simd_sum((((a56 * sp55) + ((t48 * t50) * t49)) * t54));
+                                if (lane9 == 0) {
+                                    red3[(rb45 + ((((0 * 16) + j46) * 32) + sg8))] = sp58;
+                                    red3[(rb45 + ((((1 * 16) + j46) * 32) + sg8))] = sp59;
                                 }
                             }
+                            threadgroup_barrier(mem_flags::mem_threadgroup);
+                            const int per60 = (cnt44 * 1);
+                            for (int k61 = sg8; k61 < (2 * per60); k61 += 32) {
+                                const int q62 = (k61 / per60);
+                                const int j63 = ((k61 % per60) / 1);
+                                const int ns64 = (k61 % 1);
+                                const float tot65 = simd_sum(red3[(rb45 + ((((q62 * 16) + j63) * 32) + ((ns64 * 32) + lane9)))]);
+                                const int t66 = ((u134 - 1) - (i043 + j63));
+                                const int nn67 = (n06 + ns64);
+                                if (lane9 == 0) {
+                                    if (q62 == 0) {
+                                        if (blk11 == 0) {
+                                            p7[((((b5 * 512) + t66) * 16) + nn67)] = tot65;
+                                        } else {
+                                            p7[((((b5 * 512) + t66) * 16) + nn67)] += tot65;
+                                        }
+                                    }
+                                    if (q62 == 1) {
+                                        if (blk11 == 0) {
+                                            p8[((((b5 * 512) + t66) * 16) + nn67)] = tot65;
+                                        } else {
+                                            p8[((((b5 * 512) + t66) * 16) + nn67)] += tot65;
+                                        }
+                                    }
+                                }
+                            }
+                            buf10 = (1 - buf10);
                         }
-                        buf9 = (1 - buf9);
                     }
                 }
             }
         } else {
-            const int ch53 = (((gid3 - 16) * 64) + (int(lid.x) / 16));
-            const int n54 = (int(lid.x) % 16);
-            const float t55 = p0[((ch53 * 16) + n54)];
-            const float t56 = (-t55);
-            const float t57 = p9[ch53];
-            float dA58 = 0.0f;
-            float dD59 = 0.0f;
-            for (int b60 = 0; b60 < 1; b60 += 1) {
-                float carry61 = 0.0f;
-                for (int cc62 = 0; cc62 < 4; cc62 += 1) {
-                    const int c63 = (3 - cc62);
-                    const int t064 = (c63 * 128);
-                    const int t165 = min((t064 + 128), 512);
-                    const float t66 = p1[((((((b60 * 4) + c63) * 4096) + ch53) * 16) + n54)];
-                    float s67 = t66;
-                    for (int t68 = t064; t68 < t165; t68 += 1) {
-                        seq1[(t68 - t064)] = s67;
-                        const float t69 = p2[((((b60 * 512) + t68) * 4096) + ch53)];
-                        const float t70 = p3[((((b60 * 512) + t68) * 4096) + ch53)];
-                        const float t71 = p4[((((b60 * 512) + t68) * 160) + (n54 + 128))];
-                        const float a73 = exp((t69 * t56));
-                        s67 = ((a73 * s67) + ((t69 * t71) * t70));
+            const int ch68 = (((gid4 - 16) * 64) + (int(lid.x) / 16));
+            const int n69 = (int(lid.x) % 16);
+            const float t70 = p0[((ch68 * 16) + n69)];
+            const float t71 = (-t70);
+            const float t72 = p9[ch68];
+            float dA73 = 0.0f;
+            float dD74 = 0.0f;
+            for (int b75 = 0; b75 < 1; b75 += 1) {
+                float carry76 = 0.0f;
+                for (int cc77 = 0; cc77 < 4; cc77 += 1) {
+                    const int c78 = (3 - cc77);
+                    const int t079 = (c78 * 128);
+                    const int t180 = min((t079 + 128), 512);
+                    const float t81 = p1[((((((b75 * 4) + c78) * 4096) + ch68) * 16) + n69)];
+                    const int subs82 = (((t180 - t079) + 15) / 16);
+                    float s83 = t81;
+                    for (int k84 = 0; k84 < subs82; k84 += 1) {
+                        ckpt2[k84] = s83;
+                        const int u085 = (t079 + (k84 * 16));
+                        for (int t86 = u085; t86 < min((u085 + 16), t180); t86 += 1) {
+                            const float t87 = p2[((((b75 * 512) + t86) * 4096) + ch68)];
+                            const float t88 = p3[((((b75 * 512) + t86) * 4096) + ch68)];
+                            const float t89 = p4[((((b75 * 512) + t86) * 160) + (n69 + 128))];
+                            const float a91 = exp((t87 * t71));
+                            s83 = ((a91 * s83) + ((t87 * t89) * t88));
+                        }
                     }
-                    for (int i74 = 0; i74 < (t165 - t064); i74 += 1) {
-                        const int t75 = ((t165 - 1) - i74);
-                        const float t76 = p2[((((b60 * 512) + t75) * 4096) + ch53)];
-                        const float t77 = p3[((((b60 * 512) + t75) * 4096) + ch53)];
-                        const float t78 = p4[((((b60 * 512) + t75) * 160) + (n54 + 128))];
-                        const float t79 = p4[((((b60 * 512) + t75) * 160) + (n54 + 144))];
-                        const float t80 = p5[((((b60 * 512) + t75) * 4096) + ch53)];
-                        const float t81 = p6[((((b60 * 512) + t75) * 4096) + ch53)];
-                        const float t82 = (t80 * t81);
-                        const float sp83 = seq1[(t75 - t064)];
-                        const float a84 = exp((t76 * t56));
-                        const float g85 = ((t79 * t82) + carry61);
-                        carry61 = (a84 * g85);
-                        const float r86 = (((g85 * t76) * t78) + simd_shuffle_xor(((g85 * t76) * t78), ushort(8)));
-                        const float r87 = (r86 + simd_shuffle_xor(r86, ushort(4)));
-                        const float r88 = (r87 + simd_shuffle_xor(r87, ushort(2)));
-                        const float r89 = (r88 + simd_shuffle_xor(r88, ushort(1)));
-                        const float r90 = ((g85 * (((t56 * a84) * sp83) + (t78 * t77))) + simd_shuffle_xor((g85 * (((t56 * a84) * sp83) + (t78 * t77))), ushort(8)));
-                        const float r91 = (r90 + simd_shuffle_xor(r90, ushort(4)));
-                        const float r92 = (r91 + simd_shuffle_xor(r91, ushort(2)));
-                        const float r93 = (r92 + simd_shuffle_xor(r92, ushort(1)));
-                        if (n54 == 0) {
-                            p10[((((b60 * 512) + t75) * 4096) + ch53)] = (r89 + (t57 * t82));
-                            p11[((((b60 * 512) + t75) * 4096) + ch53)] = r93;
+                    for (int kk92 = 0; kk92 < subs82; kk92 += 1) {
+                        const int k93 = ((subs82 - 1) - kk92);
+                        const int u094 = (t079 + (k93 * 16));
+                        const int u195 = min((u094 + 16), t180);
+                        float s96 = ckpt2[k93];
+                        for (int t97 = u094; t97 < u195; t97 += 1) {
+                            seq1[(t97 - u094)] = s96;
+                            const float t98 = p2[((((b75 * 512) + t97) * 4096) + ch68)];
+                            const float t99 = p3[((((b75 * 512) + t97) * 4096) + ch68)];
+                            const float t100 = p4[((((b75 * 512) + t97) * 160) + (n69 + 128))];
+                            const float a102 = exp((t98 * t71));
+                            s96 = ((a102 * s96) + ((t98 * t100) * t99));
+                        }
+                        for (int i103 = 0; i103 < (u195 - u094); i103 += 1) {
+                            const int t104 = ((u195 - 1) - i103);
+                            const float t105 = p2[((((b75 * 512) + t104) * 4096) + ch68)];
+                            const float t106 = p3[((((b75 * 512) + t104) * 4096) + ch68)];
+                            const float t107 = p4[((((b75 * 512) + t104) * 160) + (n69 + 128))];
+                            const float t108 = p4[((((b75 * 512) + t104) * 160) + (n69 + 144))];
+                            const float t109 = p5[((((b75 * 512) + t104) * 4096) + ch68)];
+                            const float t110 = p6[((((b75 * 512) + t104) * 4096) + ch68)];
+                            const float t111 = (t109 * t110);
+                            const float sp112 = seq1[(t104 - u094)];
+                            const float a113 = exp((t105 * t71));
+                            const float g114 = ((t108 * t111) + carry76);
+                            carry76 = (a113 * g114);
+                            const float r115 = (((g114 * t105) * t107) + simd_shuffle_xor(((g114 * t105) * t107), ushort(8)));
+                            const float r116 = (r115 + simd_shuffle_xor(r115, ushort(4)));
+                            const float r117 = (r116 + simd_shuffle_xor(r116, ushort(2)));
+                            const float r118 = (r117 + simd_shuffle_xor(r117, ushort(1)));
+                            const float r119 = ((g114 * (((t71 * a113) * sp112) + (t107 * t106))) + simd_shuffle_xor((g114 * (((t71 * a113) * sp112) + (t107 * t106))), ushort(8)));
+                            const float r120 = (r119 + simd_shuffle_xor(r119, ushort(4)));
+                            const float r121 = (r120 + simd_shuffle_xor(r120, ushort(2)));
+                            const float r122 = (r121 + simd_shuffle_xor(r121, ushort(1)));
+                            if (n69 == 0) {
+                                p10[((((b75 * 512) + t104) * 4096) + ch68)] = (r118 + (t72 * t111));
+                                p11[((((b75 * 512) + t104) * 4096) + ch68)] = r122;
+                            }
                         }
                     }
                 }
