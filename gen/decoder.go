@@ -5,6 +5,8 @@ package gen
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 
 	"github.com/scm-magellano/magc/device"
 	"github.com/scm-magellano/magc/ir"
@@ -164,7 +166,7 @@ func (p *Program) Start(weights map[string]*ref.Tensor) (*Decoder, error) {
 			return nil, fmt.Errorf("no weights for %s", prm.Name)
 		}
 	}
-	d := &Decoder{p: p, params: params, weights: weights}
+	d := &Decoder{p: p, params: params, weights: maps.Clone(weights)}
 	if p.dev != nil {
 		s, err := train.NewSession(p.dev, p.Unit, params)
 		if err != nil {
@@ -275,6 +277,43 @@ func (d *Decoder) Prefill(tokens []int) ([]float64, error) {
 		d.params[u.Param] = res.Value(u.Value)
 	}
 	return res.Outputs["logits"].Data, nil
+}
+
+// SetWeights overwrites weights (parameters of the step other than the
+// states), in the step and in its prefill if any: a training run's
+// samples follow its weights without placing the step again.
+func (d *Decoder) SetWeights(w map[string]*ref.Tensor) error {
+	for name := range w {
+		if d.p.Graph.Param(name) == nil || slices.ContainsFunc(d.p.States, func(s passes.DecodeState) bool { return s.Name == name }) {
+			return fmt.Errorf("%s is not a weight of the decode step", name)
+		}
+	}
+	for name, t := range w {
+		d.weights[name] = t
+		if d.params != nil {
+			d.params[name] = t
+		}
+	}
+	if d.sess != nil {
+		if err := d.sess.Set(w); err != nil {
+			return err
+		}
+	}
+	if d.preSess != nil {
+		return d.preSess.Set(w)
+	}
+	return nil
+}
+
+// Weights names the parameters of the step that SetWeights takes.
+func (p *Program) Weights() []string {
+	var out []string
+	for _, prm := range p.Graph.Params {
+		if !slices.ContainsFunc(p.States, func(s passes.DecodeState) bool { return s.Name == prm.Name }) {
+			out = append(out, prm.Name)
+		}
+	}
+	return out
 }
 
 // Program is what d runs.

@@ -97,6 +97,9 @@ func (c *runCmd) Run(e *env) error {
 		EvalBatches: c.EvalBatches, SaveEvery: c.SaveEvery, Out: c.Out, Seed: c.Seed, Log: e.stderr, Progress: !c.Quiet && isTerminal(e.stderr),
 		Model: c.Model, Data: c.Data,
 	}}
+	if txt, ok := src.(*data.Text); ok && c.Train {
+		t.Opt.Sample = c.evalSampler(txt, dev)
+	}
 	if c.Resume != "" {
 		if err := t.Resume(c.Resume); err != nil {
 			return err
