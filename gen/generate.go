@@ -108,8 +108,9 @@ type Options struct {
 // Stats time a generation.
 type Stats struct {
 	PromptTokens, NewTokens int
-	Prefill, Decode         time.Duration // prompt steps; steps on generated tokens
+	Prefill, Decode         time.Duration // the prompt; steps on generated tokens
 	DecodeSteps             int
+	Sequence                bool // the prompt ran through the sequence prefill, not the step
 }
 
 // PrefillRate and DecodeRate are tokens per second.
@@ -123,8 +124,9 @@ func rate(n int, d time.Duration) float64 {
 	return float64(n) / d.Seconds()
 }
 
-// Generate continues prompt (batch-1 decoder): prefill runs the step on
-// each prompt token, then every sampled token is emitted and fed back,
+// Generate continues prompt (batch-1 decoder): prefill runs d's sequence
+// prefill when its length is the prompt's, else the step on each prompt
+// token, then every sampled token is emitted and fed back,
 // until MaxTokens or a stop token. The states start at zero.
 func Generate(d *Decoder, prompt []int, o Options, emit func(id int) error) ([]int, Stats, error) {
 	st := Stats{PromptTokens: len(prompt)}
@@ -144,10 +146,18 @@ func Generate(d *Decoder, prompt []int, o Options, emit func(id int) error) ([]i
 	}
 	start := time.Now()
 	var logits []float64
-	for _, t := range prompt {
+	if d.PrefillLen() == len(prompt) {
 		var err error
-		if logits, err = d.Step([]int{t}); err != nil {
+		if logits, err = d.Prefill(prompt); err != nil {
 			return nil, st, err
+		}
+		st.Sequence = true
+	} else {
+		for _, t := range prompt {
+			var err error
+			if logits, err = d.Step([]int{t}); err != nil {
+				return nil, st, err
+			}
 		}
 	}
 	st.Prefill = time.Since(start)

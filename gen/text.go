@@ -11,7 +11,7 @@ import (
 	"github.com/tiktoken-go/tokenizer"
 )
 
-// MaxPromptTokens bounds a prompt: prefill runs the step once per token.
+// MaxPromptTokens bounds a prompt (the prefill is compiled for its length).
 const MaxPromptTokens = 4096
 
 // Tokenizer is a model's text ↔ token mapping.

@@ -15,6 +15,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 
 	"github.com/scm-magellano/magc/ir"
+	"github.com/scm-magellano/magc/ir/ref"
 	"github.com/scm-magellano/magc/train/data"
 )
 
@@ -38,6 +39,10 @@ type TrainOptions struct {
 	// Model and Data are recorded in checkpoints, so that evaluating one
 	// needs neither.
 	Model, Data string
+
+	// Sample, when set, returns a short text sample from the current
+	// weights (read through get); periodic evaluations print it.
+	Sample func(get func(names []string) (map[string]*ref.Tensor, error)) (string, error)
 
 	// From and FromLR continue a schedule whose horizon changed (a resume
 	// with other --steps): after step From the rate decays from FromLR, the
@@ -171,6 +176,13 @@ func (t *Trainer) Run() (*Summary, error) {
 				return nil, err
 			}
 			t.logEval(bar, step, loss, acc)
+			if o.Sample != nil {
+				text, err := o.Sample(t.Step.Get)
+				if err != nil {
+					return nil, fmt.Errorf("sampling at step %d: %w", step, err)
+				}
+				fmt.Fprintf(o.Log, "step %d: sample %s\n", step, text)
+			}
 		}
 		if o.SaveEvery > 0 && step%o.SaveEvery == 0 && step < o.Steps {
 			if err := t.save(step); err != nil {

@@ -29,6 +29,7 @@ type generateCmd struct {
 	Seed        uint64  `default:"0" help:"Seed for sampling (and for initialising parameters no file gives)."`
 	Mode        string  `enum:"full,qlora," default:"" help:"Compile the model in this mode (default: the checkpoint's, else full)."`
 	IgnoreEOS   bool    `name:"ignore-eos" help:"Keep generating after the end-of-text token."`
+	StepPrefill bool    `name:"step-prefill" help:"Feed the prompt through the decode step token by token instead of the sequence prefill."`
 	CompileOnly bool    `name:"compile-only" help:"Compile the decode step (Metal) and print what a step costs (with --report, as JSON); generate nothing."`
 	Report      string  `help:"Write the decode step's report (launches, bytes per token, the M4 prediction) to this JSON file." placeholder:"FILE"`
 }
@@ -136,6 +137,25 @@ func (c *generateCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
+	prefill := "token by token"
+	if !c.StepPrefill {
+		// The prefill is compiled for this prompt's length.
+		pg, err := loadModel(c.Model, "1", len(prompt))
+		if err != nil {
+			return err
+		}
+		pf, err := gen.CompilePrefill(pg, cfg, dev)
+		if err != nil {
+			return err
+		}
+		if err := d.UsePrefill(pf); err != nil {
+			return err
+		}
+		prefill = "sequence"
+		if n := pf.Launches(); n > 0 {
+			prefill += fmt.Sprintf(", %d launches", n)
+		}
+	}
 	stream := &gen.TextStream{W: e.stdout}
 	emit := func(id int) error {
 		if tok == nil {
@@ -156,8 +176,8 @@ func (c *generateCmd) Run(e *env) error {
 	if n := prog.Launches(); n > 0 {
 		where += fmt.Sprintf(", %d launches a step", n)
 	}
-	fmt.Fprintf(e.stderr, "prefill: %d tokens, %.1f tokens/s; decode: %d tokens, %.1f tokens/s (%s)\n",
-		st.PromptTokens, st.PrefillRate(), st.NewTokens, st.DecodeRate(), where)
+	fmt.Fprintf(e.stderr, "prefill (%s): %d tokens, %.1f tokens/s; decode: %d tokens, %.1f tokens/s (%s)\n",
+		prefill, st.PromptTokens, st.PrefillRate(), st.NewTokens, st.DecodeRate(), where)
 	if c.Report != "" {
 		type measured struct {
 			*gen.Report

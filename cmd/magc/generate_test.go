@@ -45,6 +45,7 @@ func TestGenerateGreedyMatchesTransformers(t *testing.T) {
 		{"--prompt", prompt, "--device", "sim"},
 		{"--prompt", prompt, "--device", "ref"},
 		{"--tokens", "766,375,920,8,322,12,366,494,265,78,63,437,83,342", "--device", "ref"},
+		{"--prompt", prompt, "--device", "sim", "--step-prefill"},
 	} {
 		code, stdout, stderr := magc(t, append([]string{"generate", "--model", graph, "--weights", weights, "--max-tokens", "16"}, args...)...)
 		if code != 0 {
@@ -53,8 +54,15 @@ func TestGenerateGreedyMatchesTransformers(t *testing.T) {
 		if stdout != want {
 			t.Errorf("%v: printed %q, transformers continues with %q", args, stdout, want)
 		}
-		if !strings.Contains(stderr, "prefill: 14 tokens") || !strings.Contains(stderr, "decode: 16 tokens") || !strings.Contains(stderr, "tokens/s") {
+		if !strings.Contains(stderr, "14 tokens, ") || !strings.Contains(stderr, "decode: 16 tokens") || !strings.Contains(stderr, "tokens/s") {
 			t.Errorf("%v: stderr lacks the rates: %s", args, stderr)
+		}
+		how := "prefill (sequence"
+		if args[len(args)-1] == "--step-prefill" {
+			how = "prefill (token by token)"
+		}
+		if !strings.Contains(stderr, how) {
+			t.Errorf("%v: stderr does not say %q: %s", args, how, stderr)
 		}
 	}
 }

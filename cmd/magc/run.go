@@ -16,6 +16,7 @@ import (
 	"github.com/scm-magellano/magc/device"
 	"github.com/scm-magellano/magc/ir"
 	"github.com/scm-magellano/magc/ir/ref"
+	"github.com/scm-magellano/magc/models"
 	"github.com/scm-magellano/magc/pipeline"
 	"github.com/scm-magellano/magc/safetensors"
 	"github.com/scm-magellano/magc/train"
@@ -96,6 +97,9 @@ func (c *runCmd) Run(e *env) error {
 		EvalBatches: c.EvalBatches, SaveEvery: c.SaveEvery, Out: c.Out, Seed: c.Seed, Log: e.stderr, Progress: !c.Quiet && isTerminal(e.stderr),
 		Model: c.Model, Data: c.Data,
 	}}
+	if txt, ok := src.(*data.Text); ok && c.Train {
+		t.Opt.Sample = c.evalSampler(txt, dev)
+	}
 	if c.Resume != "" {
 		if err := t.Resume(c.Resume); err != nil {
 			return err
@@ -210,7 +214,17 @@ func (c *runCmd) source(g *ir.Graph, batch, seq int) (data.Source, bool, error) 
 		}
 		return nil, false, errors.New(msg)
 	}
-	t, err := data.LoadText(c.Data, c.Seed, batch, seq)
+	// A model file with tokenizer.json beside it (magc import) brings its
+	// own tokenizer; built-in models use GPT-2's BPE.
+	path, _ := models.Resolve(c.Model)
+	if _, err := os.Stat(path); err != nil {
+		path = ""
+	}
+	tok, err := data.ModelTokenizer(path)
+	if err != nil {
+		return nil, false, err
+	}
+	t, err := data.LoadTextWith(c.Data, tok, c.Seed, batch, seq)
 	return t, false, err
 }
 

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/scm-magellano/magc/hf"
 	"github.com/tiktoken-go/tokenizer"
 )
 
@@ -27,10 +28,16 @@ type Text struct {
 	BatchSize, Len int
 	Train, Valid   []int32
 	Desc           string
+	Tok            *Tokenizer // what tokenised it; nil: GPT-2's BPE
 }
 
-func (t *Text) Name() string         { return t.Desc }
-func (t *Text) Vocab() int           { return GPT2Vocab }
+func (t *Text) Name() string { return t.Desc }
+func (t *Text) Vocab() int {
+	if t.Tok != nil {
+		return t.Tok.Vocab
+	}
+	return GPT2Vocab
+}
 func (t *Text) Batch(step int) Batch { return t.window(t.Train, rng(t.Seed, 0, step)) }
 func (t *Text) Eval(i int) Batch     { return t.window(t.Valid, rng(t.Seed, 1, i)) }
 
@@ -49,17 +56,83 @@ func (t *Text) window(stream []int32, r interface{ IntN(int) int }) Batch {
 // refused before reading.
 const MaxTextBytes = 1 << 30
 
+// Tokenizer turns text into token ids for LoadTextWith.
+type Tokenizer struct {
+	Name   string
+	Vocab  int // one past the largest id
+	EOT    int // appended after every document; -1: nothing
+	Encode func(string) ([]int, error)
+	Decode func([]int) string
+}
+
+// GPT2 is GPT-2's BPE (r50k_base), the built-in models' tokenizer.
+func GPT2() (*Tokenizer, error) {
+	enc, err := tokenizer.Get(tokenizer.R50kBase)
+	if err != nil {
+		return nil, fmt.Errorf("loading the GPT-2 tokenizer: %w", err)
+	}
+	return &Tokenizer{Name: "GPT-2 BPE", Vocab: GPT2Vocab, EOT: EndOfText,
+		Encode: func(s string) ([]int, error) {
+			ids, _, err := enc.Encode(s)
+			out := make([]int, len(ids))
+			for i, id := range ids {
+				out[i] = int(id)
+			}
+			return out, err
+		},
+		Decode: func(ids []int) string {
+			u := make([]uint, len(ids))
+			for i, id := range ids {
+				u[i] = uint(id)
+			}
+			s, _ := enc.Decode(u)
+			return s
+		}}, nil
+}
+
+// ModelTokenizer is the tokenizer of a model file: tokenizer.json in its
+// directory (magc import writes it there), else nil (GPT-2's BPE, for the
+// built-in models). Its end-of-text token, where it has one, separates
+// documents.
+func ModelTokenizer(modelPath string) (*Tokenizer, error) {
+	if modelPath == "" {
+		return nil, nil
+	}
+	path := filepath.Join(filepath.Dir(modelPath), "tokenizer.json")
+	if _, err := os.Stat(path); err != nil {
+		return nil, nil
+	}
+	t, err := hf.LoadTokenizer(path)
+	if err != nil {
+		return nil, err
+	}
+	eot := -1
+	if id, ok := t.TokenID("<|endoftext|>"); ok {
+		eot = id
+	}
+	return &Tokenizer{Name: path, Vocab: t.VocabSize(), EOT: eot, Encode: t.Encode,
+		Decode: func(ids []int) string { return t.Decode(ids, false) }}, nil
+}
+
 // LoadText reads a .txt file (one document), a .jsonl file, or a directory
 // holding train.jsonl and optionally valid.jsonl (mlx-lm's layout: one JSON
 // object per line with a "text" field), and tokenises it with GPT-2's BPE.
 // Without a validation file the last tenth of the tokens is held out. A
 // binary file, or JSON lines in a file not named .jsonl, is refused.
 func LoadText(path string, seed uint64, batch, seqLen int) (*Text, error) {
-	enc, err := tokenizer.Get(tokenizer.R50kBase)
-	if err != nil {
-		return nil, fmt.Errorf("loading the GPT-2 tokenizer: %w", err)
+	return LoadTextWith(path, nil, seed, batch, seqLen)
+}
+
+// LoadTextWith is LoadText with tokenizer tok (nil: GPT-2's BPE).
+func LoadTextWith(path string, tok *Tokenizer, seed uint64, batch, seqLen int) (*Text, error) {
+	enc := tok
+	if enc == nil {
+		var err error
+		if enc, err = GPT2(); err != nil {
+			return nil, err
+		}
 	}
-	t := &Text{Seed: seed, BatchSize: batch, Len: seqLen}
+	t := &Text{Seed: seed, BatchSize: batch, Len: seqLen, Tok: tok}
 	info, err := os.Stat(path)
 	if err != nil {
 		return nil, err
@@ -104,6 +177,9 @@ func LoadText(path string, seed uint64, batch, seqLen int) (*Text, error) {
 		}
 	}
 	t.Desc = fmt.Sprintf("%s (%d training tokens, %d held out)", path, len(t.Train), len(t.Valid))
+	if tok != nil {
+		t.Desc = fmt.Sprintf("%s (%d training tokens, %d held out; %s)", path, len(t.Train), len(t.Valid), tok.Name)
+	}
 	return t, nil
 }
 
@@ -169,8 +245,8 @@ func looksLikeJSONL(raw []byte) bool {
 	return false
 }
 
-func encode(enc tokenizer.Codec, text string) ([]int32, error) {
-	ids, _, err := enc.Encode(text)
+func encode(enc *Tokenizer, text string) ([]int32, error) {
+	ids, err := enc.Encode(text)
 	if err != nil {
 		return nil, err
 	}
@@ -178,10 +254,13 @@ func encode(enc tokenizer.Codec, text string) ([]int32, error) {
 	for _, id := range ids {
 		out = append(out, int32(id))
 	}
-	return append(out, EndOfText), nil
+	if enc.EOT >= 0 {
+		out = append(out, int32(enc.EOT))
+	}
+	return out, nil
 }
 
-func readJSONL(enc tokenizer.Codec, path string) ([]int32, error) {
+func readJSONL(enc *Tokenizer, path string) ([]int32, error) {
 	raw, err := readText(path)
 	if err != nil {
 		return nil, err
