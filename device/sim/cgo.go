@@ -91,6 +91,8 @@ func readParamInfo(p unsafe.Pointer, n int) []paramInfo {
 
 // cAlloc returns zeroed C memory of n bytes aligned to 64, and the pointer
 // to free.
+const haveCgo = true
+
 func cAlloc(n int64) (ptr, base unsafe.Pointer) {
 	base = C.calloc(1, C.size_t(n+64))
 	if base == nil {

@@ -121,12 +121,19 @@ func (b *buffer) Len() int64 { return b.n }
 
 func (b *buffer) bytes() []byte { return unsafe.Slice((*byte)(b.ptr), b.n) }
 
+// errNoCgo is what a sim built without cgo says: it builds (so magc builds
+// everywhere) but cannot run kernels.
+var errNoCgo = errors.New("sim: the sim device needs cgo (CGO_ENABLED=1 and a C++ compiler)")
+
 // Alloc returns a zeroed buffer in C memory, aligned to 64 bytes.
 func (d *Device) Alloc(n int64) (device.Buffer, error) {
 	if n < 0 {
 		return nil, fmt.Errorf("sim: Alloc(%d): negative size", n)
 	}
 	ptr, base := cAlloc(n)
+	if ptr == nil && !haveCgo {
+		return nil, errNoCgo
+	}
 	if ptr == nil {
 		return nil, fmt.Errorf("sim: Alloc(%d): out of memory", n)
 	}

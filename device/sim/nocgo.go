@@ -2,15 +2,12 @@
 
 package sim
 
-import (
-	"errors"
-	"unsafe"
-)
+import "unsafe"
 
 // Without cgo there is no dlopen: the sim device builds (so magc builds
 // everywhere) but refuses to compile kernels or allocate memory.
 
-var errNoCgo = errors.New("sim: the sim device needs cgo (CGO_ENABLED=1 and a C++ compiler)")
+const haveCgo = false
 
 type loadedLib struct{ path string }
 
