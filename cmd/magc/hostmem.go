@@ -38,6 +38,10 @@ func hostBytes(g *ir.Graph, values bool, arena int64) int64 {
 	return total
 }
 
+// physicalMemory is the machine's memory in bytes (0 when unknown); a
+// variable so tests can play a smaller machine.
+var physicalMemory = osPhysicalMemory
+
 // checkHostMemory refuses, before allocating, work that needs more memory
 // than the machine has (ram: physicalMemory, 0 when unknown), naming the need.
 func checkHostMemory(what string, need, ram int64) error {
