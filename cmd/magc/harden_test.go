@@ -387,3 +387,31 @@ func TestRunRefusesModelLargerThanMachine(t *testing.T) {
 		t.Fatalf("scm3b on ref: exit %d, %q", code, stderr)
 	}
 }
+
+// A --seq too long for the arena is refused by a size estimate before the
+// compile (which took a minute at phase1 --seq 1000000 before the memory plan
+// refused it), on compile and on run; the models as shipped pass the estimate.
+func TestLongSeqRefusedBeforeCompile(t *testing.T) {
+	start := time.Now()
+	code, _, stderr := magc(t, "compile", "phase1", "--seq", "1000000")
+	if code != 1 || !strings.Contains(stderr, "the grouped_matmul at blocks.graph:") ||
+		!strings.Contains(stderr, "f32[2000000,2048], 16.384 GB, larger than an arena segment (8.590 GB, --max-buffer)") {
+		t.Fatalf("compile: exit %d, %q", code, stderr)
+	}
+	code, _, stderr = magc(t, "run", "--model", "phase1", "--seq", "1000000", "--device", "sim", "--out", filepath.Join(t.TempDir(), "o"))
+	if code != 1 || !strings.Contains(stderr, "larger than an arena segment") {
+		t.Fatalf("run: exit %d, %q", code, stderr)
+	}
+	if d := time.Since(start); d > 20*time.Second {
+		t.Errorf("refusals took %v: the estimate should come before the compile", d)
+	}
+	for _, m := range []string{"tiny", "phase1", "phase2", "phase3", "scm3b"} {
+		g, err := loadModel(m, "", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := checkValueSizes(g, 8<<30); err != nil {
+			t.Errorf("%s as shipped: %v", m, err)
+		}
+	}
+}
