@@ -13,6 +13,40 @@ type Builder struct {
 	Scope  string
 	Region int
 	err    error
+	// names indexes the declared inputs, parameters and outputs by name, so
+	// declaring the n-th one does not scan the n-1 before it.
+	inputs  nameIndex[*Input]
+	params  nameIndex[*Param]
+	outputs nameIndex[*Output]
+}
+
+// nameIndex maps names to the entries of one of the graph's tables. It
+// catches up with entries appended behind its back, and starts over when the
+// table shrank or was replaced.
+type nameIndex[T any] struct {
+	m    map[string]T
+	n    int // entries of the table indexed
+	last T   // the table's entry n-1 when indexed
+}
+
+func (x *nameIndex[T]) lookup(table []T, name func(T) string, key string) (T, bool) {
+	var zero T
+	if x.m == nil || len(table) < x.n || (x.n > 0 && any(table[x.n-1]) != any(x.last)) {
+		x.m, x.n = map[string]T{}, 0
+	}
+	for _, e := range table[x.n:] {
+		if _, dup := x.m[name(e)]; !dup {
+			x.m[name(e)] = e
+		}
+	}
+	x.n = len(table)
+	if x.n > 0 {
+		x.last = table[x.n-1]
+	} else {
+		x.last = zero
+	}
+	e, ok := x.m[key]
+	return e, ok
 }
 
 // NewBuilder starts an empty graph.
@@ -126,7 +160,7 @@ func (b *Builder) source(op Op, a Attrs, t Type) *Value {
 
 // Input declares a graph input.
 func (b *Builder) Input(name string, t Type) *Value {
-	if b.G.inputByName(name) != nil {
+	if _, dup := b.inputs.lookup(b.G.Inputs, func(in *Input) string { return in.Name }, name); dup {
 		b.Fail(fmt.Errorf("input %q is declared twice", name))
 	}
 	v := b.source(OpInput, Attrs{"name": name}, t)
@@ -136,18 +170,9 @@ func (b *Builder) Input(name string, t Type) *Value {
 	return v
 }
 
-func (g *Graph) inputByName(name string) *Input {
-	for _, in := range g.Inputs {
-		if in.Name == name {
-			return in
-		}
-	}
-	return nil
-}
-
 // Param declares a parameter; p.Value is set to its value.
 func (b *Builder) Param(p Param, t Type) *Value {
-	if b.G.Param(p.Name) != nil {
+	if _, dup := b.params.lookup(b.G.Params, func(p *Param) string { return p.Name }, p.Name); dup {
 		b.Fail(fmt.Errorf("parameter %q is declared twice", p.Name))
 	}
 	v := b.source(OpParam, Attrs{"name": p.Name}, t)
@@ -165,7 +190,7 @@ func (b *Builder) Const(x float64, t Type) *Value {
 
 // Output names a result of the graph.
 func (b *Builder) Output(name string, v *Value) {
-	if b.G.Output(name) != nil {
+	if _, dup := b.outputs.lookup(b.G.Outputs, func(o *Output) string { return o.Name }, name); dup {
 		b.Fail(fmt.Errorf("output %q is declared twice", name))
 		return
 	}

@@ -65,8 +65,14 @@ func Verify(g *Graph) error {
 			return err
 		}
 	}
+	params := make(map[string]*Param, len(g.Params)) // by name, the first as g.Param finds it
+	for _, p := range g.Params {
+		if _, dup := params[p.Name]; !dup {
+			params[p.Name] = p
+		}
+	}
 	for _, u := range g.Updates {
-		p := g.Param(u.Param)
+		p := params[u.Param]
 		if p == nil {
 			return fmt.Errorf("update of unknown parameter %q", u.Param)
 		}

@@ -62,6 +62,7 @@ func chunkLoss(g *ir.Graph, chunkBytes int64) (*ir.Graph, error) {
 		return g, nil
 	}
 	per := (rows + chunks - 1) / chunks
+	chunks = (rows + per - 1) / per // rounding per up can leave trailing chunks empty
 	scalar := ir.T(ir.F32)
 	return ir.Rewrite(g, func(b *ir.Builder, n *ir.Node, in []*ir.Value) []*ir.Value {
 		if n != ce {

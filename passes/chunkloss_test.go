@@ -31,6 +31,12 @@ func TestChunkedLoss(t *testing.T) {
 				t.Fatalf("chunked step has %d cross-entropies, want 4", n)
 			}
 			checkChunkOrder(t, chunked)
+			// 512 bytes in 110-byte chunks asks for 5 chunks; 2 rows each
+			// covers the 8 rows in 4, and a fifth would be empty (it was
+			// built, and refused as a slice past the end: --seq 1000000).
+			if n := countOps(build(110), ir.OpCrossEntropy); n != 4 {
+				t.Fatalf("8 rows in chunks of 2: %d cross-entropies, want 4", n)
+			}
 
 			params, err := ref.InitParams(whole, 5)
 			if err != nil {

@@ -1,6 +1,7 @@
 package passes
 
 import (
+	"slices"
 	"sort"
 
 	"github.com/scm-magellano/magc/ir"
@@ -191,6 +192,7 @@ func Fuse(g *ir.Graph, fuse bool) *Schedule {
 		kept[v] = true
 	}
 	member := map[*ir.Node][]*Group{} // the groups computing each node
+	bb := newBudget(uses, kept)
 	var groups []*Group
 	for i := len(g.Nodes) - 1; i >= 0; i-- {
 		n := g.Nodes[i]
@@ -199,7 +201,7 @@ func Fuse(g *ir.Graph, fuse bool) *Schedule {
 		}
 		if fuse && !anyKept(n, kept) && !contractionSum(n, uses) {
 			targets := consumerGroups(n, uses, member)
-			if len(targets) > 0 && allFit(targets, n, uses, kept) && (allAccept(targets, n) && (len(targets) == 1 || indexMap(n.Op)) ||
+			if len(targets) > 0 && bb.allFit(targets, n) && (allAccept(targets, n) && (len(targets) == 1 || indexMap(n.Op)) ||
 				len(targets) == 1 && lhsPrologue(targets[0], n, uses)) {
 				if len(targets) == 1 && !accepts(targets[0].Kind, n) {
 					targets[0].StagesLHS = true
@@ -210,7 +212,7 @@ func Fuse(g *ir.Graph, fuse bool) *Schedule {
 				}
 				continue
 			}
-			if t := storingReader(n, targets, uses, kept); t != nil {
+			if t := storingReader(n, targets, bb); t != nil {
 				t.Nodes = append(t.Nodes, n)
 				member[n] = []*Group{t}
 				continue
@@ -221,7 +223,7 @@ func Fuse(g *ir.Graph, fuse bool) *Schedule {
 		groups = append(groups, grp)
 	}
 	if fuse {
-		f := &fuser{uses: uses, member: member, kept: kept, gone: map[*Group]bool{}}
+		f := &fuser{uses: uses, member: member, kept: kept, gone: map[*Group]bool{}, budget: bb}
 		f.mergeEpilogues(groups)
 		f.mergeRowEpilogues(groups)
 		f.mergeRouting(groups)
@@ -263,6 +265,7 @@ type fuser struct {
 	member map[*ir.Node][]*Group // the groups computing each node
 	kept   map[*ir.Value]bool
 	gone   map[*Group]bool // folded into another
+	budget *budget
 }
 
 // fold moves p's nodes into g.
@@ -276,7 +279,7 @@ func (f *fuser) fold(g, p *Group) {
 
 // fits reports whether one kernel computing g and p binds at most MaxBuffers.
 func (f *fuser) fits(g, p *Group) bool {
-	return jointBuffers(append(append([]*ir.Node(nil), g.Nodes...), p.Nodes...), f.uses, f.kept) <= MaxBuffers
+	return f.budget.fitsBoth(g, p)
 }
 
 // rest lists the groups not folded into others.
@@ -336,7 +339,7 @@ func readersAfter(m, p *Group, uses map[*ir.Value][]*ir.Node, member map[*ir.Nod
 // stores its result for n's other readers (XLA's multi-output fusion): the
 // first to run of n's readers with n's shape, when every other reader runs
 // after it. Nil when there is none.
-func storingReader(n *ir.Node, readers []*Group, uses map[*ir.Value][]*ir.Node, kept map[*ir.Value]bool) *Group {
+func storingReader(n *ir.Node, readers []*Group, bb *budget) *Group {
 	if len(readers) < 2 || !Pointwise(n.Op) || n.Op == ir.OpAdamW || len(n.Outputs) != 1 {
 		return nil
 	}
@@ -349,7 +352,7 @@ func storingReader(n *ir.Node, readers []*Group, uses map[*ir.Value][]*ir.Node, 
 	if first.Kind != KindPointwise || !first.Root.Out().Type.Shape.Equal(n.Out().Type.Shape) {
 		return nil
 	}
-	if !allFit([]*Group{first}, n, uses, kept) {
+	if !bb.allFit([]*Group{first}, n) {
 		return nil
 	}
 	for _, t := range readers {
@@ -430,13 +433,135 @@ const MaxBuffers = 24
 
 // allFit reports whether every group can take n without binding more than
 // MaxBuffers buffers.
-func allFit(gs []*Group, n *ir.Node, uses map[*ir.Value][]*ir.Node, kept map[*ir.Value]bool) bool {
+func (bb *budget) allFit(gs []*Group, n *ir.Node) bool {
 	for _, g := range gs {
-		if jointBuffers(append([]*ir.Node{n}, g.Nodes...), uses, kept) > MaxBuffers {
+		if bb.of(g).with(n) > MaxBuffers {
 			return false
 		}
 	}
 	return true
+}
+
+// budget keeps, for each group, the count of buffers it binds (what
+// jointBuffers would say) up to date as nodes join it, so asking whether one
+// more node fits costs that node's operands and readers rather than a pass
+// over the group: Fuse stays linear on a chain of thousands of ops that all
+// join one kernel.
+type budget struct {
+	uses   map[*ir.Value][]*ir.Node
+	kept   map[*ir.Value]bool
+	groups map[*Group]*groupBuffers
+}
+
+func newBudget(uses map[*ir.Value][]*ir.Node, kept map[*ir.Value]bool) *budget {
+	return &budget{uses: uses, kept: kept, groups: map[*Group]*groupBuffers{}}
+}
+
+// groupBuffers is what one group binds: values it reads from outside, and
+// for each value its nodes compute, how many readers it has outside.
+type groupBuffers struct {
+	bb      *budget
+	nodes   []*ir.Node // the group's nodes accounted, in the order they joined
+	in      map[*ir.Node]bool
+	reads   map[*ir.Value]bool
+	outside map[*ir.Value]int
+	count   int
+}
+
+// of returns g's account, catching up with the nodes appended to g.Nodes
+// since it was last asked (groups only ever grow by appending); it starts
+// over if g.Nodes no longer begins with the nodes accounted.
+func (bb *budget) of(g *Group) *groupBuffers {
+	a := bb.groups[g]
+	if a != nil && (len(g.Nodes) < len(a.nodes) || len(a.nodes) > 0 && g.Nodes[len(a.nodes)-1] != a.nodes[len(a.nodes)-1]) {
+		a = nil
+	}
+	if a == nil {
+		a = &groupBuffers{bb: bb, in: map[*ir.Node]bool{}, reads: map[*ir.Value]bool{}, outside: map[*ir.Value]int{}}
+		bb.groups[g] = a
+	}
+	for _, n := range g.Nodes[len(a.nodes):] {
+		a.add(n)
+	}
+	return a
+}
+
+// bufferCost is the buffers a value read from memory binds: an NF4 weight
+// binds one per section, four.
+func bufferCost(v *ir.Value) int {
+	if v.Type.DType == ir.NF4 {
+		return 4
+	}
+	return 1
+}
+
+func (a *groupBuffers) escapes(v *ir.Value, outside int) bool { return a.bb.kept[v] || outside > 0 }
+
+// delta is the change in a's count if n joined; with commit set, n joins.
+func (a *groupBuffers) delta(n *ir.Node, commit bool) int {
+	d := 0
+	if commit {
+		a.in[n] = true
+		a.nodes = append(a.nodes, n)
+	}
+	for _, v := range n.Outputs {
+		if a.reads[v] {
+			d -= bufferCost(v)
+			if commit {
+				delete(a.reads, v)
+			}
+		}
+		c := 0
+		for _, u := range a.bb.uses[v] {
+			if !a.in[u] && u != n {
+				c++
+			}
+		}
+		if a.escapes(v, c) {
+			d++
+		}
+		if commit {
+			a.outside[v] = c
+		}
+	}
+	for i, w := range n.Inputs {
+		if slices.Contains(n.Inputs[:i], w) {
+			continue // counted with its first occurrence
+		}
+		if a.in[w.Node] {
+			k := 0 // n's reads of w: each was a reader outside
+			for _, x := range n.Inputs[i:] {
+				if x == w {
+					k++
+				}
+			}
+			before := a.outside[w]
+			if a.escapes(w, before) && !a.escapes(w, before-k) {
+				d--
+			}
+			if commit {
+				a.outside[w] = before - k
+			}
+		} else if !a.reads[w] {
+			d += bufferCost(w)
+			if commit {
+				a.reads[w] = true
+			}
+		}
+	}
+	if commit {
+		a.count += d
+	}
+	return d
+}
+
+func (a *groupBuffers) add(n *ir.Node)      { a.delta(n, true) }
+func (a *groupBuffers) with(n *ir.Node) int { return a.count + a.delta(n, false) }
+
+// fitsBoth reports whether one kernel computing g and p binds at most
+// MaxBuffers, counted afresh: the merging steps that ask fold few groups.
+func (bb *budget) fitsBoth(g, p *Group) bool {
+	return jointBuffers(append(append([]*ir.Node(nil), g.Nodes...), p.Nodes...), bb.uses, bb.kept) <= MaxBuffers
 }
 
 // boundBuffers counts the buffers a kernel computing nodes binds: the values

@@ -176,6 +176,9 @@ func (c *compileCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
+	if err := checkValueSizes(g, mem.MaxSegment); err != nil {
+		return err
+	}
 	cfg := &pipeline.Config{Passes: c.config(), NoFuse: c.NoFuse, Mem: mem, Target: c.Target}
 	cfg.Passes.Train, cfg.Passes.Remat = !c.Forward, c.Remat
 	if c.Dump != "" {

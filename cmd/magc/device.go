@@ -51,7 +51,11 @@ func compileFor(dev device.Device, g *ir.Graph, cfg passes.Config, noFuse bool) 
 	if cfg.Remat != "auto" {
 		mem.Budget = 0
 	}
-	u, err := pipeline.Compile(g, &pipeline.Config{Passes: cfg, NoFuse: noFuse, Mem: train.MemOptions(dev, mem), Target: dev.Target()})
+	mem = train.MemOptions(dev, mem)
+	if err := checkValueSizes(g, mem.MaxSegment); err != nil {
+		return nil, fmt.Errorf("compiling %s for %s: %w", g.Name, dev.Name(), err)
+	}
+	u, err := pipeline.Compile(g, &pipeline.Config{Passes: cfg, NoFuse: noFuse, Mem: mem, Target: dev.Target()})
 	if err != nil {
 		return nil, fmt.Errorf("compiling %s for %s: %w", g.Name, dev.Name(), err)
 	}

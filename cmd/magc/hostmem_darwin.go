@@ -3,7 +3,7 @@ package main
 import "golang.org/x/sys/unix"
 
 // physicalMemory is the machine's RAM in bytes (0: unknown).
-func physicalMemory() int64 {
+func osPhysicalMemory() int64 {
 	n, err := unix.SysctlUint64("hw.memsize")
 	if err != nil {
 		return 0

@@ -3,7 +3,7 @@ package main
 import "syscall"
 
 // physicalMemory is the machine's RAM in bytes (0: unknown).
-func physicalMemory() int64 {
+func osPhysicalMemory() int64 {
 	var si syscall.Sysinfo_t
 	if syscall.Sysinfo(&si) != nil {
 		return 0

@@ -3,4 +3,4 @@
 package main
 
 // physicalMemory is the machine's RAM in bytes (0: unknown).
-func physicalMemory() int64 { return 0 }
+func osPhysicalMemory() int64 { return 0 }

@@ -3,6 +3,7 @@ package kcheck
 import (
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/scm-magellano/magc/codegen"
 	"github.com/scm-magellano/magc/device"
@@ -62,50 +63,72 @@ func Tolerance(t ir.Type) float64 {
 // what it wrote with the reference. It returns the mismatches.
 func CheckKernels(x *Executor, want map[*ir.Value]*ref.Tensor) ([]Mismatch, error) {
 	var bad []Mismatch
-	for i, d := range x.Prog.Dispatches {
-		written := map[*ir.Value]bool{}
-		for _, v := range d.Writes {
-			written[v] = true
-		}
-		for _, b := range d.Bindings {
-			if written[b.Value] {
-				continue
-			}
-			t, ok := want[b.Value]
-			if !ok {
-				return nil, fmt.Errorf("dispatch %d reads %v, which the reference did not compute", i, b.Value)
-			}
-			if err := x.Write(b.Value, t); err != nil {
-				return nil, err
-			}
-		}
-		// Outputs start as NaN (or an unlikely integer), so an element the
-		// kernel fails to write shows; not those updated in place.
-		read := map[*ir.Value]bool{}
-		for _, b := range d.Bindings {
-			if !written[b.Value] {
-				read[x.resolve(b.Value)] = true
-			}
-		}
-		for _, v := range d.Writes {
-			if read[x.resolve(v)] {
-				continue
-			}
-			if err := x.Write(v, poison(v.Type)); err != nil {
-				return nil, err
-			}
-		}
-		if err := x.Run(i); err != nil {
+	for i := range x.Prog.Dispatches {
+		m, err := x.checkDispatch(i, want)
+		if err != nil {
 			return nil, err
 		}
-		for _, v := range d.Writes {
-			got, err := x.Read(v)
-			if err != nil {
-				return nil, err
-			}
-			if e := RelErr(got, want[v]); !(e <= Tolerance(v.Type)) {
-				bad = append(bad, Mismatch{Dispatch: i, Kernel: d.Kernel, Value: v, RelErr: e})
-			}
+		bad = append(bad, m...)
+	}
+	return bad, nil
+}
+
+// checkDispatch runs dispatch i alone on operands from want and compares
+// what it writes with want.
+func (x *Executor) checkDispatch(i int, want map[*ir.Value]*ref.Tensor) ([]Mismatch, error) {
+	d := x.Prog.Dispatches[i]
+	if x.begin != nil {
+		if err := x.begin(i); err != nil {
+			return nil, err
+		}
+	}
+	written := map[*ir.Value]bool{}
+	for _, v := range d.Writes {
+		written[v] = true
+	}
+	for _, b := range d.Bindings {
+		if written[b.Value] {
+			continue
+		}
+		t, ok := want[b.Value]
+		if !ok {
+			return nil, fmt.Errorf("dispatch %d reads %v, which the reference did not compute", i, b.Value)
+		}
+		if err := x.Write(b.Value, t); err != nil {
+			return nil, err
+		}
+	}
+	// Outputs start as NaN (or an unlikely integer), so an element the
+	// kernel fails to write shows; not those updated in place.
+	read := map[*ir.Value]bool{}
+	for _, b := range d.Bindings {
+		if !written[b.Value] {
+			read[x.resolve(b.Value)] = true
+		}
+	}
+	for _, v := range d.Writes {
+		if read[x.resolve(v)] {
+			continue
+		}
+		if err := x.Write(v, poison(v.Type)); err != nil {
+			return nil, err
+		}
+	}
+	if err := x.Run(i); err != nil {
+		return nil, err
+	}
+	var bad []Mismatch
+	for _, v := range d.Writes {
+		w, ok := want[v]
+		if !ok {
+			return nil, fmt.Errorf("dispatch %d writes %v, which the reference did not compute", i, v)
+		}
+		got, err := x.Read(v)
+		if err != nil {
+			return nil, err
+		}
+		if e := RelErr(got, w); !(e <= Tolerance(v.Type)) {
+			bad = append(bad, Mismatch{Dispatch: i, Kernel: d.Kernel, Value: v, RelErr: e})
 		}
 	}
 	return bad, nil
@@ -122,19 +145,119 @@ func poison(t ir.Type) *ref.Tensor {
 	return p
 }
 
-// CheckProgram renders a program for dev's target, compiles it there with a
-// buffer per value and checks every kernel against the reference values
-// (CheckKernels).
+// CheckProgram renders a program for dev's target, compiles it there and
+// checks every kernel against the reference values (CheckKernels), with the
+// values of one dispatch at a time in one reused buffer (DispatchArena).
 func CheckProgram(dev device.Device, prog *codegen.Program, want map[*ir.Value]*ref.Tensor) ([]Mismatch, error) {
-	x, err := NewExecutor(dev, prog, SeparateBuffers(dev))
+	x, err := NewArenaExecutor(dev, prog)
 	if err != nil {
 		return nil, err
 	}
 	return CheckKernels(x, want)
 }
 
+// CheckGraph is CheckProgram on every device of devs without holding the
+// whole reference: it evaluates g (prog's graph) with ref.Stream in the
+// program's dispatch order, checking each dispatch as soon as the reference
+// has computed everything it binds, so each reference value lives only until
+// its last reader, node or kernel. Memory is the reference's live set plus
+// one dispatch's operands per device, where CheckProgram needs every value
+// of the graph. The caller should keep no other reference to inputs and
+// params, so they go too once read. Mismatches come per device, in dispatch
+// order.
+func CheckGraph(devs []device.Device, prog *codegen.Program, g *ir.Graph, inputs, params map[string]*ref.Tensor) ([][]Mismatch, error) {
+	index := make(map[*ir.Node]int, len(g.Nodes))
+	for i, n := range g.Nodes {
+		index[n] = i
+	}
+	// Evaluate in the order the dispatches need values (the schedule's
+	// order, which keeps few values live), then whatever no dispatch binds.
+	pos := make([]int, len(g.Nodes)) // node index → position in order, -1 until placed
+	for i := range pos {
+		pos[i] = -1
+	}
+	var order []int
+	var need func(n *ir.Node)
+	need = func(n *ir.Node) {
+		// Iterative depth-first walk: a deep graph must not overflow the stack.
+		stack := []*ir.Node{n}
+		for len(stack) > 0 {
+			top := stack[len(stack)-1]
+			if pos[index[top]] >= 0 {
+				stack = stack[:len(stack)-1]
+				continue
+			}
+			pushed := false
+			for _, v := range top.Inputs {
+				if pos[index[v.Node]] < 0 {
+					stack = append(stack, v.Node)
+					pushed = true
+				}
+			}
+			if !pushed {
+				stack = stack[:len(stack)-1]
+				pos[index[top]] = len(order)
+				order = append(order, index[top])
+			}
+		}
+	}
+	ready := map[int][]int{} // position in order → dispatches checkable after it
+	until := map[*ir.Value]int{}
+	for i, d := range prog.Dispatches {
+		vs := append([]*ir.Value(nil), d.Writes...)
+		for _, b := range d.Bindings {
+			vs = append(vs, b.Value)
+		}
+		at := 0
+		for _, v := range vs {
+			if _, ok := index[v.Node]; !ok {
+				return nil, fmt.Errorf("dispatch %d binds %v, which is not a value of the graph", i, v)
+			}
+			need(v.Node)
+			at = max(at, pos[index[v.Node]])
+		}
+		ready[at] = append(ready[at], i)
+		for _, v := range vs {
+			until[v] = max(until[v], at)
+		}
+	}
+	for _, n := range g.Nodes {
+		need(n)
+	}
+	xs := make([]*Executor, len(devs))
+	for j, dev := range devs {
+		x, err := NewArenaExecutor(dev, prog)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", dev.Name(), err)
+		}
+		xs[j] = x
+	}
+	bad := make([][]Mismatch, len(devs))
+	visit := func(p int, vals map[*ir.Value]*ref.Tensor) error {
+		for _, di := range ready[p] {
+			for j, x := range xs {
+				m, err := x.checkDispatch(di, vals)
+				if err != nil {
+					return fmt.Errorf("%s: %w", devs[j].Name(), err)
+				}
+				bad[j] = append(bad[j], m...)
+			}
+		}
+		return nil
+	}
+	err := ref.Stream(g, inputs, params, ref.StreamOptions{Order: order, Until: until, Visit: visit})
+	if err != nil {
+		return nil, err
+	}
+	for _, b := range bad {
+		slices.SortStableFunc(b, func(p, q Mismatch) int { return p.Dispatch - q.Dispatch })
+	}
+	return bad, nil
+}
+
 // SeparateBuffers places every value in its own buffer, allocated on first
-// use: enough to test kernels without a memory plan.
+// use and kept: enough to test kernels without a memory plan, and what a test
+// needs that runs several dispatches in a row on the same values.
 func SeparateBuffers(dev device.Device) Placement {
 	bufs := map[*ir.Value]device.Buffer{}
 	return func(v *ir.Value) (device.Buffer, int64, error) {
@@ -148,4 +271,68 @@ func SeparateBuffers(dev device.Device) Placement {
 		bufs[v] = b
 		return b, 0, nil
 	}
+}
+
+// arenaAlign keeps every value of a dispatch at a 256-byte boundary, as
+// device buffers are (and as vector loads want).
+const arenaAlign = 256
+
+// NewArenaExecutor is NewExecutor with the values of one dispatch at a time
+// packed into a single buffer, reused by the next dispatch: it suits
+// CheckKernels, which writes every operand of a dispatch before launching it.
+// The buffer is as large as the largest dispatch's operands (device buffers
+// cannot be freed through device.Device, so a buffer per value would keep
+// every value of the program alive).
+func NewArenaExecutor(dev device.Device, prog *codegen.Program) (*Executor, error) {
+	a := &arena{}
+	x, err := NewExecutor(dev, prog, a.place)
+	if err != nil {
+		return nil, err
+	}
+	var size int64
+	for i := range prog.Dispatches {
+		size = max(size, a.layout(x, i))
+	}
+	if a.buf, err = dev.Alloc(max(size, 4)); err != nil {
+		return nil, err
+	}
+	x.begin = func(i int) error { a.layout(x, i); return nil }
+	return x, nil
+}
+
+// arena places the values a dispatch binds side by side in one buffer.
+type arena struct {
+	buf device.Buffer
+	off map[*ir.Value]int64
+}
+
+// layout assigns offsets to dispatch i's values (after alias resolution)
+// and returns the bytes they take.
+func (a *arena) layout(x *Executor, i int) int64 {
+	d := x.Prog.Dispatches[i]
+	a.off = map[*ir.Value]int64{}
+	var end int64
+	add := func(v *ir.Value) {
+		v = x.resolve(v)
+		if _, ok := a.off[v]; ok {
+			return
+		}
+		a.off[v] = end
+		end += (max(v.Type.Bytes(), 4) + arenaAlign - 1) / arenaAlign * arenaAlign
+	}
+	for _, b := range d.Bindings {
+		add(b.Value)
+	}
+	for _, v := range d.Writes {
+		add(v)
+	}
+	return end
+}
+
+func (a *arena) place(v *ir.Value) (device.Buffer, int64, error) {
+	off, ok := a.off[v]
+	if !ok {
+		return nil, 0, fmt.Errorf("kcheck: %v is not bound by the dispatch being checked", v)
+	}
+	return a.buf, off, nil
 }

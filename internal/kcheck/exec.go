@@ -26,6 +26,7 @@ type Executor struct {
 	Prog    *codegen.Program
 	kernels map[string]device.Kernel
 	place   Placement
+	begin   func(dispatch int) error // readies the placement for a dispatch, if set
 }
 
 // NewExecutor renders the program's module for dev's target and compiles it there.

@@ -65,6 +65,96 @@ func Eval(g *ir.Graph, inputs, params map[string]*Tensor) (*Result, error) {
 	return r, nil
 }
 
+// StreamOptions says how Stream walks a graph.
+type StreamOptions struct {
+	// Order lists the indices of g.Nodes in the order to evaluate them: a
+	// topological order (nil: g.Nodes' own order).
+	Order []int
+	// Until keeps a value past its last reader: until the node at position
+	// Until[v] of Order has been visited.
+	Until map[*ir.Value]int
+	// Visit is called after the node at position pos of Order is evaluated,
+	// with the values live then.
+	Visit func(pos int, vals map[*ir.Value]*Tensor) error
+}
+
+// Stream evaluates g as Eval does, but keeps only the live values: after
+// each node it calls o.Visit, then drops every value that no later node
+// reads and that o.Until does not keep. Graph outputs are dropped like any
+// value, and so are inputs and parameters (a caller that keeps no reference
+// of its own to them lets them go too). Peak memory is the live set, not
+// the whole graph.
+func Stream(g *ir.Graph, inputs, params map[string]*Tensor, o StreamOptions) error {
+	if err := ir.Verify(g); err != nil {
+		return fmt.Errorf("ref: invalid graph: %w", err)
+	}
+	order := o.Order
+	if order == nil {
+		order = make([]int, len(g.Nodes))
+		for i := range order {
+			order[i] = i
+		}
+	}
+	pos := make(map[*ir.Node]int, len(g.Nodes)) // each node's position in order
+	for p, i := range order {
+		if i < 0 || i >= len(g.Nodes) {
+			return fmt.Errorf("ref: evaluation order names node %d of %d", i, len(g.Nodes))
+		}
+		if _, dup := pos[g.Nodes[i]]; dup {
+			return fmt.Errorf("ref: evaluation order names node %d twice", i)
+		}
+		pos[g.Nodes[i]] = p
+	}
+	if len(order) != len(g.Nodes) {
+		return fmt.Errorf("ref: evaluation order has %d of %d nodes", len(order), len(g.Nodes))
+	}
+	// last[v]: the position of v's last reader, or Until[v] if later.
+	last := make(map[*ir.Value]int, len(g.Nodes))
+	for p, i := range order {
+		n := g.Nodes[i]
+		for _, v := range n.Inputs {
+			if pos[v.Node] >= p {
+				return fmt.Errorf("ref: evaluation order puts %s before the node computing its operand %v", where(n), v)
+			}
+			last[v] = max(last[v], p)
+		}
+		for _, v := range n.Outputs {
+			last[v] = max(last[v], p)
+		}
+	}
+	for v, p := range o.Until {
+		last[v] = max(last[v], p)
+	}
+	drop := make([][]*ir.Value, len(order))
+	for v, p := range last {
+		drop[p] = append(drop[p], v)
+	}
+	vals := make(map[*ir.Value]*Tensor)
+	if err := bind(vals, "input", inputs, namesOfInputs(g)); err != nil {
+		return err
+	}
+	if err := bind(vals, "parameter", params, namesOfParams(g)); err != nil {
+		return err
+	}
+	inputs, params = nil, nil // from here vals holds the only references Stream has
+	for p, i := range order {
+		n := g.Nodes[i]
+		if err := evalNode(n, vals); err != nil {
+			return fmt.Errorf("ref: %s: %v", where(n), err)
+		}
+		if o.Visit != nil {
+			if err := o.Visit(p, vals); err != nil {
+				return err
+			}
+		}
+		for _, v := range drop[p] {
+			delete(vals, v)
+		}
+		drop[p] = nil
+	}
+	return nil
+}
+
 func namesOfInputs(g *ir.Graph) map[string]*ir.Value {
 	m := map[string]*ir.Value{}
 	for _, in := range g.Inputs {

@@ -248,3 +248,80 @@ func ExampleEvalOp() {
 	fmt.Println(out[0], err)
 	// Output: f32[2]{3 7} <nil>
 }
+
+// TestStream checks that Stream computes what Eval does, in any topological
+// order, drops each value after its last reader unless Until keeps it, and
+// refuses an order that is not topological.
+func TestStream(t *testing.T) {
+	g, y := smallGraph(t)
+	feeds := func() (map[string]*Tensor, map[string]*Tensor) {
+		return map[string]*Tensor{"x": f32(t, sh(2, 3), 1, 2, 3, 4, 5, 6), "ids": i32(t, sh(2), 1, 1)},
+			map[string]*Tensor{"W": f32(t, sh(3, 2), 1, 0, 0, 1, 1, 1)}
+	}
+	in, ps := feeds()
+	want, err := Eval(g, in, ps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reversedSources := []int{}
+	for i := len(g.Nodes) - 1; i >= 0; i-- { // sources last to first, then the rest
+		if len(g.Nodes[i].Inputs) == 0 {
+			reversedSources = append(reversedSources, i)
+		}
+	}
+	for i, n := range g.Nodes {
+		if len(n.Inputs) > 0 {
+			reversedSources = append(reversedSources, i)
+		}
+	}
+	for _, order := range [][]int{nil, reversedSources} {
+		in, ps := feeds()
+		seen := map[*ir.Value]bool{}
+		xLive := true
+		err := Stream(g, in, ps, StreamOptions{Order: order, Visit: func(p int, vals map[*ir.Value]*Tensor) error {
+			for v, tv := range vals {
+				seen[v] = true
+				if d := want.Value(v).Data; fmt.Sprint(d) != fmt.Sprint(tv.Data) {
+					t.Errorf("order %v: %v = %v, Eval says %v", order, v, tv.Data, d)
+				}
+			}
+			if p == len(g.Nodes)-1 {
+				xLive = vals[g.Inputs[0].Value] != nil
+			}
+			return nil
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range g.Nodes {
+			for _, v := range n.Outputs {
+				if !seen[v] {
+					t.Errorf("order %v: %v never computed", order, v)
+				}
+			}
+		}
+		// x's only reader is the matmul, well before the last node.
+		if xLive {
+			t.Errorf("order %v: input x still held at the last node", order)
+		}
+	}
+	// Until keeps y to the end.
+	in, ps = feeds()
+	last := len(g.Nodes) - 1
+	err = Stream(g, in, ps, StreamOptions{Until: map[*ir.Value]int{y: last}, Visit: func(p int, vals map[*ir.Value]*Tensor) error {
+		if p == last && vals[y] == nil {
+			t.Error("Until did not keep y")
+		}
+		return nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A node before its operand, or a node missing, is refused.
+	for _, bad := range [][]int{{0}, append(append([]int{}, reversedSources[1:]...), reversedSources[0])} {
+		in, ps := feeds()
+		if err := Stream(g, in, ps, StreamOptions{Order: bad}); err == nil {
+			t.Errorf("order %v accepted", bad)
+		}
+	}
+}

@@ -2,6 +2,10 @@ package ref
 
 import (
 	"fmt"
+	"math"
+
+	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/blas64"
 
 	"github.com/scm-magellano/magc/ir"
 )
@@ -28,8 +32,48 @@ func (m mat) at(i, j int) float64 {
 	return m.data[i*m.c+j]
 }
 
-// mulInto sets dst (m×n, row-major) = a·b, summing over k in increasing order.
+// mulInto sets dst (m×n, row-major) = a·b. Finite operands go to gonum's
+// blocked dgemm (sums in another order: results agree to float64 rounding).
+// Its kernels skip zero multipliers, so 0·Inf would give 0, not NaN: operands
+// holding a non-finite value take the plain loop, which keeps IEEE semantics.
 func mulInto(dst []float64, a, b mat, m, k, n int) {
+	if m == 0 || n == 0 {
+		return
+	}
+	if k == 0 {
+		clear(dst[:m*n])
+		return
+	}
+	if !finite(a.data) || !finite(b.data) {
+		mulNaive(dst, a, b, m, k, n)
+		return
+	}
+	blas64.Gemm(a.trans(), b.trans(), 1, a.general(), b.general(), 0,
+		blas64.General{Rows: m, Cols: n, Stride: n, Data: dst[:m*n]})
+}
+
+func (m mat) trans() blas.Transpose {
+	if m.t {
+		return blas.Trans
+	}
+	return blas.NoTrans
+}
+
+func (m mat) general() blas64.General {
+	return blas64.General{Rows: m.r, Cols: m.c, Stride: m.c, Data: m.data[:m.r*m.c]}
+}
+
+func finite(x []float64) bool {
+	for _, v := range x {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return false
+		}
+	}
+	return true
+}
+
+// mulNaive is mulInto summing over k in increasing order, one product at a time.
+func mulNaive(dst []float64, a, b mat, m, k, n int) {
 	for i := 0; i < m; i++ {
 		for j := 0; j < n; j++ {
 			var s float64

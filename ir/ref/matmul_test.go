@@ -130,3 +130,71 @@ func TestDequant(t *testing.T) {
 		}
 	}
 }
+
+// TestMatmulAgainstPlainLoop checks the blocked products against the plain
+// loop at sizes past gonum's block edge, with every transpose flag, and that a
+// non-finite operand propagates as IEEE says (0·Inf is NaN, not skipped).
+func TestMatmulAgainstPlainLoop(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	const m, k, n = 70, 131, 67
+	for _, c := range []struct{ ta, tb bool }{{false, false}, {true, false}, {false, true}, {true, true}} {
+		ar, ac, br, bc := m, k, k, n
+		if c.ta {
+			ar, ac = k, m
+		}
+		if c.tb {
+			br, bc = n, k
+		}
+		a := randT(rng, sh(2, ar, ac), -1, 1)
+		b := randT(rng, sh(br, bc), -1, 1)
+		got := run(t, ir.OpMatmul, mm(c.ta, c.tb), a, b)[0]
+		for i := 0; i < 2; i++ {
+			want := make([]float64, m*n)
+			mulNaive(want, mat{a.Data[i*m*k : (i+1)*m*k], ar, ac, c.ta}, mat{b.Data, br, bc, c.tb}, m, k, n)
+			for j, w := range want {
+				// k products of magnitude ≤ 1: a few ulps of k in absolute terms.
+				if d := math.Abs(got.Data[i*m*n+j] - w); d > 1e-13 {
+					t.Fatalf("ta=%v tb=%v [%d][%d]: %v, plain loop %v", c.ta, c.tb, i, j, got.Data[i*m*n+j], w)
+				}
+			}
+		}
+	}
+	a := f32(t, sh(1, 2), 0, 1)
+	b := f32(t, sh(2, 1), math.Inf(1), 2)
+	if got := run(t, ir.OpMatmul, mm(false, false), a, b)[0].Data[0]; !math.IsNaN(got) {
+		t.Fatalf("0·Inf + 1·2 = %v, want NaN", got)
+	}
+	x := f32(t, sh(2, 1), 0, 1)
+	w := f32(t, sh(1, 1, 1), math.Inf(1))
+	if got := run(t, ir.OpGroupedMM, nil, x, w, i32(t, sh(2), 0, 2))[0].Data; !math.IsNaN(got[0]) || !math.IsInf(got[1], 1) {
+		t.Fatalf("grouped 0·Inf, 1·Inf = %v, want NaN, +Inf", got)
+	}
+}
+
+// TestGroupedMatmulAgainstPlainLoop checks both grouped products, blocked,
+// against the plain loop on uneven expert groups (one empty).
+func TestGroupedMatmulAgainstPlainLoop(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	const rows, k, n = 150, 90, 70
+	offs := []int{3, 3, 80, 149}
+	x := randT(rng, sh(rows, k), -1, 1)
+	w := randT(rng, sh(3, n, k), -1, 1)
+	dy := randT(rng, sh(rows, n), -1, 1)
+	off := i32(t, sh(4), offs...)
+	y := run(t, ir.OpGroupedMM, ir.Attrs{"tb": true}, x, w, off)[0]
+	dw := run(t, ir.OpGroupedMMW, nil, dy, x, off)[0]
+	for e := 0; e < 3; e++ {
+		lo, hi := offs[e], offs[e+1]
+		want := make([]float64, (hi-lo)*n)
+		mulNaive(want, mat{x.Data[lo*k : hi*k], hi - lo, k, false}, mat{w.Data[e*n*k : (e+1)*n*k], n, k, true}, hi-lo, k, n)
+		closeAll(t, "grouped", y.Data[lo*n:hi*n], want, 1e-13)
+		wantW := make([]float64, n*k)
+		mulNaive(wantW, mat{dy.Data[lo*n : hi*n], hi - lo, n, true}, mat{x.Data[lo*k : hi*k], hi - lo, k, false}, n, hi-lo, k)
+		closeAll(t, "wgrad", dw.Data[e*n*k:(e+1)*n*k], wantW, 1e-13)
+	}
+	for r := range rows {
+		if (r < offs[0] || r >= offs[3]) && y.Data[r*n] != 0 {
+			t.Fatalf("unrouted row %d = %v", r, y.Data[r*n])
+		}
+	}
+}
