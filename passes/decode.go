@@ -34,11 +34,7 @@ func DecodeStep(g *ir.Graph) (*ir.Graph, []DecodeState, error) {
 		return nil, nil, fmt.Errorf("%s has no output named logits to decode", g.Name)
 	}
 	var states []DecodeState
-	type update struct {
-		param string
-		v     *ir.Value
-	}
-	var updates []update
+	var updates []stateUpdate
 	newState := func(b *ir.Builder, scope, kind string, t ir.Type) *ir.Value {
 		name := stateName(scope, kind, len(states))
 		states = append(states, DecodeState{Name: name, Layer: scope, Type: t})
@@ -60,7 +56,7 @@ func DecodeStep(g *ir.Graph) (*ir.Graph, []DecodeState, error) {
 			win := b.Op(ir.OpConcat, ir.Attrs{"axis": 1}, s, x) // (B, K, C), oldest first
 			taps := b.Op(ir.OpTranspose, ir.Attrs{"perm": []int{1, 0}}, w)
 			y := b.Reduce(ir.OpReduceSum, b.Binary(ir.OpMul, win, taps), true, 1)
-			updates = append(updates, update{states[len(states)-1].Name, b.Slice(win, 1, 1, k)})
+			updates = append(updates, stateUpdate{states[len(states)-1].Name, b.Slice(win, 1, 1, k)})
 			return []*ir.Value{b.Binary(ir.OpAdd, y, bias)}
 		case ir.OpScan:
 			u, dt, a, bm, cm, d := in[0], in[1], in[2], in[3], in[4], in[5]
@@ -77,7 +73,7 @@ func DecodeStep(g *ir.Graph) (*ir.Graph, []DecodeState, error) {
 			next := b.Add(b.Mul(decay, s), inject)                                                      // (B, E, N)
 			y := b.Reduce(ir.OpReduceSum, b.Binary(ir.OpMul, next, b.Reshape(cm, bs, 1, nn)), false, 2) // (B, E)
 			y = b.Add(y, b.Binary(ir.OpMul, b.Reshape(u, bs, e), d))
-			updates = append(updates, update{states[len(states)-1].Name, next})
+			updates = append(updates, stateUpdate{states[len(states)-1].Name, next})
 			// The scan's second result is the state at the start of each
 			// chunk: one chunk, the state before this token.
 			return []*ir.Value{b.Reshape(y, bs, 1, e), b.Reshape(s, bs, 1, e, nn)}
@@ -90,21 +86,7 @@ func DecodeStep(g *ir.Graph) (*ir.Graph, []DecodeState, error) {
 	if len(states) == 0 {
 		return nil, nil, fmt.Errorf("%s has no causal_conv1d or selective_scan: nothing recurrent to decode", g.Name)
 	}
-	// Only the logits and the state updates remain.
-	logits := out.Output("logits")
-	out.Outputs = []*ir.Output{logits}
-	out.AuxLosses = nil
-	for _, u := range updates {
-		out.Updates = append(out.Updates, &ir.Update{Param: u.param, Value: u.v})
-	}
-	out, err = ir.Prune(out)
-	if err != nil {
-		return nil, nil, err
-	}
-	if err := dropUnusedInputs(out); err != nil {
-		return nil, nil, err
-	}
-	return out, states, nil
+	return keepDecoded(out, out.Output("logits"), updates, states)
 }
 
 // dropUnusedInputs removes inputs nothing reads (a step has no targets).
@@ -162,16 +144,12 @@ func DecodePrefill(g *ir.Graph, all bool) (*ir.Graph, []DecodeState, error) {
 		return nil, nil, fmt.Errorf("%s has no output named logits to decode", g.Name)
 	}
 	var states []DecodeState
-	type update struct {
-		param string
-		v     *ir.Value
-	}
-	var updates []update
+	var updates []stateUpdate
 	setState := func(b *ir.Builder, scope, kind string, v *ir.Value) {
 		name := stateName(scope, kind, len(states))
 		states = append(states, DecodeState{Name: name, Layer: scope, Type: v.Type})
 		b.Param(ir.Param{Name: name, Role: ir.Frozen, Init: ir.Init{Kind: "zeros"}, NoDecay: true}, v.Type)
-		updates = append(updates, update{name, v})
+		updates = append(updates, stateUpdate{name, v})
 	}
 	// padTime appends n zero steps on axis 1.
 	padTime := func(b *ir.Builder, x *ir.Value, n int) *ir.Value {
@@ -228,12 +206,24 @@ func DecodePrefill(g *ir.Graph, all bool) (*ir.Graph, []DecodeState, error) {
 	if last != nil {
 		logits = &ir.Output{Name: "logits", Value: last}
 	}
+	return keepDecoded(out, logits, updates, states)
+}
+
+// stateUpdate is a state parameter's new value.
+type stateUpdate struct {
+	param string
+	v     *ir.Value
+}
+
+// keepDecoded leaves only what decoding reads of out: the logits and the
+// state updates; what nothing else needs is pruned.
+func keepDecoded(out *ir.Graph, logits *ir.Output, updates []stateUpdate, states []DecodeState) (*ir.Graph, []DecodeState, error) {
 	out.Outputs = []*ir.Output{logits}
 	out.AuxLosses = nil
 	for _, u := range updates {
 		out.Updates = append(out.Updates, &ir.Update{Param: u.param, Value: u.v})
 	}
-	out, err = ir.Prune(out)
+	out, err := ir.Prune(out)
 	if err != nil {
 		return nil, nil, err
 	}
