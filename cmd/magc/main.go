@@ -1,7 +1,10 @@
-// Command magc compiles .graph models into Metal kernels and a static plan,
-// and trains them.
+// Command magc compiles .graph models into Metal (or CUDA) kernels and a
+// static plan, trains them, and uses them.
 //
 //	magc compile models/scm3b.graph --report r.json
+//	magc run --train
+//	magc bench --model phase1 --device cuda --profile
+//	magc import DIR -o OUT; magc generate --model M --prompt P; magc export --checkpoint F -o OUT
 //	magc eval models/tiny.graph --inputs in.safetensors --out out.safetensors
 package main
 
@@ -54,7 +57,7 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 	exit := -1
 	parser, err := kong.New(&c,
 		kong.Name("magc"),
-		kong.Description("magc compiles dataflow-graph models (Mamba, mixture of experts, QLoRA) into fused Metal kernels and trains them. Built-in models: "+strings.Join(models.Names(), ", ")+"."),
+		kong.Description("magc compiles dataflow-graph models (Mamba, mixture of experts, QLoRA) into fused Metal (or CUDA) kernels, trains them, and generates with them. Built-in models: "+strings.Join(models.Names(), ", ")+"."),
 		kong.Writers(stdout, stderr),
 		kong.Exit(func(code int) { exit = code }),
 		kong.UsageOnError(),
