@@ -98,55 +98,60 @@ const (
 // mergeLaunches joins each launch into the latest earlier launch it can run
 // with: within the window, after every launch that writes what it reads and
 // every launch that reads what it writes (only an in-place update can: other
-// values are written once, after every reader of theirs).
+// values are written once, after every reader of theirs). The last launch
+// to write and to bind each buffer is kept by index, so finding how far back
+// a launch may move costs its own bindings, not the launches it passes.
 func mergeLaunches(ls []*launch, alias map[*ir.Value]*ir.Value) []*launch {
-	var out []*launch
-	for _, l := range ls {
-		window := horizontalWindow
-		if l.writesSmall() {
-			window = len(out)
-		}
-		lo := len(out)
-		for lo > 0 && lo > len(out)-window && !readsFrom(l, out[lo-1], alias) && !readsFrom(out[lo-1], l, alias) {
-			lo--
-		}
-		joined := false
-		for j := len(out) - 1; j >= lo && !joined; j-- {
-			if canJoin(out[j], l) {
-				out[j].parts = append(out[j].parts, l.parts...)
-				joined = true
-			}
-		}
-		if !joined {
-			out = append(out, l)
-		}
-	}
-	return out
-}
-
-// readsFrom reports whether b reads memory that a writes: a value, or the
-// parameter an in-place update of a overwrites.
-func readsFrom(b, a *launch, alias map[*ir.Value]*ir.Value) bool {
 	owner := func(v *ir.Value) *ir.Value {
 		if o, ok := alias[v]; ok {
 			return o
 		}
 		return v
 	}
-	written := map[*ir.Value]bool{}
-	for _, p := range a.parts {
-		for _, v := range p.d.Writes {
-			written[owner(v)] = true
+	lastWrite := map[*ir.Value]int{} // owner → last launch of out writing it
+	lastBind := map[*ir.Value]int{}  // owner → last launch of out binding it
+	var out []*launch
+	for _, l := range ls {
+		window := horizontalWindow
+		if l.writesSmall() {
+			window = len(out)
 		}
-	}
-	for _, p := range b.parts {
-		for _, bd := range p.d.Bindings {
-			if written[owner(bd.Value)] {
-				return true
+		lo := max(len(out)-window, 0)
+		for _, p := range l.parts {
+			for _, b := range p.d.Bindings {
+				if k, ok := lastWrite[owner(b.Value)]; ok {
+					lo = max(lo, k+1)
+				}
+			}
+			for _, v := range p.d.Writes {
+				if k, ok := lastBind[owner(v)]; ok {
+					lo = max(lo, k+1)
+				}
+			}
+		}
+		at := -1
+		for j := len(out) - 1; j >= lo; j-- {
+			if canJoin(out[j], l) {
+				at = j
+				break
+			}
+		}
+		if at < 0 {
+			at = len(out)
+			out = append(out, l)
+		} else {
+			out[at].parts = append(out[at].parts, l.parts...)
+		}
+		for _, p := range l.parts {
+			for _, b := range p.d.Bindings {
+				lastBind[owner(b.Value)] = max(lastBind[owner(b.Value)], at)
+			}
+			for _, v := range p.d.Writes {
+				lastWrite[owner(v)] = max(lastWrite[owner(v)], at)
 			}
 		}
 	}
-	return false
+	return out
 }
 
 // canJoin reports whether b's parts fit in one kernel with a's: one
