@@ -83,6 +83,10 @@
 // the threadgroup's threads returned, and a simdgroup matrix function
 // (simdgroup_load, _store, _multiply, _multiply_accumulate) called by a
 // simdgroup of fewer than 32 live lanes, or by lanes at different calls
-// (lines) or with different pointers, strides or origins. A fiber that overflows its stack (over 52 KiB) hits a
-// guard page and crashes the process, as an out-of-bounds access can.
+// (lines) or with different pointers, strides or origins. The matrix
+// checks cost no fiber switch: each lane keeps a hash of its calls, and the
+// lanes' hashes are compared where they meet anyway (simd-group functions,
+// barriers, the threadgroup's end), so an error names the first call after
+// the last such point. A fiber that overflows its stack (over 52 KiB) hits
+// a guard page and crashes the process, as an out-of-bounds access can.
 package sim

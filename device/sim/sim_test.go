@@ -558,7 +558,7 @@ kernel void k(device uint* x [[buffer(0)]], uint i [[thread_position_in_grid]]) 
 		if k.MaxThreads() != 64 {
 			t.Errorf("MaxThreads = %d, want 64", k.MaxThreads())
 		}
-		buf := alloc(t, d, make([]byte, 4*128))
+		buf := alloc(t, d, make([]byte, 4*192))
 		if err := d.Dispatch(k, [3]int{1, 1, 1}, [3]int{128, 1, 1}, []device.Arg{device.BufferArg(buf, 0)}); err == nil {
 			t.Error("128 threads dispatched on a kernel limited to 64")
 		}
@@ -643,6 +643,12 @@ kernel void k(device float* x [[buffer(0)]], constant uint& mode [[buffer(1)]],
     }
     simdgroup_multiply_accumulate(a, a, a, a);
     simdgroup_store(a, x + 64, 8);
+    if (mode == 4 && lane < 16) simdgroup_store(a, x + 64, 8);
+    float s = simd_sum(x[lane]);
+    simdgroup_store(a, x + 64 + (mode == 5 ? lane % 2 : 0), 8);
+    if (mode == 6) threadgroup_barrier(mem_flags::mem_none); if (mode == 7 && lane == 3) return;
+    simdgroup_load(a, x + (mode == 6 && lane == 7 ? 8 : 0), 8);
+    x[128 + lane] = s;
 }
 `)
 		if err != nil {
@@ -659,8 +665,16 @@ kernel void k(device float* x [[buffer(0)]], constant uint& mode [[buffer(1)]],
 			{1, 32, "simdgroup_load at kernels.metal:10: only 16 of 32 lanes took part"},
 			{2, 32, "(lanes diverged)"},
 			{3, 32, "simdgroup_load at kernels.metal:10: lane "},
+			// Checked lazily: a divergence after the first call is
+			// named by the span it falls in; a simd-group function
+			// or a barrier starts a new span.
+			{4, 32, "simdgroup_load at kernels.metal:10: from here to simdgroup_store at kernels.metal:14 lane 0 made 4 simdgroup matrix calls and lane 16 made 3"},
+			{5, 32, "simdgroup_store at kernels.metal:16: lane 1 made another call"},
+			{6, 64, "simdgroup_load at kernels.metal:18: lane 7 made another call"},
+			{7, 32, "simdgroup_store at kernels.metal:16: from here to simdgroup_load at kernels.metal:18 lane 0 made 2 simdgroup matrix calls and lane 3 made 1"},
+			{6, 64 + 16, "simdgroup 2: simdgroup_load at kernels.metal:10: only 16 of 32 lanes are live"},
 		} {
-			buf := alloc(t, d, make([]byte, 4*128))
+			buf := alloc(t, d, make([]byte, 4*192))
 			err := d.Dispatch(k, [3]int{1, 1, 1}, [3]int{c.threads, 1, 1},
 				[]device.Arg{device.BufferArg(buf, 0), device.BytesArg(u32bytes([]uint32{uint32(c.mode)}))})
 			switch {

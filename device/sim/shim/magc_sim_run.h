@@ -50,13 +50,41 @@ void barrier_after_return(Worker* w) {
        w->kname, w->group[0], w->group[1], w->group[2], w->nthreads - w->live, w->nthreads);
 }
 
-void matrix_misuse(Worker* w, const char* fn, unsigned line, const char* why, unsigned n) {
-  char detail[128];
-  snprintf(detail, sizeof detail, why, n);
+void matrix_misuse(Worker* w, uint32_t sg, const char* fn, unsigned line, const char* detail) {
   fail(w,
        "magc sim: kernel %s, threadgroup (%u,%u,%u), simdgroup %u: %s at kernels.metal:%u: %s; simdgroup matrix "
        "functions need all 32 lanes of the simdgroup, converged, with the same arguments",
-       w->kname, w->group[0], w->group[1], w->group[2], self()->sg, fn, line, detail);
+       w->kname, w->group[0], w->group[1], w->group[2], sg, fn, line, detail);
+}
+
+void matrix_report(Worker* w, uint32_t sg) {
+  const SimdGroup& g = w->sg[sg];
+  uint32_t r = kSimdWidth, took = 0;  // r: the first lane that made a call
+  for (uint32_t j = 0; j < (uint32_t)kSimdWidth; j++)
+    if (g.mcount[j]) took++, r = r == (uint32_t)kSimdWidth ? j : r;
+  if (r == (uint32_t)kSimdWidth) return;  // unreachable: traces differ only after calls
+  const char* fn = g.mfirst_fn[r];
+  const unsigned line = g.mfirst_line[r];
+  char detail[256];
+  for (uint32_t j = 0; j < (uint32_t)kSimdWidth; j++) {
+    if (g.mcount[j] && (g.mfirst_fn[j] != fn || g.mfirst_line[j] != line || g.mfirst_key[j] != g.mfirst_key[r])) {
+      snprintf(detail, sizeof detail, "lane %u made another call or passed other arguments (lanes diverged)", j);
+      return matrix_misuse(w, sg, fn, line, detail);
+    }
+  }
+  if (took < (uint32_t)kSimdWidth) {
+    snprintf(detail, sizeof detail, "only %u of 32 lanes took part", took);
+    return matrix_misuse(w, sg, fn, line, detail);
+  }
+  for (uint32_t j = 0; j < (uint32_t)kSimdWidth; j++) {
+    if (g.mcount[j] != g.mcount[r] || g.mhash[j] != g.mhash[r]) {
+      snprintf(detail, sizeof detail,
+               "from here to %s at kernels.metal:%u lane %u made %u simdgroup matrix calls and lane %u "
+               "made %u, not the same calls with the same arguments (lanes diverged)",
+               g.mlast_fn[r], g.mlast_line[r], r, g.mcount[r], j, g.mcount[j]);
+      return matrix_misuse(w, sg, fn, line, detail);
+    }
+  }
 }
 
 void misuse(Worker* w) {
@@ -154,8 +182,12 @@ template <void (*F)(const Pos&, void* const*)> void fiber_groups(Worker* w) {
       SimdGroup& sg = w->sg[s];
       sg.live = T - s * kSimdWidth < (uint32_t)kSimdWidth ? T - s * kSimdWidth : kSimdWidth;
       sg.arrived = sg.arrived_mask = sg.nwait = sg.gen = 0;
+      matrix_reset(sg);
     }
     magc_sim_switch(&w->control->sp, rq_pop(w)->sp);
+    // The threadgroup has ended (or deadlocked, already an error): the
+    // lanes' last matrix calls are checked here.
+    for (uint32_t s = 0; s < nsg; s++) matrix_settle(w, s);
   }
 }
 

@@ -187,36 +187,44 @@ inline bool simd_is_first() {
 
 namespace magc_sim {
 
-void matrix_misuse(Worker* w, const char* fn, unsigned line, const char* why, unsigned n);  // why: a format of n
+void matrix_misuse(Worker* w, uint32_t sg, const char* fn, unsigned line, const char* detail);
+
+inline uint64_t mix_key(uint64_t h, uint64_t v) { return (h ^ v) * 0x100000001b3ull; }
 
 // matrix_sync checks a simdgroup matrix call: Metal requires all 32 lanes
 // of the simdgroup to make it together (the hardware spreads the matrix
 // over them), so a simdgroup with lanes missing (a partial last simdgroup,
 // lanes that returned) or lanes at different calls or with different
 // arguments is an error. line is the caller's; key sums up the arguments
-// that must agree.
+// that must agree. Missing lanes are seen at once; the call itself only
+// goes into the lane's trace, compared with the other lanes' (also of
+// lanes that returned since) when they next meet (matrix_settle), with no
+// fiber switch here.
 inline void matrix_sync(const char* fn, unsigned line, uint64_t key) {
   Fiber* f = self();
   Worker* w = f->w;
   if (__builtin_expect(!f->fiber, 0)) return misuse(w);
   SimdGroup& g = w->sg[f->sg];
-  if (g.live != (uint32_t)kSimdWidth) return matrix_misuse(w, fn, line, "only %u of 32 lanes are live in the simdgroup", g.live);
-  struct Site {
-    uint64_t key;
-    uint32_t line, fn;  // fn: the low bits of the name's address
-  };
-  static_assert(sizeof(Site) <= 16, "a site fits an exchange slot");
-  const Site me{key, line, (uint32_t)(uintptr_t)fn};
-  auto s = simd_exchange(me);
-  if (s.mask != 0xffffffffu) return matrix_misuse(w, fn, line, "only %u of 32 lanes took part", __builtin_popcount(s.mask));
-  for (uint32_t j = 0; j < 32; j++) {
-    Site o = s.get(j);
-    if (o.fn != me.fn || o.line != line || o.key != key)
-      return matrix_misuse(w, fn, line, "lane %u made another call or passed other arguments (lanes diverged)", j);
+  // A partial last simdgroup is seen at once. Lanes that returned are not:
+  // they may have made this call before returning, as lanes run ahead of
+  // each other between meeting points; their trace shows it.
+  const uint32_t size = w->nthreads - f->sg * kSimdWidth;
+  if (__builtin_expect(size < (uint32_t)kSimdWidth, 0)) {
+    char detail[64];
+    snprintf(detail, sizeof detail, "only %u of 32 lanes are live in the simdgroup", size);
+    return matrix_misuse(w, f->sg, fn, line, detail);
   }
+  const uint32_t l = f->lane;
+  g.mdirty = 1;
+  g.mhash[l] = mix_key(mix_key(mix_key(g.mhash[l] * 31 + 7, (uintptr_t)fn), line), key);
+  if (g.mcount[l]++ == 0) {
+    g.mfirst_fn[l] = fn;
+    g.mfirst_line[l] = line;
+    g.mfirst_key[l] = key;
+  }
+  g.mlast_fn[l] = fn;
+  g.mlast_line[l] = line;
 }
-
-inline uint64_t mix_key(uint64_t h, uint64_t v) { return (h ^ v) * 0x100000001b3ull; }
 
 }  // namespace magc_sim
 
