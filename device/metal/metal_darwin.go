@@ -305,7 +305,7 @@ func (d *Device) Limits() (workingSet, maxBuffer int64) { return d.workingSet, d
 
 func (d *Device) Alloc(n int64) (device.Buffer, error) {
 	if n < 0 || n > d.maxBuffer {
-		return nil, fmt.Errorf("metal: a %d-byte buffer is outside 0 to maxBufferLength (%d): lower --max-buffer", n, d.maxBuffer)
+		return nil, fmt.Errorf("metal: a %d-byte buffer is outside 0 to this GPU's maxBufferLength (%d); arena segments are planned below it, so this is a bug: please report it", n, d.maxBuffer)
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
