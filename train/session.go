@@ -45,12 +45,16 @@ func (s *Session) Set(params map[string]*ref.Tensor) error {
 	return nil
 }
 
-// Run feeds the inputs and runs the graph once; updates land in their parameters.
+// Run feeds the inputs, after checking index inputs against what they
+// index, and runs the graph once; updates land in their parameters.
 func (s *Session) Run(inputs map[string]*ref.Tensor) error {
 	for _, in := range s.a.c.Graph.Inputs {
 		if _, ok := inputs[in.Name]; !ok {
 			return fmt.Errorf("no value for input %s", in.Name)
 		}
+	}
+	if err := CheckIndexInputs(s.a.c.Graph, inputs); err != nil {
+		return err
 	}
 	return s.a.run(inputs)
 }

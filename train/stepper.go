@@ -337,33 +337,16 @@ func (s *DeviceStepper) Close() error { return nil }
 // inputs in a fresh arena, launches every kernel and reads back the outputs
 // (aux losses as "aux_loss.N").
 func RunGraph(dev device.Device, l *pipeline.Unit, inputs, params map[string]*ref.Tensor) (map[string]*ref.Tensor, error) {
-	a, err := newArena(dev, l)
+	s, err := NewSession(dev, l, params)
 	if err != nil {
 		return nil, err
 	}
-	for _, p := range l.Graph.Params {
-		t, ok := params[p.Name]
-		if !ok {
-			return nil, fmt.Errorf("no value for parameter %s", p.Name)
-		}
-		if err := a.write(p.Value, t); err != nil {
-			return nil, err
-		}
-	}
-	for _, in := range l.Graph.Inputs {
-		if _, ok := inputs[in.Name]; !ok {
-			return nil, fmt.Errorf("no value for input %s", in.Name)
-		}
-	}
-	if err := CheckIndexInputs(l.Graph, inputs); err != nil {
-		return nil, err
-	}
-	if err := a.run(inputs); err != nil {
+	if err := s.Run(inputs); err != nil {
 		return nil, err
 	}
 	out := map[string]*ref.Tensor{}
 	read := func(name string, v *ir.Value) error {
-		t, err := a.read(v)
+		t, err := s.a.read(v)
 		out[name] = t
 		return err
 	}
