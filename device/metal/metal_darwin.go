@@ -518,22 +518,16 @@ func (d *Device) span(rb device.Buffer, off int64, n int) ([]byte, error) {
 // Write waits for the dispatches so far (shared memory: the GPU may be
 // reading it), then copies.
 func (d *Device) Write(b device.Buffer, off int64, src []byte) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.closed {
-		return errClosed
-	}
-	if err := d.syncLocked(); err != nil {
-		return err
-	}
-	dst, err := d.span(b, off, len(src))
-	if err == nil {
-		copy(dst, src)
-	}
-	return err
+	return d.access(b, off, len(src), func(m []byte) { copy(m, src) })
 }
 
+// Read waits for the dispatches so far, then copies.
 func (d *Device) Read(b device.Buffer, off int64, dst []byte) error {
+	return d.access(b, off, len(dst), func(m []byte) { copy(dst, m) })
+}
+
+// access hands fn the n bytes of b at off once the GPU is done with them.
+func (d *Device) access(b device.Buffer, off int64, n int, fn func([]byte)) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
@@ -542,9 +536,9 @@ func (d *Device) Read(b device.Buffer, off int64, dst []byte) error {
 	if err := d.syncLocked(); err != nil {
 		return err
 	}
-	src, err := d.span(b, off, len(dst))
+	m, err := d.span(b, off, n)
 	if err == nil {
-		copy(dst, src)
+		fn(m)
 	}
 	return err
 }
