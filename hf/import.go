@@ -3,6 +3,7 @@ package hf
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -96,7 +97,7 @@ func ReadWeights(dir string) (map[string]safetensors.Tensor, error) {
 		shards[file] = append(shards[file], name)
 	}
 	out := map[string]safetensors.Tensor{}
-	for _, file := range sortedKeys(shards) {
+	for _, file := range slices.Sorted(maps.Keys(shards)) {
 		f, err := safetensors.Read(filepath.Join(dir, file))
 		if err != nil {
 			return nil, err
@@ -110,15 +111,6 @@ func ReadWeights(dir string) (map[string]safetensors.Tensor, error) {
 		}
 	}
 	return out, nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }
 
 // tensorMap is one checkpoint tensor and its magc parameter: the

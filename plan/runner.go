@@ -3,10 +3,11 @@ package plan
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 
 	"github.com/scm-magellano/magc/device"
@@ -164,13 +165,13 @@ func Validate(p *Plan) error {
 			return fmt.Errorf("host feeds input %q, which has no buffer", name)
 		}
 	}
-	for _, out := range sortedKeys(p.Host.Read) {
+	for _, out := range slices.Sorted(maps.Keys(p.Host.Read)) {
 		if bufs[p.Host.Read[out]] == nil {
 			return fmt.Errorf("host reads output %q from buffer %q, which the plan does not declare", out, p.Host.Read[out])
 		}
 	}
 	last := len(p.Dispatches) - 1
-	for _, prm := range sortedKeys(p.Host.Updates) {
+	for _, prm := range slices.Sorted(maps.Keys(p.Host.Updates)) {
 		name := p.Host.Updates[prm]
 		pb, ub := bufs[prm], bufs[name]
 		switch {
@@ -187,15 +188,6 @@ func Validate(p *Plan) error {
 		}
 	}
 	return nil
-}
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // Runner runs a plan's step on a device: the arena segments are device
@@ -255,7 +247,7 @@ func NewRunner(dev device.Device, plan *Plan, src string) (*Runner, error) {
 		}
 		r.launches = append(r.launches, l)
 	}
-	for _, prm := range sortedKeys(plan.Host.Updates) {
+	for _, prm := range slices.Sorted(maps.Keys(plan.Host.Updates)) {
 		if u := plan.Host.Updates[prm]; u != prm {
 			r.copies = append(r.copies, [2]*Buffer{r.buffers[u], r.buffers[prm]})
 		}
@@ -291,7 +283,7 @@ func (r *Runner) Step() error {
 func (r *Runner) Inputs() []string { return append([]string(nil), r.Plan.Host.Feed...) }
 
 // Outputs are the names of the step's outputs, sorted.
-func (r *Runner) Outputs() []string { return sortedKeys(r.Plan.Host.Read) }
+func (r *Runner) Outputs() []string { return slices.Sorted(maps.Keys(r.Plan.Host.Read)) }
 
 // Params are the names of the parameter buffers (weights and optimizer
 // state) in plan order.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -109,29 +110,20 @@ func readTensors(path, what string, want map[string]ir.Type, all bool) (map[stri
 		}
 		t, ok := want[name]
 		if !ok {
-			return nil, fmt.Errorf("%s: %q is not a %s of the model (%ss: %s)", path, name, what, what, strings.Join(sortedNames(want), ", "))
+			return nil, fmt.Errorf("%s: %q is not a %s of the model (%ss: %s)", path, name, what, what, strings.Join(slices.Sorted(maps.Keys(want)), ", "))
 		}
 		if out[name], err = train.FromSafetensors(name, f.Tensors[name], t); err != nil {
 			return nil, fmt.Errorf("%s: %v", path, err)
 		}
 	}
 	if all {
-		for _, name := range sortedNames(want) {
+		for _, name := range slices.Sorted(maps.Keys(want)) {
 			if _, ok := out[name]; !ok {
 				return nil, fmt.Errorf("%s: missing %s %q (%v)", path, what, name, want[name])
 			}
 		}
 	}
 	return out, nil
-}
-
-func sortedNames(m map[string]ir.Type) []string {
-	names := make([]string, 0, len(m))
-	for k := range m {
-		names = append(names, k)
-	}
-	slices.Sort(names)
-	return names
 }
 
 // evaluate computes the outputs and aux losses ("aux_loss.N") of g, the
