@@ -30,9 +30,7 @@ func Compile(model *ir.Graph, c *Config) (*Unit, error) {
 	}
 	first, err := probe("none", 0)
 	if err == nil {
-		first.cfg.Remat = "auto"
-		first.ActivationBudget = first.Stats.ActivationBytes // everything kept fits
-		return first, nil
+		return first, nil // everything kept fits
 	}
 	if !isBudget(err) {
 		return first, err
@@ -57,7 +55,6 @@ func Compile(model *ir.Graph, c *Config) (*Unit, error) {
 			return nil, err
 		}
 	}
-	best.ActivationBudget = lo
 	return best, nil
 }
 

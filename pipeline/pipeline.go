@@ -36,21 +36,19 @@ type Config struct {
 
 // Unit is what the phases build: each fills in its own field.
 type Unit struct {
-	Graph  *ir.Graph        // the graph passes' result
-	Sched  *passes.Schedule // fuse: ops grouped into kernels
-	Prog   *codegen.Program // lower: kernels in kernel IR and their launches
-	Source string           // render: the kernels in the target's language
-	Memory *codegen.Memory  // plan: every value's place in the arena
-	Plan   *plan.Plan       // plan: plan.json
-	Times  []Timing         // how long each phase took
-	Stats  passes.Stats     // what the graph passes measured
-	// ActivationBudget is the kept-activation budget remat "auto" settled on.
-	ActivationBudget int64
-	Target           string            // the language of Source
-	model            *ir.Graph         // as written
-	cfg              passes.Config     // the graph passes' options as they ran
-	ranTo            int               // phases done
-	mem              passes.MemOptions // the arena bounds planned against
+	Graph  *ir.Graph         // the graph passes' result
+	Sched  *passes.Schedule  // fuse: ops grouped into kernels
+	Prog   *codegen.Program  // lower: kernels in kernel IR and their launches
+	Source string            // render: the kernels in the target's language
+	Memory *codegen.Memory   // plan: every value's place in the arena
+	Plan   *plan.Plan        // plan: plan.json
+	Times  []Timing          // how long each phase took
+	Stats  passes.Stats      // what the graph passes measured
+	Target string            // the language of Source
+	model  *ir.Graph         // as written
+	cfg    passes.Config     // the graph passes' options as they ran
+	ranTo  int               // phases done
+	mem    passes.MemOptions // the arena bounds planned against
 }
 
 // Timing is how long one phase took.
@@ -88,9 +86,6 @@ func Names() []string {
 	}
 	return names
 }
-
-// GraphPhases is how many phases transform the graph (the rest lower it).
-const GraphPhases = 3
 
 func graphPhase(name string, fn func(*ir.Graph, *passes.Config) (*ir.Graph, error)) Phase {
 	return Phase{
