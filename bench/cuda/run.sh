@@ -6,7 +6,7 @@
 #
 # Run from anywhere; it works from the repository root with the binaries prebuilt
 # into bin/ (magc, golden.test, cuda.test; see bench/README.md).
-# GROUPs: gpu checks speed torch sanitize train (default: all, in that order).
+# GROUPs: gpu checks speed torch sanitize train hf (default: all, in that order).
 # Each step runs under a timeout, logs to OUTDIR/<step>.log and appends a line to
 # OUTDIR/steps.tsv; a failing step never stops the others. Running some groups
 # now and others later into the same OUTDIR adds up (the latest run of a step
@@ -33,7 +33,7 @@ PY=${PYTHON:-python3}
 TIMEOUT=${STEP_TIMEOUT:-300}
 TORCH_STEPS=${TORCH_STEPS:-20}
 # SANITIZE picks the sanitized steps (default: tiny_full tiny_qlora phase1).
-GROUPS_RUN=${*:-gpu checks speed torch sanitize train}
+GROUPS_RUN=${*:-gpu checks speed torch sanitize train hf}
 
 # nvcc and compute-sanitizer often live outside PATH.
 for d in /usr/local/cuda/bin /usr/local/cuda/compute-sanitizer; do
@@ -155,6 +155,26 @@ fi
 if wants train && need "$BIN/magc" train_tiny; then
     # The tiny model on selective copying, to the accuracy the sim reaches.
     step train_tiny "$ROOT" "$BIN/magc" run --train --device cuda --quiet --out "$OUT/train_tiny"
+fi
+
+if wants hf && need "$BIN/magc" hf_export; then
+    # Issue 15 on the GPU machine: transformers loads what magc export writes (a
+    # QLoRA fine-tune of the imported fixture, hf/testdata/hf-mamba-tiny-tuned) and
+    # its logits are kept for cmd/magc's TestExportLoadsInTransformers; then
+    # magc's compiled decoding on CUDA, greedy on the same model and scm3b's speed.
+    hf=$OUT/hf
+    step hf_export "$ROOT" bash -c "set -e; rm -rf '$hf'
+        '$BIN/magc' import hf/testdata/hf-mamba-tiny -o '$hf/imported'
+        '$BIN/magc' export --model '$hf/imported/hf_mamba_tiny.graph' --base '$hf/imported/weights.safetensors' \\
+            --checkpoint hf/testdata/hf-mamba-tiny-tuned/checkpoint.safetensors -o '$hf/exported'"
+    step hf_transformers "$ROOT" "$PY" bench/hf_check.py "$hf/exported" "$OUT/transformers.safetensors"
+    step hf_generate_cuda "$ROOT" "$BIN/magc" generate --model "$hf/imported/hf_mamba_tiny.graph" \
+        --checkpoint hf/testdata/hf-mamba-tiny-tuned/checkpoint.safetensors --base "$hf/imported/weights.safetensors" \
+        --prompt "def forward(self, hidden_states):" --max-tokens 16 --device cuda
+    for mode in full qlora; do
+        step "decode_scm3b_$mode" "$ROOT" "$BIN/magc" generate --model scm3b --mode "$mode" --tokens "1 2 3 4 5 6 7 8" \
+            --max-tokens 256 --ignore-eos --device cuda
+    done
 fi
 
 echo "steps: $npass passed, $nfail failed or timed out"
