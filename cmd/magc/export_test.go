@@ -1,8 +1,11 @@
 package main
 
 import (
+	"crypto/sha256"
+	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -143,5 +146,64 @@ func TestExportRefusesMoE(t *testing.T) {
 	code, _, stderr := magc(t, "export", "--checkpoint", filepath.Join(out, "checkpoint.safetensors"), "-o", t.TempDir())
 	if code != 1 || !strings.Contains(stderr, "moe layer") {
 		t.Fatalf("exporting tiny (Mamba + MoE): exit %d: %s", code, stderr)
+	}
+}
+
+// TestExportLoadsInTransformers: a QLoRA fine-tune of the imported fixture
+// (40 steps on README.md, on the sim), exported by magc and loaded by
+// transformers on the GPU machine (bench/cuda/run.sh's hf group). The export
+// made now is byte for byte the one transformers read, and transformers'
+// logits and greedy continuation are the QLoRA model's as magc computes them.
+func TestExportLoadsInTransformers(t *testing.T) {
+	const tuned = "../../hf/testdata/hf-mamba-tiny-tuned"
+	ckpt := filepath.Join(tuned, "checkpoint.safetensors")
+	hf, err := safetensors.Read(filepath.Join(tuned, "transformers.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	graph, weights := importFixture(t)
+	out := t.TempDir()
+	if code, _, stderr := magc(t, "export", "--model", graph, "--checkpoint", ckpt, "--base", weights, "-o", out); code != 0 {
+		t.Fatalf("export: exit %d: %s", code, stderr)
+	}
+	b, err := os.ReadFile(filepath.Join(out, "model.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum := fmt.Sprintf("%x", sha256.Sum256(b)); sum != hf.Metadata["model_sha256"] {
+		t.Fatalf("the export is not the one transformers loaded: sha256 %s, transformers read %s", sum, hf.Metadata["model_sha256"])
+	}
+
+	ids, _ := hf.Tensors["input_ids"].Int32s()
+	for i, id := range ids {
+		if int(id) != (i*37+11)%1000 {
+			t.Fatalf("transformers' input_ids[%d] = %d, not forwardLogits' tokens", i, id)
+		}
+	}
+	want, _ := hf.Tensors["logits"].Float32s()
+	_, _, got := forwardLogits(t, graph, "qlora", weights, ckpt)
+	w64 := make([]float64, len(want))
+	for i, v := range want {
+		w64[i] = float64(v)
+	}
+	if d := relDiff(got, w64); d > 1e-4 {
+		t.Fatalf("magc's QLoRA logits differ from transformers' on the export by %.3g (relative) > 1e-4", d)
+	} else {
+		t.Logf("transformers %s on magc's export: logits within %.3g (relative) of magc's", hf.Metadata["transformers"], d)
+	}
+
+	prompt, _ := hf.Tensors["prompt_ids"].Int32s()
+	var toks []string
+	for _, id := range prompt {
+		toks = append(toks, fmt.Sprint(id))
+	}
+	code, stdout, stderr := magc(t, "generate", "--model", graph, "--checkpoint", ckpt, "--base", weights,
+		"--tokens", strings.Join(toks, ","), "--max-tokens", "16", "--ignore-eos", "--device", "sim")
+	if code != 0 {
+		t.Fatalf("generate: exit %d: %s", code, stderr)
+	}
+	text := hf.Metadata["greedy_text"]
+	if wantCont := text[len("def forward(self, hidden_states):"):] + "\n"; stdout != wantCont {
+		t.Errorf("magc generate continues with %q, transformers with %q", stdout, wantCont)
 	}
 }
