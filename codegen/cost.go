@@ -10,7 +10,7 @@ func (d *Dispatch) Cost() passes.Cost {
 		c.FLOPs += passes.NodeCost(n).FLOPs
 	}
 	for _, b := range d.Bindings {
-		c.Bytes += b.Value.Type.Bytes()
+		c.Bytes += b.Value.Stored().Bytes()
 	}
 	return c
 }

@@ -197,7 +197,7 @@ func Coords(shape ir.Shape, linear kir.Expr) []kir.Expr {
 
 // Load reads v from memory at coords, converted to its compute type.
 func (e *Emitter) Load(v *ir.Value, coords []kir.Expr) kir.Expr {
-	elem := elemType(v.Type.DType)
+	elem := elemType(v.Stored().DType)
 	buf := e.Buffer(v, "", elem, 0, true)
 	idx := e.Linear(v.Type.Shape, coords)
 	_, split := e.split[fmt.Sprint(v.Type.Shape, coords)]
@@ -212,7 +212,7 @@ func (e *Emitter) Load(v *ir.Value, coords []kir.Expr) kir.Expr {
 
 // Store writes x (in v's compute type) to v's memory at coords.
 func (e *Emitter) Store(v *ir.Value, coords []kir.Expr, x kir.Expr) {
-	elem := elemType(v.Type.DType)
+	elem := elemType(v.Stored().DType)
 	buf := e.Buffer(v, "", elem, 0, false)
 	if elem != computeType(v.Type.DType) {
 		x = kir.Convert{Type: elem, X: x}
@@ -244,7 +244,18 @@ func (e *Emitter) StoreThrough(grp *passes.Group, v *ir.Value, coords []kir.Expr
 // Bind makes x the value of v at coords for what the kernel computes next
 // in this block: how a template hands its result to an epilogue.
 func (e *Emitter) Bind(v *ir.Value, coords []kir.Expr, x kir.Expr) {
-	e.memo[fmt.Sprint(v.ID, coords)] = x
+	e.memo[fmt.Sprint(v.ID, coords)] = asStored(v, x)
+}
+
+// asStored is x, a value of v computed in the kernel, as v is in memory:
+// rounded through its storage type when that is narrower. A value is the
+// same everywhere, so what this kernel computes from v sees what later
+// kernels load (and what the reference computes).
+func asStored(v *ir.Value, x kir.Expr) kir.Expr {
+	if v.Store == ir.Invalid {
+		return x
+	}
+	return kir.Convert{Type: computeType(v.Type.DType), X: kir.Convert{Type: elemType(v.Store), X: x}}
 }
 
 // StoreWhereComputed makes fn's code write each of vs, under cond, wherever
@@ -285,7 +296,7 @@ func (e *Emitter) At(v *ir.Value, coords []kir.Expr) kir.Expr {
 	}
 	var x kir.Expr
 	if e.In(v) {
-		x = e.compute(v, coords)
+		x = asStored(v, e.compute(v, coords))
 	} else {
 		x = e.Load(v, coords)
 	}

@@ -80,7 +80,7 @@ func (l *launch) writesSmall() bool {
 	var n int64
 	for _, p := range l.parts {
 		for _, v := range p.d.Writes {
-			n += v.Type.Bytes()
+			n += v.Stored().Bytes()
 		}
 	}
 	return n <= smallBytes

@@ -511,8 +511,13 @@ func (w *bwdScan) accumulate(e *Emitter, v *ir.Value, coords []kir.Expr, x, blk 
 		return
 	}
 	first := e.Block(func() { e.Store(v, coords, x) })
-	buf := e.Buffer(v, "", elemType(v.Type.DType), 0, false)
-	later := []kir.Stmt{kir.Assign{LHS: kir.At(buf, e.Linear(v.Type.Shape, coords)), Op: "+=", RHS: x}}
+	var later []kir.Stmt
+	if v.Store != ir.Invalid { // a half type: load, add in f32, round on the store
+		later = e.Block(func() { e.Store(v, coords, kir.Add(e.Load(v, coords), x)) })
+	} else {
+		buf := e.Buffer(v, "", elemType(v.Type.DType), 0, false)
+		later = []kir.Stmt{kir.Assign{LHS: kir.At(buf, e.Linear(v.Type.Shape, coords)), Op: "+=", RHS: x}}
+	}
 	e.Emit(kir.If{Cond: kir.Op("==", blk, kir.I(0)), Then: first, Else: later})
 }
 

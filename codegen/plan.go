@@ -61,7 +61,7 @@ func PlaceMemory(g *ir.Graph, p *Program, opt passes.MemOptions) (*Memory, error
 		name := BufferName(o)
 		names[v], names[o] = name, name
 		if _, ok := info[name]; !ok {
-			info[name] = passes.BufferInfo{Bytes: o.Type.Bytes(), Role: role(g, o),
+			info[name] = passes.BufferInfo{Bytes: o.Stored().Bytes(), Role: role(g, o),
 				Persistent: o.Node.Op == ir.OpParam || o.Node.Op == ir.OpInput}
 		}
 		return name
@@ -150,7 +150,7 @@ func BuildPlan(g *ir.Graph, p *Program, m *Memory) *plan.Plan {
 		v := values[b.Name]
 		pb := plan.Buffer{Name: b.Name, Segment: b.Segment, Offset: b.Offset, Bytes: b.Bytes, Role: b.Role, Live: [2]int{b.Start, b.End}}
 		if v != nil {
-			pb.DType, pb.Shape = v.Type.DType.String(), []int(v.Type.Shape)
+			pb.DType, pb.Shape = v.Stored().DType.String(), []int(v.Type.Shape)
 		}
 		if r, ok := ranges[inputs[b.Name]]; ok {
 			pb.Index = &r

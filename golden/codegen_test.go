@@ -100,8 +100,14 @@ type compiled struct {
 
 func compileTrainStep(t *testing.T, g *ir.Graph, mode string, chunk int64) *compiled {
 	t.Helper()
+	return compileIn(t, g, mode, chunk, "f32")
+}
+
+// compileIn is compileTrainStep in a storage precision.
+func compileIn(t *testing.T, g *ir.Graph, mode string, chunk int64, precision string) *compiled {
+	t.Helper()
 	u, err := pipeline.Run(g, &pipeline.Config{
-		Passes: passes.Config{Mode: mode, Train: true, LossChunkBytes: chunk},
+		Passes: passes.Config{Mode: mode, Train: true, LossChunkBytes: chunk, Precision: precision},
 		Verify: true,
 	}, "")
 	if err != nil {
@@ -200,6 +206,45 @@ func TestTinyTrainStep(t *testing.T) {
 			check(t, "plan/tiny_"+mode+".json", c.plan)
 			execute(t, c, 3)
 		})
+	}
+}
+
+// TestHalfPrecision runs every kernel of the fused patterns and of tiny's
+// train step, compiled to store activations and the gradients between
+// layers in f16 and in bf16, against the reference, which rounds what a
+// kernel stores as the kernel does. Values stored in a half type must be
+// within its unit roundoff of the reference (2^-11 for f16, 2^-8 for
+// bf16), f32 values within 1e-5 (kcheck.Tolerance). tiny's bf16 kernels
+// are pinned too.
+func TestHalfPrecision(t *testing.T) {
+	for _, prec := range []string{"f16", "bf16"} {
+		for _, p := range patterns {
+			t.Run(prec+"/"+p.name, func(t *testing.T) {
+				g, err := lang.Build(p.name+".graph", []byte(p.src), lang.Options{ReadFile: readModelFile})
+				if err != nil {
+					t.Fatal(err)
+				}
+				c := compileIn(t, g, p.mode, p.chunk, prec)
+				if c.u.Precision.HalfValues == 0 && p.name != "adamw" {
+					t.Errorf("%s stores no value in %s", p.name, prec)
+				}
+				execute(t, c, 7)
+			})
+		}
+		for _, mode := range []string{"full", "qlora"} {
+			t.Run(prec+"/tiny_"+mode, func(t *testing.T) {
+				g, err := lang.Load("../models/tiny.graph", lang.Options{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				c := compileIn(t, g, mode, 0, prec)
+				if prec == "bf16" {
+					check(t, "msl/tiny_"+mode+"_bf16.metal", []byte(c.msl))
+					check(t, "cuda/tiny_"+mode+"_bf16.cu", []byte(c.cuda))
+				}
+				execute(t, c, 3)
+			})
+		}
 	}
 }
 

@@ -73,7 +73,7 @@ func compilePTX(clang, src, out string) error {
 	cmd := exec.Command(clang, "-x", "cuda", "-nocudainc", "-nocudalib", "--cuda-device-only",
 		"--cuda-gpu-arch=sm_80", "-Xclang", "-target-feature", "-Xclang", "+ptx70",
 		"-Werror", "-Wno-parentheses-equality", // the printer parenthesises every comparison
-		"-include", clangPrelude, "-S", "-o", out, src)
+		"-I", "../codegen/cuda/testdata/include", "-include", clangPrelude, "-S", "-o", out, src)
 	if msg, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("%s: %v\n%s", src, err, firstLines(string(msg), 40))
 	}

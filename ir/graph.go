@@ -44,6 +44,18 @@ type Value struct {
 	Type  Type
 	Node  *Node
 	Index int
+	// Store, when set, is the narrower float type the value is kept in
+	// memory as (passes.Precision): kernels compute it in Type and round
+	// it on the store, and the reference rounds it the same way.
+	Store DType
+}
+
+// Stored is the type of v as it sits in memory.
+func (v *Value) Stored() Type {
+	if v.Store == Invalid {
+		return v.Type
+	}
+	return Type{DType: v.Store, Shape: v.Type.Shape}
 }
 
 func (v *Value) String() string { return "%" + strconv.Itoa(v.ID) }

@@ -23,6 +23,9 @@ type Config struct {
 	Remat string
 	// MemoryBudget is the bytes of kept activations Remat "auto" must fit.
 	MemoryBudget int64
+	// Precision is the storage precision of activations and the gradients
+	// between layers: "f32" (or ""), "f16" or "bf16" (see Precision).
+	Precision string
 	// LossChunkBytes bounds the logits of one chunk of the loss (see
 	// chunkLoss); 0 is 256 MiB.
 	LossChunkBytes int64

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"text/tabwriter"
@@ -77,6 +78,22 @@ func dumpLower(w io.Writer, u *Unit) error {
 	fmt.Fprintln(tw, "kernel\tthreads\tgroups\tparams\tfuses")
 	for _, d := range u.Prog.Dispatches {
 		fmt.Fprintf(tw, "%s\t%v\t%v\t%d\t%d ops\n", d.Kernel, d.Threads, d.Groups, len(d.Bindings), len(d.Fuses))
+	}
+	return tw.Flush()
+}
+
+// dumpPrecision lists every value kernels write to memory with the type it
+// is stored in, and the op that computes it.
+func dumpPrecision(w io.Writer, u *Unit) error {
+	st := u.Precision
+	fmt.Fprintf(w, "precision %s: %d values stored in the half type, %d in f32, %d bytes saved per step\n",
+		cmp.Or(st.Precision, "f32"), st.HalfValues, st.F32Values, st.BytesSaved)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "value\tstored\top\tscope")
+	for _, grp := range u.Sched.Groups {
+		for _, v := range grp.Outputs {
+			fmt.Fprintf(tw, "%v\t%v\t%s\t%s\n", v, v.Stored(), v.Node.Op, v.Node.Scope)
+		}
 	}
 	return tw.Flush()
 }

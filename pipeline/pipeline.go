@@ -36,19 +36,20 @@ type Config struct {
 
 // Unit is what the phases build: each fills in its own field.
 type Unit struct {
-	Graph  *ir.Graph         // the graph passes' result
-	Sched  *passes.Schedule  // fuse: ops grouped into kernels
-	Prog   *codegen.Program  // lower: kernels in kernel IR and their launches
-	Source string            // render: the kernels in the target's language
-	Memory *codegen.Memory   // plan: every value's place in the arena
-	Plan   *plan.Plan        // plan: plan.json
-	Times  []Timing          // how long each phase took
-	Stats  passes.Stats      // what the graph passes measured
-	Target string            // the language of Source
-	model  *ir.Graph         // as written
-	cfg    passes.Config     // the graph passes' options as they ran
-	ranTo  int               // phases done
-	mem    passes.MemOptions // the arena bounds planned against
+	Graph     *ir.Graph              // the graph passes' result
+	Sched     *passes.Schedule       // fuse: ops grouped into kernels
+	Prog      *codegen.Program       // lower: kernels in kernel IR and their launches
+	Source    string                 // render: the kernels in the target's language
+	Memory    *codegen.Memory        // plan: every value's place in the arena
+	Plan      *plan.Plan             // plan: plan.json
+	Times     []Timing               // how long each phase took
+	Stats     passes.Stats           // what the graph passes measured
+	Precision *passes.PrecisionStats // precision: what is stored in a half type
+	Target    string                 // the language of Source
+	model     *ir.Graph              // as written
+	cfg       passes.Config          // the graph passes' options as they ran
+	ranTo     int                    // phases done
+	mem       passes.MemOptions      // the arena bounds planned against
 }
 
 // Timing is how long one phase took.
@@ -73,6 +74,7 @@ var Phases = []Phase{
 	graphPhase("trainstep", passes.TrainStep), // loss, autodiff, clipping, AdamW
 	graphPhase("remat", passes.Remat),         // what to keep and what to recompute
 	{Name: "fuse", Run: fuse, Verify: verifyFuse, Dump: dumpFuse},
+	{Name: "precision", Run: precision, Dump: dumpPrecision}, // what is stored in a half type
 	{Name: "lower", Run: lower, Verify: verifyLower, Dump: dumpLower},
 	{Name: "render", Run: render, Dump: func(w io.Writer, u *Unit) error { _, err := io.WriteString(w, u.Source); return err }},
 	{Name: "plan", Run: placeMemory, Verify: func(u *Unit) error { return plan.Validate(u.Plan) }, Dump: func(w io.Writer, u *Unit) error { return plan.WriteTable(w, u.Plan) }},
@@ -105,6 +107,12 @@ func fuse(u *Unit, c *Config) error {
 	return nil
 }
 
+func precision(u *Unit, c *Config) error {
+	st, err := passes.Precision(u.Graph, u.Sched, u.cfg.Precision)
+	u.Precision = st
+	return err
+}
+
 func lower(u *Unit, c *Config) error {
 	p, err := codegen.Compile(u.Graph, u.Sched)
 	u.Prog = p
@@ -124,6 +132,7 @@ func placeMemory(u *Unit, c *Config) error {
 	u.Memory = m
 	if m != nil && m.Plan != nil {
 		u.Plan = codegen.BuildPlan(u.Graph, u.Prog, m)
+		u.Plan.Precision = cmp.Or(u.cfg.Precision, "f32")
 	}
 	return err
 }

@@ -14,8 +14,10 @@ const Version = 2
 // Plan is plan.json: where every tensor of a step lives in the arena, the
 // kernels and the order of their launches, and what the host does.
 type Plan struct {
-	Version    int        `json:"version"`
-	Model      string     `json:"model"`
+	Version int    `json:"version"`
+	Model   string `json:"model"`
+	// Precision is the storage precision it was compiled in (f32, f16, bf16).
+	Precision  string     `json:"precision,omitempty"`
 	Segments   []int64    `json:"segments"`
 	Align      int64      `json:"align"`
 	Buffers    []Buffer   `json:"buffers"`

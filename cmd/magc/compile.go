@@ -33,10 +33,11 @@ type modelArg struct {
 // modelFlags adjust the model: one set for every command that loads one
 // (compile, run, eval, bench), checked the same way for each.
 type modelFlags struct {
-	Mode     string `help:"Training mode: full (all weights trainable) or qlora (frozen NF4 + LoRA). Default: the model's train line." enum:"full,qlora," default:""`
-	Batch    string `help:"Override the model's batch size (its 'batch' constant); 'max' (compile, bench) finds the largest that fits the arena."`
-	Seq      *int   `help:"Override the context length (the model's 'context' constant)."`
-	LoRARank *int   `name:"lora-rank" help:"Override the LoRA rank r of qlora mode."`
+	Mode      string `help:"Training mode: full (all weights trainable) or qlora (frozen NF4 + LoRA). Default: the model's train line." enum:"full,qlora," default:""`
+	Batch     string `help:"Override the model's batch size (its 'batch' constant); 'max' (compile, bench) finds the largest that fits the arena."`
+	Seq       *int   `help:"Override the context length (the model's 'context' constant)."`
+	LoRARank  *int   `name:"lora-rank" help:"Override the LoRA rank r of qlora mode."`
+	Precision string `help:"Storage precision of activations and the gradients between layers: f32, f16 (with loss scaling) or bf16. Arithmetic, weights, optimizer state and reductions stay f32." enum:"f32,f16,bf16" default:"f32"`
 }
 
 // check refuses values no model can take: a flag given is a flag meant,
@@ -107,7 +108,7 @@ func (m *modelFlags) config() passes.Config {
 	if m.LoRARank != nil {
 		rank = *m.LoRARank
 	}
-	return passes.Config{Mode: m.Mode, LoRARank: rank}
+	return passes.Config{Mode: m.Mode, LoRARank: rank, Precision: m.Precision}
 }
 
 type compileCmd struct {

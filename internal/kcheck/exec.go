@@ -79,6 +79,9 @@ func (x *Executor) Write(v *ir.Value, t *ref.Tensor) error {
 	if err != nil {
 		return err
 	}
+	if v.Store != ir.Invalid {
+		t = &ref.Tensor{Type: v.Stored(), Data: t.Data}
+	}
 	data, err := train.Encode(t)
 	if err != nil {
 		return err
@@ -92,9 +95,13 @@ func (x *Executor) Read(v *ir.Value) (*ref.Tensor, error) {
 	if err != nil {
 		return nil, err
 	}
-	data := make([]byte, v.Type.Bytes())
+	data := make([]byte, v.Stored().Bytes())
 	if err := x.Dev.Read(buf, off, data); err != nil {
 		return nil, err
 	}
-	return train.Decode(v.Type, data)
+	t, err := train.Decode(v.Stored(), data)
+	if err == nil {
+		t.Type = v.Type
+	}
+	return t, err
 }

@@ -271,8 +271,9 @@ func evalNode(n *ir.Node, vals map[*ir.Value]*Tensor) error {
 	}
 	for i, v := range n.Outputs {
 		t := outs[i]
-		// Storage rounding: every f16/bf16/integer result holds a value of its dtype.
-		if d := v.Type.DType; t != nil && d != ir.F32 && d != ir.NF4 {
+		// Storage rounding: every f16/bf16/integer result holds a value of
+		// its dtype, and so does a result kept in memory in a half type.
+		if d := v.Stored().DType; t != nil && d != ir.F32 && d != ir.NF4 {
 			for j, x := range t.Data {
 				t.Data[j] = Convert(d, x)
 			}
