@@ -661,12 +661,12 @@ func (s *Schedule) GlobalBytes() int64 {
 				}
 				if !inside[v.Node] && !read[v] {
 					read[v] = true
-					total += v.Type.Bytes()
+					total += v.Stored().Bytes()
 				}
 			}
 		}
 		for _, v := range grp.Outputs {
-			total += v.Type.Bytes()
+			total += v.Stored().Bytes()
 		}
 	}
 	return total

@@ -1,6 +1,7 @@
 package passes
 
 import (
+	"cmp"
 	"fmt"
 
 	"github.com/scm-magellano/magc/ir"
@@ -54,7 +55,7 @@ func Precision(g *ir.Graph, s *Schedule, p string) (*PrecisionStats, error) {
 	if err != nil {
 		return nil, err
 	}
-	st := &PrecisionStats{Precision: p}
+	st := &PrecisionStats{Precision: cmp.Or(p, "f32")}
 	for _, n := range g.Nodes {
 		for _, v := range n.Outputs {
 			v.Store = ir.Invalid

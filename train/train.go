@@ -1,6 +1,7 @@
 package train
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -73,6 +74,7 @@ type Summary struct {
 	Model        string    `json:"model"`
 	Data         string    `json:"data"`
 	Device       string    `json:"device"`
+	Precision    string    `json:"precision"`
 	Steps        int       `json:"steps"`
 	Interrupted  bool      `json:"interrupted,omitempty"`
 	ResumedFrom  int       `json:"resumed_from,omitempty"`
@@ -94,8 +96,10 @@ type Trainer struct {
 	Step   Stepper
 	Graphs Graphs
 	Device string
-	Synth  bool // the source is a synthetic task: report accuracy
-	Start  int  // steps already done (after a resume)
+	// Precision is the storage precision the step was compiled in (f32, f16, bf16).
+	Precision string
+	Synth     bool // the source is a synthetic task: report accuracy
+	Start     int  // steps already done (after a resume)
 	// Losses are the training losses of steps LossesFrom+1 …: a resume
 	// carries the checkpoint's history, so they cover the whole run.
 	Losses     []float64
@@ -202,7 +206,7 @@ func (t *Trainer) Run() (*Summary, error) {
 		return nil, err
 	}
 	s := &t.summary
-	*s = Summary{Model: t.Graphs.Train.Name, Data: t.Src.Name(), Device: t.Device, Steps: last, Interrupted: interrupted,
+	*s = Summary{Model: t.Graphs.Train.Name, Data: t.Src.Name(), Device: t.Device, Precision: cmp.Or(t.Precision, "f32"), Steps: last, Interrupted: interrupted,
 		ResumedFrom: t.Start, Tokens: tokens, Seconds: secs, TokensPerS: float64(tokens) / math.Max(secs, 1e-9),
 		EvalLoss: loss, LossesFrom: t.LossesFrom, Losses: t.Losses}
 	if len(t.Losses) > 0 {

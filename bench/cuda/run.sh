@@ -6,7 +6,7 @@
 #
 # Run from anywhere; it works from the repository root with the binaries prebuilt
 # into bin/ (magc, golden.test, cuda.test; see bench/README.md).
-# GROUPs: gpu checks speed torch sanitize train hf (default: all, in that order).
+# GROUPs: gpu checks speed torch sanitize train hf half (default: all, in that order).
 # Each step runs under a timeout, logs to OUTDIR/<step>.log and appends a line to
 # OUTDIR/steps.tsv; a failing step never stops the others. Running some groups
 # now and others later into the same OUTDIR adds up (the latest run of a step
@@ -33,7 +33,7 @@ PY=${PYTHON:-python3}
 TIMEOUT=${STEP_TIMEOUT:-300}
 TORCH_STEPS=${TORCH_STEPS:-20}
 # SANITIZE picks the sanitized steps (default: tiny_full tiny_qlora phase1).
-GROUPS_RUN=${*:-gpu checks speed torch sanitize train hf}
+GROUPS_RUN=${*:-gpu checks speed torch sanitize train hf half}
 
 # nvcc and compute-sanitizer often live outside PATH.
 for d in /usr/local/cuda/bin /usr/local/cuda/compute-sanitizer; do
@@ -175,6 +175,28 @@ if wants hf && need "$BIN/magc" hf_export; then
         step "decode_scm3b_$mode" "$ROOT" "$BIN/magc" generate --model scm3b --mode "$mode" --tokens "1 2 3 4 5 6 7 8" \
             --max-tokens 256 --ignore-eos --device cuda
     done
+fi
+
+if wants half && need "$BIN/magc" magc_phase1_bf16; then
+    # Issue 16: the phase1 step with activations stored in bf16 and f16 beside
+    # f32 (same run, same GPU), every kernel checked in both half types on the
+    # GPU, the sanitizer over a bf16 step, and tiny trained in bf16.
+    for p in f32 bf16 f16; do
+        step "magc_phase1_$p" "$ROOT" "$BIN/magc" bench --model phase1 --batch 8 --seq 512 --steps 20 \
+            --precision "$p" --device cuda --profile --json "$OUT/magc_phase1_$p.json"
+    done
+    if need "$BIN/golden.test" golden_half_cuda; then
+        step golden_half_cuda "$ROOT/golden" env MAGC_DEVICES=cuda "$BIN/golden.test" -test.v -test.run 'TestHalfPrecision'
+    fi
+    if command -v compute-sanitizer >/dev/null 2>&1; then
+        for tool in memcheck racecheck synccheck; do
+            extra=()
+            [ "$tool" = racecheck ] && extra=(--racecheck-report all)
+            step "san_${tool}_tiny_bf16" "$ROOT" compute-sanitizer --tool "$tool" ${extra[@]+"${extra[@]}"} --error-exitcode 1 \
+                "$BIN/magc" bench --model tiny --precision bf16 --steps 1 --device cuda
+        done
+    fi
+    step train_tiny_bf16 "$ROOT" "$BIN/magc" run --train --device cuda --precision bf16 --quiet --out "$OUT/train_tiny_bf16"
 fi
 
 echo "steps: $npass passed, $nfail failed or timed out"

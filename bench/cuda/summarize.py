@@ -18,10 +18,12 @@ import statistics
 import sys
 
 SAN_TOOLS = ("memcheck", "racecheck", "synccheck")
-SAN_TARGETS = (("tiny_full", "tiny, full"), ("tiny_qlora", "tiny, QLoRA"), ("phase1", "phase1, 1x64"))
+SAN_TARGETS = (("tiny_full", "tiny, full"), ("tiny_qlora", "tiny, QLoRA"), ("phase1", "phase1, 1x64"),
+               ("tiny_bf16", "tiny, bf16 storage"))
 TEST_STEPS = (("cuda_test", "runtime/cuda tests (MAGC_REQUIRE_CUDA=1)"),
               ("golden_cuda", "golden checks on CUDA (fused patterns, tiny and phase1 steps)"),
               ("runtime_cuda", "runtime tests on CUDA"),
+              ("golden_half_cuda", "per-kernel checks in f16 and bf16 on CUDA (patterns, tiny)"),
               ("torch_check", "phase1_torch.py --check (scan, MoE, tiny train)"))
 
 
@@ -290,6 +292,25 @@ def summarize(out, peak_gbps, peak_gflops):
     else:
         s["train_tiny"] = {"status": tr["_error"] if tr else why_missing(steps, "train_tiny")}
 
+    # precision (issue 16): phase1 by storage precision, same run
+    prec = {}
+    for p in ("f32", "bf16", "f16"):
+        name = "magc_phase1_" + p
+        e = speed_entry(read_json(os.path.join(out, name + ".json")), steps, name)
+        d = read_json(os.path.join(out, name + ".json"))
+        if isinstance(d, dict) and "_error" not in d:
+            e["arena_bytes"] = d.get("arena_bytes")
+        prec[p] = e
+    base = num(prec["f32"].get("tokens_per_s"))
+    for p in ("bf16", "f16"):
+        t = num(prec[p].get("tokens_per_s"))
+        prec[p]["over_f32"] = t / base if t and base else None
+    s["precision"] = prec
+    tr = read_json(os.path.join(out, "train_tiny_bf16", "summary.json"))
+    if isinstance(tr, dict) and "_error" not in tr:
+        s["train_tiny_bf16"] = {k: tr.get(k) for k in ("steps", "tokens_per_s", "first_loss", "final_loss",
+                                                       "eval_accuracy", "precision")}
+
     s["steps"] = steps
     return s
 
@@ -416,6 +437,20 @@ def markdown(s):
                  f"{f(t.get('tokens_per_s'))} tokens/s.\n")
     else:
         L.append(t["status"] + "\n")
+
+    if any(e.get("status") != "not run" for e in s["precision"].values()):
+        L.append("## phase1 training step by storage precision (`--precision`)\n")
+        L.append("| precision | tokens/s | step (median, s) | arena | ÷ f32 |")
+        L.append("|---|---:|---:|---:|---:|")
+        for p, e in s["precision"].items():
+            ratio = f(e.get("over_f32"), "{:.2f}×") if p != "f32" else ""
+            arena = f((e.get("arena_bytes") or 0) / 1e9, "{:.2f} GB") if e.get("arena_bytes") else "–"
+            L.append(f"| {p} | {f(e.get('tokens_per_s'))} | {f(e.get('step_s_median'), '{:.4f}')} | {arena} | {ratio} |")
+        L.append("")
+    if s.get("train_tiny_bf16"):
+        t = s["train_tiny_bf16"]
+        L.append(f"tiny trained in bf16 on CUDA: loss {f(t.get('first_loss'), '{:.3f}')} → {f(t.get('final_loss'), '{:.3f}')}, "
+                 f"eval accuracy {f(t.get('eval_accuracy'), '{:.3f}')}.\n")
 
     if s["steps"]:
         L.append("## Steps\n")

@@ -47,6 +47,7 @@ type benchKernel struct {
 type benchResult struct {
 	Model       string        `json:"model"`
 	Mode        string        `json:"mode"`
+	Precision   string        `json:"precision"`
 	Batch       int           `json:"batch"`
 	Seq         int           `json:"seq"`
 	Device      string        `json:"device"`
@@ -85,12 +86,12 @@ func (c *benchCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
-	r := &benchResult{Model: g.Name, Mode: u.Graph.Train.Mode, Batch: g.Consts["batch"], Seq: g.Consts["context"],
+	r := &benchResult{Model: g.Name, Mode: u.Graph.Train.Mode, Precision: u.Plan.Precision, Batch: g.Consts["batch"], Seq: g.Consts["context"],
 		Device: dev.Name(), Remat: c.Remat, Launches: len(u.Plan.Dispatches), ArenaBytes: u.Memory.Plan.ArenaBytes,
 		CompileS: time.Since(start).Seconds(),
 		Note:     "weights are random f32 values (NF4 codes left zero); tokens are random; times are wall-clock per step after a device sync"}
-	fmt.Fprintf(e.stderr, "%s (%s), batch %d × %d tokens, %d launches, arena %s, on %s\n",
-		r.Model, r.Mode, r.Batch, r.Seq, r.Launches, gigabytes(r.ArenaBytes), r.Device)
+	fmt.Fprintf(e.stderr, "%s (%s, %s), batch %d × %d tokens, %d launches, arena %s, on %s\n",
+		r.Model, r.Mode, r.Precision, r.Batch, r.Seq, r.Launches, gigabytes(r.ArenaBytes), r.Device)
 
 	start = time.Now()
 	run, err := plan.NewRunner(dev, u.Plan, u.Source)

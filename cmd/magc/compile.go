@@ -133,6 +133,8 @@ type compileCmd struct {
 type report struct {
 	Model                string  `json:"model"`
 	Mode                 string  `json:"mode"`
+	Precision            string  `json:"precision"`
+	HalfBytesPerStep     int64   `json:"half_precision_bytes_saved,omitempty"`
 	LoRARank             int     `json:"lora_rank,omitempty"`
 	ParamsTotal          int64   `json:"params_total"`
 	ParamsTrainable      int64   `json:"params_trainable"`
@@ -200,6 +202,7 @@ func (c *compileCmd) Run(e *env) error {
 		r.PassMS[t.Phase] = ms(t.Dur)
 	}
 	r.RecomputeFlops, r.ActivationBytesSaved = u.Stats.RecomputeFLOPs, u.Stats.ActivationBytesSaved
+	r.Precision, r.HalfBytesPerStep = u.Precision.Precision, u.Precision.BytesSaved
 	unfused := passes.Fuse(u.Graph, false)
 	r.Kernels, r.Dispatches, r.DispatchesUnfused = len(u.Prog.Module.Kernels), len(u.Prog.Dispatches), len(unfused.Groups)
 	r.GlobalBytes, r.GlobalBytesUnfused = u.Sched.GlobalBytes(), unfused.GlobalBytes()
@@ -444,6 +447,12 @@ func printSummary(w io.Writer, file string, r *report) {
 	fmt.Fprintf(w, "  trainable + AdamW state %s\n", gigabytes(r.TrainableStateBytes))
 	if r.Dispatches == 0 {
 		return
+	}
+	if r.Precision == "f32" {
+		fmt.Fprintf(w, "  precision    f32\n")
+	} else {
+		fmt.Fprintf(w, "  precision    %s activations and gradients between layers, f32 arithmetic and state (%s smaller per step)\n",
+			r.Precision, gigabytes(r.HalfBytesPerStep))
 	}
 	fmt.Fprintf(w, "  kernels      %d, launched %d times per step (unfused: %d, %.2f× more)\n",
 		r.Kernels, r.Dispatches, r.DispatchesUnfused, float64(r.DispatchesUnfused)/float64(r.Dispatches))

@@ -29,7 +29,8 @@ func (c *evalCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
-	u, err := pipeline.Run(model, &pipeline.Config{Passes: c.config()}, "remat")
+	// To the precision pass: on ref, values are rounded as kernels store them.
+	u, err := pipeline.Run(model, &pipeline.Config{Passes: c.config()}, "precision")
 	if err != nil {
 		return err
 	}

@@ -92,7 +92,7 @@ func (c *runCmd) Run(e *env) error {
 	if c.LR != nil {
 		lr = *c.LR
 	}
-	t := &train.Trainer{Src: src, Step: step, Graphs: graphs, Device: device, Synth: synth, Opt: train.TrainOptions{
+	t := &train.Trainer{Src: src, Step: step, Graphs: graphs, Device: device, Precision: c.Precision, Synth: synth, Opt: train.TrainOptions{
 		Steps: c.Steps, LR: lr, MinLR: c.MinLR, Warmup: c.Warmup, Schedule: c.Schedule, EvalEvery: c.EvalEvery,
 		EvalBatches: c.EvalBatches, SaveEvery: c.SaveEvery, Out: c.Out, Seed: c.Seed, Log: e.stderr, Progress: !c.Quiet && isTerminal(e.stderr),
 		Model: c.Model, Data: c.Data,
@@ -239,11 +239,12 @@ func (c *runCmd) stepper(g *ir.Graph, dev device.Device) (train.Graphs, train.St
 	tcfg := cfg
 	tcfg.Train, tcfg.Remat = true, c.Remat
 	if dev == nil {
-		fwd, err := pipeline.Run(g, &pipeline.Config{Passes: cfg}, "remat") // no backward: nothing to recompute
+		// To the precision pass: the reference rounds what kernels would store.
+		fwd, err := pipeline.Run(g, &pipeline.Config{Passes: cfg}, "precision")
 		if err != nil {
 			return train.Graphs{}, nil, err
 		}
-		tr, err := pipeline.Run(g, &pipeline.Config{Passes: tcfg}, "remat")
+		tr, err := pipeline.Run(g, &pipeline.Config{Passes: tcfg}, "precision")
 		if err != nil {
 			return train.Graphs{}, nil, err
 		}
