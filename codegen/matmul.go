@@ -66,6 +66,9 @@ type mmContraction struct {
 	store func(i, j, x kir.Expr)
 	tid   kir.Expr // thread index in the threadgroup
 	err   error    // from emit
+	// mv runs the contraction as matrix-vector products (emitMV): set for
+	// a few rows, where 8×8 tiles would mostly multiply padding.
+	mv bool
 }
 
 // mmTerm is one product of a contraction: k runs over [kFrom, kEnd.X), and
@@ -116,6 +119,10 @@ func (c *mmContraction) stagedLen(op mmOperand, rows int) int {
 
 // emit writes the kernel body: staging loop, simdgroup MMAs, masked store.
 func (c *mmContraction) emit(e *Emitter) {
+	if c.mv {
+		c.emitMV(e)
+		return
+	}
 	cStride := c.bn + mmPad
 	size := c.bm * cStride
 	for _, t := range c.terms {
@@ -343,6 +350,9 @@ func matmul(e *Emitter, grp *passes.Group) error {
 	batch := int(batchShape.Elems())
 
 	c := newMMContraction(M, N)
+	if M <= mvRows && mvReads(e, grp) {
+		c.bm, c.bn, c.mv = M, mvCols*mmThreads/32, true
+	}
 	e.K.Threads = [3]int{mmThreads, 1, 1}
 	e.K.Groups = [3]int{mmCeil(N, c.bn), mmCeil(M, c.bm), batch}
 	var bc []kir.Expr
@@ -491,4 +501,86 @@ func groupedMatmulWgrad(e *Emitter, grp *passes.Group) error {
 	c.store = func(i, j, v kir.Expr) { e.Store(out, []kir.Expr{ex, i, j}, v) }
 	c.emit(e)
 	return nil
+}
+
+// Matrix-vector contractions. Decoding multiplies one row per sequence by
+// each weight, so a 64-row tile would multiply 63 rows of padding and the
+// kernel would be bound by arithmetic it throws away. With at most mvRows
+// rows, each simdgroup instead owns mvCols output columns: its lanes walk
+// the inner axis 32 apart (coalesced where it is contiguous in memory),
+// each keeping one partial sum per row, and a simdgroup sum finishes each
+// element (as llama.cpp's mul_mv kernels do). Every weight is read once.
+const (
+	mvRows = 8
+	mvCols = 2
+)
+
+// mvReads reports whether the rhs of every term of grp is contiguous
+// along the inner axis, which the lanes' walk needs to read coalesced.
+func mvReads(e *Emitter, grp *passes.Group) bool {
+	for _, t := range mmTerms(grp) {
+		n := t.Node
+		b := n.Inputs[1]
+		ax := len(b.Type.Shape) - 2
+		if n.Attrs.Bool("tb") {
+			ax = len(b.Type.Shape) - 1
+		}
+		if !e.mmInnerContiguous(b, ax) {
+			return false
+		}
+	}
+	return true
+}
+
+// emitMV writes the matrix-vector body: rows m0 … m0+bm−1 (those below
+// mEnd), columns n0 … n0+bn−1, mvCols of them per simdgroup.
+func (c *mmContraction) emitMV(e *Emitter) {
+	lane := e.Let("lane", kir.I32, kir.Builtin{Kind: "lane"})
+	sg := e.Let("sgi", kir.I32, kir.Builtin{Kind: "simdgroup"})
+	for cc := 0; cc < mvCols; cc++ {
+		j := e.Let("j", kir.I32, kir.Add(c.n0, kir.Add(kir.Mul(sg, kir.I(mvCols)), kir.I(cc))))
+		// The column guard is uniform over the simdgroup, as its sums need.
+		e.mmGuarded(mmWithin(j, c.nEnd), func() { c.emitColumn(e, j, lane) }, nil)
+	}
+}
+
+// emitColumn computes column j of the rows.
+func (c *mmContraction) emitColumn(e *Emitter, j, lane kir.Expr) {
+	acc := make([]string, c.bm)
+	for i := range acc {
+		acc[i] = e.Temp("acc")
+		e.Emit(kir.Decl{Name: acc[i], Type: kir.F32, Init: kir.F(0), Mutable: true})
+	}
+	rows := make([]kir.Expr, c.bm)
+	for i := range rows {
+		rows[i] = mmPlus(c.m0, i)
+	}
+	for _, t := range c.terms {
+		k := e.Temp("k")
+		body := e.Block(func() {
+			kv := kir.V(k)
+			b := e.At(t.b.v, t.b.at(j, kv))
+			for i, row := range rows {
+				e.mmGuarded(mmWithin(row, c.mEnd), func() {
+					var a kir.Expr
+					load := func() { a = e.At(t.a.v, t.a.at(row, kv)) }
+					if len(t.a.keep) == 0 {
+						load()
+					} else if err := e.StoreWhereComputed(t.a.keep, kir.Op("==", j, kir.I(0)), load); err != nil {
+						c.err = err
+					}
+					if t.scale != 1 {
+						a = kir.Mul(a, kir.F(t.scale))
+					}
+					e.Emit(kir.Assign{LHS: kir.V(acc[i]), Op: "+=", RHS: kir.Mul(a, b)})
+				}, nil)
+			}
+		})
+		e.Emit(kir.Loop(k, kir.Add(t.kFrom, lane), t.kEnd.X, kir.I(32), body...))
+	}
+	for i, row := range rows {
+		s := e.Let("s", kir.F32, kir.Simd{Op: "sum", X: kir.V(acc[i])})
+		conds := append(mmWithin(row, c.mEnd), kir.Op("==", lane, kir.I(0)))
+		e.mmGuarded(conds, func() { c.store(row, j, s) }, nil)
+	}
 }

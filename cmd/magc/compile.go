@@ -451,7 +451,7 @@ func printSummary(w io.Writer, file string, r *report) {
 	if r.Precision == "f32" {
 		fmt.Fprintf(w, "  precision    f32\n")
 	} else {
-		fmt.Fprintf(w, "  precision    %s activations and gradients between layers, f32 arithmetic and state (%s smaller per step)\n",
+		fmt.Fprintf(w, "  precision    %s activations and gradients between layers, f32 arithmetic and state (%s fewer bytes written per step)\n",
 			r.Precision, gigabytes(r.HalfBytesPerStep))
 	}
 	fmt.Fprintf(w, "  kernels      %d, launched %d times per step (unfused: %d, %.2f× more)\n",
