@@ -261,3 +261,15 @@ func TestSkipKernels(t *testing.T) {
 	}
 	compileAndCheck(t, g, passes.Fuse(g, true), inputs)
 }
+
+// TestLossScaledTrainStepOnSim runs every kernel of the tiny model's
+// loss-scaled train step on the sim against the reference: the scaled seed,
+// the norm and clip factor with 1/s folded in (in the last norm reduction),
+// and the gated adamw updates.
+func TestLossScaledTrainStepOnSim(t *testing.T) {
+	g := loadModel(t, "tiny", &passes.Config{Mode: "full", Train: true, LossScale: true}, nil)
+	inputs := map[string]*ref.Tensor{"loss_scale": ref.Scalar(65536), "lr": ref.Scalar(1e-3), "step": ref.Scalar(2)}
+	s := passes.Fuse(g, true)
+	n := checkOnSimWith(t, g, s, func(*passes.Group) bool { return true }, inputs)
+	t.Logf("%d kernels", n)
+}
