@@ -104,11 +104,13 @@ func TrainStep(g *ir.Graph, cfg *Config) (*ir.Graph, error) {
 			wrt = append(wrt, p.Value)
 		}
 	}
+	forward := len(g.Nodes)
 	var scale *ir.Value
 	if cfg.LossScale {
+		// After forward: scheduleLossChunks then moves it, as the seed it
+		// is, ahead of the first chunk's backward.
 		scale = b.Input("loss_scale", ir.T(ir.F32))
 	}
-	forward := len(g.Nodes)
 	grads, err := SeededGradients(b, total, scale, wrt)
 	if err != nil {
 		return nil, err

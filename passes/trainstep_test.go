@@ -290,9 +290,13 @@ func closeTo(t *testing.T, what string, got, want []float64) {
 // reference's updates, loss and grad_norm equal the unscaled step's bit for
 // bit, with clipping at work, idle and off. A scale that overflows the
 // gradients gives a non-finite grad_norm and leaves weights and both
-// moments exactly as they were (no decay).
+// moments exactly as they were (no decay). A chunked loss still runs each
+// chunk's backward before the next chunk's logits.
 func TestLossScaledTrainStep(t *testing.T) {
 	g := loadModel(t, "tiny", tinyOver)
+	// The seed input must not hold back a chunked loss's backward.
+	chunked, _ := run(t, g, Config{Train: true, LossScale: true, LossChunkBytes: 2 * 16 * 4})
+	checkChunkOrder(t, chunked)
 	for _, clip := range []float64{1e-3, 1e6, 0} {
 		opt := DefaultOptimizer("full")
 		opt.Clip = clip
