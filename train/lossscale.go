@@ -74,3 +74,12 @@ func (s *LossScaler) Update(gradNorm float64) (applied bool, err error) {
 	}
 	return true, nil
 }
+
+// String is the scale for a log line: a power of two as 2^k (as it
+// usually is), else four digits.
+func (s *LossScaler) String() string {
+	if f, e := math.Frexp(s.Scale); f == 0.5 {
+		return fmt.Sprintf("2^%d", e-1)
+	}
+	return fmt.Sprintf("%.4g", s.Scale)
+}

@@ -49,6 +49,11 @@ func TestLossScalerUpdate(t *testing.T) {
 	if _, err := low.Update(math.NaN()); err == nil || !strings.Contains(err.Error(), "not finite at any scale") {
 		t.Errorf("backing off below 2^-126: %v", err)
 	}
+	for scale, want := range map[float64]string{65536: "2^16", 0x1p-3: "2^-3", 1000: "1000", 1e25: "1e+25"} {
+		if got := (&train.LossScaler{Scale: scale}).String(); got != want {
+			t.Errorf("scale %g prints %q, want %q", scale, got, want)
+		}
+	}
 	if err := train.NewLossScaler().Check(); err != nil {
 		t.Errorf("defaults: %v", err)
 	}

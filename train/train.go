@@ -185,7 +185,7 @@ func (t *Trainer) Run() (*Summary, error) {
 		rate := float64(tokens) / time.Since(start).Seconds()
 		status := fmt.Sprintf("step %d loss %.4f lr %.2e", step, out["loss"], lr)
 		if t.Scaler != nil {
-			status += fmt.Sprintf(" scale %g skipped %d", t.Scaler.Scale, t.Scaler.Skipped)
+			status += fmt.Sprintf(" scale %s skipped %d", t.Scaler, t.Scaler.Skipped)
 		}
 		status += fmt.Sprintf(" %.0f tok/s", rate)
 		switch {
@@ -257,7 +257,7 @@ func (t *Trainer) Run() (*Summary, error) {
 		fmt.Fprintf(o.Log, ", eval accuracy %.1f%%", 100*acc)
 	}
 	if t.Scaler != nil {
-		fmt.Fprintf(o.Log, "; loss scale %g, %d steps skipped", t.Scaler.Scale, t.Scaler.Skipped)
+		fmt.Fprintf(o.Log, "; loss scale %s, %d steps skipped", t.Scaler, t.Scaler.Skipped)
 	}
 	fmt.Fprintf(o.Log, "\nwrote %s (summary.json, loss.png, checkpoint.safetensors at step %d)\n", o.Out, last)
 	return s, nil

@@ -74,7 +74,7 @@ func TestRunWithLossScale(t *testing.T) {
 	if s := summary(); s.LossScale != 16384 || s.SkippedSteps == nil || *s.SkippedSteps != 0 {
 		t.Errorf("summary.json: loss scale %g, skipped %v", s.LossScale, s.SkippedSteps)
 	}
-	if !strings.Contains(stderr, "scale 4096 skipped 0") || !strings.Contains(stderr, "loss scale 16384, 0 steps skipped") {
+	if !strings.Contains(stderr, "scale 2^12 skipped 0") || !strings.Contains(stderr, "loss scale 2^14, 0 steps skipped") {
 		t.Errorf("the log does not show the loss scale:\n%s", stderr)
 	}
 	ckpt := filepath.Join(out, train.CheckpointFile)
