@@ -243,7 +243,8 @@ func (t *Trainer) Run() (*Summary, error) {
 		s.EvalAccuracy = &acc
 	}
 	if t.Scaler != nil {
-		s.LossScale, s.SkippedSteps = t.Scaler.Scale, &t.Scaler.Skipped
+		skipped := t.Scaler.Skipped
+		s.LossScale, s.SkippedSteps = t.Scaler.Scale, &skipped
 	}
 	if err := WriteJSON(filepath.Join(o.Out, "summary.json"), s); err != nil {
 		return nil, err
