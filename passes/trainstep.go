@@ -44,9 +44,10 @@ func DefaultOptimizer(mode string) Optimizer {
 //	grads = s·grads · min(1, c/‖grads‖)·(1/s)     (unscaled in the clip factor)
 //	θ, m, v = adamw(…, isfinite(‖grads‖))         (a non-finite norm keeps θ, m, v)
 //
-// no pass over the gradients besides the ones without scaling: 1/s folds
-// into the scalar norm and clip factor. The host halves s and does not
-// count the step when grad_norm is not finite.
+// Unscaling adds no pass over the gradients: 1/s folds into the scalar
+// norm and clip factor (with clipping off 1/s is the factor, applied where
+// adamw reads the gradient). The host backs s off and leaves the step out
+// of AdamW's count when grad_norm is not finite (train.LossScaler).
 func TrainStep(g *ir.Graph, cfg *Config) (*ir.Graph, error) {
 	if !cfg.Train {
 		return g, nil
