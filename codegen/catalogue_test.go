@@ -3,6 +3,7 @@ package codegen_test
 import (
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"testing"
 
@@ -200,4 +201,75 @@ output loss = mean(square(tanh(tanh(linear(x, w)) + b)))
 		}
 		compileAndCheck(t, g, s, inputs)
 	}
+}
+
+// TestSkipKernels runs the ops a loss-scaled train step skips a step with,
+// on the sim against the reference: isfinite on NaN and ±Inf (the
+// catalogue test draws finite operands only), and adamw gated by an apply
+// flag of 1 (the step) and of 0 (θ, m, v kept, no decay).
+func TestSkipKernels(t *testing.T) {
+	b := ir.NewBuilder("skip")
+	shape := ir.T(ir.F32, 3, 100)
+	x := ref.New(shape)
+	special := []float64{math.NaN(), math.Inf(1), math.Inf(-1), math.MaxFloat32, -math.SmallestNonzeroFloat32, 0}
+	for i := range x.Data {
+		x.Data[i] = special[i%len(special)]
+	}
+	b.Output("finite", b.Unary(ir.OpIsFinite, b.Input("x", shape)))
+	inputs := map[string]*ref.Tensor{"x": x}
+	at := ir.Attrs{"beta1": 0.9, "beta2": 0.95, "eps": 1e-8, "weight_decay": 0.1}
+	for _, flag := range []float64{1, 0} {
+		var ops []*ir.Value
+		for i, name := range []string{"theta", "g", "m", "v"} {
+			name = fmt.Sprintf("%s%g", name, flag)
+			ops = append(ops, b.Input(name, shape))
+			tt := ref.New(shape)
+			for k := range tt.Data {
+				tt.Data[k] = float64((k*37+i*11)%23)/11.5 - 1
+				if name[0] == 'v' {
+					tt.Data[k] = math.Abs(tt.Data[k])
+				}
+			}
+			inputs[name] = tt
+		}
+		for _, s := range []struct {
+			name string
+			v    float64
+		}{{"lr", 0.1}, {"step", 3}, {"apply", flag}} {
+			name := fmt.Sprintf("%s%g", s.name, flag)
+			ops = append(ops, b.Input(name, ir.T(ir.F32)))
+			inputs[name] = ref.Scalar(s.v)
+		}
+		out := b.Apply(ir.OpAdamW, at, ops...)
+		for k, name := range []string{"theta", "m", "v"} {
+			b.Output(fmt.Sprintf("%s_out%g", name, flag), out[k])
+		}
+	}
+	g, err := b.Finish()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := reference(t, g, inputs)
+	if f := want[g.Output("finite").Value].Data; f[0] != 0 || f[1] != 0 || f[2] != 0 || f[3] != 1 || f[4] != 1 || f[5] != 1 {
+		t.Fatalf("reference isfinite of %v: %v", special, f[:6])
+	}
+	if !slices.Equal(want[g.Output("theta_out0").Value].Data, inputs["theta0"].Data) {
+		t.Fatal("the reference's adamw with apply 0 changed θ")
+	}
+	if slices.Equal(want[g.Output("theta_out1").Value].Data, inputs["theta1"].Data) {
+		t.Fatal("the reference's adamw with apply 1 left θ as it was")
+	}
+	compileAndCheck(t, g, passes.Fuse(g, true), inputs)
+}
+
+// TestLossScaledTrainStepOnSim runs every kernel of the tiny model's
+// loss-scaled train step on the sim against the reference: the scaled seed,
+// the norm and clip factor with 1/s folded in (in the last norm reduction),
+// and the gated adamw updates.
+func TestLossScaledTrainStepOnSim(t *testing.T) {
+	g := loadModel(t, "tiny", &passes.Config{Mode: "full", Train: true, LossScale: true}, nil)
+	inputs := map[string]*ref.Tensor{"loss_scale": ref.Scalar(65536), "lr": ref.Scalar(1e-3), "step": ref.Scalar(2)}
+	s := passes.Fuse(g, true)
+	n := checkOnSimWith(t, g, s, func(*passes.Group) bool { return true }, inputs)
+	t.Logf("%d kernels", n)
 }

@@ -357,6 +357,9 @@ var elemKernels = map[ir.Op]func(n *ir.Node, x ...kir.Expr) kir.Expr{
 	ir.OpGE: func(_ *ir.Node, x ...kir.Expr) kir.Expr {
 		return kir.Select{Cond: kir.Op(">=", x[0], x[1]), A: kir.F(1), B: kir.F(0)}
 	},
+	ir.OpIsFinite: func(_ *ir.Node, x ...kir.Expr) kir.Expr {
+		return kir.Select{Cond: kir.Fn("isfinite", x[0]), A: kir.F(1), B: kir.F(0)}
+	},
 }
 
 // call applies a math function (see kir.Call) to the one operand.
@@ -564,6 +567,17 @@ func (e *Emitter) dequant(w *ir.Value, i kir.Expr) kir.Expr {
 // adamw computes output k (θ', m' or v') of a decoupled AdamW step; θ'
 // reads m' and v' through At so each is computed once.
 func (e *Emitter) adamw(n *ir.Node, k int, c []kir.Expr) kir.Expr {
+	x := e.adamwStep(n, k, c)
+	if len(n.Inputs) < 7 {
+		return x
+	}
+	// Gated: an apply flag of 0 keeps θ, m, v (operands 0, 2, 3) as they are.
+	old := e.At(n.Inputs[[]int{0, 2, 3}[k]], c)
+	return kir.Select{Cond: kir.Op("!=", e.At(n.Inputs[6], nil), kir.F(0)), A: x, B: old}
+}
+
+// adamwStep is output k of the AdamW step applied.
+func (e *Emitter) adamwStep(n *ir.Node, k int, c []kir.Expr) kir.Expr {
 	a := n.Attrs
 	b1, b2, eps, wd := a.Float("beta1"), a.Float("beta2"), a.Float("eps"), a.Float("weight_decay")
 	g := e.At(n.Inputs[1], c)

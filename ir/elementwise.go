@@ -34,6 +34,8 @@ const (
 	OpMax      Op = "max"
 	OpMin      Op = "min"
 	OpGE       Op = "ge" // the training passes emit it (masks for max/min gradients)
+	// OpIsFinite is the train step's skip flag under loss scaling.
+	OpIsFinite Op = "isfinite"
 )
 
 // Elem is the scalar maths of an element-wise op: each result element is a
@@ -186,6 +188,17 @@ func init() {
 					return 1
 				}
 				return 0
+			},
+			FLOPs: 1, Domain: anywhere,
+		}})
+	def(OpDef{Op: OpIsFinite, Doc: "1 where x is finite, else 0 (NaN and ±Inf give 0)", Category: Elementwise, Inputs: 1,
+		Infer: inferUnary,
+		Elem: &Elem{
+			Eval: func(_ Attrs, x []float64) float64 {
+				if math.IsNaN(x[0]) || math.IsInf(x[0], 0) {
+					return 0
+				}
+				return 1
 			},
 			FLOPs: 1, Domain: anywhere,
 		}})

@@ -184,8 +184,10 @@ func init() {
 	def(OpDef{Op: OpCrossEntropyBwd, Doc: "cross_entropy's dlogits = (softmax(z) − onehot(y))·dloss/count from (z, y, dloss)",
 		Category: Reduction, Inputs: 3, Infer: inferCrossEntropyBwd,
 		Attrs: []AttrDef{{Name: "ignore_index", Kind: AttrInt, Optional: true, Default: -100}}})
-	def(OpDef{Op: OpAdamW, Doc: "decoupled AdamW step on (θ, g, m, v, lr, step) → (θ', m', v'); lr and step (counting from 1) are f32 scalars",
-		Category: Elementwise, Inputs: 6, Results: 3, Infer: inferAdamW,
+	// The optional seventh operand gates the step on the device: a train
+	// step with loss scaling skips a step whose gradients overflowed.
+	def(OpDef{Op: OpAdamW, Doc: "decoupled AdamW step on (θ, g, m, v, lr, step[, apply]) → (θ', m', v'); lr and step (counting from 1) are f32 scalars; an apply of 0 returns θ, m, v unchanged",
+		Category: Elementwise, Inputs: -1, Results: 3, Infer: inferAdamW,
 		Attrs: []AttrDef{{Name: "beta1", Kind: AttrFloat}, {Name: "beta2", Kind: AttrFloat}, {Name: "eps", Kind: AttrFloat},
 			{Name: "weight_decay", Kind: AttrFloat}}})
 }
@@ -211,6 +213,9 @@ func inferCrossEntropyBwd(in []Type, a Attrs) ([]Type, error) {
 }
 
 func inferAdamW(in []Type, _ Attrs) ([]Type, error) {
+	if len(in) != 6 && len(in) != 7 {
+		return nil, fmt.Errorf("adamw takes 6 operands (θ, g, m, v, lr, step) and an optional apply flag, got %d", len(in))
+	}
 	p := in[0]
 	if p.DType != F32 {
 		return nil, fmt.Errorf("adamw updates f32 parameters, got %v", p)
@@ -220,7 +225,7 @@ func inferAdamW(in []Type, _ Attrs) ([]Type, error) {
 			return nil, fmt.Errorf("adamw %s %v must match the parameter %v", name, in[i+1], p)
 		}
 	}
-	for i, name := range []string{"lr", "step"} {
+	for i, name := range []string{"lr", "step", "apply flag"}[:len(in)-4] {
 		if !in[i+4].Equal(T(F32)) {
 			return nil, fmt.Errorf("adamw %s must be an f32 scalar, got %v", name, in[i+4])
 		}

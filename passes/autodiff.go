@@ -28,7 +28,17 @@ var VJPs = map[ir.Op]VJP{}
 // ops: frozen and NF4 branches, integer values and non-differentiable ops
 // (one_hot, moe_route, dequant) get none, so none of their work is built.
 func Gradients(b *ir.Builder, loss *ir.Value, wrt []*ir.Value) ([]*ir.Value, error) {
+	return SeededGradients(b, loss, nil, wrt)
+}
+
+// SeededGradients is Gradients with the loss's own gradient seed, an f32
+// scalar (nil: 1): every gradient is then seed times the loss's (loss
+// scaling seeds with the scale).
+func SeededGradients(b *ir.Builder, loss, seed *ir.Value, wrt []*ir.Value) ([]*ir.Value, error) {
 	g := b.G
+	if seed != nil && !seed.Type.Equal(ir.T(ir.F32)) {
+		return nil, fmt.Errorf("autodiff: the gradient seed must be an f32 scalar, got %v", seed.Type)
+	}
 	if !loss.Type.Equal(ir.T(ir.F32)) {
 		return nil, fmt.Errorf("autodiff: the loss must be an f32 scalar, got %v", loss.Type)
 	}
@@ -48,7 +58,10 @@ func Gradients(b *ir.Builder, loss *ir.Value, wrt []*ir.Value) ([]*ir.Value, err
 	grad := map[*ir.Value]*ir.Value{}
 	if dep[loss] {
 		b.Pos, b.Scope, b.Region = loss.Node.Pos, "", 0
-		grad[loss] = b.Const(1, loss.Type)
+		grad[loss] = seed
+		if seed == nil {
+			grad[loss] = b.Const(1, loss.Type)
+		}
 	}
 	for i := last; i >= 0; i-- {
 		n := g.Nodes[i]

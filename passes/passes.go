@@ -16,6 +16,11 @@ type Config struct {
 	// Train builds the training step (loss, backward, clipping, AdamW);
 	// off, the graph stays forward-only (eval).
 	Train bool
+	// LossScale builds the train step for dynamic loss scaling: the
+	// backward is seeded with the f32 scalar input "loss_scale", the
+	// gradients are unscaled inside the clip factor, and a step whose
+	// gradient norm is not finite leaves weights and moments unchanged.
+	LossScale bool
 	// Optimizer replaces the mode's defaults (DefaultOptimizer) when set.
 	Optimizer *Optimizer
 	// Remat is the activation checkpointing policy: "none" (the default),

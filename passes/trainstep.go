@@ -36,6 +36,18 @@ func DefaultOptimizer(mode string) Optimizer {
 // The moments are new OptState parameters "<θ>.adam_m" and "<θ>.adam_v",
 // zero-initialised; "lr" and "step" (counting from 1) are f32 scalar inputs.
 // With cfg.Train off the graph is returned unchanged (forward-only use).
+//
+// With cfg.LossScale, the f32 scalar input "loss_scale" s seeds the
+// backward, so the gradients are s·grads, and
+//
+//	‖grads‖ = ‖s·grads‖·(1/s)                    (output grad_norm)
+//	grads = s·grads · min(1, c/‖grads‖)·(1/s)     (unscaled in the clip factor)
+//	θ, m, v = adamw(…, isfinite(‖grads‖))         (a non-finite norm keeps θ, m, v)
+//
+// Unscaling adds no pass over the gradients: 1/s folds into the scalar
+// norm and clip factor (with clipping off 1/s is the factor, applied where
+// adamw reads the gradient). The host backs s off and leaves the step out
+// of AdamW's count when grad_norm is not finite (train.LossScaler).
 func TrainStep(g *ir.Graph, cfg *Config) (*ir.Graph, error) {
 	if !cfg.Train {
 		return g, nil
@@ -94,7 +106,13 @@ func TrainStep(g *ir.Graph, cfg *Config) (*ir.Graph, error) {
 		}
 	}
 	forward := len(g.Nodes)
-	grads, err := Gradients(b, total, wrt)
+	var scale *ir.Value
+	if cfg.LossScale {
+		// After forward: scheduleLossChunks then moves it, as the seed it
+		// is, ahead of the first chunk's backward.
+		scale = b.Input("loss_scale", ir.T(ir.F32))
+	}
+	grads, err := SeededGradients(b, total, scale, wrt)
 	if err != nil {
 		return nil, err
 	}
@@ -104,7 +122,12 @@ func TrainStep(g *ir.Graph, cfg *Config) (*ir.Graph, error) {
 			grads[i] = b.Const(0, wrt[i].Type)
 		}
 	}
-	b.Output("grad_norm", clipGrads(b, grads, opt.Clip))
+	norm := clipGrads(b, grads, opt.Clip, scale)
+	b.Output("grad_norm", norm)
+	var apply *ir.Value // nil: every step applies
+	if scale != nil {
+		apply = b.Unary(ir.OpIsFinite, norm)
+	}
 
 	lr := b.Input("lr", ir.T(ir.F32))
 	step := b.Input("step", ir.T(ir.F32))
@@ -117,7 +140,11 @@ func TrainStep(g *ir.Graph, cfg *Config) (*ir.Graph, error) {
 			wd = 0
 		}
 		a := ir.Attrs{"beta1": opt.Beta1, "beta2": opt.Beta2, "eps": opt.Eps, "weight_decay": wd}
-		out := b.Apply(ir.OpAdamW, a, p.Value, grads[i], m, v, lr, step)
+		args := []*ir.Value{p.Value, grads[i], m, v, lr, step}
+		if apply != nil {
+			args = append(args, apply)
+		}
+		out := b.Apply(ir.OpAdamW, a, args...)
 		g.Updates = append(g.Updates,
 			&ir.Update{Param: p.Name, Value: out[0]},
 			&ir.Update{Param: p.Name + ".adam_m", Value: out[1]},
@@ -143,8 +170,11 @@ const (
 // clipGrads scales every gradient in place (grads[i] is replaced) by
 // min(1, c/‖g‖₂), ‖g‖ taken over all of them, and returns ‖g‖ before
 // clipping. When ‖g‖ = 0, c/‖g‖ = +Inf and the factor is 1. With c ≤ 0
-// only the norm is computed.
-func clipGrads(b *ir.Builder, grads []*ir.Value, c float64) *ir.Value {
+// only the norm is computed. With a loss scale s (not nil) the gradients
+// are s·g: the norm of the sum of squares is multiplied by 1/s and the
+// factor by 1/s too, so unscaling costs scalar work only (with c ≤ 0 the
+// factor is 1/s alone).
+func clipGrads(b *ir.Builder, grads []*ir.Value, c float64, scale *ir.Value) *ir.Value {
 	scalar := ir.T(ir.F32)
 	var sumsq *ir.Value
 	// Sum squares over a flat concatenation of up to normChunk gradients at
@@ -175,10 +205,22 @@ func clipGrads(b *ir.Builder, grads []*ir.Value, c float64) *ir.Value {
 		return b.Const(0, scalar)
 	}
 	norm := b.Unary(ir.OpSqrt, sumsq)
-	if c <= 0 {
+	var factor *ir.Value
+	if scale != nil {
+		inv := b.Div(b.Const(1, scalar), scale)
+		norm = b.Mul(norm, inv)
+		factor = inv
+	}
+	if c > 0 {
+		clip := b.Op(ir.OpMin, nil, b.Const(1, scalar), b.Div(b.Const(c, scalar), norm))
+		if factor != nil {
+			clip = b.Mul(clip, factor)
+		}
+		factor = clip
+	}
+	if factor == nil {
 		return norm
 	}
-	factor := b.Op(ir.OpMin, nil, b.Const(1, scalar), b.Div(b.Const(c, scalar), norm))
 	for i, gr := range grads {
 		grads[i] = b.Mul(gr, b.BroadcastTo(factor, gr.Type.Shape))
 	}

@@ -283,3 +283,94 @@ func closeTo(t *testing.T, what string, got, want []float64) {
 		}
 	}
 }
+
+// TestLossScaledTrainStep: with LossScale the train step takes a
+// loss_scale input, and scaling by a power of two changes nothing (a
+// product by 2^k is exact in floating point short of overflow), so the
+// reference's updates, loss and grad_norm equal the unscaled step's bit for
+// bit, with clipping at work, idle and off. A scale that overflows the
+// gradients gives a non-finite grad_norm and leaves weights and both
+// moments exactly as they were (no decay). A chunked loss still runs each
+// chunk's backward before the next chunk's logits.
+func TestLossScaledTrainStep(t *testing.T) {
+	g := loadModel(t, "tiny", tinyOver)
+	// The seed input must not hold back a chunked loss's backward.
+	chunked, _ := run(t, g, Config{Train: true, LossScale: true, LossChunkBytes: 2 * 16 * 4})
+	checkChunkOrder(t, chunked)
+	for _, clip := range []float64{1e-3, 1e6, 0} {
+		opt := DefaultOptimizer("full")
+		opt.Clip = clip
+		plain, _ := run(t, g, Config{Train: true, Optimizer: &opt})
+		scaled, _ := run(t, g, Config{Train: true, Optimizer: &opt, LossScale: true})
+		noDeadNodes(t, scaled)
+		if in := scaled.Inputs[len(scaled.Inputs)-3]; in.Name != "loss_scale" || !in.Value.Type.Equal(ir.T(ir.F32)) {
+			t.Fatalf("input %s %v, want loss_scale f32[]", in.Name, in.Value.Type)
+		}
+		flag := 0
+		for _, n := range scaled.Nodes {
+			if n.Op != ir.OpAdamW {
+				continue
+			}
+			if len(n.Inputs) != 7 || n.Inputs[6].Node.Op != ir.OpIsFinite || n.Inputs[6].Node.Inputs[0] != scaled.Output("grad_norm").Value {
+				t.Fatalf("adamw of %v is not gated by isfinite(grad_norm)", n.Inputs[0])
+			}
+			flag++
+		}
+		// Scalars only: the input, 1/s, norm·(1/s), factor·(1/s) and
+		// isfinite. Without clipping there was no factor: 1/s becomes it, a
+		// broadcast and a product per gradient (which fuse into adamw).
+		more := 5
+		if clip == 0 {
+			more = 4 + 2*flag
+		}
+		if got := len(scaled.Nodes) - len(plain.Nodes); got != more {
+			t.Errorf("clip %g: %d nodes more with scaling, want %d", clip, got, more)
+		}
+		params, err := ref.InitParams(g, 5)
+		if err != nil {
+			t.Fatal(err)
+		}
+		feeds := tokens(g, rand.New(rand.NewPCG(6, 7)))
+		pf, pp := withOptState(plain, feeds, params, 0.01, 0)
+		sf, sp := withOptState(scaled, feeds, params, 0.01, 0)
+		clipped := false
+		for step, scale := range []float64{65536, 8, 1, 0x1p-20} {
+			pf["step"], sf["step"] = ref.Scalar(float64(step+1)), ref.Scalar(float64(step+1))
+			sf["loss_scale"] = ref.Scalar(scale)
+			pr, sr := eval(t, plain, pf, pp), eval(t, scaled, sf, sp)
+			for _, o := range []string{"loss", "grad_norm"} {
+				if p, s := pr.Outputs[o].Data[0], sr.Outputs[o].Data[0]; p != s {
+					t.Fatalf("clip %g, step %d, scale %g: %s %.9g, unscaled %.9g", clip, step+1, scale, o, s, p)
+				}
+			}
+			clipped = clipped || clip > 0 && pr.Outputs["grad_norm"].Data[0] > clip
+			for i, u := range plain.Updates {
+				p, s := pr.Value(u.Value), sr.Value(scaled.Updates[i].Value)
+				if u.Param != scaled.Updates[i].Param || !slices.Equal(p.Data, s.Data) {
+					t.Fatalf("clip %g, step %d, scale %g: %s differs from the unscaled step", clip, step+1, scale, u.Param)
+				}
+				pp[u.Param], sp[u.Param] = p, s
+			}
+		}
+		if clipped != (clip == 1e-3) {
+			t.Errorf("clip %g: clipped %v", clip, clipped)
+		}
+
+		// The reference models f32 maths in float64, so overflowing its
+		// gradients takes a scale past f32's range (a device overflows at
+		// 2^100: the train package's tests).
+		sf["step"], sf["loss_scale"] = ref.Scalar(5), ref.Scalar(0x1p1000)
+		r := eval(t, scaled, sf, sp)
+		if n := r.Outputs["grad_norm"].Data[0]; !math.IsNaN(n) && !math.IsInf(n, 0) {
+			t.Fatalf("clip %g: grad_norm %g at a scale of 2^1000", clip, n)
+		}
+		if l := r.Outputs["loss"].Data[0]; math.IsNaN(l) || math.IsInf(l, 0) {
+			t.Fatalf("clip %g: the loss %g is not finite: the scale reached the forward", clip, l)
+		}
+		for _, u := range scaled.Updates {
+			if !slices.Equal(r.Value(u.Value).Data, sp[u.Param].Data) {
+				t.Fatalf("clip %g: the skipped step changed %s", clip, u.Param)
+			}
+		}
+	}
+}

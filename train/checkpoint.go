@@ -32,6 +32,12 @@ type Progress struct {
 	LossesFrom int
 	// Model and Data are the --model and --data the run was given.
 	Model, Data string
+	// LossScale, LossScaleClean and Skipped are a loss scaler's state
+	// (LossScaler's Scale, Clean and Skipped); LossScale 0: the run did
+	// not scale.
+	LossScale      float64
+	LossScaleClean int
+	Skipped        int
 	// Graph and Mode are the model's name and training mode (read only:
 	// WriteCheckpoint takes them from the graph).
 	Graph, Mode string
@@ -69,6 +75,11 @@ func WriteCheckpoint(path string, g *ir.Graph, params map[string]*ref.Tensor, p 
 			return fmt.Errorf("checkpoint losses: %w", err)
 		}
 		meta["losses"], meta["losses_from"] = string(b), strconv.Itoa(p.LossesFrom)
+	}
+	if p.LossScale > 0 {
+		meta["loss_scale"] = strconv.FormatFloat(p.LossScale, 'g', -1, 64)
+		meta["loss_scale_clean"] = strconv.Itoa(p.LossScaleClean)
+		meta["skipped_steps"] = strconv.Itoa(p.Skipped)
 	}
 	if p.Model != "" {
 		meta["run_model"] = p.Model
@@ -123,6 +134,17 @@ func progress(md map[string]string) (*Progress, error) {
 		}
 		if p.LR, err = strconv.ParseFloat(md["lr"], 64); err != nil || !(p.LR >= 0) || math.IsInf(p.LR, 0) {
 			return nil, fmt.Errorf("bad learning rate %q", md["lr"])
+		}
+	}
+	if s, ok := md["loss_scale"]; ok {
+		if p.LossScale, err = strconv.ParseFloat(s, 64); err != nil || !(p.LossScale >= minLossScale && p.LossScale <= maxLossScale) {
+			return nil, fmt.Errorf("bad loss scale %q", s)
+		}
+		if p.LossScaleClean, err = strconv.Atoi(md["loss_scale_clean"]); err != nil || p.LossScaleClean < 0 || p.LossScaleClean > step {
+			return nil, fmt.Errorf("bad count of clean steps %q at step %d", md["loss_scale_clean"], step)
+		}
+		if p.Skipped, err = strconv.Atoi(md["skipped_steps"]); err != nil || p.Skipped < 0 || p.Skipped > step {
+			return nil, fmt.Errorf("bad count of skipped steps %q at step %d", md["skipped_steps"], step)
 		}
 	}
 	if s, ok := md["losses"]; ok {

@@ -27,8 +27,9 @@ type spy struct {
 	after  func(step int)
 }
 
-func (s *spy) Step(b data.Batch, lr float64, step int) (map[string]float64, error) {
-	out, err := s.Stepper.Step(b, lr, step)
+func (s *spy) Step(b data.Batch, in train.StepInputs) (map[string]float64, error) {
+	lr, step := in.LR, in.Step
+	out, err := s.Stepper.Step(b, in)
 	if s.lrs == nil {
 		s.lrs = map[int]float64{}
 	}

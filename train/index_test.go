@@ -52,7 +52,7 @@ func TestSteppersRefuseBadIndices(t *testing.T) {
 			if strings.HasPrefix(name, "target") {
 				which = "targets"
 			}
-			_, err := s.Step(b, 1e-2, 1)
+			_, err := s.Step(b, train.StepInputs{LR: 1e-2, Step: 1})
 			if err == nil || !strings.Contains(err.Error(), which) || !strings.Contains(err.Error(), "outside [0, 16)") {
 				t.Errorf("%s, %s: Step gave %v", dev, name, err)
 			}
@@ -63,7 +63,7 @@ func TestSteppersRefuseBadIndices(t *testing.T) {
 			}
 		}
 		// The refusals left the weights alone: a good step still runs.
-		if out, err := s.Step(good, 1e-2, 1); err != nil || out["loss"] <= 0 {
+		if out, err := s.Step(good, train.StepInputs{LR: 1e-2, Step: 1}); err != nil || out["loss"] <= 0 {
 			t.Errorf("%s: a good batch after the refusals: %v, %v", dev, out, err)
 		}
 	}

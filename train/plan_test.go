@@ -88,7 +88,7 @@ func TestPlanRunnerMatchesReference(t *testing.T) {
 				t.Fatal(err)
 			}
 			want := train.NewRefStepper(gs, params)
-			w, err := want.Step(b, lr, 1)
+			w, err := want.Step(b, train.StepInputs{LR: lr, Step: 1})
 			if err != nil {
 				t.Fatal(err)
 			}

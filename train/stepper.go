@@ -17,7 +17,7 @@ import (
 type Stepper interface {
 	// Step trains on one batch and returns the step's scalar outputs (loss,
 	// loss_main, loss_aux, grad_norm).
-	Step(b data.Batch, lr float64, step int) (map[string]float64, error)
+	Step(b data.Batch, in StepInputs) (map[string]float64, error)
 	// Logits runs the forward pass on a batch without training.
 	Logits(b data.Batch) (*ref.Tensor, error)
 	// Get reads parameters (weights and optimizer state) by name; Set writes them.
@@ -32,9 +32,20 @@ type Graphs struct {
 	Train, Forward *ir.Graph
 }
 
+// StepInputs are the scalars a train step takes besides its batch.
+type StepInputs struct {
+	LR float64
+	// Step is AdamW's step count, from 1, for its bias correction: steps a
+	// loss scaler skipped do not count.
+	Step int
+	// LossScale feeds the loss_scale input of a train step built with loss
+	// scaling (passes.Config.LossScale).
+	LossScale float64
+}
+
 // batchInputs are a step's graph inputs, index inputs checked against
 // their ranges (plan.IndexRanges of g) before any executor sees them.
-func batchInputs(g *ir.Graph, ranges map[string]plan.IndexRange, b data.Batch, lr float64, step int) (map[string]*ref.Tensor, error) {
+func batchInputs(g *ir.Graph, ranges map[string]plan.IndexRange, b data.Batch, s StepInputs) (map[string]*ref.Tensor, error) {
 	out := map[string]*ref.Tensor{}
 	for _, in := range g.Inputs {
 		t := in.Value.Type
@@ -58,9 +69,14 @@ func batchInputs(g *ir.Graph, ranges map[string]plan.IndexRange, b data.Batch, l
 			}
 			out[in.Name] = v
 		case "lr":
-			out[in.Name] = ref.Scalar(lr)
+			out[in.Name] = ref.Scalar(s.LR)
 		case "step":
-			out[in.Name] = ref.Scalar(float64(step))
+			out[in.Name] = ref.Scalar(float64(s.Step))
+		case "loss_scale":
+			if !(s.LossScale > 0) {
+				return nil, fmt.Errorf("the train step is built for loss scaling and was given no loss scale")
+			}
+			out[in.Name] = ref.Scalar(s.LossScale)
 		default:
 			return nil, fmt.Errorf("the model has an input %q that training does not know how to feed", in.Name)
 		}
@@ -80,8 +96,8 @@ func NewRefStepper(g Graphs, params map[string]*ref.Tensor) *RefStepper {
 	return &RefStepper{g: g, params: params, trainIdx: plan.IndexRanges(g.Train), fwdIdx: plan.IndexRanges(g.Forward)}
 }
 
-func (r *RefStepper) Step(b data.Batch, lr float64, step int) (map[string]float64, error) {
-	in, err := batchInputs(r.g.Train, r.trainIdx, b, lr, step)
+func (r *RefStepper) Step(b data.Batch, s StepInputs) (map[string]float64, error) {
+	in, err := batchInputs(r.g.Train, r.trainIdx, b, s)
 	if err != nil {
 		return nil, err
 	}
@@ -106,7 +122,7 @@ func scalars(out map[string]*ref.Tensor) map[string]float64 {
 }
 
 func (r *RefStepper) Logits(b data.Batch) (*ref.Tensor, error) {
-	in, err := batchInputs(r.g.Forward, r.fwdIdx, b, 0, 1)
+	in, err := batchInputs(r.g.Forward, r.fwdIdx, b, StepInputs{Step: 1})
 	if err != nil {
 		return nil, err
 	}
@@ -246,8 +262,8 @@ func NewDeviceStepper(dev device.Device, train, forward *pipeline.Unit, params m
 	return s, nil
 }
 
-func (s *DeviceStepper) Step(b data.Batch, lr float64, step int) (map[string]float64, error) {
-	in, err := batchInputs(s.train.c.Graph, s.train.idx, b, lr, step)
+func (s *DeviceStepper) Step(b data.Batch, si StepInputs) (map[string]float64, error) {
+	in, err := batchInputs(s.train.c.Graph, s.train.idx, b, si)
 	if err != nil {
 		return nil, err
 	}
@@ -284,7 +300,7 @@ func (s *DeviceStepper) Logits(b data.Batch) (*ref.Tensor, error) {
 		}
 		s.stale = false
 	}
-	in, err := batchInputs(s.forward.c.Graph, s.forward.idx, b, 0, 1)
+	in, err := batchInputs(s.forward.c.Graph, s.forward.idx, b, StepInputs{Step: 1})
 	if err != nil {
 		return nil, err
 	}

@@ -89,11 +89,11 @@ func TestTrainStepOnSimMatchesReference(t *testing.T) {
 			src := &data.SelectiveCopying{Seed: 2, BatchSize: 16, Len: 16, M: 2}
 			for step := 1; step <= 2; step++ {
 				b := src.Batch(step)
-				w, err := want.Step(b, 1e-2, step)
+				w, err := want.Step(b, train.StepInputs{LR: 1e-2, Step: step})
 				if err != nil {
 					t.Fatal(err)
 				}
-				g, err := got.Step(b, 1e-2, step)
+				g, err := got.Step(b, train.StepInputs{LR: 1e-2, Step: step})
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -87,6 +88,10 @@ type Summary struct {
 	EvalAccuracy *float64  `json:"eval_accuracy,omitempty"`
 	LossesFrom   int       `json:"losses_from,omitempty"`
 	Losses       []float64 `json:"losses"`
+	// With loss scaling: the scale at the end and the steps skipped for a
+	// non-finite gradient norm, resumed parts included.
+	LossScale    float64 `json:"loss_scale,omitempty"`
+	SkippedSteps *int    `json:"skipped_steps,omitempty"`
 }
 
 // Trainer runs the training loop over a Stepper.
@@ -100,6 +105,9 @@ type Trainer struct {
 	Precision string
 	Synth     bool // the source is a synthetic task: report accuracy
 	Start     int  // steps already done (after a resume)
+	// Scaler runs dynamic loss scaling; set exactly when the train step is
+	// built for it (passes.Config.LossScale), before Resume.
+	Scaler *LossScaler
 	// Losses are the training losses of steps LossesFrom+1 …: a resume
 	// carries the checkpoint's history, so they cover the whole run.
 	Losses     []float64
@@ -131,6 +139,9 @@ func (t *Trainer) Run() (*Summary, error) {
 	if t.Start >= o.Steps {
 		return nil, fmt.Errorf("the checkpoint is at step %d: nothing to train up to --steps %d", t.Start, o.Steps)
 	}
+	if err := t.checkScaler(); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(o.Out, 0o755); err != nil {
 		return nil, err
 	}
@@ -149,18 +160,38 @@ func (t *Trainer) Run() (*Summary, error) {
 	for step := t.Start + 1; step <= o.Steps && !interrupted; step++ {
 		b := t.Src.Batch(step)
 		lr := o.LearningRate(step)
-		out, err := t.Step.Step(b, lr, step)
+		in := StepInputs{LR: lr, Step: step}
+		if t.Scaler != nil {
+			in.Step -= t.Scaler.Skipped
+			in.LossScale = t.Scaler.Scale
+		}
+		out, err := t.Step.Step(b, in)
 		if err != nil {
 			return nil, fmt.Errorf("step %d: %w; %s", step, err, t.kept())
 		}
-		if bad := nonFinite(out); bad != "" {
+		check := out
+		if t.Scaler != nil {
+			applied, err := t.Scaler.Update(out["grad_norm"])
+			if err != nil {
+				return nil, fmt.Errorf("step %d: %w; stopping. %s", step, err, t.kept())
+			}
+			if !applied { // the step changed nothing: its norm is no failure
+				check = maps.Clone(out)
+				delete(check, "grad_norm")
+			}
+		}
+		if bad := nonFinite(check); bad != "" {
 			return nil, fmt.Errorf("step %d: %s; stopping. %s; try a lower --lr", step, t.whatIsNonFinite(bad), t.kept())
 		}
 		last, t.lr = step, lr
 		t.Losses = append(t.Losses, out["loss"])
 		tokens += int64(b.B * b.L)
 		rate := float64(tokens) / time.Since(start).Seconds()
-		status := fmt.Sprintf("step %d loss %.4f lr %.2e %.0f tok/s", step, out["loss"], lr, rate)
+		status := fmt.Sprintf("step %d loss %.4f lr %.2e", step, out["loss"], lr)
+		if t.Scaler != nil {
+			status += fmt.Sprintf(" scale %s skipped %d", t.Scaler, t.Scaler.Skipped)
+		}
+		status += fmt.Sprintf(" %.0f tok/s", rate)
 		switch {
 		case bar != nil:
 			bar.Add(1) // the count first: Describe draws at once, with it
@@ -215,6 +246,10 @@ func (t *Trainer) Run() (*Summary, error) {
 	if t.Synth {
 		s.EvalAccuracy = &acc
 	}
+	if t.Scaler != nil {
+		skipped := t.Scaler.Skipped
+		s.LossScale, s.SkippedSteps = t.Scaler.Scale, &skipped
+	}
 	if err := WriteJSON(filepath.Join(o.Out, "summary.json"), s); err != nil {
 		return nil, err
 	}
@@ -226,8 +261,29 @@ func (t *Trainer) Run() (*Summary, error) {
 	if t.Synth {
 		fmt.Fprintf(o.Log, ", eval accuracy %.1f%%", 100*acc)
 	}
+	if t.Scaler != nil {
+		fmt.Fprintf(o.Log, "; loss scale %s, %d steps skipped", t.Scaler, t.Scaler.Skipped)
+	}
 	fmt.Fprintf(o.Log, "\nwrote %s (summary.json, loss.png, checkpoint.safetensors at step %d)\n", o.Out, last)
 	return s, nil
+}
+
+// checkScaler refuses a scaler without a train step built for loss
+// scaling, and such a step without a scaler.
+func (t *Trainer) checkScaler() error {
+	takes := false
+	for _, in := range t.Graphs.Train.Inputs {
+		takes = takes || in.Name == "loss_scale"
+	}
+	switch {
+	case takes && t.Scaler == nil:
+		return fmt.Errorf("the train step of %s is built for loss scaling and the trainer has no loss scaler", t.Graphs.Train.Name)
+	case !takes && t.Scaler != nil:
+		return fmt.Errorf("the trainer scales the loss, but the train step of %s has no loss_scale input (build it with loss scaling)", t.Graphs.Train.Name)
+	case t.Scaler != nil:
+		return t.Scaler.Check()
+	}
+	return nil
 }
 
 // kept says truthfully which checkpoint a failed run leaves.
@@ -415,8 +471,11 @@ func (t *Trainer) save(step int) error {
 		return err
 	}
 	o := &t.Opt
-	err = WriteCheckpoint(filepath.Join(o.Out, CheckpointFile), t.Graphs.Train, params, Progress{
-		Step: step, Seed: o.Seed, Steps: o.Steps, LR: t.lr, Losses: t.Losses, LossesFrom: t.LossesFrom, Model: o.Model, Data: o.Data})
+	p := Progress{Step: step, Seed: o.Seed, Steps: o.Steps, LR: t.lr, Losses: t.Losses, LossesFrom: t.LossesFrom, Model: o.Model, Data: o.Data}
+	if t.Scaler != nil {
+		p.LossScale, p.LossScaleClean, p.Skipped = t.Scaler.Scale, t.Scaler.Clean, t.Scaler.Skipped
+	}
+	err = WriteCheckpoint(filepath.Join(o.Out, CheckpointFile), t.Graphs.Train, params, p)
 	if err != nil {
 		return fmt.Errorf("saving the checkpoint of step %d: %w; %s", step, err, t.kept())
 	}
@@ -432,6 +491,12 @@ func (t *Trainer) Resume(path string) error {
 	}
 	if c.Seed != t.Opt.Seed {
 		return fmt.Errorf("%s was trained with --seed %d, this run has --seed %d: the data would differ", path, c.Seed, t.Opt.Seed)
+	}
+	switch {
+	case c.LossScale > 0 && t.Scaler != nil:
+		t.Scaler.Scale, t.Scaler.Clean, t.Scaler.Skipped = c.LossScale, c.LossScaleClean, c.Skipped
+	case c.Skipped > 0 && t.Scaler == nil:
+		return fmt.Errorf("%s was trained with loss scaling, which skipped %d steps: resume it with --loss-scale (AdamW's step count leaves them out)", path, c.Skipped)
 	}
 	if err := t.Step.Set(c.Params); err != nil {
 		return err

@@ -127,6 +127,7 @@ type compileCmd struct {
 	PlotMemory string `help:"Draw the memory plan to this PNG." placeholder:"FILE"`
 	EmitGo     string `name:"emit-go" help:"Write a Go package that embeds the kernels and plan and runs them without magc's compiler." placeholder:"DIR"`
 	GoPackage  string `name:"go-package" help:"The package name of --emit-go (default: the model name)." placeholder:"NAME"`
+	LossScale  bool   `name:"loss-scale" help:"Build the train step for dynamic loss scaling (a loss_scale input; a step with a non-finite gradient norm changes nothing)."`
 }
 
 // report is report.json: keys are stable, tools read them.
@@ -184,6 +185,10 @@ func (c *compileCmd) Run(e *env) error {
 	}
 	cfg := &pipeline.Config{Passes: c.config(), NoFuse: c.NoFuse, Mem: mem, Target: c.Target}
 	cfg.Passes.Train, cfg.Passes.Remat = !c.Forward, c.Remat
+	if c.LossScale && c.Forward {
+		return fmt.Errorf("--loss-scale is for the train step; --forward has no backward to scale")
+	}
+	cfg.Passes.LossScale = c.LossScale
 	if c.Dump != "" {
 		return c.dump(e, g, cfg)
 	}

@@ -49,6 +49,11 @@ type runCmd struct {
 	NoFuse bool   `help:"One kernel per op (the unfused baseline)."`
 	Remat  string `default:"none" enum:"none,layer,auto" help:"Activation checkpointing policy."`
 	Quiet  bool   `help:"No progress bar."`
+
+	LossScale         bool     `name:"loss-scale" help:"Dynamic loss scaling (for f16 training): the backward runs on the loss times a scale; a step whose gradient norm is not finite changes nothing and divides the scale by --loss-scale-factor, and --loss-scale-growth-interval clean steps in a row multiply it. A --resume of such a run needs it again."`
+	LossScaleInit     *float64 `name:"loss-scale-init" help:"The first loss scale (default 65536); an f32 number, 2^-126 to 3.4e38." placeholder:"S"`
+	LossScaleInterval *int     `name:"loss-scale-growth-interval" help:"Clean steps in a row before the loss scale grows (default 2000)." placeholder:"N"`
+	LossScaleFactor   *float64 `name:"loss-scale-factor" help:"The loss scale's growth factor; backing off divides by it (default 2)." placeholder:"F"`
 }
 
 func (c *runCmd) Run(e *env) error {
@@ -96,7 +101,7 @@ func (c *runCmd) Run(e *env) error {
 		Steps: c.Steps, LR: lr, MinLR: c.MinLR, Warmup: c.Warmup, Schedule: c.Schedule, EvalEvery: c.EvalEvery,
 		EvalBatches: c.EvalBatches, SaveEvery: c.SaveEvery, Out: c.Out, Seed: c.Seed, Log: e.stderr, Progress: !c.Quiet && isTerminal(e.stderr),
 		Model: c.Model, Data: c.Data,
-	}}
+	}, Scaler: c.scaler()}
 	if txt, ok := src.(*data.Text); ok && c.Train {
 		t.Opt.Sample = c.evalSampler(txt, dev)
 	}
@@ -190,7 +195,52 @@ func (c *runCmd) check() error {
 	if !(c.MinLR >= 0 && !math.IsInf(c.MinLR, 0)) {
 		return fmt.Errorf("--min-lr must be a finite number, 0 or more, got %v", c.MinLR)
 	}
+	return c.checkLossScale()
+}
+
+// lossScaling reports whether the run scales its loss.
+func (c *runCmd) lossScaling() bool { return c.LossScale }
+
+// checkLossScale refuses loss-scaling flags that no run can use, and
+// such flags given to a run that does not scale.
+func (c *runCmd) checkLossScale() error {
+	given := map[string]bool{"--loss-scale-init": c.LossScaleInit != nil, "--loss-scale-growth-interval": c.LossScaleInterval != nil, "--loss-scale-factor": c.LossScaleFactor != nil}
+	for _, name := range []string{"--loss-scale-init", "--loss-scale-growth-interval", "--loss-scale-factor"} {
+		if given[name] && !c.lossScaling() {
+			return fmt.Errorf("%s sets up loss scaling: give --loss-scale with it", name)
+		}
+	}
+	if c.lossScaling() && !c.Train {
+		return fmt.Errorf("--loss-scale is for training: give --train with it")
+	}
+	if v := c.LossScaleInit; v != nil && !(*v >= 0x1p-126 && *v <= math.MaxFloat32) {
+		return fmt.Errorf("--loss-scale-init must be a positive finite f32 number (2^-126 to 3.4e38), got %v", *v)
+	}
+	if v := c.LossScaleInterval; v != nil && *v < 1 {
+		return fmt.Errorf("--loss-scale-growth-interval must be positive, got %d", *v)
+	}
+	if v := c.LossScaleFactor; v != nil && !(*v > 1 && !math.IsInf(*v, 0)) {
+		return fmt.Errorf("--loss-scale-factor must be a finite number above 1, got %v", *v)
+	}
 	return nil
+}
+
+// scaler is the run's loss scaler (nil: no loss scaling).
+func (c *runCmd) scaler() *train.LossScaler {
+	if !c.lossScaling() {
+		return nil
+	}
+	s := train.NewLossScaler()
+	if c.LossScaleInit != nil {
+		s.Scale = *c.LossScaleInit
+	}
+	if c.LossScaleInterval != nil {
+		s.Interval = *c.LossScaleInterval
+	}
+	if c.LossScaleFactor != nil {
+		s.Factor = *c.LossScaleFactor
+	}
+	return s
 }
 
 // source picks the training data.
@@ -237,7 +287,7 @@ var tasks = []string{"selective-copying", "induction-heads"}
 func (c *runCmd) stepper(g *ir.Graph, dev device.Device) (train.Graphs, train.Stepper, error) {
 	cfg := c.config()
 	tcfg := cfg
-	tcfg.Train, tcfg.Remat = true, c.Remat
+	tcfg.Train, tcfg.Remat, tcfg.LossScale = true, c.Remat, c.lossScaling()
 	if dev == nil {
 		// To the precision pass: the reference rounds what kernels would store.
 		fwd, err := pipeline.Run(g, &pipeline.Config{Passes: cfg}, "precision")

@@ -39,7 +39,7 @@ var Dialect = &cstyle.Dialect{
 
 	Math: map[string]string{
 		"exp": "expf", "log": "logf", "sqrt": "sqrtf", "rsqrt": "rsqrtf", "abs": "fabsf", "tanh": "tanhf",
-		"fma": "fmaf", "pow": "powf", "floor": "floorf", "isnan": "isnan",
+		"fma": "fmaf", "pow": "powf", "floor": "floorf", "isnan": "isnan", "isfinite": "isfinite",
 	},
 	Simd: map[string]string{
 		"sum": "magc_simd_sum", "max": "magc_simd_max", "min": "magc_simd_min", "prefix_sum": "magc_simd_prefix_sum",

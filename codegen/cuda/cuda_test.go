@@ -33,6 +33,7 @@ func everyOp() *kir.Module {
 		kir.Assign{LHS: kir.V("x"), Op: "min=", RHS: f(math.Inf(1))},
 		kir.Assign{LHS: kir.V("x"), Op: "*=", RHS: kir.At("T", kir.Convert{Type: kir.I32, X: kir.At("p3", ln)})},
 		kir.Set(kir.At("arr", i(0)), kir.Select{Cond: kir.Fn("isnan", kir.V("x")), A: f(math.NaN()), B: kir.Neg{X: kir.V("x")}}),
+		kir.Set(kir.At("arr", i(1)), kir.Select{Cond: kir.Fn("isfinite", kir.V("x")), A: f(1), B: f(0)}),
 		kir.Loop("k", i(0), i(4), i(1), kir.Set(kir.At("sh", kir.Add(kir.Mul(sg, i(32)), kir.V("k"))), kir.At("arr", i(0)))),
 		kir.Barrier{},
 		kir.If{Cond: kir.Not{X: kir.Op("==", kir.Mod(ln, i(2)), i(0))}, Then: []kir.Stmt{kir.Comment{Text: "odd lanes"}},

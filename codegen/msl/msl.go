@@ -37,7 +37,7 @@ var Dialect = &cstyle.Dialect{
 
 	Math: map[string]string{
 		"exp": "exp", "log": "log", "sqrt": "sqrt", "rsqrt": "rsqrt", "abs": "fabs", "tanh": "tanh",
-		"fma": "fma", "pow": "pow", "floor": "floor", "isnan": "isnan",
+		"fma": "fma", "pow": "pow", "floor": "floor", "isnan": "isnan", "isfinite": "isfinite",
 	},
 	Simd: map[string]string{
 		"sum": "simd_sum", "max": "simd_max", "min": "simd_min", "prefix_sum": "simd_prefix_exclusive_sum",

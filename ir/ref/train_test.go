@@ -74,6 +74,15 @@ func TestAdamW(t *testing.T) {
 	th -= 0.1 * (m / (1 - 0.81)) / (math.Sqrt(v/(1-0.999*0.999)) + 1e-8)
 	expect(t, "theta2", out2[0], sh(2), 1e-14, th, (-2+0.02)*0.99)
 
+	// Gated by a seventh operand: 1 is the step above, 0 keeps θ, m, v
+	// (no decay either), as a loss-scaled step with overflowed gradients.
+	gated := run(t, ir.OpAdamW, at, out[0], f32(t, sh(2), -1, 0), out[1], out[2], Scalar(0.1), Scalar(2), Scalar(1))
+	expect(t, "gated theta2", gated[0], sh(2), 0, out2[0].Data...)
+	kept := run(t, ir.OpAdamW, at, out[0], f32(t, sh(2), math.Inf(1), math.NaN()), out[1], out[2], Scalar(0.1), Scalar(2), Scalar(0))
+	for k, want := range []*Tensor{out[0], out[1], out[2]} {
+		expect(t, "kept", kept[k], sh(2), 0, want.Data...)
+	}
+
 	for _, bad := range []float64{0, math.NaN()} {
 		if _, err := EvalOp(ir.OpAdamW, at, theta, g, zero, zero, Scalar(0.1), Scalar(bad)); err == nil || !strings.Contains(err.Error(), "count from 1") {
 			t.Fatalf("step %g: %v", bad, err)

@@ -47,6 +47,7 @@ __device__ float __nv_floorf(float);
 __device__ float __nv_fmaxf(float, float);
 __device__ float __nv_fminf(float, float);
 __device__ int __nv_isnanf(float);
+__device__ int __nv_finitef(float);
 }
 __device__ __forceinline__ float expf(float x) { return __nv_expf(x); }
 __device__ __forceinline__ float logf(float x) { return __nv_logf(x); }
@@ -58,6 +59,7 @@ __device__ __forceinline__ float fmaf(float x, float y, float z) { return __nv_f
 __device__ __forceinline__ float powf(float x, float y) { return __nv_powf(x, y); }
 __device__ __forceinline__ float floorf(float x) { return __nv_floorf(x); }
 __device__ __forceinline__ bool isnan(float x) { return __nv_isnanf(x) != 0; }
+__device__ __forceinline__ bool isfinite(float x) { return __nv_finitef(x) != 0; }
 
 __device__ __forceinline__ float max(float a, float b) { return __nv_fmaxf(a, b); }
 __device__ __forceinline__ float min(float a, float b) { return __nv_fminf(a, b); }
