@@ -142,6 +142,8 @@ func execute(t *testing.T, c *compiled, seed uint64) {
 				tt.Data[k] = 0.01
 			case "step":
 				tt.Data[k] = 1
+			case "loss_scale": // f16 steps: the gradients scaled up, as training runs them
+				tt.Data[k] = 1024
 			case "targets", "tokens":
 				tt.Data[k] = float64((k*5 + i) % max(c.g.Consts["vocab"], 7))
 			default:

@@ -20,6 +20,7 @@ type Config struct {
 	// backward is seeded with the f32 scalar input "loss_scale", the
 	// gradients are unscaled inside the clip factor, and a step whose
 	// gradient norm is not finite leaves weights and moments unchanged.
+	// f16 storage turns it on (see Scaled).
 	LossScale bool
 	// Optimizer replaces the mode's defaults (DefaultOptimizer) when set.
 	Optimizer *Optimizer
@@ -44,3 +45,8 @@ func (c *Config) mode(g *ir.Graph) string {
 	}
 	return g.Train.Mode
 }
+
+// Scaled reports whether the train step is built for loss scaling: when
+// asked, and always for f16 storage, whose range would otherwise lose
+// gradients below 2^-24.
+func (c *Config) Scaled() bool { return c.LossScale || c.Precision == "f16" }

@@ -107,7 +107,7 @@ func TrainStep(g *ir.Graph, cfg *Config) (*ir.Graph, error) {
 	}
 	forward := len(g.Nodes)
 	var scale *ir.Value
-	if cfg.LossScale {
+	if cfg.Scaled() {
 		// After forward: scheduleLossChunks then moves it, as the seed it
 		// is, ahead of the first chunk's backward.
 		scale = b.Input("loss_scale", ir.T(ir.F32))

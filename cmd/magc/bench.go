@@ -182,6 +182,8 @@ func (c *benchCmd) fill(r *plan.Runner, g *ir.Graph) error {
 			err = r.WriteFloat32(in.Name, []float32{1e-4})
 		case "step":
 			err = r.WriteFloat32(in.Name, []float32{1})
+		case "loss_scale": // f16's dynamic loss scaling, at its initial scale
+			err = r.WriteFloat32(in.Name, []float32{65536})
 		default:
 			return fmt.Errorf("bench does not know how to feed input %q", in.Name)
 		}

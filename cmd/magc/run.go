@@ -199,7 +199,8 @@ func (c *runCmd) check() error {
 }
 
 // lossScaling reports whether the run scales its loss.
-func (c *runCmd) lossScaling() bool { return c.LossScale }
+// lossScaling: asked for, or implied by f16 storage (passes.Config.Scaled).
+func (c *runCmd) lossScaling() bool { return c.LossScale || c.Precision == "f16" }
 
 // checkLossScale refuses loss-scaling flags that no run can use, and
 // such flags given to a run that does not scale.
