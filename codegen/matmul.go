@@ -418,6 +418,9 @@ func groupedMatmul(e *Emitter, grp *passes.Group) error {
 	E := w.Type.Shape[0]
 
 	c := newMMContraction(R/E, N)
+	if R <= mvRows && mvReads(e, grp) { // each expert has at most R rows
+		c.bm, c.bn, c.mv = R, mvCols*mmThreads/32, true
+	}
 	e.K.Threads = [3]int{mmThreads, 1, 1}
 	e.K.Groups = [3]int{mmCeil(N, c.bn), mmCeil(R, c.bm), E + 1}
 	ex := e.Let("ex", kir.I32, kir.Group(2))
@@ -433,9 +436,11 @@ func groupedMatmul(e *Emitter, grp *passes.Group) error {
 			j := e.Let("j", kir.I32, kir.Add(c.n0, kir.Mod(l, kir.I(c.bn))))
 			conds := append(append(mmWithin(r, mmBound{kir.I(R), R%c.bm == 0}), mmWithin(j, c.nEnd)...),
 				kir.Op("||", kir.Lt(r, first), kir.Op(">=", r, last)))
+			// A matrix-vector tile has fewer elements than threads.
+			conds = append(mmWithin(l, mmBound{kir.I(c.bm * c.bn), c.bm*c.bn%mmThreads == 0}), conds...)
 			e.mmGuarded(conds, func() { e.StoreThrough(grp, out, []kir.Expr{r, j}, kir.F(0)) }, nil)
 		})
-		e.Emit(kir.Loop(s, kir.I(0), kir.I(c.bm*c.bn/mmThreads), kir.I(1), body...))
+		e.Emit(kir.Loop(s, kir.I(0), kir.I(mmCeil(c.bm*c.bn, mmThreads)), kir.I(1), body...))
 		e.Emit(kir.Return{})
 	})
 	e.Emit(kir.If{Cond: kir.Op("==", ex, kir.I(E)), Then: zero})

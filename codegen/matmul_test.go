@@ -8,8 +8,10 @@ import (
 	"testing"
 
 	"github.com/scm-magellano/magc/codegen"
+	"github.com/scm-magellano/magc/codegen/kir"
 	"github.com/scm-magellano/magc/internal/kcheck"
 	"github.com/scm-magellano/magc/ir"
+	"github.com/scm-magellano/magc/ir/lang"
 	"github.com/scm-magellano/magc/ir/ref"
 	"github.com/scm-magellano/magc/passes"
 )
@@ -312,5 +314,61 @@ func nf4CodeStaged(t *testing.T, prog *codegen.Program) {
 	}
 	if staged == 0 {
 		t.Errorf("no kernel stages the code table")
+	}
+}
+
+// tiles reports whether a kernel multiplies simdgroup matrix tiles.
+func tiles(body []kir.Stmt) bool {
+	for _, s := range body {
+		switch s := s.(type) {
+		case kir.Tile:
+			return true
+		case kir.For:
+			if tiles(s.Body) {
+				return true
+			}
+		case kir.If:
+			if tiles(s.Then) || tiles(s.Else) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// TestMatrixVector: with at most 8 rows (a decode step) a contraction whose
+// rhs is contiguous along the inner axis runs as matrix-vector products,
+// here with QLoRA's fused sum x·dequant(W) + s·(x·A)·B and an epilogue,
+// and agrees with the reference; 9 rows go back to tiles.
+func TestMatrixVector(t *testing.T) {
+	for _, rows := range []int{1, 3, 8, 9} {
+		src := fmt.Sprintf(`
+const T = %d
+const D = 40
+input x: f32[T, D]
+param w1: f32[72, D] = kaiming_uniform(a = sqrt(5)) lora
+param w2: f32[D, 72] = kaiming_uniform(a = sqrt(5)) lora
+output y = silu(linear(silu(linear(x, w1)), w2))
+`, rows)
+		g, err := lang.Build("mv.graph", []byte(src), lang.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		g = model(t, g, &passes.Config{Mode: "qlora"})
+		s := passes.Fuse(g, true)
+		prog := compileAndCheck(t, g, s, nil)
+		n := 0
+		for _, k := range prog.Module.Kernels {
+			if !strings.Contains(k.Doc, "matmul") {
+				continue
+			}
+			n++
+			if got, want := tiles(k.Body), rows > 8; got != want {
+				t.Errorf("%d rows: kernel %s multiplies tiles: %v, want %v", rows, k.Name, got, want)
+			}
+		}
+		if n < 2 {
+			t.Errorf("%d rows: %d matmul kernels, want the two projections at least", rows, n)
+		}
 	}
 }

@@ -156,79 +156,81 @@ extern "C" __global__ void __launch_bounds__(32) reduce_sum_0(
 }
 
 // fuses reshape %4, slice %29, matmul %30 (loss.0)
-// block 128×1×1, grid 2×1×1 blocks
+// block 128×1×1, grid 7×1×1 blocks
 extern "C" __global__ void __launch_bounds__(128) matmul_0(
         const float* p0,
         const float* p1,
         float* p2) {
-    const int m01 = (int(blockIdx.y) * 32);
-    const int n02 = (int(blockIdx.x) * 32);
-    __shared__ float sh[2304];
-    const int ti3 = int(threadIdx.x);
+    const int m01 = (int(blockIdx.y) * 4);
+    const int n02 = (int(blockIdx.x) * 8);
+    const int lane3 = magc_lane();
     const int sgi4 = magc_simdgroup();
-    const int sr5 = ((sgi4 / 2) * 16);
-    const int sc6 = ((sgi4 % 2) * 16);
-    magc_tile acc0_0 = {};
-    magc_tile acc0_1 = {};
-    magc_tile acc1_0 = {};
-    magc_tile acc1_1 = {};
-    for (int k0 = 0; k0 < 16; k0 += 32) {
-        for (int s7 = 0; s7 < 8; s7 += 1) {
-            const int l8 = ((s7 * 128) + ti3);
-            const int i9 = (l8 / 32);
-            const int k10 = (l8 % 32);
-            const int gi11 = (m01 + i9);
-            const int gk12 = (k0 + k10);
-            if ((gi11 < 4) && (gk12 < 16)) {
-                const float t13 = p0[((gi11 * 16) + gk12)];
-                sh[((i9 * 36) + k10)] = t13;
-            } else {
-                sh[((i9 * 36) + k10)] = 0.0f;
-            }
+    const int j5 = (n02 + ((sgi4 * 2) + 0));
+    if (j5 < 50) {
+        float acc6 = 0.0f;
+        float acc7 = 0.0f;
+        float acc8 = 0.0f;
+        float acc9 = 0.0f;
+        for (int k10 = (0 + lane3); k10 < 16; k10 += 32) {
+            const float t11 = p0[((j5 * 16) + k10)];
+            const float t12 = p1[((m01 * 16) + k10)];
+            acc6 += (t12 * t11);
+            const float t13 = p1[(((m01 + 1) * 16) + k10)];
+            acc7 += (t13 * t11);
+            const float t14 = p1[(((m01 + 2) * 16) + k10)];
+            acc8 += (t14 * t11);
+            const float t15 = p1[(((m01 + 3) * 16) + k10)];
+            acc9 += (t15 * t11);
         }
-        for (int s14 = 0; s14 < 8; s14 += 1) {
-            const int l15 = ((s14 * 128) + ti3);
-            const int i16 = (l15 / 32);
-            const int k17 = (l15 % 32);
-            const int gi18 = (n02 + i16);
-            const int gk19 = (k0 + k17);
-            if ((gi18 < 50) && (gk19 < 16)) {
-                const float t20 = p1[((gi18 * 16) + gk19)];
-                sh[(((i16 * 36) + k17) + 1152)] = t20;
-            } else {
-                sh[(((i16 * 36) + k17) + 1152)] = 0.0f;
-            }
+        const float s16 = magc_simd_sum(acc6);
+        if (lane3 == 0) {
+            p2[((m01 * 50) + j5)] = s16;
         }
-        __syncthreads();
-        for (int kk = 0; kk < 32; kk += 8) {
-            magc_tile fa0 = {};
-            magc_tile_load(fa0, sh + ((sr5 * 36) + kk), 36);
-            magc_tile fa1 = {};
-            magc_tile_load(fa1, sh + (((sr5 + 8) * 36) + kk), 36);
-            magc_tile fb0 = {};
-            magc_tile_load_t(fb0, sh + (((sc6 * 36) + kk) + 1152), 36);
-            magc_tile fb1 = {};
-            magc_tile_load_t(fb1, sh + ((((sc6 + 8) * 36) + kk) + 1152), 36);
-            magc_tile_mma(acc0_0, fa0, fb0, acc0_0);
-            magc_tile_mma(acc0_1, fa0, fb1, acc0_1);
-            magc_tile_mma(acc1_0, fa1, fb0, acc1_0);
-            magc_tile_mma(acc1_1, fa1, fb1, acc1_1);
+        const float s17 = magc_simd_sum(acc7);
+        if (lane3 == 0) {
+            p2[(((m01 + 1) * 50) + j5)] = s17;
         }
-        __syncthreads();
+        const float s18 = magc_simd_sum(acc8);
+        if (lane3 == 0) {
+            p2[(((m01 + 2) * 50) + j5)] = s18;
+        }
+        const float s19 = magc_simd_sum(acc9);
+        if (lane3 == 0) {
+            p2[(((m01 + 3) * 50) + j5)] = s19;
+        }
     }
-    magc_tile_store(acc0_0, sh + ((sr5 * 36) + sc6), 36);
-    magc_tile_store(acc0_1, sh + ((sr5 * 36) + (sc6 + 8)), 36);
-    magc_tile_store(acc1_0, sh + (((sr5 + 8) * 36) + sc6), 36);
-    magc_tile_store(acc1_1, sh + (((sr5 + 8) * 36) + (sc6 + 8)), 36);
-    __syncthreads();
-    for (int s21 = 0; s21 < 8; s21 += 1) {
-        const int l22 = ((s21 * 128) + ti3);
-        const int i23 = (l22 / 32);
-        const int j24 = (l22 % 32);
-        const int gi25 = (m01 + i23);
-        const int gj26 = (n02 + j24);
-        if ((gi25 < 4) && (gj26 < 50)) {
-            p2[((gi25 * 50) + gj26)] = sh[((i23 * 36) + j24)];
+    const int j20 = (n02 + ((sgi4 * 2) + 1));
+    if (j20 < 50) {
+        float acc21 = 0.0f;
+        float acc22 = 0.0f;
+        float acc23 = 0.0f;
+        float acc24 = 0.0f;
+        for (int k25 = (0 + lane3); k25 < 16; k25 += 32) {
+            const float t26 = p0[((j20 * 16) + k25)];
+            const float t27 = p1[((m01 * 16) + k25)];
+            acc21 += (t27 * t26);
+            const float t28 = p1[(((m01 + 1) * 16) + k25)];
+            acc22 += (t28 * t26);
+            const float t29 = p1[(((m01 + 2) * 16) + k25)];
+            acc23 += (t29 * t26);
+            const float t30 = p1[(((m01 + 3) * 16) + k25)];
+            acc24 += (t30 * t26);
+        }
+        const float s31 = magc_simd_sum(acc21);
+        if (lane3 == 0) {
+            p2[((m01 * 50) + j20)] = s31;
+        }
+        const float s32 = magc_simd_sum(acc22);
+        if (lane3 == 0) {
+            p2[(((m01 + 1) * 50) + j20)] = s32;
+        }
+        const float s33 = magc_simd_sum(acc23);
+        if (lane3 == 0) {
+            p2[(((m01 + 2) * 50) + j20)] = s33;
+        }
+        const float s34 = magc_simd_sum(acc24);
+        if (lane3 == 0) {
+            p2[(((m01 + 3) * 50) + j20)] = s34;
         }
     }
 }
@@ -306,7 +308,7 @@ extern "C" __global__ void __launch_bounds__(128) cross_entropy_bwd_0(
 // part 0 (matmul): fuses reshape %4, slice %29, matmul %33 (loss.0)
 // part 1 (cross_entropy): fuses reshape %5, slice %31, cross_entropy %34 (loss.0)
 // part 2 (matmul): fuses reshape %4, slice %36, matmul %37 (loss.1)
-// block 128×1×1, grid 5×1×1 blocks
+// block 128×1×1, grid 10×1×1 blocks
 extern "C" __global__ void __launch_bounds__(128) matmul_cross_entropy_x3_0(
         const float* p0,
         const float* p1,
@@ -444,75 +446,78 @@ extern "C" __global__ void __launch_bounds__(128) matmul_cross_entropy_x3_0(
         if (lid1 == 0) {
             p5[0] = ((acc22 > 0) ? (acc18 / float(acc22)) : 0.0f);
         }
-    } else if (int(blockIdx.x) < 5) {
+    } else if (int(blockIdx.x) < 10) {
         const int h2 = (int(blockIdx.x) - 3);
-        const int m01 = ((h2 / 2) * 32);
-        const int n02 = (h2 * 32);
-        const int ti3 = int(threadIdx.x);
+        const int m01 = ((h2 / 7) * 4);
+        const int n02 = (h2 * 8);
+        const int lane3 = magc_lane();
         const int sgi4 = magc_simdgroup();
-        const int sr5 = ((sgi4 / 2) * 16);
-        const int sc6 = ((sgi4 % 2) * 16);
-        magc_tile acc0_0 = {};
-        magc_tile acc0_1 = {};
-        magc_tile acc1_0 = {};
-        magc_tile acc1_1 = {};
-        for (int k0 = 0; k0 < 16; k0 += 32) {
-            for (int s7 = 0; s7 < 8; s7 += 1) {
-                const int l8 = ((s7 * 128) + ti3);
-                const int i9 = (l8 / 32);
-                const int k10 = (l8 % 32);
-                const int gi11 = (m01 + i9);
-                const int gk12 = (k0 + k10);
-                if ((gi11 < 4) && (gk12 < 16)) {
-                    const float t13 = p1[(((gi11 + 4) * 16) + gk12)];
-                    sh[((i9 * 36) + k10)] = t13;
-                } else {
-                    sh[((i9 * 36) + k10)] = 0.0f;
-                }
+        const int j5 = (n02 + ((sgi4 * 2) + 0));
+        if (j5 < 50) {
+            float acc6 = 0.0f;
+            float acc7 = 0.0f;
+            float acc8 = 0.0f;
+            float acc9 = 0.0f;
+            for (int k10 = (0 + lane3); k10 < 16; k10 += 32) {
+                const float t11 = p6[((j5 * 16) + k10)];
+                const float t12 = p1[(((m01 + 4) * 16) + k10)];
+                acc6 += (t12 * t11);
+                const float t13 = p1[((((m01 + 1) + 4) * 16) + k10)];
+                acc7 += (t13 * t11);
+                const float t14 = p1[((((m01 + 2) + 4) * 16) + k10)];
+                acc8 += (t14 * t11);
+                const float t15 = p1[((((m01 + 3) + 4) * 16) + k10)];
+                acc9 += (t15 * t11);
             }
-            for (int s14 = 0; s14 < 8; s14 += 1) {
-                const int l15 = ((s14 * 128) + ti3);
-                const int i16 = (l15 / 32);
-                const int k17 = (l15 % 32);
-                const int gi18 = (n02 + i16);
-                const int gk19 = (k0 + k17);
-                if ((gi18 < 50) && (gk19 < 16)) {
-                    const float t20 = p6[((gi18 * 16) + gk19)];
-                    sh[(((i16 * 36) + k17) + 1152)] = t20;
-                } else {
-                    sh[(((i16 * 36) + k17) + 1152)] = 0.0f;
-                }
+            const float s16 = magc_simd_sum(acc6);
+            if (lane3 == 0) {
+                p7[((m01 * 50) + j5)] = s16;
             }
-            __syncthreads();
-            for (int kk = 0; kk < 32; kk += 8) {
-                magc_tile fa0 = {};
-                magc_tile_load(fa0, sh + ((sr5 * 36) + kk), 36);
-                magc_tile fa1 = {};
-                magc_tile_load(fa1, sh + (((sr5 + 8) * 36) + kk), 36);
-                magc_tile fb0 = {};
-                magc_tile_load_t(fb0, sh + (((sc6 * 36) + kk) + 1152), 36);
-                magc_tile fb1 = {};
-                magc_tile_load_t(fb1, sh + ((((sc6 + 8) * 36) + kk) + 1152), 36);
-                magc_tile_mma(acc0_0, fa0, fb0, acc0_0);
-                magc_tile_mma(acc0_1, fa0, fb1, acc0_1);
-                magc_tile_mma(acc1_0, fa1, fb0, acc1_0);
-                magc_tile_mma(acc1_1, fa1, fb1, acc1_1);
+            const float s17 = magc_simd_sum(acc7);
+            if (lane3 == 0) {
+                p7[(((m01 + 1) * 50) + j5)] = s17;
             }
-            __syncthreads();
+            const float s18 = magc_simd_sum(acc8);
+            if (lane3 == 0) {
+                p7[(((m01 + 2) * 50) + j5)] = s18;
+            }
+            const float s19 = magc_simd_sum(acc9);
+            if (lane3 == 0) {
+                p7[(((m01 + 3) * 50) + j5)] = s19;
+            }
         }
-        magc_tile_store(acc0_0, sh + ((sr5 * 36) + sc6), 36);
-        magc_tile_store(acc0_1, sh + ((sr5 * 36) + (sc6 + 8)), 36);
-        magc_tile_store(acc1_0, sh + (((sr5 + 8) * 36) + sc6), 36);
-        magc_tile_store(acc1_1, sh + (((sr5 + 8) * 36) + (sc6 + 8)), 36);
-        __syncthreads();
-        for (int s21 = 0; s21 < 8; s21 += 1) {
-            const int l22 = ((s21 * 128) + ti3);
-            const int i23 = (l22 / 32);
-            const int j24 = (l22 % 32);
-            const int gi25 = (m01 + i23);
-            const int gj26 = (n02 + j24);
-            if ((gi25 < 4) && (gj26 < 50)) {
-                p7[((gi25 * 50) + gj26)] = sh[((i23 * 36) + j24)];
+        const int j20 = (n02 + ((sgi4 * 2) + 1));
+        if (j20 < 50) {
+            float acc21 = 0.0f;
+            float acc22 = 0.0f;
+            float acc23 = 0.0f;
+            float acc24 = 0.0f;
+            for (int k25 = (0 + lane3); k25 < 16; k25 += 32) {
+                const float t26 = p6[((j20 * 16) + k25)];
+                const float t27 = p1[(((m01 + 4) * 16) + k25)];
+                acc21 += (t27 * t26);
+                const float t28 = p1[((((m01 + 1) + 4) * 16) + k25)];
+                acc22 += (t28 * t26);
+                const float t29 = p1[((((m01 + 2) + 4) * 16) + k25)];
+                acc23 += (t29 * t26);
+                const float t30 = p1[((((m01 + 3) + 4) * 16) + k25)];
+                acc24 += (t30 * t26);
+            }
+            const float s31 = magc_simd_sum(acc21);
+            if (lane3 == 0) {
+                p7[((m01 * 50) + j20)] = s31;
+            }
+            const float s32 = magc_simd_sum(acc22);
+            if (lane3 == 0) {
+                p7[(((m01 + 1) * 50) + j20)] = s32;
+            }
+            const float s33 = magc_simd_sum(acc23);
+            if (lane3 == 0) {
+                p7[(((m01 + 2) * 50) + j20)] = s33;
+            }
+            const float s34 = magc_simd_sum(acc24);
+            if (lane3 == 0) {
+                p7[(((m01 + 3) * 50) + j20)] = s34;
             }
         }
     }
@@ -522,7 +527,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_cross_entropy_x3_0(
 // part 0 (cross_entropy_bwd): fuses reshape %5, mul %27, slice %38, cross_entropy_bwd %39 (loss.1)
 // part 1 (cross_entropy): fuses reshape %5, slice %38, cross_entropy %41 (loss.1)
 // part 2 (matmul): fuses reshape %4, slice %44, matmul %45 (loss.2)
-// block 128×1×1, grid 4×1×1 blocks
+// block 128×1×1, grid 9×1×1 blocks
 extern "C" __global__ void __launch_bounds__(128) cross_entropy_bwd_cross_entropy_x3_0(
         const int* p0,
         const float* p1,
@@ -536,7 +541,6 @@ extern "C" __global__ void __launch_bounds__(128) cross_entropy_bwd_cross_entrop
     __shared__ int sh8[4];
     __shared__ float sh17[4];
     __shared__ int sh21[4];
-    __shared__ float sh[2304];
     if (int(blockIdx.x) < 1) {
         const int h0 = (int(blockIdx.x) - 0);
         const int lid1 = int(threadIdx.x);
@@ -651,75 +655,50 @@ extern "C" __global__ void __launch_bounds__(128) cross_entropy_bwd_cross_entrop
         if (lid1 == 0) {
             p5[0] = ((acc22 > 0) ? (acc18 / float(acc22)) : 0.0f);
         }
-    } else if (int(blockIdx.x) < 4) {
+    } else if (int(blockIdx.x) < 9) {
         const int h2 = (int(blockIdx.x) - 2);
-        const int m01 = ((h2 / 2) * 32);
-        const int n02 = (h2 * 32);
-        const int ti3 = int(threadIdx.x);
+        const int m01 = ((h2 / 7) * 2);
+        const int n02 = (h2 * 8);
+        const int lane3 = magc_lane();
         const int sgi4 = magc_simdgroup();
-        const int sr5 = ((sgi4 / 2) * 16);
-        const int sc6 = ((sgi4 % 2) * 16);
-        magc_tile acc0_0 = {};
-        magc_tile acc0_1 = {};
-        magc_tile acc1_0 = {};
-        magc_tile acc1_1 = {};
-        for (int k0 = 0; k0 < 16; k0 += 32) {
-            for (int s7 = 0; s7 < 8; s7 += 1) {
-                const int l8 = ((s7 * 128) + ti3);
-                const int i9 = (l8 / 32);
-                const int k10 = (l8 % 32);
-                const int gi11 = (m01 + i9);
-                const int gk12 = (k0 + k10);
-                if ((gi11 < 2) && (gk12 < 16)) {
-                    const float t13 = p6[(((gi11 + 8) * 16) + gk12)];
-                    sh[((i9 * 36) + k10)] = t13;
-                } else {
-                    sh[((i9 * 36) + k10)] = 0.0f;
-                }
+        const int j5 = (n02 + ((sgi4 * 2) + 0));
+        if (j5 < 50) {
+            float acc6 = 0.0f;
+            float acc7 = 0.0f;
+            for (int k8 = (0 + lane3); k8 < 16; k8 += 32) {
+                const float t9 = p6[((j5 * 16) + k8)];
+                const float t10 = p7[(((m01 + 8) * 16) + k8)];
+                acc6 += (t10 * t9);
+                const float t11 = p7[((((m01 + 1) + 8) * 16) + k8)];
+                acc7 += (t11 * t9);
             }
-            for (int s14 = 0; s14 < 8; s14 += 1) {
-                const int l15 = ((s14 * 128) + ti3);
-                const int i16 = (l15 / 32);
-                const int k17 = (l15 % 32);
-                const int gi18 = (n02 + i16);
-                const int gk19 = (k0 + k17);
-                if ((gi18 < 50) && (gk19 < 16)) {
-                    const float t20 = p7[((gi18 * 16) + gk19)];
-                    sh[(((i16 * 36) + k17) + 1152)] = t20;
-                } else {
-                    sh[(((i16 * 36) + k17) + 1152)] = 0.0f;
-                }
+            const float s12 = magc_simd_sum(acc6);
+            if (lane3 == 0) {
+                p8[((m01 * 50) + j5)] = s12;
             }
-            __syncthreads();
-            for (int kk = 0; kk < 32; kk += 8) {
-                magc_tile fa0 = {};
-                magc_tile_load(fa0, sh + ((sr5 * 36) + kk), 36);
-                magc_tile fa1 = {};
-                magc_tile_load(fa1, sh + (((sr5 + 8) * 36) + kk), 36);
-                magc_tile fb0 = {};
-                magc_tile_load_t(fb0, sh + (((sc6 * 36) + kk) + 1152), 36);
-                magc_tile fb1 = {};
-                magc_tile_load_t(fb1, sh + ((((sc6 + 8) * 36) + kk) + 1152), 36);
-                magc_tile_mma(acc0_0, fa0, fb0, acc0_0);
-                magc_tile_mma(acc0_1, fa0, fb1, acc0_1);
-                magc_tile_mma(acc1_0, fa1, fb0, acc1_0);
-                magc_tile_mma(acc1_1, fa1, fb1, acc1_1);
+            const float s13 = magc_simd_sum(acc7);
+            if (lane3 == 0) {
+                p8[(((m01 + 1) * 50) + j5)] = s13;
             }
-            __syncthreads();
         }
-        magc_tile_store(acc0_0, sh + ((sr5 * 36) + sc6), 36);
-        magc_tile_store(acc0_1, sh + ((sr5 * 36) + (sc6 + 8)), 36);
-        magc_tile_store(acc1_0, sh + (((sr5 + 8) * 36) + sc6), 36);
-        magc_tile_store(acc1_1, sh + (((sr5 + 8) * 36) + (sc6 + 8)), 36);
-        __syncthreads();
-        for (int s21 = 0; s21 < 8; s21 += 1) {
-            const int l22 = ((s21 * 128) + ti3);
-            const int i23 = (l22 / 32);
-            const int j24 = (l22 % 32);
-            const int gi25 = (m01 + i23);
-            const int gj26 = (n02 + j24);
-            if ((gi25 < 2) && (gj26 < 50)) {
-                p8[((gi25 * 50) + gj26)] = sh[((i23 * 36) + j24)];
+        const int j14 = (n02 + ((sgi4 * 2) + 1));
+        if (j14 < 50) {
+            float acc15 = 0.0f;
+            float acc16 = 0.0f;
+            for (int k17 = (0 + lane3); k17 < 16; k17 += 32) {
+                const float t18 = p6[((j14 * 16) + k17)];
+                const float t19 = p7[(((m01 + 8) * 16) + k17)];
+                acc15 += (t19 * t18);
+                const float t20 = p7[((((m01 + 1) + 8) * 16) + k17)];
+                acc16 += (t20 * t18);
+            }
+            const float s21 = magc_simd_sum(acc15);
+            if (lane3 == 0) {
+                p8[((m01 * 50) + j14)] = s21;
+            }
+            const float s22 = magc_simd_sum(acc16);
+            if (lane3 == 0) {
+                p8[(((m01 + 1) * 50) + j14)] = s22;
             }
         }
     }
