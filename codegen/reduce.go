@@ -601,8 +601,8 @@ func ceLoss(e *Emitter, grp *passes.Group, groups, per int) (*redTeam, kir.Expr,
 
 // crossEntropySplit splits the loss over many rows (see split.go): pass 1
 // runs ceLoss on threadgroups of per rows each, writing each one's loss and
-// count (as f32: exact below 2^24 rows) to partials [2, groups]; pass 2, one
-// threadgroup, folds them in order and divides.
+// count (as f32: exact below 2^24 rows) to partials (losses, then counts);
+// pass 2, one threadgroup, folds them in order and divides.
 func crossEntropySplit(grp *passes.Group) *split {
 	z := grp.Anchor.Inputs[0]
 	lead, v := rowAxes(z.Type.Shape)
@@ -614,11 +614,11 @@ func crossEntropySplit(grp *passes.Group) *split {
 	if groups < 2 {
 		return nil
 	}
-	return &split{partials: ir.T(ir.F32, 2, groups), pass1: func(e *Emitter, p *ir.Value) {
+	return &split{partials: ir.T(ir.F32, 2*groups), pass1: func(e *Emitter, p *ir.Value) {
 		t, total, count := ceLoss(e, grp, groups, per)
 		e.Emit(kir.If{Cond: kir.Op("==", t.lid, kir.I(0)), Then: e.Block(func() {
-			e.Store(p, []kir.Expr{kir.I(0), kir.Group(0)}, total)
-			e.Store(p, []kir.Expr{kir.I(1), kir.Group(0)}, kir.Convert{Type: kir.F32, X: count})
+			e.Store(p, []kir.Expr{kir.Group(0)}, total)
+			e.Store(p, []kir.Expr{kir.Add(kir.Group(0), kir.I(groups))}, kir.Convert{Type: kir.F32, X: count})
 		})})
 		t.finish()
 	}, pass2: func(e *Emitter, p *ir.Value) {
@@ -629,8 +629,8 @@ func crossEntropySplit(grp *passes.Group) *split {
 		cnt := t.mut("cnt", kir.F32, kir.F(0))
 		i := e.Temp("i")
 		e.Emit(kir.Loop(i, t.lid, kir.I(groups), kir.I(threads),
-			kir.Assign{LHS: loss, Op: "+=", RHS: e.Load(p, []kir.Expr{kir.I(0), kir.V(i)})},
-			kir.Assign{LHS: cnt, Op: "+=", RHS: e.Load(p, []kir.Expr{kir.I(1), kir.V(i)})}))
+			kir.Assign{LHS: loss, Op: "+=", RHS: e.Load(p, []kir.Expr{kir.V(i)})},
+			kir.Assign{LHS: cnt, Op: "+=", RHS: e.Load(p, []kir.Expr{kir.Add(kir.V(i), kir.I(groups))})}))
 		sums := t.reduce("sum", kir.F32, loss, cnt)
 		e.Emit(kir.If{Cond: kir.Op("==", t.lid, kir.I(0)), Then: e.Block(func() {
 			e.Store(grp.Anchor.Out(), nil, kir.Select{Cond: kir.Op(">", sums[1], kir.F(0)),
@@ -902,6 +902,9 @@ func reduceSplit(op ir.Op) func(grp *passes.Group) *split {
 				return nil
 			}
 			slices, per := splitSlices(rd.w, 1, max(1, splitMaxGroups/rd.o))
+			// Whole rounds of the team's lanes: only the last slice needs a bound.
+			per = rdCeil(per, rowLanes(per)) * rowLanes(per)
+			slices = rdCeil(rd.w, per)
 			if slices < 2 {
 				return nil
 			}

@@ -140,3 +140,13 @@ func splitSlices(n int, unit int64, limit int) (slices, per int) {
 	per = rdCeil(n, max(slices, 1))
 	return rdCeil(n, per), per
 }
+
+// ScratchBytes is the device-memory traffic the scratch values add to a
+// step: each is written once and read once.
+func (p *Program) ScratchBytes() int64 {
+	var n int64
+	for v := range p.Scratch {
+		n += 2 * v.Type.Bytes()
+	}
+	return n
+}
