@@ -948,11 +948,10 @@ func reduceSplit(op ir.Op) func(grp *passes.Group) *split {
 		if !splitWorth(blocks, int64(rd.o)*int64(rd.w)) {
 			return nil
 		}
-		slices, per := splitSlices(rd.w, int64(cols), max(1, splitMaxGroups/blocks))
+		slices, _ := splitSlices(rd.w, int64(cols), max(1, splitMaxGroups/blocks))
 		if slices < 2 {
 			return nil
 		}
-		_ = per
 		return &split{partials: ir.T(ir.F32, slices, rd.o), pass1: func(e *Emitter, p *ir.Value) {
 			rd.columns(e, rd.o, rd.w, slices, func(oi kir.Expr) func(k kir.Expr) kir.Expr {
 				kc := e.Split(rd.kept, oi)
