@@ -100,6 +100,11 @@ type Program struct {
 	Module     *kir.Module
 	Dispatches []Dispatch
 	Alias      map[*ir.Value]*ir.Value
+	// Scratch are values of no graph node that the lowering added: the
+	// partials of a reduction split in two launches (split.go), written by
+	// one launch and read by a later one. The memory plan places them like
+	// any other temporary; the reference has no value for them.
+	Scratch map[*ir.Value]bool
 }
 
 // A template lowers one group of a kind into the emitter's kernel, setting
@@ -126,20 +131,24 @@ func Templates() []string {
 // fused schedule as one launch (see horizontal.go), and names the kernels.
 // Kernels with identical code are emitted once and launched wherever they apply.
 func Compile(g *ir.Graph, s *passes.Schedule) (*Program, error) {
+	p := &Program{Module: &kir.Module{Tables: Tables()}, Scratch: map[*ir.Value]bool{}}
+	scratch := newScratch(g, p.Scratch)
 	var ls []*launch
 	for _, grp := range s.Groups {
-		p, err := lowerGroup(grp)
+		parts, err := lowerGroup(grp, scratch)
 		if err != nil {
 			return nil, err
 		}
-		ls = append(ls, &launch{parts: []*part{p}})
+		for _, pt := range parts {
+			ls = append(ls, &launch{parts: []*part{pt}})
+		}
 	}
 	alias := maps.Clone(s.Alias)
 	shareUpdates(g, ls, alias)
 	if s.Fused {
 		ls = mergeLaunches(ls, alias)
 	}
-	p := &Program{Module: &kir.Module{Tables: Tables()}, Alias: alias}
+	p.Alias = alias
 	byBody := map[string]string{} // rendered body → kernel name
 	names := map[string]int{}
 	for _, l := range ls {
@@ -162,14 +171,30 @@ func Compile(g *ir.Graph, s *passes.Schedule) (*Program, error) {
 	return p, nil
 }
 
-// lowerGroup lowers one group with its template into an unnamed kernel.
-func lowerGroup(grp *passes.Group) (*part, error) {
+// lowerGroup lowers one group with its template into an unnamed kernel, or
+// a long reduction into two (see split.go).
+func lowerGroup(grp *passes.Group, scratch func(ir.Type, *ir.Node) *ir.Value) ([]*part, error) {
 	t, ok := templates[grp.Kind]
 	if !ok {
 		return nil, fmt.Errorf("codegen: no kernel template for %s (%s)", grp.Kind, grp.Root.Pos)
 	}
-	e := NewEmitter("", describe(grp), grp.Nodes)
-	if err := t(e, grp); err != nil {
+	if sp := splitters[grp.Kind]; sp != nil {
+		if s := sp(grp); s != nil {
+			return lowerSplit(grp, s, scratch)
+		}
+	}
+	pt, err := lowerPart(grp, describe(grp), kernelBase(grp), grp.Outputs, grp.Nodes, func(e *Emitter) error { return t(e, grp) })
+	if err != nil {
+		return nil, err
+	}
+	return []*part{pt}, nil
+}
+
+// lowerPart builds one kernel of a group with fn: it writes writes and
+// computes the ops fuses (the ops the launch's cost counts).
+func lowerPart(grp *passes.Group, doc, base string, writes []*ir.Value, fuses []*ir.Node, fn func(e *Emitter) error) (*part, error) {
+	e := NewEmitter("", doc, grp.Nodes)
+	if err := fn(e); err != nil {
 		return nil, fmt.Errorf("codegen: %s at %s: %w", grp.Kind, grp.Root.Pos, err)
 	}
 	e.StageTables()
@@ -183,8 +208,8 @@ func lowerGroup(grp *passes.Group) (*part, error) {
 			exact[b.Value] = true
 		}
 	}
-	d := Dispatch{Bindings: e.Bindings, Writes: grp.Outputs, Fuses: grp.Nodes, Kind: grp.Kind, Exact: exact}
-	return &part{k: e.K, d: d, base: kernelBase(grp), flat: isFlat(e.K)}, nil
+	d := Dispatch{Bindings: e.Bindings, Writes: writes, Fuses: fuses, Kind: grp.Kind, Exact: exact}
+	return &part{k: e.K, d: d, base: base, flat: isFlat(e.K)}, nil
 }
 
 // bodyKey identifies a kernel's code independently of its name and comment:

@@ -28,6 +28,11 @@ func init() {
 	templates["reduce_sum"] = reduceKernel(ir.OpReduceSum)
 	templates["reduce_max"] = reduceKernel(ir.OpReduceMax)
 	templates["reduce_mean"] = reduceKernel(ir.OpReduceMean)
+	for _, op := range []ir.Op{ir.OpReduceSum, ir.OpReduceMax, ir.OpReduceMean} {
+		splitters[string(op)] = reduceSplit(op)
+	}
+	splitters["cross_entropy"] = crossEntropySplit
+	splitters["rmsnorm_bwd"] = rmsnormBwdSplit
 }
 
 func rdCeil(a, b int) int { return (a + b - 1) / b }
@@ -379,13 +384,25 @@ func rmsnorm(e *Emitter, grp *passes.Group) error {
 // launch and without atomics that is one threadgroup looping over the rows,
 // each thread owning fixed columns and keeping their dγ in registers. It is
 // deterministic but runs on one GPU core: (rows·width) reads of x and dy at
-// one core's bandwidth (a two-launch split would spread it; the fusion pass
-// decides launches).
+// one core's bandwidth. Long ones split in two launches (rmsnormBwdSplit).
 func rmsnormBwd(e *Emitter, grp *passes.Group) error {
+	var dg *ir.Value
+	if writes(grp, grp.Anchor.Outputs[1]) {
+		dg = grp.Anchor.Outputs[1]
+	}
+	rmsnormBwdRows(e, grp, dg, 1, 0)
+	return nil
+}
+
+// rmsnormBwdRows emits rmsnorm_bwd. Without dg (nil) a team per row; with
+// it, threadgroup g of groups loops over rows [g·per, (g+1)·per) and writes
+// its column sums to dg: the result itself for one group, else the group's
+// row of partials [groups, width].
+func rmsnormBwdRows(e *Emitter, grp *passes.Group, dg *ir.Value, groups, per int) {
 	n := grp.Anchor
 	x, g, dy := n.Inputs[0], n.Inputs[1], n.Inputs[2]
-	dx, dg := n.Outputs[0], n.Outputs[1]
-	needDX, needDG := writes(grp, dx), writes(grp, dg)
+	dx := n.Outputs[0]
+	needDX, needDG := writes(grp, dx), dg != nil
 	eps := n.Attrs.Float("eps")
 	lead, w := rowAxes(x.Type.Shape)
 	rank := len(x.Type.Shape)
@@ -400,7 +417,7 @@ func rmsnormBwd(e *Emitter, grp *passes.Group) error {
 		t, rc = r.redTeam, r.rc
 	} else {
 		threads := min(1024, rdRound32(w))
-		e.K.Threads, e.K.Groups = [3]int{threads, 1, 1}, [3]int{1, 1, 1}
+		e.K.Threads, e.K.Groups = [3]int{threads, 1, 1}, [3]int{groups, 1, 1}
 		t = newRedTeam(e, threads, threads)
 		n := rdCeil(w, threads)
 		acc = &redSlots{arr: e.Temp("dg")}
@@ -442,11 +459,54 @@ func rmsnormBwd(e *Emitter, grp *passes.Group) error {
 			rc = e.Split(lead, kir.V(loopVar))
 			row()
 		})
-		e.Emit(kir.Loop(loopVar, kir.I(0), kir.I(rows), kir.I(1), body...))
-		t.cols(w, func(j, k kir.Expr) { e.Store(dg, []kir.Expr{j}, kir.At(acc.arr, k)) })
+		from, to := kir.Expr(kir.I(0)), kir.Expr(kir.I(rows))
+		if groups > 1 {
+			from = e.Let("from", kir.I32, kir.Mul(kir.Group(0), kir.I(per)))
+			to = kir.Add(from, kir.I(per))
+			if groups*per != rows {
+				to = kir.Min(to, kir.I(rows))
+			}
+		}
+		e.Emit(kir.Loop(loopVar, from, to, kir.I(1), body...))
+		t.cols(w, func(j, k kir.Expr) {
+			c := []kir.Expr{j}
+			if groups > 1 {
+				c = []kir.Expr{kir.Group(0), j}
+			}
+			e.Store(dg, c, kir.At(acc.arr, k))
+		})
 	}
 	t.finish()
-	return nil
+}
+
+// rmsnormBwdSplit splits the dγ column sum over many rows (see split.go):
+// pass 1 is rmsnormBwdRows on threadgroups of per rows each (dx for its
+// rows, and its column sums as a row of partials [groups, width]); pass 2
+// sums each column of the partials in row order.
+func rmsnormBwdSplit(grp *passes.Group) *split {
+	n := grp.Anchor
+	dg := n.Outputs[1]
+	if !writes(grp, dg) {
+		return nil
+	}
+	lead, w := rowAxes(n.Inputs[0].Type.Shape)
+	rows := int(lead.Elems())
+	if rows < 2 || !splitWorth(1, int64(rows)*int64(w)) {
+		return nil
+	}
+	groups, per := splitSlices(rows, int64(w), splitMaxGroups)
+	if groups < 2 {
+		return nil
+	}
+	late := grp.Finished(dg)
+	sum := &reduction{grp: grp, op: ir.OpReduceSum}
+	return &split{partials: ir.T(ir.F32, groups, w), early: func(v *ir.Value) bool { return !late[v] },
+		pass1: func(e *Emitter, p *ir.Value) { rmsnormBwdRows(e, grp, p, groups, per) },
+		pass2: func(e *Emitter, p *ir.Value) {
+			sum.columns(e, w, groups, 1, func(oi kir.Expr) func(k kir.Expr) kir.Expr {
+				return func(k kir.Expr) kir.Expr { return e.Load(p, []kir.Expr{k, oi}) }
+			}, func(oi, _, acc kir.Expr) { e.Store(dg, []kir.Expr{oi}, acc) })
+		}}
 }
 
 // ceCounts is whether target t counts: not ignore_index and inside the
@@ -465,29 +525,50 @@ func ceCounts(t kir.Expr, ignore, v int) kir.Expr {
 // rows in turn (team i: rows i, i+teams, …), each team's loss and count
 // accumulate in the lanes' registers in that fixed order, and the teams'
 // totals are summed in threadgroup order at the end, so the result is
-// deterministic. Cost: the logits are read once, by one GPU core.
+// deterministic. Cost: the logits are read once, by one GPU core; long ones
+// split in two launches (crossEntropySplit).
 func crossEntropy(e *Emitter, grp *passes.Group) error {
+	out := grp.Anchor.Out()
+	t, total, count := ceLoss(e, grp, 1, 0)
+	e.Emit(kir.If{Cond: kir.Op("==", t.lid, kir.I(0)), Then: e.Block(func() {
+		e.Store(out, nil, kir.Select{Cond: kir.Op(">", count, kir.I(0)),
+			A: kir.Div(total, kir.Convert{Type: kir.F32, X: count}), B: kir.F(0)})
+	})})
+	t.finish()
+	return nil
+}
+
+// ceLoss emits the loss and target count of the rows threadgroup g of
+// groups takes (rows per of them, in turn over its teams; all rows when
+// groups is 1): every thread gets the sums, in i32 for the count.
+func ceLoss(e *Emitter, grp *passes.Group, groups, per int) (*redTeam, kir.Expr, kir.Expr) {
 	n := grp.Anchor
-	z, y, out := n.Inputs[0], n.Inputs[1], n.Out()
+	z, y := n.Inputs[0], n.Inputs[1]
 	ignore := n.Attrs.Int("ignore_index")
 	lead, v := rowAxes(z.Type.Shape)
 	rows := int(lead.Elems())
+	if groups == 1 {
+		per = rows
+	}
 	lanes := rowLanes(v)
 	threads := 1024
 	if lanes <= 32 {
-		threads = min(1024, rdRound32(rows*lanes))
+		threads = min(1024, rdRound32(per*lanes))
 	} else {
 		lanes = threads
 	}
-	e.K.Threads, e.K.Groups = [3]int{threads, 1, 1}, [3]int{1, 1, 1}
+	e.K.Threads, e.K.Groups = [3]int{threads, 1, 1}, [3]int{groups, 1, 1}
 	t := newRedTeam(e, threads, lanes)
 	teams := threads / lanes
-	first := kir.I(0)
+	first := kir.Expr(kir.I(0))
 	switch {
 	case lanes == 1:
 		first = t.lid
 	case teams > 1: // teams of 32 lanes: simdgroups
 		first = t.sg
+	}
+	if groups > 1 {
+		first = kir.Add(kir.Mul(kir.Group(0), kir.I(teams)), first)
 	}
 	loss := t.mut("loss", kir.F32, kir.F(0))
 	cnt := t.mut("cnt", kir.I32, kir.I(0))
@@ -502,7 +583,7 @@ func crossEntropy(e *Emitter, grp *passes.Group) error {
 				kir.Assign{LHS: cnt, Op: "+=", RHS: kir.I(1)})
 		})})
 	})
-	e.Emit(kir.Loop(rv, first, kir.I(rows), kir.I(teams), body...))
+	e.Emit(kir.Loop(rv, first, kir.I(rows), kir.I(teams*groups), body...))
 	total, count := loss, cnt
 	if teams > 1 {
 		// The team's lanes agree; lane 0 speaks for it.
@@ -515,12 +596,48 @@ func crossEntropy(e *Emitter, grp *passes.Group) error {
 		total = w.reduce("sum", kir.F32, own)[0]
 		count = w.reduce("sum", kir.I32, ownCnt)[0]
 	}
-	e.Emit(kir.If{Cond: kir.Op("==", t.lid, kir.I(0)), Then: e.Block(func() {
-		e.Store(out, nil, kir.Select{Cond: kir.Op(">", count, kir.I(0)),
-			A: kir.Div(total, kir.Convert{Type: kir.F32, X: count}), B: kir.F(0)})
-	})})
-	t.finish()
-	return nil
+	return t, total, count
+}
+
+// crossEntropySplit splits the loss over many rows (see split.go): pass 1
+// runs ceLoss on threadgroups of per rows each, writing each one's loss and
+// count (as f32: exact below 2^24 rows) to partials (losses, then counts);
+// pass 2, one threadgroup, folds them in order and divides.
+func crossEntropySplit(grp *passes.Group) *split {
+	z := grp.Anchor.Inputs[0]
+	lead, v := rowAxes(z.Type.Shape)
+	rows := int(lead.Elems())
+	if rows < 2 || rows >= 1<<24 || !splitWorth(1, int64(rows)*int64(v)) {
+		return nil
+	}
+	groups, per := splitSlices(rows, int64(v), splitMaxGroups)
+	if groups < 2 {
+		return nil
+	}
+	return &split{partials: ir.T(ir.F32, 2*groups), pass1: func(e *Emitter, p *ir.Value) {
+		t, total, count := ceLoss(e, grp, groups, per)
+		e.Emit(kir.If{Cond: kir.Op("==", t.lid, kir.I(0)), Then: e.Block(func() {
+			e.Store(p, []kir.Expr{kir.Group(0)}, total)
+			e.Store(p, []kir.Expr{kir.Add(kir.Group(0), kir.I(groups))}, kir.Convert{Type: kir.F32, X: count})
+		})})
+		t.finish()
+	}, pass2: func(e *Emitter, p *ir.Value) {
+		threads := min(1024, rdRound32(groups))
+		e.K.Threads, e.K.Groups = [3]int{threads, 1, 1}, [3]int{1, 1, 1}
+		t := newRedTeam(e, threads, threads)
+		loss := t.mut("loss", kir.F32, kir.F(0))
+		cnt := t.mut("cnt", kir.F32, kir.F(0))
+		i := e.Temp("i")
+		e.Emit(kir.Loop(i, t.lid, kir.I(groups), kir.I(threads),
+			kir.Assign{LHS: loss, Op: "+=", RHS: e.Load(p, []kir.Expr{kir.V(i)})},
+			kir.Assign{LHS: cnt, Op: "+=", RHS: e.Load(p, []kir.Expr{kir.Add(kir.V(i), kir.I(groups))})}))
+		sums := t.reduce("sum", kir.F32, loss, cnt)
+		e.Emit(kir.If{Cond: kir.Op("==", t.lid, kir.I(0)), Then: e.Block(func() {
+			e.Store(grp.Anchor.Out(), nil, kir.Select{Cond: kir.Op(">", sums[1], kir.F(0)),
+				A: kir.Div(sums[0], sums[1]), B: kir.F(0)})
+		})})
+		t.finish()
+	}}
 }
 
 // crossEntropyBwd: dz = (softmax(z) − onehot(y))·dloss/count, zero on rows
@@ -564,138 +681,287 @@ func crossEntropyBwd(e *Emitter, grp *passes.Group) error {
 	return nil
 }
 
+// reduction is a reduce_sum, reduce_max or reduce_mean group: the input x
+// split into kept axes (o outputs) and reduced ones (w elements per output).
+type reduction struct {
+	grp       *passes.Group
+	op        ir.Op
+	x, out    *ir.Value
+	axes      []int
+	kept, red ir.Shape
+	trailing  bool // the reduced axes are the last ones: rows
+	o, w      int
+}
+
+func newReduction(op ir.Op, grp *passes.Group) *reduction {
+	n := grp.Anchor
+	rd := &reduction{grp: grp, op: op, x: n.Inputs[0], out: n.Out(), axes: n.Attrs.Ints("axes"), trailing: true}
+	for i, d := range rd.x.Type.Shape {
+		if hasAxis(rd.axes, i) {
+			rd.red = append(rd.red, d)
+		} else {
+			rd.kept = append(rd.kept, d)
+			if len(rd.red) > 0 {
+				rd.trailing = false
+			}
+		}
+	}
+	rd.o, rd.w = int(rd.kept.Elems()), int(rd.red.Elems())
+	return rd
+}
+
+func (rd *reduction) combine() string {
+	if rd.op == ir.OpReduceMax {
+		return "max"
+	}
+	return "sum"
+}
+
+func (rd *reduction) init() kir.Expr {
+	if rd.op == ir.OpReduceMax {
+		return kir.F(math.Inf(-1))
+	}
+	return kir.F(0)
+}
+
+func (rd *reduction) fold(acc, v kir.Expr) kir.Stmt {
+	if rd.op == ir.OpReduceMax {
+		return kir.Set(acc, maxNaNExpr(acc, v))
+	}
+	return kir.Assign{LHS: acc, Op: "+=", RHS: v}
+}
+
+func (rd *reduction) finalize(v kir.Expr) kir.Expr {
+	if rd.op == ir.OpReduceMean {
+		return kir.Div(v, kir.F(float64(rd.w)))
+	}
+	return v
+}
+
+// elem is x at kept coordinates kc and reduced element k (row-major in red).
+func (rd *reduction) elem(e *Emitter, kc []kir.Expr, k kir.Expr) kir.Expr {
+	rc := Coords(rd.red, k)
+	c := make([]kir.Expr, 0, len(rd.x.Type.Shape))
+	for i := range rd.x.Type.Shape {
+		if hasAxis(rd.axes, i) {
+			c, rc = append(c, rc[0]), rc[1:]
+		} else {
+			c, kc = append(c, kc[0]), kc[1:]
+		}
+	}
+	return e.At(rd.x, c)
+}
+
+// rowGroups is the grid of the one-launch row reduction.
+func (rd *reduction) rowGroups() int {
+	lanes := rowLanes(rd.w)
+	threads := lanes
+	if lanes <= 32 {
+		threads = min(256, rdRound32(rd.o*lanes))
+	}
+	return rdCeil(rd.o, threads/lanes)
+}
+
 // reduceKernel lowers reduce_sum, reduce_max and reduce_mean. Reductions over
 // trailing axes are row reductions; others (bias gradients summing batch and
-// time, say) give each output a column of threads: a threadgroup is 32
-// outputs × 8 parts (more parts for fewer outputs, fewer for short
-// reductions), part p summing reduced elements p, p+parts, … (consecutive
-// threads read consecutive kept elements), and part 0 folding the partials
-// in order.
+// time, say) give each output a column of threads (see columns). Long ones
+// with few outputs split in two launches (reduceSplit).
 func reduceKernel(op ir.Op) template {
 	return func(e *Emitter, grp *passes.Group) error {
-		n := grp.Anchor
-		x, out := n.Inputs[0], n.Out()
-		axes := n.Attrs.Ints("axes")
-		shape := x.Type.Shape
-		var kept, red ir.Shape
-		trailing := true
-		for i, d := range shape {
-			if hasAxis(axes, i) {
-				red = append(red, d)
-			} else {
-				kept = append(kept, d)
-				if len(red) > 0 {
-					trailing = false
-				}
-			}
-		}
-		w := int(red.Elems())
-		combine, init := "sum", kir.F(0)
-		if op == ir.OpReduceMax {
-			combine, init = "max", kir.F(math.Inf(-1))
-		}
-		fold := func(acc, v kir.Expr) kir.Stmt {
-			if combine == "max" {
-				return kir.Set(acc, maxNaNExpr(acc, v))
-			}
-			return kir.Assign{LHS: acc, Op: "+=", RHS: v}
-		}
-		finalize := func(v kir.Expr) kir.Expr {
-			if op == ir.OpReduceMean {
-				return kir.Div(v, kir.F(float64(w)))
-			}
-			return v
-		}
-		// coords merges kept and reduced coordinates into input coordinates.
-		coords := func(kc, rc []kir.Expr) []kir.Expr {
-			c := make([]kir.Expr, 0, len(shape))
-			for i := range shape {
-				if hasAxis(axes, i) {
-					c, rc = append(c, rc[0]), rc[1:]
-				} else {
-					c, kc = append(c, kc[0]), kc[1:]
-				}
-			}
-			return c
-		}
-		if trailing {
-			r := newRowKernel(e, kept, w)
+		rd := newReduction(op, grp)
+		if rd.trailing {
+			r := newRowKernel(e, rd.kept, rd.w)
 			r.start()
-			acc := r.mut("acc", kir.F32, init)
-			r.cols(w, func(j, _ kir.Expr) {
-				e.Emit(fold(acc, e.At(x, coords(r.rc, Coords(red, j)))))
-			})
-			res := finalize(r.reduce(combine, kir.F32, acc)[0])
-			if len(grp.RowEpilogue) > 0 {
-				res = e.Let("r", kir.F32, res)
-			}
-			st := e.Block(func() { e.StoreThrough(grp, out, e.Split(out.Type.Shape, r.row), res) })
-			if r.lanes > 1 {
-				st = []kir.Stmt{kir.If{Cond: kir.Op("==", r.lane, kir.I(0)), Then: st}}
-			}
-			e.Emit(st...)
-			r.rowEpilogue(grp, out, res)
-			r.finish()
+			acc := r.mut("acc", kir.F32, rd.init())
+			r.cols(rd.w, func(j, _ kir.Expr) { e.Emit(rd.fold(acc, rd.elem(e, r.rc, j))) })
+			rd.finishRow(r, acc)
 			return nil
 		}
-		// Columns of outputs × parts of the reduced elements: 32 × 8, or
-		// more parts when there are fewer outputs.
-		o := int(kept.Elems())
+		rd.columns(e, rd.o, rd.w, 1, func(oi kir.Expr) func(k kir.Expr) kir.Expr {
+			kc := e.Split(rd.kept, oi)
+			return func(k kir.Expr) kir.Expr { return rd.elem(e, kc, k) }
+		}, rd.storeOut(e))
+		return nil
+	}
+}
+
+// finishRow combines a row's lane partials acc over the team, then stores
+// the result (through the element-wise epilogue) and runs the row epilogue.
+func (rd *reduction) finishRow(r *rowKernel, acc kir.Expr) {
+	e, grp := r.e, rd.grp
+	res := rd.finalize(r.reduce(rd.combine(), kir.F32, acc)[0])
+	if len(grp.RowEpilogue) > 0 {
+		res = e.Let("r", kir.F32, res)
+	}
+	st := e.Block(func() { e.StoreThrough(grp, rd.out, e.Split(rd.out.Type.Shape, r.row), res) })
+	if r.lanes > 1 {
+		st = []kir.Stmt{kir.If{Cond: kir.Op("==", r.lane, kir.I(0)), Then: st}}
+	}
+	e.Emit(st...)
+	r.rowEpilogue(grp, rd.out, res)
+	r.finish()
+}
+
+// storeOut stores output oi's folded value (through the epilogue).
+func (rd *reduction) storeOut(e *Emitter) func(oi, _, acc kir.Expr) {
+	return func(oi, _, acc kir.Expr) {
+		e.StoreThrough(rd.grp, rd.out, e.Split(rd.out.Type.Shape, oi), rd.finalize(acc))
+	}
+}
+
+// columns emits a column reduction of o outputs, each folding w elements
+// (elems(oi) gives output oi's element k; it is called once per thread,
+// before the loop, so per-output coordinates are split once). A
+// threadgroup is 32 outputs × 8 parts (more parts for fewer outputs, fewer
+// for short reductions), part p folding elements p, p+parts, … (consecutive
+// threads read consecutive outputs), and part 0 folding the parts' partials
+// in order. With slices > 1 each column of outputs has that many
+// threadgroups, slice s folding elements [s·per, (s+1)·per) of w; store
+// gets each output's fold in each slice.
+func (rd *reduction) columns(e *Emitter, o, w, slices int, elems func(oi kir.Expr) func(k kir.Expr) kir.Expr, store func(oi, slice, acc kir.Expr)) {
+	per := rdCeil(w, slices)
+	cols := 1
+	for cols < min(o, 32) {
+		cols *= 2
+	}
+	parts := 256 / cols
+	for parts > 1 && parts/2 >= per {
+		parts /= 2
+	}
+	threads := cols * parts
+	e.K.Threads, e.K.Groups = [3]int{threads, 1, 1}, [3]int{rdCeil(o, cols) * slices, 1, 1}
+	lid := e.Let("lid", kir.I32, kir.Local(0))
+	col, part := kir.Expr(kir.I(0)), kir.Expr(kir.I(0))
+	if cols > 1 {
+		col = e.Let("col", kir.I32, kir.Mod(lid, kir.I(cols)))
+	}
+	if parts > 1 {
+		part = e.Let("part", kir.I32, kir.Div(lid, kir.I(cols)))
+	}
+	block, slice := kir.Group(0), kir.Expr(kir.I(0))
+	from, to := part, kir.Expr(kir.I(w))
+	if slices > 1 {
+		block = kir.Div(kir.Group(0), kir.I(slices))
+		slice = e.Let("slice", kir.I32, kir.Mod(kir.Group(0), kir.I(slices)))
+		start := e.Let("from", kir.I32, kir.Mul(slice, kir.I(per)))
+		from, to = kir.Add(start, part), kir.Add(start, kir.I(per))
+		if per*slices != w {
+			to = kir.Min(to, kir.I(w))
+		}
+	}
+	oi := e.Let("o", kir.I32, kir.Add(kir.Mul(block, kir.I(cols)), col))
+	acc := e.Temp("acc")
+	e.Emit(kir.Decl{Name: acc, Type: kir.F32, Init: rd.init(), Mutable: true})
+	kv := e.Temp("k")
+	loop := e.Block(func() {
+		elem := elems(oi)
+		body := e.Block(func() { e.Emit(rd.fold(kir.V(acc), elem(kir.V(kv)))) })
+		e.Emit(kir.Loop(kv, from, to, kir.I(parts), body...))
+	})
+	if o%cols != 0 {
+		loop = []kir.Stmt{kir.If{Cond: kir.Lt(oi, kir.I(o)), Then: loop}}
+	}
+	e.Emit(loop...)
+	var sh string
+	cond := kir.Expr(kir.Lit{Type: kir.Bool, V: 1})
+	if parts > 1 {
+		sh = e.Temp("sh")
+		e.Emit(kir.Set(kir.At(sh, lid), kir.V(acc)), kir.Barrier{})
+		cond = kir.Op("==", part, kir.I(0))
+	}
+	if o%cols != 0 {
+		cond = kir.Op("&&", cond, kir.Lt(oi, kir.I(o)))
+		if parts == 1 {
+			cond = kir.Lt(oi, kir.I(o))
+		}
+	}
+	e.Emit(kir.If{Cond: cond, Then: e.Block(func() {
+		if parts > 1 {
+			p := e.Temp("pr")
+			e.Emit(kir.Loop(p, kir.I(1), kir.I(parts), kir.I(1), rd.fold(kir.V(acc), kir.At(sh, kir.Add(kir.Mul(kir.V(p), kir.I(cols)), col)))))
+		}
+		store(oi, slice, kir.V(acc))
+	})})
+	if parts > 1 {
+		e.K.Body = append([]kir.Stmt{kir.Shared{Name: sh, Type: kir.F32, Len: threads}}, e.K.Body...)
+	}
+}
+
+// reduceSplit splits a long reduction with few outputs (see split.go).
+// Rows: each row's w elements in slices of per, pass 1 one team per slice,
+// pass 2 a row reduction of the slices' partials (then mean's division and
+// the epilogue). Columns: each column of outputs in slices of its reduced
+// elements, one threadgroup each, pass 2 a column reduction of the
+// partials. Not split: a reduction with a row epilogue, which reads its
+// long rows again after the result and so stays on the row's team.
+func reduceSplit(op ir.Op) func(grp *passes.Group) *split {
+	return func(grp *passes.Group) *split {
+		rd := newReduction(op, grp)
+		if rd.trailing {
+			if len(grp.RowEpilogue) > 0 || !splitWorth(rd.rowGroups(), int64(rd.o)*int64(rd.w)) {
+				return nil
+			}
+			slices, per := splitSlices(rd.w, 1, max(1, splitMaxGroups/rd.o))
+			// Whole rounds of the team's lanes: only the last slice needs a bound.
+			per = rdCeil(per, rowLanes(per)) * rowLanes(per)
+			slices = rdCeil(rd.w, per)
+			if slices < 2 {
+				return nil
+			}
+			return &split{partials: ir.T(ir.F32, rd.o*slices), pass1: func(e *Emitter, p *ir.Value) {
+				r := newRowKernel(e, ir.Shape{rd.o * slices}, per)
+				r.start()
+				row := e.Let("row", kir.I32, kir.Div(r.row, kir.I(slices)))
+				start := e.Let("from", kir.I32, kir.Mul(kir.Mod(r.row, kir.I(slices)), kir.I(per)))
+				kc := e.Split(rd.kept, row)
+				acc := r.mut("acc", kir.F32, rd.init())
+				r.cols(per, func(j, _ kir.Expr) {
+					k := e.Let("k", kir.I32, kir.Add(start, j))
+					if per*slices == rd.w {
+						e.Emit(rd.fold(acc, rd.elem(e, kc, k)))
+						return
+					}
+					e.Emit(kir.If{Cond: kir.Lt(k, kir.I(rd.w)), Then: e.Block(func() { e.Emit(rd.fold(acc, rd.elem(e, kc, k))) })})
+				})
+				tot := r.reduce(rd.combine(), kir.F32, acc)[0]
+				st := e.Block(func() { e.Store(p, []kir.Expr{r.row}, tot) })
+				if r.lanes > 1 {
+					st = []kir.Stmt{kir.If{Cond: kir.Op("==", r.lane, kir.I(0)), Then: st}}
+				}
+				e.Emit(st...)
+				r.finish()
+			}, pass2: func(e *Emitter, p *ir.Value) {
+				r := newRowKernel(e, rd.kept, slices)
+				r.start()
+				acc := r.mut("acc", kir.F32, rd.init())
+				r.cols(slices, func(j, _ kir.Expr) {
+					e.Emit(rd.fold(acc, e.Load(p, []kir.Expr{kir.Add(kir.Mul(r.row, kir.I(slices)), j)})))
+				})
+				rd.finishRow(r, acc)
+			}}
+		}
 		cols := 1
-		for cols < min(o, 32) {
+		for cols < min(rd.o, 32) {
 			cols *= 2
 		}
-		parts := 256 / cols
-		for parts > 1 && parts/2 >= w {
-			parts /= 2
+		blocks := rdCeil(rd.o, cols)
+		if !splitWorth(blocks, int64(rd.o)*int64(rd.w)) {
+			return nil
 		}
-		threads := cols * parts
-		e.K.Threads, e.K.Groups = [3]int{threads, 1, 1}, [3]int{rdCeil(o, cols), 1, 1}
-		lid := e.Let("lid", kir.I32, kir.Local(0))
-		col, part := kir.Expr(kir.I(0)), kir.Expr(kir.I(0))
-		if cols > 1 {
-			col = e.Let("col", kir.I32, kir.Mod(lid, kir.I(cols)))
+		slices, _ := splitSlices(rd.w, int64(cols), max(1, splitMaxGroups/blocks))
+		if slices < 2 {
+			return nil
 		}
-		if parts > 1 {
-			part = e.Let("part", kir.I32, kir.Div(lid, kir.I(cols)))
-		}
-		oi := e.Let("o", kir.I32, kir.Add(kir.Mul(kir.Group(0), kir.I(cols)), col))
-		acc := e.Temp("acc")
-		e.Emit(kir.Decl{Name: acc, Type: kir.F32, Init: init, Mutable: true})
-		kv := e.Temp("k")
-		loop := e.Block(func() {
-			kc := e.Split(kept, oi)
-			body := e.Block(func() { e.Emit(fold(kir.V(acc), e.At(x, coords(kc, Coords(red, kir.V(kv)))))) })
-			e.Emit(kir.Loop(kv, part, kir.I(w), kir.I(parts), body...))
-		})
-		if o%cols != 0 {
-			loop = []kir.Stmt{kir.If{Cond: kir.Lt(oi, kir.I(o)), Then: loop}}
-		}
-		e.Emit(loop...)
-		var sh string
-		cond := kir.Expr(kir.Lit{Type: kir.Bool, V: 1})
-		if parts > 1 {
-			sh = e.Temp("sh")
-			e.Emit(kir.Set(kir.At(sh, lid), kir.V(acc)), kir.Barrier{})
-			cond = kir.Op("==", part, kir.I(0))
-		}
-		if o%cols != 0 {
-			cond = kir.Op("&&", cond, kir.Lt(oi, kir.I(o)))
-			if parts == 1 {
-				cond = kir.Lt(oi, kir.I(o))
-			}
-		}
-		e.Emit(kir.If{Cond: cond, Then: e.Block(func() {
-			if parts > 1 {
-				p := e.Temp("pr")
-				e.Emit(kir.Loop(p, kir.I(1), kir.I(parts), kir.I(1), fold(kir.V(acc), kir.At(sh, kir.Add(kir.Mul(kir.V(p), kir.I(cols)), col)))))
-			}
-			e.StoreThrough(grp, out, e.Split(out.Type.Shape, oi), finalize(kir.V(acc)))
-		})})
-		if parts > 1 {
-			e.K.Body = append([]kir.Stmt{kir.Shared{Name: sh, Type: kir.F32, Len: threads}}, e.K.Body...)
-		}
-		return nil
+		return &split{partials: ir.T(ir.F32, slices, rd.o), pass1: func(e *Emitter, p *ir.Value) {
+			rd.columns(e, rd.o, rd.w, slices, func(oi kir.Expr) func(k kir.Expr) kir.Expr {
+				kc := e.Split(rd.kept, oi)
+				return func(k kir.Expr) kir.Expr { return rd.elem(e, kc, k) }
+			}, func(oi, slice, acc kir.Expr) { e.Store(p, []kir.Expr{slice, oi}, acc) })
+		}, pass2: func(e *Emitter, p *ir.Value) {
+			rd.columns(e, rd.o, slices, 1, func(oi kir.Expr) func(k kir.Expr) kir.Expr {
+				return func(k kir.Expr) kir.Expr { return e.Load(p, []kir.Expr{k, oi}) }
+			}, rd.storeOut(e))
+		}}
 	}
 }
 

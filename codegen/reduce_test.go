@@ -148,18 +148,24 @@ func redKind(t *testing.T, kind string) {
 	}
 }
 
-// check runs each picked dispatch on the sim with the reference's values of
-// its operands and garbage in its outputs, then compares what it wrote with
-// the reference: NaN where the reference has NaN, relative error within
-// kcheck.Tolerance elsewhere. It returns the number of dispatches run.
+// check runs each picked group's dispatches on the sim with the reference's
+// values of their operands and garbage in their outputs, then compares what
+// they wrote with the reference: NaN where the reference has NaN, relative
+// error within kcheck.Tolerance elsewhere. A group split in two launches
+// (the first writes the partials, a scratch value the second reads from the
+// same buffer) is checked on what its launches write but the partials. It
+// returns the number of groups run.
 func (p *redProgram) check(t *testing.T, pick func(*passes.Group) bool) int {
 	t.Helper()
-	n := 0
+	n, gi := 0, 0
 	for i, dp := range p.prog.Dispatches {
-		if !pick(p.groups[i]) {
+		grp, fused := p.groups[gi], p.fused[gi]
+		if !writesScratch(p.prog, dp) {
+			gi++ // the group's last launch
+		}
+		if !pick(grp) {
 			continue
 		}
-		n++
 		written := map[*ir.Value]bool{}
 		for _, v := range dp.Writes {
 			written[v] = true
@@ -172,7 +178,7 @@ func (p *redProgram) check(t *testing.T, pick func(*passes.Group) bool) int {
 			}
 		}
 		for _, b := range dp.Bindings {
-			if !written[b.Value] {
+			if !written[b.Value] && !p.prog.Scratch[b.Value] {
 				if err := p.x.Write(b.Value, p.want[b.Value]); err != nil {
 					t.Fatal(err)
 				}
@@ -182,19 +188,39 @@ func (p *redProgram) check(t *testing.T, pick func(*passes.Group) bool) int {
 			t.Fatal(err)
 		}
 		for _, v := range dp.Writes {
+			if p.prog.Scratch[v] {
+				continue
+			}
 			got, err := p.x.Read(v)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if e := redErr(got, p.want[v]); !(e <= kcheck.Tolerance(v.Type)) {
-				t.Errorf("fused=%v dispatch %d (%s, %s): %v %v relative error %.3g", p.fused[i], i, dp.Kernel, p.groups[i].Root.Op, v, v.Type, e)
+				t.Errorf("fused=%v dispatch %d (%s, %s): %v %v relative error %.3g", fused, i, dp.Kernel, grp.Root.Op, v, v.Type, e)
 			}
 		}
+		if !writesScratch(p.prog, dp) {
+			n++
+		}
+	}
+	if gi != len(p.groups) {
+		t.Fatalf("%d dispatches for %d groups", len(p.prog.Dispatches), len(p.groups))
 	}
 	if t.Failed() && testing.Verbose() {
 		t.Log(p.src)
 	}
 	return n
+}
+
+// writesScratch reports whether a launch writes partials that a later one
+// folds: the first of a reduction split in two.
+func writesScratch(prog *codegen.Program, d codegen.Dispatch) bool {
+	for _, v := range d.Writes {
+		if prog.Scratch[v] {
+			return true
+		}
+	}
+	return false
 }
 
 // redErr is kcheck.RelErr where NaNs must match and are left out of the norms.

@@ -16,7 +16,7 @@ func TestBenchOnSim(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
-	if !strings.Contains(stdout, "tokens/s") || !strings.Contains(stderr, "61 launches") {
+	if !strings.Contains(stdout, "tokens/s") || !strings.Contains(stderr, "62 launches") {
 		t.Errorf("output lacks tokens/s or the launch count:\n%s\n%s", stdout, stderr)
 	}
 	var r benchResult
@@ -27,7 +27,7 @@ func TestBenchOnSim(t *testing.T) {
 	if err := json.Unmarshal(data, &r); err != nil {
 		t.Fatal(err)
 	}
-	if len(r.StepS) != 2 || r.StepSMedian <= 0 || r.TokensPerS != float64(r.Batch*r.Seq)/r.StepSMedian || r.Launches != 61 {
+	if len(r.StepS) != 2 || r.StepSMedian <= 0 || r.TokensPerS != float64(r.Batch*r.Seq)/r.StepSMedian || r.Launches != 62 {
 		t.Errorf("figures do not add up: %+v", r)
 	}
 	if code, _, stderr := magc(t, "bench", "--steps", "1", "--device", "sim", "--profile"); code != 1 || !strings.Contains(stderr, "sim cannot time") {

@@ -210,7 +210,8 @@ func (c *compileCmd) Run(e *env) error {
 	r.Precision, r.HalfBytesPerStep = u.Precision.Precision, u.Precision.BytesSaved
 	unfused := passes.Fuse(u.Graph, false)
 	r.Kernels, r.Dispatches, r.DispatchesUnfused = len(u.Prog.Module.Kernels), len(u.Prog.Dispatches), len(unfused.Groups)
-	r.GlobalBytes, r.GlobalBytesUnfused = u.Sched.GlobalBytes(), unfused.GlobalBytes()
+	// The split reductions' partials are traffic the schedule does not see.
+	r.GlobalBytes, r.GlobalBytesUnfused = u.Sched.GlobalBytes()+u.Prog.ScratchBytes(), unfused.GlobalBytes()
 	p := u.Memory.Plan
 	r.ArenaBytes, r.LiveLowerBound, r.ArenaBudget, r.ArenaSegments, r.PlanMS = p.ArenaBytes, p.LowerBound, mem.Budget, len(p.Segments), r.PassMS["plan"]
 	var m4 time.Duration

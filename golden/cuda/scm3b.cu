@@ -2559,9 +2559,9 @@ extern "C" __global__ void __launch_bounds__(128) matmul_7(
 
 // 2 independent kernels in one launch
 // part 0 (cross_entropy_bwd): fuses reshape %1856, mul %1872, slice %1875, cross_entropy_bwd %1876 (loss.0)
-// part 1 (cross_entropy): fuses reshape %1856, slice %1875, cross_entropy %1878 (loss.0)
-// block 1024×1×1, grid 257×1×1 blocks
-extern "C" __global__ void __launch_bounds__(1024) cross_entropy_bwd_cross_entropy_x2_0(
+// part 1 (cross_entropy_pass1): pass 1 of 2, partials: fuses reshape %1856, slice %1875, cross_entropy %1878 (loss.0)
+// block 1024×1×1, grid 512×1×1 blocks
+extern "C" __global__ void __launch_bounds__(1024) cross_entropy_bwd_cross_entropy_pass1_x2_0(
         const int* p0,
         const float* p1,
         const float* p2,
@@ -2646,14 +2646,14 @@ extern "C" __global__ void __launch_bounds__(1024) cross_entropy_bwd_cross_entro
                 }
             }
         }
-    } else if (int(blockIdx.x) < 257) {
+    } else if (int(blockIdx.x) < 512) {
         const int h1 = (int(blockIdx.x) - 256);
         const int lid1 = int(threadIdx.x);
         const int l32_2 = magc_lane();
         const int sg3 = magc_simdgroup();
         float loss4 = 0.0f;
         int cnt5 = 0;
-        for (int row6 = 0; row6 < 256; row6 += 1) {
+        for (int row6 = ((h1 * 1) + 0); row6 < 256; row6 += 256) {
             const int t7 = p0[row6];
             if ((t7 >= 0) && (t7 < 50257)) {
                 float m8 = (-__int_as_float(0x7f800000));
@@ -2692,7 +2692,8 @@ extern "C" __global__ void __launch_bounds__(1024) cross_entropy_bwd_cross_entro
             }
         }
         if (lid1 == 0) {
-            p5[0] = ((cnt5 > 0) ? (loss4 / float(cnt5)) : 0.0f);
+            p5[h1] = loss4;
+            p5[(h1 + 256)] = float(cnt5);
         }
     }
 }
@@ -2935,11 +2936,48 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_0(
     }
 }
 
+// pass 2 of 2, partials folded: fuses reshape %1856, slice %1875, cross_entropy %1878 (loss.0)
+// block 256×1×1, grid 1×1×1 blocks
+extern "C" __global__ void __launch_bounds__(256) cross_entropy_pass2_0(
+        const float* p0,
+        float* p1) {
+    __shared__ float sh9[8];
+    __shared__ float sh10[8];
+    const int lid1 = int(threadIdx.x);
+    const int l32_2 = magc_lane();
+    const int sg3 = magc_simdgroup();
+    float loss4 = 0.0f;
+    float cnt5 = 0.0f;
+    for (int i6 = lid1; i6 < 256; i6 += 256) {
+        loss4 += p0[i6];
+        cnt5 += p0[(i6 + 256)];
+    }
+    const float s7 = magc_simd_sum(loss4);
+    const float s8 = magc_simd_sum(cnt5);
+    if (l32_2 == 0) {
+        sh9[sg3] = s7;
+        sh10[sg3] = s8;
+    }
+    __syncthreads();
+    float acc11 = sh9[0];
+    for (int s12 = 1; s12 < 8; s12 += 1) {
+        acc11 += sh9[s12];
+    }
+    float acc13 = sh10[0];
+    for (int s14 = 1; s14 < 8; s14 += 1) {
+        acc13 += sh10[s14];
+    }
+    __syncthreads();
+    if (lid1 == 0) {
+        p1[0] = ((acc13 > 0.0f) ? (acc11 / acc13) : 0.0f);
+    }
+}
+
 // 2 independent kernels in one launch
 // part 0 (cross_entropy_bwd): fuses reshape %1856, mul %1871, slice %1882, cross_entropy_bwd %1883 (loss.1)
-// part 1 (cross_entropy): fuses reshape %1856, slice %1882, cross_entropy %1886 (loss.1)
-// block 1024×1×1, grid 257×1×1 blocks
-extern "C" __global__ void __launch_bounds__(1024) cross_entropy_bwd_cross_entropy_x2_1(
+// part 1 (cross_entropy_pass1): pass 1 of 2, partials: fuses reshape %1856, slice %1882, cross_entropy %1886 (loss.1)
+// block 1024×1×1, grid 512×1×1 blocks
+extern "C" __global__ void __launch_bounds__(1024) cross_entropy_bwd_cross_entropy_pass1_x2_1(
         const int* p0,
         const float* p1,
         const float* p2,
@@ -3024,14 +3062,14 @@ extern "C" __global__ void __launch_bounds__(1024) cross_entropy_bwd_cross_entro
                 }
             }
         }
-    } else if (int(blockIdx.x) < 257) {
+    } else if (int(blockIdx.x) < 512) {
         const int h1 = (int(blockIdx.x) - 256);
         const int lid1 = int(threadIdx.x);
         const int l32_2 = magc_lane();
         const int sg3 = magc_simdgroup();
         float loss4 = 0.0f;
         int cnt5 = 0;
-        for (int row6 = 0; row6 < 256; row6 += 1) {
+        for (int row6 = ((h1 * 1) + 0); row6 < 256; row6 += 256) {
             const int t7 = p0[(row6 + 256)];
             if ((t7 >= 0) && (t7 < 50257)) {
                 float m8 = (-__int_as_float(0x7f800000));
@@ -3070,155 +3108,219 @@ extern "C" __global__ void __launch_bounds__(1024) cross_entropy_bwd_cross_entro
             }
         }
         if (lid1 == 0) {
-            p5[0] = ((cnt5 > 0) ? (loss4 / float(cnt5)) : 0.0f);
+            p5[h1] = loss4;
+            p5[(h1 + 256)] = float(cnt5);
         }
     }
 }
 
-// 2 independent kernels in one launch
-// part 0 (matmul): fuses matmul %1884 (loss.1)
-// part 1 (div_add_mul): fuses mul %1879, mul %1887, add %1888, div %1889 (loss.1)
-// block 128×1×1, grid 130×1×1 blocks
-extern "C" __global__ void __launch_bounds__(128) matmul_div_add_mul_x2_0(
+// fuses matmul %1884 (loss.1)
+// block 128×1×1, grid 32×4×1 blocks
+extern "C" __global__ void __launch_bounds__(128) matmul_8(
         const float* p0,
         const float* p1,
-        float* p2,
+        float* p2) {
+    const int m01 = (int(blockIdx.y) * 64);
+    const int n02 = (int(blockIdx.x) * 64);
+    __shared__ float sh[4352];
+    const int ti3 = int(threadIdx.x);
+    const int sgi4 = magc_simdgroup();
+    const int sr5 = ((sgi4 / 2) * 32);
+    const int sc6 = ((sgi4 % 2) * 32);
+    magc_tile acc0_0 = {};
+    magc_tile acc0_1 = {};
+    magc_tile acc0_2 = {};
+    magc_tile acc0_3 = {};
+    magc_tile acc1_0 = {};
+    magc_tile acc1_1 = {};
+    magc_tile acc1_2 = {};
+    magc_tile acc1_3 = {};
+    magc_tile acc2_0 = {};
+    magc_tile acc2_1 = {};
+    magc_tile acc2_2 = {};
+    magc_tile acc2_3 = {};
+    magc_tile acc3_0 = {};
+    magc_tile acc3_1 = {};
+    magc_tile acc3_2 = {};
+    magc_tile acc3_3 = {};
+    for (int k0 = 0; k0 < 50257; k0 += 16) {
+        for (int s7 = 0; s7 < 8; s7 += 1) {
+            const int l8 = ((s7 * 128) + ti3);
+            const int i9 = (l8 / 16);
+            const int k10 = (l8 % 16);
+            const int gi11 = (m01 + i9);
+            const int gk12 = (k0 + k10);
+            if (gk12 < 50257) {
+                const float t13 = p0[((gi11 * 50257) + gk12)];
+                sh[((i9 * 20) + k10)] = t13;
+            } else {
+                sh[((i9 * 20) + k10)] = 0.0f;
+            }
+        }
+        for (int s14 = 0; s14 < 8; s14 += 1) {
+            const int l15 = ((s14 * 128) + ti3);
+            const int k16 = (l15 / 64);
+            const int i17 = (l15 % 64);
+            const int gi18 = (n02 + i17);
+            const int gk19 = (k0 + k16);
+            if (gk19 < 50257) {
+                const float t20 = p1[((gk19 * 2048) + gi18)];
+                sh[(((k16 * 68) + i17) + 1280)] = t20;
+            } else {
+                sh[(((k16 * 68) + i17) + 1280)] = 0.0f;
+            }
+        }
+        __syncthreads();
+        for (int kk = 0; kk < 16; kk += 8) {
+            magc_tile fa0 = {};
+            magc_tile_load(fa0, sh + ((sr5 * 20) + kk), 20);
+            magc_tile fa1 = {};
+            magc_tile_load(fa1, sh + (((sr5 + 8) * 20) + kk), 20);
+            magc_tile fa2 = {};
+            magc_tile_load(fa2, sh + (((sr5 + 16) * 20) + kk), 20);
+            magc_tile fa3 = {};
+            magc_tile_load(fa3, sh + (((sr5 + 24) * 20) + kk), 20);
+            magc_tile fb0 = {};
+            magc_tile_load(fb0, sh + (((kk * 68) + sc6) + 1280), 68);
+            magc_tile fb1 = {};
+            magc_tile_load(fb1, sh + (((kk * 68) + (sc6 + 8)) + 1280), 68);
+            magc_tile fb2 = {};
+            magc_tile_load(fb2, sh + (((kk * 68) + (sc6 + 16)) + 1280), 68);
+            magc_tile fb3 = {};
+            magc_tile_load(fb3, sh + (((kk * 68) + (sc6 + 24)) + 1280), 68);
+            magc_tile_mma(acc0_0, fa0, fb0, acc0_0);
+            magc_tile_mma(acc0_1, fa0, fb1, acc0_1);
+            magc_tile_mma(acc0_2, fa0, fb2, acc0_2);
+            magc_tile_mma(acc0_3, fa0, fb3, acc0_3);
+            magc_tile_mma(acc1_0, fa1, fb0, acc1_0);
+            magc_tile_mma(acc1_1, fa1, fb1, acc1_1);
+            magc_tile_mma(acc1_2, fa1, fb2, acc1_2);
+            magc_tile_mma(acc1_3, fa1, fb3, acc1_3);
+            magc_tile_mma(acc2_0, fa2, fb0, acc2_0);
+            magc_tile_mma(acc2_1, fa2, fb1, acc2_1);
+            magc_tile_mma(acc2_2, fa2, fb2, acc2_2);
+            magc_tile_mma(acc2_3, fa2, fb3, acc2_3);
+            magc_tile_mma(acc3_0, fa3, fb0, acc3_0);
+            magc_tile_mma(acc3_1, fa3, fb1, acc3_1);
+            magc_tile_mma(acc3_2, fa3, fb2, acc3_2);
+            magc_tile_mma(acc3_3, fa3, fb3, acc3_3);
+        }
+        __syncthreads();
+    }
+    magc_tile_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
+    magc_tile_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
+    magc_tile_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
+    magc_tile_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
+    magc_tile_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
+    magc_tile_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
+    magc_tile_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
+    magc_tile_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
+    magc_tile_store(acc2_0, sh + (((sr5 + 16) * 68) + sc6), 68);
+    magc_tile_store(acc2_1, sh + (((sr5 + 16) * 68) + (sc6 + 8)), 68);
+    magc_tile_store(acc2_2, sh + (((sr5 + 16) * 68) + (sc6 + 16)), 68);
+    magc_tile_store(acc2_3, sh + (((sr5 + 16) * 68) + (sc6 + 24)), 68);
+    magc_tile_store(acc3_0, sh + (((sr5 + 24) * 68) + sc6), 68);
+    magc_tile_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
+    magc_tile_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
+    magc_tile_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
+    __syncthreads();
+    for (int s21 = 0; s21 < 32; s21 += 1) {
+        const int l22 = ((s21 * 128) + ti3);
+        const int i23 = (l22 / 64);
+        const int j24 = (l22 % 64);
+        const int gi25 = (m01 + i23);
+        const int gj26 = (n02 + j24);
+        p2[((gi25 * 2048) + gj26)] = sh[((i23 * 68) + j24)];
+    }
+}
+
+// 2 independent kernels in one launch
+// part 0 (div_add_mul): fuses mul %1879, mul %1887, add %1888, div %1889 (loss.1)
+// part 1 (rmsnorm_bwd): fuses concat %1885, reshape %1899, rmsnorm_bwd %1900
+// block 256×1×1, grid 513×1×1 blocks
+extern "C" __global__ void __launch_bounds__(256) div_add_mul_rmsnorm_bwd_x2_0(
+        const float* p0,
+        const float* p1,
+        const float* p2,
         const float* p3,
         const float* p4,
-        const float* p5,
+        float* p5,
         const float* p6,
         const float* p7,
-        float* p8) {
-    __shared__ float sh[4352];
-    if (int(blockIdx.x) < 128) {
+        const float* p8,
+        const float* p9,
+        float* p10) {
+    __shared__ float sh20[8];
+    __shared__ float sh21[8];
+    if (int(blockIdx.x) < 1) {
         const int h0 = (int(blockIdx.x) - 0);
-        const int m01 = ((h0 / 32) * 64);
-        const int n02 = ((h0 % 32) * 64);
-        const int ti3 = int(threadIdx.x);
-        const int sgi4 = magc_simdgroup();
-        const int sr5 = ((sgi4 / 2) * 32);
-        const int sc6 = ((sgi4 % 2) * 32);
-        magc_tile acc0_0 = {};
-        magc_tile acc0_1 = {};
-        magc_tile acc0_2 = {};
-        magc_tile acc0_3 = {};
-        magc_tile acc1_0 = {};
-        magc_tile acc1_1 = {};
-        magc_tile acc1_2 = {};
-        magc_tile acc1_3 = {};
-        magc_tile acc2_0 = {};
-        magc_tile acc2_1 = {};
-        magc_tile acc2_2 = {};
-        magc_tile acc2_3 = {};
-        magc_tile acc3_0 = {};
-        magc_tile acc3_1 = {};
-        magc_tile acc3_2 = {};
-        magc_tile acc3_3 = {};
-        for (int k0 = 0; k0 < 50257; k0 += 16) {
-            for (int s7 = 0; s7 < 8; s7 += 1) {
-                const int l8 = ((s7 * 128) + ti3);
-                const int i9 = (l8 / 16);
-                const int k10 = (l8 % 16);
-                const int gi11 = (m01 + i9);
-                const int gk12 = (k0 + k10);
-                if (gk12 < 50257) {
-                    const float t13 = p0[((gi11 * 50257) + gk12)];
-                    sh[((i9 * 20) + k10)] = t13;
-                } else {
-                    sh[((i9 * 20) + k10)] = 0.0f;
-                }
-            }
-            for (int s14 = 0; s14 < 8; s14 += 1) {
-                const int l15 = ((s14 * 128) + ti3);
-                const int k16 = (l15 / 64);
-                const int i17 = (l15 % 64);
-                const int gi18 = (n02 + i17);
-                const int gk19 = (k0 + k16);
-                if (gk19 < 50257) {
-                    const float t20 = p1[((gk19 * 2048) + gi18)];
-                    sh[(((k16 * 68) + i17) + 1280)] = t20;
-                } else {
-                    sh[(((k16 * 68) + i17) + 1280)] = 0.0f;
-                }
-            }
-            __syncthreads();
-            for (int kk = 0; kk < 16; kk += 8) {
-                magc_tile fa0 = {};
-                magc_tile_load(fa0, sh + ((sr5 * 20) + kk), 20);
-                magc_tile fa1 = {};
-                magc_tile_load(fa1, sh + (((sr5 + 8) * 20) + kk), 20);
-                magc_tile fa2 = {};
-                magc_tile_load(fa2, sh + (((sr5 + 16) * 20) + kk), 20);
-                magc_tile fa3 = {};
-                magc_tile_load(fa3, sh + (((sr5 + 24) * 20) + kk), 20);
-                magc_tile fb0 = {};
-                magc_tile_load(fb0, sh + (((kk * 68) + sc6) + 1280), 68);
-                magc_tile fb1 = {};
-                magc_tile_load(fb1, sh + (((kk * 68) + (sc6 + 8)) + 1280), 68);
-                magc_tile fb2 = {};
-                magc_tile_load(fb2, sh + (((kk * 68) + (sc6 + 16)) + 1280), 68);
-                magc_tile fb3 = {};
-                magc_tile_load(fb3, sh + (((kk * 68) + (sc6 + 24)) + 1280), 68);
-                magc_tile_mma(acc0_0, fa0, fb0, acc0_0);
-                magc_tile_mma(acc0_1, fa0, fb1, acc0_1);
-                magc_tile_mma(acc0_2, fa0, fb2, acc0_2);
-                magc_tile_mma(acc0_3, fa0, fb3, acc0_3);
-                magc_tile_mma(acc1_0, fa1, fb0, acc1_0);
-                magc_tile_mma(acc1_1, fa1, fb1, acc1_1);
-                magc_tile_mma(acc1_2, fa1, fb2, acc1_2);
-                magc_tile_mma(acc1_3, fa1, fb3, acc1_3);
-                magc_tile_mma(acc2_0, fa2, fb0, acc2_0);
-                magc_tile_mma(acc2_1, fa2, fb1, acc2_1);
-                magc_tile_mma(acc2_2, fa2, fb2, acc2_2);
-                magc_tile_mma(acc2_3, fa2, fb3, acc2_3);
-                magc_tile_mma(acc3_0, fa3, fb0, acc3_0);
-                magc_tile_mma(acc3_1, fa3, fb1, acc3_1);
-                magc_tile_mma(acc3_2, fa3, fb2, acc3_2);
-                magc_tile_mma(acc3_3, fa3, fb3, acc3_3);
-            }
-            __syncthreads();
-        }
-        magc_tile_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
-        magc_tile_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
-        magc_tile_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
-        magc_tile_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
-        magc_tile_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
-        magc_tile_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
-        magc_tile_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
-        magc_tile_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
-        magc_tile_store(acc2_0, sh + (((sr5 + 16) * 68) + sc6), 68);
-        magc_tile_store(acc2_1, sh + (((sr5 + 16) * 68) + (sc6 + 8)), 68);
-        magc_tile_store(acc2_2, sh + (((sr5 + 16) * 68) + (sc6 + 16)), 68);
-        magc_tile_store(acc2_3, sh + (((sr5 + 16) * 68) + (sc6 + 24)), 68);
-        magc_tile_store(acc3_0, sh + (((sr5 + 24) * 68) + sc6), 68);
-        magc_tile_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
-        magc_tile_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
-        magc_tile_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
-        __syncthreads();
-        for (int s21 = 0; s21 < 32; s21 += 1) {
-            const int l22 = ((s21 * 128) + ti3);
-            const int i23 = (l22 / 64);
-            const int j24 = (l22 % 64);
-            const int gi25 = (m01 + i23);
-            const int gj26 = (n02 + j24);
-            p2[((gi25 * 2048) + gj26)] = sh[((i23 * 68) + j24)];
-        }
-    } else if (int(blockIdx.x) < 130) {
-        const int h1 = (int(blockIdx.x) - 128);
-        const int i1 = ((h1 * 128) + int(threadIdx.x));
+        const int i1 = ((h0 * 256) + int(threadIdx.x));
         if (i1 >= 1) {
             return;
         }
-        const float t2 = p3[i1];
-        const float t3 = p4[i1];
+        const float t2 = p0[i1];
+        const float t3 = p1[i1];
         const float t4 = (t2 * t3);
-        const float t5 = p5[i1];
-        const float t6 = p6[i1];
+        const float t5 = p2[i1];
+        const float t6 = p3[i1];
         const float t7 = (t5 * t6);
         const float t8 = (t4 + t7);
-        const float t9 = p7[i1];
+        const float t9 = p4[i1];
         const float t10 = (t8 / t9);
-        p8[i1] = t10;
+        p5[i1] = t10;
+    } else if (int(blockIdx.x) < 513) {
+        const int h1 = (int(blockIdx.x) - 1);
+        const int lid1 = int(threadIdx.x);
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
+        const int row4 = h1;
+        const int c5 = (row4 / 512);
+        const int c6 = (row4 % 512);
+        float reg7[8];
+        float reg8[8];
+        float ss9 = 0.0f;
+        float dot10 = 0.0f;
+        for (int k11 = 0; k11 < 8; k11 += 1) {
+            const int j12 = (lid1 + (k11 * 256));
+            const float t13 = p6[((((c5 * 512) + c6) * 2048) + j12)];
+            reg7[k11] = t13;
+            float cat14 = 0.0f;
+            if ((((((c5 * 512) + c6) * 2048) + j12) / 2048) < 256) {
+                const float t15 = p7[((((((((c5 * 512) + c6) * 2048) + j12) / 2048) - 0) * 2048) + (((((c5 * 512) + c6) * 2048) + j12) % 2048))];
+                cat14 = t15;
+            } else {
+                const float t16 = p8[((((((((c5 * 512) + c6) * 2048) + j12) / 2048) - 256) * 2048) + (((((c5 * 512) + c6) * 2048) + j12) % 2048))];
+                cat14 = t16;
+            }
+            reg8[k11] = cat14;
+            const float t17 = p9[j12];
+            ss9 += (t13 * t13);
+            dot10 += ((cat14 * t17) * t13);
+        }
+        const float s18 = magc_simd_sum(ss9);
+        const float s19 = magc_simd_sum(dot10);
+        if (l32_2 == 0) {
+            sh20[sg3] = s18;
+            sh21[sg3] = s19;
+        }
+        __syncthreads();
+        float acc22 = sh20[0];
+        for (int s23 = 1; s23 < 8; s23 += 1) {
+            acc22 += sh20[s23];
+        }
+        float acc24 = sh21[0];
+        for (int s25 = 1; s25 < 8; s25 += 1) {
+            acc24 += sh21[s25];
+        }
+        __syncthreads();
+        const float r26 = rsqrtf(((acc22 / 2048.0f) + 1e-05f));
+        const float mean27 = ((acc24 * r26) / 2048.0f);
+        for (int k28 = 0; k28 < 8; k28 += 1) {
+            const int j29 = (lid1 + (k28 * 256));
+            const float xh30 = (reg7[k28] * r26);
+            const float t31 = p9[j29];
+            p10[((((c5 * 512) + c6) * 2048) + j29)] = (r26 * ((reg8[k28] * t31) - (xh30 * mean27)));
+        }
     }
 }
 
@@ -3274,69 +3376,6 @@ extern "C" __global__ void __launch_bounds__(32) reduce_sum_1(
     const float t27 = p12[row4];
     const float t28 = (t27 + t26);
     p13[row4] = t28;
-}
-
-// fuses concat %1885, reshape %1899, rmsnorm_bwd %1900
-// block 256×1×1, grid 512×1×1 blocks
-extern "C" __global__ void __launch_bounds__(256) rmsnorm_bwd_0(
-        const float* p0,
-        const float* p1,
-        const float* p2,
-        const float* p3,
-        float* p4) {
-    __shared__ float sh20[8];
-    __shared__ float sh21[8];
-    const int lid1 = int(threadIdx.x);
-    const int l32_2 = magc_lane();
-    const int sg3 = magc_simdgroup();
-    const int row4 = int(blockIdx.x);
-    const int c5 = (row4 / 512);
-    const int c6 = (row4 % 512);
-    float reg7[8];
-    float reg8[8];
-    float ss9 = 0.0f;
-    float dot10 = 0.0f;
-    for (int k11 = 0; k11 < 8; k11 += 1) {
-        const int j12 = (lid1 + (k11 * 256));
-        const float t13 = p0[((((c5 * 512) + c6) * 2048) + j12)];
-        reg7[k11] = t13;
-        float cat14 = 0.0f;
-        if ((((((c5 * 512) + c6) * 2048) + j12) / 2048) < 256) {
-            const float t15 = p1[((((((((c5 * 512) + c6) * 2048) + j12) / 2048) - 0) * 2048) + (((((c5 * 512) + c6) * 2048) + j12) % 2048))];
-            cat14 = t15;
-        } else {
-            const float t16 = p2[((((((((c5 * 512) + c6) * 2048) + j12) / 2048) - 256) * 2048) + (((((c5 * 512) + c6) * 2048) + j12) % 2048))];
-            cat14 = t16;
-        }
-        reg8[k11] = cat14;
-        const float t17 = p3[j12];
-        ss9 += (t13 * t13);
-        dot10 += ((cat14 * t17) * t13);
-    }
-    const float s18 = magc_simd_sum(ss9);
-    const float s19 = magc_simd_sum(dot10);
-    if (l32_2 == 0) {
-        sh20[sg3] = s18;
-        sh21[sg3] = s19;
-    }
-    __syncthreads();
-    float acc22 = sh20[0];
-    for (int s23 = 1; s23 < 8; s23 += 1) {
-        acc22 += sh20[s23];
-    }
-    float acc24 = sh21[0];
-    for (int s25 = 1; s25 < 8; s25 += 1) {
-        acc24 += sh21[s25];
-    }
-    __syncthreads();
-    const float r26 = rsqrtf(((acc22 / 2048.0f) + 1e-05f));
-    const float mean27 = ((acc24 * r26) / 2048.0f);
-    for (int k28 = 0; k28 < 8; k28 += 1) {
-        const int j29 = (lid1 + (k28 * 256));
-        const float xh30 = (reg7[k28] * r26);
-        const float t31 = p3[j29];
-        p4[((((c5 * 512) + c6) * 2048) + j29)] = (r26 * ((reg8[k28] * t31) - (xh30 * mean27)));
-    }
 }
 
 // 2 independent kernels in one launch
@@ -4091,7 +4130,7 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_0(
 
 // fuses sigmoid %1928, mul %1929, matmul %1930 (mamba.29)
 // block 128×1×1, grid 2×8×1 blocks
-extern "C" __global__ void __launch_bounds__(128) matmul_8(
+extern "C" __global__ void __launch_bounds__(128) matmul_9(
         const float* p0,
         const float* p1,
         const float* p2,
@@ -4209,7 +4248,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_8(
 // fuses concat %1931, matmul %1932, add %1933, sigmoid %1934, const %1935, sub %1936, mul %1937,
 //   add %1938, mul %1939 (mamba.29)
 // block 128×1×1, grid 64×8×1 blocks
-extern "C" __global__ void __launch_bounds__(128) matmul_9(
+extern "C" __global__ void __launch_bounds__(128) matmul_10(
         const float* p0,
         const float* p1,
         const float* p2,
@@ -4347,7 +4386,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_9(
 
 // fuses slice %1829, causal_conv1d_bwd %1940, concat %1943, scale %1944, matmul %1947 (mamba.29)
 // block 128×1×1, grid 2×8×1 blocks
-extern "C" __global__ void __launch_bounds__(128) matmul_10(
+extern "C" __global__ void __launch_bounds__(128) matmul_11(
         const float* p0,
         const float* p1,
         float* p2,
@@ -4924,7 +4963,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x3_0(
 
 // fuses rmsnorm_bwd %1956, add %1958 (mamba.29)
 // block 256×1×1, grid 512×1×1 blocks
-extern "C" __global__ void __launch_bounds__(256) rmsnorm_bwd_1(
+extern "C" __global__ void __launch_bounds__(256) rmsnorm_bwd_0(
         const float* p0,
         const float* p1,
         const float* p2,
@@ -6433,7 +6472,7 @@ extern "C" __global__ void __launch_bounds__(256) reduce_sum_4(
 
 // fuses matmul %2134 (moe.8)
 // block 128×1×1, grid 32×8×1 blocks
-extern "C" __global__ void __launch_bounds__(128) matmul_11(
+extern "C" __global__ void __launch_bounds__(128) matmul_12(
         const float* p0,
         const float* p1,
         float* p2) {
@@ -6553,7 +6592,7 @@ extern "C" __global__ void __launch_bounds__(128) matmul_11(
 
 // fuses add %2135, reshape %2136, rmsnorm_bwd %2137, add %2139 (moe.8)
 // block 256×1×1, grid 512×1×1 blocks
-extern "C" __global__ void __launch_bounds__(256) rmsnorm_bwd_2(
+extern "C" __global__ void __launch_bounds__(256) rmsnorm_bwd_1(
         const float* p0,
         const float* p1,
         const float* p2,
@@ -6615,11 +6654,10 @@ extern "C" __global__ void __launch_bounds__(256) rmsnorm_bwd_2(
 
 // 2 independent kernels in one launch
 // part 0 (selective_scan_bwd): fuses slice %839, slice %840, neg %846, mul %3161, selective_scan_bwd %3169 (mamba.13)
-// part 1 (reduce_sum): fuses reshape %4444, reshape %4445, reshape %4446, reshape %4447, reshape %4448, reshape %4449,
-//   reshape %4450, reshape %4451, reshape %4452, reshape %4453, reshape %4454, concat %4455,
-//   square %4456, reduce_sum %4457 (optimizer)
-// block 1024×1×1, grid 81×1×1 blocks
-extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum_x2_0(
+// part 1 (reduce_sum_pass1): pass 1 of 2, partials: fuses reshape %4459, reshape %4460, reshape %4461, concat %4462, square %4463,
+//   reduce_sum %4464 (optimizer)
+// block 1024×1×1, grid 154×1×1 blocks
+extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum_pass1_x2_0(
         const float* p0,
         const float* p1,
         const float* p2,
@@ -6635,17 +6673,9 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
         const float* p12,
         const float* p13,
         const float* p14,
-        const float* p15,
-        const float* p16,
-        const float* p17,
-        const float* p18,
-        const float* p19,
-        const float* p20,
-        const float* p21,
-        const float* p22,
-        float* p23) {
+        float* p15) {
     __shared__ float red3[2048];
-    __shared__ float sh22[32];
+    __shared__ float sh17[32];
     if (int(blockIdx.x) < 80) {
         const int h0 = (int(blockIdx.x) - 0);
         float ckpt2[8];
@@ -6820,77 +6850,330 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
                 }
             }
         }
-    } else if (int(blockIdx.x) < 81) {
+    } else if (int(blockIdx.x) < 154) {
         const int h1 = (int(blockIdx.x) - 80);
         const int lid1 = int(threadIdx.x);
         const int l32_2 = magc_lane();
         const int sg3 = magc_simdgroup();
         const int row4 = h1;
-        float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 7728; k6 += 1) {
-            const int j7 = (lid1 + (k6 * 1024));
-            float cat8 = 0.0f;
-            if (j7 < 3612672) {
-                const float t9 = p12[(j7 - 0)];
-                cat8 = t9;
-            } else if (j7 < 4988928) {
-                const float t10 = p13[(j7 - 3612672)];
-                cat8 = t10;
-            } else if (j7 < 5160960) {
-                const float t11 = p14[(j7 - 4988928)];
-                cat8 = t11;
-            } else if (j7 < 5849088) {
-                const float t12 = p15[(j7 - 5160960)];
-                cat8 = t12;
-            } else if (j7 < 6193152) {
-                const float t13 = p16[(j7 - 5849088)];
-                cat8 = t13;
-            } else if (j7 < 6365184) {
-                const float t14 = p17[(j7 - 6193152)];
-                cat8 = t14;
-            } else if (j7 < 6537216) {
-                const float t15 = p18[(j7 - 6365184)];
-                cat8 = t15;
-            } else if (j7 < 7225344) {
-                const float t16 = p19[(j7 - 6537216)];
-                cat8 = t16;
-            } else if (j7 < 7569408) {
-                const float t17 = p20[(j7 - 7225344)];
-                cat8 = t17;
-            } else if (j7 < 7741440) {
-                const float t18 = p21[(j7 - 7569408)];
-                cat8 = t18;
-            } else {
-                const float t19 = p22[(j7 - 7741440)];
-                cat8 = t19;
+        const int from6 = ((row4 % 74) * 16384);
+        float acc7 = 0.0f;
+        for (int k8 = 0; k8 < 16; k8 += 1) {
+            const int j9 = (lid1 + (k8 * 1024));
+            const int k10 = (from6 + j9);
+            if (k10 < 1204224) {
+                float cat11 = 0.0f;
+                if (k10 < 688128) {
+                    const float t12 = p12[(k10 - 0)];
+                    cat11 = t12;
+                } else if (k10 < 1032192) {
+                    const float t13 = p13[(k10 - 688128)];
+                    cat11 = t13;
+                } else {
+                    const float t14 = p14[(k10 - 1032192)];
+                    cat11 = t14;
+                }
+                const float t15 = (cat11 * cat11);
+                acc7 += t15;
             }
-            const float t20 = (cat8 * cat8);
-            acc5 += t20;
         }
-        const float s21 = magc_simd_sum(acc5);
+        const float s16 = magc_simd_sum(acc7);
         if (l32_2 == 0) {
-            sh22[sg3] = s21;
+            sh17[sg3] = s16;
         }
         __syncthreads();
-        float acc23 = sh22[0];
-        for (int s24 = 1; s24 < 32; s24 += 1) {
-            acc23 += sh22[s24];
+        float acc18 = sh17[0];
+        for (int s19 = 1; s19 < 32; s19 += 1) {
+            acc18 += sh17[s19];
         }
         __syncthreads();
         if (lid1 == 0) {
-            p23[row4] = acc23;
+            p15[row4] = acc18;
         }
     }
 }
 
-// 3 independent kernels in one launch
+// 2 independent kernels in one launch
 // part 0 (selective_scan_bwd): fuses slice %793, slice %794, neg %800, mul %3218, selective_scan_bwd %3226 (mamba.12)
-// part 1 (reduce_sum): fuses reshape %4432, reshape %4433, reshape %4434, reshape %4435, concat %4436, square %4437,
+// part 1 (reduce_sum_pass1): pass 1 of 2, partials: fuses reshape %4444, reshape %4445, reshape %4446, reshape %4447, reshape %4448, reshape %4449,
+//   reshape %4450, reshape %4451, reshape %4452, reshape %4453, reshape %4454, concat %4455,
+//   square %4456, reduce_sum %4457 (optimizer)
+// block 1024×1×1, grid 563×1×1 blocks
+extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum_pass1_x2_1(
+        const float* p0,
+        const float* p1,
+        const float* p2,
+        const float* p3,
+        const float* p4,
+        const float* p5,
+        const float* p6,
+        float* p7,
+        float* p8,
+        const float* p9,
+        float* p10,
+        float* p11,
+        const float* p12,
+        const float* p13,
+        const float* p14,
+        const float* p15,
+        const float* p16,
+        const float* p17,
+        const float* p18,
+        const float* p19,
+        const float* p20,
+        const float* p21,
+        const float* p22,
+        float* p23) {
+    __shared__ float red3[2048];
+    __shared__ float sh25[32];
+    if (int(blockIdx.x) < 80) {
+        const int h0 = (int(blockIdx.x) - 0);
+        float ckpt2[8];
+        float seq1[16];
+        const int gid4 = h0;
+        if (gid4 < 16) {
+            const int b5 = (gid4 / 16);
+            const int n06 = ((gid4 % 16) * 1);
+            const int n7 = (n06 + (int(threadIdx.x) / 1024));
+            const int sg8 = magc_simdgroup();
+            const int lane9 = magc_lane();
+            int buf10 = 0;
+            for (int blk11 = 0; blk11 < 4; blk11 += 1) {
+                const int ch12 = ((blk11 * 1024) + (int(threadIdx.x) % 1024));
+                const float t13 = p0[((ch12 * 16) + n7)];
+                const float t14 = (-t13);
+                float carry15 = 0.0f;
+                for (int cc16 = 0; cc16 < 4; cc16 += 1) {
+                    const int c17 = (3 - cc16);
+                    const int t018 = (c17 * 128);
+                    const int t119 = min((t018 + 128), 512);
+                    const float t20 = p1[((((((b5 * 4) + c17) * 4096) + ch12) * 16) + n7)];
+                    const int subs21 = (((t119 - t018) + 15) / 16);
+                    float s22 = t20;
+                    for (int k23 = 0; k23 < subs21; k23 += 1) {
+                        ckpt2[k23] = s22;
+                        const int u024 = (t018 + (k23 * 16));
+                        for (int t25 = u024; t25 < min((u024 + 16), t119); t25 += 1) {
+                            const float t26 = p2[((((b5 * 512) + t25) * 4096) + ch12)];
+                            const float t27 = p3[((((b5 * 512) + t25) * 4096) + ch12)];
+                            const float t28 = p4[((((b5 * 512) + t25) * 160) + (n7 + 128))];
+                            const float a30 = expf((t26 * t14));
+                            s22 = ((a30 * s22) + ((t26 * t28) * t27));
+                        }
+                    }
+                    for (int kk31 = 0; kk31 < subs21; kk31 += 1) {
+                        const int k32 = ((subs21 - 1) - kk31);
+                        const int u033 = (t018 + (k32 * 16));
+                        const int u134 = min((u033 + 16), t119);
+                        float s35 = ckpt2[k32];
+                        for (int t36 = u033; t36 < u134; t36 += 1) {
+                            seq1[(t36 - u033)] = s35;
+                            const float t37 = p2[((((b5 * 512) + t36) * 4096) + ch12)];
+                            const float t38 = p3[((((b5 * 512) + t36) * 4096) + ch12)];
+                            const float t39 = p4[((((b5 * 512) + t36) * 160) + (n7 + 128))];
+                            const float a41 = expf((t37 * t14));
+                            s35 = ((a41 * s35) + ((t37 * t39) * t38));
+                        }
+                        const int len42 = (u134 - u033);
+                        for (int i043 = 0; i043 < len42; i043 += 16) {
+                            const int cnt44 = min(16, (len42 - i043));
+                            const int rb45 = (buf10 * 1024);
+                            for (int j46 = 0; j46 < cnt44; j46 += 1) {
+                                const int t47 = ((u134 - 1) - (i043 + j46));
+                                const float t48 = p2[((((b5 * 512) + t47) * 4096) + ch12)];
+                                const float t49 = p3[((((b5 * 512) + t47) * 4096) + ch12)];
+                                const float t50 = p4[((((b5 * 512) + t47) * 160) + (n7 + 128))];
+                                const float t51 = p4[((((b5 * 512) + t47) * 160) + (n7 + 144))];
+                                const float t52 = p5[((((b5 * 512) + t47) * 4096) + ch12)];
+                                const float t53 = p6[((((b5 * 512) + t47) * 4096) + ch12)];
+                                const float t54 = (t52 * t53);
+                                const float sp55 = seq1[(t47 - u033)];
+                                const float a56 = expf((t48 * t14));
+                                const float g57 = ((t51 * t54) + carry15);
+                                carry15 = (a56 * g57);
+                                const float sp58 = magc_simd_sum(((g57 * t48) * t49));
+                                const float sp59 = magc_simd_sum((((a56 * sp55) + ((t48 * t50) * t49)) * t54));
+                                if (lane9 == 0) {
+                                    red3[(rb45 + ((((0 * 16) + j46) * 32) + sg8))] = sp58;
+                                    red3[(rb45 + ((((1 * 16) + j46) * 32) + sg8))] = sp59;
+                                }
+                            }
+                            __syncthreads();
+                            const int per60 = (cnt44 * 1);
+                            for (int k61 = sg8; k61 < (2 * per60); k61 += 32) {
+                                const int q62 = (k61 / per60);
+                                const int j63 = ((k61 % per60) / 1);
+                                const int ns64 = (k61 % 1);
+                                const float tot65 = magc_simd_sum(red3[(rb45 + ((((q62 * 16) + j63) * 32) + ((ns64 * 32) + lane9)))]);
+                                const int t66 = ((u134 - 1) - (i043 + j63));
+                                const int nn67 = (n06 + ns64);
+                                if (lane9 == 0) {
+                                    if (q62 == 0) {
+                                        if (blk11 == 0) {
+                                            p7[((((b5 * 512) + t66) * 16) + nn67)] = tot65;
+                                        } else {
+                                            p7[((((b5 * 512) + t66) * 16) + nn67)] += tot65;
+                                        }
+                                    }
+                                    if (q62 == 1) {
+                                        if (blk11 == 0) {
+                                            p8[((((b5 * 512) + t66) * 16) + nn67)] = tot65;
+                                        } else {
+                                            p8[((((b5 * 512) + t66) * 16) + nn67)] += tot65;
+                                        }
+                                    }
+                                }
+                            }
+                            buf10 = (1 - buf10);
+                        }
+                    }
+                }
+            }
+        } else {
+            const int ch68 = (((gid4 - 16) * 64) + (int(threadIdx.x) / 16));
+            const int n69 = (int(threadIdx.x) % 16);
+            const float t70 = p0[((ch68 * 16) + n69)];
+            const float t71 = (-t70);
+            const float t72 = p9[ch68];
+            float dA73 = 0.0f;
+            float dD74 = 0.0f;
+            for (int b75 = 0; b75 < 1; b75 += 1) {
+                float carry76 = 0.0f;
+                for (int cc77 = 0; cc77 < 4; cc77 += 1) {
+                    const int c78 = (3 - cc77);
+                    const int t079 = (c78 * 128);
+                    const int t180 = min((t079 + 128), 512);
+                    const float t81 = p1[((((((b75 * 4) + c78) * 4096) + ch68) * 16) + n69)];
+                    const int subs82 = (((t180 - t079) + 15) / 16);
+                    float s83 = t81;
+                    for (int k84 = 0; k84 < subs82; k84 += 1) {
+                        ckpt2[k84] = s83;
+                        const int u085 = (t079 + (k84 * 16));
+                        for (int t86 = u085; t86 < min((u085 + 16), t180); t86 += 1) {
+                            const float t87 = p2[((((b75 * 512) + t86) * 4096) + ch68)];
+                            const float t88 = p3[((((b75 * 512) + t86) * 4096) + ch68)];
+                            const float t89 = p4[((((b75 * 512) + t86) * 160) + (n69 + 128))];
+                            const float a91 = expf((t87 * t71));
+                            s83 = ((a91 * s83) + ((t87 * t89) * t88));
+                        }
+                    }
+                    for (int kk92 = 0; kk92 < subs82; kk92 += 1) {
+                        const int k93 = ((subs82 - 1) - kk92);
+                        const int u094 = (t079 + (k93 * 16));
+                        const int u195 = min((u094 + 16), t180);
+                        float s96 = ckpt2[k93];
+                        for (int t97 = u094; t97 < u195; t97 += 1) {
+                            seq1[(t97 - u094)] = s96;
+                            const float t98 = p2[((((b75 * 512) + t97) * 4096) + ch68)];
+                            const float t99 = p3[((((b75 * 512) + t97) * 4096) + ch68)];
+                            const float t100 = p4[((((b75 * 512) + t97) * 160) + (n69 + 128))];
+                            const float a102 = expf((t98 * t71));
+                            s96 = ((a102 * s96) + ((t98 * t100) * t99));
+                        }
+                        for (int i103 = 0; i103 < (u195 - u094); i103 += 1) {
+                            const int t104 = ((u195 - 1) - i103);
+                            const float t105 = p2[((((b75 * 512) + t104) * 4096) + ch68)];
+                            const float t106 = p3[((((b75 * 512) + t104) * 4096) + ch68)];
+                            const float t107 = p4[((((b75 * 512) + t104) * 160) + (n69 + 128))];
+                            const float t108 = p4[((((b75 * 512) + t104) * 160) + (n69 + 144))];
+                            const float t109 = p5[((((b75 * 512) + t104) * 4096) + ch68)];
+                            const float t110 = p6[((((b75 * 512) + t104) * 4096) + ch68)];
+                            const float t111 = (t109 * t110);
+                            const float sp112 = seq1[(t104 - u094)];
+                            const float a113 = expf((t105 * t71));
+                            const float g114 = ((t108 * t111) + carry76);
+                            carry76 = (a113 * g114);
+                            const float r115 = (((g114 * t105) * t107) + magc_simd_shuffle_xor(((g114 * t105) * t107), 8));
+                            const float r116 = (r115 + magc_simd_shuffle_xor(r115, 4));
+                            const float r117 = (r116 + magc_simd_shuffle_xor(r116, 2));
+                            const float r118 = (r117 + magc_simd_shuffle_xor(r117, 1));
+                            const float r119 = ((g114 * (((t71 * a113) * sp112) + (t107 * t106))) + magc_simd_shuffle_xor((g114 * (((t71 * a113) * sp112) + (t107 * t106))), 8));
+                            const float r120 = (r119 + magc_simd_shuffle_xor(r119, 4));
+                            const float r121 = (r120 + magc_simd_shuffle_xor(r120, 2));
+                            const float r122 = (r121 + magc_simd_shuffle_xor(r121, 1));
+                            if (n69 == 0) {
+                                p10[((((b75 * 512) + t104) * 4096) + ch68)] = (r118 + (t72 * t111));
+                                p11[((((b75 * 512) + t104) * 4096) + ch68)] = r122;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    } else if (int(blockIdx.x) < 563) {
+        const int h1 = (int(blockIdx.x) - 80);
+        const int lid1 = int(threadIdx.x);
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
+        const int row4 = h1;
+        const int from6 = ((row4 % 483) * 16384);
+        float acc7 = 0.0f;
+        for (int k8 = 0; k8 < 16; k8 += 1) {
+            const int j9 = (lid1 + (k8 * 1024));
+            const int k10 = (from6 + j9);
+            float cat11 = 0.0f;
+            if (k10 < 3612672) {
+                const float t12 = p12[(k10 - 0)];
+                cat11 = t12;
+            } else if (k10 < 4988928) {
+                const float t13 = p13[(k10 - 3612672)];
+                cat11 = t13;
+            } else if (k10 < 5160960) {
+                const float t14 = p14[(k10 - 4988928)];
+                cat11 = t14;
+            } else if (k10 < 5849088) {
+                const float t15 = p15[(k10 - 5160960)];
+                cat11 = t15;
+            } else if (k10 < 6193152) {
+                const float t16 = p16[(k10 - 5849088)];
+                cat11 = t16;
+            } else if (k10 < 6365184) {
+                const float t17 = p17[(k10 - 6193152)];
+                cat11 = t17;
+            } else if (k10 < 6537216) {
+                const float t18 = p18[(k10 - 6365184)];
+                cat11 = t18;
+            } else if (k10 < 7225344) {
+                const float t19 = p19[(k10 - 6537216)];
+                cat11 = t19;
+            } else if (k10 < 7569408) {
+                const float t20 = p20[(k10 - 7225344)];
+                cat11 = t20;
+            } else if (k10 < 7741440) {
+                const float t21 = p21[(k10 - 7569408)];
+                cat11 = t21;
+            } else {
+                const float t22 = p22[(k10 - 7741440)];
+                cat11 = t22;
+            }
+            const float t23 = (cat11 * cat11);
+            acc7 += t23;
+        }
+        const float s24 = magc_simd_sum(acc7);
+        if (l32_2 == 0) {
+            sh25[sg3] = s24;
+        }
+        __syncthreads();
+        float acc26 = sh25[0];
+        for (int s27 = 1; s27 < 32; s27 += 1) {
+            acc26 += sh25[s27];
+        }
+        __syncthreads();
+        if (lid1 == 0) {
+            p23[row4] = acc26;
+        }
+    }
+}
+
+// 4 independent kernels in one launch
+// part 0 (selective_scan_bwd): fuses slice %649, slice %650, neg %656, mul %3399, selective_scan_bwd %3407 (mamba.10)
+// part 1 (reduce_sum_pass1): pass 1 of 2, partials: fuses reshape %4405, reshape %4406, reshape %4407, reshape %4408, concat %4409, square %4410,
+//   reduce_sum %4411 (optimizer)
+// part 2 (reduce_sum_pass1): pass 1 of 2, partials: fuses reshape %4432, reshape %4433, reshape %4434, reshape %4435, concat %4436, square %4437,
 //   reduce_sum %4438 (optimizer)
-// part 2 (reduce_sum): fuses reshape %4459, reshape %4460, reshape %4461, concat %4462, square %4463,
-//   reduce_sum %4464 (optimizer)
-// block 1024×1×1, grid 82×1×1 blocks
-extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum_x3_0(
+// part 3 (reduce_sum_pass1): pass 1 of 2, partials: fuses reshape %4440, square %4441, reduce_sum %4442 (optimizer)
+// block 1024×1×1, grid 837×1×1 blocks
+extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum_pass1_x4_0(
         const float* p0,
         const float* p1,
         const float* p2,
@@ -6911,9 +7194,12 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
         const float* p17,
         const float* p18,
         const float* p19,
-        float* p20) {
+        const float* p20,
+        float* p21,
+        const float* p22,
+        float* p23) {
     __shared__ float red3[2048];
-    __shared__ float sh15[32];
+    __shared__ float sh18[32];
     __shared__ float sh14[32];
     if (int(blockIdx.x) < 80) {
         const int h0 = (int(blockIdx.x) - 0);
@@ -7089,69 +7375,108 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
                 }
             }
         }
-    } else if (int(blockIdx.x) < 81) {
+    } else if (int(blockIdx.x) < 238) {
         const int h1 = (int(blockIdx.x) - 80);
         const int lid1 = int(threadIdx.x);
         const int l32_2 = magc_lane();
         const int sg3 = magc_simdgroup();
         const int row4 = h1;
-        float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 2520; k6 += 1) {
-            const int j7 = (lid1 + (k6 * 1024));
-            float cat8 = 0.0f;
-            if (j7 < 688128) {
-                const float t9 = p12[(j7 - 0)];
-                cat8 = t9;
-            } else if (j7 < 1032192) {
-                const float t10 = p13[(j7 - 688128)];
-                cat8 = t10;
-            } else if (j7 < 1204224) {
-                const float t11 = p14[(j7 - 1032192)];
-                cat8 = t11;
-            } else {
-                const float t12 = p15[(j7 - 1204224)];
-                cat8 = t12;
+        const int from6 = ((row4 % 158) * 16384);
+        float acc7 = 0.0f;
+        for (int k8 = 0; k8 < 16; k8 += 1) {
+            const int j9 = (lid1 + (k8 * 1024));
+            const int k10 = (from6 + j9);
+            if (k10 < 2580480) {
+                float cat11 = 0.0f;
+                if (k10 < 688128) {
+                    const float t12 = p12[(k10 - 0)];
+                    cat11 = t12;
+                } else if (k10 < 1032192) {
+                    const float t13 = p13[(k10 - 688128)];
+                    cat11 = t13;
+                } else if (k10 < 1204224) {
+                    const float t14 = p14[(k10 - 1032192)];
+                    cat11 = t14;
+                } else {
+                    const float t15 = p15[(k10 - 1204224)];
+                    cat11 = t15;
+                }
+                const float t16 = (cat11 * cat11);
+                acc7 += t16;
             }
-            const float t13 = (cat8 * cat8);
-            acc5 += t13;
         }
-        const float s14 = magc_simd_sum(acc5);
+        const float s17 = magc_simd_sum(acc7);
         if (l32_2 == 0) {
-            sh15[sg3] = s14;
+            sh18[sg3] = s17;
         }
         __syncthreads();
-        float acc16 = sh15[0];
-        for (int s17 = 1; s17 < 32; s17 += 1) {
-            acc16 += sh15[s17];
+        float acc19 = sh18[0];
+        for (int s20 = 1; s20 < 32; s20 += 1) {
+            acc19 += sh18[s20];
         }
         __syncthreads();
         if (lid1 == 0) {
-            p16[row4] = acc16;
+            p16[row4] = acc19;
         }
-    } else if (int(blockIdx.x) < 82) {
-        const int h2 = (int(blockIdx.x) - 81);
+    } else if (int(blockIdx.x) < 396) {
+        const int h2 = (int(blockIdx.x) - 238);
         const int lid1 = int(threadIdx.x);
         const int l32_2 = magc_lane();
         const int sg3 = magc_simdgroup();
         const int row4 = h2;
-        float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 1176; k6 += 1) {
-            const int j7 = (lid1 + (k6 * 1024));
-            float cat8 = 0.0f;
-            if (j7 < 688128) {
-                const float t9 = p17[(j7 - 0)];
-                cat8 = t9;
-            } else if (j7 < 1032192) {
-                const float t10 = p18[(j7 - 688128)];
-                cat8 = t10;
-            } else {
-                const float t11 = p19[(j7 - 1032192)];
-                cat8 = t11;
+        const int from6 = ((row4 % 158) * 16384);
+        float acc7 = 0.0f;
+        for (int k8 = 0; k8 < 16; k8 += 1) {
+            const int j9 = (lid1 + (k8 * 1024));
+            const int k10 = (from6 + j9);
+            if (k10 < 2580480) {
+                float cat11 = 0.0f;
+                if (k10 < 688128) {
+                    const float t12 = p17[(k10 - 0)];
+                    cat11 = t12;
+                } else if (k10 < 1032192) {
+                    const float t13 = p18[(k10 - 688128)];
+                    cat11 = t13;
+                } else if (k10 < 1204224) {
+                    const float t14 = p19[(k10 - 1032192)];
+                    cat11 = t14;
+                } else {
+                    const float t15 = p20[(k10 - 1204224)];
+                    cat11 = t15;
+                }
+                const float t16 = (cat11 * cat11);
+                acc7 += t16;
             }
-            const float t12 = (cat8 * cat8);
-            acc5 += t12;
         }
-        const float s13 = magc_simd_sum(acc5);
+        const float s17 = magc_simd_sum(acc7);
+        if (l32_2 == 0) {
+            sh18[sg3] = s17;
+        }
+        __syncthreads();
+        float acc19 = sh18[0];
+        for (int s20 = 1; s20 < 32; s20 += 1) {
+            acc19 += sh18[s20];
+        }
+        __syncthreads();
+        if (lid1 == 0) {
+            p21[row4] = acc19;
+        }
+    } else if (int(blockIdx.x) < 837) {
+        const int h3 = (int(blockIdx.x) - 396);
+        const int lid1 = int(threadIdx.x);
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
+        const int row4 = h3;
+        const int from6 = ((row4 % 441) * 16384);
+        float acc7 = 0.0f;
+        for (int k8 = 0; k8 < 16; k8 += 1) {
+            const int j9 = (lid1 + (k8 * 1024));
+            const int k10 = (from6 + j9);
+            const float t11 = p22[k10];
+            const float t12 = (t11 * t11);
+            acc7 += t12;
+        }
+        const float s13 = magc_simd_sum(acc7);
         if (l32_2 == 0) {
             sh14[sg3] = s13;
         }
@@ -7162,20 +7487,20 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
         }
         __syncthreads();
         if (lid1 == 0) {
-            p20[row4] = acc15;
+            p23[row4] = acc15;
         }
     }
 }
 
 // 5 independent kernels in one launch
-// part 0 (selective_scan_bwd): fuses slice %603, slice %604, neg %610, mul %3456, selective_scan_bwd %3464 (mamba.9)
-// part 1 (reduce_sum): fuses reshape %4386, square %4387, reduce_sum %4388 (optimizer)
-// part 2 (reduce_sum): fuses reshape %4405, reshape %4406, reshape %4407, reshape %4408, concat %4409, square %4410,
-//   reduce_sum %4411 (optimizer)
-// part 3 (reduce_sum): fuses reshape %4413, square %4414, reduce_sum %4415 (optimizer)
-// part 4 (reduce_sum): fuses reshape %4440, square %4441, reduce_sum %4442 (optimizer)
-// block 1024×1×1, grid 84×1×1 blocks
-extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum_x5_0(
+// part 0 (selective_scan_bwd): fuses slice %459, slice %460, neg %466, mul %3637, selective_scan_bwd %3645 (mamba.7)
+// part 1 (reduce_sum_pass1): pass 1 of 2, partials: fuses reshape %4359, square %4360, reduce_sum %4361 (optimizer)
+// part 2 (reduce_sum_pass1): pass 1 of 2, partials: fuses reshape %4378, reshape %4379, reshape %4380, reshape %4381, concat %4382, square %4383,
+//   reduce_sum %4384 (optimizer)
+// part 3 (reduce_sum_pass1): pass 1 of 2, partials: fuses reshape %4386, square %4387, reduce_sum %4388 (optimizer)
+// part 4 (reduce_sum_pass1): pass 1 of 2, partials: fuses reshape %4413, square %4414, reduce_sum %4415 (optimizer)
+// block 1024×1×1, grid 1561×1×1 blocks
+extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum_pass1_x5_0(
         const float* p0,
         const float* p1,
         const float* p2,
@@ -7200,8 +7525,8 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
         const float* p21,
         float* p22) {
     __shared__ float red3[2048];
-    __shared__ float sh11[32];
-    __shared__ float sh15[32];
+    __shared__ float sh14[32];
+    __shared__ float sh18[32];
     if (int(blockIdx.x) < 80) {
         const int h0 = (int(blockIdx.x) - 0);
         float ckpt2[8];
@@ -7376,135 +7701,145 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
                 }
             }
         }
-    } else if (int(blockIdx.x) < 81) {
+    } else if (int(blockIdx.x) < 521) {
         const int h1 = (int(blockIdx.x) - 80);
         const int lid1 = int(threadIdx.x);
         const int l32_2 = magc_lane();
         const int sg3 = magc_simdgroup();
         const int row4 = h1;
-        float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 7056; k6 += 1) {
-            const int j7 = (lid1 + (k6 * 1024));
-            const float t8 = p12[j7];
-            const float t9 = (t8 * t8);
-            acc5 += t9;
+        const int from6 = ((row4 % 441) * 16384);
+        float acc7 = 0.0f;
+        for (int k8 = 0; k8 < 16; k8 += 1) {
+            const int j9 = (lid1 + (k8 * 1024));
+            const int k10 = (from6 + j9);
+            const float t11 = p12[k10];
+            const float t12 = (t11 * t11);
+            acc7 += t12;
         }
-        const float s10 = magc_simd_sum(acc5);
+        const float s13 = magc_simd_sum(acc7);
         if (l32_2 == 0) {
-            sh11[sg3] = s10;
+            sh14[sg3] = s13;
         }
         __syncthreads();
-        float acc12 = sh11[0];
-        for (int s13 = 1; s13 < 32; s13 += 1) {
-            acc12 += sh11[s13];
+        float acc15 = sh14[0];
+        for (int s16 = 1; s16 < 32; s16 += 1) {
+            acc15 += sh14[s16];
         }
         __syncthreads();
         if (lid1 == 0) {
-            p13[row4] = acc12;
+            p13[row4] = acc15;
         }
-    } else if (int(blockIdx.x) < 82) {
-        const int h2 = (int(blockIdx.x) - 81);
+    } else if (int(blockIdx.x) < 679) {
+        const int h2 = (int(blockIdx.x) - 521);
         const int lid1 = int(threadIdx.x);
         const int l32_2 = magc_lane();
         const int sg3 = magc_simdgroup();
         const int row4 = h2;
-        float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 2520; k6 += 1) {
-            const int j7 = (lid1 + (k6 * 1024));
-            float cat8 = 0.0f;
-            if (j7 < 688128) {
-                const float t9 = p14[(j7 - 0)];
-                cat8 = t9;
-            } else if (j7 < 1032192) {
-                const float t10 = p15[(j7 - 688128)];
-                cat8 = t10;
-            } else if (j7 < 1204224) {
-                const float t11 = p16[(j7 - 1032192)];
-                cat8 = t11;
-            } else {
-                const float t12 = p17[(j7 - 1204224)];
-                cat8 = t12;
+        const int from6 = ((row4 % 158) * 16384);
+        float acc7 = 0.0f;
+        for (int k8 = 0; k8 < 16; k8 += 1) {
+            const int j9 = (lid1 + (k8 * 1024));
+            const int k10 = (from6 + j9);
+            if (k10 < 2580480) {
+                float cat11 = 0.0f;
+                if (k10 < 688128) {
+                    const float t12 = p14[(k10 - 0)];
+                    cat11 = t12;
+                } else if (k10 < 1032192) {
+                    const float t13 = p15[(k10 - 688128)];
+                    cat11 = t13;
+                } else if (k10 < 1204224) {
+                    const float t14 = p16[(k10 - 1032192)];
+                    cat11 = t14;
+                } else {
+                    const float t15 = p17[(k10 - 1204224)];
+                    cat11 = t15;
+                }
+                const float t16 = (cat11 * cat11);
+                acc7 += t16;
             }
-            const float t13 = (cat8 * cat8);
-            acc5 += t13;
         }
-        const float s14 = magc_simd_sum(acc5);
+        const float s17 = magc_simd_sum(acc7);
         if (l32_2 == 0) {
-            sh15[sg3] = s14;
+            sh18[sg3] = s17;
         }
         __syncthreads();
-        float acc16 = sh15[0];
-        for (int s17 = 1; s17 < 32; s17 += 1) {
-            acc16 += sh15[s17];
+        float acc19 = sh18[0];
+        for (int s20 = 1; s20 < 32; s20 += 1) {
+            acc19 += sh18[s20];
         }
         __syncthreads();
         if (lid1 == 0) {
-            p18[row4] = acc16;
+            p18[row4] = acc19;
         }
-    } else if (int(blockIdx.x) < 83) {
-        const int h3 = (int(blockIdx.x) - 82);
+    } else if (int(blockIdx.x) < 1120) {
+        const int h3 = (int(blockIdx.x) - 679);
         const int lid1 = int(threadIdx.x);
         const int l32_2 = magc_lane();
         const int sg3 = magc_simdgroup();
         const int row4 = h3;
-        float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 7056; k6 += 1) {
-            const int j7 = (lid1 + (k6 * 1024));
-            const float t8 = p19[j7];
-            const float t9 = (t8 * t8);
-            acc5 += t9;
+        const int from6 = ((row4 % 441) * 16384);
+        float acc7 = 0.0f;
+        for (int k8 = 0; k8 < 16; k8 += 1) {
+            const int j9 = (lid1 + (k8 * 1024));
+            const int k10 = (from6 + j9);
+            const float t11 = p19[k10];
+            const float t12 = (t11 * t11);
+            acc7 += t12;
         }
-        const float s10 = magc_simd_sum(acc5);
+        const float s13 = magc_simd_sum(acc7);
         if (l32_2 == 0) {
-            sh11[sg3] = s10;
+            sh14[sg3] = s13;
         }
         __syncthreads();
-        float acc12 = sh11[0];
-        for (int s13 = 1; s13 < 32; s13 += 1) {
-            acc12 += sh11[s13];
+        float acc15 = sh14[0];
+        for (int s16 = 1; s16 < 32; s16 += 1) {
+            acc15 += sh14[s16];
         }
         __syncthreads();
         if (lid1 == 0) {
-            p20[row4] = acc12;
+            p20[row4] = acc15;
         }
-    } else if (int(blockIdx.x) < 84) {
-        const int h4 = (int(blockIdx.x) - 83);
+    } else if (int(blockIdx.x) < 1561) {
+        const int h4 = (int(blockIdx.x) - 1120);
         const int lid1 = int(threadIdx.x);
         const int l32_2 = magc_lane();
         const int sg3 = magc_simdgroup();
         const int row4 = h4;
-        float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 7056; k6 += 1) {
-            const int j7 = (lid1 + (k6 * 1024));
-            const float t8 = p21[j7];
-            const float t9 = (t8 * t8);
-            acc5 += t9;
+        const int from6 = ((row4 % 441) * 16384);
+        float acc7 = 0.0f;
+        for (int k8 = 0; k8 < 16; k8 += 1) {
+            const int j9 = (lid1 + (k8 * 1024));
+            const int k10 = (from6 + j9);
+            const float t11 = p21[k10];
+            const float t12 = (t11 * t11);
+            acc7 += t12;
         }
-        const float s10 = magc_simd_sum(acc5);
+        const float s13 = magc_simd_sum(acc7);
         if (l32_2 == 0) {
-            sh11[sg3] = s10;
+            sh14[sg3] = s13;
         }
         __syncthreads();
-        float acc12 = sh11[0];
-        for (int s13 = 1; s13 < 32; s13 += 1) {
-            acc12 += sh11[s13];
+        float acc15 = sh14[0];
+        for (int s16 = 1; s16 < 32; s16 += 1) {
+            acc15 += sh14[s16];
         }
         __syncthreads();
         if (lid1 == 0) {
-            p22[row4] = acc12;
+            p22[row4] = acc15;
         }
     }
 }
 
 // 4 independent kernels in one launch
-// part 0 (selective_scan_bwd): fuses slice %459, slice %460, neg %466, mul %3637, selective_scan_bwd %3645 (mamba.7)
-// part 1 (reduce_sum): fuses reshape %4351, reshape %4352, reshape %4353, reshape %4354, concat %4355, square %4356,
+// part 0 (selective_scan_bwd): fuses slice %315, slice %316, neg %322, mul %3818, selective_scan_bwd %3826 (mamba.5)
+// part 1 (reduce_sum_pass1): pass 1 of 2, partials: fuses reshape %4324, reshape %4325, reshape %4326, reshape %4327, concat %4328, square %4329,
+//   reduce_sum %4330 (optimizer)
+// part 2 (reduce_sum_pass1): pass 1 of 2, partials: fuses reshape %4332, square %4333, reduce_sum %4334 (optimizer)
+// part 3 (reduce_sum_pass1): pass 1 of 2, partials: fuses reshape %4351, reshape %4352, reshape %4353, reshape %4354, concat %4355, square %4356,
 //   reduce_sum %4357 (optimizer)
-// part 2 (reduce_sum): fuses reshape %4359, square %4360, reduce_sum %4361 (optimizer)
-// part 3 (reduce_sum): fuses reshape %4378, reshape %4379, reshape %4380, reshape %4381, concat %4382, square %4383,
-//   reduce_sum %4384 (optimizer)
-// block 1024×1×1, grid 83×1×1 blocks
-extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum_x4_0(
+// block 1024×1×1, grid 837×1×1 blocks
+extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum_pass1_x4_1(
         const float* p0,
         const float* p1,
         const float* p2,
@@ -7530,8 +7865,8 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
         const float* p22,
         float* p23) {
     __shared__ float red3[2048];
-    __shared__ float sh15[32];
-    __shared__ float sh11[32];
+    __shared__ float sh18[32];
+    __shared__ float sh14[32];
     if (int(blockIdx.x) < 80) {
         const int h0 = (int(blockIdx.x) - 0);
         float ckpt2[8];
@@ -7706,426 +8041,119 @@ extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum
                 }
             }
         }
-    } else if (int(blockIdx.x) < 81) {
+    } else if (int(blockIdx.x) < 238) {
         const int h1 = (int(blockIdx.x) - 80);
         const int lid1 = int(threadIdx.x);
         const int l32_2 = magc_lane();
         const int sg3 = magc_simdgroup();
         const int row4 = h1;
-        float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 2520; k6 += 1) {
-            const int j7 = (lid1 + (k6 * 1024));
-            float cat8 = 0.0f;
-            if (j7 < 688128) {
-                const float t9 = p12[(j7 - 0)];
-                cat8 = t9;
-            } else if (j7 < 1032192) {
-                const float t10 = p13[(j7 - 688128)];
-                cat8 = t10;
-            } else if (j7 < 1204224) {
-                const float t11 = p14[(j7 - 1032192)];
-                cat8 = t11;
-            } else {
-                const float t12 = p15[(j7 - 1204224)];
-                cat8 = t12;
+        const int from6 = ((row4 % 158) * 16384);
+        float acc7 = 0.0f;
+        for (int k8 = 0; k8 < 16; k8 += 1) {
+            const int j9 = (lid1 + (k8 * 1024));
+            const int k10 = (from6 + j9);
+            if (k10 < 2580480) {
+                float cat11 = 0.0f;
+                if (k10 < 688128) {
+                    const float t12 = p12[(k10 - 0)];
+                    cat11 = t12;
+                } else if (k10 < 1032192) {
+                    const float t13 = p13[(k10 - 688128)];
+                    cat11 = t13;
+                } else if (k10 < 1204224) {
+                    const float t14 = p14[(k10 - 1032192)];
+                    cat11 = t14;
+                } else {
+                    const float t15 = p15[(k10 - 1204224)];
+                    cat11 = t15;
+                }
+                const float t16 = (cat11 * cat11);
+                acc7 += t16;
             }
-            const float t13 = (cat8 * cat8);
-            acc5 += t13;
         }
-        const float s14 = magc_simd_sum(acc5);
+        const float s17 = magc_simd_sum(acc7);
         if (l32_2 == 0) {
-            sh15[sg3] = s14;
+            sh18[sg3] = s17;
         }
         __syncthreads();
-        float acc16 = sh15[0];
-        for (int s17 = 1; s17 < 32; s17 += 1) {
-            acc16 += sh15[s17];
+        float acc19 = sh18[0];
+        for (int s20 = 1; s20 < 32; s20 += 1) {
+            acc19 += sh18[s20];
         }
         __syncthreads();
         if (lid1 == 0) {
-            p16[row4] = acc16;
+            p16[row4] = acc19;
         }
-    } else if (int(blockIdx.x) < 82) {
-        const int h2 = (int(blockIdx.x) - 81);
+    } else if (int(blockIdx.x) < 679) {
+        const int h2 = (int(blockIdx.x) - 238);
         const int lid1 = int(threadIdx.x);
         const int l32_2 = magc_lane();
         const int sg3 = magc_simdgroup();
         const int row4 = h2;
-        float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 7056; k6 += 1) {
-            const int j7 = (lid1 + (k6 * 1024));
-            const float t8 = p17[j7];
-            const float t9 = (t8 * t8);
-            acc5 += t9;
+        const int from6 = ((row4 % 441) * 16384);
+        float acc7 = 0.0f;
+        for (int k8 = 0; k8 < 16; k8 += 1) {
+            const int j9 = (lid1 + (k8 * 1024));
+            const int k10 = (from6 + j9);
+            const float t11 = p17[k10];
+            const float t12 = (t11 * t11);
+            acc7 += t12;
         }
-        const float s10 = magc_simd_sum(acc5);
+        const float s13 = magc_simd_sum(acc7);
         if (l32_2 == 0) {
-            sh11[sg3] = s10;
+            sh14[sg3] = s13;
         }
         __syncthreads();
-        float acc12 = sh11[0];
-        for (int s13 = 1; s13 < 32; s13 += 1) {
-            acc12 += sh11[s13];
+        float acc15 = sh14[0];
+        for (int s16 = 1; s16 < 32; s16 += 1) {
+            acc15 += sh14[s16];
         }
         __syncthreads();
         if (lid1 == 0) {
-            p18[row4] = acc12;
+            p18[row4] = acc15;
         }
-    } else if (int(blockIdx.x) < 83) {
-        const int h3 = (int(blockIdx.x) - 82);
+    } else if (int(blockIdx.x) < 837) {
+        const int h3 = (int(blockIdx.x) - 679);
         const int lid1 = int(threadIdx.x);
         const int l32_2 = magc_lane();
         const int sg3 = magc_simdgroup();
         const int row4 = h3;
-        float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 2520; k6 += 1) {
-            const int j7 = (lid1 + (k6 * 1024));
-            float cat8 = 0.0f;
-            if (j7 < 688128) {
-                const float t9 = p19[(j7 - 0)];
-                cat8 = t9;
-            } else if (j7 < 1032192) {
-                const float t10 = p20[(j7 - 688128)];
-                cat8 = t10;
-            } else if (j7 < 1204224) {
-                const float t11 = p21[(j7 - 1032192)];
-                cat8 = t11;
-            } else {
-                const float t12 = p22[(j7 - 1204224)];
-                cat8 = t12;
-            }
-            const float t13 = (cat8 * cat8);
-            acc5 += t13;
-        }
-        const float s14 = magc_simd_sum(acc5);
-        if (l32_2 == 0) {
-            sh15[sg3] = s14;
-        }
-        __syncthreads();
-        float acc16 = sh15[0];
-        for (int s17 = 1; s17 < 32; s17 += 1) {
-            acc16 += sh15[s17];
-        }
-        __syncthreads();
-        if (lid1 == 0) {
-            p23[row4] = acc16;
-        }
-    }
-}
-
-// 4 independent kernels in one launch
-// part 0 (selective_scan_bwd): fuses slice %269, slice %270, neg %276, mul %3875, selective_scan_bwd %3883 (mamba.4)
-// part 1 (reduce_sum): fuses reshape %4297, reshape %4298, reshape %4299, reshape %4300, concat %4301, square %4302,
-//   reduce_sum %4303 (optimizer)
-// part 2 (reduce_sum): fuses reshape %4324, reshape %4325, reshape %4326, reshape %4327, concat %4328, square %4329,
-//   reduce_sum %4330 (optimizer)
-// part 3 (reduce_sum): fuses reshape %4332, square %4333, reduce_sum %4334 (optimizer)
-// block 1024×1×1, grid 83×1×1 blocks
-extern "C" __global__ void __launch_bounds__(1024) selective_scan_bwd_reduce_sum_x4_1(
-        const float* p0,
-        const float* p1,
-        const float* p2,
-        const float* p3,
-        const float* p4,
-        const float* p5,
-        const float* p6,
-        float* p7,
-        float* p8,
-        const float* p9,
-        float* p10,
-        float* p11,
-        const float* p12,
-        const float* p13,
-        const float* p14,
-        const float* p15,
-        float* p16,
-        const float* p17,
-        const float* p18,
-        const float* p19,
-        const float* p20,
-        float* p21,
-        const float* p22,
-        float* p23) {
-    __shared__ float red3[2048];
-    __shared__ float sh15[32];
-    __shared__ float sh11[32];
-    if (int(blockIdx.x) < 80) {
-        const int h0 = (int(blockIdx.x) - 0);
-        float ckpt2[8];
-        float seq1[16];
-        const int gid4 = h0;
-        if (gid4 < 16) {
-            const int b5 = (gid4 / 16);
-            const int n06 = ((gid4 % 16) * 1);
-            const int n7 = (n06 + (int(threadIdx.x) / 1024));
-            const int sg8 = magc_simdgroup();
-            const int lane9 = magc_lane();
-            int buf10 = 0;
-            for (int blk11 = 0; blk11 < 4; blk11 += 1) {
-                const int ch12 = ((blk11 * 1024) + (int(threadIdx.x) % 1024));
-                const float t13 = p0[((ch12 * 16) + n7)];
-                const float t14 = (-t13);
-                float carry15 = 0.0f;
-                for (int cc16 = 0; cc16 < 4; cc16 += 1) {
-                    const int c17 = (3 - cc16);
-                    const int t018 = (c17 * 128);
-                    const int t119 = min((t018 + 128), 512);
-                    const float t20 = p1[((((((b5 * 4) + c17) * 4096) + ch12) * 16) + n7)];
-                    const int subs21 = (((t119 - t018) + 15) / 16);
-                    float s22 = t20;
-                    for (int k23 = 0; k23 < subs21; k23 += 1) {
-                        ckpt2[k23] = s22;
-                        const int u024 = (t018 + (k23 * 16));
-                        for (int t25 = u024; t25 < min((u024 + 16), t119); t25 += 1) {
-                            const float t26 = p2[((((b5 * 512) + t25) * 4096) + ch12)];
-                            const float t27 = p3[((((b5 * 512) + t25) * 4096) + ch12)];
-                            const float t28 = p4[((((b5 * 512) + t25) * 160) + (n7 + 128))];
-                            const float a30 = expf((t26 * t14));
-                            s22 = ((a30 * s22) + ((t26 * t28) * t27));
-                        }
-                    }
-                    for (int kk31 = 0; kk31 < subs21; kk31 += 1) {
-                        const int k32 = ((subs21 - 1) - kk31);
-                        const int u033 = (t018 + (k32 * 16));
-                        const int u134 = min((u033 + 16), t119);
-                        float s35 = ckpt2[k32];
-                        for (int t36 = u033; t36 < u134; t36 += 1) {
-                            seq1[(t36 - u033)] = s35;
-                            const float t37 = p2[((((b5 * 512) + t36) * 4096) + ch12)];
-                            const float t38 = p3[((((b5 * 512) + t36) * 4096) + ch12)];
-                            const float t39 = p4[((((b5 * 512) + t36) * 160) + (n7 + 128))];
-                            const float a41 = expf((t37 * t14));
-                            s35 = ((a41 * s35) + ((t37 * t39) * t38));
-                        }
-                        const int len42 = (u134 - u033);
-                        for (int i043 = 0; i043 < len42; i043 += 16) {
-                            const int cnt44 = min(16, (len42 - i043));
-                            const int rb45 = (buf10 * 1024);
-                            for (int j46 = 0; j46 < cnt44; j46 += 1) {
-                                const int t47 = ((u134 - 1) - (i043 + j46));
-                                const float t48 = p2[((((b5 * 512) + t47) * 4096) + ch12)];
-                                const float t49 = p3[((((b5 * 512) + t47) * 4096) + ch12)];
-                                const float t50 = p4[((((b5 * 512) + t47) * 160) + (n7 + 128))];
-                                const float t51 = p4[((((b5 * 512) + t47) * 160) + (n7 + 144))];
-                                const float t52 = p5[((((b5 * 512) + t47) * 4096) + ch12)];
-                                const float t53 = p6[((((b5 * 512) + t47) * 4096) + ch12)];
-                                const float t54 = (t52 * t53);
-                                const float sp55 = seq1[(t47 - u033)];
-                                const float a56 = expf((t48 * t14));
-                                const float g57 = ((t51 * t54) + carry15);
-                                carry15 = (a56 * g57);
-                                const float sp58 = magc_simd_sum(((g57 * t48) * t49));
-                                const float sp59 = magc_simd_sum((((a56 * sp55) + ((t48 * t50) * t49)) * t54));
-                                if (lane9 == 0) {
-                                    red3[(rb45 + ((((0 * 16) + j46) * 32) + sg8))] = sp58;
-                                    red3[(rb45 + ((((1 * 16) + j46) * 32) + sg8))] = sp59;
-                                }
-                            }
-                            __syncthreads();
-                            const int per60 = (cnt44 * 1);
-                            for (int k61 = sg8; k61 < (2 * per60); k61 += 32) {
-                                const int q62 = (k61 / per60);
-                                const int j63 = ((k61 % per60) / 1);
-                                const int ns64 = (k61 % 1);
-                                const float tot65 = magc_simd_sum(red3[(rb45 + ((((q62 * 16) + j63) * 32) + ((ns64 * 32) + lane9)))]);
-                                const int t66 = ((u134 - 1) - (i043 + j63));
-                                const int nn67 = (n06 + ns64);
-                                if (lane9 == 0) {
-                                    if (q62 == 0) {
-                                        if (blk11 == 0) {
-                                            p7[((((b5 * 512) + t66) * 16) + nn67)] = tot65;
-                                        } else {
-                                            p7[((((b5 * 512) + t66) * 16) + nn67)] += tot65;
-                                        }
-                                    }
-                                    if (q62 == 1) {
-                                        if (blk11 == 0) {
-                                            p8[((((b5 * 512) + t66) * 16) + nn67)] = tot65;
-                                        } else {
-                                            p8[((((b5 * 512) + t66) * 16) + nn67)] += tot65;
-                                        }
-                                    }
-                                }
-                            }
-                            buf10 = (1 - buf10);
-                        }
-                    }
+        const int from6 = ((row4 % 158) * 16384);
+        float acc7 = 0.0f;
+        for (int k8 = 0; k8 < 16; k8 += 1) {
+            const int j9 = (lid1 + (k8 * 1024));
+            const int k10 = (from6 + j9);
+            if (k10 < 2580480) {
+                float cat11 = 0.0f;
+                if (k10 < 688128) {
+                    const float t12 = p19[(k10 - 0)];
+                    cat11 = t12;
+                } else if (k10 < 1032192) {
+                    const float t13 = p20[(k10 - 688128)];
+                    cat11 = t13;
+                } else if (k10 < 1204224) {
+                    const float t14 = p21[(k10 - 1032192)];
+                    cat11 = t14;
+                } else {
+                    const float t15 = p22[(k10 - 1204224)];
+                    cat11 = t15;
                 }
-            }
-        } else {
-            const int ch68 = (((gid4 - 16) * 64) + (int(threadIdx.x) / 16));
-            const int n69 = (int(threadIdx.x) % 16);
-            const float t70 = p0[((ch68 * 16) + n69)];
-            const float t71 = (-t70);
-            const float t72 = p9[ch68];
-            float dA73 = 0.0f;
-            float dD74 = 0.0f;
-            for (int b75 = 0; b75 < 1; b75 += 1) {
-                float carry76 = 0.0f;
-                for (int cc77 = 0; cc77 < 4; cc77 += 1) {
-                    const int c78 = (3 - cc77);
-                    const int t079 = (c78 * 128);
-                    const int t180 = min((t079 + 128), 512);
-                    const float t81 = p1[((((((b75 * 4) + c78) * 4096) + ch68) * 16) + n69)];
-                    const int subs82 = (((t180 - t079) + 15) / 16);
-                    float s83 = t81;
-                    for (int k84 = 0; k84 < subs82; k84 += 1) {
-                        ckpt2[k84] = s83;
-                        const int u085 = (t079 + (k84 * 16));
-                        for (int t86 = u085; t86 < min((u085 + 16), t180); t86 += 1) {
-                            const float t87 = p2[((((b75 * 512) + t86) * 4096) + ch68)];
-                            const float t88 = p3[((((b75 * 512) + t86) * 4096) + ch68)];
-                            const float t89 = p4[((((b75 * 512) + t86) * 160) + (n69 + 128))];
-                            const float a91 = expf((t87 * t71));
-                            s83 = ((a91 * s83) + ((t87 * t89) * t88));
-                        }
-                    }
-                    for (int kk92 = 0; kk92 < subs82; kk92 += 1) {
-                        const int k93 = ((subs82 - 1) - kk92);
-                        const int u094 = (t079 + (k93 * 16));
-                        const int u195 = min((u094 + 16), t180);
-                        float s96 = ckpt2[k93];
-                        for (int t97 = u094; t97 < u195; t97 += 1) {
-                            seq1[(t97 - u094)] = s96;
-                            const float t98 = p2[((((b75 * 512) + t97) * 4096) + ch68)];
-                            const float t99 = p3[((((b75 * 512) + t97) * 4096) + ch68)];
-                            const float t100 = p4[((((b75 * 512) + t97) * 160) + (n69 + 128))];
-                            const float a102 = expf((t98 * t71));
-                            s96 = ((a102 * s96) + ((t98 * t100) * t99));
-                        }
-                        for (int i103 = 0; i103 < (u195 - u094); i103 += 1) {
-                            const int t104 = ((u195 - 1) - i103);
-                            const float t105 = p2[((((b75 * 512) + t104) * 4096) + ch68)];
-                            const float t106 = p3[((((b75 * 512) + t104) * 4096) + ch68)];
-                            const float t107 = p4[((((b75 * 512) + t104) * 160) + (n69 + 128))];
-                            const float t108 = p4[((((b75 * 512) + t104) * 160) + (n69 + 144))];
-                            const float t109 = p5[((((b75 * 512) + t104) * 4096) + ch68)];
-                            const float t110 = p6[((((b75 * 512) + t104) * 4096) + ch68)];
-                            const float t111 = (t109 * t110);
-                            const float sp112 = seq1[(t104 - u094)];
-                            const float a113 = expf((t105 * t71));
-                            const float g114 = ((t108 * t111) + carry76);
-                            carry76 = (a113 * g114);
-                            const float r115 = (((g114 * t105) * t107) + magc_simd_shuffle_xor(((g114 * t105) * t107), 8));
-                            const float r116 = (r115 + magc_simd_shuffle_xor(r115, 4));
-                            const float r117 = (r116 + magc_simd_shuffle_xor(r116, 2));
-                            const float r118 = (r117 + magc_simd_shuffle_xor(r117, 1));
-                            const float r119 = ((g114 * (((t71 * a113) * sp112) + (t107 * t106))) + magc_simd_shuffle_xor((g114 * (((t71 * a113) * sp112) + (t107 * t106))), 8));
-                            const float r120 = (r119 + magc_simd_shuffle_xor(r119, 4));
-                            const float r121 = (r120 + magc_simd_shuffle_xor(r120, 2));
-                            const float r122 = (r121 + magc_simd_shuffle_xor(r121, 1));
-                            if (n69 == 0) {
-                                p10[((((b75 * 512) + t104) * 4096) + ch68)] = (r118 + (t72 * t111));
-                                p11[((((b75 * 512) + t104) * 4096) + ch68)] = r122;
-                            }
-                        }
-                    }
-                }
+                const float t16 = (cat11 * cat11);
+                acc7 += t16;
             }
         }
-    } else if (int(blockIdx.x) < 81) {
-        const int h1 = (int(blockIdx.x) - 80);
-        const int lid1 = int(threadIdx.x);
-        const int l32_2 = magc_lane();
-        const int sg3 = magc_simdgroup();
-        const int row4 = h1;
-        float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 2520; k6 += 1) {
-            const int j7 = (lid1 + (k6 * 1024));
-            float cat8 = 0.0f;
-            if (j7 < 688128) {
-                const float t9 = p12[(j7 - 0)];
-                cat8 = t9;
-            } else if (j7 < 1032192) {
-                const float t10 = p13[(j7 - 688128)];
-                cat8 = t10;
-            } else if (j7 < 1204224) {
-                const float t11 = p14[(j7 - 1032192)];
-                cat8 = t11;
-            } else {
-                const float t12 = p15[(j7 - 1204224)];
-                cat8 = t12;
-            }
-            const float t13 = (cat8 * cat8);
-            acc5 += t13;
-        }
-        const float s14 = magc_simd_sum(acc5);
+        const float s17 = magc_simd_sum(acc7);
         if (l32_2 == 0) {
-            sh15[sg3] = s14;
+            sh18[sg3] = s17;
         }
         __syncthreads();
-        float acc16 = sh15[0];
-        for (int s17 = 1; s17 < 32; s17 += 1) {
-            acc16 += sh15[s17];
+        float acc19 = sh18[0];
+        for (int s20 = 1; s20 < 32; s20 += 1) {
+            acc19 += sh18[s20];
         }
         __syncthreads();
         if (lid1 == 0) {
-            p16[row4] = acc16;
-        }
-    } else if (int(blockIdx.x) < 82) {
-        const int h2 = (int(blockIdx.x) - 81);
-        const int lid1 = int(threadIdx.x);
-        const int l32_2 = magc_lane();
-        const int sg3 = magc_simdgroup();
-        const int row4 = h2;
-        float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 2520; k6 += 1) {
-            const int j7 = (lid1 + (k6 * 1024));
-            float cat8 = 0.0f;
-            if (j7 < 688128) {
-                const float t9 = p17[(j7 - 0)];
-                cat8 = t9;
-            } else if (j7 < 1032192) {
-                const float t10 = p18[(j7 - 688128)];
-                cat8 = t10;
-            } else if (j7 < 1204224) {
-                const float t11 = p19[(j7 - 1032192)];
-                cat8 = t11;
-            } else {
-                const float t12 = p20[(j7 - 1204224)];
-                cat8 = t12;
-            }
-            const float t13 = (cat8 * cat8);
-            acc5 += t13;
-        }
-        const float s14 = magc_simd_sum(acc5);
-        if (l32_2 == 0) {
-            sh15[sg3] = s14;
-        }
-        __syncthreads();
-        float acc16 = sh15[0];
-        for (int s17 = 1; s17 < 32; s17 += 1) {
-            acc16 += sh15[s17];
-        }
-        __syncthreads();
-        if (lid1 == 0) {
-            p21[row4] = acc16;
-        }
-    } else if (int(blockIdx.x) < 83) {
-        const int h3 = (int(blockIdx.x) - 82);
-        const int lid1 = int(threadIdx.x);
-        const int l32_2 = magc_lane();
-        const int sg3 = magc_simdgroup();
-        const int row4 = h3;
-        float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 7056; k6 += 1) {
-            const int j7 = (lid1 + (k6 * 1024));
-            const float t8 = p22[j7];
-            const float t9 = (t8 * t8);
-            acc5 += t9;
-        }
-        const float s10 = magc_simd_sum(acc5);
-        if (l32_2 == 0) {
-            sh11[sg3] = s10;
-        }
-        __syncthreads();
-        float acc12 = sh11[0];
-        for (int s13 = 1; s13 < 32; s13 += 1) {
-            acc12 += sh11[s13];
-        }
-        __syncthreads();
-        if (lid1 == 0) {
-            p23[row4] = acc12;
+            p23[row4] = acc19;
         }
     }
 }
@@ -8376,15 +8404,251 @@ extern "C" __global__ void __launch_bounds__(128) matmul_x2_3(
     }
 }
 
-// 2 independent kernels in one launch
-// part 0 (reduce_sum): fuses reshape %4208, reshape %4209, reshape %4210, reshape %4211, reshape %4212, reshape %4213,
+// 12 independent kernels in one launch
+// part 0 (reduce_sum_pass2): pass 2 of 2, partials folded: fuses reshape %4224, square %4225, reduce_sum %4226 (optimizer)
+// part 1 (reduce_sum_pass2): pass 2 of 2, partials folded: fuses reshape %4228, reshape %4229, reshape %4230, reshape %4231, reshape %4232, reshape %4233,
+//   reshape %4234, reshape %4235, reshape %4236, reshape %4237, reshape %4238, concat %4239,
+//   square %4240, reduce_sum %4241 (optimizer)
+// part 2 (reduce_sum_pass2): pass 2 of 2, partials folded: fuses reshape %4243, reshape %4244, reshape %4245, reshape %4246, concat %4247, square %4248,
+//   reduce_sum %4249 (optimizer)
+// part 3 (reduce_sum_pass2): pass 2 of 2, partials folded: fuses reshape %4251, square %4252, reduce_sum %4253 (optimizer)
+// part 4 (reduce_sum_pass2): pass 2 of 2, partials folded: fuses reshape %4255, reshape %4256, reshape %4257, reshape %4258, reshape %4259, reshape %4260,
+//   reshape %4261, reshape %4262, reshape %4263, reshape %4264, reshape %4265, concat %4266,
+//   square %4267, reduce_sum %4268 (optimizer)
+// part 5 (reduce_sum_pass2): pass 2 of 2, partials folded: fuses reshape %4351, reshape %4352, reshape %4353, reshape %4354, concat %4355, square %4356,
+//   reduce_sum %4357 (optimizer)
+// part 6 (reduce_sum_pass2): pass 2 of 2, partials folded: fuses reshape %4359, square %4360, reduce_sum %4361 (optimizer)
+// part 7 (reduce_sum_pass2): pass 2 of 2, partials folded: fuses reshape %4363, reshape %4364, reshape %4365, reshape %4366, reshape %4367, reshape %4368,
+//   reshape %4369, reshape %4370, reshape %4371, reshape %4372, reshape %4373, concat %4374,
+//   square %4375, reduce_sum %4376 (optimizer)
+// part 8 (reduce_sum_pass2): pass 2 of 2, partials folded: fuses reshape %4378, reshape %4379, reshape %4380, reshape %4381, concat %4382, square %4383,
+//   reduce_sum %4384 (optimizer)
+// part 9 (reduce_sum_pass2): pass 2 of 2, partials folded: fuses reshape %4386, square %4387, reduce_sum %4388 (optimizer)
+// part 10 (reduce_sum_pass2): pass 2 of 2, partials folded: fuses reshape %4390, reshape %4391, reshape %4392, reshape %4393, reshape %4394, reshape %4395,
+//   reshape %4396, reshape %4397, reshape %4398, reshape %4399, reshape %4400, concat %4401,
+//   square %4402, reduce_sum %4403 (optimizer)
+// part 11 (reduce_sum_pass2): pass 2 of 2, partials folded: fuses reshape %4405, reshape %4406, reshape %4407, reshape %4408, concat %4409, square %4410,
+//   reduce_sum %4411 (optimizer)
+// block 32×1×1, grid 12×1×1 blocks
+extern "C" __global__ void __launch_bounds__(32) reduce_sum_pass2_x12_0(
+        const float* p0,
+        float* p1,
+        const float* p2,
+        float* p3,
+        const float* p4,
+        float* p5,
+        const float* p6,
+        float* p7,
+        const float* p8,
+        float* p9,
+        const float* p10,
+        float* p11,
+        const float* p12,
+        float* p13,
+        const float* p14,
+        float* p15,
+        const float* p16,
+        float* p17,
+        const float* p18,
+        float* p19,
+        const float* p20,
+        float* p21,
+        const float* p22,
+        float* p23) {
+    if (int(blockIdx.x) < 1) {
+        const int h0 = (int(blockIdx.x) - 0);
+        const int lid1 = int(threadIdx.x);
+        const int row4 = h0;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 14; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 32));
+            if (j7 < 441) {
+                acc5 += p0[((row4 * 441) + j7)];
+            }
+        }
+        const float s8 = magc_simd_sum(acc5);
+        if (lid1 == 0) {
+            p1[row4] = s8;
+        }
+    } else if (int(blockIdx.x) < 2) {
+        const int h1 = (int(blockIdx.x) - 1);
+        const int lid1 = int(threadIdx.x);
+        const int row4 = h1;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 16; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 32));
+            if (j7 < 483) {
+                acc5 += p2[((row4 * 483) + j7)];
+            }
+        }
+        const float s8 = magc_simd_sum(acc5);
+        if (lid1 == 0) {
+            p3[row4] = s8;
+        }
+    } else if (int(blockIdx.x) < 3) {
+        const int h2 = (int(blockIdx.x) - 2);
+        const int lid1 = int(threadIdx.x);
+        const int row4 = h2;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 5; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 32));
+            if (j7 < 158) {
+                acc5 += p4[((row4 * 158) + j7)];
+            }
+        }
+        const float s8 = magc_simd_sum(acc5);
+        if (lid1 == 0) {
+            p5[row4] = s8;
+        }
+    } else if (int(blockIdx.x) < 4) {
+        const int h3 = (int(blockIdx.x) - 3);
+        const int lid1 = int(threadIdx.x);
+        const int row4 = h3;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 14; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 32));
+            if (j7 < 441) {
+                acc5 += p6[((row4 * 441) + j7)];
+            }
+        }
+        const float s8 = magc_simd_sum(acc5);
+        if (lid1 == 0) {
+            p7[row4] = s8;
+        }
+    } else if (int(blockIdx.x) < 5) {
+        const int h4 = (int(blockIdx.x) - 4);
+        const int lid1 = int(threadIdx.x);
+        const int row4 = h4;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 16; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 32));
+            if (j7 < 483) {
+                acc5 += p8[((row4 * 483) + j7)];
+            }
+        }
+        const float s8 = magc_simd_sum(acc5);
+        if (lid1 == 0) {
+            p9[row4] = s8;
+        }
+    } else if (int(blockIdx.x) < 6) {
+        const int h5 = (int(blockIdx.x) - 5);
+        const int lid1 = int(threadIdx.x);
+        const int row4 = h5;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 5; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 32));
+            if (j7 < 158) {
+                acc5 += p10[((row4 * 158) + j7)];
+            }
+        }
+        const float s8 = magc_simd_sum(acc5);
+        if (lid1 == 0) {
+            p11[row4] = s8;
+        }
+    } else if (int(blockIdx.x) < 7) {
+        const int h6 = (int(blockIdx.x) - 6);
+        const int lid1 = int(threadIdx.x);
+        const int row4 = h6;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 14; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 32));
+            if (j7 < 441) {
+                acc5 += p12[((row4 * 441) + j7)];
+            }
+        }
+        const float s8 = magc_simd_sum(acc5);
+        if (lid1 == 0) {
+            p13[row4] = s8;
+        }
+    } else if (int(blockIdx.x) < 8) {
+        const int h7 = (int(blockIdx.x) - 7);
+        const int lid1 = int(threadIdx.x);
+        const int row4 = h7;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 16; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 32));
+            if (j7 < 483) {
+                acc5 += p14[((row4 * 483) + j7)];
+            }
+        }
+        const float s8 = magc_simd_sum(acc5);
+        if (lid1 == 0) {
+            p15[row4] = s8;
+        }
+    } else if (int(blockIdx.x) < 9) {
+        const int h8 = (int(blockIdx.x) - 8);
+        const int lid1 = int(threadIdx.x);
+        const int row4 = h8;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 5; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 32));
+            if (j7 < 158) {
+                acc5 += p16[((row4 * 158) + j7)];
+            }
+        }
+        const float s8 = magc_simd_sum(acc5);
+        if (lid1 == 0) {
+            p17[row4] = s8;
+        }
+    } else if (int(blockIdx.x) < 10) {
+        const int h9 = (int(blockIdx.x) - 9);
+        const int lid1 = int(threadIdx.x);
+        const int row4 = h9;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 14; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 32));
+            if (j7 < 441) {
+                acc5 += p18[((row4 * 441) + j7)];
+            }
+        }
+        const float s8 = magc_simd_sum(acc5);
+        if (lid1 == 0) {
+            p19[row4] = s8;
+        }
+    } else if (int(blockIdx.x) < 11) {
+        const int h10 = (int(blockIdx.x) - 10);
+        const int lid1 = int(threadIdx.x);
+        const int row4 = h10;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 16; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 32));
+            if (j7 < 483) {
+                acc5 += p20[((row4 * 483) + j7)];
+            }
+        }
+        const float s8 = magc_simd_sum(acc5);
+        if (lid1 == 0) {
+            p21[row4] = s8;
+        }
+    } else if (int(blockIdx.x) < 12) {
+        const int h11 = (int(blockIdx.x) - 11);
+        const int lid1 = int(threadIdx.x);
+        const int row4 = h11;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 5; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 32));
+            if (j7 < 158) {
+                acc5 += p22[((row4 * 158) + j7)];
+            }
+        }
+        const float s8 = magc_simd_sum(acc5);
+        if (lid1 == 0) {
+            p23[row4] = s8;
+        }
+    }
+}
+
+// 3 independent kernels in one launch
+// part 0 (reduce_sum_pass1): pass 1 of 2, partials: fuses reshape %4208, reshape %4209, reshape %4210, reshape %4211, reshape %4212, reshape %4213,
 //   reshape %4214, reshape %4215, reshape %4216, reshape %4217, reshape %4218, reshape %4219,
 //   reshape %4220, concat %4221, square %4222, reduce_sum %4223, add %4227, add %4242, add %4250,
 //   add %4254, add %4269 (optimizer)
-// part 1 (reduce_sum): fuses reshape %4270, reshape %4271, reshape %4272, reshape %4273, concat %4274, square %4275,
+// part 1 (reduce_sum_pass1): pass 1 of 2, partials: fuses reshape %4270, reshape %4271, reshape %4272, reshape %4273, concat %4274, square %4275,
 //   reduce_sum %4276 (optimizer)
-// block 1024×1×1, grid 2×1×1 blocks
-extern "C" __global__ void __launch_bounds__(1024) reduce_sum_x2_0(
+// part 2 (reduce_sum_pass1): pass 1 of 2, partials: fuses reshape %4297, reshape %4298, reshape %4299, reshape %4300, concat %4301, square %4302,
+//   reduce_sum %4303 (optimizer)
+// block 1024×1×1, grid 652×1×1 blocks
+extern "C" __global__ void __launch_bounds__(1024) reduce_sum_pass1_x3_0(
         const float* p0,
         const float* p1,
         const float* p2,
@@ -8398,7 +8662,7 @@ extern "C" __global__ void __launch_bounds__(1024) reduce_sum_x2_0(
         const float* p10,
         const float* p11,
         const float* p12,
-        const float* p13,
+        float* p13,
         const float* p14,
         const float* p15,
         const float* p16,
@@ -8409,132 +8673,523 @@ extern "C" __global__ void __launch_bounds__(1024) reduce_sum_x2_0(
         const float* p21,
         const float* p22,
         float* p23) {
-    __shared__ float sh24[32];
-    __shared__ float sh15[32];
-    if (int(blockIdx.x) < 1) {
+    __shared__ float sh27[32];
+    __shared__ float sh18[32];
+    if (int(blockIdx.x) < 336) {
         const int h0 = (int(blockIdx.x) - 0);
         const int lid1 = int(threadIdx.x);
         const int l32_2 = magc_lane();
         const int sg3 = magc_simdgroup();
         const int row4 = h0;
-        float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 5376; k6 += 1) {
-            const int j7 = (lid1 + (k6 * 1024));
-            float cat8 = 0.0f;
-            if (j7 < 172032) {
-                const float t9 = p0[(j7 - 0)];
-                cat8 = t9;
-            } else if (j7 < 860160) {
-                const float t10 = p1[(j7 - 172032)];
-                cat8 = t10;
-            } else if (j7 < 1204224) {
-                const float t11 = p2[(j7 - 860160)];
-                cat8 = t11;
-            } else if (j7 < 1376256) {
-                const float t12 = p3[(j7 - 1204224)];
-                cat8 = t12;
-            } else if (j7 < 1548288) {
-                const float t13 = p4[(j7 - 1376256)];
-                cat8 = t13;
-            } else if (j7 < 2236416) {
-                const float t14 = p5[(j7 - 1548288)];
-                cat8 = t14;
-            } else if (j7 < 2580480) {
-                const float t15 = p6[(j7 - 2236416)];
-                cat8 = t15;
-            } else if (j7 < 2752512) {
-                const float t16 = p7[(j7 - 2580480)];
-                cat8 = t16;
-            } else if (j7 < 2924544) {
-                const float t17 = p8[(j7 - 2752512)];
-                cat8 = t17;
-            } else if (j7 < 3612672) {
-                const float t18 = p9[(j7 - 2924544)];
-                cat8 = t18;
-            } else if (j7 < 3956736) {
-                const float t19 = p10[(j7 - 3612672)];
-                cat8 = t19;
-            } else if (j7 < 4128768) {
-                const float t20 = p11[(j7 - 3956736)];
-                cat8 = t20;
+        const int from6 = ((row4 % 336) * 16384);
+        float acc7 = 0.0f;
+        for (int k8 = 0; k8 < 16; k8 += 1) {
+            const int j9 = (lid1 + (k8 * 1024));
+            const int k10 = (from6 + j9);
+            float cat11 = 0.0f;
+            if (k10 < 172032) {
+                const float t12 = p0[(k10 - 0)];
+                cat11 = t12;
+            } else if (k10 < 860160) {
+                const float t13 = p1[(k10 - 172032)];
+                cat11 = t13;
+            } else if (k10 < 1204224) {
+                const float t14 = p2[(k10 - 860160)];
+                cat11 = t14;
+            } else if (k10 < 1376256) {
+                const float t15 = p3[(k10 - 1204224)];
+                cat11 = t15;
+            } else if (k10 < 1548288) {
+                const float t16 = p4[(k10 - 1376256)];
+                cat11 = t16;
+            } else if (k10 < 2236416) {
+                const float t17 = p5[(k10 - 1548288)];
+                cat11 = t17;
+            } else if (k10 < 2580480) {
+                const float t18 = p6[(k10 - 2236416)];
+                cat11 = t18;
+            } else if (k10 < 2752512) {
+                const float t19 = p7[(k10 - 2580480)];
+                cat11 = t19;
+            } else if (k10 < 2924544) {
+                const float t20 = p8[(k10 - 2752512)];
+                cat11 = t20;
+            } else if (k10 < 3612672) {
+                const float t21 = p9[(k10 - 2924544)];
+                cat11 = t21;
+            } else if (k10 < 3956736) {
+                const float t22 = p10[(k10 - 3612672)];
+                cat11 = t22;
+            } else if (k10 < 4128768) {
+                const float t23 = p11[(k10 - 3956736)];
+                cat11 = t23;
             } else {
-                const float t21 = p12[(j7 - 4128768)];
-                cat8 = t21;
+                const float t24 = p12[(k10 - 4128768)];
+                cat11 = t24;
             }
-            const float t22 = (cat8 * cat8);
-            acc5 += t22;
+            const float t25 = (cat11 * cat11);
+            acc7 += t25;
         }
-        const float s23 = magc_simd_sum(acc5);
+        const float s26 = magc_simd_sum(acc7);
         if (l32_2 == 0) {
-            sh24[sg3] = s23;
+            sh27[sg3] = s26;
         }
         __syncthreads();
-        float acc25 = sh24[0];
-        for (int s26 = 1; s26 < 32; s26 += 1) {
-            acc25 += sh24[s26];
+        float acc28 = sh27[0];
+        for (int s29 = 1; s29 < 32; s29 += 1) {
+            acc28 += sh27[s29];
         }
         __syncthreads();
         if (lid1 == 0) {
-            const float t27 = p13[row4];
-            const float t28 = (acc25 + t27);
-            const float t29 = p14[row4];
-            const float t30 = (t28 + t29);
-            const float t31 = p15[row4];
-            const float t32 = (t30 + t31);
-            const float t33 = p16[row4];
-            const float t34 = (t32 + t33);
-            const float t35 = p17[row4];
-            const float t36 = (t34 + t35);
-            p18[row4] = t36;
+            p13[row4] = acc28;
         }
-    } else if (int(blockIdx.x) < 2) {
-        const int h1 = (int(blockIdx.x) - 1);
+    } else if (int(blockIdx.x) < 494) {
+        const int h1 = (int(blockIdx.x) - 336);
         const int lid1 = int(threadIdx.x);
         const int l32_2 = magc_lane();
         const int sg3 = magc_simdgroup();
         const int row4 = h1;
-        float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 2520; k6 += 1) {
-            const int j7 = (lid1 + (k6 * 1024));
-            float cat8 = 0.0f;
-            if (j7 < 688128) {
-                const float t9 = p19[(j7 - 0)];
-                cat8 = t9;
-            } else if (j7 < 1032192) {
-                const float t10 = p20[(j7 - 688128)];
-                cat8 = t10;
-            } else if (j7 < 1204224) {
-                const float t11 = p21[(j7 - 1032192)];
-                cat8 = t11;
-            } else {
-                const float t12 = p22[(j7 - 1204224)];
-                cat8 = t12;
+        const int from6 = ((row4 % 158) * 16384);
+        float acc7 = 0.0f;
+        for (int k8 = 0; k8 < 16; k8 += 1) {
+            const int j9 = (lid1 + (k8 * 1024));
+            const int k10 = (from6 + j9);
+            if (k10 < 2580480) {
+                float cat11 = 0.0f;
+                if (k10 < 688128) {
+                    const float t12 = p14[(k10 - 0)];
+                    cat11 = t12;
+                } else if (k10 < 1032192) {
+                    const float t13 = p15[(k10 - 688128)];
+                    cat11 = t13;
+                } else if (k10 < 1204224) {
+                    const float t14 = p16[(k10 - 1032192)];
+                    cat11 = t14;
+                } else {
+                    const float t15 = p17[(k10 - 1204224)];
+                    cat11 = t15;
+                }
+                const float t16 = (cat11 * cat11);
+                acc7 += t16;
             }
-            const float t13 = (cat8 * cat8);
-            acc5 += t13;
         }
-        const float s14 = magc_simd_sum(acc5);
+        const float s17 = magc_simd_sum(acc7);
         if (l32_2 == 0) {
-            sh15[sg3] = s14;
+            sh18[sg3] = s17;
         }
         __syncthreads();
-        float acc16 = sh15[0];
-        for (int s17 = 1; s17 < 32; s17 += 1) {
-            acc16 += sh15[s17];
+        float acc19 = sh18[0];
+        for (int s20 = 1; s20 < 32; s20 += 1) {
+            acc19 += sh18[s20];
         }
         __syncthreads();
         if (lid1 == 0) {
-            p23[row4] = acc16;
+            p18[row4] = acc19;
+        }
+    } else if (int(blockIdx.x) < 652) {
+        const int h2 = (int(blockIdx.x) - 494);
+        const int lid1 = int(threadIdx.x);
+        const int l32_2 = magc_lane();
+        const int sg3 = magc_simdgroup();
+        const int row4 = h2;
+        const int from6 = ((row4 % 158) * 16384);
+        float acc7 = 0.0f;
+        for (int k8 = 0; k8 < 16; k8 += 1) {
+            const int j9 = (lid1 + (k8 * 1024));
+            const int k10 = (from6 + j9);
+            if (k10 < 2580480) {
+                float cat11 = 0.0f;
+                if (k10 < 688128) {
+                    const float t12 = p19[(k10 - 0)];
+                    cat11 = t12;
+                } else if (k10 < 1032192) {
+                    const float t13 = p20[(k10 - 688128)];
+                    cat11 = t13;
+                } else if (k10 < 1204224) {
+                    const float t14 = p21[(k10 - 1032192)];
+                    cat11 = t14;
+                } else {
+                    const float t15 = p22[(k10 - 1204224)];
+                    cat11 = t15;
+                }
+                const float t16 = (cat11 * cat11);
+                acc7 += t16;
+            }
+        }
+        const float s17 = magc_simd_sum(acc7);
+        if (l32_2 == 0) {
+            sh18[sg3] = s17;
+        }
+        __syncthreads();
+        float acc19 = sh18[0];
+        for (int s20 = 1; s20 < 32; s20 += 1) {
+            acc19 += sh18[s20];
+        }
+        __syncthreads();
+        if (lid1 == 0) {
+            p23[row4] = acc19;
         }
     }
 }
 
-// fuses add %4277, reshape %4278, square %4279, reduce_sum %4280, add %4281, add %4296,
+// 9 independent kernels in one launch
+// part 0 (reduce_sum_pass2): pass 2 of 2, partials folded: fuses reshape %4208, reshape %4209, reshape %4210, reshape %4211, reshape %4212, reshape %4213,
+//   reshape %4214, reshape %4215, reshape %4216, reshape %4217, reshape %4218, reshape %4219,
+//   reshape %4220, concat %4221, square %4222, reduce_sum %4223, add %4227, add %4242, add %4250,
+//   add %4254, add %4269 (optimizer)
+// part 1 (reduce_sum_pass2): pass 2 of 2, partials folded: fuses reshape %4270, reshape %4271, reshape %4272, reshape %4273, concat %4274, square %4275,
+//   reduce_sum %4276 (optimizer)
+// part 2 (reduce_sum_pass2): pass 2 of 2, partials folded: fuses reshape %4282, reshape %4283, reshape %4284, reshape %4285, reshape %4286, reshape %4287,
+//   reshape %4288, reshape %4289, reshape %4290, reshape %4291, reshape %4292, concat %4293,
+//   square %4294, reduce_sum %4295 (optimizer)
+// part 3 (reduce_sum_pass2): pass 2 of 2, partials folded: fuses reshape %4297, reshape %4298, reshape %4299, reshape %4300, concat %4301, square %4302,
+//   reduce_sum %4303 (optimizer)
+// part 4 (reduce_sum_pass2): pass 2 of 2, partials folded: fuses reshape %4305, square %4306, reduce_sum %4307 (optimizer)
+// part 5 (reduce_sum_pass2): pass 2 of 2, partials folded: fuses reshape %4309, reshape %4310, reshape %4311, reshape %4312, reshape %4313, reshape %4314,
+//   reshape %4315, reshape %4316, reshape %4317, reshape %4318, reshape %4319, concat %4320,
+//   square %4321, reduce_sum %4322 (optimizer)
+// part 6 (reduce_sum_pass2): pass 2 of 2, partials folded: fuses reshape %4324, reshape %4325, reshape %4326, reshape %4327, concat %4328, square %4329,
+//   reduce_sum %4330 (optimizer)
+// part 7 (reduce_sum_pass2): pass 2 of 2, partials folded: fuses reshape %4332, square %4333, reduce_sum %4334 (optimizer)
+// part 8 (reduce_sum_pass2): pass 2 of 2, partials folded: fuses reshape %4336, reshape %4337, reshape %4338, reshape %4339, reshape %4340, reshape %4341,
+//   reshape %4342, reshape %4343, reshape %4344, reshape %4345, reshape %4346, concat %4347,
+//   square %4348, reduce_sum %4349 (optimizer)
+// block 32×1×1, grid 9×1×1 blocks
+extern "C" __global__ void __launch_bounds__(32) reduce_sum_pass2_x9_0(
+        const float* p0,
+        const float* p1,
+        const float* p2,
+        const float* p3,
+        const float* p4,
+        const float* p5,
+        float* p6,
+        const float* p7,
+        float* p8,
+        const float* p9,
+        float* p10,
+        const float* p11,
+        float* p12,
+        const float* p13,
+        float* p14,
+        const float* p15,
+        float* p16,
+        const float* p17,
+        float* p18,
+        const float* p19,
+        float* p20,
+        const float* p21,
+        float* p22) {
+    if (int(blockIdx.x) < 1) {
+        const int h0 = (int(blockIdx.x) - 0);
+        const int lid1 = int(threadIdx.x);
+        const int row4 = h0;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 11; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 32));
+            if (j7 < 336) {
+                acc5 += p0[((row4 * 336) + j7)];
+            }
+        }
+        const float s8 = magc_simd_sum(acc5);
+        if (lid1 == 0) {
+            const float t9 = p1[row4];
+            const float t10 = (s8 + t9);
+            const float t11 = p2[row4];
+            const float t12 = (t10 + t11);
+            const float t13 = p3[row4];
+            const float t14 = (t12 + t13);
+            const float t15 = p4[row4];
+            const float t16 = (t14 + t15);
+            const float t17 = p5[row4];
+            const float t18 = (t16 + t17);
+            p6[row4] = t18;
+        }
+    } else if (int(blockIdx.x) < 2) {
+        const int h1 = (int(blockIdx.x) - 1);
+        const int lid1 = int(threadIdx.x);
+        const int row4 = h1;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 5; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 32));
+            if (j7 < 158) {
+                acc5 += p7[((row4 * 158) + j7)];
+            }
+        }
+        const float s8 = magc_simd_sum(acc5);
+        if (lid1 == 0) {
+            p8[row4] = s8;
+        }
+    } else if (int(blockIdx.x) < 3) {
+        const int h2 = (int(blockIdx.x) - 2);
+        const int lid1 = int(threadIdx.x);
+        const int row4 = h2;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 16; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 32));
+            if (j7 < 483) {
+                acc5 += p9[((row4 * 483) + j7)];
+            }
+        }
+        const float s8 = magc_simd_sum(acc5);
+        if (lid1 == 0) {
+            p10[row4] = s8;
+        }
+    } else if (int(blockIdx.x) < 4) {
+        const int h3 = (int(blockIdx.x) - 3);
+        const int lid1 = int(threadIdx.x);
+        const int row4 = h3;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 5; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 32));
+            if (j7 < 158) {
+                acc5 += p11[((row4 * 158) + j7)];
+            }
+        }
+        const float s8 = magc_simd_sum(acc5);
+        if (lid1 == 0) {
+            p12[row4] = s8;
+        }
+    } else if (int(blockIdx.x) < 5) {
+        const int h4 = (int(blockIdx.x) - 4);
+        const int lid1 = int(threadIdx.x);
+        const int row4 = h4;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 14; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 32));
+            if (j7 < 441) {
+                acc5 += p13[((row4 * 441) + j7)];
+            }
+        }
+        const float s8 = magc_simd_sum(acc5);
+        if (lid1 == 0) {
+            p14[row4] = s8;
+        }
+    } else if (int(blockIdx.x) < 6) {
+        const int h5 = (int(blockIdx.x) - 5);
+        const int lid1 = int(threadIdx.x);
+        const int row4 = h5;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 16; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 32));
+            if (j7 < 483) {
+                acc5 += p15[((row4 * 483) + j7)];
+            }
+        }
+        const float s8 = magc_simd_sum(acc5);
+        if (lid1 == 0) {
+            p16[row4] = s8;
+        }
+    } else if (int(blockIdx.x) < 7) {
+        const int h6 = (int(blockIdx.x) - 6);
+        const int lid1 = int(threadIdx.x);
+        const int row4 = h6;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 5; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 32));
+            if (j7 < 158) {
+                acc5 += p17[((row4 * 158) + j7)];
+            }
+        }
+        const float s8 = magc_simd_sum(acc5);
+        if (lid1 == 0) {
+            p18[row4] = s8;
+        }
+    } else if (int(blockIdx.x) < 8) {
+        const int h7 = (int(blockIdx.x) - 7);
+        const int lid1 = int(threadIdx.x);
+        const int row4 = h7;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 14; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 32));
+            if (j7 < 441) {
+                acc5 += p19[((row4 * 441) + j7)];
+            }
+        }
+        const float s8 = magc_simd_sum(acc5);
+        if (lid1 == 0) {
+            p20[row4] = s8;
+        }
+    } else if (int(blockIdx.x) < 9) {
+        const int h8 = (int(blockIdx.x) - 8);
+        const int lid1 = int(threadIdx.x);
+        const int row4 = h8;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 16; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 32));
+            if (j7 < 483) {
+                acc5 += p21[((row4 * 483) + j7)];
+            }
+        }
+        const float s8 = magc_simd_sum(acc5);
+        if (lid1 == 0) {
+            p22[row4] = s8;
+        }
+    }
+}
+
+// 6 independent kernels in one launch
+// part 0 (reduce_sum_pass2): pass 2 of 2, partials folded: fuses reshape %4413, square %4414, reduce_sum %4415 (optimizer)
+// part 1 (reduce_sum_pass2): pass 2 of 2, partials folded: fuses reshape %4417, reshape %4418, reshape %4419, reshape %4420, reshape %4421, reshape %4422,
+//   reshape %4423, reshape %4424, reshape %4425, reshape %4426, reshape %4427, concat %4428,
+//   square %4429, reduce_sum %4430 (optimizer)
+// part 2 (reduce_sum_pass2): pass 2 of 2, partials folded: fuses reshape %4432, reshape %4433, reshape %4434, reshape %4435, concat %4436, square %4437,
+//   reduce_sum %4438 (optimizer)
+// part 3 (reduce_sum_pass2): pass 2 of 2, partials folded: fuses reshape %4440, square %4441, reduce_sum %4442 (optimizer)
+// part 4 (reduce_sum_pass2): pass 2 of 2, partials folded: fuses reshape %4444, reshape %4445, reshape %4446, reshape %4447, reshape %4448, reshape %4449,
+//   reshape %4450, reshape %4451, reshape %4452, reshape %4453, reshape %4454, concat %4455,
+//   square %4456, reduce_sum %4457 (optimizer)
+// part 5 (reduce_sum_pass2): pass 2 of 2, partials folded: fuses reshape %4459, reshape %4460, reshape %4461, concat %4462, square %4463,
+//   reduce_sum %4464 (optimizer)
+// block 32×1×1, grid 6×1×1 blocks
+extern "C" __global__ void __launch_bounds__(32) reduce_sum_pass2_x6_0(
+        const float* p0,
+        float* p1,
+        const float* p2,
+        float* p3,
+        const float* p4,
+        float* p5,
+        const float* p6,
+        float* p7,
+        const float* p8,
+        float* p9,
+        const float* p10,
+        float* p11) {
+    if (int(blockIdx.x) < 1) {
+        const int h0 = (int(blockIdx.x) - 0);
+        const int lid1 = int(threadIdx.x);
+        const int row4 = h0;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 14; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 32));
+            if (j7 < 441) {
+                acc5 += p0[((row4 * 441) + j7)];
+            }
+        }
+        const float s8 = magc_simd_sum(acc5);
+        if (lid1 == 0) {
+            p1[row4] = s8;
+        }
+    } else if (int(blockIdx.x) < 2) {
+        const int h1 = (int(blockIdx.x) - 1);
+        const int lid1 = int(threadIdx.x);
+        const int row4 = h1;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 16; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 32));
+            if (j7 < 483) {
+                acc5 += p2[((row4 * 483) + j7)];
+            }
+        }
+        const float s8 = magc_simd_sum(acc5);
+        if (lid1 == 0) {
+            p3[row4] = s8;
+        }
+    } else if (int(blockIdx.x) < 3) {
+        const int h2 = (int(blockIdx.x) - 2);
+        const int lid1 = int(threadIdx.x);
+        const int row4 = h2;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 5; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 32));
+            if (j7 < 158) {
+                acc5 += p4[((row4 * 158) + j7)];
+            }
+        }
+        const float s8 = magc_simd_sum(acc5);
+        if (lid1 == 0) {
+            p5[row4] = s8;
+        }
+    } else if (int(blockIdx.x) < 4) {
+        const int h3 = (int(blockIdx.x) - 3);
+        const int lid1 = int(threadIdx.x);
+        const int row4 = h3;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 14; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 32));
+            if (j7 < 441) {
+                acc5 += p6[((row4 * 441) + j7)];
+            }
+        }
+        const float s8 = magc_simd_sum(acc5);
+        if (lid1 == 0) {
+            p7[row4] = s8;
+        }
+    } else if (int(blockIdx.x) < 5) {
+        const int h4 = (int(blockIdx.x) - 4);
+        const int lid1 = int(threadIdx.x);
+        const int row4 = h4;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 16; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 32));
+            if (j7 < 483) {
+                acc5 += p8[((row4 * 483) + j7)];
+            }
+        }
+        const float s8 = magc_simd_sum(acc5);
+        if (lid1 == 0) {
+            p9[row4] = s8;
+        }
+    } else if (int(blockIdx.x) < 6) {
+        const int h5 = (int(blockIdx.x) - 5);
+        const int lid1 = int(threadIdx.x);
+        const int row4 = h5;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 3; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 32));
+            if (j7 < 74) {
+                acc5 += p10[((row4 * 74) + j7)];
+            }
+        }
+        const float s8 = magc_simd_sum(acc5);
+        if (lid1 == 0) {
+            p11[row4] = s8;
+        }
+    }
+}
+
+// pass 1 of 2, partials: fuses add %4277, reshape %4278, square %4279, reduce_sum %4280, add %4281, add %4296,
 //   add %4304, add %4308, add %4323, add %4331, add %4335, add %4350, add %4358, add %4362,
 //   add %4377, add %4385, add %4389, add %4404, add %4412, add %4416, add %4431, add %4439,
 //   add %4443, add %4458, add %4465, sqrt %4466 (optimizer)
-// block 1024×1×1, grid 1×1×1 blocks
-extern "C" __global__ void __launch_bounds__(1024) reduce_sum_5(
+// block 1024×1×1, grid 441×1×1 blocks
+extern "C" __global__ void __launch_bounds__(1024) reduce_sum_pass1_0(
+        const float* p0,
+        float* p1) {
+    __shared__ float sh14[32];
+    const int lid1 = int(threadIdx.x);
+    const int l32_2 = magc_lane();
+    const int sg3 = magc_simdgroup();
+    const int row4 = int(blockIdx.x);
+    const int from6 = ((row4 % 441) * 16384);
+    float acc7 = 0.0f;
+    for (int k8 = 0; k8 < 16; k8 += 1) {
+        const int j9 = (lid1 + (k8 * 1024));
+        const int k10 = (from6 + j9);
+        const float t11 = p0[k10];
+        const float t12 = (t11 * t11);
+        acc7 += t12;
+    }
+    const float s13 = magc_simd_sum(acc7);
+    if (l32_2 == 0) {
+        sh14[sg3] = s13;
+    }
+    __syncthreads();
+    float acc15 = sh14[0];
+    for (int s16 = 1; s16 < 32; s16 += 1) {
+        acc15 += sh14[s16];
+    }
+    __syncthreads();
+    if (lid1 == 0) {
+        p1[row4] = acc15;
+    }
+}
+
+// pass 2 of 2, partials folded: fuses add %4277, reshape %4278, square %4279, reduce_sum %4280, add %4281, add %4296,
+//   add %4304, add %4308, add %4323, add %4331, add %4335, add %4350, add %4358, add %4362,
+//   add %4377, add %4385, add %4389, add %4404, add %4412, add %4416, add %4431, add %4439,
+//   add %4443, add %4458, add %4465, sqrt %4466 (optimizer)
+// block 32×1×1, grid 1×1×1 blocks
+extern "C" __global__ void __launch_bounds__(32) reduce_sum_pass2_0(
         const float* p0,
         const float* p1,
         const float* p2,
@@ -8559,75 +9214,63 @@ extern "C" __global__ void __launch_bounds__(1024) reduce_sum_5(
         const float* p21,
         const float* p22,
         float* p23) {
-    __shared__ float sh11[32];
     const int lid1 = int(threadIdx.x);
-    const int l32_2 = magc_lane();
-    const int sg3 = magc_simdgroup();
     const int row4 = int(blockIdx.x);
     float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 7056; k6 += 1) {
-        const int j7 = (lid1 + (k6 * 1024));
-        const float t8 = p0[j7];
-        const float t9 = (t8 * t8);
-        acc5 += t9;
+    for (int k6 = 0; k6 < 14; k6 += 1) {
+        const int j7 = (lid1 + (k6 * 32));
+        if (j7 < 441) {
+            acc5 += p0[((row4 * 441) + j7)];
+        }
     }
-    const float s10 = magc_simd_sum(acc5);
-    if (l32_2 == 0) {
-        sh11[sg3] = s10;
-    }
-    __syncthreads();
-    float acc12 = sh11[0];
-    for (int s13 = 1; s13 < 32; s13 += 1) {
-        acc12 += sh11[s13];
-    }
-    __syncthreads();
+    const float s8 = magc_simd_sum(acc5);
     if (lid1 == 0) {
-        const float t14 = p1[row4];
-        const float t15 = p2[row4];
+        const float t9 = p1[row4];
+        const float t10 = p2[row4];
+        const float t11 = (t9 + t10);
+        const float t12 = (t11 + s8);
+        const float t13 = p3[row4];
+        const float t14 = (t12 + t13);
+        const float t15 = p4[row4];
         const float t16 = (t14 + t15);
-        const float t17 = (t16 + acc12);
-        const float t18 = p3[row4];
-        const float t19 = (t17 + t18);
-        const float t20 = p4[row4];
-        const float t21 = (t19 + t20);
-        const float t22 = p5[row4];
-        const float t23 = (t21 + t22);
-        const float t24 = p6[row4];
-        const float t25 = (t23 + t24);
-        const float t26 = p7[row4];
-        const float t27 = (t25 + t26);
-        const float t28 = p8[row4];
-        const float t29 = (t27 + t28);
-        const float t30 = p9[row4];
-        const float t31 = (t29 + t30);
-        const float t32 = p10[row4];
-        const float t33 = (t31 + t32);
-        const float t34 = p11[row4];
-        const float t35 = (t33 + t34);
-        const float t36 = p12[row4];
-        const float t37 = (t35 + t36);
-        const float t38 = p13[row4];
-        const float t39 = (t37 + t38);
-        const float t40 = p14[row4];
-        const float t41 = (t39 + t40);
-        const float t42 = p15[row4];
-        const float t43 = (t41 + t42);
-        const float t44 = p16[row4];
-        const float t45 = (t43 + t44);
-        const float t46 = p17[row4];
-        const float t47 = (t45 + t46);
-        const float t48 = p18[row4];
-        const float t49 = (t47 + t48);
-        const float t50 = p19[row4];
-        const float t51 = (t49 + t50);
-        const float t52 = p20[row4];
-        const float t53 = (t51 + t52);
-        const float t54 = p21[row4];
-        const float t55 = (t53 + t54);
-        const float t56 = p22[row4];
-        const float t57 = (t55 + t56);
-        const float t58 = sqrtf(t57);
-        p23[row4] = t58;
+        const float t17 = p5[row4];
+        const float t18 = (t16 + t17);
+        const float t19 = p6[row4];
+        const float t20 = (t18 + t19);
+        const float t21 = p7[row4];
+        const float t22 = (t20 + t21);
+        const float t23 = p8[row4];
+        const float t24 = (t22 + t23);
+        const float t25 = p9[row4];
+        const float t26 = (t24 + t25);
+        const float t27 = p10[row4];
+        const float t28 = (t26 + t27);
+        const float t29 = p11[row4];
+        const float t30 = (t28 + t29);
+        const float t31 = p12[row4];
+        const float t32 = (t30 + t31);
+        const float t33 = p13[row4];
+        const float t34 = (t32 + t33);
+        const float t35 = p14[row4];
+        const float t36 = (t34 + t35);
+        const float t37 = p15[row4];
+        const float t38 = (t36 + t37);
+        const float t39 = p16[row4];
+        const float t40 = (t38 + t39);
+        const float t41 = p17[row4];
+        const float t42 = (t40 + t41);
+        const float t43 = p18[row4];
+        const float t44 = (t42 + t43);
+        const float t45 = p19[row4];
+        const float t46 = (t44 + t45);
+        const float t47 = p20[row4];
+        const float t48 = (t46 + t47);
+        const float t49 = p21[row4];
+        const float t50 = (t48 + t49);
+        const float t51 = p22[row4];
+        const float t52 = (t50 + t51);
+        const float t53 = sqrtf(t52);
+        p23[row4] = t53;
     }
 }
 

@@ -2565,10 +2565,10 @@ kernel void matmul_7(
 
 // 2 independent kernels in one launch
 // part 0 (cross_entropy_bwd): fuses reshape %1856, mul %1872, slice %1875, cross_entropy_bwd %1876 (loss.0)
-// part 1 (cross_entropy): fuses reshape %1856, slice %1875, cross_entropy %1878 (loss.0)
-// threadgroup 1024×1×1, grid 257×1×1 threadgroups
+// part 1 (cross_entropy_pass1): pass 1 of 2, partials: fuses reshape %1856, slice %1875, cross_entropy %1878 (loss.0)
+// threadgroup 1024×1×1, grid 512×1×1 threadgroups
 [[max_total_threads_per_threadgroup(1024)]]
-kernel void cross_entropy_bwd_cross_entropy_x2_0(
+kernel void cross_entropy_bwd_cross_entropy_pass1_x2_0(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -2657,14 +2657,14 @@ kernel void cross_entropy_bwd_cross_entropy_x2_0(
                 }
             }
         }
-    } else if (int(gid.x) < 257) {
+    } else if (int(gid.x) < 512) {
         const int h1 = (int(gid.x) - 256);
         const int lid1 = int(lid.x);
         const int l32_2 = int(lane);
         const int sg3 = int(sg);
         float loss4 = 0.0f;
         int cnt5 = 0;
-        for (int row6 = 0; row6 < 256; row6 += 1) {
+        for (int row6 = ((h1 * 1) + 0); row6 < 256; row6 += 256) {
             const int t7 = p0[row6];
             if ((t7 >= 0) && (t7 < 50257)) {
                 float m8 = (-INFINITY);
@@ -2703,7 +2703,8 @@ kernel void cross_entropy_bwd_cross_entropy_x2_0(
             }
         }
         if (lid1 == 0) {
-            p5[0] = ((cnt5 > 0) ? (loss4 / float(cnt5)) : 0.0f);
+            p5[h1] = loss4;
+            p5[(h1 + 256)] = float(cnt5);
         }
     }
 }
@@ -2950,12 +2951,53 @@ kernel void matmul_x2_0(
     }
 }
 
+// pass 2 of 2, partials folded: fuses reshape %1856, slice %1875, cross_entropy %1878 (loss.0)
+// threadgroup 256×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
+kernel void cross_entropy_pass2_0(
+        const device float* p0 [[buffer(0)]],
+        device float* p1 [[buffer(1)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
+    threadgroup float sh9[8];
+    threadgroup float sh10[8];
+    const int lid1 = int(lid.x);
+    const int l32_2 = int(lane);
+    const int sg3 = int(sg);
+    float loss4 = 0.0f;
+    float cnt5 = 0.0f;
+    for (int i6 = lid1; i6 < 256; i6 += 256) {
+        loss4 += p0[i6];
+        cnt5 += p0[(i6 + 256)];
+    }
+    const float s7 = simd_sum(loss4);
+    const float s8 = simd_sum(cnt5);
+    if (l32_2 == 0) {
+        sh9[sg3] = s7;
+        sh10[sg3] = s8;
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    float acc11 = sh9[0];
+    for (int s12 = 1; s12 < 8; s12 += 1) {
+        acc11 += sh9[s12];
+    }
+    float acc13 = sh10[0];
+    for (int s14 = 1; s14 < 8; s14 += 1) {
+        acc13 += sh10[s14];
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    if (lid1 == 0) {
+        p1[0] = ((acc13 > 0.0f) ? (acc11 / acc13) : 0.0f);
+    }
+}
+
 // 2 independent kernels in one launch
 // part 0 (cross_entropy_bwd): fuses reshape %1856, mul %1871, slice %1882, cross_entropy_bwd %1883 (loss.1)
-// part 1 (cross_entropy): fuses reshape %1856, slice %1882, cross_entropy %1886 (loss.1)
-// threadgroup 1024×1×1, grid 257×1×1 threadgroups
+// part 1 (cross_entropy_pass1): pass 1 of 2, partials: fuses reshape %1856, slice %1882, cross_entropy %1886 (loss.1)
+// threadgroup 1024×1×1, grid 512×1×1 threadgroups
 [[max_total_threads_per_threadgroup(1024)]]
-kernel void cross_entropy_bwd_cross_entropy_x2_1(
+kernel void cross_entropy_bwd_cross_entropy_pass1_x2_1(
         const device int* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -3044,14 +3086,14 @@ kernel void cross_entropy_bwd_cross_entropy_x2_1(
                 }
             }
         }
-    } else if (int(gid.x) < 257) {
+    } else if (int(gid.x) < 512) {
         const int h1 = (int(gid.x) - 256);
         const int lid1 = int(lid.x);
         const int l32_2 = int(lane);
         const int sg3 = int(sg);
         float loss4 = 0.0f;
         int cnt5 = 0;
-        for (int row6 = 0; row6 < 256; row6 += 1) {
+        for (int row6 = ((h1 * 1) + 0); row6 < 256; row6 += 256) {
             const int t7 = p0[(row6 + 256)];
             if ((t7 >= 0) && (t7 < 50257)) {
                 float m8 = (-INFINITY);
@@ -3090,159 +3132,228 @@ kernel void cross_entropy_bwd_cross_entropy_x2_1(
             }
         }
         if (lid1 == 0) {
-            p5[0] = ((cnt5 > 0) ? (loss4 / float(cnt5)) : 0.0f);
+            p5[h1] = loss4;
+            p5[(h1 + 256)] = float(cnt5);
         }
     }
 }
 
-// 2 independent kernels in one launch
-// part 0 (matmul): fuses matmul %1884 (loss.1)
-// part 1 (div_add_mul): fuses mul %1879, mul %1887, add %1888, div %1889 (loss.1)
-// threadgroup 128×1×1, grid 130×1×1 threadgroups
+// fuses matmul %1884 (loss.1)
+// threadgroup 128×1×1, grid 32×4×1 threadgroups
 [[max_total_threads_per_threadgroup(128)]]
-kernel void matmul_div_add_mul_x2_0(
+kernel void matmul_8(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        const device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
-        const device float* p7 [[buffer(7)]],
-        device float* p8 [[buffer(8)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
+    const int m01 = (int(gid.y) * 64);
+    const int n02 = (int(gid.x) * 64);
     threadgroup float sh[4352];
-    if (int(gid.x) < 128) {
-        const int h0 = (int(gid.x) - 0);
-        const int m01 = ((h0 / 32) * 64);
-        const int n02 = ((h0 % 32) * 64);
-        const int ti3 = int(lid.x);
-        const int sgi4 = int(sg);
-        const int sr5 = ((sgi4 / 2) * 32);
-        const int sc6 = ((sgi4 % 2) * 32);
-        simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-        for (int k0 = 0; k0 < 50257; k0 += 16) {
-            for (int s7 = 0; s7 < 8; s7 += 1) {
-                const int l8 = ((s7 * 128) + ti3);
-                const int i9 = (l8 / 16);
-                const int k10 = (l8 % 16);
-                const int gi11 = (m01 + i9);
-                const int gk12 = (k0 + k10);
-                if (gk12 < 50257) {
-                    const float t13 = p0[((gi11 * 50257) + gk12)];
-                    sh[((i9 * 20) + k10)] = t13;
-                } else {
-                    sh[((i9 * 20) + k10)] = 0.0f;
-                }
+    const int ti3 = int(lid.x);
+    const int sgi4 = int(sg);
+    const int sr5 = ((sgi4 / 2) * 32);
+    const int sc6 = ((sgi4 % 2) * 32);
+    simdgroup_float8x8 acc0_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc0_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc0_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc0_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc1_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc2_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc2_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc2_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc2_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc3_0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc3_1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc3_2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    simdgroup_float8x8 acc3_3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+    for (int k0 = 0; k0 < 50257; k0 += 16) {
+        for (int s7 = 0; s7 < 8; s7 += 1) {
+            const int l8 = ((s7 * 128) + ti3);
+            const int i9 = (l8 / 16);
+            const int k10 = (l8 % 16);
+            const int gi11 = (m01 + i9);
+            const int gk12 = (k0 + k10);
+            if (gk12 < 50257) {
+                const float t13 = p0[((gi11 * 50257) + gk12)];
+                sh[((i9 * 20) + k10)] = t13;
+            } else {
+                sh[((i9 * 20) + k10)] = 0.0f;
             }
-            for (int s14 = 0; s14 < 8; s14 += 1) {
-                const int l15 = ((s14 * 128) + ti3);
-                const int k16 = (l15 / 64);
-                const int i17 = (l15 % 64);
-                const int gi18 = (n02 + i17);
-                const int gk19 = (k0 + k16);
-                if (gk19 < 50257) {
-                    const float t20 = p1[((gk19 * 2048) + gi18)];
-                    sh[(((k16 * 68) + i17) + 1280)] = t20;
-                } else {
-                    sh[(((k16 * 68) + i17) + 1280)] = 0.0f;
-                }
-            }
-            threadgroup_barrier(mem_flags::mem_threadgroup);
-            for (int kk = 0; kk < 16; kk += 8) {
-                simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa0, sh + ((sr5 * 20) + kk), 20);
-                simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa1, sh + (((sr5 + 8) * 20) + kk), 20);
-                simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa2, sh + (((sr5 + 16) * 20) + kk), 20);
-                simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fa3, sh + (((sr5 + 24) * 20) + kk), 20);
-                simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb0, sh + (((kk * 68) + sc6) + 1280), 68);
-                simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb1, sh + (((kk * 68) + (sc6 + 8)) + 1280), 68);
-                simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb2, sh + (((kk * 68) + (sc6 + 16)) + 1280), 68);
-                simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
-                simdgroup_load(fb3, sh + (((kk * 68) + (sc6 + 24)) + 1280), 68);
-                simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
-                simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
-                simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
-                simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
-                simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
-                simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
-                simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
-                simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
-                simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
-                simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
-                simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
-                simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
-                simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
-                simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
-                simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
-                simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
-            }
-            threadgroup_barrier(mem_flags::mem_threadgroup);
         }
-        simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
-        simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
-        simdgroup_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
-        simdgroup_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
-        simdgroup_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
-        simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
-        simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
-        simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
-        simdgroup_store(acc2_0, sh + (((sr5 + 16) * 68) + sc6), 68);
-        simdgroup_store(acc2_1, sh + (((sr5 + 16) * 68) + (sc6 + 8)), 68);
-        simdgroup_store(acc2_2, sh + (((sr5 + 16) * 68) + (sc6 + 16)), 68);
-        simdgroup_store(acc2_3, sh + (((sr5 + 16) * 68) + (sc6 + 24)), 68);
-        simdgroup_store(acc3_0, sh + (((sr5 + 24) * 68) + sc6), 68);
-        simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
-        simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
-        simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
+        for (int s14 = 0; s14 < 8; s14 += 1) {
+            const int l15 = ((s14 * 128) + ti3);
+            const int k16 = (l15 / 64);
+            const int i17 = (l15 % 64);
+            const int gi18 = (n02 + i17);
+            const int gk19 = (k0 + k16);
+            if (gk19 < 50257) {
+                const float t20 = p1[((gk19 * 2048) + gi18)];
+                sh[(((k16 * 68) + i17) + 1280)] = t20;
+            } else {
+                sh[(((k16 * 68) + i17) + 1280)] = 0.0f;
+            }
+        }
         threadgroup_barrier(mem_flags::mem_threadgroup);
-        for (int s21 = 0; s21 < 32; s21 += 1) {
-            const int l22 = ((s21 * 128) + ti3);
-            const int i23 = (l22 / 64);
-            const int j24 = (l22 % 64);
-            const int gi25 = (m01 + i23);
-            const int gj26 = (n02 + j24);
-            p2[((gi25 * 2048) + gj26)] = sh[((i23 * 68) + j24)];
+        for (int kk = 0; kk < 16; kk += 8) {
+            simdgroup_float8x8 fa0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa0, sh + ((sr5 * 20) + kk), 20);
+            simdgroup_float8x8 fa1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa1, sh + (((sr5 + 8) * 20) + kk), 20);
+            simdgroup_float8x8 fa2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa2, sh + (((sr5 + 16) * 20) + kk), 20);
+            simdgroup_float8x8 fa3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fa3, sh + (((sr5 + 24) * 20) + kk), 20);
+            simdgroup_float8x8 fb0 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb0, sh + (((kk * 68) + sc6) + 1280), 68);
+            simdgroup_float8x8 fb1 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb1, sh + (((kk * 68) + (sc6 + 8)) + 1280), 68);
+            simdgroup_float8x8 fb2 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb2, sh + (((kk * 68) + (sc6 + 16)) + 1280), 68);
+            simdgroup_float8x8 fb3 = make_filled_simdgroup_matrix<float, 8, 8>(0);
+            simdgroup_load(fb3, sh + (((kk * 68) + (sc6 + 24)) + 1280), 68);
+            simdgroup_multiply_accumulate(acc0_0, fa0, fb0, acc0_0);
+            simdgroup_multiply_accumulate(acc0_1, fa0, fb1, acc0_1);
+            simdgroup_multiply_accumulate(acc0_2, fa0, fb2, acc0_2);
+            simdgroup_multiply_accumulate(acc0_3, fa0, fb3, acc0_3);
+            simdgroup_multiply_accumulate(acc1_0, fa1, fb0, acc1_0);
+            simdgroup_multiply_accumulate(acc1_1, fa1, fb1, acc1_1);
+            simdgroup_multiply_accumulate(acc1_2, fa1, fb2, acc1_2);
+            simdgroup_multiply_accumulate(acc1_3, fa1, fb3, acc1_3);
+            simdgroup_multiply_accumulate(acc2_0, fa2, fb0, acc2_0);
+            simdgroup_multiply_accumulate(acc2_1, fa2, fb1, acc2_1);
+            simdgroup_multiply_accumulate(acc2_2, fa2, fb2, acc2_2);
+            simdgroup_multiply_accumulate(acc2_3, fa2, fb3, acc2_3);
+            simdgroup_multiply_accumulate(acc3_0, fa3, fb0, acc3_0);
+            simdgroup_multiply_accumulate(acc3_1, fa3, fb1, acc3_1);
+            simdgroup_multiply_accumulate(acc3_2, fa3, fb2, acc3_2);
+            simdgroup_multiply_accumulate(acc3_3, fa3, fb3, acc3_3);
         }
-    } else if (int(gid.x) < 130) {
-        const int h1 = (int(gid.x) - 128);
-        const int i1 = ((h1 * 128) + int(lid.x));
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+    }
+    simdgroup_store(acc0_0, sh + ((sr5 * 68) + sc6), 68);
+    simdgroup_store(acc0_1, sh + ((sr5 * 68) + (sc6 + 8)), 68);
+    simdgroup_store(acc0_2, sh + ((sr5 * 68) + (sc6 + 16)), 68);
+    simdgroup_store(acc0_3, sh + ((sr5 * 68) + (sc6 + 24)), 68);
+    simdgroup_store(acc1_0, sh + (((sr5 + 8) * 68) + sc6), 68);
+    simdgroup_store(acc1_1, sh + (((sr5 + 8) * 68) + (sc6 + 8)), 68);
+    simdgroup_store(acc1_2, sh + (((sr5 + 8) * 68) + (sc6 + 16)), 68);
+    simdgroup_store(acc1_3, sh + (((sr5 + 8) * 68) + (sc6 + 24)), 68);
+    simdgroup_store(acc2_0, sh + (((sr5 + 16) * 68) + sc6), 68);
+    simdgroup_store(acc2_1, sh + (((sr5 + 16) * 68) + (sc6 + 8)), 68);
+    simdgroup_store(acc2_2, sh + (((sr5 + 16) * 68) + (sc6 + 16)), 68);
+    simdgroup_store(acc2_3, sh + (((sr5 + 16) * 68) + (sc6 + 24)), 68);
+    simdgroup_store(acc3_0, sh + (((sr5 + 24) * 68) + sc6), 68);
+    simdgroup_store(acc3_1, sh + (((sr5 + 24) * 68) + (sc6 + 8)), 68);
+    simdgroup_store(acc3_2, sh + (((sr5 + 24) * 68) + (sc6 + 16)), 68);
+    simdgroup_store(acc3_3, sh + (((sr5 + 24) * 68) + (sc6 + 24)), 68);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    for (int s21 = 0; s21 < 32; s21 += 1) {
+        const int l22 = ((s21 * 128) + ti3);
+        const int i23 = (l22 / 64);
+        const int j24 = (l22 % 64);
+        const int gi25 = (m01 + i23);
+        const int gj26 = (n02 + j24);
+        p2[((gi25 * 2048) + gj26)] = sh[((i23 * 68) + j24)];
+    }
+}
+
+// 2 independent kernels in one launch
+// part 0 (div_add_mul): fuses mul %1879, mul %1887, add %1888, div %1889 (loss.1)
+// part 1 (rmsnorm_bwd): fuses concat %1885, reshape %1899, rmsnorm_bwd %1900
+// threadgroup 256×1×1, grid 513×1×1 threadgroups
+[[max_total_threads_per_threadgroup(256)]]
+kernel void div_add_mul_rmsnorm_bwd_x2_0(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        const device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        device float* p5 [[buffer(5)]],
+        const device float* p6 [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
+        const device float* p8 [[buffer(8)]],
+        const device float* p9 [[buffer(9)]],
+        device float* p10 [[buffer(10)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
+    threadgroup float sh20[8];
+    threadgroup float sh21[8];
+    if (int(gid.x) < 1) {
+        const int h0 = (int(gid.x) - 0);
+        const int i1 = ((h0 * 256) + int(lid.x));
         if (i1 >= 1) {
             return;
         }
-        const float t2 = p3[i1];
-        const float t3 = p4[i1];
+        const float t2 = p0[i1];
+        const float t3 = p1[i1];
         const float t4 = (t2 * t3);
-        const float t5 = p5[i1];
-        const float t6 = p6[i1];
+        const float t5 = p2[i1];
+        const float t6 = p3[i1];
         const float t7 = (t5 * t6);
         const float t8 = (t4 + t7);
-        const float t9 = p7[i1];
+        const float t9 = p4[i1];
         const float t10 = (t8 / t9);
-        p8[i1] = t10;
+        p5[i1] = t10;
+    } else if (int(gid.x) < 513) {
+        const int h1 = (int(gid.x) - 1);
+        const int lid1 = int(lid.x);
+        const int l32_2 = int(lane);
+        const int sg3 = int(sg);
+        const int row4 = h1;
+        const int c5 = (row4 / 512);
+        const int c6 = (row4 % 512);
+        float reg7[8];
+        float reg8[8];
+        float ss9 = 0.0f;
+        float dot10 = 0.0f;
+        for (int k11 = 0; k11 < 8; k11 += 1) {
+            const int j12 = (lid1 + (k11 * 256));
+            const float t13 = p6[((((c5 * 512) + c6) * 2048) + j12)];
+            reg7[k11] = t13;
+            float cat14 = 0.0f;
+            if ((((((c5 * 512) + c6) * 2048) + j12) / 2048) < 256) {
+                const float t15 = p7[((((((((c5 * 512) + c6) * 2048) + j12) / 2048) - 0) * 2048) + (((((c5 * 512) + c6) * 2048) + j12) % 2048))];
+                cat14 = t15;
+            } else {
+                const float t16 = p8[((((((((c5 * 512) + c6) * 2048) + j12) / 2048) - 256) * 2048) + (((((c5 * 512) + c6) * 2048) + j12) % 2048))];
+                cat14 = t16;
+            }
+            reg8[k11] = cat14;
+            const float t17 = p9[j12];
+            ss9 += (t13 * t13);
+            dot10 += ((cat14 * t17) * t13);
+        }
+        const float s18 = simd_sum(ss9);
+        const float s19 = simd_sum(dot10);
+        if (l32_2 == 0) {
+            sh20[sg3] = s18;
+            sh21[sg3] = s19;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+        float acc22 = sh20[0];
+        for (int s23 = 1; s23 < 8; s23 += 1) {
+            acc22 += sh20[s23];
+        }
+        float acc24 = sh21[0];
+        for (int s25 = 1; s25 < 8; s25 += 1) {
+            acc24 += sh21[s25];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+        const float r26 = rsqrt(((acc22 / 2048.0f) + 1e-05f));
+        const float mean27 = ((acc24 * r26) / 2048.0f);
+        for (int k28 = 0; k28 < 8; k28 += 1) {
+            const int j29 = (lid1 + (k28 * 256));
+            const float xh30 = (reg7[k28] * r26);
+            const float t31 = p9[j29];
+            p10[((((c5 * 512) + c6) * 2048) + j29)] = (r26 * ((reg8[k28] * t31) - (xh30 * mean27)));
+        }
     }
 }
 
@@ -3301,74 +3412,6 @@ kernel void reduce_sum_1(
     const float t27 = p12[row4];
     const float t28 = (t27 + t26);
     p13[row4] = t28;
-}
-
-// fuses concat %1885, reshape %1899, rmsnorm_bwd %1900
-// threadgroup 256×1×1, grid 512×1×1 threadgroups
-[[max_total_threads_per_threadgroup(256)]]
-kernel void rmsnorm_bwd_0(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        device float* p4 [[buffer(4)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]],
-        uint lane [[thread_index_in_simdgroup]],
-        uint sg [[simdgroup_index_in_threadgroup]]) {
-    threadgroup float sh20[8];
-    threadgroup float sh21[8];
-    const int lid1 = int(lid.x);
-    const int l32_2 = int(lane);
-    const int sg3 = int(sg);
-    const int row4 = int(gid.x);
-    const int c5 = (row4 / 512);
-    const int c6 = (row4 % 512);
-    float reg7[8];
-    float reg8[8];
-    float ss9 = 0.0f;
-    float dot10 = 0.0f;
-    for (int k11 = 0; k11 < 8; k11 += 1) {
-        const int j12 = (lid1 + (k11 * 256));
-        const float t13 = p0[((((c5 * 512) + c6) * 2048) + j12)];
-        reg7[k11] = t13;
-        float cat14 = 0.0f;
-        if ((((((c5 * 512) + c6) * 2048) + j12) / 2048) < 256) {
-            const float t15 = p1[((((((((c5 * 512) + c6) * 2048) + j12) / 2048) - 0) * 2048) + (((((c5 * 512) + c6) * 2048) + j12) % 2048))];
-            cat14 = t15;
-        } else {
-            const float t16 = p2[((((((((c5 * 512) + c6) * 2048) + j12) / 2048) - 256) * 2048) + (((((c5 * 512) + c6) * 2048) + j12) % 2048))];
-            cat14 = t16;
-        }
-        reg8[k11] = cat14;
-        const float t17 = p3[j12];
-        ss9 += (t13 * t13);
-        dot10 += ((cat14 * t17) * t13);
-    }
-    const float s18 = simd_sum(ss9);
-    const float s19 = simd_sum(dot10);
-    if (l32_2 == 0) {
-        sh20[sg3] = s18;
-        sh21[sg3] = s19;
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup);
-    float acc22 = sh20[0];
-    for (int s23 = 1; s23 < 8; s23 += 1) {
-        acc22 += sh20[s23];
-    }
-    float acc24 = sh21[0];
-    for (int s25 = 1; s25 < 8; s25 += 1) {
-        acc24 += sh21[s25];
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup);
-    const float r26 = rsqrt(((acc22 / 2048.0f) + 1e-05f));
-    const float mean27 = ((acc24 * r26) / 2048.0f);
-    for (int k28 = 0; k28 < 8; k28 += 1) {
-        const int j29 = (lid1 + (k28 * 256));
-        const float xh30 = (reg7[k28] * r26);
-        const float t31 = p3[j29];
-        p4[((((c5 * 512) + c6) * 2048) + j29)] = (r26 * ((reg8[k28] * t31) - (xh30 * mean27)));
-    }
 }
 
 // 2 independent kernels in one launch
@@ -4137,7 +4180,7 @@ kernel void selective_scan_bwd_0(
 // fuses sigmoid %1928, mul %1929, matmul %1930 (mamba.29)
 // threadgroup 128×1×1, grid 2×8×1 threadgroups
 [[max_total_threads_per_threadgroup(128)]]
-kernel void matmul_8(
+kernel void matmul_9(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -4259,7 +4302,7 @@ kernel void matmul_8(
 //   add %1938, mul %1939 (mamba.29)
 // threadgroup 128×1×1, grid 64×8×1 threadgroups
 [[max_total_threads_per_threadgroup(128)]]
-kernel void matmul_9(
+kernel void matmul_10(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -4401,7 +4444,7 @@ kernel void matmul_9(
 // fuses slice %1829, causal_conv1d_bwd %1940, concat %1943, scale %1944, matmul %1947 (mamba.29)
 // threadgroup 128×1×1, grid 2×8×1 threadgroups
 [[max_total_threads_per_threadgroup(128)]]
-kernel void matmul_10(
+kernel void matmul_11(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -4986,7 +5029,7 @@ kernel void matmul_x3_0(
 // fuses rmsnorm_bwd %1956, add %1958 (mamba.29)
 // threadgroup 256×1×1, grid 512×1×1 threadgroups
 [[max_total_threads_per_threadgroup(256)]]
-kernel void rmsnorm_bwd_1(
+kernel void rmsnorm_bwd_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -6530,7 +6573,7 @@ kernel void reduce_sum_4(
 // fuses matmul %2134 (moe.8)
 // threadgroup 128×1×1, grid 32×8×1 threadgroups
 [[max_total_threads_per_threadgroup(128)]]
-kernel void matmul_11(
+kernel void matmul_12(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
@@ -6654,7 +6697,7 @@ kernel void matmul_11(
 // fuses add %2135, reshape %2136, rmsnorm_bwd %2137, add %2139 (moe.8)
 // threadgroup 256×1×1, grid 512×1×1 threadgroups
 [[max_total_threads_per_threadgroup(256)]]
-kernel void rmsnorm_bwd_2(
+kernel void rmsnorm_bwd_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -6720,12 +6763,11 @@ kernel void rmsnorm_bwd_2(
 
 // 2 independent kernels in one launch
 // part 0 (selective_scan_bwd): fuses slice %839, slice %840, neg %846, mul %3161, selective_scan_bwd %3169 (mamba.13)
-// part 1 (reduce_sum): fuses reshape %4444, reshape %4445, reshape %4446, reshape %4447, reshape %4448, reshape %4449,
-//   reshape %4450, reshape %4451, reshape %4452, reshape %4453, reshape %4454, concat %4455,
-//   square %4456, reduce_sum %4457 (optimizer)
-// threadgroup 1024×1×1, grid 81×1×1 threadgroups
+// part 1 (reduce_sum_pass1): pass 1 of 2, partials: fuses reshape %4459, reshape %4460, reshape %4461, concat %4462, square %4463,
+//   reduce_sum %4464 (optimizer)
+// threadgroup 1024×1×1, grid 154×1×1 threadgroups
 [[max_total_threads_per_threadgroup(1024)]]
-kernel void selective_scan_bwd_reduce_sum_x2_0(
+kernel void selective_scan_bwd_reduce_sum_pass1_x2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -6741,21 +6783,13 @@ kernel void selective_scan_bwd_reduce_sum_x2_0(
         const device float* p12 [[buffer(12)]],
         const device float* p13 [[buffer(13)]],
         const device float* p14 [[buffer(14)]],
-        const device float* p15 [[buffer(15)]],
-        const device float* p16 [[buffer(16)]],
-        const device float* p17 [[buffer(17)]],
-        const device float* p18 [[buffer(18)]],
-        const device float* p19 [[buffer(19)]],
-        const device float* p20 [[buffer(20)]],
-        const device float* p21 [[buffer(21)]],
-        const device float* p22 [[buffer(22)]],
-        device float* p23 [[buffer(23)]],
+        device float* p15 [[buffer(15)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint lane [[thread_index_in_simdgroup]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float red3[2048];
-    threadgroup float sh22[32];
+    threadgroup float sh17[32];
     if (int(gid.x) < 80) {
         const int h0 = (int(gid.x) - 0);
         float ckpt2[8];
@@ -6930,78 +6964,336 @@ kernel void selective_scan_bwd_reduce_sum_x2_0(
                 }
             }
         }
-    } else if (int(gid.x) < 81) {
+    } else if (int(gid.x) < 154) {
         const int h1 = (int(gid.x) - 80);
         const int lid1 = int(lid.x);
         const int l32_2 = int(lane);
         const int sg3 = int(sg);
         const int row4 = h1;
-        float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 7728; k6 += 1) {
-            const int j7 = (lid1 + (k6 * 1024));
-            float cat8 = 0.0f;
-            if (j7 < 3612672) {
-                const float t9 = p12[(j7 - 0)];
-                cat8 = t9;
-            } else if (j7 < 4988928) {
-                const float t10 = p13[(j7 - 3612672)];
-                cat8 = t10;
-            } else if (j7 < 5160960) {
-                const float t11 = p14[(j7 - 4988928)];
-                cat8 = t11;
-            } else if (j7 < 5849088) {
-                const float t12 = p15[(j7 - 5160960)];
-                cat8 = t12;
-            } else if (j7 < 6193152) {
-                const float t13 = p16[(j7 - 5849088)];
-                cat8 = t13;
-            } else if (j7 < 6365184) {
-                const float t14 = p17[(j7 - 6193152)];
-                cat8 = t14;
-            } else if (j7 < 6537216) {
-                const float t15 = p18[(j7 - 6365184)];
-                cat8 = t15;
-            } else if (j7 < 7225344) {
-                const float t16 = p19[(j7 - 6537216)];
-                cat8 = t16;
-            } else if (j7 < 7569408) {
-                const float t17 = p20[(j7 - 7225344)];
-                cat8 = t17;
-            } else if (j7 < 7741440) {
-                const float t18 = p21[(j7 - 7569408)];
-                cat8 = t18;
-            } else {
-                const float t19 = p22[(j7 - 7741440)];
-                cat8 = t19;
+        const int from6 = ((row4 % 74) * 16384);
+        float acc7 = 0.0f;
+        for (int k8 = 0; k8 < 16; k8 += 1) {
+            const int j9 = (lid1 + (k8 * 1024));
+            const int k10 = (from6 + j9);
+            if (k10 < 1204224) {
+                float cat11 = 0.0f;
+                if (k10 < 688128) {
+                    const float t12 = p12[(k10 - 0)];
+                    cat11 = t12;
+                } else if (k10 < 1032192) {
+                    const float t13 = p13[(k10 - 688128)];
+                    cat11 = t13;
+                } else {
+                    const float t14 = p14[(k10 - 1032192)];
+                    cat11 = t14;
+                }
+                const float t15 = (cat11 * cat11);
+                acc7 += t15;
             }
-            const float t20 = (cat8 * cat8);
-            acc5 += t20;
         }
-        const float s21 = simd_sum(acc5);
+        const float s16 = simd_sum(acc7);
         if (l32_2 == 0) {
-            sh22[sg3] = s21;
+            sh17[sg3] = s16;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup);
-        float acc23 = sh22[0];
-        for (int s24 = 1; s24 < 32; s24 += 1) {
-            acc23 += sh22[s24];
+        float acc18 = sh17[0];
+        for (int s19 = 1; s19 < 32; s19 += 1) {
+            acc18 += sh17[s19];
         }
         threadgroup_barrier(mem_flags::mem_threadgroup);
         if (lid1 == 0) {
-            p23[row4] = acc23;
+            p15[row4] = acc18;
         }
     }
 }
 
-// 3 independent kernels in one launch
+// 2 independent kernels in one launch
 // part 0 (selective_scan_bwd): fuses slice %793, slice %794, neg %800, mul %3218, selective_scan_bwd %3226 (mamba.12)
-// part 1 (reduce_sum): fuses reshape %4432, reshape %4433, reshape %4434, reshape %4435, concat %4436, square %4437,
-//   reduce_sum %4438 (optimizer)
-// part 2 (reduce_sum): fuses reshape %4459, reshape %4460, reshape %4461, concat %4462, square %4463,
-//   reduce_sum %4464 (optimizer)
-// threadgroup 1024×1×1, grid 82×1×1 threadgroups
+// part 1 (reduce_sum_pass1): pass 1 of 2, partials: fuses reshape %4444, reshape %4445, reshape %4446, reshape %4447, reshape %4448, reshape %4449,
+//   reshape %4450, reshape %4451, reshape %4452, reshape %4453, reshape %4454, concat %4455,
+//   square %4456, reduce_sum %4457 (optimizer)
+// threadgroup 1024×1×1, grid 563×1×1 threadgroups
 [[max_total_threads_per_threadgroup(1024)]]
-kernel void selective_scan_bwd_reduce_sum_x3_0(
+kernel void selective_scan_bwd_reduce_sum_pass1_x2_1(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        const device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        const device float* p6 [[buffer(6)]],
+        device float* p7 [[buffer(7)]],
+        device float* p8 [[buffer(8)]],
+        const device float* p9 [[buffer(9)]],
+        device float* p10 [[buffer(10)]],
+        device float* p11 [[buffer(11)]],
+        const device float* p12 [[buffer(12)]],
+        const device float* p13 [[buffer(13)]],
+        const device float* p14 [[buffer(14)]],
+        const device float* p15 [[buffer(15)]],
+        const device float* p16 [[buffer(16)]],
+        const device float* p17 [[buffer(17)]],
+        const device float* p18 [[buffer(18)]],
+        const device float* p19 [[buffer(19)]],
+        const device float* p20 [[buffer(20)]],
+        const device float* p21 [[buffer(21)]],
+        const device float* p22 [[buffer(22)]],
+        device float* p23 [[buffer(23)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
+    threadgroup float red3[2048];
+    threadgroup float sh25[32];
+    if (int(gid.x) < 80) {
+        const int h0 = (int(gid.x) - 0);
+        float ckpt2[8];
+        float seq1[16];
+        const int gid4 = h0;
+        if (gid4 < 16) {
+            const int b5 = (gid4 / 16);
+            const int n06 = ((gid4 % 16) * 1);
+            const int n7 = (n06 + (int(lid.x) / 1024));
+            const int sg8 = int(sg);
+            const int lane9 = int(lane);
+            int buf10 = 0;
+            for (int blk11 = 0; blk11 < 4; blk11 += 1) {
+                const int ch12 = ((blk11 * 1024) + (int(lid.x) % 1024));
+                const float t13 = p0[((ch12 * 16) + n7)];
+                const float t14 = (-t13);
+                float carry15 = 0.0f;
+                for (int cc16 = 0; cc16 < 4; cc16 += 1) {
+                    const int c17 = (3 - cc16);
+                    const int t018 = (c17 * 128);
+                    const int t119 = min((t018 + 128), 512);
+                    const float t20 = p1[((((((b5 * 4) + c17) * 4096) + ch12) * 16) + n7)];
+                    const int subs21 = (((t119 - t018) + 15) / 16);
+                    float s22 = t20;
+                    for (int k23 = 0; k23 < subs21; k23 += 1) {
+                        ckpt2[k23] = s22;
+                        const int u024 = (t018 + (k23 * 16));
+                        for (int t25 = u024; t25 < min((u024 + 16), t119); t25 += 1) {
+                            const float t26 = p2[((((b5 * 512) + t25) * 4096) + ch12)];
+                            const float t27 = p3[((((b5 * 512) + t25) * 4096) + ch12)];
+                            const float t28 = p4[((((b5 * 512) + t25) * 160) + (n7 + 128))];
+                            const float a30 = exp((t26 * t14));
+                            s22 = ((a30 * s22) + ((t26 * t28) * t27));
+                        }
+                    }
+                    for (int kk31 = 0; kk31 < subs21; kk31 += 1) {
+                        const int k32 = ((subs21 - 1) - kk31);
+                        const int u033 = (t018 + (k32 * 16));
+                        const int u134 = min((u033 + 16), t119);
+                        float s35 = ckpt2[k32];
+                        for (int t36 = u033; t36 < u134; t36 += 1) {
+                            seq1[(t36 - u033)] = s35;
+                            const float t37 = p2[((((b5 * 512) + t36) * 4096) + ch12)];
+                            const float t38 = p3[((((b5 * 512) + t36) * 4096) + ch12)];
+                            const float t39 = p4[((((b5 * 512) + t36) * 160) + (n7 + 128))];
+                            const float a41 = exp((t37 * t14));
+                            s35 = ((a41 * s35) + ((t37 * t39) * t38));
+                        }
+                        const int len42 = (u134 - u033);
+                        for (int i043 = 0; i043 < len42; i043 += 16) {
+                            const int cnt44 = min(16, (len42 - i043));
+                            const int rb45 = (buf10 * 1024);
+                            for (int j46 = 0; j46 < cnt44; j46 += 1) {
+                                const int t47 = ((u134 - 1) - (i043 + j46));
+                                const float t48 = p2[((((b5 * 512) + t47) * 4096) + ch12)];
+                                const float t49 = p3[((((b5 * 512) + t47) * 4096) + ch12)];
+                                const float t50 = p4[((((b5 * 512) + t47) * 160) + (n7 + 128))];
+                                const float t51 = p4[((((b5 * 512) + t47) * 160) + (n7 + 144))];
+                                const float t52 = p5[((((b5 * 512) + t47) * 4096) + ch12)];
+                                const float t53 = p6[((((b5 * 512) + t47) * 4096) + ch12)];
+                                const float t54 = (t52 * t53);
+                                const float sp55 = seq1[(t47 - u033)];
+                                const float a56 = exp((t48 * t14));
+                                const float g57 = ((t51 * t54) + carry15);
+                                carry15 = (a56 * g57);
+                                const float sp58 = simd_sum(((g57 * t48) * t49));
+                                const float sp59 = simd_sum((((a56 * sp55) + ((t48 * t50) * t49)) * t54));
+                                if (lane9 == 0) {
+                                    red3[(rb45 + ((((0 * 16) + j46) * 32) + sg8))] = sp58;
+                                    red3[(rb45 + ((((1 * 16) + j46) * 32) + sg8))] = sp59;
+                                }
+                            }
+                            threadgroup_barrier(mem_flags::mem_threadgroup);
+                            const int per60 = (cnt44 * 1);
+                            for (int k61 = sg8; k61 < (2 * per60); k61 += 32) {
+                                const int q62 = (k61 / per60);
+                                const int j63 = ((k61 % per60) / 1);
+                                const int ns64 = (k61 % 1);
+                                const float tot65 = simd_sum(red3[(rb45 + ((((q62 * 16) + j63) * 32) + ((ns64 * 32) + lane9)))]);
+                                const int t66 = ((u134 - 1) - (i043 + j63));
+                                const int nn67 = (n06 + ns64);
+                                if (lane9 == 0) {
+                                    if (q62 == 0) {
+                                        if (blk11 == 0) {
+                                            p7[((((b5 * 512) + t66) * 16) + nn67)] = tot65;
+                                        } else {
+                                            p7[((((b5 * 512) + t66) * 16) + nn67)] += tot65;
+                                        }
+                                    }
+                                    if (q62 == 1) {
+                                        if (blk11 == 0) {
+                                            p8[((((b5 * 512) + t66) * 16) + nn67)] = tot65;
+                                        } else {
+                                            p8[((((b5 * 512) + t66) * 16) + nn67)] += tot65;
+                                        }
+                                    }
+                                }
+                            }
+                            buf10 = (1 - buf10);
+                        }
+                    }
+                }
+            }
+        } else {
+            const int ch68 = (((gid4 - 16) * 64) + (int(lid.x) / 16));
+            const int n69 = (int(lid.x) % 16);
+            const float t70 = p0[((ch68 * 16) + n69)];
+            const float t71 = (-t70);
+            const float t72 = p9[ch68];
+            float dA73 = 0.0f;
+            float dD74 = 0.0f;
+            for (int b75 = 0; b75 < 1; b75 += 1) {
+                float carry76 = 0.0f;
+                for (int cc77 = 0; cc77 < 4; cc77 += 1) {
+                    const int c78 = (3 - cc77);
+                    const int t079 = (c78 * 128);
+                    const int t180 = min((t079 + 128), 512);
+                    const float t81 = p1[((((((b75 * 4) + c78) * 4096) + ch68) * 16) + n69)];
+                    const int subs82 = (((t180 - t079) + 15) / 16);
+                    float s83 = t81;
+                    for (int k84 = 0; k84 < subs82; k84 += 1) {
+                        ckpt2[k84] = s83;
+                        const int u085 = (t079 + (k84 * 16));
+                        for (int t86 = u085; t86 < min((u085 + 16), t180); t86 += 1) {
+                            const float t87 = p2[((((b75 * 512) + t86) * 4096) + ch68)];
+                            const float t88 = p3[((((b75 * 512) + t86) * 4096) + ch68)];
+                            const float t89 = p4[((((b75 * 512) + t86) * 160) + (n69 + 128))];
+                            const float a91 = exp((t87 * t71));
+                            s83 = ((a91 * s83) + ((t87 * t89) * t88));
+                        }
+                    }
+                    for (int kk92 = 0; kk92 < subs82; kk92 += 1) {
+                        const int k93 = ((subs82 - 1) - kk92);
+                        const int u094 = (t079 + (k93 * 16));
+                        const int u195 = min((u094 + 16), t180);
+                        float s96 = ckpt2[k93];
+                        for (int t97 = u094; t97 < u195; t97 += 1) {
+                            seq1[(t97 - u094)] = s96;
+                            const float t98 = p2[((((b75 * 512) + t97) * 4096) + ch68)];
+                            const float t99 = p3[((((b75 * 512) + t97) * 4096) + ch68)];
+                            const float t100 = p4[((((b75 * 512) + t97) * 160) + (n69 + 128))];
+                            const float a102 = exp((t98 * t71));
+                            s96 = ((a102 * s96) + ((t98 * t100) * t99));
+                        }
+                        for (int i103 = 0; i103 < (u195 - u094); i103 += 1) {
+                            const int t104 = ((u195 - 1) - i103);
+                            const float t105 = p2[((((b75 * 512) + t104) * 4096) + ch68)];
+                            const float t106 = p3[((((b75 * 512) + t104) * 4096) + ch68)];
+                            const float t107 = p4[((((b75 * 512) + t104) * 160) + (n69 + 128))];
+                            const float t108 = p4[((((b75 * 512) + t104) * 160) + (n69 + 144))];
+                            const float t109 = p5[((((b75 * 512) + t104) * 4096) + ch68)];
+                            const float t110 = p6[((((b75 * 512) + t104) * 4096) + ch68)];
+                            const float t111 = (t109 * t110);
+                            const float sp112 = seq1[(t104 - u094)];
+                            const float a113 = exp((t105 * t71));
+                            const float g114 = ((t108 * t111) + carry76);
+                            carry76 = (a113 * g114);
+                            const float r115 = (((g114 * t105) * t107) + simd_shuffle_xor(((g114 * t105) * t107), ushort(8)));
+                            const float r116 = (r115 + simd_shuffle_xor(r115, ushort(4)));
+                            const float r117 = (r116 + simd_shuffle_xor(r116, ushort(2)));
+                            const float r118 = (r117 + simd_shuffle_xor(r117, ushort(1)));
+                            const float r119 = ((g114 * (((t71 * a113) * sp112) + (t107 * t106))) + simd_shuffle_xor((g114 * (((t71 * a113) * sp112) + (t107 * t106))), ushort(8)));
+                            const float r120 = (r119 + simd_shuffle_xor(r119, ushort(4)));
+                            const float r121 = (r120 + simd_shuffle_xor(r120, ushort(2)));
+                            const float r122 = (r121 + simd_shuffle_xor(r121, ushort(1)));
+                            if (n69 == 0) {
+                                p10[((((b75 * 512) + t104) * 4096) + ch68)] = (r118 + (t72 * t111));
+                                p11[((((b75 * 512) + t104) * 4096) + ch68)] = r122;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    } else if (int(gid.x) < 563) {
+        const int h1 = (int(gid.x) - 80);
+        const int lid1 = int(lid.x);
+        const int l32_2 = int(lane);
+        const int sg3 = int(sg);
+        const int row4 = h1;
+        const int from6 = ((row4 % 483) * 16384);
+        float acc7 = 0.0f;
+        for (int k8 = 0; k8 < 16; k8 += 1) {
+            const int j9 = (lid1 + (k8 * 1024));
+            const int k10 = (from6 + j9);
+            float cat11 = 0.0f;
+            if (k10 < 3612672) {
+                const float t12 = p12[(k10 - 0)];
+                cat11 = t12;
+            } else if (k10 < 4988928) {
+                const float t13 = p13[(k10 - 3612672)];
+                cat11 = t13;
+            } else if (k10 < 5160960) {
+                const float t14 = p14[(k10 - 4988928)];
+                cat11 = t14;
+            } else if (k10 < 5849088) {
+                const float t15 = p15[(k10 - 5160960)];
+                cat11 = t15;
+            } else if (k10 < 6193152) {
+                const float t16 = p16[(k10 - 5849088)];
+                cat11 = t16;
+            } else if (k10 < 6365184) {
+                const float t17 = p17[(k10 - 6193152)];
+                cat11 = t17;
+            } else if (k10 < 6537216) {
+                const float t18 = p18[(k10 - 6365184)];
+                cat11 = t18;
+            } else if (k10 < 7225344) {
+                const float t19 = p19[(k10 - 6537216)];
+                cat11 = t19;
+            } else if (k10 < 7569408) {
+                const float t20 = p20[(k10 - 7225344)];
+                cat11 = t20;
+            } else if (k10 < 7741440) {
+                const float t21 = p21[(k10 - 7569408)];
+                cat11 = t21;
+            } else {
+                const float t22 = p22[(k10 - 7741440)];
+                cat11 = t22;
+            }
+            const float t23 = (cat11 * cat11);
+            acc7 += t23;
+        }
+        const float s24 = simd_sum(acc7);
+        if (l32_2 == 0) {
+            sh25[sg3] = s24;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+        float acc26 = sh25[0];
+        for (int s27 = 1; s27 < 32; s27 += 1) {
+            acc26 += sh25[s27];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+        if (lid1 == 0) {
+            p23[row4] = acc26;
+        }
+    }
+}
+
+// 4 independent kernels in one launch
+// part 0 (selective_scan_bwd): fuses slice %649, slice %650, neg %656, mul %3399, selective_scan_bwd %3407 (mamba.10)
+// part 1 (reduce_sum_pass1): pass 1 of 2, partials: fuses reshape %4405, reshape %4406, reshape %4407, reshape %4408, concat %4409, square %4410,
+//   reduce_sum %4411 (optimizer)
+// part 2 (reduce_sum_pass1): pass 1 of 2, partials: fuses reshape %4432, reshape %4433, reshape %4434, reshape %4435, concat %4436, square %4437,
+//   reduce_sum %4438 (optimizer)
+// part 3 (reduce_sum_pass1): pass 1 of 2, partials: fuses reshape %4440, square %4441, reduce_sum %4442 (optimizer)
+// threadgroup 1024×1×1, grid 837×1×1 threadgroups
+[[max_total_threads_per_threadgroup(1024)]]
+kernel void selective_scan_bwd_reduce_sum_pass1_x4_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -7022,13 +7314,16 @@ kernel void selective_scan_bwd_reduce_sum_x3_0(
         const device float* p17 [[buffer(17)]],
         const device float* p18 [[buffer(18)]],
         const device float* p19 [[buffer(19)]],
-        device float* p20 [[buffer(20)]],
+        const device float* p20 [[buffer(20)]],
+        device float* p21 [[buffer(21)]],
+        const device float* p22 [[buffer(22)]],
+        device float* p23 [[buffer(23)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint lane [[thread_index_in_simdgroup]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float red3[2048];
-    threadgroup float sh15[32];
+    threadgroup float sh18[32];
     threadgroup float sh14[32];
     if (int(gid.x) < 80) {
         const int h0 = (int(gid.x) - 0);
@@ -7204,69 +7499,108 @@ kernel void selective_scan_bwd_reduce_sum_x3_0(
                 }
             }
         }
-    } else if (int(gid.x) < 81) {
+    } else if (int(gid.x) < 238) {
         const int h1 = (int(gid.x) - 80);
         const int lid1 = int(lid.x);
         const int l32_2 = int(lane);
         const int sg3 = int(sg);
         const int row4 = h1;
-        float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 2520; k6 += 1) {
-            const int j7 = (lid1 + (k6 * 1024));
-            float cat8 = 0.0f;
-            if (j7 < 688128) {
-                const float t9 = p12[(j7 - 0)];
-                cat8 = t9;
-            } else if (j7 < 1032192) {
-                const float t10 = p13[(j7 - 688128)];
-                cat8 = t10;
-            } else if (j7 < 1204224) {
-                const float t11 = p14[(j7 - 1032192)];
-                cat8 = t11;
-            } else {
-                const float t12 = p15[(j7 - 1204224)];
-                cat8 = t12;
+        const int from6 = ((row4 % 158) * 16384);
+        float acc7 = 0.0f;
+        for (int k8 = 0; k8 < 16; k8 += 1) {
+            const int j9 = (lid1 + (k8 * 1024));
+            const int k10 = (from6 + j9);
+            if (k10 < 2580480) {
+                float cat11 = 0.0f;
+                if (k10 < 688128) {
+                    const float t12 = p12[(k10 - 0)];
+                    cat11 = t12;
+                } else if (k10 < 1032192) {
+                    const float t13 = p13[(k10 - 688128)];
+                    cat11 = t13;
+                } else if (k10 < 1204224) {
+                    const float t14 = p14[(k10 - 1032192)];
+                    cat11 = t14;
+                } else {
+                    const float t15 = p15[(k10 - 1204224)];
+                    cat11 = t15;
+                }
+                const float t16 = (cat11 * cat11);
+                acc7 += t16;
             }
-            const float t13 = (cat8 * cat8);
-            acc5 += t13;
         }
-        const float s14 = simd_sum(acc5);
+        const float s17 = simd_sum(acc7);
         if (l32_2 == 0) {
-            sh15[sg3] = s14;
+            sh18[sg3] = s17;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup);
-        float acc16 = sh15[0];
-        for (int s17 = 1; s17 < 32; s17 += 1) {
-            acc16 += sh15[s17];
+        float acc19 = sh18[0];
+        for (int s20 = 1; s20 < 32; s20 += 1) {
+            acc19 += sh18[s20];
         }
         threadgroup_barrier(mem_flags::mem_threadgroup);
         if (lid1 == 0) {
-            p16[row4] = acc16;
+            p16[row4] = acc19;
         }
-    } else if (int(gid.x) < 82) {
-        const int h2 = (int(gid.x) - 81);
+    } else if (int(gid.x) < 396) {
+        const int h2 = (int(gid.x) - 238);
         const int lid1 = int(lid.x);
         const int l32_2 = int(lane);
         const int sg3 = int(sg);
         const int row4 = h2;
-        float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 1176; k6 += 1) {
-            const int j7 = (lid1 + (k6 * 1024));
-            float cat8 = 0.0f;
-            if (j7 < 688128) {
-                const float t9 = p17[(j7 - 0)];
-                cat8 = t9;
-            } else if (j7 < 1032192) {
-                const float t10 = p18[(j7 - 688128)];
-                cat8 = t10;
-            } else {
-                const float t11 = p19[(j7 - 1032192)];
-                cat8 = t11;
+        const int from6 = ((row4 % 158) * 16384);
+        float acc7 = 0.0f;
+        for (int k8 = 0; k8 < 16; k8 += 1) {
+            const int j9 = (lid1 + (k8 * 1024));
+            const int k10 = (from6 + j9);
+            if (k10 < 2580480) {
+                float cat11 = 0.0f;
+                if (k10 < 688128) {
+                    const float t12 = p17[(k10 - 0)];
+                    cat11 = t12;
+                } else if (k10 < 1032192) {
+                    const float t13 = p18[(k10 - 688128)];
+                    cat11 = t13;
+                } else if (k10 < 1204224) {
+                    const float t14 = p19[(k10 - 1032192)];
+                    cat11 = t14;
+                } else {
+                    const float t15 = p20[(k10 - 1204224)];
+                    cat11 = t15;
+                }
+                const float t16 = (cat11 * cat11);
+                acc7 += t16;
             }
-            const float t12 = (cat8 * cat8);
-            acc5 += t12;
         }
-        const float s13 = simd_sum(acc5);
+        const float s17 = simd_sum(acc7);
+        if (l32_2 == 0) {
+            sh18[sg3] = s17;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+        float acc19 = sh18[0];
+        for (int s20 = 1; s20 < 32; s20 += 1) {
+            acc19 += sh18[s20];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+        if (lid1 == 0) {
+            p21[row4] = acc19;
+        }
+    } else if (int(gid.x) < 837) {
+        const int h3 = (int(gid.x) - 396);
+        const int lid1 = int(lid.x);
+        const int l32_2 = int(lane);
+        const int sg3 = int(sg);
+        const int row4 = h3;
+        const int from6 = ((row4 % 441) * 16384);
+        float acc7 = 0.0f;
+        for (int k8 = 0; k8 < 16; k8 += 1) {
+            const int j9 = (lid1 + (k8 * 1024));
+            const int k10 = (from6 + j9);
+            const float t11 = p22[k10];
+            const float t12 = (t11 * t11);
+            acc7 += t12;
+        }
+        const float s13 = simd_sum(acc7);
         if (l32_2 == 0) {
             sh14[sg3] = s13;
         }
@@ -7277,21 +7611,21 @@ kernel void selective_scan_bwd_reduce_sum_x3_0(
         }
         threadgroup_barrier(mem_flags::mem_threadgroup);
         if (lid1 == 0) {
-            p20[row4] = acc15;
+            p23[row4] = acc15;
         }
     }
 }
 
 // 5 independent kernels in one launch
-// part 0 (selective_scan_bwd): fuses slice %603, slice %604, neg %610, mul %3456, selective_scan_bwd %3464 (mamba.9)
-// part 1 (reduce_sum): fuses reshape %4386, square %4387, reduce_sum %4388 (optimizer)
-// part 2 (reduce_sum): fuses reshape %4405, reshape %4406, reshape %4407, reshape %4408, concat %4409, square %4410,
-//   reduce_sum %4411 (optimizer)
-// part 3 (reduce_sum): fuses reshape %4413, square %4414, reduce_sum %4415 (optimizer)
-// part 4 (reduce_sum): fuses reshape %4440, square %4441, reduce_sum %4442 (optimizer)
-// threadgroup 1024×1×1, grid 84×1×1 threadgroups
+// part 0 (selective_scan_bwd): fuses slice %459, slice %460, neg %466, mul %3637, selective_scan_bwd %3645 (mamba.7)
+// part 1 (reduce_sum_pass1): pass 1 of 2, partials: fuses reshape %4359, square %4360, reduce_sum %4361 (optimizer)
+// part 2 (reduce_sum_pass1): pass 1 of 2, partials: fuses reshape %4378, reshape %4379, reshape %4380, reshape %4381, concat %4382, square %4383,
+//   reduce_sum %4384 (optimizer)
+// part 3 (reduce_sum_pass1): pass 1 of 2, partials: fuses reshape %4386, square %4387, reduce_sum %4388 (optimizer)
+// part 4 (reduce_sum_pass1): pass 1 of 2, partials: fuses reshape %4413, square %4414, reduce_sum %4415 (optimizer)
+// threadgroup 1024×1×1, grid 1561×1×1 threadgroups
 [[max_total_threads_per_threadgroup(1024)]]
-kernel void selective_scan_bwd_reduce_sum_x5_0(
+kernel void selective_scan_bwd_reduce_sum_pass1_x5_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -7320,8 +7654,8 @@ kernel void selective_scan_bwd_reduce_sum_x5_0(
         uint lane [[thread_index_in_simdgroup]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float red3[2048];
-    threadgroup float sh11[32];
-    threadgroup float sh15[32];
+    threadgroup float sh14[32];
+    threadgroup float sh18[32];
     if (int(gid.x) < 80) {
         const int h0 = (int(gid.x) - 0);
         float ckpt2[8];
@@ -7496,136 +7830,146 @@ kernel void selective_scan_bwd_reduce_sum_x5_0(
                 }
             }
         }
-    } else if (int(gid.x) < 81) {
+    } else if (int(gid.x) < 521) {
         const int h1 = (int(gid.x) - 80);
         const int lid1 = int(lid.x);
         const int l32_2 = int(lane);
         const int sg3 = int(sg);
         const int row4 = h1;
-        float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 7056; k6 += 1) {
-            const int j7 = (lid1 + (k6 * 1024));
-            const float t8 = p12[j7];
-            const float t9 = (t8 * t8);
-            acc5 += t9;
+        const int from6 = ((row4 % 441) * 16384);
+        float acc7 = 0.0f;
+        for (int k8 = 0; k8 < 16; k8 += 1) {
+            const int j9 = (lid1 + (k8 * 1024));
+            const int k10 = (from6 + j9);
+            const float t11 = p12[k10];
+            const float t12 = (t11 * t11);
+            acc7 += t12;
         }
-        const float s10 = simd_sum(acc5);
+        const float s13 = simd_sum(acc7);
         if (l32_2 == 0) {
-            sh11[sg3] = s10;
+            sh14[sg3] = s13;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup);
-        float acc12 = sh11[0];
-        for (int s13 = 1; s13 < 32; s13 += 1) {
-            acc12 += sh11[s13];
+        float acc15 = sh14[0];
+        for (int s16 = 1; s16 < 32; s16 += 1) {
+            acc15 += sh14[s16];
         }
         threadgroup_barrier(mem_flags::mem_threadgroup);
         if (lid1 == 0) {
-            p13[row4] = acc12;
+            p13[row4] = acc15;
         }
-    } else if (int(gid.x) < 82) {
-        const int h2 = (int(gid.x) - 81);
+    } else if (int(gid.x) < 679) {
+        const int h2 = (int(gid.x) - 521);
         const int lid1 = int(lid.x);
         const int l32_2 = int(lane);
         const int sg3 = int(sg);
         const int row4 = h2;
-        float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 2520; k6 += 1) {
-            const int j7 = (lid1 + (k6 * 1024));
-            float cat8 = 0.0f;
-            if (j7 < 688128) {
-                const float t9 = p14[(j7 - 0)];
-                cat8 = t9;
-            } else if (j7 < 1032192) {
-                const float t10 = p15[(j7 - 688128)];
-                cat8 = t10;
-            } else if (j7 < 1204224) {
-                const float t11 = p16[(j7 - 1032192)];
-                cat8 = t11;
-            } else {
-                const float t12 = p17[(j7 - 1204224)];
-                cat8 = t12;
+        const int from6 = ((row4 % 158) * 16384);
+        float acc7 = 0.0f;
+        for (int k8 = 0; k8 < 16; k8 += 1) {
+            const int j9 = (lid1 + (k8 * 1024));
+            const int k10 = (from6 + j9);
+            if (k10 < 2580480) {
+                float cat11 = 0.0f;
+                if (k10 < 688128) {
+                    const float t12 = p14[(k10 - 0)];
+                    cat11 = t12;
+                } else if (k10 < 1032192) {
+                    const float t13 = p15[(k10 - 688128)];
+                    cat11 = t13;
+                } else if (k10 < 1204224) {
+                    const float t14 = p16[(k10 - 1032192)];
+                    cat11 = t14;
+                } else {
+                    const float t15 = p17[(k10 - 1204224)];
+                    cat11 = t15;
+                }
+                const float t16 = (cat11 * cat11);
+                acc7 += t16;
             }
-            const float t13 = (cat8 * cat8);
-            acc5 += t13;
         }
-        const float s14 = simd_sum(acc5);
+        const float s17 = simd_sum(acc7);
         if (l32_2 == 0) {
-            sh15[sg3] = s14;
+            sh18[sg3] = s17;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup);
-        float acc16 = sh15[0];
-        for (int s17 = 1; s17 < 32; s17 += 1) {
-            acc16 += sh15[s17];
+        float acc19 = sh18[0];
+        for (int s20 = 1; s20 < 32; s20 += 1) {
+            acc19 += sh18[s20];
         }
         threadgroup_barrier(mem_flags::mem_threadgroup);
         if (lid1 == 0) {
-            p18[row4] = acc16;
+            p18[row4] = acc19;
         }
-    } else if (int(gid.x) < 83) {
-        const int h3 = (int(gid.x) - 82);
+    } else if (int(gid.x) < 1120) {
+        const int h3 = (int(gid.x) - 679);
         const int lid1 = int(lid.x);
         const int l32_2 = int(lane);
         const int sg3 = int(sg);
         const int row4 = h3;
-        float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 7056; k6 += 1) {
-            const int j7 = (lid1 + (k6 * 1024));
-            const float t8 = p19[j7];
-            const float t9 = (t8 * t8);
-            acc5 += t9;
+        const int from6 = ((row4 % 441) * 16384);
+        float acc7 = 0.0f;
+        for (int k8 = 0; k8 < 16; k8 += 1) {
+            const int j9 = (lid1 + (k8 * 1024));
+            const int k10 = (from6 + j9);
+            const float t11 = p19[k10];
+            const float t12 = (t11 * t11);
+            acc7 += t12;
         }
-        const float s10 = simd_sum(acc5);
+        const float s13 = simd_sum(acc7);
         if (l32_2 == 0) {
-            sh11[sg3] = s10;
+            sh14[sg3] = s13;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup);
-        float acc12 = sh11[0];
-        for (int s13 = 1; s13 < 32; s13 += 1) {
-            acc12 += sh11[s13];
+        float acc15 = sh14[0];
+        for (int s16 = 1; s16 < 32; s16 += 1) {
+            acc15 += sh14[s16];
         }
         threadgroup_barrier(mem_flags::mem_threadgroup);
         if (lid1 == 0) {
-            p20[row4] = acc12;
+            p20[row4] = acc15;
         }
-    } else if (int(gid.x) < 84) {
-        const int h4 = (int(gid.x) - 83);
+    } else if (int(gid.x) < 1561) {
+        const int h4 = (int(gid.x) - 1120);
         const int lid1 = int(lid.x);
         const int l32_2 = int(lane);
         const int sg3 = int(sg);
         const int row4 = h4;
-        float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 7056; k6 += 1) {
-            const int j7 = (lid1 + (k6 * 1024));
-            const float t8 = p21[j7];
-            const float t9 = (t8 * t8);
-            acc5 += t9;
+        const int from6 = ((row4 % 441) * 16384);
+        float acc7 = 0.0f;
+        for (int k8 = 0; k8 < 16; k8 += 1) {
+            const int j9 = (lid1 + (k8 * 1024));
+            const int k10 = (from6 + j9);
+            const float t11 = p21[k10];
+            const float t12 = (t11 * t11);
+            acc7 += t12;
         }
-        const float s10 = simd_sum(acc5);
+        const float s13 = simd_sum(acc7);
         if (l32_2 == 0) {
-            sh11[sg3] = s10;
+            sh14[sg3] = s13;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup);
-        float acc12 = sh11[0];
-        for (int s13 = 1; s13 < 32; s13 += 1) {
-            acc12 += sh11[s13];
+        float acc15 = sh14[0];
+        for (int s16 = 1; s16 < 32; s16 += 1) {
+            acc15 += sh14[s16];
         }
         threadgroup_barrier(mem_flags::mem_threadgroup);
         if (lid1 == 0) {
-            p22[row4] = acc12;
+            p22[row4] = acc15;
         }
     }
 }
 
 // 4 independent kernels in one launch
-// part 0 (selective_scan_bwd): fuses slice %459, slice %460, neg %466, mul %3637, selective_scan_bwd %3645 (mamba.7)
-// part 1 (reduce_sum): fuses reshape %4351, reshape %4352, reshape %4353, reshape %4354, concat %4355, square %4356,
+// part 0 (selective_scan_bwd): fuses slice %315, slice %316, neg %322, mul %3818, selective_scan_bwd %3826 (mamba.5)
+// part 1 (reduce_sum_pass1): pass 1 of 2, partials: fuses reshape %4324, reshape %4325, reshape %4326, reshape %4327, concat %4328, square %4329,
+//   reduce_sum %4330 (optimizer)
+// part 2 (reduce_sum_pass1): pass 1 of 2, partials: fuses reshape %4332, square %4333, reduce_sum %4334 (optimizer)
+// part 3 (reduce_sum_pass1): pass 1 of 2, partials: fuses reshape %4351, reshape %4352, reshape %4353, reshape %4354, concat %4355, square %4356,
 //   reduce_sum %4357 (optimizer)
-// part 2 (reduce_sum): fuses reshape %4359, square %4360, reduce_sum %4361 (optimizer)
-// part 3 (reduce_sum): fuses reshape %4378, reshape %4379, reshape %4380, reshape %4381, concat %4382, square %4383,
-//   reduce_sum %4384 (optimizer)
-// threadgroup 1024×1×1, grid 83×1×1 threadgroups
+// threadgroup 1024×1×1, grid 837×1×1 threadgroups
 [[max_total_threads_per_threadgroup(1024)]]
-kernel void selective_scan_bwd_reduce_sum_x4_0(
+kernel void selective_scan_bwd_reduce_sum_pass1_x4_1(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -7655,8 +7999,8 @@ kernel void selective_scan_bwd_reduce_sum_x4_0(
         uint lane [[thread_index_in_simdgroup]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
     threadgroup float red3[2048];
-    threadgroup float sh15[32];
-    threadgroup float sh11[32];
+    threadgroup float sh18[32];
+    threadgroup float sh14[32];
     if (int(gid.x) < 80) {
         const int h0 = (int(gid.x) - 0);
         float ckpt2[8];
@@ -7831,431 +8175,119 @@ kernel void selective_scan_bwd_reduce_sum_x4_0(
                 }
             }
         }
-    } else if (int(gid.x) < 81) {
+    } else if (int(gid.x) < 238) {
         const int h1 = (int(gid.x) - 80);
         const int lid1 = int(lid.x);
         const int l32_2 = int(lane);
         const int sg3 = int(sg);
         const int row4 = h1;
-        float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 2520; k6 += 1) {
-            const int j7 = (lid1 + (k6 * 1024));
-            float cat8 = 0.0f;
-            if (j7 < 688128) {
-                const float t9 = p12[(j7 - 0)];
-                cat8 = t9;
-            } else if (j7 < 1032192) {
-                const float t10 = p13[(j7 - 688128)];
-                cat8 = t10;
-            } else if (j7 < 1204224) {
-                const float t11 = p14[(j7 - 1032192)];
-                cat8 = t11;
-            } else {
-                const float t12 = p15[(j7 - 1204224)];
-                cat8 = t12;
+        const int from6 = ((row4 % 158) * 16384);
+        float acc7 = 0.0f;
+        for (int k8 = 0; k8 < 16; k8 += 1) {
+            const int j9 = (lid1 + (k8 * 1024));
+            const int k10 = (from6 + j9);
+            if (k10 < 2580480) {
+                float cat11 = 0.0f;
+                if (k10 < 688128) {
+                    const float t12 = p12[(k10 - 0)];
+                    cat11 = t12;
+                } else if (k10 < 1032192) {
+                    const float t13 = p13[(k10 - 688128)];
+                    cat11 = t13;
+                } else if (k10 < 1204224) {
+                    const float t14 = p14[(k10 - 1032192)];
+                    cat11 = t14;
+                } else {
+                    const float t15 = p15[(k10 - 1204224)];
+                    cat11 = t15;
+                }
+                const float t16 = (cat11 * cat11);
+                acc7 += t16;
             }
-            const float t13 = (cat8 * cat8);
-            acc5 += t13;
         }
-        const float s14 = simd_sum(acc5);
+        const float s17 = simd_sum(acc7);
         if (l32_2 == 0) {
-            sh15[sg3] = s14;
+            sh18[sg3] = s17;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup);
-        float acc16 = sh15[0];
-        for (int s17 = 1; s17 < 32; s17 += 1) {
-            acc16 += sh15[s17];
+        float acc19 = sh18[0];
+        for (int s20 = 1; s20 < 32; s20 += 1) {
+            acc19 += sh18[s20];
         }
         threadgroup_barrier(mem_flags::mem_threadgroup);
         if (lid1 == 0) {
-            p16[row4] = acc16;
+            p16[row4] = acc19;
         }
-    } else if (int(gid.x) < 82) {
-        const int h2 = (int(gid.x) - 81);
+    } else if (int(gid.x) < 679) {
+        const int h2 = (int(gid.x) - 238);
         const int lid1 = int(lid.x);
         const int l32_2 = int(lane);
         const int sg3 = int(sg);
         const int row4 = h2;
-        float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 7056; k6 += 1) {
-            const int j7 = (lid1 + (k6 * 1024));
-            const float t8 = p17[j7];
-            const float t9 = (t8 * t8);
-            acc5 += t9;
+        const int from6 = ((row4 % 441) * 16384);
+        float acc7 = 0.0f;
+        for (int k8 = 0; k8 < 16; k8 += 1) {
+            const int j9 = (lid1 + (k8 * 1024));
+            const int k10 = (from6 + j9);
+            const float t11 = p17[k10];
+            const float t12 = (t11 * t11);
+            acc7 += t12;
         }
-        const float s10 = simd_sum(acc5);
+        const float s13 = simd_sum(acc7);
         if (l32_2 == 0) {
-            sh11[sg3] = s10;
+            sh14[sg3] = s13;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup);
-        float acc12 = sh11[0];
-        for (int s13 = 1; s13 < 32; s13 += 1) {
-            acc12 += sh11[s13];
+        float acc15 = sh14[0];
+        for (int s16 = 1; s16 < 32; s16 += 1) {
+            acc15 += sh14[s16];
         }
         threadgroup_barrier(mem_flags::mem_threadgroup);
         if (lid1 == 0) {
-            p18[row4] = acc12;
+            p18[row4] = acc15;
         }
-    } else if (int(gid.x) < 83) {
-        const int h3 = (int(gid.x) - 82);
+    } else if (int(gid.x) < 837) {
+        const int h3 = (int(gid.x) - 679);
         const int lid1 = int(lid.x);
         const int l32_2 = int(lane);
         const int sg3 = int(sg);
         const int row4 = h3;
-        float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 2520; k6 += 1) {
-            const int j7 = (lid1 + (k6 * 1024));
-            float cat8 = 0.0f;
-            if (j7 < 688128) {
-                const float t9 = p19[(j7 - 0)];
-                cat8 = t9;
-            } else if (j7 < 1032192) {
-                const float t10 = p20[(j7 - 688128)];
-                cat8 = t10;
-            } else if (j7 < 1204224) {
-                const float t11 = p21[(j7 - 1032192)];
-                cat8 = t11;
-            } else {
-                const float t12 = p22[(j7 - 1204224)];
-                cat8 = t12;
-            }
-            const float t13 = (cat8 * cat8);
-            acc5 += t13;
-        }
-        const float s14 = simd_sum(acc5);
-        if (l32_2 == 0) {
-            sh15[sg3] = s14;
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup);
-        float acc16 = sh15[0];
-        for (int s17 = 1; s17 < 32; s17 += 1) {
-            acc16 += sh15[s17];
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup);
-        if (lid1 == 0) {
-            p23[row4] = acc16;
-        }
-    }
-}
-
-// 4 independent kernels in one launch
-// part 0 (selective_scan_bwd): fuses slice %269, slice %270, neg %276, mul %3875, selective_scan_bwd %3883 (mamba.4)
-// part 1 (reduce_sum): fuses reshape %4297, reshape %4298, reshape %4299, reshape %4300, concat %4301, square %4302,
-//   reduce_sum %4303 (optimizer)
-// part 2 (reduce_sum): fuses reshape %4324, reshape %4325, reshape %4326, reshape %4327, concat %4328, square %4329,
-//   reduce_sum %4330 (optimizer)
-// part 3 (reduce_sum): fuses reshape %4332, square %4333, reduce_sum %4334 (optimizer)
-// threadgroup 1024×1×1, grid 83×1×1 threadgroups
-[[max_total_threads_per_threadgroup(1024)]]
-kernel void selective_scan_bwd_reduce_sum_x4_1(
-        const device float* p0 [[buffer(0)]],
-        const device float* p1 [[buffer(1)]],
-        const device float* p2 [[buffer(2)]],
-        const device float* p3 [[buffer(3)]],
-        const device float* p4 [[buffer(4)]],
-        const device float* p5 [[buffer(5)]],
-        const device float* p6 [[buffer(6)]],
-        device float* p7 [[buffer(7)]],
-        device float* p8 [[buffer(8)]],
-        const device float* p9 [[buffer(9)]],
-        device float* p10 [[buffer(10)]],
-        device float* p11 [[buffer(11)]],
-        const device float* p12 [[buffer(12)]],
-        const device float* p13 [[buffer(13)]],
-        const device float* p14 [[buffer(14)]],
-        const device float* p15 [[buffer(15)]],
-        device float* p16 [[buffer(16)]],
-        const device float* p17 [[buffer(17)]],
-        const device float* p18 [[buffer(18)]],
-        const device float* p19 [[buffer(19)]],
-        const device float* p20 [[buffer(20)]],
-        device float* p21 [[buffer(21)]],
-        const device float* p22 [[buffer(22)]],
-        device float* p23 [[buffer(23)]],
-        uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]],
-        uint lane [[thread_index_in_simdgroup]],
-        uint sg [[simdgroup_index_in_threadgroup]]) {
-    threadgroup float red3[2048];
-    threadgroup float sh15[32];
-    threadgroup float sh11[32];
-    if (int(gid.x) < 80) {
-        const int h0 = (int(gid.x) - 0);
-        float ckpt2[8];
-        float seq1[16];
-        const int gid4 = h0;
-        if (gid4 < 16) {
-            const int b5 = (gid4 / 16);
-            const int n06 = ((gid4 % 16) * 1);
-            const int n7 = (n06 + (int(lid.x) / 1024));
-            const int sg8 = int(sg);
-            const int lane9 = int(lane);
-            int buf10 = 0;
-            for (int blk11 = 0; blk11 < 4; blk11 += 1) {
-                const int ch12 = ((blk11 * 1024) + (int(lid.x) % 1024));
-                const float t13 = p0[((ch12 * 16) + n7)];
-                const float t14 = (-t13);
-                float carry15 = 0.0f;
-                for (int cc16 = 0; cc16 < 4; cc16 += 1) {
-                    const int c17 = (3 - cc16);
-                    const int t018 = (c17 * 128);
-                    const int t119 = min((t018 + 128), 512);
-                    const float t20 = p1[((((((b5 * 4) + c17) * 4096) + ch12) * 16) + n7)];
-                    const int subs21 = (((t119 - t018) + 15) / 16);
-                    float s22 = t20;
-                    for (int k23 = 0; k23 < subs21; k23 += 1) {
-                        ckpt2[k23] = s22;
-                        const int u024 = (t018 + (k23 * 16));
-                        for (int t25 = u024; t25 < min((u024 + 16), t119); t25 += 1) {
-                            const float t26 = p2[((((b5 * 512) + t25) * 4096) + ch12)];
-                            const float t27 = p3[((((b5 * 512) + t25) * 4096) + ch12)];
-                            const float t28 = p4[((((b5 * 512) + t25) * 160) + (n7 + 128))];
-                            const float a30 = exp((t26 * t14));
-                            s22 = ((a30 * s22) + ((t26 * t28) * t27));
-                        }
-                    }
-                    for (int kk31 = 0; kk31 < subs21; kk31 += 1) {
-                        const int k32 = ((subs21 - 1) - kk31);
-                        const int u033 = (t018 + (k32 * 16));
-                        const int u134 = min((u033 + 16), t119);
-                        float s35 = ckpt2[k32];
-                        for (int t36 = u033; t36 < u134; t36 += 1) {
-                            seq1[(t36 - u033)] = s35;
-                            const float t37 = p2[((((b5 * 512) + t36) * 4096) + ch12)];
-                            const float t38 = p3[((((b5 * 512) + t36) * 4096) + ch12)];
-                            const float t39 = p4[((((b5 * 512) + t36) * 160) + (n7 + 128))];
-                            const float a41 = exp((t37 * t14));
-                            s35 = ((a41 * s35) + ((t37 * t39) * t38));
-                        }
-                        const int len42 = (u134 - u033);
-                        for (int i043 = 0; i043 < len42; i043 += 16) {
-                            const int cnt44 = min(16, (len42 - i043));
-                            const int rb45 = (buf10 * 1024);
-                            for (int j46 = 0; j46 < cnt44; j46 += 1) {
-                                const int t47 = ((u134 - 1) - (i043 + j46));
-                                const float t48 = p2[((((b5 * 512) + t47) * 4096) + ch12)];
-                                const float t49 = p3[((((b5 * 512) + t47) * 4096) + ch12)];
-                                const float t50 = p4[((((b5 * 512) + t47) * 160) + (n7 + 128))];
-                                const float t51 = p4[((((b5 * 512) + t47) * 160) + (n7 + 144))];
-                                const float t52 = p5[((((b5 * 512) + t47) * 4096) + ch12)];
-                                const float t53 = p6[((((b5 * 512) + t47) * 4096) + ch12)];
-                                const float t54 = (t52 * t53);
-                                const float sp55 = seq1[(t47 - u033)];
-                                const float a56 = exp((t48 * t14));
-                                const float g57 = ((t51 * t54) + carry15);
-                                carry15 = (a56 * g57);
-                                const float sp58 = simd_sum(((g57 * t48) * t49));
-                                const float sp59 = simd_sum((((a56 * sp55) + ((t48 * t50) * t49)) * t54));
-                                if (lane9 == 0) {
-                                    red3[(rb45 + ((((0 * 16) + j46) * 32) + sg8))] = sp58;
-                                    red3[(rb45 + ((((1 * 16) + j46) * 32) + sg8))] = sp59;
-                                }
-                            }
-                            threadgroup_barrier(mem_flags::mem_threadgroup);
-                            const int per60 = (cnt44 * 1);
-                            for (int k61 = sg8; k61 < (2 * per60); k61 += 32) {
-                                const int q62 = (k61 / per60);
-                                const int j63 = ((k61 % per60) / 1);
-                                const int ns64 = (k61 % 1);
-                                const float tot65 = simd_sum(red3[(rb45 + ((((q62 * 16) + j63) * 32) + ((ns64 * 32) + lane9)))]);
-                                const int t66 = ((u134 - 1) - (i043 + j63));
-                                const int nn67 = (n06 + ns64);
-                                if (lane9 == 0) {
-                                    if (q62 == 0) {
-                                        if (blk11 == 0) {
-                                            p7[((((b5 * 512) + t66) * 16) + nn67)] = tot65;
-                                        } else {
-                                            p7[((((b5 * 512) + t66) * 16) + nn67)] += tot65;
-                                        }
-                                    }
-                                    if (q62 == 1) {
-                                        if (blk11 == 0) {
-                                            p8[((((b5 * 512) + t66) * 16) + nn67)] = tot65;
-                                        } else {
-                                            p8[((((b5 * 512) + t66) * 16) + nn67)] += tot65;
-                                        }
-                                    }
-                                }
-                            }
-                            buf10 = (1 - buf10);
-                        }
-                    }
+        const int from6 = ((row4 % 158) * 16384);
+        float acc7 = 0.0f;
+        for (int k8 = 0; k8 < 16; k8 += 1) {
+            const int j9 = (lid1 + (k8 * 1024));
+            const int k10 = (from6 + j9);
+            if (k10 < 2580480) {
+                float cat11 = 0.0f;
+                if (k10 < 688128) {
+                    const float t12 = p19[(k10 - 0)];
+                    cat11 = t12;
+                } else if (k10 < 1032192) {
+                    const float t13 = p20[(k10 - 688128)];
+                    cat11 = t13;
+                } else if (k10 < 1204224) {
+                    const float t14 = p21[(k10 - 1032192)];
+                    cat11 = t14;
+                } else {
+                    const float t15 = p22[(k10 - 1204224)];
+                    cat11 = t15;
                 }
-            }
-        } else {
-            const int ch68 = (((gid4 - 16) * 64) + (int(lid.x) / 16));
-            const int n69 = (int(lid.x) % 16);
-            const float t70 = p0[((ch68 * 16) + n69)];
-            const float t71 = (-t70);
-            const float t72 = p9[ch68];
-            float dA73 = 0.0f;
-            float dD74 = 0.0f;
-            for (int b75 = 0; b75 < 1; b75 += 1) {
-                float carry76 = 0.0f;
-                for (int cc77 = 0; cc77 < 4; cc77 += 1) {
-                    const int c78 = (3 - cc77);
-                    const int t079 = (c78 * 128);
-                    const int t180 = min((t079 + 128), 512);
-                    const float t81 = p1[((((((b75 * 4) + c78) * 4096) + ch68) * 16) + n69)];
-                    const int subs82 = (((t180 - t079) + 15) / 16);
-                    float s83 = t81;
-                    for (int k84 = 0; k84 < subs82; k84 += 1) {
-                        ckpt2[k84] = s83;
-                        const int u085 = (t079 + (k84 * 16));
-                        for (int t86 = u085; t86 < min((u085 + 16), t180); t86 += 1) {
-                            const float t87 = p2[((((b75 * 512) + t86) * 4096) + ch68)];
-                            const float t88 = p3[((((b75 * 512) + t86) * 4096) + ch68)];
-                            const float t89 = p4[((((b75 * 512) + t86) * 160) + (n69 + 128))];
-                            const float a91 = exp((t87 * t71));
-                            s83 = ((a91 * s83) + ((t87 * t89) * t88));
-                        }
-                    }
-                    for (int kk92 = 0; kk92 < subs82; kk92 += 1) {
-                        const int k93 = ((subs82 - 1) - kk92);
-                        const int u094 = (t079 + (k93 * 16));
-                        const int u195 = min((u094 + 16), t180);
-                        float s96 = ckpt2[k93];
-                        for (int t97 = u094; t97 < u195; t97 += 1) {
-                            seq1[(t97 - u094)] = s96;
-                            const float t98 = p2[((((b75 * 512) + t97) * 4096) + ch68)];
-                            const float t99 = p3[((((b75 * 512) + t97) * 4096) + ch68)];
-                            const float t100 = p4[((((b75 * 512) + t97) * 160) + (n69 + 128))];
-                            const float a102 = exp((t98 * t71));
-                            s96 = ((a102 * s96) + ((t98 * t100) * t99));
-                        }
-                        for (int i103 = 0; i103 < (u195 - u094); i103 += 1) {
-                            const int t104 = ((u195 - 1) - i103);
-                            const float t105 = p2[((((b75 * 512) + t104) * 4096) + ch68)];
-                            const float t106 = p3[((((b75 * 512) + t104) * 4096) + ch68)];
-                            const float t107 = p4[((((b75 * 512) + t104) * 160) + (n69 + 128))];
-                            const float t108 = p4[((((b75 * 512) + t104) * 160) + (n69 + 144))];
-                            const float t109 = p5[((((b75 * 512) + t104) * 4096) + ch68)];
-                            const float t110 = p6[((((b75 * 512) + t104) * 4096) + ch68)];
-                            const float t111 = (t109 * t110);
-                            const float sp112 = seq1[(t104 - u094)];
-                            const float a113 = exp((t105 * t71));
-                            const float g114 = ((t108 * t111) + carry76);
-                            carry76 = (a113 * g114);
-                            const float r115 = (((g114 * t105) * t107) + simd_shuffle_xor(((g114 * t105) * t107), ushort(8)));
-                            const float r116 = (r115 + simd_shuffle_xor(r115, ushort(4)));
-                            const float r117 = (r116 + simd_shuffle_xor(r116, ushort(2)));
-                            const float r118 = (r117 + simd_shuffle_xor(r117, ushort(1)));
-                            const float r119 = ((g114 * (((t71 * a113) * sp112) + (t107 * t106))) + simd_shuffle_xor((g114 * (((t71 * a113) * sp112) + (t107 * t106))), ushort(8)));
-                            const float r120 = (r119 + simd_shuffle_xor(r119, ushort(4)));
-                            const float r121 = (r120 + simd_shuffle_xor(r120, ushort(2)));
-                            const float r122 = (r121 + simd_shuffle_xor(r121, ushort(1)));
-                            if (n69 == 0) {
-                                p10[((((b75 * 512) + t104) * 4096) + ch68)] = (r118 + (t72 * t111));
-                                p11[((((b75 * 512) + t104) * 4096) + ch68)] = r122;
-                            }
-                        }
-                    }
-                }
+                const float t16 = (cat11 * cat11);
+                acc7 += t16;
             }
         }
-    } else if (int(gid.x) < 81) {
-        const int h1 = (int(gid.x) - 80);
-        const int lid1 = int(lid.x);
-        const int l32_2 = int(lane);
-        const int sg3 = int(sg);
-        const int row4 = h1;
-        float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 2520; k6 += 1) {
-            const int j7 = (lid1 + (k6 * 1024));
-            float cat8 = 0.0f;
-            if (j7 < 688128) {
-                const float t9 = p12[(j7 - 0)];
-                cat8 = t9;
-            } else if (j7 < 1032192) {
-                const float t10 = p13[(j7 - 688128)];
-                cat8 = t10;
-            } else if (j7 < 1204224) {
-                const float t11 = p14[(j7 - 1032192)];
-                cat8 = t11;
-            } else {
-                const float t12 = p15[(j7 - 1204224)];
-                cat8 = t12;
-            }
-            const float t13 = (cat8 * cat8);
-            acc5 += t13;
-        }
-        const float s14 = simd_sum(acc5);
+        const float s17 = simd_sum(acc7);
         if (l32_2 == 0) {
-            sh15[sg3] = s14;
+            sh18[sg3] = s17;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup);
-        float acc16 = sh15[0];
-        for (int s17 = 1; s17 < 32; s17 += 1) {
-            acc16 += sh15[s17];
+        float acc19 = sh18[0];
+        for (int s20 = 1; s20 < 32; s20 += 1) {
+            acc19 += sh18[s20];
         }
         threadgroup_barrier(mem_flags::mem_threadgroup);
         if (lid1 == 0) {
-            p16[row4] = acc16;
-        }
-    } else if (int(gid.x) < 82) {
-        const int h2 = (int(gid.x) - 81);
-        const int lid1 = int(lid.x);
-        const int l32_2 = int(lane);
-        const int sg3 = int(sg);
-        const int row4 = h2;
-        float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 2520; k6 += 1) {
-            const int j7 = (lid1 + (k6 * 1024));
-            float cat8 = 0.0f;
-            if (j7 < 688128) {
-                const float t9 = p17[(j7 - 0)];
-                cat8 = t9;
-            } else if (j7 < 1032192) {
-                const float t10 = p18[(j7 - 688128)];
-                cat8 = t10;
-            } else if (j7 < 1204224) {
-                const float t11 = p19[(j7 - 1032192)];
-                cat8 = t11;
-            } else {
-                const float t12 = p20[(j7 - 1204224)];
-                cat8 = t12;
-            }
-            const float t13 = (cat8 * cat8);
-            acc5 += t13;
-        }
-        const float s14 = simd_sum(acc5);
-        if (l32_2 == 0) {
-            sh15[sg3] = s14;
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup);
-        float acc16 = sh15[0];
-        for (int s17 = 1; s17 < 32; s17 += 1) {
-            acc16 += sh15[s17];
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup);
-        if (lid1 == 0) {
-            p21[row4] = acc16;
-        }
-    } else if (int(gid.x) < 83) {
-        const int h3 = (int(gid.x) - 82);
-        const int lid1 = int(lid.x);
-        const int l32_2 = int(lane);
-        const int sg3 = int(sg);
-        const int row4 = h3;
-        float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 7056; k6 += 1) {
-            const int j7 = (lid1 + (k6 * 1024));
-            const float t8 = p22[j7];
-            const float t9 = (t8 * t8);
-            acc5 += t9;
-        }
-        const float s10 = simd_sum(acc5);
-        if (l32_2 == 0) {
-            sh11[sg3] = s10;
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup);
-        float acc12 = sh11[0];
-        for (int s13 = 1; s13 < 32; s13 += 1) {
-            acc12 += sh11[s13];
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup);
-        if (lid1 == 0) {
-            p23[row4] = acc12;
+            p23[row4] = acc19;
         }
     }
 }
@@ -8510,16 +8542,255 @@ kernel void matmul_x2_3(
     }
 }
 
-// 2 independent kernels in one launch
-// part 0 (reduce_sum): fuses reshape %4208, reshape %4209, reshape %4210, reshape %4211, reshape %4212, reshape %4213,
+// 12 independent kernels in one launch
+// part 0 (reduce_sum_pass2): pass 2 of 2, partials folded: fuses reshape %4224, square %4225, reduce_sum %4226 (optimizer)
+// part 1 (reduce_sum_pass2): pass 2 of 2, partials folded: fuses reshape %4228, reshape %4229, reshape %4230, reshape %4231, reshape %4232, reshape %4233,
+//   reshape %4234, reshape %4235, reshape %4236, reshape %4237, reshape %4238, concat %4239,
+//   square %4240, reduce_sum %4241 (optimizer)
+// part 2 (reduce_sum_pass2): pass 2 of 2, partials folded: fuses reshape %4243, reshape %4244, reshape %4245, reshape %4246, concat %4247, square %4248,
+//   reduce_sum %4249 (optimizer)
+// part 3 (reduce_sum_pass2): pass 2 of 2, partials folded: fuses reshape %4251, square %4252, reduce_sum %4253 (optimizer)
+// part 4 (reduce_sum_pass2): pass 2 of 2, partials folded: fuses reshape %4255, reshape %4256, reshape %4257, reshape %4258, reshape %4259, reshape %4260,
+//   reshape %4261, reshape %4262, reshape %4263, reshape %4264, reshape %4265, concat %4266,
+//   square %4267, reduce_sum %4268 (optimizer)
+// part 5 (reduce_sum_pass2): pass 2 of 2, partials folded: fuses reshape %4351, reshape %4352, reshape %4353, reshape %4354, concat %4355, square %4356,
+//   reduce_sum %4357 (optimizer)
+// part 6 (reduce_sum_pass2): pass 2 of 2, partials folded: fuses reshape %4359, square %4360, reduce_sum %4361 (optimizer)
+// part 7 (reduce_sum_pass2): pass 2 of 2, partials folded: fuses reshape %4363, reshape %4364, reshape %4365, reshape %4366, reshape %4367, reshape %4368,
+//   reshape %4369, reshape %4370, reshape %4371, reshape %4372, reshape %4373, concat %4374,
+//   square %4375, reduce_sum %4376 (optimizer)
+// part 8 (reduce_sum_pass2): pass 2 of 2, partials folded: fuses reshape %4378, reshape %4379, reshape %4380, reshape %4381, concat %4382, square %4383,
+//   reduce_sum %4384 (optimizer)
+// part 9 (reduce_sum_pass2): pass 2 of 2, partials folded: fuses reshape %4386, square %4387, reduce_sum %4388 (optimizer)
+// part 10 (reduce_sum_pass2): pass 2 of 2, partials folded: fuses reshape %4390, reshape %4391, reshape %4392, reshape %4393, reshape %4394, reshape %4395,
+//   reshape %4396, reshape %4397, reshape %4398, reshape %4399, reshape %4400, concat %4401,
+//   square %4402, reduce_sum %4403 (optimizer)
+// part 11 (reduce_sum_pass2): pass 2 of 2, partials folded: fuses reshape %4405, reshape %4406, reshape %4407, reshape %4408, concat %4409, square %4410,
+//   reduce_sum %4411 (optimizer)
+// threadgroup 32×1×1, grid 12×1×1 threadgroups
+[[max_total_threads_per_threadgroup(32)]]
+kernel void reduce_sum_pass2_x12_0(
+        const device float* p0 [[buffer(0)]],
+        device float* p1 [[buffer(1)]],
+        const device float* p2 [[buffer(2)]],
+        device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        device float* p5 [[buffer(5)]],
+        const device float* p6 [[buffer(6)]],
+        device float* p7 [[buffer(7)]],
+        const device float* p8 [[buffer(8)]],
+        device float* p9 [[buffer(9)]],
+        const device float* p10 [[buffer(10)]],
+        device float* p11 [[buffer(11)]],
+        const device float* p12 [[buffer(12)]],
+        device float* p13 [[buffer(13)]],
+        const device float* p14 [[buffer(14)]],
+        device float* p15 [[buffer(15)]],
+        const device float* p16 [[buffer(16)]],
+        device float* p17 [[buffer(17)]],
+        const device float* p18 [[buffer(18)]],
+        device float* p19 [[buffer(19)]],
+        const device float* p20 [[buffer(20)]],
+        device float* p21 [[buffer(21)]],
+        const device float* p22 [[buffer(22)]],
+        device float* p23 [[buffer(23)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if (int(gid.x) < 1) {
+        const int h0 = (int(gid.x) - 0);
+        const int lid1 = int(lid.x);
+        const int row4 = h0;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 14; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 32));
+            if (j7 < 441) {
+                acc5 += p0[((row4 * 441) + j7)];
+            }
+        }
+        const float s8 = simd_sum(acc5);
+        if (lid1 == 0) {
+            p1[row4] = s8;
+        }
+    } else if (int(gid.x) < 2) {
+        const int h1 = (int(gid.x) - 1);
+        const int lid1 = int(lid.x);
+        const int row4 = h1;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 16; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 32));
+            if (j7 < 483) {
+                acc5 += p2[((row4 * 483) + j7)];
+            }
+        }
+        const float s8 = simd_sum(acc5);
+        if (lid1 == 0) {
+            p3[row4] = s8;
+        }
+    } else if (int(gid.x) < 3) {
+        const int h2 = (int(gid.x) - 2);
+        const int lid1 = int(lid.x);
+        const int row4 = h2;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 5; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 32));
+            if (j7 < 158) {
+                acc5 += p4[((row4 * 158) + j7)];
+            }
+        }
+        const float s8 = simd_sum(acc5);
+        if (lid1 == 0) {
+            p5[row4] = s8;
+        }
+    } else if (int(gid.x) < 4) {
+        const int h3 = (int(gid.x) - 3);
+        const int lid1 = int(lid.x);
+        const int row4 = h3;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 14; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 32));
+            if (j7 < 441) {
+                acc5 += p6[((row4 * 441) + j7)];
+            }
+        }
+        const float s8 = simd_sum(acc5);
+        if (lid1 == 0) {
+            p7[row4] = s8;
+        }
+    } else if (int(gid.x) < 5) {
+        const int h4 = (int(gid.x) - 4);
+        const int lid1 = int(lid.x);
+        const int row4 = h4;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 16; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 32));
+            if (j7 < 483) {
+                acc5 += p8[((row4 * 483) + j7)];
+            }
+        }
+        const float s8 = simd_sum(acc5);
+        if (lid1 == 0) {
+            p9[row4] = s8;
+        }
+    } else if (int(gid.x) < 6) {
+        const int h5 = (int(gid.x) - 5);
+        const int lid1 = int(lid.x);
+        const int row4 = h5;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 5; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 32));
+            if (j7 < 158) {
+                acc5 += p10[((row4 * 158) + j7)];
+            }
+        }
+        const float s8 = simd_sum(acc5);
+        if (lid1 == 0) {
+            p11[row4] = s8;
+        }
+    } else if (int(gid.x) < 7) {
+        const int h6 = (int(gid.x) - 6);
+        const int lid1 = int(lid.x);
+        const int row4 = h6;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 14; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 32));
+            if (j7 < 441) {
+                acc5 += p12[((row4 * 441) + j7)];
+            }
+        }
+        const float s8 = simd_sum(acc5);
+        if (lid1 == 0) {
+            p13[row4] = s8;
+        }
+    } else if (int(gid.x) < 8) {
+        const int h7 = (int(gid.x) - 7);
+        const int lid1 = int(lid.x);
+        const int row4 = h7;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 16; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 32));
+            if (j7 < 483) {
+                acc5 += p14[((row4 * 483) + j7)];
+            }
+        }
+        const float s8 = simd_sum(acc5);
+        if (lid1 == 0) {
+            p15[row4] = s8;
+        }
+    } else if (int(gid.x) < 9) {
+        const int h8 = (int(gid.x) - 8);
+        const int lid1 = int(lid.x);
+        const int row4 = h8;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 5; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 32));
+            if (j7 < 158) {
+                acc5 += p16[((row4 * 158) + j7)];
+            }
+        }
+        const float s8 = simd_sum(acc5);
+        if (lid1 == 0) {
+            p17[row4] = s8;
+        }
+    } else if (int(gid.x) < 10) {
+        const int h9 = (int(gid.x) - 9);
+        const int lid1 = int(lid.x);
+        const int row4 = h9;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 14; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 32));
+            if (j7 < 441) {
+                acc5 += p18[((row4 * 441) + j7)];
+            }
+        }
+        const float s8 = simd_sum(acc5);
+        if (lid1 == 0) {
+            p19[row4] = s8;
+        }
+    } else if (int(gid.x) < 11) {
+        const int h10 = (int(gid.x) - 10);
+        const int lid1 = int(lid.x);
+        const int row4 = h10;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 16; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 32));
+            if (j7 < 483) {
+                acc5 += p20[((row4 * 483) + j7)];
+            }
+        }
+        const float s8 = simd_sum(acc5);
+        if (lid1 == 0) {
+            p21[row4] = s8;
+        }
+    } else if (int(gid.x) < 12) {
+        const int h11 = (int(gid.x) - 11);
+        const int lid1 = int(lid.x);
+        const int row4 = h11;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 5; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 32));
+            if (j7 < 158) {
+                acc5 += p22[((row4 * 158) + j7)];
+            }
+        }
+        const float s8 = simd_sum(acc5);
+        if (lid1 == 0) {
+            p23[row4] = s8;
+        }
+    }
+}
+
+// 3 independent kernels in one launch
+// part 0 (reduce_sum_pass1): pass 1 of 2, partials: fuses reshape %4208, reshape %4209, reshape %4210, reshape %4211, reshape %4212, reshape %4213,
 //   reshape %4214, reshape %4215, reshape %4216, reshape %4217, reshape %4218, reshape %4219,
 //   reshape %4220, concat %4221, square %4222, reduce_sum %4223, add %4227, add %4242, add %4250,
 //   add %4254, add %4269 (optimizer)
-// part 1 (reduce_sum): fuses reshape %4270, reshape %4271, reshape %4272, reshape %4273, concat %4274, square %4275,
+// part 1 (reduce_sum_pass1): pass 1 of 2, partials: fuses reshape %4270, reshape %4271, reshape %4272, reshape %4273, concat %4274, square %4275,
 //   reduce_sum %4276 (optimizer)
-// threadgroup 1024×1×1, grid 2×1×1 threadgroups
+// part 2 (reduce_sum_pass1): pass 1 of 2, partials: fuses reshape %4297, reshape %4298, reshape %4299, reshape %4300, concat %4301, square %4302,
+//   reduce_sum %4303 (optimizer)
+// threadgroup 1024×1×1, grid 652×1×1 threadgroups
 [[max_total_threads_per_threadgroup(1024)]]
-kernel void reduce_sum_x2_0(
+kernel void reduce_sum_pass1_x3_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -8533,7 +8804,7 @@ kernel void reduce_sum_x2_0(
         const device float* p10 [[buffer(10)]],
         const device float* p11 [[buffer(11)]],
         const device float* p12 [[buffer(12)]],
-        const device float* p13 [[buffer(13)]],
+        device float* p13 [[buffer(13)]],
         const device float* p14 [[buffer(14)]],
         const device float* p15 [[buffer(15)]],
         const device float* p16 [[buffer(16)]],
@@ -8548,133 +8819,535 @@ kernel void reduce_sum_x2_0(
         uint3 gid [[threadgroup_position_in_grid]],
         uint lane [[thread_index_in_simdgroup]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
-    threadgroup float sh24[32];
-    threadgroup float sh15[32];
-    if (int(gid.x) < 1) {
+    threadgroup float sh27[32];
+    threadgroup float sh18[32];
+    if (int(gid.x) < 336) {
         const int h0 = (int(gid.x) - 0);
         const int lid1 = int(lid.x);
         const int l32_2 = int(lane);
         const int sg3 = int(sg);
         const int row4 = h0;
-        float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 5376; k6 += 1) {
-            const int j7 = (lid1 + (k6 * 1024));
-            float cat8 = 0.0f;
-            if (j7 < 172032) {
-                const float t9 = p0[(j7 - 0)];
-                cat8 = t9;
-            } else if (j7 < 860160) {
-                const float t10 = p1[(j7 - 172032)];
-                cat8 = t10;
-            } else if (j7 < 1204224) {
-                const float t11 = p2[(j7 - 860160)];
-                cat8 = t11;
-            } else if (j7 < 1376256) {
-                const float t12 = p3[(j7 - 1204224)];
-                cat8 = t12;
-            } else if (j7 < 1548288) {
-                const float t13 = p4[(j7 - 1376256)];
-                cat8 = t13;
-            } else if (j7 < 2236416) {
-                const float t14 = p5[(j7 - 1548288)];
-                cat8 = t14;
-            } else if (j7 < 2580480) {
-                const float t15 = p6[(j7 - 2236416)];
-                cat8 = t15;
-            } else if (j7 < 2752512) {
-                const float t16 = p7[(j7 - 2580480)];
-                cat8 = t16;
-            } else if (j7 < 2924544) {
-                const float t17 = p8[(j7 - 2752512)];
-                cat8 = t17;
-            } else if (j7 < 3612672) {
-                const float t18 = p9[(j7 - 2924544)];
-                cat8 = t18;
-            } else if (j7 < 3956736) {
-                const float t19 = p10[(j7 - 3612672)];
-                cat8 = t19;
-            } else if (j7 < 4128768) {
-                const float t20 = p11[(j7 - 3956736)];
-                cat8 = t20;
+        const int from6 = ((row4 % 336) * 16384);
+        float acc7 = 0.0f;
+        for (int k8 = 0; k8 < 16; k8 += 1) {
+            const int j9 = (lid1 + (k8 * 1024));
+            const int k10 = (from6 + j9);
+            float cat11 = 0.0f;
+            if (k10 < 172032) {
+                const float t12 = p0[(k10 - 0)];
+                cat11 = t12;
+            } else if (k10 < 860160) {
+                const float t13 = p1[(k10 - 172032)];
+                cat11 = t13;
+            } else if (k10 < 1204224) {
+                const float t14 = p2[(k10 - 860160)];
+                cat11 = t14;
+            } else if (k10 < 1376256) {
+                const float t15 = p3[(k10 - 1204224)];
+                cat11 = t15;
+            } else if (k10 < 1548288) {
+                const float t16 = p4[(k10 - 1376256)];
+                cat11 = t16;
+            } else if (k10 < 2236416) {
+                const float t17 = p5[(k10 - 1548288)];
+                cat11 = t17;
+            } else if (k10 < 2580480) {
+                const float t18 = p6[(k10 - 2236416)];
+                cat11 = t18;
+            } else if (k10 < 2752512) {
+                const float t19 = p7[(k10 - 2580480)];
+                cat11 = t19;
+            } else if (k10 < 2924544) {
+                const float t20 = p8[(k10 - 2752512)];
+                cat11 = t20;
+            } else if (k10 < 3612672) {
+                const float t21 = p9[(k10 - 2924544)];
+                cat11 = t21;
+            } else if (k10 < 3956736) {
+                const float t22 = p10[(k10 - 3612672)];
+                cat11 = t22;
+            } else if (k10 < 4128768) {
+                const float t23 = p11[(k10 - 3956736)];
+                cat11 = t23;
             } else {
-                const float t21 = p12[(j7 - 4128768)];
-                cat8 = t21;
+                const float t24 = p12[(k10 - 4128768)];
+                cat11 = t24;
             }
-            const float t22 = (cat8 * cat8);
-            acc5 += t22;
+            const float t25 = (cat11 * cat11);
+            acc7 += t25;
         }
-        const float s23 = simd_sum(acc5);
+        const float s26 = simd_sum(acc7);
         if (l32_2 == 0) {
-            sh24[sg3] = s23;
+            sh27[sg3] = s26;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup);
-        float acc25 = sh24[0];
-        for (int s26 = 1; s26 < 32; s26 += 1) {
-            acc25 += sh24[s26];
+        float acc28 = sh27[0];
+        for (int s29 = 1; s29 < 32; s29 += 1) {
+            acc28 += sh27[s29];
         }
         threadgroup_barrier(mem_flags::mem_threadgroup);
         if (lid1 == 0) {
-            const float t27 = p13[row4];
-            const float t28 = (acc25 + t27);
-            const float t29 = p14[row4];
-            const float t30 = (t28 + t29);
-            const float t31 = p15[row4];
-            const float t32 = (t30 + t31);
-            const float t33 = p16[row4];
-            const float t34 = (t32 + t33);
-            const float t35 = p17[row4];
-            const float t36 = (t34 + t35);
-            p18[row4] = t36;
+            p13[row4] = acc28;
         }
-    } else if (int(gid.x) < 2) {
-        const int h1 = (int(gid.x) - 1);
+    } else if (int(gid.x) < 494) {
+        const int h1 = (int(gid.x) - 336);
         const int lid1 = int(lid.x);
         const int l32_2 = int(lane);
         const int sg3 = int(sg);
         const int row4 = h1;
-        float acc5 = 0.0f;
-        for (int k6 = 0; k6 < 2520; k6 += 1) {
-            const int j7 = (lid1 + (k6 * 1024));
-            float cat8 = 0.0f;
-            if (j7 < 688128) {
-                const float t9 = p19[(j7 - 0)];
-                cat8 = t9;
-            } else if (j7 < 1032192) {
-                const float t10 = p20[(j7 - 688128)];
-                cat8 = t10;
-            } else if (j7 < 1204224) {
-                const float t11 = p21[(j7 - 1032192)];
-                cat8 = t11;
-            } else {
-                const float t12 = p22[(j7 - 1204224)];
-                cat8 = t12;
+        const int from6 = ((row4 % 158) * 16384);
+        float acc7 = 0.0f;
+        for (int k8 = 0; k8 < 16; k8 += 1) {
+            const int j9 = (lid1 + (k8 * 1024));
+            const int k10 = (from6 + j9);
+            if (k10 < 2580480) {
+                float cat11 = 0.0f;
+                if (k10 < 688128) {
+                    const float t12 = p14[(k10 - 0)];
+                    cat11 = t12;
+                } else if (k10 < 1032192) {
+                    const float t13 = p15[(k10 - 688128)];
+                    cat11 = t13;
+                } else if (k10 < 1204224) {
+                    const float t14 = p16[(k10 - 1032192)];
+                    cat11 = t14;
+                } else {
+                    const float t15 = p17[(k10 - 1204224)];
+                    cat11 = t15;
+                }
+                const float t16 = (cat11 * cat11);
+                acc7 += t16;
             }
-            const float t13 = (cat8 * cat8);
-            acc5 += t13;
         }
-        const float s14 = simd_sum(acc5);
+        const float s17 = simd_sum(acc7);
         if (l32_2 == 0) {
-            sh15[sg3] = s14;
+            sh18[sg3] = s17;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup);
-        float acc16 = sh15[0];
-        for (int s17 = 1; s17 < 32; s17 += 1) {
-            acc16 += sh15[s17];
+        float acc19 = sh18[0];
+        for (int s20 = 1; s20 < 32; s20 += 1) {
+            acc19 += sh18[s20];
         }
         threadgroup_barrier(mem_flags::mem_threadgroup);
         if (lid1 == 0) {
-            p23[row4] = acc16;
+            p18[row4] = acc19;
+        }
+    } else if (int(gid.x) < 652) {
+        const int h2 = (int(gid.x) - 494);
+        const int lid1 = int(lid.x);
+        const int l32_2 = int(lane);
+        const int sg3 = int(sg);
+        const int row4 = h2;
+        const int from6 = ((row4 % 158) * 16384);
+        float acc7 = 0.0f;
+        for (int k8 = 0; k8 < 16; k8 += 1) {
+            const int j9 = (lid1 + (k8 * 1024));
+            const int k10 = (from6 + j9);
+            if (k10 < 2580480) {
+                float cat11 = 0.0f;
+                if (k10 < 688128) {
+                    const float t12 = p19[(k10 - 0)];
+                    cat11 = t12;
+                } else if (k10 < 1032192) {
+                    const float t13 = p20[(k10 - 688128)];
+                    cat11 = t13;
+                } else if (k10 < 1204224) {
+                    const float t14 = p21[(k10 - 1032192)];
+                    cat11 = t14;
+                } else {
+                    const float t15 = p22[(k10 - 1204224)];
+                    cat11 = t15;
+                }
+                const float t16 = (cat11 * cat11);
+                acc7 += t16;
+            }
+        }
+        const float s17 = simd_sum(acc7);
+        if (l32_2 == 0) {
+            sh18[sg3] = s17;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+        float acc19 = sh18[0];
+        for (int s20 = 1; s20 < 32; s20 += 1) {
+            acc19 += sh18[s20];
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+        if (lid1 == 0) {
+            p23[row4] = acc19;
         }
     }
 }
 
-// fuses add %4277, reshape %4278, square %4279, reduce_sum %4280, add %4281, add %4296,
+// 9 independent kernels in one launch
+// part 0 (reduce_sum_pass2): pass 2 of 2, partials folded: fuses reshape %4208, reshape %4209, reshape %4210, reshape %4211, reshape %4212, reshape %4213,
+//   reshape %4214, reshape %4215, reshape %4216, reshape %4217, reshape %4218, reshape %4219,
+//   reshape %4220, concat %4221, square %4222, reduce_sum %4223, add %4227, add %4242, add %4250,
+//   add %4254, add %4269 (optimizer)
+// part 1 (reduce_sum_pass2): pass 2 of 2, partials folded: fuses reshape %4270, reshape %4271, reshape %4272, reshape %4273, concat %4274, square %4275,
+//   reduce_sum %4276 (optimizer)
+// part 2 (reduce_sum_pass2): pass 2 of 2, partials folded: fuses reshape %4282, reshape %4283, reshape %4284, reshape %4285, reshape %4286, reshape %4287,
+//   reshape %4288, reshape %4289, reshape %4290, reshape %4291, reshape %4292, concat %4293,
+//   square %4294, reduce_sum %4295 (optimizer)
+// part 3 (reduce_sum_pass2): pass 2 of 2, partials folded: fuses reshape %4297, reshape %4298, reshape %4299, reshape %4300, concat %4301, square %4302,
+//   reduce_sum %4303 (optimizer)
+// part 4 (reduce_sum_pass2): pass 2 of 2, partials folded: fuses reshape %4305, square %4306, reduce_sum %4307 (optimizer)
+// part 5 (reduce_sum_pass2): pass 2 of 2, partials folded: fuses reshape %4309, reshape %4310, reshape %4311, reshape %4312, reshape %4313, reshape %4314,
+//   reshape %4315, reshape %4316, reshape %4317, reshape %4318, reshape %4319, concat %4320,
+//   square %4321, reduce_sum %4322 (optimizer)
+// part 6 (reduce_sum_pass2): pass 2 of 2, partials folded: fuses reshape %4324, reshape %4325, reshape %4326, reshape %4327, concat %4328, square %4329,
+//   reduce_sum %4330 (optimizer)
+// part 7 (reduce_sum_pass2): pass 2 of 2, partials folded: fuses reshape %4332, square %4333, reduce_sum %4334 (optimizer)
+// part 8 (reduce_sum_pass2): pass 2 of 2, partials folded: fuses reshape %4336, reshape %4337, reshape %4338, reshape %4339, reshape %4340, reshape %4341,
+//   reshape %4342, reshape %4343, reshape %4344, reshape %4345, reshape %4346, concat %4347,
+//   square %4348, reduce_sum %4349 (optimizer)
+// threadgroup 32×1×1, grid 9×1×1 threadgroups
+[[max_total_threads_per_threadgroup(32)]]
+kernel void reduce_sum_pass2_x9_0(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        const device float* p2 [[buffer(2)]],
+        const device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        const device float* p5 [[buffer(5)]],
+        device float* p6 [[buffer(6)]],
+        const device float* p7 [[buffer(7)]],
+        device float* p8 [[buffer(8)]],
+        const device float* p9 [[buffer(9)]],
+        device float* p10 [[buffer(10)]],
+        const device float* p11 [[buffer(11)]],
+        device float* p12 [[buffer(12)]],
+        const device float* p13 [[buffer(13)]],
+        device float* p14 [[buffer(14)]],
+        const device float* p15 [[buffer(15)]],
+        device float* p16 [[buffer(16)]],
+        const device float* p17 [[buffer(17)]],
+        device float* p18 [[buffer(18)]],
+        const device float* p19 [[buffer(19)]],
+        device float* p20 [[buffer(20)]],
+        const device float* p21 [[buffer(21)]],
+        device float* p22 [[buffer(22)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if (int(gid.x) < 1) {
+        const int h0 = (int(gid.x) - 0);
+        const int lid1 = int(lid.x);
+        const int row4 = h0;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 11; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 32));
+            if (j7 < 336) {
+                acc5 += p0[((row4 * 336) + j7)];
+            }
+        }
+        const float s8 = simd_sum(acc5);
+        if (lid1 == 0) {
+            const float t9 = p1[row4];
+            const float t10 = (s8 + t9);
+            const float t11 = p2[row4];
+            const float t12 = (t10 + t11);
+            const float t13 = p3[row4];
+            const float t14 = (t12 + t13);
+            const float t15 = p4[row4];
+            const float t16 = (t14 + t15);
+            const float t17 = p5[row4];
+            const float t18 = (t16 + t17);
+            p6[row4] = t18;
+        }
+    } else if (int(gid.x) < 2) {
+        const int h1 = (int(gid.x) - 1);
+        const int lid1 = int(lid.x);
+        const int row4 = h1;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 5; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 32));
+            if (j7 < 158) {
+                acc5 += p7[((row4 * 158) + j7)];
+            }
+        }
+        const float s8 = simd_sum(acc5);
+        if (lid1 == 0) {
+            p8[row4] = s8;
+        }
+    } else if (int(gid.x) < 3) {
+        const int h2 = (int(gid.x) - 2);
+        const int lid1 = int(lid.x);
+        const int row4 = h2;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 16; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 32));
+            if (j7 < 483) {
+                acc5 += p9[((row4 * 483) + j7)];
+            }
+        }
+        const float s8 = simd_sum(acc5);
+        if (lid1 == 0) {
+            p10[row4] = s8;
+        }
+    } else if (int(gid.x) < 4) {
+        const int h3 = (int(gid.x) - 3);
+        const int lid1 = int(lid.x);
+        const int row4 = h3;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 5; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 32));
+            if (j7 < 158) {
+                acc5 += p11[((row4 * 158) + j7)];
+            }
+        }
+        const float s8 = simd_sum(acc5);
+        if (lid1 == 0) {
+            p12[row4] = s8;
+        }
+    } else if (int(gid.x) < 5) {
+        const int h4 = (int(gid.x) - 4);
+        const int lid1 = int(lid.x);
+        const int row4 = h4;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 14; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 32));
+            if (j7 < 441) {
+                acc5 += p13[((row4 * 441) + j7)];
+            }
+        }
+        const float s8 = simd_sum(acc5);
+        if (lid1 == 0) {
+            p14[row4] = s8;
+        }
+    } else if (int(gid.x) < 6) {
+        const int h5 = (int(gid.x) - 5);
+        const int lid1 = int(lid.x);
+        const int row4 = h5;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 16; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 32));
+            if (j7 < 483) {
+                acc5 += p15[((row4 * 483) + j7)];
+            }
+        }
+        const float s8 = simd_sum(acc5);
+        if (lid1 == 0) {
+            p16[row4] = s8;
+        }
+    } else if (int(gid.x) < 7) {
+        const int h6 = (int(gid.x) - 6);
+        const int lid1 = int(lid.x);
+        const int row4 = h6;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 5; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 32));
+            if (j7 < 158) {
+                acc5 += p17[((row4 * 158) + j7)];
+            }
+        }
+        const float s8 = simd_sum(acc5);
+        if (lid1 == 0) {
+            p18[row4] = s8;
+        }
+    } else if (int(gid.x) < 8) {
+        const int h7 = (int(gid.x) - 7);
+        const int lid1 = int(lid.x);
+        const int row4 = h7;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 14; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 32));
+            if (j7 < 441) {
+                acc5 += p19[((row4 * 441) + j7)];
+            }
+        }
+        const float s8 = simd_sum(acc5);
+        if (lid1 == 0) {
+            p20[row4] = s8;
+        }
+    } else if (int(gid.x) < 9) {
+        const int h8 = (int(gid.x) - 8);
+        const int lid1 = int(lid.x);
+        const int row4 = h8;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 16; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 32));
+            if (j7 < 483) {
+                acc5 += p21[((row4 * 483) + j7)];
+            }
+        }
+        const float s8 = simd_sum(acc5);
+        if (lid1 == 0) {
+            p22[row4] = s8;
+        }
+    }
+}
+
+// 6 independent kernels in one launch
+// part 0 (reduce_sum_pass2): pass 2 of 2, partials folded: fuses reshape %4413, square %4414, reduce_sum %4415 (optimizer)
+// part 1 (reduce_sum_pass2): pass 2 of 2, partials folded: fuses reshape %4417, reshape %4418, reshape %4419, reshape %4420, reshape %4421, reshape %4422,
+//   reshape %4423, reshape %4424, reshape %4425, reshape %4426, reshape %4427, concat %4428,
+//   square %4429, reduce_sum %4430 (optimizer)
+// part 2 (reduce_sum_pass2): pass 2 of 2, partials folded: fuses reshape %4432, reshape %4433, reshape %4434, reshape %4435, concat %4436, square %4437,
+//   reduce_sum %4438 (optimizer)
+// part 3 (reduce_sum_pass2): pass 2 of 2, partials folded: fuses reshape %4440, square %4441, reduce_sum %4442 (optimizer)
+// part 4 (reduce_sum_pass2): pass 2 of 2, partials folded: fuses reshape %4444, reshape %4445, reshape %4446, reshape %4447, reshape %4448, reshape %4449,
+//   reshape %4450, reshape %4451, reshape %4452, reshape %4453, reshape %4454, concat %4455,
+//   square %4456, reduce_sum %4457 (optimizer)
+// part 5 (reduce_sum_pass2): pass 2 of 2, partials folded: fuses reshape %4459, reshape %4460, reshape %4461, concat %4462, square %4463,
+//   reduce_sum %4464 (optimizer)
+// threadgroup 32×1×1, grid 6×1×1 threadgroups
+[[max_total_threads_per_threadgroup(32)]]
+kernel void reduce_sum_pass2_x6_0(
+        const device float* p0 [[buffer(0)]],
+        device float* p1 [[buffer(1)]],
+        const device float* p2 [[buffer(2)]],
+        device float* p3 [[buffer(3)]],
+        const device float* p4 [[buffer(4)]],
+        device float* p5 [[buffer(5)]],
+        const device float* p6 [[buffer(6)]],
+        device float* p7 [[buffer(7)]],
+        const device float* p8 [[buffer(8)]],
+        device float* p9 [[buffer(9)]],
+        const device float* p10 [[buffer(10)]],
+        device float* p11 [[buffer(11)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    if (int(gid.x) < 1) {
+        const int h0 = (int(gid.x) - 0);
+        const int lid1 = int(lid.x);
+        const int row4 = h0;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 14; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 32));
+            if (j7 < 441) {
+                acc5 += p0[((row4 * 441) + j7)];
+            }
+        }
+        const float s8 = simd_sum(acc5);
+        if (lid1 == 0) {
+            p1[row4] = s8;
+        }
+    } else if (int(gid.x) < 2) {
+        const int h1 = (int(gid.x) - 1);
+        const int lid1 = int(lid.x);
+        const int row4 = h1;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 16; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 32));
+            if (j7 < 483) {
+                acc5 += p2[((row4 * 483) + j7)];
+            }
+        }
+        const float s8 = simd_sum(acc5);
+        if (lid1 == 0) {
+            p3[row4] = s8;
+        }
+    } else if (int(gid.x) < 3) {
+        const int h2 = (int(gid.x) - 2);
+        const int lid1 = int(lid.x);
+        const int row4 = h2;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 5; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 32));
+            if (j7 < 158) {
+                acc5 += p4[((row4 * 158) + j7)];
+            }
+        }
+        const float s8 = simd_sum(acc5);
+        if (lid1 == 0) {
+            p5[row4] = s8;
+        }
+    } else if (int(gid.x) < 4) {
+        const int h3 = (int(gid.x) - 3);
+        const int lid1 = int(lid.x);
+        const int row4 = h3;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 14; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 32));
+            if (j7 < 441) {
+                acc5 += p6[((row4 * 441) + j7)];
+            }
+        }
+        const float s8 = simd_sum(acc5);
+        if (lid1 == 0) {
+            p7[row4] = s8;
+        }
+    } else if (int(gid.x) < 5) {
+        const int h4 = (int(gid.x) - 4);
+        const int lid1 = int(lid.x);
+        const int row4 = h4;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 16; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 32));
+            if (j7 < 483) {
+                acc5 += p8[((row4 * 483) + j7)];
+            }
+        }
+        const float s8 = simd_sum(acc5);
+        if (lid1 == 0) {
+            p9[row4] = s8;
+        }
+    } else if (int(gid.x) < 6) {
+        const int h5 = (int(gid.x) - 5);
+        const int lid1 = int(lid.x);
+        const int row4 = h5;
+        float acc5 = 0.0f;
+        for (int k6 = 0; k6 < 3; k6 += 1) {
+            const int j7 = (lid1 + (k6 * 32));
+            if (j7 < 74) {
+                acc5 += p10[((row4 * 74) + j7)];
+            }
+        }
+        const float s8 = simd_sum(acc5);
+        if (lid1 == 0) {
+            p11[row4] = s8;
+        }
+    }
+}
+
+// pass 1 of 2, partials: fuses add %4277, reshape %4278, square %4279, reduce_sum %4280, add %4281, add %4296,
 //   add %4304, add %4308, add %4323, add %4331, add %4335, add %4350, add %4358, add %4362,
 //   add %4377, add %4385, add %4389, add %4404, add %4412, add %4416, add %4431, add %4439,
 //   add %4443, add %4458, add %4465, sqrt %4466 (optimizer)
-// threadgroup 1024×1×1, grid 1×1×1 threadgroups
+// threadgroup 1024×1×1, grid 441×1×1 threadgroups
 [[max_total_threads_per_threadgroup(1024)]]
-kernel void reduce_sum_5(
+kernel void reduce_sum_pass1_0(
+        const device float* p0 [[buffer(0)]],
+        device float* p1 [[buffer(1)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]],
+        uint lane [[thread_index_in_simdgroup]],
+        uint sg [[simdgroup_index_in_threadgroup]]) {
+    threadgroup float sh14[32];
+    const int lid1 = int(lid.x);
+    const int l32_2 = int(lane);
+    const int sg3 = int(sg);
+    const int row4 = int(gid.x);
+    const int from6 = ((row4 % 441) * 16384);
+    float acc7 = 0.0f;
+    for (int k8 = 0; k8 < 16; k8 += 1) {
+        const int j9 = (lid1 + (k8 * 1024));
+        const int k10 = (from6 + j9);
+        const float t11 = p0[k10];
+        const float t12 = (t11 * t11);
+        acc7 += t12;
+    }
+    const float s13 = simd_sum(acc7);
+    if (l32_2 == 0) {
+        sh14[sg3] = s13;
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    float acc15 = sh14[0];
+    for (int s16 = 1; s16 < 32; s16 += 1) {
+        acc15 += sh14[s16];
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    if (lid1 == 0) {
+        p1[row4] = acc15;
+    }
+}
+
+// pass 2 of 2, partials folded: fuses add %4277, reshape %4278, square %4279, reduce_sum %4280, add %4281, add %4296,
+//   add %4304, add %4308, add %4323, add %4331, add %4335, add %4350, add %4358, add %4362,
+//   add %4377, add %4385, add %4389, add %4404, add %4412, add %4416, add %4431, add %4439,
+//   add %4443, add %4458, add %4465, sqrt %4466 (optimizer)
+// threadgroup 32×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(32)]]
+kernel void reduce_sum_pass2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -8700,78 +9373,64 @@ kernel void reduce_sum_5(
         const device float* p22 [[buffer(22)]],
         device float* p23 [[buffer(23)]],
         uint3 lid [[thread_position_in_threadgroup]],
-        uint3 gid [[threadgroup_position_in_grid]],
-        uint lane [[thread_index_in_simdgroup]],
-        uint sg [[simdgroup_index_in_threadgroup]]) {
-    threadgroup float sh11[32];
+        uint3 gid [[threadgroup_position_in_grid]]) {
     const int lid1 = int(lid.x);
-    const int l32_2 = int(lane);
-    const int sg3 = int(sg);
     const int row4 = int(gid.x);
     float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 7056; k6 += 1) {
-        const int j7 = (lid1 + (k6 * 1024));
-        const float t8 = p0[j7];
-        const float t9 = (t8 * t8);
-        acc5 += t9;
+    for (int k6 = 0; k6 < 14; k6 += 1) {
+        const int j7 = (lid1 + (k6 * 32));
+        if (j7 < 441) {
+            acc5 += p0[((row4 * 441) + j7)];
+        }
     }
-    const float s10 = simd_sum(acc5);
-    if (l32_2 == 0) {
-        sh11[sg3] = s10;
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup);
-    float acc12 = sh11[0];
-    for (int s13 = 1; s13 < 32; s13 += 1) {
-        acc12 += sh11[s13];
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup);
+    const float s8 = simd_sum(acc5);
     if (lid1 == 0) {
-        const float t14 = p1[row4];
-        const float t15 = p2[row4];
+        const float t9 = p1[row4];
+        const float t10 = p2[row4];
+        const float t11 = (t9 + t10);
+        const float t12 = (t11 + s8);
+        const float t13 = p3[row4];
+        const float t14 = (t12 + t13);
+        const float t15 = p4[row4];
         const float t16 = (t14 + t15);
-        const float t17 = (t16 + acc12);
-        const float t18 = p3[row4];
-        const float t19 = (t17 + t18);
-        const float t20 = p4[row4];
-        const float t21 = (t19 + t20);
-        const float t22 = p5[row4];
-        const float t23 = (t21 + t22);
-        const float t24 = p6[row4];
-        const float t25 = (t23 + t24);
-        const float t26 = p7[row4];
-        const float t27 = (t25 + t26);
-        const float t28 = p8[row4];
-        const float t29 = (t27 + t28);
-        const float t30 = p9[row4];
-        const float t31 = (t29 + t30);
-        const float t32 = p10[row4];
-        const float t33 = (t31 + t32);
-        const float t34 = p11[row4];
-        const float t35 = (t33 + t34);
-        const float t36 = p12[row4];
-        const float t37 = (t35 + t36);
-        const float t38 = p13[row4];
-        const float t39 = (t37 + t38);
-        const float t40 = p14[row4];
-        const float t41 = (t39 + t40);
-        const float t42 = p15[row4];
-        const float t43 = (t41 + t42);
-        const float t44 = p16[row4];
-        const float t45 = (t43 + t44);
-        const float t46 = p17[row4];
-        const float t47 = (t45 + t46);
-        const float t48 = p18[row4];
-        const float t49 = (t47 + t48);
-        const float t50 = p19[row4];
-        const float t51 = (t49 + t50);
-        const float t52 = p20[row4];
-        const float t53 = (t51 + t52);
-        const float t54 = p21[row4];
-        const float t55 = (t53 + t54);
-        const float t56 = p22[row4];
-        const float t57 = (t55 + t56);
-        const float t58 = sqrt(t57);
-        p23[row4] = t58;
+        const float t17 = p5[row4];
+        const float t18 = (t16 + t17);
+        const float t19 = p6[row4];
+        const float t20 = (t18 + t19);
+        const float t21 = p7[row4];
+        const float t22 = (t20 + t21);
+        const float t23 = p8[row4];
+        const float t24 = (t22 + t23);
+        const float t25 = p9[row4];
+        const float t26 = (t24 + t25);
+        const float t27 = p10[row4];
+        const float t28 = (t26 + t27);
+        const float t29 = p11[row4];
+        const float t30 = (t28 + t29);
+        const float t31 = p12[row4];
+        const float t32 = (t30 + t31);
+        const float t33 = p13[row4];
+        const float t34 = (t32 + t33);
+        const float t35 = p14[row4];
+        const float t36 = (t34 + t35);
+        const float t37 = p15[row4];
+        const float t38 = (t36 + t37);
+        const float t39 = p16[row4];
+        const float t40 = (t38 + t39);
+        const float t41 = p17[row4];
+        const float t42 = (t40 + t41);
+        const float t43 = p18[row4];
+        const float t44 = (t42 + t43);
+        const float t45 = p19[row4];
+        const float t46 = (t44 + t45);
+        const float t47 = p20[row4];
+        const float t48 = (t46 + t47);
+        const float t49 = p21[row4];
+        const float t50 = (t48 + t49);
+        const float t51 = p22[row4];
+        const float t52 = (t50 + t51);
+        const float t53 = sqrt(t52);
+        p23[row4] = t53;
     }
 }
 

@@ -4171,13 +4171,13 @@ kernel void matmul_7(
     }
 }
 
-// fuses reshape %277, reshape %278, reshape %279, reshape %280, reshape %281, reshape %282,
+// pass 1 of 2, partials: fuses reshape %277, reshape %278, reshape %279, reshape %280, reshape %281, reshape %282,
 //   reshape %283, reshape %284, reshape %285, reshape %286, reshape %287, reshape %288,
 //   reshape %289, reshape %290, reshape %291, reshape %292, concat %293, square %294,
 //   reduce_sum %295, add %309, sqrt %310, const %311, const %312, div %313, min %314 (optimizer)
-// threadgroup 1024×1×1, grid 1×1×1 threadgroups
+// threadgroup 1024×1×1, grid 6×1×1 threadgroups
 [[max_total_threads_per_threadgroup(1024)]]
-kernel void reduce_sum_4(
+kernel void reduce_sum_pass1_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -4194,95 +4194,120 @@ kernel void reduce_sum_4(
         const device float* p13 [[buffer(13)]],
         const device float* p14 [[buffer(14)]],
         const device float* p15 [[buffer(15)]],
-        const device float* p16 [[buffer(16)]],
-        device float* p17 [[buffer(17)]],
-        device bfloat* p18 [[buffer(18)]],
+        device float* p16 [[buffer(16)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint lane [[thread_index_in_simdgroup]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
-    threadgroup float sh27[32];
+    threadgroup float sh30[32];
     const int lid1 = int(lid.x);
     const int l32_2 = int(lane);
     const int sg3 = int(sg);
     const int row4 = int(gid.x);
-    float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 82; k6 += 1) {
-        const int j7 = (lid1 + (k6 * 1024));
-        if (j7 < 83264) {
-            float cat8 = 0.0f;
-            if (j7 < 1024) {
-                const float t9 = p0[(j7 - 0)];
-                cat8 = t9;
-            } else if (j7 < 1088) {
-                const float t10 = p1[(j7 - 1024)];
-                cat8 = t10;
-            } else if (j7 < 17472) {
-                const float t11 = p2[(j7 - 1088)];
-                cat8 = t11;
-            } else if (j7 < 17984) {
-                const float t12 = p3[(j7 - 17472)];
-                cat8 = t12;
-            } else if (j7 < 18112) {
-                const float t13 = p4[(j7 - 17984)];
-                cat8 = t13;
-            } else if (j7 < 22720) {
-                const float t14 = p5[(j7 - 18112)];
-                cat8 = t14;
-            } else if (j7 < 23232) {
-                const float t15 = p6[(j7 - 22720)];
-                cat8 = t15;
-            } else if (j7 < 23360) {
-                const float t16 = p7[(j7 - 23232)];
-                cat8 = t16;
-            } else if (j7 < 25408) {
-                const float t17 = p8[(j7 - 23360)];
-                cat8 = t17;
-            } else if (j7 < 25536) {
-                const float t18 = p9[(j7 - 25408)];
-                cat8 = t18;
-            } else if (j7 < 33728) {
-                const float t19 = p10[(j7 - 25536)];
-                cat8 = t19;
-            } else if (j7 < 33792) {
-                const float t20 = p11[(j7 - 33728)];
-                cat8 = t20;
-            } else if (j7 < 34048) {
-                const float t21 = p12[(j7 - 33792)];
-                cat8 = t21;
-            } else if (j7 < 66816) {
-                const float t22 = p13[(j7 - 34048)];
-                cat8 = t22;
-            } else if (j7 < 83200) {
-                const float t23 = p14[(j7 - 66816)];
-                cat8 = t23;
+    const int from6 = ((row4 % 6) * 14336);
+    float acc7 = 0.0f;
+    for (int k8 = 0; k8 < 14; k8 += 1) {
+        const int j9 = (lid1 + (k8 * 1024));
+        const int k10 = (from6 + j9);
+        if (k10 < 83264) {
+            float cat11 = 0.0f;
+            if (k10 < 1024) {
+                const float t12 = p0[(k10 - 0)];
+                cat11 = t12;
+            } else if (k10 < 1088) {
+                const float t13 = p1[(k10 - 1024)];
+                cat11 = t13;
+            } else if (k10 < 17472) {
+                const float t14 = p2[(k10 - 1088)];
+                cat11 = t14;
+            } else if (k10 < 17984) {
+                const float t15 = p3[(k10 - 17472)];
+                cat11 = t15;
+            } else if (k10 < 18112) {
+                const float t16 = p4[(k10 - 17984)];
+                cat11 = t16;
+            } else if (k10 < 22720) {
+                const float t17 = p5[(k10 - 18112)];
+                cat11 = t17;
+            } else if (k10 < 23232) {
+                const float t18 = p6[(k10 - 22720)];
+                cat11 = t18;
+            } else if (k10 < 23360) {
+                const float t19 = p7[(k10 - 23232)];
+                cat11 = t19;
+            } else if (k10 < 25408) {
+                const float t20 = p8[(k10 - 23360)];
+                cat11 = t20;
+            } else if (k10 < 25536) {
+                const float t21 = p9[(k10 - 25408)];
+                cat11 = t21;
+            } else if (k10 < 33728) {
+                const float t22 = p10[(k10 - 25536)];
+                cat11 = t22;
+            } else if (k10 < 33792) {
+                const float t23 = p11[(k10 - 33728)];
+                cat11 = t23;
+            } else if (k10 < 34048) {
+                const float t24 = p12[(k10 - 33792)];
+                cat11 = t24;
+            } else if (k10 < 66816) {
+                const float t25 = p13[(k10 - 34048)];
+                cat11 = t25;
+            } else if (k10 < 83200) {
+                const float t26 = p14[(k10 - 66816)];
+                cat11 = t26;
             } else {
-                const float t24 = p15[(j7 - 83200)];
-                cat8 = t24;
+                const float t27 = p15[(k10 - 83200)];
+                cat11 = t27;
             }
-            const float t25 = (cat8 * cat8);
-            acc5 += t25;
+            const float t28 = (cat11 * cat11);
+            acc7 += t28;
         }
     }
-    const float s26 = simd_sum(acc5);
+    const float s29 = simd_sum(acc7);
     if (l32_2 == 0) {
-        sh27[sg3] = s26;
+        sh30[sg3] = s29;
     }
     threadgroup_barrier(mem_flags::mem_threadgroup);
-    float acc28 = sh27[0];
-    for (int s29 = 1; s29 < 32; s29 += 1) {
-        acc28 += sh27[s29];
+    float acc31 = sh30[0];
+    for (int s32 = 1; s32 < 32; s32 += 1) {
+        acc31 += sh30[s32];
     }
     threadgroup_barrier(mem_flags::mem_threadgroup);
     if (lid1 == 0) {
-        const float t30 = p16[row4];
-        const float t31 = (acc28 + t30);
-        const float t32 = sqrt(t31);
-        p17[row4] = t32;
-        const float t33 = (1.0f / t32);
-        const float t34 = float(bfloat(min(1.0f, t33)));
-        p18[row4] = bfloat(t34);
+        p16[row4] = acc31;
     }
+}
+
+// pass 2 of 2, partials folded: fuses reshape %277, reshape %278, reshape %279, reshape %280, reshape %281, reshape %282,
+//   reshape %283, reshape %284, reshape %285, reshape %286, reshape %287, reshape %288,
+//   reshape %289, reshape %290, reshape %291, reshape %292, concat %293, square %294,
+//   reduce_sum %295, add %309, sqrt %310, const %311, const %312, div %313, min %314 (optimizer)
+// threadgroup 32×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(32)]]
+kernel void reduce_sum_pass2_0(
+        const device float* p0 [[buffer(0)]],
+        const device float* p1 [[buffer(1)]],
+        device float* p2 [[buffer(2)]],
+        device bfloat* p3 [[buffer(3)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    const int lid1 = int(lid.x);
+    const int row4 = ((int(gid.x) * 32) + lid1);
+    if (row4 >= 1) {
+        return;
+    }
+    float acc5 = 0.0f;
+    for (int k6 = 0; k6 < 6; k6 += 1) {
+        acc5 += p0[((row4 * 6) + k6)];
+    }
+    const float t7 = p1[row4];
+    const float t8 = (acc5 + t7);
+    const float t9 = sqrt(t8);
+    p2[row4] = t9;
+    const float t10 = (1.0f / t9);
+    const float t11 = float(bfloat(min(1.0f, t10)));
+    p3[row4] = bfloat(t11);
 }
 
 // 5 independent kernels in one launch

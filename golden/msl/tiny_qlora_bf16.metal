@@ -5671,13 +5671,13 @@ kernel void matmul_x2_2(
     }
 }
 
-// fuses reshape %332, reshape %333, reshape %334, reshape %335, reshape %336, reshape %337,
+// pass 1 of 2, partials: fuses reshape %332, reshape %333, reshape %334, reshape %335, reshape %336, reshape %337,
 //   reshape %338, reshape %339, reshape %340, reshape %341, reshape %342, reshape %343,
 //   concat %344, square %345, reduce_sum %346, sqrt %347, const %348, const %349, div %350,
 //   min %351 (optimizer)
-// threadgroup 1024×1×1, grid 1×1×1 threadgroups
+// threadgroup 1024×1×1, grid 9×1×1 threadgroups
 [[max_total_threads_per_threadgroup(1024)]]
-kernel void reduce_sum_4(
+kernel void reduce_sum_pass1_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         const device float* p2 [[buffer(2)]],
@@ -5691,77 +5691,102 @@ kernel void reduce_sum_4(
         const device float* p10 [[buffer(10)]],
         const device float* p11 [[buffer(11)]],
         device float* p12 [[buffer(12)]],
-        device bfloat* p13 [[buffer(13)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]],
         uint lane [[thread_index_in_simdgroup]],
         uint sg [[simdgroup_index_in_threadgroup]]) {
-    threadgroup float sh23[32];
+    threadgroup float sh26[32];
     const int lid1 = int(lid.x);
     const int l32_2 = int(lane);
     const int sg3 = int(sg);
     const int row4 = int(gid.x);
-    float acc5 = 0.0f;
-    for (int k6 = 0; k6 < 144; k6 += 1) {
-        const int j7 = (lid1 + (k6 * 1024));
-        float cat8 = 0.0f;
-        if (j7 < 4096) {
-            const float t9 = p0[(j7 - 0)];
-            cat8 = t9;
-        } else if (j7 < 20480) {
-            const float t10 = p1[(j7 - 4096)];
-            cat8 = t10;
-        } else if (j7 < 28672) {
-            const float t11 = p2[(j7 - 20480)];
-            cat8 = t11;
-        } else if (j7 < 32768) {
-            const float t12 = p3[(j7 - 28672)];
-            cat8 = t12;
-        } else if (j7 < 49152) {
-            const float t13 = p4[(j7 - 32768)];
-            cat8 = t13;
-        } else if (j7 < 81920) {
-            const float t14 = p5[(j7 - 49152)];
-            cat8 = t14;
-        } else if (j7 < 98304) {
-            const float t15 = p6[(j7 - 81920)];
-            cat8 = t15;
-        } else if (j7 < 114688) {
-            const float t16 = p7[(j7 - 98304)];
-            cat8 = t16;
-        } else if (j7 < 118784) {
-            const float t17 = p8[(j7 - 114688)];
-            cat8 = t17;
-        } else if (j7 < 135168) {
-            const float t18 = p9[(j7 - 118784)];
-            cat8 = t18;
-        } else if (j7 < 143360) {
-            const float t19 = p10[(j7 - 135168)];
-            cat8 = t19;
+    const int from6 = ((row4 % 9) * 16384);
+    float acc7 = 0.0f;
+    for (int k8 = 0; k8 < 16; k8 += 1) {
+        const int j9 = (lid1 + (k8 * 1024));
+        const int k10 = (from6 + j9);
+        float cat11 = 0.0f;
+        if (k10 < 4096) {
+            const float t12 = p0[(k10 - 0)];
+            cat11 = t12;
+        } else if (k10 < 20480) {
+            const float t13 = p1[(k10 - 4096)];
+            cat11 = t13;
+        } else if (k10 < 28672) {
+            const float t14 = p2[(k10 - 20480)];
+            cat11 = t14;
+        } else if (k10 < 32768) {
+            const float t15 = p3[(k10 - 28672)];
+            cat11 = t15;
+        } else if (k10 < 49152) {
+            const float t16 = p4[(k10 - 32768)];
+            cat11 = t16;
+        } else if (k10 < 81920) {
+            const float t17 = p5[(k10 - 49152)];
+            cat11 = t17;
+        } else if (k10 < 98304) {
+            const float t18 = p6[(k10 - 81920)];
+            cat11 = t18;
+        } else if (k10 < 114688) {
+            const float t19 = p7[(k10 - 98304)];
+            cat11 = t19;
+        } else if (k10 < 118784) {
+            const float t20 = p8[(k10 - 114688)];
+            cat11 = t20;
+        } else if (k10 < 135168) {
+            const float t21 = p9[(k10 - 118784)];
+            cat11 = t21;
+        } else if (k10 < 143360) {
+            const float t22 = p10[(k10 - 135168)];
+            cat11 = t22;
         } else {
-            const float t20 = p11[(j7 - 143360)];
-            cat8 = t20;
+            const float t23 = p11[(k10 - 143360)];
+            cat11 = t23;
         }
-        const float t21 = (cat8 * cat8);
-        acc5 += t21;
+        const float t24 = (cat11 * cat11);
+        acc7 += t24;
     }
-    const float s22 = simd_sum(acc5);
+    const float s25 = simd_sum(acc7);
     if (l32_2 == 0) {
-        sh23[sg3] = s22;
+        sh26[sg3] = s25;
     }
     threadgroup_barrier(mem_flags::mem_threadgroup);
-    float acc24 = sh23[0];
-    for (int s25 = 1; s25 < 32; s25 += 1) {
-        acc24 += sh23[s25];
+    float acc27 = sh26[0];
+    for (int s28 = 1; s28 < 32; s28 += 1) {
+        acc27 += sh26[s28];
     }
     threadgroup_barrier(mem_flags::mem_threadgroup);
     if (lid1 == 0) {
-        const float t26 = sqrt(acc24);
-        p12[row4] = t26;
-        const float t27 = (0.3f / t26);
-        const float t28 = float(bfloat(min(1.0f, t27)));
-        p13[row4] = bfloat(t28);
+        p12[row4] = acc27;
     }
+}
+
+// pass 2 of 2, partials folded: fuses reshape %332, reshape %333, reshape %334, reshape %335, reshape %336, reshape %337,
+//   reshape %338, reshape %339, reshape %340, reshape %341, reshape %342, reshape %343,
+//   concat %344, square %345, reduce_sum %346, sqrt %347, const %348, const %349, div %350,
+//   min %351 (optimizer)
+// threadgroup 32×1×1, grid 1×1×1 threadgroups
+[[max_total_threads_per_threadgroup(32)]]
+kernel void reduce_sum_pass2_0(
+        const device float* p0 [[buffer(0)]],
+        device float* p1 [[buffer(1)]],
+        device bfloat* p2 [[buffer(2)]],
+        uint3 lid [[thread_position_in_threadgroup]],
+        uint3 gid [[threadgroup_position_in_grid]]) {
+    const int lid1 = int(lid.x);
+    const int row4 = ((int(gid.x) * 32) + lid1);
+    if (row4 >= 1) {
+        return;
+    }
+    float acc5 = 0.0f;
+    for (int k6 = 0; k6 < 9; k6 += 1) {
+        acc5 += p0[((row4 * 9) + k6)];
+    }
+    const float t7 = sqrt(acc5);
+    p1[row4] = t7;
+    const float t8 = (0.3f / t7);
+    const float t9 = float(bfloat(min(1.0f, t8)));
+    p2[row4] = bfloat(t9);
 }
 
 // 5 independent kernels in one launch

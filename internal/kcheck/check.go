@@ -66,6 +66,13 @@ func Tolerance(t ir.Type) float64 {
 // CheckKernels runs every dispatch of x in isolation: it writes each
 // kernel's operands from the reference values, launches it, and compares
 // what it wrote with the reference. It returns the mismatches.
+//
+// A scratch value (the partials of a reduction split in two launches) has
+// no reference value: the launch that writes it is checked on its other
+// outputs, what it wrote is kept, and the launch that reads it gets that.
+// So the partials are checked through the result folded from them, which is
+// compared with the reference like any other output (and partials a launch
+// fails to write stay NaN and spoil that result).
 func CheckKernels(x *Executor, want map[*ir.Value]*ref.Tensor) ([]Mismatch, error) {
 	var bad []Mismatch
 	for i := range x.Prog.Dispatches {
@@ -96,6 +103,12 @@ func (x *Executor) checkDispatch(i int, want map[*ir.Value]*ref.Tensor) ([]Misma
 			continue
 		}
 		t, ok := want[b.Value]
+		if x.Prog.Scratch[b.Value] {
+			if t, ok = x.partials[b.Value]; !ok {
+				return nil, fmt.Errorf("dispatch %d reads scratch %v before the launch writing it was checked", i, b.Value)
+			}
+			delete(x.partials, b.Value) // one reader: the second pass
+		}
 		if !ok {
 			return nil, fmt.Errorf("dispatch %d reads %v, which the reference did not compute", i, b.Value)
 		}
@@ -124,6 +137,14 @@ func (x *Executor) checkDispatch(i int, want map[*ir.Value]*ref.Tensor) ([]Misma
 	}
 	var bad []Mismatch
 	for _, v := range d.Writes {
+		if x.Prog.Scratch[v] {
+			got, err := x.Read(v)
+			if err != nil {
+				return nil, err
+			}
+			x.partials[v] = got
+			continue
+		}
 		w, ok := want[v]
 		if !ok {
 			return nil, fmt.Errorf("dispatch %d writes %v, which the reference did not compute", i, v)
@@ -208,6 +229,7 @@ func CheckGraph(devs []device.Device, prog *codegen.Program, g *ir.Graph, inputs
 	}
 	ready := map[int][]int{} // position in order → dispatches checkable after it
 	until := map[*ir.Value]int{}
+	scratchAt := map[*ir.Value]int{} // scratch value → position its writer is checked at
 	for i, d := range prog.Dispatches {
 		vs := append([]*ir.Value(nil), d.Writes...)
 		for _, b := range d.Bindings {
@@ -215,6 +237,14 @@ func CheckGraph(devs []device.Device, prog *codegen.Program, g *ir.Graph, inputs
 		}
 		at := 0
 		for _, v := range vs {
+			if prog.Scratch[v] {
+				// Its reader is checked no earlier than its writer (and
+				// after it at the same position: ready keeps dispatch order).
+				if k, ok := scratchAt[v]; ok {
+					at = max(at, k)
+				}
+				continue
+			}
 			if _, ok := index[v.Node]; !ok {
 				return nil, fmt.Errorf("dispatch %d binds %v, which is not a value of the graph", i, v)
 			}
@@ -223,6 +253,12 @@ func CheckGraph(devs []device.Device, prog *codegen.Program, g *ir.Graph, inputs
 		}
 		ready[at] = append(ready[at], i)
 		for _, v := range vs {
+			if prog.Scratch[v] {
+				if _, ok := scratchAt[v]; !ok {
+					scratchAt[v] = at
+				}
+				continue
+			}
 			until[v] = max(until[v], at)
 		}
 	}

@@ -128,3 +128,45 @@ func TestArenaPlacesOneDispatch(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckGraphSplit checks how a reduction split in two launches is
+// checked: the first launch's partials (no reference value) are carried to
+// the second, whose result is compared. Cutting the first launch's grid to
+// one threadgroup leaves partials NaN, and the mismatch shows at the second.
+func TestCheckGraphSplit(t *testing.T) {
+	u, feeds := tinyStep(t)
+	first, second := -1, -1
+	for i, d := range u.Prog.Dispatches {
+		for _, v := range d.Writes {
+			if u.Prog.Scratch[v] && first < 0 {
+				first = i
+				for j := i + 1; j < len(u.Prog.Dispatches) && second < 0; j++ {
+					for _, b := range u.Prog.Dispatches[j].Bindings {
+						if b.Value == v {
+							second = j
+						}
+					}
+				}
+			}
+		}
+	}
+	if first < 0 || second < 0 {
+		t.Fatal("tiny's train step has no reduction split in two launches (its gradient norm's parts are long enough)")
+	}
+	broken := *u.Prog
+	broken.Dispatches = append([]codegen.Dispatch(nil), u.Prog.Dispatches...)
+	broken.Dispatches[first].Groups = [3]int{1, 1, 1}
+	in, ps := feeds()
+	bad, err := CheckGraph([]device.Device{sim.New()}, &broken, u.Graph, in, ps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(bad[0]) == 0 {
+		t.Fatalf("pass 1 (dispatch %d, %s) on one threadgroup passed", first, broken.Dispatches[first].Kernel)
+	}
+	for _, m := range bad[0] {
+		if m.Dispatch != second {
+			t.Errorf("mismatch in dispatch %d, want only %d (the launch folding the partials): %v", m.Dispatch, second, m)
+		}
+	}
+}

@@ -27,6 +27,9 @@ type Executor struct {
 	kernels map[string]device.Kernel
 	place   Placement
 	begin   func(dispatch int) error // readies the placement for a dispatch, if set
+	// partials holds what a checked launch wrote to a scratch value (see
+	// codegen.Program.Scratch) until the launch that reads it is checked.
+	partials map[*ir.Value]*ref.Tensor
 }
 
 // NewExecutor renders the program's module for dev's target and compiles it there.
@@ -39,7 +42,7 @@ func NewExecutor(dev device.Device, prog *codegen.Program, place Placement) (*Ex
 	if err != nil {
 		return nil, err
 	}
-	x := &Executor{Dev: dev, Prog: prog, kernels: map[string]device.Kernel{}, place: place}
+	x := &Executor{Dev: dev, Prog: prog, kernels: map[string]device.Kernel{}, place: place, partials: map[*ir.Value]*ref.Tensor{}}
 	for _, k := range prog.Module.Kernels {
 		if x.kernels[k.Name], err = lib.Kernel(k.Name); err != nil {
 			return nil, err
