@@ -475,6 +475,23 @@ func TestPlanMemoryTrainStep(t *testing.T) {
 	}
 }
 
+// Past memIndexedMax blocks only the sweep's orders are tried; under it
+// the size order still is.
+func TestPlanMemoryManyBlocks(t *testing.T) {
+	bufs, kernels := memTrainStep(rand.New(rand.NewPCG(1, 2)), 250, 1)
+	if len(bufs) <= memIndexedMax {
+		t.Fatalf("%d buffers: the workload does not pass memIndexedMax", len(bufs))
+	}
+	opt := MemOptions{MaxSegment: 1 << 40}
+	if p := memPlanOK(t, bufs, kernels, opt); p.Order != "start" {
+		t.Errorf("%d blocks placed in %s order, want start", len(bufs), p.Order)
+	}
+	bufs, kernels = memTrainStep(rand.New(rand.NewPCG(1, 2)), 2, 1)
+	if p := memPlanOK(t, bufs, kernels, opt); p.Order != "size" {
+		t.Errorf("%d blocks placed in %s order, want size (it wins on this workload)", len(bufs), p.Order)
+	}
+}
+
 func TestLifetimes(t *testing.T) {
 	info := map[string]BufferInfo{
 		"w":      {Bytes: 4096, Role: ir.Frozen, Persistent: true},
