@@ -45,8 +45,9 @@ func shareUpdates(g *ir.Graph, ls []*launch, alias map[*ir.Value]*ir.Value) {
 			writer[v] = i
 		}
 	}
+	params := paramsByName(g)
 	for _, u := range g.Updates {
-		prm := g.Param(u.Param).Value
+		prm := params[u.Param].Value
 		w, ok := writer[u.Value]
 		if !ok || lastRead[prm] != w || !ls[w].parts[0].d.Exact[prm] || !u.Value.Type.Equal(prm.Type) {
 			continue

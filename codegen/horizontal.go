@@ -2,6 +2,8 @@ package codegen
 
 import (
 	"fmt"
+	"math"
+	"slices"
 	"strings"
 
 	"github.com/scm-magellano/magc/codegen/kir"
@@ -18,8 +20,14 @@ import (
 // assume it, except flat parts, which any size can run.
 
 // launch is one lowered kernel launch: its parts, in dispatch order.
+// While launches merge, keys and shared cache what its parts bind and
+// their hoisted threadgroup arrays, so a join test costs the joining
+// launch's size, not this one's.
 type launch struct {
-	parts []*part
+	parts    []*part
+	keys     []bindingKey
+	shared   []kir.Shared
+	sharedOK bool
 }
 
 // part is one kernel before merging, with its name base ("matmul").
@@ -100,7 +108,8 @@ const (
 // every launch that reads what it writes (only an in-place update can: other
 // values are written once, after every reader of theirs). The last launch
 // to write and to bind each buffer is kept by index, so finding how far back
-// a launch may move costs its own bindings, not the launches it passes.
+// a launch may move costs its own bindings, not the launches it passes; a
+// joinIndex finds the latest launch it can join without trying each.
 func mergeLaunches(ls []*launch, alias map[*ir.Value]*ir.Value) []*launch {
 	owner := func(v *ir.Value) *ir.Value {
 		if o, ok := alias[v]; ok {
@@ -111,7 +120,9 @@ func mergeLaunches(ls []*launch, alias map[*ir.Value]*ir.Value) []*launch {
 	lastWrite := map[*ir.Value]int{} // owner → last launch of out writing it
 	lastBind := map[*ir.Value]int{}  // owner → last launch of out binding it
 	var out []*launch
+	idx := newJoinIndex(len(ls))
 	for _, l := range ls {
+		l.cache()
 		window := horizontalWindow
 		if l.writesSmall() {
 			window = len(out)
@@ -129,19 +140,16 @@ func mergeLaunches(ls []*launch, alias map[*ir.Value]*ir.Value) []*launch {
 				}
 			}
 		}
-		at := -1
-		for j := len(out) - 1; j >= lo; j-- {
-			if canJoin(out[j], l) {
-				at = j
-				break
-			}
-		}
+		at := idx.latest(out, l, lo)
+		var added []bindingKey
 		if at < 0 {
 			at = len(out)
 			out = append(out, l)
+			added = l.keys
 		} else {
-			out[at].parts = append(out[at].parts, l.parts...)
+			added = out[at].join(l)
 		}
+		idx.update(out[at], at, added)
 		for _, p := range l.parts {
 			for _, b := range p.d.Bindings {
 				lastBind[owner(b.Value)] = max(lastBind[owner(b.Value)], at)
@@ -154,15 +162,187 @@ func mergeLaunches(ls []*launch, alias map[*ir.Value]*ir.Value) []*launch {
 	return out
 }
 
+// cache fills the launch's keys and shared from its parts.
+func (l *launch) cache() {
+	l.keys = bindingsOf(l.parts)
+	l.shared, l.sharedOK = hoistShared(l.parts)
+}
+
+// join appends b's parts to l and returns the buffers b adds to l's.
+func (l *launch) join(b *launch) []bindingKey {
+	var added []bindingKey
+	for _, k := range b.keys {
+		if !slices.Contains(l.keys, k) {
+			added = append(added, k)
+		}
+	}
+	l.parts = append(l.parts, b.parts...)
+	l.keys = append(l.keys, added...)
+	l.shared, l.sharedOK = joinShared(l.shared, b.shared)
+	l.sharedOK = l.sharedOK && b.sharedOK
+	return added
+}
+
 // canJoin reports whether b's parts fit in one kernel with a's: one
 // threadgroup size for the parts that are not flat, at most MaxBuffers
-// buffers, shared memory within the limit.
+// buffers, shared memory within the limit. Both are cached.
 func canJoin(a, b *launch) bool {
 	if !a.allFlat() && !b.allFlat() && a.threads() != b.threads() {
 		return false
 	}
-	ps := append(append([]*part(nil), a.parts...), b.parts...)
-	return len(bindingsOf(ps)) <= passes.MaxBuffers && sharedBytes(ps) <= sharedLimit
+	n := len(a.keys)
+	for _, k := range b.keys {
+		if !slices.Contains(a.keys, k) {
+			n++
+		}
+	}
+	if n > passes.MaxBuffers || !a.sharedOK || !b.sharedOK {
+		return false
+	}
+	shared, ok := joinShared(a.shared, b.shared)
+	return ok && sharedSize(shared) <= sharedLimit
+}
+
+// hotUsers is how many launches may bind a buffer before a joinIndex stops
+// trying each of them and relies on its free-slot trees instead.
+const hotUsers = 16
+
+// joinIndex finds, for a new launch, the latest launch of out it can join.
+// A launch that binds none of the new one's buffers can take it only with as
+// many free buffer slots as those buffers: free slots are kept in max-trees,
+// one for all-flat launches and one per threadgroup size, which find the
+// latest such launch in log time. Launches that share a buffer with the new
+// one are listed by buffer and tried each, unless the buffer is bound by many
+// (a scalar every update reads): such shared buffers only lower the free
+// slots asked of a tree's launch.
+type joinIndex struct {
+	n     int
+	users map[bindingKey][]int // launches of out binding each buffer
+	flat  *maxTree
+	sized map[[3]int]*maxTree
+}
+
+func newJoinIndex(n int) *joinIndex {
+	return &joinIndex{n: n, users: map[bindingKey][]int{}, flat: newMaxTree(n), sized: map[[3]int]*maxTree{}}
+}
+
+// tree is the free-slot tree of non-flat launches of one threadgroup size.
+func (x *joinIndex) tree(threads [3]int) *maxTree {
+	t, ok := x.sized[threads]
+	if !ok {
+		t = newMaxTree(x.n)
+		x.sized[threads] = t
+	}
+	return t
+}
+
+// update records launch a, at index at of out, after it took buffers added.
+func (x *joinIndex) update(a *launch, at int, added []bindingKey) {
+	for _, k := range added {
+		x.users[k] = append(x.users[k], at)
+	}
+	free := passes.MaxBuffers - len(a.keys)
+	if a.allFlat() {
+		x.flat.set(at, free)
+		return
+	}
+	x.flat.set(at, noneFree) // it may have been flat before this join
+	x.tree(a.threads()).set(at, free)
+}
+
+// latest is the largest index j ≥ lo with canJoin(out[j], l), or -1: the
+// same answer as trying each launch from the last back to lo.
+func (x *joinIndex) latest(out []*launch, l *launch, lo int) int {
+	best := lo - 1
+	hot := 0
+	for _, k := range l.keys {
+		us := x.users[k]
+		if len(us) > hotUsers {
+			hot++
+			continue
+		}
+		for _, j := range us {
+			if j > best && canJoin(out[j], l) {
+				best = j
+			}
+		}
+	}
+	// Any other launch shares at most the hot buffers with l.
+	need := len(l.keys) - hot
+	trees := []*maxTree{x.flat}
+	if l.allFlat() {
+		for _, t := range x.sized {
+			trees = append(trees, t)
+		}
+	} else if t, ok := x.sized[l.threads()]; ok {
+		trees = append(trees, t)
+	}
+	hi := len(out)
+	for {
+		j := -1
+		for _, t := range trees {
+			j = max(j, t.last(best+1, hi, need))
+		}
+		if j < 0 || canJoin(out[j], l) {
+			best = max(best, j)
+			break
+		}
+		hi = j
+	}
+	if best < lo {
+		return -1
+	}
+	return best
+}
+
+// noneFree marks an index a maxTree holds no launch at.
+const noneFree = math.MinInt32
+
+// maxTree holds a value per index and finds the last index of a range
+// whose value is at least a bound, in log time.
+type maxTree struct {
+	size int
+	v    []int32 // v[1] is the root; the leaves are v[size:]
+}
+
+func newMaxTree(n int) *maxTree {
+	size := 1
+	for size < n {
+		size *= 2
+	}
+	t := &maxTree{size: size, v: make([]int32, 2*size)}
+	for i := range t.v {
+		t.v[i] = noneFree
+	}
+	return t
+}
+
+func (t *maxTree) set(i, x int) {
+	i += t.size
+	t.v[i] = int32(x)
+	for i > 1 {
+		i /= 2
+		t.v[i] = max(t.v[2*i], t.v[2*i+1])
+	}
+}
+
+// last is the largest index in [lo, hi) whose value is ≥ x, or -1.
+func (t *maxTree) last(lo, hi, x int) int {
+	return t.find(1, 0, t.size, lo, hi, int32(x))
+}
+
+func (t *maxTree) find(node, l, r, lo, hi int, x int32) int {
+	if r <= lo || hi <= l || t.v[node] < x {
+		return -1
+	}
+	if r-l == 1 {
+		return l
+	}
+	m := (l + r) / 2
+	if i := t.find(2*node+1, m, r, lo, hi, x); i >= 0 {
+		return i
+	}
+	return t.find(2*node, l, m, lo, hi, x)
 }
 
 type bindingKey struct {
@@ -192,36 +372,42 @@ func bindingsOf(ps []*part) []bindingKey {
 // different types.
 func hoistShared(ps []*part) ([]kir.Shared, bool) {
 	var out []kir.Shared
-	at := map[string]int{}
 	ok := true
 	for _, p := range ps {
+		var own []kir.Shared
 		kir.Walk(p.k.Body, func(kir.Expr) {}, func(s kir.Stmt) {
-			sh, isShared := s.(kir.Shared)
-			if !isShared {
-				return
-			}
-			i, seen := at[sh.Name]
-			switch {
-			case !seen:
-				at[sh.Name] = len(out)
-				out = append(out, sh)
-			case out[i].Type != sh.Type:
-				ok = false
-			default:
-				out[i].Len = max(out[i].Len, sh.Len)
+			if sh, isShared := s.(kir.Shared); isShared {
+				own = append(own, sh)
 			}
 		})
+		var okP bool
+		out, okP = joinShared(out, own)
+		ok = ok && okP
 	}
 	return out, ok
 }
 
-// sharedBytes is the threadgroup memory of the parts in one kernel, or
-// more than any limit when they cannot share one.
-func sharedBytes(ps []*part) int {
-	shared, ok := hoistShared(ps)
-	if !ok {
-		return sharedLimit + 1
+// joinShared adds the arrays b to the hoisted arrays a (into a copy), as
+// hoistShared does.
+func joinShared(a, b []kir.Shared) ([]kir.Shared, bool) {
+	out := slices.Clone(a)
+	ok := true
+	for _, sh := range b {
+		i := slices.IndexFunc(out, func(o kir.Shared) bool { return o.Name == sh.Name })
+		switch {
+		case i < 0:
+			out = append(out, sh)
+		case out[i].Type != sh.Type:
+			ok = false
+		default:
+			out[i].Len = max(out[i].Len, sh.Len)
+		}
 	}
+	return out, ok
+}
+
+// sharedSize is the threadgroup memory of hoisted arrays.
+func sharedSize(shared []kir.Shared) int {
 	n := 0
 	for _, sh := range shared {
 		n += sh.Len * typeBytes(sh.Type)

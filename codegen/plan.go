@@ -30,17 +30,30 @@ func BufferName(v *ir.Value) string {
 	return name
 }
 
-func role(g *ir.Graph, v *ir.Value) ir.Role {
+// role is a buffer's role; params are the graph's by name (a map: a
+// Graph.Param search per buffer grew with the square of the model).
+func role(params map[string]*ir.Param, v *ir.Value) ir.Role {
 	switch v.Node.Op {
 	case ir.OpInput:
 		return ir.HostInput
 	case ir.OpParam:
-		return g.Param(v.Node.Attrs.String("name")).Role
+		return params[v.Node.Attrs.String("name")].Role
 	}
 	if strings.HasPrefix(v.Node.Scope, "grad") {
 		return ir.Gradient
 	}
 	return ir.Activation
+}
+
+// paramsByName indexes g.Params as Graph.Param finds them: the first of a name.
+func paramsByName(g *ir.Graph) map[string]*ir.Param {
+	m := map[string]*ir.Param{}
+	for _, p := range g.Params {
+		if _, ok := m[p.Name]; !ok {
+			m[p.Name] = p
+		}
+	}
+	return m
 }
 
 // PlaceMemory plans the arena for a program: every value a launch touches
@@ -54,6 +67,7 @@ func PlaceMemory(g *ir.Graph, p *Program, opt passes.MemOptions) (*Memory, error
 		}
 		return v
 	}
+	params := paramsByName(g)
 	info := map[string]passes.BufferInfo{}
 	names := map[*ir.Value]string{}
 	declare := func(v *ir.Value) string {
@@ -61,7 +75,7 @@ func PlaceMemory(g *ir.Graph, p *Program, opt passes.MemOptions) (*Memory, error
 		name := BufferName(o)
 		names[v], names[o] = name, name
 		if _, ok := info[name]; !ok {
-			info[name] = passes.BufferInfo{Bytes: o.Stored().Bytes(), Role: role(g, o),
+			info[name] = passes.BufferInfo{Bytes: o.Stored().Bytes(), Role: role(params, o),
 				Persistent: o.Node.Op == ir.OpParam || o.Node.Op == ir.OpInput}
 		}
 		return name

@@ -463,6 +463,7 @@ type groupBuffers struct {
 	bb      *budget
 	nodes   []*ir.Node // the group's nodes accounted, in the order they joined
 	in      map[*ir.Node]bool
+	readsIn map[*ir.Value]int // each value's occurrences among the inputs of in
 	reads   map[*ir.Value]bool
 	outside map[*ir.Value]int
 	count   int
@@ -477,7 +478,7 @@ func (bb *budget) of(g *Group) *groupBuffers {
 		a = nil
 	}
 	if a == nil {
-		a = &groupBuffers{bb: bb, in: map[*ir.Node]bool{}, reads: map[*ir.Value]bool{}, outside: map[*ir.Value]int{}}
+		a = &groupBuffers{bb: bb, in: map[*ir.Node]bool{}, readsIn: map[*ir.Value]int{}, reads: map[*ir.Value]bool{}, outside: map[*ir.Value]int{}}
 		bb.groups[g] = a
 	}
 	for _, n := range g.Nodes[len(a.nodes):] {
@@ -501,6 +502,11 @@ func (a *groupBuffers) escapes(v *ir.Value, outside int) bool { return a.bb.kept
 func (a *groupBuffers) delta(n *ir.Node, commit bool) int {
 	d := 0
 	if commit {
+		if !a.in[n] {
+			for _, w := range n.Inputs {
+				a.readsIn[w]++
+			}
+		}
 		a.in[n] = true
 		a.nodes = append(a.nodes, n)
 	}
@@ -511,12 +517,10 @@ func (a *groupBuffers) delta(n *ir.Node, commit bool) int {
 				delete(a.reads, v)
 			}
 		}
-		c := 0
-		for _, u := range a.bb.uses[v] {
-			if !a.in[u] && u != n {
-				c++
-			}
-		}
+		// Readers outside: v's uses less the group's reads of it (n
+		// cannot read its own output). Counted, not searched, as a value
+		// may have thousands of readers (a scale every update reads).
+		c := len(a.bb.uses[v]) - a.readsIn[v]
 		if a.escapes(v, c) {
 			d++
 		}

@@ -272,6 +272,41 @@ func TestVerifyCatchesOverlap(t *testing.T) {
 	}
 }
 
+// Verify finds an overlap exactly when comparing the moved buffer with
+// every other does, on a valid plan with one buffer moved to another's
+// offset or near it.
+func TestVerifyMatchesPairs(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	valid := memPlanned(t)
+	clashes := 0
+	for range 500 {
+		p := *valid
+		p.Buffers = slices.Clone(valid.Buffers)
+		x, y := &p.Buffers[rng.IntN(len(p.Buffers))], &p.Buffers[rng.IntN(len(p.Buffers))]
+		x.Segment, x.Offset = y.Segment, max(0, y.Offset+DefaultMemAlign*int64(rng.IntN(5)-2))
+		if x.Offset+x.Bytes > p.Segments[x.Segment] {
+			continue // outside the segment: another check's error
+		}
+		clash := false
+		for i := range p.Buffers {
+			a := &p.Buffers[i]
+			if a != x && a.Bytes > 0 && x.Bytes > 0 && a.Segment == x.Segment && a.Offset < x.Offset+x.Bytes && x.Offset < a.Offset+a.Bytes &&
+				a.Start <= x.End && x.Start <= a.End && !memInPlacePair(a, x) && !memInPlacePair(x, a) {
+				clash = true
+			}
+		}
+		if err := p.Verify(); (err != nil) != clash {
+			t.Fatalf("%s moved to %s: Verify says %v, the pairs say overlap %v", x.where(), y.where(), err, clash)
+		}
+		if clash {
+			clashes++
+		}
+	}
+	if clashes < 10 || clashes > 490 {
+		t.Fatalf("%d of 500 moves overlap: the test exercises too little", clashes)
+	}
+}
+
 func memOverlapPair(p *MemPlan, shift int64) (x, y *Placed) {
 	for i := range p.Buffers {
 		for j := range p.Buffers {
@@ -437,6 +472,23 @@ func TestPlanMemoryTrainStep(t *testing.T) {
 	}
 	if len(p.Segments) < 2 {
 		t.Errorf("%v: a 10 GB step should need two 8 GiB segments", p.Segments)
+	}
+}
+
+// Past memIndexedMax blocks only the sweep's orders are tried; under it
+// the size order still is.
+func TestPlanMemoryManyBlocks(t *testing.T) {
+	bufs, kernels := memTrainStep(rand.New(rand.NewPCG(1, 2)), 250, 1)
+	if len(bufs) <= memIndexedMax {
+		t.Fatalf("%d buffers: the workload does not pass memIndexedMax", len(bufs))
+	}
+	opt := MemOptions{MaxSegment: 1 << 40}
+	if p := memPlanOK(t, bufs, kernels, opt); p.Order != "start" {
+		t.Errorf("%d blocks placed in %s order, want start", len(bufs), p.Order)
+	}
+	bufs, kernels = memTrainStep(rand.New(rand.NewPCG(1, 2)), 2, 1)
+	if p := memPlanOK(t, bufs, kernels, opt); p.Order != "size" {
+		t.Errorf("%d blocks placed in %s order, want size (it wins on this workload)", len(bufs), p.Order)
 	}
 }
 

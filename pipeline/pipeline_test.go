@@ -2,10 +2,13 @@ package pipeline
 
 import (
 	"bytes"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/scm-magellano/magc/ir"
 	"github.com/scm-magellano/magc/ir/lang"
 	"github.com/scm-magellano/magc/passes"
 )
@@ -67,5 +70,33 @@ func TestVerifyFuseCatchesOrder(t *testing.T) {
 	gs[0], gs[len(gs)-1] = gs[len(gs)-1], gs[0]
 	if err := verifyFuse(u); err == nil || !strings.Contains(err.Error(), "before any group writes it") {
 		t.Errorf("a reordered schedule: %v", err)
+	}
+}
+
+// A model of more than MaxNodes ops is refused before any phase, naming the
+// limit; one at the limit is not refused for its size.
+func TestRunRefusesHugeModels(t *testing.T) {
+	build := func(ops int) *ir.Graph {
+		g, err := lang.Build("huge.graph", fmt.Appendf(nil, "model huge\ninput x: f32[4]\nh = x\nrepeat 2 { repeat %d { h = silu(h) } }\noutput y = h\n", ops/2), lang.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g
+	}
+	g := build(MaxNodes)
+	if len(g.Nodes) <= MaxNodes {
+		t.Fatalf("%d nodes: the model is not over the limit", len(g.Nodes))
+	}
+	start := time.Now()
+	_, err := Run(g, &Config{}, "")
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("the model has %d ops, more than the %d magc compiles", len(g.Nodes), MaxNodes)) {
+		t.Fatalf("a model of %d ops: %v", len(g.Nodes), err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("the refusal took %v", d)
+	}
+	g = build(MaxNodes - 4)
+	if _, err := Run(g, &Config{}, "qlora"); len(g.Nodes) > MaxNodes || err != nil {
+		t.Fatalf("a model of %d ops: %v", len(g.Nodes), err)
 	}
 }
