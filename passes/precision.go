@@ -46,6 +46,12 @@ var keepsF32 = map[ir.Op]string{
 // scan's chunk states carry the recurrence across chunks.
 var keepsOutputF32 = map[ir.Op]int{ir.OpScan: 1}
 
+// optimizerScope is where TrainStep builds the gradient norm, the clip
+// factor and AdamW: all of it stays f32. With loss scaling in f16 the
+// scaled norm s·‖g‖ passes 65504 at ‖g‖ = 1 and the factor min(1, c/‖g‖)/s
+// lies among f16's subnormals, so either would break the update.
+const optimizerScope = "optimizer"
+
 // Precision chooses the storage type of every value a kernel of s writes
 // to memory (Value.Store): the half type of p, or f32 by the rule above.
 // A reshape that needs no kernel shares its operand's memory, so both take
@@ -79,7 +85,11 @@ func Precision(g *ir.Graph, s *Schedule, p string) (*PrecisionStats, error) {
 	}
 	allowed := func(v *ir.Value) bool {
 		n := v.Node
-		if v.Type.DType != ir.F32 || keep[v] || keepsF32[n.Op] != "" || n.Op == ir.OpInput || n.Op == ir.OpParam || n.Op == ir.OpConst {
+		switch {
+		case v.Type.DType != ir.F32, keep[v], keepsF32[n.Op] != "", n.Scope == optimizerScope,
+			n.Op == ir.OpInput, n.Op == ir.OpParam, n.Op == ir.OpConst:
+			return false
+		case v.Type.Shape.Elems() == 1: // scalars (scales, norms) cost nothing in f32
 			return false
 		}
 		i, ok := keepsOutputF32[n.Op]

@@ -116,7 +116,7 @@ func TrainStep(g *ir.Graph, cfg *Config) (*ir.Graph, error) {
 	if err != nil {
 		return nil, err
 	}
-	b.Pos, b.Scope = ir.Pos{}, "optimizer"
+	b.Pos, b.Scope = ir.Pos{}, optimizerScope
 	for i, gr := range grads {
 		if gr == nil { // the loss does not depend on it: decay still applies
 			grads[i] = b.Const(0, wrt[i].Type)
