@@ -253,20 +253,25 @@ func TestHalfPrecision(t *testing.T) {
 // TestPhase1TrainStep runs every kernel of phase1's train step on the sim,
 // at a short context and a 512-token vocabulary (the reference interpreter
 // would need minutes for the full 50,257-row embedding); layer shapes are
-// phase1's own.
+// phase1's own. It does so in f32 and with activations stored in bf16 and
+// in f16 (see TestHalfPrecision).
 func TestPhase1TrainStep(t *testing.T) {
 	if testing.Short() {
 		t.Skip("phase1 on the sim takes a while")
-	}
-	g, err := lang.Load("../models/phase1.graph", lang.Options{Overrides: map[string]int{"context": 8, "vocab": 512}})
-	if err != nil {
-		t.Fatal(err)
 	}
 	// The streamed check's live set is about 1.7 GB (phase1's weights and
 	// Adam moments in float64, then every gradient at the norm); a soft
 	// limit keeps the collector from letting the heap grow to twice that.
 	defer debug.SetMemoryLimit(debug.SetMemoryLimit(2 << 30))
-	execute(t, compileTrainStep(t, g, "full", 0), 5)
+	for _, prec := range []string{"f32", "bf16", "f16"} {
+		t.Run(prec, func(t *testing.T) {
+			g, err := lang.Load("../models/phase1.graph", lang.Options{Overrides: map[string]int{"context": 8, "vocab": 512}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			execute(t, compileIn(t, g, "full", 0, prec), 5)
+		})
+	}
 	t.Logf("peak resident memory of this test process: %s", peakRSS(t))
 }
 
