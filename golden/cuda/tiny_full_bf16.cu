@@ -4213,7 +4213,7 @@ extern "C" __global__ void __launch_bounds__(32) reduce_sum_pass2_0(
         const float* p0,
         const float* p1,
         float* p2,
-        __nv_bfloat16* p3) {
+        float* p3) {
     const int lid1 = int(threadIdx.x);
     const int row4 = ((int(blockIdx.x) * 32) + lid1);
     if (row4 >= 1) {
@@ -4228,8 +4228,8 @@ extern "C" __global__ void __launch_bounds__(32) reduce_sum_pass2_0(
     const float t9 = sqrtf(t8);
     p2[row4] = t9;
     const float t10 = (1.0f / t9);
-    const float t11 = float(__nv_bfloat16(min(1.0f, t10)));
-    p3[row4] = __nv_bfloat16(t11);
+    const float t11 = min(1.0f, t10);
+    p3[row4] = t11;
 }
 
 // 5 independent kernels in one launch
@@ -4241,7 +4241,7 @@ extern "C" __global__ void __launch_bounds__(32) reduce_sum_pass2_0(
 // block 256×1×1, grid 72×1×1 blocks
 extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_0(
         const float* p0,
-        const __nv_bfloat16* p1,
+        const float* p1,
         float* p2,
         float* p3,
         const float* p4,
@@ -4267,7 +4267,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_0(
         const int h0 = (int(blockIdx.x) - 0);
         const int i1 = ((h0 * 256) + int(threadIdx.x));
         const float t4 = p0[i1];
-        const float t5 = float(p1[0]);
+        const float t5 = p1[0];
         const float t6 = (t4 * t5);
         const float t7 = p2[i1];
         const float t8 = ((0.9f * t7) + (0.1f * t6));
@@ -4287,7 +4287,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_0(
             return;
         }
         const float t2 = p7[i1];
-        const float t3 = float(p1[0]);
+        const float t3 = p1[0];
         const float t4 = (t2 * t3);
         const float t5 = p8[i1];
         const float t6 = ((0.9f * t5) + (0.1f * t4));
@@ -4304,7 +4304,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_0(
         const int h2 = (int(blockIdx.x) - 5);
         const int i1 = ((h2 * 256) + int(threadIdx.x));
         const float t4 = p11[i1];
-        const float t5 = float(p1[0]);
+        const float t5 = p1[0];
         const float t6 = (t4 * t5);
         const float t7 = p12[i1];
         const float t8 = ((0.9f * t7) + (0.1f * t6));
@@ -4321,7 +4321,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_0(
         const int h3 = (int(blockIdx.x) - 69);
         const int i1 = ((h3 * 256) + int(threadIdx.x));
         const float t4 = p15[i1];
-        const float t5 = float(p1[0]);
+        const float t5 = p1[0];
         const float t6 = (t4 * t5);
         const float t7 = p16[i1];
         const float t8 = ((0.9f * t7) + (0.1f * t6));
@@ -4341,7 +4341,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_0(
             return;
         }
         const float t2 = p19[i1];
-        const float t3 = float(p1[0]);
+        const float t3 = p1[0];
         const float t4 = (t2 * t3);
         const float t5 = p20[i1];
         const float t6 = ((0.9f * t5) + (0.1f * t4));
@@ -4366,7 +4366,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_0(
 // block 256×1×1, grid 30×1×1 blocks
 extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_1(
         const float* p0,
-        const __nv_bfloat16* p1,
+        const float* p1,
         float* p2,
         float* p3,
         const float* p4,
@@ -4392,7 +4392,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_1(
         const int h0 = (int(blockIdx.x) - 0);
         const int i1 = ((h0 * 256) + int(threadIdx.x));
         const float t4 = p0[i1];
-        const float t5 = float(p1[0]);
+        const float t5 = p1[0];
         const float t6 = (t4 * t5);
         const float t7 = p2[i1];
         const float t8 = ((0.9f * t7) + (0.1f * t6));
@@ -4409,7 +4409,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_1(
         const int h1 = (int(blockIdx.x) - 18);
         const int i1 = ((h1 * 256) + int(threadIdx.x));
         const float t4 = p7[i1];
-        const float t5 = float(p1[0]);
+        const float t5 = p1[0];
         const float t6 = (t4 * t5);
         const float t7 = p8[i1];
         const float t8 = ((0.9f * t7) + (0.1f * t6));
@@ -4429,7 +4429,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_1(
             return;
         }
         const float t2 = p11[i1];
-        const float t3 = float(p1[0]);
+        const float t3 = p1[0];
         const float t4 = (t2 * t3);
         const float t5 = p12[i1];
         const float t6 = ((0.9f * t5) + (0.1f * t4));
@@ -4446,7 +4446,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_1(
         const int h3 = (int(blockIdx.x) - 21);
         const int i1 = ((h3 * 256) + int(threadIdx.x));
         const float t4 = p15[i1];
-        const float t5 = float(p1[0]);
+        const float t5 = p1[0];
         const float t6 = (t4 * t5);
         const float t7 = p16[i1];
         const float t8 = ((0.9f * t7) + (0.1f * t6));
@@ -4466,7 +4466,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_1(
             return;
         }
         const float t2 = p19[i1];
-        const float t3 = float(p1[0]);
+        const float t3 = p1[0];
         const float t4 = (t2 * t3);
         const float t5 = p20[i1];
         const float t6 = ((0.9f * t5) + (0.1f * t4));
@@ -4491,7 +4491,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_1(
 // block 256×1×1, grid 226×1×1 blocks
 extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_2(
         const float* p0,
-        const __nv_bfloat16* p1,
+        const float* p1,
         float* p2,
         float* p3,
         const float* p4,
@@ -4517,7 +4517,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_2(
         const int h0 = (int(blockIdx.x) - 0);
         const int i1 = ((h0 * 256) + int(threadIdx.x));
         const float t4 = p0[i1];
-        const float t5 = float(p1[0]);
+        const float t5 = p1[0];
         const float t6 = (t4 * t5);
         const float t7 = p2[i1];
         const float t8 = ((0.9f * t7) + (0.1f * t6));
@@ -4537,7 +4537,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_2(
             return;
         }
         const float t2 = p7[i1];
-        const float t3 = float(p1[0]);
+        const float t3 = p1[0];
         const float t4 = (t2 * t3);
         const float t5 = p8[i1];
         const float t6 = ((0.9f * t5) + (0.1f * t4));
@@ -4554,7 +4554,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_2(
         const int h2 = (int(blockIdx.x) - 33);
         const int i1 = ((h2 * 256) + int(threadIdx.x));
         const float t4 = p11[i1];
-        const float t5 = float(p1[0]);
+        const float t5 = p1[0];
         const float t6 = (t4 * t5);
         const float t7 = p12[i1];
         const float t8 = ((0.9f * t7) + (0.1f * t6));
@@ -4571,7 +4571,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_2(
         const int h3 = (int(blockIdx.x) - 34);
         const int i1 = ((h3 * 256) + int(threadIdx.x));
         const float t5 = p15[i1];
-        const float t6 = float(p1[0]);
+        const float t6 = p1[0];
         const float t7 = (t5 * t6);
         const float t8 = p16[i1];
         const float t9 = ((0.9f * t8) + (0.1f * t7));
@@ -4588,7 +4588,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_2(
         const int h4 = (int(blockIdx.x) - 162);
         const int i1 = ((h4 * 256) + int(threadIdx.x));
         const float t5 = p19[i1];
-        const float t6 = float(p1[0]);
+        const float t6 = p1[0];
         const float t7 = (t5 * t6);
         const float t8 = p20[i1];
         const float t9 = ((0.9f * t8) + (0.1f * t7));
@@ -4613,7 +4613,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_2(
 // block 256×1×1, grid 86×1×1 blocks
 extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_3(
         const float* p0,
-        const __nv_bfloat16* p1,
+        const float* p1,
         float* p2,
         float* p3,
         const float* p4,
@@ -4642,7 +4642,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_3(
             return;
         }
         const float t2 = p0[i1];
-        const float t3 = float(p1[0]);
+        const float t3 = p1[0];
         const float t4 = (t2 * t3);
         const float t5 = p2[i1];
         const float t6 = ((0.9f * t5) + (0.1f * t4));
@@ -4659,7 +4659,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_3(
         const int h1 = (int(blockIdx.x) - 1);
         const int i1 = ((h1 * 256) + int(threadIdx.x));
         const float t4 = p7[i1];
-        const float t5 = float(p1[0]);
+        const float t5 = p1[0];
         const float t6 = (t4 * t5);
         const float t7 = p8[i1];
         const float t8 = ((0.9f * t7) + (0.1f * t6));
@@ -4676,7 +4676,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_3(
         const int h2 = (int(blockIdx.x) - 65);
         const int i1 = ((h2 * 256) + int(threadIdx.x));
         const float t4 = p11[i1];
-        const float t5 = float(p1[0]);
+        const float t5 = p1[0];
         const float t6 = (t4 * t5);
         const float t7 = p12[i1];
         const float t8 = ((0.9f * t7) + (0.1f * t6));
@@ -4696,7 +4696,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_3(
             return;
         }
         const float t2 = p15[i1];
-        const float t3 = float(p1[0]);
+        const float t3 = p1[0];
         const float t4 = (t2 * t3);
         const float t5 = p16[i1];
         const float t6 = ((0.9f * t5) + (0.1f * t4));
@@ -4713,7 +4713,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_3(
         const int h4 = (int(blockIdx.x) - 68);
         const int i1 = ((h4 * 256) + int(threadIdx.x));
         const float t4 = p19[i1];
-        const float t5 = float(p1[0]);
+        const float t5 = p1[0];
         const float t6 = (t4 * t5);
         const float t7 = p20[i1];
         const float t8 = ((0.9f * t7) + (0.1f * t6));
@@ -4738,7 +4738,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_3(
 // block 256×1×1, grid 44×1×1 blocks
 extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_4(
         const float* p0,
-        const __nv_bfloat16* p1,
+        const float* p1,
         float* p2,
         float* p3,
         const float* p4,
@@ -4764,7 +4764,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_4(
         const int h0 = (int(blockIdx.x) - 0);
         const int i1 = ((h0 * 256) + int(threadIdx.x));
         const float t4 = p0[i1];
-        const float t5 = float(p1[0]);
+        const float t5 = p1[0];
         const float t6 = (t4 * t5);
         const float t7 = p2[i1];
         const float t8 = ((0.9f * t7) + (0.1f * t6));
@@ -4784,7 +4784,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_4(
             return;
         }
         const float t2 = p7[i1];
-        const float t3 = float(p1[0]);
+        const float t3 = p1[0];
         const float t4 = (t2 * t3);
         const float t5 = p8[i1];
         const float t6 = ((0.9f * t5) + (0.1f * t4));
@@ -4801,7 +4801,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_4(
         const int h2 = (int(blockIdx.x) - 3);
         const int i1 = ((h2 * 256) + int(threadIdx.x));
         const float t4 = p11[i1];
-        const float t5 = float(p1[0]);
+        const float t5 = p1[0];
         const float t6 = (t4 * t5);
         const float t7 = p12[i1];
         const float t8 = ((0.9f * t7) + (0.1f * t6));
@@ -4821,7 +4821,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_4(
             return;
         }
         const float t2 = p15[i1];
-        const float t3 = float(p1[0]);
+        const float t3 = p1[0];
         const float t4 = (t2 * t3);
         const float t5 = p16[i1];
         const float t6 = ((0.9f * t5) + (0.1f * t4));
@@ -4838,7 +4838,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_4(
         const int h4 = (int(blockIdx.x) - 12);
         const int i1 = ((h4 * 256) + int(threadIdx.x));
         const float t4 = p19[i1];
-        const float t5 = float(p1[0]);
+        const float t5 = p1[0];
         const float t6 = (t4 * t5);
         const float t7 = p20[i1];
         const float t8 = ((0.9f * t7) + (0.1f * t6));
@@ -4858,7 +4858,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_4(
 // block 256×1×1, grid 1×1×1 blocks
 extern "C" __global__ void __launch_bounds__(256) adamw_mul_0(
         const float* p0,
-        const __nv_bfloat16* p1,
+        const float* p1,
         float* p2,
         float* p3,
         const float* p4,
@@ -4869,7 +4869,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_0(
         return;
     }
     const float t2 = p0[i1];
-    const float t3 = float(p1[0]);
+    const float t3 = p1[0];
     const float t4 = (t2 * t3);
     const float t5 = p2[i1];
     const float t6 = ((0.9f * t5) + (0.1f * t4));

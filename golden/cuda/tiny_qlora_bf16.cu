@@ -5680,7 +5680,7 @@ extern "C" __global__ void __launch_bounds__(1024) reduce_sum_pass1_0(
 extern "C" __global__ void __launch_bounds__(32) reduce_sum_pass2_0(
         const float* p0,
         float* p1,
-        __nv_bfloat16* p2) {
+        float* p2) {
     const int lid1 = int(threadIdx.x);
     const int row4 = ((int(blockIdx.x) * 32) + lid1);
     if (row4 >= 1) {
@@ -5693,8 +5693,8 @@ extern "C" __global__ void __launch_bounds__(32) reduce_sum_pass2_0(
     const float t7 = sqrtf(acc5);
     p1[row4] = t7;
     const float t8 = (0.3f / t7);
-    const float t9 = float(__nv_bfloat16(min(1.0f, t8)));
-    p2[row4] = __nv_bfloat16(t9);
+    const float t9 = min(1.0f, t8);
+    p2[row4] = t9;
 }
 
 // 5 independent kernels in one launch
@@ -5706,7 +5706,7 @@ extern "C" __global__ void __launch_bounds__(32) reduce_sum_pass2_0(
 // block 256×1×1, grid 192×1×1 blocks
 extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_0(
         const float* p0,
-        const __nv_bfloat16* p1,
+        const float* p1,
         float* p2,
         float* p3,
         const float* p4,
@@ -5732,7 +5732,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_0(
         const int h0 = (int(blockIdx.x) - 0);
         const int i1 = ((h0 * 256) + int(threadIdx.x));
         const float t4 = p0[i1];
-        const float t5 = float(p1[0]);
+        const float t5 = p1[0];
         const float t6 = (t4 * t5);
         const float t7 = p2[i1];
         const float t8 = ((0.9f * t7) + (0.1f * t6));
@@ -5749,7 +5749,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_0(
         const int h1 = (int(blockIdx.x) - 16);
         const int i1 = ((h1 * 256) + int(threadIdx.x));
         const float t4 = p7[i1];
-        const float t5 = float(p1[0]);
+        const float t5 = p1[0];
         const float t6 = (t4 * t5);
         const float t7 = p8[i1];
         const float t8 = ((0.9f * t7) + (0.1f * t6));
@@ -5766,7 +5766,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_0(
         const int h2 = (int(blockIdx.x) - 80);
         const int i1 = ((h2 * 256) + int(threadIdx.x));
         const float t4 = p11[i1];
-        const float t5 = float(p1[0]);
+        const float t5 = p1[0];
         const float t6 = (t4 * t5);
         const float t7 = p12[i1];
         const float t8 = ((0.9f * t7) + (0.1f * t6));
@@ -5783,7 +5783,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_0(
         const int h3 = (int(blockIdx.x) - 112);
         const int i1 = ((h3 * 256) + int(threadIdx.x));
         const float t4 = p15[i1];
-        const float t5 = float(p1[0]);
+        const float t5 = p1[0];
         const float t6 = (t4 * t5);
         const float t7 = p16[i1];
         const float t8 = ((0.9f * t7) + (0.1f * t6));
@@ -5800,7 +5800,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_0(
         const int h4 = (int(blockIdx.x) - 128);
         const int i1 = ((h4 * 256) + int(threadIdx.x));
         const float t5 = p19[i1];
-        const float t6 = float(p1[0]);
+        const float t6 = p1[0];
         const float t7 = (t5 * t6);
         const float t8 = p20[i1];
         const float t9 = ((0.9f * t8) + (0.1f * t7));
@@ -5825,7 +5825,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_0(
 // block 256×1×1, grid 336×1×1 blocks
 extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_1(
         const float* p0,
-        const __nv_bfloat16* p1,
+        const float* p1,
         float* p2,
         float* p3,
         const float* p4,
@@ -5851,7 +5851,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_1(
         const int h0 = (int(blockIdx.x) - 0);
         const int i1 = ((h0 * 256) + int(threadIdx.x));
         const float t5 = p0[i1];
-        const float t6 = float(p1[0]);
+        const float t6 = p1[0];
         const float t7 = (t5 * t6);
         const float t8 = p2[i1];
         const float t9 = ((0.9f * t8) + (0.1f * t7));
@@ -5868,7 +5868,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_1(
         const int h1 = (int(blockIdx.x) - 128);
         const int i1 = ((h1 * 256) + int(threadIdx.x));
         const float t5 = p7[i1];
-        const float t6 = float(p1[0]);
+        const float t6 = p1[0];
         const float t7 = (t5 * t6);
         const float t8 = p8[i1];
         const float t9 = ((0.9f * t8) + (0.1f * t7));
@@ -5885,7 +5885,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_1(
         const int h2 = (int(blockIdx.x) - 192);
         const int i1 = ((h2 * 256) + int(threadIdx.x));
         const float t5 = p11[i1];
-        const float t6 = float(p1[0]);
+        const float t6 = p1[0];
         const float t7 = (t5 * t6);
         const float t8 = p12[i1];
         const float t9 = ((0.9f * t8) + (0.1f * t7));
@@ -5902,7 +5902,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_1(
         const int h3 = (int(blockIdx.x) - 256);
         const int i1 = ((h3 * 256) + int(threadIdx.x));
         const float t4 = p15[i1];
-        const float t5 = float(p1[0]);
+        const float t5 = p1[0];
         const float t6 = (t4 * t5);
         const float t7 = p16[i1];
         const float t8 = ((0.9f * t7) + (0.1f * t6));
@@ -5919,7 +5919,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_1(
         const int h4 = (int(blockIdx.x) - 272);
         const int i1 = ((h4 * 256) + int(threadIdx.x));
         const float t4 = p19[i1];
-        const float t5 = float(p1[0]);
+        const float t5 = p1[0];
         const float t6 = (t4 * t5);
         const float t7 = p20[i1];
         const float t8 = ((0.9f * t7) + (0.1f * t6));
@@ -5941,7 +5941,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x5_1(
 // block 256×1×1, grid 48×1×1 blocks
 extern "C" __global__ void __launch_bounds__(256) adamw_mul_x2_0(
         const float* p0,
-        const __nv_bfloat16* p1,
+        const float* p1,
         float* p2,
         float* p3,
         const float* p4,
@@ -5955,7 +5955,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x2_0(
         const int h0 = (int(blockIdx.x) - 0);
         const int i1 = ((h0 * 256) + int(threadIdx.x));
         const float t4 = p0[i1];
-        const float t5 = float(p1[0]);
+        const float t5 = p1[0];
         const float t6 = (t4 * t5);
         const float t7 = p2[i1];
         const float t8 = ((0.9f * t7) + (0.1f * t6));
@@ -5972,7 +5972,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_mul_x2_0(
         const int h1 = (int(blockIdx.x) - 32);
         const int i1 = ((h1 * 256) + int(threadIdx.x));
         const float t4 = p7[i1];
-        const float t5 = float(p1[0]);
+        const float t5 = p1[0];
         const float t6 = (t4 * t5);
         const float t7 = p8[i1];
         const float t8 = ((0.9f * t7) + (0.1f * t6));

@@ -4289,7 +4289,7 @@ kernel void reduce_sum_pass2_0(
         const device float* p0 [[buffer(0)]],
         const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
-        device bfloat* p3 [[buffer(3)]],
+        device float* p3 [[buffer(3)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     const int lid1 = int(lid.x);
@@ -4306,8 +4306,8 @@ kernel void reduce_sum_pass2_0(
     const float t9 = sqrt(t8);
     p2[row4] = t9;
     const float t10 = (1.0f / t9);
-    const float t11 = float(bfloat(min(1.0f, t10)));
-    p3[row4] = bfloat(t11);
+    const float t11 = min(1.0f, t10);
+    p3[row4] = t11;
 }
 
 // 5 independent kernels in one launch
@@ -4320,7 +4320,7 @@ kernel void reduce_sum_pass2_0(
 [[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_x5_0(
         const device float* p0 [[buffer(0)]],
-        const device bfloat* p1 [[buffer(1)]],
+        const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         device float* p3 [[buffer(3)]],
         const device float* p4 [[buffer(4)]],
@@ -4348,7 +4348,7 @@ kernel void adamw_mul_x5_0(
         const int h0 = (int(gid.x) - 0);
         const int i1 = ((h0 * 256) + int(lid.x));
         const float t4 = p0[i1];
-        const float t5 = float(p1[0]);
+        const float t5 = p1[0];
         const float t6 = (t4 * t5);
         const float t7 = p2[i1];
         const float t8 = ((0.9f * t7) + (0.1f * t6));
@@ -4368,7 +4368,7 @@ kernel void adamw_mul_x5_0(
             return;
         }
         const float t2 = p7[i1];
-        const float t3 = float(p1[0]);
+        const float t3 = p1[0];
         const float t4 = (t2 * t3);
         const float t5 = p8[i1];
         const float t6 = ((0.9f * t5) + (0.1f * t4));
@@ -4385,7 +4385,7 @@ kernel void adamw_mul_x5_0(
         const int h2 = (int(gid.x) - 5);
         const int i1 = ((h2 * 256) + int(lid.x));
         const float t4 = p11[i1];
-        const float t5 = float(p1[0]);
+        const float t5 = p1[0];
         const float t6 = (t4 * t5);
         const float t7 = p12[i1];
         const float t8 = ((0.9f * t7) + (0.1f * t6));
@@ -4402,7 +4402,7 @@ kernel void adamw_mul_x5_0(
         const int h3 = (int(gid.x) - 69);
         const int i1 = ((h3 * 256) + int(lid.x));
         const float t4 = p15[i1];
-        const float t5 = float(p1[0]);
+        const float t5 = p1[0];
         const float t6 = (t4 * t5);
         const float t7 = p16[i1];
         const float t8 = ((0.9f * t7) + (0.1f * t6));
@@ -4422,7 +4422,7 @@ kernel void adamw_mul_x5_0(
             return;
         }
         const float t2 = p19[i1];
-        const float t3 = float(p1[0]);
+        const float t3 = p1[0];
         const float t4 = (t2 * t3);
         const float t5 = p20[i1];
         const float t6 = ((0.9f * t5) + (0.1f * t4));
@@ -4448,7 +4448,7 @@ kernel void adamw_mul_x5_0(
 [[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_x5_1(
         const device float* p0 [[buffer(0)]],
-        const device bfloat* p1 [[buffer(1)]],
+        const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         device float* p3 [[buffer(3)]],
         const device float* p4 [[buffer(4)]],
@@ -4476,7 +4476,7 @@ kernel void adamw_mul_x5_1(
         const int h0 = (int(gid.x) - 0);
         const int i1 = ((h0 * 256) + int(lid.x));
         const float t4 = p0[i1];
-        const float t5 = float(p1[0]);
+        const float t5 = p1[0];
         const float t6 = (t4 * t5);
         const float t7 = p2[i1];
         const float t8 = ((0.9f * t7) + (0.1f * t6));
@@ -4493,7 +4493,7 @@ kernel void adamw_mul_x5_1(
         const int h1 = (int(gid.x) - 18);
         const int i1 = ((h1 * 256) + int(lid.x));
         const float t4 = p7[i1];
-        const float t5 = float(p1[0]);
+        const float t5 = p1[0];
         const float t6 = (t4 * t5);
         const float t7 = p8[i1];
         const float t8 = ((0.9f * t7) + (0.1f * t6));
@@ -4513,7 +4513,7 @@ kernel void adamw_mul_x5_1(
             return;
         }
         const float t2 = p11[i1];
-        const float t3 = float(p1[0]);
+        const float t3 = p1[0];
         const float t4 = (t2 * t3);
         const float t5 = p12[i1];
         const float t6 = ((0.9f * t5) + (0.1f * t4));
@@ -4530,7 +4530,7 @@ kernel void adamw_mul_x5_1(
         const int h3 = (int(gid.x) - 21);
         const int i1 = ((h3 * 256) + int(lid.x));
         const float t4 = p15[i1];
-        const float t5 = float(p1[0]);
+        const float t5 = p1[0];
         const float t6 = (t4 * t5);
         const float t7 = p16[i1];
         const float t8 = ((0.9f * t7) + (0.1f * t6));
@@ -4550,7 +4550,7 @@ kernel void adamw_mul_x5_1(
             return;
         }
         const float t2 = p19[i1];
-        const float t3 = float(p1[0]);
+        const float t3 = p1[0];
         const float t4 = (t2 * t3);
         const float t5 = p20[i1];
         const float t6 = ((0.9f * t5) + (0.1f * t4));
@@ -4576,7 +4576,7 @@ kernel void adamw_mul_x5_1(
 [[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_x5_2(
         const device float* p0 [[buffer(0)]],
-        const device bfloat* p1 [[buffer(1)]],
+        const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         device float* p3 [[buffer(3)]],
         const device float* p4 [[buffer(4)]],
@@ -4604,7 +4604,7 @@ kernel void adamw_mul_x5_2(
         const int h0 = (int(gid.x) - 0);
         const int i1 = ((h0 * 256) + int(lid.x));
         const float t4 = p0[i1];
-        const float t5 = float(p1[0]);
+        const float t5 = p1[0];
         const float t6 = (t4 * t5);
         const float t7 = p2[i1];
         const float t8 = ((0.9f * t7) + (0.1f * t6));
@@ -4624,7 +4624,7 @@ kernel void adamw_mul_x5_2(
             return;
         }
         const float t2 = p7[i1];
-        const float t3 = float(p1[0]);
+        const float t3 = p1[0];
         const float t4 = (t2 * t3);
         const float t5 = p8[i1];
         const float t6 = ((0.9f * t5) + (0.1f * t4));
@@ -4641,7 +4641,7 @@ kernel void adamw_mul_x5_2(
         const int h2 = (int(gid.x) - 33);
         const int i1 = ((h2 * 256) + int(lid.x));
         const float t4 = p11[i1];
-        const float t5 = float(p1[0]);
+        const float t5 = p1[0];
         const float t6 = (t4 * t5);
         const float t7 = p12[i1];
         const float t8 = ((0.9f * t7) + (0.1f * t6));
@@ -4658,7 +4658,7 @@ kernel void adamw_mul_x5_2(
         const int h3 = (int(gid.x) - 34);
         const int i1 = ((h3 * 256) + int(lid.x));
         const float t5 = p15[i1];
-        const float t6 = float(p1[0]);
+        const float t6 = p1[0];
         const float t7 = (t5 * t6);
         const float t8 = p16[i1];
         const float t9 = ((0.9f * t8) + (0.1f * t7));
@@ -4675,7 +4675,7 @@ kernel void adamw_mul_x5_2(
         const int h4 = (int(gid.x) - 162);
         const int i1 = ((h4 * 256) + int(lid.x));
         const float t5 = p19[i1];
-        const float t6 = float(p1[0]);
+        const float t6 = p1[0];
         const float t7 = (t5 * t6);
         const float t8 = p20[i1];
         const float t9 = ((0.9f * t8) + (0.1f * t7));
@@ -4701,7 +4701,7 @@ kernel void adamw_mul_x5_2(
 [[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_x5_3(
         const device float* p0 [[buffer(0)]],
-        const device bfloat* p1 [[buffer(1)]],
+        const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         device float* p3 [[buffer(3)]],
         const device float* p4 [[buffer(4)]],
@@ -4732,7 +4732,7 @@ kernel void adamw_mul_x5_3(
             return;
         }
         const float t2 = p0[i1];
-        const float t3 = float(p1[0]);
+        const float t3 = p1[0];
         const float t4 = (t2 * t3);
         const float t5 = p2[i1];
         const float t6 = ((0.9f * t5) + (0.1f * t4));
@@ -4749,7 +4749,7 @@ kernel void adamw_mul_x5_3(
         const int h1 = (int(gid.x) - 1);
         const int i1 = ((h1 * 256) + int(lid.x));
         const float t4 = p7[i1];
-        const float t5 = float(p1[0]);
+        const float t5 = p1[0];
         const float t6 = (t4 * t5);
         const float t7 = p8[i1];
         const float t8 = ((0.9f * t7) + (0.1f * t6));
@@ -4766,7 +4766,7 @@ kernel void adamw_mul_x5_3(
         const int h2 = (int(gid.x) - 65);
         const int i1 = ((h2 * 256) + int(lid.x));
         const float t4 = p11[i1];
-        const float t5 = float(p1[0]);
+        const float t5 = p1[0];
         const float t6 = (t4 * t5);
         const float t7 = p12[i1];
         const float t8 = ((0.9f * t7) + (0.1f * t6));
@@ -4786,7 +4786,7 @@ kernel void adamw_mul_x5_3(
             return;
         }
         const float t2 = p15[i1];
-        const float t3 = float(p1[0]);
+        const float t3 = p1[0];
         const float t4 = (t2 * t3);
         const float t5 = p16[i1];
         const float t6 = ((0.9f * t5) + (0.1f * t4));
@@ -4803,7 +4803,7 @@ kernel void adamw_mul_x5_3(
         const int h4 = (int(gid.x) - 68);
         const int i1 = ((h4 * 256) + int(lid.x));
         const float t4 = p19[i1];
-        const float t5 = float(p1[0]);
+        const float t5 = p1[0];
         const float t6 = (t4 * t5);
         const float t7 = p20[i1];
         const float t8 = ((0.9f * t7) + (0.1f * t6));
@@ -4829,7 +4829,7 @@ kernel void adamw_mul_x5_3(
 [[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_x5_4(
         const device float* p0 [[buffer(0)]],
-        const device bfloat* p1 [[buffer(1)]],
+        const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         device float* p3 [[buffer(3)]],
         const device float* p4 [[buffer(4)]],
@@ -4857,7 +4857,7 @@ kernel void adamw_mul_x5_4(
         const int h0 = (int(gid.x) - 0);
         const int i1 = ((h0 * 256) + int(lid.x));
         const float t4 = p0[i1];
-        const float t5 = float(p1[0]);
+        const float t5 = p1[0];
         const float t6 = (t4 * t5);
         const float t7 = p2[i1];
         const float t8 = ((0.9f * t7) + (0.1f * t6));
@@ -4877,7 +4877,7 @@ kernel void adamw_mul_x5_4(
             return;
         }
         const float t2 = p7[i1];
-        const float t3 = float(p1[0]);
+        const float t3 = p1[0];
         const float t4 = (t2 * t3);
         const float t5 = p8[i1];
         const float t6 = ((0.9f * t5) + (0.1f * t4));
@@ -4894,7 +4894,7 @@ kernel void adamw_mul_x5_4(
         const int h2 = (int(gid.x) - 3);
         const int i1 = ((h2 * 256) + int(lid.x));
         const float t4 = p11[i1];
-        const float t5 = float(p1[0]);
+        const float t5 = p1[0];
         const float t6 = (t4 * t5);
         const float t7 = p12[i1];
         const float t8 = ((0.9f * t7) + (0.1f * t6));
@@ -4914,7 +4914,7 @@ kernel void adamw_mul_x5_4(
             return;
         }
         const float t2 = p15[i1];
-        const float t3 = float(p1[0]);
+        const float t3 = p1[0];
         const float t4 = (t2 * t3);
         const float t5 = p16[i1];
         const float t6 = ((0.9f * t5) + (0.1f * t4));
@@ -4931,7 +4931,7 @@ kernel void adamw_mul_x5_4(
         const int h4 = (int(gid.x) - 12);
         const int i1 = ((h4 * 256) + int(lid.x));
         const float t4 = p19[i1];
-        const float t5 = float(p1[0]);
+        const float t5 = p1[0];
         const float t6 = (t4 * t5);
         const float t7 = p20[i1];
         const float t8 = ((0.9f * t7) + (0.1f * t6));
@@ -4952,7 +4952,7 @@ kernel void adamw_mul_x5_4(
 [[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_0(
         const device float* p0 [[buffer(0)]],
-        const device bfloat* p1 [[buffer(1)]],
+        const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         device float* p3 [[buffer(3)]],
         const device float* p4 [[buffer(4)]],
@@ -4964,7 +4964,7 @@ kernel void adamw_mul_0(
         return;
     }
     const float t2 = p0[i1];
-    const float t3 = float(p1[0]);
+    const float t3 = p1[0];
     const float t4 = (t2 * t3);
     const float t5 = p2[i1];
     const float t6 = ((0.9f * t5) + (0.1f * t4));

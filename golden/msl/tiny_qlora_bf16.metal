@@ -5770,7 +5770,7 @@ kernel void reduce_sum_pass1_0(
 kernel void reduce_sum_pass2_0(
         const device float* p0 [[buffer(0)]],
         device float* p1 [[buffer(1)]],
-        device bfloat* p2 [[buffer(2)]],
+        device float* p2 [[buffer(2)]],
         uint3 lid [[thread_position_in_threadgroup]],
         uint3 gid [[threadgroup_position_in_grid]]) {
     const int lid1 = int(lid.x);
@@ -5785,8 +5785,8 @@ kernel void reduce_sum_pass2_0(
     const float t7 = sqrt(acc5);
     p1[row4] = t7;
     const float t8 = (0.3f / t7);
-    const float t9 = float(bfloat(min(1.0f, t8)));
-    p2[row4] = bfloat(t9);
+    const float t9 = min(1.0f, t8);
+    p2[row4] = t9;
 }
 
 // 5 independent kernels in one launch
@@ -5799,7 +5799,7 @@ kernel void reduce_sum_pass2_0(
 [[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_x5_0(
         const device float* p0 [[buffer(0)]],
-        const device bfloat* p1 [[buffer(1)]],
+        const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         device float* p3 [[buffer(3)]],
         const device float* p4 [[buffer(4)]],
@@ -5827,7 +5827,7 @@ kernel void adamw_mul_x5_0(
         const int h0 = (int(gid.x) - 0);
         const int i1 = ((h0 * 256) + int(lid.x));
         const float t4 = p0[i1];
-        const float t5 = float(p1[0]);
+        const float t5 = p1[0];
         const float t6 = (t4 * t5);
         const float t7 = p2[i1];
         const float t8 = ((0.9f * t7) + (0.1f * t6));
@@ -5844,7 +5844,7 @@ kernel void adamw_mul_x5_0(
         const int h1 = (int(gid.x) - 16);
         const int i1 = ((h1 * 256) + int(lid.x));
         const float t4 = p7[i1];
-        const float t5 = float(p1[0]);
+        const float t5 = p1[0];
         const float t6 = (t4 * t5);
         const float t7 = p8[i1];
         const float t8 = ((0.9f * t7) + (0.1f * t6));
@@ -5861,7 +5861,7 @@ kernel void adamw_mul_x5_0(
         const int h2 = (int(gid.x) - 80);
         const int i1 = ((h2 * 256) + int(lid.x));
         const float t4 = p11[i1];
-        const float t5 = float(p1[0]);
+        const float t5 = p1[0];
         const float t6 = (t4 * t5);
         const float t7 = p12[i1];
         const float t8 = ((0.9f * t7) + (0.1f * t6));
@@ -5878,7 +5878,7 @@ kernel void adamw_mul_x5_0(
         const int h3 = (int(gid.x) - 112);
         const int i1 = ((h3 * 256) + int(lid.x));
         const float t4 = p15[i1];
-        const float t5 = float(p1[0]);
+        const float t5 = p1[0];
         const float t6 = (t4 * t5);
         const float t7 = p16[i1];
         const float t8 = ((0.9f * t7) + (0.1f * t6));
@@ -5895,7 +5895,7 @@ kernel void adamw_mul_x5_0(
         const int h4 = (int(gid.x) - 128);
         const int i1 = ((h4 * 256) + int(lid.x));
         const float t5 = p19[i1];
-        const float t6 = float(p1[0]);
+        const float t6 = p1[0];
         const float t7 = (t5 * t6);
         const float t8 = p20[i1];
         const float t9 = ((0.9f * t8) + (0.1f * t7));
@@ -5921,7 +5921,7 @@ kernel void adamw_mul_x5_0(
 [[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_x5_1(
         const device float* p0 [[buffer(0)]],
-        const device bfloat* p1 [[buffer(1)]],
+        const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         device float* p3 [[buffer(3)]],
         const device float* p4 [[buffer(4)]],
@@ -5949,7 +5949,7 @@ kernel void adamw_mul_x5_1(
         const int h0 = (int(gid.x) - 0);
         const int i1 = ((h0 * 256) + int(lid.x));
         const float t5 = p0[i1];
-        const float t6 = float(p1[0]);
+        const float t6 = p1[0];
         const float t7 = (t5 * t6);
         const float t8 = p2[i1];
         const float t9 = ((0.9f * t8) + (0.1f * t7));
@@ -5966,7 +5966,7 @@ kernel void adamw_mul_x5_1(
         const int h1 = (int(gid.x) - 128);
         const int i1 = ((h1 * 256) + int(lid.x));
         const float t5 = p7[i1];
-        const float t6 = float(p1[0]);
+        const float t6 = p1[0];
         const float t7 = (t5 * t6);
         const float t8 = p8[i1];
         const float t9 = ((0.9f * t8) + (0.1f * t7));
@@ -5983,7 +5983,7 @@ kernel void adamw_mul_x5_1(
         const int h2 = (int(gid.x) - 192);
         const int i1 = ((h2 * 256) + int(lid.x));
         const float t5 = p11[i1];
-        const float t6 = float(p1[0]);
+        const float t6 = p1[0];
         const float t7 = (t5 * t6);
         const float t8 = p12[i1];
         const float t9 = ((0.9f * t8) + (0.1f * t7));
@@ -6000,7 +6000,7 @@ kernel void adamw_mul_x5_1(
         const int h3 = (int(gid.x) - 256);
         const int i1 = ((h3 * 256) + int(lid.x));
         const float t4 = p15[i1];
-        const float t5 = float(p1[0]);
+        const float t5 = p1[0];
         const float t6 = (t4 * t5);
         const float t7 = p16[i1];
         const float t8 = ((0.9f * t7) + (0.1f * t6));
@@ -6017,7 +6017,7 @@ kernel void adamw_mul_x5_1(
         const int h4 = (int(gid.x) - 272);
         const int i1 = ((h4 * 256) + int(lid.x));
         const float t4 = p19[i1];
-        const float t5 = float(p1[0]);
+        const float t5 = p1[0];
         const float t6 = (t4 * t5);
         const float t7 = p20[i1];
         const float t8 = ((0.9f * t7) + (0.1f * t6));
@@ -6040,7 +6040,7 @@ kernel void adamw_mul_x5_1(
 [[max_total_threads_per_threadgroup(256)]]
 kernel void adamw_mul_x2_0(
         const device float* p0 [[buffer(0)]],
-        const device bfloat* p1 [[buffer(1)]],
+        const device float* p1 [[buffer(1)]],
         device float* p2 [[buffer(2)]],
         device float* p3 [[buffer(3)]],
         const device float* p4 [[buffer(4)]],
@@ -6056,7 +6056,7 @@ kernel void adamw_mul_x2_0(
         const int h0 = (int(gid.x) - 0);
         const int i1 = ((h0 * 256) + int(lid.x));
         const float t4 = p0[i1];
-        const float t5 = float(p1[0]);
+        const float t5 = p1[0];
         const float t6 = (t4 * t5);
         const float t7 = p2[i1];
         const float t8 = ((0.9f * t7) + (0.1f * t6));
@@ -6073,7 +6073,7 @@ kernel void adamw_mul_x2_0(
         const int h1 = (int(gid.x) - 32);
         const int i1 = ((h1 * 256) + int(lid.x));
         const float t4 = p7[i1];
-        const float t5 = float(p1[0]);
+        const float t5 = p1[0];
         const float t6 = (t4 * t5);
         const float t7 = p8[i1];
         const float t8 = ((0.9f * t7) + (0.1f * t6));
