@@ -30,8 +30,9 @@ type Progress struct {
 	// Losses are the training losses of steps LossesFrom+1 … Step.
 	Losses     []float64
 	LossesFrom int
-	// Model and Data are the --model and --data the run was given.
-	Model, Data string
+	// Model and Data are the --model and --data the run was given;
+	// Precision its --precision ("" for f32).
+	Model, Data, Precision string
 	// LossScale, LossScaleClean and Skipped are a loss scaler's state
 	// (LossScaler's Scale, Clean and Skipped); LossScale 0: the run did
 	// not scale.
@@ -87,6 +88,9 @@ func WriteCheckpoint(path string, g *ir.Graph, params map[string]*ref.Tensor, p 
 	if p.Data != "" {
 		meta["run_data"] = p.Data
 	}
+	if p.Precision != "" && p.Precision != "f32" {
+		meta["run_precision"] = p.Precision
+	}
 	return safetensors.WriteFile(path, tensors, meta)
 }
 
@@ -127,7 +131,7 @@ func progress(md map[string]string) (*Progress, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bad seed %q", md["seed"])
 	}
-	p := &Progress{Step: step, Seed: seed, Model: md["run_model"], Data: md["run_data"], Graph: md["model"], Mode: md["mode"]}
+	p := &Progress{Step: step, Seed: seed, Model: md["run_model"], Data: md["run_data"], Precision: md["run_precision"], Graph: md["model"], Mode: md["mode"]}
 	if s, ok := md["steps"]; ok {
 		if p.Steps, err = strconv.Atoi(s); err != nil || p.Steps < step {
 			return nil, fmt.Errorf("bad planned steps %q at step %d", s, step)

@@ -471,7 +471,7 @@ func (t *Trainer) save(step int) error {
 		return err
 	}
 	o := &t.Opt
-	p := Progress{Step: step, Seed: o.Seed, Steps: o.Steps, LR: t.lr, Losses: t.Losses, LossesFrom: t.LossesFrom, Model: o.Model, Data: o.Data}
+	p := Progress{Step: step, Seed: o.Seed, Steps: o.Steps, LR: t.lr, Losses: t.Losses, LossesFrom: t.LossesFrom, Model: o.Model, Data: o.Data, Precision: t.Precision}
 	if t.Scaler != nil {
 		p.LossScale, p.LossScaleClean, p.Skipped = t.Scaler.Scale, t.Scaler.Clean, t.Scaler.Skipped
 	}

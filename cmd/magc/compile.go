@@ -37,7 +37,7 @@ type modelFlags struct {
 	Batch     string `help:"Override the model's batch size (its 'batch' constant); 'max' (compile, bench) finds the largest that fits the arena."`
 	Seq       *int   `help:"Override the context length (the model's 'context' constant)."`
 	LoRARank  *int   `name:"lora-rank" help:"Override the LoRA rank r of qlora mode."`
-	Precision string `help:"Storage precision of activations and the gradients between layers: f32, f16 (with loss scaling) or bf16. Arithmetic, weights, optimizer state and reductions stay f32." enum:"f32,f16,bf16" default:"f32"`
+	Precision string `help:"Storage precision of activations and the gradients between layers: f32, f16 (with loss scaling) or bf16. Arithmetic, weights, optimizer state and reductions stay f32. Default: f32, or the --resume checkpoint's." enum:"f32,f16,bf16," default:""`
 }
 
 // check refuses values no model can take: a flag given is a flag meant,

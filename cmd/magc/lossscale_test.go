@@ -89,3 +89,40 @@ func TestRunWithLossScale(t *testing.T) {
 		t.Errorf("resumed summary.json: loss scale %g at step %d", s.LossScale, s.Steps)
 	}
 }
+
+// TestRunF16ScalesAndResumes: --precision f16 trains with loss scaling on
+// its own; its checkpoint records the precision, so a resume without the
+// flag continues in f16 with its scaler.
+func TestRunF16ScalesAndResumes(t *testing.T) {
+	out := t.TempDir()
+	args := []string{"run", "--train", "--device", "sim", "--eval-batches", "1", "--out", out, "--quiet"}
+	code, _, stderr := magc(t, append(args, "--precision", "f16", "--steps", "2")...)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	read := func() train.Summary {
+		var s train.Summary
+		raw, err := os.ReadFile(filepath.Join(out, "summary.json"))
+		if err == nil {
+			err = json.Unmarshal(raw, &s)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	if s := read(); s.Precision != "f16" || s.LossScale != 65536 {
+		t.Errorf("summary.json: precision %q, loss scale %g", s.Precision, s.LossScale)
+	}
+	ckpt := filepath.Join(out, train.CheckpointFile)
+	if p, err := train.ReadProgress(ckpt); err != nil || p.Precision != "f16" {
+		t.Fatalf("checkpoint: %+v, %v", p, err)
+	}
+	code, _, stderr = magc(t, append(args, "--steps", "3", "--resume", ckpt)...)
+	if code != 0 {
+		t.Fatalf("resume: exit %d: %s", code, stderr)
+	}
+	if s := read(); s.Precision != "f16" || s.LossScale == 0 || s.Steps != 3 {
+		t.Errorf("resumed summary.json: precision %q, loss scale %g, steps %d", s.Precision, s.LossScale, s.Steps)
+	}
+}

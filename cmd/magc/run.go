@@ -156,10 +156,11 @@ func onInterrupt(log io.Writer) (<-chan struct{}, func()) {
 	return stop, func() { signal.Stop(sigs); close(done) }
 }
 
-// defaults fills --model, --data and --mode: from the --resume checkpoint
-// when it records them, else tiny on selective copying.
+// defaults fills --model, --data, --mode and --precision: from the
+// --resume checkpoint when it records them, else tiny on selective copying
+// in f32.
 func (c *runCmd) defaults() error {
-	if c.Resume != "" && (c.Model == "" || c.Data == "" || c.Mode == "") {
+	if c.Resume != "" && (c.Model == "" || c.Data == "" || c.Mode == "" || c.Precision == "") {
 		p, err := train.ReadProgress(c.Resume)
 		if err != nil {
 			return err
@@ -167,6 +168,7 @@ func (c *runCmd) defaults() error {
 		c.Model = cmp.Or(c.Model, p.Model, p.Graph)
 		c.Mode = cmp.Or(c.Mode, p.Mode)
 		c.Data = cmp.Or(c.Data, p.Data)
+		c.Precision = cmp.Or(c.Precision, p.Precision)
 	}
 	c.Model = cmp.Or(c.Model, "tiny")
 	c.Data = cmp.Or(c.Data, "selective-copying")
