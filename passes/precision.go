@@ -135,9 +135,9 @@ type PrecisionStats struct {
 // gradient operand and, back from it, the element-wise ops and reshapes of
 // the parameter's size that produce it (clipping's scale, the adding up of
 // a shared weight's parts). They stay f32, the "master" precision of the
-// update. The walk stops where the size changes: the sums and contractions
-// that reduce the flowing gradients to a parameter's are f32 by their op,
-// and what they read flows between layers.
+// update. The walk stops where the size changes: the sum or contraction
+// that reduces the flowing gradients to the parameter's size is the last
+// value kept, and what it reads flows between layers (half).
 func paramGradients(g *ir.Graph) map[*ir.Value]bool {
 	out := map[*ir.Value]bool{}
 	for _, n := range g.Nodes {
