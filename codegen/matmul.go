@@ -350,11 +350,6 @@ func matmul(e *Emitter, grp *passes.Group) error {
 	batch := int(batchShape.Elems())
 
 	c := newMMContraction(M, N)
-	if M <= mvRows && mvReads(e, grp) {
-		c.bm, c.bn, c.mv = M, mvCols*mmThreads/32, true
-	}
-	e.K.Threads = [3]int{mmThreads, 1, 1}
-	e.K.Groups = [3]int{mmCeil(N, c.bn), mmCeil(M, c.bm), batch}
 	var bc []kir.Expr
 	if len(batchShape) > 0 {
 		bc = e.Split(batchShape, kir.Group(2))
@@ -391,6 +386,9 @@ func matmul(e *Emitter, grp *passes.Group) error {
 			kFrom: kir.I(0), kEnd: mmBound{kir.I(K), K%c.bk == 0}, scale: t.Scale,
 		})
 	}
+	c.tryMV(M)
+	e.K.Threads = [3]int{mmThreads, 1, 1}
+	e.K.Groups = [3]int{mmCeil(N, c.bn), mmCeil(M, c.bm), batch}
 	c.m0 = e.Let("m0", kir.I32, kir.Mul(kir.Group(1), kir.I(c.bm)))
 	c.n0 = e.Let("n0", kir.I32, kir.Mul(kir.Group(0), kir.I(c.bn)))
 	c.mEnd = mmBound{kir.I(M), M%c.bm == 0}
@@ -418,12 +416,25 @@ func groupedMatmul(e *Emitter, grp *passes.Group) error {
 	E := w.Type.Shape[0]
 
 	c := newMMContraction(R/E, N)
-	if R <= mvRows && mvReads(e, grp) { // each expert has at most R rows
-		c.bm, c.bn, c.mv = R, mvCols*mmThreads/32, true
+	ex := e.Let("ex", kir.I32, kir.Group(2))
+	for _, t := range mmTerms(grp) {
+		x, w := t.Node.Inputs[0], t.Node.Inputs[1]
+		tb := t.Node.Attrs.Bool("tb")
+		K := x.Type.Shape[1]
+		c.terms = append(c.terms, mmTerm{
+			a: mmOperand{v: x, at: func(i, k kir.Expr) []kir.Expr { return []kir.Expr{i, k} }, kMajor: e.mmInnerContiguous(x, 1), keep: keep},
+			b: mmOperand{v: w, at: func(j, k kir.Expr) []kir.Expr {
+				if tb {
+					return []kir.Expr{ex, j, k}
+				}
+				return []kir.Expr{ex, k, j}
+			}, kMajor: e.mmInnerContiguous(w, map[bool]int{false: 1, true: 2}[tb])},
+			kFrom: kir.I(0), kEnd: mmBound{kir.I(K), K%c.bk == 0}, scale: t.Scale,
+		})
 	}
+	c.tryMV(R) // each expert has at most R rows
 	e.K.Threads = [3]int{mmThreads, 1, 1}
 	e.K.Groups = [3]int{mmCeil(N, c.bn), mmCeil(R, c.bm), E + 1}
-	ex := e.Let("ex", kir.I32, kir.Group(2))
 	c.n0 = e.Let("n0", kir.I32, kir.Mul(kir.Group(0), kir.I(c.bn)))
 	c.nEnd = mmBound{kir.I(N), N%c.bn == 0}
 
@@ -450,21 +461,6 @@ func groupedMatmul(e *Emitter, grp *passes.Group) error {
 	c.m0 = e.Let("m0", kir.I32, kir.Add(lo, kir.Mul(kir.Group(1), kir.I(c.bm))))
 	e.Emit(kir.If{Cond: kir.Op(">=", c.m0, hi), Then: []kir.Stmt{kir.Return{}}})
 	c.mEnd = mmBound{hi, false}
-	for _, t := range mmTerms(grp) {
-		x, w := t.Node.Inputs[0], t.Node.Inputs[1]
-		tb := t.Node.Attrs.Bool("tb")
-		K := x.Type.Shape[1]
-		c.terms = append(c.terms, mmTerm{
-			a: mmOperand{v: x, at: func(i, k kir.Expr) []kir.Expr { return []kir.Expr{i, k} }, kMajor: e.mmInnerContiguous(x, 1), keep: keep},
-			b: mmOperand{v: w, at: func(j, k kir.Expr) []kir.Expr {
-				if tb {
-					return []kir.Expr{ex, j, k}
-				}
-				return []kir.Expr{ex, k, j}
-			}, kMajor: e.mmInnerContiguous(w, map[bool]int{false: 1, true: 2}[tb])},
-			kFrom: kir.I(0), kEnd: mmBound{kir.I(K), K%c.bk == 0}, scale: t.Scale,
-		})
-	}
 	c.store = func(i, j, v kir.Expr) { e.StoreThrough(grp, out, []kir.Expr{i, j}, v) }
 	c.emit(e)
 	return c.err
@@ -520,21 +516,19 @@ const (
 	mvCols = 2
 )
 
-// mvReads reports whether the rhs of every term of grp is contiguous
-// along the inner axis, which the lanes' walk needs to read coalesced.
-func mvReads(e *Emitter, grp *passes.Group) bool {
-	for _, t := range mmTerms(grp) {
-		n := t.Node
-		b := n.Inputs[1]
-		ax := len(b.Type.Shape) - 2
-		if n.Attrs.Bool("tb") {
-			ax = len(b.Type.Shape) - 1
-		}
-		if !e.mmInnerContiguous(b, ax) {
-			return false
+// tryMV switches a contraction of at most mvRows rows to matrix-vector
+// products when every term's rhs is contiguous along the inner axis, which
+// the lanes' walk needs to read coalesced. The terms must be set.
+func (c *mmContraction) tryMV(rows int) {
+	if rows > mvRows {
+		return
+	}
+	for _, t := range c.terms {
+		if !t.b.kMajor {
+			return
 		}
 	}
-	return true
+	c.bm, c.bn, c.mv = rows, mvCols*mmThreads/32, true
 }
 
 // emitMV writes the matrix-vector body: rows m0 … m0+bm−1 (those below
