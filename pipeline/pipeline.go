@@ -132,7 +132,7 @@ func placeMemory(u *Unit, c *Config) error {
 	u.Memory = m
 	if m != nil && m.Plan != nil {
 		u.Plan = codegen.BuildPlan(u.Graph, u.Prog, m)
-		u.Plan.Precision = cmp.Or(u.cfg.Precision, "f32")
+		u.Plan.Precision = u.Precision.Precision
 	}
 	return err
 }

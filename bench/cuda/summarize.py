@@ -296,8 +296,8 @@ def summarize(out, peak_gbps, peak_gflops):
     prec = {}
     for p in ("f32", "bf16", "f16"):
         name = "magc_phase1_" + p
-        e = speed_entry(read_json(os.path.join(out, name + ".json")), steps, name)
         d = read_json(os.path.join(out, name + ".json"))
+        e = speed_entry(d, steps, name)
         if isinstance(d, dict) and "_error" not in d:
             e["arena_bytes"] = d.get("arena_bytes")
         prec[p] = e

@@ -17,6 +17,7 @@ import (
 	"github.com/scm-magellano/magc/ir"
 	"github.com/scm-magellano/magc/ir/ref"
 	"github.com/scm-magellano/magc/models"
+	"github.com/scm-magellano/magc/passes"
 	"github.com/scm-magellano/magc/pipeline"
 	"github.com/scm-magellano/magc/safetensors"
 	"github.com/scm-magellano/magc/train"
@@ -201,8 +202,11 @@ func (c *runCmd) check() error {
 }
 
 // lossScaling reports whether the run scales its loss.
-// lossScaling: asked for, or implied by f16 storage (passes.Config.Scaled).
-func (c *runCmd) lossScaling() bool { return c.LossScale || c.Precision == "f16" }
+// lossScaling: asked for, or implied by the precision (passes.Config.Scaled).
+func (c *runCmd) lossScaling() bool {
+	cfg := passes.Config{LossScale: c.LossScale, Precision: c.Precision}
+	return cfg.Scaled()
+}
 
 // checkLossScale refuses loss-scaling flags that no run can use, and
 // such flags given to a run that does not scale.
